@@ -1,0 +1,80 @@
+"""Degradation parameters and the ranges they are sampled from (SPEC §1)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .psf import MAX_RADIUS_PX, PSFParams
+
+__all__ = ["DegradationParams", "ParameterRanges"]
+
+Range = tuple[float, float]
+
+
+class DegradationParams(BaseModel):
+    """One defocus + noise setting: ``y = N(gain * (x ⊛ h) + offset)``.
+
+    Intensities are on the 0..255 scale; radii in pixels; angle in radians.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rx_px: float = Field(gt=0, le=MAX_RADIUS_PX, description="PSF scale along x' (px)")
+    ry_px: float = Field(gt=0, le=MAX_RADIUS_PX, description="PSF scale along y' (px)")
+    beta: float = Field(gt=0, le=10, description="Airy exponent")
+    theta_rad: float = Field(ge=-2 * math.pi, le=2 * math.pi, description="astigmatism angle")
+    gain: float = Field(gt=0, le=100, allow_inf_nan=False, description="gain a")
+    offset: float = Field(ge=-255, le=255, allow_inf_nan=False, description="offset b (0..255)")
+    sigma: float = Field(ge=0, le=255, allow_inf_nan=False, description="Gaussian std (0..255)")
+    dose: float = Field(gt=0, le=1e9, allow_inf_nan=False, description="electrons per unit")
+
+    @property
+    def psf(self) -> PSFParams:
+        """The PSF part of the setting."""
+        return PSFParams(
+            rx_px=self.rx_px, ry_px=self.ry_px, beta=self.beta, theta_rad=self.theta_rad
+        )
+
+
+class ParameterRanges(BaseModel):
+    """Uniform ranges ``(low, high)`` of every parameter; defaults are the paper's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rx_px: Range = (1.0, 30.0)
+    ry_px: Range = (1.0, 30.0)
+    beta: Range = (1.9, 2.0)
+    theta_rad: Range = (0.0, 3.14)
+    gain: Range = (0.99, 1.1)
+    offset: Range = (1.0, 25.0)
+    sigma: Range = (1.0, 10.0)
+    dose: Range = (1.0, 50.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ParameterRanges:
+        for name in type(self).model_fields:
+            lo, hi = getattr(self, name)
+            if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+                raise ValueError(f"range {name}=({lo}, {hi}) must be finite with low <= high")
+        # Validate the extremes once so that sampling can never produce an invalid setting.
+        DegradationParams(**{n: getattr(self, n)[0] for n in type(self).model_fields})
+        DegradationParams(**{n: getattr(self, n)[1] for n in type(self).model_fields})
+        return self
+
+    def sample(self, rng: np.random.Generator) -> DegradationParams:
+        """Draw every parameter independently and uniformly from its range."""
+        values = {n: float(rng.uniform(*getattr(self, n))) for n in type(self).model_fields}
+        return DegradationParams(**values)
+
+    def sample_many(self, rng: np.random.Generator, n: int) -> list[DegradationParams]:
+        """``n`` independent settings (per-image or per-patch sampling)."""
+        return [self.sample(rng) for _ in range(n)]
+
+    def midpoint(self) -> DegradationParams:
+        """Every parameter at the centre of its range (the paper's 'midpoint' setting)."""
+        return DegradationParams(
+            **{n: 0.5 * sum(getattr(self, n)) for n in type(self).model_fields}
+        )

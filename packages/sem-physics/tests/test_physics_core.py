@@ -1,0 +1,188 @@
+"""Core forward model: PSF closed form, FFT convolution, noise statistics, parameter ranges."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+from pydantic import ValidationError
+from scipy.special import j1
+from sem_physics import (
+    DegradationParams,
+    ParameterRanges,
+    PSFParams,
+    airy_psf,
+    convolve_reflect,
+    convolve_reflect_torch,
+    degrade,
+    degrade_torch,
+    kernel_size,
+)
+
+
+def closed_form(p: PSFParams, dy: float, dx: float) -> float:
+    """Unnormalised PSF value at (row offset dy, column offset dx), written out independently."""
+    xr = math.cos(p.theta_rad) * dx + math.sin(p.theta_rad) * dy
+    yr = -math.sin(p.theta_rad) * dx + math.cos(p.theta_rad) * dy
+    r = math.hypot(xr / p.rx_px, yr / p.ry_px)
+    if r == 0:
+        return 1.0
+    return abs(2 * j1(math.pi * r) / (math.pi * r)) ** p.beta
+
+
+@pytest.mark.parametrize(
+    ("rx", "ry", "expected"), [(1.0, 1.0, 7), (2.0, 1.0, 13), (15.5, 15.5, 93), (30.0, 3.0, 181)]
+)
+def test_kernel_size_is_ceil_6r_forced_odd(rx: float, ry: float, expected: int) -> None:
+    assert kernel_size(rx, ry) == expected
+    assert airy_psf(PSFParams(rx_px=rx, ry_px=ry)).shape == (expected, expected)
+
+
+def test_psf_matches_closed_form_at_sample_points() -> None:
+    p = PSFParams(rx_px=4.3, ry_px=2.1, beta=1.93, theta_rad=0.7)
+    k = airy_psf(p)
+    c = k.shape[0] // 2
+    raw = np.array(
+        [[closed_form(p, i - c, j - c) for j in range(k.shape[1])] for i in range(k.shape[0])]
+    )
+    np.testing.assert_allclose(k, raw / raw.sum(), rtol=1e-12, atol=1e-15)
+    assert k[c, c] == k.max()
+    assert math.isclose(k.sum(), 1.0, rel_tol=1e-12)
+
+
+def test_psf_symmetries() -> None:
+    iso = airy_psf(PSFParams(rx_px=5, ry_px=5, theta_rad=0.3))
+    np.testing.assert_allclose(iso, np.rot90(iso), atol=1e-15)
+    np.testing.assert_allclose(iso, iso.T, atol=1e-15)
+    a = airy_psf(PSFParams(rx_px=6, ry_px=2, theta_rad=0.4))
+    b = airy_psf(PSFParams(rx_px=6, ry_px=2, theta_rad=0.4 + math.pi))
+    np.testing.assert_allclose(a, b, atol=1e-12)
+    swapped = airy_psf(PSFParams(rx_px=2, ry_px=6, theta_rad=0.4))
+    rotated = airy_psf(PSFParams(rx_px=6, ry_px=2, theta_rad=0.4 + math.pi / 2))
+    np.testing.assert_allclose(swapped, rotated, atol=1e-12)
+    # Astigmatism: an x-elongated kernel is wider along columns than along rows.
+    c = a.shape[0] // 2
+    elong = airy_psf(PSFParams(rx_px=6, ry_px=2))
+    assert elong[c, c + 4] > elong[c + 4, c]
+
+
+def test_psf_rejects_invalid_radii() -> None:
+    for bad in (
+        {"rx_px": 0, "ry_px": 1},
+        {"rx_px": 1, "ry_px": -2},
+        {"rx_px": float("nan"), "ry_px": 1},
+    ):
+        with pytest.raises(ValidationError):
+            PSFParams(**bad)
+
+
+@pytest.mark.parametrize("shape", [(31, 47), (64, 64), (9, 120)])
+def test_convolution_equals_direct_reflect(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.random(shape) * 255
+    k = airy_psf(PSFParams(rx_px=1.4, ry_px=1.1, theta_rad=1.0))
+    direct = ndi.convolve(x, k, mode="reflect")
+    np.testing.assert_allclose(convolve_reflect(x, k, dtype=np.float64), direct, atol=1e-9)
+    np.testing.assert_allclose(convolve_reflect(x, k), direct, rtol=1e-5, atol=1e-3)
+    # 'mirror' (whole-sample symmetric) is a different boundary and must not match.
+    assert (
+        np.abs(convolve_reflect(x, k, dtype=np.float64) - ndi.convolve(x, k, mode="mirror")).max()
+        > 1e-3
+    )
+
+
+def test_convolution_delta_and_flat() -> None:
+    k = airy_psf(PSFParams(rx_px=3, ry_px=2, theta_rad=0.5))
+    s = k.shape[0]
+    img = np.zeros((61, 61))
+    img[30, 30] = 1.0
+    out = convolve_reflect(img, k, dtype=np.float64)
+    np.testing.assert_allclose(
+        out[30 - s // 2 : 30 + s // 2 + 1, 30 - s // 2 : 30 + s // 2 + 1], k, atol=1e-12
+    )
+    flat = convolve_reflect(np.full((50, 70), 123.0), airy_psf(PSFParams(rx_px=8, ry_px=8)))
+    np.testing.assert_allclose(flat, 123.0, rtol=1e-5)
+
+
+def test_torch_path_matches_numpy_with_mixed_kernel_sizes() -> None:
+    rng = np.random.default_rng(2)
+    imgs = rng.random((3, 80, 90)) * 255
+    params = [PSFParams(rx_px=r, ry_px=r * 0.7, theta_rad=0.3 * r) for r in (1.0, 4.0, 9.5)]
+    kernels = [torch.as_tensor(airy_psf(p)) for p in params]
+    out = convolve_reflect_torch(torch.as_tensor(imgs, dtype=torch.float32)[:, None], kernels)
+    for i, p in enumerate(params):
+        ref = convolve_reflect(imgs[i], airy_psf(p), dtype=np.float64)
+        np.testing.assert_allclose(out[i, 0].numpy(), ref, rtol=1e-4, atol=1e-4 * 255)
+
+
+def test_noise_moments_match_closed_form() -> None:
+    p = DegradationParams(
+        rx_px=2, ry_px=2, beta=2, theta_rad=0, gain=1.05, offset=10, sigma=4, dose=5
+    )
+    x = np.full((400, 500), 80.0)
+    y = degrade(x, p, rng=3).astype(np.float64)
+    n = y.size
+    mean_true = 1.05 * 80 + 10
+    var_true = mean_true / 5 + 16
+    assert abs(y.mean() - mean_true) < 5 * math.sqrt(var_true / n)
+    # Variance of the sample variance ~ 2 var^2 / n for near-Gaussian data; 6 sigma bound.
+    assert abs(y.var() - var_true) < 6 * var_true * math.sqrt(2 / n)
+
+
+def test_noise_terms_switch_off_and_clip_negative() -> None:
+    p = DegradationParams(
+        rx_px=2, ry_px=2, beta=2, theta_rad=0, gain=1.0, offset=-50, sigma=0, dose=3
+    )
+    x = np.full((100, 100), 10.0)
+    y = degrade(x, p, rng=0, gaussian=False)
+    assert np.all(y == 0)  # 10 - 50 < 0 is clipped before Poisson: zero counts
+    clean = degrade(x, p, rng=0, poisson=False, gaussian=False)
+    np.testing.assert_allclose(clean, -40.0, rtol=1e-6)
+    raw = degrade(x, p, rng=0, blur=False, gain_offset=False, poisson=False, gaussian=False)
+    np.testing.assert_array_equal(raw, x.astype(np.float32))
+
+
+def test_seed_reproduces_and_differs() -> None:
+    x = np.random.default_rng(0).random((64, 64)) * 255
+    p = ParameterRanges().midpoint()
+    np.testing.assert_array_equal(degrade(x, p, rng=7), degrade(x, p, rng=7))
+    assert not np.array_equal(degrade(x, p, rng=7), degrade(x, p, rng=8))
+
+
+def test_torch_degrade_statistics() -> None:
+    p = DegradationParams(
+        rx_px=3, ry_px=3, beta=2, theta_rad=0, gain=1.0, offset=5, sigma=2, dose=10
+    )
+    g = torch.Generator().manual_seed(0)
+    y = degrade_torch(torch.full((4, 1, 128, 128), 50.0), p, generator=g).double()
+    var_true = 55 / 10 + 4
+    assert abs(y.mean().item() - 55) < 5 * math.sqrt(var_true / y.numel())
+    assert abs(y.var().item() - var_true) < 6 * var_true * math.sqrt(2 / y.numel())
+
+
+def test_ranges_midpoint_and_sampling() -> None:
+    r = ParameterRanges()
+    m = r.midpoint()
+    assert (m.rx_px, m.beta, m.theta_rad, m.gain, m.offset, m.sigma, m.dose) == (
+        15.5,
+        1.95,
+        1.57,
+        1.045,
+        13.0,
+        5.5,
+        25.5,
+    )
+    rng = np.random.default_rng(0)
+    samples = r.sample_many(rng, 200)
+    for name in ParameterRanges.model_fields:
+        vals = np.array([getattr(s, name) for s in samples])
+        lo, hi = getattr(r, name)
+        assert vals.min() >= lo and vals.max() <= hi
+        assert vals.std() > 0.2 * (hi - lo)  # uniform std is (hi - lo)/sqrt(12) ~ 0.29 (hi - lo)
+    with pytest.raises(ValidationError):
+        ParameterRanges(dose=(0.0, 5.0))
+    with pytest.raises(ValidationError):
+        ParameterRanges(rx_px=(5.0, 1.0))
