@@ -1,1 +1,70 @@
-"""placeholder"""
+"""sem_metrology: line/space SEM metrology (CD, LWR, LER, roughness PSD) at sub-nanometre level.
+
+Works with numpy, scipy, scikit-image and pydantic only (no torch). Main entry point:
+:func:`measure_lines`; synthetic images of known truth: :func:`make_line_image`.
+"""
+
+from .edges import coarse_edges, edge_spread_px, fill_gaps, subpixel_edges
+from .lines import (
+    TABLE_METRICS,
+    LineMeasurement,
+    LineOptions,
+    compare_measurements,
+    measure_lines,
+)
+from .preprocess import (
+    detect_orientation,
+    estimate_tilt,
+    flatten_background,
+    median5_extrema,
+    normalize_intensity,
+)
+from .psd import detrend_profiles, profile_psd, psd_variance
+from .roughness_fit import (
+    PalasantzasFit,
+    fit_palasantzas,
+    noise_variance,
+    palasantzas_psd,
+    palasantzas_variance,
+    unbiased_variance,
+)
+from .synthetic import (
+    SyntheticLines,
+    SyntheticTruth,
+    correlated_edges,
+    make_line_image,
+    render_lines,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TABLE_METRICS",
+    "LineMeasurement",
+    "LineOptions",
+    "PalasantzasFit",
+    "SyntheticLines",
+    "SyntheticTruth",
+    "coarse_edges",
+    "compare_measurements",
+    "correlated_edges",
+    "detect_orientation",
+    "detrend_profiles",
+    "edge_spread_px",
+    "estimate_tilt",
+    "fill_gaps",
+    "fit_palasantzas",
+    "flatten_background",
+    "make_line_image",
+    "measure_lines",
+    "median5_extrema",
+    "noise_variance",
+    "normalize_intensity",
+    "palasantzas_psd",
+    "palasantzas_variance",
+    "profile_psd",
+    "psd_variance",
+    "render_lines",
+    "subpixel_edges",
+    "unbiased_variance",
+]

@@ -1,0 +1,233 @@
+"""``sem-measure``: line/space and contact-hole metrology from the command line.
+
+Examples
+--------
+``sem-measure lines lines.tif --json`` (pixel size from the file's metadata)
+``sem-measure lines lines.tif --pixel-size-nm 0.827 --report lines.png --csv``
+``sem-measure contacts contacts.tif --json``
+
+Exit codes: 0 measured; 1 image read but not measurable (result flagged invalid); 2 bad input
+(unreadable file, bad option, missing pixel size) — one line on stderr (``--debug`` for the
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["LoadedImage", "load_image", "main"]
+
+_INFO_BAR_FRACTION = 0.0667
+
+
+class InputError(Exception):
+    """Bad command-line input; reported as one line with exit code 2."""
+
+
+@dataclass
+class LoadedImage:
+    """An image ready to measure: info bar removed, pixel size and its source."""
+
+    data: np.ndarray
+    pixel_size_nm: float | None
+    pixel_size_source: str
+    info_bar_rows: int
+
+
+def _read_without_metadata(path: Path) -> np.ndarray:
+    from skimage import io as skio
+
+    arr = np.asarray(skio.imread(str(path)))
+    if arr.ndim == 3:
+        arr = arr[..., :3].mean(axis=-1) if arr.shape[-1] in (3, 4) else arr[0]
+    return arr
+
+
+def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
+    """Read an SEM image with ``sem_physics.io`` (pixel size from metadata) and drop the info bar.
+
+    ``info_bar``: ``'auto'`` (rows found by the reader, else the bottom 6.67 %), ``'none'``, or a
+    number of bottom rows to remove.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"image file not found: {p}")
+    try:
+        from sem_physics.io import read_image
+    except ImportError:  # older sem-physics without I/O: no metadata
+        read_image = None
+    try:
+        if read_image is not None:
+            sem = read_image(p)
+            data = np.asarray(sem.data)
+            size = sem.pixel_size_nm
+            source = sem.pixel_size_source if size is not None else "none"
+            bar_rows = getattr(sem, "info_bar_rows", None)
+        else:
+            data, size, source, bar_rows = _read_without_metadata(p), None, "none", None
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read image {p}: {err}") from err
+    if info_bar == "none":
+        rows = 0
+    elif info_bar == "auto":
+        rows = int(bar_rows) if bar_rows is not None else round(_INFO_BAR_FRACTION * data.shape[0])
+    else:
+        try:
+            rows = int(info_bar)
+        except ValueError:
+            raise InputError(
+                f"--info-bar must be 'auto', 'none' or a row count, got {info_bar!r}"
+            ) from None
+        if not 0 <= rows < data.shape[0]:
+            raise InputError(f"--info-bar rows must be in [0, {data.shape[0] - 1}], got {rows}")
+    if rows:
+        data = data[: data.shape[0] - rows]
+    return LoadedImage(
+        data=data, pixel_size_nm=size, pixel_size_source=str(source), info_bar_rows=rows
+    )
+
+
+def _pixel_size(args: argparse.Namespace, img: LoadedImage) -> tuple[float, str]:
+    if args.pixel_size_nm is not None:
+        return args.pixel_size_nm, "command line"
+    if img.pixel_size_nm is None:
+        raise InputError(
+            f"no pixel size in the metadata of {args.image}; give --pixel-size-nm (nm per pixel)"
+        )
+    return float(img.pixel_size_nm), f"metadata ({img.pixel_size_source})"
+
+
+def _cmd_lines(args: argparse.Namespace) -> int:
+    from .lines import LineOptions, measure_lines
+
+    img = load_image(args.image, args.info_bar)
+    size, source = _pixel_size(args, img)
+    options = LineOptions(
+        tone=args.tone,
+        orientation=args.orientation,
+        edge_method=args.method,
+        threshold=args.threshold,
+    )
+    result = measure_lines(img.data, size, options).model_copy(update={"pixel_size_source": source})
+    if args.report:
+        from .report import save_line_report
+
+        save_line_report(result, img.data, args.report, title=str(args.image))
+    if args.json:
+        print(result.to_json(include_edges=args.include_edges))
+    elif args.csv:
+        print(result.to_csv("summary"), end="")
+    else:
+        for key, value in result.summary().items():
+            print(f"{key}: {value}")
+        for w in result.warnings:
+            print(f"warning: {w}")
+    if not result.valid:
+        print(f"sem-measure: not measurable: {result.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_contacts(args: argparse.Namespace) -> int:
+    try:
+        from . import contacts  # the contact-hole module of this package
+    except ImportError as err:
+        raise InputError(f"contact-hole metrology is not available: {err}") from err
+
+    img = load_image(args.image, args.info_bar)
+    size, source = _pixel_size(args, img)
+    result = contacts.measure_contacts(img.data, size)
+    if hasattr(result, "pixel_size_source"):
+        result = result.model_copy(update={"pixel_size_source": source})
+    if args.report:
+        save = getattr(contacts, "save_contact_report", None)
+        if save is None:
+            raise InputError("--report is not available for contacts in this version")
+        save(result, img.data, args.report)
+    text = result.to_json() if hasattr(result, "to_json") else result.model_dump_json(indent=2)
+    if args.json:
+        print(text)
+    else:
+        summary = result.model_dump()
+        for key, value in summary.items():
+            if not isinstance(value, list | dict):
+                print(f"{key}: {value}")
+    if getattr(result, "valid", True) is False:
+        print(f"sem-measure: not measurable: {getattr(result, 'reason', '')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sem-measure",
+        description="SEM metrology: line/space (CD, LWR, LER, PSD) and contacts.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("image", type=Path, help="SEM image file (TIFF, PNG, ...)")
+    common.add_argument(
+        "--pixel-size-nm",
+        type=_positive_float,
+        default=None,
+        help="nm per pixel (default: from the file's metadata)",
+    )
+    common.add_argument("--json", action="store_true", help="print the result as JSON")
+    common.add_argument("--report", type=Path, default=None, help="write a PNG report here")
+    common.add_argument(
+        "--info-bar", default="auto", help="'auto' (default), 'none', or bottom rows to remove"
+    )
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    lines = sub.add_parser("lines", parents=[common], help="line/space metrology")
+    lines.add_argument("--csv", action="store_true", help="print a one-row CSV summary")
+    lines.add_argument(
+        "--include-edges", action="store_true", help="with --json: include per-row edge positions"
+    )
+    lines.add_argument(
+        "--method", choices=["polynomial", "linear", "threshold"], default="polynomial"
+    )
+    lines.add_argument("--threshold", type=float, default=0.5)
+    lines.add_argument("--tone", choices=["auto", "bright", "dark"], default="auto")
+    lines.add_argument("--orientation", choices=["auto", "vertical", "horizontal"], default="auto")
+    lines.set_defaults(func=_cmd_lines)
+    contacts = sub.add_parser("contacts", parents=[common], help="contact-hole metrology")
+    contacts.set_defaults(func=_cmd_contacts)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sem-measure``; returns the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line usage error
+        return int(exc.code or 0)
+    try:
+        return int(args.func(args))
+    except (InputError, ValueError, OSError) as err:
+        if args.debug:
+            traceback.print_exc()
+        message = " ".join(str(err).split())
+        print(f"sem-measure: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Synthetic line/space SEM images of known truth, for testing metrology.
+
+Edges are independent stationary Gaussian processes with the Palasantzas PSD
+``S(f) ∝ 1/[1 + (2π f ξ)²]^(H+1/2)`` scaled to variance ``σ²`` (FFT synthesis on a record four
+times longer than the image, then cropped, so the edges are not periodic). Lines are rendered
+with exact area coverage: every pixel row is split into ``supersample`` sub-rows, each sub-row
+holds straight edge positions, and a pixel's value is the covered fraction of its area. An
+optional edge bloom adds a Gaussian ridge on each edge. Blur and noise come from
+:func:`sem_physics.degrade`.
+
+The truth is computed from the rendered edges themselves: the edge of a pixel row is the mean
+of its sub-row edges (the area-equivalent position), so the truth contains exactly the
+roughness present in the image (including the cropping of low frequencies), not the nominal
+``σ``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "SyntheticLines",
+    "SyntheticTruth",
+    "correlated_edges",
+    "make_line_image",
+    "render_lines",
+]
+
+
+def correlated_edges(
+    n_edges: int,
+    n_samples: int,
+    spacing_nm: float,
+    sigma_nm: float,
+    correlation_length_nm: float,
+    roughness_exponent: float,
+    rng: np.random.Generator,
+    *,
+    record_factor: int = 4,
+) -> np.ndarray:
+    """Independent edge deviations (nm) with a Palasantzas PSD and process std ``sigma_nm``.
+
+    A record of ``M = record_factor · n_samples`` points is synthesised in Fourier space,
+    ``Z_k = sqrt(S(f_k)) · (complex normal)``, and scaled so that the periodic process on ``M``
+    points has variance ``σ² = (S_0 + 2 Σ_interior S_k + S_Nyq) / M²`` times the scale²; the
+    first ``n_samples`` points are returned.
+
+    Returns
+    -------
+    (n_edges, n_samples) float64, nm.
+    """
+    if n_edges < 0 or n_samples < 2:
+        raise ValueError(f"n_edges must be >= 0 and n_samples >= 2, got {n_edges}, {n_samples}")
+    if not (sigma_nm >= 0 and correlation_length_nm > 0 and roughness_exponent > 0):
+        raise ValueError(
+            "sigma_nm must be >= 0, correlation_length_nm and roughness_exponent > 0, got "
+            f"{sigma_nm}, {correlation_length_nm}, {roughness_exponent}"
+        )
+    m = int(record_factor) * n_samples
+    f = np.fft.rfftfreq(m, d=spacing_nm)
+    shape = (1.0 + (2.0 * np.pi * f * correlation_length_nm) ** 2) ** (-(roughness_exponent + 0.5))
+    shape[0] = 0.0  # zero-mean edges at their nominal positions
+    coeff = rng.standard_normal((n_edges, f.size)) + 1j * rng.standard_normal((n_edges, f.size))
+    coeff *= np.sqrt(shape / 2.0)
+    coeff[:, -1] = coeff[:, -1].real * math.sqrt(2.0) if m % 2 == 0 else coeff[:, -1]
+    weights = np.full(f.size, 2.0)
+    weights[0] = 1.0
+    if m % 2 == 0:
+        weights[-1] = 1.0
+    var_unit = float(np.sum(weights * shape)) / m**2
+    x = np.fft.irfft(coeff, n=m, axis=1)
+    scale = sigma_nm / math.sqrt(var_unit) if var_unit > 0 else 0.0
+    return x[:, :n_samples] * scale
+
+
+def render_lines(
+    leading_px: np.ndarray,
+    trailing_px: np.ndarray,
+    width_px: int,
+    supersample: int,
+) -> np.ndarray:
+    """Area coverage (0..1) of lines ``[leading, trailing]`` given per sub-row, vertical lines.
+
+    Parameters
+    ----------
+    leading_px, trailing_px : (L, H · supersample) edge columns per sub-row (pixel ``j`` covers
+        ``[j − 1/2, j + 1/2]``); lines must not overlap.
+    width_px : image width W.
+    supersample : sub-rows per pixel row.
+
+    Returns
+    -------
+    (H, W) float64 coverage.
+    """
+    lead = np.clip(np.asarray(leading_px, dtype=np.float64), -0.5, width_px - 0.5 - 1e-9)
+    trail = np.clip(np.asarray(trailing_px, dtype=np.float64), -0.5, width_px - 0.5 - 1e-9)
+    n_sub = lead.shape[1]
+    h = n_sub // supersample
+    row = np.broadcast_to((np.arange(n_sub) // supersample)[None, :], lead.shape).ravel()
+    a, b = lead.ravel(), np.maximum(trail.ravel(), lead.ravel())
+    ja = np.floor(a + 0.5).astype(np.intp)
+    jb = np.floor(b + 0.5).astype(np.intp)
+    wgt = 1.0 / supersample
+    frac = np.zeros((h, width_px + 1))
+    diff = np.zeros((h, width_px + 1))
+    same = ja == jb
+    np.add.at(frac, (row[same], ja[same]), (b - a)[same] * wgt)
+    d = ~same
+    np.add.at(frac, (row[d], ja[d]), (ja[d] + 0.5 - a[d]) * wgt)
+    np.add.at(frac, (row[d], jb[d]), (b[d] - (jb[d] - 0.5)) * wgt)
+    np.add.at(diff, (row[d], ja[d] + 1), wgt)
+    np.add.at(diff, (row[d], jb[d]), -wgt)
+    return (np.cumsum(diff, axis=1) + frac)[:, :width_px]
+
+
+class SyntheticTruth(BaseModel):
+    """Metrology truth of a synthetic image, computed from its rendered edges (nm)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_lines: int
+    n_rows: int
+    pixel_size_nm: float
+    tilt_deg: float
+    pitch_nm: float
+    cd_nm: float = Field(description="mean over lines of the per-line mean width")
+    cd_std_nm: float = Field(description="std (ddof 0) of per-line mean widths")
+    lwr_nm: float = Field(description="3 sigma of widths about each line's mean, pooled")
+    ler_nm: float = Field(description="3 sigma of edges about their own line, pooled, both")
+    ler_leading_nm: float
+    ler_trailing_nm: float
+    sigma_nm: float = Field(description="nominal edge std of the generating process")
+    correlation_length_nm: float
+    roughness_exponent: float
+
+
+@dataclass(frozen=True)
+class SyntheticLines:
+    """A synthetic line/space image, its noise-free version, its edges and its truth.
+
+    ``leading_px``/``trailing_px`` are (L, H) area-equivalent edge columns per row (for
+    ``orientation='horizontal'`` they are rows per column of the returned, transposed image).
+    """
+
+    image: np.ndarray
+    clean: np.ndarray
+    leading_px: np.ndarray
+    trailing_px: np.ndarray
+    truth: SyntheticTruth
+
+    @property
+    def pixel_size_nm(self) -> float:
+        """Pixel size (nm)."""
+        return self.truth.pixel_size_nm
+
+
+def _truth_sigma3(edges_nm: np.ndarray, linear: bool) -> float:
+    rows = np.arange(edges_nm.shape[1], dtype=np.float64)
+    res = []
+    for e in edges_nm:
+        fit = np.polyval(np.polyfit(rows, e, 1), rows) if linear else e.mean()
+        res.append(e - fit)
+    return float(3.0 * np.sqrt(np.mean(np.square(res))))
+
+
+def make_line_image(
+    n_lines: int = 37,
+    shape: tuple[int, int] = (896, 1280),
+    *,
+    pixel_size_nm: float = 0.827,
+    pitch_nm: float | None = None,
+    cd_nm: float | None = None,
+    sigma_nm: float = 1.2,
+    correlation_length_nm: float = 15.0,
+    roughness_exponent: float = 0.6,
+    line_level: float = 150.0,
+    space_level: float = 50.0,
+    bloom_amplitude: float = 0.0,
+    bloom_width_px: float = 1.0,
+    tilt_deg: float = 0.0,
+    supersample: int = 4,
+    degradation: object | None = None,
+    orientation: Literal["vertical", "horizontal"] = "vertical",
+    seed: int | np.random.Generator | None = 0,
+) -> SyntheticLines:
+    """Render a line/space image with rough edges of known statistics; optionally degrade it.
+
+    Parameters
+    ----------
+    n_lines : number of complete lines, centred in the image.
+    shape : (H, W) for vertical lines (rows along the lines).
+    pixel_size_nm : nm per pixel.
+    pitch_nm, cd_nm : line pitch and nominal width; defaults ``W / (n_lines + 1)`` pixels and
+        half the pitch.
+    sigma_nm, correlation_length_nm, roughness_exponent : edge process (Palasantzas PSD).
+    line_level, space_level : intensities (0..255 scale) of lines and spaces.
+    bloom_amplitude, bloom_width_px : Gaussian ridge added on every edge (0 = none).
+    tilt_deg : lines rotated by this angle (edge ``x`` drifts by ``tan`` per row).
+    supersample : sub-rows per row for anti-aliasing along the lines.
+    degradation : a ``sem_physics.DegradationParams`` (blur, gain/offset, noise) or None.
+    orientation : ``'horizontal'`` returns the transposed image.
+    seed : seed or generator (edges, then degradation noise).
+
+    Returns
+    -------
+    SyntheticLines.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    h, w = shape
+    if n_lines < 1 or h < 4 or w < 4 or supersample < 1:
+        raise ValueError(
+            f"need n_lines >= 1, shape >= (4, 4), supersample >= 1; got {n_lines}, {shape}, "
+            f"{supersample}"
+        )
+    pitch_px = (pitch_nm / pixel_size_nm) if pitch_nm else w / (n_lines + 1)
+    cd_px = (cd_nm / pixel_size_nm) if cd_nm else 0.5 * pitch_px
+    if not 0 < cd_px < pitch_px:
+        raise ValueError(f"cd_nm must be in (0, pitch_nm), got cd {cd_px} px, pitch {pitch_px} px")
+    slope = math.tan(math.radians(tilt_deg))
+    drift = abs(slope) * 0.5 * h
+    span = n_lines * pitch_px + 2 * drift
+    if span > w - 2:
+        raise ValueError(f"{n_lines} lines of pitch {pitch_px:.2f} px do not fit in width {w}")
+    n_sub = h * supersample
+    y_sub = (np.arange(n_sub) + 0.5) / supersample - 0.5  # sub-row centres in pixel rows
+    x0 = 0.5 * (w - 1) - 0.5 * n_lines * pitch_px + pitch_px * (np.arange(n_lines) + 0.5)
+    centre = x0[:, None] + (y_sub - 0.5 * (h - 1))[None, :] * slope
+    spacing_nm = pixel_size_nm / supersample / math.cos(math.radians(tilt_deg))
+    rough = correlated_edges(
+        2 * n_lines, n_sub, spacing_nm, sigma_nm, correlation_length_nm, roughness_exponent, rng
+    ) / (pixel_size_nm * math.cos(math.radians(tilt_deg)))
+    half_cd = 0.5 * cd_px / math.cos(math.radians(tilt_deg))
+    lead_sub = centre - half_cd + rough[:n_lines]
+    trail_sub = centre + half_cd + rough[n_lines:]
+    if np.any(trail_sub <= lead_sub) or np.any(lead_sub[1:] <= trail_sub[:-1]):
+        raise ValueError("edges cross: reduce sigma_nm or widen cd_nm / the spaces")
+    coverage = render_lines(lead_sub, trail_sub, w, supersample)
+    clean = space_level + (line_level - space_level) * coverage
+    lead = lead_sub.reshape(n_lines, h, supersample).mean(axis=2)
+    trail = trail_sub.reshape(n_lines, h, supersample).mean(axis=2)
+    if bloom_amplitude:
+        reach = math.ceil(5.0 * bloom_width_px)
+        offsets = np.arange(-reach, reach + 1)
+        rows = np.broadcast_to(np.arange(h)[:, None], (h, offsets.size))
+        for e in np.vstack([lead, trail]):
+            cols = np.rint(e)[:, None].astype(np.intp) + offsets[None, :]
+            ridge = bloom_amplitude * np.exp(-0.5 * ((cols - e[:, None]) / bloom_width_px) ** 2)
+            ok = (cols >= 0) & (cols < w)
+            np.add.at(clean, (rows[ok], cols[ok]), ridge[ok])
+    image = clean
+    if degradation is not None:
+        from sem_physics import degrade
+
+        image = degrade(clean, degradation, rng)  # type: ignore[arg-type]
+    cos_t = math.cos(math.radians(tilt_deg))
+    scale = pixel_size_nm * cos_t
+    widths = (trail - lead) * scale
+    line_cd = widths.mean(axis=1)
+    w_res = widths - line_cd[:, None]
+    truth = SyntheticTruth(
+        n_lines=n_lines,
+        n_rows=h,
+        pixel_size_nm=pixel_size_nm,
+        tilt_deg=tilt_deg,
+        pitch_nm=pitch_px * pixel_size_nm,
+        cd_nm=float(line_cd.mean()),
+        cd_std_nm=float(line_cd.std()),
+        lwr_nm=float(3.0 * np.sqrt(np.mean(w_res**2))),
+        ler_nm=_truth_sigma3(np.vstack([lead, trail]) * scale, linear=True),
+        ler_leading_nm=_truth_sigma3(lead * scale, linear=True),
+        ler_trailing_nm=_truth_sigma3(trail * scale, linear=True),
+        sigma_nm=sigma_nm,
+        correlation_length_nm=correlation_length_nm,
+        roughness_exponent=roughness_exponent,
+    )
+    image32 = np.asarray(image, dtype=np.float32)
+    clean32 = np.asarray(clean, dtype=np.float32)
+    if orientation == "horizontal":
+        image32, clean32 = np.ascontiguousarray(image32.T), np.ascontiguousarray(clean32.T)
+    return SyntheticLines(
+        image=image32, clean=clean32, leading_px=lead, trailing_px=trail, truth=truth
+    )

@@ -1,0 +1,207 @@
+"""Result model, invalid inputs, comparison, report and the ``sem-measure`` command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import tifffile
+from sem_metrology import (
+    LineMeasurement,
+    compare_measurements,
+    make_line_image,
+    measure_lines,
+    profile_psd,
+    psd_variance,
+)
+from sem_metrology.cli import main
+from sem_metrology.report import save_line_report
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return make_line_image(n_lines=10, shape=(192, 320), sigma_nm=1.0, seed=11)
+
+
+@pytest.fixture(scope="module")
+def result(sample) -> LineMeasurement:
+    return measure_lines(sample.image, sample.pixel_size_nm)
+
+
+def _no_nan(obj) -> bool:
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(_no_nan(v) for v in obj.values())
+    if isinstance(obj, list):
+        return all(_no_nan(v) for v in obj)
+    return True
+
+
+def test_json_has_required_fields_and_no_nan(result: LineMeasurement) -> None:
+    data = json.loads(result.to_json())
+    for key in (
+        "n_lines",
+        "cd_nm",
+        "cd_std_nm",
+        "lwr_nm",
+        "ler_nm",
+        "lwr_unbiased_nm",
+        "ler_unbiased_nm",
+        "correlation_length_nm",
+        "roughness_exponent",
+        "pixel_size_nm",
+        "psd_frequency_per_nm",
+        "psd_lwr_nm3",
+        "psd_ler_nm3",
+    ):
+        assert data[key] is not None, key
+    assert "leading_edges_px" not in data
+    assert _no_nan(data)
+    full = LineMeasurement.model_validate_json(result.to_json(include_edges=True))
+    assert full == result
+    assert np.asarray(full.leading_edges_px).shape == (result.n_lines, result.n_rows)
+
+
+def test_psd_in_result_obeys_parseval(result: LineMeasurement) -> None:
+    f = np.asarray(result.psd_frequency_per_nm)
+    assert psd_variance(f, result.psd_lwr_nm3) == pytest.approx((result.lwr_nm / 3) ** 2, rel=1e-9)
+    assert psd_variance(f, result.psd_ler_nm3) == pytest.approx((result.ler_nm / 3) ** 2, rel=1e-9)
+    # Independent recomputation from the stored edges.
+    widths = result.widths_nm()
+    f2, p2 = profile_psd(widths, result.pixel_size_nm / math.cos(math.radians(result.tilt_deg)))
+    assert np.allclose(f2, f) and np.allclose(p2, result.psd_lwr_nm3)
+    assert widths.mean(axis=1) == pytest.approx(result.line_cd_nm)
+
+
+def test_csv_outputs(result: LineMeasurement) -> None:
+    rows = list(csv.DictReader(io.StringIO(result.to_csv("summary"))))
+    assert len(rows) == 1 and float(rows[0]["cd_nm"]) == pytest.approx(result.cd_nm)
+    lines = list(csv.DictReader(io.StringIO(result.to_csv("lines"))))
+    assert len(lines) == result.n_lines
+    assert float(lines[0]["cd_nm"]) == pytest.approx(result.line_cd_nm[0], abs=1e-4)
+
+
+def test_compare_measurements(result: LineMeasurement) -> None:
+    same = compare_measurements(result, result)
+    assert same["avg_abs_error"] == 0.0 and same["cd_abs_error_nm"] == 0.0
+    shifted = result.model_copy(update={"cd_nm": result.cd_nm + 0.5, "ler_nm": result.ler_nm - 0.1})
+    d = compare_measurements(shifted, result)
+    assert d["abs_error_cd_nm"] == pytest.approx(0.5)
+    assert d["abs_error_ler_nm"] == pytest.approx(0.1)
+    assert d["avg_abs_error"] == pytest.approx(0.6 / 5)
+    bad = result.model_copy(update={"valid": False})
+    assert compare_measurements(bad, result)["avg_abs_error"] is None
+    with pytest.raises(ValueError, match="not comparable"):
+        compare_measurements(result, result, metrics=("psnr",))
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        (np.full((64, 64), 80.0), "constant"),
+        (np.full((64, 64), 255, dtype=np.uint8), "saturated"),
+        (np.random.default_rng(0).normal(100, 10, (128, 128)), "no measurable lines"),
+    ],
+)
+def test_unmeasurable_images_are_flagged_not_nan(image: np.ndarray, reason: str) -> None:
+    m = measure_lines(image, 1.0)
+    assert not m.valid and reason in m.reason
+    assert m.cd_nm is None and m.lwr_nm is None and m.n_lines == 0
+    assert _no_nan(json.loads(m.to_json()))
+
+
+def test_too_few_rows_flagged(sample) -> None:
+    m = measure_lines(sample.image[:10], sample.pixel_size_nm)
+    assert not m.valid and "too few rows" in m.reason
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"image": np.zeros((4, 4, 3))}, "2-D grayscale"),
+        ({"image": np.full((32, 32), np.nan)}, "NaN"),
+        ({"image": np.zeros((32, 32)), "pixel_size_nm": None}, "pixel_size_nm is required"),
+        ({"image": np.zeros((32, 32)), "pixel_size_nm": -1.0}, "pixel_size_nm must be"),
+        ({"image": np.zeros((32, 32)), "roi": (0, 40, 0, 10)}, "roi"),
+        ({"image": np.zeros((32, 32)), "threshold": 1.5}, "threshold"),
+    ],
+)
+def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
+    kwargs = {"pixel_size_nm": 1.0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        measure_lines(**kwargs)
+
+
+def test_metadata_pixel_size_is_used_and_reported(sample) -> None:
+    class Image:
+        data = sample.image
+        pixel_size_nm = sample.pixel_size_nm
+        pixel_size_source = "tiff tag"
+
+    m = measure_lines(Image())
+    assert m.pixel_size_nm == sample.pixel_size_nm and "tiff tag" in m.pixel_size_source
+    assert measure_lines(Image(), 1.0).pixel_size_source == "argument"
+
+
+def test_report_png(tmp_path, sample, result) -> None:
+    out = save_line_report(result, sample.image, tmp_path / "r.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _tif(tmp_path, image) -> str:
+    path = tmp_path / "lines.tif"
+    tifffile.imwrite(path, np.clip(image, 0, 255).astype(np.uint8))
+    return str(path)
+
+
+def test_cli_lines_json_report_and_exit_codes(tmp_path, sample, capsys) -> None:
+    path = _tif(tmp_path, sample.image)
+    report = tmp_path / "rep.png"
+    code = main(
+        [
+            "lines",
+            path,
+            "--pixel-size-nm",
+            str(sample.pixel_size_nm),
+            "--json",
+            "--info-bar",
+            "none",
+            "--report",
+            str(report),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and report.is_file()
+    data = json.loads(out)
+    assert data["n_lines"] == 10 and data["pixel_size_source"] == "command line"
+    assert data["cd_nm"] == pytest.approx(sample.truth.cd_nm, abs=0.3)
+    # CSV summary
+    assert main(["lines", path, "--pixel-size-nm", "0.8", "--csv", "--info-bar", "none"]) == 0
+    assert "cd_nm" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["lines", "/nonexistent/x.tif", "--pixel-size-nm", "1"], 2, "not found"),
+        (["lines", "{tif}", "--pixel-size-nm", "-3"], 2, "must be a finite number > 0"),
+        (["lines", "{tif}", "--pixel-size-nm", "1", "--threshold", "2"], 2, "threshold"),
+        (["lines", "{tif}", "--pixel-size-nm", "1", "--info-bar", "x"], 2, "--info-bar"),
+        (["lines", "{flat}", "--pixel-size-nm", "1"], 1, "not measurable"),
+    ],
+)
+def test_cli_bad_input_one_line_on_stderr(tmp_path, sample, capsys, argv, code, message) -> None:
+    tif = _tif(tmp_path, sample.image)
+    flat = tmp_path / "flat.tif"
+    tifffile.imwrite(flat, np.full((64, 64), 90, dtype=np.uint8))
+    argv = [a.format(tif=tif, flat=flat) for a in argv]
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    # One error line (argparse prints its usage above it); no traceback.
+    assert message in err[-1] and err[-1].startswith("sem-measure")
+    assert not any("Traceback" in line for line in err)
