@@ -1,0 +1,1 @@
+"""Command modules of the ``sem`` CLI; each exposes ``register(subparsers)``."""

@@ -1,0 +1,98 @@
+"""``sem train pretrain|finetune|baseline``: the training commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", required=True, help="preset name (paper, cpu-small) or a YAML/JSON file"
+    )
+    p.add_argument("--data", type=Path, help="override data.root (folder of SEM images)")
+    p.add_argument("--output-dir", type=Path, help="override run.output_dir")
+    p.add_argument("--epochs", type=int, help="override run.epochs")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override run.device")
+    p.add_argument("--max-steps", type=int, help="stop (with a checkpoint) after N steps")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``train`` with its sub-commands."""
+    train = subparsers.add_parser("train", help="pretraining stages, fine-tuning, baselines")
+    tsub = train.add_subparsers(dest="train_command", metavar="<what>")
+    tsub.required = True
+
+    pre = tsub.add_parser("pretrain", help="Stage 1 (MAE), 2 (MoE + KD) or 3 (frequency)")
+    pre.add_argument("--stage", type=int, choices=[1, 2, 3], required=True)
+    pre.add_argument("--init-from", type=Path, help="override init_from (stages 2 and 3)")
+    _common(pre)
+    pre.set_defaults(handler=_pretrain)
+
+    ft = tsub.add_parser("finetune", help="low-shot defocus-to-focus fine-tuning")
+    ft.add_argument("--init-from", type=Path, help="override init_from (pretrained run)")
+    _common(ft)
+    ft.set_defaults(handler=_finetune)
+
+    bl = tsub.add_parser("baseline", help="train a learned baseline (sem-baselines)")
+    bl.add_argument("method", choices=["n2v", "n2n", "mrn"])
+    _common(bl)
+    bl.set_defaults(handler=_baseline)
+
+
+def _overrides(args: argparse.Namespace, kind: str):
+    from ..config import load_config
+
+    cfg = load_config(args.config, kind)
+    data = cfg.model_dump()
+    if args.data is not None:
+        if not args.data.is_dir():
+            raise FileNotFoundError(f"--data {args.data} is not a directory")
+        data["data"]["root"] = args.data
+    run = data["run"]
+    for key, val in (
+        ("output_dir", args.output_dir),
+        ("epochs", args.epochs),
+        ("device", args.device),
+        ("max_steps", args.max_steps),
+    ):
+        if val is not None:
+            run[key] = val
+    if getattr(args, "init_from", None) is not None:
+        data["init_from"] = args.init_from
+    return load_config(data, kind)
+
+
+def _report(result) -> int:
+    best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.5g}"
+    state = "stopped early" if result.stopped_early else "finished"
+    print(
+        f"{state} at step {result.global_step} (epoch {result.epoch}); best val loss {best}; "
+        f"outputs in {result.output_dir}"
+    )
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from ..stages import run_pretrain_stage
+
+    cfg = _overrides(args, f"stage{args.stage}")
+    return _report(run_pretrain_stage(args.stage, cfg, resume=args.resume))
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from ..finetune import run_finetune
+
+    return _report(run_finetune(_overrides(args, "finetune"), resume=args.resume))
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    from ..baselines import run_baseline
+
+    out = run_baseline(_overrides(args, "baseline"), args.method)
+    print(f"trained {args.method}; outputs in {out}")
+    return 0

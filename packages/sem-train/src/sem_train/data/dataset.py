@@ -1,0 +1,285 @@
+"""Unlabeled SEM images from a folder tree: a cached index, a seeded split, robust loading.
+
+* :func:`build_index` walks the tree once (sorted, so the order is the same on every machine),
+  optionally checks every file's header, and caches the result as JSON. The cache lives in
+  ``<root>/.sem_index/`` when the data folder is writable, otherwise in ``cache_dir`` or
+  ``~/.cache/sem-train``. Files that fail the check are listed (with the reason) and counted.
+* :func:`split_index` makes a deterministic train/validation split from a seed.
+* :class:`SEMImageDataset` reads, crops the information bar and augments one image. Its items
+  are addressed by ``(index, seed)`` pairs coming from :class:`~sem_train.data.sampler.EpochBatchSampler`,
+  so the augmentation of a sample is fixed by the seed. An unreadable file never stops an
+  epoch: it is logged, counted and replaced by the next readable file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import AugmentConfig, DataConfig
+from .augment import augment, center_resize
+from .io import IMAGE_EXTENSIONS, check_header, crop_bottom, read_gray
+
+__all__ = ["ImageIndex", "SEMImageDataset", "build_index", "load_image_tensor", "split_index"]
+
+log = logging.getLogger(__name__)
+
+INDEX_VERSION = 1
+
+
+@dataclass
+class ImageIndex:
+    """The readable image files under ``root`` (relative POSIX paths, sorted) and the rejects."""
+
+    root: Path
+    files: list[str]
+    rejected: dict[str, str] = field(default_factory=dict)
+    cache_path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def paths(self) -> list[Path]:
+        """Absolute paths of the readable files."""
+        return [self.root / f for f in self.files]
+
+
+def _walk(root: Path, extensions: tuple[str, ...]) -> list[str]:
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(dirpath).relative_to(root)
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            if os.path.splitext(name)[1].lower() in extensions:
+                found.append((rel / name).as_posix())
+    return sorted(found)
+
+
+def _cache_location(root: Path, cache_dir: Path | None, key: str) -> Path:
+    name = f"index-{key}.json"
+    if cache_dir is not None:
+        return Path(cache_dir) / name
+    beside = root / ".sem_index"
+    if os.access(root, os.W_OK):
+        return beside / name
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sem-train" / name
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def build_index(
+    root: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    refresh: bool = False,
+    verify: str = "header",
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+) -> ImageIndex:
+    """Index the image files under ``root`` once and cache the result.
+
+    Parameters
+    ----------
+    root : folder tree of TIFF (8/16-bit), PNG, JPEG or BMP files; other files are ignored.
+    cache_dir : where to keep the JSON index (default: see module doc).
+    refresh : rebuild even if a cached index exists (needed after files were added).
+    verify : ``"none"`` (list only), ``"header"`` (parse each header) or ``"full"`` (decode).
+
+    Returns
+    -------
+    ImageIndex with the readable files and a ``{path: reason}`` map of rejected ones.
+    """
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"data folder {root} does not exist or is not a directory (set data.root or --data)"
+        )
+    if verify not in ("none", "header", "full"):
+        raise ValueError(f"verify must be 'none', 'header' or 'full', got {verify!r}")
+    key = hashlib.sha1(f"{root}|{sorted(extensions)}|{verify}".encode()).hexdigest()[:12]
+    cache = _cache_location(root, Path(cache_dir) if cache_dir else None, key)
+    if cache.is_file() and not refresh:
+        try:
+            data = json.loads(cache.read_text())
+            if data.get("version") == INDEX_VERSION and data.get("root") == str(root):
+                return ImageIndex(root, list(data["files"]), dict(data["rejected"]), cache)
+        except (OSError, ValueError, KeyError):
+            log.warning("ignoring unreadable index cache %s; rebuilding", cache)
+    t0 = time.perf_counter()
+    files: list[str] = []
+    rejected: dict[str, str] = {}
+    for rel in _walk(root, tuple(e.lower() for e in extensions)):
+        try:
+            if verify == "header":
+                check_header(root / rel)
+            elif verify == "full":
+                read_gray(root / rel)
+        except Exception as err:  # any decoder error means: skip this file
+            rejected[rel] = f"{type(err).__name__}: {err}"
+            log.warning("skipping unreadable image %s (%s)", root / rel, rejected[rel])
+            continue
+        files.append(rel)
+    index = ImageIndex(root, files, rejected, cache)
+    payload = {
+        "version": INDEX_VERSION,
+        "root": str(root),
+        "verify": verify,
+        "built_s": round(time.perf_counter() - t0, 3),
+        "files": files,
+        "rejected": rejected,
+    }
+    try:
+        _atomic_write_text(cache, json.dumps(payload, indent=0))
+    except OSError as err:
+        log.warning("could not cache the image index at %s (%s); continuing", cache, err)
+        index.cache_path = None
+    if rejected:
+        log.warning(
+            "%d of %d files under %s are unreadable and skipped",
+            len(rejected),
+            len(rejected) + len(files),
+            root,
+        )
+    return index
+
+
+def split_index(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic split of ``range(n)`` into (train, val) by a seeded permutation.
+
+    ``ceil(val_fraction * n)`` items go to validation (at least one when ``val_fraction > 0``
+    and ``n >= 2``); both lists are returned sorted.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+    n_val = 0 if val_fraction == 0 else min(n - 1, max(1, int(np.ceil(val_fraction * n))))
+    n_val = max(n_val, 0)
+    perm = np.random.default_rng(seed).permutation(n)
+    return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
+
+
+def load_image_tensor(path: Path, info_bar_fraction: float) -> torch.Tensor:
+    """Read ``path``, remove the information bar, return (1, H, W) float32 in [0, 1]."""
+    data, rows = read_gray(path)
+    data = crop_bottom(data, info_bar_fraction, rows)
+    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).div_(255.0)[None]
+
+
+class SEMImageDataset(Dataset):
+    """Augmented (training) or centre-cropped (validation) views of indexed SEM images.
+
+    Items are addressed by ``(i, seed)`` (an int ``i`` alone uses seed ``i``). Each item is a
+    dict ``{"image": (C, S, S) float32 in [0, 1], "seed": int64, "index": int64,
+    "skipped": int64}``, where ``skipped`` counts unreadable files that were replaced.
+    """
+
+    def __init__(
+        self,
+        paths: list[Path],
+        *,
+        image_size_px: int,
+        channels: int = 1,
+        train: bool = True,
+        info_bar_fraction: float = 0.0667,
+        augment_cfg: AugmentConfig | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        if not paths:
+            raise ValueError("dataset has no images (check data.root and its file extensions)")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.paths = list(paths)
+        self.size = int(image_size_px)
+        self.channels = channels
+        self.train = train
+        self.info_bar_fraction = info_bar_fraction
+        self.augment_cfg = augment_cfg or AugmentConfig()
+        self.log_path = log_path
+        self.bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _note_bad(self, i: int, err: BaseException) -> None:
+        self.bad.add(i)
+        msg = f"skipping unreadable image {self.paths[i]} ({type(err).__name__}: {err})"
+        log.warning(msg)
+        if self.log_path is not None:
+            try:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.log_path, "a") as fh:
+                    fh.write(json.dumps({"path": str(self.paths[i]), "error": str(err)}) + "\n")
+            except OSError:
+                pass
+
+    def view(self, img: torch.Tensor, seed: int) -> torch.Tensor:
+        """The training (augmented with ``seed``) or validation (centre) view of (1, H, W)."""
+        if self.train:
+            g = torch.Generator().manual_seed(int(seed))
+            out = augment(img, self.size, self.augment_cfg, g)
+        else:
+            out = center_resize(img, self.size)
+        return out.expand(self.channels, -1, -1).contiguous() if self.channels == 3 else out
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        i, seed = (key, key) if isinstance(key, int) else (int(key[0]), int(key[1]))
+        n = len(self.paths)
+        for attempt in range(n):
+            j = (i + attempt) % n
+            if j in self.bad:
+                continue
+            try:
+                img = load_image_tensor(self.paths[j], self.info_bar_fraction)
+            except Exception as err:  # unreadable file: log, count, use the next one
+                self._note_bad(j, err)
+                continue
+            return {
+                "image": self.view(img, seed),
+                "seed": torch.tensor(seed, dtype=torch.int64),
+                "index": torch.tensor(j, dtype=torch.int64),
+                "skipped": torch.tensor(attempt, dtype=torch.int64),
+            }
+        raise RuntimeError(f"none of the {n} images of the dataset could be read")
+
+    @classmethod
+    def from_config(
+        cls, cfg: DataConfig, *, log_path: Path | None = None
+    ) -> tuple[SEMImageDataset, SEMImageDataset | None, ImageIndex]:
+        """Index ``cfg.root`` and return (train, val or None, index) datasets."""
+        if cfg.root is None:
+            raise ValueError("data.root is not set: give a folder of SEM images (or --data)")
+        index = build_index(
+            cfg.root, cache_dir=cfg.cache_dir, refresh=cfg.refresh_index, verify=cfg.verify
+        )
+        paths = index.paths()[: cfg.max_images] if cfg.max_images else index.paths()
+        if not paths:
+            raise ValueError(
+                f"no readable images under {index.root} (extensions {IMAGE_EXTENSIONS}; "
+                f"{len(index.rejected)} unreadable)"
+            )
+        tr, va = split_index(len(paths), cfg.val_fraction, cfg.split_seed)
+        common = {
+            "image_size_px": cfg.image_size_px,
+            "channels": cfg.channels,
+            "info_bar_fraction": cfg.info_bar_fraction,
+            "augment_cfg": cfg.augment,
+            "log_path": log_path,
+        }
+        train = cls([paths[i] for i in tr], train=True, **common)
+        val = cls([paths[i] for i in va], train=False, **common) if va else None
+        return train, val, index

@@ -1,0 +1,89 @@
+"""Process-group set-up from the ``torchrun`` environment, and device selection.
+
+``torchrun --nproc_per_node N`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``
+and ``MASTER_PORT``; with ``WORLD_SIZE > 1`` the process group is initialised with NCCL on
+GPUs and Gloo on CPUs. Without those variables everything runs in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistContext", "select_device"]
+
+
+def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` when a GPU is visible, else ``cpu``."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but no CUDA device is available")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+@dataclass
+class DistContext:
+    """Rank, world size and helpers; a no-op in single-process runs."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @classmethod
+    def from_env(cls, device: torch.device) -> DistContext:
+        """Join (or create) the process group described by the torchrun environment."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        if world <= 1:
+            return cls()
+        owns = False
+        if not dist.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            dist.init_process_group(backend=backend, rank=rank, world_size=world)
+            owns = True
+        return cls(
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            local_rank=local,
+            owns_group=owns,
+        )
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """In-place sum over ranks (identity in one process)."""
+        if self.enabled:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def any_true(self, flag: bool, device: torch.device) -> bool:
+        """True if ``flag`` is true on any rank."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        """Destroy the process group if this context created it."""
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,118 @@
+"""Validation image metrics in torch (PSNR, SSIM) and the metrics log (JSONL + TensorBoard).
+
+PSNR and SSIM are computed on the training device for monitoring only (model selection uses
+the validation loss, as in the paper). Images are in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["MetricsLogger", "psnr", "ssim"]
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-image PSNR in dB of (N, C, H, W): ``10 log10(range^2 / mse)``, shape (N,)."""
+    mse = (pred.float() - target.float()).square().flatten(1).mean(1)
+    return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
+
+
+def _gauss(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    x = torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    data_range: float = 1.0,
+    win: int = 11,
+    sigma: float = 1.5,
+) -> torch.Tensor:
+    """Per-image SSIM (Wang et al. 2004; Gaussian window 11 / 1.5, valid region), shape (N,)."""
+    x, y = pred.float(), target.float()
+    c = x.shape[1]
+    win = min(win, x.shape[-1], x.shape[-2])
+    g = _gauss(win, sigma, x.device)
+    k = (g[:, None] * g[None, :]).expand(c, 1, win, win)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, k, groups=c)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1)
+
+
+class MetricsLogger:
+    """Append-only JSONL metrics (one object per line) and, when installed, TensorBoard scalars.
+
+    On resume, :meth:`truncate_after` drops lines logged after the checkpoint being resumed so
+    that the file reads like one uninterrupted run.
+    """
+
+    def __init__(self, path: Path, *, tensorboard_dir: Path | None = None, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+        self._tb: Any = None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if tensorboard_dir is not None:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self._tb = SummaryWriter(str(tensorboard_dir))
+                except Exception:  # tensorboard not installed or broken: JSONL only
+                    self._tb = None
+
+    def truncate_after(self, step: int) -> None:
+        """Keep only records with ``step <= step``."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except ValueError:
+                continue
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(k + "\n" for k in kept))
+        tmp.replace(self.path)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Write one record (floats rounded to 7 significant digits, tensors converted)."""
+        if not self.enabled:
+            return
+        clean: dict[str, Any] = {}
+        for k, v in record.items():
+            if isinstance(v, torch.Tensor):
+                v = v.item()
+            if isinstance(v, float):
+                v = float(f"{v:.7g}") if math.isfinite(v) else str(v)
+            clean[k] = v
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(clean) + "\n")
+        if self._tb is not None:
+            split = clean.get("split", "train")
+            step = int(clean.get("step", 0))
+            for k, v in clean.items():
+                if isinstance(v, int | float) and k not in ("step", "epoch"):
+                    self._tb.add_scalar(f"{split}/{k}", v, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()
+            self._tb = None

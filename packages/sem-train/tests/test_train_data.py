@@ -1,0 +1,137 @@
+"""Dataset index, split, corrupt-file handling, augmentations, pairs and batch order."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from sem_train.config import AugmentConfig, DataConfig
+from sem_train.data import (
+    DefocusPairDataset,
+    EpochBatchSampler,
+    SEMImageDataset,
+    augment,
+    build_index,
+    rotate,
+    split_index,
+    validation_batches,
+)
+
+
+def test_index_is_cached_sorted_and_ignores_other_files(image_folder, folder_writer):
+    (image_folder / "notes.txt").write_text("not an image")
+    (image_folder / ".hidden.png").write_bytes(b"")
+    idx = build_index(image_folder)
+    assert len(idx) == 12 and idx.files == sorted(idx.files)
+    assert idx.cache_path is not None and idx.cache_path.is_file()
+    # A new file is not seen until the index is refreshed: the cache is really used.
+    folder_writer(image_folder / "later", 1, seed=5)
+    assert len(build_index(image_folder)) == 12
+    assert len(build_index(image_folder, refresh=True)) == 13
+
+
+def test_corrupt_files_are_skipped_and_counted(image_folder, tmp_path):
+    (image_folder / "group0" / "broken.tif").write_bytes(b"II*\x00garbage" * 3)
+    (image_folder / "group1" / "empty.png").write_bytes(b"")
+    (image_folder / "group2" / "text.jpg").write_text("this is not a jpeg")
+    idx = build_index(image_folder, cache_dir=tmp_path / "cache")
+    assert len(idx) == 12
+    assert sorted(idx.rejected) == ["group0/broken.tif", "group1/empty.png", "group2/text.jpg"]
+    # Without verification the broken files enter the index; loading skips and counts them.
+    idx = build_index(image_folder, cache_dir=tmp_path / "cache", verify="none")
+    assert len(idx) == 15
+    log = tmp_path / "skipped.jsonl"
+    ds = SEMImageDataset(idx.paths(), image_size_px=16, log_path=log)
+    items = [ds[(i, i)] for i in range(len(ds))]
+    assert all(it["image"].shape == (1, 16, 16) for it in items)
+    skipped_total = sum(int(it["skipped"]) for it in items)
+    assert len(ds.bad) == 3 and skipped_total >= 3
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert {a["path"].rsplit("/", 1)[-1] for a in lines} == {"broken.tif", "empty.png", "text.jpg"}
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_index(tmp_path / "nope")
+    with pytest.raises(ValueError, match=r"data\.root"):
+        SEMImageDataset.from_config(DataConfig())
+
+
+def test_split_is_deterministic_disjoint_and_sized():
+    tr, va = split_index(100, 0.1, seed=3)
+    assert len(va) == 10 and not set(tr) & set(va) and sorted(tr + va) == list(range(100))
+    assert split_index(100, 0.1, seed=3) == (tr, va)
+    assert split_index(100, 0.1, seed=4)[1] != va
+    assert split_index(5, 0.01, seed=0)[1] != []  # at least one validation image
+
+
+def test_real_corpus_indexes_all_micrographs(corpus_dir, tmp_path):
+    idx = build_index(corpus_dir, cache_dir=tmp_path / "c")
+    assert len(idx) + len(idx.rejected) == 46  # 45 TIFF + 1 PNG; txt/csv/md/LICENSE ignored
+    assert len(idx) >= 44
+    ds = SEMImageDataset(idx.paths()[:2], image_size_px=32, channels=3)
+    item = ds[(1, 7)]
+    assert item["image"].shape == (3, 32, 32)
+    assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
+
+
+def test_augment_is_a_function_of_the_seed():
+    img = torch.rand(1, 40, 52)
+    cfg = AugmentConfig()
+    a = augment(img, 24, cfg, torch.Generator().manual_seed(1))
+    b = augment(img, 24, cfg, torch.Generator().manual_seed(1))
+    c = augment(img, 24, cfg, torch.Generator().manual_seed(2))
+    assert a.shape == (1, 24, 24) and torch.equal(a, b) and not torch.equal(a, c)
+    assert float(a.min()) >= 0 and float(a.max()) <= 1
+
+
+def test_rotation_by_quarter_turn_matches_rot90():
+    img = torch.rand(1, 16, 16)
+    r = rotate(img, math.pi / 2)
+    assert torch.allclose(r, torch.rot90(img, 1, (-2, -1)), atol=1e-5) or torch.allclose(
+        r, torch.rot90(img, -1, (-2, -1)), atol=1e-5
+    )
+    assert torch.allclose(rotate(img, 0.0), img, atol=1e-6)
+
+
+def test_sampler_shards_equal_one_process_with_doubled_batch():
+    one = EpochBatchSampler(37, 8, seed=5, epoch=2)
+    r0 = EpochBatchSampler(37, 4, seed=5, epoch=2, rank=0, world_size=2)
+    r1 = EpochBatchSampler(37, 4, seed=5, epoch=2, rank=1, world_size=2)
+    assert [a + b for a, b in zip(r0, r1, strict=True)] == list(one)
+    # Resume in the middle of the epoch continues with the same batches.
+    assert list(EpochBatchSampler(37, 8, seed=5, epoch=2, start_step=2)) == list(one)[2:]
+    # Different epochs shuffle differently; every epoch uses distinct indices.
+    e3 = list(EpochBatchSampler(37, 8, seed=5, epoch=3))
+    assert e3 != list(one)
+    flat = [i for b in e3 for i, _ in b]
+    assert len(set(flat)) == len(flat) == 32
+    vb = validation_batches(7, 3, seed=0, rank=1, world_size=2)
+    assert [i for b in vb for i, _ in b] == [1, 3, 5]
+
+
+def test_defocus_pairs_are_seeded_blurred_and_sized():
+    rng = np.random.default_rng(0)
+    img = torch.from_numpy(rng.uniform(0, 1, (1, 90, 120)).astype(np.float32))
+    ds = DefocusPairDataset([img], input_size_px=32, crop_sizes_px=(16, 64, 512), pairs_per_image=4)
+    a, b = ds[(0, 11)], ds[(0, 11)]
+    assert a["input"].shape == a["target"].shape == (1, 32, 32)
+    assert torch.equal(a["input"], b["input"]) and torch.equal(a["target"], b["target"])
+    assert not torch.equal(ds[(0, 12)]["input"], a["input"])
+
+    # Blur removes most of the white-noise texture: high-frequency energy drops.
+    def hf(x):
+        return float((x[..., 1:] - x[..., :-1]).abs().mean())
+
+    assert hf(a["input"]) < hf(a["target"])
+    val = DefocusPairDataset([img], input_size_px=32, crop_sizes_px=(16, 64, 512), train=False)
+    v = val[(0, 3)]
+    assert torch.allclose(
+        v["target"],
+        torch.nn.functional.interpolate(
+            img[None, :, 13:77, 28:92], size=(32, 32), mode="bilinear", antialias=True
+        )[0],
+    )

@@ -1,0 +1,114 @@
+"""Restoration, distillation and frequency losses: closed forms, zeros, signs, gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sem_train.config import LossConfig
+from sem_train.losses import (
+    charbonnier_loss,
+    distillation_loss,
+    edge_loss,
+    fft_amplitude_loss,
+    frequency_loss,
+    masked_l1,
+    psd_loss,
+    radial_psd,
+    restoration_loss,
+    tv_loss,
+)
+
+
+def _mask(n=2, c=1, h=16, w=16, p=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    m = (torch.rand(n, 1, h // p, w // p, generator=g) < 0.75).float()
+    return m.repeat_interleave(p, -2).repeat_interleave(p, -1).expand(n, c, h, w)
+
+
+def test_charbonnier_closed_form_and_l1_limit():
+    x = torch.zeros(1, 1, 4, 4)
+    y = torch.full((1, 1, 4, 4), 0.3)
+    assert charbonnier_loss(x, x, eps=0.01).item() == pytest.approx(0.01, rel=1e-6)
+    assert charbonnier_loss(y, x, eps=0.01).item() == pytest.approx(
+        math.sqrt(0.09 + 1e-4), rel=1e-6
+    )
+    assert charbonnier_loss(y, x, eps=1e-6).item() == pytest.approx(0.3, rel=1e-5)
+
+
+def test_edge_and_tv_on_a_ramp():
+    ramp = torch.arange(8.0).view(1, 1, 1, 8).expand(1, 1, 8, 8)
+    assert tv_loss(ramp).item() == pytest.approx(1.0)  # |dx| = 1, |dy| = 0
+    assert edge_loss(ramp, torch.zeros_like(ramp)).item() == pytest.approx(1.0)
+    assert edge_loss(ramp + 5.0, ramp).item() == 0.0  # constant offsets have no edges
+
+
+def test_restoration_variants():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 1, 12, 12, generator=g), torch.rand(2, 1, 12, 12, generator=g)
+    l1, parts1 = restoration_loss(x, y, LossConfig(variant="L1"))
+    full, parts = restoration_loss(x, y, LossConfig(variant="L1+TV"))
+    assert set(parts1) == {"charbonnier"} and set(parts) == {"charbonnier", "edge", "tv"}
+    expect = parts["charbonnier"] + 3 * parts["edge"] + 10 * parts["tv"]
+    assert full.item() == pytest.approx(expect.item(), rel=1e-6) and l1 < full
+
+
+def test_masked_l1_and_distillation_ignore_visible_pixels():
+    m = _mask()
+    a = torch.rand(2, 1, 16, 16)
+    b = a + (1 - m) * 5.0  # differs only where visible
+    assert masked_l1(b, a, m).item() == 0.0
+    c = a + m * 0.25
+    assert masked_l1(c, a, m).item() == pytest.approx(0.25, rel=1e-6)
+    t = a.clone().requires_grad_(True)
+    s = c.clone().requires_grad_(True)
+    distillation_loss(s, t, m).backward()
+    assert t.grad is None  # the teacher is detached
+    assert torch.equal(s.grad != 0, m.bool())  # the student gets gradient on masked pixels only
+
+
+def test_frequency_losses_zero_for_perfect_and_positive_otherwise():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 1, 16, 16, generator=g)
+    m = _mask()
+    pred = x.clone().requires_grad_(True)
+    total, parts = frequency_loss(pred, x, m, fft_weight=0.1, psd_weight=0.1)
+    assert total.item() == 0.0 and parts["fft"].item() == 0.0 and parts["psd"].item() == 0.0
+    total.backward()
+    assert torch.isfinite(pred.grad).all()
+    # Errors on visible pixels only are ignored, masked errors are not.
+    assert fft_amplitude_loss(x + (1 - m) * 0.3, x, m).item() == 0.0
+    noisy = (x + 0.1 * torch.randn(x.shape, generator=g)).requires_grad_(True)
+    total, parts = frequency_loss(noisy, x, m)
+    assert parts["fft"] > 0 and parts["psd"] > 0
+    total.backward()
+    assert torch.isfinite(noisy.grad).all() and noisy.grad.abs().sum() > 0
+
+
+def test_fft_loss_closed_form_impulse():
+    e = torch.zeros(1, 1, 8, 8)
+    e[..., 3, 5] = 0.5  # |DFT_ortho| = 0.5 / sqrt(64) everywhere
+    ones = torch.ones_like(e)
+    assert fft_amplitude_loss(e, torch.zeros_like(e), ones).item() == pytest.approx(0.5 / 8)
+    # White error of std s: mean |F_ortho(e)| -> s sqrt(pi) / 2 (Rayleigh mean), any size.
+    g = torch.Generator().manual_seed(3)
+    for side in (32, 128):
+        w = 0.2 * torch.randn(2, 1, side, side, generator=g)
+        val = fft_amplitude_loss(w, torch.zeros_like(w), torch.ones_like(w)).item()
+        assert val == pytest.approx(0.2 * math.sqrt(math.pi) / 2, rel=0.05)
+
+
+def test_radial_psd_parseval_and_white_noise_flatness():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 1, 64, 64, generator=g)
+    psd = radial_psd(x, bins=8)
+    assert psd.shape == (4, 1, 8)
+    # White noise of unit variance: every ring's mean power is about 1 (ortho DFT).
+    assert torch.allclose(psd.mean(0), torch.ones(1, 8), atol=0.15)
+    # A pure cosine puts its power in the ring of its frequency.
+    xx = torch.arange(64.0)
+    cos = torch.cos(2 * math.pi * 8 / 64 * xx).expand(1, 1, 64, 64)  # 0.125 cycles/px
+    ring = int(radial_psd(cos, bins=8)[0, 0].argmax())
+    assert ring == 2  # rings of width 0.0625 cycles/px: 0.125 falls in ring 2
+    assert psd_loss(x, x, torch.ones_like(x)).item() == 0.0
