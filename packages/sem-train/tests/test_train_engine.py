@@ -215,3 +215,30 @@ def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp
     assert single.global_step == 4
     for k in one:
         assert torch.allclose(ddp[k], one[k], atol=1e-5, rtol=0), k
+
+
+def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(
+    image_folder, tmp_path, monkeypatch
+):
+    import errno
+
+    from sem_train import checkpoint
+    from sem_train.checkpoint import CheckpointWriteError
+
+    train, val = _data(image_folder)
+    real_save = checkpoint.save_file
+    calls = {"n": 0}
+
+    def flaky_save(state, path, metadata=None):
+        calls["n"] += 1
+        if calls["n"] > 1:  # the first checkpoint succeeds, the disk is full afterwards
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(state, path, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", flaky_save)
+    with pytest.raises(CheckpointWriteError, match="no space left on the device"):
+        fit(DenoiseTask(), train, val, _run(tmp_path / "full_disk"), OPT)
+    ck = tmp_path / "full_disk" / "checkpoints"
+    latest = json.loads((ck / "latest.json").read_text())
+    assert latest["global_step"] == 3 and (ck / latest["weights"]).is_file()
+    assert not list(ck.glob(".*.tmp"))
