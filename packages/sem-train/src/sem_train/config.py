@@ -73,7 +73,7 @@ class DataConfig(_Strict):
 
     root: Path | None = Field(None, description="folder tree of images (TIFF, PNG, JPEG, BMP)")
     cache_dir: Path | None = Field(
-        None, description="where the file index is cached (default: beside the data, else ~/.cache)"
+        None, description="where the file index is cached (default ~/.cache/sem-train)"
     )
     refresh_index: bool = Field(False, description="rebuild the cached index")
     verify: Literal["none", "header", "full"] = Field(

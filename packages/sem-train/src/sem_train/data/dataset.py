@@ -2,8 +2,8 @@
 
 * :func:`build_index` walks the tree once (sorted, so the order is the same on every machine),
   optionally checks every file's header, and caches the result as JSON. The cache lives in
-  ``<root>/.sem_index/`` when the data folder is writable, otherwise in ``cache_dir`` or
-  ``~/.cache/sem-train``. Files that fail the check are listed (with the reason) and counted.
+  ``cache_dir`` or ``$XDG_CACHE_HOME/sem-train`` (``~/.cache/sem-train``), never inside the data
+  folder, which is often read-only or shared; its name is a hash of the root path and options. Files that fail the check are listed (with the reason) and counted.
 * :func:`split_index` makes a deterministic train/validation split from a seed.
 * :class:`SEMImageDataset` reads, crops the information bar and augments one image. Its items
   are addressed by ``(index, seed)`` pairs coming from :class:`~sem_train.data.sampler.EpochBatchSampler`,
@@ -71,9 +71,6 @@ def _cache_location(root: Path, cache_dir: Path | None, key: str) -> Path:
     name = f"index-{key}.json"
     if cache_dir is not None:
         return Path(cache_dir) / name
-    beside = root / ".sem_index"
-    if os.access(root, os.W_OK):
-        return beside / name
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sem-train" / name
 
 
