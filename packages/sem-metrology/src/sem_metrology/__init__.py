@@ -1,9 +1,17 @@
 """sem_metrology: line/space SEM metrology (CD, LWR, LER, roughness PSD) at sub-nanometre level.
 
-Works with numpy, scipy, scikit-image and pydantic only (no torch). Main entry point:
-:func:`measure_lines`; synthetic images of known truth: :func:`make_line_image`.
+Works with numpy, scipy, scikit-image and pydantic only (no torch). Entry points:
+:func:`measure_lines` (line/space), :func:`measure_contacts` (contact holes); synthetic images
+of known truth: :func:`make_line_image`, :func:`make_contact_image`.
 """
 
+from .contacts import (
+    ContactHole,
+    ContactMeasurement,
+    ContactOptions,
+    measure_contacts,
+    polygon_moments,
+)
 from .edges import coarse_edges, edge_spread_px, fill_gaps, subpixel_edges
 from .lines import (
     TABLE_METRICS,
@@ -29,10 +37,13 @@ from .roughness_fit import (
     unbiased_variance,
 )
 from .synthetic import (
+    SyntheticContacts,
     SyntheticLines,
     SyntheticTruth,
     correlated_edges,
+    make_contact_image,
     make_line_image,
+    render_ellipses,
     render_lines,
 )
 
@@ -40,9 +51,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "TABLE_METRICS",
+    "ContactHole",
+    "ContactMeasurement",
+    "ContactOptions",
     "LineMeasurement",
     "LineOptions",
     "PalasantzasFit",
+    "SyntheticContacts",
     "SyntheticLines",
     "SyntheticTruth",
     "coarse_edges",
@@ -55,15 +70,19 @@ __all__ = [
     "fill_gaps",
     "fit_palasantzas",
     "flatten_background",
+    "make_contact_image",
     "make_line_image",
+    "measure_contacts",
     "measure_lines",
     "median5_extrema",
     "noise_variance",
     "normalize_intensity",
     "palasantzas_psd",
     "palasantzas_variance",
+    "polygon_moments",
     "profile_psd",
     "psd_variance",
+    "render_ellipses",
     "render_lines",
     "subpixel_edges",
     "unbiased_variance",

@@ -4,7 +4,7 @@ Examples
 --------
 ``sem-measure lines lines.tif --json`` (pixel size from the file's metadata)
 ``sem-measure lines lines.tif --pixel-size-nm 0.827 --report lines.png --csv``
-``sem-measure contacts contacts.tif --json``
+``sem-measure contacts contacts.tif --json --report contacts.png``
 
 Exit codes: 0 measured; 1 image read but not measurable (result flagged invalid); 2 bad input
 (unreadable file, bad option, missing pixel size) — one line on stderr (``--debug`` for the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LoadedImage", "load_image", "main"]
+__all__ = ["LoadedImage", "detect_info_bar_rows", "load_image", "main"]
 
 _INFO_BAR_FRACTION = 0.0667
 
@@ -50,11 +50,44 @@ def _read_without_metadata(path: Path) -> np.ndarray:
     return arr
 
 
+def detect_info_bar_rows(data: np.ndarray, search_fraction: float = 0.25) -> int | None:
+    """Rows of an SEM information bar at the bottom, or None when there is none.
+
+    The bar starts with a row that is almost entirely black or white (its frame or fill): the
+    first row in the bottom ``search_fraction`` of the image with at least 90 % of its pixels
+    within 2 % of the image's minimum or maximum marks it; everything below is the bar.
+    """
+    a = np.asarray(data, dtype=np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    if not hi > lo:
+        return None
+    tol = 0.02 * (hi - lo)
+    start = int(a.shape[0] * (1.0 - search_fraction))
+    tail = a[start:]
+    extreme = np.maximum(np.mean(tail <= lo + tol, axis=1), np.mean(tail >= hi - tol, axis=1))
+    rows = np.nonzero(extreme >= 0.9)[0]
+    return int(a.shape[0] - (start + rows[0])) if rows.size else None
+
+
+def _frame_rows_left(data: np.ndarray, max_rows: int = 4) -> int:
+    """Bottom rows still belonging to the bar's frame (almost all black or white), at most a few."""
+    a = np.asarray(data, dtype=np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    tol = 0.02 * (hi - lo)
+    n = 0
+    while n < min(max_rows, a.shape[0] - 1):
+        row = a[a.shape[0] - 1 - n]
+        if max(np.mean(row <= lo + tol), np.mean(row >= hi - tol)) < 0.9:
+            break
+        n += 1
+    return n
+
+
 def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
     """Read an SEM image with ``sem_physics.io`` (pixel size from metadata) and drop the info bar.
 
-    ``info_bar``: ``'auto'`` (rows found by the reader, else the bottom 6.67 %), ``'none'``, or a
-    number of bottom rows to remove.
+    ``info_bar``: ``'auto'`` (rows found by the reader, else by :func:`detect_info_bar_rows`,
+    else the bottom 6.67 %), ``'none'``, or a number of bottom rows to remove.
     """
     p = Path(path)
     if not p.is_file():
@@ -77,7 +110,10 @@ def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
     if info_bar == "none":
         rows = 0
     elif info_bar == "auto":
+        if bar_rows is None:
+            bar_rows = detect_info_bar_rows(data)
         rows = int(bar_rows) if bar_rows is not None else round(_INFO_BAR_FRACTION * data.shape[0])
+        rows += _frame_rows_left(data[: data.shape[0] - rows])
     else:
         try:
             rows = int(info_bar)
@@ -136,31 +172,29 @@ def _cmd_lines(args: argparse.Namespace) -> int:
 
 
 def _cmd_contacts(args: argparse.Namespace) -> int:
-    try:
-        from . import contacts  # the contact-hole module of this package
-    except ImportError as err:
-        raise InputError(f"contact-hole metrology is not available: {err}") from err
+    from .contacts import ContactOptions, measure_contacts
 
     img = load_image(args.image, args.info_bar)
     size, source = _pixel_size(args, img)
-    result = contacts.measure_contacts(img.data, size)
-    if hasattr(result, "pixel_size_source"):
-        result = result.model_copy(update={"pixel_size_source": source})
+    options = ContactOptions(tone=args.tone, threshold=args.threshold)
+    result = measure_contacts(img.data, size, options).model_copy(
+        update={"pixel_size_source": source}
+    )
     if args.report:
-        save = getattr(contacts, "save_contact_report", None)
-        if save is None:
-            raise InputError("--report is not available for contacts in this version")
-        save(result, img.data, args.report)
-    text = result.to_json() if hasattr(result, "to_json") else result.model_dump_json(indent=2)
+        from .report import save_contact_report
+
+        save_contact_report(result, img.data, args.report, title=str(args.image))
     if args.json:
-        print(text)
+        print(result.to_json(include_contours=args.include_contours))
+    elif args.csv:
+        print(result.to_csv("summary"), end="")
     else:
-        summary = result.model_dump()
-        for key, value in summary.items():
-            if not isinstance(value, list | dict):
-                print(f"{key}: {value}")
-    if getattr(result, "valid", True) is False:
-        print(f"sem-measure: not measurable: {getattr(result, 'reason', '')}", file=sys.stderr)
+        for key, value in result.summary().items():
+            print(f"{key}: {value}")
+        for w in result.warnings:
+            print(f"warning: {w}")
+    if not result.valid:
+        print(f"sem-measure: not measurable: {result.reason}", file=sys.stderr)
         return 1
     return 0
 
@@ -208,6 +242,12 @@ def _parser() -> argparse.ArgumentParser:
     lines.add_argument("--orientation", choices=["auto", "vertical", "horizontal"], default="auto")
     lines.set_defaults(func=_cmd_lines)
     contacts = sub.add_parser("contacts", parents=[common], help="contact-hole metrology")
+    contacts.add_argument("--csv", action="store_true", help="print a one-row CSV summary")
+    contacts.add_argument(
+        "--include-contours", action="store_true", help="with --json: include hole contours"
+    )
+    contacts.add_argument("--threshold", type=float, default=0.5)
+    contacts.add_argument("--tone", choices=["auto", "dark", "bright"], default="auto")
     contacts.set_defaults(func=_cmd_contacts)
     return parser
 

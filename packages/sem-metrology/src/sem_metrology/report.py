@@ -1,4 +1,5 @@
-"""PNG report of a line measurement: edges on the image, width histogram, PSDs with their fits.
+"""PNG reports: line measurements (edges, width histogram, PSDs with fits) and contact holes
+(contours on the image, CD and ellipticity histograms).
 
 Drawn on a matplotlib ``Figure`` with the Agg canvas (no pyplot state, no display needed).
 """
@@ -9,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .contacts import ContactMeasurement
 from .lines import LineMeasurement
 
-__all__ = ["save_line_report"]
+__all__ = ["save_contact_report", "save_line_report"]
 
 
 def _fmt(value: float | None, unit: str = " nm") -> str:
@@ -105,6 +107,77 @@ def save_line_report(
         f" (unbiased {_fmt(m.lwr_unbiased_nm)}) | LER {_fmt(m.ler_nm)}"
         f" (unbiased {_fmt(m.ler_unbiased_nm)}) | ξ {_fmt(m.correlation_length_nm)}"
         f", H {_fmt(m.roughness_exponent, '')}"
+    )
+    if not m.valid:
+        summary = f"INVALID: {m.reason}"
+    fig.suptitle((title + "\n" if title else "") + summary, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    return out
+
+
+def save_contact_report(
+    measurement: ContactMeasurement,
+    image: np.ndarray,
+    path: str | Path,
+    *,
+    dpi: int = 100,
+    title: str | None = None,
+) -> Path:
+    """Write a contact-hole PNG report and return its path.
+
+    Panels: the image with every measured hole's threshold contour (green) and centre; the
+    histogram of hole CDs with the mean and ±LCDU/2 (1.5 σ); the histogram of ellipticities.
+
+    Parameters
+    ----------
+    measurement : result of :func:`sem_metrology.measure_contacts` on ``image``.
+    image : the (H, W) image that was measured (before any ``roi`` crop).
+    path : output ``.png`` path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"image must be 2-D (H, W), got shape {img.shape}")
+    out = Path(path)
+    m = measurement
+    fig = Figure(figsize=(14, 7))
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, 2, width_ratios=(2.2, 1))
+    ax_img = fig.add_subplot(grid[:, 0])
+    ax_cd = fig.add_subplot(grid[0, 1])
+    ax_ell = fig.add_subplot(grid[1, 1])
+    ax_img.imshow(img, cmap="gray", interpolation="nearest")
+    ax_img.set_axis_off()
+    ax_img.set_title("threshold contours of the measured holes")
+    r0, c0 = (m.roi[0], m.roi[2]) if m.roi else (0, 0)
+    for hole in m.holes:
+        xy = np.asarray(hole.contour_px)
+        if xy.size:
+            ax_img.plot(
+                np.r_[xy[:, 0], xy[0, 0]] + c0, np.r_[xy[:, 1], xy[0, 1]] + r0, "lime", lw=0.6
+            )
+        ax_img.plot(hole.centre_x_px + c0, hole.centre_y_px + r0, "+", color="tab:red", ms=3)
+    cds = m.cds_nm()
+    if cds.size:
+        ax_cd.hist(cds, bins=min(40, max(5, cds.size // 5)), color="0.4")
+        ax_cd.axvline(m.cd_nm, color="tab:red", label=f"CD {m.cd_nm:.2f} nm")
+        for sign in (-1, 1):
+            ax_cd.axvline(m.cd_nm + sign * 0.5 * m.lcdu_nm, color="tab:red", ls="--", lw=0.8)
+        ax_cd.legend(fontsize=8)
+        ell = np.array([h.ellipticity for h in m.holes])
+        ax_ell.hist(ell, bins=min(40, max(5, ell.size // 5)), color="0.4")
+    ax_cd.set_xlabel("hole CD, equivalent diameter (nm)")
+    ax_cd.set_ylabel("holes")
+    ax_ell.set_xlabel("ellipticity 1 − minor/major")
+    ax_ell.set_ylabel("holes")
+    summary = (
+        f"holes {m.n_holes} (border-cut {m.n_border_excluded}, merged {m.n_merged_excluded}, "
+        f"failed {m.n_failed}), pixel {m.pixel_size_nm:.4g} nm ({m.pixel_size_source})"
+        f" | CD {_fmt(m.cd_nm)} | LCDU {_fmt(m.lcdu_nm)} | pitch {_fmt(m.pitch_nm)}"
+        f" | ellipticity {_fmt(m.ellipticity, '')}"
     )
     if not m.valid:
         summary = f"INVALID: {m.reason}"

@@ -24,10 +24,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "SyntheticContacts",
     "SyntheticLines",
     "SyntheticTruth",
     "correlated_edges",
+    "make_contact_image",
     "make_line_image",
+    "render_ellipses",
     "render_lines",
 ]
 
@@ -284,4 +287,135 @@ def make_line_image(
         image32, clean32 = np.ascontiguousarray(image32.T), np.ascontiguousarray(clean32.T)
     return SyntheticLines(
         image=image32, clean=clean32, leading_px=lead, trailing_px=trail, truth=truth
+    )
+
+
+@dataclass(frozen=True)
+class SyntheticContacts:
+    """A synthetic contact-hole image, its noise-free version and the truth of every hole.
+
+    Only holes lying fully inside the image are listed: ``centres_px`` (N, 2) are ``[x, y]``;
+    ``cd_nm`` the equivalent diameter of the *rendered* area of each hole (sum of its
+    anti-aliased coverage); ``margin_px`` the distance from the hole's bounding circle to the
+    nearest image border (holes within a pixel or two of it may be cut after blurring).
+    """
+
+    image: np.ndarray
+    clean: np.ndarray
+    centres_px: np.ndarray
+    cd_nm: np.ndarray
+    ellipticity: float
+    margin_px: np.ndarray
+    pixel_size_nm: float
+
+    @property
+    def n_complete(self) -> int:
+        """Number of holes fully inside the image."""
+        return len(self.cd_nm)
+
+
+def render_ellipses(
+    shape: tuple[int, int],
+    centres_px: np.ndarray,
+    semi_axes_px: np.ndarray,
+    angles_rad: np.ndarray,
+    supersample: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Area coverage of filled ellipses, by ``supersample²`` point samples per pixel.
+
+    Ellipse ``i``: centre ``[x, y]``, semi-axes ``(a, b)``, major axis at ``angle`` from +x
+    (counter-clockwise as displayed, image y down). Ellipses must not overlap.
+
+    Returns
+    -------
+    coverage (H, W) in 0..1, and each ellipse's rendered area (px², sum of its coverage).
+    """
+    h, w = shape
+    cov = np.zeros(shape, dtype=np.float64)
+    areas = np.zeros(len(centres_px))
+    offs = (np.arange(supersample) + 0.5) / supersample - 0.5
+    for i, ((cx, cy), (a, b), t) in enumerate(
+        zip(centres_px, semi_axes_px, angles_rad, strict=True)
+    ):
+        r = math.ceil(max(a, b)) + 1
+        x0, x1 = max(0, int(cx) - r), min(w, int(cx) + r + 2)
+        y0, y1 = max(0, int(cy) - r), min(h, int(cy) + r + 2)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        xs = (np.arange(x0, x1)[:, None] + offs[None, :]).ravel() - cx
+        ys = (np.arange(y0, y1)[:, None] + offs[None, :]).ravel() - cy
+        u = xs[None, :] * math.cos(t) - ys[:, None] * math.sin(t)  # along the major axis
+        v = xs[None, :] * math.sin(t) + ys[:, None] * math.cos(t)
+        inside = (u / a) ** 2 + (v / b) ** 2 <= 1.0
+        block = inside.reshape(y1 - y0, supersample, x1 - x0, supersample).mean(axis=(1, 3))
+        cov[y0:y1, x0:x1] += block
+        areas[i] = block.sum()
+    return cov, areas
+
+
+def make_contact_image(
+    shape: tuple[int, int] = (256, 320),
+    *,
+    pixel_size_nm: float = 0.9,
+    pitch_nm: float = 44.0,
+    cd_nm: float = 26.0,
+    cd_sigma_nm: float = 1.0,
+    ellipticity: float = 0.0,
+    ellipse_angle_deg: float = 0.0,
+    hole_level: float = 40.0,
+    space_level: float = 140.0,
+    supersample: int = 8,
+    degradation: object | None = None,
+    seed: int | np.random.Generator | None = 0,
+) -> SyntheticContacts:
+    """Render a hexagonal contact-hole array with known per-hole CDs; optionally degrade it.
+
+    Hole diameters are drawn from ``N(cd_nm, cd_sigma_nm²)``; holes are ellipses with
+    ``1 − b/a = ellipticity`` and area ``π (d/2)²``. Anti-aliasing by point supersampling;
+    blur and noise from :func:`sem_physics.degrade` (``degradation``). Truth CDs come from the
+    rendered coverage of each hole.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    h, w = shape
+    if not (0 <= ellipticity < 1 and 0 < cd_nm < pitch_nm and pixel_size_nm > 0):
+        raise ValueError(
+            "need 0 <= ellipticity < 1, 0 < cd_nm < pitch_nm, pixel_size_nm > 0; got "
+            f"{ellipticity}, {cd_nm}, {pitch_nm}, {pixel_size_nm}"
+        )
+    pitch = pitch_nm / pixel_size_nm
+    row_step = pitch * math.sqrt(3.0) / 2.0
+    phase = rng.uniform(0, 1, size=2)
+    centres = []
+    for j in range(-1, int(h / row_step) + 2):
+        y = (j + phase[1]) * row_step
+        shift = 0.5 * pitch if j % 2 else 0.0
+        for i in range(-1, int(w / pitch) + 2):
+            centres.append(((i + phase[0]) * pitch + shift, y))
+    c = np.array(centres)
+    d_px = rng.normal(cd_nm, cd_sigma_nm, size=len(c)) / pixel_size_nm
+    d_px = np.clip(d_px, 0.2 * cd_nm / pixel_size_nm, 0.95 * pitch)
+    ratio = 1.0 - ellipticity  # b / a, with a b = (d/2)^2
+    semi = np.column_stack([0.5 * d_px / math.sqrt(ratio), 0.5 * d_px * math.sqrt(ratio)])
+    angles = np.full(len(c), math.radians(ellipse_angle_deg))
+    cov, areas = render_ellipses(shape, c, semi, angles, supersample)
+    # Pixel j covers [j - 1/2, j + 1/2]: distance of each hole's bounding circle to the border.
+    margin = (
+        np.min([c[:, 0] + 0.5, w - 0.5 - c[:, 0], c[:, 1] + 0.5, h - 0.5 - c[:, 1]], axis=0)
+        - semi[:, 0]
+    )
+    complete = margin > 0
+    clean = space_level + (hole_level - space_level) * cov
+    image = clean
+    if degradation is not None:
+        from sem_physics import degrade
+
+        image = degrade(clean, degradation, rng)  # type: ignore[arg-type]
+    return SyntheticContacts(
+        image=np.asarray(image, dtype=np.float32),
+        clean=np.asarray(clean, dtype=np.float32),
+        centres_px=c[complete],
+        cd_nm=2.0 * np.sqrt(areas[complete] / math.pi) * pixel_size_nm,
+        ellipticity=ellipticity,
+        margin_px=margin[complete],
+        pixel_size_nm=pixel_size_nm,
     )
