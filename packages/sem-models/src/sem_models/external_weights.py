@@ -1,0 +1,218 @@
+"""Load public MAE weights from a local file into a :class:`MaskedAutoencoder`.
+
+Supported layouts (both CC-BY-NC 4.0: we never ship or download them, users supply them):
+
+* facebookresearch/mae ``mae_pretrain_vit_{base,large,huge}.pth`` (encoder only) and
+  ``mae_visualize_vit_*.pth`` (with decoder): a ``{"model": state_dict}`` pickle;
+* timm ``vit_*_patch16_224.mae`` (``pytorch_model.bin`` / ``model.safetensors``): the
+  encoder state dict, with ``fc_norm`` / ``head`` entries that an MAE does not use.
+
+Keys are mapped onto ours (prefixes ``module.`` / ``model.`` stripped; a dense FFN is copied
+into every expert of an MoE layer), position embeddings are resampled when the patch grid
+differs, and every tensor's shape is checked. Pickles are read with
+``torch.load(..., weights_only=True)``.
+
+A 3-channel patch embedding is converted for a grayscale model exactly, by summing over RGB
+with the per-channel normalisation folded in: a gray image fed to the 1-channel model gives
+the same patch tokens as the same image replicated to RGB fed to the original
+(``W' = s sum_c W_c / s_c``, ``b' = b + sum_c (m - m_c) / s_c sum_uv W_c``, with ``m, s`` the
+gray and ``m_c, s_c`` the RGB statistics of :mod:`sem_models.imaging`). The decoder's
+3-channel pixel head, when present, is turned into one that predicts the channel mean.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .imaging import norm_stats
+from .mae import MaskedAutoencoder
+from .pos_embed import resize_pos_embed
+
+__all__ = [
+    "ExternalWeightsError",
+    "LoadReport",
+    "MissingWeightsError",
+    "load_external_mae",
+    "read_state_dict",
+]
+
+SOURCES = (
+    "facebookresearch/mae: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_large.pth "
+    "(also _base, _huge); timm: the Hugging Face Hub repository timm/vit_large_patch16_224.mae "
+    "(file model.safetensors)"
+)
+_IGNORED = re.compile(r"^(head|fc_norm|pre_logits|head_drop)\b")
+
+
+class ExternalWeightsError(ValueError):
+    """A weights file that cannot be mapped onto the model (layout or shapes)."""
+
+
+class MissingWeightsError(FileNotFoundError):
+    """The weights file does not exist locally (nothing is downloaded at run time)."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_external_mae` did."""
+
+    loaded: list[str] = field(default_factory=list)  # model keys filled from the file
+    missing: list[str] = field(default_factory=list)  # model keys left as initialised
+    ignored: list[str] = field(default_factory=list)  # file keys with no place in the model
+    converted: list[str] = field(default_factory=list)  # resampled or channel-converted keys
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a local ``.pth``/``.bin`` (weights-only unpickling) or ``.safetensors``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"MAE weights file {path} not found. This machine may be offline and nothing is "
+            f"downloaded at run time: fetch the file elsewhere ({SOURCES}) and put it at {path}."
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ExternalWeightsError(
+                f"{path}: cannot be read as a weights-only checkpoint ({exc})"
+            ) from None
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ExternalWeightsError(
+            f"{path}: expected a state dict of tensors (optionally under 'model')"
+        )
+    out = {}
+    for k, v in state.items():
+        for prefix in ("module.", "model."):
+            if k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v
+    return out
+
+
+def _gray_patch_embed(w: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    (m,), (s,) = norm_stats(1)
+    mc, sc = (torch.tensor(v, dtype=torch.float64) for v in norm_stats(3))
+    w64 = w.double()
+    w_gray = s * (w64 / sc.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    shift = (w64.sum(dim=(2, 3)) * ((m - mc) / sc).view(1, 3)).sum(dim=1)
+    b_gray = (torch.zeros(w.shape[0], dtype=torch.float64) if b is None else b.double()) + shift
+    return w_gray.to(w.dtype), b_gray.to(w.dtype)
+
+
+def _gray_pixel_head(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``(p*p*3, D)`` predicting normalised RGB -> rows ``(p*p, D)`` for normalised gray."""
+    (m,), (s,) = norm_stats(1)
+    mc, sc = (torch.tensor(v, dtype=torch.float64) for v in norm_stats(3))
+    w3 = w.double().reshape(-1, 3, w.shape[1])  # channel fastest (patchify layout)
+    b3 = b.double().reshape(-1, 3)
+    w_gray = (w3 * sc.view(1, 3, 1)).sum(1) / (3 * s)
+    b_gray = ((b3 * sc + mc).mean(1) - m) / s
+    return w_gray.to(w.dtype), b_gray.to(b.dtype)
+
+
+def load_external_mae(
+    path: str | Path, model: MaskedAutoencoder, require_encoder: bool = True
+) -> LoadReport:
+    """Fill ``model`` (in place) from a facebookresearch or timm MAE checkpoint file.
+
+    Raises :class:`MissingWeightsError` when ``path`` does not exist and
+    :class:`ExternalWeightsError` on shape mismatches or, with ``require_encoder``, when an
+    encoder tensor is absent from the file.
+    """
+    core = getattr(model, "mae", model)
+    if not isinstance(core, MaskedAutoencoder):
+        raise TypeError(f"expected a MaskedAutoencoder; got {type(model).__name__}")
+    src = read_state_dict(path)
+    report = LoadReport()
+    src = dict(src)
+
+    # Channel conversion (3 -> 1) of the patch embedding and the pixel head.
+    pe_w = src.get("patch_embed.proj.weight")
+    if pe_w is not None and pe_w.shape[1] != core.in_chans:
+        if not (pe_w.shape[1] == 3 and core.in_chans == 1):
+            raise ExternalWeightsError(
+                f"{path}: patch embedding has {pe_w.shape[1]} input channels; the model has "
+                f"{core.in_chans} (only 3 -> 1 conversion is supported)"
+            )
+        src["patch_embed.proj.weight"], src["patch_embed.proj.bias"] = _gray_patch_embed(
+            pe_w, src.get("patch_embed.proj.bias")
+        )
+        report.converted.append("patch_embed.proj")
+    head_w = src.get("decoder_pred.weight")
+    if head_w is not None and core.in_chans == 1 and head_w.shape[0] == 3 * core.patch_size**2:
+        src["decoder_pred.weight"], src["decoder_pred.bias"] = _gray_pixel_head(
+            head_w, src["decoder_pred.bias"]
+        )
+        report.converted.append("decoder_pred")
+
+    target = core.state_dict()
+    mapped: dict[str, torch.Tensor] = {}
+    for key, value in src.items():
+        if _IGNORED.match(key):
+            report.ignored.append(key)
+            continue
+        names = [key] if key in target else _expert_names(key, target)
+        if not names:
+            report.ignored.append(key)
+            continue
+        if key in ("pos_embed", "decoder_pos_embed") and value.shape != target[key].shape:
+            value = _resample(key, value, target[key], path)
+            report.converted.append(key)
+        for name in names:
+            if value.shape != target[name].shape:
+                raise ExternalWeightsError(
+                    f"{path}: {key} has shape {tuple(value.shape)}, the model's {name} has "
+                    f"{tuple(target[name].shape)} (wrong preset or patch size?)"
+                )
+            mapped[name] = value.to(target[name].dtype)
+    report.missing = sorted(set(target) - set(mapped))
+    report.loaded = sorted(mapped)
+    encoder_missing = [
+        k
+        for k in report.missing
+        if not k.startswith(("decoder", "mask_token")) and ".gate." not in k
+    ]
+    if require_encoder and encoder_missing:
+        raise ExternalWeightsError(
+            f"{path}: encoder tensors missing from the file: {encoder_missing[:5]}"
+            f"{' ...' if len(encoder_missing) > 5 else ''} (not an MAE/ViT checkpoint of this size?)"
+        )
+    with torch.no_grad():
+        core.load_state_dict(mapped, strict=False)
+    return report
+
+
+def _expert_names(key: str, target: dict[str, torch.Tensor]) -> list[str]:
+    """``blocks.3.mlp.fc1.weight`` -> every ``blocks.3.mlp.experts.k.fc1.weight`` present."""
+    m = re.match(r"^(.*\.mlp)\.(fc1|fc2|norm)\.(weight|bias)$", key)
+    if not m:
+        return []
+    pattern = re.compile(rf"^{re.escape(m.group(1))}\.experts\.\d+\.{m.group(2)}\.{m.group(3)}$")
+    return [k for k in target if pattern.match(k)]
+
+
+def _resample(key: str, value: torch.Tensor, like: torch.Tensor, path: str | Path) -> torch.Tensor:
+    if value.ndim != 3 or value.shape[-1] != like.shape[-1]:
+        raise ExternalWeightsError(
+            f"{path}: {key} shape {tuple(value.shape)} vs model {tuple(like.shape)}"
+        )
+    old = math.isqrt(value.shape[1] - 1)
+    new = math.isqrt(like.shape[1] - 1)
+    if old * old != value.shape[1] - 1:
+        raise ExternalWeightsError(
+            f"{path}: {key} with {value.shape[1]} tokens is not 1 + a square grid"
+        )
+    return resize_pos_embed(value.float(), (old, old), (new, new))

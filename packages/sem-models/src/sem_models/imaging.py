@@ -1,0 +1,88 @@
+"""The one place for image scaling, ViT-MAE normalisation and gray <-> 3-channel handling.
+
+Models take tensors ``(N, C, H, W)`` with intensities in ``[0, 1]``. Inside, pixels are
+normalised with the ViT-MAE image-processor statistics (the ImageNet mean/std per RGB
+channel). A grayscale model (``C = 1``) uses the mean of the three channel statistics,
+so a gray image replicated to RGB and the same image in one channel see the same numbers
+up to the small spread between the RGB statistics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "denormalize",
+    "from_255",
+    "match_channels",
+    "norm_stats",
+    "normalize",
+    "to_255",
+]
+
+#: ViT-MAE image-processor statistics (ImageNet), RGB order, on the [0, 1] scale.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def norm_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel for 3-channel (RGB) or 1-channel (gray) inputs."""
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    if channels == 1:
+        return (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
+    raise ValueError(f"channels={channels} is not supported; accepted: 1 (gray) or 3 (RGB)")
+
+
+def _stats_like(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if x.ndim != 4:
+        raise ValueError(f"expected images of shape (N, C, H, W); got {tuple(x.shape)}")
+    mean, std = norm_stats(x.shape[1])
+    kw = {"device": x.device, "dtype": x.dtype if x.is_floating_point() else torch.float32}
+    return (
+        torch.tensor(mean, **kw).view(1, -1, 1, 1),
+        torch.tensor(std, **kw).view(1, -1, 1, 1),
+    )
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """``[0, 1]`` images ``(N, C, H, W)`` -> ViT-MAE normalised ``(x - mean) / std``."""
+    mean, std = _stats_like(x)
+    return (x - mean) / std
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalize`: back to the ``[0, 1]`` scale (not clamped)."""
+    mean, std = _stats_like(x)
+    return x * std + mean
+
+
+def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Gray -> RGB by replication, RGB -> gray by the channel mean; other counts rejected."""
+    c = x.shape[1]
+    if c == channels:
+        return x
+    if c == 1 and channels == 3:
+        return x.expand(-1, 3, -1, -1)
+    if c == 3 and channels == 1:
+        return x.mean(dim=1, keepdim=True)
+    raise ValueError(f"cannot convert {c}-channel images to {channels} channels (1 or 3 only)")
+
+
+def from_255(image: np.ndarray) -> torch.Tensor:
+    """A numpy image ``(H, W)`` or ``(C, H, W)`` on the 0..255 scale -> ``(1, C, H, W)`` in [0, 1]."""
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"expected an image of shape (H, W) or (C, H, W); got {arr.shape}")
+    return torch.from_numpy(arr / 255.0)[None]
+
+
+def to_255(x: torch.Tensor, squeeze: bool = True) -> np.ndarray:
+    """``(1, C, H, W)`` in [0, 1] -> float32 numpy on the 0..255 scale, ``(H, W)`` if gray."""
+    arr = (x.detach().float().cpu().numpy() * 255.0).astype(np.float32)[0]
+    return arr[0] if squeeze and arr.shape[0] == 1 else arr

@@ -1,0 +1,55 @@
+"""Defocus-to-focus restoration with a pretrained MAE (SPEC §2, downstream fine-tune).
+
+The encoder sees *all* patches of the defocused image (no masking) and the decoder predicts
+every patch of the focused image. By default the encoder is frozen and the decoder (plus, for
+MoE models, whatever the trainer re-enables, e.g. the routers) is trained.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .imaging import denormalize, match_channels, normalize
+from .mae import MaskedAutoencoder
+
+__all__ = ["RestorationModel"]
+
+
+class RestorationModel(nn.Module):
+    """``y = denorm(decoder(encoder(norm(x))))`` for ``x`` of any size, 1 or 3 channels.
+
+    Inputs ``(N, C, H, W)`` in ``[0, 1]``; the output has the same shape, on the same scale
+    (not clamped). Channels are matched to the MAE's (gray replicated to RGB, RGB averaged
+    to gray) and back; sizes not divisible by the patch are reflect-padded, then cropped.
+    """
+
+    def __init__(self, mae: MaskedAutoencoder, freeze_encoder: bool = True) -> None:
+        super().__init__()
+        if not isinstance(mae, MaskedAutoencoder):
+            raise TypeError(f"RestorationModel needs a MaskedAutoencoder; got {type(mae).__name__}")
+        self.mae = mae
+        self.freeze_encoder = freeze_encoder
+        self.patch_size = mae.patch_size
+        if freeze_encoder:
+            for p in mae.encoder_parameters():
+                p.requires_grad_(False)
+
+    @property
+    def config(self):  # the wrapped MAE's config (used by checkpoints and upcycling)
+        return self.mae.config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"expected images (N, C, H, W); got {tuple(x.shape)}")
+        c_in, h, w = x.shape[1:]
+        p = self.patch_size
+        pad_h, pad_w = (-h) % p, (-w) % p
+        z = match_channels(x, self.mae.in_chans)
+        if pad_h or pad_w:
+            z = F.pad(z, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > p else "replicate")
+        latent, _, ids_restore, hw = self.mae.forward_encoder(normalize(z), 0.0)
+        pred = self.mae.forward_decoder(latent, ids_restore, hw)  # (N, L, p*p*C)
+        y = denormalize(self.mae.unpatchify(pred, hw))
+        return match_channels(y[..., :h, :w], c_in)

@@ -1,0 +1,25 @@
+"""Shared fixtures: a tiny grayscale MAE that builds in milliseconds."""
+
+from __future__ import annotations
+
+import pytest
+import sem_models as sm
+import torch
+
+TINY = dict(
+    in_chans=1,
+    img_size=32,
+    patch_size=8,
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    decoder_embed_dim=32,
+    decoder_depth=1,
+    decoder_num_heads=2,
+)
+
+
+@pytest.fixture
+def tiny_mae() -> sm.MaskedAutoencoder:
+    torch.manual_seed(0)
+    return sm.build_mae("tiny", **TINY)

@@ -1,0 +1,93 @@
+"""The public API that other packages build on: builders, upcycling, checkpoints, restoration."""
+
+from __future__ import annotations
+
+import pytest
+import sem_models as sm
+import torch
+
+
+def test_build_mae_rejects_unknown_override_naming_it():
+    with pytest.raises(ValueError, match="bogus_field"):
+        sm.build_mae("tiny", bogus_field=3)
+    with pytest.raises(ValueError, match="unknown preset"):
+        sm.build_mae("gigantic")
+    with pytest.raises(ValueError, match="in_chans"):
+        sm.build_mae("tiny", in_chans=2)
+
+
+def test_forward_returns_loss_pred_mask_with_documented_shapes(tiny_mae):
+    x = torch.rand(3, 1, 32, 32)
+    loss, pred, mask = tiny_mae(x, mask_ratio=0.75)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert pred.shape == (3, 16, 8 * 8 * 1)
+    assert mask.shape == (3, 16)
+    assert torch.equal(mask.sum(1), torch.full((3,), 12.0))
+
+
+def test_upcycled_model_equals_dense_before_symmetry_breaking(tiny_mae):
+    x = torch.rand(2, 1, 32, 32)
+    noise = torch.rand(2, 16)
+    tiny_mae.eval()
+    with torch.no_grad():
+        _, dense, _ = tiny_mae(x, noise=noise)
+        sm.upcycle(tiny_mae, num_experts=4, placement="both", noise_std=0.0)
+        _, moe, _ = tiny_mae(x, noise=noise)
+    assert len(sm.moe_layers(tiny_mae)) == 3
+    torch.testing.assert_close(moe, dense, rtol=1e-5, atol=1e-5)
+    aux = sm.collect_aux_loss(tiny_mae)
+    assert aux is not None and torch.isfinite(aux)
+
+
+def test_noise_breaks_symmetry_between_expert_copies(tiny_mae):
+    sm.upcycle(tiny_mae, num_experts=3, noise_std=0.01)
+    layer = sm.moe_layers(tiny_mae)[0][1]
+    w = [e.fc1.weight for e in layer.experts]
+    rel = (w[0] - w[1]).std() / w[0].std()
+    assert 0.005 < rel < 0.03  # ~ sqrt(2) * 0.01
+
+
+def test_freeze_all_but_gates_then_unfreeze(tiny_mae):
+    sm.upcycle(tiny_mae, num_experts=2)
+    sm.freeze_all_but_gates(tiny_mae)
+    trainable = [n for n, p in tiny_mae.named_parameters() if p.requires_grad]
+    assert trainable and all(n.endswith("mlp.gate.weight") for n in trainable)
+    assert len(trainable) == tiny_mae.config.depth
+    sm.unfreeze_all(tiny_mae)
+    assert all(p.requires_grad for p in tiny_mae.parameters())
+
+
+@pytest.mark.parametrize("kind", ["mae", "moe", "restoration"])
+def test_checkpoint_round_trip_rebuilds_same_class_and_outputs(tiny_mae, tmp_path, kind):
+    model = tiny_mae
+    if kind != "mae":
+        sm.upcycle(model, num_experts=2, noise_std=0.05)
+    if kind == "restoration":
+        model = sm.RestorationModel(model, freeze_encoder=True)
+    sm.save_model(model, tmp_path / "ck")
+    again = sm.load_model(tmp_path / "ck")
+    assert type(again) is type(model)
+    x = torch.rand(2, 1, 32, 32)
+    model.eval()
+    again.eval()
+    with torch.no_grad():
+        if kind == "restoration":
+            torch.testing.assert_close(again(x), model(x))
+            assert not any(p.requires_grad for p in again.mae.blocks.parameters())
+        else:
+            noise = torch.rand(2, 16)
+            torch.testing.assert_close(again(x, noise=noise)[1], model(x, noise=noise)[1])
+
+
+def test_restoration_model_sees_all_patches_and_keeps_shape(tiny_mae):
+    model = sm.RestorationModel(tiny_mae)
+    x = torch.rand(2, 1, 40, 56)
+    y = model(x)
+    assert y.shape == x.shape
+    # The encoder is frozen, the decoder trainable.
+    assert not tiny_mae.patch_embed.proj.weight.requires_grad
+    assert tiny_mae.decoder_pred.weight.requires_grad
+    # Every output pixel depends on the input (no masked-out regions): perturb one corner.
+    x2 = x.clone()
+    x2[:, :, -8:, -8:] += 0.5
+    assert (model(x2) - y).abs()[:, :, -8:, -8:].min() > 0
