@@ -1,0 +1,200 @@
+"""Bad input: every case gives a clear ValueError naming the problem, or a documented conversion."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+from pydantic import ValidationError
+from sem_physics import (
+    DegradationParams,
+    ImageReadError,
+    ParameterRanges,
+    convolve_reflect,
+    crop_info_bar,
+    degrade,
+    image_to_tensor,
+    make_sample,
+    read_image,
+    tensor_to_image,
+    write_image,
+)
+from sem_physics.noise import poisson_gaussian
+from sem_physics.protocol import ProtocolError, degrade_files
+
+MID = ParameterRanges().midpoint()
+MID_VALUES = MID.model_dump()
+
+
+def _png(tmp: Path, name: str = "ok.png") -> Path:
+    path = tmp / name
+    Image.fromarray(np.full((40, 40), 100, np.uint8)).save(path)
+    return path
+
+
+# (name, callable, expected exception, words the message must contain)
+ARRAY_CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
+    ("nan", lambda: degrade(np.full((8, 8), np.nan), MID, 0), ValueError, "NaN"),
+    ("inf", lambda: degrade(np.full((8, 8), np.inf), MID, 0), ValueError, "inf"),
+    ("empty", lambda: degrade(np.zeros((0, 0)), MID, 0), ValueError, "empty"),
+    ("zero-rows", lambda: degrade(np.zeros((0, 10)), MID, 0), ValueError, "empty"),
+    ("4-d", lambda: degrade(np.zeros((1, 1, 8, 8)), MID, 0), ValueError, "2-D"),
+    ("1-d", lambda: degrade(np.zeros(8), MID, 0), ValueError, "2-D"),
+    ("complex", lambda: degrade(np.zeros((8, 8), complex), MID, 0), ValueError, "real"),
+    ("bool", lambda: degrade(np.zeros((8, 8), bool), MID, 0), ValueError, "real"),
+    ("strings", lambda: degrade(np.array([["a"]]), MID, 0), ValueError, "real"),
+    ("rx<=0", lambda: DegradationParams(**{**MID_VALUES, "rx_px": 0}), ValidationError, "rx_px"),
+    ("ry<0", lambda: DegradationParams(**{**MID_VALUES, "ry_px": -3}), ValidationError, "ry_px"),
+    ("dose<=0", lambda: DegradationParams(**{**MID_VALUES, "dose": 0}), ValidationError, "dose"),
+    (
+        "nan-gain",
+        lambda: DegradationParams(**{**MID_VALUES, "gain": math.nan}),
+        ValidationError,
+        "gain",
+    ),
+    (
+        "unknown-field",
+        lambda: DegradationParams(**{**MID_VALUES, "radius": 2}),
+        ValidationError,
+        "radius",
+    ),
+    (
+        "noise-dose<0",
+        lambda: poisson_gaussian(np.ones((2, 2)), -1.0, 1.0, np.random.default_rng()),
+        ValueError,
+        "dose",
+    ),
+    (
+        "sigma<0",
+        lambda: poisson_gaussian(np.ones((2, 2)), None, -1.0, np.random.default_rng()),
+        ValueError,
+        "sigma",
+    ),
+    ("range-low>high", lambda: ParameterRanges(sigma=(5.0, 1.0)), ValidationError, "sigma"),
+    ("even-kernel", lambda: convolve_reflect(np.ones((8, 8)), np.ones((4, 4))), ValueError, "odd"),
+    ("crop-too-many", lambda: crop_info_bar(np.ones((10, 10)), rows=10), ValueError, "[0, 9]"),
+    (
+        "crop-fraction",
+        lambda: crop_info_bar(np.ones((10, 10)), fraction=1.5),
+        ValueError,
+        "fraction",
+    ),
+    ("sample-kind", lambda: make_sample("dots"), ValueError, "lines, contacts, texture"),
+    ("sample-shape", lambda: make_sample("lines", (8, 8)), ValueError, ">= 32"),
+    ("tensor-batch", lambda: tensor_to_image(torch.zeros(2, 1, 4, 4)), ValueError, "single image"),
+    (
+        "tensor-list",
+        lambda: image_to_tensor([np.zeros((4, 4)), np.zeros((5, 4))]),
+        ValueError,
+        "same shape",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "exc", "words"), ARRAY_CASES, ids=[c[0] for c in ARRAY_CASES]
+)
+def test_bad_arrays_and_parameters(
+    name: str, call: Callable[[], object], exc: type[Exception], words: str
+) -> None:
+    with pytest.raises(exc) as info:
+        call()
+    assert issubclass(exc, ValueError)
+    assert words in str(info.value)
+
+
+def test_corrupt_tiff(tmp_path: Path) -> None:
+    path = tmp_path / "bad.tif"
+    path.write_bytes(b"II*\x00" + bytes(range(256)) * 4)
+    with pytest.raises(
+        ImageReadError, match=r"bad\.tif: (cannot decode as TIFF|TIFF file has no image pages)"
+    ):
+        read_image(path)
+
+
+def test_truncated_png(tmp_path: Path) -> None:
+    good = _png(tmp_path, "full.png").read_bytes()
+    path = tmp_path / "cut.png"
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ImageReadError, match=r"cut\.png.*PNG"):
+        read_image(path)
+
+
+def test_truncated_tiff(tmp_path: Path) -> None:
+    tifffile.imwrite(
+        tmp_path / "full.tif", np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)
+    )
+    data = (tmp_path / "full.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[:300])
+    with pytest.raises(ImageReadError, match=r"cut\.tif"):
+        read_image(tmp_path / "cut.tif")
+
+
+def test_text_file_named_jpeg(tmp_path: Path) -> None:
+    path = tmp_path / "notes.jpg"
+    path.write_text("not an image")
+    with pytest.raises(ImageReadError, match=r"notes\.jpg"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("name", ["x.gif", "x.webp", "x"])
+def test_unknown_formats(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"GIF89a")
+    with pytest.raises(ImageReadError, match=r"unknown image format.*\.tif"):
+        read_image(tmp_path / name)
+
+
+def test_missing_and_empty_files(tmp_path: Path) -> None:
+    with pytest.raises(ImageReadError, match="not found"):
+        read_image(tmp_path / "missing.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty"):
+        read_image(tmp_path / "empty.png")
+
+
+def test_nan_float_tiff(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "nan.tif", np.full((8, 8), np.nan, np.float32))
+    with pytest.raises(ImageReadError, match=r"nan\.tif.*NaN"):
+        read_image(tmp_path / "nan.tif")
+
+
+def test_int32_png_rejected_int16_tiff_rejected(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "s.tif", np.full((8, 8), -3, np.int16))
+    with pytest.raises(ImageReadError, match="unsupported pixel type int16"):
+        read_image(tmp_path / "s.tif")
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [("x.png", "float32"), ("x.bmp", "uint16"), ("x.gif", "uint8"), ("x.tif", "int8")],
+)
+def test_unsupported_write_combinations(tmp_path: Path, name: str, dtype: str) -> None:
+    with pytest.raises(ImageReadError, match=name):
+        write_image(tmp_path / name, np.zeros((4, 4)), dtype)
+
+
+def test_write_rejects_nan_and_3d(tmp_path: Path) -> None:
+    with pytest.raises(ImageReadError, match="NaN"):
+        write_image(tmp_path / "x.tif", np.full((4, 4), np.nan), "float32")
+    with pytest.raises(ImageReadError, match="2-D"):
+        write_image(tmp_path / "x.tif", np.zeros((4, 4, 3)), "float32")
+
+
+def test_image_smaller_than_kernel_in_protocol(tmp_path: Path) -> None:
+    src = _png(tmp_path)  # 40 x 40, midpoint kernel is 93 x 93
+    with pytest.raises(ProtocolError, match=r"40x40 px is smaller than the PSF kernel 93x93"):
+        degrade_files([src], tmp_path / "out", mode="midpoint")
+
+
+def test_small_image_in_core_is_documented_reflection() -> None:
+    # The core forward model itself accepts any size: reflection repeats with period 2n.
+    x = np.arange(6.0).reshape(2, 3) * 10
+    y = degrade(x, MID, 0, poisson=False, gaussian=False, gain_offset=False)
+    assert y.shape == (2, 3) and np.isfinite(y).all()
+    assert x.min() - 1e-3 <= y.min() and y.max() <= x.max() + 1e-3  # unit-sum, positive kernel

@@ -1,0 +1,241 @@
+"""SEM image I/O: formats, bit depths, colour, vendor metadata, info bar, real files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from sem_physics.io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    crop_info_bar,
+    detect_info_bar,
+    read_image,
+    write_image,
+)
+
+LINES = "lines_euv_resist_0p827nm.tif"
+CONTACTS = "contacts_0p901nm.tif"
+
+
+def _real_dir() -> Path:
+    folder = os.environ.get("SEM_REAL_DATA")
+    if not folder:
+        pytest.skip("SEM_REAL_DATA not set")
+    return Path(folder)
+
+
+def _noisy(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(100, 20, shape).clip(0, 255).astype(np.uint8)
+
+
+# --- real images --------------------------------------------------------------------------------
+
+
+def test_real_line_image_pixel_size_and_info_bar() -> None:
+    path = _real_dir() / LINES
+    img = read_image(path)
+    raw = tifffile.imread(path)
+    assert img.data.shape == (960, 1280) and img.data.dtype == np.float32
+    np.testing.assert_array_equal(img.data, raw.astype(np.float32))
+    assert img.source_dtype == "uint8"
+    assert img.pixel_size_nm == pytest.approx(0.827009)
+    assert img.pixel_size_source == "TIFF tag 40092 (Hitachi PixelSize)"
+    assert img.info_bar_rows == 64  # the bar occupies rows 896-959
+    assert crop_info_bar(img.data, img.info_bar_rows).shape == (896, 1280)
+
+
+def test_real_contact_image_palette_zeiss_metadata() -> None:
+    path = _real_dir() / CONTACTS
+    img = read_image(path)
+    with tifffile.TiffFile(path) as tif:
+        idx = tif.pages[0].asarray()
+        cmap = tif.pages[0].colormap
+    # Palette applied through its (gray) colour map, 16-bit entries -> 0..255.
+    np.testing.assert_allclose(img.data, cmap[0][idx] * (255 / 65535), atol=1e-3)
+    assert img.pixel_size_nm == pytest.approx(0.9009)
+    assert img.pixel_size_source == "CZ_SEM ap_image_pixel_size"
+    # Zeiss bar: white background from row ~677 to the bottom (checked visually).
+    assert img.info_bar_rows is not None and 85 <= img.info_bar_rows <= 95
+    top = img.data.shape[0] - img.info_bar_rows
+    assert np.mean(img.data[top + 2] > 250) > 0.9  # white bar background
+    assert np.mean(img.data[top - 20] > 250) < 0.05  # micrograph above it
+
+
+def test_corpus_reads_or_fails_clearly() -> None:
+    folder = os.environ.get("SEM_CORPUS_DATA")
+    if not folder:
+        pytest.skip("SEM_CORPUS_DATA not set")
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    assert len(files) >= 40
+    read, failed = 0, []
+    for path in files:
+        try:
+            img = read_image(path)
+        except ImageReadError as err:
+            assert str(path) in str(err)
+            failed.append(path)
+            continue
+        read += 1
+        assert img.data.ndim == 2 and img.data.dtype == np.float32
+        assert np.isfinite(img.data).all() and img.data.min() >= 0 and img.data.max() <= 255
+        if img.pixel_size_nm is not None:
+            assert img.pixel_size_nm > 0 and img.pixel_size_source != "none"
+        if img.info_bar_rows is not None:
+            assert 0 < img.info_bar_rows < 0.35 * img.data.shape[0]
+    assert read + len(failed) == len(files)
+    assert read >= 40, f"read {read}, failed {len(failed)}: {failed[:3]}"
+
+
+# --- vendor metadata on tiny synthetic TIFFs ----------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "ascii"])
+def test_hitachi_tag_40092(tmp_path: Path, encoding: str) -> None:
+    text = "SerialNumber=1\r\nPixelSize=1.234567\r\nCondition=Vacc=1kV\r\n".encode(encoding)
+    path = tmp_path / "hitachi.tif"
+    tifffile.imwrite(path, _noisy((40, 50)), extratags=[(40092, "B", len(text), text, True)])
+    img = read_image(path)
+    assert img.pixel_size_nm == pytest.approx(1.234567)
+    assert img.pixel_size_source == "TIFF tag 40092 (Hitachi PixelSize)"
+
+
+@pytest.mark.parametrize(("value", "unit", "nm"), [(900.9, "pm", 0.9009), (2.5, "nm", 2.5)])
+def test_zeiss_cz_sem_tag(tmp_path: Path, value: float, unit: str, nm: float) -> None:
+    text = f"\r\nAP_IMAGE_PIXEL_SIZE\r\nImage Pixel Size = {value} {unit}\r\n"
+    path = tmp_path / "zeiss.tif"
+    tifffile.imwrite(path, _noisy((40, 50)), extratags=[(34118, "s", 0, text, True)])
+    img = read_image(path)
+    assert img.pixel_size_nm == pytest.approx(nm)
+    assert img.pixel_size_source == "CZ_SEM ap_image_pixel_size"
+
+
+def test_fei_metadata_pixel_size_and_bar(tmp_path: Path) -> None:
+    text = "[User]\r\nUser=x\r\n[Scan]\r\nPixelWidth=3.2e-09\r\n[Image]\r\nResolutionY=100\r\n"
+    path = tmp_path / "fei.tif"
+    tifffile.imwrite(path, _noisy((120, 80)), extratags=[(34682, "s", 0, text, True)])
+    img = read_image(path)
+    assert img.pixel_size_nm == pytest.approx(3.2)
+    assert img.pixel_size_source == "FEI metadata Scan.PixelWidth"
+    assert img.info_bar_rows == 20
+
+
+def test_no_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, _noisy((40, 50)))
+    img = read_image(path)
+    assert (img.pixel_size_nm, img.pixel_size_source, img.info_bar_rows) == (None, "none", None)
+
+
+# --- formats, bit depths, colour ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_uint16_round_trip_and_pixel_size(tmp_path: Path, ext: str) -> None:
+    x = np.random.default_rng(1).uniform(0, 255, (30, 40)).astype(np.float32)
+    path = write_image(tmp_path / f"x{ext}", x, "uint16", pixel_size_nm=0.75)
+    img = read_image(path)
+    assert img.source_dtype == "uint16"
+    np.testing.assert_allclose(img.data, x, atol=0.5 * 255 / 65535 + 1e-4)
+    assert img.pixel_size_nm == pytest.approx(0.75)
+
+
+def test_float32_tiff_is_exact_and_unclipped(tmp_path: Path) -> None:
+    x = np.random.default_rng(2).normal(100, 80, (30, 40)).astype(np.float32)
+    img = read_image(write_image(tmp_path / "x.tif", x, "float32"))
+    np.testing.assert_array_equal(img.data, x)
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".tif"])
+def test_uint8_round_trip(tmp_path: Path, ext: str) -> None:
+    x = _noisy((20, 30)).astype(np.float32)
+    np.testing.assert_array_equal(read_image(write_image(tmp_path / f"x{ext}", x, "uint8")).data, x)
+
+
+def test_jpeg_reads_close(tmp_path: Path) -> None:
+    x = np.tile(np.linspace(0, 255, 64), (48, 1)).astype(np.uint8)
+    Image.fromarray(x).save(tmp_path / "x.jpg", quality=95)
+    img = read_image(tmp_path / "x.jpg")
+    assert img.data.shape == (48, 64)
+    assert np.abs(img.data - x).mean() < 2.0
+
+
+def test_rgb_and_rgba_convert_to_bt601_luma(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    expected = np.rint(0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2])
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "rgb.png").data, expected)
+    rgba = np.concatenate([rgb, rng.integers(0, 256, (20, 30, 1), dtype=np.uint8)], axis=-1)
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")  # alpha is dropped, not composited
+    np.testing.assert_array_equal(read_image(tmp_path / "rgba.png").data, expected)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    np.testing.assert_array_equal(read_image(tmp_path / "rgb.tif").data, expected)
+
+
+def test_equal_channels_keep_values_exactly(tmp_path: Path) -> None:
+    g = _noisy((16, 16))
+    tifffile.imwrite(tmp_path / "g3.tif", np.stack([g] * 3, -1), photometric="rgb")
+    np.testing.assert_array_equal(read_image(tmp_path / "g3.tif").data, g.astype(np.float32))
+
+
+def test_palette_png_and_tiff(tmp_path: Path) -> None:
+    idx = np.random.default_rng(4).integers(0, 4, (12, 14), dtype=np.uint8)
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [10, 20, 200]], dtype=np.uint8)
+    im = Image.fromarray(idx, mode="P")
+    im.putpalette(colours.flatten().tolist())
+    im.save(tmp_path / "p.png")
+    luma = np.rint(colours.astype(float) @ [0.299, 0.587, 0.114])
+    np.testing.assert_array_equal(read_image(tmp_path / "p.png").data, luma[idx])
+    cmap = np.zeros((3, 256), dtype=np.uint16)
+    cmap[:, :4] = colours.T.astype(np.uint16) * 257
+    tifffile.imwrite(tmp_path / "p.tif", idx, photometric="palette", colormap=cmap)
+    np.testing.assert_allclose(read_image(tmp_path / "p.tif").data, luma[idx], atol=0.51)
+
+
+def test_16bit_tiff_scaled_to_255(tmp_path: Path) -> None:
+    x = np.array([[0, 257, 65535, 32896]], dtype=np.uint16).repeat(4, 0)
+    tifffile.imwrite(tmp_path / "x.tif", x)
+    img = read_image(tmp_path / "x.tif")
+    np.testing.assert_allclose(img.data[0], [0, 1, 255, 128], atol=1e-4)
+    assert img.source_dtype == "uint16"
+
+
+def test_float_tiff_on_unit_scale(tmp_path: Path) -> None:
+    x = np.linspace(0, 1, 20, dtype=np.float32).reshape(4, 5)
+    tifffile.imwrite(tmp_path / "x.tif", x)
+    np.testing.assert_allclose(read_image(tmp_path / "x.tif").data, x * 255, rtol=1e-6)
+
+
+# --- info bar -----------------------------------------------------------------------------------
+
+
+def _with_bar(h: int, w: int, bar: int, background: int) -> np.ndarray:
+    img = _noisy((h, w), seed=5).astype(np.float64)
+    img[h - bar :] = background
+    text = 255 - background
+    for x0 in range(10, w - 20, 25):  # blocky "text" on the bar
+        img[h - bar + 5 : h - bar + 15, x0 : x0 + 6] = text
+    img[h - bar + 5 : h - bar + 15, ::7] = text  # text rows keep only ~65 % background
+    return img
+
+
+@pytest.mark.parametrize("background", [0, 255])
+def test_detect_info_bar_black_and_white(background: int) -> None:
+    img = _with_bar(300, 400, 40, background)
+    assert detect_info_bar(img) == 40
+    assert detect_info_bar(_noisy((300, 400)).astype(float)) is None
+    assert detect_info_bar(np.full((300, 400), 7.0)) is None  # flat: nothing to tell apart
+
+
+def test_crop_info_bar_rules() -> None:
+    x = np.arange(100 * 3).reshape(100, 3)
+    assert crop_info_bar(x).shape == (93, 3)  # round(0.0667 * 100) = 7
+    assert crop_info_bar(x, rows=10).shape == (90, 3)
+    assert crop_info_bar(x, rows=0).shape == (100, 3)
+    assert crop_info_bar(x, fraction=0.2).shape == (80, 3)
+    np.testing.assert_array_equal(crop_info_bar(x, rows=10), x[:90])
