@@ -186,3 +186,29 @@ def test_ranges_midpoint_and_sampling() -> None:
         ParameterRanges(dose=(0.0, 5.0))
     with pytest.raises(ValidationError):
         ParameterRanges(rx_px=(5.0, 1.0))
+
+
+def test_degrade_torch_matches_numpy_without_noise() -> None:
+    rng = np.random.default_rng(5)
+    imgs = rng.random((2, 60, 70)) * 255
+    settings = [
+        DegradationParams(
+            rx_px=3, ry_px=2, beta=1.95, theta_rad=0.4, gain=1.05, offset=4, sigma=1, dose=9
+        ),
+        DegradationParams(
+            rx_px=6.5, ry_px=6.5, beta=2.0, theta_rad=0, gain=0.99, offset=20, sigma=1, dose=9
+        ),
+    ]
+    x = torch.as_tensor(imgs, dtype=torch.float32)[:, None]
+    out = degrade_torch(x, settings, poisson=False, gaussian=False)
+    for i, p in enumerate(settings):
+        ref = degrade(imgs[i], p, poisson=False, gaussian=False)
+        np.testing.assert_allclose(out[i, 0].numpy(), ref, rtol=1e-4, atol=1e-4 * 255)
+
+
+def test_per_patch_sampling_gives_independent_settings() -> None:
+    rng = np.random.default_rng(0)
+    patches = ParameterRanges().sample_many(rng, 16)
+    assert len({(p.rx_px, p.dose) for p in patches}) == 16
+    again = ParameterRanges().sample_many(np.random.default_rng(0), 16)
+    assert patches == again

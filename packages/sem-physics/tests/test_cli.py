@@ -1,0 +1,127 @@
+"""The ``sem-degrade`` command, run in-process through ``main(argv)``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sem_physics import Manifest, ParameterRanges, read_image, write_samples
+from sem_physics.cli import main
+
+
+def _err_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("sem-degrade: error: ")
+    return err[0]
+
+
+def test_make_samples_sample_seed_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    samples, out = tmp_path / "samples", tmp_path / "out"
+    argv = ["--make-samples", str(samples), "--n-samples", "1", "--sample", "--seed", "3"]
+    assert main([*argv, "-o", str(out), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 3 and len(list(samples.glob("*.png"))) == 3
+    ranges = ParameterRanges()
+    for row in rows:
+        for name in ParameterRanges.model_fields:
+            lo, hi = getattr(ranges, name)
+            assert lo <= row[name] <= hi
+        assert (out / row["output"]).is_file()
+    manifest = Manifest.load(out / "manifest.json")
+    assert manifest.mode == "sample" and manifest.master_seed == 3
+    assert [e.output for e in manifest.entries] == [r["output"] for r in rows]
+    # The same command again gives the same bytes; replay verifies them.
+    assert main([*argv, "-o", str(tmp_path / "again")]) == 0
+    for e in manifest.entries:
+        assert (out / e.output).read_bytes() == (tmp_path / "again" / e.output).read_bytes()
+    capsys.readouterr()
+    assert main(["--replay", str(out / "manifest.json")]) == 0
+    assert "3 outputs reproduced bit for bit" in capsys.readouterr().err
+
+
+def test_explicit_parameters_fill_in_midpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = write_samples(tmp_path / "s", n_per_kind=1, shape=(64, 64), seed=0)[0]
+    out = tmp_path / "o"
+    assert (
+        main([str(src), "--rx-px", "2", "--ry-px", "3.5", "--dose", "7", "-o", str(out), "--json"])
+        == 0
+    )
+    (row,) = json.loads(capsys.readouterr().out)
+    mid = ParameterRanges().midpoint()
+    assert (row["rx_px"], row["ry_px"], row["dose"]) == (2.0, 3.5, 7.0)
+    assert (row["beta"], row["gain"], row["sigma"]) == (mid.beta, mid.gain, mid.sigma)
+    assert Manifest.load(out / "manifest.json").mode == "explicit"
+
+
+def test_midpoint_with_crop_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_samples(tmp_path / "s", n_per_kind=1, shape=(200, 220), seed=0)
+    out = tmp_path / "o"
+    argv = [str(tmp_path / "s"), "--midpoint", "--crop", "fraction", "--format", "uint16-png"]
+    assert main([*argv, "-o", str(out)]) == 0
+    m = Manifest.load(out / "manifest.json")
+    assert m.mode == "midpoint" and all(e.crop_rows == 13 for e in m.entries)
+    img = read_image(out / m.entries[0].output)
+    assert img.data.shape == (187, 220) and img.source_dtype == "uint16"
+    assert 0 <= img.data.min() and img.data.max() <= 255
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--rx-px", "-1"], "--rx-px input should be greater than 0"),
+        (["--dose", "0"], "--dose input should be greater than 0"),
+        (["--sigma", "300"], "--sigma input should be less than or equal to 255"),
+        (["--sample", "--rx-px", "2"], "cannot be combined with --sample"),
+        (["--seed", "-2"], "--seed must be >= 0"),
+        (["--crop-fraction", "1.5"], "--crop-fraction must be in [0, 1)"),
+    ],
+)
+def test_out_of_range_parameters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], words: str
+) -> None:
+    src = write_samples(tmp_path / "s", n_per_kind=1, shape=(64, 64))[0]
+    assert main([str(src), "-o", str(tmp_path / "o"), *extra]) == 2
+    assert words in _err_line(capsys)
+
+
+def test_unreadable_and_missing_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    assert main([str(bad), "-o", str(tmp_path / "o")]) == 2
+    assert "broken.tif" in _err_line(capsys)
+    assert main([str(tmp_path / "nope.png"), "-o", str(tmp_path / "o")]) == 2
+    assert "nope.png: no such file or folder" in _err_line(capsys)
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 2
+    assert "folder holds no images" in _err_line(capsys)
+    assert main(["-o", str(tmp_path / "o")]) == 2
+    assert "no input images" in _err_line(capsys)
+
+
+def test_image_smaller_than_kernel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_samples(tmp_path / "s", n_per_kind=1, shape=(64, 64))[0]
+    assert main([str(src), "--rx-px", "30", "-o", str(tmp_path / "o")]) == 2
+    assert "smaller than the PSF kernel 181x181" in _err_line(capsys)
+
+
+def test_debug_shows_the_exception(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        main([str(tmp_path / "nope.png"), "-o", str(tmp_path / "o"), "--debug"])
+
+
+def test_replay_reports_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_samples(tmp_path / "s", n_per_kind=1, shape=(64, 64))[0]
+    out = tmp_path / "o"
+    assert main([str(src), "--rx-px", "2", "--ry-px", "2", "-o", str(out)]) == 0
+    doc = json.loads((out / "manifest.json").read_text())
+    doc["entries"][0]["seed"] += 1
+    (out / "manifest.json").write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert main(["--replay", str(out / "manifest.json")]) == 2
+    assert "1 of 1 outputs differ" in _err_line(capsys)
+    np.testing.assert_equal(read_image(out / doc["entries"][0]["output"]).data.ndim, 2)
