@@ -63,6 +63,8 @@ def test_psf_symmetries() -> None:
     swapped = airy_psf(PSFParams(rx_px=2, ry_px=6, theta_rad=0.4))
     rotated = airy_psf(PSFParams(rx_px=6, ry_px=2, theta_rad=0.4 + math.pi / 2))
     np.testing.assert_allclose(swapped, rotated, atol=1e-12)
+    # Exact centro-symmetry h(-x, -y) = h(x, y): the FFT path relies on it for a real spectrum.
+    assert np.array_equal(a, a[::-1, ::-1])
     # Astigmatism: an x-elongated kernel is wider along columns than along rows.
     c = a.shape[0] // 2
     elong = airy_psf(PSFParams(rx_px=6, ry_px=2))
@@ -212,3 +214,22 @@ def test_per_patch_sampling_gives_independent_settings() -> None:
     assert len({(p.rx_px, p.dose) for p in patches}) == 16
     again = ParameterRanges().sample_many(np.random.default_rng(0), 16)
     assert patches == again
+
+
+def test_non_centrosymmetric_kernel_takes_the_general_path() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.random((23, 31)) * 255
+    k = rng.random((5, 5))  # arbitrary kernel: no symmetry
+    direct = ndi.convolve(x, k, mode="reflect")
+    np.testing.assert_allclose(convolve_reflect(x, k, dtype=np.float64), direct, atol=1e-9)
+    out = convolve_reflect_torch(torch.as_tensor(x)[None, None], torch.as_tensor(k))
+    np.testing.assert_allclose(out[0, 0].numpy(), direct, atol=1e-9)
+
+
+def test_kernel_larger_than_image_repeats_reflection() -> None:
+    x = np.random.default_rng(8).random((6, 9)) * 255
+    k = airy_psf(PSFParams(rx_px=3, ry_px=2, theta_rad=0.2))  # 19 x 19 > 6 x 9
+    direct = ndi.convolve(x, k, mode="reflect")
+    np.testing.assert_allclose(convolve_reflect(x, k, dtype=np.float64), direct, atol=1e-9)
+    out = convolve_reflect_torch(torch.as_tensor(x)[None, None], torch.as_tensor(k))
+    np.testing.assert_allclose(out[0, 0].numpy(), direct, atol=1e-9)

@@ -2,9 +2,20 @@
 
 Boundary convention: the image is extended by half-sample symmetric reflection
 (``d c b a | a b c d | d c b a``), which is ``scipy.ndimage`` mode ``'reflect'`` and numpy's
-``np.pad(mode='symmetric')``. The padded image is transformed once with a real FFT of a fast
-length; the kernel's transform is computed from its few non-zero rows only. The result equals
-``scipy.ndimage.convolve(image, kernel, mode='reflect')`` to float32 rounding.
+``np.pad(mode='symmetric')``. The result equals
+``scipy.ndimage.convolve(image, kernel, mode='reflect')`` to float rounding.
+
+Method: the image is padded by reflection straight to a fast FFT size ``(fh, fw)`` (at least
+``k - 1`` extra rows and columns), transformed once with a real FFT, multiplied by the kernel's
+transform and transformed back; the kernel sits circularly centred on the origin, so the
+result is the top-left ``(H, W)`` block shifted by ``k // 2``. Padding content beyond
+``k // 2`` never reaches the kept block.
+
+Kernel transform: SEM PSFs are centro-symmetric, ``h(-x, -y) = h(x, y)``, so their centred
+transform ``K(u, v)`` is real. After a real FFT along rows of the ``k // 2 + 1`` rows
+``y >= 0`` only, each column ``R(y, v)`` is Hermitian in ``y`` (``R(-y, v) = conj R(y, v)``),
+and ``K(u, v) = fh * irfft_y(R)(-u, v)``: half a complex FFT instead of a full 2-D one. A kernel
+that is not centro-symmetric takes the general path (full transform).
 """
 
 from __future__ import annotations
@@ -18,18 +29,40 @@ import scipy.fft as sfft
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["convolve_reflect", "convolve_reflect_torch", "symmetric_indices"]
+__all__ = ["convolve_reflect", "convolve_reflect_torch", "fft_shape", "symmetric_indices"]
 
 
-def symmetric_indices(n: int, pad: int) -> np.ndarray:
-    """Indices that extend an axis of length ``n`` by ``pad`` on both sides (mode 'reflect').
-
-    Works for any ``pad``, also larger than ``n`` (the reflection repeats with period ``2n``).
-    """
-    idx = np.arange(-pad, n + pad)
+def symmetric_indices(n: int, pad: int, pad_after: int | None = None) -> np.ndarray:
+    """Indices that extend an axis of length ``n`` by ``pad`` before and ``pad_after`` (default
+    ``pad``) after, with mode 'reflect' (any pad, also larger than ``n``: period ``2n``)."""
+    idx = np.arange(-pad, n + (pad if pad_after is None else pad_after))
     period = 2 * n
     idx = np.mod(idx, period)
     return np.where(idx >= n, period - 1 - idx, idx)
+
+
+def fft_shape(h: int, w: int, k: int) -> tuple[int, int]:
+    """Fast real-FFT size for an (h, w) image and a k x k kernel: ``next_fast_len(n + k - 1)``."""
+    return sfft.next_fast_len(h + k - 1, real=True), sfft.next_fast_len(w + k - 1, real=True)
+
+
+def _kernel_spectrum(kernel: np.ndarray, fh: int, fw: int) -> np.ndarray:
+    """Transform of the origin-centred kernel on the (fh, fw) grid: real when centro-symmetric."""
+    k = kernel.shape[0]
+    p = k // 2
+    if np.array_equal(kernel, kernel[::-1, ::-1]):
+        rows = np.zeros((p + 1, fw), dtype=kernel.dtype)  # rows y = 0..p, columns wrapped
+        rows[:, : p + 1] = kernel[p:, p:]
+        rows[:, fw - p :] = kernel[p:, :p]
+        spec = sfft.irfft(sfft.rfft(rows, axis=1), n=fh, axis=0)  # = K(-u, v) / fh
+        spec = np.roll(spec[::-1], 1, axis=0)
+        spec *= fh
+        return spec
+    full = np.zeros((fh, fw), dtype=kernel.dtype)
+    idx_r = np.arange(-p, p + 1) % fh
+    idx_c = np.arange(-p, p + 1) % fw
+    full[np.ix_(idx_r, idx_c)] = kernel
+    return sfft.rfft2(full)
 
 
 def _check_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -68,19 +101,18 @@ def convolve_reflect(
     (H, W) array of ``dtype``, same grid as ``image``.
     """
     image = _check_image(image)
-    kernel = _check_kernel(kernel)
+    kernel = _check_kernel(kernel).astype(dtype)
     k = kernel.shape[0]
     p = k // 2
     h, w = image.shape
-    padded = image[np.ix_(symmetric_indices(h, p), symmetric_indices(w, p))].astype(dtype)
-    fh, fw = sfft.next_fast_len(h + 2 * p, real=True), sfft.next_fast_len(w + 2 * p, real=True)
-    spec = sfft.rfft2(padded, s=(fh, fw))
-    # Kernel transform: rfft along rows of the k non-zero rows only, then a full FFT along columns.
-    krow = sfft.rfft(kernel.astype(dtype), n=fw, axis=1)
-    kspec = sfft.fft(krow, n=fh, axis=0)
-    spec *= kspec
-    out = sfft.irfft2(spec, s=(fh, fw))
-    return np.ascontiguousarray(out[k - 1 : k - 1 + h, k - 1 : k - 1 + w], dtype=dtype)
+    fh, fw = fft_shape(h, w, k)
+    padded = np.pad(
+        image.astype(dtype, copy=False), ((p, fh - h - p), (p, fw - w - p)), "symmetric"
+    )
+    spec = sfft.rfft2(padded)
+    spec *= _kernel_spectrum(kernel, fh, fw)
+    out = sfft.irfft2(spec, s=(fh, fw), overwrite_x=True)
+    return np.ascontiguousarray(out[p : p + h, p : p + w], dtype=dtype)
 
 
 def convolve_reflect_torch(
@@ -132,12 +164,31 @@ def convolve_reflect_torch(
             kern[i, o : o + s, o : o + s] = kk.to(device=images.device, dtype=images.dtype)
     k = kern.shape[-1]
     p = k // 2
-    ri = torch.as_tensor(symmetric_indices(h, p), device=images.device)
-    ci = torch.as_tensor(symmetric_indices(w, p), device=images.device)
+    fh, fw = fft_shape(h, w, k)
+    ri = torch.as_tensor(symmetric_indices(h, p, fh - h - p), device=images.device)
+    ci = torch.as_tensor(symmetric_indices(w, p, fw - w - p), device=images.device)
     padded = images[:, 0].index_select(1, ri).index_select(2, ci)
-    fh, fw = sfft.next_fast_len(h + 2 * p, real=True), sfft.next_fast_len(w + 2 * p, real=True)
-    spec = torch.fft.rfft2(padded, s=(fh, fw))
-    kspec = torch.fft.rfft2(kern, s=(fh, fw))
-    out = torch.fft.irfft2(spec * kspec, s=(fh, fw))[:, k - 1 : k - 1 + h, k - 1 : k - 1 + w]
+    spec = torch.fft.rfft2(padded)
+    spec = spec * _kernel_spectrum_torch(kern, fh, fw)
+    out = torch.fft.irfft2(spec, s=(fh, fw))[:, p : p + h, p : p + w]
     out = out.unsqueeze(1).contiguous()
     return out[:, 0] if squeeze else out
+
+
+def _kernel_spectrum_torch(kern: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+    """Batched :func:`_kernel_spectrum` for (N, k, k) kernels (real when centro-symmetric)."""
+    import torch
+
+    n, k, _ = kern.shape
+    p = k // 2
+    if torch.equal(kern, kern.flip(-1, -2)):
+        rows = kern.new_zeros((n, p + 1, fw))
+        rows[:, :, : p + 1] = kern[:, p:, p:]
+        rows[:, :, fw - p :] = kern[:, p:, :p]
+        spec = torch.fft.irfft(torch.fft.rfft(rows, dim=-1), n=fh, dim=-2)
+        return torch.roll(spec.flip(-2), 1, dims=-2) * fh
+    full = kern.new_zeros((n, fh, fw))
+    idx_r = torch.arange(-p, p + 1, device=kern.device) % fh
+    idx_c = torch.arange(-p, p + 1, device=kern.device) % fw
+    full[:, idx_r[:, None], idx_c[None, :]] = kern
+    return torch.fft.rfft2(full)
