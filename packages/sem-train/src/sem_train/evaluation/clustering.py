@@ -1,0 +1,134 @@
+"""Representation quality (the paper's Table 1): k-means on encoder embeddings.
+
+Embeddings of a folder of images come from a sem-models checkpoint; k-means (K = 10,
+scikit-learn) clusters them and three scores describe the clustering:
+
+* silhouette (cosine distance; on ``sample_size`` random points when N is large, since it
+  is O(N²)): higher is better, in [-1, 1];
+* Davies-Bouldin index: lower is better;
+* Calinski-Harabasz index: higher is better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ClusteringResult",
+    "cluster_embeddings",
+    "clustering_markdown",
+    "embed_folder",
+]
+
+
+class ClusteringResult(BaseModel):
+    """Scores of one k-means clustering of N embeddings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_samples: int
+    dim: int
+    k: int
+    seed: int
+    silhouette_cosine: float
+    silhouette_sample_size: int | None = Field(None, description="None: all points used")
+    davies_bouldin: float
+    calinski_harabasz: float
+    inertia: float
+    cluster_sizes: list[int]
+    labels: list[int] = Field(default_factory=list, repr=False)
+
+
+def cluster_embeddings(
+    embeddings: np.ndarray,
+    *,
+    k: int = 10,
+    seed: int = 0,
+    silhouette_sample_size: int | None = 10_000,
+    n_init: int = 10,
+) -> ClusteringResult:
+    """k-means with ``k`` clusters, then silhouette (cosine), Davies-Bouldin, Calinski-Harabasz.
+
+    ``silhouette_sample_size`` bounds the O(N²) silhouette cost (ignored when N is smaller).
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
+    x = np.asarray(embeddings, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be (N, D), got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("embeddings contain NaN or inf values")
+    if not 2 <= k < x.shape[0]:
+        raise ValueError(f"k must be in [2, N-1] = [2, {x.shape[0] - 1}], got {k}")
+    km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(x)
+    labels = km.labels_
+    if len(np.unique(labels)) < 2:
+        raise ValueError("k-means found a single cluster: the embeddings are (nearly) identical")
+    sample = (
+        silhouette_sample_size
+        if silhouette_sample_size and x.shape[0] > silhouette_sample_size
+        else None
+    )
+    sil = silhouette_score(x, labels, metric="cosine", sample_size=sample, random_state=seed)
+    return ClusteringResult(
+        n_samples=int(x.shape[0]),
+        dim=int(x.shape[1]),
+        k=k,
+        seed=seed,
+        silhouette_cosine=float(sil),
+        silhouette_sample_size=sample,
+        davies_bouldin=float(davies_bouldin_score(x, labels)),
+        calinski_harabasz=float(calinski_harabasz_score(x, labels)),
+        inertia=float(km.inertia_),
+        cluster_sizes=np.bincount(labels, minlength=k).astype(int).tolist(),
+        labels=labels.astype(int).tolist(),
+    )
+
+
+def embed_folder(
+    checkpoint: str | Path,
+    folder: str | Path,
+    *,
+    pool: str = "mean",
+    crop_fraction: float = 0.0667,
+    batch_size: int = 8,
+) -> tuple[np.ndarray, list[str]]:
+    """Embeddings (N, D) of every image under ``folder`` from a sem-models checkpoint.
+
+    Each image is read as grayscale, its information bar removed, resized to the model's input
+    size by ``sem_models.extract_embeddings``; ``pool`` is passed on (``'mean'`` or ``'cls'``).
+    """
+    from sem_models import extract_embeddings, load_model
+
+    from .images import list_images, load_image
+
+    ckpt = Path(checkpoint)
+    if not ckpt.exists():
+        raise FileNotFoundError(f"checkpoint {str(ckpt)!r} does not exist")
+    paths = list_images(folder)
+    model = load_model(ckpt)
+    images = [load_image(p, crop_fraction=crop_fraction).data for p in paths]
+    emb = extract_embeddings(model, images, pool=pool, batch_size=batch_size)
+    emb = np.asarray(emb.detach().cpu() if hasattr(emb, "detach") else emb, dtype=np.float64)
+    return emb, [p.name for p in paths]
+
+
+def clustering_markdown(results: Mapping[str, ClusteringResult] | Sequence[Any]) -> str:
+    """Table 1 layout: model | Silhouette (cosine) ↑ | Davies-Bouldin ↓ | Calinski-Harabasz ↑."""
+    items = results.items() if isinstance(results, Mapping) else results
+    lines = [
+        "| model | N | K | Silhouette (cosine) ↑ | Davies-Bouldin ↓ | Calinski-Harabasz ↑ |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in items:
+        lines.append(
+            f"| {name} | {r.n_samples} | {r.k} | {r.silhouette_cosine:.4f} | "
+            f"{r.davies_bouldin:.3f} | {r.calinski_harabasz:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
