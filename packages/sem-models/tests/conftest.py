@@ -19,6 +19,15 @@ TINY = dict(
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors run fastest on one thread, and the CI machine's cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_mae() -> sm.MaskedAutoencoder:
     torch.manual_seed(0)

@@ -1,0 +1,91 @@
+"""Presets on the meta device: architecture shapes and parameter counts, no weights allocated."""
+
+from __future__ import annotations
+
+import pytest
+import sem_models as sm
+import torch
+
+# (embed_dim, depth, num_heads, patch) of the standard ViT sizes; decoder per MAE.
+EXPECTED = {
+    "small": (384, 12, 6, 16),
+    "base": (768, 12, 12, 16),
+    "large": (1024, 24, 16, 16),
+    "huge": (1280, 32, 16, 14),
+}
+
+
+def _count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("preset", sorted(sm.PRESETS))
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_every_preset_builds_on_meta_and_forward_shapes(preset, in_chans):
+    model = sm.build_mae(preset, device="meta", in_chans=in_chans)
+    cfg = model.config
+    assert all(p.device.type == "meta" for p in model.parameters())
+    x = torch.empty(2, in_chans, cfg.img_size, cfg.img_size, device="meta")
+    loss, pred, mask = model(x)
+    n_patches = (cfg.img_size // cfg.patch_size) ** 2
+    assert pred.shape == (2, n_patches, cfg.patch_size**2 * in_chans)
+    assert mask.shape == (2, n_patches) and loss.shape == ()
+    assert model.patch_embed.proj.weight.shape == (
+        cfg.embed_dim,
+        in_chans,
+        cfg.patch_size,
+        cfg.patch_size,
+    )
+    if preset in EXPECTED:
+        assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size) == EXPECTED[preset]
+    if preset in ("base", "large", "huge"):
+        assert (cfg.decoder_embed_dim, cfg.decoder_depth) == (512, 8)
+
+
+def test_large_matches_the_paper_and_vit_l_parameter_count():
+    model = sm.build_mae("large", device="meta")
+    cfg = model.config
+    assert (cfg.depth, cfg.embed_dim, cfg.num_heads, cfg.patch_size, cfg.img_size) == (
+        24,
+        1024,
+        16,
+        16,
+        224,
+    )
+    encoder = sum(p.numel() for p in model.encoder_parameters())
+    # ViT-L/16 encoder without classifier head: 303.3 M parameters (timm's count).
+    assert abs(encoder - 303.3e6) < 0.5e6
+
+
+def test_large_with_eight_encoder_experts_is_about_1p7_billion_parameters():
+    dense = _count(sm.build_mae("large", device="meta"))
+    moe = _count(sm.build_mae("large", device="meta", moe={"num_experts": 8}))
+    decoder_only = _count(
+        sm.build_mae("large", device="meta", moe={"num_experts": 8, "placement": "decoder"})
+    )
+    print(
+        f"\nlarge dense {dense / 1e9:.3f} B, +8 experts encoder {moe / 1e9:.3f} B, decoder {decoder_only / 1e9:.3f} B"
+    )
+    # 24 FFNs of 2*1024*4096 + 4096 + 1024 params, 7 extra copies each, plus 24 routers.
+    ffn = 2 * 1024 * 4096 + 4096 + 1024
+    assert moe - dense == 24 * (7 * ffn + 1024 * 8)
+    assert 1.65e9 < moe < 1.8e9  # paper: "about 1.7 B"
+    assert 0.4e9 < decoder_only < 0.5e9  # SPEC §2: "about 0.45 B"
+
+
+def test_upcycle_on_meta_gives_the_same_architecture_as_building_with_moe():
+    built = sm.build_mae("base", device="meta", moe={"num_experts": 4, "every_n": 2})
+    up = sm.upcycle(sm.build_mae("base", device="meta"), num_experts=4, every_n=2, noise_std=0)
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(built) == shapes(up)
+    assert up.config == built.config
+    assert [n for n, _ in sm.moe_layers(up)] == [f"blocks.{i}.mlp" for i in (1, 3, 5, 7, 9, 11)]
+
+
+def test_invalid_configs_name_the_field():
+    with pytest.raises(ValueError, match="patch_size"):
+        sm.build_mae("tiny", img_size=30)
+    with pytest.raises(ValueError, match="top_k"):
+        sm.MoEConfig(num_experts=2, top_k=3)
+    with pytest.raises(ValueError, match="extra"):
+        sm.MoEConfig(num_expert=2)
