@@ -16,7 +16,8 @@ from sem_metrology import (
     polygon_moments,
     render_ellipses,
 )
-from sem_metrology.cli import detect_info_bar_rows, main
+from sem_metrology.cli import main
+from sem_metrology.preprocess import detect_info_bar_rows, trailing_frame_rows
 from sem_metrology.report import save_contact_report
 from sem_physics import DegradationParams
 
@@ -224,3 +225,25 @@ def test_detect_info_bar_rows_synthetic() -> None:
     img[90:] = 255.0
     img[92:96, 10:30] = 0.0  # text on the bar
     assert detect_info_bar_rows(img) == 10
+    img[89] = 0.0  # a black frame line above the bar
+    assert trailing_frame_rows(img[:90]) == 1 and trailing_frame_rows(img[:89]) == 0
+    assert trailing_frame_rows(np.full((20, 20), 7.0)) == 0
+
+
+def test_cli_contacts_pixel_size_and_bar_from_metadata(sem_real_dir, capsys) -> None:
+    from sem_physics.io import read_image
+
+    path = sem_real_dir / CONTACT_IMAGE
+    if not path.is_file():
+        pytest.skip(f"{path} missing: set SEM_REAL_DATA to the folder holding {CONTACT_IMAGE}")
+    assert main(["contacts", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["pixel_size_nm"] == pytest.approx(CONTACT_PIXEL_NM, rel=1e-4)
+    assert data["pixel_size_source"].startswith("metadata")
+    direct = measure_contacts(tifffile.imread(path)[:CONTACT_INFO_BAR_ROW], CONTACT_PIXEL_NM)
+    assert data["n_holes"] == direct.n_holes
+    assert data["cd_nm"] == pytest.approx(direct.cd_nm, rel=1e-4)
+    # The reader's image object measures the same (its info bar is left out).
+    sem = measure_contacts(read_image(path))
+    assert sem.pixel_size_source.startswith("metadata") and sem.n_holes == direct.n_holes
+    assert sem.cd_nm == pytest.approx(direct.cd_nm, rel=1e-4)

@@ -46,3 +46,23 @@ def test_real_image_stable_under_90_degree_rotation(reference, real_line_image, 
     assert m.n_lines == reference.n_lines
     assert abs(m.cd_nm - reference.cd_nm) < 0.05
     assert m.ler_nm == pytest.approx(reference.ler_nm, rel=0.02)
+
+
+def test_cli_and_reader_object_take_pixel_size_and_bar_from_metadata(
+    sem_real_dir, reference, capsys
+) -> None:
+    import json
+
+    from sem_metrology.cli import main
+    from sem_physics.io import read_image
+
+    path = sem_real_dir / "lines_euv_resist_0p827nm.tif"
+    assert main(["lines", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["pixel_size_nm"] == pytest.approx(LINE_PIXEL_NM)
+    assert data["pixel_size_source"].startswith("metadata")
+    assert data["n_rows"] == 896 and data["n_lines"] == reference.n_lines
+    assert data["cd_nm"] == pytest.approx(reference.cd_nm, abs=1e-6)
+    m = measure_lines(read_image(path))
+    assert m.pixel_size_source.startswith("metadata") and m.n_rows == 896
+    assert m.cd_nm == pytest.approx(reference.cd_nm, abs=1e-6)

@@ -23,11 +23,13 @@ from .lines import (
     measure_lines,
 )
 from .preprocess import (
+    detect_info_bar_rows,
     detect_orientation,
     estimate_tilt,
     flatten_background,
     median5_extrema,
     normalize_intensity,
+    trailing_frame_rows,
 )
 from .psd import detrend_profiles, profile_psd, psd_variance
 from .quality import (
@@ -77,6 +79,7 @@ __all__ = [
     "coarse_edges",
     "compare_measurements",
     "correlated_edges",
+    "detect_info_bar_rows",
     "detect_orientation",
     "detrend_profiles",
     "edge_spread_px",
@@ -105,5 +108,6 @@ __all__ = [
     "render_lines",
     "ssim",
     "subpixel_edges",
+    "trailing_frame_rows",
     "unbiased_variance",
 ]

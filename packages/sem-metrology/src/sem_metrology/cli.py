@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LoadedImage", "detect_info_bar_rows", "load_image", "main"]
+from .preprocess import detect_info_bar_rows, trailing_frame_rows
+
+__all__ = ["LoadedImage", "load_image", "main"]
 
 _INFO_BAR_FRACTION = 0.0667
 
@@ -48,39 +50,6 @@ def _read_without_metadata(path: Path) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[..., :3].mean(axis=-1) if arr.shape[-1] in (3, 4) else arr[0]
     return arr
-
-
-def detect_info_bar_rows(data: np.ndarray, search_fraction: float = 0.25) -> int | None:
-    """Rows of an SEM information bar at the bottom, or None when there is none.
-
-    The bar starts with a row that is almost entirely black or white (its frame or fill): the
-    first row in the bottom ``search_fraction`` of the image with at least 90 % of its pixels
-    within 2 % of the image's minimum or maximum marks it; everything below is the bar.
-    """
-    a = np.asarray(data, dtype=np.float64)
-    lo, hi = float(a.min()), float(a.max())
-    if not hi > lo:
-        return None
-    tol = 0.02 * (hi - lo)
-    start = int(a.shape[0] * (1.0 - search_fraction))
-    tail = a[start:]
-    extreme = np.maximum(np.mean(tail <= lo + tol, axis=1), np.mean(tail >= hi - tol, axis=1))
-    rows = np.nonzero(extreme >= 0.9)[0]
-    return int(a.shape[0] - (start + rows[0])) if rows.size else None
-
-
-def _frame_rows_left(data: np.ndarray, max_rows: int = 4) -> int:
-    """Bottom rows still belonging to the bar's frame (almost all black or white), at most a few."""
-    a = np.asarray(data, dtype=np.float64)
-    lo, hi = float(a.min()), float(a.max())
-    tol = 0.02 * (hi - lo)
-    n = 0
-    while n < min(max_rows, a.shape[0] - 1):
-        row = a[a.shape[0] - 1 - n]
-        if max(np.mean(row <= lo + tol), np.mean(row >= hi - tol)) < 0.9:
-            break
-        n += 1
-    return n
 
 
 def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
@@ -113,7 +82,7 @@ def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
         if bar_rows is None:
             bar_rows = detect_info_bar_rows(data)
         rows = int(bar_rows) if bar_rows is not None else round(_INFO_BAR_FRACTION * data.shape[0])
-        rows += _frame_rows_left(data[: data.shape[0] - rows])
+        rows += trailing_frame_rows(data[: data.shape[0] - rows])
     else:
         try:
             rows = int(info_bar)

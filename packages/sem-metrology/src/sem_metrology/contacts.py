@@ -290,7 +290,8 @@ def measure_contacts(
     Parameters
     ----------
     image : (H, W) array on any intensity scale (info bar removed), or an object with ``.data``
-        and ``.pixel_size_nm`` (its pixel size is used when ``pixel_size_nm`` is not given).
+        and ``.pixel_size_nm`` such as ``sem_physics.io.SEMImage`` (its pixel size is used when
+        ``pixel_size_nm`` is not given, and its ``info_bar_rows`` are not measured).
     pixel_size_nm : nm per pixel.
     options : :class:`ContactOptions`; keyword ``overrides`` replace single fields.
 

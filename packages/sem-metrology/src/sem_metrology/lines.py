@@ -35,6 +35,7 @@ from .preprocess import (
     normalize_intensity,
     saturation_fractions,
     sheared_profile,
+    trailing_frame_rows,
 )
 from .psd import detrend_profiles, profile_psd
 from .roughness_fit import PalasantzasFit, fit_palasantzas, unbiased_variance
@@ -189,12 +190,18 @@ class LineMeasurement(BaseModel):
 
 def _resolve_image(image: Any, pixel_size_nm: float | None) -> tuple[np.ndarray, float, str, Any]:
     """Array, pixel size, its source, and the original dtype range (for saturation checks)."""
-    meta_size, meta_source = None, None
+    meta_size, meta_source, bar_rows = None, None, None
     if hasattr(image, "data") and hasattr(image, "pixel_size_nm"):
         meta_size = image.pixel_size_nm
         meta_source = getattr(image, "pixel_size_source", None) or "metadata"
+        bar_rows = getattr(image, "info_bar_rows", None)
         image = image.data
     arr = np.asarray(image)
+    if bar_rows and arr.ndim >= 2 and 0 < int(bar_rows) < arr.shape[0]:
+        # An SEM image object (e.g. sem_physics.io.SEMImage) holds the full frame: measure
+        # above its info bar, and above any frame line the bar's detection left behind.
+        arr = arr[: arr.shape[0] - int(bar_rows)]
+        arr = arr[: arr.shape[0] - trailing_frame_rows(arr)]
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim != 2:
@@ -258,7 +265,7 @@ def measure_lines(
     ----------
     image : (H, W) array on any intensity scale, or an object with ``.data`` and
         ``.pixel_size_nm`` (e.g. ``sem_physics.io.SEMImage``; its pixel size is used when
-        ``pixel_size_nm`` is not given).
+        ``pixel_size_nm`` is not given, and its ``info_bar_rows`` are not measured).
     pixel_size_nm : nm per pixel.
     options : :class:`LineOptions`; keyword ``overrides`` replace single fields.
 
