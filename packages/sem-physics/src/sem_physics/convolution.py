@@ -14,12 +14,15 @@ result is the top-left ``(H, W)`` block shifted by ``k // 2``. Padding content b
 Kernel transform: SEM PSFs are centro-symmetric, ``h(-x, -y) = h(x, y)``, so their centred
 transform ``K(u, v)`` is real. After a real FFT along rows of the ``k // 2 + 1`` rows
 ``y >= 0`` only, each column ``R(y, v)`` is Hermitian in ``y`` (``R(-y, v) = conj R(y, v)``),
-and ``K(u, v) = fh * irfft_y(R)(-u, v)``: half a complex FFT instead of a full 2-D one. A kernel
+and ``K(u, v) = K(-u, -v) = fh * irfft_y(R')(u, v)`` with ``R'`` made from the x-mirrored
+kernel: half a complex FFT on a few rows instead of a full 2-D transform. A kernel
 that is not centro-symmetric takes the general path (full transform).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -29,7 +32,21 @@ import scipy.fft as sfft
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["convolve_reflect", "convolve_reflect_torch", "fft_shape", "symmetric_indices"]
+__all__ = [
+    "clear_kernel_cache",
+    "convolve_reflect",
+    "convolve_reflect_torch",
+    "fft_shape",
+    "symmetric_indices",
+]
+
+_CACHE_SIZE = 4
+_spectrum_cache: OrderedDict[tuple[bytes, int, int, str], np.ndarray] = OrderedDict()
+
+
+def clear_kernel_cache() -> None:
+    """Forget the cached kernel transforms of :func:`convolve_reflect`."""
+    _spectrum_cache.clear()
 
 
 def symmetric_indices(n: int, pad: int, pad_after: int | None = None) -> np.ndarray:
@@ -46,16 +63,37 @@ def fft_shape(h: int, w: int, k: int) -> tuple[int, int]:
     return sfft.next_fast_len(h + k - 1, real=True), sfft.next_fast_len(w + k - 1, real=True)
 
 
+def _cached_kernel_spectrum(kernel: np.ndarray, fh: int, fw: int) -> np.ndarray:
+    """:func:`_kernel_spectrum`, remembered for the last few (kernel, grid) pairs.
+
+    Iterative methods (Richardson-Lucy, fixed-PSF protocols) convolve with one kernel many
+    times; the key is a digest of the kernel's bytes, so equal kernels hit and any change misses.
+    """
+    key = (hashlib.sha1(kernel.tobytes()).digest(), fh, fw, kernel.dtype.str)
+    spec = _spectrum_cache.get(key)
+    if spec is None:
+        spec = _kernel_spectrum(kernel, fh, fw)
+        spec.flags.writeable = False
+        _spectrum_cache[key] = spec
+        if len(_spectrum_cache) > _CACHE_SIZE:
+            _spectrum_cache.popitem(last=False)
+    else:
+        _spectrum_cache.move_to_end(key)
+    return spec
+
+
 def _kernel_spectrum(kernel: np.ndarray, fh: int, fw: int) -> np.ndarray:
     """Transform of the origin-centred kernel on the (fh, fw) grid: real when centro-symmetric."""
     k = kernel.shape[0]
     p = k // 2
     if np.array_equal(kernel, kernel[::-1, ::-1]):
-        rows = np.zeros((p + 1, fw), dtype=kernel.dtype)  # rows y = 0..p, columns wrapped
-        rows[:, : p + 1] = kernel[p:, p:]
-        rows[:, fw - p :] = kernel[p:, :p]
-        spec = sfft.irfft(sfft.rfft(rows, axis=1), n=fh, axis=0)  # = K(-u, v) / fh
-        spec = np.roll(spec[::-1], 1, axis=0)
+        # Rows y = 0..p of the x-mirrored kernel, columns wrapped: the inverse real FFT along
+        # y then gives K'(-u, v) / fh = K(-u, -v) / fh = K(u, v) / fh.
+        mirrored = kernel[p:, ::-1]
+        rows = np.zeros((p + 1, fw), dtype=kernel.dtype)
+        rows[:, : p + 1] = mirrored[:, p:]
+        rows[:, fw - p :] = mirrored[:, :p]
+        spec = sfft.irfft(sfft.rfft(rows, axis=1), n=fh, axis=0)
         spec *= fh
         return spec
     full = np.zeros((fh, fw), dtype=kernel.dtype)
@@ -98,7 +136,8 @@ def convolve_reflect(
 
     Returns
     -------
-    (H, W) array of ``dtype``, same grid as ``image``.
+    (H, W) array of ``dtype``, same grid as ``image`` (a view into the FFT buffer). The last few
+    kernel transforms are cached (:func:`clear_kernel_cache`).
     """
     image = _check_image(image)
     kernel = _check_kernel(kernel).astype(dtype)
@@ -110,9 +149,9 @@ def convolve_reflect(
         image.astype(dtype, copy=False), ((p, fh - h - p), (p, fw - w - p)), "symmetric"
     )
     spec = sfft.rfft2(padded)
-    spec *= _kernel_spectrum(kernel, fh, fw)
+    spec *= _cached_kernel_spectrum(kernel, fh, fw)
     out = sfft.irfft2(spec, s=(fh, fw), overwrite_x=True)
-    return np.ascontiguousarray(out[p : p + h, p : p + w], dtype=dtype)
+    return out[p : p + h, p : p + w]  # a view: copying it would cost as much as the product
 
 
 def convolve_reflect_torch(
@@ -182,11 +221,11 @@ def _kernel_spectrum_torch(kern: torch.Tensor, fh: int, fw: int) -> torch.Tensor
     n, k, _ = kern.shape
     p = k // 2
     if torch.equal(kern, kern.flip(-1, -2)):
+        mirrored = kern[:, p:].flip(-1)  # see _kernel_spectrum
         rows = kern.new_zeros((n, p + 1, fw))
-        rows[:, :, : p + 1] = kern[:, p:, p:]
-        rows[:, :, fw - p :] = kern[:, p:, :p]
-        spec = torch.fft.irfft(torch.fft.rfft(rows, dim=-1), n=fh, dim=-2)
-        return torch.roll(spec.flip(-2), 1, dims=-2) * fh
+        rows[:, :, : p + 1] = mirrored[:, :, p:]
+        rows[:, :, fw - p :] = mirrored[:, :, :p]
+        return torch.fft.irfft(torch.fft.rfft(rows, dim=-1), n=fh, dim=-2) * fh
     full = kern.new_zeros((n, fh, fw))
     idx_r = torch.arange(-p, p + 1, device=kern.device) % fh
     idx_c = torch.arange(-p, p + 1, device=kern.device) % fw
