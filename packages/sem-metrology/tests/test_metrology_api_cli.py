@@ -205,3 +205,16 @@ def test_cli_bad_input_one_line_on_stderr(tmp_path, sample, capsys, argv, code, 
     # One error line (argparse prints its usage above it); no traceback.
     assert message in err[-1] and err[-1].startswith("sem-measure")
     assert not any("Traceback" in line for line in err)
+
+
+def test_readme_example_runs(capsys) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    first, second = capsys.readouterr().out.splitlines()[:2]
+    n_lines, cd, cd_truth = (float(v) for v in first.split()[:3])
+    assert n_lines == 20 and abs(cd - cd_truth) < 0.3
+    n_holes, hole_cd, hole_cd_truth = (float(v) for v in second.split()[:3])
+    assert n_holes > 10 and abs(hole_cd - hole_cd_truth) < 0.3
