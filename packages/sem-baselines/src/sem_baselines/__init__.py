@@ -1,1 +1,75 @@
-"""placeholder"""
+"""sem_baselines: every baseline of the paper behind one ``Restorer`` interface.
+
+>>> import numpy as np
+>>> from sem_baselines import get_restorer, list_restorers
+>>> "wiener" in list_restorers()
+True
+>>> get_restorer("wiener").restore(np.full((32, 32), 100.0, np.float32)).shape
+(32, 32)
+"""
+
+from . import identity as _identity  # noqa: F401  (registers "input")
+from .classical import (
+    BM3DConfig,
+    BM3DRestorer,
+    RichardsonLucyConfig,
+    RichardsonLucyRestorer,
+    WienerConfig,
+    WienerRestorer,
+    estimate_sigma,
+    fixed_psf,
+)
+from .identity import IdentityConfig, IdentityRestorer
+from .learned import (
+    FitConfig,
+    FitResult,
+    MRNRestorer,
+    MRNRestorerConfig,
+    Noise2NoiseConfig,
+    Noise2NoiseRestorer,
+    Noise2VoidConfig,
+    Noise2VoidRestorer,
+)
+from .restorer import (
+    LearnedRestorer,
+    Restorer,
+    RestorerConfigError,
+    check_image,
+    get_restorer,
+    list_restorers,
+    load_restorer,
+    restorer_config,
+)
+from .tiling import tiled_apply
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BM3DConfig",
+    "BM3DRestorer",
+    "FitConfig",
+    "FitResult",
+    "IdentityConfig",
+    "IdentityRestorer",
+    "LearnedRestorer",
+    "MRNRestorer",
+    "MRNRestorerConfig",
+    "Noise2NoiseConfig",
+    "Noise2NoiseRestorer",
+    "Noise2VoidConfig",
+    "Noise2VoidRestorer",
+    "Restorer",
+    "RestorerConfigError",
+    "RichardsonLucyConfig",
+    "RichardsonLucyRestorer",
+    "WienerConfig",
+    "WienerRestorer",
+    "check_image",
+    "estimate_sigma",
+    "fixed_psf",
+    "get_restorer",
+    "list_restorers",
+    "load_restorer",
+    "restorer_config",
+    "tiled_apply",
+]

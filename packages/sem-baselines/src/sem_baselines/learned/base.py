@@ -1,0 +1,149 @@
+"""What every learned baseline shares: config fields, tiled inference, save/load, ``fit``.
+
+A learned restorer owns a torch ``network`` and defines two per-step pieces that any training
+loop can drive:
+
+* ``make_batch(clean, params, generator) -> dict[str, Tensor]``: synthesise the training pair
+  from focused patches ``clean`` (N, 1, P, P) on the 0..255 scale and one
+  :class:`sem_physics.DegradationParams` per patch;
+* ``training_loss(batch) -> Tensor``: the scalar loss of the network on that batch.
+
+``fit`` runs the shared loop of :mod:`.training`. Networks see intensities divided by 255.
+Saved form: a folder with ``config.json`` (restorer name + config) and ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from sem_physics import DegradationParams
+from torch import nn
+
+from ..restorer import CONFIG_FILE, RestorerConfigError, check_image
+from ..tiling import tiled_apply
+
+__all__ = ["WEIGHTS_FILE", "LearnedConfig", "NetworkRestorer", "resolve_device"]
+
+WEIGHTS_FILE = "model.safetensors"
+SCALE = 255.0
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None`` means CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise RestorerConfigError(f"invalid device {device!r}: {err}") from None
+
+
+class LearnedConfig(BaseModel):
+    """Fields common to the learned restorers (inference tiling, device, init seed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tile_px: int = Field(default=512, ge=16, le=8192, description="inference tile side (px)")
+    margin_px: int = Field(default=32, ge=0, le=1024, description="context per tile side (px)")
+    device: str | None = Field(default=None, description="torch device; None = cuda if present")
+    init_seed: int = Field(default=0, ge=0, description="seed of the weight initialisation")
+    clip: bool = Field(default=True, description="clip restored images to 0..255")
+
+
+class NetworkRestorer:
+    """Base class of Noise2Noise, Noise2Void and MRN (see the module docstring)."""
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type[BaseModel]]
+    default_lr: ClassVar[float] = 4e-4
+    default_batch_size: ClassVar[int] = 16
+
+    def __init__(self, config: LearnedConfig | None = None) -> None:
+        self.config = config or self.config_cls()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.init_seed)
+            self.network: nn.Module = self.build_network()
+        self.network.to(resolve_device(self.config.device)).eval()
+        self.history: list[dict[str, float]] = []
+
+    # --- pieces each method defines -------------------------------------------------------
+    def build_network(self) -> nn.Module:
+        raise NotImplementedError
+
+    def make_batch(
+        self, clean: torch.Tensor, params: list[DegradationParams], generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Restored (N, 1, H, W) from degraded ``x`` (N, 1, H, W), both divided by 255."""
+        return self.network(x)
+
+    # --- the Restorer contract ------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @torch.no_grad()
+    def restore(self, image: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(check_image(image) / SCALE).to(self.device)[None, None]
+        self.network.eval()
+        y = tiled_apply(self.predict, x, self.config.tile_px, self.config.margin_px)
+        out = y[0, 0].float().cpu().numpy() * SCALE
+        if self.config.clip:
+            out = np.clip(out, 0.0, SCALE)
+        return out.astype(np.float32)
+
+    def fit(
+        self,
+        train_images: list[np.ndarray],
+        val_images: list[np.ndarray] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Train on synthetic degradations of focused ``train_images``; see :class:`.FitConfig`
+        for the keyword arguments (epochs, batch_size, seed, ranges, patch_size, lr, ...).
+        Keeps the weights of the epoch with the lowest validation loss; returns a FitResult."""
+        from .training import fit_restorer
+
+        return fit_restorer(self, train_images, val_images, **kwargs)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into folder ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "restorer": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "history": self.history,
+        }
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_FILE), metadata={"restorer": self.name})
+        return path
+
+    def load(self, path: str | Path) -> NetworkRestorer:
+        """Load config and weights saved by :meth:`save` into this restorer; returns it."""
+        path = Path(path)
+        cfg_file, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
+        for f in (cfg_file, weights):
+            if not f.is_file():
+                raise FileNotFoundError(f"{f} not found: not a saved {self.name!r} restorer")
+        meta = json.loads(cfg_file.read_text())
+        if meta.get("restorer") != self.name:
+            raise RestorerConfigError(
+                f"{cfg_file} holds restorer {meta.get('restorer')!r}, not {self.name!r}"
+            )
+        self.__init__(self.config_cls(**meta.get("config", {})))  # type: ignore[misc]
+        state = load_file(str(weights), device=str(self.device))
+        self.network.load_state_dict(state)
+        self.history = list(meta.get("history", []))
+        return self

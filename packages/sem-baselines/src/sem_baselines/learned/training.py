@@ -1,0 +1,184 @@
+"""The small training loop shared by the learned baselines: seeded, device-agnostic, tqdm.
+
+Each step draws ``batch_size`` random patches (random image, position, flip and 90-degree
+rotation) from the focused training images, samples one degradation setting per patch from
+the SPEC ranges, lets the restorer synthesise its input/target pair (``make_batch``) and takes
+an Adam step on ``training_loss``. Patches are degraded on their own with reflective borders
+(the forward model's convention) on the training device. Validation uses fixed patches and
+fixed degradations drawn once from ``seed + 1``; the weights of the epoch with the lowest
+validation loss (training loss when there are no validation images) are kept. Mixed precision:
+bf16 autocast on CUDA, full fp32 elsewhere. A non-finite loss stops training and keeps the best
+weights so far.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import nullcontext
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sem_physics import ParameterRanges
+from tqdm.auto import tqdm
+
+from ..restorer import RestorerConfigError, check_image
+from .base import resolve_device
+
+if TYPE_CHECKING:
+    from .base import NetworkRestorer
+
+__all__ = ["FitConfig", "FitResult", "fit_restorer", "sample_patches"]
+
+
+class FitConfig(BaseModel):
+    """Keyword arguments of ``fit`` (unknown keys are rejected)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    epochs: int = Field(default=1, ge=1, description="number of epochs")
+    batch_size: int | None = Field(default=None, ge=1, description="None = method default")
+    seed: int = Field(default=0, ge=0, description="seed of patches, degradations, masks")
+    ranges: ParameterRanges = Field(default_factory=ParameterRanges)
+    patch_size: int = Field(default=64, ge=16, le=4096, multiple_of=8, description="px")
+    steps_per_epoch: int | None = Field(
+        default=None, ge=1, description="None = one pass over the training pixels"
+    )
+    lr: float | None = Field(default=None, gt=0, le=1, description="None = method default")
+    weight_decay: float = Field(default=0.0, ge=0)
+    grad_clip: float | None = Field(default=1.0, gt=0, description="max gradient norm")
+    val_patches: int = Field(default=16, ge=1, description="fixed validation patches")
+    device: str | None = Field(default=None, description="None = restorer's device setting")
+    progress: bool = Field(default=True, description="show a progress bar")
+
+
+class FitResult(BaseModel):
+    """Per-epoch losses and the epoch whose weights were kept."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_loss: float
+    stopped_early: bool = False
+
+
+def sample_patches(
+    images: list[np.ndarray], n: int, size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``n`` random ``size`` x ``size`` crops with random flips / 90-degree rotations."""
+    out = np.empty((n, 1, size, size), dtype=np.float32)
+    for i in range(n):
+        img = images[int(rng.integers(len(images)))]
+        y = int(rng.integers(img.shape[0] - size + 1))
+        x = int(rng.integers(img.shape[1] - size + 1))
+        p = img[y : y + size, x : x + size]
+        p = np.rot90(p, int(rng.integers(4)))
+        if rng.integers(2):
+            p = p[:, ::-1]
+        out[i, 0] = p
+    return out
+
+
+def _check_images(images: list[np.ndarray] | None, what: str, size: int) -> list[np.ndarray]:
+    if images is None:
+        return []
+    checked = [check_image(im, f"{what}[{i}]") for i, im in enumerate(images)]
+    for i, im in enumerate(checked):
+        if min(im.shape) < size:
+            raise ValueError(f"{what}[{i}] has shape {im.shape}, smaller than patch_size={size}")
+    return checked
+
+
+def fit_restorer(
+    restorer: NetworkRestorer,
+    train_images: list[np.ndarray],
+    val_images: list[np.ndarray] | None = None,
+    **kwargs: object,
+) -> FitResult:
+    """Train ``restorer.network`` in place (see the module docstring)."""
+    try:
+        cfg = FitConfig(**kwargs)
+    except ValidationError as err:
+        raise RestorerConfigError(f"invalid fit arguments for {restorer.name!r}: {err}") from None
+    train = _check_images(train_images, "train_images", cfg.patch_size)
+    if not train:
+        raise ValueError("train_images is empty: give at least one focused image")
+    val = _check_images(val_images, "val_images", cfg.patch_size)
+    device = resolve_device(cfg.device) if cfg.device else restorer.device
+    bs = cfg.batch_size or restorer.default_batch_size
+    steps = cfg.steps_per_epoch or max(
+        1, math.ceil(sum(im.size for im in train) / (bs * cfg.patch_size**2))
+    )
+    net = restorer.network.to(device)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    def batch_from(images: list[np.ndarray], n: int, r: np.random.Generator, g: torch.Generator):
+        clean = torch.from_numpy(sample_patches(images, n, cfg.patch_size, r)).to(device)
+        return restorer.make_batch(clean, cfg.ranges.sample_many(r, n), g)
+
+    val_batches = []
+    if val:
+        vr = np.random.default_rng(cfg.seed + 1)
+        vg = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        for start in range(0, cfg.val_patches, bs):
+            val_batches.append(batch_from(val, min(bs, cfg.val_patches - start), vr, vg))
+
+    opt = torch.optim.Adam(
+        net.parameters(), lr=cfg.lr or restorer.default_lr, weight_decay=cfg.weight_decay
+    )
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+    best_loss, best_epoch, best_state = math.inf, -1, None
+    history: list[dict[str, float]] = []
+    stopped = False
+    bar = tqdm(total=cfg.epochs * steps, desc=f"fit {restorer.name}", disable=not cfg.progress)
+    for epoch in range(cfg.epochs):
+        net.train()
+        total = 0.0
+        for _ in range(steps):
+            batch = batch_from(train, bs, rng, gen)
+            with autocast():
+                loss = restorer.training_loss(batch)
+            if not torch.isfinite(loss):
+                warnings.warn(
+                    f"non-finite training loss at epoch {epoch}; stopping with the best weights",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                stopped = True
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            total += float(loss.detach())
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+        if stopped:
+            break
+        train_loss = total / steps
+        row = {"epoch": float(epoch), "train_loss": train_loss}
+        score = train_loss
+        if val_batches:
+            net.eval()
+            with torch.no_grad(), autocast():
+                score = float(np.mean([float(restorer.training_loss(b)) for b in val_batches]))
+            row["val_loss"] = score
+        history.append(row)
+        if score < best_loss:
+            best_loss, best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    bar.close()
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    restorer.history = history
+    return FitResult(
+        history=history, best_epoch=best_epoch, best_loss=best_loss, stopped_early=stopped
+    )

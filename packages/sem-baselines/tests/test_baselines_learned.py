@@ -1,0 +1,190 @@
+"""U-Net / MRN networks, Noise2Void's blind spot, training loops, tiling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from baselines_testkit import TINY, TINY_FIT, lines_image
+from sem_baselines import RestorerConfigError, get_restorer, tiled_apply
+from sem_baselines.learned.noise2void import blind_spot_mask
+from sem_baselines.nets import MRNConfig, MultiScaleRefocusNet, UNet, UNetConfig
+from sem_physics import ParameterRanges
+
+TRAIN = [lines_image((96, 96), seed=s) for s in range(3)]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 32, 32), (2, 1, 37, 50), (1, 1, 5, 9)])
+def test_unet_keeps_shape_and_adds_its_correction_to_the_input(shape):
+    net = UNet(UNetConfig(depth=3, width=4))
+    x = torch.rand(shape)
+    y = net(x)
+    assert y.shape == x.shape
+    torch.nn.init.zeros_(net.head.weight)
+    torch.nn.init.zeros_(net.head.bias)
+    torch.testing.assert_close(net(x), x)  # residual: zero correction gives the input back
+    plain = UNet(UNetConfig(depth=2, width=4, residual=False))
+    assert plain(x).shape == x.shape
+
+
+def test_mrn_emits_three_scales_coarse_to_fine():
+    net = MultiScaleRefocusNet(MRNConfig(width=4))
+    x = torch.rand(2, 1, 48, 64)
+    outs = net(x)
+    assert [tuple(o.shape[-2:]) for o in outs] == [(12, 16), (24, 32), (48, 64)]
+    # residual wiring: with zero correction heads, 1/4 is the pooled input, 1/2 and 1 its
+    # bilinear up-samplings, coarse to fine
+    for head in net.heads:
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    outs = net(x)
+    coarse = F.avg_pool2d(x, 4)
+    up = lambda t, s: F.interpolate(t, size=s, mode="bilinear", align_corners=False)  # noqa: E731
+    torch.testing.assert_close(outs[0], coarse)
+    torch.testing.assert_close(outs[1], up(coarse, (24, 32)))
+    torch.testing.assert_close(outs[2], up(up(coarse, (24, 32)), (48, 64)))
+
+
+def test_blind_spot_mask_counts_sources_and_never_leaks_the_masked_value():
+    gen = torch.Generator().manual_seed(0)
+    y = torch.rand(3, 1, 40, 36)
+    masked, mask = blind_spot_mask(y, 0.1, 5, gen)
+    count = round(0.1 * 40 * 36)
+    assert mask.shape == y.shape and mask.dtype == torch.bool
+    assert mask.sum(dim=(1, 2, 3)).tolist() == [count] * 3
+    torch.testing.assert_close(masked[~mask], y[~mask])
+    # each replacement is the value of another, unmasked pixel within ±5 px (reflected)
+    for n in range(3):
+        for iy, ix in mask[n, 0].nonzero().tolist():
+            ys, xs = slice(max(iy - 5, 0), iy + 6), slice(max(ix - 5, 0), ix + 6)
+            window, wmask = y[n, 0, ys, xs], mask[n, 0, ys, xs]
+            hits = (window == masked[n, 0, iy, ix]) & ~wmask
+            assert hits.any(), (n, iy, ix)
+            assert masked[n, 0, iy, ix] != y[n, 0, iy, ix]
+    # the receptive input does not depend on the original values under the mask at all
+    y2 = torch.where(mask, torch.rand(y.shape) + 5.0, y)
+    masked2, mask2 = blind_spot_mask(y2, 0.1, 5, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(mask2, mask)
+    torch.testing.assert_close(masked2, masked)
+
+
+def test_noise2void_loss_sees_only_masked_pixels():
+    r = get_restorer("n2v", **TINY["n2v"])
+    clean = torch.from_numpy(lines_image((32, 32), seed=1))[None, None].repeat(2, 1, 1, 1)
+    batch = r.make_batch(
+        clean,
+        ParameterRanges().sample_many(np.random.default_rng(0), 2),
+        torch.Generator().manual_seed(0),
+    )
+    base = r.training_loss(batch)
+    changed = dict(batch, target=torch.where(batch["mask"], batch["target"], 1e3))
+    torch.testing.assert_close(r.training_loss(changed), base)
+    changed = dict(batch, target=torch.where(batch["mask"], batch["target"] + 0.5, 0))
+    assert r.training_loss(changed) > base
+
+
+def test_noise2noise_targets_are_independent_realisations():
+    r = get_restorer("n2n", **TINY["n2n"])
+    clean = torch.full((64, 1, 16, 16), 100.0)
+    params = [ParameterRanges().midpoint()] * 64
+    b = r.make_batch(clean, params, torch.Generator().manual_seed(0))
+    d = (b["input"] - b["target"]) * 255
+    # same mean, independent noise: var(y1 - y2) = 2 (z / dose + sigma^2), z = a * 100 + b
+    z = 1.045 * 100 + 13
+    assert float(d.mean()) == pytest.approx(0.0, abs=0.2)
+    assert float(d.var()) == pytest.approx(2 * (z / 25.5 + 5.5**2), rel=0.05)
+
+
+@pytest.mark.parametrize("name", ["n2n", "n2v", "mrn"])
+def test_training_lowers_the_loss(name):
+    r = get_restorer(name, **TINY[name])
+    gen = torch.Generator().manual_seed(99)
+    rng = np.random.default_rng(99)
+    from sem_baselines.learned.training import sample_patches
+
+    clean = torch.from_numpy(sample_patches(TRAIN, 16, 32, rng))
+    fixed = r.make_batch(clean, ParameterRanges().sample_many(rng, 16), gen)
+    with torch.no_grad():
+        before = float(r.training_loss(fixed))
+    res = r.fit(
+        TRAIN,
+        epochs=2,
+        steps_per_epoch=15,
+        batch_size=8,
+        patch_size=32,
+        lr=3e-3,
+        seed=1,
+        progress=False,
+    )
+    with torch.no_grad():
+        after = float(r.training_loss(fixed))
+    assert after < 0.9 * before
+    assert len(res.history) == 2 and res.best_epoch in (0, 1)
+
+
+def test_fit_is_deterministic_and_keeps_the_best_validation_epoch():
+    def run():
+        r = get_restorer("mrn", **TINY["mrn"])
+        res = r.fit(
+            TRAIN[:2],
+            val_images=TRAIN[2:],
+            epochs=3,
+            seed=5,
+            progress=False,
+            ranges=ParameterRanges(),
+            **{k: v for k, v in TINY_FIT.items() if k != "epochs"},
+        )
+        return r, res
+
+    (r1, res1), (r2, res2) = run(), run()
+    assert res1.history == res2.history
+    for a, b in zip(
+        r1.network.state_dict().values(), r2.network.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b)
+    vals = [h["val_loss"] for h in res1.history]
+    assert res1.best_epoch == int(np.argmin(vals)) and res1.best_loss == min(vals)
+
+
+def test_fit_rejects_bad_arguments():
+    r = get_restorer("n2n", **TINY["n2n"])
+    with pytest.raises(RestorerConfigError, match="epoks"):
+        r.fit(TRAIN, epoks=1)
+    with pytest.raises(ValueError, match=r"train_images\[0\].*patch_size=64"):
+        r.fit([np.zeros((20, 200), np.float32)], patch_size=64)
+    with pytest.raises(ValueError, match="empty"):
+        r.fit([])
+
+
+def test_load_rejects_a_folder_of_another_method(tmp_path):
+    get_restorer("n2n", **TINY["n2n"]).save(tmp_path / "m")
+    with pytest.raises(RestorerConfigError, match="'n2n', not 'n2v'"):
+        get_restorer("n2v").load(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        get_restorer("n2v").load(tmp_path / "nothing")
+
+
+def test_tiling_is_exact_for_a_local_operator():
+    kernel = torch.rand(1, 1, 5, 5)
+
+    def blur(x):  # output depends on inputs within 2 px; replicate padding at the border
+        return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), kernel)
+
+    x = torch.rand(1, 1, 150, 97)
+    torch.testing.assert_close(tiled_apply(blur, x, tile=40, margin=2), blur(x))
+    torch.testing.assert_close(tiled_apply(blur, x, tile=64, margin=8), blur(x))
+    with pytest.raises(ValueError, match="tile > 2"):
+        tiled_apply(blur, x, tile=16, margin=8)
+
+
+def test_learned_restore_tiles_large_images():
+    r = get_restorer("n2n", unet={"depth": 2, "width": 4}, tile_px=48, margin_px=12)
+    r.fit(TRAIN, progress=False, **TINY_FIT)
+    img = lines_image((130, 101), seed=9)
+    whole = get_restorer("n2n", unet={"depth": 2, "width": 4}, tile_px=512)
+    whole.network.load_state_dict(r.network.state_dict())
+    tiled, ref = r.restore(img), whole.restore(img)
+    assert tiled.shape == img.shape
+    # a depth-2 U-Net sees ~20 px: with 12 px of context the tiles agree to well below 1 grey level
+    assert float(np.abs(tiled - ref).mean()) < 0.5
