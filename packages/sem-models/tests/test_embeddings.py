@@ -1,0 +1,30 @@
+"""Embedding extraction for clustering diagnostics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sem_models as sm
+import torch
+from sem_models.imaging import normalize
+
+
+def test_mean_and_cls_pooling_match_the_encoder(tiny_mae):
+    x = torch.rand(5, 1, 32, 32)
+    mean = sm.extract_embeddings(tiny_mae, x, pool="mean", batch_size=2)
+    cls = sm.extract_embeddings(tiny_mae, x.numpy(), pool="cls", batch_size=5)
+    assert mean.shape == cls.shape == (5, 32) and mean.dtype == np.float32
+    with torch.no_grad():
+        latent = tiny_mae.eval().forward_encoder(normalize(x), 0.0)[0]
+    np.testing.assert_allclose(mean, latent[:, 1:].mean(1).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cls, latent[:, 0].numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(mean[0], mean[1])  # different images, different embeddings
+
+
+def test_restoration_model_and_rgb_inputs_are_accepted(tiny_mae):
+    x = torch.rand(2, 3, 32, 32)
+    a = sm.extract_embeddings(sm.RestorationModel(tiny_mae), x)
+    b = sm.extract_embeddings(tiny_mae, x.mean(1, keepdim=True))
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="pool"):
+        sm.extract_embeddings(tiny_mae, x, pool="max")

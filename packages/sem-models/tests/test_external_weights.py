@@ -1,0 +1,154 @@
+"""External MAE weights from local files: both public layouts, conversions, errors."""
+
+from __future__ import annotations
+
+import pytest
+import sem_models as sm
+import torch
+from safetensors.torch import save_file
+from sem_models.imaging import normalize
+
+ARCH = dict(
+    img_size=32,
+    patch_size=8,
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    decoder_embed_dim=32,
+    decoder_depth=1,
+    decoder_num_heads=2,
+)
+
+
+def _mae(in_chans=3, seed=0, **kw) -> sm.MaskedAutoencoder:
+    torch.manual_seed(seed)
+    return sm.build_mae("tiny", in_chans=in_chans, **{**ARCH, **kw}).eval()
+
+
+def _encoder_state(model: sm.MaskedAutoencoder) -> dict[str, torch.Tensor]:
+    return {
+        k: v.clone()
+        for k, v in model.state_dict().items()
+        if not k.startswith(("decoder", "mask_token"))
+    }
+
+
+def _latent(model, x):
+    with torch.no_grad():
+        return model.forward_encoder(normalize(x), 0.0)[0]
+
+
+def test_facebookresearch_layout_encoder_only(tmp_path):
+    src = _mae(seed=1)
+    path = tmp_path / "mae_pretrain_vit_tiny.pth"
+    torch.save({"model": _encoder_state(src)}, path)
+    dst = _mae(seed=2)
+    report = sm.load_external_mae(path, dst)
+    assert "blocks.0.attn.qkv.weight" in report.loaded
+    assert "decoder_pred.weight" in report.missing and not report.ignored
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(_latent(dst, x), _latent(src, x))
+
+
+def test_facebookresearch_layout_with_decoder_reproduces_the_whole_model(tmp_path):
+    src = _mae(seed=1)
+    path = tmp_path / "mae_visualize_vit_tiny.pth"
+    torch.save({"model": src.state_dict(), "epoch": 0}, path)
+    dst = _mae(seed=2)
+    report = sm.load_external_mae(path, dst)
+    assert report.missing == []
+    x, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(dst(x, noise=noise)[1], src(x, noise=noise)[1])
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_timm_layout_with_head_and_fc_norm(tmp_path, fmt):
+    src = _mae(seed=1)
+    state = {"module." + k: v for k, v in _encoder_state(src).items()}
+    state["fc_norm.weight"] = torch.ones(32)
+    state["head.weight"] = torch.zeros(1000, 32)
+    path = tmp_path / f"model.{fmt}"
+    if fmt == "safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    dst = _mae(seed=2)
+    report = sm.load_external_mae(path, dst)
+    assert sorted(report.ignored) == ["fc_norm.weight", "head.weight"]
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(_latent(dst, x), _latent(src, x))
+
+
+def test_rgb_patch_embedding_converted_exactly_for_gray_inputs(tmp_path):
+    src = _mae(seed=1)
+    path = tmp_path / "mae.pth"
+    torch.save({"model": src.state_dict()}, path)
+    gray = _mae(in_chans=1, seed=2)
+    report = sm.load_external_mae(path, gray)
+    assert "patch_embed.proj" in report.converted and "decoder_pred" in report.converted
+    g = torch.rand(2, 1, 32, 32)
+    torch.testing.assert_close(
+        _latent(gray, g), _latent(src, g.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-5
+    )
+    # The pixel head predicts the gray value that the RGB head's channel mean would give.
+    noise = torch.rand(2, 16)
+    with torch.no_grad():
+        rgb = src.unpatchify(src(g.expand(-1, 3, -1, -1), noise=noise)[1])
+        one = gray.unpatchify(gray(g, noise=noise)[1])
+    rgb01 = sm.denormalize(rgb).mean(1, keepdim=True)
+    torch.testing.assert_close(sm.denormalize(one), rgb01, rtol=1e-4, atol=1e-4)
+
+
+def test_position_embeddings_resampled_for_another_input_size(tmp_path):
+    src = _mae(seed=1, img_size=48)  # 6x6 grid
+    path = tmp_path / "mae.pth"
+    torch.save({"model": src.state_dict()}, path)
+    dst = _mae(seed=2)  # 4x4 grid
+    report = sm.load_external_mae(path, dst)
+    assert "pos_embed" in report.converted
+    assert dst.pos_embed.shape == (1, 17, 32)
+
+
+def test_moe_model_gets_the_dense_ffn_in_every_expert(tmp_path):
+    src = _mae(seed=1)
+    path = tmp_path / "mae.pth"
+    torch.save({"model": src.state_dict()}, path)
+    dst = sm.build_mae("tiny", in_chans=3, moe={"num_experts": 3}, **ARCH).eval()
+    sm.load_external_mae(path, dst)
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(_latent(dst, x), _latent(src, x), rtol=1e-5, atol=1e-5)
+
+
+def test_shape_mismatch_names_the_key(tmp_path):
+    path = tmp_path / "mae.pth"
+    torch.save({"model": _mae(embed_dim=64).state_dict()}, path)
+    with pytest.raises(sm.ExternalWeightsError, match=r"patch_embed\.proj\.weight|cls_token"):
+        sm.load_external_mae(path, _mae())
+
+
+def test_missing_file_names_the_file_and_where_to_get_it(tmp_path):
+    path = tmp_path / "mae_pretrain_vit_large.pth"
+    with pytest.raises(sm.MissingWeightsError) as info:
+        sm.load_external_mae(path, _mae())
+    msg = str(info.value)
+    assert str(path) in msg and "dl.fbaipublicfiles.com" in msg and "offline" in msg
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("unpickled arbitrary code",))
+
+
+def test_arbitrary_pickles_are_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"x": torch.zeros(1)}, "payload": _Payload()}, path)
+    with pytest.raises(sm.ExternalWeightsError, match="weights-only"):
+        sm.load_external_mae(path, _mae())
+
+
+def test_unrelated_file_is_rejected(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"model": {"conv.weight": torch.zeros(3, 3)}}, path)
+    with pytest.raises(sm.ExternalWeightsError, match="encoder tensors missing"):
+        sm.load_external_mae(path, _mae())

@@ -1,0 +1,117 @@
+"""Sliding-window inference: exact for identity/constant, seamless, batch- and size-agnostic."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import sem_models as sm
+import torch
+from sem_models.sliding_window import window_starts
+from torch import nn
+
+
+class Identity(nn.Module):
+    def forward(self, x):
+        return x.clone()
+
+
+class TileOffset(nn.Module):
+    """Adds a different constant to every window it sees: any seam would show as a step."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        offsets = torch.arange(self.calls, self.calls + x.shape[0], dtype=x.dtype) % 7
+        self.calls += x.shape[0]
+        return x + offsets.view(-1, 1, 1, 1)
+
+
+def test_identity_model_returns_the_input_exactly():
+    img = np.random.default_rng(0).uniform(0, 1, (300, 260)).astype(np.float32)
+    out = sm.sliding_window(Identity(), img, window=64, overlap=8, batch_size=3)
+    assert isinstance(out, np.ndarray) and out.shape == img.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, img, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 100, 150), (3, 70, 90), (1, 1, 40, 33)])
+def test_tensor_inputs_keep_type_and_shape(shape):
+    x = torch.rand(shape)
+    out = sm.sliding_window(Identity(), x, window=32, overlap=4)
+    assert isinstance(out, torch.Tensor) and out.shape == x.shape
+    torch.testing.assert_close(out, x)
+
+
+def test_constant_image_stays_constant_through_a_pointwise_model():
+    img = np.full((130, 97), 0.4, dtype=np.float32)
+    out = sm.sliding_window(lambda x: torch.tanh(3 * x) + 0.1, img, window=32, overlap=8)
+    np.testing.assert_allclose(out, np.tanh(1.2) + 0.1, rtol=1e-6)
+
+
+def test_constant_in_constant_out_for_a_translation_invariant_model():
+    conv = nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect", bias=True)
+    img = np.full((200, 180), 0.7, dtype=np.float32)
+    out = sm.sliding_window(conv, img, window=48, overlap=8)
+    expected = 0.7 * conv.weight.sum().item() + conv.bias.item()
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_blending_has_no_seams():
+    img = np.zeros((200, 200), dtype=np.float32)
+    out = sm.sliding_window(TileOffset(), img, window=64, overlap=16, batch_size=5)
+    # Neighbouring windows differ by up to 6; a hard tiling would jump by that much between
+    # adjacent pixels. The Hann cross-fade spreads each step over the overlap.
+    hard_step = 6.0
+    max_step = max(np.abs(np.diff(out, axis=0)).max(), np.abs(np.diff(out, axis=1)).max())
+    assert max_step < 0.35 * hard_step
+    assert out.min() >= 0 and out.max() <= 6 + 1e-5  # a convex combination of window outputs
+
+
+def test_results_do_not_depend_on_batch_size():
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
+    img = torch.rand(130, 170)
+    a = sm.sliding_window(conv, img, window=40, overlap=8, batch_size=1)
+    b = sm.sliding_window(conv, img, window=40, overlap=8, batch_size=16)
+    torch.testing.assert_close(a, b)
+
+
+def test_full_size_sem_frame_with_the_paper_geometry(tiny_mae):
+    """A 1280x960 frame through 224-px windows with 8-px overlap (restoration model, gray)."""
+    mae = sm.build_mae(
+        "tiny", in_chans=1, img_size=224, embed_dim=32, depth=1, num_heads=2,
+        decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2,
+    )  # fmt: skip
+    calls = []
+    model = sm.RestorationModel(mae)
+    model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    img = np.random.default_rng(1).uniform(0, 1, (960, 1280)).astype(np.float32)
+    out = sm.sliding_window(model, img, window=224, overlap=8, batch_size=8)
+    assert out.shape == (960, 1280) and np.isfinite(out).all()
+    # padded to 968 x 1288: ceil((968-224)/216)+1 = 5 rows, ceil((1288-224)/216)+1 = 6 columns
+    assert sum(calls) == 5 * 6 and max(calls) <= 8
+
+
+def test_window_starts_cover_the_range_and_end_flush():
+    for size in (224, 225, 500, 968):
+        starts = window_starts(size, 224, 216)
+        assert starts[0] == 0 and starts[-1] == size - 224
+        assert all(b - a <= 216 for a, b in itertools.pairwise(starts))
+
+
+def test_hann_weights_are_positive_everywhere():
+    w = sm.hann_weights(224, eps=1e-3)
+    assert w.min().item() == pytest.approx(1e-3) and w.max().item() <= 1.0
+    torch.testing.assert_close(w, w.T)
+
+
+def test_bad_arguments_are_reported():
+    with pytest.raises(ValueError, match="overlap"):
+        sm.sliding_window(Identity(), np.zeros((10, 10)), window=8, overlap=8)
+    with pytest.raises(ValueError, match="one image"):
+        sm.sliding_window(Identity(), np.zeros((2, 1, 10, 10)), window=8, overlap=2)
+    with pytest.raises(ValueError, match="same shape"):
+        sm.sliding_window(lambda x: x[:, :, :4], np.zeros((10, 10)), window=8, overlap=2)
