@@ -233,3 +233,12 @@ def test_kernel_larger_than_image_repeats_reflection() -> None:
     np.testing.assert_allclose(convolve_reflect(x, k, dtype=np.float64), direct, atol=1e-9)
     out = convolve_reflect_torch(torch.as_tensor(x)[None, None], torch.as_tensor(k))
     np.testing.assert_allclose(out[0, 0].numpy(), direct, atol=1e-9)
+
+
+def test_torch_half_precision_inputs_are_convolved_in_float32() -> None:
+    x = torch.rand(2, 1, 40, 50) * 255
+    k = torch.as_tensor(airy_psf(PSFParams(rx_px=2, ry_px=3, theta_rad=0.5)))
+    ref = convolve_reflect_torch(x, k)
+    out = convolve_reflect_torch(x.to(torch.bfloat16), k)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2.0)

@@ -37,7 +37,8 @@ def test_sampled_run_writes_manifest_and_replays_bit_for_bit(
     assert on_disk == manifest
     assert len(manifest.entries) == 3
     for i, (entry, src) in enumerate(zip(manifest.entries, sources, strict=True)):
-        assert entry.source == str(src)
+        assert (out / entry.source).resolve() == src.resolve()
+        assert not Path(entry.source).is_absolute()
         assert entry.source_sha256 == file_sha256(src)
         assert entry.seed == derive_seed(11, i)
         stored = read_image(out / entry.output).data
@@ -77,8 +78,8 @@ def test_replay_detects_changed_parameters_and_sources(sources: list[Path], tmp_
     degrade_files(sources, out, ranges=SMALL, master_seed=1)
     doc = json.loads((out / "manifest.json").read_text())
     doc["entries"][1]["params"]["sigma"] += 0.5
-    (tmp_path / "edited.json").write_text(json.dumps(doc))
-    result = replay_manifest(tmp_path / "edited.json")
+    (out / "edited.json").write_text(json.dumps(doc))
+    result = replay_manifest(out / "edited.json")
     assert result.mismatched == [doc["entries"][1]["output"]]
     sources[0].write_bytes(sources[0].read_bytes() + b"\x00")
     with pytest.raises(ProtocolError, match="sha256 differs"):
@@ -128,3 +129,15 @@ def test_derive_seed_is_stable_and_distinct() -> None:
     assert len(set(seeds)) == 1000
     assert seeds[:3] == [derive_seed(0, 0), derive_seed(0, 1), derive_seed(0, 2)]
     assert derive_seed(1, 0) != derive_seed(0, 0)
+
+
+def test_replay_from_another_folder_after_moving_the_tree(
+    sources: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    degrade_files(sources, tmp_path / "out", ranges=SMALL, master_seed=2)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (tmp_path / "src").rename(moved / "src")
+    (tmp_path / "out").rename(moved / "out")
+    monkeypatch.chdir(moved / "src")
+    assert replay_manifest(moved / "out" / "manifest.json").ok

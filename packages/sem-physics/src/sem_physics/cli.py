@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from .io import DEFAULT_CROP_FRACTION
 from .params import DegradationParams, ParameterRanges
-from .protocol import MANIFEST_NAME, degrade_files, find_images, replay_manifest
+from .protocol import MANIFEST_NAME, Mode, degrade_files, find_images, replay_manifest
 from .samples import write_samples
 
 PROG = "sem-degrade"
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         if args.make_samples is not None and not args.inputs:
             return 0
         raise CLIError("an output folder is required: -o/--out DIR")
-    mode = "explicit" if params is not None else ("sample" if args.sample else "midpoint")
+    mode: Mode = "explicit" if params is not None else ("sample" if args.sample else "midpoint")
     files = find_images(inputs)
     progress = None
     if len(files) > 1 and sys.stderr.isatty():
@@ -167,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.json:
         rows = [
-            {"source": e.source, "output": e.output, "seed": e.seed, **e.params.model_dump()}
-            for e in manifest.entries
+            {"source": str(f), "output": e.output, "seed": e.seed, **e.params.model_dump()}
+            for f, e in zip(files, manifest.entries, strict=True)
         ]
         print(json.dumps(rows, indent=2))
     print(

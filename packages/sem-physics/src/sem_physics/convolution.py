@@ -177,8 +177,9 @@ def convolve_reflect_torch(
         images = images.unsqueeze(1)
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"images must be (N, 1, H, W), got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        images = images.float()
+    out_dtype = images.dtype if images.is_floating_point() else torch.float32
+    if images.dtype not in (torch.float32, torch.float64):
+        images = images.float()  # FFTs need float32/64 (half and bf16 inputs come back as such)
     n, _, h, w = images.shape
     if isinstance(kernels, torch.Tensor):
         kern = kernels.to(device=images.device, dtype=images.dtype)
@@ -210,7 +211,7 @@ def convolve_reflect_torch(
     spec = torch.fft.rfft2(padded)
     spec = spec * _kernel_spectrum_torch(kern, fh, fw)
     out = torch.fft.irfft2(spec, s=(fh, fw))[:, p : p + h, p : p + w]
-    out = out.unsqueeze(1).contiguous()
+    out = out.unsqueeze(1).to(out_dtype).contiguous()
     return out[:, 0] if squeeze else out
 
 

@@ -275,7 +275,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, float | None, str, int | No
     with tifffile.TiffFile(path) as tif:
         if not tif.pages:
             raise ImageReadError(f"{path}: TIFF file has no image pages")
-        page = tif.pages[0]
+        page: Any = tif.pages[0]  # a TiffPage: the first page is never a TiffFrame
         arr = page.asarray()
         source_dtype = str(arr.dtype)
         photometric = int(page.photometric)
@@ -301,13 +301,10 @@ def _read_pil(path: Path) -> tuple[np.ndarray, str, float | None, str]:
         im.load()
         mode = im.mode
         info = dict(im.info)
-        if mode == "P" or mode == "PA":
-            im = im.convert("RGBA")
-        elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-            im = im.convert("RGB")
-        elif mode == "1":
-            im = im.convert("L")
-        arr = np.asarray(im)
+        target = {"P": "RGBA", "PA": "RGBA", "1": "L"}.get(mode)
+        if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            target = "RGB"
+        arr = np.asarray(im.convert(target) if target else im)
     if mode.startswith("I;16") or (mode == "I" and path.suffix.lower() == ".png"):
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise ImageReadError(f"{path}: 16-bit image with values outside 0..65535")

@@ -12,6 +12,7 @@ which ones differ.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -66,7 +67,7 @@ class ManifestEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(description="source image path as given")
+    source: str = Field(description="source image path, relative to the manifest's folder")
     source_sha256: str = Field(description="sha256 of the source file bytes")
     crop_rows: int = Field(ge=0, description="bottom rows removed before degrading")
     params: DegradationParams
@@ -164,6 +165,14 @@ def find_images(inputs: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def _relative_to(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` (POSIX separators), absolute when that is impossible."""
+    try:
+        return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()
+    except ValueError:  # another drive on Windows
+        return str(path.resolve())
+
+
 def _crop_rows(height: int, bar_rows: int | None, crop: Crop, fraction: float) -> int:
     if crop == "none":
         return 0
@@ -236,7 +245,7 @@ def degrade_files(
         write_image(out / name, result, dtype)
         entries.append(
             ManifestEntry(
-                source=str(path),
+                source=_relative_to(path, out),
                 source_sha256=file_sha256(path),
                 crop_rows=rows,
                 params=p,
@@ -264,8 +273,8 @@ def replay_manifest(
 ) -> ReplayResult:
     """Re-run every entry of a manifest and compare the pixels with the recorded hashes.
 
-    Sources are read from their recorded paths (relative paths from the current folder) and,
-    with ``verify_sources``, must still have their recorded sha256. With ``out_dir`` the
+    Sources are read from their recorded paths (relative to the manifest's folder) and, with
+    ``verify_sources``, must still have their recorded sha256. With ``out_dir`` the
     replayed outputs are written there too (same names, same formats).
     """
     manifest_path = Path(manifest_path)
@@ -273,7 +282,7 @@ def replay_manifest(
     dtype, _ = _OUTPUT[manifest.output_format]
     mismatched = []
     for entry in manifest.entries:
-        source = Path(entry.source)
+        source = manifest_path.parent / entry.source  # an absolute source stays absolute
         if not source.is_file():
             raise ProtocolError(f"{manifest_path}: source {source} not found")
         if verify_sources and file_sha256(source) != entry.source_sha256:
