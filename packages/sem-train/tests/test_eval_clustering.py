@@ -43,3 +43,38 @@ def test_silhouette_sampling_for_large_n_and_bad_input():
         cluster_embeddings(x[:5], k=10)
     with pytest.raises(ValueError, match="NaN"):
         cluster_embeddings(np.full((20, 3), np.nan))
+
+
+def test_embed_folder_uses_the_checkpoint_encoder(tmp_path):
+    import torch
+    import torch.nn.functional as F
+    from sem_models import build_mae, extract_embeddings, save_model
+    from sem_physics import write_samples
+    from sem_train.evaluation import embed_folder
+
+    torch.manual_seed(0)
+    model = build_mae("tiny", img_size=32, patch_size=8, in_chans=1)
+    save_model(model, tmp_path / "ckpt")
+    paths = write_samples(tmp_path / "imgs", n_per_kind=2, shape=(64, 72), seed=0)
+    emb, names = embed_folder(tmp_path / "ckpt", tmp_path / "imgs", crop_fraction=0.0)
+    assert names == sorted(p.name for p in paths)
+    assert emb.shape == (6, 192) and np.all(np.isfinite(emb))
+    # Independent path: resize each file's pixels ourselves and call the model directly.
+    from sem_physics import read_image
+
+    x = torch.cat(
+        [
+            F.interpolate(
+                torch.from_numpy(read_image(tmp_path / "imgs" / n).data / 255.0)[
+                    None, None
+                ].float(),
+                size=(32, 32),
+                mode="bilinear",
+                antialias=True,
+            )
+            for n in names
+        ]
+    )
+    np.testing.assert_allclose(emb, extract_embeddings(model, x), rtol=1e-4, atol=1e-5)
+    r = cluster_embeddings(emb, k=2, seed=0)
+    assert r.n_samples == 6 and sum(r.cluster_sizes) == 6

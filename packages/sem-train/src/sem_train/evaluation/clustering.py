@@ -101,9 +101,11 @@ def embed_folder(
 ) -> tuple[np.ndarray, list[str]]:
     """Embeddings (N, D) of every image under ``folder`` from a sem-models checkpoint.
 
-    Each image is read as grayscale, its information bar removed, resized to the model's input
-    size by ``sem_models.extract_embeddings``; ``pool`` is passed on (``'mean'`` or ``'cls'``).
+    Each image is read as grayscale, its information bar removed, resized (antialiased) to the
+    model's square input size and scaled to [0, 1]; ``pool`` is ``'mean'`` or ``'cls'``.
     """
+    import torch
+    import torch.nn.functional as F
     from sem_models import extract_embeddings, load_model
 
     from .images import list_images, load_image
@@ -113,10 +115,15 @@ def embed_folder(
         raise FileNotFoundError(f"checkpoint {str(ckpt)!r} does not exist")
     paths = list_images(folder)
     model = load_model(ckpt)
-    images = [load_image(p, crop_fraction=crop_fraction).data for p in paths]
+    mae = getattr(model, "mae", model)
+    size = int(getattr(getattr(mae, "config", None), "img_size", 224))
+    batch = []
+    for p in paths:
+        x = torch.from_numpy(load_image(p, crop_fraction=crop_fraction).data / 255.0)[None, None]
+        batch.append(F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True))
+    images = torch.cat(batch).clamp(0.0, 1.0)
     emb = extract_embeddings(model, images, pool=pool, batch_size=batch_size)
-    emb = np.asarray(emb.detach().cpu() if hasattr(emb, "detach") else emb, dtype=np.float64)
-    return emb, [p.name for p in paths]
+    return np.asarray(emb, dtype=np.float64), [p.name for p in paths]
 
 
 def clustering_markdown(results: Mapping[str, ClusteringResult] | Sequence[Any]) -> str:

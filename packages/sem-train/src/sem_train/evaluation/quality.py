@@ -45,17 +45,17 @@ def _resolve(name: str) -> tuple[Callable[..., float] | None, str | None]:
         why = "sem_metrology.quality is not installed (pip install 'sem-metrology[quality]')"
     if name == "psnr":
         fn = getattr(q, "psnr", None) if q is not None else None
-        return (lambda o, r: float(fn(o, r, data_range=255.0))) if fn else _skimage_psnr, None
+        return (lambda o, r: float(fn(r, o, data_range=255.0))) if fn else _skimage_psnr, None
     if name == "ssim":
         fn = getattr(q, "ssim", None) if q is not None else None
-        return (lambda o, r: float(fn(o, r, data_range=255.0))) if fn else _skimage_ssim, None
+        return (lambda o, r: float(fn(r, o, data_range=255.0))) if fn else _skimage_ssim, None
     if q is None:
         return None, why
     if name == "lpips":
         fn = getattr(q, "lpips_distance", None)
         if fn is None:
             return None, "sem_metrology.quality has no lpips_distance"
-        return (lambda o, r: float(fn(o, r))), None
+        return (lambda o, r: float(fn(r, o))), None
     if name == "niqe":
         fn = getattr(q, "niqe", None)
         if fn is None:
