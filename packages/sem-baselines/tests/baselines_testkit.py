@@ -32,3 +32,46 @@ def lines_image(
 def psnr(ref: np.ndarray, x: np.ndarray) -> float:
     mse = float(np.mean((ref.astype(np.float64) - x.astype(np.float64)) ** 2))
     return 10 * np.log10(255.0**2 / mse)
+
+
+# A small ViT-MAE (32-px windows, 8-px patches) standing in for the public / SEM weights.
+MAE_ARCH = {
+    "img_size": 32,
+    "patch_size": 8,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "decoder_embed_dim": 32,
+    "decoder_depth": 1,
+    "decoder_num_heads": 2,
+}
+MAE_WINDOW = {"window_px": 32, "overlap_px": 8, "device": "cpu"}
+_MAE_FILES: dict[str, dict] = {}
+
+
+def mae_registry_config(name: str, tmp_path_factory) -> dict:
+    """Config of ``mae-imagenet`` / ``mae-sem`` pointing at small weights made here (cached)."""
+    if name in _MAE_FILES:
+        return _MAE_FILES[name]
+    import torch
+    from sem_models import build_mae, save_model
+
+    folder = tmp_path_factory.mktemp(name)
+    torch.manual_seed(11)
+    if name == "mae-imagenet":  # facebookresearch layout: {"model": encoder state dict}, RGB
+        mae = build_mae("tiny", in_chans=3, **MAE_ARCH)
+        state = {k: v for k, v in mae.state_dict().items() if not k.startswith(("decoder", "mask"))}
+        torch.save({"model": state}, folder / "mae_pretrain_tiny.pth")
+        cfg = {
+            "weights_path": str(folder / "mae_pretrain_tiny.pth"),
+            "preset": "tiny",
+            "overrides": MAE_ARCH,
+            **MAE_WINDOW,
+        }
+    elif name == "mae-sem":  # a sem-models checkpoint of a dense grayscale MAE
+        save_model(build_mae("tiny", in_chans=1, **MAE_ARCH), folder / "ckpt")
+        cfg = {"checkpoint_dir": str(folder / "ckpt"), **MAE_WINDOW}
+    else:
+        raise KeyError(name)
+    _MAE_FILES[name] = cfg
+    return cfg

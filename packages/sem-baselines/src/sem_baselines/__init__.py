@@ -30,6 +30,7 @@ from .learned import (
     Noise2VoidConfig,
     Noise2VoidRestorer,
 )
+from .mae import MAEImageNetConfig, MAEImageNetRestorer, MAESEMConfig, MAESEMRestorer
 from .restorer import (
     LearnedRestorer,
     Restorer,
@@ -52,6 +53,10 @@ __all__ = [
     "IdentityConfig",
     "IdentityRestorer",
     "LearnedRestorer",
+    "MAEImageNetConfig",
+    "MAEImageNetRestorer",
+    "MAESEMConfig",
+    "MAESEMRestorer",
     "MRNRestorer",
     "MRNRestorerConfig",
     "Noise2NoiseConfig",

@@ -1,0 +1,197 @@
+"""The two ViT-MAE baselines of the paper as registry entries.
+
+* ``"mae-imagenet"``: a ViT-MAE initialised from the public ImageNet MAE weights, read from a
+  local file (facebookresearch ``mae_pretrain_vit_large.pth`` or timm's
+  ``vit_large_patch16_224.mae``; CC-BY-NC 4.0, never downloaded here) by
+  :func:`sem_models.load_external_mae`. Those files hold the encoder only; the decoder starts
+  from a seeded initialisation until sem-train fine-tunes it.
+* ``"mae-sem"``: the SEM-pretrained MAE without Mixture-of-Experts, from a sem-models
+  checkpoint folder (a pretrained MAE or an already fine-tuned restoration model).
+
+Both wrap a :class:`sem_models.RestorationModel` (encoder sees all patches, decoder predicts
+the focused image) and restore full-size images with :func:`sem_models.sliding_window`
+(Hann-blended 224-px windows, 8-px overlap as in the paper). Fine-tuning is sem-train's job:
+``network`` is the ``RestorationModel`` it trains. Saved form: ``config.json`` (restorer name
+and config) and ``network/`` (a sem-models checkpoint), so a saved restorer reloads without
+the original weights file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from sem_models import (
+    RestorationModel,
+    build_mae,
+    load_external_mae,
+    load_model,
+    read_state_dict,
+    save_model,
+    sliding_window,
+)
+from sem_models.mae import MaskedAutoencoder
+
+from .learned.base import resolve_device
+from .restorer import CONFIG_FILE, RestorerConfigError, check_image, register
+
+__all__ = ["MAEImageNetConfig", "MAEImageNetRestorer", "MAESEMConfig", "MAESEMRestorer"]
+
+NETWORK_DIR = "network"
+
+
+class _MAEInferenceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    window_px: int = Field(default=224, ge=8, le=4096, description="sliding window side (px)")
+    overlap_px: int = Field(default=8, ge=0, le=4095, description="window overlap (px)")
+    batch_size: int = Field(default=8, ge=1, le=4096, description="windows per forward pass")
+    device: str | None = Field(default=None, description="torch device; None = cuda if present")
+    clip: bool = Field(default=True, description="clip restored images to 0..255")
+
+
+class MAEImageNetConfig(_MAEInferenceConfig):
+    """ImageNet MAE from a local weights file."""
+
+    weights_path: str | None = Field(
+        default=None,
+        description="local MAE weights (.pth / .safetensors), e.g. mae_pretrain_vit_large.pth",
+    )
+    preset: Literal["tiny", "small", "base", "large", "huge"] = Field(
+        default="large", description="sem-models architecture preset matching the file"
+    )
+    in_chans: Literal[1, 3] = Field(
+        default=3, description="3 keeps the RGB weights (gray replicated); 1 folds them to gray"
+    )
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="extra sem-models MAEConfig fields (img_size, ...)"
+    )
+    init_seed: int = Field(default=0, ge=0, description="seed of parts absent from the file")
+    freeze_encoder: bool = Field(default=True, description="encoder frozen for fine-tuning")
+
+
+class MAESEMConfig(_MAEInferenceConfig):
+    """SEM-pretrained MAE (no MoE) from a sem-models checkpoint folder."""
+
+    checkpoint_dir: str | None = Field(
+        default=None, description="folder written by sem_models.save_model (MAE or restoration)"
+    )
+    freeze_encoder: bool = Field(default=True, description="encoder frozen for fine-tuning")
+
+
+class _MAERestorer:
+    """Shared inference, save and load of the MAE baselines."""
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type[BaseModel]]
+
+    def __init__(self, config: Any = None, *, network: RestorationModel | None = None) -> None:
+        self.config = config or self.config_cls()
+        net = network if network is not None else self._build()
+        self.network: RestorationModel = net.to(resolve_device(self.config.device)).eval()
+
+    def _build(self) -> RestorationModel:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @torch.no_grad()
+    def restore(self, image: np.ndarray) -> np.ndarray:
+        x = check_image(image) / np.float32(255.0)
+        cfg = self.config
+        y = sliding_window(
+            self.network, x, cfg.window_px, min(cfg.overlap_px, cfg.window_px - 1), cfg.batch_size
+        )
+        out = np.asarray(y, dtype=np.float32) * np.float32(255.0)
+        return np.clip(out, 0.0, 255.0) if cfg.clip else out
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``config.json`` and the sem-models checkpoint ``network/`` into ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"restorer": self.name, "config": self.config.model_dump(mode="json")}
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        save_model(self.network, path / NETWORK_DIR)
+        return path
+
+    def load(self, path: str | Path) -> _MAERestorer:
+        """Replace config and network by those saved in ``path``; returns this restorer."""
+        path = Path(path)
+        cfg_file = path / CONFIG_FILE
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"{cfg_file} not found: not a saved {self.name!r} restorer")
+        meta = json.loads(cfg_file.read_text())
+        if meta.get("restorer") != self.name:
+            raise RestorerConfigError(
+                f"{cfg_file} holds restorer {meta.get('restorer')!r}, not {self.name!r}"
+            )
+        self.config = self.config_cls(**meta.get("config", {}))
+        net = load_model(path / NETWORK_DIR)
+        if not isinstance(net, RestorationModel):
+            raise RestorerConfigError(f"{path / NETWORK_DIR} is not a restoration checkpoint")
+        self.network = net.to(resolve_device(self.config.device)).eval()
+        return self
+
+    @classmethod
+    def from_saved(cls, path: str | Path, config: BaseModel) -> _MAERestorer:
+        """Rebuild from a saved folder without touching the original weights source."""
+        net = load_model(Path(path) / NETWORK_DIR)
+        if not isinstance(net, RestorationModel):
+            raise RestorerConfigError(f"{Path(path) / NETWORK_DIR} is not a restoration checkpoint")
+        return cls(config, network=net).load(path)
+
+
+@register("mae-imagenet", MAEImageNetConfig)
+class MAEImageNetRestorer(_MAERestorer):
+    """ViT-MAE with public ImageNet weights (local file), restoring by sliding windows."""
+
+    config: MAEImageNetConfig
+
+    def _build(self) -> RestorationModel:
+        cfg = self.config
+        if cfg.weights_path is None:
+            raise RestorerConfigError(
+                "mae-imagenet needs weights_path=<local MAE weights file>, e.g. "
+                "mae_pretrain_vit_large.pth (facebookresearch/mae) or timm's "
+                "vit_large_patch16_224.mae model.safetensors; nothing is downloaded at run time"
+            )
+        if not Path(cfg.weights_path).is_file():  # fail before building a large model
+            read_state_dict(cfg.weights_path)  # raises MissingWeightsError naming the file
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.init_seed)
+            mae = build_mae(cfg.preset, in_chans=cfg.in_chans, **cfg.overrides)
+        load_external_mae(cfg.weights_path, mae)
+        return RestorationModel(mae, freeze_encoder=cfg.freeze_encoder)
+
+
+@register("mae-sem", MAESEMConfig)
+class MAESEMRestorer(_MAERestorer):
+    """SEM-pretrained ViT-MAE without MoE (sem-models checkpoint), sliding-window restore."""
+
+    config: MAESEMConfig
+
+    def _build(self) -> RestorationModel:
+        cfg = self.config
+        if cfg.checkpoint_dir is None:
+            raise RestorerConfigError(
+                "mae-sem needs checkpoint_dir=<folder written by sem_models.save_model> "
+                "(config.json + model.safetensors of the SEM-pretrained MAE)"
+            )
+        model = load_model(cfg.checkpoint_dir)
+        mae = model.mae if isinstance(model, RestorationModel) else model
+        if not isinstance(mae, MaskedAutoencoder):
+            raise RestorerConfigError(f"{cfg.checkpoint_dir} holds no MAE")
+        if mae.config.moe is not None:
+            raise RestorerConfigError(
+                f"{cfg.checkpoint_dir} has Mixture-of-Experts layers; mae-sem is the "
+                "SEM-pretrained MAE without MoE (use the dense Stage-1 checkpoint)"
+            )
+        if isinstance(model, RestorationModel):
+            return model
+        return RestorationModel(mae, freeze_encoder=cfg.freeze_encoder)

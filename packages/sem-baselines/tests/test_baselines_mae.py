@@ -1,0 +1,67 @@
+"""The ViT-MAE registry entries: loading, clear errors, sliding-window restore, save/reload."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from baselines_testkit import MAE_ARCH, MAE_WINDOW, lines_image, mae_registry_config
+from sem_baselines import RestorerConfigError, get_restorer, load_restorer
+from sem_models import (
+    CheckpointError,
+    MissingWeightsError,
+    MoEConfig,
+    build_mae,
+    save_model,
+    sliding_window,
+)
+
+
+def test_imagenet_weights_are_loaded_into_the_encoder(tmp_path_factory):
+    cfg = mae_registry_config("mae-imagenet", tmp_path_factory)
+    r = get_restorer("mae-imagenet", **cfg)
+    saved = torch.load(cfg["weights_path"], weights_only=True)["model"]
+    ours = r.network.mae.state_dict()
+    for key, value in saved.items():
+        torch.testing.assert_close(ours[key], value)
+    # the encoder is frozen for fine-tuning, the decoder trainable
+    assert not any(p.requires_grad for p in r.network.mae.encoder_parameters())
+    assert any(p.requires_grad for p in r.network.parameters())
+
+
+def test_imagenet_missing_file_names_it(tmp_path):
+    with pytest.raises(MissingWeightsError, match=r"mae_pretrain_vit_large\.pth"):
+        get_restorer("mae-imagenet", weights_path=str(tmp_path / "mae_pretrain_vit_large.pth"))
+    with pytest.raises(RestorerConfigError, match="weights_path"):
+        get_restorer("mae-imagenet")
+
+
+def test_sem_checkpoint_errors(tmp_path):
+    with pytest.raises(RestorerConfigError, match="checkpoint_dir"):
+        get_restorer("mae-sem")
+    with pytest.raises(CheckpointError, match=r"config\.json"):
+        get_restorer("mae-sem", checkpoint_dir=str(tmp_path / "absent"))
+    moe = build_mae("tiny", in_chans=1, moe=MoEConfig(num_experts=2), **MAE_ARCH)
+    save_model(moe, tmp_path / "moe")
+    with pytest.raises(RestorerConfigError, match="without MoE"):
+        get_restorer("mae-sem", checkpoint_dir=str(tmp_path / "moe"))
+
+
+@pytest.mark.parametrize("name", ["mae-imagenet", "mae-sem"])
+def test_restore_is_the_sliding_window_of_the_network(name, tmp_path, tmp_path_factory):
+    r = get_restorer(name, **mae_registry_config(name, tmp_path_factory), clip=False)
+    img = lines_image((45, 70), seed=2)
+    out = r.restore(img)
+    ref = sliding_window(r.network, img / 255.0, 32, 8) * 255.0
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-3)
+    r.save(tmp_path / "saved")
+    # reloads without the original weights source
+    again = load_restorer(tmp_path / "saved")
+    np.testing.assert_array_equal(again.restore(img), out)
+
+
+def test_window_settings_are_validated():
+    with pytest.raises(RestorerConfigError, match="window_px"):
+        get_restorer(
+            "mae-sem", window_px=4, **{k: v for k, v in MAE_WINDOW.items() if k != "window_px"}
+        )
