@@ -117,6 +117,8 @@ def test_lpips_missing_weights_error_names_file_and_remedy(monkeypatch, tmp_path
     assert "weights_path" in msg and "download.pytorch.org" in msg
     with pytest.raises(WeightsNotFoundError, match=r"nowhere\.pth"):
         lpips_distance(img, img, weights_path=tmp_path / "nowhere.pth")
+    with pytest.raises(ValueError, match="at least 32x32"):
+        lpips_distance(np.zeros((31, 64)), np.zeros((31, 64)))
     with pytest.raises(ValueError, match="net must be one of"):
         lpips_backbone_path("resnet")  # type: ignore[arg-type]
 

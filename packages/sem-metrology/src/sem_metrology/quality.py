@@ -45,6 +45,7 @@ LPIPS_BACKBONES: dict[str, tuple[str, str]] = {
     "squeeze": ("squeezenet1_1", "squeezenet1_1-b8a52dc0.pth"),
 }
 _DOWNLOAD_ROOT = "https://download.pytorch.org/models/"
+_LPIPS_MIN_SIZE = 32  # AlexNet's conv1 (stride 4) and two 3x3/2 poolings need >= 31 px
 _NIQE_MIN_SIZE = 96  # NIQE works on 96 x 96 blocks
 
 
@@ -207,21 +208,29 @@ def lpips_distance(
 
     Parameters
     ----------
-    ref, img : (H, W) arrays on the ``0..data_range`` scale (H, W >= 16).
+    ref, img : (H, W) arrays on the ``0..data_range`` scale (H, W >= 32).
     net : ``'alex'`` (default, the paper's choice), ``'vgg'`` or ``'squeeze'``.
     weights_path : the backbone checkpoint file (torchvision state dict).
     device : torch device; default CUDA when available, else CPU.
     """
     a, b = _pair(ref, img, data_range)
-    if min(a.shape) < 16:
-        raise ValueError(f"lpips_distance needs images of at least 16x16 pixels, got {a.shape}")
+    if min(a.shape) < _LPIPS_MIN_SIZE:
+        raise ValueError(
+            f"lpips_distance needs images of at least {_LPIPS_MIN_SIZE}x{_LPIPS_MIN_SIZE} pixels "
+            f"(the backbone's pooling stages), got {a.shape}"
+        )
     backbone = lpips_backbone_path(net, weights_path)
     import torch
 
     dev = device or _default_device()
     model = _lpips_model(net, str(backbone.resolve()), dev)
     with torch.inference_mode():
-        d = model(_to_lpips_tensor(a, data_range, dev), _to_lpips_tensor(b, data_range, dev))
+        try:
+            d = model(_to_lpips_tensor(a, data_range, dev), _to_lpips_tensor(b, data_range, dev))
+        except RuntimeError as err:  # e.g. VGG's deeper pooling on a small image
+            raise ValueError(
+                f"LPIPS ({net}) cannot score images of shape {a.shape}: {err}"
+            ) from err
     return float(d.reshape(-1)[0].item())
 
 

@@ -161,7 +161,7 @@ def save_contact_report(
             )
         ax_img.plot(hole.centre_x_px + c0, hole.centre_y_px + r0, "+", color="tab:red", ms=3)
     cds = m.cds_nm()
-    if cds.size:
+    if cds.size and m.cd_nm is not None and m.lcdu_nm is not None:
         ax_cd.hist(cds, bins=min(40, max(5, cds.size // 5)), color="0.4")
         ax_cd.axvline(m.cd_nm, color="tab:red", label=f"CD {m.cd_nm:.2f} nm")
         for sign in (-1, 1):
