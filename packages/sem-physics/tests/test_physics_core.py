@@ -244,3 +244,22 @@ def test_torch_half_precision_inputs_are_convolved_in_float32() -> None:
     out = convolve_reflect_torch(x.to(torch.bfloat16), k)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2.0)
+
+
+def test_kernel_cache_hits_only_equal_kernels() -> None:
+    from sem_physics.convolution import _spectrum_cache, clear_kernel_cache
+
+    clear_kernel_cache()
+    x = np.random.default_rng(9).random((40, 50)) * 255
+    k1 = airy_psf(PSFParams(rx_px=2, ry_px=2))
+    k2 = airy_psf(PSFParams(rx_px=2, ry_px=2.01))  # same size, different values
+    a = convolve_reflect(x, k1, dtype=np.float64)
+    b = convolve_reflect(x, k2, dtype=np.float64)
+    assert len(_spectrum_cache) == 2
+    np.testing.assert_array_equal(convolve_reflect(x, k1, dtype=np.float64), a)
+    np.testing.assert_allclose(b, ndi.convolve(x, k2, mode="reflect"), atol=1e-9)
+    for r in np.linspace(1.0, 1.5, 6):  # bounded: only the last four are kept
+        convolve_reflect(x, airy_psf(PSFParams(rx_px=r, ry_px=r)), dtype=np.float64)
+    assert len(_spectrum_cache) == 4
+    clear_kernel_cache()
+    assert not _spectrum_cache

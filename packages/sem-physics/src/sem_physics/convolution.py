@@ -22,6 +22,7 @@ that is not centro-symmetric takes the general path (full transform).
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -42,11 +43,13 @@ __all__ = [
 
 _CACHE_SIZE = 4
 _spectrum_cache: OrderedDict[tuple[bytes, int, int, str], np.ndarray] = OrderedDict()
+_cache_lock = threading.Lock()
 
 
 def clear_kernel_cache() -> None:
     """Forget the cached kernel transforms of :func:`convolve_reflect`."""
-    _spectrum_cache.clear()
+    with _cache_lock:
+        _spectrum_cache.clear()
 
 
 def symmetric_indices(n: int, pad: int, pad_after: int | None = None) -> np.ndarray:
@@ -70,15 +73,17 @@ def _cached_kernel_spectrum(kernel: np.ndarray, fh: int, fw: int) -> np.ndarray:
     times; the key is a digest of the kernel's bytes, so equal kernels hit and any change misses.
     """
     key = (hashlib.sha1(kernel.tobytes()).digest(), fh, fw, kernel.dtype.str)
-    spec = _spectrum_cache.get(key)
-    if spec is None:
-        spec = _kernel_spectrum(kernel, fh, fw)
-        spec.flags.writeable = False
+    with _cache_lock:
+        spec = _spectrum_cache.get(key)
+        if spec is not None:
+            _spectrum_cache.move_to_end(key)
+            return spec
+    spec = _kernel_spectrum(kernel, fh, fw)
+    spec.flags.writeable = False
+    with _cache_lock:
         _spectrum_cache[key] = spec
-        if len(_spectrum_cache) > _CACHE_SIZE:
+        while len(_spectrum_cache) > _CACHE_SIZE:
             _spectrum_cache.popitem(last=False)
-    else:
-        _spectrum_cache.move_to_end(key)
     return spec
 
 
