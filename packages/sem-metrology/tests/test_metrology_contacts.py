@@ -102,6 +102,17 @@ def test_realistic_noise_cd_bias_and_lcdu(seed: int) -> None:
     assert m.pitch_nm == pytest.approx(44.0, rel=0.01)
 
 
+def test_noise_specks_do_not_set_the_hole_size() -> None:
+    """Without smoothing, very noisy images segment into many specks besides the holes: the
+    typical area is area-weighted, so the holes are still measured, the specks dropped."""
+    noisy = _deg(2.0, 25.0, 5.0)
+    s = make_contact_image(shape=(256, 320), degradation=noisy, seed=1)
+    m = measure_contacts(s.image, s.pixel_size_nm, segmentation_sigma_px=0.0)
+    assert m.valid and m.n_merged_excluded == 0
+    dist, _ = _match(m, s)
+    assert dist.max() < 1.0 and np.sum(s.margin_px > 3) <= m.n_holes <= s.n_complete
+
+
 def test_ellipticity_and_orientation_of_elliptical_holes() -> None:
     s = make_contact_image(
         shape=(256, 320),

@@ -7,8 +7,9 @@ Method
    beyond ``threshold`` between them on the hole side are hole pixels. ``tone='auto'`` takes the
    class covering less area as the holes (holes are dark on most top-down images: ``'dark'``).
    Connected components are candidate holes; components touching the image border are cut by it
-   and excluded (counted); specks below ``min_area_fraction`` of the median area are noise and
-   dropped; components above ``max_area_fraction`` × median are merged holes (excluded, counted).
+   and excluded (counted); specks below ``min_area_fraction`` of the typical area (area-weighted
+   median, robust to many noise specks) are noise and dropped; components above
+   ``max_area_fraction`` × the typical area are merged holes (excluded, counted).
 2. Sub-pixel contour per hole on a lightly smoothed copy (``measurement_sigma_px``), normalised
    *locally* as SMILE normalises lines: ``lo`` = median of the hole's core (within half its
    radius of the centre), ``hi`` = median of the surrounding space (within ``ring_px`` of the
@@ -229,6 +230,14 @@ def pixel_noise_std(image: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
 
 
+def _typical_area(areas: np.ndarray) -> float:
+    """Area-weighted median component area: the size of the component a typical hole *pixel*
+    belongs to, so that many one-pixel noise specks cannot pull it down."""
+    a = np.sort(np.asarray(areas, dtype=np.float64))
+    mass = np.cumsum(a)
+    return float(a[int(np.searchsorted(mass, 0.5 * mass[-1]))])
+
+
 def _global_levels(smooth: np.ndarray) -> tuple[float, float, float]:
     from skimage.filters import threshold_otsu
 
@@ -370,7 +379,7 @@ def measure_contacts(
         [s[0].start == 0 or s[1].start == 0 or s[0].stop == h or s[1].stop == w for s in slices]
     )
     inner = ~border
-    ref_area = float(np.median(areas[inner])) if inner.any() else float(np.median(areas))
+    ref_area = _typical_area(areas[inner] if inner.any() else areas)
     min_area = max(opts.min_area_fraction * ref_area, math.pi * (0.5 * opts.min_diameter_px) ** 2)
     real = areas >= min_area
     n_border = int(np.sum(border & real))
