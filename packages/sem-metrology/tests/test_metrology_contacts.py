@@ -13,6 +13,7 @@ from sem_metrology import (
     ContactMeasurement,
     make_contact_image,
     measure_contacts,
+    measure_lines,
     polygon_moments,
     render_ellipses,
 )
@@ -258,3 +259,11 @@ def test_cli_contacts_pixel_size_and_bar_from_metadata(sem_real_dir, capsys) -> 
     sem = measure_contacts(read_image(path))
     assert sem.pixel_size_source.startswith("metadata") and sem.n_holes == direct.n_holes
     assert sem.cd_nm == pytest.approx(direct.cd_nm, rel=1e-4)
+
+
+def test_wrong_pattern_is_flagged_not_measured(real_contacts, real_line_image) -> None:
+    """Lines are no contact holes (every line is cut by the border) and vice versa."""
+    holes = measure_contacts(real_line_image, 0.827)
+    assert not holes.valid and holes.n_holes == 0 and holes.n_border_excluded >= 30
+    lines = measure_lines(real_contacts[:CONTACT_INFO_BAR_ROW], CONTACT_PIXEL_NM)
+    assert not lines.valid and "no measurable lines" in lines.reason
