@@ -112,3 +112,18 @@ def test_radial_psd_parseval_and_white_noise_flatness():
     ring = int(radial_psd(cos, bins=8)[0, 0].argmax())
     assert ring == 2  # rings of width 0.0625 cycles/px: 0.125 falls in ring 2
     assert psd_loss(x, x, torch.ones_like(x)).item() == 0.0
+
+
+def test_radial_psd_leaves_out_the_mean_intensity_by_default():
+    flat = torch.full((1, 1, 16, 16), 0.7)
+    assert radial_psd(flat, bins=4).abs().max().item() < 1e-9
+    with_dc = radial_psd(flat, bins=4, include_dc=True)
+    # Ortho DFT: the DC power of a constant c is HW c^2, shared by the pixels of ring 0.
+    fy = torch.fft.fftfreq(16)
+    r = torch.sqrt(fy[:, None] ** 2 + fy[None, :] ** 2)
+    ring0 = int(((r / 0.5 * 4).long() == 0).sum())
+    assert with_dc[0, 0, 0].item() == pytest.approx(256 * 0.49 / ring0, rel=1e-5)
+    # Two images that differ only by their mean have the same (default) PSD.
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 16, 16, generator=g)
+    assert torch.allclose(radial_psd(x), radial_psd(x + 0.3), atol=1e-5)

@@ -107,21 +107,26 @@ def _ring_index(h: int, w: int, bins: int, device: torch.device) -> torch.Tensor
     return (r / 0.5 * bins).long().clamp_max(bins - 1).flatten()
 
 
-def radial_psd(x: torch.Tensor, bins: int | None = None) -> torch.Tensor:
+def radial_psd(x: torch.Tensor, bins: int | None = None, include_dc: bool = False) -> torch.Tensor:
     """Radially averaged power spectrum (eq. 13) of (N, C, H, W) -> (N, C, R).
 
     ``|DFT_ortho(x)|^2`` averaged over rings of equal width in radial frequency up to Nyquist
     (0.5 cycles/px; the corner frequencies beyond it join the last ring). The orthonormal DFT
-    keeps the values on the scale of the image's mean power (Parseval).
+    keeps the values on the scale of the image's mean power (Parseval). The zero frequency is
+    left out by default: its power ``HW mean(x)^2`` grows with the image size and would swamp
+    every texture ring, while the mean intensity is already supervised by the pixel loss.
     """
     h, w = x.shape[-2:]
     bins = bins or max(1, min(h, w) // 2)
     power = torch.fft.fft2(x.float(), norm="ortho").abs().square().flatten(-2)  # (N, C, HW)
     idx = _ring_index(h, w, bins, x.device)
+    weight = torch.ones(h * w, device=x.device, dtype=power.dtype)
+    if not include_dc:
+        weight[0] = 0.0
     sums = torch.zeros(*power.shape[:-1], bins, device=x.device, dtype=power.dtype)
-    sums = sums.index_add(-1, idx, power)
-    counts = torch.bincount(idx, minlength=bins).clamp_min(1).to(power.dtype)
-    return sums / counts
+    sums = sums.index_add(-1, idx, power * weight)
+    counts = torch.zeros(bins, device=x.device, dtype=power.dtype).index_add(0, idx, weight)
+    return sums / counts.clamp_min(1.0)
 
 
 def psd_loss(

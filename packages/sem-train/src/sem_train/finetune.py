@@ -1,0 +1,109 @@
+"""Low-shot defocus-to-focus fine-tuning (SPEC §3): frozen encoder, decoder (+ routing) trained.
+
+A few focused images (the paper: 10, or 2) are taken from ``data.root`` (seeded split); every
+step draws random multi-scale crops, degrades them with the physics forward model at their
+native pixel scale, resizes both to the model input and minimises the restoration loss
+(Charbonnier, + edge and TV for "L1+TV"). Validation uses centred crops of held-out images
+with fixed degradations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from . import modeling
+from .config import FinetuneConfig, LossConfig
+from .data import DefocusPairDataset, build_index, split_index
+from .engine import FitResult, Task, fit
+from .losses import restoration_loss
+
+__all__ = ["RestorationTask", "build_finetune_task", "finetune_datasets", "run_finetune"]
+
+
+class RestorationTask(Task):
+    """``pred = model(defocused)``; loss of eq. 17 against the focused crop."""
+
+    def __init__(self, model: nn.Module, loss: LossConfig) -> None:
+        self.model = model
+        self.loss_cfg = loss
+
+    def training_loss(self, model, batch):
+        pred = model(batch["input"])
+        return restoration_loss(pred, batch["target"], self.loss_cfg)
+
+    def validation_step(self, model, batch):
+        pred = model(batch["input"])
+        loss, _ = restoration_loss(pred, batch["target"], self.loss_cfg)
+        return loss, pred, batch["target"]
+
+    def export(self, directory: Path) -> None:
+        modeling.save_model(self.model, directory)
+
+
+def finetune_datasets(cfg: FinetuneConfig) -> tuple[DefocusPairDataset, DefocusPairDataset | None]:
+    """``n_train_images`` training and ``n_val_images`` validation images, seeded split."""
+    if cfg.data.root is None:
+        raise ValueError("data.root is not set: give a folder of focused SEM images (or --data)")
+    paths = build_index(
+        cfg.data.root,
+        cache_dir=cfg.data.cache_dir,
+        refresh=cfg.data.refresh_index,
+        verify=cfg.data.verify,
+    ).paths()
+    frac = cfg.n_val_images / max(len(paths), 1) if cfg.n_val_images else 0.0
+    tr, va = split_index(len(paths), min(frac, 0.9), cfg.data.split_seed)
+    if len(tr) < cfg.n_train_images:
+        raise ValueError(
+            f"n_train_images={cfg.n_train_images} but only {len(tr)} training images under "
+            f"{cfg.data.root}"
+        )
+    common = {
+        "input_size_px": cfg.data.image_size_px,
+        "crop_sizes_px": cfg.crop_sizes_px,
+        "ranges": cfg.ranges,
+        "channels": cfg.data.channels,
+        "info_bar_fraction": cfg.data.info_bar_fraction,
+    }
+    train = DefocusPairDataset.from_paths(
+        [paths[i] for i in tr[: cfg.n_train_images]],
+        train=True,
+        pairs_per_image=cfg.pairs_per_image,
+        **common,
+    )
+    val_paths = [paths[i] for i in va[: cfg.n_val_images]]
+    val = DefocusPairDataset.from_paths(val_paths, train=False, **common) if val_paths else None
+    return train, val
+
+
+def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
+    """Restoration model from the pretrained MAE (``init_from``) or a fresh one (``model``)."""
+    if cfg.init_from is not None:
+        mae = modeling.load_model(modeling.resolve_model_dir(cfg.init_from))
+    elif cfg.model is not None:
+        mae = modeling.build_mae(
+            cfg.model, channels=cfg.data.channels, image_size_px=cfg.data.image_size_px
+        )
+    else:
+        raise ValueError("fine-tuning needs init_from (a pretrained run) or model (a preset)")
+    model = modeling.restoration_model(
+        mae, freeze_encoder=cfg.freeze_encoder, train_routing=cfg.train_routing
+    )
+    return RestorationTask(model, cfg.loss)
+
+
+def run_finetune(cfg: FinetuneConfig, *, resume: bool = False) -> FitResult:
+    """Fine-tune on synthetic pairs; best model by validation loss."""
+    train, val = finetune_datasets(cfg)
+    task = build_finetune_task(cfg)
+    return fit(
+        task,
+        train,
+        val,
+        cfg.run,
+        cfg.optim,
+        resume=resume,
+        config=cfg.model_dump(mode="json"),
+        num_workers=cfg.data.num_workers,
+    )

@@ -1,0 +1,126 @@
+"""The masked-autoencoder task shared by the three pretraining stages.
+
+One task class covers eq. 4-16: ``L = L_MAE + kd_weight L_KD + lb_weight L_LB
++ fft_weight L_FFT + psd_weight L_PSD``; Stage 1 uses the first term, Stage 2 the first three
+(with a frozen teacher), Stage 3 all but KD. Masks come from per-sample seeds, so the student
+and the teacher see the same mask and a resumed or distributed run sees the same masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import modeling
+from ..config import DataConfig
+from ..data import SEMImageDataset
+from ..engine import Task, unwrap
+from ..losses import distillation_loss, frequency_loss
+
+__all__ = ["MAELossWeights", "MAETask", "image_datasets"]
+
+
+@dataclass
+class MAELossWeights:
+    """Weights of the pretraining objective (0 switches a term off)."""
+
+    kd: float = 0.0
+    lb: float = 0.0
+    fft: float = 0.0
+    psd: float = 0.0
+    psd_bins: int | None = None
+
+
+class MAETask(Task):
+    """Masked reconstruction with optional distillation, balance and frequency terms."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        mask_ratio: float,
+        weights: MAELossWeights | None = None,
+        teacher: nn.Module | None = None,
+    ) -> None:
+        self.model = model
+        self.mask_ratio = mask_ratio
+        self.w = weights or MAELossWeights()
+        if self.w.kd > 0 and teacher is None:
+            raise ValueError("kd weight > 0 needs a teacher model")
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.eval()
+            teacher.requires_grad_(False)
+
+    def to(self, device: torch.device) -> None:
+        self.model.to(device)
+        if self.teacher is not None:
+            self.teacher.to(device)
+
+    def _forward(self, model: nn.Module, batch: dict[str, Any]):
+        imgs = batch["image"]  # (N, C, H, W) in [0, 1]
+        core = unwrap(model)
+        p = int(core.patch_size)
+        hw = (imgs.shape[-2] // p, imgs.shape[-1] // p)
+        noise = modeling.patch_noise(batch["seed"], hw[0] * hw[1], imgs.device)
+        loss, pred, mask = model(imgs, mask_ratio=self.mask_ratio, noise=noise)
+        return imgs, noise, hw, loss, pred, mask
+
+    def _objective(self, model: nn.Module, batch: dict[str, Any]):
+        imgs, noise, hw, loss, pred, mask = self._forward(model, batch)
+        core = unwrap(model)
+        parts: dict[str, torch.Tensor | float] = {"mae": loss.detach()}
+        total = loss
+        if self.w.lb > 0:
+            lb = modeling.moe_aux_loss(core)
+            if lb is not None:
+                total = total + self.w.lb * lb
+                parts["lb"] = lb.detach()
+        if self.w.kd > 0:
+            with torch.no_grad():
+                _, t_pred, _ = self.teacher(imgs, mask_ratio=self.mask_ratio, noise=noise)
+            kd = distillation_loss(pred, t_pred, mask[..., None])
+            total = total + self.w.kd * kd
+            parts["kd"] = kd.detach()
+        if self.w.fft > 0 or self.w.psd > 0:
+            # Eq. 11-14 on images assembled from patches, in the space of the MAE loss.
+            m = modeling.pixel_mask(core, mask, hw)
+            freq, fparts = frequency_loss(
+                core.unpatchify(pred, hw),
+                core.unpatchify(core.target(imgs), hw),
+                m,
+                fft_weight=self.w.fft,
+                psd_weight=self.w.psd,
+                bins=self.w.psd_bins,
+            )
+            total = total + freq
+            parts.update(fparts)
+        parts.update(modeling.routing_summary(core))
+        return total, parts, imgs, hw, pred, mask
+
+    def training_loss(self, model, batch):
+        total, parts, *_ = self._objective(model, batch)
+        return total, parts
+
+    def validation_step(self, model, batch):
+        """The stage's full objective on fixed masks (model selection) and the composite image
+        (visible patches from the input, masked ones reconstructed) for PSNR/SSIM."""
+        loss, _, imgs, hw, pred, mask = self._objective(model, batch)
+        core = unwrap(model)
+        recon = modeling.reconstruction(core, imgs, pred)
+        m = modeling.pixel_mask(core, mask, hw)
+        # Visible patches from the input, masked ones from the reconstruction (MAE convention).
+        composite = m * recon + (1 - m) * imgs
+        return loss, composite, imgs
+
+    def export(self, directory: Path) -> None:
+        modeling.save_model(self.model, directory)
+
+
+def image_datasets(data: DataConfig, out_dir: Path):
+    """(train, val, index) image datasets of a pretraining stage; unreadable files logged."""
+    return SEMImageDataset.from_config(data, log_path=Path(out_dir) / "skipped_files.jsonl")

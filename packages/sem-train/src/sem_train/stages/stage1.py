@@ -1,0 +1,34 @@
+"""Stage 1: dense MAE pretraining with the masked reconstruction loss (eq. 4)."""
+
+from __future__ import annotations
+
+from .. import modeling
+from ..config import Stage1Config
+from ..engine import FitResult, fit
+from .common import MAETask, image_datasets
+
+__all__ = ["build_stage1_task", "run_stage1"]
+
+
+def build_stage1_task(cfg: Stage1Config) -> MAETask:
+    """A fresh MAE of ``cfg.model`` for ``cfg.data``'s channels and input size."""
+    model = modeling.build_mae(
+        cfg.model, channels=cfg.data.channels, image_size_px=cfg.data.image_size_px
+    )
+    return MAETask(model, mask_ratio=cfg.mask_ratio)
+
+
+def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> FitResult:
+    """Train Stage 1; writes checkpoints, metrics and the best model under ``cfg.run.output_dir``."""
+    train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
+    task = build_stage1_task(cfg)
+    return fit(
+        task,
+        train,
+        val,
+        cfg.run,
+        cfg.optim,
+        resume=resume,
+        config=cfg.model_dump(mode="json"),
+        num_workers=cfg.data.num_workers,
+    )

@@ -1,0 +1,189 @@
+"""Stages 1-3 and fine-tuning with a real (tiny) sem_models MAE on CPU: each runs a few steps
+on generated SEM images, its loss falls, the right parameters change, and each stage starts
+from the previous stage's exported model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sem_models
+import torch
+from safetensors.torch import load_file
+from sem_train import modeling
+from sem_train.config import load_config
+from sem_train.engine import fit
+from sem_train.finetune import build_finetune_task, finetune_datasets
+from sem_train.stages import build_stage2_task, run_stage1, run_stage2, run_stage3
+
+#: A few-thousand-parameter ViT-MAE: 16 patches of 8 px on 32 px inputs.
+TINY = {
+    "preset": "tiny",
+    "overrides": {
+        "embed_dim": 64,
+        "depth": 2,
+        "num_heads": 2,
+        "decoder_embed_dim": 32,
+        "decoder_depth": 1,
+        "decoder_num_heads": 2,
+        "patch_size": 8,
+    },
+}
+
+
+def _common(root: Path, out: Path, epochs: int = 3, lr: float = 2e-3) -> dict:
+    return {
+        "data": {"root": str(root), "image_size_px": 32, "val_fraction": 0.2, "channels": 1},
+        "optim": {"lr": lr, "warmup_steps": 1},
+        "run": {
+            "epochs": epochs,
+            "batch_size_per_process": 4,
+            "device": "cpu",
+            "progress": False,
+            "tensorboard": False,
+            "log_every_steps": 1,
+            "output_dir": str(out),
+        },
+    }
+
+
+def _records(run_dir: Path, split: str) -> list[dict]:
+    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in recs if r["split"] == split]
+
+
+def _falls(values: list[float], k: int = 2) -> bool:
+    return sum(values[-k:]) / k < sum(values[:k]) / k
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory, request):
+    """A Stage-1 run on 15 generated images (shared by the tests of this module)."""
+    base = tmp_path_factory.mktemp("stages")
+    writer = request.getfixturevalue("folder_writer")
+    root = base / "images"
+    writer(root, 15, size=48, seed=1)
+    cfg = load_config({**_common(root, base / "s1", epochs=6), "model": TINY}, "stage1")
+    res = run_stage1(cfg)
+    return base / "s1", root, res
+
+
+def test_stage1_loss_falls_and_exports_the_best_model(stage1):
+    s1, _, res = stage1
+    train = [r["loss"] for r in _records(s1, "train")]
+    val = [r["loss"] for r in _records(s1, "val")]
+    assert len(train) == 18 and _falls(train, 3)
+    assert val[-1] < val[0] and res.best_val_loss == pytest.approx(min(val), rel=1e-6)
+    best = modeling.resolve_model_dir(s1)
+    model = sem_models.load_model(best)
+    assert isinstance(model, sem_models.MaskedAutoencoder) and model.patch_size == 8
+    # Validation PSNR is measured on the [0, 1] composite: visible patches are exact, so it is
+    # far above what a constant guess gives, and SSIM is a valid correlation.
+    last = _records(s1, "val")[-1]
+    assert last["psnr_db"] > 10 and -1 <= last["ssim"] <= 1
+    for name in ("config.json", "run_info.json"):
+        assert (s1 / name).is_file()
+
+
+def test_validation_composite_is_exact_on_visible_patches(stage1):
+    s1, root, _ = stage1
+    from sem_train.data import SEMImageDataset, build_index
+    from sem_train.losses import masked_l1
+    from sem_train.stages import MAETask
+
+    model = sem_models.load_model(modeling.resolve_model_dir(s1)).eval()
+    task = MAETask(model, mask_ratio=0.75)
+    ds = SEMImageDataset(build_index(root).paths()[:2], image_size_px=32, train=False)
+    batch = {k: torch.stack([ds[(i, i)][k] for i in range(2)]) for k in ("image", "seed")}
+    with torch.no_grad():
+        imgs, _, hw, loss, pred, mask = task._forward(model, batch)
+        _, composite, target = task.validation_step(model, batch)
+    m = modeling.pixel_mask(model, mask, hw)
+    assert torch.equal(target, imgs) and float(m.mean()) == 0.75
+    assert torch.allclose(composite * (1 - m), imgs * (1 - m))
+    # Masked pixels are the prediction mapped from the model's normalised space to [0, 1]:
+    # normalising them again gives the prediction back, and the model's L1 loss equals the
+    # masked L1 between the normalised composite and the normalised input.
+    renorm = sem_models.normalize(composite)
+    assert torch.allclose(renorm * m, model.unpatchify(pred, hw) * m, atol=1e-5)
+    expect = masked_l1(renorm, sem_models.normalize(imgs), m)
+    assert float(loss) == pytest.approx(float(expect), rel=1e-5)
+
+
+def test_stage2_trains_only_gates_and_stage3_trains_everything(stage1, tmp_path):
+    s1, root, _ = stage1
+    # Raw softmax combine weights (eq. 5 literally): the upcycled model starts at about FFN/K
+    # and the routers alone must restore the teacher's function, a clear gate-only signal.
+    cfg2 = load_config(
+        {
+            **_common(root, tmp_path / "s2", epochs=4, lr=3e-2),
+            "init_from": str(s1),
+            "moe": {"num_experts": 4, "extra": {"gate_weighting": "raw"}},
+        },
+        "stage2",
+    )
+    task = build_stage2_task(cfg2)
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    gates = {n for n, p in task.model.named_parameters() if p.requires_grad}
+    assert gates == set(modeling.gate_parameter_names(task.model)) and len(gates) == 2
+    res2 = run_stage2(cfg2)
+    after = load_file(str(res2.latest_checkpoint))
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == gates, changed ^ gates
+    train2 = _records(tmp_path / "s2", "train")
+    assert all(
+        {"mae", "kd", "lb", "routing_entropy", "max_token_fraction"} <= set(r) for r in train2
+    )
+    val2 = [r["loss"] for r in _records(tmp_path / "s2", "val")]
+    assert val2[-1] < val2[0]  # the Stage-2 objective on fixed held-out masks
+
+    cfg3 = load_config(
+        {**_common(root, tmp_path / "s3", epochs=4, lr=1e-3), "init_from": str(tmp_path / "s2")},
+        "stage3",
+    )
+    res3 = run_stage3(cfg3)
+    after3 = load_file(str(res3.latest_checkpoint))
+    changed3 = {k for k in after3 if not torch.equal(after[k], after3[k])}
+    assert changed3 - gates and any(".experts." in k for k in changed3)
+    train3 = _records(tmp_path / "s3", "train")
+    assert all(r["fft"] > 0 and r["psd"] > 0 for r in train3)
+    val3 = [r["loss"] for r in _records(tmp_path / "s3", "val")]
+    assert val3[-1] < val3[0]  # the Stage-3 objective, frequency terms included
+    # Stage 3 exports an MoE model that Stage 3's successor (fine-tuning) can load.
+    moe_model = sem_models.load_model(modeling.resolve_model_dir(tmp_path / "s3"))
+    assert sem_models.moe_layers(moe_model)
+
+
+def test_finetune_trains_decoder_and_routing_with_a_frozen_encoder(stage1, tmp_path):
+    s1, root, _ = stage1
+    mae = sem_models.load_model(modeling.resolve_model_dir(s1))
+    modeling.upcycle(mae, load_config({}, "stage2").moe.model_copy(update={"num_experts": 2}))
+    sem_models.save_model(mae, tmp_path / "moe_export")
+    cfg = load_config(
+        {
+            **_common(root, tmp_path / "ft", epochs=4),
+            "init_from": str(tmp_path / "moe_export"),
+            "n_train_images": 2,
+            "n_val_images": 2,
+            "crop_sizes_px": [16, 32, 48],
+            "pairs_per_image": 8,
+            # PSF radii scaled to the 48-px test crops (the SPEC range reaches 30 px).
+            "ranges": {"rx_px": [1.0, 4.0], "ry_px": [1.0, 4.0]},
+        },
+        "finetune",
+    )
+    task = build_finetune_task(cfg)
+    train, val = finetune_datasets(cfg)
+    assert len(train) == 16 and len(val) == 2
+    frozen = {n: p.clone() for n, p in task.model.named_parameters() if not p.requires_grad}
+    trainable = {n for n, p in task.model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("mae.blocks.") for n in frozen), "the encoder must be frozen"
+    assert any(".gate." in n for n in trainable), "MoE routing must be trained"
+    assert any(n.startswith("mae.decoder") for n in trainable)
+    res = fit(task, train, val, cfg.run, cfg.optim)
+    params = dict(task.model.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in frozen.items())
+    assert _falls([r["loss"] for r in _records(tmp_path / "ft", "train")], 3)
+    restored = sem_models.load_model(res.best_dir)
+    assert isinstance(restored, sem_models.RestorationModel)
