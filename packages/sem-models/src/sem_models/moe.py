@@ -168,22 +168,32 @@ class MoEMlp(nn.Module):
         counts = torch.bincount(flat_e, minlength=self.num_experts)
         cap = self.capacity(num_tokens)
 
-        out = h.new_zeros(num_tokens, self.out_features)
-        start = 0
-        kept = 0
-        for e, n in enumerate(counts.tolist()):
-            n_keep = n if cap is None else min(n, cap)
-            expert = self.experts[e]
-            if n_keep > 0:
-                sel = order[start : start + n_keep]
-                idx = token_of[start : start + n_keep]
-                y = expert(h.index_select(0, idx))  # only this expert's tokens
-                out.index_add_(0, idx, (y * weights[sel, None].to(y.dtype)).to(out.dtype))
+        # Keep the first `cap` assignments of every expert (all of them without a capacity).
+        sizes = counts.tolist()
+        kept_sizes = sizes if cap is None else [min(n, cap) for n in sizes]
+        kept = sum(kept_sizes)
+        if kept < len(order):
+            starts = torch.cumsum(counts, 0) - counts
+            rank = torch.arange(len(order), device=h.device) - starts[flat_e[order]]
+            keep = rank < cap
+            order, token_of = order[keep], token_of[keep]
+        x_sorted = h.index_select(0, token_of)  # one gather, tokens grouped by expert
+        outs = []
+        touch = None
+        for e, chunk in enumerate(torch.split(x_sorted, kept_sizes)):
+            if chunk.shape[0] > 0:
+                outs.append(self.experts[e](chunk))  # only this expert's tokens
             elif torch.is_grad_enabled() and self.training:
                 # Touch the idle expert's parameters (value 0) so DDP sees them in the graph.
-                out = out + 0.0 * sum(p.sum() for p in expert.parameters())
-            start += n
-            kept += n_keep
+                zero = sum(p.sum() for p in self.experts[e].parameters()) * 0.0
+                touch = zero if touch is None else touch + zero
+        out = h.new_zeros(num_tokens, self.out_features)
+        if outs:
+            y = torch.cat(outs) if len(outs) > 1 else outs[0]
+            y = y * weights[order, None].to(y.dtype)
+            out = out.index_add(0, token_of, y.to(out.dtype))
+        if touch is not None:
+            out = out + touch.to(out.dtype)
 
         self._record(probs, logits, top_i, counts, kept)
         return out.reshape(*lead, self.out_features)
