@@ -155,6 +155,15 @@ def test_fit_rejects_bad_arguments():
         r.fit([np.zeros((20, 200), np.float32)], patch_size=64)
     with pytest.raises(ValueError, match="empty"):
         r.fit([])
+    with pytest.raises(ValueError, match="at least 16 px"):
+        r.fit([np.zeros((12, 200), np.float32)])
+
+
+def test_fit_picks_a_patch_that_fits_the_images():
+    r = get_restorer("n2v", **TINY["n2v"])
+    # 40-px images: the default 128-px patch shrinks to 40 px
+    res = r.fit([lines_image((40, 90), seed=0)], epochs=1, steps_per_epoch=1, progress=False)
+    assert res.history[0]["train_loss"] > 0
 
 
 def test_load_rejects_a_folder_of_another_method(tmp_path):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
-from sem_physics import DegradationParams
+from sem_physics import DegradationParams, image_to_tensor, tensor_to_image
 from torch import nn
 
 from ..restorer import CONFIG_FILE, RestorerConfigError, check_image
@@ -95,10 +95,10 @@ class NetworkRestorer:
 
     @torch.no_grad()
     def restore(self, image: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(check_image(image) / SCALE).to(self.device)[None, None]
+        x = image_to_tensor(check_image(image), device=self.device) / SCALE
         self.network.eval()
         y = tiled_apply(self.predict, x, self.config.tile_px, self.config.margin_px)
-        out = y[0, 0].float().cpu().numpy() * SCALE
+        out = tensor_to_image(y) * SCALE
         if self.config.clip:
             out = np.clip(out, 0.0, SCALE)
         return out.astype(np.float32)

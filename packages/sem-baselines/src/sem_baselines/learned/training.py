@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sem_physics import ParameterRanges
+from sem_physics import ParameterRanges, image_to_tensor
 from tqdm.auto import tqdm
 
 from ..restorer import RestorerConfigError, check_image
@@ -30,7 +30,9 @@ from .base import resolve_device
 if TYPE_CHECKING:
     from .base import NetworkRestorer
 
-__all__ = ["FitConfig", "FitResult", "fit_restorer", "sample_patches"]
+__all__ = ["DEFAULT_PATCH_PX", "FitConfig", "FitResult", "fit_restorer", "sample_patches"]
+
+DEFAULT_PATCH_PX = 128
 
 
 class FitConfig(BaseModel):
@@ -42,7 +44,13 @@ class FitConfig(BaseModel):
     batch_size: int | None = Field(default=None, ge=1, description="None = method default")
     seed: int = Field(default=0, ge=0, description="seed of patches, degradations, masks")
     ranges: ParameterRanges = Field(default_factory=ParameterRanges)
-    patch_size: int = Field(default=64, ge=16, le=4096, multiple_of=8, description="px")
+    patch_size: int | None = Field(
+        default=None,
+        ge=16,
+        le=4096,
+        multiple_of=8,
+        description="patch side (px); None = 128, or less to fit the smallest image",
+    )
     steps_per_epoch: int | None = Field(
         default=None, ge=1, description="None = one pass over the training pixels"
     )
@@ -80,6 +88,13 @@ def sample_patches(
     return out
 
 
+def _auto_patch(images: list[np.ndarray]) -> int:
+    smallest = min(min(np.shape(im)[:2]) for im in images)
+    if smallest < 16:
+        raise ValueError(f"training/validation images must be at least 16 px, got {smallest} px")
+    return min(DEFAULT_PATCH_PX, smallest // 8 * 8)
+
+
 def _check_images(images: list[np.ndarray] | None, what: str, size: int) -> list[np.ndarray]:
     if images is None:
         return []
@@ -101,21 +116,20 @@ def fit_restorer(
         cfg = FitConfig(**kwargs)
     except ValidationError as err:
         raise RestorerConfigError(f"invalid fit arguments for {restorer.name!r}: {err}") from None
-    train = _check_images(train_images, "train_images", cfg.patch_size)
-    if not train:
+    if not train_images:
         raise ValueError("train_images is empty: give at least one focused image")
-    val = _check_images(val_images, "val_images", cfg.patch_size)
+    patch = cfg.patch_size or _auto_patch(list(train_images) + list(val_images or []))
+    train = _check_images(train_images, "train_images", patch)
+    val = _check_images(val_images, "val_images", patch)
     device = resolve_device(cfg.device) if cfg.device else restorer.device
     bs = cfg.batch_size or restorer.default_batch_size
-    steps = cfg.steps_per_epoch or max(
-        1, math.ceil(sum(im.size for im in train) / (bs * cfg.patch_size**2))
-    )
+    steps = cfg.steps_per_epoch or max(1, math.ceil(sum(im.size for im in train) / (bs * patch**2)))
     net = restorer.network.to(device)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
     def batch_from(images: list[np.ndarray], n: int, r: np.random.Generator, g: torch.Generator):
-        clean = torch.from_numpy(sample_patches(images, n, cfg.patch_size, r)).to(device)
+        clean = image_to_tensor(sample_patches(images, n, patch, r)[:, 0], device=device)
         return restorer.make_batch(clean, cfg.ranges.sample_many(r, n), g)
 
     val_batches = []
