@@ -91,3 +91,19 @@ def test_restoration_model_sees_all_patches_and_keeps_shape(tiny_mae):
     x2 = x.clone()
     x2[:, :, -8:, -8:] += 0.5
     assert (model(x2) - y).abs()[:, :, -8:, -8:].min() > 0
+
+
+def test_gray_inputs_to_an_rgb_model_and_upcycling_a_restoration_model(tmp_path):
+    torch.manual_seed(0)
+    mae = sm.build_mae("tiny", in_chans=3, img_size=32, patch_size=8, embed_dim=32, depth=2,
+                       num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)  # fmt: skip
+    model = sm.RestorationModel(mae)
+    x = torch.rand(2, 1, 32, 32)
+    y = model(x)
+    assert y.shape == x.shape
+    # Gray in == the same image replicated to RGB, output averaged back to gray.
+    torch.testing.assert_close(y, model(x.expand(-1, 3, -1, -1)).mean(1, keepdim=True))
+    sm.upcycle(model, num_experts=2, noise_std=0.0)
+    torch.testing.assert_close(model(x), y, rtol=1e-5, atol=1e-5)
+    sm.save_model(model, tmp_path)
+    assert sm.load_model(tmp_path).config.moe.num_experts == 2

@@ -115,3 +115,11 @@ def test_bad_arguments_are_reported():
         sm.sliding_window(Identity(), np.zeros((2, 1, 10, 10)), window=8, overlap=2)
     with pytest.raises(ValueError, match="same shape"):
         sm.sliding_window(lambda x: x[:, :, :4], np.zeros((10, 10)), window=8, overlap=2)
+
+
+def test_restore_image_works_on_the_0_255_scale():
+    img = np.random.default_rng(2).uniform(0, 255, (90, 120)).astype(np.float32)
+    out = sm.restore_image(lambda x: x, img, window=32, overlap=8)
+    np.testing.assert_allclose(out, img, rtol=1e-5, atol=1e-3)
+    clipped = sm.restore_image(lambda x: 2 * x, img, window=32, overlap=8)
+    assert clipped.max() == 255.0 and clipped.dtype == np.float32

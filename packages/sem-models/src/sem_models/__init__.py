@@ -20,7 +20,7 @@ from .mae import MaskedAutoencoder, build_mae
 from .moe import MoEMlp, balance_loss, moe_layers, routing_stats
 from .pos_embed import resize_pos_embed, sincos_2d
 from .restoration import RestorationModel
-from .sliding_window import hann_weights, sliding_window
+from .sliding_window import hann_weights, restore_image, sliding_window
 from .upcycle import collect_aux_loss, freeze_all_but_gates, unfreeze_all, upcycle
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "normalize",
     "read_state_dict",
     "resize_pos_embed",
+    "restore_image",
     "routing_stats",
     "save_model",
     "sincos_2d",

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["hann_weights", "sliding_window", "window_starts"]
+__all__ = ["hann_weights", "restore_image", "sliding_window", "window_starts"]
 
 
 def hann_weights(window: int, eps: float = 1e-3) -> torch.Tensor:
@@ -124,3 +124,23 @@ def sliding_window(
     if is_numpy:
         return out.numpy()
     return out.to(out_device)
+
+
+def restore_image(
+    model: nn.Module,
+    image: np.ndarray,
+    window: int = 224,
+    overlap: int = 8,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    """Restore a full-size numpy image on the 0..255 scale (``(H, W)`` or ``(C, H, W)``).
+
+    Scales to ``[0, 1]`` for the model (e.g. a :class:`~sem_models.RestorationModel`), runs
+    :func:`sliding_window` and returns float32 on the 0..255 scale, clipped to ``[0, 255]``.
+    """
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"expected an image (H, W) or (C, H, W); got shape {arr.shape}")
+    out = sliding_window(model, arr / 255.0, window, overlap, batch_size, device)
+    return np.clip(np.asarray(out) * 255.0, 0.0, 255.0).astype(np.float32)
