@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from . import modeling
@@ -82,6 +83,7 @@ def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
     if cfg.init_from is not None:
         mae = modeling.load_model(modeling.resolve_model_dir(cfg.init_from))
     elif cfg.model is not None:
+        torch.manual_seed(cfg.run.seed)
         mae = modeling.build_mae(
             cfg.model, channels=cfg.data.channels, image_size_px=cfg.data.image_size_px
         )
@@ -95,8 +97,8 @@ def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
 
 def run_finetune(cfg: FinetuneConfig, *, resume: bool = False) -> FitResult:
     """Fine-tune on synthetic pairs; best model by validation loss."""
+    task = build_finetune_task(cfg)  # first: a missing init_from fails before indexing
     train, val = finetune_datasets(cfg)
-    task = build_finetune_task(cfg)
     return fit(
         task,
         train,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from .. import modeling
 from ..config import Stage1Config
 from ..engine import FitResult, fit
@@ -12,6 +14,7 @@ __all__ = ["build_stage1_task", "run_stage1"]
 
 def build_stage1_task(cfg: Stage1Config) -> MAETask:
     """A fresh MAE of ``cfg.model`` for ``cfg.data``'s channels and input size."""
+    torch.manual_seed(cfg.run.seed)  # the initial weights are part of the run's seed
     model = modeling.build_mae(
         cfg.model, channels=cfg.data.channels, image_size_px=cfg.data.image_size_px
     )
@@ -20,8 +23,8 @@ def build_stage1_task(cfg: Stage1Config) -> MAETask:
 
 def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> FitResult:
     """Train Stage 1; writes checkpoints, metrics and the best model under ``cfg.run.output_dir``."""
+    task = build_stage1_task(cfg)  # first: a missing init_from fails before the data is indexed
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
-    task = build_stage1_task(cfg)
     return fit(
         task,
         train,

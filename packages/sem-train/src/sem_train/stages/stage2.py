@@ -34,8 +34,8 @@ def build_stage2_task(cfg: Stage2Config) -> MAETask:
 
 def run_stage2(cfg: Stage2Config, *, resume: bool = False) -> FitResult:
     """Train Stage 2 from ``cfg.init_from`` (resume restores the student's weights too)."""
+    task = build_stage2_task(cfg)  # first: a missing init_from fails before the data is indexed
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
-    task = build_stage2_task(cfg)
     return fit(
         task,
         train,

@@ -28,8 +28,8 @@ def build_stage3_task(cfg: Stage3Config) -> MAETask:
 
 def run_stage3(cfg: Stage3Config, *, resume: bool = False) -> FitResult:
     """Train Stage 3 from ``cfg.init_from``."""
+    task = build_stage3_task(cfg)  # first: a missing init_from fails before the data is indexed
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
-    task = build_stage3_task(cfg)
     return fit(
         task,
         train,

@@ -1,0 +1,119 @@
+"""The ``sem train`` commands run in-process at tiny size: Stage 1 -> 2 -> 3 -> fine-tune,
+each writing its resolved config and provenance, and a killed run resumed from the command
+line ends with the weights of an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+from sem_train.cli import main
+
+TINY = {
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "decoder_embed_dim": 32,
+    "decoder_depth": 1,
+    "decoder_num_heads": 2,
+    "patch_size": 8,
+}
+
+
+def _yaml(path: Path, body: dict) -> Path:
+    data = {"preset": "cpu-small", **body}
+    data.setdefault("data", {}).update({"image_size_px": 32, "val_fraction": 0.25})
+    data.setdefault("run", {}).update(
+        {"epochs": 2, "batch_size_per_process": 3, "progress": False, "tensorboard": False}
+    )
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, folder_writer) -> Path:
+    root = tmp_path_factory.mktemp("cli") / "images"
+    folder_writer(root, 8, size=40, seed=3)
+    return root
+
+
+def test_pretrain_stages_and_finetune_from_the_command_line(folder, tmp_path, capsys):
+    c1 = _yaml(tmp_path / "s1.yaml", {"model": {"preset": "tiny", "overrides": TINY}})
+    c2 = _yaml(tmp_path / "s2.yaml", {"moe": {"num_experts": 2}})
+    c3 = _yaml(tmp_path / "s3.yaml", {})
+    cf = _yaml(
+        tmp_path / "ft.yaml",
+        {
+            "n_train_images": 2,
+            "n_val_images": 1,
+            "crop_sizes_px": [16, 32],
+            "pairs_per_image": 3,
+            "ranges": {"rx_px": [1.0, 3.0], "ry_px": [1.0, 3.0]},
+        },
+    )
+    common = ["--data", str(folder)]
+    runs = tmp_path / "runs"
+    argv = [
+        ["train", "pretrain", "--stage", "1", "--config", str(c1), "--output-dir", str(runs / "1")],
+        ["train", "pretrain", "--stage", "2", "--config", str(c2), "--output-dir", str(runs / "2"),
+         "--init-from", str(runs / "1")],
+        ["train", "pretrain", "--stage", "3", "--config", str(c3), "--output-dir", str(runs / "3"),
+         "--init-from", str(runs / "2")],
+        ["train", "finetune", "--config", str(cf), "--output-dir", str(runs / "ft"),
+         "--init-from", str(runs / "3")],
+    ]  # fmt: skip
+    for args in argv:
+        assert main(args + common) == 0, capsys.readouterr().err
+        assert "finished at step" in capsys.readouterr().out
+    for name, kind_key in (("1", "model"), ("2", "moe"), ("3", "fft_weight"), ("ft", "loss")):
+        out = runs / name
+        cfg = json.loads((out / "config.json").read_text())
+        assert kind_key in cfg and Path(cfg["data"]["root"]) == folder
+        assert cfg["data"]["image_size_px"] == 32 and cfg["run"]["output_dir"] == str(out)
+        info = json.loads((out / "run_info.json").read_text())
+        assert info["packages"]["sem-train"] and info["packages"]["torch"]
+        assert "commit" in info["git"]
+        assert (out / "checkpoints" / "best.json").is_file()
+    ft_cfg = json.loads((runs / "ft" / "config.json").read_text())
+    assert ft_cfg["init_from"] == str(runs / "3")
+
+
+def test_cli_kill_and_resume_equals_uninterrupted(folder, tmp_path):
+    cfg = _yaml(tmp_path / "s1.yaml", {"model": {"preset": "tiny", "overrides": TINY}})
+    base = ["train", "pretrain", "--stage", "1", "--config", str(cfg), "--data", str(folder)]
+    assert main([*base, "--output-dir", str(tmp_path / "full"), "--epochs", "3"]) == 0
+    killed = [*base, "--output-dir", str(tmp_path / "cut"), "--epochs", "3"]
+    assert main([*killed, "--max-steps", "3"]) == 0  # stops mid-epoch 2 with a checkpoint
+    assert json.loads((tmp_path / "cut/checkpoints/latest.json").read_text())["global_step"] == 3
+    assert main([*killed, "--resume"]) == 0
+
+    def final(run: Path) -> dict:
+        ptr = json.loads((run / "checkpoints" / "latest.json").read_text())
+        return load_file(str(run / "checkpoints" / ptr["weights"]))
+
+    a, b = final(tmp_path / "full"), final(tmp_path / "cut")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_missing_data_folder_is_one_clear_line(tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "pretrain",
+            "--stage",
+            "1",
+            "--config",
+            "cpu-small",
+            "--data",
+            str(tmp_path / "x"),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is not a directory" in err[0]
+    code = main(["train", "pretrain", "--stage", "2", "--config", "cpu-small", "--data",
+                 str(tmp_path), "--init-from", str(tmp_path / "no_stage1")])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no_stage1" in err[0] and "does not exist" in err[0]
