@@ -263,3 +263,15 @@ def test_kernel_cache_hits_only_equal_kernels() -> None:
     assert len(_spectrum_cache) == 4
     clear_kernel_cache()
     assert not _spectrum_cache
+
+
+def test_successive_calls_and_shapes_do_not_interfere() -> None:
+    rng = np.random.default_rng(10)
+    k = airy_psf(PSFParams(rx_px=1.5, ry_px=1.5))
+    x1, x2 = rng.random((30, 30)), rng.random((30, 30))
+    y1 = convolve_reflect(x1, k, dtype=np.float64).copy()
+    y2 = convolve_reflect(x2, k, dtype=np.float64)
+    np.testing.assert_allclose(y1, ndi.convolve(x1, k, mode="reflect"), atol=1e-12)
+    np.testing.assert_allclose(y2, ndi.convolve(x2, k, mode="reflect"), atol=1e-12)
+    y3 = convolve_reflect(x1[:, :17], k, dtype=np.float64)  # other shape, same kernel
+    np.testing.assert_allclose(y3, ndi.convolve(x1[:, :17], k, mode="reflect"), atol=1e-12)
