@@ -7,7 +7,7 @@ Degrades a 1280x960 image at Rx = Ry = 30 px (k = 181) and compares, in one run:
 * direct ``scipy.ndimage.convolve(mode='reflect')``, timed on a crop and scaled by area,
 * ``scipy.signal.fftconvolve`` on the reflect-padded image (``mode='valid'``),
 
-all in float32 on one thread, plus the batched torch degrader (batch 16, 512x512, sampled
+all in float32 on one thread (minimum and median of interleaved runs), plus the batched torch degrader (batch 16, 512x512, sampled
 settings) in images/s. Run: ``uv run python benchmarks/bench_physics.py``.
 """
 
@@ -45,22 +45,25 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Minimum wall time of each function, calls interleaved so load changes hit all alike."""
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeat: int
+) -> dict[str, tuple[float, float]]:
+    """(minimum, median) wall time of each function, calls interleaved so that load changes on
+    a shared machine hit all of them alike."""
     for fn in fns.values():
         fn()
-    best = dict.fromkeys(fns, float("inf"))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+            samples[name].append(time.perf_counter() - t0)
+    return {name: (min(v), float(np.median(v))) for name, v in samples.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--crop", type=int, default=64, help="crop side for direct convolution")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=512, help="torch batch image side")
@@ -91,8 +94,9 @@ def main() -> None:
         },
         args.repeat,
     )
-    t_floor, t_ours, t_fftconv = times["floor"], times["ours"], times["fftconvolve"]
-    t_cached = times["ours_cached"]
+    t_floor, t_ours, t_fftconv = times["floor"][0], times["ours"][0], times["fftconvolve"][0]
+    t_cached = times["ours_cached"][0]
+    med = {name: v[1] / times["floor"][1] for name, v in times.items()}
     t_degrade = best_of(lambda: degrade(image, params, rng=0), max(1, args.repeat // 3))
     c = args.crop
     crop = image[:c, :c]
@@ -109,17 +113,17 @@ def main() -> None:
         / 255
     )
 
-    print(f"{'method':46s} {'time':>10s} {'x floor':>9s}")
+    print(f"{'method':46s} {'min time':>11s} {'x floor':>8s} {'median x floor':>15s}")
     rows = [
-        ("floor: rfft2 + irfft2 of the padded size", t_floor),
-        ("ours: convolve_reflect, new kernel", t_ours),
-        ("ours: convolve_reflect, cached kernel FFT", t_cached),
-        ("ours: degrade (blur + gain/offset + noise)", t_degrade),
-        ("scipy.signal.fftconvolve on padded image", t_fftconv),
-        (f"ndimage.convolve reflect (crop {c}x{c}, scaled)", t_direct),
+        ("floor: rfft2 + irfft2 of the padded size", t_floor, med["floor"]),
+        ("ours: convolve_reflect, new kernel", t_ours, med["ours"]),
+        ("ours: convolve_reflect, cached kernel FFT", t_cached, med["ours_cached"]),
+        ("scipy.signal.fftconvolve on padded image", t_fftconv, med["fftconvolve"]),
+        ("ours: degrade (blur + gain/offset + noise)", t_degrade, float("nan")),
+        (f"ndimage.convolve reflect (crop {c}x{c}, scaled)", t_direct, float("nan")),
     ]
-    for name, t in rows:
-        print(f"{name:46s} {t * 1e3:8.1f} ms {t / t_floor:9.2f}")
+    for name, t, m in rows:
+        print(f"{name:46s} {t * 1e3:8.1f} ms {t / t_floor:8.2f} {m:15.2f}")
     print(
         f"ours vs fftconvolve: {t_fftconv / t_ours:.2f}x faster; direct vs ours: {t_direct / t_ours:,.0f}x slower"
     )
