@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -112,6 +112,19 @@ def _explicit_params(args: argparse.Namespace) -> DegradationParams | None:
         raise CLIError(_validation_message(err)) from None
 
 
+def _progress_bar() -> Callable[[Iterable[Path]], Iterable[Path]] | None:
+    """A tqdm progress bar over the images when tqdm is installed (it is optional)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+
+    def bar(items: Iterable[Path]) -> Iterable[Path]:
+        return tqdm(items, desc=PROG, unit="img")
+
+    return bar
+
+
 def run(args: argparse.Namespace) -> int:
     if args.replay is not None:
         result = replay_manifest(args.replay, args.out)
@@ -147,12 +160,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("an output folder is required: -o/--out DIR")
     mode: Mode = "explicit" if params is not None else ("sample" if args.sample else "midpoint")
     files = find_images(inputs)
-    progress = None
-    if len(files) > 1 and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        def progress(xs):  # type: ignore[no-untyped-def]
-            return tqdm(xs, desc=PROG, unit="img")
+    progress = _progress_bar() if len(files) > 1 and sys.stderr.isatty() else None
 
     manifest = degrade_files(
         files,
