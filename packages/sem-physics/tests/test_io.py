@@ -230,6 +230,8 @@ def test_detect_info_bar_black_and_white(background: int) -> None:
     assert detect_info_bar(img) == 40
     assert detect_info_bar(_noisy((300, 400)).astype(float)) is None
     assert detect_info_bar(np.full((300, 400), 7.0)) is None  # flat: nothing to tell apart
+    assert detect_info_bar(img * 1e9) is None  # not on a grey-level scale
+    assert detect_info_bar(np.where(img > 0, img, np.nan)) is None
 
 
 def test_crop_info_bar_rules() -> None:

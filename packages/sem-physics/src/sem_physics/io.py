@@ -217,8 +217,10 @@ def detect_info_bar(
     if img.ndim != 2 or h < 2 * min_rows or limit < min_rows:
         return None
     rows = np.rint(img[h - limit - bottom_slack - 1 :]).astype(np.int64)
+    if not np.all(np.isfinite(img)):
+        return None
     lo, hi = int(np.rint(img.min())), int(np.rint(img.max()))
-    if hi - lo < 32:
+    if not 32 <= hi - lo <= 65535:  # flat, or not on a grey-level scale
         return None
     modes = []
     for row in rows[::-1] - lo:  # index 0 = bottom row
