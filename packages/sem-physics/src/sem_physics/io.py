@@ -216,9 +216,9 @@ def detect_info_bar(
     limit = int(max_fraction * h)
     if img.ndim != 2 or h < 2 * min_rows or limit < min_rows:
         return None
-    rows = np.rint(img[h - limit - bottom_slack - 1 :]).astype(np.int64)
     if not np.all(np.isfinite(img)):
         return None
+    rows = np.rint(img[max(h - limit - bottom_slack - 1, 0) :]).astype(np.int64)
     lo, hi = int(np.rint(img.min())), int(np.rint(img.max()))
     if not 32 <= hi - lo <= 65535:  # flat, or not on a grey-level scale
         return None
