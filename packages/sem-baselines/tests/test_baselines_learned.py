@@ -197,3 +197,20 @@ def test_learned_restore_tiles_large_images():
     assert tiled.shape == img.shape
     # a depth-2 U-Net sees ~20 px: with 12 px of context the tiles agree to well below 1 grey level
     assert float(np.abs(tiled - ref).mean()) < 0.5
+
+
+def test_non_finite_loss_stops_and_keeps_the_best_weights():
+    r = get_restorer("n2n", **TINY["n2n"])
+    original = r.training_loss
+    calls = {"n": 0}
+
+    def flaky(batch):
+        calls["n"] += 1
+        loss = original(batch)
+        return loss * float("nan") if calls["n"] > 3 else loss
+
+    r.training_loss = flaky  # epoch 0: 3 good steps; epoch 1: NaN at its first step
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        res = r.fit(TRAIN, epochs=3, steps_per_epoch=3, batch_size=2, patch_size=32, progress=False)
+    assert res.stopped_early and res.best_epoch == 0 and len(res.history) == 1
+    assert all(torch.isfinite(p).all() for p in r.network.parameters())

@@ -87,7 +87,8 @@ class _MAERestorer:
     """Shared inference, save and load of the MAE baselines."""
 
     name: ClassVar[str]
-    config_cls: ClassVar[type[BaseModel]]
+    config_cls: ClassVar[type[_MAEInferenceConfig]]
+    config: Any  # the subclass's config (MAEImageNetConfig or MAESEMConfig)
 
     def __init__(self, config: Any = None, *, network: RestorationModel | None = None) -> None:
         self.config = config or self.config_cls()

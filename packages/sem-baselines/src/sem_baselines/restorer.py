@@ -66,8 +66,8 @@ def register(name: str, config_cls: type[BaseModel]) -> Callable[[type], type]:
         if name in _REGISTRY:
             raise RuntimeError(f"restorer {name!r} registered twice")
         _REGISTRY[name] = (cls, config_cls)
-        cls.name = name
-        cls.config_cls = config_cls
+        cls.name = name  # type: ignore[attr-defined]
+        cls.config_cls = config_cls  # type: ignore[attr-defined]
         return cls
 
     return deco
@@ -127,7 +127,7 @@ def load_restorer(path: str | Path) -> Any:
     if not isinstance(meta, dict) or "restorer" not in meta:
         raise RestorerConfigError(f"{cfg_file} has no 'restorer' field")
     name = meta["restorer"]
-    cls = _REGISTRY.get(name, (None,))[0]
+    cls: Any = _REGISTRY[name][0] if name in _REGISTRY else None
     if hasattr(cls, "from_saved"):  # restorers built from external weights: skip the source
         return cls.from_saved(path, restorer_config(name, **meta.get("config", {})))
     return get_restorer(name, **meta.get("config", {})).load(path)

@@ -60,7 +60,8 @@ class NetworkRestorer:
     """Base class of Noise2Noise, Noise2Void and MRN (see the module docstring)."""
 
     name: ClassVar[str]
-    config_cls: ClassVar[type[BaseModel]]
+    config_cls: ClassVar[type[LearnedConfig]]
+    config: LearnedConfig
     default_lr: ClassVar[float] = 4e-4
     default_batch_size: ClassVar[int] = 16
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import nullcontext
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -109,7 +109,7 @@ def fit_restorer(
     restorer: NetworkRestorer,
     train_images: list[np.ndarray],
     val_images: list[np.ndarray] | None = None,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> FitResult:
     """Train ``restorer.network`` in place (see the module docstring)."""
     try:
