@@ -124,6 +124,16 @@ def test_fei_metadata_pixel_size_and_bar(tmp_path: Path) -> None:
     assert img.info_bar_rows == 20
 
 
+def test_malformed_metadata_keeps_the_pixels(tmp_path: Path) -> None:
+    text = "[Scan]\r\nPixelWidth=not-a-number\r\n[Image]\r\nResolutionY=-3\r\n"
+    path = tmp_path / "fei_bad.tif"
+    x = _noisy((40, 50))
+    tifffile.imwrite(path, x, extratags=[(34682, "s", 0, text, True)])
+    img = read_image(path)
+    np.testing.assert_array_equal(img.data, x.astype(np.float32))
+    assert (img.pixel_size_nm, img.pixel_size_source) == (None, "none")
+
+
 def test_no_metadata(tmp_path: Path) -> None:
     path = tmp_path / "plain.tif"
     tifffile.imwrite(path, _noisy((40, 50)))

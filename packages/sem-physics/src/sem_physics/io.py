@@ -26,6 +26,7 @@ bottom band of rows dominated by one flat background value, as in Hitachi and Ze
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ DEFAULT_CROP_FRACTION = 0.0667
 WRITE_DTYPES = ("uint16", "uint8", "float32")
 _JSON_KEY = "sem_physics"
 _LUMA = np.array([0.299, 0.587, 0.114])
+_log = logging.getLogger(__name__)
 _UNIT_TO_NM = {"pm": 1e-3, "nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "mm": 1e6, "m": 1e9}
 
 
@@ -292,7 +294,11 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, float | None, str, int | No
             arr = _channels_to_gray(lut[arr].astype(np.uint16))
         elif photometric == 0 and np.issubdtype(arr.dtype, np.integer):  # MINISWHITE
             arr = np.iinfo(arr.dtype).max - arr
-        size, size_source, bar = _tiff_metadata(tif, arr.shape[0])
+        try:
+            size, size_source, bar = _tiff_metadata(tif, arr.shape[0])
+        except Exception as err:  # metadata is best effort: the pixels are still good
+            _log.warning("%s: vendor metadata unreadable (%s); no pixel size", path, err)
+            size, size_source, bar = None, "none", None
     return arr, source_dtype, size, size_source, bar
 
 
