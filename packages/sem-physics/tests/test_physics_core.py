@@ -275,3 +275,18 @@ def test_successive_calls_and_shapes_do_not_interfere() -> None:
     np.testing.assert_allclose(y2, ndi.convolve(x2, k, mode="reflect"), atol=1e-12)
     y3 = convolve_reflect(x1[:, :17], k, dtype=np.float64)  # other shape, same kernel
     np.testing.assert_allclose(y3, ndi.convolve(x1[:, :17], k, mode="reflect"), atol=1e-12)
+
+
+def test_torch_degrade_seeds_reproduce_and_small_patches_work() -> None:
+    settings = ParameterRanges().sample_many(np.random.default_rng(3), 4)  # kernels up to 181
+    x = torch.rand(4, 1, 48, 64) * 255  # patches smaller than most kernels
+    a = degrade_torch(x, settings, generator=torch.Generator().manual_seed(5))
+    b = degrade_torch(x, settings, generator=torch.Generator().manual_seed(5))
+    c = degrade_torch(x, settings, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)
+    assert torch.isfinite(a).all() and a.shape == x.shape
+    clean = degrade_torch(x, settings, poisson=False, gaussian=False)
+    for i, p in enumerate(settings):
+        ref = degrade(x[i, 0].numpy(), p, poisson=False, gaussian=False)
+        np.testing.assert_allclose(clean[i, 0].numpy(), ref, rtol=1e-4, atol=1e-4 * 255)
