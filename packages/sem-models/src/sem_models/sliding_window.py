@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 __all__ = ["hann_weights", "restore_image", "sliding_window", "window_starts"]
 
@@ -64,13 +65,14 @@ def sliding_window(
     batch_size: int = 8,
     device: torch.device | str | None = None,
     eps: float = 1e-3,
+    progress: bool = False,
 ) -> np.ndarray | torch.Tensor:
     """Apply ``model`` (``(B, C, window, window)`` -> same shape) to an image of any size.
 
     ``image`` is passed to the model on its own scale (models of this package expect
     ``[0, 1]``). Returns the same type (numpy or tensor) and shape as ``image``; float32.
     ``overlap`` (px, paper: 8) must be in ``[0, window)``. The model runs in eval mode
-    (its previous mode is restored).
+    (its previous mode is restored). ``progress`` shows a bar over the window batches.
     """
     if window < 1 or not 0 <= overlap < window:
         raise ValueError(f"need window >= 1 and 0 <= overlap < window; got {window=}, {overlap=}")
@@ -102,7 +104,8 @@ def sliding_window(
     if isinstance(model, nn.Module):
         model.eval()
     try:
-        for b in range(0, len(tiles), batch_size):
+        batches = range(0, len(tiles), batch_size)
+        for b in tqdm(batches, desc="windows", unit="batch", disable=not progress):
             chunk = tiles[b : b + batch_size]
             batch = torch.stack([xp[0, :, i : i + window, j : j + window] for i, j in chunk])
             y = model(batch.to(device))
