@@ -107,3 +107,18 @@ def test_gray_inputs_to_an_rgb_model_and_upcycling_a_restoration_model(tmp_path)
     torch.testing.assert_close(model(x), y, rtol=1e-5, atol=1e-5)
     sm.save_model(model, tmp_path)
     assert sm.load_model(tmp_path).config.moe.num_experts == 2
+
+
+def test_bf16_autocast_training_step_is_finite(tiny_mae):
+    sm.upcycle(tiny_mae, num_experts=2, capacity_factor=1.25)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, pred, _ = tiny_mae(x)
+        assert pred.shape == (2, 16, 64)
+        total = loss + 0.01 * sm.collect_aux_loss(tiny_mae)
+    assert loss.dtype == torch.float32 and torch.isfinite(total)
+    total.backward()
+    grads = [p.grad for p in tiny_mae.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    stats = sm.routing_stats(tiny_mae)
+    assert 0 <= stats["mean/dropped_fraction"] < 1 and "blocks.0.mlp/routing_entropy" in stats
