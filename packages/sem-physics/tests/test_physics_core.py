@@ -255,11 +255,15 @@ def test_kernel_cache_hits_only_equal_kernels() -> None:
     k2 = airy_psf(PSFParams(rx_px=2, ry_px=2.01))  # same size, different values
     a = convolve_reflect(x, k1, dtype=np.float64)
     b = convolve_reflect(x, k2, dtype=np.float64)
-    assert len(_spectrum_cache) == 2
+    assert len(_spectrum_cache) == 0  # first uses are not kept
     np.testing.assert_array_equal(convolve_reflect(x, k1, dtype=np.float64), a)
+    assert len(_spectrum_cache) == 1  # k1 used again: kept
+    np.testing.assert_array_equal(convolve_reflect(x, k1, dtype=np.float64), a)  # from cache
+    np.testing.assert_allclose(a, ndi.convolve(x, k1, mode="reflect"), atol=1e-9)
     np.testing.assert_allclose(b, ndi.convolve(x, k2, mode="reflect"), atol=1e-9)
     for r in np.linspace(1.0, 1.5, 6):  # bounded: only the last four are kept
-        convolve_reflect(x, airy_psf(PSFParams(rx_px=r, ry_px=r)), dtype=np.float64)
+        for _ in range(2):
+            convolve_reflect(x, airy_psf(PSFParams(rx_px=r, ry_px=r)), dtype=np.float64)
     assert len(_spectrum_cache) == 4
     clear_kernel_cache()
     assert not _spectrum_cache

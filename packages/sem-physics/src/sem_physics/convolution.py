@@ -16,7 +16,8 @@ transform ``K(u, v)`` is real. After a real FFT along rows of the ``k // 2 + 1``
 ``y >= 0`` only, each column ``R(y, v)`` is Hermitian in ``y`` (``R(-y, v) = conj R(y, v)``),
 and ``K(u, v) = K(-u, -v) = fh * irfft_y(R')(u, v)`` with ``R'`` made from the x-mirrored
 kernel: half a complex FFT on a few rows instead of a full 2-D transform. A kernel
-that is not centro-symmetric takes the general path (full transform).
+that is not centro-symmetric takes the general path (full transform). Transforms of kernels
+used repeatedly are cached.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ __all__ = [
 ]
 
 _CACHE_SIZE = 4
-_spectrum_cache: OrderedDict[tuple[bytes, int, int, str], np.ndarray] = OrderedDict()
+_CacheKey = tuple[bytes, int, int, str]
+_spectrum_cache: OrderedDict[_CacheKey, np.ndarray] = OrderedDict()
+_seen_once: OrderedDict[_CacheKey, None] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -50,6 +53,7 @@ def clear_kernel_cache() -> None:
     """Forget the cached kernel transforms of :func:`convolve_reflect`."""
     with _cache_lock:
         _spectrum_cache.clear()
+        _seen_once.clear()
 
 
 def symmetric_indices(n: int, pad: int, pad_after: int | None = None) -> np.ndarray:
@@ -67,10 +71,12 @@ def fft_shape(h: int, w: int, k: int) -> tuple[int, int]:
 
 
 def _cached_kernel_spectrum(kernel: np.ndarray, fh: int, fw: int) -> np.ndarray:
-    """:func:`_kernel_spectrum`, remembered for the last few (kernel, grid) pairs.
+    """:func:`_kernel_spectrum`, kept for kernels used more than once (the last four).
 
     Iterative methods (Richardson-Lucy, fixed-PSF protocols) convolve with one kernel many
-    times; the key is a digest of the kernel's bytes, so equal kernels hit and any change misses.
+    times; the key is a digest of the kernel's bytes, so equal kernels hit and any change
+    misses. A kernel's first transform is not kept: sampled protocols use every kernel once,
+    and a retained multi-megabyte array per call would cost fresh memory (page faults) each time.
     """
     key = (hashlib.sha1(kernel.tobytes()).digest(), fh, fw, kernel.dtype.str)
     with _cache_lock:
@@ -78,12 +84,18 @@ def _cached_kernel_spectrum(kernel: np.ndarray, fh: int, fw: int) -> np.ndarray:
         if spec is not None:
             _spectrum_cache.move_to_end(key)
             return spec
+        repeat = key in _seen_once
+        if not repeat:
+            _seen_once[key] = None
+            while len(_seen_once) > 16:
+                _seen_once.popitem(last=False)
     spec = _kernel_spectrum(kernel, fh, fw)
-    spec.flags.writeable = False
-    with _cache_lock:
-        _spectrum_cache[key] = spec
-        while len(_spectrum_cache) > _CACHE_SIZE:
-            _spectrum_cache.popitem(last=False)
+    if repeat:
+        spec.flags.writeable = False
+        with _cache_lock:
+            _spectrum_cache[key] = spec
+            while len(_spectrum_cache) > _CACHE_SIZE:
+                _spectrum_cache.popitem(last=False)
     return spec
 
 
@@ -141,8 +153,8 @@ def convolve_reflect(
 
     Returns
     -------
-    (H, W) array of ``dtype``, same grid as ``image`` (a view into the FFT buffer). The last few
-    kernel transforms are cached (:func:`clear_kernel_cache`).
+    (H, W) array of ``dtype``, same grid as ``image`` (a view into the FFT buffer). Transforms of
+    kernels used more than once are cached, the last four (:func:`clear_kernel_cache`).
     """
     image = _check_image(image)
     kernel = _check_kernel(kernel).astype(dtype)
