@@ -119,6 +119,10 @@ def test_mode_arguments_are_checked(sources: list[Path], tmp_path: Path) -> None
         degrade_files(sources, tmp_path / "x", mode="explicit")
     with pytest.raises(ProtocolError, match="master_seed"):
         degrade_files(sources, tmp_path / "x", master_seed=-1, ranges=SMALL)
+    with pytest.raises(ProtocolError, match="crop_fraction"):
+        degrade_files(sources, tmp_path / "x", ranges=SMALL, crop="fraction", crop_fraction=1.0)
+    with pytest.raises(ProtocolError, match="output_format"):
+        degrade_files(sources, tmp_path / "x", ranges=SMALL, output_format="jpeg")  # type: ignore[arg-type]
     (tmp_path / "junk.json").write_text("{}")
     with pytest.raises(ProtocolError, match="not a valid manifest"):
         replay_manifest(tmp_path / "junk.json")

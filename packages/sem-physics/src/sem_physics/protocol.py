@@ -221,6 +221,12 @@ def degrade_files(
         raise ProtocolError(f"params are only used in mode 'explicit', not {mode!r}")
     if isinstance(master_seed, bool) or int(master_seed) != master_seed or master_seed < 0:
         raise ProtocolError(f"master_seed must be an integer >= 0, got {master_seed}")
+    if not 0.0 <= crop_fraction < 1.0:
+        raise ProtocolError(f"crop_fraction must be in [0, 1), got {crop_fraction}")
+    if output_format not in _OUTPUT:
+        raise ProtocolError(
+            f"output_format must be one of {sorted(_OUTPUT)}, got {output_format!r}"
+        )
     ranges = ranges or ParameterRanges()
     dtype, ext = _OUTPUT[output_format]
     out = Path(out_dir)
