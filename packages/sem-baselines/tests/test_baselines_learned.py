@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from baselines_testkit import TINY, TINY_FIT, lines_image
+from baselines_testkit import TINY, TINY_FIT, lines_image, psnr
 from sem_baselines import RestorerConfigError, get_restorer, tiled_apply
 from sem_baselines.learned.noise2void import blind_spot_mask
 from sem_baselines.nets import MRNConfig, MultiScaleRefocusNet, UNet, UNetConfig
-from sem_physics import ParameterRanges
+from sem_physics import ParameterRanges, degrade
 
 TRAIN = [lines_image((96, 96), seed=s) for s in range(3)]
 
@@ -214,3 +214,39 @@ def test_non_finite_loss_stops_and_keeps_the_best_weights():
         res = r.fit(TRAIN, epochs=3, steps_per_epoch=3, batch_size=2, patch_size=32, progress=False)
     assert res.stopped_early and res.best_epoch == 0 and len(res.history) == 1
     assert all(torch.isfinite(p).all() for p in r.network.parameters())
+
+
+# Noise only (PSF far below a pixel, no gain/offset, Gaussian sigma 15) for the denoisers; a
+# fixed 3-px blur with weak noise for the MRN. ~150 Adam steps of a small net, a few CPU seconds.
+_NOISE_ONLY = ParameterRanges(
+    rx_px=(0.3, 0.3), ry_px=(0.3, 0.3), gain=(1, 1), offset=(0, 0), sigma=(15, 15), dose=(1e6, 1e6)
+)
+_BLUR = ParameterRanges(
+    rx_px=(3, 3), ry_px=(3, 3), gain=(1, 1), offset=(0, 0), sigma=(2, 2), dose=(1e6, 1e6)
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "ranges"),
+    [
+        ("n2n", {"unet": {"depth": 2, "width": 8}}, _NOISE_ONLY),
+        ("n2v", {"unet": {"depth": 2, "width": 8}}, _NOISE_ONLY),
+        ("mrn", {"net": {"width": 8}}, _BLUR),
+    ],
+)
+def test_short_training_restores_what_the_method_is_trained_for(name, config, ranges):
+    train = [lines_image((96, 96), seed=s, period_px=24) for s in range(4)]
+    clean = lines_image((96, 96), seed=10, period_px=24)
+    degraded = degrade(clean, ranges.midpoint(), rng=1)
+    r = get_restorer(name, **config)
+    r.fit(
+        train,
+        ranges=ranges,
+        epochs=1,
+        steps_per_epoch=150,
+        batch_size=8,
+        patch_size=32,
+        lr=3e-3,
+        progress=False,
+    )
+    assert psnr(clean, r.restore(degraded)) > psnr(clean, degraded) + 3.0
