@@ -74,7 +74,7 @@ class MaskedAutoencoder(nn.Module):
         super().__init__()
         self.config = config
         cfg = config
-        dd = {"device": device} if device is not None else {}
+        dd: dict[str, Any] = {"device": device} if device is not None else {}
         self.patch_size = cfg.patch_size
         self.in_chans = cfg.in_chans
         self.norm_pix_loss = cfg.norm_pix_loss
