@@ -117,3 +117,43 @@ def test_missing_data_folder_is_one_clear_line(tmp_path, capsys):
                  str(tmp_path), "--init-from", str(tmp_path / "no_stage1")])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no_stage1" in err[0] and "does not exist" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("n2v", {"unet": {"depth": 1, "width": 4}}),
+        ("n2n", {"unet": {"depth": 1, "width": 4}}),
+        ("mrn", {"net": {"width": 4}}),
+    ],
+)
+def test_learned_baselines_train_from_the_command_line(folder, tmp_path, capsys, method, params):
+    import numpy as np
+    import sem_baselines
+
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "preset": "cpu-small",
+                "data": {"image_size_px": 32, "val_fraction": 0.25},
+                "run": {"epochs": 2, "batch_size_per_process": 2, "progress": False},
+                "n_train_images": 3,
+                "params": params,
+                "fit": {"steps_per_epoch": 2, "val_patches": 2},
+            }
+        )
+    )
+    out = tmp_path / method
+    argv = ["train", "baseline", method, "--config", str(cfg), "--data", str(folder)]
+    assert main([*argv, "--output-dir", str(out)]) == 0, capsys.readouterr().err
+    assert f"trained {method}" in capsys.readouterr().out
+    epochs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    numbers = [v for r in epochs for v in r.values() if isinstance(v, float)]
+    assert len(epochs) == 2 and numbers and np.isfinite(numbers).all()
+    assert json.loads((out / "config.json").read_text())["params"] == params
+    assert "commit" in json.loads((out / "run_info.json").read_text())["git"]
+    restorer = sem_baselines.load_restorer(out / "model")
+    assert restorer.name == method
+    image = np.full((40, 48), 120.0, np.float32)
+    assert restorer.restore(image).shape == image.shape

@@ -114,12 +114,16 @@ def test_validation_composite_is_exact_on_visible_patches(stage1):
 def test_stage2_trains_only_gates_and_stage3_trains_everything(stage1, tmp_path):
     s1, root, _ = stage1
     # Raw softmax combine weights (eq. 5 literally): the upcycled model starts at about FFN/K
-    # and the routers alone must restore the teacher's function, a clear gate-only signal.
+    # and the routers alone can restore the teacher's function, a clear gate-only signal in a
+    # few steps (a small balance weight keeps the balance term from masking it at this size).
+    body = _common(root, tmp_path / "s2", epochs=4, lr=0.1)
+    body["run"]["validate_at_start"] = True
     cfg2 = load_config(
         {
-            **_common(root, tmp_path / "s2", epochs=4, lr=3e-2),
+            **body,
             "init_from": str(s1),
             "moe": {"num_experts": 4, "extra": {"gate_weighting": "raw"}},
+            "lb_weight": 1e-3,
         },
         "stage2",
     )
@@ -135,8 +139,10 @@ def test_stage2_trains_only_gates_and_stage3_trains_everything(stage1, tmp_path)
     assert all(
         {"mae", "kd", "lb", "routing_entropy", "max_token_fraction"} <= set(r) for r in train2
     )
-    val2 = [r["loss"] for r in _records(tmp_path / "s2", "val")]
-    assert val2[-1] < val2[0]  # the Stage-2 objective on fixed held-out masks
+    val2 = _records(tmp_path / "s2", "val")
+    assert val2[0]["step"] == 0 and len(val2) == 5
+    # The Stage-2 objective on fixed held-out masks, initial model vs trained gates.
+    assert val2[-1]["loss"] < val2[0]["loss"] - 1e-3
 
     cfg3 = load_config(
         {**_common(root, tmp_path / "s3", epochs=4, lr=1e-3), "init_from": str(tmp_path / "s2")},

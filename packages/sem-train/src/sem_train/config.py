@@ -137,6 +137,9 @@ class RunConfig(_Strict):
     keep_last: int = Field(2, ge=1, description="step checkpoints kept besides the best")
     log_every_steps: int = Field(10, ge=1)
     validate_every_epochs: int = Field(1, ge=1)
+    validate_at_start: bool = Field(
+        False, description="also validate the initial model (logged at step 0, a reference)"
+    )
     max_steps: int | None = Field(None, ge=1, description="stop (and checkpoint) after N steps")
     find_unused_parameters: bool = Field(
         True, description="DDP flag; needed when MoE experts receive no tokens"

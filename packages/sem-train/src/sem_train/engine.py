@@ -12,7 +12,8 @@ validation batch becomes (loss, prediction, target). :func:`fit` does everything
   (weights, optimizer, scheduler, RNG, epoch and position within the epoch);
 * a non-finite loss or gradient stops the run with :class:`NonFiniteLossError` and writes no
   checkpoint, so the last good one stays the newest;
-* validation loss, PSNR and SSIM, best checkpoint by minimum validation loss;
+* validation loss, PSNR and SSIM after every ``validate_every_epochs`` epochs (and of the
+  initial model with ``validate_at_start``), best checkpoint by minimum validation loss;
 * tqdm progress with throughput, JSONL metrics and TensorBoard (when installed).
 """
 
@@ -325,6 +326,10 @@ def fit(
             },
         )
     ctx.barrier()
+
+    if run.validate_at_start and val_set is not None and progress["global_step"] == 0:
+        val = _evaluate(task, val_set, run, ctx, device, amp)
+        metrics.log({"split": "val", "step": 0, "epoch": -1, **val})
 
     first_loss: float | None = None
     last_loss: float | None = None
