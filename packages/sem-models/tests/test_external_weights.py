@@ -152,3 +152,47 @@ def test_unrelated_file_is_rejected(tmp_path):
     torch.save({"model": {"conv.weight": torch.zeros(3, 3)}}, path)
     with pytest.raises(sm.ExternalWeightsError, match="encoder tensors missing"):
         sm.load_external_mae(path, _mae())
+
+
+def _to_transformers_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Write our weights under Hugging Face ViTMAEForPreTraining names (test-side inverse)."""
+    out = {}
+    for k, v in state.items():
+        parts = k.split(".")
+        if parts[0] in ("blocks", "decoder_blocks"):
+            base = (
+                "vit.encoder.layer." if parts[0] == "blocks" else "decoder.decoder_layers."
+            ) + parts[1]
+            rest = ".".join(parts[2:])
+            if rest.startswith("attn.qkv."):
+                for name, chunk in zip(("query", "key", "value"), v.chunk(3, dim=0), strict=True):
+                    out[f"{base}.attention.attention.{name}.{parts[-1]}"] = chunk.clone()
+                continue
+            hf = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.output.dense",
+                  "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}  # fmt: skip
+            module = rest.rsplit(".", 1)[0]
+            out[f"{base}.{hf[module]}.{parts[-1]}"] = v
+        elif k.startswith("decoder_"):
+            out["decoder." + k] = v
+        else:
+            top = {"cls_token": "vit.embeddings.cls_token", "pos_embed": "vit.embeddings.position_embeddings",
+                   "mask_token": "decoder.mask_token", "norm.weight": "vit.layernorm.weight",
+                   "norm.bias": "vit.layernorm.bias",
+                   "patch_embed.proj.weight": "vit.embeddings.patch_embeddings.projection.weight",
+                   "patch_embed.proj.bias": "vit.embeddings.patch_embeddings.projection.bias"}  # fmt: skip
+            out[top[k]] = v
+    return out
+
+
+def test_transformers_vitmae_layout_reproduces_the_whole_model(tmp_path):
+    src = _mae(seed=1)
+    hf = _to_transformers_layout(src.state_dict())
+    assert "vit.encoder.layer.1.attention.attention.key.bias" in hf
+    path = tmp_path / "model.safetensors"
+    save_file(hf, str(path))
+    dst = _mae(seed=2)
+    report = sm.load_external_mae(path, dst)
+    assert report.missing == [] and report.ignored == []
+    x, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(dst(x, noise=noise)[1], src(x, noise=noise)[1])

@@ -5,7 +5,10 @@ Supported layouts (both CC-BY-NC 4.0: we never ship or download them, users supp
 * facebookresearch/mae ``mae_pretrain_vit_{base,large,huge}.pth`` (encoder only) and
   ``mae_visualize_vit_*.pth`` (with decoder): a ``{"model": state_dict}`` pickle;
 * timm ``vit_*_patch16_224.mae`` (``pytorch_model.bin`` / ``model.safetensors``): the
-  encoder state dict, with ``fc_norm`` / ``head`` entries that an MAE does not use.
+  encoder state dict, with ``fc_norm`` / ``head`` entries that an MAE does not use;
+* Hugging Face transformers ``ViTMAEForPreTraining`` / ``ViTMAEModel`` (``facebook/vit-mae-*``:
+  ``vit.embeddings...``, ``vit.encoder.layer.i.attention.attention.query...``, ``decoder...``),
+  whose separate query/key/value projections are stacked into our fused ``qkv``.
 
 Keys are mapped onto ours (prefixes ``module.`` / ``model.`` stripped; a dense FFN is copied
 into every expert of an MoE layer), position embeddings are resampled when the patch grid
@@ -44,7 +47,8 @@ __all__ = [
 SOURCES = (
     "facebookresearch/mae: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_large.pth "
     "(also _base, _huge); timm: the Hugging Face Hub repository timm/vit_large_patch16_224.mae "
-    "(file model.safetensors)"
+    "(file model.safetensors); Hugging Face transformers: facebook/vit-mae-large "
+    "(file model.safetensors or pytorch_model.bin)"
 )
 _IGNORED = re.compile(r"^(head|fc_norm|pre_logits|head_drop)\b")
 
@@ -99,6 +103,60 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             if k.startswith(prefix):
                 k = k[len(prefix) :]
         out[k] = v
+    if any(k.startswith(("vit.embeddings.", "embeddings.patch_embeddings.")) for k in out):
+        out = _from_transformers(out)
+    return out
+
+
+_HF_TOP = {
+    "embeddings.cls_token": "cls_token",
+    "embeddings.position_embeddings": "pos_embed",
+    "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    "layernorm.weight": "norm.weight",
+    "layernorm.bias": "norm.bias",
+    "decoder.mask_token": "mask_token",
+    "decoder.decoder_pos_embed": "decoder_pos_embed",
+}
+_HF_LAYER = {
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "attention.output.dense": "attn.proj",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+}
+
+
+def _from_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face ViTMAE names -> ours; query/key/value stacked into ``qkv`` (q, k, v order)."""
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    layer = re.compile(r"^(encoder\.layer|decoder\.decoder_layers)\.(\d+)\.(.+)\.(weight|bias)$")
+    for key, value in state.items():
+        k = key[len("vit.") :] if key.startswith("vit.") else key
+        if k in _HF_TOP:
+            out[_HF_TOP[k]] = value
+            continue
+        if k.startswith("decoder.decoder_") and layer.match(k) is None:
+            out[k[len("decoder.") :]] = value  # decoder_embed, decoder_norm, decoder_pred
+            continue
+        m = layer.match(k)
+        if m is None:
+            out[key] = value  # left for the caller to report as ignored
+            continue
+        stack = "blocks" if m.group(1) == "encoder.layer" else "decoder_blocks"
+        prefix, inner, kind = f"{stack}.{m.group(2)}", m.group(3), m.group(4)
+        qkv_part = re.match(r"^attention\.attention\.(query|key|value)$", inner)
+        if qkv_part:
+            qkv.setdefault(f"{prefix}.attn.qkv.{kind}", {})[qkv_part.group(1)] = value
+        elif inner in _HF_LAYER:
+            out[f"{prefix}.{_HF_LAYER[inner]}.{kind}"] = value
+        else:
+            out[key] = value
+    for name, parts in qkv.items():
+        if set(parts) != {"query", "key", "value"}:
+            raise ExternalWeightsError(f"{name}: query/key/value incomplete ({sorted(parts)})")
+        out[name] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
     return out
 
 

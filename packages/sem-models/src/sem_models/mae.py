@@ -28,6 +28,10 @@ from .pos_embed import resize_pos_embed, sincos_2d
 __all__ = ["MaskedAutoencoder", "build_mae", "moe_block_indices"]
 
 
+#: LayerNorm with eps 1e-6, as in MAE and timm's ViT (so public weights behave identically).
+_norm_layer = partial(nn.LayerNorm, eps=1e-6)
+
+
 def moe_block_indices(depth: int, every_n: int) -> list[int]:
     """Blocks that get MoE layers: ``n-1, 2n-1, ...`` (every block for ``n = 1``)."""
     return [i for i in range(depth) if (i + 1) % every_n == 0]
@@ -55,7 +59,7 @@ def _blocks(
             heads,
             mlp_ratio=cfg.mlp_ratio,
             qkv_bias=cfg.qkv_bias,
-            norm_layer=nn.LayerNorm,
+            norm_layer=_norm_layer,
             mlp_layer=_moe_layer(cfg.moe) if (i in moe_idx and cfg.moe) else Mlp,
             **dd,
         )
@@ -90,7 +94,7 @@ class MaskedAutoencoder(nn.Module):
         self.blocks = _blocks(
             cfg, cfg.embed_dim, cfg.depth, cfg.num_heads, place in ("encoder", "both"), dd
         )
-        self.norm = nn.LayerNorm(cfg.embed_dim, **dd)
+        self.norm = _norm_layer(cfg.embed_dim, **dd)
 
         # Decoder ------------------------------------------------------------
         d = cfg.decoder_embed_dim
@@ -100,7 +104,7 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_blocks = _blocks(
             cfg, d, cfg.decoder_depth, cfg.decoder_num_heads, place in ("decoder", "both"), dd
         )
-        self.decoder_norm = nn.LayerNorm(d, **dd)
+        self.decoder_norm = _norm_layer(d, **dd)
         self.decoder_pred = nn.Linear(d, cfg.patch_size**2 * cfg.in_chans, **dd)
 
         if self.cls_token.device.type != "meta":
