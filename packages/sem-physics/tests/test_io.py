@@ -14,6 +14,7 @@ from sem_physics.io import (
     ImageReadError,
     crop_info_bar,
     detect_info_bar,
+    frame_line_rows,
     read_image,
     write_image,
 )
@@ -59,11 +60,13 @@ def test_real_contact_image_palette_zeiss_metadata() -> None:
     np.testing.assert_allclose(img.data, cmap[0][idx] * (255 / 65535), atol=1e-3)
     assert img.pixel_size_nm == pytest.approx(0.9009)
     assert img.pixel_size_source == "CZ_SEM ap_image_pixel_size"
-    # Zeiss bar: white background from row ~677 to the bottom (checked visually).
-    assert img.info_bar_rows is not None and 85 <= img.info_bar_rows <= 95
+    # Zeiss bar: a black frame line at row 676 over the white bar, to the bottom (768 rows).
+    assert img.info_bar_rows == 92
     top = img.data.shape[0] - img.info_bar_rows
+    assert np.mean(img.data[top] < 5) > 0.99  # the frame line is part of the bar
     assert np.mean(img.data[top + 2] > 250) > 0.9  # white bar background
-    assert np.mean(img.data[top - 20] > 250) < 0.05  # micrograph above it
+    assert np.mean(img.data[top - 1] < 5) < 0.05  # micrograph right above it
+    assert np.mean(img.data[top - 1] > 250) < 0.05
 
 
 def test_corpus_reads_or_fails_clearly() -> None:
@@ -242,6 +245,30 @@ def test_detect_info_bar_black_and_white(background: int) -> None:
     assert detect_info_bar(np.full((300, 400), 7.0)) is None  # flat: nothing to tell apart
     assert detect_info_bar(img * 1e9) is None  # not on a grey-level scale
     assert detect_info_bar(np.where(img > 0, img, np.nan)) is None
+
+
+@pytest.mark.parametrize(("background", "frame_rows"), [(255, 1), (0, 3), (255, 0)])
+def test_detect_info_bar_includes_frame_lines(background: int, frame_rows: int) -> None:
+    """Frame lines of the other extreme right above the bar belong to it (Zeiss, FEI style)."""
+    img = _with_bar(300, 400, 40, background)
+    img[300 - 40 - frame_rows : 300 - 40] = 255 - background
+    assert detect_info_bar(img) == 40 + frame_rows
+    assert frame_line_rows(img[: 300 - 40]) == frame_rows
+    # At most max_frame_rows of them: a thicker "frame" is left to the image.
+    img[300 - 40 - 6 : 300 - 40] = 255 - background
+    assert detect_info_bar(img, max_frame_rows=4) == 44
+    assert frame_line_rows(img[: 300 - 40], max_rows=4) == 4
+
+
+def test_detect_info_bar_keeps_noisy_rows_above_the_bar() -> None:
+    """A dark but noisy micrograph row over a black bar is no frame line."""
+    img = _with_bar(300, 400, 40, 0)
+    rng = np.random.default_rng(1)
+    img[259] = rng.uniform(0, 40, 400)  # only ~20 % of it within 8 levels of black
+    assert detect_info_bar(img) == 40
+    assert frame_line_rows(img[:260]) == 0
+    assert frame_line_rows(np.full((20, 20), 7.0)) == 0  # flat: no black or white to tell
+    assert frame_line_rows(np.zeros((1, 20))) == 0
 
 
 def test_crop_info_bar_rules() -> None:

@@ -19,7 +19,8 @@ FEI/Thermo metadata (``[Scan] PixelWidth`` in m), and the JSON written by :func:
 
 The vendor information bar at the bottom of the frame is kept in ``SEMImage.data``; its height
 is reported in ``info_bar_rows`` when it can be found (FEI metadata ``[Image] ResolutionY``, or a
-bottom band of rows dominated by one flat background value, as in Hitachi and Zeiss bars).
+bottom band of rows dominated by one flat background value, as in Hitachi and Zeiss bars, with
+the frame line drawn above it: :func:`detect_info_bar`).
 :func:`crop_info_bar` removes it (or the bottom 6.67 % when its height is unknown).
 """
 
@@ -42,6 +43,7 @@ __all__ = [
     "SEMImage",
     "crop_info_bar",
     "detect_info_bar",
+    "frame_line_rows",
     "quantize",
     "read_image",
     "write_image",
@@ -53,6 +55,9 @@ WRITE_DTYPES = ("uint16", "uint8", "float32")
 _JSON_KEY = "sem_physics"
 _LUMA = np.array([0.299, 0.587, 0.114])
 _log = logging.getLogger(__name__)
+_GREY_RANGE = (32, 65535)  # span of grey levels an image with an info bar has
+_EXTREME_LEVELS = 8  # grey levels from the image minimum/maximum that count as black/white
+_FRAME_FRACTION = 0.9  # pixels of a frame line at black or white
 _UNIT_TO_NM = {"pm": 1e-3, "nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "mm": 1e6, "m": 1e9}
 
 
@@ -200,18 +205,22 @@ def detect_info_bar(
     max_fraction: float = 0.3,
     bottom_slack: int = 16,
     max_gap: int = 2,
+    max_frame_rows: int = 4,
 ) -> int | None:
     """Height in rows of a vendor information bar at the bottom of ``image``, or None.
 
-    A bar row is dominated by one flat background value at an extreme of the image's range
-    (black or white: at least ``flat_fraction`` of its pixels within 2 grey levels of the row's
-    most common value, which lies within 8 levels of the image minimum or maximum), the text on
-    it occupying the rest; image rows of an SEM micrograph are noisy and never are. The bar is
-    the tallest band of such rows sharing one background value that starts within
-    ``bottom_slack`` rows of the bottom (frame lines or leftover scan rows may lie below it), with
-    gaps of at most ``max_gap`` rows inside it, at least ``min_rows`` high and at most
-    ``max_fraction`` of the frame. The returned height counts from the band's top row to the
-    last row of the frame.
+    ``image`` holds grey levels on the 0..255 scale (as :func:`read_image` returns). A bar row
+    is dominated by one flat background value at an extreme of the image's range (black or
+    white: at least ``flat_fraction`` of its pixels within 2 grey levels of the row's most
+    common value, which lies within 8 levels of the image minimum or maximum), the text on it
+    occupying the rest; image rows of an SEM micrograph are noisy and never are. The bar is the
+    tallest band of such rows sharing one background value that starts within ``bottom_slack``
+    rows of the bottom (frame lines or leftover scan rows may lie below it), with gaps of at
+    most ``max_gap`` rows inside it, at least ``min_rows`` high and at most ``max_fraction`` of
+    the frame. Up to ``max_frame_rows`` frame lines right above the band (rows of the other
+    extreme, e.g. the black line over a white Zeiss bar; see :func:`frame_line_rows`) belong
+    to the bar too. The returned height counts from the bar's top row to the last row of the
+    frame.
     """
     img = np.asarray(image, dtype=np.float64)
     h = img.shape[0] if img.ndim == 2 else 0
@@ -222,14 +231,14 @@ def detect_info_bar(
         return None
     rows = np.rint(img[max(h - limit - bottom_slack - 1, 0) :]).astype(np.int64)
     lo, hi = int(np.rint(img.min())), int(np.rint(img.max()))
-    if not 32 <= hi - lo <= 65535:  # flat, or not on a grey-level scale
+    if not _GREY_RANGE[0] <= hi - lo <= _GREY_RANGE[1]:  # flat, or not on a grey-level scale
         return None
     modes = []
     for row in rows[::-1] - lo:  # index 0 = bottom row
         counts = np.bincount(row)
         mode = int(counts.argmax())
         flat = counts[max(mode - 2, 0) : mode + 3].sum() >= flat_fraction * row.size
-        extreme = mode <= 8 or mode >= hi - lo - 8
+        extreme = mode <= _EXTREME_LEVELS or mode >= hi - lo - _EXTREME_LEVELS
         modes.append(mode if flat and extreme else -100)
     best: int | None = None
     for start in range(min(bottom_slack + 1, len(modes))):
@@ -245,7 +254,40 @@ def detect_info_bar(
                     break
         if top + 1 - start >= min_rows and top + 1 <= limit and (best is None or top + 1 > best):
             best = top + 1
-    return best
+    if best is None:
+        return None
+    return best + _frame_rows(img[: h - best], lo, hi, min(max_frame_rows, limit - best))
+
+
+def frame_line_rows(image: np.ndarray, max_rows: int = 4) -> int:
+    """Number of frame lines (at most ``max_rows``) at the bottom of ``image``.
+
+    A frame line is a row with at least 90 % of its pixels within 8 grey levels (0..255
+    scale) of the image's minimum or maximum: the thin black or white line vendors draw
+    between the micrograph and the information bar. Micrograph rows are noisy and never are.
+    Returns 0 for an image without such a range (flat, or spanning fewer than 32 levels); at
+    least one row is always left.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2 or img.shape[0] < 2 or not np.all(np.isfinite(img)):
+        return 0
+    lo, hi = float(img.min()), float(img.max())
+    if not _GREY_RANGE[0] <= hi - lo <= _GREY_RANGE[1]:
+        return 0
+    return _frame_rows(img, lo, hi, max_rows)
+
+
+def _frame_rows(img: np.ndarray, lo: float, hi: float, max_rows: int) -> int:
+    """Bottom rows of ``img`` that are frame lines of the grey range ``lo..hi`` (< all rows)."""
+    n = 0
+    while n < min(max_rows, img.shape[0] - 1):
+        row = img[img.shape[0] - 1 - n]
+        low = np.mean(row <= lo + _EXTREME_LEVELS)
+        high = np.mean(row >= hi - _EXTREME_LEVELS)
+        if max(low, high) < _FRAME_FRACTION:
+            break
+        n += 1
+    return n
 
 
 def crop_info_bar(
