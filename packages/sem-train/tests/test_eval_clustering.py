@@ -78,3 +78,15 @@ def test_embed_folder_uses_the_checkpoint_encoder(tmp_path):
     np.testing.assert_allclose(emb, extract_embeddings(model, x), rtol=1e-4, atol=1e-5)
     r = cluster_embeddings(emb, k=2, seed=0)
     assert r.n_samples == 6 and sum(r.cluster_sizes) == 6
+    # The command line gives the same scores and writes the Table 1 files.
+    import json
+
+    from sem_train.cli import main
+
+    out = tmp_path / "table1"
+    argv = ["cluster", "--checkpoint", str(tmp_path / "ckpt"), "--images", str(tmp_path / "imgs")]
+    assert main([*argv, "--k", "2", "--crop-fraction", "0", "--out", str(out)]) == 0
+    saved = json.loads((out / "clustering.json").read_text())["ckpt"]
+    assert saved["silhouette_cosine"] == pytest.approx(r.silhouette_cosine)
+    assert saved["calinski_harabasz"] == pytest.approx(r.calinski_harabasz)
+    assert "| ckpt | 6 | 2 |" in (out / "clustering.md").read_text()

@@ -56,6 +56,10 @@ class BenchmarkConfig(BaseModel):
     method_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
     epochs: int = Field(400, ge=1)
     batch_size: int = Field(4, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1, description="None: one pass over the pixels")
+    fit_options: dict[str, Any] = Field(
+        default_factory=dict, description="further keywords for every learned method's fit"
+    )
     quality_metrics: tuple[str, ...] = QUALITY_METRICS
     figure_cases: int = Field(3, ge=0, description="cases that get panels and edge overlays")
 
@@ -151,7 +155,12 @@ def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool =
             cases,
             train,
             config=cfg.method_config.get(name, {}),
-            fit={"epochs": cfg.epochs, "batch_size": cfg.batch_size},
+            fit={
+                "epochs": cfg.epochs,
+                "batch_size": cfg.batch_size,
+                **({"steps_per_epoch": cfg.steps_per_epoch} if cfg.steps_per_epoch else {}),
+                **cfg.fit_options,
+            },
             ranges=cfg.ranges,
             seed=cfg.seed,
             save_dir=folder / "model",

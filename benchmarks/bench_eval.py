@@ -1,0 +1,70 @@
+"""Evaluation cost per image: protocol inputs, quality scores, metrology, each restorer.
+
+Times are per 480x640 image and printed as ratios to the forward model (one seeded
+defocus + noise of the same image, measured in the same run), so that figures from different
+machines compare. Not part of the test run:
+
+    uv run python benchmarks/bench_eval.py [--n 3] [--methods input,wiener,richardson-lucy,bm3d]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from sem_train.evaluation import Evaluation, QualityScorer, build_s2s, run_method, sample_images
+from sem_train.evaluation.metrology_table import measure_case
+
+
+def _timed(fn, repeat: int = 1) -> float:
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t0) / repeat
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1, help="images per kind")
+    ap.add_argument("--methods", default="input,wiener,richardson-lucy,bm3d")
+    args = ap.parse_args()
+    pool = sample_images(args.n, (480, 640), seed=0)
+    n_img = len(pool)
+    t_build = _timed(lambda: build_s2s(pool, n_train=0, n_eval=n_img, settings=("midpoint",)))
+    _, _, cases = build_s2s(pool, n_train=0, n_eval=n_img, settings=("midpoint",))
+    base = t_build / n_img
+    print(f"forward model (baseline): {base * 1e3:8.1f} ms/image  ratio 1.00")
+    scorer = QualityScorer()
+    c = cases[0]
+    for m in scorer.metrics:
+        one = QualityScorer((m,))
+        one.score(c.input, c.reference)  # warm-up (model loading)
+        if m in one.unavailable:
+            print(f"{m:>24}: unavailable ({one.unavailable[m][:70]})")
+            continue
+        t = _timed(lambda one=one: one.score(c.input, c.reference), repeat=2)
+        print(f"{m:>24}: {t * 1e3:8.1f} ms/image  ratio {t / base:6.2f}")
+    opts = None
+    t = _timed(lambda: measure_case(c.reference, 0.827, opts), repeat=2)
+    print(f"{'measure_lines':>24}: {t * 1e3:8.1f} ms/image  ratio {t / base:6.2f}")
+    t_eval = _timed(lambda: Evaluation(cases, scorer=scorer, progress=False))
+    print(
+        f"{'references (all scores)':>24}: {t_eval / n_img * 1e3:8.1f} ms/image  ratio {t_eval / n_img / base:6.2f}"
+    )
+    for name in args.methods.split(","):
+        run = run_method(name, cases, [])
+        if run.failed:
+            print(f"{name:>24}: failed ({run.failed})")
+            continue
+        t = run.restore_seconds / n_img
+        print(f"{name:>24}: {t * 1e3:8.1f} ms/image  ratio {t / base:6.2f}")
+    ev = Evaluation(cases, scorer=QualityScorer(("psnr", "ssim")), progress=False)
+    run = run_method("input", cases, [])
+    t = _timed(lambda: ev.evaluate(run)) / n_img
+    print(f"{'score+measure 1 method':>24}: {t * 1e3:8.1f} ms/image  ratio {t / base:6.2f}")
+    print(f"(n = {n_img} images, {np.prod(cases[0].input.shape)} px each)")
+
+
+if __name__ == "__main__":
+    main()
