@@ -17,7 +17,7 @@ from sem_metrology import (
     polygon_moments,
     render_ellipses,
 )
-from sem_metrology.cli import main
+from sem_metrology.cli import load_image, main
 from sem_metrology.preprocess import detect_info_bar_rows, trailing_frame_rows
 from sem_metrology.report import save_contact_report
 from sem_physics import DegradationParams
@@ -232,14 +232,34 @@ def test_cli_contacts_flat_image_exit_1(tmp_path, capsys) -> None:
 
 
 def test_detect_info_bar_rows_synthetic() -> None:
-    img = np.random.default_rng(0).uniform(40, 200, (100, 80))
+    img = np.random.default_rng(0).uniform(40, 200, (120, 80))
     assert detect_info_bar_rows(img) is None
-    img[90:] = 255.0
-    img[92:96, 10:30] = 0.0  # text on the bar
-    assert detect_info_bar_rows(img) == 10
-    img[89] = 0.0  # a black frame line above the bar
-    assert trailing_frame_rows(img[:90]) == 1 and trailing_frame_rows(img[:89]) == 0
+    img[100:] = 255.0
+    img[104:110, 10:30] = 0.0  # text on the bar
+    assert detect_info_bar_rows(img) == 20
+    assert detect_info_bar_rows(img, search_fraction=0.1) is None  # bar taller than allowed
+    img[99] = 0.0  # a black frame line above the bar belongs to it
+    assert detect_info_bar_rows(img) == 21
+    assert trailing_frame_rows(img[:100]) == 1 and trailing_frame_rows(img[:99]) == 0
     assert trailing_frame_rows(np.full((20, 20), 7.0)) == 0
+
+
+def test_load_image_info_bar_of_the_reader(sem_real_dir, tmp_path) -> None:
+    """'auto' takes the rows sem_physics.io found, the contact bar's black frame line included."""
+    for name, top in ((CONTACT_IMAGE, CONTACT_INFO_BAR_ROW), ("lines_euv_resist_0p827nm.tif", 896)):
+        path = sem_real_dir / name
+        if not path.is_file():
+            pytest.skip(f"{path} missing: set SEM_REAL_DATA to the folder holding {name}")
+        img = load_image(path)
+        raw = tifffile.imread(path)
+        assert img.data.shape == (top, raw.shape[1])
+        assert img.info_bar_rows == raw.shape[0] - top  # 92 and 64
+        assert np.mean(img.data[-1] < 5) < 0.05 and np.mean(img.data[-1] > 250) < 0.05
+    # No bar found: the bottom 6.67 % (round(0.0667 * 120) = 8 rows) goes.
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, np.random.default_rng(0).integers(40, 200, (120, 90), dtype=np.uint8))
+    assert load_image(plain).info_bar_rows == 8
+    assert load_image(plain, "none").data.shape == (120, 90)
 
 
 def test_cli_contacts_pixel_size_and_bar_from_metadata(sem_real_dir, capsys) -> None:

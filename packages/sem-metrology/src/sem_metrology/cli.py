@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from .preprocess import detect_info_bar_rows, trailing_frame_rows
+from sem_physics.io import DEFAULT_CROP_FRACTION, read_image
 
 __all__ = ["LoadedImage", "load_image", "main"]
 
-_INFO_BAR_FRACTION = 0.0667
+_INFO_BAR_FRACTION = DEFAULT_CROP_FRACTION
 
 
 class InputError(Exception):
@@ -43,46 +42,28 @@ class LoadedImage:
     info_bar_rows: int
 
 
-def _read_without_metadata(path: Path) -> np.ndarray:
-    from skimage import io as skio
-
-    arr = np.asarray(skio.imread(str(path)))
-    if arr.ndim == 3:
-        arr = arr[..., :3].mean(axis=-1) if arr.shape[-1] in (3, 4) else arr[0]
-    return arr
-
-
 def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
     """Read an SEM image with ``sem_physics.io`` (pixel size from metadata) and drop the info bar.
 
-    ``info_bar``: ``'auto'`` (rows found by the reader, else by :func:`detect_info_bar_rows`,
-    else the bottom 6.67 %), ``'none'``, or a number of bottom rows to remove.
+    ``info_bar``: ``'auto'`` (the rows :func:`sem_physics.io.read_image` found: FEI metadata or
+    :func:`sem_physics.io.detect_info_bar`, frame line included; else the bottom 6.67 %),
+    ``'none'``, or a number of bottom rows to remove.
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"image file not found: {p}")
     try:
-        from sem_physics.io import read_image
-    except ImportError:  # older sem-physics without I/O: no metadata
-        read_image = None
-    try:
-        if read_image is not None:
-            sem = read_image(p)
-            data = np.asarray(sem.data)
-            size = sem.pixel_size_nm
-            source = sem.pixel_size_source if size is not None else "none"
-            bar_rows = getattr(sem, "info_bar_rows", None)
-        else:
-            data, size, source, bar_rows = _read_without_metadata(p), None, "none", None
+        sem = read_image(p)
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read image {p}: {err}") from err
+    data = np.asarray(sem.data)
+    size = sem.pixel_size_nm
+    source = sem.pixel_size_source if size is not None else "none"
     if info_bar == "none":
         rows = 0
     elif info_bar == "auto":
-        if bar_rows is None:
-            bar_rows = detect_info_bar_rows(data)
+        bar_rows = sem.info_bar_rows
         rows = int(bar_rows) if bar_rows is not None else round(_INFO_BAR_FRACTION * data.shape[0])
-        rows += trailing_frame_rows(data[: data.shape[0] - rows])
     else:
         try:
             rows = int(info_bar)

@@ -35,7 +35,6 @@ from .preprocess import (
     normalize_intensity,
     saturation_fractions,
     sheared_profile,
-    trailing_frame_rows,
 )
 from .psd import detrend_profiles, profile_psd
 from .roughness_fit import PalasantzasFit, fit_palasantzas, unbiased_variance
@@ -199,9 +198,8 @@ def _resolve_image(image: Any, pixel_size_nm: float | None) -> tuple[np.ndarray,
     arr = np.asarray(image)
     if bar_rows and arr.ndim >= 2 and 0 < int(bar_rows) < arr.shape[0]:
         # An SEM image object (e.g. sem_physics.io.SEMImage) holds the full frame: measure
-        # above its info bar, and above any frame line the bar's detection left behind.
+        # above its info bar (sem_physics.io.detect_info_bar, frame line included).
         arr = arr[: arr.shape[0] - int(bar_rows)]
-        arr = arr[: arr.shape[0] - trailing_frame_rows(arr)]
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim != 2:

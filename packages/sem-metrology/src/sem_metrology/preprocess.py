@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
+from sem_physics.io import detect_info_bar, frame_line_rows
 
 __all__ = [
     "detect_info_bar_rows",
@@ -228,36 +229,18 @@ def saturation_fractions(image: np.ndarray, dtype_range: tuple[float, float] | N
     return float(max(np.mean(a <= lo), np.mean(a >= hi)))
 
 
-def detect_info_bar_rows(data: np.ndarray, search_fraction: float = 0.25) -> int | None:
-    """Rows of an SEM information bar at the bottom, or None when there is none.
+def detect_info_bar_rows(data: np.ndarray, search_fraction: float = 0.3) -> int | None:
+    """Rows of an SEM information bar at the bottom (its frame line included), or None.
 
-    The bar starts with a row that is almost entirely black or white (its frame or fill): the
-    first row in the bottom ``search_fraction`` of the image with at least 90 % of its pixels
-    within 2 % of the image's minimum or maximum marks it; everything below is the bar.
+    The detector of :func:`sem_physics.io.read_image` (:func:`sem_physics.io.detect_info_bar`),
+    for grey levels on the 0..255 scale; the bar is at most ``search_fraction`` of the height.
     """
-    a = np.asarray(data, dtype=np.float64)
-    lo, hi = float(a.min()), float(a.max())
-    if not hi > lo:
-        return None
-    tol = 0.02 * (hi - lo)
-    start = int(a.shape[0] * (1.0 - search_fraction))
-    tail = a[start:]
-    extreme = np.maximum(np.mean(tail <= lo + tol, axis=1), np.mean(tail >= hi - tol, axis=1))
-    rows = np.nonzero(extreme >= 0.9)[0]
-    return int(a.shape[0] - (start + rows[0])) if rows.size else None
+    return detect_info_bar(data, max_fraction=search_fraction)
 
 
 def trailing_frame_rows(data: np.ndarray, max_rows: int = 4) -> int:
-    """Bottom rows still belonging to the bar's frame (almost all black or white), at most a few."""
-    a = np.asarray(data, dtype=np.float64)
-    lo, hi = float(a.min()), float(a.max())
-    if not hi > lo:
-        return 0
-    tol = 0.02 * (hi - lo)
-    n = 0
-    while n < min(max_rows, a.shape[0] - 1):
-        row = a[a.shape[0] - 1 - n]
-        if max(np.mean(row <= lo + tol), np.mean(row >= hi - tol)) < 0.9:
-            break
-        n += 1
-    return n
+    """Bottom rows of ``data`` that are a bar's black or white frame lines (at most ``max_rows``).
+
+    See :func:`sem_physics.io.frame_line_rows`.
+    """
+    return frame_line_rows(data, max_rows=max_rows)
