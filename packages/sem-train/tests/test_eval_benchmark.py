@@ -77,3 +77,35 @@ def test_benchmark_config_errors_name_the_field(tmp_path, sample_dir):
     cfg = load_benchmark_config(_config(tmp_path, sample_dir, protocol="s2r"))
     with pytest.raises(ValueError, match="defocused"):
         run_benchmark(cfg, progress=False)
+
+
+def test_s2r_benchmark_scores_real_pairs(tmp_path):
+    import tifffile
+    from sem_physics import make_sample
+
+    for sub in ("defocused", "focused"):
+        (tmp_path / sub).mkdir()
+    refs = []
+    for i in range(2):
+        f = make_sample("lines", (96, 128), seed=i)
+        refs.append(f)
+        tifffile.imwrite(tmp_path / "focused" / f"f{i}.tif", f.astype(np.uint8))
+        tifffile.imwrite(tmp_path / "defocused" / f"d{i}.tif", (f * 0.5).astype(np.uint8))
+    cfg = load_benchmark_config(
+        _config(
+            tmp_path,
+            tmp_path,
+            protocol="s2r",
+            defocused=str(tmp_path / "defocused"),
+            focused=str(tmp_path / "focused"),
+            images=None,
+            crop_fraction=0.0,
+        )
+    )
+    run_benchmark(cfg, progress=False)
+    rows = json.loads((cfg.out / "methods" / "input" / "result.json").read_text())["quality"]
+    assert [r["setting"] for r in rows] == ["real", "real"]
+    for r, f in zip(rows, refs, strict=True):
+        a = f.astype(np.uint8).astype(np.float64)
+        b = (f * 0.5).astype(np.uint8).astype(np.float64)
+        assert r["psnr"] == pytest.approx(10 * np.log10(255.0**2 / np.mean((a - b) ** 2)), rel=1e-4)
