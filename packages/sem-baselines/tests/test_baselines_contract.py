@@ -81,6 +81,8 @@ def test_registry_rejects_unknown_names_and_keys():
         get_restorer("nope")
     with pytest.raises(RestorerConfigError, match="iterations"):
         get_restorer("richardson-lucy", iterations=0)
+    with pytest.raises(RestorerConfigError, match="tile_px=64 must exceed"):
+        get_restorer("n2v", tile_px=64, margin_px=32)
     with pytest.raises(RestorerConfigError, match="balanse"):
         get_restorer("wiener", balanse=0.1)
     assert isinstance(RestorerConfigError("x"), ValueError)

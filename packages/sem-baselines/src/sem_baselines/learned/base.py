@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 from sem_physics import DegradationParams, image_to_tensor, tensor_to_image
 from torch import nn
@@ -54,6 +54,14 @@ class LearnedConfig(BaseModel):
     device: str | None = Field(default=None, description="torch device; None = cuda if present")
     init_seed: int = Field(default=0, ge=0, description="seed of the weight initialisation")
     clip: bool = Field(default=True, description="clip restored images to 0..255")
+
+    @model_validator(mode="after")
+    def _check_tiles(self) -> LearnedConfig:
+        if self.tile_px <= 2 * self.margin_px:
+            raise ValueError(
+                f"tile_px={self.tile_px} must exceed 2 * margin_px={2 * self.margin_px}"
+            )
+        return self
 
 
 class NetworkRestorer:
