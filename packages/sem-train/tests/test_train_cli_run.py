@@ -157,3 +157,9 @@ def test_learned_baselines_train_from_the_command_line(folder, tmp_path, capsys,
     assert restorer.name == method
     image = np.full((40, 48), 120.0, np.float32)
     assert restorer.restore(image).shape == image.shape
+
+
+def test_init_from_is_rejected_for_stage_1(tmp_path, capsys):
+    argv = ["train", "pretrain", "--stage", "1", "--config", "cpu-small", "--init-from", "x"]
+    assert main(argv) == 2
+    assert "stages 2 and 3" in capsys.readouterr().err

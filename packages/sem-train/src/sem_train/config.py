@@ -290,7 +290,7 @@ def _cpu_small() -> dict[str, dict[str, Any]]:
     }
     return {
         "stage1": {
-            "model": {"preset": "tiny", "overrides": {"img_size": 64, "in_chans": 1}},
+            "model": {"preset": "tiny", "overrides": {"patch_size": 8}},
             "data": data,
             "optim": {"lr": 1e-3, "warmup_steps": 5},
             "run": {**run, "output_dir": "runs/cpu-small/stage1"},

@@ -63,6 +63,8 @@ def _overrides(args: argparse.Namespace, kind: str):
         if val is not None:
             run[key] = val
     if getattr(args, "init_from", None) is not None:
+        if "init_from" not in data:
+            raise ValueError("--init-from applies to stages 2 and 3 and to finetune, not stage 1")
         data["init_from"] = args.init_from
     return load_config(data, kind)
 
