@@ -29,6 +29,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -79,6 +80,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"MAE weights file {path} not found. This machine may be offline and nothing is "
             f"downloaded at run time: fetch the file elsewhere ({SOURCES}) and put it at {path}."
         )
+    state: Any
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -41,10 +41,10 @@ def _stats_like(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if x.ndim != 4:
         raise ValueError(f"expected images of shape (N, C, H, W); got {tuple(x.shape)}")
     mean, std = norm_stats(x.shape[1])
-    kw = {"device": x.device, "dtype": x.dtype if x.is_floating_point() else torch.float32}
+    dtype = x.dtype if x.is_floating_point() else torch.float32
     return (
-        torch.tensor(mean, **kw).view(1, -1, 1, 1),
-        torch.tensor(std, **kw).view(1, -1, 1, 1),
+        torch.tensor(mean, device=x.device, dtype=dtype).view(1, -1, 1, 1),
+        torch.tensor(std, device=x.device, dtype=dtype).view(1, -1, 1, 1),
     )
 
 

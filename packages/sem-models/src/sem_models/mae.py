@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
 from timm.layers import Mlp, PatchEmbed
@@ -59,7 +59,7 @@ def _blocks(
             heads,
             mlp_ratio=cfg.mlp_ratio,
             qkv_bias=cfg.qkv_bias,
-            norm_layer=_norm_layer,
+            norm_layer=_norm_layer,  # type: ignore[arg-type]
             mlp_layer=_moe_layer(cfg.moe) if (i in moe_idx and cfg.moe) else Mlp,
             **dd,
         )
@@ -204,7 +204,8 @@ class MaskedAutoencoder(nn.Module):
             n, length = x.shape[:2]
             mask = x.new_zeros(n, length)
             ids_restore = torch.arange(length, device=x.device).expand(n, -1)
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        cls_pos = cast(torch.Tensor, self.pos_embed)[:, :1]
+        cls = (self.cls_token + cls_pos).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1)  # (N, 1 + L_keep, D)
         for blk in self.blocks:
             x = blk(x)

@@ -37,7 +37,7 @@ also records hard token fractions, the routing entropy and the number of unused 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -172,20 +172,20 @@ class MoEMlp(nn.Module):
         sizes = counts.tolist()
         kept_sizes = sizes if cap is None else [min(n, cap) for n in sizes]
         kept = sum(kept_sizes)
-        if kept < len(order):
+        if cap is not None and kept < len(order):
             starts = torch.cumsum(counts, 0) - counts
             rank = torch.arange(len(order), device=h.device) - starts[flat_e[order]]
             keep = rank < cap
             order, token_of = order[keep], token_of[keep]
         x_sorted = h.index_select(0, token_of)  # one gather, tokens grouped by expert
         outs = []
-        touch = None
+        touch: torch.Tensor | None = None
         for e, chunk in enumerate(torch.split(x_sorted, kept_sizes)):
             if chunk.shape[0] > 0:
                 outs.append(self.experts[e](chunk))  # only this expert's tokens
             elif torch.is_grad_enabled() and self.training:
                 # Touch the idle expert's parameters (value 0) so DDP sees them in the graph.
-                zero = sum(p.sum() for p in self.experts[e].parameters()) * 0.0
+                zero = torch.stack([p.sum() for p in self.experts[e].parameters()]).sum() * 0.0
                 touch = zero if touch is None else touch + zero
         out = h.new_zeros(num_tokens, self.out_features)
         if outs:
@@ -234,7 +234,7 @@ class MoEMlp(nn.Module):
         """
         if not isinstance(mlp, Mlp):
             raise TypeError(f"can only upcycle timm Mlp layers; got {type(mlp).__name__}")
-        fc1, fc2 = mlp.fc1, mlp.fc2
+        fc1, fc2 = cast(nn.Linear, mlp.fc1), cast(nn.Linear, mlp.fc2)
         norm = mlp.norm
         moe = cls(
             fc1.in_features,

@@ -43,7 +43,9 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
 
 def _as_tensor(image: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, int, bool]:
     is_numpy = not isinstance(image, torch.Tensor)
-    x = torch.as_tensor(np.asarray(image, dtype=np.float32)) if is_numpy else image
+    x: torch.Tensor = (
+        torch.as_tensor(np.asarray(image, dtype=np.float32)) if is_numpy else image  # type: ignore[assignment]
+    )
     ndim = x.ndim
     if ndim == 2:
         x = x[None, None]

@@ -12,7 +12,7 @@ differ slightly, the router has a reason to prefer one, and the model stays with
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -73,8 +73,9 @@ def upcycle(
     kwargs["balance_loss"] = moe_cfg.balance_loss
     for blocks in stacks[placement]:
         for i in moe_block_indices(len(blocks), every_n):
-            blocks[i].mlp = MoEMlp.from_dense(
-                blocks[i].mlp, num_experts=num_experts, noise_std=noise_std, **kwargs
+            block = cast(nn.Module, blocks[i])
+            block.mlp = MoEMlp.from_dense(
+                cast(nn.Module, block.mlp), num_experts=num_experts, noise_std=noise_std, **kwargs
             )
     core.config = core.config.model_copy(update={"moe": moe_cfg})
     return model
