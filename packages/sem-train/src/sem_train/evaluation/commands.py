@@ -53,6 +53,12 @@ def _demo(args: argparse.Namespace) -> int:
     }
     if args.epochs is not None:
         common["epochs"] = args.epochs
+    if args.n_train is not None:
+        common["n_train"] = args.n_train
+    if args.metrics:
+        common["quality_metrics"] = tuple(args.metrics.split(","))
+    if args.settings:
+        common["settings"] = tuple(args.settings.split(","))
     cfg = DemoConfig.quick_preset(**common) if args.quick else DemoConfig(**common)
     report = run_demo(cfg, progress=not args.no_progress)
     print(f"report: {report.resolve()}")
@@ -113,6 +119,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", help="comma-separated method names (default: all registered)")
     p.add_argument("--exclude", help="comma-separated method names to leave out")
     p.add_argument("--epochs", type=int, help="training epochs of the learned methods")
+    p.add_argument(
+        "--n-train",
+        type=int,
+        help="focused images kept for training the learned methods (0: evaluate all images)",
+    )
+    p.add_argument("--metrics", help="quality metrics (default: psnr,ssim,lpips,niqe)")
+    p.add_argument("--settings", help="defocus settings (default: random,midpoint)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pixel-size-nm", type=_positive_float, help="pixel size for metrology (nm)")
     p.add_argument(

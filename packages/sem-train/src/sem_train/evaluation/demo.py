@@ -21,7 +21,7 @@ from .images import CROP_FRACTION, list_images, load_image, sample_images
 from .methods import list_methods, run_method
 from .pipeline import Evaluation
 from .protocols import SETTINGS, build_s2s
-from .quality import QualityScorer
+from .quality import QUALITY_METRICS, QualityScorer
 from .results import MethodRun
 
 __all__ = ["DemoConfig", "run_demo"]
@@ -45,6 +45,7 @@ class DemoConfig(BaseModel):
     n_eval: int = Field(100, ge=1, le=100_000)
     shape: tuple[int, int] = Field((480, 640), description="generated image size (rows, cols)")
     settings: tuple[str, ...] = SETTINGS
+    quality_metrics: tuple[str, ...] = QUALITY_METRICS
     pixel_size_nm: float | None = Field(None, gt=0, le=1e4, description="override for metrology")
     crop_fraction: float = Field(CROP_FRACTION, ge=0, lt=1)
     epochs: int = Field(10, ge=1, description="training epochs of learned methods")
@@ -135,7 +136,7 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> Path:
         source = f"{len(pool)} generated sample images ({cfg.shape[0]}×{cfg.shape[1]} px)"
     else:
         images = _load_user_images(cfg)
-        if len(images) == 1:
+        if len(images) == 1 and cfg.n_train > 0:
             n_train = 0
             notes.append(
                 "Only one image was given: learned methods are trained on that same image "
@@ -151,13 +152,13 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> Path:
             settings=cfg.settings,
             crop_fraction=cfg.crop_fraction,
         )
-        if not train:
+        if len(images) == 1 and cfg.n_train > 0:
             train = [images[0]]
         source = f"{len(images)} images from {cfg.images}"
     names = cfg.methods if cfg.methods is not None else list_methods()
     names = [n for n in names if n not in cfg.exclude]
     log.info("sem demo: %d cases, %d methods -> %s", len(cases), len(names), out)
-    evaluation = Evaluation(cases, scorer=QualityScorer(), progress=progress)
+    evaluation = Evaluation(cases, scorer=QualityScorer(cfg.quality_metrics), progress=progress)
     results = []
     bar = tqdm(names, desc="methods", unit="method", disable=not progress)
     for name in bar:
