@@ -136,11 +136,24 @@ class Evaluation:
         self.reference, _, self.skipped = measure_runs(
             [dummy], self.cases, options=line_options, kinds=_LINE_KINDS, progress=False
         )
-        self.reference_quality = [
-            r
-            for r in quality_rows([], self.cases, self.scorer, progress=False)
-            if r["method"] == "focused"
-        ]
+        # No-reference scores of each focused image, once per image (shared by its settings).
+        per_image: dict[str, dict[str, float | None]] = {}
+        self.reference_quality = []
+        for c in self.cases:
+            if c.image not in per_image:
+                per_image[c.image] = self.scorer.score(c.reference, None)
+            self.reference_quality.append(
+                {
+                    "method": "focused",
+                    "case_id": c.case_id,
+                    "image": c.image,
+                    "kind": c.kind,
+                    "setting": c.setting,
+                    "status": "ok",
+                    "reason": None,
+                    **per_image[c.image],
+                }
+            )
 
     def evaluate(self, run: MethodRun) -> MethodResult:
         """Quality and metrology rows of one method (and what its figures need)."""
