@@ -48,12 +48,12 @@ class DemoConfig(BaseModel):
     quality_metrics: tuple[str, ...] = QUALITY_METRICS
     pixel_size_nm: float | None = Field(None, gt=0, le=1e4, description="override for metrology")
     crop_fraction: float = Field(CROP_FRACTION, ge=0, lt=1)
-    epochs: int = Field(10, ge=1, description="training epochs of learned methods")
-    steps_per_epoch: int = Field(20, ge=1, description="optimiser steps per epoch")
+    epochs: int = Field(4, ge=1, description="training epochs of learned methods")
+    steps_per_epoch: int = Field(15, ge=1, description="optimiser steps per epoch")
     batch_size: int = Field(8, ge=1)
     method_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
     foundation: FoundationDemoConfig = Field(
-        default_factory=lambda: FoundationDemoConfig(pretrain_epochs=30, finetune_epochs=6),
+        default_factory=lambda: FoundationDemoConfig(pretrain_epochs=20, finetune_epochs=4),
         description="the SEM-pretrained MAE ('mae-sem') trained on the spot",
     )
 

@@ -126,7 +126,7 @@ def quality_markdown(
     unavailable = dict(unavailable or {})
     best: dict[str, float] = {}
     for k in metrics:
-        vals = [s[f"{k}_mean"] for s in summary if s["method"] != "focused" and s[f"{k}_mean"]]
+        vals = [s[f"{k}_mean"] for s in summary if s["method"] != "focused"]
         vals = [v for v in vals if v is not None]
         if vals:
             best[k] = max(vals) if HIGHER_IS_BETTER[k] else min(vals)

@@ -146,7 +146,7 @@ def save_panels(
         "full frame" if crop_px is None else f"centre {rs.stop - rs.start}×{cs.stop - cs.start} px"
     )
     fig.suptitle(f"{case.case_id} — {crop}, grey scale of the focused image", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     out = Path(path)
     fig.savefig(out, dpi=90)
     return out
@@ -200,7 +200,7 @@ def save_edge_overlays(
         ax.set_ylim(rs.stop - rs.start - 0.5, -0.5)
         ax.set_title(f"{name}\nCD {m.cd_nm:.2f} nm, LWR {m.lwr_nm:.2f} nm", fontsize=8)
     fig.suptitle(f"{case.case_id} — detected edges (leading orange, trailing cyan)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     out = Path(path)
     fig.savefig(out, dpi=90)
     return out
@@ -235,7 +235,7 @@ def save_psd_plot(
         else:
             ax.text(0.5, 0.5, "no measurable line edges", ha="center", transform=ax.transAxes)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     out = Path(path)
     fig.savefig(out, dpi=90)
     return out
