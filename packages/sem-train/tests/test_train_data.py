@@ -135,3 +135,17 @@ def test_defocus_pairs_are_seeded_blurred_and_sized():
             img[None, :, 13:77, 28:92], size=(32, 32), mode="bilinear", antialias=True
         )[0],
     )
+
+
+def test_memory_cache_returns_the_same_items_without_rereading(image_folder):
+    paths = build_index(image_folder).paths()[:3]
+    plain = SEMImageDataset(paths, image_size_px=16)
+    cached = SEMImageDataset(paths, image_size_px=16, cache_in_memory=True)
+    first = [cached[(i, 5)]["image"] for i in range(3)]
+    for p in paths:
+        p.unlink()  # the cache must serve every later item
+    again = [cached[(i, 5)]["image"] for i in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert int(cached[(0, 9)]["skipped"]) == 0 and not cached.bad
+    with pytest.raises(RuntimeError, match="could be read"):
+        plain[(0, 5)]

@@ -87,6 +87,9 @@ class DataConfig(_Strict):
     info_bar_fraction: float = Field(0.0667, ge=0, lt=1, description="bottom crop (SEM info bar)")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    cache_in_memory: bool = Field(
+        False, description="keep decoded images in memory (small data sets; per worker process)"
+    )
 
 
 class ModelSpec(_Strict):
@@ -280,7 +283,7 @@ def _paper() -> dict[str, dict[str, Any]]:
 
 
 def _cpu_small() -> dict[str, dict[str, Any]]:
-    data = {"channels": 1, "image_size_px": 64, "val_fraction": 0.1}
+    data = {"channels": 1, "image_size_px": 64, "val_fraction": 0.1, "cache_in_memory": True}
     run = {
         "epochs": 4,
         "batch_size_per_process": 8,

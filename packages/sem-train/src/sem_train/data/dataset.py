@@ -121,7 +121,17 @@ def build_index(
     t0 = time.perf_counter()
     files: list[str] = []
     rejected: dict[str, str] = {}
-    for rel in _walk(root, tuple(e.lower() for e in extensions)):
+    found = _walk(root, tuple(e.lower() for e in extensions))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        found,
+        desc=f"indexing {root.name}",
+        unit="file",
+        disable=verify == "none" or len(found) < 1000,  # a bar only where it takes a while
+        leave=False,
+    )
+    for rel in bar:
         try:
             if verify == "header":
                 check_header(root / rel)
@@ -195,6 +205,7 @@ class SEMImageDataset(Dataset):
         info_bar_fraction: float = 0.0667,
         augment_cfg: AugmentConfig | None = None,
         log_path: Path | None = None,
+        cache_in_memory: bool = False,
     ) -> None:
         if not paths:
             raise ValueError("dataset has no images (check data.root and its file extensions)")
@@ -208,6 +219,7 @@ class SEMImageDataset(Dataset):
         self.augment_cfg = augment_cfg or AugmentConfig()
         self.log_path = log_path
         self.bad: set[int] = set()
+        self.cache: dict[int, torch.Tensor] | None = {} if cache_in_memory else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -224,6 +236,14 @@ class SEMImageDataset(Dataset):
             except OSError:
                 pass
 
+    def _load(self, j: int) -> torch.Tensor:
+        if self.cache is not None and j in self.cache:
+            return self.cache[j]
+        img = load_image_tensor(self.paths[j], self.info_bar_fraction)
+        if self.cache is not None:
+            self.cache[j] = img
+        return img
+
     def view(self, img: torch.Tensor, seed: int) -> torch.Tensor:
         """The training (augmented with ``seed``) or validation (centre) view of (1, H, W)."""
         if self.train:
@@ -231,6 +251,8 @@ class SEMImageDataset(Dataset):
             out = augment(img, self.size, self.augment_cfg, g)
         else:
             out = center_resize(img, self.size)
+        if out is img:  # never hand out the (possibly cached) source tensor itself
+            out = out.clone()
         return out.expand(self.channels, -1, -1).contiguous() if self.channels == 3 else out
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
@@ -241,7 +263,7 @@ class SEMImageDataset(Dataset):
             if j in self.bad:
                 continue
             try:
-                img = load_image_tensor(self.paths[j], self.info_bar_fraction)
+                img = self._load(j)
             except Exception as err:  # unreadable file: log, count, use the next one
                 self._note_bad(j, err)
                 continue
@@ -276,6 +298,7 @@ class SEMImageDataset(Dataset):
             "info_bar_fraction": cfg.info_bar_fraction,
             "augment_cfg": cfg.augment,
             "log_path": log_path,
+            "cache_in_memory": cfg.cache_in_memory,
         }
         train = cls([paths[i] for i in tr], train=True, **common)
         val = cls([paths[i] for i in va], train=False, **common) if va else None
