@@ -50,10 +50,10 @@ class DemoConfig(BaseModel):
     crop_fraction: float = Field(CROP_FRACTION, ge=0, lt=1)
     epochs: int = Field(4, ge=1, description="training epochs of learned methods")
     steps_per_epoch: int = Field(15, ge=1, description="optimiser steps per epoch")
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(4, ge=1)
     method_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
     foundation: FoundationDemoConfig = Field(
-        default_factory=lambda: FoundationDemoConfig(pretrain_epochs=20, finetune_epochs=4),
+        default_factory=lambda: FoundationDemoConfig(pretrain_epochs=60, finetune_epochs=10),
         description="the SEM-pretrained MAE ('mae-sem') trained on the spot",
     )
 
