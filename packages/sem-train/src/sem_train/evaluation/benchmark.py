@@ -3,6 +3,23 @@
 Each method's results go to ``<out>/methods/<name>/result.json`` as soon as it finishes; a
 rerun with the same config skips the methods whose results exist (``--force`` reruns them)
 and refuses an output folder whose manifest belongs to different inputs.
+
+Example config (YAML; every key is a :class:`BenchmarkConfig` field)::
+
+    protocol: s2s                 # or s2r (with defocused: and focused: folders)
+    images: /data/sem_focused     # pool: 10 training + up to 100 evaluation images
+    out: runs/bench-s2s
+    n_train: 10
+    n_eval: 100
+    seed: 0
+    pixel_size_nm: 0.827          # metrology; else read from each file
+    epochs: 400
+    methods: [input, richardson-lucy, wiener, bm3d, n2v, n2n, mrn, mae-imagenet, mae-sem]
+    method_config:
+      mae-imagenet: {weights_path: /weights/mae_pretrain_vit_large.pth}
+      mae-sem: {checkpoint_dir: runs/ft/checkpoints/best-00001000}
+
+then ``sem benchmark --config bench.yaml`` (rerun the same command to resume).
 """
 
 from __future__ import annotations
