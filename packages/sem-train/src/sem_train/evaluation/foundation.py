@@ -36,6 +36,9 @@ class FoundationDemoConfig(BaseModel):
     batch_size: int = Field(8, ge=1)
     pairs_per_image: int = Field(16, ge=1, description="fine-tune crops per image per epoch")
     lr: float = Field(1e-3, gt=0)
+    loss_variant: str = Field(
+        "L1", description="fine-tune loss: 'L1' (Charbonnier) or 'L1+TV' (paper's variants)"
+    )
 
 
 def _run(out: Path, cfg: FoundationDemoConfig, epochs: int, progress: bool) -> dict[str, Any]:
@@ -108,6 +111,7 @@ def train_foundation(
             "n_val_images": 0,
             "crop_sizes_px": list(crops),
             "pairs_per_image": cfg.pairs_per_image,
+            "loss": {"variant": cfg.loss_variant},
         },
         "finetune",
     )
