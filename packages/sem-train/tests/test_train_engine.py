@@ -192,29 +192,42 @@ def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp
         _SCRIPT.format(test=__file__, folder=str(image_folder), out=str(tmp_path / "ddp"))
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(script),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    # A free port can be taken by another process before torchrun binds it: retry then.
+    for _attempt in range(3):
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            str(script),
+        ]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        if proc.returncode == 0 or "address already in use" not in proc.stderr.lower():
+            break
     assert proc.returncode == 0, proc.stderr[-3000:]
     train, val = _data(image_folder)
-    single = fit(
-        DenoiseTask(), train, val, _run(tmp_path / "one", epochs=2, batch_size_per_process=4), OPT
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the ranks: the same kernels, only the reduction differs
+    try:
+        single = fit(
+            DenoiseTask(),
+            train,
+            val,
+            _run(tmp_path / "one", epochs=2, batch_size_per_process=4),
+            OPT,
+        )
+    finally:
+        torch.set_num_threads(threads)
     ddp = load_file(str(sorted((tmp_path / "ddp" / "checkpoints").glob("step-*.safetensors"))[-1]))
     one = _weights(single)
     assert single.global_step == 4
-    for k in one:
-        assert torch.allclose(ddp[k], one[k], atol=1e-5, rtol=0), k
+    worst = max(float((ddp[k] - one[k]).abs().max()) for k in one)
+    assert worst <= 1e-5, f"largest weight difference {worst:.3g}"
 
 
 def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(
