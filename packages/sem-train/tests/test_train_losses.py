@@ -127,3 +127,15 @@ def test_radial_psd_leaves_out_the_mean_intensity_by_default():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 1, 16, 16, generator=g)
     assert torch.allclose(radial_psd(x), radial_psd(x + 0.3), atol=1e-5)
+
+
+def test_l1_tv_prefers_a_flat_image_to_the_truth_which_is_why_l1_is_the_default():
+    from sem_physics.samples import make_sample
+
+    for kind in ("lines", "contacts", "texture"):
+        x = torch.from_numpy(make_sample(kind, (64, 64), seed=1) / 255.0)[None, None].float()
+        flat = torch.full_like(x, float(x.mean()))
+        tv_cfg = LossConfig(variant="L1+TV")
+        assert restoration_loss(flat, x, tv_cfg)[0] < restoration_loss(x, x, tv_cfg)[0], kind
+        assert restoration_loss(x, x)[0] < restoration_loss(flat, x)[0]  # default "L1"
+    assert LossConfig().variant == "L1"
