@@ -255,3 +255,16 @@ def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(
     latest = json.loads((ck / "latest.json").read_text())
     assert latest["global_step"] == 3 and (ck / latest["weights"]).is_file()
     assert not list(ck.glob(".*.tmp"))
+
+
+def test_corrupt_files_met_during_training_are_skipped_counted_and_logged(image_folder, tmp_path):
+    (image_folder / "group0" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    paths = build_index(image_folder, verify="none", refresh=True).paths()
+    log = tmp_path / "run" / "skipped_files.jsonl"
+    train = SEMImageDataset(paths, image_size_px=16, log_path=log)
+    res = fit(DenoiseTask(), train, None, _run(tmp_path / "run", epochs=1), OPT)
+    assert res.global_step == len(paths) // 2  # the epoch ran to its end
+    recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert recs[-1]["skipped_files"] >= 1
+    logged = [json.loads(x)["path"] for x in log.read_text().splitlines()]
+    assert logged and all(p.endswith("truncated.png") for p in logged)
