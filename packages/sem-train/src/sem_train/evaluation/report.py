@@ -123,7 +123,7 @@ def save_panels(
         tiles.append((run.name, out, labels.get(run.name, "") if out is not None else why))
     tiles.append(("focused (reference)", case.reference, ""))
     nr, nc = _grid(len(tiles), max_cols)
-    fig = _figure(3.0 * nc, 3.3 * nr)
+    fig = _figure(3.0 * nc, 3.6 * nr)
     axes = np.atleast_1d(fig.subplots(nr, nc)).ravel()
     for ax in axes:
         ax.set_axis_off()
@@ -169,7 +169,7 @@ def save_edge_overlays(
     lo, hi = np.percentile(case.reference[rs, cs], [0.5, 99.5])
     names = list(images)
     nr, nc = _grid(len(names), max_cols)
-    fig = _figure(3.0 * nc, 3.3 * nr)
+    fig = _figure(3.0 * nc, 3.6 * nr)
     axes = np.atleast_1d(fig.subplots(nr, nc)).ravel()
     for ax in axes:
         ax.set_axis_off()
