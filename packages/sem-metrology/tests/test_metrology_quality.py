@@ -96,8 +96,8 @@ def test_bad_inputs_raise(ref, img, kwargs, match) -> None:
 @pytest.fixture
 def alexnet_in_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Random-init AlexNet weights saved where torch's hub cache would keep the real ones."""
-    torch = pytest.importorskip("torch", reason="torch is part of the quality extra")
-    torchvision = pytest.importorskip("torchvision", reason="needed by lpips")
+    import torch
+    import torchvision
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     torch.manual_seed(0)
     state = torchvision.models.alexnet(weights=None).state_dict()
@@ -175,7 +175,8 @@ def test_lpips_loads_cache_weights_and_matches_hand_computation(
 
 
 def test_lpips_rejects_a_file_that_is_not_alexnet(monkeypatch, tmp_path) -> None:
-    torch = pytest.importorskip("torch", reason="torch is part of the quality extra")
+    import torch
+
     bad = tmp_path / "bad.pth"
     torch.save({"features.0.weight": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match="not a torchvision alexnet state dict"):
@@ -192,7 +193,6 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError(f"download attempted: {args} {kwargs}")
 
-    pytest.importorskip("pyiqa", reason="pyiqa is part of the quality extra")
     import pyiqa.archs.niqe_arch
     import pyiqa.utils.download_util
 

@@ -15,7 +15,8 @@ def _frame(name: str) -> np.ndarray:
     root = os.environ.get("SEM_REAL_DATA")
     if not root:
         pytest.skip("SEM_REAL_DATA not set")
-    tifffile = pytest.importorskip("tifffile", reason="tifffile reads the SEM_REAL_DATA frames")
+    import tifffile
+
     img = tifffile.imread(Path(root) / name).astype(np.float32)
     return img[:896] if name.startswith("lines") else img  # info bar at rows 896-959
 
