@@ -98,6 +98,7 @@ def alexnet_in_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Pat
     """Random-init AlexNet weights saved where torch's hub cache would keep the real ones."""
     import torch
     import torchvision
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     torch.manual_seed(0)
     state = torchvision.models.alexnet(weights=None).state_dict()
