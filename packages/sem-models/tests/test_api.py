@@ -122,3 +122,29 @@ def test_bf16_autocast_training_step_is_finite(tiny_mae):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     stats = sm.routing_stats(tiny_mae)
     assert 0 <= stats["mean/dropped_fraction"] < 1 and "blocks.0.mlp/routing_entropy" in stats
+
+
+def test_residual_model_starts_as_the_identity_and_learns_away_from_it(tiny_mae, tmp_path):
+    model = sm.RestorationModel(tiny_mae, residual=True).start_as_identity()
+    x = torch.rand(2, 1, 40, 56)  # not a multiple of the patch: padding must crop back exactly
+    torch.testing.assert_close(model(x), x, rtol=0, atol=1e-6)
+    # The zeroed output layer still receives a gradient, so one step leaves the identity.
+    loss = (model(x) - x.flip(-1)).abs().mean()
+    loss.backward()
+    assert tiny_mae.decoder_pred.weight.grad.abs().sum() > 0
+    assert tiny_mae.patch_embed.proj.weight.grad is None  # encoder frozen
+    with torch.no_grad():
+        tiny_mae.decoder_pred.bias.add_(0.1)
+    # A constant shift in normalised space is a shift of 0.1 * std (single channel) in [0, 1].
+    std = sm.denormalize(torch.ones(1, 1, 1, 1)) - sm.denormalize(torch.zeros(1, 1, 1, 1))
+    torch.testing.assert_close(model(x), x + 0.1 * std, rtol=0, atol=1e-5)
+    # The flag survives a checkpoint round trip.
+    sm.save_model(model, tmp_path / "ck")
+    again = sm.load_model(tmp_path / "ck")
+    assert again.residual
+    torch.testing.assert_close(again(x), model(x))
+
+
+def test_start_as_identity_refuses_a_direct_prediction_model(tiny_mae):
+    with pytest.raises(ValueError, match="residual=True"):
+        sm.RestorationModel(tiny_mae).start_as_identity()

@@ -193,3 +193,21 @@ def test_finetune_trains_decoder_and_routing_with_a_frozen_encoder(stage1, tmp_p
     assert _falls([r["loss"] for r in _records(tmp_path / "ft", "train")], 3)
     restored = sem_models.load_model(res.best_dir)
     assert isinstance(restored, sem_models.RestorationModel)
+    assert restored.residual  # the default: the decoder predicts the correction to the input
+
+
+def test_residual_finetune_starts_at_the_input_and_resumes_from_its_own_weights(stage1):
+    s1, _, _ = stage1
+    mae = sem_models.load_model(modeling.resolve_model_dir(s1))
+    x = torch.rand(2, 1, 48, 48)
+    model = modeling.restoration_model(mae, freeze_encoder=True, train_routing=True)
+    torch.testing.assert_close(model(x), x, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        model.mae.decoder_pred.weight.normal_(0, 0.01)  # as after some training
+    trained = model(x)
+    again = modeling.restoration_model(model, freeze_encoder=True, train_routing=True)
+    torch.testing.assert_close(again(x), trained)  # a residual model keeps its weights
+    direct = modeling.restoration_model(mae, freeze_encoder=True, train_routing=True,
+                                        residual=False)  # fmt: skip
+    assert not direct.residual
+    assert (direct(x) - x).abs().mean() > 1e-3  # the pretrained reconstruction head, not zeroed

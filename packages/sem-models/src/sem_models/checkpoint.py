@@ -36,6 +36,7 @@ def _describe(model: nn.Module) -> dict[str, Any]:
             "format": FORMAT,
             "kind": "restoration",
             "freeze_encoder": model.freeze_encoder,
+            "residual": model.residual,
             "mae": model.mae.config.model_dump(mode="json"),
         }
     if isinstance(model, MaskedAutoencoder):
@@ -70,7 +71,11 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
     mae = MaskedAutoencoder(cfg)
     model: nn.Module
     if meta.get("kind") == "restoration":
-        model = RestorationModel(mae, freeze_encoder=bool(meta.get("freeze_encoder", True)))
+        model = RestorationModel(
+            mae,
+            freeze_encoder=bool(meta.get("freeze_encoder", True)),
+            residual=bool(meta.get("residual", False)),
+        )
     elif meta.get("kind") == "mae":
         model = mae
     else:

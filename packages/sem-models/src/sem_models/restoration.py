@@ -3,6 +3,12 @@
 The encoder sees *all* patches of the defocused image (no masking) and the decoder predicts
 every patch of the focused image. By default the encoder is frozen and the decoder (plus, for
 MoE models, whatever the trainer re-enables, e.g. the routers) is trained.
+
+With ``residual=True`` the decoder predicts the correction to the (normalised) input instead
+of the focused image itself; :meth:`RestorationModel.start_as_identity` zeroes the decoder's
+output layer so that fine-tuning starts from "return the input" rather than from the
+pretrained reconstruction. Small models trained briefly otherwise regress to blurry, blocky
+patch averages; the residual form keeps the input's detail from the first step.
 """
 
 from __future__ import annotations
@@ -18,23 +24,40 @@ __all__ = ["RestorationModel"]
 
 
 class RestorationModel(nn.Module):
-    """``y = denorm(decoder(encoder(norm(x))))`` for ``x`` of any size, 1 or 3 channels.
+    """``y = denorm(decoder(encoder(norm(x))))`` (``+ norm(x)`` inside if residual) for ``x`` of any size, 1 or 3 channels.
 
     Inputs ``(N, C, H, W)`` in ``[0, 1]``; the output has the same shape, on the same scale
     (not clamped). Channels are matched to the MAE's (gray replicated to RGB, RGB averaged
     to gray) and back; sizes not divisible by the patch are reflect-padded, then cropped.
     """
 
-    def __init__(self, mae: MaskedAutoencoder, freeze_encoder: bool = True) -> None:
+    def __init__(
+        self, mae: MaskedAutoencoder, freeze_encoder: bool = True, residual: bool = False
+    ) -> None:
         super().__init__()
         if not isinstance(mae, MaskedAutoencoder):
             raise TypeError(f"RestorationModel needs a MaskedAutoencoder; got {type(mae).__name__}")
         self.mae = mae
         self.freeze_encoder = freeze_encoder
+        self.residual = residual
         self.patch_size = mae.patch_size
         if freeze_encoder:
             for p in mae.encoder_parameters():
                 p.requires_grad_(False)
+
+    def start_as_identity(self) -> RestorationModel:
+        """Zero the decoder's output layer: a residual model then returns its input exactly.
+
+        Only the output layer is zeroed; its gradient is non-zero, so training moves away from
+        the identity at the first step. Returns ``self``. Raises for a non-residual model,
+        which would then output a constant image.
+        """
+        if not self.residual:
+            raise ValueError("start_as_identity() needs residual=True (else the output is flat)")
+        with torch.no_grad():
+            self.mae.decoder_pred.weight.zero_()
+            self.mae.decoder_pred.bias.zero_()
+        return self
 
     @property
     def config(self):  # the wrapped MAE's config (used by checkpoints and upcycling)
@@ -49,7 +72,8 @@ class RestorationModel(nn.Module):
         z = match_channels(x, self.mae.in_chans)
         if pad_h or pad_w:
             z = F.pad(z, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > p else "replicate")
-        latent, _, ids_restore, hw = self.mae.forward_encoder(normalize(z), 0.0)
-        pred = self.mae.forward_decoder(latent, ids_restore, hw)  # (N, L, p*p*C)
-        y = denormalize(self.mae.unpatchify(pred, hw))
+        zn = normalize(z)
+        latent, _, ids_restore, hw = self.mae.forward_encoder(zn, 0.0)
+        pred = self.mae.unpatchify(self.mae.forward_decoder(latent, ids_restore, hw), hw)
+        y = denormalize(zn + pred if self.residual else pred)
         return match_channels(y[..., :h, :w], c_in)

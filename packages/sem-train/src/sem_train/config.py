@@ -223,6 +223,11 @@ class FinetuneConfig(_Strict):
     ranges: ParameterRanges = Field(default_factory=ParameterRanges)
     train_routing: bool = Field(True, description="also train MoE gates (MoE models)")
     freeze_encoder: bool = True
+    residual: bool = Field(
+        True,
+        description="decoder predicts the correction to the input, starting as the identity "
+        "(False: it predicts the focused image from the pretrained reconstruction head)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:

@@ -90,7 +90,10 @@ def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
     else:
         raise ValueError("fine-tuning needs init_from (a pretrained run) or model (a preset)")
     model = modeling.restoration_model(
-        mae, freeze_encoder=cfg.freeze_encoder, train_routing=cfg.train_routing
+        mae,
+        freeze_encoder=cfg.freeze_encoder,
+        train_routing=cfg.train_routing,
+        residual=cfg.residual,
     )
     return RestorationTask(model, cfg.loss)
 

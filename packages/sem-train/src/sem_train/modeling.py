@@ -160,16 +160,21 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def restoration_model(
-    mae: nn.Module, *, freeze_encoder: bool, train_routing: bool
+    mae: nn.Module, *, freeze_encoder: bool, train_routing: bool, residual: bool = True
 ) -> RestorationModel:
     """Defocus-to-focus model: pretrained encoder (frozen) + decoder predicting every patch.
 
     With a frozen encoder and ``train_routing``, the routers of MoE layers stay trainable
-    (SPEC §3: "decoder and, for the MoE variant, its routing").
+    (SPEC §3: "decoder and, for the MoE variant, its routing"). With ``residual`` the decoder
+    predicts the correction to the input and starts as the identity (its output layer zeroed),
+    unless ``mae`` is already a residual restoration model, whose weights are kept.
     """
-    if isinstance(mae, RestorationModel):
-        mae = mae.mae
-    model = RestorationModel(mae, freeze_encoder=freeze_encoder)
+    prior = mae if isinstance(mae, RestorationModel) else None
+    if prior is not None:
+        mae = prior.mae
+    model = RestorationModel(mae, freeze_encoder=freeze_encoder, residual=residual)
+    if residual and not (prior is not None and prior.residual):
+        model.start_as_identity()
     if freeze_encoder and train_routing:
         for _, layer in sem_models.moe_layers(model):
             layer.gate.requires_grad_(True)

@@ -53,7 +53,9 @@ class DemoConfig(BaseModel):
     batch_size: int = Field(4, ge=1)
     method_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
     foundation: FoundationDemoConfig = Field(
-        default_factory=lambda: FoundationDemoConfig(pretrain_epochs=100, finetune_epochs=10),
+        default_factory=lambda: FoundationDemoConfig(
+            image_size_px=128, pretrain_epochs=100, finetune_epochs=60
+        ),
         description="the SEM-pretrained MAE ('mae-sem') trained on the spot",
     )
 

@@ -4,8 +4,8 @@ Stage 1 (masked-autoencoder pretraining, :func:`sem_train.stages.run_stage1`) on
 focused training images, then the defocus-to-focus fine-tune (:func:`sem_train.finetune.
 run_finetune`: encoder frozen, decoder trained on synthetic defocus from the SPEC ranges). The
 fine-tuned model is restored by sem-baselines' ``"mae-sem"`` restorer (sliding windows of the
-model's input size, Hann-blended). The ``cpu-small`` architecture (ViT ``tiny``, 64-px inputs)
-trains in about a minute on a laptop CPU; the paper's ViT-L + MoE runs through the same stages
+model's input size, Hann-blended). ViT ``tiny`` with 128-px inputs (the demo's setting) trains
+in about a minute and a half on a 2-core CPU; the paper's ViT-L + MoE runs through the same stages
 with the ``paper`` preset (``sem train ...``).
 """
 
