@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,11 +133,10 @@ def save_panels(
             ax.text(
                 0.5,
                 0.5,
-                f"✗ {name}\n{note[:80]}",
-                ha="center",
+                f"✗ {name}\n" + textwrap.fill(note[:160], 36),  # fits the tile: tight_layout
+                ha="center",  # would shrink every tile to make room for a long line
                 va="center",
-                wrap=True,
-                fontsize=8,
+                fontsize=7,
                 transform=ax.transAxes,
             )
             continue
