@@ -84,6 +84,12 @@ class DistContext:
             dist.barrier()
 
     def close(self) -> None:
-        """Destroy the process group if this context created it."""
+        """Destroy the process group if this context created it.
+
+        All ranks meet at a barrier first: a rank that tears Gloo down while its peer is still
+        finishing its last collective makes the peer abort ("terminate called without an
+        active exception"), which turned finished runs into failures on busy machines.
+        """
         if self.owns_group and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
