@@ -105,6 +105,7 @@ def test_compare_measurements(result: LineMeasurement) -> None:
     [
         (np.full((64, 64), 80.0), "constant"),
         (np.full((64, 64), 255, dtype=np.uint8), "saturated"),
+        (np.full((64, 64), 128, dtype=np.uint8), "constant image: every pixel is 128"),
         (np.random.default_rng(0).normal(100, 10, (128, 128)), "no measurable lines"),
     ],
 )

@@ -147,6 +147,7 @@ def test_bright_holes_measure_like_dark_ones() -> None:
     [
         (np.full((64, 64), 80.0), "constant"),
         (np.full((64, 64), 255, dtype=np.uint8), "saturated"),
+        (np.full((64, 64), 128, dtype=np.uint8), "constant image: every pixel is 128"),
         (np.random.default_rng(0).normal(100, 10, (160, 160)), "below"),
     ],
 )

@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sem_physics.io import DEFAULT_CROP_FRACTION, read_image
@@ -90,6 +91,23 @@ def _pixel_size(args: argparse.Namespace, img: LoadedImage) -> tuple[float, str]
     return float(img.pixel_size_nm), f"metadata ({img.pixel_size_source})"
 
 
+def _emit(result: Any, args: argparse.Namespace, to_json: Callable[[], str]) -> int:
+    """Print ``result`` as JSON, CSV or ``key: value`` lines; exit code 1 when not measurable."""
+    if args.json:
+        print(to_json())
+    elif args.csv:
+        print(result.to_csv("summary"), end="")
+    else:
+        for key, value in result.summary().items():
+            print(f"{key}: {value}")
+        for w in result.warnings:
+            print(f"warning: {w}")
+    if not result.valid:
+        print(f"sem-measure: not measurable: {result.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_lines(args: argparse.Namespace) -> int:
     from .lines import LineOptions, measure_lines
 
@@ -106,19 +124,7 @@ def _cmd_lines(args: argparse.Namespace) -> int:
         from .report import save_line_report
 
         save_line_report(result, img.data, args.report, title=str(args.image))
-    if args.json:
-        print(result.to_json(include_edges=args.include_edges))
-    elif args.csv:
-        print(result.to_csv("summary"), end="")
-    else:
-        for key, value in result.summary().items():
-            print(f"{key}: {value}")
-        for w in result.warnings:
-            print(f"warning: {w}")
-    if not result.valid:
-        print(f"sem-measure: not measurable: {result.reason}", file=sys.stderr)
-        return 1
-    return 0
+    return _emit(result, args, lambda: result.to_json(include_edges=args.include_edges))
 
 
 def _cmd_contacts(args: argparse.Namespace) -> int:
@@ -134,19 +140,7 @@ def _cmd_contacts(args: argparse.Namespace) -> int:
         from .report import save_contact_report
 
         save_contact_report(result, img.data, args.report, title=str(args.image))
-    if args.json:
-        print(result.to_json(include_contours=args.include_contours))
-    elif args.csv:
-        print(result.to_csv("summary"), end="")
-    else:
-        for key, value in result.summary().items():
-            print(f"{key}: {value}")
-        for w in result.warnings:
-            print(f"warning: {w}")
-    if not result.valid:
-        print(f"sem-measure: not measurable: {result.reason}", file=sys.stderr)
-        return 1
-    return 0
+    return _emit(result, args, lambda: result.to_json(include_contours=args.include_contours))
 
 
 def _positive_float(text: str) -> float:

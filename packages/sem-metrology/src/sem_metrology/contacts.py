@@ -41,8 +41,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from .lines import _resolve_image
-from .preprocess import saturation_fractions
+from ._inputs import resolve_image, unmeasurable_reason
 
 __all__ = [
     "ContactHole",
@@ -319,15 +318,7 @@ def measure_contacts(
     """
     opts = (options or ContactOptions()).model_copy(update=overrides)
     opts = ContactOptions.model_validate(opts.model_dump())
-    data, px, source, dtype_range = _resolve_image(image, pixel_size_nm)
-    if opts.roi is not None:
-        r0, r1, c0, c1 = opts.roi
-        if not (0 <= r0 < r1 <= data.shape[0] and 0 <= c0 < c1 <= data.shape[1]):
-            raise ValueError(
-                f"roi {opts.roi} must satisfy 0 <= row0 < row1 <= {data.shape[0]}, "
-                f"0 <= col0 < col1 <= {data.shape[1]}"
-            )
-        data = data[r0:r1, c0:c1]
+    data, px, source, dtype_range = resolve_image(image, pixel_size_nm, opts.roi)
     warnings: list[str] = []
     base: dict[str, Any] = {
         "pixel_size_nm": px,
@@ -339,13 +330,9 @@ def measure_contacts(
     def invalid(reason: str, **extra: Any) -> ContactMeasurement:
         return ContactMeasurement(valid=False, reason=reason, warnings=warnings, **base, **extra)
 
-    sat = saturation_fractions(data, dtype_range)
-    if dtype_range is None and data.max() == data.min():
-        return invalid(f"constant image: every pixel is {data.flat[0]:g}")
-    if sat >= opts.saturation_limit:
-        return invalid(f"saturated image: {100 * sat:.1f} % of pixels at one clipping level")
-    if data.max() == data.min():
-        return invalid(f"constant image: every pixel is {data.flat[0]:g}")
+    reason, _sat = unmeasurable_reason(data, dtype_range, opts.saturation_limit)
+    if reason is not None:
+        return invalid(reason)
 
     seg = (
         ndimage.gaussian_filter(data, opts.segmentation_sigma_px)

@@ -27,13 +27,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.ndimage import gaussian_filter1d
 
+from ._inputs import resolve_image, unmeasurable_reason
 from .edges import EdgeMethod, coarse_edges, edge_spread_px, fill_gaps, subpixel_edges
 from .preprocess import (
     detect_orientation,
     estimate_tilt,
     flatten_background,
     normalize_intensity,
-    saturation_fractions,
     sheared_profile,
 )
 from .psd import detrend_profiles, profile_psd
@@ -187,48 +187,6 @@ class LineMeasurement(BaseModel):
         return buf.getvalue()
 
 
-def _resolve_image(image: Any, pixel_size_nm: float | None) -> tuple[np.ndarray, float, str, Any]:
-    """Array, pixel size, its source, and the original dtype range (for saturation checks)."""
-    meta_size, meta_source, bar_rows = None, None, None
-    if hasattr(image, "data") and hasattr(image, "pixel_size_nm"):
-        meta_size = image.pixel_size_nm
-        meta_source = getattr(image, "pixel_size_source", None) or "metadata"
-        bar_rows = getattr(image, "info_bar_rows", None)
-        image = image.data
-    arr = np.asarray(image)
-    if bar_rows and arr.ndim >= 2 and 0 < int(bar_rows) < arr.shape[0]:
-        # An SEM image object (e.g. sem_physics.io.SEMImage) holds the full frame: measure
-        # above its info bar (sem_physics.io.detect_info_bar, frame line included).
-        arr = arr[: arr.shape[0] - int(bar_rows)]
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 2:
-        raise ValueError(f"image must be a 2-D grayscale array (H, W), got shape {arr.shape}")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"image must be real numeric, got dtype {arr.dtype}")
-    if min(arr.shape) < 8:
-        raise ValueError(f"image must be at least 8x8 pixels, got shape {arr.shape}")
-    dtype_range = None
-    if np.issubdtype(arr.dtype, np.integer):
-        info = np.iinfo(arr.dtype)
-        dtype_range = (float(info.min), float(info.max))
-    data = arr.astype(np.float64)
-    if not np.all(np.isfinite(data)):
-        raise ValueError("image contains NaN or inf values")
-    if pixel_size_nm is not None:
-        size, source = float(pixel_size_nm), "argument"
-    elif meta_size is not None:
-        size, source = float(meta_size), f"metadata ({meta_source})"
-    else:
-        raise ValueError(
-            "pixel_size_nm is required: pass pixel_size_nm=... (nm per pixel) or an image "
-            "object whose metadata carries the pixel size"
-        )
-    if not (math.isfinite(size) and 0 < size < 1e6):
-        raise ValueError(f"pixel_size_nm must be a finite number in (0, 1e6) nm, got {size}")
-    return data, size, source, dtype_range
-
-
 def _sigma3(residuals: np.ndarray) -> float:
     """``3 sqrt(mean over profiles of the per-profile variance)`` of mean-free residuals."""
     return float(3.0 * np.sqrt(np.mean(residuals**2)))
@@ -282,15 +240,7 @@ def measure_lines(
     """
     opts = (options or LineOptions()).model_copy(update=overrides)
     opts = LineOptions.model_validate(opts.model_dump())
-    data, px, source, dtype_range = _resolve_image(image, pixel_size_nm)
-    if opts.roi is not None:
-        r0, r1, c0, c1 = opts.roi
-        if not (0 <= r0 < r1 <= data.shape[0] and 0 <= c0 < c1 <= data.shape[1]):
-            raise ValueError(
-                f"roi {opts.roi} must satisfy 0 <= row0 < row1 <= {data.shape[0]}, "
-                f"0 <= col0 < col1 <= {data.shape[1]}"
-            )
-        data = data[r0:r1, c0:c1]
+    data, px, source, dtype_range = resolve_image(image, pixel_size_nm, opts.roi)
     warnings: list[str] = []
     base: dict[str, Any] = {
         "pixel_size_nm": px,
@@ -303,11 +253,9 @@ def measure_lines(
     def invalid(reason: str, **extra: Any) -> LineMeasurement:
         return LineMeasurement(valid=False, reason=reason, warnings=warnings, **base, **extra)
 
-    sat = saturation_fractions(data, dtype_range)
-    if dtype_range is None and data.max() == data.min():
-        return invalid(f"constant image: every pixel is {data.flat[0]:g}")
-    if sat >= opts.saturation_limit:
-        return invalid(f"saturated image: {100 * sat:.1f} % of pixels at one clipping level")
+    reason, sat = unmeasurable_reason(data, dtype_range, opts.saturation_limit)
+    if reason is not None:
+        return invalid(reason)
     if dtype_range is not None and sat > 0.2:
         warnings.append(f"{100 * sat:.1f} % of pixels at one clipping level")
     if opts.flatten_background:
