@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .config import BaselineTrainConfig
-from .data import build_index, split_index
+from .data import indexed_paths, split_index
 from .data.io import crop_bottom, read_gray
 from .runinfo import write_run_info
 
@@ -45,16 +45,7 @@ def run_baseline(cfg: BaselineTrainConfig, method: str | None = None) -> Path:
     name = method or cfg.method
     if name not in LEARNED_BASELINES:
         raise ValueError(f"baseline must be one of {LEARNED_BASELINES}, got {name!r}")
-    if cfg.data.root is None:
-        raise ValueError("data.root is not set: give a folder of focused SEM images (or --data)")
-    paths = build_index(
-        cfg.data.root,
-        cache_dir=cfg.data.cache_dir,
-        refresh=cfg.data.refresh_index,
-        verify=cfg.data.verify,
-    ).paths()
-    if not paths:
-        raise ValueError(f"no readable images under {cfg.data.root}")
+    paths, _index = indexed_paths(cfg.data)
     tr, va = split_index(len(paths), cfg.data.val_fraction, cfg.data.split_seed)
     train = _images([paths[i] for i in tr[: cfg.n_train_images]], cfg.data.info_bar_fraction)
     val = _images([paths[i] for i in va], cfg.data.info_bar_fraction)

@@ -47,7 +47,15 @@ from .distributed import DistContext, select_device
 from .metrics import MetricsLogger, psnr, ssim
 from .runinfo import write_run_info
 
-__all__ = ["FitResult", "NonFiniteLossError", "Task", "WarmupCosine", "fit", "unwrap"]
+__all__ = [
+    "FitResult",
+    "NonFiniteLossError",
+    "Task",
+    "WarmupCosine",
+    "fit",
+    "fit_config",
+    "unwrap",
+]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -477,6 +485,25 @@ def fit(
         latest_checkpoint=latest_path,
         last_train_loss=last_loss,
         first_train_loss=first_loss,
+    )
+
+
+def fit_config(
+    task: Task, train_set: Dataset, val_set: Dataset | None, cfg: Any, *, resume: bool = False
+) -> FitResult:
+    """:func:`fit` with the ``run``, ``optim`` and ``data.num_workers`` of a stage config.
+
+    The whole resolved config is written beside the outputs, so every run says how it was made.
+    """
+    return fit(
+        task,
+        train_set,
+        val_set,
+        cfg.run,
+        cfg.optim,
+        resume=resume,
+        config=cfg.model_dump(mode="json"),
+        num_workers=cfg.data.num_workers,
     )
 
 

@@ -16,8 +16,8 @@ from torch import nn
 
 from . import modeling
 from .config import FinetuneConfig, LossConfig
-from .data import DefocusPairDataset, build_index, split_index
-from .engine import FitResult, Task, fit
+from .data import DefocusPairDataset, indexed_paths, split_index
+from .engine import FitResult, Task, fit_config
 from .losses import restoration_loss
 
 __all__ = ["RestorationTask", "build_finetune_task", "finetune_datasets", "run_finetune"]
@@ -45,14 +45,7 @@ class RestorationTask(Task):
 
 def finetune_datasets(cfg: FinetuneConfig) -> tuple[DefocusPairDataset, DefocusPairDataset | None]:
     """``n_train_images`` training and ``n_val_images`` validation images, seeded split."""
-    if cfg.data.root is None:
-        raise ValueError("data.root is not set: give a folder of focused SEM images (or --data)")
-    paths = build_index(
-        cfg.data.root,
-        cache_dir=cfg.data.cache_dir,
-        refresh=cfg.data.refresh_index,
-        verify=cfg.data.verify,
-    ).paths()
+    paths, _index = indexed_paths(cfg.data)
     frac = cfg.n_val_images / max(len(paths), 1) if cfg.n_val_images else 0.0
     tr, va = split_index(len(paths), min(frac, 0.9), cfg.data.split_seed)
     if len(tr) < cfg.n_train_images:
@@ -102,13 +95,4 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False) -> FitResult:
     """Fine-tune on synthetic pairs; best model by validation loss."""
     task = build_finetune_task(cfg)  # first: a missing init_from fails before indexing
     train, val = finetune_datasets(cfg)
-    return fit(
-        task,
-        train,
-        val,
-        cfg.run,
-        cfg.optim,
-        resume=resume,
-        config=cfg.model_dump(mode="json"),
-        num_workers=cfg.data.num_workers,
-    )
+    return fit_config(task, train, val, cfg, resume=resume)

@@ -187,6 +187,25 @@ def load_image_tensor(path: Path, info_bar_fraction: float) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).div_(255.0)[None]
 
 
+def indexed_paths(cfg: DataConfig) -> tuple[list[Path], ImageIndex]:
+    """The readable images under ``cfg.root`` (at most ``cfg.max_images``) and the index.
+
+    Raises ValueError when no root is set or nothing under it can be read.
+    """
+    if cfg.root is None:
+        raise ValueError("data.root is not set: give a folder of SEM images (or --data)")
+    index = build_index(
+        cfg.root, cache_dir=cfg.cache_dir, refresh=cfg.refresh_index, verify=cfg.verify
+    )
+    paths = index.paths()[: cfg.max_images] if cfg.max_images else index.paths()
+    if not paths:
+        raise ValueError(
+            f"no readable images under {index.root} (extensions {IMAGE_EXTENSIONS}; "
+            f"{len(index.rejected)} unreadable)"
+        )
+    return paths, index
+
+
 class SEMImageDataset(Dataset):
     """Augmented (training) or centre-cropped (validation) views of indexed SEM images.
 
@@ -280,17 +299,7 @@ class SEMImageDataset(Dataset):
         cls, cfg: DataConfig, *, log_path: Path | None = None
     ) -> tuple[SEMImageDataset, SEMImageDataset | None, ImageIndex]:
         """Index ``cfg.root`` and return (train, val or None, index) datasets."""
-        if cfg.root is None:
-            raise ValueError("data.root is not set: give a folder of SEM images (or --data)")
-        index = build_index(
-            cfg.root, cache_dir=cfg.cache_dir, refresh=cfg.refresh_index, verify=cfg.verify
-        )
-        paths = index.paths()[: cfg.max_images] if cfg.max_images else index.paths()
-        if not paths:
-            raise ValueError(
-                f"no readable images under {index.root} (extensions {IMAGE_EXTENSIONS}; "
-                f"{len(index.rejected)} unreadable)"
-            )
+        paths, index = indexed_paths(cfg)
         tr, va = split_index(len(paths), cfg.val_fraction, cfg.split_seed)
         common = {
             "image_size_px": cfg.image_size_px,

@@ -6,7 +6,7 @@ import torch
 
 from .. import modeling
 from ..config import Stage1Config
-from ..engine import FitResult, fit
+from ..engine import FitResult, fit_config
 from .common import MAETask, image_datasets
 
 __all__ = ["build_stage1_task", "run_stage1"]
@@ -25,13 +25,4 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> FitResult:
     """Train Stage 1; writes checkpoints, metrics and the best model under ``cfg.run.output_dir``."""
     task = build_stage1_task(cfg)  # first: a missing init_from fails before the data is indexed
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
-    return fit(
-        task,
-        train,
-        val,
-        cfg.run,
-        cfg.optim,
-        resume=resume,
-        config=cfg.model_dump(mode="json"),
-        num_workers=cfg.data.num_workers,
-    )
+    return fit_config(task, train, val, cfg, resume=resume)

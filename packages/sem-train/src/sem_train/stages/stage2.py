@@ -10,7 +10,7 @@ import copy
 
 from .. import modeling
 from ..config import Stage2Config
-from ..engine import FitResult, fit
+from ..engine import FitResult, fit_config
 from .common import MAELossWeights, MAETask, image_datasets
 
 __all__ = ["build_stage2_task", "run_stage2"]
@@ -36,13 +36,4 @@ def run_stage2(cfg: Stage2Config, *, resume: bool = False) -> FitResult:
     """Train Stage 2 from ``cfg.init_from`` (resume restores the student's weights too)."""
     task = build_stage2_task(cfg)  # first: a missing init_from fails before the data is indexed
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
-    return fit(
-        task,
-        train,
-        val,
-        cfg.run,
-        cfg.optim,
-        resume=resume,
-        config=cfg.model_dump(mode="json"),
-        num_workers=cfg.data.num_workers,
-    )
+    return fit_config(task, train, val, cfg, resume=resume)

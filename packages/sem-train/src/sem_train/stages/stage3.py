@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .. import modeling
 from ..config import Stage3Config
-from ..engine import FitResult, fit
+from ..engine import FitResult, fit_config
 from .common import MAELossWeights, MAETask, image_datasets
 
 __all__ = ["build_stage3_task", "run_stage3"]
@@ -30,13 +30,4 @@ def run_stage3(cfg: Stage3Config, *, resume: bool = False) -> FitResult:
     """Train Stage 3 from ``cfg.init_from``."""
     task = build_stage3_task(cfg)  # first: a missing init_from fails before the data is indexed
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
-    return fit(
-        task,
-        train,
-        val,
-        cfg.run,
-        cfg.optim,
-        resume=resume,
-        config=cfg.model_dump(mode="json"),
-        num_workers=cfg.data.num_workers,
-    )
+    return fit_config(task, train, val, cfg, resume=resume)
