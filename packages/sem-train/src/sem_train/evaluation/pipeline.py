@@ -25,7 +25,7 @@ from .metrology_table import (
 )
 from .protocols import Case, ProtocolManifest, save_manifest
 from .quality import QualityScorer
-from .quality_table import quality_markdown, quality_rows, quality_summary
+from .quality_table import quality_markdown, quality_rows, quality_summary, reference_row
 from .report import (
     safe_name,
     save_edge_overlays,
@@ -142,18 +142,7 @@ class Evaluation:
         for c in self.cases:
             if c.image not in per_image:
                 per_image[c.image] = self.scorer.score(c.reference, None)
-            self.reference_quality.append(
-                {
-                    "method": "focused",
-                    "case_id": c.case_id,
-                    "image": c.image,
-                    "kind": c.kind,
-                    "setting": c.setting,
-                    "status": "ok",
-                    "reason": None,
-                    **per_image[c.image],
-                }
-            )
+            self.reference_quality.append(reference_row(c, per_image[c.image]))
 
     def evaluate(self, run: MethodRun) -> MethodResult:
         """Quality and metrology rows of one method (and what its figures need)."""

@@ -21,10 +21,25 @@ __all__ = [
     "quality_markdown",
     "quality_rows",
     "quality_summary",
+    "reference_row",
 ]
 
 QUALITY_DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "niqe": 2}
 _LABEL = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "niqe": "NIQE"}
+
+
+def reference_row(case: Case, scores: Mapping[str, float | None]) -> dict[str, Any]:
+    """The quality row of ``case``'s focused image itself (method ``'focused'``)."""
+    return {
+        "method": "focused",
+        "case_id": case.case_id,
+        "image": case.image,
+        "kind": case.kind,
+        "setting": case.setting,
+        "status": "ok",
+        "reason": None,
+        **scores,
+    }
 
 
 def quality_rows(
@@ -64,18 +79,7 @@ def quality_rows(
             bar.update()
     if include_reference:
         for c in cases:
-            scores = scorer.score(c.reference, None)
-            row = {
-                "method": "focused",
-                "case_id": c.case_id,
-                "image": c.image,
-                "kind": c.kind,
-                "setting": c.setting,
-                "status": "ok",
-                "reason": None,
-            }
-            row.update(scores)
-            rows.append(row)
+            rows.append(reference_row(c, scorer.score(c.reference, None)))
             bar.update()
     bar.close()
     return rows
