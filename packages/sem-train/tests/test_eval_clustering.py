@@ -90,3 +90,11 @@ def test_embed_folder_uses_the_checkpoint_encoder(tmp_path):
     assert saved["silhouette_cosine"] == pytest.approx(r.silhouette_cosine)
     assert saved["calinski_harabasz"] == pytest.approx(r.calinski_harabasz)
     assert "| ckpt | 6 | 2 |" in (out / "clustering.md").read_text()
+    # A training run folder is accepted too: its checkpoints/best.json names the export.
+    run = tmp_path / "run"
+    save_model(model, run / "checkpoints" / "best-00000007")
+    (run / "checkpoints" / "best.json").write_text(json.dumps({"dir": "best-00000007"}))
+    emb_run, _ = embed_folder(run, tmp_path / "imgs", crop_fraction=0.0)
+    np.testing.assert_array_equal(emb_run, emb)
+    with pytest.raises(FileNotFoundError, match=r"checkpoint=.*no exported model"):
+        embed_folder(tmp_path / "imgs", tmp_path / "imgs")

@@ -141,12 +141,15 @@ def load_model(directory: Path) -> nn.Module:
     return sem_models.load_model(directory)
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """A run directory (its best export) or an export directory (``config.json`` + weights)."""
+def resolve_model_dir(path: str | Path, what: str = "init_from") -> Path:
+    """A run directory (its best export) or an export directory (``config.json`` + weights).
+
+    ``what`` names the setting in error messages (``init_from``, ``--checkpoint``, ...).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
-            f"init_from={path} does not exist (run the previous stage first, or fix the path)"
+            f"{what}={path} does not exist (run the previous stage first, or fix the path)"
         )
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         return path
@@ -154,7 +157,7 @@ def resolve_model_dir(path: str | Path) -> Path:
     if best is not None:
         return path / "checkpoints" / best["dir"]
     raise FileNotFoundError(
-        f"init_from={path}: no exported model found (expected checkpoints/best.json of a "
+        f"{what}={path}: no exported model found (expected checkpoints/best.json of a "
         f"finished run, or a folder with config.json and model.safetensors)"
     )
 

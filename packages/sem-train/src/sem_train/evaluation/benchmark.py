@@ -35,7 +35,7 @@ from sem_physics import ParameterRanges
 from tqdm.auto import tqdm
 
 from .images import CROP_FRACTION, list_images, load_image
-from .methods import list_methods, run_method
+from .methods import run_method, select_methods
 from .pipeline import Evaluation, MethodResult
 from .protocols import SETTINGS, ProtocolManifest, build_s2r, build_s2s
 from .quality import QUALITY_METRICS, QualityScorer
@@ -144,6 +144,7 @@ def _check_manifest(path: Path, manifest: ProtocolManifest) -> None:
 
 def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool = True) -> Path:
     """Run (or resume) the benchmark; returns the path of ``report.md``."""
+    names = select_methods(cfg.methods)  # a typo fails before any work
     out = Path(cfg.out)
     manifest, train, cases = _protocol(cfg)
     _check_manifest(out / "manifest.json", manifest)
@@ -157,7 +158,6 @@ def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool =
         figure_cases=figure_ids,
         progress=progress,
     )
-    names = cfg.methods if cfg.methods is not None else list_methods()
     results: list[MethodResult] = []
     bar = tqdm(names, desc="methods", unit="method", disable=not progress)
     for name in bar:

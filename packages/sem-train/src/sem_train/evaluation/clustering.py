@@ -108,13 +108,11 @@ def embed_folder(
     import torch.nn.functional as F
     from sem_models import extract_embeddings, load_model
 
+    from ..modeling import resolve_model_dir
     from .images import list_images, load_image
 
-    ckpt = Path(checkpoint)
-    if not ckpt.exists():
-        raise FileNotFoundError(f"checkpoint {str(ckpt)!r} does not exist")
     paths = list_images(folder)
-    model = load_model(ckpt)
+    model = load_model(resolve_model_dir(checkpoint, what="checkpoint"))
     mae = getattr(model, "mae", model)
     size = int(getattr(getattr(mae, "config", None), "img_size", 224))
     batch = []

@@ -154,7 +154,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="k-means on encoder embeddings of a folder: silhouette, Davies-Bouldin, CH",
         description="Table 1: cluster the embeddings of --images from each --checkpoint.",
     )
-    c.add_argument("--checkpoint", action="append", required=True, help="sem-models folder")
+    c.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        help="exported sem-models folder or a training run folder (repeat to compare models)",
+    )
     c.add_argument("--images", required=True, help="folder of images")
     c.add_argument("--k", type=int, default=10, help="number of clusters (default 10)")
     c.add_argument("--pool", choices=("mean", "cls"), default="mean")

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .foundation import FoundationDemoConfig, train_foundation
 from .images import CROP_FRACTION, list_images, load_image, sample_images
-from .methods import list_methods, run_method
+from .methods import run_method, select_methods
 from .pipeline import Evaluation
 from .protocols import SETTINGS, build_s2s
 from .quality import QUALITY_METRICS, QualityScorer
@@ -116,6 +116,7 @@ def _failed(name: str, err: BaseException) -> MethodRun:
 def run_demo(cfg: DemoConfig, *, progress: bool = True) -> Path:
     """Run the demo described by ``cfg``; returns the path of ``report.md``."""
     t_start = time.perf_counter()
+    names = select_methods(cfg.methods, cfg.exclude)  # a typo fails before any work
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
@@ -157,8 +158,6 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> Path:
         if len(images) == 1 and cfg.n_train > 0:
             train = [images[0]]
         source = f"{len(images)} images from {cfg.images}"
-    names = cfg.methods if cfg.methods is not None else list_methods()
-    names = [n for n in names if n not in cfg.exclude]
     log.info("sem demo: %d cases, %d methods -> %s", len(cases), len(names), out)
     evaluation = Evaluation(cases, scorer=QualityScorer(cfg.quality_metrics), progress=progress)
     results = []

@@ -29,6 +29,7 @@ __all__ = [
     "list_methods",
     "make_restorer",
     "run_method",
+    "select_methods",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,27 @@ def list_methods() -> list[str]:
         return [IDENTITY]
     names = list(list_restorers())
     return names if any(n in IDENTITY_NAMES for n in names) else [IDENTITY, *names]
+
+
+def select_methods(methods: Sequence[str] | None, exclude: Sequence[str] = ()) -> list[str]:
+    """The methods to run: ``methods`` (None: all registered) minus ``exclude``.
+
+    The pass-through (the defocused input, every table's reference row) is always included
+    unless it is excluded by name. Unknown names raise ValueError listing the registered ones,
+    before anything runs.
+    """
+    registered = list_methods()
+    unknown = [n for n in [*(methods or []), *exclude] if n not in registered]
+    if unknown:
+        raise ValueError(
+            f"unknown method(s) {', '.join(map(repr, unknown))}; registered: "
+            + ", ".join(registered)
+        )
+    names = list(dict.fromkeys(methods)) if methods is not None else registered
+    identity = next(n for n in registered if n in IDENTITY_NAMES)
+    if not any(n in IDENTITY_NAMES for n in names):
+        names.insert(0, identity)
+    return [n for n in names if n not in exclude]
 
 
 def make_restorer(name: str, config: Mapping[str, Any] | None = None) -> Any:

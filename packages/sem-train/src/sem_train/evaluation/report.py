@@ -133,8 +133,10 @@ def save_panels(
             ax.text(
                 0.5,
                 0.5,
-                f"✗ {name}\n" + textwrap.fill(note[:160], 36),  # fits the tile: tight_layout
-                ha="center",  # would shrink every tile to make room for a long line
+                # Wrapped and shortened to fit the tile (tight_layout would shrink every tile to
+                # make room for a long line); report.md carries the full reason.
+                f"✗ {name}\n" + textwrap.fill(textwrap.shorten(note, 300, placeholder=" …"), 38),
+                ha="center",
                 va="center",
                 fontsize=7,
                 transform=ax.transAxes,
