@@ -184,6 +184,12 @@ def test_cli_lines_json_report_and_exit_codes(tmp_path, sample, capsys) -> None:
     # CSV summary
     assert main(["lines", path, "--pixel-size-nm", "0.8", "--csv", "--info-bar", "none"]) == 0
     assert "cd_nm" in capsys.readouterr().out
+    # Plain text: the summary's numbers to 6 significant digits
+    assert main(["lines", path, "--pixel-size-nm", "0.8", "--info-bar", "none"]) == 0
+    lines = dict(ln.split(": ", 1) for ln in capsys.readouterr().out.splitlines())
+    assert int(lines["n_lines"]) == 10
+    cd = measure_lines(sample.image.clip(0, 255).astype(np.uint8), 0.8).cd_nm
+    assert lines["cd_nm"] == f"{cd:.6g}" and float(lines["cd_nm"]) == pytest.approx(cd, rel=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -98,8 +98,8 @@ def _emit(result: Any, args: argparse.Namespace, to_json: Callable[[], str]) -> 
     elif args.csv:
         print(result.to_csv("summary"), end="")
     else:
-        for key, value in result.summary().items():
-            print(f"{key}: {value}")
+        for key, value in result.summary().items():  # 6 significant digits; JSON keeps all
+            print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
         for w in result.warnings:
             print(f"warning: {w}")
     if not result.valid:
