@@ -106,13 +106,12 @@ def _kernel_spectrum(kernel: np.ndarray, fh: int, fw: int) -> np.ndarray:
     if np.array_equal(kernel, kernel[::-1, ::-1]):
         # Rows y = 0..p of the x-mirrored kernel, columns wrapped: the inverse real FFT along
         # y then gives K'(-u, v) / fh = K(-u, -v) / fh = K(u, v) / fh.
-        mirrored = kernel[p:, ::-1]
+        # The factor fh is applied to these few rows rather than to the (fh, fw) result.
+        mirrored = kernel[p:, ::-1] * kernel.dtype.type(fh)
         rows = np.zeros((p + 1, fw), dtype=kernel.dtype)
         rows[:, : p + 1] = mirrored[:, p:]
         rows[:, fw - p :] = mirrored[:, :p]
-        spec = sfft.irfft(sfft.rfft(rows, axis=1), n=fh, axis=0)
-        spec *= fh
-        return spec
+        return sfft.irfft(sfft.rfft(rows, axis=1), n=fh, axis=0)
     full = np.zeros((fh, fw), dtype=kernel.dtype)
     idx_r = np.arange(-p, p + 1) % fh
     idx_c = np.arange(-p, p + 1) % fw
