@@ -180,7 +180,8 @@ def save_edge_overlays(
         m = measurements.get(name)
         if m is None or not m.valid:
             why = "not measured" if m is None else f"✗ {m.reason}"
-            ax.set_title(f"{name}\n{why[:60]}", fontsize=7, color="tab:red")
+            why = textwrap.fill(textwrap.shorten(why, 120, placeholder=" …"), 44)
+            ax.set_title(f"{name}\n{why}", fontsize=7, color="tab:red")
             continue
         r0, c0 = (m.roi[0], m.roi[2]) if m.roi else (0, 0)
         for edges, colour in ((m.leading_edges_px, "tab:orange"), (m.trailing_edges_px, "cyan")):
