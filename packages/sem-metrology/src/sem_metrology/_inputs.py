@@ -79,7 +79,12 @@ def unmeasurable_reason(
     if constant and dtype_range is None:
         return f"constant image: every pixel is {data.flat[0]:g}", sat
     if sat >= saturation_limit:
-        return f"saturated image: {100 * sat:.1f} % of pixels at one clipping level", sat
+        where = (
+            f"one end of the {dtype_range[0]:g}..{dtype_range[1]:g} range"
+            if dtype_range is not None
+            else "the image's minimum or maximum value (clipped or flat)"
+        )
+        return f"saturated image: {100 * sat:.1f} % of pixels at {where}", sat
     if constant:
         return f"constant image: every pixel is {data.flat[0]:g}", sat
     return None, sat

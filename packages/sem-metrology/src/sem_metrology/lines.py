@@ -257,7 +257,9 @@ def measure_lines(
     if reason is not None:
         return invalid(reason)
     if dtype_range is not None and sat > 0.2:
-        warnings.append(f"{100 * sat:.1f} % of pixels at one clipping level")
+        warnings.append(
+            f"{100 * sat:.1f} % of pixels at one end of the {dtype_range[0]:g}..{dtype_range[1]:g} range"
+        )
     if opts.flatten_background:
         data = flatten_background(data)
     orientation, anisotropy = detect_orientation(data)
