@@ -190,6 +190,11 @@ def test_cli_lines_json_report_and_exit_codes(tmp_path, sample, capsys) -> None:
     assert int(lines["n_lines"]) == 10
     cd = measure_lines(sample.image.clip(0, 255).astype(np.uint8), 0.8).cd_nm
     assert lines["cd_nm"] == f"{cd:.6g}" and float(lines["cd_nm"]) == pytest.approx(cd, rel=1e-5)
+    # --levels reaches the options and is recorded in the result
+    argv = ["lines", path, "--pixel-size-nm", "0.8", "--levels", "percentile", "--json"]
+    assert main([*argv, "--info-bar", "none"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["intensity_levels"] == "percentile" and data["n_lines"] == 10
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,33 @@ def test_normalize_intensity_maps_median_levels_and_rejects_constant() -> None:
         normalize_intensity(np.full((20, 20), 7.0))
 
 
+def test_percentile_levels_sample_the_median_filter_on_block_centres() -> None:
+    rng = np.random.default_rng(1)
+    img = ndimage.gaussian_filter(rng.normal(100, 30, size=(103, 128)), 1.0)
+    _, lo, hi = normalize_intensity(img, "percentile", (2.0, 97.0))
+    centres = ndimage.median_filter(img, size=5)[2 : 5 * (103 // 5) : 5, 2 : 5 * (128 // 5) : 5]
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(centres, [2.0, 97.0])), rel=1e-12)
+    with pytest.raises(ValueError, match="percentiles"):
+        normalize_intensity(img, "percentile", (60.0, 40.0))
+    with pytest.raises(ValueError, match="levels"):
+        normalize_intensity(img, "max")  # type: ignore[arg-type]
+
+
+def test_percentile_levels_survive_a_bright_artefact() -> None:
+    """A particle brighter than the lines sets SMILE's max level and hides every line; the
+    percentile levels ignore it and measure the true CD."""
+    s = make_line_image(n_lines=8, shape=(256, 256), seed=3)
+    img = s.image.copy()
+    img[:12, :12] = 3 * img.max()  # 0.2 % of the pixels
+    smile = measure_lines(img, s.pixel_size_nm)
+    robust = measure_lines(img, s.pixel_size_nm, intensity_levels="percentile")
+    assert not smile.valid and "no measurable lines" in smile.reason
+    assert robust.valid and robust.n_lines == 8 and robust.intensity_levels == "percentile"
+    assert robust.cd_nm == pytest.approx(s.truth.cd_nm, abs=0.1)
+    with pytest.raises(ValueError, match="level_percentiles"):
+        measure_lines(img, s.pixel_size_nm, level_percentiles=(5.0, 5.0))
+
+
 def test_flatten_background_removes_a_plane() -> None:
     sample = make_line_image(n_lines=12, shape=(120, 240), sigma_nm=0.5, seed=0)
     yy, xx = np.mgrid[0:120, 0:240]

@@ -118,6 +118,7 @@ def _cmd_lines(args: argparse.Namespace) -> int:
         orientation=args.orientation,
         edge_method=args.method,
         threshold=args.threshold,
+        intensity_levels=args.levels,
     )
     result = measure_lines(img.data, size, options).model_copy(update={"pixel_size_source": source})
     if args.report:
@@ -184,6 +185,13 @@ def _parser() -> argparse.ArgumentParser:
     lines.add_argument("--threshold", type=float, default=0.5)
     lines.add_argument("--tone", choices=["auto", "bright", "dark"], default="auto")
     lines.add_argument("--orientation", choices=["auto", "vertical", "horizontal"], default="auto")
+    lines.add_argument(
+        "--levels",
+        choices=["smile", "percentile"],
+        default="smile",
+        help="0/1 intensity levels: min/max of the 5x5 median (SMILE) or its 1st/99th "
+        "percentiles (robust to small artefacts)",
+    )
     lines.set_defaults(func=_cmd_lines)
     contacts = sub.add_parser("contacts", parents=[common], help="contact-hole metrology")
     contacts.add_argument("--csv", action="store_true", help="print a one-row CSV summary")

@@ -24,7 +24,7 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.ndimage import gaussian_filter1d
 
 from ._inputs import resolve_image, unmeasurable_reason
@@ -63,6 +63,13 @@ class LineOptions(BaseModel):
     edge_window_px: int | None = Field(
         None, ge=1, le=64, description="half-width of the edge fit window; None = auto"
     )
+    intensity_levels: Literal["smile", "percentile"] = Field(
+        "smile",
+        description="0/1 levels: min/max of the 5x5 median filter (SMILE), or its percentiles",
+    )
+    level_percentiles: tuple[float, float] = Field(
+        (1.0, 99.0), description="percentiles used when intensity_levels='percentile'"
+    )
     correct_tilt: bool = True
     max_tilt_deg: float = Field(5.0, ge=0.0, le=20.0)
     flatten_background: bool = False
@@ -79,6 +86,13 @@ class LineOptions(BaseModel):
     recentre_windows: bool = Field(
         True, description="second pass with windows centred on each row's first-pass edge"
     )
+
+    @field_validator("level_percentiles")
+    @classmethod
+    def _percentiles_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= v[0] < v[1] <= 100.0:
+            raise ValueError(f"must satisfy 0 <= low < high <= 100, got {v}")
+        return v
 
 
 class LineMeasurement(BaseModel):
@@ -101,6 +115,7 @@ class LineMeasurement(BaseModel):
     tone: Literal["bright", "dark"] | None = None
     tilt_deg: float | None = None
     edge_method: str = "polynomial"
+    intensity_levels: str = "smile"
     threshold: float = 0.5
     edge_window_px: int | None = None
     n_lines: int = 0
@@ -246,6 +261,7 @@ def measure_lines(
         "pixel_size_nm": px,
         "pixel_size_source": source,
         "edge_method": opts.edge_method,
+        "intensity_levels": opts.intensity_levels,
         "threshold": opts.threshold,
         "roi": opts.roi,
     }
@@ -270,7 +286,7 @@ def measure_lines(
     base["orientation"] = orientation
     work = data.T if orientation == "horizontal" else data
     try:
-        norm, _, _ = normalize_intensity(work)
+        norm, _, _ = normalize_intensity(work, opts.intensity_levels, opts.level_percentiles)
     except ValueError as err:
         return invalid(f"constant image: {err}")
     n_rows, width = norm.shape

@@ -84,14 +84,38 @@ def median5_extrema(image: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
-def normalize_intensity(image: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Map the 5×5-median-filtered min/max to 0/1: ``(I − lo) / (hi − lo)`` (as SMILE does).
+def normalize_intensity(
+    image: np.ndarray,
+    levels: Literal["smile", "percentile"] = "smile",
+    percentiles: tuple[float, float] = (1.0, 99.0),
+) -> tuple[np.ndarray, float, float]:
+    """Map two intensity levels ``lo``/``hi`` to 0/1: ``(I − lo) / (hi − lo)``.
+
+    ``levels="smile"`` (default, as SMILE does): the min and max of the 5×5 median filter.
+    ``levels="percentile"``: the given percentiles of the 5×5 median filter, sampled on the
+    non-overlapping 5×5 blocks; a small bright or dark artefact (a particle, a charging spot)
+    then no longer sets the scale that the 0.5 threshold refers to.
 
     Returns the normalised float64 image and ``(lo, hi)``. Raises ValueError for a constant
     image (``hi == lo``).
     """
     a = np.asarray(image, dtype=np.float64)
-    lo, hi = median5_extrema(a)
+    if levels == "smile":
+        lo, hi = median5_extrema(a)
+    elif levels == "percentile":
+        p_lo, p_hi = percentiles
+        if not 0.0 <= p_lo < p_hi <= 100.0:
+            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+        k = _MEDIAN_SIZE
+        if a.shape[0] < k or a.shape[1] < k:
+            med = ndimage.median_filter(a, size=k, mode="reflect").ravel()
+        else:
+            hb, wb = a.shape[0] // k, a.shape[1] // k
+            blocks = a[: hb * k, : wb * k].reshape(hb, k, wb, k).transpose(0, 2, 1, 3)
+            med = np.median(blocks.reshape(hb * wb, -1), axis=1)
+        lo, hi = (float(v) for v in np.percentile(med, [p_lo, p_hi]))
+    else:
+        raise ValueError(f"levels must be 'smile' or 'percentile', got {levels!r}")
     if not hi > lo:
         raise ValueError(f"image has no contrast after 5x5 median filtering (min = max = {lo:g})")
     return (a - lo) / (hi - lo), lo, hi
