@@ -66,6 +66,11 @@ def resolve_image(
     return data, size, source, dtype_range
 
 
+def clipping_levels(dtype_range: tuple[float, float]) -> str:
+    """How messages name the clipping levels of an integer image's range."""
+    return f"one end of the {dtype_range[0]:g}..{dtype_range[1]:g} range"
+
+
 def unmeasurable_reason(
     data: np.ndarray, dtype_range: tuple[float, float] | None, saturation_limit: float
 ) -> tuple[str | None, float]:
@@ -80,7 +85,7 @@ def unmeasurable_reason(
         return f"constant image: every pixel is {data.flat[0]:g}", sat
     if sat >= saturation_limit:
         where = (
-            f"one end of the {dtype_range[0]:g}..{dtype_range[1]:g} range"
+            clipping_levels(dtype_range)
             if dtype_range is not None
             else "the image's minimum or maximum value (clipped or flat)"
         )

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.ndimage import gaussian_filter1d
 
-from ._inputs import resolve_image, unmeasurable_reason
+from ._inputs import clipping_levels, resolve_image, unmeasurable_reason
 from .edges import EdgeMethod, coarse_edges, edge_spread_px, fill_gaps, subpixel_edges
 from .preprocess import (
     detect_orientation,
@@ -273,9 +273,7 @@ def measure_lines(
     if reason is not None:
         return invalid(reason)
     if dtype_range is not None and sat > 0.2:
-        warnings.append(
-            f"{100 * sat:.1f} % of pixels at one end of the {dtype_range[0]:g}..{dtype_range[1]:g} range"
-        )
+        warnings.append(f"{100 * sat:.1f} % of pixels at {clipping_levels(dtype_range)}")
     if opts.flatten_background:
         data = flatten_background(data)
     orientation, anisotropy = detect_orientation(data)

@@ -59,6 +59,14 @@ def _extreme_median(a: np.ndarray, bound: float, upper: bool) -> float:
     return float(med.max() if upper else med.min())
 
 
+def _block_medians(a: np.ndarray) -> np.ndarray:
+    """Medians of the non-overlapping 5×5 blocks: the 5×5 median filter at the block centres."""
+    k = _MEDIAN_SIZE
+    hb, wb = a.shape[0] // k, a.shape[1] // k
+    blocks = a[: hb * k, : wb * k].reshape(hb, k, wb, k).transpose(0, 2, 1, 3).reshape(hb, wb, -1)
+    return np.median(blocks, axis=2)
+
+
 def median5_extrema(image: np.ndarray) -> tuple[float, float]:
     """Minimum and maximum of the image's 5×5 median filter (SMILE's normalisation levels).
 
@@ -76,9 +84,7 @@ def median5_extrema(image: np.ndarray) -> tuple[float, float]:
     if a.shape[0] < k or a.shape[1] < k:
         med = ndimage.median_filter(a, size=k, mode="reflect")
         return float(med.min()), float(med.max())
-    hb, wb = a.shape[0] // k, a.shape[1] // k
-    blocks = a[: hb * k, : wb * k].reshape(hb, k, wb, k).transpose(0, 2, 1, 3).reshape(hb, wb, -1)
-    block_med = np.median(blocks, axis=2)
+    block_med = _block_medians(a)
     lo = _extreme_median(a, float(block_med.min()), upper=False)
     hi = _extreme_median(a, float(block_med.max()), upper=True)
     return lo, hi
@@ -108,11 +114,9 @@ def normalize_intensity(
             raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
         k = _MEDIAN_SIZE
         if a.shape[0] < k or a.shape[1] < k:
-            med = ndimage.median_filter(a, size=k, mode="reflect").ravel()
+            med = ndimage.median_filter(a, size=k, mode="reflect")
         else:
-            hb, wb = a.shape[0] // k, a.shape[1] // k
-            blocks = a[: hb * k, : wb * k].reshape(hb, k, wb, k).transpose(0, 2, 1, 3)
-            med = np.median(blocks.reshape(hb * wb, -1), axis=1)
+            med = _block_medians(a)
         lo, hi = (float(v) for v in np.percentile(med, [p_lo, p_hi]))
     else:
         raise ValueError(f"levels must be 'smile' or 'percentile', got {levels!r}")

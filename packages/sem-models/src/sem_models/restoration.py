@@ -24,7 +24,9 @@ __all__ = ["RestorationModel"]
 
 
 class RestorationModel(nn.Module):
-    """``y = denorm(decoder(encoder(norm(x))))`` (``+ norm(x)`` inside if residual) for ``x`` of any size, 1 or 3 channels.
+    """``y = denorm(decoder(encoder(norm(x))))`` for ``x`` of any size, 1 or 3 channels.
+
+    With ``residual`` the decoder's output is added to ``norm(x)`` before ``denorm``.
 
     Inputs ``(N, C, H, W)`` in ``[0, 1]``; the output has the same shape, on the same scale
     (not clamped). Channels are matched to the MAE's (gray replicated to RGB, RGB averaged

@@ -93,6 +93,14 @@ def _grid(n: int, max_cols: int = 5) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def _fit_text(text: str, max_chars: int, width: int) -> str:
+    """``text`` shortened to ``max_chars`` and wrapped at ``width``, to sit inside one tile.
+
+    A long single line would make tight_layout shrink every tile; report.md keeps the full text.
+    """
+    return textwrap.fill(textwrap.shorten(text, max_chars, placeholder=" …"), width)
+
+
 def save_panels(
     path: str | Path,
     case: Case,
@@ -133,9 +141,7 @@ def save_panels(
             ax.text(
                 0.5,
                 0.5,
-                # Wrapped and shortened to fit the tile (tight_layout would shrink every tile to
-                # make room for a long line); report.md carries the full reason.
-                f"✗ {name}\n" + textwrap.fill(textwrap.shorten(note, 300, placeholder=" …"), 38),
+                f"✗ {name}\n" + _fit_text(note, 300, 38),
                 ha="center",
                 va="center",
                 fontsize=7,
@@ -180,8 +186,7 @@ def save_edge_overlays(
         m = measurements.get(name)
         if m is None or not m.valid:
             why = "not measured" if m is None else f"✗ {m.reason}"
-            why = textwrap.fill(textwrap.shorten(why, 120, placeholder=" …"), 44)
-            ax.set_title(f"{name}\n{why}", fontsize=7, color="tab:red")
+            ax.set_title(f"{name}\n{_fit_text(why, 120, 44)}", fontsize=7, color="tab:red")
             continue
         r0, c0 = (m.roi[0], m.roi[2]) if m.roi else (0, 0)
         for edges, colour in ((m.leading_edges_px, "tab:orange"), (m.trailing_edges_px, "cyan")):
