@@ -1,10 +1,15 @@
-"""Session-wide test settings: offline hubs, a throw-away TORCH_HOME, real-data folders."""
+"""Session-wide test settings: offline hubs, a throw-away TORCH_HOME, real-data folders.
+
+The real-data folders come from the environment or from ``../shared/data`` beside the clone.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+import pytest
 
 # Nothing in the test run may download: hubs offline, torch's cache in a fresh temporary folder.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -17,3 +22,23 @@ _shared = Path(__file__).resolve().parent.parent / "shared" / "data"
 for _var, _sub in (("SEM_REAL_DATA", "sem"), ("SEM_CORPUS_DATA", "sem_corpus")):
     if not os.environ.get(_var) and (_shared / _sub).is_dir():
         os.environ[_var] = str(_shared / _sub)
+
+
+_REAL_DATA_VARS = ("SEM_REAL_DATA", "SEM_CORPUS_DATA")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """With ``SEM_REQUIRE_REAL_DATA=1`` (set by CI) a real-data test may not skip: it fails.
+
+    The tests on real micrographs skip where the data is absent (it is never committed); in CI
+    the data is always beside the clone, so a skip there would hide a broken data path.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or os.environ.get("SEM_REQUIRE_REAL_DATA") != "1":
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if any(var in reason for var in _REAL_DATA_VARS):
+        report.outcome = "failed"
+        report.longrepr = f"real-data test skipped although SEM_REQUIRE_REAL_DATA=1: {reason}"
