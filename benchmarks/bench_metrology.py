@@ -1,7 +1,7 @@
 """Speed of sem_metrology.measure_lines on a 1280x960 line/space image (~37-40 lines), and of
 measure_contacts on the 1024x768 contact-hole image.
 
-Uses the real images when SEM_REAL_DATA (or /work/shared/data/sem) holds them, else synthetic
+Uses the real images when SEM_REAL_DATA (or ../shared/data/sem beside the clone) holds them, else synthetic
 ones. Prints milliseconds per image, lines/s and line-rows/s (holes/s for contacts), and ratios
 against a baseline measured in the same run: one full 5x5 median filter of the image
 (scipy.ndimage), the step SMILE's normalisation starts with.
@@ -26,7 +26,8 @@ from sem_metrology import (
     measure_lines,
 )
 
-_FOLDER = Path(os.environ.get("SEM_REAL_DATA", "/work/shared/data/sem"))
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+_FOLDER = Path(os.environ.get("SEM_REAL_DATA", _SHARED / "sem"))
 
 
 def _load() -> tuple[np.ndarray, float, str]:

@@ -114,7 +114,12 @@ def main() -> None:
     ap.add_argument(
         "--corpus",
         type=Path,
-        default=Path(os.environ.get("SEM_CORPUS_DATA", "/work/shared/data/sem_corpus")),
+        default=Path(
+            os.environ.get(
+                "SEM_CORPUS_DATA",
+                Path(__file__).resolve().parents[2] / "shared" / "data" / "sem_corpus",
+            )
+        ),
     )
     ap.add_argument("--skip-stages", action="store_true")
     ap.add_argument("--skip-base", action="store_true")

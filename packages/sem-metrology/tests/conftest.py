@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-_FALLBACK_REAL = Path("/work/shared/data/sem")
 LINE_IMAGE = "lines_euv_resist_0p827nm.tif"
 LINE_INFO_BAR_ROW = 896
 
@@ -20,18 +19,14 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
     monkeypatch.setenv("MPLBACKEND", "Agg")
 
 
-def real_data_dir() -> Path | None:
-    """SEM_REAL_DATA, else /work/shared/data/sem when it exists, else None."""
-    env = os.environ.get("SEM_REAL_DATA")
-    if env:
-        return Path(env)
-    return _FALLBACK_REAL if _FALLBACK_REAL.is_dir() else None
-
-
 @pytest.fixture(scope="session")
 def sem_real_dir() -> Path:
-    """Folder of the real SEM test images; skips (naming SEM_REAL_DATA) when absent."""
-    folder = real_data_dir()
+    """Folder of the real SEM test images; skips (naming SEM_REAL_DATA) when absent.
+
+    The root conftest sets SEM_REAL_DATA from ``../shared/data/sem`` beside the clone.
+    """
+    env = os.environ.get("SEM_REAL_DATA")
+    folder = Path(env) if env else None
     if folder is None or not folder.is_dir():
         pytest.skip("real SEM images not found: set SEM_REAL_DATA to ../shared/data/sem")
     return folder
