@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 
 import pytest
-
 from sem_physics.atomic import OutputWriteError, atomic_write, atomic_write_bytes, atomic_write_text
 
 
