@@ -74,7 +74,9 @@ def test_midpoint_with_crop_and_png(tmp_path: Path, capsys: pytest.CaptureFixtur
     ("extra", "words"),
     [
         (["--rx-px", "-1"], "--rx-px input should be greater than 0"),
-        (["--dose", "0"], "--dose input should be greater than 0"),
+        (["--dose", "0"], "--dose input should be greater than or equal to 0.01"),
+        (["--dose", "1e-300"], "--dose input should be greater than or equal to 0.01"),
+        (["--gain", "1e-9"], "--gain input should be greater than or equal to 0.01"),
         (["--sigma", "300"], "--sigma input should be less than or equal to 255"),
         (["--sample", "--rx-px", "2"], "cannot be combined with --sample"),
         (["--seed", "-2"], "--seed must be >= 0"),

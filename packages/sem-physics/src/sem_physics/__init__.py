@@ -3,20 +3,53 @@
 ``y = N(a (x ⊛ h) + b)`` with an elliptical Airy PSF ``h`` and Poisson-Gaussian noise ``N``;
 seeded protocols with manifests, SEM image I/O (pixel size, info bar) and sample images.
 torch is optional: only the ``*_torch`` functions and :mod:`sem_physics.convert` need it.
+
+Names are loaded on first use (module ``__getattr__``): ``import sem_physics`` imports neither
+numpy, scipy, pydantic nor torch, so command lines built on it start at once.
 """
 
-from .convert import image_to_tensor, tensor_to_image
-from .convolution import convolve_reflect, convolve_reflect_torch
-from .forward import degrade, degrade_torch, validate_image
-from .io import ImageReadError, SEMImage, crop_info_bar, read_image, write_image
-from .noise import poisson_gaussian, poisson_gaussian_torch
-from .params import DegradationParams, ParameterRanges
-from .protocol import Manifest, ManifestEntry, degrade_files, replay_manifest
-from .psf import PSFParams, airy_profile, airy_psf, airy_psf_torch, kernel_size
-from .samples import SAMPLE_KINDS, make_sample, write_samples
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# name -> submodule that defines it
+_EXPORTS = {
+    "SAMPLE_KINDS": "samples",
+    "DegradationParams": "params",
+    "ImageReadError": "io",
+    "Manifest": "protocol",
+    "ManifestEntry": "protocol",
+    "PSFParams": "psf",
+    "ParameterRanges": "params",
+    "SEMImage": "io",
+    "SourceRecord": "protocol",
+    "airy_profile": "psf",
+    "airy_psf": "psf",
+    "airy_psf_torch": "psf",
+    "convolve_reflect": "convolution",
+    "convolve_reflect_torch": "convolution",
+    "crop_info_bar": "io",
+    "degrade": "forward",
+    "degrade_files": "protocol",
+    "degrade_torch": "forward",
+    "file_sha256": "protocol",
+    "image_to_tensor": "convert",
+    "kernel_size": "psf",
+    "make_sample": "samples",
+    "poisson_gaussian": "noise",
+    "poisson_gaussian_torch": "noise",
+    "read_image": "io",
+    "replay_manifest": "protocol",
+    "tensor_to_image": "convert",
+    "validate_image": "validation",
+    "write_image": "io",
+    "write_samples": "samples",
+}
+
+# Literal for linters; a test checks that it lists exactly the keys of _EXPORTS.
 __all__ = [
     "SAMPLE_KINDS",
     "DegradationParams",
@@ -26,6 +59,7 @@ __all__ = [
     "PSFParams",
     "ParameterRanges",
     "SEMImage",
+    "SourceRecord",
     "airy_profile",
     "airy_psf",
     "airy_psf_torch",
@@ -35,6 +69,7 @@ __all__ = [
     "degrade",
     "degrade_files",
     "degrade_torch",
+    "file_sha256",
     "image_to_tensor",
     "kernel_size",
     "make_sample",
@@ -47,3 +82,36 @@ __all__ = [
     "write_image",
     "write_samples",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sem_physics' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .convert import image_to_tensor, tensor_to_image
+    from .convolution import convolve_reflect, convolve_reflect_torch
+    from .forward import degrade, degrade_torch
+    from .io import ImageReadError, SEMImage, crop_info_bar, read_image, write_image
+    from .noise import poisson_gaussian, poisson_gaussian_torch
+    from .params import DegradationParams, ParameterRanges
+    from .protocol import (
+        Manifest,
+        ManifestEntry,
+        SourceRecord,
+        degrade_files,
+        file_sha256,
+        replay_manifest,
+    )
+    from .psf import PSFParams, airy_profile, airy_psf, airy_psf_torch, kernel_size
+    from .samples import SAMPLE_KINDS, make_sample, write_samples
+    from .validation import validate_image

@@ -6,6 +6,9 @@ Examples::
     sem-degrade image.tif --midpoint --crop info-bar -o out --json
     sem-degrade images/ --rx-px 12 --ry-px 8 --theta-rad 0.5 -o out
     sem-degrade --replay out/manifest.json
+
+Only argparse is imported until the arguments are parsed, so ``--help`` is instant; numpy,
+scipy and pydantic load in :func:`run`.
 """
 
 from __future__ import annotations
@@ -15,36 +18,44 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from pydantic import ValidationError
-
-from .io import DEFAULT_CROP_FRACTION
-from .params import DegradationParams, ParameterRanges
-from .protocol import MANIFEST_NAME, Mode, degrade_files, find_images, replay_manifest
-from .samples import write_samples
+if TYPE_CHECKING:
+    from .params import DegradationParams
 
 PROG = "sem-degrade"
+MANIFEST = "manifest.json"  # sem_physics.protocol.MANIFEST_NAME, without importing it
 _PARAM_FLAGS = {
     "rx_px": "PSF scale along x' in px (0, 1000]",
     "ry_px": "PSF scale along y' in px (0, 1000]",
     "beta": "Airy exponent (0, 10]",
     "theta_rad": "astigmatism angle in rad [-2pi, 2pi]",
-    "gain": "gain a (0, 100]",
+    "gain": "gain a [0.01, 100]",
     "offset": "offset b on the 0..255 scale [-255, 255]",
     "sigma": "Gaussian noise std on the 0..255 scale [0, 255]",
-    "dose": "electrons per grey level (0, 1e9]",
+    "dose": "electrons per grey level [0.01, 1e9]",
 }
+EXIT_ERROR = 2  # a user error, or nothing could be processed
+EXIT_FAILED = 1  # --strict and some inputs failed; or an unexpected error
 
 
 class CLIError(ValueError):
     """A user error: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line ``sem-degrade: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Simulate defocused, noisy SEM images y = N(a (x * h) + b) with a seeded, "
-        f"replayable protocol; writes the images and {MANIFEST_NAME}.",
+        f"replayable protocol; writes the images and {MANIFEST}. Unreadable inputs are "
+        "skipped and listed in the manifest; outputs never overwrite an input.",
     )
     parser.add_argument("inputs", nargs="*", type=Path, help="image files or folders")
     parser.add_argument("-o", "--out", type=Path, help="output folder (created)")
@@ -68,9 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="remove the info bar first: detected rows (else the fraction), or the fraction",
     )
-    parser.add_argument(
-        "--crop-fraction", type=float, default=DEFAULT_CROP_FRACTION, help="default 0.0667"
-    )
+    parser.add_argument("--crop-fraction", type=float, default=None, help="default 0.0667")
     parser.add_argument(
         "--format",
         choices=("float32-tiff", "uint16-png"),
@@ -84,12 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the built-in SEM-like sample images to DIR (used as input if none given)",
     )
     parser.add_argument("--n-samples", type=int, default=2, help="samples per kind (default 2)")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="refuse images declaring more pixels (default $SEM_MAX_PIXELS, else 100000000)",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 if any input fails (default: skip it)"
+    )
     parser.add_argument("--json", action="store_true", help="print the parameters used as JSON")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
-def _validation_message(err: ValidationError) -> str:
+def _say(kind: str, message: str) -> None:
+    print(f"{PROG}: {kind}: {message}", file=sys.stderr)
+
+
+def _validation_message(err: Any) -> str:
     parts = []
     for e in err.errors():
         field = str(e["loc"][-1]) if e["loc"] else "value"
@@ -98,6 +120,10 @@ def _validation_message(err: ValidationError) -> str:
 
 
 def _explicit_params(args: argparse.Namespace) -> DegradationParams | None:
+    from pydantic import ValidationError
+
+    from .params import DegradationParams, ParameterRanges
+
     given = {n: getattr(args, n) for n in _PARAM_FLAGS if getattr(args, n) is not None}
     if not given:
         return None
@@ -107,9 +133,12 @@ def _explicit_params(args: argparse.Namespace) -> DegradationParams | None:
         raise CLIError("explicit parameters cannot be combined with --midpoint")
     values = ParameterRanges().midpoint().model_dump() | given
     try:
-        return DegradationParams(**values)
+        params = DegradationParams(**values)
     except ValidationError as err:
         raise CLIError(_validation_message(err)) from None
+    for note in params.outside_paper_ranges():
+        _say("warning", note)
+    return params
 
 
 def _progress_bar() -> Callable[[Iterable[Path]], Iterable[Path]] | None:
@@ -125,29 +154,44 @@ def _progress_bar() -> Callable[[Iterable[Path]], Iterable[Path]] | None:
     return bar
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from .protocol import replay_manifest
+
+    result = replay_manifest(args.replay, args.out)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    if not result.ok:
+        raise CLIError(
+            f"{len(result.mismatched)} of {result.checked} outputs differ from "
+            f"{args.replay}: {', '.join(result.mismatched)}"
+        )
+    _say("note", f"{result.checked} outputs reproduced bit for bit")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    """Run a parsed command line; returns the exit status."""
     if args.replay is not None:
-        result = replay_manifest(args.replay, args.out)
-        if args.json:
-            print(result.model_dump_json(indent=2))
-        if not result.ok:
-            raise CLIError(
-                f"{len(result.mismatched)} of {result.checked} outputs differ from "
-                f"{args.replay}: {', '.join(result.mismatched)}"
-            )
-        print(f"{PROG}: {result.checked} outputs reproduced bit for bit", file=sys.stderr)
-        return 0
+        return _replay(args)
+    from .io import DEFAULT_CROP_FRACTION, max_pixels_limit
+    from .protocol import NothingDegradedError, degrade_files, find_images
+    from .samples import write_samples
+
     if args.n_samples < 1:
         raise CLIError(f"--n-samples must be >= 1, got {args.n_samples}")
     if args.seed < 0:
         raise CLIError(f"--seed must be >= 0, got {args.seed}")
-    if not 0 <= args.crop_fraction < 1:
-        raise CLIError(f"--crop-fraction must be in [0, 1), got {args.crop_fraction}")
+    crop_fraction = DEFAULT_CROP_FRACTION if args.crop_fraction is None else args.crop_fraction
+    if not 0 <= crop_fraction < 1:
+        raise CLIError(f"--crop-fraction must be in [0, 1), got {crop_fraction}")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise CLIError(f"--max-pixels must be >= 1, got {args.max_pixels}")
+    max_pixels = max_pixels_limit(args.max_pixels)  # also checks $SEM_MAX_PIXELS
     params = _explicit_params(args)
     inputs = list(args.inputs)
     if args.make_samples is not None:
         written = write_samples(args.make_samples, n_per_kind=args.n_samples, seed=args.seed)
-        print(f"{PROG}: wrote {len(written)} samples to {args.make_samples}", file=sys.stderr)
+        _say("note", f"wrote {len(written)} samples to {args.make_samples}")
         if not inputs:
             inputs = [args.make_samples]
     if not inputs:
@@ -158,51 +202,85 @@ def run(args: argparse.Namespace) -> int:
         if args.make_samples is not None and not args.inputs:
             return 0
         raise CLIError("an output folder is required: -o/--out DIR")
-    mode: Mode = "explicit" if params is not None else ("sample" if args.sample else "midpoint")
-    files = find_images(inputs)
-    progress = _progress_bar() if len(files) > 1 and sys.stderr.isatty() else None
+    mode = "explicit" if params is not None else ("sample" if args.sample else "midpoint")
+    left_out: dict[str, int] = {}
 
-    manifest = degrade_files(
-        files,
-        args.out,
-        mode=mode,
-        params=params,
-        master_seed=args.seed,
-        crop=args.crop,
-        crop_fraction=args.crop_fraction,
-        output_format=args.format,
-        progress=progress,
-    )
+    def note_skip(path: Path, reason: str) -> None:
+        left_out[reason] = left_out.get(reason, 0) + 1
+
+    files = find_images(inputs, on_skip=note_skip)
+    for reason, count in left_out.items():
+        _say("note", f"left out {count} image(s): {reason}")
+    progress = _progress_bar() if len(files) > 1 and sys.stderr.isatty() else None
+    try:
+        manifest = degrade_files(
+            files,
+            args.out,
+            mode=mode,
+            params=params,
+            master_seed=args.seed,
+            crop=args.crop,
+            crop_fraction=crop_fraction,
+            output_format=args.format,
+            progress=progress,
+            max_pixels=max_pixels,
+            input_folders=[p for p in inputs if p.is_dir()],
+        )
+    except NothingDegradedError as err:
+        if len(files) > 1:
+            for failure in err.failed:
+                _say("skipped", failure.reason)
+        raise
+    for failure in manifest.failed:
+        _say("skipped", failure.reason)
     if args.json:
         rows = [
-            {"source": str(f), "output": e.output, "seed": e.seed, **e.params.model_dump()}
-            for f, e in zip(files, manifest.entries, strict=True)
+            {
+                "source": str(files[e.index]) if e.index is not None else e.source,
+                "output": e.output,
+                "seed": e.seed,
+                **e.params.model_dump(),
+            }
+            for e in manifest.entries
         ]
         print(json.dumps(rows, indent=2))
-    print(
-        f"{PROG}: {len(manifest.entries)} images ({mode}) -> {args.out / MANIFEST_NAME}",
-        file=sys.stderr,
-    )
+    skipped = f", {len(manifest.failed)} skipped" if manifest.failed else ""
+    _say("note", f"{len(manifest.entries)} images ({mode}){skipped} -> {args.out / MANIFEST}")
+    if manifest.failed and args.strict:
+        _say("error", f"{len(manifest.failed)} of {len(files)} inputs failed (--strict)")
+        return EXIT_FAILED
     return 0
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 2 user error)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point; returns the exit status (0 ok, 1 failures with --strict, 2 error)."""
+    args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except ValidationError as err:
+    except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"{PROG}: error: {_validation_message(err)}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as err:  # ImageReadError, ProtocolError, CLIError, ...
+        _say("error", "interrupted")
+        return 130
+    except Exception as err:  # ValidationError, ImageReadError, ProtocolError, OSError, ...
         if args.debug:
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
+        if type(err).__name__ == "ValidationError" and hasattr(err, "errors"):
+            _say("error", _validation_message(err))
+            return EXIT_ERROR
+        if isinstance(err, ValueError | OSError):
+            _say("error", _first_line(err))
+            return EXIT_ERROR
+        if isinstance(err, MemoryError):
+            _say("error", "not enough memory (try --max-pixels or smaller images)")
+            return EXIT_ERROR
+        _say("error", f"unexpected {type(err).__name__}: {_first_line(err)} (--debug shows more)")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

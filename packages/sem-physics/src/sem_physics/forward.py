@@ -1,4 +1,7 @@
-"""The SEM defocus forward model ``y = N(a (x ⊛ h) + b)`` (SPEC §1), numpy and batched torch."""
+"""The SEM defocus forward model ``y = N(a (x ⊛ h) + b)`` (arXiv 2604.05960, Sec. 3.1), numpy and torch.
+
+:func:`validate_image` (defined in :mod:`sem_physics.validation`) is the one image validator.
+"""
 
 from __future__ import annotations
 
@@ -11,28 +14,12 @@ from .convolution import convolve_reflect, convolve_reflect_torch
 from .noise import poisson_gaussian, poisson_gaussian_torch
 from .params import DegradationParams
 from .psf import airy_psf
+from .validation import validate_image
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["degrade", "degrade_torch", "validate_image"]
-
-
-def validate_image(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Return ``image`` as float64 (H, W) or raise a ValueError that says what is wrong."""
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D grayscale array (H, W), got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty, shape {arr.shape}")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be real numeric, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or inf values")
-    return arr
 
 
 def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:

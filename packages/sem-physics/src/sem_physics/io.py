@@ -13,9 +13,18 @@ Conversions (documented, never silent garbage):
 * multi-page TIFF: the first page.
 
 Pixel size (nm) comes from the file's own metadata, in this order: Hitachi tag 40092
-(``PixelSize=`` in nm), Zeiss ``CZ_SEM`` tag 34118 (``ap_image_pixel_size`` with its unit),
-FEI/Thermo metadata (``[Scan] PixelWidth`` in m), and the JSON written by :func:`write_image`.
-``SEMImage.pixel_size_source`` says which one was used.
+(``PixelSize=`` in nm; UTF-16 or ASCII text, NUL-terminated or not, ``.`` or ``,`` decimals),
+Zeiss ``CZ_SEM`` tag 34118 (``ap_image_pixel_size``, else ``ap_pixel_size``, with its unit),
+FEI/Thermo metadata (``[Scan] PixelWidth`` in m, else ``[EScan] PixelWidth``), and the JSON
+written by :func:`write_image`. ``SEMImage.pixel_size_source`` names the tag actually used.
+A value outside :data:`PIXEL_SIZE_RANGE_NM` (1 pm to 1 mm per pixel) is not a pixel size: it
+is ignored with a logged warning, the next source is tried, and when none is left
+``pixel_size_nm`` is None and ``pixel_size_source`` says ``"none (ignored: ...)"``.
+
+Size limit: the declared pixel count (TIFF tags, PNG/JPEG/BMP header) is checked before any
+pixel is decoded; above ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, 100 Mpx, or the
+``SEM_MAX_PIXELS`` environment variable) the file is refused with :class:`ImageReadError`.
+Conversions run in float32 (no full float64 copy of a large image).
 
 The vendor information bar at the bottom of the frame is kept in ``SEMImage.data``; its height
 is reported in ``info_bar_rows`` when it can be found (FEI metadata ``[Image] ResolutionY``, or a
@@ -29,21 +38,31 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_write
+from .validation import validate_image
+
 __all__ = [
     "DEFAULT_CROP_FRACTION",
+    "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "MAX_PIXELS_ENV",
+    "PIXEL_SIZE_RANGE_NM",
     "ImageReadError",
     "SEMImage",
+    "check_pixel_size_nm",
     "crop_info_bar",
     "detect_info_bar",
     "frame_line_rows",
+    "max_pixels_limit",
     "quantize",
     "read_image",
     "write_image",
@@ -51,13 +70,19 @@ __all__ = [
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 DEFAULT_CROP_FRACTION = 0.0667
+PIXEL_SIZE_RANGE_NM = (1e-3, 1e6)  # 1 pm .. 1 mm per pixel
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "SEM_MAX_PIXELS"
 WRITE_DTYPES = ("uint16", "uint8", "float32")
+_PIL_FORMAT = {".png": "PNG", ".bmp": "BMP"}
 _JSON_KEY = "sem_physics"
 _LUMA = np.array([0.299, 0.587, 0.114])
 _log = logging.getLogger(__name__)
 _GREY_RANGE = (32, 65535)  # span of grey levels an image with an info bar has
 _EXTREME_LEVELS = 8  # grey levels from the image minimum/maximum that count as black/white
 _FRAME_FRACTION = 0.9  # pixels of a frame line at black or white
+_CHUNK_ELEMENTS = 1 << 20  # float64 temporaries of large images are made in blocks of rows
+_NUMBER = r"[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][-+]?\d+)?"
 _UNIT_TO_NM = {"pm": 1e-3, "nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "mm": 1e6, "m": 1e9}
 
 
@@ -65,9 +90,52 @@ class ImageReadError(ValueError):
     """An image file cannot be read or written; the message names the file and the problem."""
 
 
+def check_pixel_size_nm(value: Any, name: str = "pixel_size_nm") -> float:
+    """``value`` as a float if it is a pixel size in nm within :data:`PIXEL_SIZE_RANGE_NM`.
+
+    Raises a ValueError naming ``name`` (a field, a flag or a file) and the accepted range:
+    1e-3 nm (1 pm) to 1e6 nm (1 mm) per pixel covers every SEM from atomic resolution to the
+    widest field of view; anything else is a unit mistake or a corrupt value.
+    """
+    lo, hi = PIXEL_SIZE_RANGE_NM
+    try:
+        nm = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of nm per pixel, got {value!r}") from None
+    if not (math.isfinite(nm) and lo <= nm <= hi):
+        raise ValueError(
+            f"{name} must be within [{lo:g}, {hi:g}] nm per pixel (1 pm to 1 mm), got {value!r}"
+        )
+    return nm
+
+
+def max_pixels_limit(max_pixels: int | None = None) -> int:
+    """The pixel-count limit of :func:`read_image`: ``max_pixels``, else ``$SEM_MAX_PIXELS``,
+    else :data:`DEFAULT_MAX_PIXELS`. Raises a ValueError for a value that is not an integer >= 1.
+    """
+    name, value = "max_pixels", max_pixels
+    if value is None:
+        env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+        if not env:
+            return DEFAULT_MAX_PIXELS
+        name, value = f"environment variable {MAX_PIXELS_ENV}", env
+    try:
+        limit = int(float(value)) if isinstance(value, str) else int(value)
+        ok = float(value) == limit and limit >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer number of pixels >= 1, got {value!r}")
+    return limit
+
+
 @dataclass(frozen=True)
 class SEMImage:
-    """A read SEM image: float32 (H, W) grayscale on 0..255, full frame (info bar kept)."""
+    """A read SEM image: float32 (H, W) grayscale on 0..255, full frame (info bar kept).
+
+    The one image-with-metadata type carried from reading to reports: helpers that change it
+    return a new ``SEMImage`` and keep (or name anew) ``pixel_size_source``.
+    """
 
     data: np.ndarray
     path: Path
@@ -75,6 +143,30 @@ class SEMImage:
     pixel_size_source: str
     info_bar_rows: int | None
     source_dtype: str
+    cropped_rows: int = 0  # bottom rows removed by :meth:`without_info_bar`
+
+    def with_pixel_size(self, pixel_size_nm: float | None, source: str) -> SEMImage:
+        """A copy with another pixel size (e.g. a user's flag) and the ``source`` naming it.
+
+        ``pixel_size_nm`` is checked against :data:`PIXEL_SIZE_RANGE_NM`; None makes it unknown.
+        """
+        if pixel_size_nm is not None:
+            pixel_size_nm = check_pixel_size_nm(pixel_size_nm, f"{self.path}: pixel_size_nm")
+        return replace(self, pixel_size_nm=pixel_size_nm, pixel_size_source=str(source))
+
+    def without_info_bar(
+        self, rows: int | None = None, fraction: float = DEFAULT_CROP_FRACTION
+    ) -> SEMImage:
+        """A copy without the bottom ``rows`` (default: the detected bar, else ``fraction H``).
+
+        Pixel size and its source are kept; ``cropped_rows`` adds up the rows removed.
+        """
+        if rows is None:
+            rows = self.info_bar_rows
+        data = crop_info_bar(self.data, rows=rows, fraction=fraction)
+        removed = self.data.shape[0] - data.shape[0]
+        bar = None if self.info_bar_rows is None else max(self.info_bar_rows - removed, 0)
+        return replace(self, data=data, info_bar_rows=bar, cropped_rows=self.cropped_rows + removed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -91,23 +183,50 @@ def _to_gray_255(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.size == 0 or min(arr.shape) < 1:
         raise ImageReadError(f"{path}: image has no pixels, shape {arr.shape}")
     if arr.dtype == bool:
-        return arr.astype(np.float32) * 255.0
+        return arr.astype(np.float32) * np.float32(255.0)
     if arr.dtype == np.uint8:
         return arr.astype(np.float32)
     if arr.dtype == np.uint16:
-        return (arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.float32)
+        return _uint16_lut()[arr]  # the float64 product, rounded once to float32
     if arr.dtype == np.uint32:
-        return (arr.astype(np.float64) * (255.0 / 4294967295.0)).astype(np.float32)
+        return _scaled_float32(arr, 255.0 / 4294967295.0)
     if np.issubdtype(arr.dtype, np.floating):
-        data = arr.astype(np.float64)
-        if not np.all(np.isfinite(data)):
+        if not np.isfinite(arr).all():
             raise ImageReadError(f"{path}: contains NaN or inf pixels")
-        if data.max() <= 1.0 and data.min() >= 0.0:
-            data = data * 255.0
-        return data.astype(np.float32)
+        unit = float(arr.max()) <= 1.0 and float(arr.min()) >= 0.0
+        data = _scaled_float32(arr, 255.0 if unit else 1.0)
+        if not np.isfinite(data).all():
+            raise ImageReadError(f"{path}: pixel values beyond the float32 range (|x| > 3.4e38)")
+        return data
     raise ImageReadError(
         f"{path}: unsupported pixel type {arr.dtype} (accepted: uint8, uint16, uint32, float, bool)"
     )
+
+
+def _uint16_lut() -> np.ndarray:
+    global _U16_LUT
+    if _U16_LUT is None:
+        _U16_LUT = (np.arange(65536, dtype=np.float64) * (255.0 / 65535.0)).astype(np.float32)
+    return _U16_LUT
+
+
+_U16_LUT: np.ndarray | None = None
+
+
+def _scaled_float32(arr: np.ndarray, scale: float) -> np.ndarray:
+    """``float32(float64(arr) * scale)`` computed in blocks of rows (no full float64 copy).
+
+    float32 and smaller inputs multiply in float32 directly: the product of two float32
+    numbers rounded once to float32 equals the float64 product rounded to float32.
+    """
+    if arr.dtype.itemsize <= 4 and np.issubdtype(arr.dtype, np.floating):
+        data = arr.astype(np.float32)
+        return data * np.float32(scale) if scale != 1.0 else data
+    out = np.empty(arr.shape, dtype=np.float32)
+    step = max(1, _CHUNK_ELEMENTS // max(1, int(np.prod(arr.shape[1:]))))
+    for i in range(0, arr.shape[0], step):
+        out[i : i + step] = arr[i : i + step].astype(np.float64) * scale
+    return out
 
 
 def _channels_to_gray(arr: np.ndarray) -> np.ndarray:
@@ -119,71 +238,122 @@ def _channels_to_gray(arr: np.ndarray) -> np.ndarray:
         and np.array_equal(colour[..., 0], colour[..., 2])
     ):
         return colour[..., 0]
-    gray = colour.astype(np.float64) @ _LUMA
-    if np.issubdtype(arr.dtype, np.integer):
-        return np.clip(np.rint(gray), 0, np.iinfo(arr.dtype).max).astype(arr.dtype)
-    return gray
+    integer = np.issubdtype(arr.dtype, np.integer)
+    out = np.empty(colour.shape[:2], dtype=arr.dtype if integer else np.float32)
+    step = max(1, _CHUNK_ELEMENTS // max(1, colour.shape[1]))
+    for i in range(0, colour.shape[0], step):  # float64 luma in blocks of rows
+        gray = colour[i : i + step].astype(np.float64) @ _LUMA
+        if integer:
+            gray = np.clip(np.rint(gray), 0, np.iinfo(arr.dtype).max)
+        out[i : i + step] = gray
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
 # Metadata
 
 
-def _hitachi_pixel_size(raw: Any) -> float | None:
-    if isinstance(raw, bytes):
-        text = raw.decode("utf-16-le", "ignore") if b"\x00" in raw else raw.decode("latin-1")
-    else:
-        text = str(raw)
-    m = re.search(r"PixelSize\s*=\s*([-+0-9.eE]+)", text)
-    return float(m.group(1)) if m else None
-
-
-def _cz_sem_pixel_size(md: dict[str, Any]) -> float | None:
-    for key in ("ap_image_pixel_size", "ap_pixel_size"):
-        entry = md.get(key)
-        if isinstance(entry, tuple) and len(entry) >= 3 and isinstance(entry[1], int | float):
-            factor = _UNIT_TO_NM.get(str(entry[2]).strip())
-            if factor is not None:
-                return float(entry[1]) * factor
+def _number(value: Any) -> float | None:
+    """A float from a metadata value: a number, or text with a ``.`` or ``,`` decimal mark."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if isinstance(value, str):
+        m = re.fullmatch(_NUMBER, value.strip().rstrip("\x00").strip())
+        if m:
+            return float(m.group(0).replace(",", "."))
     return None
 
 
-def _positive(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) and value > 0 else None
+def _tag_text(raw: Any) -> str:
+    """Text of a vendor tag: UTF-16-LE (Windows XP tags) or ASCII/Latin-1, NULs stripped.
+
+    UTF-16 is recognised by its zero high bytes (every second byte of ASCII-range text), not by
+    the mere presence of a NUL: an ASCII tag that ends in a NUL terminator stays ASCII.
+    """
+    if isinstance(raw, tuple | list) and all(isinstance(b, int) for b in raw):
+        raw = bytes(b & 0xFF for b in raw)
+    if not isinstance(raw, bytes):
+        return str(raw).replace("\x00", "")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16", "ignore").replace("\x00", "")
+    core = raw.rstrip(b"\x00")
+    high = core[1::2]
+    if len(core) >= 2 and high.count(0) >= 0.5 * len(high):
+        return (core + b"\x00" * (len(core) % 2)).decode("utf-16-le", "ignore").replace("\x00", "")
+    return core.replace(b"\x00", b"").decode("latin-1")
 
 
-def _tiff_metadata(tif: Any, height: int) -> tuple[float | None, str, int | None]:
+def _hitachi_pixel_size(raw: Any) -> float | None:
+    m = re.search(rf"PixelSize\s*=\s*({_NUMBER})", _tag_text(raw))
+    return float(m.group(1).replace(",", ".")) if m else None
+
+
+def _cz_sem_pixel_sizes(md: dict[str, Any]) -> list[tuple[float | None, str]]:
+    out = []
+    for key in ("ap_image_pixel_size", "ap_pixel_size"):
+        entry = md.get(key)
+        if isinstance(entry, tuple | list) and len(entry) >= 3:
+            value, factor = _number(entry[1]), _UNIT_TO_NM.get(str(entry[2]).strip())
+            if value is not None and factor is not None:
+                out.append((value * factor, f"CZ_SEM {key}"))
+    return out
+
+
+def _fei_pixel_sizes(fei: dict[str, Any]) -> list[tuple[float | None, str]]:
+    out = []
+    for section in ("Scan", "EScan"):
+        entries = fei.get(section)
+        value = _number(entries.get("PixelWidth")) if isinstance(entries, dict) else None
+        if value is not None:
+            out.append((value * 1e9, f"FEI metadata {section}.PixelWidth"))
+    return out
+
+
+def _pick_pixel_size(
+    candidates: list[tuple[float | None, str]], path: Path
+) -> tuple[float | None, str]:
+    """The first candidate inside :data:`PIXEL_SIZE_RANGE_NM`; out-of-range ones are logged."""
+    ignored = []
+    for value, source in candidates:
+        if value is None:
+            continue
+        try:
+            return check_pixel_size_nm(value, source), source
+        except ValueError as err:
+            _log.warning("%s: %s; pixel size ignored", path, err)
+            ignored.append(f"{source} = {value:g} nm outside [1e-3, 1e6] nm")
+    return None, f"none (ignored: {'; '.join(ignored)})" if ignored else "none"
+
+
+def _tiff_metadata(tif: Any, height: int, path: Path) -> tuple[float | None, str, int | None]:
     """(pixel size nm, its source, info-bar rows from metadata) of an open ``TiffFile``."""
     page = tif.pages[0]
-    size, source, bar = None, "none", None
+    candidates: list[tuple[float | None, str]] = []
+    bar = None
     tag = page.tags.get(40092)
     if tag is not None:
-        size = _positive(_hitachi_pixel_size(tag.value))
-        if size is not None:
-            return size, "TIFF tag 40092 (Hitachi PixelSize)", None
+        candidates.append((_hitachi_pixel_size(tag.value), "TIFF tag 40092 (Hitachi PixelSize)"))
     md = tif.sem_metadata if 34118 in page.tags else None
     if md:
-        size = _positive(_cz_sem_pixel_size(md))
-        if size is not None:
-            return size, "CZ_SEM ap_image_pixel_size", None
+        candidates.extend(_cz_sem_pixel_sizes(md))
     fei = tif.fei_metadata if (34680 in page.tags or 34682 in page.tags) else None
     if fei:
-        scan = fei.get("Scan", {}) or fei.get("EScan", {})
-        width = scan.get("PixelWidth")
-        if isinstance(width, int | float):
-            size = _positive(float(width) * 1e9)
-            source = "FEI metadata Scan.PixelWidth" if size is not None else "none"
-        res_y = fei.get("Image", {}).get("ResolutionY")
-        if isinstance(res_y, int) and 0 < res_y < height:
+        candidates.extend(_fei_pixel_sizes(fei))
+        image = fei.get("Image")
+        res_y = image.get("ResolutionY") if isinstance(image, dict) else None
+        if isinstance(res_y, int) and not isinstance(res_y, bool) and 0 < res_y < height:
             bar = height - res_y
-        if size is not None:
-            return size, source, bar
     desc = page.tags.get(270)
     if desc is not None and isinstance(desc.value, str) and _JSON_KEY in desc.value:
-        size = _positive(_json_pixel_size(desc.value))
-        if size is not None:
-            return size, f"ImageDescription {_JSON_KEY}.pixel_size_nm", bar
-    return None, "none", bar
+        candidates.append(
+            (_json_pixel_size(desc.value), f"ImageDescription {_JSON_KEY}.pixel_size_nm")
+        )
+    size, source = _pick_pixel_size(candidates, path)
+    return size, source, bar
 
 
 def _json_pixel_size(text: str) -> float | None:
@@ -191,7 +361,7 @@ def _json_pixel_size(text: str) -> float | None:
         value = json.loads(text).get(_JSON_KEY, {}).get("pixel_size_nm")
     except (ValueError, AttributeError):
         return None
-    return float(value) if isinstance(value, int | float) else None
+    return _number(value) if isinstance(value, int | float) else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,7 +392,7 @@ def detect_info_bar(
     to the bar too. The returned height counts from the bar's top row to the last row of the
     frame.
     """
-    img = np.asarray(image, dtype=np.float64)
+    img = _as_float(image)
     h = img.shape[0] if img.ndim == 2 else 0
     limit = int(max_fraction * h)
     if img.ndim != 2 or h < 2 * min_rows or limit < min_rows:
@@ -259,6 +429,14 @@ def detect_info_bar(
     return best + _frame_rows(img[: h - best], lo, hi, min(max_frame_rows, limit - best))
 
 
+def _as_float(image: np.ndarray) -> np.ndarray:
+    """``image`` as a float array, float32 unless it already is float (no float64 copy)."""
+    img = np.asarray(image)
+    if img.dtype == bool or not np.issubdtype(img.dtype, np.number) or np.iscomplexobj(img):
+        return np.zeros((0,), np.float32)  # not an image: no bar, no frame
+    return img if np.issubdtype(img.dtype, np.floating) else img.astype(np.float32)
+
+
 def frame_line_rows(image: np.ndarray, max_rows: int = 4) -> int:
     """Number of frame lines (at most ``max_rows``) at the bottom of ``image``.
 
@@ -268,7 +446,7 @@ def frame_line_rows(image: np.ndarray, max_rows: int = 4) -> int:
     Returns 0 for an image without such a range (flat, or spanning fewer than 32 levels); at
     least one row is always left.
     """
-    img = np.asarray(image, dtype=np.float64)
+    img = _as_float(image)
     if img.ndim != 2 or img.shape[0] < 2 or not np.all(np.isfinite(img)):
         return 0
     lo, hi = float(img.min()), float(img.max())
@@ -315,13 +493,30 @@ def crop_info_bar(
 # Reading
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, str, float | None, str, int | None]:
+def _check_declared_size(path: Path, height: int, width: int, depth: int, limit: int) -> None:
+    """Refuse an image whose header declares more than ``limit`` pixels, before decoding."""
+    n = int(height) * int(width) * max(int(depth), 1)
+    if n > limit:
+        size = f"{width}x{height}" + (f"x{depth}" if depth > 1 else "")
+        raise ImageReadError(
+            f"{path}: declares {size} px = {n / 1e6:.1f} Mpx, above the limit of "
+            f"{limit / 1e6:g} Mpx (raise it with max_pixels or ${MAX_PIXELS_ENV})"
+        )
+
+
+def _read_tiff(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, str, int | None]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         if not tif.pages:
             raise ImageReadError(f"{path}: TIFF file has no image pages")
         page: Any = tif.pages[0]  # a TiffPage: the first page is never a TiffFrame
+        _check_declared_size(path, page.imagelength, page.imagewidth, page.imagedepth, limit)
+        if page.size > 4 * limit:  # samples per pixel beyond RGBA
+            raise ImageReadError(
+                f"{path}: declares {page.samplesperpixel} samples per pixel "
+                f"({page.size / 1e6:.1f} M values), above 4 x {limit / 1e6:g} M"
+            )
         arr = page.asarray()
         source_dtype = str(arr.dtype)
         photometric = int(page.photometric)
@@ -330,31 +525,36 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, float | None, str, int | No
             arr = np.moveaxis(arr, 0, -1)
         if photometric == 3 and page.colormap is not None:  # palette
             cmap = np.asarray(page.colormap)
-            if int(arr.max()) >= cmap.shape[-1]:
+            if arr.size and int(arr.max()) >= cmap.shape[-1]:
                 raise ImageReadError(f"{path}: palette index beyond the colour map")
             lut = cmap.T  # (entries, 3), 16-bit colour values
             arr = _channels_to_gray(lut[arr].astype(np.uint16))
         elif photometric == 0 and np.issubdtype(arr.dtype, np.integer):  # MINISWHITE
             arr = np.iinfo(arr.dtype).max - arr
         try:
-            size, size_source, bar = _tiff_metadata(tif, arr.shape[0])
+            size, size_source, bar = _tiff_metadata(tif, arr.shape[0], path)
         except Exception as err:  # metadata is best effort: the pixels are still good
             _log.warning("%s: vendor metadata unreadable (%s); no pixel size", path, err)
             size, size_source, bar = None, "none", None
     return arr, source_dtype, size, size_source, bar
 
 
-def _read_pil(path: Path) -> tuple[np.ndarray, str, float | None, str]:
+def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, str]:
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.load()
-        mode = im.mode
-        info = dict(im.info)
-        target = {"P": "RGBA", "PA": "RGBA", "1": "L"}.get(mode)
-        if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-            target = "RGB"
-        arr = np.asarray(im.convert(target) if target else im)
+    with warnings.catch_warnings():
+        # Our own limit (checked below, before decoding) replaces PIL's bomb warning.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            width, height = im.size
+            _check_declared_size(path, height, width, 1, limit)
+            im.load()
+            mode = im.mode
+            info = dict(im.info)
+            target = {"P": "RGBA", "PA": "RGBA", "1": "L"}.get(mode)
+            if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                target = "RGB"
+            arr = np.asarray(im.convert(target) if target else im)
     if mode.startswith("I;16") or (mode == "I" and path.suffix.lower() == ".png"):
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise ImageReadError(f"{path}: 16-bit image with values outside 0..65535")
@@ -362,16 +562,18 @@ def _read_pil(path: Path) -> tuple[np.ndarray, str, float | None, str]:
     elif mode == "I":
         raise ImageReadError(f"{path}: 32-bit integer images are not supported")
     source_dtype = str(arr.dtype)
-    size = _positive(_json_pixel_size(str(info.get(_JSON_KEY, ""))))
-    source = f"PNG text {_JSON_KEY}.pixel_size_nm" if size is not None else "none"
+    candidate = _json_pixel_size(str(info.get(_JSON_KEY, "")))
+    size, source = _pick_pixel_size([(candidate, f"PNG text {_JSON_KEY}.pixel_size_nm")], path)
     return arr, source_dtype, size, source
 
 
-def read_image(path: str | Path) -> SEMImage:
+def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
     """Read an SEM image as float32 grayscale on 0..255 with its pixel size and info bar.
 
-    Raises :class:`ImageReadError` (a ``ValueError``) naming the file for a missing file, an
-    unknown extension, or a corrupt/truncated/unsupported image.
+    ``max_pixels`` bounds the declared pixel count, checked before decoding (default
+    ``$SEM_MAX_PIXELS``, else 100 Mpx: a small file may declare a huge image). Raises
+    :class:`ImageReadError` (a ``ValueError``) naming the file for a missing file, an unknown
+    extension, an image above the limit, or a corrupt/truncated/unsupported image.
 
     Examples
     --------
@@ -380,6 +582,7 @@ def read_image(path: str | Path) -> SEMImage:
     (0.827009, 'TIFF tag 40092 (Hitachi PixelSize)', 64)
     """
     path = Path(path)
+    limit = max_pixels_limit(max_pixels)
     ext = path.suffix.lower()
     if ext not in IMAGE_EXTENSIONS:
         raise ImageReadError(
@@ -391,19 +594,21 @@ def read_image(path: str | Path) -> SEMImage:
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: file is empty (0 bytes)")
     bar: int | None = None
+    kind = "TIFF" if ext in (".tif", ".tiff") else ext.lstrip(".").upper()
     try:
-        if ext in (".tif", ".tiff"):
-            arr, source_dtype, size, source, bar = _read_tiff(path)
+        if kind == "TIFF":
+            arr, source_dtype, size, source, bar = _read_tiff(path, limit)
         else:
-            arr, source_dtype, size, source = _read_pil(path)
+            arr, source_dtype, size, source = _read_pil(path, limit)
+        data = _to_gray_255(arr, path)
     except ImageReadError:
         raise
+    except MemoryError as err:
+        raise ImageReadError(f"{path}: not enough memory to decode the image") from err
     except Exception as err:  # decoders raise many types for corrupt files
-        kind = "TIFF" if ext in (".tif", ".tiff") else ext.lstrip(".").upper()
         raise ImageReadError(
             f"{path}: cannot decode as {kind} (corrupt, truncated or unsupported): {err}"
         ) from err
-    data = _to_gray_255(arr, path)
     if bar is None:
         bar = detect_info_bar(data)
     return SEMImage(
@@ -449,13 +654,12 @@ def write_image(
     reading them back with :func:`read_image` returns the image to within half a grey level
     / 257. ``float32`` TIFF stores the values unchanged (no clipping), bit-exact on reading.
     ``pixel_size_nm`` is stored as JSON in the TIFF ImageDescription or a PNG text chunk and is
-    read back by :func:`read_image`.
+    read back by :func:`read_image`. The file is written atomically (:mod:`sem_physics.atomic`:
+    temporary name, fsync, rename): a failure raises :class:`~sem_physics.atomic.OutputWriteError`
+    (an ``OSError``) and leaves no partial file.
     """
     path = Path(path)
     ext = path.suffix.lower()
-    arr = np.asarray(image)
-    if arr.ndim != 2 or arr.size == 0:
-        raise ImageReadError(f"{path}: can only write a non-empty 2-D image, got {arr.shape}")
     if dtype not in WRITE_DTYPES:
         raise ImageReadError(f"{path}: unsupported dtype {dtype!r}; accepted: {WRITE_DTYPES}")
     allowed = {
@@ -468,18 +672,22 @@ def write_image(
             f"{path}: cannot write dtype {dtype} as {ext or '(no extension)'!r}; "
             f"use one of {', '.join(allowed)}"
         )
-    if not np.all(np.isfinite(arr)):
-        raise ImageReadError(f"{path}: image contains NaN or inf values")
-    if pixel_size_nm is not None and not (math.isfinite(pixel_size_nm) and pixel_size_nm > 0):
-        raise ImageReadError(f"{path}: pixel_size_nm must be > 0, got {pixel_size_nm}")
+    try:
+        arr = validate_image(image, f"{path}: image", dtype=None)
+        if arr.ndim != np.ndim(image):
+            raise ValueError(f"{path}: can only write a 2-D image, got {np.shape(image)}")
+        if pixel_size_nm is not None:
+            pixel_size_nm = check_pixel_size_nm(pixel_size_nm, f"{path}: pixel_size_nm")
+    except ValueError as err:
+        raise ImageReadError(str(err)) from None
     out = quantize(arr, dtype)
     meta = json.dumps({_JSON_KEY: {"pixel_size_nm": pixel_size_nm}}) if pixel_size_nm else None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+
+    def write(tmp: Path) -> None:
         if ext in (".tif", ".tiff"):
             import tifffile
 
-            tifffile.imwrite(path, out, description=meta, metadata=None, photometric="minisblack")
+            tifffile.imwrite(tmp, out, description=meta, metadata=None, photometric="minisblack")
         else:
             from PIL import Image
             from PIL.PngImagePlugin import PngInfo
@@ -489,7 +697,6 @@ def write_image(
                 pnginfo = PngInfo()
                 pnginfo.add_text(_JSON_KEY, meta)
             kwargs: dict[str, Any] = {"pnginfo": pnginfo} if pnginfo else {}
-            Image.fromarray(out).save(path, **kwargs)
-    except OSError as err:
-        raise ImageReadError(f"{path}: cannot write: {err}") from err
-    return path
+            Image.fromarray(out).save(tmp, format=_PIL_FORMAT[ext], **kwargs)
+
+    return atomic_write(path, write)

@@ -1,4 +1,16 @@
-"""Degradation parameters and the ranges they are sampled from (SPEC §1)."""
+"""Degradation parameters and the ranges they are sampled from (arXiv 2604.05960, Sec. 3.1).
+
+Every parameter has hard bounds where the forward model means something (a value outside is
+refused with the accepted range in the message) and the paper's sampling range
+(:class:`ParameterRanges`); :meth:`DegradationParams.outside_paper_ranges` lists the values
+that are valid but outside the paper's ranges, for a warning.
+
+* ``gain >= 0.01``: below, the image's contrast falls under one grey level per 100 and the
+  result is the offset plus noise.
+* ``dose >= 0.01`` electrons per grey level: a mid-grey pixel (128) then still collects about
+  1.3 electrons (shot-noise SNR about 1); at lower doses almost every pixel counts zero and the
+  result is noise alone (``dose = 1e-300`` would otherwise give pure noise).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .psf import MAX_RADIUS_PX, PSFParams
 
-__all__ = ["DegradationParams", "ParameterRanges"]
+__all__ = ["MIN_DOSE", "MIN_GAIN", "DegradationParams", "ParameterRanges"]
 
 Range = tuple[float, float]
+MIN_GAIN = 0.01
+MIN_DOSE = 0.01  # electrons per grey level (0..255 scale)
 
 
 class DegradationParams(BaseModel):
@@ -26,10 +40,23 @@ class DegradationParams(BaseModel):
     ry_px: float = Field(gt=0, le=MAX_RADIUS_PX, description="PSF scale along y' (px)")
     beta: float = Field(gt=0, le=10, description="Airy exponent")
     theta_rad: float = Field(ge=-2 * math.pi, le=2 * math.pi, description="astigmatism angle")
-    gain: float = Field(gt=0, le=100, allow_inf_nan=False, description="gain a")
+    gain: float = Field(ge=MIN_GAIN, le=100, allow_inf_nan=False, description="gain a")
     offset: float = Field(ge=-255, le=255, allow_inf_nan=False, description="offset b (0..255)")
     sigma: float = Field(ge=0, le=255, allow_inf_nan=False, description="Gaussian std (0..255)")
-    dose: float = Field(gt=0, le=1e9, allow_inf_nan=False, description="electrons per unit")
+    dose: float = Field(
+        ge=MIN_DOSE, le=1e9, allow_inf_nan=False, description="electrons per grey level"
+    )
+
+    def outside_paper_ranges(self, ranges: ParameterRanges | None = None) -> list[str]:
+        """One ``"name=value outside the paper's range [lo, hi]"`` per such parameter."""
+        ranges = ranges or ParameterRanges()
+        out = []
+        for name in type(ranges).model_fields:
+            lo, hi = getattr(ranges, name)
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                out.append(f"{name}={value:g} outside the paper's range [{lo:g}, {hi:g}]")
+        return out
 
     @property
     def psf(self) -> PSFParams:

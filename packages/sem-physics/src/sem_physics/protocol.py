@@ -1,4 +1,4 @@
-"""Seeded degradation protocols with JSON manifests.
+"""Seeded degradation protocols with JSON manifests, and the toolkit's one hash/record module.
 
 A degradation is fully determined by (image content, parameters, seed). Sample ``i`` of a run
 with master seed ``S`` gets the seed ``derive_seed(S, i)``; from it two independent streams are
@@ -7,6 +7,18 @@ made: ``default_rng([seed, 0])`` draws the parameters (``--sample`` mode) and
 its sha256, the bottom rows cropped, every parameter, the seed, the output file and the sha256
 of the output pixels, so :func:`replay_manifest` reproduces the outputs bit for bit and says
 which ones differ.
+
+Safety: a run never writes over an input (an output folder that is an input folder is refused,
+an output name that is an input file is refused, and the outputs a folder's own manifest lists
+are not taken as inputs again); a replay writes only inside its output folder (manifest
+``output`` fields that are absolute, contain ``..`` or resolve elsewhere through a symlink are
+refused). Every file is written atomically (:mod:`sem_physics.atomic`). A file that cannot be
+read or degraded is skipped and listed in ``Manifest.failed`` with its reason; a fatal error
+(e.g. a full disk) removes the outputs the run wrote, so no output is left without a manifest.
+
+:func:`file_sha256`, :func:`pixels_sha256` and :class:`SourceRecord` (a source image: path,
+hash, shape, pixel size and its source) are the hashes and the source record every manifest of
+the toolkit uses.
 """
 
 from __future__ import annotations
@@ -15,16 +27,19 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .atomic import atomic_write_text
 from .forward import degrade
 from .io import (
     DEFAULT_CROP_FRACTION,
     IMAGE_EXTENSIONS,
+    PIXEL_SIZE_RANGE_NM,
+    SEMImage,
     crop_info_bar,
     quantize,
     read_image,
@@ -34,13 +49,20 @@ from .params import DegradationParams, ParameterRanges
 
 __all__ = [
     "MANIFEST_NAME",
+    "FailedSource",
     "Manifest",
     "ManifestEntry",
+    "NothingDegradedError",
     "ProtocolError",
     "ReplayResult",
+    "SourceRecord",
+    "check_output_folder",
     "degrade_files",
     "derive_seed",
+    "earlier_outputs",
+    "file_sha256",
     "find_images",
+    "pixels_sha256",
     "replay_manifest",
 ]
 
@@ -62,6 +84,79 @@ class ProtocolError(ValueError):
     """A protocol cannot run or a manifest cannot be replayed; the message says why."""
 
 
+class NothingDegradedError(ProtocolError):
+    """No input of a run could be degraded; ``failed`` lists each input and its reason."""
+
+    def __init__(self, message: str, failed: list[FailedSource]) -> None:
+        super().__init__(message)
+        self.failed = failed
+
+
+def _plain_relative(value: str, field: str) -> str:
+    """``value`` if it is a relative path that stays inside its folder (no ``..``, not absolute)."""
+    posix, windows = PurePosixPath(value), PureWindowsPath(value)
+    if (
+        not value
+        or posix.is_absolute()
+        or windows.is_absolute()
+        or windows.drive
+        or ".." in posix.parts
+        or ".." in windows.parts
+    ):
+        raise ValueError(
+            f"{field} must be a relative path inside the manifest's folder, got {value!r}"
+        )
+    return value
+
+
+class SourceRecord(BaseModel):
+    """A source image as manifests and reports record it: which file, what was used of it.
+
+    ``sha256`` is the hash of the file's bytes; ``pixels_sha256`` of the pixels actually used
+    (after the crop, see :func:`pixels_sha256`); ``shape`` is theirs.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="source file (as given, or relative to the manifest)")
+    sha256: str | None = Field(default=None, description="sha256 of the file bytes")
+    shape: tuple[int, int] = Field(description="(rows, columns) of the pixels used")
+    pixel_size_nm: float | None = Field(
+        default=None,
+        ge=PIXEL_SIZE_RANGE_NM[0],
+        le=PIXEL_SIZE_RANGE_NM[1],
+        description="nm per pixel, None when unknown",
+    )
+    pixel_size_source: str = Field(default="none", description="where the pixel size came from")
+    cropped_rows: int = Field(default=0, ge=0, description="bottom rows removed (info bar)")
+    pixels_sha256: str | None = Field(default=None, description="sha256 of the pixels used")
+
+    @classmethod
+    def from_image(
+        cls, image: SEMImage, *, path: str | None = None, hash_file: bool = True
+    ) -> SourceRecord:
+        """The record of a read (and possibly cropped) :class:`~sem_physics.io.SEMImage`."""
+        file = Path(image.path)
+        return cls(
+            path=path if path is not None else str(file),
+            sha256=file_sha256(file) if hash_file and file.is_file() else None,
+            shape=(int(image.data.shape[0]), int(image.data.shape[1])),
+            pixel_size_nm=image.pixel_size_nm,
+            pixel_size_source=image.pixel_size_source,
+            cropped_rows=image.cropped_rows,
+            pixels_sha256=pixels_sha256(image.data),
+        )
+
+
+class FailedSource(BaseModel):
+    """An input that could not be degraded, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="the input path as given")
+    reason: str = Field(description="one-line reason")
+
+
 class ManifestEntry(BaseModel):
     """One degraded sample: where it came from, how it was made, where it went."""
 
@@ -75,6 +170,15 @@ class ManifestEntry(BaseModel):
     output: str = Field(description="output file name, relative to the manifest's folder")
     output_sha256: str = Field(description="sha256 of the stored output pixels (C order)")
     pixel_size_nm: float | None = Field(default=None, description="source pixel size if known")
+    pixel_size_source: str | None = Field(default=None, description="where it came from")
+    index: int | None = Field(
+        default=None, ge=0, description="position in the run's input list (seed derivation)"
+    )
+
+    @field_validator("output")
+    @classmethod
+    def _output_inside(cls, value: str) -> str:
+        return _plain_relative(value, "output")
 
 
 class Manifest(BaseModel):
@@ -91,12 +195,13 @@ class Manifest(BaseModel):
     crop_fraction: float = Field(ge=0, lt=1)
     output_format: OutputFormat
     entries: list[ManifestEntry]
+    failed: list[FailedSource] = Field(
+        default_factory=list, description="inputs skipped, with the reason"
+    )
 
     def save(self, path: str | Path) -> Path:
-        """Write as indented JSON."""
-        path = Path(path)
-        path.write_text(self.model_dump_json(indent=2) + "\n")
-        return path
+        """Write as indented JSON, atomically."""
+        return atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
@@ -146,15 +251,48 @@ def pixels_sha256(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def find_images(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files given directly plus the image files (sorted) of the folders given."""
+def earlier_outputs(folder: str | Path) -> set[str]:
+    """Names of the outputs that ``folder/manifest.json`` (a run into ``folder``) lists."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        return set()
+    try:
+        manifest = Manifest.load(path)
+    except ProtocolError:
+        return set()  # not ours, or damaged: nothing is known to be an output
+    return {e.output for e in manifest.entries}
+
+
+def find_images(
+    inputs: Iterable[str | Path], on_skip: Callable[[Path, str], None] | None = None
+) -> list[Path]:
+    """Files given directly plus the image files (sorted) of the folders given.
+
+    Folders are listed without recursion. Hidden files (temporaries of atomic writes) and the
+    outputs that a folder's own ``manifest.json`` lists (an earlier run into that folder) are
+    left out, each reported to ``on_skip(path, reason)``: a rerun never degrades its outputs.
+    """
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS)
+            outputs = earlier_outputs(p)
+            found = []
+            for q in sorted(p.iterdir()):
+                if q.suffix.lower() not in IMAGE_EXTENSIONS or not q.is_file():
+                    continue
+                if q.name.startswith("."):
+                    continue
+                if q.name in outputs:
+                    if on_skip is not None:
+                        on_skip(q, f"an output listed in {p / MANIFEST_NAME}")
+                    continue
+                found.append(q)
             if not found:
-                raise ProtocolError(f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+                raise ProtocolError(
+                    f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+                    + (" other than the outputs its manifest lists" if outputs else "")
+                )
             files.extend(found)
         elif p.is_file():
             files.append(p)
@@ -163,6 +301,46 @@ def find_images(inputs: Iterable[str | Path]) -> list[Path]:
     if not files:
         raise ProtocolError("no input images given")
     return files
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_output_folder(
+    files: Sequence[str | Path],
+    out_dir: str | Path,
+    names: Sequence[str] = (),
+    inputs: Sequence[str | Path] = (),
+) -> None:
+    """Refuse an output folder or output names that would overwrite an input.
+
+    ``out_dir`` must not be an existing file nor one of the folders in ``inputs``;
+    no ``out_dir / name`` may be (or link to) one of ``files``.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ProtocolError(f"output folder {out} exists and is not a folder")
+    out_id = _inode(out)
+    for item in inputs:
+        q = Path(item)
+        if q.is_dir() and out_id is not None and _inode(q) == out_id:
+            raise ProtocolError(
+                f"output folder {out} is the input folder {q}: outputs could overwrite inputs "
+                "and a rerun would degrade them again; choose another -o/--out"
+            )
+    sources = {i: Path(f) for f in files if (i := _inode(Path(f))) is not None}
+    for name in names:
+        target = out / name
+        hit = sources.get(_inode(target)) if target.exists() else None
+        if hit is not None:
+            raise ProtocolError(
+                f"output {target} would overwrite the input {hit}; choose another -o/--out"
+            )
 
 
 def _relative_to(path: Path, folder: Path) -> str:
@@ -194,6 +372,13 @@ def _degrade_one(
     return degrade(image, params, rng=np.random.default_rng([seed, 1]))
 
 
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    if isinstance(err, MemoryError):
+        return "not enough memory" + (f": {text}" if text else "")
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def degrade_files(
     files: Sequence[str | Path],
     out_dir: str | Path,
@@ -206,6 +391,9 @@ def degrade_files(
     crop_fraction: float = DEFAULT_CROP_FRACTION,
     output_format: OutputFormat = "float32-tiff",
     progress: Callable[[Iterable[Path]], Iterable[Path]] | None = None,
+    on_error: Literal["skip", "raise"] = "skip",
+    max_pixels: int | None = None,
+    input_folders: Sequence[str | Path] = (),
 ) -> Manifest:
     """Degrade ``files`` into ``out_dir`` and write ``out_dir/manifest.json``.
 
@@ -214,6 +402,13 @@ def degrade_files(
     midpoint. ``crop`` removes the info bar first (``"info-bar"``: detected rows, else the
     ``crop_fraction``). ``float32-tiff`` output keeps values unclipped; ``uint16-png`` clips to
     0..255. Output ``i`` is named ``<i>_<source stem>`` so equal stems do not collide.
+
+    A file that cannot be read or degraded (corrupt, too large, smaller than the kernel) is
+    skipped and listed in ``Manifest.failed`` (``on_error="raise"``: the run stops with its
+    error instead); when no file could be degraded a :class:`ProtocolError` is raised and no
+    manifest written. Outputs never overwrite an input (``input_folders``: the folders the
+    files were listed from, which must not be ``out_dir``); on any other error the outputs
+    written so far are removed.
     """
     if mode == "explicit" and params is None:
         raise ProtocolError("mode 'explicit' needs params")
@@ -227,51 +422,97 @@ def degrade_files(
         raise ProtocolError(
             f"output_format must be one of {sorted(_OUTPUT)}, got {output_format!r}"
         )
+    if on_error not in ("skip", "raise"):
+        raise ProtocolError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     ranges = ranges or ParameterRanges()
     dtype, ext = _OUTPUT[output_format]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = [Path(f) for f in files]
-    entries = []
+    names = [f"{i:04d}_{path.stem}{ext}" for i, path in enumerate(paths)]
+    check_output_folder(paths, out, names, input_folders)
+    entries: list[ManifestEntry] = []
+    failed: list[FailedSource] = []
+    written: list[Path] = []
     iterator: Iterable[Path] = progress(paths) if progress else paths
-    for i, path in enumerate(iterator):
-        img = read_image(path)
-        rows = _crop_rows(img.data.shape[0], img.info_bar_rows, crop, crop_fraction)
-        data = crop_info_bar(img.data, rows=rows)
-        seed = derive_seed(master_seed, i)
-        if mode == "sample":
-            p = ranges.sample(np.random.default_rng([seed, 0]))
-        elif mode == "midpoint":
-            p = ranges.midpoint()
-        else:
-            assert params is not None
-            p = params
-        result = _degrade_one(data, p, seed, path)
-        name = f"{i:04d}_{path.stem}{ext}"
-        write_image(out / name, result, dtype)
-        entries.append(
-            ManifestEntry(
-                source=_relative_to(path, out),
-                source_sha256=file_sha256(path),
-                crop_rows=rows,
-                params=p,
-                seed=seed,
-                output=name,
-                output_sha256=pixels_sha256(quantize(result, dtype)),
-                pixel_size_nm=img.pixel_size_nm,
+    try:
+        for i, path in enumerate(iterator):
+            try:
+                source_sha256 = file_sha256(path)
+                img = read_image(path, max_pixels=max_pixels)
+                rows = _crop_rows(img.data.shape[0], img.info_bar_rows, crop, crop_fraction)
+                data = crop_info_bar(img.data, rows=rows)
+                seed = derive_seed(master_seed, i)
+                if mode == "sample":
+                    p = ranges.sample(np.random.default_rng([seed, 0]))
+                elif mode == "midpoint":
+                    p = ranges.midpoint()
+                else:
+                    assert params is not None
+                    p = params
+                result = _degrade_one(data, p, seed, path)
+            except (ValueError, MemoryError, OSError) as err:
+                if on_error == "raise":
+                    raise
+                reason = _one_line(err)
+                if not reason.startswith(str(path)):
+                    reason = f"{path}: {reason}"
+                failed.append(FailedSource(source=str(path), reason=reason))
+                continue
+            written.append(write_image(out / names[i], result, dtype))
+            entries.append(
+                ManifestEntry(
+                    source=_relative_to(path, out),
+                    source_sha256=source_sha256,
+                    crop_rows=rows,
+                    params=p,
+                    seed=seed,
+                    output=names[i],
+                    output_sha256=pixels_sha256(quantize(result, dtype)),
+                    pixel_size_nm=img.pixel_size_nm,
+                    pixel_size_source=img.pixel_size_source,
+                    index=i,
+                )
             )
+        if not entries:
+            first = failed[0].reason if failed else "no input images"
+            raise NothingDegradedError(
+                f"none of the {len(paths)} images could be degraded"
+                + (f" (first: {first})" if len(paths) > 1 else f": {first}"),
+                failed,
+            )
+        manifest = Manifest(
+            mode=mode,
+            master_seed=int(master_seed),
+            ranges=ranges if mode != "explicit" else None,
+            crop=crop,
+            crop_fraction=crop_fraction,
+            output_format=output_format,
+            entries=entries,
+            failed=failed,
         )
-    manifest = Manifest(
-        mode=mode,
-        master_seed=int(master_seed),
-        ranges=ranges if mode != "explicit" else None,
-        crop=crop,
-        crop_fraction=crop_fraction,
-        output_format=output_format,
-        entries=entries,
-    )
-    manifest.save(out / MANIFEST_NAME)
+        manifest.save(out / MANIFEST_NAME)
+    except BaseException:
+        for path in written:  # no output survives without its manifest
+            path.unlink(missing_ok=True)
+        raise
     return manifest
+
+
+def _replay_target(out_dir: Path, output: str, sources: set[tuple[int, int]]) -> Path:
+    """``out_dir / output`` if it stays inside ``out_dir`` (symlinks resolved) and is no source."""
+    try:
+        _plain_relative(output, "output")
+    except ValueError as err:
+        raise ProtocolError(f"refusing to replay: manifest {err}") from None
+    root = out_dir.resolve()
+    target = (out_dir / output).resolve()
+    if target == root or root not in target.parents:
+        raise ProtocolError(
+            f"refusing to replay: output {output!r} resolves to {target}, outside {root}"
+        )
+    if target.exists() and _inode(target) in sources:
+        raise ProtocolError(f"refusing to replay: output {target} is a source image")
+    return out_dir / output
 
 
 def replay_manifest(
@@ -286,17 +527,24 @@ def replay_manifest(
     manifest_path = Path(manifest_path)
     manifest = Manifest.load(manifest_path)
     dtype, _ = _OUTPUT[manifest.output_format]
+    sources = [manifest_path.parent / e.source for e in manifest.entries]  # absolute stays so
+    targets: list[Path | None] = [None] * len(sources)
+    if out_dir is not None:  # check every destination before anything is written
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise ProtocolError(f"output folder {out} exists and is not a folder")
+        ids = {i for src in sources if (i := _inode(src)) is not None}
+        targets = [_replay_target(out, e.output, ids) for e in manifest.entries]
     mismatched = []
-    for entry in manifest.entries:
-        source = manifest_path.parent / entry.source  # an absolute source stays absolute
+    for entry, source, target in zip(manifest.entries, sources, targets, strict=True):
         if not source.is_file():
             raise ProtocolError(f"{manifest_path}: source {source} not found")
         if verify_sources and file_sha256(source) != entry.source_sha256:
             raise ProtocolError(f"{source}: sha256 differs from the manifest (file changed)")
         data = crop_info_bar(read_image(source).data, rows=entry.crop_rows)
         result = _degrade_one(data, entry.params, entry.seed, source)
-        if out_dir is not None:
-            write_image(Path(out_dir) / entry.output, result, dtype)
+        if target is not None:
+            write_image(target, result, dtype)
         if pixels_sha256(quantize(result, dtype)) != entry.output_sha256:
             mismatched.append(entry.output)
     return ReplayResult(checked=len(manifest.entries), mismatched=mismatched)

@@ -1,0 +1,42 @@
+"""The one image validator of the toolkit: shape, dtype and finiteness checks in one place.
+
+Kept free of scipy and pydantic so that image I/O, the forward model and the numpy <-> torch
+converter can share it without importing each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["validate_image"]
+
+
+def validate_image(
+    image: Any, name: str = "image", dtype: type[np.floating] | None = np.float64
+) -> np.ndarray:
+    """Return ``image`` as a 2-D real array or raise a ValueError that says what is wrong.
+
+    A trailing channel axis of length 1 is dropped. ``dtype`` is the returned precision
+    (float64 by default, as the forward model computes in it); ``None`` keeps the input's
+    numeric dtype and makes no copy. Empty, non-numeric, boolean, complex and non-finite
+    (NaN or inf) images are refused; ``name`` starts the message.
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D grayscale array (H, W), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty, shape {arr.shape}")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be real numeric, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf values")
+    if dtype is not None:
+        narrowing = np.dtype(dtype).itemsize < arr.dtype.itemsize
+        arr = arr.astype(dtype, copy=False)
+        if narrowing and not np.isfinite(arr).all():  # e.g. float64 1e300 in float32
+            raise ValueError(f"{name} has values beyond the range of {np.dtype(dtype).name}")
+    return arr
