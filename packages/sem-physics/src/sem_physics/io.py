@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import re
+import threading
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -81,6 +82,7 @@ _log = logging.getLogger(__name__)
 _GREY_RANGE = (32, 65535)  # span of grey levels an image with an info bar has
 _EXTREME_LEVELS = 8  # grey levels from the image minimum/maximum that count as black/white
 _FRAME_FRACTION = 0.9  # pixels of a frame line at black or white
+_PIL_LOCK = threading.Lock()  # guards the PIL-global decompression-bomb limit
 _CHUNK_ELEMENTS = 1 << 20  # float64 temporaries of large images are made in blocks of rows
 _NUMBER = r"[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][-+]?\d+)?"
 _UNIT_TO_NM = {"pm": 1e-3, "nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "mm": 1e6, "m": 1e9}
@@ -224,8 +226,9 @@ def _scaled_float32(arr: np.ndarray, scale: float) -> np.ndarray:
         return data * np.float32(scale) if scale != 1.0 else data
     out = np.empty(arr.shape, dtype=np.float32)
     step = max(1, _CHUNK_ELEMENTS // max(1, int(np.prod(arr.shape[1:]))))
-    for i in range(0, arr.shape[0], step):
-        out[i : i + step] = arr[i : i + step].astype(np.float64) * scale
+    with np.errstate(over="ignore"):  # values beyond float32 become inf: the caller checks
+        for i in range(0, arr.shape[0], step):
+            out[i : i + step] = arr[i : i + step].astype(np.float64) * scale
     return out
 
 
@@ -296,10 +299,16 @@ def _cz_sem_pixel_sizes(md: dict[str, Any]) -> list[tuple[float | None, str]]:
     out = []
     for key in ("ap_image_pixel_size", "ap_pixel_size"):
         entry = md.get(key)
-        if isinstance(entry, tuple | list) and len(entry) >= 3:
-            value, factor = _number(entry[1]), _UNIT_TO_NM.get(str(entry[2]).strip())
-            if value is not None and factor is not None:
-                out.append((value * factor, f"CZ_SEM {key}"))
+        if not isinstance(entry, tuple | list) or len(entry) < 2:
+            continue
+        if len(entry) >= 3:  # (label, value, unit)
+            value, unit = _number(entry[1]), str(entry[2]).strip()
+        else:  # (label, "value unit"): tifffile leaves a comma decimal unparsed
+            m = re.fullmatch(rf"\s*({_NUMBER})\s*(\S+)\s*", str(entry[1]))
+            value, unit = (_number(m.group(1)), m.group(2)) if m else (None, "")
+        factor = _UNIT_TO_NM.get(unit)
+        if value is not None and factor is not None:
+            out.append((value * factor, f"CZ_SEM {key}"))
     return out
 
 
@@ -542,12 +551,22 @@ def _read_tiff(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, s
 def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, str]:
     from PIL import Image
 
-    with warnings.catch_warnings():
-        # Our own limit (checked below, before decoding) replaces PIL's bomb warning.
+    with _PIL_LOCK, warnings.catch_warnings():
+        # Our limit replaces PIL's decompression-bomb check (a warning above 89 Mpx, an error
+        # above 179 Mpx, raised inside ``open``): it is lifted while the header is read, and
+        # the declared size is checked before any pixel is decoded.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
-            width, height = im.size
-            _check_declared_size(path, height, width, 1, limit)
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    with im:
+        width, height = im.size
+        _check_declared_size(path, height, width, 1, limit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im.load()
             mode = im.mode
             info = dict(im.info)

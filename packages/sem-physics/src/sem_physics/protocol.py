@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .atomic import atomic_write_text
 from .forward import degrade
@@ -211,6 +211,14 @@ class Manifest(BaseModel):
             return cls.model_validate_json(path.read_text())
         except OSError as err:
             raise ProtocolError(f"{path}: cannot read manifest: {err}") from err
+        except ValidationError as err:
+            problems = err.errors()
+            first = problems[0]
+            where = ".".join(str(part) for part in first["loc"]) or "document"
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ProtocolError(
+                f"{path}: not a valid manifest: {where}: {first['msg']}{more}"
+            ) from err
         except ValueError as err:
             raise ProtocolError(f"{path}: not a valid manifest: {err}") from err
 

@@ -36,7 +36,8 @@ def validate_image(
         raise ValueError(f"{name} contains NaN or inf values")
     if dtype is not None:
         narrowing = np.dtype(dtype).itemsize < arr.dtype.itemsize
-        arr = arr.astype(dtype, copy=False)
+        with np.errstate(over="ignore"):  # checked just below
+            arr = arr.astype(dtype, copy=False)
         if narrowing and not np.isfinite(arr).all():  # e.g. float64 1e300 in float32
             raise ValueError(f"{name} has values beyond the range of {np.dtype(dtype).name}")
     return arr

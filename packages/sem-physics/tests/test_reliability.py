@@ -1,0 +1,290 @@
+"""``sem-degrade`` as a careless user and a hostile file would use it: inputs are never
+changed, bad input never exits 0, errors are one line, a bad file in a batch is skipped."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sem_physics.protocol as protocol
+from sem_physics import (
+    ImageReadError,
+    Manifest,
+    degrade_files,
+    read_image,
+    write_image,
+    write_samples,
+)
+from sem_physics.atomic import OutputWriteError
+from sem_physics.cli import main
+from sem_physics.protocol import ProtocolError
+
+SMALL = ["--rx-px", "2", "--ry-px", "2"]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (relative path -> hash)."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _errors(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("sem-degrade: error: ")]
+
+
+@pytest.fixture()
+def src(tmp_path: Path) -> Path:
+    write_samples(tmp_path / "src", n_per_kind=1, shape=(48, 64), seed=1)
+    return tmp_path / "src"
+
+
+# --- data loss --------------------------------------------------------------------------------
+
+
+def test_output_folder_equal_to_the_input_folder_is_refused(
+    src: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _snapshot(src)
+    assert main([str(src), *SMALL, "-o", str(src)]) == 2
+    (line,) = _errors(capsys)
+    assert "is the input folder" in line
+    assert _snapshot(src) == before
+    # The same folder reached through a symlink is the same folder.
+    link = src.parent / "link"
+    link.symlink_to(src, target_is_directory=True)
+    assert main([str(src), *SMALL, "-o", str(link)]) == 2
+    assert "is the input folder" in _errors(capsys)[0]
+    assert _snapshot(src) == before
+
+
+def test_an_output_name_equal_to_an_input_is_refused(
+    tmp_path: Path, src: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = sorted(src.iterdir())[0]
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = out / f"0000_{first.stem}.tif"  # the name output 0 would get
+    write_image(victim, np.full((48, 64), 7.0), "float32")
+    other = tmp_path / "other.png"
+    os.link(first, other)  # a hard link: same file, other name
+    before = {p: p.read_bytes() for p in (first, victim)}
+    assert main([str(first), str(victim), *SMALL, "-o", str(out)]) == 2
+    assert "would overwrite the input" in _errors(capsys)[0]
+    # An existing output name that is a symlink to an input is caught too.
+    victim.unlink()
+    victim.symlink_to(first)
+    assert main([str(first), *SMALL, "-o", str(out)]) == 2
+    assert "would overwrite the input" in _errors(capsys)[0]
+    assert first.read_bytes() == before[first]
+    assert not (out / "manifest.json").exists()
+
+
+def test_reruns_do_not_degrade_earlier_outputs(
+    tmp_path: Path, src: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = src / "degraded"  # inside the input folder: folders are listed without recursion
+    for _ in range(2):
+        assert main([str(src), *SMALL, "-o", str(out)]) == 0
+        assert sorted(p.name for p in out.iterdir())[-1] == "manifest.json"
+        assert len(list(out.iterdir())) == 4  # 3 outputs + manifest, no temporaries
+    capsys.readouterr()
+    # A folder whose own manifest lists its images as outputs is not taken as input again...
+    again = tmp_path / "again"
+    assert main([str(out), *SMALL, "-o", str(again)]) == 2
+    assert "other than the outputs its manifest lists" in _errors(capsys)[0]
+    # ... unless a new image joins them, and an output given by name is still accepted.
+    write_samples(out, n_per_kind=1, shape=(48, 64), seed=9)
+    assert main([str(out), *SMALL, "-o", str(again)]) == 0
+    assert "left out 3 image(s)" in capsys.readouterr().err
+    assert len(Manifest.load(again / "manifest.json").entries) == 3
+
+
+@pytest.mark.parametrize("output", ["../escaped.tif", "/tmp/escaped_abs.tif", "a/../../x.tif"])
+def test_replay_refuses_outputs_outside_the_folder(
+    tmp_path: Path, src: Path, capsys: pytest.CaptureFixture[str], output: str
+) -> None:
+    run = tmp_path / "run"
+    assert main([str(src), *SMALL, "-o", str(run)]) == 0
+    doc = json.loads((run / "manifest.json").read_text())
+    doc["entries"][0]["output"] = output
+    (run / "manifest.json").write_text(json.dumps(doc))
+    capsys.readouterr()
+    replay = tmp_path / "replay"
+    assert main(["--replay", str(run / "manifest.json"), "-o", str(replay)]) == 2
+    assert "output must be a relative path inside the manifest's folder" in _errors(capsys)[0]
+    assert not (tmp_path / "escaped.tif").exists() and not Path("/tmp/escaped_abs.tif").exists()
+    assert not replay.exists()
+
+
+def test_replay_refuses_a_symlink_out_of_the_folder(
+    tmp_path: Path, src: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert main([str(src), *SMALL, "-o", str(run)]) == 0
+    doc = json.loads((run / "manifest.json").read_text())
+    doc["entries"][0]["output"] = "sub/x.tif"
+    (run / "manifest.json").write_text(json.dumps(doc))
+    replay, elsewhere = tmp_path / "replay", tmp_path / "elsewhere"
+    replay.mkdir()
+    elsewhere.mkdir()
+    (replay / "sub").symlink_to(elsewhere, target_is_directory=True)
+    capsys.readouterr()
+    assert main(["--replay", str(run / "manifest.json"), "-o", str(replay)]) == 2
+    assert "outside" in _errors(capsys)[0]
+    assert not list(elsewhere.iterdir()) and not (replay / "0001_contacts_000.tif").exists()
+    # Replaying into the source folder would overwrite a source: refused.
+    doc["entries"][0]["output"] = sorted(src.iterdir())[0].name
+    (run / "manifest.json").write_text(json.dumps(doc))
+    before = _snapshot(src)
+    assert main(["--replay", str(run / "manifest.json"), "-o", str(src)]) == 2
+    assert "is a source image" in _errors(capsys)[0]
+    assert _snapshot(src) == before
+
+
+def test_a_failed_write_leaves_no_output_and_no_temporary(
+    tmp_path: Path, src: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tifffile
+
+    real = tifffile.imwrite
+    calls = []
+
+    def disk_full(path: Path, data: np.ndarray, **kw: object) -> None:
+        calls.append(path)
+        if len(calls) == 2:  # the second output: half a file, then ENOSPC
+            Path(path).write_bytes(b"II*\x00" + b"\x00" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data, **kw)
+
+    monkeypatch.setattr(tifffile, "imwrite", disk_full)
+    out = tmp_path / "out"
+    before = _snapshot(src)
+    assert main([str(src), *SMALL, "-o", str(out)]) == 2
+    (line,) = _errors(capsys)
+    assert "no space left on the device while writing" in line and "0001_" in line
+    assert list(out.iterdir()) == []  # the first output was removed with the failed run
+    assert _snapshot(src) == before
+    calls[:] = [Path()]  # the next write fails half-way
+    with pytest.raises(OutputWriteError, match=r"single\.tif"):
+        write_image(tmp_path / "single.tif", np.zeros((4, 4)), "float32")
+    assert not (tmp_path / "single.tif").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+
+def _add_corrupt(folder: Path) -> Path:
+    bad = folder / "broken.tif"
+    bad.write_bytes(b"II*\x00" + bytes(range(200)))
+    return bad
+
+
+def test_one_corrupt_file_is_skipped_and_recorded(
+    tmp_path: Path, src: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _add_corrupt(src)
+    out = tmp_path / "out"
+    assert main([str(src), *SMALL, "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"sem-degrade: skipped: {bad}: TIFF file has no image pages" in err
+    assert "3 images (explicit), 1 skipped" in err
+    manifest = Manifest.load(out / "manifest.json")
+    assert [f.source for f in manifest.failed] == [str(bad)]
+    assert manifest.failed[0].reason.startswith(f"{bad}: TIFF")
+    assert len(manifest.entries) == 3 and len(list(out.glob("*.tif"))) == 3
+    # Seeds follow the input position, so the skipped file does not shift the others.
+    indices = [e.index for e in manifest.entries]
+    assert indices == [1, 2, 3]  # broken.tif sorts first
+    assert [e.seed for e in manifest.entries] == [protocol.derive_seed(0, i) for i in indices]
+    assert protocol.replay_manifest(out / "manifest.json").ok
+    # --strict: the same run exits 1, the manifest still says what happened.
+    assert main([str(src), *SMALL, "-o", str(tmp_path / "strict"), "--strict"]) == 1
+    assert "1 of 4 inputs failed (--strict)" in _errors(capsys)[0]
+    assert len(Manifest.load(tmp_path / "strict" / "manifest.json").failed) == 1
+
+
+def test_nothing_processed_exits_non_zero_without_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    _add_corrupt(folder)
+    (folder / "tiny.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    out = tmp_path / "out"
+    assert main([str(folder), *SMALL, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 2 images could be degraded" in err
+    assert err.count("sem-degrade: skipped: ") == 2
+    assert not out.exists() or not list(out.iterdir())
+    with pytest.raises(ProtocolError, match="none of the 2 images"):
+        degrade_files(sorted(folder.iterdir()), out, mode="midpoint")
+    with pytest.raises(ImageReadError, match=r"broken\.tif"):
+        degrade_files(sorted(folder.iterdir()), out, mode="midpoint", on_error="raise")
+
+
+# --- silent wrong results and tracebacks -------------------------------------------------------
+
+
+def test_out_of_paper_range_values_warn(
+    tmp_path: Path, src: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(src), *SMALL, "--dose", "0.5", "-o", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "sem-degrade: warning: dose=0.5 outside the paper's range [1, 50]" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--seed", "abc"], "argument --seed: invalid int value"),
+        (["--format", "jpeg"], "argument --format: invalid choice"),
+        (["--max-pixels", "0"], "--max-pixels must be >= 1"),
+        (["--dose", "nan"], "--dose input should be a finite number"),
+        (["--rx-px", "1e300"], "--rx-px input should be less than or equal to 1000"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    tmp_path: Path, src: Path, capsys: pytest.CaptureFixture[str], argv: list[str], words: str
+) -> None:
+    try:
+        status = main([str(src), "-o", str(tmp_path / "o"), *argv])
+    except SystemExit as stop:  # argparse exits itself
+        status = int(stop.code or 0)
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sem-degrade: error: ") and words in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_max_pixels_flag_and_unexpected_errors(
+    tmp_path: Path, src: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = sorted(src.iterdir())[0]
+    assert main([str(one), *SMALL, "--max-pixels", "100", "-o", str(tmp_path / "o")]) == 2
+    assert "above the limit of 0.0001 Mpx" in _errors(capsys)[0]
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(protocol, "degrade_files", broken)
+    assert main([str(one), *SMALL, "-o", str(tmp_path / "o")]) == 1
+    assert "unexpected TypeError: a bug" in _errors(capsys)[0]
+
+
+def test_outputs_read_back_as_written(tmp_path: Path, src: Path) -> None:
+    out = tmp_path / "o"
+    assert main([str(src), *SMALL, "--format", "uint16-png", "-o", str(out)]) == 0
+    for entry in Manifest.load(out / "manifest.json").entries:
+        img = read_image(out / entry.output)
+        assert img.source_dtype == "uint16" and np.isfinite(img.data).all()
