@@ -19,7 +19,11 @@ from .validation import validate_image
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["degrade", "degrade_torch", "validate_image"]
+__all__ = ["MAX_ABS_INTENSITY", "degrade", "degrade_torch", "validate_image"]
+
+# Images are on the 0..255 scale; far beyond it the Poisson draw overflows (its rate must stay
+# below ~9e18: 1e6 x gain 100 x dose 1e9 = 1e17) and the result means nothing.
+MAX_ABS_INTENSITY = 1e6
 
 
 def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
@@ -40,7 +44,7 @@ def degrade(
 
     Parameters
     ----------
-    image : (H, W) focused image on the 0..255 scale.
+    image : (H, W) focused image on the 0..255 scale (finite, ``|x| <= 1e6``).
     params : the setting (PSF, gain, offset, noise).
     rng : generator or seed; the result is fully determined by (image, params, seed).
     blur, gain_offset, poisson, gaussian : switch each term off for testing.
@@ -58,6 +62,12 @@ def degrade(
     ((64, 64), dtype('float32'))
     """
     x = validate_image(image)
+    peak = float(np.abs(x).max())
+    if peak > MAX_ABS_INTENSITY:
+        raise ValueError(
+            f"image values must lie within [-{MAX_ABS_INTENSITY:g}, {MAX_ABS_INTENSITY:g}] "
+            f"(the 0..255 scale), got |x| up to {peak:g}"
+        )
     z = convolve_reflect(x, airy_psf(params.psf), dtype=np.float64) if blur else x
     if gain_offset:
         z = params.gain * z + params.offset

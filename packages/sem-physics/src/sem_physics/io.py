@@ -178,6 +178,8 @@ class SEMImage:
 def _to_gray_255(arr: np.ndarray, path: Path) -> np.ndarray:
     """Any supported pixel array -> float32 (H, W) on 0..255 (see the module docstring)."""
     arr = np.asarray(arr)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ImageReadError(f"{path}: contains NaN or inf pixels")
     if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4):
         arr = _channels_to_gray(arr)
     if arr.ndim != 2:
@@ -193,8 +195,6 @@ def _to_gray_255(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.dtype == np.uint32:
         return _scaled_float32(arr, 255.0 / 4294967295.0)
     if np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all():
-            raise ImageReadError(f"{path}: contains NaN or inf pixels")
         unit = float(arr.max()) <= 1.0 and float(arr.min()) >= 0.0
         data = _scaled_float32(arr, 255.0 if unit else 1.0)
         if not np.isfinite(data).all():
