@@ -26,7 +26,7 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
     """Call ``writer(tmp)`` to write a temporary file, fsync it, then rename it to ``path``.
 
     ``writer`` receives the temporary path (same folder, same suffix, so format detection by

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from .params import DegradationParams
+    from .protocol import Mode
 
 PROG = "sem-degrade"
 MANIFEST = "manifest.json"  # sem_physics.protocol.MANIFEST_NAME, without importing it
@@ -202,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         if args.make_samples is not None and not args.inputs:
             return 0
         raise CLIError("an output folder is required: -o/--out DIR")
-    mode = "explicit" if params is not None else ("sample" if args.sample else "midpoint")
+    mode: Mode = "explicit" if params is not None else ("sample" if args.sample else "midpoint")
     left_out: dict[str, int] = {}
 
     def note_skip(path: Path, reason: str) -> None:

@@ -1,6 +1,8 @@
 """The one place that converts images between numpy (H, W) and torch (N, 1, H, W).
 
-Both sides keep the 0..255 intensity scale and float32; no normalisation happens here.
+Both sides keep the 0..255 intensity scale and float32; no normalisation happens here. Images
+are checked by the one validator, :func:`sem_physics.validation.validate_image` (2-D, real,
+finite).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .validation import validate_image
+
 if TYPE_CHECKING:
     import torch
 
@@ -17,13 +21,8 @@ __all__ = ["image_to_tensor", "tensor_to_image"]
 
 
 def _as_2d(image: Any, index: int | None = None) -> np.ndarray:
-    arr = np.asarray(image)
     where = "image" if index is None else f"image {index}"
-    if arr.ndim != 2 or arr.size == 0:
-        raise ValueError(f"{where} must be a non-empty 2-D array (H, W), got shape {arr.shape}")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"{where} must be real numeric, got dtype {arr.dtype}")
-    return arr
+    return validate_image(image, where, dtype=np.float32)
 
 
 def image_to_tensor(image: np.ndarray | Sequence[np.ndarray], device: Any = None) -> torch.Tensor:
@@ -47,7 +46,7 @@ def image_to_tensor(image: np.ndarray | Sequence[np.ndarray], device: Any = None
             raise ValueError(f"all images must have the same shape, got {sorted(shapes)}")
     else:
         images = [_as_2d(image)]
-    stacked = np.stack([im.astype(np.float32, copy=False) for im in images])[:, None]
+    stacked = np.stack(images)[:, None]
     return torch.from_numpy(np.ascontiguousarray(stacked)).to(device=device)
 
 

@@ -1,4 +1,6 @@
-"""The SEM defocus forward model ``y = N(a (x ⊛ h) + b)`` (arXiv 2604.05960, Sec. 3.1), numpy and torch.
+"""The SEM defocus forward model ``y = N(a (x ⊛ h) + b)``, numpy and torch.
+
+arXiv 2604.05960, Sec. 5.2 / Eq. 21.
 
 :func:`validate_image` (defined in :mod:`sem_physics.validation`) is the one image validator.
 """

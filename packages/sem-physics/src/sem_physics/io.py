@@ -120,10 +120,10 @@ def max_pixels_limit(max_pixels: int | None = None) -> int:
         env = os.environ.get(MAX_PIXELS_ENV, "").strip()
         if not env:
             return DEFAULT_MAX_PIXELS
-        name, value = f"environment variable {MAX_PIXELS_ENV}", env
+        name, value = f"environment variable {MAX_PIXELS_ENV}", env  # type: ignore[assignment]
     try:
-        limit = int(float(value)) if isinstance(value, str) else int(value)
-        ok = float(value) == limit and limit >= 1
+        limit = int(float(value)) if isinstance(value, str) else int(value)  # type: ignore[arg-type]
+        ok = float(value) == limit and limit >= 1  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
@@ -296,7 +296,7 @@ def _hitachi_pixel_size(raw: Any) -> float | None:
 
 
 def _cz_sem_pixel_sizes(md: dict[str, Any]) -> list[tuple[float | None, str]]:
-    out = []
+    out: list[tuple[float | None, str]] = []
     for key in ("ap_image_pixel_size", "ap_pixel_size"):
         entry = md.get(key)
         if not isinstance(entry, tuple | list) or len(entry) < 2:
@@ -313,7 +313,7 @@ def _cz_sem_pixel_sizes(md: dict[str, Any]) -> list[tuple[float | None, str]]:
 
 
 def _fei_pixel_sizes(fei: dict[str, Any]) -> list[tuple[float | None, str]]:
-    out = []
+    out: list[tuple[float | None, str]] = []
     for section in ("Scan", "EScan"):
         entries = fei.get(section)
         value = _number(entries.get("PixelWidth")) if isinstance(entries, dict) else None

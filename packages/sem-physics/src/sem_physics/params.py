@@ -1,4 +1,4 @@
-"""Degradation parameters and the ranges they are sampled from (arXiv 2604.05960, Sec. 3.1).
+"""Degradation parameters and the ranges they are sampled from (arXiv 2604.05960, Sec. 2.3).
 
 Every parameter has hard bounds where the forward model means something (a value outside is
 refused with the accepted range in the message) and the paper's sampling range

@@ -344,7 +344,8 @@ def check_output_folder(
     sources = {i: Path(f) for f in files if (i := _inode(Path(f))) is not None}
     for name in names:
         target = out / name
-        hit = sources.get(_inode(target)) if target.exists() else None
+        target_id = _inode(target)
+        hit = sources.get(target_id) if target_id is not None else None
         if hit is not None:
             raise ProtocolError(
                 f"output {target} would overwrite the input {hit}; choose another -o/--out"

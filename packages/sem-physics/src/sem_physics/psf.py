@@ -1,6 +1,7 @@
 """Elliptical, rotated Airy point-spread function of a defocused SEM probe.
 
-The defocused probe is modelled (SPEC §1) as an Airy pattern raised to a power::
+The defocused probe is modelled (arXiv 2604.05960, Sec. 5.2) as an Airy pattern raised to a
+power::
 
     h(r) = |2 J1(pi r) / (pi r)|^beta,        h(0) = 1
     r    = sqrt((x'/Rx)^2 + (y'/Ry)^2),       (x', y') = R(theta) (x, y)
