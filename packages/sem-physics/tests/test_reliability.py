@@ -130,9 +130,9 @@ def test_replay_refuses_a_symlink_out_of_the_folder(
     tmp_path: Path, src: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    assert main([str(src), *SMALL, "-o", str(run)]) == 0
+    assert main([str(src), *SMALL, "--format", "uint16-png", "-o", str(run)]) == 0
     doc = json.loads((run / "manifest.json").read_text())
-    doc["entries"][0]["output"] = "sub/x.tif"
+    doc["entries"][0]["output"] = "sub/x.png"
     (run / "manifest.json").write_text(json.dumps(doc))
     replay, elsewhere = tmp_path / "replay", tmp_path / "elsewhere"
     replay.mkdir()
@@ -141,7 +141,7 @@ def test_replay_refuses_a_symlink_out_of_the_folder(
     capsys.readouterr()
     assert main(["--replay", str(run / "manifest.json"), "-o", str(replay)]) == 2
     assert "outside" in _errors(capsys)[0]
-    assert not list(elsewhere.iterdir()) and not (replay / "0001_contacts_000.tif").exists()
+    assert not list(elsewhere.iterdir()) and not (replay / "0001_lines_000.png").exists()
     # Replaying into the source folder would overwrite a source: refused.
     doc["entries"][0]["output"] = sorted(src.iterdir())[0].name
     (run / "manifest.json").write_text(json.dumps(doc))
@@ -288,3 +288,25 @@ def test_outputs_read_back_as_written(tmp_path: Path, src: Path) -> None:
     for entry in Manifest.load(out / "manifest.json").entries:
         img = read_image(out / entry.output)
         assert img.source_dtype == "uint16" and np.isfinite(img.data).all()
+
+
+def test_replay_checks_every_destination_first_and_cleans_up(
+    tmp_path: Path, src: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert main([str(src), *SMALL, "-o", str(run)]) == 0
+    path = run / "manifest.json"
+    doc = json.loads(path.read_text())
+    replay = tmp_path / "replay"
+    doc["entries"][1]["output"] = "manifest.json"  # not an image: refused before any write
+    path.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert main(["--replay", str(path), "-o", str(replay)]) == 2
+    assert "does not end in .tif" in _errors(capsys)[0]
+    assert not replay.exists()
+    doc["entries"][1]["output"] = "0001_x.tif"
+    doc["entries"][1]["source_sha256"] = "0" * 64  # the second source "changed"
+    path.write_text(json.dumps(doc))
+    assert main(["--replay", str(path), "-o", str(replay)]) == 2
+    assert "sha256 differs from the manifest" in _errors(capsys)[0]
+    assert list(replay.iterdir()) == []  # the first replayed output was removed again

@@ -507,12 +507,15 @@ def degrade_files(
     return manifest
 
 
-def _replay_target(out_dir: Path, output: str, sources: set[tuple[int, int]]) -> Path:
-    """``out_dir / output`` if it stays inside ``out_dir`` (symlinks resolved) and is no source."""
+def _replay_target(out_dir: Path, output: str, ext: str, sources: set[tuple[int, int]]) -> Path:
+    """``out_dir / output`` if it stays inside ``out_dir`` (symlinks resolved), has the format's
+    extension ``ext`` and is no source image."""
     try:
         _plain_relative(output, "output")
     except ValueError as err:
         raise ProtocolError(f"refusing to replay: manifest {err}") from None
+    if Path(output).suffix.lower() != ext:
+        raise ProtocolError(f"refusing to replay: output {output!r} does not end in {ext}")
     root = out_dir.resolve()
     target = (out_dir / output).resolve()
     if target == root or root not in target.parents:
@@ -531,11 +534,13 @@ def replay_manifest(
 
     Sources are read from their recorded paths (relative to the manifest's folder) and, with
     ``verify_sources``, must still have their recorded sha256. With ``out_dir`` the
-    replayed outputs are written there too (same names, same formats).
+    replayed outputs are written there too (same names, same formats): every destination is
+    checked first (inside ``out_dir`` after resolving symlinks, not a source image), and the
+    outputs are removed again if the replay stops with an error.
     """
     manifest_path = Path(manifest_path)
     manifest = Manifest.load(manifest_path)
-    dtype, _ = _OUTPUT[manifest.output_format]
+    dtype, ext = _OUTPUT[manifest.output_format]
     sources = [manifest_path.parent / e.source for e in manifest.entries]  # absolute stays so
     targets: list[Path | None] = [None] * len(sources)
     if out_dir is not None:  # check every destination before anything is written
@@ -543,17 +548,23 @@ def replay_manifest(
         if out.exists() and not out.is_dir():
             raise ProtocolError(f"output folder {out} exists and is not a folder")
         ids = {i for src in sources if (i := _inode(src)) is not None}
-        targets = [_replay_target(out, e.output, ids) for e in manifest.entries]
+        targets = [_replay_target(out, e.output, ext, ids) for e in manifest.entries]
     mismatched = []
-    for entry, source, target in zip(manifest.entries, sources, targets, strict=True):
-        if not source.is_file():
-            raise ProtocolError(f"{manifest_path}: source {source} not found")
-        if verify_sources and file_sha256(source) != entry.source_sha256:
-            raise ProtocolError(f"{source}: sha256 differs from the manifest (file changed)")
-        data = crop_info_bar(read_image(source).data, rows=entry.crop_rows)
-        result = _degrade_one(data, entry.params, entry.seed, source)
-        if target is not None:
-            write_image(target, result, dtype)
-        if pixels_sha256(quantize(result, dtype)) != entry.output_sha256:
-            mismatched.append(entry.output)
+    written: list[Path] = []
+    try:
+        for entry, source, target in zip(manifest.entries, sources, targets, strict=True):
+            if not source.is_file():
+                raise ProtocolError(f"{manifest_path}: source {source} not found")
+            if verify_sources and file_sha256(source) != entry.source_sha256:
+                raise ProtocolError(f"{source}: sha256 differs from the manifest (file changed)")
+            data = crop_info_bar(read_image(source).data, rows=entry.crop_rows)
+            result = _degrade_one(data, entry.params, entry.seed, source)
+            if target is not None:
+                written.append(write_image(target, result, dtype))
+            if pixels_sha256(quantize(result, dtype)) != entry.output_sha256:
+                mismatched.append(entry.output)
+    except BaseException:
+        for path in written:  # a replay that stops half-way leaves no partial set
+            path.unlink(missing_ok=True)
+        raise
     return ReplayResult(checked=len(manifest.entries), mismatched=mismatched)
