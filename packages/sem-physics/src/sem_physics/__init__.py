@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 # name -> submodule that defines it
 _EXPORTS = {
+    "DEFAULT_CROP_FRACTION": "io",
     "SAMPLE_KINDS": "samples",
     "DegradationParams": "params",
     "ImageReadError": "io",
@@ -24,11 +25,13 @@ _EXPORTS = {
     "ManifestEntry": "protocol",
     "PSFParams": "psf",
     "ParameterRanges": "params",
+    "ProtocolError": "protocol",
     "SEMImage": "io",
     "SourceRecord": "protocol",
     "airy_profile": "psf",
     "airy_psf": "psf",
     "airy_psf_torch": "psf",
+    "check_pixel_size_nm": "io",
     "convolve_reflect": "convolution",
     "convolve_reflect_torch": "convolution",
     "crop_info_bar": "io",
@@ -39,6 +42,7 @@ _EXPORTS = {
     "image_to_tensor": "convert",
     "kernel_size": "psf",
     "make_sample": "samples",
+    "pixels_sha256": "protocol",
     "poisson_gaussian": "noise",
     "poisson_gaussian_torch": "noise",
     "read_image": "io",
@@ -51,6 +55,7 @@ _EXPORTS = {
 
 # Literal for linters; a test checks that it lists exactly the keys of _EXPORTS.
 __all__ = [
+    "DEFAULT_CROP_FRACTION",
     "SAMPLE_KINDS",
     "DegradationParams",
     "ImageReadError",
@@ -58,11 +63,13 @@ __all__ = [
     "ManifestEntry",
     "PSFParams",
     "ParameterRanges",
+    "ProtocolError",
     "SEMImage",
     "SourceRecord",
     "airy_profile",
     "airy_psf",
     "airy_psf_torch",
+    "check_pixel_size_nm",
     "convolve_reflect",
     "convolve_reflect_torch",
     "crop_info_bar",
@@ -73,6 +80,7 @@ __all__ = [
     "image_to_tensor",
     "kernel_size",
     "make_sample",
+    "pixels_sha256",
     "poisson_gaussian",
     "poisson_gaussian_torch",
     "read_image",
@@ -101,15 +109,25 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .convert import image_to_tensor, tensor_to_image
     from .convolution import convolve_reflect, convolve_reflect_torch
     from .forward import degrade, degrade_torch
-    from .io import ImageReadError, SEMImage, crop_info_bar, read_image, write_image
+    from .io import (
+        DEFAULT_CROP_FRACTION,
+        ImageReadError,
+        SEMImage,
+        check_pixel_size_nm,
+        crop_info_bar,
+        read_image,
+        write_image,
+    )
     from .noise import poisson_gaussian, poisson_gaussian_torch
     from .params import DegradationParams, ParameterRanges
     from .protocol import (
         Manifest,
         ManifestEntry,
+        ProtocolError,
         SourceRecord,
         degrade_files,
         file_sha256,
+        pixels_sha256,
         replay_manifest,
     )
     from .psf import PSFParams, airy_profile, airy_psf, airy_psf_torch, kernel_size
