@@ -14,7 +14,7 @@ from sem_baselines import get_restorer, list_restorers
 from sem_models import RestorationModel, build_mae, save_model
 from sem_physics import DegradationParams, PSFParams, degrade, make_sample
 from sem_train import restore
-from sem_train.restore import (
+from sem_train.restoration import (
     DEFAULT_METHOD,
     BlindEstimateUnavailableError,
     CheckpointMismatchError,
@@ -22,7 +22,7 @@ from sem_train.restore import (
     parse_psf,
     prepare,
 )
-from sem_train.restore import psf as psf_module
+from sem_train.restoration import psf as psf_module
 
 # A small ViT-MAE (32-px windows, 8-px patches) standing in for trained weights.
 MAE_ARCH = {
@@ -36,6 +36,12 @@ MAE_ARCH = {
     "decoder_num_heads": 2,
 }
 WINDOW = {"window_px": 32, "overlap_px": 8, "device": "cpu"}
+# Tiny networks for the saved learned restorers (any other registered one: its defaults).
+TINY = {
+    "n2n": {"unet": {"depth": 2, "width": 4}},
+    "n2v": {"unet": {"depth": 2, "width": 4}},
+    "mrn": {"net": {"width": 4}},
+}
 
 
 def psnr(ref: np.ndarray, x: np.ndarray) -> float:
@@ -58,7 +64,7 @@ def make_checkpoint(name: str, root: Path) -> tuple[Path, dict]:
     torch.manual_seed(0)
     if kind == "restorer":  # a saved restorer, as ``sem train baseline`` writes it
         folder = root / f"{name}-run" / "model"
-        get_restorer(name, device="cpu").save(folder)
+        get_restorer(name, device="cpu", **TINY.get(name, {})).save(folder)
         return folder.parent, {}
     if kind == "checkpoint_dir":  # a sem-models restoration export (a fine-tuned model)
         folder = root / f"{name}-export"
@@ -178,6 +184,7 @@ def test_learned_restorer_from_a_run_folder_equals_the_saved_one(tmp_path):
     ckpt, _ = make_checkpoint("n2v", tmp_path)
     y = make_sample("lines", (40, 48), seed=1)
     ref = get_restorer("n2v").load(ckpt / "model").restore(y)
+    assert ref.shape == y.shape
     for source in (ckpt, ckpt / "model", ckpt / "model" / "model.safetensors"):
         np.testing.assert_array_equal(restore(y, "n2v", checkpoint=source).image, ref)
 
@@ -201,7 +208,7 @@ def test_inference_options_apply_to_a_loaded_restorer(tmp_path):
     prepared = prepare("n2n", checkpoint=ckpt, tile_px=64, margin_px=8)
     assert prepared(make_sample("lines", (80, 90))).parameters["tile_px"] == 64
     with pytest.raises(ValueError, match="architecture is fixed"):
-        prepare("n2n", checkpoint=ckpt, unet={"width": 4})
+        prepare("n2n", checkpoint=ckpt, unet={"depth": 2, "width": 8})
 
 
 def _one_line(err: pytest.ExceptionInfo) -> str:

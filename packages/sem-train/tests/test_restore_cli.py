@@ -13,7 +13,7 @@ import tifffile
 from PIL import Image
 from sem_physics import make_sample, read_image
 from sem_train.cli import main
-from sem_train.restore import MANIFEST_NAME
+from sem_train.restoration import MANIFEST_NAME
 
 PSF = ["--psf", "2,2,0,2"]
 REAL_LINES = "lines_euv_resist_0p827nm.tif"

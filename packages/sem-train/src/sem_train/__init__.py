@@ -36,7 +36,7 @@ from .losses import (
     tv_loss,
 )
 from .metrics import psnr, ssim
-from .restore import RestoredImage, restore
+from .restoration import RestoredImage, restore
 
 __version__ = "0.1.0"
 

@@ -103,7 +103,7 @@ def register(subparsers: Any) -> None:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from ..restore import DEFAULT_METHOD, prepare, restore_files
+    from ..restoration import DEFAULT_METHOD, prepare, restore_files
 
     method = prepare(
         args.method or DEFAULT_METHOD,
