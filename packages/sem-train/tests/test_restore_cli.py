@@ -191,6 +191,17 @@ def test_output_equal_to_input_is_refused(tmp_path, capsys):
     assert src.read_bytes() == before
 
 
+def test_output_folder_equal_to_input_folder_is_refused(tmp_path, capsys, folder_writer):
+    root = tmp_path / "images"
+    paths = folder_writer(root, 3, size=40)
+    before = {p: p.read_bytes() for p in paths}
+    assert run(root, "-o", root, *PSF, "--overwrite") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would overwrite the input" in err[0]
+    assert {p: p.read_bytes() for p in paths} == before
+    assert not (root / MANIFEST_NAME).exists()
+
+
 def write_bad_files(folder: Path) -> dict[str, str]:
     """Broken inputs and the words their one-line reasons must contain."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -257,15 +268,20 @@ def test_json_prints_the_manifest(tmp_path, capsys):
     assert printed["restored"][0]["psf_source"] == "given"
 
 
-def test_default_run_uses_the_blind_estimate_per_image(tmp_path, monkeypatch):
+def test_default_run_uses_the_blind_estimate_per_image(tmp_path, monkeypatch, capsys):
     """`sem restore IMG -o OUT`: Richardson-Lucy with each image's own blind PSF, recorded."""
     import sem_physics
     from sem_physics import PSFParams
+
+    class Quality:
+        def __init__(self, ok: bool) -> None:
+            self.ok, self.reasons = ok, [] if ok else ["saturated: 3 % of pixels clipped"]
 
     class Estimate:
         def __init__(self, rx: float) -> None:
             self.rx_px, self.ry_px, self.theta_rad, self.beta = rx, rx, 0.0, 2.0
             self.sigma, self.dose = 1.0, 20.0
+            self.quality = Quality(ok=rx < 2.5)
 
         def psf_params(self) -> PSFParams:
             return PSFParams(rx_px=self.rx_px, ry_px=self.ry_px)
@@ -284,3 +300,7 @@ def test_default_run_uses_the_blind_estimate_per_image(tmp_path, monkeypatch):
         assert got[name]["psf_source"] == "blind"
         assert got[name]["psf"]["rx_px"] == got[name]["parameters"]["psf"]["rx_px"] == rx
         assert got[name]["estimate"]["dose"] == 20.0
+    assert got["w40.tif"]["warnings"] == []  # a flagged estimate is said, the image restored
+    assert got["w80.tif"]["warnings"] == ["blind PSF estimate: saturated: 3 % of pixels clipped"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"sem: warning: {tmp_path / 'w80.tif'}: {got['w80.tif']['warnings'][0]}"]

@@ -125,6 +125,9 @@ def _restore(args: argparse.Namespace) -> int:
         bar_rows=args.info_bar_rows,
         on_failure=report,
     )
+    for item in manifest.restored:
+        for warning in item.warnings:
+            print(f"sem: warning: {item.input}: {warning}", file=sys.stderr)
     n_ok, n_bad = len(manifest.restored), len(manifest.failed)
     if not n_ok:
         if n_bad > 1:

@@ -70,6 +70,7 @@ class RestoredImage:
     image (e.g. BM3D's noise level) under ``"per_image"``. ``psf`` is the PSF a deconvolution used, ``psf_source`` says
     whether it was ``"given"`` or estimated ``"blind"`` (then ``estimate`` holds the full
     :func:`sem_physics.estimate_degradation` result); all three are None for other methods.
+    ``warnings``: the estimate's quality reasons when it flags itself as not reliable.
     """
 
     image: np.ndarray
@@ -80,6 +81,7 @@ class RestoredImage:
     estimate: Any = None
     checkpoint: str | None = None
     timings: RestoreTimings = field(default_factory=RestoreTimings)
+    warnings: tuple[str, ...] = ()
 
     def record(self) -> dict[str, Any]:
         """Everything but the pixels, JSON-ready (what ``restore.json`` stores per image)."""
@@ -90,6 +92,7 @@ class RestoredImage:
             "psf_source": self.psf_source,
             "estimate": estimate_record(self.estimate),
             "checkpoint": self.checkpoint,
+            "warnings": list(self.warnings),
             "timings_s": {
                 "estimate": self.timings.estimate_s,
                 "restore": self.timings.restore_s,
@@ -110,6 +113,15 @@ def validate_micrograph(image: Any, name: str = "image") -> np.ndarray:
             f"{MIN_SIDE_PX}x{MIN_SIDE_PX} px"
         )
     return arr
+
+
+def _estimate_warnings(estimate: Any) -> tuple[str, ...]:
+    """The quality reasons of a blind estimate that flags itself (``quality.ok`` False)."""
+    quality = getattr(estimate, "quality", None)
+    if quality is None or getattr(quality, "ok", True):
+        return ()
+    reasons = [str(r) for r in getattr(quality, "reasons", [])]
+    return tuple(f"blind PSF estimate: {r}" for r in reasons) or ("blind PSF estimate flagged",)
 
 
 def _per_image_values(restorer: Any) -> dict[str, Any]:
@@ -189,6 +201,7 @@ class PreparedMethod:
             estimate=estimate,
             checkpoint=self.checkpoint,
             timings=RestoreTimings(estimate_s=t1 - t0, restore_s=t2 - t1),
+            warnings=_estimate_warnings(estimate),
         )
 
 

@@ -58,6 +58,7 @@ class RestoredFile(BaseModel):
     psf_source: str | None
     estimate: dict[str, Any] | None
     checkpoint: str | None
+    warnings: list[str] = Field(default_factory=list)
     timings_s: dict[str, float]
 
 
@@ -107,20 +108,23 @@ def _is_within(path: Path, folder: Path) -> bool:
 def list_inputs(inputs: Sequence[str | Path], out_dir: Path) -> list[tuple[Path, Path]]:
     """(image file, folder its output path is relative to), folders listed recursively.
 
-    Files inside ``out_dir`` are skipped when listing a folder (earlier outputs are never
+    Files inside an ``out_dir`` below a listed folder are skipped (earlier outputs are never
     restored again); a missing path or a folder without images is a ValueError.
     """
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
+            # an -o below the folder holds earlier outputs: never read back; an -o equal to
+            # (or above) the folder is refused later, output by output
+            skip_out = not _is_within(p, out_dir)
             files = sorted(
                 f
                 for f in p.rglob("*")
                 if f.suffix.lower() in IMAGE_EXTENSIONS
                 and f.is_file()
                 and not f.name.startswith(".")
-                and not _is_within(f, out_dir)
+                and not (skip_out and _is_within(f, out_dir))
             )
             if not files:
                 raise ValueError(f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -270,5 +274,6 @@ def _restore_one(
         psf_source=rec["psf_source"],
         estimate=rec["estimate"],
         checkpoint=rec["checkpoint"],
+        warnings=rec["warnings"],
         timings_s=rec["timings_s"],
     )
