@@ -248,6 +248,7 @@ def test_wrong_checkpoints_give_one_line(tmp_path):
         (lambda: prepare("no-such-method"), r"unknown method 'no-such-method'; available: input"),
         (lambda: prepare("n2v"), r"needs --checkpoint"),
         (lambda: prepare("bm3d", checkpoint="x"), r"takes no --checkpoint"),
+        (lambda: prepare("wiener", psf="3,3", checkpoint="x"), r"takes no --checkpoint"),
         (lambda: prepare("bm3d", psf="3,3"), r"takes no --psf"),
         (lambda: prepare("wiener", psf="3,3", balance=-1), r"setting balance: .*greater than 0"),
         (lambda: prepare("wiener", psf="3,3", no_such_field=1), r"no_such_field"),

@@ -160,7 +160,7 @@ class PreparedMethod:
         if not self.needs.takes_psf:
             self._restorer = build_restorer(self.needs, self.options, checkpoint)
         else:  # validate the options now; the PSF comes with each image
-            build_restorer(self.needs, {**self.options, "psf": _placeholder_psf()})
+            build_restorer(self.needs, {**self.options, "psf": _placeholder_psf()}, checkpoint)
         self.load_s = time.perf_counter() - t0
 
     @property
