@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sem_physics.atomic import atomic_write_text
-from sem_physics.io import IMAGE_EXTENSIONS
+from sem_physics.io import IMAGE_EXTENSIONS, read_image
 from sem_physics.protocol import file_sha256
 
 from .api import PreparedMethod
@@ -211,8 +211,6 @@ def restore_files(
     ``progress``: None shows a bar on a terminal only. ``on_failure(path, reason)`` is called
     for each file that is skipped. Returns the manifest (also written, atomically).
     """
-    from sem_physics import read_image
-
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -231,7 +229,7 @@ def restore_files(
     )
     for job in _progress(jobs, progress):
         try:
-            item = _restore_one(job, out_dir, method, float32, bar_rows, read_image)
+            item = _restore_one(job, out_dir, method, float32, bar_rows)
             manifest.restored.append(item)
         except Exception as err:  # one bad file never stops the others
             reason = _first_line(err)
@@ -250,14 +248,12 @@ def _restore_one(
     method: PreparedMethod,
     float32: bool,
     bar_rows: int | None,
-    read_image: Callable[[Path], Any],
 ) -> RestoredFile:
     img = read_image(job.input)
     part = split_info_bar(img, bar_rows)
     result = method(part.image)
     dtype = output_dtype(img.source_dtype, float32)
     write_restored(job.output, assemble(result.image, part), dtype, img)
-    rec = result.record()
     return RestoredFile(
         input=str(job.input),
         input_sha256=file_sha256(job.input),
@@ -268,12 +264,5 @@ def _restore_one(
         pixel_size_source=img.pixel_size_source,
         input_dtype=img.source_dtype,
         output_dtype=dtype,
-        method=rec["method"],
-        parameters=rec["parameters"],
-        psf=rec["psf"],
-        psf_source=rec["psf_source"],
-        estimate=rec["estimate"],
-        checkpoint=rec["checkpoint"],
-        warnings=rec["warnings"],
-        timings_s=rec["timings_s"],
+        **result.record(),
     )
