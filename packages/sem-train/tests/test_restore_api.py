@@ -133,6 +133,19 @@ def test_blind_psf_comes_from_the_estimator_and_is_recorded(monkeypatch):
     np.testing.assert_array_equal(given.image, out.image)
 
 
+def test_blind_psf_failure_is_one_clear_error(monkeypatch):
+    def flat(image):
+        raise ValueError("no PSF estimate: flat image\nmore detail")
+
+    monkeypatch.setattr(sem_physics, "estimate_degradation", flat, raising=False)
+    with pytest.raises(
+        ValueError,
+        match=r"^blind PSF estimate failed \(no PSF estimate: flat image\); give the PSF as --psf",
+    ) as err:
+        restore(np.full((16, 16), 9.0, np.float32), "wiener")
+    assert "\n" not in str(err.value)
+
+
 def test_blind_psf_unavailable_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(psf_module, "_estimator", lambda: None)
     with pytest.raises(BlindEstimateUnavailableError, match=r"--psf RX,RY,THETA,BETA"):

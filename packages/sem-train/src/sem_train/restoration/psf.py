@@ -94,9 +94,20 @@ def require_blind_estimate() -> Any:
 def estimate_degradation(image: np.ndarray) -> Any:
     """The blind estimate of the defocus PSF and noise of ``image`` (0..255, info bar removed).
 
-    Raises :class:`BlindEstimateUnavailableError` when sem-physics has no estimator.
+    Raises :class:`BlindEstimateUnavailableError` when sem-physics has no estimator, and a
+    ValueError saying what to do when the estimate fails (e.g. a flat image has no PSF).
     """
-    return require_blind_estimate()(image)
+    estimator = require_blind_estimate()
+    try:
+        estimate = estimator(image)
+        estimate.psf_params()
+    except Exception as err:  # the estimator's own failures, said in one line
+        lines = str(err).strip().splitlines()
+        why = lines[0] if lines else type(err).__name__
+        raise ValueError(
+            f"blind PSF estimate failed ({why}); give the PSF as --psf RX,RY,THETA,BETA"
+        ) from err
+    return estimate
 
 
 def estimate_record(estimate: Any) -> dict[str, Any] | None:
