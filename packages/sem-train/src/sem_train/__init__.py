@@ -36,6 +36,7 @@ from .losses import (
     tv_loss,
 )
 from .metrics import psnr, ssim
+from .restoration import RestoredImage, restore
 
 __version__ = "0.1.0"
 
@@ -54,6 +55,7 @@ __all__ = [
     "ModelSpec",
     "NonFiniteLossError",
     "OptimConfig",
+    "RestoredImage",
     "RunConfig",
     "SEMImageDataset",
     "Stage1Config",
@@ -73,6 +75,7 @@ __all__ = [
     "psnr",
     "radial_psd",
     "restoration_loss",
+    "restore",
     "split_index",
     "ssim",
     "tv_loss",

@@ -23,6 +23,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 COMMAND_MODULES: tuple[tuple[str, bool], ...] = (
     ("sem_train.commands.train", False),
     ("sem_train.evaluation.commands", True),
+    ("sem_train.commands.restore", False),
 )
 
 

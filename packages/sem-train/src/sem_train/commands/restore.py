@@ -1,0 +1,144 @@
+"""``sem restore INPUT... -o OUTDIR``: restore your own micrographs with any registered method.
+
+Registering the command imports nothing heavy; the handler loads the method on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["parse_set", "register"]
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``["iterations=50", "unet.width=8"]`` -> ``{"iterations": 50, "unet": {"width": 8}}``.
+
+    Values are read as YAML scalars (numbers, booleans, null), otherwise kept as text.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE (e.g. iterations=50)")
+        try:
+            parsed = yaml.safe_load(value) if value else value
+        except yaml.YAMLError:
+            parsed = value
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item!r}: {part} is given both as a value and a group")
+        node[parts[-1]] = parsed
+    return out
+
+
+def _bar_rows(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        rows = int(text)
+    except ValueError:
+        rows = -1
+    if rows < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a row count >= 0, got {text!r}")
+    return rows
+
+
+def register(subparsers: Any) -> None:
+    """Add ``restore``."""
+    p = subparsers.add_parser(
+        "restore",
+        help="restore your own SEM images (files or folders) with any method",
+        description=(
+            "Restore defocused SEM images. The info bar is cut before restoring and put back "
+            "unchanged; pixel size, vendor metadata and the sample type are kept. Writes the "
+            "restored images and restore.json (inputs' sha256, method, parameters, PSF, "
+            "timings) into OUTDIR."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (recursive)")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="OUTDIR", help="output folder")
+    p.add_argument(
+        "--method",
+        help="registered restorer (default: richardson-lucy with the blind PSF estimate); "
+        "an unknown name lists them all",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="weights of a learned method: a 'sem train' run folder, a saved restorer or a file",
+    )
+    p.add_argument(
+        "--psf",
+        default="auto",
+        metavar="auto|RX,RY,THETA,BETA",
+        help="PSF of the deconvolution methods: blind estimate (auto, default) or radii in px, "
+        "angle in rad, Airy exponent",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a setting of the method's config (repeatable), e.g. --set iterations=50",
+    )
+    p.add_argument(
+        "--info-bar-rows",
+        type=_bar_rows,
+        default=None,
+        metavar="auto|N",
+        help="info-bar height to keep aside (default auto: detected; 0 restores the whole frame)",
+    )
+    p.add_argument("--float32", action="store_true", help="write float32 TIFFs (0..255 scale)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any image fails")
+    p.add_argument("--json", action="store_true", help="print restore.json to stdout")
+    p.set_defaults(handler=_restore)
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from ..restoration import DEFAULT_METHOD, prepare, restore_files
+
+    method = prepare(
+        args.method or DEFAULT_METHOD,
+        psf=args.psf,
+        checkpoint=args.checkpoint,
+        **parse_set(args.set),
+    )
+
+    def report(path: Path, reason: str) -> None:
+        msg = reason if reason.startswith(str(path)) else f"{path}: {reason}"
+        print(f"sem: error: {msg}", file=sys.stderr)
+
+    manifest = restore_files(
+        args.inputs,
+        args.out,
+        method,
+        float32=args.float32,
+        overwrite=args.overwrite,
+        bar_rows=args.info_bar_rows,
+        on_failure=report,
+    )
+    for item in manifest.restored:
+        for warning in item.warnings:
+            print(f"sem: warning: {item.input}: {warning}", file=sys.stderr)
+    n_ok, n_bad = len(manifest.restored), len(manifest.failed)
+    if not n_ok:
+        if n_bad > 1:
+            print(f"sem: error: none of the {n_bad} images could be restored", file=sys.stderr)
+        return 2
+    if args.json:
+        print(manifest.model_dump_json(indent=2))
+    else:
+        failed = f"; {n_bad} failed (listed in restore.json)" if n_bad else ""
+        print(
+            f"restored {n_ok} image(s) with {manifest.method} into {args.out}{failed}",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+    return 1 if (n_bad and args.strict) else 0

@@ -1,0 +1,243 @@
+"""``sem_train.restore(image, method=...)``: restore one micrograph with any registered method.
+
+>>> import numpy as np
+>>> from sem_physics import make_sample
+>>> from sem_train import restore
+>>> out = restore(make_sample("lines", (64, 64)), "wiener", psf="4,4,0,2")
+>>> out.image.shape, out.method, out.psf.rx_px
+((64, 64), 'wiener', 4.0)
+
+A method is prepared once (:func:`prepare`: options validated, weights loaded) and then applied
+to any number of images; :func:`restore` does both for one image.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from sem_physics import PSFParams
+
+from .methods import MethodNeeds, build_restorer, method_needs
+from .psf import (
+    PSF_AUTO,
+    PSFSpec,
+    estimate_degradation,
+    estimate_record,
+    parse_psf,
+    require_blind_estimate,
+)
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "MIN_SIDE_PX",
+    "PreparedMethod",
+    "RestoreTimings",
+    "RestoredImage",
+    "prepare",
+    "restore",
+    "validate_micrograph",
+]
+
+#: The best method that needs no training: Richardson-Lucy with the blind PSF estimate.
+DEFAULT_METHOD = "richardson-lucy"
+#: Smallest image side (px) worth restoring; smaller inputs are refused with a clear message.
+MIN_SIDE_PX = 8
+
+
+@dataclass(frozen=True)
+class RestoreTimings:
+    """Wall-clock seconds of one restoration."""
+
+    estimate_s: float = 0.0
+    restore_s: float = 0.0
+    load_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.estimate_s + self.restore_s + self.load_s
+
+
+@dataclass(frozen=True)
+class RestoredImage:
+    """A restored micrograph and how it was made.
+
+    ``image`` is float32 (H, W) on the 0..255 scale, the shape of the input. ``parameters``
+    are the restorer's validated settings (JSON-ready), with the values it chose for this
+    image (e.g. BM3D's noise level) under ``"per_image"``. ``psf`` is the PSF a deconvolution used, ``psf_source`` says
+    whether it was ``"given"`` or estimated ``"blind"`` (then ``estimate`` holds the full
+    :func:`sem_physics.estimate_degradation` result); all three are None for other methods.
+    ``warnings``: the estimate's quality reasons when it flags itself as not reliable.
+    """
+
+    image: np.ndarray
+    method: str
+    parameters: dict[str, Any]
+    psf: PSFParams | None = None
+    psf_source: Literal["given", "blind"] | None = None
+    estimate: Any = None
+    checkpoint: str | None = None
+    timings: RestoreTimings = field(default_factory=RestoreTimings)
+    warnings: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, Any]:
+        """Everything but the pixels, JSON-ready (what ``restore.json`` stores per image)."""
+        return {
+            "method": self.method,
+            "parameters": self.parameters,
+            "psf": None if self.psf is None else self.psf.model_dump(mode="json"),
+            "psf_source": self.psf_source,
+            "estimate": estimate_record(self.estimate),
+            "checkpoint": self.checkpoint,
+            "warnings": list(self.warnings),
+            "timings_s": {
+                "estimate": self.timings.estimate_s,
+                "restore": self.timings.restore_s,
+                "load": self.timings.load_s,
+                "total": self.timings.total_s,
+            },
+        }
+
+
+def validate_micrograph(image: Any, name: str = "image") -> np.ndarray:
+    """``image`` as float32 (H, W), finite, at least ``MIN_SIDE_PX`` per side, or a ValueError."""
+    from sem_baselines import check_image
+
+    arr = check_image(image, name)
+    if min(arr.shape) < MIN_SIDE_PX:
+        raise ValueError(
+            f"{name} is {arr.shape[0]}x{arr.shape[1]} px; restoration needs at least "
+            f"{MIN_SIDE_PX}x{MIN_SIDE_PX} px"
+        )
+    return arr
+
+
+def _estimate_warnings(estimate: Any) -> tuple[str, ...]:
+    """The quality reasons of a blind estimate that flags itself (``quality.ok`` False)."""
+    quality = getattr(estimate, "quality", None)
+    if quality is None or getattr(quality, "ok", True):
+        return ()
+    reasons = [str(r) for r in getattr(quality, "reasons", [])]
+    return tuple(f"blind PSF estimate: {r}" for r in reasons) or ("blind PSF estimate flagged",)
+
+
+def _per_image_values(restorer: Any) -> dict[str, Any]:
+    """Values a restorer chose for the last image (its ``last_*`` attributes), JSON-ready."""
+    out = {}
+    for key, value in vars(restorer).items():
+        if key.startswith("last_") and isinstance(value, int | float | str | bool | None):
+            out[key.removeprefix("last_")] = value
+    return out
+
+
+class PreparedMethod:
+    """Method ``name`` ready to restore images: options validated, weights loaded once."""
+
+    def __init__(
+        self,
+        method: str = DEFAULT_METHOD,
+        *,
+        psf: PSFSpec | str = PSF_AUTO,
+        checkpoint: str | Path | None = None,
+        **options: Any,
+    ) -> None:
+        self.needs: MethodNeeds = method_needs(method)
+        self.psf: PSFSpec = parse_psf(psf)
+        self.options = dict(options)
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
+        if self.needs.takes_psf:
+            if "psf" in self.options:
+                raise ValueError("give the PSF with --psf (psf=...), not as an option")
+            if self.psf == PSF_AUTO:
+                require_blind_estimate()
+        elif psf != PSF_AUTO:
+            raise ValueError(f"method {method!r} does not deconvolve; it takes no --psf")
+        t0 = time.perf_counter()
+        self._restorer = None
+        if not self.needs.takes_psf:
+            self._restorer = build_restorer(self.needs, self.options, checkpoint)
+        else:  # validate the options now; the PSF comes with each image
+            build_restorer(self.needs, {**self.options, "psf": _placeholder_psf()}, checkpoint)
+        self.load_s = time.perf_counter() - t0
+
+    @property
+    def method(self) -> str:
+        return self.needs.name
+
+    def __call__(self, image: Any) -> RestoredImage:
+        """Restore ``image`` (float (H, W), 0..255, info bar already removed)."""
+        arr = validate_micrograph(image)
+        estimate, psf_used, source = None, None, None
+        t0 = time.perf_counter()
+        restorer = self._restorer
+        if self.needs.takes_psf:
+            if self.psf == PSF_AUTO:
+                estimate = estimate_degradation(arr)
+                psf_used, source = estimate.psf_params(), "blind"
+            else:
+                psf_used, source = self.psf, "given"
+            restorer = build_restorer(self.needs, {**self.options, "psf": psf_used})
+        t1 = time.perf_counter()
+        out = np.asarray(restorer.restore(arr), dtype=np.float32)
+        t2 = time.perf_counter()
+        if out.shape != arr.shape or not np.all(np.isfinite(out)):
+            raise RuntimeError(
+                f"method {self.method!r} returned an invalid image (shape {out.shape}, "
+                f"finite: {bool(np.all(np.isfinite(out)))})"
+            )
+        params = restorer.config.model_dump(mode="json")
+        chosen = _per_image_values(restorer)
+        if chosen:
+            params["per_image"] = chosen
+        return RestoredImage(
+            image=out,
+            method=self.method,
+            parameters=params,
+            psf=psf_used,
+            psf_source=source,
+            estimate=estimate,
+            checkpoint=self.checkpoint,
+            timings=RestoreTimings(estimate_s=t1 - t0, restore_s=t2 - t1),
+            warnings=_estimate_warnings(estimate),
+        )
+
+
+def _placeholder_psf() -> PSFParams:
+    return PSFParams(rx_px=1.0, ry_px=1.0)
+
+
+def prepare(
+    method: str = DEFAULT_METHOD,
+    *,
+    psf: PSFSpec | str = PSF_AUTO,
+    checkpoint: str | Path | None = None,
+    **options: Any,
+) -> PreparedMethod:
+    """Validate ``method`` and its options and load its weights, once for many images."""
+    return PreparedMethod(method, psf=psf, checkpoint=checkpoint, **options)
+
+
+def restore(
+    image: Any,
+    method: str = DEFAULT_METHOD,
+    *,
+    psf: PSFSpec | str = PSF_AUTO,
+    checkpoint: str | Path | None = None,
+    **options: Any,
+) -> RestoredImage:
+    """Restore one micrograph (float (H, W), 0..255, without its info bar) with ``method``.
+
+    ``psf``: ``"auto"`` (blind estimate, the default) or a :class:`sem_physics.PSFParams` /
+    ``"RX,RY,THETA,BETA"`` for the deconvolution methods. ``checkpoint``: weights of a learned
+    method (a ``sem train`` run folder, a saved restorer folder or a weights file).
+    ``options``: the method's registry config fields (e.g. ``iterations=50``). The load time
+    of the weights is included in ``timings.load_s``.
+    """
+    prepared = prepare(method, psf=psf, checkpoint=checkpoint, **options)
+    out = prepared(image)
+    t = out.timings
+    timings = RestoreTimings(estimate_s=t.estimate_s, restore_s=t.restore_s, load_s=prepared.load_s)
+    return RestoredImage(**{**out.__dict__, "timings": timings})

@@ -1,0 +1,268 @@
+"""Restoring files and folders: input listing, output paths, the ``restore.json`` manifest.
+
+Folders are listed recursively; the output folder is never listed as input (so ``-o`` may
+lie inside an input folder), an output path equal to an input path is refused, and existing
+outputs are refused unless ``overwrite``. A file that cannot be read or restored is reported
+with its reason and the others are still restored.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sem_physics.atomic import atomic_write_text
+from sem_physics.io import IMAGE_EXTENSIONS, read_image
+from sem_physics.protocol import file_sha256
+
+from .api import PreparedMethod
+from .files import assemble, output_dtype, output_suffix, split_info_bar, write_restored
+
+__all__ = [
+    "MANIFEST_NAME",
+    "FailedInput",
+    "RestoreJob",
+    "RestoreManifest",
+    "RestoredFile",
+    "list_inputs",
+    "plan_outputs",
+    "restore_files",
+]
+
+MANIFEST_NAME = "restore.json"
+
+
+class RestoredFile(BaseModel):
+    """One restored file: where from, where to, and how."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str
+    input_sha256: str
+    output: str = Field(description="path relative to the output folder")
+    shape_px: tuple[int, int]
+    info_bar_rows: int
+    pixel_size_nm: float | None
+    pixel_size_source: str
+    input_dtype: str
+    output_dtype: str
+    method: str
+    parameters: dict[str, Any]
+    psf: dict[str, Any] | None
+    psf_source: str | None
+    estimate: dict[str, Any] | None
+    checkpoint: str | None
+    warnings: list[str] = Field(default_factory=list)
+    timings_s: dict[str, float]
+
+
+class FailedInput(BaseModel):
+    """An input that was not restored, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str
+    reason: str
+
+
+class RestoreManifest(BaseModel):
+    """``restore.json``: the whole run, reproducible from it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    created_utc: str
+    method: str
+    psf: str
+    checkpoint: str | None
+    options: dict[str, Any]
+    float32: bool
+    restored: list[RestoredFile] = Field(default_factory=list)
+    failed: list[FailedInput] = Field(default_factory=list)
+    load_s: float = 0.0
+    total_s: float = 0.0
+
+
+class RestoreJob(BaseModel):
+    """One input and the output it goes to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input: Path
+    output: Path
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def list_inputs(inputs: Sequence[str | Path], out_dir: Path) -> list[tuple[Path, Path]]:
+    """(image file, folder its output path is relative to), folders listed recursively.
+
+    Files inside an ``out_dir`` below a listed folder are skipped (earlier outputs are never
+    restored again); a missing path or a folder without images is a ValueError.
+    """
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            # an -o below the folder holds earlier outputs: never read back; an -o equal to
+            # (or above) the folder is refused later, output by output
+            skip_out = not _is_within(p, out_dir)
+            files = sorted(
+                f
+                for f in p.rglob("*")
+                if f.suffix.lower() in IMAGE_EXTENSIONS
+                and f.is_file()
+                and not f.name.startswith(".")
+                and not (skip_out and _is_within(f, out_dir))
+            )
+            if not files:
+                raise ValueError(f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            found.extend((f, p) for f in files)
+        elif p.is_file():
+            found.append((p, p.parent))
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return found
+
+
+def plan_outputs(
+    inputs: Sequence[tuple[Path, Path]],
+    out_dir: Path,
+    *,
+    float32: bool = False,
+    overwrite: bool = False,
+) -> list[RestoreJob]:
+    """Output path of every input under ``out_dir`` (the input's path below its folder).
+
+    Refuses (ValueError, before any work) an output equal to an input, two inputs with one
+    output, and existing outputs without ``overwrite``.
+    """
+    all_inputs = {f.resolve() for f, _ in inputs}
+    jobs: list[RestoreJob] = []
+    seen: dict[Path, Path] = {}
+    existing: list[Path] = []
+    for f, root in inputs:
+        rel = f.relative_to(root) if f.is_relative_to(root) else Path(f.name)
+        out = out_dir / rel.with_suffix(output_suffix(f, float32))
+        key = out.resolve()
+        if key in all_inputs:
+            raise ValueError(
+                f"output {out} would overwrite the input {f}; choose another -o folder"
+            )
+        if key in seen:
+            raise ValueError(f"inputs {seen[key]} and {f} would both be written to {out}")
+        seen[key] = f
+        if out.exists():
+            existing.append(out)
+        jobs.append(RestoreJob(input=f, output=out))
+    manifest = out_dir / MANIFEST_NAME
+    if manifest.exists():
+        existing.append(manifest)
+    if existing and not overwrite:
+        raise ValueError(
+            f"{len(existing)} output file(s) already exist (first: {existing[0]}); "
+            "pass --overwrite to replace them or choose another -o folder"
+        )
+    return jobs
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _progress(jobs: list[RestoreJob], enabled: bool | None) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        jobs,
+        desc="restoring",
+        unit="image",
+        file=sys.stderr,
+        disable=None if enabled is None else not enabled,
+    )
+
+
+def restore_files(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    method: PreparedMethod,
+    *,
+    float32: bool = False,
+    overwrite: bool = False,
+    bar_rows: int | None = None,
+    progress: bool | None = None,
+    on_failure: Callable[[Path, str], None] | None = None,
+) -> RestoreManifest:
+    """Restore every image of ``inputs`` into ``out_dir`` and write ``restore.json`` there.
+
+    ``bar_rows`` overrides the detected info-bar height (0: restore the whole frame).
+    ``progress``: None shows a bar on a terminal only. ``on_failure(path, reason)`` is called
+    for each file that is skipped. Returns the manifest (also written, atomically).
+    """
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"-o {out_dir} exists and is not a folder")
+    listed = list_inputs(inputs, out_dir)
+    jobs = plan_outputs(listed, out_dir, float32=float32, overwrite=overwrite)
+    psf = method.psf if isinstance(method.psf, str) else method.psf.model_dump_json()
+    manifest = RestoreManifest(
+        created_utc=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        method=method.method,
+        psf=psf,
+        checkpoint=method.checkpoint,
+        options=method.options,
+        float32=float32,
+        load_s=method.load_s,
+    )
+    for job in _progress(jobs, progress):
+        try:
+            item = _restore_one(job, out_dir, method, float32, bar_rows)
+            manifest.restored.append(item)
+        except Exception as err:  # one bad file never stops the others
+            reason = _first_line(err)
+            manifest.failed.append(FailedInput(input=str(job.input), reason=reason))
+            if on_failure is not None:
+                on_failure(job.input, reason)
+    manifest.total_s = time.perf_counter() - t_start
+    if manifest.restored:  # nothing restored: nothing written, a rerun is not blocked
+        atomic_write_text(out_dir / MANIFEST_NAME, manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+def _restore_one(
+    job: RestoreJob,
+    out_dir: Path,
+    method: PreparedMethod,
+    float32: bool,
+    bar_rows: int | None,
+) -> RestoredFile:
+    img = read_image(job.input)
+    part = split_info_bar(img, bar_rows)
+    result = method(part.image)
+    dtype = output_dtype(img.source_dtype, float32)
+    write_restored(job.output, assemble(result.image, part), dtype, img)
+    return RestoredFile(
+        input=str(job.input),
+        input_sha256=file_sha256(job.input),
+        output=Path(os.path.relpath(job.output, out_dir)).as_posix(),
+        shape_px=(int(img.data.shape[0]), int(img.data.shape[1])),
+        info_bar_rows=part.bar_rows,
+        pixel_size_nm=img.pixel_size_nm,
+        pixel_size_source=img.pixel_size_source,
+        input_dtype=img.source_dtype,
+        output_dtype=dtype,
+        **result.record(),
+    )

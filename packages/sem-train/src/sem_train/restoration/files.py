@@ -1,0 +1,151 @@
+"""Micrograph files in, restored files out, as a microscopist expects.
+
+* The info bar (``SEMImage.info_bar_rows``, detected by :func:`sem_physics.io.read_image`) is
+  cut before restoring and put back unchanged below the result; an image without a detected
+  bar is restored whole.
+* The output keeps the input's sample type (8-bit in, 8-bit out; 16-bit in, 16-bit out; float
+  in, float32 out) unless float32 is asked for. TIFF and PNG keep their format; JPEG and BMP
+  become TIFF (no second lossy encoding).
+* A TIFF output carries the input's vendor tags byte for byte (Hitachi 40092, Zeiss CZ_SEM
+  34118, FEI 34680/34682, the description, resolution, ...), so the pixel size reads back
+  from the same tag; otherwise the pixel size is stored the way :func:`sem_physics.write_image`
+  stores it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sem_physics import SEMImage, write_image
+from sem_physics.atomic import atomic_write
+from sem_physics.io import quantize
+
+__all__ = [
+    "Micrograph",
+    "assemble",
+    "output_dtype",
+    "output_suffix",
+    "split_info_bar",
+    "write_restored",
+]
+
+_TIFF = (".tif", ".tiff")
+# Tags that describe the pixel layout of the file itself: the writer makes its own.
+_LAYOUT_TAGS = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 266, 273, 274, 277, 278, 279, 280, 281, 284, 317, 320,
+     322, 323, 324, 325, 338, 339, 340, 341, 347, 530, 531, 532}
+)  # fmt: skip
+_RESOLUTION_TAGS = (282, 283, 296)
+_SOFTWARE_TAG = 305
+
+
+@dataclass(frozen=True)
+class Micrograph:
+    """The part of a read frame to restore and the info bar kept aside (float32, 0..255)."""
+
+    image: np.ndarray
+    bar: np.ndarray
+    bar_rows: int
+
+
+def split_info_bar(img: SEMImage, bar_rows: int | None = None) -> Micrograph:
+    """Cut ``bar_rows`` bottom rows (default: the detected info bar, else none)."""
+    data = img.data
+    rows = img.info_bar_rows if bar_rows is None else bar_rows
+    rows = int(rows or 0)
+    if not 0 <= rows < data.shape[0]:
+        raise ValueError(
+            f"{img.path}: info bar of {rows} rows does not fit an image {data.shape[0]} px high"
+        )
+    cut = data.shape[0] - rows
+    return Micrograph(image=data[:cut], bar=data[cut:], bar_rows=rows)
+
+
+def assemble(restored: np.ndarray, part: Micrograph) -> np.ndarray:
+    """The full frame: the restored micrograph above the untouched info bar."""
+    return np.concatenate([np.asarray(restored, np.float32), part.bar], axis=0)
+
+
+def output_dtype(source_dtype: str, float32: bool = False) -> str:
+    """The output sample type for an input read as ``source_dtype``."""
+    if float32 or source_dtype.startswith("float"):
+        return "float32"
+    return "uint8" if source_dtype in ("uint8", "bool") else "uint16"
+
+
+def output_suffix(source: Path, float32: bool = False) -> str:
+    """TIFF stays TIFF, PNG stays PNG (unless float32), everything else becomes ``.tif``."""
+    ext = source.suffix.lower()
+    if ext in _TIFF:
+        return source.suffix
+    if ext == ".png" and not float32:
+        return source.suffix
+    return ".tif"
+
+
+def _vendor_tags(source: Path) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+    """(extratags for tifffile, writer keywords) copying the metadata tags of ``source``."""
+    import tifffile
+
+    extratags: list[tuple[Any, ...]] = []
+    kwargs: dict[str, Any] = {"software": False, "resolution": None}
+    with tifffile.TiffFile(source) as tif:
+        page: Any = tif.pages[0]
+        kwargs["byteorder"] = tif.byteorder
+        fh = tif.filehandle
+        for tag in page.tags.values():
+            code = tag.code
+            if code in _LAYOUT_TAGS or code in _RESOLUTION_TAGS:
+                continue
+            fh.seek(tag.valueoffset)
+            raw = fh.read(tag.valuebytecount)
+            if code == _SOFTWARE_TAG:
+                kwargs["software"] = raw.rstrip(b"\0").decode("ascii", "replace")
+            elif code == 270:
+                kwargs["description"] = raw
+            else:
+                extratags.append((code, tag.dtype, tag.count, raw, True))
+        tags = page.tags
+        if 282 in tags and 283 in tags:
+            kwargs["resolution"] = (tags[282].value, tags[283].value)
+            if 296 in tags:
+                kwargs["resolutionunit"] = int(tags[296].value)
+    return extratags, kwargs
+
+
+def _pixel_size_description(pixel_size_nm: float | None) -> str | None:
+    """The ImageDescription :func:`sem_physics.read_image` reads a pixel size from."""
+    import json
+
+    if pixel_size_nm is None:
+        return None
+    return json.dumps({"sem_physics": {"pixel_size_nm": pixel_size_nm}})
+
+
+def write_restored(path: Path, frame: np.ndarray, dtype: str, source: SEMImage) -> Path:
+    """Write ``frame`` (0..255) atomically as ``dtype`` with the metadata of ``source``."""
+    path = Path(path)
+    if path.suffix.lower() not in _TIFF:
+        return atomic_write(
+            path,
+            lambda tmp: write_image(tmp, frame, dtype, pixel_size_nm=source.pixel_size_nm),
+        )
+    import tifffile
+
+    extratags: list[tuple[Any, ...]] = []
+    kwargs: dict[str, Any] = {"software": False, "resolution": None}
+    if source.path.suffix.lower() in _TIFF:
+        extratags, kwargs = _vendor_tags(source.path)
+    if "description" not in kwargs:
+        kwargs["description"] = _pixel_size_description(source.pixel_size_nm)
+    data = quantize(frame, dtype)
+
+    def writer(tmp: Path) -> None:
+        tifffile.imwrite(
+            tmp, data, photometric="minisblack", metadata=None, extratags=extratags, **kwargs
+        )
+
+    return atomic_write(path, writer)

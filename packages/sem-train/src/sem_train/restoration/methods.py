@@ -1,0 +1,194 @@
+"""Building any registered restorer for user images: its PSF or its checkpoint.
+
+What a method needs is read from its typed config in the ``sem_baselines`` registry, never
+from its name:
+
+* a ``psf`` field: a classical deconvolution; it gets the given or blind-estimated PSF;
+* a ``checkpoint_dir`` field: a sem-models restoration checkpoint (a ``sem train`` run folder,
+  resolved to its best export, or an export folder, or its ``model.safetensors``);
+* a ``weights_path`` field: one local weights file;
+* a learned config (saved as ``config.json`` + ``model.safetensors``): a saved restorer
+  folder, a ``sem train baseline`` run folder (its ``model/``), or the weights file in it;
+* anything else (the defocused input, BM3D): no PSF, no checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+__all__ = [
+    "CheckpointMismatchError",
+    "MethodNeeds",
+    "build_restorer",
+    "check_options",
+    "load_checkpoint",
+    "method_needs",
+]
+
+CheckpointKind = Literal["none", "restorer", "checkpoint_dir", "weights_path"]
+_CONFIG = "config.json"
+_WEIGHTS = "model.safetensors"
+_RUN_MODEL_DIR = "model"  # where ``sem train baseline`` saves the restorer in its run folder
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that is missing, of another kind, or of another shape than the method."""
+
+
+@dataclass(frozen=True)
+class MethodNeeds:
+    """What building registered method ``name`` requires."""
+
+    name: str
+    config_cls: type[BaseModel]
+    takes_psf: bool
+    checkpoint: CheckpointKind
+
+    @property
+    def learned(self) -> bool:
+        return self.checkpoint != "none"
+
+
+def method_needs(name: str) -> MethodNeeds:
+    """Inspect the registered config of ``name``; unknown names raise a ValueError listing all."""
+    from sem_baselines import list_restorers, restorer_config
+    from sem_baselines.learned.base import LearnedConfig
+
+    if name not in list_restorers():
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(list_restorers())}")
+    cls = type(restorer_config(name))
+    fields = cls.model_fields
+    kind: CheckpointKind = "none"
+    if "checkpoint_dir" in fields:
+        kind = "checkpoint_dir"
+    elif "weights_path" in fields:
+        kind = "weights_path"
+    elif issubclass(cls, LearnedConfig):
+        kind = "restorer"
+    return MethodNeeds(name=name, config_cls=cls, takes_psf="psf" in fields, checkpoint=kind)
+
+
+def check_options(needs: MethodNeeds, options: dict[str, Any]) -> BaseModel:
+    """Validate ``options`` against the method's config; one-line ValueError naming the field."""
+    try:
+        return needs.config_cls(**options)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "options"
+        value = f" (got {first['input']!r})" if "input" in first and first["loc"] else ""
+        raise ValueError(f"method {needs.name!r}, setting {where}: {first['msg']}{value}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _saved_restorer_dir(path: Path) -> Path:
+    """The saved-restorer folder behind ``path`` (folder, run folder or weights file)."""
+    folder = path.parent if path.is_file() else path
+    for cand in (folder, folder / _RUN_MODEL_DIR):
+        cfg = cand / _CONFIG
+        if cfg.is_file():
+            try:
+                meta = json.loads(cfg.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(meta, dict) and "restorer" in meta:
+                return cand
+    raise CheckpointMismatchError(
+        f"--checkpoint {path}: no saved restorer there (expected a 'sem train baseline' run "
+        f"folder, a folder with {_CONFIG} naming the restorer and {_WEIGHTS}, or that "
+        "weights file)"
+    )
+
+
+def _model_dir(path: Path) -> Path:
+    """The sem-models export behind ``path`` (run folder, export folder or its weights file)."""
+    from ..modeling import resolve_model_dir
+
+    if path.is_file():
+        path = path.parent
+    try:
+        return resolve_model_dir(path, what="--checkpoint")
+    except FileNotFoundError as err:
+        raise CheckpointMismatchError(str(err)) from None
+
+
+def load_checkpoint(needs: MethodNeeds, checkpoint: str | Path | None) -> dict[str, Any]:
+    """Config entries pointing the method at its weights (empty for a saved restorer)."""
+    if needs.checkpoint == "none":
+        if checkpoint is not None:
+            raise ValueError(f"method {needs.name!r} takes no --checkpoint (it has no weights)")
+        return {}
+    if checkpoint is None:
+        raise ValueError(
+            f"method {needs.name!r} needs --checkpoint (a 'sem train' run folder or its weights)"
+        )
+    path = Path(checkpoint)
+    if not path.exists():
+        raise CheckpointMismatchError(f"--checkpoint {path} does not exist")
+    if needs.checkpoint == "checkpoint_dir":
+        return {"checkpoint_dir": str(_model_dir(path))}
+    if needs.checkpoint == "weights_path":
+        if not path.is_file():
+            raise CheckpointMismatchError(f"--checkpoint {path}: {needs.name} needs a weights file")
+        return {"weights_path": str(path)}
+    return {}
+
+
+def _apply_options(restorer: Any, options: dict[str, Any], source: Path) -> None:
+    """Inference settings (tile size, device, ...) on a restorer loaded from ``source``."""
+    if not options:
+        return
+    cfg = restorer.config
+    merged = type(cfg)(**{**cfg.model_dump(), **options})
+    for key in options:
+        if isinstance(getattr(cfg, key), BaseModel) and getattr(cfg, key) != getattr(merged, key):
+            raise ValueError(f"--set {key}: the architecture is fixed by the checkpoint {source}")
+    restorer.config = merged
+    if "device" in options and hasattr(restorer, "network"):
+        from sem_baselines.learned.base import resolve_device
+
+        restorer.network.to(resolve_device(merged.device))
+
+
+def build_restorer(
+    needs: MethodNeeds, options: dict[str, Any], checkpoint: str | Path | None = None
+) -> Any:
+    """The restorer of ``needs.name`` with ``options`` and its weights from ``checkpoint``.
+
+    Option errors are ValueErrors naming the field; a checkpoint that cannot be loaded as this
+    method raises :class:`CheckpointMismatchError` with one line saying why.
+    """
+    from sem_baselines import get_restorer
+
+    paths = load_checkpoint(needs, checkpoint)
+    clash = sorted(set(paths) & set(options))
+    if clash:
+        raise ValueError(f"--set {clash[0]} conflicts with --checkpoint; give only one")
+    check_options(needs, {**options, **paths})  # option errors first, naming the field
+    if needs.checkpoint == "none":
+        return get_restorer(needs.name, **options)
+    assert checkpoint is not None
+    source = Path(checkpoint)
+    try:
+        if needs.checkpoint == "restorer":
+            folder = _saved_restorer_dir(source)
+            restorer = get_restorer(needs.name).load(folder)
+        else:
+            restorer = get_restorer(needs.name, **options, **paths)
+    except CheckpointMismatchError:
+        raise
+    except Exception as err:  # torch, safetensors and json raise many types for a wrong file
+        raise CheckpointMismatchError(
+            f"--checkpoint {source}: cannot load it as method {needs.name!r}: {_first_line(err)}"
+        ) from err
+    if needs.checkpoint == "restorer":
+        _apply_options(restorer, options, source)
+    return restorer

@@ -1,0 +1,135 @@
+"""The PSF a classical restorer deconvolves with: given by the user, or estimated blind.
+
+``--psf RX,RY,THETA,BETA`` gives the elliptical Airy PSF of the forward model (arXiv 2604.05960,
+Sec. 3.1: radii in px, angle in rad, Airy exponent); ``--psf auto`` estimates it from the image
+itself with :func:`sem_physics.estimate_degradation`. That estimator is called through
+:func:`estimate_degradation` below and nowhere else, so its contract lives in one place: it
+returns an object with ``rx_px``, ``ry_px``, ``theta_rad``, ``beta``, ``sigma``, ``dose``, their
+uncertainties, quality flags, and ``psf_params() -> sem_physics.PSFParams``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import ValidationError
+from sem_physics import PSFParams
+
+__all__ = [
+    "PSF_AUTO",
+    "BlindEstimateUnavailableError",
+    "PSFSpec",
+    "blind_estimate_available",
+    "estimate_degradation",
+    "estimate_record",
+    "parse_psf",
+    "require_blind_estimate",
+]
+
+PSF_AUTO = "auto"
+#: What ``--psf`` / ``psf=`` accepts: "auto" (blind estimate) or explicit parameters.
+PSFSpec = PSFParams | Literal["auto"]
+
+
+class BlindEstimateUnavailableError(ValueError):
+    """``--psf auto`` was asked for, but sem-physics has no blind estimator."""
+
+
+def parse_psf(text: str | PSFParams) -> PSFSpec:
+    """``"auto"`` or ``"RX,RY,THETA,BETA"`` (px, px, rad, exponent) -> a PSF spec.
+
+    THETA and BETA may be left out (0 rad and 2, the Airy intensity pattern).
+    """
+    if isinstance(text, PSFParams):
+        return text
+    text = str(text).strip()
+    if text.lower() == PSF_AUTO:
+        return PSF_AUTO
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if not 2 <= len(values) <= 4 or not all(math.isfinite(v) for v in values):
+        raise ValueError(
+            f"--psf {text!r}: expected 'auto' or RX,RY[,THETA[,BETA]] "
+            "(radii in px > 0, angle in rad, Airy exponent in (0, 10]), e.g. 15.5,15.5,0,1.95"
+        )
+    names = ("rx_px", "ry_px", "theta_rad", "beta")
+    try:
+        return PSFParams(**dict(zip(names, values, strict=False)))
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(x) for x in first["loc"])
+        raise ValueError(f"--psf {text!r}: {field} {first['msg']}") from None
+
+
+def _estimator() -> Any | None:
+    try:
+        from sem_physics import estimate_degradation as estimator
+    except ImportError:
+        return None
+    return estimator
+
+
+def blind_estimate_available() -> bool:
+    """Whether this sem-physics provides ``estimate_degradation``."""
+    return _estimator() is not None
+
+
+def require_blind_estimate() -> Any:
+    """The estimator, or :class:`BlindEstimateUnavailableError` saying what to do instead."""
+    estimator = _estimator()
+    if estimator is None:
+        raise BlindEstimateUnavailableError(
+            "--psf auto (blind PSF estimation) is not available: this sem-physics has no "
+            "estimate_degradation; give the PSF as --psf RX,RY,THETA,BETA (px, px, rad, exponent)"
+        )
+    return estimator
+
+
+def estimate_degradation(image: np.ndarray) -> Any:
+    """The blind estimate of the defocus PSF and noise of ``image`` (0..255, info bar removed).
+
+    Raises :class:`BlindEstimateUnavailableError` when sem-physics has no estimator, and a
+    ValueError saying what to do when the estimate fails (e.g. a flat image has no PSF).
+    """
+    estimator = require_blind_estimate()
+    try:
+        estimate = estimator(image)
+        estimate.psf_params()
+    except Exception as err:  # the estimator's own failures, said in one line
+        lines = str(err).strip().splitlines()
+        why = lines[0] if lines else type(err).__name__
+        raise ValueError(
+            f"blind PSF estimate failed ({why}); give the PSF as --psf RX,RY,THETA,BETA"
+        ) from err
+    return estimate
+
+
+def estimate_record(estimate: Any) -> dict[str, Any] | None:
+    """A JSON-ready dict of a blind estimate (pydantic model, dataclass or plain object)."""
+    if estimate is None:
+        return None
+    if hasattr(estimate, "model_dump"):
+        return estimate.model_dump(mode="json")
+    if dataclasses.is_dataclass(estimate) and not isinstance(estimate, type):
+        return _jsonable(dataclasses.asdict(estimate))
+    return _jsonable({k: v for k, v in vars(estimate).items() if not k.startswith("_")})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,287 @@
+"""``sem_train.restore``: every registered method, given and blind PSFs, checkpoints, bad input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sem_physics
+import torch
+from sem_baselines import get_restorer, list_restorers
+from sem_models import RestorationModel, build_mae, save_model
+from sem_physics import DegradationParams, PSFParams, degrade, make_sample
+from sem_train import restore
+from sem_train.restoration import (
+    DEFAULT_METHOD,
+    BlindEstimateUnavailableError,
+    CheckpointMismatchError,
+    method_needs,
+    parse_psf,
+    prepare,
+)
+from sem_train.restoration import psf as psf_module
+
+# A small ViT-MAE (32-px windows, 8-px patches) standing in for trained weights.
+MAE_ARCH = {
+    "img_size": 32,
+    "patch_size": 8,
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "decoder_embed_dim": 32,
+    "decoder_depth": 1,
+    "decoder_num_heads": 2,
+}
+WINDOW = {"window_px": 32, "overlap_px": 8, "device": "cpu"}
+# Tiny networks for the saved learned restorers (any other registered one: its defaults).
+TINY = {
+    "n2n": {"unet": {"depth": 2, "width": 4}},
+    "n2v": {"unet": {"depth": 2, "width": 4}},
+    "mrn": {"net": {"width": 4}},
+}
+
+
+def psnr(ref: np.ndarray, x: np.ndarray) -> float:
+    mse = float(np.mean((ref.astype(np.float64) - x.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def blurred(shape=(96, 128), r_px=3.0, sigma=0.5, dose=1e4, seed=0):
+    clean = make_sample("lines", shape, seed=seed)
+    p = DegradationParams(
+        rx_px=r_px, ry_px=r_px, beta=2.0, theta_rad=0.0, gain=1.0, offset=0.0,
+        sigma=sigma, dose=dose,
+    )  # fmt: skip
+    return clean, degrade(clean, p, rng=np.random.default_rng(seed))
+
+
+def make_checkpoint(name: str, root: Path) -> tuple[Path, dict]:
+    """A tiny random-weight checkpoint of the kind method ``name`` loads, and its options."""
+    kind = method_needs(name).checkpoint
+    torch.manual_seed(0)
+    if kind == "restorer":  # a saved restorer, as ``sem train baseline`` writes it
+        folder = root / f"{name}-run" / "model"
+        get_restorer(name, device="cpu", **TINY.get(name, {})).save(folder)
+        return folder.parent, {}
+    if kind == "checkpoint_dir":  # a sem-models restoration export (a fine-tuned model)
+        folder = root / f"{name}-export"
+        save_model(RestorationModel(build_mae("tiny", in_chans=1, **MAE_ARCH)), folder)
+        return folder, dict(WINDOW)
+    if kind == "weights_path":  # an encoder weights file in the facebookresearch layout
+        mae = build_mae("tiny", in_chans=3, **MAE_ARCH)
+        state = {k: v for k, v in mae.state_dict().items() if not k.startswith("decoder")}
+        torch.save({"model": state}, root / f"{name}.pth")
+        return root / f"{name}.pth", {"preset": "tiny", "overrides": MAE_ARCH, **WINDOW}
+    raise AssertionError(f"{name} needs no checkpoint")
+
+
+@dataclass
+class FakeEstimate:
+    """Stands in for sem_physics.DegradationEstimate (same fields and psf_params())."""
+
+    rx_px: float
+    ry_px: float
+    theta_rad: float
+    beta: float
+    sigma: float
+    dose: float
+
+    def psf_params(self) -> PSFParams:
+        return PSFParams(
+            rx_px=self.rx_px, ry_px=self.ry_px, theta_rad=self.theta_rad, beta=self.beta
+        )
+
+
+def test_default_method_is_a_registered_deconvolution():
+    needs = method_needs(DEFAULT_METHOD)
+    assert needs.takes_psf and not needs.learned
+
+
+@pytest.mark.parametrize("method", ["richardson-lucy", "wiener"])
+def test_deconvolution_with_the_true_psf_beats_the_input(method):
+    clean, y = blurred()
+    out = restore(y, method, psf="3,3,0,2")
+    assert out.image.shape == y.shape and out.image.dtype == np.float32
+    assert psnr(clean, out.image) > psnr(clean, y) + 1.0
+    assert out.psf == PSFParams(rx_px=3, ry_px=3, theta_rad=0, beta=2)
+    assert out.psf_source == "given" and out.estimate is None
+    assert out.parameters["psf"] == out.psf.model_dump(mode="json")  # what the restorer used
+    rec = json.loads(json.dumps(out.record()))
+    assert rec["psf_source"] == "given" and rec["timings_s"]["total"] >= 0
+
+
+def test_blind_psf_comes_from_the_estimator_and_is_recorded(monkeypatch):
+    seen = []
+
+    def fake(image):
+        seen.append(image.shape)
+        return FakeEstimate(rx_px=3.0, ry_px=2.5, theta_rad=0.3, beta=1.95, sigma=0.5, dose=1e4)
+
+    monkeypatch.setattr(sem_physics, "estimate_degradation", fake, raising=False)
+    _, y = blurred()
+    out = restore(y, "richardson-lucy")  # psf="auto" is the default
+    assert seen == [y.shape]
+    assert out.psf_source == "blind"
+    assert out.psf == PSFParams(rx_px=3.0, ry_px=2.5, theta_rad=0.3, beta=1.95)
+    assert out.parameters["psf"]["ry_px"] == 2.5
+    assert out.record()["estimate"]["dose"] == 1e4
+    # the same PSF given explicitly gives the same pixels
+    given = restore(y, "richardson-lucy", psf=out.psf)
+    np.testing.assert_array_equal(given.image, out.image)
+
+
+def test_blind_psf_failure_is_one_clear_error(monkeypatch):
+    def flat(image):
+        raise ValueError("no PSF estimate: flat image\nmore detail")
+
+    monkeypatch.setattr(sem_physics, "estimate_degradation", flat, raising=False)
+    with pytest.raises(
+        ValueError,
+        match=r"^blind PSF estimate failed \(no PSF estimate: flat image\); give the PSF as --psf",
+    ) as err:
+        restore(np.full((16, 16), 9.0, np.float32), "wiener")
+    assert "\n" not in str(err.value)
+
+
+def test_blind_psf_unavailable_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(psf_module, "_estimator", lambda: None)
+    with pytest.raises(BlindEstimateUnavailableError, match=r"--psf RX,RY,THETA,BETA"):
+        prepare("wiener")
+    # methods that do not deconvolve never need it
+    assert restore(np.full((16, 16), 7.0, np.float32), "input").image.mean() == 7.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("auto", "auto"),
+        ("AUTO", "auto"),
+        ("4,5", PSFParams(rx_px=4, ry_px=5)),
+        ("4, 5, 0.5, 1.9", PSFParams(rx_px=4, ry_px=5, theta_rad=0.5, beta=1.9)),
+    ],
+)
+def test_parse_psf(text, expected):
+    assert parse_psf(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "4", "a,b", "4,5,0,2,9", "-1,4", "4,nan", "4,4,0,11"])
+def test_parse_psf_refuses_with_the_accepted_form(text):
+    with pytest.raises(ValueError, match=r"--psf") as err:
+        parse_psf(text)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("method", list_restorers())
+def test_every_registered_method_restores_any_image_size(method, tmp_path):
+    """Classical ones with a given PSF, learned ones from a tiny checkpoint; 37x53 px input."""
+    needs = method_needs(method)
+    y = make_sample("contacts", (37, 53), seed=3)
+    kwargs: dict = {}
+    if needs.takes_psf:
+        kwargs["psf"] = "2,2,0,2"
+    if needs.learned:
+        ckpt, options = make_checkpoint(method, tmp_path)
+        kwargs.update(checkpoint=ckpt, **options)
+    out = restore(y, method, **kwargs)
+    assert out.image.shape == y.shape and np.all(np.isfinite(out.image))
+    assert out.method == method
+    assert (out.psf is not None) == needs.takes_psf
+    assert (out.checkpoint is not None) == needs.learned
+    json.dumps(out.record())
+
+
+def test_learned_restorer_from_a_run_folder_equals_the_saved_one(tmp_path):
+    ckpt, _ = make_checkpoint("n2v", tmp_path)
+    y = make_sample("lines", (40, 48), seed=1)
+    ref = get_restorer("n2v").load(ckpt / "model").restore(y)
+    assert ref.shape == y.shape
+    for source in (ckpt, ckpt / "model", ckpt / "model" / "model.safetensors"):
+        np.testing.assert_array_equal(restore(y, "n2v", checkpoint=source).image, ref)
+
+
+def test_sem_train_run_folder_resolves_to_its_best_export(tmp_path):
+    """A ``sem train`` run folder: checkpoints/best.json points at the export to use."""
+    export, options = make_checkpoint("mae-sem", tmp_path)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    export.rename(run / "checkpoints" / "best-00000010")
+    (run / "checkpoints" / "best.json").write_text(json.dumps({"dir": "best-00000010"}))
+    y = make_sample("texture", (50, 70), seed=2)
+    out = restore(y, "mae-sem", checkpoint=run, **options)
+    direct = restore(y, "mae-sem", checkpoint=run / "checkpoints" / "best-00000010", **options)
+    np.testing.assert_array_equal(out.image, direct.image)
+    assert out.parameters["checkpoint_dir"].endswith("best-00000010")
+
+
+def test_inference_options_apply_to_a_loaded_restorer(tmp_path):
+    ckpt, _ = make_checkpoint("n2n", tmp_path)
+    prepared = prepare("n2n", checkpoint=ckpt, tile_px=64, margin_px=8)
+    assert prepared(make_sample("lines", (80, 90))).parameters["tile_px"] == 64
+    with pytest.raises(ValueError, match="architecture is fixed"):
+        prepare("n2n", checkpoint=ckpt, unet={"depth": 2, "width": 8})
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    text = str(err.value)
+    assert "\n" not in text, text
+    return text
+
+
+def test_wrong_checkpoints_give_one_line(tmp_path):
+    n2n, _ = make_checkpoint("n2n", tmp_path)
+    export, options = make_checkpoint("mae-sem", tmp_path)
+    with pytest.raises(CheckpointMismatchError) as err:  # another learned method's weights
+        prepare("n2v", checkpoint=n2n)
+    assert "'n2n'" in _one_line(err)
+    with pytest.raises(CheckpointMismatchError) as err:  # not a saved restorer at all
+        prepare("n2v", checkpoint=export)
+    assert "no saved restorer" in _one_line(err)
+    with pytest.raises(CheckpointMismatchError) as err:  # a restorer folder, not a model export
+        prepare("mae-sem", checkpoint=n2n / "model", **options)
+    _one_line(err)
+    # same method, weights of another shape
+    folder = tmp_path / "wide" / "model"
+    get_restorer("n2v", unet={"width": 8}).save(folder)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["config"]["unet"]["width"] = 4
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointMismatchError) as err:
+        prepare("n2v", checkpoint=folder)
+    assert "cannot load it as method 'n2v'" in _one_line(err)
+    with pytest.raises(CheckpointMismatchError, match="does not exist"):
+        prepare("n2v", checkpoint=tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: prepare("no-such-method"), r"unknown method 'no-such-method'; available: input"),
+        (lambda: prepare("n2v"), r"needs --checkpoint"),
+        (lambda: prepare("bm3d", checkpoint="x"), r"takes no --checkpoint"),
+        (lambda: prepare("wiener", psf="3,3", checkpoint="x"), r"takes no --checkpoint"),
+        (lambda: prepare("bm3d", psf="3,3"), r"takes no --psf"),
+        (lambda: prepare("wiener", psf="3,3", balance=-1), r"setting balance: .*greater than 0"),
+        (lambda: prepare("wiener", psf="3,3", no_such_field=1), r"no_such_field"),
+    ],
+)
+def test_bad_method_settings_are_refused_before_any_work(call, match):
+    with pytest.raises(ValueError, match=match) as err:
+        call()
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (np.zeros((1, 1), np.float32), r"1x1 px; restoration needs at least 8x8"),
+        (np.zeros((4, 100), np.float32), r"4x100 px"),
+        (np.full((16, 16), np.nan, np.float32), r"NaN"),
+        (np.zeros((16, 16, 3), np.float32), r"2-D"),
+    ],
+)
+def test_bad_images_are_refused(image, match):
+    with pytest.raises(ValueError, match=match):
+        restore(image, "wiener", psf="2,2")

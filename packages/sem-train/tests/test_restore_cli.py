@@ -1,0 +1,306 @@
+"""``sem restore``: files in, files out (info bar, sample type, metadata), folders, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from sem_physics import make_sample, read_image
+from sem_train.cli import main
+from sem_train.restoration import MANIFEST_NAME
+
+PSF = ["--psf", "2,2,0,2"]
+REAL_LINES = "lines_euv_resist_0p827nm.tif"
+REAL_CONTACTS = "contacts_0p901nm.tif"
+BAR_ROWS = 14
+
+
+def real_image(name: str) -> Path:
+    path = Path(os.environ.get("SEM_REAL_DATA", "/nonexistent")) / name
+    if not path.is_file():
+        pytest.skip(f"{path} missing: set SEM_REAL_DATA to the folder holding {name}")
+    return path
+
+
+def with_bar(img: np.ndarray, rows: int = BAR_ROWS) -> np.ndarray:
+    """``img`` (0..1) above a black vendor-style info bar with white text blocks."""
+    w = img.shape[1]
+    bar = np.zeros((rows, w))
+    bar[3:-3, 4 : w // 4] = 1.0  # "text": a white label on the black bar
+    bar[4:-4, w // 2 : w // 2 + 6] = 1.0
+    return np.concatenate([0.15 + 0.7 * img, bar], axis=0)
+
+
+def sample(shape=(64, 80), seed=0) -> np.ndarray:
+    return make_sample("lines", shape, seed=seed) / 255.0
+
+
+def run(*argv: str) -> int:
+    return main(["restore", *map(str, argv)])
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / MANIFEST_NAME).read_text())
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(("dtype", "scale"), [(np.uint8, 255), (np.uint16, 65535)])
+def test_info_bar_and_sample_type_survive(tmp_path, dtype, scale):
+    frame = np.rint(with_bar(sample()) * scale).astype(dtype)
+    src = tmp_path / "in" / "a.tif"
+    src.parent.mkdir()
+    tifffile.imwrite(src, frame)
+    assert read_image(src).info_bar_rows == BAR_ROWS  # the detector sees the drawn bar
+    assert run(src, "-o", tmp_path / "out", *PSF) == 0
+    out = tifffile.imread(tmp_path / "out" / "a.tif")
+    assert out.dtype == dtype and out.shape == frame.shape
+    np.testing.assert_array_equal(out[-BAR_ROWS:], frame[-BAR_ROWS:])  # bar bit-identical
+    assert not np.array_equal(out[:-BAR_ROWS], frame[:-BAR_ROWS])  # the micrograph changed
+    rec = manifest(tmp_path / "out")["restored"][0]
+    assert rec["info_bar_rows"] == BAR_ROWS
+    assert rec["input_dtype"] == rec["output_dtype"] == np.dtype(dtype).name
+
+
+def test_restored_part_is_the_restoration_of_the_cropped_image(tmp_path):
+    """The file holds exactly sem_train.restore() of the micrograph above the bar."""
+    from sem_train import restore
+
+    frame = np.rint(with_bar(sample()) * 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", frame)
+    assert run(tmp_path / "a.tif", "-o", tmp_path / "out", "--float32", *PSF) == 0
+    out = tifffile.imread(tmp_path / "out" / "a.tif")
+    assert out.dtype == np.float32
+    micrograph = read_image(tmp_path / "a.tif").data[:-BAR_ROWS]
+    ref = restore(micrograph, "richardson-lucy", psf="2,2,0,2").image
+    np.testing.assert_array_equal(out[:-BAR_ROWS], ref)
+    np.testing.assert_allclose(out[-BAR_ROWS:], frame[-BAR_ROWS:] * (255 / 65535), rtol=1e-6)
+
+
+def test_info_bar_rows_override(tmp_path):
+    frame = np.rint(with_bar(sample()) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", frame)
+    assert run(tmp_path / "a.tif", "-o", tmp_path / "o", "--info-bar-rows", "0", *PSF) == 0
+    assert manifest(tmp_path / "o")["restored"][0]["info_bar_rows"] == 0
+    out = tifffile.imread(tmp_path / "o" / "a.tif")
+    assert not np.array_equal(out[-BAR_ROWS:], frame[-BAR_ROWS:])  # restored through the bar
+
+
+def test_real_image_keeps_bar_pixel_size_dtype_and_vendor_tags(tmp_path):
+    src = real_image(REAL_LINES)
+    assert run(src, "-o", tmp_path, "--method", "wiener", *PSF) == 0
+    dst = tmp_path / REAL_LINES
+    a, b = read_image(src), read_image(dst)
+    assert b.source_dtype == a.source_dtype == "uint8"
+    assert b.pixel_size_nm == a.pixel_size_nm and b.pixel_size_source == a.pixel_size_source
+    raw_in, raw_out = tifffile.imread(src), tifffile.imread(dst)
+    rows = a.info_bar_rows
+    assert rows == 64
+    np.testing.assert_array_equal(raw_out[-rows:], raw_in[-rows:])
+    assert not np.array_equal(raw_out[:-rows], raw_in[:-rows])
+    with tifffile.TiffFile(src) as t_in, tifffile.TiffFile(dst) as t_out:
+        tags_in, tags_out = t_in.pages[0].tags, t_out.pages[0].tags
+        for code in (40092, 40093):  # Hitachi metadata, byte for byte
+            assert tags_out[code].value == tags_in[code].value
+        for code in (282, 283):  # resolution (a rational, possibly reduced)
+            (n_in, d_in), (n_out, d_out) = tags_in[code].value, tags_out[code].value
+            assert n_in * d_out == n_out * d_in
+        assert tags_out[296].value == tags_in[296].value
+    rec = manifest(tmp_path)["restored"][0]
+    assert rec["input_sha256"] == sha256(src)
+    assert rec["pixel_size_nm"] == a.pixel_size_nm and rec["method"] == "wiener"
+
+
+def test_real_palette_tiff_with_zeiss_metadata(tmp_path):
+    src = real_image(REAL_CONTACTS)
+    assert run(src, "-o", tmp_path, "--method", "wiener", *PSF) == 0
+    a, b = read_image(src), read_image(tmp_path / REAL_CONTACTS)
+    assert b.pixel_size_nm == a.pixel_size_nm and b.pixel_size_source == a.pixel_size_source
+    assert b.source_dtype == "uint8"
+    rows = a.info_bar_rows
+    np.testing.assert_array_equal(b.data[-rows:], a.data[-rows:])
+
+
+def test_png_jpeg_bmp(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    img = np.rint(with_bar(sample()) * 255).astype(np.uint8)
+    Image.fromarray(img).save(src / "a.png")
+    Image.fromarray(img).save(src / "b.jpg", quality=95)
+    Image.fromarray(img).save(src / "c.bmp")
+    assert run(src, "-o", tmp_path / "out", *PSF) == 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [MANIFEST_NAME, "a.png", "b.tif", "c.tif"]
+    )
+    png = np.asarray(Image.open(out / "a.png"))
+    assert png.dtype == np.uint8
+    np.testing.assert_array_equal(png[-BAR_ROWS:], img[-BAR_ROWS:])
+    np.testing.assert_array_equal(tifffile.imread(out / "c.tif")[-BAR_ROWS:], img[-BAR_ROWS:])
+
+
+def test_folder_recursive_with_output_inside_input(tmp_path, folder_writer):
+    root = tmp_path / "images"
+    paths = folder_writer(root, 6, size=40)
+    out = root / "restored"  # inside the input folder
+    assert run(root, "-o", out, *PSF) == 0
+    first = manifest(out)
+    assert len(first["restored"]) == len(paths) and not first["failed"]
+    for p in paths:  # same sub-folder structure below -o
+        rel = p.relative_to(root)
+        assert (
+            out / rel.with_suffix(rel.suffix if p.suffix in (".tif", ".tiff", ".png") else ".tif")
+        ).is_file()
+    assert {r["input_sha256"] for r in first["restored"]} == {sha256(p) for p in paths}
+    assert run(root, "-o", out, "--overwrite", *PSF) == 0  # outputs are not inputs now
+    assert len(manifest(out)["restored"]) == len(paths)
+
+
+def test_existing_outputs_are_never_overwritten_without_flag(tmp_path, capsys):
+    frame = np.rint(sample() * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", frame)
+    out = tmp_path / "out"
+    assert run(tmp_path / "a.tif", "-o", out, *PSF) == 0
+    before = (out / "a.tif").read_bytes()
+    capsys.readouterr()
+    assert run(tmp_path / "a.tif", "-o", out, "--psf", "3,3,0,2") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exist" in err[0] and "--overwrite" in err[0]
+    assert (out / "a.tif").read_bytes() == before
+    assert run(tmp_path / "a.tif", "-o", out, "--psf", "3,3,0,2", "--overwrite") == 0
+    assert (out / "a.tif").read_bytes() != before
+    assert json.loads((out / MANIFEST_NAME).read_text())["restored"][0]["psf"]["rx_px"] == 3
+
+
+def test_output_equal_to_input_is_refused(tmp_path, capsys):
+    frame = np.rint(sample() * 255).astype(np.uint8)
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, frame)
+    before = src.read_bytes()
+    assert run(src, "-o", tmp_path, *PSF, "--overwrite") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would overwrite the input" in err[0]
+    assert src.read_bytes() == before
+
+
+def test_output_folder_equal_to_input_folder_is_refused(tmp_path, capsys, folder_writer):
+    root = tmp_path / "images"
+    paths = folder_writer(root, 3, size=40)
+    before = {p: p.read_bytes() for p in paths}
+    assert run(root, "-o", root, *PSF, "--overwrite") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would overwrite the input" in err[0]
+    assert {p: p.read_bytes() for p in paths} == before
+    assert not (root / MANIFEST_NAME).exists()
+
+
+def write_bad_files(folder: Path) -> dict[str, str]:
+    """Broken inputs and the words their one-line reasons must contain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corrupt.tif").write_bytes(b"II*\x00" + b"\xff" * 64)
+    tifffile.imwrite(folder / "one_pixel.tif", np.array([[7]], np.uint8))
+    tifffile.imwrite(folder / "nan.tif", np.full((32, 32), np.nan, np.float32))
+    return {"corrupt.tif": "TIFF", "one_pixel.tif": "1x1 px", "nan.tif": "NaN"}
+
+
+def test_bad_files_in_a_folder_are_reported_and_the_rest_restored(tmp_path, capsys):
+    root = tmp_path / "in"
+    bad = write_bad_files(root)
+    tifffile.imwrite(root / "good.tif", np.rint(sample() * 255).astype(np.uint8))
+    assert run(root, "-o", tmp_path / "out", *PSF) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == len(bad)
+    for name, words in bad.items():
+        line = next(line for line in err if name in line)
+        assert line.startswith("sem: error: ") and words in line
+    m = manifest(tmp_path / "out")
+    assert [Path(r["input"]).name for r in m["restored"]] == ["good.tif"]
+    assert {Path(f["input"]).name for f in m["failed"]} == set(bad)
+    assert run(root, "-o", tmp_path / "strict", "--strict", *PSF) == 1
+
+
+@pytest.mark.parametrize("name", ["corrupt.tif", "one_pixel.tif", "nan.tif"])
+def test_one_bad_file_is_one_line_and_nonzero(tmp_path, capsys, name):
+    write_bad_files(tmp_path / "in")
+    assert run(tmp_path / "in" / name, "-o", tmp_path / "out", *PSF) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and name in err[0]
+    assert not (tmp_path / "out" / MANIFEST_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--method", "no-such"], "unknown method 'no-such'"),
+        (["--method", "n2v"], "needs --checkpoint"),
+        (["--method", "n2v", "--checkpoint", "nowhere"], "does not exist"),
+        (["--method", "bm3d", *PSF], "takes no --psf"),
+        (["--psf", "1,2,3,4,5"], "--psf"),
+        (["--set", "iterations=0", *PSF], "setting iterations"),
+        (["--set", "=3", *PSF], "KEY=VALUE"),
+    ],
+)
+def test_bad_options_are_one_line(tmp_path, capsys, argv, words):
+    tifffile.imwrite(tmp_path / "a.tif", np.rint(sample() * 255).astype(np.uint8))
+    assert run(tmp_path / "a.tif", "-o", tmp_path / "out", *argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sem: error: ") and words in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_json_prints_the_manifest(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", np.rint(sample() * 255).astype(np.uint8))
+    assert (
+        run(tmp_path / "a.tif", "-o", tmp_path / "out", "--json", *PSF, "--set", "iterations=5")
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == manifest(tmp_path / "out")
+    assert printed["restored"][0]["parameters"]["iterations"] == 5
+    assert printed["restored"][0]["psf_source"] == "given"
+
+
+def test_default_run_uses_the_blind_estimate_per_image(tmp_path, monkeypatch, capsys):
+    """`sem restore IMG -o OUT`: Richardson-Lucy with each image's own blind PSF, recorded."""
+    import sem_physics
+    from sem_physics import PSFParams
+
+    class Quality:
+        def __init__(self, ok: bool) -> None:
+            self.ok, self.reasons = ok, [] if ok else ["saturated: 3 % of pixels clipped"]
+
+    class Estimate:
+        def __init__(self, rx: float) -> None:
+            self.rx_px, self.ry_px, self.theta_rad, self.beta = rx, rx, 0.0, 2.0
+            self.sigma, self.dose = 1.0, 20.0
+            self.quality = Quality(ok=rx < 2.5)
+
+        def psf_params(self) -> PSFParams:
+            return PSFParams(rx_px=self.rx_px, ry_px=self.ry_px)
+
+    def fake(image: np.ndarray) -> Estimate:  # a different radius for each image width
+        return Estimate(1.0 + image.shape[1] / 40)
+
+    monkeypatch.setattr(sem_physics, "estimate_degradation", fake, raising=False)
+    for w in (40, 80):
+        tifffile.imwrite(tmp_path / f"w{w}.tif", np.rint(sample((48, w)) * 255).astype(np.uint8))
+    assert run(tmp_path / "w40.tif", tmp_path / "w80.tif", "-o", tmp_path / "out") == 0
+    m = manifest(tmp_path / "out")
+    assert m["method"] == "richardson-lucy" and m["psf"] == "auto"
+    got = {Path(r["input"]).name: r for r in m["restored"]}
+    for name, rx in (("w40.tif", 2.0), ("w80.tif", 3.0)):
+        assert got[name]["psf_source"] == "blind"
+        assert got[name]["psf"]["rx_px"] == got[name]["parameters"]["psf"]["rx_px"] == rx
+        assert got[name]["estimate"]["dose"] == 20.0
+    assert got["w40.tif"]["warnings"] == []  # a flagged estimate is said, the image restored
+    assert got["w80.tif"]["warnings"] == ["blind PSF estimate: saturated: 3 % of pixels clipped"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"sem: warning: {tmp_path / 'w80.tif'}: {got['w80.tif']['warnings'][0]}"]
