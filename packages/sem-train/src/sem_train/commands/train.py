@@ -95,6 +95,5 @@ def _finetune(args: argparse.Namespace) -> int:
 def _baseline(args: argparse.Namespace) -> int:
     from ..baselines import run_baseline
 
-    out = run_baseline(_overrides(args, "baseline"), args.method)
-    print(f"trained {args.method}; outputs in {out}")
-    return 0
+    cfg = _overrides(args, "baseline")
+    return _report(run_baseline(cfg, args.method, resume=args.resume))
