@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from sem_baselines.learned.training import sample_patches
 from sem_physics import ParameterRanges
 from torch import nn
 from torch.utils.data import Dataset
 
-from .config import BaselineTrainConfig, OptimConfig
+from .config import BaselineTrainConfig, ConfigError, OptimConfig, problems
 from .data import indexed_paths, split_index
 from .data.io import crop_bottom, read_gray
 from .engine import FitResult, Task, fit
@@ -125,16 +126,29 @@ def _publish(best: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
+def _restorer(name: str, params: dict[str, Any]) -> Any:
+    """The registered restorer ``name`` built from ``params``; bad fields named one per line."""
+    import sem_baselines
+
+    try:
+        return sem_baselines.get_restorer(name, **params)
+    except ValueError:
+        config_cls = type(sem_baselines.get_restorer(name)).config_cls
+        try:
+            config_cls.model_validate(params)
+        except ValidationError as err:
+            raise ConfigError(f"params of restorer {name!r}: {problems(err)}") from None
+        raise
+
+
 def run_baseline(
     cfg: BaselineTrainConfig, method: str | None = None, *, resume: bool = False
 ) -> FitResult:
     """Train baseline ``method`` (n2v, n2n, mrn; default ``cfg.method``); see module doc."""
-    import sem_baselines
-
     name = method or cfg.method
     if name not in LEARNED_BASELINES:
         raise ValueError(f"baseline must be one of {LEARNED_BASELINES}, got {name!r}")
-    restorer = sem_baselines.get_restorer(name, **cfg.params)  # checks the params' names
+    restorer = _restorer(name, cfg.params)
     patch = cfg.patch_size_px or cfg.data.image_size_px
     optim = cfg.optim or OptimConfig(
         lr=restorer.default_lr, betas=(0.9, 0.999), schedule="constant", grad_clip_norm=1.0

@@ -18,6 +18,7 @@ own record lists (never by file-name patterns) and keeps the best model.
 
 from __future__ import annotations
 
+import errno
 import json
 import pickle
 import random
@@ -203,6 +204,15 @@ class Checkpointer:
     def latest_path(self) -> Path | None:
         """The newest step checkpoint's weights file written or resumed by this checkpointer."""
         return self.dir / self._kept[-1][0] if self._kept else None
+
+    def check_output(self, resume: bool) -> None:
+        """The run folder is usable: not a file, and holding no run unless ``resume``."""
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise NotADirectoryError(
+                errno.ENOTDIR, "run.output_dir exists and is not a folder", str(self.run_dir)
+            )
+        if not resume:
+            self.check_fresh()
 
     def check_fresh(self) -> None:
         """Refuse a fresh run over a folder that already holds one (``--resume`` continues)."""

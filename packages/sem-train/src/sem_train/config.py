@@ -84,7 +84,9 @@ class DataConfig(_Strict):
     cache_dir: Path | None = Field(
         None, description="where the file index is cached (default ~/.cache/sem-train)"
     )
-    refresh_index: bool = Field(False, description="rebuild the cached index")
+    refresh_index: bool = Field(
+        False, description="check every file again (the cache already sees changed files)"
+    )
     verify: Literal["none", "header", "full"] = Field(
         "header", description="how much of every file is read while indexing"
     )
@@ -432,8 +434,9 @@ def _key_lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...],
 
 def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
     yaml, loader_cls = _safe_yaml_loader()
-    loader = loader_cls(text)
+    loader = None
     try:
+        loader = loader_cls(text)  # checks for control characters
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as err:
@@ -444,7 +447,8 @@ def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[str, ...], int]]
     except yaml.YAMLError as err:  # e.g. control characters (ReaderError)
         raise ConfigError(f"config file {path}: {str(err).splitlines()[0]}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, _key_lines(node)
 
 
@@ -513,8 +517,12 @@ def load_config(source: str | Path | dict[str, Any] | None, kind: str) -> BaseMo
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(_describe(e, lines) for e in err.errors())
-        raise ConfigError(f"invalid {kind} config ({label}): {problems}") from None
+        raise ConfigError(f"invalid {kind} config ({label}): {problems(err, lines)}") from None
+
+
+def problems(err: ValidationError, lines: dict[tuple[str, ...], int] | None = None) -> str:
+    """One line listing every field error of ``err`` (with its line when ``lines`` knows it)."""
+    return "; ".join(_describe(e, lines or {}) for e in err.errors())
 
 
 def _describe(error: Any, lines: dict[tuple[str, ...], int]) -> str:

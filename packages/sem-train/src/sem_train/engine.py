@@ -173,10 +173,13 @@ class _Loop:
             self.ckpt.save(self.task.model, self.optimizer, self.scheduler, asdict(state))
         self.ctx.barrier()
 
-    def stop(self, what: str, value: float, state: TrainState) -> NonFiniteLossError:
+    def stop(
+        self, what: str, value: float, state: TrainState, when: str = ""
+    ) -> NonFiniteLossError:
         where = self.ckpt.latest_path or "none written yet"
+        when = when or f"at epoch {state.epoch}, step {state.global_step + 1}"
         return NonFiniteLossError(
-            f"non-finite {what} ({value}) at epoch {state.epoch}, step {state.global_step + 1}; "
+            f"non-finite {what} ({value}) {when}; "
             f"the run was stopped and no checkpoint was written after it; last good "
             f"checkpoint: {where}. Lower optim.lr, keep grad clipping on, or use bf16 "
             f"instead of fp16"
@@ -312,7 +315,8 @@ def _end_of_epoch(loop: _Loop, val_set: Dataset | None, state: TrainState) -> No
         val = validate(loop, val_set)
         for name, value in val.items():
             if not math.isfinite(value):
-                raise loop.stop(f"validation {name}", value, state)
+                when = f"after epoch {state.epoch}, step {state.global_step}"
+                raise loop.stop(f"validation {name}", value, state, when)
         record = {"split": "val", "step": state.global_step, "epoch": state.epoch - 1, **val}
         loop.metrics.log(record)
         if state.best_val_loss is None or val["loss"] < state.best_val_loss:
@@ -351,7 +355,9 @@ def fit(
     num_workers : DataLoader worker processes (augmentations are seeded per sample, so the
         result does not depend on this number).
     """
-    loop = _setup(task, train_set, run, optim)
+    ckpt = Checkpointer(Path(run.output_dir), run.keep_last)
+    ckpt.check_output(resume)
+    loop = _setup(task, train_set, run, optim, ckpt)
     try:
         state = TrainState()
         if resume:
@@ -359,8 +365,6 @@ def fit(
                 loop.ckpt.resume(task.model, loop.optimizer, loop.scheduler)
             )
             loop.metrics.truncate_after(state.global_step)
-        else:
-            loop.ckpt.check_fresh()
         if loop.ctx.is_main:
             extra = {
                 "world_size": loop.ctx.world_size,
@@ -405,7 +409,9 @@ def fit(
     )
 
 
-def _setup(task: Task, train_set: Dataset, run: RunConfig, optim: OptimConfig) -> _Loop:
+def _setup(
+    task: Task, train_set: Dataset, run: RunConfig, optim: OptimConfig, ckpt: Checkpointer
+) -> _Loop:
     """Device, process group, model wrapper, optimizer, schedule, checkpointer and log."""
     device = select_device(run.device, 0)
     ctx = DistContext.from_env(device)
@@ -450,7 +456,7 @@ def _setup(task: Task, train_set: Dataset, run: RunConfig, optim: OptimConfig) -
             tensorboard_dir=out_dir / "tensorboard" if run.tensorboard else None,
             enabled=ctx.is_main,
         ),
-        ckpt=Checkpointer(out_dir, run.keep_last),
+        ckpt=ckpt,
         steps_per_epoch=steps_per_epoch,
     )
 
