@@ -24,6 +24,7 @@ import torch
 from pydantic import ValidationError
 from sem_baselines.learned.training import sample_patches
 from sem_physics import ParameterRanges
+from sem_physics.convert import image_to_tensor
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -55,8 +56,8 @@ class PatchDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         i, seed = (key, key) if isinstance(key, int) else (int(key[0]), int(key[1]))
         img = self.images[i % len(self.images)]
-        patch = sample_patches([img], 1, self.patch_px, np.random.default_rng(seed))[0]
-        return {"clean": torch.from_numpy(patch), "seed": torch.tensor(seed, dtype=torch.int64)}
+        patch = sample_patches([img], 1, self.patch_px, np.random.default_rng(seed))[:, 0]
+        return {"clean": image_to_tensor(patch)[0], "seed": torch.tensor(seed, dtype=torch.int64)}
 
 
 @contextmanager

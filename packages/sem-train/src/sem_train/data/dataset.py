@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from sem_physics.atomic import atomic_write_text
+from sem_physics.convert import image_to_tensor
 from sem_physics.io import DEFAULT_CROP_FRACTION
 from torch.utils.data import Dataset
 
@@ -205,7 +206,7 @@ def load_image_tensor(path: Path, info_bar_fraction: float) -> torch.Tensor:
     """Read ``path``, remove the information bar, return (1, H, W) float32 in [0, 1]."""
     data, rows = read_gray(path)
     data = crop_bottom(data, info_bar_fraction, rows)
-    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).div_(255.0)[None]
+    return image_to_tensor(data)[0].div_(255.0)
 
 
 def indexed_paths(cfg: DataConfig) -> tuple[list[Path], ImageIndex]:
