@@ -136,3 +136,21 @@ def test_baseline_params_are_checked_against_the_method(tmp_path, capsys):
     assert main(["train", "baseline", "n2v", "--config", str(f), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bogus_field" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("deep.json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("deep.yaml", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("bad.json", '{"run": {"epochs": 3,}}', r"bad\.json, line 1"),
+        ("latin1.yaml", "run: caf\xe9", "not UTF-8"),
+    ],
+)
+def test_unparseable_config_files_are_config_errors(tmp_path, name, text, message):
+    f = tmp_path / name
+    f.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ConfigError, match=message):
+        load_config(f, "stage1")
+    with pytest.raises(ConfigError, match="is not a file"):
+        load_config(tmp_path, "stage1")

@@ -454,8 +454,10 @@ def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[str, ...], int]]
 
 def _read_mapping(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     """The mapping in a YAML/JSON file and the line of each key path (YAML only)."""
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a file")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
@@ -463,13 +465,15 @@ def _read_mapping(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int
     except UnicodeDecodeError as err:
         raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason})") from None
     lines: dict[tuple[str, ...], int] = {}
-    if path.suffix.lower() == ".json":
-        try:
+    try:
+        if path.suffix.lower() == ".json":
             data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"config file {path}, line {err.lineno}: {err.msg}") from None
-    else:
-        data, lines = _parse_yaml(text, path)
+        else:
+            data, lines = _parse_yaml(text, path)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config file {path}, line {err.lineno}: {err.msg}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
