@@ -231,11 +231,25 @@ def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp
     assert worst <= 1e-5, f"largest weight difference {worst:.3g}"
 
 
-def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(
-    image_folder, tmp_path, monkeypatch
-):
+def _disk_full_os() -> Exception:
     import errno
 
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+def _disk_full_safetensors() -> Exception:  # what safetensors raises on a full disk
+    from safetensors import SafetensorError
+
+    return SafetensorError(
+        'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+        'space left on device" })'
+    )
+
+
+@pytest.mark.parametrize("full", [_disk_full_os, _disk_full_safetensors])
+def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(
+    image_folder, tmp_path, monkeypatch, full
+):
     from sem_train import checkpoint
     from sem_train.checkpoint import CheckpointWriteError
 
@@ -246,7 +260,7 @@ def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(
     def flaky_save(state, path, metadata=None):
         calls["n"] += 1
         if calls["n"] > 1:  # the first checkpoint succeeds, the disk is full afterwards
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise full()
         real_save(state, path, metadata=metadata)
 
     monkeypatch.setattr(checkpoint, "save_file", flaky_save)

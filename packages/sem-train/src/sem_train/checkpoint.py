@@ -23,6 +23,8 @@ import json
 import pickle
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +62,29 @@ class RunExistsError(ValueError):
     """A fresh run was asked to write into the folder of an existing run."""
 
 
-def _write(path: Path, writer) -> None:
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn a failed write of ``path`` (OS or safetensors error) into CheckpointWriteError."""
+    intact = f"the previous checkpoint in {Path(path).parent} is intact"
     try:
+        yield
+    except CheckpointWriteError:
+        raise
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if err.filename is not None and str(err.filename) not in reason:
+            reason = f"cannot write {err.filename}: {reason}"
+        raise CheckpointWriteError(err.errno or 0, f"{reason}; {intact}") from err
+    except SafetensorError as err:  # safetensors reports I/O errors as its own type
+        full = "StorageFull" in str(err) or "code: 28" in str(err)
+        code = errno.ENOSPC if full else errno.EIO
+        what = "no space left on the device while writing" if full else "cannot write"
+        raise CheckpointWriteError(code, f"{what} {path} ({err}); {intact}") from err
+
+
+def _write(path: Path, writer) -> None:
+    with _writing(path):
         atomic_write(path, writer)
-    except OutputWriteError as err:
-        raise CheckpointWriteError(
-            err.errno or 0,
-            f"{err.strerror or err}; the previous checkpoint in {Path(path).parent} is intact",
-        ) from err
 
 
 def _plain_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -290,7 +307,8 @@ class Checkpointer:
         old = read_pointer(self.dir / "best.json")
         if new_dir.exists():  # left by a crash of this run after the export, before the pointer
             shutil.rmtree(new_dir)
-        export(new_dir)
+        with _writing(new_dir):
+            export(new_dir)
         write_pointer(
             self.dir / "best.json", {"dir": new_dir.name, "global_step": step, "val_loss": val_loss}
         )
