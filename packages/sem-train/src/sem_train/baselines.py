@@ -33,7 +33,7 @@ from .data import indexed_paths, split_index
 from .data.io import crop_bottom, read_gray
 from .engine import FitResult, Task, fit
 
-__all__ = ["LEARNED_BASELINES", "BaselineTask", "PatchDataset", "run_baseline"]
+__all__ = ["BaselineTask", "PatchDataset", "run_baseline"]
 
 LEARNED_BASELINES = ("n2v", "n2n", "mrn")
 

@@ -39,14 +39,9 @@ __all__ = [
     "CheckpointWriteError",
     "Checkpointer",
     "RunExistsError",
-    "capture_rng",
-    "load_training_state",
     "load_weights",
     "read_pointer",
-    "restore_rng",
-    "save_state",
     "save_weights",
-    "write_pointer",
 ]
 
 

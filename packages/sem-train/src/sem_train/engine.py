@@ -44,7 +44,6 @@ __all__ = [
     "NonFiniteLossError",
     "Task",
     "TrainState",
-    "WarmupCosine",
     "fit",
     "fit_config",
     "train_one_epoch",
