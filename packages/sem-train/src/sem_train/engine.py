@@ -41,6 +41,7 @@ from .runinfo import write_run_info
 
 __all__ = [
     "FitResult",
+    "Loop",
     "NonFiniteLossError",
     "Task",
     "TrainState",
@@ -145,8 +146,9 @@ class WarmupCosine:
 
 
 @dataclass
-class _Loop:
-    """Everything a run holds besides its :class:`TrainState` (built once by :func:`fit`)."""
+class Loop:
+    """Everything a run holds besides its :class:`TrainState`: the task, its (DDP-wrapped)
+    model, optimizer, schedule, settings, devices, log and checkpointer (built by :func:`fit`)."""
 
     task: Task
     model: nn.Module  # task.model or its DDP wrapper
@@ -185,7 +187,7 @@ class _Loop:
         )
 
 
-def train_one_epoch(loop: _Loop, train_set: Dataset, state: TrainState, num_workers: int) -> bool:
+def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_workers: int) -> bool:
     """Train from ``state.step_in_epoch`` to the end of ``state.epoch``.
 
     Returns True when ``run.max_steps`` stopped the run inside the epoch (after a checkpoint).
@@ -276,7 +278,7 @@ def train_one_epoch(loop: _Loop, train_set: Dataset, state: TrainState, num_work
 
 
 @torch.no_grad()
-def validate(loop: _Loop, val_set: Dataset) -> dict[str, float]:
+def validate(loop: Loop, val_set: Dataset) -> dict[str, float]:
     """Mean validation loss, PSNR (dB) and SSIM of the current weights over every rank."""
     run, ctx, device = loop.run, loop.ctx, loop.device
     batches = validation_batches(
@@ -307,7 +309,7 @@ def validate(loop: _Loop, val_set: Dataset) -> dict[str, float]:
     return {"loss": sums[0].item() / n, "psnr_db": sums[1].item() / n, "ssim": sums[2].item() / n}
 
 
-def _end_of_epoch(loop: _Loop, val_set: Dataset | None, state: TrainState) -> None:
+def _end_of_epoch(loop: Loop, val_set: Dataset | None, state: TrainState) -> None:
     """Validation, best-model selection and the epoch's checkpoint (after ``state.epoch += 1``)."""
     is_last = state.epoch >= loop.run.epochs
     if val_set is not None and (state.epoch % loop.run.validate_every_epochs == 0 or is_last):
@@ -410,7 +412,7 @@ def fit(
 
 def _setup(
     task: Task, train_set: Dataset, run: RunConfig, optim: OptimConfig, ckpt: Checkpointer
-) -> _Loop:
+) -> Loop:
     """Device, process group, model wrapper, optimizer, schedule, checkpointer and log."""
     device = select_device(run.device, 0)
     ctx = DistContext.from_env(device)
@@ -440,7 +442,7 @@ def _setup(
         optim.schedule == "constant",
     )
     out_dir = Path(run.output_dir)
-    return _Loop(
+    return Loop(
         task=task,
         model=model,
         optimizer=optimizer,
@@ -508,7 +510,7 @@ def _clip(task: Task, max_norm: float | None) -> float:
     return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
 
-def _progress_bar(loop: _Loop, state: TrainState):
+def _progress_bar(loop: Loop, state: TrainState):
     if not (loop.run.progress and loop.ctx.is_main):
         return None
     from tqdm.auto import tqdm
