@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from sem_models import MoEConfig
 from sem_train.cli import build_parser, main
-from sem_train.config import Stage1Config, load_config, preset
+from sem_train.config import ConfigError, Stage1Config, load_config, preset
 
 
 def test_presets_carry_the_paper_hyperparameters():
@@ -53,8 +54,103 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_cli_commands_are_registered_from_modules():
-    parser = build_parser()
+    parser = build_parser("train")
     args = parser.parse_args(["train", "baseline", "n2v", "--config", "cpu-small"])
     assert args.method == "n2v" and callable(args.handler)
     args = parser.parse_args(["--debug", "train", "pretrain", "--stage", "2", "--config", "paper"])
     assert args.debug and args.stage == 2
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1.0e30", "0", "-1e-4"])
+def test_learning_rates_outside_0_1_are_refused_naming_the_field(tmp_path, value):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"preset: cpu-small\noptim:\n  lr: {value}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*optim\.lr \(line 3\)"):
+        load_config(f, "stage1")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"min_lr": 1e-3, "lr": 1e-4}, "min_lr=0.001 must not exceed lr"),
+        ({"betas": [0.9, 1.0]}, "optim.betas.1"),
+        ({"weight_decay": 5.0}, "optim.weight_decay"),
+        ({"grad_clip_norm": float("inf")}, "optim.grad_clip_norm"),
+        ({"warmup_steps": -1}, "optim.warmup_steps"),
+    ],
+)
+def test_optimiser_values_are_bounded(body, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config({"optim": body}, "stage1")
+
+
+def test_moe_options_are_sem_models_moe_config_with_unknown_keys_refused():
+    cfg = load_config({"moe": {"num_experts": 4, "gate_weighting": "raw"}}, "stage2")
+    assert isinstance(cfg.moe, MoEConfig) and cfg.moe.gate_weighting == "raw"
+    with pytest.raises(ConfigError, match=r"moe\.bogus"):
+        load_config({"moe": {"num_experts": 4, "bogus": 1}}, "stage2")
+    with pytest.raises(ConfigError, match="top_k=3 exceeds num_experts=2"):
+        load_config({"moe": {"num_experts": 2, "top_k": 3}}, "stage2")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: &x [1, 2]\nb: *x\n", r"line 1: YAML anchors and aliases"),
+        ("run:\n  epochs: &e 3\n", r"line 2: YAML anchors and aliases"),
+        ('run: !!python/object/apply:os.system ["true"]\n', r"line 1: could not determine"),
+        ("run:\n\tepochs: 3\n", r"line 2: found character '\\t'"),
+        ("run: {epochs: 3\n", r"line 2"),
+        ("run:\n  epochs: \x07\n", r"c\.yaml"),
+        ("- 1\n- 2\n", "must hold a mapping"),
+    ],
+)
+def test_yaml_configs_refuse_aliases_tags_and_malformed_text(tmp_path, text, message):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message) as exc:
+        load_config(f, "stage1")
+    assert str(f) in str(exc.value)
+
+
+def test_a_540_byte_alias_bomb_is_refused_before_it_expands(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    f = tmp_path / "bomb.yaml"
+    f.write_text("\n".join(lines) + "\n")
+    assert f.stat().st_size < 1000  # 9**9 = 387 million strings once expanded
+    with pytest.raises(ConfigError, match="anchors and aliases"):
+        load_config(f, "stage1")
+
+
+def test_field_errors_name_the_line_of_the_key(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("preset: cpu-small\nrun:\n  epochs: 2\n  batch_size_per_process: 0\n")
+    with pytest.raises(ConfigError, match=r"run\.batch_size_per_process \(line 4\).*\(got 0\)"):
+        load_config(f, "stage1")
+
+
+def test_baseline_params_are_checked_against_the_method(tmp_path, capsys):
+    f = tmp_path / "b.yaml"
+    f.write_text("preset: cpu-small\nparams:\n  unet: {depth: 1}\n  bogus_field: 3\n")
+    assert main(["train", "baseline", "n2v", "--config", str(f), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bogus_field" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("deep.json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("deep.yaml", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("bad.json", '{"run": {"epochs": 3,}}', r"bad\.json, line 1"),
+        ("latin1.yaml", "run: caf\xe9", "not UTF-8"),
+    ],
+)
+def test_unparseable_config_files_are_config_errors(tmp_path, name, text, message):
+    f = tmp_path / name
+    f.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ConfigError, match=message):
+        load_config(f, "stage1")
+    with pytest.raises(ConfigError, match="is not a file"):
+        load_config(tmp_path, "stage1")

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 from sem_train.cli import main
@@ -140,23 +141,57 @@ def test_learned_baselines_train_from_the_command_line(folder, tmp_path, capsys,
                 "run": {"epochs": 2, "batch_size_per_process": 2, "progress": False},
                 "n_train_images": 3,
                 "params": params,
-                "fit": {"steps_per_epoch": 2, "val_patches": 2},
+                "patches_per_image": 2,
+                "val_patches": 2,
             }
         )
     )
     out = tmp_path / method
     argv = ["train", "baseline", method, "--config", str(cfg), "--data", str(folder)]
     assert main([*argv, "--output-dir", str(out)]) == 0, capsys.readouterr().err
-    assert f"trained {method}" in capsys.readouterr().out
-    epochs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    numbers = [v for r in epochs for v in r.values() if isinstance(v, float)]
-    assert len(epochs) == 2 and numbers and np.isfinite(numbers).all()
+    assert "finished at step 6 (epoch 2)" in capsys.readouterr().out
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in recs if r["split"] == "val"]
+    assert len(val) == 2 and all(np.isfinite([r["loss"], r["psnr_db"]]).all() for r in val)
     assert json.loads((out / "config.json").read_text())["params"] == params
     assert "commit" in json.loads((out / "run_info.json").read_text())["git"]
+    latest = json.loads((out / "checkpoints" / "latest.json").read_text())
+    assert latest["global_step"] == 6 and (out / "checkpoints" / latest["weights"]).is_file()
     restorer = sem_baselines.load_restorer(out / "model")
     assert restorer.name == method
     image = np.full((40, 48), 120.0, np.float32)
     assert restorer.restore(image).shape == image.shape
+
+
+def test_baseline_honours_max_steps_and_resume(folder, tmp_path, capsys):
+    """A baseline run cut by --max-steps resumes to the weights of an uninterrupted one."""
+    cfg = tmp_path / "b.yaml"
+    body = {
+        "preset": "cpu-small",
+        "data": {"image_size_px": 32, "val_fraction": 0.25},
+        "run": {"epochs": 2, "batch_size_per_process": 2, "progress": False},
+        "n_train_images": 3,
+        "params": {"unet": {"depth": 1, "width": 4}},
+        "patches_per_image": 2,
+        "val_patches": 2,
+    }
+    cfg.write_text(yaml.safe_dump(body))
+    argv = ["train", "baseline", "n2n", "--config", str(cfg), "--data", str(folder)]
+    assert main([*argv, "--output-dir", str(tmp_path / "full")]) == 0
+    cut = [*argv, "--output-dir", str(tmp_path / "cut")]
+    assert main([*cut, "--max-steps", "4"]) == 0
+    assert "stopped early at step 4" in capsys.readouterr().out
+    ptr = json.loads((tmp_path / "cut" / "checkpoints" / "latest.json").read_text())
+    assert ptr["global_step"] == 4
+    assert main([*cut, "--resume"]) == 0
+
+    def final(run: Path) -> dict:
+        ptr = json.loads((run / "checkpoints" / "latest.json").read_text())
+        return load_file(str(run / "checkpoints" / ptr["weights"]))
+
+    a, b = final(tmp_path / "full"), final(tmp_path / "cut")
+    assert ptr["global_step"] < 6 and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_init_from_is_rejected_for_stage_1(tmp_path, capsys):

@@ -21,16 +21,36 @@ from sem_train.data import (
 )
 
 
-def test_index_is_cached_sorted_and_ignores_other_files(image_folder, folder_writer):
+def test_index_is_cached_sorted_and_ignores_other_files(image_folder, monkeypatch):
     (image_folder / "notes.txt").write_text("not an image")
     (image_folder / ".hidden.png").write_bytes(b"")
     idx = build_index(image_folder)
     assert len(idx) == 12 and idx.files == sorted(idx.files)
     assert idx.cache_path is not None and idx.cache_path.is_file()
-    # A new file is not seen until the index is refreshed: the cache is really used.
+    # The cache is really used: unchanged files are not checked again.
+    from sem_train.data import dataset
+
+    checked = []
+    monkeypatch.setattr(dataset, "check_header", checked.append)
+    assert build_index(image_folder).files == idx.files and checked == []
+
+
+def test_index_cache_sees_added_deleted_and_rewritten_files(image_folder, folder_writer):
+    """The cache is keyed on each file's name, size and modification time."""
+    idx = build_index(image_folder)
     folder_writer(image_folder / "later", 1, seed=5)
-    assert len(build_index(image_folder)) == 12
-    assert len(build_index(image_folder, refresh=True)) == 13
+    gone = image_folder / idx.files[0]
+    gone.unlink()
+    victim = image_folder / idx.files[1]
+    original = victim.read_bytes()
+    victim.write_bytes(b"corrupted on disk")  # size and mtime change
+    again = build_index(image_folder)
+    assert len(again) == 11 and idx.files[0] not in again.files
+    assert any(f.startswith("later/") for f in again.files)
+    assert list(again.rejected) == [idx.files[1]]
+    # A rejected file that is repaired is checked again and accepted.
+    victim.write_bytes(original)
+    assert len(build_index(image_folder)) == 12 and not build_index(image_folder).rejected
 
 
 def test_corrupt_files_are_skipped_and_counted(image_folder, tmp_path):

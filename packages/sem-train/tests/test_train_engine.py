@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -230,11 +231,25 @@ def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp
     assert worst <= 1e-5, f"largest weight difference {worst:.3g}"
 
 
-def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(
-    image_folder, tmp_path, monkeypatch
-):
+def _disk_full_os() -> Exception:
     import errno
 
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+def _disk_full_safetensors() -> Exception:  # what safetensors raises on a full disk
+    from safetensors import SafetensorError
+
+    return SafetensorError(
+        'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+        'space left on device" })'
+    )
+
+
+@pytest.mark.parametrize("full", [_disk_full_os, _disk_full_safetensors])
+def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(
+    image_folder, tmp_path, monkeypatch, full
+):
     from sem_train import checkpoint
     from sem_train.checkpoint import CheckpointWriteError
 
@@ -245,7 +260,7 @@ def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(
     def flaky_save(state, path, metadata=None):
         calls["n"] += 1
         if calls["n"] > 1:  # the first checkpoint succeeds, the disk is full afterwards
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise full()
         real_save(state, path, metadata=metadata)
 
     monkeypatch.setattr(checkpoint, "save_file", flaky_save)
@@ -268,3 +283,76 @@ def test_corrupt_files_met_during_training_are_skipped_counted_and_logged(image_
     assert recs[-1]["skipped_files"] >= 1
     logged = [json.loads(x)["path"] for x in log.read_text().splitlines()]
     assert logged and all(p.endswith("truncated.png") for p in logged)
+
+
+class NanValidationTask(DenoiseTask):
+    """Validation loss turns NaN from the ``nan_at_val``-th validation on."""
+
+    def __init__(self, nan_at_val: int) -> None:
+        super().__init__()
+        self.vals, self.nan_at_val = 0, nan_at_val
+
+    def validation_step(self, model, batch):
+        self.vals += 1
+        loss, pred, x = super().validation_step(model, batch)
+        return (loss * float("nan") if self.vals >= self.nan_at_val else loss), pred, x
+
+
+def test_non_finite_validation_score_stops_and_keeps_the_last_good_checkpoint(
+    image_folder, tmp_path
+):
+    train, val = _data(image_folder)  # 2 validation images, batch 2: one batch per validation
+    # 4 steps per epoch, periodic checkpoints every 3: the epoch-2 validation (after step 8)
+    # is NaN, so the step-8 checkpoint is never written and step 6 stays the newest.
+    msg = r"validation loss \(nan\) after epoch 2, step 8.*last good checkpoint: .*step-00000006"
+    with pytest.raises(NonFiniteLossError, match=msg):
+        fit(NanValidationTask(nan_at_val=2), train, val, _run(tmp_path / "v"), OPT)
+    ck = tmp_path / "v" / "checkpoints"
+    latest = json.loads((ck / "latest.json").read_text())
+    best = json.loads((ck / "best.json").read_text())
+    assert latest["global_step"] == 6 and (ck / latest["weights"]).is_file()
+    assert best["global_step"] == 4 and math.isfinite(best["val_loss"])
+
+
+def test_a_fresh_run_into_an_existing_run_folder_is_refused(image_folder, tmp_path):
+    from sem_train.checkpoint import RunExistsError
+
+    train, val = _data(image_folder)
+    fit(DenoiseTask(), train, val, _run(tmp_path / "r", epochs=1), OPT)
+    before = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    with pytest.raises(RunExistsError, match="pass --resume"):
+        fit(DenoiseTask(), train, val, _run(tmp_path / "r", epochs=1), OPT)
+    after = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_pruning_follows_the_checkpointers_record_not_file_names(image_folder, tmp_path):
+    """Files the run did not write are never pruned, and latest.json never names a deleted
+    file, even when a stray later-numbered checkpoint sits in the folder."""
+    train, val = _data(image_folder)
+    ck = tmp_path / "p" / "checkpoints"
+    ck.mkdir(parents=True)
+    stray = ck / "step-00009999.safetensors"
+    stray.write_bytes(b"someone else's file")
+    res = fit(DenoiseTask(), train, val, _run(tmp_path / "p", keep_last=1), OPT)
+    latest = json.loads((ck / "latest.json").read_text())
+    assert latest["global_step"] == 12 and res.latest_checkpoint == ck / latest["weights"]
+    assert (ck / latest["weights"]).is_file() and (ck / latest["state"]).is_file()
+    assert stray.read_bytes() == b"someone else's file"
+    own = sorted(p.name for p in ck.glob("step-*") if p != stray)
+    assert own == ["step-00000012.safetensors", "step-00000012.state.pt"]
+    assert latest["kept"] == [["step-00000012.safetensors", "step-00000012.state.pt"]]
+
+
+def test_resume_keeps_pruning_by_the_recorded_list(image_folder, tmp_path):
+    train, val = _data(image_folder)
+    fit(DenoiseTask(), train, val, _run(tmp_path / "k", max_steps=5, keep_last=2), OPT)
+    ck = tmp_path / "k" / "checkpoints"
+    assert (
+        json.loads((ck / "latest.json").read_text())["kept"][-1][0] == "step-00000005.safetensors"
+    )
+    fit(DenoiseTask(), train, val, _run(tmp_path / "k", keep_last=2), OPT, resume=True)
+    assert sorted(p.name for p in ck.glob("*.safetensors")) == [
+        "step-00000009.safetensors",
+        "step-00000012.safetensors",
+    ]

@@ -11,6 +11,7 @@ import pytest
 import sem_models
 import torch
 from safetensors.torch import load_file
+from sem_models.masking import pixel_mask
 from sem_train import modeling
 from sem_train.config import load_config
 from sem_train.engine import fit
@@ -99,7 +100,7 @@ def test_validation_composite_is_exact_on_visible_patches(stage1):
     with torch.no_grad():
         imgs, _, hw, loss, pred, mask = task._forward(model, batch)
         _, composite, target = task.validation_step(model, batch)
-    m = modeling.pixel_mask(model, mask, hw)
+    m = pixel_mask(model, mask, hw)
     assert torch.equal(target, imgs) and float(m.mean()) == 0.75
     assert torch.allclose(composite * (1 - m), imgs * (1 - m))
     # Masked pixels are the prediction mapped from the model's normalised space to [0, 1]:
@@ -122,7 +123,7 @@ def test_stage2_trains_only_gates_and_stage3_trains_everything(stage1, tmp_path)
         {
             **body,
             "init_from": str(s1),
-            "moe": {"num_experts": 4, "extra": {"gate_weighting": "raw"}},
+            "moe": {"num_experts": 4, "gate_weighting": "raw"},
             "lb_weight": 1e-3,
         },
         "stage2",
@@ -164,7 +165,7 @@ def test_stage2_trains_only_gates_and_stage3_trains_everything(stage1, tmp_path)
 def test_finetune_trains_decoder_and_routing_with_a_frozen_encoder(stage1, tmp_path):
     s1, root, _ = stage1
     mae = sem_models.load_model(modeling.resolve_model_dir(s1))
-    modeling.upcycle(mae, load_config({}, "stage2").moe.model_copy(update={"num_experts": 2}))
+    modeling.upcycle(mae, sem_models.MoEConfig(num_experts=2), noise_std=0.01)
     sem_models.save_model(mae, tmp_path / "moe_export")
     cfg = load_config(
         {

@@ -1,71 +1,178 @@
-"""Training of sem-baselines' learned restorers (Noise2Void, Noise2Noise, MRN).
+"""``sem train baseline``: sem-baselines' learned restorers (Noise2Void, Noise2Noise, MRN)
+trained with the engine's loop, so they get its checkpoints, resume, ``max_steps``,
+non-finite stop, best-model selection and multi-GPU training.
 
-The restorer is looked up by name in ``sem_baselines``' registry, given the training and
-validation focused images (grayscale, information bar removed, 0..255 float32 arrays) and the
-degradation ranges, trained by its own ``fit`` (seeded synthetic degradations, best epoch by
-validation loss) and saved under the run folder beside the resolved config and provenance.
+A restorer defines two per-step pieces (``make_batch``, ``training_loss``); this module
+feeds them random patches of the focused training images (grayscale, information bar
+removed, 0..255) and one degradation setting per patch drawn from the patch's seed. The
+run folder holds what every run holds (``config.json``, ``run_info.json``,
+``metrics.jsonl``, ``checkpoints/``) and ``model/``, the best restorer, reloadable with
+``sem_baselines.load_restorer``.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from pydantic import ValidationError
+from sem_baselines.learned.training import sample_patches
+from sem_physics import ParameterRanges
+from sem_physics.convert import image_to_tensor
+from torch import nn
+from torch.utils.data import Dataset
 
-from .config import BaselineTrainConfig
+from .config import BaselineTrainConfig, ConfigError, OptimConfig, problems
 from .data import indexed_paths, split_index
 from .data.io import crop_bottom, read_gray
-from .runinfo import write_run_info
+from .engine import FitResult, Task, fit
 
-__all__ = ["LEARNED_BASELINES", "run_baseline"]
+__all__ = ["BaselineTask", "PatchDataset", "run_baseline"]
 
 LEARNED_BASELINES = ("n2v", "n2n", "mrn")
 
 
-def _images(paths: list[Path], fraction: float) -> list[np.ndarray]:
+class PatchDataset(Dataset):
+    """``n_items`` random patches (position, 90-degree rotation, flip fixed by the seed).
+
+    Item ``(i, seed)`` comes from image ``i % len(images)``: ``{"clean": (1, P, P) float32
+    on 0..255, "seed": int64}``.
+    """
+
+    def __init__(self, images: list[np.ndarray], patch_px: int, n_items: int) -> None:
+        if not images:
+            raise ValueError("no images to draw patches from")
+        self.images, self.patch_px, self.n_items = images, patch_px, n_items
+
+    def __len__(self) -> int:
+        return self.n_items
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        i, seed = (key, key) if isinstance(key, int) else (int(key[0]), int(key[1]))
+        img = self.images[i % len(self.images)]
+        patch = sample_patches([img], 1, self.patch_px, np.random.default_rng(seed))[:, 0]
+        return {"clean": image_to_tensor(patch)[0], "seed": torch.tensor(seed, dtype=torch.int64)}
+
+
+@contextmanager
+def _network(restorer: Any, model: nn.Module) -> Iterator[None]:
+    """Let the restorer's loss call ``model`` (its network or the network's DDP wrapper)."""
+    own = restorer.network
+    restorer.network = model
+    try:
+        yield
+    finally:
+        restorer.network = own
+
+
+class BaselineTask(Task):
+    """A learned restorer's own loss on pairs it synthesises from seeded clean patches."""
+
+    def __init__(self, restorer: Any, ranges: ParameterRanges) -> None:
+        self.restorer = restorer
+        self.model = restorer.network
+        self.ranges = ranges
+
+    def _pair(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        seeds = [int(s) for s in batch["seed"]]
+        params = [self.ranges.sample(np.random.default_rng([s, 1])) for s in seeds]
+        clean = batch["clean"]
+        g = torch.Generator(device=clean.device).manual_seed(seeds[0] % (1 << 63))
+        return self.restorer.make_batch(clean, params, g)
+
+    def training_loss(self, model, batch):
+        pair = self._pair(batch)
+        with _network(self.restorer, model):
+            return self.restorer.training_loss(pair), {}
+
+    def validation_step(self, model, batch):
+        """The method's loss (model selection) and its output against the clean patch."""
+        pair = self._pair(batch)
+        loss = self.restorer.training_loss(pair)
+        pred = self.restorer.predict(pair["input"]).float()
+        return loss, pred, batch["clean"] / 255.0
+
+    def export(self, directory: Path) -> None:
+        self.restorer.save(directory)
+
+
+def _images(paths: list[Path], fraction: float, patch_px: int) -> list[np.ndarray]:
     out = []
     for p in paths:
         data, rows = read_gray(p)
-        out.append(crop_bottom(data, fraction, rows))
+        img = crop_bottom(data, fraction, rows)
+        if min(img.shape) < patch_px:
+            raise ValueError(
+                f"{p}: {img.shape[0]}x{img.shape[1]} px after the info-bar crop is smaller "
+                f"than the training patch ({patch_px} px); lower patch_size_px or "
+                f"data.image_size_px"
+            )
+        out.append(img)
     return out
 
 
-def run_baseline(cfg: BaselineTrainConfig, method: str | None = None) -> Path:
-    """Fit and save baseline ``method`` (n2v, n2n, mrn); returns the run folder.
+def _publish(best: Path, dest: Path) -> None:
+    """Copy the best export to ``dest`` through a temporary folder and a rename."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(best, tmp)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
 
-    The run folder holds ``config.json`` and ``run_info.json`` (provenance), ``metrics.jsonl``
-    (one line per epoch from the restorer's training history) and ``model/`` (the restorer,
-    reloadable with ``sem_baselines.load_restorer``). Training patches are
-    ``data.image_size_px`` wide unless ``fit.patch_size`` says otherwise.
-    """
+
+def _restorer(name: str, params: dict[str, Any]) -> Any:
+    """The registered restorer ``name`` built from ``params``; bad fields named one per line."""
     import sem_baselines
 
+    try:
+        return sem_baselines.get_restorer(name, **params)
+    except ValueError:
+        config_cls = type(sem_baselines.get_restorer(name)).config_cls
+        try:
+            config_cls.model_validate(params)
+        except ValidationError as err:
+            raise ConfigError(f"params of restorer {name!r}: {problems(err)}") from None
+        raise
+
+
+def run_baseline(
+    cfg: BaselineTrainConfig, method: str | None = None, *, resume: bool = False
+) -> FitResult:
+    """Train baseline ``method`` (n2v, n2n, mrn; default ``cfg.method``); see module doc."""
     name = method or cfg.method
     if name not in LEARNED_BASELINES:
         raise ValueError(f"baseline must be one of {LEARNED_BASELINES}, got {name!r}")
+    restorer = _restorer(name, cfg.params)
+    patch = cfg.patch_size_px or cfg.data.image_size_px
+    optim = cfg.optim or OptimConfig(
+        lr=restorer.default_lr, betas=(0.9, 0.999), schedule="constant", grad_clip_norm=1.0
+    )
     paths, _index = indexed_paths(cfg.data)
     tr, va = split_index(len(paths), cfg.data.val_fraction, cfg.data.split_seed)
-    train = _images([paths[i] for i in tr[: cfg.n_train_images]], cfg.data.info_bar_fraction)
-    val = _images([paths[i] for i in va], cfg.data.info_bar_fraction)
-    out = Path(cfg.run.output_dir)
-    write_run_info(out, cfg.model_dump(mode="json"), {"baseline": name})
-    restorer = sem_baselines.get_restorer(name, **cfg.params)
-    fit_kwargs: dict[str, Any] = {
-        "epochs": cfg.run.epochs,
-        "batch_size": cfg.run.batch_size_per_process,
-        "seed": cfg.run.seed,
-        "ranges": cfg.ranges,
-        "patch_size": cfg.data.image_size_px,
-        "progress": cfg.run.progress,
-        **({} if cfg.run.device == "auto" else {"device": cfg.run.device}),
-        **cfg.fit,
-    }
-    result = restorer.fit(train, val_images=val or None, **fit_kwargs)
-    restorer.save(out / "model")
-    history = getattr(result, "history", None) or []
-    with open(out / "metrics.jsonl", "w") as fh:
-        for epoch, rec in enumerate(history):
-            fh.write(json.dumps({"split": "epoch", **rec, "epoch": epoch}) + "\n")
-    return out
+    fraction = cfg.data.info_bar_fraction
+    train_images = _images([paths[i] for i in tr[: cfg.n_train_images]], fraction, patch)
+    val_images = _images([paths[i] for i in va], fraction, patch)
+    train = PatchDataset(train_images, patch, len(train_images) * cfg.patches_per_image)
+    val = PatchDataset(val_images, patch, cfg.val_patches) if val_images else None
+    task = BaselineTask(restorer, cfg.ranges)
+    config = {**cfg.model_dump(mode="json"), "method": name}
+    result = fit(
+        task,
+        train,
+        val,
+        cfg.run,
+        optim,
+        resume=resume,
+        config=config,
+        num_workers=cfg.data.num_workers,
+    )
+    if result.best_dir is not None and int(os.environ.get("RANK", "0")) == 0:
+        _publish(result.best_dir, Path(cfg.run.output_dir) / "model")
+    return result

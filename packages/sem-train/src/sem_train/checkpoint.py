@@ -1,74 +1,85 @@
-"""Atomic training checkpoints: weights in safetensors, the rest loadable with ``weights_only``.
+"""Training checkpoints: weights in safetensors, the rest loadable with ``weights_only``.
 
 Layout inside ``<run>/checkpoints/``::
 
     step-00000120.safetensors   model weights (all parameters and buffers)
     step-00000120.state.pt      optimizer, scheduler, RNG states, progress (torch.save of
                                 tensors, numbers, strings, lists, dicts only)
-    latest.json                 pointer to the newest complete pair
-    best.json                   pointer to the best (minimum validation loss) weights
+    latest.json                 the newest complete pair, and the pairs this run keeps
+    best.json                   the best (minimum validation loss) exported model
+    best-00000120/              that export (``model.safetensors`` + ``config.json``)
 
-Every file is written to a temporary name in the same folder and renamed with ``os.replace``;
-the pointer is replaced only after both files are complete. A crash at any moment leaves the
-previous pointer valid; a full disk raises :class:`CheckpointWriteError` naming the folder.
+Every file goes through :func:`sem_physics.atomic.atomic_write` (temporary name, fsync,
+rename) and a pointer is replaced only after the files it names are complete, so a crash at
+any moment leaves the previous pointer valid. :class:`Checkpointer` owns the folder: it
+refuses to start a fresh run over an existing one, resumes, prunes only the checkpoints its
+own record lists (never by file-name patterns) and keeps the best model.
 """
 
 from __future__ import annotations
 
 import errno
 import json
-import os
+import pickle
 import random
-from collections.abc import Callable
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from sem_physics.atomic import OutputWriteError, atomic_write
 
 __all__ = [
+    "CheckpointError",
     "CheckpointWriteError",
-    "atomic_write",
-    "capture_rng",
-    "load_training_state",
+    "Checkpointer",
+    "RunExistsError",
     "load_weights",
     "read_pointer",
-    "restore_rng",
-    "save_state",
     "save_weights",
-    "write_pointer",
 ]
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(OutputWriteError):
     """A checkpoint could not be written (typically: no space left on the device)."""
 
 
-def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
-    """Call ``writer(tmp)`` then ``os.replace(tmp, path)``; clean up and explain on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+class CheckpointError(ValueError):
+    """A file given as a checkpoint (weights, state, pointer) is missing parts or unreadable."""
+
+
+class RunExistsError(ValueError):
+    """A fresh run was asked to write into the folder of an existing run."""
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn a failed write of ``path`` (OS or safetensors error) into CheckpointWriteError."""
+    intact = f"the previous checkpoint in {Path(path).parent} is intact"
     try:
-        writer(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CheckpointWriteError(
-                err.errno,
-                f"no space left on the device while writing {path}; free space or choose "
-                f"another run.output_dir (the previous checkpoint in {path.parent} is intact)",
-            ) from err
-        raise CheckpointWriteError(
-            err.errno or 0, f"could not write checkpoint {path}: {err.strerror or err}"
-        ) from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        yield
+    except CheckpointWriteError:
         raise
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if err.filename is not None and str(err.filename) not in reason:
+            reason = f"cannot write {err.filename}: {reason}"
+        raise CheckpointWriteError(err.errno or 0, f"{reason}; {intact}") from err
+    except SafetensorError as err:  # safetensors reports I/O errors as its own type
+        full = "StorageFull" in str(err) or "code: 28" in str(err)
+        code = errno.ENOSPC if full else errno.EIO
+        what = "no space left on the device while writing" if full else "cannot write"
+        raise CheckpointWriteError(code, f"{what} {path} ({err}); {intact}") from err
+
+
+def _write(path: Path, writer) -> None:
+    with _writing(path):
+        atomic_write(path, writer)
 
 
 def _plain_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -90,7 +101,7 @@ def save_weights(
 ) -> None:
     """Atomically save ``module.state_dict()`` as safetensors."""
     state = _plain_state_dict(module)
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    _write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
 def load_weights(module: torch.nn.Module, path: Path, strict: bool = True) -> None:
@@ -98,10 +109,17 @@ def load_weights(module: torch.nn.Module, path: Path, strict: bool = True) -> No
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint weights {path} do not exist")
-    state = load_file(str(path))
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a safetensors checkpoint: {err}") from None
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a shape mismatch
+        first = str(err).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path} does not match the model: {first}") from None
     if strict and (missing or unexpected):
-        raise ValueError(
+        raise CheckpointError(
             f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
 
@@ -139,21 +157,28 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def save_state(state: dict[str, Any], path: Path) -> None:
     """Atomically ``torch.save`` a dict of plain objects (loadable with ``weights_only=True``)."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    _write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with a clear error if the file is missing."""
+    """``torch.load(path, weights_only=True)``; a missing or foreign file is a clear error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training state {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path} is not a training-state checkpoint: {first}") from None
+    if not isinstance(state, dict) or "progress" not in state:
+        raise CheckpointError(f"{path} is not a training-state checkpoint (no 'progress' entry)")
+    return state
 
 
 def write_pointer(path: Path, record: dict[str, Any]) -> None:
     """Atomically write a small JSON pointer file."""
     text = json.dumps(record, indent=1)
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    _write(path, lambda tmp: tmp.write_text(text))
 
 
 def read_pointer(path: Path) -> dict[str, Any] | None:
@@ -161,4 +186,133 @@ def read_pointer(path: Path) -> dict[str, Any] | None:
     path = Path(path)
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, OSError) as err:
+        raise CheckpointError(f"checkpoint pointer {path} is unreadable: {err}") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"checkpoint pointer {path} does not hold a JSON object")
+    return record
+
+
+class Checkpointer:
+    """The ``checkpoints/`` folder of one run: resume, periodic saves, pruning, best model.
+
+    ``latest.json`` records the step checkpoints this run wrote and keeps (``kept``, oldest
+    first); pruning deletes only entries that fall out of that list, after the new pointer
+    is in place, so ``latest.json`` never names a deleted file and files this record does
+    not list are never touched.
+    """
+
+    def __init__(self, run_dir: Path, keep_last: int = 2) -> None:
+        if keep_last < 1:
+            raise ValueError(f"keep_last={keep_last} must be >= 1")
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / "checkpoints"
+        self.keep_last = keep_last
+        self._kept: list[list[str]] = []
+
+    @property
+    def latest_path(self) -> Path | None:
+        """The newest step checkpoint's weights file written or resumed by this checkpointer."""
+        return self.dir / self._kept[-1][0] if self._kept else None
+
+    def check_output(self, resume: bool) -> None:
+        """The run folder is usable: not a file, and holding no run unless ``resume``."""
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise NotADirectoryError(
+                errno.ENOTDIR, "run.output_dir exists and is not a folder", str(self.run_dir)
+            )
+        if not resume:
+            self.check_fresh()
+
+    def check_fresh(self) -> None:
+        """Refuse a fresh run over a folder that already holds one (``--resume`` continues)."""
+        marks = [
+            p
+            for p in (
+                self.dir / "latest.json",
+                self.dir / "best.json",
+                self.run_dir / "metrics.jsonl",
+            )
+            if p.exists()
+        ]
+        if marks:
+            raise RunExistsError(
+                f"run.output_dir {self.run_dir} already holds a run ({marks[0].name} exists); "
+                f"pass --resume to continue it, or choose another output folder"
+            )
+
+    def resume(self, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+        """Load weights, optimizer, scheduler and RNG of ``latest.json``; return its progress."""
+        pointer = read_pointer(self.dir / "latest.json")
+        if pointer is None:
+            raise FileNotFoundError(
+                f"--resume: no checkpoint in {self.dir} (expected latest.json); start without "
+                f"--resume in an empty output folder"
+            )
+        try:
+            weights, state_name = pointer["weights"], pointer["state"]
+        except KeyError as err:
+            raise CheckpointError(f"{self.dir / 'latest.json'} lacks the field {err}") from None
+        load_weights(model, self.dir / weights)
+        state = load_training_state(self.dir / state_name)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            restore_rng(state["rng"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise CheckpointError(
+                f"{self.dir / state_name} does not match this run's optimizer: {err}"
+            ) from None
+        self._kept = [list(k) for k in pointer.get("kept", [[weights, state_name]])]
+        return dict(state["progress"])
+
+    def save(
+        self, model: torch.nn.Module, optimizer: Any, scheduler: Any, progress: dict[str, Any]
+    ) -> Path:
+        """Write the step checkpoint of ``progress['global_step']``, move the pointer, prune."""
+        step = int(progress["global_step"])
+        name = f"step-{step:08d}"
+        weights, state_path = self.dir / f"{name}.safetensors", self.dir / f"{name}.state.pt"
+        save_weights(model, weights, metadata={"global_step": str(step)})
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": capture_rng(),
+            "progress": dict(progress),
+        }
+        save_state(state, state_path)
+        entry = [weights.name, state_path.name]
+        kept = [k for k in self._kept if k != entry] + [entry]
+        dropped, kept = kept[: -self.keep_last], kept[-self.keep_last :]
+        write_pointer(
+            self.dir / "latest.json",
+            {"weights": weights.name, "state": state_path.name, **progress, "kept": kept},
+        )
+        self._kept = kept
+        for files in dropped:
+            for f in files:
+                (self.dir / f).unlink(missing_ok=True)
+        return weights
+
+    def save_best(self, export: Any, step: int, val_loss: float | None) -> Path:
+        """``export(folder)`` the best model, point ``best.json`` at it, remove the previous one."""
+        new_dir = self.dir / f"best-{step:08d}"
+        old = read_pointer(self.dir / "best.json")
+        if new_dir.exists():  # left by a crash of this run after the export, before the pointer
+            shutil.rmtree(new_dir)
+        with _writing(new_dir):
+            export(new_dir)
+        write_pointer(
+            self.dir / "best.json", {"dir": new_dir.name, "global_step": step, "val_loss": val_loss}
+        )
+        if old and old.get("dir") not in (None, new_dir.name):
+            shutil.rmtree(self.dir / Path(str(old["dir"])).name, ignore_errors=True)
+        return new_dir
+
+    @property
+    def best_dir(self) -> Path | None:
+        """The folder ``best.json`` points at, or None."""
+        best = read_pointer(self.dir / "best.json")
+        return self.dir / best["dir"] if best and "dir" in best else None

@@ -1,17 +1,22 @@
 """The ``sem`` command line: ``sem <command> ...``.
 
-Commands live in their own modules, each exposing ``register(subparsers)`` that adds one
-sub-parser and sets ``handler=callable(args) -> int`` on it. To add a command, list its module
-in :data:`COMMAND_MODULES`; optional modules that are not installed are skipped.
+Each command lives in a module exposing ``register(subparsers)``, which adds its sub-parser
+and sets ``handler=callable(args) -> int``. :data:`COMMAND_MODULES` maps a command name to
+that module and a one-line help; adding a command is one line there. Only the module of the
+command being run is imported, so ``sem --help`` starts in a fraction of a second whatever
+the commands import (keep heavy imports inside handlers all the same).
 
-Bad input (a missing file, an invalid config value) prints one line ``sem: error: ...`` and
-exits with status 2; a training failure (non-finite loss, disk full) exits with status 1.
-``--debug`` shows the full traceback instead.
+Every error ends as one line ``sem: error: ...`` naming the file or field: status 2 for bad
+input (a missing or malformed file, an invalid value, an existing run without
+``--resume``, a non-checkpoint given as a checkpoint, a read-only output folder), status 1
+for a failure of the run itself (non-finite loss, disk full, out of memory). ``--debug``
+shows the full traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -19,36 +24,71 @@ from collections.abc import Sequence
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
-#: (module, optional): each module has ``register(subparsers)``.
-COMMAND_MODULES: tuple[tuple[str, bool], ...] = (
-    ("sem_train.commands.train", False),
-    ("sem_train.evaluation.commands", True),
-    ("sem_train.commands.restore", False),
-)
+#: command -> (module with ``register(subparsers)``, help shown by ``sem --help``)
+COMMAND_MODULES: dict[str, tuple[str, str]] = {
+    "train": ("sem_train.commands.train", "pretraining stages, fine-tuning, baselines"),
+    "demo": ("sem_train.evaluation.commands", "defocus, restore, score and measure; a report"),
+    "benchmark": ("sem_train.evaluation.commands", "the S→S or S→R protocol from a config"),
+    "cluster": ("sem_train.evaluation.commands", "cluster images by their embeddings"),
+    "restore": ("sem_train.commands.restore", "refocus your own micrographs (files and folders)"),
+}
+
+#: errno values that mean the run failed, not that the user asked for something impossible
+_RUN_FAILURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every available command registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; ``command``'s module registers its full sub-parser, the other
+    commands are listed (by name and help) without importing their modules."""
     parser = argparse.ArgumentParser(
         prog="sem", description="SEM foundation toolkit: training, evaluation and demos."
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     sub.required = True
-    for name, optional in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if optional and err.name is not None and name.startswith(err.name):
-                continue
-            raise
-        module.register(sub)
+    if command in COMMAND_MODULES:
+        importlib.import_module(COMMAND_MODULES[command][0]).register(sub)
+    for name, (_module, help_text) in COMMAND_MODULES.items():
+        if name not in sub.choices:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command word: the first argument that is not a global option."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def describe_error(err: BaseException) -> tuple[int, str]:
+    """(exit status, one-line message) for an exception raised by a command."""
+    from_module = type(err).__module__.split(".")[0]
+    if isinstance(err, OSError):
+        reason = err.strerror or _first_line(err)
+        where = err.filename if err.filename is not None else None
+        msg = f"{reason}: {where}" if where and str(where) not in reason else reason
+        return (1 if err.errno in _RUN_FAILURE_ERRNOS else 2), msg
+    if isinstance(err, MemoryError):
+        return 1, f"out of memory ({_first_line(err)}); use smaller images or batches"
+    if isinstance(err, KeyError):
+        return 2, f"missing or unknown key {err.args[0]!r}" if err.args else "missing key"
+    if isinstance(err, ValueError | TypeError | LookupError) or from_module in ("yaml", "pickle"):
+        return 2, _first_line(err)
+    if type(err).__name__ in ("SafetensorError", "UnpicklingError"):
+        return 2, f"not a checkpoint: {_first_line(err)}"
+    if isinstance(err, RuntimeError) and type(err).__name__ != "RuntimeError":
+        return 1, _first_line(err)  # the project's own run failures (non-finite loss, ...)
+    return 1, f"{type(err).__name__}: {_first_line(err)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sem``; returns the process exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
@@ -58,25 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_usage(sys.stderr)
         return 2
-    from .checkpoint import CheckpointWriteError
-    from .engine import NonFiniteLossError
-
     try:
         return int(handler(args) or 0)
-    except (NonFiniteLossError, CheckpointWriteError) as err:
-        if args.debug:
-            raise
-        print(f"sem: error: {err}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError) as err:
-        if args.debug:
-            raise
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"sem: error: {msg}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("sem: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # every error becomes one line; --debug re-raises
+        if args.debug:
+            raise
+        code, msg = describe_error(err)
+        print(f"sem: error: {msg}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Every section rejects unknown keys (``extra="forbid"``) so that a typo in a config file fails
 loudly instead of being ignored. Two presets ship with the package:
 
-* ``paper`` — the paper's hyperparameters (SPEC §3): ViT-L/16 at 224 px, 400 epochs, batch 64
-  (32 per process on 2 GPUs), AdamW lr 1e-4 / no weight decay (Stage 1), 8 experts top-1 with
+* ``paper`` — the paper's hyperparameters (arXiv 2604.05960, Sec. 2.1 and 2.4): ViT-L/16 at
+  224 px, 400 epochs, batch 64 (32 per process on 2 GPUs), AdamW lr 1e-4 / no weight decay (Stage 1), 8 experts top-1 with
   load balancing 0.01 (Stage 2), lr 1e-5 / wd 0.05 with frequency weights 0.1 (Stage 3),
   fine-tuning 400 epochs, lr 1e-4, batch 1 per process.
 * ``cpu-small`` — a tiny model on 64 px images (patch 8) that finishes each stage within a few
@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sem_models.config import MoEConfig
 from sem_physics import ParameterRanges
+from sem_physics.io import DEFAULT_CROP_FRACTION
 
 __all__ = [
     "PRESETS",
     "AugmentConfig",
     "BaselineTrainConfig",
+    "ConfigError",
     "DataConfig",
     "FinetuneConfig",
     "LossConfig",
-    "MoESpec",
     "ModelSpec",
     "OptimConfig",
     "RunConfig",
@@ -39,12 +41,18 @@ __all__ = [
 ]
 
 
+class ConfigError(ValueError):
+    """A config file or mapping that cannot be used; the message names the file, line and field."""
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    """Unknown keys and non-finite numbers (``.inf``, ``.nan``) are refused everywhere."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class AugmentConfig(_Strict):
-    """Pretraining augmentations (SPEC §3): random resized crop, rotation, flips, mild jitter."""
+    """Pretraining augmentations (arXiv 2604.05960, Sec. 2.1): random resized crop, rotation, flips, mild jitter."""
 
     crop_scale: tuple[float, float] = Field(
         (0.2, 1.0), description="area fraction range of the random resized crop"
@@ -76,7 +84,9 @@ class DataConfig(_Strict):
     cache_dir: Path | None = Field(
         None, description="where the file index is cached (default ~/.cache/sem-train)"
     )
-    refresh_index: bool = Field(False, description="rebuild the cached index")
+    refresh_index: bool = Field(
+        False, description="check every file again (the cache already sees changed files)"
+    )
     verify: Literal["none", "header", "full"] = Field(
         "header", description="how much of every file is read while indexing"
     )
@@ -85,7 +95,9 @@ class DataConfig(_Strict):
     max_images: int | None = Field(None, ge=1, description="use only the first N indexed files")
     channels: Literal[1, 3] = Field(1, description="1 = grayscale, 3 = gray replicated to RGB")
     image_size_px: int = Field(224, ge=8, description="model input side length")
-    info_bar_fraction: float = Field(0.0667, ge=0, lt=1, description="bottom crop (SEM info bar)")
+    info_bar_fraction: float = Field(
+        DEFAULT_CROP_FRACTION, ge=0, lt=1, description="bottom crop (SEM info bar)"
+    )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     cache_in_memory: bool = Field(
@@ -100,39 +112,38 @@ class ModelSpec(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
-class MoESpec(_Strict):
-    """Stage 2 upcycling: experts, routing, placement, balance loss and symmetry breaking."""
-
-    num_experts: int = Field(8, ge=1)
-    top_k: int = Field(1, ge=1)
-    placement: Literal["encoder", "decoder", "both"] = "encoder"
-    every_n: int = Field(1, ge=1, description="upcycle every n-th block")
-    capacity_factor: float | None = Field(None, gt=0, description="None = no token dropping")
-    noise_std: float = Field(
-        0.01, ge=0, description="relative noise added to expert copies (symmetry breaking)"
-    )
-    balance_loss: Literal["paper", "switch", "entropy"] = "paper"
-    extra: dict[str, Any] = Field(default_factory=dict, description="passed to upcycle()")
-
-
 class OptimConfig(_Strict):
-    """AdamW with linear warm-up and cosine (or constant) schedule, per optimizer step."""
+    """AdamW with linear warm-up and cosine (or constant) schedule, per optimizer step.
 
-    lr: float = Field(1e-4, gt=0)
-    min_lr: float = Field(0.0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    warmup_steps: int = Field(0, ge=0)
+    Every value is bounded to where AdamW means something: a learning rate above 1 (or
+    ``.inf``) only produces NaN weights, so it is refused before training starts.
+    """
+
+    lr: float = Field(1e-4, gt=0, le=1, description="peak learning rate, in (0, 1]")
+    min_lr: float = Field(0.0, ge=0, le=1, description="cosine floor, in [0, lr]")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="decoupled weight decay, [0, 1]")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.95), description="Adam moment decays, each in [0, 1)"
+    )
+    warmup_steps: int = Field(0, ge=0, le=10_000_000)
     schedule: Literal["cosine", "constant"] = "cosine"
-    grad_clip_norm: float | None = Field(1.0, gt=0, description="None = no clipping")
+    grad_clip_norm: float | None = Field(
+        1.0, gt=0, le=1e6, description="max gradient norm, in (0, 1e6]; None = no clipping"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimConfig:
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr={self.min_lr} must not exceed lr={self.lr}")
+        return self
 
 
 class RunConfig(_Strict):
     """The generic loop: epochs, batching, devices, checkpoints, logging."""
 
-    epochs: int = Field(1, ge=1)
-    batch_size_per_process: int = Field(8, ge=1)
-    grad_accum_steps: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, le=1_000_000)
+    batch_size_per_process: int = Field(8, ge=1, le=65_536)
+    grad_accum_steps: int = Field(1, ge=1, le=65_536)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = Field(True, description="bf16 autocast (CUDA only; ignored on CPU)")
     seed: int = 0
@@ -189,7 +200,10 @@ class Stage2Config(_StageBase):
 
     stage: Literal[2] = 2
     init_from: Path | None = Field(None, description="Stage-1 run directory or checkpoint")
-    moe: MoESpec = Field(default_factory=MoESpec)
+    moe: MoEConfig = Field(default_factory=MoEConfig, description="sem_models' MoE options")
+    noise_std: float = Field(
+        0.01, ge=0, le=1, description="relative noise on the expert copies (symmetry breaking)"
+    )
     kd_weight: float = Field(1.0, ge=0, description="lambda (eq. 10)")
     lb_weight: float = Field(0.01, ge=0, description="mu (eq. 10)")
 
@@ -206,7 +220,7 @@ class Stage3Config(_StageBase):
 
 
 class FinetuneConfig(_Strict):
-    """Low-shot defocus-to-focus fine-tuning on synthetic pairs (SPEC §3)."""
+    """Low-shot defocus-to-focus fine-tuning on synthetic pairs (arXiv 2604.05960, Sec. 2.4)."""
 
     init_from: Path | None = Field(None, description="pretrained run directory or checkpoint")
     model: ModelSpec | None = Field(
@@ -237,17 +251,29 @@ class FinetuneConfig(_Strict):
 
 
 class BaselineTrainConfig(_Strict):
-    """Training of a learned sem-baselines restorer (n2v, n2n, mrn) on synthetic degradations."""
+    """Training of a learned sem-baselines restorer (n2v, n2n, mrn) with the engine's loop.
+
+    Each epoch draws ``patches_per_image`` random ``patch_size_px`` patches (random
+    position, 90-degree rotation and flip, fixed by the sample seed) from every training
+    image; the restorer synthesises its input/target pair from each (``make_batch``).
+    """
 
     method: Literal["n2v", "n2n", "mrn"] | None = None
     data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig | None = Field(
+        None, description="None = the method's default lr, no weight decay, constant schedule"
+    )
     run: RunConfig = Field(default_factory=RunConfig)
     n_train_images: int = Field(10, ge=1)
     ranges: ParameterRanges = Field(default_factory=ParameterRanges)
     params: dict[str, Any] = Field(
-        default_factory=dict, description="passed to the restorer's constructor"
+        default_factory=dict, description="the restorer's config fields (checked by its registry)"
     )
-    fit: dict[str, Any] = Field(default_factory=dict, description="passed to Restorer.fit")
+    patch_size_px: int | None = Field(
+        None, ge=16, le=4096, multiple_of=8, description="training patch side; None = image_size_px"
+    )
+    patches_per_image: int = Field(16, ge=1, le=100_000, description="per image and epoch")
+    val_patches: int = Field(16, ge=1, le=100_000, description="fixed validation patches")
 
 
 # ----------------------------------------------------------------------------------- presets
@@ -366,21 +392,93 @@ def preset(name: str, kind: str) -> BaseModel:
     return _KIND_CLASSES[kind].model_validate(PRESETS[name]()[kind])
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text()
-    if path.suffix.lower() == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
+#: Config files are small; a larger one is refused before parsing.
+MAX_CONFIG_BYTES = 1 << 20
 
-        data = yaml.safe_load(text)
+
+def _safe_yaml_loader():
+    import yaml
+
+    class _NoAliasLoader(yaml.SafeLoader):
+        """Safe YAML without anchors or aliases: a few hundred bytes of aliases can expand to
+        gigabytes, and a training config never needs them."""
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise yaml.MarkedYAMLError(
+                    problem="YAML anchors and aliases (& and *) are not accepted in config files",
+                    problem_mark=event.start_mark,
+                )
+            return super().compose_node(parent, index)
+
+    return yaml, _NoAliasLoader
+
+
+def _key_lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """1-based line of every key path in a composed YAML node tree."""
+    import yaml
+
+    out: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        children = [(str(k.value), k, v) for k, v in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        children = [(str(i), v, v) for i, v in enumerate(node.value)]
+    else:
+        return out
+    for name, key_node, value in children:
+        out[(*prefix, name)] = key_node.start_mark.line + 1
+        out.update(_key_lines(value, (*prefix, name)))
+    return out
+
+
+def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+    yaml, loader_cls = _safe_yaml_loader()
+    loader = None
+    try:
+        loader = loader_cls(text)  # checks for control characters
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = err.problem or err.context or "malformed YAML"
+        raise ConfigError(f"config file {path}{where}: {problem}") from None
+    except yaml.YAMLError as err:  # e.g. control characters (ReaderError)
+        raise ConfigError(f"config file {path}: {str(err).splitlines()[0]}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, _key_lines(node)
+
+
+def _read_mapping(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """The mapping in a YAML/JSON file and the line of each key path (YAML only)."""
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason})") from None
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data, lines = _parse_yaml(text, path)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config file {path}, line {err.lineno}: {err.msg}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping, got {type(data).__name__}")
-    return data
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    return data, lines
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -396,12 +494,14 @@ def load_config(source: str | Path | dict[str, Any] | None, kind: str) -> BaseMo
     """Load a config of ``kind`` from a preset name, a YAML/JSON file or a mapping.
 
     A file may start from a preset with the key ``preset: cpu-small``; its other keys override
-    the preset's. Validation errors are re-raised as a ValueError naming the source and fields.
+    the preset's. YAML anchors/aliases and ``!!python`` tags are refused. Every problem is a
+    :class:`ConfigError` (a ValueError) naming the file, the line and the field.
     """
     if kind not in _KIND_CLASSES:
         raise ValueError(f"unknown config kind {kind!r}; choose one of {sorted(_KIND_CLASSES)}")
     cls = _KIND_CLASSES[kind]
     label = "defaults"
+    lines: dict[tuple[str, ...], int] = {}
     if source is None:
         data: dict[str, Any] = {}
     elif isinstance(source, dict):
@@ -410,18 +510,33 @@ def load_config(source: str | Path | dict[str, Any] | None, kind: str) -> BaseMo
         data, label = PRESETS[source]()[kind], f"preset {source!r}"
     else:
         path = Path(source)
-        data, label = _read_mapping(path), str(path)
+        (data, lines), label = _read_mapping(path), str(path)
     base_name = data.pop("preset", None)
     if base_name is not None:
-        if base_name not in PRESETS:
-            raise ValueError(
+        if not isinstance(base_name, str) or base_name not in PRESETS:
+            raise ConfigError(
                 f"{label}: unknown preset {base_name!r}; choose from {sorted(PRESETS)}"
             )
         data = _deep_merge(PRESETS[base_name]()[kind], data)
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
-        )
-        raise ValueError(f"invalid {kind} config ({label}): {problems}") from None
+        raise ConfigError(f"invalid {kind} config ({label}): {problems(err, lines)}") from None
+
+
+def problems(err: ValidationError, lines: dict[tuple[str, ...], int] | None = None) -> str:
+    """One line listing every field error of ``err`` (with its line when ``lines`` knows it)."""
+    return "; ".join(_describe(e, lines or {}) for e in err.errors())
+
+
+def _describe(error: Any, lines: dict[tuple[str, ...], int]) -> str:
+    """``field (line N): message (got value)`` for one pydantic error."""
+    loc = tuple(str(p) for p in error["loc"])
+    line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
+    where = ".".join(loc) or "<root>"
+    if line is not None:
+        where += f" (line {line})"
+    got = error.get("input")
+    if isinstance(got, dict | list) or error["type"] == "missing":
+        return f"{where}: {error['msg']}"
+    return f"{where}: {error['msg']} (got {repr(got)[:60]})"

@@ -1,4 +1,4 @@
-"""Low-shot defocus-to-focus fine-tuning (SPEC §3): frozen encoder, decoder (+ routing) trained.
+"""Low-shot defocus-to-focus fine-tuning (arXiv 2604.05960, Sec. 2.4): frozen encoder, decoder (+ routing) trained.
 
 A few focused images (the paper: 10, or 2) are taken from ``data.root`` (seeded split); every
 step draws random multi-scale crops, degrades them with the physics forward model at their

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from sem_physics.atomic import atomic_write_text
 
 __all__ = ["MetricsLogger", "psnr", "ssim"]
 
@@ -87,9 +88,7 @@ class MetricsLogger:
                     kept.append(line)
             except ValueError:
                 continue
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(k + "\n" for k in kept))
-        tmp.replace(self.path)
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
     def log(self, record: dict[str, Any]) -> None:
         """Write one record (floats rounded to 7 significant digits, tensors converted)."""

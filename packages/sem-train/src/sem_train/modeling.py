@@ -1,14 +1,15 @@
 """The one seam between training and ``sem_models``: build, upcycle, freeze, save, load.
 
-Every call into ``sem_models`` goes through this module, so the stages read as the paper
-does (build an MAE, upcycle it, freeze all but the gates, ...) and a change in the model
-package's API touches one file.
+Building, upcycling, freezing, saving and loading models go through this module, so the
+stages read as the paper does (build an MAE, upcycle it, freeze all but the gates, ...); the
+MAE's masking helpers (seeded noise, pixel masks, reconstructions) are
+:mod:`sem_models.masking`.
 
 Conventions of :class:`sem_models.MaskedAutoencoder` that the training code relies on:
 inputs are ``[0, 1]`` images, normalised inside the model with the ViT-MAE statistics;
 ``pred`` and ``model.target(imgs)`` live in that normalised patch space (per-patch
-standardised as well with ``norm_pix_loss``); :func:`reconstruction` maps ``pred`` back to
-``[0, 1]`` images.
+standardised as well with ``norm_pix_loss``); :func:`sem_models.masking.reconstruction`
+maps ``pred`` back to ``[0, 1]`` images.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from pathlib import Path
 
 import sem_models
 import torch
-from sem_models import MaskedAutoencoder, RestorationModel
+from sem_models import MaskedAutoencoder, MoEConfig, RestorationModel
 from torch import nn
 
 from .checkpoint import read_pointer
-from .config import ModelSpec, MoESpec
+from .config import ModelSpec
 
 __all__ = [
     "build_mae",
@@ -29,9 +30,6 @@ __all__ = [
     "gate_parameter_names",
     "load_model",
     "moe_aux_loss",
-    "patch_noise",
-    "pixel_mask",
-    "reconstruction",
     "resolve_model_dir",
     "restoration_model",
     "routing_summary",
@@ -47,24 +45,15 @@ def build_mae(spec: ModelSpec, *, channels: int, image_size_px: int) -> MaskedAu
     return sem_models.build_mae(spec.preset, **overrides)
 
 
-def upcycle(model: nn.Module, moe: MoESpec, seed: int = 0) -> nn.Module:
+def upcycle(model: nn.Module, moe: MoEConfig, *, noise_std: float, seed: int = 0) -> nn.Module:
     """Dense MAE -> MAE + MoE with experts copied from each FFN (sparse upcycling).
 
-    The router initialisation and the symmetry-breaking noise on the expert copies are drawn
-    from torch's global generator seeded with ``seed``, so a run is reproducible.
+    ``noise_std`` is the relative noise on the expert copies (symmetry breaking). The router
+    initialisation and that noise are drawn from torch's global generator seeded with
+    ``seed``, so a run is reproducible.
     """
     torch.manual_seed(seed)
-    return sem_models.upcycle(
-        model,
-        num_experts=moe.num_experts,
-        top_k=moe.top_k,
-        placement=moe.placement,
-        every_n=moe.every_n,
-        capacity_factor=moe.capacity_factor,
-        noise_std=moe.noise_std,
-        balance_loss=moe.balance_loss,
-        **moe.extra,
-    )
+    return sem_models.upcycle(model, noise_std=noise_std, **moe.model_dump())
 
 
 def freeze_all_but_gates(model: nn.Module) -> None:
@@ -96,39 +85,6 @@ def routing_summary(model: nn.Module) -> dict[str, float]:
     largest hard token fraction (1/K balanced, 1 collapsed); empty for a dense model."""
     stats = sem_models.routing_stats(model)
     return {k.split("/", 1)[1]: v for k, v in stats.items() if k.startswith("mean/")}
-
-
-def patch_noise(seeds: torch.Tensor, num_patches: int, device: torch.device) -> torch.Tensor:
-    """Per-sample masking noise (N, L) drawn from each sample's seed (reproducible masks)."""
-    rows = [
-        torch.rand(num_patches, generator=torch.Generator().manual_seed(int(s) + 1))
-        for s in seeds.tolist()
-    ]
-    return torch.stack(rows).to(device)
-
-
-def pixel_mask(model: MaskedAutoencoder, mask: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """Patch mask (N, L), 1 = masked, -> pixel mask (N, C, H, W) on a grid of ``hw`` patches."""
-    p, c = int(model.patch_size), int(model.in_chans)
-    patches = mask[..., None].expand(*mask.shape, p * p * c).to(torch.float32)
-    return model.unpatchify(patches, hw)
-
-
-def reconstruction(
-    model: MaskedAutoencoder, imgs: torch.Tensor, pred: torch.Tensor
-) -> torch.Tensor:
-    """``pred`` (N, L, p*p*C) in the model's normalised space -> images (N, C, H, W) in [0, 1].
-
-    With ``norm_pix_loss`` the prediction is per-patch standardised; each patch is given back
-    the mean and variance of the corresponding input patch (MAE's visualisation convention).
-    """
-    p = int(model.patch_size)
-    hw = (imgs.shape[-2] // p, imgs.shape[-1] // p)
-    if model.norm_pix_loss:
-        ref = model.patchify(sem_models.normalize(imgs))
-        mean, var = ref.mean(-1, keepdim=True), ref.var(-1, keepdim=True)
-        pred = pred * (var + 1e-6).sqrt() + mean
-    return sem_models.denormalize(model.unpatchify(pred.float(), hw))
 
 
 def save_model(model: nn.Module, directory: Path) -> None:
@@ -168,7 +124,7 @@ def restoration_model(
     """Defocus-to-focus model: pretrained encoder (frozen) + decoder predicting every patch.
 
     With a frozen encoder and ``train_routing``, the routers of MoE layers stay trainable
-    (SPEC §3: "decoder and, for the MoE variant, its routing"). With ``residual`` the decoder
+    (arXiv 2604.05960, Sec. 2.4: the decoder and, for the MoE variant, its routing). With ``residual`` the decoder
     predicts the correction to the input and starts as the identity (its output layer zeroed),
     unless ``mae`` is already a residual restoration model, whose weights are kept.
     """

@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from sem_physics.atomic import atomic_write_text
+
 __all__ = ["git_commit", "package_versions", "write_run_info"]
 
 _PACKAGES = (
@@ -64,8 +66,7 @@ def write_run_info(
     out_dir: Path, config: dict[str, Any], extra: dict[str, Any] | None = None
 ) -> None:
     """Write ``config.json`` (the resolved config) and ``run_info.json`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2, default=str) + "\n")
     info = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "argv": sys.argv,
@@ -77,4 +78,4 @@ def write_run_info(
         "git": git_commit(),
         **(extra or {}),
     }
-    (out_dir / "run_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    atomic_write_text(out_dir / "run_info.json", json.dumps(info, indent=2, default=str) + "\n")

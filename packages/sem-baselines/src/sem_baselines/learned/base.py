@@ -8,7 +8,9 @@ loop can drive:
   :class:`sem_physics.DegradationParams` per patch;
 * ``training_loss(batch) -> Tensor``: the scalar loss of the network on that batch.
 
-``fit`` runs the shared loop of :mod:`.training`. Networks see intensities divided by 255.
+``fit`` runs the compact standalone loop of :mod:`.training`; ``sem train baseline`` drives
+the same two pieces with the toolkit's training loop (checkpoints, resume, multi-GPU).
+Networks see intensities divided by 255.
 Saved form: a folder with ``config.json`` (restorer name + config) and ``model.safetensors``.
 """
 
@@ -27,21 +29,12 @@ from torch import nn
 
 from ..restorer import CONFIG_FILE, RestorerConfigError, check_image
 from ..tiling import tiled_apply
+from .training import fit_restorer, resolve_device
 
 __all__ = ["WEIGHTS_FILE", "LearnedConfig", "NetworkRestorer", "resolve_device"]
 
 WEIGHTS_FILE = "model.safetensors"
 SCALE = 255.0
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``None`` means CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise RestorerConfigError(f"invalid device {device!r}: {err}") from None
 
 
 class LearnedConfig(BaseModel):
@@ -121,8 +114,6 @@ class NetworkRestorer:
         """Train on synthetic degradations of focused ``train_images``; see :class:`.FitConfig`
         for the keyword arguments (epochs, batch_size, seed, ranges, patch_size, lr, ...).
         Keeps the weights of the epoch with the lowest validation loss; returns a FitResult."""
-        from .training import fit_restorer
-
         return fit_restorer(self, train_images, val_images, **kwargs)
 
     def save(self, path: str | Path) -> Path:

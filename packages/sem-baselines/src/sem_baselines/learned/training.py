@@ -1,14 +1,19 @@
-"""The small training loop shared by the learned baselines: seeded, device-agnostic, tqdm.
+"""The compact standalone training loop of the learned baselines: seeded, device-agnostic.
+
+``NetworkRestorer.fit`` runs it for library use (no checkpoints, no resume). ``sem train
+baseline`` (sem-train) drives the same two per-step pieces, ``make_batch`` and
+``training_loss`` (:class:`TrainablePieces`), with the toolkit's full training loop, which
+adds checkpoints, ``--resume``, ``--max-steps`` and multi-GPU training.
 
 Each step draws ``batch_size`` random patches (random image, position, flip and 90-degree
 rotation) from the focused training images, samples one degradation setting per patch from
-the SPEC ranges, lets the restorer synthesise its input/target pair (``make_batch``) and takes
-an Adam step on ``training_loss``. Patches are degraded on their own with reflective borders
-(the forward model's convention) on the training device. Validation uses fixed patches and
-fixed degradations drawn once from ``seed + 1``; the weights of the epoch with the lowest
-validation loss (training loss when there are no validation images) are kept. Mixed precision:
-bf16 autocast on CUDA, full fp32 elsewhere. A non-finite loss stops training and keeps the best
-weights so far.
+the paper's ranges, lets the restorer synthesise its input/target pair (``make_batch``) and
+takes an Adam step on ``training_loss``. Patches are degraded on their own with reflective
+borders (the forward model's convention) on the training device. Validation uses fixed
+patches and fixed degradations drawn once from ``seed + 1``; the weights of the epoch with
+the lowest validation loss (training loss when there are no validation images) are kept.
+Mixed precision: bf16 autocast on CUDA, full fp32 elsewhere. A non-finite loss stops
+training and keeps the best weights so far.
 """
 
 from __future__ import annotations
@@ -16,23 +21,56 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sem_physics import ParameterRanges, image_to_tensor
+from sem_physics import DegradationParams, ParameterRanges, image_to_tensor
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..restorer import RestorerConfigError, check_image
-from .base import resolve_device
 
-if TYPE_CHECKING:
-    from .base import NetworkRestorer
-
-__all__ = ["DEFAULT_PATCH_PX", "FitConfig", "FitResult", "fit_restorer", "sample_patches"]
+__all__ = [
+    "DEFAULT_PATCH_PX",
+    "FitConfig",
+    "FitResult",
+    "TrainablePieces",
+    "fit_restorer",
+    "resolve_device",
+    "sample_patches",
+]
 
 DEFAULT_PATCH_PX = 128
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None`` means CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise RestorerConfigError(f"invalid device {device!r}: {err}") from None
+
+
+class TrainablePieces(Protocol):
+    """What a training loop needs from a learned restorer (``NetworkRestorer`` has it)."""
+
+    name: str
+    network: nn.Module
+    default_lr: float
+    default_batch_size: int
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def make_batch(
+        self, clean: torch.Tensor, params: list[DegradationParams], generator: torch.Generator
+    ) -> dict[str, torch.Tensor]: ...
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
 
 class FitConfig(BaseModel):
@@ -106,7 +144,7 @@ def _check_images(images: list[np.ndarray] | None, what: str, size: int) -> list
 
 
 def fit_restorer(
-    restorer: NetworkRestorer,
+    restorer: TrainablePieces,
     train_images: list[np.ndarray],
     val_images: list[np.ndarray] | None = None,
     **kwargs: Any,
@@ -192,7 +230,7 @@ def fit_restorer(
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
-    restorer.history = history
+    restorer.history = history  # type: ignore[attr-defined]
     return FitResult(
         history=history, best_epoch=best_epoch, best_loss=best_loss, stopped_early=stopped
     )

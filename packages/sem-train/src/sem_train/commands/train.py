@@ -66,7 +66,11 @@ def _overrides(args: argparse.Namespace, kind: str):
         if "init_from" not in data:
             raise ValueError("--init-from applies to stages 2 and 3 and to finetune, not stage 1")
         data["init_from"] = args.init_from
-    return load_config(data, kind)
+    cfg = load_config(data, kind)
+    from ..checkpoint import Checkpointer
+
+    Checkpointer(cfg.run.output_dir).check_output(args.resume)  # before any slow work
+    return cfg
 
 
 def _report(result) -> int:
@@ -95,6 +99,5 @@ def _finetune(args: argparse.Namespace) -> int:
 def _baseline(args: argparse.Namespace) -> int:
     from ..baselines import run_baseline
 
-    out = run_baseline(_overrides(args, "baseline"), args.method)
-    print(f"trained {args.method}; outputs in {out}")
-    return 0
+    cfg = _overrides(args, "baseline")
+    return _report(run_baseline(cfg, args.method, resume=args.resume))

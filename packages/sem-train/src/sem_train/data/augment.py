@@ -1,4 +1,4 @@
-"""Pretraining augmentations of SPEC §3 in torch, driven by an explicit ``torch.Generator``.
+"""Pretraining augmentations (arXiv 2604.05960, Sec. 2.1) in torch, driven by an explicit ``torch.Generator``.
 
 Every random choice comes from the generator that is passed in, so an augmented sample is a
 pure function of (image, seed): data order and augmentations replay exactly on ``--resume``
@@ -87,7 +87,7 @@ def rotate(img: torch.Tensor, angle_rad: float) -> torch.Tensor:
 
 
 def augment(img: torch.Tensor, size: int, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
-    """Apply the SPEC §3 pretraining augmentations to (C, H, W) in [0, 1]; see module doc."""
+    """Apply the pretraining augmentations (Sec. 2.1) to (C, H, W) in [0, 1]; see module doc."""
     out = random_resized_crop(img, size, g, cfg.crop_scale, cfg.crop_ratio)
     if cfg.rotation:
         out = rotate(out, _uniform(g, 0.0, 2 * math.pi))

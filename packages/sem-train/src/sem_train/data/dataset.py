@@ -1,9 +1,12 @@
 """Unlabeled SEM images from a folder tree: a cached index, a seeded split, robust loading.
 
-* :func:`build_index` walks the tree once (sorted, so the order is the same on every machine),
-  optionally checks every file's header, and caches the result as JSON. The cache lives in
-  ``cache_dir`` or ``$XDG_CACHE_HOME/sem-train`` (``~/.cache/sem-train``), never inside the data
-  folder, which is often read-only or shared; its name is a hash of the root path and options. Files that fail the check are listed (with the reason) and counted.
+* :func:`build_index` lists the tree (sorted, so the order is the same on every machine),
+  checks every file's header and caches each file's verdict as JSON, keyed on its name, size
+  and modification time: an added, deleted or rewritten (e.g. corrupted) file is seen on the
+  next run, and only such files are checked again. The cache lives in ``cache_dir`` or
+  ``$XDG_CACHE_HOME/sem-train`` (``~/.cache/sem-train``), never inside the data folder, which
+  is often read-only or shared; its name is a hash of the root path and options. Files that
+  fail the check are listed (with the reason) and counted.
 * :func:`split_index` makes a deterministic train/validation split from a seed.
 * :class:`SEMImageDataset` reads, crops the information bar and augments one image. Its items
   are addressed by ``(index, seed)`` pairs coming from :class:`~sem_train.data.sampler.EpochBatchSampler`,
@@ -24,6 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from sem_physics.atomic import atomic_write_text
+from sem_physics.convert import image_to_tensor
+from sem_physics.io import DEFAULT_CROP_FRACTION
 from torch.utils.data import Dataset
 
 from ..config import AugmentConfig, DataConfig
@@ -34,7 +40,7 @@ __all__ = ["ImageIndex", "SEMImageDataset", "build_index", "load_image_tensor", 
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 
 @dataclass
@@ -74,13 +80,6 @@ def _cache_location(root: Path, cache_dir: Path | None, key: str) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sem-train" / name
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def build_index(
     root: str | Path,
     *,
@@ -95,7 +94,7 @@ def build_index(
     ----------
     root : folder tree of TIFF (8/16-bit), PNG, JPEG or BMP files; other files are ignored.
     cache_dir : where to keep the JSON index (default: see module doc).
-    refresh : rebuild even if a cached index exists (needed after files were added).
+    refresh : check every file again, ignoring the cached verdicts.
     verify : ``"none"`` (list only), ``"header"`` (parse each header) or ``"full"`` (decode).
 
     Returns
@@ -111,17 +110,10 @@ def build_index(
         raise ValueError(f"verify must be 'none', 'header' or 'full', got {verify!r}")
     key = hashlib.sha1(f"{root}|{sorted(extensions)}|{verify}".encode()).hexdigest()[:12]
     cache = _cache_location(root, Path(cache_dir) if cache_dir else None, key)
-    if cache.is_file() and not refresh:
-        try:
-            data = json.loads(cache.read_text())
-            if data.get("version") == INDEX_VERSION and data.get("root") == str(root):
-                return ImageIndex(root, list(data["files"]), dict(data["rejected"]), cache)
-        except (OSError, ValueError, KeyError):
-            log.warning("ignoring unreadable index cache %s; rebuilding", cache)
+    known = {} if refresh else _cached_entries(cache, root)
     t0 = time.perf_counter()
-    files: list[str] = []
-    rejected: dict[str, str] = {}
     found = _walk(root, tuple(e.lower() for e in extensions))
+    entries: dict[str, list[Any]] = {}
     from tqdm.auto import tqdm
 
     bar = tqdm(
@@ -133,29 +125,34 @@ def build_index(
     )
     for rel in bar:
         try:
-            if verify == "header":
-                check_header(root / rel)
-            elif verify == "full":
-                read_gray(root / rel)
-        except Exception as err:  # any decoder error means: skip this file
-            rejected[rel] = f"{type(err).__name__}: {err}"
-            log.warning("skipping unreadable image %s (%s)", root / rel, rejected[rel])
+            st = (root / rel).stat()
+        except OSError as err:  # vanished or unreadable between listing and stat
+            entries[rel] = [-1, -1, f"{type(err).__name__}: {err}"]
             continue
-        files.append(rel)
+        old = known.get(rel)
+        if old is not None and old[:2] == [st.st_size, st.st_mtime_ns]:
+            entries[rel] = old
+            continue
+        entries[rel] = [st.st_size, st.st_mtime_ns, _check(root / rel, verify)]
+    files = [rel for rel, e in entries.items() if e[2] is None]
+    rejected = {rel: e[2] for rel, e in entries.items() if e[2] is not None}
+    for rel, reason in rejected.items():
+        if known.get(rel) != entries[rel]:
+            log.warning("skipping unreadable image %s (%s)", root / rel, reason)
     index = ImageIndex(root, files, rejected, cache)
-    payload = {
-        "version": INDEX_VERSION,
-        "root": str(root),
-        "verify": verify,
-        "built_s": round(time.perf_counter() - t0, 3),
-        "files": files,
-        "rejected": rejected,
-    }
-    try:
-        _atomic_write_text(cache, json.dumps(payload, indent=0))
-    except OSError as err:
-        log.warning("could not cache the image index at %s (%s); continuing", cache, err)
-        index.cache_path = None
+    if entries != known:
+        payload = {
+            "version": INDEX_VERSION,
+            "root": str(root),
+            "verify": verify,
+            "built_s": round(time.perf_counter() - t0, 3),
+            "entries": entries,
+        }
+        try:
+            atomic_write_text(cache, json.dumps(payload, indent=0))
+        except OSError as err:
+            log.warning("could not cache the image index at %s (%s); continuing", cache, err)
+            index.cache_path = None
     if rejected:
         log.warning(
             "%d of %d files under %s are unreadable and skipped",
@@ -164,6 +161,31 @@ def build_index(
             root,
         )
     return index
+
+
+def _check(path: Path, verify: str) -> str | None:
+    """None if ``path`` passes the ``verify`` check, else the reason."""
+    try:
+        if verify == "header":
+            check_header(path)
+        elif verify == "full":
+            read_gray(path)
+    except Exception as err:  # any decoder error means: skip this file
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _cached_entries(cache: Path, root: Path) -> dict[str, list[Any]]:
+    """``{relative path: [size, mtime_ns, reason or None]}`` of a previous index of ``root``."""
+    if not cache.is_file():
+        return {}
+    try:
+        data = json.loads(cache.read_text())
+        if data.get("version") == INDEX_VERSION and data.get("root") == str(root):
+            return {str(k): list(v) for k, v in dict(data["entries"]).items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("ignoring unreadable index cache %s; rebuilding", cache)
+    return {}
 
 
 def split_index(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -184,7 +206,7 @@ def load_image_tensor(path: Path, info_bar_fraction: float) -> torch.Tensor:
     """Read ``path``, remove the information bar, return (1, H, W) float32 in [0, 1]."""
     data, rows = read_gray(path)
     data = crop_bottom(data, info_bar_fraction, rows)
-    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).div_(255.0)[None]
+    return image_to_tensor(data)[0].div_(255.0)
 
 
 def indexed_paths(cfg: DataConfig) -> tuple[list[Path], ImageIndex]:
@@ -221,7 +243,7 @@ class SEMImageDataset(Dataset):
         image_size_px: int,
         channels: int = 1,
         train: bool = True,
-        info_bar_fraction: float = 0.0667,
+        info_bar_fraction: float = DEFAULT_CROP_FRACTION,
         augment_cfg: AugmentConfig | None = None,
         log_path: Path | None = None,
         cache_in_memory: bool = False,

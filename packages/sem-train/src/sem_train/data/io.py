@@ -28,7 +28,7 @@ def read_gray(path: str | Path) -> tuple[np.ndarray, int | None]:
 
 
 def crop_bottom(data: np.ndarray, fraction: float, rows: int | None = None) -> np.ndarray:
-    """Remove the SEM information bar: ``rows`` if known, else ``round(fraction H)`` (SPEC §1)."""
+    """Remove the SEM information bar: ``rows`` if known, else ``round(fraction H)`` (arXiv 2604.05960, Sec. 2.4: the bottom 6.7 %)."""
     if rows is not None:
         rows = min(int(rows), data.shape[0] - 1)
     return crop_info_bar(data, rows=rows, fraction=fraction)

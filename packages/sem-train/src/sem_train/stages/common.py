@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sem_models.masking import patch_noise, pixel_mask, reconstruction
 from torch import nn
 
 from .. import modeling
@@ -66,7 +67,7 @@ class MAETask(Task):
         core = unwrap(model)
         p = int(core.patch_size)
         hw = (imgs.shape[-2] // p, imgs.shape[-1] // p)
-        noise = modeling.patch_noise(batch["seed"], hw[0] * hw[1], imgs.device)
+        noise = patch_noise(batch["seed"], hw[0] * hw[1], imgs.device)
         loss, pred, mask = model(imgs, mask_ratio=self.mask_ratio, noise=noise)
         return imgs, noise, hw, loss, pred, mask
 
@@ -88,7 +89,7 @@ class MAETask(Task):
             parts["kd"] = kd.detach()
         if self.w.fft > 0 or self.w.psd > 0:
             # Eq. 11-14 on images assembled from patches, in the space of the MAE loss.
-            m = modeling.pixel_mask(core, mask, hw)
+            m = pixel_mask(core, mask, hw)
             freq, fparts = frequency_loss(
                 core.unpatchify(pred, hw),
                 core.unpatchify(core.target(imgs), hw),
@@ -111,8 +112,8 @@ class MAETask(Task):
         (visible patches from the input, masked ones reconstructed) for PSNR/SSIM."""
         loss, _, imgs, hw, pred, mask = self._objective(model, batch)
         core = unwrap(model)
-        recon = modeling.reconstruction(core, imgs, pred)
-        m = modeling.pixel_mask(core, mask, hw)
+        recon = reconstruction(core, imgs, pred)
+        m = pixel_mask(core, mask, hw)
         # Visible patches from the input, masked ones from the reconstruction (MAE convention).
         composite = m * recon + (1 - m) * imgs
         return loss, composite, imgs

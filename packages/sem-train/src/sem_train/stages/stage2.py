@@ -21,7 +21,9 @@ def build_stage2_task(cfg: Stage2Config) -> MAETask:
     if cfg.init_from is None:
         raise ValueError("stage 2 needs init_from: the Stage-1 run directory")
     teacher = modeling.load_model(modeling.resolve_model_dir(cfg.init_from))
-    student = modeling.upcycle(copy.deepcopy(teacher), cfg.moe, seed=cfg.run.seed)
+    student = modeling.upcycle(
+        copy.deepcopy(teacher), cfg.moe, noise_std=cfg.noise_std, seed=cfg.run.seed
+    )
     modeling.freeze_all_but_gates(student)
     weights = MAELossWeights(kd=cfg.kd_weight, lb=cfg.lb_weight)
     return MAETask(

@@ -1,0 +1,163 @@
+"""The ``sem`` command starts fast and turns every error into one line with the right status."""
+
+from __future__ import annotations
+
+import errno
+import json
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors import SafetensorError
+from sem_train.cli import COMMAND_MODULES, describe_error, main
+
+HEAVY = ("torch", "timm", "scipy", "matplotlib", "sklearn", "skimage")
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.split()
+    return {m.split(".")[0] for m in out}
+
+
+def test_importing_the_cli_and_listing_commands_loads_no_heavy_module():
+    loaded = _modules_after("import sem_train.cli as c; c.build_parser()")
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def _best_of(argv: list[str], repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run(argv, capture_output=True, check=True, timeout=120)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def test_sem_help_takes_under_half_a_second_beyond_python_startup():
+    """``sem --help`` <= 0.5 s. Measured as the best of 3 runs minus the best of 3 runs of
+    ``python -c pass`` in the same test, so a loaded machine slows both sides alike."""
+    base = _best_of([sys.executable, "-c", "pass"])
+    helped = _best_of([sys.executable, "-m", "sem_train.cli", "--help"])
+    assert helped - base <= 0.5, f"sem --help took {helped:.2f} s, python itself {base:.2f} s"
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and all(name in out for name in COMMAND_MODULES)
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sem: error: "), err
+    return err[0]
+
+
+def test_a_file_given_as_output_folder_is_one_line_exit_2(tmp_path, capsys):
+    target = tmp_path / "not_a_folder"
+    target.write_text("keep me")
+    data = tmp_path / "images"
+    data.mkdir()
+    argv = ["train", "pretrain", "--stage", "1", "--config", "cpu-small", "--data", str(data)]
+    assert main([*argv, "--output-dir", str(target)]) == 2
+    assert str(target) in _one_line(capsys)
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("run:\n\tepochs: 3\n", "line 2"),
+        ("run: !!python/object/apply:os.system ['true']\n", "line 1"),
+        ("a: &x 1\nb: *x\n", "line 1"),
+        ("run: [\n", "line 2"),
+    ],
+)
+def test_malformed_yaml_configs_are_one_line_exit_2(tmp_path, capsys, text, where):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    assert main(["train", "finetune", "--config", str(cfg)]) == 2
+    line = _one_line(capsys)
+    assert str(cfg) in line and where in line
+
+
+def test_a_non_checkpoint_given_as_init_from_is_one_line_exit_2(tmp_path, capsys):
+    fake = tmp_path / "export"
+    fake.mkdir()
+    (fake / "config.json").write_text("{}")
+    (fake / "model.safetensors").write_bytes(b"this is not a safetensors file")
+    argv = ["train", "finetune", "--config", "cpu-small", "--init-from", str(fake)]
+    assert main([*argv, "--output-dir", str(tmp_path / "ft")]) == 2
+    assert str(fake) in _one_line(capsys)
+
+
+def test_resume_from_a_corrupt_state_file_is_one_line_exit_2(tmp_path, capsys, folder_writer):
+    data = tmp_path / "images"
+    folder_writer(data, 4, size=40)
+    out = tmp_path / "run"
+    ck = out / "checkpoints"
+    ck.mkdir(parents=True)
+    (ck / "latest.json").write_text(json.dumps({"weights": "w.safetensors", "state": "s.pt"}))
+    (ck / "w.safetensors").write_bytes(b"\x00" * 64)
+    argv = ["train", "pretrain", "--stage", "1", "--config", "cpu-small", "--data", str(data)]
+    assert main([*argv, "--output-dir", str(out), "--resume"]) == 2
+    assert "w.safetensors" in _one_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("err", "code", "text"),
+    [
+        (PermissionError(errno.EACCES, "Permission denied", "/ro/out"), 2, "/ro/out"),
+        (OSError(errno.EROFS, "Read-only file system", "/ro/out/x.json"), 2, "/ro/out/x.json"),
+        (OSError(errno.ENOSPC, "No space left on device", "/full/w.pt"), 1, "/full/w.pt"),
+        (MemoryError(), 1, "out of memory"),
+        (TypeError("expected an image, got NoneType"), 2, "expected an image"),
+        (KeyError("weights"), 2, "'weights'"),
+        (yaml.YAMLError("bad yaml"), 2, "bad yaml"),
+        (SafetensorError("header too large"), 2, "not a checkpoint: header too large"),
+        (pickle.UnpicklingError("invalid load key"), 2, "invalid load key"),
+        (RuntimeError("CUDA error: device-side assert\nlong trace"), 1, "RuntimeError: CUDA"),
+    ],
+)
+def test_every_error_type_maps_to_a_status_and_one_line(err, code, text):
+    got_code, msg = describe_error(err)
+    assert got_code == code and text in msg and "\n" not in msg
+
+
+def test_debug_reraises_and_default_prints_one_line(monkeypatch, capsys):
+    from sem_train.commands import train
+
+    def boom(args):
+        raise TypeError("bad input\nsecond line")
+
+    monkeypatch.setattr(train, "_finetune", boom)
+    assert main(["train", "finetune", "--config", "cpu-small"]) == 2
+    assert _one_line(capsys) == "sem: error: bad input"
+    with pytest.raises(TypeError):
+        main(["--debug", "train", "finetune", "--config", "cpu-small"])
+
+
+def test_a_fresh_run_into_an_existing_run_is_refused_without_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    latest = out / "checkpoints" / "latest.json"
+    latest.write_text('{"weights": "step-00000004.safetensors"}')
+    before = {p: p.read_bytes() for p in Path(out).rglob("*") if p.is_file()}
+    argv = ["train", "pretrain", "--stage", "1", "--config", "cpu-small"]
+    data = tmp_path / "images"
+    data.mkdir()
+    assert main([*argv, "--data", str(data), "--output-dir", str(out)]) == 2
+    line = _one_line(capsys)
+    assert "already holds a run" in line and "--resume" in line and str(out) in line
+    assert {p: p.read_bytes() for p in Path(out).rglob("*") if p.is_file()} == before
