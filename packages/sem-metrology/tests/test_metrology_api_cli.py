@@ -138,6 +138,9 @@ def test_compare_measurements(result: LineMeasurement) -> None:
     assert compare_measurements(bad, result)["avg_abs_error"] is None
     with pytest.raises(ValueError, match="not comparable"):
         compare_measurements(result, result, metrics=("psnr",))
+    other = result.model_copy(update={"convention": "smile"})
+    with pytest.raises(MetrologyInputError, match="same convention"):
+        compare_measurements(other, result)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from .errors import MetrologyInputError
 from .preprocess import saturation_fractions
 
 PIXEL_SIZE_RANGE_NM = (1e-3, 1e6)
-"""Physical bounds of a pixel: 1 pm to 1 mm."""
+"""Physical bounds of a pixel: 1 pm to 1 mm (``sem_metrology.cli`` repeats them, import-free)."""
 
 _Options = TypeVar("_Options", bound=BaseModel)
 

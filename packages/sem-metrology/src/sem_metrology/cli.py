@@ -19,14 +19,16 @@ import argparse
 import csv
 import io
 import json
+import math
 import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy and the measurement modules load after argument parsing
+    import numpy as np
 
 __all__ = ["LoadedImage", "load_image", "main"]
 
@@ -60,6 +62,7 @@ def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
     ``'none'``, or a number of bottom rows to leave out. The frame is kept whole (SMILE's
     rotation turns the whole frame); measurements leave the bar out and record it.
     """
+    import numpy as np
     from sem_physics.io import read_image
 
     p = Path(path)
@@ -172,7 +175,7 @@ def _report_path(args: argparse.Namespace, image: Path, root: Path | None) -> Pa
     rep = args.report
     if rep is None:
         return None
-    if root is None and not (rep.is_dir() or str(rep).endswith(("/", "\\"))):
+    if root is None and not args.report_is_dir:
         return rep
     rel = image.relative_to(root) if root is not None else Path(image.name)
     name = "__".join(rel.with_suffix("").parts) + f"_{args.command}.png"
@@ -253,20 +256,24 @@ def _cmd_folder(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.report is not None:
+        args.report_is_dir = args.report.endswith(("/", "\\")) or Path(args.report).is_dir()
+        args.report = Path(args.report)
     if args.image.is_dir():
         return _cmd_folder(args)
     return _cmd_one(args)
 
 
-def _pixel_size_arg(text: str) -> float:
-    from ._inputs import PIXEL_SIZE_RANGE_NM
+PIXEL_SIZE_RANGE_NM = (1e-3, 1e6)  # the same bounds as the Python API (_inputs)
 
+
+def _pixel_size_arg(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     lo, hi = PIXEL_SIZE_RANGE_NM
-    if not (np.isfinite(value) and lo <= value <= hi):
+    if not (math.isfinite(value) and lo <= value <= hi):
         raise argparse.ArgumentTypeError(
             f"{text} nm is outside the physical range {lo:g} .. {hi:g} nm (1 pm .. 1 mm)"
         )
@@ -293,7 +300,7 @@ def _parser() -> argparse.ArgumentParser:
         "--output", type=Path, default=None, help="write the printed result to this file"
     )
     common.add_argument(
-        "--report", type=Path, default=None, help="PNG report file, or a folder to write into"
+        "--report", default=None, help="PNG report file, or a folder (existing, or ending in /)"
     )
     common.add_argument(
         "--info-bar",

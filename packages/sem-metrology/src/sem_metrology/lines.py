@@ -324,6 +324,9 @@ def measure_lines(
         edges = _smile_branch(region, frame, prep, opts, orientation, tone, (lo, hi), base)
     else:
         edges = _truth_branch(region, opts, tone, base)
+    extra = base.pop("warnings_extra", None)
+    if extra:
+        warnings.append(extra)
     if isinstance(edges, str):
         return invalid(edges)
     lead, trail, gaps_l, gaps_t, slope = edges
@@ -393,11 +396,24 @@ def _smile_branch(
 
     rotation = smile_tilt_deg(region) if opts.correct_tilt else 0.0
     base["tilt_deg"] = -rotation + 0.0  # the lines' tilt; SMILE turns the frame back by it
-    if rotation:
-        roi = opts.roi or (0, prep.data.shape[0], 0, prep.data.shape[1])
-        if orientation == "horizontal":
-            roi = (roi[2], roi[3], roi[0], roi[1])
+    if rotation and opts.roi is not None:
+        # As SMILE: the whole frame (info bar included) turns, then the region is cut.
+        roi = opts.roi if orientation == "vertical" else opts.roi[2:] + opts.roi[:2]
         region = rotate_region(frame, rotation, roi)
+    elif rotation:
+        # No region given: the measured image turns, and the region is inset so that no
+        # pixel comes from outside it (zeros, or the info bar).
+        h, w = region.shape
+        sin_a = abs(math.sin(math.radians(rotation)))
+        mr, mc = math.ceil(0.5 * w * sin_a) + 1, math.ceil(0.5 * h * sin_a) + 1
+        if h - 2 * mr < opts.min_rows or w - 2 * mc < 8:
+            return f"image too small to turn by SMILE's {rotation:g} degrees and stay inside"
+        region = rotate_region(region, rotation, (mr, h - mr, mc, w - mc))
+        base["warnings_extra"] = (
+            f"smile: the image turned by {rotation:g} degrees; {mr} rows and {mc} columns "
+            "left out at each side (outside the turned image)"
+        )
+    base["n_rows"] = region.shape[0]
     try:
         edges = smile_edges(region, bright_lines=tone == "bright", threshold=opts.threshold)
     except ValueError as err:
@@ -494,8 +510,14 @@ def compare_measurements(
 
     Returns a dict with ``abs_error_<field>`` for every compared field (None when either side
     has no value or is invalid), ``cd_abs_error_nm`` (the CD(MAE) term of one image) and
-    ``avg_abs_error`` = mean of the ``metrics`` errors (None if any is missing).
+    ``avg_abs_error`` = mean of the ``metrics`` errors (None if any is missing). Measurements
+    made with different conventions are not comparable (MetrologyInputError).
     """
+    if measured.convention != reference.convention:
+        raise MetrologyInputError(
+            f"cannot compare a {measured.convention!r} measurement with a "
+            f"{reference.convention!r} reference: measure both with the same convention"
+        )
     unknown = [m for m in metrics if m not in _COMPARED]
     if unknown:
         raise MetrologyInputError(
