@@ -110,3 +110,21 @@ def test_smile_measures_synthetic_lines_wider_than_truth_on_a_raised_dark_level(
     # Shifting the grey levels down so the space is at 0 makes the two conventions agree.
     shifted = measure_lines(s.image - 50.0, s.pixel_size_nm, convention="smile")
     assert abs(shifted.cd_nm - s.truth.cd_nm) < 0.15
+
+
+def test_profile_filter_and_peaks_equal_scipy_signal() -> None:
+    """SMILE's butter(8, 0.125) + filtfilt(method='gust') + find_peaks, without scipy.signal."""
+    from scipy.signal import butter, filtfilt, find_peaks
+    from sem_metrology._smile import _BUTTER_A, _BUTTER_B, _filtfilt_gust, _find_peaks
+
+    b, a = butter(8, 0.125)
+    assert np.array_equal(b, _BUTTER_B) and np.array_equal(a, _BUTTER_A)
+    rng = np.random.default_rng(5)
+    for n in (40, 700):
+        x = np.cumsum(rng.normal(size=n)) + rng.normal(size=n)
+        ref = filtfilt(b, a, x, method="gust")
+        assert np.allclose(_filtfilt_gust(x), ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
+        g = np.abs(np.gradient(ref))
+        assert np.array_equal(_find_peaks(g), find_peaks(g)[0])
+    flat_tops = np.round(rng.normal(size=300) * 2) / 2  # plateaus: scipy takes their middle
+    assert np.array_equal(_find_peaks(flat_tops), find_peaks(flat_tops)[0])

@@ -21,7 +21,6 @@ import math
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.optimize import least_squares
 from scipy.special import gammaln
 
 __all__ = [
@@ -176,6 +175,8 @@ def fit_palasantzas(
 
     def residual(x: np.ndarray) -> np.ndarray:
         return np.log(model(x)) - log_p
+
+    from scipy.optimize import least_squares  # on first fit: a slow import
 
     sol = least_squares(residual, x0, bounds=(lo, hi), method="trf", x_scale="jac")
     x = sol.x
