@@ -12,6 +12,7 @@ import pytest
 import tifffile
 from sem_metrology import (
     LineMeasurement,
+    MetrologyInputError,
     compare_measurements,
     make_line_image,
     measure_lines,
@@ -29,7 +30,12 @@ def sample():
 
 @pytest.fixture(scope="module")
 def result(sample) -> LineMeasurement:
-    return measure_lines(sample.image, sample.pixel_size_nm)
+    return measure_lines(sample.image, sample.pixel_size_nm, convention="truth")
+
+
+@pytest.fixture(scope="module")
+def smile_result(sample) -> LineMeasurement:
+    return measure_lines(sample.image, sample.pixel_size_nm, convention="smile")
 
 
 def _no_nan(obj) -> bool:
@@ -78,6 +84,40 @@ def test_psd_in_result_obeys_parseval(result: LineMeasurement) -> None:
     assert widths.mean(axis=1) == pytest.approx(result.line_cd_nm)
 
 
+def test_smile_metrics_are_smile_definitions_of_its_edges(smile_result) -> None:
+    """CD from per-line medians, LWR/LER as the mean of per-profile 3 sigma (SMILE's arrays),
+    recomputed from the stored edges; the PSD still integrates to the pooled variance."""
+    m = smile_result
+    assert m.valid and m.convention == "smile" and m.n_lines == 10
+    widths = m.widths_nm()
+    line_cd = np.median(widths, axis=1)
+    assert m.cd_nm == pytest.approx(line_cd.mean(), rel=1e-12)
+    assert m.cd_std_nm == pytest.approx(line_cd.std(), rel=1e-12)
+    assert m.lwr_nm == pytest.approx(3 * widths.std(axis=1).mean(), rel=1e-12)
+    px = m.pixel_size_nm
+    edges = np.vstack([m.leading_edges_px, m.trailing_edges_px]) * px
+    assert m.ler_nm == pytest.approx(3 * edges.std(axis=1).mean(), rel=1e-12)
+    f = np.asarray(m.psd_frequency_per_nm)
+    pooled = np.mean(widths.var(axis=1))
+    assert psd_variance(f, m.psd_lwr_nm3) == pytest.approx(pooled, rel=1e-9)
+    assert pooled >= (m.lwr_nm / 3) ** 2  # mean of sigmas <= root of mean variance
+
+
+def test_every_result_records_convention_tone_crop_and_errors(result, smile_result) -> None:
+    for m in (result, smile_result):
+        data = json.loads(m.to_json())
+        assert data["convention"] in ("smile", "truth") and data["tone"] == "bright"
+        assert data["tone_source"].startswith("auto") and "crop" in data
+        for key in ("cd_se_nm", "cd_std_se_nm", "lwr_se_nm", "ler_se_nm", "lwr_unbiased_se_nm"):
+            assert data[key] is not None and data[key] > 0, key
+        row = next(csv.DictReader(io.StringIO(m.to_csv("summary"))))
+        assert row["convention"] == m.convention and "fit_flags" in row and "cd_se_nm" in row
+    # The CD standard error is the spread of line CDs over sqrt(n) (bootstrap, 20 % slack).
+    cds = np.asarray(result.line_cd_nm)
+    expected = cds.std(ddof=1) / np.sqrt(cds.size)
+    assert result.cd_se_nm == pytest.approx(expected, rel=0.2)
+
+
 def test_csv_outputs(result: LineMeasurement) -> None:
     rows = list(csv.DictReader(io.StringIO(result.to_csv("summary"))))
     assert len(rows) == 1 and float(rows[0]["cd_nm"]) == pytest.approx(result.cd_nm)
@@ -98,6 +138,9 @@ def test_compare_measurements(result: LineMeasurement) -> None:
     assert compare_measurements(bad, result)["avg_abs_error"] is None
     with pytest.raises(ValueError, match="not comparable"):
         compare_measurements(result, result, metrics=("psnr",))
+    other = result.model_copy(update={"convention": "smile"})
+    with pytest.raises(MetrologyInputError, match="same convention"):
+        compare_measurements(other, result)
 
 
 @pytest.mark.parametrize(
@@ -127,14 +170,18 @@ def test_too_few_rows_flagged(sample) -> None:
         ({"image": np.zeros((4, 4, 3))}, "2-D grayscale"),
         ({"image": np.full((32, 32), np.nan)}, "NaN"),
         ({"image": np.zeros((32, 32)), "pixel_size_nm": None}, "pixel_size_nm is required"),
-        ({"image": np.zeros((32, 32)), "pixel_size_nm": -1.0}, "pixel_size_nm must be"),
+        ({"image": np.zeros((32, 32)), "pixel_size_nm": -1.0}, "physical range"),
+        ({"image": np.zeros((32, 32)), "pixel_size_nm": 1e-30}, "1 pm .. 1 mm"),
+        ({"image": np.zeros((32, 32)), "pixel_size_nm": 2e6}, "physical range"),
+        ({"image": np.zeros((32, 32)), "convention": "matlab"}, "convention"),
+        ({"image": np.zeros((32, 32)), "colour": "red"}, "unknown option"),
         ({"image": np.zeros((32, 32)), "roi": (0, 40, 0, 10)}, "roi"),
         ({"image": np.zeros((32, 32)), "threshold": 1.5}, "threshold"),
     ],
 )
 def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
     kwargs = {"pixel_size_nm": 1.0, **kwargs}
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(MetrologyInputError, match=match):
         measure_lines(**kwargs)
 
 
@@ -180,7 +227,14 @@ def test_cli_lines_json_report_and_exit_codes(tmp_path, sample, capsys) -> None:
     assert code == 0 and report.is_file()
     data = json.loads(out)
     assert data["n_lines"] == 10 and data["pixel_size_source"] == "command line"
-    assert data["cd_nm"] == pytest.approx(sample.truth.cd_nm, abs=0.3)
+    assert data["convention"] == "smile" and data["crop"] is None
+    api = measure_lines(tifffile.imread(path), sample.pixel_size_nm, convention="smile")
+    assert data["cd_nm"] == pytest.approx(api.cd_nm, abs=1e-9)
+    truth_argv = ["lines", path, "--pixel-size-nm", str(sample.pixel_size_nm), "--json"]
+    assert main([*truth_argv, "--convention", "truth"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["convention"] == "truth"
+    assert data["cd_nm"] == pytest.approx(sample.truth.cd_nm, abs=0.1)
     # CSV summary
     assert main(["lines", path, "--pixel-size-nm", "0.8", "--csv", "--info-bar", "none"]) == 0
     assert "cd_nm" in capsys.readouterr().out
@@ -192,6 +246,7 @@ def test_cli_lines_json_report_and_exit_codes(tmp_path, sample, capsys) -> None:
     assert lines["cd_nm"] == f"{cd:.6g}" and float(lines["cd_nm"]) == pytest.approx(cd, rel=1e-5)
     # --levels reaches the options and is recorded in the result
     argv = ["lines", path, "--pixel-size-nm", "0.8", "--levels", "percentile", "--json"]
+    argv += ["--convention", "truth"]
     assert main([*argv, "--info-bar", "none"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["intensity_levels"] == "percentile" and data["n_lines"] == 10
@@ -201,7 +256,11 @@ def test_cli_lines_json_report_and_exit_codes(tmp_path, sample, capsys) -> None:
     ("argv", "code", "message"),
     [
         (["lines", "/nonexistent/x.tif", "--pixel-size-nm", "1"], 2, "not found"),
-        (["lines", "{tif}", "--pixel-size-nm", "-3"], 2, "must be a finite number > 0"),
+        (["lines", "{tif}", "--pixel-size-nm", "-3"], 2, "outside the physical range"),
+        (["lines", "{tif}", "--pixel-size-nm", "1e-30"], 2, "1 pm .. 1 mm"),
+        (["lines", "{tif}", "--pixel-size-nm", "nan"], 2, "outside the physical range"),
+        (["lines", "{tif}", "--pixel-size-nm", "1", "--roi", "0", "9999", "0", "5"], 2, "roi"),
+        (["lines", "{tif}", "--report", "{tif}"], 2, "would be overwritten"),
         (["lines", "{tif}", "--pixel-size-nm", "1", "--threshold", "2"], 2, "threshold"),
         (["lines", "{tif}", "--pixel-size-nm", "1", "--info-bar", "x"], 2, "--info-bar"),
         (["lines", "{flat}", "--pixel-size-nm", "1"], 1, "not measurable"),

@@ -253,14 +253,17 @@ def test_load_image_info_bar_of_the_reader(sem_real_dir, tmp_path) -> None:
             pytest.skip(f"{path} missing: set SEM_REAL_DATA to the folder holding {name}")
         img = load_image(path)
         raw = tifffile.imread(path)
-        assert img.data.shape == (top, raw.shape[1])
+        assert img.data.shape == raw.shape[:2]  # the whole frame is kept ...
+        assert img.measured.shape == (top, raw.shape[1])  # ... and the bar left out
         assert img.info_bar_rows == raw.shape[0] - top  # 92 and 64
-        assert np.mean(img.data[-1] < 5) < 0.05 and np.mean(img.data[-1] > 250) < 0.05
-    # No bar found: the bottom 6.67 % (round(0.0667 * 120) = 8 rows) goes.
+        last = img.measured[-1]
+        assert np.mean(last < 5) < 0.05 and np.mean(last > 250) < 0.05
+    # No bar found: nothing is removed (no blind 6.67 % crop).
     plain = tmp_path / "plain.tif"
     tifffile.imwrite(plain, np.random.default_rng(0).integers(40, 200, (120, 90), dtype=np.uint8))
-    assert load_image(plain).info_bar_rows == 8
-    assert load_image(plain, "none").data.shape == (120, 90)
+    assert load_image(plain).info_bar_rows == 0
+    assert load_image(plain, "none").measured.shape == (120, 90)
+    assert load_image(plain, "8").measured.shape == (112, 90)
 
 
 def test_cli_contacts_pixel_size_and_bar_from_metadata(sem_real_dir, capsys) -> None:

@@ -6,18 +6,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 from scipy.special import erf
-from sem_metrology import (
-    coarse_edges,
+from sem_metrology import make_line_image, measure_lines
+from sem_metrology.edges import coarse_edges, edge_spread_px, fill_gaps, subpixel_edges
+from sem_metrology.preprocess import (
     detect_orientation,
-    edge_spread_px,
     estimate_tilt,
-    fill_gaps,
     flatten_background,
-    make_line_image,
-    measure_lines,
     median5_extrema,
     normalize_intensity,
-    subpixel_edges,
 )
 
 
@@ -57,16 +53,18 @@ def test_percentile_levels_sample_the_median_filter_on_block_centres() -> None:
 
 
 def test_percentile_levels_survive_a_bright_artefact() -> None:
-    """A particle brighter than the lines sets SMILE's max level and hides every line; the
-    percentile levels ignore it and measure the true CD."""
+    """A particle brighter than the lines sets the 5x5 median's max level and hides every line;
+    the plateau and percentile levels ignore it and measure the true CD."""
     s = make_line_image(n_lines=8, shape=(256, 256), seed=3)
     img = s.image.copy()
     img[:12, :12] = 3 * img.max()  # 0.2 % of the pixels
-    smile = measure_lines(img, s.pixel_size_nm)
-    robust = measure_lines(img, s.pixel_size_nm, intensity_levels="percentile")
-    assert not smile.valid and "no measurable lines" in smile.reason
-    assert robust.valid and robust.n_lines == 8 and robust.intensity_levels == "percentile"
-    assert robust.cd_nm == pytest.approx(s.truth.cd_nm, abs=0.1)
+    kw = {"convention": "truth"}
+    extrema = measure_lines(img, s.pixel_size_nm, intensity_levels="median5", **kw)
+    assert not extrema.valid and "no measurable lines" in extrema.reason
+    for levels in ("percentile", "plateau"):
+        robust = measure_lines(img, s.pixel_size_nm, intensity_levels=levels, **kw)
+        assert robust.valid and robust.n_lines == 8 and robust.intensity_levels == levels
+        assert robust.cd_nm == pytest.approx(s.truth.cd_nm, abs=0.1)
     with pytest.raises(ValueError, match="level_percentiles"):
         measure_lines(img, s.pixel_size_nm, level_percentiles=(5.0, 5.0))
 
@@ -92,8 +90,11 @@ def test_orientation_and_tilt_of_synthetic_lines() -> None:
         assert deg == pytest.approx(tilt, abs=0.1)  # coarse: windows follow within 0.5 px
         assert slope == pytest.approx(np.tan(np.deg2rad(deg)))
         # measure_lines refines the tilt from the fitted edges.
-        m = measure_lines(s.image, s.pixel_size_nm)
+        m = measure_lines(s.image, s.pixel_size_nm, convention="truth")
         assert m.tilt_deg == pytest.approx(tilt, abs=0.03)
+        # SMILE's Radon search turns the image on a 0.2 degree grid.
+        m = measure_lines(s.image, s.pixel_size_nm, convention="smile")
+        assert m.tilt_deg == pytest.approx(tilt, abs=0.11)
 
 
 def _erf_edges(positions: np.ndarray, width: int, blur_px: float, rising: bool) -> np.ndarray:

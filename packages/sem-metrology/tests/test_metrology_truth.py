@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sem_metrology import make_line_image, measure_lines, render_lines
+from sem_metrology import LineOptions, make_line_image, measure_lines, render_lines
 from sem_physics import DegradationParams
 
 SHAPE = (384, 512)
+TRUTH = LineOptions(convention="truth")
 ROUGH = {"sigma_nm": 1.0, "correlation_length_nm": 10.0, "roughness_exponent": 0.8}
 
 
@@ -45,32 +46,34 @@ def test_rendering_is_exact_area_coverage() -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_noise_free_lwr_ler_within_3_percent(seed: int) -> None:
+def test_noise_free_lwr_ler_within_2_percent(seed: int) -> None:
     s = make_line_image(
         n_lines=16, shape=SHAPE, degradation=_deg(1.0, 0.0, 1e9), seed=seed, **ROUGH
     )
-    m = measure_lines(s.image, s.pixel_size_nm)
+    m = measure_lines(s.image, s.pixel_size_nm, TRUTH)
     t = s.truth
     assert m.valid and m.n_lines == t.n_lines and m.n_rows == SHAPE[0]
     assert abs(m.cd_nm - t.cd_nm) < 0.1
     assert m.cd_std_nm == pytest.approx(t.cd_std_nm, abs=0.05)
     for name in ("lwr_nm", "ler_nm", "ler_leading_nm", "ler_trailing_nm"):
-        assert getattr(m, name) == pytest.approx(getattr(t, name), rel=0.03), name
+        assert getattr(m, name) == pytest.approx(getattr(t, name), rel=0.02), name
     for name in ("lwr", "ler"):
         assert getattr(m, f"{name}_unbiased_nm") == pytest.approx(
-            getattr(t, f"{name}_nm"), rel=0.03
+            getattr(t, f"{name}_nm"), rel=0.02
         )
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_realistic_noise_cd_bias_and_unbiased_roughness(seed: int) -> None:
     noisy = make_line_image(n_lines=16, shape=SHAPE, degradation=REALISTIC, seed=seed, **ROUGH)
-    m = measure_lines(noisy.image, noisy.pixel_size_nm)
+    m = measure_lines(noisy.image, noisy.pixel_size_nm, TRUTH)
     t = noisy.truth
     assert m.valid and m.n_lines == t.n_lines
-    assert abs(m.cd_nm - t.cd_nm) < 0.3
-    assert m.lwr_unbiased_nm == pytest.approx(t.lwr_nm, rel=0.10)
-    assert m.ler_unbiased_nm == pytest.approx(t.ler_nm, rel=0.10)
+    assert abs(m.cd_nm - t.cd_nm) < 0.1
+    assert m.lwr_unbiased_nm == pytest.approx(t.lwr_nm, rel=0.05)
+    assert m.ler_unbiased_nm == pytest.approx(t.ler_nm, rel=0.05)
+    # The standard errors cover the truth: |error| within 3 SE (or the 5 % above).
+    assert abs(m.cd_nm - t.cd_nm) < max(3 * m.cd_se_nm, 0.1)
     assert m.lwr_nm > m.lwr_unbiased_nm and m.ler_nm > m.ler_unbiased_nm
     assert m.noise_floor_nm3 > 0
 
@@ -90,9 +93,9 @@ def test_biased_excess_is_the_noise_measured_independently() -> None:
     from sem_physics import degrade
 
     b_img = degrade(b.clean, REALISTIC, rng=123)
-    ma = measure_lines(a.image, a.pixel_size_nm)
-    mb = measure_lines(b_img, b.pixel_size_nm)
-    m0 = measure_lines(clean.image, clean.pixel_size_nm)
+    ma = measure_lines(a.image, a.pixel_size_nm, TRUTH)
+    mb = measure_lines(b_img, b.pixel_size_nm, TRUTH)
+    m0 = measure_lines(clean.image, clean.pixel_size_nm, TRUTH)
     px = a.pixel_size_nm
     diff = (
         np.vstack(
@@ -114,26 +117,31 @@ def test_horizontal_and_tilted_lines_measure_like_vertical() -> None:
     kw = {"n_lines": 12, "shape": (256, 400), "degradation": _deg(2.0, 4.0, 30.0), **ROUGH}
     v = make_line_image(seed=3, **kw)
     h = make_line_image(seed=3, orientation="horizontal", **kw)
-    mv = measure_lines(v.image, v.pixel_size_nm)
-    mh = measure_lines(h.image, h.pixel_size_nm)
+    mv = measure_lines(v.image, v.pixel_size_nm, TRUTH)
+    mh = measure_lines(h.image, h.pixel_size_nm, TRUTH)
     assert mh.orientation == "horizontal" and mv.orientation == "vertical"
     assert mh.cd_nm == pytest.approx(mv.cd_nm, abs=1e-9)
     assert mh.ler_nm == pytest.approx(mv.ler_nm, abs=1e-9)
     tilted = make_line_image(seed=4, tilt_deg=3.0, **kw)
-    mt = measure_lines(tilted.image, tilted.pixel_size_nm)
+    mt = measure_lines(tilted.image, tilted.pixel_size_nm, TRUTH)
     assert mt.tilt_deg == pytest.approx(3.0, abs=0.03)
     assert abs(mt.cd_nm - tilted.truth.cd_nm) < 0.3
     assert mt.ler_unbiased_nm == pytest.approx(tilted.truth.ler_nm, rel=0.1)
 
 
-def test_edge_bloom_keeps_roughness_and_shifts_cd_outwards() -> None:
+@pytest.mark.parametrize("seed", [5, 6])
+def test_edge_bloom_cd_within_0p3_nm_with_bloom_aware_edges(seed: int) -> None:
     kw = {"n_lines": 12, "shape": (256, 400), "degradation": _deg(2.0, 4.0, 30.0), **ROUGH}
-    plain = make_line_image(seed=5, **kw)
-    bloom = make_line_image(seed=5, bloom_amplitude=40.0, bloom_width_px=1.5, **kw)
+    plain = make_line_image(seed=seed, **kw)
+    bloom = make_line_image(seed=seed, bloom_amplitude=40.0, bloom_width_px=1.5, **kw)
     assert np.array_equal(plain.leading_px, bloom.leading_px)
-    mp = measure_lines(plain.image, plain.pixel_size_nm)
-    mb = measure_lines(bloom.image, bloom.pixel_size_nm)
+    mp = measure_lines(plain.image, plain.pixel_size_nm, TRUTH)
+    mb = measure_lines(bloom.image, bloom.pixel_size_nm, TRUTH)
+    raw = measure_lines(bloom.image, bloom.pixel_size_nm, TRUTH, correct_bloom=False)
     assert mb.valid and mb.n_lines == bloom.truth.n_lines
-    assert mb.ler_unbiased_nm == pytest.approx(bloom.truth.ler_nm, rel=0.1)
-    # A bright ridge on each edge lifts the profile's shoulders: the 0.5 crossing moves out.
-    assert mb.cd_nm > mp.cd_nm
+    assert mp.edge_offset_nm == 0.0  # no ridge, no correction
+    # A bright ridge on each edge lifts the profile's shoulders: the raw 0.5 crossing moves
+    # out by about 1 nm; the bloom-aware placement brings CD back within 0.3 nm.
+    assert raw.cd_nm - bloom.truth.cd_nm > 0.6
+    assert mb.edge_offset_nm > 0.2 and abs(mb.cd_nm - bloom.truth.cd_nm) < 0.3
+    assert mb.ler_unbiased_nm == pytest.approx(bloom.truth.ler_nm, rel=0.05)

@@ -1,69 +1,144 @@
-"""Input checks shared by the line and contact measurements (one check, one message each)."""
+"""The setup shared by the line and contact measurements: options, image, pixel size, crops.
+
+One check, one message each; every refusal is a :class:`MetrologyInputError` (a ValueError).
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
+from .errors import MetrologyInputError
 from .preprocess import saturation_fractions
 
+PIXEL_SIZE_RANGE_NM = (1e-3, 1e6)
+"""Physical bounds of a pixel: 1 pm to 1 mm (``sem_metrology.cli`` repeats them, import-free)."""
 
-def resolve_image(
+_Options = TypeVar("_Options", bound=BaseModel)
+
+
+def merge_options(cls: type[_Options], options: _Options | None, overrides: dict) -> _Options:
+    """``options`` (or the defaults) with single fields replaced, validated as ``cls``."""
+    if options is not None and not isinstance(options, cls):
+        raise MetrologyInputError(f"options must be a {cls.__name__}, got {type(options).__name__}")
+    base = (options or cls()).model_dump()
+    unknown = sorted(set(overrides) - set(cls.model_fields))
+    if unknown:
+        raise MetrologyInputError(
+            f"unknown option(s) {unknown} for {cls.__name__}; known: {sorted(cls.model_fields)}"
+        )
+    try:
+        return cls.model_validate({**base, **overrides})
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MetrologyInputError(f"option {where}: {first['msg']}") from None
+
+
+def check_pixel_size(value: Any, what: str = "pixel_size_nm") -> float:
+    """``value`` as nm per pixel, refused outside 1e-3 .. 1e6 nm (1 pm .. 1 mm)."""
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        raise MetrologyInputError(
+            f"{what} must be a number (nm per pixel), got {value!r}"
+        ) from None
+    lo, hi = PIXEL_SIZE_RANGE_NM
+    if not (math.isfinite(size) and lo <= size <= hi):
+        raise MetrologyInputError(
+            f"{what} = {value!r} nm is outside the physical range {lo:g} .. {hi:g} nm "
+            "(1 pm .. 1 mm per pixel)"
+        )
+    return size
+
+
+@dataclass
+class Prepared:
+    """An image ready to measure.
+
+    ``frame`` is the full array as given (an SEM image's info bar included), ``data`` the
+    float64 region measured (info bar and ``roi`` removed); ``crop`` says what was removed.
+    """
+
+    frame: np.ndarray
+    data: np.ndarray
+    pixel_size_nm: float
+    pixel_size_source: str
+    dtype_range: tuple[float, float] | None
+    bar_rows: int
+    crop: str | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare(
     image: Any, pixel_size_nm: float | None, roi: tuple[int, int, int, int] | None = None
-) -> tuple[np.ndarray, float, str, tuple[float, float] | None]:
-    """Float array (cropped to ``roi``), pixel size in nm, its source, and the dtype range.
+) -> Prepared:
+    """Validate ``image`` and the pixel size, remove an SEM image's info bar and cut ``roi``.
 
     ``image`` is an array or an SEM image object (``.data``, ``.pixel_size_nm``, optional
-    ``.info_bar_rows``); the dtype range of integer input feeds the saturation check.
+    ``.info_bar_rows`` and ``.pixel_size_source``); the dtype range of integer input feeds the
+    saturation check. ``roi`` rows/columns are in the frame's coordinates.
     """
-    meta_size, meta_source, bar_rows = None, None, None
+    meta_size, meta_source, bar_rows = None, None, 0
     if hasattr(image, "data") and hasattr(image, "pixel_size_nm"):
         meta_size = image.pixel_size_nm
         meta_source = getattr(image, "pixel_size_source", None) or "metadata"
-        bar_rows = getattr(image, "info_bar_rows", None)
+        bar_rows = int(getattr(image, "info_bar_rows", None) or 0)
         image = image.data
-    arr = np.asarray(image)
-    if bar_rows and arr.ndim >= 2 and 0 < int(bar_rows) < arr.shape[0]:
-        # An SEM image object (e.g. sem_physics.io.SEMImage) holds the full frame: measure
-        # above its info bar (sem_physics.io.detect_info_bar, frame line included).
-        arr = arr[: arr.shape[0] - int(bar_rows)]
+    try:
+        arr = np.asarray(image)
+    except Exception as err:  # ragged lists, objects numpy cannot hold
+        raise MetrologyInputError(f"image is not an array: {err}") from None
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim != 2:
-        raise ValueError(f"image must be a 2-D grayscale array (H, W), got shape {arr.shape}")
+        raise MetrologyInputError(
+            f"image must be a 2-D grayscale array (H, W), got shape {arr.shape}"
+        )
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"image must be real numeric, got dtype {arr.dtype}")
-    if min(arr.shape) < 8:
-        raise ValueError(f"image must be at least 8x8 pixels, got shape {arr.shape}")
+        raise MetrologyInputError(f"image must be real numeric, got dtype {arr.dtype}")
+    if not 0 <= bar_rows < arr.shape[0]:
+        raise MetrologyInputError(
+            f"info_bar_rows must be in [0, {arr.shape[0] - 1}], got {bar_rows}"
+        )
     dtype_range = None
     if np.issubdtype(arr.dtype, np.integer):
         info = np.iinfo(arr.dtype)
         dtype_range = (float(info.min), float(info.max))
-    data = arr.astype(np.float64)
-    if not np.all(np.isfinite(data)):
-        raise ValueError("image contains NaN or inf values")
+    with np.errstate(over="ignore", invalid="ignore"):
+        frame = arr.astype(np.float64)
+    if not np.all(np.isfinite(frame)):
+        bad = int(np.size(frame) - np.count_nonzero(np.isfinite(frame)))
+        raise MetrologyInputError(f"image contains {bad} NaN or infinite value(s)")
     if pixel_size_nm is not None:
-        size, source = float(pixel_size_nm), "argument"
+        size, source = check_pixel_size(pixel_size_nm), "argument"
     elif meta_size is not None:
-        size, source = float(meta_size), f"metadata ({meta_source})"
+        size = check_pixel_size(meta_size, f"pixel size in the metadata ({meta_source})")
+        source = f"metadata ({meta_source})"
     else:
-        raise ValueError(
+        raise MetrologyInputError(
             "pixel_size_nm is required: pass pixel_size_nm=... (nm per pixel) or an image "
             "object whose metadata carries the pixel size"
         )
-    if not (math.isfinite(size) and 0 < size < 1e6):
-        raise ValueError(f"pixel_size_nm must be a finite number in (0, 1e6) nm, got {size}")
+    data = frame[: frame.shape[0] - bar_rows] if bar_rows else frame
+    crop = f"info bar: bottom {bar_rows} rows removed" if bar_rows else None
     if roi is not None:
         r0, r1, c0, c1 = roi
         if not (0 <= r0 < r1 <= data.shape[0] and 0 <= c0 < c1 <= data.shape[1]):
-            raise ValueError(
-                f"roi {roi} must satisfy 0 <= row0 < row1 <= {data.shape[0]}, "
+            raise MetrologyInputError(
+                f"roi {tuple(roi)} must satisfy 0 <= row0 < row1 <= {data.shape[0]}, "
                 f"0 <= col0 < col1 <= {data.shape[1]}"
             )
         data = data[r0:r1, c0:c1]
-    return data, size, source, dtype_range
+    if min(data.shape) < 8:
+        raise MetrologyInputError(
+            f"image must be at least 8x8 pixels after cropping, got shape {data.shape}"
+        )
+    return Prepared(frame, data, size, source, dtype_range, bar_rows, crop)
 
 
 def clipping_levels(dtype_range: tuple[float, float]) -> str:
@@ -71,25 +146,27 @@ def clipping_levels(dtype_range: tuple[float, float]) -> str:
     return f"one end of the {dtype_range[0]:g}..{dtype_range[1]:g} range"
 
 
-def unmeasurable_reason(
-    data: np.ndarray, dtype_range: tuple[float, float] | None, saturation_limit: float
-) -> tuple[str | None, float]:
-    """Why ``data`` cannot be measured (constant or saturated), or None; and the saturation.
+def unmeasurable_reason(prep: Prepared, saturation_limit: float) -> str | None:
+    """Why ``prep.data`` cannot be measured (constant or saturated), or None.
 
     With a known dtype range a constant image at a clipping level reads as saturated; without
-    one every constant image is reported as constant.
+    one every constant image is reported as constant. A large saturated share below the limit
+    adds a warning to ``prep.warnings``.
     """
+    data, dtype_range = prep.data, prep.dtype_range
     sat = saturation_fractions(data, dtype_range)
     constant = data.max() == data.min()
     if constant and dtype_range is None:
-        return f"constant image: every pixel is {data.flat[0]:g}", sat
+        return f"constant image: every pixel is {data.flat[0]:g}"
     if sat >= saturation_limit:
         where = (
             clipping_levels(dtype_range)
             if dtype_range is not None
             else "the image's minimum or maximum value (clipped or flat)"
         )
-        return f"saturated image: {100 * sat:.1f} % of pixels at {where}", sat
+        return f"saturated image: {100 * sat:.1f} % of pixels at {where}"
     if constant:
-        return f"constant image: every pixel is {data.flat[0]:g}", sat
-    return None, sat
+        return f"constant image: every pixel is {data.flat[0]:g}"
+    if dtype_range is not None and sat > 0.2:
+        prep.warnings.append(f"{100 * sat:.1f} % of pixels at {clipping_levels(dtype_range)}")
+    return None

@@ -3,30 +3,36 @@
 Examples
 --------
 ``sem-measure lines lines.tif --json`` (pixel size from the file's metadata)
-``sem-measure lines lines.tif --pixel-size-nm 0.827 --report lines.png --csv``
+``sem-measure lines lines.tif --roi 44 865 52 1215 --convention smile --json``
+``sem-measure lines lines.tif --pixel-size-nm 0.827 --report out/ --csv``
+``sem-measure lines FOLDER --csv --output table.csv`` (every image below FOLDER, one row each)
 ``sem-measure contacts contacts.tif --json --report contacts.png``
 
-Exit codes: 0 measured; 1 image read but not measurable (result flagged invalid); 2 bad input
-(unreadable file, bad option, missing pixel size) — one line on stderr (``--debug`` for the
-traceback).
+Exit codes: 0 measured; 1 not measurable (one image: result flagged invalid; a folder: no
+image measured, or any failure with ``--strict``); 2 bad input (unreadable file, bad option,
+missing or unphysical pixel size) — one line on stderr (``--debug`` for the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
+import math
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from sem_physics.io import DEFAULT_CROP_FRACTION, read_image
+if TYPE_CHECKING:  # numpy and the measurement modules load after argument parsing
+    import numpy as np
 
 __all__ = ["LoadedImage", "load_image", "main"]
 
-_INFO_BAR_FRACTION = DEFAULT_CROP_FRACTION
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 
 class InputError(Exception):
@@ -35,27 +41,36 @@ class InputError(Exception):
 
 @dataclass
 class LoadedImage:
-    """An image ready to measure: info bar removed, pixel size and its source."""
+    """A read SEM image: the full frame, the bottom rows to leave out, the pixel size."""
 
     data: np.ndarray
     pixel_size_nm: float | None
     pixel_size_source: str
     info_bar_rows: int
 
+    @property
+    def measured(self) -> np.ndarray:
+        """The frame without its info bar (what is measured and drawn)."""
+        return self.data[: self.data.shape[0] - self.info_bar_rows]
+
 
 def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
-    """Read an SEM image with ``sem_physics.io`` (pixel size from metadata) and drop the info bar.
+    """Read an SEM image with ``sem_physics.io`` (pixel size from metadata) and its info bar.
 
     ``info_bar``: ``'auto'`` (the rows :func:`sem_physics.io.read_image` found: FEI metadata or
-    :func:`sem_physics.io.detect_info_bar`, frame line included; else the bottom 6.67 %),
-    ``'none'``, or a number of bottom rows to remove.
+    :func:`sem_physics.io.detect_info_bar`, frame line included; nothing when none is found),
+    ``'none'``, or a number of bottom rows to leave out. The frame is kept whole (SMILE's
+    rotation turns the whole frame); measurements leave the bar out and record it.
     """
+    import numpy as np
+    from sem_physics.io import read_image
+
     p = Path(path)
     if not p.is_file():
         raise InputError(f"image file not found: {p}")
     try:
         sem = read_image(p)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, MemoryError) as err:
         raise InputError(f"cannot read image {p}: {err}") from err
     data = np.asarray(sem.data)
     size = sem.pixel_size_nm
@@ -63,8 +78,7 @@ def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
     if info_bar == "none":
         rows = 0
     elif info_bar == "auto":
-        bar_rows = sem.info_bar_rows
-        rows = int(bar_rows) if bar_rows is not None else round(_INFO_BAR_FRACTION * data.shape[0])
+        rows = int(sem.info_bar_rows or 0)
     else:
         try:
             rows = int(info_bar)
@@ -74,83 +88,195 @@ def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
             ) from None
         if not 0 <= rows < data.shape[0]:
             raise InputError(f"--info-bar rows must be in [0, {data.shape[0] - 1}], got {rows}")
-    if rows:
-        data = data[: data.shape[0] - rows]
     return LoadedImage(
         data=data, pixel_size_nm=size, pixel_size_source=str(source), info_bar_rows=rows
     )
 
 
-def _pixel_size(args: argparse.Namespace, img: LoadedImage) -> tuple[float, str]:
+def _pixel_size(args: argparse.Namespace, img: LoadedImage, path: Path) -> tuple[float, str]:
+    from ._inputs import check_pixel_size
+
     if args.pixel_size_nm is not None:
         return args.pixel_size_nm, "command line"
     if img.pixel_size_nm is None:
         raise InputError(
-            f"no pixel size in the metadata of {args.image}; give --pixel-size-nm (nm per pixel)"
+            f"no pixel size in the metadata of {path}; give --pixel-size-nm (nm per pixel)"
         )
-    return float(img.pixel_size_nm), f"metadata ({img.pixel_size_source})"
+    size = check_pixel_size(img.pixel_size_nm, f"pixel size in the metadata of {path}")
+    return size, f"metadata ({img.pixel_size_source})"
 
 
-def _emit(result: Any, args: argparse.Namespace, to_json: Callable[[], str]) -> int:
+def _measure(args: argparse.Namespace, path: Path, report: Path | None) -> Any:
+    """Measure one image (lines or contacts) and write its report; returns the result."""
+    img = load_image(path, args.info_bar)
+    size, source = _pixel_size(args, img, path)
+    if args.command == "lines":
+        from .lines import LineOptions, measure_lines
+
+        options: Any = LineOptions(
+            convention=args.convention,
+            tone=args.tone,
+            orientation=args.orientation,
+            edge_method=args.method,
+            threshold=args.threshold,
+            intensity_levels=args.levels,
+            roi=args.roi,
+        )
+        result: Any = measure_lines(img, size, options)
+    else:
+        from .contacts import ContactOptions, measure_contacts
+
+        options = ContactOptions(tone=args.tone, threshold=args.threshold, roi=args.roi)
+        result = measure_contacts(img, size, options)
+    result = result.model_copy(update={"pixel_size_source": source})
+    if report is not None:
+        from .report import save_contact_report, save_line_report
+
+        save = save_line_report if args.command == "lines" else save_contact_report
+        save(result, img.measured, report, title=str(path))
+    return result
+
+
+def _to_json(result: Any, args: argparse.Namespace) -> str:
+    if args.command == "lines":
+        return result.to_json(include_edges=args.include_edges)
+    return result.to_json(include_contours=args.include_contours)
+
+
+def _emit(result: Any, args: argparse.Namespace) -> int:
     """Print ``result`` as JSON, CSV or ``key: value`` lines; exit code 1 when not measurable."""
     if args.json:
-        print(to_json())
+        text = _to_json(result, args) + "\n"
     elif args.csv:
-        print(result.to_csv("summary"), end="")
-    else:
-        for key, value in result.summary().items():  # 6 significant digits; JSON keeps all
-            print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
-        for w in result.warnings:
-            print(f"warning: {w}")
+        text = result.to_csv("summary")
+    else:  # 6 significant digits; JSON keeps all
+        text = "".join(
+            f"{key}: {value:.6g}\n" if isinstance(value, float) else f"{key}: {value}\n"
+            for key, value in result.summary().items()
+        ) + "".join(f"warning: {w}\n" for w in result.warnings)
+    _write_output(text, args)
     if not result.valid:
         print(f"sem-measure: not measurable: {result.reason}", file=sys.stderr)
         return 1
     return 0
 
 
-def _cmd_lines(args: argparse.Namespace) -> int:
-    from .lines import LineOptions, measure_lines
+def _write_output(text: str, args: argparse.Namespace) -> None:
+    if args.output is None:
+        sys.stdout.write(text)
+        return
+    from sem_physics.atomic import atomic_write_text
 
-    img = load_image(args.image, args.info_bar)
-    size, source = _pixel_size(args, img)
-    options = LineOptions(
-        tone=args.tone,
-        orientation=args.orientation,
-        edge_method=args.method,
-        threshold=args.threshold,
-        intensity_levels=args.levels,
+    atomic_write_text(args.output, text)
+
+
+def _report_path(args: argparse.Namespace, image: Path, root: Path | None) -> Path | None:
+    """Where the PNG report of ``image`` goes: ``--report`` itself, or a file inside it."""
+    rep = args.report
+    if rep is None:
+        return None
+    if root is None and not args.report_is_dir:
+        return rep
+    rel = image.relative_to(root) if root is not None else Path(image.name)
+    name = "__".join(rel.with_suffix("").parts) + f"_{args.command}.png"
+    return rep / name
+
+
+def _images_below(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     )
-    result = measure_lines(img.data, size, options).model_copy(update={"pixel_size_source": source})
-    if args.report:
-        from .report import save_line_report
-
-        save_line_report(result, img.data, args.report, title=str(args.image))
-    return _emit(result, args, lambda: result.to_json(include_edges=args.include_edges))
 
 
-def _cmd_contacts(args: argparse.Namespace) -> int:
-    from .contacts import ContactOptions, measure_contacts
+def _check_outputs(args: argparse.Namespace, inputs: list[Path], folder: Path | None) -> None:
+    """Refuse, before any work, outputs that would overwrite an input or land in a file."""
+    resolved = {p.resolve() for p in inputs}
+    for flag, out in (("--report", args.report), ("--output", args.output)):
+        if out is None:
+            continue
+        if out.resolve() in resolved:
+            raise InputError(f"{flag} {out} is an input image; it would be overwritten")
+        if folder is not None and out.resolve() == folder.resolve() and flag == "--output":
+            raise InputError(f"--output {out} is the input folder; give a file name")
+    if args.report is not None and folder is not None and args.report.is_file():
+        raise InputError(f"--report {args.report} must be a folder when measuring a folder")
+    if args.output is not None and args.output.is_dir():
+        raise InputError(f"--output {args.output} is a folder; give a file name")
 
-    img = load_image(args.image, args.info_bar)
-    size, source = _pixel_size(args, img)
-    options = ContactOptions(tone=args.tone, threshold=args.threshold)
-    result = measure_contacts(img.data, size, options).model_copy(
-        update={"pixel_size_source": source}
-    )
-    if args.report:
-        from .report import save_contact_report
 
-        save_contact_report(result, img.data, args.report, title=str(args.image))
-    return _emit(result, args, lambda: result.to_json(include_contours=args.include_contours))
+def _cmd_one(args: argparse.Namespace) -> int:
+    path = args.image
+    _check_outputs(args, [path], None)
+    report = _report_path(args, path, None)
+    return _emit(_measure(args, path, report), args)
 
 
-def _positive_float(text: str) -> float:
+def _cmd_folder(args: argparse.Namespace) -> int:
+    folder = args.image
+    images = _images_below(folder)
+    if not images:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) below {folder}")
+    _check_outputs(args, images, folder)
+    rows: list[dict[str, Any]] = []
+    n_ok = 0
+    for path in images:
+        row: dict[str, Any] = {"path": str(path.relative_to(folder))}
+        try:
+            result = _measure(args, path, _report_path(args, path, folder))
+        except Exception as err:  # one bad file must not stop the batch
+            if args.debug:
+                traceback.print_exc()
+            row.update(valid=False, error=_one_line(err))
+        else:
+            row.update(result.summary())
+            row["error"] = None if result.valid else f"not measurable: {result.reason}"
+            row["warnings"] = "; ".join(result.warnings)
+            n_ok += bool(result.valid)
+        rows.append(row)
+    if args.json:
+        text = json.dumps(rows, indent=2) + "\n"
+    else:
+        fields: list[str] = []
+        for row in rows:
+            fields.extend(k for k in row if k not in fields)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buf.getvalue()
+    _write_output(text, args)
+    n_failed = len(rows) - n_ok
+    for row in rows:
+        if row["error"]:
+            print(f"sem-measure: {row['path']}: {row['error']}", file=sys.stderr)
+    if n_ok == 0 or (args.strict and n_failed):
+        print(f"sem-measure: {n_ok} of {len(rows)} image(s) measured", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.report is not None:
+        args.report_is_dir = args.report.endswith(("/", "\\")) or Path(args.report).is_dir()
+        args.report = Path(args.report)
+    if args.image.is_dir():
+        return _cmd_folder(args)
+    return _cmd_one(args)
+
+
+PIXEL_SIZE_RANGE_NM = (1e-3, 1e6)  # the same bounds as the Python API (_inputs)
+
+
+def _pixel_size_arg(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    lo, hi = PIXEL_SIZE_RANGE_NM
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise argparse.ArgumentTypeError(
+            f"{text} nm is outside the physical range {lo:g} .. {hi:g} nm (1 pm .. 1 mm)"
+        )
     return value
 
 
@@ -161,21 +287,43 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("image", type=Path, help="SEM image file (TIFF, PNG, ...)")
+    common.add_argument("image", type=Path, help="SEM image file, or a folder (recursive)")
     common.add_argument(
         "--pixel-size-nm",
-        type=_positive_float,
+        type=_pixel_size_arg,
         default=None,
-        help="nm per pixel (default: from the file's metadata)",
+        help="nm per pixel, 1e-3 .. 1e6 (default: from the file's metadata)",
     )
     common.add_argument("--json", action="store_true", help="print the result as JSON")
-    common.add_argument("--report", type=Path, default=None, help="write a PNG report here")
+    common.add_argument("--csv", action="store_true", help="print a CSV summary")
     common.add_argument(
-        "--info-bar", default="auto", help="'auto' (default), 'none', or bottom rows to remove"
+        "--output", type=Path, default=None, help="write the printed result to this file"
     )
+    common.add_argument(
+        "--report", default=None, help="PNG report file, or a folder (existing, or ending in /)"
+    )
+    common.add_argument(
+        "--info-bar",
+        default="auto",
+        help="'auto' (default: a detected info bar only), 'none', or bottom rows to remove",
+    )
+    common.add_argument(
+        "--roi",
+        type=int,
+        nargs=4,
+        default=None,
+        metavar=("ROW0", "ROW1", "COL0", "COL1"),
+        help="measure rows ROW0..ROW1-1, columns COL0..COL1-1 (0-based, half-open)",
+    )
+    common.add_argument("--strict", action="store_true", help="folder: any failure exits 1")
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     lines = sub.add_parser("lines", parents=[common], help="line/space metrology")
-    lines.add_argument("--csv", action="store_true", help="print a one-row CSV summary")
+    lines.add_argument(
+        "--convention",
+        choices=["smile", "truth"],
+        default="smile",
+        help="'smile' (default) reproduces SMILE3; 'truth' puts edges at the true half-level",
+    )
     lines.add_argument(
         "--include-edges", action="store_true", help="with --json: include per-row edge positions"
     )
@@ -187,21 +335,27 @@ def _parser() -> argparse.ArgumentParser:
     lines.add_argument("--orientation", choices=["auto", "vertical", "horizontal"], default="auto")
     lines.add_argument(
         "--levels",
-        choices=["smile", "percentile"],
-        default="smile",
-        help="0/1 intensity levels: min/max of the 5x5 median (SMILE) or its 1st/99th "
-        "percentiles (robust to small artefacts)",
+        choices=["plateau", "median5", "percentile"],
+        default="plateau",
+        help="truth convention's 0/1 levels: the line/space plateaus (default), the 5x5 "
+        "median's min/max, or its 1st/99th percentiles",
     )
-    lines.set_defaults(func=_cmd_lines)
     contacts = sub.add_parser("contacts", parents=[common], help="contact-hole metrology")
-    contacts.add_argument("--csv", action="store_true", help="print a one-row CSV summary")
     contacts.add_argument(
         "--include-contours", action="store_true", help="with --json: include hole contours"
     )
     contacts.add_argument("--threshold", type=float, default=0.5)
     contacts.add_argument("--tone", choices=["auto", "dark", "bright"], default="auto")
-    contacts.set_defaults(func=_cmd_contacts)
     return parser
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, MemoryError):
+        return f"out of memory ({text})"
+    if not isinstance(err, (InputError, ValueError, OSError)):
+        return f"{type(err).__name__}: {text}"
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,12 +366,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed its one-line usage error
         return int(exc.code or 0)
     try:
-        return int(args.func(args))
-    except (InputError, ValueError, OSError) as err:
+        return int(_dispatch(args))
+    except KeyboardInterrupt:
+        print("sem-measure: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # every error type becomes one line; --debug shows the rest
         if args.debug:
             traceback.print_exc()
-        message = " ".join(str(err).split())
-        print(f"sem-measure: error: {message}", file=sys.stderr)
+        print(f"sem-measure: error: {_one_line(err)}", file=sys.stderr)
         return 2
 
 

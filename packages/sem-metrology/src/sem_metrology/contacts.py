@@ -41,7 +41,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from ._inputs import resolve_image, unmeasurable_reason
+from ._inputs import merge_options, prepare, unmeasurable_reason
 
 __all__ = [
     "ContactHole",
@@ -120,6 +120,7 @@ class ContactMeasurement(BaseModel):
     pixel_size_nm: float
     pixel_size_source: str
     roi: tuple[int, int, int, int] | None = None
+    crop: str | None = Field(None, description="rows removed before measuring, and why")
     tone: Literal["dark", "bright"] | None = None
     threshold: float = 0.5
     n_holes: int = Field(0, description="holes measured")
@@ -306,7 +307,8 @@ def measure_contacts(
     Returns
     -------
     ContactMeasurement; ``valid`` False with a ``reason`` when nothing can be measured
-    (constant or saturated image, no holes). Bad arguments raise ValueError.
+    (constant or saturated image, no holes). Bad arguments raise
+    :class:`~sem_metrology.MetrologyInputError` (a ValueError).
 
     Examples
     --------
@@ -316,21 +318,22 @@ def measure_contacts(
     >>> m.valid, m.n_holes == sample.n_complete
     (True, True)
     """
-    opts = (options or ContactOptions()).model_copy(update=overrides)
-    opts = ContactOptions.model_validate(opts.model_dump())
-    data, px, source, dtype_range = resolve_image(image, pixel_size_nm, opts.roi)
-    warnings: list[str] = []
+    opts = merge_options(ContactOptions, options, overrides)
+    prep = prepare(image, pixel_size_nm, opts.roi)
+    data, px = prep.data, prep.pixel_size_nm
+    warnings = prep.warnings
     base: dict[str, Any] = {
         "pixel_size_nm": px,
-        "pixel_size_source": source,
+        "pixel_size_source": prep.pixel_size_source,
         "threshold": opts.threshold,
         "roi": opts.roi,
+        "crop": prep.crop,
     }
 
     def invalid(reason: str, **extra: Any) -> ContactMeasurement:
         return ContactMeasurement(valid=False, reason=reason, warnings=warnings, **base, **extra)
 
-    reason, _sat = unmeasurable_reason(data, dtype_range, opts.saturation_limit)
+    reason = unmeasurable_reason(prep, opts.saturation_limit)
     if reason is not None:
         return invalid(reason)
 

@@ -164,8 +164,10 @@ def subpixel_edges(
         if method == "threshold":
             pos, _ = _nearest_crossing(seg, u_px, target, bool(rising[e]))
         else:
-            coef = seg @ proj.T  # (H, d+1), polynomial in u = x / hw
-            pos, j = _nearest_crossing(coef @ vander_grid.T, grid, target, bool(rising[e]))
+            # einsum, not BLAS: threaded BLAS on these thin products is slow on a busy machine.
+            coef = np.einsum("hm,km->hk", seg, proj)  # (H, d+1), polynomial in u = x / hw
+            values = np.einsum("hk,gk->hg", coef, vander_grid)
+            pos, j = _nearest_crossing(values, grid, target, bool(rising[e]))
             ok = np.isfinite(pos)
             lo_b, hi_b = grid[j], grid[np.minimum(j + 1, grid.size - 1)]
             u = np.where(ok, pos, 0.0) / hw

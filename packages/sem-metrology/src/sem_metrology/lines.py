@@ -1,19 +1,26 @@
 """Line/space metrology: CD, CD std, LWR, LER, roughness PSD, unbiased roughness.
 
-Definitions (all lengths in nm, perpendicular to the lines)
------------------------------------------------------------
-* width profile of line ``l``: ``w_l(y) = (x_T(y) − x_L(y)) cos θ`` (``θ`` = tilt of the lines);
-* ``CD`` = mean over lines of the per-line mean width; ``CD std`` = standard deviation (ddof 0)
-  of the per-line means over lines;
-* ``LWR = 3 σ_w`` with ``σ_w² = mean_l var_y w_l(y)`` (pooled within-line variance: line-to-line
-  CD variation is CD std, not LWR);
-* ``LER = 3 σ_e`` with ``σ_e²`` the pooled variance of each edge about its own least-squares
-  line in ``y``; reported for leading, trailing and both edge sets;
-* the PSDs (one-sided, ``Σ P df = σ²``, see :mod:`sem_metrology.psd`) of the width profiles
-  and of the detrended edges are averaged over lines/edges; along-line sample spacing is
-  ``pixel / cos θ``;
-* Palasantzas fit with white-noise floor on each PSD; unbiased LWR/LER (Mack) subtract the
-  floor's share of the variance. Biased values equal ``3 sqrt(Σ P df)`` exactly.
+Two conventions (``LineOptions.convention``), recorded in every result:
+
+* ``"smile"`` (default) reproduces SMILE3 step by step (:mod:`sem_metrology._smile`), the
+  tool fab histories and the paper's Table 4 were measured with: levels from the zero-padded
+  5×5 median, Radon tilt with nearest-neighbour rotation, a quartic per row over a fixed
+  16-px window, SMILE's pairing and border handling. CD = mean over lines of each line's
+  *median* width; CD std = std (ddof 0) of those; LWR = mean over lines of ``3 σ_y w_l(y)``;
+  LER = mean over edges of ``3 σ`` about the edge's mean.
+* ``"truth"`` puts every edge at the true half-level between the image's own space and line
+  plateaus (:mod:`sem_metrology._truth`), with a bloom-aware placement; the convention the
+  project recommends for absolute metrology. CD = mean over lines of the per-line mean width
+  ``w_l(y) = (x_T(y) − x_L(y)) cos θ``; LWR = ``3 σ_w`` with ``σ_w² = mean_l var_y w_l(y)``
+  (pooled); LER = pooled ``3 σ`` of each edge about its own least-squares line.
+
+In both, the PSDs (one-sided, ``Σ P df = σ²``, :mod:`sem_metrology.psd`) of the width profiles
+and of the edges are averaged over lines/edges, and the unbiased LWR/LER subtract a white-noise
+floor's share of the pooled variance: the Palasantzas fit's floor when the fit is trusted
+(converged, no parameter at a bound; ``truth``), else the high-frequency floor (the mean of
+the highest-frequency bins, SMILE's floor estimate; always for ``smile``), and the result
+says which (``unbiased_method``, ``fit_flags``). Standard errors come from a bootstrap over
+lines; the pitch drift across the field from the line centres.
 """
 
 from __future__ import annotations
@@ -25,19 +32,13 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from scipy.ndimage import gaussian_filter1d
 
-from ._inputs import clipping_levels, resolve_image, unmeasurable_reason
-from .edges import EdgeMethod, coarse_edges, edge_spread_px, fill_gaps, subpixel_edges
-from .preprocess import (
-    detect_orientation,
-    estimate_tilt,
-    flatten_background,
-    normalize_intensity,
-    sheared_profile,
-)
-from .psd import detrend_profiles, profile_psd
-from .roughness_fit import PalasantzasFit, fit_palasantzas, unbiased_variance
+from ._inputs import Prepared, merge_options, prepare, unmeasurable_reason
+from ._line_metrics import line_metrics
+from .edges import EdgeMethod
+from .errors import MetrologyInputError
+from .preprocess import detect_orientation, detect_tone, flatten_background, normalize_intensity
+from .roughness_fit import PalasantzasFit
 
 __all__ = [
     "TABLE_METRICS",
@@ -47,31 +48,40 @@ __all__ = [
     "measure_lines",
 ]
 
+Convention = Literal["smile", "truth"]
+
 
 class LineOptions(BaseModel):
-    """Options of :func:`measure_lines` (defaults follow SMILE's defaults where it has them)."""
+    """Options of :func:`measure_lines`. The ``smile`` convention uses ``tone``,
+    ``orientation``, ``threshold``, ``correct_tilt``, ``roi`` and the validity limits; the
+    edge-fit and level options shape the ``truth`` convention."""
 
     model_config = ConfigDict(extra="forbid")
 
+    convention: Convention = Field(
+        "smile", description="'smile' reproduces SMILE3; 'truth' edges at the true half-level"
+    )
     tone: Literal["auto", "bright", "dark"] = Field(
-        "auto", description="bright lines on dark spaces, or the reverse; auto = bright"
+        "auto", description="bright lines on dark spaces, or the reverse; auto = detected"
     )
     orientation: Literal["auto", "vertical", "horizontal"] = "auto"
     edge_method: EdgeMethod = "polynomial"
     polynomial_degree: int = Field(4, ge=1, le=8)
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="of normalised intensity")
     edge_window_px: int | None = Field(
-        None, ge=1, le=64, description="half-width of the edge fit window; None = auto"
+        None, ge=1, le=64, description="half-width of the edge fit window (truth); None = auto"
     )
-    intensity_levels: Literal["smile", "percentile"] = Field(
-        "smile",
-        description="0/1 levels: min/max of the 5x5 median filter (SMILE), or its percentiles",
+    intensity_levels: Literal["plateau", "median5", "percentile"] = Field(
+        "plateau",
+        description="truth 0/1 levels: the line/space plateaus, the 5x5 median's min/max "
+        "inside the image, or its percentiles",
     )
     level_percentiles: tuple[float, float] = Field(
         (1.0, 99.0), description="percentiles used when intensity_levels='percentile'"
     )
     correct_tilt: bool = True
     max_tilt_deg: float = Field(5.0, ge=0.0, le=20.0)
+    correct_bloom: bool = Field(True, description="truth: bloom-aware edge placement")
     flatten_background: bool = False
     roi: tuple[int, int, int, int] | None = Field(
         None, description="(row0, row1, col0, col1) half-open region measured"
@@ -84,8 +94,9 @@ class LineOptions(BaseModel):
         0.2, ge=0.0, le=1.0, description="mean-profile contrast below which no lines are found"
     )
     recentre_windows: bool = Field(
-        True, description="second pass with windows centred on each row's first-pass edge"
+        True, description="truth: second pass with windows centred on each row's edge"
     )
+    bootstrap_samples: int = Field(200, ge=0, le=10_000, description="0 = no standard errors")
 
     @field_validator("level_percentiles")
     @classmethod
@@ -100,7 +111,7 @@ class LineMeasurement(BaseModel):
 
     Edge positions are in the measurement frame: image columns for vertical lines, image rows
     for horizontal ones (the image is transposed), one value per along-line pixel index, within
-    the ``roi`` when one was given.
+    the ``roi`` when one was given (``smile``: of the region after SMILE's rotation).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -108,30 +119,46 @@ class LineMeasurement(BaseModel):
     valid: bool
     reason: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    convention: Convention = "smile"
     pixel_size_nm: float
     pixel_size_source: str
     roi: tuple[int, int, int, int] | None = Field(None, description="(row0, row1, col0, col1)")
+    crop: str | None = Field(None, description="rows removed before measuring, and why")
     orientation: Literal["vertical", "horizontal"] | None = None
     tone: Literal["bright", "dark"] | None = None
+    tone_source: str | None = Field(None, description="'option' or how auto decided")
     tilt_deg: float | None = None
     edge_method: str = "polynomial"
-    intensity_levels: str = "smile"
+    intensity_levels: str = "plateau"
+    levels: tuple[float, float] | None = Field(None, description="image values mapped to 0 / 1")
     threshold: float = 0.5
     edge_window_px: int | None = None
+    edge_offset_nm: float | None = Field(None, description="truth: bloom correction per edge")
     n_lines: int = 0
     n_rows: int = 0
     cd_nm: float | None = None
     cd_std_nm: float | None = None
     pitch_nm: float | None = None
+    pitch_drift_nm_per_um: float | None = Field(
+        None, description="change of the local pitch across the field (from line centres)"
+    )
     lwr_nm: float | None = None
     ler_nm: float | None = None
     ler_leading_nm: float | None = None
     ler_trailing_nm: float | None = None
     lwr_unbiased_nm: float | None = None
     ler_unbiased_nm: float | None = None
+    unbiased_method: str | None = Field(None, description="which noise floor was removed")
+    fit_flags: list[str] = Field(default_factory=list, description="untrusted PSD fits")
+    cd_se_nm: float | None = Field(None, description="standard error (bootstrap over lines)")
+    cd_std_se_nm: float | None = None
+    lwr_se_nm: float | None = None
+    ler_se_nm: float | None = None
+    lwr_unbiased_se_nm: float | None = None
+    ler_unbiased_se_nm: float | None = None
     correlation_length_nm: float | None = Field(None, description="from the LER PSD fit")
     roughness_exponent: float | None = Field(None, description="from the LER PSD fit")
-    noise_floor_nm3: float | None = Field(None, description="LER PSD white-noise floor")
+    noise_floor_nm3: float | None = Field(None, description="LER floor removed for unbiased LER")
     lwr_fit: PalasantzasFit | None = None
     ler_fit: PalasantzasFit | None = None
     psd_frequency_per_nm: list[float] = Field(default_factory=list)
@@ -154,18 +181,23 @@ class LineMeasurement(BaseModel):
         return self.model_dump_json(exclude=exclude, indent=indent)
 
     def summary(self) -> dict[str, Any]:
-        """The scalar fields (what one CSV row holds)."""
-        return {
+        """The scalar fields (what one CSV row holds); levels and fit flags as text."""
+        row = {
             k: v
-            for k, v in self.model_dump(exclude={"warnings", "lwr_fit", "ler_fit", "roi"}).items()
+            for k, v in self.model_dump(
+                exclude={"warnings", "lwr_fit", "ler_fit", "roi", "levels", "fit_flags"}
+            ).items()
             if not isinstance(v, list)
         }
+        row["levels"] = "" if self.levels is None else f"{self.levels[0]:g}/{self.levels[1]:g}"
+        row["fit_flags"] = "; ".join(self.fit_flags)
+        return row
 
     def widths_nm(self) -> np.ndarray:
         """(n_lines, n_rows) width profiles in nm (``(trailing − leading) · pixel · cos θ``)."""
         if not self.leading_edges_px:
             return np.empty((0, self.n_rows))
-        cos_t = math.cos(math.radians(self.tilt_deg or 0.0))
+        cos_t = 1.0 if self.convention == "smile" else math.cos(math.radians(self.tilt_deg or 0))
         lead = np.asarray(self.leading_edges_px)
         trail = np.asarray(self.trailing_edges_px)
         return (trail - lead) * self.pixel_size_nm * cos_t
@@ -198,24 +230,23 @@ class LineMeasurement(BaseModel):
                     ]
                 )
         else:
-            raise ValueError(f"kind must be 'summary' or 'lines', got {kind!r}")
+            raise MetrologyInputError(f"kind must be 'summary' or 'lines', got {kind!r}")
         return buf.getvalue()
 
 
-def _sigma3(residuals: np.ndarray) -> float:
-    """``3 sqrt(mean over profiles of the per-profile variance)`` of mean-free residuals."""
-    return float(3.0 * np.sqrt(np.mean(residuals**2)))
-
-
-def _fit_and_unbias(
-    freq: np.ndarray, psd: np.ndarray, n: int, fit_noise: bool, what: str, warnings: list[str]
-) -> tuple[PalasantzasFit | None, float | None, list[float]]:
-    fit = fit_palasantzas(freq, psd, fit_noise_floor=fit_noise)
-    if not fit.success:
-        warnings.append(f"{what} PSD fit failed: {fit.message}")
-        return None, None, []
-    unb = unbiased_variance(freq, psd, fit.noise_floor_nm3, n)
-    return fit, float(3.0 * math.sqrt(unb)), fit.evaluate(freq).tolist()
+def _line_region(prep: Prepared, opts: LineOptions) -> tuple[np.ndarray, np.ndarray, str, list]:
+    """The region with vertical lines, its frame (for SMILE's rotation), the orientation."""
+    warnings: list[str] = []
+    data = flatten_background(prep.data) if opts.flatten_background else prep.data
+    orientation, anisotropy = detect_orientation(data)
+    if opts.orientation != "auto":
+        orientation = opts.orientation
+    elif anisotropy < 1.5:
+        warnings.append(f"weak line orientation (gradient anisotropy {anisotropy:.2f})")
+    frame = prep.frame
+    if orientation == "horizontal":
+        return data.T, frame.T, orientation, warnings
+    return data, frame, orientation, warnings
 
 
 def measure_lines(
@@ -226,151 +257,79 @@ def measure_lines(
 ) -> LineMeasurement:
     """Measure a line/space SEM image: CD, CD std, LWR, LER, PSDs and unbiased roughness.
 
-    Steps: intensity normalisation from the 5×5 median's min/max; optional background
-    flattening; orientation (transpose horizontal lines); tilt by projection sharpness; coarse
-    edges from the mean profile along the (tilted) lines; sub-pixel threshold crossing per row
-    (polynomial fit by default); gaps filled by interpolation and counted; metrics as defined in
-    the module docstring.
-
     Parameters
     ----------
     image : (H, W) array on any intensity scale, or an object with ``.data`` and
         ``.pixel_size_nm`` (e.g. ``sem_physics.io.SEMImage``; its pixel size is used when
         ``pixel_size_nm`` is not given, and its ``info_bar_rows`` are not measured).
-    pixel_size_nm : nm per pixel.
-    options : :class:`LineOptions`; keyword ``overrides`` replace single fields.
+    pixel_size_nm : nm per pixel, 1e-3 .. 1e6 (1 pm .. 1 mm).
+    options : :class:`LineOptions`; keyword ``overrides`` replace single fields, e.g.
+        ``convention="truth"``.
 
     Returns
     -------
     LineMeasurement; ``valid`` is False with a ``reason`` when the image cannot be measured
-    (constant, saturated, no lines, too few rows). Bad arguments raise ValueError.
+    (constant, saturated, no lines, too few rows). Bad arguments raise
+    :class:`~sem_metrology.MetrologyInputError` (a ValueError).
 
     Examples
     --------
     >>> from sem_metrology import measure_lines, make_line_image
     >>> sample = make_line_image(n_lines=6, shape=(128, 200), seed=0)
-    >>> m = measure_lines(sample.image, pixel_size_nm=sample.pixel_size_nm)
-    >>> m.valid, m.n_lines
-    (True, 6)
+    >>> m = measure_lines(sample.image, pixel_size_nm=sample.pixel_size_nm, convention="truth")
+    >>> m.valid, m.n_lines, m.convention
+    (True, 6, 'truth')
     """
-    opts = (options or LineOptions()).model_copy(update=overrides)
-    opts = LineOptions.model_validate(opts.model_dump())
-    data, px, source, dtype_range = resolve_image(image, pixel_size_nm, opts.roi)
-    warnings: list[str] = []
+    opts = merge_options(LineOptions, options, overrides)
+    prep = prepare(image, pixel_size_nm, opts.roi)
+    warnings = prep.warnings
     base: dict[str, Any] = {
-        "pixel_size_nm": px,
-        "pixel_size_source": source,
-        "edge_method": opts.edge_method,
-        "intensity_levels": opts.intensity_levels,
+        "convention": opts.convention,
+        "pixel_size_nm": prep.pixel_size_nm,
+        "pixel_size_source": prep.pixel_size_source,
+        "edge_method": "polynomial" if opts.convention == "smile" else opts.edge_method,
+        "intensity_levels": "median5-zero-padded"
+        if opts.convention == "smile"
+        else opts.intensity_levels,
         "threshold": opts.threshold,
         "roi": opts.roi,
+        "crop": prep.crop,
     }
 
     def invalid(reason: str, **extra: Any) -> LineMeasurement:
         return LineMeasurement(valid=False, reason=reason, warnings=warnings, **base, **extra)
 
-    reason, sat = unmeasurable_reason(data, dtype_range, opts.saturation_limit)
+    reason = unmeasurable_reason(prep, opts.saturation_limit)
     if reason is not None:
         return invalid(reason)
-    if dtype_range is not None and sat > 0.2:
-        warnings.append(f"{100 * sat:.1f} % of pixels at {clipping_levels(dtype_range)}")
-    if opts.flatten_background:
-        data = flatten_background(data)
-    orientation, anisotropy = detect_orientation(data)
-    if opts.orientation != "auto":
-        orientation = opts.orientation
-    elif anisotropy < 1.5:
-        warnings.append(f"weak line orientation (gradient anisotropy {anisotropy:.2f})")
+    region, frame, orientation, more = _line_region(prep, opts)
+    warnings.extend(more)
     base["orientation"] = orientation
-    work = data.T if orientation == "horizontal" else data
-    try:
-        norm, _, _ = normalize_intensity(work, opts.intensity_levels, opts.level_percentiles)
-    except ValueError as err:
-        return invalid(f"constant image: {err}")
-    n_rows, width = norm.shape
+    n_rows = region.shape[0]
     base["n_rows"] = n_rows
     if n_rows < opts.min_rows:
         return invalid(f"too few rows along the lines: {n_rows} < min_rows={opts.min_rows}")
-    tone = "bright" if opts.tone == "auto" else opts.tone
-    base["tone"] = tone
-    slope, tilt_deg = (
-        estimate_tilt(norm, opts.max_tilt_deg)
-        if opts.correct_tilt and opts.max_tilt_deg > 0
-        else (0.0, 0.0)
-    )
-    base["tilt_deg"] = tilt_deg
-    x_prof, profile = sheared_profile(norm, slope)
-    if x_prof.size < 8:
-        return invalid("tilt leaves too few columns covered by every row")
-    contrast = float(np.subtract(*np.percentile(gaussian_filter1d(profile, 1.0), [99.0, 1.0])))
-    if contrast < opts.min_profile_contrast:
-        return invalid(
-            f"no measurable lines: contrast of the mean profile across the lines is {contrast:.3f}"
-            f" of the normalised range (< min_profile_contrast={opts.min_profile_contrast})"
-        )
-    lead0, trail0 = coarse_edges(x_prof, profile, tone=tone, threshold=opts.threshold)
-    if lead0.size == 0:
-        return invalid("no measurable lines: no complete line found in the mean profile")
-    spaces = lead0[1:] - trail0[:-1]
-    cd_px0 = float(np.median(trail0 - lead0))
-    space_px0 = float(np.median(spaces)) if spaces.size else cd_px0
-    hw = opts.edge_window_px or int(np.clip(0.5 * min(cd_px0, space_px0), 2, 20))
-    base["edge_window_px"] = hw
-    drift = abs(slope) * 0.5 * (n_rows - 1) + 1.0
-    inside = (lead0 - drift - hw >= 0) & (trail0 + drift + hw <= width - 1)
-    dropped = int(np.sum(~inside))
-    lead0, trail0 = lead0[inside], trail0[inside]
-    if lead0.size == 0:
-        return invalid("no measurable lines: every line's edge window leaves the image")
-    rising_lead = tone == "bright"
-    ys_c = np.arange(n_rows, dtype=np.float64) - 0.5 * (n_rows - 1)
-
-    def locate(pred_l: np.ndarray, pred_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        kw = {
-            "half_window_px": hw,
-            "method": opts.edge_method,
-            "degree": opts.polynomial_degree,
-            "threshold": opts.threshold,
-        }
-        return (
-            subpixel_edges(norm, pred_l, rising=rising_lead, **kw),
-            subpixel_edges(norm, pred_t, rising=not rising_lead, **kw),
-        )
-
-    # Pass 1: windows follow the straight coarse lines.
-    lead, trail = locate(lead0[:, None] + ys_c * slope, trail0[:, None] + ys_c * slope)
-    if opts.recentre_windows:
-        # Pass 2: windows centred on each row's pass-1 edge, so the fit sees the edge
-        # symmetrically whatever the local roughness (removes a roughness-dependent gain).
-        lead_f, _ = fill_gaps(lead)
-        trail_f, _ = fill_gaps(trail)
-        usable = np.isfinite(lead_f).all(axis=1) & np.isfinite(trail_f).all(axis=1)
-        if np.any(usable):
-            both = np.vstack([lead_f[usable], trail_f[usable]])
-            slope = float(np.median(np.polyfit(ys_c, both.T, 1)[0]))
-            tilt_deg = math.degrees(math.atan(slope))
-            base["tilt_deg"] = tilt_deg
-        fallback_l = lead0[:, None] + ys_c * slope
-        fallback_t = trail0[:, None] + ys_c * slope
-        if opts.edge_window_px is None:
-            # Narrow the window to the edge's own width: a polynomial over a window much
-            # wider than the transition fits the plateaus, not the edge (sub-pixel bias).
-            spread = edge_spread_px(
-                norm,
-                np.vstack([lead_f, trail_f]),
-                np.r_[np.full(len(lead_f), rising_lead), np.full(len(trail_f), not rising_lead)],
-                hw,
-            )
-            if np.isfinite(spread):
-                lo_hw = max(3, math.ceil(opts.polynomial_degree / 2))
-                hw = int(np.clip(math.ceil(1.2 * spread), lo_hw, max(hw, lo_hw)))
-                base["edge_window_px"] = hw
-        lead, trail = locate(
-            np.where(np.isfinite(lead_f), lead_f, fallback_l),
-            np.where(np.isfinite(trail_f), trail_f, fallback_t),
-        )
-    lead, gaps_l = fill_gaps(lead)
-    trail, gaps_t = fill_gaps(trail)
+    try:
+        norm, lo, hi = normalize_intensity(region, "plateau")
+    except ValueError as err:
+        return invalid(f"constant image: {err}")
+    if opts.tone == "auto":
+        tone, tone_source = detect_tone(region, norm)
+        if tone_source.startswith("auto: ambiguous"):
+            warnings.append(f"tone {tone_source}")
+    else:
+        tone, tone_source = opts.tone, "option"
+    base.update(tone=tone, tone_source=tone_source)
+    if opts.convention == "smile":
+        edges = _smile_branch(region, frame, prep, opts, orientation, tone, (lo, hi), base)
+    else:
+        edges = _truth_branch(region, opts, tone, base)
+    extra = base.pop("warnings_extra", None)
+    if extra:
+        warnings.append(extra)
+    if isinstance(edges, str):
+        return invalid(edges)
+    lead, trail, gaps_l, gaps_t, slope = edges
     gap_frac = np.maximum(gaps_l.mean(axis=1), gaps_t.mean(axis=1))
     good = gap_frac <= opts.max_gap_fraction
     if np.any(~good):
@@ -378,68 +337,147 @@ def measure_lines(
             f"{int(np.sum(~good))} line(s) dropped: more than {100 * opts.max_gap_fraction:.0f} % "
             "of rows without an edge crossing"
         )
-    dropped += int(np.sum(~good))
+    base["n_lines_dropped"] = base.get("n_lines_dropped", 0) + int(np.sum(~good))
     lead, trail, gaps_l, gaps_t = lead[good], trail[good], gaps_l[good], gaps_t[good]
-    n_lines = int(lead.shape[0])
-    if n_lines == 0:
-        return invalid(
-            "no measurable lines: edges not found in enough rows", n_lines_dropped=dropped
-        )
+    if lead.shape[0] == 0:
+        return invalid("no measurable lines: edges not found in enough rows")
     n_gaps = int(gaps_l.sum() + gaps_t.sum())
     if n_gaps:
         warnings.append(f"{n_gaps} edge gap(s) filled by interpolation")
-
-    cos_t = 1.0 / math.sqrt(1.0 + slope * slope)
-    scale = px * cos_t
-    spacing = px / cos_t
-    widths = (trail - lead) * scale  # (L, R) nm
-    line_cd = widths.mean(axis=1)
-    w_res = detrend_profiles(widths, "mean")
-    lead_res = detrend_profiles(lead * scale, "linear")
-    trail_res = detrend_profiles(trail * scale, "linear")
-    edges_res = np.vstack([lead_res, trail_res])
-    freq, psd_lwr = profile_psd(w_res, spacing, detrend=None)
-    _, psd_ler = profile_psd(edges_res, spacing, detrend=None)
-    lwr_fit, lwr_unb, lwr_fit_curve = _fit_and_unbias(
-        freq, psd_lwr, n_rows, opts.fit_noise_floor, "LWR", warnings
+    metrics = line_metrics(
+        lead,
+        trail,
+        prep.pixel_size_nm,
+        slope,
+        opts.convention,
+        fit_noise_floor=opts.fit_noise_floor,
+        bootstrap_samples=opts.bootstrap_samples,
+        warnings=warnings,
     )
-    ler_fit, ler_unb, ler_fit_curve = _fit_and_unbias(
-        freq, psd_ler, n_rows, opts.fit_noise_floor, "LER", warnings
-    )
-    centres = 0.5 * (lead.mean(axis=1) + trail.mean(axis=1))
-    pitch = float(np.median(np.diff(centres)) * scale) if n_lines > 1 else None
     return LineMeasurement(
         valid=True,
         warnings=warnings,
         **base,
-        n_lines=n_lines,
-        cd_nm=float(line_cd.mean()),
-        cd_std_nm=float(line_cd.std()),
-        pitch_nm=pitch,
-        lwr_nm=_sigma3(w_res),
-        ler_nm=_sigma3(edges_res),
-        ler_leading_nm=_sigma3(lead_res),
-        ler_trailing_nm=_sigma3(trail_res),
-        lwr_unbiased_nm=lwr_unb,
-        ler_unbiased_nm=ler_unb,
-        correlation_length_nm=ler_fit.correlation_length_nm if ler_fit else None,
-        roughness_exponent=ler_fit.roughness_exponent if ler_fit else None,
-        noise_floor_nm3=ler_fit.noise_floor_nm3 if ler_fit else None,
-        lwr_fit=lwr_fit,
-        ler_fit=ler_fit,
-        psd_frequency_per_nm=freq.tolist(),
-        psd_lwr_nm3=psd_lwr.tolist(),
-        psd_ler_nm3=psd_ler.tolist(),
-        psd_lwr_fit_nm3=lwr_fit_curve,
-        psd_ler_fit_nm3=ler_fit_curve,
-        line_cd_nm=line_cd.tolist(),
-        line_lwr_nm=(3.0 * w_res.std(axis=1)).tolist(),
+        **metrics,
         n_gaps=n_gaps,
         gaps_leading=gaps_l.sum(axis=1).astype(int).tolist(),
         gaps_trailing=gaps_t.sum(axis=1).astype(int).tolist(),
-        n_lines_dropped=dropped,
         leading_edges_px=lead.tolist(),
         trailing_edges_px=trail.tolist(),
+    )
+
+
+def _contrast_reason(norm: np.ndarray, opts: LineOptions) -> str | None:
+    """Why the mean profile across the lines shows no lines, or None."""
+    from scipy.ndimage import gaussian_filter1d
+
+    profile = gaussian_filter1d(norm.mean(axis=0), 1.0)
+    contrast = float(np.subtract(*np.percentile(profile, [99.0, 1.0])))
+    if contrast < opts.min_profile_contrast:
+        return (
+            f"no measurable lines: contrast of the mean profile across the lines is {contrast:.3f}"
+            f" of the normalised range (< min_profile_contrast={opts.min_profile_contrast})"
+        )
+    return None
+
+
+def _smile_branch(
+    region: np.ndarray,
+    frame: np.ndarray,
+    prep: Prepared,
+    opts: LineOptions,
+    orientation: str,
+    tone: str,
+    plateaus: tuple[float, float],
+    base: dict[str, Any],
+) -> tuple[np.ndarray, ...] | str:
+    """SMILE's rotation of the whole frame, then its edges in the region."""
+    from ._smile import rotate_region, smile_edges, smile_tilt_deg
+
+    rotation = smile_tilt_deg(region) if opts.correct_tilt else 0.0
+    base["tilt_deg"] = -rotation + 0.0  # the lines' tilt; SMILE turns the frame back by it
+    if rotation and opts.roi is not None:
+        # As SMILE: the whole frame (info bar included) turns, then the region is cut.
+        roi = opts.roi if orientation == "vertical" else opts.roi[2:] + opts.roi[:2]
+        region = rotate_region(frame, rotation, roi)
+    elif rotation:
+        # No region given: the measured image turns, and the region is inset so that no
+        # pixel comes from outside it (zeros, or the info bar).
+        h, w = region.shape
+        sin_a = abs(math.sin(math.radians(rotation)))
+        mr, mc = math.ceil(0.5 * w * sin_a) + 1, math.ceil(0.5 * h * sin_a) + 1
+        if h - 2 * mr < opts.min_rows or w - 2 * mc < 8:
+            return f"image too small to turn by SMILE's {rotation:g} degrees and stay inside"
+        region = rotate_region(region, rotation, (mr, h - mr, mc, w - mc))
+        base["warnings_extra"] = (
+            f"smile: the image turned by {rotation:g} degrees; {mr} rows and {mc} columns "
+            "left out at each side (outside the turned image)"
+        )
+    base["n_rows"] = region.shape[0]
+    try:
+        edges = smile_edges(region, bright_lines=tone == "bright", threshold=opts.threshold)
+    except ValueError as err:
+        return f"constant image: {err}"
+    base["levels"] = edges.levels
+    base["edge_window_px"] = 8
+    lo, hi = edges.levels
+    reason = _contrast_reason((region - lo) / (hi - lo), opts)
+    if reason:
+        return reason
+    level = lo + opts.threshold * (hi - lo)
+    space, line = sorted(plateaus)
+    if not space < level < line:
+        return (
+            f"SMILE's threshold level {level:.4g} (from its zero-padded 5x5 median levels "
+            f"{lo:.4g}..{hi:.4g}) is outside the image's space..line range {space:.4g}.."
+            f"{line:.4g}: its convention cannot measure this image (use convention='truth')"
+        )
+    if edges.leading_px.shape[0] == 0:
+        return "no measurable lines: no leading edge with a trailing edge after it"
+    return edges.leading_px, edges.trailing_px, edges.gaps_leading, edges.gaps_trailing, 0.0
+
+
+def _truth_branch(
+    region: np.ndarray, opts: LineOptions, tone: str, base: dict[str, Any]
+) -> tuple[np.ndarray, ...] | str:
+    """Edges at the true half-level (:mod:`sem_metrology._truth`)."""
+    from ._truth import truth_edges
+
+    try:
+        norm, lo, hi = normalize_intensity(region, opts.intensity_levels, opts.level_percentiles)
+    except ValueError as err:
+        return f"constant image: {err}"
+    base["levels"] = (lo, hi)
+    reason = _contrast_reason(norm, opts)
+    if reason:
+        return reason
+    found = truth_edges(
+        norm,
+        bright_lines=tone == "bright",
+        edge_method=opts.edge_method,
+        degree=opts.polynomial_degree,
+        threshold=opts.threshold,
+        edge_window_px=opts.edge_window_px,
+        correct_tilt=opts.correct_tilt,
+        max_tilt_deg=opts.max_tilt_deg,
+        recentre_windows=opts.recentre_windows,
+        correct_bloom=opts.correct_bloom,
+    )
+    base["n_lines_dropped"] = found.n_dropped
+    base["tilt_deg"] = math.degrees(math.atan(found.slope_px_per_row))
+    base["edge_window_px"] = found.edge_window_px
+    if found.reason is not None:
+        return found.reason
+    cos_t = 1.0 / math.sqrt(1.0 + found.slope_px_per_row**2)
+    base["edge_offset_nm"] = found.edge_offset_px * cos_t * base["pixel_size_nm"]
+    assert found.leading_px is not None and found.trailing_px is not None
+    assert found.gaps_leading is not None and found.gaps_trailing is not None
+    return (
+        found.leading_px,
+        found.trailing_px,
+        found.gaps_leading,
+        found.gaps_trailing,
+        found.slope_px_per_row,
     )
 
 
@@ -472,11 +510,19 @@ def compare_measurements(
 
     Returns a dict with ``abs_error_<field>`` for every compared field (None when either side
     has no value or is invalid), ``cd_abs_error_nm`` (the CD(MAE) term of one image) and
-    ``avg_abs_error`` = mean of the ``metrics`` errors (None if any is missing).
+    ``avg_abs_error`` = mean of the ``metrics`` errors (None if any is missing). Measurements
+    made with different conventions are not comparable (MetrologyInputError).
     """
+    if measured.convention != reference.convention:
+        raise MetrologyInputError(
+            f"cannot compare a {measured.convention!r} measurement with a "
+            f"{reference.convention!r} reference: measure both with the same convention"
+        )
     unknown = [m for m in metrics if m not in _COMPARED]
     if unknown:
-        raise ValueError(f"metrics {unknown} not comparable; choose from {list(_COMPARED)}")
+        raise MetrologyInputError(
+            f"metrics {unknown} not comparable; choose from {list(_COMPARED)}"
+        )
     out: dict[str, float | None] = {}
     for name in _COMPARED:
         a, b = getattr(measured, name), getattr(reference, name)

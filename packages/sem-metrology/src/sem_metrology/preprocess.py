@@ -18,10 +18,12 @@ from sem_physics.io import detect_info_bar, frame_line_rows
 __all__ = [
     "detect_info_bar_rows",
     "detect_orientation",
+    "detect_tone",
     "estimate_tilt",
     "flatten_background",
     "median5_extrema",
     "normalize_intensity",
+    "plateau_levels",
     "saturation_fractions",
     "sheared_profile",
     "trailing_frame_rows",
@@ -90,23 +92,59 @@ def median5_extrema(image: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
+def _otsu_split(values: np.ndarray) -> float:
+    """Otsu's threshold of ``values`` (256-bin histogram): the split of largest between-class
+    variance."""
+    hist, edges = np.histogram(values, bins=256)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = w0 * w1 * (m0 / w0 - (m0[-1] - m0) / w1) ** 2
+    return float(centres[int(np.nanargmax(between[:-1]))])
+
+
+def plateau_levels(image: np.ndarray) -> tuple[float, float]:
+    """The image's own space and line levels: medians of the two classes of 5×5 block medians.
+
+    Block medians remove the pixel noise; Otsu's threshold splits them into the dark and bright
+    phase; each phase's median is its plateau level (edge blocks and small artefacts are a
+    minority in each class and do not move it).
+    """
+    a = np.asarray(image, dtype=np.float64)
+    k = _MEDIAN_SIZE
+    med = (
+        _block_medians(a).ravel()
+        if a.shape[0] >= k and a.shape[1] >= k
+        else ndimage.median_filter(a, size=k, mode="reflect").ravel()
+    )
+    if med.max() == med.min():
+        return float(med[0]), float(med[0])
+    split = _otsu_split(med)
+    return float(np.median(med[med <= split])), float(np.median(med[med > split]))
+
+
 def normalize_intensity(
     image: np.ndarray,
-    levels: Literal["smile", "percentile"] = "smile",
+    levels: Literal["plateau", "median5", "percentile"] = "plateau",
     percentiles: tuple[float, float] = (1.0, 99.0),
 ) -> tuple[np.ndarray, float, float]:
     """Map two intensity levels ``lo``/``hi`` to 0/1: ``(I − lo) / (hi − lo)``.
 
-    ``levels="smile"`` (default, as SMILE does): the min and max of the 5×5 median filter.
+    ``levels="plateau"`` (default): the space and line levels of :func:`plateau_levels`, so the
+    0.5 level is the true half-level between them. ``levels="median5"``: the min and max of the
+    5×5 median filter over windows inside the image (SMILE's rule without its zero padding).
     ``levels="percentile"``: the given percentiles of the 5×5 median filter, sampled on the
-    non-overlapping 5×5 blocks; a small bright or dark artefact (a particle, a charging spot)
-    then no longer sets the scale that the 0.5 threshold refers to.
+    non-overlapping 5×5 blocks.
 
     Returns the normalised float64 image and ``(lo, hi)``. Raises ValueError for a constant
     image (``hi == lo``).
     """
     a = np.asarray(image, dtype=np.float64)
-    if levels == "smile":
+    if levels == "plateau":
+        lo, hi = plateau_levels(a)
+    elif levels == "median5":
         lo, hi = median5_extrema(a)
     elif levels == "percentile":
         p_lo, p_hi = percentiles
@@ -119,7 +157,7 @@ def normalize_intensity(
             med = _block_medians(a)
         lo, hi = (float(v) for v in np.percentile(med, [p_lo, p_hi]))
     else:
-        raise ValueError(f"levels must be 'smile' or 'percentile', got {levels!r}")
+        raise ValueError(f"levels must be 'plateau', 'median5' or 'percentile', got {levels!r}")
     if not hi > lo:
         raise ValueError(f"image has no contrast after 5x5 median filtering (min = max = {lo:g})")
     return (a - lo) / (hi - lo), lo, hi
@@ -158,6 +196,42 @@ def detect_orientation(image: np.ndarray) -> tuple[Orientation, float]:
     ey = float(np.mean(np.diff(b, axis=0) ** 2)) if b.shape[0] > 1 else 0.0
     ratio = max(ex, ey) / max(min(ex, ey), 1e-300)
     return ("vertical" if ex >= ey else "horizontal"), ratio
+
+
+def detect_tone(image: np.ndarray, norm: np.ndarray, min_ratio: float = 1.1) -> tuple[str, str]:
+    """Which phase holds the lines, from the noise of each phase (lines vertical).
+
+    SEM shot noise grows with the signal, so in an image as recorded the bright phase is the
+    noisier one; an inverted image shows the reverse. The row-to-row differences inside the
+    bright and the dark phase (robust std, MAD) are compared: a ratio above ``min_ratio`` says
+    the image is as recorded and the lines are the bright phase (resist lines on a substrate);
+    below ``1/min_ratio`` it is inverted (dark lines). In between, bright is assumed and the
+    source says so.
+
+    Returns
+    -------
+    (tone, source) : ``'bright'`` or ``'dark'``, and how it was decided.
+    """
+    a = np.asarray(image, dtype=np.float64)
+    profile = np.asarray(norm, dtype=np.float64).mean(axis=0)
+    d = np.diff(a, axis=0)
+
+    def robust_std(cols: np.ndarray) -> float:
+        if cols.size == 0 or d.shape[0] == 0:
+            return float("nan")
+        v = d[:, cols].ravel()
+        return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+    bright = robust_std(np.nonzero(profile > 0.75)[0])
+    dark = robust_std(np.nonzero(profile < 0.25)[0])
+    if np.isfinite(bright) and np.isfinite(dark) and min(bright, dark) > 0:
+        ratio = bright / dark
+        if ratio >= min_ratio:
+            return "bright", f"auto: bright phase noisier (noise ratio {ratio:.2f}), as recorded"
+        if ratio <= 1.0 / min_ratio:
+            return "dark", f"auto: dark phase noisier (noise ratio {ratio:.2f}), inverted image"
+        return "bright", f"auto: ambiguous (noise ratio {ratio:.2f}), bright lines assumed"
+    return "bright", "auto: ambiguous (no noise in one phase), bright lines assumed"
 
 
 def _projection_score(a: np.ndarray, ys: np.ndarray, slope: float) -> float:

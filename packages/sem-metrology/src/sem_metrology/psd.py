@@ -47,7 +47,7 @@ def detrend_profiles(profiles: np.ndarray, mode: str = "mean") -> np.ndarray:
         n = p.shape[1]
         t = np.arange(n, dtype=np.float64) - 0.5 * (n - 1)
         denom = float(np.sum(t * t)) or 1.0
-        slope = (p - p.mean(axis=1, keepdims=True)) @ t / denom
+        slope = np.einsum("mn,n->m", p - p.mean(axis=1, keepdims=True), t) / denom
         return p - p.mean(axis=1, keepdims=True) - slope[:, None] * t[None, :]
     raise ValueError(f"mode must be 'mean' or 'linear', got {mode!r}")
 

@@ -1,7 +1,8 @@
 """PNG reports: line measurements (edges, width histogram, PSDs with fits) and contact holes
 (contours on the image, CD and ellipticity histograms).
 
-Drawn on a matplotlib ``Figure`` with the Agg canvas (no pyplot state, no display needed).
+Drawn on a matplotlib ``Figure`` with the Agg canvas (no pyplot state, no display needed);
+written atomically (``sem_physics.atomic``: a temporary file, fsync, rename).
 """
 
 from __future__ import annotations
@@ -16,8 +17,17 @@ from .lines import LineMeasurement
 __all__ = ["save_contact_report", "save_line_report"]
 
 
-def _fmt(value: float | None, unit: str = " nm") -> str:
-    return "n/a" if value is None else f"{value:.3f}{unit}"
+def _fmt(value: float | None, unit: str = " nm", se: float | None = None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}{unit}" if se is None else f"{value:.3f} ± {se:.3f}{unit}"
+
+
+def _save(fig: object, path: Path, dpi: int) -> Path:
+    """``fig.savefig`` through a temporary file renamed into place."""
+    from sem_physics.atomic import atomic_write
+
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))  # type: ignore[attr-defined]
 
 
 def save_line_report(
@@ -102,18 +112,21 @@ def save_line_report(
 
     m = measurement
     summary = (
-        f"lines {m.n_lines}, rows {m.n_rows}, pixel {m.pixel_size_nm:.4g} nm ({m.pixel_size_source})"
-        f" | CD {_fmt(m.cd_nm)} ± {_fmt(m.cd_std_nm)} | LWR {_fmt(m.lwr_nm)}"
-        f" (unbiased {_fmt(m.lwr_unbiased_nm)}) | LER {_fmt(m.ler_nm)}"
-        f" (unbiased {_fmt(m.ler_unbiased_nm)}) | ξ {_fmt(m.correlation_length_nm)}"
-        f", H {_fmt(m.roughness_exponent, '')}"
+        f"convention {m.convention}, tone {m.tone} ({m.tone_source}), crop {m.crop or 'none'}"
+        f"\nlines {m.n_lines}, rows {m.n_rows}, pixel {m.pixel_size_nm:.4g} nm "
+        f"({m.pixel_size_source}) | CD {_fmt(m.cd_nm, se=m.cd_se_nm)}, CD std "
+        f"{_fmt(m.cd_std_nm, se=m.cd_std_se_nm)}\nLWR {_fmt(m.lwr_nm, se=m.lwr_se_nm)} (unbiased "
+        f"{_fmt(m.lwr_unbiased_nm, se=m.lwr_unbiased_se_nm)}) | LER {_fmt(m.ler_nm, se=m.ler_se_nm)}"
+        f" (unbiased {_fmt(m.ler_unbiased_nm, se=m.ler_unbiased_se_nm)}) | ξ "
+        f"{_fmt(m.correlation_length_nm)}, H {_fmt(m.roughness_exponent, '')}"
     )
+    if m.fit_flags:
+        summary += "\nWARNING: " + "; ".join(m.fit_flags) + f" (unbiased: {m.unbiased_method})"
     if not m.valid:
         summary = f"INVALID: {m.reason}"
     fig.suptitle((title + "\n" if title else "") + summary, fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=dpi)
-    return out
+    return _save(fig, out, dpi)
 
 
 def save_contact_report(
@@ -179,9 +192,10 @@ def save_contact_report(
         f" | CD {_fmt(m.cd_nm)} | LCDU {_fmt(m.lcdu_nm)} | pitch {_fmt(m.pitch_nm)}"
         f" | ellipticity {_fmt(m.ellipticity, '')}"
     )
+    if m.crop:
+        summary += f" | crop: {m.crop}"
     if not m.valid:
         summary = f"INVALID: {m.reason}"
     fig.suptitle((title + "\n" if title else "") + summary, fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=dpi)
-    return out
+    return _save(fig, out, dpi)

@@ -21,12 +21,12 @@ import math
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.optimize import least_squares
 from scipy.special import gammaln
 
 __all__ = [
     "PalasantzasFit",
     "fit_palasantzas",
+    "high_frequency_floor",
     "noise_variance",
     "palasantzas_psd",
     "palasantzas_variance",
@@ -79,6 +79,14 @@ class PalasantzasFit(BaseModel):
     rms_log_residual: float = Field(description="RMS of ln(PSD) - ln(model) over fitted bins")
     success: bool
     message: str = ""
+    at_bounds: list[str] = Field(
+        default_factory=list, description="fitted parameters sitting at a bound of the search"
+    )
+
+    @property
+    def trusted(self) -> bool:
+        """Converged with every parameter inside its bounds."""
+        return self.success and not self.at_bounds
 
     def evaluate(self, frequency_per_nm: np.ndarray, *, with_noise: bool = True) -> np.ndarray:
         """The fitted model at ``frequency_per_nm`` (nm³), with or without the noise floor."""
@@ -168,8 +176,16 @@ def fit_palasantzas(
     def residual(x: np.ndarray) -> np.ndarray:
         return np.log(model(x)) - log_p
 
+    from scipy.optimize import least_squares  # on first fit: a slow import
+
     sol = least_squares(residual, x0, bounds=(lo, hi), method="trf", x_scale="jac")
     x = sol.x
+    names = ["psd0_nm3", "correlation_length_nm", "roughness_exponent", "noise_floor_nm3"]
+    at_bounds = [
+        names[i]
+        for i in range(len(x))
+        if min(x[i] - lo[i], hi[i] - x[i]) <= 1e-3 * max(1.0, abs(hi[i] - lo[i]))
+    ]
     psd0_fit, xi_fit, h_fit = math.exp(x[0]), math.exp(x[1]), float(x[2])
     noise_fit = math.exp(x[3]) if fit_noise_floor else 0.0
     return PalasantzasFit(
@@ -181,6 +197,7 @@ def fit_palasantzas(
         rms_log_residual=float(np.sqrt(np.mean(sol.fun**2))),
         success=bool(sol.success),
         message=str(sol.message),
+        at_bounds=at_bounds,
     )
 
 
@@ -195,6 +212,14 @@ def noise_variance(frequency_per_nm: np.ndarray, noise_floor_nm3: float, n_sampl
     n_interior = (n_samples - 1) // 2
     share = n_interior + (0.5 if n_samples % 2 == 0 else 0.0)
     return float(noise_floor_nm3 * df * share)
+
+
+def high_frequency_floor(psd_nm3: np.ndarray, n_bins: int = 50) -> float:
+    """White-noise floor read off the PSD: mean of the ``n_bins`` highest-frequency bins below
+    Nyquist (SMILE's floor estimate), at most a quarter of the spectrum, at least 3 bins."""
+    p = np.asarray(psd_nm3, dtype=np.float64)
+    k = int(min(n_bins, max(3, (p.size - 1) // 4)))
+    return float(np.mean(p[-(k + 1) : -1])) if p.size > k + 1 else float(np.mean(p[1:]))
 
 
 def unbiased_variance(
