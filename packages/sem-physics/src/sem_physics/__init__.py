@@ -7,6 +7,7 @@ torch is optional: only the ``*_torch`` functions and :mod:`sem_physics.convert`
 
 from .convert import image_to_tensor, tensor_to_image
 from .convolution import convolve_reflect, convolve_reflect_torch
+from .estimate import DegradationEstimate, EstimateQuality, estimate_degradation
 from .forward import degrade, degrade_torch, validate_image
 from .io import ImageReadError, SEMImage, crop_info_bar, read_image, write_image
 from .noise import poisson_gaussian, poisson_gaussian_torch
@@ -19,7 +20,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SAMPLE_KINDS",
+    "DegradationEstimate",
     "DegradationParams",
+    "EstimateQuality",
     "ImageReadError",
     "Manifest",
     "ManifestEntry",
@@ -35,6 +38,7 @@ __all__ = [
     "degrade",
     "degrade_files",
     "degrade_torch",
+    "estimate_degradation",
     "image_to_tensor",
     "kernel_size",
     "make_sample",
