@@ -73,20 +73,30 @@ class PolarBins:
         return tot / np.maximum(self.count, 1)
 
 
+def ring_edges(h: int, w: int, ring_ratio: float, f_low_cycles: float) -> np.ndarray:
+    """Ring edges from ``f_low_cycles / min(h, w)`` to the corner: log-spaced by ``ring_ratio``
+    but never narrower than one frequency step ``1 / min(h, w)``."""
+    step = 1.0 / min(h, w)
+    edges = [f_low_cycles * step]
+    while edges[-1] < np.sqrt(0.5):
+        edges.append(edges[-1] + max(edges[-1] * (ring_ratio - 1.0), step))
+    return np.array(edges)
+
+
 @lru_cache(maxsize=8)
 def polar_bins(
-    h: int, w: int, n_sectors: int = 24, ring_ratio: float = 1.05, f_low_cycles: float = 2.5
+    h: int, w: int, n_sectors: int = 24, ring_ratio: float = 1.05, f_low_cycles: float = 1.5
 ) -> PolarBins:
-    """Bins of the ``rfft2`` grid of an (h, w) image; rings start at ``f_low_cycles / min(h, w)``."""
+    """Bins of the ``rfft2`` grid of an (h, w) image (see :func:`ring_edges`)."""
     fy = sfft.fftfreq(h)[:, None] * np.ones((1, w // 2 + 1))
     fx = sfft.rfftfreq(w)[None, :] * np.ones((h, 1))
     f = np.hypot(fx, fy)
     phi = np.arctan2(fy, fx)  # (-pi/2, pi/2] on the half plane
     sector = np.minimum(((phi + np.pi / 2) / np.pi * n_sectors).astype(int), n_sectors - 1)
-    f_lo = f_low_cycles / min(h, w)
-    n_rings = int(np.ceil(np.log(np.sqrt(0.5) / f_lo) / np.log(ring_ratio))) + 1
-    ring = np.floor(np.log(np.maximum(f, 1e-12) / f_lo) / np.log(ring_ratio)).astype(int)
-    ok = (f >= f_lo) & (ring < n_rings)
+    edges = ring_edges(h, w, ring_ratio, f_low_cycles)
+    n_rings = edges.size - 1
+    ring = np.searchsorted(edges, f, side="right") - 1
+    ok = (ring >= 0) & (ring < n_rings)
     index = np.where(ok, sector * n_rings + np.clip(ring, 0, n_rings - 1), -1)
     n_bins = n_sectors * n_rings
     sel = index >= 0
