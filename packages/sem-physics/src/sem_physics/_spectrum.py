@@ -112,7 +112,8 @@ def polar_bins(
 
 @lru_cache(maxsize=8)
 def otf_table(beta: float, step: float = 0.004) -> tuple[np.ndarray, np.ndarray]:
-    """``(rho, otf)``: ring-averaged transform of the simulator's kernel, ``rho`` in 0..1.6.
+    """``(rho, otf)``: ring-averaged transform of the simulator's kernel on a uniform ``rho`` grid
+    (step ``step``) from 0 to 1.6.
 
     Computed once per ``beta`` from ``airy_psf`` at ``R = 24`` px on a 1024-point grid (the
     kernel truncation ``k = ceil(6R)`` scales with ``R``, so the table holds for every radius).
@@ -132,6 +133,8 @@ def otf_table(beta: float, step: float = 0.004) -> tuple[np.ndarray, np.ndarray]
     tot = np.bincount(idx[sel], weights=otf.ravel()[sel], minlength=edges.size - 1)
     centres = 0.5 * (edges[:-1] + edges[1:])
     good = cnt > 0
-    table = np.interp(centres, centres[good], tot[good] / cnt[good])
-    table[0] = 1.0
-    return np.concatenate([[0.0], centres[1:]]), table
+    grid = np.arange(edges.size) * step  # uniform: the fit indexes it directly
+    table = np.interp(
+        grid, np.concatenate([[0.0], centres[good]]), np.r_[1.0, tot[good] / cnt[good]]
+    )
+    return grid, table
