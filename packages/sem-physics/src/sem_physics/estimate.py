@@ -56,6 +56,7 @@ _NOISE_SYST = 0.08  # relative model error of sigma and dose
 _SATURATION_FRACTION = 0.01
 _MIN_RADIUS_PX, _MAX_RADIUS_FRACTION = 0.5, 0.25
 N_SECTORS = 24  # angular sectors over the half plane, each with its own image prior
+ANISOTROPIC_START = True  # a third start from the ellipse through the sector cut-offs
 START_SCALES = (1.0, 0.75)  # initial radius multipliers; the fit with the lower cost wins
 LM_RTOL = 1e-5  # stop when an iteration lowers the cost by less than this fraction
 LOW_CUT = 0.5  # measured by bench_estimate: 0.3 and 0.65 give a larger 90th percentile
@@ -329,6 +330,31 @@ def _sector_cutoffs(pbar: np.ndarray, bins, keep: np.ndarray, floor: float) -> n
     return np.where(above, f, 0.0).max(axis=1)
 
 
+def _ellipse_from_cutoffs(cut: np.ndarray, n_sectors: int) -> tuple[float, float, float] | None:
+    """``(log r, e1, e2)`` of the ellipse through the sectors' visible cut-offs, or None.
+
+    ``rho = 1`` at the cut-off ``f_s`` in direction ``phi_s``: ``f_s^2 u^T Q u = 1`` is linear in
+    the entries of ``Q = r^2 exp(E)``; solved by least squares over the sectors with a cut-off.
+    """
+    has = cut > 0
+    if has.sum() < 4:
+        return None
+    phi = (np.arange(n_sectors) + 0.5) / n_sectors * np.pi - np.pi / 2
+    c, s = np.cos(phi[has]), np.sin(phi[has])
+    design = np.stack([c * c, 2 * c * s, s * s], axis=1)
+    target = 1.0 / cut[has] ** 2
+    qxx, qxy, qyy = np.linalg.lstsq(design, target, rcond=None)[0]
+    det = qxx * qyy - qxy * qxy
+    if not (qxx > 0 and qyy > 0 and det > 0):
+        return None
+    log_r = 0.25 * math.log(det)  # det Q = r^4
+    half_tr = 0.5 * (qxx + qyy) / math.sqrt(det)  # cosh(e)
+    e = math.acosh(max(half_tr, 1.0))
+    psi = 0.5 * math.atan2(2 * qxy, qxx - qyy)
+    e = min(e, 3.5)
+    return log_r, e * math.cos(2 * psi), e * math.sin(2 * psi)
+
+
 def _fit_psf(
     pbar: np.ndarray, bins, keep: np.ndarray, beta: float, max_radius: float
 ) -> tuple[np.ndarray, np.ndarray, float]:
@@ -356,11 +382,15 @@ def _fit_psf(
     lo_r, hi_r = math.log(_MIN_RADIUS_PX), math.log(max_radius)
     lower = np.concatenate([[lo_r, -4.0, -4.0, -50.0], np.full(ns, -100.0), np.full(ns, -2.0)])
     upper = np.concatenate([[hi_r, 4.0, 4.0, 50.0], np.full(ns, 100.0), np.full(ns, 6.0)])
+    starts = [(math.log(r0 * scale), 0.0, 0.0) for scale in START_SCALES]
+    if ANISOTROPIC_START:
+        aniso = _ellipse_from_cutoffs(cut, bins.n_sectors)
+        if aniso is not None:
+            starts.append(aniso)
     best = None
-    for scale in START_SCALES:
-        x0 = np.concatenate(
-            [[math.log(r0 * scale), 0.0, 0.0, math.log(floor0)], amp0, np.full(ns, 2.0)]
-        )
+    for geo0 in starts:
+        x0 = np.concatenate([[*geo0, math.log(floor0)], amp0, np.full(ns, 2.0)])
+        x0[0] = float(np.clip(x0[0], lo_r, hi_r))
         x, cost, cov4 = _robust_lm(fit, x0, lower, upper)
         if best is None or cost < best[1]:
             best = (x, cost, cov4)
