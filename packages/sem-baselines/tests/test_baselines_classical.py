@@ -8,7 +8,7 @@ from baselines_testkit import lines_image, psnr
 from scipy.ndimage import median_filter
 from sem_baselines import estimate_sigma, fixed_psf, get_restorer
 from sem_baselines.classical.bm3d import HIGHPASS_MAD_FACTOR, MAD_TO_SIGMA
-from sem_baselines.classical.deconv import pad_reflect
+from sem_baselines.classical.deconv import DEFAULT_PSF, pad_reflect
 from sem_physics import convolve_reflect
 
 
@@ -19,12 +19,13 @@ def test_fixed_psf_is_the_spec_kernel():
     np.testing.assert_allclose(k, k.T, atol=1e-15)  # round and theta = 0
 
 
+@pytest.mark.parametrize("preset", ["paper", "adaptive"])
 @pytest.mark.parametrize("name", ["richardson-lucy", "wiener"])
-def test_deconvolution_raises_psnr_on_noise_free_blur(name):
+def test_deconvolution_raises_psnr_on_noise_free_blur(name, preset):
     # structures (32-px period, ~10-px blobs) above the PSF's cut-off (~15 px period)
     clean = lines_image((96, 96), seed=1, period_px=32, blob_px=12)
     blurred = convolve_reflect(clean, fixed_psf(), dtype=np.float64).astype(np.float32)
-    restored = get_restorer(name).restore(blurred)
+    restored = get_restorer(name, preset=preset, psf=DEFAULT_PSF).restore(blurred)
     assert psnr(clean, restored) > psnr(clean, blurred) + 3.0
 
 
@@ -50,19 +51,21 @@ def test_wiener_matches_fourier_closed_form(balance):
     rng = np.random.default_rng(0)
     y = lines_image((100, 120), seed=2) + rng.normal(0, 5, (100, 120))
     kernel = fixed_psf()
-    periodic = get_restorer("wiener", balance=balance, boundary="none", clip=False).restore(y)
+    periodic = get_restorer(
+        "wiener", preset="paper", balance=balance, boundary="none", clip=False
+    ).restore(y)
     np.testing.assert_allclose(periodic, _wiener_closed_form(y, kernel, balance), atol=2e-3)
     # reflective boundary: the closed form on the mirrored extension, cropped back
     p = kernel.shape[0] // 2
     ref = _wiener_closed_form(pad_reflect(y, p), kernel, balance)[p:-p, p:-p]
-    reflect = get_restorer("wiener", balance=balance, clip=False).restore(y)
+    reflect = get_restorer("wiener", preset="paper", balance=balance, clip=False).restore(y)
     np.testing.assert_allclose(reflect, ref, atol=2e-3)
 
 
 def test_richardson_lucy_is_one_multiplicative_update_per_iteration():
     # One iteration from the constant start 0.5 on a periodic-free interior: x1 = 0.5 * (h~ * (y / (h * 0.5)))
     y = lines_image((64, 64), seed=4)
-    out = get_restorer("richardson-lucy", iterations=1, clip=False).restore(y)
+    out = get_restorer("richardson-lucy", preset="paper", iterations=1, clip=False).restore(y)
     kernel = fixed_psf()
     p = kernel.shape[0] // 2
     ext = pad_reflect(y.astype(np.float64) / 255, p)

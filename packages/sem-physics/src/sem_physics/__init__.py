@@ -19,7 +19,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "DEFAULT_CROP_FRACTION": "io",
     "SAMPLE_KINDS": "samples",
+    "DegradationEstimate": "estimate",
     "DegradationParams": "params",
+    "EstimateQuality": "estimate",
     "ImageReadError": "io",
     "Manifest": "protocol",
     "ManifestEntry": "protocol",
@@ -38,6 +40,7 @@ _EXPORTS = {
     "degrade": "forward",
     "degrade_files": "protocol",
     "degrade_torch": "forward",
+    "estimate_degradation": "estimate",
     "file_sha256": "protocol",
     "image_to_tensor": "convert",
     "kernel_size": "psf",
@@ -57,7 +60,9 @@ _EXPORTS = {
 __all__ = [
     "DEFAULT_CROP_FRACTION",
     "SAMPLE_KINDS",
+    "DegradationEstimate",
     "DegradationParams",
+    "EstimateQuality",
     "ImageReadError",
     "Manifest",
     "ManifestEntry",
@@ -76,6 +81,7 @@ __all__ = [
     "degrade",
     "degrade_files",
     "degrade_torch",
+    "estimate_degradation",
     "file_sha256",
     "image_to_tensor",
     "kernel_size",
@@ -108,6 +114,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from .convert import image_to_tensor, tensor_to_image
     from .convolution import convolve_reflect, convolve_reflect_torch
+    from .estimate import DegradationEstimate, EstimateQuality, estimate_degradation
     from .forward import degrade, degrade_torch
     from .io import (
         DEFAULT_CROP_FRACTION,

@@ -1,28 +1,51 @@
-"""What the two deconvolution baselines share: the fixed PSF and the boundary handling.
+"""What the two deconvolution baselines share: the PSF choice, the noise level, the boundaries.
 
-The paper deploys Richardson-Lucy and Wiener with one PSF for all images (SPEC §4): Airy,
-``Rx = Ry = 15.5`` px, ``beta = 1.95``, ``theta = 0``, kernel side ``ceil(6 * 15.5) = 93``,
-unit sum. scikit-image's implementations treat the image as periodic (Wiener, FFT) or as
-zero outside (Richardson-Lucy, ``scipy.signal.convolve(mode="same")``); both ring or darken at
-the borders of a non-periodic micrograph. With ``boundary="reflect"`` (the default) the image is
-first extended by half a kernel on every side by half-sample symmetric reflection -- the same
-convention as the forward model in ``sem_physics`` -- deconvolved, and cropped back.
-``boundary="none"`` hands the image to scikit-image as it is.
+Presets:
+
+* ``"paper"``: the paper's deployment (arXiv 2604.05960, Sec. 4.2): one PSF for all images --
+  Airy, ``Rx = Ry = 15.5`` px, ``beta = 1.95``, ``theta = 0``, kernel side
+  ``ceil(6 * 15.5) = 93``, unit sum -- and fixed settings (RL 30 iterations, Wiener balance 0.01).
+* ``"adaptive"`` (default): the PSF given in the config, else the blind estimate
+  (:func:`sem_physics.estimate_degradation`) of each image; the regularisation (Wiener) or the
+  iteration count (Richardson-Lucy) follows from the image's noise level by the discrepancy
+  principle (Morozov): stop regularising less once the residual ``y - h ⊛ x`` is as large as
+  the noise itself.
+
+Boundaries: scikit-image's implementations treat the image as periodic (Wiener, FFT) or as
+zero outside (Richardson-Lucy); both ring or darken at the borders of a non-periodic micrograph.
+With ``boundary="reflect"`` (the default) the image is first extended by half a kernel on every
+side by half-sample symmetric reflection -- the convention of the forward model in
+``sem_physics`` -- deconvolved, and cropped back. ``boundary="none"`` uses the image as it is.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
+import scipy.fft as sfft
 from sem_physics import PSFParams, airy_psf
 from sem_physics.convolution import symmetric_indices
 
-__all__ = ["DEFAULT_PSF", "DeconvBoundary", "fixed_psf", "pad_reflect"]
+__all__ = [
+    "DEFAULT_PSF",
+    "DeconvBoundary",
+    "DeconvPreset",
+    "PSFChoice",
+    "choose_psf",
+    "fixed_psf",
+    "pad_reflect",
+    "transfer",
+]
 
 DeconvBoundary = Literal["reflect", "none"]
+DeconvPreset = Literal["adaptive", "paper"]
 
 DEFAULT_PSF = PSFParams(rx_px=15.5, ry_px=15.5, beta=1.95, theta_rad=0.0)
+#: Smallest noise variance used (grey levels^2): the quantisation noise of 8-bit data, 1/12.
+#: A noise-free float image would otherwise ask for no regularisation at all.
+MIN_NOISE_VAR = 1.0 / 12.0
 
 
 def fixed_psf(params: PSFParams = DEFAULT_PSF) -> np.ndarray:
@@ -41,3 +64,66 @@ def crop(image: np.ndarray, pad: int) -> np.ndarray:
     if pad == 0:
         return image
     return image[pad:-pad, pad:-pad]
+
+
+@dataclass(frozen=True)
+class PSFChoice:
+    """The PSF and noise level a deconvolution used, and where they came from."""
+
+    psf: PSFParams
+    source: str  # "given", "paper" or "estimated" (with the reason when the estimate failed)
+    noise_var: float | None  # mean noise variance, grey levels^2 (None: not needed)
+    estimate: Any = None  # the DegradationEstimate when one was made
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready record for the restorer's ``last_params``."""
+        out: dict[str, Any] = {
+            "psf": self.psf.model_dump(),
+            "psf_source": self.source,
+            "noise_var": self.noise_var,
+        }
+        if self.estimate is not None:
+            out["estimate"] = self.estimate.model_dump(mode="json")
+        return out
+
+
+def choose_psf(
+    image: np.ndarray,
+    preset: DeconvPreset,
+    psf: PSFParams | None,
+    noise_var: float | None,
+) -> PSFChoice:
+    """The PSF (and, for the adaptive preset, the noise variance) to deconvolve ``image`` with.
+
+    The blind estimate is made only for what the config leaves open; an image on which it fails
+    (too small, flat) falls back to the paper's PSF and records why.
+    """
+    if preset == "paper":
+        return PSFChoice(psf or DEFAULT_PSF, "given" if psf else "paper", noise_var)
+    if psf is not None and noise_var is not None:
+        return PSFChoice(psf, "given", noise_var)
+    from sem_physics import estimate_degradation
+
+    try:
+        est = estimate_degradation(image)
+    except ValueError as err:  # too small to estimate anything
+        var = noise_var if noise_var is not None else MIN_NOISE_VAR
+        return PSFChoice(psf or DEFAULT_PSF, f"paper (no estimate: {err})", var)
+    var = noise_var if noise_var is not None else max(est.noise_floor, MIN_NOISE_VAR)
+    if psf is not None:
+        return PSFChoice(psf, "given", var, est)
+    if est.rx_px is None:
+        reason = "; ".join(est.quality.reasons)
+        return PSFChoice(DEFAULT_PSF, f"paper (no estimate: {reason})", var, est)
+    return PSFChoice(est.psf_params(), "estimated", var, est)
+
+
+def transfer(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Real FFT (``rfft2`` grid of ``shape``) of ``kernel`` centred on pixel (0, 0)."""
+    buf = np.zeros(shape)
+    k = kernel.shape[0]
+    p = k // 2
+    rows = (np.arange(-p, p + 1) % shape[0])[:, None]
+    cols = (np.arange(-p, p + 1) % shape[1])[None, :]
+    np.add.at(buf, (rows, cols), kernel)  # adds where a kernel larger than the grid wraps
+    return sfft.rfft2(buf)

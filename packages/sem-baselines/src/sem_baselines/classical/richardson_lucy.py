@@ -1,53 +1,144 @@
-"""Richardson-Lucy deconvolution (30 iterations, fixed Airy PSF) via scikit-image.
+"""Richardson-Lucy deconvolution, stopped by the discrepancy principle.
 
 Multiplicative update for a non-negative image ``x`` observed as ``y = h ⊛ x``::
 
     x_{t+1} = x_t * ( h~ ⊛ ( y / (h ⊛ x_t) ) ),     h~(u) = h(-u)
 
-Scaling: ``skimage.restoration.richardson_lucy`` starts from a constant 0.5 and (by default)
-clips the result to [-1, 1], so the image is divided by 255 first, negative values (noise) are
-clipped to 0 because the update assumes non-negative data, the call is made with
-``clip=False``, and the result is multiplied back by 255. Boundaries: see :mod:`.deconv`.
+* ``preset="adaptive"`` (default): starts from the flat image ``x_0 = mean(y)`` and stops at the first iterate whose
+  residual mean square ``||y - h ⊛ x_t||^2 / n`` is at most ``tau`` times the mean noise
+  variance (Morozov's discrepancy principle: iterating further fits the noise), or after
+  ``max_iterations``. The noise variance and, when no PSF is given, the PSF come from
+  :func:`sem_physics.estimate_degradation`. Convolutions are FFTs on the reflect-extended image
+  (zero beyond it, as in scikit-image), with the kernel transformed once.
+* ``preset="paper"``: the paper's deployment, 30 iterations with the fixed PSF through
+  ``skimage.restoration.richardson_lucy`` (constant start 0.5 on the [0, 1] scale, called with
+  ``clip=False``; the result is scaled back by 255).
+
+Negative values (noise) are clipped to 0 first because the update assumes non-negative data.
+Boundaries: see :mod:`.deconv`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import scipy.fft as sfft
 from pydantic import BaseModel, ConfigDict, Field
-from sem_physics import PSFParams
+from sem_physics import PSFParams, airy_psf
 from skimage.restoration import richardson_lucy
 
 from ..restorer import check_image, register
-from .deconv import DEFAULT_PSF, DeconvBoundary, crop, fixed_psf, pad_reflect
+from .deconv import DeconvBoundary, DeconvPreset, choose_psf, crop, pad_reflect, transfer
 
-__all__ = ["RichardsonLucyConfig", "RichardsonLucyRestorer"]
+__all__ = ["RichardsonLucyConfig", "RichardsonLucyRestorer", "richardson_lucy_discrepancy"]
+
+PAPER_ITERATIONS = 30
+_EPS = 1e-6
+STALL = 1e-3  # stop when an iteration lowers the residual by less than this x the noise
 
 
 class RichardsonLucyConfig(BaseModel):
-    """Deployment-style settings (the paper's): 30 iterations, one fixed PSF."""
+    """Adaptive by default; ``preset="paper"`` gives the paper's 30 iterations and fixed PSF."""
 
     model_config = ConfigDict(extra="forbid")
 
-    iterations: int = Field(default=30, ge=1, le=10_000, description="RL iterations")
-    psf: PSFParams = Field(default=DEFAULT_PSF, description="fixed PSF (radii in px)")
+    preset: DeconvPreset = Field(default="adaptive", description="adaptive or paper")
+    iterations: int | None = Field(
+        default=None, ge=1, le=10_000, description="fixed count; None = discrepancy or 30"
+    )
+    max_iterations: int = Field(default=100, ge=1, le=10_000, description="adaptive cap")
+    psf: PSFParams | None = Field(
+        default=None, description="PSF (radii in px); None = blind estimate (adaptive) or paper's"
+    )
+    noise_var: float | None = Field(
+        default=None, ge=0, description="mean noise variance, grey levels^2; None = estimate"
+    )
+    tau: float = Field(default=1.0, gt=0, le=10, description="discrepancy factor")
     boundary: DeconvBoundary = Field(default="reflect", description="image extension")
     clip: bool = Field(default=True, description="clip the output to 0..255")
 
 
+def richardson_lucy_discrepancy(
+    y: np.ndarray,
+    kernel: np.ndarray,
+    target_var: float,
+    max_iterations: int,
+    core: tuple[slice, slice],
+    fixed: int | None = None,
+) -> tuple[np.ndarray, int, float]:
+    """RL from the flat ``x_0 = mean(y)`` until ``mean((y - h ⊛ x)^2)`` over ``core`` is <= ``target_var``
+    or an iteration lowers it by less than ``STALL * target_var`` (the fit has stalled above the
+    noise level, e.g. where slow high frequencies would need hundreds of iterations).
+
+    ``fixed`` runs exactly that many iterations instead. Returns ``(x, iterations, residual)``.
+    """
+    if not np.array_equal(kernel, kernel[::-1, ::-1]):
+        raise ValueError("the PSF must be centro-symmetric (h(-u) = h(u))")
+    h, w = y.shape
+    p = kernel.shape[0] // 2
+    fh = sfft.next_fast_len(h + p, real=True)
+    fw = sfft.next_fast_len(w + p, real=True)
+    tf = transfer(kernel, (fh, fw))
+
+    def conv(img: np.ndarray) -> np.ndarray:
+        return sfft.irfft2(sfft.rfft2(img, s=(fh, fw)) * tf, s=(fh, fw))[:h, :w]
+
+    x = np.full_like(y, max(float(y.mean()), _EPS))  # flat start: low frequencies first
+    limit = fixed if fixed is not None else max_iterations
+    done, previous = 0, float("inf")
+    while True:
+        hx = conv(x)
+        resid = float(np.mean((y[core] - hx[core]) ** 2))
+        if done >= limit:
+            break
+        if fixed is None and (resid <= target_var or previous - resid < STALL * target_var):
+            break
+        previous = resid
+        x = x * conv(y / np.maximum(hx, _EPS))
+        done += 1
+    return x, done, resid
+
+
 @register("richardson-lucy", RichardsonLucyConfig)
 class RichardsonLucyRestorer:
-    """Richardson-Lucy deconvolution with the fixed PSF of SPEC §4."""
+    """Richardson-Lucy deconvolution; what it used is kept in ``last_params``."""
 
     def __init__(self, config: RichardsonLucyConfig | None = None) -> None:
         self.config = config or RichardsonLucyConfig()
-        self.kernel = fixed_psf(self.config.psf)
+        self.last_params: dict[str, Any] = {}
 
     def restore(self, image: np.ndarray) -> np.ndarray:
-        x = check_image(image).astype(np.float64) / 255.0
-        pad = self.kernel.shape[0] // 2 if self.config.boundary == "reflect" else 0
-        y = np.clip(pad_reflect(x, pad), 0.0, None)
-        out = richardson_lucy(y, self.kernel, num_iter=self.config.iterations, clip=False)
-        out = crop(out, pad) * 255.0
-        if self.config.clip:
+        y = check_image(image).astype(np.float64)
+        cfg = self.config
+        need_noise = cfg.preset == "adaptive" and cfg.iterations is None
+        choice = choose_psf(y, cfg.preset, cfg.psf, cfg.noise_var if need_noise else 0.0)
+        kernel = airy_psf(choice.psf)
+        pad = kernel.shape[0] // 2 if cfg.boundary == "reflect" else 0
+        ext = np.clip(pad_reflect(y, pad), 0.0, None)
+        if cfg.preset == "paper":
+            iterations = cfg.iterations or PAPER_ITERATIONS
+            out = richardson_lucy(ext / 255.0, kernel, num_iter=iterations, clip=False) * 255.0
+            extra: dict[str, Any] = {}
+        else:
+            h, w = y.shape
+            core = (slice(pad, pad + h), slice(pad, pad + w))
+            target = cfg.tau * float(choice.noise_var or 0.0)
+            out, iterations, resid = richardson_lucy_discrepancy(
+                ext, kernel, target, cfg.max_iterations, core, cfg.iterations
+            )
+            extra = {"residual_var": resid, "stopped_by": _stop_reason(cfg, iterations)}
+        self.last_params = {"preset": cfg.preset, "iterations": iterations, **extra}
+        self.last_params.update(choice.as_dict())
+        out = crop(out, pad)
+        if cfg.clip:
             out = np.clip(out, 0.0, 255.0)
         return out.astype(np.float32)
+
+
+def _stop_reason(cfg: RichardsonLucyConfig, iterations: int) -> str:
+    if cfg.iterations is not None:
+        return "fixed count"
+    if iterations >= cfg.max_iterations:
+        return "max_iterations"
+    return "discrepancy"

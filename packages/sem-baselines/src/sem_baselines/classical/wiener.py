@@ -1,4 +1,4 @@
-"""Wiener(-Hunt) deconvolution (balance 0.01, fixed Airy PSF) via scikit-image.
+"""Wiener(-Hunt) deconvolution with the regularisation chosen from the image's noise level.
 
 With ``H`` the transfer function of the PSF, ``D`` that of the discrete Laplacian
 ``[[0, -1, 0], [-1, 4, -1], [0, -1, 0]]`` (scikit-image's default regulariser) and
@@ -6,48 +6,133 @@ With ``H`` the transfer function of the PSF, ``D`` that of the discrete Laplacia
 
     X = conj(H) Y / (|H|^2 + lambda |D|^2)
 
-The filter is linear, so the 0..255 scale is kept through ``/255 ... *255`` only to match
-scikit-image's [0, 1] convention; its [-1, 1] clip is switched off (``clip=False``). The FFT
-makes the image periodic; boundaries: see :mod:`.deconv`.
+* ``preset="adaptive"`` (default): ``lambda`` by the discrepancy principle -- the largest
+  residual ``||y - h ⊛ x||^2 / n`` allowed is ``tau`` times the mean noise variance, found by
+  bisection on ``log lambda`` (the residual grows monotonically with ``lambda``). The noise
+  variance and, when no PSF is given, the PSF come from :func:`sem_physics.estimate_degradation`.
+* ``preset="paper"``: the paper's deployment, balance 0.01 and the fixed PSF, through
+  ``skimage.restoration.wiener`` on the [0, 1] scale with its [-1, 1] clip switched off.
+
+The FFT makes the image periodic; boundaries: see :mod:`.deconv`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import scipy.fft as sfft
 from pydantic import BaseModel, ConfigDict, Field
-from sem_physics import PSFParams
+from sem_physics import PSFParams, airy_psf
 from skimage.restoration import wiener
 
 from ..restorer import check_image, register
-from .deconv import DEFAULT_PSF, DeconvBoundary, crop, fixed_psf, pad_reflect
+from .deconv import DeconvBoundary, DeconvPreset, choose_psf, crop, pad_reflect, transfer
 
-__all__ = ["WienerConfig", "WienerRestorer"]
+__all__ = ["WienerConfig", "WienerRestorer", "discrepancy_balance"]
+
+_LAPLACIAN = np.array([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
+PAPER_BALANCE = 0.01
+BAND_OTF = 0.05  # |H| above which a frequency counts as carrying signal
 
 
 class WienerConfig(BaseModel):
-    """Deployment-style settings (the paper's): balance 0.01, one fixed PSF."""
+    """Adaptive by default; ``preset="paper"`` gives the paper's balance 0.01 and fixed PSF."""
 
     model_config = ConfigDict(extra="forbid")
 
-    balance: float = Field(default=0.01, gt=0, le=1e6, description="regularisation lambda")
-    psf: PSFParams = Field(default=DEFAULT_PSF, description="fixed PSF (radii in px)")
+    preset: DeconvPreset = Field(default="adaptive", description="adaptive or paper")
+    balance: float | None = Field(
+        default=None, gt=0, le=1e6, description="lambda; None = discrepancy (adaptive) or 0.01"
+    )
+    psf: PSFParams | None = Field(
+        default=None, description="PSF (radii in px); None = blind estimate (adaptive) or paper's"
+    )
+    noise_var: float | None = Field(
+        default=None, ge=0, description="mean noise variance, grey levels^2; None = estimate"
+    )
+    tau: float = Field(default=1.0, gt=0, le=10, description="discrepancy factor")
     boundary: DeconvBoundary = Field(default="reflect", description="image extension")
     clip: bool = Field(default=True, description="clip the output to 0..255")
 
 
+def discrepancy_balance(
+    spectrum: np.ndarray,
+    h: np.ndarray,
+    d2: np.ndarray,
+    noise_var: float,
+    weights: np.ndarray,
+    tau: float = 1.0,
+    band: float = BAND_OTF,
+) -> float:
+    """``lambda`` whose in-band residual equals the noise: the discrepancy principle.
+
+    Only frequencies where ``|H| > band`` count: beyond the OTF cut-off the data is noise that
+    no ``lambda`` can fit, so the whole-image residual would already match the noise level at
+    ``lambda -> 0``. The residual mean square there,
+    ``sum |Y lambda D^2 / (H^2 + lambda D^2)|^2 / (n n_band)``, grows with ``lambda``; the
+    root of ``residual = tau * noise_var`` is found by bisection on ``log lambda``.
+    """
+    h2 = h.real**2 + h.imag**2
+    sel = h2 > band**2
+    y2 = ((spectrum.real**2 + spectrum.imag**2) * weights)[sel]
+    h2, d2s = h2[sel], d2[sel]
+    n_total = float(np.sum(weights * np.ones_like(h2, shape=spectrum.shape)))
+    n_band = float(np.sum((weights * np.ones(spectrum.shape))[sel]))
+    target = tau * noise_var
+
+    def residual(log_lam: float) -> float:
+        lam = np.exp(log_lam)
+        ratio = lam * d2s / (h2 + lam * d2s)
+        return float(np.sum(y2 * ratio * ratio)) / (n_total * n_band)
+
+    lo, hi = np.log(1e-9), np.log(1e6)
+    if residual(lo) >= target:
+        return float(np.exp(lo))
+    if residual(hi) <= target:
+        return float(np.exp(hi))
+    while hi - lo > 1e-3:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if residual(mid) > target else (mid, hi)
+    return float(np.exp(0.5 * (lo + hi)))
+
+
 @register("wiener", WienerConfig)
 class WienerRestorer:
-    """Wiener-Hunt deconvolution with the fixed PSF of SPEC §4 and a Laplacian prior."""
+    """Wiener-Hunt deconvolution, Laplacian prior; what it used is kept in ``last_params``."""
 
     def __init__(self, config: WienerConfig | None = None) -> None:
         self.config = config or WienerConfig()
-        self.kernel = fixed_psf(self.config.psf)
+        self.last_params: dict[str, Any] = {}
 
     def restore(self, image: np.ndarray) -> np.ndarray:
-        x = check_image(image).astype(np.float64) / 255.0
-        pad = self.kernel.shape[0] // 2 if self.config.boundary == "reflect" else 0
-        out = wiener(pad_reflect(x, pad), self.kernel, self.config.balance, clip=False)
-        out = crop(out, pad) * 255.0
-        if self.config.clip:
+        y = check_image(image).astype(np.float64)
+        cfg = self.config
+        need_noise = cfg.preset == "adaptive" and cfg.balance is None
+        choice = choose_psf(y, cfg.preset, cfg.psf, cfg.noise_var if need_noise else 0.0)
+        kernel = airy_psf(choice.psf)
+        pad = kernel.shape[0] // 2 if cfg.boundary == "reflect" else 0
+        ext = pad_reflect(y, pad)
+        if cfg.preset == "paper":
+            balance = cfg.balance if cfg.balance is not None else PAPER_BALANCE
+            out = wiener(ext / 255.0, kernel, balance, clip=False) * 255.0
+        else:
+            shape = ext.shape
+            spec = sfft.rfft2(ext)
+            h = transfer(kernel, shape)
+            d2 = np.abs(transfer(_LAPLACIAN, shape)) ** 2
+            balance = cfg.balance
+            if balance is None:
+                wts = np.full(spec.shape[1], 2.0)
+                wts[0] = 1.0
+                if shape[1] % 2 == 0:
+                    wts[-1] = 1.0
+                balance = discrepancy_balance(
+                    spec, h, d2, float(choice.noise_var or 0.0), wts[None, :], cfg.tau
+                )
+            out = sfft.irfft2(np.conj(h) * spec / (np.abs(h) ** 2 + balance * d2), s=shape)
+        self.last_params = {"preset": cfg.preset, "balance": balance, **choice.as_dict()}
+        out = crop(out, pad)
+        if cfg.clip:
             out = np.clip(out, 0.0, 255.0)
         return out.astype(np.float32)

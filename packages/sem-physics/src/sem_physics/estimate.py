@@ -1,0 +1,647 @@
+"""Blind estimation of the defocus PSF and of the Poisson-Gaussian noise from one image.
+
+The forward model ``y = N(a (x ⊛ h) + b)`` (arXiv 2604.05960, Sec. 3.1) leaves two traces
+in a single observation:
+
+* PSF. The OTF of the Airy^2 PSF is the autocorrelation of an elliptical disc: it vanishes
+  beyond the ellipse ``rho(f) = |diag(Rx, Ry) R(theta) f| = 1`` (``f`` in cycles/px), where the
+  image power spectrum falls to the flat noise floor. The periodogram of the periodic component
+  of ``y`` (no edge leakage) is averaged in polar bins and fitted, in the log domain and with a
+  robust loss, by ``N + A_s |f|^-alpha_s |OTF(rho(f))|^2``: a flat floor ``N``, a power-law image
+  prior free in every angular sector ``s`` (line patterns are strongly anisotropic) and the
+  simulator's own OTF (:func:`._spectrum.otf_table`). The ellipse is parametrised without a
+  singularity at ``Rx = Ry``: ``rho^2 = r^2 f^T exp(E) f``, ``E = [[e1, e2], [e2, -e1]]``.
+* Noise. Frequencies beyond the fitted ellipse carry noise only; their inverse transform ``n``
+  is a noise image with variance ``c v(p)`` (``c`` the fraction of the spectrum kept) and the rest
+  is the local mean ``z(p)``. The variance-versus-mean line ``v = z / dose + sigma^2``
+  (Poisson-Gaussian, Foi et al. 2008) fitted on ``z`` bins gives ``dose`` and ``sigma``.
+
+``beta`` (U(1.9, 2.0) in the paper) moves the OTF by a few per cent only and is not identifiable
+from one image: it is reported at the prior's midpoint with the prior's standard deviation.
+Uncertainties are one standard deviation: the fit's statistical error combined with a model
+term measured by ``benchmarks/bench_estimate.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import scipy.fft as sfft
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage as ndi
+from scipy.special import digamma, polygamma
+
+from ._spectrum import otf_table, periodic_spectrum, polar_bins, rfft_weights
+from .forward import validate_image
+from .params import DegradationParams
+from .psf import PSFParams
+
+__all__ = [
+    "DegradationEstimate",
+    "EstimateQuality",
+    "canonical_ellipse",
+    "estimate_degradation",
+    "estimate_errors",
+]
+
+MIN_SIDE_PX = 32  # below this nothing can be estimated
+SMALL_SIDE_PX = 128  # below this the estimate is flagged
+BETA_PRIOR = (1.9, 2.0)
+_MODEL_ERR = 0.15  # relative model error of one binned periodogram value
+_RADIUS_SYST = 0.06  # relative model error of the radii (benchmark spread, added in quadrature)
+_THETA_SYST = math.radians(3.0)
+_NOISE_SYST = 0.08  # relative model error of sigma and dose
+_SATURATION_FRACTION = 0.01
+_MIN_RADIUS_PX, _MAX_RADIUS_FRACTION = 0.5, 0.25
+N_SECTORS = 24  # angular sectors over the half plane, each with its own image prior
+ANISOTROPIC_START = True  # a third start from the ellipse through the sector cut-offs
+START_SCALES = (1.0, 0.75)  # initial radius multipliers; the fit with the lower cost wins
+LM_RTOL = 1e-5  # stop when an iteration lowers the cost by less than this fraction
+LOW_CUT = 0.5  # measured by bench_estimate: 0.3 and 0.65 give a larger 90th percentile
+_MIN_SIGNAL_BINS = 8  # polar bins clearly above the floor needed to call the image structured
+
+
+class EstimateQuality(BaseModel):
+    """Why an estimate may not be trusted; ``ok`` when no flag is set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    flat: bool = Field(default=False, description="no structure above the noise floor")
+    too_small: bool = Field(default=False, description=f"a side below {SMALL_SIDE_PX} px")
+    saturated: bool = Field(default=False, description="clipped pixels at the grey-level limits")
+    unreliable: bool = Field(default=False, description="fit poorly constrained or at a bound")
+    reasons: list[str] = Field(default_factory=list, description="one sentence per flag")
+
+    @property
+    def ok(self) -> bool:
+        """No flag set."""
+        return not (self.flat or self.too_small or self.saturated or self.unreliable)
+
+
+class DegradationEstimate(BaseModel):
+    """Forward-model parameters read from one image, each with a one-sigma uncertainty.
+
+    Radii in pixels, angle in radians (``rx_px >= ry_px``, ``theta_rad`` in [0, pi): the ellipse
+    ``(Rx, Ry, theta)`` equals ``(Ry, Rx, theta + pi/2)``), ``sigma`` on the 0..255 scale,
+    ``dose`` in electrons per grey level. PSF fields are None for a flat image.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rx_px: float | None = Field(description="PSF scale along x' (major axis), px")
+    rx_px_err: float | None = None
+    ry_px: float | None = Field(description="PSF scale along y' (minor axis), px")
+    ry_px_err: float | None = None
+    theta_rad: float | None = Field(description="orientation of x' in [0, pi), rad")
+    theta_rad_err: float | None = None
+    beta: float = Field(description="Airy exponent (prior midpoint, not identifiable)")
+    beta_err: float
+    sigma: float = Field(ge=0, description="Gaussian read-noise std, 0..255 scale")
+    sigma_err: float
+    dose: float = Field(gt=0, description="electrons per grey level (Poisson term)")
+    dose_err: float
+    noise_floor: float = Field(description="mean noise variance over the image, grey levels^2")
+    shape: tuple[int, int] = Field(description="(rows, cols) of the image analysed")
+    method: str = "power-spectrum"
+    seconds: float = Field(description="time taken")
+    quality: EstimateQuality = Field(default_factory=EstimateQuality)
+
+    def psf_params(self) -> PSFParams:
+        """The estimated PSF for :func:`sem_physics.airy_psf` (ValueError for a flat image)."""
+        if self.rx_px is None or self.ry_px is None or self.theta_rad is None:
+            raise ValueError(f"no PSF estimate: {'; '.join(self.quality.reasons)}")
+        return PSFParams(
+            rx_px=self.rx_px, ry_px=self.ry_px, beta=self.beta, theta_rad=self.theta_rad
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# PSF: parametric fit of the binned periodogram
+
+
+def _ellipse_rho2(geo: np.ndarray, fx: np.ndarray, fy: np.ndarray) -> np.ndarray:
+    """``rho^2 = r^2 f^T exp(E) f`` for ``geo = (log r, e1, e2)``."""
+    log_r, e1, e2 = geo
+    e = math.hypot(e1, e2)
+    ch, shc = math.cosh(e), (math.sinh(e) / e if e > 1e-12 else 1.0)
+    qxx, qyy, qxy = ch + shc * e1, ch - shc * e1, shc * e2
+    return math.exp(2 * log_r) * (qxx * fx * fx + 2 * qxy * fx * fy + qyy * fy * fy)
+
+
+def _geo_to_psf(geo: np.ndarray) -> tuple[float, float, float]:
+    """``(Rx, Ry, theta)`` with ``Rx >= Ry`` and ``theta`` in [0, pi)."""
+    log_r, e1, e2 = geo
+    e = math.hypot(e1, e2)
+    r = math.exp(log_r)
+    theta = 0.5 * math.atan2(e2, e1) % math.pi
+    return r * math.exp(e / 2), r * math.exp(-e / 2), theta
+
+
+class _SpectrumFit:
+    """Binned log-periodogram model ``log(N + A_s f^-alpha_s OTF(rho)^2)`` and its Jacobian."""
+
+    def __init__(self, pbar: np.ndarray, bins, keep: np.ndarray, beta: float) -> None:
+        # The mean of n periodogram values is Gamma(n)-distributed around the model: its log has
+        # mean log(model) + digamma(n) - log(n) and variance trigamma(n).
+        n = bins.count[keep]
+        self.y = np.log(pbar[keep]) - (digamma(n) - np.log(n))
+        self.w = 1.0 / np.sqrt(polygamma(1, n) + _MODEL_ERR**2)
+        self.fx, self.fy = bins.fx[keep], bins.fy[keep]
+        self.f2 = self.fx**2 + self.fy**2
+        self.d, self.c = self.fx**2 - self.fy**2, self.fx * self.fy
+        self.logf = 0.5 * np.log(self.f2)
+        self.sector = bins.sector[keep]
+        self.n_sectors = bins.n_sectors
+        rho_tab, otf_tab = otf_table(beta)
+        self.step = float(rho_tab[1] - rho_tab[0])
+        # value and slope of each linear-interpolation segment (zero beyond the table)
+        self.otf_seg = np.append(otf_tab, 0.0)
+        self.dotf_seg = np.append(np.diff(otf_tab) / self.step, [0.0, 0.0])
+
+    def residuals_jac(self, params: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Weighted residuals ``w (log P - model)`` and their sparse Jacobian.
+
+        The Jacobian is returned as ``(G, JA, JS)``: ``G`` (n, 4) for ``(log r, e1, e2, log N)``,
+        and one column each for the amplitude and the slope of the bin's own sector.
+        """
+        ns = self.n_sectors
+        log_r, e1, e2 = params[:3]
+        floor = math.exp(params[3])
+        amp = params[4 : 4 + ns][self.sector]
+        slope = params[4 + ns :][self.sector]
+        e = math.hypot(e1, e2)
+        ch = math.cosh(e)
+        shc = math.sinh(e) / e if e > 1e-6 else 1.0 + e * e / 6
+        g = (e * ch - math.sinh(e)) / e**3 if e > 1e-4 else 1.0 / 3.0
+        aniso = e1 * self.d + 2 * e2 * self.c
+        q = ch * self.f2 + shc * aniso
+        r2 = math.exp(2 * log_r)
+        rho = np.sqrt(r2 * q)
+        pos = rho / self.step
+        seg = np.minimum(pos.astype(np.intp), self.otf_seg.size - 1)
+        dotf = self.dotf_seg[seg]
+        otf = np.where(
+            seg < self.otf_seg.size - 1, self.otf_seg[seg] + (pos - seg) * self.step * dotf, 0.0
+        )
+        prior = np.exp(amp - slope * self.logf)
+        signal = prior * otf * otf
+        total = floor + signal
+        res = self.w * (self.y - np.log(total))
+        ds = -self.w * signal / total  # d residual / d log A_s
+        drho = -self.w * prior * 2 * otf * dotf / total  # d residual / d rho
+        dq1 = shc * e1 * self.f2 + g * e1 * aniso + shc * self.d
+        dq2 = shc * e2 * self.f2 + g * e2 * aniso + shc * 2 * self.c
+        half_r2_over_rho = r2 / (2 * np.maximum(rho, 1e-12))
+        geo = np.stack(
+            [
+                drho * rho,
+                drho * half_r2_over_rho * dq1,
+                drho * half_r2_over_rho * dq2,
+                -self.w * floor / total,
+            ],
+            axis=1,
+        )
+        return res, (geo, ds, -self.logf * ds)
+
+
+def _normal_equations(
+    jac: tuple[np.ndarray, ...], wt: np.ndarray, r: np.ndarray, sector: np.ndarray, ns: int
+) -> tuple[np.ndarray, ...]:
+    """``J^T W J`` and ``J^T W r`` in blocks: (4x4, (ns,4,2), (ns,2,2)) and (4, (ns,2)).
+
+    Assembled with ``einsum`` and ``bincount``: multithreaded BLAS on a loaded machine can be
+    a hundred times slower than these few million multiply-adds.
+    """
+    geo, ja, js = jac
+    gw = geo * wt[:, None]
+    a_gg = np.einsum("ij,ik->jk", gw, geo)
+    g_g = np.einsum("ij,i->j", gw, r)
+    cols = (ja * wt, js * wt)
+    a_gs = np.empty((ns, 4, 2))
+    a_ss = np.empty((ns, 2, 2))
+    g_s = np.empty((ns, 2))
+    for k, cw in enumerate(cols):
+        for j in range(4):
+            a_gs[:, j, k] = np.bincount(sector, weights=geo[:, j] * cw, minlength=ns)
+        a_ss[:, k, 0] = np.bincount(sector, weights=cw * ja, minlength=ns)
+        a_ss[:, k, 1] = np.bincount(sector, weights=cw * js, minlength=ns)
+        g_s[:, k] = np.bincount(sector, weights=cw * r, minlength=ns)
+    return a_gg, a_gs, a_ss, g_g, g_s
+
+
+def _inv2(m: np.ndarray) -> np.ndarray:
+    """Inverse of a stack of 2x2 matrices (ns, 2, 2)."""
+    det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+    det = np.where(np.abs(det) > 1e-300, det, 1e-300)
+    inv = np.empty_like(m)
+    inv[:, 0, 0], inv[:, 1, 1] = m[:, 1, 1] / det, m[:, 0, 0] / det
+    inv[:, 0, 1], inv[:, 1, 0] = -m[:, 0, 1] / det, -m[:, 1, 0] / det
+    return inv
+
+
+def _solve_blocks(
+    blocks: tuple[np.ndarray, ...], lam: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Damped Gauss-Newton step by the Schur complement on the 4 global parameters.
+
+    Returns ``(step_global, step_sectors (ns, 2), inverse Schur complement)``; the latter is the
+    covariance of the global parameters up to the residual variance.
+    """
+    a_gg, a_gs, a_ss, g_g, g_s = blocks
+    a_gg = a_gg + lam * np.diag(np.maximum(np.diag(a_gg), 1e-12))
+    a_ss = a_ss.copy()
+    for k in range(2):
+        a_ss[:, k, k] += lam * np.maximum(a_ss[:, k, k], 1e-12)
+    dinv = _inv2(a_ss)
+    pd = np.einsum("sjk,skl->sjl", a_gs, dinv)  # (ns, 4, 2)
+    schur = a_gg - np.einsum("sjl,sml->jm", pd, a_gs)
+    rhs = g_g - np.einsum("sjl,sl->j", pd, g_s)
+    schur_inv = np.linalg.inv(schur)
+    step_g = -schur_inv @ rhs
+    step_s = -np.einsum("skl,sl->sk", dinv, g_s + np.einsum("sjl,j->sl", a_gs, step_g))
+    return step_g, step_s, schur_inv
+
+
+def _robust_lm(
+    fit: _SpectrumFit,
+    x0: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    f_scale: float = 2.0,
+    max_iter: int = 100,
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Levenberg-Marquardt with a soft-L1 loss (IRLS weights) and box bounds (clipping).
+
+    Returns ``(params, robust cost, covariance of the 4 global parameters / residual var)``.
+    """
+    ns = fit.n_sectors
+
+    def cost_of(r: np.ndarray) -> float:
+        return float(np.sum(2 * f_scale**2 * (np.sqrt(1 + (r / f_scale) ** 2) - 1)))
+
+    def unpack(step_g: np.ndarray, step_s: np.ndarray) -> np.ndarray:
+        return np.concatenate([step_g, step_s[:, 0], step_s[:, 1]])
+
+    x = np.clip(x0, lower, upper)
+    r, jac = fit.residuals_jac(x)
+    cost, lam = cost_of(r), 1e-2
+    schur_inv = np.full((4, 4), np.inf)
+    for _ in range(max_iter):
+        wt = 1.0 / np.sqrt(1 + (r / f_scale) ** 2)
+        blocks = _normal_equations(jac, wt, r, fit.sector, ns)
+        improved = False
+        for _ in range(10):
+            try:
+                step_g, step_s, _ = _solve_blocks(blocks, lam)
+            except np.linalg.LinAlgError:
+                lam *= 10
+                continue
+            x_new = np.clip(x + unpack(step_g, step_s), lower, upper)
+            r_new, jac_new = fit.residuals_jac(x_new)
+            cost_new = cost_of(r_new)
+            if np.isfinite(cost_new) and cost_new < cost:
+                improved = True
+                break
+            lam *= 6
+        if not improved:
+            break
+        rel = (cost - cost_new) / max(cost, 1e-300)
+        x, r, jac, cost = x_new, r_new, jac_new, cost_new
+        lam = max(lam / 5, 1e-7)
+        if rel < LM_RTOL:
+            break
+    wt = 1.0 / np.sqrt(1 + (r / f_scale) ** 2)
+    try:
+        _, _, schur_inv = _solve_blocks(_normal_equations(jac, wt, r, fit.sector, ns), 0.0)
+    except np.linalg.LinAlgError:
+        pass
+    return x, cost, schur_inv
+
+
+def _sector_cutoffs(pbar: np.ndarray, bins, keep: np.ndarray, floor: float) -> np.ndarray:
+    """Per sector, the highest frequency whose bin is clearly above the floor (0: none)."""
+    pb = pbar.reshape(bins.n_sectors, bins.n_rings)
+    ok = keep.reshape(bins.n_sectors, bins.n_rings)
+    f = np.hypot(bins.fx, bins.fy).reshape(bins.n_sectors, bins.n_rings)
+    n = bins.count.reshape(bins.n_sectors, bins.n_rings)
+    above = ok & (pb > floor * (1.0 + 6.0 / np.sqrt(np.maximum(n, 1))))
+    return np.where(above, f, 0.0).max(axis=1)
+
+
+def _ellipse_from_cutoffs(cut: np.ndarray, n_sectors: int) -> tuple[float, float, float] | None:
+    """``(log r, e1, e2)`` of the ellipse through the sectors' visible cut-offs, or None.
+
+    ``rho = 1`` at the cut-off ``f_s`` in direction ``phi_s``: ``f_s^2 u^T Q u = 1`` is linear in
+    the entries of ``Q = r^2 exp(E)``; solved by least squares over the sectors with a cut-off.
+    """
+    has = cut > 0
+    if has.sum() < 4:
+        return None
+    phi = (np.arange(n_sectors) + 0.5) / n_sectors * np.pi - np.pi / 2
+    c, s = np.cos(phi[has]), np.sin(phi[has])
+    design = np.stack([c * c, 2 * c * s, s * s], axis=1)
+    target = 1.0 / cut[has] ** 2
+    qxx, qxy, qyy = np.linalg.lstsq(design, target, rcond=None)[0]
+    det = qxx * qyy - qxy * qxy
+    if not (qxx > 0 and qyy > 0 and det > 0):
+        return None
+    log_r = 0.25 * math.log(det)  # det Q = r^4
+    half_tr = 0.5 * (qxx + qyy) / math.sqrt(det)  # cosh(e)
+    e = math.acosh(max(half_tr, 1.0))
+    psi = 0.5 * math.atan2(2 * qxy, qxx - qyy)
+    e = min(e, 3.5)
+    return log_r, e * math.cos(2 * psi), e * math.sin(2 * psi)
+
+
+def _fit_psf(
+    pbar: np.ndarray, bins, keep: np.ndarray, beta: float, max_radius: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Robust fit; returns ``(params, covariance of (log r, e1, e2), floor)``."""
+    f = np.hypot(bins.fx, bins.fy)
+    outer = keep & (f > np.quantile(f[keep], 0.9))
+    floor0 = float(np.median(pbar[outer]))
+    cut = _sector_cutoffs(pbar, bins, keep, floor0)
+    has = cut > 0
+    r0 = 1.0 / max(float(np.percentile(cut[has], 75)), 1e-3) if has.any() else 10.0
+    r0 = float(np.clip(r0, 1.0, max_radius))
+    # The prior need only be a power law near the band edge: drop each sector's lowest
+    # frequencies (below LOW_CUT x its visible cut-off), where real spectra bend.
+    keep = keep & (f >= LOW_CUT * cut[bins.sector])
+    fit = _SpectrumFit(pbar, bins, keep, beta)
+    ns = bins.n_sectors
+    amp0 = np.empty(ns)
+    for s in range(ns):
+        low = keep & (bins.sector == s) & (f < 0.3 / r0)
+        vals = pbar[low] if low.any() else pbar[keep & (bins.sector == s)]
+        f_ref = float(np.median(f[low])) if low.any() else 0.3 / r0
+        amp0[s] = math.log(max(float(np.median(vals)) - floor0, floor0 * 1e-3)) + 2 * math.log(
+            f_ref
+        )
+    lo_r, hi_r = math.log(_MIN_RADIUS_PX), math.log(max_radius)
+    lower = np.concatenate([[lo_r, -4.0, -4.0, -50.0], np.full(ns, -100.0), np.full(ns, -2.0)])
+    upper = np.concatenate([[hi_r, 4.0, 4.0, 50.0], np.full(ns, 100.0), np.full(ns, 6.0)])
+    starts = [(math.log(r0 * scale), 0.0, 0.0) for scale in START_SCALES]
+    if ANISOTROPIC_START:
+        aniso = _ellipse_from_cutoffs(cut, bins.n_sectors)
+        if aniso is not None:
+            starts.append(aniso)
+    best = None
+    for geo0 in starts:
+        x0 = np.concatenate([[*geo0, math.log(floor0)], amp0, np.full(ns, 2.0)])
+        x0[0] = float(np.clip(x0[0], lo_r, hi_r))
+        x, cost, cov4 = _robust_lm(fit, x0, lower, upper)
+        if best is None or cost < best[1]:
+            best = (x, cost, cov4)
+    x, cost, cov4 = best
+    dof = max(fit.y.size - x.size, 1)
+    return x, cov4[:3, :3] * (2.0 * cost / dof), math.exp(x[3])
+
+
+def _psf_errors(geo: np.ndarray, cov: np.ndarray) -> tuple[float, float, float]:
+    """Propagate the covariance of ``(log r, e1, e2)`` to ``(Rx, Ry, theta)`` numerically."""
+    base = np.array(_geo_to_psf(geo))
+    jac = np.zeros((3, 3))
+    for i in range(3):  # central differences
+        step = np.zeros(3)
+        step[i] = 1e-5
+        d = np.array(_geo_to_psf(geo + step)) - np.array(_geo_to_psf(geo - step))
+        d[2] = (d[2] + math.pi / 2) % math.pi - math.pi / 2
+        jac[:, i] = d / 2e-5
+    var = np.clip(np.einsum("ij,jk,ik->i", jac, cov, jac), 0, None)
+    rx, ry, _ = base
+    return (
+        math.hypot(math.sqrt(var[0]), _RADIUS_SYST * rx),
+        math.hypot(math.sqrt(var[1]), _RADIUS_SYST * ry),
+        math.hypot(math.sqrt(var[2]), _THETA_SYST),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Noise: variance versus mean of the out-of-band image
+
+
+def _fit_noise(
+    image: np.ndarray,
+    periodic: np.ndarray,
+    geo: np.ndarray | None,
+    saturated_levels: tuple[float, float] | None,
+) -> tuple[float, float, float, float, float]:
+    """``(sigma, sigma_err, dose, dose_err, mean variance)`` from the noise-only frequencies."""
+    h, w = image.shape
+    fy = sfft.fftfreq(h)[:, None]
+    fx = sfft.rfftfreq(w)[None, :]
+    if geo is None:  # flat image: what structure there is lies below 1/4 cycles/px
+        mask = (np.hypot(fx, fy) > 0.25).astype(np.float64)
+    else:
+        rho = np.sqrt(_ellipse_rho2(geo, fx, fy))
+        mask = np.clip((rho - 1.1) / 0.2, 0.0, 1.0)  # smooth edge, no signal left beyond 1.1
+    keep_fraction = float((mask**2 * rfft_weights(w)[None, :]).sum() / (h * w))
+    if keep_fraction < 0.02:
+        # a radius below ~1.4 px leaves hardly any noise-only band: use the outer corners
+        mask = (np.hypot(fx, fy) > 0.45).astype(np.float64)
+        keep_fraction = float((mask**2 * rfft_weights(w)[None, :]).sum() / (h * w))
+    noise = sfft.irfft2(periodic * mask, s=(h, w), workers=-1)
+    local = image - noise
+    r_px = 1.0 if geo is None else math.exp(geo[0]) * math.exp(-0.5 * math.hypot(*geo[1:]))
+    size = 2 * int(np.clip(0.35 * r_px, 0.5, 3.0)) + 1  # box mean: cuts the noise left in z
+    local = ndi.uniform_filter(local, size, mode="reflect")
+    border = 4
+    z = local[border:-border, border:-border].ravel()
+    n2 = (noise[border:-border, border:-border] ** 2).ravel() / keep_fraction
+    if saturated_levels is not None:
+        lo, hi = saturated_levels
+        img = image[border:-border, border:-border].ravel()
+        good = (img > lo) & (img < hi)
+        z, n2 = z[good], n2[good]
+    mean_var = float(n2.mean())
+    edges = np.quantile(z[::7], np.linspace(0.0, 1.0, 21))
+    edges[0], edges[-1] = -np.inf, np.inf
+    idx = np.clip(np.searchsorted(edges, z, side="right") - 1, 0, 19)
+    cnt = np.bincount(idx, minlength=20).astype(np.float64)
+    zm = np.bincount(idx, weights=z, minlength=20) / np.maximum(cnt, 1)
+    vm = np.bincount(idx, weights=n2, minlength=20) / np.maximum(cnt, 1)
+    use = cnt > 50
+    zm, vm, cnt = zm[use], vm[use], cnt[use]
+    # weighted least squares v = sigma^2 + z / dose; var of a bin mean ~ 2 v^2 / (n c)
+    wts = cnt * keep_fraction / (2.0 * np.maximum(vm, 1e-12) ** 2)
+    design = np.stack([np.ones_like(zm), zm], axis=1)
+    a = design.T @ (design * wts[:, None])
+    coef = np.linalg.solve(a, design.T @ (wts * vm))
+    cov = np.linalg.inv(a)
+    chi2 = float(np.sum(wts * (vm - design @ coef) ** 2)) / max(len(vm) - 2, 1)
+    cov *= max(chi2, 1.0)
+    s2, slope = float(coef[0]), float(coef[1])
+    s2_err, slope_err = math.sqrt(cov[0, 0]), math.sqrt(cov[1, 1])
+    if slope <= 0 or s2 < 0:  # one term absent: refit with the other alone
+        if slope <= 0:
+            slope, slope_err = 1e-9, max(slope_err, 1e-9)
+            s2 = float(np.sum(wts * vm) / np.sum(wts))
+        else:
+            s2 = 0.0
+            slope = float(np.sum(wts * vm * zm) / np.sum(wts * zm * zm))
+    sigma = math.sqrt(max(s2, 0.0))
+    sigma_err = s2_err / (2 * sigma) if sigma > 0 else math.sqrt(s2_err)
+    dose = 1.0 / slope
+    dose_err = dose * slope_err / slope
+    return (
+        sigma,
+        math.hypot(sigma_err, _NOISE_SYST * sigma),
+        dose,
+        math.hypot(dose_err, _NOISE_SYST * dose),
+        mean_var,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _saturation(image: np.ndarray) -> tuple[tuple[float, float] | None, str | None]:
+    """Clipped grey levels: a level holding >= 1 % of the pixels at the image's min or max."""
+    lo, hi = float(image.min()), float(image.max())
+    frac_lo = float(np.mean(image <= lo))
+    frac_hi = float(np.mean(image >= hi))
+    parts = []
+    if frac_lo >= _SATURATION_FRACTION:
+        parts.append(f"{100 * frac_lo:.1f} % of pixels at the minimum {lo:g}")
+    if frac_hi >= _SATURATION_FRACTION:
+        parts.append(f"{100 * frac_hi:.1f} % at the maximum {hi:g}")
+    if not parts:
+        return None, None
+    levels = (
+        lo if frac_lo >= _SATURATION_FRACTION else -np.inf,
+        hi if frac_hi >= _SATURATION_FRACTION else np.inf,
+    )
+    return levels, "saturated: " + ", ".join(parts) + " (excluded from the noise fit)"
+
+
+def estimate_degradation(image: np.ndarray, *, beta: float = 1.95) -> DegradationEstimate:
+    """Estimate the defocus PSF and the noise of one SEM image (0..255 scale, info bar removed).
+
+    Parameters
+    ----------
+    image : (H, W) grayscale, at least 32 px a side (128 px or more for a trusted estimate).
+    beta : Airy exponent assumed for the OTF (not identifiable from one image).
+
+    Returns
+    -------
+    :class:`DegradationEstimate`; ``estimate.psf_params()`` feeds :func:`sem_physics.airy_psf`.
+
+    Examples
+    --------
+    >>> from sem_physics import DegradationParams, degrade, make_sample, estimate_degradation
+    >>> p = DegradationParams(rx_px=8, ry_px=8, beta=1.95, theta_rad=0, gain=1, offset=10,
+    ...                       sigma=4, dose=20)
+    >>> est = estimate_degradation(degrade(make_sample("texture", (256, 256)), p, rng=0))
+    >>> 6 < est.rx_px < 10.5 and 2.5 < est.sigma < 5.5
+    True
+    """
+    t0 = time.perf_counter()
+    y = validate_image(image)
+    h, w = y.shape
+    if min(h, w) < MIN_SIDE_PX:
+        raise ValueError(
+            f"image of shape {(h, w)} is too small: both sides must be >= {MIN_SIDE_PX} px"
+        )
+    if not 0 < beta <= 10:
+        raise ValueError(f"beta must be in (0, 10], got {beta}")
+    flags: dict[str, bool] = {}
+    reasons: list[str] = []
+    if min(h, w) < SMALL_SIDE_PX:
+        flags["too_small"] = True
+        reasons.append(f"too small: shape {(h, w)}, a side below {SMALL_SIDE_PX} px")
+    sat_levels, sat_reason = _saturation(y)
+    if sat_reason:
+        flags["saturated"] = True
+        reasons.append(sat_reason)
+
+    periodic, _smooth = periodic_spectrum(y - y.mean())
+    bins = polar_bins(h, w, N_SECTORS)
+    power = (periodic.real**2 + periodic.imag**2) / (h * w)
+    pbar = bins.mean(power)
+    keep = (bins.count >= 1) & (pbar > 0)
+
+    max_radius = _MAX_RADIUS_FRACTION * min(h, w)
+    f = np.hypot(bins.fx, bins.fy)
+    floor_guess = float(np.median(pbar[keep & (f > np.quantile(f[keep], 0.9))]))
+    significant = keep & (pbar > floor_guess * (1.0 + 6.0 / np.sqrt(np.maximum(bins.count, 1))))
+    flat = int(significant.sum()) < _MIN_SIGNAL_BINS
+    geo = None
+    rx = ry = theta = rx_err = ry_err = th_err = None
+    if flat:
+        flags["flat"] = True
+        reasons.append("flat: no structure above the noise floor, the PSF is not estimated")
+    else:
+        params, cov, _floor = _fit_psf(pbar, bins, keep, beta, max_radius)
+        geo = params[:3]
+        rx, ry, theta = _geo_to_psf(geo)
+        rx_err, ry_err, th_err = _psf_errors(geo, cov)
+        if not np.all(np.isfinite([rx_err, ry_err, th_err])) or rx_err > 0.3 * rx:
+            flags["unreliable"] = True
+            reasons.append(f"unreliable: radius uncertain by {100 * rx_err / rx:.0f} %")
+        if ry < 2.0:
+            flags["unreliable"] = True
+            reasons.append(
+                f"unreliable: radius {ry:.2f} px below 2 px, the OTF cut-off lies beyond Nyquist"
+            )
+        if rx > 0.98 * max_radius:
+            flags["unreliable"] = True
+            reasons.append(f"unreliable: radius at the bound {max_radius:.0f} px (min side / 4)")
+        if rx / ry < 1.05:
+            th_err = math.pi / math.sqrt(12)  # no orientation for a round PSF: uniform on [0, pi)
+    sigma, sigma_err, dose, dose_err, mean_var = _fit_noise(y, periodic, geo, sat_levels)
+    beta_err = (BETA_PRIOR[1] - BETA_PRIOR[0]) / math.sqrt(12)
+    return DegradationEstimate(
+        rx_px=rx,
+        rx_px_err=rx_err,
+        ry_px=ry,
+        ry_px_err=ry_err,
+        theta_rad=theta,
+        theta_rad_err=th_err,
+        beta=beta,
+        beta_err=beta_err,
+        sigma=sigma,
+        sigma_err=sigma_err,
+        dose=min(dose, 1e9),
+        dose_err=min(dose_err, 1e12),
+        noise_floor=mean_var,
+        shape=(h, w),
+        seconds=time.perf_counter() - t0,
+        quality=EstimateQuality(**flags, reasons=reasons),
+    )
+
+
+def canonical_ellipse(rx_px: float, ry_px: float, theta_rad: float) -> tuple[float, float, float]:
+    """The same PSF ellipse written with ``rx_px >= ry_px`` and ``theta_rad`` in [0, pi)."""
+    if rx_px < ry_px:
+        rx_px, ry_px, theta_rad = ry_px, rx_px, theta_rad + math.pi / 2
+    return rx_px, ry_px, theta_rad % math.pi
+
+
+def estimate_errors(
+    estimate: DegradationEstimate, truth: DegradationParams, min_axis_ratio: float = 1.5
+) -> dict[str, float | None]:
+    """Errors of an estimate against the true setting (both ellipses in canonical form).
+
+    Relative errors (``estimate / truth - 1``) of ``rx_px``, ``ry_px``, ``sigma``, ``dose``; the
+    angle error in degrees (modulo 180) where the true axis ratio is at least
+    ``min_axis_ratio`` (else None: a round PSF has no orientation). PSF entries are None when
+    the estimate has no PSF (flat image).
+    """
+    trx, try_, tth = canonical_ellipse(truth.rx_px, truth.ry_px, truth.theta_rad)
+    out: dict[str, float | None] = {
+        "sigma": estimate.sigma / truth.sigma - 1 if truth.sigma > 0 else None,
+        "dose": estimate.dose / truth.dose - 1,
+        "rx_px": None,
+        "ry_px": None,
+        "theta_deg": None,
+    }
+    if estimate.rx_px is None or estimate.ry_px is None or estimate.theta_rad is None:
+        return out
+    out["rx_px"] = estimate.rx_px / trx - 1
+    out["ry_px"] = estimate.ry_px / try_ - 1
+    if trx / try_ >= min_axis_ratio:
+        diff = (estimate.theta_rad - tth + math.pi / 2) % math.pi - math.pi / 2
+        out["theta_deg"] = abs(math.degrees(diff))
+    return out

@@ -1,0 +1,139 @@
+"""``sem-psf``: estimate the defocus PSF and the noise of SEM images, one line or block per image.
+
+Examples::
+
+    sem-psf image.tif                 # plain text
+    sem-psf images/ other.png --json  # one JSON object per image (JSON lines)
+
+A file that cannot be read or estimated is reported as ``sem-psf: error: FILE: why`` on stderr
+and the others are still estimated; the exit status is then 2. Heavy imports happen after the
+arguments are parsed, so ``sem-psf --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+PROG = "sem-psf"
+_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Blind estimate of the defocus PSF (rx_px, ry_px, theta_rad, beta) and the "
+        "Poisson-Gaussian noise (sigma, dose) of each image, with one-sigma uncertainties and "
+        "quality flags.",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE", help="files or folders")
+    parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    parser.add_argument(
+        "--crop",
+        choices=("info-bar", "fraction", "none"),
+        default="info-bar",
+        help="remove the info bar first: detected rows (else the fraction; default), the "
+        "fraction, or nothing",
+    )
+    parser.add_argument(
+        "--crop-fraction", type=float, default=0.0667, help="bottom fraction (default 0.0667)"
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def _expand(inputs: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
+    """``(path, None)`` for every image to estimate, ``(path, reason)`` for a bad input."""
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in _EXTENSIONS)
+            if not found:
+                yield item, f"folder holds no images ({', '.join(_EXTENSIONS)})"
+            for p in found:
+                yield p, None
+        elif item.is_file():
+            yield item, None
+        else:
+            yield item, "no such file or folder"
+
+
+def _estimate_file(path: Path, crop: str, fraction: float) -> dict[str, Any]:
+    from .estimate import estimate_degradation
+    from .io import crop_info_bar, read_image
+
+    img = read_image(path)
+    if crop == "none":
+        data, rows = img.data, 0
+    else:
+        bar = img.info_bar_rows if crop == "info-bar" else None
+        data = crop_info_bar(img.data, bar, fraction)
+        rows = img.data.shape[0] - data.shape[0]
+    try:
+        est = estimate_degradation(data)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return {"file": str(path), "rows_cropped": rows, **est.model_dump(mode="json")}
+
+
+def _fmt(value: float | None, err: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f} ± {err:.{digits}f}" if err is not None else f"{value:.{digits}f}"
+
+
+def _text(rec: dict[str, Any]) -> str:
+    h, w = rec["shape"]
+    theta = rec["theta_rad"]
+    deg = f" ({math.degrees(theta):.0f}°)" if theta is not None else ""
+    q = rec["quality"]
+    quality = "ok" if not q["reasons"] else "; ".join(q["reasons"])
+    return "\n".join(
+        [
+            f"{rec['file']}  ({h} x {w} px analysed, {rec['rows_cropped']} rows cropped, "
+            f"{rec['seconds']:.2f} s)",
+            f"  PSF    rx_px {_fmt(rec['rx_px'], rec['rx_px_err'])}   ry_px "
+            f"{_fmt(rec['ry_px'], rec['ry_px_err'])}   theta_rad "
+            f"{_fmt(theta, rec['theta_rad_err'])}{deg}   beta {_fmt(rec['beta'], rec['beta_err'])}"
+            " (prior)",
+            f"  noise  sigma {_fmt(rec['sigma'], rec['sigma_err'])} (0..255)   dose "
+            f"{_fmt(rec['dose'], rec['dose_err'], 1)} e-/grey level",
+            f"  quality: {quality}",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 all estimated, 2 some input failed)."""
+    args = build_parser().parse_args(argv)
+    if not 0 <= args.crop_fraction < 1:
+        print(
+            f"{PROG}: error: --crop-fraction must be in [0, 1), got {args.crop_fraction}",
+            file=sys.stderr,
+        )
+        return 2
+    failed = 0
+    for path, problem in _expand(args.inputs):
+        try:
+            if problem is not None:
+                raise ValueError(f"{path}: {problem}")
+            rec = _estimate_file(path, args.crop, args.crop_fraction)
+        except (ValueError, OSError) as err:  # ImageReadError is a ValueError naming the file
+            if args.debug:
+                raise
+            failed += 1
+            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if not text.startswith(str(path)):
+                text = f"{path}: {text}"
+            print(f"{PROG}: error: {text}", file=sys.stderr, flush=True)
+            continue
+        print(json.dumps(rec) if args.json else _text(rec), flush=True)
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

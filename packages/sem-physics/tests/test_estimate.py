@@ -1,0 +1,183 @@
+"""Blind estimate of the PSF and the noise: accuracy targets on seeded degradations, flags."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sem_physics import (
+    SAMPLE_KINDS,
+    DegradationParams,
+    ParameterRanges,
+    PSFParams,
+    airy_psf,
+    crop_info_bar,
+    degrade,
+    estimate_degradation,
+    make_sample,
+    read_image,
+)
+from sem_physics.estimate import canonical_ellipse, estimate_errors
+
+# The paper's ranges with the radii restricted to the targets' 2-30 px.
+RANGES = ParameterRanges(rx_px=(2.0, 30.0), ry_px=(2.0, 30.0))
+# Real micrographs of the corpus, at least 1024 px wide, cropped to 600 x 800 (info bar removed).
+REAL = [
+    "kit-data-manager_SEM-Mapping-Tool/1-as-cast_16_Sch_10k_InLens.tif",
+    "usnistgov_grain-size-analysis-tools/sem_alpha_beta_ti_6al_4v.tif",
+    "asadullahsajid_SEM-Soil-Morphology-Analyzer/soil_2_before_washing.tif",
+    "ks00x_zeiss_tiff_meta/test.tif",
+    "ullmannJan_measury/GUZ_001.tif",
+    "jni_skan/rbc1.tif",
+    "DReGuerra_morpholoPy/a1XG3p_1000x_003.tif",
+    "kit-data-manager_tomo_mapper/SEM_Image-SliceImage-001.tif",
+]
+
+
+def corpus_image(rel: str, shape: tuple[int, int] = (600, 800)) -> np.ndarray:
+    folder = os.environ.get("SEM_CORPUS_DATA")
+    if not folder or not (Path(folder) / rel).is_file():
+        pytest.skip(f"SEM_CORPUS_DATA not set or without {rel}")
+    img = read_image(Path(folder) / rel)
+    return crop_info_bar(img.data, img.info_bar_rows)[: shape[0], : shape[1]]
+
+
+def summarise(images: list[np.ndarray], seed: int) -> dict[str, float]:
+    """Degrade each image with a seeded setting, estimate, and summarise the errors."""
+    rng = np.random.default_rng(seed)
+    radius, theta, sigma, dose = [], [], [], []
+    for i, img in enumerate(images):
+        params = RANGES.sample(rng)
+        est = estimate_degradation(degrade(img, params, rng=np.random.default_rng([seed, i])))
+        err = estimate_errors(est, params)
+        assert err["rx_px"] is not None, f"image {i}: {est.quality.reasons}"
+        radius += [abs(err["rx_px"]), abs(err["ry_px"])]
+        if err["theta_deg"] is not None:
+            theta.append(err["theta_deg"])
+        sigma.append(abs(err["sigma"]))
+        dose.append(abs(err["dose"]))
+    return {
+        "radius_median": float(np.median(radius)),
+        "radius_p90": float(np.percentile(radius, 90)),
+        "theta_median_deg": float(np.median(theta)) if theta else 0.0,
+        "n_theta": len(theta),
+        "sigma_median": float(np.median(sigma)),
+        "dose_median": float(np.median(dose)),
+    }
+
+
+def check_targets(s: dict[str, float]) -> None:
+    assert s["radius_median"] <= 0.10, s
+    assert s["radius_p90"] <= 0.25, s
+    assert s["theta_median_deg"] <= 10.0, s
+    assert s["sigma_median"] <= 0.20, s
+    assert s["dose_median"] <= 0.30, s
+
+
+def test_targets_on_sample_images() -> None:
+    images = [make_sample(k, (480, 640), seed=10 + i) for i in range(3) for k in SAMPLE_KINDS]
+    s = summarise(images, seed=1)
+    assert s["n_theta"] >= 3
+    check_targets(s)
+
+
+def test_targets_on_real_micrographs() -> None:
+    s = summarise([corpus_image(rel) for rel in REAL], seed=2)
+    assert s["n_theta"] >= 3
+    check_targets(s)
+
+
+def test_1280x960_image_within_the_time_budget() -> None:
+    params = DegradationParams(
+        rx_px=12, ry_px=7, beta=1.95, theta_rad=1.0, gain=1.0, offset=10, sigma=5, dose=20
+    )
+    y = degrade(make_sample("contacts", (960, 1280), seed=0), params, rng=0)
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        est = estimate_degradation(y)
+        times.append(time.perf_counter() - t0)
+    # 1 s is the target on an idle machine (benchmarks/bench_estimate.py); 2.5 s guards against
+    # a regression on a loaded test machine.
+    assert min(times) < 2.5, times
+    assert est.seconds > 0
+
+
+def test_estimate_feeds_airy_psf_and_reports_uncertainties() -> None:
+    params = DegradationParams(
+        rx_px=6, ry_px=14, beta=1.95, theta_rad=0.4, gain=1.05, offset=12, sigma=3, dose=30
+    )
+    est = estimate_degradation(degrade(make_sample("texture", (384, 512), seed=3), params, rng=1))
+    assert est.quality.ok, est.quality.reasons
+    # canonical form: rx >= ry, theta in [0, pi); the truth (6, 14, 0.4) is (14, 6, 0.4 + pi/2)
+    assert est.rx_px >= est.ry_px and 0 <= est.theta_rad < math.pi
+    trx, try_, tth = canonical_ellipse(6, 14, 0.4)
+    assert (trx, try_) == (14, 6) and tth == pytest.approx(0.4 + math.pi / 2)
+    kernel = airy_psf(est.psf_params())
+    assert kernel.sum() == pytest.approx(1.0) and kernel.shape[0] % 2 == 1
+    for name in ("rx_px", "ry_px", "theta_rad", "beta", "sigma", "dose"):
+        err = getattr(est, f"{name}_err")
+        assert err is not None and 0 < err < abs(getattr(est, name)) + 1, name
+    # the error bars are of the size of the actual errors (not 100x too small or too large)
+    for name, truth in (("rx_px", trx), ("ry_px", try_), ("sigma", 3.0)):
+        value, err = getattr(est, name), getattr(est, f"{name}_err")
+        assert abs(value - truth) < 5 * err, (name, value, err, truth)
+    # the JSON form round-trips
+    assert type(est).model_validate_json(est.model_dump_json()) == est
+
+
+def test_noise_only_image_is_flagged_flat_and_sigma_is_measured() -> None:
+    rng = np.random.default_rng(0)
+    flat = 100.0 + rng.normal(0.0, 6.0, (256, 256))
+    est = estimate_degradation(flat)
+    assert est.quality.flat and not est.quality.ok
+    assert est.rx_px is None and any("flat" in r for r in est.quality.reasons)
+    assert est.sigma == pytest.approx(6.0, rel=0.1)
+    with pytest.raises(ValueError, match="no PSF estimate: flat"):
+        est.psf_params()
+
+
+def test_poisson_dose_from_variance_versus_mean() -> None:
+    # Poisson only (sigma = 0) on a smooth ramp: variance = mean / dose with dose 4.
+    params = DegradationParams(
+        rx_px=5, ry_px=5, beta=2.0, theta_rad=0, gain=1, offset=0, sigma=0.0, dose=4.0
+    )
+    ramp = np.tile(np.linspace(20, 220, 512), (384, 1)) + make_sample("texture", (384, 512), 4)
+    est = estimate_degradation(degrade(ramp / 2, params, rng=2))
+    assert est.dose == pytest.approx(4.0, rel=0.1)
+    assert est.sigma < 1.0
+
+
+def test_small_and_saturated_images_are_flagged() -> None:
+    params = RANGES.midpoint()
+    small = degrade(make_sample("lines", (96, 96), seed=1), params, rng=0)
+    est = estimate_degradation(small)
+    assert est.quality.too_small and "96" in est.quality.reasons[0]
+    clipped = np.clip(degrade(make_sample("contacts", (256, 256), seed=1), params, rng=0), 0, 90)
+    est = estimate_degradation(clipped)
+    assert est.quality.saturated
+    assert any("maximum 90" in r for r in est.quality.reasons)
+
+
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (np.zeros((20, 300)), r"too small: both sides must be >= 32 px"),
+        (np.full((64, 64), np.nan), "NaN"),
+        (np.zeros((4, 64, 64)), "2-D"),
+    ],
+)
+def test_bad_input_is_a_clear_error(image: np.ndarray, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        estimate_degradation(image)
+
+
+def test_psf_params_is_the_physics_type() -> None:
+    est = estimate_degradation(
+        degrade(make_sample("texture", (256, 256), seed=5), RANGES.midpoint(), rng=3)
+    )
+    assert isinstance(est.psf_params(), PSFParams)

@@ -1,0 +1,72 @@
+"""The ``sem-psf`` command, run in-process through ``main(argv)`` and once as a process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sem_physics import DegradationParams, degrade, make_sample, write_image
+from sem_physics.psf_cli import main
+
+PARAMS = DegradationParams(
+    rx_px=9, ry_px=5, beta=1.95, theta_rad=0.6, gain=1.0, offset=10, sigma=4, dose=20
+)
+KEYS = ("rx_px", "ry_px", "theta_rad", "beta", "sigma", "dose")
+
+
+@pytest.fixture(scope="module")
+def degraded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("psf")
+    y = degrade(make_sample("texture", (320, 400), seed=2), PARAMS, rng=0)
+    return write_image(folder / "texture.tif", y, "float32")
+
+
+def test_json_has_every_key_and_uncertainty(
+    degraded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(degraded), "--json", "--crop", "none"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    for key in KEYS:
+        assert isinstance(rec[key], float) and rec[f"{key}_err"] > 0, key
+    assert rec["file"] == str(degraded) and rec["rows_cropped"] == 0
+    assert rec["shape"] == [320, 400] and rec["quality"]["reasons"] == []
+    assert rec["rx_px"] == pytest.approx(9, rel=0.25) and rec["ry_px"] == pytest.approx(5, rel=0.3)
+    assert rec["sigma"] == pytest.approx(4, rel=0.2)
+
+
+def test_bad_file_is_reported_and_the_others_still_estimated(
+    degraded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    tiny = write_image(tmp_path / "tiny.png", np.full((20, 20), 9.0), "uint8")
+    code = main([str(bad), str(degraded), str(tmp_path / "missing.tif"), str(tiny), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [rec["file"] for rec in lines] == [str(degraded)]
+    errors = err.strip().splitlines()
+    assert len(errors) == 3 and all(e.startswith("sem-psf: error: ") for e in errors)
+    assert str(bad) in errors[0] and "missing.tif: no such file" in errors[1]
+    assert str(tiny) in errors[2] and ">= 32 px" in errors[2]
+
+
+def test_plain_text_and_info_bar_crop(degraded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(degraded)]) == 0  # default: no bar detected -> bottom 6.67 % removed
+    out = capsys.readouterr().out
+    assert "rx_px" in out and "sigma" in out and "quality: ok" in out
+    assert "21 rows cropped" in out  # round(0.0667 * 320)
+
+
+def test_help_and_console_script() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sem_physics.psf_cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and "usage: sem-psf" in proc.stdout
