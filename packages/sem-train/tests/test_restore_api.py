@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,10 @@ class FakeEstimate:
     beta: float
     sigma: float
     dose: float
+    noise_floor: float = 0.25
+
+    def model_dump(self, mode: str = "python") -> dict:
+        return dataclasses.asdict(self)
 
     def psf_params(self) -> PSFParams:
         return PSFParams(

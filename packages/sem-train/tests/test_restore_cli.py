@@ -280,7 +280,7 @@ def test_default_run_uses_the_blind_estimate_per_image(tmp_path, monkeypatch, ca
     class Estimate:
         def __init__(self, rx: float) -> None:
             self.rx_px, self.ry_px, self.theta_rad, self.beta = rx, rx, 0.0, 2.0
-            self.sigma, self.dose = 1.0, 20.0
+            self.sigma, self.dose, self.noise_floor = 1.0, 20.0, 1.05
             self.quality = Quality(ok=rx < 2.5)
 
         def psf_params(self) -> PSFParams:

@@ -174,12 +174,17 @@ class PreparedMethod:
         t0 = time.perf_counter()
         restorer = self._restorer
         if self.needs.takes_psf:
+            settings: dict[str, Any] = {}
             if self.psf == PSF_AUTO:
                 estimate = estimate_degradation(arr)
                 psf_used, source = estimate.psf_params(), "blind"
+                if "noise_var" in self.needs.config_cls.model_fields:
+                    # the same estimate sets the regularisation: one estimate per image
+                    settings["noise_var"] = estimate.noise_floor
             else:
                 psf_used, source = self.psf, "given"
-            restorer = build_restorer(self.needs, {**self.options, "psf": psf_used})
+            settings = {**settings, **self.options, "psf": psf_used}
+            restorer = build_restorer(self.needs, settings)
         t1 = time.perf_counter()
         out = np.asarray(restorer.restore(arr), dtype=np.float32)
         t2 = time.perf_counter()
