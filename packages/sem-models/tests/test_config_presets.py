@@ -74,7 +74,8 @@ def test_large_with_eight_encoder_experts_is_about_1p7_billion_parameters():
 
 
 def test_upcycle_on_meta_gives_the_same_architecture_as_building_with_moe():
-    built = sm.build_mae("base", device="meta", moe={"num_experts": 4, "every_n": 2})
+    moe = {"num_experts": 4, "every_n": 2, "noise_std": 0.0}  # the config records the noise
+    built = sm.build_mae("base", device="meta", moe=moe)
     up = sm.upcycle(sm.build_mae("base", device="meta"), num_experts=4, every_n=2, noise_std=0)
     shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
     assert shapes(built) == shapes(up)
