@@ -62,6 +62,7 @@ def test_each_expert_sees_only_its_own_tokens():
     for e in layer.experts:
         e.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
     x = torch.randn(50, 16)
+    layer.eval()  # (training also evaluates each token's runner-up expert, without gradient)
     layer(x)
     assert sum(seen) == 50  # top_k * tokens rows in total, not K * tokens
     counts = (layer.stats["token_fraction"] * 50).round().long()
@@ -130,7 +131,7 @@ def test_switch_loss_sees_hard_collapse_that_the_paper_loss_misses():
 
 
 def test_routing_statistics_and_aux_loss_are_recorded():
-    layer = _moe(d=8, k=4, z_loss_weight=0.1)
+    layer = _moe(d=8, k=4, z_loss_weight=0.1, balance_loss="paper")
     x = _force_routing(layer, torch.tensor([0, 0, 1, 1, 1, 1, 0, 0]), 8)
     layer(x)
     s = layer.stats
@@ -149,7 +150,9 @@ def test_routing_statistics_and_aux_loss_are_recorded():
 def test_straight_through_weight_is_one_yet_trains_the_router():
     torch.manual_seed(0)
     dense = Mlp(8, 16)
-    layer = MoEMlp.from_dense(dense, num_experts=4, noise_std=0.0)
+    layer = MoEMlp.from_dense(
+        dense, num_experts=4, noise_std=0.0, gate_weighting="straight_through"
+    )
     x = torch.randn(10, 8)
     y = layer(x)
     # Identical experts and a combine weight of exactly 1: the dense output (up to row-subset

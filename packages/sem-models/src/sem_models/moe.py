@@ -1,37 +1,53 @@
 """Mixture-of-Experts feed-forward layer, a drop-in ``mlp_layer`` for timm's ``Block``.
 
-Routing (paper eq. 5-6): ``alpha = softmax(G h)`` computed in float32 whatever the autocast
-dtype; each token goes to its ``top_k`` experts and the layer returns
+Routing (arXiv 2604.05960, Sec. 4.2, Eq. 5-6): ``alpha = softmax(G h)`` computed in float32
+whatever the autocast dtype; each token goes to its ``top_k`` experts and the layer returns
 ``y(h) = sum_{k in topk(h)} w_k(h) FFN_k(h)``.
 
 Combine weights ``w`` (``gate_weighting``):
 
-* ``"straight_through"`` (default): ``w_k = p_k / sum_{topk} p.detach()``. Its *value* is the
-  renormalised top-k weight (exactly 1 for top-1), so a freshly upcycled layer whose experts
-  are identical copies of a dense FFN computes exactly that FFN; its *gradient* still reaches
-  the router (``dw_k/dlogit = w_k (1[k] - p)``), so gate-only training (Stage 2) learns.
+* ``"runner_up"`` (default): value = the renormalised top-k weight (exactly 1 for top-1), so
+  a freshly upcycled layer of identical copies computes exactly the dense FFN. In training
+  the runner-up expert (the most probable one outside the top-k) is also evaluated, without
+  gradient, and added with a weight of value 0 whose gradient is that of the softmax mixture
+  over the top-k and the runner-up. For top-1 the chosen logit moves by
+  ``q1 q2 <dL/dy, E_1(h) - E_2(h)>``: the part the experts share cancels, and the router
+  learns which expert serves the token better. Costs one extra expert forward per token in
+  training only; evaluation computes ``top_k`` experts per token.
+* ``"straight_through"``: ``w_k = p_k / sum_{topk} p.detach()`` (value 1 for top-1; router
+  gradient ``<dL/dy, E_k(h)> (1[k] - p)``). With near-identical experts that gradient says
+  only whether scaling the FFN output would help, the same for every expert: measured, it
+  drifts tokens towards the experts they already use and starves the others.
 * ``"renormalise"``: ``w_k = p_k / sum_{topk} p`` (same value; for top-1 the router gets no
   gradient from the task loss, only from the balance loss).
-* ``"raw"``: ``w_k = p_k`` (eq. 5 literally; an upcycled layer starts near ``FFN / K``).
+* ``"raw"``: ``w_k = p_k`` (Eq. 5 literally; an upcycled layer starts near ``FFN / K``).
 
-Dispatch groups tokens by expert (a stable sort of the assignments), runs every expert once
-on its own tokens and scatters the weighted results back: each token costs ``top_k`` expert
-evaluations, never ``K``. With a ``capacity_factor`` an expert accepts at most
-``ceil(cf * T * top_k / K)`` of the ``T`` tokens, first come first served in token order
-(Switch Transformer); an assignment beyond capacity is dropped and contributes 0, so a token
-dropped by all its experts passes through the block's residual connection unchanged.
+Dispatch. Assignments are ordered by priority (Switch/GShard): every token's first choice
+in token order, then every second choice, and so on. Without a ``capacity_factor``
+(dropless) tokens are grouped by expert and each expert runs once on its own tokens; the
+group sizes are read on the host (one device synchronisation per layer on a GPU). With a
+``capacity_factor`` an expert accepts at most ``C = ceil(cf * T * top_k / K)`` assignments of
+the ``T`` tokens, in priority order, so a first choice is never displaced by a second one;
+the dispatch then has static shapes ``(K, C)`` and reads nothing back from the device. A
+dropped assignment contributes 0, so a token dropped by all its experts passes through the
+block's residual connection unchanged. Capacity counts the tokens of one forward (one rank).
+In training every expert is part of the autograd graph whatever the routing (an idle expert
+contributes an exact 0), so DDP needs no ``find_unused_parameters``.
 
 Balance losses (kept on the module as ``aux_loss`` after each forward, since ``Block.forward``
 returns only a tensor; ``P_k`` = mean routing probability, ``f_k`` = hard fraction of
 assignments to expert ``k``):
 
-* ``"paper"`` (eq. 9): ``K sum_k P_k^2``, minimum 1 at ``P_k = 1/K``;
-* ``"switch"``: ``K sum_k f_k P_k`` (``f`` not differentiable), minimum 1 when balanced;
-* ``"entropy"``: ``log K - H(P)``, minimum 0 at ``P_k = 1/K``;
+* ``"switch"`` (default): ``K sum_k f_k P_k`` (``f`` not differentiable), minimum 1 when
+  balanced. Its gradient ``K f_k`` pushes down exactly the experts that receive the tokens;
+* ``"paper"`` (Eq. 9): ``K sum_k P_k^2``, minimum 1 at ``P_k = 1/K``. It sees only the soft
+  probabilities: with near-uniform ``P`` it reads about 1 while every argmax picks one expert;
+* ``"entropy"``: ``log K - H(P)``, minimum 0 at ``P_k = 1/K`` (soft only, like ``paper``);
 
-plus ``z_loss_weight * mean(logsumexp(G h)^2)`` (router z-loss) when the weight is > 0.
-The soft terms can sit at their minimum while every argmax picks one expert, so ``stats``
-also records hard token fractions, the routing entropy and the number of unused experts.
+plus ``z_loss_weight * mean(logsumexp(G h)^2)`` (router z-loss) when the weight is > 0. Each
+forward keeps its token sums in ``sums`` (so a distributed trainer can add them over ranks,
+:func:`global_aux_loss`) and in ``stats`` the per-expert hard token fraction and mean gate
+probability, the routing entropy and the number of unused experts.
 """
 
 from __future__ import annotations
@@ -102,9 +118,9 @@ class MoEMlp(nn.Module):
         num_experts: int = 8,
         top_k: int = 1,
         capacity_factor: float | None = None,
-        balance_loss: BalanceLoss = "paper",
+        balance_loss: BalanceLoss = "switch",
         z_loss_weight: float = 0.0,
-        gate_weighting: GateWeighting = "straight_through",
+        gate_weighting: GateWeighting = "runner_up",
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -176,7 +192,7 @@ class MoEMlp(nn.Module):
         if not runner_up:
             return value, None
         q = top_p / top_p.sum(dim=-1, keepdim=True)  # softmax over the top-k and the runner-up
-        return value + q[:, :k] - q[:, :k].detach(), q[:, k] - q[:, k].detach()
+        return value + (q[:, :k] - q[:, :k].detach()), q[:, k] - q[:, k].detach()
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
