@@ -25,7 +25,7 @@ Combine weights ``w`` (``gate_weighting``):
 Dispatch. Assignments are ordered by priority (Switch/GShard): every token's first choice
 in token order, then every second choice, and so on. Without a ``capacity_factor``
 (dropless) tokens are grouped by expert and each expert runs once on its own tokens; the
-group sizes are read on the host (one device synchronisation per layer on a GPU). With a
+group sizes are read on the host (a device synchronisation on a GPU). With a
 ``capacity_factor`` an expert accepts at most ``C = ceil(cf * T * top_k / K)`` assignments of
 the ``T`` tokens, in priority order, so a first choice is never displaced by a second one;
 the dispatch then has static shapes ``(K, C)`` and reads nothing back from the device. A
@@ -210,6 +210,7 @@ class MoEMlp(nn.Module):
         )
         top_p, top_i = probs.topk(k + 1 if runner_up else k, dim=-1)  # (T, k [+ 1])
         weights, alt_w = self._combine_weights(top_p, runner_up)  # (T, k), (T,) or None
+        alt_e = top_i[:, k] if runner_up else None  # the most probable expert not chosen
         top_i = top_i[:, :k]
         # Assignments in priority order (Switch/GShard): every token's first choice in token
         # order, then every second choice, ... so a first choice is never displaced by a
@@ -220,10 +221,9 @@ class MoEMlp(nn.Module):
         onehot = F.one_hot(flat_e, self.num_experts)  # (k*T, K)
         counts = onehot.sum(0)  # (K,) assignments per expert, before capacity
         out, kept = self._dispatch(h, flat_e, flat_w, flat_t, onehot)
-        if alt_w is not None:
+        if alt_w is not None and alt_e is not None:
             # The runner-up expert's output, without gradient, weighted by a value-0 term whose
             # gradient compares it with the chosen experts (see the module doc).
-            alt_e = self._runner_up_choice(probs, top_i)
             with torch.no_grad():
                 ones = torch.ones(num_tokens, device=h.device, dtype=flat_w.dtype)
                 tokens = torch.arange(num_tokens, device=h.device)
@@ -232,12 +232,6 @@ class MoEMlp(nn.Module):
             out = out + alt_w[:, None].to(out.dtype) * y_alt
         self._record(probs, logits, counts, kept)
         return out.reshape(*lead, self.out_features)
-
-    @staticmethod
-    def _runner_up_choice(probs: torch.Tensor, top_i: torch.Tensor) -> torch.Tensor:
-        """The most probable expert outside each token's top-k choices, ``(T,)``."""
-        masked = probs.detach().scatter(1, top_i, -1.0)
-        return masked.argmax(-1)
 
     def _dispatch(
         self,
@@ -263,8 +257,8 @@ class MoEMlp(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every assignment computed: tokens grouped by expert, one call per non-empty expert.
 
-        Variable group sizes need the counts on the host: this mode reads them once per
-        layer (a device synchronisation on GPUs); the capacity mode has static shapes.
+        Variable group sizes need the counts on the host (a device synchronisation on GPUs);
+        the capacity mode has static shapes.
         """
         order = torch.argsort(flat_e, stable=True)  # grouped by expert, priority order
         token_of = flat_t[order]
