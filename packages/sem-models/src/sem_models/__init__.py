@@ -1,6 +1,6 @@
 """ViT masked autoencoder with Mixture-of-Experts upcycling, restoration and tiled inference.
 
-The model of the SEM foundation-model paper (SPEC §2): a ViT-MAE (Stage 1), upcycled to
+The model of the SEM foundation-model paper (arXiv 2604.05960): a ViT-MAE (Stage 1), upcycled to
 Mixture-of-Experts feed-forward layers (Stage 2-3), used as a defocus-to-focus restorer on
 full-size micrographs through Hann-blended sliding windows.
 """

@@ -1,4 +1,4 @@
-"""Defocus-to-focus restoration with a pretrained MAE (SPEC §2, downstream fine-tune).
+"""Defocus-to-focus restoration with a pretrained MAE (arXiv 2604.05960, downstream fine-tune).
 
 The encoder sees *all* patches of the defocused image (no masking) and the decoder predicts
 every patch of the focused image. By default the encoder is frozen and the decoder (plus, for
