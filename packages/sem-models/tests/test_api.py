@@ -148,3 +148,24 @@ def test_residual_model_starts_as_the_identity_and_learns_away_from_it(tiny_mae,
 def test_start_as_identity_refuses_a_direct_prediction_model(tiny_mae):
     with pytest.raises(ValueError, match="residual=True"):
         sm.RestorationModel(tiny_mae).start_as_identity()
+
+
+def test_direct_restoration_gives_norm_pix_patches_their_statistics_back(tiny_mae, monkeypatch):
+    """A norm-pix MAE predicts standardised patches. A decoder that predicts exactly the
+    standardised patches of its input must give the input back on the [0, 1] scale."""
+    torch.manual_seed(0)
+    mae = sm.MaskedAutoencoder(tiny_mae.config.model_copy(update={"loss": "mse_norm_pix"}))
+    model = sm.RestorationModel(mae, residual=False)
+    x = torch.rand(2, 1, 32, 48)
+
+    def perfect(latent, ids_restore, hw):
+        return mae.target(x)  # standardised patches of the input, as norm-pix training asks
+
+    monkeypatch.setattr(mae, "forward_decoder", perfect)
+    torch.testing.assert_close(model(x), x, rtol=1e-4, atol=1e-4)
+    # An MAE with the paper's L1 loss predicts plain normalised pixels: no statistics added.
+    plain = sm.RestorationModel(tiny_mae, residual=False)
+    monkeypatch.setattr(
+        plain.mae, "forward_decoder", lambda *a: plain.mae.patchify(sm.normalize(x))
+    )
+    torch.testing.assert_close(plain(x), x, rtol=1e-5, atol=1e-5)

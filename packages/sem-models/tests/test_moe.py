@@ -62,6 +62,7 @@ def test_each_expert_sees_only_its_own_tokens():
     for e in layer.experts:
         e.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
     x = torch.randn(50, 16)
+    layer.eval()  # (training also evaluates each token's runner-up expert, without gradient)
     layer(x)
     assert sum(seen) == 50  # top_k * tokens rows in total, not K * tokens
     counts = (layer.stats["token_fraction"] * 50).round().long()
@@ -130,7 +131,7 @@ def test_switch_loss_sees_hard_collapse_that_the_paper_loss_misses():
 
 
 def test_routing_statistics_and_aux_loss_are_recorded():
-    layer = _moe(d=8, k=4, z_loss_weight=0.1)
+    layer = _moe(d=8, k=4, z_loss_weight=0.1, balance_loss="paper")
     x = _force_routing(layer, torch.tensor([0, 0, 1, 1, 1, 1, 0, 0]), 8)
     layer(x)
     s = layer.stats
@@ -149,7 +150,9 @@ def test_routing_statistics_and_aux_loss_are_recorded():
 def test_straight_through_weight_is_one_yet_trains_the_router():
     torch.manual_seed(0)
     dense = Mlp(8, 16)
-    layer = MoEMlp.from_dense(dense, num_experts=4, noise_std=0.0)
+    layer = MoEMlp.from_dense(
+        dense, num_experts=4, noise_std=0.0, gate_weighting="straight_through"
+    )
     x = torch.randn(10, 8)
     y = layer(x)
     # Identical experts and a combine weight of exactly 1: the dense output (up to row-subset
@@ -197,3 +200,125 @@ def test_accepts_timm_mlp_layer_keywords_and_ignores_unknown_ones():
     assert math.isclose(layer(torch.randn(3, 8)).shape[-1], 8)
     with pytest.raises(ValueError, match="top_k"):
         MoEMlp(8, 16, num_experts=2, top_k=3)
+
+
+def _prefer(layer: MoEMlp, first: list[int], second: list[int], d: int) -> torch.Tensor:
+    """Tokens whose first and second choices are the given experts (logits 10 and 5)."""
+    with torch.no_grad():
+        layer.gate.weight.zero_()
+        layer.gate.weight[:, : layer.num_experts] = 10 * torch.eye(layer.num_experts)
+    x = torch.zeros(len(first), d)
+    x[torch.arange(len(first)), torch.tensor(first)] = 1.0
+    x[torch.arange(len(first)), torch.tensor(second)] = 0.5
+    return x
+
+
+def test_capacity_first_choices_take_priority_over_second_choices():
+    layer = _moe(d=8, k=4, top_k=2, capacity_factor=1.0)
+    # Expert 0 is the second choice of tokens 0 and 1 and the first choice of tokens 2 and 3;
+    # capacity = ceil(1.0 * 4 tokens * 2 / 4 experts) = 2 slots per expert.
+    x = _prefer(layer, first=[1, 1, 0, 0], second=[0, 0, 2, 3], d=8)
+    assert layer.capacity(4) == 2
+    y = layer(x)
+    p = torch.softmax(x @ layer.gate.weight.T, -1)
+    top_p = p.topk(2).values
+    w = top_p / top_p.sum(-1, keepdim=True)
+    e = [layer.experts[i] for i in range(4)]
+    # Tokens 0 and 1: first choice (expert 1) kept, second choice (expert 0) dropped (weight 0).
+    for t in (0, 1):
+        torch.testing.assert_close(y[t], w[t, 0] * e[1](x[t : t + 1])[0])
+    # Tokens 2 and 3: first choice expert 0 kept although the second choices came first in
+    # token order, and their second choices (experts 2 and 3, uncontested) kept too.
+    for t, second in ((2, 2), (3, 3)):
+        expect = w[t, 0] * e[0](x[t : t + 1])[0] + w[t, 1] * e[second](x[t : t + 1])[0]
+        torch.testing.assert_close(y[t], expect)
+    assert layer.stats["dropped_fraction"].item() == pytest.approx(2 / 8)
+
+
+def _host_reads(layer: MoEMlp, x: torch.Tensor) -> list[str]:
+    from torch.overrides import TorchFunctionMode
+
+    reads = {"tolist", "item", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu"}
+    seen: list[str] = []
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in reads:
+                seen.append(name)
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        layer(x).sum().backward()
+    return seen
+
+
+def test_capacity_forward_reads_nothing_back_from_the_device():
+    """With a capacity the dispatch has static shapes: no tensor is read back to the host
+    (no ``.tolist()``, ``.item()``, ``bool()``, ``nonzero``), so a GPU never waits on the CPU."""
+    for gate_weighting in ("straight_through", "runner_up"):
+        layer = _moe(d=8, k=4, top_k=2, capacity_factor=1.25, gate_weighting=gate_weighting)
+        assert _host_reads(layer, torch.randn(3, 10, 8)) == []
+    # The recorder does see a host read where one exists: dropless dispatch sizes its groups.
+    assert "tolist" in _host_reads(_moe(d=8, k=4), torch.randn(3, 10, 8))
+
+
+@pytest.mark.parametrize("capacity_factor", [None, 1.0])
+def test_every_expert_is_in_the_graph_even_when_routing_collapses(capacity_factor):
+    """DDP without find_unused_parameters needs a gradient (possibly 0) for every parameter."""
+    layer = _moe(d=8, k=4, capacity_factor=capacity_factor)
+    x = _force_routing(layer, torch.tensor([0, 0, 0, 0]), 8)
+    layer(x).sum().backward()
+    assert all(p.grad is not None for p in layer.parameters())
+    assert layer.experts[3].fc1.weight.grad.abs().sum() == 0
+
+
+def test_runner_up_gradient_compares_the_chosen_expert_with_the_next():
+    layer = _moe(d=8, hidden=16, k=4, gate_weighting="runner_up").double()
+    x = torch.randn(12, 8, dtype=torch.float64)
+    target = torch.randn(12, 8, dtype=torch.float64)
+    y = layer(x)
+    # Value: the chosen expert's output, weight exactly 1 (top-1 renormalised).
+    p = torch.softmax(x.float() @ layer.gate.weight.float().T, -1).double()
+    top_p, top_i = p.topk(2)
+    outs = torch.stack([e(x) for e in layer.experts], 1)  # (T, K, D)
+    e1 = outs[torch.arange(12), top_i[:, 0]]
+    e2 = outs[torch.arange(12), top_i[:, 1]]
+    torch.testing.assert_close(y, e1)
+    # Gradient: that of the softmax mixture of the chosen expert and the runner-up, so the
+    # logit of the chosen expert moves by q1 q2 <dL/dy, E1 - E2> (the shared part cancels).
+    g = 2 * (y - target)
+    (y - target).pow(2).sum().backward()
+    q = top_p / top_p.sum(-1, keepdim=True)
+    dlogit = torch.zeros(12, 4, dtype=torch.float64)
+    s = q[:, 0] * q[:, 1] * ((g * (e1 - e2)).sum(-1))
+    dlogit[torch.arange(12), top_i[:, 0]] = s
+    dlogit[torch.arange(12), top_i[:, 1]] = -s
+    expect = dlogit.T @ x  # d logits / d G = x
+    torch.testing.assert_close(layer.gate.weight.grad, expect, rtol=1e-4, atol=1e-6)
+    # Evaluation: the runner-up is not computed and the output is unchanged.
+    layer.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), e1)
+
+
+def test_calibrated_routers_split_tokens_that_share_a_common_component():
+    """Tokens with a large shared component: a random router sends them all to one expert,
+    the calibrated one spreads them about evenly and sends similar tokens together."""
+    from sem_models import calibrate_routers
+
+    torch.manual_seed(0)
+    d, k = 32, 4
+    layer = MoEMlp(d, 64, num_experts=k)
+    common = 4.0 * torch.randn(d)
+    x = common + torch.randn(2000, d)
+    layer(x)
+    assert layer.stats["token_fraction"].min() < 0.01  # experts starved before calibration
+    calibrate_routers(layer, x)
+    layer(x)
+    frac = layer.stats["token_fraction"]
+    assert frac.min() > 0.1, frac
+    # Content-dependent: a token and a slightly perturbed copy mostly go to the same expert.
+    a = layer.route(x)[0].argmax(-1)
+    b = layer.route(x + 0.05 * torch.randn_like(x))[0].argmax(-1)
+    assert (a == b).float().mean() > 0.9

@@ -2,16 +2,22 @@
 
 Works for a dense MAE, an upcycled MAE + MoE (the config carries ``moe``) and a
 :class:`~sem_models.restoration.RestorationModel` (kind ``restoration``). Loading never
-unpickles anything: weights come from safetensors and the config from JSON.
+unpickles anything: weights come from safetensors and the config from JSON. Both files are
+written atomically (temporary name in the same folder, fsync, rename): a crash or a full disk
+leaves either the previous file or the new one, never a truncated one, and no temporary file.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -19,7 +25,15 @@ from .config import MAEConfig
 from .mae import MaskedAutoencoder
 from .restoration import RestorationModel
 
-__all__ = ["CONFIG_NAME", "FORMAT", "WEIGHTS_NAME", "CheckpointError", "load_model", "save_model"]
+__all__ = [
+    "CONFIG_NAME",
+    "FORMAT",
+    "WEIGHTS_NAME",
+    "CheckpointError",
+    "CheckpointWriteError",
+    "load_model",
+    "save_model",
+]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -28,6 +42,31 @@ FORMAT = "sem-models/1"
 
 class CheckpointError(ValueError):
     """A checkpoint directory that is missing files, or whose contents do not match."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint file could not be written; the message names the file and the cause."""
+
+
+def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+    """``writer(tmp)``, fsync, ``os.replace(tmp, path)``; the temporary never survives."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        writer(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as err:
+        tmp.unlink(missing_ok=True)
+        code = getattr(err, "errno", None) or 0
+        if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(err):
+            why = "no space left on the device"
+        else:
+            why = getattr(err, "strerror", None) or str(err)
+        raise CheckpointWriteError(code, f"cannot write {path}: {why}") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _describe(model: nn.Module) -> dict[str, Any]:
@@ -47,13 +86,26 @@ def _describe(model: nn.Module) -> dict[str, Any]:
 
 
 def save_model(model: nn.Module, directory: str | Path) -> None:
-    """Write ``directory/model.safetensors`` and ``directory/config.json`` (creates the folder)."""
+    """Write ``directory/model.safetensors`` and ``directory/config.json`` (creates the folder).
+
+    Each file is replaced atomically; a failed write raises :class:`CheckpointWriteError`
+    naming the file and leaves no temporary file behind.
+    """
     meta = _describe(model)
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CheckpointWriteError(
+            err.errno or 0, f"cannot create the checkpoint folder {directory}: {err.strerror}"
+        ) from err
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": FORMAT})
-    (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+    text = json.dumps(meta, indent=2) + "\n"
+    _atomic_write(
+        directory / WEIGHTS_NAME,
+        lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT}),
+    )
+    _atomic_write(directory / CONFIG_NAME, lambda tmp: tmp.write_text(text))
 
 
 def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.Module:

@@ -41,15 +41,27 @@ class MoEConfig(_Strict):
         None, gt=0, description="expert capacity = ceil(cf * tokens * top_k / K); None = no drop"
     )
     balance_loss: Literal["paper", "switch", "entropy"] = Field(
-        "paper", description="load-balancing term kept as the layer's aux loss"
+        "switch",
+        description=(
+            "load-balancing term kept as the layer's aux loss: switch K sum f_k P_k (its "
+            "gradient follows the hard token fractions f_k), paper K sum P_k^2 (Eq. 9, soft "
+            "only), entropy log K - H(P)"
+        ),
     )
     z_loss_weight: float = Field(0.0, ge=0, description="router z-loss weight inside aux loss")
-    gate_weighting: Literal["straight_through", "renormalise", "raw"] = Field(
-        "straight_through",
+    gate_weighting: Literal["runner_up", "straight_through", "renormalise", "raw"] = Field(
+        "runner_up",
         description=(
-            "combine weights: p/sum(p_topk).detach() (value = renormalised, gradient to the "
-            "router), p/sum(p_topk) (renormalised), or raw softmax p (paper eq. 5 literally)"
+            "combine weights: runner_up (value = renormalised top-k; router gradient of the "
+            "softmax mixture of the top-k and the next expert, which compares them), "
+            "p/sum(p_topk).detach() (value = renormalised, gradient to the router), "
+            "p/sum(p_topk) (renormalised), or raw softmax p (paper eq. 5 literally)"
         ),
+    )
+    noise_std: float = Field(
+        0.01,
+        ge=0,
+        description="relative Gaussian noise on each upcycled expert copy (symmetry breaking)",
     )
 
     @model_validator(mode="after")

@@ -1,37 +1,53 @@
 """Mixture-of-Experts feed-forward layer, a drop-in ``mlp_layer`` for timm's ``Block``.
 
-Routing (paper eq. 5-6): ``alpha = softmax(G h)`` computed in float32 whatever the autocast
-dtype; each token goes to its ``top_k`` experts and the layer returns
+Routing (arXiv 2604.05960, Sec. 4.2, Eq. 5-6): ``alpha = softmax(G h)`` computed in float32
+whatever the autocast dtype; each token goes to its ``top_k`` experts and the layer returns
 ``y(h) = sum_{k in topk(h)} w_k(h) FFN_k(h)``.
 
 Combine weights ``w`` (``gate_weighting``):
 
-* ``"straight_through"`` (default): ``w_k = p_k / sum_{topk} p.detach()``. Its *value* is the
-  renormalised top-k weight (exactly 1 for top-1), so a freshly upcycled layer whose experts
-  are identical copies of a dense FFN computes exactly that FFN; its *gradient* still reaches
-  the router (``dw_k/dlogit = w_k (1[k] - p)``), so gate-only training (Stage 2) learns.
+* ``"runner_up"`` (default): value = the renormalised top-k weight (exactly 1 for top-1), so
+  a freshly upcycled layer of identical copies computes exactly the dense FFN. In training
+  the runner-up expert (the most probable one outside the top-k) is also evaluated, without
+  gradient, and added with a weight of value 0 whose gradient is that of the softmax mixture
+  over the top-k and the runner-up. For top-1 the chosen logit moves by
+  ``q1 q2 <dL/dy, E_1(h) - E_2(h)>``: the part the experts share cancels, and the router
+  learns which expert serves the token better. Costs one extra expert forward per token in
+  training only; evaluation computes ``top_k`` experts per token.
+* ``"straight_through"``: ``w_k = p_k / sum_{topk} p.detach()`` (value 1 for top-1; router
+  gradient ``<dL/dy, E_k(h)> (1[k] - p)``). With near-identical experts that gradient says
+  only whether scaling the FFN output would help, the same for every expert: measured, it
+  drifts tokens towards the experts they already use and starves the others.
 * ``"renormalise"``: ``w_k = p_k / sum_{topk} p`` (same value; for top-1 the router gets no
   gradient from the task loss, only from the balance loss).
-* ``"raw"``: ``w_k = p_k`` (eq. 5 literally; an upcycled layer starts near ``FFN / K``).
+* ``"raw"``: ``w_k = p_k`` (Eq. 5 literally; an upcycled layer starts near ``FFN / K``).
 
-Dispatch groups tokens by expert (a stable sort of the assignments), runs every expert once
-on its own tokens and scatters the weighted results back: each token costs ``top_k`` expert
-evaluations, never ``K``. With a ``capacity_factor`` an expert accepts at most
-``ceil(cf * T * top_k / K)`` of the ``T`` tokens, first come first served in token order
-(Switch Transformer); an assignment beyond capacity is dropped and contributes 0, so a token
-dropped by all its experts passes through the block's residual connection unchanged.
+Dispatch. Assignments are ordered by priority (Switch/GShard): every token's first choice
+in token order, then every second choice, and so on. Without a ``capacity_factor``
+(dropless) tokens are grouped by expert and each expert runs once on its own tokens; the
+group sizes are read on the host (a device synchronisation on a GPU). With a
+``capacity_factor`` an expert accepts at most ``C = ceil(cf * T * top_k / K)`` assignments of
+the ``T`` tokens, in priority order, so a first choice is never displaced by a second one;
+the dispatch then has static shapes ``(K, C)`` and reads nothing back from the device. A
+dropped assignment contributes 0, so a token dropped by all its experts passes through the
+block's residual connection unchanged. Capacity counts the tokens of one forward (one rank).
+In training every expert is part of the autograd graph whatever the routing (an idle expert
+contributes an exact 0), so DDP needs no ``find_unused_parameters``.
 
 Balance losses (kept on the module as ``aux_loss`` after each forward, since ``Block.forward``
 returns only a tensor; ``P_k`` = mean routing probability, ``f_k`` = hard fraction of
 assignments to expert ``k``):
 
-* ``"paper"`` (eq. 9): ``K sum_k P_k^2``, minimum 1 at ``P_k = 1/K``;
-* ``"switch"``: ``K sum_k f_k P_k`` (``f`` not differentiable), minimum 1 when balanced;
-* ``"entropy"``: ``log K - H(P)``, minimum 0 at ``P_k = 1/K``;
+* ``"switch"`` (default): ``K sum_k f_k P_k`` (``f`` not differentiable), minimum 1 when
+  balanced. Its gradient ``K f_k`` pushes down exactly the experts that receive the tokens;
+* ``"paper"`` (Eq. 9): ``K sum_k P_k^2``, minimum 1 at ``P_k = 1/K``. It sees only the soft
+  probabilities: with near-uniform ``P`` it reads about 1 while every argmax picks one expert;
+* ``"entropy"``: ``log K - H(P)``, minimum 0 at ``P_k = 1/K`` (soft only, like ``paper``);
 
-plus ``z_loss_weight * mean(logsumexp(G h)^2)`` (router z-loss) when the weight is > 0.
-The soft terms can sit at their minimum while every argmax picks one expert, so ``stats``
-also records hard token fractions, the routing entropy and the number of unused experts.
+plus ``z_loss_weight * mean(logsumexp(G h)^2)`` (router z-loss) when the weight is > 0. Each
+forward keeps its token sums in ``sums`` (so a distributed trainer can add them over ranks,
+:func:`global_aux_loss`) and in ``stats`` the per-expert hard token fraction and mean gate
+probability, the routing entropy and the number of unused experts.
 """
 
 from __future__ import annotations
@@ -44,10 +60,25 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
-__all__ = ["MoEMlp", "balance_loss", "moe_layers", "routing_stats"]
+__all__ = ["MoEMlp", "balance_loss", "global_aux_loss", "moe_layers", "routing_stats"]
 
 BalanceLoss = Literal["paper", "switch", "entropy"]
-GateWeighting = Literal["straight_through", "renormalise", "raw"]
+GateWeighting = Literal["runner_up", "straight_through", "renormalise", "raw"]
+
+
+def _balance_from_means(
+    mean_p: torch.Tensor, frac: torch.Tensor | None, kind: BalanceLoss
+) -> torch.Tensor:
+    num_experts = mean_p.shape[-1]
+    if kind == "paper":
+        return num_experts * (mean_p**2).sum()
+    if kind == "switch":
+        if frac is None:
+            raise ValueError("balance_loss='switch' needs the hard assignments")
+        return num_experts * (frac.detach() * mean_p).sum()
+    if kind == "entropy":
+        return math.log(num_experts) + (mean_p * torch.log(mean_p.clamp_min(1e-12))).sum()
+    raise ValueError(f"balance_loss={kind!r} unknown; accepted: 'paper', 'switch', 'entropy'")
 
 
 def balance_loss(
@@ -59,17 +90,11 @@ def balance_loss(
     """
     num_experts = probs.shape[-1]
     mean_p = probs.reshape(-1, num_experts).mean(0)  # P_k
-    if kind == "paper":
-        return num_experts * (mean_p**2).sum()
-    if kind == "switch":
-        if assignments is None:
-            raise ValueError("balance_loss='switch' needs the hard assignments")
+    frac = None
+    if assignments is not None:
         counts = torch.bincount(assignments.reshape(-1), minlength=num_experts)
         frac = counts.to(mean_p.dtype) / max(assignments.numel(), 1)  # f_k
-        return num_experts * (frac * mean_p).sum()
-    if kind == "entropy":
-        return math.log(num_experts) + (mean_p * torch.log(mean_p.clamp_min(1e-12))).sum()
-    raise ValueError(f"balance_loss={kind!r} unknown; accepted: 'paper', 'switch', 'entropy'")
+    return _balance_from_means(mean_p, frac, kind)
 
 
 class MoEMlp(nn.Module):
@@ -93,9 +118,9 @@ class MoEMlp(nn.Module):
         num_experts: int = 8,
         top_k: int = 1,
         capacity_factor: float | None = None,
-        balance_loss: BalanceLoss = "paper",
+        balance_loss: BalanceLoss = "switch",
         z_loss_weight: float = 0.0,
-        gate_weighting: GateWeighting = "straight_through",
+        gate_weighting: GateWeighting = "runner_up",
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -103,7 +128,7 @@ class MoEMlp(nn.Module):
             raise ValueError(f"top_k={top_k} must be in [1, num_experts={num_experts}]")
         if capacity_factor is not None and capacity_factor <= 0:
             raise ValueError(f"capacity_factor={capacity_factor} must be > 0 (or None)")
-        if gate_weighting not in ("straight_through", "renormalise", "raw"):
+        if gate_weighting not in ("runner_up", "straight_through", "renormalise", "raw"):
             raise ValueError(f"gate_weighting={gate_weighting!r} unknown")
         dd = {k: kwargs[k] for k in ("device", "dtype") if kwargs.get(k) is not None}
         self.num_experts = num_experts
@@ -131,6 +156,7 @@ class MoEMlp(nn.Module):
             nn.init.normal_(self.gate.weight, std=0.02)
         self.aux_loss: torch.Tensor | None = None
         self.stats: dict[str, torch.Tensor] = {}
+        self.sums: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ routing
     def route(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,81 +171,192 @@ class MoEMlp(nn.Module):
             return None
         return math.ceil(self.capacity_factor * num_tokens * self.top_k / self.num_experts)
 
-    def _combine_weights(self, top_p: torch.Tensor) -> torch.Tensor:
+    def _combine_weights(
+        self, top_p: torch.Tensor, runner_up: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Combine weights ``(T, k)`` of the chosen experts (and the runner-up's value-0 weight).
+
+        ``top_p`` holds the top-k probabilities, plus the runner-up's as a last column when
+        ``runner_up`` is set.
+        """
+        k = self.top_k
         if self.gate_weighting == "raw":
-            return top_p
-        total = top_p.sum(dim=-1, keepdim=True)
+            return top_p, None
+        chosen = top_p[:, :k]
+        total = chosen.sum(dim=-1, keepdim=True)
         if self.gate_weighting == "straight_through":
-            total = total.detach()
-        return top_p / total
+            return chosen / total.detach(), None
+        if self.gate_weighting == "renormalise" or k == self.num_experts:
+            return chosen / total, None
+        value = (chosen / total).detach()  # runner_up: value = renormalised top-k weights
+        if not runner_up:
+            return value, None
+        q = top_p / top_p.sum(dim=-1, keepdim=True)  # softmax over the top-k and the runner-up
+        return value + (q[:, :k] - q[:, :k].detach()), q[:, k] - q[:, k].detach()
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x (..., D)`` -> ``(..., D_out)``; also sets ``aux_loss`` and ``stats``."""
+        """``x (..., D)`` -> ``(..., D_out)``; also sets ``aux_loss``, ``stats`` and ``sums``."""
         lead = x.shape[:-1]
         h = x.reshape(-1, x.shape[-1])  # (T, D)
         num_tokens = h.shape[0]
         probs, logits = self.route(h)  # (T, K)
-        top_p, top_i = probs.topk(self.top_k, dim=-1)  # (T, k)
-        weights = self._combine_weights(top_p).reshape(-1)  # (T*k,)
-        flat_e = top_i.reshape(-1)  # expert of each assignment, (T*k,)
-        order = torch.argsort(flat_e, stable=True)  # assignments grouped by expert, token order
-        token_of = order // self.top_k  # token of each sorted assignment
-        counts = torch.bincount(flat_e, minlength=self.num_experts)
-        cap = self.capacity(num_tokens)
-
-        # Keep the first `cap` assignments of every expert (all of them without a capacity).
-        sizes = counts.tolist()
-        kept_sizes = sizes if cap is None else [min(n, cap) for n in sizes]
-        kept = sum(kept_sizes)
-        if cap is not None and kept < len(order):
-            starts = torch.cumsum(counts, 0) - counts
-            rank = torch.arange(len(order), device=h.device) - starts[flat_e[order]]
-            keep = rank < cap
-            order, token_of = order[keep], token_of[keep]
-        x_sorted = h.index_select(0, token_of)  # one gather, tokens grouped by expert
-        outs = []
-        touch: torch.Tensor | None = None
-        for e, chunk in enumerate(torch.split(x_sorted, kept_sizes)):
-            if chunk.shape[0] > 0:
-                outs.append(self.experts[e](chunk))  # only this expert's tokens
-            elif torch.is_grad_enabled() and self.training:
-                # Touch the idle expert's parameters (value 0) so DDP sees them in the graph.
-                zero = torch.stack([p.sum() for p in self.experts[e].parameters()]).sum() * 0.0
-                touch = zero if touch is None else touch + zero
-        out = h.new_zeros(num_tokens, self.out_features)
-        if outs:
-            y = torch.cat(outs) if len(outs) > 1 else outs[0]
-            y = y * weights[order, None].to(y.dtype)
-            out = out.index_add(0, token_of, y.to(out.dtype))
-        if touch is not None:
-            out = out + touch.to(out.dtype)
-
-        self._record(probs, logits, top_i, counts, kept)
+        k = self.top_k
+        runner_up = (
+            self.gate_weighting == "runner_up"
+            and k < self.num_experts
+            and self.training
+            and torch.is_grad_enabled()
+        )
+        top_p, top_i = probs.topk(k + 1 if runner_up else k, dim=-1)  # (T, k [+ 1])
+        weights, alt_w = self._combine_weights(top_p, runner_up)  # (T, k), (T,) or None
+        alt_e = top_i[:, k] if runner_up else None  # the most probable expert not chosen
+        top_i = top_i[:, :k]
+        # Assignments in priority order (Switch/GShard): every token's first choice in token
+        # order, then every second choice, ... so a first choice is never displaced by a
+        # second one when an expert is full.
+        flat_e = top_i.t().reshape(-1)  # (k*T,) expert of each assignment
+        flat_w = weights.t().reshape(-1)  # (k*T,)
+        flat_t = torch.arange(num_tokens, device=h.device).repeat(k)  # its token
+        onehot = F.one_hot(flat_e, self.num_experts)  # (k*T, K)
+        counts = onehot.sum(0)  # (K,) assignments per expert, before capacity
+        out, kept = self._dispatch(h, flat_e, flat_w, flat_t, onehot)
+        if alt_w is not None and alt_e is not None:
+            # The runner-up expert's output, without gradient, weighted by a value-0 term whose
+            # gradient compares it with the chosen experts (see the module doc).
+            with torch.no_grad():
+                ones = torch.ones(num_tokens, device=h.device, dtype=flat_w.dtype)
+                tokens = torch.arange(num_tokens, device=h.device)
+                alt_onehot = F.one_hot(alt_e, self.num_experts)
+                y_alt, _ = self._dispatch(h, alt_e, ones, tokens, alt_onehot)
+            out = out + alt_w[:, None].to(out.dtype) * y_alt
+        self._record(probs, logits, counts, kept)
         return out.reshape(*lead, self.out_features)
 
-    def _record(
+    def _dispatch(
         self,
-        probs: torch.Tensor,
-        logits: torch.Tensor,
-        top_i: torch.Tensor,
+        h: torch.Tensor,
+        flat_e: torch.Tensor,
+        flat_w: torch.Tensor,
+        flat_t: torch.Tensor,
+        onehot: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted expert outputs summed per token ``(T, D_out)``, and the assignments kept."""
+        cap = self.capacity(h.shape[0])
+        if cap is None:
+            return self._dispatch_dropless(h, flat_e, flat_w, flat_t, onehot.sum(0))
+        return self._dispatch_capacity(h, flat_e, flat_w, flat_t, onehot, cap)
+
+    def _dispatch_dropless(
+        self,
+        h: torch.Tensor,
+        flat_e: torch.Tensor,
+        flat_w: torch.Tensor,
+        flat_t: torch.Tensor,
         counts: torch.Tensor,
-        kept: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every assignment computed: tokens grouped by expert, one call per non-empty expert.
+
+        Variable group sizes need the counts on the host (a device synchronisation on GPUs);
+        the capacity mode has static shapes.
+        """
+        order = torch.argsort(flat_e, stable=True)  # grouped by expert, priority order
+        token_of = flat_t[order]
+        sizes = counts.tolist()
+        x_sorted = h.index_select(0, token_of)
+        outs = []
+        for e, chunk in enumerate(torch.split(x_sorted, sizes)):
+            if chunk.shape[0] > 0:
+                outs.append(self.experts[e](chunk))
+            else:  # an idle expert still joins the graph (value 0): DDP sees every parameter
+                outs.append(self._touch(e, chunk.shape[0]))
+        y = torch.cat(outs)
+        y = y * flat_w[order, None].to(y.dtype)
+        out = h.new_zeros(h.shape[0], self.out_features).index_add(0, token_of, y.to(h.dtype))
+        return out, counts.sum()
+
+    def _dispatch_capacity(
+        self,
+        h: torch.Tensor,
+        flat_e: torch.Tensor,
+        flat_w: torch.Tensor,
+        flat_t: torch.Tensor,
+        onehot: torch.Tensor,
+        cap: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Static-shape dispatch into ``(K, cap)`` slots (no host read of the routing).
+
+        An assignment's rank in its expert's queue follows the priority order; ranks
+        ``>= cap`` are dropped (they go to a discarded overflow slot). Every expert runs on its
+        ``cap`` slots, so every expert is in the graph whatever the routing.
+        """
+        k_exp = self.num_experts
+        rank = ((onehot.cumsum(0) - 1) * onehot).sum(-1)  # position in the expert's queue
+        keep = rank < cap
+        slot = torch.where(keep, flat_e * cap + rank, torch.full_like(rank, k_exp * cap))
+        buf = h.new_zeros(k_exp * cap + 1, h.shape[1]).index_add(0, slot, h[flat_t])
+        buf = buf[:-1].view(k_exp, cap, h.shape[1])
+        y = torch.cat([self.experts[e](buf[e]) for e in range(k_exp)])  # (K*cap, D_out)
+        y = torch.cat([y, y.new_zeros(1, y.shape[1])])  # the overflow slot reads zero
+        w = (flat_w * keep).to(y.dtype)
+        contrib = y.index_select(0, slot) * w[:, None]
+        out = h.new_zeros(h.shape[0], self.out_features).index_add(0, flat_t, contrib.to(h.dtype))
+        return out, keep.sum()
+
+    def _touch(self, e: int, rows: int) -> torch.Tensor:
+        """An empty ``(0, D_out)`` output that depends on expert ``e``'s parameters."""
+        zero = torch.stack([p.sum() for p in self.experts[e].parameters()]).sum() * 0.0
+        return zero.expand(rows, self.out_features)
+
+    def _record(
+        self, probs: torch.Tensor, logits: torch.Tensor, counts: torch.Tensor, kept: torch.Tensor
     ) -> None:
-        aux = balance_loss(probs, top_i, self.balance_loss_kind)
+        """Keep the batch's sufficient statistics (``sums``), the local aux loss and ``stats``.
+
+        ``sums`` holds sums over this forward's tokens, so that a distributed trainer can add
+        them over ranks and compute the global balance loss (:func:`global_aux_loss`).
+        """
+        self.sums = {
+            "prob": probs.sum(0),  # (K,), differentiable
+            "count": counts.to(probs.dtype),  # (K,) assignments
+            "tokens": probs.new_tensor(float(probs.shape[0])),
+            "kept": kept.to(probs.dtype),
+        }
         if self.z_loss_weight > 0:
-            aux = aux + self.z_loss_weight * torch.logsumexp(logits, dim=-1).pow(2).mean()
-        self.aux_loss = aux
+            self.sums["z"] = torch.logsumexp(logits, dim=-1).pow(2).sum()
+        self.aux_loss = self.aux_from_sums(self.sums)
+        self.stats = self.stats_from_sums(self.sums, probs)
+
+    def aux_from_sums(self, sums: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Balance (+ z) loss from token sums: ``P_k = prob_k / T``, ``f_k = count_k / (k T)``."""
+        mean_p = sums["prob"] / sums["tokens"]
+        frac = sums["count"] / (sums["tokens"] * self.top_k)
+        aux = _balance_from_means(mean_p, frac, self.balance_loss_kind)
+        if self.z_loss_weight > 0:
+            aux = aux + self.z_loss_weight * sums["z"] / sums["tokens"]
+        return aux
+
+    def stats_from_sums(
+        self, sums: dict[str, torch.Tensor], probs: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-expert hard token fraction and mean gate probability, entropy, unused experts."""
         with torch.no_grad():
-            n_assign = max(top_i.numel(), 1)
-            entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
-            self.stats = {
-                "token_fraction": counts.float() / n_assign,  # hard, before capacity drops
-                "mean_prob": probs.mean(0),
-                "routing_entropy": entropy,
-                "unused_experts": (counts == 0).sum(),
-                "dropped_fraction": torch.tensor(1.0 - kept / n_assign),
+            n_assign = sums["tokens"] * self.top_k
+            frac = sums["count"] / n_assign.clamp_min(1)
+            mean_p = sums["prob"].detach() / sums["tokens"].clamp_min(1)
+            stats = {
+                "token_fraction": frac,  # hard, before capacity drops
+                "mean_prob": mean_p,
+                "unused_experts": (sums["count"] == 0).sum(),
+                "dropped_fraction": 1.0 - sums["kept"] / n_assign.clamp_min(1),
+                # Entropy of the mean routing: log K when tokens spread evenly over experts.
+                "balance_entropy": -(mean_p * torch.log(mean_p.clamp_min(1e-12))).sum(),
             }
+            if probs is not None:
+                # Mean per-token entropy: low when each token is routed decisively.
+                ent = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
+                stats["routing_entropy"] = ent
+            return stats
 
     # ------------------------------------------------------------------ upcycling
     @classmethod
@@ -265,22 +402,82 @@ def moe_layers(model: nn.Module) -> list[tuple[str, MoEMlp]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, MoEMlp)]
 
 
-def routing_stats(model: nn.Module) -> dict[str, float]:
+def global_aux_loss(model: nn.Module) -> torch.Tensor | None:
+    """Sum of the MoE layers' aux losses from the last forward, over all ranks when distributed.
+
+    In one process this is the sum of the layers' ``aux_loss``. In a training step of a
+    ``torch.distributed`` group (module in training mode, gradients enabled) the layers' token
+    sums are added over ranks in one all-reduce, so the balance loss and the logged ``stats``
+    are those of the global batch: ``W`` ranks x ``B`` behave as one process x ``W B``. Each
+    rank's gradient is scaled by ``W`` so that DDP's gradient averaging gives the gradient of
+    the global loss. Every rank must call this in the same steps (training steps are).
+    """
+    layers = [m for _, m in moe_layers(model) if m.sums]
+    if not layers:
+        return None
+    dist = torch.distributed
+    if (
+        dist.is_available()
+        and dist.is_initialized()
+        and dist.get_world_size() > 1
+        and model.training
+        and torch.is_grad_enabled()
+    ):
+        world = dist.get_world_size()
+        keys = [sorted(m.sums) for m in layers]
+        flat = torch.cat(
+            [m.sums[k].detach().reshape(-1) for m, ks in zip(layers, keys, strict=True) for k in ks]
+        )
+        total = flat.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        offset = 0
+        for m, ks in zip(layers, keys, strict=True):
+            merged = {}
+            for k in ks:
+                local = m.sums[k]
+                n = local.numel()
+                glob = total[offset : offset + n].reshape(local.shape)
+                offset += n
+                # Value: the global sum; gradient: W x this rank's part (DDP divides by W).
+                merged[k] = glob + world * (local - local.detach())
+            m.sums = merged
+            m.aux_loss = m.aux_from_sums(merged)
+            m.stats = {**m.stats, **m.stats_from_sums(merged)}
+    losses = [m.aux_loss for m in layers if m.aux_loss is not None]
+    return torch.stack([loss.float() for loss in losses]).sum()
+
+
+def routing_stats(model: nn.Module, per_expert: bool = False) -> dict[str, float]:
     """Flat ``{"<layer>/<stat>": value}`` routing statistics of the last forward, for logging.
 
-    Per layer: routing entropy, unused experts, dropped fraction, the largest hard token
-    fraction (1/K when balanced, 1 when collapsed); plus the model-wide means.
+    Per layer: routing entropy, unused experts, dropped fraction, the largest and smallest
+    hard token fraction (1/K when balanced; 1 and 0 when collapsed); plus the model-wide
+    means. With ``per_expert`` also ``<layer>/token_fraction/<k>`` and ``<layer>/mean_prob/<k>``
+    (hard fraction of assignments and mean gate probability of expert ``k``).
     """
     out: dict[str, float] = {}
     for name, m in moe_layers(model):
         if not m.stats:
             continue
         s = m.stats
-        out[f"{name}/routing_entropy"] = float(s["routing_entropy"])
-        out[f"{name}/unused_experts"] = float(s["unused_experts"])
-        out[f"{name}/dropped_fraction"] = float(s["dropped_fraction"])
-        out[f"{name}/max_token_fraction"] = float(s["token_fraction"].max())
-    for key in ("routing_entropy", "unused_experts", "max_token_fraction", "dropped_fraction"):
+        for key in ("routing_entropy", "balance_entropy", "unused_experts", "dropped_fraction"):
+            if key in s:
+                out[f"{name}/{key}"] = float(s[key])
+        frac = s["token_fraction"]
+        out[f"{name}/max_token_fraction"] = float(frac.max())
+        out[f"{name}/min_token_fraction"] = float(frac.min())
+        if per_expert:
+            for k, (f, p) in enumerate(zip(frac.tolist(), s["mean_prob"].tolist(), strict=True)):
+                out[f"{name}/token_fraction/{k}"] = f
+                out[f"{name}/mean_prob/{k}"] = p
+    for key in (
+        "routing_entropy",
+        "balance_entropy",
+        "unused_experts",
+        "max_token_fraction",
+        "min_token_fraction",
+        "dropped_fraction",
+    ):
         vals = [v for k, v in out.items() if k.endswith("/" + key)]
         if vals:
             out[f"mean/{key}"] = sum(vals) / len(vals)

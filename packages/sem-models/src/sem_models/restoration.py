@@ -1,8 +1,11 @@
-"""Defocus-to-focus restoration with a pretrained MAE (SPEC §2, downstream fine-tune).
+"""Defocus-to-focus restoration with a pretrained MAE (arXiv 2604.05960, downstream fine-tune).
 
 The encoder sees *all* patches of the defocused image (no masking) and the decoder predicts
 every patch of the focused image. By default the encoder is frozen and the decoder (plus, for
 MoE models, whatever the trainer re-enables, e.g. the routers) is trained.
+
+A direct (``residual=False``) model whose MAE was trained with ``norm_pix_loss`` predicts
+per-patch standardised patches; each gets the mean and variance of its input patch back.
 
 With ``residual=True`` the decoder predicts the correction to the (normalised) input instead
 of the focused image itself; :meth:`RestorationModel.start_as_identity` zeroes the decoder's
@@ -76,6 +79,13 @@ class RestorationModel(nn.Module):
             z = F.pad(z, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > p else "replicate")
         zn = normalize(z)
         latent, _, ids_restore, hw = self.mae.forward_encoder(zn, 0.0)
-        pred = self.mae.unpatchify(self.mae.forward_decoder(latent, ids_restore, hw), hw)
+        patches = self.mae.forward_decoder(latent, ids_restore, hw)  # (N, L, p*p*C)
+        if self.mae.norm_pix_loss and not self.residual:
+            # The decoder was trained on per-patch standardised targets: give every patch the
+            # mean and variance of the corresponding input patch (MAE's convention).
+            ref = self.mae.patchify(zn)
+            mean, var = ref.mean(-1, keepdim=True), ref.var(-1, keepdim=True)
+            patches = patches * (var + 1e-6).sqrt() + mean
+        pred = self.mae.unpatchify(patches, hw)
         y = denormalize(zn + pred if self.residual else pred)
         return match_channels(y[..., :h, :w], c_in)

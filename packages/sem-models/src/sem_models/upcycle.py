@@ -12,16 +12,23 @@ differ slightly, the router has a reason to prefer one, and the model stays with
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from .config import MoEConfig
+from .config import ModelConfigError, MoEConfig
 from .mae import MaskedAutoencoder, moe_block_indices
-from .moe import MoEMlp, moe_layers
+from .moe import MoEMlp, global_aux_loss, moe_layers
 
-__all__ = ["collect_aux_loss", "freeze_all_but_gates", "unfreeze_all", "upcycle"]
+__all__ = [
+    "calibrate_routers",
+    "collect_aux_loss",
+    "freeze_all_but_gates",
+    "unfreeze_all",
+    "upcycle",
+]
 
 
 def _core(model: nn.Module) -> MaskedAutoencoder:
@@ -33,38 +40,24 @@ def _core(model: nn.Module) -> MaskedAutoencoder:
     return core
 
 
-def upcycle(
-    model: nn.Module,
-    num_experts: int = 8,
-    top_k: int = 1,
-    placement: Literal["encoder", "decoder", "both"] = "encoder",
-    every_n: int = 1,
-    capacity_factor: float | None = None,
-    noise_std: float = 0.01,
-    balance_loss: Literal["paper", "switch", "entropy"] = "paper",
-    **extra: Any,
-) -> nn.Module:
+def upcycle(model: nn.Module, config: MoEConfig | None = None, **fields: Any) -> nn.Module:
     """Turn the FFNs of a dense MAE into MoE layers in place and return the model.
 
-    ``extra`` takes the remaining :class:`~sem_models.config.MoEConfig` fields
-    (``z_loss_weight``, ``gate_weighting``). The model's ``config.moe`` is updated, so
-    :func:`~sem_models.save_model` / :func:`~sem_models.load_model` rebuild it as MoE.
-    Random draws (router init, copy noise) use torch's global generator: seed it first.
+    ``config`` (default :class:`~sem_models.config.MoEConfig`) with any of its fields
+    overridden by keyword (``num_experts=4``, ``noise_std=0`` ...) says where and how. The
+    model's ``config.moe`` is updated, so :func:`~sem_models.save_model` /
+    :func:`~sem_models.load_model` rebuild it as MoE. Random draws (router init, copy noise)
+    use torch's global generator: seed it first.
     """
     core = _core(model)
     if core.config.moe is not None:
         raise ValueError("model is already a Mixture-of-Experts model (config.moe is set)")
-    if noise_std < 0:
-        raise ValueError(f"noise_std={noise_std} must be >= 0")
-    moe_cfg = MoEConfig(
-        num_experts=num_experts,
-        top_k=top_k,
-        placement=placement,
-        every_n=every_n,
-        capacity_factor=capacity_factor,
-        balance_loss=balance_loss,
-        **extra,
-    )
+    base = config.model_dump() if config is not None else {}
+    try:
+        moe_cfg = MoEConfig(**{**base, **fields})
+    except ValidationError as exc:
+        raise ModelConfigError(f"invalid MoE config: {exc}") from None
+    num_experts, placement = moe_cfg.num_experts, moe_cfg.placement
     stacks = {"encoder": [core.blocks], "decoder": [core.decoder_blocks]}
     stacks["both"] = stacks["encoder"] + stacks["decoder"]
     kwargs = moe_cfg.model_dump(
@@ -72,13 +65,62 @@ def upcycle(
     )
     kwargs["balance_loss"] = moe_cfg.balance_loss
     for blocks in stacks[placement]:
-        for i in moe_block_indices(len(blocks), every_n):
+        for i in moe_block_indices(len(blocks), moe_cfg.every_n):
             block = cast(nn.Module, blocks[i])
             block.mlp = MoEMlp.from_dense(
-                cast(nn.Module, block.mlp), num_experts=num_experts, noise_std=noise_std, **kwargs
+                cast(nn.Module, block.mlp),
+                num_experts=num_experts,
+                noise_std=moe_cfg.noise_std,
+                **kwargs,
             )
     core.config = core.config.model_copy(update={"moe": moe_cfg})
     return model
+
+
+def calibrate_routers(
+    model: nn.Module, *inputs: Any, logit_std: float = 1.0, **kwargs: Any
+) -> None:
+    """Data-dependent router initialisation: balanced, content-dependent routing from step 0.
+
+    Runs ``model(*inputs, **kwargs)`` once (no gradients) and reads every MoE layer's input
+    tokens ``h``. Transformer tokens share a large common component (the mean token ``mu``,
+    to which LayerNorm's bias contributes); a router drawn at random scores that component,
+    so one expert wins almost every token before training starts. Here each router row is a
+    random direction with the ``mu`` component removed, scaled so that its logit has standard
+    deviation ``logit_std`` over the tokens: every logit has mean 0 and the same spread, the
+    argmax splits the tokens about evenly, and similar tokens go to the same expert. Random
+    draws use torch's global generator: seed it first.
+    """
+    layers = moe_layers(model)
+    if not layers:
+        raise ValueError("calibrate_routers: the model has no MoE layers")
+    if logit_std <= 0:
+        raise ValueError(f"logit_std={logit_std} must be > 0")
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            seen[name] = args[0].detach().reshape(-1, args[0].shape[-1])
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(keep(name)) for name, m in layers]
+    try:
+        with torch.no_grad():
+            model(*inputs, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    with torch.no_grad():
+        for name, m in layers:
+            h = seen[name].double()  # (T, D)
+            mu = h.mean(0)
+            w = torch.randn(m.num_experts, h.shape[1], dtype=torch.float64)
+            u = mu / mu.norm().clamp_min(1e-12)
+            w = w - (w @ u)[:, None] * u[None, :]  # no response to the common component
+            spread = (h @ w.T).std(0).clamp_min(1e-12)  # (K,) logit std over the tokens
+            w = w * (logit_std / spread)[:, None]
+            m.gate.weight.copy_(w.to(m.gate.weight))
 
 
 def freeze_all_but_gates(model: nn.Module) -> None:
@@ -99,8 +141,9 @@ def unfreeze_all(model: nn.Module) -> None:
 
 
 def collect_aux_loss(model: nn.Module) -> torch.Tensor | None:
-    """Sum of the MoE layers' auxiliary (balance + z) losses from the last forward; None if dense."""
-    losses = [m.aux_loss for _, m in moe_layers(model) if m.aux_loss is not None]
-    if not losses:
-        return None
-    return torch.stack([loss.float() for loss in losses]).sum()
+    """Sum of the MoE layers' auxiliary (balance + z) losses from the last forward; None if dense.
+
+    Under ``torch.distributed`` (training step) the balance statistics are those of the global
+    batch; see :func:`~sem_models.moe.global_aux_loss`.
+    """
+    return global_aux_loss(model)

@@ -201,18 +201,28 @@ class Stage2Config(_StageBase):
     stage: Literal[2] = 2
     init_from: Path | None = Field(None, description="Stage-1 run directory or checkpoint")
     moe: MoEConfig = Field(default_factory=MoEConfig, description="sem_models' MoE options")
-    noise_std: float = Field(
-        0.01, ge=0, le=1, description="relative noise on the expert copies (symmetry breaking)"
-    )
     kd_weight: float = Field(1.0, ge=0, description="lambda (eq. 10)")
     lb_weight: float = Field(0.01, ge=0, description="mu (eq. 10)")
+    router_calibration_images: int = Field(
+        64,
+        ge=0,
+        description="training images whose tokens initialise the routers before the first "
+        "step (balanced, content-dependent routing); 0 = random router initialisation",
+    )
 
 
 class Stage3Config(_StageBase):
-    """Stage 3: all parameters, ``L = L_joint + nu (L_FFT + eta L_PSD)`` (eq. 15-16)."""
+    """Stage 3: all parameters, ``L = L_joint + nu (L_FFT + eta L_PSD)`` (eq. 15-16), with
+    ``L_joint = L_MAE + kd_weight * L_KD + lb_weight * L_LB`` as in Stage 2."""
 
     stage: Literal[3] = 3
     init_from: Path | None = Field(None, description="Stage-2 run directory or checkpoint")
+    teacher_from: Path | None = Field(
+        None,
+        description="frozen Stage-1 model for the distillation term (default: the Stage-1 run "
+        "recorded as init_from in the Stage-2 run's config.json)",
+    )
+    kd_weight: float = Field(1.0, ge=0, description="lambda (eq. 10), kept in eq. 16")
     lb_weight: float = Field(0.01, ge=0)
     fft_weight: float = Field(0.1, ge=0, description="nu: weight of L_FFT")
     psd_weight: float = Field(0.1, ge=0, description="nu * eta: weight of L_PSD")
@@ -295,7 +305,13 @@ def _paper() -> dict[str, dict[str, Any]]:
             "moe": {"num_experts": 8, "top_k": 1, "placement": "encoder"},
             "lb_weight": 0.01,
             "optim": {"lr": 1e-4, "weight_decay": 0.0},
-            "run": {**run, "epochs": 50, "output_dir": "runs/paper/stage2"},
+            # Every expert is in the graph whatever the routing: DDP needs no unused-parameter scan.
+            "run": {
+                **run,
+                "epochs": 50,
+                "output_dir": "runs/paper/stage2",
+                "find_unused_parameters": False,
+            },
         },
         "stage3": {
             "init_from": "runs/paper/stage2",
@@ -304,7 +320,7 @@ def _paper() -> dict[str, dict[str, Any]]:
             "fft_weight": 0.1,
             "psd_weight": 0.1,
             "optim": {"lr": 1e-5, "weight_decay": 0.05},
-            "run": {**run, "output_dir": "runs/paper/stage3"},
+            "run": {**run, "output_dir": "runs/paper/stage3", "find_unused_parameters": False},
         },
         "finetune": {
             "init_from": "runs/paper/stage3",
@@ -341,13 +357,23 @@ def _cpu_small() -> dict[str, dict[str, Any]]:
             "data": data,
             "moe": {"num_experts": 4, "top_k": 1},
             "optim": {"lr": 1e-3},
-            "run": {**run, "epochs": 8, "output_dir": "runs/cpu-small/stage2"},
+            "run": {
+                **run,
+                "epochs": 8,
+                "output_dir": "runs/cpu-small/stage2",
+                "find_unused_parameters": False,
+            },
         },
         "stage3": {
             "init_from": "runs/cpu-small/stage2",
             "data": data,
             "optim": {"lr": 1e-4, "weight_decay": 0.05},
-            "run": {**run, "epochs": 8, "output_dir": "runs/cpu-small/stage3"},
+            "run": {
+                **run,
+                "epochs": 8,
+                "output_dir": "runs/cpu-small/stage3",
+                "find_unused_parameters": False,
+            },
         },
         "finetune": {
             "init_from": "runs/cpu-small/stage3",

@@ -71,6 +71,19 @@ class DistContext:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
+    def mean_over_ranks(self, values: dict[str, float], device: torch.device) -> dict[str, float]:
+        """The mean of each value over ranks, in one all-reduce (identity in one process).
+
+        Every rank must pass the same keys. For logging: the loss and its parts of a step are
+        then those of the global batch, not rank 0's.
+        """
+        if not self.enabled or not values:
+            return dict(values)
+        keys = sorted(values)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return {k: v / self.world_size for k, v in zip(keys, t.tolist(), strict=True)}
+
     def any_true(self, flag: bool, device: torch.device) -> bool:
         """True if ``flag`` is true on any rank."""
         if not self.enabled:

@@ -45,15 +45,15 @@ def build_mae(spec: ModelSpec, *, channels: int, image_size_px: int) -> MaskedAu
     return sem_models.build_mae(spec.preset, **overrides)
 
 
-def upcycle(model: nn.Module, moe: MoEConfig, *, noise_std: float, seed: int = 0) -> nn.Module:
+def upcycle(model: nn.Module, moe: MoEConfig, *, seed: int = 0) -> nn.Module:
     """Dense MAE -> MAE + MoE with experts copied from each FFN (sparse upcycling).
 
-    ``noise_std`` is the relative noise on the expert copies (symmetry breaking). The router
-    initialisation and that noise are drawn from torch's global generator seeded with
+    ``moe.noise_std`` is the relative noise on the expert copies (symmetry breaking). The
+    router initialisation and that noise are drawn from torch's global generator seeded with
     ``seed``, so a run is reproducible.
     """
     torch.manual_seed(seed)
-    return sem_models.upcycle(model, noise_std=noise_std, **moe.model_dump())
+    return sem_models.upcycle(model, moe)
 
 
 def freeze_all_but_gates(model: nn.Module) -> None:

@@ -1,41 +1,102 @@
 """Stage 2: MoE upcycling, gates only, distillation from the frozen Stage-1 teacher.
 
-``L_joint = L_MAE + lambda L_KD + mu L_LB`` (eq. 10); ``L_KD`` is the masked L1 between student
-and teacher reconstructions under the same mask (eq. 7); only router parameters are trained.
+``L_joint = L_MAE + lambda L_KD + mu L_LB`` (arXiv 2604.05960, Sec. 4.2, Eq. 10); ``L_KD`` is
+the masked L1 between student and teacher reconstructions under the same mask (Eq. 7); only
+router parameters are trained.
+
+Routing that specialises without collapsing (measured in packages/sem-train/README.md):
+
+* symmetry breaking as in the paper: relative noise on the expert copies (``moe.noise_std``)
+  and distillation from the frozen dense teacher, which tells the routers which of the
+  slightly different copies reproduces the teacher best for a token;
+* routers calibrated on training tokens before the first step
+  (:func:`sem_models.calibrate_routers`): a randomly drawn router scores the component that
+  all tokens share, and one expert wins almost every token before training starts;
+* the ``runner_up`` router gradient: the chosen expert against the next one, so the shared
+  part of the experts' outputs cancels and the gradient says which expert serves the token
+  better (the straight-through gradient of the chosen weight alone drifts every token
+  towards whichever expert it already uses);
+* the Switch balance term ``K sum_k f_k P_k``, whose gradient is proportional to the hard
+  token fractions ``f_k``; the paper's ``K sum_k P_k^2`` reads about 1 ("balanced") while
+  most experts receive no token.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+from typing import Any
+
+import sem_models
+import torch
+from torch import nn
 
 from .. import modeling
 from ..config import Stage2Config
-from ..engine import FitResult, fit_config
+from ..distributed import select_device
+from ..engine import FitResult, fit_config, unwrap
 from .common import MAELossWeights, MAETask, image_datasets
 
-__all__ = ["build_stage2_task", "run_stage2"]
+__all__ = ["MoETask", "build_stage2_task", "calibrate_student", "run_stage2"]
 
 
-def build_stage2_task(cfg: Stage2Config) -> MAETask:
+class MoETask(MAETask):
+    """:class:`MAETask` that also logs, per MoE layer and expert, the hard token fraction and
+    the mean gate probability (global over ranks when distributed)."""
+
+    def training_loss(self, model: nn.Module, batch: dict[str, Any]):
+        total, parts = super().training_loss(model, batch)
+        parts.update(sem_models.routing_stats(unwrap(model), per_expert=True))
+        return total, parts
+
+
+def build_stage2_task(cfg: Stage2Config) -> MoETask:
     """Teacher = the Stage-1 model (frozen); student = its upcycled copy with only gates trainable."""
     if cfg.init_from is None:
         raise ValueError("stage 2 needs init_from: the Stage-1 run directory")
     teacher = modeling.load_model(modeling.resolve_model_dir(cfg.init_from))
-    student = modeling.upcycle(
-        copy.deepcopy(teacher), cfg.moe, noise_std=cfg.noise_std, seed=cfg.run.seed
-    )
+    student = modeling.upcycle(copy.deepcopy(teacher), cfg.moe, seed=cfg.run.seed)
     modeling.freeze_all_but_gates(student)
     weights = MAELossWeights(kd=cfg.kd_weight, lb=cfg.lb_weight)
-    return MAETask(
-        student,
-        mask_ratio=cfg.mask_ratio,
-        weights=weights,
-        teacher=teacher,
-    )
+    return MoETask(student, mask_ratio=cfg.mask_ratio, weights=weights, teacher=teacher)
+
+
+def calibrate_student(
+    task: MAETask,
+    train_set,
+    n_images: int,
+    seed: int,
+    device: torch.device | None = None,
+) -> None:
+    """Initialise the student's routers from the tokens of ``n_images`` training images.
+
+    The images, their augmentations and masks come from fixed seeds, so every rank of a
+    distributed run computes the same routers. ``device`` runs the forward pass there (the
+    model is moved back to where it was).
+    """
+    n = min(n_images, len(train_set))
+    if n == 0:
+        return
+    items = [train_set[(i, seed * 1_000_003 + i)] for i in range(n)]
+    core = unwrap(task.model)
+    home = next(core.parameters()).device
+    device = device or home
+    imgs = torch.stack([it["image"] for it in items]).to(device)
+    seeds = torch.tensor([int(it["seed"]) for it in items])
+    p = int(core.patch_size)
+    noise = modeling.patch_noise(seeds, (imgs.shape[-2] // p) * (imgs.shape[-1] // p), device)
+    torch.manual_seed(seed)
+    was_training = core.training
+    core.to(device).eval()
+    sem_models.calibrate_routers(core, imgs, mask_ratio=task.mask_ratio, noise=noise)
+    core.to(home).train(was_training)
 
 
 def run_stage2(cfg: Stage2Config, *, resume: bool = False) -> FitResult:
     """Train Stage 2 from ``cfg.init_from`` (resume restores the student's weights too)."""
     task = build_stage2_task(cfg)  # first: a missing init_from fails before the data is indexed
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
+    if not resume:
+        device = select_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", "0")))
+        calibrate_student(task, train, cfg.router_calibration_images, cfg.run.seed, device)
     return fit_config(task, train, val, cfg, resume=resume)

@@ -1,29 +1,60 @@
-"""Stage 3: frequency-aware refinement, all parameters (eq. 11-16).
+"""Stage 3: frequency-aware refinement, all parameters (arXiv 2604.05960, Sec. 4.3, Eq. 11-16).
 
-``L = L_MAE + mu L_LB + nu (L_FFT + eta L_PSD)`` with the masked error spectrum (eq. 12) and
-the ring-averaged power spectra of the masked reconstruction and target (eq. 13-14).
+``L_final = L_joint + nu L_freq`` (Eq. 16) with ``L_joint = L_MAE + lambda L_KD + mu L_LB``
+(Eq. 10): the masked L1 to the frozen Stage-1 teacher (Eq. 7) stays in the objective, next to
+the masked error spectrum (Eq. 12) and the ring-averaged power spectra of the masked
+reconstruction and target (Eq. 13-14). The teacher is ``teacher_from``, by default the
+Stage-1 run that the Stage-2 run (``init_from``) started from.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from .. import modeling
 from ..config import Stage3Config
 from ..engine import FitResult, fit_config
-from .common import MAELossWeights, MAETask, image_datasets
+from .common import MAELossWeights, image_datasets
+from .stage2 import MoETask
 
-__all__ = ["build_stage3_task", "run_stage3"]
+__all__ = ["build_stage3_task", "run_stage3", "stage3_teacher_dir"]
 
 
-def build_stage3_task(cfg: Stage3Config) -> MAETask:
-    """The Stage-2 model with every parameter unfrozen."""
+def stage3_teacher_dir(cfg: Stage3Config) -> Path:
+    """The Stage-1 model to distil from: ``teacher_from``, else the Stage-2 run's ``init_from``."""
+    if cfg.teacher_from is not None:
+        return modeling.resolve_model_dir(cfg.teacher_from, what="teacher_from")
+    run_cfg = Path(cfg.init_from) / "config.json"
+    teacher = None
+    if run_cfg.is_file():
+        try:
+            teacher = json.loads(run_cfg.read_text()).get("init_from")
+        except (ValueError, AttributeError):
+            teacher = None
+    if not teacher:
+        raise ValueError(
+            f"stage 3 with kd_weight={cfg.kd_weight} needs the Stage-1 teacher: set "
+            f"teacher_from (none recorded in {run_cfg}), or kd_weight: 0"
+        )
+    return modeling.resolve_model_dir(teacher, what=f"teacher_from (from {run_cfg})")
+
+
+def build_stage3_task(cfg: Stage3Config) -> MoETask:
+    """The Stage-2 model with every parameter unfrozen, distilled from the Stage-1 teacher."""
     if cfg.init_from is None:
         raise ValueError("stage 3 needs init_from: the Stage-2 run directory")
     model = modeling.load_model(modeling.resolve_model_dir(cfg.init_from))
     modeling.unfreeze_all(model)
+    teacher = modeling.load_model(stage3_teacher_dir(cfg)) if cfg.kd_weight > 0 else None
     weights = MAELossWeights(
-        lb=cfg.lb_weight, fft=cfg.fft_weight, psd=cfg.psd_weight, psd_bins=cfg.psd_bins
+        kd=cfg.kd_weight,
+        lb=cfg.lb_weight,
+        fft=cfg.fft_weight,
+        psd=cfg.psd_weight,
+        psd_bins=cfg.psd_bins,
     )
-    return MAETask(model, mask_ratio=cfg.mask_ratio, weights=weights)
+    return MoETask(model, mask_ratio=cfg.mask_ratio, weights=weights, teacher=teacher)
 
 
 def run_stage3(cfg: Stage3Config, *, resume: bool = False) -> FitResult:

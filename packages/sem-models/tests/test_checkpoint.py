@@ -1,0 +1,59 @@
+"""Checkpoint writes are atomic: a failed write names the file and leaves no debris."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+import sem_models as sm
+import torch
+from sem_models import checkpoint
+
+
+def test_failed_weight_write_keeps_the_previous_checkpoint_and_no_temporary(
+    tiny_mae, tmp_path, monkeypatch
+):
+    sm.save_model(tiny_mae, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real = checkpoint.save_file
+
+    def disk_full(state, path, metadata=None):
+        real(state, path, metadata=metadata)  # a partial file exists when the disk fills up
+        with open(path, "r+b") as fh:
+            fh.truncate(100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    with torch.no_grad():
+        tiny_mae.decoder_pred.bias.add_(1.0)
+    with pytest.raises(sm.CheckpointWriteError, match=r"model\.safetensors.*no space left"):
+        sm.save_model(tiny_mae, tmp_path)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert after == before  # the old pair is intact, no temporary file is left
+    again = sm.load_model(tmp_path)
+    assert not torch.equal(again.decoder_pred.bias, tiny_mae.decoder_pred.bias)
+
+
+def test_safetensors_errors_become_the_package_error(tiny_mae, tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    def broken(state, path, metadata=None):
+        open(path, "wb").write(b"partial")
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr(checkpoint, "save_file", broken)
+    with pytest.raises(sm.CheckpointWriteError, match=r"model\.safetensors") as info:
+        sm.save_model(tiny_mae, tmp_path / "new")
+    assert isinstance(info.value, OSError)
+    assert [p.name for p in (tmp_path / "new").iterdir()] == []
+
+
+def test_save_model_replaces_an_existing_checkpoint_in_place(tiny_mae, tmp_path):
+    sm.save_model(tiny_mae, tmp_path)
+    with torch.no_grad():
+        tiny_mae.decoder_pred.bias.fill_(0.25)
+    sm.save_model(tiny_mae, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    torch.testing.assert_close(
+        sm.load_model(tmp_path).decoder_pred.bias, tiny_mae.decoder_pred.bias
+    )

@@ -1,0 +1,113 @@
+"""MoE under torch.distributed (2 Gloo ranks on CPU): balance statistics of the global batch.
+
+Two ranks with half a batch each must give the same balance loss and, after DDP's gradient
+averaging, the same gradients as one process with the whole batch; every expert is in the
+graph, so DDP runs with ``find_unused_parameters=False`` even when an expert gets no token.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from sem_models import MoEMlp, global_aux_loss
+from torch import nn
+
+
+class _Wrap(nn.Module):
+    """A model holding one MoE layer (``global_aux_loss`` looks for MoE sub-modules)."""
+
+    def __init__(self, kind: str, capacity_factor: float | None) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.moe = MoEMlp(
+            8, 16, num_experts=4, balance_loss=kind, z_loss_weight=0.1,
+            capacity_factor=capacity_factor,
+        )  # fmt: skip
+        with torch.no_grad():  # input feature 0 is 3.0: expert 3 (logit -15 + ...) gets none
+            self.moe.gate.weight[:, 0] = 0.0
+            self.moe.gate.weight[3, 0] = -5.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.moe(x)
+
+
+def _step(model: nn.Module, x: torch.Tensor, target: torch.Tensor):
+    y = model(x)
+    aux = global_aux_loss(model.module if hasattr(model, "module") else model)
+    loss = (y - target).pow(2).mean() + 0.5 * aux
+    loss.backward()
+    return float(aux.detach())
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(8, 6, 8, generator=g), torch.randn(8, 6, 8, generator=g)
+    x[..., 0] = 3.0
+    return x, t
+
+
+def worker_main(kind: str, cf: float | None, out: str) -> None:
+    """Body of each torchrun rank: half the batch, DDP without find_unused_parameters."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    try:
+        model = nn.parallel.DistributedDataParallel(_Wrap(kind, cf), find_unused_parameters=False)
+        x, t = _data()
+        half = slice(4 * rank, 4 * rank + 4)
+        aux = _step(model, x[half], t[half])
+        result = {
+            "aux": torch.tensor(aux),
+            "fraction": model.module.moe.stats["token_fraction"].clone(),
+            **{n: p.grad.clone() for n, p in model.module.named_parameters()},
+        }
+        torch.save(result, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+_SCRIPT = """
+import importlib.util
+spec = importlib.util.spec_from_file_location("sem_models_moe_ddp_test", {test!r})
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+mod.worker_main({kind!r}, {cf!r}, {out!r})
+"""
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind,cf", [("switch", None), ("paper", 2.0)])
+def test_two_ranks_with_half_batches_equal_one_process_with_the_whole_batch(kind, cf, tmp_path):
+    single = _Wrap(kind, cf)
+    x, t = _data()
+    aux = _step(single, x, t)
+    frac = single.moe.stats["token_fraction"]
+    assert frac[3] == 0  # an expert without tokens: DDP must still see its parameters
+    script = tmp_path / "worker.py"
+    script.write_text(_SCRIPT.format(test=__file__, kind=kind, cf=cf, out=str(tmp_path)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for _attempt in range(3):  # a free port can be taken before torchrun binds it
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(_port()), str(script)]  # fmt: skip
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        if proc.returncode == 0 or "address already in use" not in proc.stderr.lower():
+            break
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert float(r["aux"]) == pytest.approx(aux, rel=1e-6)
+        torch.testing.assert_close(r["fraction"], frac)
+        for name, p in single.named_parameters():
+            torch.testing.assert_close(r[name], p.grad, rtol=1e-5, atol=1e-7)
