@@ -11,7 +11,7 @@ import pytest
 import sem_models
 import torch
 from safetensors.torch import load_file
-from sem_models.masking import pixel_mask
+from sem_models.masking import patch_noise, pixel_mask
 from sem_train import modeling
 from sem_train.config import load_config
 from sem_train.engine import fit
@@ -123,7 +123,7 @@ def _routing_on(model, dataset, draws: int = 3) -> torch.Tensor:
             imgs = torch.stack([it["image"] for it in items])
             seeds = torch.stack([it["seed"] for it in items])
             grid = (imgs.shape[-1] // model.patch_size) ** 2
-            model(imgs, mask_ratio=0.75, noise=modeling.patch_noise(seeds, grid, imgs.device))
+            model(imgs, mask_ratio=0.75, noise=patch_noise(seeds, grid, imgs.device))
             c = torch.stack([m.sums["count"] for _, m in sem_models.moe_layers(model)])
             counts = c if counts is None else counts + c
     return counts / counts.sum(-1, keepdim=True)

@@ -29,6 +29,7 @@ from typing import Any
 
 import sem_models
 import torch
+from sem_models.masking import patch_noise
 from torch import nn
 
 from .. import modeling
@@ -84,7 +85,7 @@ def calibrate_student(
     imgs = torch.stack([it["image"] for it in items]).to(device)
     seeds = torch.tensor([int(it["seed"]) for it in items])
     p = int(core.patch_size)
-    noise = modeling.patch_noise(seeds, (imgs.shape[-2] // p) * (imgs.shape[-1] // p), device)
+    noise = patch_noise(seeds, (imgs.shape[-2] // p) * (imgs.shape[-1] // p), device)
     torch.manual_seed(seed)
     was_training = core.training
     core.to(device).eval()
