@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .convolution import convolve_reflect, convolve_reflect_torch
-from .noise import poisson_gaussian, poisson_gaussian_torch
+from .convolution import convolve_reflect
+from .noise import poisson_gaussian
 from .params import DegradationParams
 from .psf import airy_psf
 
 if TYPE_CHECKING:
     import torch
+
+    from .batched import BatchParams
 
 __all__ = ["degrade", "degrade_torch", "validate_image"]
 
@@ -81,7 +83,7 @@ def degrade(
 
 def degrade_torch(
     images: torch.Tensor,
-    params: DegradationParams | Sequence[DegradationParams],
+    params: DegradationParams | Sequence[DegradationParams] | BatchParams,
     generator: torch.Generator | None = None,
     *,
     blur: bool = True,
@@ -91,28 +93,25 @@ def degrade_torch(
 ) -> torch.Tensor:
     """Batched forward model on any device: ``images`` (N, 1, H, W), one setting or N settings.
 
-    Used to synthesise training pairs on the fly; kernels of different sizes are handled in one
-    batched FFT.
+    ``params``: one :class:`DegradationParams` for all images, a sequence of N, or a
+    :class:`sem_physics.batched.BatchParams`. Runs :func:`sem_physics.batched.degrade_batch`
+    (kernels built in torch on the images' device, one batched FFT, torch noise).
     """
-    import torch
+    from .batched import BatchParams, degrade_batch
 
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"images must be (N, 1, H, W), got {tuple(images.shape)}")
     n = images.shape[0]
-    plist = [params] * n if isinstance(params, DegradationParams) else list(params)
-    if len(plist) != n:
-        raise ValueError(f"got {len(plist)} parameter settings for {n} images")
-    x = images.float() if not images.is_floating_point() else images
-    if blur:
-        kernels = [torch.as_tensor(airy_psf(p.psf), dtype=x.dtype) for p in plist]
-        x = convolve_reflect_torch(x, kernels)
-
-    def col(field: str) -> torch.Tensor:
-        vals = [getattr(p, field) for p in plist]
-        return torch.tensor(vals, dtype=x.dtype, device=x.device).view(n, 1, 1, 1)
-
-    if gain_offset:
-        x = col("gain") * x + col("offset")
-    return poisson_gaussian_torch(
-        x, col("dose") if poisson else None, col("sigma") if gaussian else None, generator
+    if isinstance(params, BatchParams):
+        batch = params.check()
+    else:
+        batch = BatchParams.from_params(params, n=n, device=images.device)
+    return degrade_batch(
+        images,
+        batch,
+        generator,
+        blur=blur,
+        gain_offset=gain_offset,
+        poisson=poisson,
+        gaussian=gaussian,
     )
