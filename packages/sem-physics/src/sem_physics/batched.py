@@ -211,8 +211,10 @@ def airy_psf_batch(
     sizes = _kernel_sizes(params).to(device)
     k = int(sizes.max().item())  # the one host sync: the grid size
     half = k // 2
-    coords = torch.arange(-half, half + 1, device=device, dtype=dtype)
-    y, x = coords.view(1, k, 1), coords.view(1, 1, k)
+    # Rows y >= 0 only: the kernel is centro-symmetric, h(-y, -x) = h(y, x) (exactly, also in
+    # floating point), so the rows y < 0 are these rows flipped in both axes.
+    y = torch.arange(0, half + 1, device=device, dtype=dtype).view(1, half + 1, 1)
+    x = torch.arange(-half, half + 1, device=device, dtype=dtype).view(1, 1, k)
 
     def col(v: torch.Tensor) -> torch.Tensor:
         return v.to(device=device, dtype=dtype).view(-1, 1, 1)
@@ -224,8 +226,8 @@ def airy_psf_batch(
     r = torch.sqrt((xr / col(params.rx_px)) ** 2 + (yr / col(params.ry_px)) ** 2)
     h = airy_profile_torch(r, col(params.beta))
     own_half = col(torch.div(sizes, 2, rounding_mode="floor"))
-    inside = (y.abs() <= own_half) & (x.abs() <= own_half)
-    h = h * inside
+    h = h * ((y <= own_half) & (x.abs() <= own_half))
+    h = torch.cat([h[:, 1:].flip(-2, -1), h], dim=1)  # rows y = -half .. half
     return h / h.sum(dim=(-2, -1), keepdim=True)
 
 
