@@ -12,7 +12,6 @@ from sem_physics.batched import (
     BatchParams,
     ParameterSampler,
     airy_psf_batch,
-    degrade_batch,
     poisson_gaussian_batch,
 )
 
@@ -41,7 +40,7 @@ def test_noise_free_batch_equals_numpy_degrade_per_image(dtype, tol):
     """Per-sample Rx, Ry, theta, beta, gain, offset from the sampler; 0..255 images."""
     params = _sampled(8, 1)
     imgs = np.random.default_rng(2).uniform(0, 255, (8, 50, 70))
-    out = degrade_batch(
+    out = degrade_torch(
         torch.as_tensor(imgs, dtype=dtype)[:, None], params, poisson=False, gaussian=False
     )
     assert out.dtype == dtype
@@ -92,9 +91,9 @@ def test_noise_moments_follow_each_samples_dose_and_sigma():
 def test_same_generator_seed_same_pairs_and_another_seed_differs():
     params = _sampled(4, 7)
     x = torch.rand(4, 1, 48, 64) * 255
-    a = degrade_batch(x, params, torch.Generator().manual_seed(1))
-    b = degrade_batch(x, params, torch.Generator().manual_seed(1))
-    c = degrade_batch(x, params, torch.Generator().manual_seed(2))
+    a = degrade_torch(x, params, torch.Generator().manual_seed(1))
+    b = degrade_torch(x, params, torch.Generator().manual_seed(1))
+    c = degrade_torch(x, params, torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -112,7 +111,7 @@ def test_batch_params_round_trip_and_range_errors_name_the_field():
     with pytest.raises(ValueError, match="1-D tensor"):
         BatchParams(*(torch.ones(2) for _ in range(7)), torch.ones(3))
     with pytest.raises(ValueError, match="3 images"):
-        degrade_batch(torch.zeros(3, 1, 8, 8), batch)
+        degrade_torch(torch.zeros(3, 1, 8, 8), batch)
 
 
 def test_bf16_images_are_degraded_in_float32_and_returned_as_bf16():
@@ -123,7 +122,7 @@ def test_bf16_images_are_degraded_in_float32_and_returned_as_bf16():
         n=2,
     )
     x = torch.rand(2, 1, 32, 32) * 255
-    ref = degrade_batch(x, p, poisson=False, gaussian=False)
-    out = degrade_batch(x.bfloat16(), p, poisson=False, gaussian=False)
+    ref = degrade_torch(x, p, poisson=False, gaussian=False)
+    out = degrade_torch(x.bfloat16(), p, poisson=False, gaussian=False)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2.0)

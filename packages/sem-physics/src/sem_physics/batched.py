@@ -14,7 +14,9 @@ its (defocused, focused) pairs on the GPU that trains the model:
 * :func:`convolve_reflect_batch`: one batched real FFT with reflect padding for all images
   (:mod:`sem_physics.convolution` explains the method).
 * :func:`poisson_gaussian_batch`: ``Poisson(max(z, 0) dose) / dose + Normal(0, sigma^2)``.
-* :func:`degrade_batch`: the three composed.
+
+:func:`sem_physics.degrade_torch` composes them: ``degrade_torch(images, params, generator)``
+with ``params`` a :class:`BatchParams` (or one or N :class:`~sem_physics.DegradationParams`).
 
 Randomness comes from a ``torch.Generator`` on the images' device: with the same seed the
 result is reproducible on that device (CPU and CUDA generators give different streams). Work
@@ -41,7 +43,6 @@ __all__ = [
     "airy_profile_torch",
     "airy_psf_batch",
     "convolve_reflect_batch",
-    "degrade_batch",
     "poisson_gaussian_batch",
 ]
 
@@ -339,60 +340,3 @@ def poisson_gaussian_batch(
         noise = torch.randn(out.shape, generator=generator, device=z.device, dtype=z.dtype)
         out = out + sigma_t * noise
     return out
-
-
-def degrade_batch(
-    images: torch.Tensor,
-    params: BatchParams,
-    generator: torch.Generator | None = None,
-    *,
-    blur: bool = True,
-    gain_offset: bool = True,
-    poisson: bool = True,
-    gaussian: bool = True,
-) -> torch.Tensor:
-    """``y_i = N_i(a_i (x_i ⊛ h_i) + b_i)`` for a batch ``images`` (N, 1, H, W), 0..255 scale.
-
-    Parameters
-    ----------
-    images : (N, 1, H, W) focused images on the 0..255 scale, any device.
-    params : one setting per image (:class:`BatchParams` of length N, any device).
-    generator : torch generator on the images' device; seeds the noise.
-    blur, gain_offset, poisson, gaussian : switch each term off for testing.
-
-    Returns
-    -------
-    (N, 1, H, W) tensor in the images' floating dtype, not clipped. With the noise off it
-    equals :func:`sem_physics.degrade` of each image to float rounding.
-
-    Examples
-    --------
-    >>> import torch
-    >>> g = torch.Generator().manual_seed(0)
-    >>> x = torch.full((2, 1, 32, 32), 100.0)
-    >>> y = degrade_batch(x, ParameterSampler().step(2, g), g)
-    >>> y.shape, y.dtype
-    (torch.Size([2, 1, 32, 32]), torch.float32)
-    """
-    if images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(f"images must be (N, 1, H, W), got {tuple(images.shape)}")
-    n = images.shape[0]
-    if len(params) != n:
-        raise ValueError(f"got {len(params)} parameter settings for {n} images")
-    out_dtype = images.dtype if images.is_floating_point() else torch.float32
-    x = images if images.dtype in (torch.float32, torch.float64) else images.float()
-    if blur:
-        x = convolve_reflect_batch(x, airy_psf_batch(params, dtype=x.dtype, device=x.device))
-
-    def col(v: torch.Tensor) -> torch.Tensor:
-        return v.to(device=x.device, dtype=x.dtype).view(n, 1, 1, 1)
-
-    if gain_offset:
-        x = col(params.gain) * x + col(params.offset)
-    y = poisson_gaussian_batch(
-        x,
-        col(params.dose) if poisson else None,
-        col(params.sigma) if gaussian else None,
-        generator,
-    )
-    return y.to(out_dtype)

@@ -16,8 +16,8 @@ Everything random is drawn from generators seeded by ``seed``, so a pair is repr
 Synthesis in the training step instead (``synthesis="step"``): items carry only the focused
 crop resized to the model input (``"target"``), and the step calls :class:`PairSynthesizer`
 (or :func:`synthesize_pairs`) to degrade the whole batch at once on its device with
-:func:`sem_physics.batched.degrade_batch` (per-sample settings drawn as tensors, one batched
-FFT, torch noise). The degradation then acts at the model-input pixel scale, not at the crop's
+:func:`sem_physics.degrade_torch` (per-sample settings drawn as tensors, one batched FFT,
+torch noise). The degradation then acts at the model-input pixel scale, not at the crop's
 native scale: PSF radii and noise are in model-input pixels.
 """
 
@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from sem_physics import ParameterRanges, degrade_torch
-from sem_physics.batched import BatchParams, ParameterSampler, degrade_batch
+from sem_physics.batched import BatchParams, ParameterSampler
 from torch.utils.data import Dataset
 
 from .augment import resize
@@ -166,7 +166,7 @@ def synthesize_pairs(
     params = ParameterSampler(ranges, device=focused.device).step(focused.shape[0], generator)
     with torch.no_grad():
         gray = focused[:, :1].float() * 255.0
-        defocused = degrade_batch(gray, params, generator).clamp(0.0, 255.0) / 255.0
+        defocused = degrade_torch(gray, params, generator).clamp(0.0, 255.0) / 255.0
     defocused = defocused.expand(-1, focused.shape[1], -1, -1).to(focused.dtype)
     return defocused.contiguous(), focused, params
 
