@@ -15,8 +15,6 @@ from .psf import airy_psf
 if TYPE_CHECKING:
     import torch
 
-    from .batched import BatchParams
-
 __all__ = ["degrade", "degrade_torch", "validate_image"]
 
 
@@ -79,6 +77,10 @@ def degrade(
     return poisson_gaussian(
         z, params.dose if poisson else None, params.sigma if gaussian else None, _rng(rng)
     )
+
+
+if TYPE_CHECKING:
+    from .batched import BatchParams
 
 
 def degrade_torch(
