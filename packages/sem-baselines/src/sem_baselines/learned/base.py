@@ -26,7 +26,7 @@ from sem_physics import DegradationParams, image_to_tensor, tensor_to_image
 from torch import nn
 
 from ..restorer import CONFIG_FILE, RestorerConfigError, check_image
-from ..tiling import DEFAULT_TILE_BATCH, tiled_apply
+from ..tiling import tiled_apply
 
 __all__ = ["WEIGHTS_FILE", "LearnedConfig", "NetworkRestorer", "resolve_device"]
 
@@ -51,9 +51,7 @@ class LearnedConfig(BaseModel):
 
     tile_px: int = Field(default=512, ge=16, le=8192, description="inference tile side (px)")
     margin_px: int = Field(default=32, ge=0, le=1024, description="context per tile side (px)")
-    tile_batch_size: int = Field(
-        default=DEFAULT_TILE_BATCH, ge=1, le=1024, description="inference tiles per forward pass"
-    )
+    tile_batch_size: int = Field(default=4, ge=1, le=1024, description="tiles per forward pass")
     device: str | None = Field(default=None, description="torch device; None = cuda if present")
     init_seed: int = Field(default=0, ge=0, description="seed of the weight initialisation")
     clip: bool = Field(default=True, description="clip restored images to 0..255")
