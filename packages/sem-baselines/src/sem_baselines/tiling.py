@@ -1,36 +1,45 @@
 """Feed-forward inference of fully convolutional networks on large images, tile by tile.
 
-Overlap-crop tiling: the image is cut into a grid of core tiles of side ``tile - 2 * margin``;
-each is processed inside a window of ``tile`` px (the image side when smaller) holding at least
-``margin`` pixels of real image context on every side (at the image border the window is
-shifted inward, so the network sees the true border exactly as on the whole image) and only
-its core is written to the output. For an operator whose output at a pixel depends only on
-inputs within ``margin`` pixels, the result equals processing the whole image at once; for a
-U-Net the far context beyond ``margin`` is negligible. All windows have one shape, so they run
+Overlap-crop tiling: along each axis the fewest windows of ``tile`` px (the image side when
+smaller) are spread evenly from one border to the other so that neighbours overlap by at least
+``2 * margin`` px; each window's core runs to the middle of its overlaps, so every core pixel
+has at least ``margin`` pixels of real image context on every side (at the image border the
+network sees the true border exactly as on the whole image), and only the cores are written
+to the output. For an operator whose output at a pixel depends only on inputs within
+``margin`` pixels, the result equals processing the whole image at once; for a U-Net the far
+context beyond ``margin`` is negligible. All windows have one shape, so they run
 ``batch_size`` at a time, one forward per batch, under :func:`torch.inference_mode` (bf16
 autocast on CUDA). Memory is bounded by ``batch_size`` windows of ``tile`` px.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable
 
 import torch
 from sem_models.sliding_window import inference_context
 
-__all__ = ["DEFAULT_TILE_BATCH", "tile_starts", "tiled_apply"]
+__all__ = ["DEFAULT_TILE_BATCH", "tile_layout", "tiled_apply"]
 
 #: Windows per forward pass (512-px windows of a small U-Net: a few hundred MB on a CPU).
 DEFAULT_TILE_BATCH = 4
 
 
-def tile_starts(n: int, core: int) -> list[int]:
-    """Start offsets of cores of length ``core`` covering ``0..n`` (last one flush with the end)."""
-    if n <= core:
-        return [0]
-    starts = list(range(0, n - core, core))
-    starts.append(n - core)
-    return starts
+def tile_layout(n: int, tile: int, margin: int) -> list[tuple[int, int, int]]:
+    """``(window start, core start, core end)`` along an axis of ``n`` px.
+
+    Windows of ``min(tile, n)`` px; the fewest that keep ``>= 2 * margin`` px of overlap
+    (``ceil((n - 2 margin) / (tile - 2 margin))``), evenly spaced, first and last flush with
+    the ends; cores split each overlap in the middle and together cover ``0..n`` once.
+    """
+    if n <= tile:
+        return [(0, 0, n)]
+    count = max(2, math.ceil((n - 2 * margin) / (tile - 2 * margin)))
+    starts = [i * (n - tile) // (count - 1) for i in range(count)]
+    bounds = [0] + [(a + tile + b) // 2 for a, b in itertools.pairwise(starts)] + [n]
+    return [(s, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
 
 
 def tiled_apply(
@@ -56,14 +65,12 @@ def tiled_apply(
     with inference_context(image.device, amp):
         if h <= tile and w <= tile:
             return fn(image).float()
-        core = tile - 2 * margin
         th, tw = min(tile, h), min(tile, w)
-        tiles = []  # (core rows, core cols, window origin)
-        for y0 in tile_starts(h, core):
-            for x0 in tile_starts(w, core):
-                ya = min(max(y0 - margin, 0), h - th)
-                xa = min(max(x0 - margin, 0), w - tw)
-                tiles.append((y0, min(y0 + core, h), x0, min(x0 + core, w), ya, xa))
+        tiles = [  # (core rows, core cols, window origin)
+            (y0, y1, x0, x1, ya, xa)
+            for ya, y0, y1 in tile_layout(h, tile, margin)
+            for xa, x0, x1 in tile_layout(w, tile, margin)
+        ]
         out: torch.Tensor | None = None
         for b in range(0, len(tiles), batch_size):
             chunk = tiles[b : b + batch_size]
