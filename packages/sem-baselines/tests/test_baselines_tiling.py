@@ -10,7 +10,7 @@ import torch
 from baselines_testkit import lines_image
 from sem_baselines import get_restorer, tiled_apply
 from sem_baselines.learned.base import LearnedConfig
-from sem_baselines.tiling import DEFAULT_TILE_BATCH, tile_layout
+from sem_baselines.tiling import GPU_TILE_BATCH, default_tile_batch, tile_layout
 
 
 @pytest.mark.parametrize("name", ["n2n", "n2v", "mrn"])
@@ -68,6 +68,7 @@ def test_tiled_output_is_an_ordinary_tensor_value_under_inference_mode():
     x = torch.rand(1, 1, 100, 100)
     out = tiled_apply(lambda t: t + 1, x, tile=40, margin=4, batch_size=3)
     assert torch.is_inference(out) and not out.requires_grad
-    assert LearnedConfig().tile_batch_size == DEFAULT_TILE_BATCH
+    assert LearnedConfig().tile_batch_size is None
+    assert default_tile_batch("cpu") == 1 and default_tile_batch("cuda:0") == GPU_TILE_BATCH
     with pytest.raises(ValueError, match="batch_size"):
         tiled_apply(lambda t: t, x, tile=40, margin=4, batch_size=0)

@@ -9,7 +9,9 @@ to the output. For an operator whose output at a pixel depends only on inputs wi
 ``margin`` pixels, the result equals processing the whole image at once; for a U-Net the far
 context beyond ``margin`` is negligible. All windows have one shape, so they run
 ``batch_size`` at a time, one forward per batch, under :func:`torch.inference_mode` (bf16
-autocast on CUDA). Memory is bounded by ``batch_size`` windows of ``tile`` px.
+autocast on CUDA). Memory is bounded by ``batch_size`` windows of ``tile`` px. The default
+batch depends on the device (:func:`default_tile_batch`): on a CPU one 512-px window per
+forward pass measured fastest for the U-Nets (batches of 6 ran at 0.4-0.8x the speed).
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ from collections.abc import Callable
 import torch
 from sem_models.sliding_window import inference_context
 
-__all__ = ["DEFAULT_TILE_BATCH", "tile_layout", "tiled_apply"]
+__all__ = ["GPU_TILE_BATCH", "default_tile_batch", "tile_layout", "tiled_apply"]
 
-#: Windows per forward pass (512-px windows of a small U-Net: a few hundred MB on a CPU).
-DEFAULT_TILE_BATCH = 4
+#: Windows per forward pass on a GPU (512-px windows of a small U-Net: about 1 GB).
+GPU_TILE_BATCH = 8
+
+
+def default_tile_batch(device: torch.device | str) -> int:
+    """Windows per forward pass: 1 on a CPU, :data:`GPU_TILE_BATCH` on other devices."""
+    return 1 if torch.device(device).type == "cpu" else GPU_TILE_BATCH
 
 
 def tile_layout(n: int, tile: int, margin: int) -> list[tuple[int, int, int]]:
@@ -47,18 +54,21 @@ def tiled_apply(
     image: torch.Tensor,
     tile: int = 512,
     margin: int = 32,
-    batch_size: int = DEFAULT_TILE_BATCH,
+    batch_size: int | None = None,
     amp: bool = True,
 ) -> torch.Tensor:
     """Apply ``fn`` ((B, C, h, w) -> (B, C', h, w)) to ``image`` (1, C, H, W) in tiles.
 
     Images no larger than ``tile`` go through ``fn`` in one call. ``batch_size`` windows go
-    through ``fn`` per call; the result does not depend on it (for a per-sample ``fn``).
+    through ``fn`` per call (``None``: :func:`default_tile_batch` of the image's device); the
+    result does not depend on it (for a per-sample ``fn``).
     """
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"image must be (1, C, H, W), got {tuple(image.shape)}")
     if margin < 0 or tile <= 2 * margin:
         raise ValueError(f"need tile > 2 * margin >= 0, got tile={tile}, margin={margin}")
+    if batch_size is None:
+        batch_size = default_tile_batch(image.device)
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     h, w = image.shape[-2:]

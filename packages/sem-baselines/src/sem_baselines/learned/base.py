@@ -51,7 +51,9 @@ class LearnedConfig(BaseModel):
 
     tile_px: int = Field(default=512, ge=16, le=8192, description="inference tile side (px)")
     margin_px: int = Field(default=32, ge=0, le=1024, description="context per tile side (px)")
-    tile_batch_size: int = Field(default=4, ge=1, le=1024, description="tiles per forward pass")
+    tile_batch_size: int | None = Field(
+        default=None, ge=1, le=1024, description="tiles per forward pass; None: 1 on CPU, 8 on GPU"
+    )
     device: str | None = Field(default=None, description="torch device; None = cuda if present")
     init_seed: int = Field(default=0, ge=0, description="seed of the weight initialisation")
     clip: bool = Field(default=True, description="clip restored images to 0..255")
