@@ -125,7 +125,7 @@ def main() -> None:
         r_old, y_old = timed(old, image, args.reps, old=True)
         r_new, y_new = timed(new, image, args.reps, old=False)
         diff = float(np.abs(y_new - y_old).max())
-        print(f"{name:<14}{r_old:11.3f}{r_new:11.3f}{r_new / r_old:9.2f}  {diff:.2e}", flush=True)
+        print(f"{name:<14}{r_old:11.4g}{r_new:11.4g}{r_new / r_old:9.2f}  {diff:.2e}", flush=True)
 
 
 if __name__ == "__main__":
