@@ -3,8 +3,8 @@
 For an image larger (or smaller) than the model's input, windows of ``window`` px with
 ``overlap`` px overlap (stride ``window - overlap``) tile a reflect-padded copy of the image;
 the model runs on batches of windows and the outputs are averaged with weights
-``w(u, v) = max(hann(u) hann(v), eps)`` (arXiv 2604.05960, Sec. 4: 224-px windows, 8-px
-overlap):
+``w(u, v) = max(hann(u) hann(v), eps)`` (arXiv 2604.05960, Sec. 2.3: 224-px windows,
+8-px overlap):
 
     y(p) = sum_t w_t(p) f(x_t)(p) / sum_t w_t(p)
 

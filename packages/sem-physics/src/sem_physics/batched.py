@@ -1,8 +1,8 @@
 """The SEM forward model for a whole batch in torch, on the images' device.
 
-``y = N(a (x ⊛ h) + b)`` (arXiv 2604.05960, Sec. 3.1) for N images at once, each with its own
-setting, with no numpy and no Python loop per sample, so that a training step can synthesise
-its (defocused, focused) pairs on the GPU that trains the model:
+``y = N(a (x ⊛ h) + b)`` (arXiv 2604.05960, Sec. 5.2 / Eq. 21) for N images at once, each
+with its own setting, with no numpy and no Python loop per sample, so that a training step can
+synthesise its (defocused, focused) pairs on the GPU that trains the model:
 
 * :class:`BatchParams`: one setting per image as (N,) tensors (``rx_px``, ``ry_px``, ``beta``,
   ``theta_rad``, ``gain``, ``offset``, ``sigma``, ``dose``).

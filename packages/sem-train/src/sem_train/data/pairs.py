@@ -1,4 +1,6 @@
-"""On-the-fly (defocused, focused) training pairs from a few focused SEM images (SPEC §3).
+"""On-the-fly (defocused, focused) training pairs from a few focused SEM images.
+
+arXiv 2604.05960, Sec. 2.4 (multi-scale crops) and Sec. 5.2 / Eq. 21 (the forward model).
 
 For an item ``(i, seed)``:
 
@@ -46,7 +48,7 @@ class DefocusPairDataset(Dataset):
     images : focused images, each (1, H, W) float32 in [0, 1] (information bar removed).
     input_size_px : model input side.
     crop_sizes_px : training crop sides (the paper: 128, 256, 512, 1024).
-    ranges : degradation parameter ranges (default: the SPEC ranges).
+    ranges : degradation parameter ranges (default: the paper's ranges).
     train : random crops (True) or the centred validation crop (False).
     pairs_per_image : dataset length is ``len(images) * pairs_per_image`` (one epoch).
     channels : 1, or 3 to replicate the gray image.
