@@ -95,6 +95,71 @@ def test_full_size_sem_frame_with_the_paper_geometry(tiny_mae):
     assert sum(calls) == 5 * 6 and max(calls) <= 8
 
 
+class _Counting(nn.Module):
+    """Wraps a model and records the batch size of every forward pass."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.calls: list[int] = []
+
+    def forward(self, x):
+        self.calls.append(x.shape[0])
+        return self.inner(x)
+
+
+def _random_restorer(tiny_mae) -> nn.Module:
+    torch.manual_seed(1)
+    model = sm.RestorationModel(tiny_mae).eval()
+    for p in model.parameters():  # a random model, so that every window position matters
+        p.data.normal_(0.0, 0.2)
+    return model
+
+
+def test_an_image_of_exactly_one_window_is_one_forward_pass(tiny_mae):
+    model = _Counting(_random_restorer(tiny_mae))
+    img = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    out = sm.sliding_window(model, img, window=32, overlap=8)
+    assert model.calls == [1]
+    with torch.no_grad():
+        single = model.inner(img)
+    assert single.std() > 0.05  # the model does not map everything to one value
+    torch.testing.assert_close(out, single, rtol=1e-6, atol=1e-6)
+
+
+def test_an_image_smaller_than_a_window_is_the_single_pass_on_its_reflection(tiny_mae):
+    model = _Counting(_random_restorer(tiny_mae))
+    img = np.random.default_rng(4).uniform(0, 1, (20, 27)).astype(np.float32)
+    out = sm.sliding_window(model, img, window=32, overlap=8)
+    assert model.calls == [1]
+    padded = np.pad(img, ((0, 12), (0, 5)), mode="symmetric")  # reflect up to one window
+    with torch.no_grad():
+        single = model.inner(torch.from_numpy(padded)[None, None])[0, 0, :20, :27].numpy()
+    np.testing.assert_allclose(out, single, rtol=1e-6, atol=1e-6)
+
+
+def test_an_axis_that_fits_one_window_gets_one_row_of_windows(tiny_mae):
+    model = _Counting(_random_restorer(tiny_mae))
+    img = torch.rand(32, 100, generator=torch.Generator().manual_seed(5))
+    out = sm.sliding_window(model, img, window=32, overlap=8, batch_size=100)
+    # one row; columns: width padded by 4 + 4 to 108, starts 0, 24, 48, 72, 76
+    assert model.calls == [5] and out.shape == img.shape
+    # Image columns 0..19 lie in the first window only (the second starts at padded column 24):
+    # there the blend is that window's output. The padding is a symmetric reflection.
+    left = torch.cat([img[:, :4].flip(1), img[:, :28]], dim=1)
+    with torch.no_grad():
+        first = model.inner(left[None, None])[0, 0]
+    torch.testing.assert_close(out[:, :20], first[:, 4:24], rtol=1e-5, atol=1e-5)
+
+
+def test_batched_windows_equal_one_window_per_forward_for_a_vit(tiny_mae):
+    model = _random_restorer(tiny_mae)
+    img = np.random.default_rng(6).uniform(0, 1, (90, 75)).astype(np.float32)
+    one = sm.sliding_window(model, img, window=32, overlap=8, batch_size=1)
+    many = sm.sliding_window(model, img, window=32, overlap=8, batch_size=64)
+    np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-5)
+
+
 def test_window_starts_cover_the_range_and_end_flush():
     for size in (224, 225, 500, 968):
         starts = window_starts(size, 224, 216)

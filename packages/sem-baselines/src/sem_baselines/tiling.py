@@ -1,29 +1,52 @@
 """Feed-forward inference of fully convolutional networks on large images, tile by tile.
 
-Overlap-crop tiling: the image is cut into a grid of core tiles of side ``tile - 2 * margin``;
-each is processed with ``margin`` pixels of real image context on every side (less at the
-image border, where the network sees the true border exactly as on the whole image) and only
-its core is written to the output. For an operator whose output at a pixel depends only on
-inputs within ``margin`` pixels, the result equals processing the whole image at once; for a
-U-Net the far context beyond ``margin`` is negligible. Memory is bounded by ``tile``.
+Overlap-crop tiling: along each axis the fewest windows of ``tile`` px (the image side when
+smaller) are spread evenly from one border to the other so that neighbours overlap by at least
+``2 * margin`` px; each window's core runs to the middle of its overlaps, so every core pixel
+has at least ``margin`` pixels of real image context on every side (at the image border the
+network sees the true border exactly as on the whole image), and only the cores are written
+to the output. For an operator whose output at a pixel depends only on inputs within
+``margin`` pixels, the result equals processing the whole image at once; for a U-Net the far
+context beyond ``margin`` is negligible. All windows have one shape, so they run
+``batch_size`` at a time, one forward per batch, under :func:`torch.inference_mode` (bf16
+autocast on CUDA). Memory is bounded by ``batch_size`` windows of ``tile`` px. The default
+batch depends on the device (:func:`default_tile_batch`): on a CPU one 512-px window per
+forward pass measured fastest for the U-Nets (batches of 6 ran at 0.4-0.8x the speed).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable
 
 import torch
+from sem_models.sliding_window import inference_context
 
-__all__ = ["tile_starts", "tiled_apply"]
+__all__ = ["GPU_TILE_BATCH", "default_tile_batch", "tile_layout", "tiled_apply"]
+
+#: Windows per forward pass on a GPU (512-px windows of a small U-Net: about 1 GB).
+GPU_TILE_BATCH = 8
 
 
-def tile_starts(n: int, core: int) -> list[int]:
-    """Start offsets of cores of length ``core`` covering ``0..n`` (last one flush with the end)."""
-    if n <= core:
-        return [0]
-    starts = list(range(0, n - core, core))
-    starts.append(n - core)
-    return starts
+def default_tile_batch(device: torch.device | str) -> int:
+    """Windows per forward pass: 1 on a CPU, :data:`GPU_TILE_BATCH` on other devices."""
+    return 1 if torch.device(device).type == "cpu" else GPU_TILE_BATCH
+
+
+def tile_layout(n: int, tile: int, margin: int) -> list[tuple[int, int, int]]:
+    """``(window start, core start, core end)`` along an axis of ``n`` px.
+
+    Windows of ``min(tile, n)`` px; the fewest that keep ``>= 2 * margin`` px of overlap
+    (``ceil((n - 2 margin) / (tile - 2 margin))``), evenly spaced, first and last flush with
+    the ends; cores split each overlap in the middle and together cover ``0..n`` once.
+    """
+    if n <= tile:
+        return [(0, 0, n)]
+    count = max(2, math.ceil((n - 2 * margin) / (tile - 2 * margin)))
+    starts = [i * (n - tile) // (count - 1) for i in range(count)]
+    bounds = [0] + [(a + tile + b) // 2 for a, b in itertools.pairwise(starts)] + [n]
+    return [(s, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
 
 
 def tiled_apply(
@@ -31,28 +54,41 @@ def tiled_apply(
     image: torch.Tensor,
     tile: int = 512,
     margin: int = 32,
+    batch_size: int | None = None,
+    amp: bool = True,
 ) -> torch.Tensor:
-    """Apply ``fn`` ((1, C, h, w) -> (1, C', h, w)) to ``image`` (1, C, H, W) in tiles.
+    """Apply ``fn`` ((B, C, h, w) -> (B, C', h, w)) to ``image`` (1, C, H, W) in tiles.
 
-    Images no larger than ``tile`` go through ``fn`` in one call.
+    Images no larger than ``tile`` go through ``fn`` in one call. ``batch_size`` windows go
+    through ``fn`` per call (``None``: :func:`default_tile_batch` of the image's device); the
+    result does not depend on it (for a per-sample ``fn``).
     """
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"image must be (1, C, H, W), got {tuple(image.shape)}")
     if margin < 0 or tile <= 2 * margin:
         raise ValueError(f"need tile > 2 * margin >= 0, got tile={tile}, margin={margin}")
+    if batch_size is None:
+        batch_size = default_tile_batch(image.device)
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
     h, w = image.shape[-2:]
-    if h <= tile and w <= tile:
-        return fn(image)
-    core = tile - 2 * margin
-    out: torch.Tensor | None = None
-    for y0 in tile_starts(h, core):
-        for x0 in tile_starts(w, core):
-            y1, x1 = min(y0 + core, h), min(x0 + core, w)
-            ya, xa = max(y0 - margin, 0), max(x0 - margin, 0)
-            yb, xb = min(y1 + margin, h), min(x1 + margin, w)
-            res = fn(image[..., ya:yb, xa:xb])
+    with inference_context(image.device, amp):
+        if h <= tile and w <= tile:
+            return fn(image).float()
+        th, tw = min(tile, h), min(tile, w)
+        tiles = [  # (core rows, core cols, window origin)
+            (y0, y1, x0, x1, ya, xa)
+            for ya, y0, y1 in tile_layout(h, tile, margin)
+            for xa, x0, x1 in tile_layout(w, tile, margin)
+        ]
+        out: torch.Tensor | None = None
+        for b in range(0, len(tiles), batch_size):
+            chunk = tiles[b : b + batch_size]
+            batch = torch.cat([image[..., ya : ya + th, xa : xa + tw] for *_, ya, xa in chunk])
+            res = fn(batch).float()
             if out is None:
                 out = res.new_zeros((1, res.shape[1], h, w))
-            out[..., y0:y1, x0:x1] = res[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+            for t, (y0, y1, x0, x1, ya, xa) in enumerate(chunk):
+                out[0, :, y0:y1, x0:x1] = res[t, :, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
     assert out is not None
     return out

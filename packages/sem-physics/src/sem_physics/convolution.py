@@ -173,78 +173,8 @@ def convolve_reflect(
 def convolve_reflect_torch(
     images: torch.Tensor, kernels: torch.Tensor | Sequence[torch.Tensor]
 ) -> torch.Tensor:
-    """Batched reflective FFT convolution on any device.
+    """Batched reflective FFT convolution on any device: see
+    :func:`sem_physics.batched.convolve_reflect_batch` (this name is kept for callers)."""
+    from .batched import convolve_reflect_batch
 
-    Parameters
-    ----------
-    images : (N, 1, H, W) or (N, H, W) float tensor.
-    kernels : one (k, k) / (1, k, k) kernel for all images, an (N, k, k) tensor, or a sequence of
-        N odd square kernels of possibly different sizes (zero-padded to the largest, which does
-        not change the result).
-
-    Returns
-    -------
-    Tensor of the shape of ``images``.
-    """
-    import torch
-
-    squeeze = images.ndim == 3
-    if squeeze:
-        images = images.unsqueeze(1)
-    if images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(f"images must be (N, 1, H, W), got {tuple(images.shape)}")
-    out_dtype = images.dtype if images.is_floating_point() else torch.float32
-    if images.dtype not in (torch.float32, torch.float64):
-        images = images.float()  # FFTs need float32/64 (half and bf16 inputs come back as such)
-    n, _, h, w = images.shape
-    if isinstance(kernels, torch.Tensor):
-        kern = kernels.to(device=images.device, dtype=images.dtype)
-        if kern.ndim == 2:
-            kern = kern.unsqueeze(0)
-        if kern.ndim != 3 or kern.shape[-1] != kern.shape[-2] or kern.shape[-1] % 2 == 0:
-            raise ValueError(f"kernels must be (N, k, k) with k odd, got {tuple(kern.shape)}")
-        if kern.shape[0] not in (1, n):
-            raise ValueError(f"got {kern.shape[0]} kernels for {n} images")
-    else:
-        kernels = list(kernels)
-        if len(kernels) != n:
-            raise ValueError(f"got {len(kernels)} kernels for {n} images")
-        kmax = max(int(kk.shape[-1]) for kk in kernels)
-        kern = images.new_zeros((n, kmax, kmax))
-        for i, kk in enumerate(kernels):
-            kk = torch.as_tensor(kk).reshape(kk.shape[-2], kk.shape[-1])
-            s = int(kk.shape[-1])
-            if s % 2 == 0 or kk.shape[-2] != s:
-                raise ValueError(f"kernel {i} must be square with odd side, got {tuple(kk.shape)}")
-            o = (kmax - s) // 2
-            kern[i, o : o + s, o : o + s] = kk.to(device=images.device, dtype=images.dtype)
-    k = kern.shape[-1]
-    p = k // 2
-    fh, fw = fft_shape(h, w, k)
-    ri = torch.as_tensor(symmetric_indices(h, p, fh - h - p), device=images.device)
-    ci = torch.as_tensor(symmetric_indices(w, p, fw - w - p), device=images.device)
-    padded = images[:, 0].index_select(1, ri).index_select(2, ci)
-    spec = torch.fft.rfft2(padded)
-    spec = spec * _kernel_spectrum_torch(kern, fh, fw)
-    out = torch.fft.irfft2(spec, s=(fh, fw))[:, p : p + h, p : p + w]
-    out = out.unsqueeze(1).to(out_dtype).contiguous()
-    return out[:, 0] if squeeze else out
-
-
-def _kernel_spectrum_torch(kern: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
-    """Batched :func:`_kernel_spectrum` for (N, k, k) kernels (real when centro-symmetric)."""
-    import torch
-
-    n, k, _ = kern.shape
-    p = k // 2
-    if torch.equal(kern, kern.flip(-1, -2)):
-        mirrored = kern[:, p:].flip(-1)  # see _kernel_spectrum
-        rows = kern.new_zeros((n, p + 1, fw))
-        rows[:, :, : p + 1] = mirrored[:, :, p:]
-        rows[:, :, fw - p :] = mirrored[:, :, :p]
-        return torch.fft.irfft(torch.fft.rfft(rows, dim=-1), n=fh, dim=-2) * fh
-    full = kern.new_zeros((n, fh, fw))
-    idx_r = torch.arange(-p, p + 1, device=kern.device) % fh
-    idx_c = torch.arange(-p, p + 1, device=kern.device) % fw
-    full[:, idx_r[:, None], idx_c[None, :]] = kern
-    return torch.fft.rfft2(full)
+    return convolve_reflect_batch(images, kernels)

@@ -78,9 +78,13 @@ def degrade(
     )
 
 
+if TYPE_CHECKING:
+    from .batched import BatchParams
+
+
 def degrade_torch(
     images: torch.Tensor,
-    params: DegradationParams | Sequence[DegradationParams],
+    params: DegradationParams | Sequence[DegradationParams] | BatchParams,
     generator: torch.Generator | None = None,
     *,
     blur: bool = True,
@@ -88,30 +92,48 @@ def degrade_torch(
     poisson: bool = True,
     gaussian: bool = True,
 ) -> torch.Tensor:
-    """Batched forward model on any device: ``images`` (N, 1, H, W), one setting or N settings.
+    """Batched forward model on any device: ``y_i = N_i(a_i (x_i ⊛ h_i) + b_i)``.
 
-    Used to synthesise training pairs on the fly; kernels of different sizes are handled in one
-    batched FFT.
+    Parameters
+    ----------
+    images : (N, 1, H, W) focused images on the 0..255 scale, any device.
+    params : one :class:`DegradationParams` for all images, a sequence of N, or a
+        :class:`sem_physics.batched.BatchParams` (per-sample settings as tensors, e.g. from
+        :class:`sem_physics.batched.ParameterSampler`).
+    generator : torch generator on the images' device; seeds the noise.
+    blur, gain_offset, poisson, gaussian : switch each term off for testing.
+
+    Returns
+    -------
+    (N, 1, H, W) in the images' floating dtype (bf16/half computed in float32), not clipped.
+    With the noise off it equals :func:`degrade` of each image to float rounding. The kernels
+    are built in torch on the images' device on one grid, the blur is one batched FFT and the
+    noise is drawn in torch (:mod:`sem_physics.batched`): no numpy and no loop per sample.
     """
     import torch
+
+    from .batched import BatchParams, airy_psf_batch
 
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"images must be (N, 1, H, W), got {tuple(images.shape)}")
     n = images.shape[0]
-    plist = [params] * n if isinstance(params, DegradationParams) else list(params)
-    if len(plist) != n:
-        raise ValueError(f"got {len(plist)} parameter settings for {n} images")
-    x = images.float() if not images.is_floating_point() else images
+    if isinstance(params, BatchParams):
+        batch = params.check()
+        if len(batch) != n:
+            raise ValueError(f"got {len(batch)} parameter settings for {n} images")
+    else:
+        batch = BatchParams.from_params(params, n=n, device=images.device)
+    out_dtype = images.dtype if images.is_floating_point() else torch.float32
+    x = images if images.dtype in (torch.float32, torch.float64) else images.float()
     if blur:
-        kernels = [torch.as_tensor(airy_psf(p.psf), dtype=x.dtype) for p in plist]
-        x = convolve_reflect_torch(x, kernels)
+        x = convolve_reflect_torch(x, airy_psf_batch(batch, dtype=x.dtype, device=x.device))
 
-    def col(field: str) -> torch.Tensor:
-        vals = [getattr(p, field) for p in plist]
-        return torch.tensor(vals, dtype=x.dtype, device=x.device).view(n, 1, 1, 1)
+    def col(v: torch.Tensor) -> torch.Tensor:
+        return v.to(device=x.device, dtype=x.dtype).view(n, 1, 1, 1)
 
     if gain_offset:
-        x = col("gain") * x + col("offset")
-    return poisson_gaussian_torch(
-        x, col("dose") if poisson else None, col("sigma") if gaussian else None, generator
+        x = col(batch.gain) * x + col(batch.offset)
+    y = poisson_gaussian_torch(
+        x, col(batch.dose) if poisson else None, col(batch.sigma) if gaussian else None, generator
     )
+    return y.to(out_dtype)

@@ -55,16 +55,14 @@ def poisson_gaussian_torch(
     """Torch version; ``dose``/``sigma`` may be per-sample tensors broadcastable to ``z``."""
     import torch
 
-    out = z
+    from .batched import poisson_gaussian_batch
+
     if dose is not None:
         dose_t = torch.as_tensor(dose, dtype=z.dtype, device=z.device)
         if torch.any(dose_t <= 0) or not torch.all(torch.isfinite(dose_t)):
             raise ValueError("dose must be finite and > 0")
-        out = torch.poisson(out.clamp_min(0) * dose_t, generator=generator) / dose_t
     if sigma is not None:
         sigma_t = torch.as_tensor(sigma, dtype=z.dtype, device=z.device)
         if torch.any(sigma_t < 0):
             raise ValueError("sigma must be >= 0")
-        noise = torch.randn(out.shape, generator=generator, device=z.device, dtype=z.dtype)
-        out = out + sigma_t * noise
-    return out
+    return poisson_gaussian_batch(z, dose, sigma, generator)

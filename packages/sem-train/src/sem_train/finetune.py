@@ -17,6 +17,7 @@ from torch import nn
 from . import modeling
 from .config import FinetuneConfig, LossConfig
 from .data import DefocusPairDataset, indexed_paths, split_index
+from .data.pairs import PairSynthesizer
 from .engine import FitResult, Task, fit_config
 from .losses import restoration_loss
 
@@ -26,11 +27,16 @@ __all__ = ["RestorationTask", "build_finetune_task", "finetune_datasets", "run_f
 class RestorationTask(Task):
     """``pred = model(defocused)``; loss of eq. 17 against the focused crop."""
 
-    def __init__(self, model: nn.Module, loss: LossConfig) -> None:
+    def __init__(
+        self, model: nn.Module, loss: LossConfig, synthesizer: PairSynthesizer | None = None
+    ) -> None:
         self.model = model
         self.loss_cfg = loss
+        self.synthesizer = synthesizer or PairSynthesizer()
 
     def training_loss(self, model, batch):
+        if "input" not in batch:  # items of a DefocusPairDataset(synthesis="step")
+            batch = self.synthesizer(batch)
         pred = model(batch["input"])
         return restoration_loss(pred, batch["target"], self.loss_cfg)
 
@@ -88,7 +94,7 @@ def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
         train_routing=cfg.train_routing,
         residual=cfg.residual,
     )
-    return RestorationTask(model, cfg.loss)
+    return RestorationTask(model, cfg.loss, PairSynthesizer(cfg.ranges))
 
 
 def run_finetune(cfg: FinetuneConfig, *, resume: bool = False) -> FitResult:

@@ -44,6 +44,9 @@ class LearnedConfig(BaseModel):
 
     tile_px: int = Field(default=512, ge=16, le=8192, description="inference tile side (px)")
     margin_px: int = Field(default=32, ge=0, le=1024, description="context per tile side (px)")
+    tile_batch_size: int | None = Field(
+        default=None, ge=1, le=1024, description="tiles per forward pass; None: 1 on CPU, 8 on GPU"
+    )
     device: str | None = Field(default=None, description="torch device; None = cuda if present")
     init_seed: int = Field(default=0, ge=0, description="seed of the weight initialisation")
     clip: bool = Field(default=True, description="clip restored images to 0..255")
@@ -99,7 +102,8 @@ class NetworkRestorer:
     def restore(self, image: np.ndarray) -> np.ndarray:
         x = image_to_tensor(check_image(image), device=self.device) / SCALE
         self.network.eval()
-        y = tiled_apply(self.predict, x, self.config.tile_px, self.config.margin_px)
+        cfg = self.config
+        y = tiled_apply(self.predict, x, cfg.tile_px, cfg.margin_px, cfg.tile_batch_size)
         out = tensor_to_image(y) * SCALE
         if self.config.clip:
             out = np.clip(out, 0.0, SCALE)

@@ -1,4 +1,6 @@
-"""On-the-fly (defocused, focused) training pairs from a few focused SEM images (SPEC §3).
+"""On-the-fly (defocused, focused) training pairs from a few focused SEM images.
+
+arXiv 2604.05960, Sec. 2.4 (multi-scale crops) and Sec. 5.2 / Eq. 21 (the forward model).
 
 For an item ``(i, seed)``:
 
@@ -12,22 +14,30 @@ For an item ``(i, seed)``:
 4. both crops resized (antialiased) to the model input side and scaled to [0, 1].
 
 Everything random is drawn from generators seeded by ``seed``, so a pair is reproducible.
+
+Synthesis in the training step instead (``synthesis="step"``): items carry only the focused
+crop resized to the model input (``"target"``), and the step calls :class:`PairSynthesizer`
+(or :func:`synthesize_pairs`) to degrade the whole batch at once on its device with
+:func:`sem_physics.degrade_torch` (per-sample settings drawn as tensors, one batched FFT,
+torch noise). The degradation then acts at the model-input pixel scale, not at the crop's
+native scale: PSF radii and noise are in model-input pixels.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from sem_physics import ParameterRanges, degrade_torch
+from sem_physics.batched import BatchParams, ParameterSampler
 from torch.utils.data import Dataset
 
 from .augment import resize
 from .dataset import load_image_tensor
 
-__all__ = ["DefocusPairDataset"]
+__all__ = ["DefocusPairDataset", "PairSynthesizer", "synthesize_pairs"]
 
 
 class DefocusPairDataset(Dataset):
@@ -38,10 +48,13 @@ class DefocusPairDataset(Dataset):
     images : focused images, each (1, H, W) float32 in [0, 1] (information bar removed).
     input_size_px : model input side.
     crop_sizes_px : training crop sides (the paper: 128, 256, 512, 1024).
-    ranges : degradation parameter ranges (default: the SPEC ranges).
+    ranges : degradation parameter ranges (default: the paper's ranges).
     train : random crops (True) or the centred validation crop (False).
     pairs_per_image : dataset length is ``len(images) * pairs_per_image`` (one epoch).
     channels : 1, or 3 to replicate the gray image.
+    synthesis : ``"loader"`` (each item is a pair) or ``"step"`` (training items carry only
+        ``"target"``; the training step synthesises ``"input"`` with :class:`PairSynthesizer`).
+        Validation items are always pairs (fixed degradations).
     """
 
     def __init__(
@@ -54,6 +67,7 @@ class DefocusPairDataset(Dataset):
         train: bool = True,
         pairs_per_image: int = 1,
         channels: int = 1,
+        synthesis: Literal["loader", "step"] = "loader",
     ) -> None:
         if not images:
             raise ValueError("DefocusPairDataset needs at least one focused image")
@@ -71,6 +85,9 @@ class DefocusPairDataset(Dataset):
         self.train = train
         self.pairs_per_image = pairs_per_image if train else 1
         self.channels = channels
+        if synthesis not in ("loader", "step"):
+            raise ValueError(f"synthesis={synthesis!r} must be 'loader' or 'step'")
+        self.synthesis = synthesis if train else "loader"
 
     @classmethod
     def from_paths(cls, paths: list[Path], info_bar_fraction: float = 0.0667, **kw: Any):
@@ -99,17 +116,81 @@ class DefocusPairDataset(Dataset):
         img = self.images[i % len(self.images)]
         g = torch.Generator().manual_seed(int(seed))
         focused = self._crop(img, g)
-        params = self.ranges.sample(np.random.default_rng(int(seed)))
-        with torch.no_grad():
-            defocused = degrade_torch(focused[None] * 255.0, params, generator=g)[0]
-        defocused = defocused.clamp(0.0, 255.0) / 255.0
-        x, y = resize(defocused, self.size), resize(focused, self.size)
-        if self.channels == 3:
-            x, y = x.expand(3, -1, -1), y.expand(3, -1, -1)
+        item: dict[str, Any] = {}
+        if self.synthesis == "loader":
+            params = self.ranges.sample(np.random.default_rng(int(seed)))
+            with torch.no_grad():
+                defocused = degrade_torch(focused[None] * 255.0, params, generator=g)[0]
+            x = resize(defocused.clamp(0.0, 255.0) / 255.0, self.size)
+            item["input"] = _channels(x, self.channels).contiguous().float()
+        y = resize(focused, self.size)
+        item["target"] = _channels(y, self.channels).contiguous().float()
         return {
-            "input": x.contiguous().float(),
-            "target": y.contiguous().float(),
+            **item,
             "seed": torch.tensor(seed, dtype=torch.int64),
             "index": torch.tensor(i % len(self.images), dtype=torch.int64),
             "skipped": torch.tensor(0, dtype=torch.int64),
         }
+
+
+def _channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    return x.expand(3, -1, -1) if channels == 3 else x
+
+
+def synthesize_pairs(
+    focused: torch.Tensor,
+    ranges: ParameterRanges | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, BatchParams]:
+    """Defocused inputs for a batch of focused images, on the batch's device.
+
+    Parameters
+    ----------
+    focused : (N, C, H, W) in [0, 1]; C = 1, or 3 with the gray image replicated (channel 0
+        is degraded and the result replicated).
+    ranges : parameter ranges (default: the paper's); one setting is drawn per image.
+    generator : torch generator on ``focused``'s device (settings and noise).
+
+    Returns
+    -------
+    (defocused, focused, params): defocused (N, C, H, W) in [0, 1] (clipped to the display
+    range, as a detector would), ``focused`` itself, and the settings used.
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x, y, p = synthesize_pairs(torch.rand(4, 1, 64, 64), generator=g)
+    >>> x.shape, len(p)
+    (torch.Size([4, 1, 64, 64]), 4)
+    """
+    if focused.ndim != 4 or focused.shape[1] not in (1, 3):
+        raise ValueError(f"focused must be (N, 1 or 3, H, W), got {tuple(focused.shape)}")
+    params = ParameterSampler(ranges, device=focused.device).step(focused.shape[0], generator)
+    with torch.no_grad():
+        gray = focused[:, :1].float() * 255.0
+        defocused = degrade_torch(gray, params, generator).clamp(0.0, 255.0) / 255.0
+    defocused = defocused.expand(-1, focused.shape[1], -1, -1).to(focused.dtype)
+    return defocused.contiguous(), focused, params
+
+
+class PairSynthesizer:
+    """Training-step hook: ``batch["input"]`` synthesised from ``batch["target"]`` in place.
+
+    The generator lives on the batch's device and is seeded from the items' ``"seed"`` values,
+    so a step's pairs depend only on its items (a resumed run sees the same pairs). Runs in
+    float32 outside any autocast region.
+    """
+
+    def __init__(self, ranges: ParameterRanges | None = None) -> None:
+        self.ranges = ranges or ParameterRanges()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        target: torch.Tensor = batch["target"]
+        seeds = batch.get("seed")
+        key = 0
+        for s in [] if seeds is None else torch.as_tensor(seeds).reshape(-1).tolist():
+            key = (key * 1_000_003 + int(s)) % (2**63 - 1)
+        g = torch.Generator(device=target.device).manual_seed(key)
+        with torch.autocast(target.device.type, enabled=False):
+            defocused, _, _ = synthesize_pairs(target, self.ranges, g)
+        return {**batch, "input": defocused}
