@@ -229,6 +229,17 @@ def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp
     assert single.global_step == 4
     worst = max(float((ddp[k] - one[k]).abs().max()) for k in one)
     assert worst <= 1e-5, f"largest weight difference {worst:.3g}"
+    # the logged training loss is the global batch's mean, not rank 0's half
+    logged = [
+        [
+            r["loss"]
+            for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+            if r.get("split") == "train"
+        ]
+        for d in (tmp_path / "ddp", tmp_path / "one")
+    ]
+    assert len(logged[0]) == len(logged[1]) == 4
+    assert logged[0] == pytest.approx(logged[1], rel=1e-5)
 
 
 def _disk_full_os() -> Exception:

@@ -233,6 +233,7 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
                 parts_acc[k] = parts_acc.get(k, 0.0) + v / run.grad_accum_steps
             if not sync:
                 continue
+            parts_acc = ctx.mean_over_ranks(parts_acc, loop.device)  # the global batch's loss
             grad_norm = _clip(loop.task, loop.optim.grad_clip_norm)
             if ctx.any_true(not math.isfinite(grad_norm), loop.device):
                 raise loop.stop("gradient norm", grad_norm, state)
