@@ -443,7 +443,6 @@ MEASURE_CASES = [
             "sem-measure",
             f"{cmd}:--pixel-size-nm={v}",
             _measure_size(cmd, v),
-            xfail=METROLOGY_BRANCH if v in MEASURE_UNPHYSICAL else None,
         )
         for cmd in ("lines", "contacts")
         for v in MEASURE_BAD_SIZES
@@ -458,7 +457,6 @@ MEASURE_CASES = [
             "sem-measure",
             f"{cmd}:single:{name}",
             _measure_bad(cmd, name),
-            xfail=TINY_UNNAMED if name in TINY_FILES else None,
         )
         for cmd in ("lines", "contacts")
         for name in BAD_FILES
@@ -486,7 +484,6 @@ MEASURE_CASES = [
             "sem-measure",
             f"{cmd}:report=input",
             _measure_report_is_input(cmd),
-            xfail=METROLOGY_BRANCH,
         )
         for cmd in ("lines", "contacts")
     ),
@@ -495,7 +492,6 @@ MEASURE_CASES = [
             "sem-measure",
             f"{cmd}:report=folder",
             _measure_report_into_folder(cmd),
-            xfail=METROLOGY_BRANCH,
         )
         for cmd in ("lines", "contacts")
     ),
@@ -509,7 +505,6 @@ MEASURE_CASES = [
             "sem-measure",
             f"{cmd}:folder{'-strict' if s else ''}",
             _measure_folder(cmd, s),
-            xfail=STRICT_FOLDER if s else METROLOGY_BRANCH,
         )
         for cmd in ("lines", "contacts")
         for s in (False, True)

@@ -250,7 +250,10 @@ def _cmd_folder(args: argparse.Namespace) -> int:
         if row["error"]:
             print(f"sem-measure: {row['path']}: {row['error']}", file=sys.stderr)
     if n_ok == 0 or (args.strict and n_failed):
-        print(f"sem-measure: {n_ok} of {len(rows)} image(s) measured", file=sys.stderr)
+        print(
+            f"sem-measure: error: {args.image}: {n_ok} of {len(rows)} image(s) measured",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -373,7 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # every error type becomes one line; --debug shows the rest
         if args.debug:
             traceback.print_exc()
-        print(f"sem-measure: error: {_one_line(err)}", file=sys.stderr)
+        msg = _one_line(err)
+        if str(args.image) not in msg:  # name the file the error is about
+            msg = f"{args.image}: {msg}"
+        print(f"sem-measure: error: {msg}", file=sys.stderr)
         return 2
 
 
