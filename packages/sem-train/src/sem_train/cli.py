@@ -22,7 +22,9 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 #: (module, optional): each module has ``register(subparsers)``.
 COMMAND_MODULES: tuple[tuple[str, bool], ...] = (
     ("sem_train.commands.train", False),
-    ("sem_train.evaluation.commands", True),
+    ("sem_train.commands.demo", True),
+    ("sem_train.commands.benchmark", True),
+    ("sem_train.commands.cluster", True),
 )
 
 
