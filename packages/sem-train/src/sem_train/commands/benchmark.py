@@ -5,7 +5,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["register"]
+__all__ = ["add_run_options", "register"]
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options ``sem demo`` and ``sem benchmark`` share."""
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="METHOD.FIELD=VALUE",
+        help="a method's setting, e.g. mae-imagenet.weights_path=mae_pretrain_vit_large.pth",
+    )
+    p.add_argument("--strict", action="store_true", help="an unreadable input file is an error")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -41,13 +53,6 @@ def register(subparsers: Any) -> None:
     b.add_argument("--config", required=True, help="YAML/JSON benchmark config")
     b.add_argument("--out", help="output folder (overrides the config)")
     b.add_argument("--methods", help="comma-separated method names (overrides the config)")
-    b.add_argument(
-        "--set",
-        action="append",
-        metavar="METHOD.FIELD=VALUE",
-        help="a method's setting (merged into the config's method_config)",
-    )
     b.add_argument("--force", action="store_true", help="rerun every method")
-    b.add_argument("--strict", action="store_true", help="an unreadable input file is an error")
-    b.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_run_options(b)
     b.set_defaults(handler=_benchmark)

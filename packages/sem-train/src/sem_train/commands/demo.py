@@ -13,6 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .benchmark import add_run_options
+
 __all__ = ["register"]
 
 
@@ -76,16 +78,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--exclude", help="comma-separated method names to leave out")
     p.add_argument("--epochs", type=int, help="training epochs of the learned methods")
     p.add_argument("--n-train", type=int, help="focused images kept for training learned methods")
-    p.add_argument("--metrics", help="quality metrics (default: psnr,ssim,lpips,niqe)")
+    p.add_argument(
+        "--metrics",
+        help="quality metrics (default: psnr,psnr_affine,ssim,lpips,niqe; psnr adds psnr_affine)",
+    )
     p.add_argument("--settings", help="defocus settings (default: random,midpoint)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pixel-size-nm", type=_positive_float, help="pixel size for metrology (nm)")
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="METHOD.FIELD=VALUE",
-        help="a method's setting, e.g. mae-imagenet.weights_path=mae_pretrain_vit_large.pth",
-    )
-    p.add_argument("--strict", action="store_true", help="an unreadable input file is an error")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_run_options(p)
     p.set_defaults(handler=_demo)

@@ -231,6 +231,13 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
         "noise-subtracted LWR is its own column.",
         "",
     ]
+    sizes = {
+        r.name: f"{r.pixel_size_nm:g} nm/px ({r.pixel_size_source})"
+        for r in inp.manifest.references
+        if r.pixel_size_nm is not None
+    }
+    if sizes:
+        parts += ["Pixel sizes: " + "; ".join(f"`{k}` {v}" for k, v in sizes.items()) + ".", ""]
     if inp.reference.metrology:
         per_image = metrology_per_image_markdown(
             t.metrology_rows, [s.method for s in t.metrology], t.line_cases
