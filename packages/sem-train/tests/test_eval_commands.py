@@ -59,3 +59,20 @@ def test_selected_methods_keep_the_input_row_and_the_order():
     assert select_methods(None, exclude=["bm3d"]) == [n for n in registered if n != "bm3d"]
     with pytest.raises(ValueError, match="registered: input"):
         select_methods(["nope"])
+
+
+def test_benchmark_set_is_merged_and_checked_before_any_work(tmp_path, capsys):
+    import yaml
+
+    images = tmp_path / "images"
+    images.mkdir()
+    cfg = tmp_path / "bench.yaml"
+    out = tmp_path / "out"
+    body = {"images": str(images), "out": str(out), "method_config": {"wiener": {"balance": 0.1}}}
+    cfg.write_text(yaml.safe_dump(body))
+    status = main(["benchmark", "--config", str(cfg), "--set", "wiener.balanse=0.2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "wiener.balanse" in err[0] and not out.exists()
+    status = main(["benchmark", "--config", str(cfg), "--set", "wiener.balance=0.2"])
+    err = capsys.readouterr().err.strip().splitlines()  # valid settings: the empty folder is next
+    assert status == 2 and "no images" in err[0] and not out.exists()
