@@ -93,7 +93,7 @@ def _folder(cfg: BenchmarkConfig) -> Protocol:
         raise _nothing(f"none of the {len(paths)} files under {cfg.images} is usable", skipped)
     n_train, n_val, notes = cfg.n_train, cfg.n_val, []
     one = len(images) == 1 and cfg.shrink_split and cfg.n_train > 0
-    if cfg.shrink_split and len(images) < n_train + n_val + 1:
+    if cfg.shrink_split and not one and len(images) < n_train + n_val + 1:
         n_val = min(n_val, max(0, (len(images) - 1) // 4))
         n_train = min(n_train, (len(images) - n_val) // 2)
         notes.append(
