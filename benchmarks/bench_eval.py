@@ -13,8 +13,16 @@ import argparse
 import time
 
 import numpy as np
-from sem_train.evaluation import Evaluation, QualityScorer, build_s2s, run_method, sample_images
-from sem_train.evaluation.metrology_table import measure_case
+from sem_train.evaluation import (
+    QUALITY_METRICS,
+    QualityRow,
+    Scorer,
+    build_s2s,
+    run_method,
+    sample_images,
+    score_image,
+)
+from sem_train.evaluation.metrology import measure_line_image
 
 
 def _timed(fn, repeat: int = 1) -> float:
@@ -32,23 +40,21 @@ def main() -> None:
     pool = sample_images(args.n, (480, 640), seed=0)
     n_img = len(pool)
     t_build = _timed(lambda: build_s2s(pool, n_train=0, n_eval=n_img, settings=("midpoint",)))
-    _, _, cases = build_s2s(pool, n_train=0, n_eval=n_img, settings=("midpoint",))
+    _, _, _, cases = build_s2s(pool, n_train=0, n_eval=n_img, settings=("midpoint",))
     base = t_build / n_img
     print(f"forward model (baseline): {base * 1e3:8.1f} ms/image  ratio 1.00")
-    scorer = QualityScorer()
     c = cases[0]
-    for m in scorer.metrics:
-        one = QualityScorer((m,))
-        one.score(c.input, c.reference)  # warm-up (model loading)
-        if m in one.unavailable:
-            print(f"{m:>24}: unavailable ({one.unavailable[m][:70]})")
+    row = QualityRow(method="x", case_id=c.case_id, image=c.image, kind=c.kind, setting="m")
+    for m in QUALITY_METRICS:
+        first = score_image(row, c.input, c.reference, (m,))  # warm-up (model loading)
+        if m in first.errors:
+            print(f"{m:>24}: unavailable ({first.errors[m][:70]})")
             continue
-        t = _timed(lambda one=one: one.score(c.input, c.reference), repeat=2)
+        t = _timed(lambda m=m: score_image(row, c.input, c.reference, (m,)), repeat=2)
         print(f"{m:>24}: {t * 1e3:8.1f} ms/image  ratio {t / base:6.2f}")
-    opts = None
-    t = _timed(lambda: measure_case(c.reference, 0.827, opts), repeat=2)
+    t = _timed(lambda: measure_line_image(c.reference, 0.827), repeat=2)
     print(f"{'measure_lines':>24}: {t * 1e3:8.1f} ms/image  ratio {t / base:6.2f}")
-    t_eval = _timed(lambda: Evaluation(cases, scorer=scorer, progress=False))
+    t_eval = _timed(lambda: Scorer(cases, QUALITY_METRICS))
     print(
         f"{'references (all scores)':>24}: {t_eval / n_img * 1e3:8.1f} ms/image  ratio {t_eval / n_img / base:6.2f}"
     )
@@ -59,9 +65,9 @@ def main() -> None:
             continue
         t = run.restore_seconds / n_img
         print(f"{name:>24}: {t * 1e3:8.1f} ms/image  ratio {t / base:6.2f}")
-    ev = Evaluation(cases, scorer=QualityScorer(("psnr", "ssim")), progress=False)
+    scorer = Scorer(cases, ("psnr", "ssim"))
     run = run_method("input", cases, [])
-    t = _timed(lambda: ev.evaluate(run)) / n_img
+    t = _timed(lambda: scorer.score(run)) / n_img
     print(f"{'score+measure 1 method':>24}: {t * 1e3:8.1f} ms/image  ratio {t / base:6.2f}")
     print(f"(n = {n_img} images, {np.prod(cases[0].input.shape)} px each)")
 

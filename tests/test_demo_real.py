@@ -34,12 +34,13 @@ def test_demo_on_a_real_line_image(tmp_path):
     expected = measure_lines(focused, img.pixel_size_nm)
     summary = json.loads((out / "results.json").read_text())["metrology_summary"]
     ref = next(s for s in summary if s["method"] == "focused")
-    assert ref["cd_nm_mean"] == pytest.approx(expected.cd_nm, rel=1e-6)
+    assert ref["columns"]["cd_nm"]["mean"] == pytest.approx(expected.cd_nm, rel=1e-6)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["references"][0]["shape"] == list(focused.shape)
     assert manifest["references"][0]["pixel_size_nm"] == pytest.approx(img.pixel_size_nm)
+    assert manifest["references"][0]["pixel_size_source"] == img.pixel_size_source
     with open(out / "metrology_per_image.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"focused", "defocused input", "richardson-lucy"}
+    assert set(rows) == {"focused", "defocused input", "control (y − b)/a", "richardson-lucy"}
     for r in rows.values():  # measured, or failed with the reason
-        assert (r["status"] == "ok" and np.isfinite(float(r["cd_nm"]))) or r["reason"]
+        assert (not r["failed"] and np.isfinite(float(r["cd_nm"]))) or r["failed"]

@@ -1,15 +1,18 @@
-"""``sem benchmark``: config validation, resumable per method, refuses mismatched inputs."""
+"""``sem benchmark`` (and ``sem demo``, its preset): resume by config hash, refusals before any
+work, skipped inputs, staged reports, one runner for both."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pytest
 import yaml
 from sem_physics import write_samples
-from sem_train.evaluation import benchmark as bench_mod
-from sem_train.evaluation import load_benchmark_config, run_benchmark
+from sem_train.evaluation import demo_config, load_benchmark_config, run_benchmark
+from sem_train.evaluation import report as report_mod
+from sem_train.evaluation import runner as runner_mod
 
 
 @pytest.fixture
@@ -25,6 +28,7 @@ def _config(tmp_path, sample_dir, **extra):
         "images": str(sample_dir),
         "out": str(tmp_path / "bench"),
         "n_train": 1,
+        "n_val": 0,
         "n_eval": 2,
         "settings": ["midpoint"],
         "methods": ["input"],
@@ -39,44 +43,158 @@ def _config(tmp_path, sample_dir, **extra):
     return path
 
 
-def test_benchmark_runs_and_resumes_per_method(tmp_path, sample_dir, monkeypatch):
-    cfg = load_benchmark_config(_config(tmp_path, sample_dir))
-    report = run_benchmark(cfg, progress=False)
-    out = cfg.out
-    result = out / "methods" / "input" / "result.json"
-    assert report.is_file() and result.is_file()
-    first = json.loads(result.read_text())
-    assert len(first["quality"]) == 2 and all(r["status"] == "ok" for r in first["quality"])
-    summary = json.loads((out / "results.json").read_text())["quality_summary"]
-    psnr = next(s for s in summary if s["method"] == "defocused input")["psnr_mean"]
-    assert np.isfinite(psnr)
+def _spy(monkeypatch):
+    ran: list[str] = []
+    real = runner_mod.run_method
 
-    # A rerun must not restore again: the method's result is loaded from disk.
-    def boom(*a, **k):
-        raise AssertionError("method rerun although its results exist")
+    def spy(name, *a, **k):
+        ran.append(name)
+        return real(name, *a, **k)
 
-    monkeypatch.setattr(bench_mod, "run_method", boom)
-    mtime = result.stat().st_mtime_ns
+    monkeypatch.setattr(runner_mod, "run_method", spy)
+    return ran
+
+
+def test_resume_is_keyed_on_the_full_method_config(tmp_path, sample_dir, monkeypatch):
+    cfg = load_benchmark_config(_config(tmp_path, sample_dir, methods=["input", "wiener"]))
+    ran = _spy(monkeypatch)
     run_benchmark(cfg, progress=False)
-    assert result.stat().st_mtime_ns == mtime
-    again = json.loads((out / "results.json").read_text())["quality_summary"]
-    assert next(s for s in again if s["method"] == "defocused input")["psnr_mean"] == psnr
-    # Different inputs (another seed) in the same folder are refused.
+    assert ran == ["input", "wiener"]
+    result = cfg.out / "methods" / "wiener" / "result.json"
+    first = json.loads(result.read_text())
+    assert len(first["quality"]) == 2 and not any(r["failed"] for r in first["quality"])
+    run_benchmark(cfg, progress=False)  # unchanged: nothing reruns
+    assert ran == ["input", "wiener"]
+    changed = cfg.model_copy(update={"method_config": {"wiener": {"balance": 0.1}}})
+    run_benchmark(changed, progress=False)  # a changed Wiener balance reruns Wiener only
+    assert ran == ["input", "wiener", "wiener"]
+    second = json.loads(result.read_text())
+    assert second["config_hash"] != first["config_hash"]
+    assert second["quality"][0]["psnr"] != first["quality"][0]["psnr"]
+    # Different inputs (another seed) in the same folder are refused, unless forced.
     other = cfg.model_copy(update={"seed": 1})
     with pytest.raises(ValueError, match="different protocol inputs"):
         run_benchmark(other, progress=False)
+    run_benchmark(other, force=True, progress=False)
+    assert json.loads((cfg.out / "manifest.json").read_text())["seed"] == 1
 
 
-def test_benchmark_config_errors_name_the_field(tmp_path, sample_dir):
-    with pytest.raises(ValueError, match="n_eval"):
-        load_benchmark_config(_config(tmp_path, sample_dir, n_eval=0))
-    with pytest.raises(ValueError, match="unknown_key"):
-        load_benchmark_config(_config(tmp_path, sample_dir, unknown_key=1))
+def test_a_truncated_result_file_is_named_and_rerun(tmp_path, sample_dir, monkeypatch, caplog):
+    cfg = load_benchmark_config(_config(tmp_path, sample_dir))
+    run_benchmark(cfg, progress=False)
+    result = cfg.out / "methods" / "input" / "result.json"
+    result.write_text(result.read_text()[:50])
+    ran = _spy(monkeypatch)
+    run_benchmark(cfg, progress=False)
+    assert ran == ["input"] and str(result) in caplog.text
+    assert str(result) in (cfg.out / "report.md").read_text()
+    json.loads(result.read_text())  # rewritten whole
+
+
+def test_config_errors_name_the_field_before_any_work(tmp_path, sample_dir):
+    cases = [
+        ({"n_eval": 0}, "n_eval"),
+        ({"unknown_key": 1}, "unknown_key"),
+        ({"quality_metrics": ["psnr", "fid"]}, "'fid'"),
+        ({"methods": ["wiener", "weiner"]}, "'weiner'"),
+        ({"method_config": {"mae-imagnet": {"weights_path": "w.pth"}}}, "'mae-imagnet'"),
+        ({"method_config": {"wiener": {"balanse": 0.1}}}, "balanse"),
+        ({"pixel_size_nm": 1e-30}, "pixel_size_nm"),
+        ({"out": str(sample_dir / "report")}, "inside the input folder"),
+        ({"out": str(sample_dir)}, "inside the input folder"),
+    ]
+    for extra, needle in cases:
+        with pytest.raises(ValueError, match=needle):
+            load_benchmark_config(_config(tmp_path, sample_dir, **extra))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_benchmark_config(tmp_path / "nope.yaml")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text('a: &a ["x", "x"]\nb: &b [*a, *a]\nc: [*b, *b]\n')
+    with pytest.raises(ValueError, match=r"bomb.yaml.*aliases"):
+        load_benchmark_config(bomb)
     cfg = load_benchmark_config(_config(tmp_path, sample_dir, protocol="s2r"))
     with pytest.raises(ValueError, match="defocused"):
         run_benchmark(cfg, progress=False)
+    assert not cfg.out.exists()
+
+
+def test_unusable_files_are_skipped_and_reported(tmp_path, sample_dir):
+    import tifffile
+
+    (sample_dir / "broken.tif").write_bytes(b"II*\x00not a tiff at all")
+    tifffile.imwrite(sample_dir / "tiny.tif", np.full((2, 2), 100, np.uint8))
+    cfg = load_benchmark_config(_config(tmp_path, sample_dir))
+    report = run_benchmark(cfg, progress=False).read_text()
+    manifest = json.loads((cfg.out / "manifest.json").read_text())
+    skipped = {s["path"].split("/")[-1]: s["reason"] for s in manifest["skipped"]}
+    assert set(skipped) == {"broken.tif", "tiny.tif"}
+    assert "2×2 px" in skipped["tiny.tif"] and "at least 16×16 px" in skipped["tiny.tif"]
+    assert "## Skipped input files" in report and "broken.tif" in report
+    assert len(manifest["cases"]) == 2  # the 3 good images: 1 training + 2 evaluated
+    strict = cfg.model_copy(update={"strict": True})
+    with pytest.raises(ValueError, match="--strict: 2 input file"):
+        run_benchmark(strict, progress=False)
+    only_tiny = tmp_path / "tiny_only"
+    only_tiny.mkdir()
+    tifffile.imwrite(only_tiny / "one.tif", np.zeros((1, 1), np.uint8))
+    bad = cfg.model_copy(update={"images": only_tiny, "out": tmp_path / "r2"})
+    with pytest.raises(ValueError, match=r"nothing could be processed.*one.tif.*1×1 px"):
+        run_benchmark(bad, progress=False)
+
+
+def test_missing_metric_cells_render_and_a_crash_keeps_the_old_report(
+    tmp_path, sample_dir, monkeypatch
+):
+    cfg = load_benchmark_config(_config(tmp_path, sample_dir, quality_metrics=["psnr"]))
+    report = run_benchmark(cfg, progress=False)
+    old = report.read_text()
+    assert "SSIM" not in old.split("## Image quality")[1].split("\n\n")[2]  # psnr columns only
+    assert not (cfg.out / "INCOMPLETE").exists()
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report_mod, "save_psd_plot", boom)
+    with pytest.raises(OSError, match="No space"):
+        run_benchmark(cfg.model_copy(update={"title": "second run"}), force=True, progress=False)
+    assert report.read_text() == old  # the earlier report is untouched, not mixed
+    assert "has not finished" in (cfg.out / "INCOMPLETE").read_text()
+    assert not list(cfg.out.glob(".report-staging-*"))
+
+
+def test_mrn_is_given_the_validation_images(tmp_path, sample_dir, monkeypatch):
+    from sem_baselines import MRNRestorer
+
+    seen = {}
+
+    def fake_fit(self, train_images, val_images=None, options=None, **kwargs):
+        seen.update(n_train=len(train_images), n_val=len(val_images or []), options=options)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(MRNRestorer, "fit", fake_fit)
+    write_samples(sample_dir / "more", n_per_kind=1, shape=(96, 112), seed=4)
+    cfg = load_benchmark_config(_config(tmp_path, sample_dir, methods=["mrn"], n_val=2))
+    run_benchmark(cfg, progress=False)
+    assert seen["n_train"] == 1 and seen["n_val"] == 2
+    assert seen["options"].epochs == 1 and seen["options"].seed == cfg.seed
+    result = json.loads((cfg.out / "methods" / "mrn" / "result.json").read_text())
+    assert "stop here" in result["failed"]
+
+
+def test_demo_and_benchmark_share_one_runner(tmp_path):
+    quick = {"methods": ["input", "wiener"], "quality_metrics": ["psnr", "ssim"]}
+    demo_report = run_benchmark(
+        demo_config(quick=True, out=tmp_path / "demo", **quick), force=True, progress=False
+    )
+    demo_dir = demo_report.parent
+    cfg = load_benchmark_config(demo_dir / "config.json", out=str(tmp_path / "bench"))
+    bench_dir = run_benchmark(cfg, progress=False).parent
+    for name in ("table.md", "quality_summary.csv", "metrology_summary.csv", "manifest.json"):
+        assert (demo_dir / name).read_text() == (bench_dir / name).read_text(), name
+    assert (demo_dir / "table.md").read_text() in demo_report.read_text()
+    with open(demo_dir / "quality_summary.csv") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert {"defocused input", "control (y − b)/a", "wiener", "focused"} <= set(rows)
 
 
 def test_s2r_benchmark_scores_real_pairs(tmp_path):
@@ -99,6 +217,7 @@ def test_s2r_benchmark_scores_real_pairs(tmp_path):
             defocused=str(tmp_path / "defocused"),
             focused=str(tmp_path / "focused"),
             images=None,
+            out=str(tmp_path / "out" / "bench"),
             crop_fraction=0.0,
         )
     )
@@ -109,3 +228,5 @@ def test_s2r_benchmark_scores_real_pairs(tmp_path):
         a = f.astype(np.uint8).astype(np.float64)
         b = (f * 0.5).astype(np.uint8).astype(np.float64)
         assert r["psnr"] == pytest.approx(10 * np.log10(255.0**2 / np.mean((a - b) ** 2)), rel=1e-4)
+    report = (cfg.out / "report.md").read_text()
+    assert "control (y − b)/a | ✗" in report and "true gain and offset are unknown" in report

@@ -86,10 +86,22 @@ def test_embed_folder_uses_the_checkpoint_encoder(tmp_path):
     out = tmp_path / "table1"
     argv = ["cluster", "--checkpoint", str(tmp_path / "ckpt"), "--images", str(tmp_path / "imgs")]
     assert main([*argv, "--k", "2", "--crop-fraction", "0", "--out", str(out)]) == 0
-    saved = json.loads((out / "clustering.json").read_text())["ckpt"]
+    saved = json.loads((out / "clustering.json").read_text())["runs"][str(tmp_path / "ckpt")]
     assert saved["silhouette_cosine"] == pytest.approx(r.silhouette_cosine)
     assert saved["calinski_harabasz"] == pytest.approx(r.calinski_harabasz)
-    assert "| ckpt | 6 | 2 |" in (out / "clustering.md").read_text()
+    assert f"| {tmp_path / 'ckpt'} | 6 | 2 |" in (out / "clustering.md").read_text()
+    # Two runs with the same folder name keep their own rows; a corrupt image is skipped.
+    for parent in ("a", "b"):
+        save_model(model, tmp_path / parent / "run")
+    (tmp_path / "imgs" / "zz_broken.png").write_bytes(b"\x89PNG broken")
+    argv = ["cluster", "--images", str(tmp_path / "imgs"), "--k", "2", "--crop-fraction", "0"]
+    for parent in ("a", "b"):
+        argv += ["--checkpoint", str(tmp_path / parent / "run")]
+    assert main([*argv, "--out", str(out)]) == 0
+    saved = json.loads((out / "clustering.json").read_text())
+    assert set(saved["runs"]) == {str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")}
+    assert [s["path"].endswith("zz_broken.png") for s in saved["skipped_files"]] == [True]
+    assert main([*argv, "--strict"]) == 2
     # A training run folder is accepted too: its checkpoints/best.json names the export.
     run = tmp_path / "run"
     save_model(model, run / "checkpoints" / "best-00000007")

@@ -1,15 +1,17 @@
-"""Command-line parsing of ``sem demo`` options: one-line errors, typed method settings."""
+"""Command-line parsing of ``sem demo`` / ``benchmark`` / ``cluster`` options: one-line errors
+before any work, typed method settings, unique run ids."""
 
 from __future__ import annotations
 
 import pytest
 from sem_train.cli import main
-from sem_train.evaluation.commands import _method_options
+from sem_train.commands.cluster import run_ids
+from sem_train.evaluation.config import parse_method_settings
 from sem_train.evaluation.methods import list_methods, select_methods
 
 
 def test_method_options_are_parsed_as_yaml_scalars():
-    got = _method_options(
+    got = parse_method_settings(
         ["mae-imagenet.weights_path=/w/mae.pth", "bm3d.sigma=0.05", "x.flag=true"]
     )
     assert got == {
@@ -18,7 +20,7 @@ def test_method_options_are_parsed_as_yaml_scalars():
         "x": {"flag": True},
     }
     with pytest.raises(ValueError, match=r"METHOD\.FIELD=VALUE"):
-        _method_options(["weights_path=/w"])
+        parse_method_settings(["weights_path=/w"])
 
 
 @pytest.mark.parametrize(
@@ -29,12 +31,23 @@ def test_method_options_are_parsed_as_yaml_scalars():
         (["--set", "nonsense"], "METHOD.FIELD=VALUE"),
         (["--methods", "wiener,weiner"], "'weiner'"),
         (["--exclude", "bm3dd"], "'bm3dd'"),
+        (["--set", "mae-imagnet.weights_path=w.pth"], "'mae-imagnet'"),
+        (["--set", "wiener.balanse=0.1"], "balanse"),
+        (["--images", "{images}", "--out", "{images}/report"], "inside the input folder"),
     ],
 )
 def test_bad_demo_options_give_one_line(tmp_path, capsys, extra, needle):
+    images = tmp_path / "images"
+    images.mkdir()
+    extra = [e.format(images=images) for e in extra]
     status = main(["demo", "--quick", "--out", str(tmp_path / "r"), "--methods", "input", *extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and err[0].startswith("sem: error:") and needle in err[0]
+    assert not (tmp_path / "r").exists() and list(images.iterdir()) == []  # no work was done
+
+
+def test_cluster_run_ids_are_unique():
+    assert run_ids(["a/run", "b/run", "a/run"]) == ["a/run", "b/run", "a/run#2"]
 
 
 def test_selected_methods_keep_the_input_row_and_the_order():
@@ -46,3 +59,20 @@ def test_selected_methods_keep_the_input_row_and_the_order():
     assert select_methods(None, exclude=["bm3d"]) == [n for n in registered if n != "bm3d"]
     with pytest.raises(ValueError, match="registered: input"):
         select_methods(["nope"])
+
+
+def test_benchmark_set_is_merged_and_checked_before_any_work(tmp_path, capsys):
+    import yaml
+
+    images = tmp_path / "images"
+    images.mkdir()
+    cfg = tmp_path / "bench.yaml"
+    out = tmp_path / "out"
+    body = {"images": str(images), "out": str(out), "method_config": {"wiener": {"balance": 0.1}}}
+    cfg.write_text(yaml.safe_dump(body))
+    status = main(["benchmark", "--config", str(cfg), "--set", "wiener.balanse=0.2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "wiener.balanse" in err[0] and not out.exists()
+    status = main(["benchmark", "--config", str(cfg), "--set", "wiener.balance=0.2"])
+    err = capsys.readouterr().err.strip().splitlines()  # valid settings: the empty folder is next
+    assert status == 2 and "no images" in err[0] and not out.exists()

@@ -17,7 +17,7 @@ from sem_train.evaluation import (
     save_manifest,
     select_split,
 )
-from sem_train.evaluation.images import array_sha256
+from sem_train.evaluation.sources import array_sha256
 
 
 def _pool(n: int, shape=(48, 56)) -> list[EvalImage]:
@@ -29,26 +29,26 @@ def _pool(n: int, shape=(48, 56)) -> list[EvalImage]:
 
 
 def test_select_split_is_seeded_and_disjoint():
-    tr, ev = select_split(30, 10, 100, seed=7)
-    assert len(tr) == 10 and len(ev) == 20
-    assert not set(tr) & set(ev)
-    assert (tr, ev) == select_split(30, 10, 100, seed=7)
-    assert (tr, ev) != select_split(30, 10, 100, seed=8)
+    tr, va, ev = select_split(30, 10, 100, seed=7, n_val=2)
+    assert len(tr) == 10 and len(va) == 2 and len(ev) == 18
+    assert not set(tr) & set(ev) and not set(va) & (set(tr) | set(ev))
+    assert (tr, va, ev) == select_split(30, 10, 100, seed=7, n_val=2)
+    assert (tr, va, ev) != select_split(30, 10, 100, seed=8, n_val=2)
     with pytest.raises(ValueError, match="cannot give"):
         select_split(10, 10, 5, seed=0)
 
 
 def test_manifest_reproduces_identical_inputs_across_runs(tmp_path):
     pool = _pool(8)
-    m1, train1, cases1 = build_s2s(pool, n_train=3, n_eval=4, seed=5)
-    m2, _, cases2 = build_s2s(_pool(8), n_train=3, n_eval=4, seed=5)
+    m1, train1, val1, cases1 = build_s2s(pool, n_train=3, n_val=1, n_eval=4, seed=5)
+    m2, _, _, cases2 = build_s2s(_pool(8), n_train=3, n_val=1, n_eval=4, seed=5)
     assert m1.model_dump_json() == m2.model_dump_json()
     assert [c.case_id for c in cases1] == [c.case_id for c in cases2]
     for a, b in zip(cases1, cases2, strict=True):
         np.testing.assert_array_equal(a.input, b.input)
-    # 4 evaluation images x (random, midpoint), disjoint from the 3 training images.
-    assert len(cases1) == 8
-    assert {c.image for c in cases1}.isdisjoint({im.name for im in train1})
+    # 4 evaluation images x (random, midpoint), disjoint from the training/validation images.
+    assert len(cases1) == 8 and len(val1) == 1 and len(m1.val) == 1
+    assert {c.image for c in cases1}.isdisjoint({im.name for im in train1 + val1})
     # Saved, reloaded and replayed: bit-identical inputs, hashes verified.
     path = save_manifest(m1, tmp_path / "manifest.json")
     again = replay(load_manifest(path), pool)
@@ -61,13 +61,14 @@ def test_manifest_reproduces_identical_inputs_across_runs(tmp_path):
 
 def test_cases_follow_the_forward_model_and_midpoint():
     pool = _pool(4)
-    manifest, _, cases = build_s2s(pool, n_train=1, n_eval=3, seed=1)
+    manifest, _, _, cases = build_s2s(pool, n_train=1, n_eval=3, seed=1)
     ranges = ParameterRanges()
     by_id = {r.case_id: r for r in manifest.cases}
     for c in cases:
         rec = by_id[c.case_id]
         expected = degrade(c.reference, rec.params, np.random.default_rng(rec.noise_seed))
         np.testing.assert_array_equal(c.input, expected)
+        assert c.params == rec.params
         if c.setting == "midpoint":
             assert rec.params == ranges.midpoint()
         else:
@@ -80,7 +81,7 @@ def test_cases_follow_the_forward_model_and_midpoint():
 
 def test_replay_detects_changed_sources():
     pool = _pool(5)
-    manifest, _, _ = build_s2s(pool, n_train=1, n_eval=2, seed=0)
+    manifest, _, _, _ = build_s2s(pool, n_train=1, n_eval=2, seed=0)
     changed = [EvalImage(im.name, im.data + 1.0) for im in pool]
     with pytest.raises(ManifestMismatchError, match="differs"):
         replay(manifest, changed)
@@ -114,5 +115,26 @@ def test_s2r_pairs_by_sorted_order_and_crops(tmp_path):
     assert manifest.protocol == "s2r" and len(manifest.cases) == 2
     json.loads(manifest.model_dump_json())
     tifffile.imwrite(tmp_path / "def" / "c_3.tif", np.zeros((60, 40), np.uint8))
-    with pytest.raises(ValueError, match="sorted index order"):
+    with pytest.raises(ValueError, match="sorted index order or uses one reference"):
         build_s2r(tmp_path / "def", tmp_path / "foc")
+
+
+def test_s2r_accepts_one_reference_for_all_and_skips_a_corrupt_file(tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "def").mkdir()
+    (tmp_path / "foc").mkdir()
+    f = rng.integers(0, 255, (60, 40), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "foc" / "slow_scan.tif", f)
+    for i in range(3):
+        tifffile.imwrite(tmp_path / "def" / f"d{i}.tif", (f // (i + 2)).astype(np.uint8))
+    (tmp_path / "def" / "d9.tif").write_bytes(b"II*\x00 truncated")
+    manifest, cases = build_s2r(tmp_path / "def", tmp_path / "foc", crop_fraction=0.0)
+    assert [c.case_id for c in cases] == ["d0@real", "d1@real", "d2@real"]
+    for i, c in enumerate(cases):
+        np.testing.assert_array_equal(c.reference, f.astype(np.float32))
+        np.testing.assert_array_equal(c.input, (f // (i + 2)).astype(np.float32))
+    assert len(manifest.references) == 1 and len(manifest.cases) == 3
+    assert [s.path for s in manifest.skipped] == [str(tmp_path / "def" / "d9.tif")]
+    assert "d9.tif" in manifest.skipped[0].reason

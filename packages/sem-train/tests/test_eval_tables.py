@@ -1,4 +1,4 @@
-"""Quality and metrology tables: hand computations, failures kept and marked ✗."""
+"""Quality and metrology tables: hand computations, the paper's ✗ rule, the control, NIQE."""
 
 from __future__ import annotations
 
@@ -6,129 +6,239 @@ import math
 
 import numpy as np
 import pytest
-from sem_metrology import LineMeasurement, make_line_image, measure_lines
+from sem_metrology import make_line_image, measure_lines
+from sem_physics import DegradationParams
 from sem_train.evaluation import (
+    CONTROL_NAME,
     FAILED,
+    REFERENCE_NAME,
     Case,
     MethodRun,
-    QualityScorer,
-    measure_runs,
-    metrology_markdown,
-    metrology_rows,
+    MetrologyRow,
+    QualityRow,
+    Scorer,
+    affine_match,
+    control_run,
     metrology_summary,
-    quality_markdown,
-    quality_rows,
     quality_summary,
+    score_image,
+)
+from sem_train.evaluation import quality as quality_mod
+from sem_train.evaluation.metrology import lwr_from_psd, metrology_row
+from sem_train.evaluation.quality import PSNR_CAP_DB
+from sem_train.evaluation.results import MetricSummary
+from sem_train.evaluation.tables import (
+    NIQE_CAVEAT,
+    QualitySummary,
+    control_verdict,
+    metrology_markdown,
+    metrology_per_image_markdown,
+    quality_markdown,
 )
 
 
-def _lm(cd, cd_std=0.5, lwr=3.0, ler=2.0, lwr_u=2.5, valid=True, reason=None):
-    return LineMeasurement(
-        valid=valid,
-        reason=reason,
-        pixel_size_nm=1.0,
-        pixel_size_source="given",
-        cd_nm=cd if valid else None,
-        cd_std_nm=cd_std if valid else None,
-        lwr_nm=lwr if valid else None,
-        ler_nm=ler if valid else None,
-        lwr_unbiased_nm=lwr_u if valid else None,
+def _mrow(method, case, cd, cd_std=0.5, lwr=3.0, ler=2.0, psd=3.1, ref=None, failed=None):
+    """A metrology row with errors computed against ``ref`` (a row) by hand."""
+    vals = {"cd_nm": cd, "cd_std_nm": cd_std, "lwr_nm": lwr, "ler_nm": ler, "lwr_psd_nm": psd}
+    if failed:
+        return MetrologyRow(method=method, case_id=case, image=case, setting="s", failed=failed)
+    errs = None if ref is None else [abs(v - ref.value(k)) for k, v in vals.items()]
+    return MetrologyRow(
+        method=method,
+        case_id=case,
+        image=case,
+        setting="s",
+        **vals,
+        cd_abs_error_nm=0.0 if errs is None else errs[0],
+        avg_abs_error_nm=0.0 if errs is None else float(np.mean(errs)),
     )
 
 
-def test_cd_mae_and_avg_mae_equal_hand_computation():
-    ref = {"a": _lm(20.0), "b": _lm(30.0, cd_std=1.0, lwr=4.0, ler=3.0, lwr_u=3.5)}
-    per_method = {
-        "good": {"a": _lm(20.5), "b": _lm(29.0, cd_std=1.2, lwr=4.4, ler=2.7, lwr_u=3.6)},
-        "half": {"a": _lm(23.0), "b": _lm(0, valid=False, reason="no edges found")},
-        "broken": {
-            "a": _lm(0, valid=False, reason="blurred away"),
-            "b": _lm(0, valid=False, reason="blurred away"),
-        },
-    }
-    rows = metrology_rows(ref, per_method)
-    summary = {s["method"]: s for s in metrology_summary(rows)}
-    # good: |20.5-20| = 0.5, |29-30| = 1.0 -> CD(MAE) 0.75
-    assert summary["good"]["cd_mae_nm"] == pytest.approx(0.75)
-    # Avg(MAE): per image mean over CD, CD std, LWR, LER, PSD(unbiased LWR); then over images.
-    img_a = np.mean([0.5, 0.0, 0.0, 0.0, 0.0])
-    img_b = np.mean([1.0, 0.2, 0.4, 0.3, 0.1])
-    assert summary["good"]["avg_mae_nm"] == pytest.approx((img_a + img_b) / 2)
-    assert summary["good"]["cd_nm_mean"] == pytest.approx(24.75)
-    assert summary["good"]["cd_nm_std"] == pytest.approx(4.25)
-    # half: measured on one image of two, never silently dropped.
-    assert summary["half"]["n_measured"] == 1 and summary["half"]["cd_mae_nm"] == pytest.approx(3.0)
-    assert summary["broken"]["failed"] and summary["broken"]["reason"] == "blurred away"
-    md = metrology_markdown(list(summary.values()))
-    broken_line = next(line for line in md.splitlines() if line.startswith("| broken"))
-    assert broken_line.count(FAILED) == 7
-    assert "blurred away" in md and "no edges found" in md
-    assert f"half ({FAILED} 1/2)" in md
-    assert "**0.75**" in md  # best CD(MAE) in bold
+def test_one_unmeasurable_image_makes_both_summary_columns_failed():
+    ref_a = _mrow(REFERENCE_NAME, "a", 20.0)
+    ref_b = _mrow(REFERENCE_NAME, "b", 30.0, cd_std=1.0, lwr=4.0, ler=3.0, psd=4.2)
+    rows = [
+        ref_a,
+        ref_b,
+        _mrow("good", "a", 20.5, ref=ref_a),
+        _mrow("good", "b", 29.0, cd_std=1.2, lwr=4.4, ler=2.7, psd=4.3, ref=ref_b),
+        # "half" is closer on the one image it could be measured on: it must not win.
+        _mrow("half", "a", 20.1, ref=ref_a),
+        _mrow("half", "b", 0, failed="no edges found"),
+    ]
+    good, half = metrology_summary(rows, "good"), metrology_summary(rows, "half")
+    assert good.cd_mae_nm == pytest.approx((0.5 + 1.0) / 2)
+    # Avg(MAE): the mean over all 5 columns x 2 images of the absolute errors (Table 4).
+    errors = [0.5, 0, 0, 0, 0, 1.0, 0.2, 0.4, 0.3, 0.1]
+    assert good.avg_mae_nm == pytest.approx(np.mean(errors))
+    assert half.n_measured == 1 and half.cd_mae_nm is None and half.avg_mae_nm is None
+    md = metrology_markdown([metrology_summary(rows, m) for m in (REFERENCE_NAME, "good", "half")])
+    half_line = next(line for line in md.splitlines() if line.startswith("| half"))
+    cells = [c.strip() for c in half_line.strip("|").split("|")]
+    assert cells[-2:] == [FAILED, FAILED] and "no edges found" in md
+    assert "**0.75**" in md  # the only complete method is the best one
+    assert "**0.10**" not in md  # half's partial 0.1 is not ranked
 
 
-def test_metrology_on_measured_images_matches_measure_lines():
+def test_per_image_columns_follow_the_paper_layout():
+    ref = _mrow(REFERENCE_NAME, "x@r", 16.3)
+    rows = [ref, _mrow("m", "x@r", 16.9, ref=ref)]
+    ref2 = _mrow(REFERENCE_NAME, "y@r", 9.7)
+    rows += [ref2, _mrow("m", "y@r", 0, failed="blurred")]
+    md = metrology_per_image_markdown(rows, [REFERENCE_NAME, "m"], ["x@r", "y@r"])
+    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    assert "CD (nm) I1 | CD (nm) I2" in header and "PSD I2" in header
+    m_line = next(line for line in md.splitlines() if line.startswith("| m |"))
+    assert m_line.split("|")[1:4] == [" m ", " 16.90 ", f" {FAILED} "]
+    assert "I1 = `x@r`; I2 = `y@r`; ΔCD = absolute CD error" in md
+
+
+def test_psd_column_is_the_roughness_integrated_from_the_psd():
+    truth = make_line_image(6, (200, 240), sigma_nm=1.2, seed=4)
+    noisy = truth.clean + np.random.default_rng(0).normal(0, 8, truth.clean.shape)
+    m = measure_lines(noisy.astype(np.float32), truth.pixel_size_nm)
+    assert m.valid
+    f, p = np.asarray(m.psd_frequency_per_nm), np.asarray(m.psd_lwr_nm3)
+    expected = 3.0 * math.sqrt(float(np.sum(p) * (f[1] - f[0])))
+    assert lwr_from_psd(m) == pytest.approx(expected, rel=1e-9)
+    row = metrology_row("x", "c", "c", "s", m, None)
+    assert row.lwr_psd_nm == pytest.approx(expected, rel=1e-9)
+    # With image noise the integrated PSD keeps the noise; the unbiased value removes it.
+    assert row.lwr_unbiased_nm is not None and row.lwr_psd_nm > row.lwr_unbiased_nm
+    md = metrology_markdown([metrology_summary([row.model_copy(update={"method": "x"})], "x")])
+    assert "PSD: LWR from PSD, noise incl. (nm)" in md and "LWR unbiased (nm)" in md
+
+
+def test_metrology_rows_match_measure_lines_and_keep_failures():
     truth = make_line_image(6, (160, 240), sigma_nm=1.0, seed=3)
     ref_img = truth.clean.astype(np.float32)
-    shifted = np.roll(ref_img, 1, axis=1)  # same CD, shifted lines
-    flat = np.full_like(ref_img, 100.0)  # nothing to measure
+    shifted = np.roll(ref_img, 1, axis=1)
+    flat = np.full_like(ref_img, 100.0)
     case = Case("l@mid", "l", "lines", "midpoint", ref_img, ref_img, truth.pixel_size_nm)
-    runs = [
-        MethodRun("shift", outputs={"l@mid": shifted}),
-        MethodRun("flat", outputs={"l@mid": flat}),
-        MethodRun("crashed", failed="training failed: boom"),
-    ]
-    ref, per_method, skipped = measure_runs(runs, [case], progress=False)
-    assert not skipped and ref["l@mid"].valid
-    summary = {s["method"]: s for s in metrology_summary(metrology_rows(ref, per_method))}
+    scorer = Scorer([case], ("psnr",))
     m_ref = measure_lines(ref_img, truth.pixel_size_nm)
     m_shift = measure_lines(shifted, truth.pixel_size_nm)
-    assert summary["shift"]["cd_mae_nm"] == pytest.approx(abs(m_shift.cd_nm - m_ref.cd_nm))
-    assert summary["focused"]["cd_nm_mean"] == pytest.approx(m_ref.cd_nm)
-    assert summary["flat"]["failed"] and summary["flat"]["reason"]
-    assert summary["crashed"]["failed"] and "boom" in summary["crashed"]["reason"]
+    shift = scorer.score(MethodRun("shift", outputs={"l@mid": shifted}))
+    assert shift.metrology[0].cd_abs_error_nm == pytest.approx(abs(m_shift.cd_nm - m_ref.cd_nm))
+    assert scorer.reference.metrology[0].cd_nm == pytest.approx(m_ref.cd_nm)
+    flat_r = scorer.score(MethodRun("flat", outputs={"l@mid": flat}))
+    crashed = scorer.score(MethodRun("crashed", failed="training failed: boom"))
+    assert flat_r.metrology[0].failed and "boom" in crashed.metrology[0].failed
 
 
-def _constant_case(value: float, shape=(64, 64)) -> Case:
+def _case(offset: float, cid: str = "c@x", shape=(64, 64)) -> Case:
     ref = np.random.default_rng(0).uniform(60, 180, shape).astype(np.float32)
-    return Case("c@x", "c", "texture", "midpoint", ref + value, ref, None)
+    return Case(cid, cid.split("@")[0], "texture", "midpoint", ref + offset, ref, None)
 
 
-def test_quality_rows_and_summary_match_closed_form():
-    cases = [_constant_case(10.0)]
-    cases.append(Case("d@x", "d", "texture", "random", cases[0].input, cases[0].reference, None))
-    run_a = MethodRun("plus10", outputs={c.case_id: c.input for c in cases})
-    run_b = MethodRun("exact", outputs={"c@x": cases[0].reference})  # fails on d@x
-    run_b.case_errors["d@x"] = "ValueError: too small"
-    scorer = QualityScorer(("psnr", "ssim"))
-    rows = quality_rows([run_a, run_b], cases, scorer, progress=False)
-    a_rows = [r for r in rows if r["method"] == "plus10"]
+def test_quality_rows_match_closed_form_and_count_infinite_psnr():
+    cases = [_case(10.0), _case(10.0, "d@x")]
+    scorer = Scorer(cases, ("psnr", "ssim"))
+    plus10 = scorer.score(MethodRun("plus10", outputs={c.case_id: c.input for c in cases}))
     expected = 20 * math.log10(255.0 / 10.0)  # MSE = 100
-    assert all(r["psnr"] == pytest.approx(expected, rel=1e-5) for r in a_rows)
-    exact = [r for r in rows if r["method"] == "exact"]
-    assert exact[0]["psnr"] is None and exact[0]["ssim"] == pytest.approx(1.0)  # infinite PSNR
-    assert exact[1]["status"] == "failed" and exact[1]["reason"] == "ValueError: too small"
-    summary = {s["method"]: s for s in quality_summary(rows, scorer.metrics)}
-    assert summary["plus10"]["psnr_mean"] == pytest.approx(expected, rel=1e-5)
-    assert summary["plus10"]["psnr_std"] == pytest.approx(0.0, abs=1e-9)
-    assert summary["exact"]["n_failed"] == 1
-    md = quality_markdown(
-        list(summary.values()), scorer.metrics, unavailable={"lpips": "no weights"}
+    assert all(r.psnr == pytest.approx(expected, rel=1e-5) for r in plus10.quality)
+    # Affine matching removes a pure offset: only float32 rounding is left.
+    assert all(r.psnr_affine > 80.0 for r in plus10.quality)
+    exact = scorer.score(
+        MethodRun("exact", outputs={"c@x": cases[0].reference}, case_errors={"d@x": "too small"})
     )
-    assert "failed on 1 of 2 cases" in md and "too small" in md
+    assert exact.quality[0].psnr == PSNR_CAP_DB and exact.quality[0].psnr_infinite
+    assert exact.quality[1].failed == "too small"
+    s = quality_summary(exact.quality, "exact", scorer.metrics)
+    assert s.n_infinite_psnr == 1 and s.metrics["psnr"].mean == PSNR_CAP_DB and s.n_failed == 1
+    md = quality_markdown(
+        [quality_summary(plus10.quality, "plus10", scorer.metrics), s], scorer.metrics
+    )
+    assert "failed on 1 of 2 cases" in md and "counted as 100 dB" in md
+    # "exact" has the higher PSNR but failed on a case: only the complete row is ranked.
+    assert f"**{expected:.2f} ± 0.00**" in md
 
 
-def test_quality_scorer_reports_unavailable_metric_instead_of_crashing(monkeypatch):
-    scorer = QualityScorer(("psnr", "lpips"))
+def test_a_metric_failure_stays_in_its_cell(monkeypatch):
+    calls = {"n": 0}
 
-    def broken(*_a):
-        raise FileNotFoundError("alexnet weights missing: put alexnet.pth in $TORCH_HOME")
+    def flaky(out, ref):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("backbone weights missing")
+        return 0.25
 
-    scorer._fns["lpips"] = broken
-    c = _constant_case(5.0)
-    s1 = scorer.score(c.input, c.reference)
-    s2 = scorer.score(c.input, c.reference)
-    assert s1["lpips"] is None and s2["lpips"] is None and s1["psnr"] is not None
-    assert "alexnet weights missing" in scorer.unavailable["lpips"]
-    with pytest.raises(ValueError, match="unknown quality metrics"):
-        QualityScorer(("psnr", "fid"))
+    monkeypatch.setitem(quality_mod._FULL_REFERENCE, "lpips", flaky)
+    cases = [_case(5.0), _case(5.0, "d@x")]
+    rows = [
+        score_image(
+            QualityRow(method="m", case_id=c.case_id, image="i", kind="k", setting="s"),
+            c.input,
+            c.reference,
+            ("psnr", "lpips"),
+        )
+        for c in cases
+    ]
+    assert rows[0].lpips is None and "backbone weights missing" in rows[0].errors["lpips"]
+    assert rows[1].lpips == 0.25 and rows[0].psnr is not None
+    s = quality_summary(rows, "m", ("psnr", "lpips"))
+    assert s.metrics["lpips"].n == 1
+    md = quality_markdown([s], ("psnr", "lpips"))
+    assert "LPIPS n/a for m (1 of 2) case(s): RuntimeError: backbone weights missing" in md
+
+
+def test_affine_match_is_the_least_squares_fit():
+    rng = np.random.default_rng(1)
+    ref = rng.uniform(0, 255, (32, 32))
+    out = rng.uniform(0, 255, (32, 32))
+    matched = affine_match(out, ref)
+    a = np.stack([out.ravel(), np.ones(out.size)], axis=1)
+    coef, *_ = np.linalg.lstsq(a, ref.ravel(), rcond=None)
+    np.testing.assert_allclose(matched, (a @ coef).reshape(out.shape), rtol=1e-4, atol=1e-3)
+
+
+def test_control_inverts_gain_and_offset_and_the_report_names_who_does_not_beat_it():
+    ref = np.random.default_rng(2).uniform(40, 200, (48, 48)).astype(np.float32)
+    params = DegradationParams(
+        rx_px=1, ry_px=1, beta=2, theta_rad=0, gain=1.1, offset=20, sigma=1, dose=10
+    )
+    y = (ref * 1.1 + 20).astype(np.float32)
+    case = Case("t@m", "t", "texture", "midpoint", y, ref, None, params)
+    run = control_run([case])
+    np.testing.assert_allclose(run.outputs["t@m"], (y - 20) / 1.1, rtol=1e-6)
+    real = control_run([Case("r@real", "r", "real", "real", y, ref, None)])
+    assert real.failed and "unknown" in real.failed
+    summaries = [
+        QualitySummary(
+            method=CONTROL_NAME,
+            n_cases=1,
+            n_failed=0,
+            metrics={
+                "psnr": MetricSummary(mean=21.0, n=1),
+                "psnr_affine": MetricSummary(mean=22.0, n=1),
+            },
+        ),
+        QualitySummary(
+            method="blurry",
+            n_cases=1,
+            n_failed=0,
+            metrics={
+                "psnr": MetricSummary(mean=20.0, n=1),
+                "psnr_affine": MetricSummary(mean=23.0, n=1),
+            },
+        ),
+    ]
+    verdict = control_verdict(summaries)
+    assert "Not better than the control on PSNR" in verdict[0] and "blurry (20.00" in verdict[0]
+    assert verdict[1] == "Every method beats the control on PSNR affine-matched."
+
+
+def test_niqe_column_is_not_bolded_when_the_reference_ranks_last():
+    def s(name, niqe):
+        return QualitySummary(
+            method=name,
+            n_cases=2,
+            n_failed=0,
+            metrics={"niqe": MetricSummary(mean=niqe, std=0.1, n=2)},
+        )
+
+    md = quality_markdown([s("a", 10.0), s("b", 12.0), s(REFERENCE_NAME, 20.0)], ("niqe",))
+    assert "**" not in md and "no NIQE value is marked best" in md
+    md = quality_markdown([s("a", 10.0), s("b", 12.0), s(REFERENCE_NAME, 5.0)], ("niqe",))
+    assert "**10.00 ± 0.10**" in md
+    assert "natural" in NIQE_CAVEAT

@@ -32,13 +32,17 @@ from .learned import (
 )
 from .mae import MAEImageNetConfig, MAEImageNetRestorer, MAESEMConfig, MAESEMRestorer
 from .restorer import (
+    FitOptions,
+    Fitting,
     LearnedRestorer,
+    RegistryEntry,
     Restorer,
     RestorerConfigError,
     check_image,
     get_restorer,
     list_restorers,
     load_restorer,
+    registry_entry,
     restorer_config,
 )
 from .tiling import tiled_apply
@@ -49,7 +53,9 @@ __all__ = [
     "BM3DConfig",
     "BM3DRestorer",
     "FitConfig",
+    "FitOptions",
     "FitResult",
+    "Fitting",
     "IdentityConfig",
     "IdentityRestorer",
     "LearnedRestorer",
@@ -63,6 +69,7 @@ __all__ = [
     "Noise2NoiseRestorer",
     "Noise2VoidConfig",
     "Noise2VoidRestorer",
+    "RegistryEntry",
     "Restorer",
     "RestorerConfigError",
     "RichardsonLucyConfig",
@@ -75,6 +82,7 @@ __all__ = [
     "get_restorer",
     "list_restorers",
     "load_restorer",
+    "registry_entry",
     "restorer_config",
     "tiled_apply",
 ]

@@ -6,7 +6,9 @@
   :func:`sem_models.load_external_mae`. Those files hold the encoder only; the decoder starts
   from a seeded initialisation until sem-train fine-tunes it.
 * ``"mae-sem"``: the SEM-pretrained MAE without Mixture-of-Experts, from a sem-models
-  checkpoint folder (a pretrained MAE or an already fine-tuned restoration model).
+  checkpoint folder (a pretrained MAE or an already fine-tuned restoration model). Its
+  registry entry says ``fitting="pretrained"``: an evaluation with a training pipeline
+  (sem-train) pretrains and fine-tunes one when ``checkpoint_dir`` is empty.
 
 Both wrap a :class:`sem_models.RestorationModel` (encoder sees all patches, decoder predicts
 the focused image) and restore full-size images with :func:`sem_models.sliding_window`
@@ -171,7 +173,7 @@ class MAEImageNetRestorer(_MAERestorer):
         return RestorationModel(mae, freeze_encoder=cfg.freeze_encoder)
 
 
-@register("mae-sem", MAESEMConfig)
+@register("mae-sem", MAESEMConfig, fitting="pretrained", checkpoint_field="checkpoint_dir")
 class MAESEMRestorer(_MAERestorer):
     """SEM-pretrained ViT-MAE without MoE (sem-models checkpoint), sliding-window restore."""
 

@@ -4,21 +4,32 @@ Every method takes a float32 grayscale image ``(H, W)`` on the 0..255 scale, of 
 returns a float32 image of the same shape and scale. Learned methods also ``fit``, ``save`` and
 ``load``; everything they store is JSON (the config) plus safetensors (the weights), never a
 pickle.
+
+The registry is the single source of truth about a method, including how it is fitted
+(:data:`Fitting`): ``"none"`` (fixed parameters), ``"fit"`` (``restorer.fit(train_images,
+val_images=..., options=FitOptions(...))``) or ``"pretrained"`` (the restorer loads a model
+from the config field named by ``checkpoint_field``; a caller with a training pipeline fills
+that field when it is empty). Callers dispatch on :func:`registry_entry`, never on a name.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sem_physics import ParameterRanges
 
 __all__ = [
     "CONFIG_FILE",
+    "FitOptions",
+    "Fitting",
     "LearnedRestorer",
+    "RegistryEntry",
     "Restorer",
     "RestorerConfigError",
     "check_image",
@@ -26,6 +37,7 @@ __all__ = [
     "list_restorers",
     "load_restorer",
     "register",
+    "registry_entry",
     "restorer_config",
 ]
 
@@ -45,32 +57,104 @@ class Restorer(Protocol):
     def restore(self, image: np.ndarray) -> np.ndarray: ...
 
 
+#: How a registered method gets its parameters (see the module docstring).
+Fitting = Literal["none", "fit", "pretrained"]
+
+
+class FitOptions(BaseModel):
+    """The training budget a caller gives every learned method's ``fit`` (typed, validated).
+
+    A method's own fit keywords (patch size, learning rate, ...) stay in its ``fit`` signature;
+    these are the ones an evaluation sets for all methods alike.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(1, ge=1, le=100_000, description="training epochs")
+    batch_size: int | None = Field(None, ge=1, le=65_536, description="None = method default")
+    steps_per_epoch: int | None = Field(
+        None, ge=1, le=10_000_000, description="None = one pass over the training pixels"
+    )
+    seed: int = Field(0, ge=0, description="seed of patches, degradations and masks")
+    ranges: ParameterRanges = Field(
+        default_factory=ParameterRanges, description="degradation ranges of the synthetic pairs"
+    )
+    progress: bool = Field(True, description="show a progress bar")
+
+    def keywords(self) -> dict[str, Any]:
+        """The options as ``fit`` keywords, leaving out the ones left to the method (None)."""
+        return {
+            k: getattr(self, k) for k in type(self).model_fields if getattr(self, k) is not None
+        }
+
+
 @runtime_checkable
 class LearnedRestorer(Restorer, Protocol):
     """A restorer with weights: trained by ``fit``, persisted by ``save``/``load``."""
 
-    def fit(self, train_images: list[np.ndarray], **kwargs: Any) -> Any: ...
+    def fit(
+        self,
+        train_images: list[np.ndarray],
+        val_images: list[np.ndarray] | None = None,
+        options: FitOptions | None = None,
+        **kwargs: Any,
+    ) -> Any: ...
 
     def save(self, path: str | Path) -> Path: ...
 
     def load(self, path: str | Path) -> LearnedRestorer: ...
 
 
-_REGISTRY: dict[str, tuple[type, type[BaseModel]]] = {}
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One registered method: its class, its typed config and how it is fitted."""
+
+    name: str
+    cls: type
+    config_cls: type[BaseModel]
+    fitting: Fitting
+    checkpoint_field: str | None = None
 
 
-def register(name: str, config_cls: type[BaseModel]) -> Callable[[type], type]:
-    """Class decorator: make ``cls(config)`` available as ``get_restorer(name, **config)``."""
+_REGISTRY: dict[str, RegistryEntry] = {}
+
+
+def register(
+    name: str,
+    config_cls: type[BaseModel],
+    *,
+    fitting: Fitting | None = None,
+    checkpoint_field: str | None = None,
+) -> Callable[[type], type]:
+    """Class decorator: make ``cls(config)`` available as ``get_restorer(name, **config)``.
+
+    ``fitting`` defaults to ``"fit"`` for a class with a ``fit`` method, else ``"none"``;
+    ``"pretrained"`` needs ``checkpoint_field``, a field of ``config_cls``.
+    """
 
     def deco(cls: type) -> type:
         if name in _REGISTRY:
             raise RuntimeError(f"restorer {name!r} registered twice")
-        _REGISTRY[name] = (cls, config_cls)
+        how: Fitting = fitting or ("fit" if callable(getattr(cls, "fit", None)) else "none")
+        if (how == "pretrained") != (checkpoint_field is not None):
+            raise RuntimeError(
+                f"restorer {name!r}: checkpoint_field goes with fitting='pretrained'"
+            )
+        if checkpoint_field is not None and checkpoint_field not in config_cls.model_fields:
+            raise RuntimeError(f"restorer {name!r}: {checkpoint_field!r} is not a config field")
+        _REGISTRY[name] = RegistryEntry(name, cls, config_cls, how, checkpoint_field)
         cls.name = name  # type: ignore[attr-defined]
         cls.config_cls = config_cls  # type: ignore[attr-defined]
         return cls
 
     return deco
+
+
+def registry_entry(name: str) -> RegistryEntry:
+    """The registry entry of ``name``; RestorerConfigError listing the names when unknown."""
+    if name not in _REGISTRY:
+        raise RestorerConfigError(f"unknown restorer {name!r}; available: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
 
 
 #: The paper's table order (Table 2); restorers registered by others follow in their order.
@@ -95,9 +179,7 @@ def list_restorers() -> list[str]:
 
 def restorer_config(name: str, **config: Any) -> BaseModel:
     """Validate ``config`` against the typed config of restorer ``name``."""
-    if name not in _REGISTRY:
-        raise RestorerConfigError(f"unknown restorer {name!r}; available: {', '.join(_REGISTRY)}")
-    config_cls = _REGISTRY[name][1]
+    config_cls = registry_entry(name).config_cls
     try:
         return config_cls(**config)
     except ValidationError as err:
@@ -114,7 +196,7 @@ def get_restorer(name: str, **config: Any) -> Any:
     0.01
     """
     cfg = restorer_config(name, **config)
-    return _REGISTRY[name][0](cfg)
+    return _REGISTRY[name].cls(cfg)
 
 
 def load_restorer(path: str | Path) -> Any:
@@ -127,7 +209,7 @@ def load_restorer(path: str | Path) -> Any:
     if not isinstance(meta, dict) or "restorer" not in meta:
         raise RestorerConfigError(f"{cfg_file} has no 'restorer' field")
     name = meta["restorer"]
-    cls: Any = _REGISTRY[name][0] if name in _REGISTRY else None
+    cls: Any = _REGISTRY[name].cls if name in _REGISTRY else None
     if hasattr(cls, "from_saved"):  # restorers built from external weights: skip the source
         return cls.from_saved(path, restorer_config(name, **meta.get("config", {})))
     return get_restorer(name, **meta.get("config", {})).load(path)

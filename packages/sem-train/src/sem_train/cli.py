@@ -27,9 +27,9 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 #: command -> (module with ``register(subparsers)``, help shown by ``sem --help``)
 COMMAND_MODULES: dict[str, tuple[str, str]] = {
     "train": ("sem_train.commands.train", "pretraining stages, fine-tuning, baselines"),
-    "demo": ("sem_train.evaluation.commands", "defocus, restore, score and measure; a report"),
-    "benchmark": ("sem_train.evaluation.commands", "the S→S or S→R protocol from a config"),
-    "cluster": ("sem_train.evaluation.commands", "cluster images by their embeddings"),
+    "demo": ("sem_train.commands.demo", "defocus, restore, score and measure; a report"),
+    "benchmark": ("sem_train.commands.benchmark", "the S→S or S→R protocol from a config"),
+    "cluster": ("sem_train.commands.cluster", "cluster images by their embeddings"),
     "restore": ("sem_train.commands.restore", "refocus your own micrographs (files and folders)"),
 }
 

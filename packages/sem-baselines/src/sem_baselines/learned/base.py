@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from sem_physics import DegradationParams, image_to_tensor, tensor_to_image
 from torch import nn
 
-from ..restorer import CONFIG_FILE, RestorerConfigError, check_image
+from ..restorer import CONFIG_FILE, FitOptions, RestorerConfigError, check_image
 from ..tiling import tiled_apply
 from .training import fit_restorer, resolve_device
 
@@ -113,12 +113,15 @@ class NetworkRestorer:
         self,
         train_images: list[np.ndarray],
         val_images: list[np.ndarray] | None = None,
+        options: FitOptions | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Train on synthetic degradations of focused ``train_images``; see :class:`.FitConfig`
-        for the keyword arguments (epochs, batch_size, seed, ranges, patch_size, lr, ...).
-        Keeps the weights of the epoch with the lowest validation loss; returns a FitResult."""
-        return fit_restorer(self, train_images, val_images, **kwargs)
+        """Train on synthetic degradations of focused ``train_images``: ``options`` is the
+        budget a caller gives every method, ``kwargs`` this loop's own :class:`.FitConfig`
+        keywords (patch_size, lr, ...; they win over ``options``). Keeps the weights of the
+        epoch with the lowest loss on ``val_images``; returns a FitResult."""
+        keywords = {**(options.keywords() if options is not None else {}), **kwargs}
+        return fit_restorer(self, train_images, val_images, **keywords)
 
     def save(self, path: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into folder ``path``."""

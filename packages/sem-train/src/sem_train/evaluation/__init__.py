@@ -1,21 +1,16 @@
-"""Evaluation protocols (S→S, S→R), the paper's tables, clustering diagnostics, ``sem demo``.
+"""Evaluation: the S→S and S→R protocols, the paper's tables, clustering, one runner.
 
->>> from sem_train.evaluation import DemoConfig, run_demo
->>> report = run_demo(DemoConfig.quick_preset(out="demo-report"))  # doctest: +SKIP
+``sem benchmark`` runs a :class:`BenchmarkConfig`; ``sem demo`` runs the same runner on a
+preset of it (:func:`demo_config`).
+
+>>> from sem_train.evaluation import demo_config, run_benchmark
+>>> report = run_benchmark(demo_config(quick=True, out="demo-report"))  # doctest: +SKIP
 """
 
-from .benchmark import BenchmarkConfig, load_benchmark_config, run_benchmark
 from .clustering import ClusteringResult, cluster_embeddings, clustering_markdown, embed_folder
-from .demo import DemoConfig, run_demo
-from .images import EvalImage, list_images, load_image, sample_images
-from .methods import list_methods, run_method
-from .metrology_table import (
-    measure_runs,
-    metrology_markdown,
-    metrology_rows,
-    metrology_summary,
-)
-from .pipeline import Evaluation, MethodResult
+from .config import BenchmarkConfig, GeneratedImages, demo_config, load_benchmark_config
+from .foundation import FoundationConfig, train_foundation
+from .methods import control_run, list_methods, run_method, select_methods
 from .protocols import (
     Case,
     ManifestMismatchError,
@@ -27,46 +22,67 @@ from .protocols import (
     save_manifest,
     select_split,
 )
-from .quality import QualityScorer
-from .quality_table import quality_markdown, quality_rows, quality_summary
-from .results import FAILED, INPUT_NAME, MethodRun
+from .quality import QUALITY_METRICS, affine_match, score_image
+from .results import (
+    CONTROL_NAME,
+    FAILED,
+    INPUT_NAME,
+    REFERENCE_NAME,
+    MethodResult,
+    MethodRun,
+    MetrologyRow,
+    QualityRow,
+)
+from .runner import build_protocol, run_benchmark
+from .scoring import Scorer
+from .sources import EvalImage, SkippedFile, list_images, load_images, sample_images
+from .tables import MetrologySummary, QualitySummary, metrology_summary, quality_summary
 
 __all__ = [
+    "CONTROL_NAME",
     "FAILED",
     "INPUT_NAME",
+    "QUALITY_METRICS",
+    "REFERENCE_NAME",
     "BenchmarkConfig",
     "Case",
     "ClusteringResult",
-    "DemoConfig",
     "EvalImage",
-    "Evaluation",
+    "FoundationConfig",
+    "GeneratedImages",
     "ManifestMismatchError",
     "MethodResult",
     "MethodRun",
+    "MetrologyRow",
+    "MetrologySummary",
     "ProtocolManifest",
-    "QualityScorer",
+    "QualityRow",
+    "QualitySummary",
+    "Scorer",
+    "SkippedFile",
+    "affine_match",
+    "build_protocol",
     "build_s2r",
     "build_s2s",
     "cluster_embeddings",
     "clustering_markdown",
+    "control_run",
+    "demo_config",
     "embed_folder",
     "list_images",
     "list_methods",
     "load_benchmark_config",
-    "load_image",
+    "load_images",
     "load_manifest",
-    "measure_runs",
-    "metrology_markdown",
-    "metrology_rows",
     "metrology_summary",
-    "quality_markdown",
-    "quality_rows",
     "quality_summary",
     "replay",
     "run_benchmark",
-    "run_demo",
     "run_method",
     "sample_images",
     "save_manifest",
+    "score_image",
+    "select_methods",
     "select_split",
+    "train_foundation",
 ]

@@ -17,6 +17,10 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from sem_physics import image_to_tensor
+from sem_physics.io import DEFAULT_CROP_FRACTION
+
+from .sources import SkippedFile, list_images, load_images
 
 __all__ = [
     "ClusteringResult",
@@ -96,32 +100,40 @@ def embed_folder(
     folder: str | Path,
     *,
     pool: str = "mean",
-    crop_fraction: float = 0.0667,
+    crop_fraction: float = DEFAULT_CROP_FRACTION,
     batch_size: int = 8,
+    skipped: list[SkippedFile] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """Embeddings (N, D) of every image under ``folder`` from a sem-models checkpoint.
+    """Embeddings (N, D) of every usable image under ``folder`` from a sem-models checkpoint,
+    and the names of those images.
 
     Each image is read as grayscale, its information bar removed, resized (antialiased) to the
-    model's square input size and scaled to [0, 1]; ``pool`` is ``'mean'`` or ``'cls'``.
+    model's square input size and scaled to [0, 1]; ``pool`` is ``'mean'`` or ``'cls'``. Files
+    that cannot be read are left out and appended to ``skipped`` (with the reason) when given.
     """
     import torch
     import torch.nn.functional as F
     from sem_models import extract_embeddings, load_model
 
     from ..modeling import resolve_model_dir
-    from .images import list_images, load_image
 
     paths = list_images(folder)
     model = load_model(resolve_model_dir(checkpoint, what="checkpoint"))
     mae = getattr(model, "mae", model)
     size = int(getattr(getattr(mae, "config", None), "img_size", 224))
+    loaded, bad = load_images(paths, crop_fraction=crop_fraction)
+    if skipped is not None:
+        skipped.extend(bad)
+    if not loaded:
+        first = f": {bad[0].path}: {bad[0].reason}" if bad else ""
+        raise ValueError(f"no usable image under {folder}{first}")
     batch = []
-    for p in paths:
-        x = torch.from_numpy(load_image(p, crop_fraction=crop_fraction).data / 255.0)[None, None]
-        batch.append(F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True))
+    for im in loaded:
+        x = image_to_tensor(im.data) / 255.0
+        batch.append(F.interpolate(x, size=(size, size), mode="bilinear", antialias=True))
     images = torch.cat(batch).clamp(0.0, 1.0)
     emb = extract_embeddings(model, images, pool=pool, batch_size=batch_size)
-    return np.asarray(emb, dtype=np.float64), [p.name for p in paths]
+    return np.asarray(emb, dtype=np.float64), [Path(str(im.source)).name for im in loaded]
 
 
 def clustering_markdown(results: Mapping[str, ClusteringResult] | Sequence[Any]) -> str:

@@ -1,106 +1,112 @@
-"""Running every registered restoration method on the same protocol cases.
+"""Running registered restoration methods on a protocol's cases.
 
-Methods come from the ``sem_baselines`` registry (``list_restorers`` / ``get_restorer``).
-A learned method (one with ``fit``) is trained on the protocol's focused training images with
-synthetic defocus drawn from the same parameter ranges; a method that cannot be built, trained
-or run (e.g. external weights that are not installed) is recorded as failed with the reason and
-keeps its row in every table.
+Methods come from the ``sem_baselines`` registry, which also says how each one is fitted
+(:func:`sem_baselines.registry_entry`): ``"none"`` (fixed parameters), ``"fit"`` (trained here on
+the protocol's focused training images with synthetic defocus, validated on its validation
+images: best-validation weights) or ``"pretrained"`` (a model from a checkpoint; when none is
+configured, the caller's ``pretrain`` callable trains one). A method that cannot be built,
+trained or run is recorded as failed with the reason and keeps its row in every table.
+
+The control row (the input with only the true gain and offset inverted) is built here too.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sem_physics import ParameterRanges
+from pydantic import ValidationError
+from sem_baselines import (
+    FitOptions,
+    get_restorer,
+    list_restorers,
+    registry_entry,
+)
 
 from .protocols import Case
-from .results import INPUT_NAME, MethodRun
+from .results import CONTROL_NAME, INPUT_NAME, MethodRun
 
 __all__ = [
     "IDENTITY",
-    "IDENTITY_NAMES",
-    "fit_kwargs_for",
+    "PretrainFn",
+    "Pretrained",
+    "check_method_config",
+    "control_run",
     "list_methods",
-    "make_restorer",
+    "row_name",
     "run_method",
     "select_methods",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Registry names of the pass-through method, reported as the defocused input.
-IDENTITY_NAMES: tuple[str, ...] = ("input", "identity")
-IDENTITY = IDENTITY_NAMES[0]
+#: Registry name of the pass-through method, reported as the defocused input.
+IDENTITY = "input"
 
 
-class _Identity:
-    """Pass-through used only when sem_baselines provides no registry."""
+@dataclass(frozen=True)
+class Pretrained:
+    """A model trained for a "pretrained" method: its checkpoint, further config, a note."""
 
-    name = IDENTITY
+    checkpoint: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    note: str = "pretrained here"
 
-    def restore(self, image: np.ndarray) -> np.ndarray:
-        return np.asarray(image, dtype=np.float32).copy()
+
+#: ``pretrain(train_images, val_images, work_dir) -> Pretrained`` for a "pretrained" method whose
+#: checkpoint field is empty (sem-train's foundation trainer).
+PretrainFn = Callable[[list[np.ndarray], list[np.ndarray], Path], Pretrained]
 
 
 def list_methods() -> list[str]:
-    """Names of every registered restorer (identity first)."""
-    try:
-        from sem_baselines import list_restorers
-    except ImportError:
-        return [IDENTITY]
-    names = list(list_restorers())
-    return names if any(n in IDENTITY_NAMES for n in names) else [IDENTITY, *names]
+    """Names of every registered restorer (the identity first)."""
+    return list_restorers()
+
+
+def row_name(name: str) -> str:
+    """The table row of registry method ``name``."""
+    return INPUT_NAME if name == IDENTITY else name
+
+
+def _unknown(names: Sequence[str], what: str) -> None:
+    registered = list_methods()
+    unknown = [n for n in names if n not in registered]
+    if unknown:
+        raise ValueError(
+            f"unknown method(s) {', '.join(map(repr, unknown))} in {what}; registered: "
+            + ", ".join(registered)
+        )
 
 
 def select_methods(methods: Sequence[str] | None, exclude: Sequence[str] = ()) -> list[str]:
     """The methods to run: ``methods`` (None: all registered) minus ``exclude``.
 
-    The pass-through (the defocused input, every table's reference row) is always included
-    unless it is excluded by name. Unknown names raise ValueError listing the registered ones,
-    before anything runs.
+    The identity (the defocused input, every table's starting point) is always included unless
+    excluded by name. Unknown names raise ValueError listing the registered ones.
     """
-    registered = list_methods()
-    unknown = [n for n in [*(methods or []), *exclude] if n not in registered]
-    if unknown:
-        raise ValueError(
-            f"unknown method(s) {', '.join(map(repr, unknown))}; registered: "
-            + ", ".join(registered)
-        )
-    names = list(dict.fromkeys(methods)) if methods is not None else registered
-    identity = next(n for n in registered if n in IDENTITY_NAMES)
-    if not any(n in IDENTITY_NAMES for n in names):
-        names.insert(0, identity)
+    _unknown([*(methods or []), *exclude], "the method list")
+    names = list(dict.fromkeys(methods)) if methods is not None else list_methods()
+    if IDENTITY not in names:
+        names.insert(0, IDENTITY)
     return [n for n in names if n not in exclude]
 
 
-def make_restorer(name: str, config: Mapping[str, Any] | None = None) -> Any:
-    """Build restorer ``name`` from the registry with keyword ``config``."""
-    try:
-        from sem_baselines import get_restorer
-    except ImportError:
-        if name in IDENTITY_NAMES:
-            return _Identity()
-        raise ValueError(f"restorer {name!r} needs sem_baselines, which is not installed") from None
-    try:
-        return get_restorer(name, **dict(config or {}))
-    except ValueError:
-        if name in IDENTITY_NAMES:
-            return _Identity()
-        raise
-
-
-def fit_kwargs_for(restorer: Any, wanted: Mapping[str, Any]) -> dict[str, Any]:
-    """The subset of ``wanted`` keyword arguments that ``restorer.fit`` accepts."""
-    params = inspect.signature(restorer.fit).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(wanted)
-    return {k: v for k, v in wanted.items() if k in params}
+def check_method_config(method_config: Mapping[str, Mapping[str, Any]]) -> None:
+    """Every key a registered method and every setting valid for it (before any work)."""
+    _unknown(list(method_config), "method_config / --set")
+    for name, conf in method_config.items():
+        try:
+            registry_entry(name).config_cls(**dict(conf))
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise ValueError(f"setting {name}.{where}: {first['msg']}") from None
 
 
 def _first_line(err: BaseException) -> str:
@@ -108,60 +114,12 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def run_method(
-    name: str,
-    cases: Sequence[Case],
-    train_images: Sequence[np.ndarray],
-    *,
-    config: Mapping[str, Any] | None = None,
-    fit: Mapping[str, Any] | None = None,
-    ranges: ParameterRanges | None = None,
-    val_images: Sequence[np.ndarray] | None = None,
-    seed: int = 0,
-    save_dir: str | Path | None = None,
-) -> MethodRun:
-    """Build (and train, when learned) method ``name``, then restore every case input.
-
-    ``fit`` holds the training keywords (epochs, batch_size, ...) passed to ``restorer.fit``
-    when it accepts them. Exceptions while building or training mark the whole method failed;
-    an exception on one case marks only that case. The trained restorer is saved under
-    ``save_dir`` when given.
-    """
-    run = MethodRun(name=INPUT_NAME if name in IDENTITY_NAMES else name)
-    try:
-        restorer = make_restorer(name, config)
-    except Exception as err:
-        run.failed = f"could not be built: {_first_line(err)}"
-        log.warning("%s: %s", name, run.failed)
-        return run
-    if hasattr(restorer, "fit"):
-        if not train_images:
-            run.failed = "learned method, but the protocol has no training images"
-            return run
-        wanted = {
-            "val_images": list(val_images) if val_images else None,
-            "seed": seed,
-            "ranges": ranges or ParameterRanges(),
-            **dict(fit or {}),
-        }
-        t0 = time.perf_counter()
-        try:
-            restorer.fit(list(train_images), **fit_kwargs_for(restorer, wanted))
-        except Exception as err:
-            run.failed = f"training failed: {_first_line(err)}"
-            log.warning("%s: %s", name, run.failed)
-            return run
-        run.fit_seconds = time.perf_counter() - t0
-        if save_dir is not None and hasattr(restorer, "save"):
-            try:
-                restorer.save(Path(save_dir))
-            except Exception as err:  # a save failure loses the weights, not the results
-                run.notes.append(f"could not save the trained weights: {_first_line(err)}")
+def _restore_all(run: MethodRun, restore: Callable[[np.ndarray], np.ndarray], cases) -> MethodRun:
     t0 = time.perf_counter()
     for c in cases:
         try:
-            out = np.asarray(restorer.restore(c.input), dtype=np.float32)
-        except Exception as err:
+            out = np.asarray(restore(c.input), dtype=np.float32)
+        except Exception as err:  # one case fails, the others are still restored
             run.case_errors[c.case_id] = _first_line(err)
             continue
         if out.shape != c.input.shape:
@@ -174,3 +132,99 @@ def run_method(
     if cases and not run.outputs:
         run.failed = "every case failed: " + next(iter(run.case_errors.values()))
     return run
+
+
+def control_run(cases: Sequence[Case]) -> MethodRun:
+    """The control: each input with only its true gain and offset inverted, ``(y − b)/a``.
+
+    A method that does not beat it has not restored anything beyond brightness. Real inputs
+    (S→R) have no true gain and offset: their cases are marked failed with that reason.
+    """
+    run = MethodRun(name=CONTROL_NAME)
+    for c in cases:
+        if c.params is None:
+            run.case_errors[c.case_id] = "real input: the true gain and offset are unknown"
+        else:
+            run.outputs[c.case_id] = ((c.input - c.params.offset) / c.params.gain).astype(
+                np.float32
+            )
+    if cases and not run.outputs:
+        run.failed = "real inputs: the true gain and offset are unknown"
+    return run
+
+
+def _fit(
+    name: str,
+    config: dict[str, Any],
+    train: list[np.ndarray],
+    val: list[np.ndarray],
+    options: FitOptions,
+    pretrain: PretrainFn | None,
+    work_dir: Path | None,
+) -> tuple[Any, list[str]]:
+    """Build and fit ``name`` the way its registry entry says; returns (restorer, notes)."""
+    entry = registry_entry(name)
+    notes: list[str] = []
+    if entry.fitting == "pretrained" and entry.checkpoint_field is not None:
+        if config.get(entry.checkpoint_field) is None:
+            if pretrain is None:
+                raise ValueError(f"set {name}.{entry.checkpoint_field} (no trainer given)")
+            if not train:
+                raise ValueError("needs focused training images to be pretrained here")
+            work = work_dir or Path(tempfile.mkdtemp(prefix=f"sem-eval-{name}-"))
+            done = pretrain(train, val, work / "pretrained")
+            config = {**config, entry.checkpoint_field: str(done.checkpoint), **done.config}
+            notes.append(done.note)
+    restorer = get_restorer(name, **config)
+    if entry.fitting == "fit":
+        if not train:
+            raise ValueError("learned method, but the protocol has no training images")
+        restorer.fit(train, val_images=val or None, options=options)
+        if not val:
+            notes.append("no validation images: weights of the lowest training loss kept")
+    return restorer, notes
+
+
+def run_method(
+    name: str,
+    cases: Sequence[Case],
+    train_images: Sequence[np.ndarray],
+    *,
+    val_images: Sequence[np.ndarray] = (),
+    config: Mapping[str, Any] | None = None,
+    options: FitOptions | None = None,
+    pretrain: PretrainFn | None = None,
+    save_dir: str | Path | None = None,
+) -> MethodRun:
+    """Build (and fit, as its registry entry says) method ``name``, then restore every input.
+
+    Exceptions while building or fitting mark the whole method failed; an exception on one case
+    marks only that case. A fitted restorer is saved under ``save_dir`` when given.
+    """
+    run = MethodRun(name=row_name(name))
+    t0 = time.perf_counter()
+    try:
+        restorer, run.notes = _fit(
+            name,
+            dict(config or {}),
+            list(train_images),
+            list(val_images),
+            options or FitOptions(),
+            pretrain,
+            Path(save_dir) if save_dir is not None else None,
+        )
+    except Exception as err:
+        entry = registry_entry(name)
+        run.failed = f"could not be built or trained: {_first_line(err)}"
+        for field in (entry.checkpoint_field, "weights_path"):
+            if field and field in entry.config_cls.model_fields and field in str(err):
+                run.notes.append(f"give the file with: --set {name}.{field}=PATH")
+        log.warning("%s: %s", name, run.failed)
+        return run
+    run.fit_seconds = time.perf_counter() - t0
+    if save_dir is not None and registry_entry(name).fitting != "none":
+        try:
+            restorer.save(Path(save_dir))
+        except Exception as err:  # a save failure loses the weights, not the results
+            run.notes.append(f"could not save the trained weights: {_first_line(err)}")
+    return _restore_all(run, restorer.restore, cases)

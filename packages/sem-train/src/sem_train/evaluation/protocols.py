@@ -1,15 +1,17 @@
-"""The evaluation protocols S→S and S→R (SPEC §5) as seeded, replayable manifests.
+"""The evaluation protocols S→S and S→R (arXiv 2604.05960, Sec. 2) as seeded, replayable manifests.
 
-S→S: from a pool of focused images a seeded selection gives ``n_train`` training images and up
-to ``n_eval`` evaluation images. Each evaluation image is degraded once with parameters drawn
-from the SPEC ranges (``setting='random'``) and once at the midpoint of every range
+S→S: from a pool of focused images a seeded selection gives ``n_train`` training images,
+``n_val`` validation images (model selection of the learned methods) and up to ``n_eval``
+evaluation images. Each evaluation image is degraded once with parameters drawn from the
+paper's ranges (``setting='random'``) and once at the midpoint of every range
 (``setting='midpoint'``). A case's parameters and noise seed come from
 ``SeedSequence([seed, image_index, setting])``, so the inputs depend only on (images, seed):
 every method sees exactly the same inputs, run after run. The manifest stores the SHA-256 of
 every source and every degraded input; :func:`replay` rebuilds the inputs and checks them.
 
 S→R: real defocused images paired with real focused references by sorted index order, both
-with the information bar removed.
+with the information bar removed; a single focused image is the reference of every defocused
+one (the paper's Table 3 uses one slow-scan reference).
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sem_physics import DegradationParams, ParameterRanges, degrade
+from sem_physics.atomic import atomic_write_text
+from sem_physics.io import DEFAULT_CROP_FRACTION
 
-from .images import CROP_FRACTION, EvalImage, array_sha256, list_images, load_image
+from .sources import EvalImage, SkippedFile, array_sha256, list_images, load_images
 
 __all__ = [
     "SETTINGS",
@@ -33,6 +37,7 @@ __all__ = [
     "ManifestMismatchError",
     "ProtocolManifest",
     "SourceRecord",
+    "Split",
     "build_s2r",
     "build_s2s",
     "load_manifest",
@@ -60,6 +65,7 @@ class SourceRecord(BaseModel):
     sha256: str = Field(description="SHA-256 of the cropped float32 image")
     file_sha256: str | None = Field(None, description="SHA-256 of the file, when read from one")
     pixel_size_nm: float | None = None
+    pixel_size_source: str = "none"
     shape: tuple[int, int]
 
 
@@ -84,12 +90,16 @@ class ProtocolManifest(BaseModel):
 
     protocol: Literal["s2s", "s2r"]
     seed: int = 0
-    crop_fraction: float = CROP_FRACTION
+    crop_fraction: float = DEFAULT_CROP_FRACTION
     ranges: ParameterRanges = Field(default_factory=ParameterRanges)
     settings: tuple[str, ...] = SETTINGS
     train: list[SourceRecord] = Field(default_factory=list)
+    val: list[SourceRecord] = Field(default_factory=list)
     references: list[SourceRecord] = Field(default_factory=list)
     cases: list[CaseRecord] = Field(default_factory=list)
+    skipped: list[SkippedFile] = Field(
+        default_factory=list, description="input files left out, with the reason"
+    )
 
 
 @dataclass
@@ -103,6 +113,7 @@ class Case:
     input: np.ndarray
     reference: np.ndarray
     pixel_size_nm: float | None
+    params: DegradationParams | None = None  # the true degradation (S→S), None for real input
 
 
 def _record(im: EvalImage) -> SourceRecord:
@@ -114,22 +125,40 @@ def _record(im: EvalImage) -> SourceRecord:
         sha256=array_sha256(im.data),
         file_sha256=file_hash,
         pixel_size_nm=im.pixel_size_nm,
+        pixel_size_source=im.pixel_size_source,
         shape=(int(im.data.shape[0]), int(im.data.shape[1])),
     )
 
 
-def select_split(n: int, n_train: int, n_eval: int, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded disjoint selection: ``n_train`` training and up to ``n_eval`` evaluation indices.
+class Split(NamedTuple):
+    """Indices of the training, validation and evaluation images (each sorted)."""
 
-    The first ``n_train`` of a seeded permutation train, the next ``n_eval`` evaluate; both
-    lists are returned sorted so that report order follows the file order.
+    train: list[int]
+    val: list[int]
+    eval: list[int]
+
+
+def select_split(n: int, n_train: int, n_eval: int, seed: int, n_val: int = 0) -> Split:
+    """Seeded disjoint selection of ``n_train`` training, ``n_val`` validation and up to
+    ``n_eval`` evaluation indices.
+
+    A seeded permutation is cut in that order; each list is returned sorted so that report
+    order follows the file order.
     """
-    if n_train < 0 or n_eval < 1:
-        raise ValueError(f"need n_train >= 0 and n_eval >= 1, got {n_train}, {n_eval}")
-    if n < n_train + 1:
-        raise ValueError(f"{n} images cannot give {n_train} training and >= 1 evaluation images")
-    perm = np.random.default_rng(seed).permutation(n)
-    return sorted(perm[:n_train].tolist()), sorted(perm[n_train : n_train + n_eval].tolist())
+    if n_train < 0 or n_val < 0 or n_eval < 1:
+        raise ValueError(
+            f"need n_train, n_val >= 0 and n_eval >= 1, got {n_train}, {n_val}, {n_eval}"
+        )
+    if n < n_train + n_val + 1:
+        raise ValueError(
+            f"{n} images cannot give {n_train} training, {n_val} validation and >= 1 "
+            "evaluation images"
+        )
+    perm = np.random.default_rng(seed).permutation(n).tolist()
+    cut = n_train + n_val
+    return Split(
+        sorted(perm[:n_train]), sorted(perm[n_train:cut]), sorted(perm[cut : cut + n_eval])
+    )
 
 
 def _case_rng(seed: int, index: int, setting: str) -> np.random.SeedSequence:
@@ -157,17 +186,20 @@ def build_s2s(
     images: Sequence[EvalImage],
     *,
     n_train: int = 10,
+    n_val: int = 0,
     n_eval: int = 100,
     seed: int = 0,
     ranges: ParameterRanges | None = None,
     settings: Sequence[str] = SETTINGS,
     train_images: Sequence[EvalImage] | None = None,
-    crop_fraction: float = CROP_FRACTION,
-) -> tuple[ProtocolManifest, list[EvalImage], list[Case]]:
+    val_images: Sequence[EvalImage] | None = None,
+    crop_fraction: float = DEFAULT_CROP_FRACTION,
+) -> tuple[ProtocolManifest, list[EvalImage], list[EvalImage], list[Case]]:
     """The S→S protocol on a pool of focused images.
 
-    Returns ``(manifest, training images, cases)``. With ``train_images`` given, the training
-    set is its first ``n_train`` images and the evaluation set is drawn from ``images`` alone.
+    Returns ``(manifest, training images, validation images, cases)``. With ``train_images``
+    (and ``val_images``) given, those are used as they are and every evaluation image is drawn
+    from ``images``.
     """
     bad = [s for s in settings if s not in SETTINGS]
     if bad or not settings:
@@ -175,13 +207,13 @@ def build_s2s(
     ranges = ranges or ParameterRanges()
     pool = list(images)
     if train_images is None:
-        tr, ev = select_split(len(pool), n_train, n_eval, seed)
-        train = [pool[i] for i in tr]
+        split = select_split(len(pool), n_train, n_eval, seed, n_val)
+        train, val = [pool[i] for i in split.train], [pool[i] for i in split.val]
     else:
-        _, ev = select_split(len(pool), 0, n_eval, seed)
-        train = list(train_images)[:n_train]
-    evaluation = [pool[i] for i in ev]
-    names = [im.name for im in evaluation + train]
+        split = select_split(len(pool), 0, n_eval, seed)
+        train, val = list(train_images)[:n_train], list(val_images or [])[:n_val]
+    evaluation = [pool[i] for i in split.eval]
+    names = [im.name for im in evaluation + train + val]
     if len(set(names)) != len(names):
         raise ValueError("image names in a protocol must be unique (they name the result rows)")
     cases: list[Case] = []
@@ -191,7 +223,7 @@ def build_s2s(
             params, noise_seed = _degradation(ranges, seed, i, setting)
             y = _degrade_case(im.data, params, noise_seed)
             cid = f"{im.name}@{setting}"
-            cases.append(Case(cid, im.name, im.kind, setting, y, im.data, im.pixel_size_nm))
+            cases.append(Case(cid, im.name, im.kind, setting, y, im.data, im.pixel_size_nm, params))
             records.append(
                 CaseRecord(
                     case_id=cid,
@@ -209,10 +241,11 @@ def build_s2s(
         ranges=ranges,
         settings=tuple(settings),
         train=[_record(im) for im in train],
+        val=[_record(im) for im in val],
         references=[_record(im) for im in evaluation],
         cases=records,
     )
-    return manifest, train, cases
+    return manifest, train, val, cases
 
 
 def replay(manifest: ProtocolManifest, references: Sequence[EvalImage]) -> list[Case]:
@@ -238,7 +271,9 @@ def replay(manifest: ProtocolManifest, references: Sequence[EvalImage]) -> list[
         y = _degrade_case(im.data, c.params, c.noise_seed)
         if array_sha256(y) != c.input_sha256:
             raise ManifestMismatchError(f"case {c.case_id!r}: rebuilt input differs from manifest")
-        cases.append(Case(c.case_id, im.name, im.kind, c.setting, y, im.data, im.pixel_size_nm))
+        cases.append(
+            Case(c.case_id, im.name, im.kind, c.setting, y, im.data, im.pixel_size_nm, c.params)
+        )
     return cases
 
 
@@ -246,40 +281,68 @@ def build_s2r(
     defocused_dir: str | Path,
     focused_dir: str | Path,
     *,
-    crop_fraction: float = CROP_FRACTION,
+    crop_fraction: float = DEFAULT_CROP_FRACTION,
     pixel_size_nm: float | None = None,
 ) -> tuple[ProtocolManifest, list[Case]]:
-    """The S→R protocol: real defocused inputs paired with focused references by sorted order.
+    """The S→R protocol: real defocused inputs against real focused references.
 
-    Both folders must hold the same number of images and each pair the same cropped shape.
-    ``pixel_size_nm`` overrides the size read from the files (used for metrology).
+    Pairs follow sorted index order; a folder with a single focused image gives the reference of
+    every defocused image. Each pair must have the same cropped shape. ``pixel_size_nm``
+    overrides the size read from the files (used for metrology). Unreadable files are skipped
+    and listed in the manifest (with their partner when paired one to one).
     """
-    defocused = list_images(defocused_dir)
-    focused = list_images(focused_dir)
-    if len(defocused) != len(focused):
+    defocused_paths = list_images(defocused_dir)
+    focused_paths = list_images(focused_dir)
+    if len(focused_paths) not in (1, len(defocused_paths)):
         raise ValueError(
-            f"S→R pairs by sorted index order: {defocused_dir} has {len(defocused)} images, "
-            f"{focused_dir} has {len(focused)}"
+            f"S→R pairs by sorted index order or uses one reference for all: {defocused_dir} "
+            f"has {len(defocused_paths)} images, {focused_dir} has {len(focused_paths)}"
         )
-    cases, refs, records = [], [], []
-    for dpath, fpath in zip(defocused, focused, strict=True):
-        d = load_image(dpath, crop_fraction=crop_fraction)
-        f = load_image(fpath, crop_fraction=crop_fraction, kind="real")
+    common = {"crop_fraction": crop_fraction, "pixel_size_nm": pixel_size_nm}
+    defocused, skipped = load_images(defocused_paths, **common)
+    focused, skipped_f = load_images(focused_paths, kind="real", **common)
+    skipped += skipped_f
+    if len(focused_paths) == 1:
+        if not focused:
+            raise ValueError(f"the focused reference cannot be read: {skipped_f[0].reason}")
+        pairs = [(d, focused[0]) for d in defocused]
+    else:
+        by_d = {im.source: im for im in defocused}
+        by_f = {im.source: im for im in focused}
+        pairs = []
+        for dp, fp in zip(defocused_paths, focused_paths, strict=True):
+            d, f = by_d.get(str(dp)), by_f.get(str(fp))
+            if d is not None and f is not None:
+                pairs.append((d, f))
+            elif d is not None or f is not None:
+                partner = fp if f is None else dp
+                skipped.append(
+                    SkippedFile(
+                        path=str(dp if d is not None else fp),
+                        reason=f"its partner {partner} is unreadable",
+                    )
+                )
+    cases, refs, records = [], {}, []
+    for d, f in pairs:
         if d.data.shape != f.data.shape:
-            raise ValueError(
-                f"pair {dpath.name} / {fpath.name}: shapes {d.data.shape} and {f.data.shape} differ"
+            skipped.append(
+                SkippedFile(
+                    path=str(d.source),
+                    reason=f"shape {d.data.shape} differs from its reference {f.name} "
+                    f"{f.data.shape}",
+                )
             )
-        pixel = pixel_size_nm or f.pixel_size_nm or d.pixel_size_nm
-        f.pixel_size_nm = pixel
-        cid = f"{f.name}@real"
+            continue
+        pixel = f.pixel_size_nm or d.pixel_size_nm
+        cid = f"{d.name}@real"
         cases.append(Case(cid, f.name, "real", "real", d.data, f.data, pixel))
-        refs.append(_record(f))
+        refs.setdefault(f.name, _record(f))
         records.append(
             CaseRecord(
                 case_id=cid,
                 image=f.name,
                 setting="real",
-                input_source=str(dpath),
+                input_source=d.source,
                 input_sha256=array_sha256(d.data),
             )
         )
@@ -287,18 +350,16 @@ def build_s2r(
         protocol="s2r",
         crop_fraction=crop_fraction,
         settings=("real",),
-        references=refs,
+        references=list(refs.values()),
         cases=records,
+        skipped=skipped,
     )
     return manifest, cases
 
 
 def save_manifest(manifest: ProtocolManifest, path: str | Path) -> Path:
     """Write the manifest as indented JSON."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(manifest.model_dump_json(indent=2))
-    return p
+    return atomic_write_text(path, manifest.model_dump_json(indent=2))
 
 
 def load_manifest(path: str | Path) -> ProtocolManifest:

@@ -1,114 +1,123 @@
-"""Image-quality scores for the tables: PSNR, SSIM, LPIPS (full reference) and NIQE (no reference).
+"""Image-quality scores of one output against its focused reference (Tables 2 and 3).
 
-Scores come from :mod:`sem_metrology.quality`. A metric that cannot run here (LPIPS without its
-backbone weights offline, a missing optional package) is reported as *unavailable* with the
-reason, once per run, instead of stopping the evaluation. Images are clipped to 0..255 before
-scoring, as an 8-bit display of the result would be.
+PSNR, SSIM, LPIPS (full reference) and NIQE (no reference) come from
+:mod:`sem_metrology.quality`. Beside the paper's PSNR, ``psnr_affine`` is the PSNR after a
+least-squares affine intensity match of the output to the reference (``α·out + β``): on this
+forward model raw PSNR mostly rewards undoing the gain and offset, the matched one measures
+structure, not brightness.
+
+Each cell is scored on its own: a metric that raises on one image (LPIPS without its weights,
+SSIM on an image smaller than its window) leaves that cell None with the reason, and the next
+cell is tried again. Images are clipped to 0..255 first, as an 8-bit display would be. An output
+identical to its reference has an infinite PSNR, reported as :data:`PSNR_CAP_DB` and counted.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from sem_metrology import quality as q
 
-__all__ = ["HIGHER_IS_BETTER", "QUALITY_METRICS", "QualityScorer"]
+from .results import QualityRow
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "METRIC_LABELS",
+    "PSNR_CAP_DB",
+    "QUALITY_METRICS",
+    "affine_match",
+    "check_metrics",
+    "score_image",
+]
 
-QUALITY_METRICS: tuple[str, ...] = ("psnr", "ssim", "lpips", "niqe")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "niqe": False}
+#: Every metric the tables know, in column order; ``psnr_affine`` goes with ``psnr``.
+QUALITY_METRICS: tuple[str, ...] = ("psnr", "psnr_affine", "ssim", "lpips", "niqe")
+HIGHER_IS_BETTER = {"psnr": True, "psnr_affine": True, "ssim": True, "lpips": False, "niqe": False}
+METRIC_LABELS = {
+    "psnr": "PSNR (dB)",
+    "psnr_affine": "PSNR affine-matched (dB)",
+    "ssim": "SSIM",
+    "lpips": "LPIPS",
+    "niqe": "NIQE",
+}
+#: PSNR reported for an output identical to its reference (MSE 0): 100 dB, i.e. an RMS error
+#: of 2.6e-3 grey levels. Such cases are counted in the summary (``n_infinite_psnr``).
+PSNR_CAP_DB = 100.0
 _NO_REFERENCE = {"niqe"}
 
 
-def _skimage_psnr(out: np.ndarray, ref: np.ndarray) -> float:
-    from skimage.metrics import peak_signal_noise_ratio
-
-    with np.errstate(divide="ignore"):  # identical images: infinite PSNR, reported as None
-        return float(peak_signal_noise_ratio(ref, out, data_range=255.0))
-
-
-def _skimage_ssim(out: np.ndarray, ref: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(ref, out, data_range=255.0))
-
-
-def _resolve(name: str) -> tuple[Callable[..., float] | None, str | None]:
-    """The scoring function for ``name`` or the reason it is unavailable."""
-    try:
-        from sem_metrology import quality as q
-    except ImportError:
-        q = None
-        why = "sem_metrology.quality is not installed (pip install 'sem-metrology[quality]')"
-    if name == "psnr":
-        fn = getattr(q, "psnr", None) if q is not None else None
-        return (lambda o, r: float(fn(r, o, data_range=255.0))) if fn else _skimage_psnr, None
-    if name == "ssim":
-        fn = getattr(q, "ssim", None) if q is not None else None
-        return (lambda o, r: float(fn(r, o, data_range=255.0))) if fn else _skimage_ssim, None
-    if q is None:
-        return None, why
-    if name == "lpips":
-        fn = getattr(q, "lpips_distance", None)
-        if fn is None:
-            return None, "sem_metrology.quality has no lpips_distance"
-        return (lambda o, r: float(fn(r, o))), None
-    if name == "niqe":
-        fn = getattr(q, "niqe", None)
-        if fn is None:
-            return None, "sem_metrology.quality has no niqe"
-        return (lambda o, r=None: float(fn(o))), None
-    raise ValueError(f"unknown quality metric {name!r}; choose from {QUALITY_METRICS}")
+def check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
+    """Validated metric names in table order; ``psnr`` brings ``psnr_affine`` with it."""
+    unknown = [m for m in metrics if m not in QUALITY_METRICS]
+    if unknown or not metrics:
+        raise ValueError(
+            f"unknown quality metric(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"choose from {', '.join(QUALITY_METRICS)}"
+        )
+    wanted = set(metrics) | ({"psnr_affine"} if "psnr" in metrics else set())
+    return tuple(m for m in QUALITY_METRICS if m in wanted)
 
 
-class QualityScorer:
-    """Score restored images against their focused references.
+def affine_match(output: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``α·output + β`` with (α, β) minimising ``‖α·output + β − reference‖²`` (least squares)."""
+    x = np.asarray(output, np.float64).ravel()
+    y = np.asarray(reference, np.float64).ravel()
+    var = float(np.var(x))
+    alpha = float(np.mean((x - x.mean()) * (y - y.mean())) / var) if var > 0 else 0.0
+    beta = float(y.mean() - alpha * x.mean())
+    return (alpha * np.asarray(output, np.float64) + beta).astype(np.float32)
 
-    ``unavailable`` maps a metric to the reason it could not be computed (first failure wins;
-    the metric is then skipped for the rest of the run and its values are None).
+
+def _psnr(out: np.ndarray, ref: np.ndarray) -> float:
+    return float(q.psnr(ref, out, data_range=255.0))
+
+
+def _psnr_affine(out: np.ndarray, ref: np.ndarray) -> float:
+    return float(q.psnr(ref, affine_match(out, ref), data_range=255.0))
+
+
+_FULL_REFERENCE: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "psnr": _psnr,
+    "psnr_affine": _psnr_affine,
+    "ssim": lambda out, ref: float(q.ssim(ref, out, data_range=255.0)),
+    "lpips": lambda out, ref: float(q.lpips_distance(ref, out)),
+}
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def score_image(
+    row: QualityRow,
+    output: np.ndarray,
+    reference: np.ndarray | None,
+    metrics: Sequence[str],
+) -> QualityRow:
+    """``row`` with every metric of ``output`` filled in (full-reference ones need ``reference``).
+
+    A failing metric leaves its cell None and records the reason in ``row.errors``.
     """
-
-    def __init__(self, metrics: Sequence[str] = QUALITY_METRICS):
-        unknown = [m for m in metrics if m not in QUALITY_METRICS]
-        if unknown:
-            raise ValueError(f"unknown quality metrics {unknown}; choose from {QUALITY_METRICS}")
-        self.metrics = tuple(metrics)
-        self.unavailable: dict[str, str] = {}
-        self._fns: dict[str, Callable[..., float]] = {}
-        for m in self.metrics:
-            fn, why = _resolve(m)
-            if fn is None:
-                self.unavailable[m] = str(why)
-            else:
-                self._fns[m] = fn
-
-    def _call(self, name: str, *args: np.ndarray) -> float | None:
-        fn = self._fns.get(name)
-        if fn is None:
-            return None
+    out = np.clip(np.asarray(output, dtype=np.float32), 0.0, 255.0)
+    ref = None if reference is None else np.clip(np.asarray(reference, np.float32), 0, 255)
+    values: dict[str, float | None] = {}
+    errors: dict[str, str] = {}
+    infinite = False
+    for m in metrics:
+        if ref is None and m not in _NO_REFERENCE:
+            continue
         try:
-            value = float(fn(*args))
-        except Exception as err:  # a metric's own failure must not stop the evaluation
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            self.unavailable[name] = f"{type(err).__name__}: {reason}"
-            self._fns.pop(name, None)
-            log.warning("%s unavailable: %s", name, self.unavailable[name])
-            return None
-        return value if math.isfinite(value) else None
-
-    def score(self, output: np.ndarray, reference: np.ndarray | None) -> dict[str, float | None]:
-        """Scores of one output; full-reference metrics are None without a reference."""
-        out = np.clip(np.asarray(output, dtype=np.float32), 0.0, 255.0)
-        ref = None if reference is None else np.clip(np.asarray(reference, np.float32), 0, 255)
-        if ref is not None and ref.shape != out.shape:
-            raise ValueError(f"output shape {out.shape} differs from reference shape {ref.shape}")
-        scores: dict[str, float | None] = {}
-        for m in self.metrics:
-            if m in _NO_REFERENCE:
-                scores[m] = self._call(m, out)
-            else:
-                scores[m] = None if ref is None else self._call(m, out, ref)
-        return scores
+            v = float(q.niqe(out)) if m in _NO_REFERENCE else _FULL_REFERENCE[m](out, ref)
+        except Exception as err:  # one cell fails, the evaluation goes on
+            values[m], errors[m] = None, _reason(err)
+            continue
+        if m.startswith("psnr") and v == math.inf:
+            v, infinite = PSNR_CAP_DB, infinite or m == "psnr"
+        if not math.isfinite(v):
+            values[m], errors[m] = None, f"non-finite value {v}"
+            continue
+        values[m] = v
+    return row.model_copy(update={**values, "errors": errors, "psnr_infinite": infinite})

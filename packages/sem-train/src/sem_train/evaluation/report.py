@@ -1,40 +1,107 @@
-"""Report files: CSV/JSON of every number, PNG panels, edge overlays, PSD plots, ``report.md``.
+"""The report folder: ``report.md``, ``table.md``, CSV/JSON of every number, figures.
 
-Figures are drawn on matplotlib ``Figure`` objects with the Agg canvas (no display, no pyplot
-state). Image panels share one grey scale, taken from the focused reference, so that contrast
-and offset errors of a method are visible rather than normalised away.
+Everything is written into a staging folder beside the report and moved into place at the
+end, so a crash never leaves ``report.md`` of one run beside the CSVs of another. While a run
+is under way the folder holds an ``INCOMPLETE`` marker naming it; it goes when the report is
+in place.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
 import re
-import textwrap
+import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sem_metrology import LineMeasurement
+from pydantic import BaseModel
+from sem_physics.atomic import atomic_write_text
 
-from .protocols import Case
-from .results import INPUT_NAME, MethodRun
+from .figures import Tile, save_edge_overlays, save_panels, save_psd_plot
+from .protocols import Case, ProtocolManifest
+from .quality import METRIC_LABELS
+from .results import FAILED, INPUT_NAME, REFERENCE_NAME, MethodResult, MetrologyRow, QualityRow
+from .sources import SkippedFile
+from .tables import (
+    NIQE_CAVEAT,
+    MetrologySummary,
+    QualitySummary,
+    control_verdict,
+    method_order,
+    metrology_markdown,
+    metrology_per_image_markdown,
+    metrology_summary,
+    quality_markdown,
+    quality_summary,
+    readme_table,
+)
 
 __all__ = [
+    "INCOMPLETE_MARKER",
+    "REPORT_ITEMS",
+    "ReportInputs",
+    "mark_incomplete",
     "safe_name",
-    "save_edge_overlays",
-    "save_panels",
-    "save_psd_plot",
-    "write_csv",
-    "write_json",
+    "write_report",
 ]
+
+INCOMPLETE_MARKER = "INCOMPLETE"
+#: Every file and folder a report consists of (replaced together).
+REPORT_ITEMS = (
+    "report.md",
+    "table.md",
+    "results.json",
+    "manifest.json",
+    "config.json",
+    "methods.csv",
+    "quality_per_image.csv",
+    "quality_summary.csv",
+    "metrology_per_image.csv",
+    "metrology_summary.csv",
+    "panels",
+    "edges",
+    "psd",
+)
+_STAGING_PREFIX = ".report-staging-"
 
 
 def safe_name(text: str) -> str:
     """A file-name-safe version of ``text``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "item"
+
+
+@dataclass
+class ReportInputs:
+    """What a report is made of: the protocol, every method's result, the run's context."""
+
+    title: str
+    intro: list[str]
+    cases: list[Case]
+    metrics: tuple[str, ...]
+    reference: MethodResult
+    results: list[MethodResult]
+    figure_cases: list[str]
+    not_measured: dict[str, str]
+    manifest: ProtocolManifest
+    config: BaseModel
+    skipped: list[SkippedFile] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+def mark_incomplete(out: Path, what: str) -> None:
+    """Put the ``INCOMPLETE`` marker into ``out`` (removed when the report is in place)."""
+    atomic_write_text(
+        out / INCOMPLETE_MARKER,
+        f"{what}\nThis run has not finished: the report files here, if any, are from an earlier "
+        "run. Rerun the same command to finish it.\n",
+    )
 
 
 def _clean(value: Any) -> Any:
@@ -49,201 +116,287 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write dict rows as CSV (columns: union of keys in first-seen order; None → empty)."""
-    p = Path(path)
+def _csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     cols: list[str] = []
     for r in rows:
         cols.extend(k for k in r if k not in cols)
-    with p.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else _clean(r.get(k))) for k in cols})
-    return p
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else _clean(r.get(k))) for k in cols})
+    atomic_write_text(path, buf.getvalue())
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON with non-finite floats as null."""
-    p = Path(path)
-    p.write_text(json.dumps(_clean(data), indent=2, ensure_ascii=False))
-    return p
-
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _crop_box(shape: tuple[int, ...], size: int | None) -> tuple[slice, slice]:
-    h, w = shape[:2]
-    if size is None or (h <= size and w <= size):
-        return slice(0, h), slice(0, w)
-    ch, cw = min(h, size), min(w, size)
-    r0, c0 = (h - ch) // 2, (w - cw) // 2
-    return slice(r0, r0 + ch), slice(c0, c0 + cw)
-
-
-def _grid(n: int, max_cols: int = 5) -> tuple[int, int]:
-    cols = min(n, max_cols)
-    return math.ceil(n / cols), cols
-
-
-def _fit_text(text: str, max_chars: int, width: int) -> str:
-    """``text`` shortened to ``max_chars`` and wrapped at ``width``, to sit inside one tile.
-
-    A long single line would make tight_layout shrink every tile; report.md keeps the full text.
-    """
-    return textwrap.fill(textwrap.shorten(text, max_chars, placeholder=" …"), width)
-
-
-def save_panels(
-    path: str | Path,
-    case: Case,
-    runs: Sequence[MethodRun],
-    *,
-    labels: Mapping[str, str] | None = None,
-    crop_px: int | None = 256,
-    max_cols: int = 5,
-) -> Path:
-    """Side-by-side tiles: defocused input, every method's output, the focused reference.
-
-    Tiles show the same centre crop (``crop_px`` square, None for the full frame) on the grey
-    scale of the focused reference (0.5-99.5 percentiles); ``labels`` adds a line of scores
-    under a method's name. A failed method's tile says so.
-    """
-    labels = labels or {}
-    rs, cs = _crop_box(case.reference.shape, crop_px)
-    lo, hi = np.percentile(case.reference[rs, cs], [0.5, 99.5])
-    if hi <= lo:
-        lo, hi = float(case.reference.min()), float(case.reference.max()) + 1e-3
-    tiles: list[tuple[str, np.ndarray | None, str]] = [
-        ("defocused input", case.input, labels.get("input", ""))
-    ]
-    for run in runs:
-        if run.name == INPUT_NAME:
-            continue
-        out = run.outputs.get(case.case_id)
-        why = run.failed or run.case_errors.get(case.case_id) or ""
-        tiles.append((run.name, out, labels.get(run.name, "") if out is not None else why))
-    tiles.append(("focused (reference)", case.reference, ""))
-    nr, nc = _grid(len(tiles), max_cols)
-    fig = _figure(3.0 * nc, 3.6 * nr)
-    axes = np.atleast_1d(fig.subplots(nr, nc)).ravel()
-    for ax in axes:
-        ax.set_axis_off()
-    for ax, (name, img, note) in zip(axes, tiles, strict=False):
-        if img is None:
-            ax.text(
-                0.5,
-                0.5,
-                f"✗ {name}\n" + _fit_text(note, 300, 38),
-                ha="center",
-                va="center",
-                fontsize=7,
-                transform=ax.transAxes,
-            )
-            continue
-        ax.imshow(img[rs, cs], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-        ax.set_title(name + (f"\n{note}" if note else ""), fontsize=8)
-    crop = (
-        "full frame" if crop_px is None else f"centre {rs.stop - rs.start}×{cs.stop - cs.start} px"
-    )
-    fig.suptitle(f"{case.case_id} — {crop}, grey scale of the focused image", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    out = Path(path)
-    fig.savefig(out, dpi=90)
-    return out
-
-
-def save_edge_overlays(
-    path: str | Path,
-    case: Case,
-    images: Mapping[str, np.ndarray],
-    measurements: Mapping[str, LineMeasurement],
-    *,
-    crop_px: int | None = 192,
-    max_cols: int = 5,
-) -> Path:
-    """Detected line edges drawn on each image (leading orange, trailing cyan), same crop.
-
-    ``images`` and ``measurements`` are keyed by the tile name (e.g. ``'focused'``, methods).
-    """
-    rs, cs = _crop_box(case.reference.shape, crop_px)
-    lo, hi = np.percentile(case.reference[rs, cs], [0.5, 99.5])
-    names = list(images)
-    nr, nc = _grid(len(names), max_cols)
-    fig = _figure(3.0 * nc, 3.6 * nr)
-    axes = np.atleast_1d(fig.subplots(nr, nc)).ravel()
-    for ax in axes:
-        ax.set_axis_off()
-    for ax, name in zip(axes, names, strict=False):
-        ax.imshow(images[name][rs, cs], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-        m = measurements.get(name)
-        if m is None or not m.valid:
-            why = "not measured" if m is None else f"✗ {m.reason}"
-            ax.set_title(f"{name}\n{_fit_text(why, 120, 44)}", fontsize=7, color="tab:red")
-            continue
-        r0, c0 = (m.roi[0], m.roi[2]) if m.roi else (0, 0)
-        for edges, colour in ((m.leading_edges_px, "tab:orange"), (m.trailing_edges_px, "cyan")):
-            for e in edges:
-                across = np.asarray(e, dtype=np.float64)
-                along = np.arange(across.size, dtype=np.float64)
-                if m.orientation == "horizontal":
-                    x, y = along + c0, across + r0
-                else:
-                    x, y = across + c0, along + r0
-                keep = (y >= rs.start) & (y < rs.stop) & (x >= cs.start) & (x < cs.stop)
-                ax.plot(
-                    np.where(keep, x - cs.start, np.nan),
-                    np.where(keep, y - rs.start, np.nan),
-                    color=colour,
-                    lw=0.7,
-                )
-        ax.set_xlim(-0.5, cs.stop - cs.start - 0.5)
-        ax.set_ylim(rs.stop - rs.start - 0.5, -0.5)
-        ax.set_title(f"{name}\nCD {m.cd_nm:.2f} nm, LWR {m.lwr_nm:.2f} nm", fontsize=8)
-    fig.suptitle(f"{case.case_id} — detected edges (leading orange, trailing cyan)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    out = Path(path)
-    fig.savefig(out, dpi=90)
-    return out
-
-
-def save_psd_plot(
-    path: str | Path, title: str, measurements: Mapping[str, Sequence[LineMeasurement]]
-) -> Path:
-    """LER and LWR power spectral densities of every method on one pair of log-log axes.
-
-    Each method's curve is the mean PSD over its valid measurements that share the frequency
-    grid of its first one; the focused reference is drawn in black.
-    """
-    fig = _figure(12, 4.8)
-    ax_ler, ax_lwr = fig.subplots(1, 2)
-    for name, ms in measurements.items():
-        valid = [m for m in ms if m.valid and len(m.psd_frequency_per_nm) > 1]
-        if not valid:
-            continue
-        f = np.asarray(valid[0].psd_frequency_per_nm)
-        same = [m for m in valid if len(m.psd_frequency_per_nm) == f.size]
-        style = {"color": "black", "lw": 2.0} if name == "focused" else {"lw": 1.0}
-        for ax, field in ((ax_ler, "psd_ler_nm3"), (ax_lwr, "psd_lwr_nm3")):
-            psd = np.mean([np.asarray(getattr(m, field)) for m in same], axis=0)
-            ax.loglog(f[1:], psd[1:], label=name, **style)
-    for ax, what in ((ax_ler, "LER"), (ax_lwr, "LWR")):
-        ax.set_xlabel("spatial frequency (nm⁻¹)")
-        ax.set_ylabel("PSD (nm³)")
-        ax.set_title(f"{what} PSD")
-        if ax.lines:
-            ax.legend(fontsize=7)
+def _flat(summary: BaseModel) -> dict[str, Any]:
+    """A summary model as one CSV row (nested per-metric summaries become ``<name>_mean`` ...)."""
+    row: dict[str, Any] = {}
+    for k, v in summary.model_dump().items():
+        if isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()):
+            for name, stats in v.items():
+                row.update({f"{name}_{s}": x for s, x in stats.items()})
+        elif isinstance(v, dict):
+            row[k] = "; ".join(f"{a}: {b}" for a, b in v.items()) or None
         else:
-            ax.text(0.5, 0.5, "no measurable line edges", ha="center", transform=ax.transAxes)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    out = Path(path)
-    fig.savefig(out, dpi=90)
+            row[k] = v
+    return row
+
+
+def _labels(results: Sequence[MethodResult], cid: str) -> dict[str, str]:
+    out = {}
+    for r in results:
+        row = next((q for q in r.quality if q.case_id == cid), None)
+        if row is not None and row.psnr is not None:
+            ssim = "" if row.ssim is None else f", SSIM {row.ssim:.2f}"
+            out[r.name] = f"PSNR {row.psnr:.1f} dB{ssim}"
     return out
+
+
+def _figures(out: Path, inp: ReportInputs, results: Sequence[MethodResult]) -> dict[str, list[str]]:
+    by_id = {c.case_id: c for c in inp.cases}
+    figs: dict[str, list[str]] = {"panels": [], "edges": [], "psd": []}
+    for cid in inp.figure_cases:
+        c = by_id[cid]
+        labels = _labels(results, cid)
+        tiles: list[Tile] = [("defocused input", c.input, labels.get(INPUT_NAME, ""))]
+        for r in results:
+            if r.name in (INPUT_NAME, REFERENCE_NAME):
+                continue
+            q = next((x for x in r.quality if x.case_id == cid), None)
+            why = (q.failed if q is not None else None) or r.failed or "no output"
+            img = r.outputs.get(cid)
+            tiles.append((r.name, img, labels.get(r.name, "") if img is not None else why))
+        tiles.append(("focused (reference)", c.reference, ""))
+        p = save_panels(out / "panels" / f"{safe_name(cid)}.png", c, tiles)
+        figs["panels"].append(p.relative_to(out).as_posix())
+        if cid in inp.reference.measurements:
+            images = {REFERENCE_NAME: c.reference}
+            meas = {REFERENCE_NAME: inp.reference.measurements[cid]}
+            for r in results:
+                if cid in r.outputs and r.name != REFERENCE_NAME:
+                    images[r.name] = r.outputs[cid]
+                    if cid in r.measurements:
+                        meas[r.name] = r.measurements[cid]
+            p = save_edge_overlays(out / "edges" / f"{safe_name(cid)}.png", c, images, meas)
+            figs["edges"].append(p.relative_to(out).as_posix())
+    line_ids = list(inp.reference.measurements)
+    for setting in dict.fromkeys(by_id[cid].setting for cid in line_ids):
+        ids = [cid for cid in line_ids if by_id[cid].setting == setting]
+        curves = {
+            r.name: [r.measurements[cid] for cid in ids if cid in r.measurements]
+            for r in [inp.reference, *results]
+        }
+        p = save_psd_plot(
+            out / "psd" / f"psd_{safe_name(setting)}.png",
+            f"roughness PSD, mean over {len(ids)} line image(s), setting '{setting}'",
+            curves,
+        )
+        figs["psd"].append(p.relative_to(out).as_posix())
+    return figs
+
+
+def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> str:
+    parts = [f"# {inp.title}", ""]
+    parts += [*(f"- {line}" for line in inp.intro), ""] if inp.intro else []
+    if inp.skipped:
+        parts += ["## Skipped input files", ""]
+        parts += [f"- `{s.path}`: {s.reason}" for s in inp.skipped] + [""]
+    parts += ["## Summary", "", "Generated from this run (`table.md`):", ""]
+    parts += [readme_table(t.quality, t.metrology)]
+    parts += [
+        "## Image quality (Table 2/3 layout)",
+        "",
+        f"All {len(inp.cases)} cases; mean ± std over cases. Best of each column (among methods "
+        "with a value on every case) in bold. The control is the input with only its true gain "
+        "and offset inverted, `(y − b)/a`, no deblurring; the affine-matched PSNR scores each "
+        "output after a least-squares gain/offset match to the reference (structure, not "
+        "brightness).",
+        "",
+        quality_markdown(t.quality, inp.metrics),
+    ]
+    verdict = control_verdict(t.quality)
+    parts += [*(f"- {v}" for v in verdict), ""] if verdict else []
+    if "niqe" in inp.metrics:
+        parts += [f"Note on NIQE: {NIQE_CAVEAT}", ""]
+    if len(t.quality_by_setting) > 1:
+        for setting, summaries in t.quality_by_setting.items():
+            parts += [f"### Setting `{setting}`", "", quality_markdown(summaries, inp.metrics)]
+    parts += [
+        "## Metrology (Table 4 layout)",
+        "",
+        "Line/space images only; mean ± std over images; CD(MAE) and Avg(MAE) against the "
+        "focused reference (Avg(MAE) over the five columns CD, CD std, LWR, LER and PSD; a "
+        f"method is {FAILED} in both as soon as one image could not be measured, as in the paper). "
+        "PSD is the LWR integrated from the width PSD with its noise (the paper's column); the "
+        "noise-subtracted LWR is its own column.",
+        "",
+    ]
+    sizes = {
+        r.name: f"{r.pixel_size_nm:g} nm/px ({r.pixel_size_source})"
+        for r in inp.manifest.references
+        if r.pixel_size_nm is not None
+    }
+    if sizes:
+        parts += ["Pixel sizes: " + "; ".join(f"`{k}` {v}" for k, v in sizes.items()) + ".", ""]
+    if inp.reference.metrology:
+        per_image = metrology_per_image_markdown(
+            t.metrology_rows, [s.method for s in t.metrology], t.line_cases
+        )
+        parts += [metrology_markdown(t.metrology), "### Per image", "", per_image]
+    else:
+        parts.append("No line/space image could be measured.\n")
+    parts += [f"- image `{k}` not in the table: {v}" for k, v in inp.not_measured.items()]
+    parts += [
+        "",
+        "## Methods",
+        "",
+        "| method | status | fit (s) | restore (s) | note |",
+        "|---|---|---|---|---|",
+    ]
+    for m in t.methods:
+        parts.append(
+            f"| {m.method} | {m.status} | {m.fit_seconds:.1f} | {m.restore_seconds:.1f} | "
+            f"{'; '.join(x for x in (m.reason, m.notes) if x)} |"
+        )
+    parts += ["", "## Figures", ""]
+    for kind, caption in (
+        ("panels", "Input / each method / focused (same crop, same grey scale)"),
+        ("edges", "Detected edges"),
+        ("psd", "Roughness PSD of all methods"),
+    ):
+        for f in figures.get(kind, []):
+            parts += [f"### {caption}: `{Path(f).stem}`", "", f"![{Path(f).stem}]({f})", ""]
+    parts += [
+        "## Files",
+        "",
+        "- `table.md` — the summary table above, ready to paste",
+        "- `quality_per_image.csv`, `quality_summary.csv` — image quality per image / per method",
+        "- `metrology_per_image.csv`, `metrology_summary.csv` — metrology per image / per method",
+        "- `methods.csv` — status and timing of every method",
+        "- `results.json` — every summary number; `manifest.json` — the exact protocol inputs; "
+        "`config.json` — the run's config (`sem benchmark --config config.json` reruns it)",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+class MethodStatus(BaseModel):
+    """One row of the methods table: status, timing, notes."""
+
+    method: str
+    status: str
+    reason: str | None = None
+    fit_seconds: float
+    restore_seconds: float
+    notes: str | None = None
+
+
+@dataclass
+class _Tables:
+    """Every table of a report, computed once from the results."""
+
+    quality_rows: list[QualityRow]
+    metrology_rows: list[MetrologyRow]
+    quality: list[QualitySummary]
+    quality_by_setting: dict[str, list[QualitySummary]]
+    metrology: list[MetrologySummary]
+    line_cases: list[str]
+    methods: list[MethodStatus]
+
+
+def _tables(inp: ReportInputs) -> _Tables:
+    results = [*inp.results, inp.reference]
+    order = method_order(results)
+    by_name = {r.name: r for r in results}
+    q_rows = [q for n in order for q in by_name[n].quality]
+    m_rows = [m for n in order for m in by_name[n].metrology]
+    settings = list(dict.fromkeys(c.setting for c in inp.cases))
+    m_sum = [metrology_summary(m_rows, n) for n in order] if inp.reference.metrology else []
+    return _Tables(
+        quality_rows=q_rows,
+        metrology_rows=m_rows,
+        quality=[quality_summary(q_rows, n, inp.metrics) for n in order],
+        quality_by_setting={
+            s: [quality_summary(q_rows, n, inp.metrics, s) for n in order] for s in settings
+        },
+        metrology=[s for s in m_sum if s.n_images],
+        line_cases=list(inp.reference.measurements),
+        methods=[
+            MethodStatus(
+                method=r.name,
+                status="failed" if r.failed else "ok",
+                reason=r.failed,
+                fit_seconds=round(r.fit_seconds, 2),
+                restore_seconds=round(r.restore_seconds, 2),
+                notes="; ".join(r.notes) or None,
+            )
+            for n in order
+            for r in inp.results
+            if r.name == n
+        ],
+    )
+
+
+def _write(stage: Path, inp: ReportInputs) -> None:
+    t = _tables(inp)
+    for sub in ("panels", "edges", "psd"):
+        (stage / sub).mkdir(parents=True, exist_ok=True)
+    _csv(stage / "quality_per_image.csv", [_flat(r) for r in t.quality_rows])
+    _csv(stage / "quality_summary.csv", [_flat(s) for s in t.quality])
+    _csv(stage / "metrology_per_image.csv", [r.model_dump() for r in t.metrology_rows])
+    _csv(stage / "metrology_summary.csv", [_flat(s) for s in t.metrology])
+    _csv(stage / "methods.csv", [m.model_dump() for m in t.methods])
+    atomic_write_text(stage / "manifest.json", inp.manifest.model_dump_json(indent=2))
+    atomic_write_text(stage / "config.json", inp.config.model_dump_json(indent=2))
+    figures = _figures(stage, inp, [*inp.results])
+    results_json = {
+        "title": inp.title,
+        "quality_metrics": list(inp.metrics),
+        "quality_labels": {k: METRIC_LABELS[k] for k in inp.metrics},
+        "quality_summary": [s.model_dump() for s in t.quality],
+        "quality_by_setting": {
+            k: [s.model_dump() for s in v] for k, v in t.quality_by_setting.items()
+        },
+        "metrology_summary": [s.model_dump() | {"complete": s.complete} for s in t.metrology],
+        "metrology_not_measured": inp.not_measured,
+        "skipped_files": [s.model_dump() for s in inp.skipped],
+        "methods": [m.model_dump() for m in t.methods],
+        "figures": figures,
+        "wall_seconds": inp.wall_seconds,
+        "config": json.loads(inp.config.model_dump_json()),
+    }
+    atomic_write_text(
+        stage / "results.json", json.dumps(_clean(results_json), indent=2, ensure_ascii=False)
+    )
+    atomic_write_text(stage / "table.md", readme_table(t.quality, t.metrology))
+    atomic_write_text(stage / "report.md", _markdown(inp, t, figures))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def write_report(out_dir: str | Path, inp: ReportInputs) -> Path:
+    """Write the report into a staging folder, then move it into ``out_dir``; return report.md."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob(f"{_STAGING_PREFIX}*"):  # left by a crashed run
+        _remove(old)
+    stage = out / f"{_STAGING_PREFIX}{os.getpid()}"
+    stage.mkdir()
+    try:
+        _write(stage, inp)
+    except BaseException:
+        _remove(stage)
+        raise
+    for name in REPORT_ITEMS:  # the old report goes first: never a mix of two runs
+        _remove(out / name)
+    for name in REPORT_ITEMS:
+        if (stage / name).exists():
+            os.replace(stage / name, out / name)
+    _remove(stage)
+    (out / INCOMPLETE_MARKER).unlink(missing_ok=True)
+    return out / "report.md"

@@ -1,0 +1,95 @@
+"""``sem cluster``: k-means on the encoder embeddings of a folder (the paper's Table 1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from sem_physics.io import DEFAULT_CROP_FRACTION
+
+__all__ = ["register", "run_ids"]
+
+
+def run_ids(checkpoints: list[str]) -> list[str]:
+    """A unique id per checkpoint argument: the path as given (``#2``... for a repeat)."""
+    ids: list[str] = []
+    for c in checkpoints:
+        base, n = str(c), 1
+        while (base if n == 1 else f"{base}#{n}") in ids:
+            n += 1
+        ids.append(base if n == 1 else f"{base}#{n}")
+    return ids
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from sem_physics.atomic import atomic_write_text
+
+    from ..evaluation import cluster_embeddings, clustering_markdown, embed_folder
+    from ..evaluation.sources import SkippedFile
+
+    results = {}
+    skipped: list[SkippedFile] = []
+    for run_id, ckpt in zip(run_ids(args.checkpoint), args.checkpoint, strict=True):
+        mine: list[SkippedFile] = []
+        emb, _names = embed_folder(
+            ckpt, args.images, pool=args.pool, crop_fraction=args.crop_fraction, skipped=mine
+        )
+        if not skipped:
+            skipped = mine
+        results[run_id] = cluster_embeddings(
+            emb, k=args.k, seed=args.seed, silhouette_sample_size=args.silhouette_sample_size
+        )
+    if skipped and args.strict:
+        raise ValueError(
+            f"--strict: {len(skipped)} image(s) unusable (first: {skipped[0].path}: "
+            f"{skipped[0].reason})"
+        )
+    table = clustering_markdown(results)
+    notes = "".join(f"- skipped `{s.path}`: {s.reason}\n" for s in skipped)
+    print(table + notes, end="")
+    if args.out:
+        out = Path(args.out)
+        atomic_write_text(
+            out / "clustering.md",
+            "# Clustering of encoder embeddings (Table 1)\n\n"
+            + table
+            + (f"\n{notes}" if notes else ""),
+        )
+        data = {
+            "runs": {k: r.model_dump(exclude={"labels"}) for k, r in results.items()},
+            "skipped_files": [s.model_dump() for s in skipped],
+        }
+        atomic_write_text(out / "clustering.json", json.dumps(data, indent=2))
+        print(f"report: {(out / 'clustering.md').resolve()}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``cluster`` to the ``sem`` command line."""
+    c = subparsers.add_parser(
+        "cluster",
+        help="k-means on encoder embeddings of a folder: silhouette, Davies-Bouldin, CH",
+        description="Table 1: cluster the embeddings of --images from each --checkpoint.",
+    )
+    c.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        help="exported sem-models folder or a training run folder (repeat to compare models)",
+    )
+    c.add_argument("--images", required=True, help="folder of images")
+    c.add_argument("--k", type=int, default=10, help="number of clusters (default 10)")
+    c.add_argument("--pool", choices=("mean", "cls"), default="mean")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument(
+        "--crop-fraction",
+        type=float,
+        default=DEFAULT_CROP_FRACTION,
+        help="bottom fraction removed (info bar)",
+    )
+    c.add_argument("--silhouette-sample-size", type=int, default=10_000)
+    c.add_argument("--strict", action="store_true", help="an unreadable image is an error")
+    c.add_argument("--out", help="folder for clustering.md / clustering.json")
+    c.set_defaults(handler=_cluster)

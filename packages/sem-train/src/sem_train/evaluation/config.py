@@ -1,0 +1,240 @@
+"""The one evaluation config: ``sem benchmark`` reads it from a file, ``sem demo`` is a preset.
+
+Example (YAML; every key is a :class:`BenchmarkConfig` field)::
+
+    protocol: s2s                 # or s2r (with defocused: and focused: folders)
+    images: /data/sem_focused     # pool: n_train + n_val training images, up to n_eval evaluated
+    out: runs/bench-s2s
+    n_train: 10
+    n_val: 2
+    n_eval: 100
+    seed: 0
+    pixel_size_nm: 0.827          # metrology; else read from each file
+    epochs: 400
+    methods: [input, richardson-lucy, wiener, bm3d, n2v, n2n, mrn, mae-imagenet, mae-sem]
+    method_config:
+      mae-imagenet: {weights_path: /weights/mae_pretrain_vit_large.pth}
+      mae-sem: {checkpoint_dir: runs/ft/checkpoints/best-00001000}
+
+then ``sem benchmark --config bench.yaml`` (rerun the same command to resume). Without
+``images`` an S→S run uses the project's generated sample images (``generated``). Method names
+(``methods``, ``exclude``, ``method_config`` keys and settings) and metric names are checked
+when the config is made, before any work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sem_physics import ParameterRanges
+from sem_physics.io import DEFAULT_CROP_FRACTION
+
+from .foundation import FoundationConfig
+from .methods import check_method_config, select_methods
+from .protocols import SETTINGS
+from .quality import QUALITY_METRICS, check_metrics
+from .sources import check_output_folder
+
+__all__ = [
+    "BenchmarkConfig",
+    "GeneratedImages",
+    "demo_config",
+    "load_benchmark_config",
+    "make_config",
+    "parse_method_settings",
+]
+
+Setting = Literal["random", "midpoint"]
+
+
+class GeneratedImages(BaseModel):
+    """The generated sample set used when an S→S run has no ``images`` folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_per_kind: int = Field(1, ge=1, le=50, description="evaluation images per kind")
+    shape: tuple[int, int] = Field((480, 640), description="image size (rows, cols), px")
+
+    @field_validator("shape")
+    @classmethod
+    def _big_enough(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 64 or max(v) > 8192:
+            raise ValueError(f"each side must be in [64, 8192] px, got {v}")
+        return v
+
+
+class BenchmarkConfig(BaseModel):
+    """An evaluation run: protocol, data, methods, their training budget, the report.
+
+    S→S uses ``images`` (focused images: ``n_train`` + ``n_val`` for training and validation,
+    up to ``n_eval`` evaluated) or, without it, ``generated`` samples. S→R evaluates real
+    ``defocused`` images against ``focused`` ones (paired by sorted order, or one reference for
+    all) and trains learned methods on ``train_images``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field("Evaluation", description="report title")
+    protocol: Literal["s2s", "s2r"] = "s2s"
+    out: Path = Path("sem-benchmark")
+    images: Path | None = None
+    generated: GeneratedImages = Field(default_factory=GeneratedImages)
+    defocused: Path | None = None
+    focused: Path | None = None
+    train_images: Path | None = None
+    n_train: int = Field(10, ge=0, le=100_000)
+    n_val: int = Field(2, ge=0, le=100_000, description="validation images (model selection)")
+    n_eval: int = Field(100, ge=1, le=100_000)
+    shrink_split: bool = Field(
+        False, description="fewer images than n_train + n_val + 1: use fewer (else an error)"
+    )
+    seed: int = Field(0, ge=0)
+    settings: tuple[Setting, ...] = SETTINGS  # type: ignore[assignment]
+    ranges: ParameterRanges = Field(default_factory=ParameterRanges)
+    crop_fraction: float = Field(DEFAULT_CROP_FRACTION, ge=0, lt=1)
+    pixel_size_nm: float | None = Field(
+        None, ge=1e-3, le=1e6, description="override for metrology (1 pm .. 1 mm per pixel)"
+    )
+    methods: list[str] | None = Field(None, description="None: every registered method")
+    exclude: list[str] = Field(default_factory=list)
+    method_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    epochs: int = Field(400, ge=1, le=100_000)
+    batch_size: int = Field(4, ge=1, le=65_536)
+    steps_per_epoch: int | None = Field(None, ge=1, description="None: one pass over the pixels")
+    foundation: FoundationConfig = Field(
+        default_factory=FoundationConfig,
+        description="model trained for a 'pretrained' method without a checkpoint",
+    )
+    quality_metrics: tuple[str, ...] = QUALITY_METRICS
+    figure_cases: int | None = Field(
+        None, ge=0, description="cases with panels and edge overlays; None: one per kind/setting"
+    )
+    strict: bool = Field(False, description="an unreadable input file is an error")
+
+    @field_validator("quality_metrics")
+    @classmethod
+    def _metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_metrics(v)
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError(f"give at least one of {', '.join(SETTINGS)}")
+        return tuple(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _names_and_folders(self) -> BenchmarkConfig:
+        select_methods(self.methods, self.exclude)
+        check_method_config(self.method_config)
+        check_output_folder(
+            self.out, [self.images, self.defocused, self.focused, self.train_images]
+        )
+        return self
+
+    def method_names(self) -> list[str]:
+        """The registry names to run, in table order."""
+        return select_methods(self.methods, self.exclude)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors/aliases (a 540-byte alias bomb expands to gigabytes)."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(
+                f"YAML aliases are not accepted (line {event.start_mark.line + 1})"
+            )
+        return super().compose_node(parent, index)
+
+
+def parse_method_settings(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["mae-imagenet.weights_path=/w.pth", ...]`` -> ``{"mae-imagenet": {"weights_path": ...}}``.
+
+    Values are read as YAML scalars (numbers, booleans), otherwise kept as text.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not (sep and dot and method and name):
+            raise ValueError(f"--set {item!r}: expected METHOD.FIELD=VALUE")
+        try:
+            parsed = yaml.load(value, Loader=_NoAliasLoader) if value else value
+        except yaml.YAMLError:
+            parsed = value
+        out.setdefault(method, {})[name] = parsed
+    return out
+
+
+def _validation_message(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"]) or "config"
+    return f"{loc}: {first['msg']}"
+
+
+def make_config(data: dict[str, Any], where: str = "config") -> BenchmarkConfig:
+    """:class:`BenchmarkConfig` from a mapping; ValueError naming the field and the rule."""
+    try:
+        return BenchmarkConfig(**data)
+    except ValidationError as err:
+        raise ValueError(f"{where}: {_validation_message(err)}") from None
+
+
+def load_benchmark_config(path: str | Path, **overrides: Any) -> BenchmarkConfig:
+    """Read a YAML or JSON benchmark config; ``overrides`` (not None) replace its keys."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"benchmark config {str(p)!r} does not exist")
+    try:
+        data = yaml.load(p.read_text(), Loader=_NoAliasLoader) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{p}: not valid YAML/JSON: {first}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a mapping of settings, got {type(data).__name__}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return make_config(data, str(p))
+
+
+#: The demo's budget: full (about 4 minutes on 2 CPU cores) and quick (the tests' reduced mode).
+_DEMO = {
+    "title": "SEM restoration demo",
+    "out": "sem-demo-report",
+    "n_train": 10,
+    "n_val": 2,
+    "n_eval": 100,
+    "shrink_split": True,
+    "epochs": 4,
+    "steps_per_epoch": 15,
+    "batch_size": 4,
+    "foundation": {"image_size_px": 128, "pretrain_epochs": 100, "finetune_epochs": 60},
+}
+_QUICK = {
+    "generated": {"n_per_kind": 1, "shape": (128, 160)},
+    "n_train": 2,
+    "n_val": 1,
+    "settings": ("midpoint",),
+    "epochs": 1,
+    "steps_per_epoch": 2,
+    "foundation": {
+        "pretrain_epochs": 1,
+        "finetune_epochs": 1,
+        "pairs_per_image": 2,
+        "batch_size": 4,
+    },
+}
+
+
+def demo_config(*, quick: bool = False, **overrides: Any) -> BenchmarkConfig:
+    """The ``sem demo`` preset (``quick``: the tests' reduced mode); ``overrides`` (not None)
+    replace its keys."""
+    data: dict[str, Any] = {**_DEMO, **(_QUICK if quick else {})}
+    if quick:
+        data["title"] = "SEM restoration demo (quick mode)"
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return make_config(data, "sem demo")

@@ -1,0 +1,188 @@
+"""Report figures: side-by-side image panels, edge overlays, PSD plots (PNG, written atomically).
+
+Figures are drawn on matplotlib ``Figure`` objects with the Agg canvas (no display, no pyplot
+state). Image panels share one grey scale, taken from the focused reference, so that contrast
+and offset errors of a method are visible rather than normalised away.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from sem_metrology import LineMeasurement
+from sem_physics.atomic import atomic_write
+
+from .protocols import Case
+
+__all__ = ["Tile", "save_edge_overlays", "save_panels", "save_psd_plot"]
+
+#: One panel tile: (title, image or None when the method has no output, note under the title).
+Tile = tuple[str, "np.ndarray | None", str]
+
+
+def _save(fig, path: str | Path) -> Path:
+    return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=90))
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _crop_box(shape: tuple[int, ...], size: int | None) -> tuple[slice, slice]:
+    h, w = shape[:2]
+    if size is None or (h <= size and w <= size):
+        return slice(0, h), slice(0, w)
+    ch, cw = min(h, size), min(w, size)
+    r0, c0 = (h - ch) // 2, (w - cw) // 2
+    return slice(r0, r0 + ch), slice(c0, c0 + cw)
+
+
+def _grid(n: int, max_cols: int = 5) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def _fit_text(text: str, max_chars: int, width: int) -> str:
+    """``text`` shortened to ``max_chars`` and wrapped at ``width``, to sit inside one tile.
+
+    A long single line would make tight_layout shrink every tile; report.md keeps the full text.
+    """
+    return textwrap.fill(textwrap.shorten(text, max_chars, placeholder=" …"), width)
+
+
+def save_panels(
+    path: str | Path,
+    case: Case,
+    tiles: Sequence[Tile],
+    *,
+    crop_px: int | None = 256,
+    max_cols: int = 5,
+) -> Path:
+    """Side-by-side ``tiles`` (input, every method, the focused reference) of one case.
+
+    Tiles show the same centre crop (``crop_px`` square, None for the full frame) on the grey
+    scale of the focused reference (0.5-99.5 percentiles); a tile without image says why.
+    """
+    rs, cs = _crop_box(case.reference.shape, crop_px)
+    lo, hi = np.percentile(case.reference[rs, cs], [0.5, 99.5])
+    if hi <= lo:
+        lo, hi = float(case.reference.min()), float(case.reference.max()) + 1e-3
+    nr, nc = _grid(len(tiles), max_cols)
+    fig = _figure(3.0 * nc, 3.6 * nr)
+    axes = np.atleast_1d(fig.subplots(nr, nc)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, (name, img, note) in zip(axes, tiles, strict=False):
+        if img is None:
+            ax.text(
+                0.5,
+                0.5,
+                f"✗ {name}\n" + _fit_text(note, 300, 38),
+                ha="center",
+                va="center",
+                fontsize=7,
+                transform=ax.transAxes,
+            )
+            continue
+        ax.imshow(img[rs, cs], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        ax.set_title(name + (f"\n{note}" if note else ""), fontsize=8)
+    crop = (
+        "full frame" if crop_px is None else f"centre {rs.stop - rs.start}×{cs.stop - cs.start} px"
+    )
+    fig.suptitle(f"{case.case_id} — {crop}, grey scale of the focused image", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _save(fig, path)
+
+
+def save_edge_overlays(
+    path: str | Path,
+    case: Case,
+    images: Mapping[str, np.ndarray],
+    measurements: Mapping[str, LineMeasurement],
+    *,
+    crop_px: int | None = 192,
+    max_cols: int = 5,
+) -> Path:
+    """Detected line edges drawn on each image (leading orange, trailing cyan), same crop.
+
+    ``images`` and ``measurements`` are keyed by the tile name (e.g. ``'focused'``, methods).
+    """
+    rs, cs = _crop_box(case.reference.shape, crop_px)
+    lo, hi = np.percentile(case.reference[rs, cs], [0.5, 99.5])
+    names = list(images)
+    nr, nc = _grid(len(names), max_cols)
+    fig = _figure(3.0 * nc, 3.6 * nr)
+    axes = np.atleast_1d(fig.subplots(nr, nc)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, name in zip(axes, names, strict=False):
+        ax.imshow(images[name][rs, cs], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        m = measurements.get(name)
+        if m is None or not m.valid:
+            why = "not measured" if m is None else f"✗ {m.reason}"
+            ax.set_title(f"{name}\n{_fit_text(why, 120, 44)}", fontsize=7, color="tab:red")
+            continue
+        r0, c0 = (m.roi[0], m.roi[2]) if m.roi else (0, 0)
+        for edges, colour in ((m.leading_edges_px, "tab:orange"), (m.trailing_edges_px, "cyan")):
+            for e in edges:
+                across = np.asarray(e, dtype=np.float64)
+                along = np.arange(across.size, dtype=np.float64)
+                if m.orientation == "horizontal":
+                    x, y = along + c0, across + r0
+                else:
+                    x, y = across + c0, along + r0
+                keep = (y >= rs.start) & (y < rs.stop) & (x >= cs.start) & (x < cs.stop)
+                ax.plot(
+                    np.where(keep, x - cs.start, np.nan),
+                    np.where(keep, y - rs.start, np.nan),
+                    color=colour,
+                    lw=0.7,
+                )
+        ax.set_xlim(-0.5, cs.stop - cs.start - 0.5)
+        ax.set_ylim(rs.stop - rs.start - 0.5, -0.5)
+        ax.set_title(f"{name}\nCD {m.cd_nm:.2f} nm, LWR {m.lwr_nm:.2f} nm", fontsize=8)
+    fig.suptitle(f"{case.case_id} — detected edges (leading orange, trailing cyan)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _save(fig, path)
+
+
+def save_psd_plot(
+    path: str | Path, title: str, measurements: Mapping[str, Sequence[LineMeasurement]]
+) -> Path:
+    """LER and LWR power spectral densities of every method on one pair of log-log axes.
+
+    Each method's curve is the mean PSD over its valid measurements that share the frequency
+    grid of its first one; the focused reference is drawn in black.
+    """
+    fig = _figure(12, 4.8)
+    ax_ler, ax_lwr = fig.subplots(1, 2)
+    for name, ms in measurements.items():
+        valid = [m for m in ms if m.valid and len(m.psd_frequency_per_nm) > 1]
+        if not valid:
+            continue
+        f = np.asarray(valid[0].psd_frequency_per_nm)
+        same = [m for m in valid if len(m.psd_frequency_per_nm) == f.size]
+        style = {"color": "black", "lw": 2.0} if name == "focused" else {"lw": 1.0}
+        for ax, field in ((ax_ler, "psd_ler_nm3"), (ax_lwr, "psd_lwr_nm3")):
+            psd = np.mean([np.asarray(getattr(m, field)) for m in same], axis=0)
+            ax.loglog(f[1:], psd[1:], label=name, **style)
+    for ax, what in ((ax_ler, "LER"), (ax_lwr, "LWR")):
+        ax.set_xlabel("spatial frequency (nm⁻¹)")
+        ax.set_ylabel("PSD (nm³)")
+        ax.set_title(f"{what} PSD")
+        if ax.lines:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no measurable line edges", ha="center", transform=ax.transAxes)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _save(fig, path)

@@ -1,0 +1,285 @@
+"""The evaluation runner behind ``sem benchmark`` and ``sem demo`` (a preset of the same config).
+
+protocol (seeded inputs) -> every method (fitted as the registry says) -> scored rows -> report.
+
+Each method's result goes to ``<out>/methods/<name>/result.json`` as soon as it is scored,
+keyed by the hash of the method's full configuration (its settings, the training budget, the
+protocol's inputs, the metrics): a rerun skips a method whose hash is unchanged and reruns one
+whose configuration changed. A folder whose results belong to other protocol inputs is refused
+unless ``force`` is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from sem_baselines import FitOptions, registry_entry, restorer_config
+from sem_physics.atomic import atomic_write_text
+from tqdm.auto import tqdm
+
+from .config import BenchmarkConfig
+from .foundation import train_foundation
+from .methods import control_run, run_method
+from .protocols import Case, ProtocolManifest, build_s2r, build_s2s
+from .report import ReportInputs, mark_incomplete, safe_name, write_report
+from .results import MethodResult, ResultFileError
+from .scoring import Scorer
+from .sources import EvalImage, list_images, load_images, sample_images
+
+__all__ = ["Protocol", "build_protocol", "method_hash", "run_benchmark"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Protocol:
+    """A protocol's inputs: the manifest, training/validation images, the evaluation cases."""
+
+    manifest: ProtocolManifest
+    train: list[EvalImage]
+    val: list[EvalImage]
+    cases: list[Case]
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _nothing(what: str, skipped) -> ValueError:
+    first = f" (first: {skipped[0].path}: {skipped[0].reason})" if skipped else ""
+    return ValueError(f"nothing could be processed: {what}{first}")
+
+
+def _generated(cfg: BenchmarkConfig) -> Protocol:
+    g = cfg.generated
+    pool = sample_images(g.n_per_kind, g.shape, cfg.seed)
+    train = sample_images(
+        max(1, math.ceil(cfg.n_train / 3)), g.shape, cfg.seed + 1, prefix="train_"
+    )
+    val = sample_images(max(1, math.ceil(cfg.n_val / 3)), g.shape, cfg.seed + 2, prefix="val_")
+    manifest, train, val, cases = build_s2s(
+        pool,
+        n_train=cfg.n_train,
+        n_val=cfg.n_val,
+        n_eval=cfg.n_eval,
+        seed=cfg.seed,
+        ranges=cfg.ranges,
+        settings=cfg.settings,
+        train_images=train,
+        val_images=val,
+        crop_fraction=cfg.crop_fraction,
+    )
+    return Protocol(
+        manifest,
+        train,
+        val,
+        cases,
+        f"{len(pool)} generated sample images ({g.shape[0]}×{g.shape[1]} px)",
+    )
+
+
+def _folder(cfg: BenchmarkConfig) -> Protocol:
+    assert cfg.images is not None
+    paths = list_images(cfg.images)
+    images, skipped = load_images(
+        paths, crop_fraction=cfg.crop_fraction, pixel_size_nm=cfg.pixel_size_nm
+    )
+    if not images:
+        raise _nothing(f"none of the {len(paths)} files under {cfg.images} is usable", skipped)
+    n_train, n_val, notes = cfg.n_train, cfg.n_val, []
+    one = len(images) == 1 and cfg.shrink_split and cfg.n_train > 0
+    if cfg.shrink_split and not one and len(images) < n_train + n_val + 1:
+        n_val = min(n_val, max(0, (len(images) - 1) // 4))
+        n_train = min(n_train, (len(images) - n_val) // 2)
+        notes.append(
+            f"{len(images)} usable image(s): {n_train} for training, {n_val} for validation, "
+            "the rest evaluated."
+        )
+    common = {"n_eval": cfg.n_eval, "seed": cfg.seed, "ranges": cfg.ranges}
+    manifest, train, val, cases = build_s2s(
+        images,
+        n_train=0 if one else n_train,
+        n_val=0 if one else n_val,
+        settings=cfg.settings,
+        crop_fraction=cfg.crop_fraction,
+        **common,
+    )
+    if one:
+        train = [images[0]]
+        notes.append(
+            "Only one image was given: learned methods are trained on that same image "
+            "(self-supervised on synthetic defocus of it)."
+        )
+    manifest.skipped = skipped
+    return Protocol(manifest, train, val, cases, f"{len(images)} images from {cfg.images}", notes)
+
+
+def _real(cfg: BenchmarkConfig) -> Protocol:
+    if cfg.defocused is None or cfg.focused is None:
+        raise ValueError("protocol s2r needs 'defocused' and 'focused' image folders")
+    manifest, cases = build_s2r(
+        cfg.defocused, cfg.focused, crop_fraction=cfg.crop_fraction, pixel_size_nm=cfg.pixel_size_nm
+    )
+    if not cases:
+        raise _nothing(f"no usable pair in {cfg.defocused} / {cfg.focused}", manifest.skipped)
+    train: list[EvalImage] = []
+    if cfg.train_images is not None:
+        paths = list_images(cfg.train_images)[: cfg.n_train + cfg.n_val]
+        train, skipped = load_images(paths, crop_fraction=cfg.crop_fraction)
+        manifest.skipped += skipped
+    val, train = train[cfg.n_train :], train[: cfg.n_train]
+    source = f"{len(cases)} real defocused images from {cfg.defocused}"
+    return Protocol(manifest, train, val, cases, source)
+
+
+def build_protocol(cfg: BenchmarkConfig) -> Protocol:
+    """The inputs of ``cfg``'s protocol; unusable files are skipped and listed in the manifest."""
+    if cfg.protocol == "s2r":
+        proto = _real(cfg)
+    else:
+        proto = _folder(cfg) if cfg.images is not None else _generated(cfg)
+    if cfg.strict and proto.manifest.skipped:
+        s = proto.manifest.skipped[0]
+        raise ValueError(
+            f"--strict: {len(proto.manifest.skipped)} input file(s) could not be used "
+            f"(first: {s.path}: {s.reason})"
+        )
+    return proto
+
+
+def _digest(data: object) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def method_hash(name: str, cfg: BenchmarkConfig, manifest: ProtocolManifest) -> str:
+    """Hash of everything a method's result depends on: its settings, how it is fitted and with
+    what budget, the protocol's inputs and the metrics."""
+    entry = registry_entry(name)
+    payload: dict[str, object] = {
+        "method": name,
+        "fitting": entry.fitting,
+        "config": restorer_config(name, **cfg.method_config.get(name, {})).model_dump(mode="json"),
+        "protocol": _digest(json.loads(manifest.model_dump_json())),
+        "metrics": list(cfg.quality_metrics),
+    }
+    if entry.fitting != "none":
+        payload["fit"] = [cfg.epochs, cfg.batch_size, cfg.steps_per_epoch, cfg.seed]
+    if entry.fitting == "pretrained":
+        payload["foundation"] = cfg.foundation.model_dump(mode="json")
+    return _digest(payload)
+
+
+def _check_inputs(path: Path, manifest: ProtocolManifest, force: bool) -> None:
+    if force or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable ({err}); delete it or rerun with --force") from None
+    if old != json.loads(manifest.model_dump_json()):
+        raise ValueError(
+            f"{path.parent.parent} holds results of different protocol inputs; use another --out, "
+            "delete that folder or rerun with --force"
+        )
+
+
+def _stored(folder: Path, digest: str, notes: list[str]) -> MethodResult | None:
+    if not (folder / "result.json").is_file():
+        return None
+    try:
+        result = MethodResult.load(folder)
+    except ResultFileError as err:
+        log.warning("%s; the method is run again", err)
+        notes.append(f"{err}; rerun")
+        return None
+    return result if result.config_hash == digest else None
+
+
+def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) the evaluation ``cfg`` describes; returns the path of ``report.md``."""
+    t_start = time.perf_counter()
+    names = cfg.method_names()
+    out = Path(cfg.out)
+    proto = build_protocol(cfg)
+    methods_dir = out / "methods"
+    _check_inputs(methods_dir / "manifest.json", proto.manifest, force)
+    out.mkdir(parents=True, exist_ok=True)
+    mark_incomplete(
+        out, f"{cfg.title}: seed {cfg.seed}, started {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    )
+    atomic_write_text(methods_dir / "manifest.json", proto.manifest.model_dump_json(indent=2))
+    figure_ids = (
+        None if cfg.figure_cases is None else [c.case_id for c in proto.cases[: cfg.figure_cases]]
+    )
+    scorer = Scorer(proto.cases, cfg.quality_metrics, figure_cases=figure_ids)
+    options = FitOptions(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        steps_per_epoch=cfg.steps_per_epoch,
+        seed=cfg.seed,
+        ranges=cfg.ranges,
+        progress=progress,
+    )
+    pretrain = partial(train_foundation, cfg=cfg.foundation, seed=cfg.seed, progress=progress)
+    train = [im.data for im in proto.train]
+    val = [im.data for im in proto.val]
+    log.info("%s: %d cases, %d methods -> %s", cfg.title, len(proto.cases), len(names), out)
+    results = [scorer.score(control_run(proto.cases))]
+    bar = tqdm(names, desc="methods", unit="method", disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        folder = methods_dir / safe_name(name)
+        digest = method_hash(name, cfg, proto.manifest)
+        notes: list[str] = []
+        stored = None if force else _stored(folder, digest, notes)
+        if stored is not None:
+            log.info("%s: unchanged results in %s, reused", name, folder)
+            results.append(stored)
+            continue
+        run = run_method(
+            name,
+            proto.cases,
+            train,
+            val_images=val,
+            config=cfg.method_config.get(name, {}),
+            options=options,
+            pretrain=pretrain,
+            save_dir=folder / "model",
+        )
+        run.notes += notes
+        result = scorer.score(run, digest)
+        result.save(folder)
+        results.append(result)
+    elapsed = time.perf_counter() - t_start
+    intro = [
+        f"Inputs: {proto.source}; {len(proto.cases)} cases (settings: "
+        f"{', '.join(proto.manifest.settings)}); {len(train)} focused training and {len(val)} "
+        f"validation image(s) for the learned methods ({cfg.epochs} epochs"
+        f"{f' × {cfg.steps_per_epoch} steps' if cfg.steps_per_epoch else ''}).",
+        f"Seed {cfg.seed}: the same inputs on every run (`manifest.json` holds their hashes); "
+        "`config.json` reruns this evaluation with `sem benchmark --config`.",
+        f"Wall time {elapsed:.0f} s.",
+        *proto.notes,
+    ]
+    return write_report(
+        out,
+        ReportInputs(
+            title=cfg.title,
+            intro=intro,
+            cases=proto.cases,
+            metrics=cfg.quality_metrics,
+            reference=scorer.reference,
+            results=results,
+            figure_cases=scorer.figure_cases,
+            not_measured=scorer.not_measured,
+            manifest=proto.manifest,
+            config=cfg,
+            skipped=proto.manifest.skipped,
+            wall_seconds=elapsed,
+        ),
+    )

@@ -1,0 +1,147 @@
+"""Scoring one method's outputs on a protocol: quality rows and metrology rows (no report here).
+
+:class:`Scorer` measures the focused references once; :meth:`Scorer.score` turns a
+:class:`MethodRun` into a :class:`MethodResult` that can be stored and reloaded, so a benchmark
+resumes method by method and the report is written from results alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sem_metrology import LineMeasurement, LineOptions
+
+from .metrology import measure_line_image, metrology_row
+from .protocols import Case
+from .quality import check_metrics, score_image
+from .results import REFERENCE_NAME, MethodResult, MethodRun, MetrologyRow, QualityRow
+
+__all__ = ["LINE_KINDS", "Scorer"]
+
+#: Image kinds measured as line/space patterns ("image": a user's image of unknown kind, measured
+#: when its focused reference is measurable).
+LINE_KINDS = ("lines", "real", "image")
+
+
+def _strip_edges(m: LineMeasurement) -> LineMeasurement:
+    return m.model_copy(update={"leading_edges_px": [], "trailing_edges_px": []})
+
+
+class Scorer:
+    """Scores outputs on ``cases`` against their focused references (``metrics`` as in
+    :func:`~sem_train.evaluation.quality.check_metrics`: ``psnr`` brings ``psnr_affine``).
+
+    ``figure_cases`` (case ids) keep their outputs and edge positions for the figures; by
+    default the first case of each image kind and setting.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        metrics: Sequence[str],
+        *,
+        line_options: LineOptions | None = None,
+        figure_cases: Sequence[str] | None = None,
+    ):
+        if not cases:
+            raise ValueError("an evaluation needs at least one case")
+        self.cases = list(cases)
+        self.metrics = check_metrics(metrics)
+        self.line_options = line_options
+        if figure_cases is None:
+            seen: dict[tuple[str, str], str] = {}
+            for c in self.cases:
+                seen.setdefault((c.kind, c.setting), c.case_id)
+            figure_cases = list(seen.values())
+        self.figure_cases = list(figure_cases)
+        self.not_measured: dict[str, str] = {}
+        self.references: dict[str, LineMeasurement] = {}
+        cache: dict[tuple[str, float], LineMeasurement] = {}  # one reference, several settings
+        for c in self.cases:
+            if c.kind not in LINE_KINDS:
+                continue
+            if c.pixel_size_nm is None:
+                self.not_measured[c.case_id] = "pixel size unknown (give --pixel-size-nm)"
+                continue
+            key = (c.image, float(c.pixel_size_nm))
+            if key not in cache:
+                cache[key] = measure_line_image(c.reference, c.pixel_size_nm, line_options)
+            if cache[key].valid:
+                self.references[c.case_id] = cache[key]
+            else:
+                self.not_measured[c.case_id] = (
+                    f"focused reference not measurable: {cache[key].reason}"
+                )
+        self.reference = self._reference_result()
+
+    def _row(self, method: str, c: Case) -> QualityRow:
+        return QualityRow(
+            method=method, case_id=c.case_id, image=c.image, kind=c.kind, setting=c.setting
+        )
+
+    def _reference_result(self) -> MethodResult:
+        """The focused images' own rows: no-reference scores, the measured references."""
+        per_image: dict[str, QualityRow] = {}
+        quality = []
+        for c in self.cases:
+            if c.image not in per_image:
+                per_image[c.image] = score_image(
+                    self._row(REFERENCE_NAME, c), c.reference, None, self.metrics
+                )
+            quality.append(per_image[c.image].model_copy(update={"case_id": c.case_id}))
+        by_id = {c.case_id: c for c in self.cases}
+        metrology = [
+            metrology_row(REFERENCE_NAME, cid, by_id[cid].image, by_id[cid].setting, m, None)
+            for cid, m in self.references.items()
+        ]
+        return MethodResult(
+            name=REFERENCE_NAME,
+            quality=quality,
+            metrology=metrology,
+            measurements={
+                cid: m if cid in self.figure_cases else _strip_edges(m)
+                for cid, m in self.references.items()
+            },
+            outputs={c.case_id: c.reference for c in self.cases if c.case_id in self.figure_cases},
+        )
+
+    def score(self, run: MethodRun, config_hash: str = "") -> MethodResult:
+        """Quality and metrology rows of one method (and what its figures need)."""
+        quality: list[QualityRow] = []
+        for c in self.cases:
+            row = self._row(run.name, c)
+            out = run.outputs.get(c.case_id)
+            if out is None:
+                quality.append(row.model_copy(update={"failed": run.why_missing(c.case_id)}))
+            else:
+                quality.append(score_image(row, out, c.reference, self.metrics))
+        metrology: list[MetrologyRow] = []
+        measurements: dict[str, LineMeasurement] = {}
+        for c in self.cases:
+            ref = self.references.get(c.case_id)
+            if ref is None or c.pixel_size_nm is None:
+                continue
+            out = run.outputs.get(c.case_id)
+            if out is None:
+                m = LineMeasurement(
+                    valid=False,
+                    reason=f"method failed: {run.why_missing(c.case_id)}",
+                    pixel_size_nm=float(c.pixel_size_nm),
+                    pixel_size_source="given",
+                )
+            else:
+                m = measure_line_image(out, float(c.pixel_size_nm), self.line_options)
+            metrology.append(metrology_row(run.name, c.case_id, c.image, c.setting, m, ref))
+            measurements[c.case_id] = m if c.case_id in self.figure_cases else _strip_edges(m)
+        return MethodResult(
+            name=run.name,
+            config_hash=config_hash,
+            failed=run.failed,
+            fit_seconds=run.fit_seconds,
+            restore_seconds=run.restore_seconds,
+            quality=quality,
+            metrology=metrology,
+            measurements=measurements,
+            notes=list(run.notes),
+            outputs={k: run.outputs[k] for k in self.figure_cases if k in run.outputs},
+        )

@@ -1,0 +1,180 @@
+"""The focused (and real defocused) images a protocol starts from: files or generated samples.
+
+Files are read by :func:`sem_physics.io.read_image` (pixel size and information bar from the
+file's metadata, else the bottom ``crop_fraction``); generated images come from
+:func:`sem_physics.samples.make_sample`. A file that cannot be used (corrupt, too small) is
+skipped with its reason, which goes to the report and the manifest; the rest are processed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from sem_physics.io import IMAGE_EXTENSIONS, crop_info_bar, read_image
+from sem_physics.protocol import file_sha256, pixels_sha256
+from sem_physics.samples import SAMPLE_KINDS, make_sample
+
+__all__ = [
+    "MIN_SIDE_PX",
+    "SAMPLE_PIXEL_SIZE_NM",
+    "EvalImage",
+    "SkippedFile",
+    "array_sha256",
+    "check_output_folder",
+    "list_images",
+    "load_images",
+    "sample_images",
+]
+
+#: Smallest image side (px, after the info-bar crop) an evaluation accepts: the SSIM window is
+#: 7 px, the metrology needs rows to fit edges; below this an image is skipped with the reason.
+MIN_SIDE_PX = 16
+#: Pixel size the generated samples are rendered at (nm/px), that of the real resist-line image.
+SAMPLE_PIXEL_SIZE_NM = 0.827
+
+
+@dataclass
+class EvalImage:
+    """A focused (or real defocused) image ready for a protocol.
+
+    ``data`` is float32 (H, W), 0..255, information bar removed; ``pixel_size_nm`` is None when
+    unknown (metrology is then skipped for it, with the reason); ``pixel_size_source`` says where
+    the size came from (file metadata, ``--pixel-size-nm``, the sample generator).
+    """
+
+    name: str
+    data: np.ndarray
+    kind: str = "image"
+    pixel_size_nm: float | None = None
+    pixel_size_source: str = "none"
+    source: str | None = None
+    source_sha256: str | None = None
+
+
+class SkippedFile(BaseModel):
+    """An input file left out of a run, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    reason: str
+
+
+def array_sha256(arr: np.ndarray) -> str:
+    """SHA-256 of an image as float32 C-order pixels (with dtype and shape)."""
+    return pixels_sha256(np.ascontiguousarray(arr, dtype=np.float32))
+
+
+def check_output_folder(out: Path, inputs: Sequence[Path | None]) -> None:
+    """Refuse an output folder equal to or inside an input folder (a rerun would read its own
+    figures as inputs, and outputs could overwrite inputs)."""
+    o = Path(out).resolve()
+    for folder in inputs:
+        if folder is None:
+            continue
+        f = Path(folder).resolve()
+        if o == f or f in o.parents:
+            raise ValueError(
+                f"output folder {str(out)!r} is inside the input folder {str(folder)!r}: "
+                "choose an --out outside the images"
+            )
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under ``folder`` (recursive), sorted by their relative path."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise NotADirectoryError(f"image folder {str(root)!r} does not exist or is not a folder")
+    files = sorted(
+        (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
+    if not files:
+        raise FileNotFoundError(
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {str(root)!r}"
+        )
+    return files
+
+
+def _load(path: Path, crop_fraction: float, kind: str, pixel_size_nm: float | None) -> EvalImage:
+    img = read_image(path)
+    data = crop_info_bar(img.data, rows=img.info_bar_rows, fraction=crop_fraction)
+    if min(data.shape) < MIN_SIDE_PX:
+        raise ValueError(
+            f"{path}: image is {data.shape[0]}×{data.shape[1]} px after the info-bar crop; "
+            f"an evaluation needs at least {MIN_SIDE_PX}×{MIN_SIDE_PX} px"
+        )
+    size, size_source = img.pixel_size_nm, img.pixel_size_source
+    if pixel_size_nm is not None:
+        size, size_source = pixel_size_nm, "given (--pixel-size-nm / config)"
+    return EvalImage(
+        name=path.stem,
+        data=np.ascontiguousarray(data, dtype=np.float32),
+        kind=kind,
+        pixel_size_nm=size,
+        pixel_size_source=size_source if size is not None else "none",
+        source=str(path),
+        source_sha256=file_sha256(path),
+    )
+
+
+def load_images(
+    paths: Sequence[Path],
+    *,
+    crop_fraction: float,
+    kind: str = "image",
+    pixel_size_nm: float | None = None,
+) -> tuple[list[EvalImage], list[SkippedFile]]:
+    """Read every file; the ones that cannot be used are returned as skipped with the reason.
+
+    Names are the file stems, made unique (``_001``...) when two subfolders share a stem.
+    """
+    images: list[EvalImage] = []
+    skipped: list[SkippedFile] = []
+    for p in paths:
+        try:
+            images.append(_load(Path(p), crop_fraction, kind, pixel_size_nm))
+        except (ValueError, OSError) as err:
+            text = str(err).splitlines()[0] if str(err) else type(err).__name__
+            skipped.append(SkippedFile(path=str(p), reason=text))
+    names = [im.name for im in images]
+    for i, im in enumerate(images):
+        if names.count(im.name) > 1:
+            im.name = f"{im.name}_{i:03d}"
+    return images, skipped
+
+
+def sample_images(
+    n_per_kind: int = 1,
+    shape: tuple[int, int] = (480, 640),
+    seed: int = 0,
+    kinds: tuple[str, ...] = SAMPLE_KINDS,
+    prefix: str = "",
+) -> list[EvalImage]:
+    """The project's generated focused images (line/space, contact holes, textures).
+
+    Deterministic in ``seed``; each carries the pixel size it is rendered at.
+    """
+    if n_per_kind < 1:
+        raise ValueError(f"n_per_kind must be >= 1, got {n_per_kind}")
+    out = []
+    for k_i, kind in enumerate(kinds):
+        for i in range(n_per_kind):
+            s = int(seed) * 1000 + k_i * 100 + i
+            data = np.ascontiguousarray(make_sample(kind, shape=shape, seed=s), dtype=np.float32)
+            out.append(
+                EvalImage(
+                    name=f"{prefix}{kind}_{i:02d}",
+                    data=data,
+                    kind=kind,
+                    pixel_size_nm=SAMPLE_PIXEL_SIZE_NM,
+                    pixel_size_source="sample generator",
+                    source=f"generated:{kind}:seed={s}",
+                    source_sha256=array_sha256(data),
+                )
+            )
+    return out
