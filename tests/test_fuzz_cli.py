@@ -933,11 +933,6 @@ RESTORE_CASES = [
 # ---------------------------------------------------------------------------------------------
 # sem demo, sem benchmark, sem cluster
 
-EVAL_BRANCH = (
-    "evaluation runner: name validation, --out inside --images, corrupt images skipped, "
-    "physical pixel-size bounds, missing metric cells"
-)
-DEMO_UNNAMED = "sem demo: '1 validation error for DemoConfig' does not name the field"
 DEMO = ["demo", "--quick", "--methods", "input", "--no-progress"]
 
 
@@ -1114,14 +1109,14 @@ EVAL_CASES = [
         )
     ),
     *(
-        Case("sem", f"demo:{' '.join(tail)}", _demo(tail, needle), xfail=EVAL_BRANCH)
+        Case("sem", f"demo:{' '.join(tail)}", _demo(tail, needle))
         for tail, needle in (
             (["--set", "mae-imagnet.weights_path=/w.pth"], "mae-imagnet"),
             (["--pixel-size-nm", "1e-30"], "pixel_size_nm"),
         )
     ),
     *(
-        Case("sem", f"demo:{' '.join(tail)}", _demo(tail, needle), xfail=DEMO_UNNAMED)
+        Case("sem", f"demo:{' '.join(tail)}", _demo(tail, needle))
         for tail, needle in (
             (["--epochs", "-1"], "epochs"),
             (["--n-train", "-1"], "n_train"),
@@ -1132,16 +1127,15 @@ EVAL_CASES = [
             "sem",
             f"demo:out={what}",
             _demo_out(what),
-            xfail=EVAL_BRANCH if what.endswith("images") else None,
         )
         for what in ("same-as-images", "inside-images", "existing-file", "read-only")
     ),
     *(
-        Case("sem", f"demo:batch:{bad}", _demo_batch(bad), xfail=EVAL_BRANCH)
+        Case("sem", f"demo:batch:{bad}", _demo_batch(bad))
         for bad in ("one-pixel.tif", "truncated.tif")
     ),
     Case("sem", "demo:only-bad-images", _demo_only_bad),
-    Case("sem", "demo:--metrics psnr", _demo_metrics_without_ssim, xfail=EVAL_BRANCH),
+    Case("sem", "demo:--metrics psnr", _demo_metrics_without_ssim),
     Case(
         "sem",
         "demo:--images missing",
@@ -1173,13 +1167,13 @@ EVAL_CASES = [
         )
     ),
     *(
-        Case("sem", f"benchmark:{extra.strip()}", _bench(extra, needle), xfail=EVAL_BRANCH)
+        Case("sem", f"benchmark:{extra.strip()}", _bench(extra, needle))
         for extra, needle in (
             ("pixel_size_nm: 1.0e-30\n", "pixel_size_nm"),
             ("method_config: {mae-imagnet: {weights_path: /w.pth}}\n", "mae-imagnet"),
         )
     ),
-    Case("sem", "benchmark:truncated-result.json", _bench_truncated_result, xfail=EVAL_BRANCH),
+    Case("sem", "benchmark:truncated-result.json", _bench_truncated_result),
     Case(
         "sem",
         "benchmark:batch:truncated.tif",
@@ -1190,13 +1184,11 @@ EVAL_CASES = [
             prepare=lambda t, i, o: write_bad(i, "truncated.tif"),
             check=lambda code, out, err: None,
         ),
-        xfail=EVAL_BRANCH,
     ),
     Case(
         "sem",
         "benchmark:out-inside-images",
         _bench("", "bench", out_inside=True),
-        xfail=EVAL_BRANCH,
     ),
     *(
         Case("sem", f"cluster:checkpoint={k}", _cluster_checkpoint(k))
@@ -1227,7 +1219,7 @@ EVAL_CASES = [
         )
         for v in ("nan", "1.5", "-0.1")
     ),
-    Case("sem", "cluster:batch:truncated.tif", _cluster_batch, xfail=EVAL_BRANCH),
+    Case("sem", "cluster:batch:truncated.tif", _cluster_batch),
 ]
 
 

@@ -174,6 +174,9 @@ def parse_method_settings(items: list[str] | None) -> dict[str, dict[str, Any]]:
 def _validation_message(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = ".".join(str(x) for x in first["loc"]) or "config"
+    given = first.get("input")
+    if isinstance(given, str | int | float) and len(repr(given)) <= 60:
+        return f"{loc}: {first['msg']} (got {given!r})"
     return f"{loc}: {first['msg']}"
 
 
@@ -191,10 +194,12 @@ def load_benchmark_config(path: str | Path, **overrides: Any) -> BenchmarkConfig
     if not p.is_file():
         raise FileNotFoundError(f"benchmark config {str(p)!r} does not exist")
     try:
-        data = yaml.load(p.read_text(), Loader=_NoAliasLoader) or {}
+        data = yaml.load(p.read_text(), Loader=_NoAliasLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"{p}: not valid YAML/JSON: {first}") from None
+    if data is None:
+        raise ValueError(f"{p}: the config file is empty (give at least `protocol:` or `images:`)")
     if not isinstance(data, dict):
         raise ValueError(f"{p}: expected a mapping of settings, got {type(data).__name__}")
     data.update({k: v for k, v in overrides.items() if v is not None})

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -149,6 +150,8 @@ def build_protocol(cfg: BenchmarkConfig) -> Protocol:
             f"--strict: {len(proto.manifest.skipped)} input file(s) could not be used "
             f"(first: {s.path}: {s.reason})"
         )
+    for s in proto.manifest.skipped:  # said where the user looks, not only in the report
+        print(f"sem: warning: skipped {s.path}: {s.reason}", file=sys.stderr)
     return proto
 
 
