@@ -66,6 +66,26 @@ def _cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _sample_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 2:  # a silhouette needs at least two points
+        raise argparse.ArgumentTypeError(f"must be >= 2, got {value}")
+    return value
+
+
 def register(subparsers: Any) -> None:
     """Add ``cluster`` to the ``sem`` command line."""
     c = subparsers.add_parser(
@@ -85,11 +105,16 @@ def register(subparsers: Any) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument(
         "--crop-fraction",
-        type=float,
+        type=_fraction,
         default=DEFAULT_CROP_FRACTION,
-        help="bottom fraction removed (info bar)",
+        help="bottom fraction removed (info bar), in [0, 1)",
     )
-    c.add_argument("--silhouette-sample-size", type=int, default=10_000)
+    c.add_argument(
+        "--silhouette-sample-size",
+        type=_sample_size,
+        default=10_000,
+        help="embeddings sampled for the silhouette score, >= 2 (default 10000)",
+    )
     c.add_argument("--strict", action="store_true", help="an unreadable image is an error")
     c.add_argument("--out", help="folder for clustering.md / clustering.json")
     c.set_defaults(handler=_cluster)
