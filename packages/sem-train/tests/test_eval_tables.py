@@ -242,3 +242,28 @@ def test_niqe_column_is_not_bolded_when_the_reference_ranks_last():
     md = quality_markdown([s("a", 10.0), s("b", 12.0), s(REFERENCE_NAME, 5.0)], ("niqe",))
     assert "**10.00 ± 0.10**" in md
     assert "natural" in NIQE_CAVEAT
+
+
+@pytest.mark.parametrize("method", ["richardson-lucy", "wiener"])
+def test_true_psf_rows_restore_each_input_with_its_own_psf(method):
+    """`<method>-true-psf` gives every case the PSF it was degraded with (the reference for the
+    blind estimate); a real input, whose PSF nobody knows, fails with that reason."""
+    from sem_baselines import get_restorer
+    from sem_physics import degrade, make_sample
+    from sem_train.evaluation.methods import run_method
+
+    ref = make_sample("lines", (64, 64), seed=3)
+    cases = []
+    for i, r in enumerate((2.0, 4.0)):
+        p = DegradationParams(
+            rx_px=r, ry_px=r, beta=1.95, theta_rad=0, gain=1, offset=5, sigma=2, dose=30
+        )
+        y = degrade(ref, p, rng=i).astype(np.float32)
+        cases.append(Case(f"c{i}@m", f"c{i}", "lines", "midpoint", y, ref, None, p))
+    cases.append(Case("r@real", "r", "real", "real", cases[0].input, ref, None))
+    run = run_method(f"{method}-true-psf", cases, [])
+    for c in cases[:2]:
+        expect = get_restorer(method, psf=c.params.psf).restore(c.input)
+        np.testing.assert_allclose(run.outputs[c.case_id], expect, rtol=1e-5, atol=1e-4)
+    assert not np.allclose(run.outputs["c0@m"], run.outputs["c1@m"])
+    assert "true PSF is unknown" in run.case_errors["r@real"]

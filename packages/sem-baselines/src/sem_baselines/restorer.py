@@ -114,6 +114,7 @@ class RegistryEntry:
     config_cls: type[BaseModel]
     fitting: Fitting
     checkpoint_field: str | None = None
+    psf_from_case: bool = False  # an oracle row: each input is restored with its true PSF
 
 
 _REGISTRY: dict[str, RegistryEntry] = {}
@@ -125,11 +126,14 @@ def register(
     *,
     fitting: Fitting | None = None,
     checkpoint_field: str | None = None,
+    psf_from_case: bool = False,
 ) -> Callable[[type], type]:
     """Class decorator: make ``cls(config)`` available as ``get_restorer(name, **config)``.
 
     ``fitting`` defaults to ``"fit"`` for a class with a ``fit`` method, else ``"none"``;
-    ``"pretrained"`` needs ``checkpoint_field``, a field of ``config_cls``.
+    ``"pretrained"`` needs ``checkpoint_field``, a field of ``config_cls``. With
+    ``psf_from_case`` an evaluation builds the restorer per input with that input's true PSF
+    (config field ``psf``): a reference row showing what a blind PSF estimate costs.
     """
 
     def deco(cls: type) -> type:
@@ -142,7 +146,9 @@ def register(
             )
         if checkpoint_field is not None and checkpoint_field not in config_cls.model_fields:
             raise RuntimeError(f"restorer {name!r}: {checkpoint_field!r} is not a config field")
-        _REGISTRY[name] = RegistryEntry(name, cls, config_cls, how, checkpoint_field)
+        if psf_from_case and "psf" not in config_cls.model_fields:
+            raise RuntimeError(f"restorer {name!r}: psf_from_case needs a 'psf' config field")
+        _REGISTRY[name] = RegistryEntry(name, cls, config_cls, how, checkpoint_field, psf_from_case)
         cls.name = name  # type: ignore[attr-defined]
         cls.config_cls = config_cls  # type: ignore[attr-defined]
         return cls
@@ -168,6 +174,8 @@ TABLE_ORDER = (
     "mrn",
     "mae-imagenet",
     "mae-sem",
+    "richardson-lucy-true-psf",  # reference rows: the classical methods given the true PSF
+    "wiener-true-psf",
 )
 
 

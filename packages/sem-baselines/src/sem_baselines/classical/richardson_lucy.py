@@ -31,7 +31,12 @@ from skimage.restoration import richardson_lucy
 from ..restorer import check_image, register
 from .deconv import DeconvBoundary, DeconvPreset, choose_psf, crop, pad_reflect, transfer
 
-__all__ = ["RichardsonLucyConfig", "RichardsonLucyRestorer", "richardson_lucy_discrepancy"]
+__all__ = [
+    "RichardsonLucyConfig",
+    "RichardsonLucyRestorer",
+    "RichardsonLucyTruePSF",
+    "richardson_lucy_discrepancy",
+]
 
 PAPER_ITERATIONS = 30
 _EPS = 1e-6
@@ -142,3 +147,9 @@ def _stop_reason(cfg: RichardsonLucyConfig, iterations: int) -> str:
     if iterations >= cfg.max_iterations:
         return "max_iterations"
     return "discrepancy"
+
+
+@register("richardson-lucy-true-psf", RichardsonLucyConfig, psf_from_case=True)
+class RichardsonLucyTruePSF(RichardsonLucyRestorer):
+    """Richardson-Lucy given each input's true PSF by the evaluation (the reference for the blind
+    estimate; the noise level is still estimated)."""

@@ -29,7 +29,7 @@ from skimage.restoration import wiener
 from ..restorer import check_image, register
 from .deconv import DeconvBoundary, DeconvPreset, choose_psf, crop, pad_reflect, transfer
 
-__all__ = ["WienerConfig", "WienerRestorer", "discrepancy_balance"]
+__all__ = ["WienerConfig", "WienerRestorer", "WienerTruePSF", "discrepancy_balance"]
 
 _LAPLACIAN = np.array([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
 PAPER_BALANCE = 0.01
@@ -136,3 +136,9 @@ class WienerRestorer:
         if cfg.clip:
             out = np.clip(out, 0.0, 255.0)
         return out.astype(np.float32)
+
+
+@register("wiener-true-psf", WienerConfig, psf_from_case=True)
+class WienerTruePSF(WienerRestorer):
+    """Wiener given each input's true PSF by the evaluation (the reference for the blind
+    estimate; the noise level is still estimated)."""

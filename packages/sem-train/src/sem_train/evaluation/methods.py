@@ -114,11 +114,14 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def _restore_all(run: MethodRun, restore: Callable[[np.ndarray], np.ndarray], cases) -> MethodRun:
+def _restore_all(
+    run: MethodRun, restore: Callable[[Any], np.ndarray], cases, *, per_case: bool = False
+) -> MethodRun:
+    """Restore every case: ``restore(case.input)``, or ``restore(case)`` with ``per_case``."""
     t0 = time.perf_counter()
     for c in cases:
         try:
-            out = np.asarray(restore(c.input), dtype=np.float32)
+            out = np.asarray(restore(c if per_case else c.input), dtype=np.float32)
         except Exception as err:  # one case fails, the others are still restored
             run.case_errors[c.case_id] = _first_line(err)
             continue
@@ -227,4 +230,13 @@ def run_method(
             restorer.save(Path(save_dir))
         except Exception as err:  # a save failure loses the weights, not the results
             run.notes.append(f"could not save the trained weights: {_first_line(err)}")
+    if registry_entry(name).psf_from_case:
+        settings = dict(config or {})
+
+        def with_true_psf(c: Case) -> np.ndarray:
+            if c.params is None:
+                raise ValueError("real input: the true PSF is unknown")
+            return get_restorer(name, **{**settings, "psf": c.params.psf}).restore(c.input)
+
+        return _restore_all(run, with_true_psf, cases, per_case=True)
     return _restore_all(run, restorer.restore, cases)
