@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from sem_baselines import FitOptions, registry_entry, restorer_config
+from sem_metrology import LineOptions
 from sem_physics.atomic import atomic_write_text
 from tqdm.auto import tqdm
 
@@ -169,6 +170,7 @@ def method_hash(name: str, cfg: BenchmarkConfig, manifest: ProtocolManifest) -> 
         "config": restorer_config(name, **cfg.method_config.get(name, {})).model_dump(mode="json"),
         "protocol": _digest(json.loads(manifest.model_dump_json())),
         "metrics": list(cfg.quality_metrics),
+        "metrology_convention": cfg.metrology_convention,
     }
     if entry.fitting != "none":
         payload["fit"] = [cfg.epochs, cfg.batch_size, cfg.steps_per_epoch, cfg.seed]
@@ -219,7 +221,12 @@ def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool =
     figure_ids = (
         None if cfg.figure_cases is None else [c.case_id for c in proto.cases[: cfg.figure_cases]]
     )
-    scorer = Scorer(proto.cases, cfg.quality_metrics, figure_cases=figure_ids)
+    scorer = Scorer(
+        proto.cases,
+        cfg.quality_metrics,
+        line_options=LineOptions(convention=cfg.metrology_convention),
+        figure_cases=figure_ids,
+    )
     options = FitOptions(
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
