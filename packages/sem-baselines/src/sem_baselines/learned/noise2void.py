@@ -8,7 +8,7 @@ itself, reflected at the patch border), and the loss ``mean over masked pixels o
 keep the blind spot strict at this high ratio, replacements are drawn only from pixels that
 are not masked themselves (8 candidate offsets are tried in turn; if all fall on masked pixels,
 the patch's mean over unmasked pixels is used), so the value of a masked pixel never reaches
-the network input. The input is the synthetic degraded patch (SPEC ranges), so the network
+the network input. The input is the synthetic degraded patch (the paper's parameter ranges), so the network
 learns to denoise it.
 """
 

@@ -1,4 +1,4 @@
-"""The three pretraining stages (SPEC §2-3); each starts from the previous stage's best model."""
+"""The three pretraining stages (arXiv 2604.05960, Sec. 3); each starts from the previous stage's best model."""
 
 from .common import MAELossWeights, MAETask
 from .stage1 import build_stage1_task, run_stage1
