@@ -422,7 +422,8 @@ def preset(name: str, kind: str) -> BaseModel:
 MAX_CONFIG_BYTES = 1 << 20
 
 
-def _safe_yaml_loader():
+def safe_yaml_loader() -> tuple[Any, type]:
+    """(yaml module, safe loader refusing anchors and aliases): the one loader for config files."""
     import yaml
 
     class _NoAliasLoader(yaml.SafeLoader):
@@ -459,7 +460,7 @@ def _key_lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...],
 
 
 def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
-    yaml, loader_cls = _safe_yaml_loader()
+    yaml, loader_cls = safe_yaml_loader()
     loader = None
     try:
         loader = loader_cls(text)  # checks for control characters

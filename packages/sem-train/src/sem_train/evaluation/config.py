@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sem_physics import ParameterRanges
 from sem_physics.io import DEFAULT_CROP_FRACTION
 
+from ..config import safe_yaml_loader
 from .foundation import FoundationConfig
 from .methods import check_method_config, select_methods
 from .protocols import SETTINGS
@@ -145,16 +146,7 @@ class BenchmarkConfig(BaseModel):
         return select_methods(self.methods, self.exclude)
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """Safe YAML without anchors/aliases (a 540-byte alias bomb expands to gigabytes)."""
-
-    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.YAMLError(
-                f"YAML aliases are not accepted (line {event.start_mark.line + 1})"
-            )
-        return super().compose_node(parent, index)
+_, _NoAliasLoader = safe_yaml_loader()
 
 
 def parse_method_settings(items: list[str] | None) -> dict[str, dict[str, Any]]:
