@@ -76,6 +76,7 @@ def _describe(model: nn.Module) -> dict[str, Any]:
             "kind": "restoration",
             "freeze_encoder": model.freeze_encoder,
             "residual": model.residual,
+            "refiner_width": model.refiner_width,
             "mae": model.mae.config.model_dump(mode="json"),
         }
     if isinstance(model, MaskedAutoencoder):
@@ -127,6 +128,7 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
             mae,
             freeze_encoder=bool(meta.get("freeze_encoder", True)),
             residual=bool(meta.get("residual", False)),
+            refiner_width=int(meta.get("refiner_width", 0)),
         )
     elif meta.get("kind") == "mae":
         model = mae

@@ -12,9 +12,19 @@ of the focused image itself; :meth:`RestorationModel.start_as_identity` zeroes t
 output layer so that fine-tuning starts from "return the input" rather than from the
 pretrained reconstruction. Small models trained briefly otherwise regress to blurry, blocky
 patch averages; the residual form keeps the input's detail from the first step.
+
+With ``refiner_width > 0`` a small two-scale convolutional U-Net (:class:`RefinerHead`) runs
+at full resolution on the input and the transformer's output and adds its own correction.
+The transformer sees the image in 16-px (or 8-px) tokens: it carries the global context a
+30-px defocus blur needs, but its patch-wise output leaves a visible patch grid and little
+sub-patch detail; the refiner's 3x3 convolutions cross every patch border and put back the
+fine edges. Its output layer starts at zero, so adding it leaves the model's function
+unchanged until it is trained.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +33,50 @@ from torch import nn
 from .imaging import denormalize, match_channels, normalize
 from .mae import MaskedAutoencoder
 
-__all__ = ["RestorationModel"]
+__all__ = ["RefinerHead", "RestorationModel"]
+
+
+def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.GELU())
+
+
+class RefinerHead(nn.Module):
+    """Full-resolution correction from (input, transformer output): a two-level U-Net.
+
+    ``forward(x, y)`` takes both ``(N, C, H, W)`` (normalised, H and W divisible by 4) and
+    returns the correction to add to ``y``. The last convolution starts at zero.
+    """
+
+    def __init__(self, channels: int, width: int = 32) -> None:
+        super().__init__()
+        if width < 1:
+            raise ValueError(f"refiner width must be >= 1, got {width}")
+        w = int(width)
+        self.enc1 = nn.Sequential(_conv(2 * channels, w), _conv(w, w))
+        self.enc2 = nn.Sequential(_conv(w, 2 * w, stride=2), _conv(2 * w, 2 * w))
+        self.enc3 = nn.Sequential(_conv(2 * w, 4 * w, stride=2), _conv(4 * w, 4 * w))
+        self.up2 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2)
+        self.dec2 = _conv(4 * w, 2 * w)
+        self.up1 = nn.ConvTranspose2d(2 * w, w, 2, stride=2)
+        self.dec1 = _conv(2 * w, w)
+        self.out = nn.Conv2d(w, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        a = self.enc1(torch.cat([x, y], dim=1))
+        b = self.enc2(a)
+        c = self.enc3(b)
+        d = self.dec2(torch.cat([self.up2(c), b], dim=1))
+        return self.out(self.dec1(torch.cat([self.up1(d), a], dim=1)))
 
 
 class RestorationModel(nn.Module):
     """``y = denorm(decoder(encoder(norm(x))))`` for ``x`` of any size, 1 or 3 channels.
 
-    With ``residual`` the decoder's output is added to ``norm(x)`` before ``denorm``.
+    With ``residual`` the decoder's output is added to ``norm(x)`` before ``denorm``; with
+    ``refiner_width > 0`` a :class:`RefinerHead` of that width adds its full-resolution
+    correction (sizes are then padded to a multiple of the patch and of 4).
 
     Inputs ``(N, C, H, W)`` in ``[0, 1]``; the output has the same shape, on the same scale
     (not clamped). Channels are matched to the MAE's (gray replicated to RGB, RGB averaged
@@ -37,7 +84,11 @@ class RestorationModel(nn.Module):
     """
 
     def __init__(
-        self, mae: MaskedAutoencoder, freeze_encoder: bool = True, residual: bool = False
+        self,
+        mae: MaskedAutoencoder,
+        freeze_encoder: bool = True,
+        residual: bool = False,
+        refiner_width: int = 0,
     ) -> None:
         super().__init__()
         if not isinstance(mae, MaskedAutoencoder):
@@ -46,6 +97,10 @@ class RestorationModel(nn.Module):
         self.freeze_encoder = freeze_encoder
         self.residual = residual
         self.patch_size = mae.patch_size
+        if refiner_width < 0:
+            raise ValueError(f"refiner_width must be >= 0 (0 = no refiner), got {refiner_width}")
+        self.refiner_width = int(refiner_width)
+        self.refiner = RefinerHead(mae.in_chans, refiner_width) if refiner_width else None
         if freeze_encoder:
             for p in mae.encoder_parameters():
                 p.requires_grad_(False)
@@ -73,6 +128,8 @@ class RestorationModel(nn.Module):
             raise ValueError(f"expected images (N, C, H, W); got {tuple(x.shape)}")
         c_in, h, w = x.shape[1:]
         p = self.patch_size
+        if self.refiner is not None:
+            p = math.lcm(p, 4)  # the refiner halves the resolution twice
         pad_h, pad_w = (-h) % p, (-w) % p
         z = match_channels(x, self.mae.in_chans)
         if pad_h or pad_w:
@@ -87,5 +144,8 @@ class RestorationModel(nn.Module):
             mean, var = ref.mean(-1, keepdim=True), ref.var(-1, keepdim=True)
             patches = patches * (var + 1e-6).sqrt() + mean
         pred = self.mae.unpatchify(patches, hw)
-        y = denormalize(zn + pred if self.residual else pred)
+        out = zn + pred if self.residual else pred
+        if self.refiner is not None:
+            out = out + self.refiner(zn, out)
+        y = denormalize(out)
         return match_channels(y[..., :h, :w], c_in)

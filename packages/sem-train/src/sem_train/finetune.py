@@ -70,6 +70,8 @@ def finetune_datasets(cfg: FinetuneConfig) -> tuple[DefocusPairDataset, DefocusP
         [paths[i] for i in tr[: cfg.n_train_images]],
         train=True,
         pairs_per_image=cfg.pairs_per_image,
+        synthesis=cfg.synthesis,
+        dihedral=cfg.dihedral_augment,
         **common,
     )
     val_paths = [paths[i] for i in va[: cfg.n_val_images]]
@@ -93,6 +95,7 @@ def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
         freeze_encoder=cfg.freeze_encoder,
         train_routing=cfg.train_routing,
         residual=cfg.residual,
+        refiner_width=cfg.refiner_width,
     )
     return RestorationTask(model, cfg.loss, PairSynthesizer(cfg.ranges))
 

@@ -119,21 +119,32 @@ def resolve_model_dir(path: str | Path, what: str = "init_from") -> Path:
 
 
 def restoration_model(
-    mae: nn.Module, *, freeze_encoder: bool, train_routing: bool, residual: bool = True
+    mae: nn.Module,
+    *,
+    freeze_encoder: bool,
+    train_routing: bool,
+    residual: bool = True,
+    refiner_width: int = 0,
 ) -> RestorationModel:
     """Defocus-to-focus model: pretrained encoder (frozen) + decoder predicting every patch.
 
     With a frozen encoder and ``train_routing``, the routers of MoE layers stay trainable
     (arXiv 2604.05960, Sec. 2.4: the decoder and, for the MoE variant, its routing). With ``residual`` the decoder
     predicts the correction to the input and starts as the identity (its output layer zeroed),
-    unless ``mae`` is already a residual restoration model, whose weights are kept.
+    unless ``mae`` is already a residual restoration model, whose weights are kept (its
+    convolutional refiner too, when it has one of the requested width).
     """
     prior = mae if isinstance(mae, RestorationModel) else None
     if prior is not None:
         mae = prior.mae
-    model = RestorationModel(mae, freeze_encoder=freeze_encoder, residual=residual)
+    model = RestorationModel(
+        mae, freeze_encoder=freeze_encoder, residual=residual, refiner_width=refiner_width
+    )
     if residual and not (prior is not None and prior.residual):
         model.start_as_identity()
+    if prior is not None and prior.refiner is not None and model.refiner is not None:
+        if prior.refiner_width == model.refiner_width:
+            model.refiner.load_state_dict(prior.refiner.state_dict())
     if freeze_encoder and train_routing:
         for _, layer in sem_models.moe_layers(model):
             layer.gate.requires_grad_(True)

@@ -1,4 +1,4 @@
-"""``sem train pretrain|finetune|baseline``: the training commands."""
+"""``sem train pretrain|finetune|baseline|recipe``: the training commands."""
 
 from __future__ import annotations
 
@@ -37,6 +37,20 @@ def register(subparsers: Any) -> None:
     ft.add_argument("--init-from", type=Path, help="override init_from (pretrained run)")
     _common(ft)
     ft.set_defaults(handler=_finetune)
+
+    rc = tsub.add_parser(
+        "recipe", help="a preset's whole recipe: Stage 1, 2, 3, then the low-shot fine-tune"
+    )
+    rc.add_argument("--config", required=True, help="preset name (e.g. cpu-base)")
+    rc.add_argument("--data", type=Path, help="folder of SEM images (data.root of every step)")
+    rc.add_argument(
+        "--output-dir", type=Path, help="run folder (default: runs/<preset>); one sub-folder a step"
+    )
+    rc.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override run.device")
+    rc.add_argument(
+        "--resume", action="store_true", help="skip finished steps, continue the interrupted one"
+    )
+    rc.set_defaults(handler=_recipe)
 
     bl = tsub.add_parser("baseline", help="train a learned baseline (sem-baselines)")
     bl.add_argument("method", choices=["n2v", "n2n", "mrn"])
@@ -94,6 +108,23 @@ def _finetune(args: argparse.Namespace) -> int:
     from ..finetune import run_finetune
 
     return _report(run_finetune(_overrides(args, "finetune"), resume=args.resume))
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    from ..config import PRESETS
+    from ..recipe import run_recipe
+
+    if args.config not in PRESETS:
+        raise ValueError(f"--config {args.config!r}: choose a preset, one of {sorted(PRESETS)}")
+    if args.data is not None and not args.data.is_dir():
+        raise FileNotFoundError(f"--data {args.data} is not a directory")
+    out = args.output_dir or Path("runs") / args.config
+    summary = run_recipe(
+        args.config, data_root=args.data, output_dir=out, resume=args.resume, device=args.device
+    )
+    total = sum(s["seconds"] for s in summary.values())
+    print(f"recipe {args.config!r} finished in {total / 60:.1f} min; model in {out / 'finetune'}")
+    return 0
 
 
 def _baseline(args: argparse.Namespace) -> int:

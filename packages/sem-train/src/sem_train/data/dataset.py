@@ -32,11 +32,22 @@ from sem_physics.convert import image_to_tensor
 from sem_physics.io import DEFAULT_CROP_FRACTION
 from torch.utils.data import Dataset
 
-from ..config import AugmentConfig, DataConfig
+from ..config import AugmentConfig, DataConfig, GeneratedData
 from .augment import augment, center_resize
 from .io import IMAGE_EXTENSIONS, check_header, crop_bottom, read_gray
 
-__all__ = ["ImageIndex", "SEMImageDataset", "build_index", "load_image_tensor", "split_index"]
+__all__ = [
+    "GENERATED_ROOT",
+    "ImageIndex",
+    "SEMImageDataset",
+    "build_index",
+    "generated_paths",
+    "load_image_tensor",
+    "split_index",
+]
+
+#: Parent of the stand-in paths of generated sample images (``<generated>/lines-480x640-s7``).
+GENERATED_ROOT = Path("<generated>")
 
 log = logging.getLogger(__name__)
 
@@ -202,24 +213,58 @@ def split_index(n: int, val_fraction: float, seed: int) -> tuple[list[int], list
     return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
 
 
+def generated_paths(cfg: GeneratedData) -> list[Path]:
+    """Stand-in paths of ``cfg``'s generated images, read back by :func:`load_image_tensor`."""
+    from sem_physics.samples import SAMPLE_KINDS
+
+    rows, cols = cfg.shape
+    return [
+        GENERATED_ROOT / f"{kind}-{rows}x{cols}-s{cfg.seed + 10_000 * k + i}"
+        for k, kind in enumerate(SAMPLE_KINDS)
+        for i in range(cfg.n_per_kind)
+    ]
+
+
+def _generated(path: Path) -> torch.Tensor:
+    from sem_physics.samples import make_sample
+
+    try:
+        kind, size, seed = path.name.split("-")
+        rows, cols = (int(v) for v in size.split("x"))
+        data = make_sample(kind, (rows, cols), seed=int(seed[1:]))
+    except ValueError as err:
+        raise ValueError(f"{path}: not a generated sample name (kind-RxC-sSEED): {err}") from None
+    return image_to_tensor(data)[0].div_(255.0)
+
+
 def load_image_tensor(path: Path, info_bar_fraction: float) -> torch.Tensor:
-    """Read ``path``, remove the information bar, return (1, H, W) float32 in [0, 1]."""
+    """Read ``path``, remove the information bar, return (1, H, W) float32 in [0, 1].
+
+    A path under :data:`GENERATED_ROOT` is rendered by the sample generator (no info bar).
+    """
+    if path.parent == GENERATED_ROOT:
+        return _generated(path)
     data, rows = read_gray(path)
     data = crop_bottom(data, info_bar_fraction, rows)
     return image_to_tensor(data)[0].div_(255.0)
 
 
 def indexed_paths(cfg: DataConfig) -> tuple[list[Path], ImageIndex]:
-    """The readable images under ``cfg.root`` (at most ``cfg.max_images``) and the index.
+    """The readable images under ``cfg.root`` (at most ``cfg.max_images``), then the generated
+    ones (``cfg.generated``), and the index of the folder.
 
-    Raises ValueError when no root is set or nothing under it can be read.
+    Raises ValueError when there is neither a root nor generated images, or nothing to read.
     """
+    extra = generated_paths(cfg.generated)
     if cfg.root is None:
+        if extra:
+            return extra, ImageIndex(root=GENERATED_ROOT, files=[])
         raise ValueError("data.root is not set: give a folder of SEM images (or --data)")
     index = build_index(
         cfg.root, cache_dir=cfg.cache_dir, refresh=cfg.refresh_index, verify=cfg.verify
     )
     paths = index.paths()[: cfg.max_images] if cfg.max_images else index.paths()
+    paths = paths + extra
     if not paths:
         raise ValueError(
             f"no readable images under {index.root} (extensions {IMAGE_EXTENSIONS}; "

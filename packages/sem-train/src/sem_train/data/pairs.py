@@ -55,6 +55,8 @@ class DefocusPairDataset(Dataset):
     synthesis : ``"loader"`` (each item is a pair) or ``"step"`` (training items carry only
         ``"target"``; the training step synthesises ``"input"`` with :class:`PairSynthesizer`).
         Validation items are always pairs (fixed degradations).
+    dihedral : training crops also get a random 90-degree rotation and flip (8 orientations),
+        so a few images with lines in one direction teach every direction.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class DefocusPairDataset(Dataset):
         pairs_per_image: int = 1,
         channels: int = 1,
         synthesis: Literal["loader", "step"] = "loader",
+        dihedral: bool = False,
     ) -> None:
         if not images:
             raise ValueError("DefocusPairDataset needs at least one focused image")
@@ -88,6 +91,7 @@ class DefocusPairDataset(Dataset):
         if synthesis not in ("loader", "step"):
             raise ValueError(f"synthesis={synthesis!r} must be 'loader' or 'step'")
         self.synthesis = synthesis if train else "loader"
+        self.dihedral = dihedral and train
 
     @classmethod
     def from_paths(cls, paths: list[Path], info_bar_fraction: float = 0.0667, **kw: Any):
@@ -105,6 +109,10 @@ class DefocusPairDataset(Dataset):
             s = min(self.crop_sizes[k], short)
             top = int(torch.randint(0, h - s + 1, (), generator=g))
             left = int(torch.randint(0, w - s + 1, (), generator=g))
+            if self.dihedral:
+                turn = int(torch.randint(0, 8, (), generator=g))
+                crop = img[..., top : top + s, left : left + s].rot90(turn % 4, dims=(-2, -1))
+                return crop.flip(-1) if turn >= 4 else crop
         else:
             fitting = [c for c in self.crop_sizes if c <= short]
             s = max(fitting) if fitting else short

@@ -1,0 +1,60 @@
+"""The convolutional refiner of RestorationModel: identity at start, saved and reloaded,
+trainable, and its correction reaches across patch borders (no patch-wise output)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sem_models import RestorationModel, build_mae, load_model, save_model
+
+
+def _model(width: int = 8) -> RestorationModel:
+    torch.manual_seed(0)
+    mae = build_mae("tiny", patch_size=16, img_size=32, in_chans=1, depth=1, decoder_depth=1)
+    return RestorationModel(mae, freeze_encoder=True, residual=True, refiner_width=width)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (30, 45), (17, 64)])
+def test_residual_model_with_refiner_starts_as_the_identity(shape):
+    model = _model().start_as_identity()
+    x = torch.rand(2, 1, *shape)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == x.shape
+    assert torch.allclose(y, x, atol=1e-5)
+
+
+def test_refiner_is_saved_and_reloaded(tmp_path):
+    model = _model(width=6)
+    with torch.no_grad():
+        for p in model.refiner.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_model(model, tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    assert isinstance(again, RestorationModel) and again.refiner_width == 6
+    x = torch.rand(1, 1, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+
+
+def test_refiner_trains_and_its_correction_crosses_patch_borders():
+    model = _model().start_as_identity()
+    x = torch.rand(1, 1, 32, 32, requires_grad=True)
+    model(x).sum().backward()
+    assert model.refiner.out.weight.grad is not None
+    assert float(model.refiner.out.weight.grad.abs().sum()) > 0
+    # With non-zero weights, the output at the last pixel of patch 0 depends on pixels of
+    # the neighbouring patch (a patch-wise head could not see them).
+    with torch.no_grad():
+        for p in model.refiner.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.mae.requires_grad_(False)
+    x = torch.rand(1, 1, 32, 32, requires_grad=True)
+    model(x)[0, 0, 8, 15].backward()
+    assert float(x.grad[0, 0, 6:11, 16:19].abs().sum()) > 0
+
+
+def test_negative_refiner_width_is_refused():
+    mae = build_mae("tiny", patch_size=16, img_size=32, in_chans=1, depth=1, decoder_depth=1)
+    with pytest.raises(ValueError, match="refiner_width"):
+        RestorationModel(mae, refiner_width=-1)

@@ -1,0 +1,95 @@
+"""``sem train recipe``: Stage 1 -> 2 -> 3 -> fine-tune chained, finished steps skipped,
+an interrupted step resumed, the data split recorded, generated images as training data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from sem_models import RestorationModel, load_model
+from sem_train.config import GeneratedData, load_config
+from sem_train.data import indexed_paths
+from sem_train.data.dataset import GENERATED_ROOT, generated_paths, load_image_tensor
+from sem_train.modeling import resolve_model_dir
+from sem_train.recipe import DONE_FILE, RECIPE_KINDS, SPLIT_FILE, run_recipe
+
+_SMALL_RUN = {"epochs": 1, "batch_size_per_process": 6, "progress": False}
+_SMALL_DATA = {
+    "image_size_px": 32,
+    "cache_in_memory": False,
+    "generated": {"n_per_kind": 5, "shape": (64, 80)},
+}
+
+
+def _overrides() -> dict[str, dict]:
+    model = {"preset": "tiny", "overrides": {"patch_size": 16, "img_size": 32}}
+    common = {"data": _SMALL_DATA, "run": _SMALL_RUN}
+    return {
+        "stage1": {**common, "model": model},
+        "stage2": {**common, "router_calibration_images": 2},
+        "stage3": common,
+        "finetune": {**common, "crop_sizes_px": (32,), "refiner_width": 4, "pairs_per_image": 1},
+    }
+
+
+def test_generated_images_are_disjoint_from_protocol_seeds_and_readable():
+    cfg = GeneratedData(n_per_kind=2, shape=(40, 48))
+    paths = generated_paths(cfg)
+    assert len(paths) == 6 and all(p.parent == GENERATED_ROOT for p in paths)
+    seeds = [int(p.name.rsplit("-s", 1)[1]) for p in paths]
+    assert min(seeds) >= 1_000_000 and len(set(seeds)) == 6
+    img = load_image_tensor(paths[0], 0.0667)  # no info bar is cut from a generated image
+    assert img.shape == (1, 40, 48) and 0 <= float(img.min()) <= float(img.max()) <= 1
+    with pytest.raises(ValueError, match="not a generated sample name"):
+        load_image_tensor(GENERATED_ROOT / "lines-40x48", 0.0)
+
+
+def test_folder_and_generated_images_are_indexed_together(tmp_path):
+    from PIL import Image
+
+    Image.fromarray((torch.rand(40, 40) * 255).byte().numpy()).save(tmp_path / "a.png")
+    data = {"root": tmp_path, "cache_dir": tmp_path / "cache", "generated": {"n_per_kind": 1}}
+    cfg = load_config({"data": data}, "stage1")
+    paths, _ = indexed_paths(cfg.data)
+    assert [p.name for p in paths][0] == "a.png" and len(paths) == 4
+
+
+def test_recipe_chains_the_steps_records_the_split_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    logs: list[str] = []
+    summary = run_recipe(
+        "cpu-base", data_root=None, output_dir=out, overrides=_overrides(), log=logs.append
+    )
+    assert list(summary) == list(RECIPE_KINDS)
+    for kind in RECIPE_KINDS:
+        assert (out / kind / DONE_FILE).is_file()
+    # Each step starts from the previous one's model.
+    assert load_config(json.loads((out / "stage2" / "config.json").read_text()), "stage2")
+    s3 = json.loads((out / "stage3" / "config.json").read_text())
+    assert s3["init_from"] == str(out / "stage2")
+    ft_cfg = json.loads((out / "finetune" / "config.json").read_text())
+    assert ft_cfg["init_from"] == str(out / "stage3")
+    # The fine-tune's ten images and its validation images are recorded and disjoint.
+    split = json.loads((out / "finetune" / SPLIT_FILE).read_text())
+    assert len(split["train"]) == 10 and len(split["validation"]) == 4
+    assert not set(split["train"]) & set(split["validation"])
+    model = load_model(resolve_model_dir(out / "finetune"))
+    assert isinstance(model, RestorationModel) and model.refiner_width == 4
+    assert model.mae.config.moe is not None  # the MoE of Stage 2 is carried to the end
+
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_recipe("cpu-base", data_root=None, output_dir=out, overrides=_overrides())
+    # An interrupted last step (no done marker) continues from its checkpoint; others skip.
+    (out / "finetune" / DONE_FILE).unlink()
+    logs.clear()
+    run_recipe(
+        "cpu-base",
+        data_root=None,
+        output_dir=out,
+        overrides=_overrides(),
+        resume=True,
+        log=logs.append,
+    )
+    assert sum("skipped" in m for m in logs) == 3
+    assert any(m.startswith("finetune: resuming") for m in logs)
