@@ -52,7 +52,7 @@ def test_folder_and_generated_images_are_indexed_together(tmp_path):
     data = {"root": tmp_path, "cache_dir": tmp_path / "cache", "generated": {"n_per_kind": 1}}
     cfg = load_config({"data": data}, "stage1")
     paths, _ = indexed_paths(cfg.data)
-    assert [p.name for p in paths][0] == "a.png" and len(paths) == 4
+    assert paths[0].name == "a.png" and len(paths) == 4
 
 
 def test_recipe_chains_the_steps_records_the_split_and_resumes(tmp_path):
