@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,64 +96,6 @@ def _validation_change(run_dir: Path) -> str:
     return f"validation loss {start[0]:.4g} before fine-tuning, {min(after):.4g} best"
 
 
-def _finetune(
-    init_from: Path,
-    train_images: Sequence[np.ndarray],
-    val_images: Sequence[np.ndarray],
-    out: Path,
-    cfg: FoundationConfig,
-    *,
-    freeze_encoder: bool,
-    seed: int,
-    progress: bool,
-) -> tuple[Path, str]:
-    """The paper's fine-tuning protocol (:mod:`sem_train.finetune`) from the sem-models folder
-    ``init_from`` (a pretrained MAE or a restoration model) on in-memory images.
-
-    Returns the best export (lowest validation loss; the last one without validation images)
-    and a one-line summary of the validation loss before and after.
-    """
-    from ..config import load_config
-    from ..engine import fit_config
-    from ..finetune import build_finetune_task
-    from ..modeling import resolve_model_dir
-
-    size = cfg.image_size_px
-    smallest = min(min(np.shape(im)) for im in [*train_images, *val_images])
-    crops = tuple(c for c in (size, 2 * size, 4 * size) if c <= smallest) or (smallest,)
-    run = {**_run(out, cfg, cfg.finetune_epochs, seed, progress), "validate_at_start": True}
-    ft = load_config(
-        {
-            "init_from": str(init_from),
-            "data": {"image_size_px": size, "channels": 1, "info_bar_fraction": 0.0},
-            "optim": {"lr": cfg.lr, "warmup_steps": 2},
-            "run": run,
-            "n_train_images": len(train_images),
-            "n_val_images": len(val_images),
-            "crop_sizes_px": list(crops),
-            "pairs_per_image": cfg.pairs_per_image,
-            "loss": {"variant": cfg.loss_variant},
-            "freeze_encoder": freeze_encoder,
-        },
-        "finetune",
-    )
-    pairs = {"input_size_px": size, "crop_sizes_px": crops, "ranges": ft.ranges, "channels": 1}
-    train = DefocusPairDataset(
-        _tensors(train_images), train=True, pairs_per_image=cfg.pairs_per_image, **pairs
-    )
-    val = DefocusPairDataset(_tensors(val_images), train=False, **pairs) if val_images else None
-    result = fit_config(build_finetune_task(ft), train, val, ft)
-    return Path(result.best_dir or resolve_model_dir(out)), _validation_change(out)
-
-
-def _budget(cfg: FoundationConfig, n_train: int, n_val: int) -> str:
-    best = f", best of {n_val} validation image(s)" if n_val else ", last epoch (no validation)"
-    return (
-        f"{n_train} image(s), {cfg.finetune_epochs} epochs × {cfg.pairs_per_image} pairs per "
-        f"image, {cfg.image_size_px}-px inputs{best}"
-    )
-
-
 def finetune_network(
     network: RestorationModel,
     train_images: Sequence[np.ndarray],
@@ -165,33 +108,59 @@ def finetune_network(
 ) -> Pretrained:
     """Fine-tune a "finetune" method's ``network`` on ``train_images`` (the paper's protocol).
 
-    The network is saved to ``work_dir/initial`` and fine-tuned from there into
-    ``work_dir/finetune`` with ``cfg``'s budget (``finetune_epochs``, ``batch_size``,
-    ``pairs_per_image``, ``lr``, ``image_size_px``, ``loss_variant``), its encoder frozen as the
-    network says; the best export is returned with the window it was trained for.
+    The network is saved to ``work_dir/initial`` and fine-tuned from there by
+    :mod:`sem_train.finetune` into ``work_dir/finetune`` with ``cfg``'s budget
+    (``finetune_epochs``, ``batch_size``, ``pairs_per_image``, ``lr``, ``image_size_px``,
+    ``loss_variant``), its encoder frozen as the network says. Returns the best export (lowest
+    validation loss; the last one without validation images) with the window it was trained
+    for and a note: the budget and the validation loss before and after.
     """
-    from ..modeling import save_model
+    from ..config import load_config
+    from ..engine import fit_config
+    from ..finetune import build_finetune_task
+    from ..modeling import resolve_model_dir, save_model
 
     cfg = cfg or FoundationConfig()
     if not train_images:
         raise ValueError("fine-tuning needs at least one focused training image")
     work = Path(work_dir)
     save_model(network, work / "initial")
-    best, change = _finetune(
-        work / "initial",
-        train_images,
-        val_images,
-        work / "finetune",
-        cfg,
-        freeze_encoder=network.freeze_encoder,
-        seed=seed,
-        progress=progress,
+    size = cfg.image_size_px
+    smallest = min(min(np.shape(im)) for im in [*train_images, *val_images])
+    crops = tuple(c for c in (size, 2 * size, 4 * size) if c <= smallest) or (smallest,)
+    run = _run(work / "finetune", cfg, cfg.finetune_epochs, seed, progress)
+    ft = load_config(
+        {
+            "init_from": str(work / "initial"),
+            "data": {"image_size_px": size, "channels": 1, "info_bar_fraction": 0.0},
+            "optim": {"lr": cfg.lr, "warmup_steps": 2},
+            "run": {**run, "validate_at_start": True},
+            "n_train_images": len(train_images),
+            "n_val_images": len(val_images),
+            "crop_sizes_px": list(crops),
+            "pairs_per_image": cfg.pairs_per_image,
+            "loss": {"variant": cfg.loss_variant},
+            "freeze_encoder": network.freeze_encoder,
+        },
+        "finetune",
     )
-    summary = _budget(cfg, len(train_images), len(val_images))
+    pairs = {"input_size_px": size, "crop_sizes_px": crops, "ranges": ft.ranges, "channels": 1}
+    train = DefocusPairDataset(
+        _tensors(train_images), train=True, pairs_per_image=cfg.pairs_per_image, **pairs
+    )
+    val = DefocusPairDataset(_tensors(val_images), train=False, **pairs) if val_images else None
+    result = fit_config(build_finetune_task(ft), train, val, ft)
+    n_val = len(val_images)
+    best = f", best of {n_val} validation image(s)" if n_val else ", last epoch (no validation)"
+    change = _validation_change(work / "finetune")
     return Pretrained(
-        checkpoint=best,
-        config={"window_px": cfg.image_size_px},
-        note=f"fine-tuned here on {summary}" + (f"; {change}" if change else ""),
+        checkpoint=Path(result.best_dir or resolve_model_dir(work / "finetune")),
+        config={"window_px": size},
+        note=(
+            f"fine-tuned here on {len(train_images)} image(s), {cfg.finetune_epochs} epochs × "
+            f"{cfg.pairs_per_image} pairs per image, {size}-px inputs{best}"
+            + (f"; {change}" if change else "")
+        ),
     )
 
 
@@ -209,7 +178,7 @@ def train_foundation(
     as a checkpoint with the inference window it was trained for."""
     from ..config import load_config
     from ..engine import fit_config
-    from ..modeling import resolve_model_dir
+    from ..modeling import load_model, resolve_model_dir
     from ..stages.stage1 import build_stage1_task
 
     cfg = cfg or FoundationConfig()
@@ -230,22 +199,9 @@ def train_foundation(
     train1 = _ArrayImages(train_images, train=True, **common)
     val1 = _ArrayImages(val_images, train=False, **common) if val_images else None
     fit_config(build_stage1_task(s1), train1, val1, s1)
-    best, change = _finetune(
-        resolve_model_dir(work / "stage1"),
-        train_images,
-        val_images,
-        work / "finetune",
-        cfg,
-        freeze_encoder=True,
-        seed=seed,
-        progress=progress,
-    )
-    summary = _budget(cfg, len(train_images), len(val_images))
-    return Pretrained(
-        checkpoint=best,
-        config={"window_px": size},
-        note=(
-            f"ViT-{cfg.preset} MAE pretrained (Stage 1) and fine-tuned here on {summary}"
-            + (f"; {change}" if change else "")
-        ),
-    )
+    mae = load_model(resolve_model_dir(work / "stage1"))
+    done = finetune_network(
+        RestorationModel(mae, freeze_encoder=True), train_images, val_images, work, cfg,
+        seed=seed, progress=progress,
+    )  # fmt: skip
+    return replace(done, note=f"ViT-{cfg.preset} MAE pretrained (Stage 1) and {done.note}")
