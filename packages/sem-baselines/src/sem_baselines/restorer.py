@@ -21,7 +21,8 @@ The registry is the single source of truth about a method, including how it is f
 
 ``checkpoint_field`` names the config field holding the method's weights source (required for
 ``"pretrained"``, allowed for any method that loads weights). Callers dispatch on
-:func:`registry_entry`, never on a name.
+:func:`registry_entry`, never on a name. A restorer may carry ``notes`` (a list of strings):
+facts about the model it loaded that an evaluation report should show.
 """
 
 from __future__ import annotations
