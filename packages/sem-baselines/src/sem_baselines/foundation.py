@@ -14,7 +14,8 @@ arXiv 2604.05960, Tables 2-4 rows "ours few-shot" and "ours zero-shot":
     (``fitting="finetune"``, ``finetune_field="finetune_here"``) tells an evaluation to
     fine-tune it on its protocol's training images with the paper's protocol (sem-train).
     ``freeze_encoder`` applies to that MAE; a restoration checkpoint is fine-tuned further
-    with its own settings.
+    with its own settings. Outside an evaluation (``get_restorer``, ``sem restore``) nothing
+    is fine-tuned: the MAE then restores as the zero-shot form does.
 
 * ``"sem-foundation-zero-shot"``: the pretrained MAE used as a restorer without any pair: the
   encoder sees every patch of the defocused image and the reconstruction decoder predicts the
