@@ -49,12 +49,19 @@ MAE_WINDOW = {"window_px": 32, "overlap_px": 8, "device": "cpu"}
 _MAE_FILES: dict[str, dict] = {}
 
 
+#: Registry entries that load a ViT-MAE: their tests get small weights made here.
+MAE_METHODS = ("mae-imagenet", "mae-sem", "sem-foundation", "sem-foundation-zero-shot")
+TINY_MOE = {"num_experts": 2}
+
+
 def mae_registry_config(name: str, tmp_path_factory) -> dict:
-    """Config of ``mae-imagenet`` / ``mae-sem`` pointing at small weights made here (cached)."""
+    """Config of an MAE entry (:data:`MAE_METHODS`) pointing at small weights made here
+    (cached): a facebookresearch encoder file, a dense sem-models MAE, a fine-tuned MAE + MoE
+    restoration model and a pretrained MAE + MoE."""
     if name in _MAE_FILES:
         return _MAE_FILES[name]
     import torch
-    from sem_models import build_mae, save_model
+    from sem_models import MoEConfig, RestorationModel, build_mae, save_model
 
     folder = tmp_path_factory.mktemp(name)
     torch.manual_seed(11)
@@ -70,6 +77,11 @@ def mae_registry_config(name: str, tmp_path_factory) -> dict:
         }
     elif name == "mae-sem":  # a sem-models checkpoint of a dense grayscale MAE
         save_model(build_mae("tiny", in_chans=1, **MAE_ARCH), folder / "ckpt")
+        cfg = {"checkpoint_dir": str(folder / "ckpt"), **MAE_WINDOW}
+    elif name in ("sem-foundation", "sem-foundation-zero-shot"):  # MAE + MoE, grayscale
+        mae = build_mae("tiny", in_chans=1, moe=MoEConfig(**TINY_MOE), **MAE_ARCH)
+        model = RestorationModel(mae, residual=True) if name == "sem-foundation" else mae
+        save_model(model, folder / "ckpt")
         cfg = {"checkpoint_dir": str(folder / "ckpt"), **MAE_WINDOW}
     else:
         raise KeyError(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from baselines_testkit import TINY, TINY_FIT, lines_image, mae_registry_config
+from baselines_testkit import MAE_METHODS, TINY, TINY_FIT, lines_image, mae_registry_config
 from sem_baselines import (
     RestorerConfigError,
     get_restorer,
@@ -27,7 +27,7 @@ def _build(name: str, tmp_path_factory: pytest.TempPathFactory | None = None):
 
 
 def _extra(name: str, tmp_path_factory) -> dict:
-    if name.startswith("mae-"):
+    if name in MAE_METHODS:
         return mae_registry_config(name, tmp_path_factory)
     return {}
 
@@ -36,7 +36,14 @@ def test_registry_lists_every_baseline_of_the_paper():
     names = list_restorers()
     paper = ["input", "richardson-lucy", "wiener", "bm3d", "n2v", "n2n", "mrn"]
     assert names[: len(paper)] == paper
-    assert {"mae-imagenet", "mae-sem"} <= set(names)
+    assert set(MAE_METHODS) <= set(names)
+    # the paper's Table 2 order: MAE-ImageNet, the ablation, ours zero-shot, ours few-shot
+    assert [n for n in names if n in MAE_METHODS] == [
+        "mae-imagenet",
+        "mae-sem",
+        "sem-foundation-zero-shot",
+        "sem-foundation",
+    ]
 
 
 @pytest.mark.parametrize("name", list_restorers())

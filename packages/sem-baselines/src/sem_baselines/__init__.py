@@ -19,6 +19,12 @@ from .classical import (
     estimate_sigma,
     fixed_psf,
 )
+from .foundation import (
+    SEMFoundationConfig,
+    SEMFoundationRestorer,
+    SEMFoundationZeroShotConfig,
+    SEMFoundationZeroShotRestorer,
+)
 from .identity import IdentityConfig, IdentityRestorer
 from .learned import (
     FitConfig,
@@ -74,6 +80,10 @@ __all__ = [
     "RestorerConfigError",
     "RichardsonLucyConfig",
     "RichardsonLucyRestorer",
+    "SEMFoundationConfig",
+    "SEMFoundationRestorer",
+    "SEMFoundationZeroShotConfig",
+    "SEMFoundationZeroShotRestorer",
     "WienerConfig",
     "WienerRestorer",
     "check_image",

@@ -4,18 +4,21 @@
   local file (facebookresearch ``mae_pretrain_vit_large.pth`` or timm's
   ``vit_large_patch16_224.mae``; CC-BY-NC 4.0, never downloaded here) by
   :func:`sem_models.load_external_mae`. Those files hold the encoder only; the decoder starts
-  from a seeded initialisation until sem-train fine-tunes it.
-* ``"mae-sem"``: the SEM-pretrained MAE without Mixture-of-Experts, from a sem-models
-  checkpoint folder (a pretrained MAE or an already fine-tuned restoration model). Its
-  registry entry says ``fitting="pretrained"``: an evaluation with a training pipeline
-  (sem-train) pretrains and fine-tunes one when ``checkpoint_dir`` is empty.
+  from a seeded initialisation. Its registry entry says ``fitting="finetune"``: an evaluation
+  with a training pipeline (sem-train) adapts it with the same fine-tuning protocol as the
+  paper's model (arXiv 2604.05960, Sec. 2.4) before restoring.
+* ``"mae-sem"``: the SEM-pretrained MAE without Mixture-of-Experts (the paper's ablation row),
+  from a sem-models checkpoint folder (a pretrained MAE or an already fine-tuned restoration
+  model). Its registry entry says ``fitting="pretrained"``: an evaluation with a training
+  pipeline pretrains and fine-tunes one when ``checkpoint_dir`` is empty.
 
 Both wrap a :class:`sem_models.RestorationModel` (encoder sees all patches, decoder predicts
 the focused image) and restore full-size images with :func:`sem_models.sliding_window`
-(Hann-blended 224-px windows, 8-px overlap as in the paper). Fine-tuning is sem-train's job:
-``network`` is the ``RestorationModel`` it trains. Saved form: ``config.json`` (restorer name
-and config) and ``network/`` (a sem-models checkpoint), so a saved restorer reloads without
-the original weights file.
+(Hann-blended windows of the model's input size, 8-px overlap as in the paper); the paper's
+own model (``sem_baselines.foundation``) shares that inference. Fine-tuning is sem-train's job:
+``network`` is the ``RestorationModel`` it trains, ``load_network`` takes the result back.
+Saved form: ``config.json`` (restorer name and config) and ``network/`` (a sem-models
+checkpoint), so a saved restorer reloads without the original weights file.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from sem_models import (
     sliding_window,
 )
 from sem_models.mae import MaskedAutoencoder
+from sem_physics.atomic import atomic_write_text
+from torch import nn
 
 from .learned.base import resolve_device
 from .restorer import CONFIG_FILE, RestorerConfigError, check_image, register
@@ -49,7 +54,9 @@ NETWORK_DIR = "network"
 class _MAEInferenceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    window_px: int = Field(default=224, ge=8, le=4096, description="sliding window side (px)")
+    window_px: int | None = Field(
+        default=None, ge=8, le=4096, description="sliding window side (px); None = model input"
+    )
     overlap_px: int = Field(default=8, ge=0, le=4095, description="window overlap (px)")
     batch_size: int = Field(default=8, ge=1, le=4096, description="windows per forward pass")
     device: str | None = Field(default=None, description="torch device; None = cuda if present")
@@ -85,15 +92,37 @@ class MAESEMConfig(_MAEInferenceConfig):
     freeze_encoder: bool = Field(default=True, description="encoder frozen for fine-tuning")
 
 
+def load_mae_checkpoint(folder: str | Path, name: str) -> tuple[nn.Module, MaskedAutoencoder]:
+    """``(model, mae)`` of a sem-models checkpoint folder: a pretrained MAE (then both are the
+    MAE) or a restoration model and its MAE; RestorerConfigError when it holds neither."""
+    model = load_model(folder)
+    mae = model.mae if isinstance(model, RestorationModel) else model
+    if not isinstance(mae, MaskedAutoencoder):
+        raise RestorerConfigError(f"{name}: {folder} holds no MAE")
+    return model, mae
+
+
+def _restoration_checkpoint(folder: Path) -> RestorationModel:
+    net = load_model(folder)
+    if not isinstance(net, RestorationModel):
+        raise RestorerConfigError(f"{folder} is not a restoration checkpoint")
+    return net
+
+
 class _MAERestorer:
-    """Shared inference, save and load of the MAE baselines."""
+    """Shared inference, save and load of the MAE restorers (baselines and the paper's model).
+
+    ``notes`` collects what a report should say about the loaded model (e.g. a dense model
+    where MoE is expected).
+    """
 
     name: ClassVar[str]
     config_cls: ClassVar[type[_MAEInferenceConfig]]
-    config: Any  # the subclass's config (MAEImageNetConfig or MAESEMConfig)
+    config: Any  # the subclass's config (an _MAEInferenceConfig)
 
     def __init__(self, config: Any = None, *, network: RestorationModel | None = None) -> None:
         self.config = config or self.config_cls()
+        self.notes: list[str] = []
         net = network if network is not None else self._build()
         self.network: RestorationModel = net.to(resolve_device(self.config.device)).eval()
 
@@ -104,22 +133,33 @@ class _MAERestorer:
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
+    @property
+    def window_px(self) -> int:
+        """Sliding-window side (px): the configured one, else the model's input size."""
+        return self.config.window_px or int(self.network.config.img_size)
+
     @torch.no_grad()
     def restore(self, image: np.ndarray) -> np.ndarray:
         x = check_image(image) / np.float32(255.0)
-        cfg = self.config
-        y = sliding_window(
-            self.network, x, cfg.window_px, min(cfg.overlap_px, cfg.window_px - 1), cfg.batch_size
-        )
+        cfg, win = self.config, self.window_px
+        y = sliding_window(self.network, x, win, min(cfg.overlap_px, win - 1), cfg.batch_size)
         out = np.asarray(y, dtype=np.float32) * np.float32(255.0)
         return np.clip(out, 0.0, 255.0) if cfg.clip else out
+
+    def load_network(self, folder: str | Path, **config: Any) -> _MAERestorer:
+        """Use the restoration model saved in ``folder`` (e.g. fine-tuned by sem-train), with
+        ``config`` updating this restorer's settings (e.g. ``window_px``); returns ``self``."""
+        self.config = self.config_cls(**{**self.config.model_dump(), **config})
+        net = _restoration_checkpoint(Path(folder))
+        self.network = net.to(resolve_device(self.config.device)).eval()
+        return self
 
     def save(self, path: str | Path) -> Path:
         """Write ``config.json`` and the sem-models checkpoint ``network/`` into ``path``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = {"restorer": self.name, "config": self.config.model_dump(mode="json")}
-        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        atomic_write_text(path / CONFIG_FILE, json.dumps(meta, indent=2))
         save_model(self.network, path / NETWORK_DIR)
         return path
 
@@ -135,24 +175,24 @@ class _MAERestorer:
                 f"{cfg_file} holds restorer {meta.get('restorer')!r}, not {self.name!r}"
             )
         self.config = self.config_cls(**meta.get("config", {}))
-        net = load_model(path / NETWORK_DIR)
-        if not isinstance(net, RestorationModel):
-            raise RestorerConfigError(f"{path / NETWORK_DIR} is not a restoration checkpoint")
+        net = _restoration_checkpoint(path / NETWORK_DIR)
         self.network = net.to(resolve_device(self.config.device)).eval()
         return self
 
     @classmethod
     def from_saved(cls, path: str | Path, config: BaseModel) -> _MAERestorer:
         """Rebuild from a saved folder without touching the original weights source."""
-        net = load_model(Path(path) / NETWORK_DIR)
-        if not isinstance(net, RestorationModel):
-            raise RestorerConfigError(f"{Path(path) / NETWORK_DIR} is not a restoration checkpoint")
+        net = _restoration_checkpoint(Path(path) / NETWORK_DIR)
         return cls(config, network=net).load(path)
 
 
-@register("mae-imagenet", MAEImageNetConfig)
+@register("mae-imagenet", MAEImageNetConfig, fitting="finetune", checkpoint_field="weights_path")
 class MAEImageNetRestorer(_MAERestorer):
-    """ViT-MAE with public ImageNet weights (local file), restoring by sliding windows."""
+    """ViT-MAE with public ImageNet weights (local file), restoring by sliding windows.
+
+    As built, the decoder is a seeded initialisation (the files hold the encoder only); an
+    evaluation fine-tunes it on the protocol's training images before restoring.
+    """
 
     config: MAEImageNetConfig
 
@@ -186,10 +226,7 @@ class MAESEMRestorer(_MAERestorer):
                 "mae-sem needs checkpoint_dir=<folder written by sem_models.save_model> "
                 "(config.json + model.safetensors of the SEM-pretrained MAE)"
             )
-        model = load_model(cfg.checkpoint_dir)
-        mae = model.mae if isinstance(model, RestorationModel) else model
-        if not isinstance(mae, MaskedAutoencoder):
-            raise RestorerConfigError(f"{cfg.checkpoint_dir} holds no MAE")
+        model, mae = load_mae_checkpoint(cfg.checkpoint_dir, self.name)
         if mae.config.moe is not None:
             raise RestorerConfigError(
                 f"{cfg.checkpoint_dir} has Mixture-of-Experts layers; mae-sem is the "

@@ -6,10 +6,23 @@ returns a float32 image of the same shape and scale. Learned methods also ``fit`
 pickle.
 
 The registry is the single source of truth about a method, including how it is fitted
-(:data:`Fitting`): ``"none"`` (fixed parameters), ``"fit"`` (``restorer.fit(train_images,
-val_images=..., options=FitOptions(...))``) or ``"pretrained"`` (the restorer loads a model
-from the config field named by ``checkpoint_field``; a caller with a training pipeline fills
-that field when it is empty). Callers dispatch on :func:`registry_entry`, never on a name.
+(:data:`Fitting`):
+
+* ``"none"``: fixed parameters, or a model used as it is loaded;
+* ``"fit"``: ``restorer.fit(train_images, val_images=..., options=FitOptions(...))``;
+* ``"pretrained"``: the restorer loads a model from the config field named by
+  ``checkpoint_field``; a caller with a training pipeline fills that field when it is empty;
+* ``"finetune"``: the restorer is built from its checkpoint or weights, then a caller with a
+  training pipeline fine-tunes its ``network`` (a :class:`sem_models.RestorationModel`) on the
+  protocol's training images with the paper's fine-tuning protocol and hands the result back
+  through ``restorer.load_network(folder, **config)``. With ``finetune_field`` (a boolean
+  config field) the fine-tune happens only when that field is true
+  (:meth:`RegistryEntry.fine_tunes`).
+
+``checkpoint_field`` names the config field holding the method's weights source (required for
+``"pretrained"``, allowed for any method that loads weights). Callers dispatch on
+:func:`registry_entry`, never on a name. A restorer may carry ``notes`` (a list of strings):
+facts about the model it loaded that an evaluation report should show.
 """
 
 from __future__ import annotations
@@ -58,7 +71,7 @@ class Restorer(Protocol):
 
 
 #: How a registered method gets its parameters (see the module docstring).
-Fitting = Literal["none", "fit", "pretrained"]
+Fitting = Literal["none", "fit", "pretrained", "finetune"]
 
 
 class FitOptions(BaseModel):
@@ -115,6 +128,13 @@ class RegistryEntry:
     fitting: Fitting
     checkpoint_field: str | None = None
     psf_from_case: bool = False  # an oracle row: each input is restored with its true PSF
+    finetune_field: str | None = None  # "finetune" only when this boolean setting is true
+
+    def fine_tunes(self, config: BaseModel) -> bool:
+        """Whether a "finetune" method with validated ``config`` is fine-tuned by the caller."""
+        if self.fitting != "finetune":
+            return False
+        return self.finetune_field is None or bool(getattr(config, self.finetune_field))
 
 
 _REGISTRY: dict[str, RegistryEntry] = {}
@@ -127,11 +147,14 @@ def register(
     fitting: Fitting | None = None,
     checkpoint_field: str | None = None,
     psf_from_case: bool = False,
+    finetune_field: str | None = None,
 ) -> Callable[[type], type]:
     """Class decorator: make ``cls(config)`` available as ``get_restorer(name, **config)``.
 
     ``fitting`` defaults to ``"fit"`` for a class with a ``fit`` method, else ``"none"``;
-    ``"pretrained"`` needs ``checkpoint_field``, a field of ``config_cls``. With
+    ``"pretrained"`` needs ``checkpoint_field``, a field of ``config_cls``; ``"finetune"``
+    needs a class with ``network`` and ``load_network`` and takes an optional
+    ``finetune_field`` (a boolean config field switching the fine-tune on). With
     ``psf_from_case`` an evaluation builds the restorer per input with that input's true PSF
     (config field ``psf``): a reference row showing what a blind PSF estimate costs.
     """
@@ -140,15 +163,27 @@ def register(
         if name in _REGISTRY:
             raise RuntimeError(f"restorer {name!r} registered twice")
         how: Fitting = fitting or ("fit" if callable(getattr(cls, "fit", None)) else "none")
-        if (how == "pretrained") != (checkpoint_field is not None):
-            raise RuntimeError(
-                f"restorer {name!r}: checkpoint_field goes with fitting='pretrained'"
-            )
-        if checkpoint_field is not None and checkpoint_field not in config_cls.model_fields:
+        fields = config_cls.model_fields
+        if how == "pretrained" and checkpoint_field is None:
+            raise RuntimeError(f"restorer {name!r}: fitting='pretrained' needs checkpoint_field")
+        if checkpoint_field is not None and checkpoint_field not in fields:
             raise RuntimeError(f"restorer {name!r}: {checkpoint_field!r} is not a config field")
-        if psf_from_case and "psf" not in config_cls.model_fields:
+        if how == "finetune" and not callable(getattr(cls, "load_network", None)):
+            raise RuntimeError(f"restorer {name!r}: fitting='finetune' needs load_network()")
+        if finetune_field is not None and (
+            how != "finetune"
+            or finetune_field not in fields
+            or fields[finetune_field].annotation is not bool
+        ):
+            raise RuntimeError(
+                f"restorer {name!r}: finetune_field must name a bool config field of a "
+                "fitting='finetune' method"
+            )
+        if psf_from_case and "psf" not in fields:
             raise RuntimeError(f"restorer {name!r}: psf_from_case needs a 'psf' config field")
-        _REGISTRY[name] = RegistryEntry(name, cls, config_cls, how, checkpoint_field, psf_from_case)
+        _REGISTRY[name] = RegistryEntry(
+            name, cls, config_cls, how, checkpoint_field, psf_from_case, finetune_field
+        )
         cls.name = name  # type: ignore[attr-defined]
         cls.config_cls = config_cls  # type: ignore[attr-defined]
         return cls
@@ -173,7 +208,9 @@ TABLE_ORDER = (
     "n2n",
     "mrn",
     "mae-imagenet",
-    "mae-sem",
+    "mae-sem",  # the paper's ablation: SEM-pretrained, no Mixture-of-Experts
+    "sem-foundation-zero-shot",  # the paper's "ours zero-shot"
+    "sem-foundation",  # the paper's "ours few-shot"
     "richardson-lucy-true-psf",  # reference rows: the classical methods given the true PSF
     "wiener-true-psf",
 )

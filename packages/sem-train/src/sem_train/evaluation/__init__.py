@@ -9,7 +9,7 @@ preset of it (:func:`demo_config`).
 
 from .clustering import ClusteringResult, cluster_embeddings, clustering_markdown, embed_folder
 from .config import BenchmarkConfig, GeneratedImages, demo_config, load_benchmark_config
-from .foundation import FoundationConfig, train_foundation
+from .foundation import FoundationConfig, finetune_network, train_foundation
 from .methods import control_run, list_methods, run_method, select_methods
 from .protocols import (
     Case,
@@ -69,6 +69,7 @@ __all__ = [
     "control_run",
     "demo_config",
     "embed_folder",
+    "finetune_network",
     "list_images",
     "list_methods",
     "load_benchmark_config",

@@ -112,7 +112,8 @@ class BenchmarkConfig(BaseModel):
     steps_per_epoch: int | None = Field(None, ge=1, description="None: one pass over the pixels")
     foundation: FoundationConfig = Field(
         default_factory=FoundationConfig,
-        description="model trained for a 'pretrained' method without a checkpoint",
+        description="model trained for a 'pretrained' method without a checkpoint; the "
+        "fine-tuning budget of every 'finetune' method",
     )
     quality_metrics: tuple[str, ...] = QUALITY_METRICS
     figure_cases: int | None = Field(

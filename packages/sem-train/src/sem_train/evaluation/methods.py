@@ -1,11 +1,15 @@
 """Running registered restoration methods on a protocol's cases.
 
 Methods come from the ``sem_baselines`` registry, which also says how each one is fitted
-(:func:`sem_baselines.registry_entry`): ``"none"`` (fixed parameters), ``"fit"`` (trained here on
-the protocol's focused training images with synthetic defocus, validated on its validation
-images: best-validation weights) or ``"pretrained"`` (a model from a checkpoint; when none is
-configured, the caller's ``pretrain`` callable trains one). A method that cannot be built,
-trained or run is recorded as failed with the reason and keeps its row in every table.
+(:func:`sem_baselines.registry_entry`): ``"none"`` (fixed parameters, or a model used as
+loaded), ``"fit"`` (trained here on the protocol's focused training images with synthetic
+defocus, validated on its validation images: best-validation weights), ``"pretrained"`` (a
+model from a checkpoint; when none is configured, the caller's ``pretrain`` callable trains
+one) or ``"finetune"`` (built from its checkpoint or weights, then the caller's ``finetune``
+callable fine-tunes its network on the protocol's training images: in a benchmark protocol,
+"few-shot" means fine-tuned here on those images). A method that cannot be built, trained or
+run is recorded as failed with the reason and keeps its row in every table; what a restorer
+says about its model (``restorer.notes``) goes into its row's notes.
 
 The control row (the input with only the true gain and offset inverted) is built here too.
 """
@@ -13,6 +17,7 @@ The control row (the input with only the true gain and offset inverted) is built
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +39,7 @@ from .results import CONTROL_NAME, INPUT_NAME, MethodRun
 
 __all__ = [
     "IDENTITY",
+    "FinetuneFn",
     "PretrainFn",
     "Pretrained",
     "check_method_config",
@@ -52,7 +58,8 @@ IDENTITY = "input"
 
 @dataclass(frozen=True)
 class Pretrained:
-    """A model trained for a "pretrained" method: its checkpoint, further config, a note."""
+    """A model trained here for a "pretrained" or "finetune" method: its checkpoint folder,
+    further restorer config (e.g. the window it was trained for), a note for the report."""
 
     checkpoint: Path
     config: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +69,11 @@ class Pretrained:
 #: ``pretrain(train_images, val_images, work_dir) -> Pretrained`` for a "pretrained" method whose
 #: checkpoint field is empty (sem-train's foundation trainer).
 PretrainFn = Callable[[list[np.ndarray], list[np.ndarray], Path], Pretrained]
+
+#: ``finetune(network, train_images, val_images, work_dir) -> Pretrained`` for a "finetune"
+#: method: fine-tunes its ``network`` (a ``sem_models.RestorationModel``; sem-train's
+#: :func:`~sem_train.evaluation.foundation.finetune_network`).
+FinetuneFn = Callable[[Any, list[np.ndarray], list[np.ndarray], Path], Pretrained]
 
 
 def list_methods() -> list[str]:
@@ -156,6 +168,13 @@ def control_run(cases: Sequence[Case]) -> MethodRun:
     return run
 
 
+def _fresh(folder: Path) -> Path:
+    """``folder`` without an earlier training run of this method (it is being redone)."""
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    return folder
+
+
 def _fit(
     name: str,
     config: dict[str, Any],
@@ -163,28 +182,41 @@ def _fit(
     val: list[np.ndarray],
     options: FitOptions,
     pretrain: PretrainFn | None,
+    finetune: FinetuneFn | None,
     work_dir: Path | None,
 ) -> tuple[Any, list[str]]:
     """Build and fit ``name`` the way its registry entry says; returns (restorer, notes)."""
     entry = registry_entry(name)
     notes: list[str] = []
+
+    def work() -> Path:
+        return work_dir or Path(tempfile.mkdtemp(prefix=f"sem-eval-{name}-"))
+
     if entry.fitting == "pretrained" and entry.checkpoint_field is not None:
         if config.get(entry.checkpoint_field) is None:
             if pretrain is None:
                 raise ValueError(f"set {name}.{entry.checkpoint_field} (no trainer given)")
             if not train:
                 raise ValueError("needs focused training images to be pretrained here")
-            work = work_dir or Path(tempfile.mkdtemp(prefix=f"sem-eval-{name}-"))
-            done = pretrain(train, val, work / "pretrained")
+            done = pretrain(train, val, _fresh(work() / "pretrained"))
             config = {**config, entry.checkpoint_field: str(done.checkpoint), **done.config}
             notes.append(done.note)
     restorer = get_restorer(name, **config)
+    notes.extend(getattr(restorer, "notes", ()))
     if entry.fitting == "fit":
         if not train:
             raise ValueError("learned method, but the protocol has no training images")
         restorer.fit(train, val_images=val or None, options=options)
         if not val:
             notes.append("no validation images: weights of the lowest training loss kept")
+    elif entry.fine_tunes(restorer.config):
+        if finetune is None:
+            raise ValueError(f"{name} is fine-tuned on the protocol's images; no trainer given")
+        if not train:
+            raise ValueError("needs focused training images to be fine-tuned here")
+        done = finetune(restorer.network, train, val, _fresh(work() / "finetuned"))
+        restorer.load_network(done.checkpoint, **done.config)
+        notes.append(done.note)
     return restorer, notes
 
 
@@ -197,12 +229,16 @@ def run_method(
     config: Mapping[str, Any] | None = None,
     options: FitOptions | None = None,
     pretrain: PretrainFn | None = None,
+    finetune: FinetuneFn | None = None,
     save_dir: str | Path | None = None,
 ) -> MethodRun:
     """Build (and fit, as its registry entry says) method ``name``, then restore every input.
 
-    Exceptions while building or fitting mark the whole method failed; an exception on one case
-    marks only that case. A fitted restorer is saved under ``save_dir`` when given.
+    ``pretrain`` trains a "pretrained" method without a checkpoint, ``finetune`` fine-tunes a
+    "finetune" method (sem-train's :mod:`~sem_train.evaluation.foundation` trainers with the
+    benchmark's budget). Exceptions while building or fitting mark the whole method failed; an
+    exception on one case marks only that case. A fitted restorer is saved under ``save_dir``
+    when given (its training runs go there too).
     """
     run = MethodRun(name=row_name(name))
     t0 = time.perf_counter()
@@ -214,23 +250,26 @@ def run_method(
             list(val_images),
             options or FitOptions(),
             pretrain,
+            finetune,
             Path(save_dir) if save_dir is not None else None,
         )
     except Exception as err:
         entry = registry_entry(name)
         run.failed = f"could not be built or trained: {_first_line(err)}"
-        for field in (entry.checkpoint_field, "weights_path"):
-            if field and field in entry.config_cls.model_fields and field in str(err):
-                run.notes.append(f"give the file with: --set {name}.{field}=PATH")
+        field = entry.checkpoint_field
+        if field and field in str(err):
+            run.notes.append(f"give the file with: --set {name}.{field}=PATH")
         log.warning("%s: %s", name, run.failed)
         return run
     run.fit_seconds = time.perf_counter() - t0
-    if save_dir is not None and registry_entry(name).fitting != "none":
+    entry = registry_entry(name)
+    trained = entry.fitting in ("fit", "pretrained") or entry.fine_tunes(restorer.config)
+    if save_dir is not None and trained:
         try:
             restorer.save(Path(save_dir))
         except Exception as err:  # a save failure loses the weights, not the results
             run.notes.append(f"could not save the trained weights: {_first_line(err)}")
-    if registry_entry(name).psf_from_case:
+    if entry.psf_from_case:
         settings = dict(config or {})
 
         def with_true_psf(c: Case) -> np.ndarray:

@@ -27,7 +27,7 @@ from sem_physics.atomic import atomic_write_text
 from tqdm.auto import tqdm
 
 from .config import BenchmarkConfig
-from .foundation import train_foundation
+from .foundation import finetune_network, train_foundation
 from .methods import control_run, run_method
 from .protocols import Case, ProtocolManifest, build_s2r, build_s2s
 from .report import ReportInputs, mark_incomplete, safe_name, write_report
@@ -174,7 +174,7 @@ def method_hash(name: str, cfg: BenchmarkConfig, manifest: ProtocolManifest) -> 
     }
     if entry.fitting != "none":
         payload["fit"] = [cfg.epochs, cfg.batch_size, cfg.steps_per_epoch, cfg.seed]
-    if entry.fitting == "pretrained":
+    if entry.fitting in ("pretrained", "finetune"):
         payload["foundation"] = cfg.foundation.model_dump(mode="json")
     return _digest(payload)
 
@@ -201,6 +201,8 @@ def _stored(folder: Path, digest: str, notes: list[str]) -> MethodResult | None:
     except ResultFileError as err:
         log.warning("%s; the method is run again", err)
         notes.append(f"{err}; rerun")
+        return None
+    if result.failed:  # e.g. a checkpoint or shipped model missing then: try again
         return None
     return result if result.config_hash == digest else None
 
@@ -236,6 +238,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool =
         progress=progress,
     )
     pretrain = partial(train_foundation, cfg=cfg.foundation, seed=cfg.seed, progress=progress)
+    finetune = partial(finetune_network, cfg=cfg.foundation, seed=cfg.seed, progress=progress)
     train = [im.data for im in proto.train]
     val = [im.data for im in proto.val]
     log.info("%s: %d cases, %d methods -> %s", cfg.title, len(proto.cases), len(names), out)
@@ -259,6 +262,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool =
             config=cfg.method_config.get(name, {}),
             options=options,
             pretrain=pretrain,
+            finetune=finetune,
             save_dir=folder / "model",
         )
         run.notes += notes

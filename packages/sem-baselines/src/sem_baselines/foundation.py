@@ -1,0 +1,143 @@
+"""The paper's own model as registry entries: the SEM MAE + Mixture-of-Experts (Stages 1-3).
+
+arXiv 2604.05960, Tables 2-4 rows "ours few-shot" and "ours zero-shot":
+
+* ``"sem-foundation"``: a restoration model fine-tuned few-shot from the MAE + MoE encoder.
+  Config ``checkpoint_dir`` (a folder written by :func:`sem_models.save_model`) and
+  ``finetune_here``:
+
+  - ``finetune_here=False`` (default): the checkpoint is a fine-tuned restoration model, used
+    as it is; without ``checkpoint_dir``, the model shipped with sem-models
+    (``sem_models.pretrained``, ``"sem-foundation"``).
+  - ``finetune_here=True``: the checkpoint is the pretrained Stage-3 MAE (default: the shipped
+    ``"sem-foundation-zero-shot"``), given a restoration decoder here; the registry entry
+    (``fitting="finetune"``, ``finetune_field="finetune_here"``) tells an evaluation to
+    fine-tune it on its protocol's training images with the paper's protocol (sem-train).
+    ``freeze_encoder`` applies to that MAE; a restoration checkpoint is fine-tuned further
+    with its own settings. Outside an evaluation (``get_restorer``, ``sem restore``) nothing
+    is fine-tuned: the MAE then restores as the zero-shot form does.
+
+* ``"sem-foundation-zero-shot"``: the pretrained MAE used as a restorer without any pair: the
+  encoder sees every patch of the defocused image and the reconstruction decoder predicts the
+  image (``RestorationModel(mae, residual=False)``). Default checkpoint: the shipped
+  ``"sem-foundation-zero-shot"``. A non-residual restoration checkpoint (this restorer's own
+  saved network) is accepted; a residual one is fine-tuned and refused.
+
+Dense checkpoints (no MoE) are accepted by both, and ``restorer.notes`` says so (an evaluation
+report carries the notes): such a row is then not the paper's full model. Inference, saving and
+loading are those of the MAE baselines (:mod:`sem_baselines.mae`): Hann-blended sliding
+windows of the model's input size (or ``window_px``), 8-px overlap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from sem_models import RestorationModel
+from sem_models.mae import MaskedAutoencoder
+from sem_models.pretrained import ShippedModelMissingError, shipped_model_dir
+
+from .mae import _MAEInferenceConfig, _MAERestorer, load_mae_checkpoint
+from .restorer import RestorerConfigError, register
+
+__all__ = [
+    "SEMFoundationConfig",
+    "SEMFoundationRestorer",
+    "SEMFoundationZeroShotConfig",
+    "SEMFoundationZeroShotRestorer",
+]
+
+_CHECKPOINT = "folder written by sem_models.save_model; None = the model shipped with sem-models"
+
+
+class SEMFoundationConfig(_MAEInferenceConfig):
+    """The paper's fine-tuned model: shipped, given, or fine-tuned here (``finetune_here``)."""
+
+    checkpoint_dir: str | None = Field(default=None, description=_CHECKPOINT)
+    finetune_here: bool = Field(
+        default=False,
+        description="fine-tune here on the protocol's training images, from the pretrained "
+        "Stage-3 MAE (False: the checkpoint is already fine-tuned and used as it is)",
+    )
+    freeze_encoder: bool = Field(default=True, description="encoder frozen for fine-tuning")
+
+
+class SEMFoundationZeroShotConfig(_MAEInferenceConfig):
+    """The paper's pretrained model used as a restorer without any training pair."""
+
+    checkpoint_dir: str | None = Field(default=None, description=_CHECKPOINT)
+
+
+class _FoundationRestorer(_MAERestorer):
+    def _checkpoint(self, given: str | None, shipped: str) -> str | Path:
+        """``given``, else the shipped model's folder (a clear error when not installed)."""
+        if given is not None:
+            return given
+        try:
+            folder = shipped_model_dir(shipped)
+        except ShippedModelMissingError as err:
+            raise ShippedModelMissingError(
+                f"{self.name}: checkpoint_dir not set and {err}"
+            ) from None
+        self.notes.append(f"the {shipped!r} model shipped with sem-models")
+        return folder
+
+    def _note_dense(self, mae: MaskedAutoencoder, folder: str | Path) -> None:
+        if mae.config.moe is None:
+            self.notes.append(
+                f"{folder} is a dense model (no Mixture-of-Experts): this row is not the "
+                "paper's MAE + MoE"
+            )
+
+
+@register(
+    "sem-foundation",
+    SEMFoundationConfig,
+    fitting="finetune",
+    checkpoint_field="checkpoint_dir",
+    finetune_field="finetune_here",
+)
+class SEMFoundationRestorer(_FoundationRestorer):
+    """The paper's model fine-tuned few-shot ("ours few-shot"), sliding-window restore."""
+
+    config: SEMFoundationConfig
+
+    def _build(self) -> RestorationModel:
+        cfg = self.config
+        shipped = "sem-foundation-zero-shot" if cfg.finetune_here else "sem-foundation"
+        folder = self._checkpoint(cfg.checkpoint_dir, shipped)
+        model, mae = load_mae_checkpoint(folder, self.name)
+        self._note_dense(mae, folder)
+        if isinstance(model, RestorationModel):
+            return model
+        if not cfg.finetune_here:
+            raise RestorerConfigError(
+                f"{self.name}: {folder} holds a pretrained MAE, not a fine-tuned restoration "
+                "model; set finetune_here=true to fine-tune it on the protocol's training "
+                "images, or use sem-foundation-zero-shot"
+            )
+        return RestorationModel(mae, freeze_encoder=cfg.freeze_encoder)
+
+
+@register(
+    "sem-foundation-zero-shot", SEMFoundationZeroShotConfig, checkpoint_field="checkpoint_dir"
+)
+class SEMFoundationZeroShotRestorer(_FoundationRestorer):
+    """The pretrained MAE + MoE reconstructing the image from all its patches ("ours zero-shot")."""
+
+    config: SEMFoundationZeroShotConfig
+
+    def _build(self) -> RestorationModel:
+        folder = self._checkpoint(self.config.checkpoint_dir, "sem-foundation-zero-shot")
+        model, mae = load_mae_checkpoint(folder, self.name)
+        self._note_dense(mae, folder)
+        if isinstance(model, RestorationModel):
+            if model.residual:
+                raise RestorerConfigError(
+                    f"{self.name}: {folder} holds a fine-tuned (residual) restoration model; "
+                    "the zero-shot form takes the pretrained MAE (use sem-foundation for a "
+                    "fine-tuned one)"
+                )
+            return model
+        return RestorationModel(mae, freeze_encoder=True, residual=False)

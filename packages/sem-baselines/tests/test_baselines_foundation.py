@@ -1,0 +1,183 @@
+"""The paper's own rows: ``sem-foundation`` (few-shot) and ``sem-foundation-zero-shot``.
+
+Tiny MAE + MoE checkpoints made here stand in for the shipped weights; the shipped folder is
+pointed at a temporary one, so the tests hold with or without the real weights installed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from baselines_testkit import MAE_ARCH, MAE_WINDOW, lines_image
+from pydantic import BaseModel
+from sem_baselines import RestorerConfigError, get_restorer, load_restorer, registry_entry
+from sem_baselines.restorer import register
+from sem_models import (
+    MoEConfig,
+    RestorationModel,
+    build_mae,
+    load_model,
+    moe_layers,
+    save_model,
+    sliding_window,
+)
+from sem_models import pretrained as pretrained_mod
+from sem_models.pretrained import ShippedModelMissingError
+
+IMAGE = lines_image((45, 70), seed=2)
+
+
+def _mae(moe: bool = True, seed: int = 0):
+    torch.manual_seed(seed)
+    extra = {"moe": MoEConfig(num_experts=2)} if moe else {}
+    return build_mae("tiny", in_chans=1, **extra, **MAE_ARCH)
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """The shipped-model folder, redirected to an empty temporary one."""
+    root = tmp_path / "pretrained"
+    root.mkdir()
+    monkeypatch.setattr(pretrained_mod, "_ROOT", root)
+    return root
+
+
+def _expected(network, image=IMAGE, window=32):
+    return np.clip(sliding_window(network, image / 255.0, window, 8) * 255.0, 0, 255)
+
+
+def test_default_is_the_shipped_fine_tuned_model(shipped):
+    model = RestorationModel(_mae(), residual=True)
+    save_model(model, shipped / "sem-foundation")
+    r = get_restorer("sem-foundation", **MAE_WINDOW)
+    assert r.network.config.moe is not None and moe_layers(r.network)
+    np.testing.assert_allclose(r.restore(IMAGE), _expected(model), rtol=1e-5, atol=1e-3)
+    assert any("shipped" in n for n in r.notes)
+    assert not any("dense" in n for n in r.notes)
+
+
+def test_absent_shipped_model_says_where_and_how(shipped):
+    for name in ("sem-foundation", "sem-foundation-zero-shot"):
+        with pytest.raises(ShippedModelMissingError) as err:
+            get_restorer(name, **MAE_WINDOW)
+        text = str(err.value)
+        assert text.startswith(f"{name}: checkpoint_dir not set")
+        assert str(shipped) in text and "cpu-base" in text and "\n" not in text
+    with pytest.raises(ShippedModelMissingError, match="sem-foundation-zero-shot"):
+        get_restorer("sem-foundation", finetune_here=True)  # starts from the pretrained MAE
+
+
+def test_a_dense_checkpoint_is_accepted_and_noted(tmp_path):
+    save_model(RestorationModel(_mae(moe=False), residual=True), tmp_path / "dense")
+    r = get_restorer("sem-foundation", checkpoint_dir=str(tmp_path / "dense"), **MAE_WINDOW)
+    assert any("dense model (no Mixture-of-Experts)" in n for n in r.notes)
+    save_model(_mae(moe=False), tmp_path / "dense-mae")
+    z = get_restorer(
+        "sem-foundation-zero-shot", checkpoint_dir=str(tmp_path / "dense-mae"), **MAE_WINDOW
+    )
+    assert any("dense model" in n for n in z.notes)
+
+
+def test_a_pretrained_mae_needs_finetune_here(tmp_path, shipped):
+    mae = _mae()
+    save_model(mae, tmp_path / "mae")
+    with pytest.raises(RestorerConfigError, match="finetune_here=true"):
+        get_restorer("sem-foundation", checkpoint_dir=str(tmp_path / "mae"))
+    # finetune_here: the MAE gets a restoration decoder, encoder frozen, routing trainable
+    # after sem-train's fine-tune; the default start is the shipped pretrained MAE
+    save_model(mae, shipped / "sem-foundation-zero-shot")
+    r = get_restorer("sem-foundation", finetune_here=True, **MAE_WINDOW)
+    assert isinstance(r.network, RestorationModel) and r.network.freeze_encoder
+    assert not any(p.requires_grad for p in r.network.mae.encoder_parameters())
+    torch.testing.assert_close(r.network.mae.state_dict(), mae.state_dict())
+
+
+def test_zero_shot_is_the_pretrained_reconstruction_of_every_patch(shipped):
+    mae = _mae()
+    save_model(mae, shipped / "sem-foundation-zero-shot")
+    r = get_restorer("sem-foundation-zero-shot", **MAE_WINDOW, clip=False)
+    assert r.network.residual is False
+    # independent of the restorer: the MAE's decoder output with no patch masked
+    x = torch.from_numpy(IMAGE[:32, :32] / np.float32(255.0))[None, None]
+    loaded = load_model(shipped / "sem-foundation-zero-shot").eval()
+    with torch.no_grad():
+        from sem_models import denormalize, normalize
+
+        latent, mask, ids, hw = loaded.forward_encoder(normalize(x), 0.0)
+        assert mask.sum() == 0
+        direct = denormalize(loaded.unpatchify(loaded.forward_decoder(latent, ids, hw), hw))
+    out = r.restore(IMAGE[:32, :32])
+    np.testing.assert_allclose(out, direct[0, 0].numpy() * 255.0, rtol=1e-4, atol=2e-3)
+
+
+def test_zero_shot_refuses_a_fine_tuned_model(tmp_path):
+    save_model(RestorationModel(_mae(), residual=True), tmp_path / "ft")
+    with pytest.raises(RestorerConfigError, match="zero-shot form takes the pretrained MAE"):
+        get_restorer("sem-foundation-zero-shot", checkpoint_dir=str(tmp_path / "ft"))
+
+
+def test_save_reload_and_load_network(tmp_path):
+    save_model(RestorationModel(_mae(), residual=True), tmp_path / "a")
+    r = get_restorer("sem-foundation", checkpoint_dir=str(tmp_path / "a"), **MAE_WINDOW)
+    out = r.restore(IMAGE)
+    r.save(tmp_path / "saved")
+    (tmp_path / "a" / "model.safetensors").unlink()  # reloads without its source
+    np.testing.assert_array_equal(load_restorer(tmp_path / "saved").restore(IMAGE), out)
+    # load_network swaps in another model (sem-train's fine-tune result) and settings
+    other = RestorationModel(_mae(seed=5), residual=True)
+    save_model(other, tmp_path / "b")
+    assert r.load_network(tmp_path / "b", window_px=16) is r
+    assert r.window_px == 16 and r.config.checkpoint_dir == str(tmp_path / "a")
+    np.testing.assert_allclose(r.restore(IMAGE), _expected(other, window=16), atol=1e-3)
+    with pytest.raises(RestorerConfigError, match="not a restoration checkpoint"):
+        save_model(_mae(), tmp_path / "mae")
+        r.load_network(tmp_path / "mae")
+
+
+def test_window_defaults_to_the_model_input_size(tmp_path):
+    save_model(RestorationModel(_mae(), residual=True), tmp_path / "a")
+    r = get_restorer("sem-foundation", checkpoint_dir=str(tmp_path / "a"), device="cpu")
+    assert r.config.window_px is None and r.window_px == MAE_ARCH["img_size"]
+    np.testing.assert_allclose(r.restore(IMAGE), _expected(r.network), atol=1e-3)
+
+
+def test_registry_says_who_is_fine_tuned_here():
+    few = registry_entry("sem-foundation")
+    assert (few.fitting, few.checkpoint_field, few.finetune_field) == (
+        "finetune",
+        "checkpoint_dir",
+        "finetune_here",
+    )
+    cfg = few.config_cls()
+    assert not few.fine_tunes(cfg)  # the shipped model is used as it is
+    assert few.fine_tunes(cfg.model_copy(update={"finetune_here": True}))
+    imagenet = registry_entry("mae-imagenet")
+    assert imagenet.fitting == "finetune" and imagenet.checkpoint_field == "weights_path"
+    assert imagenet.fine_tunes(imagenet.config_cls(weights_path="w.pth"))  # always adapted
+    assert registry_entry("sem-foundation-zero-shot").fitting == "none"
+    assert not registry_entry("mae-sem").fine_tunes(registry_entry("mae-sem").config_cls())
+
+
+def test_register_checks_the_finetune_declaration():
+    class Cfg(BaseModel):
+        flag: bool = False
+        level: int = 0
+
+    class NoLoad:
+        network = None
+
+    class Loads(NoLoad):
+        def load_network(self, folder, **config):
+            return self
+
+    with pytest.raises(RuntimeError, match="needs load_network"):
+        register("x-no-load", Cfg, fitting="finetune")(NoLoad)
+    with pytest.raises(RuntimeError, match="bool config field"):
+        register("x-int-switch", Cfg, fitting="finetune", finetune_field="level")(Loads)
+    with pytest.raises(RuntimeError, match="bool config field"):
+        register("x-switch-none", Cfg, finetune_field="flag")(Loads)
+    with pytest.raises(RuntimeError, match="needs checkpoint_field"):
+        register("x-pretrained", Cfg, fitting="pretrained")(Loads)
+    with pytest.raises(RestorerConfigError, match="unknown restorer 'x-no-load'"):
+        registry_entry("x-no-load")  # nothing half-registered
