@@ -290,3 +290,21 @@ def test_bad_method_settings_are_refused_before_any_work(call, match):
 def test_bad_images_are_refused(image, match):
     with pytest.raises(ValueError, match=match):
         restore(image, "wiener", psf="2,2")
+
+
+def test_shipped_foundation_model_needs_no_checkpoint(tmp_path, monkeypatch):
+    """``sem-foundation`` without --checkpoint restores with the model shipped with the
+    toolkit (here a tiny stand-in put into a redirected shipped-model folder)."""
+    from sem_models import pretrained
+
+    monkeypatch.setattr(pretrained, "_ROOT", tmp_path)
+    y = make_sample("lines", (40, 56), seed=4)
+    with pytest.raises(FileNotFoundError, match="sem train recipe --config cpu-base"):
+        restore(y, "sem-foundation", **WINDOW)
+    torch.manual_seed(0)
+    model = RestorationModel(build_mae("tiny", in_chans=1, **MAE_ARCH), residual=True)
+    model.start_as_identity()
+    save_model(model, tmp_path / "sem-foundation")
+    out = restore(y, "sem-foundation", **WINDOW)
+    # The stand-in starts as the identity: the shipped model was used, not something else.
+    np.testing.assert_allclose(out.image, y, atol=0.05)

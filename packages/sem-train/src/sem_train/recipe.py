@@ -17,10 +17,12 @@ from typing import Any
 
 from sem_physics.atomic import atomic_write_text
 
-__all__ = ["RECIPE_KINDS", "run_recipe"]
+__all__ = ["DENSE_KINDS", "RECIPE_KINDS", "run_recipe"]
 
 #: The steps of a recipe, in order.
 RECIPE_KINDS = ("stage1", "stage2", "stage3", "finetune")
+#: The dense ablation (no Mixture-of-Experts): Stage 2 left out, Stage 3 from Stage 1.
+DENSE_KINDS = ("stage1", "stage3", "finetune")
 DONE_FILE = "recipe_done.json"
 SPLIT_FILE = "data_split.json"
 

@@ -30,13 +30,12 @@ __all__ = ["SHIPPED_MODELS", "ShippedModelMissingError", "shipped_model_dir"]
 #: Name -> what the folder holds and how it is produced (quoted by the missing-model error).
 SHIPPED_MODELS: dict[str, str] = {
     "sem-foundation": (
-        "the fine-tuned restoration model: train Stages 1-3 with `sem train pretrain --stage N "
-        "--config cpu-base` (N = 1, 2, 3), then `sem train finetune --config cpu-base`, and "
-        "copy the fine-tune run's best export"
+        "the fine-tuned restoration model: run `sem train recipe --config cpu-base --data "
+        "FOLDER` (Stages 1-3 and the fine-tune) and copy runs/cpu-base/finetune's best export"
     ),
     "sem-foundation-zero-shot": (
-        "the pretrained Stage-3 MAE + MoE: train `sem train pretrain --stage N --config "
-        "cpu-base` (N = 1, 2, 3) and copy the Stage-3 run's best export"
+        "the pretrained Stage-3 MAE + MoE: run `sem train recipe --config cpu-base --data "
+        "FOLDER` and copy runs/cpu-base/stage3's best export"
     ),
 }
 

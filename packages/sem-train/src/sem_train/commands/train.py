@@ -50,6 +50,11 @@ def register(subparsers: Any) -> None:
     rc.add_argument(
         "--resume", action="store_true", help="skip finished steps, continue the interrupted one"
     )
+    rc.add_argument(
+        "--dense",
+        action="store_true",
+        help="the no-MoE ablation with the same budget: Stage 2 left out",
+    )
     rc.set_defaults(handler=_recipe)
 
     bl = tsub.add_parser("baseline", help="train a learned baseline (sem-baselines)")
@@ -112,7 +117,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def _recipe(args: argparse.Namespace) -> int:
     from ..config import PRESETS
-    from ..recipe import run_recipe
+    from ..recipe import DENSE_KINDS, RECIPE_KINDS, run_recipe
 
     if args.config not in PRESETS:
         raise ValueError(f"--config {args.config!r}: choose a preset, one of {sorted(PRESETS)}")
@@ -120,7 +125,12 @@ def _recipe(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--data {args.data} is not a directory")
     out = args.output_dir or Path("runs") / args.config
     summary = run_recipe(
-        args.config, data_root=args.data, output_dir=out, resume=args.resume, device=args.device
+        args.config,
+        data_root=args.data,
+        output_dir=out,
+        resume=args.resume,
+        device=args.device,
+        kinds=DENSE_KINDS if args.dense else RECIPE_KINDS,
     )
     total = sum(s["seconds"] for s in summary.values())
     print(f"recipe {args.config!r} finished in {total / 60:.1f} min; model in {out / 'finetune'}")

@@ -127,6 +127,10 @@ def load_checkpoint(needs: MethodNeeds, checkpoint: str | Path | None) -> dict[s
             raise ValueError(f"method {needs.name!r} takes no --checkpoint (it has no weights)")
         return {}
     if checkpoint is None:
+        from sem_models.pretrained import SHIPPED_MODELS
+
+        if needs.name in SHIPPED_MODELS:  # the model shipped with the toolkit
+            return {}
         raise ValueError(
             f"method {needs.name!r} needs --checkpoint (a 'sem train' run folder or its weights)"
         )
@@ -173,9 +177,8 @@ def build_restorer(
     if clash:
         raise ValueError(f"--set {clash[0]} conflicts with --checkpoint; give only one")
     check_options(needs, {**options, **paths})  # option errors first, naming the field
-    if needs.checkpoint == "none":
+    if needs.checkpoint == "none" or checkpoint is None:  # no weights, or the shipped model
         return get_restorer(needs.name, **options)
-    assert checkpoint is not None
     source = Path(checkpoint)
     try:
         if needs.checkpoint == "restorer":
