@@ -97,7 +97,7 @@ def test_kill_and_resume_equals_uninterrupted_run(image_folder, tmp_path):
     assert resumed.global_step == 12
     a, b = _weights(full), _weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed.best_val_loss == full.best_val_loss
+    assert resumed.best_loss == full.best_loss
     # The metrics log reads like one run: each train step exactly once.
     steps = [
         json.loads(x)["step"]
