@@ -428,18 +428,7 @@ def _truth_branch(
     reason = _contrast_reason(norm, opts)
     if reason:
         return reason
-    found = truth_edges(
-        norm,
-        bright_lines=tone == "bright",
-        edge_method=opts.edge_method,
-        degree=opts.polynomial_degree,
-        threshold=opts.threshold,
-        edge_window_px=opts.edge_window_px,
-        correct_tilt=opts.correct_tilt,
-        max_tilt_deg=opts.max_tilt_deg,
-        recentre_windows=opts.recentre_windows,
-        correct_bloom=opts.correct_bloom,
-    )
+    found = truth_edges(norm, tone == "bright", opts)
     base["n_lines_dropped"] = found.n_dropped
     base["tilt_deg"] = math.degrees(math.atan(found.slope_px_per_row))
     base["edge_window_px"] = found.edge_window_px
