@@ -6,8 +6,8 @@ half-level), :func:`measure_contacts` (contact holes); synthetic images of known
 :func:`make_line_image`, :func:`make_contact_image`; image quality: :func:`psnr`,
 :func:`ssim`, :func:`lpips_distance`, :func:`niqe`.
 
-Depends on sem-physics (image I/O and metadata), numpy, scipy, scikit-image and pydantic;
-matplotlib draws the PNG reports (``sem_metrology.report``); torch, lpips and pyiqa (the
+Depends on sem-physics (image I/O and metadata, atomic output, CSV rows), numpy, scipy,
+scikit-image and pydantic; matplotlib draws the PNG reports (``sem_metrology.report``); torch, lpips and pyiqa (the
 ``quality`` extra) serve LPIPS and NIQE. Names are imported on first use, so
 ``import sem_metrology`` loads none of them (nor torch or matplotlib).
 """

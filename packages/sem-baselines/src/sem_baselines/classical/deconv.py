@@ -156,18 +156,26 @@ class DeconvRestorer:
     discrepancy principle needs it), extend the image, deconvolve, crop back, clip.
 
     A subclass names its regularisation-strength field (``strength_field``: fixed when set,
-    else chosen from the noise) and implements :meth:`deconvolve`; what was used is kept in
-    ``last_params``.
+    else the paper's ``paper_strength`` or, adaptive, chosen from the noise) and gives the two
+    presets' deconvolutions (:meth:`paper_deconvolve`, :meth:`adaptive`). What was used is kept
+    in ``last_params``.
     """
 
     config_cls: ClassVar[type[DeconvConfig]]
     strength_field: ClassVar[str]
+    paper_strength: ClassVar[float]
+    non_negative: ClassVar[bool] = False  # clip the extended image to >= 0 first
 
     def __init__(self, config: DeconvConfig | None = None) -> None:
         self.config = config or self.config_cls()
         self.last_params: dict[str, Any] = {}
 
-    def deconvolve(
+    @staticmethod
+    def paper_deconvolve(ext01: np.ndarray, kernel: np.ndarray, strength: float) -> np.ndarray:
+        """The paper's deployment: scikit-image on the [0, 1] scale, its output clip off."""
+        raise NotImplementedError
+
+    def adaptive(
         self, ext: np.ndarray, kernel: np.ndarray, choice: PSFChoice, pad: int
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """The deconvolved extended image ``ext`` and the settings used (for ``last_params``)."""
@@ -176,11 +184,20 @@ class DeconvRestorer:
     def restore(self, image: np.ndarray) -> np.ndarray:
         y = check_image(image).astype(np.float64)
         cfg = self.config
-        need_noise = cfg.preset == "adaptive" and getattr(cfg, self.strength_field) is None
+        strength = getattr(cfg, self.strength_field)
+        need_noise = cfg.preset == "adaptive" and strength is None
         choice = choose_psf(y, cfg.preset, cfg.psf, cfg.noise_var if need_noise else 0.0)
         kernel = airy_psf(choice.psf)
         pad = kernel.shape[0] // 2 if cfg.boundary == "reflect" else 0
-        out, used = self.deconvolve(pad_reflect(y, pad), kernel, choice, pad)
+        ext = pad_reflect(y, pad)
+        if self.non_negative:
+            ext = np.clip(ext, 0.0, None)
+        if cfg.preset == "paper":
+            strength = self.paper_strength if strength is None else strength
+            out = self.paper_deconvolve(ext / 255.0, kernel, strength) * 255.0
+            used: dict[str, Any] = {self.strength_field: strength}
+        else:
+            out, used = self.adaptive(ext, kernel, choice, pad)
         self.last_params = {"preset": cfg.preset, **used, **choice.as_dict()}
         out = crop(out, pad)
         if cfg.clip:

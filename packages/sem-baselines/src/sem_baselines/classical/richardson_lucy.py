@@ -98,16 +98,17 @@ class RichardsonLucyRestorer(DeconvRestorer):
 
     config: RichardsonLucyConfig
     strength_field = "iterations"
+    paper_strength = PAPER_ITERATIONS
+    non_negative = True  # the multiplicative update needs non-negative data
 
-    def deconvolve(
+    @staticmethod
+    def paper_deconvolve(ext01: np.ndarray, kernel: np.ndarray, strength: float) -> np.ndarray:
+        return richardson_lucy(ext01, kernel, num_iter=int(strength), clip=False)
+
+    def adaptive(
         self, ext: np.ndarray, kernel: np.ndarray, choice: PSFChoice, pad: int
     ) -> tuple[np.ndarray, dict[str, Any]]:
         cfg = self.config
-        ext = np.clip(ext, 0.0, None)  # the multiplicative update needs non-negative data
-        if cfg.preset == "paper":
-            iterations = cfg.iterations or PAPER_ITERATIONS
-            out = richardson_lucy(ext / 255.0, kernel, num_iter=iterations, clip=False) * 255.0
-            return out, {"iterations": iterations}
         h, w = ext.shape[0] - 2 * pad, ext.shape[1] - 2 * pad
         core = (slice(pad, pad + h), slice(pad, pad + w))
         target = cfg.tau * float(choice.noise_var or 0.0)

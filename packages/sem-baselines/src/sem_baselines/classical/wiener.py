@@ -90,14 +90,16 @@ class WienerRestorer(DeconvRestorer):
 
     config: WienerConfig
     strength_field = "balance"
+    paper_strength = PAPER_BALANCE
 
-    def deconvolve(
+    @staticmethod
+    def paper_deconvolve(ext01: np.ndarray, kernel: np.ndarray, strength: float) -> np.ndarray:
+        return wiener(ext01, kernel, strength, clip=False)
+
+    def adaptive(
         self, ext: np.ndarray, kernel: np.ndarray, choice: PSFChoice, pad: int
     ) -> tuple[np.ndarray, dict[str, Any]]:
         cfg = self.config
-        if cfg.preset == "paper":
-            balance = cfg.balance if cfg.balance is not None else PAPER_BALANCE
-            return wiener(ext / 255.0, kernel, balance, clip=False) * 255.0, {"balance": balance}
         shape = ext.shape
         spec = sfft.rfft2(ext)
         h = transfer(kernel, shape)
