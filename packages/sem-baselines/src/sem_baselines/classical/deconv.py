@@ -1,4 +1,5 @@
-"""What the two deconvolution baselines share: the PSF choice, the noise level, the boundaries.
+"""What the two deconvolution baselines share: the PSF choice, the noise level, the boundaries,
+the common config fields (:class:`DeconvConfig`) and the restore path (:class:`DeconvRestorer`).
 
 Presets:
 
