@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sem_models.testing import MICRO_MAE
 
 # Tiny networks so that every learned restorer trains for a few steps in well under a second.
 TINY = {
@@ -35,16 +36,7 @@ def psnr(ref: np.ndarray, x: np.ndarray) -> float:
 
 
 # A small ViT-MAE (32-px windows, 8-px patches) standing in for the public / SEM weights.
-MAE_ARCH = {
-    "img_size": 32,
-    "patch_size": 8,
-    "embed_dim": 32,
-    "depth": 2,
-    "num_heads": 2,
-    "decoder_embed_dim": 32,
-    "decoder_depth": 1,
-    "decoder_num_heads": 2,
-}
+MAE_ARCH = MICRO_MAE
 MAE_WINDOW = {"window_px": 32, "overlap_px": 8, "device": "cpu"}
 _MAE_FILES: dict[str, dict] = {}
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from sem_models.testing import one_torch_thread
 
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
@@ -19,7 +19,5 @@ if _HERE not in sys.path:
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield

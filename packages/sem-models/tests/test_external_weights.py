@@ -7,17 +7,9 @@ import sem_models as sm
 import torch
 from safetensors.torch import save_file
 from sem_models.imaging import normalize
+from sem_models.testing import MICRO_MAE
 
-ARCH = dict(
-    img_size=32,
-    patch_size=8,
-    embed_dim=32,
-    depth=2,
-    num_heads=2,
-    decoder_embed_dim=32,
-    decoder_depth=1,
-    decoder_num_heads=2,
-)
+ARCH = MICRO_MAE
 
 
 def _mae(in_chans=3, seed=0, **kw) -> sm.MaskedAutoencoder:

@@ -6,18 +6,9 @@ import pytest
 import torch
 from sem_models import build_mae
 from sem_models.masking import patch_noise, pixel_mask, reconstruction
+from sem_models.testing import MICRO_MAE
 
-TINY = dict(
-    img_size=32,
-    patch_size=8,
-    in_chans=1,
-    embed_dim=32,
-    depth=1,
-    num_heads=2,
-    decoder_embed_dim=32,
-    decoder_depth=1,
-    decoder_num_heads=2,
-)
+TINY = {**MICRO_MAE, "in_chans": 1, "depth": 1}
 
 
 def test_patch_noise_depends_only_on_each_samples_seed():

@@ -7,16 +7,13 @@ graph, so DDP runs with ``find_unused_parameters=False`` even when an expert get
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 from sem_models import MoEMlp, global_aux_loss
+from sem_models.testing import run_torchrun
 from torch import nn
 
 
@@ -73,21 +70,6 @@ def worker_main(kind: str, cf: float | None, out: str) -> None:
         dist.destroy_process_group()
 
 
-_SCRIPT = """
-import importlib.util
-spec = importlib.util.spec_from_file_location("sem_models_moe_ddp_test", {test!r})
-mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mod)
-mod.worker_main({kind!r}, {cf!r}, {out!r})
-"""
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("kind,cf", [("switch", None), ("paper", 2.0)])
 def test_two_ranks_with_half_batches_equal_one_process_with_the_whole_batch(kind, cf, tmp_path):
     single = _Wrap(kind, cf)
@@ -95,15 +77,9 @@ def test_two_ranks_with_half_batches_equal_one_process_with_the_whole_batch(kind
     aux = _step(single, x, t)
     frac = single.moe.stats["token_fraction"]
     assert frac[3] == 0  # an expert without tokens: DDP must still see its parameters
-    script = tmp_path / "worker.py"
-    script.write_text(_SCRIPT.format(test=__file__, kind=kind, cf=cf, out=str(tmp_path)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for _attempt in range(3):  # a free port can be taken before torchrun binds it
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_port()), str(script)]  # fmt: skip
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-        if proc.returncode == 0 or "address already in use" not in proc.stderr.lower():
-            break
+    proc = run_torchrun(
+        __file__, "worker_main", kind, cf, str(tmp_path), workdir=tmp_path, timeout_s=240
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in (0, 1):
         r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)

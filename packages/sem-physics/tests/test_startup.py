@@ -69,3 +69,37 @@ def test_help_imports_nothing_heavy_and_is_fast() -> None:
     # The target is 0.5 s for the whole command; measured beside a bare interpreter start so
     # that a loaded machine slows both alike.
     assert help_time - baseline < 0.5, (help_time, baseline)
+
+
+def test_lazy_exports_refuse_a_name_listed_in_only_one_place(tmp_path, monkeypatch) -> None:
+    """A name in ``__all__`` but not in the TYPE_CHECKING imports (or the reverse) fails
+    on import, naming it, instead of at its first use."""
+    pkg = tmp_path / "lazy_demo_pkg"
+    pkg.mkdir()
+    (pkg / "util.py").write_text("def helper():\n    return 42\n")
+    init = (
+        "from typing import TYPE_CHECKING\n"
+        "from sem_physics.lazy import lazy_exports\n"
+        "__all__ = {names}\n"
+        "__getattr__, __dir__, _EXPORTS = lazy_exports(__name__, __file__, __all__)\n"
+        "if TYPE_CHECKING:\n"
+        "    from .util import helper\n"
+    )
+    (pkg / "__init__.py").write_text(init.format(names=["helper"]))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    mod = importlib.import_module("lazy_demo_pkg")
+    assert "helper" not in vars(mod) and mod.helper() == 42 and "helper" in vars(mod)
+    (pkg / "__init__.py").write_text(init.format(names=["helper", "missing"]))
+    sys.modules.pop("lazy_demo_pkg", None)
+    sys.modules.pop("lazy_demo_pkg.util", None)
+    try:
+        importlib.import_module("lazy_demo_pkg")
+    except ImportError as err:
+        assert "only in __all__ ['missing']" in str(err)
+    else:
+        raise AssertionError("a name missing from the imports did not fail the import")
+    finally:
+        sys.modules.pop("lazy_demo_pkg", None)
+        sys.modules.pop("lazy_demo_pkg.util", None)

@@ -13,6 +13,7 @@ import sem_physics
 import torch
 from sem_baselines import get_restorer, list_restorers
 from sem_models import RestorationModel, build_mae, save_model
+from sem_models.testing import MICRO_MAE
 from sem_physics import DegradationParams, PSFParams, degrade, make_sample
 from sem_train import restore
 from sem_train.restoration import (
@@ -26,16 +27,7 @@ from sem_train.restoration import (
 from sem_train.restoration import psf as psf_module
 
 # A small ViT-MAE (32-px windows, 8-px patches) standing in for trained weights.
-MAE_ARCH = {
-    "img_size": 32,
-    "patch_size": 8,
-    "embed_dim": 32,
-    "depth": 1,
-    "num_heads": 2,
-    "decoder_embed_dim": 32,
-    "decoder_depth": 1,
-    "decoder_num_heads": 2,
-}
+MAE_ARCH = {**MICRO_MAE, "depth": 1}
 WINDOW = {"window_px": 32, "overlap_px": 8, "device": "cpu"}
 # Tiny networks for the saved learned restorers (any other registered one: its defaults).
 TINY = {

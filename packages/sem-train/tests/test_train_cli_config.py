@@ -138,6 +138,27 @@ def test_baseline_params_are_checked_against_the_method(tmp_path, capsys):
     assert len(err) == 1 and "bogus_field" in err[0]
 
 
+def test_baseline_accepts_what_the_registry_trains(tmp_path, capsys):
+    """A registered method that does not train (bm3d) is refused in one line naming those
+    that do; the list comes from the registry, not from the command."""
+    from sem_baselines import list_restorers, registry_entry, trainable_restorers
+
+    names = trainable_restorers()
+    assert names and "bm3d" not in names and "mae-sem" not in names
+    assert all(registry_entry(n).fitting == "fit" for n in names)
+    assert set(names) == {
+        n for n in list_restorers() if hasattr(registry_entry(n).cls, "make_batch")
+    }
+    f = tmp_path / "b.yaml"
+    f.write_text("preset: cpu-small\n")
+    out = tmp_path / "run"
+    argv = ["train", "baseline", "bm3d", "--config", str(f), "--data", str(tmp_path)]
+    assert main([*argv, "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bm3d" in err[0] and all(n in err[0] for n in names)
+    assert not (out / "checkpoints").exists()
+
+
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -161,3 +162,28 @@ def test_a_fresh_run_into_an_existing_run_is_refused_without_resume(tmp_path, ca
     line = _one_line(capsys)
     assert "already holds a run" in line and "--resume" in line and str(out) in line
     assert {p: p.read_bytes() for p in Path(out).rglob("*") if p.is_file()} == before
+
+
+def test_number_arguments_name_the_range_and_refuse_nan():
+    import argparse
+
+    from sem_train.commands._args import number
+
+    fraction = number(float, low=0, high=1, high_open=True)
+    assert fraction("0") == 0.0 and fraction("0.5") == 0.5
+    for bad, message in (("1", "must be in [0, 1), got 1"), ("nan", "must be in [0, 1)"),
+                         ("x", "expected a number, got 'x'")):  # fmt: skip
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
+            fraction(bad)
+    at_least_two = number(int, low=2)
+    assert at_least_two("2") == 2
+    with pytest.raises(argparse.ArgumentTypeError, match="must be >= 2, got 1"):
+        at_least_two("1")
+    with pytest.raises(
+        argparse.ArgumentTypeError, match=re.escape("expected an integer, got '2.5'")
+    ):
+        at_least_two("2.5")
+    parser = argparse.ArgumentParser(prog="sem")
+    parser.add_argument("--overlap", type=number(float, low=0, low_open=True))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--overlap", "-1"])

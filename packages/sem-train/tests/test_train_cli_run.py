@@ -11,17 +11,11 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from sem_models.testing import MICRO_MAE
 from sem_train.cli import main
 
-TINY = {
-    "embed_dim": 32,
-    "depth": 1,
-    "num_heads": 2,
-    "decoder_embed_dim": 32,
-    "decoder_depth": 1,
-    "decoder_num_heads": 2,
-    "patch_size": 8,
-}
+# The micro MAE at one encoder block; the input size comes from data.image_size_px.
+TINY = {k: v for k, v in MICRO_MAE.items() if k != "img_size"} | {"depth": 1}
 
 
 def _yaml(path: Path, body: dict) -> Path:

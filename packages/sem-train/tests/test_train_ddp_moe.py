@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import sem_models
 import torch
 from safetensors.torch import load_file
+from sem_models.testing import MICRO_MAE, one_torch_thread, run_torchrun
 from sem_train.config import load_config
 from sem_train.data import build_index
 from sem_train.distributed import DistContext
@@ -22,10 +19,7 @@ from sem_train.stages import run_stage2
 def _teacher(path: Path) -> Path:
     """A tiny dense MAE export to upcycle (its weights need no training for this test)."""
     torch.manual_seed(0)
-    mae = sem_models.build_mae(
-        "tiny", in_chans=1, img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-        decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2,
-    )  # fmt: skip
+    mae = sem_models.build_mae("tiny", in_chans=1, **MICRO_MAE)
     sem_models.save_model(mae, path)
     return path
 
@@ -59,48 +53,21 @@ def ddp_worker_main(folder: str, teacher: str, out: str) -> None:
         ctx.close()
 
 
-_SCRIPT = """
-import importlib.util
-spec = importlib.util.spec_from_file_location("sem_train_ddp_moe_test", {test!r})
-mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mod)
-mod.ddp_worker_main({folder!r}, {teacher!r}, {out!r})
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_rank_stage2_with_moe_equals_one_process_with_doubled_batch(image_folder, tmp_path):
     """The balance statistics are all-reduced, so the split of the batch does not matter:
     gate weights agree to float32 rounding after 4 AdamW steps (as the dense DDP test)."""
     build_index(image_folder)  # cache the index before the workers start
     teacher = str(_teacher(tmp_path / "teacher"))
-    script = tmp_path / "ddp_main.py"
     out = str(tmp_path / "ddp" / "run")
-    script.write_text(
-        _SCRIPT.format(test=__file__, folder=str(image_folder), teacher=teacher, out=out)
+    proc = run_torchrun(
+        __file__, "ddp_worker_main", str(image_folder), teacher, out, workdir=tmp_path
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for _attempt in range(3):  # a free port can be taken before torchrun binds it
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)]  # fmt: skip
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        if proc.returncode == 0 or "address already in use" not in proc.stderr.lower():
-            break
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in (0, 1):
         mean = json.loads((tmp_path / "ddp" / f"mean{rank}.json").read_text())
         assert mean == {"one": 1.0, "rank": 0.5}  # the global mean on every rank
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the ranks: the same kernels, only the reduction differs
-    try:
+    with one_torch_thread():  # as in the ranks: the same kernels, only the reduction differs
         single = run_stage2(_config(str(image_folder), teacher, str(tmp_path / "one"), batch=4))
-    finally:
-        torch.set_num_threads(threads)
     assert single.global_step == 4
     ddp_ckpt = sorted((tmp_path / "ddp" / "run" / "checkpoints").glob("step-*.safetensors"))[-1]
     ddp, one = load_file(str(ddp_ckpt)), load_file(str(single.latest_checkpoint))

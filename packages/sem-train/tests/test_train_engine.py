@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from sem_models.testing import one_torch_thread, run_torchrun
 from sem_train.config import OptimConfig, RunConfig
 from sem_train.data import SEMImageDataset, build_index
 from sem_train.engine import NonFiniteLossError, Task, fit
@@ -97,7 +94,7 @@ def test_kill_and_resume_equals_uninterrupted_run(image_folder, tmp_path):
     assert resumed.global_step == 12
     a, b = _weights(full), _weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed.best_val_loss == full.best_val_loss
+    assert resumed.best_loss == full.best_loss
     # The metrics log reads like one run: each train step exactly once.
     steps = [
         json.loads(x)["step"]
@@ -159,26 +156,11 @@ def test_grad_accumulation_equals_larger_batch(image_folder, tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def ddp_worker_main(folder: str, out: str) -> None:
     """Body of each torchrun rank (RANK, WORLD_SIZE, MASTER_* come from torchrun)."""
     torch.set_num_threads(1)
     train, val = _data(Path(folder))
     fit(DenoiseTask(), train, val, _run(Path(out), epochs=2), OPT)
-
-
-_SCRIPT = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("sem_train_engine_test", {test!r})
-mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mod)
-mod.ddp_worker_main({folder!r}, {out!r})
-"""
 
 
 def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp_path):
@@ -188,33 +170,12 @@ def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp
     weights agree to float32 rounding (atol 1e-5 after 4 AdamW steps at lr 3e-3).
     """
     build_index(image_folder)  # cache the index before the workers start
-    script = tmp_path / "ddp_main.py"
-    script.write_text(
-        _SCRIPT.format(test=__file__, folder=str(image_folder), out=str(tmp_path / "ddp"))
+    proc = run_torchrun(
+        __file__, "ddp_worker_main", str(image_folder), str(tmp_path / "ddp"), workdir=tmp_path
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # A free port can be taken by another process before torchrun binds it: retry then.
-    for _attempt in range(3):
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(_free_port()),
-            str(script),
-        ]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-        if proc.returncode == 0 or "address already in use" not in proc.stderr.lower():
-            break
     assert proc.returncode == 0, proc.stderr[-3000:]
     train, val = _data(image_folder)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the ranks: the same kernels, only the reduction differs
-    try:
+    with one_torch_thread():  # as in the ranks: the same kernels, only the reduction differs
         single = fit(
             DenoiseTask(),
             train,
@@ -222,8 +183,6 @@ def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp
             _run(tmp_path / "one", epochs=2, batch_size_per_process=4),
             OPT,
         )
-    finally:
-        torch.set_num_threads(threads)
     ddp = load_file(str(sorted((tmp_path / "ddp" / "checkpoints").glob("step-*.safetensors"))[-1]))
     one = _weights(single)
     assert single.global_step == 4

@@ -75,7 +75,7 @@ def test_stage1_loss_falls_and_exports_the_best_model(stage1):
     train = [r["loss"] for r in _records(s1, "train")]
     val = [r["loss"] for r in _records(s1, "val")]
     assert len(train) == 18 and _falls(train, 3)
-    assert val[-1] < val[0] and res.best_val_loss == pytest.approx(min(val), rel=1e-6)
+    assert val[-1] < val[0] and res.best_loss == pytest.approx(min(val), rel=1e-6)
     best = modeling.resolve_model_dir(s1)
     model = sem_models.load_model(best)
     assert isinstance(model, sem_models.MaskedAutoencoder) and model.patch_size == 8

@@ -35,6 +35,7 @@ from .learned import (
     Noise2NoiseRestorer,
     Noise2VoidConfig,
     Noise2VoidRestorer,
+    trainable_restorers,
 )
 from .mae import MAEImageNetConfig, MAEImageNetRestorer, MAESEMConfig, MAESEMRestorer
 from .restorer import (
@@ -95,4 +96,5 @@ __all__ = [
     "registry_entry",
     "restorer_config",
     "tiled_apply",
+    "trainable_restorers",
 ]

@@ -6,57 +6,19 @@ half-level), :func:`measure_contacts` (contact holes); synthetic images of known
 :func:`make_line_image`, :func:`make_contact_image`; image quality: :func:`psnr`,
 :func:`ssim`, :func:`lpips_distance`, :func:`niqe`.
 
-Depends on sem-physics (image I/O and metadata), numpy, scipy, scikit-image and pydantic;
-matplotlib draws the PNG reports (``sem_metrology.report``); torch, lpips and pyiqa (the
+Depends on sem-physics (image I/O and metadata, atomic output, CSV rows), numpy, scipy,
+scikit-image and pydantic; matplotlib draws the PNG reports (``sem_metrology.report``); torch, lpips and pyiqa (the
 ``quality`` extra) serve LPIPS and NIQE. Names are imported on first use, so
 ``import sem_metrology`` loads none of them (nor torch or matplotlib).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sem_physics.lazy import lazy_exports
 
 __version__ = "0.2.0"
-
-_EXPORTS: dict[str, str] = {
-    "ContactHole": "contacts",
-    "ContactMeasurement": "contacts",
-    "ContactOptions": "contacts",
-    "measure_contacts": "contacts",
-    "polygon_moments": "contacts",
-    "MetrologyInputError": "errors",
-    "TABLE_METRICS": "lines",
-    "LineMeasurement": "lines",
-    "LineOptions": "lines",
-    "compare_measurements": "lines",
-    "measure_lines": "lines",
-    "detrend_profiles": "psd",
-    "profile_psd": "psd",
-    "psd_variance": "psd",
-    "LPIPS_BACKBONES": "quality",
-    "WeightsNotFoundError": "quality",
-    "lpips_backbone_path": "quality",
-    "lpips_distance": "quality",
-    "niqe": "quality",
-    "niqe_params_mat": "quality",
-    "psnr": "quality",
-    "ssim": "quality",
-    "PalasantzasFit": "roughness_fit",
-    "fit_palasantzas": "roughness_fit",
-    "noise_variance": "roughness_fit",
-    "palasantzas_psd": "roughness_fit",
-    "palasantzas_variance": "roughness_fit",
-    "unbiased_variance": "roughness_fit",
-    "SyntheticContacts": "synthetic",
-    "SyntheticLines": "synthetic",
-    "SyntheticTruth": "synthetic",
-    "correlated_edges": "synthetic",
-    "make_contact_image": "synthetic",
-    "make_line_image": "synthetic",
-    "render_ellipses": "synthetic",
-    "render_lines": "synthetic",
-}
 
 __all__ = [
     "LPIPS_BACKBONES",
@@ -98,18 +60,8 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sem_metrology' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
+# Each name's submodule comes from the TYPE_CHECKING imports below (one list, read once).
+__getattr__, __dir__, _EXPORTS = lazy_exports(__name__, __file__, __all__)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .contacts import (

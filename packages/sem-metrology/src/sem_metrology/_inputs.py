@@ -6,8 +6,9 @@ One check, one message each; every refusal is a :class:`MetrologyInputError` (a 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -19,6 +20,7 @@ PIXEL_SIZE_RANGE_NM = (1e-3, 1e6)
 """Physical bounds of a pixel: 1 pm to 1 mm (``sem_metrology.cli`` repeats them, import-free)."""
 
 _Options = TypeVar("_Options", bound=BaseModel)
+_Result = TypeVar("_Result", bound=BaseModel)
 
 
 def merge_options(cls: type[_Options], options: _Options | None, overrides: dict) -> _Options:
@@ -170,3 +172,49 @@ def unmeasurable_reason(prep: Prepared, saturation_limit: float) -> str | None:
     if dtype_range is not None and sat > 0.2:
         prep.warnings.append(f"{100 * sat:.1f} % of pixels at {clipping_levels(dtype_range)}")
     return None
+
+
+@dataclass
+class Measurement(Generic[_Options, _Result]):
+    """A measurement under way: its options, its prepared image, the fields every result of it
+    carries (``base``), and why it cannot go on (``reason``, None when it can)."""
+
+    opts: _Options
+    prep: Prepared
+    base: dict[str, Any]
+    reason: str | None
+    result_cls: Callable[..., _Result]
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.prep.warnings
+
+    def invalid(self, reason: str, **extra: Any) -> _Result:
+        """The result saying why nothing was measured, with what is known so far."""
+        return self.result_cls(
+            valid=False, reason=reason, warnings=self.warnings, **self.base, **extra
+        )
+
+
+def begin_measurement(
+    options_cls: type[_Options],
+    result_cls: Callable[..., _Result],
+    image: Any,
+    pixel_size_nm: float | None,
+    options: _Options | None,
+    overrides: dict,
+) -> Measurement[_Options, _Result]:
+    """The setup of ``measure_lines`` and ``measure_contacts``: options merged, image and pixel
+    size checked (:func:`prepare`), the common result fields, the constant/saturated check."""
+    opts = merge_options(options_cls, options, overrides)
+    roi = opts.roi  # type: ignore[attr-defined]
+    prep = prepare(image, pixel_size_nm, roi)
+    base: dict[str, Any] = {
+        "pixel_size_nm": prep.pixel_size_nm,
+        "pixel_size_source": prep.pixel_size_source,
+        "threshold": opts.threshold,  # type: ignore[attr-defined]
+        "roi": roi,
+        "crop": prep.crop,
+    }
+    reason = unmeasurable_reason(prep, opts.saturation_limit)  # type: ignore[attr-defined]
+    return Measurement(opts, prep, base, reason, result_cls)

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .edges import coarse_edges, edge_spread_px, fill_gaps, subpixel_edges
 from .preprocess import estimate_tilt, sheared_profile
+
+if TYPE_CHECKING:
+    from .lines import LineOptions
 
 __all__ = ["TruthEdges", "bloom_offset_px", "truth_edges"]
 
@@ -112,23 +116,14 @@ def bloom_offset_px(
     return float(c - cross)
 
 
-def truth_edges(
-    norm: np.ndarray,
-    *,
-    bright_lines: bool,
-    edge_method: str,
-    degree: int,
-    threshold: float,
-    edge_window_px: int | None,
-    correct_tilt: bool,
-    max_tilt_deg: float,
-    recentre_windows: bool,
-    correct_bloom: bool,
-) -> TruthEdges:
-    """Edges of a normalised region with vertical lines (steps 2-5 of the module docstring)."""
+def truth_edges(norm: np.ndarray, bright_lines: bool, opts: LineOptions) -> TruthEdges:
+    """Edges of a normalised region with vertical lines (steps 2-5 of the module docstring),
+    with the edge settings of ``opts``."""
     n_rows, width = norm.shape
+    edge_method, degree, threshold = opts.edge_method, opts.polynomial_degree, opts.threshold
+    edge_window_px, max_tilt_deg = opts.edge_window_px, opts.max_tilt_deg
     slope, _ = (
-        estimate_tilt(norm, max_tilt_deg) if correct_tilt and max_tilt_deg > 0 else (0.0, 0.0)
+        estimate_tilt(norm, max_tilt_deg) if opts.correct_tilt and max_tilt_deg > 0 else (0.0, 0.0)
     )
     x_prof, profile = sheared_profile(norm, slope)
     if x_prof.size < 8:
@@ -173,7 +168,7 @@ def truth_edges(
         both = np.vstack([lead_f[usable], trail_f[usable]])
         slope = float(np.median(np.polyfit(ys_c, both.T, 1)[0]))
     rising = np.r_[np.full(len(lead_f), rising_lead), np.full(len(trail_f), not rising_lead)]
-    if recentre_windows:
+    if opts.recentre_windows:
         # Pass 2: windows centred on each row's pass-1 edge, narrowed to the edge's own width:
         # a polynomial over a window much wider than the transition fits the plateaus.
         if edge_window_px is None:
@@ -191,7 +186,7 @@ def truth_edges(
     lead, gaps_l = fill_gaps(lead)
     trail, gaps_t = fill_gaps(trail)
     offset = 0.0
-    if correct_bloom and usable.any():
+    if opts.correct_bloom and usable.any():
         t, mean_profile = _mean_edge_profile(norm, np.vstack([lead, trail]), rising, max(6, 2 * hw))
         offset = bloom_offset_px(t, mean_profile, threshold)
         # Positive offset = towards the bright side: inwards for bright lines.

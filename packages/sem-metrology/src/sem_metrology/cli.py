@@ -16,8 +16,6 @@ missing or unphysical pixel size) — one line on stderr (``--debug`` for the tr
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import sys
@@ -236,14 +234,9 @@ def _cmd_folder(args: argparse.Namespace) -> int:
     if args.json:
         text = json.dumps(rows, indent=2) + "\n"
     else:
-        fields: list[str] = []
-        for row in rows:
-            fields.extend(k for k in row if k not in fields)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-        text = buf.getvalue()
+        from sem_physics.records import csv_text
+
+        text = csv_text(rows)
     _write_output(text, args)
     n_failed = len(rows) - n_ok
     for row in rows:

@@ -32,16 +32,15 @@ smoothing this is below 0.2 px for holes wider than 20 px (tested against render
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
+from sem_physics.records import csv_text
 
-from ._inputs import merge_options, prepare, unmeasurable_reason
+from ._inputs import begin_measurement
 
 __all__ = [
     "ContactHole",
@@ -155,22 +154,16 @@ class ContactMeasurement(BaseModel):
 
     def to_csv(self, kind: Literal["summary", "holes"] = "summary") -> str:
         """CSV text: one row of scalar results (``'summary'``) or one row per hole (``'holes'``)."""
-        buf = io.StringIO()
         if kind == "summary":
-            row = self.summary()
-            row["warnings"] = "; ".join(self.warnings)
-            writer = csv.DictWriter(buf, fieldnames=list(row))
-            writer.writeheader()
-            writer.writerow(row)
-        elif kind == "holes":
+            return csv_text([{**self.summary(), "warnings": "; ".join(self.warnings)}])
+        if kind == "holes":
             fields = [f for f in ContactHole.model_fields if f != "contour_px"]
-            writer = csv.DictWriter(buf, fieldnames=["hole", *fields])
-            writer.writeheader()
-            for i, h in enumerate(self.holes):
-                writer.writerow({"hole": i, **h.model_dump(exclude={"contour_px"})})
-        else:
-            raise ValueError(f"kind must be 'summary' or 'holes', got {kind!r}")
-        return buf.getvalue()
+            rows = [
+                {"hole": i, **h.model_dump(exclude={"contour_px"})}
+                for i, h in enumerate(self.holes)
+            ]
+            return csv_text(rows, ["hole", *fields])
+        raise ValueError(f"kind must be 'summary' or 'holes', got {kind!r}")
 
 
 def polygon_moments(xy: np.ndarray) -> tuple[float, float, float, np.ndarray]:
@@ -318,24 +311,13 @@ def measure_contacts(
     >>> m.valid, m.n_holes == sample.n_complete
     (True, True)
     """
-    opts = merge_options(ContactOptions, options, overrides)
-    prep = prepare(image, pixel_size_nm, opts.roi)
+    m = begin_measurement(
+        ContactOptions, ContactMeasurement, image, pixel_size_nm, options, overrides
+    )
+    opts, prep, base, warnings, invalid = m.opts, m.prep, m.base, m.warnings, m.invalid
     data, px = prep.data, prep.pixel_size_nm
-    warnings = prep.warnings
-    base: dict[str, Any] = {
-        "pixel_size_nm": px,
-        "pixel_size_source": prep.pixel_size_source,
-        "threshold": opts.threshold,
-        "roi": opts.roi,
-        "crop": prep.crop,
-    }
-
-    def invalid(reason: str, **extra: Any) -> ContactMeasurement:
-        return ContactMeasurement(valid=False, reason=reason, warnings=warnings, **base, **extra)
-
-    reason = unmeasurable_reason(prep, opts.saturation_limit)
-    if reason is not None:
-        return invalid(reason)
+    if m.reason is not None:
+        return invalid(m.reason)
 
     seg = (
         ndimage.gaussian_filter(data, opts.segmentation_sigma_px)

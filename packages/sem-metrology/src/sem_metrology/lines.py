@@ -25,15 +25,14 @@ lines; the pitch drift across the field from the line centres.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sem_physics.records import csv_text
 
-from ._inputs import Prepared, merge_options, prepare, unmeasurable_reason
+from ._inputs import Prepared, begin_measurement
 from ._line_metrics import line_metrics
 from .edges import EdgeMethod
 from .errors import MetrologyInputError
@@ -204,34 +203,26 @@ class LineMeasurement(BaseModel):
 
     def to_csv(self, kind: Literal["summary", "lines"] = "summary") -> str:
         """CSV text: one row of scalar results (``'summary'``) or one row per line (``'lines'``)."""
-        buf = io.StringIO()
         if kind == "summary":
-            row = self.summary()
-            row["warnings"] = "; ".join(self.warnings)
-            writer = csv.DictWriter(buf, fieldnames=list(row))
-            writer.writeheader()
-            writer.writerow(row)
-        elif kind == "lines":
-            writer = csv.writer(buf)
-            writer.writerow(
-                ["line", "leading_mean_px", "trailing_mean_px", "cd_nm", "lwr_nm", "gaps"]
-            )
-            for i, cd in enumerate(self.line_cd_nm):
-                lead = self.leading_edges_px[i] if self.leading_edges_px else []
-                trail = self.trailing_edges_px[i] if self.trailing_edges_px else []
-                writer.writerow(
-                    [
-                        i,
-                        f"{np.mean(lead):.4f}" if lead else "",
-                        f"{np.mean(trail):.4f}" if trail else "",
-                        f"{cd:.4f}",
-                        f"{self.line_lwr_nm[i]:.4f}",
-                        self.gaps_leading[i] + self.gaps_trailing[i],
-                    ]
-                )
-        else:
+            return csv_text([{**self.summary(), "warnings": "; ".join(self.warnings)}])
+        if kind != "lines":
             raise MetrologyInputError(f"kind must be 'summary' or 'lines', got {kind!r}")
-        return buf.getvalue()
+        rows = []
+        for i, cd in enumerate(self.line_cd_nm):
+            lead = self.leading_edges_px[i] if self.leading_edges_px else []
+            trail = self.trailing_edges_px[i] if self.trailing_edges_px else []
+            rows.append(
+                {
+                    "line": i,
+                    "leading_mean_px": f"{np.mean(lead):.4f}" if lead else "",
+                    "trailing_mean_px": f"{np.mean(trail):.4f}" if trail else "",
+                    "cd_nm": f"{cd:.4f}",
+                    "lwr_nm": f"{self.line_lwr_nm[i]:.4f}",
+                    "gaps": self.gaps_leading[i] + self.gaps_trailing[i],
+                }
+            )
+        columns = ["line", "leading_mean_px", "trailing_mean_px", "cd_nm", "lwr_nm", "gaps"]
+        return csv_text(rows, columns)
 
 
 def _line_region(prep: Prepared, opts: LineOptions) -> tuple[np.ndarray, np.ndarray, str, list]:
@@ -280,28 +271,14 @@ def measure_lines(
     >>> m.valid, m.n_lines, m.convention
     (True, 6, 'truth')
     """
-    opts = merge_options(LineOptions, options, overrides)
-    prep = prepare(image, pixel_size_nm, opts.roi)
-    warnings = prep.warnings
-    base: dict[str, Any] = {
-        "convention": opts.convention,
-        "pixel_size_nm": prep.pixel_size_nm,
-        "pixel_size_source": prep.pixel_size_source,
-        "edge_method": "polynomial" if opts.convention == "smile" else opts.edge_method,
-        "intensity_levels": "median5-zero-padded"
-        if opts.convention == "smile"
-        else opts.intensity_levels,
-        "threshold": opts.threshold,
-        "roi": opts.roi,
-        "crop": prep.crop,
-    }
-
-    def invalid(reason: str, **extra: Any) -> LineMeasurement:
-        return LineMeasurement(valid=False, reason=reason, warnings=warnings, **base, **extra)
-
-    reason = unmeasurable_reason(prep, opts.saturation_limit)
-    if reason is not None:
-        return invalid(reason)
+    m = begin_measurement(LineOptions, LineMeasurement, image, pixel_size_nm, options, overrides)
+    opts, prep, base, warnings, invalid = m.opts, m.prep, m.base, m.warnings, m.invalid
+    smile = opts.convention == "smile"
+    base["convention"] = opts.convention
+    base["edge_method"] = "polynomial" if smile else opts.edge_method
+    base["intensity_levels"] = "median5-zero-padded" if smile else opts.intensity_levels
+    if m.reason is not None:
+        return invalid(m.reason)
     region, frame, orientation, more = _line_region(prep, opts)
     warnings.extend(more)
     base["orientation"] = orientation
@@ -451,18 +428,7 @@ def _truth_branch(
     reason = _contrast_reason(norm, opts)
     if reason:
         return reason
-    found = truth_edges(
-        norm,
-        bright_lines=tone == "bright",
-        edge_method=opts.edge_method,
-        degree=opts.polynomial_degree,
-        threshold=opts.threshold,
-        edge_window_px=opts.edge_window_px,
-        correct_tilt=opts.correct_tilt,
-        max_tilt_deg=opts.max_tilt_deg,
-        recentre_windows=opts.recentre_windows,
-        correct_bloom=opts.correct_bloom,
-    )
+    found = truth_edges(norm, tone == "bright", opts)
     base["n_lines_dropped"] = found.n_dropped
     base["tilt_deg"] = math.degrees(math.atan(found.slope_px_per_row))
     base["edge_window_px"] = found.edge_window_px

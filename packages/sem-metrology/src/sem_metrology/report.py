@@ -8,6 +8,7 @@ written atomically (``sem_physics.atomic``: a temporary file, fsync, rename).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,11 +24,36 @@ def _fmt(value: float | None, unit: str = " nm", se: float | None = None) -> str
     return f"{value:.3f}{unit}" if se is None else f"{value:.3f} ± {se:.3f}{unit}"
 
 
-def _save(fig: object, path: Path, dpi: int) -> Path:
-    """``fig.savefig`` through a temporary file renamed into place."""
+def _figure(image: np.ndarray, size_in: tuple[float, float]) -> tuple[np.ndarray, Any]:
+    """The measured image as a 2-D float array and an empty figure on the Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"image must be 2-D (H, W), got shape {img.shape}")
+    fig = Figure(figsize=size_in)
+    FigureCanvasAgg(fig)
+    return img, fig
+
+
+def _finish(
+    fig: Any,
+    measurement: LineMeasurement | ContactMeasurement,
+    summary: str,
+    title: str | None,
+    path: Path,
+    dpi: int,
+) -> Path:
+    """Title the figure (the reason instead of the summary when nothing was measured) and
+    write it: ``fig.savefig`` through a temporary file renamed into place."""
     from sem_physics.atomic import atomic_write
 
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))  # type: ignore[attr-defined]
+    if not measurement.valid:
+        summary = f"INVALID: {measurement.reason}"
+    fig.suptitle((title + "\n" if title else "") + summary, fontsize=9)
+    fig.tight_layout()
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
 
 
 def save_line_report(
@@ -50,15 +76,7 @@ def save_line_report(
     image : the (H, W) image that was measured (before any ``roi`` crop).
     path : output ``.png`` path.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    img = np.asarray(image, dtype=np.float64)
-    if img.ndim != 2:
-        raise ValueError(f"image must be 2-D (H, W), got shape {img.shape}")
-    out = Path(path)
-    fig = Figure(figsize=(12, 9))
-    FigureCanvasAgg(fig)
+    img, fig = _figure(image, (12, 9))
     axes = fig.subplots(2, 2)
     ax_img, ax_hist, ax_ler, ax_lwr = axes.ravel()
     ax_img.imshow(img, cmap="gray", interpolation="nearest")
@@ -122,11 +140,7 @@ def save_line_report(
     )
     if m.fit_flags:
         summary += "\nWARNING: " + "; ".join(m.fit_flags) + f" (unbiased: {m.unbiased_method})"
-    if not m.valid:
-        summary = f"INVALID: {m.reason}"
-    fig.suptitle((title + "\n" if title else "") + summary, fontsize=9)
-    fig.tight_layout()
-    return _save(fig, out, dpi)
+    return _finish(fig, m, summary, title, Path(path), dpi)
 
 
 def save_contact_report(
@@ -148,16 +162,8 @@ def save_contact_report(
     image : the (H, W) image that was measured (before any ``roi`` crop).
     path : output ``.png`` path.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    img = np.asarray(image, dtype=np.float64)
-    if img.ndim != 2:
-        raise ValueError(f"image must be 2-D (H, W), got shape {img.shape}")
-    out = Path(path)
     m = measurement
-    fig = Figure(figsize=(14, 7))
-    FigureCanvasAgg(fig)
+    img, fig = _figure(image, (14, 7))
     grid = fig.add_gridspec(2, 2, width_ratios=(2.2, 1))
     ax_img = fig.add_subplot(grid[:, 0])
     ax_cd = fig.add_subplot(grid[0, 1])
@@ -194,8 +200,4 @@ def save_contact_report(
     )
     if m.crop:
         summary += f" | crop: {m.crop}"
-    if not m.valid:
-        summary = f"INVALID: {m.reason}"
-    fig.suptitle((title + "\n" if title else "") + summary, fontsize=9)
-    fig.tight_layout()
-    return _save(fig, out, dpi)
+    return _finish(fig, m, summary, title, Path(path), dpi)

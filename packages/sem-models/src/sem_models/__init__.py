@@ -21,6 +21,7 @@ from .moe import MoEMlp, balance_loss, global_aux_loss, moe_layers, routing_stat
 from .pos_embed import resize_pos_embed, sincos_2d
 from .restoration import RestorationModel
 from .sliding_window import hann_weights, restore_image, sliding_window
+from .training import FitResult
 from .upcycle import (
     calibrate_routers,
     collect_aux_loss,
@@ -34,6 +35,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointWriteError",
     "ExternalWeightsError",
+    "FitResult",
     "LoadReport",
     "MAEConfig",
     "MaskedAutoencoder",

@@ -53,7 +53,7 @@ probability, the routing entropy and the number of unused experts.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +95,15 @@ def balance_loss(
         counts = torch.bincount(assignments.reshape(-1), minlength=num_experts)
         frac = counts.to(mean_p.dtype) / max(assignments.numel(), 1)  # f_k
     return _balance_from_means(mean_p, frac, kind)
+
+
+class _Assignments(NamedTuple):
+    """Token-to-expert assignments in priority order, ``A`` of them."""
+
+    expert: torch.Tensor  # (A,) expert index
+    weight: torch.Tensor  # (A,) gate weight
+    token: torch.Tensor  # (A,) token index
+    onehot: torch.Tensor  # (A, K) one-hot of ``expert``
 
 
 class MoEMlp(nn.Module):
@@ -216,52 +225,43 @@ class MoEMlp(nn.Module):
         # order, then every second choice, ... so a first choice is never displaced by a
         # second one when an expert is full.
         flat_e = top_i.t().reshape(-1)  # (k*T,) expert of each assignment
-        flat_w = weights.t().reshape(-1)  # (k*T,)
-        flat_t = torch.arange(num_tokens, device=h.device).repeat(k)  # its token
-        onehot = F.one_hot(flat_e, self.num_experts)  # (k*T, K)
-        counts = onehot.sum(0)  # (K,) assignments per expert, before capacity
-        out, kept = self._dispatch(h, flat_e, flat_w, flat_t, onehot)
+        tokens = torch.arange(num_tokens, device=h.device)
+        chosen = self._assignments(flat_e, weights.t().reshape(-1), tokens.repeat(k))
+        counts = chosen.onehot.sum(0)  # (K,) assignments per expert, before capacity
+        out, kept = self._dispatch(h, chosen)
         if alt_w is not None and alt_e is not None:
             # The runner-up expert's output, without gradient, weighted by a value-0 term whose
             # gradient compares it with the chosen experts (see the module doc).
             with torch.no_grad():
-                ones = torch.ones(num_tokens, device=h.device, dtype=flat_w.dtype)
-                tokens = torch.arange(num_tokens, device=h.device)
-                alt_onehot = F.one_hot(alt_e, self.num_experts)
-                y_alt, _ = self._dispatch(h, alt_e, ones, tokens, alt_onehot)
+                ones = torch.ones(num_tokens, device=h.device, dtype=weights.dtype)
+                y_alt, _ = self._dispatch(h, self._assignments(alt_e, ones, tokens))
             out = out + alt_w[:, None].to(out.dtype) * y_alt
         self._record(probs, logits, counts, kept)
         return out.reshape(*lead, self.out_features)
 
-    def _dispatch(
-        self,
-        h: torch.Tensor,
-        flat_e: torch.Tensor,
-        flat_w: torch.Tensor,
-        flat_t: torch.Tensor,
-        onehot: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _assignments(
+        self, expert: torch.Tensor, weight: torch.Tensor, token: torch.Tensor
+    ) -> _Assignments:
+        return _Assignments(expert, weight, token, F.one_hot(expert, self.num_experts))
+
+    def _dispatch(self, h: torch.Tensor, a: _Assignments) -> tuple[torch.Tensor, torch.Tensor]:
         """Weighted expert outputs summed per token ``(T, D_out)``, and the assignments kept."""
         cap = self.capacity(h.shape[0])
         if cap is None:
-            return self._dispatch_dropless(h, flat_e, flat_w, flat_t, onehot.sum(0))
-        return self._dispatch_capacity(h, flat_e, flat_w, flat_t, onehot, cap)
+            return self._dispatch_dropless(h, a)
+        return self._dispatch_capacity(h, a, cap)
 
     def _dispatch_dropless(
-        self,
-        h: torch.Tensor,
-        flat_e: torch.Tensor,
-        flat_w: torch.Tensor,
-        flat_t: torch.Tensor,
-        counts: torch.Tensor,
+        self, h: torch.Tensor, a: _Assignments
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every assignment computed: tokens grouped by expert, one call per non-empty expert.
 
         Variable group sizes need the counts on the host (a device synchronisation on GPUs);
         the capacity mode has static shapes.
         """
-        order = torch.argsort(flat_e, stable=True)  # grouped by expert, priority order
-        token_of = flat_t[order]
+        counts = a.onehot.sum(0)
+        order = torch.argsort(a.expert, stable=True)  # grouped by expert, priority order
+        token_of = a.token[order]
         sizes = counts.tolist()
         x_sorted = h.index_select(0, token_of)
         outs = []
@@ -271,18 +271,12 @@ class MoEMlp(nn.Module):
             else:  # an idle expert still joins the graph (value 0): DDP sees every parameter
                 outs.append(self._touch(e, chunk.shape[0]))
         y = torch.cat(outs)
-        y = y * flat_w[order, None].to(y.dtype)
+        y = y * a.weight[order, None].to(y.dtype)
         out = h.new_zeros(h.shape[0], self.out_features).index_add(0, token_of, y.to(h.dtype))
         return out, counts.sum()
 
     def _dispatch_capacity(
-        self,
-        h: torch.Tensor,
-        flat_e: torch.Tensor,
-        flat_w: torch.Tensor,
-        flat_t: torch.Tensor,
-        onehot: torch.Tensor,
-        cap: int,
+        self, h: torch.Tensor, a: _Assignments, cap: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Static-shape dispatch into ``(K, cap)`` slots (no host read of the routing).
 
@@ -291,16 +285,16 @@ class MoEMlp(nn.Module):
         ``cap`` slots, so every expert is in the graph whatever the routing.
         """
         k_exp = self.num_experts
-        rank = ((onehot.cumsum(0) - 1) * onehot).sum(-1)  # position in the expert's queue
+        rank = ((a.onehot.cumsum(0) - 1) * a.onehot).sum(-1)  # position in the expert's queue
         keep = rank < cap
-        slot = torch.where(keep, flat_e * cap + rank, torch.full_like(rank, k_exp * cap))
-        buf = h.new_zeros(k_exp * cap + 1, h.shape[1]).index_add(0, slot, h[flat_t])
+        slot = torch.where(keep, a.expert * cap + rank, torch.full_like(rank, k_exp * cap))
+        buf = h.new_zeros(k_exp * cap + 1, h.shape[1]).index_add(0, slot, h[a.token])
         buf = buf[:-1].view(k_exp, cap, h.shape[1])
         y = torch.cat([self.experts[e](buf[e]) for e in range(k_exp)])  # (K*cap, D_out)
         y = torch.cat([y, y.new_zeros(1, y.shape[1])])  # the overflow slot reads zero
-        w = (flat_w * keep).to(y.dtype)
+        w = (a.weight * keep).to(y.dtype)
         contrib = y.index_select(0, slot) * w[:, None]
-        out = h.new_zeros(h.shape[0], self.out_features).index_add(0, flat_t, contrib.to(h.dtype))
+        out = h.new_zeros(h.shape[0], self.out_features).index_add(0, a.token, contrib.to(h.dtype))
         return out, keep.sum()
 
     def _touch(self, e: int, rows: int) -> torch.Tensor:

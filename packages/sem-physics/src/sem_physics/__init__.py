@@ -10,53 +10,12 @@ numpy, scipy, pydantic nor torch, so command lines built on it start at once.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# name -> submodule that defines it
-_EXPORTS = {
-    "DEFAULT_CROP_FRACTION": "io",
-    "SAMPLE_KINDS": "samples",
-    "DegradationEstimate": "estimate",
-    "DegradationParams": "params",
-    "EstimateQuality": "estimate",
-    "ImageReadError": "io",
-    "Manifest": "protocol",
-    "ManifestEntry": "protocol",
-    "PSFParams": "psf",
-    "ParameterRanges": "params",
-    "ProtocolError": "protocol",
-    "SEMImage": "io",
-    "SourceRecord": "protocol",
-    "airy_profile": "psf",
-    "airy_psf": "psf",
-    "airy_psf_torch": "psf",
-    "check_pixel_size_nm": "io",
-    "convolve_reflect": "convolution",
-    "convolve_reflect_torch": "convolution",
-    "crop_info_bar": "io",
-    "degrade": "forward",
-    "degrade_files": "protocol",
-    "degrade_torch": "forward",
-    "estimate_degradation": "estimate",
-    "file_sha256": "protocol",
-    "image_to_tensor": "convert",
-    "kernel_size": "psf",
-    "make_sample": "samples",
-    "pixels_sha256": "protocol",
-    "poisson_gaussian": "noise",
-    "poisson_gaussian_torch": "noise",
-    "read_image": "io",
-    "replay_manifest": "protocol",
-    "tensor_to_image": "convert",
-    "validate_image": "validation",
-    "write_image": "io",
-    "write_samples": "samples",
-}
-
-# Literal for linters; a test checks that it lists exactly the keys of _EXPORTS.
 __all__ = [
     "DEFAULT_CROP_FRACTION",
     "SAMPLE_KINDS",
@@ -98,18 +57,8 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sem_physics' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
+# Each name's submodule comes from the TYPE_CHECKING imports below (one list, read once).
+__getattr__, __dir__, _EXPORTS = lazy_exports(__name__, __file__, __all__)
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from .convert import image_to_tensor, tensor_to_image

@@ -9,61 +9,11 @@ do not load torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sem_physics.lazy import lazy_exports
 
 __version__ = "0.1.0"
-
-_EXPORTS: dict[str, str] = {
-    **dict.fromkeys(("CheckpointWriteError", "RunExistsError"), "checkpoint"),
-    **dict.fromkeys(
-        (
-            "PRESETS",
-            "AugmentConfig",
-            "BaselineTrainConfig",
-            "ConfigError",
-            "DataConfig",
-            "FinetuneConfig",
-            "LossConfig",
-            "ModelSpec",
-            "OptimConfig",
-            "RunConfig",
-            "Stage1Config",
-            "Stage2Config",
-            "Stage3Config",
-            "load_config",
-            "preset",
-        ),
-        "config",
-    ),
-    **dict.fromkeys(
-        (
-            "DefocusPairDataset",
-            "EpochBatchSampler",
-            "SEMImageDataset",
-            "build_index",
-            "split_index",
-        ),
-        "data",
-    ),
-    **dict.fromkeys(("FitResult", "NonFiniteLossError", "Task", "TrainState", "fit"), "engine"),
-    **dict.fromkeys(
-        (
-            "charbonnier_loss",
-            "distillation_loss",
-            "edge_loss",
-            "fft_amplitude_loss",
-            "frequency_loss",
-            "psd_loss",
-            "radial_psd",
-            "restoration_loss",
-            "tv_loss",
-        ),
-        "losses",
-    ),
-    **dict.fromkeys(("psnr", "ssim"), "metrics"),
-    **dict.fromkeys(("RestoredImage", "restore"), "restoration"),
-}
 
 __all__ = [
     "PRESETS",
@@ -109,18 +59,8 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sem_train' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
+# Each name's submodule comes from the TYPE_CHECKING imports below (one list, read once).
+__getattr__, __dir__, _EXPORTS = lazy_exports(__name__, __file__, __all__)
 
 if TYPE_CHECKING:  # static analysers see the eager imports
     from .checkpoint import CheckpointWriteError, RunExistsError

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import ValidationError
-from sem_baselines.learned.training import sample_patches
+from sem_baselines.learned.training import sample_patches, trainable_restorers
 from sem_physics import ParameterRanges
 from sem_physics.convert import image_to_tensor
 from torch import nn
@@ -34,8 +34,6 @@ from .data.io import crop_bottom, read_gray
 from .engine import FitResult, Task, fit
 
 __all__ = ["BaselineTask", "PatchDataset", "run_baseline"]
-
-LEARNED_BASELINES = ("n2v", "n2n", "mrn")
 
 
 class PatchDataset(Dataset):
@@ -145,10 +143,12 @@ def _restorer(name: str, params: dict[str, Any]) -> Any:
 def run_baseline(
     cfg: BaselineTrainConfig, method: str | None = None, *, resume: bool = False
 ) -> FitResult:
-    """Train baseline ``method`` (n2v, n2n, mrn; default ``cfg.method``); see module doc."""
+    """Train baseline ``method`` (default ``cfg.method``), one of
+    :func:`sem_baselines.trainable_restorers` (n2v, n2n, mrn); see the module doc."""
     name = method or cfg.method
-    if name not in LEARNED_BASELINES:
-        raise ValueError(f"baseline must be one of {LEARNED_BASELINES}, got {name!r}")
+    trainable = trainable_restorers()
+    if name not in trainable:
+        raise ValueError(f"baseline must be one of {', '.join(trainable)}, got {name!r}")
     restorer = _restorer(name, cfg.params)
     patch = cfg.patch_size_px or cfg.data.image_size_px
     optim = cfg.optim or OptimConfig(

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sem_models.training import FitResult
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -113,21 +114,6 @@ class TrainState:
         """The state recorded in a checkpoint (unknown keys ignored, missing ones default)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in progress.items() if k in names})
-
-
-@dataclass
-class FitResult:
-    """What a run produced."""
-
-    output_dir: Path
-    global_step: int
-    epoch: int
-    stopped_early: bool
-    best_val_loss: float | None
-    best_dir: Path | None
-    latest_checkpoint: Path | None
-    last_train_loss: float | None
-    first_train_loss: float | None
 
 
 class WarmupCosine:
@@ -403,7 +389,7 @@ def fit(
         global_step=state.global_step,
         epoch=state.epoch,
         stopped_early=stopped,
-        best_val_loss=state.best_val_loss,
+        best_loss=state.best_val_loss,
         best_dir=loop.ckpt.best_dir,
         latest_checkpoint=latest,
         last_train_loss=state.last_train_loss,

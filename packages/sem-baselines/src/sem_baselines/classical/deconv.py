@@ -1,4 +1,5 @@
-"""What the two deconvolution baselines share: the PSF choice, the noise level, the boundaries.
+"""What the two deconvolution baselines share: the PSF choice, the noise level, the boundaries,
+the common config fields (:class:`DeconvConfig`) and the restore path (:class:`DeconvRestorer`).
 
 Presets:
 
@@ -21,17 +22,22 @@ side by half-sample symmetric reflection -- the convention of the forward model 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.fft as sfft
+from pydantic import BaseModel, ConfigDict, Field
 from sem_physics import PSFParams, airy_psf
 from sem_physics.convolution import symmetric_indices
+
+from ..restorer import check_image
 
 __all__ = [
     "DEFAULT_PSF",
     "DeconvBoundary",
+    "DeconvConfig",
     "DeconvPreset",
+    "DeconvRestorer",
     "PSFChoice",
     "choose_psf",
     "fixed_psf",
@@ -127,3 +133,74 @@ def transfer(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     cols = (np.arange(-p, p + 1) % shape[1])[None, :]
     np.add.at(buf, (rows, cols), kernel)  # adds where a kernel larger than the grid wraps
     return sfft.rfft2(buf)
+
+
+class DeconvConfig(BaseModel):
+    """The settings both deconvolutions share; each adds its regularisation strength."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: DeconvPreset = Field(default="adaptive", description="adaptive or paper")
+    psf: PSFParams | None = Field(
+        default=None, description="PSF (radii in px); None = blind estimate (adaptive) or paper's"
+    )
+    noise_var: float | None = Field(
+        default=None, ge=0, description="mean noise variance, grey levels^2; None = estimate"
+    )
+    tau: float = Field(default=1.0, gt=0, le=10, description="discrepancy factor")
+    boundary: DeconvBoundary = Field(default="reflect", description="image extension")
+    clip: bool = Field(default=True, description="clip the output to 0..255")
+
+
+class DeconvRestorer:
+    """``restore`` of both deconvolutions: choose the PSF (and the noise level where the
+    discrepancy principle needs it), extend the image, deconvolve, crop back, clip.
+
+    A subclass names its regularisation-strength field (``strength_field``: fixed when set,
+    else the paper's ``paper_strength`` or, adaptive, chosen from the noise) and gives the two
+    presets' deconvolutions (:meth:`paper_deconvolve`, :meth:`adaptive`). What was used is kept
+    in ``last_params``.
+    """
+
+    config_cls: ClassVar[type[DeconvConfig]]
+    strength_field: ClassVar[str]
+    paper_strength: ClassVar[float]
+    non_negative: ClassVar[bool] = False  # clip the extended image to >= 0 first
+
+    def __init__(self, config: DeconvConfig | None = None) -> None:
+        self.config = config or self.config_cls()
+        self.last_params: dict[str, Any] = {}
+
+    @staticmethod
+    def paper_deconvolve(ext01: np.ndarray, kernel: np.ndarray, strength: float) -> np.ndarray:
+        """The paper's deployment: scikit-image on the [0, 1] scale, its output clip off."""
+        raise NotImplementedError
+
+    def adaptive(
+        self, ext: np.ndarray, kernel: np.ndarray, choice: PSFChoice, pad: int
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The deconvolved extended image ``ext`` and the settings used (for ``last_params``)."""
+        raise NotImplementedError
+
+    def restore(self, image: np.ndarray) -> np.ndarray:
+        y = check_image(image).astype(np.float64)
+        cfg = self.config
+        strength = getattr(cfg, self.strength_field)
+        need_noise = cfg.preset == "adaptive" and strength is None
+        choice = choose_psf(y, cfg.preset, cfg.psf, cfg.noise_var if need_noise else 0.0)
+        kernel = airy_psf(choice.psf)
+        pad = kernel.shape[0] // 2 if cfg.boundary == "reflect" else 0
+        ext = pad_reflect(y, pad)
+        if self.non_negative:
+            ext = np.clip(ext, 0.0, None)
+        if cfg.preset == "paper":
+            strength = self.paper_strength if strength is None else strength
+            out = self.paper_deconvolve(ext / 255.0, kernel, strength) * 255.0
+            used: dict[str, Any] = {self.strength_field: strength}
+        else:
+            out, used = self.adaptive(ext, kernel, choice, pad)
+        self.last_params = {"preset": cfg.preset, **used, **choice.as_dict()}
+        out = crop(out, pad)
+        if cfg.clip:
+            out = np.clip(out, 0.0, 255.0)
+        return out.astype(np.float32)

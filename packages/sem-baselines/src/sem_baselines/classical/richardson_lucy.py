@@ -24,12 +24,11 @@ from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
-from pydantic import BaseModel, ConfigDict, Field
-from sem_physics import PSFParams, airy_psf
+from pydantic import Field
 from skimage.restoration import richardson_lucy
 
-from ..restorer import check_image, register
-from .deconv import DeconvBoundary, DeconvPreset, choose_psf, crop, pad_reflect, transfer
+from ..restorer import register
+from .deconv import DeconvConfig, DeconvRestorer, PSFChoice, transfer
 
 __all__ = [
     "RichardsonLucyConfig",
@@ -43,25 +42,13 @@ _EPS = 1e-6
 STALL = 1e-3  # stop when an iteration lowers the residual by less than this x the noise
 
 
-class RichardsonLucyConfig(BaseModel):
+class RichardsonLucyConfig(DeconvConfig):
     """Adaptive by default; ``preset="paper"`` gives the paper's 30 iterations and fixed PSF."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    preset: DeconvPreset = Field(default="adaptive", description="adaptive or paper")
     iterations: int | None = Field(
         default=None, ge=1, le=10_000, description="fixed count; None = discrepancy or 30"
     )
     max_iterations: int = Field(default=100, ge=1, le=10_000, description="adaptive cap")
-    psf: PSFParams | None = Field(
-        default=None, description="PSF (radii in px); None = blind estimate (adaptive) or paper's"
-    )
-    noise_var: float | None = Field(
-        default=None, ge=0, description="mean noise variance, grey levels^2; None = estimate"
-    )
-    tau: float = Field(default=1.0, gt=0, le=10, description="discrepancy factor")
-    boundary: DeconvBoundary = Field(default="reflect", description="image extension")
-    clip: bool = Field(default=True, description="clip the output to 0..255")
 
 
 def richardson_lucy_discrepancy(
@@ -106,39 +93,30 @@ def richardson_lucy_discrepancy(
 
 
 @register("richardson-lucy", RichardsonLucyConfig)
-class RichardsonLucyRestorer:
+class RichardsonLucyRestorer(DeconvRestorer):
     """Richardson-Lucy deconvolution; what it used is kept in ``last_params``."""
 
-    def __init__(self, config: RichardsonLucyConfig | None = None) -> None:
-        self.config = config or RichardsonLucyConfig()
-        self.last_params: dict[str, Any] = {}
+    config: RichardsonLucyConfig
+    strength_field = "iterations"
+    paper_strength = PAPER_ITERATIONS
+    non_negative = True  # the multiplicative update needs non-negative data
 
-    def restore(self, image: np.ndarray) -> np.ndarray:
-        y = check_image(image).astype(np.float64)
+    @staticmethod
+    def paper_deconvolve(ext01: np.ndarray, kernel: np.ndarray, strength: float) -> np.ndarray:
+        return richardson_lucy(ext01, kernel, num_iter=int(strength), clip=False)
+
+    def adaptive(
+        self, ext: np.ndarray, kernel: np.ndarray, choice: PSFChoice, pad: int
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         cfg = self.config
-        need_noise = cfg.preset == "adaptive" and cfg.iterations is None
-        choice = choose_psf(y, cfg.preset, cfg.psf, cfg.noise_var if need_noise else 0.0)
-        kernel = airy_psf(choice.psf)
-        pad = kernel.shape[0] // 2 if cfg.boundary == "reflect" else 0
-        ext = np.clip(pad_reflect(y, pad), 0.0, None)
-        if cfg.preset == "paper":
-            iterations = cfg.iterations or PAPER_ITERATIONS
-            out = richardson_lucy(ext / 255.0, kernel, num_iter=iterations, clip=False) * 255.0
-            extra: dict[str, Any] = {}
-        else:
-            h, w = y.shape
-            core = (slice(pad, pad + h), slice(pad, pad + w))
-            target = cfg.tau * float(choice.noise_var or 0.0)
-            out, iterations, resid = richardson_lucy_discrepancy(
-                ext, kernel, target, cfg.max_iterations, core, cfg.iterations
-            )
-            extra = {"residual_var": resid, "stopped_by": _stop_reason(cfg, iterations)}
-        self.last_params = {"preset": cfg.preset, "iterations": iterations, **extra}
-        self.last_params.update(choice.as_dict())
-        out = crop(out, pad)
-        if cfg.clip:
-            out = np.clip(out, 0.0, 255.0)
-        return out.astype(np.float32)
+        h, w = ext.shape[0] - 2 * pad, ext.shape[1] - 2 * pad
+        core = (slice(pad, pad + h), slice(pad, pad + w))
+        target = cfg.tau * float(choice.noise_var or 0.0)
+        out, iterations, resid = richardson_lucy_discrepancy(
+            ext, kernel, target, cfg.max_iterations, core, cfg.iterations
+        )
+        stop = _stop_reason(cfg, iterations)
+        return out, {"iterations": iterations, "residual_var": resid, "stopped_by": stop}
 
 
 def _stop_reason(cfg: RichardsonLucyConfig, iterations: int) -> str:

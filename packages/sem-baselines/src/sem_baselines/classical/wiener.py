@@ -22,12 +22,11 @@ from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
-from pydantic import BaseModel, ConfigDict, Field
-from sem_physics import PSFParams, airy_psf
+from pydantic import Field
 from skimage.restoration import wiener
 
-from ..restorer import check_image, register
-from .deconv import DeconvBoundary, DeconvPreset, choose_psf, crop, pad_reflect, transfer
+from ..restorer import register
+from .deconv import DeconvConfig, DeconvRestorer, PSFChoice, transfer
 
 __all__ = ["WienerConfig", "WienerRestorer", "WienerTruePSF", "discrepancy_balance"]
 
@@ -36,24 +35,12 @@ PAPER_BALANCE = 0.01
 BAND_OTF = 0.05  # |H| above which a frequency counts as carrying signal
 
 
-class WienerConfig(BaseModel):
+class WienerConfig(DeconvConfig):
     """Adaptive by default; ``preset="paper"`` gives the paper's balance 0.01 and fixed PSF."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    preset: DeconvPreset = Field(default="adaptive", description="adaptive or paper")
     balance: float | None = Field(
         default=None, gt=0, le=1e6, description="lambda; None = discrepancy (adaptive) or 0.01"
     )
-    psf: PSFParams | None = Field(
-        default=None, description="PSF (radii in px); None = blind estimate (adaptive) or paper's"
-    )
-    noise_var: float | None = Field(
-        default=None, ge=0, description="mean noise variance, grey levels^2; None = estimate"
-    )
-    tau: float = Field(default=1.0, gt=0, le=10, description="discrepancy factor")
-    boundary: DeconvBoundary = Field(default="reflect", description="image extension")
-    clip: bool = Field(default=True, description="clip the output to 0..255")
 
 
 def discrepancy_balance(
@@ -98,44 +85,36 @@ def discrepancy_balance(
 
 
 @register("wiener", WienerConfig)
-class WienerRestorer:
+class WienerRestorer(DeconvRestorer):
     """Wiener-Hunt deconvolution, Laplacian prior; what it used is kept in ``last_params``."""
 
-    def __init__(self, config: WienerConfig | None = None) -> None:
-        self.config = config or WienerConfig()
-        self.last_params: dict[str, Any] = {}
+    config: WienerConfig
+    strength_field = "balance"
+    paper_strength = PAPER_BALANCE
 
-    def restore(self, image: np.ndarray) -> np.ndarray:
-        y = check_image(image).astype(np.float64)
+    @staticmethod
+    def paper_deconvolve(ext01: np.ndarray, kernel: np.ndarray, strength: float) -> np.ndarray:
+        return wiener(ext01, kernel, strength, clip=False)
+
+    def adaptive(
+        self, ext: np.ndarray, kernel: np.ndarray, choice: PSFChoice, pad: int
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         cfg = self.config
-        need_noise = cfg.preset == "adaptive" and cfg.balance is None
-        choice = choose_psf(y, cfg.preset, cfg.psf, cfg.noise_var if need_noise else 0.0)
-        kernel = airy_psf(choice.psf)
-        pad = kernel.shape[0] // 2 if cfg.boundary == "reflect" else 0
-        ext = pad_reflect(y, pad)
-        if cfg.preset == "paper":
-            balance = cfg.balance if cfg.balance is not None else PAPER_BALANCE
-            out = wiener(ext / 255.0, kernel, balance, clip=False) * 255.0
-        else:
-            shape = ext.shape
-            spec = sfft.rfft2(ext)
-            h = transfer(kernel, shape)
-            d2 = np.abs(transfer(_LAPLACIAN, shape)) ** 2
-            balance = cfg.balance
-            if balance is None:
-                wts = np.full(spec.shape[1], 2.0)
-                wts[0] = 1.0
-                if shape[1] % 2 == 0:
-                    wts[-1] = 1.0
-                balance = discrepancy_balance(
-                    spec, h, d2, float(choice.noise_var or 0.0), wts[None, :], cfg.tau
-                )
-            out = sfft.irfft2(np.conj(h) * spec / (np.abs(h) ** 2 + balance * d2), s=shape)
-        self.last_params = {"preset": cfg.preset, "balance": balance, **choice.as_dict()}
-        out = crop(out, pad)
-        if cfg.clip:
-            out = np.clip(out, 0.0, 255.0)
-        return out.astype(np.float32)
+        shape = ext.shape
+        spec = sfft.rfft2(ext)
+        h = transfer(kernel, shape)
+        d2 = np.abs(transfer(_LAPLACIAN, shape)) ** 2
+        balance = cfg.balance
+        if balance is None:
+            wts = np.full(spec.shape[1], 2.0)
+            wts[0] = 1.0
+            if shape[1] % 2 == 0:
+                wts[-1] = 1.0
+            balance = discrepancy_balance(
+                spec, h, d2, float(choice.noise_var or 0.0), wts[None, :], cfg.tau
+            )
+        out = sfft.irfft2(np.conj(h) * spec / (np.abs(h) ** 2 + balance * d2), s=shape)
+        return out, {"balance": balance}
 
 
 @register("wiener-true-psf", WienerConfig, psf_from_case=True)

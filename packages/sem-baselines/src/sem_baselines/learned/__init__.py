@@ -4,7 +4,7 @@ from .base import LearnedConfig, NetworkRestorer
 from .mrn import MRNRestorer, MRNRestorerConfig
 from .noise2noise import Noise2NoiseConfig, Noise2NoiseRestorer
 from .noise2void import Noise2VoidConfig, Noise2VoidRestorer, blind_spot_mask
-from .training import FitConfig, FitResult, fit_restorer
+from .training import FitConfig, FitResult, fit_restorer, trainable_restorers
 
 __all__ = [
     "FitConfig",
@@ -19,4 +19,5 @@ __all__ = [
     "Noise2VoidRestorer",
     "blind_spot_mask",
     "fit_restorer",
+    "trainable_restorers",
 ]

@@ -26,11 +26,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sem_models.training import FitResult
 from sem_physics import DegradationParams, ParameterRanges, image_to_tensor
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..restorer import RestorerConfigError, check_image
+from ..restorer import RestorerConfigError, check_image, list_restorers, registry_entry
 
 __all__ = [
     "DEFAULT_PATCH_PX",
@@ -40,6 +41,7 @@ __all__ = [
     "fit_restorer",
     "resolve_device",
     "sample_patches",
+    "trainable_restorers",
 ]
 
 DEFAULT_PATCH_PX = 128
@@ -73,6 +75,21 @@ class TrainablePieces(Protocol):
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
 
+def trainable_restorers() -> list[str]:
+    """Registered methods a training loop can drive: fitted by training (``fitting="fit"``)
+    with the per-step pieces of :class:`TrainablePieces` (``make_batch``, ``training_loss``).
+
+    The registry decides which methods ``sem train baseline`` accepts; no name is special.
+    """
+    entries = [registry_entry(name) for name in list_restorers()]
+    return [
+        e.name
+        for e in entries
+        if e.fitting == "fit"
+        and all(callable(getattr(e.cls, m, None)) for m in ("make_batch", "training_loss"))
+    ]
+
+
 class FitConfig(BaseModel):
     """Keyword arguments of ``fit`` (unknown keys are rejected)."""
 
@@ -98,15 +115,6 @@ class FitConfig(BaseModel):
     val_patches: int = Field(default=16, ge=1, description="fixed validation patches")
     device: str | None = Field(default=None, description="None = restorer's device setting")
     progress: bool = Field(default=True, description="show a progress bar")
-
-
-class FitResult(BaseModel):
-    """Per-epoch losses and the epoch whose weights were kept."""
-
-    history: list[dict[str, float]]
-    best_epoch: int
-    best_loss: float
-    stopped_early: bool = False
 
 
 def sample_patches(
@@ -188,6 +196,7 @@ def fit_restorer(
     best_loss, best_epoch, best_state = math.inf, -1, None
     history: list[dict[str, float]] = []
     stopped = False
+    step, first, last = 0, None, None  # steps taken; losses of the first and last step
     bar = tqdm(total=cfg.epochs * steps, desc=f"fit {restorer.name}", disable=not cfg.progress)
     for epoch in range(cfg.epochs):
         net.train()
@@ -209,9 +218,11 @@ def fit_restorer(
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             opt.step()
-            total += float(loss.detach())
+            value = float(loss.detach())
+            step, last, first = step + 1, value, value if first is None else first
+            total += value
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+            bar.set_postfix(loss=f"{value:.4g}")
         if stopped:
             break
         train_loss = total / steps
@@ -232,5 +243,12 @@ def fit_restorer(
     net.eval()
     restorer.history = history  # type: ignore[attr-defined]
     return FitResult(
-        history=history, best_epoch=best_epoch, best_loss=best_loss, stopped_early=stopped
+        epoch=len(history),
+        global_step=step,
+        stopped_early=stopped,
+        best_loss=best_loss if best_state is not None else None,
+        best_epoch=best_epoch if best_state is not None else None,
+        history=history,
+        first_train_loss=first,
+        last_train_loss=last,
     )

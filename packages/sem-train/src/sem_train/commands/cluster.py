@@ -9,6 +9,8 @@ from typing import Any
 
 from sem_physics.io import DEFAULT_CROP_FRACTION
 
+from ._args import number
+
 __all__ = ["register", "run_ids"]
 
 
@@ -66,24 +68,8 @@ def _cluster(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def _sample_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 2:  # a silhouette needs at least two points
-        raise argparse.ArgumentTypeError(f"must be >= 2, got {value}")
-    return value
+_fraction = number(float, low=0, high=1, high_open=True)
+_sample_size = number(int, low=2)  # a silhouette needs at least two points
 
 
 def register(subparsers: Any) -> None:

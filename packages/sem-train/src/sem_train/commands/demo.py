@@ -16,19 +16,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ._args import number
 from .benchmark import add_run_options
 
 __all__ = ["register"]
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
+_positive_float = number(float, low=0, low_open=True)
 
 
 def _split(text: str | None) -> list[str] | None:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._args import number
+
 __all__ = ["parse_set", "register"]
 
 
@@ -39,16 +41,18 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+_row_count = number(int, low=0)
+
+
 def _bar_rows(text: str) -> int | None:
     if text == "auto":
         return None
     try:
-        rows = int(text)
-    except ValueError:
-        rows = -1
-    if rows < 0:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a row count >= 0, got {text!r}")
-    return rows
+        return int(_row_count(text))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a row count >= 0, got {text!r}"
+        ) from None
 
 
 def register(subparsers: Any) -> None:

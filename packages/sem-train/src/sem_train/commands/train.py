@@ -58,7 +58,10 @@ def register(subparsers: Any) -> None:
     rc.set_defaults(handler=_recipe)
 
     bl = tsub.add_parser("baseline", help="train a learned baseline (sem-baselines)")
-    bl.add_argument("method", choices=["n2v", "n2n", "mrn"])
+    bl.add_argument(
+        "method",
+        help="a method of the sem-baselines registry that trains (an unknown name lists them)",
+    )
     _common(bl)
     bl.set_defaults(handler=_baseline)
 
@@ -93,7 +96,7 @@ def _overrides(args: argparse.Namespace, kind: str):
 
 
 def _report(result) -> int:
-    best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.5g}"
+    best = "n/a" if result.best_loss is None else f"{result.best_loss:.5g}"
     state = "stopped early" if result.stopped_early else "finished"
     print(
         f"{state} at step {result.global_step} (epoch {result.epoch}); best val loss {best}; "

@@ -8,8 +8,6 @@ in place.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 from sem_physics.atomic import atomic_write_text
+from sem_physics.records import csv_text
 
 from .figures import Tile, save_edge_overlays, save_panels, save_psd_plot
 from .protocols import Case, ProtocolManifest
@@ -117,15 +116,7 @@ def _clean(value: Any) -> Any:
 
 
 def _csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    cols: list[str] = []
-    for r in rows:
-        cols.extend(k for k in r if k not in cols)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else _clean(r.get(k))) for k in cols})
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, csv_text([{k: _clean(v) for k, v in r.items()} for r in rows]))
 
 
 def _flat(summary: BaseModel) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from sem_baselines import FitOptions, registry_entry, restorer_config
 from sem_metrology import LineOptions
@@ -57,6 +58,17 @@ def _nothing(what: str, skipped) -> ValueError:
     return ValueError(f"nothing could be processed: {what}{first}")
 
 
+def _s2s_settings(cfg: BenchmarkConfig) -> dict[str, Any]:
+    """What the S→S protocol takes from the config whatever the images' source."""
+    return {
+        "n_eval": cfg.n_eval,
+        "seed": cfg.seed,
+        "ranges": cfg.ranges,
+        "settings": cfg.settings,
+        "crop_fraction": cfg.crop_fraction,
+    }
+
+
 def _generated(cfg: BenchmarkConfig) -> Protocol:
     g = cfg.generated
     pool = sample_images(g.n_per_kind, g.shape, cfg.seed)
@@ -64,18 +76,8 @@ def _generated(cfg: BenchmarkConfig) -> Protocol:
         max(1, math.ceil(cfg.n_train / 3)), g.shape, cfg.seed + 1, prefix="train_"
     )
     val = sample_images(max(1, math.ceil(cfg.n_val / 3)), g.shape, cfg.seed + 2, prefix="val_")
-    manifest, train, val, cases = build_s2s(
-        pool,
-        n_train=cfg.n_train,
-        n_val=cfg.n_val,
-        n_eval=cfg.n_eval,
-        seed=cfg.seed,
-        ranges=cfg.ranges,
-        settings=cfg.settings,
-        train_images=train,
-        val_images=val,
-        crop_fraction=cfg.crop_fraction,
-    )
+    split = {"n_train": cfg.n_train, "n_val": cfg.n_val, "train_images": train, "val_images": val}
+    manifest, train, val, cases = build_s2s(pool, **split, **_s2s_settings(cfg))
     return Protocol(
         manifest,
         train,
@@ -102,14 +104,8 @@ def _folder(cfg: BenchmarkConfig) -> Protocol:
             f"{len(images)} usable image(s): {n_train} for training, {n_val} for validation, "
             "the rest evaluated."
         )
-    common = {"n_eval": cfg.n_eval, "seed": cfg.seed, "ranges": cfg.ranges}
     manifest, train, val, cases = build_s2s(
-        images,
-        n_train=0 if one else n_train,
-        n_val=0 if one else n_val,
-        settings=cfg.settings,
-        crop_fraction=cfg.crop_fraction,
-        **common,
+        images, n_train=0 if one else n_train, n_val=0 if one else n_val, **_s2s_settings(cfg)
     )
     if one:
         train = [images[0]]
