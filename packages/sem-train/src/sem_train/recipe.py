@@ -120,12 +120,12 @@ def run_recipe(
             "seconds": time.perf_counter() - t0,
             "global_step": result.global_step,
             "stopped_at_max_steps": result.stopped_early,
-            "best_val_loss": result.best_val_loss,
+            "best_val_loss": result.best_loss,
             "first_train_loss": result.first_train_loss,
             "last_train_loss": result.last_train_loss,
             "best_dir": None if result.best_dir is None else str(result.best_dir),
         }
         atomic_write_text(done, json.dumps(record, indent=2))
         summary[kind] = record
-        log(f"{kind}: finished in {record['seconds']:.0f} s, best val loss {result.best_val_loss}")
+        log(f"{kind}: finished in {record['seconds']:.0f} s, best val loss {result.best_loss}")
     return summary
