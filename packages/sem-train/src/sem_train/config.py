@@ -499,7 +499,7 @@ def _cpu_base() -> dict[str, dict[str, Any]]:
             "optim": {"lr": 5e-4, "warmup_steps": 50, "min_lr": 1e-5},
             "run": {
                 **run,
-                "epochs": 40,
+                "epochs": 24,
                 "batch_size_per_process": 12,
                 "validate_every_epochs": 2,
                 "output_dir": "runs/cpu-base/finetune",
