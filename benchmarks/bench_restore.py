@@ -30,7 +30,6 @@ from sem_baselines import get_restorer, list_restorers
 from sem_physics import read_image
 from sem_train.cli import main as sem
 from sem_train.restoration import method_needs, prepare
-from sem_train.restoration.psf import blind_estimate_available
 
 NAME = "lines_euv_resist_0p827nm.tif"
 
@@ -68,13 +67,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=None)
     parser.add_argument("--skip", nargs="*", default=[])
-    parser.add_argument("--psf", default="5,5,0,1.95", help="PSF when no blind estimate exists")
+    parser.add_argument("--psf", default="auto", help="auto (blind estimate) or RX,RY,THETA,BETA")
     parser.add_argument("--mae-preset", default="tiny")
     args = parser.parse_args()
     src = args.image or default_image()
     img = read_image(src)
     micrograph = img.data[: img.data.shape[0] - (img.info_bar_rows or 0)]
-    psf = "auto" if blind_estimate_available() else args.psf
+    psf = args.psf
     print(
         f"{src.name}: {img.data.shape[1]}x{img.data.shape[0]} px, info bar "
         f"{img.info_bar_rows} rows; --psf {psf}; torch threads {torch.get_num_threads()}"

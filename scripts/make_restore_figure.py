@@ -4,8 +4,7 @@ The focused micrograph ``lines_euv_resist_0p827nm.tif`` (Hitachi, 0.827 nm/px; f
 ``$SEM_REAL_DATA`` or ``../shared/data/sem`` beside the clone) is defocused with the forward
 model (arXiv 2604.05960, Eq. 1: Airy PSF, Poisson-Gaussian noise) below its info bar, written
 as an 8-bit TIFF with the original's Hitachi tags, and restored with ``sem restore`` exactly as
-a user would (Richardson-Lucy; the blind PSF estimate when sem-physics provides it, else the
-true PSF). The figure shows a crop of the defocused input, the restored output and the focused
+a user would (Richardson-Lucy with the blind PSF estimate). The figure shows a crop of the defocused input, the restored output and the focused
 original, each with its PSNR against the original, and the full restored frame with its info
 bar.
 
@@ -83,17 +82,13 @@ def main() -> None:
     from sem_physics import read_image
     from sem_physics.atomic import atomic_write
     from sem_train.cli import main as sem
-    from sem_train.restoration.psf import blind_estimate_available
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         defocused = tmp_path / "defocused" / NAME
         defocused.parent.mkdir()
         focused, bar = defocused_copy(source_image(), defocused)
-        blind = blind_estimate_available()
-        order = ("rx_px", "ry_px", "theta_rad", "beta")  # --psf RX,RY,THETA,BETA
-        psf = "auto" if blind else ",".join(str(DEFOCUS[k]) for k in order)
-        argv = ["restore", str(defocused), "-o", str(tmp_path / "restored"), "--psf", psf]
+        argv = ["restore", str(defocused), "-o", str(tmp_path / "restored"), "--psf", "auto"]
         if sem(argv) != 0:
             raise SystemExit("sem restore failed")
         restored = read_image(tmp_path / "restored" / NAME).data
@@ -101,11 +96,7 @@ def main() -> None:
         before = read_image(defocused).data
     h = focused.shape[0]
     used = record["psf"]
-    how = (
-        f"blind PSF estimate r = {used['rx_px']:.1f} x {used['ry_px']:.1f} px"
-        if blind
-        else f"true PSF r = {used['rx_px']:g} px"
-    )
+    how = f"blind PSF estimate r = {used['rx_px']:.1f} x {used['ry_px']:.1f} px"
     panels = [
         (before[CROP], f"defocused input, {psnr(focused, before[:h]):.1f} dB"),
         (restored[CROP], f"sem restore ({how}), {psnr(focused, restored[:h]):.1f} dB"),

@@ -25,16 +25,20 @@ from sem_physics.estimate import canonical_ellipse, estimate_errors
 
 # The paper's ranges with the radii restricted to the targets' 2-30 px.
 RANGES = ParameterRanges(rx_px=(2.0, 30.0), ry_px=(2.0, 30.0))
-# Real micrographs of the corpus, at least 1024 px wide, cropped to 600 x 800 (info bar removed).
+# Real micrographs of the corpus, at least 1024 px wide, cropped to 600 x 800 (info bar removed),
+# each sharp at the pixel scale (own blur below the targets' smallest radius, 2 px; checked in
+# the test): a defocus radius below a reference's own blur cannot be measured by any method, as
+# the composite OTF vanishes beyond the smaller of the two cut-offs.
 REAL = [
-    "kit-data-manager_SEM-Mapping-Tool/1-as-cast_16_Sch_10k_InLens.tif",
     "usnistgov_grain-size-analysis-tools/sem_alpha_beta_ti_6al_4v.tif",
     "asadullahsajid_SEM-Soil-Morphology-Analyzer/soil_2_before_washing.tif",
     "ks00x_zeiss_tiff_meta/test.tif",
-    "ullmannJan_measury/GUZ_001.tif",
     "jni_skan/rbc1.tif",
-    "DReGuerra_morpholoPy/a1XG3p_1000x_003.tif",
+    "jni_skan/inf1.tif",
     "kit-data-manager_tomo_mapper/SEM_Image-SliceImage-001.tif",
+    "asadullahsajid_SEM-Soil-Morphology-Analyzer/soil_1_after_oxalic.tif",
+    "vyastreb_sem2surface/P33_scale2s3_detectorB.tif",
+    "nasa_pretrained-microscopy-models/EBC_010417-4_S2480023.tif",
 ]
 
 
@@ -46,16 +50,29 @@ def corpus_image(rel: str, shape: tuple[int, int] = (600, 800)) -> np.ndarray:
     return crop_info_bar(img.data, img.info_bar_rows)[: shape[0], : shape[1]]
 
 
-def summarise(images: list[np.ndarray], seed: int) -> dict[str, float]:
-    """Degrade each image with a seeded setting, estimate, and summarise the errors."""
+def elongated(rng: np.random.Generator) -> DegradationParams:
+    """A setting of the paper's ranges with an elongated PSF: axis ratio 3-10, radii 2-30 px."""
+    base = RANGES.sample(rng)
+    major = rng.uniform(9.0, 30.0)
+    minor = max(major / rng.uniform(3.0, 10.0), 2.0)
+    return base.model_copy(update={"rx_px": major, "ry_px": minor})
+
+
+def summarise(images: list[np.ndarray], seed: int, every_elongated: int = 0) -> dict[str, float]:
+    """Degrade each image with a seeded setting (every ``every_elongated``-th one elongated),
+    estimate, and summarise the errors."""
     rng = np.random.default_rng(seed)
-    radius, theta, sigma, dose = [], [], [], []
+    radius, elong, theta, sigma, dose = [], [], [], [], []
     for i, img in enumerate(images):
-        params = RANGES.sample(rng)
+        stretch = every_elongated and i % every_elongated == 0
+        params = elongated(rng) if stretch else RANGES.sample(rng)
         est = estimate_degradation(degrade(img, params, rng=np.random.default_rng([seed, i])))
         err = estimate_errors(est, params)
         assert err["rx_px"] is not None, f"image {i}: {est.quality.reasons}"
-        radius += [abs(err["rx_px"]), abs(err["ry_px"])]
+        pair = [abs(err["rx_px"]), abs(err["ry_px"])]
+        radius += pair
+        if max(params.rx_px, params.ry_px) / min(params.rx_px, params.ry_px) >= 3:
+            elong += pair
         if err["theta_deg"] is not None:
             theta.append(err["theta_deg"])
         sigma.append(abs(err["sigma"]))
@@ -63,6 +80,8 @@ def summarise(images: list[np.ndarray], seed: int) -> dict[str, float]:
     return {
         "radius_median": float(np.median(radius)),
         "radius_p90": float(np.percentile(radius, 90)),
+        "n_elongated": len(elong) // 2,
+        "elongated_p90": float(np.percentile(elong, 90)) if elong else 0.0,
         "theta_median_deg": float(np.median(theta)) if theta else 0.0,
         "n_theta": len(theta),
         "sigma_median": float(np.median(sigma)),
@@ -85,10 +104,18 @@ def test_targets_on_sample_images() -> None:
     check_targets(s)
 
 
-def test_targets_on_real_micrographs() -> None:
-    s = summarise([corpus_image(rel) for rel in REAL], seed=2)
-    assert s["n_theta"] >= 3
+def test_targets_over_36_real_degradations_with_elongated_psfs() -> None:
+    references = [corpus_image(rel) for rel in REAL]
+    for rel, ref in zip(REAL, references, strict=True):  # the precondition: sharp references
+        own = estimate_degradation(ref).rx_px
+        assert own is not None and own < 2.0, (rel, own)
+    s = summarise([references[i % len(REAL)] for i in range(36)], seed=2, every_elongated=3)
+    assert s["n_elongated"] >= 12 and s["n_theta"] >= 15, s
     check_targets(s)
+    # The elongated PSFs alone (axis ratio 3-10; their short axis has its cut-off at high
+    # frequencies, often under the noise floor): a regression guard, as measured over seeds 2-6
+    # of this set their 90th percentile is 17-36 % (without the blurred white term 18-45 %).
+    assert s["elongated_p90"] <= 0.40, s
 
 
 def test_1280x960_image_within_the_time_budget() -> None:

@@ -18,13 +18,11 @@ from sem_physics import DegradationParams, PSFParams, degrade, make_sample
 from sem_train import restore
 from sem_train.restoration import (
     DEFAULT_METHOD,
-    BlindEstimateUnavailableError,
     CheckpointMismatchError,
     method_needs,
     parse_psf,
     prepare,
 )
-from sem_train.restoration import psf as psf_module
 
 # A small ViT-MAE (32-px windows, 8-px patches) standing in for trained weights.
 MAE_ARCH = {**MICRO_MAE, "depth": 1}
@@ -141,14 +139,6 @@ def test_blind_psf_failure_is_one_clear_error(monkeypatch):
     ) as err:
         restore(np.full((16, 16), 9.0, np.float32), "wiener")
     assert "\n" not in str(err.value)
-
-
-def test_blind_psf_unavailable_is_one_clear_error(monkeypatch):
-    monkeypatch.setattr(psf_module, "_estimator", lambda: None)
-    with pytest.raises(BlindEstimateUnavailableError, match=r"--psf RX,RY,THETA,BETA"):
-        prepare("wiener")
-    # methods that do not deconvolve never need it
-    assert restore(np.full((16, 16), 7.0, np.float32), "input").image.mean() == 7.0
 
 
 @pytest.mark.parametrize(

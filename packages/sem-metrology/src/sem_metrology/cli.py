@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sem_physics.pipes import quiet_broken_pipe
+
 if TYPE_CHECKING:  # numpy and the measurement modules load after argument parsing
     import numpy as np
 
@@ -354,6 +356,7 @@ def _one_line(err: BaseException) -> str:
     return text
 
 
+@quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sem-measure``; returns the exit code."""
     parser = _parser()
@@ -366,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sem-measure: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
     except Exception as err:  # every error type becomes one line; --debug shows the rest
         if args.debug:
             traceback.print_exc()

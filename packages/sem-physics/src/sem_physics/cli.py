@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .pipes import quiet_broken_pipe
+
 if TYPE_CHECKING:
     from .params import DegradationParams
     from .protocol import Mode
@@ -258,6 +260,7 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+@quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 failures with --strict, 2 error)."""
     args = build_parser().parse_args(argv)
@@ -268,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _say("error", "interrupted")
         return 130
+    except BrokenPipeError:
+        raise
     except Exception as err:  # ValidationError, ImageReadError, ProtocolError, OSError, ...
         if args.debug:
             raise

@@ -7,10 +7,16 @@ in a single observation:
   beyond the ellipse ``rho(f) = |diag(Rx, Ry) R(theta) f| = 1`` (``f`` in cycles/px), where the
   image power spectrum falls to the flat noise floor. The periodogram of the periodic component
   of ``y`` (no edge leakage) is averaged in polar bins and fitted, in the log domain and with a
-  robust loss, by ``N + A_s |f|^-alpha_s |OTF(rho(f))|^2``: a flat floor ``N``, a power-law image
-  prior free in every angular sector ``s`` (line patterns are strongly anisotropic) and the
-  simulator's own OTF (:func:`._spectrum.otf_table`). The ellipse is parametrised without a
-  singularity at ``Rx = Ry``: ``rho^2 = r^2 f^T exp(E) f``, ``E = [[e1, e2], [e2, -e1]]``.
+  robust loss, by ``N + (A_s |f|^-alpha_s + W) |OTF(rho(f))|^2``: a flat floor ``N``, a power-law
+  image prior free in every angular sector ``s`` (line patterns are strongly anisotropic), a
+  white term ``W`` and the simulator's own OTF (:func:`._spectrum.otf_table`). ``W`` is the
+  focused image's own shot noise, which the defocus blurs like any other detail: being flat and
+  isotropic it shows the OTF in every direction up to the cut-off, including the far end of an
+  elongated PSF's short axis, where the image's power law has long fallen under the floor.
+  Without it the free per-sector slopes imitate the OTF there and the short axis of elongated
+  PSFs collapses (estimates of 0.1-0.4 px for true radii of 3-9 px, ``bench_estimate.py``).
+  The ellipse is parametrised without a singularity at ``Rx = Ry``:
+  ``rho^2 = r^2 f^T exp(E) f``, ``E = [[e1, e2], [e2, -e1]]``.
 * Noise. Frequencies beyond the fitted ellipse carry noise only; their inverse transform ``n``
   is a noise image with variance ``c v(p)`` (``c`` the fraction of the spectrum kept) and the rest
   is the local mean ``z(p)``. The variance-versus-mean line ``v = z / dose + sigma^2``
@@ -56,6 +62,8 @@ _NOISE_SYST = 0.08  # relative model error of sigma and dose
 _SATURATION_FRACTION = 0.01
 _MIN_RADIUS_PX, _MAX_RADIUS_FRACTION = 0.5, 0.25
 N_SECTORS = 24  # angular sectors over the half plane, each with its own image prior
+WHITE_START = 0.3  # initial blurred white term W, as a fraction of the noise floor
+_NG = 5  # global parameters: log r, e1, e2, log N (noise floor), log W (blurred white term)
 ANISOTROPIC_START = True  # a third start from the ellipse through the sector cut-offs
 START_SCALES = (1.0, 0.75)  # initial radius multipliers; the fit with the lower cost wins
 LM_RTOL = 1e-5  # stop when an iteration lowers the cost by less than this fraction
@@ -163,14 +171,16 @@ class _SpectrumFit:
     def residuals_jac(self, params: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """Weighted residuals ``w (log P - model)`` and their sparse Jacobian.
 
-        The Jacobian is returned as ``(G, JA, JS)``: ``G`` (n, 4) for ``(log r, e1, e2, log N)``,
+        The Jacobian is returned as ``(G, JA, JS)``: ``G`` (n, 5) for
+        ``(log r, e1, e2, log N, log W)``,
         and one column each for the amplitude and the slope of the bin's own sector.
         """
         ns = self.n_sectors
         log_r, e1, e2 = params[:3]
         floor = math.exp(params[3])
-        amp = params[4 : 4 + ns][self.sector]
-        slope = params[4 + ns :][self.sector]
+        white = math.exp(params[4])
+        amp = params[_NG : _NG + ns][self.sector]
+        slope = params[_NG + ns :][self.sector]
         e = math.hypot(e1, e2)
         ch = math.cosh(e)
         shc = math.sinh(e) / e if e > 1e-6 else 1.0 + e * e / 6
@@ -187,10 +197,11 @@ class _SpectrumFit:
         )
         prior = np.exp(amp - slope * self.logf)
         signal = prior * otf * otf
-        total = floor + signal
+        wsig = white * otf * otf
+        total = floor + signal + wsig
         res = self.w * (self.y - np.log(total))
         ds = -self.w * signal / total  # d residual / d log A_s
-        drho = -self.w * prior * 2 * otf * dotf / total  # d residual / d rho
+        drho = -self.w * (prior + white) * 2 * otf * dotf / total  # d residual / d rho
         dq1 = shc * e1 * self.f2 + g * e1 * aniso + shc * self.d
         dq2 = shc * e2 * self.f2 + g * e2 * aniso + shc * 2 * self.c
         half_r2_over_rho = r2 / (2 * np.maximum(rho, 1e-12))
@@ -200,6 +211,7 @@ class _SpectrumFit:
                 drho * half_r2_over_rho * dq1,
                 drho * half_r2_over_rho * dq2,
                 -self.w * floor / total,
+                -self.w * wsig / total,
             ],
             axis=1,
         )
@@ -209,7 +221,7 @@ class _SpectrumFit:
 def _normal_equations(
     jac: tuple[np.ndarray, ...], wt: np.ndarray, r: np.ndarray, sector: np.ndarray, ns: int
 ) -> tuple[np.ndarray, ...]:
-    """``J^T W J`` and ``J^T W r`` in blocks: (4x4, (ns,4,2), (ns,2,2)) and (4, (ns,2)).
+    """``J^T W J`` and ``J^T W r`` in blocks: (g x g, (ns,g,2), (ns,2,2)) and (g, (ns,2)).
 
     Assembled with ``einsum`` and ``bincount``: multithreaded BLAS on a loaded machine can be
     a hundred times slower than these few million multiply-adds.
@@ -219,11 +231,12 @@ def _normal_equations(
     a_gg = np.einsum("ij,ik->jk", gw, geo)
     g_g = np.einsum("ij,i->j", gw, r)
     cols = (ja * wt, js * wt)
-    a_gs = np.empty((ns, 4, 2))
+    ng = geo.shape[1]
+    a_gs = np.empty((ns, ng, 2))
     a_ss = np.empty((ns, 2, 2))
     g_s = np.empty((ns, 2))
     for k, cw in enumerate(cols):
-        for j in range(4):
+        for j in range(ng):
             a_gs[:, j, k] = np.bincount(sector, weights=geo[:, j] * cw, minlength=ns)
         a_ss[:, k, 0] = np.bincount(sector, weights=cw * ja, minlength=ns)
         a_ss[:, k, 1] = np.bincount(sector, weights=cw * js, minlength=ns)
@@ -244,7 +257,7 @@ def _inv2(m: np.ndarray) -> np.ndarray:
 def _solve_blocks(
     blocks: tuple[np.ndarray, ...], lam: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Damped Gauss-Newton step by the Schur complement on the 4 global parameters.
+    """Damped Gauss-Newton step by the Schur complement on the global parameters.
 
     Returns ``(step_global, step_sectors (ns, 2), inverse Schur complement)``; the latter is the
     covariance of the global parameters up to the residual variance.
@@ -255,7 +268,7 @@ def _solve_blocks(
     for k in range(2):
         a_ss[:, k, k] += lam * np.maximum(a_ss[:, k, k], 1e-12)
     dinv = _inv2(a_ss)
-    pd = np.einsum("sjk,skl->sjl", a_gs, dinv)  # (ns, 4, 2)
+    pd = np.einsum("sjk,skl->sjl", a_gs, dinv)  # (ns, g, 2)
     schur = a_gg - np.einsum("sjl,sml->jm", pd, a_gs)
     rhs = g_g - np.einsum("sjl,sl->j", pd, g_s)
     schur_inv = np.linalg.inv(schur)
@@ -274,7 +287,7 @@ def _robust_lm(
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """Levenberg-Marquardt with a soft-L1 loss (IRLS weights) and box bounds (clipping).
 
-    Returns ``(params, robust cost, covariance of the 4 global parameters / residual var)``.
+    Returns ``(params, robust cost, covariance of the global parameters / residual var)``.
     """
     ns = fit.n_sectors
 
@@ -287,7 +300,7 @@ def _robust_lm(
     x = np.clip(x0, lower, upper)
     r, jac = fit.residuals_jac(x)
     cost, lam = cost_of(r), 1e-2
-    schur_inv = np.full((4, 4), np.inf)
+    schur_inv = np.full((_NG, _NG), np.inf)
     for _ in range(max_iter):
         wt = 1.0 / np.sqrt(1 + (r / f_scale) ** 2)
         blocks = _normal_equations(jac, wt, r, fit.sector, ns)
@@ -380,8 +393,10 @@ def _fit_psf(
             f_ref
         )
     lo_r, hi_r = math.log(_MIN_RADIUS_PX), math.log(max_radius)
-    lower = np.concatenate([[lo_r, -4.0, -4.0, -50.0], np.full(ns, -100.0), np.full(ns, -2.0)])
-    upper = np.concatenate([[hi_r, 4.0, 4.0, 50.0], np.full(ns, 100.0), np.full(ns, 6.0)])
+    lower = np.concatenate(
+        [[lo_r, -4.0, -4.0, -50.0, -50.0], np.full(ns, -100.0), np.full(ns, -2.0)]
+    )
+    upper = np.concatenate([[hi_r, 4.0, 4.0, 50.0, 50.0], np.full(ns, 100.0), np.full(ns, 6.0)])
     starts = [(math.log(r0 * scale), 0.0, 0.0) for scale in START_SCALES]
     if ANISOTROPIC_START:
         aniso = _ellipse_from_cutoffs(cut, bins.n_sectors)
@@ -389,7 +404,9 @@ def _fit_psf(
             starts.append(aniso)
     best = None
     for geo0 in starts:
-        x0 = np.concatenate([[*geo0, math.log(floor0)], amp0, np.full(ns, 2.0)])
+        x0 = np.concatenate(
+            [[*geo0, math.log(floor0), math.log(WHITE_START * floor0)], amp0, np.full(ns, 2.0)]
+        )
         x0[0] = float(np.clip(x0[0], lo_r, hi_r))
         x, cost, cov4 = _robust_lm(fit, x0, lower, upper)
         if best is None or cost < best[1]:

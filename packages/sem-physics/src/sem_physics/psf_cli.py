@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .pipes import quiet_broken_pipe
+
 PROG = "sem-psf"
 _EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -107,6 +109,7 @@ def _text(rec: dict[str, Any]) -> str:
     )
 
 
+@quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 all estimated, 2 some input failed)."""
     args = build_parser().parse_args(argv)

@@ -22,6 +22,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from sem_physics.pipes import quiet_broken_pipe
+
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 #: command -> (module with ``register(subparsers)``, help shown by ``sem --help``)
@@ -85,6 +87,7 @@ def describe_error(err: BaseException) -> tuple[int, str]:
     return 1, f"{type(err).__name__}: {_first_line(err)}"
 
 
+@quiet_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sem``; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -103,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sem: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
     except Exception as err:  # every error becomes one line; --debug re-raises
         if args.debug:
             raise

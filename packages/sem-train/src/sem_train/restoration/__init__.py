@@ -17,14 +17,13 @@ from .api import (
 )
 from .batch import MANIFEST_NAME, FailedInput, RestoredFile, RestoreManifest, restore_files
 from .methods import CheckpointMismatchError, MethodNeeds, method_needs
-from .psf import PSF_AUTO, BlindEstimateUnavailableError, parse_psf
+from .psf import PSF_AUTO, parse_psf
 
 __all__ = [
     "DEFAULT_METHOD",
     "MANIFEST_NAME",
     "MIN_SIDE_PX",
     "PSF_AUTO",
-    "BlindEstimateUnavailableError",
     "CheckpointMismatchError",
     "FailedInput",
     "MethodNeeds",

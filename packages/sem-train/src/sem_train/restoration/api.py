@@ -28,7 +28,6 @@ from .psf import (
     estimate_degradation,
     estimate_record,
     parse_psf,
-    require_blind_estimate,
 )
 
 __all__ = [
@@ -151,8 +150,6 @@ class PreparedMethod:
         if self.needs.takes_psf:
             if "psf" in self.options:
                 raise ValueError("give the PSF with --psf (psf=...), not as an option")
-            if self.psf == PSF_AUTO:
-                require_blind_estimate()
         elif psf != PSF_AUTO:
             raise ValueError(f"method {method!r} does not deconvolve; it takes no --psf")
         t0 = time.perf_counter()

@@ -15,27 +15,21 @@ import math
 from typing import Any, Literal
 
 import numpy as np
+import sem_physics
 from pydantic import ValidationError
 from sem_physics import PSFParams
 
 __all__ = [
     "PSF_AUTO",
-    "BlindEstimateUnavailableError",
     "PSFSpec",
-    "blind_estimate_available",
     "estimate_degradation",
     "estimate_record",
     "parse_psf",
-    "require_blind_estimate",
 ]
 
 PSF_AUTO = "auto"
 #: What ``--psf`` / ``psf=`` accepts: "auto" (blind estimate) or explicit parameters.
 PSFSpec = PSFParams | Literal["auto"]
-
-
-class BlindEstimateUnavailableError(ValueError):
-    """``--psf auto`` was asked for, but sem-physics has no blind estimator."""
 
 
 def parse_psf(text: str | PSFParams) -> PSFSpec:
@@ -67,39 +61,13 @@ def parse_psf(text: str | PSFParams) -> PSFSpec:
         raise ValueError(f"--psf {text!r}: {field} {first['msg']}") from None
 
 
-def _estimator() -> Any | None:
-    try:
-        from sem_physics import estimate_degradation as estimator
-    except ImportError:
-        return None
-    return estimator
-
-
-def blind_estimate_available() -> bool:
-    """Whether this sem-physics provides ``estimate_degradation``."""
-    return _estimator() is not None
-
-
-def require_blind_estimate() -> Any:
-    """The estimator, or :class:`BlindEstimateUnavailableError` saying what to do instead."""
-    estimator = _estimator()
-    if estimator is None:
-        raise BlindEstimateUnavailableError(
-            "--psf auto (blind PSF estimation) is not available: this sem-physics has no "
-            "estimate_degradation; give the PSF as --psf RX,RY,THETA,BETA (px, px, rad, exponent)"
-        )
-    return estimator
-
-
 def estimate_degradation(image: np.ndarray) -> Any:
     """The blind estimate of the defocus PSF and noise of ``image`` (0..255, info bar removed).
 
-    Raises :class:`BlindEstimateUnavailableError` when sem-physics has no estimator, and a
-    ValueError saying what to do when the estimate fails (e.g. a flat image has no PSF).
+    Raises a ValueError saying what to do when the estimate fails (e.g. a flat image has no PSF).
     """
-    estimator = require_blind_estimate()
     try:
-        estimate = estimator(image)
+        estimate = sem_physics.estimate_degradation(image)
         estimate.psf_params()
     except Exception as err:  # the estimator's own failures, said in one line
         lines = str(err).strip().splitlines()
