@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -21,7 +23,13 @@ from .data.pairs import PairSynthesizer
 from .engine import FitResult, Task, fit_config
 from .losses import restoration_loss
 
-__all__ = ["RestorationTask", "build_finetune_task", "finetune_datasets", "run_finetune"]
+__all__ = [
+    "RestorationTask",
+    "build_finetune_task",
+    "finetune_datasets",
+    "finetune_split",
+    "run_finetune",
+]
 
 
 class RestorationTask(Task):
@@ -49,8 +57,13 @@ class RestorationTask(Task):
         modeling.save_model(self.model, directory)
 
 
-def finetune_datasets(cfg: FinetuneConfig) -> tuple[DefocusPairDataset, DefocusPairDataset | None]:
-    """``n_train_images`` training and ``n_val_images`` validation images, seeded split."""
+def finetune_split(cfg: FinetuneConfig) -> tuple[list[Path], list[Path]]:
+    """The ``n_train_images`` training and ``n_val_images`` validation images of a fine-tune.
+
+    Validation images come from a seeded split; the training images are a seeded random
+    sample of the rest (not the first files in folder order, which would draw all ten from
+    one or two sources of a corpus sorted by name).
+    """
     paths, _index = indexed_paths(cfg.data)
     frac = cfg.n_val_images / max(len(paths), 1) if cfg.n_val_images else 0.0
     tr, va = split_index(len(paths), min(frac, 0.9), cfg.data.split_seed)
@@ -59,6 +72,14 @@ def finetune_datasets(cfg: FinetuneConfig) -> tuple[DefocusPairDataset, DefocusP
             f"n_train_images={cfg.n_train_images} but only {len(tr)} training images under "
             f"{cfg.data.root}"
         )
+    pick = np.random.default_rng(cfg.data.split_seed).permutation(len(tr))[: cfg.n_train_images]
+    train = [paths[tr[i]] for i in sorted(pick)]
+    return train, [paths[i] for i in va[: cfg.n_val_images]]
+
+
+def finetune_datasets(cfg: FinetuneConfig) -> tuple[DefocusPairDataset, DefocusPairDataset | None]:
+    """``n_train_images`` training and ``n_val_images`` validation images (:func:`finetune_split`)."""
+    train_paths, val_paths = finetune_split(cfg)
     common = {
         "input_size_px": cfg.data.image_size_px,
         "crop_sizes_px": cfg.crop_sizes_px,
@@ -67,14 +88,13 @@ def finetune_datasets(cfg: FinetuneConfig) -> tuple[DefocusPairDataset, DefocusP
         "info_bar_fraction": cfg.data.info_bar_fraction,
     }
     train = DefocusPairDataset.from_paths(
-        [paths[i] for i in tr[: cfg.n_train_images]],
+        train_paths,
         train=True,
         pairs_per_image=cfg.pairs_per_image,
         synthesis=cfg.synthesis,
         dihedral=cfg.dihedral_augment,
         **common,
     )
-    val_paths = [paths[i] for i in va[: cfg.n_val_images]]
     val = DefocusPairDataset.from_paths(val_paths, train=False, **common) if val_paths else None
     return train, val
 

@@ -33,19 +33,15 @@ def _names(paths: list[Path]) -> list[str]:
 
 def _split_record(kind: str, cfg: Any) -> dict[str, Any]:
     from .data import indexed_paths, split_index
+    from .finetune import finetune_split
 
-    paths, _ = indexed_paths(cfg.data)
     if kind == "finetune":
-        frac = cfg.n_val_images / max(len(paths), 1) if cfg.n_val_images else 0.0
-        tr, va = split_index(len(paths), min(frac, 0.9), cfg.data.split_seed)
-        tr, va = tr[: cfg.n_train_images], va[: cfg.n_val_images]
+        train, val = finetune_split(cfg)
     else:
+        paths, _ = indexed_paths(cfg.data)
         tr, va = split_index(len(paths), cfg.data.val_fraction, cfg.data.split_seed)
-    return {
-        "kind": kind,
-        "train": _names([paths[i] for i in tr]),
-        "validation": _names([paths[i] for i in va]),
-    }
+        train, val = [paths[i] for i in tr], [paths[i] for i in va]
+    return {"kind": kind, "train": _names(train), "validation": _names(val)}
 
 
 def _runner(kind: str) -> Callable[..., Any]:
