@@ -117,7 +117,7 @@ restoration model; `sem-foundation-zero-shot` is the Stage-3 model it started fr
   {model.refiner_width}-channel two-level convolutional refiner at full resolution (removes
   the patch grid). Encoder fine-tuned too (see the recipe).
 - Parameters: {n_ft / 1e6:.2f} M (fine-tuned model), {n_s3 / 1e6:.2f} M (zero-shot model);
-  stored in float16: {sizes['sem-foundation']:.1f} MB and {sizes['sem-foundation-zero-shot']:.1f} MB.
+  stored in float16: {sizes["sem-foundation"]:.1f} MB and {sizes["sem-foundation-zero-shot"]:.1f} MB.
 - Inference: Hann-blended sliding {mae.img_size}-px windows (`sem_models.sliding_window`), any
   image size.
 
