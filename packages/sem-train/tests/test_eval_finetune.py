@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from sem_baselines import get_restorer, load_restorer, registry_entry
 from sem_models import MoEConfig, RestorationModel, build_mae, moe_layers, save_model
 from sem_models import pretrained as pretrained_mod
+from sem_models.testing import MICRO_MAE
 from sem_physics import ParameterRanges, degrade, make_sample
 from sem_train.evaluation import FoundationConfig, finetune_network
 from sem_train.evaluation.config import make_config
@@ -25,16 +26,7 @@ from sem_train.evaluation.methods import run_method
 from sem_train.evaluation.protocols import Case, ProtocolManifest
 from sem_train.evaluation.runner import method_hash
 
-ARCH = {
-    "img_size": 32,
-    "patch_size": 8,
-    "embed_dim": 32,
-    "depth": 2,
-    "num_heads": 2,
-    "decoder_embed_dim": 32,
-    "decoder_depth": 1,
-    "decoder_num_heads": 2,
-}
+ARCH = MICRO_MAE
 BUDGET = FoundationConfig(
     image_size_px=32, finetune_epochs=3, pairs_per_image=4, batch_size=4, lr=2e-3
 )
