@@ -308,7 +308,9 @@ class BaselineTrainConfig(_Strict):
     image; the restorer synthesises its input/target pair from each (``make_batch``).
     """
 
-    method: Literal["n2v", "n2n", "mrn"] | None = None
+    method: str | None = Field(
+        None, description="a trainable sem-baselines method (sem_baselines.trainable_restorers)"
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig | None = Field(
         None, description="None = the method's default lr, no weight decay, constant schedule"

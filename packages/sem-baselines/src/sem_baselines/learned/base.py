@@ -25,6 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 from sem_physics import DegradationParams, image_to_tensor, tensor_to_image
+from sem_physics.atomic import atomic_write, atomic_write_text
 from torch import nn
 
 from ..restorer import CONFIG_FILE, FitOptions, RestorerConfigError, check_image
@@ -132,9 +133,12 @@ class NetworkRestorer:
             "config": self.config.model_dump(mode="json"),
             "history": self.history,
         }
-        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_FILE), metadata={"restorer": self.name})
+        atomic_write(
+            path / WEIGHTS_FILE,
+            lambda tmp: save_file(state, str(tmp), metadata={"restorer": self.name}),
+        )
+        atomic_write_text(path / CONFIG_FILE, json.dumps(meta, indent=2))
         return path
 
     def load(self, path: str | Path) -> NetworkRestorer:
