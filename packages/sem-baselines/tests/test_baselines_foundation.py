@@ -93,20 +93,32 @@ def test_a_pretrained_mae_needs_finetune_here(tmp_path, shipped):
     torch.testing.assert_close(r.network.mae.state_dict(), mae.state_dict())
 
 
-def test_zero_shot_is_the_pretrained_reconstruction_of_every_patch(shipped):
+def test_zero_shot_predicts_every_patch_while_it_is_masked(shipped):
+    """Each patch comes from the passes that hide it (an MAE's decoder is trained on masked
+    patches only), checked against the MAE's own forward with other tie-breaking noise."""
     mae = _mae()
     save_model(mae, shipped / "sem-foundation-zero-shot")
     r = get_restorer("sem-foundation-zero-shot", **MAE_WINDOW, clip=False)
-    assert r.network.residual is False
-    # independent of the restorer: the MAE's decoder output with no patch masked
+    assert r.network.residual is False and r.network.masked_ensemble == 4
     x = torch.from_numpy(IMAGE[:32, :32] / np.float32(255.0))[None, None]
     loaded = load_model(shipped / "sem-foundation-zero-shot").eval()
+    p = loaded.patch_size
+    gh, gw = 32 // p, 32 // p
+    group = torch.tensor([2 * (i % 2) + (j % 2) for i in range(gh) for j in range(gw)])
+    total, count = 0.0, 0.0
+    g = torch.Generator().manual_seed(5)
     with torch.no_grad():
-        from sem_models import denormalize, normalize
+        from sem_models import denormalize
 
-        latent, mask, ids, hw = loaded.forward_encoder(normalize(x), 0.0)
-        assert mask.sum() == 0
-        direct = denormalize(loaded.unpatchify(loaded.forward_decoder(latent, ids, hw), hw))
+        for k in range(4):
+            keep = group == k
+            noise = torch.rand(1, gh * gw, generator=g) * 0.1 + (~keep).float()
+            ratio = 1 - (int(keep.sum()) + 0.5) / (gh * gw)
+            _, pred, mask = loaded(x, mask_ratio=ratio, noise=noise)
+            assert torch.equal(mask[0].bool(), ~keep)
+            total = total + pred * mask[..., None]
+            count = count + mask[..., None]
+        direct = denormalize(loaded.unpatchify(total / count, (gh, gw)))
     out = r.restore(IMAGE[:32, :32])
     np.testing.assert_allclose(out, direct[0, 0].numpy() * 255.0, rtol=1e-4, atol=2e-3)
 

@@ -17,9 +17,10 @@ arXiv 2604.05960, Tables 2-4 rows "ours few-shot" and "ours zero-shot":
     with its own settings. Outside an evaluation (``get_restorer``, ``sem restore``) nothing
     is fine-tuned: the MAE then restores as the zero-shot form does.
 
-* ``"sem-foundation-zero-shot"``: the pretrained MAE used as a restorer without any pair: the
-  encoder sees every patch of the defocused image and the reconstruction decoder predicts the
-  image (``RestorationModel(mae, residual=False)``). Default checkpoint: the shipped
+* ``"sem-foundation-zero-shot"``: the pretrained MAE used as a restorer without any pair: each
+  patch is reconstructed from the others while it is masked, in four passes that each show
+  the encoder an interleaved quarter of the patches (``RestorationModel(mae, residual=False,
+  masked_ensemble=4)``; the decoder of an MAE never learns to predict visible patches). Default checkpoint: the shipped
   ``"sem-foundation-zero-shot"``. A non-residual restoration checkpoint (this restorer's own
   saved network) is accepted; a residual one is fine-tuned and refused.
 
@@ -140,4 +141,4 @@ class SEMFoundationZeroShotRestorer(_FoundationRestorer):
                     "fine-tuned one)"
                 )
             return model
-        return RestorationModel(mae, freeze_encoder=True, residual=False)
+        return RestorationModel(mae, freeze_encoder=True, residual=False, masked_ensemble=4)

@@ -77,6 +77,7 @@ def _describe(model: nn.Module) -> dict[str, Any]:
             "freeze_encoder": model.freeze_encoder,
             "residual": model.residual,
             "refiner_width": model.refiner_width,
+            "masked_ensemble": model.masked_ensemble,
             "mae": model.mae.config.model_dump(mode="json"),
         }
     if isinstance(model, MaskedAutoencoder):
@@ -129,6 +130,7 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
             freeze_encoder=bool(meta.get("freeze_encoder", True)),
             residual=bool(meta.get("residual", False)),
             refiner_width=int(meta.get("refiner_width", 0)),
+            masked_ensemble=int(meta.get("masked_ensemble", 0)),
         )
     elif meta.get("kind") == "mae":
         model = mae

@@ -89,6 +89,7 @@ class RestorationModel(nn.Module):
         freeze_encoder: bool = True,
         residual: bool = False,
         refiner_width: int = 0,
+        masked_ensemble: int = 0,
     ) -> None:
         super().__init__()
         if not isinstance(mae, MaskedAutoencoder):
@@ -100,6 +101,11 @@ class RestorationModel(nn.Module):
         if refiner_width < 0:
             raise ValueError(f"refiner_width must be >= 0 (0 = no refiner), got {refiner_width}")
         self.refiner_width = int(refiner_width)
+        if masked_ensemble not in (0, 4):
+            raise ValueError(f"masked_ensemble must be 0 (off) or 4, got {masked_ensemble}")
+        if masked_ensemble and residual:
+            raise ValueError("masked_ensemble is the zero-shot reconstruction: residual=False")
+        self.masked_ensemble = int(masked_ensemble)
         self.refiner = RefinerHead(mae.in_chans, refiner_width) if refiner_width else None
         if freeze_encoder:
             for p in mae.encoder_parameters():
@@ -119,6 +125,37 @@ class RestorationModel(nn.Module):
             self.mae.decoder_pred.bias.zero_()
         return self
 
+    def _masked_reconstruction(self, zn: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Every patch predicted while it is masked: 4 passes, each showing the encoder one
+        interleaved quarter of the patches ((row % 2, col % 2) groups), each patch's
+        predictions from the 3 passes that hide it averaged.
+
+        An MAE's decoder is trained on masked patches only; its output for visible patches is
+        untrained, so an unmasked pass does not reconstruct the image.
+        """
+        p = self.mae.patch_size
+        gh, gw = zn.shape[-2] // p, zn.shape[-1] // p
+        rows = torch.arange(gh, device=zn.device)[:, None] % 2
+        cols = torch.arange(gw, device=zn.device)[None, :] % 2
+        group = (2 * rows + cols).reshape(-1)  # (L,)
+        length = gh * gw
+        total = zn.new_zeros(zn.shape[0], length, p * p * self.mae.in_chans)
+        count = zn.new_zeros(zn.shape[0], length, 1)
+        hw = (gh, gw)
+        for k in range(4):
+            keep = group == k
+            n_keep = int(keep.sum())
+            if n_keep == 0 or n_keep == length:
+                continue
+            noise = (~keep).float() + torch.linspace(0, 0.5, length, device=zn.device)
+            noise = noise.expand(zn.shape[0], -1)
+            ratio = 1.0 - (n_keep + 0.5) / length
+            latent, mask, ids_restore, hw = self.mae.forward_encoder(zn, ratio, noise)
+            pred = self.mae.forward_decoder(latent, ids_restore, hw)
+            total = total + pred * mask[..., None]
+            count = count + mask[..., None]
+        return total / count.clamp_min(1), hw
+
     @property
     def config(self):  # the wrapped MAE's config (used by checkpoints and upcycling)
         return self.mae.config
@@ -135,8 +172,11 @@ class RestorationModel(nn.Module):
         if pad_h or pad_w:
             z = F.pad(z, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > p else "replicate")
         zn = normalize(z)
-        latent, _, ids_restore, hw = self.mae.forward_encoder(zn, 0.0)
-        patches = self.mae.forward_decoder(latent, ids_restore, hw)  # (N, L, p*p*C)
+        if self.masked_ensemble:
+            patches, hw = self._masked_reconstruction(zn)
+        else:
+            latent, _, ids_restore, hw = self.mae.forward_encoder(zn, 0.0)
+            patches = self.mae.forward_decoder(latent, ids_restore, hw)  # (N, L, p*p*C)
         if self.mae.norm_pix_loss and not self.residual:
             # The decoder was trained on per-patch standardised targets: give every patch the
             # mean and variance of the corresponding input patch (MAE's convention).
