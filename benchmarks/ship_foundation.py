@@ -212,7 +212,7 @@ extractor one can rely on). The ten fine-tuning images are listed in
 
 ## S→S evaluation (held-out generated images, fixed seeds)
 `sem benchmark --config benchmarks/configs/foundation_s2s.yaml --set
-mae-sem.checkpoint_dir=<the dense recipe's best fine-tune export>` (the `mae-sem` row is then
+mae-sem.checkpoint_dir=runs/dense/finetune` (the `mae-sem` row is then
 the dense ablation trained with the same recipe and budget); quality columns are means over the
 cases, PSNR (dB) as in the paper and after least-squares affine intensity matching
 ("structure, not brightness"); the control is the input with only the true gain and offset

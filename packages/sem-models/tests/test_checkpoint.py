@@ -57,3 +57,21 @@ def test_save_model_replaces_an_existing_checkpoint_in_place(tiny_mae, tmp_path)
     torch.testing.assert_close(
         sm.load_model(tmp_path).decoder_pred.bias, tiny_mae.decoder_pred.bias
     )
+
+
+def test_a_training_run_folder_loads_its_best_export(tmp_path):
+    """``sem train`` run folders name their best export in checkpoints/best.json."""
+    import json
+
+    import torch
+    from sem_models import build_mae, load_model, save_model
+    from sem_models.testing import MICRO_MAE
+
+    torch.manual_seed(3)
+    mae = build_mae("tiny", in_chans=1, **MICRO_MAE)
+    save_model(mae, tmp_path / "run" / "checkpoints" / "best-00000007")
+    (tmp_path / "run" / "checkpoints" / "best.json").write_text(
+        json.dumps({"dir": "best-00000007", "step": 7})
+    )
+    again = load_model(tmp_path / "run")
+    torch.testing.assert_close(again.state_dict(), mae.state_dict())

@@ -110,9 +110,26 @@ def save_model(model: nn.Module, directory: str | Path) -> None:
     _atomic_write(directory / CONFIG_NAME, lambda tmp: tmp.write_text(text))
 
 
+def _best_export(directory: Path) -> Path:
+    """A training run folder (``checkpoints/best.json`` naming its best export) -> that export;
+    any other folder is returned as it is."""
+    pointer = directory / "checkpoints" / "best.json"
+    if (directory / CONFIG_NAME).is_file() or not pointer.is_file():
+        return directory
+    try:
+        best = json.loads(pointer.read_text())["dir"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{pointer}: not a best-model pointer ({exc})") from None
+    return directory / "checkpoints" / str(best)
+
+
 def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild the model saved by :func:`save_model` (same class, config and weights)."""
-    directory = Path(directory)
+    """Rebuild the model saved by :func:`save_model` (same class, config and weights).
+
+    ``directory`` is the saved folder, or a training run folder whose
+    ``checkpoints/best.json`` names its best export (what ``sem train`` writes).
+    """
+    directory = _best_export(Path(directory))
     cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for path in (cfg_path, w_path):
         if not path.is_file():
