@@ -93,3 +93,28 @@ def test_recipe_chains_the_steps_records_the_split_and_resumes(tmp_path):
     )
     assert sum("skipped" in m for m in logs) == 3
     assert any(m.startswith("finetune: resuming") for m in logs)
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--config", "nope"], "choose a preset"),
+        (["--config", "cpu-base", "--data", "/nonexistent/folder"], "is not a directory"),
+    ],
+)
+def test_recipe_command_refuses_bad_input_in_one_line(argv, needle, capsys, tmp_path):
+    from sem_train.cli import main
+
+    status = main(["train", "recipe", *argv, "--output-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status != 0 and len(err) == 1 and needle in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_recipe_command_refuses_an_existing_run(capsys, tmp_path):
+    from sem_train.cli import main
+
+    (tmp_path / "r" / "stage1").mkdir(parents=True)
+    status = main(["train", "recipe", "--config", "cpu-base", "--output-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status != 0 and len(err) == 1 and "--resume" in err[0]
