@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ._args import number
+
 __all__ = ["add_run_options", "register"]
 
 
@@ -18,6 +20,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--strict", action="store_true", help="an unreadable input file is an error")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--workers",
+        type=number(int, low=1, high=64),
+        help="methods run at once, each in its own process (default: the config's)",
+    )
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -28,6 +35,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         "out": args.out,
         "methods": args.methods.split(",") if args.methods else None,
         "strict": args.strict or None,
+        "workers": args.workers,
     }
     cfg = load_benchmark_config(args.config, **overrides)
     if args.set:

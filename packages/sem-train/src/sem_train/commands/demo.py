@@ -48,6 +48,7 @@ def _demo(args: argparse.Namespace) -> int:
         "quality_metrics": _split(args.metrics),
         "settings": _split(args.settings),
         "strict": args.strict or None,
+        "workers": args.workers,
     }
     methods, exclude = overrides["methods"], list(overrides["exclude"] or [])
     if args.train_here:

@@ -120,6 +120,13 @@ class BenchmarkConfig(BaseModel):
         None, ge=0, description="cases with panels and edge overlays; None: one per kind/setting"
     )
     strict: bool = Field(False, description="an unreadable input file is an error")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="methods fitted and run at once, each in its own process with "
+        "cores / workers torch threads (1: one after the other in this process)",
+    )
 
     @field_validator("quality_metrics")
     @classmethod
@@ -220,12 +227,14 @@ _DEMO = {
     "steps_per_epoch": 15,
     "batch_size": 4,
     "foundation": {"image_size_px": 128, "pretrain_epochs": 100, "finetune_epochs": 60},
+    "workers": 2,
 }
 _QUICK = {
     "generated": {"n_per_kind": 1, "shape": (128, 160)},
     "n_train": 2,
     "n_val": 1,
     "settings": ("midpoint",),
+    "workers": 1,
     "epochs": 1,
     "steps_per_epoch": 2,
     "foundation": {

@@ -7,6 +7,11 @@ keyed by the hash of the method's full configuration (its settings, the training
 protocol's inputs, the metrics): a rerun skips a method whose hash is unchanged and reruns one
 whose configuration changed. A folder whose results belong to other protocol inputs is refused
 unless ``force`` is given.
+
+With ``workers > 1`` the methods to run are fitted and run in that many worker processes
+(spawned, each with ``cores // workers`` torch threads, so the processes do not oversubscribe
+the cores); scoring and saving stay in this process, in the configured method order, so the
+results and the report are those of a sequential run.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import hashlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
+from concurrent.futures import Future, ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -203,6 +210,25 @@ def _stored(folder: Path, digest: str, notes: list[str]) -> MethodResult | None:
     return result if result.config_hash == digest else None
 
 
+def _worker_init(threads: int) -> None:
+    """Worker process: a share of the cores for torch, no progress bars of its own."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    import multiprocessing
+
+    cores = os.cpu_count() or 1
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded torch
+        initializer=_worker_init,
+        initargs=(max(1, cores // workers),),
+    )
+
+
 def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool = True) -> Path:
     """Run (or resume) the evaluation ``cfg`` describes; returns the path of ``report.md``."""
     t_start = time.perf_counter()
@@ -233,38 +259,53 @@ def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool =
         ranges=cfg.ranges,
         progress=progress,
     )
-    pretrain = partial(train_foundation, cfg=cfg.foundation, seed=cfg.seed, progress=progress)
-    finetune = partial(finetune_network, cfg=cfg.foundation, seed=cfg.seed, progress=progress)
+    bars = progress and cfg.workers == 1  # worker processes draw no bars of their own
+    pretrain = partial(train_foundation, cfg=cfg.foundation, seed=cfg.seed, progress=bars)
+    finetune = partial(finetune_network, cfg=cfg.foundation, seed=cfg.seed, progress=bars)
     train = [im.data for im in proto.train]
     val = [im.data for im in proto.val]
     log.info("%s: %d cases, %d methods -> %s", cfg.title, len(proto.cases), len(names), out)
     results = [scorer.score(control_run(proto.cases))]
-    bar = tqdm(names, desc="methods", unit="method", disable=not progress)
-    for name in bar:
-        bar.set_postfix_str(name)
-        folder = methods_dir / safe_name(name)
-        digest = method_hash(name, cfg, proto.manifest)
-        notes: list[str] = []
-        stored = None if force else _stored(folder, digest, notes)
-        if stored is not None:
-            log.info("%s: unchanged results in %s, reused", name, folder)
-            results.append(stored)
-            continue
-        run = run_method(
-            name,
-            proto.cases,
-            train,
-            val_images=val,
-            config=cfg.method_config.get(name, {}),
-            options=options,
-            pretrain=pretrain,
-            finetune=finetune,
-            save_dir=folder / "model",
-        )
-        run.notes += notes
-        result = scorer.score(run, digest)
-        result.save(folder)
-        results.append(result)
+    parallel = cfg.workers > 1
+    pool = _pool(cfg.workers) if parallel else None
+    todo: list[tuple[str, Path, str, list[str], Any]] = []
+    try:
+        for name in names:
+            folder = methods_dir / safe_name(name)
+            digest = method_hash(name, cfg, proto.manifest)
+            notes: list[str] = []
+            stored = None if force else _stored(folder, digest, notes)
+            if stored is not None:
+                log.info("%s: unchanged results in %s, reused", name, folder)
+                todo.append((name, folder, digest, notes, stored))
+                continue
+            call = partial(
+                run_method,
+                name,
+                proto.cases,
+                train,
+                val_images=val,
+                config=cfg.method_config.get(name, {}),
+                options=options.model_copy(update={"progress": bars}),
+                pretrain=pretrain,
+                finetune=finetune,
+                save_dir=folder / "model",
+            )
+            todo.append((name, folder, digest, notes, pool.submit(call) if pool else call))
+        bar = tqdm(todo, desc="methods", unit="method", disable=not progress)
+        for name, folder, digest, notes, job in bar:
+            bar.set_postfix_str(name)
+            if isinstance(job, MethodResult):
+                results.append(job)
+                continue
+            run = job.result() if isinstance(job, Future) else job()
+            run.notes += notes
+            result = scorer.score(run, digest)
+            result.save(folder)
+            results.append(result)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     elapsed = time.perf_counter() - t_start
     intro = [
         f"Inputs: {proto.source}; {len(proto.cases)} cases (settings: "
