@@ -23,8 +23,8 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
