@@ -248,3 +248,15 @@ def test_dose_that_would_give_pure_noise_is_refused() -> None:
     p = DegradationParams(**{**MID, "dose": 0.01, "sigma": 0.0, "offset": 0.0, "gain": 1.0})
     y = degrade(np.full((128, 128), 128.0), p, rng=0, blur=False)
     assert abs(float(y.mean()) - 128.0) < 128.0 * 5 / math.sqrt(128 * 128 * 1.28)
+
+
+def test_a_radius_far_below_a_pixel_gives_a_finite_kernel() -> None:
+    """Found by the property above: ry_px = 1e-300 overflowed the radius grid to inf (NaN
+    kernel). Along that axis the PSF is a delta: the kernel equals the 1-D profile in x."""
+    from sem_physics import PSFParams, airy_psf
+
+    k = airy_psf(PSFParams(rx_px=1.0, ry_px=1e-300, beta=1.0, theta_rad=0.0))
+    assert np.isfinite(k).all() and abs(k.sum() - 1.0) < 1e-12
+    mid = k.shape[0] // 2
+    assert np.abs(np.delete(k, mid, axis=0)).max() < 1e-9  # (almost) nothing off the x axis
+    np.testing.assert_allclose(k[mid], k[mid][::-1])  # symmetric along it

@@ -71,7 +71,11 @@ def _radius_grid(params: PSFParams) -> np.ndarray:
     c, s = math.cos(params.theta_rad), math.sin(params.theta_rad)
     xr = c * x + s * y
     yr = -s * x + c * y
-    return np.sqrt((xr / params.rx_px) ** 2 + (yr / params.ry_px) ** 2)
+    # A radius far below a pixel (e.g. 1e-300 px) overflows to inf, where J1 is undefined; the
+    # profile is 0 far beyond r = 1e6 anyway (a delta along that axis).
+    with np.errstate(over="ignore"):
+        r = np.hypot(xr / params.rx_px, yr / params.ry_px)
+    return np.minimum(r, 1e6)
 
 
 def airy_psf(params: PSFParams) -> np.ndarray:
