@@ -224,7 +224,8 @@ def airy_psf_batch(
     c, s = col(torch.cos(theta)), col(torch.sin(theta))
     xr = c * x + s * y
     yr = -s * x + c * y
-    r = torch.sqrt((xr / col(params.rx_px)) ** 2 + (yr / col(params.ry_px)) ** 2)
+    # Clamped as in sem_physics.psf: a radius far below a pixel would overflow to inf.
+    r = torch.hypot(xr / col(params.rx_px), yr / col(params.ry_px)).clamp(max=1e6)
     h = airy_profile_torch(r, col(params.beta))
     own_half = col(torch.div(sizes, 2, rounding_mode="floor"))
     h = h * ((y <= own_half) & (x.abs() <= own_half))
