@@ -73,5 +73,7 @@ def test_a_training_run_folder_loads_its_best_export(tmp_path):
     (tmp_path / "run" / "checkpoints" / "best.json").write_text(
         json.dumps({"dir": "best-00000007", "step": 7})
     )
+    # A run folder also holds the run's own settings as config.json (but no weights).
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"run": {"epochs": 1}}))
     again = load_model(tmp_path / "run")
     torch.testing.assert_close(again.state_dict(), mae.state_dict())

@@ -110,12 +110,13 @@ def save_model(model: nn.Module, directory: str | Path) -> None:
     _atomic_write(directory / CONFIG_NAME, lambda tmp: tmp.write_text(text))
 
 
-def _best_export(directory: Path) -> Path:
+def best_export(directory: str | Path) -> Path:
     """A training run folder (``checkpoints/best.json`` naming its best export) -> that export;
     any other folder is returned as it is."""
+    directory = Path(directory)
     pointer = directory / "checkpoints" / "best.json"
-    if (directory / CONFIG_NAME).is_file() or not pointer.is_file():
-        return directory
+    if (directory / WEIGHTS_NAME).is_file() or not pointer.is_file():  # run folders hold
+        return directory  # their own config.json (the run's settings), never weights
     try:
         best = json.loads(pointer.read_text())["dir"]
     except (ValueError, KeyError, TypeError) as exc:
@@ -129,7 +130,7 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
     ``directory`` is the saved folder, or a training run folder whose
     ``checkpoints/best.json`` names its best export (what ``sem train`` writes).
     """
-    directory = _best_export(Path(directory))
+    directory = best_export(directory)
     cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for path in (cfg_path, w_path):
         if not path.is_file():
