@@ -18,7 +18,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 from sem_models import load_model
 from sem_models.pretrained import _ROOT as SHIPPED_ROOT
@@ -72,10 +71,10 @@ def _times(run: Path) -> tuple[str, float]:
     for kind in ("stage1", "stage2", "stage3", "finetune"):
         done = json.loads((run / kind / "recipe_done.json").read_text())
         total += done["seconds"]
+        best = done.get("best_val_loss")
+        best_text = "n/a" if best is None else f"{best:.4f}"
         rows.append(
-            f"| {kind} | {done['global_step']} | {done['seconds'] / 60:.1f} | {done['best_val_loss']:.4f} |"
-            if done.get("best_val_loss") is not None
-            else f"| {kind} | {done['global_step']} | {done['seconds'] / 60:.1f} | n/a |"
+            f"| {kind} | {done['global_step']} | {done['seconds'] / 60:.1f} | {best_text} |"
         )
     head = ["| step | optimizer steps | minutes | best validation loss |", "|---|---|---|---|"]
     return "\n".join(head + rows), total
@@ -234,7 +233,6 @@ deblur, and its row says so.
 """
     for name in ("sem-foundation", "sem-foundation-zero-shot"):
         atomic_write_text(args.dest / name / "MODEL_CARD.md", card)
-    torch.set_num_threads(1)
     print(f"shipped to {args.dest}: {sizes}")
 
 

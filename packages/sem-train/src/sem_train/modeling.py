@@ -19,9 +19,9 @@ from pathlib import Path
 import sem_models
 import torch
 from sem_models import MaskedAutoencoder, MoEConfig, RestorationModel
+from sem_models.checkpoint import best_export
 from torch import nn
 
-from .checkpoint import read_pointer
 from .config import ModelSpec
 
 __all__ = [
@@ -109,9 +109,9 @@ def resolve_model_dir(path: str | Path, what: str = "init_from") -> Path:
         )
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         return path
-    best = read_pointer(path / "checkpoints" / "best.json")
-    if best is not None:
-        return path / "checkpoints" / best["dir"]
+    found = best_export(path)  # a run folder: its checkpoints/best.json names the export
+    if found != path:
+        return found
     raise FileNotFoundError(
         f"{what}={path}: no exported model found (expected checkpoints/best.json of a "
         f"finished run, or a folder with config.json and model.safetensors)"
