@@ -58,3 +58,59 @@ def test_negative_refiner_width_is_refused():
     mae = build_mae("tiny", patch_size=16, img_size=32, in_chans=1, depth=1, decoder_depth=1)
     with pytest.raises(ValueError, match="refiner_width"):
         RestorationModel(mae, refiner_width=-1)
+
+
+def _guided(balances=(0.1, 1.0)) -> RestorationModel:
+    torch.manual_seed(0)
+    mae = build_mae("tiny", patch_size=16, img_size=32, in_chans=1, depth=1, decoder_depth=1)
+    return RestorationModel(
+        mae, freeze_encoder=True, residual=True, refiner_width=6, guide_balances=balances
+    ).start_as_identity()
+
+
+def test_guided_model_reads_its_guide_channels_and_returns_the_image_channels(tmp_path):
+    model = _guided()
+    x = torch.rand(2, 3, 32, 40)  # image + 2 guides
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (2, 1, 32, 40)
+    assert torch.allclose(y, x[:, :1], atol=1e-5)  # zero-initialised refiner: the identity
+    with torch.no_grad():
+        for p in model.refiner.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x.requires_grad_(True)
+    model(x)[0, 0, 10, 10].backward()
+    assert float(x.grad[0, 1:].abs().sum()) > 0  # the guides reach the output
+    save_model(model, tmp_path / "g")
+    again = load_model(tmp_path / "g")
+    assert again.guide_balances == (0.1, 1.0)
+    with torch.no_grad():
+        assert torch.equal(again(x.detach()), model(x.detach()))
+
+
+def test_guided_model_refuses_inputs_without_guides_and_guides_without_refiner():
+    model = _guided()
+    with pytest.raises(ValueError, match="2 guide channel"):
+        model(torch.rand(1, 2, 32, 32))
+    mae = build_mae("tiny", patch_size=16, img_size=32, in_chans=1, depth=1, decoder_depth=1)
+    with pytest.raises(ValueError, match="refiner"):
+        RestorationModel(mae, residual=True, guide_balances=(1.0,))
+    with pytest.raises(ValueError, match="guide_balances"):
+        RestorationModel(mae, residual=True, refiner_width=4, guide_balances=(0.0,))
+
+
+def test_sliding_window_of_a_guided_model_equals_one_pass_and_blends_windows():
+    from sem_models import sliding_window
+
+    model = _guided()
+    with torch.no_grad():
+        for p in model.refiner.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.rand(3, 32, 32)
+    with torch.no_grad():
+        whole = model(x[None])[0]
+    one = sliding_window(model, x, window=32, overlap=8)
+    assert one.shape == (1, 32, 32)
+    assert torch.allclose(one, whole, atol=1e-5)
+    big = sliding_window(model, torch.rand(3, 50, 70), window=32, overlap=8)
+    assert big.shape == (1, 50, 70) and torch.isfinite(big).all()

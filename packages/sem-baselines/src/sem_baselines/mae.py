@@ -43,6 +43,7 @@ from sem_models.mae import MaskedAutoencoder
 from sem_physics.atomic import atomic_write_text
 from torch import nn
 
+from .guides import guide_channels, image_psf
 from .learned.base import resolve_device
 from .restorer import CONFIG_FILE, RestorerConfigError, check_image, register
 
@@ -123,6 +124,7 @@ class _MAERestorer:
     def __init__(self, config: Any = None, *, network: RestorationModel | None = None) -> None:
         self.config = config or self.config_cls()
         self.notes: list[str] = []
+        self.last_params: dict[str, Any] = {}  # the PSF a guided model's guides used
         net = network if network is not None else self._build()
         self.network: RestorationModel = net.to(resolve_device(self.config.device)).eval()
 
@@ -140,10 +142,17 @@ class _MAERestorer:
 
     @torch.no_grad()
     def restore(self, image: np.ndarray) -> np.ndarray:
-        x = check_image(image) / np.float32(255.0)
+        image = check_image(image)
+        x = image / np.float32(255.0)
+        balances = getattr(self.network, "guide_balances", ())
+        if balances:  # a guided model: append the image's deconvolutions (blind PSF)
+            psf, self.last_params = image_psf(image)
+            x = guide_channels(x, psf, balances)
         cfg, win = self.config, self.window_px
         y = sliding_window(self.network, x, win, min(cfg.overlap_px, win - 1), cfg.batch_size)
         out = np.asarray(y, dtype=np.float32) * np.float32(255.0)
+        if balances:
+            out = out[0]  # (1, H, W): the image channel
         return np.clip(out, 0.0, 255.0) if cfg.clip else out
 
     def load_network(self, folder: str | Path, **config: Any) -> _MAERestorer:

@@ -78,6 +78,7 @@ def _describe(model: nn.Module) -> dict[str, Any]:
             "residual": model.residual,
             "refiner_width": model.refiner_width,
             "masked_ensemble": model.masked_ensemble,
+            "guide_balances": list(model.guide_balances),
             "mae": model.mae.config.model_dump(mode="json"),
         }
     if isinstance(model, MaskedAutoencoder):
@@ -149,6 +150,7 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
             residual=bool(meta.get("residual", False)),
             refiner_width=int(meta.get("refiner_width", 0)),
             masked_ensemble=int(meta.get("masked_ensemble", 0)),
+            guide_balances=[float(v) for v in meta.get("guide_balances", [])],
         )
     elif meta.get("kind") == "mae":
         model = mae

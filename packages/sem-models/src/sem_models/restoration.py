@@ -20,6 +20,14 @@ The transformer sees the image in 16-px (or 8-px) tokens: it carries the global 
 sub-patch detail; the refiner's 3x3 convolutions cross every patch border and put back the
 fine edges. Its output layer starts at zero, so adding it leaves the model's function
 unchanged until it is trained.
+
+With ``guide_balances`` (physics guidance) the refiner also sees Wiener-Hunt deconvolutions of
+the input, one per balance, computed by the caller with the input's PSF (its blind estimate at
+inference, ``sem_physics.batched.wiener_batch``) and appended to the input as extra channels:
+``(N, C + G, H, W)`` in, ``(N, C, H, W)`` out. A transformer of 16-px tokens cannot invert a
+30-px Airy blur from a few fine-tuning steps; the deconvolutions hand the refiner the
+physically exact inverse at several noise trade-offs, and it learns which to trust where
+(edges, flat areas, noise) and the nonlinear corrections no linear filter makes.
 """
 
 from __future__ import annotations
@@ -47,12 +55,12 @@ class RefinerHead(nn.Module):
     returns the correction to add to ``y``. The last convolution starts at zero.
     """
 
-    def __init__(self, channels: int, width: int = 32) -> None:
+    def __init__(self, channels: int, width: int = 32, extra: int = 0) -> None:
         super().__init__()
         if width < 1:
             raise ValueError(f"refiner width must be >= 1, got {width}")
         w = int(width)
-        self.enc1 = nn.Sequential(_conv(2 * channels, w), _conv(w, w))
+        self.enc1 = nn.Sequential(_conv(2 * channels + int(extra), w), _conv(w, w))
         self.enc2 = nn.Sequential(_conv(w, 2 * w, stride=2), _conv(2 * w, 2 * w))
         self.enc3 = nn.Sequential(_conv(2 * w, 4 * w, stride=2), _conv(4 * w, 4 * w))
         self.up2 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2)
@@ -63,8 +71,10 @@ class RefinerHead(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        a = self.enc1(torch.cat([x, y], dim=1))
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, guides: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        a = self.enc1(torch.cat([x, y] if guides is None else [x, y, guides], dim=1))
         b = self.enc2(a)
         c = self.enc3(b)
         d = self.dec2(torch.cat([self.up2(c), b], dim=1))
@@ -90,6 +100,7 @@ class RestorationModel(nn.Module):
         residual: bool = False,
         refiner_width: int = 0,
         masked_ensemble: int = 0,
+        guide_balances: tuple[float, ...] | list[float] = (),
     ) -> None:
         super().__init__()
         if not isinstance(mae, MaskedAutoencoder):
@@ -106,7 +117,13 @@ class RestorationModel(nn.Module):
         if masked_ensemble and residual:
             raise ValueError("masked_ensemble is the zero-shot reconstruction: residual=False")
         self.masked_ensemble = int(masked_ensemble)
-        self.refiner = RefinerHead(mae.in_chans, refiner_width) if refiner_width else None
+        self.guide_balances = tuple(float(v) for v in guide_balances)
+        if any(not (v > 0 and math.isfinite(v)) for v in self.guide_balances):
+            raise ValueError(f"guide_balances must be finite and > 0, got {guide_balances}")
+        if self.guide_balances and not refiner_width:
+            raise ValueError("guide_balances need a refiner (refiner_width > 0) to read them")
+        extra = len(self.guide_balances)
+        self.refiner = RefinerHead(mae.in_chans, refiner_width, extra) if refiner_width else None
         if freeze_encoder:
             for p in mae.encoder_parameters():
                 p.requires_grad_(False)
@@ -160,18 +177,36 @@ class RestorationModel(nn.Module):
     def config(self):  # the wrapped MAE's config (used by checkpoints and upcycling)
         return self.mae.config
 
+    @property
+    def guide_channels(self) -> int:
+        """Extra input channels the model expects (one Wiener-Hunt guide per balance)."""
+        return len(self.guide_balances)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
             raise ValueError(f"expected images (N, C, H, W); got {tuple(x.shape)}")
+        n_guides = self.guide_channels
+        if x.shape[1] <= n_guides:
+            raise ValueError(
+                f"this model takes the image plus {n_guides} guide channel(s) (Wiener-Hunt at "
+                f"balances {list(self.guide_balances)}); got {x.shape[1]} channel(s)"
+            )
+        guides = x[:, x.shape[1] - n_guides :] if n_guides else None
+        x = x[:, : x.shape[1] - n_guides]
         c_in, h, w = x.shape[1:]
         p = self.patch_size
         if self.refiner is not None:
             p = math.lcm(p, 4)  # the refiner halves the resolution twice
         pad_h, pad_w = (-h) % p, (-w) % p
         z = match_channels(x, self.mae.in_chans)
+        mode = "reflect" if min(h, w) > p else "replicate"
         if pad_h or pad_w:
-            z = F.pad(z, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > p else "replicate")
+            z = F.pad(z, (0, pad_w, 0, pad_h), mode=mode)
+            if guides is not None:
+                guides = F.pad(guides, (0, pad_w, 0, pad_h), mode=mode)
         zn = normalize(z)
+        if guides is not None:  # on the normalised scale of the image's first channel
+            gn = normalize(guides.reshape(-1, 1, *guides.shape[-2:])).reshape(guides.shape)
         if self.masked_ensemble:
             patches, hw = self._masked_reconstruction(zn)
         else:
@@ -186,6 +221,6 @@ class RestorationModel(nn.Module):
         pred = self.mae.unpatchify(patches, hw)
         out = zn + pred if self.residual else pred
         if self.refiner is not None:
-            out = out + self.refiner(zn, out)
+            out = out + self.refiner(zn, out, gn if guides is not None else None)
         y = denormalize(out)
         return match_channels(y[..., :h, :w], c_in)

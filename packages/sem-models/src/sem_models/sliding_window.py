@@ -114,10 +114,11 @@ def sliding_window(
     progress: bool = False,
     amp: bool = True,
 ) -> np.ndarray | torch.Tensor:
-    """Apply ``model`` (``(B, C, window, window)`` -> same shape) to an image of any size.
+    """Apply ``model`` (``(B, C, window, window)`` -> ``(B, C', window, window)``) to an image.
 
     ``image`` is passed to the model on its own scale (models of this package expect
-    ``[0, 1]``). Returns the same type (numpy or tensor) and shape as ``image``; float32.
+    ``[0, 1]``). Returns the same type (numpy or tensor) and shape as ``image``, float32, with
+    the model's channel count ``C'`` (a model reading extra guide channels returns fewer).
     ``overlap`` (px, paper: 8) must be in ``[0, window)``. ``batch_size`` windows go through
     the model per forward pass; the result does not depend on it. The model runs in eval mode
     (its previous mode is restored) under :func:`inference_context` (bf16 autocast on CUDA
@@ -134,7 +135,7 @@ def sliding_window(
         device = params[0].device if params else out_device
     device = torch.device(device)
     x = x.detach().to(device=device, dtype=torch.float32)
-    _, c, h, w = x.shape
+    h, w = x.shape[-2:]
 
     (top, bottom), (left, right) = (_axis_padding(s, window, overlap) for s in (h, w))
     rows = _reflect_indices(h, top, bottom).to(device)
@@ -147,7 +148,7 @@ def sliding_window(
         (i, j) for i in window_starts(hp, window, stride) for j in window_starts(wp, window, stride)
     ]
     weight = hann_weights(window, eps).to(device)
-    acc = torch.zeros(c, hp, wp, device=device)
+    acc: torch.Tensor | None = None  # (C', hp, wp), sized by the model's first output
     norm = torch.zeros(hp, wp, device=device)
     for i, j in tiles:
         norm[i : i + window, j : j + window] += weight
@@ -162,11 +163,18 @@ def sliding_window(
             batch = torch.stack([xp[:, i : i + window, j : j + window] for i, j in chunk])
             with inference_context(device, amp):
                 y = model(batch)
-            if not isinstance(y, torch.Tensor) or y.shape != batch.shape:
+            if (
+                not isinstance(y, torch.Tensor)
+                or y.ndim != 4
+                or y.shape[0] != batch.shape[0]
+                or y.shape[2:] != batch.shape[2:]
+            ):
                 raise ValueError(
-                    f"model must map (B, C, {window}, {window}) to the same shape; "
+                    f"model must map (B, C, {window}, {window}) to (B, C', {window}, {window}); "
                     f"got {getattr(y, 'shape', type(y))} for input {tuple(batch.shape)}"
                 )
+            if acc is None:
+                acc = torch.zeros(y.shape[1], hp, wp, device=device)
             y = y.float() * weight
             for t, (i, j) in enumerate(chunk):
                 acc[:, i : i + window, j : j + window] += y[t]
@@ -174,8 +182,12 @@ def sliding_window(
         if isinstance(model, nn.Module):
             model.train(was_training)
 
+    assert acc is not None  # at least one window always runs
     out = (acc / norm)[:, top : top + h, left : left + w]
-    out = out.reshape(x.shape[2:]) if ndim == 2 else (out[None] if ndim == 4 else out)
+    if ndim == 2 and out.shape[0] == 1:
+        out = out[0]
+    elif ndim == 4:
+        out = out[None]
     if is_numpy:
         return out.cpu().numpy()
     return out.to(out_device)

@@ -287,6 +287,19 @@ class FinetuneConfig(_Strict):
     dihedral_augment: bool = Field(
         False, description="random 90-degree rotations and flips of the training crops"
     )
+    guide_balances: list[float] = Field(
+        default_factory=list,
+        max_length=8,
+        description="physics guidance: Wiener-Hunt balances whose deconvolutions of the input "
+        "(with its PSF) the refiner also reads (empty = none; needs refiner_width > 0)",
+    )
+    guide_psf_jitter: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="training guides use the true PSF with its radii scaled by exp(N(0, s^2)) "
+        "and its angle moved by N(0, (s/2)^2) rad: the error of a blind estimate at inference",
+    )
     synthesis: Literal["loader", "step"] = Field(
         "loader",
         description="where defocused inputs are synthesised: per item in the data loader, or "
@@ -297,6 +310,10 @@ class FinetuneConfig(_Strict):
     def _check(self) -> FinetuneConfig:
         if not self.crop_sizes_px or min(self.crop_sizes_px) < 8:
             raise ValueError(f"crop_sizes_px={self.crop_sizes_px} must be non-empty, each >= 8")
+        if any(not 0 < b <= 1e6 for b in self.guide_balances):
+            raise ValueError(f"guide_balances={self.guide_balances}: each must be in (0, 1e6]")
+        if self.guide_balances and not self.refiner_width:
+            raise ValueError("guide_balances need refiner_width > 0 (the refiner reads them)")
         return self
 
 

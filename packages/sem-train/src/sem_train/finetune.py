@@ -18,7 +18,7 @@ from torch import nn
 from . import modeling
 from .config import FinetuneConfig, LossConfig
 from .data import DefocusPairDataset, indexed_paths, split_index
-from .data.pairs import PairSynthesizer
+from .data.pairs import GuideMaker, PairSynthesizer
 from .engine import FitResult, Task, fit_config
 from .losses import restoration_loss
 
@@ -35,20 +35,25 @@ class RestorationTask(Task):
     """``pred = model(defocused)``; loss of eq. 17 against the focused crop."""
 
     def __init__(
-        self, model: nn.Module, loss: LossConfig, synthesizer: PairSynthesizer | None = None
+        self,
+        model: nn.Module,
+        loss: LossConfig,
+        synthesizer: PairSynthesizer | None = None,
+        guides: GuideMaker | None = None,
     ) -> None:
         self.model = model
         self.loss_cfg = loss
         self.synthesizer = synthesizer or PairSynthesizer()
+        self.guides = guides or GuideMaker(getattr(model, "guide_balances", ()))
 
     def training_loss(self, model, batch):
         if "input" not in batch:  # items of a DefocusPairDataset(synthesis="step")
             batch = self.synthesizer(batch)
-        pred = model(batch["input"])
+        pred = model(self.guides(batch, train=True)["input"])
         return restoration_loss(pred, batch["target"], self.loss_cfg)
 
     def validation_step(self, model, batch):
-        pred = model(batch["input"])
+        pred = model(self.guides(batch, train=False)["input"])
         loss, _ = restoration_loss(pred, batch["target"], self.loss_cfg)
         return loss, pred, batch["target"]
 
@@ -115,8 +120,10 @@ def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
         train_routing=cfg.train_routing,
         residual=cfg.residual,
         refiner_width=cfg.refiner_width,
+        guide_balances=cfg.guide_balances,
     )
-    return RestorationTask(model, cfg.loss, PairSynthesizer(cfg.ranges))
+    guides = GuideMaker(cfg.guide_balances, cfg.guide_psf_jitter)
+    return RestorationTask(model, cfg.loss, PairSynthesizer(cfg.ranges), guides)
 
 
 def run_finetune(cfg: FinetuneConfig, *, resume: bool = False) -> FitResult:

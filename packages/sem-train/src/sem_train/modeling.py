@@ -125,6 +125,7 @@ def restoration_model(
     train_routing: bool,
     residual: bool = True,
     refiner_width: int = 0,
+    guide_balances: list[float] | tuple[float, ...] = (),
 ) -> RestorationModel:
     """Defocus-to-focus model: pretrained encoder (frozen) + decoder predicting every patch.
 
@@ -138,12 +139,19 @@ def restoration_model(
     if prior is not None:
         mae = prior.mae
     model = RestorationModel(
-        mae, freeze_encoder=freeze_encoder, residual=residual, refiner_width=refiner_width
+        mae,
+        freeze_encoder=freeze_encoder,
+        residual=residual,
+        refiner_width=refiner_width,
+        guide_balances=guide_balances,
     )
     if residual and not (prior is not None and prior.residual):
         model.start_as_identity()
     if prior is not None and prior.refiner is not None and model.refiner is not None:
-        if prior.refiner_width == model.refiner_width:
+        if (prior.refiner_width, prior.guide_balances) == (
+            model.refiner_width,
+            model.guide_balances,
+        ):
             model.refiner.load_state_dict(prior.refiner.state_dict())
     if freeze_encoder and train_routing:
         for _, layer in sem_models.moe_layers(model):

@@ -31,13 +31,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from sem_physics import ParameterRanges, degrade_torch
-from sem_physics.batched import BatchParams, ParameterSampler
+from sem_physics.batched import BatchParams, ParameterSampler, airy_psf_batch, wiener_batch
+from sem_physics.psf import MAX_RADIUS_PX
 from torch.utils.data import Dataset
 
 from .augment import resize
 from .dataset import load_image_tensor
 
-__all__ = ["DefocusPairDataset", "PairSynthesizer", "synthesize_pairs"]
+__all__ = ["DefocusPairDataset", "GuideMaker", "PairSynthesizer", "synthesize_pairs"]
 
 
 class DefocusPairDataset(Dataset):
@@ -131,6 +132,11 @@ class DefocusPairDataset(Dataset):
                 defocused = degrade_torch(focused[None] * 255.0, params, generator=g)[0]
             x = resize(defocused.clamp(0.0, 255.0) / 255.0, self.size)
             item["input"] = _channels(x, self.channels).contiguous().float()
+            scale = self.size / focused.shape[-1]  # radii at the model's input scale
+            item["psf"] = torch.tensor(
+                [params.rx_px * scale, params.ry_px * scale, params.beta, params.theta_rad],
+                dtype=torch.float64,
+            )
         y = resize(focused, self.size)
         item["target"] = _channels(y, self.channels).contiguous().float()
         return {
@@ -200,5 +206,53 @@ class PairSynthesizer:
             key = (key * 1_000_003 + int(s)) % (2**63 - 1)
         g = torch.Generator(device=target.device).manual_seed(key)
         with torch.autocast(target.device.type, enabled=False):
-            defocused, _, _ = synthesize_pairs(target, self.ranges, g)
-        return {**batch, "input": defocused}
+            defocused, _, p = synthesize_pairs(target, self.ranges, g)
+        psf = torch.stack([p.rx_px, p.ry_px, p.beta, p.theta_rad], dim=1)
+        return {**batch, "input": defocused, "psf": psf}
+
+
+class GuideMaker:
+    """Appends the physics guides a guided restoration model reads to ``batch["input"]``.
+
+    ``batch["psf"]`` (N, 4) holds each pair's true ``(rx_px, ry_px, beta, theta_rad)`` at the
+    model's input scale; the guides are :func:`sem_physics.batched.wiener_batch` of the
+    input's first channel at ``balances``. In training the PSF is perturbed first (radii by
+    ``exp(N(0, jitter^2))``, angle by ``N(0, (jitter/2)^2)`` rad, from the pairs' own seeded
+    generator), so that the model learns to use guides as imperfect as a blind estimate's; in
+    validation the true PSF is used. Runs in float32 outside any autocast region.
+    """
+
+    def __init__(self, balances: list[float] | tuple[float, ...], jitter: float = 0.1) -> None:
+        self.balances = tuple(float(b) for b in balances)
+        self.jitter = float(jitter)
+
+    def __call__(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
+        if not self.balances:
+            return batch
+        if "psf" not in batch:
+            raise ValueError("a guided model needs each pair's PSF (batch['psf'])")
+        x: torch.Tensor = batch["input"]
+        psf = torch.as_tensor(batch["psf"], device=x.device).double()
+        n = psf.shape[0]
+        radius, angle = torch.ones(n, dtype=psf.dtype), torch.zeros(n, dtype=psf.dtype)
+        if train and self.jitter > 0:
+            key = int(torch.as_tensor(batch.get("seed", 0)).sum()) % (2**63 - 1)
+            g = torch.Generator().manual_seed(key + 7)
+            radius = torch.exp(torch.randn(n, generator=g, dtype=psf.dtype) * self.jitter)
+            angle = torch.randn(n, generator=g, dtype=psf.dtype) * self.jitter / 2
+        radius, angle = radius.to(x.device), angle.to(x.device)
+        ones = torch.ones_like(psf[:, 0])
+        params = BatchParams(
+            (psf[:, 0] * radius).clamp(1e-3, MAX_RADIUS_PX),
+            (psf[:, 1] * radius).clamp(1e-3, MAX_RADIUS_PX),
+            psf[:, 2],
+            psf[:, 3] + angle,
+            ones,
+            0 * ones,
+            ones,
+            ones,
+        )
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            kernels = airy_psf_batch(params, dtype=torch.float32)
+            guides = wiener_batch(x[:, :1].float(), kernels, self.balances)
+        return {**batch, "input": torch.cat([x, guides.to(x.dtype)], dim=1)}
