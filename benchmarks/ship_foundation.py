@@ -142,6 +142,20 @@ def _verdict(table: str) -> str:
     return "\n".join(lines)
 
 
+def _guides(model) -> str:
+    """The physics-guidance sentence of the card (empty for an unguided model)."""
+    if not model.guide_balances:
+        return " The decoder predicts the correction to the input."
+    bal = ", ".join(f"{b:g}" for b in model.guide_balances)
+    return (
+        f" Physics guidance: the model also reads the input's Wiener-Hunt deconvolutions at"
+        f" balances {bal} with the image's blind PSF estimate (`sem_physics.estimate_degradation`,"
+        f" computed once per image), and its corrections are added to the middle one: it starts"
+        f" at the physics estimate and learns what a linear filter cannot (noise, ringing,"
+        f" edge shape)."
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="the recipe's output folder (runs/cpu-base)")
@@ -174,9 +188,9 @@ restoration model; `sem-foundation-zero-shot` is the Stage-3 model it started fr
   {mae.decoder_embed_dim}, {mae.decoder_depth} blocks.
 - MoE: {moe.num_experts} experts, top-{moe.top_k}, in every {moe.every_n}nd encoder block
   (upcycled from the dense FFN), balance term `{moe.balance_loss}`.
-- Restoration: residual decoder (predicts the correction to the input) plus a
-  {model.refiner_width}-channel two-level convolutional refiner at full resolution (removes
-  the patch grid). Encoder fine-tuned too (see the recipe).
+- Restoration: residual decoder plus a {model.refiner_width}-channel two-level convolutional
+  refiner at full resolution (removes the patch grid).{_guides(model)} Encoder fine-tuned too
+  (see the recipe).
 - Parameters: {n_ft / 1e6:.2f} M (fine-tuned model), {n_s3 / 1e6:.2f} M (zero-shot model);
   stored in float16: {sizes["sem-foundation"]:.1f} MB and {sizes["sem-foundation-zero-shot"]:.1f} MB.
 - Inference: Hann-blended sliding {mae.img_size}-px windows (`sem_models.sliding_window`), any

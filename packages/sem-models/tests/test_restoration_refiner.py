@@ -74,7 +74,8 @@ def test_guided_model_reads_its_guide_channels_and_returns_the_image_channels(tm
     with torch.no_grad():
         y = model(x)
     assert y.shape == (2, 1, 32, 40)
-    assert torch.allclose(y, x[:, :1], atol=1e-5)  # zero-initialised refiner: the identity
+    # zero-initialised decoder output and refiner: the middle guide (balance 1.0) itself
+    assert torch.allclose(y, x[:, 2:3], atol=1e-5)
     with torch.no_grad():
         for p in model.refiner.parameters():
             p.add_(0.05 * torch.randn_like(p))

@@ -91,3 +91,21 @@ def test_guided_finetune_runs_saves_its_balances_and_restores_with_the_blind_psf
 def test_guides_need_a_refiner_in_the_config():
     with pytest.raises(ValueError, match="refiner_width"):
         load_config({"guide_balances": [1.0]}, "finetune")
+
+
+def test_finetuning_a_guided_network_in_an_evaluation_keeps_its_heads(tmp_path):
+    from sem_models import RestorationModel, build_mae, load_model
+    from sem_physics import make_sample
+    from sem_train.evaluation.foundation import FoundationConfig, finetune_network
+
+    torch.manual_seed(0)
+    mae = build_mae("tiny", patch_size=16, img_size=32, in_chans=1, depth=1, decoder_depth=1)
+    net = RestorationModel(mae, residual=True, refiner_width=4, guide_balances=(0.1, 1.0))
+    net.start_as_identity()
+    images = [
+        make_sample(k, shape=(64, 64), seed=5).astype(np.float32) for k in ("lines", "contacts")
+    ]
+    budget = FoundationConfig(image_size_px=32, finetune_epochs=1, batch_size=2, pairs_per_image=1)
+    done = finetune_network(net, images[:1], images[1:], tmp_path, budget, progress=False)
+    tuned = load_model(done.checkpoint)
+    assert tuned.refiner_width == 4 and tuned.guide_balances == (0.1, 1.0)

@@ -27,7 +27,9 @@ inference, ``sem_physics.batched.wiener_batch``) and appended to the input as ex
 ``(N, C + G, H, W)`` in, ``(N, C, H, W)`` out. A transformer of 16-px tokens cannot invert a
 30-px Airy blur from a few fine-tuning steps; the deconvolutions hand the refiner the
 physically exact inverse at several noise trade-offs, and it learns which to trust where
-(edges, flat areas, noise) and the nonlinear corrections no linear filter makes.
+(edges, flat areas, noise) and the nonlinear corrections no linear filter makes. A residual
+guided model adds its corrections to the middle guide instead of the input: started as the
+identity it returns that deconvolution, and fine-tuning starts from the physics estimate.
 """
 
 from __future__ import annotations
@@ -219,7 +221,13 @@ class RestorationModel(nn.Module):
             mean, var = ref.mean(-1, keepdim=True), ref.var(-1, keepdim=True)
             patches = patches * (var + 1e-6).sqrt() + mean
         pred = self.mae.unpatchify(patches, hw)
-        out = zn + pred if self.residual else pred
+        if self.residual and guides is not None:
+            # Guided: the correction is added to the middle guide (the deconvolved input), so
+            # that a model starting as the identity starts at the physics estimate.
+            mid = gn[:, self.guide_channels // 2 : self.guide_channels // 2 + 1]
+            out = mid.expand_as(zn) + pred
+        else:
+            out = zn + pred if self.residual else pred
         if self.refiner is not None:
             out = out + self.refiner(zn, out, gn if guides is not None else None)
         y = denormalize(out)

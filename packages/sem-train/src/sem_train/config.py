@@ -531,6 +531,7 @@ def _cpu_base() -> dict[str, dict[str, Any]]:
             "pairs_per_image": 48,
             "freeze_encoder": False,
             "refiner_width": 24,
+            "guide_balances": [0.03, 0.3, 3.0],
             "dihedral_augment": True,
             "synthesis": "step",
         },

@@ -141,6 +141,9 @@ def finetune_network(
             "pairs_per_image": cfg.pairs_per_image,
             "loss": {"variant": cfg.loss_variant},
             "freeze_encoder": network.freeze_encoder,
+            # a fine-tuned network keeps its own heads (refiner, physics guides)
+            "refiner_width": network.refiner_width,
+            "guide_balances": list(network.guide_balances),
         },
         "finetune",
     )
