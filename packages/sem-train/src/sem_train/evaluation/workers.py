@@ -1,0 +1,88 @@
+"""Methods of an evaluation run in worker processes, the cores kept busy until the end.
+
+Each worker is a spawned process with ``cores // workers`` torch threads (no oversubscription).
+Jobs go to the workers longest first: first every method that trains on the protocol's images
+(one job each: fit, then restore every case), then every other method split into one job per
+case (a restorer built in each job), so that short jobs fill the cores while the last long
+ones finish. The caller builds its scorer while the workers start and scores each method as
+soon as all its jobs are back; the merged run of a split method equals its run on all cases
+(:func:`~sem_train.evaluation.methods.merge_runs`), so the tables are those of a sequential run.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from . import methods
+from .methods import merge_runs
+from .protocols import Case
+from .results import MethodRun
+
+__all__ = ["MethodJob", "RunningJobs", "worker_pool"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MethodJob:
+    """A method to run: ``call(cases=...) -> MethodRun`` (picklable, e.g. a partial of
+    :func:`~sem_train.evaluation.methods.run_method`) and whether it trains on the protocol's
+    images (one job) or only restores (one job per case)."""
+
+    name: str
+    call: Callable[..., MethodRun]
+    trains: bool
+
+
+def _worker_init(threads: int) -> None:
+    """Worker process: a share of the cores for torch; a failed method is reported once, by
+    the parent process, not by each of its jobs."""
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.getLogger(methods.__name__).setLevel(logging.ERROR)
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` spawned processes (no fork of a threaded torch), ``cores // workers``
+    torch threads each."""
+    cores = os.cpu_count() or 1
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(max(1, cores // workers),),
+    )
+
+
+class RunningJobs:
+    """``jobs`` on ``cases`` queued on ``pool`` (longest first, see the module docstring);
+    iterating yields ``(name, run)`` for each method as soon as all its jobs are back, in the
+    order methods finish, the parts of a split method merged."""
+
+    def __init__(
+        self, pool: ProcessPoolExecutor, jobs: Sequence[MethodJob], cases: Sequence[Case]
+    ) -> None:
+        self.cases = list(cases)
+        self.futures: dict[Future, tuple[str, int]] = {}
+        for job in [j for j in jobs if j.trains]:
+            self.futures[pool.submit(job.call, cases=self.cases)] = (job.name, 1)
+        for job in [j for j in jobs if not j.trains]:
+            for c in self.cases:
+                self.futures[pool.submit(job.call, cases=[c])] = (job.name, len(self.cases))
+
+    def __iter__(self) -> Iterator[tuple[str, MethodRun]]:
+        parts: dict[str, list[MethodRun]] = {}
+        for fut in as_completed(self.futures):
+            name, expected = self.futures[fut]
+            parts.setdefault(name, []).append(fut.result())
+            if len(parts[name]) == expected:
+                run = merge_runs(parts.pop(name), self.cases)
+                if run.failed:
+                    log.warning("%s: %s", name, run.failed)
+                yield name, run
