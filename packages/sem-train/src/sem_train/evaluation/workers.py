@@ -1,6 +1,7 @@
 """Methods of an evaluation run in worker processes, the cores kept busy until the end.
 
-Each worker is a spawned process with ``cores // workers`` torch threads (no oversubscription).
+Each worker is a process forked from a fork server (spawned where there is none) with
+``cores // workers`` torch threads (no oversubscription).
 Jobs go to the workers longest first: first every method that trains on the protocol's images
 (one job each: fit, then restore every case), then every other method split into one job per
 case (a restorer built in each job), so that short jobs fill the cores while the last long
@@ -48,13 +49,23 @@ def _worker_init(threads: int) -> None:
     logging.getLogger(methods.__name__).setLevel(logging.ERROR)
 
 
+def _context() -> multiprocessing.context.BaseContext:
+    """Fork server where the platform has one: a fresh process (no fork of a threaded torch)
+    imports this module, torch and the restorers once, and forks each worker from it (they
+    start without importing again); else spawned workers, each importing on its own."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
 def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """``workers`` spawned processes (no fork of a threaded torch), ``cores // workers``
-    torch threads each."""
+    """``workers`` processes (see :func:`_context`), ``cores // workers`` torch threads each."""
     cores = os.cpu_count() or 1
     return ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=_context(),
         initializer=_worker_init,
         initargs=(max(1, cores // workers),),
     )
