@@ -10,11 +10,13 @@ one torch thread, as in a demo worker process:
 * restoring one 480x640 demo frame: before, two 480x512 windows (the previous square
   512-px tiles) in NCHW; now, the restorer's default (one whole-frame pass, channels-last).
 
-Then BM3D on one frame (one thread, seconds per image). With ``--demo`` it also runs the whole
-default demo (two worker processes) and prints its wall time, the CPU seconds of all its
-processes and each method's fit/restore seconds (``methods.csv``).
+Then BM3D on one frame (one thread, seconds per image). With ``--demo`` (or ``--demo-only``)
+it also runs the whole default ``sem demo`` (two worker processes) and prints its wall time,
+the CPU seconds of all its processes (Linux: read from /proc), each method's fit/restore
+seconds (``methods.csv``) and its table. ``--sem`` runs another checkout's ``sem`` (e.g. the
+previous commit's, at the same time in another shell, to compare in the same conditions).
 
-    uv run python benchmarks/bench_demo.py [--steps 3] [--demo]
+    uv run python benchmarks/bench_demo.py [--steps 3] [--demo | --demo-only] [--sem PATH]
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -98,34 +101,66 @@ def bm3d_frame(image: np.ndarray) -> None:
     print(f"bm3d   restore 640x480  {time.perf_counter() - t:6.2f} s (one thread)")
 
 
-def whole_demo() -> None:
-    from sem_train.evaluation import demo_config, run_benchmark
+def _descendants_cpu(root: int, cpu: dict[int, float]) -> None:
+    """Record the CPU seconds (user + system) so far of ``root`` and all its descendants
+    (read from /proc: fork-server workers are not children of the demo process)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, used = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(stat.parent.name)
+        parent[pid], used[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+    for pid, seconds in used.items():
+        p = pid
+        while p not in (0, 1, root) and p in parent:
+            p = parent[p]
+        if p == root:
+            cpu[pid] = max(cpu.get(pid, 0.0), seconds)
 
+
+def whole_demo(sem: str) -> None:
+    """Run ``sem demo`` (the default preset) as a separate process; wall and CPU seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "demo"
         t = time.perf_counter()
-        run_benchmark(demo_config(out=out), force=True, progress=False)
+        cmd = [sem, "demo", "--out", str(out), "--no-progress"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cpu: dict[int, float] = {}
+        while proc.poll() is None:
+            _descendants_cpu(proc.pid, cpu)
+            time.sleep(0.5)
         wall = time.perf_counter() - t
-        cpu = sum(
-            getattr(resource.getrusage(who), f)
-            for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-            for f in ("ru_utime", "ru_stime")
+        print(
+            f"demo ({sem}): wall {wall:.0f} s, CPU {sum(cpu.values()):.0f} s in "
+            f"{len(cpu)} processes (sampled every 0.5 s)"
         )
-        print(f"demo: wall {wall:.0f} s, CPU {cpu:.0f} s (all processes)")
         with open(out / "methods.csv") as f:
             for row in csv.DictReader(f):
                 print(
                     f"  {row['method']:<26}fit {row['fit_seconds']:>7} s  "
                     f"restore {row['restore_seconds']:>7} s"
                 )
+        print((out / "table.md").read_text())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3, help="timed repetitions (best kept)")
     ap.add_argument("--demo", action="store_true", help="also run the whole default demo")
+    ap.add_argument(
+        "--sem",
+        default=str(Path(sys.executable).parent / "sem"),
+        help="the sem command of the demo (e.g. another checkout's, to compare)",
+    )
+    ap.add_argument("--demo-only", action="store_true", help="only the whole demo")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.demo_only:
+        whole_demo(args.sem)
+        return
     image = degrade(make_sample("lines", FRAME, seed=0), ParameterRanges().midpoint(), rng=0)
     image = image.astype(np.float32)
     print(f"torch {torch.__version__}, 1 thread, load average {os.getloadavg()[0]:.1f}")
@@ -134,7 +169,7 @@ def main() -> None:
         restore_frame(name, image, max(1, args.steps // 2))
     bm3d_frame(image)
     if args.demo:
-        whole_demo()
+        whole_demo(args.sem)
 
 
 if __name__ == "__main__":
