@@ -117,3 +117,23 @@ def test_bm3d_raises_psnr_and_reports_its_sigma():
 def test_bm3d_leaves_a_noise_free_constant_image_alone():
     flat = np.full((32, 32), 80.0, np.float32)
     np.testing.assert_allclose(get_restorer("bm3d").restore(flat), flat, atol=1e-3)
+
+
+def test_bm3d_threads_follow_torch_and_one_thread_is_the_package_default_output():
+    import bm3d
+    import torch
+
+    rng = np.random.default_rng(8)
+    noisy = (lines_image((64, 72), seed=2) + rng.normal(0, 12, (64, 72))).astype(np.float32)
+    assert get_restorer("bm3d")._profile().num_threads == torch.get_num_threads()
+    one = get_restorer("bm3d", threads=1)
+    assert one._profile().num_threads == 1
+    out = one.restore(noisy)
+    np.testing.assert_array_equal(out, one.restore(noisy))  # deterministic
+    # the package's "np" profile by name (its own thread count: last digits may differ)
+    x = noisy.astype(np.float64) / 255.0
+    ref = bm3d.bm3d(x, sigma_psd=one.last_sigma, profile="np") * 255.0
+    np.testing.assert_allclose(out, np.clip(ref, 0, 255), atol=0.02)
+    assert float(np.abs(out - noisy).max()) > 1.0  # it did denoise
+    with pytest.raises(ValueError, match="threads"):
+        get_restorer("bm3d", threads=0)

@@ -250,3 +250,23 @@ def test_short_training_restores_what_the_method_is_trained_for(name, config, ra
         progress=False,
     )
     assert psnr(clean, r.restore(degraded)) > psnr(clean, degraded) + 3.0
+
+
+@pytest.mark.parametrize(
+    ("setting", "fit_kw", "dtype"),
+    [
+        ("auto", {}, torch.float32),  # auto: bf16 on CUDA only
+        ("bf16", {}, torch.bfloat16),
+        ("bf16", {"precision": "fp32"}, torch.float32),  # a fit keyword wins over the config
+        ("fp32", {"precision": "bf16"}, torch.bfloat16),
+    ],
+)
+def test_train_precision_sets_the_arithmetic_of_the_forward_passes(setting, fit_kw, dtype):
+    r = get_restorer("n2n", train_precision=setting, device="cpu", **TINY["n2n"])
+    seen: set[torch.dtype] = set()
+    first = next(m for m in r.network.modules() if isinstance(m, torch.nn.Conv2d))
+    first.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+    result = r.fit(TRAIN, val_images=TRAIN[:1], progress=False, **TINY_FIT, **fit_kw)
+    assert seen == {dtype}  # training and validation forward passes alike
+    assert all(p.dtype == torch.float32 for p in r.network.parameters())  # fp32 weights
+    assert np.isfinite(result.last_train_loss)

@@ -10,7 +10,7 @@ import torch
 from baselines_testkit import lines_image
 from sem_baselines import get_restorer, tiled_apply
 from sem_baselines.learned.base import LearnedConfig
-from sem_baselines.tiling import GPU_TILE_BATCH, default_tile_batch, tile_layout
+from sem_baselines.tiling import GPU_TILE_BATCH, default_tile_batch, tile_layout, window_size
 
 
 @pytest.mark.parametrize("name", ["n2n", "n2v", "mrn"])
@@ -41,7 +41,7 @@ def test_every_window_has_the_full_shape_and_batches_are_bounded():
     torch.testing.assert_close(out, 2 * x)
     n = len(tile_layout(130, 48, 8)) * len(tile_layout(75, 48, 8))
     assert [s[0] for s in shapes] == [5] * (n // 5) + ([n % 5] if n % 5 else [])
-    assert {s[1:] for s in shapes} == {(1, 48, 48)}
+    assert {s[1:] for s in shapes} == {(1, window_size(130, 48, 8), window_size(75, 48, 8))}
     assert len(shapes) == math.ceil(n / 5)
 
 
@@ -49,7 +49,10 @@ def test_every_window_has_the_full_shape_and_batches_are_bounded():
 def test_tile_layout_covers_once_with_margin_context_and_no_spare_window(tile, margin):
     for n in (tile - 1, tile, tile + 1, 300, 960, 1280, 2 * tile - 2 * margin, 2 * tile):
         layout = tile_layout(n, tile, margin)
-        size = min(tile, n)
+        size, count = window_size(n, tile, margin), len(layout)
+        assert size <= tile and size <= n
+        if count > 1:  # as short as the overlap allows (+1 px for integer window starts)
+            assert size <= math.ceil((n + 2 * margin * (count - 1)) / count) + 1
         assert next(c0 for _, c0, _ in layout) == 0 and layout[-1][2] == n
         for (s, c0, c1), nxt in zip(layout, [*layout[1:], None], strict=True):
             assert 0 <= s and s + size <= n and s <= c0 < c1 <= s + size
@@ -60,8 +63,11 @@ def test_tile_layout_covers_once_with_margin_context_and_no_spare_window(tile, m
         # one window fewer could not keep 2 * margin of overlap between all neighbours
         if len(layout) > 1:
             assert (len(layout) - 2) * (tile - 2 * margin) < n - 2 * margin
-    # 1280 x 960 with the default 512-px tiles: 3 x 2 windows
+    # 1280 x 960 with 512-px tiles: 3 x 2 windows of 470 x 512 px (not 512 x 512)
     assert len(tile_layout(1280, 512, 32)) == 3 and len(tile_layout(960, 512, 32)) == 2
+    assert window_size(1280, 512, 32) == 470 and window_size(960, 512, 32) == 512
+    # a 640-px side with 512-px tiles: two windows of 352 px = (640 + 2 * 32) / 2
+    assert window_size(640, 512, 32) == 352 and len(tile_layout(640, 512, 32)) == 2
 
 
 def test_tiled_output_is_an_ordinary_tensor_value_under_inference_mode():
@@ -69,6 +75,27 @@ def test_tiled_output_is_an_ordinary_tensor_value_under_inference_mode():
     out = tiled_apply(lambda t: t + 1, x, tile=40, margin=4, batch_size=3)
     assert torch.is_inference(out) and not out.requires_grad
     assert LearnedConfig().tile_batch_size is None
+    assert LearnedConfig().tile_px >= 640  # a 640 x 480 frame goes through in one pass
     assert default_tile_batch("cpu") == 1 and default_tile_batch("cuda:0") == GPU_TILE_BATCH
     with pytest.raises(ValueError, match="batch_size"):
         tiled_apply(lambda t: t, x, tile=40, margin=4, batch_size=0)
+
+
+@pytest.mark.parametrize("name", ["n2n", "mrn"])
+def test_channels_last_weights_restore_as_the_standard_layout(name):
+    """The weights are kept channels-last (faster oneDNN convolutions on a CPU); the output
+    equals that of the same network in the standard (NCHW) layout to float rounding."""
+    img = lines_image((70, 90), seed=4)
+    r = get_restorer(name)
+    convs = [m.weight for m in r.network.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not all(w.is_contiguous() for w in convs)  # really another layout than NCHW
+    x = torch.from_numpy(img)[None, None] / 255.0
+    with torch.no_grad():
+        fast = r.network(x.contiguous(memory_format=torch.channels_last))
+        r.network.to(memory_format=torch.contiguous_format)
+        plain = r.network(x)
+    fast = fast[-1] if isinstance(fast, list) else fast
+    plain = plain[-1] if isinstance(plain, list) else plain
+    assert float((plain - x).abs().max()) > 1e-3  # the random network changes the image
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)

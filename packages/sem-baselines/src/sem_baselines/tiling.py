@@ -1,17 +1,19 @@
 """Feed-forward inference of fully convolutional networks on large images, tile by tile.
 
-Overlap-crop tiling: along each axis the fewest windows of ``tile`` px (the image side when
-smaller) are spread evenly from one border to the other so that neighbours overlap by at least
-``2 * margin`` px; each window's core runs to the middle of its overlaps, so every core pixel
-has at least ``margin`` pixels of real image context on every side (at the image border the
-network sees the true border exactly as on the whole image), and only the cores are written
-to the output. For an operator whose output at a pixel depends only on inputs within
-``margin`` pixels, the result equals processing the whole image at once; for a U-Net the far
-context beyond ``margin`` is negligible. All windows have one shape, so they run
+Overlap-crop tiling: along each axis the fewest windows of at most ``tile`` px are spread
+evenly from one border to the other so that neighbours overlap by at least ``2 * margin`` px;
+the windows are only as long as that needs (an image no larger than ``tile`` is one window, a
+640-px side with 512-px tiles and 32 px of margin takes two windows of 352 px, not of 512), so
+little work is spent on overlaps. Each window's core runs to the middle of its overlaps, so
+every core pixel has at least ``margin`` pixels of real image context on every side (at the
+image border the network sees the true border exactly as on the whole image), and only the
+cores are written to the output. For an operator whose output at a pixel depends only on
+inputs within ``margin`` pixels, the result equals processing the whole image at once; for a
+U-Net the far context beyond ``margin`` is negligible. All windows have one shape, so they run
 ``batch_size`` at a time, one forward per batch, under :func:`torch.inference_mode` (bf16
 autocast on CUDA). Memory is bounded by ``batch_size`` windows of ``tile`` px. The default
-batch depends on the device (:func:`default_tile_batch`): on a CPU one 512-px window per
-forward pass measured fastest for the U-Nets (batches of 6 ran at 0.4-0.8x the speed).
+batch depends on the device (:func:`default_tile_batch`): on a CPU one window per forward pass
+measured fastest for the U-Nets (batches of 6 ran at 0.4-0.8x the speed).
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from collections.abc import Callable
 import torch
 from sem_models.sliding_window import inference_context
 
-__all__ = ["GPU_TILE_BATCH", "default_tile_batch", "tile_layout", "tiled_apply"]
+__all__ = [
+    "GPU_TILE_BATCH",
+    "default_tile_batch",
+    "tile_layout",
+    "tiled_apply",
+    "window_size",
+]
 
 #: Windows per forward pass on a GPU (512-px windows of a small U-Net: about 1 GB).
 GPU_TILE_BATCH = 8
@@ -34,18 +42,39 @@ def default_tile_batch(device: torch.device | str) -> int:
     return 1 if torch.device(device).type == "cpu" else GPU_TILE_BATCH
 
 
+def window_size(n: int, tile: int, margin: int) -> int:
+    """Side (px) of the windows along an axis of ``n`` px (see :func:`tile_layout`)."""
+    if n <= tile:
+        return n
+    count = max(2, math.ceil((n - 2 * margin) / (tile - 2 * margin)))
+    size = min(tile, math.ceil((n + 2 * margin * (count - 1)) / count))
+    while size < tile and min(_overlaps(n, size, count)) < 2 * margin:  # integer starts
+        size += 1
+    return size
+
+
+def _starts(n: int, size: int, count: int) -> list[int]:
+    return [i * (n - size) // (count - 1) for i in range(count)]
+
+
+def _overlaps(n: int, size: int, count: int) -> list[int]:
+    return [size - (b - a) for a, b in itertools.pairwise(_starts(n, size, count))]
+
+
 def tile_layout(n: int, tile: int, margin: int) -> list[tuple[int, int, int]]:
     """``(window start, core start, core end)`` along an axis of ``n`` px.
 
-    Windows of ``min(tile, n)`` px; the fewest that keep ``>= 2 * margin`` px of overlap
-    (``ceil((n - 2 margin) / (tile - 2 margin))``), evenly spaced, first and last flush with
-    the ends; cores split each overlap in the middle and together cover ``0..n`` once.
+    The fewest windows that keep ``>= 2 * margin`` px of overlap with at most ``tile`` px each
+    (``ceil((n - 2 margin) / (tile - 2 margin))``), each :func:`window_size` px long (the
+    shortest that keeps that overlap), evenly spaced, first and last flush with the ends;
+    cores split each overlap in the middle and together cover ``0..n`` once.
     """
     if n <= tile:
         return [(0, 0, n)]
+    size = window_size(n, tile, margin)
     count = max(2, math.ceil((n - 2 * margin) / (tile - 2 * margin)))
-    starts = [i * (n - tile) // (count - 1) for i in range(count)]
-    bounds = [0] + [(a + tile + b) // 2 for a, b in itertools.pairwise(starts)] + [n]
+    starts = _starts(n, size, count)
+    bounds = [0] + [(a + size + b) // 2 for a, b in itertools.pairwise(starts)] + [n]
     return [(s, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
 
 
@@ -75,7 +104,7 @@ def tiled_apply(
     with inference_context(image.device, amp):
         if h <= tile and w <= tile:
             return fn(image).float()
-        th, tw = min(tile, h), min(tile, w)
+        th, tw = window_size(h, tile, margin), window_size(w, tile, margin)
         tiles = [  # (core rows, core cols, window origin)
             (y0, y1, x0, x1, ya, xa)
             for ya, y0, y1 in tile_layout(h, tile, margin)

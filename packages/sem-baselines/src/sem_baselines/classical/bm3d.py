@@ -14,6 +14,10 @@ raw MAD estimate. The estimate is reliable on smooth (e.g. defocused) content; w
 steps within 3 px are much larger than the noise, the median tends to pick the centre pixel's
 own value and the estimate is biased low (a test documents this). Other BM3D settings are the package defaults (profile "np", both stages).
 
+Threads: by default as many as torch's intra-op threads, this process's share of the cores (an
+evaluation's worker processes have one each); with one thread the output is deterministic
+(the package warns that several threads may change the last digits from run to run).
+
 Licence note: the ``bm3d`` package ships compiled binaries under a non-commercial licence.
 """
 
@@ -27,6 +31,16 @@ from scipy.ndimage import median_filter
 from ..restorer import check_image, register
 
 __all__ = ["HIGHPASS_MAD_FACTOR", "MAD_TO_SIGMA", "BM3DConfig", "BM3DRestorer", "estimate_sigma"]
+
+#: The package's named profiles (``bm3d.bm3d(profile="np")`` builds the same object).
+_PROFILES = {
+    "np": _bm3d.BM3DProfile,
+    "refilter": _bm3d.BM3DProfileRefilter,
+    "vn": _bm3d.BM3DProfileVN,
+    "vn_old": _bm3d.BM3DProfileVNOld,
+    "high": _bm3d.BM3DProfileHigh,
+    "deb": _bm3d.BM3DProfileDeb,
+}
 
 MAD_TO_SIGMA = 1.4826
 HIGHPASS_MAD_FACTOR = 0.862
@@ -50,6 +64,9 @@ class BM3DConfig(BaseModel):
     )
     correct_highpass: bool = Field(default=True, description="divide the MAD estimate by 0.862")
     profile: str = Field(default="np", pattern="^(np|refilter|vn|vn_old|high|deb)$")
+    threads: int | None = Field(
+        default=None, ge=1, le=1024, description="threads; None = torch.get_num_threads()"
+    )
     clip: bool = Field(default=True, description="clip the output to 0..255")
 
 
@@ -62,6 +79,13 @@ class BM3DRestorer:
         self.config = config or BM3DConfig()
         self.last_sigma: float | None = None
 
+    def _profile(self) -> _bm3d.BM3DProfile:
+        import torch
+
+        profile = _PROFILES[self.config.profile]()
+        profile.num_threads = self.config.threads or torch.get_num_threads()
+        return profile
+
     def restore(self, image: np.ndarray) -> np.ndarray:
         x = check_image(image).astype(np.float64) / 255.0
         sigma = self.config.sigma
@@ -71,7 +95,7 @@ class BM3DRestorer:
         if sigma <= 0:  # a noise-free (e.g. constant) image: nothing to denoise
             out = x
         else:
-            out = np.asarray(_bm3d.bm3d(x, sigma_psd=sigma, profile=self.config.profile))
+            out = np.asarray(_bm3d.bm3d(x, sigma_psd=sigma, profile=self._profile()))
         out = out.reshape(x.shape) * 255.0
         if self.config.clip:
             out = np.clip(out, 0.0, 255.0)

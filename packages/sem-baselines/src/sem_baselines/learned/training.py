@@ -12,8 +12,9 @@ takes an Adam step on ``training_loss``. Patches are degraded on their own with 
 borders (the forward model's convention) on the training device. Validation uses fixed
 patches and fixed degradations drawn once from ``seed + 1``; the weights of the epoch with
 the lowest validation loss (training loss when there are no validation images) are kept.
-Mixed precision: bf16 autocast on CUDA, full fp32 elsewhere. A non-finite loss stops
-training and keeps the best weights so far.
+Mixed precision (``precision``, by default the restorer's ``train_precision``): ``auto`` is
+bf16 autocast on CUDA and full fp32 elsewhere, ``bf16`` bf16 autocast on any device, ``fp32``
+full fp32. A non-finite loss stops training and keeps the best weights so far.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import nullcontext
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -114,6 +115,9 @@ class FitConfig(BaseModel):
     grad_clip: float | None = Field(default=1.0, gt=0, description="max gradient norm")
     val_patches: int = Field(default=16, ge=1, description="fixed validation patches")
     device: str | None = Field(default=None, description="None = restorer's device setting")
+    precision: Literal["auto", "fp32", "bf16"] | None = Field(
+        default=None, description="None = the restorer's train_precision (else auto)"
+    )
     progress: bool = Field(default=True, description="show a progress bar")
 
 
@@ -149,6 +153,13 @@ def _check_images(images: list[np.ndarray] | None, what: str, size: int) -> list
         if min(im.shape) < size:
             raise ValueError(f"{what}[{i}] has shape {im.shape}, smaller than patch_size={size}")
     return checked
+
+
+def _bf16(precision: str, device: torch.device) -> bool:
+    """Whether forward passes run under bf16 autocast (see the module docstring)."""
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
 
 
 def fit_restorer(
@@ -188,10 +199,11 @@ def fit_restorer(
     opt = torch.optim.Adam(
         net.parameters(), lr=cfg.lr or restorer.default_lr, weight_decay=cfg.weight_decay
     )
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    precision = cfg.precision or getattr(getattr(restorer, "config", None), "train_precision", None)
+    use_bf16 = _bf16(precision or "auto", device)
 
     def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
     best_loss, best_epoch, best_state = math.inf, -1, None
     history: list[dict[str, float]] = []

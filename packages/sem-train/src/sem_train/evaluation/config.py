@@ -211,7 +211,8 @@ def load_benchmark_config(path: str | Path, **overrides: Any) -> BenchmarkConfig
     return make_config(data, str(p))
 
 
-#: The demo's budget: full (about 7 minutes on 2 CPU cores) and quick (the tests' reduced mode).
+#: The demo's budget: full (about 430 CPU-seconds in all, two worker processes) and quick (the
+#: tests' reduced mode).
 _DEMO = {
     "title": "SEM restoration demo",
     "out": "sem-demo-report",

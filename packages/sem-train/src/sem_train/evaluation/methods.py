@@ -32,6 +32,7 @@ from sem_baselines import (
     get_restorer,
     list_restorers,
     registry_entry,
+    restorer_config,
 )
 
 from .protocols import Case
@@ -45,9 +46,11 @@ __all__ = [
     "check_method_config",
     "control_run",
     "list_methods",
+    "merge_runs",
     "row_name",
     "run_method",
     "select_methods",
+    "trains_here",
 ]
 
 log = logging.getLogger(__name__)
@@ -144,9 +147,38 @@ def _restore_all(
         else:
             run.outputs[c.case_id] = out
     run.restore_seconds = time.perf_counter() - t0
+    return _mark_all_failed(run, cases)
+
+
+def _mark_all_failed(run: MethodRun, cases: Sequence[Case]) -> MethodRun:
+    """A run without any output is failed, with the first case's reason."""
     if cases and not run.outputs:
-        run.failed = "every case failed: " + next(iter(run.case_errors.values()))
+        first = next(c.case_id for c in cases if c.case_id in run.case_errors)
+        run.failed = "every case failed: " + run.case_errors[first]
     return run
+
+
+def merge_runs(parts: Sequence[MethodRun], cases: Sequence[Case]) -> MethodRun:
+    """One run of a method from runs of it on disjoint subsets of ``cases`` (each restorer
+    built and run in its own process), equal to one run on all of them: outputs and case
+    errors united, notes once each, the longest build time, the restore times summed. A part
+    that could not be built (failed without restoring anything) fails the whole method."""
+    if not parts:
+        raise ValueError("merge_runs needs at least one run")
+    for p in parts:
+        if p.failed and not p.outputs and not p.case_errors:
+            return p
+    run = MethodRun(name=parts[0].name)
+    outputs = {k: v for p in parts for k, v in p.outputs.items()}
+    errors = {k: v for p in parts for k, v in p.case_errors.items()}
+    ids = [c.case_id for c in cases]  # in case order, whatever order the parts came back in
+    run.outputs = {i: outputs[i] for i in ids if i in outputs}
+    run.case_errors = {i: errors[i] for i in ids if i in errors}
+    for p in parts:
+        run.notes.extend(n for n in p.notes if n not in run.notes)
+    run.fit_seconds = max(p.fit_seconds for p in parts)
+    run.restore_seconds = sum(p.restore_seconds for p in parts)
+    return _mark_all_failed(run, cases)
 
 
 def control_run(cases: Sequence[Case]) -> MethodRun:
@@ -173,6 +205,17 @@ def _fresh(folder: Path) -> Path:
     if folder.is_dir():
         shutil.rmtree(folder)
     return folder
+
+
+def trains_here(name: str, config: Mapping[str, Any]) -> bool:
+    """Whether ``run_method`` trains, pretrains or fine-tunes method ``name`` with settings
+    ``config`` on the protocol's images (else it only builds the restorer and restores)."""
+    entry = registry_entry(name)
+    if entry.fitting == "fit":
+        return True
+    if entry.fitting == "pretrained" and entry.checkpoint_field is not None:
+        return config.get(entry.checkpoint_field) is None
+    return entry.fine_tunes(restorer_config(name, **config))
 
 
 def _fit(

@@ -9,9 +9,9 @@ whose configuration changed. A folder whose results belong to other protocol inp
 unless ``force`` is given.
 
 With ``workers > 1`` the methods to run are fitted and run in that many worker processes
-(spawned, each with ``cores // workers`` torch threads, so the processes do not oversubscribe
-the cores); scoring and saving stay in this process, in the configured method order, so the
-results and the report are those of a sequential run.
+(:mod:`.workers`: spawned, ``cores // workers`` torch threads each, the training methods first
+and every other method split into one job per case); scoring and saving stay in this process,
+so the results and the report are those of a sequential run.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ import hashlib
 import json
 import logging
 import math
-import os
 import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,12 +34,13 @@ from tqdm.auto import tqdm
 
 from .config import BenchmarkConfig
 from .foundation import finetune_network, train_foundation
-from .methods import control_run, run_method
+from .methods import control_run, run_method, trains_here
 from .protocols import Case, ProtocolManifest, build_s2r, build_s2s
 from .report import ReportInputs, mark_incomplete, safe_name, write_report
 from .results import MethodResult, ResultFileError
 from .scoring import Scorer
 from .sources import EvalImage, list_images, load_images, sample_images
+from .workers import MethodJob, RunningJobs, worker_pool
 
 __all__ = ["Protocol", "build_protocol", "method_hash", "run_benchmark"]
 
@@ -210,25 +209,6 @@ def _stored(folder: Path, digest: str, notes: list[str]) -> MethodResult | None:
     return result if result.config_hash == digest else None
 
 
-def _worker_init(threads: int) -> None:
-    """Worker process: a share of the cores for torch, no progress bars of its own."""
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    import multiprocessing
-
-    cores = os.cpu_count() or 1
-    return ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded torch
-        initializer=_worker_init,
-        initargs=(max(1, cores // workers),),
-    )
-
-
 def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool = True) -> Path:
     """Run (or resume) the evaluation ``cfg`` describes; returns the path of ``report.md``."""
     t_start = time.perf_counter()
@@ -245,7 +225,8 @@ def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool =
     figure_ids = (
         None if cfg.figure_cases is None else [c.case_id for c in proto.cases[: cfg.figure_cases]]
     )
-    scorer = Scorer(
+    make_scorer = partial(
+        Scorer,
         proto.cases,
         cfg.quality_metrics,
         line_options=LineOptions(convention=cfg.metrology_convention),
@@ -259,53 +240,59 @@ def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool =
         ranges=cfg.ranges,
         progress=progress,
     )
-    bars = progress and cfg.workers == 1  # worker processes draw no bars of their own
+    parallel = cfg.workers > 1
+    bars = progress and not parallel  # worker processes draw no bars of their own
     pretrain = partial(train_foundation, cfg=cfg.foundation, seed=cfg.seed, progress=bars)
     finetune = partial(finetune_network, cfg=cfg.foundation, seed=cfg.seed, progress=bars)
     train = [im.data for im in proto.train]
     val = [im.data for im in proto.val]
     log.info("%s: %d cases, %d methods -> %s", cfg.title, len(proto.cases), len(names), out)
-    results = [scorer.score(control_run(proto.cases))]
-    parallel = cfg.workers > 1
-    pool = _pool(cfg.workers) if parallel else None
-    todo: list[tuple[str, Path, str, list[str], Any]] = []
+    done: dict[str, MethodResult] = {}
+    jobs: list[MethodJob] = []
+    notes: dict[str, list[str]] = {}
+    digests: dict[str, str] = {}
+    for name in names:
+        folder = methods_dir / safe_name(name)
+        digest = method_hash(name, cfg, proto.manifest)
+        notes[name] = []
+        stored = None if force else _stored(folder, digest, notes[name])
+        if stored is not None:
+            log.info("%s: unchanged results in %s, reused", name, folder)
+            done[name] = stored
+            continue
+        config = cfg.method_config.get(name, {})
+        trains = trains_here(name, config)
+        call = partial(
+            run_method,
+            name,
+            train_images=train if trains else [],
+            val_images=val if trains else [],
+            config=config,
+            options=options.model_copy(update={"progress": bars}),
+            pretrain=pretrain,
+            finetune=finetune,
+            save_dir=folder / "model",
+        )
+        jobs.append(MethodJob(name, call, trains))
+        digests[name] = digest
+    bar = tqdm(total=len(names), desc="methods", unit="method", disable=not progress)
+    bar.update(len(done))
+    pool = worker_pool(cfg.workers) if parallel and jobs else None
     try:
-        for name in names:
-            folder = methods_dir / safe_name(name)
-            digest = method_hash(name, cfg, proto.manifest)
-            notes: list[str] = []
-            stored = None if force else _stored(folder, digest, notes)
-            if stored is not None:
-                log.info("%s: unchanged results in %s, reused", name, folder)
-                todo.append((name, folder, digest, notes, stored))
-                continue
-            call = partial(
-                run_method,
-                name,
-                proto.cases,
-                train,
-                val_images=val,
-                config=cfg.method_config.get(name, {}),
-                options=options.model_copy(update={"progress": bars}),
-                pretrain=pretrain,
-                finetune=finetune,
-                save_dir=folder / "model",
-            )
-            todo.append((name, folder, digest, notes, pool.submit(call) if pool else call))
-        bar = tqdm(todo, desc="methods", unit="method", disable=not progress)
-        for name, folder, digest, notes, job in bar:
+        running = RunningJobs(pool, jobs, proto.cases) if pool is not None else None
+        scorer = make_scorer()  # meanwhile the workers start on the jobs
+        finished = running or ((j.name, j.call(cases=proto.cases)) for j in jobs)
+        for name, run in finished:
+            run.notes += notes[name]
+            done[name] = scorer.score(run, digests[name])
+            done[name].save(methods_dir / safe_name(name))
             bar.set_postfix_str(name)
-            if isinstance(job, MethodResult):
-                results.append(job)
-                continue
-            run = job.result() if isinstance(job, Future) else job()
-            run.notes += notes
-            result = scorer.score(run, digest)
-            result.save(folder)
-            results.append(result)
+            bar.update(1)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    bar.close()
+    results = [scorer.score(control_run(proto.cases))] + [done[name] for name in names]
     elapsed = time.perf_counter() - t_start
     intro = [
         f"Inputs: {proto.source}; {len(proto.cases)} cases (settings: "

@@ -1,0 +1,99 @@
+"""Methods of an evaluation run in worker processes, the cores kept busy until the end.
+
+Each worker is a process forked from a fork server (spawned where there is none) with
+``cores // workers`` torch threads (no oversubscription).
+Jobs go to the workers longest first: first every method that trains on the protocol's images
+(one job each: fit, then restore every case), then every other method split into one job per
+case (a restorer built in each job), so that short jobs fill the cores while the last long
+ones finish. The caller builds its scorer while the workers start and scores each method as
+soon as all its jobs are back; the merged run of a split method equals its run on all cases
+(:func:`~sem_train.evaluation.methods.merge_runs`), so the tables are those of a sequential run.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from . import methods
+from .methods import merge_runs
+from .protocols import Case
+from .results import MethodRun
+
+__all__ = ["MethodJob", "RunningJobs", "worker_pool"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MethodJob:
+    """A method to run: ``call(cases=...) -> MethodRun`` (picklable, e.g. a partial of
+    :func:`~sem_train.evaluation.methods.run_method`) and whether it trains on the protocol's
+    images (one job) or only restores (one job per case)."""
+
+    name: str
+    call: Callable[..., MethodRun]
+    trains: bool
+
+
+def _worker_init(threads: int) -> None:
+    """Worker process: a share of the cores for torch; a failed method is reported once, by
+    the parent process, not by each of its jobs."""
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.getLogger(methods.__name__).setLevel(logging.ERROR)
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """Fork server where the platform has one: a fresh process (no fork of a threaded torch)
+    imports this module, torch and the restorers once, and forks each worker from it (they
+    start without importing again); else spawned workers, each importing on its own."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` processes (see :func:`_context`), ``cores // workers`` torch threads each."""
+    cores = os.cpu_count() or 1
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=_context(),
+        initializer=_worker_init,
+        initargs=(max(1, cores // workers),),
+    )
+
+
+class RunningJobs:
+    """``jobs`` on ``cases`` queued on ``pool`` (longest first, see the module docstring);
+    iterating yields ``(name, run)`` for each method as soon as all its jobs are back, in the
+    order methods finish, the parts of a split method merged."""
+
+    def __init__(
+        self, pool: ProcessPoolExecutor, jobs: Sequence[MethodJob], cases: Sequence[Case]
+    ) -> None:
+        self.cases = list(cases)
+        self.futures: dict[Future, tuple[str, int]] = {}
+        for job in [j for j in jobs if j.trains]:
+            self.futures[pool.submit(job.call, cases=self.cases)] = (job.name, 1)
+        for job in [j for j in jobs if not j.trains]:
+            for c in self.cases:
+                self.futures[pool.submit(job.call, cases=[c])] = (job.name, len(self.cases))
+
+    def __iter__(self) -> Iterator[tuple[str, MethodRun]]:
+        parts: dict[str, list[MethodRun]] = {}
+        for fut in as_completed(self.futures):
+            name, expected = self.futures[fut]
+            parts.setdefault(name, []).append(fut.result())
+            if len(parts[name]) == expected:
+                run = merge_runs(parts.pop(name), self.cases)
+                if run.failed:
+                    log.warning("%s: %s", name, run.failed)
+                yield name, run

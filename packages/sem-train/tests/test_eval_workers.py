@@ -1,0 +1,89 @@
+"""Methods in worker processes: longest jobs first, restore-only methods split per case, the
+merged run equal to one run on all cases."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from functools import partial
+
+import numpy as np
+import pytest
+from sem_baselines import registry_entry
+from sem_train.evaluation import build_s2s, run_method, sample_images
+from sem_train.evaluation.methods import merge_runs, trains_here
+from sem_train.evaluation.results import MethodRun
+from sem_train.evaluation.workers import MethodJob, RunningJobs
+
+
+@pytest.fixture(scope="module")
+def cases():
+    pool = sample_images(1, (64, 80), seed=5)
+    return build_s2s(pool, n_train=0, n_eval=len(pool), settings=("midpoint",))[3]
+
+
+class _InlinePool:
+    """A pool running each job at once, recording what was submitted, in order."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[str, list[str]]] = []
+
+    def submit(self, fn, **kwargs) -> Future:
+        self.submitted.append((fn.args[0], [c.case_id for c in kwargs["cases"]]))
+        fut: Future = Future()
+        fut.set_result(fn(**kwargs))
+        return fut
+
+
+def test_training_methods_go_first_and_restore_only_methods_split_per_case(cases):
+    job = partial(run_method, train_images=[], val_images=[])
+    jobs = [
+        MethodJob("wiener", partial(job, "wiener"), trains=False),
+        MethodJob("input", partial(job, "input"), trains=False),
+        MethodJob("richardson-lucy", partial(job, "richardson-lucy"), trains=True),  # as if
+    ]
+    pool = _InlinePool()
+    running = RunningJobs(pool, jobs, cases)  # type: ignore[arg-type]
+    ids = [c.case_id for c in cases]
+    assert len(ids) == 3
+    assert pool.submitted == [
+        ("richardson-lucy", ids),
+        *[("wiener", [i]) for i in ids],
+        *[("input", [i]) for i in ids],
+    ]
+    runs = dict(running)
+    assert set(runs) == {"wiener", "input", "richardson-lucy"}
+    whole = run_method("wiener", cases, [])
+    assert list(runs["wiener"].outputs) == ids  # in case order, as one run on all cases
+    for i in ids:
+        np.testing.assert_array_equal(runs["wiener"].outputs[i], whole.outputs[i])
+    assert runs["wiener"].failed is None and not runs["wiener"].case_errors
+
+
+def test_merged_failures_read_as_one_run_on_all_cases(cases):
+    ids = [c.case_id for c in cases]
+    out = np.zeros((4, 4), np.float32)
+    ok = MethodRun("m", outputs={ids[0]: out}, restore_seconds=1.5, fit_seconds=0.2, notes=["a"])
+    bad = [MethodRun("m", case_errors={i: f"ValueError: {i}"}, restore_seconds=1.0) for i in ids]
+    merged = merge_runs([bad[2], ok, bad[1]], cases)
+    assert merged.failed is None and list(merged.outputs) == [ids[0]]
+    assert merged.case_errors == {ids[1]: f"ValueError: {ids[1]}", ids[2]: f"ValueError: {ids[2]}"}
+    assert merged.restore_seconds == pytest.approx(3.5) and merged.fit_seconds == 0.2
+    assert merged.notes == ["a"]
+    # every case failed: the first case's reason, whatever order the parts came back in
+    assert merge_runs(bad[::-1], cases).failed == f"every case failed: ValueError: {ids[0]}"
+    # a part that could not even be built fails the method with its reason and notes
+    unbuilt = MethodRun("m", failed="could not be built or trained: X", notes=["give --set"])
+    merged = merge_runs([ok, unbuilt], cases)
+    assert merged.failed == "could not be built or trained: X" and merged.notes == ["give --set"]
+    with pytest.raises(ValueError, match="at least one"):
+        merge_runs([], cases)
+
+
+def test_trains_here_follows_the_registry():
+    assert trains_here("n2v", {}) and not trains_here("wiener", {})
+    assert registry_entry("sem-foundation").finetune_field == "finetune_here"
+    assert trains_here("sem-foundation", {"finetune_here": True})
+    assert not trains_here("sem-foundation", {"finetune_here": False})
+    assert trains_here("mae-sem", {})  # no checkpoint: pretrained on the protocol's images
+    assert not trains_here("mae-sem", {"checkpoint_dir": "runs/x"})
+    assert trains_here("mae-imagenet", {"weights_path": "w.pth"})  # always fine-tuned here
