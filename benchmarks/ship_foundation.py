@@ -91,7 +91,8 @@ def _rows(table: str) -> dict[str, list[str]]:
 
 def _verdict(table: str) -> str:
     """The bar of the model (raw PSNR >= control + 1 dB; affine PSNR >= every baseline + 1 dB;
-    SSIM and CD(MAE) best), read from the table."""
+    SSIM, CD(MAE) and Avg(MAE) best), read from the table; the dense ablation (``mae-sem``)
+    is the model's own MoE-vs-dense comparison, not a baseline."""
     rows = _rows(table)
     ours = rows.get("sem-foundation")
     control = rows.get("control (y − b)/a")
@@ -100,7 +101,7 @@ def _verdict(table: str) -> str:
     others = {
         k: v
         for k, v in rows.items()
-        if k not in ("sem-foundation", "sem-foundation-zero-shot", "defocused input")
+        if k not in ("sem-foundation", "sem-foundation-zero-shot", "defocused input", "mae-sem")
         and not k.startswith("control")
         and not k.endswith("true-psf")
         and v[0] != "✗"
@@ -112,6 +113,7 @@ def _verdict(table: str) -> str:
     best_aff = max(others.items(), key=lambda kv: num(kv[1][1]))
     best_ssim = max(others.items(), key=lambda kv: num(kv[1][2]))
     best_cd = min(others.items(), key=lambda kv: num(kv[1][3]))
+    best_avg = min(others.items(), key=lambda kv: num(kv[1][4]))
     checks = [
         (
             f"raw PSNR {ours[0]} dB against the control's {control[0]} dB + 1 dB",
@@ -129,6 +131,11 @@ def _verdict(table: str) -> str:
         (
             f"CD(MAE) {ours[3]} nm against the best baseline's ({best_cd[0]}, {best_cd[1][3]} nm)",
             num(ours[3]) <= num(best_cd[1][3]),
+        ),
+        (
+            f"Avg(MAE) {ours[4]} nm against the best baseline's ({best_avg[0]}, "
+            f"{best_avg[1][4]} nm)",
+            num(ours[4]) <= num(best_avg[1][4]),
         ),
     ]
     lines = [f"- {'met' if ok else '**not met**'}: {text}" for text, ok in checks]
@@ -217,15 +224,17 @@ across machines).
 
 {times}
 
-Fine-tuning departs from the paper's protocol in three measured-for-scale choices: crops at
+Fine-tuning departs from the paper's protocol in four measured-for-scale choices: crops at
 the native pixel scale only (the blur a window sees at inference), all 8 orientations of each
-crop, and the encoder trained too (a ViT-tiny pretrained for minutes is not a frozen feature
-extractor one can rely on). The ten fine-tuning images are listed in
+crop, the encoder trained too (a ViT-tiny pretrained for minutes is not a frozen feature
+extractor one can rely on), and physics guidance (the same recipe without it ended at 23.38 dB
+affine-matched / SSIM 0.412 / CD(MAE) 2.18 nm on this table: brightness corrected, edges
+still blurred). The ten fine-tuning images are listed in
 `runs/cpu-base/finetune/data_split.json`.
 
 ## S→S evaluation (held-out generated images, fixed seeds)
 `sem benchmark --config benchmarks/configs/foundation_s2s.yaml --set
-mae-sem.checkpoint_dir=runs/dense/finetune` (the `mae-sem` row is then
+mae-sem.checkpoint_dir=runs/cpu-base-dense/finetune` (the `mae-sem` row is then
 the dense ablation trained with the same recipe and budget); quality columns are means over the
 cases, PSNR (dB) as in the paper and after least-squares affine intensity matching
 ("structure, not brightness"); the control is the input with only the true gain and offset
@@ -236,11 +245,15 @@ inverted.
 ## The bar, and what this model does
 {_verdict(table) if args.table else "(not measured)"}
 
-Read with the panels of the same report: this model undoes the gain and offset and removes
-part of the noise (hence the best raw PSNR), but it does not refocus: after affine intensity
-matching the blind-PSF Wiener and Richardson-Lucy deconvolutions stay ahead, and its edges
-remain blurred. A ViT-tiny fine-tuned for 30 minutes on 10 images does not learn to invert a
-1-30 px Airy blur; the paper's scale (ViT-L, 400 epochs, GPUs) is what the `paper` preset runs.
+Read with the panels of the same report: the model returns the blind-PSF deconvolution it
+starts from with the gain and offset undone and part of the noise and ringing removed (hence
+the best raw PSNR, SSIM and Avg(MAE)); lines and contacts are resolved where the input shows
+a blur, no patch grid is visible. Its structure after affine matching is at the level of the
+Wiener deconvolution (a few hundredths of a dB above it), not the +1 dB the bar asks: the
+learned corrections on top of the physics estimate stay small after 960 fine-tuning steps of
+a ViT-tiny, and fine edges (resist line edges, particle rims) remain soft. Avg(MAE) is the
+best of all rows, CD(MAE) is not (BM3D's and MRN's line widths are closer). The paper's scale
+(ViT-L, 400 epochs, GPUs) is what the `paper` preset runs.
 The zero-shot model is an MAE: it reconstructs each masked patch from its neighbours, close to
 the patch's mean at this size (its panels show the 16-px patch grid); it was never trained to
 deblur, and its row says so.
