@@ -149,6 +149,31 @@ def _verdict(table: str) -> str:
     return "\n".join(lines)
 
 
+def _rerun(table: str, rerun: Path | None) -> str:
+    """How close a rerun of the fine-tune lands, read from both benchmark tables."""
+    if rerun is None:
+        return (
+            "How close a rerun lands has not been measured yet (the recipe is seeded; torch CPU "
+            "kernels are not bitwise deterministic across machines)."
+        )
+    ours = _rows(table).get("sem-foundation")
+    again = _rows(rerun.read_text()).get("sem-foundation")
+    if not ours or not again:
+        return "(no sem-foundation row in the rerun's table)"
+    names = ["raw PSNR", "affine-matched PSNR", "SSIM", "CD(MAE)", "Avg(MAE)"]
+    units = [" dB", " dB", "", " nm", " nm"]
+    parts = [
+        f"{n} {a}{u} (shipped: {b}{u})"
+        for n, a, b, u in zip(names, again, ours, units, strict=False)
+    ]
+    return (
+        "How close a rerun lands: the fine-tune rerun from the same Stage-3 model with another "
+        "seed (`run.seed: 1`: other crops, pairs and initial head) scores "
+        + "; ".join(parts)
+        + " on the S→S table below."
+    )
+
+
 def _guides(model) -> str:
     """The physics-guidance sentence of the card (empty for an unguided model)."""
     if not model.guide_balances:
@@ -167,6 +192,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="the recipe's output folder (runs/cpu-base)")
     ap.add_argument("--table", type=Path, help="table.md of the S→S benchmark of this model")
+    ap.add_argument(
+        "--rerun",
+        type=Path,
+        help="table.md of the same benchmark for a rerun of the fine-tune (another seed)",
+    )
     ap.add_argument("--dest", type=Path, default=SHIPPED_ROOT)
     args = ap.parse_args()
     ft = resolve_model_dir(args.run / "finetune")
@@ -218,9 +248,7 @@ sem train recipe --config cpu-base --data path/to/sem_corpus --output-dir runs/c
 uv run python benchmarks/ship_foundation.py runs/cpu-base --table bench-foundation-report/table.md
 ```
 Wall time on a 2-core CPU (shared with other work; one torch thread per process, which on a
-busy machine ran 5-6x faster than two): {total / 60:.0f} min. How close a rerun lands has not
-been measured yet (the recipe is seeded; torch CPU kernels are not bitwise deterministic
-across machines).
+busy machine ran 5-6x faster than two): {total / 60:.0f} min. {_rerun(table, args.rerun)}
 
 {times}
 
