@@ -43,7 +43,8 @@ from sem_models.mae import MaskedAutoencoder
 from sem_physics.atomic import atomic_write_text
 from torch import nn
 
-from .guides import guide_channels, image_psf
+from .classical.deconv import choose_psf
+from .guides import guide_channels
 from .learned.base import resolve_device
 from .restorer import CONFIG_FILE, RestorerConfigError, check_image, register
 
@@ -146,8 +147,9 @@ class _MAERestorer:
         x = image / np.float32(255.0)
         balances = getattr(self.network, "guide_balances", ())
         if balances:  # a guided model: append the image's deconvolutions (blind PSF)
-            psf, self.last_params = image_psf(image)
-            x = guide_channels(x, psf, balances)
+            choice = choose_psf(image, "adaptive", None, None)
+            self.last_params = choice.as_dict()
+            x = guide_channels(x, choice.psf, balances)
         cfg, win = self.config, self.window_px
         y = sliding_window(self.network, x, win, min(cfg.overlap_px, win - 1), cfg.batch_size)
         out = np.asarray(y, dtype=np.float32) * np.float32(255.0)
