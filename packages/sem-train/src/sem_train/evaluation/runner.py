@@ -9,9 +9,9 @@ whose configuration changed. A folder whose results belong to other protocol inp
 unless ``force`` is given.
 
 With ``workers > 1`` the methods to run are fitted and run in that many worker processes
-(:mod:`.workers`: spawned, ``cores // workers`` torch threads each, the training methods first
-and every other method split into one job per case); scoring and saving stay in this process,
-so the results and the report are those of a sequential run.
+(:mod:`.workers`: forked from a fork server, ``cores // workers`` torch threads each, the
+training methods first and every other method split into one job per case); scoring and
+saving stay in this process, so the results and the report are those of a sequential run.
 """
 
 from __future__ import annotations
