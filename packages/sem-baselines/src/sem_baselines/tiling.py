@@ -46,11 +46,16 @@ def window_size(n: int, tile: int, margin: int) -> int:
     """Side (px) of the windows along an axis of ``n`` px (see :func:`tile_layout`)."""
     if n <= tile:
         return n
-    count = max(2, math.ceil((n - 2 * margin) / (tile - 2 * margin)))
+    count = _count(n, tile, margin)
     size = min(tile, math.ceil((n + 2 * margin * (count - 1)) / count))
     while size < tile and min(_overlaps(n, size, count)) < 2 * margin:  # integer starts
         size += 1
     return size
+
+
+def _count(n: int, tile: int, margin: int) -> int:
+    """The fewest windows of at most ``tile`` px overlapping by ``>= 2 * margin`` px (n > tile)."""
+    return max(2, math.ceil((n - 2 * margin) / (tile - 2 * margin)))
 
 
 def _starts(n: int, size: int, count: int) -> list[int]:
@@ -72,7 +77,7 @@ def tile_layout(n: int, tile: int, margin: int) -> list[tuple[int, int, int]]:
     if n <= tile:
         return [(0, 0, n)]
     size = window_size(n, tile, margin)
-    count = max(2, math.ceil((n - 2 * margin) / (tile - 2 * margin)))
+    count = _count(n, tile, margin)
     starts = _starts(n, size, count)
     bounds = [0] + [(a + size + b) // 2 for a, b in itertools.pairwise(starts)] + [n]
     return [(s, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
