@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch.nn.functional as F
 from baselines_testkit import TINY, TINY_FIT, lines_image, psnr
 from sem_baselines import RestorerConfigError, get_restorer, tiled_apply
 from sem_baselines.learned.noise2void import blind_spot_mask
+from sem_baselines.learned.training import native_bf16
 from sem_baselines.nets import MRNConfig, MultiScaleRefocusNet, UNet, UNetConfig
 from sem_physics import ParameterRanges, degrade
 
@@ -255,7 +258,7 @@ def test_short_training_restores_what_the_method_is_trained_for(name, config, ra
 @pytest.mark.parametrize(
     ("setting", "fit_kw", "dtype"),
     [
-        ("auto", {}, torch.float32),  # auto: bf16 on CUDA only
+        ("auto", {}, None),  # auto: bf16 where the hardware has it (see below)
         ("bf16", {}, torch.bfloat16),
         ("bf16", {"precision": "fp32"}, torch.float32),  # a fit keyword wins over the config
         ("fp32", {"precision": "bf16"}, torch.bfloat16),
@@ -267,6 +270,27 @@ def test_train_precision_sets_the_arithmetic_of_the_forward_passes(setting, fit_
     first = next(m for m in r.network.modules() if isinstance(m, torch.nn.Conv2d))
     first.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
     result = r.fit(TRAIN, val_images=TRAIN[:1], progress=False, **TINY_FIT, **fit_kw)
+    if dtype is None:
+        dtype = torch.bfloat16 if native_bf16(torch.device("cpu")) else torch.float32
     assert seen == {dtype}  # training and validation forward passes alike
     assert all(p.dtype == torch.float32 for p in r.network.parameters())  # fp32 weights
     assert np.isfinite(result.last_train_loss)
+
+
+def _cpuinfo_flags() -> set[str] | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    lines = [line for line in text.splitlines() if line.startswith("flags")]
+    return set(lines[0].split(":", 1)[1].split()) if lines else None
+
+
+def test_native_bf16_on_the_cpu_agrees_with_the_processor_flags():
+    """auto precision trains in bf16 exactly on CPUs that compute it in hardware."""
+    flags = _cpuinfo_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo flags on this system (not Linux)")
+    expected = bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert native_bf16(torch.device("cpu")) is expected
+    assert native_bf16(torch.device("meta")) is False

@@ -3,6 +3,7 @@ merged run equal to one run on all cases."""
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future
 from functools import partial
 
@@ -12,7 +13,7 @@ from sem_baselines import registry_entry
 from sem_train.evaluation import build_s2s, run_method, sample_images
 from sem_train.evaluation.methods import merge_runs, trains_here
 from sem_train.evaluation.results import MethodRun
-from sem_train.evaluation.workers import MethodJob, RunningJobs
+from sem_train.evaluation.workers import MethodJob, RunningJobs, beside_workers
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +88,13 @@ def test_trains_here_follows_the_registry():
     assert trains_here("mae-sem", {})  # no checkpoint: pretrained on the protocol's images
     assert not trains_here("mae-sem", {"checkpoint_dir": "runs/x"})
     assert trains_here("mae-imagenet", {"weights_path": "w.pth"})  # always fine-tuned here
+
+
+@pytest.mark.parametrize("workers", [1, 2, 64])
+def test_the_coordinating_process_keeps_only_the_cores_the_workers_leave(workers):
+    import torch
+
+    before = torch.get_num_threads()
+    with beside_workers(workers):
+        assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) - workers)
+    assert torch.get_num_threads() == before

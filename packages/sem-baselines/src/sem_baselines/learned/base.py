@@ -56,9 +56,10 @@ class LearnedConfig(BaseModel):
     init_seed: int = Field(default=0, ge=0, description="seed of the weight initialisation")
     train_precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto",
-        description="arithmetic of fit's forward passes: auto = bf16 autocast on CUDA, fp32 "
-        "elsewhere; bf16 = bf16 autocast on any device (about 2x faster on a CPU with native "
-        "bf16, e.g. AVX512-BF16; fp32 weights and losses either way)",
+        description="arithmetic of fit's forward passes: auto = bf16 autocast where the device "
+        "computes bf16 in hardware (CUDA with bf16; a CPU with AVX512-BF16 or AMX, about 2x "
+        "faster there), fp32 elsewhere; bf16 = bf16 autocast on any device; fp32 = full fp32 "
+        "(fp32 weights and losses either way)",
     )
     clip: bool = Field(default=True, description="clip restored images to 0..255")
 

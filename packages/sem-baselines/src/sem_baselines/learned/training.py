@@ -13,8 +13,10 @@ borders (the forward model's convention) on the training device. Validation uses
 patches and fixed degradations drawn once from ``seed + 1``; the weights of the epoch with
 the lowest validation loss (training loss when there are no validation images) are kept.
 Mixed precision (``precision``, by default the restorer's ``train_precision``): ``auto`` is
-bf16 autocast on CUDA and full fp32 elsewhere, ``bf16`` bf16 autocast on any device, ``fp32``
-full fp32. A non-finite loss stops training and keeps the best weights so far.
+bf16 autocast where the device computes bf16 in hardware (:func:`native_bf16`: CUDA with bf16,
+a CPU with AVX512-BF16 or AMX) and full fp32 elsewhere, ``bf16`` bf16 autocast on any device,
+``fp32`` full fp32. Weights, optimiser state and losses stay fp32 either way; restoring
+(inference) is fp32 on the CPU. A non-finite loss stops training and keeps the best weights so far.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "FitResult",
     "TrainablePieces",
     "fit_restorer",
+    "native_bf16",
     "resolve_device",
     "sample_patches",
     "trainable_restorers",
@@ -155,10 +158,22 @@ def _check_images(images: list[np.ndarray] | None, what: str, size: int) -> list
     return checked
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware: a CUDA GPU with bf16, or a CPU with
+    AVX512-BF16 or AMX (where bf16 autocast roughly halves a convolution step; elsewhere it
+    is emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    return False
+
+
 def _bf16(precision: str, device: torch.device) -> bool:
     """Whether forward passes run under bf16 autocast (see the module docstring)."""
     if precision == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return native_bf16(device)
     return precision == "bf16"
 
 

@@ -11,6 +11,7 @@ import math
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sem_metrology import LineMeasurement
@@ -35,6 +36,45 @@ def _figure(width: float, height: float):
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     return fig
+
+
+#: Tile grid geometry (inches): a tile's image box, the title band above it, the suptitle band.
+_TILE_W, _TILE_IMG, _TILE_TITLE, _SUPTITLE = 3.0, 3.0, 0.6, 0.35
+
+
+def _tile_axes(n: int, max_cols: int) -> tuple[Any, list[Any]]:
+    """A figure with ``n`` image tiles on a fixed grid (no layout engine: tight_layout's text
+    measurements cost more than drawing), axes off, room above each tile for a title."""
+    nr, nc = _grid(n, max_cols)
+    width, height = _TILE_W * nc, (_TILE_IMG + _TILE_TITLE) * nr + _SUPTITLE
+    fig = _figure(width, height)
+    axes = []
+    pad = 0.05
+    for i in range(n):
+        r, c = divmod(i, nc)
+        bottom = height - _SUPTITLE - (r + 1) * (_TILE_IMG + _TILE_TITLE)
+        ax = fig.add_axes(
+            (
+                (c * _TILE_W + pad) / width,
+                (bottom + pad) / height,
+                (_TILE_W - 2 * pad) / width,
+                (_TILE_IMG - 2 * pad) / height,
+            )
+        )
+        ax.set_axis_off()
+        axes.append(ax)
+    return fig, axes
+
+
+def _tile_title(ax: Any, text: str, **style: Any) -> None:
+    """A title just above the tile's image (plain text: no title-placement pass)."""
+    ax.text(0.5, 1.01, text, transform=ax.transAxes, ha="center", va="bottom", **style)
+
+
+def _suptitle(fig: Any, text: str) -> None:
+    fig.text(
+        0.5, 1 - 0.5 * _SUPTITLE / fig.get_figheight(), text, ha="center", va="center", fontsize=9
+    )
 
 
 def _crop_box(shape: tuple[int, ...], size: int | None) -> tuple[slice, slice]:
@@ -76,12 +116,8 @@ def save_panels(
     lo, hi = np.percentile(case.reference[rs, cs], [0.5, 99.5])
     if hi <= lo:
         lo, hi = float(case.reference.min()), float(case.reference.max()) + 1e-3
-    nr, nc = _grid(len(tiles), max_cols)
-    fig = _figure(3.0 * nc, 3.6 * nr)
-    axes = np.atleast_1d(fig.subplots(nr, nc)).ravel()
-    for ax in axes:
-        ax.set_axis_off()
-    for ax, (name, img, note) in zip(axes, tiles, strict=False):
+    fig, axes = _tile_axes(len(tiles), max_cols)
+    for ax, (name, img, note) in zip(axes, tiles, strict=True):
         if img is None:
             ax.text(
                 0.5,
@@ -94,12 +130,11 @@ def save_panels(
             )
             continue
         ax.imshow(img[rs, cs], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-        ax.set_title(name + (f"\n{note}" if note else ""), fontsize=8)
+        _tile_title(ax, name + (f"\n{note}" if note else ""), fontsize=8)
     crop = (
         "full frame" if crop_px is None else f"centre {rs.stop - rs.start}×{cs.stop - cs.start} px"
     )
-    fig.suptitle(f"{case.case_id} — {crop}, grey scale of the focused image", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    _suptitle(fig, f"{case.case_id} — {crop}, grey scale of the focused image")
     return _save(fig, path)
 
 
@@ -119,17 +154,13 @@ def save_edge_overlays(
     rs, cs = _crop_box(case.reference.shape, crop_px)
     lo, hi = np.percentile(case.reference[rs, cs], [0.5, 99.5])
     names = list(images)
-    nr, nc = _grid(len(names), max_cols)
-    fig = _figure(3.0 * nc, 3.6 * nr)
-    axes = np.atleast_1d(fig.subplots(nr, nc)).ravel()
-    for ax in axes:
-        ax.set_axis_off()
-    for ax, name in zip(axes, names, strict=False):
+    fig, axes = _tile_axes(len(names), max_cols)
+    for ax, name in zip(axes, names, strict=True):
         ax.imshow(images[name][rs, cs], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         m = measurements.get(name)
         if m is None or not m.valid:
             why = "not measured" if m is None else f"✗ {m.reason}"
-            ax.set_title(f"{name}\n{_fit_text(why, 120, 44)}", fontsize=7, color="tab:red")
+            _tile_title(ax, f"{name}\n{_fit_text(why, 120, 44)}", fontsize=7, color="tab:red")
             continue
         r0, c0 = (m.roi[0], m.roi[2]) if m.roi else (0, 0)
         for edges, colour in ((m.leading_edges_px, "tab:orange"), (m.trailing_edges_px, "cyan")):
@@ -149,9 +180,8 @@ def save_edge_overlays(
                 )
         ax.set_xlim(-0.5, cs.stop - cs.start - 0.5)
         ax.set_ylim(rs.stop - rs.start - 0.5, -0.5)
-        ax.set_title(f"{name}\nCD {m.cd_nm:.2f} nm, LWR {m.lwr_nm:.2f} nm", fontsize=8)
-    fig.suptitle(f"{case.case_id} — detected edges (leading orange, trailing cyan)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+        _tile_title(ax, f"{name}\nCD {m.cd_nm:.2f} nm, LWR {m.lwr_nm:.2f} nm", fontsize=8)
+    _suptitle(fig, f"{case.case_id} — detected edges (leading orange, trailing cyan)")
     return _save(fig, path)
 
 

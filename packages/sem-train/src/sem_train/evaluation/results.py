@@ -167,7 +167,8 @@ class MethodResult(BaseModel):
         keys = sorted(self.outputs)
         atomic_write(
             d / OUTPUTS_FILE,
-            lambda tmp: np.savez_compressed(
+            # Uncompressed: zlib shrinks restored frames by ~15 % at 0.3 s per method.
+            lambda tmp: np.savez(
                 tmp, keys=np.array(keys), **{f"o{i}": self.outputs[k] for i, k in enumerate(keys)}
             ),
         )

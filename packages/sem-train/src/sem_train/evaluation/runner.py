@@ -11,7 +11,8 @@ unless ``force`` is given.
 With ``workers > 1`` the methods to run are fitted and run in that many worker processes
 (:mod:`.workers`: forked from a fork server, ``cores // workers`` torch threads each, the
 training methods first and every other method split into one job per case); scoring and
-saving stay in this process, so the results and the report are those of a sequential run.
+saving stay in this process (on the cores' remainder, at least one torch thread, while the
+workers run), so the results and the report are those of a sequential run.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -40,7 +42,7 @@ from .report import ReportInputs, mark_incomplete, safe_name, write_report
 from .results import MethodResult, ResultFileError
 from .scoring import Scorer
 from .sources import EvalImage, list_images, load_images, sample_images
-from .workers import MethodJob, RunningJobs, worker_pool
+from .workers import MethodJob, RunningJobs, beside_workers, worker_pool
 
 __all__ = ["Protocol", "build_protocol", "method_hash", "run_benchmark"]
 
@@ -279,15 +281,16 @@ def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool =
     bar.update(len(done))
     pool = worker_pool(cfg.workers) if parallel and jobs else None
     try:
-        running = RunningJobs(pool, jobs, proto.cases) if pool is not None else None
-        scorer = make_scorer()  # meanwhile the workers start on the jobs
-        finished = running or ((j.name, j.call(cases=proto.cases)) for j in jobs)
-        for name, run in finished:
-            run.notes += notes[name]
-            done[name] = scorer.score(run, digests[name])
-            done[name].save(methods_dir / safe_name(name))
-            bar.set_postfix_str(name)
-            bar.update(1)
+        with beside_workers(cfg.workers) if pool is not None else nullcontext():
+            running = RunningJobs(pool, jobs, proto.cases) if pool is not None else None
+            scorer = make_scorer()  # meanwhile the workers start on the jobs
+            finished = running or ((j.name, j.call(cases=proto.cases)) for j in jobs)
+            for name, run in finished:
+                run.notes += notes[name]
+                done[name] = scorer.score(run, digests[name])
+                done[name].save(methods_dir / safe_name(name))
+                bar.set_postfix_str(name)
+                bar.update(1)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
