@@ -264,3 +264,15 @@ def test_s2r_benchmark_scores_real_pairs(tmp_path):
         assert r["psnr"] == pytest.approx(10 * np.log10(255.0**2 / np.mean((a - b) ** 2)), rel=1e-4)
     report = (cfg.out / "report.md").read_text()
     assert "control (y − b)/a | ✗" in report and "true gain and offset are unknown" in report
+
+
+def test_demo_preset_settings_merge_with_the_users_per_method_settings():
+    preset = demo_config()
+    assert preset.method_config["bm3d"] == {"profile": "lc"}  # the demo's fast BM3D
+    cfg = demo_config(method_config={"bm3d": {"threads": 1}, "wiener": {"balance": 0.1}})
+    assert cfg.method_config["bm3d"] == {"profile": "lc", "threads": 1}
+    assert cfg.method_config["wiener"] == {"balance": 0.1}
+    assert demo_config(method_config={"bm3d": {"profile": "np"}}).method_config["bm3d"] == {
+        "profile": "np"
+    }
+    assert "bm3d" not in demo_config(methods=["wiener"]).method_names()

@@ -12,7 +12,8 @@ Gaussian (the 3x3 median is correlated with the centre pixel), so the raw estima
 suite re-measures it). ``correct_highpass=True`` (default) divides by ``c``; ``False`` keeps the
 raw MAD estimate. The estimate is reliable on smooth (e.g. defocused) content; where intensity
 steps within 3 px are much larger than the noise, the median tends to pick the centre pixel's
-own value and the estimate is biased low (a test documents this). Other BM3D settings are the package defaults (profile "np", both stages).
+own value and the estimate is biased low (a test documents this). Other BM3D settings are the package defaults (profile "np", both stages); ``profile="lc"`` selects the authors' fast
+profile (:class:`BM3DProfileLC`).
 
 Threads: by default as many as torch's intra-op threads, this process's share of the cores (an
 evaluation's worker processes have one each); with one thread the output is deterministic
@@ -30,11 +31,35 @@ from scipy.ndimage import median_filter
 
 from ..restorer import check_image, register
 
-__all__ = ["HIGHPASS_MAD_FACTOR", "MAD_TO_SIGMA", "BM3DConfig", "BM3DRestorer", "estimate_sigma"]
+__all__ = [
+    "HIGHPASS_MAD_FACTOR",
+    "MAD_TO_SIGMA",
+    "BM3DConfig",
+    "BM3DProfileLC",
+    "BM3DRestorer",
+    "estimate_sigma",
+]
 
-#: The package's named profiles (``bm3d.bm3d(profile="np")`` builds the same object).
+
+class BM3DProfileLC(_bm3d.BM3DProfile):
+    """The authors' fast profile "lc" (reference BM3D.m, Dabov et al. 2007): reference blocks
+    every 6 px (hard thresholding) and 5 px (Wiener) instead of 3, 25-px search windows instead
+    of 39, at most 16 blocks per Wiener group instead of 32. About 2-3x faster than "np" for
+    about 0.1-0.2 dB less PSNR on white noise (its fast-search shortcuts are not in the
+    ``bm3d`` package)."""
+
+    step_ht = 6
+    search_window_ht = 25
+    step_wiener = 5
+    max_3d_size_wiener = 16
+    search_window_wiener = 25
+
+
+#: The package's named profiles (``bm3d.bm3d(profile="np")`` builds the same object), and
+#: the authors' fast profile "lc".
 _PROFILES = {
     "np": _bm3d.BM3DProfile,
+    "lc": BM3DProfileLC,
     "refilter": _bm3d.BM3DProfileRefilter,
     "vn": _bm3d.BM3DProfileVN,
     "vn_old": _bm3d.BM3DProfileVNOld,
@@ -63,7 +88,11 @@ class BM3DConfig(BaseModel):
         default=None, gt=0, le=1, description="noise std on the [0, 1] scale; None = estimate"
     )
     correct_highpass: bool = Field(default=True, description="divide the MAD estimate by 0.862")
-    profile: str = Field(default="np", pattern="^(np|refilter|vn|vn_old|high|deb)$")
+    profile: str = Field(
+        default="np",
+        pattern="^(np|lc|refilter|vn|vn_old|high|deb)$",
+        description="np = the standard profile; lc = the authors' fast profile (BM3DProfileLC)",
+    )
     threads: int | None = Field(
         default=None, ge=1, le=1024, description="threads; None = torch.get_num_threads()"
     )
