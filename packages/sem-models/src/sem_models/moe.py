@@ -32,8 +32,8 @@ order within an expert) and each expert multiplies its own rows, by one of two p
   forward into ``(K, D, H)`` and ``(K, H, D_out)`` (``torch.stack`` passes each expert's
   gradient back to its own parameters, so checkpoints, upcycling and DDP see the same
   modules) and ``torch.nn.functional.grouped_mm`` multiplies each expert's rows with the
-  group ends ``cumsum(counts)`` given as a device tensor; biases are gathered per row. Python
-  reads nothing back from the device (tested by making ``.tolist()``, ``.item()``, ``.cpu()``,
+  group ends given as a device tensor (groups padded to multiples of 16 bytes of rows);
+  biases are gathered per row. Python reads nothing back from the device (tested by making ``.tolist()``, ``.item()``, ``.cpu()``,
   ``bool()``, ``int()`` raise). An idle expert is an empty group and gets a zero gradient.
   Whether the kernel itself waits on the device depends on torch: on CUDA only the bf16
   kernel of compute capability 9.x/10.x reads the offsets on the device; elsewhere
@@ -46,10 +46,10 @@ order within an expert) and each expert multiplies its own rows, by one of two p
   ``counts.tolist()`` (one device synchronisation per layer and forward on a GPU), one
   ``Mlp`` call per non-empty expert; an idle expert joins the graph through an exact-zero term.
 
-``"auto"`` (default) takes the grouped path where it is sync-free and not slower: CUDA with
-bf16 matrices (bf16 autocast or a bf16 model) on compute capability 9.x/10.x; on the CPU,
-where a host read costs nothing, the loop (measured faster, ``benchmarks/bench_moe_dispatch.py``);
-every other case the loop. Both paths give the same outputs and gradients to float rounding
+``"auto"`` (default) takes the grouped path where it removes the synchronisation: CUDA with
+bf16 matrices (bf16 autocast or a bf16 model) on compute capability 9.x/10.x; everywhere
+else the loop. On the CPU a host read costs nothing and the grouped path measured 1.10-1.25x
+slower (the per-forward weight copy; ``benchmarks/bench_moe_dispatch.py``). Both paths give the same outputs and gradients to float rounding
 (tested). With a ``capacity_factor`` an expert accepts at most
 ``C = ceil(cf * T * top_k / K)`` assignments of the ``T`` tokens, in priority order, so a first
 choice is never displaced by a second one; the dispatch then has static shapes ``(K, C)`` and
@@ -291,7 +291,7 @@ class MoEMlp(nn.Module):
     # ------------------------------------------------------------------ dropless paths
     def _compute_dtype(self, h: torch.Tensor) -> torch.dtype:
         """The dtype the experts' matrix products run in: autocast's, else the weights'."""
-        dtype = self.experts[0].fc1.weight.dtype
+        dtype = cast(nn.Linear, cast(Mlp, self.experts[0]).fc1).weight.dtype
         dev = h.device.type
         if dtype != torch.float64 and torch.is_autocast_enabled(dev):
             return torch.get_autocast_dtype(dev)
@@ -306,7 +306,7 @@ class MoEMlp(nn.Module):
         """
         if _GROUPED_MM is None:
             return False
-        e = self.experts[0]
+        e = cast(Mlp, self.experts[0])
         if not (isinstance(e.fc1, nn.Linear) and isinstance(e.fc2, nn.Linear)):
             return False
         if not isinstance(e.norm, nn.Identity) or any(True for _ in e.act.parameters()):
@@ -335,35 +335,50 @@ class MoEMlp(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every assignment computed by two grouped GEMMs; no host read of the routing.
 
-        Rows sorted by expert (stable: priority order within an expert); group ``e`` ends at
-        ``cumsum(counts)[e]``, an int32 tensor on ``h``'s device.
+        Rows are sorted by expert (stable: priority order within an expert) into a buffer of
+        static length ``R >= A + K (m - 1)`` in which every group starts and ends at a
+        multiple of ``m`` rows, 16 bytes of the compute dtype (in the weight gradient the rows
+        are the contraction, which torch's CUDA kernel loads in aligned 16-byte pieces); the
+        last group runs to the end of the buffer, since ``grouped_mm`` leaves rows after the
+        last offset unwritten. Group ``e`` ends at ``offs[e]``, an int32 tensor on ``h``'s
+        device. Padding rows are zero inputs whose outputs are never read, so they add
+        nothing to any gradient.
         """
+        k_exp, n_assign = self.num_experts, a.expert.shape[0]
+        dtype = self._compute_dtype(h)
+        m = 16 // dtype.itemsize
         counts = a.onehot.sum(0)  # (K,)
         order = torch.argsort(a.expert, stable=True)
-        token_of = a.token[order]  # (A,)
-        expert_of = a.expert[order]  # (A,) non-decreasing
-        offs = counts.cumsum(0).to(torch.int32)  # (K,) group ends
-        dtype = self._compute_dtype(h)
-        first = cast(Mlp, self.experts[0])  # every expert has the same parameter-free layers
+        token_of, expert_of = a.token[order], a.expert[order]  # (A,); experts non-decreasing
+        padded = (counts + m - 1) // m * m  # (K,) group sizes rounded up to m rows
+        ends = padded.cumsum(0)  # (K,) group ends in the buffer
+        shift = (ends - padded) - (counts.cumsum(0) - counts)  # buffer minus packed group start
+        row = torch.arange(n_assign, device=h.device) + shift[expert_of]  # (A,) buffer row
+        n_rows = -(-(n_assign + k_exp * (m - 1)) // m) * m  # rounded up to m rows
+        row_expert = torch.searchsorted(ends, torch.arange(n_rows, device=h.device), right=True)
+        row_expert = row_expert.clamp_max(k_exp - 1)  # (R,) group of each buffer row
         x = h.index_select(0, token_of).to(dtype)  # (A, D)
-        y = self._grouped_linear(x, "fc1", offs, expert_of)  # (A, H)
+        x = x.new_zeros(n_rows, x.shape[1]).index_copy(0, row, x)  # (R, D)
+        offs = torch.cat([ends[:-1], ends.new_full((1,), n_rows)]).to(torch.int32)
+        first = cast(Mlp, self.experts[0])  # every expert has the same parameter-free layers
+        y = self._grouped_linear(x, "fc1", offs, row_expert)  # (R, H)
         y = first.drop1(first.act(y))
-        y = first.drop2(self._grouped_linear(y, "fc2", offs, expert_of))  # (A, D_out)
-        y = y * a.weight[order, None].to(y.dtype)
+        y = first.drop2(self._grouped_linear(y, "fc2", offs, row_expert))  # (R, D_out)
+        y = y.index_select(0, row) * a.weight[order, None].to(y.dtype)  # (A, D_out)
         out = h.new_zeros(h.shape[0], self.out_features).index_add(0, token_of, y.to(h.dtype))
         return out, counts.sum()
 
     def _grouped_linear(
-        self, x: torch.Tensor, name: str, offs: torch.Tensor, expert_of: torch.Tensor
+        self, x: torch.Tensor, name: str, offs: torch.Tensor, row_expert: torch.Tensor
     ) -> torch.Tensor:
-        """Rows ``x (A, in)`` through their experts' ``Linear`` ``name`` -> ``(A, out)``."""
+        """Rows ``x (R, in)`` through their experts' ``Linear`` ``name`` -> ``(R, out)``."""
         assert _GROUPED_MM is not None
         layers = [cast(nn.Linear, getattr(e, name)) for e in self.experts]
         w = torch.stack([m.weight.to(x.dtype) for m in layers])  # (K, out, in)
-        y = _GROUPED_MM(x, w.transpose(1, 2), offs=offs)  # (A, out)
+        y = _GROUPED_MM(x, w.transpose(1, 2), offs=offs)  # (R, out)
         if layers[0].bias is not None:
             b = torch.stack([m.bias.to(y.dtype) for m in layers])  # (K, out)
-            y = y + b.index_select(0, expert_of)
+            y = y + b.index_select(0, row_expert)
         return y
 
     def _dispatch_loop(self, h: torch.Tensor, a: _Assignments) -> tuple[torch.Tensor, torch.Tensor]:
