@@ -139,6 +139,31 @@ def test_when_the_grouped_path_is_taken():
         MoEMlp(16, 32, expert_dispatch="fast")
 
 
+def test_auto_takes_the_grouped_path_only_where_torch_keeps_offsets_on_the_gpu(monkeypatch):
+    """auto = grouped for bf16 on CUDA compute capability 9.x/10.x, else the loop (where torch's
+    grouped kernel would copy the offsets to the host itself). Decided from metadata only, so
+    a stand-in with a CUDA device checks the rule on a machine without a GPU."""
+
+    class OnCuda:
+        device = torch.device("cuda")
+
+    layer = MoEMlp(16, 32, num_experts=4)
+    for capability, dtype, hip, expected in [
+        ((9, 0), torch.bfloat16, None, True),
+        ((10, 0), torch.bfloat16, None, True),
+        ((8, 0), torch.bfloat16, None, False),  # pre-Hopper: fallback syncs
+        ((12, 0), torch.bfloat16, None, False),
+        ((9, 0), torch.float32, None, False),  # fp32: fallback syncs
+        ((9, 4), torch.bfloat16, "6.4", False),  # ROCm
+    ]:
+        monkeypatch.setattr(
+            torch.cuda, "get_device_capability", lambda device=None, c=capability: c
+        )
+        monkeypatch.setattr(torch.version, "hip", hip)
+        layer.to(dtype)
+        assert layer.uses_grouped_mm(OnCuda()) is expected, (capability, dtype, hip)
+
+
 @pytest.mark.parametrize("name", ["sem-foundation", "sem-foundation-zero-shot"])
 def test_shipped_model_gives_the_same_output_with_either_dispatch(name):
     model = load_model(shipped_model_dir(name)).eval()

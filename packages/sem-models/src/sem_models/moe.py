@@ -47,8 +47,8 @@ order within an expert) and each expert multiplies its own rows, by one of two p
   ``Mlp`` call per non-empty expert; an idle expert joins the graph through an exact-zero term.
 
 ``"auto"`` (default) takes the grouped path where it removes the synchronisation: CUDA with
-bf16 matrices (bf16 autocast or a bf16 model) on compute capability 9.x/10.x; everywhere
-else the loop. On the CPU a host read costs nothing and the grouped path measured 1.10-1.25x
+bf16 matrices (bf16 autocast or a bf16 model) on compute capability 9.x/10.x (not ROCm);
+everywhere else the loop. On the CPU a host read costs nothing and the grouped path measured 1.10-1.25x
 slower (the per-forward weight copy; ``benchmarks/bench_moe_dispatch.py``). Both paths give the same outputs and gradients to float rounding
 (tested). With a ``capacity_factor`` an expert accepts at most
 ``C = ceil(cf * T * top_k / K)`` assignments of the ``T`` tokens, in priority order, so a first
@@ -324,9 +324,12 @@ class MoEMlp(nn.Module):
             return False
         if self.expert_dispatch == "grouped":
             return True
-        # auto: only where torch's kernel keeps the offsets on the device (bf16, SM 9.x/10.x);
-        # on the CPU the loop is faster and a host read costs nothing.
-        if h.device.type != "cuda" or self._compute_dtype(h) != torch.bfloat16:
+        # auto: only where torch's kernel keeps the offsets on the device (bf16, SM 9.x/10.x;
+        # not ROCm, whose capability numbers differ); on the CPU the loop is faster and a
+        # host read costs nothing.
+        if h.device.type != "cuda" or torch.version.hip is not None:
+            return False
+        if self._compute_dtype(h) != torch.bfloat16:
             return False
         return torch.cuda.get_device_capability(h.device)[0] in (9, 10)
 
