@@ -2,7 +2,8 @@
 
 Two ranks with half a batch each must give the same balance loss and, after DDP's gradient
 averaging, the same gradients as one process with the whole batch; every expert is in the
-graph, so DDP runs with ``find_unused_parameters=False`` even when an expert gets no token.
+graph, so DDP runs with ``find_unused_parameters=False`` even when an expert gets no token
+(per-expert loop, capacity slots, and grouped GEMM dispatch alike).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from torch import nn
 class _Wrap(nn.Module):
     """A model holding one MoE layer (``global_aux_loss`` looks for MoE sub-modules)."""
 
-    def __init__(self, kind: str, capacity_factor: float | None) -> None:
+    def __init__(self, kind: str, capacity_factor: float | None, dispatch: str = "auto") -> None:
         super().__init__()
         torch.manual_seed(0)
         self.moe = MoEMlp(
             8, 16, num_experts=4, balance_loss=kind, z_loss_weight=0.1,
-            capacity_factor=capacity_factor,
+            capacity_factor=capacity_factor, expert_dispatch=dispatch,
         )  # fmt: skip
         with torch.no_grad():  # input feature 0 is 3.0: expert 3 (logit -15 + ...) gets none
             self.moe.gate.weight[:, 0] = 0.0
@@ -50,13 +51,15 @@ def _data():
     return x, t
 
 
-def worker_main(kind: str, cf: float | None, out: str) -> None:
+def worker_main(kind: str, cf: float | None, out: str, dispatch: str = "auto") -> None:
     """Body of each torchrun rank: half the batch, DDP without find_unused_parameters."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     try:
-        model = nn.parallel.DistributedDataParallel(_Wrap(kind, cf), find_unused_parameters=False)
+        model = nn.parallel.DistributedDataParallel(
+            _Wrap(kind, cf, dispatch), find_unused_parameters=False
+        )
         x, t = _data()
         half = slice(4 * rank, 4 * rank + 4)
         aux = _step(model, x[half], t[half])
@@ -70,15 +73,21 @@ def worker_main(kind: str, cf: float | None, out: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("kind,cf", [("switch", None), ("paper", 2.0)])
-def test_two_ranks_with_half_batches_equal_one_process_with_the_whole_batch(kind, cf, tmp_path):
-    single = _Wrap(kind, cf)
+@pytest.mark.parametrize(
+    "kind,cf,dispatch",
+    [("switch", None, "loop"), ("paper", 2.0, "auto"), ("switch", None, "grouped")],
+)
+def test_two_ranks_with_half_batches_equal_one_process_with_the_whole_batch(
+    kind, cf, dispatch, tmp_path
+):
+    single = _Wrap(kind, cf, dispatch)
     x, t = _data()
     aux = _step(single, x, t)
     frac = single.moe.stats["token_fraction"]
     assert frac[3] == 0  # an expert without tokens: DDP must still see its parameters
+    assert single.moe.uses_grouped_mm(x) == (dispatch == "grouped")
     proc = run_torchrun(
-        __file__, "worker_main", kind, cf, str(tmp_path), workdir=tmp_path, timeout_s=240
+        __file__, "worker_main", kind, cf, str(tmp_path), dispatch, workdir=tmp_path, timeout_s=240
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in (0, 1):

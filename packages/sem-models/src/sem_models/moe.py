@@ -24,15 +24,40 @@ Combine weights ``w`` (``gate_weighting``):
 
 Dispatch. Assignments are ordered by priority (Switch/GShard): every token's first choice
 in token order, then every second choice, and so on. Without a ``capacity_factor``
-(dropless) tokens are grouped by expert and each expert runs once on its own tokens; the
-group sizes are read on the host (a device synchronisation on a GPU). With a
-``capacity_factor`` an expert accepts at most ``C = ceil(cf * T * top_k / K)`` assignments of
-the ``T`` tokens, in priority order, so a first choice is never displaced by a second one;
-the dispatch then has static shapes ``(K, C)`` and reads nothing back from the device. A
-dropped assignment contributes 0, so a token dropped by all its experts passes through the
-block's residual connection unchanged. Capacity counts the tokens of one forward (one rank).
-In training every expert is part of the autograd graph whatever the routing (an idle expert
-contributes an exact 0), so DDP needs no ``find_unused_parameters``.
+(dropless) every assignment is computed; tokens are sorted by expert (stable, so priority
+order within an expert) and each expert multiplies its own rows, by one of two paths
+(``expert_dispatch``):
+
+* grouped GEMM (``"grouped"``): the experts' ``fc1`` and ``fc2`` weights are stacked per
+  forward into ``(K, D, H)`` and ``(K, H, D_out)`` (``torch.stack`` passes each expert's
+  gradient back to its own parameters, so checkpoints, upcycling and DDP see the same
+  modules) and ``torch.nn.functional.grouped_mm`` multiplies each expert's rows with the
+  group ends given as a device tensor (groups padded to multiples of 16 bytes of rows);
+  biases are gathered per row. Python reads nothing back from the device (tested by making ``.tolist()``, ``.item()``, ``.cpu()``,
+  ``bool()``, ``int()`` raise). An idle expert is an empty group and gets a zero gradient.
+  Whether the kernel itself waits on the device depends on torch: on CUDA only the bf16
+  kernel of compute capability 9.x/10.x reads the offsets on the device; elsewhere
+  (fp32, fp16, older GPUs) torch's fallback copies them to the host once per call, i.e.
+  several times per layer. Needs ``grouped_mm`` (torch >= 2.9), fp32/bf16/fp16 matrices whose
+  widths ``D``, ``H``, ``D_out`` are multiples of 16 bytes (4 fp32 or 8 bf16 values), and
+  plain experts (parameter-free activation, no hidden norm). Stacking costs one copy of the
+  expert weights per forward, kept for the backward pass in training.
+* per-expert loop (``"loop"``): ``torch.split`` by the group sizes, read on the host with
+  ``counts.tolist()`` (one device synchronisation per layer and forward on a GPU), one
+  ``Mlp`` call per non-empty expert; an idle expert joins the graph through an exact-zero term.
+
+``"auto"`` (default) takes the grouped path where it removes the synchronisation: CUDA with
+bf16 matrices (bf16 autocast or a bf16 model) on compute capability 9.x/10.x (not ROCm);
+everywhere else the loop. On the CPU a host read costs nothing and the grouped path measured 1.10-1.25x
+slower (the per-forward weight copy; ``benchmarks/bench_moe_dispatch.py``). Both paths give the same outputs and gradients to float rounding
+(tested). With a ``capacity_factor`` an expert accepts at most
+``C = ceil(cf * T * top_k / K)`` assignments of the ``T`` tokens, in priority order, so a first
+choice is never displaced by a second one; the dispatch then has static shapes ``(K, C)`` and
+reads nothing back from the device. A dropped assignment contributes 0, so a token dropped by
+all its experts passes through the block's residual connection unchanged. Capacity counts
+the tokens of one forward (one rank). In training every expert is part of the autograd graph
+whatever the routing (an idle expert contributes an exact 0), so DDP needs no
+``find_unused_parameters``.
 
 Balance losses (kept on the module as ``aux_loss`` after each forward, since ``Block.forward``
 returns only a tensor; ``P_k`` = mean routing probability, ``f_k`` = hard fraction of
@@ -64,6 +89,10 @@ __all__ = ["MoEMlp", "balance_loss", "global_aux_loss", "moe_layers", "routing_s
 
 BalanceLoss = Literal["paper", "switch", "entropy"]
 GateWeighting = Literal["runner_up", "straight_through", "renormalise", "raw"]
+ExpertDispatch = Literal["auto", "grouped", "loop"]
+
+_GROUPED_MM = getattr(F, "grouped_mm", None)  # torch >= 2.9
+_GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _balance_from_means(
@@ -130,6 +159,7 @@ class MoEMlp(nn.Module):
         balance_loss: BalanceLoss = "switch",
         z_loss_weight: float = 0.0,
         gate_weighting: GateWeighting = "runner_up",
+        expert_dispatch: ExpertDispatch = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -139,6 +169,10 @@ class MoEMlp(nn.Module):
             raise ValueError(f"capacity_factor={capacity_factor} must be > 0 (or None)")
         if gate_weighting not in ("runner_up", "straight_through", "renormalise", "raw"):
             raise ValueError(f"gate_weighting={gate_weighting!r} unknown")
+        if expert_dispatch not in ("auto", "grouped", "loop"):
+            raise ValueError(
+                f"expert_dispatch={expert_dispatch!r} unknown; accepted: 'auto', 'grouped', 'loop'"
+            )
         dd = {k: kwargs[k] for k in ("device", "dtype") if kwargs.get(k) is not None}
         self.num_experts = num_experts
         self.top_k = top_k
@@ -146,6 +180,7 @@ class MoEMlp(nn.Module):
         self.balance_loss_kind: BalanceLoss = balance_loss
         self.z_loss_weight = z_loss_weight
         self.gate_weighting: GateWeighting = gate_weighting
+        self.expert_dispatch: ExpertDispatch = expert_dispatch
         self.out_features = out_features or in_features
         self.experts = nn.ModuleList(
             Mlp(
@@ -247,17 +282,113 @@ class MoEMlp(nn.Module):
     def _dispatch(self, h: torch.Tensor, a: _Assignments) -> tuple[torch.Tensor, torch.Tensor]:
         """Weighted expert outputs summed per token ``(T, D_out)``, and the assignments kept."""
         cap = self.capacity(h.shape[0])
-        if cap is None:
-            return self._dispatch_dropless(h, a)
-        return self._dispatch_capacity(h, a, cap)
+        if cap is not None:
+            return self._dispatch_capacity(h, a, cap)
+        if self.uses_grouped_mm(h):
+            return self._dispatch_grouped(h, a)
+        return self._dispatch_loop(h, a)
 
-    def _dispatch_dropless(
+    # ------------------------------------------------------------------ dropless paths
+    def _compute_dtype(self, h: torch.Tensor) -> torch.dtype:
+        """The dtype the experts' matrix products run in: autocast's, else the weights'."""
+        dtype = cast(nn.Linear, cast(Mlp, self.experts[0]).fc1).weight.dtype
+        dev = h.device.type
+        if dtype != torch.float64 and torch.is_autocast_enabled(dev):
+            return torch.get_autocast_dtype(dev)
+        return dtype
+
+    def grouped_mm_supported(self, h: torch.Tensor) -> bool:
+        """Whether the grouped GEMM kernel accepts this layer for input ``h`` (see module doc).
+
+        Needs ``grouped_mm``, plain experts (``Linear`` -> parameter-free activation ->
+        ``Linear``, no hidden norm) and fp32/bf16/fp16 matrices with every width a multiple
+        of 16 bytes. Reads only shapes and dtypes, never tensor values.
+        """
+        if _GROUPED_MM is None:
+            return False
+        e = cast(Mlp, self.experts[0])
+        if not (isinstance(e.fc1, nn.Linear) and isinstance(e.fc2, nn.Linear)):
+            return False
+        if not isinstance(e.norm, nn.Identity) or any(True for _ in e.act.parameters()):
+            return False
+        dtype = self._compute_dtype(h)
+        if dtype not in _GROUPED_DTYPES:
+            return False
+        align = 16 // dtype.itemsize
+        widths = (e.fc1.in_features, e.fc1.out_features, e.fc2.out_features)
+        return all(w % align == 0 for w in widths)
+
+    def uses_grouped_mm(self, h: torch.Tensor) -> bool:
+        """Whether a dropless forward on ``h`` takes the grouped path (``expert_dispatch``)."""
+        if self.expert_dispatch == "loop" or not self.grouped_mm_supported(h):
+            return False
+        if self.expert_dispatch == "grouped":
+            return True
+        # auto: only where torch's kernel keeps the offsets on the device (bf16, SM 9.x/10.x;
+        # not ROCm, whose capability numbers differ); on the CPU the loop is faster and a
+        # host read costs nothing.
+        if h.device.type != "cuda" or torch.version.hip is not None:
+            return False
+        if self._compute_dtype(h) != torch.bfloat16:
+            return False
+        return torch.cuda.get_device_capability(h.device)[0] in (9, 10)
+
+    def _dispatch_grouped(
         self, h: torch.Tensor, a: _Assignments
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every assignment computed by two grouped GEMMs; no host read of the routing.
+
+        Rows are sorted by expert (stable: priority order within an expert) into a buffer of
+        static length ``R >= A + K (m - 1)`` in which every group starts and ends at a
+        multiple of ``m`` rows, 16 bytes of the compute dtype (in the weight gradient the rows
+        are the contraction, which torch's CUDA kernel loads in aligned 16-byte pieces); the
+        last group runs to the end of the buffer, since ``grouped_mm`` leaves rows after the
+        last offset unwritten. Group ``e`` ends at ``offs[e]``, an int32 tensor on ``h``'s
+        device. Padding rows are zero inputs whose outputs are never read, so they add
+        nothing to any gradient.
+        """
+        k_exp, n_assign = self.num_experts, a.expert.shape[0]
+        dtype = self._compute_dtype(h)
+        m = 16 // dtype.itemsize
+        counts = a.onehot.sum(0)  # (K,)
+        order = torch.argsort(a.expert, stable=True)
+        token_of, expert_of = a.token[order], a.expert[order]  # (A,); experts non-decreasing
+        padded = (counts + m - 1) // m * m  # (K,) group sizes rounded up to m rows
+        ends = padded.cumsum(0)  # (K,) group ends in the buffer
+        shift = (ends - padded) - (counts.cumsum(0) - counts)  # buffer minus packed group start
+        row = torch.arange(n_assign, device=h.device) + shift[expert_of]  # (A,) buffer row
+        n_rows = -(-(n_assign + k_exp * (m - 1)) // m) * m  # rounded up to m rows
+        row_expert = torch.searchsorted(ends, torch.arange(n_rows, device=h.device), right=True)
+        row_expert = row_expert.clamp_max(k_exp - 1)  # (R,) group of each buffer row
+        x = h.index_select(0, token_of).to(dtype)  # (A, D)
+        x = x.new_zeros(n_rows, x.shape[1]).index_copy(0, row, x)  # (R, D)
+        offs = torch.cat([ends[:-1], ends.new_full((1,), n_rows)]).to(torch.int32)
+        first = cast(Mlp, self.experts[0])  # every expert has the same parameter-free layers
+        y = self._grouped_linear(x, "fc1", offs, row_expert)  # (R, H)
+        y = first.drop1(first.act(y))
+        y = first.drop2(self._grouped_linear(y, "fc2", offs, row_expert))  # (R, D_out)
+        y = y.index_select(0, row) * a.weight[order, None].to(y.dtype)  # (A, D_out)
+        out = h.new_zeros(h.shape[0], self.out_features).index_add(0, token_of, y.to(h.dtype))
+        return out, counts.sum()
+
+    def _grouped_linear(
+        self, x: torch.Tensor, name: str, offs: torch.Tensor, row_expert: torch.Tensor
+    ) -> torch.Tensor:
+        """Rows ``x (R, in)`` through their experts' ``Linear`` ``name`` -> ``(R, out)``."""
+        assert _GROUPED_MM is not None
+        layers = [cast(nn.Linear, getattr(e, name)) for e in self.experts]
+        w = torch.stack([m.weight.to(x.dtype) for m in layers])  # (K, out, in)
+        y = _GROUPED_MM(x, w.transpose(1, 2), offs=offs)  # (R, out)
+        if layers[0].bias is not None:
+            b = torch.stack([m.bias.to(y.dtype) for m in layers])  # (K, out)
+            y = y + b.index_select(0, row_expert)
+        return y
+
+    def _dispatch_loop(self, h: torch.Tensor, a: _Assignments) -> tuple[torch.Tensor, torch.Tensor]:
         """Every assignment computed: tokens grouped by expert, one call per non-empty expert.
 
-        Variable group sizes need the counts on the host (a device synchronisation on GPUs);
-        the capacity mode has static shapes.
+        Variable group sizes are read on the host (``counts.tolist()``, a device
+        synchronisation on GPUs); the grouped and the capacity paths read nothing back.
         """
         counts = a.onehot.sum(0)
         order = torch.argsort(a.expert, stable=True)  # grouped by expert, priority order
