@@ -87,10 +87,33 @@ def test_a_pretrained_mae_needs_finetune_here(tmp_path, shipped):
     # finetune_here: the MAE gets a restoration decoder, encoder frozen, routing trainable
     # after sem-train's fine-tune; the default start is the shipped pretrained MAE
     save_model(mae, shipped / "sem-foundation-zero-shot")
-    r = get_restorer("sem-foundation", finetune_here=True, **MAE_WINDOW)
+    r = get_restorer("sem-foundation", finetune_here=True, head="paper", **MAE_WINDOW)
     assert isinstance(r.network, RestorationModel) and r.network.freeze_encoder
     assert not any(p.requires_grad for p in r.network.mae.encoder_parameters())
     torch.testing.assert_close(r.network.mae.state_dict(), mae.state_dict())
+    assert (r.network.residual, r.network.refiner_width, r.network.guide_balances) == (
+        False,
+        0,
+        (),
+    )
+    # the default head is the shipped fine-tuned model's, which must then be installed
+    with pytest.raises(ShippedModelMissingError, match="head=paper"):
+        get_restorer("sem-foundation", finetune_here=True, **MAE_WINDOW)
+
+
+def test_finetune_here_copies_the_shipped_models_head_onto_the_pretrained_mae(shipped):
+    mae, tuned = (
+        _mae(),
+        RestorationModel(_mae(), residual=True, refiner_width=8, guide_balances=(0.1, 1.0)),
+    )
+    save_model(mae, shipped / "sem-foundation-zero-shot")
+    save_model(tuned, shipped / "sem-foundation")
+    r = get_restorer("sem-foundation", finetune_here=True, **MAE_WINDOW)
+    net = r.network
+    assert (net.residual, net.refiner_width, tuple(net.guide_balances)) == (True, 8, (0.1, 1.0))
+    assert net.guide_channels == 2 and net.freeze_encoder
+    torch.testing.assert_close(net.mae.state_dict(), mae.state_dict())  # the pretrained MAE
+    assert any("restoration head of the shipped 'sem-foundation' model" in n for n in r.notes)
 
 
 def test_zero_shot_predicts_every_patch_while_it_is_masked(shipped):

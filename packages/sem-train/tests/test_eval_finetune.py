@@ -133,7 +133,9 @@ def test_sem_foundation_is_fine_tuned_here_only_when_asked(tmp_path, monkeypatch
     monkeypatch.setattr(pretrained_mod, "_ROOT", tmp_path / "shipped")
     mae = _moe_mae()
     save_model(mae, tmp_path / "shipped" / "sem-foundation-zero-shot")
-    tuned = RestorationModel(_moe_mae(seed=1), residual=True)
+    tuned = RestorationModel(
+        _moe_mae(seed=1), residual=True, refiner_width=4, guide_balances=(0.3,)
+    )
     save_model(tuned, tmp_path / "shipped" / "sem-foundation")
     cases = _cases()
     common = {"val_images": VAL, "finetune": _finetune()}
@@ -158,6 +160,8 @@ def test_sem_foundation_is_fine_tuned_here_only_when_asked(tmp_path, monkeypatch
     assert any("'sem-foundation-zero-shot' model shipped" in n for n in run.notes)
     net = load_restorer(tmp_path / "here").network
     assert moe_layers(net)
+    # the shipped model's head (residual, refiner, physics guide), trained here
+    assert (net.residual, net.refiner_width, tuple(net.guide_balances)) == (True, 4, (0.3,))
     ours, start = net.mae.state_dict(), mae.state_dict()
     gates = [k for k in ours if ".gate." in k and k.startswith("blocks.")]
     experts = [k for k in ours if ".experts." in k and k.startswith("blocks.")]

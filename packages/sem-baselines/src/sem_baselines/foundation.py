@@ -10,7 +10,9 @@ arXiv 2604.05960, Tables 2-4 rows "ours few-shot" and "ours zero-shot":
     as it is; without ``checkpoint_dir``, the model shipped with sem-models
     (``sem_models.pretrained``, ``"sem-foundation"``).
   - ``finetune_here=True``: the checkpoint is the pretrained Stage-3 MAE (default: the shipped
-    ``"sem-foundation-zero-shot"``), given a restoration decoder here; the registry entry
+    ``"sem-foundation-zero-shot"``), given a restoration head here (``head``: by default the
+    shipped fine-tuned model's, i.e. residual output, refiner and physics guides, so a
+    fine-tune here follows the shipped recipe; ``"paper"``: the decoder alone); the registry entry
     (``fitting="finetune"``, ``finetune_field="finetune_here"``) tells an evaluation to
     fine-tune it on its protocol's training images with the paper's protocol (sem-train).
     ``freeze_encoder`` applies to that MAE; a restoration checkpoint is fine-tuned further
@@ -32,7 +34,9 @@ windows of the model's input size (or ``window_px``), 8-px overlap.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field
 from sem_models import RestorationModel
@@ -62,6 +66,12 @@ class SEMFoundationConfig(_MAEInferenceConfig):
         "Stage-3 MAE (False: the checkpoint is already fine-tuned and used as it is)",
     )
     freeze_encoder: bool = Field(default=True, description="encoder frozen for fine-tuning")
+    head: Literal["shipped", "paper"] = Field(
+        default="shipped",
+        description="restoration head given to the MAE with finetune_here: 'shipped' = the "
+        "shipped sem-foundation model's (residual, refiner, physics guides; from its "
+        "config.json), 'paper' = the paper's decoder alone",
+    )
 
 
 class SEMFoundationZeroShotConfig(_MAEInferenceConfig):
@@ -118,7 +128,27 @@ class SEMFoundationRestorer(_FoundationRestorer):
                 "model; set finetune_here=true to fine-tune it on the protocol's training "
                 "images, or use sem-foundation-zero-shot"
             )
-        return RestorationModel(mae, freeze_encoder=cfg.freeze_encoder)
+        return RestorationModel(mae, freeze_encoder=cfg.freeze_encoder, **self._head())
+
+    def _head(self) -> dict[str, Any]:
+        """The restoration head's settings for a fine-tune here (see ``head``)."""
+        if self.config.head == "paper":
+            return {}
+        try:
+            folder = shipped_model_dir("sem-foundation")
+        except ShippedModelMissingError as err:
+            raise ShippedModelMissingError(
+                f"{self.name}: head='shipped' copies the shipped model's head and {err}; "
+                "or set head=paper"
+            ) from None
+        saved = json.loads((Path(folder) / "config.json").read_text())
+        keys = ("residual", "refiner_width", "guide_balances")
+        head = {k: saved[k] for k in keys if k in saved}
+        self.notes.append(
+            "restoration head of the shipped 'sem-foundation' model: "
+            + ", ".join(f"{k}={v}" for k, v in head.items())
+        )
+        return head
 
 
 @register(

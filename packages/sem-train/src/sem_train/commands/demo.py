@@ -5,8 +5,9 @@ defocused with seeded settings (the paper's ranges and the midpoint), restored b
 registered method, scored and measured, and written to a report folder. The foundation model
 rows use the model shipped with the toolkit (``sem-foundation``, ``sem-foundation-zero-shot``);
 the small learned baselines are trained on the spot. ``--train-here`` also pretrains and
-fine-tunes the dense SEM MAE (``mae-sem``) and fine-tunes the shipped model on the demo's own
-training images, as the paper's protocol does (slower). The run is the evaluation runner on the preset
+fine-tunes the dense SEM MAE (``mae-sem``) and fine-tunes the shipped pretrained MAE + MoE,
+with the shipped model's restoration head (residual, refiner, physics guides), on the demo's
+own training images, as the paper's few-shot protocol does (slower). The run is the evaluation runner on the preset
 :func:`sem_train.evaluation.demo_config`; its ``config.json`` reruns it with ``sem benchmark``.
 """
 
