@@ -10,7 +10,9 @@ one torch thread, as in a demo worker process:
 * restoring one 480x640 demo frame: before, two 480x512 windows (the previous square
   512-px tiles) in NCHW; now, the restorer's default (one whole-frame pass, channels-last).
 
-Then BM3D on one frame (one thread, seconds per image). With ``--demo`` (or ``--demo-only``)
+Also each step in fp32 against bf16 autocast (what ``train_precision: auto`` uses on a CPU
+with native bf16). Then BM3D on one frame, one thread: the standard profile "np" against the
+fast "lc" the demo uses (seconds and PSNR against the focused frame). With ``--demo`` (or ``--demo-only``)
 it also runs the whole default ``sem demo`` (two worker processes) and prints its wall time,
 the CPU seconds of all its processes (Linux: read from /proc), each method's fit/restore
 seconds (``methods.csv``) and its table. ``--sem`` runs another checkout's ``sem`` (e.g. the
@@ -34,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sem_baselines import get_restorer
+from sem_baselines.learned.training import native_bf16
 from sem_physics import ParameterRanges, degrade, make_sample
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -63,15 +66,26 @@ def training_step(name: str, steps: int) -> None:
         net.zero_grad(set_to_none=True)
         _last(net(x)).square().mean().backward()
 
+    def bf16_step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            step()
+
     with FlopCounterMode(display=False) as counter:
         step()
     gflop = counter.get_total_flops() / 1e9
     now = _seconds(step, steps)
+    bf16 = _seconds(bf16_step, steps)
     net.to(memory_format=torch.contiguous_format)
     before = _seconds(step, steps)
     print(
         f"{name:<6} train step  NCHW {before:6.3f} s  channels-last {now:6.3f} s  "
         f"ratio {before / now:5.2f}  ({gflop:.0f} GFLOP: {gflop / now:.0f} GFLOP/s)"
+    )
+    native = "native" if native_bf16(torch.device("cpu")) else "emulated"
+    print(
+        f"{name:<6} train step  channels-last fp32 {now:6.3f} s  bf16 autocast {bf16:6.3f} s  "
+        f"ratio {now / bf16:5.2f}  (bf16 {native} on this CPU; the demo's 'auto' uses it "
+        "where native)"
     )
 
 
@@ -94,11 +108,20 @@ def restore_frame(name: str, image: np.ndarray, reps: int) -> None:
     )
 
 
-def bm3d_frame(image: np.ndarray) -> None:
-    restorer = get_restorer("bm3d", threads=1)
-    t = time.perf_counter()
-    restorer.restore(image)
-    print(f"bm3d   restore 640x480  {time.perf_counter() - t:6.2f} s (one thread)")
+def bm3d_frame(image: np.ndarray, reference: np.ndarray) -> None:
+    """BM3D's standard profile against the fast one the demo uses: time and PSNR."""
+    times, scores = {}, {}
+    for profile in ("np", "lc"):
+        restorer = get_restorer("bm3d", threads=1, profile=profile)
+        t = time.perf_counter()
+        out = restorer.restore(image)
+        times[profile] = time.perf_counter() - t
+        mse = float(np.mean((out.astype(np.float64) - reference) ** 2))
+        scores[profile] = 10 * np.log10(255.0**2 / mse)
+    print(
+        f"bm3d   restore 640x480 (one thread)  np {times['np']:6.2f} s ({scores['np']:.3f} dB)  "
+        f"lc {times['lc']:6.2f} s ({scores['lc']:.3f} dB)  ratio {times['np'] / times['lc']:5.2f}"
+    )
 
 
 def _descendants_cpu(root: int, cpu: dict[int, float]) -> None:
@@ -161,13 +184,13 @@ def main() -> None:
     if args.demo_only:
         whole_demo(args.sem)
         return
-    image = degrade(make_sample("lines", FRAME, seed=0), ParameterRanges().midpoint(), rng=0)
-    image = image.astype(np.float32)
+    focused = make_sample("lines", FRAME, seed=0)
+    image = degrade(focused, ParameterRanges().midpoint(), rng=0).astype(np.float32)
     print(f"torch {torch.__version__}, 1 thread, load average {os.getloadavg()[0]:.1f}")
     for name in ("n2v", "mrn"):  # n2n has the same U-Net as n2v
         training_step(name, args.steps)
         restore_frame(name, image, max(1, args.steps // 2))
-    bm3d_frame(image)
+    bm3d_frame(image, focused)
     if args.demo:
         whole_demo(args.sem)
 
