@@ -145,3 +145,18 @@ def test_edge_bloom_cd_within_0p3_nm_with_bloom_aware_edges(seed: int) -> None:
     assert raw.cd_nm - bloom.truth.cd_nm > 0.6
     assert mb.edge_offset_nm > 0.2 and abs(mb.cd_nm - bloom.truth.cd_nm) < 0.3
     assert mb.ler_unbiased_nm == pytest.approx(bloom.truth.ler_nm, rel=0.05)
+
+
+@pytest.mark.parametrize(("seed", "inset_px"), [(5, 1.0), (6, 1.5), (7, 0.5)])
+def test_bloom_inside_the_line_cd_within_0p35_nm(seed: int, inset_px: float) -> None:
+    # The ridge lies inside the line (the sidewall shines), as in sem_physics' sample lines:
+    # the fit places it on its own centre, the edge on the step's centre.
+    kw = {"n_lines": 12, "shape": (256, 400), "degradation": _deg(2.0, 4.0, 30.0), **ROUGH}
+    bloom = make_line_image(
+        seed=seed, bloom_amplitude=70.0, bloom_width_px=1.5, bloom_inset_px=inset_px, **kw
+    )
+    mb = measure_lines(bloom.image, bloom.pixel_size_nm, TRUTH)
+    raw = measure_lines(bloom.image, bloom.pixel_size_nm, TRUTH, correct_bloom=False)
+    assert mb.valid and mb.n_lines == bloom.truth.n_lines
+    assert raw.cd_nm - bloom.truth.cd_nm > 0.5
+    assert mb.edge_offset_nm > 0.3 and abs(mb.cd_nm - bloom.truth.cd_nm) < 0.35
