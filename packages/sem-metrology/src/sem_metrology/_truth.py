@@ -3,8 +3,8 @@
 1. levels: the space and line plateaus (:func:`~sem_metrology.preprocess.plateau_levels`), so
    the 0.5 threshold is the true half-level (SMILE's zero-padded median puts it lower);
 2. tilt by projection sharpness (no resampling: windows follow the tilted lines);
-3. coarse edges from the mean profile along the lines; lines whose edges come within 2 px of
-   the image border are dropped;
+3. coarse edges from the mean profile along the lines, cut at the same half-level; lines whose
+   edges come within 2 px of the image border are dropped;
 4. a sub-pixel crossing per row (degree-4 polynomial by default), twice: the second pass
    centres each row's window on its first-pass edge and narrows it to the edge's own width;
 5. bloom: a bright (or dark) ridge on the edges lifts the profile around them and moves the
@@ -137,7 +137,8 @@ def truth_edges(norm: np.ndarray, bright_lines: bool, opts: LineOptions) -> Trut
     if x_prof.size < 8:
         return TruthEdges(reason="tilt leaves too few columns covered by every row")
     tone = "bright" if bright_lines else "dark"
-    lead0, trail0 = coarse_edges(x_prof, profile, tone=tone, threshold=threshold)
+    # The region is normalised to its plateaus: cut the mean profile at the same levels.
+    lead0, trail0 = coarse_edges(x_prof, profile, tone=tone, threshold=threshold, levels=(0.0, 1.0))
     if lead0.size == 0:
         return TruthEdges(reason="no measurable lines: no complete line found in the mean profile")
     spaces = lead0[1:] - trail0[:-1]
