@@ -145,3 +145,40 @@ def test_edge_bloom_cd_within_0p3_nm_with_bloom_aware_edges(seed: int) -> None:
     assert raw.cd_nm - bloom.truth.cd_nm > 0.6
     assert mb.edge_offset_nm > 0.2 and abs(mb.cd_nm - bloom.truth.cd_nm) < 0.3
     assert mb.ler_unbiased_nm == pytest.approx(bloom.truth.ler_nm, rel=0.05)
+
+
+def test_a_bright_border_band_does_not_hide_band_limited_lines() -> None:
+    # A restoration past the OTF cut-off keeps only the fundamental: a sinusoid, whose
+    # half-level crossings are half a pitch apart. Restorations can also carry a bright band on
+    # their border (here 12 columns rising by 3.6 times the amplitude). The coarse cut used to
+    # follow the profile's 99th percentile into that band, landed near the line tops and lost
+    # every edge in the narrowed windows; it is now the plateaus' half-level.
+    pitch_px, px_nm = 38.2, 0.827
+    x = np.arange(400)
+    rng = np.random.default_rng(0)
+    wave = (
+        110 + 11 * np.cos(2 * np.pi * (x - 7) / pitch_px)[None, :] + rng.normal(0, 0.9, (240, 400))
+    )
+    band = wave.copy()
+    band[:, -12:] += np.linspace(0.0, 40.0, 12)
+    opts = LineOptions(convention="truth", tone="bright")
+    plain = measure_lines(wave.astype(np.float32), px_nm, opts)
+    m = measure_lines(band.astype(np.float32), px_nm, opts)
+    assert abs(plain.cd_nm - 0.5 * pitch_px * px_nm) < 0.3
+    assert m.valid, m.reason
+    assert abs(m.cd_nm - plain.cd_nm) < 0.6  # the band's pixels still weigh on the line level
+
+
+@pytest.mark.parametrize(("seed", "inset_px"), [(5, 1.0), (6, 1.5), (7, 0.5)])
+def test_bloom_inside_the_line_cd_within_0p35_nm(seed: int, inset_px: float) -> None:
+    # The ridge lies inside the line (the sidewall shines), as in sem_physics' sample lines:
+    # the fit places it on its own centre, the edge on the step's centre.
+    kw = {"n_lines": 12, "shape": (256, 400), "degradation": _deg(2.0, 4.0, 30.0), **ROUGH}
+    bloom = make_line_image(
+        seed=seed, bloom_amplitude=70.0, bloom_width_px=1.5, bloom_inset_px=inset_px, **kw
+    )
+    mb = measure_lines(bloom.image, bloom.pixel_size_nm, TRUTH)
+    raw = measure_lines(bloom.image, bloom.pixel_size_nm, TRUTH, correct_bloom=False)
+    assert mb.valid and mb.n_lines == bloom.truth.n_lines
+    assert raw.cd_nm - bloom.truth.cd_nm > 0.5
+    assert mb.edge_offset_nm > 0.3 and abs(mb.cd_nm - bloom.truth.cd_nm) < 0.35

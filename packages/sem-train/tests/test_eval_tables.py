@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from sem_metrology import make_line_image, measure_lines
+from sem_metrology import LineOptions, make_line_image, measure_lines
 from sem_physics import DegradationParams
 from sem_train.evaluation import (
     CONTROL_NAME,
@@ -24,7 +24,7 @@ from sem_train.evaluation import (
     score_image,
 )
 from sem_train.evaluation import quality as quality_mod
-from sem_train.evaluation.metrology import lwr_from_psd, metrology_row
+from sem_train.evaluation.metrology import lwr_from_psd, measure_like_reference, metrology_row
 from sem_train.evaluation.quality import PSNR_CAP_DB
 from sem_train.evaluation.results import MetricSummary
 from sem_train.evaluation.tables import (
@@ -124,6 +124,34 @@ def test_metrology_rows_match_measure_lines_and_keep_failures():
     flat_r = scorer.score(MethodRun("flat", outputs={"l@mid": flat}))
     crashed = scorer.score(MethodRun("crashed", failed="training failed: boom"))
     assert flat_r.metrology[0].failed and "boom" in crashed.metrology[0].failed
+
+
+def test_outputs_are_measured_with_the_reference_tone():
+    # Bright 14-px lines at a 40-px pitch. The reference carries shot noise (bright phase
+    # noisier: detected as recorded); the "restoration" is noisier in the dark phase, as
+    # denoised or deconvolved outputs can be, so on its own it is detected as inverted and
+    # its spaces (pitch - CD) are measured instead of its lines.
+    truth = make_line_image(6, (160, 280), pitch_nm=33.08, cd_nm=11.578, sigma_nm=1.0, seed=3)
+    rng = np.random.default_rng(0)
+    ref = (rng.poisson(truth.clean * 2) / 2).astype(np.float32)
+    noise = rng.normal(0, 1, ref.shape) + rng.normal(0, 6, ref.shape) * (truth.clean < 100)
+    out = (truth.clean + noise).astype(np.float32)
+    px = truth.pixel_size_nm
+    alone = measure_lines(out, px, LineOptions(convention="truth"))
+    assert alone.tone == "dark" and alone.cd_nm - truth.truth.cd_nm > 8.0
+    case = Case("l@mid", "l", "lines", "midpoint", out, ref, px)
+    for convention in ("truth", "smile"):
+        scorer = Scorer([case], ("psnr",), line_options=LineOptions(convention=convention))
+        assert scorer.reference.measurements["l@mid"].tone == "bright"
+        result = scorer.score(MethodRun("m", outputs={"l@mid": out}))
+        m = result.measurements["l@mid"]
+        assert m.tone == "bright" and m.tone_source == "option"
+        if convention == "truth":
+            assert abs(m.cd_nm - truth.truth.cd_nm) < 0.3
+            assert result.metrology[0].cd_abs_error_nm < 0.3
+    # A tone given in the options is kept.
+    dark = measure_like_reference(out, px, alone, LineOptions(convention="truth", tone="bright"))
+    assert dark.tone == "bright"
 
 
 def _case(offset: float, cid: str = "c@x", shape=(64, 64)) -> Case:

@@ -35,11 +35,15 @@ def coarse_edges(
     threshold: float = 0.5,
     smooth_px: float = 1.0,
     min_feature_px: float = 2.0,
+    levels: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Leading and trailing edges of every complete line in a mean profile across the lines.
 
-    The profile is smoothed (Gaussian, ``smooth_px``), rescaled to its 1st/99th percentiles and
-    cut at ``threshold``. For bright lines the leading edge is rising (dark → bright with
+    The profile is smoothed (Gaussian, ``smooth_px``), rescaled so that ``levels`` (default: its
+    1st/99th percentiles) become 0/1, and cut at ``threshold``. A profile already normalised to
+    the image's plateaus takes ``levels=(0, 1)``: its percentiles follow whatever is brightest,
+    and a bright artefact on a few columns (a restoration's border) lifts the 99th percentile
+    far above the lines, so that the cut lands near their tops and the lines look narrow. For bright lines the leading edge is rising (dark → bright with
     increasing ``x``) and the trailing edge falling; for dark lines the reverse. Pairs of
     crossings closer than ``min_feature_px`` are noise and removed. A leading edge is paired
     with the next crossing; lines cut by the profile's ends are not returned.
@@ -49,7 +53,7 @@ def coarse_edges(
     (leading_px, trailing_px) : paired positions (same length, ``leading < trailing``).
     """
     p = gaussian_filter1d(np.asarray(profile, dtype=np.float64), smooth_px, mode="nearest")
-    lo, hi = np.percentile(p, [1.0, 99.0])
+    lo, hi = np.percentile(p, [1.0, 99.0]) if levels is None else levels
     if not hi > lo:
         return np.empty(0), np.empty(0)
     xs, rising = _crossings((p - lo) / (hi - lo), threshold)

@@ -185,6 +185,7 @@ def make_line_image(
     space_level: float = 50.0,
     bloom_amplitude: float = 0.0,
     bloom_width_px: float = 1.0,
+    bloom_inset_px: float = 0.0,
     tilt_deg: float = 0.0,
     supersample: int = 4,
     degradation: object | None = None,
@@ -203,6 +204,7 @@ def make_line_image(
     sigma_nm, correlation_length_nm, roughness_exponent : edge process (Palasantzas PSD).
     line_level, space_level : intensities (0..255 scale) of lines and spaces.
     bloom_amplitude, bloom_width_px : Gaussian ridge added on every edge (0 = none).
+    bloom_inset_px : the ridge's centre lies this far inside the line from the edge (px).
     tilt_deg : lines rotated by this angle (edge ``x`` drifts by ``tan`` per row).
     supersample : sub-rows per row for anti-aliasing along the lines.
     degradation : a ``sem_physics.DegradationParams`` (blur, gain/offset, noise) or None.
@@ -250,7 +252,8 @@ def make_line_image(
         reach = math.ceil(5.0 * bloom_width_px)
         offsets = np.arange(-reach, reach + 1)
         rows = np.broadcast_to(np.arange(h)[:, None], (h, offsets.size))
-        for e in np.vstack([lead, trail]):
+        inset = np.r_[np.full(n_lines, bloom_inset_px), np.full(n_lines, -bloom_inset_px)]
+        for e in np.vstack([lead, trail]) + inset[:, None]:
             cols = np.rint(e)[:, None].astype(np.intp) + offsets[None, :]
             ridge = bloom_amplitude * np.exp(-0.5 * ((cols - e[:, None]) / bloom_width_px) ** 2)
             ok = (cols >= 0) & (cols < w)

@@ -1,6 +1,7 @@
 """Scoring one method's outputs on a protocol: quality rows and metrology rows (no report here).
 
-:class:`Scorer` measures the focused references once; :meth:`Scorer.score` turns a
+:class:`Scorer` measures the focused references once (a method's output is then measured with
+its reference's tone and orientation); :meth:`Scorer.score` turns a
 :class:`MethodRun` into a :class:`MethodResult` that can be stored and reloaded, so a benchmark
 resumes method by method and the report is written from results alone.
 """
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 
 from sem_metrology import LineMeasurement, LineOptions
 
-from .metrology import measure_line_image, metrology_row
+from .metrology import measure_like_reference, measure_line_image, metrology_row
 from .protocols import Case
 from .quality import check_metrics, score_image
 from .results import REFERENCE_NAME, MethodResult, MethodRun, MetrologyRow, QualityRow
@@ -130,7 +131,7 @@ class Scorer:
                     pixel_size_source="given",
                 )
             else:
-                m = measure_line_image(out, float(c.pixel_size_nm), self.line_options)
+                m = measure_like_reference(out, float(c.pixel_size_nm), ref, self.line_options)
             metrology.append(metrology_row(run.name, c.case_id, c.image, c.setting, m, ref))
             measurements[c.case_id] = m if c.case_id in self.figure_cases else _strip_edges(m)
         return MethodResult(
