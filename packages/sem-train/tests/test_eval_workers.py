@@ -13,7 +13,7 @@ from sem_baselines import registry_entry
 from sem_train.evaluation import build_s2s, run_method, sample_images
 from sem_train.evaluation.methods import merge_runs, trains_here
 from sem_train.evaluation.results import MethodRun
-from sem_train.evaluation.workers import MethodJob, RunningJobs, beside_workers
+from sem_train.evaluation.workers import MethodJob, RunningJobs, beside_workers, worker_pool
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,20 @@ def test_the_coordinating_process_keeps_only_the_cores_the_workers_leave(workers
     with beside_workers(workers):
         assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) - workers)
     assert torch.get_num_threads() == before
+
+
+def test_workers_come_from_the_fork_server_a_command_starts_early():
+    import multiprocessing.forkserver as fs
+
+    from sem_train.evaluation import workers
+    from sem_train.worker_server import PRELOAD, start_worker_server
+
+    assert workers.__name__ in PRELOAD  # the server imports what the workers run
+    assert start_worker_server() is True  # Linux has a fork server
+    server = fs._forkserver._forkserver_pid
+    assert server is not None
+    with worker_pool(1) as pool:
+        assert pool.submit(os.getppid).result() == server  # forked from that server
+        preloaded = "'sem_train.evaluation.workers' in __import__('sys').modules"
+        assert pool.submit(partial(eval, preloaded)).result() is True
+    assert fs._forkserver._forkserver_pid == server  # the same server, not a second one

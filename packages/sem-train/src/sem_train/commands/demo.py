@@ -31,6 +31,10 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if not args.quick and args.workers != 1:  # the preset runs two workers (quick mode: one)
+        from ..worker_server import start_worker_server
+
+        start_worker_server()  # it imports on the idle core while this process imports
     from ..evaluation import demo_config, run_benchmark
     from ..evaluation.config import parse_method_settings
 

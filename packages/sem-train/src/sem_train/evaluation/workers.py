@@ -20,6 +20,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..worker_server import worker_context
 from . import methods
 from .methods import merge_runs
 from .protocols import Case
@@ -53,12 +54,9 @@ def _worker_init(threads: int) -> None:
 def _context() -> multiprocessing.context.BaseContext:
     """Fork server where the platform has one: a fresh process (no fork of a threaded torch)
     imports this module, torch and the restorers once, and forks each worker from it (they
-    start without importing again); else spawned workers, each importing on its own."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    return ctx
+    start without importing again); else spawned workers, each importing on its own. A
+    command may have started the server already (:mod:`sem_train.worker_server`)."""
+    return worker_context()
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
