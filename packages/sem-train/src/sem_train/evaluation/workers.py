@@ -77,7 +77,8 @@ def beside_workers(workers: int) -> Iterator[None]:
 
     The caller scores while the workers run; with its default of one thread per core it
     would oversubscribe them, and multi-threaded torch kernels whose threads wait on a
-    descheduled sibling run many times slower (NIQE's 0.2 s per frame became 1.8 s).
+    descheduled sibling run many times slower (NIQE per frame: 1.8 s with two threads, 0.8 s
+    with one, in two demo runs at similar load).
     """
     import torch
 
