@@ -47,3 +47,22 @@ def test_panel_tiles_show_their_images_in_grid_order_on_the_reference_scale(tmp_
     y0 = int((sup_in + title_in) * DPI)
     box = rgb[y0 : y0 + int(tile_img_in * DPI), int(4 * tile_w_in * DPI) : w_px]
     assert box.mean() > 0.9 and box.min() < 0.5  # white, with dark text
+
+
+def test_psd_plot_draws_every_method_in_its_own_colour(tmp_path, monkeypatch):
+    from sem_metrology import measure_lines
+    from sem_metrology.synthetic import make_line_image
+    from sem_train.evaluation import figures
+
+    m = measure_lines(make_line_image(6, (128, 192), seed=0).image, 0.827)
+    assert m.valid
+    names = ["focused", *(f"method-{i}" for i in range(14))]
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    figures.save_psd_plot(tmp_path / "psd.png", "t", {n: [m] for n in names})
+    for ax in drawn["fig"].axes:
+        lines = {ln.get_label(): ln for ln in ax.lines}
+        assert set(lines) == set(names)
+        colours = [tuple(ln.get_color()) for n, ln in lines.items() if n != "focused"]
+        assert len(set(colours)) == 14  # no two methods share a colour
+        assert lines["focused"].get_color() == "black"

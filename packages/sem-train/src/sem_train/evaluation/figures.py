@@ -193,15 +193,22 @@ def save_psd_plot(
     Each method's curve is the mean PSD over its valid measurements that share the frequency
     grid of its first one; the focused reference is drawn in black.
     """
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"]  # 20 distinct colours: a report has up to ~15 methods
     fig = _figure(12, 4.8)
     ax_ler, ax_lwr = fig.subplots(1, 2)
-    for name, ms in measurements.items():
+    for i, (name, ms) in enumerate(measurements.items()):
         valid = [m for m in ms if m.valid and len(m.psd_frequency_per_nm) > 1]
         if not valid:
             continue
         f = np.asarray(valid[0].psd_frequency_per_nm)
         same = [m for m in valid if len(m.psd_frequency_per_nm) == f.size]
-        style = {"color": "black", "lw": 2.0} if name == "focused" else {"lw": 1.0}
+        style = (
+            {"color": "black", "lw": 2.0}
+            if name == "focused"
+            else {"color": palette(i % 20), "lw": 1.0, "ls": "-" if i < 20 else "--"}
+        )
         for ax, field in ((ax_ler, "psd_ler_nm3"), (ax_lwr, "psd_lwr_nm3")):
             psd = np.mean([np.asarray(getattr(m, field)) for m in same], axis=0)
             ax.loglog(f[1:], psd[1:], label=name, **style)
