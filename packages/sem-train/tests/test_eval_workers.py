@@ -95,8 +95,10 @@ def test_the_coordinating_process_keeps_only_the_cores_the_workers_leave(workers
     import torch
 
     before = torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    worker_threads = workers * max(1, cores // workers)  # what the pool's workers hold
     with beside_workers(workers):
-        assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) - workers)
+        assert torch.get_num_threads() == max(1, cores - worker_threads)
     assert torch.get_num_threads() == before
 
 
@@ -115,3 +117,18 @@ def test_workers_come_from_the_fork_server_a_command_starts_early():
         preloaded = "'sem_train.evaluation.workers' in __import__('sys').modules"
         assert pool.submit(partial(eval, preloaded)).result() is True
     assert fs._forkserver._forkserver_pid == server  # the same server, not a second one
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "left"), [(64, 2, 1), (10, 3, 1), (9, 2, 1), (8, 3, 2)]
+)
+def test_on_many_cores_the_coordinating_process_takes_only_the_remainder(
+    monkeypatch, cores, workers, left
+):
+    import torch
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    before = torch.get_num_threads()
+    with beside_workers(workers):  # workers hold workers * (cores // workers) threads
+        assert torch.get_num_threads() == left
+    assert torch.get_num_threads() == before

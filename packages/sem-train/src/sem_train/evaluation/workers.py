@@ -59,21 +59,25 @@ def _context() -> multiprocessing.context.BaseContext:
     return worker_context()
 
 
+def _threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """``workers`` processes (see :func:`_context`), ``cores // workers`` torch threads each."""
-    cores = os.cpu_count() or 1
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=_context(),
         initializer=_worker_init,
-        initargs=(max(1, cores // workers),),
+        initargs=(_threads_per_worker(workers),),
     )
 
 
 @contextmanager
 def beside_workers(workers: int) -> Iterator[None]:
-    """This process's torch threads while ``workers`` workers hold the cores: what is left
-    (at least one), the previous count restored on exit.
+    """This process's torch threads while ``workers`` workers hold the cores: the cores their
+    ``cores // workers`` threads each leave (at least one), the previous count restored on
+    exit.
 
     The caller scores while the workers run; with its default of one thread per core it
     would oversubscribe them, and multi-threaded torch kernels whose threads wait on a
@@ -83,7 +87,8 @@ def beside_workers(workers: int) -> Iterator[None]:
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores - workers * _threads_per_worker(workers)))
     try:
         yield
     finally:
