@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from sem_baselines import get_restorer
 from sem_baselines.learned.training import native_bf16
+from sem_metrology.quality import psnr
 from sem_physics import ParameterRanges, degrade, make_sample
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -116,8 +117,7 @@ def bm3d_frame(image: np.ndarray, reference: np.ndarray) -> None:
         t = time.perf_counter()
         out = restorer.restore(image)
         times[profile] = time.perf_counter() - t
-        mse = float(np.mean((out.astype(np.float64) - reference) ** 2))
-        scores[profile] = 10 * np.log10(255.0**2 / mse)
+        scores[profile] = psnr(reference, out)
     print(
         f"bm3d   restore 640x480 (one thread)  np {times['np']:6.2f} s ({scores['np']:.3f} dB)  "
         f"lc {times['lc']:6.2f} s ({scores['lc']:.3f} dB)  ratio {times['np'] / times['lc']:5.2f}"

@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 from sem_models import RestorationModel
+from sem_models.checkpoint import CONFIG_NAME
 from sem_models.mae import MaskedAutoencoder
 from sem_models.pretrained import ShippedModelMissingError, shipped_model_dir
 
@@ -141,7 +142,7 @@ class SEMFoundationRestorer(_FoundationRestorer):
                 f"{self.name}: head='shipped' copies the shipped model's head and {err}; "
                 "or set head=paper"
             ) from None
-        saved = json.loads((Path(folder) / "config.json").read_text())
+        saved = json.loads((Path(folder) / CONFIG_NAME).read_text())
         keys = ("residual", "refiner_width", "guide_balances")
         head = {k: saved[k] for k in keys if k in saved}
         self.notes.append(

@@ -13,7 +13,6 @@ soon as all its jobs are back; the merged run of a split method equals its run o
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -51,23 +50,17 @@ def _worker_init(threads: int) -> None:
     logging.getLogger(methods.__name__).setLevel(logging.ERROR)
 
 
-def _context() -> multiprocessing.context.BaseContext:
-    """Fork server where the platform has one: a fresh process (no fork of a threaded torch)
-    imports this module, torch and the restorers once, and forks each worker from it (they
-    start without importing again); else spawned workers, each importing on its own. A
-    command may have started the server already (:mod:`sem_train.worker_server`)."""
-    return worker_context()
-
-
 def _threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """``workers`` processes (see :func:`_context`), ``cores // workers`` torch threads each."""
+    """``workers`` processes, ``cores // workers`` torch threads each, forked from the fork
+    server where the platform has one (:func:`sem_train.worker_server.worker_context`; a
+    command may have started it already), else spawned."""
     return ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=_context(),
+        mp_context=worker_context(),
         initializer=_worker_init,
         initargs=(_threads_per_worker(workers),),
     )
