@@ -181,6 +181,56 @@ def test_mrn_is_given_the_validation_images(tmp_path, sample_dir, monkeypatch):
     assert "stop here" in result["failed"]
 
 
+def test_s2s_with_train_images_evaluates_every_image_and_trains_on_the_other_folder(
+    tmp_path, sample_dir, monkeypatch
+):
+    from sem_baselines import MRNRestorer
+
+    seen = {}
+
+    def fake_fit(self, train_images, val_images=None, options=None, **kwargs):
+        seen.update(train=list(train_images), val=list(val_images or []))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(MRNRestorer, "fit", fake_fit)
+    train_dir = tmp_path / "train"
+    write_samples(train_dir, n_per_kind=2, shape=(96, 112), seed=40)
+    evaluated = sorted(p.stem for p in sample_dir.iterdir())
+    cfg = load_benchmark_config(
+        _config(
+            tmp_path,
+            sample_dir,
+            methods=["input", "mrn"],
+            train_images=str(train_dir),
+            n_train=3,
+            n_val=1,
+            n_eval=100,
+        )
+    )
+    run_benchmark(cfg, progress=False)
+    manifest = json.loads((cfg.out / "manifest.json").read_text())
+    assert sorted(r["name"] for r in manifest["references"]) == evaluated
+    held = {r["name"] for r in manifest["train"] + manifest["val"]}
+    assert len(manifest["train"]) == 3 and len(manifest["val"]) == 1
+    assert held <= {f"train_{p.stem}" for p in train_dir.iterdir()}
+    assert len(seen["train"]) == 3 and len(seen["val"]) == 1
+    # the records name the training folder's files by their content
+    import hashlib
+
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in train_dir.iterdir()}
+    assert {r["file_sha256"] for r in manifest["train"] + manifest["val"]} <= digests
+
+
+def test_train_images_with_too_few_files_is_refused_with_the_counts(tmp_path, sample_dir):
+    cfg = load_benchmark_config(
+        _config(tmp_path, sample_dir, train_images=str(sample_dir), n_train=10, n_val=2)
+    )
+    with pytest.raises(
+        ValueError, match=r"train_images: 3 image\(s\) under .* n_train \+ n_val = 12"
+    ):
+        run_benchmark(cfg, progress=False)
+
+
 def test_demo_and_benchmark_share_one_runner(tmp_path):
     quick = {"methods": ["input", "wiener"], "quality_metrics": ["psnr", "ssim"]}
     demo_report = run_benchmark(

@@ -154,6 +154,37 @@ def test_outputs_are_measured_with_the_reference_tone():
     assert dark.tone == "bright"
 
 
+def _real(name: str) -> np.ndarray:
+    import os
+    from pathlib import Path
+
+    from sem_physics import read_image
+
+    path = Path(os.environ.get("SEM_REAL_DATA", "/nonexistent")) / name
+    if not path.is_file():
+        pytest.skip(f"{path} missing: set SEM_REAL_DATA to the folder holding {name}")
+    return np.asarray(read_image(path).without_info_bar().data, np.float32)
+
+
+def test_images_of_unknown_kind_are_measured_only_when_oriented_like_lines():
+    """A user's focused image (kind "image") enters the line table when it looks like lines; the
+    real contact-hole array, which the truth convention reads as one 190-nm line, does not."""
+    lines = _real("lines_euv_resist_0p827nm.tif")[:400, :600]
+    holes = _real("contacts_0p901nm.tif")
+    cases = [
+        Case("l@mid", "l", "image", "midpoint", lines, lines, 0.827),
+        Case("h@mid", "h", "image", "midpoint", holes, holes, 0.901),
+    ]
+    truth = LineOptions(convention="truth")
+    assert measure_lines(holes, 0.901, truth).valid  # what the anisotropy rule guards against
+    scorer = Scorer(cases, ("psnr",), line_options=truth)
+    assert set(scorer.references) == {"l@mid"}
+    assert scorer.not_measured["h@mid"].startswith("not a line/space pattern")
+    result = scorer.score(MethodRun("m", outputs={"l@mid": lines, "h@mid": holes}))
+    assert [r.case_id for r in result.metrology] == ["l@mid"]
+    assert result.metrology[0].cd_abs_error_nm == pytest.approx(0.0, abs=1e-9)
+
+
 def _case(offset: float, cid: str = "c@x", shape=(64, 64)) -> Case:
     ref = np.random.default_rng(0).uniform(60, 180, shape).astype(np.float32)
     return Case(cid, cid.split("@")[0], "texture", "midpoint", ref + offset, ref, None)

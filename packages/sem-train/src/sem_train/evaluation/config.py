@@ -4,6 +4,7 @@ Example (YAML; every key is a :class:`BenchmarkConfig` field)::
 
     protocol: s2s                 # or s2r (with defocused: and focused: folders)
     images: /data/sem_focused     # pool: n_train + n_val training images, up to n_eval evaluated
+    # train_images: /data/other   # or: evaluate every `images` file, train on these instead
     out: runs/bench-s2s
     n_train: 10
     n_val: 2
@@ -71,9 +72,11 @@ class BenchmarkConfig(BaseModel):
     """An evaluation run: protocol, data, methods, their training budget, the report.
 
     S→S uses ``images`` (focused images: ``n_train`` + ``n_val`` for training and validation,
-    up to ``n_eval`` evaluated) or, without it, ``generated`` samples. S→R evaluates real
-    ``defocused`` images against ``focused`` ones (paired by sorted order, or one reference for
-    all) and trains learned methods on ``train_images``.
+    up to ``n_eval`` evaluated) or, without it, ``generated`` samples. With ``train_images`` as
+    well, every ``images`` file is evaluated and learned methods train on a seeded sample of
+    ``n_train`` + ``n_val`` images from ``train_images`` (held-out evaluation images). S→R
+    evaluates real ``defocused`` images against ``focused`` ones (paired by sorted order, or
+    one reference for all) and trains learned methods on ``train_images``.
     """
 
     model_config = ConfigDict(extra="forbid")

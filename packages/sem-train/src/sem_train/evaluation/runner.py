@@ -24,11 +24,12 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sem_baselines import FitOptions, registry_entry, restorer_config
 from sem_metrology import LineOptions
 from sem_physics.atomic import atomic_write_text
@@ -41,7 +42,7 @@ from .protocols import Case, ProtocolManifest, build_s2r, build_s2s
 from .report import ReportInputs, mark_incomplete, safe_name, write_report
 from .results import MethodResult, ResultFileError
 from .scoring import Scorer
-from .sources import EvalImage, list_images, load_images, sample_images
+from .sources import EvalImage, SkippedFile, list_images, load_images, sample_images
 from .workers import MethodJob, RunningJobs, beside_workers, worker_pool
 
 __all__ = ["Protocol", "build_protocol", "method_hash", "run_benchmark"]
@@ -95,6 +96,33 @@ def _generated(cfg: BenchmarkConfig) -> Protocol:
     )
 
 
+def _training_folder(
+    cfg: BenchmarkConfig,
+) -> tuple[list[EvalImage], list[EvalImage], list[SkippedFile]]:
+    """``n_train`` + ``n_val`` images drawn (seeded) from ``train_images``: (train, val, skipped).
+
+    A seeded sample, not the first files in path order, which would take every image of a
+    corpus sorted by source from its first one or two sources.
+    """
+    assert cfg.train_images is not None
+    paths = list_images(cfg.train_images)
+    want = cfg.n_train + cfg.n_val
+    if len(paths) < want and not cfg.shrink_split:
+        raise ValueError(
+            f"train_images: {len(paths)} image(s) under {cfg.train_images}, but n_train + n_val "
+            f"= {want} (set shrink_split: true to use fewer)"
+        )
+    order = np.random.default_rng(cfg.seed).permutation(len(paths))
+    picked = [paths[i] for i in sorted(order[:want])]
+    images, skipped = load_images(picked, crop_fraction=cfg.crop_fraction)
+    # named apart from the evaluation images (the result rows), as generated training images are
+    images = [replace(im, name=f"train_{im.name}") for im in images]
+    rng = np.random.default_rng(cfg.seed + 1)
+    images = [images[i] for i in rng.permutation(len(images))]
+    n_val = min(cfg.n_val, len(images) // 2) if cfg.shrink_split else cfg.n_val
+    return images[n_val:], images[:n_val], skipped
+
+
 def _folder(cfg: BenchmarkConfig) -> Protocol:
     assert cfg.images is not None
     paths = list_images(cfg.images)
@@ -103,6 +131,22 @@ def _folder(cfg: BenchmarkConfig) -> Protocol:
     )
     if not images:
         raise _nothing(f"none of the {len(paths)} files under {cfg.images} is usable", skipped)
+    if cfg.train_images is not None:  # every image evaluated; learned methods train elsewhere
+        train, val, train_skipped = _training_folder(cfg)
+        manifest, train, val, cases = build_s2s(
+            images,
+            n_train=len(train),
+            n_val=len(val),
+            train_images=train,
+            val_images=val,
+            **_s2s_settings(cfg),
+        )
+        manifest.skipped = skipped + train_skipped
+        source = (
+            f"{len(images)} images from {cfg.images}; learned methods trained on {len(train)} "
+            f"(+{len(val)} validation) from {cfg.train_images}"
+        )
+        return Protocol(manifest, train, val, cases, source)
     n_train, n_val, notes = cfg.n_train, cfg.n_val, []
     one = len(images) == 1 and cfg.shrink_split and cfg.n_train > 0
     if cfg.shrink_split and not one and len(images) < n_train + n_val + 1:

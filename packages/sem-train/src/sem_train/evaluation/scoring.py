@@ -11,17 +11,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sem_metrology import LineMeasurement, LineOptions
+from sem_metrology.preprocess import detect_orientation
 
 from .metrology import measure_like_reference, measure_line_image, metrology_row
 from .protocols import Case
 from .quality import check_metrics, score_image
 from .results import REFERENCE_NAME, MethodResult, MethodRun, MetrologyRow, QualityRow
 
-__all__ = ["LINE_KINDS", "Scorer"]
+__all__ = ["LINE_KINDS", "MIN_LINE_ANISOTROPY", "Scorer"]
 
 #: Image kinds measured as line/space patterns ("image": a user's image of unknown kind, measured
-#: when its focused reference is measurable).
+#: when its focused reference is measurable and oriented like lines).
 LINE_KINDS = ("lines", "real", "image")
+#: Gradient anisotropy (:func:`sem_metrology.preprocess.detect_orientation`) of a focused image
+#: of unknown kind below which it is not taken for a line/space pattern: lines score 4-16,
+#: contact arrays and textures 1.00-1.01. Without it a contact array passes as one 190-nm line.
+MIN_LINE_ANISOTROPY = 1.5
 
 
 def _strip_edges(m: LineMeasurement) -> LineMeasurement:
@@ -64,6 +69,14 @@ class Scorer:
             if c.pixel_size_nm is None:
                 self.not_measured[c.case_id] = "pixel size unknown (give --pixel-size-nm)"
                 continue
+            if c.kind == "image":
+                _, anisotropy = detect_orientation(c.reference)
+                if anisotropy < MIN_LINE_ANISOTROPY:
+                    self.not_measured[c.case_id] = (
+                        f"not a line/space pattern: gradient anisotropy of the focused image "
+                        f"{anisotropy:.2f} < {MIN_LINE_ANISOTROPY}"
+                    )
+                    continue
             key = (c.image, float(c.pixel_size_nm))
             if key not in cache:
                 cache[key] = measure_line_image(c.reference, c.pixel_size_nm, line_options)
