@@ -139,3 +139,26 @@ def test_l1_tv_prefers_a_flat_image_to_the_truth_which_is_why_l1_is_the_default(
         assert restoration_loss(flat, x, tv_cfg)[0] < restoration_loss(x, x, tv_cfg)[0], kind
         assert restoration_loss(x, x)[0] < restoration_loss(flat, x)[0]  # default "L1"
     assert LossConfig().variant == "L1"
+
+
+def test_structure_term_ignores_gain_and_offset_and_sees_structure():
+    from sem_train.losses import affine_matched
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(3, 1, 32, 32, generator=g)
+    gain = torch.tensor([0.5, 1.0, 2.0]).view(3, 1, 1, 1)
+    brighter = gain * target + torch.tensor([0.3, -0.1, 0.05]).view(3, 1, 1, 1)
+    assert torch.allclose(affine_matched(brighter, target), target, atol=1e-5)
+    cfg = LossConfig(structure_weight=2.0)
+    total, parts = restoration_loss(brighter, target, cfg)
+    assert parts["structure"] < 2e-3  # the Charbonnier floor eps only
+    assert total == pytest.approx(float(parts["charbonnier"]) + 2.0 * float(parts["structure"]))
+    # a structural error survives the matching: a shifted copy is scored like its own error
+    shifted = torch.roll(target, 3, dims=-1)
+    _, parts = restoration_loss(shifted, target, cfg)
+    assert parts["structure"] > 0.5 * (shifted - target).abs().mean()
+    # and the term's gradient reaches the prediction
+    pred = brighter.clone().requires_grad_(True)
+    restoration_loss(torch.roll(pred, 1, dims=-1), target, cfg)[0].backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+    assert "structure" not in restoration_loss(brighter, target, LossConfig())[1]

@@ -201,6 +201,12 @@ class LossConfig(_Strict):
     charbonnier_eps: float = Field(1e-3, gt=0)
     edge_weight: float = Field(3.0, ge=0, description="lambda_e")
     tv_weight: float = Field(10.0, ge=0, description="lambda_tv")
+    structure_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of a second Charbonnier term after least-squares affine matching "
+        "of each prediction to its target: structure, not brightness (0: off, the paper's loss)",
+    )
 
 
 class _StageBase(_Strict):

@@ -12,6 +12,7 @@ import torch
 from .config import LossConfig
 
 __all__ = [
+    "affine_matched",
     "charbonnier_loss",
     "distillation_loss",
     "edge_loss",
@@ -51,19 +52,41 @@ def tv_loss(pred: torch.Tensor) -> torch.Tensor:
 def restoration_loss(
     pred: torch.Tensor, target: torch.Tensor, cfg: LossConfig | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 17: ``L_Charb + lambda_e L_edge + lambda_tv L_TV`` ("L1+TV") or ``L_Charb`` ("L1").
+    """Eq. 17: ``L_Charb + lambda_e L_edge + lambda_tv L_TV`` ("L1+TV") or ``L_Charb`` ("L1"),
+    plus ``structure_weight`` times the Charbonnier loss after affine matching when set.
 
     Returns the total and its detached parts for logging.
     """
     cfg = cfg or LossConfig()
     charb = charbonnier_loss(pred, target, cfg.charbonnier_eps)
     parts = {"charbonnier": charb.detach()}
+    total = charb
+    if cfg.structure_weight > 0:
+        structure = charbonnier_loss(affine_matched(pred, target), target, cfg.charbonnier_eps)
+        parts["structure"] = structure.detach()
+        total = total + cfg.structure_weight * structure
     if cfg.variant == "L1":
-        return charb, parts
+        return total, parts
     edge = edge_loss(pred, target)
     tv = tv_loss(pred)
     parts.update(edge=edge.detach(), tv=tv.detach())
-    return charb + cfg.edge_weight * edge + cfg.tv_weight * tv, parts
+    return total + cfg.edge_weight * edge + cfg.tv_weight * tv, parts
+
+
+def affine_matched(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``a * pred + b`` per image and channel, ``(a, b)`` the least-squares fit to ``target``.
+
+    The PSNR after affine matching of the evaluation tables, made differentiable: a loss on it
+    sees the structure of a prediction and not its brightness (gain and offset of a defocused
+    image cannot be read from the image alone).
+    """
+    p, t = pred.float(), target.float()
+    pc = p - p.mean(dim=(-2, -1), keepdim=True)
+    tc = t - t.mean(dim=(-2, -1), keepdim=True)
+    a = (pc * tc).mean(dim=(-2, -1), keepdim=True) / pc.square().mean(
+        dim=(-2, -1), keepdim=True
+    ).clamp_min(1e-12)
+    return (a * pc + t.mean(dim=(-2, -1), keepdim=True)).to(pred.dtype)
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
