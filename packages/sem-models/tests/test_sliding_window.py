@@ -188,3 +188,56 @@ def test_restore_image_works_on_the_0_255_scale():
     np.testing.assert_allclose(out, img, rtol=1e-5, atol=1e-3)
     clipped = sm.restore_image(lambda x: 2 * x, img, window=32, overlap=8)
     assert clipped.max() == 255.0 and clipped.dtype == np.float32
+
+
+class PatchGrid(nn.Module):
+    """Adds a pattern locked to the window's own 16-px patch grid (period 8 px along both axes,
+    as the shipped model's faint artefact): ``a cos(2 pi u / 8) + a cos(2 pi v / 8)``."""
+
+    def __init__(self, amplitude: float = 0.1):
+        super().__init__()
+        self.amplitude = amplitude
+
+    def forward(self, x):
+        rows, cols = (torch.arange(n, dtype=x.dtype) for n in x.shape[-2:])
+        wave_r = self.amplitude * torch.cos(2 * torch.pi * rows / 8)
+        wave_c = self.amplitude * torch.cos(2 * torch.pi * cols / 8)
+        return x + wave_r[None, None, :, None] + wave_c[None, None, None, :]
+
+
+def _power_at(image: np.ndarray, period: int) -> float:
+    """Mean power of the image's rows and columns at ``1 / period`` cycles/px (interior)."""
+    core = image[32:-32, 32:-32]
+    n = core.shape[0] // period * period
+    k = n // period
+    rows = np.abs(np.fft.rfft(core[:n, :n], axis=1)[:, k]) ** 2
+    cols = np.abs(np.fft.rfft(core[:n, :n], axis=0)[k, :]) ** 2
+    return float(rows.mean() + cols.mean()) / n**2
+
+
+@pytest.mark.parametrize(("window", "patch"), [(128, 16), (224, 16), (64, 16), (32, 16)])
+def test_grid_averaging_overlap_starts_windows_at_every_quarter_patch_phase(window, patch):
+    overlap = sm.grid_averaging_overlap(window, patch)
+    stride = window - overlap
+    assert 0 <= overlap < window and stride <= window // 2
+    assert {(i * stride) % patch for i in range(4)} == {0, patch // 4, patch // 2, 3 * patch // 4}
+
+
+@pytest.mark.parametrize(("window", "patch"), [(128, 14), (16, 16), (8, 16), (2, 16)])
+def test_grid_averaging_overlap_is_a_valid_overlap_for_any_geometry(window, patch):
+    overlap = sm.grid_averaging_overlap(window, patch)
+    assert 0 <= overlap < window and window - overlap <= max(1, window // 2)
+
+
+def test_grid_averaging_overlap_averages_a_patch_grid_pattern_out():
+    image = np.zeros((480, 640), np.float32)
+    model = PatchGrid()
+    pattern = _power_at(model(torch.from_numpy(image)[None, None])[0, 0].numpy(), 8)
+    paper = _power_at(sm.sliding_window(model, image, window=128, overlap=8), 8)
+    overlap = sm.grid_averaging_overlap(128, 16)
+    averaged = _power_at(sm.sliding_window(model, image, window=128, overlap=overlap), 8)
+    assert paper > 0.5 * pattern  # every window on grid phase 0 or 8: the pattern survives
+    assert averaged < pattern / 20  # windows a quarter patch apart: it cancels
+    x = np.random.default_rng(0).random((200, 300)).astype(np.float32)
+    out = sm.sliding_window(Identity(), x, window=128, overlap=overlap)
+    np.testing.assert_allclose(out, x, atol=1e-6)  # an identity model is still exact

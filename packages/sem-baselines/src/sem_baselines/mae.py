@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sem_models import (
     RestorationModel,
     build_mae,
+    grid_averaging_overlap,
     load_external_mae,
     load_model,
     read_state_dict,
@@ -59,7 +60,14 @@ class _MAEInferenceConfig(BaseModel):
     window_px: int | None = Field(
         default=None, ge=8, le=4096, description="sliding window side (px); None = model input"
     )
-    overlap_px: int = Field(default=8, ge=0, le=4095, description="window overlap (px)")
+    overlap_px: int | None = Field(
+        default=None,
+        ge=0,
+        le=4095,
+        description="window overlap (px); None = about half a window, windows a quarter patch "
+        "apart on the patch grid so that the blend averages it out "
+        "(sem_models.grid_averaging_overlap); the paper: 8",
+    )
     batch_size: int = Field(default=8, ge=1, le=4096, description="windows per forward pass")
     device: str | None = Field(default=None, description="torch device; None = cuda if present")
     clip: bool = Field(default=True, description="clip restored images to 0..255")
@@ -141,6 +149,14 @@ class _MAERestorer:
         """Sliding-window side (px): the configured one, else the model's input size."""
         return self.config.window_px or int(self.network.config.img_size)
 
+    @property
+    def overlap_px(self) -> int:
+        """Window overlap (px): the configured one, else :func:`grid_averaging_overlap`."""
+        win = self.window_px
+        if self.config.overlap_px is not None:
+            return min(self.config.overlap_px, win - 1)
+        return grid_averaging_overlap(win, int(self.network.config.patch_size))
+
     @torch.no_grad()
     def restore(self, image: np.ndarray) -> np.ndarray:
         image = check_image(image)
@@ -151,7 +167,7 @@ class _MAERestorer:
             self.last_params = choice.as_dict()
             x = guide_channels(x, choice.psf, balances)
         cfg, win = self.config, self.window_px
-        y = sliding_window(self.network, x, win, min(cfg.overlap_px, win - 1), cfg.batch_size)
+        y = sliding_window(self.network, x, win, self.overlap_px, cfg.batch_size)
         out = np.asarray(y, dtype=np.float32) * np.float32(255.0)
         if balances:
             out = out[0]  # (1, H, W): the image channel

@@ -20,7 +20,7 @@ from .mae import MaskedAutoencoder, build_mae
 from .moe import MoEMlp, balance_loss, global_aux_loss, moe_layers, routing_stats
 from .pos_embed import resize_pos_embed, sincos_2d
 from .restoration import RestorationModel
-from .sliding_window import hann_weights, restore_image, sliding_window
+from .sliding_window import grid_averaging_overlap, hann_weights, restore_image, sliding_window
 from .training import FitResult
 from .upcycle import (
     calibrate_routers,
@@ -53,6 +53,7 @@ __all__ = [
     "freeze_all_but_gates",
     "from_255",
     "global_aux_loss",
+    "grid_averaging_overlap",
     "hann_weights",
     "load_external_mae",
     "load_model",

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "grid_averaging_overlap",
     "hann_weights",
     "inference_context",
     "restore_image",
@@ -58,6 +59,27 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     n = max(1, math.ceil((size - window) / stride) + 1)
     starts = [min(i * stride, size - window) for i in range(n)]
     return sorted(set(starts))
+
+
+def grid_averaging_overlap(window: int, patch: int) -> int:
+    """Overlap (px) at which the blend averages a ViT's patch grid out of the output.
+
+    A ViT's output can carry a faint pattern locked to its patch grid (the shipped model: a
+    peak at 1/8 cycles/px, 3-5x the neighbouring power, on 16-px patches). With the paper's
+    8-px overlap every window starts on the same grid phase (or half a patch off), so the
+    pattern survives the blend. Here the stride is the largest ``s <= window // 2`` with
+    ``s mod patch = patch - patch // 4``: each pixel is covered by about two windows per axis,
+    and consecutive windows start a quarter patch apart on the grid, so their patterns are out
+    of phase and average out (for 16-px patches at 128 px: stride 60, overlap 68; at 224 px:
+    stride 108). About 4x the windows of the paper's tiling.
+    """
+    if window < 2 or patch < 1:
+        raise ValueError(f"need window >= 2 and patch >= 1; got {window=}, {patch=}")
+    offset = patch - max(1, patch // 4)
+    stride = (window // 2 - offset) // patch * patch + offset
+    if stride < 1:
+        stride = max(1, window // 2)
+    return window - stride
 
 
 @contextmanager
