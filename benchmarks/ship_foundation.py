@@ -216,9 +216,11 @@ def _real_section(tables: list[Path]) -> str:
         "",
         "Read with the report's panels and edge overlays: on the real resist lines the model "
         "returns the Wiener-like deconvolution with the brightness corrected (best raw PSNR and "
-        "SSIM) and a faint beaded texture along the lines that the Wiener output does not show; "
-        "after affine matching it is about 0.1 dB below the Wiener deconvolution. Its lines read "
-        "0.24-0.31 nm narrower than Wiener's: the correction that narrows the bloomed generated "
+        "SSIM); the faint beads along the lines that the paper's 8-px window overlap leaves "
+        "(the patch grid) are averaged out by the default tiling "
+        "(`sem_models.grid_averaging_overlap`). After affine matching it is about 0.1 dB below "
+        "the Wiener deconvolution. Its lines read "
+        "0.25-0.30 nm narrower than Wiener's: the correction that narrows the bloomed generated "
         "lines (where it is right, see above) is applied to real resist lines too, where it "
         "moves CD away from the focused value. Every restoration reads these lines 0.5-0.9 nm "
         "narrower than the focused image, whose edges carry the strongest bloom.",
