@@ -248,3 +248,20 @@ def test_register_checks_the_finetune_declaration():
         register("x-pretrained", Cfg, fitting="pretrained")(Loads)
     with pytest.raises(RestorerConfigError, match="unknown restorer 'x-no-load'"):
         registry_entry("x-no-load")  # nothing half-registered
+
+
+def test_the_refiner_runs_channels_last_with_the_same_output():
+    import copy
+
+    from sem_physics import make_sample
+
+    r = get_restorer("sem-foundation", device="cpu")
+    conv = next(m for m in r.network.refiner.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = copy.deepcopy(r.network)
+    for p in plain.parameters():
+        p.data = p.data.contiguous()
+    y = make_sample("contacts", (96, 160), seed=3).astype(np.float32)
+    fast = r.restore(y)
+    r.network = plain
+    np.testing.assert_allclose(fast, r.restore(y), atol=0.05)
