@@ -72,6 +72,11 @@ def test_pretrain_stages_and_finetune_from_the_command_line(folder, tmp_path, ca
         assert info["packages"]["sem-train"] and info["packages"]["torch"]
         assert "commit" in info["git"]
         assert (out / "checkpoints" / "best.json").is_file()
+        split = json.loads((out / "data_split.json").read_text())  # what it trained on
+        assert split["train"] and all(Path(f).is_relative_to(folder) for f in split["train"])
+        assert not set(split["train"]) & set(split["validation"])
+    ft_split = json.loads((runs / "ft" / "data_split.json").read_text())
+    assert (len(ft_split["train"]), len(ft_split["validation"])) == (2, 1)
     ft_cfg = json.loads((runs / "ft" / "config.json").read_text())
     assert ft_cfg["init_from"] == str(runs / "3")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sem_physics.atomic import atomic_write_text
 
-__all__ = ["DENSE_KINDS", "RECIPE_KINDS", "run_recipe"]
+__all__ = ["DENSE_KINDS", "RECIPE_KINDS", "SPLIT_FILE", "run_recipe", "write_split"]
 
 #: The steps of a recipe, in order.
 RECIPE_KINDS = ("stage1", "stage2", "stage3", "finetune")
@@ -42,6 +42,15 @@ def _split_record(kind: str, cfg: Any) -> dict[str, Any]:
         tr, va = split_index(len(paths), cfg.data.val_fraction, cfg.data.split_seed)
         train, val = [paths[i] for i in tr], [paths[i] for i in va]
     return {"kind": kind, "train": _names(train), "validation": _names(val)}
+
+
+def write_split(kind: str, cfg: Any, out: Path) -> Path:
+    """Record in ``out/data_split.json`` the images a training step (``stage1``..``stage3``,
+    ``finetune``) trains and validates on, so its evaluation images can be checked unseen."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / SPLIT_FILE
+    atomic_write_text(path, json.dumps(_split_record(kind, cfg), indent=2))
+    return path
 
 
 def _runner(kind: str) -> Callable[..., Any]:
@@ -104,8 +113,7 @@ def run_recipe(
             summary[kind] = json.loads(done.read_text())
             log(f"{kind}: already finished ({summary[kind]['seconds']:.0f} s), skipped")
             continue
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / SPLIT_FILE, json.dumps(_split_record(kind, cfg), indent=2))
+        write_split(kind, cfg, out)
         ckpt = Checkpointer(out)
         again = resume and (ckpt.dir / "latest.json").exists()
         log(f"{kind}: {'resuming' if again else 'training'} into {out}")
