@@ -47,9 +47,10 @@ def _split_record(kind: str, cfg: Any) -> dict[str, Any]:
 def write_split(kind: str, cfg: Any, out: Path) -> Path:
     """Record in ``out/data_split.json`` the images a training step (``stage1``..``stage3``,
     ``finetune``) trains and validates on, so its evaluation images can be checked unseen."""
+    record = _split_record(kind, cfg)  # bad data is refused before any folder is made
     out.mkdir(parents=True, exist_ok=True)
     path = out / SPLIT_FILE
-    atomic_write_text(path, json.dumps(_split_record(kind, cfg), indent=2))
+    atomic_write_text(path, json.dumps(record, indent=2))
     return path
 
 
