@@ -21,6 +21,7 @@ from .data import DefocusPairDataset, indexed_paths, split_index
 from .data.pairs import GuideMaker, PairSynthesizer
 from .engine import FitResult, Task, fit_config
 from .losses import restoration_loss
+from .recipe import write_split
 
 __all__ = [
     "RestorationTask",
@@ -127,7 +128,9 @@ def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
 
 
 def run_finetune(cfg: FinetuneConfig, *, resume: bool = False) -> FitResult:
-    """Fine-tune on synthetic pairs; best model by validation loss."""
+    """Fine-tune on synthetic pairs; best model by validation loss. The images it trains and
+    validates on are recorded in ``data_split.json`` of the run folder."""
     task = build_finetune_task(cfg)  # first: a missing init_from fails before indexing
     train, val = finetune_datasets(cfg)
+    write_split("finetune", cfg, cfg.run.output_dir)
     return fit_config(task, train, val, cfg, resume=resume)

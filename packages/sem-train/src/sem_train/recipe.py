@@ -114,7 +114,6 @@ def run_recipe(
             summary[kind] = json.loads(done.read_text())
             log(f"{kind}: already finished ({summary[kind]['seconds']:.0f} s), skipped")
             continue
-        write_split(kind, cfg, out)
         ckpt = Checkpointer(out)
         again = resume and (ckpt.dir / "latest.json").exists()
         log(f"{kind}: {'resuming' if again else 'training'} into {out}")

@@ -105,30 +105,17 @@ def _report(result) -> int:
     return 0
 
 
-def _record_split(kind: str, cfg) -> None:
-    """``data_split.json`` in the run folder, once the model to start from is known to exist."""
-    from ..modeling import load_model, resolve_model_dir
-    from ..recipe import write_split
-
-    if getattr(cfg, "init_from", None) is not None:
-        load_model(resolve_model_dir(cfg.init_from))  # a bad checkpoint's own error first
-    write_split(kind, cfg, Path(cfg.run.output_dir))
-
-
 def _pretrain(args: argparse.Namespace) -> int:
     from ..stages import run_pretrain_stage
 
     cfg = _overrides(args, f"stage{args.stage}")
-    _record_split(f"stage{args.stage}", cfg)
     return _report(run_pretrain_stage(args.stage, cfg, resume=args.resume))
 
 
 def _finetune(args: argparse.Namespace) -> int:
     from ..finetune import run_finetune
 
-    cfg = _overrides(args, "finetune")
-    _record_split("finetune", cfg)
-    return _report(run_finetune(cfg, resume=args.resume))
+    return _report(run_finetune(_overrides(args, "finetune"), resume=args.resume))
 
 
 def _recipe(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import torch
 from .. import modeling
 from ..config import Stage1Config
 from ..engine import FitResult, fit_config
+from ..recipe import write_split
 from .common import MAETask, image_datasets
 
 __all__ = ["build_stage1_task", "run_stage1"]
@@ -25,4 +26,5 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> FitResult:
     """Train Stage 1; writes checkpoints, metrics and the best model under ``cfg.run.output_dir``."""
     task = build_stage1_task(cfg)  # first: a missing init_from fails before the data is indexed
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
+    write_split("stage1", cfg, cfg.run.output_dir)
     return fit_config(task, train, val, cfg, resume=resume)

@@ -36,6 +36,7 @@ from .. import modeling
 from ..config import Stage2Config
 from ..distributed import select_device
 from ..engine import FitResult, fit_config, unwrap
+from ..recipe import write_split
 from .common import MAELossWeights, MAETask, image_datasets
 
 __all__ = ["MoETask", "build_stage2_task", "calibrate_student", "run_stage2"]
@@ -97,6 +98,7 @@ def run_stage2(cfg: Stage2Config, *, resume: bool = False) -> FitResult:
     """Train Stage 2 from ``cfg.init_from`` (resume restores the student's weights too)."""
     task = build_stage2_task(cfg)  # first: a missing init_from fails before the data is indexed
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
+    write_split("stage2", cfg, cfg.run.output_dir)
     if not resume:
         device = select_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", "0")))
         calibrate_student(task, train, cfg.router_calibration_images, cfg.run.seed, device)

@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import modeling
 from ..config import Stage3Config
 from ..engine import FitResult, fit_config
+from ..recipe import write_split
 from .common import MAELossWeights, image_datasets
 from .stage2 import MoETask
 
@@ -61,4 +62,5 @@ def run_stage3(cfg: Stage3Config, *, resume: bool = False) -> FitResult:
     """Train Stage 3 from ``cfg.init_from``."""
     task = build_stage3_task(cfg)  # first: a missing init_from fails before the data is indexed
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
+    write_split("stage3", cfg, cfg.run.output_dir)
     return fit_config(task, train, val, cfg, resume=resume)
