@@ -67,3 +67,17 @@ def corpus_dir() -> Path:
     if not env or not Path(env).is_dir():
         pytest.skip("SEM_CORPUS_DATA not set (folder of real SEM micrographs)")
     return Path(env)
+
+
+@pytest.fixture
+def real_image():
+    """``real_image(name)``: the path of a real SEM test image (``SEM_REAL_DATA``); skips, naming
+    the variable, when it is absent (a failure under ``SEM_REQUIRE_REAL_DATA=1``)."""
+
+    def get(name: str) -> Path:
+        path = Path(os.environ.get("SEM_REAL_DATA", "/nonexistent")) / name
+        if not path.is_file():
+            pytest.skip(f"{path} missing: set SEM_REAL_DATA to the folder holding {name}")
+        return path
+
+    return get

@@ -154,23 +154,17 @@ def test_outputs_are_measured_with_the_reference_tone():
     assert dark.tone == "bright"
 
 
-def _real(name: str) -> np.ndarray:
-    import os
-    from pathlib import Path
-
+def _frame(path) -> np.ndarray:
     from sem_physics import read_image
 
-    path = Path(os.environ.get("SEM_REAL_DATA", "/nonexistent")) / name
-    if not path.is_file():
-        pytest.skip(f"{path} missing: set SEM_REAL_DATA to the folder holding {name}")
     return np.asarray(read_image(path).without_info_bar().data, np.float32)
 
 
-def test_images_of_unknown_kind_are_measured_only_when_oriented_like_lines():
+def test_images_of_unknown_kind_are_measured_only_when_oriented_like_lines(real_image):
     """A user's focused image (kind "image") enters the line table when it looks like lines; the
     real contact-hole array, which the truth convention reads as one 190-nm line, does not."""
-    lines = _real("lines_euv_resist_0p827nm.tif")[:400, :600]
-    holes = _real("contacts_0p901nm.tif")
+    lines = _frame(real_image("lines_euv_resist_0p827nm.tif"))[:400, :600]
+    holes = _frame(real_image("contacts_0p901nm.tif"))
     cases = [
         Case("l@mid", "l", "image", "midpoint", lines, lines, 0.827),
         Case("h@mid", "h", "image", "midpoint", holes, holes, 0.901),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,6 @@ PSF = ["--psf", "2,2,0,2"]
 REAL_LINES = "lines_euv_resist_0p827nm.tif"
 REAL_CONTACTS = "contacts_0p901nm.tif"
 BAR_ROWS = 14
-
-
-def real_image(name: str) -> Path:
-    path = Path(os.environ.get("SEM_REAL_DATA", "/nonexistent")) / name
-    if not path.is_file():
-        pytest.skip(f"{path} missing: set SEM_REAL_DATA to the folder holding {name}")
-    return path
 
 
 def with_bar(img: np.ndarray, rows: int = BAR_ROWS) -> np.ndarray:
@@ -94,7 +86,7 @@ def test_info_bar_rows_override(tmp_path):
     assert not np.array_equal(out[-BAR_ROWS:], frame[-BAR_ROWS:])  # restored through the bar
 
 
-def test_real_image_keeps_bar_pixel_size_dtype_and_vendor_tags(tmp_path):
+def test_real_image_keeps_bar_pixel_size_dtype_and_vendor_tags(tmp_path, real_image):
     src = real_image(REAL_LINES)
     assert run(src, "-o", tmp_path, "--method", "wiener", *PSF) == 0
     dst = tmp_path / REAL_LINES
@@ -119,7 +111,7 @@ def test_real_image_keeps_bar_pixel_size_dtype_and_vendor_tags(tmp_path):
     assert rec["pixel_size_nm"] == a.pixel_size_nm and rec["method"] == "wiener"
 
 
-def test_real_palette_tiff_with_zeiss_metadata(tmp_path):
+def test_real_palette_tiff_with_zeiss_metadata(tmp_path, real_image):
     src = real_image(REAL_CONTACTS)
     assert run(src, "-o", tmp_path, "--method", "wiener", *PSF) == 0
     a, b = read_image(src), read_image(tmp_path / REAL_CONTACTS)
