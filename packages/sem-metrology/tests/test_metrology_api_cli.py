@@ -289,3 +289,15 @@ def test_readme_example_runs(capsys) -> None:
     assert n_lines == 20 and abs(cd - cd_truth) < 0.3
     n_holes, hole_cd, hole_cd_truth = (float(v) for v in second.split()[:3])
     assert n_holes > 10 and abs(hole_cd - hole_cd_truth) < 0.3
+
+
+def test_readme_noise_ceiling_example_runs(capsys) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    code = next(b for b in blocks if "noise_ceiling_psnr" in b)
+    exec(compile(code, "README.md", "exec"), {})
+    words = capsys.readouterr().out.split()
+    ceiling, perfect = float(words[0]), float(words[-2])
+    assert abs(ceiling - 20 * np.log10(255 / 8.0)) < 0.5 and abs(ceiling - perfect) < 0.5

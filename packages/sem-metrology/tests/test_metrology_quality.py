@@ -19,6 +19,8 @@ from sem_metrology.quality import (
     lpips_distance,
     niqe,
     niqe_params_mat,
+    noise_ceiling_psnr,
+    noise_sigma,
     psnr,
     ssim,
 )
@@ -46,6 +48,30 @@ def test_psnr_closed_form_and_scale(camera: np.ndarray) -> None:
     assert psnr(camera, noisy) == pytest.approx(10 * np.log10(255.0**2 / mse), rel=1e-12)
     assert psnr(camera / 255, noisy / 255, data_range=1.0) == pytest.approx(psnr(camera, noisy))
     assert psnr(camera, camera) == float("inf")
+
+
+@pytest.mark.parametrize("sigma", [2.0, 6.0, 15.0])
+def test_noise_ceiling_is_what_a_perfect_restoration_scores(camera: np.ndarray, sigma) -> None:
+    clean = ndimage.gaussian_filter(camera, 1.5)  # edges, textures, flat sky: a real scene
+    reference = clean + np.random.default_rng(1).normal(0, sigma, clean.shape)
+    assert noise_sigma(reference) == pytest.approx(sigma, rel=0.1)
+    # The noise-free image is the best any restoration can return; its PSNR against the noisy
+    # reference is the ceiling, measured here without the estimator.
+    perfect = psnr(reference, clean)
+    assert noise_ceiling_psnr(reference) == pytest.approx(perfect, abs=0.8)
+    assert noise_ceiling_psnr(reference / 255, data_range=1.0) == pytest.approx(
+        noise_ceiling_psnr(reference), abs=1e-9
+    )
+    assert noise_ceiling_psnr(np.full((16, 16), 7.0)) == float("inf")
+
+
+@pytest.mark.parametrize(
+    "image, match",
+    [(np.zeros((8, 8, 3)), "2-D"), (np.zeros((4, 64)), "8x8"), (np.full((9, 9), np.nan), "NaN")],
+)
+def test_noise_sigma_bad_inputs(image, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        noise_sigma(image)
 
 
 def _ssim_reference(x: np.ndarray, y: np.ndarray, data_range: float) -> float:

@@ -281,6 +281,37 @@ def test_control_inverts_gain_and_offset_and_the_report_names_who_does_not_beat_
     assert verdict[1] == "Every method beats the control on PSNR affine-matched."
 
 
+def test_noise_ceiling_is_the_score_of_the_noise_free_image_and_the_report_states_it():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    clean = ndimage.gaussian_filter(rng.uniform(40, 200, (160, 160)), 4).astype(np.float32)
+    cases = []
+    for i, sigma in enumerate((3.0, 9.0)):  # two references, two noise levels
+        ref = (clean + rng.normal(0, sigma, clean.shape)).astype(np.float32)
+        cases.append(Case(f"t{i}@m", f"t{i}", "texture", "midpoint", ref, ref, None))
+    scorer = Scorer(cases, ("psnr",))
+    ceilings = [r.noise_ceiling_db for r in scorer.reference.quality]
+    perfect = scorer.score(MethodRun("perfect", outputs={c.case_id: clean for c in cases}))
+    # The noise-free image scores at the ceiling (both PSNRs), within the estimator's error.
+    for c, r in zip(ceilings, perfect.quality, strict=True):
+        assert c == pytest.approx(r.psnr, abs=0.8) and c == pytest.approx(r.psnr_affine, abs=0.8)
+    assert ceilings[0] - ceilings[1] == pytest.approx(20 * math.log10(3.0), abs=0.8)
+    assert all(r.noise_ceiling_db is None for r in perfect.quality)  # reference rows only
+    summaries = [
+        quality_summary([*perfect.quality, *scorer.reference.quality], m, scorer.metrics)
+        for m in ("perfect", REFERENCE_NAME)
+    ]
+    md = quality_markdown(summaries, scorer.metrics)
+    mean = float(np.mean(ceilings))
+    best = summaries[0].metrics["psnr_affine"].mean
+    assert f"would score only {mean:.2f} dB PSNR" in md
+    assert f"{best:.2f} dB, is {mean - best:.2f} dB below it" in md
+    assert "σ ≈ 2.9" in md or "σ ≈ 3.0" in md or "σ ≈ 3.1" in md
+    # Without PSNR among the metrics there is no ceiling to state.
+    assert Scorer(cases, ("ssim",)).reference.quality[0].noise_ceiling_db is None
+
+
 def test_niqe_column_is_not_bolded_when_the_reference_ranks_last():
     def s(name, niqe):
         return QualitySummary(

@@ -4,7 +4,8 @@ Entry points: :func:`measure_lines` (CD, CD std, LWR, LER, roughness PSD, unbias
 ``convention="smile"`` reproduces SMILE3, ``convention="truth"`` puts edges at the true
 half-level), :func:`measure_contacts` (contact holes); synthetic images of known truth:
 :func:`make_line_image`, :func:`make_contact_image`; image quality: :func:`psnr`,
-:func:`ssim`, :func:`lpips_distance`, :func:`niqe`.
+:func:`ssim`, :func:`lpips_distance`, :func:`niqe`; the PSNR a noisy reference allows:
+:func:`noise_ceiling_psnr`.
 
 Depends on sem-physics (image I/O and metadata, atomic output, CSV rows), numpy, scipy,
 scikit-image and pydantic; matplotlib draws the PNG reports (``sem_metrology.report``); torch, lpips and pyiqa (the
@@ -46,6 +47,8 @@ __all__ = [
     "measure_lines",
     "niqe",
     "niqe_params_mat",
+    "noise_ceiling_psnr",
+    "noise_sigma",
     "noise_variance",
     "palasantzas_psd",
     "palasantzas_variance",
@@ -87,6 +90,8 @@ if TYPE_CHECKING:  # pragma: no cover
         lpips_distance,
         niqe,
         niqe_params_mat,
+        noise_ceiling_psnr,
+        noise_sigma,
         psnr,
         ssim,
     )

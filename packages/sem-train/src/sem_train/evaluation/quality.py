@@ -30,6 +30,7 @@ __all__ = [
     "affine_match",
     "check_metrics",
     "score_image",
+    "score_reference",
 ]
 
 #: Every metric the tables know, in column order; ``psnr_affine`` goes with ``psnr``.
@@ -121,3 +122,19 @@ def score_image(
             continue
         values[m] = v
     return row.model_copy(update={**values, "errors": errors, "psnr_infinite": infinite})
+
+
+def score_reference(row: QualityRow, reference: np.ndarray, metrics: Sequence[str]) -> QualityRow:
+    """The focused reference's own row: its no-reference scores and, when PSNR is asked for,
+    its noise ceiling (:func:`sem_metrology.quality.noise_ceiling_psnr`, on the clipped
+    0..255 image the methods are scored against; None for a noise-free reference, which
+    bounds nothing)."""
+    row = score_image(row, reference, None, metrics)
+    if "psnr" not in metrics:
+        return row
+    ref = np.clip(np.asarray(reference, np.float32), 0.0, 255.0)
+    try:
+        ceiling = float(q.noise_ceiling_psnr(ref, data_range=255.0))
+    except Exception as err:  # the reference's row goes on without it
+        return row.model_copy(update={"errors": {**row.errors, "noise_ceiling": _reason(err)}})
+    return row.model_copy(update={"noise_ceiling_db": ceiling if math.isfinite(ceiling) else None})

@@ -72,6 +72,8 @@ class QualityRow(BaseModel):
     ``failed`` is set (and every score None) when the method gave no output for the case.
     An output identical to its reference has an infinite PSNR, stored as the cap
     :data:`~sem_train.evaluation.quality.PSNR_CAP_DB` with ``psnr_infinite=True``.
+    ``noise_ceiling_db`` is set on the focused reference's rows only: the PSNR a perfect,
+    noise-free restoration would score against that (noisy) reference.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -87,6 +89,7 @@ class QualityRow(BaseModel):
     lpips: float | None = None
     niqe: float | None = None
     psnr_infinite: bool = False
+    noise_ceiling_db: float | None = None
     failed: str | None = None
     errors: dict[str, str] = Field(default_factory=dict, description="metric -> reason")
 

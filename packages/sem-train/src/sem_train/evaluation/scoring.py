@@ -15,7 +15,7 @@ from sem_metrology.preprocess import detect_orientation
 
 from .metrology import measure_like_reference, measure_line_image, metrology_row
 from .protocols import Case
-from .quality import check_metrics, score_image
+from .quality import check_metrics, score_image, score_reference
 from .results import REFERENCE_NAME, MethodResult, MethodRun, MetrologyRow, QualityRow
 
 __all__ = ["LINE_KINDS", "MIN_LINE_ANISOTROPY", "Scorer"]
@@ -99,8 +99,8 @@ class Scorer:
         quality = []
         for c in self.cases:
             if c.image not in per_image:
-                per_image[c.image] = score_image(
-                    self._row(REFERENCE_NAME, c), c.reference, None, self.metrics
+                per_image[c.image] = score_reference(
+                    self._row(REFERENCE_NAME, c), c.reference, self.metrics
                 )
             quality.append(per_image[c.image].model_copy(update={"case_id": c.case_id}))
         by_id = {c.case_id: c for c in self.cases}

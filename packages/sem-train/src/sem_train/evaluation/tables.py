@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from .metrology import COLUMN_LABELS, TABLE_COLUMNS
@@ -35,6 +36,7 @@ __all__ = [
     "metrology_markdown",
     "metrology_per_image_markdown",
     "metrology_summary",
+    "noise_ceiling_note",
     "quality_markdown",
     "quality_summary",
     "readme_table",
@@ -62,6 +64,9 @@ class QualitySummary(BaseModel):
     metrics: dict[str, MetricSummary] = Field(default_factory=dict)
     errors: dict[str, str] = Field(default_factory=dict, description="metric -> first reason")
     n_infinite_psnr: int = 0
+    noise_ceiling_db: list[float] = Field(
+        default_factory=list, description="per case; the focused reference's rows only"
+    )
 
     def complete(self, metric: str) -> bool:
         """Every case has a value of ``metric``."""
@@ -106,6 +111,7 @@ def quality_summary(
         metrics={k: summarise(r.value(k) for r in ok) for k in metrics},
         errors=errors,
         n_infinite_psnr=sum(r.psnr_infinite for r in ok),
+        noise_ceiling_db=[r.noise_ceiling_db for r in ok if r.noise_ceiling_db is not None],
     )
 
 
@@ -208,6 +214,9 @@ def quality_markdown(summaries: Sequence[QualitySummary], metrics: Sequence[str]
     lines = _table(head, rows)
     for (k, why), where in missing.items():
         notes.append(f"{METRIC_LABELS[k]} n/a for {', '.join(where)} case(s): {why}")
+    ceiling = noise_ceiling_note(summaries, best.get("psnr_affine"))
+    if ceiling:
+        notes.append(ceiling)
     if "niqe" in no_bold:
         notes.append(
             "NIQE: the focused reference scores worse than every method, so no NIQE value is "
@@ -216,6 +225,38 @@ def quality_markdown(summaries: Sequence[QualitySummary], metrics: Sequence[str]
     if notes:
         lines += ["", *(f"- {n}" for n in dict.fromkeys(notes))]
     return "\n".join(lines) + "\n"
+
+
+def noise_ceiling_note(summaries: Sequence[QualitySummary], best_db: float | None) -> str | None:
+    """How far the best affine-matched PSNR lies below what the references' own noise allows.
+
+    The focused references are micrographs with shot noise of their own; against them a perfect,
+    noise-free restoration scores ``10 log10(255² / σ²)`` per case (the mean over cases bounds
+    the mean PSNR, as each case's PSNR is bounded by its own).
+    """
+    ref = next((s for s in summaries if s.method == REFERENCE_NAME), None)
+    if ref is None or not ref.noise_ceiling_db:
+        return None
+    c = np.asarray(ref.noise_ceiling_db, np.float64)
+    sigma = 255.0 * 10.0 ** (-c / 20.0)
+    mean = float(c.mean())
+    spread = (
+        f"{sigma.min():.1f}–{sigma.max():.1f} grey levels"
+        if sigma.max() - sigma.min() >= 0.05
+        else f"{sigma.min():.1f} grey levels"
+    )
+    per_case = f" ({c.min():.2f}–{c.max():.2f} dB per case)" if c.max() - c.min() >= 0.005 else ""
+    text = (
+        f"Noise ceiling: the focused references carry noise of their own (σ ≈ {spread} on 0..255, "
+        f"wavelet estimate), so even a perfect, noise-free restoration would score only "
+        f"{mean:.2f} dB PSNR against them on average{per_case}"
+    )
+    if best_db is None:
+        return text + "."
+    return text + (
+        f"; the best affine-matched PSNR here, {best_db:.2f} dB, is {mean - best_db:.2f} dB "
+        "below it."
+    )
 
 
 def control_verdict(summaries: Sequence[QualitySummary]) -> list[str]:
