@@ -113,7 +113,13 @@ def test_finetune_here_copies_the_shipped_models_head_onto_the_pretrained_mae(sh
     net = r.network
     assert (net.residual, net.refiner_width, tuple(net.guide_balances)) == (True, 8, (0.1, 1.0))
     assert net.guide_channels == 2 and net.freeze_encoder
-    torch.testing.assert_close(net.mae.state_dict(), mae.state_dict())  # the pretrained MAE
+    # the pretrained MAE, its output layer zeroed: the new residual head starts as the identity
+    ours, start = net.mae.state_dict(), mae.state_dict()
+    assert start["decoder_pred.weight"].any()
+    for k in ("decoder_pred.weight", "decoder_pred.bias"):
+        assert not ours.pop(k).any()
+        start.pop(k)
+    torch.testing.assert_close(ours, start)
     assert any("restoration head of the shipped 'sem-foundation' model" in n for n in r.notes)
 
 

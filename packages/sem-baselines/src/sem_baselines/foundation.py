@@ -29,7 +29,8 @@ arXiv 2604.05960, Tables 2-4 rows "ours few-shot" and "ours zero-shot":
 Dense checkpoints (no MoE) are accepted by both, and ``restorer.notes`` says so (an evaluation
 report carries the notes): such a row is then not the paper's full model. Inference, saving and
 loading are those of the MAE baselines (:mod:`sem_baselines.mae`): Hann-blended sliding
-windows of the model's input size (or ``window_px``), 8-px overlap.
+windows of the model's input size (or ``window_px``), overlapping so that the patch grid
+averages out (``overlap_px``).
 """
 
 from __future__ import annotations
@@ -129,7 +130,10 @@ class SEMFoundationRestorer(_FoundationRestorer):
                 "model; set finetune_here=true to fine-tune it on the protocol's training "
                 "images, or use sem-foundation-zero-shot"
             )
-        return RestorationModel(mae, freeze_encoder=cfg.freeze_encoder, **self._head())
+        model = RestorationModel(mae, freeze_encoder=cfg.freeze_encoder, **self._head())
+        # a new residual head starts as the identity (the physics guide, when it has guides),
+        # as the recipe's fine-tune does; the pretrained reconstruction is no correction
+        return model.start_as_identity() if model.residual else model
 
     def _head(self) -> dict[str, Any]:
         """The restoration head's settings for a fine-tune here (see ``head``)."""

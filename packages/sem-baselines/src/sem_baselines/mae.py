@@ -14,7 +14,9 @@
 
 Both wrap a :class:`sem_models.RestorationModel` (encoder sees all patches, decoder predicts
 the focused image) and restore full-size images with :func:`sem_models.sliding_window`
-(Hann-blended windows of the model's input size, 8-px overlap as in the paper); the paper's
+(Hann-blended windows of the model's input size; by default about half a window of overlap,
+consecutive windows a quarter patch apart on the patch grid so that it averages out; the paper
+uses 8 px, ``overlap_px=8``); the paper's
 own model (``sem_baselines.foundation``) shares that inference. Fine-tuning is sem-train's job:
 ``network`` is the ``RestorationModel`` it trains, ``load_network`` takes the result back.
 Saved form: ``config.json`` (restorer name and config) and ``network/`` (a sem-models
@@ -226,8 +228,10 @@ class _MAERestorer:
 class MAEImageNetRestorer(_MAERestorer):
     """ViT-MAE with public ImageNet weights (local file), restoring by sliding windows.
 
-    As built, the decoder is a seeded initialisation (the files hold the encoder only); an
-    evaluation fine-tunes it on the protocol's training images before restoring.
+    The files hold the encoder only. The restoration head is the fine-tuning protocol's:
+    residual, its output layer zeroed, so that as built (not yet adapted) it returns its input;
+    an evaluation fine-tunes the seeded decoder on the protocol's training images before
+    restoring, exactly as the SEM models are fine-tuned.
     """
 
     config: MAEImageNetConfig
@@ -246,7 +250,9 @@ class MAEImageNetRestorer(_MAERestorer):
             torch.manual_seed(cfg.init_seed)
             mae = build_mae(cfg.preset, in_chans=cfg.in_chans, **cfg.overrides)
         load_external_mae(cfg.weights_path, mae)
-        return RestorationModel(mae, freeze_encoder=cfg.freeze_encoder)
+        return RestorationModel(
+            mae, freeze_encoder=cfg.freeze_encoder, residual=True
+        ).start_as_identity()
 
 
 @register("mae-sem", MAESEMConfig, fitting="pretrained", checkpoint_field="checkpoint_dir")

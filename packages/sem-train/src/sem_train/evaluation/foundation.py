@@ -111,7 +111,8 @@ def finetune_network(
     The network is saved to ``work_dir/initial`` and fine-tuned from there by
     :mod:`sem_train.finetune` into ``work_dir/finetune`` with ``cfg``'s budget
     (``finetune_epochs``, ``batch_size``, ``pairs_per_image``, ``lr``, ``image_size_px``,
-    ``loss_variant``), its encoder frozen as the network says. Returns the best export (lowest
+    ``loss_variant``), with its own head (residual or direct output, refiner, physics guides)
+    and its encoder frozen as the network says. Returns the best export (lowest
     validation loss; the last one without validation images) with the window it was trained
     for and a note: the budget and the validation loss before and after.
     """
@@ -141,7 +142,8 @@ def finetune_network(
             "pairs_per_image": cfg.pairs_per_image,
             "loss": {"variant": cfg.loss_variant},
             "freeze_encoder": network.freeze_encoder,
-            # a fine-tuned network keeps its own heads (refiner, physics guides)
+            # the network keeps its own head: residual or direct, refiner, physics guides
+            "residual": network.residual,
             "refiner_width": network.refiner_width,
             "guide_balances": list(network.guide_balances),
         },
@@ -203,8 +205,11 @@ def train_foundation(
     val1 = _ArrayImages(val_images, train=False, **common) if val_images else None
     fit_config(build_stage1_task(s1), train1, val1, s1)
     mae = load_model(resolve_model_dir(work / "stage1"))
+    # Residual, starting as the identity, as the recipe's fine-tune (FinetuneConfig.residual):
+    # a small MAE trained briefly that predicts the focused image directly returns blurry,
+    # blocky patch averages.
+    network = RestorationModel(mae, freeze_encoder=True, residual=True).start_as_identity()
     done = finetune_network(
-        RestorationModel(mae, freeze_encoder=True), train_images, val_images, work, cfg,
-        seed=seed, progress=progress,
-    )  # fmt: skip
+        network, train_images, val_images, work, cfg, seed=seed, progress=progress
+    )
     return replace(done, note=f"ViT-{cfg.preset} MAE pretrained (Stage 1) and {done.note}")
