@@ -19,6 +19,7 @@ from sem_train.data import (
     split_index,
     validation_batches,
 )
+from sem_train.data.sampler import sample_seed
 
 
 def test_index_is_cached_sorted_and_ignores_other_files(image_folder, monkeypatch):
@@ -155,6 +156,20 @@ def test_defocus_pairs_are_seeded_blurred_and_sized():
             img[None, :, 13:77, 28:92], size=(32, 32), mode="bilinear", antialias=True
         )[0],
     )
+    # Several validation pairs per image: one centred crop, fixed but different degradations
+    # (the best checkpoint is chosen on all of them, not on one random draw per image).
+    val3 = DefocusPairDataset(
+        [img, img[:, :80]], input_size_px=32, crop_sizes_px=(64,), train=False, pairs_per_image=3
+    )
+    assert len(val3) == 6
+    items = [val3[(i, sample_seed(0, -1, i))] for i in range(len(val3))]
+    assert [int(it["index"]) for it in items] == [0, 1, 0, 1, 0, 1]
+    assert torch.equal(items[0]["target"], items[2]["target"])
+    assert torch.equal(items[0]["target"], items[4]["target"])
+    assert not torch.equal(items[0]["input"], items[2]["input"])
+    assert torch.equal(items[2]["input"], val3[(2, sample_seed(0, -1, 2))]["input"])
+    with pytest.raises(ValueError, match="pairs_per_image"):
+        DefocusPairDataset([img], input_size_px=32, train=False, pairs_per_image=0)
 
 
 def test_memory_cache_returns_the_same_items_without_rereading(image_folder):

@@ -230,7 +230,15 @@ def test_finetune_trains_decoder_and_routing_with_a_frozen_encoder(stage1, tmp_p
     )
     task = build_finetune_task(cfg)
     train, val = finetune_datasets(cfg)
-    assert len(train) == 16 and len(val) == 2
+    assert len(train) == 16 and len(val) == 2 * cfg.val_pairs_per_image == 16
+    # The run's seed fixes its initial weights, the refiner's included: a rerun starts alike.
+    torch.rand(5)  # whatever the global generator did before
+    with_refiner = cfg.model_copy(update={"refiner_width": 4})
+    a = build_finetune_task(with_refiner).model.state_dict()
+    torch.rand(7)
+    b = build_finetune_task(with_refiner).model.state_dict()
+    assert any(k.startswith("refiner.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
     frozen = {n: p.clone() for n, p in task.model.named_parameters() if not p.requires_grad}
     trainable = {n for n, p in task.model.named_parameters() if p.requires_grad}
     assert any(n.startswith("mae.blocks.") for n in frozen), "the encoder must be frozen"

@@ -275,6 +275,13 @@ class FinetuneConfig(_Strict):
     n_val_images: int = Field(4, ge=0)
     crop_sizes_px: tuple[int, ...] = (128, 256, 512, 1024)
     pairs_per_image: int = Field(16, ge=1, description="random crops per image per epoch")
+    val_pairs_per_image: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="fixed degradations of each validation image's centred crop (the best "
+        "checkpoint is chosen on n_val_images x this many pairs)",
+    )
     ranges: ParameterRanges = Field(default_factory=ParameterRanges)
     train_routing: bool = Field(True, description="also train MoE gates (MoE models)")
     freeze_encoder: bool = True

@@ -100,16 +100,26 @@ def finetune_datasets(cfg: FinetuneConfig) -> tuple[DefocusPairDataset, DefocusP
         dihedral=cfg.dihedral_augment,
         **common,
     )
-    val = DefocusPairDataset.from_paths(val_paths, train=False, **common) if val_paths else None
+    val = (
+        DefocusPairDataset.from_paths(
+            val_paths, train=False, pairs_per_image=cfg.val_pairs_per_image, **common
+        )
+        if val_paths
+        else None
+    )
     return train, val
 
 
 def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
-    """Restoration model from the pretrained MAE (``init_from``) or a fresh one (``model``)."""
+    """Restoration model from the pretrained MAE (``init_from``) or a fresh one (``model``).
+
+    Every new weight (a fresh MAE, the refiner) is drawn after seeding with ``run.seed``: the
+    initial weights are part of the run's seed, so a rerun starts from the same model.
+    """
+    torch.manual_seed(cfg.run.seed)
     if cfg.init_from is not None:
         mae = modeling.load_model(modeling.resolve_model_dir(cfg.init_from))
     elif cfg.model is not None:
-        torch.manual_seed(cfg.run.seed)
         mae = modeling.build_mae(
             cfg.model, channels=cfg.data.channels, image_size_px=cfg.data.image_size_px
         )

@@ -7,7 +7,8 @@ For an item ``(i, seed)``:
 1. image ``i mod n`` (information bar removed, grayscale, 0..255);
 2. training: a crop side ``s`` drawn from ``crop_sizes_px`` (sides larger than the image are
    replaced by the image's short side) at a random position; validation: the centred crop of
-   the largest side that fits;
+   the largest side that fits (``pairs_per_image`` validation pairs of an image share that
+   crop and differ in their seeded degradations);
 3. a degradation setting drawn from ``ParameterRanges`` and applied to the crop **at its native
    pixel scale** with :func:`sem_physics.degrade_torch` (blur, gain/offset, Poisson-Gaussian
    noise), then clipped to the 0..255 display range;
@@ -51,7 +52,9 @@ class DefocusPairDataset(Dataset):
     crop_sizes_px : training crop sides (the paper: 128, 256, 512, 1024).
     ranges : degradation parameter ranges (default: the paper's ranges).
     train : random crops (True) or the centred validation crop (False).
-    pairs_per_image : dataset length is ``len(images) * pairs_per_image`` (one epoch).
+    pairs_per_image : dataset length is ``len(images) * pairs_per_image`` (one epoch); in
+        validation, the degradations drawn per image (one setting per image scores a handful of
+        random draws, and a flat crop at a mild setting can then decide the best checkpoint).
     channels : 1, or 3 to replicate the gray image.
     synthesis : ``"loader"`` (each item is a pair) or ``"step"`` (training items carry only
         ``"target"``; the training step synthesises ``"input"`` with :class:`PairSynthesizer`).
@@ -87,7 +90,9 @@ class DefocusPairDataset(Dataset):
         self.crop_sizes = tuple(int(c) for c in crop_sizes_px)
         self.ranges = ranges or ParameterRanges()
         self.train = train
-        self.pairs_per_image = pairs_per_image if train else 1
+        if pairs_per_image < 1:
+            raise ValueError(f"pairs_per_image must be >= 1, got {pairs_per_image}")
+        self.pairs_per_image = int(pairs_per_image)
         self.channels = channels
         if synthesis not in ("loader", "step"):
             raise ValueError(f"synthesis={synthesis!r} must be 'loader' or 'step'")

@@ -50,6 +50,9 @@ class FoundationConfig(BaseModel):
     finetune_epochs: int = Field(6, ge=1, le=100_000)
     batch_size: int = Field(8, ge=1, le=4096)
     pairs_per_image: int = Field(16, ge=1, le=10_000, description="fine-tune crops per image")
+    val_pairs_per_image: int = Field(
+        8, ge=1, le=1024, description="fixed degradations per validation image"
+    )
     lr: float = Field(1e-3, gt=0, le=1.0)
     loss_variant: str = Field(
         "L1", description="fine-tune loss: 'L1' (Charbonnier) or 'L1+TV' (paper's variants)"
@@ -140,6 +143,7 @@ def finetune_network(
             "n_val_images": len(val_images),
             "crop_sizes_px": list(crops),
             "pairs_per_image": cfg.pairs_per_image,
+            "val_pairs_per_image": cfg.val_pairs_per_image,
             "loss": {"variant": cfg.loss_variant},
             "freeze_encoder": network.freeze_encoder,
             # the network keeps its own head: residual or direct, refiner, physics guides
@@ -153,10 +157,20 @@ def finetune_network(
     train = DefocusPairDataset(
         _tensors(train_images), train=True, pairs_per_image=cfg.pairs_per_image, **pairs
     )
-    val = DefocusPairDataset(_tensors(val_images), train=False, **pairs) if val_images else None
+    val = (
+        DefocusPairDataset(
+            _tensors(val_images), train=False, pairs_per_image=cfg.val_pairs_per_image, **pairs
+        )
+        if val_images
+        else None
+    )
     result = fit_config(build_finetune_task(ft), train, val, ft)
     n_val = len(val_images)
-    best = f", best of {n_val} validation image(s)" if n_val else ", last epoch (no validation)"
+    best = (
+        f", best on {n_val} validation image(s) × {cfg.val_pairs_per_image} degradations"
+        if n_val
+        else ", last epoch (no validation)"
+    )
     change = _validation_change(work / "finetune")
     return Pretrained(
         checkpoint=Path(result.best_dir or resolve_model_dir(work / "finetune")),
