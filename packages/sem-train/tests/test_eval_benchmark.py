@@ -245,6 +245,10 @@ def test_demo_and_benchmark_share_one_runner(tmp_path):
     with open(demo_dir / "quality_summary.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     assert {"defocused input", "control (y − b)/a", "wiener", "focused"} <= set(rows)
+    # the references' noise ceilings, one per case, on the focused row only
+    ceilings = [float(v) for v in rows["focused"]["noise_ceiling_db"].split("; ")]
+    assert len(ceilings) == int(rows["focused"]["n_cases"]) and all(20 < c < 60 for c in ceilings)
+    assert not rows["wiener"]["noise_ceiling_db"]
 
 
 def test_methods_in_worker_processes_give_the_sequential_tables(tmp_path):

@@ -128,6 +128,8 @@ def _flat(summary: BaseModel) -> dict[str, Any]:
                 row.update({f"{name}_{s}": x for s, x in stats.items()})
         elif isinstance(v, dict):
             row[k] = "; ".join(f"{a}: {b}" for a, b in v.items()) or None
+        elif isinstance(v, list):  # per-case values (the reference's noise ceilings)
+            row[k] = "; ".join(f"{x:.4g}" for x in v) or None
         else:
             row[k] = v
     return row
