@@ -96,6 +96,29 @@ def _rows(table: str) -> dict[str, list[str]]:
     return rows
 
 
+#: The README table's columns after the method: (name, unit).
+_COLUMNS = (
+    ("raw PSNR", " dB"),
+    ("affine-matched PSNR", " dB"),
+    ("SSIM", ""),
+    ("CD(MAE)", " nm"),
+    ("Avg(MAE)", " nm"),
+)
+
+
+def _num(v: str) -> float:
+    return float(v) if v not in ("✗", "n/a", "") else float("nan")
+
+
+def _ours_and(table: str, other: Path, what: str) -> tuple[list[str], list[str]] | str:
+    """The sem-foundation rows of ``table`` and of the table in ``other``, or why not."""
+    ours = _rows(table).get("sem-foundation")
+    theirs = _rows(other.read_text()).get("sem-foundation")
+    if not ours or not theirs:
+        return f"(no sem-foundation row in {what})"
+    return ours, theirs
+
+
 def _verdict(table: str) -> str:
     """The bar of the model (raw PSNR >= control + 1 dB; affine PSNR >= every baseline + 1 dB;
     SSIM, CD(MAE) and Avg(MAE) best), read from the table; the dense ablation (``mae-sem``)
@@ -113,36 +136,32 @@ def _verdict(table: str) -> str:
         and not k.endswith("true-psf")
         and v[0] != "✗"
     }
-
-    def num(v: str) -> float:
-        return float(v) if v not in ("✗", "n/a", "") else float("nan")
-
-    best_aff = max(others.items(), key=lambda kv: num(kv[1][1]))
-    best_ssim = max(others.items(), key=lambda kv: num(kv[1][2]))
-    best_cd = min(others.items(), key=lambda kv: num(kv[1][3]))
-    best_avg = min(others.items(), key=lambda kv: num(kv[1][4]))
+    best_aff = max(others.items(), key=lambda kv: _num(kv[1][1]))
+    best_ssim = max(others.items(), key=lambda kv: _num(kv[1][2]))
+    best_cd = min(others.items(), key=lambda kv: _num(kv[1][3]))
+    best_avg = min(others.items(), key=lambda kv: _num(kv[1][4]))
     checks = [
         (
             f"raw PSNR {ours[0]} dB against the control's {control[0]} dB + 1 dB",
-            num(ours[0]) >= num(control[0]) + 1,
+            _num(ours[0]) >= _num(control[0]) + 1,
         ),
         (
             f"affine-matched PSNR {ours[1]} dB against the best baseline's ({best_aff[0]}, "
             f"{best_aff[1][1]} dB) + 1 dB",
-            num(ours[1]) >= num(best_aff[1][1]) + 1,
+            _num(ours[1]) >= _num(best_aff[1][1]) + 1,
         ),
         (
             f"SSIM {ours[2]} against the best baseline's ({best_ssim[0]}, {best_ssim[1][2]})",
-            num(ours[2]) >= num(best_ssim[1][2]),
+            _num(ours[2]) >= _num(best_ssim[1][2]),
         ),
         (
             f"CD(MAE) {ours[3]} nm against the best baseline's ({best_cd[0]}, {best_cd[1][3]} nm)",
-            num(ours[3]) <= num(best_cd[1][3]),
+            _num(ours[3]) <= _num(best_cd[1][3]),
         ),
         (
             f"Avg(MAE) {ours[4]} nm against the best baseline's ({best_avg[0]}, "
             f"{best_avg[1][4]} nm)",
-            num(ours[4]) <= num(best_avg[1][4]),
+            _num(ours[4]) <= _num(best_avg[1][4]),
         ),
     ]
     lines = [f"- {'met' if ok else '**not met**'}: {text}" for text, ok in checks]
@@ -163,15 +182,12 @@ def _rerun(table: str, rerun: Path | None) -> str:
             "How close a rerun lands has not been measured yet (the recipe is seeded; torch CPU "
             "kernels are not bitwise deterministic across machines)."
         )
-    ours = _rows(table).get("sem-foundation")
-    again = _rows(rerun.read_text()).get("sem-foundation")
-    if not ours or not again:
-        return "(no sem-foundation row in the rerun's table)"
-    names = ["raw PSNR", "affine-matched PSNR", "SSIM", "CD(MAE)", "Avg(MAE)"]
-    units = [" dB", " dB", "", " nm", " nm"]
+    pair = _ours_and(table, rerun, "the rerun's table")
+    if isinstance(pair, str):
+        return pair
+    ours, again = pair
     parts = [
-        f"{n} {a}{u} (shipped: {b}{u})"
-        for n, a, b, u in zip(names, again, ours, units, strict=False)
+        f"{n} {a}{u} (shipped: {b}{u})" for (n, u), a, b in zip(_COLUMNS, again, ours, strict=False)
     ]
     return (
         "How close a rerun lands: the fine-tune rerun from the same Stage-3 model with another "
@@ -200,19 +216,13 @@ def _start(table: str, start: Path | None) -> str:
     with the input's brightness), read from both S→S tables."""
     if start is None:
         return ""
-    ours = _rows(table).get("sem-foundation")
-    first = _rows(start.read_text()).get("sem-foundation")
-    if not ours or not first:
-        return "(no sem-foundation row in the starting point's table)"
-
-    def num(v: str) -> float:
-        return float(v) if v not in ("✗", "n/a", "") else float("nan")
-
-    names = ["raw PSNR", "affine-matched PSNR", "SSIM", "CD(MAE)", "Avg(MAE)"]
-    units = [" dB", " dB", "", " nm", " nm"]
+    pair = _ours_and(table, start, "the starting point's table")
+    if isinstance(pair, str):
+        return pair
+    ours, first = pair
     parts = [
-        f"{n} {b}{u} → {a}{u} ({num(a) - num(b):+.{3 if u == '' else 2}f})"
-        for n, a, b, u in zip(names, ours, first, units, strict=False)
+        f"{n} {b}{u} → {a}{u} ({_num(a) - _num(b):+.{3 if u == '' else 2}f})"
+        for (n, u), a, b in zip(_COLUMNS, ours, first, strict=False)
     ]
     return (
         "\n### What the fine-tune learned\n"
