@@ -11,7 +11,11 @@ and compares the estimate with the truth:
   error;
 * time per image (median and maximum, and on the 960 x 1280 sample images alone);
 * images whose estimate has no PSF (flagged flat) are listed; they are left out of the radius
-  figures and counted again as failures in the "all cases" line.
+  figures and counted again as failures in the "all cases" line;
+* the reported uncertainties: the fraction of radii within one, two and three of their
+  one-sigma errors of the truth;
+* the leakage cross-check (a second fit on a tapered periodogram): how many estimates it
+  flags, and the median worst-axis error of those it flags and of the others.
 
 A reference is never perfectly sharp: its own blur (the estimate's major radius on the
 undegraded reference, ``own``) adds to the simulated defocus, and the composite OTF is zero
@@ -94,6 +98,7 @@ def run_seed(n: int, seed: int, quiet: bool) -> dict[str, list]:
     rng = np.random.default_rng([seed, 1])
     res: dict[str, list] = {k: [] for k in ("radius", "elong", "theta", "sigma", "dose", "time")}
     res |= {"sample_time": [], "flat": [], "below_own": [], "radius_resolvable": []}
+    res |= {"z": [], "leak_flagged": [], "leak_other": []}
     own_cache: dict[str, float] = {}
     for i, (name, focused) in enumerate(cases(n, seed)):
         params = RANGES.sample(rng)
@@ -117,6 +122,12 @@ def run_seed(n: int, seed: int, quiet: bool) -> dict[str, list]:
         else:
             pair = [abs(err["rx_px"]), abs(err["ry_px"])]
             res["radius"] += pair
+            res["z"] += [
+                abs(est.rx_px - trx) / est.rx_px_err,
+                abs(est.ry_px - try_) / est.ry_px_err,
+            ]
+            leak = any("does not fix the blur" in r for r in est.quality.reasons)
+            res["leak_flagged" if leak else "leak_other"].append(max(pair))
             if trx / try_ >= ELONGATED:
                 res["elong"] += pair
             if try_ < own:
@@ -165,6 +176,15 @@ def summary(label: str, n: int, res: dict[str, list]) -> None:
         f"{np.median(res['theta']):.1f} deg; sigma |rel err| median "
         f"{pct(res['sigma'], 50):.1f} % (target 20 %); dose |rel err| median "
         f"{pct(res['dose'], 50):.1f} % (target 30 %)"
+    )
+    z = np.asarray(res["z"])
+    flagged, other = res["leak_flagged"], res["leak_other"]
+    print(
+        f"  radii within 1 / 2 / 3 of their one-sigma errors: {100 * np.mean(z < 1):.0f} / "
+        f"{100 * np.mean(z < 2):.0f} / {100 * np.mean(z < 3):.0f} % (normal: 68 / 95 / 99.7 %); "
+        f"leakage check flags {len(flagged)} (worst-axis error median {pct(flagged, 50):.0f} %, "
+        f"> 25 % in {sum(e > 0.25 for e in flagged)}), the others {len(other)} (median "
+        f"{pct(other, 50):.0f} %, > 25 % in {sum(e > 0.25 for e in other)})"
     )
     st = res["sample_time"]
     print(
