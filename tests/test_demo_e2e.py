@@ -76,6 +76,16 @@ def test_demo_writes_every_report_file(demo_report, capsys):
     assert table.startswith("| method | PSNR (dB) | PSNR affine-matched (dB) |") and table in md
     assert "### Per image" in md and "CD (nm) I1" in md and "Note on NIQE" in md
     assert not (out / "INCOMPLETE").exists()
+    # The blind PSF estimate of every case, beside its true setting.
+    assert "## Blind PSF estimates" in md
+    with open(out / "psf_estimates.csv") as f:
+        est = list(csv.DictReader(f))
+    assert [r["case_id"] for r in est] == [c["case_id"] for c in manifest["cases"]]
+    for r, c in zip(est, manifest["cases"], strict=True):
+        assert float(r["true_rx_px"]) == pytest.approx(
+            max(c["params"]["rx_px"], c["params"]["ry_px"])
+        )
+        assert float(r["rx_px"]) >= float(r["ry_px"]) > 0 and float(r["rx_px_err"]) > 0
 
 
 def test_every_table_number_is_finite_or_marked(demo_report):

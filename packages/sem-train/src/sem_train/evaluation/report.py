@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from sem_physics.atomic import atomic_write_text
 from sem_physics.records import csv_text
 
+from .estimates import ESTIMATE_COLUMNS, estimate_markdown, estimate_rows
 from .figures import Tile, save_edge_overlays, save_panels, save_psd_plot
 from .protocols import Case, ProtocolManifest
 from .quality import METRIC_LABELS
@@ -64,6 +65,7 @@ REPORT_ITEMS = (
     "quality_summary.csv",
     "metrology_per_image.csv",
     "metrology_summary.csv",
+    "psf_estimates.csv",
     "panels",
     "edges",
     "psd",
@@ -115,8 +117,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    atomic_write_text(path, csv_text([{k: _clean(v) for k, v in r.items()} for r in rows]))
+def _csv(
+    path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None
+) -> None:
+    atomic_write_text(path, csv_text([{k: _clean(v) for k, v in r.items()} for r in rows], columns))
 
 
 def _flat(summary: BaseModel) -> dict[str, Any]:
@@ -241,6 +245,13 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
     parts += [f"- image `{k}` not in the table: {v}" for k, v in inp.not_measured.items()]
     parts += [
         "",
+        "## Blind PSF estimates",
+        "",
+        "What the blind-PSF rows (Richardson-Lucy, Wiener, the foundation model's physics "
+        "guides) deconvolve with: `sem_physics.estimate_degradation` of each case's input, "
+        "canonical ellipse (Rx ≥ Ry, θ of the Rx axis from x), beside the true setting.",
+        "",
+        estimate_markdown(t.estimates),
         "## Methods",
         "",
         "| method | status | fit (s) | restore (s) | note |",
@@ -266,6 +277,7 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
         "- `quality_per_image.csv`, `quality_summary.csv` — image quality per image / per method",
         "- `metrology_per_image.csv`, `metrology_summary.csv` — metrology per image / per method",
         "- `methods.csv` — status and timing of every method",
+        "- `psf_estimates.csv` — the blind PSF estimate of every case's input (px, degrees)",
         "- `results.json` — every summary number; `manifest.json` — the exact protocol inputs; "
         "`config.json` — the run's config (`sem benchmark --config config.json` reruns it)",
         "",
@@ -295,6 +307,7 @@ class _Tables:
     metrology: list[MetrologySummary]
     line_cases: list[str]
     methods: list[MethodStatus]
+    estimates: list[dict[str, Any]]
 
 
 def _tables(inp: ReportInputs) -> _Tables:
@@ -327,6 +340,7 @@ def _tables(inp: ReportInputs) -> _Tables:
             for r in inp.results
             if r.name == n
         ],
+        estimates=estimate_rows(inp.cases),
     )
 
 
@@ -339,6 +353,7 @@ def _write(stage: Path, inp: ReportInputs) -> None:
     _csv(stage / "metrology_per_image.csv", [r.model_dump() for r in t.metrology_rows])
     _csv(stage / "metrology_summary.csv", [_flat(s) for s in t.metrology])
     _csv(stage / "methods.csv", [m.model_dump() for m in t.methods])
+    _csv(stage / "psf_estimates.csv", t.estimates, ESTIMATE_COLUMNS)
     atomic_write_text(stage / "manifest.json", inp.manifest.model_dump_json(indent=2))
     atomic_write_text(stage / "config.json", inp.config.model_dump_json(indent=2))
     figures = _figures(stage, inp, [*inp.results])
@@ -354,6 +369,7 @@ def _write(stage: Path, inp: ReportInputs) -> None:
         "metrology_not_measured": inp.not_measured,
         "skipped_files": [s.model_dump() for s in inp.skipped],
         "methods": [m.model_dump() for m in t.methods],
+        "psf_estimates": t.estimates,
         "figures": figures,
         "wall_seconds": inp.wall_seconds,
         "config": json.loads(inp.config.model_dump_json()),
