@@ -162,3 +162,36 @@ def test_structure_term_ignores_gain_and_offset_and_sees_structure():
     restoration_loss(torch.roll(pred, 1, dims=-1), target, cfg)[0].backward()
     assert pred.grad is not None and pred.grad.abs().sum() > 0
     assert "structure" not in restoration_loss(brighter, target, LossConfig())[1]
+
+
+def _bars(shift: float = 0.0, width: float = 6.0, n: int = 2) -> torch.Tensor:
+    """Soft vertical bars of a 16-px pitch (grey levels 0.2 / 0.8), centre moved by ``shift``."""
+    x = torch.arange(64, dtype=torch.float32)
+    d = torch.remainder(x - 8.0 - shift, 16.0)
+    d = torch.minimum(d, 16.0 - d)  # distance to the nearest bar centre
+    profile = 0.2 + 0.6 * torch.sigmoid(4.0 * (width / 2 - d))
+    return profile.expand(n, 1, 32, 64).clone()
+
+
+def test_level_set_term_sees_where_the_contours_lie_not_the_grey_levels():
+    from sem_train.losses import level_set_loss
+
+    target = _bars()
+    assert level_set_loss(target, target) == 0
+    # grey levels changed away from the half level (flattened plateaus): small
+    plateaus = target.clone()
+    plateaus[target > 0.7] = 0.75
+    # the same bars 1 px wider (both edges move by half a pixel): several times larger
+    wider = _bars(width=7.0)
+    assert level_set_loss(wider, target) > 4 * level_set_loss(plateaus, target)
+    # it grows with the edge displacement
+    losses = [float(level_set_loss(_bars(shift=s), target)) for s in (0.25, 0.5, 1.0, 2.0)]
+    assert losses == sorted(losses) and losses[0] > 0
+    # in restoration_loss it scores the affine-matched prediction: gain and offset are free
+    cfg = LossConfig(level_set_weight=1.0)
+    _, parts = restoration_loss(1.7 * target - 0.2, target, cfg)
+    assert parts["level_set"] < 1e-5
+    pred = wider.clone().requires_grad_(True)
+    restoration_loss(pred, target, cfg)[0].backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+    assert "level_set" not in restoration_loss(target, target, LossConfig())[1]

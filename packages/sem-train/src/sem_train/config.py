@@ -207,6 +207,13 @@ class LossConfig(_Strict):
         description="weight of a second Charbonnier term after least-squares affine matching "
         "of each prediction to its target: structure, not brightness (0: off, the paper's loss)",
     )
+    level_set_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of an L1 loss between soft half-level maps of the affine-matched "
+        "prediction and the target: where their contours lie, what CD and edge metrology "
+        "read (0: off, the paper's loss)",
+    )
 
 
 class _StageBase(_Strict):

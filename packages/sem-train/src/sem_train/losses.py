@@ -18,6 +18,7 @@ __all__ = [
     "edge_loss",
     "fft_amplitude_loss",
     "frequency_loss",
+    "level_set_loss",
     "masked_l1",
     "psd_loss",
     "radial_psd",
@@ -53,7 +54,8 @@ def restoration_loss(
     pred: torch.Tensor, target: torch.Tensor, cfg: LossConfig | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 17: ``L_Charb + lambda_e L_edge + lambda_tv L_TV`` ("L1+TV") or ``L_Charb`` ("L1"),
-    plus ``structure_weight`` times the Charbonnier loss after affine matching when set.
+    plus ``structure_weight`` times the Charbonnier loss after affine matching and
+    ``level_set_weight`` times :func:`level_set_loss` of the affine-matched prediction when set.
 
     Returns the total and its detached parts for logging.
     """
@@ -65,12 +67,37 @@ def restoration_loss(
         structure = charbonnier_loss(affine_matched(pred, target), target, cfg.charbonnier_eps)
         parts["structure"] = structure.detach()
         total = total + cfg.structure_weight * structure
+    if cfg.level_set_weight > 0:
+        level = level_set_loss(affine_matched(pred, target), target)
+        parts["level_set"] = level.detach()
+        total = total + cfg.level_set_weight * level
     if cfg.variant == "L1":
         return total, parts
     edge = edge_loss(pred, target)
     tv = tv_loss(pred)
     parts.update(edge=edge.detach(), tv=tv.detach())
     return total + cfg.edge_weight * edge + cfg.tv_weight * tv, parts
+
+
+def level_set_loss(
+    pred: torch.Tensor, target: torch.Tensor, steepness: float = 8.0, tail: float = 0.02
+) -> torch.Tensor:
+    """``mean|s(pred) - s(target)|`` with ``s(x) = sigmoid(k (x - m) / (hi - lo))``.
+
+    ``lo`` and ``hi`` are the target's ``tail`` and ``1 - tail`` quantiles per image and
+    channel, ``m`` their mean: ``s`` is a soft map of which side of the half level each pixel
+    lies on, so the loss weighs where the contours lie (what a threshold edge detector, and the
+    CD read from it, see) and not the grey levels away from them.
+    """
+    t = target.float().flatten(-2)
+    q = torch.quantile(t, torch.tensor([tail, 1.0 - tail], device=t.device), dim=-1)
+    lo, hi = q[0][..., None, None], q[1][..., None, None]
+    mid, scale = 0.5 * (lo + hi), (hi - lo).clamp_min(1e-3)
+
+    def soft(x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(steepness * (x.float() - mid) / scale)
+
+    return (soft(pred) - soft(target)).abs().mean()
 
 
 def affine_matched(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
