@@ -90,8 +90,8 @@ def estimate_markdown(rows: Sequence[dict[str, Any]]) -> str:
     if flagged:
         lines.append(
             f"Flagged: {', '.join(f'`{c}`' for c in flagged)}. The blind-PSF rows of these cases "
-            "deconvolve with a PSF the image does not determine; compare them with the true-PSF "
-            "rows where the table has them."
+            "rest on an estimate that does not vouch for itself (the reasons above); compare "
+            "them with the true-PSF rows where the table has them."
         )
     else:
         lines.append("No estimate is flagged.")
