@@ -295,4 +295,8 @@ def test_default_run_uses_the_blind_estimate_per_image(tmp_path, monkeypatch, ca
     assert got["w40.tif"]["warnings"] == []  # a flagged estimate is said, the image restored
     assert got["w80.tif"]["warnings"] == ["blind PSF estimate: saturated: 3 % of pixels clipped"]
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"sem: warning: {tmp_path / 'w80.tif'}: {got['w80.tif']['warnings'][0]}"]
+    assert err == [
+        f"sem: warning: {tmp_path / 'w80.tif'}: {got['w80.tif']['warnings'][0]}",
+        "sem: hint: the blind PSF estimate of 1 image(s) flags itself; if the PSF is known, give "
+        "it: --psf RX,RY,THETA,BETA (radii in px, angle in rad)",
+    ]

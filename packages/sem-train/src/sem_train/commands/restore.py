@@ -129,9 +129,17 @@ def _restore(args: argparse.Namespace) -> int:
         bar_rows=args.info_bar_rows,
         on_failure=report,
     )
+    flagged = 0
     for item in manifest.restored:
         for warning in item.warnings:
             print(f"sem: warning: {item.input}: {warning}", file=sys.stderr)
+        flagged += any(w.startswith("blind PSF estimate") for w in item.warnings)
+    if flagged:
+        print(
+            f"sem: hint: the blind PSF estimate of {flagged} image(s) flags itself; if the PSF is "
+            "known, give it: --psf RX,RY,THETA,BETA (radii in px, angle in rad)",
+            file=sys.stderr,
+        )
     n_ok, n_bad = len(manifest.restored), len(manifest.failed)
     if not n_ok:
         if n_bad > 1:
