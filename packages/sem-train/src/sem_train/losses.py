@@ -63,12 +63,17 @@ def restoration_loss(
     charb = charbonnier_loss(pred, target, cfg.charbonnier_eps)
     parts = {"charbonnier": charb.detach()}
     total = charb
+    matched = (
+        affine_matched(pred, target)
+        if cfg.structure_weight > 0 or cfg.level_set_weight > 0
+        else None
+    )
     if cfg.structure_weight > 0:
-        structure = charbonnier_loss(affine_matched(pred, target), target, cfg.charbonnier_eps)
+        structure = charbonnier_loss(matched, target, cfg.charbonnier_eps)
         parts["structure"] = structure.detach()
         total = total + cfg.structure_weight * structure
     if cfg.level_set_weight > 0:
-        level = level_set_loss(affine_matched(pred, target), target)
+        level = level_set_loss(matched, target)
         parts["level_set"] = level.detach()
         total = total + cfg.level_set_weight * level
     if cfg.variant == "L1":

@@ -129,11 +129,11 @@ def _restore(args: argparse.Namespace) -> int:
         bar_rows=args.info_bar_rows,
         on_failure=report,
     )
-    flagged = 0
     for item in manifest.restored:
         for warning in item.warnings:
             print(f"sem: warning: {item.input}: {warning}", file=sys.stderr)
-        flagged += any(w.startswith("blind PSF estimate") for w in item.warnings)
+    # an image restored with a blind PSF carries warnings only when its estimate flags itself
+    flagged = sum(1 for item in manifest.restored if item.psf_source == "blind" and item.warnings)
     if flagged:
         print(
             f"sem: hint: the blind PSF estimate of {flagged} image(s) flags itself; if the PSF is "
