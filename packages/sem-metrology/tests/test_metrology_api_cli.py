@@ -261,7 +261,9 @@ def test_cli_lines_json_report_and_exit_codes(tmp_path, sample, capsys) -> None:
         (["lines", "{tif}", "--pixel-size-nm", "nan"], 2, "outside the physical range"),
         (["lines", "{tif}", "--pixel-size-nm", "1", "--roi", "0", "9999", "0", "5"], 2, "roi"),
         (["lines", "{tif}", "--report", "{tif}"], 2, "would be overwritten"),
-        (["lines", "{tif}", "--pixel-size-nm", "1", "--threshold", "2"], 2, "threshold"),
+        (["lines", "{tif}", "--pixel-size-nm", "1", "--threshold", "2"], 2, "outside (0, 1)"),
+        (["lines", "{tif}", "--pixel-size-nm", "1", "--threshold", "nan"], 2, "outside (0, 1)"),
+        (["contacts", "{tif}", "--pixel-size-nm", "1", "--threshold", "0"], 2, "--threshold"),
         (["lines", "{tif}", "--pixel-size-nm", "1", "--info-bar", "x"], 2, "--info-bar"),
         (["lines", "{flat}", "--pixel-size-nm", "1"], 1, "not measurable"),
     ],
@@ -273,9 +275,9 @@ def test_cli_bad_input_one_line_on_stderr(tmp_path, sample, capsys, argv, code, 
     argv = [a.format(tif=tif, flat=flat) for a in argv]
     assert main(argv) == code
     err = capsys.readouterr().err.strip().splitlines()
-    # One error line (argparse prints its usage above it); no traceback.
-    assert message in err[-1] and err[-1].startswith("sem-measure")
-    assert not any("Traceback" in line for line in err)
+    # One error line (no usage block, no traceback, no pydantic dump).
+    assert len(err) == 1 and message in err[0] and err[0].startswith("sem-measure"), err
+    assert "validation error" not in err[0] and "pydantic" not in err[0]
 
 
 def test_readme_example_runs(capsys) -> None:

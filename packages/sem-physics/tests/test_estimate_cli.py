@@ -44,15 +44,30 @@ def test_bad_file_is_reported_and_the_others_still_estimated(
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
     tiny = write_image(tmp_path / "tiny.png", np.full((20, 20), 9.0), "uint8")
-    code = main([str(bad), str(degraded), str(tmp_path / "missing.tif"), str(tiny), "--json"])
+    flat = write_image(tmp_path / "flat.png", np.full((96, 128), 9.0), "uint8")
+    files = [bad, flat, degraded, tmp_path / "missing.tif", tiny]
+    code = main([*map(str, files), "--json"])
     out, err = capsys.readouterr()
     assert code == 2
     lines = [json.loads(line) for line in out.splitlines()]
     assert [rec["file"] for rec in lines] == [str(degraded)]
     errors = err.strip().splitlines()
-    assert len(errors) == 3 and all(e.startswith("sem-psf: error: ") for e in errors)
-    assert str(bad) in errors[0] and "missing.tif: no such file" in errors[1]
-    assert str(tiny) in errors[2] and ">= 32 px" in errors[2]
+    assert len(errors) == 4 and all(e.startswith("sem-psf: error: ") for e in errors)
+    assert str(bad) in errors[0] and "missing.tif: no such file" in errors[2]
+    assert str(flat) in errors[1] and "uniform image" in errors[1]
+    assert str(tiny) in errors[3] and ">= 32 px" in errors[3]
+
+
+def test_white_noise_has_no_psf_and_no_shot_noise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    noise = np.random.default_rng(0).normal(100, 20, (160, 192))  # no PSF, no shot noise
+    path = write_image(tmp_path / "noise.tif", noise, "float32")
+    assert main([str(path), "--crop", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "rx_px n/a" in out and "dose n/a (no shot noise found)" in out
+    sigma = float(out.split("sigma ", 1)[1].split()[0])
+    assert sigma == pytest.approx(20, rel=0.1)  # the white noise's standard deviation
 
 
 def test_plain_text_and_info_bar_crop(degraded: Path, capsys: pytest.CaptureFixture[str]) -> None:

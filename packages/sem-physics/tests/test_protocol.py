@@ -145,3 +145,15 @@ def test_replay_from_another_folder_after_moving_the_tree(
     (tmp_path / "out").rename(moved / "out")
     monkeypatch.chdir(moved / "src")
     assert replay_manifest(moved / "out" / "manifest.json").ok
+
+
+def test_outputs_carry_the_source_pixel_size(tmp_path: Path) -> None:
+    src = write_samples(tmp_path / "src", n_per_kind=1, shape=(48, 64), pixel_size_nm=0.83)
+    plain = write_samples(tmp_path / "plain", n_per_kind=1, shape=(48, 64))[:1]
+    out = tmp_path / "out"
+    manifest = degrade_files([*src, *plain], out, mode="sample", ranges=SMALL, master_seed=2)
+    sizes = [read_image(out / e.output).pixel_size_nm for e in manifest.entries]
+    assert sizes == [pytest.approx(0.83)] * 3 + [None]
+    replay_manifest(out / "manifest.json", tmp_path / "replay")
+    again = [read_image(tmp_path / "replay" / e.output).pixel_size_nm for e in manifest.entries]
+    assert again == sizes

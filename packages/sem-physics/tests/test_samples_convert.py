@@ -10,10 +10,10 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 from sem_physics import SAMPLE_KINDS, image_to_tensor, make_sample, read_image, tensor_to_image
-from sem_physics.samples import sample_seed, write_samples
+from sem_physics.samples import ALL_SAMPLE_KINDS, sample_seed, write_samples
 
 
-@pytest.mark.parametrize("kind", SAMPLE_KINDS)
+@pytest.mark.parametrize("kind", ALL_SAMPLE_KINDS)
 def test_samples_are_deterministic_bounded_and_fast(kind: str) -> None:
     make_sample(kind, seed=0)  # warm-up
     t0 = time.perf_counter()
@@ -41,6 +41,40 @@ def test_lines_have_the_drawn_pitch_and_bright_edges() -> None:
     bright = profile > np.percentile(profile, 95)
     near_edge = ndi.binary_dilation(grad > np.percentile(grad, 70), iterations=3)
     assert np.mean(near_edge[bright]) > 0.8
+
+
+def _pitch_and_high_harmonics(img: np.ndarray) -> tuple[float, float]:
+    """Pitch (px) of the mean profile across the lines, and its strongest component at 2.5
+    times the fundamental's frequency or above, relative to the fundamental (Hann-windowed)."""
+    profile = img.astype(np.float64).mean(axis=0)
+    spec = np.abs(np.fft.rfft((profile - profile.mean()) * np.hanning(profile.size)))
+    freq = np.fft.rfftfreq(profile.size)
+    band = (freq > 1 / 50) & (freq < 1 / 20)
+    i = int(np.argmax(np.where(band, spec, 0.0)))
+    return 1 / freq[i], float(spec[freq > 2.5 * freq[i]].max() / spec[i])
+
+
+def test_resist_lines_are_rounded_where_lines_have_sharp_blooming_edges() -> None:
+    resist = [
+        _pitch_and_high_harmonics(make_sample("resist", (256, 512), seed=s)) for s in range(6)
+    ]
+    lines = [_pitch_and_high_harmonics(make_sample("lines", (256, 512), seed=s)) for s in range(6)]
+    assert all(22 * 0.9 <= p <= 44 * 1.1 for p, _ in resist)  # drawn pitch, FFT-bin slack
+    # Rounding and weak bloom leave little past the second harmonic (measured 0.006-0.18);
+    # sharp sidewalls with strong bloom keep a lot (0.24-0.57).
+    assert max(r for _, r in resist) < 0.2 < min(r for _, r in lines)
+
+
+def test_extra_kinds_leave_the_default_sets_unchanged(tmp_path: Path) -> None:
+    assert set(SAMPLE_KINDS) | {"resist"} == set(ALL_SAMPLE_KINDS)
+    names = sorted(p.name for p in write_samples(tmp_path, n_per_kind=1))
+    assert names == sorted(f"{k}_000.png" for k in SAMPLE_KINDS)
+    # A default kind's seeds keep its place among the default kinds.
+    for k, kind in enumerate(SAMPLE_KINDS):
+        expected = np.random.SeedSequence([7, k, 3]).generate_state(1, dtype=np.uint32)[0]
+        assert sample_seed(7, kind, 3) == int(expected)
+    with pytest.raises(ValueError, match="resist"):
+        make_sample("wires")
 
 
 def test_contacts_count_matches_hexagonal_density() -> None:

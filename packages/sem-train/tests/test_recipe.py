@@ -45,6 +45,18 @@ def test_generated_images_are_disjoint_from_protocol_seeds_and_readable():
         load_image_tensor(GENERATED_ROOT / "lines-40x48", 0.0)
 
 
+def test_generated_kinds_are_chosen_and_keep_each_kinds_seeds():
+    default = generated_paths(GeneratedData(n_per_kind=2, shape=(40, 48)))
+    chosen = generated_paths(GeneratedData(n_per_kind=2, shape=(40, 48), kinds=("resist", "lines")))
+    # Each kind keeps its seeds whatever the others: the lines are the default set's lines.
+    assert [p.name for p in chosen[2:]] == [p.name for p in default[:2]]
+    assert [p.name.split("-")[0] for p in chosen[:2]] == ["resist", "resist"]
+    assert load_image_tensor(chosen[0], 0.0).shape == (1, 40, 48)
+    for bad in (("wires",), ("lines", "lines"), ()):
+        with pytest.raises(ValueError, match="kinds"):
+            GeneratedData(n_per_kind=1, kinds=bad)
+
+
 def test_folder_and_generated_images_are_indexed_together(tmp_path):
     from PIL import Image
 

@@ -238,6 +238,8 @@ def test_one_bad_file_is_one_line_and_nonzero(tmp_path, capsys, name):
         (["--psf", "1,2,3,4,5"], "--psf"),
         (["--set", "iterations=0", *PSF], "setting iterations"),
         (["--set", "=3", *PSF], "KEY=VALUE"),
+        (["--set", "psf.rx_px=3"], "psf is given with --psf"),
+        (["--psf", "-3,2,0,2"], "rx_px Input should be greater than 0"),
     ],
 )
 def test_bad_options_are_one_line(tmp_path, capsys, argv, words):
@@ -246,6 +248,34 @@ def test_bad_options_are_one_line(tmp_path, capsys, argv, words):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sem: error: ") and words in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [(["--info-bar-rows", "-1"], "--info-bar-rows"), (["--no-such-flag"], "unrecognized")],
+)
+def test_usage_errors_are_one_line(tmp_path, capsys, argv, words):
+    with pytest.raises(SystemExit) as stop:
+        run(tmp_path / "a.tif", "-o", tmp_path / "out", *argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sem") and words in err[0], err
+    assert ": error: " in err[0] and "usage:" not in err[0]
+
+
+def test_uniform_image_is_one_line_and_restores_with_a_given_psf(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "flat.tif", np.full((96, 128), 100, np.uint8))
+    assert run(tmp_path / "flat.tif", "-o", tmp_path / "blind", "--method", "wiener") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "uniform image" in err[0] and "--psf" in err[0], err
+    assert run(tmp_path / "flat.tif", "-o", tmp_path / "given", "--method", "wiener", *PSF) == 0
+    out = read_image(tmp_path / "given" / "flat.tif").data
+    np.testing.assert_allclose(out, 100, atol=1)  # deconvolving a constant leaves it constant
+
+
+def test_debug_is_accepted_after_the_command(tmp_path):
+    with pytest.raises(ValueError, match="psf is given with --psf"):  # --debug re-raises
+        run(tmp_path / "a.tif", "-o", tmp_path / "out", "--set", "psf.rx_px=3", "--debug")
 
 
 def test_json_prints_the_manifest(tmp_path, capsys):

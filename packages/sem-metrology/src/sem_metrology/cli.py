@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sem_physics.cli_support import OneLineParser, validation_message
 from sem_physics.pipes import quiet_broken_pipe
 
 if TYPE_CHECKING:  # numpy and the measurement modules load after argument parsing
@@ -71,7 +72,10 @@ def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
     try:
         sem = read_image(p)
     except (OSError, ValueError, MemoryError) as err:
-        raise InputError(f"cannot read image {p}: {err}") from err
+        text = " ".join(str(err).split())
+        if not text.startswith(str(p)):
+            text = f"{p}: {text}"
+        raise InputError(f"cannot read image {text}") from err
     data = np.asarray(sem.data)
     size = sem.pixel_size_nm
     source = sem.pixel_size_source if size is not None else "none"
@@ -278,8 +282,18 @@ def _pixel_size_arg(text: str) -> float:
     return value
 
 
+def _fraction_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is outside (0, 1)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sem-measure",
         description="SEM metrology: line/space (CD, LWR, LER, PSD) and contacts.",
     )
@@ -326,11 +340,29 @@ def _parser() -> argparse.ArgumentParser:
         "--include-edges", action="store_true", help="with --json: include per-row edge positions"
     )
     lines.add_argument(
-        "--method", choices=["polynomial", "linear", "threshold"], default="polynomial"
+        "--method",
+        choices=["polynomial", "linear", "threshold"],
+        default="polynomial",
+        help="sub-pixel edge per row: polynomial fit (default), linear fit, or the raw crossing",
     )
-    lines.add_argument("--threshold", type=float, default=0.5)
-    lines.add_argument("--tone", choices=["auto", "bright", "dark"], default="auto")
-    lines.add_argument("--orientation", choices=["auto", "vertical", "horizontal"], default="auto")
+    lines.add_argument(
+        "--threshold",
+        type=_fraction_arg,
+        default=0.5,
+        help="edge level between the space (0) and line (1) levels, in (0, 1); default 0.5",
+    )
+    lines.add_argument(
+        "--tone",
+        choices=["auto", "bright", "dark"],
+        default="auto",
+        help="lines brighter or darker than the spaces (default: detected)",
+    )
+    lines.add_argument(
+        "--orientation",
+        choices=["auto", "vertical", "horizontal"],
+        default="auto",
+        help="direction of the lines (default: detected; horizontal ones are turned)",
+    )
     lines.add_argument(
         "--levels",
         choices=["plateau", "median5", "percentile"],
@@ -342,8 +374,18 @@ def _parser() -> argparse.ArgumentParser:
     contacts.add_argument(
         "--include-contours", action="store_true", help="with --json: include hole contours"
     )
-    contacts.add_argument("--threshold", type=float, default=0.5)
-    contacts.add_argument("--tone", choices=["auto", "dark", "bright"], default="auto")
+    contacts.add_argument(
+        "--threshold",
+        type=_fraction_arg,
+        default=0.5,
+        help="contour level between the surface and hole levels, in (0, 1); default 0.5",
+    )
+    contacts.add_argument(
+        "--tone",
+        choices=["auto", "dark", "bright"],
+        default="auto",
+        help="holes darker or brighter than the surface (default: detected)",
+    )
     return parser
 
 
@@ -351,6 +393,8 @@ def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     if isinstance(err, MemoryError):
         return f"out of memory ({text})"
+    if type(err).__name__ == "ValidationError" and hasattr(err, "errors"):  # pydantic
+        return validation_message(err)
     if not isinstance(err, (InputError, ValueError, OSError)):
         return f"{type(err).__name__}: {text}"
     return text

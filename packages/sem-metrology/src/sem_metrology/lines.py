@@ -387,7 +387,8 @@ def _smile_branch(
             return f"image too small to turn by SMILE's {rotation:g} degrees and stay inside"
         region = rotate_region(region, rotation, (mr, h - mr, mc, w - mc))
         base["warnings_extra"] = (
-            f"smile: the image turned by {rotation:g} degrees; {mr} rows and {mc} columns "
+            f"smile: the image turned by {rotation:+g}° to make the lines vertical; {mr} rows "
+            f"and {mc} columns "
             "left out at each side (outside the turned image)"
         )
     base["n_rows"] = region.shape[0]

@@ -18,8 +18,9 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
+from .cli_support import OneLineParser
 from .pipes import quiet_broken_pipe
 
 if TYPE_CHECKING:
@@ -46,15 +47,8 @@ class CLIError(ValueError):
     """A user error: printed as one line, exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its usage errors as one line ``sem-degrade: error: ...``."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Simulate defocused, noisy SEM images y = N(a (x * h) + b) with a seeded, "
         f"replayable protocol; writes the images and {MANIFEST}. Unreadable inputs are "

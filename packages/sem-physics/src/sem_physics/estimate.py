@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 MIN_SIDE_PX = 32  # below this nothing can be estimated
+DOSE_CAP = 1e9  # the dose reported when no signal-dependent (shot) noise is found
 SMALL_SIDE_PX = 128  # below this the estimate is flagged
 BETA_PRIOR = (1.9, 2.0)
 _MODEL_ERR = 0.15  # relative model error of one binned periodogram value
@@ -77,6 +78,8 @@ START_SCALES = (1.0, 0.75)  # initial radius multipliers; the fit with the lower
 LM_RTOL = 1e-5  # stop when an iteration lowers the cost by less than this fraction
 LOW_CUT = 0.5  # measured by bench_estimate: 0.3 and 0.65 give a larger 90th percentile
 _MIN_SIGNAL_BINS = 8  # polar bins clearly above the floor needed to call the image structured
+_MIN_BIN_PIXELS = 50  # pixels per intensity bin of the noise fit
+_NOISE_BINS = 20  # intensity bins (quantiles) of the noise fit
 TAPER = 0.3  # tapered fraction of each side in the cross-check's Tukey window
 LEAKAGE_ERR_SCALE = 1.0  # that change (px) enters the radii's one-sigma errors times this
 LEAKAGE_TOLERANCE = 0.25  # relative radius change under the taper above which the fit is flagged
@@ -493,14 +496,19 @@ def _fit_noise(
         img = image[border:-border, border:-border].ravel()
         good = (img > lo) & (img < hi)
         z, n2 = z[good], n2[good]
+    if z.size < _NOISE_BINS * (_MIN_BIN_PIXELS + 1):
+        raise ValueError(
+            f"only {z.size} pixels away from the saturated levels and the border: "
+            f"{_NOISE_BINS * (_MIN_BIN_PIXELS + 1)} are needed to estimate the noise"
+        )
     mean_var = float(n2.mean())
-    edges = np.quantile(z[::7], np.linspace(0.0, 1.0, 21))
+    edges = np.quantile(z[::7], np.linspace(0.0, 1.0, _NOISE_BINS + 1))
     edges[0], edges[-1] = -np.inf, np.inf
-    idx = np.clip(np.searchsorted(edges, z, side="right") - 1, 0, 19)
-    cnt = np.bincount(idx, minlength=20).astype(np.float64)
-    zm = np.bincount(idx, weights=z, minlength=20) / np.maximum(cnt, 1)
-    vm = np.bincount(idx, weights=n2, minlength=20) / np.maximum(cnt, 1)
-    use = cnt > 50
+    idx = np.clip(np.searchsorted(edges, z, side="right") - 1, 0, _NOISE_BINS - 1)
+    cnt = np.bincount(idx, minlength=_NOISE_BINS).astype(np.float64)
+    zm = np.bincount(idx, weights=z, minlength=_NOISE_BINS) / np.maximum(cnt, 1)
+    vm = np.bincount(idx, weights=n2, minlength=_NOISE_BINS) / np.maximum(cnt, 1)
+    use = cnt > _MIN_BIN_PIXELS
     zm, vm, cnt = zm[use], vm[use], cnt[use]
     # weighted least squares v = sigma^2 + z / dose; var of a bin mean ~ 2 v^2 / (n c)
     wts = cnt * keep_fraction / (2.0 * np.maximum(vm, 1e-12) ** 2)
@@ -620,6 +628,8 @@ def estimate_degradation(image: np.ndarray, *, beta: float = 1.95) -> Degradatio
         )
     if not 0 < beta <= 10:
         raise ValueError(f"beta must be in (0, 10], got {beta}")
+    if float(y.min()) == float(y.max()):
+        raise ValueError(f"uniform image (every pixel {float(y.min()):g}): nothing to estimate")
     flags: dict[str, bool] = {}
     reasons: list[str] = []
     if min(h, w) < SMALL_SIDE_PX:
@@ -691,8 +701,8 @@ def estimate_degradation(image: np.ndarray, *, beta: float = 1.95) -> Degradatio
         beta_err=beta_err,
         sigma=sigma,
         sigma_err=sigma_err,
-        dose=min(dose, 1e9),
-        dose_err=min(dose_err, 1e12),
+        dose=min(dose, DOSE_CAP),
+        dose_err=min(dose_err, 1e3 * DOSE_CAP),
         noise_floor=mean_var,
         shape=(h, w),
         seconds=time.perf_counter() - t0,

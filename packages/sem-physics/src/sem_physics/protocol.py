@@ -467,7 +467,9 @@ def degrade_files(
                     reason = f"{path}: {reason}"
                 failed.append(FailedSource(source=str(path), reason=reason))
                 continue
-            written.append(write_image(out / names[i], result, dtype))
+            written.append(
+                write_image(out / names[i], result, dtype, pixel_size_nm=img.pixel_size_nm)
+            )
             entries.append(
                 ManifestEntry(
                     source=_relative_to(path, out),
@@ -560,7 +562,9 @@ def replay_manifest(
             data = crop_info_bar(read_image(source).data, rows=entry.crop_rows)
             result = _degrade_one(data, entry.params, entry.seed, source)
             if target is not None:
-                written.append(write_image(target, result, dtype))
+                written.append(
+                    write_image(target, result, dtype, pixel_size_nm=entry.pixel_size_nm)
+                )
             if pixels_sha256(quantize(result, dtype)) != entry.output_sha256:
                 mismatched.append(entry.output)
     except BaseException:

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .cli_support import OneLineParser
 from .pipes import quiet_broken_pipe
 
 PROG = "sem-psf"
@@ -27,13 +28,15 @@ _EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Blind estimate of the defocus PSF (rx_px, ry_px, theta_rad, beta) and the "
         "Poisson-Gaussian noise (sigma, dose) of each image, with one-sigma uncertainties and "
         "quality flags.",
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE", help="files or folders")
+    parser.add_argument(
+        "inputs", nargs="+", type=Path, metavar="IMAGE", help="files or folders (recursive)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     parser.add_argument(
         "--crop",
@@ -53,7 +56,9 @@ def _expand(inputs: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
     """``(path, None)`` for every image to estimate, ``(path, reason)`` for a bad input."""
     for item in inputs:
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in _EXTENSIONS)
+            found = sorted(
+                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in _EXTENSIONS
+            )
             if not found:
                 yield item, f"folder holds no images ({', '.join(_EXTENSIONS)})"
             for p in found:
@@ -94,6 +99,13 @@ def _text(rec: dict[str, Any]) -> str:
     deg = f" ({math.degrees(theta):.0f}°)" if theta is not None else ""
     q = rec["quality"]
     quality = "ok" if not q["reasons"] else "; ".join(q["reasons"])
+    from .estimate import DOSE_CAP
+
+    dose = (
+        "n/a (no shot noise found)"
+        if rec["dose"] >= 0.5 * DOSE_CAP
+        else f"{_fmt(rec['dose'], rec['dose_err'], 1)} e-/grey level"
+    )
     return "\n".join(
         [
             f"{rec['file']}  ({h} x {w} px analysed, {rec['rows_cropped']} rows cropped, "
@@ -102,8 +114,7 @@ def _text(rec: dict[str, Any]) -> str:
             f"{_fmt(rec['ry_px'], rec['ry_px_err'])}   theta_rad "
             f"{_fmt(theta, rec['theta_rad_err'])}{deg}   beta {_fmt(rec['beta'], rec['beta_err'])}"
             " (prior)",
-            f"  noise  sigma {_fmt(rec['sigma'], rec['sigma_err'])} (0..255)   dose "
-            f"{_fmt(rec['dose'], rec['dose_err'], 1)} e-/grey level",
+            f"  noise  sigma {_fmt(rec['sigma'], rec['sigma_err'])} (0..255)   dose {dose}",
             f"  quality: {quality}",
         ]
     )

@@ -1,6 +1,6 @@
 """The project's own SEM-like sample images (no third-party images are ever shipped).
 
-Three kinds, each on the 0..255 scale, float32, deterministic by seed:
+Three default kinds, each on the 0..255 scale, float32, deterministic by seed:
 
 * ``"lines"``: vertical line/space resist pattern, pitch 28-44 px, duty 0.40-0.55, edges with
   correlated roughness (Gaussian-filtered white noise, sigma 0.8-1.8 px, correlation length
@@ -9,6 +9,12 @@ Three kinds, each on the 0..255 scale, float32, deterministic by seed:
   +-5 % size variation and low-order rim roughness) with bright rims.
 * ``"texture"``: grainy, slowly shaded substrate with bright particles of varied size and
   elongation, each with an SE edge rim.
+
+On request only (``EXTRA_KINDS``; the default sets are the three above):
+
+* ``"resist"``: line/space resist as a low-voltage CD-SEM shows it, pitch 22-44 px, duty
+  0.35-0.60, the same edge roughness, rounded across the lines (Gaussian, 1-4 px) with weak or
+  no edge bloom (0-25 grey levels), where ``"lines"`` have sharp sidewalls and strong bloom.
 
 All get a slight probe blur (Gaussian, 0.7 px) and mild shot noise (Poisson with 3-6 electrons
 per grey level), then are clipped to 0..255: realistic focused inputs for the forward model.
@@ -23,9 +29,12 @@ from scipy import ndimage as ndi
 
 from .io import write_image
 
-__all__ = ["SAMPLE_KINDS", "make_sample", "write_samples"]
+__all__ = ["ALL_SAMPLE_KINDS", "EXTRA_KINDS", "SAMPLE_KINDS", "make_sample", "write_samples"]
 
 SAMPLE_KINDS = ("lines", "contacts", "texture")
+#: Kinds made on request only (not in the default sets, so these stay as they were).
+EXTRA_KINDS = ("resist",)
+ALL_SAMPLE_KINDS = SAMPLE_KINDS + EXTRA_KINDS
 _MIN_SIDE = 32
 
 
@@ -39,12 +48,14 @@ def _rough_edge(rng: np.random.Generator, n: int, sigma_px: float, corr_px: floa
     return noise * (sigma_px / max(float(noise.std()), 1e-12))
 
 
-def _lines(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    pitch = rng.uniform(28, 44)
-    cd = rng.uniform(0.40, 0.55) * pitch
-    sigma, corr = rng.uniform(0.8, 1.8), rng.uniform(4, 12)
-    space_level, line_level = rng.uniform(40, 70), rng.uniform(95, 130)
-    bloom_amp, bloom_w = rng.uniform(50, 90), rng.uniform(1.5, 3.0)
+def _line_edges(
+    rng: np.random.Generator, h: int, w: int, pitch: float, cd: float, sigma: float, corr: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distances (px, positive inside) of every pixel to its line's left and right edges.
+
+    Vertical lines of ``pitch`` and width ``cd`` at a random phase, each edge displaced by its
+    own correlated roughness (:func:`_rough_edge`).
+    """
     first = rng.uniform(-pitch, 0)
     n_lines = int(np.ceil((w - first) / pitch)) + 2
     centres = first + pitch * np.arange(n_lines)  # nominal line centres
@@ -54,11 +65,42 @@ def _lines(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     )
     x = np.arange(w, dtype=np.float64)
     nearest = np.clip(np.rint((x - first) / pitch).astype(int), 0, n_lines - 1)  # line of column
-    s_left = x[None, :] - left.T[:, nearest]  # (H, W) signed distance inside the left edge
-    s_right = right.T[:, nearest] - x[None, :]
+    return x[None, :] - left.T[:, nearest], right.T[:, nearest] - x[None, :]
+
+
+def _bloom(s_left: np.ndarray, s_right: np.ndarray, width: float) -> np.ndarray:
+    """Unit-height secondary-electron ridges just inside both edges."""
+    return np.exp(-(((s_left - 1.0) / width) ** 2)) + np.exp(-(((s_right - 1.0) / width) ** 2))
+
+
+def _lines(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    pitch = rng.uniform(28, 44)
+    cd = rng.uniform(0.40, 0.55) * pitch
+    sigma, corr = rng.uniform(0.8, 1.8), rng.uniform(4, 12)
+    space_level, line_level = rng.uniform(40, 70), rng.uniform(95, 130)
+    bloom_amp, bloom_w = rng.uniform(50, 90), rng.uniform(1.5, 3.0)
+    s_left, s_right = _line_edges(rng, h, w, pitch, cd, sigma, corr)
     inside = _sigmoid(np.minimum(s_left, s_right) / 0.6)
-    bloom = np.exp(-(((s_left - 1.0) / bloom_w) ** 2)) + np.exp(-(((s_right - 1.0) / bloom_w) ** 2))
-    return space_level + (line_level - space_level) * inside + bloom_amp * bloom
+    return (
+        space_level
+        + (line_level - space_level) * inside
+        + bloom_amp * _bloom(s_left, s_right, bloom_w)
+    )
+
+
+def _resist(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Resist lines as a low-voltage CD-SEM shows them: rounded, soft sidewalls, weak bloom."""
+    pitch = rng.uniform(22, 44)
+    cd = rng.uniform(0.35, 0.60) * pitch
+    sigma, corr = rng.uniform(0.8, 2.0), rng.uniform(4, 16)
+    space_level, line_level = rng.uniform(30, 70), rng.uniform(80, 140)
+    bloom_amp, bloom_w = rng.uniform(0, 25), rng.uniform(1.5, 3.0)
+    wall_px = rng.uniform(1.0, 4.0)  # Gaussian rounding across the lines
+    s_left, s_right = _line_edges(rng, h, w, pitch, cd, sigma, corr)
+    inside = _sigmoid(np.minimum(s_left, s_right) / 0.6)
+    img = space_level + (line_level - space_level) * inside
+    img += bloom_amp * _bloom(s_left, s_right, bloom_w)
+    return ndi.gaussian_filter1d(img, wall_px, axis=1, mode="reflect")
 
 
 def _add_blob(
@@ -144,7 +186,7 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return img
 
 
-_MAKERS = {"lines": _lines, "contacts": _contacts, "texture": _texture}
+_MAKERS = {"lines": _lines, "contacts": _contacts, "texture": _texture, "resist": _resist}
 
 
 def make_sample(kind: str, shape: tuple[int, int] = (480, 640), seed: int = 0) -> np.ndarray:
@@ -157,7 +199,7 @@ def make_sample(kind: str, shape: tuple[int, int] = (480, 640), seed: int = 0) -
     ((96, 128), dtype('float32'), True)
     """
     if kind not in _MAKERS:
-        raise ValueError(f"unknown sample kind {kind!r}; accepted: {', '.join(SAMPLE_KINDS)}")
+        raise ValueError(f"unknown sample kind {kind!r}; accepted: {', '.join(ALL_SAMPLE_KINDS)}")
     if (
         len(shape) != 2
         or any(isinstance(s, bool) or int(s) != s for s in shape)
@@ -175,7 +217,7 @@ def make_sample(kind: str, shape: tuple[int, int] = (480, 640), seed: int = 0) -
 
 def sample_seed(seed: int, kind: str, index: int) -> int:
     """The seed of sample ``index`` of ``kind`` in a set made with master ``seed``."""
-    seq = np.random.SeedSequence([int(seed), SAMPLE_KINDS.index(kind), int(index)])
+    seq = np.random.SeedSequence([int(seed), ALL_SAMPLE_KINDS.index(kind), int(index)])
     return int(seq.generate_state(1, dtype=np.uint32)[0])
 
 

@@ -22,6 +22,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from sem_physics.cli_support import OneLineParser, validation_message
 from sem_physics.pipes import quiet_broken_pipe
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
@@ -42,7 +43,7 @@ _RUN_FAILURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; ``command``'s module registers its full sub-parser, the other
     commands are listed (by name and help) without importing their modules."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sem", description="SEM foundation toolkit: training, evaluation and demos."
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
@@ -59,6 +60,31 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def _command_of(argv: Sequence[str]) -> str | None:
     """The command word: the first argument that is not a global option."""
     return next((a for a in argv if not a.startswith("-")), None)
+
+
+#: options whose value may start with a minus sign (argparse would read "-3,2" as an option)
+_SIGNED_VALUE_OPTIONS = ("--psf",)
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--psf -3,2`` as ``--psf=-3,2``, so that the value reaches its own range check."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if (
+            a in _SIGNED_VALUE_OPTIONS
+            and len(nxt) > 1
+            and nxt[0] == "-"
+            and nxt[1] in "0123456789."
+        ):
+            out.append(f"{a}={nxt}")
+            i += 2
+        else:
+            out.append(a)
+            i += 1
+    return out
 
 
 def _first_line(err: BaseException) -> str:
@@ -78,6 +104,8 @@ def describe_error(err: BaseException) -> tuple[int, str]:
         return 1, f"out of memory ({_first_line(err)}); use smaller images or batches"
     if isinstance(err, KeyError):
         return 2, f"missing or unknown key {err.args[0]!r}" if err.args else "missing key"
+    if type(err).__name__ == "ValidationError" and hasattr(err, "errors"):  # pydantic
+        return 2, validation_message(err)
     if isinstance(err, ValueError | TypeError | LookupError) or from_module in ("yaml", "pickle"):
         return 2, _first_line(err)
     if type(err).__name__ in ("SafetensorError", "UnpicklingError"):
@@ -91,6 +119,10 @@ def describe_error(err: BaseException) -> tuple[int, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sem``; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv[1:] and "--" not in argv[: argv.index("--debug")]:
+        argv.remove("--debug")  # a global flag, accepted after the command too
+        argv.insert(0, "--debug")
+    argv = _join_negative_values(argv)
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sem_models.config import MoEConfig
 from sem_physics import ParameterRanges
 from sem_physics.io import DEFAULT_CROP_FRACTION
+from sem_physics.samples import ALL_SAMPLE_KINDS
 
 __all__ = [
     "PRESETS",
@@ -83,12 +84,17 @@ class AugmentConfig(_Strict):
 class GeneratedData(_Strict):
     """Focused images from the built-in sample generator, added to (or instead of) a folder.
 
-    Image ``i`` of kind ``k`` (lines, contacts, texture) is rendered with seed
+    Image ``i`` of kind ``k`` (0 lines, 1 contacts, 2 texture, 3 resist) is rendered with seed
     ``seed + 10_000 * k + i``; the default ``seed`` keeps them apart from every image an
     evaluation protocol generates (seeds below 1 000 000), so training never sees them.
     """
 
     n_per_kind: int = Field(0, ge=0, le=10_000, description="images per kind; 0 = none")
+    kinds: tuple[str, ...] = Field(
+        ("lines", "contacts", "texture"),
+        min_length=1,
+        description="sample kinds (sem_physics.samples: lines, contacts, texture, resist)",
+    )
     shape: tuple[int, int] = Field((480, 640), description="image size (rows, cols), px")
     seed: int = Field(1_000_000, ge=0, description="seed of the first image of the first kind")
 
@@ -96,6 +102,12 @@ class GeneratedData(_Strict):
     def _check(self) -> GeneratedData:
         if min(self.shape) < 32 or max(self.shape) > 8192:
             raise ValueError(f"shape={self.shape}: each side must be in [32, 8192] px")
+        bad = [k for k in self.kinds if k not in ALL_SAMPLE_KINDS]
+        if bad or len(set(self.kinds)) != len(self.kinds):
+            raise ValueError(
+                f"kinds={list(self.kinds)}: each must be one of {', '.join(ALL_SAMPLE_KINDS)}, "
+                "without repeats"
+            )
         return self
 
 

@@ -81,7 +81,9 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument("--images", help="folder of your focused SEM images (default: generated)")
-    p.add_argument("--out", default="sem-demo-report", help="report folder")
+    p.add_argument(
+        "--out", default="sem-demo-report", help="report folder (default: sem-demo-report)"
+    )
     p.add_argument(
         "--quick", action="store_true", help="reduced mode (small images, short training)"
     )
@@ -100,7 +102,9 @@ def register(subparsers: Any) -> None:
         help="quality metrics (default: psnr,psnr_affine,ssim,lpips,niqe; psnr adds psnr_affine)",
     )
     p.add_argument("--settings", help="defocus settings (default: random,midpoint)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the images and degradations (default 0)"
+    )
     p.add_argument("--pixel-size-nm", type=_positive_float, help="pixel size for metrology (nm)")
     add_run_options(p)
     p.set_defaults(handler=_demo)

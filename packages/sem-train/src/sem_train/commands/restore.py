@@ -82,9 +82,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--psf",
         default="auto",
-        metavar="auto|RX,RY,THETA,BETA",
+        metavar="auto|RX,RY[,THETA[,BETA]]",
         help="PSF of the deconvolution methods: blind estimate (auto, default) or radii in px, "
-        "angle in rad, Airy exponent",
+        "angle in rad (default 0), Airy exponent (default 2)",
     )
     p.add_argument(
         "--set",
@@ -109,11 +109,12 @@ def register(subparsers: Any) -> None:
 def _restore(args: argparse.Namespace) -> int:
     from ..restoration import DEFAULT_METHOD, prepare, restore_files
 
+    options = parse_set(args.set)
+    for key, flag in (("psf", "--psf"), ("checkpoint", "--checkpoint"), ("method", "--method")):
+        if key in options:
+            raise ValueError(f"--set {key}...: {key} is given with {flag}, not --set")
     method = prepare(
-        args.method or DEFAULT_METHOD,
-        psf=args.psf,
-        checkpoint=args.checkpoint,
-        **parse_set(args.set),
+        args.method or DEFAULT_METHOD, psf=args.psf, checkpoint=args.checkpoint, **options
     )
 
     def report(path: Path, reason: str) -> None:

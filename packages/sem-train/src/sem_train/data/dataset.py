@@ -215,12 +215,13 @@ def split_index(n: int, val_fraction: float, seed: int) -> tuple[list[int], list
 
 def generated_paths(cfg: GeneratedData) -> list[Path]:
     """Stand-in paths of ``cfg``'s generated images, read back by :func:`load_image_tensor`."""
-    from sem_physics.samples import SAMPLE_KINDS
+    from sem_physics.samples import ALL_SAMPLE_KINDS
 
     rows, cols = cfg.shape
     return [
-        GENERATED_ROOT / f"{kind}-{rows}x{cols}-s{cfg.seed + 10_000 * k + i}"
-        for k, kind in enumerate(SAMPLE_KINDS)
+        GENERATED_ROOT
+        / f"{kind}-{rows}x{cols}-s{cfg.seed + 10_000 * ALL_SAMPLE_KINDS.index(kind) + i}"
+        for kind in cfg.kinds
         for i in range(cfg.n_per_kind)
     ]
 

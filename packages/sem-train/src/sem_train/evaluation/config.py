@@ -59,6 +59,11 @@ class GeneratedImages(BaseModel):
 
     n_per_kind: int = Field(1, ge=1, le=50, description="evaluation images per kind")
     shape: tuple[int, int] = Field((480, 640), description="image size (rows, cols), px")
+    kinds: tuple[Literal["lines", "contacts", "texture", "resist"], ...] = Field(
+        ("lines", "contacts", "texture"),
+        min_length=1,
+        description="sample kinds (sem_physics.samples; resist: rounded low-voltage lines)",
+    )
 
     @field_validator("shape")
     @classmethod

@@ -80,7 +80,7 @@ def _s2s_settings(cfg: BenchmarkConfig) -> dict[str, Any]:
 
 def _generated(cfg: BenchmarkConfig) -> Protocol:
     g = cfg.generated
-    pool = sample_images(g.n_per_kind, g.shape, cfg.seed)
+    pool = sample_images(g.n_per_kind, g.shape, cfg.seed, kinds=g.kinds)
     train = sample_images(
         max(1, math.ceil(cfg.n_train / 3)), g.shape, cfg.seed + 1, prefix="train_"
     )

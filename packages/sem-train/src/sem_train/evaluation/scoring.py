@@ -22,7 +22,7 @@ __all__ = ["LINE_KINDS", "MIN_LINE_ANISOTROPY", "Scorer"]
 
 #: Image kinds measured as line/space patterns ("image": a user's image of unknown kind, measured
 #: when its focused reference is measurable and oriented like lines).
-LINE_KINDS = ("lines", "real", "image")
+LINE_KINDS = ("lines", "resist", "real", "image")
 #: Gradient anisotropy (:func:`sem_metrology.preprocess.detect_orientation`) of a focused image
 #: of unknown kind below which it is not taken for a line/space pattern: lines score 4-16,
 #: contact arrays and textures 1.00-1.01. Without it a contact array passes as one 190-nm line.

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sem_physics.io import IMAGE_EXTENSIONS, crop_info_bar, read_image
 from sem_physics.protocol import file_sha256, pixels_sha256
-from sem_physics.samples import SAMPLE_KINDS, make_sample
+from sem_physics.samples import ALL_SAMPLE_KINDS, SAMPLE_KINDS, make_sample
 
 __all__ = [
     "MIN_SIDE_PX",
@@ -162,7 +162,12 @@ def sample_images(
     if n_per_kind < 1:
         raise ValueError(f"n_per_kind must be >= 1, got {n_per_kind}")
     out = []
-    for k_i, kind in enumerate(kinds):
+    for kind in kinds:
+        k_i = ALL_SAMPLE_KINDS.index(kind) if kind in ALL_SAMPLE_KINDS else -1
+        if k_i < 0:
+            raise ValueError(
+                f"unknown sample kind {kind!r}; accepted: {', '.join(ALL_SAMPLE_KINDS)}"
+            )
         for i in range(n_per_kind):
             s = int(seed) * 1000 + k_i * 100 + i
             data = np.ascontiguousarray(make_sample(kind, shape=shape, seed=s), dtype=np.float32)
