@@ -58,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--out", type=Path, help="output folder (created)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--sample", action="store_true", help="draw parameters per image from the paper's ranges"
+        "--sample",
+        action="store_true",
+        help="draw parameters per image from the paper's ranges (radii up to 30 px: images "
+        "need at least 181 px per side, smaller ones are skipped)",
     )
     mode.add_argument(
         "--midpoint", action="store_true", help="every parameter at its range midpoint (default)"
@@ -74,14 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--crop",
         choices=("none", "info-bar", "fraction"),
         default="none",
-        help="remove the info bar first: detected rows (else the fraction), or the fraction",
+        help="remove the info bar first: detected rows (else the fraction), the fraction, or "
+        "nothing (none, default)",
     )
-    parser.add_argument("--crop-fraction", type=float, default=None, help="default 0.0667")
+    parser.add_argument(
+        "--crop-fraction",
+        type=float,
+        default=None,
+        help="bottom fraction removed by --crop fraction (default 0.0667)",
+    )
     parser.add_argument(
         "--format",
         choices=("float32-tiff", "uint16-png"),
         default="float32-tiff",
-        help="output format (float32 TIFF keeps values unclipped)",
+        help="output format (default float32-tiff: keeps values unclipped)",
     )
     parser.add_argument(
         "--make-samples",
