@@ -191,12 +191,16 @@ def test_rgb_and_rgba_convert_to_bt601_luma(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_image(tmp_path / "rgba.png").data, expected)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
     np.testing.assert_array_equal(read_image(tmp_path / "rgb.tif").data, expected)
+    for name in ("rgb.png", "rgba.png", "rgb.tif"):  # a colour image says it was turned grey
+        (note,) = read_image(tmp_path / name).notes
+        assert "colour image" in note and "BT.601" in note
 
 
 def test_equal_channels_keep_values_exactly(tmp_path: Path) -> None:
     g = _noisy((16, 16))
     tifffile.imwrite(tmp_path / "g3.tif", np.stack([g] * 3, -1), photometric="rgb")
     np.testing.assert_array_equal(read_image(tmp_path / "g3.tif").data, g.astype(np.float32))
+    assert read_image(tmp_path / "g3.tif").notes == ()  # nothing was lost: no note
 
 
 def test_palette_png_and_tiff(tmp_path: Path) -> None:

@@ -273,6 +273,17 @@ def test_uniform_image_is_one_line_and_restores_with_a_given_psf(tmp_path, capsy
     np.testing.assert_allclose(out, 100, atol=1)  # deconvolving a constant leaves it constant
 
 
+def test_colour_input_is_restored_with_a_warning(tmp_path, capsys):
+    grey = np.rint(sample((64, 80)) * 255).astype(np.uint8)
+    rgb = np.stack([grey, grey, np.roll(grey, 3, axis=1)], axis=-1)  # the channels differ
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    assert run(tmp_path / "rgb.png", "-o", tmp_path / "out", "--method", "wiener", *PSF) == 0
+    err = capsys.readouterr().err
+    assert "sem: warning: " in err and "colour image" in err
+    (item,) = manifest(tmp_path / "out")["restored"]
+    assert len(item["input_notes"]) == 1 and item["warnings"] == []
+
+
 def test_debug_is_accepted_after_the_command(tmp_path):
     with pytest.raises(ValueError, match="psf is given with --psf"):  # --debug re-raises
         run(tmp_path / "a.tif", "-o", tmp_path / "out", "--set", "psf.rx_px=3", "--debug")

@@ -146,6 +146,7 @@ class SEMImage:
     info_bar_rows: int | None
     source_dtype: str
     cropped_rows: int = 0  # bottom rows removed by :meth:`without_info_bar`
+    notes: tuple[str, ...] = ()  # what reading changed beyond the scale (e.g. colour to grey)
 
     def with_pixel_size(self, pixel_size_nm: float | None, source: str) -> SEMImage:
         """A copy with another pixel size (e.g. a user's flag) and the ``source`` naming it.
@@ -619,6 +620,7 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
             arr, source_dtype, size, source, bar = _read_tiff(path, limit)
         else:
             arr, source_dtype, size, source = _read_pil(path, limit)
+        notes = _colour_notes(arr)
         data = _to_gray_255(arr, path)
     except ImageReadError:
         raise
@@ -637,7 +639,18 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
         pixel_size_source=source,
         info_bar_rows=bar,
         source_dtype=source_dtype,
+        notes=notes,
     )
+
+
+def _colour_notes(arr: np.ndarray) -> tuple[str, ...]:
+    """A note when a colour image (channels that differ) is turned into grey."""
+    arr = np.asarray(arr)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        return ()
+    if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+        return ()  # grey stored as RGB: nothing is lost
+    return ("colour image: its channels differ and were combined into grey (BT.601 luma)",)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def _restore(args: argparse.Namespace) -> int:
         on_failure=report,
     )
     for item in manifest.restored:
-        for warning in item.warnings:
+        for warning in [*item.input_notes, *item.warnings]:
             print(f"sem: warning: {item.input}: {warning}", file=sys.stderr)
     # an image restored with a blind PSF carries warnings only when its estimate flags itself
     flagged = sum(1 for item in manifest.restored if item.psf_source == "blind" and item.warnings)

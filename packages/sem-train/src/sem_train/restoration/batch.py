@@ -59,6 +59,9 @@ class RestoredFile(BaseModel):
     estimate: dict[str, Any] | None
     checkpoint: str | None
     warnings: list[str] = Field(default_factory=list)
+    input_notes: list[str] = Field(
+        default_factory=list, description="what reading the input changed (colour to grey)"
+    )
     timings_s: dict[str, float]
 
 
@@ -264,5 +267,6 @@ def _restore_one(
         pixel_size_source=img.pixel_size_source,
         input_dtype=img.source_dtype,
         output_dtype=dtype,
+        input_notes=list(img.notes),
         **result.record(),
     )
