@@ -223,8 +223,9 @@ def test_cli_lines_json_report_and_exit_codes(tmp_path, sample, capsys) -> None:
             str(report),
         ]
     )
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert code == 0 and report.is_file()
+    assert err.strip() == f"sem-measure: report: {report}"  # stdout stays pure JSON
     data = json.loads(out)
     assert data["n_lines"] == 10 and data["pixel_size_source"] == "command line"
     assert data["convention"] == "smile" and data["crop"] is None
@@ -265,6 +266,7 @@ def test_cli_lines_json_report_and_exit_codes(tmp_path, sample, capsys) -> None:
         (["lines", "{tif}", "--pixel-size-nm", "1", "--threshold", "nan"], 2, "outside (0, 1)"),
         (["contacts", "{tif}", "--pixel-size-nm", "1", "--threshold", "0"], 2, "--threshold"),
         (["lines", "{tif}", "--pixel-size-nm", "1", "--info-bar", "x"], 2, "--info-bar"),
+        (["lines", "{tif}", "--pixel-size-nm", "1", "--json", "--csv"], 2, "not allowed with"),
         (["lines", "{flat}", "--pixel-size-nm", "1"], 1, "not measurable"),
     ],
 )

@@ -57,7 +57,7 @@ def test_folder_mode_one_row_per_image_failures_keep_their_reason(tmp_path, line
     assert "broken.tif" in err and "Traceback" not in err
     assert _snapshot(folder) == before  # inputs untouched
     # --strict: any failure exits 1; JSON rows carry the same reasons.
-    assert main([*argv[:-2], "--strict", "--json"]) == 1
+    assert main([*argv[:4], "--strict", "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert sorted(r["path"] for r in data) == sorted(rows)
 

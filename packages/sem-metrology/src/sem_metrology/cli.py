@@ -138,6 +138,7 @@ def _measure(args: argparse.Namespace, path: Path, report: Path | None) -> Any:
 
         save = save_line_report if args.command == "lines" else save_contact_report
         save(result, img.measured, report, title=str(path))
+        print(f"sem-measure: report: {report}", file=sys.stderr)
     return result
 
 
@@ -306,8 +307,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="nm per pixel, 1e-3 .. 1e6 (default: from the file's metadata)",
     )
-    common.add_argument("--json", action="store_true", help="print the result as JSON")
-    common.add_argument("--csv", action="store_true", help="print a CSV summary")
+    printed = common.add_mutually_exclusive_group()
+    printed.add_argument("--json", action="store_true", help="print the result as JSON")
+    printed.add_argument("--csv", action="store_true", help="print a CSV summary")
     common.add_argument(
         "--output", type=Path, default=None, help="write the printed result to this file"
     )
