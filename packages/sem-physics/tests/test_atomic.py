@@ -44,3 +44,18 @@ def test_temporary_keeps_the_suffix(tmp_path):
     seen = []
     atomic_write(tmp_path / "c.tif", lambda tmp: (seen.append(tmp.suffix), tmp.write_bytes(b"1")))
     assert seen == [".tif"]
+
+
+def test_a_nested_write_failure_names_the_destination_without_errno_prefix(tmp_path):
+    dest = tmp_path / "d.png"
+
+    def writer(tmp):  # a writer that itself writes atomically (as image writers do)
+        def inner(tmp2):
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+        atomic_write(tmp, inner)
+
+    with pytest.raises(OutputWriteError) as info:
+        atomic_write(dest, writer)
+    assert str(info.value) == f"cannot write {dest}: Permission denied"
+    assert info.value.errno == errno.EACCES and list(tmp_path.iterdir()) == []

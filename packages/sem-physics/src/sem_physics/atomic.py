@@ -20,6 +20,9 @@ __all__ = ["OutputWriteError", "atomic_write", "atomic_write_bytes", "atomic_wri
 class OutputWriteError(OSError):
     """An output file could not be written; the message names the file and the cause."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno N]" prefix
+        return str(self.strerror) if self.strerror else super().__str__()
+
 
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as fh:
@@ -47,8 +50,11 @@ def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        if isinstance(err, OutputWriteError):
-            raise
+        if isinstance(err, OutputWriteError):  # a nested atomic write: name this path
+            if str(tmp) not in str(err.strerror):
+                raise
+            text = str(err.strerror).replace(str(tmp), str(path))
+            raise OutputWriteError(err.errno or 0, text) from err
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OutputWriteError(
                 err.errno, f"no space left on the device while writing {path}"
