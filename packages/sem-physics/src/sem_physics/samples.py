@@ -23,18 +23,28 @@ per grey level), then are clipped to 0..255: realistic focused inputs for the fo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from .io import write_image
 
-__all__ = ["ALL_SAMPLE_KINDS", "EXTRA_KINDS", "SAMPLE_KINDS", "make_sample", "write_samples"]
+__all__ = [
+    "ALL_SAMPLE_KINDS",
+    "EXTRA_KINDS",
+    "SAMPLE_KINDS",
+    "SampleKind",
+    "make_sample",
+    "write_samples",
+]
 
+#: Every kind the generator makes, in seed order.
+SampleKind = Literal["lines", "contacts", "texture", "resist"]
+ALL_SAMPLE_KINDS: tuple[str, ...] = get_args(SampleKind)
+#: The default sets (demo, S→S protocol, training data); the others are made on request only.
 SAMPLE_KINDS = ("lines", "contacts", "texture")
-#: Kinds made on request only (not in the default sets, so these stay as they were).
 EXTRA_KINDS = ("resist",)
-ALL_SAMPLE_KINDS = SAMPLE_KINDS + EXTRA_KINDS
 _MIN_SIDE = 32
 
 

@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sem_physics import ParameterRanges
 from sem_physics.io import DEFAULT_CROP_FRACTION
+from sem_physics.samples import SAMPLE_KINDS, SampleKind
 
 from ..config import safe_yaml_loader
 from .foundation import FoundationConfig
@@ -59,8 +60,8 @@ class GeneratedImages(BaseModel):
 
     n_per_kind: int = Field(1, ge=1, le=50, description="evaluation images per kind")
     shape: tuple[int, int] = Field((480, 640), description="image size (rows, cols), px")
-    kinds: tuple[Literal["lines", "contacts", "texture", "resist"], ...] = Field(
-        ("lines", "contacts", "texture"),
+    kinds: tuple[SampleKind, ...] = Field(
+        SAMPLE_KINDS,
         min_length=1,
         description="sample kinds (sem_physics.samples; resist: rounded low-voltage lines)",
     )

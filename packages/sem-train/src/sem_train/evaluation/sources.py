@@ -163,11 +163,11 @@ def sample_images(
         raise ValueError(f"n_per_kind must be >= 1, got {n_per_kind}")
     out = []
     for kind in kinds:
-        k_i = ALL_SAMPLE_KINDS.index(kind) if kind in ALL_SAMPLE_KINDS else -1
-        if k_i < 0:
+        if kind not in ALL_SAMPLE_KINDS:
             raise ValueError(
                 f"unknown sample kind {kind!r}; accepted: {', '.join(ALL_SAMPLE_KINDS)}"
             )
+        k_i = ALL_SAMPLE_KINDS.index(kind)  # a kind's seeds do not depend on the others
         for i in range(n_per_kind):
             s = int(seed) * 1000 + k_i * 100 + i
             data = np.ascontiguousarray(make_sample(kind, shape=shape, seed=s), dtype=np.float32)
