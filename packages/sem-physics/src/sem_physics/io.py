@@ -510,7 +510,7 @@ def _check_declared_size(path: Path, height: int, width: int, depth: int, limit:
         size = f"{width}x{height}" + (f"x{depth}" if depth > 1 else "")
         raise ImageReadError(
             f"{path}: declares {size} px = {n / 1e6:.1f} Mpx, above the limit of "
-            f"{limit / 1e6:g} Mpx (raise it with max_pixels or ${MAX_PIXELS_ENV})"
+            f"{limit / 1e6:g} Mpx (raise it with --max-pixels, max_pixels= or ${MAX_PIXELS_ENV})"
         )
 
 
