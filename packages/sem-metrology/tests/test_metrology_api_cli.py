@@ -253,6 +253,19 @@ def test_cli_lines_json_report_and_exit_codes(tmp_path, sample, capsys) -> None:
     assert data["intensity_levels"] == "percentile" and data["n_lines"] == 10
 
 
+def test_cli_warns_when_a_colour_image_was_combined_into_grey(tmp_path, sample, capsys) -> None:
+    grey = np.clip(sample.image, 0, 255).astype(np.uint8)
+    rgb = np.stack([grey, grey, np.roll(grey, 2, axis=1)], axis=-1)  # the channels differ
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, rgb, photometric="rgb")
+    assert main(["lines", str(path), "--pixel-size-nm", "0.8", "--json"]) == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert warnings[0].startswith("colour image") and "BT.601" in warnings[0]
+    grey_path = _tif(tmp_path, sample.image)  # a grey file carries no such warning
+    assert main(["lines", str(grey_path), "--pixel-size-nm", "0.8", "--json"]) == 0
+    assert not any("colour" in w for w in json.loads(capsys.readouterr().out)["warnings"])
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [

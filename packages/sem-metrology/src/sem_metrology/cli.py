@@ -48,6 +48,7 @@ class LoadedImage:
     pixel_size_nm: float | None
     pixel_size_source: str
     info_bar_rows: int
+    notes: tuple[str, ...] = ()  # what reading changed (a colour image combined into grey)
 
     @property
     def measured(self) -> np.ndarray:
@@ -93,7 +94,11 @@ def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
         if not 0 <= rows < data.shape[0]:
             raise InputError(f"--info-bar rows must be in [0, {data.shape[0] - 1}], got {rows}")
     return LoadedImage(
-        data=data, pixel_size_nm=size, pixel_size_source=str(source), info_bar_rows=rows
+        data=data,
+        pixel_size_nm=size,
+        pixel_size_source=str(source),
+        info_bar_rows=rows,
+        notes=tuple(sem.notes),
     )
 
 
@@ -132,7 +137,8 @@ def _measure(args: argparse.Namespace, path: Path, report: Path | None) -> Any:
 
         options = ContactOptions(tone=args.tone, threshold=args.threshold, roi=args.roi)
         result = measure_contacts(img, size, options)
-    result = result.model_copy(update={"pixel_size_source": source})
+    update = {"pixel_size_source": source, "warnings": [*img.notes, *result.warnings]}
+    result = result.model_copy(update=update)
     if report is not None:
         from .report import save_contact_report, save_line_report
 
