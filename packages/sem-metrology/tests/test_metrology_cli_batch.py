@@ -143,3 +143,14 @@ def test_import_pulls_in_neither_torch_nor_matplotlib() -> None:
     code = "import sem_metrology as s; print(s.measure_lines.__name__, s.psnr.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["measure_lines", "psnr"]
+
+
+def test_folder_progress_bar_only_on_a_terminal(tmp_path, line_tif, capsys, monkeypatch):
+    folder = _folder(tmp_path, line_tif)
+    argv = ["lines", str(folder), "--pixel-size-nm", "0.8", "--csv"]
+    assert main(argv) == 0
+    assert "sem-measure: 100%" not in capsys.readouterr().err  # piped: no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "sem-measure: 100%" in err and "4/4" in err  # every image below the folder

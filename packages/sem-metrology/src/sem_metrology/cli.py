@@ -222,6 +222,17 @@ def _cmd_one(args: argparse.Namespace) -> int:
     return _emit(_measure(args, path, report), args)
 
 
+def _progress(paths: list[Path]) -> Any:
+    """A progress bar on stderr over a folder's images, when stderr is a terminal."""
+    if len(paths) < 2 or not sys.stderr.isatty():
+        return paths
+    try:
+        from tqdm import tqdm
+    except ImportError:  # optional
+        return paths
+    return tqdm(paths, desc="sem-measure", unit="img", file=sys.stderr)
+
+
 def _cmd_folder(args: argparse.Namespace) -> int:
     folder = args.image
     images = _images_below(folder)
@@ -230,7 +241,7 @@ def _cmd_folder(args: argparse.Namespace) -> int:
     _check_outputs(args, images, folder)
     rows: list[dict[str, Any]] = []
     n_ok = 0
-    for path in images:
+    for path in _progress(images):
         row: dict[str, Any] = {"path": str(path.relative_to(folder))}
         try:
             result = _measure(args, path, _report_path(args, path, folder))
