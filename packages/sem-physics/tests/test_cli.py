@@ -91,17 +91,6 @@ def test_out_of_range_parameters(
     assert words in _err_line(capsys)
 
 
-@pytest.mark.parametrize("flag", ["--rx-px", "--offset", "--dose"])
-@pytest.mark.parametrize("value", ["nan", "inf", "NaN"])
-def test_non_finite_parameters_are_one_usage_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
-) -> None:
-    with pytest.raises(SystemExit) as stop:
-        main([str(tmp_path / "x.png"), "-o", str(tmp_path / "o"), flag, value])
-    assert stop.value.code == 2
-    assert f"argument {flag}: '{value}' is not a finite number" in _err_line(capsys)
-
-
 def test_unreadable_and_missing_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"II*\x00garbage")
