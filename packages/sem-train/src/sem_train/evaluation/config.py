@@ -31,6 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sem_physics import ParameterRanges
+from sem_physics.cli_support import validation_message
 from sem_physics.io import DEFAULT_CROP_FRACTION
 from sem_physics.samples import SAMPLE_KINDS, SampleKind
 
@@ -185,21 +186,12 @@ def parse_method_settings(items: list[str] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _validation_message(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(x) for x in first["loc"]) or "config"
-    given = first.get("input")
-    if isinstance(given, str | int | float) and len(repr(given)) <= 60:
-        return f"{loc}: {first['msg']} (got {given!r})"
-    return f"{loc}: {first['msg']}"
-
-
 def make_config(data: dict[str, Any], where: str = "config") -> BenchmarkConfig:
     """:class:`BenchmarkConfig` from a mapping; ValueError naming the field and the rule."""
     try:
         return BenchmarkConfig(**data)
     except ValidationError as err:
-        raise ValueError(f"{where}: {_validation_message(err)}") from None
+        raise ValueError(f"{where}: {validation_message(err)}") from None
 
 
 def load_benchmark_config(path: str | Path, **overrides: Any) -> BenchmarkConfig:
