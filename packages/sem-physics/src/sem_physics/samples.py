@@ -22,6 +22,8 @@ per grey level), then are clipped to 0..255: realistic focused inputs for the fo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -78,39 +80,45 @@ def _line_edges(
     return x[None, :] - left.T[:, nearest], right.T[:, nearest] - x[None, :]
 
 
-def _bloom(s_left: np.ndarray, s_right: np.ndarray, width: float) -> np.ndarray:
-    """Unit-height secondary-electron ridges just inside both edges."""
-    return np.exp(-(((s_left - 1.0) / width) ** 2)) + np.exp(-(((s_right - 1.0) / width) ** 2))
+@dataclass(frozen=True)
+class _LineStyle:
+    """Uniform ranges of a line/space pattern's drawn parameters (px and grey levels)."""
+
+    pitch_px: tuple[float, float]
+    duty: tuple[float, float]
+    rough_sigma_px: tuple[float, float]
+    rough_corr_px: tuple[float, float]
+    space_level: tuple[float, float]
+    line_level: tuple[float, float]
+    bloom_amp: tuple[float, float]
+    bloom_w_px: tuple[float, float] = (1.5, 3.0)
+    rounding_px: tuple[float, float] | None = None  # Gaussian rounding across the lines
 
 
-def _lines(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    pitch = rng.uniform(28, 44)
-    cd = rng.uniform(0.40, 0.55) * pitch
-    sigma, corr = rng.uniform(0.8, 1.8), rng.uniform(4, 12)
-    space_level, line_level = rng.uniform(40, 70), rng.uniform(95, 130)
-    bloom_amp, bloom_w = rng.uniform(50, 90), rng.uniform(1.5, 3.0)
+#: Sharp sidewalls with strong secondary-electron bloom on both edges.
+_LINES = _LineStyle((28, 44), (0.40, 0.55), (0.8, 1.8), (4, 12), (40, 70), (95, 130), (50, 90))
+#: Resist as a low-voltage CD-SEM shows it: rounded, soft sidewalls, weak or no bloom.
+_RESIST = _LineStyle(
+    (22, 44), (0.35, 0.60), (0.8, 2.0), (4, 16), (30, 70), (80, 140), (0, 25), rounding_px=(1, 4)
+)
+
+
+def _line_pattern(rng: np.random.Generator, h: int, w: int, style: _LineStyle) -> np.ndarray:
+    """Vertical lines of ``style``; the parameters are drawn in a fixed order (seeds stay)."""
+    pitch = rng.uniform(*style.pitch_px)
+    cd = rng.uniform(*style.duty) * pitch
+    sigma, corr = rng.uniform(*style.rough_sigma_px), rng.uniform(*style.rough_corr_px)
+    space_level, line_level = rng.uniform(*style.space_level), rng.uniform(*style.line_level)
+    bloom_amp, bloom_w = rng.uniform(*style.bloom_amp), rng.uniform(*style.bloom_w_px)
+    rounding = None if style.rounding_px is None else rng.uniform(*style.rounding_px)
     s_left, s_right = _line_edges(rng, h, w, pitch, cd, sigma, corr)
     inside = _sigmoid(np.minimum(s_left, s_right) / 0.6)
-    return (
-        space_level
-        + (line_level - space_level) * inside
-        + bloom_amp * _bloom(s_left, s_right, bloom_w)
-    )
-
-
-def _resist(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Resist lines as a low-voltage CD-SEM shows them: rounded, soft sidewalls, weak bloom."""
-    pitch = rng.uniform(22, 44)
-    cd = rng.uniform(0.35, 0.60) * pitch
-    sigma, corr = rng.uniform(0.8, 2.0), rng.uniform(4, 16)
-    space_level, line_level = rng.uniform(30, 70), rng.uniform(80, 140)
-    bloom_amp, bloom_w = rng.uniform(0, 25), rng.uniform(1.5, 3.0)
-    wall_px = rng.uniform(1.0, 4.0)  # Gaussian rounding across the lines
-    s_left, s_right = _line_edges(rng, h, w, pitch, cd, sigma, corr)
-    inside = _sigmoid(np.minimum(s_left, s_right) / 0.6)
-    img = space_level + (line_level - space_level) * inside
-    img += bloom_amp * _bloom(s_left, s_right, bloom_w)
-    return ndi.gaussian_filter1d(img, wall_px, axis=1, mode="reflect")
+    # unit-height ridges just inside both edges
+    bloom = np.exp(-(((s_left - 1.0) / bloom_w) ** 2)) + np.exp(-(((s_right - 1.0) / bloom_w) ** 2))
+    img = space_level + (line_level - space_level) * inside + bloom_amp * bloom
+    if rounding is None:
+        return img
+    return ndi.gaussian_filter1d(img, rounding, axis=1, mode="reflect")
 
 
 def _add_blob(
@@ -196,7 +204,12 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return img
 
 
-_MAKERS = {"lines": _lines, "contacts": _contacts, "texture": _texture, "resist": _resist}
+_MAKERS = {
+    "lines": partial(_line_pattern, style=_LINES),
+    "contacts": _contacts,
+    "texture": _texture,
+    "resist": partial(_line_pattern, style=_RESIST),
+}
 
 
 def make_sample(kind: str, shape: tuple[int, int] = (480, 640), seed: int = 0) -> np.ndarray:
