@@ -250,8 +250,8 @@ def test_out_of_paper_range_values_warn(
         (["--seed", "abc"], "argument --seed: invalid int value"),
         (["--format", "jpeg"], "argument --format: invalid choice"),
         (["--max-pixels", "0"], "--max-pixels must be >= 1"),
-        (["--dose", "nan"], "argument --dose: 'nan' is not a finite number"),
-        (["--offset", "inf"], "argument --offset: 'inf' is not a finite number"),
+        (["--dose", "nan"], "argument --dose: expected a finite number, got 'nan'"),
+        (["--offset", "inf"], "argument --offset: expected a finite number, got 'inf'"),
         (["--rx-px", "1e300"], "--rx-px input should be less than or equal to 1000"),
     ],
 )

@@ -167,7 +167,7 @@ def test_a_fresh_run_into_an_existing_run_is_refused_without_resume(tmp_path, ca
 def test_number_arguments_name_the_range_and_refuse_nan():
     import argparse
 
-    from sem_train.commands._args import number
+    from sem_physics.cli_support import number
 
     fraction = number(float, low=0, high=1, high_open=True)
     assert fraction("0") == 0.0 and fraction("0.5") == 0.5

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sem_physics.cli_support import OneLineParser, validation_message
+from sem_physics.cli_support import OneLineParser, number, validation_message
 from sem_physics.pipes import quiet_broken_pipe
 
 if TYPE_CHECKING:  # numpy and the measurement modules load after argument parsing
@@ -300,14 +300,7 @@ def _pixel_size_arg(text: str) -> float:
     return value
 
 
-def _fraction_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < 1:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text} is outside (0, 1)")
-    return value
+_FRACTION = number(float, low=0, high=1, low_open=True, high_open=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -366,7 +359,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     lines.add_argument(
         "--threshold",
-        type=_fraction_arg,
+        type=_FRACTION,
         default=0.5,
         help="edge level between the space (0) and line (1) levels, in (0, 1); default 0.5",
     )
@@ -395,7 +388,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     contacts.add_argument(
         "--threshold",
-        type=_fraction_arg,
+        type=_FRACTION,
         default=0.5,
         help="contour level between the surface and hole levels, in (0, 1); default 0.5",
     )

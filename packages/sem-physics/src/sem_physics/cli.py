@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli_support import OneLineParser
+from .cli_support import OneLineParser, number
 from .pipes import quiet_broken_pipe
 
 if TYPE_CHECKING:
@@ -46,17 +45,6 @@ EXIT_FAILED = 1  # --strict and some inputs failed; or an unexpected error
 
 class CLIError(ValueError):
     """A user error: printed as one line, exit status 2."""
-
-
-def _finite(text: str) -> float:
-    """A finite number (argparse's ``float`` also takes nan and inf)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         "explicit parameters (any given: explicit mode; the others take their midpoint value)"
     )
     for name, help_text in _PARAM_FLAGS.items():
-        group.add_argument(f"--{name.replace('_', '-')}", type=_finite, dest=name, help=help_text)
+        group.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=number(float, finite=True),
+            dest=name,
+            help=help_text,
+        )
     parser.add_argument(
         "--crop",
         choices=("none", "info-bar", "fraction"),

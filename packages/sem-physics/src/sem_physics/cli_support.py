@@ -1,13 +1,15 @@
-"""What every console script of the toolkit shares: one-line usage errors and one-line
-validation messages (a user sees one line naming the option or field, never a usage block or a
-pydantic dump)."""
+"""What every console script of the toolkit shares: one-line usage errors, argument types checked
+against their range, and one-line validation messages (a user sees one line naming the option
+or field, never a usage block or a pydantic dump)."""
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from typing import Any, NoReturn
 
-__all__ = ["EXIT_USAGE", "OneLineParser", "validation_message"]
+__all__ = ["EXIT_USAGE", "OneLineParser", "number", "validation_message"]
 
 EXIT_USAGE = 2  # argparse's status for a usage error
 
@@ -31,3 +33,44 @@ def validation_message(err: Any) -> str:
         shown = isinstance(given, str | int | float) and len(repr(given)) <= 60
         parts.append(f"{loc}: {e['msg']}" + (f" (got {given!r})" if shown else ""))
     return "; ".join(parts)
+
+
+def number(
+    kind: type[int] | type[float],
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    finite: bool = False,
+) -> Callable[[str], int | float]:
+    """An argparse ``type`` reading ``kind`` within ``low .. high`` (open ends when asked).
+
+    NaN is outside every range; ``finite`` also refuses inf and NaN where no range is given.
+    ``number(float, low=0, high=1, high_open=True)`` reads a fraction in ``[0, 1)``. A bad value
+    gives argparse's one-line usage error naming the option, the value and the range.
+    """
+    what = "an integer" if kind is int else "a number"
+    if low is not None and high is not None:
+        span = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        span = f"{'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        span = f"{'<' if high_open else '<='} {high:g}"
+    else:
+        span = ""  # no range: only ``finite`` refuses a number
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if finite and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        above = low is None or (value > low if low_open else value >= low)
+        below = high is None or (value < high if high_open else value <= high)
+        if not (above and below):
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
+        return value
+
+    return parse

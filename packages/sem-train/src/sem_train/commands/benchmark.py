@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._args import number
+from sem_physics.cli_support import number
 
 __all__ = ["add_run_options", "register"]
 

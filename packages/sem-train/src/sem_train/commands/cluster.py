@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sem_physics.cli_support import number
 from sem_physics.io import DEFAULT_CROP_FRACTION
-
-from ._args import number
 
 __all__ = ["register", "run_ids"]
 

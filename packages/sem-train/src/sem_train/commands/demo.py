@@ -17,7 +17,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._args import number
+from sem_physics.cli_support import number
+
 from .benchmark import add_run_options
 
 __all__ = ["register"]

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._args import number
+from sem_physics.cli_support import number
 
 __all__ = ["parse_set", "register"]
 
