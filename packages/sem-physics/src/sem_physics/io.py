@@ -233,14 +233,23 @@ def _scaled_float32(arr: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
-def _channels_to_gray(arr: np.ndarray) -> np.ndarray:
-    """(H, W, C) with C in 2..4 -> (H, W): drop alpha, BT.601 luma, exact when channels equal."""
-    c = arr.shape[-1]
-    colour = arr[..., :1] if c == 2 else arr[..., :3]
-    if colour.shape[-1] == 1 or (
+def _colour_channels(arr: np.ndarray) -> np.ndarray:
+    """The colour channels of (H, W, C), C in 2..4: alpha (the last of 2 or 4) dropped."""
+    return arr[..., :1] if arr.shape[-1] == 2 else arr[..., :3]
+
+
+def _is_grey(colour: np.ndarray) -> bool:
+    """Whether colour channels carry one grey image (one channel, or all equal)."""
+    return colour.shape[-1] == 1 or (
         np.array_equal(colour[..., 0], colour[..., 1])
         and np.array_equal(colour[..., 0], colour[..., 2])
-    ):
+    )
+
+
+def _channels_to_gray(arr: np.ndarray) -> np.ndarray:
+    """(H, W, C) with C in 2..4 -> (H, W): drop alpha, BT.601 luma, exact when channels equal."""
+    colour = _colour_channels(arr)
+    if _is_grey(colour):
         return colour[..., 0]
     integer = np.issubdtype(arr.dtype, np.integer)
     out = np.empty(colour.shape[:2], dtype=arr.dtype if integer else np.float32)
@@ -646,10 +655,8 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
 def _colour_notes(arr: np.ndarray) -> tuple[str, ...]:
     """A note when a colour image (channels that differ) is turned into grey."""
     arr = np.asarray(arr)
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        return ()
-    if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
-        return ()  # grey stored as RGB: nothing is lost
+    if arr.ndim != 3 or arr.shape[-1] not in (2, 3, 4) or _is_grey(_colour_channels(arr)):
+        return ()  # grey, or grey stored as colour: nothing is lost
     return ("colour image: its channels differ and were combined into grey (BT.601 luma)",)
 
 
