@@ -183,6 +183,33 @@ def test_output_equal_to_input_is_refused(tmp_path, capsys):
     assert src.read_bytes() == before
 
 
+def test_two_images_with_one_output_name_are_refused(tmp_path, capsys):
+    frame = np.rint(sample() * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "x.tif", frame)
+    tifffile.imwrite(tmp_path / "x.tiff", frame)
+    Image.fromarray(frame).save(tmp_path / "x.jpg")
+    assert run(tmp_path / "x.tif", tmp_path / "x.jpg", "-o", tmp_path / "out", *PSF) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would both be written to" in err[0] and "x.jpg" in err[0]
+    assert not (tmp_path / "out").exists()
+    # x.tiff keeps its own suffix: no clash
+    assert run(tmp_path / "x.tif", tmp_path / "x.tiff", "-o", tmp_path / "ok", *PSF) == 0
+
+
+def test_a_file_of_unknown_format_fails_alone_even_when_its_name_clashes(tmp_path, capsys):
+    frame = np.rint(sample() * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "x.tif", frame)
+    np.save(tmp_path / "x.npy", frame)
+    out = tmp_path / "out"
+    assert run(tmp_path / "x.npy", tmp_path / "x.tif", "-o", out, *PSF) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "x.npy" in err[0] and "unknown image format" in err[0]
+    m = manifest(out)
+    assert [Path(r["input"]).name for r in m["restored"]] == ["x.tif"]
+    assert [Path(f["input"]).name for f in m["failed"]] == ["x.npy"]
+    assert read_image(out / "x.tif").data.shape == frame.shape
+
+
 def test_output_folder_equal_to_input_folder_is_refused(tmp_path, capsys, folder_writer):
     root = tmp_path / "images"
     paths = folder_writer(root, 3, size=40)

@@ -148,8 +148,8 @@ def plan_outputs(
 ) -> list[RestoreJob]:
     """Output path of every input under ``out_dir`` (the input's path below its folder).
 
-    Refuses (ValueError, before any work) an output equal to an input, two inputs with one
-    output, and existing outputs without ``overwrite``.
+    Refuses (ValueError, before any work) an output equal to an input, two readable inputs
+    with one output, and existing outputs without ``overwrite``.
     """
     all_inputs = {f.resolve() for f, _ in inputs}
     jobs: list[RestoreJob] = []
@@ -163,9 +163,13 @@ def plan_outputs(
             raise ValueError(
                 f"output {out} would overwrite the input {f}; choose another -o folder"
             )
-        if key in seen:
+        readable = f.suffix.lower() in IMAGE_EXTENSIONS
+        if key in seen and readable:
             raise ValueError(f"inputs {seen[key]} and {f} would both be written to {out}")
-        seen[key] = f
+        if readable:
+            # a file of unknown format fails alone when read (its line in restore.json) and
+            # never writes: it claims no output name, so it cannot abort the batch as a clash
+            seen[key] = f
         if out.exists():
             existing.append(out)
         jobs.append(RestoreJob(input=f, output=out))
