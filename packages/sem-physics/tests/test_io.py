@@ -215,6 +215,14 @@ def test_palette_png_and_tiff(tmp_path: Path) -> None:
     cmap[:, :4] = colours.T.astype(np.uint16) * 257
     tifffile.imwrite(tmp_path / "p.tif", idx, photometric="palette", colormap=cmap)
     np.testing.assert_allclose(read_image(tmp_path / "p.tif").data, luma[idx], atol=0.51)
+    for name in ("p.png", "p.tif"):  # coloured palettes are noted as colour is, in both formats
+        (note,) = read_image(tmp_path / name).notes
+        assert "colour" in note
+    grey = np.repeat(np.arange(256, dtype=np.uint16)[None] * 257, 3, axis=0)  # a grey palette
+    tifffile.imwrite(tmp_path / "g.tif", idx, photometric="palette", colormap=grey)
+    img = read_image(tmp_path / "g.tif")
+    assert img.notes == ()
+    np.testing.assert_array_equal(img.data, idx.astype(np.float32))
 
 
 def test_16bit_tiff_scaled_to_255(tmp_path: Path) -> None:

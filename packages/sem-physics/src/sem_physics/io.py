@@ -547,7 +547,7 @@ def _read_tiff(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, s
             if arr.size and int(arr.max()) >= cmap.shape[-1]:
                 raise ImageReadError(f"{path}: palette index beyond the colour map")
             lut = cmap.T  # (entries, 3), 16-bit colour values
-            arr = _channels_to_gray(lut[arr].astype(np.uint16))
+            arr = lut[arr].astype(np.uint16)  # (H, W, 3): made grey (and noted) as RGB is
         elif photometric == 0 and np.issubdtype(arr.dtype, np.integer):  # MINISWHITE
             arr = np.iinfo(arr.dtype).max - arr
         try:
