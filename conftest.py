@@ -5,16 +5,21 @@ The real-data folders come from the environment or from ``../shared/data`` besid
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-# Nothing in the test run may download: hubs offline, torch's cache in a fresh temporary folder.
+# Nothing in the test run may download: hubs offline, torch's cache in a fresh temporary folder
+# (removed when the run ends).
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="sem-test-torch-home-")
+_TORCH_HOME = tempfile.mkdtemp(prefix="sem-test-torch-home-")
+atexit.register(shutil.rmtree, _TORCH_HOME, ignore_errors=True)
+os.environ["TORCH_HOME"] = _TORCH_HOME
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 # Real SEM images are never committed; CI points at the shared folder beside the clone.
@@ -25,6 +30,27 @@ for _var, _sub in (("SEM_REAL_DATA", "sem"), ("SEM_CORPUS_DATA", "sem_corpus")):
 
 
 _REAL_DATA_VARS = ("SEM_REAL_DATA", "SEM_CORPUS_DATA")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_temp(tmp_path_factory):
+    """Temporary files of the code under test (e.g. the NIQE parameter cache), in-process and
+    in the CLIs' subprocesses, go below pytest's base folder, never to the system's /tmp."""
+    folder = tmp_path_factory.mktemp("tmpdir")
+    saved_env, saved_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
+    yield folder
+    tempfile.tempdir = saved_dir
+    if saved_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved_env
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(monkeypatch, tmp_path_factory):
+    """Image-index caches go to a throw-away folder, never to the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
 
 
 @pytest.hookimpl(hookwrapper=True)

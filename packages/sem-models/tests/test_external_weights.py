@@ -92,14 +92,37 @@ def test_rgb_patch_embedding_converted_exactly_for_gray_inputs(tmp_path):
     torch.testing.assert_close(sm.denormalize(one), rgb01, rtol=1e-4, atol=1e-4)
 
 
+def _smooth_field(n: int, dim: int) -> torch.Tensor:
+    """``(1, 1 + n*n, dim)``: a cls row of ones, then a smooth, anisotropic field sampled at
+    the centres of an n x n grid on the unit square (channel c varies as sin/cos of y and x)."""
+    centres = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    y, x = torch.meshgrid(centres, centres, indexing="ij")
+    freq = 0.3 + 0.4 * torch.arange(dim, dtype=torch.float64) / dim
+    grid = torch.sin(torch.pi * freq * (2 * y[..., None] - 1)) + 0.5 * torch.cos(
+        torch.pi * freq * x[..., None]
+    )
+    return torch.cat([torch.ones(1, dim, dtype=torch.float64), grid.reshape(n * n, dim)])[None]
+
+
 def test_position_embeddings_resampled_for_another_input_size(tmp_path):
+    """A 6x6 grid's embeddings, read into a 4x4 model, are the same field at the new cells'
+    centres (both encoder and decoder), with the cls row kept as it is."""
     src = _mae(seed=1, img_size=48)  # 6x6 grid
+    state = src.state_dict()
+    for key in ("pos_embed", "decoder_pos_embed"):
+        state[key] = _smooth_field(6, state[key].shape[-1]).float()
     path = tmp_path / "mae.pth"
-    torch.save({"model": src.state_dict()}, path)
+    torch.save({"model": state}, path)
     dst = _mae(seed=2)  # 4x4 grid
     report = sm.load_external_mae(path, dst)
-    assert "pos_embed" in report.converted
-    assert dst.pos_embed.shape == (1, 17, 32)
+    assert {"pos_embed", "decoder_pos_embed"} <= set(report.converted)
+    for key in ("pos_embed", "decoder_pos_embed"):
+        got = getattr(dst, key).detach().double()
+        want = _smooth_field(4, got.shape[-1])
+        assert got.shape == want.shape
+        torch.testing.assert_close(got[:, 0], want[:, 0])  # cls row untouched
+        err = (got[:, 1:] - want[:, 1:]).abs().max().item()
+        assert err < 0.06, f"{key}: resampled field off by {err:.3f}"
 
 
 def test_moe_model_gets_the_dense_ffn_in_every_expert(tmp_path):

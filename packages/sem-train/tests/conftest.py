@@ -1,4 +1,4 @@
-"""Fixtures for sem-train tests: tiny folders of generated SEM-like images, private caches."""
+"""Fixtures for sem-train tests: tiny folders of generated SEM-like images."""
 
 from __future__ import annotations
 
@@ -8,12 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sem_physics.samples import SAMPLE_KINDS, make_sample
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(monkeypatch, tmp_path_factory):
-    """Image-index caches go to a throw-away folder, never to the user's ~/.cache."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
 
 
 def write_folder(root: Path, n: int, size: int = 48, seed: int = 0) -> list[Path]:

@@ -111,11 +111,36 @@ def test_augment_is_a_function_of_the_seed():
 
 def test_rotation_by_quarter_turn_matches_rot90():
     img = torch.rand(1, 16, 16)
-    r = rotate(img, math.pi / 2)
-    assert torch.allclose(r, torch.rot90(img, 1, (-2, -1)), atol=1e-5) or torch.allclose(
-        r, torch.rot90(img, -1, (-2, -1)), atol=1e-5
-    )
+    # x to the right, y down: a positive angle turns +x towards -y (counter-clockwise on screen)
+    assert torch.allclose(rotate(img, math.pi / 2), torch.rot90(img, 1, (-2, -1)), atol=1e-5)
     assert torch.allclose(rotate(img, 0.0), img, atol=1e-6)
+
+
+@pytest.mark.parametrize("angle_deg", [30.0, 90.0, 200.0])
+def test_rotation_moves_a_dot_about_the_centre_on_a_non_square_image(angle_deg):
+    """Pixels are square whatever the aspect: a dot 7.2 px from the centre of a 32 x 64 image
+    lands where the rigid rotation puts it (centroid within 0.2 px)."""
+    h, w = 32, 64
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    dy, dx = 4.0, 6.0
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+
+    def dot(y0: float, x0: float) -> torch.Tensor:
+        return torch.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * 1.5**2))[None].double()
+
+    src = dot(cy + dy, cx + dx)
+    out = rotate(src, math.radians(angle_deg))[0]
+    a = math.radians(angle_deg)
+    want_x = cx + math.cos(a) * dx + math.sin(a) * dy
+    want_y = cy - math.sin(a) * dx + math.cos(a) * dy
+    # the dot's mass within 6 px of where it belongs (the reflected borders may hold mirror
+    # copies further out, where the rotated frame reaches beyond the 32 rows)
+    near = ((yy - want_y) ** 2 + (xx - want_x) ** 2 <= 36).double()
+    mass = float((out * near).sum())
+    assert mass > 0.95 * float(src.sum())
+    got_y = float((out * near * yy).sum()) / mass
+    got_x = float((out * near * xx).sum()) / mass
+    assert abs(got_x - want_x) < 0.2 and abs(got_y - want_y) < 0.2, (got_x, got_y)
 
 
 def test_sampler_shards_equal_one_process_with_doubled_batch():
