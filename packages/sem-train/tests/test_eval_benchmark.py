@@ -251,6 +251,17 @@ def test_demo_and_benchmark_share_one_runner(tmp_path):
     assert not rows["wiener"]["noise_ceiling_db"]
 
 
+def test_every_row_carries_its_cases_setting(tmp_path, sample_dir):
+    """The focused references are scored once per image but listed per case, each with the
+    case's own setting (the report groups no-reference scores by setting)."""
+    cfg = _config(tmp_path, sample_dir, settings=["random", "midpoint"], n_eval=1)
+    out = run_benchmark(load_benchmark_config(cfg), progress=False).parent
+    with open(out / "quality_per_image.csv") as f:
+        per_case = list(csv.DictReader(f))
+    assert {r["setting"] for r in per_case if r["method"] == "focused"} == {"random", "midpoint"}
+    assert all(r["case_id"].endswith("@" + r["setting"]) for r in per_case)
+
+
 def test_methods_in_worker_processes_give_the_sequential_tables(tmp_path):
     """workers=2 fits and runs methods in spawned processes (the methods that only restore split
     into one job per case); scoring stays here: the tables of a sequential run."""

@@ -49,6 +49,7 @@ from .restorer import (
     get_restorer,
     list_restorers,
     load_restorer,
+    register,
     registry_entry,
     restorer_config,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "get_restorer",
     "list_restorers",
     "load_restorer",
+    "register",
     "registry_entry",
     "restorer_config",
     "tiled_apply",

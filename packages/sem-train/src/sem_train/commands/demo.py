@@ -88,7 +88,10 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--quick", action="store_true", help="reduced mode (small images, short training)"
     )
-    p.add_argument("--methods", help="comma-separated method names (default: all registered)")
+    p.add_argument(
+        "--methods",
+        help="comma-separated method names (default: all registered but mae-sem, which needs --train-here)",
+    )
     p.add_argument("--exclude", help="comma-separated method names to leave out")
     p.add_argument("--epochs", type=int, help="training epochs of the learned methods")
     p.add_argument(

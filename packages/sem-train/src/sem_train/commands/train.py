@@ -11,7 +11,9 @@ __all__ = ["register"]
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--config", required=True, help="preset name (paper, cpu-small) or a YAML/JSON file"
+        "--config",
+        required=True,
+        help="preset name (paper, cpu-base, cpu-small) or a YAML/JSON file",
     )
     p.add_argument("--data", type=Path, help="override data.root (folder of SEM images)")
     p.add_argument("--output-dir", type=Path, help="override run.output_dir")

@@ -102,7 +102,9 @@ class Scorer:
                 per_image[c.image] = score_reference(
                     self._row(REFERENCE_NAME, c), c.reference, self.metrics
                 )
-            quality.append(per_image[c.image].model_copy(update={"case_id": c.case_id}))
+            # one score per image, a row per case: the case's own id and setting
+            row = per_image[c.image].model_copy(update={"case_id": c.case_id, "setting": c.setting})
+            quality.append(row)
         by_id = {c.case_id: c for c in self.cases}
         metrology = [
             metrology_row(REFERENCE_NAME, cid, by_id[cid].image, by_id[cid].setting, m, None)
