@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import BaseModel, Field, ValidationError
-from sem_physics.cli_support import OneLineParser, validation_message
+from sem_physics.cli_support import OneLineParser, is_validation_error, validation_message
 
 
 def test_usage_errors_are_one_line_from_parser_and_subparsers(capsys) -> None:
@@ -33,3 +33,5 @@ def test_validation_message_names_each_field_and_value() -> None:
     assert "\n" not in msg and msg.count(";") == 1
     assert "threshold: Input should be less than 1 (got 1.5)" in msg
     assert msg.split("; ")[1].startswith("name: ") and "got" not in msg.split("; ")[1]
+    assert is_validation_error(info.value)
+    assert not is_validation_error(ValueError("threshold must be < 1"))

@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sem_physics.cli_support import OneLineParser, number, validation_message
+from sem_physics.cli_support import (
+    OneLineParser,
+    is_validation_error,
+    number,
+    validation_message,
+)
 from sem_physics.pipes import quiet_broken_pipe
 
 if TYPE_CHECKING:  # numpy and the measurement modules load after argument parsing
@@ -405,7 +410,7 @@ def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     if isinstance(err, MemoryError):
         return f"out of memory ({text})"
-    if type(err).__name__ == "ValidationError" and hasattr(err, "errors"):  # pydantic
+    if is_validation_error(err):
         return validation_message(err)
     if not isinstance(err, (InputError, ValueError, OSError)):
         return f"{type(err).__name__}: {text}"

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli_support import OneLineParser, number
+from .cli_support import OneLineParser, is_validation_error, number
 from .pipes import quiet_broken_pipe
 
 if TYPE_CHECKING:
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # ValidationError, ImageReadError, ProtocolError, OSError, ...
         if args.debug:
             raise
-        if type(err).__name__ == "ValidationError" and hasattr(err, "errors"):
+        if is_validation_error(err):
             _say("error", _validation_message(err))
             return EXIT_ERROR
         if isinstance(err, ValueError | OSError):

@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-__all__ = ["EXIT_USAGE", "OneLineParser", "number", "validation_message"]
+__all__ = ["EXIT_USAGE", "OneLineParser", "is_validation_error", "number", "validation_message"]
 
 EXIT_USAGE = 2  # argparse's status for a usage error
 
@@ -22,6 +22,12 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def is_validation_error(err: BaseException) -> bool:
+    """Whether ``err`` is a pydantic ``ValidationError`` (told by duck type: no pydantic import
+    on the CLIs' error path)."""
+    return type(err).__name__ == "ValidationError" and hasattr(err, "errors")
 
 
 def validation_message(err: Any) -> str:

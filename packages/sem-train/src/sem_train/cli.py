@@ -22,7 +22,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sem_physics.cli_support import OneLineParser, validation_message
+from sem_physics.cli_support import OneLineParser, is_validation_error, validation_message
 from sem_physics.pipes import quiet_broken_pipe
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
@@ -104,7 +104,7 @@ def describe_error(err: BaseException) -> tuple[int, str]:
         return 1, f"out of memory ({_first_line(err)}); use smaller images or batches"
     if isinstance(err, KeyError):
         return 2, f"missing or unknown key {err.args[0]!r}" if err.args else "missing key"
-    if type(err).__name__ == "ValidationError" and hasattr(err, "errors"):  # pydantic
+    if is_validation_error(err):
         return 2, validation_message(err)
     if isinstance(err, ValueError | TypeError | LookupError) or from_module in ("yaml", "pickle"):
         return 2, _first_line(err)
