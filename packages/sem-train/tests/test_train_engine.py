@@ -16,10 +16,15 @@ from sem_train.engine import NonFiniteLossError, Task, fit
 
 
 class DenoiseTask(Task):
-    """Tiny conv denoiser: input = image + noise drawn from the sample seed, target = image."""
+    """Tiny conv denoiser: input = image + noise drawn from the sample seed, target = image.
 
-    def __init__(self, nan_at_step: int | None = None) -> None:
+    ``global_noise``: the training noise comes from torch's global RNG instead (as dropout or
+    any unseeded draw would), so a resume is exact only if that RNG is restored exactly.
+    """
+
+    def __init__(self, nan_at_step: int | None = None, global_noise: bool = False) -> None:
         torch.manual_seed(0)
+        self.global_noise = global_noise
         self.model = torch.nn.Sequential(
             torch.nn.Conv2d(1, 8, 3, padding=1),
             torch.nn.GELU(),
@@ -41,6 +46,8 @@ class DenoiseTask(Task):
     def training_loss(self, model, batch):
         self.calls += 1
         y, x = self._noisy(batch)
+        if self.global_noise:
+            y = x + 0.1 * torch.randn_like(x)
         loss = (model(y) - x).abs().mean()
         if self.nan_at_step is not None and self.calls >= self.nan_at_step:
             loss = loss * float("nan")
@@ -81,16 +88,21 @@ def _weights(result):
     return load_file(str(result.latest_checkpoint))
 
 
-def test_kill_and_resume_equals_uninterrupted_run(image_folder, tmp_path):
+@pytest.mark.parametrize("global_noise", [False, True], ids=["seeded-noise", "global-rng-noise"])
+def test_kill_and_resume_equals_uninterrupted_run(image_folder, tmp_path, global_noise):
     train, val = _data(image_folder)
-    full = fit(DenoiseTask(), train, val, _run(tmp_path / "full"), OPT)
+    full = fit(DenoiseTask(global_noise=global_noise), train, val, _run(tmp_path / "full"), OPT)
     assert full.global_step == 12 and not full.stopped_early
     # "Kill" after 5 steps (mid-epoch 2, between periodic checkpoints at 3 and 6) ...
-    part = fit(DenoiseTask(), train, val, _run(tmp_path / "kill", max_steps=5), OPT)
+    task = DenoiseTask(global_noise=global_noise)
+    part = fit(task, train, val, _run(tmp_path / "kill", max_steps=5), OPT)
     assert part.stopped_early and part.global_step == 5
-    # ... then resume in a fresh task (different initial weights are overwritten by the checkpoint).
+    # ... then resume in a fresh task (different initial weights are overwritten by the checkpoint;
+    # the global RNG, disturbed here, by the checkpoint's RNG state).
     torch.manual_seed(123)
-    resumed = fit(DenoiseTask(), train, val, _run(tmp_path / "kill"), OPT, resume=True)
+    task = DenoiseTask(global_noise=global_noise)
+    torch.randn(7)
+    resumed = fit(task, train, val, _run(tmp_path / "kill"), OPT, resume=True)
     assert resumed.global_step == 12
     a, b = _weights(full), _weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

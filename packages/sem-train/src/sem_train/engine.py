@@ -58,6 +58,11 @@ class NonFiniteLossError(RuntimeError):
     """The loss, the gradient norm or a validation score became NaN/inf; the run stopped."""
 
 
+def _loader_generator(seed: int, epoch: int = -1) -> torch.Generator:
+    """A DataLoader's generator, seeded by the run's seed and the epoch (resume-exact)."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch + 1)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper (or the module itself)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -193,6 +198,9 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
         batch_sampler=sampler,
         num_workers=num_workers,
         pin_memory=loop.device.type == "cuda",
+        # its own generator: a loader draws its workers' base seed when iterated, which from the
+        # global RNG would make a run resumed mid-epoch diverge from the uninterrupted one
+        generator=_loader_generator(run.seed, state.epoch),
     )
     bar = _progress_bar(loop, state)
     global_batch = run.batch_size_per_process * ctx.world_size * run.grad_accum_steps
@@ -275,7 +283,10 @@ def validate(loop: Loop, val_set: Dataset) -> dict[str, float]:
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, psnr, ssim, n
     loop.task.model.eval()
     try:
-        for batch in DataLoader(val_set, batch_sampler=batches, num_workers=0):
+        loader = DataLoader(
+            val_set, batch_sampler=batches, num_workers=0, generator=_loader_generator(run.seed)
+        )
+        for batch in loader:
             batch = _to_device(batch, device)
             with loop.amp():
                 loss, pred, target = loop.task.validation_step(loop.task.model, batch)
