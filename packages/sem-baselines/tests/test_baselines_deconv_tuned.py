@@ -78,6 +78,56 @@ def test_regularisation_follows_the_noise_level() -> None:
         rl.restore(y)
         balances.append(w.last_params["balance"])
         iterations.append(rl.last_params["iterations"])
-        assert rl.last_params["stopped_by"] in ("discrepancy", "max_iterations")
+        assert rl.last_params["stopped_by"] in ("discrepancy", "stall", "max_iterations")
     assert balances[1] > 2 * balances[0], balances
     assert iterations[1] < iterations[0], iterations
+
+
+@pytest.mark.parametrize("sigma", [4.0, 8.0, 16.0])
+def test_richardson_lucy_stops_where_the_fit_reaches_the_noise_or_stalls(sigma) -> None:
+    """The discrepancy principle with a stall guard, checked against the noise variance and the
+    iterate before the last (the same restorer run one iteration less): either the residual
+    reached sigma^2 at the last iterate and not before, or it is still above sigma^2 and the
+    last iteration lowered it by less than STALL * sigma^2."""
+    from sem_baselines.classical.richardson_lucy import STALL
+
+    x = make_sample("texture", SHAPE, seed=4)
+    y = degrade(x, MID.model_copy(update={"sigma": sigma, "dose": 1e6}), rng=0)
+    rl = get_restorer("richardson-lucy", psf=MID.psf, noise_var=sigma**2)
+    rl.restore(y)
+    n, resid = rl.last_params["iterations"], rl.last_params["residual_var"]
+    before = get_restorer("richardson-lucy", psf=MID.psf, noise_var=sigma**2, iterations=n - 1)
+    before.restore(y)
+    previous = before.last_params["residual_var"]
+    assert previous > sigma**2  # the iterate before the last had not fitted to the noise
+    if rl.last_params["stopped_by"] == "discrepancy":
+        assert resid <= sigma**2
+    else:
+        assert rl.last_params["stopped_by"] == "stall"
+        assert sigma**2 < resid and previous - resid < STALL * sigma**2
+
+
+def test_wiener_balance_solves_the_discrepancy_equation() -> None:
+    """``discrepancy_balance`` returns the lambda whose in-band residual mean square,
+    ``sum |Y lambda D^2 / (H^2 + lambda D^2)|^2 / (n n_band)`` over ``|H| > band``, equals
+    ``tau * noise_var`` (the residual written out here from its definition)."""
+    from sem_baselines.classical.wiener import BAND_OTF, discrepancy_balance
+
+    rng = np.random.default_rng(0)
+    fy, fx = np.meshgrid(np.fft.fftfreq(48), np.fft.rfftfreq(48), indexing="ij")
+    h = np.exp(-(fy**2 + fx**2) / (2 * 0.08**2)).astype(complex)  # a Gaussian OTF
+    d2 = (fy**2 + fx**2) ** 2 * 1e3  # a Laplacian-like regulariser
+    spec = (rng.normal(size=h.shape) + 1j * rng.normal(size=h.shape)) * 40.0
+    weights = np.ones((1, h.shape[1]))
+    band = np.abs(h) > BAND_OTF
+    n_total, n_band = float(h.size), float(band.sum())
+
+    def residual(lam: float) -> float:
+        ratio = lam * d2 / (np.abs(h) ** 2 + lam * d2)
+        return float((np.abs(spec) ** 2 * ratio**2)[band].sum()) / (n_total * n_band)
+
+    ceiling = residual(1e12)  # the residual of lambda -> infinity (the data itself)
+    for share, tau in ((0.05, 1.0), (0.3, 1.0), (0.3, 1.5)):
+        noise_var = share * ceiling / tau
+        lam = discrepancy_balance(spec, h, d2, noise_var, weights, tau=tau)
+        assert residual(lam) == pytest.approx(tau * noise_var, rel=2e-3), (share, tau)

@@ -147,6 +147,21 @@ def test_routing_statistics_and_aux_loss_are_recorded():
     torch.testing.assert_close(layer.aux_loss, expect)
 
 
+def test_switch_aux_loss_with_top2_is_k_times_sum_of_fraction_times_probability():
+    """Switch loss ``K * sum_k f_k P_k`` with ``f_k`` the share of the T*top_k assignments that
+    go to expert k (so uniform routing gives 1 for any top-k), written out independently."""
+    layer = _moe(d=8, k=4, top_k=2, balance_loss="switch")
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(3))
+    layer(x)
+    probs = torch.softmax(x @ layer.gate.weight.T, -1)
+    chosen = probs.topk(2, dim=-1).indices
+    frac = torch.stack([(chosen == e).sum() for e in range(4)]).float() / chosen.numel()
+    expect = 4 * (frac * probs.mean(0)).sum()
+    torch.testing.assert_close(layer.aux_loss, expect)
+    torch.testing.assert_close(layer.aux_loss, balance_loss(probs, chosen, "switch"))
+    torch.testing.assert_close(layer.stats["token_fraction"], frac)
+
+
 def test_straight_through_weight_is_one_yet_trains_the_router():
     torch.manual_seed(0)
     dense = Mlp(8, 16)

@@ -115,16 +115,18 @@ class RichardsonLucyRestorer(DeconvRestorer):
         out, iterations, resid = richardson_lucy_discrepancy(
             ext, kernel, target, cfg.max_iterations, core, cfg.iterations
         )
-        stop = _stop_reason(cfg, iterations)
+        stop = _stop_reason(cfg, iterations, resid, target)
         return out, {"iterations": iterations, "residual_var": resid, "stopped_by": stop}
 
 
-def _stop_reason(cfg: RichardsonLucyConfig, iterations: int) -> str:
+def _stop_reason(cfg: RichardsonLucyConfig, iterations: int, resid: float, target: float) -> str:
+    """Why the iterations ended: ``fixed count``, ``max_iterations``, ``discrepancy`` (the
+    residual reached the noise) or ``stall`` (it stopped falling while above the noise)."""
     if cfg.iterations is not None:
         return "fixed count"
     if iterations >= cfg.max_iterations:
         return "max_iterations"
-    return "discrepancy"
+    return "discrepancy" if resid <= target else "stall"
 
 
 @register("richardson-lucy-true-psf", RichardsonLucyConfig, psf_from_case=True)
