@@ -86,6 +86,8 @@ def test_noise_free_holes_cd_within_0p15_nm() -> None:
     # Residual bias: the 0.5 contour of a blurred convex edge sits ~σ²/(2R) inside.
     assert np.abs(err).max() < 0.15
     assert m.lcdu_nm == pytest.approx(3 * s.cd_nm[j].std(), rel=0.02)
+    # LCDU is 3 x the population standard deviation of the measured CDs (3 x cd_std_nm)
+    assert m.lcdu_nm == pytest.approx(3 * np.std(m.cds_nm()), rel=1e-9)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

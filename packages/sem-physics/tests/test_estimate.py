@@ -200,7 +200,7 @@ def test_estimate_feeds_airy_psf_and_reports_uncertainties() -> None:
         err = getattr(est, f"{name}_err")
         assert err is not None and 0 < err < abs(getattr(est, name)) + 1, name
     # the error bars are of the size of the actual errors (not 100x too small or too large)
-    for name, truth in (("rx_px", trx), ("ry_px", try_), ("sigma", 3.0)):
+    for name, truth in (("rx_px", trx), ("ry_px", try_), ("theta_rad", tth), ("sigma", 3.0)):
         value, err = getattr(est, name), getattr(est, f"{name}_err")
         assert abs(value - truth) < 5 * err, (name, value, err, truth)
     # the JSON form round-trips

@@ -207,6 +207,36 @@ def test_quality_rows_match_closed_form_and_count_infinite_psnr():
     assert f"**{expected:.2f} ± 0.00**" in md
 
 
+def _line(md: str, method: str) -> list[str]:
+    row = next(line for line in md.splitlines() if line.startswith(f"| {method} |"))
+    return [c.strip() for c in row.strip("|").split("|")][1:]
+
+
+def test_the_best_row_is_the_higher_score_and_the_lower_error():
+    """Two complete rows: the closer output is bold in every quality column (higher is better)
+    and in the metrology error columns (lower is better); the other in none."""
+    cases = [_case(10.0), _case(10.0, "d@x")]
+    scorer = Scorer(cases, ("psnr", "ssim"))
+    rng = np.random.default_rng(5)
+    runs = {
+        "close": {c.case_id: c.reference + rng.normal(0, 4, c.reference.shape) for c in cases},
+        "far": {c.case_id: c.reference + rng.normal(0, 12, c.reference.shape) for c in cases},
+    }
+    summaries = [
+        quality_summary(scorer.score(MethodRun(m, outputs=o)).quality, m, scorer.metrics)
+        for m, o in runs.items()
+    ]
+    md = quality_markdown(summaries, scorer.metrics)
+    close, far = _line(md, "close"), _line(md, "far")
+    assert close and all(cell.startswith("**") for cell in close), close
+    assert not any("**" in cell for cell in far), far
+
+    ref = _mrow(REFERENCE_NAME, "a", 20.0)
+    rows = [ref, _mrow("near", "a", 20.4, ref=ref), _mrow("off", "a", 22.0, lwr=5.0, ref=ref)]
+    md = metrology_markdown([metrology_summary(rows, m) for m in (REFERENCE_NAME, "near", "off")])
+    assert "**0.40**" in _line(md, "near") and not any("**" in c for c in _line(md, "off"))
+
+
 def test_a_metric_failure_stays_in_its_cell(monkeypatch):
     calls = {"n": 0}
 

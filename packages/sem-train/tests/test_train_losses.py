@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from sem_train.config import LossConfig
@@ -42,6 +43,22 @@ def test_edge_and_tv_on_a_ramp():
     assert tv_loss(ramp).item() == pytest.approx(1.0)  # |dx| = 1, |dy| = 0
     assert edge_loss(ramp, torch.zeros_like(ramp)).item() == pytest.approx(1.0)
     assert edge_loss(ramp + 5.0, ramp).item() == 0.0  # constant offsets have no edges
+    down = ramp.transpose(-1, -2)  # the same ramp along y: |dx| = 0, |dy| = 1
+    assert tv_loss(down).item() == pytest.approx(1.0)
+    assert edge_loss(down, torch.zeros_like(down)).item() == pytest.approx(1.0)
+
+
+def test_edge_and_tv_against_numpy_differences():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.rand(2, 1, 9, 13, generator=g), torch.rand(2, 1, 9, 13, generator=g)
+    na, nb = a.numpy(), b.numpy()
+    tv = np.abs(np.diff(na, axis=-1)).mean() + np.abs(np.diff(na, axis=-2)).mean()
+    edge = (
+        np.abs(np.diff(na, axis=-1) - np.diff(nb, axis=-1)).mean()
+        + np.abs(np.diff(na, axis=-2) - np.diff(nb, axis=-2)).mean()
+    )
+    assert tv_loss(a).item() == pytest.approx(tv, rel=1e-6)
+    assert edge_loss(a, b).item() == pytest.approx(edge, rel=1e-6)
 
 
 def test_restoration_variants():

@@ -199,8 +199,8 @@ def make_line_image(
     n_lines : number of complete lines, centred in the image.
     shape : (H, W) for vertical lines (rows along the lines).
     pixel_size_nm : nm per pixel.
-    pitch_nm, cd_nm : line pitch and nominal width; defaults ``W / (n_lines + 1)`` pixels and
-        half the pitch.
+    pitch_nm, cd_nm : line pitch and nominal width, across the lines (also when tilted); defaults
+        ``W / (n_lines + 1)`` pixels and half the pitch.
     sigma_nm, correlation_length_nm, roughness_exponent : edge process (Palasantzas PSD).
     line_level, space_level : intensities (0..255 scale) of lines and spaces.
     bloom_amplitude, bloom_width_px : Gaussian ridge added on every edge (0 = none).
@@ -228,12 +228,13 @@ def make_line_image(
         raise ValueError(f"cd_nm must be in (0, pitch_nm), got cd {cd_px} px, pitch {pitch_px} px")
     slope = math.tan(math.radians(tilt_deg))
     drift = abs(slope) * 0.5 * h
-    span = n_lines * pitch_px + 2 * drift
+    step_px = pitch_px / math.cos(math.radians(tilt_deg))  # along a row: pitch and CD are
+    span = n_lines * step_px + 2 * drift  # both across the tilted lines
     if span > w - 2:
         raise ValueError(f"{n_lines} lines of pitch {pitch_px:.2f} px do not fit in width {w}")
     n_sub = h * supersample
     y_sub = (np.arange(n_sub) + 0.5) / supersample - 0.5  # sub-row centres in pixel rows
-    x0 = 0.5 * (w - 1) - 0.5 * n_lines * pitch_px + pitch_px * (np.arange(n_lines) + 0.5)
+    x0 = 0.5 * (w - 1) - 0.5 * n_lines * step_px + step_px * (np.arange(n_lines) + 0.5)
     centre = x0[:, None] + (y_sub - 0.5 * (h - 1))[None, :] * slope
     spacing_nm = pixel_size_nm / supersample / math.cos(math.radians(tilt_deg))
     rough = correlated_edges(
