@@ -3,6 +3,9 @@ and (for learned ones) save/load round trip."""
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
 from baselines_testkit import MAE_METHODS, TINY, TINY_FIT, lines_image, mae_registry_config
@@ -12,7 +15,7 @@ from sem_baselines import (
     list_restorers,
     load_restorer,
 )
-from sem_physics import ParameterRanges, degrade
+from sem_physics import ParameterRanges, SEMImage, degrade
 
 # The same small degraded image for every method (odd sizes on purpose).
 CLEAN = lines_image((40, 52), seed=3)
@@ -77,6 +80,39 @@ def test_restorer_rejects_bad_images(name, tmp_path_factory):
     bad[3, 4] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         r.restore(bad)
+    with pytest.raises(ValueError, match=r"beyond the 0\.\.255 grey scale"):
+        r.restore(IMAGE * 257.0)  # 16-bit counts
+    with pytest.raises(ValueError, match=r"SEMImage: pass its pixels, image\.data"):
+        r.restore(SEMImage(IMAGE, Path("x.tif"), 1.0, "given", None, "uint8"))
+    with pytest.warns(UserWarning, match=r"0\.\.255 grey levels"):
+        r.restore(IMAGE / 255.0)
+
+
+def test_bm3d_refuses_images_below_its_block_size_instead_of_crashing():
+    r = get_restorer("bm3d")
+    with pytest.raises(ValueError, match="at least 9 x 9 px"):
+        r.restore(IMAGE[:8, :8])  # the bm3d package itself segfaults at 8 x 8
+    assert r.restore(IMAGE[:9, :9]).shape == (9, 9)
+
+
+@pytest.mark.parametrize("name", ["wiener", "richardson-lucy"])
+def test_deconvolution_refuses_a_psf_larger_than_the_image(name):
+    with pytest.raises(ValueError, match=r"PSF radius 60 px \(given\) exceeds the image"):
+        get_restorer(name, psf={"rx_px": 60, "ry_px": 60}).restore(IMAGE)
+
+
+def test_learned_restorers_warn_when_untrained_and_refuse_misplaced_fit_arguments(tmp_path):
+    r = get_restorer("n2v", **TINY.get("n2v", {}))
+    with pytest.warns(UserWarning, match="no trained weights"):
+        r.restore(IMAGE)
+    again = load_restorer(r.save(tmp_path / "n2v"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again.restore(IMAGE)  # loaded: no warning
+    with pytest.raises(TypeError, match="list of \\(H, W\\) arrays"):
+        r.fit(np.stack([CLEAN, CLEAN]))
+    with pytest.raises(TypeError, match="options must be a FitOptions, got dict"):
+        r.fit([CLEAN], options={"epochs": 1})
 
 
 def test_identity_returns_the_input():

@@ -28,6 +28,7 @@ facts about the model it loaded that an evaluation report should show.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,8 +261,19 @@ def load_restorer(path: str | Path) -> Any:
     return get_restorer(name, **meta.get("config", {})).load(path)
 
 
+#: Brightest grey level accepted (a 0..255 image plus noise); beyond it the input is on another
+#: scale (e.g. 16-bit counts) and every restorer would return a clipped, constant image.
+MAX_GREY = 1.5 * 255.0
+
+
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
-    """Return ``image`` as C-contiguous float32 (H, W) or raise a ValueError saying why not."""
+    """Return ``image`` as C-contiguous float32 (H, W) on the 0..255 grey scale, or raise a
+    ValueError saying why not. A 0..1 image (a likely scale slip) gets a warning."""
+    if hasattr(image, "pixel_size_nm") and hasattr(image, "data"):
+        raise ValueError(
+            f"{name} is a SEMImage: pass its pixels, {name}.data (or "
+            f"{name}.without_info_bar().data)"
+        )
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
@@ -274,4 +286,17 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf values")
+    low, peak = float(arr.min()), float(arr.max())
+    if peak > MAX_GREY:
+        raise ValueError(
+            f"{name} reaches {peak:g}, beyond the 0..255 grey scale the restorers work on "
+            "(sem_physics.read_image scales 8/16-bit files to 0..255; divide 16-bit counts "
+            "by 257)"
+        )
+    if 0.0 < peak <= 1.0:
+        warnings.warn(
+            f"{name} spans {low:g}..{peak:g}: the restorers work on 0..255 grey levels "
+            "(multiply a 0..1 image by 255)",
+            stacklevel=2,
+        )
     return arr

@@ -68,6 +68,7 @@ _PROFILES = {
 }
 
 MAD_TO_SIGMA = 1.4826
+MIN_SIDE_PX = 9  # smallest side the bm3d package handles (8 px blocks; 8 x 8 crashes it)
 HIGHPASS_MAD_FACTOR = 0.862
 
 
@@ -117,6 +118,11 @@ class BM3DRestorer:
 
     def restore(self, image: np.ndarray) -> np.ndarray:
         x = check_image(image).astype(np.float64) / 255.0
+        if min(x.shape) < MIN_SIDE_PX:  # the bm3d package crashes (segfault) at 8 x 8
+            raise ValueError(
+                f"bm3d needs an image of at least {MIN_SIDE_PX} x {MIN_SIDE_PX} px (its blocks "
+                f"are 8 px), got {x.shape[0]} x {x.shape[1]}"
+            )
         sigma = self.config.sigma
         if sigma is None:
             sigma = estimate_sigma(x, self.config.correct_highpass)

@@ -188,6 +188,12 @@ class DeconvRestorer:
         strength = getattr(cfg, self.strength_field)
         need_noise = cfg.preset == "adaptive" and strength is None
         choice = choose_psf(y, cfg.preset, cfg.psf, cfg.noise_var if need_noise else 0.0)
+        radius = max(choice.psf.rx_px, choice.psf.ry_px)
+        if radius > min(y.shape):
+            raise ValueError(
+                f"PSF radius {radius:g} px ({choice.source}) exceeds the image "
+                f"({y.shape[0]} x {y.shape[1]} px): the blur leaves nothing to deconvolve"
+            )
         kernel = airy_psf(choice.psf)
         pad = kernel.shape[0] // 2 if cfg.boundary == "reflect" else 0
         ext = pad_reflect(y, pad)

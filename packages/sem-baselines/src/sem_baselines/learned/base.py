@@ -19,6 +19,7 @@ Saved form: a folder with ``config.json`` (restorer name + config) and ``model.s
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -89,6 +90,7 @@ class NetworkRestorer:
         self.network.to(resolve_device(self.config.device), memory_format=torch.channels_last)
         self.network.eval()
         self.history: list[dict[str, float]] = []
+        self.trained = False  # fitted or loaded: restoring before either gets a warning
 
     # --- pieces each method defines -------------------------------------------------------
     def build_network(self) -> nn.Module:
@@ -114,6 +116,12 @@ class NetworkRestorer:
     @torch.no_grad()
     def restore(self, image: np.ndarray) -> np.ndarray:
         x = image_to_tensor(check_image(image), device=self.device) / SCALE
+        if not self.trained:
+            warnings.warn(
+                f"{self.name} has no trained weights (call fit() or load()): restoring with "
+                "its randomly initialised network",
+                stacklevel=3,  # the caller of restore (below torch's no_grad wrapper)
+            )
         self.network.eval()
         cfg = self.config
         y = tiled_apply(self.predict, x, cfg.tile_px, cfg.margin_px, cfg.tile_batch_size)
@@ -133,8 +141,20 @@ class NetworkRestorer:
         budget a caller gives every method, ``kwargs`` this loop's own :class:`.FitConfig`
         keywords (patch_size, lr, ...; they win over ``options``). Keeps the weights of the
         epoch with the lowest loss on ``val_images``; returns a FitResult."""
+        if isinstance(train_images, np.ndarray):
+            raise TypeError(
+                f"train_images must be a list of (H, W) arrays, got one array of shape "
+                f"{train_images.shape} (wrap a single image as [image], a stack as list(stack))"
+            )
+        if options is not None and not hasattr(options, "keywords"):
+            raise TypeError(
+                f"options must be a FitOptions, got {type(options).__name__} (FitOptions(...) "
+                "or this method's keywords: fit(images, epochs=...))"
+            )
         keywords = {**(options.keywords() if options is not None else {}), **kwargs}
-        return fit_restorer(self, train_images, val_images, **keywords)
+        result = fit_restorer(self, train_images, val_images, **keywords)
+        self.trained = True
+        return result
 
     def save(self, path: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into folder ``path``."""
@@ -169,4 +189,5 @@ class NetworkRestorer:
         state = load_file(str(weights), device=str(self.device))
         self.network.load_state_dict(state)
         self.history = list(meta.get("history", []))
+        self.trained = True
         return self
