@@ -194,3 +194,20 @@ def test_bloom_inside_the_line_cd_within_0p35_nm(seed: int, inset_px: float) -> 
     assert mb.valid and mb.n_lines == bloom.truth.n_lines
     assert raw.cd_nm - bloom.truth.cd_nm > 0.5
     assert mb.edge_offset_nm > 0.3 and abs(mb.cd_nm - bloom.truth.cd_nm) < 0.35
+
+
+@pytest.mark.parametrize("convention", ["truth", "smile"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_white_noise_has_no_lines(convention: str, seed: int) -> None:
+    """Noise alone is refused, not measured as a dozen 7-nm lines: its mean profile across the
+    would-be lines varies by about 2.5 x the standard error of a column mean."""
+    noise = np.random.default_rng(seed).normal(100.0, 20.0, (256, 256))
+    m = measure_lines(noise, 1.0, convention=convention)
+    assert not m.valid and m.cd_nm is None
+    assert "no measurable lines" in (m.reason or "")
+    if convention == "smile":
+        return  # SMILE's zero-padded median levels cannot measure faint lines (its own limit)
+    # the same noise over a faint line pattern (contrast 30 grey levels, 1.5 x the noise) is found
+    s = make_line_image(n_lines=8, shape=(256, 256), line_level=115.0, space_level=85.0, seed=seed)
+    weak = measure_lines(s.image + noise - 100.0, 1.0, convention=convention)
+    assert weak.valid and weak.n_lines == 8

@@ -344,8 +344,15 @@ def measure_lines(
     )
 
 
+#: A line pattern's mean profile across the lines varies by at least this many times the
+#: standard error of a column mean (white noise alone: about 2.5; the degraded and restored
+#: line images of the benchmarks: 60 and more).
+MIN_PROFILE_SNR = 10.0
+
+
 def _contrast_reason(norm: np.ndarray, opts: LineOptions) -> str | None:
-    """Why the mean profile across the lines shows no lines, or None."""
+    """Why the mean profile across the lines shows no lines, or None: too little contrast for
+    the normalised range, or no more than the noise of a mean over the rows would give."""
     from scipy.ndimage import gaussian_filter1d
 
     profile = gaussian_filter1d(norm.mean(axis=0), 1.0)
@@ -354,6 +361,15 @@ def _contrast_reason(norm: np.ndarray, opts: LineOptions) -> str | None:
         return (
             f"no measurable lines: contrast of the mean profile across the lines is {contrast:.3f}"
             f" of the normalised range (< min_profile_contrast={opts.min_profile_contrast})"
+        )
+    # pixel noise from differences along the lines (robust: MAD), then a column mean's error
+    step = np.diff(norm, axis=0)
+    noise = 1.4826 * float(np.median(np.abs(step - np.median(step)))) / math.sqrt(2.0)
+    snr = contrast / max(noise / math.sqrt(norm.shape[0]), 1e-12)
+    if snr < MIN_PROFILE_SNR:
+        return (
+            f"no measurable lines: the mean profile across the lines varies by {snr:.1f} x its "
+            f"own noise, as noise alone does (a line pattern gives > {MIN_PROFILE_SNR:g})"
         )
     return None
 
