@@ -51,6 +51,20 @@ def test_psnr_closed_form_and_scale(camera: np.ndarray) -> None:
     assert psnr(camera, camera) == float("inf")
 
 
+def test_quality_pairs_refuse_what_has_no_score_and_warn_on_another_scale(camera) -> None:
+    from sem_physics import SEMImage
+
+    img = SEMImage(camera.astype(np.float32), Path("c.tif"), 1.0, "given", None, "uint8")
+    with pytest.raises(ValueError, match=r"img is a SEMImage: pass its pixels, img\.data"):
+        psnr(camera, img)
+    with pytest.raises(ValueError, match="empty"):
+        psnr(np.zeros((0, 0)), np.zeros((0, 0)))  # was inf
+    with pytest.warns(UserWarning, match="another intensity scale"):
+        psnr(camera / 255, camera / 255 + 0.01)  # 0..1 images scored on 0..255: 82 dB
+    with pytest.warns(UserWarning, match="another intensity scale"):
+        ssim(camera * 257, camera * 257 + 50)  # 16-bit counts on 0..255
+
+
 @pytest.mark.parametrize("sigma", [2.0, 6.0, 15.0])
 def test_noise_ceiling_is_what_a_perfect_restoration_scores(camera: np.ndarray, sigma) -> None:
     clean = ndimage.gaussian_filter(camera, 1.5)  # edges, textures, flat sky: a real scene
@@ -208,7 +222,7 @@ def test_lpips_rejects_a_file_that_is_not_alexnet(monkeypatch, tmp_path) -> None
     bad = tmp_path / "bad.pth"
     torch.save({"features.0.weight": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match="not a torchvision alexnet state dict"):
-        lpips_distance(np.zeros((32, 32)), np.ones((32, 32)), weights_path=bad)
+        lpips_distance(np.full((32, 32), 90.0), np.full((32, 32), 99.0), weights_path=bad)
 
 
 # --- NIQE --------------------------------------------------------------------------------

@@ -180,6 +180,12 @@ def test_bad_arguments_are_reported():
         sm.sliding_window(Identity(), np.zeros((2, 1, 10, 10)), window=8, overlap=2)
     with pytest.raises(ValueError, match="to \\(B, C'"):
         sm.sliding_window(lambda x: x[:, :, :4], np.zeros((10, 10)), window=8, overlap=2)
+    nan = np.zeros((10, 10))
+    nan[3, 3] = np.nan  # was a NaN output over every window that saw the pixel
+    with pytest.raises(ValueError, match="NaN or inf"):
+        sm.sliding_window(Identity(), nan, window=8, overlap=2)
+    with pytest.raises(ValueError, match="empty image"):
+        sm.sliding_window(Identity(), np.zeros((0, 10)), window=8, overlap=2)
 
 
 def test_restore_image_works_on_the_0_255_scale():

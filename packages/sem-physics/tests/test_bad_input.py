@@ -16,6 +16,7 @@ from sem_physics import (
     DegradationParams,
     ImageReadError,
     ParameterRanges,
+    SEMImage,
     convolve_reflect,
     crop_info_bar,
     degrade,
@@ -25,7 +26,7 @@ from sem_physics import (
     tensor_to_image,
     write_image,
 )
-from sem_physics.noise import poisson_gaussian
+from sem_physics.noise import poisson_gaussian, poisson_gaussian_torch
 from sem_physics.protocol import ProtocolError, degrade_files
 
 MID = ParameterRanges().midpoint()
@@ -76,8 +77,46 @@ ARRAY_CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
         ValueError,
         "sigma",
     ),
+    (
+        "noise-nan-image",
+        lambda: poisson_gaussian(np.full((2, 2), np.nan), 10.0, 1.0, np.random.default_rng()),
+        ValueError,
+        "NaN",
+    ),
+    (
+        "noise-torch-nan-sigma",
+        lambda: poisson_gaussian_torch(torch.ones(1, 1, 4, 4), None, math.nan),
+        ValueError,
+        "sigma must be finite",
+    ),
+    (
+        "noise-torch-nan-image",
+        lambda: poisson_gaussian_torch(torch.full((1, 1, 4, 4), math.nan), 10.0, 1.0),
+        ValueError,
+        "NaN",
+    ),
     ("range-low>high", lambda: ParameterRanges(sigma=(5.0, 1.0)), ValidationError, "sigma"),
     ("even-kernel", lambda: convolve_reflect(np.ones((8, 8)), np.ones((4, 4))), ValueError, "odd"),
+    (
+        "convolve-int-dtype",  # was an all-zero result (the unit-sum kernel cast to int)
+        lambda: convolve_reflect(np.ones((8, 8)), np.ones((3, 3)) / 9, dtype=np.int32),
+        ValueError,
+        "float32 or float64",
+    ),
+    (
+        "convolve-nan",  # was NaN everywhere
+        lambda: convolve_reflect(np.where(np.eye(8) > 0, np.nan, 1.0), np.ones((3, 3)) / 9),
+        ValueError,
+        "NaN",
+    ),
+    (
+        "sem-image",
+        lambda: degrade(
+            SEMImage(np.ones((8, 8), np.float32), Path("a.tif"), 1.0, "-", None, "u8"), MID, 0
+        ),
+        ValueError,
+        "SEMImage: pass its pixels, image.data",
+    ),
     ("crop-too-many", lambda: crop_info_bar(np.ones((10, 10)), rows=10), ValueError, "[0, 9]"),
     (
         "crop-fraction",
@@ -88,6 +127,12 @@ ARRAY_CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     ("sample-kind", lambda: make_sample("dots"), ValueError, "lines, contacts, texture"),
     ("sample-shape", lambda: make_sample("lines", (8, 8)), ValueError, ">= 32"),
     ("tensor-batch", lambda: tensor_to_image(torch.zeros(2, 1, 4, 4)), ValueError, "single image"),
+    (
+        "tensor-rgb",  # was read as 64 images of 48 x 3 px
+        lambda: image_to_tensor(np.zeros((64, 48, 3), np.uint8)),
+        ValueError,
+        "colour image (H, W, C)",
+    ),
     (
         "tensor-list",
         lambda: image_to_tensor([np.zeros((4, 4)), np.zeros((5, 4))]),

@@ -56,16 +56,28 @@ class WeightsNotFoundError(FileNotFoundError):
 
 
 def _pair(ref: Any, img: Any, data_range: float) -> tuple[np.ndarray, np.ndarray]:
+    for name, x in (("ref", ref), ("img", img)):
+        if hasattr(x, "pixel_size_nm") and hasattr(x, "data"):
+            raise ValueError(f"{name} is a SEMImage: pass its pixels, {name}.data")
     a = np.asarray(ref, dtype=np.float64)
     b = np.asarray(img, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"ref and img must be 2-D grayscale (H, W), got {a.shape} and {b.shape}")
     if a.shape != b.shape:
         raise ValueError(f"ref and img must have the same shape, got {a.shape} and {b.shape}")
+    if a.size == 0:
+        raise ValueError(f"ref and img are empty, shape {a.shape}")
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         raise ValueError("ref and img must not contain NaN or inf")
     if not (np.isfinite(data_range) and data_range > 0):
         raise ValueError(f"data_range must be a finite number > 0, got {data_range}")
+    peak = max(float(np.abs(a).max()), float(np.abs(b).max()))
+    if peak > 1.5 * data_range or 0.0 < peak <= data_range / 200.0:
+        warnings.warn(
+            f"ref and img reach {peak:g} on a data_range of {data_range:g}: another intensity "
+            "scale? (0..255 images take data_range=255, 0..1 images data_range=1)",
+            stacklevel=3,
+        )
     return a, b
 
 

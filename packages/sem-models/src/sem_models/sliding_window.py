@@ -108,6 +108,10 @@ def _as_tensor(image: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, int, boo
         raise ValueError(
             f"sliding_window takes one image (H, W), (C, H, W) or (1, C, H, W); got {tuple(x.shape)}"
         )
+    if x.numel() == 0:
+        raise ValueError(f"sliding_window got an empty image, shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):  # one NaN would spread over its windows' outputs
+        raise ValueError("sliding_window got an image with NaN or inf values")
     return x, ndim, is_numpy
 
 

@@ -36,6 +36,11 @@ def image_to_tensor(image: np.ndarray | Sequence[np.ndarray], device: Any = None
     import torch
 
     if isinstance(image, np.ndarray) and image.ndim == 3:
+        if image.shape[-1] in (3, 4) and min(image.shape[:2]) > 4:
+            raise ValueError(
+                f"shape {image.shape} looks like a colour image (H, W, C): convert it to grey "
+                "(H, W) first (sem_physics.read_image does); a stack of images is (N, H, W)"
+            )
         images = [_as_2d(im, i) for i, im in enumerate(image)]
     elif isinstance(image, list | tuple):
         if not image:

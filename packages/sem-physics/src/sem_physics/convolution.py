@@ -136,6 +136,8 @@ def _check_image(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"image is empty, shape {image.shape}")
     if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
         raise ValueError(f"image must be real numeric, got dtype {image.dtype}")
+    if not np.all(np.isfinite(image)):  # one NaN would spread over the whole FFT output
+        raise ValueError("image contains NaN or inf values")
     return image
 
 
@@ -156,6 +158,8 @@ def convolve_reflect(
     kernels used more than once are cached, the last four (:func:`clear_kernel_cache`).
     """
     image = _check_image(image)
+    if not np.issubdtype(np.dtype(dtype), np.floating):  # an integer kernel would be all zeros
+        raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype).name}")
     kernel = _check_kernel(kernel).astype(dtype)
     k = kernel.shape[0]
     p = k // 2

@@ -39,6 +39,8 @@ def poisson_gaussian(
     """
     _check_noise_params(dose, sigma)
     out = np.asarray(z, dtype=np.float64)
+    if not np.all(np.isfinite(out)):
+        raise ValueError("the noise-free image contains NaN or inf values")
     if dose is not None:
         out = rng.poisson(np.clip(out, 0.0, None) * dose) / dose
     if sigma is not None and sigma > 0:
@@ -63,6 +65,8 @@ def poisson_gaussian_torch(
             raise ValueError("dose must be finite and > 0")
     if sigma is not None:
         sigma_t = torch.as_tensor(sigma, dtype=z.dtype, device=z.device)
-        if torch.any(sigma_t < 0):
-            raise ValueError("sigma must be >= 0")
+        if not torch.all(torch.isfinite(sigma_t) & (sigma_t >= 0)):
+            raise ValueError("sigma must be finite and >= 0")
+    if not torch.all(torch.isfinite(z)):
+        raise ValueError("the noise-free images contain NaN or inf values")
     return poisson_gaussian_batch(z, dose, sigma, generator)

@@ -23,6 +23,11 @@ def validate_image(
     numeric dtype and makes no copy. Empty, non-numeric, boolean, complex and non-finite
     (NaN or inf) images are refused; ``name`` starts the message.
     """
+    if hasattr(image, "pixel_size_nm") and hasattr(image, "data"):  # a read SEMImage
+        raise ValueError(
+            f"{name} is a SEMImage: pass its pixels, {name}.data (or "
+            f"{name}.without_info_bar().data)"
+        )
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
