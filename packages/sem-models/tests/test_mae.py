@@ -45,6 +45,36 @@ def test_masking_keeps_exactly_a_quarter_visible(num_patches):
     assert torch.equal(torch.sort(ids_restore, 1).values, torch.arange(num_patches).expand(4, -1))
 
 
+def test_decoder_puts_each_visible_token_back_at_its_patch_and_mask_tokens_elsewhere():
+    """With the decoder's layers made identities, its token sequence shows the unshuffle: the
+    encoded visible tokens at the patches random_masking kept, the mask token everywhere else."""
+    from sem_models.testing import MICRO_MAE
+    from torch import nn
+
+    torch.manual_seed(0)
+    arch = {**MICRO_MAE, "decoder_embed_dim": MICRO_MAE["embed_dim"]}
+    m = sm.build_mae("tiny", in_chans=1, **arch).eval()
+    m.decoder_embed, m.decoder_norm, m.decoder_pred = nn.Identity(), nn.Identity(), nn.Identity()
+    m.decoder_blocks = nn.ModuleList()
+    with torch.no_grad():
+        m.decoder_pos_embed.zero_()
+    n, grid, keep = 3, (4, 4), 4
+    tokens = torch.randn(n, 16, m.config.embed_dim)
+    kept, _, ids_restore = sm.MaskedAutoencoder.random_masking(tokens, 0.75)
+    latent = torch.cat([torch.randn(n, 1, m.config.embed_dim), kept], dim=1)  # cls + visible
+    with torch.no_grad():
+        out = m.forward_decoder(latent, ids_restore, grid)
+    for i in range(n):
+        for j in range(16):
+            # the patch's own token if it was kept, else the mask token
+            match = (kept[i] == tokens[i, j]).all(-1)
+            want = tokens[i, j] if match.any() else m.mask_token[0, 0]
+            torch.testing.assert_close(out[i, j], want)
+    assert (
+        int(sum((kept[i][:, None] == tokens[i][None]).all(-1).sum() for i in range(n))) == n * keep
+    )
+
+
 def test_explicit_noise_keeps_the_patches_with_the_smallest_noise():
     x = torch.arange(8.0).reshape(1, 8, 1)
     noise = torch.tensor([[0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.6, 0.5]])

@@ -89,6 +89,20 @@ def test_guided_model_reads_its_guide_channels_and_returns_the_image_channels(tm
         assert torch.equal(again(x.detach()), model(x.detach()))
 
 
+def test_with_three_guides_the_untrained_output_is_the_middle_one():
+    """The shipped head reads three balances (0.03, 0.3, 3): it starts as the middle one."""
+    torch.manual_seed(0)
+    mae = build_mae("tiny", patch_size=16, img_size=32, in_chans=1, depth=1, decoder_depth=1)
+    model = RestorationModel(
+        mae, residual=True, refiner_width=6, guide_balances=(0.03, 0.3, 3.0)
+    ).start_as_identity()
+    x = torch.rand(2, 4, 32, 40)  # image + 3 guides
+    with torch.no_grad():
+        y = model(x)
+    assert torch.allclose(y, x[:, 2:3], atol=1e-5)
+    assert not torch.allclose(y, x[:, 3:4], atol=0.1)
+
+
 def test_guided_model_refuses_inputs_without_guides_and_guides_without_refiner():
     model = _guided()
     with pytest.raises(ValueError, match="2 guide channel"):

@@ -130,3 +130,18 @@ def test_recipe_command_refuses_an_existing_run(capsys, tmp_path):
     status = main(["train", "recipe", "--config", "cpu-base", "--output-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status != 0 and len(err) == 1 and "--resume" in err[0]
+
+
+def test_the_recorded_split_is_the_one_the_stage_trains_on(tmp_path, folder_writer):
+    """data_split.json lists exactly the images the dataset trains and validates on."""
+    from sem_train.config import load_config
+    from sem_train.data import SEMImageDataset
+    from sem_train.recipe import write_split
+
+    folder_writer(tmp_path / "img", 10, size=40, seed=3)
+    data = {"root": str(tmp_path / "img"), "val_fraction": 0.3, "split_seed": 5}
+    cfg = load_config({"data": data}, "stage1")
+    record = json.loads(write_split("stage1", cfg, tmp_path / "out").read_text())
+    train, val, _ = SEMImageDataset.from_config(cfg.data)
+    assert record["train"] == [str(p) for p in train.paths]
+    assert record["validation"] == [str(p) for p in val.paths] and len(val.paths) == 3

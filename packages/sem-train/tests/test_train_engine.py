@@ -338,3 +338,25 @@ def test_resume_keeps_pruning_by_the_recorded_list(image_folder, tmp_path):
         "step-00000009.safetensors",
         "step-00000012.safetensors",
     ]
+
+
+class _Payload:
+    """Unpickling this runs ``os.mkdir(marker)``: what a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_training_state_carrying_code_is_refused_without_running_it(tmp_path):
+    from sem_train.checkpoint import CheckpointError, load_training_state
+
+    marker = tmp_path / "payload-ran"
+    torch.save({"progress": {"step": 1}, "x": _Payload(marker)}, tmp_path / "s.state.pt")
+    with pytest.raises(CheckpointError):
+        load_training_state(tmp_path / "s.state.pt")
+    assert not marker.exists()
