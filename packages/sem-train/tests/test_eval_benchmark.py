@@ -221,6 +221,35 @@ def test_s2s_with_train_images_evaluates_every_image_and_trains_on_the_other_fol
     assert {r["file_sha256"] for r in manifest["train"] + manifest["val"]} <= digests
 
 
+def test_s2r_draws_its_training_images_as_s2s_does(tmp_path, sample_dir):
+    """The same seeded sample of train_images (not the first files in path order) for both."""
+    import tifffile
+    from sem_physics import make_sample
+
+    train_dir = tmp_path / "train"
+    write_samples(train_dir, n_per_kind=3, shape=(96, 112), seed=40)
+    for sub in ("pairs_defocused", "pairs_focused"):
+        (tmp_path / sub).mkdir()
+    f = make_sample("lines", (96, 128), seed=0)
+    tifffile.imwrite(tmp_path / "pairs_focused" / "f0.tif", f.astype(np.uint8))
+    tifffile.imwrite(tmp_path / "pairs_defocused" / "d0.tif", (f * 0.5).astype(np.uint8))
+    split = {"train_images": str(train_dir), "n_train": 3, "n_val": 2, "seed": 4}
+    drawn = {}
+    for protocol, extra in (
+        ("s2s", {}),
+        ("s2r", {"defocused": str(tmp_path / "pairs_defocused"), "focused": str(tmp_path / "pairs_focused"),
+                 "images": None, "crop_fraction": 0.0}),
+    ):  # fmt: skip
+        out = tmp_path / protocol
+        cfg = _config(tmp_path, sample_dir, protocol=protocol, out=str(out), **split, **extra)
+        run_benchmark(load_benchmark_config(cfg), progress=False)
+        manifest = json.loads((out / "manifest.json").read_text())
+        drawn[protocol] = [[r["name"] for r in manifest[k]] for k in ("train", "val")]
+    assert drawn["s2r"] == drawn["s2s"]
+    first = sorted(f"train_{p.stem}" for p in train_dir.iterdir())[:5]
+    assert sorted(drawn["s2r"][0] + drawn["s2r"][1]) != first  # not the first five by name
+
+
 def test_train_images_with_too_few_files_is_refused_with_the_counts(tmp_path, sample_dir):
     cfg = load_benchmark_config(
         _config(tmp_path, sample_dir, train_images=str(sample_dir), n_train=10, n_val=2)

@@ -44,6 +44,7 @@ __all__ = [
     "replay",
     "save_manifest",
     "select_split",
+    "source_record",
 ]
 
 SETTINGS: tuple[str, ...] = ("random", "midpoint")
@@ -116,7 +117,8 @@ class Case:
     params: DegradationParams | None = None  # the true degradation (S→S), None for real input
 
 
-def _record(im: EvalImage) -> SourceRecord:
+def source_record(im: EvalImage) -> SourceRecord:
+    """The manifest's record of one image: name, kind, source, content hashes, pixel size."""
     file_hash = im.source_sha256 if im.source and not im.source.startswith("generated:") else None
     return SourceRecord(
         name=im.name,
@@ -240,9 +242,9 @@ def build_s2s(
         crop_fraction=crop_fraction,
         ranges=ranges,
         settings=tuple(settings),
-        train=[_record(im) for im in train],
-        val=[_record(im) for im in val],
-        references=[_record(im) for im in evaluation],
+        train=[source_record(im) for im in train],
+        val=[source_record(im) for im in val],
+        references=[source_record(im) for im in evaluation],
         cases=records,
     )
     return manifest, train, val, cases
@@ -336,7 +338,7 @@ def build_s2r(
         pixel = f.pixel_size_nm or d.pixel_size_nm
         cid = f"{d.name}@real"
         cases.append(Case(cid, f.name, "real", "real", d.data, f.data, pixel))
-        refs.setdefault(f.name, _record(f))
+        refs.setdefault(f.name, source_record(f))
         records.append(
             CaseRecord(
                 case_id=cid,

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from .config import BenchmarkConfig
 from .foundation import finetune_network, train_foundation
 from .methods import control_run, run_method, trains_here
-from .protocols import Case, ProtocolManifest, build_s2r, build_s2s
+from .protocols import Case, ProtocolManifest, build_s2r, build_s2s, source_record
 from .report import ReportInputs, mark_incomplete, safe_name, write_report
 from .results import MethodResult, ResultFileError
 from .scoring import Scorer
@@ -178,11 +178,12 @@ def _real(cfg: BenchmarkConfig) -> Protocol:
     if not cases:
         raise _nothing(f"no usable pair in {cfg.defocused} / {cfg.focused}", manifest.skipped)
     train: list[EvalImage] = []
-    if cfg.train_images is not None:
-        paths = list_images(cfg.train_images)[: cfg.n_train + cfg.n_val]
-        train, skipped = load_images(paths, crop_fraction=cfg.crop_fraction)
+    val: list[EvalImage] = []
+    if cfg.train_images is not None:  # the same seeded draw as the S→S protocol's
+        train, val, skipped = _training_folder(cfg)
         manifest.skipped += skipped
-    val, train = train[cfg.n_train :], train[: cfg.n_train]
+        manifest.train = [source_record(im) for im in train]
+        manifest.val = [source_record(im) for im in val]
     source = f"{len(cases)} real defocused images from {cfg.defocused}"
     return Protocol(manifest, train, val, cases, source)
 
