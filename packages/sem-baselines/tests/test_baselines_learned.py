@@ -294,3 +294,32 @@ def test_native_bf16_on_the_cpu_agrees_with_the_processor_flags():
     expected = bool(flags & {"avx512_bf16", "amx_bf16"})
     assert native_bf16(torch.device("cpu")) is expected
     assert native_bf16(torch.device("meta")) is False
+
+
+def test_noise2noise_with_a_focused_target_trains_towards_the_noisy_focused_image():
+    """target='focused': the target is the focused image with fresh detector noise (mean the
+    image itself, variance level/dose + sigma^2), not another blurred realisation."""
+    r = get_restorer("n2n", unet={"depth": 2, "width": 4}, target="focused")
+    p = ParameterRanges().midpoint().model_copy(update={"gain": 1.3, "offset": 20.0})
+    clean = torch.full((64, 1, 16, 16), 100.0)
+    batch = r.make_batch(clean, [p] * 64, torch.Generator().manual_seed(0))
+    target = batch["target"].double() * 255
+    se = float(np.sqrt((100 / p.dose + p.sigma**2) / target.numel()))
+    assert abs(float(target.mean()) - 100.0) < 5 * se  # not gain * 100 + offset = 150
+    assert float(target.var()) == pytest.approx(100 / p.dose + p.sigma**2, rel=0.1)
+
+
+def test_mrn_loss_is_the_sum_of_l1_over_its_three_scales():
+    torch.manual_seed(0)
+    r = get_restorer("mrn", net={"width": 4})
+    clean = torch.rand(2, 1, 32, 32) * 255
+    params = ParameterRanges().sample_many(np.random.default_rng(0), 2)
+    batch = r.make_batch(clean, params, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outs = r.network(batch["input"])
+        t = batch["target"]
+        want = sum(
+            F.l1_loss(o, F.avg_pool2d(t, s) if s > 1 else t)
+            for o, s in zip(outs, (4, 2, 1), strict=True)
+        )
+        assert float(r.training_loss(batch)) == pytest.approx(float(want), rel=1e-5)

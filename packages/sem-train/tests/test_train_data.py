@@ -209,3 +209,39 @@ def test_memory_cache_returns_the_same_items_without_rereading(image_folder):
     assert int(cached[(0, 9)]["skipped"]) == 0 and not cached.bad
     with pytest.raises(RuntimeError, match="could be read"):
         plain[(0, 5)]
+
+
+def test_defocus_pairs_draw_their_degradations_from_the_configured_ranges():
+    """Tight ranges reach the pairs: the PSF radius (px of the crop, rescaled to the input
+    size) stays within rx, ry in [1, 2] at the crop's own scale; gain 1 and offset 0 keep a
+    constant image's level."""
+    from sem_physics import ParameterRanges
+
+    img = torch.from_numpy(np.random.default_rng(0).uniform(0, 1, (1, 90, 120)).astype(np.float32))
+    tight = ParameterRanges(rx_px=(1.0, 2.0), ry_px=(1.0, 2.0))
+    ds = DefocusPairDataset(
+        [img], input_size_px=32, crop_sizes_px=(16, 64, 512), ranges=tight, pairs_per_image=4
+    )
+    for s in range(30):
+        rx = float(ds[(0, s)]["psf"][0])  # radius on the 32-px input: rx_crop * 32 / crop side
+        assert min(abs(rx * side / 32 - 1.5) for side in (16, 64, 90)) <= 0.5 + 1e-6, rx
+    flat = ParameterRanges(gain=(1.0, 1.0), offset=(0.0, 0.0), sigma=(0.5, 0.5), dose=(1e6, 1e6))
+    ds = DefocusPairDataset(
+        [torch.full((1, 64, 64), 0.5)], input_size_px=32, crop_sizes_px=(64,), ranges=flat
+    )
+    for s in range(4):
+        assert float(ds[(0, s)]["input"].mean()) == pytest.approx(0.5, abs=2e-3)
+
+
+def test_training_images_lose_their_info_bar(tmp_path):
+    """The bottom 0.0667 of a frame (a vendor bar, here white) never reaches a training crop."""
+    from PIL import Image
+    from sem_train.data.dataset import load_image_tensor
+
+    frame = np.full((120, 160), 50, np.uint8)
+    frame[-8:] = 255  # round(0.0667 * 120) = 8 rows
+    Image.fromarray(frame).save(tmp_path / "a.png")
+    t = load_image_tensor(tmp_path / "a.png", 0.0667)
+    assert tuple(t.shape) == (1, 112, 160) and float(t.max()) * 255 == pytest.approx(50.0)
+    view = SEMImageDataset([tmp_path / "a.png"], image_size_px=32, train=False)[(0, 0)]["image"]
+    assert float(view.max()) * 255 == pytest.approx(50.0, abs=1e-3)

@@ -268,3 +268,23 @@ def test_residual_finetune_starts_at_the_input_and_resumes_from_its_own_weights(
                                         residual=False)  # fmt: skip
     assert not direct.residual
     assert (direct(x) - x).abs().mean() > 1e-3  # the pretrained reconstruction head, not zeroed
+
+
+def test_distillation_is_zero_when_the_student_is_the_teacher_with_the_same_masks():
+    """Stage 2 starts from upcycled copies of the teacher's FFN (noise off here): the KD term
+    compares the two on the same masked patches, so it must vanish (a different mask for the
+    teacher gives ~0.3)."""
+    import copy
+
+    from sem_models.testing import MICRO_MAE
+    from sem_train.stages.common import MAELossWeights, MAETask
+
+    torch.manual_seed(0)
+    student = sem_models.build_mae("tiny", in_chans=1, **MICRO_MAE)
+    teacher = copy.deepcopy(student)
+    sem_models.upcycle(student, num_experts=2, noise_std=0.0)
+    task = MAETask(student, mask_ratio=0.75, weights=MAELossWeights(kd=1.0), teacher=teacher)
+    batch = {"image": torch.rand(4, 1, 32, 32), "seed": torch.tensor([3, 4, 5, 6])}
+    student.eval()
+    _, parts = task.training_loss(student, batch)
+    assert float(parts["kd"]) < 1e-6 and float(parts["mae"]) > 1e-3
