@@ -169,6 +169,8 @@ def test_too_few_rows_flagged(sample) -> None:
     [
         ({"image": np.zeros((4, 4, 3))}, "2-D grayscale"),
         ({"image": np.full((32, 32), np.nan)}, "NaN"),
+        ({"image": np.zeros((0, 0))}, r"image is empty, shape \(0, 0\)"),
+        ({"image": np.zeros((0, 10))}, "image is empty"),
         ({"image": np.zeros((32, 32)), "pixel_size_nm": None}, "pixel_size_nm is required"),
         ({"image": np.zeros((32, 32)), "pixel_size_nm": -1.0}, "physical range"),
         ({"image": np.zeros((32, 32)), "pixel_size_nm": 1e-30}, "1 pm .. 1 mm"),

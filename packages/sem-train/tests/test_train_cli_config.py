@@ -53,6 +53,11 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert exc.value.code == 2
 
 
+def test_a_mistyped_preset_names_the_presets():
+    with pytest.raises(ConfigError, match=r"unknown preset 'cpu-smal'; choose from \['cpu-base'"):
+        load_config("cpu-smal", "stage1")
+
+
 def test_cli_commands_are_registered_from_modules():
     parser = build_parser("train")
     args = parser.parse_args(["train", "baseline", "n2v", "--config", "cpu-small"])

@@ -103,6 +103,8 @@ def prepare(
         )
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise MetrologyInputError(f"image must be real numeric, got dtype {arr.dtype}")
+    if arr.size == 0:
+        raise MetrologyInputError(f"image is empty, shape {arr.shape}")
     if not 0 <= bar_rows < arr.shape[0]:
         raise MetrologyInputError(
             f"info_bar_rows must be in [0, {arr.shape[0] - 1}], got {bar_rows}"

@@ -618,6 +618,8 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
             f"{path}: unknown image format {ext or '(no extension)'!r}; "
             f"accepted: {', '.join(IMAGE_EXTENSIONS)}"
         )
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image file")
     if not path.is_file():
         raise ImageReadError(f"{path}: file not found")
     if path.stat().st_size == 0:

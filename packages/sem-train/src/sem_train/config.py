@@ -707,6 +707,10 @@ def load_config(source: str | Path | dict[str, Any] | None, kind: str) -> BaseMo
         data, label = PRESETS[source]()[kind], f"preset {source!r}"
     else:
         path = Path(source)
+        if isinstance(source, str) and not path.suffix and not path.exists():
+            raise ConfigError(
+                f"unknown preset {source!r}; choose from {sorted(PRESETS)} or give a YAML/JSON file"
+            )
         (data, lines), label = _read_mapping(path), str(path)
     base_name = data.pop("preset", None)
     if base_name is not None:
