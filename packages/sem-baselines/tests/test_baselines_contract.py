@@ -115,6 +115,21 @@ def test_learned_restorers_warn_when_untrained_and_refuse_misplaced_fit_argument
         r.fit([CLEAN], options={"epochs": 1})
 
 
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"restorer": "n2v", "config": [1, 2]}', "'config' must be a mapping"),
+        ('{"restorer": "wiener", "config": {}}', "'wiener' has no saved weights"),
+    ],
+)
+def test_a_broken_saved_restorer_folder_names_its_config_file(tmp_path, content, match):
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(RestorerConfigError, match=match) as info:
+        load_restorer(tmp_path)
+    assert str(tmp_path / "config.json") in str(info.value)
+
+
 def test_identity_returns_the_input():
     np.testing.assert_array_equal(get_restorer("input").restore(IMAGE), IMAGE)
 

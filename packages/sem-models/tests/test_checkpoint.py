@@ -77,3 +77,13 @@ def test_a_training_run_folder_loads_its_best_export(tmp_path):
     (tmp_path / "run" / "config.json").write_text(json.dumps({"run": {"epochs": 1}}))
     again = load_model(tmp_path / "run")
     torch.testing.assert_close(again.state_dict(), mae.state_dict())
+
+
+def test_a_corrupt_weights_file_is_named_when_loading(tiny_mae, tmp_path):
+    folder = tmp_path / "m"
+    sm.save_model(tiny_mae, folder)
+    weights = next(folder.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(sm.CheckpointError, match="not a readable safetensors file") as info:
+        sm.load_model(folder)
+    assert str(weights) in str(info.value)

@@ -251,11 +251,18 @@ def load_restorer(path: str | Path) -> Any:
     cfg_file = path / CONFIG_FILE
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file} not found: not a saved restorer folder")
-    meta = json.loads(cfg_file.read_text())
+    try:
+        meta = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RestorerConfigError(f"{cfg_file}: not valid JSON ({err})") from None
     if not isinstance(meta, dict) or "restorer" not in meta:
         raise RestorerConfigError(f"{cfg_file} has no 'restorer' field")
+    if not isinstance(meta.get("config", {}), dict):
+        raise RestorerConfigError(f"{cfg_file}: 'config' must be a mapping of settings")
     name = meta["restorer"]
     cls: Any = _REGISTRY[name].cls if name in _REGISTRY else None
+    if cls is not None and not hasattr(cls, "from_saved") and not hasattr(cls, "load"):
+        raise RestorerConfigError(f"{cfg_file}: restorer {name!r} has no saved weights to load")
     if hasattr(cls, "from_saved"):  # restorers built from external weights: skip the source
         return cls.from_saved(path, restorer_config(name, **meta.get("config", {})))
     return get_restorer(name, **meta.get("config", {})).load(path)

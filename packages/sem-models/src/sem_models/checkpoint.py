@@ -156,7 +156,10 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
         model = mae
     else:
         raise CheckpointError(f"{cfg_path}: unknown kind {meta.get('kind')!r} (mae, restoration)")
-    state = load_file(str(w_path))
+    try:
+        state = load_file(str(w_path))
+    except Exception as exc:  # SafetensorError: truncated or not a safetensors file
+        raise CheckpointError(f"{w_path}: not a readable safetensors file ({exc})") from None
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
