@@ -246,3 +246,17 @@ def test_small_image_in_core_is_documented_reflection() -> None:
     y = degrade(x, MID, 0, poisson=False, gaussian=False, gain_offset=False)
     assert y.shape == (2, 3) and np.isfinite(y).all()
     assert x.min() - 1e-3 <= y.min() and y.max() <= x.max() + 1e-3  # unit-sum, positive kernel
+
+
+def test_a_0_to_1_image_is_warned_about_where_0_to_255_is_meant(tmp_path: Path) -> None:
+    unit = make_sample("lines", (64, 64), seed=1) / 255.0
+    with pytest.warns(UserWarning, match="0..255 grey levels"):
+        degrade(unit, MID, 0)
+    with pytest.warns(UserWarning, match="0..255 grey levels"):
+        write_image(tmp_path / "x.png", unit)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_image(tmp_path / "x.tif", unit, dtype="float32")  # stored exactly: any scale
+        degrade(unit * 255.0, MID, 0)

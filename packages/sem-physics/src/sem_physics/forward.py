@@ -16,7 +16,7 @@ from .convolution import convolve_reflect, convolve_reflect_torch
 from .noise import poisson_gaussian, poisson_gaussian_torch
 from .params import DegradationParams
 from .psf import airy_psf
-from .validation import validate_image
+from .validation import validate_image, warn_if_unit_scale
 
 if TYPE_CHECKING:
     import torch
@@ -64,6 +64,7 @@ def degrade(
     ((64, 64), dtype('float32'))
     """
     x = validate_image(image)
+    warn_if_unit_scale(x)
     peak = float(np.abs(x).max())
     if peak > MAX_ABS_INTENSITY:
         raise ValueError(

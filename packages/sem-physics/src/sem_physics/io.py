@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write
-from .validation import validate_image
+from .validation import validate_image, warn_if_unit_scale
 
 __all__ = [
     "DEFAULT_CROP_FRACTION",
@@ -721,6 +721,8 @@ def write_image(
             pixel_size_nm = check_pixel_size_nm(pixel_size_nm, f"{path}: pixel_size_nm")
     except ValueError as err:
         raise ImageReadError(str(err)) from None
+    if dtype != "float32":  # a float32 TIFF keeps any scale exactly
+        warn_if_unit_scale(arr, f"{path}: image")
     out = quantize(arr, dtype)
     meta = json.dumps({_JSON_KEY: {"pixel_size_nm": pixel_size_nm}}) if pixel_size_nm else None
 

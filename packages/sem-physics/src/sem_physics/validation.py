@@ -6,11 +6,12 @@ converter can share it without importing each other.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
-__all__ = ["validate_image"]
+__all__ = ["validate_image", "warn_if_unit_scale"]
 
 
 def validate_image(
@@ -46,3 +47,15 @@ def validate_image(
         if narrowing and not np.isfinite(arr).all():  # e.g. float64 1e300 in float32
             raise ValueError(f"{name} has values beyond the range of {np.dtype(dtype).name}")
     return arr
+
+
+def warn_if_unit_scale(arr: np.ndarray, name: str = "image", stacklevel: int = 3) -> None:
+    """Warn when a 0..255-scale function gets an image on 0..1 (a likely scale slip: it would
+    come out nearly black, or drowned in the model's noise)."""
+    peak = float(np.max(arr))
+    if 0.0 < peak <= 1.0:
+        warnings.warn(
+            f"{name} spans {float(np.min(arr)):g}..{peak:g}: sem_physics works on 0..255 grey "
+            "levels (multiply a 0..1 image by 255)",
+            stacklevel=stacklevel,
+        )
