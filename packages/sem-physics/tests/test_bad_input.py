@@ -17,6 +17,7 @@ from sem_physics import (
     ImageReadError,
     ParameterRanges,
     SEMImage,
+    airy_psf,
     convolve_reflect,
     crop_info_bar,
     degrade,
@@ -260,3 +261,13 @@ def test_a_0_to_1_image_is_warned_about_where_0_to_255_is_meant(tmp_path: Path) 
         warnings.simplefilter("error")
         write_image(tmp_path / "x.tif", unit, dtype="float32")  # stored exactly: any scale
         degrade(unit * 255.0, MID, 0)
+
+
+def test_settings_may_be_given_as_dicts_and_nothing_else() -> None:
+    img = make_sample("lines", (64, 64), seed=1)
+    np.testing.assert_array_equal(degrade(img, MID.model_dump(), 3), degrade(img, MID, 3))
+    np.testing.assert_array_equal(airy_psf(MID.psf.model_dump()), airy_psf(MID.psf))
+    with pytest.raises(TypeError, match="params must be a DegradationParams"):
+        degrade(img, [1, 2, 3], 0)
+    with pytest.raises(ValidationError, match="rx_px"):
+        degrade(img, {**MID_VALUES, "rx_px": -1}, 0)

@@ -65,6 +65,12 @@ def degrade(
     """
     x = validate_image(image)
     warn_if_unit_scale(x)
+    if isinstance(params, dict):  # e.g. a setting read back from a manifest: validated here
+        params = DegradationParams(**params)
+    elif not hasattr(params, "psf"):
+        raise TypeError(
+            f"params must be a DegradationParams (or its dict), got {type(params).__name__}"
+        )
     peak = float(np.abs(x).max())
     if peak > MAX_ABS_INTENSITY:
         raise ValueError(

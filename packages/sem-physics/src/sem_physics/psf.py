@@ -87,6 +87,10 @@ def airy_psf(params: PSFParams) -> np.ndarray:
     >>> k.shape, round(float(k.sum()), 12)
     ((13, 13), 1.0)
     """
+    if isinstance(params, dict):
+        params = PSFParams(**params)
+    elif not hasattr(params, "rx_px"):
+        raise TypeError(f"params must be a PSFParams (or its dict), got {type(params).__name__}")
     h = airy_profile(_radius_grid(params), params.beta)
     return h / h.sum()
 
