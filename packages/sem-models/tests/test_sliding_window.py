@@ -186,6 +186,10 @@ def test_bad_arguments_are_reported():
         sm.sliding_window(Identity(), nan, window=8, overlap=2)
     with pytest.raises(ValueError, match="empty image"):
         sm.sliding_window(Identity(), np.zeros((0, 10)), window=8, overlap=2)
+    with pytest.raises(ValueError, match="whole pixels"):
+        sm.sliding_window(Identity(), np.zeros((10, 10)), window=8.5, overlap=2)
+    with pytest.raises(ValueError, match="channels last"):
+        sm.restore_image(Identity(), np.zeros((80, 100, 3)), window=8, overlap=2)
 
 
 def test_restore_image_works_on_the_0_255_scale():

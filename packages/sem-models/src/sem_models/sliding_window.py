@@ -24,6 +24,7 @@ per batch, under :func:`torch.inference_mode` and, on CUDA, bf16 autocast
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -150,6 +151,8 @@ def sliding_window(
     (its previous mode is restored) under :func:`inference_context` (bf16 autocast on CUDA
     unless ``amp=False``). ``progress`` shows a bar over the window batches.
     """
+    if not (isinstance(window, numbers.Integral) and isinstance(overlap, numbers.Integral)):
+        raise ValueError(f"window and overlap are whole pixels; got {window=}, {overlap=}")
     if window < 1 or not 0 <= overlap < window:
         raise ValueError(f"need window >= 1 and 0 <= overlap < window; got {window=}, {overlap=}")
     if batch_size < 1:
@@ -235,5 +238,10 @@ def restore_image(
     arr = np.asarray(image, dtype=np.float32)
     if arr.ndim not in (2, 3):
         raise ValueError(f"expected an image (H, W) or (C, H, W); got shape {arr.shape}")
+    if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[0] > 4:
+        raise ValueError(
+            f"expected an image (H, W) or (C, H, W); got shape {arr.shape}: channels last? "
+            "(pass a grey (H, W) image, or move the channels first)"
+        )
     out = sliding_window(model, arr / 255.0, window, overlap, batch_size, device)
     return np.clip(np.asarray(out) * 255.0, 0.0, 255.0).astype(np.float32)
