@@ -223,6 +223,10 @@ def test_lpips_rejects_a_file_that_is_not_alexnet(monkeypatch, tmp_path) -> None
     torch.save({"features.0.weight": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match="not a torchvision alexnet state dict"):
         lpips_distance(np.full((32, 32), 90.0), np.full((32, 32), 99.0), weights_path=bad)
+    png = tmp_path / "junk.png"  # not a torch file at all (was torch's UnpicklingError essay)
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(ValueError, match=r"junk\.png is not a torchvision alexnet state dict"):
+        lpips_distance(np.full((32, 32), 90.0), np.full((32, 32), 99.0), weights_path=png)
 
 
 # --- NIQE --------------------------------------------------------------------------------

@@ -127,6 +127,19 @@ ARRAY_CASES: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     ),
     ("sample-kind", lambda: make_sample("dots"), ValueError, "lines, contacts, texture"),
     ("sample-shape", lambda: make_sample("lines", (8, 8)), ValueError, ">= 32"),
+    ("sample-shape-int", lambda: make_sample("lines", 64), ValueError, "two integers"),
+    (
+        "crop-fraction-all",  # blamed rows=100 before
+        lambda: crop_info_bar(np.ones((100, 10)), fraction=0.999),
+        ValueError,
+        "fraction 0.999 of 100 rows",
+    ),
+    (
+        "sample-many-negative",  # was []
+        lambda: ParameterRanges().sample_many(np.random.default_rng(0), -3),
+        ValueError,
+        "n must be a whole number >= 0",
+    ),
     ("tensor-batch", lambda: tensor_to_image(torch.zeros(2, 1, 4, 4)), ValueError, "single image"),
     (
         "tensor-rgb",  # was read as 64 images of 48 x 3 px

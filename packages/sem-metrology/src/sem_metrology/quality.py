@@ -212,9 +212,10 @@ def _lpips_model(net: str, backbone: str, device: str) -> Any:
     builder = getattr(torchvision.models, LPIPS_BACKBONES[net][0])(weights=None)
     try:
         builder.load_state_dict(torch.load(backbone, map_location="cpu", weights_only=True))
-    except (RuntimeError, KeyError, ValueError) as err:
+    except Exception as err:  # RuntimeError/KeyError (wrong keys), UnpicklingError (not torch)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
-            f"{backbone} is not a torchvision {LPIPS_BACKBONES[net][0]} state dict: {err}"
+            f"{backbone} is not a torchvision {LPIPS_BACKBONES[net][0]} state dict: {first}"
         ) from err
     # lpips' backbone holds the torchvision ``features`` modules in slices, named by index.
     features = builder.features

@@ -502,6 +502,8 @@ def crop_info_bar(
         if not (0.0 <= fraction < 1.0):
             raise ValueError(f"fraction must be in [0, 1), got {fraction}")
         rows = round(fraction * h)
+        if rows > h - 1:
+            raise ValueError(f"fraction {fraction} of {h} rows leaves no image; use a smaller one")
     if isinstance(rows, bool) or int(rows) != rows or not 0 <= int(rows) <= h - 1:
         raise ValueError(f"rows must be an integer in [0, {h - 1}] for height {h}, got {rows}")
     rows = int(rows)

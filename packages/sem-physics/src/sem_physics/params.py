@@ -98,7 +98,9 @@ class ParameterRanges(BaseModel):
 
     def sample_many(self, rng: np.random.Generator, n: int) -> list[DegradationParams]:
         """``n`` independent settings (per-image or per-patch sampling)."""
-        return [self.sample(rng) for _ in range(n)]
+        if isinstance(n, bool) or int(n) != n or n < 0:
+            raise ValueError(f"n must be a whole number >= 0, got {n}")
+        return [self.sample(rng) for _ in range(int(n))]
 
     def midpoint(self) -> DegradationParams:
         """Every parameter at the centre of its range (the paper's 'midpoint' setting)."""

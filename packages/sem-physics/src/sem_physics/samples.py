@@ -223,7 +223,7 @@ def make_sample(kind: str, shape: tuple[int, int] = (480, 640), seed: int = 0) -
     """
     if kind not in _MAKERS:
         raise ValueError(f"unknown sample kind {kind!r}; accepted: {', '.join(ALL_SAMPLE_KINDS)}")
-    if (
+    if not isinstance(shape, tuple | list) or (
         len(shape) != 2
         or any(isinstance(s, bool) or int(s) != s for s in shape)
         or min(shape) < _MIN_SIDE
