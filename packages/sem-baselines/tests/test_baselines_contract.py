@@ -71,6 +71,7 @@ def test_restorer_contract(name, tmp_path, tmp_path_factory):
         np.testing.assert_array_equal(fresh.load(tmp_path / "model").restore(IMAGE), out)
 
 
+@pytest.mark.filterwarnings("ignore:.*has no trained weights:UserWarning")
 @pytest.mark.parametrize("name", list_restorers())
 def test_restorer_rejects_bad_images(name, tmp_path_factory):
     r = get_restorer(name, **TINY.get(name, {}), **_extra(name, tmp_path_factory))

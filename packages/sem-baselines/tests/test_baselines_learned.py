@@ -190,6 +190,7 @@ def test_tiling_is_exact_for_a_local_operator():
         tiled_apply(blur, x, tile=16, margin=8)
 
 
+@pytest.mark.filterwarnings("ignore:.*has no trained weights:UserWarning")
 def test_learned_restore_tiles_large_images():
     r = get_restorer("n2n", unet={"depth": 2, "width": 4}, tile_px=48, margin_px=12)
     r.fit(TRAIN, progress=False, **TINY_FIT)

@@ -13,6 +13,7 @@ from sem_baselines.learned.base import LearnedConfig
 from sem_baselines.tiling import GPU_TILE_BATCH, default_tile_batch, tile_layout, window_size
 
 
+@pytest.mark.filterwarnings("ignore:.*has no trained weights:UserWarning")
 @pytest.mark.parametrize("name", ["n2n", "n2v", "mrn"])
 def test_batched_tiles_restore_as_one_tile_per_forward(name):
     """Random weights (the seeded initialisation); 4 x 4 tiles of 64 px, 12 px context."""
