@@ -21,6 +21,7 @@ from sem_physics import (
     convolve_reflect,
     crop_info_bar,
     degrade,
+    estimate_degradation,
     image_to_tensor,
     make_sample,
     read_image,
@@ -264,9 +265,9 @@ def test_small_image_in_core_is_documented_reflection() -> None:
 
 def test_a_0_to_1_image_is_warned_about_where_0_to_255_is_meant(tmp_path: Path) -> None:
     unit = make_sample("lines", (64, 64), seed=1) / 255.0
-    with pytest.warns(UserWarning, match="0..255 grey levels"):
+    with pytest.warns(UserWarning, match=r"0\.\.255 grey levels"):
         degrade(unit, MID, 0)
-    with pytest.warns(UserWarning, match="0..255 grey levels"):
+    with pytest.warns(UserWarning, match=r"0\.\.255 grey levels"):
         write_image(tmp_path / "x.png", unit)
     import warnings
 
@@ -284,3 +285,11 @@ def test_settings_may_be_given_as_dicts_and_nothing_else() -> None:
         degrade(img, [1, 2, 3], 0)
     with pytest.raises(ValidationError, match="rx_px"):
         degrade(img, {**MID_VALUES, "rx_px": -1}, 0)
+
+
+def test_the_blind_estimate_refuses_another_intensity_scale() -> None:
+    y = degrade(make_sample("texture", (128, 128), seed=2), MID, 0)
+    with pytest.raises(ValueError, match=r"beyond the 0\.\.255 grey scale"):
+        estimate_degradation(y * 257.0)  # 16-bit counts: sigma read ~1000, beyond the model
+    with pytest.warns(UserWarning, match=r"0\.\.255 grey levels"):
+        estimate_degradation(np.clip(y, 0, 255) / 255.0)

@@ -51,6 +51,7 @@ from ._spectrum import otf_table, periodic_spectrum, polar_bins, rfft_weights
 from .forward import validate_image
 from .params import DegradationParams
 from .psf import PSFParams
+from .validation import warn_if_unit_scale
 
 __all__ = [
     "DegradationEstimate",
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 MIN_SIDE_PX = 32  # below this nothing can be estimated
+MAX_GREY = 1.5 * 255.0  # brighter: another intensity scale than the noise model's 0..255
 DOSE_CAP = 1e9  # the dose reported when no signal-dependent (shot) noise is found
 SMALL_SIDE_PX = 128  # below this the estimate is flagged
 BETA_PRIOR = (1.9, 2.0)
@@ -630,6 +632,12 @@ def estimate_degradation(image: np.ndarray, *, beta: float = 1.95) -> Degradatio
         raise ValueError(f"beta must be in (0, 10], got {beta}")
     if float(y.min()) == float(y.max()):
         raise ValueError(f"uniform image (every pixel {float(y.min()):g}): nothing to estimate")
+    if float(np.abs(y).max()) > MAX_GREY:  # sigma and dose are on the 0..255 scale
+        raise ValueError(
+            f"image reaches {float(np.abs(y).max()):g}, beyond the 0..255 grey scale the noise "
+            "model is on (read_image scales 8/16-bit files to it; divide 16-bit counts by 257)"
+        )
+    warn_if_unit_scale(y)
     flags: dict[str, bool] = {}
     reasons: list[str] = []
     if min(h, w) < SMALL_SIDE_PX:
