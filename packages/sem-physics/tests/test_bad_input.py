@@ -293,3 +293,16 @@ def test_the_blind_estimate_refuses_another_intensity_scale() -> None:
         estimate_degradation(y * 257.0)  # 16-bit counts: sigma read ~1000, beyond the model
     with pytest.warns(UserWarning, match=r"0\.\.255 grey levels"):
         estimate_degradation(np.clip(y, 0, 255) / 255.0)
+
+
+def test_lower_level_physics_calls_name_their_argument() -> None:
+    from sem_physics import degrade_torch
+    from sem_physics.psf import airy_profile
+
+    with pytest.raises(ValueError, match=r"beta must be in \(0, 10\], got -2"):
+        airy_profile(np.linspace(0, 3, 5), -2.0)  # returned 711 at a zero of J1
+    with pytest.raises(TypeError, match="images must be a torch tensor"):
+        degrade_torch(np.zeros((1, 1, 8, 8), np.float32), MID)
+    with pytest.raises(ValueError, match="images are empty"):
+        degrade_torch(torch.zeros(1, 1, 0, 0), MID)
+    assert ParameterRanges().sample(5) == ParameterRanges().sample(np.random.default_rng(5))

@@ -121,8 +121,15 @@ def degrade_torch(
 
     from .batched import BatchParams, airy_psf_batch
 
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(
+            f"images must be a torch tensor (N, 1, H, W), got {type(images).__name__} "
+            "(sem_physics.image_to_tensor converts arrays; degrade() takes one numpy image)"
+        )
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"images must be (N, 1, H, W), got {tuple(images.shape)}")
+    if images.numel() == 0:
+        raise ValueError(f"images are empty, shape {tuple(images.shape)}")
     n = images.shape[0]
     if isinstance(params, BatchParams):
         batch = params.check()

@@ -91,8 +91,11 @@ class ParameterRanges(BaseModel):
         DegradationParams(**{n: getattr(self, n)[1] for n in type(self).model_fields})
         return self
 
-    def sample(self, rng: np.random.Generator) -> DegradationParams:
-        """Draw every parameter independently and uniformly from its range."""
+    def sample(self, rng: np.random.Generator | int) -> DegradationParams:
+        """Draw every parameter independently and uniformly from its range (``rng``: a
+        generator, or a seed for one)."""
+        if not isinstance(rng, np.random.Generator):
+            rng = np.random.default_rng(rng)
         values = {n: float(rng.uniform(*getattr(self, n))) for n in type(self).model_fields}
         return DegradationParams(**values)
 

@@ -56,7 +56,9 @@ def kernel_size(rx_px: float, ry_px: float) -> int:
 
 
 def airy_profile(r: np.ndarray, beta: float) -> np.ndarray:
-    """``|2 J1(pi r)/(pi r)|^beta`` with the limit 1 at ``r = 0``."""
+    """``|2 J1(pi r)/(pi r)|^beta`` with the limit 1 at ``r = 0``; ``beta`` in (0, 10]."""
+    if not 0 < beta <= 10:  # as PSFParams: a negative power turns the zeros into poles
+        raise ValueError(f"beta must be in (0, 10], got {beta}")
     r = np.asarray(r, dtype=np.float64)
     x = np.pi * r
     safe = np.where(x == 0.0, 1.0, x)
