@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -170,6 +171,8 @@ def whole_demo(sem: str) -> None:
 
 
 def main() -> None:
+    # random stand-in weights on purpose: inference cost does not depend on training
+    warnings.filterwarnings("ignore", ".*has no trained weights", UserWarning)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3, help="timed repetitions (best kept)")
     ap.add_argument("--demo", action="store_true", help="also run the whole default demo")

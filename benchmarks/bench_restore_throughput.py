@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +106,8 @@ def timed(restorer: Any, image: np.ndarray, reps: int, old: bool) -> tuple[float
 
 
 def main() -> None:
+    # random stand-in weights on purpose: inference cost does not depend on training
+    warnings.filterwarnings("ignore", ".*has no trained weights", UserWarning)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=1, help="timed restorations per variant")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

@@ -10,6 +10,7 @@ learns (every expert >= 5 % of the tokens in every layer; validation below its s
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -43,9 +44,21 @@ def main(run: Path) -> int:
     if val:
         v0 = next((r["loss"] for r in val if r["step"] == 0), None)
         best = min(r["loss"] for r in val)
-        print(f"validation objective: step 0 {v0}, best {best:.5f}")
+        start = f"{v0:.5f}" if v0 is not None else "not logged (validate_at_start off)"
+        print(f"validation objective: step 0 {start}, best {best:.5f}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/cpu-base/stage2")))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "run",
+        type=Path,
+        nargs="?",
+        default=Path("runs/cpu-base/stage2"),
+        help="a Stage-2 run folder holding metrics.jsonl (default: %(default)s)",
+    )
+    args = ap.parse_args()
+    if not (args.run / "metrics.jsonl").is_file():
+        ap.error(f"{args.run / 'metrics.jsonl'} not found: give a Stage-2 run folder")
+    sys.exit(main(args.run))
