@@ -28,7 +28,6 @@ facts about the model it loaded that an evaluation report should show.
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sem_physics import ParameterRanges
+from sem_physics.validation import MAX_GREY, warn_if_unit_scale
 
 __all__ = [
     "CONFIG_FILE",
@@ -268,11 +268,6 @@ def load_restorer(path: str | Path) -> Any:
     return get_restorer(name, **meta.get("config", {})).load(path)
 
 
-#: Brightest grey level accepted (a 0..255 image plus noise); beyond it the input is on another
-#: scale (e.g. 16-bit counts) and every restorer would return a clipped, constant image.
-MAX_GREY = 1.5 * 255.0
-
-
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     """Return ``image`` as C-contiguous float32 (H, W) on the 0..255 grey scale, or raise a
     ValueError saying why not. A 0..1 image (a likely scale slip) gets a warning."""
@@ -293,17 +288,12 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf values")
-    low, peak = float(arr.min()), float(arr.max())
+    peak = float(arr.max())
     if peak > MAX_GREY:
         raise ValueError(
             f"{name} reaches {peak:g}, beyond the 0..255 grey scale the restorers work on "
             "(sem_physics.read_image scales 8/16-bit files to 0..255; divide 16-bit counts "
             "by 257)"
         )
-    if 0.0 < peak <= 1.0:
-        warnings.warn(
-            f"{name} spans {low:g}..{peak:g}: the restorers work on 0..255 grey levels "
-            "(multiply a 0..1 image by 255)",
-            stacklevel=2,
-        )
+    warn_if_unit_scale(arr, name)  # every restorer returns 0..255 too
     return arr

@@ -51,7 +51,7 @@ from ._spectrum import otf_table, periodic_spectrum, polar_bins, rfft_weights
 from .forward import validate_image
 from .params import DegradationParams
 from .psf import PSFParams
-from .validation import warn_if_unit_scale
+from .validation import MAX_GREY, warn_if_unit_scale
 
 __all__ = [
     "DegradationEstimate",
@@ -62,7 +62,6 @@ __all__ = [
 ]
 
 MIN_SIDE_PX = 32  # below this nothing can be estimated
-MAX_GREY = 1.5 * 255.0  # brighter: another intensity scale than the noise model's 0..255
 DOSE_CAP = 1e9  # the dose reported when no signal-dependent (shot) noise is found
 SMALL_SIDE_PX = 128  # below this the estimate is flagged
 BETA_PRIOR = (1.9, 2.0)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["validate_image", "warn_if_unit_scale"]
+__all__ = ["MAX_GREY", "validate_image", "warn_if_unit_scale"]
 
 
 def validate_image(
@@ -49,13 +49,18 @@ def validate_image(
     return arr
 
 
+#: Brightest grey level a 0..255-scale function accepts (the scale plus noise); beyond it the
+#: input is on another scale (e.g. 16-bit counts).
+MAX_GREY = 1.5 * 255.0
+
+
 def warn_if_unit_scale(arr: np.ndarray, name: str = "image", stacklevel: int = 3) -> None:
     """Warn when a 0..255-scale function gets an image on 0..1 (a likely scale slip: it would
     come out nearly black, or drowned in the model's noise)."""
     peak = float(np.max(arr))
     if 0.0 < peak <= 1.0:
         warnings.warn(
-            f"{name} spans {float(np.min(arr)):g}..{peak:g}: sem_physics works on 0..255 grey "
-            "levels (multiply a 0..1 image by 255)",
+            f"{name} spans {float(np.min(arr)):g}..{peak:g}: 0..255 grey levels are expected "
+            "(multiply a 0..1 image by 255)",
             stacklevel=stacklevel,
         )
