@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sem_physics import ParameterRanges
-from sem_physics.validation import MAX_GREY, warn_if_unit_scale
+from sem_physics.validation import MAX_GREY, refuse_sem_image, warn_if_unit_scale
 
 __all__ = [
     "CONFIG_FILE",
@@ -271,11 +271,7 @@ def load_restorer(path: str | Path) -> Any:
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     """Return ``image`` as C-contiguous float32 (H, W) on the 0..255 grey scale, or raise a
     ValueError saying why not. A 0..1 image (a likely scale slip) gets a warning."""
-    if hasattr(image, "pixel_size_nm") and hasattr(image, "data"):
-        raise ValueError(
-            f"{name} is a SEMImage: pass its pixels, {name}.data (or "
-            f"{name}.without_info_bar().data)"
-        )
+    refuse_sem_image(image, name)
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]

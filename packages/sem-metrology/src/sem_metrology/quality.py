@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from sem_physics.validation import refuse_sem_image
 
 __all__ = [
     "LPIPS_BACKBONES",
@@ -56,9 +57,8 @@ class WeightsNotFoundError(FileNotFoundError):
 
 
 def _pair(ref: Any, img: Any, data_range: float) -> tuple[np.ndarray, np.ndarray]:
-    for name, x in (("ref", ref), ("img", img)):
-        if hasattr(x, "pixel_size_nm") and hasattr(x, "data"):
-            raise ValueError(f"{name} is a SEMImage: pass its pixels, {name}.data")
+    refuse_sem_image(ref, "ref")
+    refuse_sem_image(img, "img")
     a = np.asarray(ref, dtype=np.float64)
     b = np.asarray(img, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2:

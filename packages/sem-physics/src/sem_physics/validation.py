@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_GREY", "validate_image", "warn_if_unit_scale"]
+__all__ = ["MAX_GREY", "refuse_sem_image", "validate_image", "warn_if_unit_scale"]
 
 
 def validate_image(
@@ -24,11 +24,7 @@ def validate_image(
     numeric dtype and makes no copy. Empty, non-numeric, boolean, complex and non-finite
     (NaN or inf) images are refused; ``name`` starts the message.
     """
-    if hasattr(image, "pixel_size_nm") and hasattr(image, "data"):  # a read SEMImage
-        raise ValueError(
-            f"{name} is a SEMImage: pass its pixels, {name}.data (or "
-            f"{name}.without_info_bar().data)"
-        )
+    refuse_sem_image(image, name)
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
@@ -47,6 +43,16 @@ def validate_image(
         if narrowing and not np.isfinite(arr).all():  # e.g. float64 1e300 in float32
             raise ValueError(f"{name} has values beyond the range of {np.dtype(dtype).name}")
     return arr
+
+
+def refuse_sem_image(obj: Any, name: str = "image") -> None:
+    """A read SEMImage where pixels are expected: say to pass ``.data`` (numpy would make a
+    0-d object array of it and fail with "got shape ()")."""
+    if hasattr(obj, "pixel_size_nm") and hasattr(obj, "data"):
+        raise ValueError(
+            f"{name} is a SEMImage: pass its pixels, {name}.data (or "
+            f"{name}.without_info_bar().data)"
+        )
 
 
 #: Brightest grey level a 0..255-scale function accepts (the scale plus noise); beyond it the
