@@ -29,7 +29,7 @@ def test_no_run_outputs_are_tracked():
         p
         for p in _tracked()
         if p.split("/")[0].startswith(("sem-benchmark", "sem-report", "sem-demo", "runs"))
-        or Path(p).name in {"INCOMPLETE", "outputs.npz"}
+        or Path(p).name in {"INCOMPLETE", "outputs.npz", ".sem-lock"}
     ]
     assert outputs == [], f"run outputs tracked in git: {outputs[:5]}"
 

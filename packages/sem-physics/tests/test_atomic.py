@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import errno
+import os
+import subprocess
+import sys
 
 import pytest
-from sem_physics.atomic import OutputWriteError, atomic_write, atomic_write_bytes, atomic_write_text
+from sem_physics.atomic import (
+    OutputWriteError,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_stale_temporaries,
+)
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="process checks are POSIX-only")
 
 
 def test_writes_and_leaves_no_temporary(tmp_path):
@@ -59,3 +70,78 @@ def test_a_nested_write_failure_names_the_destination_without_errno_prefix(tmp_p
         atomic_write(dest, writer)
     assert str(info.value) == f"cannot write {dest}: Permission denied"
     assert info.value.errno == errno.EACCES and list(tmp_path.iterdir()) == []
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@posix_only
+def test_a_write_killed_outright_leaves_a_temporary_that_the_sweep_removes(tmp_path):
+    """kill -9 inside the writer skips every cleanup: the temporary stays until swept."""
+    dest = tmp_path / "step-00000040.safetensors"
+    code = (
+        "import os, signal, sys; from pathlib import Path; "
+        "from sem_physics.atomic import atomic_write; "
+        "atomic_write(Path(sys.argv[1]), "
+        "lambda tmp: (tmp.write_bytes(b'x' * 1000), os.kill(os.getpid(), signal.SIGKILL)))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(dest)])
+    assert proc.wait() == -9
+    (left,) = tmp_path.iterdir()
+    assert left.name == f".step-00000040.{proc.pid}.tmp.safetensors" and not dest.exists()
+    assert remove_stale_temporaries(tmp_path) == [left]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def other_live_pid():
+    """The pid of another process that runs while the test does."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@posix_only
+def test_the_sweep_removes_only_dead_writers_temporaries_directly_in_the_folder(
+    tmp_path, other_live_pid
+):
+    dead, live = _dead_pid(), os.getpid()
+    stale = [
+        f".step-00000040.{dead}.tmp.safetensors",
+        f".step-00000040.state.{dead}.tmp.pt",
+        f".config.{dead}.tmp.json",
+        f".model.{dead}.tmp",  # a destination without suffix
+    ]
+    kept = [
+        f".latest.{live}.tmp.json",  # a write in progress (this process)
+        f".best.{other_live_pid}.tmp.json",  # a write in progress (another process)
+        "step-00000040.safetensors",
+        f"config.{dead}.tmp.json",  # no leading dot: not a temporary's name
+        f".config.{dead}.tmp.json.bak",
+        f".config.0{dead}.tmp.json",  # atomic_write never pads a pid
+        f".config.{dead}.tmpx.json",
+        ".hidden",
+    ]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / f".export.{dead}.tmp").mkdir()  # folders are not atomic_write temporaries
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / f".config.{dead}.tmp.json").write_bytes(b"x")  # not a direct child
+    target = tmp_path / "target.json"
+    target.write_bytes(b"keep")
+    (tmp_path / f".link.{dead}.tmp.json").symlink_to(target)  # never followed nor removed
+
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(stale)
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {*kept, f".export.{dead}.tmp", "sub", "target.json", f".link.{dead}.tmp.json"}
+    assert (sub / f".config.{dead}.tmp.json").is_file() and target.read_bytes() == b"keep"
+    assert remove_stale_temporaries(tmp_path / "missing") == []

@@ -85,3 +85,19 @@ def test_help_and_console_script() -> None:
         timeout=60,
     )
     assert proc.returncode == 0 and "usage: sem-psf" in proc.stdout
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(
+    degraded: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sem_physics import psf_cli
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(psf_cli, "_estimate_file", interrupted)
+    assert main([str(degraded), str(degraded)]) == 130
+    out, err = capsys.readouterr()
+    assert out == "" and err == "sem-psf: interrupted\n"
+    with pytest.raises(KeyboardInterrupt):  # --debug shows where
+        main([str(degraded), "--debug"])

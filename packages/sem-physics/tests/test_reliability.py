@@ -7,6 +7,10 @@ import errno
 import hashlib
 import json
 import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +20,14 @@ from sem_physics import (
     ImageReadError,
     Manifest,
     degrade_files,
+    locking,
     read_image,
     write_image,
     write_samples,
 )
 from sem_physics.atomic import OutputWriteError
 from sem_physics.cli import main
+from sem_physics.locking import LOCK_NAME, OutputFolderBusyError, output_lock
 from sem_physics.protocol import ProtocolError
 
 SMALL = ["--rx-px", "2", "--ry-px", "2"]
@@ -172,7 +178,7 @@ def test_a_failed_write_leaves_no_output_and_no_temporary(
     assert main([str(src), *SMALL, "-o", str(out)]) == 2
     (line,) = _errors(capsys)
     assert "no space left on the device while writing" in line and "0001_" in line
-    assert list(out.iterdir()) == []  # the first output was removed with the failed run
+    assert not out.exists()  # the failed run removed its first output and the folder it made
     assert _snapshot(src) == before
     calls[:] = [Path()]  # the next write fails half-way
     with pytest.raises(OutputWriteError, match=r"single\.tif"):
@@ -310,4 +316,148 @@ def test_replay_checks_every_destination_first_and_cleans_up(
     path.write_text(json.dumps(doc))
     assert main(["--replay", str(path), "-o", str(replay)]) == 2
     assert "sha256 differs from the manifest" in _errors(capsys)[0]
-    assert list(replay.iterdir()) == []  # the first replayed output was removed again
+    assert not replay.exists()  # the first replayed output was removed again, and the folder
+
+
+# --- one run per output folder; no stale manifest ----------------------------------------------
+
+_HOLD = """
+import sys, time
+from sem_physics.locking import output_lock
+with output_lock(sys.argv[1], what=sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+_TRY = (
+    "import sys\nfrom sem_physics.locking import output_lock\nwith output_lock(sys.argv[1]): pass"
+)
+
+
+@pytest.fixture()
+def hold() -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
+    """``hold(folder)``: a child process writing into ``folder`` (it holds its lock)."""
+    children: list[subprocess.Popen[str]] = []
+
+    def start(folder: Path, what: str = "sem-degrade src -o out") -> subprocess.Popen[str]:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _HOLD, str(folder), what], stdout=subprocess.PIPE, text=True
+        )
+        children.append(child)
+        assert child.stdout is not None and child.stdout.readline() == "held\n"
+        return child
+
+    yield start
+    for child in children:
+        child.kill()
+        child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+
+
+def test_a_second_run_into_a_busy_output_folder_stops_at_once(
+    tmp_path: Path, src: Path, hold: Callable[..., subprocess.Popen[str]], capsys
+) -> None:
+    out = tmp_path / "out"
+    child = hold(out)
+    assert main([str(src), *SMALL, "-o", str(out)]) == 1  # a run failure, not a bad input
+    (line,) = _errors(capsys)
+    assert line.startswith(f"sem-degrade: error: {out}: another run (pid {child.pid}, sem-deg")
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]  # nothing written
+    run = tmp_path / "run"
+    assert main([str(src), *SMALL, "-o", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["--replay", str(run / "manifest.json"), "-o", str(out)]) == 1
+    assert f"pid {child.pid}" in _errors(capsys)[0]
+    with pytest.raises(OutputFolderBusyError, match=r"another run .* choose another output"):
+        degrade_files(sorted(src.iterdir()), out, mode="midpoint")  # the Python API too
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+
+
+def test_a_killed_run_leaves_its_output_folder_free(
+    tmp_path: Path, src: Path, hold: Callable[..., subprocess.Popen[str]]
+) -> None:
+    out = tmp_path / "out"
+    child = hold(out)
+    child.kill()  # kill -9: the operating system drops its lock, the lock file stays
+    child.wait()
+    assert (out / LOCK_NAME).exists()
+    assert main([str(src), *SMALL, "-o", str(out)]) == 0
+    outputs = [e.output for e in Manifest.load(out / "manifest.json").entries]
+    names = sorted(p.name for p in out.iterdir())  # taken over, then removed; never an input
+    assert names == sorted([*outputs, "manifest.json"])
+
+
+def test_output_lock_is_reentrant_in_its_thread_and_busy_for_others(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "out"
+    refused: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            with output_lock(out):
+                pass
+        except OutputFolderBusyError as err:
+            refused.append(err)
+
+    with output_lock(out) as held:
+        with output_lock(out):  # degrade_files inside a command that already holds the folder
+            assert held.is_dir()
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+        assert len(refused) == 1 and (out / LOCK_NAME).is_file()
+    assert not (tmp_path / "new").exists()  # made for the run and left empty: removed again
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(NotADirectoryError, match=r"file exists and is not a folder"):
+        with output_lock(tmp_path / "file"):
+            pass
+    assert (tmp_path / "file").read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the race is shown with POSIX file descriptors")
+def test_a_lock_file_removed_by_its_last_holder_is_never_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with output_lock(out):
+        stale = os.open(out / LOCK_NAME, os.O_RDWR)  # a second run opened it, then had to wait
+    # Its holder is gone (and removed the file): the waiting run now locks the old file...
+    real_open, opened = os.open, []
+
+    def opening(path: object, flags: int, mode: int = 0o777) -> int:
+        opened.append(path)
+        return stale if len(opened) == 1 else real_open(path, flags, mode)
+
+    monkeypatch.setattr(locking.os, "open", opening)
+    with output_lock(out):
+        monkeypatch.undo()
+        assert len(opened) == 2  # ... sees the folder's lock file is not that one, starts again
+        third = subprocess.run(
+            [sys.executable, "-c", _TRY, str(out)], capture_output=True, text=True, timeout=60
+        )
+        assert third.returncode != 0 and "OutputFolderBusyError" in third.stderr
+
+
+def test_an_interrupted_rerun_leaves_no_manifest_naming_changed_outputs(
+    tmp_path: Path, src: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "out"
+    assert main([str(src), *SMALL, "-o", str(out)]) == 0
+    manifest = (out / "manifest.json").read_text()
+    # A rerun that writes nothing (every input refused) leaves the earlier, still true, manifest.
+    assert main([str(src), *SMALL, "--max-pixels", "100", "-o", str(out)]) == 2
+    assert (out / "manifest.json").read_text() == manifest
+    real, written = protocol.write_image, []
+
+    def interrupted(path: Path, *args: object, **kwargs: object) -> Path:
+        if written:
+            raise KeyboardInterrupt  # Ctrl-C after the first new output
+        written.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "write_image", interrupted)
+    assert main([str(src), "--rx-px", "3", "--ry-px", "3", "-o", str(out)]) == 130
+    assert written and not written[0].exists()  # the run's own output went with it...
+    assert not (out / "manifest.json").exists()  # ... and no manifest lists what it replaced
+    capsys.readouterr()

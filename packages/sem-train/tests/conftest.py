@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +77,33 @@ def real_image():
         return path
 
     return get
+
+
+_HOLD = """
+import sys, time
+from sem_physics.locking import output_lock
+with output_lock(sys.argv[1], what=sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.fixture
+def hold_folder():
+    """``hold_folder(folder, what)``: a child process writing into ``folder`` as another run
+    would (it holds the folder's lock, described as ``what``); killed when the test ends."""
+    children: list[subprocess.Popen] = []
+
+    def start(folder: Path, what: str = "sem restore in -o out") -> subprocess.Popen:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _HOLD, str(folder), what], stdout=subprocess.PIPE, text=True
+        )
+        children.append(child)
+        assert child.stdout.readline() == "held\n"
+        return child
+
+    yield start
+    for child in children:
+        child.kill()
+        child.wait()
+        child.stdout.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -160,6 +161,24 @@ def test_missing_metric_cells_render_and_a_crash_keeps_the_old_report(
     assert report.read_text() == old  # the earlier report is untouched, not mixed
     assert "has not finished" in (cfg.out / "INCOMPLETE").read_text()
     assert not list(cfg.out.glob(".report-staging-*"))
+
+
+def test_a_method_result_interrupted_while_saved_is_run_again(tmp_path, monkeypatch):
+    from sem_train.evaluation import results as results_mod
+    from sem_train.evaluation.results import MethodResult
+
+    folder = tmp_path / "methods" / "wiener"
+    MethodResult(name="wiener", config_hash="h", outputs={"c0": np.zeros((2, 2))}).save(folder)
+    assert runner_mod._stored(folder, "h", []) is not None
+
+    def interrupted(path, text):
+        raise KeyboardInterrupt  # Ctrl-C once the new outputs.npz is in place
+
+    monkeypatch.setattr(results_mod, "atomic_write_text", interrupted)
+    rerun = MethodResult(name="wiener", config_hash="h", outputs={"c0": np.ones((2, 2))})
+    with pytest.raises(KeyboardInterrupt):
+        rerun.save(folder)
+    assert runner_mod._stored(folder, "h", []) is None  # no old result beside new outputs
 
 
 def test_mrn_is_given_the_validation_images(tmp_path, sample_dir, monkeypatch):
@@ -323,6 +342,42 @@ def test_methods_in_worker_processes_give_the_sequential_tables(tmp_path):
             tol = 0.05 if a["method"] == "n2v" else 1e-9
             assert abs(float(a[key]) - float(b[key])) <= tol * max(1.0, abs(float(a[key])))
     assert (two / "methods" / "n2v" / "model").is_dir()
+
+
+def test_an_interrupted_parallel_run_stops_its_workers_at_once(tmp_path, monkeypatch):
+    """Ctrl-C while a worker trains: the run ends within seconds and no worker outlives it
+    (shutdown() would wait for the running jobs, minutes of training here)."""
+    import time
+
+    pools, pids = [], []
+    real_pool = runner_mod.worker_pool
+
+    def recording_pool(workers):
+        pools.append(real_pool(workers))
+        return pools[-1]
+
+    def interrupted(self, run, *args):
+        pids.extend(pools[0]._processes)
+        interrupted.at = time.monotonic()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_mod, "worker_pool", recording_pool)
+    monkeypatch.setattr(runner_mod.Scorer, "score", interrupted)
+    cfg = demo_config(
+        quick=True,
+        out=tmp_path / "r",
+        workers=2,
+        methods=["input", "n2v"],
+        quality_metrics=["psnr"],
+        epochs=500,  # n2v trains for minutes; "input" is back first
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(cfg, force=True, progress=False)
+    assert time.monotonic() - interrupted.at < 10.0
+    assert len(pids) == 2
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # terminated and reaped
 
 
 def test_s2r_benchmark_scores_real_pairs(tmp_path):

@@ -76,3 +76,35 @@ def test_benchmark_set_is_merged_and_checked_before_any_work(tmp_path, capsys):
     status = main(["benchmark", "--config", str(cfg), "--set", "wiener.balance=0.2"])
     err = capsys.readouterr().err.strip().splitlines()  # valid settings: the empty folder is next
     assert status == 2 and "no images" in err[0] and not out.exists()
+
+
+def test_benchmark_and_demo_into_a_busy_folder_stop_and_keep_its_staging(
+    tmp_path, capsys, hold_folder
+):
+    import yaml
+    from sem_physics.locking import OutputFolderBusyError
+    from sem_train.evaluation.report import write_report
+
+    out = tmp_path / "report"
+    child = hold_folder(out, "sem demo --out report")
+    live = out / f".report-staging-{child.pid}"  # the live run's report, being written
+    live.mkdir()
+    (live / "report.md").write_text("half written")
+    cfg = tmp_path / "bench.yaml"
+    (tmp_path / "images").mkdir()
+    cfg.write_text(yaml.safe_dump({"images": str(tmp_path / "images"), "out": str(out)}))
+    for argv in (
+        ["demo", "--quick", "--methods", "input", "--out", str(out)],
+        ["benchmark", "--config", str(cfg)],
+    ):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1
+        assert err[0].startswith(f"sem: error: {out}: another run (pid {child.pid}, sem demo")
+    with pytest.raises(OutputFolderBusyError):  # the report writer of the Python API too
+        write_report(out, None)  # type: ignore[arg-type]  (refused before it is read)
+    assert (live / "report.md").read_text() == "half written"
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".report-staging-" + str(child.pid),
+        ".sem-lock",
+    ]

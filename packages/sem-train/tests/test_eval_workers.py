@@ -4,6 +4,11 @@ merged run equal to one run on all cases."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from concurrent.futures import Future
 from functools import partial
 
@@ -13,7 +18,13 @@ from sem_baselines import registry_entry
 from sem_train.evaluation import build_s2s, run_method, sample_images
 from sem_train.evaluation.methods import merge_runs, trains_here
 from sem_train.evaluation.results import MethodRun
-from sem_train.evaluation.workers import MethodJob, RunningJobs, beside_workers, worker_pool
+from sem_train.evaluation.workers import (
+    MethodJob,
+    RunningJobs,
+    beside_workers,
+    stop_workers,
+    worker_pool,
+)
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +143,72 @@ def test_on_many_cores_the_coordinating_process_takes_only_the_remainder(
     with beside_workers(workers):  # workers hold workers * (cores // workers) threads
         assert torch.get_num_threads() == left
     assert torch.get_num_threads() == before
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped) is not alive
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_running(futures, timeout=60.0):
+    end = time.monotonic() + timeout
+    while not all(f.running() for f in futures):
+        assert time.monotonic() < end, "the jobs did not start"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc and the fork server are Linux's")
+def test_workers_ignore_ctrl_c_and_stop_at_once_when_told():
+    """Ctrl-C reaches every process of the group: the workers go on (the parent decides), and
+    stop_workers ends running jobs at once instead of waiting for them as shutdown() does."""
+    pool = worker_pool(2)
+    jobs = [pool.submit(time.sleep, 120) for _ in range(2)]
+    _wait_running(jobs)
+    pids = list(pool._processes)
+    assert len(pids) == 2
+    for pid in pids:
+        os.kill(pid, signal.SIGINT)
+    time.sleep(1.0)
+    assert not any(j.done() for j in jobs)  # a KeyboardInterrupt would have ended the sleep
+    t0 = time.monotonic()
+    stop_workers(pool)
+    assert time.monotonic() - t0 < 10.0
+    assert not any(_alive(pid) for pid in pids)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc and the fork server are Linux's")
+def test_workers_exit_when_the_process_that_started_them_is_killed(tmp_path):
+    """kill -9 of the command leaves no worker running its job to the end (nor, through it,
+    the fork server)."""
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from sem_train.evaluation.workers import worker_pool
+        pool = worker_pool(1)
+        job = pool.submit(time.sleep, 120)
+        while not job.running():
+            time.sleep(0.05)
+        print(*pool._processes, flush=True)
+        time.sleep(120)
+        """
+    )
+    err = tmp_path / "stderr.txt"  # its resource tracker warns about the killed parent's locks
+    with open(err, "w") as err_file:
+        parent = subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=err_file, text=True
+        )
+    try:
+        line = parent.stdout.readline()
+        assert line.strip(), err.read_text()
+        worker = int(line)
+        assert _alive(worker)
+    finally:
+        parent.kill()
+        parent.wait()
+    end = time.monotonic() + 10.0
+    while _alive(worker) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not _alive(worker)

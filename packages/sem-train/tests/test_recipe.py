@@ -107,6 +107,54 @@ def test_recipe_chains_the_steps_records_the_split_and_resumes(tmp_path):
     assert any(m.startswith("finetune: resuming") for m in logs)
 
 
+def _stage_records(run_dir) -> list[dict]:
+    """A step's metrics.jsonl without the wall-clock field."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k != "images_per_s"} for x in lines]
+
+
+def test_recipe_resumes_a_step_interrupted_before_its_first_checkpoint(tmp_path, monkeypatch):
+    """Stage 2 interrupted after its start-of-run validation, its training and its best-model
+    export, just before its first checkpoint: --resume skips Stage 1 and runs Stage 2 again
+    from step 0, to the same model and the same metrics lines (none twice)."""
+    from safetensors.torch import load_file
+    from sem_train.checkpoint import Checkpointer
+
+    kinds = ("stage1", "stage2")
+    overrides = _overrides()
+    overrides["stage2"] = {**overrides["stage2"], "run": {**_SMALL_RUN, "validate_at_start": True}}
+    out = tmp_path / "run"
+    cut, save = out / "stage2", Checkpointer.save
+
+    def ctrl_c_in_stage2(self, *args, **kwargs):
+        if self.run_dir == cut:
+            raise KeyboardInterrupt
+        return save(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpointer, "save", ctrl_c_in_stage2)
+        with pytest.raises(KeyboardInterrupt):
+            run_recipe("cpu-base", data_root=None, output_dir=out, overrides=overrides, kinds=kinds)
+    ck = cut / "checkpoints"
+    assert not (ck / "latest.json").exists() and (out / "stage1" / DONE_FILE).is_file()
+    # The interrupted Stage 2 did all an uninterrupted one does but its checkpoint (1 epoch).
+    best = ck / json.loads((ck / "best.json").read_text())["dir"] / "model.safetensors"
+    expected_weights, expected_records = load_file(str(best)), _stage_records(cut)
+    assert [(r["split"], r["step"]) for r in expected_records] == [("val", 0), ("val", 2)]
+    logs: list[str] = []
+    run_recipe(
+        "cpu-base", data_root=None, output_dir=out, overrides=overrides, kinds=kinds, resume=True,
+        log=logs.append,
+    )  # fmt: skip
+    assert logs[0].startswith("stage1: already finished") and logs[0].endswith("skipped")
+    assert logs[1] == f"stage2: no checkpoint yet, starting again from step 0 into {cut}"
+    final = load_file(str(ck / json.loads((ck / "latest.json").read_text())["weights"]))
+    assert final.keys() == expected_weights.keys()
+    assert all(torch.equal(final[k], expected_weights[k]) for k in final)
+    assert _stage_records(cut) == expected_records
+    assert (cut / DONE_FILE).is_file()
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [

@@ -368,3 +368,53 @@ def test_default_run_uses_the_blind_estimate_per_image(tmp_path, monkeypatch, ca
         "sem: hint: the blind PSF estimate of 1 image(s) flags itself; if the PSF is known, give "
         "it: --psf RX,RY,THETA,BETA (radii in px, angle in rad)",
     ]
+
+
+def _two_images(folder: Path) -> Path:
+    folder.mkdir()
+    for seed in (0, 1):
+        tifffile.imwrite(
+            folder / f"im{seed}.tif", np.rint(sample(seed=seed) * 255).astype(np.uint8)
+        )
+    return folder
+
+
+def test_a_second_restore_into_a_busy_folder_stops_at_once(tmp_path, capsys, hold_folder):
+    src = _two_images(tmp_path / "src")
+    out = tmp_path / "out"
+    child = hold_folder(out, "sem restore src -o out")
+    assert run(src, "-o", out, *PSF) == 1  # a run failure, not a bad input
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"sem: error: {out}: another run (pid {child.pid}, sem restore src")
+    assert [p.name for p in out.iterdir()] == [".sem-lock"]  # nothing written
+    child.kill()  # kill -9: the folder is free again; the lock file it leaves is no output
+    child.wait()
+    assert run(src, "-o", out, *PSF) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["im0.tif", "im1.tif", MANIFEST_NAME]
+
+
+def test_an_interrupted_overwrite_rerun_leaves_no_stale_restore_json(tmp_path, capsys, monkeypatch):
+    from sem_train.restoration import batch
+
+    src = _two_images(tmp_path / "src")
+    out = tmp_path / "out"
+    assert run(src, "-o", out, *PSF) == 0
+    record = (out / MANIFEST_NAME).read_text()
+    # A rerun that restores nothing changes no file: the earlier record stays, still true.
+    monkeypatch.setattr(batch, "read_image", lambda path: 1 / 0)
+    assert run(src, "-o", out, *PSF, "--overwrite") == 2
+    assert (out / MANIFEST_NAME).read_text() == record
+    monkeypatch.undo()
+    real, written = batch.write_restored, []
+
+    def interrupted(path, *args):
+        if written:
+            raise KeyboardInterrupt  # Ctrl-C after the first output was replaced
+        written.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(batch, "write_restored", interrupted)
+    assert run(src, "-o", out, "--psf", "3,3,0,2", "--overwrite") == 130
+    assert written == [out / "im0.tif"] and "interrupted" in capsys.readouterr().err
+    assert not (out / MANIFEST_NAME).exists()  # no record naming im0.tif as it was before

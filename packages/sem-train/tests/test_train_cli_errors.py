@@ -164,6 +164,32 @@ def test_a_fresh_run_into_an_existing_run_is_refused_without_resume(tmp_path, ca
     assert {p: p.read_bytes() for p in Path(out).rglob("*") if p.is_file()} == before
 
 
+_TRAIN_COMMANDS = {
+    "pretrain": ["train", "pretrain", "--stage", "1", "--config", "cpu-small"],
+    "finetune": ["train", "finetune", "--config", "cpu-small"],
+    "baseline": ["train", "baseline", "n2v", "--config", "cpu-small"],
+    "recipe": ["train", "recipe", "--config", "cpu-small"],
+}
+
+
+def test_a_second_training_run_into_a_busy_folder_stops_at_once(tmp_path, capsys, hold_folder):
+    data = tmp_path / "images"
+    data.mkdir()
+    out = tmp_path / "run"
+    child = hold_folder(out, "sem train pretrain --stage 1")
+    (out / "metrics.jsonl").write_text('{"step": 1}\n')  # the live run has logged a step
+    for argv in _TRAIN_COMMANDS.values():  # busy, not "pass --resume" (into a live run)
+        assert main([*argv, "--data", str(data), "--output-dir", str(out)]) == 1, argv
+        line = _one_line(capsys)
+        assert f"{out}: another run (pid {child.pid}, sem train pretrain --stage 1)" in line
+    assert sorted(p.name for p in out.iterdir()) == [".sem-lock", "metrics.jsonl"]
+    # Killed (kill -9), it leaves the folder free: the next run gets to the fresh-run check.
+    child.kill()
+    child.wait()
+    assert main([*_TRAIN_COMMANDS["pretrain"], "--data", str(data), "--output-dir", str(out)]) == 2
+    assert "already holds a run" in _one_line(capsys)
+
+
 def test_number_arguments_name_the_range_and_refuse_nan():
     import argparse
 

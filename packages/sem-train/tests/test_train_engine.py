@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -360,3 +363,112 @@ def test_a_training_state_carrying_code_is_refused_without_running_it(tmp_path):
     with pytest.raises(CheckpointError):
         load_training_state(tmp_path / "s.state.pt")
     assert not marker.exists()
+
+
+class InterruptedTask(DenoiseTask):
+    """Ctrl-C (KeyboardInterrupt) in the ``at_call``-th training step."""
+
+    def __init__(self, at_call: int) -> None:
+        super().__init__()
+        self.at_call = at_call
+
+    def training_loss(self, model, batch):
+        if self.calls + 1 >= self.at_call:
+            raise KeyboardInterrupt
+        return super().training_loss(model, batch)
+
+
+def _records(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock field."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k != "images_per_s"} for x in lines]
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_is_resumed_from_step_0(
+    image_folder, tmp_path, caplog
+):
+    from sem_train.checkpoint import RunExistsError
+
+    train, val = _data(image_folder)
+    run = _run(tmp_path / "cut", validate_at_start=True)  # as the cpu-base preset
+    full = fit(DenoiseTask(), train, val, _run(tmp_path / "full", validate_at_start=True), OPT)
+    # Interrupted after the start-of-run validation and one step, before the step-3 checkpoint.
+    with pytest.raises(KeyboardInterrupt):
+        fit(InterruptedTask(at_call=2), train, val, run, OPT)
+    assert [(r["split"], r["step"]) for r in _records(run.output_dir)] == [("val", 0), ("train", 1)]
+    assert not (run.output_dir / "checkpoints" / "latest.json").exists()
+    # A plain rerun is refused and says what --resume does here; nothing is touched.
+    before = {p: p.read_bytes() for p in run.output_dir.rglob("*") if p.is_file()}
+    with pytest.raises(RunExistsError, match=r"no checkpoint yet: pass --resume to start it again"):
+        fit(DenoiseTask(), train, val, run, OPT)
+    assert {p: p.read_bytes() for p in run.output_dir.rglob("*") if p.is_file()} == before
+    # --resume runs it from step 0, with the result of the uninterrupted run.
+    with caplog.at_level("INFO", logger="sem_train.engine"):
+        resumed = fit(DenoiseTask(), train, val, run, OPT, resume=True)
+    assert f"no checkpoint yet in {run.output_dir / 'checkpoints'}: starting from step 0" in (
+        caplog.text
+    )
+    assert resumed.global_step == full.global_step == 12
+    a, b = _weights(full), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.best_loss == full.best_loss
+    # The metrics log reads like the uninterrupted run's: no line twice.
+    assert _records(run.output_dir) == _records(tmp_path / "full")
+    info = json.loads((run.output_dir / "run_info.json").read_text())
+    assert info["resumed_from_step"] is None
+
+
+@pytest.mark.parametrize("what", ["missing", "empty", "user-files"])
+def test_resume_refuses_a_folder_that_holds_no_run(image_folder, tmp_path, what):
+    """--resume starts from step 0 only in a run's folder: not in a mistyped path, an empty
+    folder or someone's files (even named like a run's), which stay as they are."""
+    train, val = _data(image_folder)
+    out = tmp_path / "out"
+    user_files = {"notes.txt": "keep me", "config.json": '{"mine": 1}', "metrics.jsonl": "{}\n"}
+    if what != "missing":
+        (out / "checkpoints").mkdir(parents=True)
+    if what == "user-files":
+        for name, text in user_files.items():
+            (out / name).write_text(text)
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint in .* and no run started in"):
+        fit(DenoiseTask(), train, val, _run(out), OPT, resume=True)
+    if what == "missing":
+        assert not out.exists()
+        return
+    expected = user_files if what == "user-files" else {}
+    assert sorted(p.name for p in out.iterdir()) == sorted(["checkpoints", *expected])
+    assert all((out / n).read_text() == t for n, t in expected.items())
+    assert not any((out / "checkpoints").iterdir())
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process checks are POSIX-only")
+def test_a_run_removes_the_temporaries_a_killed_run_left(image_folder, tmp_path, caplog):
+    """kill -9 while writing a checkpoint leaves ``.<name>.<pid>.tmp<suffix>`` files; the next
+    run in the folder removes those of dead processes and keeps those of live ones."""
+    train, val = _data(image_folder)
+    out = tmp_path / "k"
+    fit(DenoiseTask(), train, val, _run(out, max_steps=5), OPT)
+    ck = out / "checkpoints"
+    best = ck / json.loads((ck / "best.json").read_text())["dir"]
+    dead, live = _dead_pid(), os.getpid()
+    stale = [
+        ck / f".step-00000006.{dead}.tmp.safetensors",
+        ck / f".step-00000006.state.{dead}.tmp.pt",
+        ck / f".latest.{dead}.tmp.json",
+        out / f".config.{dead}.tmp.json",
+        best / f".model.{dead}.tmp.safetensors",
+    ]
+    kept = [ck / f".step-00000099.{live}.tmp.safetensors", out / "notes.txt"]
+    for path in stale + kept:
+        path.write_bytes(b"x" * 100)
+    with caplog.at_level("INFO", logger="sem_train.engine"):
+        fit(DenoiseTask(), train, val, _run(out), OPT, resume=True)
+    assert not [p for p in stale if p.exists()] and all(p.is_file() for p in kept)
+    assert all(str(p) in caplog.text for p in stale)

@@ -5,6 +5,10 @@ Works for a dense MAE, an upcycled MAE + MoE (the config carries ``moe``) and a
 unpickles anything: weights come from safetensors and the config from JSON. Both files are
 written atomically (temporary name in the same folder, fsync, rename): a crash or a full disk
 leaves either the previous file or the new one, never a truncated one, and no temporary file.
+Only ``kill -9`` can leave a temporary; it is named as ``sem_physics.atomic.atomic_write``
+names its own (``.model.<pid>.tmp.safetensors``, ``.config.<pid>.tmp.json``), so
+``sem_physics.atomic.remove_stale_temporaries`` removes it (a training run does so in its
+``checkpoints/best-*`` exports when it starts).
 """
 
 from __future__ import annotations
@@ -49,7 +53,11 @@ class CheckpointWriteError(OSError):
 
 
 def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
-    """``writer(tmp)``, fsync, ``os.replace(tmp, path)``; the temporary never survives."""
+    """``writer(tmp)``, fsync, ``os.replace(tmp, path)``; the temporary never survives.
+
+    The temporary's name is the one ``sem_physics.atomic.atomic_write`` gives (kept equal, so
+    that its stale-temporary sweep recognises it; this package does not import sem-physics).
+    """
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         writer(tmp)

@@ -5,16 +5,31 @@ hidden temporary name in the destination folder, flushed to disk (``fsync``) and
 the destination with :func:`os.replace`, which is atomic on POSIX and Windows. If writing fails
 (disk full, permission denied, an exception in the writer) the temporary file is removed and
 the destination, if it existed, is unchanged.
+
+Only a process killed outright (``kill -9``, power loss) can leave its temporary behind;
+:func:`remove_stale_temporaries` removes those of processes that no longer run, and a program
+that owns a folder (a training run its output folder) calls it when it starts there.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["OutputWriteError", "atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "OutputWriteError",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "remove_stale_temporaries",
+]
+
+#: The name :func:`atomic_write` gives the temporary of ``<stem><suffix>``:
+#: ``.<stem>.<pid>.tmp<suffix>`` (the suffix is empty or one dot and no further dot).
+_TEMPORARY = re.compile(r"\.(?P<stem>.+)\.(?P<pid>[0-9]+)\.tmp(?P<suffix>\.[^.]+)?")
 
 
 class OutputWriteError(OSError):
@@ -27,6 +42,10 @@ class OutputWriteError(OSError):
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
+
+
+def _temporary(path: Path, pid: int) -> Path:
+    return path.with_name(f".{path.stem}.{pid}.tmp{path.suffix}")
 
 
 def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
@@ -43,7 +62,7 @@ def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
         raise OutputWriteError(
             err.errno or 0, f"cannot create the folder for {path}: {err.strerror or err}"
         ) from err
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = _temporary(path, os.getpid())
     try:
         writer(tmp)
         _fsync_file(tmp)
@@ -76,3 +95,52 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding=encoding))
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (True when that cannot be told safely)."""
+    if pid == os.getpid():
+        return True
+    if os.name != "posix" or pid <= 0:  # on Windows, os.kill(pid, 0) sends a Ctrl-C event
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: an existence and permission check, nothing is sent
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # PermissionError: it runs under another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporaries that :func:`atomic_write` left in ``folder`` when its process
+    was killed; return the removed paths.
+
+    Only regular files directly in ``folder`` (no recursion, symbolic links neither followed
+    nor removed) whose name is exactly ``.<stem>.<pid>.tmp<suffix>`` and whose ``pid`` is no
+    running process are removed: a write in progress, of this or another live process, keeps
+    its temporary. A missing folder removes nothing. On Windows, where a process cannot be
+    checked safely, nothing is removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        with os.scandir(folder) as scan:
+            entries = list(scan)
+    except OSError:  # missing, not a folder, unreadable
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.fullmatch(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        pid = int(match["pid"])
+        original = Path(f"{match['stem']}{match['suffix'] or ''}")
+        if _temporary(original, pid).name != entry.name or _pid_alive(pid):
+            continue  # not a name atomic_write gives, or its writer still runs
+        path = Path(entry.path)
+        try:
+            path.unlink()
+        except OSError:  # removed meanwhile, or a read-only folder: a courtesy, not a must
+            continue
+        removed.append(path)
+    return removed

@@ -40,7 +40,7 @@ _PARAM_FLAGS = {
     "dose": "electrons per grey level [0.01, 1e9]",
 }
 EXIT_ERROR = 2  # a user error, or nothing could be processed
-EXIT_FAILED = 1  # --strict and some inputs failed; or an unexpected error
+EXIT_FAILED = 1  # --strict and some inputs failed; another run writes into -o; a bug
 
 
 class CLIError(ValueError):
@@ -287,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if is_validation_error(err):
             _say("error", _validation_message(err))
             return EXIT_ERROR
+        if type(err).__name__ == "OutputFolderBusyError":  # another run writes into -o
+            _say("error", _first_line(err))
+            return EXIT_FAILED
         if isinstance(err, ValueError | OSError):
             _say("error", _first_line(err))
             return EXIT_ERROR

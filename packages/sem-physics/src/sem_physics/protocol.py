@@ -15,6 +15,9 @@ are not taken as inputs again); a replay writes only inside its output folder (m
 refused). Every file is written atomically (:mod:`sem_physics.atomic`). A file that cannot be
 read or degraded is skipped and listed in ``Manifest.failed`` with its reason; a fatal error
 (e.g. a full disk) removes the outputs the run wrote, so no output is left without a manifest.
+A run holds its output folder (:func:`sem_physics.locking.output_lock`): a second run into the
+same folder stops at once. A rerun removes the earlier run's ``manifest.json`` before it writes
+its first output, so an interrupted rerun leaves no manifest listing files that changed.
 
 :func:`file_sha256`, :func:`pixels_sha256` and :class:`SourceRecord` (a source image: path,
 hash, shape, pixel size and its source) are the hashes and the source record every manifest of
@@ -25,7 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from importlib import metadata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Literal
@@ -45,6 +49,7 @@ from .io import (
     read_image,
     write_image,
 )
+from .locking import output_lock
 from .params import DegradationParams, ParameterRanges
 
 __all__ = [
@@ -381,6 +386,17 @@ def _degrade_one(
     return degrade(image, params, rng=np.random.default_rng([seed, 1]))
 
 
+@contextmanager
+def _removed_on_error(written: list[Path]) -> Iterator[None]:
+    """Remove the files listed in ``written`` when the block stops with an error (or Ctrl-C)."""
+    try:
+        yield
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
 def _one_line(err: BaseException) -> str:
     text = str(err).strip()
     if isinstance(err, MemoryError):
@@ -417,7 +433,9 @@ def degrade_files(
     error instead); when no file could be degraded a :class:`ProtocolError` is raised and no
     manifest written. Outputs never overwrite an input (``input_folders``: the folders the
     files were listed from, which must not be ``out_dir``); on any other error the outputs
-    written so far are removed.
+    written so far are removed. While it runs, ``out_dir`` is locked (another run into it
+    raises :class:`~sem_physics.locking.OutputFolderBusyError`), and an earlier run's
+    manifest there is removed just before the first output is written.
     """
     if mode == "explicit" and params is None:
         raise ProtocolError("mode 'explicit' needs params")
@@ -443,7 +461,8 @@ def degrade_files(
     failed: list[FailedSource] = []
     written: list[Path] = []
     iterator: Iterable[Path] = progress(paths) if progress else paths
-    try:
+    # one run at a time writes into ``out``; no output survives without its manifest
+    with output_lock(out), _removed_on_error(written):
         for i, path in enumerate(iterator):
             try:
                 source_sha256 = file_sha256(path)
@@ -467,6 +486,8 @@ def degrade_files(
                     reason = f"{path}: {reason}"
                 failed.append(FailedSource(source=str(path), reason=reason))
                 continue
+            if not written:  # an earlier run's manifest lists outputs this run replaces
+                (out / MANIFEST_NAME).unlink(missing_ok=True)
             written.append(
                 write_image(out / names[i], result, dtype, pixel_size_nm=img.pixel_size_nm)
             )
@@ -502,10 +523,6 @@ def degrade_files(
             failed=failed,
         )
         manifest.save(out / MANIFEST_NAME)
-    except BaseException:
-        for path in written:  # no output survives without its manifest
-            path.unlink(missing_ok=True)
-        raise
     return manifest
 
 
@@ -537,8 +554,9 @@ def replay_manifest(
     Sources are read from their recorded paths (relative to the manifest's folder) and, with
     ``verify_sources``, must still have their recorded sha256. With ``out_dir`` the
     replayed outputs are written there too (same names, same formats): every destination is
-    checked first (inside ``out_dir`` after resolving symlinks, not a source image), and the
-    outputs are removed again if the replay stops with an error.
+    checked first (inside ``out_dir`` after resolving symlinks, not a source image), ``out_dir``
+    is locked while they are written, and they are removed again if the replay stops with an
+    error.
     """
     manifest_path = Path(manifest_path)
     manifest = Manifest.load(manifest_path)
@@ -552,8 +570,9 @@ def replay_manifest(
         ids = {i for src in sources if (i := _inode(src)) is not None}
         targets = [_replay_target(out, e.output, ext, ids) for e in manifest.entries]
     mismatched = []
-    written: list[Path] = []
-    try:
+    written: list[Path] = []  # a replay that stops half-way leaves no partial set
+    lock = output_lock(out_dir) if out_dir is not None else nullcontext()
+    with lock, _removed_on_error(written):
         for entry, source, target in zip(manifest.entries, sources, targets, strict=True):
             if not source.is_file():
                 raise ProtocolError(f"{manifest_path}: source {source} not found")
@@ -567,8 +586,4 @@ def replay_manifest(
                 )
             if pixels_sha256(quantize(result, dtype)) != entry.output_sha256:
                 mismatched.append(entry.output)
-    except BaseException:
-        for path in written:  # a replay that stops half-way leaves no partial set
-            path.unlink(missing_ok=True)
-        raise
     return ReplayResult(checked=len(manifest.entries), mismatched=mismatched)

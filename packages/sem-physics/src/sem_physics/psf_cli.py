@@ -130,6 +130,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        failed = _estimate_all(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 2 if failed else 0
+
+
+def _estimate_all(args: argparse.Namespace) -> int:
+    """Estimate and print every input in turn; returns how many failed."""
     failed = 0
     for path, problem in _expand(args.inputs):
         try:
@@ -146,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: error: {text}", file=sys.stderr, flush=True)
             continue
         print(json.dumps(rec) if args.json else _text(rec), flush=True)
-    return 2 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

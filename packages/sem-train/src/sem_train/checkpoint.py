@@ -11,9 +11,11 @@ Layout inside ``<run>/checkpoints/``::
 
 Every file goes through :func:`sem_physics.atomic.atomic_write` (temporary name, fsync,
 rename) and a pointer is replaced only after the files it names are complete, so a crash at
-any moment leaves the previous pointer valid. :class:`Checkpointer` owns the folder: it
-refuses to start a fresh run over an existing one, resumes, prunes only the checkpoints its
-own record lists (never by file-name patterns) and keeps the best model.
+any moment leaves the previous pointer valid; the temporaries a killed run leaves behind are
+removed when a run starts in the folder (:meth:`Checkpointer.remove_stale_temporaries`).
+:class:`Checkpointer` owns the folder: it refuses to start a fresh run over an existing one,
+resumes (a run interrupted before its first checkpoint starts again from step 0), prunes only
+the checkpoints its own record lists (never by file-name patterns) and keeps the best model.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from sem_physics.atomic import OutputWriteError, atomic_write
+from sem_physics.atomic import OutputWriteError, atomic_write, remove_stale_temporaries
 
 __all__ = [
     "CheckpointError",
@@ -55,6 +57,11 @@ class CheckpointError(ValueError):
 
 class RunExistsError(ValueError):
     """A fresh run was asked to write into the folder of an existing run."""
+
+
+#: Written into the run folder when a run starts (:func:`sem_train.runinfo.write_run_info`),
+#: before anything else of the run: its presence says the folder holds a run of this toolkit.
+RUN_INFO_NAME = "run_info.json"
 
 
 @contextmanager
@@ -217,6 +224,17 @@ class Checkpointer:
         """The newest step checkpoint's weights file written or resumed by this checkpointer."""
         return self.dir / self._kept[-1][0] if self._kept else None
 
+    @property
+    def has_checkpoint(self) -> bool:
+        """Whether ``latest.json`` exists (a resume continues from it)."""
+        return (self.dir / "latest.json").exists()
+
+    @property
+    def has_started_run(self) -> bool:
+        """Whether the folder holds a run of this toolkit (its ``run_info.json``), with or
+        without a checkpoint yet."""
+        return (self.run_dir / RUN_INFO_NAME).is_file()
+
     def check_output(self, resume: bool) -> None:
         """The run folder is usable: not a file, and holding no run unless ``resume``."""
         if self.run_dir.exists() and not self.run_dir.is_dir():
@@ -225,6 +243,13 @@ class Checkpointer:
             )
         if not resume:
             self.check_fresh()
+
+    def check_start(self, resume: bool) -> None:
+        """:meth:`check_output`, and with ``resume`` :meth:`check_resumable`: what a run checks
+        before it writes anything into the folder."""
+        self.check_output(resume)
+        if resume:
+            self.check_resumable()
 
     def check_fresh(self) -> None:
         """Refuse a fresh run over a folder that already holds one (``--resume`` continues)."""
@@ -237,11 +262,41 @@ class Checkpointer:
             )
             if p.exists()
         ]
-        if marks:
-            raise RunExistsError(
-                f"run.output_dir {self.run_dir} already holds a run ({marks[0].name} exists); "
-                f"pass --resume to continue it, or choose another output folder"
+        if not marks:
+            return
+        if self.has_checkpoint:
+            how = "pass --resume to continue it"
+        else:
+            how = "it has no checkpoint yet: pass --resume to start it again from step 0"
+        raise RunExistsError(
+            f"run.output_dir {self.run_dir} already holds a run ({marks[0].name} exists); "
+            f"{how}, or choose another output folder"
+        )
+
+    def check_resumable(self) -> None:
+        """Refuse ``--resume`` in a folder that holds neither a checkpoint nor a started run
+        (a missing folder, an empty one, or other files: a mistyped path, not a run)."""
+        if self.has_checkpoint or self.has_started_run:
+            return
+        raise FileNotFoundError(
+            f"--resume: no checkpoint in {self.dir} (expected latest.json) and no run "
+            f"started in {self.run_dir} (expected {RUN_INFO_NAME}); start without --resume "
+            f"in an empty output folder"
+        )
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Remove the temporaries a run killed while writing left in the run folder,
+        ``checkpoints/`` and its ``best-*`` exports; return their paths.
+
+        Only atomic-write temporaries of processes no longer running are removed
+        (:func:`~sem_physics.atomic.remove_stale_temporaries`).
+        """
+        folders = [self.run_dir, self.dir]
+        if self.dir.is_dir():
+            folders += sorted(
+                p for p in self.dir.glob("best-*") if p.is_dir() and not p.is_symlink()
             )
+        return [path for folder in folders for path in remove_stale_temporaries(folder)]
 
     def resume(self, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
         """Load weights, optimizer, scheduler and RNG of ``latest.json``; return its progress."""

@@ -13,14 +13,17 @@ checkpointer, read top to bottom like facebookresearch/mae's ``engine_pretrain.p
 * :func:`validate` gives the mean validation loss, PSNR and SSIM over all ranks.
 
 All progress lives in one typed :class:`TrainState`, saved with every checkpoint, so a
-resumed run continues bit-identically. A non-finite loss, gradient norm or validation score
-stops the run with :class:`NonFiniteLossError` before any checkpoint is written for that
-step, so the last good checkpoint stays the newest. bf16 autocast runs on CUDA.
+resumed run continues bit-identically; one interrupted before its first checkpoint starts
+again from step 0 (to the result of an uninterrupted run). A non-finite loss, gradient norm
+or validation score stops the run with :class:`NonFiniteLossError` before any checkpoint is
+written for that step, so the last good checkpoint stays the newest. bf16 autocast runs on
+CUDA.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from abc import ABC, abstractmethod
@@ -52,6 +55,9 @@ __all__ = [
     "unwrap",
     "validate",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -348,28 +354,39 @@ def fit(
     train_set : items addressed by ``(index, seed)`` (e.g. :class:`SEMImageDataset`).
     val_set : validation items, or None (then the last epoch's weights count as best).
     run, optim : loop and optimizer settings.
-    resume : continue from ``<output_dir>/checkpoints/latest.json``; without it an output
-        folder that already holds a run is refused (:class:`~sem_train.checkpoint.RunExistsError`).
+    resume : continue from ``<output_dir>/checkpoints/latest.json``, or, in a run folder
+        interrupted before its first checkpoint, start that run again from step 0 (its
+        ``metrics.jsonl`` restarts too); without it an output folder that already holds a run
+        is refused (:class:`~sem_train.checkpoint.RunExistsError`). Either way, temporaries
+        left by a run killed while writing are removed first.
     config : the resolved configuration, written beside the outputs.
     num_workers : DataLoader worker processes (augmentations are seeded per sample, so the
         result does not depend on this number).
     """
     ckpt = Checkpointer(Path(run.output_dir), run.keep_last)
-    ckpt.check_output(resume)
+    ckpt.check_start(resume)
+    from_checkpoint = resume and ckpt.has_checkpoint
     loop = _setup(task, train_set, run, optim, ckpt)
     try:
         state = TrainState()
-        if resume:
+        if loop.ctx.is_main:
+            for path in loop.ckpt.remove_stale_temporaries():
+                log.info("removed %s, left by a run killed while writing it", path)
+        if from_checkpoint:
             state = TrainState.from_dict(
                 loop.ckpt.resume(task.model, loop.optimizer, loop.scheduler)
             )
             loop.metrics.truncate_after(state.global_step)
+        elif resume:  # started, interrupted before its first checkpoint: it runs again
+            if loop.ctx.is_main:
+                log.warning("no checkpoint yet in %s: starting from step 0", loop.ckpt.dir)
+            loop.metrics.truncate_after(-1)  # every line: the log restarts with the run
         if loop.ctx.is_main:
             extra = {
                 "world_size": loop.ctx.world_size,
                 "device": str(loop.device),
                 "bf16": loop.use_bf16,
-                "resumed_from_step": state.global_step if resume else None,
+                "resumed_from_step": state.global_step if from_checkpoint else None,
             }
             write_run_info(loop.ckpt.run_dir, config or {}, extra)
         loop.ctx.barrier()

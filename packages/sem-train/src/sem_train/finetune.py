@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import modeling
+from .checkpoint import Checkpointer
 from .config import FinetuneConfig, LossConfig
 from .data import DefocusPairDataset, indexed_paths, split_index
 from .data.pairs import GuideMaker, PairSynthesizer
@@ -141,6 +142,7 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False) -> FitResult:
     """Fine-tune on synthetic pairs; best model by validation loss. The images it trains and
     validates on are recorded in ``data_split.json`` of the run folder."""
     task = build_finetune_task(cfg)  # first: a missing init_from fails before indexing
+    Checkpointer(cfg.run.output_dir).check_start(resume)  # before any file is written there
     train, val = finetune_datasets(cfg)
     write_split("finetune", cfg, cfg.run.output_dir)
     return fit_config(task, train, val, cfg, resume=resume)

@@ -2,7 +2,8 @@
 
 Each step writes into ``<output_dir>/<kind>`` and starts from the previous step's best model.
 A finished step leaves ``recipe_done.json`` and is skipped when the recipe runs again; an
-interrupted one continues from its latest checkpoint with ``resume=True``. The data each step
+interrupted one continues from its latest checkpoint with ``resume=True``, or starts again
+from step 0 when it was interrupted before its first checkpoint. The data each step
 trained and validated on is written to ``<output_dir>/<kind>/data_split.json``, so a model's
 evaluation images can be checked to be unseen.
 """
@@ -115,8 +116,11 @@ def run_recipe(
             log(f"{kind}: already finished ({summary[kind]['seconds']:.0f} s), skipped")
             continue
         ckpt = Checkpointer(out)
-        again = resume and (ckpt.dir / "latest.json").exists()
-        log(f"{kind}: {'resuming' if again else 'training'} into {out}")
+        again = resume and (ckpt.has_checkpoint or ckpt.has_started_run)
+        if again and not ckpt.has_checkpoint:
+            log(f"{kind}: no checkpoint yet, starting again from step 0 into {out}")
+        else:
+            log(f"{kind}: {'resuming' if again else 'training'} into {out}")
         t0 = time.perf_counter()
         result = _runner(kind)(cfg, resume=again)
         record = {

@@ -11,6 +11,8 @@ modules, 10 s without), instead of after them. This module imports nothing heavy
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import threading
 from multiprocessing.context import BaseContext
 
 __all__ = ["PRELOAD", "start_worker_server", "worker_context"]
@@ -29,10 +31,26 @@ def worker_context() -> BaseContext:
 
 
 def start_worker_server() -> bool:
-    """Start the fork server now (True), or nothing where workers are spawned (False)."""
+    """Start the fork server now (True; nothing if it runs already), or nothing where workers
+    are spawned (False).
+
+    The server starts with Ctrl-C ignored, a disposition it and the workers forked from it
+    inherit: a Ctrl-C reaches every process of the group, and the server would otherwise
+    print a traceback when it arrives during its imports (it ignores SIGINT only once they are
+    done), a worker when it arrives during its start-up. The command's process, which keeps
+    its own handler, stops the workers.
+    """
     if worker_context().get_start_method() != "forkserver":
         return False
     from multiprocessing import forkserver
 
-    forkserver.ensure_running()
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()  # signal handlers can only be set in the main thread
+        return True
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        if previous is not None:  # None: a handler not set from Python, left as it is
+            signal.signal(signal.SIGINT, previous)
     return True

@@ -1,8 +1,15 @@
-"""``sem train pretrain|finetune|baseline|recipe``: the training commands."""
+"""``sem train pretrain|finetune|baseline|recipe``: the training commands.
+
+Each command holds its run folder for the whole run (:func:`sem_physics.locking.output_lock`),
+so a second run into the same ``--output-dir`` stops at once instead of interleaving with it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +100,26 @@ def _overrides(args: argparse.Namespace, kind: str):
     cfg = load_config(data, kind)
     from ..checkpoint import Checkpointer
 
-    Checkpointer(cfg.run.output_dir).check_output(args.resume)  # before any slow work
+    Checkpointer(cfg.run.output_dir).check_output(resume=True)  # not a file: before the lock
     return cfg
+
+
+@contextmanager
+def _holding(output_dir: Path, resume: bool | None = None) -> Iterator[None]:
+    """Hold the run folder for this run (another run into it stops at once), then check it
+    holds no run unless ``resume`` (under the lock, so two fresh runs cannot both pass).
+
+    Under ``torchrun`` only rank 0 takes the lock: every rank of one run writes there.
+    """
+    from sem_physics.locking import output_lock
+
+    rank_zero = int(os.environ.get("RANK", "0")) == 0
+    with output_lock(output_dir) if rank_zero else nullcontext():
+        if resume is not None:
+            from ..checkpoint import Checkpointer
+
+            Checkpointer(output_dir).check_output(resume)  # before any slow work
+        yield
 
 
 def _report(result) -> int:
@@ -111,13 +136,16 @@ def _pretrain(args: argparse.Namespace) -> int:
     from ..stages import run_pretrain_stage
 
     cfg = _overrides(args, f"stage{args.stage}")
-    return _report(run_pretrain_stage(args.stage, cfg, resume=args.resume))
+    with _holding(cfg.run.output_dir, args.resume):
+        return _report(run_pretrain_stage(args.stage, cfg, resume=args.resume))
 
 
 def _finetune(args: argparse.Namespace) -> int:
     from ..finetune import run_finetune
 
-    return _report(run_finetune(_overrides(args, "finetune"), resume=args.resume))
+    cfg = _overrides(args, "finetune")
+    with _holding(cfg.run.output_dir, args.resume):
+        return _report(run_finetune(cfg, resume=args.resume))
 
 
 def _recipe(args: argparse.Namespace) -> int:
@@ -129,14 +157,15 @@ def _recipe(args: argparse.Namespace) -> int:
     if args.data is not None and not args.data.is_dir():
         raise FileNotFoundError(f"--data {args.data} is not a directory")
     out = args.output_dir or Path("runs") / args.config
-    summary = run_recipe(
-        args.config,
-        data_root=args.data,
-        output_dir=out,
-        resume=args.resume,
-        device=args.device,
-        kinds=DENSE_KINDS if args.dense else RECIPE_KINDS,
-    )
+    with _holding(out):  # one folder per step below it; run_recipe checks them under the lock
+        summary = run_recipe(
+            args.config,
+            data_root=args.data,
+            output_dir=out,
+            resume=args.resume,
+            device=args.device,
+            kinds=DENSE_KINDS if args.dense else RECIPE_KINDS,
+        )
     total = sum(s["seconds"] for s in summary.values())
     print(f"recipe {args.config!r} finished in {total / 60:.1f} min; model in {out / 'finetune'}")
     return 0
@@ -146,4 +175,5 @@ def _baseline(args: argparse.Namespace) -> int:
     from ..baselines import run_baseline
 
     cfg = _overrides(args, "baseline")
-    return _report(run_baseline(cfg, args.method, resume=args.resume))
+    with _holding(cfg.run.output_dir, args.resume):
+        return _report(run_baseline(cfg, args.method, resume=args.resume))

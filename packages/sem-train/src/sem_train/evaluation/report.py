@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 from sem_physics.atomic import atomic_write_text
+from sem_physics.locking import output_lock
 from sem_physics.records import csv_text
 
 from .estimates import ESTIMATE_COLUMNS, estimate_markdown, estimate_rows
@@ -389,23 +390,28 @@ def _remove(path: Path) -> None:
 
 
 def write_report(out_dir: str | Path, inp: ReportInputs) -> Path:
-    """Write the report into a staging folder, then move it into ``out_dir``; return report.md."""
+    """Write the report into a staging folder, then move it into ``out_dir``; return report.md.
+
+    ``out_dir`` is held meanwhile (:func:`sem_physics.locking.output_lock`; ``sem benchmark``
+    and ``sem demo`` hold it for their whole run), so a staging folder found there is one a
+    crashed run left, never a live run's.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob(f"{_STAGING_PREFIX}*"):  # left by a crashed run
-        _remove(old)
-    stage = out / f"{_STAGING_PREFIX}{os.getpid()}"
-    stage.mkdir()
-    try:
-        _write(stage, inp)
-    except BaseException:
+    with output_lock(out):
+        for old in out.glob(f"{_STAGING_PREFIX}*"):  # left by a crashed run
+            _remove(old)
+        stage = out / f"{_STAGING_PREFIX}{os.getpid()}"
+        stage.mkdir()
+        try:
+            _write(stage, inp)
+        except BaseException:
+            _remove(stage)
+            raise
+        for name in REPORT_ITEMS:  # the old report goes first: never a mix of two runs
+            _remove(out / name)
+        for name in REPORT_ITEMS:
+            if (stage / name).exists():
+                os.replace(stage / name, out / name)
         _remove(stage)
-        raise
-    for name in REPORT_ITEMS:  # the old report goes first: never a mix of two runs
-        _remove(out / name)
-    for name in REPORT_ITEMS:
-        if (stage / name).exists():
-            os.replace(stage / name, out / name)
-    _remove(stage)
-    (out / INCOMPLETE_MARKER).unlink(missing_ok=True)
+        (out / INCOMPLETE_MARKER).unlink(missing_ok=True)
     return out / "report.md"

@@ -165,9 +165,14 @@ class MethodResult(BaseModel):
     outputs: dict[str, np.ndarray] = Field(default_factory=dict, exclude=True)
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``outputs.npz`` (figure cases) and ``result.json`` (last) into ``folder``."""
+        """Write ``outputs.npz`` (figure cases) and ``result.json`` (last) into ``folder``.
+
+        An earlier ``result.json`` there goes first: stopped between the two files, a rerun
+        leaves no result naming outputs of another run (the method is simply run again).
+        """
         d = Path(folder)
         keys = sorted(self.outputs)
+        (d / RESULT_FILE).unlink(missing_ok=True)
         atomic_write(
             d / OUTPUTS_FILE,
             # Uncompressed: zlib shrinks restored frames by ~15 % at 0.3 s per method.

@@ -33,6 +33,7 @@ import numpy as np
 from sem_baselines import FitOptions, registry_entry, restorer_config
 from sem_metrology import LineOptions
 from sem_physics.atomic import atomic_write_text
+from sem_physics.locking import output_lock
 from tqdm.auto import tqdm
 
 from .config import BenchmarkConfig
@@ -43,7 +44,7 @@ from .report import ReportInputs, mark_incomplete, safe_name, write_report
 from .results import MethodResult, ResultFileError
 from .scoring import Scorer
 from .sources import EvalImage, SkippedFile, list_images, load_images, sample_images
-from .workers import MethodJob, RunningJobs, beside_workers, worker_pool
+from .workers import MethodJob, RunningJobs, beside_workers, stop_workers, worker_pool
 
 __all__ = ["Protocol", "build_protocol", "method_hash", "run_benchmark"]
 
@@ -257,7 +258,15 @@ def _stored(folder: Path, digest: str, notes: list[str]) -> MethodResult | None:
 
 
 def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) the evaluation ``cfg`` describes; returns the path of ``report.md``."""
+    """Run (or resume) the evaluation ``cfg`` describes; returns the path of ``report.md``.
+
+    The output folder is held for the whole run (:func:`sem_physics.locking.output_lock`): a
+    second run into it stops at once."""
+    with output_lock(cfg.out):
+        return _run_benchmark(cfg, force=force, progress=progress)
+
+
+def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path:
     t_start = time.perf_counter()
     names = cfg.method_names()
     out = Path(cfg.out)
@@ -336,6 +345,11 @@ def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool =
                 done[name].save(methods_dir / safe_name(name))
                 bar.set_postfix_str(name)
                 bar.update(1)
+    except BaseException:
+        if pool is not None:  # nobody will read the running jobs' results: stop them now
+            stop_workers(pool)
+            pool = None
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

@@ -8,24 +8,32 @@ case (a restorer built in each job), so that short jobs fill the cores while the
 ones finish. The caller builds its scorer while the workers start and scores each method as
 soon as all its jobs are back; the merged run of a split method equals its run on all cases
 (:func:`~sem_train.evaluation.methods.merge_runs`), so the tables are those of a sequential run.
+
+Stopping is the parent's decision: workers ignore Ctrl-C (SIGINT reaches the whole process
+group), the parent stops them at once when its run ends with an error or an interrupt
+(:func:`stop_workers`), and a worker whose parent died (kill -9) exits by itself.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..worker_server import worker_context
+from ..worker_server import start_worker_server, worker_context
 from . import methods
 from .methods import merge_runs
 from .protocols import Case
 from .results import MethodRun
 
-__all__ = ["MethodJob", "RunningJobs", "beside_workers", "worker_pool"]
+__all__ = ["MethodJob", "RunningJobs", "beside_workers", "stop_workers", "worker_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +49,34 @@ class MethodJob:
     trains: bool
 
 
+def _exit_with_parent() -> None:
+    """Exit this process as soon as the process that started it ends, however it ended: a
+    parent killed with SIGKILL cannot stop its workers, which would otherwise run their jobs
+    to the end and keep the fork server alive."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _worker_init(threads: int) -> None:
-    """Worker process: a share of the cores for torch; a failed method is reported once, by
-    the parent process, not by each of its jobs."""
+    """Worker process: Ctrl-C ignored (the parent stops the workers), exit with the parent, a
+    share of the cores for torch; a failed method is reported once, by the parent process, not
+    by each of its jobs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     import torch
+    from tqdm import tqdm
+
+    # tqdm's default lock holds a multiprocessing semaphore, created per process here (a
+    # forked worker shares none with its siblings) and reported as leaked when a stopped
+    # worker cannot release it; a thread lock serves the same purpose within the process.
+    tqdm.set_lock(threading.RLock())
 
     torch.set_num_threads(threads)
     logging.getLogger(methods.__name__).setLevel(logging.ERROR)
@@ -58,12 +90,29 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     """``workers`` processes, ``cores // workers`` torch threads each, forked from the fork
     server where the platform has one (:func:`sem_train.worker_server.worker_context`; a
     command may have started it already), else spawned."""
+    start_worker_server()  # with Ctrl-C ignored from its start (see worker_server)
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=worker_context(),
         initializer=_worker_init,
         initargs=(_threads_per_worker(workers),),
     )
+
+
+def stop_workers(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
+    """Stop ``pool`` now: queued jobs cancelled, running ones terminated (SIGTERM, SIGKILL
+    after ``grace_s`` seconds), without waiting for them to finish as
+    :meth:`~concurrent.futures.Executor.shutdown` does. For a run that ends with an error or
+    an interrupt, whose workers' results nobody will read."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        proc.join(grace_s)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 @contextmanager

@@ -3,7 +3,9 @@
 Folders are listed recursively; the output folder is never listed as input (so ``-o`` may
 lie inside an input folder), an output path equal to an input path is refused, and existing
 outputs are refused unless ``overwrite``. A file that cannot be read or restored is reported
-with its reason and the others are still restored.
+with its reason and the others are still restored. One run at a time writes into a folder
+(a second one stops at once), and a rerun removes the earlier ``restore.json`` before it
+replaces the first output.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sem_physics.atomic import atomic_write_text
 from sem_physics.io import IMAGE_EXTENSIONS, read_image
+from sem_physics.locking import output_lock
 from sem_physics.protocol import file_sha256
 
 from .api import PreparedMethod
@@ -217,35 +220,47 @@ def restore_files(
     ``bar_rows`` overrides the detected info-bar height (0: restore the whole frame).
     ``progress``: None shows a bar on a terminal only. ``on_failure(path, reason)`` is called
     for each file that is skipped. Returns the manifest (also written, atomically).
+
+    ``out_dir`` is locked for the run (:func:`sem_physics.locking.output_lock`: another run
+    into it raises ``OutputFolderBusyError``); with ``overwrite``, an earlier ``restore.json``
+    there is removed just before the first output is written, so an interrupted rerun leaves
+    no record naming files that have changed.
     """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"-o {out_dir} exists and is not a folder")
     listed = list_inputs(inputs, out_dir)
-    jobs = plan_outputs(listed, out_dir, float32=float32, overwrite=overwrite)
-    psf = method.psf if isinstance(method.psf, str) else method.psf.model_dump_json()
-    manifest = RestoreManifest(
-        created_utc=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        method=method.method,
-        psf=psf,
-        checkpoint=method.checkpoint,
-        options=method.options,
-        float32=float32,
-        load_s=method.load_s,
-    )
-    for job in _progress(jobs, progress):
-        try:
-            item = _restore_one(job, out_dir, method, float32, bar_rows)
-            manifest.restored.append(item)
-        except Exception as err:  # one bad file never stops the others
-            reason = _first_line(err)
-            manifest.failed.append(FailedInput(input=str(job.input), reason=reason))
-            if on_failure is not None:
-                on_failure(job.input, reason)
-    manifest.total_s = time.perf_counter() - t_start
-    if manifest.restored:  # nothing restored: nothing written, a rerun is not blocked
-        atomic_write_text(out_dir / MANIFEST_NAME, manifest.model_dump_json(indent=2) + "\n")
+    with output_lock(out_dir):  # one run at a time; existing outputs are checked under it
+        jobs = plan_outputs(listed, out_dir, float32=float32, overwrite=overwrite)
+        psf = method.psf if isinstance(method.psf, str) else method.psf.model_dump_json()
+        manifest = RestoreManifest(
+            created_utc=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            method=method.method,
+            psf=psf,
+            checkpoint=method.checkpoint,
+            options=method.options,
+            float32=float32,
+            load_s=method.load_s,
+        )
+        record = out_dir / MANIFEST_NAME
+
+        def before_first_write() -> None:  # an earlier run's record would name changed files
+            if not manifest.restored:
+                record.unlink(missing_ok=True)
+
+        for job in _progress(jobs, progress):
+            try:
+                item = _restore_one(job, out_dir, method, float32, bar_rows, before_first_write)
+                manifest.restored.append(item)
+            except Exception as err:  # one bad file never stops the others
+                reason = _first_line(err)
+                manifest.failed.append(FailedInput(input=str(job.input), reason=reason))
+                if on_failure is not None:
+                    on_failure(job.input, reason)
+        manifest.total_s = time.perf_counter() - t_start
+        if manifest.restored:  # nothing restored: nothing written, a rerun is not blocked
+            atomic_write_text(record, manifest.model_dump_json(indent=2) + "\n")
     return manifest
 
 
@@ -255,11 +270,13 @@ def _restore_one(
     method: PreparedMethod,
     float32: bool,
     bar_rows: int | None,
+    before_write: Callable[[], None],
 ) -> RestoredFile:
     img = read_image(job.input)
     part = split_info_bar(img, bar_rows)
     result = method(part.image)
     dtype = output_dtype(img.source_dtype, float32)
+    before_write()
     write_restored(job.output, assemble(result.image, part), dtype, img)
     return RestoredFile(
         input=str(job.input),

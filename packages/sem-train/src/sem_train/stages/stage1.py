@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import modeling
+from ..checkpoint import Checkpointer
 from ..config import Stage1Config
 from ..engine import FitResult, fit_config
 from ..recipe import write_split
@@ -25,6 +26,7 @@ def build_stage1_task(cfg: Stage1Config) -> MAETask:
 def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> FitResult:
     """Train Stage 1; writes checkpoints, metrics and the best model under ``cfg.run.output_dir``."""
     task = build_stage1_task(cfg)  # first: a missing init_from fails before the data is indexed
+    Checkpointer(cfg.run.output_dir).check_start(resume)  # before any file is written there
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
     write_split("stage1", cfg, cfg.run.output_dir)
     return fit_config(task, train, val, cfg, resume=resume)

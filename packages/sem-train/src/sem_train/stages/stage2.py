@@ -33,6 +33,7 @@ from sem_models.masking import patch_noise
 from torch import nn
 
 from .. import modeling
+from ..checkpoint import Checkpointer
 from ..config import Stage2Config
 from ..distributed import select_device
 from ..engine import FitResult, fit_config, unwrap
@@ -95,11 +96,13 @@ def calibrate_student(
 
 
 def run_stage2(cfg: Stage2Config, *, resume: bool = False) -> FitResult:
-    """Train Stage 2 from ``cfg.init_from`` (resume restores the student's weights too)."""
+    """Train Stage 2 from ``cfg.init_from`` (resume restores the student's weights too; a run
+    resumed before its first checkpoint calibrates its routers again, as a fresh one does)."""
     task = build_stage2_task(cfg)  # first: a missing init_from fails before the data is indexed
+    Checkpointer(cfg.run.output_dir).check_start(resume)  # before any file is written there
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
     write_split("stage2", cfg, cfg.run.output_dir)
-    if not resume:
+    if not (resume and Checkpointer(cfg.run.output_dir).has_checkpoint):  # else loaded from it
         device = select_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", "0")))
         calibrate_student(task, train, cfg.router_calibration_images, cfg.run.seed, device)
     return fit_config(task, train, val, cfg, resume=resume)

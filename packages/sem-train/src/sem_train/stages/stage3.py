@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from .. import modeling
+from ..checkpoint import Checkpointer
 from ..config import Stage3Config
 from ..engine import FitResult, fit_config
 from ..recipe import write_split
@@ -61,6 +62,7 @@ def build_stage3_task(cfg: Stage3Config) -> MoETask:
 def run_stage3(cfg: Stage3Config, *, resume: bool = False) -> FitResult:
     """Train Stage 3 from ``cfg.init_from``."""
     task = build_stage3_task(cfg)  # first: a missing init_from fails before the data is indexed
+    Checkpointer(cfg.run.output_dir).check_start(resume)  # before any file is written there
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
     write_split("stage3", cfg, cfg.run.output_dir)
     return fit_config(task, train, val, cfg, resume=resume)
