@@ -1,13 +1,15 @@
 """Speed of sem_metrology on a 1280x960 line/space image and the 1024x768 contact image, with
 ratios against baselines measured in the same run: one 5x5 median filter of the image, and
-the previous release's ``measure_lines`` (the code on git ``main``, run from a temporary
-export in a subprocess on the same image). Also the whole-process time of ``sem-measure
+the previous version's ``measure_lines`` (by default the metrology source before its last
+change: uncommitted changes are compared with HEAD, else the last commit that changed
+``packages/sem-metrology/src`` with its parent; run from a temporary export in a subprocess on
+the same image). Also the whole-process time of ``sem-measure
 --help`` and ``sem-measure lines IMG --json`` (targets 0.5 s and 1.5 s).
 
 Uses the real images when SEM_REAL_DATA (or ../shared/data/sem beside the clone) holds them,
 else synthetic ones.
 
-Run: uv run --frozen python benchmarks/bench_metrology.py [--repeats N] [--ref main]
+Run: uv run --frozen python benchmarks/bench_metrology.py [--repeats N] [--ref REF]
 """
 
 from __future__ import annotations
@@ -101,6 +103,31 @@ def _previous_release(ref: str, image: np.ndarray, px: float, repeats: int) -> f
         return float(out.stdout.strip()) if out.returncode == 0 else None
 
 
+_SRC = "packages/sem-metrology/src"
+
+
+def _git(*args: str) -> str | None:
+    if shutil.which("git") is None:
+        return None
+    out = subprocess.run(["git", "-C", str(_ROOT), *args], capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _default_ref() -> str | None:
+    """The metrology source before its last change: HEAD when the checkout changes it, else
+    the parent of the last commit that changed it (comparing HEAD with itself says nothing)."""
+    if _git("diff", "--quiet", "HEAD", "--", _SRC) is None:  # uncommitted changes (or no git)
+        return "HEAD" if _git("rev-parse", "HEAD") else None
+    last = _git("rev-list", "-n", "1", "HEAD", "--", _SRC)
+    return f"{last}~1" if last else None
+
+
+def _same_source(ref: str) -> bool:
+    """Whether ``ref`` holds the metrology source this checkout runs."""
+    tree = _git("rev-parse", f"{ref}:{_SRC}")
+    return tree is not None and _git("diff", "--quiet", ref, "--", _SRC) is not None
+
+
 def _process_seconds(argv: list[str], repeats: int, cache: str) -> float:
     """Median wall time of a fresh process, with compiled bytecode cached in ``cache`` (as an
     installed package has it, even where PYTHONDONTWRITEBYTECODE is set); one warm-up run."""
@@ -118,7 +145,12 @@ def _process_seconds(argv: list[str], repeats: int, cache: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--ref", default="main", help="git ref of the previous release")
+    parser.add_argument(
+        "--ref",
+        default=None,
+        help="git ref of the previous version (default: the metrology source before its "
+        "last change)",
+    )
     args = parser.parse_args()
     image, px, what = _load()
     m = measure_lines(image, px)
@@ -141,13 +173,15 @@ def main() -> None:
             f"{name:36s} {t * 1e3:7.1f} ms  {m.n_lines / t:6.1f} lines/s  "
             f"{m.n_rows / t:7.0f} rows/s  {t / baseline:5.2f}x median filter"
         )
-    old = _previous_release(args.ref, image, px, args.repeats)
+    ref = args.ref or _default_ref()
+    old = None if ref is None else _previous_release(ref, image, px, args.repeats)
     if old is None:
-        print(f"previous release ({args.ref}): not available (no git or no such ref)")
+        print(f"previous version ({ref}): not available (no git or no such ref)")
     else:
+        same = " (the same source as this checkout)" if _same_source(ref) else ""
         print(
-            f"previous release ({args.ref}) measure_lines: {old * 1e3:7.1f} ms; "
-            f"this release / previous = {t_new / old:5.2f}"
+            f"previous version ({ref}{same}) measure_lines: {old * 1e3:7.1f} ms; "
+            f"this / previous = {t_new / old:5.2f}"
         )
     contacts, cpx, cwhat = _load_contacts()
     c = measure_contacts(contacts, cpx)

@@ -83,6 +83,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
+        warned: dict[str, list[str]] = {}
         for name in list_restorers():
             if name in args.skip:
                 continue
@@ -99,15 +100,20 @@ def main() -> None:
             )
             argv += [f"--set={k}={v}" for k, v in options.items()]
             t0 = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):
+            said = io.StringIO()
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(said):
                 status = sem(argv)
             whole = time.perf_counter() - t0
             if status != 0:
-                print(f"{name:16s} sem restore exited {status}")
+                print(f"{name:16s} sem restore exited {status}: {said.getvalue().strip()}")
                 continue
+            if said.getvalue().strip():
+                warned.setdefault(said.getvalue().strip(), []).append(name)
             rec = json.loads((tmp_path / f"out-{name}" / "restore.json").read_text())
             assert rec["restored"][0]["info_bar_rows"] == img.info_bar_rows
             print(f"{name:16s} {bare:10.2f} {whole:14.2f} {whole - bare:8.2f} {whole / bare:6.2f}")
+    for text, names in warned.items():  # once per distinct message, not in the table
+        print(f"\nsem restore said, for {', '.join(names)}:\n{text}")
 
 
 if __name__ == "__main__":
