@@ -472,3 +472,21 @@ def test_a_run_removes_the_temporaries_a_killed_run_left(image_folder, tmp_path,
         fit(DenoiseTask(), train, val, _run(out), OPT, resume=True)
     assert not [p for p in stale if p.exists()] and all(p.is_file() for p in kept)
     assert all(str(p) in caplog.text for p in stale)
+
+
+def test_a_fresh_run_keeps_a_config_json_no_run_wrote(image_folder, tmp_path):
+    """A run writes its own config.json: over someone's it stops first (their file kept); in
+    the folder of one of its own runs it names --resume, as for every other mark of a run."""
+    from sem_train.checkpoint import RunExistsError
+
+    train, val = _data(image_folder)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text('{"mine": 1}')
+    with pytest.raises(RunExistsError, match=r"config\.json that no run wrote"):
+        fit(DenoiseTask(), train, val, _run(out), OPT)
+    assert (out / "config.json").read_text() == '{"mine": 1}'
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+    (out / "run_info.json").write_text("{}")  # a run's folder, stopped before its first line
+    with pytest.raises(RunExistsError, match=r"run_info\.json exists.*--resume"):
+        fit(DenoiseTask(), train, val, _run(out), OPT)

@@ -252,17 +252,25 @@ class Checkpointer:
             self.check_resumable()
 
     def check_fresh(self) -> None:
-        """Refuse a fresh run over a folder that already holds one (``--resume`` continues)."""
+        """Refuse a fresh run over a folder that already holds one (``--resume`` continues),
+        or over a ``config.json`` no run wrote (a run writes its own there)."""
         marks = [
             p
             for p in (
                 self.dir / "latest.json",
                 self.dir / "best.json",
                 self.run_dir / "metrics.jsonl",
+                self.run_dir / RUN_INFO_NAME,
             )
             if p.exists()
         ]
         if not marks:
+            if (self.run_dir / "config.json").exists():
+                raise RunExistsError(
+                    f"run.output_dir {self.run_dir} holds a config.json that no run wrote (no "
+                    f"{RUN_INFO_NAME} beside it), which a run would overwrite; choose another "
+                    "output folder"
+                )
             return
         if self.has_checkpoint:
             how = "pass --resume to continue it"

@@ -65,8 +65,9 @@ def git_commit(start: Path | None = None) -> dict[str, Any]:
 def write_run_info(
     out_dir: Path, config: dict[str, Any], extra: dict[str, Any] | None = None
 ) -> None:
-    """Write ``config.json`` (the resolved config) and ``run_info.json`` into ``out_dir``."""
-    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2, default=str) + "\n")
+    """Write ``run_info.json`` and ``config.json`` (the resolved config) into ``out_dir``, in
+    this order: a ``config.json`` without ``run_info.json`` beside it is no run's (a fresh run
+    refuses to overwrite it, see :meth:`sem_train.checkpoint.Checkpointer.check_fresh`)."""
     info = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "argv": sys.argv,
@@ -79,3 +80,4 @@ def write_run_info(
         **(extra or {}),
     }
     atomic_write_text(out_dir / "run_info.json", json.dumps(info, indent=2, default=str) + "\n")
+    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2, default=str) + "\n")
