@@ -3,6 +3,7 @@ and (for learned ones) save/load round trip."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -69,6 +70,18 @@ def test_restorer_contract(name, tmp_path, tmp_path_factory):
         np.testing.assert_array_equal(again.restore(IMAGE), out)
         fresh = get_restorer(name, **TINY.get(name, {}), **_extra(name, tmp_path_factory))
         np.testing.assert_array_equal(fresh.load(tmp_path / "model").restore(IMAGE), out)
+        # weights saved on a GPU machine load here: the device is the loader's, not the saver's
+        cfg_file = tmp_path / "model" / "config.json"
+        meta = json.loads(cfg_file.read_text())
+        meta["config"]["device"] = "cuda:7"
+        cfg_file.write_text(json.dumps(meta))
+        np.testing.assert_array_equal(load_restorer(tmp_path / "model").restore(IMAGE), out)
+        fresh = get_restorer(
+            name, **{**TINY.get(name, {}), **_extra(name, tmp_path_factory), "device": "cpu"}
+        )
+        loaded = fresh.load(tmp_path / "model")
+        assert loaded.config.device == "cpu" and loaded.device.type == "cpu"
+        np.testing.assert_array_equal(loaded.restore(IMAGE), out)
 
 
 @pytest.mark.filterwarnings("ignore:.*has no trained weights:UserWarning")

@@ -28,3 +28,8 @@ def test_restoration_model_and_rgb_inputs_are_accepted(tiny_mae):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="pool"):
         sm.extract_embeddings(tiny_mae, x, pool="max")
+
+
+def test_a_device_other_than_the_models_is_refused(tiny_mae):
+    with pytest.raises(ValueError, match=r"weights are on cpu: move the model first"):
+        sm.extract_embeddings(tiny_mae, torch.rand(1, 1, 32, 32), device="cuda")

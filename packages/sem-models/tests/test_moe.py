@@ -337,3 +337,21 @@ def test_calibrated_routers_split_tokens_that_share_a_common_component():
     a = layer.route(x)[0].argmax(-1)
     b = layer.route(x + 0.05 * torch.randn_like(x))[0].argmax(-1)
     assert (a == b).float().mean() > 0.9
+
+
+def test_router_weights_follow_the_tokens_device_and_not_the_draw():
+    """Calibration on a GPU: the routers are computed beside the tokens (here the meta device,
+    which refuses to mix with CPU tensors as CUDA does), from CPU draws: the same seed gives
+    the same routers on every device."""
+    from sem_models.upcycle import router_weights
+
+    h = torch.randn(500, 16)
+    w = router_weights(h.to("meta"), 4)
+    assert w.device.type == "meta" and w.shape == (4, 16) and w.dtype == torch.float64
+    torch.manual_seed(3)
+    a = router_weights(h, 4)
+    torch.manual_seed(3)
+    b = router_weights(h.float(), 4)
+    torch.testing.assert_close(a, b)
+    logits = h.double() @ a.T
+    torch.testing.assert_close(logits.std(0), torch.ones(4, dtype=torch.float64))

@@ -129,3 +129,20 @@ def test_sliding_window_of_a_guided_model_equals_one_pass_and_blends_windows():
     assert torch.allclose(one, whole, atol=1e-5)
     big = sliding_window(model, torch.rand(3, 50, 70), window=32, overlap=8)
     assert big.shape == (1, 50, 70) and torch.isfinite(big).all()
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_the_restored_image_stays_float32_under_bf16_autocast(tiny_mae, residual):
+    """On a GPU inference runs under bf16 autocast: the decoder's patches come out in bf16,
+    and a direct (non-residual) head must not hand the image on in bf16 (about 1 grey level
+    of rounding on the 0..255 scale, too coarse for edge metrology)."""
+    model = RestorationModel(tiny_mae, residual=residual).eval()
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(x)
+    assert mixed.dtype == torch.float32
+    # the decoder's own bf16 rounding stays (0.9 grey levels here); rounding the image once
+    # more to bf16 doubled it (2.1)
+    assert float((mixed - full).abs().max()) * 255 < 1.5

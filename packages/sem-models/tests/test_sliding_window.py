@@ -251,3 +251,21 @@ def test_grid_averaging_overlap_averages_a_patch_grid_pattern_out():
     x = np.random.default_rng(0).random((200, 300)).astype(np.float32)
     out = sm.sliding_window(Identity(), x, window=128, overlap=overlap)
     np.testing.assert_allclose(out, x, atol=1e-6)  # an identity model is still exact
+
+
+def test_a_device_other_than_the_models_is_refused_before_any_window():
+    """device= moves the image, not the model: a model on the CPU asked to run on CUDA would
+    fail inside its first layer; it is refused with what to do, and device=None is the
+    model's own (a weightless callable runs where the image is)."""
+    model = nn.Conv2d(1, 1, 3, padding=1)
+    img = np.zeros((40, 40), np.float32)
+    for call in (
+        lambda: sm.sliding_window(model, img, 16, 4, device="cuda"),
+        lambda: sm.restore_image(model, img, 16, 4, device="cuda:1"),
+    ):
+        with pytest.raises(ValueError, match=r"weights are on cpu: move the model first"):
+            call()
+    assert sm.sliding_window(model, img, 16, 4, device="cpu").shape == (40, 40)
+    assert sm.model_device(model, None) == torch.device("cpu")
+    assert sm.model_device(lambda x: x, None, default="meta") == torch.device("meta")
+    assert sm.model_device(lambda x: x, "meta") == torch.device("meta")

@@ -117,3 +117,29 @@ def test_embed_folder_uses_the_checkpoint_encoder(tmp_path):
     np.testing.assert_array_equal(emb_run, emb)
     with pytest.raises(FileNotFoundError, match=r"checkpoint=.*no exported model"):
         embed_folder(tmp_path / "imgs", tmp_path / "imgs")
+
+
+def test_the_encoder_runs_on_the_device_asked_for(tmp_path, monkeypatch, capsys):
+    """sem cluster --device reaches the model (auto: CUDA where present); a GPU asked for on a
+    machine without one is one line, before any image is read."""
+    import torch
+    from sem_models import build_mae, save_model
+    from sem_physics import write_samples
+    from sem_train import distributed
+    from sem_train.cli import main
+
+    save_model(build_mae("tiny", img_size=32, patch_size=8, in_chans=1), tmp_path / "ckpt")
+    write_samples(tmp_path / "imgs", n_per_kind=1, shape=(64, 72), seed=0)
+    argv = ["cluster", "--checkpoint", str(tmp_path / "ckpt"), "--images", str(tmp_path / "imgs")]
+    argv += ["--k", "2", "--crop-fraction", "0"]
+    if not torch.cuda.is_available():
+        assert main([*argv, "--device", "cuda"]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
+    asked: list[str] = []
+    real = distributed.select_device
+    monkeypatch.setattr(
+        distributed, "select_device", lambda name: asked.append(name) or real("cpu")
+    )
+    assert main([*argv, "--device", "cuda"]) == 0
+    assert main(argv) == 0
+    assert asked == ["cuda", "auto"]

@@ -490,3 +490,35 @@ def test_a_fresh_run_keeps_a_config_json_no_run_wrote(image_folder, tmp_path):
     (out / "run_info.json").write_text("{}")  # a run's folder, stopped before its first line
     with pytest.raises(RunExistsError, match=r"run_info\.json exists.*--resume"):
         fit(DenoiseTask(), train, val, _run(out), OPT)
+
+
+def test_a_checkpoint_carries_the_cuda_rng_of_its_own_device_only(monkeypatch):
+    """A resume may see fewer GPUs than the run that saved (8 under torchrun, 1 now): each
+    process saves and restores its own device's CUDA generator, never a list of all."""
+    import torch
+    from sem_train import checkpoint as ck
+
+    restored: list[int] = []
+
+    def every_device(*args):
+        raise AssertionError("all devices' generators touched")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: torch.tensor([7], dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s: restored.append(int(s[0])))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", every_device)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", every_device)
+    state = ck.capture_rng()
+    ck.restore_rng(state)
+    assert restored == [7]
+    # an older checkpoint: one state per GPU the saving run saw (8); this process is on GPU 1
+    older = {k: v for k, v in state.items() if k != "cuda_current"}
+    older["cuda"] = [torch.tensor([i], dtype=torch.uint8) for i in range(8)]
+    restored.clear()
+    ck.restore_rng(older)
+    assert restored == [1]
+    older["cuda"] = older["cuda"][:1]  # saved on one GPU: nothing for GPU 1
+    restored.clear()
+    ck.restore_rng(older)
+    assert restored == []

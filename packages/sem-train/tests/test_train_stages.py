@@ -288,3 +288,57 @@ def test_distillation_is_zero_when_the_student_is_the_teacher_with_the_same_mask
     student.eval()
     _, parts = task.training_loss(student, batch)
     assert float(parts["kd"]) < 1e-6 and float(parts["mae"]) > 1e-3
+
+
+def _params_without_gradient(task, dataset) -> list[str]:
+    """Trainable parameters that one training step leaves without a gradient (DDP with
+    find_unused_parameters off, the default, fails on the next step when there is one)."""
+    from torch.utils.data import default_collate
+
+    batch = default_collate([dataset[(i, i)] for i in range(4)])
+    task.model.train()
+    loss, _ = task.training_loss(task.model, batch)
+    loss.backward()
+    return [n for n, p in task.trainable_parameters() if p.grad is None]
+
+
+def test_every_trainable_parameter_of_every_stage_gets_a_gradient(stage1, tmp_path):
+    """The premise of find_unused_parameters=False (the default): Stage 1, 2 and 3 and the
+    guided, refined fine-tune give every trainable parameter a gradient, MoE experts
+    included (an expert that receives no token still gets a zero one)."""
+    from sem_train.stages import build_stage1_task, build_stage2_task, build_stage3_task
+    from sem_train.stages.common import image_datasets
+
+    s1, root, _ = stage1
+    torch.manual_seed(0)
+    cfg1 = load_config({**_common(root, tmp_path / "a"), "model": TINY}, "stage1")
+    train1, _, _ = image_datasets(cfg1.data, tmp_path / "a")
+    assert _params_without_gradient(build_stage1_task(cfg1), train1) == []
+    for i, cf in enumerate([None, 0.25]):  # the loop dispatch; capacity (tokens dropped)
+        moe = {"num_experts": 4, "top_k": 1, "capacity_factor": cf}
+        body = {**_common(root, tmp_path / f"b{i}"), "init_from": str(s1), "moe": moe}
+        task2 = build_stage2_task(load_config(body, "stage2"))
+        for _, layer in sem_models.moe_layers(task2.model):
+            layer.gate.weight.data[1:] = 0.0  # logits (w.h, 0, 0, 0): experts 2 and 3 idle
+        assert _params_without_gradient(task2, train1) == []  # Stage 2 trains the gates
+        export = tmp_path / f"moe_export{i}"
+        sem_models.save_model(task2.model, export)
+        body = {**_common(root, tmp_path / f"c{i}"), "init_from": str(export)}
+        cfg3 = load_config({**body, "teacher_from": str(s1)}, "stage3")
+        assert _params_without_gradient(build_stage3_task(cfg3), train1) == []  # experts too
+        cfg_ft = load_config(
+            {
+                **_common(root, tmp_path / f"d{i}"),
+                "init_from": str(export),
+                "n_train_images": 2,
+                "n_val_images": 2,
+                "crop_sizes_px": [32],
+                "pairs_per_image": 4,
+                "ranges": {"rx_px": [1.0, 4.0], "ry_px": [1.0, 4.0]},
+                "refiner_width": 4,
+                "guide_balances": [0.03, 0.3, 3.0],
+            },
+            "finetune",
+        )
+        train_ft, _ = finetune_datasets(cfg_ft)
+        assert _params_without_gradient(build_finetune_task(cfg_ft), train_ft) == []

@@ -202,7 +202,8 @@ class _MAERestorer:
         return path
 
     def load(self, path: str | Path) -> _MAERestorer:
-        """Replace config and network by those saved in ``path``; returns this restorer."""
+        """Replace config and network by those saved in ``path``; returns this restorer. The
+        device stays this restorer's (``config.device``), whatever the saving run used."""
         path = Path(path)
         cfg_file = path / CONFIG_FILE
         if not cfg_file.is_file():
@@ -212,7 +213,8 @@ class _MAERestorer:
             raise RestorerConfigError(
                 f"{cfg_file} holds restorer {meta.get('restorer')!r}, not {self.name!r}"
             )
-        self.config = self.config_cls(**meta.get("config", {}))
+        # the device is this restorer's, not the saving machine's (a GPU's weights load here)
+        self.config = self.config_cls(**{**meta.get("config", {}), "device": self.config.device})
         net = _restoration_checkpoint(path / NETWORK_DIR)
         self.network = _placed(net, self.config.device)
         return self

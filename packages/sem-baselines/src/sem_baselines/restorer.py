@@ -245,8 +245,9 @@ def get_restorer(name: str, **config: Any) -> Any:
     return _REGISTRY[name].cls(cfg)
 
 
-def load_restorer(path: str | Path) -> Any:
-    """Rebuild a saved learned restorer from its folder (``config.json`` + weights)."""
+def load_restorer(path: str | Path, device: str | None = None) -> Any:
+    """Rebuild a saved learned restorer from its folder (``config.json`` + weights), on
+    ``device`` (default: CUDA where present, else the CPU; not the device it was saved from)."""
     path = Path(path)
     cfg_file = path / CONFIG_FILE
     if not cfg_file.is_file():
@@ -263,9 +264,11 @@ def load_restorer(path: str | Path) -> Any:
     cls: Any = _REGISTRY[name].cls if name in _REGISTRY else None
     if cls is not None and not hasattr(cls, "from_saved") and not hasattr(cls, "load"):
         raise RestorerConfigError(f"{cfg_file}: restorer {name!r} has no saved weights to load")
+    # the device the saving run used is not this machine's: None picks CUDA where present
+    config = {**meta.get("config", {}), "device": device}
     if hasattr(cls, "from_saved"):  # restorers built from external weights: skip the source
-        return cls.from_saved(path, restorer_config(name, **meta.get("config", {})))
-    return get_restorer(name, **meta.get("config", {})).load(path)
+        return cls.from_saved(path, restorer_config(name, **config))
+    return get_restorer(name, **config).load(path)
 
 
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:

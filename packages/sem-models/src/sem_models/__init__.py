@@ -20,7 +20,13 @@ from .mae import MaskedAutoencoder, build_mae
 from .moe import MoEMlp, balance_loss, global_aux_loss, moe_layers, routing_stats
 from .pos_embed import resize_pos_embed, sincos_2d
 from .restoration import RestorationModel
-from .sliding_window import grid_averaging_overlap, hann_weights, restore_image, sliding_window
+from .sliding_window import (
+    grid_averaging_overlap,
+    hann_weights,
+    model_device,
+    restore_image,
+    sliding_window,
+)
 from .training import FitResult
 from .upcycle import (
     calibrate_routers,
@@ -59,6 +65,7 @@ __all__ = [
     "load_model",
     "mae_config",
     "match_channels",
+    "model_device",
     "moe_layers",
     "normalize",
     "read_state_dict",

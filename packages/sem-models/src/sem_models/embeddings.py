@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from .imaging import match_channels, normalize
 from .mae import MaskedAutoencoder
+from .sliding_window import model_device
 
 __all__ = ["extract_embeddings"]
 
@@ -42,7 +43,7 @@ def extract_embeddings(
     )
     if x.ndim != 4:
         raise ValueError(f"expected images (N, C, H, W); got {tuple(x.shape)}")
-    device = device or next(mae.parameters()).device
+    device = model_device(mae, device)
     was_training = mae.training
     mae.eval()
     feats = []

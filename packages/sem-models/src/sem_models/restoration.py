@@ -220,7 +220,7 @@ class RestorationModel(nn.Module):
             ref = self.mae.patchify(zn)
             mean, var = ref.mean(-1, keepdim=True), ref.var(-1, keepdim=True)
             patches = patches * (var + 1e-6).sqrt() + mean
-        pred = self.mae.unpatchify(patches, hw)
+        pred = self.mae.unpatchify(patches.float(), hw)  # fp32 under bf16 autocast too
         if self.residual and guides is not None:
             # Guided: the correction is added to the middle guide (the deconvolved input), so
             # that a model starting as the identity starts at the physics estimate.

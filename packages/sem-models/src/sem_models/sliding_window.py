@@ -38,6 +38,7 @@ __all__ = [
     "grid_averaging_overlap",
     "hann_weights",
     "inference_context",
+    "model_device",
     "restore_image",
     "sliding_window",
     "window_starts",
@@ -130,6 +131,24 @@ def _reflect_indices(size: int, before: int, after: int) -> torch.Tensor:
     return torch.where(idx >= size, 2 * size - 1 - idx, idx)
 
 
+def model_device(
+    model: object, device: torch.device | str | None, default: torch.device | str = "cpu"
+) -> torch.device:
+    """The device to run ``model`` on: ``device`` if given, else its weights' (``default`` for
+    a model without weights). A ``device`` other than the weights' is refused with a clear
+    message (torch would fail deep inside the first layer): the caller moves the model."""
+    params = list(model.parameters()) if isinstance(model, nn.Module) else []
+    if device is None:
+        return params[0].device if params else torch.device(default)
+    device = torch.device(device)
+    if params and params[0].device.type != device.type:
+        raise ValueError(
+            f"device={str(device)!r} but the model's weights are on {params[0].device}: move "
+            f"the model first (model.to({str(device)!r})) or leave device=None (the model's)"
+        )
+    return device
+
+
 def sliding_window(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     image: np.ndarray | torch.Tensor,
@@ -159,10 +178,7 @@ def sliding_window(
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     x, ndim, is_numpy = _as_tensor(image)
     out_device = x.device
-    if device is None:
-        params = list(model.parameters()) if isinstance(model, nn.Module) else []
-        device = params[0].device if params else out_device
-    device = torch.device(device)
+    device = model_device(model, device, default=out_device)
     x = x.detach().to(device=device, dtype=torch.float32)
     h, w = x.shape[-2:]
 

@@ -113,14 +113,20 @@ def calibrate_routers(
             handle.remove()
     with torch.no_grad():
         for name, m in layers:
-            h = seen[name].double()  # (T, D)
-            mu = h.mean(0)
-            w = torch.randn(m.num_experts, h.shape[1], dtype=torch.float64)
-            u = mu / mu.norm().clamp_min(1e-12)
-            w = w - (w @ u)[:, None] * u[None, :]  # no response to the common component
-            spread = (h @ w.T).std(0).clamp_min(1e-12)  # (K,) logit std over the tokens
-            w = w * (logit_std / spread)[:, None]
-            m.gate.weight.copy_(w.to(m.gate.weight))
+            m.gate.weight.copy_(router_weights(seen[name], m.num_experts, logit_std))
+
+
+def router_weights(h: torch.Tensor, num_experts: int, logit_std: float = 1.0) -> torch.Tensor:
+    """Router rows for tokens ``h`` (T, D), float64 on ``h``'s device (see
+    :func:`calibrate_routers`). The random directions are drawn on the CPU, so every device
+    gets the same routers from the same seed."""
+    h = h.double()
+    mu = h.mean(0)
+    w = torch.randn(num_experts, h.shape[1], dtype=torch.float64).to(h.device)
+    u = mu / mu.norm().clamp_min(1e-12)
+    w = w - (w @ u)[:, None] * u[None, :]  # no response to the common component
+    spread = (h @ w.T).std(0).clamp_min(1e-12)  # (K,) logit std over the tokens
+    return w * (logit_std / spread)[:, None]
 
 
 def freeze_all_but_gates(model: nn.Module) -> None:

@@ -144,8 +144,8 @@ def capture_rng() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this process's device only: a resume may see fewer GPUs
+        state["cuda_current"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -158,8 +158,14 @@ def restore_rng(state: dict[str, Any]) -> None:
         ("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
     )
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if not torch.cuda.is_available():
+        return
+    if "cuda_current" in state:
+        torch.cuda.set_rng_state(state["cuda_current"])
+    elif "cuda" in state:  # older checkpoints: one state per GPU the saving run saw
+        index = torch.cuda.current_device()
+        if index < len(state["cuda"]):
+            torch.cuda.set_rng_state(state["cuda"][index])
 
 
 def save_state(state: dict[str, Any], path: Path) -> None:

@@ -188,7 +188,10 @@ class RunConfig(_Strict):
     )
     max_steps: int | None = Field(None, ge=1, description="stop (and checkpoint) after N steps")
     find_unused_parameters: bool = Field(
-        True, description="DDP flag; needed when MoE experts receive no tokens"
+        False,
+        description="DDP flag: a traversal of the graph every step to find parameters without "
+        "a gradient; this toolkit's models give every trainable parameter one (MoE experts "
+        "that receive no token included, see sem_models.moe), so only a custom model needs it",
     )
     progress: bool = True
     tensorboard: bool = True

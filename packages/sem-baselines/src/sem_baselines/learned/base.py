@@ -174,7 +174,8 @@ class NetworkRestorer:
         return path
 
     def load(self, path: str | Path) -> NetworkRestorer:
-        """Load config and weights saved by :meth:`save` into this restorer; returns it."""
+        """Load config and weights saved by :meth:`save` into this restorer; returns it. The
+        device stays this restorer's (``config.device``), whatever the saving run used."""
         path = Path(path)
         cfg_file, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
         for f in (cfg_file, weights):
@@ -185,7 +186,9 @@ class NetworkRestorer:
             raise RestorerConfigError(
                 f"{cfg_file} holds restorer {meta.get('restorer')!r}, not {self.name!r}"
             )
-        self.__init__(self.config_cls(**meta.get("config", {})))  # type: ignore[misc]
+        # the device is this restorer's, not the saving machine's (a GPU's weights load here)
+        saved = {**meta.get("config", {}), "device": self.config.device}
+        self.__init__(self.config_cls(**saved))  # type: ignore[misc]
         state = load_file(str(weights), device=str(self.device))
         self.network.load_state_dict(state)
         self.history = list(meta.get("history", []))

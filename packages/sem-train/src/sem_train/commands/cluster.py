@@ -35,7 +35,12 @@ def _cluster(args: argparse.Namespace) -> int:
     for run_id, ckpt in zip(run_ids(args.checkpoint), args.checkpoint, strict=True):
         mine: list[SkippedFile] = []
         emb, _names = embed_folder(
-            ckpt, args.images, pool=args.pool, crop_fraction=args.crop_fraction, skipped=mine
+            ckpt,
+            args.images,
+            pool=args.pool,
+            crop_fraction=args.crop_fraction,
+            skipped=mine,
+            device=args.device,
         )
         if not skipped:
             skipped = mine
@@ -88,6 +93,12 @@ def register(subparsers: Any) -> None:
     c.add_argument("--k", type=int, default=10, help="number of clusters (default 10)")
     c.add_argument("--pool", choices=("mean", "cls"), default="mean")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where the encoder runs (default: CUDA where present)",
+    )
     c.add_argument(
         "--crop-fraction",
         type=_fraction,

@@ -103,6 +103,7 @@ def embed_folder(
     crop_fraction: float = DEFAULT_CROP_FRACTION,
     batch_size: int = 8,
     skipped: list[SkippedFile] | None = None,
+    device: str = "auto",
 ) -> tuple[np.ndarray, list[str]]:
     """Embeddings (N, D) of every usable image under ``folder`` from a sem-models checkpoint,
     and the names of those images.
@@ -110,15 +111,18 @@ def embed_folder(
     Each image is read as grayscale, its information bar removed, resized (antialiased) to the
     model's square input size and scaled to [0, 1]; ``pool`` is ``'mean'`` or ``'cls'``. Files
     that cannot be read are left out and appended to ``skipped`` (with the reason) when given.
+    ``device``: ``auto`` (CUDA where present), ``cpu`` or ``cuda``.
     """
     import torch
     import torch.nn.functional as F
     from sem_models import extract_embeddings, load_model
 
+    from ..distributed import select_device
     from ..modeling import resolve_model_dir
 
+    run_on = select_device(device)  # before any work: a missing GPU is one clear line
     paths = list_images(folder)
-    model = load_model(resolve_model_dir(checkpoint, what="checkpoint"))
+    model = load_model(resolve_model_dir(checkpoint, what="checkpoint"), device=run_on)
     mae = getattr(model, "mae", model)
     size = int(getattr(getattr(mae, "config", None), "img_size", 224))
     loaded, bad = load_images(paths, crop_fraction=crop_fraction)

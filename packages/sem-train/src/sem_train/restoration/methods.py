@@ -183,7 +183,8 @@ def build_restorer(
     try:
         if needs.checkpoint == "restorer":
             folder = _saved_restorer_dir(source)
-            restorer = get_restorer(needs.name).load(folder)
+            device = {"device": options["device"]} if "device" in options else {}
+            restorer = get_restorer(needs.name, **device).load(folder)
         else:
             restorer = get_restorer(needs.name, **options, **paths)
     except CheckpointMismatchError:
