@@ -197,3 +197,27 @@ def test_init_from_is_rejected_for_stage_1(tmp_path, capsys):
     argv = ["train", "pretrain", "--stage", "1", "--config", "cpu-small", "--init-from", "x"]
     assert main(argv) == 2
     assert "stages 2 and 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["n2v", "n2n", "mrn"])
+def test_a_baseline_pair_depends_on_its_sample_alone(method):
+    """Each training pair comes from its own sample's seed: a batch split across two processes
+    (DDP) gives the pairs of the whole batch in one process."""
+    import torch
+    from sem_baselines import get_restorer
+    from sem_physics import ParameterRanges
+    from sem_train.baselines import BaselineTask
+
+    task = BaselineTask(get_restorer(method), ParameterRanges())
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "clean": 255 * torch.rand(4, 1, 32, 32, generator=g),
+        "seed": torch.tensor([5, 9, 2, 7]),
+    }
+    whole = task._pair(batch)
+    halves = [task._pair({k: v[i : i + 2] for k, v in batch.items()}) for i in (0, 2)]
+    for key, value in whole.items():
+        torch.testing.assert_close(torch.cat([h[key] for h in halves]), value, rtol=0, atol=0)
+    again = task._pair({k: v[[1, 0, 3, 2]] for k, v in batch.items()})  # another order
+    torch.testing.assert_close(again["input"][[1, 0, 3, 2]], whole["input"], rtol=0, atol=0)
+    assert not torch.equal(whole["input"][0], whole["input"][1])

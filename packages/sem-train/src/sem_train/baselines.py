@@ -78,11 +78,17 @@ class BaselineTask(Task):
         self.ranges = ranges
 
     def _pair(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        seeds = [int(s) for s in batch["seed"]]
-        params = [self.ranges.sample(np.random.default_rng([s, 1])) for s in seeds]
+        """Each sample's pair from its own seed (parameters and noise), so a sample is the
+        same whatever batch it is in, and a global batch split across processes gives the
+        pairs of one process's batch."""
+        seeds = [int(s) for s in batch["seed"].tolist()]  # one host read per batch
         clean = batch["clean"]
-        g = torch.Generator(device=clean.device).manual_seed(seeds[0] % (1 << 63))
-        return self.restorer.make_batch(clean, params, g)
+        parts = []
+        for i, seed in enumerate(seeds):
+            params = [self.ranges.sample(np.random.default_rng([seed, 1]))]
+            g = torch.Generator(device=clean.device).manual_seed(seed % (1 << 63))
+            parts.append(self.restorer.make_batch(clean[i : i + 1], params, g))
+        return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
     def training_loss(self, model, batch):
         pair = self._pair(batch)
