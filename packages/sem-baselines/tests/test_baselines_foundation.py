@@ -271,3 +271,36 @@ def test_the_refiner_runs_channels_last_with_the_same_output():
     fast = r.restore(y)
     r.network = plain
     np.testing.assert_allclose(fast, r.restore(y), atol=0.05)
+
+
+def test_guides_are_computed_on_the_networks_device(shipped, monkeypatch):
+    """A guided model's full-frame deconvolutions run where the network runs (on a GPU the
+    FFTs of a large frame would otherwise wait on the CPU), with the same output."""
+    from sem_baselines import mae as mae_mod
+    from sem_baselines.guides import guide_channels
+    from sem_physics import PSFParams
+    from sem_physics.batched import wiener_batch
+
+    psf = PSFParams(rx_px=3, ry_px=2, beta=1.9, theta_rad=0.2)
+    img = IMAGE / 255.0
+    ch = guide_channels(img, psf, (0.1, 1.0), "cpu")
+    assert isinstance(ch, torch.Tensor) and ch.shape == (3, *IMAGE.shape)
+    np.testing.assert_array_equal(ch[0].numpy(), img.astype(np.float32))
+    from sem_physics import airy_psf
+
+    x = torch.from_numpy(img.astype(np.float32))[None, None]
+    ref = wiener_batch(x, torch.from_numpy(airy_psf(psf)).float(), (0.1, 1.0))[0]
+    torch.testing.assert_close(ch[1:], ref, rtol=0, atol=0)
+
+    model = RestorationModel(_mae(), residual=True, refiner_width=8, guide_balances=(0.1, 1.0))
+    save_model(model, shipped / "sem-foundation")
+    r = get_restorer("sem-foundation", **MAE_WINDOW)
+    seen = []
+
+    def recording(*args):
+        seen.append(args[-1])
+        return guide_channels(*args)
+
+    monkeypatch.setattr(mae_mod, "guide_channels", recording)
+    out = r.restore(IMAGE)
+    assert seen == [r.device] and out.shape == IMAGE.shape and out.dtype == np.float32

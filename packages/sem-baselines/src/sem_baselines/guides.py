@@ -18,9 +18,16 @@ from sem_physics.batched import wiener_batch
 __all__ = ["guide_channels"]
 
 
-def guide_channels(image01: np.ndarray, psf: PSFParams, balances: tuple[float, ...]) -> np.ndarray:
-    """``(1 + G, H, W)`` float32: the [0, 1] image (channel 0) and its G deconvolutions."""
+def guide_channels(
+    image01: np.ndarray,
+    psf: PSFParams,
+    balances: tuple[float, ...],
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """``(1 + G, H, W)`` float32 on ``device`` (the network's: the full-frame FFTs run there):
+    the [0, 1] image (channel 0) and its G deconvolutions."""
     x = torch.from_numpy(np.ascontiguousarray(image01, dtype=np.float32))[None, None]
-    kernel = torch.from_numpy(airy_psf(psf)).float()
+    x = x.to(device)
+    kernel = torch.from_numpy(airy_psf(psf)).float().to(device)
     guides = wiener_batch(x, kernel, balances)  # (1, G, H, W)
-    return torch.cat([x, guides], dim=1)[0].numpy()
+    return torch.cat([x, guides], dim=1)[0]

@@ -176,9 +176,10 @@ class _MAERestorer:
         if balances:  # a guided model: append the image's deconvolutions (blind PSF)
             choice = choose_psf(image, "adaptive", None, None)
             self.last_params = choice.as_dict()
-            x = guide_channels(x, choice.psf, balances)
+            x = guide_channels(x, choice.psf, balances, self.device)
         cfg, win = self.config, self.window_px
         y = sliding_window(self.network, x, win, self.overlap_px, cfg.batch_size)
+        y = y.cpu().numpy() if isinstance(y, torch.Tensor) else y
         out = np.asarray(y, dtype=np.float32) * np.float32(255.0)
         if balances:
             out = out[0]  # (1, H, W): the image channel
