@@ -108,3 +108,17 @@ def test_benchmark_and_demo_into_a_busy_folder_stop_and_keep_its_staging(
         ".report-staging-" + str(child.pid),
         ".sem-lock",
     ]
+
+
+def test_a_demo_into_a_busy_folder_stops_before_it_starts_anything(
+    tmp_path, capsys, hold_folder, monkeypatch
+):
+    """The demo takes its folder first: no fork server started, no image made."""
+    from sem_train import worker_server
+
+    out = tmp_path / "report"
+    child = hold_folder(out, "sem demo --out report")
+    monkeypatch.setattr(worker_server, "start_worker_server", lambda: 1 / 0)
+    assert main(["demo", "--out", str(out), "--workers", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"another run (pid {child.pid}" in err[0]

@@ -173,10 +173,19 @@ def test_workers_ignore_ctrl_c_and_stop_at_once_when_told():
         os.kill(pid, signal.SIGINT)
     time.sleep(1.0)
     assert not any(j.done() for j in jobs)  # a KeyboardInterrupt would have ended the sleep
+    import multiprocessing.forkserver as fs
+
+    server = fs._forkserver._forkserver_pid
     t0 = time.monotonic()
     stop_workers(pool)
     assert time.monotonic() - t0 < 10.0
     assert not any(_alive(pid) for pid in pids)
+    end = time.monotonic() + 5.0  # the fork server too: it would serve a queued request late
+    while _alive(server) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not _alive(server)
+    with worker_pool(1) as again:  # the next run starts a new one
+        assert again.submit(os.getppid).result() not in (server, os.getpid())
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="/proc and the fork server are Linux's")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 from sem_models.training import FitResult
+from sem_physics.locking import output_lock
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -358,11 +360,27 @@ def fit(
         interrupted before its first checkpoint, start that run again from step 0 (its
         ``metrics.jsonl`` restarts too); without it an output folder that already holds a run
         is refused (:class:`~sem_train.checkpoint.RunExistsError`). Either way, temporaries
-        left by a run killed while writing are removed first.
+        left by a run killed while writing are removed first. The folder is held for the
+        run (:func:`sem_physics.locking.output_lock`): another run into it stops at once.
     config : the resolved configuration, written beside the outputs.
     num_workers : DataLoader worker processes (augmentations are seeded per sample, so the
         result does not depend on this number).
     """
+    rank_zero = int(os.environ.get("RANK", "0")) == 0  # every rank of one run writes there
+    with output_lock(run.output_dir) if rank_zero else contextlib.nullcontext():
+        return _fit(task, train_set, val_set, run, optim, resume, config, num_workers)
+
+
+def _fit(
+    task: Task,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    run: RunConfig,
+    optim: OptimConfig,
+    resume: bool,
+    config: dict[str, Any] | None,
+    num_workers: int,
+) -> FitResult:
     ckpt = Checkpointer(Path(run.output_dir), run.keep_last)
     ckpt.check_start(resume)
     from_checkpoint = resume and ckpt.has_checkpoint

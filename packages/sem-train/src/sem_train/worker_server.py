@@ -11,11 +11,12 @@ modules, 10 s without), instead of after them. This module imports nothing heavy
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
 from multiprocessing.context import BaseContext
 
-__all__ = ["PRELOAD", "start_worker_server", "worker_context"]
+__all__ = ["PRELOAD", "start_worker_server", "stop_worker_server", "worker_context"]
 
 #: Modules the fork server imports before forking workers.
 PRELOAD = ["sem_train.evaluation.workers"]
@@ -54,3 +55,22 @@ def start_worker_server() -> bool:
         if previous is not None:  # None: a handler not set from Python, left as it is
             signal.signal(signal.SIGINT, previous)
     return True
+
+
+def stop_worker_server() -> None:
+    """Kill the fork server now, if one runs (the next pool starts a new one).
+
+    For a run that ends with an error or an interrupt: the server may still be importing
+    (Ctrl-C ignored, see :func:`start_worker_server`) with a worker request queued, which it
+    would serve after the command has ended, to a worker that fails on the command's
+    vanished semaphores; it would otherwise also finish its imports on a core nobody needs.
+    """
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # gone already; ensure_running() reaps it and starts another when asked

@@ -32,10 +32,22 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    if not args.quick and args.workers != 1:  # the preset runs two workers (quick mode: one)
-        from ..worker_server import start_worker_server
+    from sem_physics.locking import output_lock
+
+    with output_lock(args.out):  # at once: a second demo into the folder stops before any work
+        if args.quick or args.workers == 1:  # the preset runs two workers (quick mode: one)
+            return _run_demo(args)
+        from ..worker_server import start_worker_server, stop_worker_server
 
         start_worker_server()  # it imports on the idle core while this process imports
+        try:
+            return _run_demo(args)
+        except BaseException:
+            stop_worker_server()  # interrupted while it still imports: it would finish alone
+            raise
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     from ..evaluation import demo_config, run_benchmark
     from ..evaluation.config import parse_method_settings
 

@@ -107,6 +107,13 @@ def register(subparsers: Any) -> None:
 
 
 def _restore(args: argparse.Namespace) -> int:
+    from sem_physics.locking import output_lock
+
+    with output_lock(args.out):  # at once: a second run into -o stops before loading a model
+        return _restore_held(args)
+
+
+def _restore_held(args: argparse.Namespace) -> int:
     from ..restoration import DEFAULT_METHOD, prepare, restore_files
 
     options = parse_set(args.set)

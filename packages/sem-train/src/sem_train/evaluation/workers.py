@@ -27,7 +27,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..worker_server import start_worker_server, worker_context
+from ..worker_server import start_worker_server, stop_worker_server, worker_context
 from . import methods
 from .methods import merge_runs
 from .protocols import Case
@@ -102,8 +102,9 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
 def stop_workers(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
     """Stop ``pool`` now: queued jobs cancelled, running ones terminated (SIGTERM, SIGKILL
     after ``grace_s`` seconds), without waiting for them to finish as
-    :meth:`~concurrent.futures.Executor.shutdown` does. For a run that ends with an error or
-    an interrupt, whose workers' results nobody will read."""
+    :meth:`~concurrent.futures.Executor.shutdown` does, and the fork server killed
+    (:func:`~sem_train.worker_server.stop_worker_server`). For a run that ends with an error
+    or an interrupt, whose workers' results nobody will read."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in processes:
@@ -113,6 +114,7 @@ def stop_workers(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join()
+    stop_worker_server()  # a worker it is still to fork would outlive the run
 
 
 @contextmanager
