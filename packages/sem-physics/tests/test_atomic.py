@@ -145,3 +145,18 @@ def test_the_sweep_removes_only_dead_writers_temporaries_directly_in_the_folder(
     assert left == {*kept, f".export.{dead}.tmp", "sub", "target.json", f".link.{dead}.tmp.json"}
     assert (sub / f".config.{dead}.tmp.json").is_file() and target.read_bytes() == b"keep"
     assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_the_incomplete_marker_is_one_line_naming_the_run_and_goes_again(tmp_path):
+    from sem_physics.locking import INCOMPLETE_MARKER, clear_incomplete, mark_incomplete
+
+    assert INCOMPLETE_MARKER == "INCOMPLETE"  # the benchmark's marker has the same name
+    marker = mark_incomplete(tmp_path, "sem-degrade in\n-o out")
+    assert marker == tmp_path / INCOMPLETE_MARKER and list(tmp_path.iterdir()) == [marker]
+    (line,) = marker.read_text().splitlines()
+    assert line.startswith(f"sem-degrade in -o out (pid {os.getpid()}, writing since 20")
+    assert line.endswith("this folder mixes outputs of an interrupted run; rerun the command")
+    assert "sem-degrade" not in mark_incomplete(tmp_path).read_text()  # default: command line
+    clear_incomplete(tmp_path)
+    clear_incomplete(tmp_path)  # already gone: nothing to do
+    assert list(tmp_path.iterdir()) == []

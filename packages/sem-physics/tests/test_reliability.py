@@ -460,4 +460,68 @@ def test_an_interrupted_rerun_leaves_no_manifest_naming_changed_outputs(
     assert main([str(src), "--rx-px", "3", "--ry-px", "3", "-o", str(out)]) == 130
     assert written and not written[0].exists()  # the run's own output went with it...
     assert not (out / "manifest.json").exists()  # ... and no manifest lists what it replaced
+    # the earlier outputs left lie beside the marker naming the interrupted run
+    marker = out / locking.INCOMPLETE_MARKER
+    assert "interrupted run; rerun the command" in marker.read_text()
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".tif") == [
+        "0001_lines_000.tif",
+        "0002_texture_000.tif",
+    ]
+    monkeypatch.undo()
+    assert main([str(src), "--rx-px", "3", "--ry-px", "3", "-o", str(out)]) == 0
+    assert not marker.exists() and (out / "manifest.json").is_file()
     capsys.readouterr()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_run_marks_its_folder_incomplete_until_its_manifest_is_written(
+    tmp_path: Path, src: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "out"
+    marker = out / locking.INCOMPLETE_MARKER
+    real, seen = protocol.write_image, []
+
+    def interrupted(path: Path, *args: object, **kwargs: object) -> Path:
+        seen.append(marker.is_file())  # marked before every output, the first included
+        if len(seen) > 1:
+            raise KeyboardInterrupt  # Ctrl-C after the first output
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "write_image", interrupted)
+    # a fresh folder: its outputs and the marker go, and so does the folder the run made
+    assert main([str(src), *SMALL, "-o", str(out)]) == 130
+    assert seen == [True, True] and not out.exists()
+    # a folder holding other files keeps the marker beside them
+    out.mkdir()
+    (out / "0002_texture_000.tif").write_bytes(b"an earlier output")
+    seen.clear()
+    assert main([str(src), *SMALL, "-o", str(out)]) == 130
+    assert seen == [True, True] and marker.is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["0002_texture_000.tif", "INCOMPLETE"]
+    # the marker is no input (and no output): a folder holding it degrades as before
+    (src / locking.INCOMPLETE_MARKER).write_text("an interrupted run\n")
+    monkeypatch.undo()
+    assert main([str(src), *SMALL, "-o", str(out)]) == 0
+    assert "left out" not in capsys.readouterr().err
+    assert not marker.exists()
+    assert len(Manifest.load(out / "manifest.json").entries) == 3
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process checks are POSIX-only")
+def test_a_run_removes_the_temporaries_a_killed_run_left_in_its_folder(
+    tmp_path: Path, src: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f".0000_contacts_000.{_dead_pid()}.tmp.tif"
+    live = out / f".0009_lines_000.{os.getpid()}.tmp.tif"  # a write in progress: kept
+    for path in (stale, live):
+        path.write_bytes(b"x" * 100)
+    assert main([str(src), *SMALL, "-o", str(out)]) == 0
+    assert not stale.exists() and live.is_file()

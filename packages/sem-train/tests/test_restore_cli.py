@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -379,11 +382,18 @@ def _two_images(folder: Path) -> Path:
     return folder
 
 
-def test_a_second_restore_into_a_busy_folder_stops_at_once(tmp_path, capsys, hold_folder):
+def test_a_second_restore_into_a_busy_folder_stops_at_once(
+    tmp_path, capsys, hold_folder, monkeypatch
+):
+    import sem_train.restoration as restoration
+
     src = _two_images(tmp_path / "src")
     out = tmp_path / "out"
     child = hold_folder(out, "sem restore src -o out")
+    real_prepare = restoration.prepare
+    monkeypatch.setattr(restoration, "prepare", lambda *a, **k: 1 / 0)  # before any model loads
     assert run(src, "-o", out, *PSF) == 1  # a run failure, not a bad input
+    monkeypatch.setattr(restoration, "prepare", real_prepare)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert err[0].startswith(f"sem: error: {out}: another run (pid {child.pid}, sem restore src")
@@ -418,3 +428,66 @@ def test_an_interrupted_overwrite_rerun_leaves_no_stale_restore_json(tmp_path, c
     assert run(src, "-o", out, "--psf", "3,3,0,2", "--overwrite") == 130
     assert written == [out / "im0.tif"] and "interrupted" in capsys.readouterr().err
     assert not (out / MANIFEST_NAME).exists()  # no record naming im0.tif as it was before
+    # the folder mixes one new and one old output: marked so, until a rerun completes
+    marker = out / "INCOMPLETE"
+    assert "mixes outputs of an interrupted run" in marker.read_text()
+    assert run(src, "-o", out, "--psf", "3,3,0,2") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "outputs of an interrupted run" in err[0] and "--overwrite" in err[0]
+    monkeypatch.undo()
+    assert run(src, "-o", out, "--psf", "3,3,0,2", "--overwrite") == 0
+    assert not marker.exists() and len(manifest(out)["restored"]) == 2
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_an_interrupted_first_run_is_named_when_a_rerun_is_refused(tmp_path, capsys, monkeypatch):
+    from sem_train.restoration import batch
+
+    src = _two_images(tmp_path / "src")
+    (src / "INCOMPLETE").write_text("an interrupted run\n")  # no input: not an image
+    out = tmp_path / "out"
+    real, seen = batch.write_restored, []
+
+    def interrupted(path, *args):
+        seen.append((out / "INCOMPLETE").is_file())  # marked before the first output
+        if len(seen) > 1:
+            raise KeyboardInterrupt  # Ctrl-C after the first output
+        return real(path, *args)
+
+    monkeypatch.setattr(batch, "write_restored", interrupted)
+    assert run(src, "-o", out, *PSF) == 130
+    assert seen == [True, True]
+    assert sorted(p.name for p in out.iterdir()) == ["INCOMPLETE", "im0.tif"]
+    capsys.readouterr()
+    monkeypatch.undo()
+    assert run(src, "-o", out, *PSF) == 2  # never silently replaced...
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exist" in err[0]
+    assert f"{out} holds the outputs of an interrupted run" in err[0] and "--overwrite" in err[0]
+    assert run(src, "-o", out, *PSF, "--overwrite") == 0  # ... but on request
+    assert sorted(p.name for p in out.iterdir()) == ["im0.tif", "im1.tif", MANIFEST_NAME]
+    assert not manifest(out)["failed"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process checks are POSIX-only")
+def test_a_restore_removes_the_temporaries_a_killed_run_left(tmp_path):
+    src = _two_images(tmp_path / "src")
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f".im0.{_dead_pid()}.tmp.tif"
+    live = out / f".im9.{os.getpid()}.tmp.tif"  # a write in progress: kept
+    for path in (stale, live):
+        path.write_bytes(b"x" * 100)
+    assert run(src, "-o", out, *PSF) == 0
+    assert not stale.exists() and live.is_file()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "im0.tif",
+        "im1.tif",
+        MANIFEST_NAME,
+    ]

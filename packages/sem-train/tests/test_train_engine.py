@@ -450,8 +450,9 @@ def _dead_pid() -> int:
 
 @pytest.mark.skipif(os.name != "posix", reason="process checks are POSIX-only")
 def test_a_run_removes_the_temporaries_a_killed_run_left(image_folder, tmp_path, caplog):
-    """kill -9 while writing a checkpoint leaves ``.<name>.<pid>.tmp<suffix>`` files; the next
-    run in the folder removes those of dead processes and keeps those of live ones."""
+    """kill -9 while writing a checkpoint leaves ``.<name>.<pid>.tmp<suffix>`` files (and
+    safetensors' own ``.tmpXXXXXX``); the next run in the folder removes those of dead
+    processes (and safetensors' in ``checkpoints/``) and keeps those of live ones."""
     train, val = _data(image_folder)
     out = tmp_path / "k"
     fit(DenoiseTask(), train, val, _run(out, max_steps=5), OPT)
@@ -465,13 +466,23 @@ def test_a_run_removes_the_temporaries_a_killed_run_left(image_folder, tmp_path,
         out / f".config.{dead}.tmp.json",
         best / f".model.{dead}.tmp.safetensors",
     ]
-    kept = [ck / f".step-00000099.{live}.tmp.safetensors", out / "notes.txt"]
+    stale += [ck / ".tmpAbC123", best / ".tmp9xYz0Q"]  # safetensors' save_file temporaries
+    kept = [
+        ck / f".step-00000099.{live}.tmp.safetensors",
+        out / "notes.txt",
+        out / ".tmpAbC123",  # safetensors writes no checkpoint here: not its temporary
+        ck / ".tmpAbC1234",
+        ck / ".tmp-bC123",
+    ]
     for path in stale + kept:
         path.write_bytes(b"x" * 100)
+    (ck / ".tmpLnK123").symlink_to(out / "notes.txt")  # a link and a folder are no temporary
+    (ck / ".tmpDir123").mkdir()
     with caplog.at_level("INFO", logger="sem_train.engine"):
         fit(DenoiseTask(), train, val, _run(out), OPT, resume=True)
     assert not [p for p in stale if p.exists()] and all(p.is_file() for p in kept)
     assert all(str(p) in caplog.text for p in stale)
+    assert (ck / ".tmpLnK123").is_symlink() and (ck / ".tmpDir123").is_dir()
 
 
 def test_a_fresh_run_keeps_a_config_json_no_run_wrote(image_folder, tmp_path):
@@ -522,3 +533,16 @@ def test_a_checkpoint_carries_the_cuda_rng_of_its_own_device_only(monkeypatch):
     restored.clear()
     ck.restore_rng(older)
     assert restored == []
+
+
+def test_fit_holds_its_run_folder(image_folder, tmp_path, hold_folder):
+    """Training through the Python API (and each step of a recipe, whose command holds only
+    the recipe's folder) stops at once when another run writes into its folder."""
+    from sem_physics.locking import OutputFolderBusyError
+
+    train, val = _data(image_folder)
+    out = tmp_path / "recipe" / "stage1"
+    child = hold_folder(out, "sem train recipe --output-dir recipe")
+    with pytest.raises(OutputFolderBusyError, match=f"pid {child.pid}, sem train recipe"):
+        fit(DenoiseTask(), train, val, _run(out), OPT, resume=True)
+    assert sorted(p.name for p in out.iterdir()) == [".sem-lock"]  # nothing touched

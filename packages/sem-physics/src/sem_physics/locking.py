@@ -16,10 +16,16 @@ at the end if the run left it empty (a run that failed before writing leaves no 
 
 The lock is held per thread and is re-entrant there: a library function that takes it
 (:func:`sem_physics.degrade_files`) may run inside a command that already holds it.
+
+A run that replaces outputs puts the marker file ``<folder>/INCOMPLETE`` there
+(:func:`mark_incomplete`) just before its first output is written, and removes it
+(:func:`clear_incomplete`) once its record (manifest) is in place: a folder holding it mixes
+outputs of an interrupted run, and the next run finds it.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import errno
 import json
 import os
@@ -29,11 +35,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .atomic import OutputWriteError
+from .atomic import OutputWriteError, atomic_write_text
 
-__all__ = ["LOCK_NAME", "OutputFolderBusyError", "output_lock"]
+__all__ = [
+    "INCOMPLETE_MARKER",
+    "LOCK_NAME",
+    "OutputFolderBusyError",
+    "clear_incomplete",
+    "mark_incomplete",
+    "output_lock",
+]
 
 LOCK_NAME = ".sem-lock"
+#: The marker of a folder whose run has not finished (same name as the benchmark's).
+INCOMPLETE_MARKER = "INCOMPLETE"
 _LOCK_OFFSET = 1 << 30  # Windows locks a byte range: one far past the holder's note
 _ATTEMPTS = 50  # a new lock file per attempt; more than one only if a holder just left
 
@@ -234,3 +249,19 @@ def output_lock(folder: str | Path, *, what: str | None = None) -> Iterator[Path
         with _guard:
             del _held[key]
         _release(fd, folder, created)
+
+
+def mark_incomplete(folder: str | Path, what: str | None = None) -> Path:
+    """Write ``folder/INCOMPLETE`` (atomically): one line naming the run (``what``, default
+    this process's command line) and when it started writing; return its path."""
+    when = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    line = (
+        f"{what or _command_line()} (pid {os.getpid()}, writing since {when}): this folder "
+        "mixes outputs of an interrupted run; rerun the command"
+    )
+    return atomic_write_text(Path(folder) / INCOMPLETE_MARKER, line.replace("\n", " ") + "\n")
+
+
+def clear_incomplete(folder: str | Path) -> None:
+    """Remove ``folder/INCOMPLETE`` (:func:`mark_incomplete`), if it is there."""
+    (Path(folder) / INCOMPLETE_MARKER).unlink(missing_ok=True)

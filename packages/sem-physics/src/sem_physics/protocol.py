@@ -14,10 +14,13 @@ are not taken as inputs again); a replay writes only inside its output folder (m
 ``output`` fields that are absolute, contain ``..`` or resolve elsewhere through a symlink are
 refused). Every file is written atomically (:mod:`sem_physics.atomic`). A file that cannot be
 read or degraded is skipped and listed in ``Manifest.failed`` with its reason; a fatal error
-(e.g. a full disk) removes the outputs the run wrote, so no output is left without a manifest.
-A run holds its output folder (:func:`sem_physics.locking.output_lock`): a second run into the
-same folder stops at once. A rerun removes the earlier run's ``manifest.json`` before it writes
-its first output, so an interrupted rerun leaves no manifest listing files that changed.
+(e.g. a full disk) removes the outputs the run wrote. A run holds its output folder
+(:func:`sem_physics.locking.output_lock`): a second run into the same folder stops at once.
+Before its first output a run marks the folder ``INCOMPLETE``
+(:func:`sem_physics.locking.mark_incomplete`) and removes an earlier run's ``manifest.json``;
+the marker goes when the new manifest is written. So an interrupted rerun leaves no manifest
+listing files that changed, and the earlier outputs it leaves (a killed run: its own too) lie
+beside the marker, never unmarked.
 
 :func:`file_sha256`, :func:`pixels_sha256` and :class:`SourceRecord` (a source image: path,
 hash, shape, pixel size and its source) are the hashes and the source record every manifest of
@@ -37,7 +40,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, remove_stale_temporaries
 from .forward import degrade
 from .io import (
     DEFAULT_CROP_FRACTION,
@@ -49,7 +52,7 @@ from .io import (
     read_image,
     write_image,
 )
-from .locking import output_lock
+from .locking import INCOMPLETE_MARKER, clear_incomplete, mark_incomplete, output_lock
 from .params import DegradationParams, ParameterRanges
 
 __all__ = [
@@ -388,11 +391,12 @@ def _degrade_one(
 
 @contextmanager
 def _removed_on_error(written: list[Path]) -> Iterator[None]:
-    """Remove the files listed in ``written`` when the block stops with an error (or Ctrl-C)."""
+    """Remove the files listed in ``written``, last first, when the block stops with an error
+    (or Ctrl-C)."""
     try:
         yield
     except BaseException:
-        for path in written:
+        for path in reversed(written):
             path.unlink(missing_ok=True)
         raise
 
@@ -434,8 +438,13 @@ def degrade_files(
     manifest written. Outputs never overwrite an input (``input_folders``: the folders the
     files were listed from, which must not be ``out_dir``); on any other error the outputs
     written so far are removed. While it runs, ``out_dir`` is locked (another run into it
-    raises :class:`~sem_physics.locking.OutputFolderBusyError`), and an earlier run's
-    manifest there is removed just before the first output is written.
+    raises :class:`~sem_physics.locking.OutputFolderBusyError`) and the temporaries a killed
+    run left there are removed. Just before the first output is written ``out_dir`` is marked
+    ``INCOMPLETE`` (:func:`~sem_physics.locking.mark_incomplete`) and an earlier run's manifest
+    there is removed; the marker goes when the new manifest is written. A run stopped by an
+    error leaves the marker only when earlier files remain beside it (in a folder that held
+    nothing visible its outputs and marker are removed); a killed run leaves it with its
+    outputs: they are never unmarked without a manifest.
     """
     if mode == "explicit" and params is None:
         raise ProtocolError("mode 'explicit' needs params")
@@ -461,8 +470,9 @@ def degrade_files(
     failed: list[FailedSource] = []
     written: list[Path] = []
     iterator: Iterable[Path] = progress(paths) if progress else paths
-    # one run at a time writes into ``out``; no output survives without its manifest
+    # one run at a time writes into ``out``; no output survives without its manifest or marker
     with output_lock(out), _removed_on_error(written):
+        remove_stale_temporaries(out)
         for i, path in enumerate(iterator):
             try:
                 source_sha256 = file_sha256(path)
@@ -487,6 +497,10 @@ def degrade_files(
                 failed.append(FailedSource(source=str(path), reason=reason))
                 continue
             if not written:  # an earlier run's manifest lists outputs this run replaces
+                fresh = not any(not p.name.startswith(".") for p in out.iterdir())
+                mark_incomplete(out)
+                if fresh:  # nothing earlier: on an error the marker goes with the outputs
+                    written.append(out / INCOMPLETE_MARKER)
                 (out / MANIFEST_NAME).unlink(missing_ok=True)
             written.append(
                 write_image(out / names[i], result, dtype, pixel_size_nm=img.pixel_size_nm)
@@ -523,6 +537,7 @@ def degrade_files(
             failed=failed,
         )
         manifest.save(out / MANIFEST_NAME)
+        clear_incomplete(out)
     return manifest
 
 

@@ -11,8 +11,9 @@ Layout inside ``<run>/checkpoints/``::
 
 Every file goes through :func:`sem_physics.atomic.atomic_write` (temporary name, fsync,
 rename) and a pointer is replaced only after the files it names are complete, so a crash at
-any moment leaves the previous pointer valid; the temporaries a killed run leaves behind are
-removed when a run starts in the folder (:meth:`Checkpointer.remove_stale_temporaries`).
+any moment leaves the previous pointer valid; the temporaries a killed run leaves behind (its
+own and safetensors' ``.tmpXXXXXX``) are removed when a run starts in the folder
+(:meth:`Checkpointer.remove_stale_temporaries`).
 :class:`Checkpointer` owns the folder: it refuses to start a fresh run over an existing one,
 resumes (a run interrupted before its first checkpoint starts again from step 0), prunes only
 the checkpoints its own record lists (never by file-name patterns) and keeps the best model.
@@ -24,6 +25,7 @@ import errno
 import json
 import pickle
 import random
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +64,31 @@ class RunExistsError(ValueError):
 #: Written into the run folder when a run starts (:func:`sem_train.runinfo.write_run_info`),
 #: before anything else of the run: its presence says the folder holds a run of this toolkit.
 RUN_INFO_NAME = "run_info.json"
+
+#: The temporary that safetensors' ``save_file`` writes through (Rust ``tempfile``: ``.tmp``
+#: and six alphanumerics, in the destination's folder) before renaming it to its name.
+_SAFETENSORS_TEMPORARY = re.compile(r"\.tmp[A-Za-z0-9]{6}")
+
+
+def _remove_safetensors_temporaries(folder: Path) -> list[Path]:
+    """Remove the regular files (no symlinks, no folders) directly in ``folder`` named like a
+    safetensors temporary; return their paths. Only for a folder no running process writes."""
+    removed: list[Path] = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:  # missing, not a folder, unreadable
+        return removed
+    for path in entries:
+        if not _SAFETENSORS_TEMPORARY.fullmatch(path.name) or path.is_symlink():
+            continue
+        if not path.is_file():
+            continue
+        try:
+            path.unlink()
+        except OSError:  # a courtesy, not a must
+            continue
+        removed.append(path)
+    return removed
 
 
 @contextmanager
@@ -302,15 +329,20 @@ class Checkpointer:
         """Remove the temporaries a run killed while writing left in the run folder,
         ``checkpoints/`` and its ``best-*`` exports; return their paths.
 
-        Only atomic-write temporaries of processes no longer running are removed
-        (:func:`~sem_physics.atomic.remove_stale_temporaries`).
+        Atomic-write temporaries of processes no longer running are removed
+        (:func:`~sem_physics.atomic.remove_stale_temporaries`), and in ``checkpoints/`` and the
+        exports the ``.tmpXXXXXX`` files of safetensors' ``save_file`` (only rank 0 writes
+        there and the run holds the folder's lock, so none of them is being written).
         """
         folders = [self.run_dir, self.dir]
         if self.dir.is_dir():
             folders += sorted(
                 p for p in self.dir.glob("best-*") if p.is_dir() and not p.is_symlink()
             )
-        return [path for folder in folders for path in remove_stale_temporaries(folder)]
+        removed = [path for folder in folders for path in remove_stale_temporaries(folder)]
+        return removed + [
+            path for folder in folders[1:] for path in _remove_safetensors_temporaries(folder)
+        ]
 
     def resume(self, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
         """Load weights, optimizer, scheduler and RNG of ``latest.json``; return its progress."""

@@ -225,46 +225,48 @@ def fit_restorer(
     stopped = False
     step, first, last = 0, None, None  # steps taken; losses of the first and last step
     bar = tqdm(total=cfg.epochs * steps, desc=f"fit {restorer.name}", disable=not cfg.progress)
-    for epoch in range(cfg.epochs):
-        net.train()
-        total = 0.0
-        for _ in range(steps):
-            batch = batch_from(train, bs, rng, gen)
-            with autocast():
-                loss = restorer.training_loss(batch)
-            if not torch.isfinite(loss):
-                warnings.warn(
-                    f"non-finite training loss at epoch {epoch}; stopping with the best weights",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                stopped = True
+    try:
+        for epoch in range(cfg.epochs):
+            net.train()
+            total = 0.0
+            for _ in range(steps):
+                batch = batch_from(train, bs, rng, gen)
+                with autocast():
+                    loss = restorer.training_loss(batch)
+                if not torch.isfinite(loss):
+                    warnings.warn(
+                        f"non-finite training loss at epoch {epoch}; stopping with the best weights",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    stopped = True
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                opt.step()
+                value = float(loss.detach())
+                step, last, first = step + 1, value, value if first is None else first
+                total += value
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4g}")
+            if stopped:
                 break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            value = float(loss.detach())
-            step, last, first = step + 1, value, value if first is None else first
-            total += value
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.4g}")
-        if stopped:
-            break
-        train_loss = total / steps
-        row = {"epoch": float(epoch), "train_loss": train_loss}
-        score = train_loss
-        if val_batches:
-            net.eval()
-            with torch.no_grad(), autocast():
-                score = float(np.mean([float(restorer.training_loss(b)) for b in val_batches]))
-            row["val_loss"] = score
-        history.append(row)
-        if score < best_loss:
-            best_loss, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    bar.close()
+            train_loss = total / steps
+            row = {"epoch": float(epoch), "train_loss": train_loss}
+            score = train_loss
+            if val_batches:
+                net.eval()
+                with torch.no_grad(), autocast():
+                    score = float(np.mean([float(restorer.training_loss(b)) for b in val_batches]))
+                row["val_loss"] = score
+            history.append(row)
+            if score < best_loss:
+                best_loss, best_epoch = score, epoch
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    finally:
+        bar.close()  # before an interrupt's message, not redrawn after it
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()

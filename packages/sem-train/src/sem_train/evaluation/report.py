@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 from sem_physics.atomic import atomic_write_text
-from sem_physics.locking import output_lock
+from sem_physics.locking import INCOMPLETE_MARKER, output_lock
 from sem_physics.records import csv_text
 
 from .estimates import ESTIMATE_COLUMNS, estimate_markdown, estimate_rows
@@ -53,7 +53,6 @@ __all__ = [
     "write_report",
 ]
 
-INCOMPLETE_MARKER = "INCOMPLETE"
 #: Every file and folder a report consists of (replaced together).
 REPORT_ITEMS = (
     "report.md",

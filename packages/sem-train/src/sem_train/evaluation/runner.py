@@ -351,9 +351,9 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
             pool = None
         raise
     finally:
+        bar.close()  # before an interrupt's message, not redrawn after it
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    bar.close()
     results = [scorer.score(control_run(proto.cases))] + [done[name] for name in names]
     elapsed = time.perf_counter() - t_start
     intro = [

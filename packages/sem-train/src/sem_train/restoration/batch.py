@@ -4,8 +4,10 @@ Folders are listed recursively; the output folder is never listed as input (so `
 lie inside an input folder), an output path equal to an input path is refused, and existing
 outputs are refused unless ``overwrite``. A file that cannot be read or restored is reported
 with its reason and the others are still restored. One run at a time writes into a folder
-(a second one stops at once), and a rerun removes the earlier ``restore.json`` before it
-replaces the first output.
+(a second one stops at once). Before it writes its first output a run marks the folder
+``INCOMPLETE`` (:func:`sem_physics.locking.mark_incomplete`) and removes an earlier
+``restore.json``; the marker goes when the new ``restore.json`` is written, so an interrupted
+run's outputs are never left unmarked.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sem_physics.atomic import atomic_write_text
+from sem_physics.atomic import atomic_write_text, remove_stale_temporaries
 from sem_physics.io import IMAGE_EXTENSIONS, read_image
-from sem_physics.locking import output_lock
+from sem_physics.locking import (
+    INCOMPLETE_MARKER,
+    clear_incomplete,
+    mark_incomplete,
+    output_lock,
+)
 from sem_physics.protocol import file_sha256
 
 from .api import PreparedMethod
@@ -152,7 +159,8 @@ def plan_outputs(
     """Output path of every input under ``out_dir`` (the input's path below its folder).
 
     Refuses (ValueError, before any work) an output equal to an input, two readable inputs
-    with one output, and existing outputs without ``overwrite``.
+    with one output, and existing outputs without ``overwrite`` (saying so when they are an
+    interrupted run's: ``out_dir`` holds the ``INCOMPLETE`` marker).
     """
     all_inputs = {f.resolve() for f, _ in inputs}
     jobs: list[RestoreJob] = []
@@ -180,9 +188,16 @@ def plan_outputs(
     if manifest.exists():
         existing.append(manifest)
     if existing and not overwrite:
+        interrupted = (out_dir / INCOMPLETE_MARKER).is_file()
         raise ValueError(
-            f"{len(existing)} output file(s) already exist (first: {existing[0]}); "
-            "pass --overwrite to replace them or choose another -o folder"
+            f"{len(existing)} output file(s) already exist (first: {existing[0]})"
+            + (
+                f"; {out_dir} holds the outputs of an interrupted run (it is marked "
+                f"{INCOMPLETE_MARKER})"
+                if interrupted
+                else ""
+            )
+            + "; pass --overwrite to replace them or choose another -o folder"
         )
     return jobs
 
@@ -222,9 +237,11 @@ def restore_files(
     for each file that is skipped. Returns the manifest (also written, atomically).
 
     ``out_dir`` is locked for the run (:func:`sem_physics.locking.output_lock`: another run
-    into it raises ``OutputFolderBusyError``); with ``overwrite``, an earlier ``restore.json``
-    there is removed just before the first output is written, so an interrupted rerun leaves
-    no record naming files that have changed.
+    into it raises ``OutputFolderBusyError``) and the temporaries a killed run left there are
+    removed. Just before the first output is written ``out_dir`` is marked ``INCOMPLETE``
+    (:func:`sem_physics.locking.mark_incomplete`) and an earlier ``restore.json`` there (with
+    ``overwrite``) is removed, so an interrupted run leaves no record naming files that have
+    changed; the marker goes when the new ``restore.json`` is written.
     """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -233,6 +250,7 @@ def restore_files(
     listed = list_inputs(inputs, out_dir)
     with output_lock(out_dir):  # one run at a time; existing outputs are checked under it
         jobs = plan_outputs(listed, out_dir, float32=float32, overwrite=overwrite)
+        remove_stale_temporaries(out_dir)
         psf = method.psf if isinstance(method.psf, str) else method.psf.model_dump_json()
         manifest = RestoreManifest(
             created_utc=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -247,6 +265,7 @@ def restore_files(
 
         def before_first_write() -> None:  # an earlier run's record would name changed files
             if not manifest.restored:
+                mark_incomplete(out_dir)
                 record.unlink(missing_ok=True)
 
         for job in _progress(jobs, progress):
@@ -261,6 +280,7 @@ def restore_files(
         manifest.total_s = time.perf_counter() - t_start
         if manifest.restored:  # nothing restored: nothing written, a rerun is not blocked
             atomic_write_text(record, manifest.model_dump_json(indent=2) + "\n")
+            clear_incomplete(out_dir)
     return manifest
 
 
