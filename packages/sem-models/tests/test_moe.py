@@ -355,3 +355,26 @@ def test_router_weights_follow_the_tokens_device_and_not_the_draw():
     torch.testing.assert_close(a, b)
     logits = h.double() @ a.T
     torch.testing.assert_close(logits.std(0), torch.ones(4, dtype=torch.float64))
+
+
+def test_routing_stats_as_device_tensors_equal_the_floats():
+    """tensors=True leaves every statistic on the device (no host read in a training step);
+    the floats are the same values, read in one transfer."""
+    from sem_models import routing_stats
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(
+        MoEMlp(16, 32, num_experts=4), MoEMlp(16, 32, num_experts=4, top_k=2)
+    )
+    model(torch.randn(50, 16))
+    floats = routing_stats(model, per_expert=True)
+    held = routing_stats(model, per_expert=True, tensors=True)
+    assert list(held) == list(floats) and len(floats) == 2 * (6 + 8) + 6
+    assert all(isinstance(v, torch.Tensor) and v.ndim == 0 for v in held.values())
+    assert all(isinstance(v, float) for v in floats.values())
+    assert {k: float(v) for k, v in held.items()} == floats
+    frac = model[1].stats["token_fraction"]
+    assert floats["1/max_token_fraction"] == float(frac.max())
+    assert floats["mean/max_token_fraction"] == pytest.approx(
+        (float(model[0].stats["token_fraction"].max()) + float(frac.max())) / 2
+    )

@@ -546,3 +546,36 @@ def test_fit_holds_its_run_folder(image_folder, tmp_path, hold_folder):
     with pytest.raises(OutputFolderBusyError, match=f"pid {child.pid}, sem train recipe"):
         fit(DenoiseTask(), train, val, _run(out), OPT, resume=True)
     assert sorted(p.name for p in out.iterdir()) == [".sem-lock"]  # nothing touched
+
+
+class _PartsTask(DenoiseTask):
+    """Reports a loss part as a device tensor (as the MoE stages do with their routing
+    statistics) and one as a float."""
+
+    def training_loss(self, model, batch):
+        loss, _ = super().training_loss(model, batch)
+        return loss, {"twice": 2 * loss.detach(), "one": 1.0}
+
+
+def test_loss_parts_are_read_from_the_device_only_on_the_steps_logged(
+    image_folder, tmp_path, monkeypatch
+):
+    """A host read per part per step stalls a GPU (the MoE stages report ~100 parts): parts
+    stay device tensors until a step is logged, then come over in one transfer."""
+    from sem_train import engine
+
+    reads = []
+    real = engine._host_values
+
+    def counting(values):
+        reads.append(sorted(values))
+        return real(values)
+
+    monkeypatch.setattr(engine, "_host_values", counting)
+    train, val = _data(image_folder)
+    fit(_PartsTask(), train, val, _run(tmp_path / "r", epochs=2, log_every_steps=2), OPT)
+    lines = [r for r in _records(tmp_path / "r") if r["split"] == "train"]
+    assert [r["step"] for r in lines] == [2, 4, 6, 8]  # 4 steps per epoch, every 2nd logged
+    assert reads == [["loss", "one", "twice"]] * 4
+    for r in lines:
+        assert r["twice"] == pytest.approx(2 * r["loss"], rel=1e-6) and r["one"] == 1.0

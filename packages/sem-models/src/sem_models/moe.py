@@ -572,29 +572,35 @@ def global_aux_loss(model: nn.Module) -> torch.Tensor | None:
     return torch.stack([loss.float() for loss in losses]).sum()
 
 
-def routing_stats(model: nn.Module, per_expert: bool = False) -> dict[str, float]:
+def routing_stats(
+    model: nn.Module, per_expert: bool = False, tensors: bool = False
+) -> dict[str, Any]:
     """Flat ``{"<layer>/<stat>": value}`` routing statistics of the last forward, for logging.
 
     Per layer: routing entropy, unused experts, dropped fraction, the largest and smallest
     hard token fraction (1/K when balanced; 1 and 0 when collapsed); plus the model-wide
     means. With ``per_expert`` also ``<layer>/token_fraction/<k>`` and ``<layer>/mean_prob/<k>``
     (hard fraction of assignments and mean gate probability of expert ``k``).
+
+    Values are floats read from the device in one transfer, or with ``tensors`` 0-dim tensors
+    on the model's device (no host read: a training loop reads them only when it logs).
     """
-    out: dict[str, float] = {}
+    out: dict[str, torch.Tensor] = {}
     for name, m in moe_layers(model):
         if not m.stats:
             continue
         s = m.stats
         for key in ("routing_entropy", "balance_entropy", "unused_experts", "dropped_fraction"):
             if key in s:
-                out[f"{name}/{key}"] = float(s[key])
-        frac = s["token_fraction"]
-        out[f"{name}/max_token_fraction"] = float(frac.max())
-        out[f"{name}/min_token_fraction"] = float(frac.min())
+                out[f"{name}/{key}"] = s[key].detach().double()
+        frac = s["token_fraction"].detach().double()
+        out[f"{name}/max_token_fraction"] = frac.max()
+        out[f"{name}/min_token_fraction"] = frac.min()
         if per_expert:
-            for k, (f, p) in enumerate(zip(frac.tolist(), s["mean_prob"].tolist(), strict=True)):
-                out[f"{name}/token_fraction/{k}"] = f
-                out[f"{name}/mean_prob/{k}"] = p
+            prob = s["mean_prob"].detach().double()
+            for k in range(frac.numel()):
+                out[f"{name}/token_fraction/{k}"] = frac[k]
+                out[f"{name}/mean_prob/{k}"] = prob[k]
     for key in (
         "routing_entropy",
         "balance_entropy",
@@ -605,5 +611,7 @@ def routing_stats(model: nn.Module, per_expert: bool = False) -> dict[str, float
     ):
         vals = [v for k, v in out.items() if k.endswith("/" + key)]
         if vals:
-            out[f"mean/{key}"] = sum(vals) / len(vals)
-    return out
+            out[f"mean/{key}"] = torch.stack(vals).mean()
+    if tensors or not out:
+        return dict(out)
+    return dict(zip(out, torch.stack(list(out.values())).tolist(), strict=True))

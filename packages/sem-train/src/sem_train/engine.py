@@ -9,7 +9,8 @@ checkpointer, read top to bottom like facebookresearch/mae's ``engine_pretrain.p
   epochs until ``run.epochs`` or ``run.max_steps``;
 * :func:`train_one_epoch` walks the epoch's deterministic, rank-sharded batches
   (resuming mid-epoch), accumulates gradients, clips, steps, logs and checkpoints every
-  ``checkpoint_every_steps``;
+  ``checkpoint_every_steps``; a task's loss parts (the MoE routing statistics among them) stay
+  device tensors and are read from the device, in one transfer, only on the steps logged;
 * :func:`validate` gives the mean validation loss, PSNR and SSIM over all ranks.
 
 All progress lives in one typed :class:`TrainState`, saved with every checkpoint, so a
@@ -219,6 +220,7 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
         for batch in loader:
             if state.step_in_epoch >= loop.steps_per_epoch:
                 break
+            skipped = int(batch["skipped"].sum()) if "skipped" in batch else 0  # on the host
             batch = _to_device(batch, loop.device)
             micro += 1
             sync = micro % run.grad_accum_steps == 0
@@ -230,12 +232,14 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
                 if ctx.any_true(not math.isfinite(value), loop.device):
                     raise loop.stop("loss", value, state)
                 (loss / run.grad_accum_steps).backward()
-            state.skipped_files += int(batch.get("skipped", torch.zeros(1)).sum().item())
-            for k, v in {"loss": value, **{k: float(v) for k, v in parts.items()}}.items():
+            state.skipped_files += skipped
+            for k, v in {"loss": value, **parts}.items():  # parts stay on the device until logged
+                v = v.detach() if torch.is_tensor(v) else v
                 parts_acc[k] = parts_acc.get(k, 0.0) + v / run.grad_accum_steps
             if not sync:
                 continue
-            parts_acc = ctx.mean_over_ranks(parts_acc, loop.device)  # the global batch's loss
+            # the global batch's loss (one all-reduce); its parts only on the steps logged
+            loss_value = ctx.mean_over_ranks({"loss": parts_acc["loss"]}, loop.device)["loss"]
             grad_norm = _clip(loop.task, loop.optim.grad_clip_norm)
             if ctx.any_true(not math.isfinite(grad_norm), loop.device):
                 raise loop.stop("gradient norm", grad_norm, state)
@@ -246,8 +250,8 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
             state.step_in_epoch += 1
             n_log += 1
             if state.first_train_loss is None:
-                state.first_train_loss = parts_acc["loss"]
-            state.last_train_loss = parts_acc["loss"]
+                state.first_train_loss = loss_value
+            state.last_train_loss = loss_value
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{state.last_train_loss:.4g}")
@@ -258,7 +262,8 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
                         "split": "train",
                         "step": state.global_step,
                         "epoch": state.epoch,
-                        **parts_acc,
+                        **ctx.mean_over_ranks(_host_values(parts_acc), loop.device),
+                        "loss": loss_value,
                         "lr": loop.scheduler.get_last_lr()[0],
                         "grad_norm": grad_norm,
                         "images_per_s": rate,
@@ -278,6 +283,16 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
         if bar is not None:
             bar.close()
     return False
+
+
+def _host_values(values: dict[str, Any]) -> dict[str, float]:
+    """Floats of a dict of floats and 0-dim device tensors, read in one transfer."""
+    keys = [k for k, v in values.items() if torch.is_tensor(v)]
+    out = {k: float(v) for k, v in values.items() if not torch.is_tensor(v)}
+    if keys:
+        stacked = torch.stack([values[k].reshape(()).double() for k in keys])
+        out.update(zip(keys, stacked.tolist(), strict=True))
+    return {k: out[k] for k in values}  # the caller's order
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ maps ``pred`` back to ``[0, 1]`` images.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sem_models
 import torch
@@ -80,10 +81,11 @@ def moe_aux_loss(model: nn.Module) -> torch.Tensor | None:
     return sem_models.collect_aux_loss(model)
 
 
-def routing_summary(model: nn.Module) -> dict[str, float]:
+def routing_summary(model: nn.Module, tensors: bool = False) -> dict[str, Any]:
     """Model-wide routing statistics of the last forward: entropy, unused experts, the
-    largest hard token fraction (1/K balanced, 1 collapsed); empty for a dense model."""
-    stats = sem_models.routing_stats(model)
+    largest hard token fraction (1/K balanced, 1 collapsed); empty for a dense model. With
+    ``tensors``, 0-dim tensors left on the device (see :func:`sem_models.routing_stats`)."""
+    stats = sem_models.routing_stats(model, tensors=tensors)
     return {k.split("/", 1)[1]: v for k, v in stats.items() if k.startswith("mean/")}
 
 

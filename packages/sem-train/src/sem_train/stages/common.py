@@ -100,7 +100,7 @@ class MAETask(Task):
             )
             total = total + freq
             parts.update(fparts)
-        parts.update(modeling.routing_summary(core))
+        parts.update(modeling.routing_summary(core, tensors=True))  # read when logged
         return total, parts, imgs, hw, pred, mask
 
     def training_loss(self, model, batch):

@@ -49,7 +49,7 @@ class MoETask(MAETask):
 
     def training_loss(self, model: nn.Module, batch: dict[str, Any]):
         total, parts = super().training_loss(model, batch)
-        parts.update(sem_models.routing_stats(unwrap(model), per_expert=True))
+        parts.update(sem_models.routing_stats(unwrap(model), per_expert=True, tensors=True))
         return total, parts
 
 
