@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from .config import BaselineTrainConfig, ConfigError, OptimConfig, problems
 from .data import indexed_paths, split_index
 from .data.io import crop_bottom, read_gray
+from .distributed import is_rank_zero
 from .engine import FitResult, Task, fit
 
 __all__ = ["BaselineTask", "PatchDataset", "run_baseline"]
@@ -179,6 +180,6 @@ def run_baseline(
         config=config,
         num_workers=cfg.data.num_workers,
     )
-    if result.best_dir is not None and int(os.environ.get("RANK", "0")) == 0:
+    if result.best_dir is not None and is_rank_zero():
         _publish(result.best_dir, Path(cfg.run.output_dir) / "model")
     return result

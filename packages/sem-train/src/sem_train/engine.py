@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
@@ -42,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from .checkpoint import Checkpointer, save_weights
 from .config import OptimConfig, RunConfig
 from .data.sampler import EpochBatchSampler, validation_batches
-from .distributed import DistContext, select_device
+from .distributed import DistContext, is_rank_zero, select_device
 from .metrics import MetricsLogger, psnr, ssim
 from .runinfo import write_run_info
 
@@ -381,8 +380,8 @@ def fit(
     num_workers : DataLoader worker processes (augmentations are seeded per sample, so the
         result does not depend on this number).
     """
-    rank_zero = int(os.environ.get("RANK", "0")) == 0  # every rank of one run writes there
-    with output_lock(run.output_dir) if rank_zero else contextlib.nullcontext():
+    # every rank of one run writes there: rank 0 holds the folder for them
+    with output_lock(run.output_dir) if is_rank_zero() else contextlib.nullcontext():
         return _fit(task, train_set, val_set, run, optim, resume, config, num_workers)
 
 

@@ -7,7 +7,6 @@ so a second run into the same ``--output-dir`` stops at once instead of interlea
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -113,8 +112,9 @@ def _holding(output_dir: Path, resume: bool | None = None) -> Iterator[None]:
     """
     from sem_physics.locking import output_lock
 
-    rank_zero = int(os.environ.get("RANK", "0")) == 0
-    with output_lock(output_dir) if rank_zero else nullcontext():
+    from ..distributed import is_rank_zero
+
+    with output_lock(output_dir) if is_rank_zero() else nullcontext():
         if resume is not None:
             from ..checkpoint import Checkpointer
 
