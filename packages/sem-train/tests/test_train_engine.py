@@ -579,3 +579,28 @@ def test_loss_parts_are_read_from_the_device_only_on_the_steps_logged(
     assert reads == [["loss", "one", "twice"]] * 4
     for r in lines:
         assert r["twice"] == pytest.approx(2 * r["loss"], rel=1e-6) and r["one"] == 1.0
+
+
+def test_a_resume_leaves_no_step_twice_in_the_tensorboard_curves(tmp_path):
+    """The JSONL log is cut back to the checkpoint on resume; TensorBoard's events of the
+    later steps are purged too, so its curves read like one uninterrupted run."""
+    from sem_train.metrics import MetricsLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = tmp_path / "tb"
+    first = MetricsLogger(tmp_path / "m.jsonl", tensorboard_dir=tb)
+    for step in range(1, 6):
+        first.log({"split": "train", "step": step, "loss": float(step)})
+    first.close()
+    again = MetricsLogger(tmp_path / "m.jsonl", tensorboard_dir=tb)
+    again.truncate_after(2)  # resumed from the step-2 checkpoint
+    for step in range(3, 5):
+        again.log({"split": "train", "step": step, "loss": 10.0 * step})
+    again.close()
+    events = EventAccumulator(str(tb))
+    events.Reload()
+    curve = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert curve == [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
+    assert [json.loads(x)["step"] for x in (tmp_path / "m.jsonl").read_text().splitlines()] == [
+        1, 2, 3, 4
+    ]  # fmt: skip

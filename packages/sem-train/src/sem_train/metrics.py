@@ -67,19 +67,32 @@ class MetricsLogger:
         self.path = Path(path)
         self.enabled = enabled
         self._tb: Any = None
+        self._tb_dir = tensorboard_dir
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if tensorboard_dir is not None:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
+            self._tb = self._writer()
 
-                    self._tb = SummaryWriter(str(tensorboard_dir))
-                except Exception:  # tensorboard not installed or broken: JSONL only
-                    self._tb = None
+    def _writer(self, purge_step: int | None = None) -> Any:
+        """A TensorBoard writer (None without tensorboard: JSONL only); with ``purge_step``,
+        TensorBoard hides the events of that step and later that the folder already holds."""
+        if self._tb_dir is None:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            return SummaryWriter(str(self._tb_dir), purge_step=purge_step)
+        except Exception:  # tensorboard not installed or broken: JSONL only
+            return None
 
     def truncate_after(self, step: int) -> None:
-        """Keep only records with ``step <= step``."""
-        if not self.enabled or not self.path.is_file():
+        """Keep only records with ``step <= step``, in the JSONL file and as TensorBoard shows
+        them (its events after ``step`` are purged, so the curves have no step twice)."""
+        if not self.enabled:
+            return
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = self._writer(purge_step=max(step + 1, 0))
+        if not self.path.is_file():
             return
         kept = []
         for line in self.path.read_text().splitlines():
