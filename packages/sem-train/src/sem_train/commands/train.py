@@ -133,24 +133,23 @@ def _report(result) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from ..stages import run_pretrain_stage
-
     cfg = _overrides(args, f"stage{args.stage}")
-    with _holding(cfg.run.output_dir, args.resume):
+    with _holding(cfg.run.output_dir, args.resume):  # before the heavy imports
+        from ..stages import run_pretrain_stage
+
         return _report(run_pretrain_stage(args.stage, cfg, resume=args.resume))
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from ..finetune import run_finetune
-
     cfg = _overrides(args, "finetune")
-    with _holding(cfg.run.output_dir, args.resume):
+    with _holding(cfg.run.output_dir, args.resume):  # before the heavy imports
+        from ..finetune import run_finetune
+
         return _report(run_finetune(cfg, resume=args.resume))
 
 
 def _recipe(args: argparse.Namespace) -> int:
     from ..config import PRESETS
-    from ..recipe import DENSE_KINDS, RECIPE_KINDS, run_recipe
 
     if args.config not in PRESETS:
         raise ValueError(f"--config {args.config!r}: choose a preset, one of {sorted(PRESETS)}")
@@ -158,6 +157,8 @@ def _recipe(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--data {args.data} is not a directory")
     out = args.output_dir or Path("runs") / args.config
     with _holding(out):  # one folder per step below it; run_recipe checks them under the lock
+        from ..recipe import DENSE_KINDS, RECIPE_KINDS, run_recipe
+
         summary = run_recipe(
             args.config,
             data_root=args.data,
@@ -172,8 +173,8 @@ def _recipe(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from ..baselines import run_baseline
-
     cfg = _overrides(args, "baseline")
-    with _holding(cfg.run.output_dir, args.resume):
+    with _holding(cfg.run.output_dir, args.resume):  # before the heavy imports
+        from ..baselines import run_baseline
+
         return _report(run_baseline(cfg, args.method, resume=args.resume))
