@@ -143,3 +143,15 @@ def test_the_encoder_runs_on_the_device_asked_for(tmp_path, monkeypatch, capsys)
     assert main([*argv, "--device", "cuda"]) == 0
     assert main(argv) == 0
     assert asked == ["cuda", "auto"]
+
+
+def test_cluster_into_a_busy_folder_stops_at_once(tmp_path, capsys, hold_folder):
+    from sem_train.cli import main
+
+    out = tmp_path / "table1"
+    child = hold_folder(out, "sem cluster --out table1")
+    argv = ["cluster", "--checkpoint", str(tmp_path / "none"), "--images", str(tmp_path)]
+    assert main([*argv, "--out", str(out)]) == 1  # before the checkpoint is even looked at
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"another run (pid {child.pid}, sem cluster" in err[0]
+    assert [p.name for p in out.iterdir()] == [".sem-lock"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,13 @@ def run_ids(checkpoints: list[str]) -> list[str]:
 
 
 def _cluster(args: argparse.Namespace) -> int:
+    from sem_physics.locking import output_lock
+
+    with output_lock(args.out) if args.out else nullcontext():  # --out held for the run
+        return _cluster_held(args)
+
+
+def _cluster_held(args: argparse.Namespace) -> int:
     from sem_physics.atomic import atomic_write_text
 
     from ..evaluation import cluster_embeddings, clustering_markdown, embed_folder
