@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -592,6 +593,9 @@ def test_a_resume_leaves_no_step_twice_in_the_tensorboard_curves(tmp_path):
     for step in range(1, 6):
         first.log({"split": "train", "step": step, "loss": float(step)})
     first.close()
+    # a resume is a later process: event files are read in the order of their names, which
+    # start with the second they were opened (within one second a per-process counter decides)
+    time.sleep(1.1)
     again = MetricsLogger(tmp_path / "m.jsonl", tensorboard_dir=tb)
     again.truncate_after(2)  # resumed from the step-2 checkpoint
     for step in range(3, 5):
