@@ -15,6 +15,7 @@ from sem_physics.atomic import (
     atomic_write_text,
     remove_stale_temporaries,
 )
+from sem_physics.testing import dead_pid
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="process checks are POSIX-only")
 
@@ -72,13 +73,6 @@ def test_a_nested_write_failure_names_the_destination_without_errno_prefix(tmp_p
     assert info.value.errno == errno.EACCES and list(tmp_path.iterdir()) == []
 
 
-def _dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 @posix_only
 def test_a_write_killed_outright_leaves_a_temporary_that_the_sweep_removes(tmp_path):
     """kill -9 inside the writer skips every cleanup: the temporary stays until swept."""
@@ -112,7 +106,7 @@ def other_live_pid():
 def test_the_sweep_removes_only_dead_writers_temporaries_directly_in_the_folder(
     tmp_path, other_live_pid
 ):
-    dead, live = _dead_pid(), os.getpid()
+    dead, live = dead_pid(), os.getpid()
     stale = [
         f".step-00000040.{dead}.tmp.safetensors",
         f".step-00000040.state.{dead}.tmp.pt",

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from sem_physics.atomic import OutputWriteError
 from sem_physics.cli import main
 from sem_physics.locking import LOCK_NAME, OutputFolderBusyError, output_lock
 from sem_physics.protocol import ProtocolError
+from sem_physics.testing import dead_pid, folder_held
 
 SMALL = ["--rx-px", "2", "--ry-px", "2"]
 
@@ -321,38 +323,20 @@ def test_replay_checks_every_destination_first_and_cleans_up(
 
 # --- one run per output folder; no stale manifest ----------------------------------------------
 
-_HOLD = """
-import sys, time
-from sem_physics.locking import output_lock
-with output_lock(sys.argv[1], what=sys.argv[2]):
-    print("held", flush=True)
-    time.sleep(60)
-"""
-
 _TRY = (
     "import sys\nfrom sem_physics.locking import output_lock\nwith output_lock(sys.argv[1]): pass"
 )
 
 
 @pytest.fixture()
-def hold() -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
+def hold() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """``hold(folder)``: a child process writing into ``folder`` (it holds its lock)."""
-    children: list[subprocess.Popen[str]] = []
+    with ExitStack() as stack:
 
-    def start(folder: Path, what: str = "sem-degrade src -o out") -> subprocess.Popen[str]:
-        child = subprocess.Popen(
-            [sys.executable, "-c", _HOLD, str(folder), what], stdout=subprocess.PIPE, text=True
-        )
-        children.append(child)
-        assert child.stdout is not None and child.stdout.readline() == "held\n"
-        return child
+        def start(folder: Path, what: str = "sem-degrade src -o out") -> subprocess.Popen[str]:
+            return stack.enter_context(folder_held(folder, what))
 
-    yield start
-    for child in children:
-        child.kill()
-        child.wait()
-        assert child.stdout is not None
-        child.stdout.close()
+        yield start
 
 
 def test_a_second_run_into_a_busy_output_folder_stops_at_once(
@@ -473,13 +457,6 @@ def test_an_interrupted_rerun_leaves_no_manifest_naming_changed_outputs(
     capsys.readouterr()
 
 
-def _dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 def test_a_run_marks_its_folder_incomplete_until_its_manifest_is_written(
     tmp_path: Path, src: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
@@ -519,7 +496,7 @@ def test_a_run_removes_the_temporaries_a_killed_run_left_in_its_folder(
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    stale = out / f".0000_contacts_000.{_dead_pid()}.tmp.tif"
+    stale = out / f".0000_contacts_000.{dead_pid()}.tmp.tif"
     live = out / f".0009_lines_000.{os.getpid()}.tmp.tif"  # a write in progress: kept
     for path in (stale, live):
         path.write_bytes(b"x" * 100)

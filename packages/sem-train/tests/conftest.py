@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sem_physics.samples import SAMPLE_KINDS, make_sample
+from sem_physics.testing import folder_held
 
 
 def write_folder(root: Path, n: int, size: int = 48, seed: int = 0) -> list[Path]:
@@ -79,31 +80,13 @@ def real_image():
     return get
 
 
-_HOLD = """
-import sys, time
-from sem_physics.locking import output_lock
-with output_lock(sys.argv[1], what=sys.argv[2]):
-    print("held", flush=True)
-    time.sleep(60)
-"""
-
-
 @pytest.fixture
 def hold_folder():
     """``hold_folder(folder, what)``: a child process writing into ``folder`` as another run
     would (it holds the folder's lock, described as ``what``); killed when the test ends."""
-    children: list[subprocess.Popen] = []
+    with ExitStack() as stack:
 
-    def start(folder: Path, what: str = "sem restore in -o out") -> subprocess.Popen:
-        child = subprocess.Popen(
-            [sys.executable, "-c", _HOLD, str(folder), what], stdout=subprocess.PIPE, text=True
-        )
-        children.append(child)
-        assert child.stdout.readline() == "held\n"
-        return child
+        def start(folder: Path, what: str = "sem restore in -o out") -> subprocess.Popen:
+            return stack.enter_context(folder_held(folder, what))
 
-    yield start
-    for child in children:
-        child.kill()
-        child.wait()
-        child.stdout.close()
+        yield start

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 import tifffile
 from PIL import Image
 from sem_physics import make_sample, read_image
+from sem_physics.testing import dead_pid
 from sem_train.cli import main
 from sem_train.restoration import MANIFEST_NAME
 
@@ -439,13 +438,6 @@ def test_an_interrupted_overwrite_rerun_leaves_no_stale_restore_json(tmp_path, c
     assert not marker.exists() and len(manifest(out)["restored"]) == 2
 
 
-def _dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 def test_an_interrupted_first_run_is_named_when_a_rerun_is_refused(tmp_path, capsys, monkeypatch):
     from sem_train.restoration import batch
 
@@ -480,7 +472,7 @@ def test_a_restore_removes_the_temporaries_a_killed_run_left(tmp_path):
     src = _two_images(tmp_path / "src")
     out = tmp_path / "out"
     out.mkdir()
-    stale = out / f".im0.{_dead_pid()}.tmp.tif"
+    stale = out / f".im0.{dead_pid()}.tmp.tif"
     live = out / f".im9.{os.getpid()}.tmp.tif"  # a write in progress: kept
     for path in (stale, live):
         path.write_bytes(b"x" * 100)

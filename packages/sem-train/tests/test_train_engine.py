@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from sem_models.testing import one_torch_thread, run_torchrun
+from sem_physics.testing import dead_pid
 from sem_train.config import OptimConfig, RunConfig
 from sem_train.data import SEMImageDataset, build_index
 from sem_train.engine import NonFiniteLossError, Task, fit
@@ -442,13 +441,6 @@ def test_resume_refuses_a_folder_that_holds_no_run(image_folder, tmp_path, what)
     assert not any((out / "checkpoints").iterdir())
 
 
-def _dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 @pytest.mark.skipif(os.name != "posix", reason="process checks are POSIX-only")
 def test_a_run_removes_the_temporaries_a_killed_run_left(image_folder, tmp_path, caplog):
     """kill -9 while writing a checkpoint leaves ``.<name>.<pid>.tmp<suffix>`` files (and
@@ -459,7 +451,7 @@ def test_a_run_removes_the_temporaries_a_killed_run_left(image_folder, tmp_path,
     fit(DenoiseTask(), train, val, _run(out, max_steps=5), OPT)
     ck = out / "checkpoints"
     best = ck / json.loads((ck / "best.json").read_text())["dir"]
-    dead, live = _dead_pid(), os.getpid()
+    dead, live = dead_pid(), os.getpid()
     stale = [
         ck / f".step-00000006.{dead}.tmp.safetensors",
         ck / f".step-00000006.state.{dead}.tmp.pt",
