@@ -154,3 +154,18 @@ def test_the_incomplete_marker_is_one_line_naming_the_run_and_goes_again(tmp_pat
     clear_incomplete(tmp_path)
     clear_incomplete(tmp_path)  # already gone: nothing to do
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_sweep_removes_a_librarys_unowned_temporaries_only_when_asked(tmp_path):
+    """A library's temporaries carry no pid (safetensors': ``.tmpXXXXXX``): removed by name
+    for a folder the caller holds, and only files, never links or folders."""
+    import re
+
+    pattern = re.compile(r"\.tmp[A-Za-z0-9]{6}")
+    (tmp_path / ".tmpAbC123").write_bytes(b"x")
+    (tmp_path / ".tmpAbC1234").write_bytes(b"x")  # not the whole name
+    (tmp_path / ".tmpDir123").mkdir()
+    (tmp_path / ".tmpLnK123").symlink_to(tmp_path / ".tmpAbC1234")
+    assert remove_stale_temporaries(tmp_path) == []  # not atomic_write's: kept by default
+    assert remove_stale_temporaries(tmp_path, unowned=pattern) == [tmp_path / ".tmpAbC123"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmpAbC1234", ".tmpDir123", ".tmpLnK123"]

@@ -112,7 +112,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+def remove_stale_temporaries(
+    folder: str | Path, unowned: re.Pattern[str] | None = None
+) -> list[Path]:
     """Remove the temporaries that :func:`atomic_write` left in ``folder`` when its process
     was killed; return the removed paths.
 
@@ -121,6 +123,10 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     running process are removed: a write in progress, of this or another live process, keeps
     its temporary. A missing folder removes nothing. On Windows, where a process cannot be
     checked safely, nothing is removed.
+
+    ``unowned``: names of temporaries that carry no pid (a library's own, e.g. safetensors'
+    ``.tmpXXXXXX``), removed whenever they match the whole name: only for a folder that no
+    running process writes into (one the caller holds).
     """
     folder = Path(folder)
     removed: list[Path] = []
@@ -129,14 +135,17 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
             entries = list(scan)
     except OSError:  # missing, not a folder, unreadable
         return removed
-    for entry in entries:
-        match = _TEMPORARY.fullmatch(entry.name)
-        if match is None or not entry.is_file(follow_symlinks=False):
+    for entry in sorted(entries, key=lambda e: e.name):
+        if not entry.is_file(follow_symlinks=False):
             continue
-        pid = int(match["pid"])
-        original = Path(f"{match['stem']}{match['suffix'] or ''}")
-        if _temporary(original, pid).name != entry.name or _pid_alive(pid):
-            continue  # not a name atomic_write gives, or its writer still runs
+        if unowned is None or unowned.fullmatch(entry.name) is None:
+            match = _TEMPORARY.fullmatch(entry.name)
+            if match is None:
+                continue
+            pid = int(match["pid"])
+            original = Path(f"{match['stem']}{match['suffix'] or ''}")
+            if _temporary(original, pid).name != entry.name or _pid_alive(pid):
+                continue  # not a name atomic_write gives, or its writer still runs
         path = Path(entry.path)
         try:
             path.unlink()

@@ -70,27 +70,6 @@ RUN_INFO_NAME = "run_info.json"
 _SAFETENSORS_TEMPORARY = re.compile(r"\.tmp[A-Za-z0-9]{6}")
 
 
-def _remove_safetensors_temporaries(folder: Path) -> list[Path]:
-    """Remove the regular files (no symlinks, no folders) directly in ``folder`` named like a
-    safetensors temporary; return their paths. Only for a folder no running process writes."""
-    removed: list[Path] = []
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError:  # missing, not a folder, unreadable
-        return removed
-    for path in entries:
-        if not _SAFETENSORS_TEMPORARY.fullmatch(path.name) or path.is_symlink():
-            continue
-        if not path.is_file():
-            continue
-        try:
-            path.unlink()
-        except OSError:  # a courtesy, not a must
-            continue
-        removed.append(path)
-    return removed
-
-
 @contextmanager
 def _writing(path: Path) -> Iterator[None]:
     """Turn a failed write of ``path`` (OS or safetensors error) into CheckpointWriteError."""
@@ -334,14 +313,15 @@ class Checkpointer:
         exports the ``.tmpXXXXXX`` files of safetensors' ``save_file`` (only rank 0 writes
         there and the run holds the folder's lock, so none of them is being written).
         """
-        folders = [self.run_dir, self.dir]
+        weights = [self.dir]  # the folders safetensors writes into
         if self.dir.is_dir():
-            folders += sorted(
+            weights += sorted(
                 p for p in self.dir.glob("best-*") if p.is_dir() and not p.is_symlink()
             )
-        removed = [path for folder in folders for path in remove_stale_temporaries(folder)]
-        return removed + [
-            path for folder in folders[1:] for path in _remove_safetensors_temporaries(folder)
+        return remove_stale_temporaries(self.run_dir) + [
+            path
+            for folder in weights
+            for path in remove_stale_temporaries(folder, unowned=_SAFETENSORS_TEMPORARY)
         ]
 
     def resume(self, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
