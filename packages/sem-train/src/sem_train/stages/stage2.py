@@ -99,10 +99,11 @@ def run_stage2(cfg: Stage2Config, *, resume: bool = False) -> FitResult:
     """Train Stage 2 from ``cfg.init_from`` (resume restores the student's weights too; a run
     resumed before its first checkpoint calibrates its routers again, as a fresh one does)."""
     task = build_stage2_task(cfg)  # first: a missing init_from fails before the data is indexed
-    Checkpointer(cfg.run.output_dir).check_start(resume)  # before any file is written there
+    ckpt = Checkpointer(cfg.run.output_dir)
+    ckpt.check_start(resume)  # before any file is written there
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
     write_split("stage2", cfg, cfg.run.output_dir)
-    if not (resume and Checkpointer(cfg.run.output_dir).has_checkpoint):  # else loaded from it
+    if not (resume and ckpt.has_checkpoint):  # else its routers are loaded from it
         device = select_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", "0")))
         calibrate_student(task, train, cfg.router_calibration_images, cfg.run.seed, device)
     return fit_config(task, train, val, cfg, resume=resume)
