@@ -13,13 +13,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .ranks import is_rank_zero
+
 __all__ = ["DistContext", "is_rank_zero", "select_device"]
-
-
-def is_rank_zero() -> bool:
-    """Whether this process is rank 0 of a ``torchrun`` launch, or runs alone: the one that
-    holds a run's folder and writes what is written once."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:

@@ -2,6 +2,8 @@
 
 Each command holds its run folder for the whole run (:func:`sem_physics.locking.output_lock`),
 so a second run into the same ``--output-dir`` stops at once instead of interleaving with it.
+A folder given on the command line is taken before the config and torch are loaded (a second
+run stops within a second); one that comes from the config is taken right after loading it.
 """
 
 from __future__ import annotations
@@ -112,13 +114,21 @@ def _holding(output_dir: Path, resume: bool | None = None) -> Iterator[None]:
     """
     from sem_physics.locking import output_lock
 
-    from ..distributed import is_rank_zero
+    from ..ranks import is_rank_zero
 
     with output_lock(output_dir) if is_rank_zero() else nullcontext():
         if resume is not None:
             from ..checkpoint import Checkpointer
 
             Checkpointer(output_dir).check_output(resume)  # before any slow work
+        yield
+
+
+@contextmanager
+def _given_folder(output_dir: Path | None) -> Iterator[None]:
+    """Hold ``--output-dir``, when given, before the config is loaded (seconds of imports);
+    the lock is re-entrant, so :func:`_holding` takes it again once the config is read."""
+    with nullcontext() if output_dir is None else _holding(output_dir):
         yield
 
 
@@ -133,30 +143,32 @@ def _report(result) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    cfg = _overrides(args, f"stage{args.stage}")
-    with _holding(cfg.run.output_dir, args.resume):  # before the heavy imports
-        from ..stages import run_pretrain_stage
+    with _given_folder(args.output_dir):
+        cfg = _overrides(args, f"stage{args.stage}")
+        with _holding(cfg.run.output_dir, args.resume):  # before the heavy imports
+            from ..stages import run_pretrain_stage
 
-        return _report(run_pretrain_stage(args.stage, cfg, resume=args.resume))
+            return _report(run_pretrain_stage(args.stage, cfg, resume=args.resume))
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    cfg = _overrides(args, "finetune")
-    with _holding(cfg.run.output_dir, args.resume):  # before the heavy imports
-        from ..finetune import run_finetune
+    with _given_folder(args.output_dir):
+        cfg = _overrides(args, "finetune")
+        with _holding(cfg.run.output_dir, args.resume):  # before the heavy imports
+            from ..finetune import run_finetune
 
-        return _report(run_finetune(cfg, resume=args.resume))
+            return _report(run_finetune(cfg, resume=args.resume))
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    from ..config import PRESETS
-
-    if args.config not in PRESETS:
-        raise ValueError(f"--config {args.config!r}: choose a preset, one of {sorted(PRESETS)}")
     if args.data is not None and not args.data.is_dir():
         raise FileNotFoundError(f"--data {args.data} is not a directory")
     out = args.output_dir or Path("runs") / args.config
     with _holding(out):  # one folder per step below it; run_recipe checks them under the lock
+        from ..config import PRESETS
+
+        if args.config not in PRESETS:
+            raise ValueError(f"--config {args.config!r}: choose a preset, one of {sorted(PRESETS)}")
         from ..recipe import DENSE_KINDS, RECIPE_KINDS, run_recipe
 
         summary = run_recipe(
@@ -173,8 +185,9 @@ def _recipe(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    cfg = _overrides(args, "baseline")
-    with _holding(cfg.run.output_dir, args.resume):  # before the heavy imports
-        from ..baselines import run_baseline
+    with _given_folder(args.output_dir):
+        cfg = _overrides(args, "baseline")
+        with _holding(cfg.run.output_dir, args.resume):  # before the heavy imports
+            from ..baselines import run_baseline
 
-        return _report(run_baseline(cfg, args.method, resume=args.resume))
+            return _report(run_baseline(cfg, args.method, resume=args.resume))

@@ -1,0 +1,17 @@
+"""Which process of a ``torchrun`` launch this is, read from its environment.
+
+Kept apart from :mod:`sem_train.distributed` so that it imports no torch: the ``sem train``
+commands take their run folder's lock (on rank 0 only) before the seconds of loading torch.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["is_rank_zero"]
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 of a ``torchrun`` launch, or runs alone: the one that
+    holds a run's folder and writes what is written once."""
+    return int(os.environ.get("RANK", "0")) == 0
