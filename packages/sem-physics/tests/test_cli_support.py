@@ -35,3 +35,23 @@ def test_validation_message_names_each_field_and_value() -> None:
     assert msg.split("; ")[1].startswith("name: ") and "got" not in msg.split("; ")[1]
     assert is_validation_error(info.value)
     assert not is_validation_error(ValueError("threshold must be < 1"))
+
+
+def test_console_main_ends_an_interrupt_or_a_closed_pipe_with_one_status(capsys) -> None:
+    from sem_physics.pipes import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, console_main
+
+    def stopped(argv):  # Ctrl-C anywhere in the command, argument parsing included
+        raise KeyboardInterrupt
+
+    main = console_main("tool")(stopped)
+    assert main(["in.tif"]) == EXIT_INTERRUPTED == 130
+    assert capsys.readouterr() == ("", "tool: interrupted\n")
+    with pytest.raises(KeyboardInterrupt):  # --debug: the traceback
+        main(["in.tif", "--debug"])
+
+    def reader_gone(argv):
+        raise BrokenPipeError
+
+    assert console_main("tool")(reader_gone)([]) == EXIT_BROKEN_PIPE == 141
+    assert capsys.readouterr().err == ""
+    assert console_main("tool")(lambda argv: 3)([]) == 3

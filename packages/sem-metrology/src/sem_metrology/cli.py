@@ -31,7 +31,7 @@ from sem_physics.cli_support import (
     number,
     validation_message,
 )
-from sem_physics.pipes import quiet_broken_pipe
+from sem_physics.pipes import console_main
 
 if TYPE_CHECKING:  # numpy and the measurement modules load after argument parsing
     import numpy as np
@@ -417,7 +417,7 @@ def _one_line(err: BaseException) -> str:
     return text
 
 
-@quiet_broken_pipe
+@console_main("sem-measure")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sem-measure``; returns the exit code."""
     parser = _parser()
@@ -427,9 +427,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         return int(_dispatch(args))
-    except KeyboardInterrupt:
-        print("sem-measure: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         raise
     except Exception as err:  # every error type becomes one line; --debug shows the rest

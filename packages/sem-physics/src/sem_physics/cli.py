@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cli_support import OneLineParser, is_validation_error, number
-from .pipes import quiet_broken_pipe
+from .pipes import console_main
 
 if TYPE_CHECKING:
     from .params import DegradationParams
@@ -268,17 +268,12 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-@quiet_broken_pipe
+@console_main("sem-degrade")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 failures with --strict, 2 error)."""
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        _say("error", "interrupted")
-        return 130
     except BrokenPipeError:
         raise
     except Exception as err:  # ValidationError, ImageReadError, ProtocolError, OSError, ...

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli_support import OneLineParser
-from .pipes import quiet_broken_pipe
+from .pipes import console_main
 
 PROG = "sem-psf"
 _EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -120,7 +120,7 @@ def _text(rec: dict[str, Any]) -> str:
     )
 
 
-@quiet_broken_pipe
+@console_main(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 all estimated, 2 some input failed)."""
     args = build_parser().parse_args(argv)
@@ -130,14 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        failed = _estimate_all(args)
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return 2 if failed else 0
+    return 2 if _estimate_all(args) else 0
 
 
 def _estimate_all(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from sem_physics.cli_support import OneLineParser, is_validation_error, validation_message
-from sem_physics.pipes import quiet_broken_pipe
+from sem_physics.pipes import console_main
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
@@ -115,7 +115,7 @@ def describe_error(err: BaseException) -> tuple[int, str]:
     return 1, f"{type(err).__name__}: {_first_line(err)}"
 
 
-@quiet_broken_pipe
+@console_main("sem")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sem``; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -135,9 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args) or 0)
-    except KeyboardInterrupt:
-        print("sem: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         raise
     except Exception as err:  # every error becomes one line; --debug re-raises
