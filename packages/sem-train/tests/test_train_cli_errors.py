@@ -190,6 +190,26 @@ def test_a_second_training_run_into_a_busy_folder_stops_at_once(tmp_path, capsys
     assert "already holds a run" in _one_line(capsys)
 
 
+def test_a_busy_output_dir_is_refused_before_the_config_is_read(tmp_path, capsys, hold_folder):
+    """``--output-dir`` is held before the config (and torch) load: with a config that does
+    not exist, a busy folder is what the command reports (exit 1), not the config (exit 2)."""
+    out = tmp_path / "run"
+    child = hold_folder(out, "sem train finetune")
+    missing = str(tmp_path / "no-such-config.yaml")
+    for argv in _TRAIN_COMMANDS.values():
+        argv = [missing if a == "cpu-small" else a for a in argv]
+        assert main([*argv, "--output-dir", str(out)]) == 1, argv
+        assert f"{out}: another run (pid {child.pid}, sem train finetune)" in _one_line(capsys)
+    child.kill()
+    child.wait()
+    assert main([*_TRAIN_COMMANDS["finetune"][:-1], missing, "--output-dir", str(out)]) == 2
+    assert "no-such-config.yaml" in _one_line(capsys)
+    fresh = tmp_path / "runs" / "fresh"
+    assert main(["train", "recipe", "--config", "no-such-preset", "--output-dir", str(fresh)]) == 2
+    assert "choose a preset" in _one_line(capsys)
+    assert not fresh.parent.exists()  # the folders the lock created are gone again
+
+
 def test_number_arguments_name_the_range_and_refuse_nan():
     import argparse
 
@@ -213,3 +233,36 @@ def test_number_arguments_name_the_range_and_refuse_nan():
     parser.add_argument("--overlap", type=number(float, low=0, low_open=True))
     with pytest.raises(SystemExit):
         parser.parse_args(["--overlap", "-1"])
+
+
+def _console_scripts() -> list[tuple[str, str]]:
+    from importlib.metadata import entry_points
+
+    names = ("sem-physics", "sem-metrology", "sem-train")
+    return sorted(
+        (ep.name, ep.value)
+        for ep in entry_points(group="console_scripts")
+        if ep.dist is not None and ep.dist.name in names
+    )
+
+
+@pytest.mark.parametrize(("prog", "target"), _console_scripts())
+def test_every_console_script_ends_a_ctrl_c_with_one_line(prog, target, monkeypatch, capsys):
+    """Ctrl-C at any point of a command, even while its arguments are parsed: one line and
+    exit 130 (128 + SIGINT), never a traceback."""
+    import argparse
+    from importlib import import_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupted)
+    module, _, func = target.partition(":")
+    assert getattr(import_module(module), func)(["x"]) == 130
+    assert capsys.readouterr().err == f"{prog}: interrupted\n"
+
+
+def test_the_toolkit_has_its_four_console_scripts():
+    assert [name for name, _ in _console_scripts()] == [
+        "sem", "sem-degrade", "sem-measure", "sem-psf"
+    ]  # fmt: skip
