@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -285,6 +286,24 @@ def test_settings_may_be_given_as_dicts_and_nothing_else() -> None:
         degrade(img, [1, 2, 3], 0)
     with pytest.raises(ValidationError, match="rx_px"):
         degrade(img, {**MID_VALUES, "rx_px": -1}, 0)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "7", True, [], [3, -2]])
+def test_a_seed_numpy_cannot_take_is_named_with_the_accepted_values(seed) -> None:
+    img = make_sample("lines", (64, 64), seed=1)
+    accepted = "must be a numpy Generator, an integer seed >= 0 (or a sequence of them) or None"
+    with pytest.raises(ValueError, match=re.escape(f"rng {accepted}, got {seed!r}")):
+        degrade(img, MID, seed)
+    with pytest.raises(ValueError, match=re.escape(accepted)):
+        ParameterRanges().sample(seed)
+
+
+def test_seeds_numpy_takes_give_numpy_s_streams() -> None:
+    img = make_sample("lines", (64, 64), seed=1)
+    for seed in (0, np.int64(5), [5, 1], (2**70, 0)):
+        np.testing.assert_array_equal(
+            degrade(img, MID, seed), degrade(img, MID, np.random.default_rng(seed))
+        )
 
 
 def test_the_blind_estimate_refuses_another_intensity_scale() -> None:

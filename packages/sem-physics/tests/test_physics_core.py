@@ -42,6 +42,12 @@ def test_kernel_size_is_ceil_6r_forced_odd(rx: float, ry: float, expected: int) 
     assert airy_psf(PSFParams(rx_px=rx, ry_px=ry)).shape == (expected, expected)
 
 
+@pytest.mark.parametrize(("rx", "ry"), [(math.inf, 1.0), (1.0, math.nan), (0.0, 1.0), (2.0, -1)])
+def test_kernel_size_names_radii_it_cannot_size(rx: float, ry: float) -> None:
+    with pytest.raises(ValueError, match=r"PSF radii must be finite and > 0 px, got rx_px="):
+        kernel_size(rx, ry)
+
+
 def test_psf_matches_closed_form_at_sample_points() -> None:
     p = PSFParams(rx_px=4.3, ry_px=2.1, beta=1.93, theta_rad=0.7)
     k = airy_psf(p)

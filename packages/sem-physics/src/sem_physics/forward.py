@@ -16,7 +16,7 @@ from .convolution import convolve_reflect, convolve_reflect_torch
 from .noise import poisson_gaussian, poisson_gaussian_torch
 from .params import DegradationParams
 from .psf import airy_psf
-from .validation import validate_image, warn_if_unit_scale
+from .validation import as_generator, validate_image, warn_if_unit_scale
 
 if TYPE_CHECKING:
     import torch
@@ -26,10 +26,6 @@ __all__ = ["MAX_ABS_INTENSITY", "degrade", "degrade_torch", "validate_image"]
 # Images are on the 0..255 scale; far beyond it the Poisson draw overflows (its rate must stay
 # below ~9e18: 1e6 x gain 100 x dose 1e9 = 1e17) and the result means nothing.
 MAX_ABS_INTENSITY = 1e6
-
-
-def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
 def degrade(
@@ -81,7 +77,7 @@ def degrade(
     if gain_offset:
         z = params.gain * z + params.offset
     return poisson_gaussian(
-        z, params.dose if poisson else None, params.sigma if gaussian else None, _rng(rng)
+        z, params.dose if poisson else None, params.sigma if gaussian else None, as_generator(rng)
     )
 
 

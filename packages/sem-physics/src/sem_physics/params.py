@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .psf import MAX_RADIUS_PX, PSFParams
+from .validation import as_generator
 
 __all__ = ["MIN_DOSE", "MIN_GAIN", "DegradationParams", "ParameterRanges"]
 
@@ -94,8 +95,7 @@ class ParameterRanges(BaseModel):
     def sample(self, rng: np.random.Generator | int) -> DegradationParams:
         """Draw every parameter independently and uniformly from its range (``rng``: a
         generator, or a seed for one)."""
-        if not isinstance(rng, np.random.Generator):
-            rng = np.random.default_rng(rng)
+        rng = as_generator(rng)
         values = {n: float(rng.uniform(*getattr(self, n))) for n in type(self).model_fields}
         return DegradationParams(**values)
 

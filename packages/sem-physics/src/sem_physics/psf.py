@@ -49,8 +49,8 @@ class PSFParams(BaseModel):
 
 def kernel_size(rx_px: float, ry_px: float) -> int:
     """Odd kernel side ``ceil(6 max(Rx, Ry))``, plus one when that is even."""
-    if not (rx_px > 0 and ry_px > 0):
-        raise ValueError(f"PSF radii must be > 0 px, got rx_px={rx_px}, ry_px={ry_px}")
+    if not (0 < rx_px < math.inf and 0 < ry_px < math.inf):
+        raise ValueError(f"PSF radii must be finite and > 0 px, got rx_px={rx_px}, ry_px={ry_px}")
     k = math.ceil(6.0 * max(rx_px, ry_px))
     return k if k % 2 == 1 else k + 1
 

@@ -7,11 +7,12 @@ converter can share it without importing each other.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_GREY", "refuse_sem_image", "validate_image", "warn_if_unit_scale"]
+__all__ = ["MAX_GREY", "as_generator", "refuse_sem_image", "validate_image", "warn_if_unit_scale"]
 
 
 def validate_image(
@@ -70,3 +71,29 @@ def warn_if_unit_scale(arr: np.ndarray, name: str = "image", stacklevel: int = 3
             "(multiply a 0..1 image by 255)",
             stacklevel=stacklevel,
         )
+
+
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0
+
+
+def as_generator(
+    rng: np.random.Generator | int | Sequence[int] | None, name: str = "rng"
+) -> np.random.Generator:
+    """``rng`` itself, or a new generator seeded with it: an integer >= 0 or a sequence of
+    them (numpy's entropy), None for fresh entropy.
+
+    Other seeds are refused with a message naming ``name`` and the accepted values (numpy's
+    own is "expected non-negative integer" or a TypeError about SeedSequence entropy).
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    ok = rng is None or _is_seed(rng)
+    if isinstance(rng, list | tuple):
+        ok = len(rng) > 0 and all(_is_seed(v) for v in rng)
+    if not ok:
+        raise ValueError(
+            f"{name} must be a numpy Generator, an integer seed >= 0 (or a sequence of them) "
+            f"or None, got {rng!r}"
+        )
+    return np.random.default_rng(rng)
