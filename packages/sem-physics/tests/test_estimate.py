@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -172,9 +173,10 @@ def test_1280x960_image_within_the_time_budget() -> None:
     params = DegradationParams(
         rx_px=12, ry_px=7, beta=1.95, theta_rad=1.0, gain=1.0, offset=10, sigma=5, dose=20
     )
-    y = degrade(make_sample("contacts", (960, 1280), seed=0), params, rng=0)
+    x = make_sample("contacts", (960, 1280), seed=0)
     times = []
-    for _ in range(2):
+    for seed in range(2):  # two noise draws: the same pixels again would be a cache hit
+        y = degrade(x, params, rng=seed)
         t0 = time.perf_counter()
         est = estimate_degradation(y)
         times.append(time.perf_counter() - t0)
@@ -258,3 +260,29 @@ def test_psf_params_is_the_physics_type() -> None:
         degrade(make_sample("texture", (256, 256), seed=5), RANGES.midpoint(), rng=3)
     )
     assert isinstance(est.psf_params(), PSFParams)
+
+
+def test_the_same_pixels_again_return_the_same_estimate_without_a_fit(monkeypatch) -> None:
+    import sem_physics.estimate as module
+
+    params = DegradationParams(
+        rx_px=5, ry_px=5, beta=1.95, theta_rad=0, gain=1, offset=10, sigma=3, dose=20
+    )
+    y = degrade(make_sample("texture", (128, 128), seed=4), params, rng=4)
+    first = estimate_degradation(y)
+    fits = []
+    monkeypatch.setattr(module, "_estimate", lambda *a: fits.append(a) or first)
+    assert estimate_degradation(y.astype(np.float32).astype(np.float64)) is first
+    assert estimate_degradation(y.copy()) is first and fits == []
+    other = y.copy()
+    other[0, 0] += 1.0  # one pixel differs: estimated again
+    assert estimate_degradation(other) is first and len(fits) == 1
+    assert estimate_degradation(y, beta=1.9) is first and len(fits) == 2  # beta is in the key
+    with warnings.catch_warnings(record=True) as caught:  # the checks run on every call
+        warnings.simplefilter("always")
+        for _ in range(2):
+            estimate_degradation(np.clip(y, 0, 255) / 255.0)
+    assert ["0..255" in str(w.message) for w in caught] == [True, True]
+    for i in range(2 * module._RECENT_SIZE):  # the memory is bounded
+        estimate_degradation(y + i)
+    assert len(module._RECENT) == module._RECENT_SIZE

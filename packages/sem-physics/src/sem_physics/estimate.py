@@ -38,8 +38,11 @@ change.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 import time
+from collections import OrderedDict
 
 import numpy as np
 import scipy.fft as sfft
@@ -138,6 +141,13 @@ class DegradationEstimate(BaseModel):
         return PSFParams(
             rx_px=self.rx_px, ry_px=self.ry_px, beta=self.beta, theta_rad=self.theta_rad
         )
+
+
+# The estimates of recent images, by (pixel digest, shape, beta): one image is often estimated
+# by several methods in one process (a benchmark case's deconvolutions and guides).
+_RECENT_SIZE = 8
+_RECENT: OrderedDict[tuple[bytes, tuple[int, ...], float], DegradationEstimate] = OrderedDict()
+_RECENT_LOCK = threading.Lock()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -610,6 +620,9 @@ def estimate_degradation(image: np.ndarray, *, beta: float = 1.95) -> Degradatio
     Returns
     -------
     :class:`DegradationEstimate`; ``estimate.psf_params()`` feeds :func:`sem_physics.airy_psf`.
+    The estimates of the last few images are kept: the same pixels again (every deconvolution
+    and the physics guides of one image ask for it) return the same, immutable result, its
+    ``seconds`` those of the first call, at the cost of one hash of the image.
 
     Examples
     --------
@@ -637,6 +650,22 @@ def estimate_degradation(image: np.ndarray, *, beta: float = 1.95) -> Degradatio
             "model is on (read_image scales 8/16-bit files to it; divide 16-bit counts by 257)"
         )
     warn_if_unit_scale(y)
+    key = (hashlib.blake2b(y.tobytes(), digest_size=16).digest(), y.shape, float(beta))
+    with _RECENT_LOCK:
+        if key in _RECENT:
+            _RECENT.move_to_end(key)
+            return _RECENT[key]
+    estimate = _estimate(y, beta, t0)
+    with _RECENT_LOCK:
+        _RECENT[key] = estimate
+        while len(_RECENT) > _RECENT_SIZE:
+            _RECENT.popitem(last=False)
+    return estimate
+
+
+def _estimate(y: np.ndarray, beta: float, t0: float) -> DegradationEstimate:
+    """The estimate of the validated float64 image ``y`` (:func:`estimate_degradation`)."""
+    h, w = y.shape
     flags: dict[str, bool] = {}
     reasons: list[str] = []
     if min(h, w) < SMALL_SIDE_PX:
