@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 import sem_physics.protocol as protocol
 from sem_physics import (
+    DegradationParams,
     ImageReadError,
     Manifest,
+    ParameterRanges,
     degrade_files,
     locking,
     read_image,
@@ -502,3 +504,127 @@ def test_a_run_removes_the_temporaries_a_killed_run_left_in_its_folder(
         path.write_bytes(b"x" * 100)
     assert main([str(src), *SMALL, "-o", str(out)]) == 0
     assert not stale.exists() and live.is_file()
+
+
+def _visible(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _degrade(files: list[Path], out: Path) -> Manifest:
+    """``degrade_files`` with a PSF small enough for the 48x64 px samples."""
+    small = DegradationParams(
+        **{**ParameterRanges().midpoint().model_dump(), "rx_px": 2, "ry_px": 2}
+    )
+    return degrade_files(files, out, mode="explicit", params=small)
+
+
+def test_a_rerun_removes_the_earlier_outputs_its_manifest_no_longer_lists(
+    tmp_path: Path, src: Path
+) -> None:
+    out = tmp_path / "out"
+    images = sorted(src.iterdir())  # contacts, lines, texture
+    first = _degrade(images, out)
+    assert len(first.entries) == 3
+    (out / "notes.tif").write_bytes(b"the user's own file, named by no manifest")
+    elsewhere = tmp_path / "elsewhere.tif"
+    elsewhere.write_bytes(b"not in the folder")
+    links = os.name == "posix"  # a link the manifest names is never followed nor removed
+    if links:
+        doc = json.loads((out / "manifest.json").read_text())
+        doc["entries"].append({**doc["entries"][0], "output": "link.tif"})
+        (out / "manifest.json").write_text(json.dumps(doc))
+        (out / "link.tif").symlink_to(elsewhere)
+    # fewer inputs, one of them an earlier output given by name: it is a source, so it stays
+    rerun = [out / "0001_lines_000.tif", images[2]]
+    second = _degrade(rerun, out)
+    assert [e.output for e in second.entries] == ["0000_0001_lines_000.tif", "0001_texture_000.tif"]
+    assert _visible(out) == [
+        "0000_0001_lines_000.tif",
+        "0001_lines_000.tif",  # the source of this run
+        "0001_texture_000.tif",
+        *(["link.tif"] if links else []),
+        "manifest.json",
+        "notes.tif",
+    ]
+    assert elsewhere.read_bytes() == b"not in the folder"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no note left
+    # a manifest that cannot be parsed names nothing: its folder's files are left alone
+    (out / "manifest.json").write_text("{not json")
+    _degrade([images[0]], out)
+    assert "0001_texture_000.tif" in _visible(out) and "0000_contacts_000.tif" in _visible(out)
+
+
+def test_an_interrupted_rerun_still_removes_the_earlier_outputs_on_the_next_run(
+    tmp_path: Path, src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    images = sorted(src.iterdir())
+    _degrade(images, out)
+    earlier = _visible(out)
+
+    def killed(*args: object, **kwargs: object) -> Path:
+        raise KeyboardInterrupt  # stopped before its first output: the manifest already went
+
+    monkeypatch.setattr(protocol, "write_image", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _degrade([images[2]], out)
+    monkeypatch.undo()
+    marker = out / locking.INCOMPLETE_MARKER
+    left = [name for name in earlier if name != "manifest.json"]  # beside the marker, no manifest
+    assert _visible(out) == sorted([*left, locking.INCOMPLETE_MARKER])
+    # the next complete run still knows the earlier outputs (a hidden note), and removes them
+    _degrade([images[2]], out)
+    assert _visible(out) == ["0000_texture_000.tif", "manifest.json"]
+    assert not marker.exists()
+
+    # stopped while removing them: the new manifest and its outputs stay, so does the marker
+    _degrade(images, out)
+    real = protocol.remove_earlier_outputs
+
+    def interrupted(*args: object, **kwargs: object) -> list[Path]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(protocol, "remove_earlier_outputs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _degrade([images[1]], out)
+    monkeypatch.setattr(protocol, "remove_earlier_outputs", real)
+    assert [e.output for e in Manifest.load(out / "manifest.json").entries] == [
+        "0000_lines_000.tif"
+    ]
+    assert (out / "0000_lines_000.tif").is_file() and marker.is_file()
+    assert (out / "0001_lines_000.tif").is_file()  # earlier ones beside the marker, known
+    _degrade([images[1]], out)
+    assert _visible(out) == ["0000_lines_000.tif", "manifest.json"]
+    assert not marker.exists()
+
+
+def test_a_replay_into_a_folder_marks_it_incomplete_while_it_writes(
+    tmp_path: Path, src: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    run = tmp_path / "run"
+    assert main([str(src), *SMALL, "-o", str(run)]) == 0
+    replay = tmp_path / "replay"
+    marker = replay / locking.INCOMPLETE_MARKER
+    real, seen, interrupt = protocol.write_image, [], False
+
+    def watched(path: Path, *args: object, **kwargs: object) -> Path:
+        seen.append((path.parent / locking.INCOMPLETE_MARKER).is_file())  # before each output
+        if interrupt and len(seen) > 1:
+            raise KeyboardInterrupt  # Ctrl-C after the first output
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "write_image", watched)
+    assert main(["--replay", str(run / "manifest.json"), "-o", str(replay)]) == 0
+    assert seen == [True, True, True] and not marker.exists()  # cleared when done
+    # interrupted in a folder holding files: the marker stays beside them
+    seen.clear()
+    interrupt = True
+    assert main(["--replay", str(run / "manifest.json"), "-o", str(replay)]) == 130
+    assert seen == [True, True] and "interrupted run" in marker.read_text()
+    assert not (replay / "0000_contacts_000.tif").exists()  # its own output went with it
+    # interrupted in a fresh folder: outputs, marker and folder go
+    seen.clear()
+    fresh = tmp_path / "fresh"
+    assert main(["--replay", str(run / "manifest.json"), "-o", str(fresh)]) == 130
+    assert seen == [True, True] and not fresh.exists()
+    capsys.readouterr()

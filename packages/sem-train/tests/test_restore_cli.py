@@ -483,3 +483,52 @@ def test_a_restore_removes_the_temporaries_a_killed_run_left(tmp_path):
         "im1.tif",
         MANIFEST_NAME,
     ]
+
+
+def _visible_files(folder: Path) -> list[str]:
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    )
+
+
+def test_an_overwrite_rerun_removes_the_outputs_its_restore_json_no_longer_lists(tmp_path):
+    src = _two_images(tmp_path / "src")
+    (src / "sub").mkdir()
+    tifffile.imwrite(src / "sub" / "im2.tif", np.rint(sample(seed=2) * 255).astype(np.uint8))
+    out = tmp_path / "out"
+    assert run(src, "-o", out, *PSF) == 0
+    assert _visible_files(out) == ["im0.tif", "im1.tif", MANIFEST_NAME, "sub/im2.tif"]
+    (out / "notes.tif").write_bytes(b"the user's own file, named by no restore.json")
+    # renamed and fewer inputs, one of them an earlier output (-o above its folder): the
+    # earlier outputs not rewritten go once the new restore.json is written, never an input
+    assert run(out / "sub", "-o", out, *PSF, "--overwrite") == 0
+    assert _visible_files(out) == ["im2.tif", "notes.tif", MANIFEST_NAME, "sub/im2.tif"]
+    assert [r["output"] for r in manifest(out)["restored"]] == ["im2.tif"]
+    assert not any(p.name.startswith(".") for p in out.rglob("*"))  # no note left
+    assert run(src / "im1.tif", "-o", out, *PSF, "--overwrite") == 0
+    assert _visible_files(out) == ["im1.tif", "notes.tif", MANIFEST_NAME, "sub/im2.tif"]
+    # a restore.json that cannot be parsed names nothing: the files are left alone
+    (out / MANIFEST_NAME).write_text("{not json")
+    assert run(src / "im0.tif", "-o", out, *PSF, "--overwrite") == 0
+    assert {"im0.tif", "im1.tif", "notes.tif"} <= set(_visible_files(out))
+
+
+def test_an_interrupted_overwrite_rerun_still_removes_the_earlier_outputs(tmp_path, monkeypatch):
+    from sem_train.restoration import batch
+
+    src = _two_images(tmp_path / "src")
+    out = tmp_path / "out"
+    assert run(src, "-o", out, *PSF) == 0
+
+    def killed(path, *args):
+        raise KeyboardInterrupt  # before the first output; the earlier restore.json went
+
+    monkeypatch.setattr(batch, "write_restored", killed)
+    assert run(src / "im1.tif", "-o", out, *PSF, "--overwrite") == 130
+    monkeypatch.undo()
+    assert _visible_files(out) == ["INCOMPLETE", "im0.tif", "im1.tif"]
+    # the next complete run still knows the earlier outputs (a hidden note) and removes them
+    assert run(src / "im1.tif", "-o", out, *PSF, "--overwrite") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["im1.tif", MANIFEST_NAME]

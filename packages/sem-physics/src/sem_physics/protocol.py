@@ -17,10 +17,15 @@ read or degraded is skipped and listed in ``Manifest.failed`` with its reason; a
 (e.g. a full disk) removes the outputs the run wrote. A run holds its output folder
 (:func:`sem_physics.locking.output_lock`): a second run into the same folder stops at once.
 Before its first output a run marks the folder ``INCOMPLETE``
-(:func:`sem_physics.locking.mark_incomplete`) and removes an earlier run's ``manifest.json``;
-the marker goes when the new manifest is written. So an interrupted rerun leaves no manifest
-listing files that changed, and the earlier outputs it leaves (a killed run: its own too) lie
-beside the marker, never unmarked.
+(:func:`sem_physics.locking.mark_incomplete`) and sets an earlier run's ``manifest.json``
+aside (:func:`set_aside_record`: its output names go into a hidden note, then it is removed).
+Once the new manifest is written, the earlier outputs it does not list are removed
+(:func:`remove_earlier_outputs`), then the note, then the marker. So an interrupted rerun
+leaves no manifest listing files that changed, the earlier outputs it leaves (a killed run:
+its own too) lie beside the marker, never unmarked, and the next complete run still knows
+them from the note and removes those it does not rewrite.
+A replay into a folder (``replay_manifest(..., out_dir)``) marks it the same way while it
+writes.
 
 :func:`file_sha256`, :func:`pixels_sha256` and :class:`SourceRecord` (a source image: path,
 hash, shape, pixel size and its source) are the hashes and the source record every manifest of
@@ -30,6 +35,7 @@ the toolkit uses.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -40,7 +46,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .atomic import atomic_write_text, remove_stale_temporaries
+from .atomic import OutputWriteError, atomic_write_text, remove_stale_temporaries
 from .forward import degrade
 from .io import (
     DEFAULT_CROP_FRACTION,
@@ -71,7 +77,9 @@ __all__ = [
     "file_sha256",
     "find_images",
     "pixels_sha256",
+    "remove_earlier_outputs",
     "replay_manifest",
+    "set_aside_record",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -360,6 +368,102 @@ def check_output_folder(
             )
 
 
+def _earlier_note(folder: Path, record: str) -> Path:
+    """The hidden note keeping the output names of ``folder/record`` while a rerun replaces it
+    (``manifest.json`` -> ``.manifest.earlier.json``); hidden, so never an input."""
+    return folder / f".{Path(record).stem}.earlier.json"
+
+
+def _noted_outputs(note: Path) -> set[str]:
+    """Output names in ``note``; none when it is missing or damaged (nothing is then known)."""
+    try:
+        doc = json.loads(note.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    names = doc.get("outputs") if isinstance(doc, dict) else None
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
+def set_aside_record(folder: str | Path, record: str, outputs: Iterable[str]) -> None:
+    """Remove an earlier run's record ``folder/record``, first noting the ``outputs`` it lists.
+
+    A rerun calls this just before its first output, after marking ``folder`` ``INCOMPLETE``:
+    no record then names files that change. The names (with those a rerun stopped earlier
+    noted) go into a hidden note, written atomically before the record is removed, so however
+    the run stops they stay known until :func:`remove_earlier_outputs` removes the ones a
+    complete run does not rewrite. ``outputs``: empty when the record cannot be parsed (its
+    files are then left alone).
+    """
+    folder = Path(folder)
+    note = _earlier_note(folder, record)
+    names = set(outputs) | _noted_outputs(note)
+    if names:
+        doc = {"record": record, "outputs": sorted(names)}
+        atomic_write_text(note, json.dumps(doc, indent=2) + "\n")
+    (folder / record).unlink(missing_ok=True)
+
+
+def _earlier_output(
+    folder: Path, root: Path, name: str, keep: set[Path], protected: set[tuple[int, int]]
+) -> Path | None:
+    """``folder / name`` when it may go: an image file (no link) inside ``folder``, not hidden,
+    not one of ``keep`` (the new outputs) and no file of ``protected`` (inodes: new outputs,
+    sources); else None."""
+    try:
+        _plain_relative(name, "output")
+    except ValueError:
+        return None
+    path = folder / name
+    if any(part.startswith(".") for part in PurePosixPath(name).parts):
+        return None
+    if path.suffix.lower() not in IMAGE_EXTENSIONS or path.is_symlink() or not path.is_file():
+        return None
+    if root not in path.resolve().parents or path.resolve() in keep:
+        return None
+    return None if _inode(path) in protected else path
+
+
+def remove_earlier_outputs(
+    folder: str | Path,
+    record: str,
+    keep: Iterable[str | Path],
+    sources: Iterable[str | Path] = (),
+) -> list[Path]:
+    """Remove the earlier outputs :func:`set_aside_record` noted that the new record does not
+    list, then the note; return the removed paths.
+
+    Called once the new ``folder/record`` is written and before the ``INCOMPLETE`` marker is
+    cleared, so a run stopped here leaves the marker and the note for the next run. Only
+    noted names are removed, and only image files inside ``folder`` that are neither one of
+    ``keep`` (the new outputs) nor one of ``sources`` (this run's inputs), compared by file
+    identity; symbolic links and hidden files are left. An output that cannot be removed
+    raises :class:`~sem_physics.atomic.OutputWriteError` (note and marker stay).
+    """
+    folder = Path(folder)
+    note = _earlier_note(folder, record)
+    names = _noted_outputs(note)
+    root = folder.resolve()
+    kept = [Path(p) for p in keep]
+    keep_paths = {p.resolve() for p in kept}
+    protected = {i for p in (*kept, *map(Path, sources)) if (i := _inode(p)) is not None}
+    removed = []
+    for name in sorted(names):
+        path = _earlier_output(folder, root, name, keep_paths, protected)
+        if path is None:
+            continue
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            raise OutputWriteError(
+                err.errno or 0,
+                f"cannot remove {path}, an output of an earlier run that {folder / record} no "
+                f"longer lists: {err.strerror or err}",
+            ) from err
+        removed.append(path)
+    note.unlink(missing_ok=True)
+    return removed
+
+
 def _relative_to(path: Path, folder: Path) -> str:
     """``path`` relative to ``folder`` (POSIX separators), absolute when that is impossible."""
     try:
@@ -399,6 +503,15 @@ def _removed_on_error(written: list[Path]) -> Iterator[None]:
         for path in reversed(written):
             path.unlink(missing_ok=True)
         raise
+
+
+def _mark_before_first_write(out: Path, written: list[Path]) -> None:
+    """Mark ``out`` ``INCOMPLETE`` before a run's first output. In a folder holding nothing
+    visible the marker joins ``written``: an error removes it with the outputs."""
+    fresh = not any(not p.name.startswith(".") for p in out.iterdir())
+    mark_incomplete(out)
+    if fresh:
+        written.append(out / INCOMPLETE_MARKER)
 
 
 def _one_line(err: BaseException) -> str:
@@ -441,10 +554,12 @@ def degrade_files(
     raises :class:`~sem_physics.locking.OutputFolderBusyError`) and the temporaries a killed
     run left there are removed. Just before the first output is written ``out_dir`` is marked
     ``INCOMPLETE`` (:func:`~sem_physics.locking.mark_incomplete`) and an earlier run's manifest
-    there is removed; the marker goes when the new manifest is written. A run stopped by an
-    error leaves the marker only when earlier files remain beside it (in a folder that held
-    nothing visible its outputs and marker are removed); a killed run leaves it with its
-    outputs: they are never unmarked without a manifest.
+    there is set aside (:func:`set_aside_record`). Once the new manifest is written the earlier
+    outputs it does not list (fewer or renamed inputs, failed ones) are removed
+    (:func:`remove_earlier_outputs`; never a source, never a file no manifest named), then the
+    marker. A run stopped by an error leaves the marker only when earlier files remain beside
+    it (in a folder that held nothing visible its outputs and marker are removed); a killed run
+    leaves it with its outputs: they are never unmarked without a manifest.
     """
     if mode == "explicit" and params is None:
         raise ProtocolError("mode 'explicit' needs params")
@@ -497,11 +612,8 @@ def degrade_files(
                 failed.append(FailedSource(source=str(path), reason=reason))
                 continue
             if not written:  # an earlier run's manifest lists outputs this run replaces
-                fresh = not any(not p.name.startswith(".") for p in out.iterdir())
-                mark_incomplete(out)
-                if fresh:  # nothing earlier: on an error the marker goes with the outputs
-                    written.append(out / INCOMPLETE_MARKER)
-                (out / MANIFEST_NAME).unlink(missing_ok=True)
+                _mark_before_first_write(out, written)
+                set_aside_record(out, MANIFEST_NAME, earlier_outputs(out))
             written.append(
                 write_image(out / names[i], result, dtype, pixel_size_nm=img.pixel_size_nm)
             )
@@ -537,6 +649,8 @@ def degrade_files(
             failed=failed,
         )
         manifest.save(out / MANIFEST_NAME)
+        written.clear()  # listed by the manifest now: kept, whatever stops the run from here
+        remove_earlier_outputs(out, MANIFEST_NAME, [out / e.output for e in entries], paths)
         clear_incomplete(out)
     return manifest
 
@@ -570,24 +684,29 @@ def replay_manifest(
     ``verify_sources``, must still have their recorded sha256. With ``out_dir`` the
     replayed outputs are written there too (same names, same formats): every destination is
     checked first (inside ``out_dir`` after resolving symlinks, not a source image), ``out_dir``
-    is locked while they are written, and they are removed again if the replay stops with an
-    error.
+    is locked while they are written (the temporaries a killed run left there are removed),
+    and they are removed again if the replay stops with an error. As in :func:`degrade_files`,
+    ``out_dir`` is marked ``INCOMPLETE`` just before the first output is written and the marker
+    goes when all are: an interrupted replay never leaves its outputs unmarked (in a folder
+    that held nothing visible an error removes the marker with the outputs).
     """
     manifest_path = Path(manifest_path)
     manifest = Manifest.load(manifest_path)
     dtype, ext = _OUTPUT[manifest.output_format]
     sources = [manifest_path.parent / e.source for e in manifest.entries]  # absolute stays so
     targets: list[Path | None] = [None] * len(sources)
-    if out_dir is not None:  # check every destination before anything is written
-        out = Path(out_dir)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:  # check every destination before anything is written
         if out.exists() and not out.is_dir():
             raise ProtocolError(f"output folder {out} exists and is not a folder")
         ids = {i for src in sources if (i := _inode(src)) is not None}
         targets = [_replay_target(out, e.output, ext, ids) for e in manifest.entries]
     mismatched = []
     written: list[Path] = []  # a replay that stops half-way leaves no partial set
-    lock = output_lock(out_dir) if out_dir is not None else nullcontext()
+    lock = output_lock(out) if out is not None else nullcontext()
     with lock, _removed_on_error(written):
+        if out is not None:
+            remove_stale_temporaries(out)
         for entry, source, target in zip(manifest.entries, sources, targets, strict=True):
             if not source.is_file():
                 raise ProtocolError(f"{manifest_path}: source {source} not found")
@@ -596,9 +715,13 @@ def replay_manifest(
             data = crop_info_bar(read_image(source).data, rows=entry.crop_rows)
             result = _degrade_one(data, entry.params, entry.seed, source)
             if target is not None:
+                if out is not None and not written:
+                    _mark_before_first_write(out, written)
                 written.append(
                     write_image(target, result, dtype, pixel_size_nm=entry.pixel_size_nm)
                 )
             if pixels_sha256(quantize(result, dtype)) != entry.output_sha256:
                 mismatched.append(entry.output)
+        if out is not None:
+            clear_incomplete(out)
     return ReplayResult(checked=len(manifest.entries), mismatched=mismatched)

@@ -5,9 +5,12 @@ lie inside an input folder), an output path equal to an input path is refused, a
 outputs are refused unless ``overwrite``. A file that cannot be read or restored is reported
 with its reason and the others are still restored. One run at a time writes into a folder
 (a second one stops at once). Before it writes its first output a run marks the folder
-``INCOMPLETE`` (:func:`sem_physics.locking.mark_incomplete`) and removes an earlier
-``restore.json``; the marker goes when the new ``restore.json`` is written, so an interrupted
-run's outputs are never left unmarked.
+``INCOMPLETE`` (:func:`sem_physics.locking.mark_incomplete`) and sets an earlier
+``restore.json`` aside (:func:`sem_physics.protocol.set_aside_record`: its output names are
+noted in a hidden file, then it is removed). Once the new ``restore.json`` is written the
+earlier outputs it does not list are removed, then the note, then the marker: an interrupted
+run's outputs are never left unmarked, and the folder of a complete run holds the outputs its
+``restore.json`` lists and no other outputs of an earlier run.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from sem_physics.locking import (
     mark_incomplete,
     output_lock,
 )
-from sem_physics.protocol import file_sha256
+from sem_physics.protocol import file_sha256, remove_earlier_outputs, set_aside_record
 
 from .api import PreparedMethod
 from .files import assemble, output_dtype, output_suffix, split_info_bar, write_restored
@@ -202,6 +205,16 @@ def plan_outputs(
     return jobs
 
 
+def _listed_outputs(record: Path) -> set[str]:
+    """Outputs an earlier ``restore.json`` lists; none when it is missing or cannot be parsed
+    (its files are then left alone)."""
+    try:
+        earlier = RestoreManifest.model_validate_json(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+        return set()
+    return {r.output for r in earlier.restored}
+
+
 def _first_line(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
@@ -240,8 +253,12 @@ def restore_files(
     into it raises ``OutputFolderBusyError``) and the temporaries a killed run left there are
     removed. Just before the first output is written ``out_dir`` is marked ``INCOMPLETE``
     (:func:`sem_physics.locking.mark_incomplete`) and an earlier ``restore.json`` there (with
-    ``overwrite``) is removed, so an interrupted run leaves no record naming files that have
-    changed; the marker goes when the new ``restore.json`` is written.
+    ``overwrite``) is set aside (:func:`sem_physics.protocol.set_aside_record`), so an
+    interrupted run leaves no record naming files that have changed. Once the new
+    ``restore.json`` is written, the outputs the earlier one listed that this run did not
+    rewrite (fewer or renamed inputs, failed ones) are removed
+    (:func:`sem_physics.protocol.remove_earlier_outputs`; never an input, never a file no
+    record named), then the marker.
     """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -266,7 +283,7 @@ def restore_files(
         def before_first_write() -> None:  # an earlier run's record would name changed files
             if not manifest.restored:
                 mark_incomplete(out_dir)
-                record.unlink(missing_ok=True)
+                set_aside_record(out_dir, MANIFEST_NAME, _listed_outputs(record))
 
         for job in _progress(jobs, progress):
             try:
@@ -280,6 +297,8 @@ def restore_files(
         manifest.total_s = time.perf_counter() - t_start
         if manifest.restored:  # nothing restored: nothing written, a rerun is not blocked
             atomic_write_text(record, manifest.model_dump_json(indent=2) + "\n")
+            outputs = [out_dir / item.output for item in manifest.restored]
+            remove_earlier_outputs(out_dir, MANIFEST_NAME, outputs, [j.input for j in jobs])
             clear_incomplete(out_dir)
     return manifest
 
