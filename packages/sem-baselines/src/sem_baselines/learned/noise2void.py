@@ -10,14 +10,20 @@ are not masked themselves (8 candidate offsets are tried in turn; if all fall on
 the patch's mean over unmasked pixels is used), so the value of a masked pixel never reaches
 the network input. The input is the synthetic degraded patch (the paper's parameter ranges), so the network
 learns to denoise it.
+
+When the network is wrapped in DistributedDataParallel (``sem train baseline`` under torchrun),
+the mean is over the masked pixels of the global batch, whatever their count on each rank, so
+N ranks with batch B train like one process with batch N B.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from pydantic import Field
 from sem_physics import DegradationParams, degrade_torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..nets.unet import UNet, UNetConfig
 from ..restorer import register
@@ -100,6 +106,15 @@ class Noise2VoidRestorer(NetworkRestorer):
         return {"input": masked, "target": y, "mask": mask}
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.network(batch["input"]).float()
-        m = batch["mask"]
-        return ((out - batch["target"]) ** 2)[m].mean()
+        """Mean squared error over the masked pixels (of the global batch under DDP)."""
+        net = self.network
+        out = net(batch["input"]).float()
+        sq = ((out - batch["target"]) ** 2)[batch["mask"]]
+        if not isinstance(net, DistributedDataParallel):
+            return sq.mean()
+        # DDP averages gradients over ranks: sum * world / global count makes that average the
+        # global mean, not the mean of per-rank means (their counts may differ)
+        count = torch.tensor(float(sq.numel()), device=sq.device)  # exact below 2^24 pixels
+        dist.all_reduce(count, group=net.process_group)
+        world = dist.get_world_size(net.process_group)
+        return sq.sum() * world / count.clamp(min=1.0)  # stays on the device: no host sync
