@@ -300,3 +300,24 @@ def test_torch_degrade_seeds_reproduce_and_small_patches_work() -> None:
     for i, p in enumerate(settings):
         ref = degrade(x[i, 0].numpy(), p, poisson=False, gaussian=False)
         np.testing.assert_allclose(clean[i, 0].numpy(), ref, rtol=1e-4, atol=1e-4 * 255)
+
+
+@pytest.mark.parametrize("radius", [6.0, 15.5])
+def test_otf_of_the_airy_squared_psf_vanishes_beyond_one_over_r(radius: float) -> None:
+    """Airy^2 (beta = 2) is the squared Fourier transform of a disc of radius 1/(2R) cycles/px:
+    its OTF is the disc's autocorrelation, the "chinese hat" (2/pi)(acos s - s sqrt(1 - s^2)),
+    s = |f| R, zero beyond |f| = 1/R. Whatever a line pattern holds past that frequency (at the
+    midpoint, R = 15.5 px: the second harmonic of a 31-px pitch) is not in the blurred image."""
+    k = airy_psf(PSFParams(rx_px=radius, ry_px=radius, beta=2.0, theta_rad=0.0))
+    n, c = 2048, k.shape[0] // 2
+    buf = np.zeros((n, n))
+    buf[: k.shape[0], : k.shape[1]] = k
+    otf = np.fft.fft2(np.roll(buf, (-c, -c), (0, 1))).real[0, : n // 2]  # along +x
+    s = np.fft.fftfreq(n)[: n // 2] * radius
+    hat = (2 / np.pi) * (
+        np.arccos(np.minimum(s, 1)) - np.minimum(s, 1) * np.sqrt(1 - np.minimum(s, 1) ** 2)
+    )
+    assert np.abs(otf[s > 1.02]).max() < 2e-3  # the tails' truncation at 3 R leaves a trace
+    # inside, the kernel's truncation to 6 R (a few per cent of the energy, renormalised)
+    assert np.abs(otf - hat)[s <= 1].max() < 0.07
+    assert otf[0] == pytest.approx(1.0)
