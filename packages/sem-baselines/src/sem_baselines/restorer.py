@@ -27,6 +27,7 @@ facts about the model it loaded that an evaluation report should show.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from sem_physics import ParameterRanges
 from sem_physics.validation import MAX_GREY, refuse_sem_image, warn_if_unit_scale
 
 __all__ = [
+    "BUILTIN_MODULES",
     "CONFIG_FILE",
     "FitOptions",
     "Fitting",
@@ -140,6 +142,34 @@ class RegistryEntry:
 
 _REGISTRY: dict[str, RegistryEntry] = {}
 
+#: The module that registers each built-in method, in the paper's table order (Table 2;
+#: restorers registered by others follow in their order). Each is imported on the method's
+#: first use: a command that restores with Wiener loads neither torch nor timm nor bm3d.
+BUILTIN_MODULES: dict[str, str] = {
+    "input": "sem_baselines.identity",
+    "richardson-lucy": "sem_baselines.classical.richardson_lucy",
+    "wiener": "sem_baselines.classical.wiener",
+    "bm3d": "sem_baselines.classical.bm3d",
+    "n2v": "sem_baselines.learned.noise2void",
+    "n2n": "sem_baselines.learned.noise2noise",
+    "mrn": "sem_baselines.learned.mrn",
+    "mae-imagenet": "sem_baselines.mae",
+    "mae-sem": "sem_baselines.mae",  # the paper's ablation: SEM-pretrained, no MoE
+    "sem-foundation-zero-shot": "sem_baselines.foundation",  # the paper's "ours zero-shot"
+    "sem-foundation": "sem_baselines.foundation",  # the paper's "ours few-shot"
+    # reference rows: the classical methods given the true PSF
+    "richardson-lucy-true-psf": "sem_baselines.classical.richardson_lucy",
+    "wiener-true-psf": "sem_baselines.classical.wiener",
+}
+TABLE_ORDER = tuple(BUILTIN_MODULES)
+
+
+def _entry(name: str) -> RegistryEntry | None:
+    """The entry of ``name``, importing its built-in module on first use; None if unknown."""
+    if name not in _REGISTRY and name in BUILTIN_MODULES:
+        importlib.import_module(BUILTIN_MODULES[name])
+    return _REGISTRY.get(name)
+
 
 def register(
     name: str,
@@ -194,33 +224,19 @@ def register(
 
 def registry_entry(name: str) -> RegistryEntry:
     """The registry entry of ``name``; RestorerConfigError listing the names when unknown."""
-    if name not in _REGISTRY:
-        raise RestorerConfigError(f"unknown restorer {name!r}; available: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
-
-
-#: The paper's table order (Table 2); restorers registered by others follow in their order.
-TABLE_ORDER = (
-    "input",
-    "richardson-lucy",
-    "wiener",
-    "bm3d",
-    "n2v",
-    "n2n",
-    "mrn",
-    "mae-imagenet",
-    "mae-sem",  # the paper's ablation: SEM-pretrained, no Mixture-of-Experts
-    "sem-foundation-zero-shot",  # the paper's "ours zero-shot"
-    "sem-foundation",  # the paper's "ours few-shot"
-    "richardson-lucy-true-psf",  # reference rows: the classical methods given the true PSF
-    "wiener-true-psf",
-)
+    entry = _entry(name) if isinstance(name, str) else None
+    if entry is None:
+        raise RestorerConfigError(
+            f"unknown restorer {name!r}; available: {', '.join(list_restorers())}"
+        )
+    return entry
 
 
 def list_restorers() -> list[str]:
-    """Names of every registered restorer, in the paper's table order (identity first)."""
-    known = [n for n in TABLE_ORDER if n in _REGISTRY]
-    return known + [n for n in _REGISTRY if n not in TABLE_ORDER]
+    """Names of every restorer (built-in or registered), in the paper's table order (identity
+    first); imports none of them."""
+    names = dict.fromkeys([*BUILTIN_MODULES, *_REGISTRY])
+    return [n for n in TABLE_ORDER if n in names] + [n for n in names if n not in TABLE_ORDER]
 
 
 def restorer_config(name: str, **config: Any) -> BaseModel:
@@ -242,7 +258,7 @@ def get_restorer(name: str, **config: Any) -> Any:
     0.01
     """
     cfg = restorer_config(name, **config)
-    return _REGISTRY[name].cls(cfg)
+    return registry_entry(name).cls(cfg)
 
 
 def load_restorer(path: str | Path, device: str | None = None) -> Any:
@@ -261,7 +277,8 @@ def load_restorer(path: str | Path, device: str | None = None) -> Any:
     if not isinstance(meta.get("config", {}), dict):
         raise RestorerConfigError(f"{cfg_file}: 'config' must be a mapping of settings")
     name = meta["restorer"]
-    cls: Any = _REGISTRY[name].cls if name in _REGISTRY else None
+    entry = _entry(name) if isinstance(name, str) else None
+    cls: Any = entry.cls if entry is not None else None
     if cls is not None and not hasattr(cls, "from_saved") and not hasattr(cls, "load"):
         raise RestorerConfigError(f"{cfg_file}: restorer {name!r} has no saved weights to load")
     # the device the saving run used is not this machine's: None picks CUDA where present

@@ -56,8 +56,7 @@ class MethodNeeds:
 
 def method_needs(name: str) -> MethodNeeds:
     """Inspect the registered config of ``name``; unknown names raise a ValueError listing all."""
-    from sem_baselines import list_restorers, restorer_config
-    from sem_baselines.learned.base import LearnedConfig
+    from sem_baselines import list_restorers, registry_entry, restorer_config
 
     if name not in list_restorers():
         raise ValueError(f"unknown method {name!r}; available: {', '.join(list_restorers())}")
@@ -68,7 +67,7 @@ def method_needs(name: str) -> MethodNeeds:
         kind = "checkpoint_dir"
     elif "weights_path" in fields:
         kind = "weights_path"
-    elif issubclass(cls, LearnedConfig):
+    elif registry_entry(name).fitting == "fit":  # trained by fit(), saved with save()
         kind = "restorer"
     return MethodNeeds(name=name, config_cls=cls, takes_psf="psf" in fields, checkpoint=kind)
 
