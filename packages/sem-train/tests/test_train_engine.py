@@ -600,3 +600,32 @@ def test_a_resume_leaves_no_step_twice_in_the_tensorboard_curves(tmp_path):
     assert [json.loads(x)["step"] for x in (tmp_path / "m.jsonl").read_text().splitlines()] == [
         1, 2, 3, 4
     ]  # fmt: skip
+
+
+def test_git_commit_is_that_of_a_repository_tracking_the_source(tmp_path):
+    """An installed copy inside someone's checkout (an untracked virtual environment) does not
+    take that checkout's commit; the tracked source does, with its local changes flagged."""
+    import shutil
+    import subprocess
+
+    from sem_train.runinfo import git_commit
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    src = tmp_path / "src" / "sem_train"
+    src.mkdir(parents=True)
+    (src / "runinfo.py").write_text("x = 1\n")
+    for argv in (["init", "-q"], ["add", "src"], ["commit", "-q", "-m", "one"]):
+        subprocess.run(["git", *argv], cwd=tmp_path, check=True, env=env)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    assert git_commit(src) == {"commit": head, "dirty": False}
+    (src / "runinfo.py").write_text("x = 2\n")
+    assert git_commit(src) == {"commit": head, "dirty": True}
+    installed = tmp_path / ".venv" / "lib" / "site-packages" / "sem_train"
+    installed.mkdir(parents=True)
+    (installed / "runinfo.py").write_text("x = 1\n")
+    assert git_commit(installed) == {"commit": None}
+    assert git_commit(tmp_path.parent) == {"commit": None}  # outside any repository

@@ -42,9 +42,18 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_commit(start: Path | None = None) -> dict[str, Any]:
-    """The commit of the source tree (and whether it has local changes), or None outside git."""
+    """The commit of the source tree (and whether it has local changes), or None outside git.
+
+    None also when the folder lies in a repository that does not track it: an installed copy
+    (a virtual environment inside someone's checkout) is not that checkout's commit.
+    """
     here = Path(start or Path(__file__).resolve().parent)
     try:
+        tracked = subprocess.run(
+            ["git", "ls-files", "--", "."], cwd=here, capture_output=True, text=True, timeout=10
+        )
+        if tracked.returncode != 0 or not tracked.stdout.strip():
+            return {"commit": None}
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
         )
