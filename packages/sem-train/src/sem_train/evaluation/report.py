@@ -2,8 +2,9 @@
 
 Everything is written into a staging folder beside the report and moved into place at the
 end, so a crash never leaves ``report.md`` of one run beside the CSVs of another. While a run
-is under way the folder holds an ``INCOMPLETE`` marker naming it; it goes when the report is
-in place.
+is under way the folder holds an ``INCOMPLETE`` marker naming it
+(:func:`sem_physics.locking.mark_incomplete`, as every command of the toolkit writes it); it
+goes when the report is in place.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 from sem_physics.atomic import atomic_write_text
-from sem_physics.locking import INCOMPLETE_MARKER, output_lock
+from sem_physics.locking import clear_incomplete, output_lock
 from sem_physics.records import csv_text
 
 from .estimates import ESTIMATE_COLUMNS, estimate_markdown, estimate_rows
@@ -45,10 +46,8 @@ from .tables import (
 )
 
 __all__ = [
-    "INCOMPLETE_MARKER",
     "REPORT_ITEMS",
     "ReportInputs",
-    "mark_incomplete",
     "safe_name",
     "write_report",
 ]
@@ -94,15 +93,6 @@ class ReportInputs:
     config: BaseModel
     skipped: list[SkippedFile] = field(default_factory=list)
     wall_seconds: float = 0.0
-
-
-def mark_incomplete(out: Path, what: str) -> None:
-    """Put the ``INCOMPLETE`` marker into ``out`` (removed when the report is in place)."""
-    atomic_write_text(
-        out / INCOMPLETE_MARKER,
-        f"{what}\nThis run has not finished: the report files here, if any, are from an earlier "
-        "run. Rerun the same command to finish it.\n",
-    )
 
 
 def _clean(value: Any) -> Any:
@@ -412,5 +402,5 @@ def write_report(out_dir: str | Path, inp: ReportInputs) -> Path:
             if (stage / name).exists():
                 os.replace(stage / name, out / name)
         _remove(stage)
-        (out / INCOMPLETE_MARKER).unlink(missing_ok=True)
+        clear_incomplete(out)
     return out / "report.md"

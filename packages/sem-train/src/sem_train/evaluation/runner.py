@@ -33,14 +33,14 @@ import numpy as np
 from sem_baselines import FitOptions, registry_entry, restorer_config
 from sem_metrology import LineOptions
 from sem_physics.atomic import atomic_write_text
-from sem_physics.locking import output_lock
+from sem_physics.locking import mark_incomplete, output_lock
 from tqdm.auto import tqdm
 
 from .config import BenchmarkConfig
 from .foundation import finetune_network, train_foundation
 from .methods import control_run, run_method, trains_here
 from .protocols import Case, ProtocolManifest, build_s2r, build_s2s, source_record
-from .report import ReportInputs, mark_incomplete, safe_name, write_report
+from .report import ReportInputs, safe_name, write_report
 from .results import MethodResult, ResultFileError
 from .scoring import Scorer
 from .sources import EvalImage, SkippedFile, list_images, load_images, sample_images
@@ -274,9 +274,7 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
     methods_dir = out / "methods"
     _check_inputs(methods_dir / "manifest.json", proto.manifest, force)
     out.mkdir(parents=True, exist_ok=True)
-    mark_incomplete(
-        out, f"{cfg.title}: seed {cfg.seed}, started {time.strftime('%Y-%m-%d %H:%M:%S')}"
-    )
+    mark_incomplete(out, f"{cfg.title} (seed {cfg.seed})")  # the report replaces it
     atomic_write_text(methods_dir / "manifest.json", proto.manifest.model_dump_json(indent=2))
     figure_ids = (
         None if cfg.figure_cases is None else [c.case_id for c in proto.cases[: cfg.figure_cases]]
