@@ -217,9 +217,12 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(ImageReadError, match="empty"):
         read_image(tmp_path / "empty.png")
-    (tmp_path / "folder.tif").mkdir()
-    with pytest.raises(ImageReadError, match="is a folder, not an image file"):
-        read_image(tmp_path / "folder.tif")
+    for folder in ("folder.tif", "folder"):  # a folder is named as one, extension or not
+        (tmp_path / folder).mkdir()
+        with pytest.raises(ImageReadError, match="is a folder, not an image file"):
+            read_image(tmp_path / folder)
+    with pytest.raises(ImageReadError, match="missing: file not found"):  # not "format ''"
+        read_image(tmp_path / "missing")
 
 
 def test_nan_float_tiff(tmp_path: Path) -> None:

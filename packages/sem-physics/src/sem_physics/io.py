@@ -615,15 +615,17 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
     path = Path(path)
     limit = max_pixels_limit(max_pixels)
     ext = path.suffix.lower()
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image file")
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found")
     if ext not in IMAGE_EXTENSIONS:
         raise ImageReadError(
             f"{path}: unknown image format {ext or '(no extension)'!r}; "
             f"accepted: {', '.join(IMAGE_EXTENSIONS)}"
         )
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder, not an image file")
     if not path.is_file():
-        raise ImageReadError(f"{path}: file not found")
+        raise ImageReadError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: file is empty (0 bytes)")
     bar: int | None = None
