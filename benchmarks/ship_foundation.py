@@ -320,11 +320,18 @@ def main() -> None:
     )
     ap.add_argument("--dest", type=Path, default=SHIPPED_ROOT)
     args = ap.parse_args()
-    if args.export_start is not None:
-        _export_start(args.run, args.export_start)
-        return
-    ft = resolve_model_dir(args.run / "finetune")
-    s3 = resolve_model_dir(args.run / "stage3")
+    tables = [p for p in (args.table, args.rerun, args.start, *args.real) if p is not None]
+    for path in (args.run, *tables):  # one line before any work, not a traceback after it
+        if not path.exists():
+            ap.error(f"{path} not found")
+    try:
+        if args.export_start is not None:
+            _export_start(args.run, args.export_start)
+            return
+        ft = resolve_model_dir(args.run / "finetune")
+        s3 = resolve_model_dir(args.run / "stage3")
+    except FileNotFoundError as err:
+        ap.error(f"{args.run} is not a finished recipe run: {err}")
     n_ft = _half_copy(ft, args.dest / "sem-foundation")
     n_s3 = _half_copy(s3, args.dest / "sem-foundation-zero-shot")
     model = load_model(args.dest / "sem-foundation")
