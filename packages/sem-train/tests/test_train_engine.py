@@ -629,3 +629,28 @@ def test_git_commit_is_that_of_a_repository_tracking_the_source(tmp_path):
     (installed / "runinfo.py").write_text("x = 1\n")
     assert git_commit(installed) == {"commit": None}
     assert git_commit(tmp_path.parent) == {"commit": None}  # outside any repository
+
+
+def test_a_run_stopped_before_its_first_validation_leaves_a_usable_model(image_folder, tmp_path):
+    """``--max-steps`` inside the first epoch: the current weights are exported as the run's
+    model (loss unknown); the resumed run's first validation replaces them, and the resumed
+    run still ends as the uninterrupted one."""
+    from sem_train.checkpoint import Checkpointer, read_pointer
+
+    train, val = _data(image_folder)
+    part = fit(DenoiseTask(), train, val, _run(tmp_path / "short", max_steps=2), OPT)
+    assert part.stopped_early and part.global_step == 2 and part.best_loss is None
+    ckpt_dir = tmp_path / "short" / "checkpoints"
+    assert read_pointer(ckpt_dir / "best.json") == {
+        "dir": "best-00000002", "global_step": 2, "val_loss": None
+    }  # fmt: skip
+    assert Checkpointer(tmp_path / "short").best_dir == part.best_dir
+    assert any(part.best_dir.iterdir())  # the export is there
+    resumed = fit(DenoiseTask(), train, val, _run(tmp_path / "short"), OPT, resume=True)
+    full = fit(DenoiseTask(), train, val, _run(tmp_path / "full"), OPT)
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    best = read_pointer(ckpt_dir / "best.json")
+    assert best["val_loss"] is not None and best["global_step"] > 2
+    assert best == read_pointer(tmp_path / "full" / "checkpoints" / "best.json")
+    assert sorted(p.name for p in ckpt_dir.glob("best-*")) == [best["dir"]]

@@ -437,6 +437,10 @@ def _fit(
             if run.max_steps is not None and state.global_step >= run.max_steps:
                 stopped = state.epoch < run.epochs
                 break
+        if stopped and state.best_step is None and loop.ctx.is_main:
+            # stopped by max_steps before any validation: the current weights are the model a
+            # user can restore with (loss unknown); a resumed run's first validation replaces it
+            loop.ckpt.save_best(loop.task.export, state.global_step, None)
         loop.ctx.barrier()
     finally:
         loop.metrics.close()
