@@ -113,6 +113,20 @@ def test_missing_data_folder_is_one_clear_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "is not a directory" in err[0]
+    for what in ("pretrain", "finetune", "baseline"):  # checked before the config is read
+        argv = [
+            "train",
+            what,
+            "--config",
+            str(tmp_path / "none.yaml"),
+            "--data",
+            str(tmp_path / "x"),
+        ]
+        argv[2:2] = {"pretrain": ["--stage", "1"], "baseline": ["n2v"]}.get(what, [])
+        assert main(argv) == 2
+        assert (
+            capsys.readouterr().err == f"sem: error: --data {tmp_path / 'x'} is not a directory\n"
+        )
     code = main(["train", "pretrain", "--stage", "2", "--config", "cpu-small", "--data",
                  str(tmp_path), "--init-from", str(tmp_path / "no_stage1")])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()

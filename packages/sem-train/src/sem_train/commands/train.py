@@ -77,13 +77,13 @@ def register(subparsers: Any) -> None:
 
 
 def _overrides(args: argparse.Namespace, kind: str):
+    if args.data is not None and not args.data.is_dir():  # before seconds of imports
+        raise FileNotFoundError(f"--data {args.data} is not a directory")
     from ..config import load_config
 
     cfg = load_config(args.config, kind)
     data = cfg.model_dump()
     if args.data is not None:
-        if not args.data.is_dir():
-            raise FileNotFoundError(f"--data {args.data} is not a directory")
         data["data"]["root"] = args.data
     run = data["run"]
     for key, val in (
