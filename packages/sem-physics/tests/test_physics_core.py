@@ -321,3 +321,31 @@ def test_otf_of_the_airy_squared_psf_vanishes_beyond_one_over_r(radius: float) -
     # inside, the kernel's truncation to 6 R (a few per cent of the energy, renormalised)
     assert np.abs(otf - hat)[s <= 1].max() < 0.07
     assert otf[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("rx", "ry", "theta"), [(9.0, 4.0, 0.6), (5.0, 12.0, 2.2), (7.0, 7.0, 0.0)]
+)
+def test_shortest_period_is_where_the_otf_of_an_elliptical_psf_ends(rx, ry, theta) -> None:
+    """Along x and along y of the image, the numerical OTF of the sampled kernel (beta = 2) is
+    above the noise up to 1/period and gone past it, for rotated, elongated PSFs."""
+    from sem_physics import shortest_period_px
+
+    params = PSFParams(rx_px=rx, ry_px=ry, beta=2.0, theta_rad=theta)
+    k = airy_psf(params)
+    n, c = 1024, k.shape[0] // 2
+    buf = np.zeros((n, n))
+    buf[: k.shape[0], : k.shape[1]] = k
+    otf = np.abs(np.fft.fft2(np.roll(buf, (-c, -c), (0, 1))))
+    f = np.fft.fftfreq(n)[: n // 2]
+    for direction, profile in ((0.0, otf[0, : n // 2]), (math.pi / 2, otf[: n // 2, 0])):
+        period = shortest_period_px(params, direction)
+        # the chinese hat is 0.037 at 0.9 of the cut-off and 0 past it (the kernel's truncation
+        # at 3 max(Rx, Ry) leaves a few 1e-3)
+        assert np.abs(profile[f * period > 1.03]).max() < 5e-3
+        assert profile[f * period < 0.9].min() > 0.03
+    assert shortest_period_px(params, 0.3) == pytest.approx(
+        shortest_period_px(params, 0.3 + math.pi)
+    )
+    round_psf = PSFParams(rx_px=15.5, ry_px=15.5)
+    assert shortest_period_px(round_psf, 1.0) == pytest.approx(15.5)

@@ -66,3 +66,42 @@ def test_an_input_too_small_to_estimate_is_a_row_with_the_reason() -> None:
                  np.zeros((16, 16), np.float32), None, None)  # fmt: skip
     (row,) = estimate_rows([small])
     assert "too small" in row["flags"] and "rx_px" not in row and "true_rx_px" not in row
+
+
+def _line_case(case_id: str, rx: float, ry: float, theta: float = 0.0) -> Case:
+    p = DegradationParams(
+        rx_px=rx, ry_px=ry, beta=2.0, theta_rad=theta, gain=1, offset=0, sigma=1, dose=10
+    )
+    z = np.zeros((8, 8), np.float32)
+    return Case(case_id, "lines", "lines", "x", z, z, 0.827, p)
+
+
+def test_the_harmonics_a_blur_passes_across_the_lines() -> None:
+    """Real resist lines (pitch 25.5 nm at 0.827 nm/px: 30.8 px) at the midpoint (R = 15.5 px)
+    keep their fundamental only; at R = 8 px three harmonics; across horizontal lines the
+    elliptical PSF's y extent counts; lines finer than the blur are not resolved."""
+    from sem_metrology import LineMeasurement
+    from sem_train.evaluation.harmonics import harmonics_markdown, harmonics_rows
+
+    def ref(orientation: str = "vertical", pitch_nm: float = 25.5) -> LineMeasurement:
+        return LineMeasurement(valid=True, pixel_size_nm=0.827, pixel_size_source="test",
+                               pitch_nm=pitch_nm, orientation=orientation)  # fmt: skip
+
+    cases = [
+        _line_case("mid", 15.5, 15.5),
+        _line_case("mild", 8.0, 8.0),
+        _line_case("flat", 4.0, 20.0),  # long along y: horizontal lines lose more
+        _line_case("fine", 15.5, 15.5),
+        _line_case("real", 15.5, 15.5),
+    ]
+    refs = {"mid": ref(), "mild": ref(), "flat": ref("horizontal"), "fine": ref(pitch_nm=10.0)}
+    rows = {r["case_id"]: r for r in harmonics_rows(cases, refs)}
+    assert set(rows) == {"mid", "mild", "flat", "fine"}  # no reference measured: no row
+    assert rows["mid"]["pitch_px"] == pytest.approx(25.5 / 0.827)
+    assert rows["mid"]["period_px"] == pytest.approx(15.5)
+    assert [rows[c]["harmonics"] for c in ("mid", "mild", "flat", "fine")] == [1, 3, 1, 0]
+    text = harmonics_markdown(list(rows.values()))
+    assert "| mid | 15.5 | 30.8 | fundamental only |" in text
+    assert "| fine | 15.5 | 12.1 | none: lines not resolved |" in text
+    assert "`mid`, `flat`, `fine`" in text and "not from the data" in text
+    assert harmonics_markdown([]) == ""

@@ -50,6 +50,7 @@ __all__ = [
     "poisson_gaussian_torch",
     "read_image",
     "replay_manifest",
+    "shortest_period_px",
     "tensor_to_image",
     "validate_image",
     "write_image",
@@ -86,6 +87,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         pixels_sha256,
         replay_manifest,
     )
-    from .psf import PSFParams, airy_profile, airy_psf, airy_psf_torch, kernel_size
+    from .psf import (
+        PSFParams,
+        airy_profile,
+        airy_psf,
+        airy_psf_torch,
+        kernel_size,
+        shortest_period_px,
+    )
     from .samples import SAMPLE_KINDS, make_sample, write_samples
     from .validation import validate_image

@@ -27,6 +27,7 @@ from sem_physics.records import csv_text
 
 from .estimates import ESTIMATE_COLUMNS, estimate_markdown, estimate_rows
 from .figures import Tile, save_edge_overlays, save_panels, save_psd_plot
+from .harmonics import harmonics_markdown, harmonics_rows
 from .protocols import Case, ProtocolManifest
 from .quality import METRIC_LABELS
 from .results import FAILED, INPUT_NAME, REFERENCE_NAME, MethodResult, MetrologyRow, QualityRow
@@ -230,6 +231,9 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
             t.metrology_rows, [s.method for s in t.metrology], t.line_cases
         )
         parts += [metrology_markdown(t.metrology), "### Per image", "", per_image]
+        leaves = harmonics_markdown(harmonics_rows(inp.cases, inp.reference.measurements))
+        if leaves:
+            parts += ["### What the blur leaves of the lines", "", leaves]
     else:
         parts.append("No line/space image could be measured.\n")
     parts += [f"- image `{k}` not in the table: {v}" for k, v in inp.not_measured.items()]
