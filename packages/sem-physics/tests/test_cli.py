@@ -73,11 +73,11 @@ def test_midpoint_with_crop_and_png(tmp_path: Path, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(
     ("extra", "words"),
     [
-        (["--rx-px", "-1"], "--rx-px input should be greater than 0"),
-        (["--dose", "0"], "--dose input should be greater than or equal to 0.01"),
-        (["--dose", "1e-300"], "--dose input should be greater than or equal to 0.01"),
-        (["--gain", "1e-9"], "--gain input should be greater than or equal to 0.01"),
-        (["--sigma", "300"], "--sigma input should be less than or equal to 255"),
+        (["--rx-px", "-1"], "--rx-px must be in (0, 1000], got -1"),
+        (["--dose", "0"], "--dose must be in [0.01, 1e9], got 0"),
+        (["--dose", "1e-300"], "--dose must be in [0.01, 1e9], got 1e-300"),
+        (["--gain", "1e-9"], "--gain must be in [0.01, 100], got 1e-9"),
+        (["--sigma", "300"], "--sigma must be in [0, 255], got 300"),
         (["--sample", "--rx-px", "2"], "cannot be combined with --sample"),
         (["--seed", "-2"], "--seed must be >= 0"),
         (["--crop-fraction", "1.5"], "--crop-fraction must be in [0, 1)"),
@@ -89,6 +89,26 @@ def test_out_of_range_parameters(
     src = write_samples(tmp_path / "s", n_per_kind=1, shape=(64, 64))[0]
     assert main([str(src), "-o", str(tmp_path / "o"), *extra]) == 2
     assert words in _err_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        (["--rx-px", "0"], "--rx-px must be in (0, 1000], got 0"),
+        (["--dose", "1e-300"], "--dose must be in [0.01, 1e9], got 1e-300"),
+        (["--theta-rad", "7"], "--theta-rad must be in [-6.283185307, 6.283185307], got 7"),
+        (
+            ["--rx-px", "0", "--beta", "11"],
+            "--rx-px must be in (0, 1000], got 0; --beta must be in (0, 10], got 11",
+        ),
+    ],
+)
+def test_out_of_range_parameters_state_the_accepted_range_and_the_value(
+    capsys: pytest.CaptureFixture[str], extra: list[str], line: str
+) -> None:
+    """Checked before any input is read: the exact one line, naming option, range and value."""
+    assert main(["image.tif", "-o", "x", *extra]) == 2
+    assert _err_line(capsys) == f"sem-degrade: error: {line}"
 
 
 def test_unreadable_and_missing_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+from typing import Annotated
+
+import annotated_types as at
 import pytest
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, confloat
 from sem_physics.cli_support import OneLineParser, is_validation_error, validation_message
 
 
@@ -31,10 +35,94 @@ def test_validation_message_names_each_field_and_value() -> None:
         _Opts(threshold=1.5, name=["x"] * 40)
     msg = validation_message(info.value)
     assert "\n" not in msg and msg.count(";") == 1
-    assert "threshold: Input should be less than 1 (got 1.5)" in msg
+    assert "threshold must be in (0, 1), got 1.5" in msg
     assert msg.split("; ")[1].startswith("name: ") and "got" not in msg.split("; ")[1]
     assert is_validation_error(info.value)
     assert not is_validation_error(ValueError("threshold must be < 1"))
+
+
+class _Bounds(BaseModel):
+    gt: float = Field(1.0, gt=0)
+    ge: float = Field(1.0, ge=0.01)
+    lt: float = Field(0.0, lt=1)
+    le: float = Field(0.0, le=1e9)
+    closed: float = Field(1.0, ge=-1, le=1)
+    half_open: int = Field(1, ge=1, lt=10)
+    annotated: Annotated[float, at.Gt(0), at.Le(1000)] = 1.0
+    constrained: confloat(gt=0, lt=0.5) = 0.25  # type: ignore[valid-type]
+    optional: Annotated[float, Field(gt=0)] | None = None
+    free: float = 0.0
+
+
+class _Outer(BaseModel):
+    inner: _Bounds = _Bounds()
+    by_key: dict[str, _Bounds] = {}
+    items: list[Annotated[float, Field(ge=0, le=1)]] = []
+
+
+def _message(model: type[BaseModel], **values: object) -> str:
+    with pytest.raises(ValidationError) as info:
+        model(**values)
+    return validation_message(info.value, model)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"gt": 0}, "gt must be > 0, got 0"),
+        ({"gt": -5.0}, "gt must be > 0, got -5"),
+        ({"ge": 1e-300}, "ge must be >= 0.01, got 1e-300"),
+        ({"lt": 1}, "lt must be < 1, got 1"),
+        ({"le": 2e9}, "le must be <= 1e9, got 2e9"),
+        ({"closed": 1.5}, "closed must be in [-1, 1], got 1.5"),
+        ({"closed": -1.25}, "closed must be in [-1, 1], got -1.25"),
+        ({"half_open": 10}, "half_open must be in [1, 10), got 10"),
+        ({"annotated": 0}, "annotated must be in (0, 1000], got 0"),
+        ({"annotated": 1e300}, "annotated must be in (0, 1000], got 1e300"),
+        ({"constrained": 0.5}, "constrained must be in (0, 0.5), got 0.5"),
+        ({"optional": -1}, "optional must be > 0, got -1"),
+        ({"closed": "abc"}, "closed must be a number in [-1, 1], got 'abc'"),
+        ({"half_open": 2.5}, "half_open must be an integer in [1, 10), got 2.5"),
+        (
+            {"free": "abc"},
+            "free: Input should be a valid number, unable to parse string as a number (got 'abc')",
+        ),
+    ],
+)
+def test_validation_message_states_the_declared_range_and_the_value(values, expected) -> None:
+    assert _message(_Bounds, **values) == expected
+
+
+def test_validation_message_follows_nested_models_dicts_and_lists() -> None:
+    msg = _message(_Outer, inner={"closed": 2}, by_key={"a": {"annotated": -3}}, items=[0.5, 1.5])
+    assert msg == (
+        "inner.closed must be in [-1, 1], got 2; by_key.a.annotated must be in (0, 1000], "
+        "got -3; items.1 must be in [0, 1], got 1.5"
+    )
+
+
+def test_validation_message_without_the_model_class() -> None:
+    with pytest.raises(ValidationError) as info:
+        _Bounds(closed=2, free=[1, 2])
+    # the one loaded model named as the error's title gives the range
+    assert validation_message(info.value).startswith("closed must be in [-1, 1], got 2; free: ")
+    # a model without the field: the violated bound alone, and the value
+    assert validation_message(info.value, _Opts).startswith("closed must be <= 1, got 2; ")
+
+    class _Bounds2(BaseModel):  # a second model of that name: ambiguous
+        pass
+
+    _Bounds2.__name__ = "_Bounds"
+    assert validation_message(info.value).startswith("closed must be <= 1, got 2; ")
+    del _Bounds2
+    gc.collect()  # the stand-in leaves pydantic's subclass list
+
+
+def test_validation_message_names_fields_with_a_label() -> None:
+    with pytest.raises(ValidationError) as info:
+        _Bounds(half_open=0, free=None)
+    msg = validation_message(info.value, _Bounds, label=lambda loc: "--" + loc[-1])
+    assert msg == "--half_open must be in [1, 10), got 0; --free: Input should be a valid number"
 
 
 def test_console_main_ends_an_interrupt_or_a_closed_pipe_with_one_status(capsys) -> None:

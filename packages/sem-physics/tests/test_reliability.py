@@ -262,7 +262,7 @@ def test_out_of_paper_range_values_warn(
         (["--max-pixels", "0"], "--max-pixels must be >= 1"),
         (["--dose", "nan"], "argument --dose: expected a finite number, got 'nan'"),
         (["--offset", "inf"], "argument --offset: expected a finite number, got 'inf'"),
-        (["--rx-px", "1e300"], "--rx-px input should be less than or equal to 1000"),
+        (["--rx-px", "1e300"], "--rx-px must be in (0, 1000], got 1e300"),
     ],
 )
 def test_usage_errors_are_one_line(

@@ -268,7 +268,7 @@ def test_one_bad_file_is_one_line_and_nonzero(tmp_path, capsys, name):
         (["--set", "iterations=0", *PSF], "setting iterations"),
         (["--set", "=3", *PSF], "KEY=VALUE"),
         (["--set", "psf.rx_px=3"], "psf is given with --psf"),
-        (["--psf", "-3,2,0,2"], "rx_px Input should be greater than 0"),
+        (["--psf", "-3,2,0,2"], "--psf '-3,2,0,2': rx_px must be in (0, 1000], got -3"),
     ],
 )
 def test_bad_options_are_one_line(tmp_path, capsys, argv, words):
@@ -276,6 +276,26 @@ def test_bad_options_are_one_line(tmp_path, capsys, argv, words):
     assert run(tmp_path / "a.tif", "-o", tmp_path / "out", *argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sem: error: ") and words in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("psf", "line"),
+    [
+        ("-5,5", "--psf '-5,5': rx_px must be in (0, 1000], got -5"),
+        ("5,1e300", "--psf '5,1e300': ry_px must be in (0, 1000], got 1e300"),
+        ("5,5,7", "--psf '5,5,7': theta_rad must be in [-6.283185307, 6.283185307], got 7"),
+        ("5,5,0,0", "--psf '5,5,0,0': beta must be in (0, 10], got 0"),
+        (
+            "0,0",
+            "--psf '0,0': rx_px must be in (0, 1000], got 0; ry_px must be in (0, 1000], got 0",
+        ),
+    ],
+)
+def test_psf_out_of_range_states_the_accepted_range_and_the_value(tmp_path, capsys, psf, line):
+    tifffile.imwrite(tmp_path / "a.tif", np.rint(sample() * 255).astype(np.uint8))
+    assert run(tmp_path / "a.tif", "-o", tmp_path / "out", "--psf", psf) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"sem: error: {line}"]
     assert not (tmp_path / "out").exists()
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli_support import OneLineParser, is_validation_error, number
+from .cli_support import OneLineParser, is_validation_error, number, validation_message
 from .pipes import console_main
 
 if TYPE_CHECKING:
@@ -122,12 +122,9 @@ def _say(kind: str, message: str) -> None:
     print(f"{PROG}: {kind}: {message}", file=sys.stderr)
 
 
-def _validation_message(err: Any) -> str:
-    parts = []
-    for e in err.errors():
-        field = str(e["loc"][-1]) if e["loc"] else "value"
-        parts.append(f"--{field.replace('_', '-')} {e['msg'].lower()} (got {e.get('input')!r})")
-    return "; ".join(parts)
+def _flag(loc: tuple[Any, ...]) -> str:
+    """The option of a :class:`DegradationParams` field: ``("rx_px",)`` -> ``--rx-px``."""
+    return "--" + str(loc[-1]).replace("_", "-")
 
 
 def _explicit_params(args: argparse.Namespace) -> DegradationParams | None:
@@ -146,7 +143,7 @@ def _explicit_params(args: argparse.Namespace) -> DegradationParams | None:
     try:
         params = DegradationParams(**values)
     except ValidationError as err:
-        raise CLIError(_validation_message(err)) from None
+        raise CLIError(validation_message(err, DegradationParams, label=_flag)) from None
     for note in params.outside_paper_ranges():
         _say("warning", note)
     return params
@@ -280,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         if is_validation_error(err):
-            _say("error", _validation_message(err))
+            _say("error", validation_message(err))
             return EXIT_ERROR
         if type(err).__name__ == "OutputFolderBusyError":  # another run writes into -o
             _say("error", _first_line(err))

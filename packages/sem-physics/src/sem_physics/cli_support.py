@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+import types
+import typing
+from collections import abc
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -30,15 +34,210 @@ def is_validation_error(err: BaseException) -> bool:
     return type(err).__name__ == "ValidationError" and hasattr(err, "errors")
 
 
-def validation_message(err: Any) -> str:
-    """A pydantic ``ValidationError`` as one line: ``field: message (got value)`` per error."""
+def validation_message(
+    err: Any,
+    model: type | None = None,
+    *,
+    label: Callable[[tuple[Any, ...]], str] | None = None,
+) -> str:
+    """A pydantic ``ValidationError`` as one line, one part per error, joined by ``"; "``.
+
+    A number out of its range reads ``rx_px must be in (0, 1000], got 0`` (``> 0`` and the like
+    when the field has one bound): the range is the field's declared bounds (``gt``/``ge``/
+    ``lt``/``le`` of ``Field``, ``annotated_types`` or ``conint``/``confloat``), found by the
+    error's ``loc`` in ``model`` (the model class validated; nested models, dicts and lists are
+    followed). Without ``model``, the loaded pydantic model named ``err.title`` is used when
+    exactly one has that name; when neither has the field, the violated bound alone is stated.
+    Any other error reads ``field: message (got value)``.
+
+    ``label`` names a field from its ``loc`` (default: the dotted ``loc``, e.g. ``psf.rx_px``),
+    e.g. ``lambda loc: "--" + loc[-1].replace("_", "-")`` for command-line options.
+    """
+    if model is None:
+        model = _model_named(getattr(err, "title", None))
     parts = []
     for e in err.errors():
-        loc = ".".join(str(x) for x in e.get("loc", ())) or "value"
+        loc = tuple(e.get("loc", ()))
+        name = (label(loc) if label is not None else ".".join(map(str, loc))) if loc else "value"
         given = e.get("input")
-        shown = isinstance(given, str | int | float) and len(repr(given)) <= 60
-        parts.append(f"{loc}: {e['msg']}" + (f" (got {given!r})" if shown else ""))
+        rule = _range_rule(e, model)
+        if rule is not None:
+            parts.append(f"{name} must be {rule}, got {_shown(given)}")
+            continue
+        short = isinstance(given, str | int | float) and len(repr(given)) <= 60
+        parts.append(f"{name}: {e['msg']}" + (f" (got {_shown(given)})" if short else ""))
     return "; ".join(parts)
+
+
+# pydantic error types of a number outside its bounds, the bound each reports in its ``ctx``
+_BOUND_ERRORS = {
+    "greater_than": "gt",
+    "greater_than_equal": "ge",
+    "less_than": "lt",
+    "less_than_equal": "le",
+}
+# errors of a bounded field that also call for its range ("a number in (0, 1]")
+_NOT_IN_RANGE = ("finite_number",)
+_NOT_A_NUMBER = {
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+}
+_BOUND_KINDS = ("gt", "ge", "lt", "le")
+
+
+def _range_rule(error: dict[str, Any], model: type | None) -> str | None:
+    """``"in (0, 1000]"``, ``"> 0"``, ``"a number in [0, 1]"``; None when no range applies."""
+    kind = error.get("type", "")
+    told = _BOUND_ERRORS.get(kind)
+    if told is None and kind not in _NOT_IN_RANGE and kind not in _NOT_A_NUMBER:
+        return None
+    bounds = _declared_bounds(model, tuple(error.get("loc", ()))) if model is not None else {}
+    ctx = error.get("ctx") or {}
+    if told is not None and _is_number(ctx.get(told)):
+        # the model's bounds only when they are the ones pydantic checked (else the bound alone)
+        if not (_is_number(bounds.get(told)) and float(bounds[told]) == float(ctx[told])):
+            bounds = {told: ctx[told]}
+    span = _span(bounds)
+    if span is None:
+        return None
+    what = _NOT_A_NUMBER.get(kind)
+    return f"{what} {span}" if what else span
+
+
+def _span(bounds: dict[str, Any]) -> str | None:
+    """``{"gt": 0, "le": 1000}`` -> ``"in (0, 1000]"``; one bound -> ``"> 0"``; none -> None."""
+    low_kind = "gt" if _is_number(bounds.get("gt")) else "ge"
+    high_kind = "lt" if _is_number(bounds.get("lt")) else "le"
+    low, high = bounds.get(low_kind), bounds.get(high_kind)
+    low = low if _is_number(low) else None
+    high = high if _is_number(high) else None
+    if low is not None and high is not None:
+        opening, closing = ("(" if low_kind == "gt" else "["), (")" if high_kind == "lt" else "]")
+        return f"in {opening}{_num(low, 10)}, {_num(high, 10)}{closing}"
+    if low is not None:
+        return f"{'>' if low_kind == 'gt' else '>='} {_num(low, 10)}"
+    if high is not None:
+        return f"{'<' if high_kind == 'lt' else '<='} {_num(high, 10)}"
+    return None
+
+
+def _declared_bounds(model: type, loc: tuple[Any, ...]) -> dict[str, Any]:
+    """The ``gt``/``ge``/``lt``/``le`` declared for the value at ``loc`` in ``model``."""
+    tp: Any = model
+    metadata: list[Any] = []
+    for part in loc:
+        tp = _strip_annotated(_strip_optional(tp))[0]
+        fields = getattr(tp, "model_fields", None) if isinstance(tp, type) else None
+        if isinstance(fields, dict):
+            info = fields.get(part) or next(
+                (f for f in fields.values() if part in (f.alias, f.validation_alias)), None
+            )
+            if info is None:
+                return {}
+            tp, metadata = info.annotation, list(info.metadata)
+            continue
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin in (dict, abc.Mapping, abc.MutableMapping) and len(args) == 2:
+            tp = args[1]
+        elif origin is tuple and isinstance(part, int) and args:
+            if len(args) == 2 and args[1] is Ellipsis:
+                tp = args[0]
+            elif part < len(args):
+                tp = args[part]
+            else:
+                return {}
+        elif origin in (list, set, frozenset, abc.Sequence) and isinstance(part, int) and args:
+            tp = args[0]
+        else:
+            return {}
+        metadata = []
+    metadata += _strip_annotated(_strip_optional(tp))[1]
+    bounds: dict[str, Any] = {}
+    for item in list(metadata):
+        if isinstance(getattr(item, "metadata", None), list):  # Annotated[X, Field(...)]
+            metadata += item.metadata
+    for item in metadata:
+        for kind in _BOUND_KINDS:
+            value = getattr(item, kind, None)
+            if _is_number(value):
+                bounds[kind] = value
+    return bounds
+
+
+def _strip_optional(tp: Any) -> Any:
+    """``X | None`` -> ``X`` (other unions are left as they are)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _strip_annotated(tp: Any) -> tuple[Any, list[Any]]:
+    """``Annotated[X, m1, m2]`` -> ``(X, [m1, m2])``."""
+    if typing.get_origin(tp) is typing.Annotated:
+        inner, *metadata = typing.get_args(tp)
+        return inner, metadata
+    return tp, []
+
+
+def _model_named(title: Any) -> type | None:
+    """The one loaded pydantic model class named ``title`` (None if none or several)."""
+    pydantic = sys.modules.get("pydantic")  # loaded whenever a ValidationError exists
+    if not isinstance(title, str) or pydantic is None:
+        return None
+    found, seen, todo = [], set(), [pydantic.BaseModel]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+                if sub.__name__ == title:
+                    found.append(sub)
+    return found[0] if len(found) == 1 else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    """A value as a message shows it: ``0``, ``1e-300``, ``'abc'``, ``a list``."""
+    if _is_number(value):
+        return _num(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else repr(value[:37]) + "..."
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+def _num(value: float, digits: int = 17) -> str:
+    """The shortest form that reads back as ``value`` (at most ``digits`` significant digits):
+    ``0``, ``1000``, ``0.01``, ``-5``, ``1e9``, ``1e-300``, ``6.283185307`` (``digits=10``)."""
+    if isinstance(value, int) and value.bit_length() <= 50:
+        return str(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond any float
+        return f"~{'-' if value < 0 else ''}1e{int(math.log10(abs(value)))}"
+    if value == 0 or not math.isfinite(value):
+        return "0" if value == 0 else str(value)  # nan, inf, -inf
+    for precision in range(digits):
+        text = f"{value:.{precision}e}"
+        if float(text) == value:
+            break
+    mantissa, exponent = text.split("e")
+    exp = int(exponent)
+    if "." in mantissa:  # a rounded mantissa may end in zeros
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    if -4 <= exp < 6:
+        text = f"{value:.{max(precision - exp, 0)}f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return f"{mantissa}e{exp}"
 
 
 def number(

@@ -18,6 +18,7 @@ import numpy as np
 import sem_physics
 from pydantic import ValidationError
 from sem_physics import PSFParams
+from sem_physics.cli_support import validation_message
 
 __all__ = [
     "PSF_AUTO",
@@ -55,10 +56,8 @@ def parse_psf(text: str | PSFParams) -> PSFSpec:
     names = ("rx_px", "ry_px", "theta_rad", "beta")
     try:
         return PSFParams(**dict(zip(names, values, strict=False)))
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(x) for x in first["loc"])
-        raise ValueError(f"--psf {text!r}: {field} {first['msg']}") from None
+    except ValidationError as err:  # e.g. "rx_px must be in (0, 1000], got -5"
+        raise ValueError(f"--psf {text!r}: {validation_message(err, PSFParams)}") from None
 
 
 def estimate_degradation(image: np.ndarray) -> Any:
