@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -178,7 +179,10 @@ def test_too_few_rows_flagged(sample) -> None:
         ({"image": np.zeros((32, 32)), "convention": "matlab"}, "convention"),
         ({"image": np.zeros((32, 32)), "colour": "red"}, "unknown option"),
         ({"image": np.zeros((32, 32)), "roi": (0, 40, 0, 10)}, "roi"),
-        ({"image": np.zeros((32, 32)), "threshold": 1.5}, "threshold"),
+        (
+            {"image": np.zeros((32, 32)), "threshold": 1.5},
+            re.escape("option threshold must be in (0, 1), got 1.5"),
+        ),
     ],
 )
 def test_bad_arguments_raise(kwargs: dict, match: str) -> None:

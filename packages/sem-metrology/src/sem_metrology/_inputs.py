@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
+from sem_physics.cli_support import validation_message
 
 from .errors import MetrologyInputError
 from .preprocess import saturation_fractions
@@ -35,10 +36,8 @@ def merge_options(cls: type[_Options], options: _Options | None, overrides: dict
         )
     try:
         return cls.model_validate({**base, **overrides})
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise MetrologyInputError(f"option {where}: {first['msg']}") from None
+    except ValidationError as err:  # "option threshold must be in (0, 1), got 1.5"
+        raise MetrologyInputError(f"option {validation_message(err, cls)}") from None
 
 
 def check_pixel_size(value: Any, what: str = "pixel_size_nm") -> float:
