@@ -428,3 +428,39 @@ def test_demo_preset_settings_merge_with_the_users_per_method_settings():
         "profile": "np"
     }
     assert "bm3d" not in demo_config(methods=["wiener"]).method_names()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("table.md", "| a | b |\n|---|---|\n", r"table\.md, line 1, column 3: expected a comment"),
+        ("bench.yaml", "protocol: s2s\nmethods: [input\n", r"bench\.yaml, line 3, column 1: "),
+        ("bench.json", '{"protocol": "s2s",\n "n_eval": }\n', r"bench\.json, line 2, column 12: "),
+    ],
+)
+def test_a_malformed_benchmark_config_names_the_line_and_column(tmp_path, name, text, where):
+    f = tmp_path / name
+    f.write_text(text)
+    with pytest.raises(ValueError, match=rf"^benchmark config .*{where}") as exc:
+        load_benchmark_config(f)
+    assert "\n" not in str(exc.value)
+
+
+def test_benchmark_config_rules_read_without_pydantic_words(tmp_path, sample_dir):
+    cases = [
+        ({"methods": ["wiener", "weiner"]}, "bench.yaml: unknown method(s) 'weiner'"),
+        ({"quality_metrics": ["psnr", "fid"]}, "bench.yaml: quality_metrics: unknown quality"),
+        ({}, None),
+    ]
+    for extra, start in cases:
+        path = _config(tmp_path, sample_dir, **extra)
+        if start is None:
+            assert load_benchmark_config(path).method_names() == ["input"]
+            continue
+        with pytest.raises(ValueError) as exc:
+            load_benchmark_config(path)
+        msg = str(exc.value)
+        assert msg.startswith(f"{tmp_path}/{start}") and "Value error" not in msg, msg
+    (tmp_path / "empty.yaml").write_text("# nothing\n")
+    with pytest.raises(ValueError, match=r"empty\.yaml: the config file is empty"):
+        load_benchmark_config(tmp_path / "empty.yaml")

@@ -122,3 +122,136 @@ def test_a_demo_into_a_busy_folder_stops_before_it_starts_anything(
     assert main(["demo", "--out", str(out), "--workers", "2"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"another run (pid {child.pid}" in err[0]
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sem: error: "), err
+    return err[0]
+
+
+def test_a_folder_given_as_the_benchmark_config_is_named_with_the_configs_in_it(tmp_path, capsys):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    for name in ("s2s.yaml", "real.json", "notes.txt"):
+        (folder / name).write_text("{}")
+    assert main(["benchmark", "--config", str(folder)]) == 2
+    line = _one_error_line(capsys)
+    assert "is not a file but a folder; give a YAML/JSON file" in line and "exist" not in line
+    assert "real.json, s2s.yaml" in line and "notes.txt" not in line
+
+
+def _bench_config(tmp_path, **extra):
+    import yaml
+
+    (tmp_path / "images").mkdir(exist_ok=True)
+    body = {"images": str(tmp_path / "images"), "out": str(tmp_path / "out"), **extra}
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(yaml.safe_dump(body))
+    return cfg
+
+
+def test_benchmark_set_paths_are_checked_before_any_work(tmp_path, capsys):
+    """A checkpoint or weights file given with --set (or in the config) that is not there stops
+    the run at once, naming the method, the setting and the path; an unset one trains here."""
+    cfg = _bench_config(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        ("mae-sem.checkpoint_dir", tmp_path / "no-such-run", "does not exist"),
+        ("sem-foundation.checkpoint_dir", empty, "no exported model found"),
+        ("mae-imagenet.weights_path", empty, "mae-imagenet needs a weights file"),
+        ("mae-imagenet.weights_path", tmp_path / "mae.pth", "does not exist"),
+    ]
+    for setting, path, why in cases:
+        assert main(["benchmark", "--config", str(cfg), "--set", f"{setting}={path}"]) == 2
+        line = _one_error_line(capsys)
+        assert f"--set {setting}={path}" in line and why in line, line
+        assert not (tmp_path / "out").exists()
+    # unset (or set to nothing): trained here; the checks pass and the empty folder is next
+    for given in ([], ["--set", "mae-sem.checkpoint_dir="]):
+        assert main(["benchmark", "--config", str(cfg), "--methods", "mae-sem", *given]) == 2
+        assert "no images" in _one_error_line(capsys)
+    # the config's own settings are checked for the methods it runs (not for excluded ones)
+    bad = {"mae-sem": {"checkpoint_dir": str(tmp_path / "gone")}}
+    assert main(["benchmark", "--config", str(_bench_config(tmp_path, method_config=bad))]) == 2
+    line = _one_error_line(capsys)
+    assert f"method_config.mae-sem.checkpoint_dir={tmp_path / 'gone'} does not exist" in line
+    cfg = _bench_config(tmp_path, method_config=bad, exclude=["mae-sem"])
+    assert main(["benchmark", "--config", str(cfg)]) == 2
+    assert "no images" in _one_error_line(capsys)
+
+
+def test_benchmark_set_accepts_an_existing_checkpoint(tmp_path):
+    from sem_models import build_mae, save_model
+    from sem_train.evaluation import load_benchmark_config
+
+    save_model(build_mae("tiny", img_size=32, patch_size=8, in_chans=1), tmp_path / "mae")
+    cfg = load_benchmark_config(
+        _bench_config(tmp_path, method_config={"wiener": {"balance": 0.1}}),
+        {"mae-sem": {"checkpoint_dir": str(tmp_path / "mae")}, "wiener": {"clip": False}},
+    )
+    assert cfg.method_config["mae-sem"] == {"checkpoint_dir": str(tmp_path / "mae")}
+    assert cfg.method_config["wiener"] == {"balance": 0.1, "clip": False}  # merged
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--methods", "input,wienr"], "--methods: unknown method 'wienr'; available: input, "),
+        (["--exclude", "bm3dd,nn"], "--exclude: unknown methods 'bm3dd', 'nn'; available: "),
+        (
+            ["--set", "wiener.balanc=0.1"],
+            "--set wiener.balanc: unknown setting of wiener; its settings: ",
+        ),
+        (["--set", "wienr.balance=0.1"], "--set wienr.balance: unknown method 'wienr'; "),
+        (["--set", "wiener.balance=-1"], "--set wiener.balance"),
+        (["--set", "mae-sem.checkpoint_dir=no/such/run"], "--set mae-sem.checkpoint_dir="),
+    ],
+)
+def test_demo_option_errors_name_the_option_plainly(tmp_path, capsys, extra, expected):
+    out = tmp_path / "r"
+    assert main(["demo", "--quick", "--out", str(out), *extra]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"sem: error: {expected}"), line
+    assert "Value error" not in line and "value:" not in line and not out.exists()
+    if "balanc=" in " ".join(extra):
+        assert "balance" in line  # the settings of the method are listed
+
+
+def test_benchmark_methods_option_is_named_in_its_error(tmp_path, capsys):
+    assert main(["benchmark", "--config", str(_bench_config(tmp_path)), "--methods", "wienr"]) == 2
+    assert _one_error_line(capsys).startswith("sem: error: --methods: unknown method 'wienr'")
+
+
+def test_demo_runs_mae_sem_when_named_or_given_a_checkpoint_as_its_help_says(
+    tmp_path, capsys, monkeypatch
+):
+    import sem_train.evaluation as evaluation
+    from sem_models import build_mae, save_model
+
+    ran = []
+
+    def fake_run(cfg, **_):
+        ran.append(cfg.method_names())
+        return tmp_path / "report.md"
+
+    monkeypatch.setattr(evaluation, "run_benchmark", fake_run)
+    save_model(build_mae("tiny", img_size=32, patch_size=8, in_chans=1), tmp_path / "mae")
+    base = ["demo", "--quick", "--out", str(tmp_path / "r")]
+    for extra, runs_mae_sem in [
+        ([], False),  # it would be pretrained here: left out by default
+        (["--methods", "input,mae-sem"], True),  # named: pretrained here, no --train-here
+        (["--train-here"], True),
+        (["--set", f"mae-sem.checkpoint_dir={tmp_path / 'mae'}"], True),  # nothing to train
+        (["--exclude", "mae-sem", "--train-here"], False),
+    ]:
+        assert main([*base, *extra]) == 0, capsys.readouterr().err
+        assert ("mae-sem" in ran[-1]) is runs_mae_sem, extra
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "needs --train-here" not in text
+    assert "mae-sem only with --train-here or --set mae-sem.checkpoint_dir=DIR" in text
+    assert "named here, it always runs" in text

@@ -101,10 +101,13 @@ def test_moe_options_are_sem_models_moe_config_with_unknown_keys_refused():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("a: &x [1, 2]\nb: *x\n", r"line 1: YAML anchors and aliases"),
-        ("run:\n  epochs: &e 3\n", r"line 2: YAML anchors and aliases"),
-        ('run: !!python/object/apply:os.system ["true"]\n', r"line 1: could not determine"),
-        ("run:\n\tepochs: 3\n", r"line 2: found character '\\t'"),
+        ("a: &x [1, 2]\nb: *x\n", r"line 1, column 4: YAML anchors and aliases"),
+        ("run:\n  epochs: &e 3\n", r"line 2, column 11: YAML anchors and aliases"),
+        (
+            'run: !!python/object/apply:os.system ["true"]\n',
+            r"line 1, column 6: could not determine",
+        ),
+        ("run:\n\tepochs: 3\n", r"line 2, column 1: found character '\\t'"),
         ("run: {epochs: 3\n", r"line 2"),
         ("run:\n  epochs: \x07\n", r"c\.yaml"),
         ("- 1\n- 2\n", "must hold a mapping"),
@@ -180,3 +183,32 @@ def test_unparseable_config_files_are_config_errors(tmp_path, name, text, messag
         load_config(f, "stage1")
     with pytest.raises(ConfigError, match="is not a file"):
         load_config(tmp_path, "stage1")
+
+
+def test_training_and_benchmark_configs_share_one_reader(tmp_path, capsys):
+    """A malformed file: its line and column; a folder: the configs in it; for both loaders."""
+    from sem_train.evaluation import load_benchmark_config
+
+    bad = tmp_path / "table.md"
+    bad.write_text("| a | b |\n|---|---|\n")
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "stage1.yaml").write_text("run: {epochs: 1}\n")
+    (folder / "readme.txt").write_text("hi")
+    for load, what in [
+        (lambda p: load_config(p, "stage1"), "config file"),
+        (load_benchmark_config, "benchmark config"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"^{what} {bad}, line 1, column 3: expected"):
+            load(bad)
+        with pytest.raises(ConfigError, match=r"e\.g\. one of: stage1\.yaml$") as exc:
+            load(folder)
+        assert str(exc.value).startswith(f"{what} {folder} is not a file but a folder; give a")
+    out = tmp_path / "run"
+    argv = ["train", "pretrain", "--stage", "1", "--config", str(bad), "--output-dir", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"sem: error: config file {bad}, line 1, column 3: expected a comment or a line break, "
+        "but found 'a'"
+    ]

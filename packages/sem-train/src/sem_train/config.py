@@ -42,6 +42,7 @@ __all__ = [
     "Stage3Config",
     "load_config",
     "preset",
+    "read_config_file",
 ]
 
 
@@ -632,7 +633,12 @@ def _key_lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...],
     return out
 
 
-def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+def _position(line0: int, column0: int) -> str:
+    """``, line L, column C`` (1-based) of a 0-based parser position."""
+    return f", line {line0 + 1}, column {column0 + 1}"
+
+
+def _parse_yaml(text: str, path: Path, what: str) -> tuple[Any, dict[tuple[str, ...], int]]:
     yaml, loader_cls = safe_yaml_loader()
     loader = None
     try:
@@ -641,43 +647,72 @@ def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple[str, ...], int]]
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
-        where = f", line {mark.line + 1}" if mark is not None else ""
+        where = _position(mark.line, mark.column) if mark is not None else ""
         problem = err.problem or err.context or "malformed YAML"
-        raise ConfigError(f"config file {path}{where}: {problem}") from None
+        raise ConfigError(f"{what} {path}{where}: {problem}") from None
     except yaml.YAMLError as err:  # e.g. control characters (ReaderError)
-        raise ConfigError(f"config file {path}: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{what} {path}: {str(err).splitlines()[0]}") from None
     finally:
         if loader is not None:
             loader.dispose()
     return data, _key_lines(node)
 
 
-def _read_mapping(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
-    """The mapping in a YAML/JSON file and the line of each key path (YAML only)."""
+def _config_files_in(folder: Path, limit: int = 8) -> str:
+    """``", e.g. one of: a.yaml, b.json"`` for the YAML/JSON files in ``folder`` (or "")."""
+    try:
+        names = sorted(
+            f.name
+            for f in folder.iterdir()
+            if f.suffix.lower() in (".yaml", ".yml", ".json") and f.is_file()
+        )
+    except OSError:
+        return ""
+    if not names:
+        return ""
+    more = f" (and {len(names) - limit} more)" if len(names) > limit else ""
+    return f", e.g. one of: {', '.join(names[:limit])}{more}"
+
+
+def read_config_file(
+    path: str | Path, what: str = "config file"
+) -> tuple[dict[str, Any] | None, dict[tuple[str, ...], int]]:
+    """The mapping in a YAML/JSON file (None when the file is empty) and the 1-based line of
+    each key path (YAML only): the one reader of the training and the benchmark configs.
+
+    Every problem is one line naming ``what`` and the file: missing (FileNotFoundError), a
+    folder (with the YAML/JSON files in it), too large, not UTF-8, not a mapping, or malformed
+    (:class:`ConfigError` with the line and column where the parser stopped).
+    """
+    path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise ConfigError(
+            f"{what} {path} is not a file but a folder; give a YAML/JSON file"
+            + _config_files_in(path)
+        )
     if not path.is_file():
-        raise ConfigError(f"config file {path} is not a file")
+        raise ConfigError(f"{what} {path} is not a file")
     if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+        raise ConfigError(f"{what} {path} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason})") from None
+        raise ConfigError(f"{what} {path} is not UTF-8 text ({err.reason})") from None
     lines: dict[tuple[str, ...], int] = {}
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            data, lines = _parse_yaml(text, path)
+            data, lines = _parse_yaml(text, path, what)
     except json.JSONDecodeError as err:
-        raise ConfigError(f"config file {path}, line {err.lineno}: {err.msg}") from None
+        where = _position(err.lineno - 1, err.colno - 1)
+        raise ConfigError(f"{what} {path}{where}: {err.msg}") from None
     except RecursionError:
-        raise ConfigError(f"config file {path} is nested too deeply") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{what} {path} is nested too deeply") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping, got {type(data).__name__}")
     return data, lines
 
 
@@ -714,7 +749,8 @@ def load_config(source: str | Path | dict[str, Any] | None, kind: str) -> BaseMo
             raise ConfigError(
                 f"unknown preset {source!r}; choose from {sorted(PRESETS)} or give a YAML/JSON file"
             )
-        (data, lines), label = _read_mapping(path), str(path)
+        found, lines = read_config_file(path)
+        data, label = found or {}, str(path)
     base_name = data.pop("preset", None)
     if base_name is not None:
         if not isinstance(base_name, str) or base_name not in PRESETS:

@@ -7,7 +7,12 @@ from typing import Any
 
 from sem_physics.cli_support import number
 
-__all__ = ["add_run_options", "register"]
+__all__ = ["add_run_options", "register", "split_names"]
+
+
+def split_names(text: str | None) -> list[str] | None:
+    """``"wiener, bm3d"`` -> ``["wiener", "bm3d"]`` (None when not given)."""
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -16,7 +21,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--set",
         action="append",
         metavar="METHOD.FIELD=VALUE",
-        help="a method's setting, e.g. mae-imagenet.weights_path=mae_pretrain_vit_large.pth",
+        help="a method's setting (repeatable), e.g. "
+        "mae-imagenet.weights_path=mae_pretrain_vit_large.pth; checked, with the file or "
+        "folder it names, before any work",
     )
     p.add_argument("--strict", action="store_true", help="an unreadable input file is an error")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -29,20 +36,23 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 def _benchmark(args: argparse.Namespace) -> int:
     from ..evaluation import load_benchmark_config, run_benchmark
-    from ..evaluation.config import parse_method_settings
+    from ..evaluation.config import (
+        check_method_names,
+        check_method_settings,
+        parse_method_settings,
+    )
 
+    methods = split_names(args.methods)
+    check_method_names("--methods", methods)  # the options first, each named in its error
+    settings = parse_method_settings(args.set)
+    check_method_settings(settings)
     overrides: dict[str, Any] = {
         "out": args.out,
-        "methods": args.methods.split(",") if args.methods else None,
+        "methods": methods,
         "strict": args.strict or None,
         "workers": args.workers,
     }
-    cfg = load_benchmark_config(args.config, **overrides)
-    if args.set:
-        merged = {k: dict(v) for k, v in cfg.method_config.items()}
-        for name, conf in parse_method_settings(args.set).items():
-            merged.setdefault(name, {}).update(conf)
-        cfg = load_benchmark_config(args.config, **overrides, method_config=merged)
+    cfg = load_benchmark_config(args.config, settings, **overrides)
     report = run_benchmark(cfg, force=args.force, progress=not args.no_progress)
     print(f"report: {report.resolve()}")
     return 0

@@ -4,11 +4,14 @@ Generated sample images (line/space, contact holes, textures), or the user's own
 defocused with seeded settings (the paper's ranges and the midpoint), restored by every
 registered method, scored and measured, and written to a report folder. The foundation model
 rows use the model shipped with the toolkit (``sem-foundation``, ``sem-foundation-zero-shot``);
-the small learned baselines are trained on the spot. ``--train-here`` also pretrains and
-fine-tunes the dense SEM MAE (``mae-sem``) and fine-tunes the shipped pretrained MAE + MoE,
-with the shipped model's restoration head (residual, refiner, physics guides), on the demo's
-own training images, as the paper's few-shot protocol does (slower). The run is the evaluation runner on the preset
-:func:`sem_train.evaluation.demo_config`; its ``config.json`` reruns it with ``sem benchmark``.
+the small learned baselines are trained on the spot. The dense SEM MAE (``mae-sem``) has no
+shipped model: without ``--set mae-sem.checkpoint_dir=...`` it is pretrained and fine-tuned
+on the demo's own training images (slower), so the default method list leaves it out unless
+``--train-here`` is given or ``--methods`` names it. ``--train-here`` also fine-tunes the
+shipped pretrained MAE + MoE, with the shipped model's restoration head (residual, refiner,
+physics guides), on those images, as the paper's few-shot protocol does. The run is the
+evaluation runner on the preset :func:`sem_train.evaluation.demo_config`; its
+``config.json`` reruns it with ``sem benchmark``.
 """
 
 from __future__ import annotations
@@ -19,16 +22,12 @@ from typing import Any
 
 from sem_physics.cli_support import number
 
-from .benchmark import add_run_options
+from .benchmark import add_run_options, split_names
 
 __all__ = ["register"]
 
 
 _positive_float = number(float, low=0, low_open=True)
-
-
-def _split(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -49,33 +48,39 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from ..evaluation import demo_config, run_benchmark
-    from ..evaluation.config import parse_method_settings
+    from ..evaluation.config import (
+        check_method_names,
+        check_method_settings,
+        parse_method_settings,
+    )
+    from ..evaluation.methods import trains_here
 
     if args.images is not None and not Path(args.images).is_dir():
         raise NotADirectoryError(f"--images {args.images!r} is not a folder")
+    methods, exclude = split_names(args.methods), split_names(args.exclude) or []
+    check_method_names("--methods", methods)  # the options first, each named in its error
+    check_method_names("--exclude", exclude)
+    settings = parse_method_settings(args.set)
+    check_method_settings(settings)
+    if args.train_here:
+        settings.setdefault("sem-foundation", {}).setdefault("finetune_here", True)
+    elif not methods and trains_here("mae-sem", settings.get("mae-sem", {})):
+        exclude.append("mae-sem")  # it would be pretrained here: only when asked for
     overrides: dict[str, Any] = {
         "out": args.out,
         "images": args.images,
-        "methods": _split(args.methods),
-        "exclude": _split(args.exclude),
+        "methods": methods,
+        "exclude": list(dict.fromkeys(exclude)) or None,
         "seed": args.seed,
         "pixel_size_nm": args.pixel_size_nm,
-        "method_config": parse_method_settings(args.set) or None,
+        "method_config": settings or None,
         "epochs": args.epochs,
         "n_train": args.n_train,
-        "quality_metrics": _split(args.metrics),
-        "settings": _split(args.settings),
+        "quality_metrics": split_names(args.metrics),
+        "settings": split_names(args.settings),
         "strict": args.strict or None,
         "workers": args.workers,
     }
-    methods, exclude = overrides["methods"], list(overrides["exclude"] or [])
-    if args.train_here:
-        settings = overrides["method_config"] or {}
-        settings.setdefault("sem-foundation", {}).setdefault("finetune_here", True)
-        overrides["method_config"] = settings
-    elif not methods or "mae-sem" not in methods:
-        exclude.append("mae-sem")  # trained on the spot: only with --train-here
-    overrides["exclude"] = list(dict.fromkeys(exclude)) or None
     cfg = demo_config(quick=args.quick, **overrides)
     report = run_benchmark(cfg, force=True, progress=not args.no_progress)
     print(f"report: {report.resolve()}")
@@ -102,15 +107,17 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--methods",
-        help="comma-separated method names (default: all registered but mae-sem, which needs --train-here)",
+        help="comma-separated method names (default: every registered one, mae-sem only with "
+        "--train-here or --set mae-sem.checkpoint_dir=DIR: without a checkpoint it pretrains "
+        "and fine-tunes a small MAE here, minutes more; named here, it always runs)",
     )
     p.add_argument("--exclude", help="comma-separated method names to leave out")
     p.add_argument("--epochs", type=int, help="training epochs of the learned methods")
     p.add_argument(
         "--train-here",
         action="store_true",
-        help="also pretrain the dense SEM MAE and fine-tune the shipped model on the demo's "
-        "training images (the paper's protocol; minutes more)",
+        help="also pretrain the dense SEM MAE (mae-sem) and fine-tune the shipped model "
+        "(sem-foundation) on the demo's training images (the paper's protocol; minutes more)",
     )
     p.add_argument("--n-train", type=int, help="focused images kept for training learned methods")
     p.add_argument(

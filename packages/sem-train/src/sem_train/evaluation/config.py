@@ -19,12 +19,15 @@ Example (YAML; every key is a :class:`BenchmarkConfig` field)::
 
 then ``sem benchmark --config bench.yaml`` (rerun the same command to resume). Without
 ``images`` an S→S run uses the project's generated sample images (``generated``). Method names
-(``methods``, ``exclude``, ``method_config`` keys and settings) and metric names are checked
-when the config is made, before any work.
+(``methods``, ``exclude``, ``method_config`` keys and settings), metric names and every
+checkpoint or weights file a method to run names (``checkpoint_dir``, ``weights_path``) are
+checked when the config is made, before any work; an unset one means "trained here" (or the
+model shipped with the toolkit).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +38,7 @@ from sem_physics.cli_support import validation_message
 from sem_physics.io import DEFAULT_CROP_FRACTION
 from sem_physics.samples import SAMPLE_KINDS, SampleKind
 
-from ..config import safe_yaml_loader
+from ..config import read_config_file, safe_yaml_loader
 from .foundation import FoundationConfig
 from .methods import check_method_config, select_methods
 from .protocols import SETTINGS
@@ -45,6 +48,9 @@ from .sources import check_output_folder
 __all__ = [
     "BenchmarkConfig",
     "GeneratedImages",
+    "check_method_names",
+    "check_method_settings",
+    "check_weights",
     "demo_config",
     "load_benchmark_config",
     "make_config",
@@ -152,8 +158,10 @@ class BenchmarkConfig(BaseModel):
 
     @model_validator(mode="after")
     def _names_and_folders(self) -> BenchmarkConfig:
-        select_methods(self.methods, self.exclude)
+        names = select_methods(self.methods, self.exclude)
         check_method_config(self.method_config)
+        for name in names:  # the weights a method to run is given must be there
+            check_weights(name, self.method_config.get(name, {}), f"method_config.{name}")
         check_output_folder(
             self.out, [self.images, self.defocused, self.focused, self.train_images]
         )
@@ -170,7 +178,8 @@ _, _NoAliasLoader = safe_yaml_loader()
 def parse_method_settings(items: list[str] | None) -> dict[str, dict[str, Any]]:
     """``["mae-imagenet.weights_path=/w.pth", ...]`` -> ``{"mae-imagenet": {"weights_path": ...}}``.
 
-    Values are read as YAML scalars (numbers, booleans), otherwise kept as text.
+    Values are read as YAML scalars (numbers, booleans), otherwise kept as text; an empty value
+    (``mae-sem.checkpoint_dir=``) is None, the setting left unset.
     """
     out: dict[str, dict[str, Any]] = {}
     for item in items or []:
@@ -179,11 +188,101 @@ def parse_method_settings(items: list[str] | None) -> dict[str, dict[str, Any]]:
         if not (sep and dot and method and name):
             raise ValueError(f"--set {item!r}: expected METHOD.FIELD=VALUE")
         try:
-            parsed = yaml.load(value, Loader=_NoAliasLoader) if value else value
+            parsed = yaml.load(value, Loader=_NoAliasLoader) if value else None
         except yaml.YAMLError:
             parsed = value
         out.setdefault(method, {})[name] = parsed
     return out
+
+
+def _unknown_methods(names: Sequence[str]) -> str | None:
+    """``"unknown method 'x'; available: ..."`` for the unregistered ``names`` (None: none)."""
+    from .methods import list_methods
+
+    registered = list_methods()
+    unknown = list(dict.fromkeys(n for n in names if n not in registered))
+    if not unknown:
+        return None
+    listed = ", ".join(map(repr, unknown))
+    return f"unknown method{'s' if len(unknown) > 1 else ''} {listed}; available: " + ", ".join(
+        registered
+    )
+
+
+def check_method_names(option: str, names: Sequence[str] | None) -> None:
+    """A method list given with ``option`` (``--methods``, ``--exclude``): ValueError naming the
+    option and the unknown names, listing the registered ones."""
+    problem = _unknown_methods(names or [])
+    if problem:
+        raise ValueError(f"{option}: {problem}")
+
+
+def check_weights(name: str, settings: Mapping[str, Any], where: str) -> None:
+    """The checkpoint folder or weights file that ``settings`` of method ``name`` give must be
+    one (``sem restore --checkpoint``'s check); unset, the method is trained here or uses the
+    shipped model. ``where`` names the settings in the error (``--set mae-sem``)."""
+    if not settings:
+        return  # nothing given: no path to check (and no method module to import)
+    from ..restoration.methods import load_checkpoint, method_needs
+
+    needs = method_needs(name)
+    if needs.checkpoint not in ("checkpoint_dir", "weights_path"):
+        return  # no weights setting (a method trained here is saved, never given a path)
+    given = settings.get(needs.checkpoint)
+    if given is not None:
+        load_checkpoint(needs, str(given), setting=f"{where}.{needs.checkpoint}")
+
+
+def check_method_settings(settings: Mapping[str, Mapping[str, Any]], option: str = "--set") -> None:
+    """``--set`` settings (from :func:`parse_method_settings`) before any work: each method
+    registered, each setting one of its config's fields with a valid value, each checkpoint or
+    weights file it names there. One-line ValueError naming ``option``, the method and the
+    setting."""
+    from sem_baselines import registry_entry
+
+    for name, conf in settings.items():
+        first = f"{option} {name}.{next(iter(conf), '')}"
+        problem = _unknown_methods([name])
+        if problem:
+            raise ValueError(f"{first}: {problem}")
+        cls = registry_entry(name).config_cls
+        unknown = [k for k in conf if k not in cls.model_fields]
+        if unknown:
+            raise ValueError(
+                f"{option} {name}.{unknown[0]}: unknown setting of {name}; its settings: "
+                + ", ".join(cls.model_fields)
+            )
+        try:
+            cls(**dict(conf))
+        except ValidationError as err:  # "--set wiener.balance must be > 0, got -1"
+            sep = "." if err.errors()[0]["loc"] else ": "
+            raise ValueError(f"{option} {name}{sep}{_problems(err)}") from None
+        check_weights(name, conf, f"{option} {name}")
+
+
+def _merge_settings(base: Any, given: Mapping[str, Mapping[str, Any]] | None) -> Any:
+    """A copy of ``base``'s per-method settings updated by ``given``, setting by setting."""
+    if base is not None and not isinstance(base, dict):
+        return base  # not a mapping: the config's own error names it
+    merged = {m: dict(v) if isinstance(v, dict) else v for m, v in (base or {}).items()}
+    for method, conf in (given or {}).items():
+        old = merged.get(method)
+        merged[method] = {**(old if isinstance(old, dict) else {}), **conf}
+    return merged
+
+
+def _problems(err: ValidationError) -> str:
+    """One line for ``err``: a rule of the config (a ``ValueError`` of a validator) reads as its
+    own message, without pydantic's ``Value error,`` prefix."""
+    errors = err.errors()
+    if errors and all(e["type"] == "value_error" for e in errors):
+        parts = []
+        for e in errors:
+            loc = ".".join(str(x) for x in e["loc"])
+            text = str(e.get("ctx", {}).get("error", e["msg"]))
+            parts.append(f"{loc}: {text}" if loc else text)
+        return "; ".join(parts)
+    return validation_message(err)
 
 
 def make_config(data: dict[str, Any], where: str = "config") -> BenchmarkConfig:
@@ -191,24 +290,23 @@ def make_config(data: dict[str, Any], where: str = "config") -> BenchmarkConfig:
     try:
         return BenchmarkConfig(**data)
     except ValidationError as err:
-        raise ValueError(f"{where}: {validation_message(err)}") from None
+        raise ValueError(f"{where}: {_problems(err)}") from None
 
 
-def load_benchmark_config(path: str | Path, **overrides: Any) -> BenchmarkConfig:
-    """Read a YAML or JSON benchmark config; ``overrides`` (not None) replace its keys."""
+def load_benchmark_config(
+    path: str | Path,
+    method_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    **overrides: Any,
+) -> BenchmarkConfig:
+    """Read a YAML or JSON benchmark config; ``overrides`` (not None) replace its keys,
+    ``method_settings`` (``--set``) update its ``method_config`` setting by setting."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"benchmark config {str(p)!r} does not exist")
-    try:
-        data = yaml.load(p.read_text(), Loader=_NoAliasLoader)
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{p}: not valid YAML/JSON: {first}") from None
-    if data is None:
+    data, _ = read_config_file(p, "benchmark config")
+    if not data:
         raise ValueError(f"{p}: the config file is empty (give at least `protocol:` or `images:`)")
-    if not isinstance(data, dict):
-        raise ValueError(f"{p}: expected a mapping of settings, got {type(data).__name__}")
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if method_settings:
+        data["method_config"] = _merge_settings(data.get("method_config"), method_settings)
     return make_config(data, str(p))
 
 
@@ -260,8 +358,6 @@ def demo_config(*, quick: bool = False, **overrides: Any) -> BenchmarkConfig:
         data["title"] = "SEM restoration demo (quick mode)"
     given = {k: v for k, v in overrides.items() if v is not None}
     # a method's settings given by the user are merged into the preset's, key by key
-    merged = {m: dict(v) for m, v in data["method_config"].items()}
-    for method, settings in (given.pop("method_config", None) or {}).items():
-        merged.setdefault(method, {}).update(settings)
+    merged = _merge_settings(data["method_config"], given.pop("method_config", None))
     data.update(given, method_config=merged)
     return make_config(data, "sem demo")

@@ -107,20 +107,26 @@ def _saved_restorer_dir(path: Path) -> Path:
     )
 
 
-def _model_dir(path: Path) -> Path:
+def _model_dir(path: Path, what: str = "--checkpoint") -> Path:
     """The sem-models export behind ``path`` (run folder, export folder or its weights file)."""
     from ..modeling import resolve_model_dir
 
     if path.is_file():
         path = path.parent
     try:
-        return resolve_model_dir(path, what="--checkpoint")
+        return resolve_model_dir(path, what=what)
     except FileNotFoundError as err:
         raise CheckpointMismatchError(str(err)) from None
 
 
-def load_checkpoint(needs: MethodNeeds, checkpoint: str | Path | None) -> dict[str, Any]:
-    """Config entries pointing the method at its weights (empty for a saved restorer)."""
+def load_checkpoint(
+    needs: MethodNeeds, checkpoint: str | Path | None, *, setting: str | None = None
+) -> dict[str, Any]:
+    """Config entries pointing the method at its weights (empty for a saved restorer).
+
+    ``setting`` names where the path was given (e.g. ``--set mae-sem.checkpoint_dir``): its
+    errors then read ``SETTING=PATH ...`` instead of ``--checkpoint PATH ...``.
+    """
     if needs.checkpoint == "none":
         if checkpoint is not None:
             raise ValueError(f"method {needs.name!r} takes no --checkpoint (it has no weights)")
@@ -134,13 +140,14 @@ def load_checkpoint(needs: MethodNeeds, checkpoint: str | Path | None) -> dict[s
             f"method {needs.name!r} needs --checkpoint (a 'sem train' run folder or its weights)"
         )
     path = Path(checkpoint)
+    given = f"{setting}={path}" if setting else f"--checkpoint {path}"
     if not path.exists():
-        raise CheckpointMismatchError(f"--checkpoint {path} does not exist")
+        raise CheckpointMismatchError(f"{given} does not exist")
     if needs.checkpoint == "checkpoint_dir":
-        return {"checkpoint_dir": str(_model_dir(path))}
+        return {"checkpoint_dir": str(_model_dir(path, setting or "--checkpoint"))}
     if needs.checkpoint == "weights_path":
         if not path.is_file():
-            raise CheckpointMismatchError(f"--checkpoint {path}: {needs.name} needs a weights file")
+            raise CheckpointMismatchError(f"{given}: {needs.name} needs a weights file")
         return {"weights_path": str(path)}
     return {}
 
