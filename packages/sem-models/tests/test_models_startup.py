@@ -1,0 +1,52 @@
+"""Light imports: the model settings load neither torch nor timm; every name still resolves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import sem_models
+
+
+def test_the_model_settings_import_without_torch_or_timm() -> None:
+    code = (
+        "import sys\nfrom sem_models.config import MAEConfig, mae_config\n"
+        "mae_config('tiny')\n"
+        "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))\n"
+        "import sem_models\nsem_models.build_mae\n"
+        "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    ).stdout.split("\n")
+    assert out[:2] == ["[]", "['timm', 'torch']"]
+
+
+def test_every_exported_name_resolves_to_its_submodule() -> None:
+    assert sorted(sem_models._EXPORTS) == sorted(sem_models.__all__)
+    for name, module in sem_models._EXPORTS.items():
+        value = getattr(sem_models, name)
+        assert getattr(sys.modules[f"sem_models.{module}"], name) is value
+    assert set(sem_models.__all__) <= set(dir(sem_models))
+    try:
+        sem_models.no_such_name  # noqa: B018
+    except AttributeError as err:
+        assert "no_such_name" in str(err)
+    else:
+        raise AssertionError("an unknown name did not raise")
+
+
+def test_a_function_named_like_its_submodule_stays_the_function() -> None:
+    """``sliding_window`` is both a submodule and the function it exports: importing the
+    submodule first (as ``from sem_models.sliding_window import ...`` does) leaves
+    ``from sem_models import sliding_window`` the function."""
+    code = (
+        "from sem_models.sliding_window import hann_weights\n"
+        "from sem_models import sliding_window\n"
+        "import sem_models.sliding_window as by_path\n"
+        "print(callable(sliding_window), sliding_window is by_path, type(sliding_window).__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    ).stdout.strip()
+    assert out == "True True function"
