@@ -227,7 +227,7 @@ def test_benchmark_methods_option_is_named_in_its_error(tmp_path, capsys):
 def test_demo_runs_mae_sem_when_named_or_given_a_checkpoint_as_its_help_says(
     tmp_path, capsys, monkeypatch
 ):
-    import sem_train.evaluation as evaluation
+    import sem_train.evaluation.runner as runner
     from sem_models import build_mae, save_model
 
     ran = []
@@ -236,7 +236,7 @@ def test_demo_runs_mae_sem_when_named_or_given_a_checkpoint_as_its_help_says(
         ran.append(cfg.method_names())
         return tmp_path / "report.md"
 
-    monkeypatch.setattr(evaluation, "run_benchmark", fake_run)
+    monkeypatch.setattr(runner, "run_benchmark", fake_run)
     save_model(build_mae("tiny", img_size=32, patch_size=8, in_chans=1), tmp_path / "mae")
     base = ["demo", "--quick", "--out", str(tmp_path / "r")]
     for extra, runs_mae_sem in [

@@ -266,3 +266,30 @@ def test_the_toolkit_has_its_four_console_scripts():
     assert [name for name, _ in _console_scripts()] == [
         "sem", "sem-degrade", "sem-measure", "sem-psf"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["demo", "--methods", "wienr", "--out", "{tmp}/out"], "--methods: unknown method"),
+        (["benchmark", "--config", "{tmp}"], "is not a file but a folder"),
+        (["train", "finetune", "--config", "{tmp}/none.yaml"], "does not exist"),
+        (["train", "finetune", "--config", "cpu-small", "--data", "{tmp}/x"], "not a directory"),
+    ],
+)
+def test_option_errors_come_before_torch_is_loaded(tmp_path, argv, words):
+    """A mistyped option is refused in the time of a config read, not after seconds of torch:
+    the process that refuses it has not imported torch."""
+    import subprocess
+    import sys
+
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code = (
+        "import sys\nfrom sem_train.cli import main\n"
+        f"rc = main({argv!r})\nprint(rc, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.stdout.strip() == "2 False", (done.stdout, done.stderr)
+    assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -100,7 +100,8 @@ def test_guides_need_a_refiner_in_the_config():
 def test_finetuning_a_guided_network_in_an_evaluation_keeps_its_heads(tmp_path):
     from sem_models import RestorationModel, build_mae, load_model
     from sem_physics import make_sample
-    from sem_train.evaluation.foundation import FoundationConfig, finetune_network
+    from sem_train.evaluation.config import FoundationConfig
+    from sem_train.evaluation.foundation import finetune_network
 
     torch.manual_seed(0)
     mae = build_mae("tiny", patch_size=16, img_size=32, in_chans=1, depth=1, decoder_depth=1)

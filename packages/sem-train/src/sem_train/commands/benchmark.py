@@ -35,10 +35,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from ..evaluation import load_benchmark_config, run_benchmark
-    from ..evaluation.config import (
+    from ..evaluation.config import (  # no torch yet: option errors come at once
         check_method_names,
         check_method_settings,
+        load_benchmark_config,
         parse_method_settings,
     )
 
@@ -53,6 +53,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         "workers": args.workers,
     }
     cfg = load_benchmark_config(args.config, settings, **overrides)
+    from ..evaluation.runner import run_benchmark
+
     report = run_benchmark(cfg, force=args.force, progress=not args.no_progress)
     print(f"report: {report.resolve()}")
     return 0

@@ -47,10 +47,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from ..evaluation import demo_config, run_benchmark
-    from ..evaluation.config import (
+    from ..evaluation.config import (  # no torch yet: option errors come at once
         check_method_names,
         check_method_settings,
+        demo_config,
         parse_method_settings,
     )
     from ..evaluation.methods import trains_here
@@ -82,6 +82,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         "workers": args.workers,
     }
     cfg = demo_config(quick=args.quick, **overrides)
+    from ..evaluation.runner import run_benchmark
+
     report = run_benchmark(cfg, force=True, progress=not args.no_progress)
     print(f"report: {report.resolve()}")
     return 0

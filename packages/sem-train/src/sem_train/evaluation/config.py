@@ -39,7 +39,6 @@ from sem_physics.io import DEFAULT_CROP_FRACTION
 from sem_physics.samples import SAMPLE_KINDS, SampleKind
 
 from ..config import read_config_file, safe_yaml_loader
-from .foundation import FoundationConfig
 from .methods import check_method_config, select_methods
 from .protocols import SETTINGS
 from .quality import QUALITY_METRICS, check_metrics
@@ -47,6 +46,7 @@ from .sources import check_output_folder
 
 __all__ = [
     "BenchmarkConfig",
+    "FoundationConfig",
     "GeneratedImages",
     "check_method_names",
     "check_method_settings",
@@ -58,6 +58,28 @@ __all__ = [
 ]
 
 Setting = Literal["random", "midpoint"]
+
+
+class FoundationConfig(BaseModel):
+    """Size and budget of a model pretrained during an evaluation (``pretrain_epochs``,
+    ``preset``) and the fine-tuning budget of every method fine-tuned there (the rest; input
+    side ``image_size_px`` is also the restoring window afterwards)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_size_px: int = Field(64, ge=16, le=1024, description="model input side (px) = window")
+    preset: str = Field("tiny", description="sem-models architecture preset")
+    pretrain_epochs: int = Field(6, ge=1, le=100_000)
+    finetune_epochs: int = Field(6, ge=1, le=100_000)
+    batch_size: int = Field(8, ge=1, le=4096)
+    pairs_per_image: int = Field(16, ge=1, le=10_000, description="fine-tune crops per image")
+    val_pairs_per_image: int = Field(
+        8, ge=1, le=1024, description="fixed degradations per validation image"
+    )
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    loss_variant: str = Field(
+        "L1", description="fine-tune loss: 'L1' (Charbonnier) or 'L1+TV' (paper's variants)"
+    )
 
 
 class GeneratedImages(BaseModel):

@@ -27,36 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from sem_models import RestorationModel
 from sem_physics import image_to_tensor
 
 from ..data import DefocusPairDataset, SEMImageDataset
+from .config import FoundationConfig
 from .methods import Pretrained
 
-__all__ = ["FoundationConfig", "finetune_network", "train_foundation"]
-
-
-class FoundationConfig(BaseModel):
-    """Size and budget of a model pretrained during an evaluation (``pretrain_epochs``,
-    ``preset``) and the fine-tuning budget of every method fine-tuned there (the rest; input
-    side ``image_size_px`` is also the restoring window afterwards)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    image_size_px: int = Field(64, ge=16, le=1024, description="model input side (px) = window")
-    preset: str = Field("tiny", description="sem-models architecture preset")
-    pretrain_epochs: int = Field(6, ge=1, le=100_000)
-    finetune_epochs: int = Field(6, ge=1, le=100_000)
-    batch_size: int = Field(8, ge=1, le=4096)
-    pairs_per_image: int = Field(16, ge=1, le=10_000, description="fine-tune crops per image")
-    val_pairs_per_image: int = Field(
-        8, ge=1, le=1024, description="fixed degradations per validation image"
-    )
-    lr: float = Field(1e-3, gt=0, le=1.0)
-    loss_variant: str = Field(
-        "L1", description="fine-tune loss: 'L1' (Charbonnier) or 'L1+TV' (paper's variants)"
-    )
+__all__ = ["finetune_network", "train_foundation"]
 
 
 def _tensors(images: Sequence[np.ndarray]) -> list[torch.Tensor]:
