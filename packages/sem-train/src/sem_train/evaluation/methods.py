@@ -34,6 +34,7 @@ from sem_baselines import (
     registry_entry,
     restorer_config,
 )
+from sem_physics.cli_support import validation_message
 
 from .protocols import Case
 from .results import CONTROL_NAME, INPUT_NAME, MethodRun
@@ -116,12 +117,12 @@ def check_method_config(method_config: Mapping[str, Mapping[str, Any]]) -> None:
     """Every key a registered method and every setting valid for it (before any work)."""
     _unknown(list(method_config), "method_config / --set")
     for name, conf in method_config.items():
+        config_cls = registry_entry(name).config_cls
         try:
-            registry_entry(name).config_cls(**dict(conf))
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
-            raise ValueError(f"setting {name}.{where}: {first['msg']}") from None
+            config_cls(**dict(conf))
+        except ValidationError as err:  # "setting wiener.balance must be in (0, 1e6], got -1"
+            message = validation_message(err, config_cls)
+            raise ValueError(f"setting {name}.{message}") from None
 
 
 def _first_line(err: BaseException) -> str:

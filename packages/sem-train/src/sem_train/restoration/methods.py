@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
+from sem_physics.cli_support import validation_message
 
 __all__ = [
     "CheckpointMismatchError",
@@ -76,11 +77,9 @@ def check_options(needs: MethodNeeds, options: dict[str, Any]) -> BaseModel:
     """Validate ``options`` against the method's config; one-line ValueError naming the field."""
     try:
         return needs.config_cls(**options)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "options"
-        value = f" (got {first['input']!r})" if "input" in first and first["loc"] else ""
-        raise ValueError(f"method {needs.name!r}, setting {where}: {first['msg']}{value}") from None
+    except ValidationError as err:  # "method 'wiener', setting balance must be in (0, 1e6], got -1"
+        message = validation_message(err, needs.config_cls)
+        raise ValueError(f"method {needs.name!r}, setting {message}") from None
 
 
 def _first_line(err: BaseException) -> str:
