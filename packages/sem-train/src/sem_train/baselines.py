@@ -143,7 +143,9 @@ def _restorer(name: str, params: dict[str, Any]) -> Any:
         try:
             config_cls.model_validate(params)
         except ValidationError as err:
-            raise ConfigError(f"params of restorer {name!r}: {problems(err)}") from None
+            raise ConfigError(
+                f"params of restorer {name!r}: {problems(err, model=config_cls)}"
+            ) from None
         raise
 
 

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sem_models.config import MoEConfig
 from sem_physics import ParameterRanges
+from sem_physics.cli_support import validation_message
 from sem_physics.io import DEFAULT_CROP_FRACTION
 from sem_physics.samples import SAMPLE_KINDS, SampleKind
 
@@ -761,22 +762,22 @@ def load_config(source: str | Path | dict[str, Any] | None, kind: str) -> BaseMo
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(f"invalid {kind} config ({label}): {problems(err, lines)}") from None
+        raise ConfigError(f"invalid {kind} config ({label}): {problems(err, lines, cls)}") from None
 
 
-def problems(err: ValidationError, lines: dict[tuple[str, ...], int] | None = None) -> str:
-    """One line listing every field error of ``err`` (with its line when ``lines`` knows it)."""
-    return "; ".join(_describe(e, lines or {}) for e in err.errors())
+def problems(
+    err: ValidationError,
+    lines: dict[tuple[str, ...], int] | None = None,
+    model: type[BaseModel] | None = None,
+) -> str:
+    """One line listing every field error of ``err``: the field (with its line when ``lines``
+    knows it), the accepted range of a number (``model``'s bounds) and the value given."""
+    known = lines or {}
 
+    def where(loc: tuple[Any, ...]) -> str:
+        key = tuple(str(p) for p in loc)
+        line = next((known[key[:i]] for i in range(len(key), 0, -1) if key[:i] in known), None)
+        name = ".".join(key) or "<root>"
+        return name if line is None else f"{name} (line {line})"
 
-def _describe(error: Any, lines: dict[tuple[str, ...], int]) -> str:
-    """``field (line N): message (got value)`` for one pydantic error."""
-    loc = tuple(str(p) for p in error["loc"])
-    line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
-    where = ".".join(loc) or "<root>"
-    if line is not None:
-        where += f" (line {line})"
-    got = error.get("input")
-    if isinstance(got, dict | list) or error["type"] == "missing":
-        return f"{where}: {error['msg']}"
-    return f"{where}: {error['msg']} (got {repr(got)[:60]})"
+    return validation_message(err, model, label=where)
