@@ -296,3 +296,24 @@ def test_niqe_bad_inputs() -> None:
         niqe(np.zeros((100, 100, 2)))
     with pytest.raises(ValueError, match="NaN"):
         niqe(np.full((100, 100), np.nan))
+
+
+def test_missing_quality_packages_name_the_extra_that_installs_them() -> None:
+    """Without the ``quality`` extra, NIQE and LPIPS say which extra to install."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nsys.modules['pyiqa'] = None\nsys.modules['lpips'] = None\n"
+        "import numpy as np\nfrom sem_metrology import lpips_distance, niqe\n"
+        "img = np.full((128, 128), 100.0)\n"
+        "for call in (lambda: niqe(img), lambda: lpips_distance(img, img)):\n"
+        "    try:\n        call()\n    except ModuleNotFoundError as err:\n        print(err)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    ).stdout.splitlines()
+    assert out == [
+        "pyiqa is needed for niqe: pip install 'sem-metrology[quality]'",
+        "lpips is needed for lpips_distance: pip install 'sem-metrology[quality]'",
+    ]

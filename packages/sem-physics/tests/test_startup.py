@@ -103,3 +103,22 @@ def test_lazy_exports_refuse_a_name_listed_in_only_one_place(tmp_path, monkeypat
     finally:
         sys.modules.pop("lazy_demo_pkg", None)
         sys.modules.pop("lazy_demo_pkg.util", None)
+
+
+def test_a_missing_torch_names_the_extra_that_installs_it() -> None:
+    """Without torch (the ``torch`` extra), the torch functions say which extra to install."""
+    code = (
+        "import sys\nsys.modules['torch'] = None  # as if torch were not installed\n"
+        "import numpy as np, sem_physics\n"
+        "sem_physics.degrade(np.full((32, 32), 100.0), sem_physics.ParameterRanges().midpoint(), 0)\n"
+        "for call in (lambda: sem_physics.image_to_tensor(np.zeros((4, 4))),\n"
+        "             lambda: sem_physics.airy_psf_torch(sem_physics.PSFParams(rx_px=2, ry_px=2)),\n"
+        "             lambda: __import__('sem_physics.batched')):\n"
+        "    try:\n        call()\n    except ModuleNotFoundError as err:\n"
+        "        print(err.name, '|', err)\n"
+    )
+    lines = _run(code).splitlines()
+    assert len(lines) == 3, lines
+    names = ("image_to_tensor", "airy_psf_torch", "sem_physics.batched")
+    for line, what in zip(lines, names, strict=True):
+        assert line == f"torch | torch is needed for {what}: pip install 'sem-physics[torch]'"

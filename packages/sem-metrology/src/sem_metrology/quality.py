@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from sem_physics.optional import require
 from sem_physics.validation import refuse_sem_image
 
 __all__ = [
@@ -54,6 +55,9 @@ _NIQE_MIN_SIZE = 96  # NIQE works on 96 x 96 blocks
 
 class WeightsNotFoundError(FileNotFoundError):
     """A weight file a metric needs is not on this machine (nothing is downloaded)."""
+
+
+_QUALITY_EXTRA = "sem-metrology[quality]"  # torch, torchvision, lpips, pyiqa
 
 
 def _pair(ref: Any, img: Any, data_range: float) -> tuple[np.ndarray, np.ndarray]:
@@ -270,6 +274,8 @@ def lpips_distance(
             f"lpips_distance needs images of at least {_LPIPS_MIN_SIZE}x{_LPIPS_MIN_SIZE} pixels "
             f"(the backbone's pooling stages), got {a.shape}"
         )
+    for module in ("torch", "torchvision", "lpips"):  # one line naming the extra if absent
+        require(module, _QUALITY_EXTRA, "lpips_distance")
     backbone = lpips_backbone_path(net, weights_path)
     import torch
 
@@ -350,6 +356,8 @@ def niqe(img: Any, data_range: float = 255.0, *, device: str | None = None) -> f
         raise ValueError("img must not contain NaN or inf")
     if not (np.isfinite(data_range) and data_range > 0):
         raise ValueError(f"data_range must be a finite number > 0, got {data_range}")
+    for module in ("torch", "pyiqa"):  # one line naming the extra if absent
+        require(module, _QUALITY_EXTRA, "niqe")
     import torch
 
     dev = device or _default_device()

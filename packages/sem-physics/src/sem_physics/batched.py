@@ -32,13 +32,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .convolution import fft_shape, symmetric_indices
+from .optional import require
 from .params import DegradationParams, ParameterRanges
 from .psf import MAX_RADIUS_PX
+
+if TYPE_CHECKING:
+    import torch
+else:  # without the torch extra: one line naming it
+    torch = require("torch", "sem-physics[torch]", "sem_physics.batched")
 
 __all__ = [
     "BatchParams",

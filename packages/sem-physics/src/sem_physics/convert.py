@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .optional import require
 from .validation import validate_image
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def image_to_tensor(image: np.ndarray | Sequence[np.ndarray], device: Any = None
     >>> image_to_tensor(np.zeros((4, 5))).shape
     torch.Size([1, 1, 4, 5])
     """
-    import torch
+    torch = require("torch", "sem-physics[torch]", "image_to_tensor")
 
     if isinstance(image, np.ndarray) and image.ndim == 3:
         if image.shape[-1] in (3, 4) and min(image.shape[:2]) > 4:

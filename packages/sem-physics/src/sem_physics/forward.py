@@ -14,6 +14,7 @@ import numpy as np
 
 from .convolution import convolve_reflect, convolve_reflect_torch
 from .noise import poisson_gaussian, poisson_gaussian_torch
+from .optional import require
 from .params import DegradationParams
 from .psf import airy_psf
 from .validation import as_generator, validate_image, warn_if_unit_scale
@@ -113,7 +114,7 @@ def degrade_torch(
     are built in torch on the images' device on one grid, the blur is one batched FFT and the
     noise is drawn in torch (:mod:`sem_physics.batched`): no numpy and no loop per sample.
     """
-    import torch
+    torch = require("torch", "sem-physics[torch]", "degrade_torch")
 
     from .batched import BatchParams, airy_psf_batch
 

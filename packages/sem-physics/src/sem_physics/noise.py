@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .optional import require
+
 if TYPE_CHECKING:
     import torch
 
@@ -55,7 +57,7 @@ def poisson_gaussian_torch(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Torch version; ``dose``/``sigma`` may be per-sample tensors broadcastable to ``z``."""
-    import torch
+    torch = require("torch", "sem-physics[torch]", "poisson_gaussian_torch")
 
     from .batched import poisson_gaussian_batch
 

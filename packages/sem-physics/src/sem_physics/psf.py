@@ -23,6 +23,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import j1
 
+from .optional import require
+
 if TYPE_CHECKING:
     import torch
 
@@ -121,6 +123,6 @@ def airy_psf(params: PSFParams) -> np.ndarray:
 
 def airy_psf_torch(params: PSFParams, device: Any = None, dtype: Any = None) -> torch.Tensor:
     """The same kernel as :func:`airy_psf` as a torch tensor on ``device``."""
-    import torch
+    torch = require("torch", "sem-physics[torch]", "airy_psf_torch")
 
     return torch.as_tensor(airy_psf(params), dtype=dtype or torch.float32, device=device)
