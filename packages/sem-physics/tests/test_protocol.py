@@ -128,6 +128,21 @@ def test_mode_arguments_are_checked(sources: list[Path], tmp_path: Path) -> None
         replay_manifest(tmp_path / "junk.json")
 
 
+def test_a_tampered_manifest_names_the_field_and_its_range(sources, tmp_path) -> None:
+    import json
+
+    degrade_files(sources[:1], tmp_path / "out", ranges=SMALL)
+    path = tmp_path / "out" / "manifest.json"
+    doc = json.loads(path.read_text())
+    doc["entries"][0]["params"]["rx_px"] = 0
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ProtocolError) as info:
+        replay_manifest(path)
+    assert str(info.value) == (
+        f"{path}: not a valid manifest: entries.0.params.rx_px must be in (0, 1000], got 0"
+    )
+
+
 def test_derive_seed_is_stable_and_distinct() -> None:
     seeds = [derive_seed(0, i) for i in range(1000)]
     assert len(set(seeds)) == 1000

@@ -255,3 +255,18 @@ def test_demo_runs_mae_sem_when_named_or_given_a_checkpoint_as_its_help_says(
     assert "needs --train-here" not in text
     assert "mae-sem only with --train-here or --set mae-sem.checkpoint_dir=DIR" in text
     assert "named here, it always runs" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["--metrics", "psnrx"], "sem: error: --metrics: unknown quality metric(s) 'psnrx'"),
+        (["--settings", "foo"], "sem: error: --settings: Input should be 'random' or 'midpoint'"),
+        (["--epochs", "0"], "sem: error: --epochs must be in [1, 100000], got 0"),
+    ],
+)
+def test_demo_errors_name_the_option_not_the_config_key(tmp_path, capsys, argv, line):
+    assert main(["demo", "--quick", "--out", str(tmp_path / "r"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()

@@ -47,6 +47,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .atomic import OutputWriteError, atomic_write_text, remove_stale_temporaries
+from .cli_support import validation_message
 from .forward import degrade
 from .io import (
     DEFAULT_CROP_FRACTION,
@@ -227,13 +228,9 @@ class Manifest(BaseModel):
             return cls.model_validate_json(path.read_text())
         except OSError as err:
             raise ProtocolError(f"{path}: cannot read manifest: {err}") from err
-        except ValidationError as err:
-            problems = err.errors()
-            first = problems[0]
-            where = ".".join(str(part) for part in first["loc"]) or "document"
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        except ValidationError as err:  # "entries.0.params.rx_px must be in (0, 1000], got 0"
             raise ProtocolError(
-                f"{path}: not a valid manifest: {where}: {first['msg']}{more}"
+                f"{path}: not a valid manifest: {validation_message(err, cls)}"
             ) from err
         except ValueError as err:
             raise ProtocolError(f"{path}: not a valid manifest: {err}") from err

@@ -46,6 +46,20 @@ def _demo(args: argparse.Namespace) -> int:
             raise
 
 
+#: The demo's options by the config key they set (errors name the option).
+_OPTIONS = {
+    "out": "--out",
+    "images": "--images",
+    "seed": "--seed",
+    "pixel_size_nm": "--pixel-size-nm",
+    "epochs": "--epochs",
+    "n_train": "--n-train",
+    "quality_metrics": "--metrics",
+    "settings": "--settings",
+    "workers": "--workers",
+}
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from ..evaluation.config import (  # no torch yet: option errors come at once
         check_method_names,
@@ -81,7 +95,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         "strict": args.strict or None,
         "workers": args.workers,
     }
-    cfg = demo_config(quick=args.quick, **overrides)
+    cfg = demo_config(quick=args.quick, option_names=_OPTIONS, **overrides)
     from ..evaluation.runner import run_benchmark
 
     report = run_benchmark(cfg, force=True, progress=not args.no_progress)

@@ -293,26 +293,37 @@ def _merge_settings(base: Any, given: Mapping[str, Mapping[str, Any]] | None) ->
     return merged
 
 
-def _problems(err: ValidationError) -> str:
+def _problems(err: ValidationError, names: Mapping[str, str] | None = None) -> str:
     """One line for ``err``: a rule of the config (a ``ValueError`` of a validator) reads as its
-    own message, without pydantic's ``Value error,`` prefix."""
+    own message, without pydantic's ``Value error,`` prefix. ``names``: what to call a
+    top-level field (a command's option, ``quality_metrics`` -> ``--metrics``)."""
+
+    def label(loc: tuple[Any, ...]) -> str:
+        if names and loc and str(loc[0]) in names:
+            return names[str(loc[0])]  # the option names the whole list (settings.0 -> --settings)
+        return ".".join(str(x) for x in loc)
+
     errors = err.errors()
     if errors and all(e["type"] == "value_error" for e in errors):
         parts = []
         for e in errors:
-            loc = ".".join(str(x) for x in e["loc"])
+            loc = label(tuple(e["loc"]))
             text = str(e.get("ctx", {}).get("error", e["msg"]))
             parts.append(f"{loc}: {text}" if loc else text)
         return "; ".join(parts)
-    return validation_message(err)
+    return validation_message(err, BenchmarkConfig, label=label)
 
 
-def make_config(data: dict[str, Any], where: str = "config") -> BenchmarkConfig:
-    """:class:`BenchmarkConfig` from a mapping; ValueError naming the field and the rule."""
+def make_config(
+    data: dict[str, Any], where: str | None = "config", names: Mapping[str, str] | None = None
+) -> BenchmarkConfig:
+    """:class:`BenchmarkConfig` from a mapping; ValueError naming the field (as ``names`` call
+    it) and the rule, after ``where:`` when given."""
     try:
         return BenchmarkConfig(**data)
     except ValidationError as err:
-        raise ValueError(f"{where}: {_problems(err)}") from None
+        problems = _problems(err, names)
+        raise ValueError(f"{where}: {problems}" if where else problems) from None
 
 
 def load_benchmark_config(
@@ -372,9 +383,11 @@ _QUICK = {
 }
 
 
-def demo_config(*, quick: bool = False, **overrides: Any) -> BenchmarkConfig:
+def demo_config(
+    *, quick: bool = False, option_names: Mapping[str, str] | None = None, **overrides: Any
+) -> BenchmarkConfig:
     """The ``sem demo`` preset (``quick``: the tests' reduced mode); ``overrides`` (not None)
-    replace its keys."""
+    replace its keys. ``option_names``: a command line's names of the keys, used in errors."""
     data: dict[str, Any] = {**_DEMO, **(_QUICK if quick else {})}
     if quick:
         data["title"] = "SEM restoration demo (quick mode)"
@@ -382,4 +395,4 @@ def demo_config(*, quick: bool = False, **overrides: Any) -> BenchmarkConfig:
     # a method's settings given by the user are merged into the preset's, key by key
     merged = _merge_settings(data["method_config"], given.pop("method_config", None))
     data.update(given, method_config=merged)
-    return make_config(data, "sem demo")
+    return make_config(data, None if option_names else "sem demo", option_names)
