@@ -720,7 +720,7 @@ TRAIN_CASES = [
         for kind in ("pretrain", "baseline")
         for tail, needle in (
             (["--epochs", "0"], "epochs"),
-            (["--epochs", "-1"], "epochs"),
+            (["--epochs", "-1"], "--epochs must be in [1, 100000]"),
             (["--epochs", "abc"], "--epochs"),
             (["--max-steps", "0"], "max_steps"),
             (["--max-steps", "-3"], "max_steps"),
@@ -1104,14 +1104,14 @@ EVAL_CASES = [
         Case("sem", f"demo:{' '.join(tail)}", _demo(tail, needle))
         for tail, needle in (
             (["--set", "mae-imagnet.weights_path=/w.pth"], "mae-imagnet"),
-            (["--pixel-size-nm", "1e-30"], "pixel_size_nm"),
+            (["--pixel-size-nm", "1e-30"], "--pixel-size-nm must be in [0.001, 1e6]"),
         )
     ),
     *(
         Case("sem", f"demo:{' '.join(tail)}", _demo(tail, needle))
         for tail, needle in (
-            (["--epochs", "-1"], "epochs"),
-            (["--n-train", "-1"], "n_train"),
+            (["--epochs", "-1"], "--epochs must be in [1, 100000]"),
+            (["--n-train", "-1"], "--n-train must be in [0, 100000]"),
         )
     ),
     *(
