@@ -720,7 +720,7 @@ TRAIN_CASES = [
         for kind in ("pretrain", "baseline")
         for tail, needle in (
             (["--epochs", "0"], "epochs"),
-            (["--epochs", "-1"], "--epochs must be in [1, 100000]"),
+            (["--epochs", "-1"], "epochs"),
             (["--epochs", "abc"], "--epochs"),
             (["--max-steps", "0"], "max_steps"),
             (["--max-steps", "-3"], "max_steps"),
