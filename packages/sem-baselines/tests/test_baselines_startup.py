@@ -4,21 +4,12 @@ table of built-in modules says where every built-in method registers."""
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
 
 import sem_baselines
 from sem_baselines.restorer import _REGISTRY, BUILTIN_MODULES, TABLE_ORDER
+from sem_physics.testing import python_output
 
 HEAVY = ("torch", "timm", "bm3d", "sem_models", "matplotlib")
-
-
-def _run(code: str) -> list[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()
 
 
 def test_wiener_and_richardson_lucy_restore_without_torch_timm_or_bm3d() -> None:
@@ -34,7 +25,7 @@ def test_wiener_and_richardson_lucy_restore_without_torch_timm_or_bm3d() -> None
         + "sem_baselines.get_restorer('bm3d')\n"
         + loaded
     )
-    bare, classical, with_bm3d = _run(code)
+    bare, classical, with_bm3d = python_output(code).splitlines()
     assert bare == "[]" and classical == "[]"
     assert with_bm3d == "['bm3d']"  # each method loads what it needs when it is first used
 

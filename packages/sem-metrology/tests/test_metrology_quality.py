@@ -300,8 +300,7 @@ def test_niqe_bad_inputs() -> None:
 
 def test_missing_quality_packages_name_the_extra_that_installs_them() -> None:
     """Without the ``quality`` extra, NIQE and LPIPS say which extra to install."""
-    import subprocess
-    import sys
+    from sem_physics.testing import python_output
 
     code = (
         "import sys\nsys.modules['pyiqa'] = None\nsys.modules['lpips'] = None\n"
@@ -310,10 +309,7 @@ def test_missing_quality_packages_name_the_extra_that_installs_them() -> None:
         "for call in (lambda: niqe(img), lambda: lpips_distance(img, img)):\n"
         "    try:\n        call()\n    except ModuleNotFoundError as err:\n        print(err)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
-    ).stdout.splitlines()
-    assert out == [
+    assert python_output(code).splitlines() == [
         "pyiqa is needed for niqe: pip install 'sem-metrology[quality]'",
         "lpips is needed for lpips_distance: pip install 'sem-metrology[quality]'",
     ]

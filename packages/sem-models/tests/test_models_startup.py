@@ -8,6 +8,15 @@ import sys
 import sem_models
 
 
+def _output(code: str) -> str:
+    """Standard output of ``code`` in a fresh interpreter (its stderr when it fails)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_the_model_settings_import_without_torch_or_timm() -> None:
     code = (
         "import sys\nfrom sem_models.config import MAEConfig, mae_config\n"
@@ -16,10 +25,7 @@ def test_the_model_settings_import_without_torch_or_timm() -> None:
         "import sem_models\nsem_models.build_mae\n"
         "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
-    ).stdout.split("\n")
-    assert out[:2] == ["[]", "['timm', 'torch']"]
+    assert _output(code).splitlines() == ["[]", "['timm', 'torch']"]
 
 
 def test_every_exported_name_resolves_to_its_submodule() -> None:
@@ -46,7 +52,4 @@ def test_a_function_named_like_its_submodule_stays_the_function() -> None:
         "import sem_models.sliding_window as by_path\n"
         "print(callable(sliding_window), sliding_window is by_path, type(sliding_window).__name__)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
-    ).stdout.strip()
-    assert out == "True True function"
+    assert _output(code) == "True True function"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import scipy.ndimage as ndi
 from hypothesis import given, settings
@@ -12,6 +9,7 @@ from hypothesis import strategies as st
 from scipy.signal import convolve2d
 from sem_physics import SAMPLE_KINDS, PSFParams, airy_psf, convolve_reflect, make_sample
 from sem_physics.io import detect_info_bar
+from sem_physics.testing import python_output
 
 
 @settings(max_examples=30, deadline=None)
@@ -54,8 +52,4 @@ def test_core_works_without_torch() -> None:
         "y = s.degrade(s.make_sample('lines', (64, 64)), p, rng=0)\n"
         "print(y.shape)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(64, 64)"
+    assert python_output(code, timeout=120) == "(64, 64)"

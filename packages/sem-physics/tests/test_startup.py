@@ -7,16 +7,9 @@ import sys
 import time
 
 import sem_physics
+from sem_physics.testing import python_output
 
 HEAVY = ("torch", "matplotlib", "scipy.optimize")
-
-
-def _run(code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def test_import_loads_no_torch_matplotlib_or_scipy_optimize() -> None:
@@ -26,7 +19,7 @@ def test_import_loads_no_torch_matplotlib_or_scipy_optimize() -> None:
         "sem_physics.read_image, sem_physics.degrade, sem_physics.Manifest\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
-    bare, used = _run(code).splitlines()
+    bare, used = python_output(code).splitlines()
     assert bare == "[]"  # not even numpy until a name is used
     assert used == "[]"  # using the numpy/scipy functions still loads no torch or matplotlib
 
@@ -53,7 +46,7 @@ def test_help_imports_nothing_heavy_and_is_fast() -> None:
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('numpy', 'scipy', 'pydantic', 'torch') if m in sys.modules))\n"
     )
-    out = _run(code)
+    out = python_output(code)
     assert out.endswith("[]") and "--max-pixels" in out and "--strict" in out
 
     def best_of(argv: list[str], n: int = 3) -> float:
@@ -117,7 +110,7 @@ def test_a_missing_torch_names_the_extra_that_installs_it() -> None:
         "    try:\n        call()\n    except ModuleNotFoundError as err:\n"
         "        print(err.name, '|', err)\n"
     )
-    lines = _run(code).splitlines()
+    lines = python_output(code).splitlines()
     assert len(lines) == 3, lines
     names = ("image_to_tensor", "airy_psf_torch", "sem_physics.batched")
     for line, what in zip(lines, names, strict=True):

@@ -1,5 +1,5 @@
-"""Test helpers for code that writes into output folders: another run holding a folder, the
-pid of a process that has ended.
+"""Test helpers: another run holding an output folder, the pid of a process that has ended,
+the output of Python code run in a fresh interpreter (what an import loads, a missing package).
 
 Shared by the tests of sem-physics and sem-train (as ``numpy.testing`` serves numpy's);
 nothing here is imported by the library itself.
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["dead_pid", "folder_held"]
+__all__ = ["dead_pid", "folder_held", "python_output"]
 
 _HOLD = """
 import sys, time
@@ -22,6 +22,16 @@ with output_lock(sys.argv[1], what=sys.argv[2]):
     print("held", flush=True)
     time.sleep(60)
 """
+
+
+def python_output(code: str, timeout: float = 300) -> str:
+    """Standard output of ``code`` run by a fresh interpreter (this one's); AssertionError with
+    its stderr when it fails."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def dead_pid() -> int:
