@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +257,37 @@ def test_one_bad_file_is_one_line_and_nonzero(tmp_path, capsys, name):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and name in err[0]
     assert not (tmp_path / "out" / MANIFEST_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["missing.tif"], "missing.tif: no such file or folder"),
+        (["notes.txt", "empty.png"], "none of the 2 inputs is a readable image file"),
+        (["notes.txt"], "notes.txt: unknown image format '.txt'"),
+        (["a.tif", "--checkpoint", "nowhere"], "--checkpoint nowhere does not exist"),
+        (["a.tif", "-o", "done"], "1 output file(s) already exist"),
+    ],
+)
+def test_bad_input_is_refused_before_the_model_code_is_imported(tmp_path, argv, words):
+    """Inputs, outputs and the checkpoint path are checked before the method's model code is
+    imported: the process refusing them has not loaded torch (sem-foundation: 10 s saved)."""
+    tifffile.imwrite(tmp_path / "a.tif", np.rint(sample() * 255).astype(np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "a.tif").write_bytes(b"an earlier output")
+    argv = ["restore", *argv, "--method", "sem-foundation"]
+    argv += [] if "-o" in argv else ["-o", "out"]
+    code = (
+        f"import os, sys\nos.chdir({str(tmp_path)!r})\nfrom sem_train.cli import main\n"
+        f"rc = main({argv!r})\nprint(rc, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.stdout.strip() == "2 False", (done.stdout, done.stderr)
+    assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,7 @@ __all__ = [
     "PIXEL_SIZE_RANGE_NM",
     "ImageReadError",
     "SEMImage",
+    "check_image_path",
     "check_pixel_size_nm",
     "crop_info_bar",
     "detect_info_bar",
@@ -598,6 +599,29 @@ def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, st
     return arr, source_dtype, size, source
 
 
+def check_image_path(path: str | Path) -> None:
+    """What can be said of an image file without opening it: :class:`ImageReadError` naming
+    the file for a folder, a missing file, an unknown extension, a special or an empty file.
+
+    :func:`read_image` starts with it; a command calls it first to refuse bad input before
+    loading a model."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image file")
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found")
+    if ext not in IMAGE_EXTENSIONS:
+        raise ImageReadError(
+            f"{path}: unknown image format {ext or '(no extension)'!r}; "
+            f"accepted: {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    if not path.is_file():
+        raise ImageReadError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+
+
 def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
     """Read an SEM image as float32 grayscale on 0..255 with its pixel size and info bar.
 
@@ -614,20 +638,8 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
     """
     path = Path(path)
     limit = max_pixels_limit(max_pixels)
+    check_image_path(path)
     ext = path.suffix.lower()
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder, not an image file")
-    if not path.exists():
-        raise ImageReadError(f"{path}: file not found")
-    if ext not in IMAGE_EXTENSIONS:
-        raise ImageReadError(
-            f"{path}: unknown image format {ext or '(no extension)'!r}; "
-            f"accepted: {', '.join(IMAGE_EXTENSIONS)}"
-        )
-    if not path.is_file():
-        raise ImageReadError(f"{path}: not a regular file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: file is empty (0 bytes)")
     bar: int | None = None
     kind = "TIFF" if ext in (".tif", ".tiff") else ext.lstrip(".").upper()
     try:

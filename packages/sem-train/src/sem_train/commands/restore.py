@@ -115,11 +115,18 @@ def _restore(args: argparse.Namespace) -> int:
 
 def _restore_held(args: argparse.Namespace) -> int:
     from ..restoration import DEFAULT_METHOD, prepare, restore_files
+    from ..restoration.batch import check_inputs
+    from ..restoration.methods import check_checkpoint_exists, check_method_name
 
     options = parse_set(args.set)
     for key, flag in (("psf", "--psf"), ("checkpoint", "--checkpoint"), ("method", "--method")):
         if key in options:
             raise ValueError(f"--set {key}...: {key} is given with {flag}, not --set")
+    # refused before the method's model code is imported (seconds for the learned ones)
+    check_method_name(args.method or DEFAULT_METHOD)
+    check_inputs(args.inputs, args.out, float32=args.float32, overwrite=args.overwrite)
+    if args.checkpoint is not None:
+        check_checkpoint_exists(args.checkpoint)
     method = prepare(
         args.method or DEFAULT_METHOD, psf=args.psf, checkpoint=args.checkpoint, **options
     )

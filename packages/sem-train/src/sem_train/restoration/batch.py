@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sem_physics.atomic import atomic_write_text, remove_stale_temporaries
-from sem_physics.io import IMAGE_EXTENSIONS, read_image
+from sem_physics.io import IMAGE_EXTENSIONS, ImageReadError, check_image_path, read_image
 from sem_physics.locking import (
     INCOMPLETE_MARKER,
     clear_incomplete,
@@ -43,6 +43,7 @@ __all__ = [
     "RestoreJob",
     "RestoreManifest",
     "RestoredFile",
+    "check_inputs",
     "list_inputs",
     "plan_outputs",
     "restore_files",
@@ -205,6 +206,42 @@ def plan_outputs(
     return jobs
 
 
+def _out_folder(out_dir: str | Path) -> Path:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"-o {out_dir} exists and is not a folder")
+    return out_dir
+
+
+def check_inputs(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    float32: bool = False,
+    overwrite: bool = False,
+) -> list[RestoreJob]:
+    """The jobs of a run into ``out_dir``, checked before any method is loaded: what
+    :func:`list_inputs` and :func:`plan_outputs` refuse, and inputs none of which is a
+    readable image file (:func:`sem_physics.io.check_image_path`; ``ImageReadError``). When
+    some are, the others fail alone during the run, each with its line in ``restore.json``.
+    """
+    out_dir = _out_folder(out_dir)
+    jobs = plan_outputs(list_inputs(inputs, out_dir), out_dir, float32=float32, overwrite=overwrite)
+    problems = []
+    for job in jobs:
+        try:
+            check_image_path(job.input)
+        except ImageReadError as err:
+            problems.append(str(err))
+    if problems and len(problems) == len(jobs):
+        if len(jobs) == 1:
+            raise ImageReadError(problems[0])
+        raise ImageReadError(
+            f"none of the {len(jobs)} inputs is a readable image file (first: {problems[0]})"
+        )
+    return jobs
+
+
 def _listed_outputs(record: Path) -> set[str]:
     """Outputs an earlier ``restore.json`` lists; none when it is missing or cannot be parsed
     (its files are then left alone)."""
@@ -261,9 +298,7 @@ def restore_files(
     record named), then the marker.
     """
     t_start = time.perf_counter()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"-o {out_dir} exists and is not a folder")
+    out_dir = _out_folder(out_dir)
     listed = list_inputs(inputs, out_dir)
     with output_lock(out_dir):  # one run at a time; existing outputs are checked under it
         jobs = plan_outputs(listed, out_dir, float32=float32, overwrite=overwrite)

@@ -26,6 +26,8 @@ __all__ = [
     "CheckpointMismatchError",
     "MethodNeeds",
     "build_restorer",
+    "check_checkpoint_exists",
+    "check_method_name",
     "check_options",
     "load_checkpoint",
     "method_needs",
@@ -55,12 +57,20 @@ class MethodNeeds:
         return self.checkpoint != "none"
 
 
-def method_needs(name: str) -> MethodNeeds:
-    """Inspect the registered config of ``name``; unknown names raise a ValueError listing all."""
-    from sem_baselines import list_restorers, registry_entry, restorer_config
+def check_method_name(name: str) -> None:
+    """A ValueError listing every registered method when ``name`` is none of them (without
+    importing any method's code)."""
+    from sem_baselines import list_restorers
 
     if name not in list_restorers():
         raise ValueError(f"unknown method {name!r}; available: {', '.join(list_restorers())}")
+
+
+def method_needs(name: str) -> MethodNeeds:
+    """Inspect the registered config of ``name``; unknown names raise a ValueError listing all."""
+    from sem_baselines import registry_entry, restorer_config
+
+    check_method_name(name)
     cls = type(restorer_config(name))
     fields = cls.model_fields
     kind: CheckpointKind = "none"
@@ -118,6 +128,16 @@ def _model_dir(path: Path, what: str = "--checkpoint") -> Path:
         raise CheckpointMismatchError(str(err)) from None
 
 
+def check_checkpoint_exists(checkpoint: str | Path, *, setting: str | None = None) -> Path:
+    """``checkpoint`` as a path; :class:`CheckpointMismatchError` when nothing is there (a
+    command checks this before it imports the method's model code)."""
+    path = Path(checkpoint)
+    if not path.exists():
+        given = f"{setting}={path}" if setting else f"--checkpoint {path}"
+        raise CheckpointMismatchError(f"{given} does not exist")
+    return path
+
+
 def load_checkpoint(
     needs: MethodNeeds, checkpoint: str | Path | None, *, setting: str | None = None
 ) -> dict[str, Any]:
@@ -138,10 +158,8 @@ def load_checkpoint(
         raise ValueError(
             f"method {needs.name!r} needs --checkpoint (a 'sem train' run folder or its weights)"
         )
-    path = Path(checkpoint)
+    path = check_checkpoint_exists(checkpoint, setting=setting)
     given = f"{setting}={path}" if setting else f"--checkpoint {path}"
-    if not path.exists():
-        raise CheckpointMismatchError(f"{given} does not exist")
     if needs.checkpoint == "checkpoint_dir":
         return {"checkpoint_dir": str(_model_dir(path, setting or "--checkpoint"))}
     if needs.checkpoint == "weights_path":
