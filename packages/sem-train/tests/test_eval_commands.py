@@ -195,6 +195,31 @@ def test_benchmark_set_accepts_an_existing_checkpoint(tmp_path):
     assert cfg.method_config["wiener"] == {"balance": 0.1, "clip": False}  # merged
 
 
+def test_benchmark_checkpoint_dir_is_a_folder_not_its_weights_file(tmp_path):
+    """The weights file would pass as a path, then fail when the restorer is built: refused
+    before any work, naming the folder to give; that folder, and a run folder whose
+    checkpoints/best.json names it, are accepted."""
+    import json
+
+    from sem_models import build_mae, save_model
+    from sem_train.evaluation import load_benchmark_config
+
+    export = tmp_path / "run" / "checkpoints" / "best-00000010"
+    save_model(build_mae("tiny", img_size=32, patch_size=8, in_chans=1), export)
+    (export.parent / "best.json").write_text(json.dumps({"dir": export.name}))
+    weights = export / "model.safetensors"
+    with pytest.raises(ValueError, match="is a file; give its folder") as err:
+        load_benchmark_config(
+            _bench_config(tmp_path), {"mae-sem": {"checkpoint_dir": str(weights)}}
+        )
+    assert f"mae-sem.checkpoint_dir={weights}" in str(err.value) and str(export) in str(err.value)
+    for folder in (export, tmp_path / "run"):
+        cfg = load_benchmark_config(
+            _bench_config(tmp_path), {"mae-sem": {"checkpoint_dir": str(folder)}}
+        )
+        assert cfg.method_config["mae-sem"] == {"checkpoint_dir": str(folder)}
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [

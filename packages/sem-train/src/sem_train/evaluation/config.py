@@ -251,8 +251,17 @@ def check_weights(name: str, settings: Mapping[str, Any], where: str) -> None:
     if needs.checkpoint not in ("checkpoint_dir", "weights_path"):
         return  # no weights setting (a method trained here is saved, never given a path)
     given = settings.get(needs.checkpoint)
-    if given is not None:
-        load_checkpoint(needs, str(given), setting=f"{where}.{needs.checkpoint}")
+    if given is None:
+        return
+    setting = f"{where}.{needs.checkpoint}"
+    load_checkpoint(needs, str(given), setting=setting)
+    if needs.checkpoint == "checkpoint_dir" and Path(given).is_file():
+        # the restorer reads a folder; resolved here, the run's config (and with it what a
+        # resumed run compares) would differ from what was given
+        raise ValueError(
+            f"{setting}={given} is a file; give its folder {Path(given).parent} (or the "
+            "'sem train' run folder)"
+        )
 
 
 def check_method_settings(settings: Mapping[str, Mapping[str, Any]], option: str = "--set") -> None:
