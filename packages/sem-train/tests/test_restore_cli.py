@@ -568,6 +568,19 @@ def test_an_overwrite_rerun_removes_the_outputs_its_restore_json_no_longer_lists
     assert {"im0.tif", "im1.tif", "notes.tif"} <= set(_visible_files(out))
 
 
+def test_a_rerun_removes_the_subfolders_it_empties_and_keeps_the_others(tmp_path):
+    src = _two_images(tmp_path / "src")
+    for sub in ("a/deep", "b"):
+        (src / sub).mkdir(parents=True)
+        tifffile.imwrite(src / sub / "im.tif", np.rint(sample(seed=3) * 255).astype(np.uint8))
+    out = tmp_path / "out"
+    assert run(src, "-o", out, *PSF) == 0
+    (out / "b" / "notes.txt").write_text("the user's own file")
+    assert run(src / "im0.tif", "-o", out, *PSF, "--overwrite") == 0
+    assert _visible_files(out) == ["b/notes.txt", "im0.tif", MANIFEST_NAME]
+    assert not (out / "a").exists()  # a/deep emptied, then a
+
+
 def test_an_interrupted_overwrite_rerun_still_removes_the_earlier_outputs(tmp_path, monkeypatch):
     from sem_train.restoration import batch
 

@@ -433,7 +433,8 @@ def remove_earlier_outputs(
     cleared, so a run stopped here leaves the marker and the note for the next run. Only
     noted names are removed, and only image files inside ``folder`` that are neither one of
     ``keep`` (the new outputs) nor one of ``sources`` (this run's inputs), compared by file
-    identity; symbolic links and hidden files are left. An output that cannot be removed
+    identity; symbolic links and hidden files are left, and so are subfolders still holding
+    anything (emptied ones are removed). An output that cannot be removed
     raises :class:`~sem_physics.atomic.OutputWriteError` (note and marker stay).
     """
     folder = Path(folder)
@@ -457,8 +458,21 @@ def remove_earlier_outputs(
                 f"longer lists: {err.strerror or err}",
             ) from err
         removed.append(path)
+        _remove_empty_parents(path, folder)
     note.unlink(missing_ok=True)
     return removed
+
+
+def _remove_empty_parents(path: Path, folder: Path) -> None:
+    """The subfolders of ``folder`` that held ``path`` and are now empty (an input folder
+    renamed or dropped in a rerun); ``folder`` itself stays."""
+    parent = path.parent
+    while parent != folder and folder in parent.parents:
+        try:
+            parent.rmdir()  # only an empty folder goes
+        except OSError:
+            return
+        parent = parent.parent
 
 
 def _relative_to(path: Path, folder: Path) -> str:
