@@ -148,6 +148,14 @@ def test_identity_returns_the_input():
     np.testing.assert_array_equal(get_restorer("input").restore(IMAGE), IMAGE)
 
 
+def test_unknown_names_are_listed_once_in_order_with_the_registered_ones():
+    from sem_baselines import list_restorers, unknown_restorers
+
+    assert unknown_restorers(["wiener", "input"]) is None
+    got = unknown_restorers(["b", "wiener", "a", "b"], noun="method", where="the list")
+    assert got == "unknown methods 'b', 'a' in the list; available: " + ", ".join(list_restorers())
+
+
 def test_registry_rejects_unknown_names_and_keys():
     with pytest.raises(RestorerConfigError, match="unknown restorer 'nope'"):
         get_restorer("nope")

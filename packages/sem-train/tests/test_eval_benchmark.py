@@ -448,7 +448,10 @@ def test_a_malformed_benchmark_config_names_the_line_and_column(tmp_path, name, 
 
 def test_benchmark_config_rules_read_without_pydantic_words(tmp_path, sample_dir):
     cases = [
-        ({"methods": ["wiener", "weiner"]}, "bench.yaml: unknown method(s) 'weiner'"),
+        (
+            {"methods": ["wiener", "weiner"]},
+            "bench.yaml: unknown method 'weiner' in the method list; available: input",
+        ),
         ({"quality_metrics": ["psnr", "fid"]}, "bench.yaml: quality_metrics: unknown quality"),
         ({}, None),
     ]

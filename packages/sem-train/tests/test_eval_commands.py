@@ -57,7 +57,7 @@ def test_selected_methods_keep_the_input_row_and_the_order():
     assert select_methods(["wiener", "input"]) == ["wiener", "input"]
     assert select_methods(["wiener"], exclude=["input"]) == ["wiener"]
     assert select_methods(None, exclude=["bm3d"]) == [n for n in registered if n != "bm3d"]
-    with pytest.raises(ValueError, match="registered: input"):
+    with pytest.raises(ValueError, match="available: input"):
         select_methods(["nope"])
 
 

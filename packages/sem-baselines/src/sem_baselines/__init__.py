@@ -61,6 +61,7 @@ __all__ = [
     "restorer_config",
     "tiled_apply",
     "trainable_restorers",
+    "unknown_restorers",
 ]
 
 # Each name's submodule comes from the TYPE_CHECKING imports below (one list, read once).
@@ -110,5 +111,6 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         register,
         registry_entry,
         restorer_config,
+        unknown_restorers,
     )
     from .tiling import tiled_apply

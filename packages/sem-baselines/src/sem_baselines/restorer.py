@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -55,6 +55,7 @@ __all__ = [
     "register",
     "registry_entry",
     "restorer_config",
+    "unknown_restorers",
 ]
 
 CONFIG_FILE = "config.json"
@@ -226,10 +227,25 @@ def registry_entry(name: str) -> RegistryEntry:
     """The registry entry of ``name``; RestorerConfigError listing the names when unknown."""
     entry = _entry(name) if isinstance(name, str) else None
     if entry is None:
-        raise RestorerConfigError(
-            f"unknown restorer {name!r}; available: {', '.join(list_restorers())}"
-        )
+        raise RestorerConfigError(unknown_restorers([name]) or f"unknown restorer {name!r}")
     return entry
+
+
+def unknown_restorers(
+    names: Iterable[Any], *, noun: str = "restorer", where: str = ""
+) -> str | None:
+    """``"unknown restorers 'x', 'y' in WHERE; available: ..."`` for those of ``names`` that
+    are not registered (each once, in order); None when every one is. The one wording of the
+    registry's, ``sem restore``'s and the benchmark's unknown-name errors (``noun``: what the
+    caller calls them)."""
+    registered = list_restorers()
+    unknown = list(dict.fromkeys(n for n in names if n not in registered))
+    if not unknown:
+        return None
+    plural = "s" if len(unknown) > 1 else ""
+    place = f" in {where}" if where else ""
+    listed = ", ".join(map(repr, unknown))
+    return f"unknown {noun}{plural} {listed}{place}; available: {', '.join(registered)}"
 
 
 def list_restorers() -> list[str]:

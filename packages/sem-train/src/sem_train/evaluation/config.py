@@ -217,24 +217,12 @@ def parse_method_settings(items: list[str] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _unknown_methods(names: Sequence[str]) -> str | None:
-    """``"unknown method 'x'; available: ..."`` for the unregistered ``names`` (None: none)."""
-    from .methods import list_methods
-
-    registered = list_methods()
-    unknown = list(dict.fromkeys(n for n in names if n not in registered))
-    if not unknown:
-        return None
-    listed = ", ".join(map(repr, unknown))
-    return f"unknown method{'s' if len(unknown) > 1 else ''} {listed}; available: " + ", ".join(
-        registered
-    )
-
-
 def check_method_names(option: str, names: Sequence[str] | None) -> None:
     """A method list given with ``option`` (``--methods``, ``--exclude``): ValueError naming the
     option and the unknown names, listing the registered ones."""
-    problem = _unknown_methods(names or [])
+    from sem_baselines import unknown_restorers
+
+    problem = unknown_restorers(names or [], noun="method")
     if problem:
         raise ValueError(f"{option}: {problem}")
 
@@ -269,11 +257,11 @@ def check_method_settings(settings: Mapping[str, Mapping[str, Any]], option: str
     registered, each setting one of its config's fields with a valid value, each checkpoint or
     weights file it names there. One-line ValueError naming ``option``, the method and the
     setting."""
-    from sem_baselines import registry_entry
+    from sem_baselines import registry_entry, unknown_restorers
 
     for name, conf in settings.items():
         first = f"{option} {name}.{next(iter(conf), '')}"
-        problem = _unknown_methods([name])
+        problem = unknown_restorers([name], noun="method")
         if problem:
             raise ValueError(f"{first}: {problem}")
         cls = registry_entry(name).config_cls

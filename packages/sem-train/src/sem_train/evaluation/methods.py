@@ -33,6 +33,7 @@ from sem_baselines import (
     list_restorers,
     registry_entry,
     restorer_config,
+    unknown_restorers,
 )
 from sem_physics.cli_support import validation_message
 
@@ -91,13 +92,9 @@ def row_name(name: str) -> str:
 
 
 def _unknown(names: Sequence[str], what: str) -> None:
-    registered = list_methods()
-    unknown = [n for n in names if n not in registered]
-    if unknown:
-        raise ValueError(
-            f"unknown method(s) {', '.join(map(repr, unknown))} in {what}; registered: "
-            + ", ".join(registered)
-        )
+    problem = unknown_restorers(names, noun="method", where=what)
+    if problem:
+        raise ValueError(problem)
 
 
 def select_methods(methods: Sequence[str] | None, exclude: Sequence[str] = ()) -> list[str]:

@@ -60,10 +60,11 @@ class MethodNeeds:
 def check_method_name(name: str) -> None:
     """A ValueError listing every registered method when ``name`` is none of them (without
     importing any method's code)."""
-    from sem_baselines import list_restorers
+    from sem_baselines import unknown_restorers
 
-    if name not in list_restorers():
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(list_restorers())}")
+    problem = unknown_restorers([name], noun="method")
+    if problem:
+        raise ValueError(problem)
 
 
 def method_needs(name: str) -> MethodNeeds:
