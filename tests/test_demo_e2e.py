@@ -75,6 +75,7 @@ def test_demo_writes_every_report_file(demo_report, capsys):
     table = (out / "table.md").read_text()
     assert table.startswith("| method | PSNR (dB) | PSNR affine-matched (dB) |") and table in md
     assert "### Per image" in md and "CD (nm) I1" in md and "Note on NIQE" in md
+    assert "### How the CD reads with blur left on the edges" in md
     assert not (out / "INCOMPLETE").exists()
     # The blind PSF estimate of every case, beside its true setting.
     assert "## Blind PSF estimates" in md

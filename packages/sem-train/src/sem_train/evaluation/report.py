@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
+from sem_metrology import LineOptions
 from sem_physics.atomic import atomic_write_text
 from sem_physics.locking import clear_incomplete, output_lock
 from sem_physics.records import csv_text
 
+from .cd_blur import cd_blur_markdown, cd_blur_rows
 from .estimates import ESTIMATE_COLUMNS, estimate_markdown, estimate_rows
 from .figures import Tile, save_edge_overlays, save_panels, save_psd_plot
 from .harmonics import harmonics_markdown, harmonics_rows
@@ -234,6 +236,10 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
         leaves = harmonics_markdown(harmonics_rows(inp.cases, inp.reference.measurements))
         if leaves:
             parts += ["### What the blur leaves of the lines", "", leaves]
+        options = LineOptions(convention=getattr(inp.config, "metrology_convention", "smile"))
+        blur = cd_blur_markdown(cd_blur_rows(inp.cases, inp.reference.measurements, options))
+        if blur:
+            parts += ["### How the CD reads with blur left on the edges", "", blur]
     else:
         parts.append("No line/space image could be measured.\n")
     parts += [f"- image `{k}` not in the table: {v}" for k, v in inp.not_measured.items()]
