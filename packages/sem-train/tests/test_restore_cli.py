@@ -515,6 +515,13 @@ def test_an_interrupted_first_run_is_named_when_a_rerun_is_refused(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already exist" in err[0]
     assert f"{out} holds the outputs of an interrupted run" in err[0] and "--overwrite" in err[0]
+    # an input whose output clashes with nothing there is refused too: the interrupted run's
+    # outputs are not left beside a record that does not name them
+    assert run(src / "im1.tif", "-o", out, *PSF) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exist" not in err[0]
+    assert f"{out} holds the outputs of an interrupted run" in err[0] and "--overwrite" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["INCOMPLETE", "im0.tif"]
     assert run(src, "-o", out, *PSF, "--overwrite") == 0  # ... but on request
     assert sorted(p.name for p in out.iterdir()) == ["im0.tif", "im1.tif", MANIFEST_NAME]
     assert not manifest(out)["failed"]

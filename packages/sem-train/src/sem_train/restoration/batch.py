@@ -163,8 +163,8 @@ def plan_outputs(
     """Output path of every input under ``out_dir`` (the input's path below its folder).
 
     Refuses (ValueError, before any work) an output equal to an input, two readable inputs
-    with one output, and existing outputs without ``overwrite`` (saying so when they are an
-    interrupted run's: ``out_dir`` holds the ``INCOMPLETE`` marker).
+    with one output, and without ``overwrite`` existing outputs or a folder an interrupted run
+    marked ``INCOMPLETE`` (its outputs would be replaced, those its record named removed).
     """
     all_inputs = {f.resolve() for f, _ in inputs}
     jobs: list[RestoreJob] = []
@@ -191,18 +191,20 @@ def plan_outputs(
     manifest = out_dir / MANIFEST_NAME
     if manifest.exists():
         existing.append(manifest)
-    if existing and not overwrite:
-        interrupted = (out_dir / INCOMPLETE_MARKER).is_file()
-        raise ValueError(
-            f"{len(existing)} output file(s) already exist (first: {existing[0]})"
-            + (
-                f"; {out_dir} holds the outputs of an interrupted run (it is marked "
+    interrupted = (out_dir / INCOMPLETE_MARKER).is_file()
+    if (existing or interrupted) and not overwrite:
+        # an interrupted run's outputs are replaced (and the ones its record named removed)
+        # only when asked, even when this run's names do not clash with them
+        parts = []
+        if existing:
+            parts.append(f"{len(existing)} output file(s) already exist (first: {existing[0]})")
+        if interrupted:
+            parts.append(
+                f"{out_dir} holds the outputs of an interrupted run (it is marked "
                 f"{INCOMPLETE_MARKER})"
-                if interrupted
-                else ""
             )
-            + "; pass --overwrite to replace them or choose another -o folder"
-        )
+        parts.append("pass --overwrite to replace them or choose another -o folder")
+        raise ValueError("; ".join(parts))
     return jobs
 
 
