@@ -15,7 +15,10 @@ and compares the estimate with the truth:
 * the reported uncertainties: the fraction of radii within one, two and three of their
   one-sigma errors of the truth;
 * the leakage cross-check (a second fit on a tapered periodogram): how many estimates it
-  flags, and the median worst-axis error of those it flags and of the others.
+  flags, and the median worst-axis error of those it flags and of the others; with
+  ``--wiener``, what the flagged estimates' reported radii (the two fits' midpoint) do to a
+  blind-PSF Wiener deconvolution against the first fit's radii and the true PSF (PSNR after
+  affine intensity matching to the focused image).
 
 A reference is never perfectly sharp: its own blur (the estimate's major radius on the
 undegraded reference, ``own``) adds to the simulated defocus, and the composite OTF is zero
@@ -23,7 +26,7 @@ beyond the smaller of the two cut-offs, so a defocus radius below ``own`` cannot
 any method. The cases whose true minor radius is below ``own`` are counted and shown separately
 ("below the reference's own blur"); the headline figures include them.
 
-Run: ``uv run python benchmarks/bench_estimate.py [--n 36] [--seeds 0 1 2] [--quiet]``. Real
+Run: ``uv run python benchmarks/bench_estimate.py [--n 36] [--seeds 0 1 2] [--quiet] [--wiener]``. Real
 images come from ``SEM_CORPUS_DATA`` and ``SEM_REAL_DATA`` (or ``../shared/data`` beside the
 clone).
 """
@@ -93,12 +96,34 @@ def own_blur_px(reference: np.ndarray) -> float:
     return 0.0 if est.rx_px is None else float(est.rx_px)
 
 
-def run_seed(n: int, seed: int, quiet: bool) -> dict[str, list]:
+def flagged_wiener_db(observed: np.ndarray, focused: np.ndarray, reported, true_psf) -> list:
+    """Affine-matched PSNR (dB) of Wiener with the reported estimate, with the first fit's
+    radii (the midpoint rule off) and with the true PSF, for one flagged case."""
+    import sem_physics.estimate as estimate_module
+    from sem_baselines import get_restorer
+    from sem_metrology import psnr
+    from sem_train.evaluation.quality import affine_match
+
+    estimate_module.LEAKAGE_MIDPOINT = False
+    estimate_module._RECENT.clear()  # the cached estimate is the reported one
+    try:
+        first = estimate_degradation(observed)
+    finally:
+        estimate_module.LEAKAGE_MIDPOINT = True
+        estimate_module._RECENT.clear()
+    scores = []
+    for psf in (reported.psf_params(), first.psf_params(), true_psf):
+        wiener = get_restorer("wiener", psf=psf, noise_var=reported.noise_floor)
+        scores.append(psnr(focused, affine_match(wiener.restore(observed), focused)))
+    return scores
+
+
+def run_seed(n: int, seed: int, quiet: bool, wiener: bool = False) -> dict[str, list]:
     """Estimate every case of one seed; per-case lines unless ``quiet``."""
     rng = np.random.default_rng([seed, 1])
     res: dict[str, list] = {k: [] for k in ("radius", "elong", "theta", "sigma", "dose", "time")}
     res |= {"sample_time": [], "flat": [], "below_own": [], "radius_resolvable": []}
-    res |= {"z": [], "leak_flagged": [], "leak_other": []}
+    res |= {"z": [], "leak_flagged": [], "leak_other": [], "wiener_db": []}
     own_cache: dict[str, float] = {}
     for i, (name, focused) in enumerate(cases(n, seed)):
         params = RANGES.sample(rng)
@@ -128,6 +153,8 @@ def run_seed(n: int, seed: int, quiet: bool) -> dict[str, list]:
             ]
             leak = any("does not fix the blur" in r for r in est.quality.reasons)
             res["leak_flagged" if leak else "leak_other"].append(max(pair))
+            if leak and wiener:
+                res["wiener_db"].append(flagged_wiener_db(observed, focused, est, params.psf))
             if trx / try_ >= ELONGATED:
                 res["elong"] += pair
             if try_ < own:
@@ -186,6 +213,16 @@ def summary(label: str, n: int, res: dict[str, list]) -> None:
         f"> 25 % in {sum(e > 0.25 for e in flagged)}), the others {len(other)} (median "
         f"{pct(other, 50):.0f} %, > 25 % in {sum(e > 0.25 for e in other)})"
     )
+    if res["wiener_db"]:
+        db = np.asarray(res["wiener_db"])
+        gain, left = db[:, 0] - db[:, 1], db[:, 2] - db[:, 0]
+        print(
+            f"  flagged, Wiener PSNR after affine matching, reported minus first-fit radii: "
+            f"median {np.median(gain):+.2f} dB, mean {gain.mean():+.2f}, range "
+            f"{gain.min():+.2f} .. {gain.max():+.2f}; > 0.1 dB better in {np.sum(gain > 0.1)}, "
+            f"worse in {np.sum(gain < -0.1)} of {len(gain)}; true PSF minus reported: median "
+            f"{np.median(left):+.2f} dB"
+        )
     st = res["sample_time"]
     print(
         f"  time per image: median {np.median(res['time']):.2f} s, max {np.max(res['time']):.2f} s"
@@ -204,12 +241,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=36, help="degradations per seed (>= 30)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--quiet", action="store_true", help="summaries only")
+    parser.add_argument(
+        "--wiener", action="store_true", help="Wiener PSNR of the flagged cases (slower)"
+    )
     args = parser.parse_args()
     total: dict[str, list] = {}
     for seed in args.seeds:
         if not args.quiet:
             print(f"{'image':28s} {'shape':>11s}  true (rx, ry, deg)     estimate (rx, ry, deg)")
-        res = run_seed(args.n, seed, args.quiet)
+        res = run_seed(args.n, seed, args.quiet, args.wiener)
         summary(f"seed {seed}", args.n, res)
         for key, values in res.items():
             total.setdefault(key, []).extend(values)

@@ -138,7 +138,8 @@ def test_line_pattern_past_its_second_harmonic_is_flagged(seed: int) -> None:
     # axis of the PSF 23 degrees off the across-line direction: only the fundamental passes
     # (extent ~26 px across the lines, cut-off below the second harmonic), so the spectrum
     # cannot place the cut-off between the two harmonics. The untapered fit reads the leakage
-    # around the harmonics as signal and lands 36-50 % short across the lines on these cases.
+    # around the harmonics as signal and lands 36-50 % short across the lines on these cases,
+    # the reported midpoint of the two fits 26-34 % short.
     # (Not caught: at the next noise level, sigma 7.5 and dose 17, both fits land 23 % short.)
     params = DegradationParams(
         rx_px=28.3, ry_px=10.2, beta=1.97, theta_rad=0.394, gain=1.04, offset=16.5,
@@ -154,6 +155,40 @@ def test_line_pattern_past_its_second_harmonic_is_flagged(seed: int) -> None:
     # ... and the reported uncertainty says so: the true major radius within two sigma.
     trx, _, _ = canonical_ellipse(params.rx_px, params.ry_px, params.theta_rad)
     assert abs(est.rx_px - trx) <= 2 * est.rx_px_err, (est.rx_px, est.rx_px_err, trx)
+
+
+@pytest.mark.parametrize(("seed", "noise"), [(0, 0), (2, 1), (5, 0)])
+def test_flagged_line_pattern_reports_the_midpoint_of_the_two_fits(
+    seed: int, noise: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The demo's setting (seed 0: `sem demo`'s lines@random) and two more line images of the
+    # same family: the first fit lands 37-51 % short of the true major radius, the tapered one
+    # within 12 %; the midpoint of the two ellipses (LEAKAGE_MIDPOINT) is within 35 %.
+    from collections import OrderedDict
+
+    import sem_physics.estimate as module
+
+    params = DegradationParams(
+        rx_px=28.3, ry_px=10.2, beta=1.97, theta_rad=0.394, gain=1.04, offset=16.5,
+        sigma=1.5 + 2 * noise, dose=41.0 - 8 * noise,
+    )  # fmt: skip
+    y = degrade(make_sample("lines", (480, 640), seed=seed), params, rng=seed)
+    trx, try_, _ = canonical_ellipse(params.rx_px, params.ry_px, params.theta_rad)
+    monkeypatch.setattr(module, "_RECENT", OrderedDict())  # no cached estimate of these pixels
+    est = estimate_degradation(y)
+    monkeypatch.setattr(module, "_RECENT", OrderedDict())
+    monkeypatch.setattr(module, "LEAKAGE_MIDPOINT", False)
+    first = estimate_degradation(y)  # the first (untapered) fit alone, as before
+    assert abs(first.rx_px / trx - 1) > 0.35, first.rx_px
+    assert abs(est.rx_px / trx - 1) < 0.35, (est.rx_px, trx)
+    assert abs(est.ry_px / try_ - 1) < 0.25, (est.ry_px, try_)
+    # still flagged, with both fits named, and the uncertainty spans the disagreement
+    assert est.quality.unreliable and not est.quality.ok
+    (reason,) = [r for r in est.quality.reasons if "does not fix the blur" in r]
+    assert f"{first.rx_px:.1f} x {first.ry_px:.1f} px, but" in reason and "midpoint" in reason
+    assert est.rx_px_err == pytest.approx(first.rx_px_err)
+    assert abs(est.rx_px - trx) <= 2 * est.rx_px_err, (est.rx_px, est.rx_px_err, trx)
+    assert (est.sigma, est.dose) == (first.sigma, first.dose)  # the noise fit is unchanged
 
 
 @pytest.mark.parametrize("kind", ["texture", "lines"])
