@@ -154,3 +154,37 @@ def test_folder_progress_bar_only_on_a_terminal(tmp_path, line_tif, capsys, monk
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "sem-measure: 100%" in err and "4/4" in err  # every image below the folder
+
+
+@pytest.mark.parametrize(
+    ("target", "argv"),
+    [
+        ("image", ["--report", "{file}/r.png"]),
+        ("image", ["--output", "{file}/sub/r.json"]),
+        ("image", ["--report", "{file}/"]),
+        ("folder", ["--report", "{file}/reports/"]),
+        ("folder", ["--output", "{file}/table.csv"]),
+    ],
+)
+def test_an_output_below_a_file_is_refused_before_any_image_is_measured(
+    tmp_path, line_tif, target, argv
+):
+    """An output that cannot be created (a file stands where its folder would be) is one line,
+    exit 2, before an image is read, measured or drawn (seconds for a folder), not afterwards."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep me")
+    image = str(_folder(tmp_path, line_tif)) if target == "folder" else line_tif
+    argv = ["lines", image, "--pixel-size-nm", "0.8", *(a.format(file=blocker) for a in argv)]
+    code = (
+        "import sys\nfrom sem_metrology.cli import main\n"
+        f"rc = main({argv!r})\n"
+        "print(rc, [m for m in ('sem_metrology.lines', 'matplotlib') if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.stdout.strip() == "2 []", (done.stdout, done.stderr)
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sem-measure: error: "), err
+    assert f"{blocker} is a file, not a folder" in err[0]
+    assert blocker.read_text() == "keep me"

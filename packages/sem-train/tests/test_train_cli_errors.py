@@ -275,6 +275,20 @@ def test_the_toolkit_has_its_four_console_scripts():
         (["benchmark", "--config", "{tmp}"], "is not a file but a folder"),
         (["train", "finetune", "--config", "{tmp}/none.yaml"], "does not exist"),
         (["train", "finetune", "--config", "cpu-small", "--data", "{tmp}/x"], "not a directory"),
+        # sem demo: every option before the default method list is settled (mae-sem's code)
+        (["demo", "--quick", "--seed", "-1", "--out", "{tmp}/out"], "--seed must be >= 0"),
+        (["demo", "--metrics", "psnrr", "--out", "{tmp}/out"], "unknown quality metric"),
+        (["demo", "--images", "{tmp}/empty", "--out", "{tmp}/out"], "no images"),
+        (
+            ["demo", "--set", "mae-imagenet.weights_path={tmp}/w.pth", "--out", "{tmp}/out"],
+            "--set mae-imagenet.weights_path={tmp}/w.pth does not exist",
+        ),
+        (
+            ["benchmark", "--config", "{cfg}", "--set", "mae-sem.checkpoint_dir={tmp}/run"],
+            "--set mae-sem.checkpoint_dir={tmp}/run does not exist",
+        ),
+        (["benchmark", "--config", "{cfg}", "--out", "{cfg}"], "exists and is not a folder"),
+        (["benchmark", "--config", "{cfg_no_images}"], "does not exist or is not a folder"),
     ],
 )
 def test_option_errors_come_before_torch_is_loaded(tmp_path, argv, words):
@@ -283,7 +297,13 @@ def test_option_errors_come_before_torch_is_loaded(tmp_path, argv, words):
     import subprocess
     import sys
 
-    argv = [a.format(tmp=tmp_path) for a in argv]
+    (tmp_path / "empty").mkdir()
+    cfg, cfg_no_images = tmp_path / "bench.yaml", tmp_path / "no-images.yaml"
+    cfg.write_text(f"methods: [input]\nout: {tmp_path / 'bench'}\n")
+    cfg_no_images.write_text(f"images: {tmp_path / 'none'}\nout: {tmp_path / 'bench'}\n")
+    fields = {"tmp": tmp_path, "cfg": cfg, "cfg_no_images": cfg_no_images}
+    argv = [a.format(**fields) for a in argv]
+    words = words.format(**fields)
     code = (
         "import sys\nfrom sem_train.cli import main\n"
         f"rc = main({argv!r})\nprint(rc, 'torch' in sys.modules)\n"
@@ -293,3 +313,27 @@ def test_option_errors_come_before_torch_is_loaded(tmp_path, argv, words):
     )
     assert done.stdout.strip() == "2 False", (done.stdout, done.stderr)
     assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "baseline"])
+def test_resume_without_a_run_is_refused_before_the_training_code_is_imported(tmp_path, command):
+    """``--resume`` into a folder holding no run (a mistyped path) is refused when the folder is
+    taken, not after the stage's, the fine-tune's or the baseline's code has been imported."""
+    import subprocess
+    import sys
+
+    (tmp_path / "images").mkdir()
+    argv = [*_TRAIN_COMMANDS[command], "--data", str(tmp_path / "images")]
+    argv += ["--output-dir", str(tmp_path / "typo"), "--resume"]
+    heavy = ("sem_train.stages", "sem_train.finetune", "sem_train.baselines", "sem_train.engine")
+    code = (
+        "import sys\nfrom sem_train.cli import main\n"
+        f"rc = main({argv!r})\nprint(rc, [m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.stdout.strip() == "2 []", (done.stdout, done.stderr)
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and "--resume: no checkpoint in" in err[0], err
+    assert not (tmp_path / "typo").exists()

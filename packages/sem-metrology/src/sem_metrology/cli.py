@@ -218,6 +218,22 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path], folder: Path | 
         raise InputError(f"--report {args.report} must be a folder when measuring a folder")
     if args.output is not None and args.output.is_dir():
         raise InputError(f"--output {args.output} is a folder; give a file name")
+    report_dir = folder is not None or args.report_is_dir  # reports are written inside it
+    for flag, out, inside in (
+        ("--report", args.report, report_dir),
+        ("--output", args.output, False),
+    ):
+        blocker = None if out is None else _file_in_the_way(out / "_" if inside else out)
+        if blocker is not None:  # else found only when writing, after every image is measured
+            raise InputError(f"{flag} {out} cannot be created: {blocker} is a file, not a folder")
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The existing file among the folders above ``path`` (None when it can be created)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
 
 
 def _cmd_one(args: argparse.Namespace) -> int:
@@ -281,6 +297,7 @@ def _cmd_folder(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    args.report_is_dir = False
     if args.report is not None:
         args.report_is_dir = args.report.endswith(("/", "\\")) or Path(args.report).is_dir()
         args.report = Path(args.report)

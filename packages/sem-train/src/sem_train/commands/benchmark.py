@@ -7,12 +7,55 @@ from typing import Any
 
 from sem_physics.cli_support import number
 
-__all__ = ["add_run_options", "register", "split_names"]
+__all__ = [
+    "add_run_options",
+    "check_input_folders",
+    "check_setting_paths",
+    "register",
+    "split_names",
+]
 
 
 def split_names(text: str | None) -> list[str] | None:
     """``"wiener, bm3d"`` -> ``["wiener", "bm3d"]`` (None when not given)."""
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+#: The settings that name a method's weights (``check_weights`` of the evaluation config).
+_WEIGHT_SETTINGS = ("checkpoint_dir", "weights_path")
+
+
+def check_setting_paths(settings: dict[str, dict[str, Any]], option: str = "--set") -> None:
+    """A weights file or folder named by ``--set METHOD.checkpoint_dir|weights_path=PATH`` of a
+    registered method is there: the evaluation config's own check finds the method's setting by
+    importing its model code (seconds of torch), this one refuses a mistyped path at once,
+    with the same message."""
+    from sem_baselines import unknown_restorers
+
+    from ..restoration.methods import check_checkpoint_exists
+
+    for name, conf in settings.items():
+        if unknown_restorers([name]):
+            continue  # the full check names the unknown method
+        for field in _WEIGHT_SETTINGS:
+            given = conf.get(field)
+            if isinstance(given, str) and given:
+                check_checkpoint_exists(given, setting=f"{option} {name}.{field}")
+
+
+def check_input_folders(cfg: Any) -> None:
+    """Each image folder the protocol of ``cfg`` reads holds images (the runner's own check,
+    :func:`sem_train.evaluation.sources.list_images`, made before the runner's imports)."""
+    from ..evaluation.sources import list_images
+
+    if cfg.protocol == "s2r":
+        both = cfg.defocused is not None and cfg.focused is not None  # else the runner says so
+        folders = [cfg.defocused, cfg.focused, cfg.train_images] if both else []
+    else:
+        folders = [cfg.images, cfg.train_images] if cfg.images is not None else []
+    for folder in folders:
+        if folder is not None:
+            list_images(folder)
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -45,6 +88,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     methods = split_names(args.methods)
     check_method_names("--methods", methods)  # the options first, each named in its error
     settings = parse_method_settings(args.set)
+    check_setting_paths(settings)  # before the methods' code is imported to check the rest
     check_method_settings(settings)
     overrides: dict[str, Any] = {
         "out": args.out,
@@ -53,9 +97,13 @@ def _benchmark(args: argparse.Namespace) -> int:
         "workers": args.workers,
     }
     cfg = load_benchmark_config(args.config, settings, **overrides)
-    from ..evaluation.runner import run_benchmark
+    from sem_physics.locking import output_lock
 
-    report = run_benchmark(cfg, force=args.force, progress=not args.no_progress)
+    with output_lock(cfg.out):  # held (re-entrantly) by the runner too; taken before its imports
+        check_input_folders(cfg)
+        from ..evaluation.runner import run_benchmark
+
+        report = run_benchmark(cfg, force=args.force, progress=not args.no_progress)
     print(f"report: {report.resolve()}")
     return 0
 

@@ -34,13 +34,14 @@ def _demo(args: argparse.Namespace) -> int:
     from sem_physics.locking import output_lock
 
     with output_lock(args.out):  # at once: a second demo into the folder stops before any work
+        checked = _demo_config(args)  # every option checked before the worker server starts
         if args.quick or args.workers == 1:  # the preset runs two workers (quick mode: one)
-            return _run_demo(args)
+            return _run_demo(_final_config(args, *checked), args)
         from ..worker_server import start_worker_server, stop_worker_server
 
         start_worker_server()  # it imports on the idle core while this process imports
         try:
-            return _run_demo(args)
+            return _run_demo(_final_config(args, *checked), args)
         except BaseException:
             stop_worker_server()  # interrupted while it still imports: it would finish alone
             raise
@@ -60,26 +61,32 @@ _OPTIONS = {
 }
 
 
-def _run_demo(args: argparse.Namespace) -> int:
+def _demo_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The run's config and the overrides it is made of. Every option is checked, and named
+    in its error, before torch or a method's model code is imported: the input folder, the
+    method names, ``--set`` (with the weights files it names), then the preset's fields."""
     from ..evaluation.config import (  # no torch yet: option errors come at once
         check_method_names,
         check_method_settings,
         demo_config,
         parse_method_settings,
     )
-    from ..evaluation.methods import trains_here
+    from ..evaluation.sources import check_output_folder, list_images
+    from .benchmark import check_setting_paths
 
-    if args.images is not None and not Path(args.images).is_dir():
-        raise NotADirectoryError(f"--images {args.images!r} is not a folder")
+    if args.images is not None:
+        if not Path(args.images).is_dir():
+            raise NotADirectoryError(f"--images {args.images!r} is not a folder")
+        check_output_folder(Path(args.out), [Path(args.images)])  # the config's own check
+        list_images(args.images)  # it holds images: the runner's check, before its imports
     methods, exclude = split_names(args.methods), split_names(args.exclude) or []
     check_method_names("--methods", methods)  # the options first, each named in its error
     check_method_names("--exclude", exclude)
     settings = parse_method_settings(args.set)
+    check_setting_paths(settings)  # before the methods' code is imported to check the rest
     check_method_settings(settings)
     if args.train_here:
         settings.setdefault("sem-foundation", {}).setdefault("finetune_here", True)
-    elif not methods and trains_here("mae-sem", settings.get("mae-sem", {})):
-        exclude.append("mae-sem")  # it would be pretrained here: only when asked for
     overrides: dict[str, Any] = {
         "out": args.out,
         "images": args.images,
@@ -95,7 +102,26 @@ def _run_demo(args: argparse.Namespace) -> int:
         "strict": args.strict or None,
         "workers": args.workers,
     }
-    cfg = demo_config(quick=args.quick, option_names=_OPTIONS, **overrides)
+    return demo_config(quick=args.quick, option_names=_OPTIONS, **overrides), overrides
+
+
+def _final_config(args: argparse.Namespace, cfg: Any, overrides: dict[str, Any]) -> Any:
+    """``cfg`` without ``mae-sem`` when the default method list would pretrain it here (asked
+    for only by ``--train-here``, ``--methods`` or its checkpoint); finding that out imports
+    the method's code (seconds of torch), so it comes after every option is checked."""
+    from ..evaluation.config import demo_config
+    from ..evaluation.methods import trains_here
+
+    if args.train_here or overrides["methods"]:
+        return cfg
+    if not trains_here("mae-sem", (overrides["method_config"] or {}).get("mae-sem", {})):
+        return cfg
+    exclude = [*(overrides["exclude"] or []), "mae-sem"]  # it would be pretrained here
+    overrides = {**overrides, "exclude": list(dict.fromkeys(exclude))}
+    return demo_config(quick=args.quick, option_names=_OPTIONS, **overrides)
+
+
+def _run_demo(cfg: Any, args: argparse.Namespace) -> int:
     from ..evaluation.runner import run_benchmark
 
     report = run_benchmark(cfg, force=True, progress=not args.no_progress)

@@ -108,7 +108,8 @@ def _overrides(args: argparse.Namespace, kind: str):
 @contextmanager
 def _holding(output_dir: Path, resume: bool | None = None) -> Iterator[None]:
     """Hold the run folder for this run (another run into it stops at once), then check it
-    holds no run unless ``resume`` (under the lock, so two fresh runs cannot both pass).
+    holds no run unless ``resume``, and one to continue with ``resume`` (under the lock, so
+    two fresh runs cannot both pass).
 
     Under ``torchrun`` only rank 0 takes the lock: every rank of one run writes there.
     """
@@ -120,7 +121,8 @@ def _holding(output_dir: Path, resume: bool | None = None) -> Iterator[None]:
         if resume is not None:
             from ..checkpoint import Checkpointer
 
-            Checkpointer(output_dir).check_output(resume)  # before any slow work
+            # before any slow work: a fresh run over a run, or --resume where none is
+            Checkpointer(output_dir).check_start(resume)
         yield
 
 
