@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 
 import sem_baselines
-from sem_baselines.restorer import _REGISTRY, BUILTIN_MODULES, TABLE_ORDER
+from sem_baselines.restorer import _REGISTRY, BUILTIN_MODULES, TABLE_ORDER, TRAINABLE_BUILTINS
 from sem_physics.testing import python_output
 
 HEAVY = ("torch", "timm", "bm3d", "sem_models", "matplotlib")
@@ -49,3 +49,20 @@ def test_lazy_exports_match_all_and_resolve() -> None:
     assert sorted(classical.__all__) == sorted(classical._EXPORTS)
     for name in classical.__all__:
         assert getattr(classical, name) is not None
+
+
+def test_the_declared_trainable_methods_are_what_the_registry_trains() -> None:
+    """``TRAINABLE_BUILTINS`` (read by ``sem train baseline`` before it imports any method)
+    names exactly the built-in methods ``trainable_restorers`` finds by importing them all."""
+    assert sem_baselines.declared_trainable() == sem_baselines.trainable_restorers()
+    trained = {n for n in sem_baselines.trainable_restorers() if n in BUILTIN_MODULES}
+    assert TRAINABLE_BUILTINS == trained and TRAINABLE_BUILTINS <= set(BUILTIN_MODULES)
+
+
+def test_the_declared_trainable_methods_are_known_without_torch() -> None:
+    code = (
+        "import sys\nfrom sem_baselines import declared_trainable\n"
+        "print(declared_trainable(), sorted(m for m in "
+        f"{HEAVY!r} if m in sys.modules))\n"
+    )
+    assert python_output(code) == "['n2v', 'n2n', 'mrn'] []"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import errno
 
 import pytest
+import safetensors.torch
 import sem_models as sm
 import torch
-from sem_models import checkpoint
 
 
 def test_failed_weight_write_keeps_the_previous_checkpoint_and_no_temporary(
@@ -15,7 +15,7 @@ def test_failed_weight_write_keeps_the_previous_checkpoint_and_no_temporary(
 ):
     sm.save_model(tiny_mae, tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    real = checkpoint.save_file
+    real = safetensors.torch.save_file
 
     def disk_full(state, path, metadata=None):
         real(state, path, metadata=metadata)  # a partial file exists when the disk fills up
@@ -23,7 +23,7 @@ def test_failed_weight_write_keeps_the_previous_checkpoint_and_no_temporary(
             fh.truncate(100)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
     with torch.no_grad():
         tiny_mae.decoder_pred.bias.add_(1.0)
     with pytest.raises(sm.CheckpointWriteError, match=r"model\.safetensors.*no space left"):
@@ -41,7 +41,7 @@ def test_safetensors_errors_become_the_package_error(tiny_mae, tmp_path, monkeyp
         open(path, "wb").write(b"partial")
         raise SafetensorError("Error while serializing: IoError(No space left on device)")
 
-    monkeypatch.setattr(checkpoint, "save_file", broken)
+    monkeypatch.setattr(safetensors.torch, "save_file", broken)
     with pytest.raises(sm.CheckpointWriteError, match=r"model\.safetensors") as info:
         sm.save_model(tiny_mae, tmp_path / "new")
     assert isinstance(info.value, OSError)

@@ -53,3 +53,18 @@ def test_a_function_named_like_its_submodule_stays_the_function() -> None:
         "print(callable(sliding_window), sliding_window is by_path, type(sliding_window).__name__)\n"
     )
     assert _output(code) == "True True function"
+
+
+def test_finding_the_export_of_a_run_folder_loads_no_torch(tmp_path) -> None:
+    """``best_export`` (what a command checks a model path with) reads paths and a JSON
+    pointer only; torch comes with saving or loading a model."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.json").write_text('{"dir": "best-00000007"}')
+    code = (
+        "import sys\nfrom sem_models.checkpoint import best_export\n"
+        f"print(best_export({str(run)!r}).name, best_export({str(tmp_path)!r}) == "
+        f"__import__('pathlib').Path({str(tmp_path)!r}))\n"
+        "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))\n"
+    )
+    assert _output(code).splitlines() == ["best-00000007 True", "[]"]

@@ -91,12 +91,13 @@ def test_optimiser_values_are_bounded(body, field):
 
 
 def test_moe_options_are_sem_models_moe_config_with_unknown_keys_refused():
-    cfg = load_config({"moe": {"num_experts": 4, "gate_weighting": "raw"}}, "stage2")
+    stage1 = {"init_from": "runs/stage1"}
+    cfg = load_config({**stage1, "moe": {"num_experts": 4, "gate_weighting": "raw"}}, "stage2")
     assert isinstance(cfg.moe, MoEConfig) and cfg.moe.gate_weighting == "raw"
     with pytest.raises(ConfigError, match=r"moe\.bogus"):
-        load_config({"moe": {"num_experts": 4, "bogus": 1}}, "stage2")
+        load_config({**stage1, "moe": {"num_experts": 4, "bogus": 1}}, "stage2")
     with pytest.raises(ConfigError, match="top_k=3 exceeds num_experts=2"):
-        load_config({"moe": {"num_experts": 2, "top_k": 3}}, "stage2")
+        load_config({**stage1, "moe": {"num_experts": 2, "top_k": 3}}, "stage2")
 
 
 @pytest.mark.parametrize(
@@ -142,10 +143,14 @@ def test_field_errors_name_the_line_of_the_key(tmp_path):
         load_config(f, "stage1")
 
 
-def test_baseline_params_are_checked_against_the_method(tmp_path, capsys):
+def test_baseline_params_are_checked_against_the_method(tmp_path, capsys, folder_writer):
     f = tmp_path / "b.yaml"
     f.write_text("preset: cpu-small\nparams:\n  unet: {depth: 1}\n  bogus_field: 3\n")
-    assert main(["train", "baseline", "n2v", "--config", str(f), "--data", str(tmp_path)]) == 2
+    data = tmp_path / "images"
+    folder_writer(data, 2, size=40)  # readable data: what is wrong is the params
+    out = str(tmp_path / "run")
+    argv = ["train", "baseline", "n2v", "--config", str(f), "--data", str(data)]
+    assert main([*argv, "--output-dir", out]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bogus_field" in err[0]
 

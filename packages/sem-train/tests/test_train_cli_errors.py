@@ -93,12 +93,15 @@ def test_malformed_yaml_configs_are_one_line_exit_2(tmp_path, capsys, text, wher
     assert str(cfg) in line and where in line
 
 
-def test_a_non_checkpoint_given_as_init_from_is_one_line_exit_2(tmp_path, capsys):
+def test_a_non_checkpoint_given_as_init_from_is_one_line_exit_2(tmp_path, capsys, folder_writer):
     fake = tmp_path / "export"
     fake.mkdir()
     (fake / "config.json").write_text("{}")
     (fake / "model.safetensors").write_bytes(b"this is not a safetensors file")
+    data = tmp_path / "images"
+    folder_writer(data, 4, size=40)  # data to train on: what fails is the model's contents
     argv = ["train", "finetune", "--config", "cpu-small", "--init-from", str(fake)]
+    argv += ["--data", str(data)]
     assert main([*argv, "--output-dir", str(tmp_path / "ft")]) == 2
     assert str(fake) in _one_line(capsys)
 
@@ -337,3 +340,115 @@ def test_resume_without_a_run_is_refused_before_the_training_code_is_imported(tm
     err = done.stderr.strip().splitlines()
     assert len(err) == 1 and "--resume: no checkpoint in" in err[0], err
     assert not (tmp_path / "typo").exists()
+
+
+def _fake_export(folder: Path) -> Path:
+    """A folder that looks like a model export by its paths (what the early checks read)."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"not read by a path check")
+    return folder
+
+
+_SOURCES_MD = "{tmp}/SOURCES.md"  # a text file given as a model
+_EMPTY = "{tmp}/images"  # a folder without images (nor a model)
+_EXPORT = "{tmp}/export"  # an export by its paths (not by its contents)
+
+_BAD_INPUTS = {
+    # --resume into a folder holding no run (checkpoint.py's checks, now runfolder.py's)
+    "resume-pretrain": ([*_TRAIN_COMMANDS["pretrain"], "--resume"], "--resume: no checkpoint in"),
+    "resume-finetune": ([*_TRAIN_COMMANDS["finetune"], "--resume"], "--resume: no checkpoint in"),
+    "resume-baseline": ([*_TRAIN_COMMANDS["baseline"], "--resume"], "--resume: no checkpoint in"),
+    # a fresh run into a run's folder, a recipe into a recipe's
+    "fresh-over-a-run": (
+        [*_TRAIN_COMMANDS["pretrain"], "--output-dir", "{tmp}/run"],
+        "already holds a run (latest.json exists)",
+    ),
+    "recipe-over-a-recipe": (
+        ["train", "recipe", "--config", "cpu-small", "--output-dir", "{tmp}/recipe"],
+        "already holds a recipe run",
+    ),
+    # the data: none set, none readable
+    "no-data-root": (
+        ["train", "pretrain", "--stage", "1", "--config", "{tmp}/empty.yaml"],
+        "data.root is not set",
+    ),
+    "recipe-without-data": (
+        ["train", "recipe", "--config", "cpu-small", "--output-dir", "{tmp}/fresh"],
+        "data.root is not set",
+    ),
+    "data-without-images": (
+        [*_TRAIN_COMMANDS["pretrain"], "--data", "{tmp}/images"],
+        "no readable images under",
+    ),
+    # the model a run starts from
+    "finetune-from-nothing": (
+        ["train", "finetune", "--config", "{tmp}/empty.yaml"],
+        "empty.yaml): fine-tuning needs init_from (a pretrained run) or model (a preset)",
+    ),
+    "stage2-from-nothing": (
+        ["train", "pretrain", "--stage", "2", "--config", "{tmp}/empty.yaml"],
+        "empty.yaml): stage 2 needs init_from: the Stage-1 run directory",
+    ),
+    "stage3-from-nothing": (
+        ["train", "pretrain", "--stage", "3", "--config", "{tmp}/empty.yaml"],
+        "empty.yaml): stage 3 needs init_from: the Stage-2 run directory",
+    ),
+    "init-from-missing": (
+        [*_TRAIN_COMMANDS["finetune"], "--init-from", "{tmp}/no-such-run"],
+        "init_from={tmp}/no-such-run does not exist",
+    ),
+    "init-from-a-text-file": (
+        [*_TRAIN_COMMANDS["finetune"], "--init-from", _SOURCES_MD],
+        f"init_from={_SOURCES_MD}: no exported model found",
+    ),
+    "init-from-an-empty-folder": (
+        ["train", "pretrain", "--stage", "2", "--config", "cpu-small", "--init-from", _EMPTY],
+        f"init_from={_EMPTY}: no exported model found",
+    ),
+    "stage3-without-a-teacher": (
+        ["train", "pretrain", "--stage", "3", "--config", "cpu-small", "--init-from", _EXPORT],
+        "stage 3 with kd_weight=1.0 needs the Stage-1 teacher",
+    ),
+    # the baseline method
+    "unknown-baseline": (
+        ["train", "baseline", "n2vv", "--config", "cpu-small"],
+        "baseline must be one of n2v, n2n, mrn, got 'n2vv'",
+    ),
+    "baseline-that-does-not-train": (
+        ["train", "baseline", "bm3d", "--config", "cpu-small"],
+        "baseline must be one of n2v, n2n, mrn, got 'bm3d'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_INPUTS))
+def test_bad_training_input_is_refused_before_torch_is_loaded(tmp_path, case):
+    """Every input check of ``sem train`` that needs only paths, file headers or the config
+    (the run folder, the model to start from, the baseline method, the data) refuses in the
+    time of a config read: the refusing process has not imported torch, and wrote nothing."""
+    (tmp_path / "images").mkdir()  # a folder without images
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "SOURCES.md").write_text("# where the images come from\n")
+    _fake_export(tmp_path / "export")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "latest.json").write_text('{"weights": "w.safetensors"}')
+    (tmp_path / "recipe" / "stage1").mkdir(parents=True)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    argv, words = _BAD_INPUTS[case]
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if "--data" not in argv and case not in ("no-data-root", "recipe-without-data"):
+        argv += ["--data", str(tmp_path / "images")]
+    if "--output-dir" not in argv:
+        argv += ["--output-dir", str(tmp_path / "typo")]
+    code = (
+        "import sys\nfrom sem_train.cli import main\n"
+        f"rc = main({argv!r})\nprint(rc, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.stdout.strip() == "2 False", (done.stdout, done.stderr)
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and words.format(tmp=tmp_path) in err[0], err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

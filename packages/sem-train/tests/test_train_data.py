@@ -29,10 +29,10 @@ def test_index_is_cached_sorted_and_ignores_other_files(image_folder, monkeypatc
     assert len(idx) == 12 and idx.files == sorted(idx.files)
     assert idx.cache_path is not None and idx.cache_path.is_file()
     # The cache is really used: unchanged files are not checked again.
-    from sem_train.data import dataset
+    from sem_train.data import index
 
     checked = []
-    monkeypatch.setattr(dataset, "check_header", checked.append)
+    monkeypatch.setattr(index, "check_header", checked.append)
     assert build_index(image_folder).files == idx.files and checked == []
 
 
@@ -245,3 +245,22 @@ def test_training_images_lose_their_info_bar(tmp_path):
     assert tuple(t.shape) == (1, 112, 160) and float(t.max()) * 255 == pytest.approx(50.0)
     view = SEMImageDataset([tmp_path / "a.png"], image_size_px=32, train=False)[(0, 0)]["image"]
     assert float(view.max()) * 255 == pytest.approx(50.0, abs=1e-3)
+
+
+def test_the_data_package_loads_torch_only_for_what_needs_it():
+    """Which images a run reads (``sem_train.data.index``) loads no torch, so the commands
+    check the data first; the package's ``augment`` stays the function once its submodule
+    of that name is imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom sem_train.data import indexed_paths, split_index\n"
+        "print('torch' in sys.modules)\n"
+        "import sem_train.data.augment\nfrom sem_train.data import augment\n"
+        "print(type(augment).__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout.split() == ["False", "function"]

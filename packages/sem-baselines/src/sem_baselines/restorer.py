@@ -42,6 +42,7 @@ from sem_physics.validation import MAX_GREY, refuse_sem_image, warn_if_unit_scal
 __all__ = [
     "BUILTIN_MODULES",
     "CONFIG_FILE",
+    "TRAINABLE_BUILTINS",
     "FitOptions",
     "Fitting",
     "LearnedRestorer",
@@ -49,6 +50,7 @@ __all__ = [
     "Restorer",
     "RestorerConfigError",
     "check_image",
+    "declared_trainable",
     "get_restorer",
     "list_restorers",
     "load_restorer",
@@ -164,6 +166,12 @@ BUILTIN_MODULES: dict[str, str] = {
 }
 TABLE_ORDER = tuple(BUILTIN_MODULES)
 
+#: The built-in methods a training loop can drive (what
+#: :func:`sem_baselines.trainable_restorers` finds once it has imported every method: fitted by
+#: ``fit``, with ``make_batch`` and ``training_loss``), declared here so that a command can
+#: check a method's name before it imports any (torch); a test keeps the two equal.
+TRAINABLE_BUILTINS: frozenset[str] = frozenset({"n2v", "n2n", "mrn"})
+
 
 def _entry(name: str) -> RegistryEntry | None:
     """The entry of ``name``, importing its built-in module on first use; None if unknown."""
@@ -253,6 +261,14 @@ def list_restorers() -> list[str]:
     first); imports none of them."""
     names = dict.fromkeys([*BUILTIN_MODULES, *_REGISTRY])
     return [n for n in TABLE_ORDER if n in names] + [n for n in names if n not in TABLE_ORDER]
+
+
+def declared_trainable() -> list[str]:
+    """The methods that may be trainable, known without importing any, in table order: the
+    built-ins of :data:`TRAINABLE_BUILTINS`, then the methods registered by others (whether
+    those train, :func:`sem_baselines.trainable_restorers` tells). A name missing here is
+    not trainable; with only the built-ins registered the list is ``trainable_restorers()``."""
+    return [n for n in list_restorers() if n in TRAINABLE_BUILTINS or n not in BUILTIN_MODULES]
 
 
 def restorer_config(name: str, **config: Any) -> BaseModel:

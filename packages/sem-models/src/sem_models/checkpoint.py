@@ -9,6 +9,10 @@ Only ``kill -9`` can leave a temporary; it is named as ``sem_physics.atomic.atom
 names its own (``.model.<pid>.tmp.safetensors``, ``.config.<pid>.tmp.json``), so
 ``sem_physics.atomic.remove_stale_temporaries`` removes it (a training run does so in its
 ``checkpoints/best-*`` exports when it starts).
+
+Torch and the model classes are imported by the functions that need them: finding the export
+a folder names (:func:`best_export`) loads neither torch nor timm, so a command can refuse a
+wrong model path before seconds of imports.
 """
 
 from __future__ import annotations
@@ -18,16 +22,15 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from .config import MAEConfig
-from .mae import MaskedAutoencoder
-from .restoration import RestorationModel
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = [
     "CONFIG_NAME",
@@ -78,6 +81,9 @@ def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
 
 
 def _describe(model: nn.Module) -> dict[str, Any]:
+    from .mae import MaskedAutoencoder
+    from .restoration import RestorationModel
+
     if isinstance(model, RestorationModel):
         return {
             "format": FORMAT,
@@ -102,6 +108,8 @@ def save_model(model: nn.Module, directory: str | Path) -> None:
     Each file is replaced atomically; a failed write raises :class:`CheckpointWriteError`
     naming the file and leaves no temporary file behind.
     """
+    from safetensors.torch import save_file
+
     meta = _describe(model)
     directory = Path(directory)
     try:
@@ -139,6 +147,11 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
     ``directory`` is the saved folder, or a training run folder whose
     ``checkpoints/best.json`` names its best export (what ``sem train`` writes).
     """
+    from safetensors.torch import load_file
+
+    from .mae import MaskedAutoencoder
+    from .restoration import RestorationModel
+
     directory = best_export(directory)
     cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for path in (cfg_path, w_path):

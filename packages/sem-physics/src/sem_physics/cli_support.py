@@ -48,7 +48,9 @@ def validation_message(
     error's ``loc`` in ``model`` (the model class validated; nested models, dicts and lists are
     followed). Without ``model``, the loaded pydantic model named ``err.title`` is used when
     exactly one has that name; when neither has the field, the violated bound alone is stated.
-    Any other error reads ``field: message (got value)``.
+    A validator's ``ValueError`` reads as its own message (``field: message``, the message
+    alone for a rule of the whole model), without pydantic's ``Value error,`` prefix. Any
+    other error reads ``field: message (got value)``.
 
     ``label`` names a field from its ``loc`` (default: the dotted ``loc``, e.g. ``psf.rx_px``),
     e.g. ``lambda loc: "--" + loc[-1].replace("_", "-")`` for command-line options.
@@ -59,6 +61,10 @@ def validation_message(
     for e in err.errors():
         loc = tuple(e.get("loc", ()))
         name = (label(loc) if label is not None else ".".join(map(str, loc))) if loc else "value"
+        if e.get("type") == "value_error":  # a validator's rule: its own message, no prefix
+            text = str(e.get("ctx", {}).get("error", e["msg"]))
+            parts.append(f"{name}: {text}" if loc else text)
+            continue
         given = e.get("input")
         rule = _range_rule(e, model)
         if rule is not None:

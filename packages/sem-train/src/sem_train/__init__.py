@@ -63,7 +63,7 @@ __all__ = [
 __getattr__, __dir__, _EXPORTS = lazy_exports(__name__, __file__, __all__)
 
 if TYPE_CHECKING:  # static analysers see the eager imports
-    from .checkpoint import CheckpointWriteError, RunExistsError
+    from .checkpoint import CheckpointWriteError
     from .config import (
         PRESETS,
         AugmentConfig,
@@ -102,3 +102,4 @@ if TYPE_CHECKING:  # static analysers see the eager imports
     )
     from .metrics import psnr, ssim
     from .restoration import RestoredImage, restore
+    from .runfolder import RunExistsError

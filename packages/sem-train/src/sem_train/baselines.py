@@ -33,6 +33,7 @@ from .data import indexed_paths, split_index
 from .data.io import crop_bottom, read_gray
 from .distributed import is_rank_zero
 from .engine import FitResult, Task, fit
+from .preflight import check_baseline_method
 
 __all__ = ["BaselineTask", "PatchDataset", "run_baseline"]
 
@@ -154,10 +155,7 @@ def run_baseline(
 ) -> FitResult:
     """Train baseline ``method`` (default ``cfg.method``), one of
     :func:`sem_baselines.trainable_restorers` (n2v, n2n, mrn); see the module doc."""
-    name = method or cfg.method
-    trainable = trainable_restorers()
-    if name not in trainable:
-        raise ValueError(f"baseline must be one of {', '.join(trainable)}, got {name!r}")
+    name = check_baseline_method(method or cfg.method, trainable_restorers())
     restorer = _restorer(name, cfg.params)
     patch = cfg.patch_size_px or cfg.data.image_size_px
     optim = cfg.optim or OptimConfig(

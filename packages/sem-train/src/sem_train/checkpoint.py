@@ -38,6 +38,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from sem_physics.atomic import OutputWriteError, atomic_write, remove_stale_temporaries
 
+from .runfolder import RunExistsError, RunFolder
+
 __all__ = [
     "CheckpointError",
     "CheckpointWriteError",
@@ -56,14 +58,6 @@ class CheckpointWriteError(OutputWriteError):
 class CheckpointError(ValueError):
     """A file given as a checkpoint (weights, state, pointer) is missing parts or unreadable."""
 
-
-class RunExistsError(ValueError):
-    """A fresh run was asked to write into the folder of an existing run."""
-
-
-#: Written into the run folder when a run starts (:func:`sem_train.runinfo.write_run_info`),
-#: before anything else of the run: its presence says the folder holds a run of this toolkit.
-RUN_INFO_NAME = "run_info.json"
 
 #: The temporary that safetensors' ``save_file`` writes through (Rust ``tempfile``: ``.tmp``
 #: and six alphanumerics, in the destination's folder) before renaming it to its name.
@@ -214,8 +208,12 @@ def read_pointer(path: Path) -> dict[str, Any] | None:
     return record
 
 
-class Checkpointer:
+class Checkpointer(RunFolder):
     """The ``checkpoints/`` folder of one run: resume, periodic saves, pruning, best model.
+
+    The checks of the folder before a run (:meth:`check_start`, :meth:`check_fresh`,
+    :meth:`check_resumable`, ...) are :class:`~sem_train.runfolder.RunFolder`'s, which looks
+    at paths only and loads no torch.
 
     ``latest.json`` records the step checkpoints this run wrote and keeps (``kept``, oldest
     first); pruning deletes only entries that fall out of that list, after the new pointer
@@ -226,8 +224,7 @@ class Checkpointer:
     def __init__(self, run_dir: Path, keep_last: int = 2) -> None:
         if keep_last < 1:
             raise ValueError(f"keep_last={keep_last} must be >= 1")
-        self.run_dir = Path(run_dir)
-        self.dir = self.run_dir / "checkpoints"
+        super().__init__(run_dir)
         self.keep_last = keep_last
         self._kept: list[list[str]] = []
 
@@ -235,74 +232,6 @@ class Checkpointer:
     def latest_path(self) -> Path | None:
         """The newest step checkpoint's weights file written or resumed by this checkpointer."""
         return self.dir / self._kept[-1][0] if self._kept else None
-
-    @property
-    def has_checkpoint(self) -> bool:
-        """Whether ``latest.json`` exists (a resume continues from it)."""
-        return (self.dir / "latest.json").exists()
-
-    @property
-    def has_started_run(self) -> bool:
-        """Whether the folder holds a run of this toolkit (its ``run_info.json``), with or
-        without a checkpoint yet."""
-        return (self.run_dir / RUN_INFO_NAME).is_file()
-
-    def check_output(self, resume: bool) -> None:
-        """The run folder is usable: not a file, and holding no run unless ``resume``."""
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise NotADirectoryError(
-                errno.ENOTDIR, "run.output_dir exists and is not a folder", str(self.run_dir)
-            )
-        if not resume:
-            self.check_fresh()
-
-    def check_start(self, resume: bool) -> None:
-        """:meth:`check_output`, and with ``resume`` :meth:`check_resumable`: what a run checks
-        before it writes anything into the folder."""
-        self.check_output(resume)
-        if resume:
-            self.check_resumable()
-
-    def check_fresh(self) -> None:
-        """Refuse a fresh run over a folder that already holds one (``--resume`` continues),
-        or over a ``config.json`` no run wrote (a run writes its own there)."""
-        marks = [
-            p
-            for p in (
-                self.dir / "latest.json",
-                self.dir / "best.json",
-                self.run_dir / "metrics.jsonl",
-                self.run_dir / RUN_INFO_NAME,
-            )
-            if p.exists()
-        ]
-        if not marks:
-            if (self.run_dir / "config.json").exists():
-                raise RunExistsError(
-                    f"run.output_dir {self.run_dir} holds a config.json that no run wrote (no "
-                    f"{RUN_INFO_NAME} beside it), which a run would overwrite; choose another "
-                    "output folder"
-                )
-            return
-        if self.has_checkpoint:
-            how = "pass --resume to continue it"
-        else:
-            how = "it has no checkpoint yet: pass --resume to start it again from step 0"
-        raise RunExistsError(
-            f"run.output_dir {self.run_dir} already holds a run ({marks[0].name} exists); "
-            f"{how}, or choose another output folder"
-        )
-
-    def check_resumable(self) -> None:
-        """Refuse ``--resume`` in a folder that holds neither a checkpoint nor a started run
-        (a missing folder, an empty one, or other files: a mistyped path, not a run)."""
-        if self.has_checkpoint or self.has_started_run:
-            return
-        raise FileNotFoundError(
-            f"--resume: no checkpoint in {self.dir} (expected latest.json) and no run "
-            f"started in {self.run_dir} (expected {RUN_INFO_NAME}); start without --resume "
-            f"in an empty output folder"
-        )
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Remove the temporaries a run killed while writing left in the run folder,

@@ -259,6 +259,12 @@ class Stage2Config(_StageBase):
         "step (balanced, content-dependent routing); 0 = random router initialisation",
     )
 
+    @model_validator(mode="after")
+    def _check(self) -> Stage2Config:
+        if self.init_from is None:
+            raise ValueError("stage 2 needs init_from: the Stage-1 run directory")
+        return self
+
 
 class Stage3Config(_StageBase):
     """Stage 3: all parameters, ``L = L_joint + nu (L_FFT + eta L_PSD)`` (eq. 15-16), with
@@ -276,6 +282,12 @@ class Stage3Config(_StageBase):
     fft_weight: float = Field(0.1, ge=0, description="nu: weight of L_FFT")
     psd_weight: float = Field(0.1, ge=0, description="nu * eta: weight of L_PSD")
     psd_bins: int | None = Field(None, ge=1, description="rings R; None = min(H, W) // 2")
+
+    @model_validator(mode="after")
+    def _check(self) -> Stage3Config:
+        if self.init_from is None:
+            raise ValueError("stage 3 needs init_from: the Stage-2 run directory")
+        return self
 
 
 class FinetuneConfig(_Strict):
@@ -345,6 +357,8 @@ class FinetuneConfig(_Strict):
             raise ValueError(f"guide_balances={self.guide_balances}: each must be in (0, 1e6]")
         if self.guide_balances and not self.refiner_width:
             raise ValueError("guide_balances need refiner_width > 0 (the refiner reads them)")
+        if self.init_from is None and self.model is None:
+            raise ValueError("fine-tuning needs init_from (a pretrained run) or model (a preset)")
         return self
 
 
@@ -726,11 +740,17 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(source: str | Path | dict[str, Any] | None, kind: str) -> BaseModel:
+def load_config(
+    source: str | Path | dict[str, Any] | None,
+    kind: str,
+    overrides: dict[str, Any] | None = None,
+) -> BaseModel:
     """Load a config of ``kind`` from a preset name, a YAML/JSON file or a mapping.
 
     A file may start from a preset with the key ``preset: cpu-small``; its other keys override
-    the preset's. YAML anchors/aliases and ``!!python`` tags are refused. Every problem is a
+    the preset's. ``overrides`` (e.g. ``{"run": {"epochs": 3}}``, from command-line options)
+    are merged over the result before it is validated, so a field the source leaves out may
+    come from them. YAML anchors/aliases and ``!!python`` tags are refused. Every problem is a
     :class:`ConfigError` (a ValueError) naming the file, the line and the field.
     """
     if kind not in _KIND_CLASSES:
@@ -759,6 +779,8 @@ def load_config(source: str | Path | dict[str, Any] | None, kind: str) -> BaseMo
                 f"{label}: unknown preset {base_name!r}; choose from {sorted(PRESETS)}"
             )
         data = _deep_merge(PRESETS[base_name]()[kind], data)
+    if overrides:
+        data = _deep_merge(data, overrides)
     try:
         return cls.model_validate(data)
     except ValidationError as err:

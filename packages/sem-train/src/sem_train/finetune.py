@@ -120,12 +120,10 @@ def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
     torch.manual_seed(cfg.run.seed)
     if cfg.init_from is not None:
         mae = modeling.load_model(modeling.resolve_model_dir(cfg.init_from))
-    elif cfg.model is not None:
+    else:  # a FinetuneConfig has init_from or model (its validator says so)
         mae = modeling.build_mae(
             cfg.model, channels=cfg.data.channels, image_size_px=cfg.data.image_size_px
         )
-    else:
-        raise ValueError("fine-tuning needs init_from (a pretrained run) or model (a preset)")
     model = modeling.restoration_model(
         mae,
         freeze_encoder=cfg.freeze_encoder,

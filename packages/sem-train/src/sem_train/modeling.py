@@ -20,10 +20,10 @@ from typing import Any
 import sem_models
 import torch
 from sem_models import MaskedAutoencoder, MoEConfig, RestorationModel
-from sem_models.checkpoint import best_export
 from torch import nn
 
 from .config import ModelSpec
+from .runfolder import resolve_model_dir  # paths only: the commands check it before torch
 
 __all__ = [
     "build_mae",
@@ -97,27 +97,6 @@ def save_model(model: nn.Module, directory: Path) -> None:
 def load_model(directory: Path) -> nn.Module:
     """Rebuild a model saved by :func:`save_model`."""
     return sem_models.load_model(directory)
-
-
-def resolve_model_dir(path: str | Path, what: str = "init_from") -> Path:
-    """A run directory (its best export) or an export directory (``config.json`` + weights).
-
-    ``what`` names the setting in error messages (``init_from``, ``--checkpoint``, ...).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{what}={path} does not exist (run the previous stage first, or fix the path)"
-        )
-    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-        return path
-    found = best_export(path)  # a run folder: its checkpoints/best.json names the export
-    if found != path:
-        return found
-    raise FileNotFoundError(
-        f"{what}={path}: no exported model found (expected checkpoints/best.json of a "
-        f"finished run, or a folder with config.json and model.safetensors)"
-    )
 
 
 def restoration_model(

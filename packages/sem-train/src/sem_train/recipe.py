@@ -83,8 +83,9 @@ def run_recipe(
     added to it); ``overrides`` maps a kind to fields merged into its config (e.g. a smaller
     budget). Without ``resume`` the output folder must not hold a recipe yet.
     """
-    from .checkpoint import Checkpointer
     from .config import _deep_merge, load_config
+    from .preflight import check_inputs
+    from .runfolder import RunFolder
 
     output_dir = Path(output_dir)
     if not resume and any((output_dir / k).exists() for k in kinds):
@@ -115,9 +116,10 @@ def run_recipe(
             summary[kind] = json.loads(done.read_text())
             log(f"{kind}: already finished ({summary[kind]['seconds']:.0f} s), skipped")
             continue
-        ckpt = Checkpointer(out)
-        again = resume and (ckpt.has_checkpoint or ckpt.has_started_run)
-        if again and not ckpt.has_checkpoint:
+        folder = RunFolder(out)
+        again = resume and (folder.has_checkpoint or folder.has_started_run)
+        check_inputs(kind, cfg)  # bad data is refused before the training code is imported
+        if again and not folder.has_checkpoint:
             log(f"{kind}: no checkpoint yet, starting again from step 0 into {out}")
         else:
             log(f"{kind}: {'resuming' if again else 'training'} into {out}")

@@ -14,6 +14,8 @@ from typing import Any
 
 from sem_physics.atomic import atomic_write_text
 
+from .runfolder import RUN_INFO_NAME
+
 __all__ = ["git_commit", "package_versions", "write_run_info"]
 
 _PACKAGES = (
@@ -76,7 +78,7 @@ def write_run_info(
 ) -> None:
     """Write ``run_info.json`` and ``config.json`` (the resolved config) into ``out_dir``, in
     this order: a ``config.json`` without ``run_info.json`` beside it is no run's (a fresh run
-    refuses to overwrite it, see :meth:`sem_train.checkpoint.Checkpointer.check_fresh`)."""
+    refuses to overwrite it, see :meth:`sem_train.runfolder.RunFolder.check_fresh`)."""
     info = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "argv": sys.argv,
@@ -88,5 +90,5 @@ def write_run_info(
         "git": git_commit(),
         **(extra or {}),
     }
-    atomic_write_text(out_dir / "run_info.json", json.dumps(info, indent=2, default=str) + "\n")
+    atomic_write_text(out_dir / RUN_INFO_NAME, json.dumps(info, indent=2, default=str) + "\n")
     atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2, default=str) + "\n")

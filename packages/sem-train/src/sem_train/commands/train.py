@@ -4,6 +4,11 @@ Each command holds its run folder for the whole run (:func:`sem_physics.locking.
 so a second run into the same ``--output-dir`` stops at once instead of interleaving with it.
 A folder given on the command line is taken before the config and torch are loaded (a second
 run stops within a second); one that comes from the config is taken right after loading it.
+
+Bad input is refused before the training code (and torch) is imported: the run folder
+(:class:`sem_train.runfolder.RunFolder`: a fresh run over a run, ``--resume`` where there is
+none), then the model the run starts from, the baseline method and the data
+(:func:`sem_train.preflight.check_inputs`): the checks the training code makes again.
 """
 
 from __future__ import annotations
@@ -79,29 +84,30 @@ def register(subparsers: Any) -> None:
 def _overrides(args: argparse.Namespace, kind: str):
     if args.data is not None and not args.data.is_dir():  # before seconds of imports
         raise FileNotFoundError(f"--data {args.data} is not a directory")
-    from ..config import load_config
+    from ..config import _KIND_CLASSES, load_config
+    from ..runfolder import RunFolder
 
-    cfg = load_config(args.config, kind)
-    data = cfg.model_dump()
+    over: dict[str, Any] = {}
     if args.data is not None:
-        data["data"]["root"] = args.data
-    run = data["run"]
-    for key, val in (
-        ("output_dir", args.output_dir),
-        ("epochs", args.epochs),
-        ("device", args.device),
-        ("max_steps", args.max_steps),
-    ):
-        if val is not None:
-            run[key] = val
+        over["data"] = {"root": args.data}
+    run = {
+        key: val
+        for key, val in (
+            ("output_dir", args.output_dir),
+            ("epochs", args.epochs),
+            ("device", args.device),
+            ("max_steps", args.max_steps),
+        )
+        if val is not None
+    }
+    if run:
+        over["run"] = run
     if getattr(args, "init_from", None) is not None:
-        if "init_from" not in data:
+        if "init_from" not in _KIND_CLASSES[kind].model_fields:
             raise ValueError("--init-from applies to stages 2 and 3 and to finetune, not stage 1")
-        data["init_from"] = args.init_from
-    cfg = load_config(data, kind)
-    from ..checkpoint import Checkpointer
-
-    Checkpointer(cfg.run.output_dir).check_output(resume=True)  # not a file: before the lock
+        over["init_from"] = args.init_from
+    cfg = load_config(args.config, kind, overrides=over)  # the options before validation
+    RunFolder(cfg.run.output_dir).check_output(resume=True)  # not a file: before the lock
     return cfg
 
 
@@ -119,10 +125,21 @@ def _holding(output_dir: Path, resume: bool | None = None) -> Iterator[None]:
 
     with output_lock(output_dir) if is_rank_zero() else nullcontext():
         if resume is not None:
-            from ..checkpoint import Checkpointer
+            from ..runfolder import RunFolder
 
             # before any slow work: a fresh run over a run, or --resume where none is
-            Checkpointer(output_dir).check_start(resume)
+            RunFolder(output_dir).check_start(resume)
+        yield
+
+
+@contextmanager
+def _starting(kind: str, cfg: Any, resume: bool, method: str | None = None) -> Iterator[None]:
+    """:func:`_holding` the run's folder, then the checks of its inputs that need no torch
+    (the model it starts from, the baseline method, the data): all before the heavy imports."""
+    with _holding(cfg.run.output_dir, resume):
+        from ..preflight import check_inputs
+
+        check_inputs(kind, cfg, method=method)
         yield
 
 
@@ -146,8 +163,9 @@ def _report(result) -> int:
 
 def _pretrain(args: argparse.Namespace) -> int:
     with _given_folder(args.output_dir):
-        cfg = _overrides(args, f"stage{args.stage}")
-        with _holding(cfg.run.output_dir, args.resume):  # before the heavy imports
+        kind = f"stage{args.stage}"
+        cfg = _overrides(args, kind)
+        with _starting(kind, cfg, args.resume):  # before the heavy imports
             from ..stages import run_pretrain_stage
 
             return _report(run_pretrain_stage(args.stage, cfg, resume=args.resume))
@@ -156,7 +174,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     with _given_folder(args.output_dir):
         cfg = _overrides(args, "finetune")
-        with _holding(cfg.run.output_dir, args.resume):  # before the heavy imports
+        with _starting("finetune", cfg, args.resume):  # before the heavy imports
             from ..finetune import run_finetune
 
             return _report(run_finetune(cfg, resume=args.resume))
@@ -189,7 +207,7 @@ def _recipe(args: argparse.Namespace) -> int:
 def _baseline(args: argparse.Namespace) -> int:
     with _given_folder(args.output_dir):
         cfg = _overrides(args, "baseline")
-        with _holding(cfg.run.output_dir, args.resume):  # before the heavy imports
+        with _starting("baseline", cfg, args.resume, args.method):  # before the heavy imports
             from ..baselines import run_baseline
 
             return _report(run_baseline(cfg, args.method, resume=args.resume))

@@ -291,23 +291,14 @@ def _merge_settings(base: Any, given: Mapping[str, Mapping[str, Any]] | None) ->
 
 
 def _problems(err: ValidationError, names: Mapping[str, str] | None = None) -> str:
-    """One line for ``err``: a rule of the config (a ``ValueError`` of a validator) reads as its
-    own message, without pydantic's ``Value error,`` prefix. ``names``: what to call a
-    top-level field (a command's option, ``quality_metrics`` -> ``--metrics``)."""
+    """One line for ``err`` (:func:`sem_physics.cli_support.validation_message`). ``names``:
+    what to call a top-level field (a command's option, ``quality_metrics`` -> ``--metrics``)."""
 
     def label(loc: tuple[Any, ...]) -> str:
         if names and loc and str(loc[0]) in names:
             return names[str(loc[0])]  # the option names the whole list (settings.0 -> --settings)
         return ".".join(str(x) for x in loc)
 
-    errors = err.errors()
-    if errors and all(e["type"] == "value_error" for e in errors):
-        parts = []
-        for e in errors:
-            loc = label(tuple(e["loc"]))
-            text = str(e.get("ctx", {}).get("error", e["msg"]))
-            parts.append(f"{loc}: {text}" if loc else text)
-        return "; ".join(parts)
     return validation_message(err, BenchmarkConfig, label=label)
 
 

@@ -55,8 +55,6 @@ class MoETask(MAETask):
 
 def build_stage2_task(cfg: Stage2Config) -> MoETask:
     """Teacher = the Stage-1 model (frozen); student = its upcycled copy with only gates trainable."""
-    if cfg.init_from is None:
-        raise ValueError("stage 2 needs init_from: the Stage-1 run directory")
     teacher = modeling.load_model(modeling.resolve_model_dir(cfg.init_from))
     student = modeling.upcycle(copy.deepcopy(teacher), cfg.moe, seed=cfg.run.seed)
     modeling.freeze_all_but_gates(student)

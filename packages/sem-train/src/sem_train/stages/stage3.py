@@ -9,13 +9,11 @@ Stage-1 run that the Stage-2 run (``init_from``) started from.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from .. import modeling
 from ..checkpoint import Checkpointer
 from ..config import Stage3Config
 from ..engine import FitResult, fit_config
+from ..preflight import stage3_teacher_dir
 from ..recipe import write_split
 from .common import MAELossWeights, image_datasets
 from .stage2 import MoETask
@@ -23,29 +21,8 @@ from .stage2 import MoETask
 __all__ = ["build_stage3_task", "run_stage3", "stage3_teacher_dir"]
 
 
-def stage3_teacher_dir(cfg: Stage3Config) -> Path:
-    """The Stage-1 model to distil from: ``teacher_from``, else the Stage-2 run's ``init_from``."""
-    if cfg.teacher_from is not None:
-        return modeling.resolve_model_dir(cfg.teacher_from, what="teacher_from")
-    run_cfg = Path(cfg.init_from) / "config.json"
-    teacher = None
-    if run_cfg.is_file():
-        try:
-            teacher = json.loads(run_cfg.read_text()).get("init_from")
-        except (ValueError, AttributeError):
-            teacher = None
-    if not teacher:
-        raise ValueError(
-            f"stage 3 with kd_weight={cfg.kd_weight} needs the Stage-1 teacher: set "
-            f"teacher_from (none recorded in {run_cfg}), or kd_weight: 0"
-        )
-    return modeling.resolve_model_dir(teacher, what=f"teacher_from (from {run_cfg})")
-
-
 def build_stage3_task(cfg: Stage3Config) -> MoETask:
     """The Stage-2 model with every parameter unfrozen, distilled from the Stage-1 teacher."""
-    if cfg.init_from is None:
-        raise ValueError("stage 3 needs init_from: the Stage-2 run directory")
     model = modeling.load_model(modeling.resolve_model_dir(cfg.init_from))
     modeling.unfreeze_all(model)
     teacher = modeling.load_model(stage3_teacher_dir(cfg)) if cfg.kd_weight > 0 else None

@@ -1,0 +1,123 @@
+"""What a run folder holds, checked from its paths alone (no torch): the one place that
+decides whether a run may start in a folder, whether ``--resume`` has a run to continue, and
+which exported model a run folder given as a model (``init_from``) stands for.
+
+:class:`sem_train.checkpoint.Checkpointer` is a :class:`RunFolder` that also writes and reads
+the checkpoints; the ``sem train`` commands use :class:`RunFolder` itself, so that a folder
+is refused before seconds of imports.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+from sem_models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, best_export
+
+__all__ = ["RUN_INFO_NAME", "RunExistsError", "RunFolder", "resolve_model_dir"]
+
+#: Written into the run folder when a run starts (:func:`sem_train.runinfo.write_run_info`),
+#: before anything else of the run: its presence says the folder holds a run of this toolkit.
+RUN_INFO_NAME = "run_info.json"
+
+
+class RunExistsError(ValueError):
+    """A fresh run was asked to write into the folder of an existing run."""
+
+
+class RunFolder:
+    """The folder of one run (``run_dir``) and its ``checkpoints/`` (``dir``)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / "checkpoints"
+
+    @property
+    def has_checkpoint(self) -> bool:
+        """Whether ``latest.json`` exists (a resume continues from it)."""
+        return (self.dir / "latest.json").exists()
+
+    @property
+    def has_started_run(self) -> bool:
+        """Whether the folder holds a run of this toolkit (its ``run_info.json``), with or
+        without a checkpoint yet."""
+        return (self.run_dir / RUN_INFO_NAME).is_file()
+
+    def check_output(self, resume: bool) -> None:
+        """The run folder is usable: not a file, and holding no run unless ``resume``."""
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise NotADirectoryError(
+                errno.ENOTDIR, "run.output_dir exists and is not a folder", str(self.run_dir)
+            )
+        if not resume:
+            self.check_fresh()
+
+    def check_start(self, resume: bool) -> None:
+        """:meth:`check_output`, and with ``resume`` :meth:`check_resumable`: what a run checks
+        before it writes anything into the folder."""
+        self.check_output(resume)
+        if resume:
+            self.check_resumable()
+
+    def check_fresh(self) -> None:
+        """Refuse a fresh run over a folder that already holds one (``--resume`` continues),
+        or over a ``config.json`` no run wrote (a run writes its own there)."""
+        marks = [
+            p
+            for p in (
+                self.dir / "latest.json",
+                self.dir / "best.json",
+                self.run_dir / "metrics.jsonl",
+                self.run_dir / RUN_INFO_NAME,
+            )
+            if p.exists()
+        ]
+        if not marks:
+            if (self.run_dir / "config.json").exists():
+                raise RunExistsError(
+                    f"run.output_dir {self.run_dir} holds a config.json that no run wrote (no "
+                    f"{RUN_INFO_NAME} beside it), which a run would overwrite; choose another "
+                    "output folder"
+                )
+            return
+        if self.has_checkpoint:
+            how = "pass --resume to continue it"
+        else:
+            how = "it has no checkpoint yet: pass --resume to start it again from step 0"
+        raise RunExistsError(
+            f"run.output_dir {self.run_dir} already holds a run ({marks[0].name} exists); "
+            f"{how}, or choose another output folder"
+        )
+
+    def check_resumable(self) -> None:
+        """Refuse ``--resume`` in a folder that holds neither a checkpoint nor a started run
+        (a missing folder, an empty one, or other files: a mistyped path, not a run)."""
+        if self.has_checkpoint or self.has_started_run:
+            return
+        raise FileNotFoundError(
+            f"--resume: no checkpoint in {self.dir} (expected latest.json) and no run "
+            f"started in {self.run_dir} (expected {RUN_INFO_NAME}); start without --resume "
+            f"in an empty output folder"
+        )
+
+
+def resolve_model_dir(path: str | Path, what: str = "init_from") -> Path:
+    """A run directory (its best export) or an export directory (``config.json`` + weights).
+
+    ``what`` names the setting in error messages (``init_from``, ``--checkpoint``, ...).
+    Only paths are looked at: whether the export loads is :func:`sem_models.load_model`'s.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{what}={path} does not exist (run the previous stage first, or fix the path)"
+        )
+    if (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file():
+        return path
+    found = best_export(path)  # a run folder: its checkpoints/best.json names the export
+    if found != path:
+        return found
+    raise FileNotFoundError(
+        f"{what}={path}: no exported model found (expected checkpoints/best.json of a "
+        f"finished run, or a folder with config.json and model.safetensors)"
+    )
