@@ -93,8 +93,8 @@ def cd_blur_markdown(rows: Sequence[dict[str, Any]]) -> str:
         if errors:
             notes.append(
                 f"`{r['image']}`: from σ = {BLUR_SIGMAS_PX[stop]:g} px the bloom ridge is too "
-                f"faint to fit and the CD reads {min(errors):.2f}-{max(errors):.2f} nm off "
-                "the focused value."
+                "faint for the correction and the CD reads "
+                f"{min(errors):.2f}-{max(errors):.2f} nm off the focused value."
             )
     lines.append("")
     if notes:
