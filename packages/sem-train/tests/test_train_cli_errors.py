@@ -368,6 +368,15 @@ _BAD_INPUTS = {
         ["train", "recipe", "--config", "cpu-small", "--output-dir", "{tmp}/recipe"],
         "already holds a recipe run",
     ),
+    # the model preset and its overrides (sem_models.config.check_preset, a config validator)
+    "unknown-preset": (
+        ["train", "pretrain", "--stage", "1", "--config", "{tmp}/preset.yaml"],
+        "model (line 1): unknown preset 'tinyy'; choose one of",
+    ),
+    "unknown-model-field": (
+        ["train", "pretrain", "--stage", "1", "--config", "{tmp}/field.yaml"],
+        "unknown MAE config field(s) ['depthh']",
+    ),
     # the data: none set, none readable
     "no-data-root": (
         ["train", "pretrain", "--stage", "1", "--config", "{tmp}/empty.yaml"],
@@ -429,6 +438,8 @@ def test_bad_training_input_is_refused_before_torch_is_loaded(tmp_path, case):
     time of a config read: the refusing process has not imported torch, and wrote nothing."""
     (tmp_path / "images").mkdir()  # a folder without images
     (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "preset.yaml").write_text("model:\n  preset: tinyy\n")
+    (tmp_path / "field.yaml").write_text("model:\n  overrides: {depthh: 3}\n")
     (tmp_path / "SOURCES.md").write_text("# where the images come from\n")
     _fake_export(tmp_path / "export")
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)

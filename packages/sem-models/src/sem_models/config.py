@@ -16,6 +16,7 @@ __all__ = [
     "MAEConfig",
     "MoEConfig",
     "ModelConfigError",
+    "check_preset",
     "mae_config",
 ]
 
@@ -144,12 +145,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def mae_config(preset: str, **overrides: Any) -> MAEConfig:
-    """The config of ``preset`` with field ``overrides`` (e.g. ``in_chans=1, img_size=64``).
-
-    Raises :class:`ModelConfigError` for an unknown preset, an unknown field or a value out
-    of range, naming the offending entry.
-    """
+def check_preset(preset: str, overrides: Any = ()) -> None:
+    """:class:`ModelConfigError` for an unknown ``preset`` or an override naming no field of
+    :class:`MAEConfig` (what a training config can be checked for before a model is built;
+    values are checked with the data's size by :func:`mae_config`)."""
     if preset not in PRESETS:
         raise ModelConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     unknown = sorted(set(overrides) - set(MAEConfig.model_fields))
@@ -157,6 +156,15 @@ def mae_config(preset: str, **overrides: Any) -> MAEConfig:
         raise ModelConfigError(
             f"unknown MAE config field(s) {unknown}; accepted: {sorted(MAEConfig.model_fields)}"
         )
+
+
+def mae_config(preset: str, **overrides: Any) -> MAEConfig:
+    """The config of ``preset`` with field ``overrides`` (e.g. ``in_chans=1, img_size=64``).
+
+    Raises :class:`ModelConfigError` for an unknown preset, an unknown field or a value out
+    of range, naming the offending entry.
+    """
+    check_preset(preset, overrides)
     fields = {**PRESETS[preset], **overrides}
     try:
         return MAEConfig(**fields)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sem_models.config import MoEConfig
+from sem_models.config import MoEConfig, check_preset
 from sem_physics import ParameterRanges
 from sem_physics.cli_support import validation_message
 from sem_physics.io import DEFAULT_CROP_FRACTION
@@ -143,6 +143,11 @@ class ModelSpec(_Strict):
 
     preset: str = "tiny"
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_preset(self) -> ModelSpec:
+        check_preset(self.preset, self.overrides)  # before any model code is imported
+        return self
 
 
 class OptimConfig(_Strict):
