@@ -115,3 +115,38 @@ def test_a_missing_torch_names_the_extra_that_installs_it() -> None:
     names = ("image_to_tensor", "airy_psf_torch", "sem_physics.batched")
     for line, what in zip(lines, names, strict=True):
         assert line == f"torch | torch is needed for {what}: pip install 'sem-physics[torch]'"
+
+
+def test_an_export_named_like_its_submodule_stays_the_export(tmp_path, monkeypatch) -> None:
+    """Python binds an imported submodule to its package's attribute of the same name; with
+    ``keep_exported_names`` the function ``shift`` of ``.shift`` stays the function, whether
+    the submodule is imported before or after the name is used, while other attributes and
+    other submodules bind as usual."""
+    import importlib
+    import types
+
+    pkg = tmp_path / "lazy_shadow_pkg"
+    pkg.mkdir()
+    (pkg / "shift.py").write_text("def shift(x):\n    return x + 1\n")
+    (pkg / "other.py").write_text("VALUE = 3\n")
+    (pkg / "__init__.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "from sem_physics.lazy import keep_exported_names, lazy_exports\n"
+        "__all__ = ['shift']\n"
+        "__getattr__, __dir__, _EXPORTS = lazy_exports(__name__, __file__, __all__)\n"
+        "keep_exported_names(__name__, _EXPORTS)\n"
+        "if TYPE_CHECKING:\n"
+        "    from .shift import shift\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        importlib.import_module("lazy_shadow_pkg.shift")  # the submodule first
+        mod = importlib.import_module("lazy_shadow_pkg")
+        assert mod.shift(1) == 2 and isinstance(mod.shift, types.FunctionType)
+        importlib.import_module("lazy_shadow_pkg.other")
+        assert isinstance(mod.other, types.ModuleType)  # not an export: bound as usual
+        mod.extra = 5
+        assert mod.extra == 5
+    finally:
+        for name in ("lazy_shadow_pkg", "lazy_shadow_pkg.shift", "lazy_shadow_pkg.other"):
+            sys.modules.pop(name, None)

@@ -12,6 +12,10 @@ its dependencies and a command line built on it starts at once. Used by ``sem_ph
     __getattr__, __dir__, _EXPORTS = lazy_exports(__name__, __file__, __all__)
     if TYPE_CHECKING:
         from .io import read_image
+
+A package exporting a function named like its own submodule (``sem_train.data.augment``)
+calls :func:`keep_exported_names` after :func:`lazy_exports`, so that importing the submodule
+does not rebind the name to it.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from __future__ import annotations
 import ast
 import importlib
 import sys
+import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["lazy_exports", "type_checking_imports"]
+__all__ = ["keep_exported_names", "lazy_exports", "type_checking_imports"]
 
 
 def type_checking_imports(init_file: str | Path) -> dict[str, str]:
@@ -70,3 +75,23 @@ def lazy_exports(
         return sorted(set(vars(sys.modules[package])) | set(table))
 
     return __getattr__, __dir__, table
+
+
+class _KeepsExports(types.ModuleType):
+    """A package whose exported names stay what they name when a submodule of the same name
+    is imported (Python binds a submodule to its package's attribute of that name)."""
+
+    _shadowed: frozenset[str] = frozenset()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not (isinstance(value, types.ModuleType) and name in self._shadowed):
+            super().__setattr__(name, value)
+
+
+def keep_exported_names(package: str, table: dict[str, str]) -> None:
+    """Keep each exported name of ``package`` (``table`` from :func:`lazy_exports`) that its
+    own submodule shares (``augment`` from ``.augment``) bound to the export: without this,
+    the first import of that submodule, lazy or not, rebinds the name to the module."""
+    module = sys.modules[package]
+    shadowed = frozenset(name for name, sub in table.items() if name == sub)
+    module.__class__ = type("_KeepsExports", (_KeepsExports,), {"_shadowed": shadowed})

@@ -6,11 +6,9 @@ reads, the split) loads no torch, so a command checks its data before seconds of
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sem_physics.lazy import lazy_exports
+from sem_physics.lazy import keep_exported_names, lazy_exports
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -36,20 +34,7 @@ __all__ = [
 
 # Each name's submodule comes from the TYPE_CHECKING imports below (one list, read once).
 __getattr__, __dir__, _EXPORTS = lazy_exports(__name__, __file__, __all__)
-
-
-class _Package(types.ModuleType):
-    """This package's module type: importing the submodule ``augment`` would rebind the
-    package's attribute of that name, the exported function, to the submodule (Python binds a
-    submodule to its package); that binding is skipped, the function stays what it names
-    (as in ``sem_models``)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if not (isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name):
-            super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+keep_exported_names(__name__, _EXPORTS)  # the function augment, not its submodule
 
 if TYPE_CHECKING:  # static analysers see the eager imports
     from .augment import augment, center_resize, random_resized_crop, resize, rotate
