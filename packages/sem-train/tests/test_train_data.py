@@ -54,6 +54,21 @@ def test_index_cache_sees_added_deleted_and_rewritten_files(image_folder, folder
     assert len(build_index(image_folder)) == 12 and not build_index(image_folder).rejected
 
 
+def test_unreadable_files_are_reported_once_until_their_count_changes(image_folder, caplog):
+    """A run indexes its folder in every step; each unreadable file and the count are logged
+    the first time, and the count again only when it changes."""
+    (image_folder / "group0" / "broken.tif").write_bytes(b"II*\x00garbage" * 3)
+    with caplog.at_level("WARNING", logger="sem_train.data.index"):
+        for _ in range(3):
+            build_index(image_folder)
+        (image_folder / "group1" / "empty.png").write_bytes(b"")
+        build_index(image_folder)
+    counts = [r.getMessage() for r in caplog.records if "unreadable and skipped" in r.message]
+    assert [c.split(" files")[0] for c in counts] == ["1 of 13", "2 of 14"], counts
+    files = [r.getMessage() for r in caplog.records if "skipping unreadable image" in r.message]
+    assert len(files) == 2 and "broken.tif" in files[0] and "empty.png" in files[1]
+
+
 def test_corrupt_files_are_skipped_and_counted(image_folder, tmp_path):
     (image_folder / "group0" / "broken.tif").write_bytes(b"II*\x00garbage" * 3)
     (image_folder / "group1" / "empty.png").write_bytes(b"")

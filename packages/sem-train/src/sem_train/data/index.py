@@ -43,6 +43,8 @@ __all__ = [
 GENERATED_ROOT = Path("<generated>")
 
 log = logging.getLogger(__name__)
+#: The unreadable-file count last reported per indexed folder (reported again when it changes).
+_REPORTED: dict[Path, tuple[int, int]] = {}
 
 INDEX_VERSION = 2
 
@@ -157,13 +159,12 @@ def build_index(
         except OSError as err:
             log.warning("could not cache the image index at %s (%s); continuing", cache, err)
             index.cache_path = None
-    if rejected:
-        log.warning(
-            "%d of %d files under %s are unreadable and skipped",
-            len(rejected),
-            len(rejected) + len(files),
-            root,
-        )
+    summary = (len(rejected), len(rejected) + len(files))
+    if rejected and _REPORTED.get(root) != summary:
+        # once per folder and count, like each file's reason: a run indexes its folder again
+        # in every step (the command's early check, the stage, a recipe's next stage)
+        log.warning("%d of %d files under %s are unreadable and skipped", *summary, root)
+    _REPORTED[root] = summary
     return index
 
 
