@@ -13,6 +13,7 @@ import pytest
 import tifffile
 from sem_metrology import make_line_image
 from sem_metrology.cli import main
+from sem_physics.testing import main_in_fresh_interpreter
 
 
 @pytest.fixture(scope="module")
@@ -175,16 +176,11 @@ def test_an_output_below_a_file_is_refused_before_any_image_is_measured(
     blocker.write_text("keep me")
     image = str(_folder(tmp_path, line_tif)) if target == "folder" else line_tif
     argv = ["lines", image, "--pixel-size-nm", "0.8", *(a.format(file=blocker) for a in argv)]
-    code = (
-        "import sys\nfrom sem_metrology.cli import main\n"
-        f"rc = main({argv!r})\n"
-        "print(rc, [m for m in ('sem_metrology.lines', 'matplotlib') if m in sys.modules])\n"
+    run = main_in_fresh_interpreter(
+        "sem_metrology.cli", argv, watch=("sem_metrology.lines", "matplotlib")
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.stdout.strip() == "2 []", (done.stdout, done.stderr)
-    err = done.stderr.strip().splitlines()
+    assert (run.status, run.loaded, run.stdout) == (2, [], []), run
+    err = run.stderr
     assert len(err) == 1 and err[0].startswith("sem-measure: error: "), err
     assert f"{blocker} is a file, not a folder" in err[0]
     assert blocker.read_text() == "keep me"

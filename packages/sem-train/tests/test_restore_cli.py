@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 import tifffile
 from PIL import Image
 from sem_physics import make_sample, read_image
-from sem_physics.testing import dead_pid
+from sem_physics.testing import dead_pid, main_in_fresh_interpreter
 from sem_train.cli import main
 from sem_train.restoration import MANIFEST_NAME
 
@@ -279,15 +277,9 @@ def test_bad_input_is_refused_before_the_model_code_is_imported(tmp_path, argv, 
     (tmp_path / "done" / "a.tif").write_bytes(b"an earlier output")
     argv = ["restore", *argv, "--method", "sem-foundation"]
     argv += [] if "-o" in argv else ["-o", "out"]
-    code = (
-        f"import os, sys\nos.chdir({str(tmp_path)!r})\nfrom sem_train.cli import main\n"
-        f"rc = main({argv!r})\nprint(rc, 'torch' in sys.modules)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.stdout.strip() == "2 False", (done.stdout, done.stderr)
-    assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    run = main_in_fresh_interpreter("sem_train.cli", argv, cwd=tmp_path)
+    assert (run.status, run.loaded, run.stdout) == (2, [], []), run
+    assert len(run.stderr) == 1 and words in run.stderr[0], run.stderr
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from safetensors import SafetensorError
+from sem_physics.testing import main_in_fresh_interpreter
 from sem_train.cli import COMMAND_MODULES, describe_error, main
 
 HEAVY = ("torch", "timm", "scipy", "matplotlib", "sklearn", "skimage")
@@ -297,9 +298,6 @@ def test_the_toolkit_has_its_four_console_scripts():
 def test_option_errors_come_before_torch_is_loaded(tmp_path, argv, words):
     """A mistyped option is refused in the time of a config read, not after seconds of torch:
     the process that refuses it has not imported torch."""
-    import subprocess
-    import sys
-
     (tmp_path / "empty").mkdir()
     cfg, cfg_no_images = tmp_path / "bench.yaml", tmp_path / "no-images.yaml"
     cfg.write_text(f"methods: [input]\nout: {tmp_path / 'bench'}\n")
@@ -307,38 +305,22 @@ def test_option_errors_come_before_torch_is_loaded(tmp_path, argv, words):
     fields = {"tmp": tmp_path, "cfg": cfg, "cfg_no_images": cfg_no_images}
     argv = [a.format(**fields) for a in argv]
     words = words.format(**fields)
-    code = (
-        "import sys\nfrom sem_train.cli import main\n"
-        f"rc = main({argv!r})\nprint(rc, 'torch' in sys.modules)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.stdout.strip() == "2 False", (done.stdout, done.stderr)
-    assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    run = main_in_fresh_interpreter("sem_train.cli", argv)
+    assert (run.status, run.loaded, run.stdout) == (2, [], []), run
+    assert len(run.stderr) == 1 and words in run.stderr[0], run.stderr
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune", "baseline"])
 def test_resume_without_a_run_is_refused_before_the_training_code_is_imported(tmp_path, command):
     """``--resume`` into a folder holding no run (a mistyped path) is refused when the folder is
     taken, not after the stage's, the fine-tune's or the baseline's code has been imported."""
-    import subprocess
-    import sys
-
     (tmp_path / "images").mkdir()
     argv = [*_TRAIN_COMMANDS[command], "--data", str(tmp_path / "images")]
     argv += ["--output-dir", str(tmp_path / "typo"), "--resume"]
     heavy = ("sem_train.stages", "sem_train.finetune", "sem_train.baselines", "sem_train.engine")
-    code = (
-        "import sys\nfrom sem_train.cli import main\n"
-        f"rc = main({argv!r})\nprint(rc, [m for m in {heavy!r} if m in sys.modules])\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.stdout.strip() == "2 []", (done.stdout, done.stderr)
-    err = done.stderr.strip().splitlines()
-    assert len(err) == 1 and "--resume: no checkpoint in" in err[0], err
+    run = main_in_fresh_interpreter("sem_train.cli", argv, watch=heavy)
+    assert (run.status, run.loaded, run.stdout) == (2, [], []), run
+    assert len(run.stderr) == 1 and "--resume: no checkpoint in" in run.stderr[0], run.stderr
     assert not (tmp_path / "typo").exists()
 
 
@@ -452,14 +434,7 @@ def test_bad_training_input_is_refused_before_torch_is_loaded(tmp_path, case):
         argv += ["--data", str(tmp_path / "images")]
     if "--output-dir" not in argv:
         argv += ["--output-dir", str(tmp_path / "typo")]
-    code = (
-        "import sys\nfrom sem_train.cli import main\n"
-        f"rc = main({argv!r})\nprint(rc, 'torch' in sys.modules)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.stdout.strip() == "2 False", (done.stdout, done.stderr)
-    err = done.stderr.strip().splitlines()
-    assert len(err) == 1 and words.format(tmp=tmp_path) in err[0], err
+    run = main_in_fresh_interpreter("sem_train.cli", argv)
+    assert (run.status, run.loaded, run.stdout) == (2, [], []), run
+    assert len(run.stderr) == 1 and words.format(tmp=tmp_path) in run.stderr[0], run.stderr
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -7,13 +7,15 @@ nothing here is imported by the library itself.
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["dead_pid", "folder_held", "python_output"]
+__all__ = ["FreshRun", "dead_pid", "folder_held", "main_in_fresh_interpreter", "python_output"]
 
 _HOLD = """
 import sys, time
@@ -32,6 +34,44 @@ def python_output(code: str, timeout: float = 300) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+@dataclass(frozen=True)
+class FreshRun:
+    """What :func:`main_in_fresh_interpreter` saw: the exit status ``main`` returned, which of
+    the watched modules were imported by then, and the other lines of stdout and stderr."""
+
+    status: int
+    loaded: list[str]
+    stdout: list[str]
+    stderr: list[str]
+
+
+def main_in_fresh_interpreter(
+    module: str,
+    argv: Sequence[str],
+    watch: Sequence[str] = ("torch",),
+    cwd: str | Path | None = None,
+) -> FreshRun:
+    """``module.main(argv)`` run by a fresh interpreter (in ``cwd``): how a command answers,
+    and which of the ``watch`` modules it imported before answering (a refusal that loads
+    torch has waited seconds for nothing)."""
+    code = (
+        f"import sys\nfrom {module} import main\nrc = main({list(argv)!r})\n"
+        f"print(rc, [m for m in {tuple(watch)!r} if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=cwd,
+    )
+    assert done.returncode == 0, done.stderr
+    *out, last = done.stdout.strip().splitlines()
+    status, loaded = last.split(" ", 1)
+    return FreshRun(int(status), ast.literal_eval(loaded), out, done.stderr.strip().splitlines())
 
 
 def dead_pid() -> int:
