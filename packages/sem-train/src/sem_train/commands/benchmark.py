@@ -11,6 +11,7 @@ __all__ = [
     "add_run_options",
     "check_input_folders",
     "check_setting_paths",
+    "checked_settings",
     "register",
     "split_names",
 ]
@@ -41,6 +42,18 @@ def check_setting_paths(settings: dict[str, dict[str, Any]], option: str = "--se
             given = conf.get(field)
             if isinstance(given, str) and given:
                 check_checkpoint_exists(given, setting=f"{option} {name}.{field}")
+
+
+def checked_settings(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """The ``--set`` options as ``{method: {field: value}}``, checked before any work: the
+    weights paths they name first (:func:`check_setting_paths`, no model code imported), then
+    every method and setting (:func:`sem_train.evaluation.config.check_method_settings`)."""
+    from ..evaluation.config import check_method_settings, parse_method_settings
+
+    settings = parse_method_settings(items)
+    check_setting_paths(settings)
+    check_method_settings(settings)
+    return settings
 
 
 def check_input_folders(cfg: Any) -> None:
@@ -80,16 +93,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def _benchmark(args: argparse.Namespace) -> int:
     from ..evaluation.config import (  # no torch yet: option errors come at once
         check_method_names,
-        check_method_settings,
         load_benchmark_config,
-        parse_method_settings,
     )
 
     methods = split_names(args.methods)
     check_method_names("--methods", methods)  # the options first, each named in its error
-    settings = parse_method_settings(args.set)
-    check_setting_paths(settings)  # before the methods' code is imported to check the rest
-    check_method_settings(settings)
+    settings = checked_settings(args.set)
     overrides: dict[str, Any] = {
         "out": args.out,
         "methods": methods,

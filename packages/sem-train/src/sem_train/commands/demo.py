@@ -65,14 +65,9 @@ def _demo_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The run's config and the overrides it is made of. Every option is checked, and named
     in its error, before torch or a method's model code is imported: the input folder, the
     method names, ``--set`` (with the weights files it names), then the preset's fields."""
-    from ..evaluation.config import (  # no torch yet: option errors come at once
-        check_method_names,
-        check_method_settings,
-        demo_config,
-        parse_method_settings,
-    )
+    from ..evaluation.config import check_method_names, demo_config  # no torch yet
     from ..evaluation.sources import check_output_folder, list_images
-    from .benchmark import check_setting_paths
+    from .benchmark import checked_settings
 
     if args.images is not None:
         if not Path(args.images).is_dir():
@@ -82,9 +77,7 @@ def _demo_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     methods, exclude = split_names(args.methods), split_names(args.exclude) or []
     check_method_names("--methods", methods)  # the options first, each named in its error
     check_method_names("--exclude", exclude)
-    settings = parse_method_settings(args.set)
-    check_setting_paths(settings)  # before the methods' code is imported to check the rest
-    check_method_settings(settings)
+    settings = checked_settings(args.set)
     if args.train_here:
         settings.setdefault("sem-foundation", {}).setdefault("finetune_here", True)
     overrides: dict[str, Any] = {
