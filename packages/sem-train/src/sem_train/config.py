@@ -41,6 +41,7 @@ __all__ = [
     "Stage1Config",
     "Stage2Config",
     "Stage3Config",
+    "config_class",
     "load_config",
     "preset",
     "read_config_file",
@@ -603,13 +604,18 @@ _KIND_CLASSES: dict[str, type[BaseModel]] = {
 }
 
 
+def config_class(kind: str) -> type[BaseModel]:
+    """The config model of ``kind`` (stage1..3, finetune, baseline)."""
+    if kind not in _KIND_CLASSES:
+        raise ValueError(f"unknown config kind {kind!r}; choose one of {sorted(_KIND_CLASSES)}")
+    return _KIND_CLASSES[kind]
+
+
 def preset(name: str, kind: str) -> BaseModel:
     """The preset ``name`` (``paper``, ``cpu-base`` or ``cpu-small``) for ``kind`` (stage1..3, finetune, baseline)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    if kind not in _KIND_CLASSES:
-        raise ValueError(f"unknown config kind {kind!r}; choose one of {sorted(_KIND_CLASSES)}")
-    return _KIND_CLASSES[kind].model_validate(PRESETS[name]()[kind])
+    return config_class(kind).model_validate(PRESETS[name]()[kind])
 
 
 #: Config files are small; a larger one is refused before parsing.
@@ -758,9 +764,7 @@ def load_config(
     come from them. YAML anchors/aliases and ``!!python`` tags are refused. Every problem is a
     :class:`ConfigError` (a ValueError) naming the file, the line and the field.
     """
-    if kind not in _KIND_CLASSES:
-        raise ValueError(f"unknown config kind {kind!r}; choose one of {sorted(_KIND_CLASSES)}")
-    cls = _KIND_CLASSES[kind]
+    cls = config_class(kind)
     label = "defaults"
     lines: dict[tuple[str, ...], int] = {}
     if source is None:

@@ -84,7 +84,7 @@ def register(subparsers: Any) -> None:
 def _overrides(args: argparse.Namespace, kind: str):
     if args.data is not None and not args.data.is_dir():  # before seconds of imports
         raise FileNotFoundError(f"--data {args.data} is not a directory")
-    from ..config import _KIND_CLASSES, load_config
+    from ..config import config_class, load_config
     from ..runfolder import RunFolder
 
     over: dict[str, Any] = {}
@@ -103,7 +103,7 @@ def _overrides(args: argparse.Namespace, kind: str):
     if run:
         over["run"] = run
     if getattr(args, "init_from", None) is not None:
-        if "init_from" not in _KIND_CLASSES[kind].model_fields:
+        if "init_from" not in config_class(kind).model_fields:
             raise ValueError("--init-from applies to stages 2 and 3 and to finetune, not stage 1")
         over["init_from"] = args.init_from
     cfg = load_config(args.config, kind, overrides=over)  # the options before validation
