@@ -294,3 +294,44 @@ def test_shipped_foundation_model_needs_no_checkpoint(tmp_path, monkeypatch):
     out = restore(y, "sem-foundation", **WINDOW)
     # The stand-in starts as the identity: the shipped model was used, not something else.
     np.testing.assert_allclose(out.image, y, atol=0.05)
+
+
+def test_true_psf_methods_need_the_psf_and_then_deconvolve_with_it():
+    """The evaluation's oracle rows take no blind estimate: without --psf they are refused
+    (they used to run blind silently); with it they equal the method given the same PSF."""
+    _, y = blurred(seed=2)
+    with pytest.raises(ValueError, match=r"true PSF.*--psf RX,RY") as err:
+        prepare("richardson-lucy-true-psf")
+    assert "\n" not in str(err.value)
+    oracle = restore(y, "richardson-lucy-true-psf", psf="3,3,0,2")
+    same = restore(y, "richardson-lucy", psf="3,3,0,2")
+    assert oracle.psf_source == "given" and oracle.psf == same.psf
+    np.testing.assert_array_equal(oracle.image, same.image)
+
+
+def _guided_export(root: Path) -> Path:
+    torch.manual_seed(0)
+    mae = build_mae("tiny", in_chans=1, **MAE_ARCH)
+    net = RestorationModel(mae, residual=True, refiner_width=4, guide_balances=(0.3,))
+    save_model(net, root / "guided")
+    return root / "guided"
+
+
+def test_a_guided_model_records_its_guides_psf_and_takes_a_known_one(tmp_path):
+    """``sem-foundation`` deconvolves through its physics guides: restore.json names the PSF
+    they used (the blind estimate, computed independently here), and --psf replaces it."""
+    _, y = blurred(shape=(64, 80), r_px=3.0, seed=5)
+    folder = _guided_export(tmp_path)
+    blind = restore(y, "sem-foundation", checkpoint=folder, **WINDOW)
+    expected = sem_physics.estimate_degradation(y).psf_params()
+    assert blind.psf_source == "blind" and blind.psf == expected
+    assert blind.estimate is not None and blind.record()["estimate"]["rx_px"] == expected.rx_px
+    given = restore(y, "sem-foundation", checkpoint=folder, psf="1.5,4,0.3,2", **WINDOW)
+    assert given.psf_source == "given"
+    assert given.psf == PSFParams(rx_px=1.5, ry_px=4, theta_rad=0.3, beta=2)
+    assert np.abs(given.image - blind.image).max() > 1e-3  # other guides, another output
+    plain = tmp_path / "plain"
+    save_model(RestorationModel(build_mae("tiny", in_chans=1, **MAE_ARCH)), plain)
+    with pytest.raises(ValueError, match=r"no physics guides.*takes no --psf"):
+        prepare("sem-foundation", checkpoint=plain, psf="2,2", **WINDOW)
+    assert restore(y, "sem-foundation", checkpoint=plain, **WINDOW).psf is None

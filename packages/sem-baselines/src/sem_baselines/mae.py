@@ -43,10 +43,11 @@ from sem_models import (
     sliding_window,
 )
 from sem_models.mae import MaskedAutoencoder
+from sem_physics import PSFParams
 from sem_physics.atomic import atomic_write_text
 from torch import nn
 
-from .classical.deconv import choose_psf
+from .classical.deconv import PSFChoice, choose_psf
 from .guides import guide_channels
 from .learned.base import resolve_device
 from .restorer import CONFIG_FILE, RestorerConfigError, check_image, register
@@ -145,6 +146,8 @@ class _MAERestorer:
         self.config = config or self.config_cls()
         self.notes: list[str] = []
         self.last_params: dict[str, Any] = {}  # the PSF a guided model's guides used
+        self.last_choice: PSFChoice | None = None  # the same, as chosen (with the estimate)
+        self.guide_psf: PSFParams | None = None  # a known PSF for the guides; None = blind
         net = network if network is not None else self._build()
         self.network: RestorationModel = _placed(net, self.config.device)
 
@@ -154,6 +157,11 @@ class _MAERestorer:
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
+
+    @property
+    def guided(self) -> bool:
+        """Whether the model reads physics guides (deconvolutions made with a PSF)."""
+        return bool(getattr(self.network, "guide_balances", ()))
 
     @property
     def window_px(self) -> int:
@@ -173,9 +181,9 @@ class _MAERestorer:
         image = check_image(image)
         x = image / np.float32(255.0)
         balances = getattr(self.network, "guide_balances", ())
-        if balances:  # a guided model: append the image's deconvolutions (blind PSF)
-            choice = choose_psf(image, "adaptive", None, None)
-            self.last_params = choice.as_dict()
+        if balances:  # a guided model: append the image's deconvolutions (given or blind PSF)
+            choice = choose_psf(image, "adaptive", self.guide_psf, None)
+            self.last_params, self.last_choice = choice.as_dict(), choice
             x = guide_channels(x, choice.psf, balances, self.device)
         cfg, win = self.config, self.window_px
         y = sliding_window(self.network, x, win, self.overlap_px, cfg.batch_size)

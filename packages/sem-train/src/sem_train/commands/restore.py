@@ -83,8 +83,9 @@ def register(subparsers: Any) -> None:
         "--psf",
         default="auto",
         metavar="auto|RX,RY[,THETA[,BETA]]",
-        help="PSF of the deconvolution methods: blind estimate (auto, default) or radii in px, "
-        "angle in rad (default 0), Airy exponent (default 2)",
+        help="PSF of the deconvolution methods and of sem-foundation's physics guides: blind "
+        "estimate (auto, default) or radii in px, angle in rad (default 0), Airy exponent "
+        "(default 2); required by the *-true-psf methods",
     )
     p.add_argument(
         "--set",

@@ -69,7 +69,9 @@ class RestoredImage:
     image (e.g. BM3D's noise level) under ``"per_image"``. ``psf`` is the PSF a deconvolution used, ``psf_source`` says
     whether it was ``"given"`` or estimated ``"blind"`` (then ``estimate`` holds the full
     :func:`sem_physics.estimate_degradation` result); all three are None for other methods.
-    ``warnings``: the estimate's quality reasons when it flags itself as not reliable.
+    A model with physics guides (``sem-foundation``) records the PSF its guides were made
+    with in the same three fields. ``warnings``: the estimate's quality reasons when it flags
+    itself as not reliable.
     """
 
     image: np.ndarray
@@ -147,15 +149,27 @@ class PreparedMethod:
         self.psf: PSFSpec = parse_psf(psf)
         self.options = dict(options)
         self.checkpoint = None if checkpoint is None else str(checkpoint)
+        if self.needs.true_psf and self.psf == PSF_AUTO:
+            raise ValueError(
+                f"method {method!r} restores each image with its true PSF (an evaluation's "
+                "reference row): give that PSF with --psf RX,RY[,THETA[,BETA]]"
+            )
         if self.needs.takes_psf:
             if "psf" in self.options:
                 raise ValueError("give the PSF with --psf (psf=...), not as an option")
-        elif psf != PSF_AUTO:
+        elif psf != PSF_AUTO and not self.needs.learned:
             raise ValueError(f"method {method!r} does not deconvolve; it takes no --psf")
         t0 = time.perf_counter()
         self._restorer = None
         if not self.needs.takes_psf:
             self._restorer = build_restorer(self.needs, self.options, checkpoint)
+            if self.psf != PSF_AUTO:  # a learned model: only one with physics guides takes it
+                if not getattr(self._restorer, "guided", False):
+                    raise ValueError(
+                        f"method {method!r} does not deconvolve (its model has no physics "
+                        "guides); it takes no --psf"
+                    )
+                self._restorer.guide_psf = self.psf
         else:  # validate the options now; the PSF comes with each image
             build_restorer(self.needs, {**self.options, "psf": _placeholder_psf()}, checkpoint)
         self.load_s = time.perf_counter() - t0
@@ -185,6 +199,13 @@ class PreparedMethod:
         t1 = time.perf_counter()
         out = np.asarray(restorer.restore(arr), dtype=np.float32)
         t2 = time.perf_counter()
+        notes: tuple[str, ...] = ()
+        guides = getattr(restorer, "last_choice", None) if not self.needs.takes_psf else None
+        if guides is not None:  # a model with physics guides: the PSF they were made with
+            psf_used, estimate = guides.psf, guides.estimate
+            source = "blind" if self.psf == PSF_AUTO else "given"
+            if guides.source.startswith("paper"):
+                notes = (f"physics guides made with the paper's fixed PSF: {guides.source}",)
         if out.shape != arr.shape or not np.all(np.isfinite(out)):
             raise RuntimeError(
                 f"method {self.method!r} returned an invalid image (shape {out.shape}, "
@@ -203,7 +224,7 @@ class PreparedMethod:
             estimate=estimate,
             checkpoint=self.checkpoint,
             timings=RestoreTimings(estimate_s=t1 - t0, restore_s=t2 - t1),
-            warnings=_estimate_warnings(estimate),
+            warnings=_estimate_warnings(estimate) + notes,
         )
 
 

@@ -51,6 +51,7 @@ class MethodNeeds:
     config_cls: type[BaseModel]
     takes_psf: bool
     checkpoint: CheckpointKind
+    true_psf: bool = False  # an evaluation's reference row: needs each image's true PSF
 
     @property
     def learned(self) -> bool:
@@ -74,14 +75,21 @@ def method_needs(name: str) -> MethodNeeds:
     check_method_name(name)
     cls = type(restorer_config(name))
     fields = cls.model_fields
+    entry = registry_entry(name)
     kind: CheckpointKind = "none"
     if "checkpoint_dir" in fields:
         kind = "checkpoint_dir"
     elif "weights_path" in fields:
         kind = "weights_path"
-    elif registry_entry(name).fitting == "fit":  # trained by fit(), saved with save()
+    elif entry.fitting == "fit":  # trained by fit(), saved with save()
         kind = "restorer"
-    return MethodNeeds(name=name, config_cls=cls, takes_psf="psf" in fields, checkpoint=kind)
+    return MethodNeeds(
+        name=name,
+        config_cls=cls,
+        takes_psf="psf" in fields,
+        checkpoint=kind,
+        true_psf=entry.psf_from_case,
+    )
 
 
 def check_options(needs: MethodNeeds, options: dict[str, Any]) -> BaseModel:
