@@ -71,10 +71,12 @@ def test_white_noise_has_no_psf_and_no_shot_noise(
 
 
 def test_plain_text_and_info_bar_crop(degraded: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([str(degraded)]) == 0  # default: no bar detected -> bottom 6.67 % removed
+    assert main([str(degraded)]) == 0  # default: no bar detected -> the whole frame (as restore)
     out = capsys.readouterr().out
     assert "rx_px" in out and "sigma" in out and "quality: ok" in out
-    assert "21 rows cropped" in out  # round(0.0667 * 320)
+    assert "0 rows cropped" in out
+    assert main([str(degraded), "--crop", "info-bar"]) == 0  # no bar -> bottom 6.67 % removed
+    assert "21 rows cropped" in capsys.readouterr().out  # round(0.0667 * 320)
 
 
 def test_help_and_console_script() -> None:

@@ -172,3 +172,30 @@ def test_outputs_carry_the_source_pixel_size(tmp_path: Path) -> None:
     replay_manifest(out / "manifest.json", tmp_path / "replay")
     again = [read_image(tmp_path / "replay" / e.output).pixel_size_nm for e in manifest.entries]
     assert again == sizes
+
+
+def test_the_info_bar_is_kept_unchanged_below_the_defocused_micrograph(tmp_path: Path) -> None:
+    """Default ``keep``: a real frame's detected bar is not blurred (as an instrument draws it),
+    is found again in the output, and the micrograph above it equals the bar-less degradation;
+    ``none`` blurs the bar into the picture. Replays are bit for bit."""
+    import os
+
+    folder = os.environ.get("SEM_REAL_DATA")
+    if not folder:
+        pytest.skip("SEM_REAL_DATA not set")
+    src = Path(folder) / "lines_euv_resist_0p827nm.tif"
+    frame = read_image(src)
+    bar = frame.info_bar_rows
+    assert bar == 64
+    kept = degrade_files([src], tmp_path / "keep", mode="midpoint")
+    cut = degrade_files([src], tmp_path / "cut", mode="midpoint", crop="info-bar")
+    whole = degrade_files([src], tmp_path / "none", mode="midpoint", crop="none")
+    assert kept.crop == "keep" and kept.entries[0].crop_rows == bar
+    out = read_image(tmp_path / "keep" / kept.entries[0].output)
+    assert out.data.shape == frame.data.shape and out.info_bar_rows == bar
+    np.testing.assert_array_equal(out.data[-bar:], frame.data[-bar:])
+    top = read_image(tmp_path / "cut" / cut.entries[0].output).data
+    np.testing.assert_array_equal(out.data[:-bar], top)  # same seed, same micrograph
+    blurred = read_image(tmp_path / "none" / whole.entries[0].output).data
+    assert np.abs(blurred[-bar:] - frame.data[-bar:]).mean() > 5  # the bar degraded too
+    assert replay_manifest(tmp_path / "keep" / "manifest.json").mismatched == []

@@ -80,10 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
     parser.add_argument(
         "--crop",
-        choices=("none", "info-bar", "fraction"),
-        default="none",
-        help="remove the info bar first: detected rows (else the fraction), the fraction, or "
-        "nothing (none, default)",
+        choices=("keep", "none", "info-bar", "fraction"),
+        default="keep",
+        help="the info bar: keep the detected one unchanged below the defocused micrograph "
+        "(keep, default), remove it (info-bar: detected rows, else the fraction; fraction), or "
+        "degrade the whole frame with it (none)",
     )
     parser.add_argument(
         "--crop-fraction",

@@ -85,7 +85,10 @@ __all__ = [
 
 MANIFEST_NAME = "manifest.json"
 Mode = Literal["sample", "explicit", "midpoint"]
-Crop = Literal["none", "info-bar", "fraction"]
+#: ``keep``: the detected info bar is not degraded but re-attached unchanged below the defocused
+#: micrograph (as an instrument draws it); ``info-bar``/``fraction``: the bar is removed
+#: (detected rows, else the fraction / the fraction); ``none``: the whole frame is degraded.
+Crop = Literal["keep", "none", "info-bar", "fraction"]
 OutputFormat = Literal["float32-tiff", "uint16-png"]
 _OUTPUT = {"float32-tiff": ("float32", ".tif"), "uint16-png": ("uint16", ".png")}
 
@@ -181,7 +184,9 @@ class ManifestEntry(BaseModel):
 
     source: str = Field(description="source image path, relative to the manifest's folder")
     source_sha256: str = Field(description="sha256 of the source file bytes")
-    crop_rows: int = Field(ge=0, description="bottom rows removed before degrading")
+    crop_rows: int = Field(
+        ge=0, description="bottom rows not degraded: removed, or kept unchanged (crop 'keep')"
+    )
     params: DegradationParams
     seed: int = Field(ge=0, description="per-sample seed (parameters and noise streams)")
     output: str = Field(description="output file name, relative to the manifest's folder")
@@ -486,9 +491,28 @@ def _relative_to(path: Path, folder: Path) -> str:
 def _crop_rows(height: int, bar_rows: int | None, crop: Crop, fraction: float) -> int:
     if crop == "none":
         return 0
+    if crop == "keep":
+        return bar_rows or 0
     if crop == "info-bar" and bar_rows is not None:
         return bar_rows
     return round(fraction * height)
+
+
+def _degrade_frame(
+    frame: np.ndarray,
+    rows: int,
+    crop: Crop,
+    params: DegradationParams,
+    seed: int,
+    source: Path,
+) -> np.ndarray:
+    """The frame without its bottom ``rows``, degraded; with crop ``keep`` those rows follow
+    unchanged (float32, as read)."""
+    result = _degrade_one(crop_info_bar(frame, rows=rows), params, seed, source)
+    if crop == "keep" and rows:
+        bar = np.asarray(frame[frame.shape[0] - rows :], dtype=np.float32)
+        result = np.concatenate([result, bar], axis=0)
+    return result
 
 
 def _degrade_one(
@@ -540,7 +564,7 @@ def degrade_files(
     params: DegradationParams | None = None,
     ranges: ParameterRanges | None = None,
     master_seed: int = 0,
-    crop: Crop = "none",
+    crop: Crop = "keep",
     crop_fraction: float = DEFAULT_CROP_FRACTION,
     output_format: OutputFormat = "float32-tiff",
     progress: Callable[[Iterable[Path]], Iterable[Path]] | None = None,
@@ -552,8 +576,10 @@ def degrade_files(
 
     ``mode``: ``"sample"`` draws each sample's parameters from ``ranges`` (default: the paper's)
     with its own seed; ``"explicit"`` uses ``params`` for all; ``"midpoint"`` the ranges'
-    midpoint. ``crop`` removes the info bar first (``"info-bar"``: detected rows, else the
-    ``crop_fraction``). ``float32-tiff`` output keeps values unclipped; ``uint16-png`` clips to
+    midpoint. ``crop``: ``"keep"`` (default) degrades the micrograph above the detected info
+    bar and re-attaches the bar unchanged (the whole frame when none is found); ``"info-bar"``
+    removes the bar (detected rows, else the ``crop_fraction``), ``"fraction"`` the fraction;
+    ``"none"`` degrades the whole frame, bar included. ``float32-tiff`` output keeps values unclipped; ``uint16-png`` clips to
     0..255. Output ``i`` is named ``<i>_<source stem>`` so equal stems do not collide.
 
     A file that cannot be read or degraded (corrupt, too large, smaller than the kernel) is
@@ -604,7 +630,6 @@ def degrade_files(
                 source_sha256 = file_sha256(path)
                 img = read_image(path, max_pixels=max_pixels)
                 rows = _crop_rows(img.data.shape[0], img.info_bar_rows, crop, crop_fraction)
-                data = crop_info_bar(img.data, rows=rows)
                 seed = derive_seed(master_seed, i)
                 if mode == "sample":
                     p = ranges.sample(np.random.default_rng([seed, 0]))
@@ -613,7 +638,7 @@ def degrade_files(
                 else:
                     assert params is not None
                     p = params
-                result = _degrade_one(data, p, seed, path)
+                result = _degrade_frame(img.data, rows, crop, p, seed, path)
             except (ValueError, MemoryError, OSError) as err:
                 if on_error == "raise":
                     raise
@@ -723,8 +748,10 @@ def replay_manifest(
                 raise ProtocolError(f"{manifest_path}: source {source} not found")
             if verify_sources and file_sha256(source) != entry.source_sha256:
                 raise ProtocolError(f"{source}: sha256 differs from the manifest (file changed)")
-            data = crop_info_bar(read_image(source).data, rows=entry.crop_rows)
-            result = _degrade_one(data, entry.params, entry.seed, source)
+            frame = read_image(source).data
+            result = _degrade_frame(
+                frame, entry.crop_rows, manifest.crop, entry.params, entry.seed, source
+            )
             if target is not None:
                 if out is not None and not written:
                     _mark_before_first_write(out, written)

@@ -40,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     parser.add_argument(
         "--crop",
-        choices=("info-bar", "fraction", "none"),
-        default="info-bar",
-        help="remove the info bar first: detected rows (else the fraction; default), the "
+        choices=("detected", "info-bar", "fraction", "none"),
+        default="detected",
+        help="remove the info bar first: the detected one (nothing when none is found, as "
+        "'sem restore' does; default), detected rows else the fraction (info-bar), the "
         "fraction, or nothing",
     )
     parser.add_argument(
@@ -76,6 +77,9 @@ def _estimate_file(path: Path, crop: str, fraction: float) -> dict[str, Any]:
     img = read_image(path)
     if crop == "none":
         data, rows = img.data, 0
+    elif crop == "detected":  # the micrograph sem restore estimates on
+        rows = img.info_bar_rows or 0
+        data = crop_info_bar(img.data, rows)
     else:
         bar = img.info_bar_rows if crop == "info-bar" else None
         data = crop_info_bar(img.data, bar, fraction)
