@@ -54,6 +54,58 @@ def test_index_cache_sees_added_deleted_and_rewritten_files(image_folder, folder
     assert len(build_index(image_folder)) == 12 and not build_index(image_folder).rejected
 
 
+def _tiff_table_last(pixels: np.ndarray, rows_per_strip: int = 8) -> tuple[bytes, int]:
+    """A baseline 8-bit grey TIFF whose tag table and strip tables follow the pixel data (as an
+    SEM's own files have it), and the byte where its strip tables start."""
+    import struct
+
+    h, w = pixels.shape
+    n = -(-h // rows_per_strip)
+    table_at = 8 + pixels.size
+    arrays_at = table_at + 2 + 8 * 12 + 4
+    offsets = [8 + i * rows_per_strip * w for i in range(n)]
+    counts = [min(rows_per_strip, h - i * rows_per_strip) * w for i in range(n)]
+    tags = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1)]
+    tags += [(273, 4, n, arrays_at), (278, 3, 1, rows_per_strip), (279, 4, n, arrays_at + 4 * n)]
+    table = struct.pack("<H", len(tags))
+    for tag, kind, count, value in tags:
+        table += struct.pack("<HHII", tag, kind, count, value)
+    arrays = struct.pack(f"<{n}I", *offsets) + struct.pack(f"<{n}I", *counts)
+    head = b"II*\x00" + struct.pack("<I", table_at)
+    return head + pixels.tobytes() + table + b"\x00" * 4 + arrays, arrays_at
+
+
+def test_truncated_tiffs_are_rejected_by_the_header_check(tmp_path):
+    """A TIFF cut short keeps a parseable header: the index still refuses it (its strip table
+    points past the end, or, with the table at the end of the file, there is none), while
+    intact plain and compressed TIFFs and a cut PNG are judged as before, without decoding."""
+    import tifffile
+    from sem_physics.io import ImageReadError
+    from sem_train.data.io import check_header
+
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((96, 128)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "plain.tif", pixels)  # table before the pixel data
+    tifffile.imwrite(tmp_path / "tiled.tif", pixels, compression="zlib", tile=(32, 32))
+    for name in ("plain.tif", "tiled.tif"):
+        check_header(tmp_path / name)
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut-{name}").write_bytes(data[: len(data) - 64])
+        with pytest.raises(ImageReadError, match="truncated TIFF"):
+            check_header(tmp_path / f"cut-{name}")
+    # the table after the pixels (as the SEM's own files have it), cut inside the table
+    data, arrays_at = _tiff_table_last(pixels)
+    (tmp_path / "late.tif").write_bytes(data)
+    check_header(tmp_path / "late.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "late.tif"), pixels)
+    (tmp_path / "cut-late.tif").write_bytes(data[: arrays_at + 8])  # strip tables cut
+    with pytest.raises(ImageReadError, match="truncated or malformed TIFF"):
+        check_header(tmp_path / "cut-late.tif")
+    index = build_index(tmp_path, verify="header")
+    assert sorted(index.rejected) == ["cut-late.tif", "cut-plain.tif", "cut-tiled.tif"]
+    assert sorted(index.files) == ["late.tif", "plain.tif", "tiled.tif"]
+
+
 def test_unreadable_files_are_reported_once_until_their_count_changes(image_folder, caplog):
     """A run indexes its folder in every step; each unreadable file and the count are logged
     the first time, and the count again only when it changes."""

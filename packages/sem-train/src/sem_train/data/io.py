@@ -7,6 +7,7 @@ cheap header check that does not decode the pixels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,19 @@ def crop_bottom(data: np.ndarray, fraction: float, rows: int | None = None) -> n
     return crop_info_bar(data, rows=rows, fraction=fraction)
 
 
+def _check_tiff_extent(path: Path, offsets: Sequence[int], counts: Sequence[int]) -> None:
+    """A truncated TIFF: its header is intact but its pixel data runs past the file's end
+    (found from the strip/tile table, without decoding)."""
+    if not offsets or len(offsets) != len(counts):
+        raise ImageReadError(f"{path}: truncated or malformed TIFF: no pixel data table")
+    size = path.stat().st_size
+    end = max((int(o) + int(c) for o, c in zip(offsets, counts, strict=True) if c), default=0)
+    if end > size:
+        raise ImageReadError(
+            f"{path}: truncated TIFF: its pixel data runs to byte {end}, the file has {size}"
+        )
+
+
 def check_header(path: str | Path) -> None:
     """Parse the header of ``path`` without decoding the pixels; raise if it is malformed."""
     path = Path(path)
@@ -46,7 +60,9 @@ def check_header(path: str | Path) -> None:
             with tifffile.TiffFile(path) as tif:
                 if not tif.pages:
                     raise ImageReadError(f"{path}: TIFF without image pages")
-                shape = tif.pages[0].shape
+                page = tif.pages[0]
+                shape = page.shape
+                _check_tiff_extent(path, page.dataoffsets, page.databytecounts)
         else:
             from PIL import Image
 
