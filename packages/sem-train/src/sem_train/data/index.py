@@ -79,6 +79,11 @@ def _walk(root: Path, extensions: tuple[str, ...]) -> list[str]:
     return sorted(found)
 
 
+#: Version of the file checks: a cached verdict of older checks is not reused (2: truncated
+#: TIFFs refused by the header check).
+CHECK_VERSION = 2
+
+
 def _cache_location(root: Path, cache_dir: Path | None, key: str) -> Path:
     name = f"index-{key}.json"
     if cache_dir is not None:
@@ -114,7 +119,8 @@ def build_index(
         )
     if verify not in ("none", "header", "full"):
         raise ValueError(f"verify must be 'none', 'header' or 'full', got {verify!r}")
-    key = hashlib.sha1(f"{root}|{sorted(extensions)}|{verify}".encode()).hexdigest()[:12]
+    rule = f"{root}|{sorted(extensions)}|{verify}|{CHECK_VERSION}"
+    key = hashlib.sha1(rule.encode()).hexdigest()[:12]
     cache = _cache_location(root, Path(cache_dir) if cache_dir else None, key)
     known = {} if refresh else _cached_entries(cache, root)
     t0 = time.perf_counter()
