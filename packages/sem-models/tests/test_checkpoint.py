@@ -87,3 +87,19 @@ def test_a_corrupt_weights_file_is_named_when_loading(tiny_mae, tmp_path):
     with pytest.raises(sm.CheckpointError, match="not a readable safetensors file") as info:
         sm.load_model(folder)
     assert str(weights) in str(info.value)
+
+
+@pytest.mark.skipif(__import__("os").name != "posix", reason="POSIX permission bits")
+def test_saved_checkpoints_are_readable_as_the_umask_allows(tiny_mae, tmp_path):
+    """safetensors creates its file readable by the owner only; the saved weights and config
+    get the mode of any new file (``0o666 & ~umask``), so colleagues can load them."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        sm.save_model(tiny_mae, tmp_path)
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"model.safetensors": 0o644, "config.json": 0o644}

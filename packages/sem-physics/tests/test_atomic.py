@@ -169,3 +169,29 @@ def test_the_sweep_removes_a_librarys_unowned_temporaries_only_when_asked(tmp_pa
     assert remove_stale_temporaries(tmp_path) == []  # not atomic_write's: kept by default
     assert remove_stale_temporaries(tmp_path, unowned=pattern) == [tmp_path / ".tmpAbC123"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmpAbC1234", ".tmpDir123", ".tmpLnK123"]
+
+
+@posix_only
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_usual_permissions(tmp_path, umask) -> None:
+    """A file an owner-only writer made (as safetensors and tempfile do) gets ``0o666 & ~umask``
+    like any new file, so that a group can read shared checkpoints and reports."""
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        from sem_physics.atomic import process_umask
+
+        assert process_umask() == umask
+
+        def owner_only(tmp) -> None:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, b"weights")
+            os.close(fd)
+
+        path = atomic_write(tmp_path / "model.safetensors", owner_only)
+        text = atomic_write_text(tmp_path / "notes.txt", "hello")
+    finally:
+        os.umask(previous)
+    for p in (path, text):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask

@@ -55,6 +55,19 @@ class CheckpointWriteError(OSError):
     """A checkpoint file could not be written; the message names the file and the cause."""
 
 
+def _umask() -> int:
+    """The process's umask (as ``sem_physics.atomic.process_umask``; no sem-physics here)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     """``writer(tmp)``, fsync, ``os.replace(tmp, path)``; the temporary never survives.
 
@@ -64,6 +77,8 @@ def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         writer(tmp)
+        if os.name == "posix":  # safetensors creates its file readable by the owner only
+            os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

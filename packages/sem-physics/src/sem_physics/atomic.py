@@ -24,6 +24,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "process_umask",
     "remove_stale_temporaries",
 ]
 
@@ -42,6 +43,26 @@ class OutputWriteError(OSError):
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
+
+
+def process_umask() -> int:
+    """This process's umask, read without changing it where the system says it (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting it, restored at once
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path: Path) -> None:
+    """Give a written file the permissions of any new file (``0o666 & ~umask``): some writers
+    (safetensors, ``tempfile``) create theirs readable by the owner only."""
+    if os.name == "posix":
+        os.chmod(path, 0o666 & ~process_umask())
 
 
 def _temporary(path: Path, pid: int) -> Path:
@@ -65,6 +86,7 @@ def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
     tmp = _temporary(path, os.getpid())
     try:
         writer(tmp)
+        _usual_mode(tmp)
         _fsync_file(tmp)
         os.replace(tmp, path)
     except OSError as err:
