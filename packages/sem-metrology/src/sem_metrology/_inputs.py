@@ -57,6 +57,28 @@ def check_pixel_size(value: Any, what: str = "pixel_size_nm") -> float:
     return size
 
 
+#: A given pixel size further than this (relative) from the file's metadata is warned about.
+PIXEL_SIZE_TOLERANCE = 0.01
+
+
+def pixel_size_mismatch(given: float, meta: Any, meta_source: str | None) -> str | None:
+    """A warning when ``given`` differs from the metadata's pixel size by more than 1 %."""
+    try:
+        meta_nm = float(meta)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(meta_nm) and meta_nm > 0):
+        return None
+    diff = given / meta_nm - 1.0
+    if abs(diff) <= PIXEL_SIZE_TOLERANCE:
+        return None
+    return (
+        f"pixel size {given:g} nm given differs by {100 * diff:+.1f} % from the "
+        f"{meta_nm:g} nm in the metadata ({meta_source or 'metadata'}); measured with "
+        f"{given:g} nm"
+    )
+
+
 @dataclass
 class Prepared:
     """An image ready to measure.
@@ -117,8 +139,11 @@ def prepare(
     if not np.all(np.isfinite(frame)):
         bad = int(np.size(frame) - np.count_nonzero(np.isfinite(frame)))
         raise MetrologyInputError(f"image contains {bad} NaN or infinite value(s)")
+    warnings: list[str] = []
     if pixel_size_nm is not None:
         size, source = check_pixel_size(pixel_size_nm), "argument"
+        mismatch = pixel_size_mismatch(size, meta_size, meta_source)
+        warnings.extend([mismatch] if mismatch else [])
     elif meta_size is not None:
         size = check_pixel_size(meta_size, f"pixel size in the metadata ({meta_source})")
         source = f"metadata ({meta_source})"
@@ -141,7 +166,7 @@ def prepare(
         raise MetrologyInputError(
             f"image must be at least 8x8 pixels after cropping, got shape {data.shape}"
         )
-    return Prepared(frame, data, size, source, dtype_range, bar_rows, crop)
+    return Prepared(frame, data, size, source, dtype_range, bar_rows, crop, warnings)
 
 
 def clipping_levels(dtype_range: tuple[float, float]) -> str:

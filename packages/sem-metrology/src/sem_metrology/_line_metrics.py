@@ -45,6 +45,55 @@ def _unbiased(
     return (fit if fit.success else None), high_frequency_floor(psd), _HF_METHOD
 
 
+#: Smoothed edges (restored, or blurred without noise): the Palasantzas fit's H at least this.
+#: Rough edges: 0.91 (LER) on the focused real image, <= 1.07 on noise-free Palasantzas edges of
+#: H <= 1; Richardson-Lucy and Wiener outputs of blurred images (truth): a fit >= 1.37.
+SMOOTH_MIN_EXPONENT = 1.25
+#: ... and the PSD still falling over its two highest octaves (log-log slope at most this): image
+#: noise leaves a white floor there (slope ≈ 0). Focused and defocused images with H >= 1.25
+#: (generated lines' Gaussian-correlated edges fit H = 2): slope >= -0.61; restored outputs
+#: with H >= 1.25: -1.07 .. -3.45.
+SMOOTH_MAX_HF_SLOPE = -1.0
+
+
+def high_frequency_slope(freq: np.ndarray, psd: np.ndarray) -> float | None:
+    """Log-log slope of a PSD over its two highest octaves (``f_N/4 <= f < f_N``): about 0 where
+    a white noise floor dominates, ``-(2H+1)`` on a noise-free Palasantzas edge."""
+    f, p = np.asarray(freq, dtype=np.float64), np.asarray(psd, dtype=np.float64)
+    if f.size < 2:
+        return None
+    sel = (f >= 0.25 * f[-1]) & (f < f[-1]) & (p > 0)
+    if np.count_nonzero(sel) < 4:
+        return None
+    return float(np.polyfit(np.log(f[sel]), np.log(p[sel]), 1)[0])
+
+
+def smoothed_edge_flag(
+    what: str, fit: PalasantzasFit | None, freq: np.ndarray, psd: np.ndarray
+) -> str | None:
+    """A fit flag when the PSD is that of smoothed edges: steeper than a rough edge's (fitted H
+    >= 1.25) and still falling at the highest frequencies, with no noise floor. Rough edges in
+    a noisy image, focused or defocused, never show both."""
+    if fit is None or not fit.success:
+        return None
+    slope = high_frequency_slope(freq, psd)
+    h = fit.roughness_exponent
+    if slope is None or h < SMOOTH_MIN_EXPONENT or slope > SMOOTH_MAX_HF_SLOPE:
+        return None
+    return (
+        f"{what} PSD of smoothed edges: H = {h:.2f} (>= {SMOOTH_MIN_EXPONENT:g}) and log-log "
+        f"slope {slope:.2f} over the two highest octaves (<= {SMOOTH_MAX_HF_SLOPE:g}: no noise "
+        "floor)"
+    )
+
+
+_SMOOTHING_WARNING = (
+    "smoothed edges (blurred or restored image): the edge PSD falls steeply up to the highest "
+    "frequencies, with no noise floor (fit_flags); LWR/LER and their unbiased values can "
+    "underestimate the roughness of the imaged edges"
+)
+
+
 def _pitch_drift(centres_nm: np.ndarray) -> float | None:
     """Slope of the local pitch against position across the field, nm per µm."""
     if centres_nm.size < 4:
@@ -93,6 +142,17 @@ def line_metrics(
     ler_fit, floor_e, method_e = _unbiased(
         freq, psd_ler, n_rows, convention, fit_noise_floor, "LER", flags, warnings
     )
+    smooth = [
+        flag
+        for flag in (
+            smoothed_edge_flag("LWR", lwr_fit, freq, psd_lwr),
+            smoothed_edge_flag("LER", ler_fit, freq, psd_ler),
+        )
+        if flag
+    ]
+    if smooth:
+        flags.extend(smooth)
+        warnings.append(_SMOOTHING_WARNING)
     share_w = noise_variance(freq, floor_w, n_rows)
     share_e = noise_variance(freq, floor_e, n_rows)
 

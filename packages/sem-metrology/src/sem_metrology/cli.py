@@ -165,16 +165,28 @@ def _emit(result: Any, args: argparse.Namespace) -> int:
         text = _to_json(result, args) + "\n"
     elif args.csv:
         text = result.to_csv("summary")
-    else:  # 6 significant digits; JSON keeps all
-        text = "".join(
-            f"{key}: {value:.6g}\n" if isinstance(value, float) else f"{key}: {value}\n"
-            for key, value in result.summary().items()
-        ) + "".join(f"warning: {w}\n" for w in result.warnings)
+    else:
+        text = _human_text(result)
     _write_output(text, args)
     if not result.valid:
         print(f"sem-measure: not measurable: {result.reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _human_text(result: Any) -> str:
+    """``key: value`` lines (6 significant digits; JSON keeps all), the reason only when there
+    is one, levels with their unit, then the warnings."""
+    lines = []
+    for key, value in result.summary().items():
+        if key == "reason" and value is None:
+            continue
+        if key == "levels" and value:
+            value = f"{value} (grey levels)"
+        lines.append(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
+    return "".join(f"{line}\n" for line in lines) + "".join(
+        f"warning: {w}\n" for w in result.warnings
+    )
 
 
 def _write_output(text: str, args: argparse.Namespace) -> None:

@@ -183,15 +183,20 @@ def flatten_background(image: np.ndarray) -> np.ndarray:
     return a - (plane - plane.mean())
 
 
-def detect_orientation(image: np.ndarray) -> tuple[Orientation, float]:
-    """Orientation of the lines from the gradient energy of a 2×2-binned copy.
+def detect_orientation(image: np.ndarray, bin_px: int = 2) -> tuple[Orientation, float]:
+    """Orientation of the lines from the gradient energy of a ``bin_px``-binned copy.
 
     Vertical lines vary along ``x``: ``E_x = mean (∂I/∂x)²`` exceeds ``E_y``. Returns the
     orientation and the anisotropy ratio ``max(E_x, E_y) / min(E_x, E_y)`` (≈ 1 means no lines).
+    Larger bins average pixel noise away, which dominates both energies on strongly blurred
+    lines (blur radii 20-30 px: 1.0-2.2 on 2×2 bins, up to 130 on 8×8 bins).
     """
+    if int(bin_px) < 1:
+        raise ValueError(f"bin_px must be >= 1, got {bin_px}")
     a = np.asarray(image, dtype=np.float64)
-    h, w = (a.shape[0] // 2) * 2, (a.shape[1] // 2) * 2
-    b = a[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)) if h and w else a
+    k = int(bin_px)
+    h, w = (a.shape[0] // k) * k, (a.shape[1] // k) * k
+    b = a[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3)) if h and w else a
     ex = float(np.mean(np.diff(b, axis=1) ** 2)) if b.shape[1] > 1 else 0.0
     ey = float(np.mean(np.diff(b, axis=0) ** 2)) if b.shape[0] > 1 else 0.0
     ratio = max(ex, ey) / max(min(ex, ey), 1e-300)
