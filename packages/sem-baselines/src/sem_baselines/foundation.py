@@ -127,8 +127,9 @@ class SEMFoundationRestorer(_FoundationRestorer):
         if not cfg.finetune_here:
             raise RestorerConfigError(
                 f"{self.name}: {folder} holds a pretrained MAE, not a fine-tuned restoration "
-                "model; set finetune_here=true to fine-tune it on the protocol's training "
-                "images, or use sem-foundation-zero-shot"
+                f"model; fine-tune it first (sem train finetune --init-from {folder}), use "
+                "sem-foundation-zero-shot, or in an evaluation set finetune_here=true to "
+                "fine-tune it on its training images"
             )
         model = RestorationModel(mae, freeze_encoder=cfg.freeze_encoder, **self._head())
         # a new residual head starts as the identity (the physics guide, when it has guides),

@@ -31,6 +31,7 @@ __all__ = [
     "ManifestMismatchError",
     "MethodResult",
     "MethodRun",
+    "MethodWeights",
     "MetrologyRow",
     "MetrologySummary",
     "ProtocolManifest",
@@ -53,6 +54,7 @@ __all__ = [
     "load_benchmark_config",
     "load_images",
     "load_manifest",
+    "method_weights",
     "metrology_summary",
     "quality_summary",
     "replay",
@@ -106,3 +108,4 @@ if TYPE_CHECKING:  # static analysers see the eager imports
     from .scoring import Scorer
     from .sources import EvalImage, SkippedFile, list_images, load_images, sample_images
     from .tables import MetrologySummary, QualitySummary, metrology_summary, quality_summary
+    from .weights import MethodWeights, method_weights

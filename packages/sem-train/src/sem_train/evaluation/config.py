@@ -21,8 +21,10 @@ then ``sem benchmark --config bench.yaml`` (rerun the same command to resume). W
 ``images`` an S→S run uses the project's generated sample images (``generated``). Method names
 (``methods``, ``exclude``, ``method_config`` keys and settings), metric names and every
 checkpoint or weights file a method to run names (``checkpoint_dir``, ``weights_path``) are
-checked when the config is made, before any work; an unset one means "trained here" (or the
-model shipped with the toolkit).
+checked when the config is made, before any work, and so is the kind of a given sem-models
+export (a pretrained MAE given to ``sem-foundation`` without ``finetune_here``, a fine-tuned
+model given to ``sem-foundation-zero-shot``, an MoE model given to ``mae-sem``: read from its
+``config.json``); an unset one means "trained here" (or the model shipped with the toolkit).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from .methods import check_method_config, select_methods
 from .protocols import SETTINGS
 from .quality import QUALITY_METRICS, check_metrics
 from .sources import check_output_folder
+from .weights import check_checkpoint_kind
 
 __all__ = [
     "BenchmarkConfig",
@@ -182,8 +185,10 @@ class BenchmarkConfig(BaseModel):
     def _names_and_folders(self) -> BenchmarkConfig:
         names = select_methods(self.methods, self.exclude)
         check_method_config(self.method_config)
-        for name in names:  # the weights a method to run is given must be there
-            check_weights(name, self.method_config.get(name, {}), f"method_config.{name}")
+        for name in names:  # the weights a method to run is given: there, and of its kind
+            settings = self.method_config.get(name, {})
+            check_weights(name, settings, f"method_config.{name}")
+            check_checkpoint_kind(name, settings, f"method_config.{name}")
         check_output_folder(
             self.out, [self.images, self.defocused, self.focused, self.train_images]
         )

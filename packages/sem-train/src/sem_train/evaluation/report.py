@@ -192,7 +192,7 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
         parts += ["## Skipped input files", ""]
         parts += [f"- `{s.path}`: {s.reason}" for s in inp.skipped] + [""]
     parts += ["## Summary", "", "Generated from this run (`table.md`):", ""]
-    parts += [readme_table(t.quality, t.metrology)]
+    parts += [t.summary]
     parts += [
         "## Image quality (Table 2/3 layout)",
         "",
@@ -254,13 +254,17 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
         estimate_markdown(t.estimates),
         "## Methods",
         "",
-        "| method | status | fit (s) | restore (s) | note |",
-        "|---|---|---|---|---|",
+        "Weights: what each learned method loaded (a run folder resolves to its best export; "
+        "sha256: the first digits of the SHA-256 over its files, as in `results.json`).",
+        "",
+        "| method | status | weights | fit (s) | restore (s) | note |",
+        "|---|---|---|---|---|---|",
     ]
     for m in t.methods:
+        weights = (m.weights or "—").replace("|", "\\|")
         parts.append(
-            f"| {m.method} | {m.status} | {m.fit_seconds:.1f} | {m.restore_seconds:.1f} | "
-            f"{'; '.join(x for x in (m.reason, m.notes) if x)} |"
+            f"| {m.method} | {m.status} | {weights} | {m.fit_seconds:.1f} | "
+            f"{m.restore_seconds:.1f} | {'; '.join(x for x in (m.reason, m.notes) if x)} |"
         )
     parts += ["", "## Figures", ""]
     for kind, caption in (
@@ -286,11 +290,12 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
 
 
 class MethodStatus(BaseModel):
-    """One row of the methods table: status, timing, notes."""
+    """One row of the methods table: status, the weights it loaded, timing, notes."""
 
     method: str
     status: str
     reason: str | None = None
+    weights: str | None = None
     fit_seconds: float
     restore_seconds: float
     notes: str | None = None
@@ -308,6 +313,24 @@ class _Tables:
     line_cases: list[str]
     methods: list[MethodStatus]
     estimates: list[dict[str, Any]]
+    summary: str  # table.md
+
+
+def _weights_text(r: MethodResult) -> str | None:
+    """The methods table's weights cell of ``r`` (None: a method without weights)."""
+    return (r.weights.describe() or None) if r.weights is not None else None
+
+
+def _given_weights_note(results: Sequence[MethodResult]) -> str:
+    """A line under ``table.md`` naming the weights the user gave learned rows (a row keeps
+    its method's name, so a pasted table would otherwise credit the shipped model); empty
+    when every learned row used the shipped model or was trained here."""
+    given = [
+        f"{r.name}: " + "; ".join(s.describe() for s in r.weights.user_given)
+        for r in results
+        if r.weights is not None and r.weights.user_given
+    ]
+    return f"\nWeights given: {' — '.join(given)}.\n" if given else ""
 
 
 def _tables(inp: ReportInputs) -> _Tables:
@@ -318,20 +341,23 @@ def _tables(inp: ReportInputs) -> _Tables:
     m_rows = [m for n in order for m in by_name[n].metrology]
     settings = list(dict.fromkeys(c.setting for c in inp.cases))
     m_sum = [metrology_summary(m_rows, n) for n in order] if inp.reference.metrology else []
+    quality = [quality_summary(q_rows, n, inp.metrics) for n in order]
+    metrology = [s for s in m_sum if s.n_images]
     return _Tables(
         quality_rows=q_rows,
         metrology_rows=m_rows,
-        quality=[quality_summary(q_rows, n, inp.metrics) for n in order],
+        quality=quality,
         quality_by_setting={
             s: [quality_summary(q_rows, n, inp.metrics, s) for n in order] for s in settings
         },
-        metrology=[s for s in m_sum if s.n_images],
+        metrology=metrology,
         line_cases=list(inp.reference.measurements),
         methods=[
             MethodStatus(
                 method=r.name,
                 status="failed" if r.failed else "ok",
                 reason=r.failed,
+                weights=_weights_text(r),
                 fit_seconds=round(r.fit_seconds, 2),
                 restore_seconds=round(r.restore_seconds, 2),
                 notes="; ".join(r.notes) or None,
@@ -341,7 +367,20 @@ def _tables(inp: ReportInputs) -> _Tables:
             if r.name == n
         ],
         estimates=estimate_rows(inp.cases),
+        summary=readme_table(quality, metrology) + _given_weights_note(inp.results),
     )
+
+
+def _methods_json(t: _Tables, results: Sequence[MethodResult]) -> list[dict[str, Any]]:
+    """``results.json``'s methods: the table's fields and each weights source in full (path
+    as given and as read, SHA-256 of every file and over them all)."""
+    by_name = {r.name: r for r in results}
+    out = []
+    for m in t.methods:
+        w = by_name[m.method].weights
+        sources = [s.model_dump() | {"sha256": s.sha256} for s in (w.sources if w else [])]
+        out.append(m.model_dump() | {"weights_sources": sources})
+    return out
 
 
 def _write(stage: Path, inp: ReportInputs) -> None:
@@ -368,7 +407,7 @@ def _write(stage: Path, inp: ReportInputs) -> None:
         "metrology_summary": [s.model_dump() | {"complete": s.complete} for s in t.metrology],
         "metrology_not_measured": inp.not_measured,
         "skipped_files": [s.model_dump() for s in inp.skipped],
-        "methods": [m.model_dump() for m in t.methods],
+        "methods": _methods_json(t, inp.results),
         "psf_estimates": t.estimates,
         "figures": figures,
         "wall_seconds": inp.wall_seconds,
@@ -377,7 +416,7 @@ def _write(stage: Path, inp: ReportInputs) -> None:
     atomic_write_text(
         stage / "results.json", json.dumps(_clean(results_json), indent=2, ensure_ascii=False)
     )
-    atomic_write_text(stage / "table.md", readme_table(t.quality, t.metrology))
+    atomic_write_text(stage / "table.md", t.summary)
     atomic_write_text(stage / "report.md", _markdown(inp, t, figures))
 
 

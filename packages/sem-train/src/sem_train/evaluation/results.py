@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sem_metrology import LineMeasurement
 from sem_physics.atomic import atomic_write, atomic_write_text
 
+from .weights import MethodWeights
+
 __all__ = [
     "CONTROL_NAME",
     "FAILED",
@@ -147,7 +149,8 @@ OUTPUTS_FILE = "outputs.npz"
 
 
 class MethodResult(BaseModel):
-    """Everything the report needs from one method; ``config_hash`` keys it for resuming."""
+    """Everything the report needs from one method; ``config_hash`` keys it for resuming,
+    ``weights`` names the model it used."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
@@ -162,6 +165,9 @@ class MethodResult(BaseModel):
         default_factory=dict, description="per line case (edges kept for the figure cases)"
     )
     notes: list[str] = Field(default_factory=list)
+    weights: MethodWeights | None = Field(
+        None, description="the weights the method loaded (fingerprinted), or trained here"
+    )
     outputs: dict[str, np.ndarray] = Field(default_factory=dict, exclude=True)
 
     def save(self, folder: str | Path) -> Path:

@@ -3,9 +3,10 @@
 protocol (seeded inputs) -> every method (fitted as the registry says) -> scored rows -> report.
 
 Each method's result goes to ``<out>/methods/<name>/result.json`` as soon as it is scored,
-keyed by the hash of the method's full configuration (its settings, the training budget, the
-protocol's inputs, the metrics): a rerun skips a method whose hash is unchanged and reruns one
-whose configuration changed. A folder whose results belong to other protocol inputs is refused
+keyed by the hash of the method's full configuration (its settings, the SHA-256 of the weights
+it loads: :mod:`.weights`, the training budget, the protocol's inputs, the metrics): a rerun
+skips a method whose hash is unchanged and reruns one whose configuration or weights changed
+(a retrained checkpoint at the same path, an upgraded shipped model). A folder whose results belong to other protocol inputs is refused
 unless ``force`` is given.
 
 With ``workers > 1`` the methods to run are fitted and run in that many worker processes
@@ -44,6 +45,7 @@ from .report import ReportInputs, safe_name, write_report
 from .results import MethodResult, ResultFileError
 from .scoring import Scorer
 from .sources import EvalImage, SkippedFile, list_images, load_images, sample_images
+from .weights import MethodWeights, method_weights
 from .workers import MethodJob, RunningJobs, beside_workers, stop_workers, worker_pool
 
 __all__ = ["Protocol", "build_protocol", "method_hash", "run_benchmark"]
@@ -210,14 +212,21 @@ def _digest(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def method_hash(name: str, cfg: BenchmarkConfig, manifest: ProtocolManifest) -> str:
-    """Hash of everything a method's result depends on: its settings, how it is fitted and with
-    what budget, the protocol's inputs and the metrics."""
+def method_hash(
+    name: str,
+    cfg: BenchmarkConfig,
+    manifest: ProtocolManifest,
+    weights: MethodWeights | None = None,
+) -> str:
+    """Hash of everything a method's result depends on: its settings, the contents of the
+    weights it loads (:func:`~.weights.method_weights`, computed when not given), how it is
+    fitted and with what budget, the protocol's inputs and the metrics."""
     entry = registry_entry(name)
+    settings = cfg.method_config.get(name, {})
     payload: dict[str, object] = {
         "method": name,
         "fitting": entry.fitting,
-        "config": restorer_config(name, **cfg.method_config.get(name, {})).model_dump(mode="json"),
+        "config": restorer_config(name, **settings).model_dump(mode="json"),
         "protocol": _digest(json.loads(manifest.model_dump_json())),
         "metrics": list(cfg.quality_metrics),
         "metrology_convention": cfg.metrology_convention,
@@ -226,6 +235,9 @@ def method_hash(name: str, cfg: BenchmarkConfig, manifest: ProtocolManifest) -> 
         payload["fit"] = [cfg.epochs, cfg.batch_size, cfg.steps_per_epoch, cfg.seed]
     if entry.fitting in ("pretrained", "finetune"):
         payload["foundation"] = cfg.foundation.model_dump(mode="json")
+    weights = method_weights(name, settings) if weights is None else weights
+    if weights.sources:  # absent: the key of a method without weights is what it was before
+        payload["weights"] = weights.key()
     return _digest(payload)
 
 
@@ -305,16 +317,19 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
     jobs: list[MethodJob] = []
     notes: dict[str, list[str]] = {}
     digests: dict[str, str] = {}
+    weights: dict[str, MethodWeights] = {}
     for name in names:
         folder = methods_dir / safe_name(name)
-        digest = method_hash(name, cfg, proto.manifest)
+        config = cfg.method_config.get(name, {})
+        weights[name] = method_weights(name, config)
+        digest = method_hash(name, cfg, proto.manifest, weights[name])
         notes[name] = []
         stored = None if force else _stored(folder, digest, notes[name])
         if stored is not None:
-            log.info("%s: unchanged results in %s, reused", name, folder)
+            log.info("%s: unchanged results (and weights) in %s, reused", name, folder)
+            stored.weights = weights[name]  # the same contents, named by today's paths
             done[name] = stored
             continue
-        config = cfg.method_config.get(name, {})
         trains = trains_here(name, config)
         call = partial(
             run_method,
@@ -340,6 +355,7 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
             for name, run in finished:
                 run.notes += notes[name]
                 done[name] = scorer.score(run, digests[name])
+                done[name].weights = weights[name]
                 done[name].save(methods_dir / safe_name(name))
                 bar.set_postfix_str(name)
                 bar.update(1)
