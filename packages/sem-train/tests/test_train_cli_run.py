@@ -207,10 +207,17 @@ def test_baseline_honours_max_steps_and_resume(folder, tmp_path, capsys):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_init_from_is_rejected_for_stage_1(tmp_path, capsys):
-    argv = ["train", "pretrain", "--stage", "1", "--config", "cpu-small", "--init-from", "x"]
+def test_stage_1_init_from_must_name_an_existing_model(tmp_path, capsys):
+    """Stage 1 takes --init-from (a new run training a Stage-1 model further); a path that
+    holds no model is refused, naming it."""
+    argv = ["train", "pretrain", "--stage", "1", "--config", "cpu-small", "--init-from",
+            str(tmp_path / "x"), "--data", str(tmp_path), "--output-dir", str(tmp_path / "o")]  # fmt: skip
     assert main(argv) == 2
-    assert "stages 2 and 3" in capsys.readouterr().err
+    assert (
+        capsys.readouterr().err == f"sem: error: init_from={tmp_path / 'x'} does not exist "
+        "(run the previous stage first, or fix the path)\n"
+    )
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("method", ["n2v", "n2n", "mrn"])

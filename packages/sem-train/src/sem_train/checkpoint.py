@@ -208,6 +208,30 @@ def read_pointer(path: Path) -> dict[str, Any] | None:
     return record
 
 
+def _schedule_text(state: Any) -> str:
+    """``peak lr 0.001, warm-up 10, 40 steps`` from a LambdaLR state of a WarmupCosine."""
+    try:
+        shape = state["lr_lambdas"][0]
+        peak = ", ".join(f"{lr:g}" for lr in state["base_lrs"])
+        return f"peak lr {peak}, warm-up {shape['warmup']}, {shape['total']} steps"
+    except (KeyError, IndexError, TypeError):
+        return "unknown"
+
+
+def _check_schedule(path: Path, saved: Any, expected: dict[str, Any]) -> None:
+    """CheckpointError when the checkpoint's learning-rate schedule is not this run's."""
+    if not isinstance(saved, dict):
+        return  # a state without a scheduler: its loading reports it
+    keys = ("base_lrs", "lr_lambdas")
+    if all(saved.get(k) == expected.get(k) for k in keys):
+        return
+    raise CheckpointError(
+        f"{path} was saved with another learning-rate schedule ({_schedule_text(saved)}) than "
+        f"this run's ({_schedule_text(expected)}); resume with the settings the run started "
+        f"with, or start a new run with --init-from"
+    )
+
+
 class Checkpointer(RunFolder):
     """The ``checkpoints/`` folder of one run: resume, periodic saves, pruning, best model.
 
@@ -254,7 +278,14 @@ class Checkpointer(RunFolder):
         ]
 
     def resume(self, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
-        """Load weights, optimizer, scheduler and RNG of ``latest.json``; return its progress."""
+        """Load weights, optimizer, scheduler and RNG of ``latest.json``; return its progress.
+
+        The saved schedule must be the one ``scheduler`` was built with (same peak learning
+        rate, warm-up and length): restoring another would silently train on the old one
+        (the run's settings are compared with its record before, see
+        :meth:`~sem_train.runfolder.RunFolder.check_resume`; this also covers a changed
+        number of processes).
+        """
         pointer = read_pointer(self.dir / "latest.json")
         if pointer is None:
             raise FileNotFoundError(
@@ -267,6 +298,7 @@ class Checkpointer(RunFolder):
             raise CheckpointError(f"{self.dir / 'latest.json'} lacks the field {err}") from None
         load_weights(model, self.dir / weights)
         state = load_training_state(self.dir / state_name)
+        _check_schedule(self.dir / state_name, state.get("scheduler"), scheduler.state_dict())
         try:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])

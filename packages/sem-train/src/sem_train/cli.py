@@ -19,6 +19,7 @@ import argparse
 import errno
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -92,6 +93,21 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+#: pydantic's head line ("1 validation error for MAEConfig"), whose reasons follow on lines
+#: of their own: a message embedding it would lose them to :func:`_first_line`
+_PYDANTIC_HEAD = re.compile(r"\d+ validation errors? for \w+$")
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of ``err``, with an embedded pydantic error (its cause or context)
+    replaced by its reasons on one line (``img_size=30 px is not a multiple of ...``)."""
+    text = _first_line(err)
+    inner = err.__cause__ or err.__context__
+    if inner is not None and is_validation_error(inner) and _PYDANTIC_HEAD.search(text):
+        return _PYDANTIC_HEAD.sub(lambda _: validation_message(inner), text)
+    return text
+
+
 def describe_error(err: BaseException) -> tuple[int, str]:
     """(exit status, one-line message) for an exception raised by a command."""
     from_module = type(err).__module__.split(".")[0]
@@ -107,7 +123,7 @@ def describe_error(err: BaseException) -> tuple[int, str]:
     if is_validation_error(err):
         return 2, validation_message(err)
     if isinstance(err, ValueError | TypeError | LookupError) or from_module in ("yaml", "pickle"):
-        return 2, _first_line(err)
+        return 2, _reason(err)
     if type(err).__name__ in ("SafetensorError", "UnpicklingError"):
         return 2, f"not a checkpoint: {_first_line(err)}"
     if isinstance(err, RuntimeError) and type(err).__name__ != "RuntimeError":
@@ -133,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_usage(sys.stderr)
         return 2
+    args.argv = argv  # the command as given (e.g. for the command that resumes a run)
     try:
         return int(handler(args) or 0)
     except BrokenPipeError:

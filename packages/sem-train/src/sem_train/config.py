@@ -41,7 +41,9 @@ __all__ = [
     "Stage1Config",
     "Stage2Config",
     "Stage3Config",
+    "check_model_and_data",
     "config_class",
+    "config_kind",
     "load_config",
     "preset",
     "read_config_file",
@@ -233,6 +235,47 @@ class LossConfig(_Strict):
     )
 
 
+def _model_field(name: str, spec: ModelSpec) -> str:
+    """Where the value of MAE field ``name`` comes from in a training config."""
+    if name in spec.overrides:
+        return f"model.overrides.{name}"
+    return {"img_size": "data.image_size_px", "in_chans": "data.channels"}.get(
+        name, f"{name} of model preset {spec.preset!r}"
+    )
+
+
+def check_model_and_data(spec: ModelSpec, data: DataConfig) -> None:
+    """ValueError naming the fields when ``spec`` cannot be built for ``data``'s images (an
+    image size that is no multiple of the patch size, a value out of range), so a config is
+    refused when it is read, not when the model is built."""
+    from sem_models.config import PRESETS as MODEL_PRESETS
+    from sem_models.config import MAEConfig
+
+    fields = {
+        **MODEL_PRESETS[spec.preset],
+        "in_chans": data.channels,
+        "img_size": data.image_size_px,
+        **spec.overrides,
+    }
+    size, patch = fields.get("img_size"), fields.get("patch_size", 16)
+    if isinstance(size, int) and isinstance(patch, int) and patch > 0 and size % patch:
+        raise ValueError(
+            f"{_model_field('img_size', spec)}={size} px must be a multiple of the patch size, "
+            f"{_model_field('patch_size', spec)}={patch} px (e.g. {max(patch, size // patch * patch)})"
+        )
+
+    def label(loc: tuple[Any, ...]) -> str:
+        return _model_field(str(loc[0]), spec)
+
+    try:
+        MAEConfig(**fields)
+    except ValidationError as err:
+        text = validation_message(err, MAEConfig, label=label)
+        raise ValueError(
+            text if text.startswith(("model.", "data.")) else f"model: {text}"
+        ) from None
+
+
 class _StageBase(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -245,6 +288,17 @@ class Stage1Config(_StageBase):
 
     stage: Literal[1] = 1
     model: ModelSpec = Field(default_factory=ModelSpec)
+    init_from: Path | None = Field(
+        None,
+        description="a Stage-1 run or export to start from instead of random weights (a new "
+        "run that trains an earlier one longer; its model must be the one `model` and `data` "
+        "describe)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Stage1Config:
+        check_model_and_data(self.model, self.data)
+        return self
 
 
 class Stage2Config(_StageBase):
@@ -365,6 +419,8 @@ class FinetuneConfig(_Strict):
             raise ValueError("guide_balances need refiner_width > 0 (the refiner reads them)")
         if self.init_from is None and self.model is None:
             raise ValueError("fine-tuning needs init_from (a pretrained run) or model (a preset)")
+        if self.init_from is None and self.model is not None:
+            check_model_and_data(self.model, self.data)
         return self
 
 
@@ -609,6 +665,14 @@ def config_class(kind: str) -> type[BaseModel]:
     if kind not in _KIND_CLASSES:
         raise ValueError(f"unknown config kind {kind!r}; choose one of {sorted(_KIND_CLASSES)}")
     return _KIND_CLASSES[kind]
+
+
+def config_kind(cfg: BaseModel) -> str:
+    """The kind (stage1..3, finetune, baseline) of a config object."""
+    for kind, cls in _KIND_CLASSES.items():
+        if isinstance(cfg, cls):
+            return kind
+    raise ValueError(f"not a training config: {type(cfg).__name__}")
 
 
 def preset(name: str, kind: str) -> BaseModel:

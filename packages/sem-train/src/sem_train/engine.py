@@ -43,7 +43,8 @@ from .config import OptimConfig, RunConfig
 from .data.sampler import EpochBatchSampler, validation_batches
 from .distributed import DistContext, is_rank_zero, select_device
 from .metrics import MetricsLogger, psnr, ssim
-from .runinfo import write_run_info
+from .runfolder import resolve_model_dir
+from .runinfo import check_resume_world_size, record_resume, recorded_config, write_run_info
 
 __all__ = [
     "FitResult",
@@ -361,6 +362,7 @@ def fit(
     resume: bool = False,
     config: dict[str, Any] | None = None,
     num_workers: int = 0,
+    provenance: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``task`` on ``train_set``; see the module docstring for what is handled.
 
@@ -376,13 +378,21 @@ def fit(
         is refused (:class:`~sem_train.checkpoint.RunExistsError`). Either way, temporaries
         left by a run killed while writing are removed first. The folder is held for the
         run (:func:`sem_physics.locking.output_lock`): another run into it stops at once.
-    config : the resolved configuration, written beside the outputs.
+    config : the resolved configuration, written beside the outputs as ``config.json``
+        (paths absolute; default: ``run`` and ``optim``). A resume from a checkpoint is
+        refused when it differs from the recorded one in a setting a resumed run cannot take
+        (:func:`sem_train.runinfo.check_resume_config`); ``config.json`` then stays the
+        run's, and ``run_info.json`` gains an entry under ``resumes``.
     num_workers : DataLoader worker processes (augmentations are seeded per sample, so the
         result does not depend on this number).
+    provenance : more fields for ``run_info.json`` (e.g. the model exports a run started from).
     """
+    if config is None:
+        config = {"run": run.model_dump(mode="json"), "optim": optim.model_dump(mode="json")}
+    record = recorded_config(config)
     # every rank of one run writes there: rank 0 holds the folder for them
     with output_lock(run.output_dir) if is_rank_zero() else contextlib.nullcontext():
-        return _fit(task, train_set, val_set, run, optim, resume, config, num_workers)
+        return _fit(task, train_set, val_set, run, optim, resume, record, num_workers, provenance)
 
 
 def _fit(
@@ -392,14 +402,18 @@ def _fit(
     run: RunConfig,
     optim: OptimConfig,
     resume: bool,
-    config: dict[str, Any] | None,
+    config: dict[str, Any],
     num_workers: int,
+    provenance: dict[str, Any] | None,
 ) -> FitResult:
     ckpt = Checkpointer(Path(run.output_dir), run.keep_last)
     ckpt.check_start(resume)
     from_checkpoint = resume and ckpt.has_checkpoint
+    changed = ckpt.check_resume(config) if from_checkpoint else {}  # before any weights load
     loop = _setup(task, train_set, run, optim, ckpt)
     try:
+        if from_checkpoint:
+            check_resume_world_size(ckpt.run_dir, loop.ctx.world_size)
         state = TrainState()
         if loop.ctx.is_main:
             for path in loop.ckpt.remove_stale_temporaries():
@@ -414,13 +428,7 @@ def _fit(
                 log.warning("no checkpoint yet in %s: starting from step 0", loop.ckpt.dir)
             loop.metrics.truncate_after(-1)  # every line: the log restarts with the run
         if loop.ctx.is_main:
-            extra = {
-                "world_size": loop.ctx.world_size,
-                "device": str(loop.device),
-                "bf16": loop.use_bf16,
-                "resumed_from_step": state.global_step if from_checkpoint else None,
-            }
-            write_run_info(loop.ckpt.run_dir, config or {}, extra)
+            _record_invocation(loop, config, state, from_checkpoint, changed, provenance)
         loop.ctx.barrier()
         if run.validate_at_start and val_set is not None and state.global_step == 0:
             val = validate(loop, val_set)
@@ -459,6 +467,29 @@ def _fit(
         last_train_loss=state.last_train_loss,
         first_train_loss=state.first_train_loss,
     )
+
+
+def _record_invocation(
+    loop: Loop,
+    config: dict[str, Any],
+    state: TrainState,
+    from_checkpoint: bool,
+    changed: dict[str, list[Any]],
+    provenance: dict[str, Any] | None,
+) -> None:
+    """``run_info.json`` and ``config.json`` of a run starting at step 0; a resume from a
+    checkpoint only adds its entry (the settings it changed) to ``run_info.json``."""
+    extra = {
+        "world_size": loop.ctx.world_size,
+        "device": str(loop.device),
+        "bf16": loop.use_bf16,
+        **(provenance or {}),
+    }
+    if from_checkpoint:
+        step = {"resumed_from_step": state.global_step, "resumed_from_epoch": state.epoch}
+        record_resume(loop.ckpt.run_dir, changed, {**step, **extra})
+    else:
+        write_run_info(loop.ckpt.run_dir, config, {**extra, "resumed_from_step": None})
 
 
 def _setup(
@@ -518,8 +549,19 @@ def fit_config(
 ) -> FitResult:
     """:func:`fit` with the ``run``, ``optim`` and ``data.num_workers`` of a stage config.
 
-    The whole resolved config is written beside the outputs, so every run says how it was made.
+    The whole resolved config (:func:`sem_train.preflight.run_record`: paths absolute, Stage
+    3's teacher) is written beside the outputs, so every run says how it was made, and the
+    model exports it started from go into ``run_info.json``.
     """
+    from .config import config_kind
+    from .preflight import run_record
+
+    record = run_record(config_kind(cfg), cfg)
+    exports = {
+        key: str(resolve_model_dir(record[key]))
+        for key in ("init_from", "teacher_from")
+        if record.get(key)
+    }
     return fit(
         task,
         train_set,
@@ -527,8 +569,9 @@ def fit_config(
         cfg.run,
         cfg.optim,
         resume=resume,
-        config=cfg.model_dump(mode="json"),
+        config=record,
         num_workers=cfg.data.num_workers,
+        provenance={"model_exports": exports} if exports else None,
     )
 
 

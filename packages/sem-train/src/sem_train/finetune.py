@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from . import modeling
-from .checkpoint import Checkpointer
 from .config import FinetuneConfig, LossConfig
 from .data import DefocusPairDataset, indexed_paths, split_index
 from .data.pairs import GuideMaker, PairSynthesizer
 from .engine import FitResult, Task, fit_config
 from .losses import restoration_loss
+from .preflight import check_run_start, start_model_dir
 from .recipe import write_split
 
 __all__ = [
@@ -119,7 +119,7 @@ def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
     """
     torch.manual_seed(cfg.run.seed)
     if cfg.init_from is not None:
-        mae = modeling.load_model(modeling.resolve_model_dir(cfg.init_from))
+        mae = modeling.load_model(start_model_dir("finetune", cfg.init_from))
     else:  # a FinetuneConfig has init_from or model (its validator says so)
         mae = modeling.build_mae(
             cfg.model, channels=cfg.data.channels, image_size_px=cfg.data.image_size_px
@@ -139,8 +139,8 @@ def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
 def run_finetune(cfg: FinetuneConfig, *, resume: bool = False) -> FitResult:
     """Fine-tune on synthetic pairs; best model by validation loss. The images it trains and
     validates on are recorded in ``data_split.json`` of the run folder."""
-    task = build_finetune_task(cfg)  # first: a missing init_from fails before indexing
-    Checkpointer(cfg.run.output_dir).check_start(resume)  # before any file is written there
+    check_run_start("finetune", cfg, resume)  # the folder and a resume's settings, first
+    task = build_finetune_task(cfg)  # a missing init_from fails before indexing
     train, val = finetune_datasets(cfg)
     write_split("finetune", cfg, cfg.run.output_dir)
     return fit_config(task, train, val, cfg, resume=resume)

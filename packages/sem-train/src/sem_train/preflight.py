@@ -1,39 +1,211 @@
-"""The checks of a training run's inputs that need no torch: the model it starts from, the
-baseline method and the data. The ``sem train`` commands make them as soon as they hold the
-run folder, so bad input is refused in about a second instead of after the imports of the
-training code; that code calls the same functions again (one implementation of each rule).
+"""The checks of a training run's inputs that need no torch: the model it starts from (and
+whether it is the kind the stage expects), Stage 3's teacher, the baseline method, the data,
+and a resume's settings against the run's own record. The ``sem train`` commands make them as
+soon as they hold the run folder, so bad input is refused in about a second instead of after
+the imports of the training code; that code calls the same functions again (one
+implementation of each rule).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from .config import Stage3Config
-from .data.index import indexed_paths
-from .runfolder import resolve_model_dir
+from sem_models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
-__all__ = ["check_baseline_method", "check_inputs", "stage3_teacher_dir"]
+from .config import Stage1Config, Stage3Config
+from .data.index import indexed_paths
+from .runfolder import RunFolder, resolve_model_dir
+from .runinfo import read_run_config, recorded_config, run_kind
+
+__all__ = [
+    "check_baseline_method",
+    "check_inputs",
+    "check_run_start",
+    "run_record",
+    "stage3_teacher_dir",
+    "stage3_teacher_source",
+    "start_model_dir",
+    "with_teacher",
+]
+
+#: What each kind of run starts from: the model kinds it accepts and how that reads.
+_ACCEPTS: dict[str, tuple[frozenset[str], str, str]] = {
+    "stage1": (frozenset({"dense"}), "stage 1", "a Stage-1 run (a dense masked autoencoder)"),
+    "stage2": (frozenset({"dense"}), "stage 2", "a Stage-1 run (a dense masked autoencoder)"),
+    "stage3": (
+        frozenset({"dense", "moe"}),
+        "stage 3",
+        "a Stage-2 run (a masked autoencoder; a Stage-1 run for the dense ablation)",
+    ),
+    "teacher": (
+        frozenset({"dense", "moe"}),
+        "stage 3's distillation teacher",
+        "a Stage-1 run (a masked autoencoder)",
+    ),
+    "finetune": (
+        frozenset({"dense", "moe", "restoration"}),
+        "fine-tuning",
+        "a pretrained or fine-tuned run",
+    ),
+}
+_MODEL_WORDS = {
+    "dense": "a dense masked autoencoder",
+    "moe": "a Mixture-of-Experts masked autoencoder",
+    "restoration": "a restoration model",
+}
+_RUN_WORDS = {
+    "stage1": "a Stage-1 run",
+    "stage2": "a Stage-2 run",
+    "stage3": "a Stage-3 run",
+    "finetune": "a fine-tune run",
+    "baseline": "a baseline run",
+}
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _model_kind(export: Path) -> tuple[str, dict[str, Any]] | None:
+    """(``dense``, ``moe`` or ``restoration``, the MAE settings) of an export; None when its
+    ``config.json`` does not say (the loader reports what is wrong with it)."""
+    meta = _json(export / CONFIG_NAME)
+    if not meta or meta.get("kind") not in ("mae", "restoration"):
+        return None
+    mae = meta.get("mae") if isinstance(meta.get("mae"), dict) else {}
+    if meta["kind"] == "restoration":
+        return "restoration", mae
+    return ("moe" if mae.get("moe") else "dense"), mae
+
+
+def _holds(path: Path, export: Path, model: str) -> str:
+    """What ``path`` holds, in words: the run kind from its ``config.json`` and the model."""
+    if export != path and not (path / WEIGHTS_NAME).is_file():
+        record = read_run_config(path)
+        if record is not None:
+            run = _RUN_WORDS.get(run_kind(record), "a run")
+            return f"{run} ({_MODEL_WORDS[model]}, {path / 'config.json'})"
+    return f"{_MODEL_WORDS[model]} ({export / CONFIG_NAME})"
+
+
+def _check_architecture(cfg: Stage1Config, path: Path, mae: dict[str, Any]) -> None:
+    """A Stage-1 run started from a model trains that model: it must be the one its
+    ``model`` and ``data`` settings describe (which its config.json then records)."""
+    from sem_models.config import mae_config
+
+    spec = cfg.model
+    want = mae_config(
+        spec.preset, in_chans=cfg.data.channels, img_size=cfg.data.image_size_px, **spec.overrides
+    ).model_dump(mode="json")
+    differ = [
+        f"{k} {mae.get(k)!r} (model) vs {v!r} (config)"
+        for k, v in want.items()
+        if k != "mask_ratio" and mae.get(k) != v
+    ]
+    if differ:
+        raise ValueError(
+            f"init_from={path}: its model differs from this config's model and data settings "
+            f"({', '.join(differ)}); give the model and data settings it was trained with"
+        )
+
+
+def start_model_dir(kind: str, path: str | Path, cfg: Any = None, what: str = "init_from") -> Path:
+    """The export a run of ``kind`` (``stage1``..``stage3``, ``finetune``, ``teacher``) starts
+    from, given as ``path`` (a run or an export folder); a ValueError naming the folder, what it
+    holds and what ``kind`` expects when it is another kind of model (a fine-tuned model given
+    to Stage 3, a Stage-2 model to Stage 2, ...)."""
+    path = Path(path)
+    export = resolve_model_dir(path, what)
+    found = _model_kind(export)
+    if found is None:
+        return export
+    model, mae = found
+    accepted, who, expected = _ACCEPTS[kind]
+    if model not in accepted:
+        raise ValueError(
+            f"{what}={path} holds {_holds(path, export, model)}; {who} expects {expected}"
+        )
+    if kind == "stage1" and isinstance(cfg, Stage1Config):
+        _check_architecture(cfg, path, mae)
+    return export
+
+
+def _teacher_behind(folder: Path, depth: int = 0) -> Path | None:
+    """The Stage-1 model behind the run in ``folder``: a Stage-1 run itself, a Stage-3 run's
+    recorded teacher, a Stage-2 run's ``init_from`` (paths as that run recorded them)."""
+    record = read_run_config(folder)
+    if record is None or depth > 4:
+        return None
+    if record.get("teacher_from"):
+        return Path(record["teacher_from"])
+    stage = record.get("stage")
+    if stage == 1:
+        return Path(os.path.abspath(folder))
+    if stage == 3 and record.get("init_from"):
+        return _teacher_behind(Path(record["init_from"]), depth + 1)
+    return Path(record["init_from"]) if record.get("init_from") else None
+
+
+def stage3_teacher_source(cfg: Stage3Config) -> Path:
+    """The Stage-1 model to distil from, absolute: ``teacher_from``, else the one behind the
+    ``init_from`` run (a Stage-2 run's own ``init_from``, read relative to where that run
+    started when it was recorded relative, never to the current folder)."""
+    if cfg.teacher_from is not None:
+        return Path(os.path.abspath(cfg.teacher_from))
+    teacher = _teacher_behind(Path(cfg.init_from))
+    if teacher is None:
+        raise ValueError(
+            f"stage 3 with kd_weight={cfg.kd_weight} needs the Stage-1 teacher: set "
+            f"teacher_from (none recorded in {Path(cfg.init_from) / 'config.json'}), or "
+            f"kd_weight: 0"
+        )
+    return teacher
 
 
 def stage3_teacher_dir(cfg: Stage3Config) -> Path:
-    """The Stage-1 model to distil from: ``teacher_from``, else the Stage-2 run's ``init_from``."""
-    if cfg.teacher_from is not None:
-        return resolve_model_dir(cfg.teacher_from, what="teacher_from")
-    run_cfg = Path(cfg.init_from) / "config.json"
-    teacher = None
-    if run_cfg.is_file():
-        try:
-            teacher = json.loads(run_cfg.read_text()).get("init_from")
-        except (ValueError, AttributeError):
-            teacher = None
-    if not teacher:
-        raise ValueError(
-            f"stage 3 with kd_weight={cfg.kd_weight} needs the Stage-1 teacher: set "
-            f"teacher_from (none recorded in {run_cfg}), or kd_weight: 0"
-        )
-    return resolve_model_dir(teacher, what=f"teacher_from (from {run_cfg})")
+    """The export of Stage 3's teacher (:func:`stage3_teacher_source`), checked to be an MAE."""
+    what = "teacher_from"
+    if cfg.teacher_from is None:
+        what = f"teacher_from (the Stage-1 model behind {cfg.init_from})"
+    return start_model_dir("teacher", stage3_teacher_source(cfg), what=what)
+
+
+def with_teacher(cfg: Stage3Config) -> Stage3Config:
+    """``cfg`` with the teacher it distils from set (absolute), so the run records the model
+    it used; unchanged without distillation."""
+    if cfg.kd_weight <= 0:
+        return cfg
+    return cfg.model_copy(update={"teacher_from": stage3_teacher_source(cfg)})
+
+
+def run_record(kind: str, cfg: Any, method: str | None = None) -> dict[str, Any]:
+    """The config a run of ``kind`` records in its ``config.json`` (and a resume is compared
+    with): the resolved settings, paths absolute, Stage 3's teacher and a baseline's method."""
+    if isinstance(cfg, Stage3Config):
+        cfg = with_teacher(cfg)
+    config = cfg.model_dump(mode="json")
+    if kind == "baseline":
+        config["method"] = method or cfg.method
+    return recorded_config(config)
+
+
+def check_run_start(kind: str, cfg: Any, resume: bool, method: str | None = None) -> dict:
+    """The run folder may take this run (:meth:`RunFolder.check_start`) and, resuming a
+    checkpoint, the settings are those it started with (:meth:`RunFolder.check_resume`);
+    returns the record the run writes (:func:`run_record`)."""
+    folder = RunFolder(cfg.run.output_dir)
+    folder.check_start(resume)
+    record = run_record(kind, cfg, method)
+    if resume:
+        folder.check_resume(record)
+    return record
 
 
 def check_baseline_method(name: str | None, trainable: list[str]) -> str:
@@ -46,18 +218,18 @@ def check_baseline_method(name: str | None, trainable: list[str]) -> str:
 def check_inputs(kind: str, cfg: Any, *, method: str | None = None) -> None:
     """Refuse what a run of ``kind`` (``stage1``..``stage3``, ``finetune``, ``baseline``) with
     ``cfg`` would refuse after seconds of imports, in the order the training code meets it: the
-    model it starts from (``init_from``, Stage 3's teacher), the baseline ``method`` (default
-    ``cfg.method``) as far as it is known without importing the methods, then the data (none
-    set, or no image to read).
+    model it starts from (``init_from``, of the kind the stage expects; Stage 3's teacher), the
+    baseline ``method`` (default ``cfg.method``) as far as it is known without importing the
+    methods, then the data (none set, or no image to read).
 
-    Only paths and the image headers are read (the folder index, cached for the run itself);
-    what needs a model loaded (a file that is no checkpoint) or the images decoded stays with
-    the training code, and so does a fine-tune's count of images (reported after a model that
-    does not load, as before).
+    Only paths, small JSON files and the image headers are read (the folder index, cached for
+    the run itself); what needs a model loaded (a file that is no checkpoint) or the images
+    decoded stays with the training code, and so does a fine-tune's count of images (reported
+    after a model that does not load, as before).
     """
     init_from = getattr(cfg, "init_from", None)
     if init_from is not None:
-        resolve_model_dir(init_from)
+        start_model_dir(kind, init_from, cfg)
     if isinstance(cfg, Stage3Config) and cfg.kd_weight > 0:
         stage3_teacher_dir(cfg)
     if kind == "baseline":

@@ -10,7 +10,9 @@ is refused before seconds of imports.
 from __future__ import annotations
 
 import errno
+import json
 from pathlib import Path
+from typing import Any
 
 from sem_models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, best_export
 
@@ -42,6 +44,26 @@ class RunFolder:
         """Whether the folder holds a run of this toolkit (its ``run_info.json``), with or
         without a checkpoint yet."""
         return (self.run_dir / RUN_INFO_NAME).is_file()
+
+    @property
+    def latest_progress(self) -> dict[str, Any] | None:
+        """``global_step``, ``epoch``, ... of the newest checkpoint (None without a readable one)."""
+        try:
+            record = json.loads((self.dir / "latest.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and "global_step" in record else None
+
+    def check_resume(self, config: dict[str, Any]) -> dict[str, list[Any]]:
+        """Refuse to continue this folder's checkpoint with settings other than those the run
+        started with (:func:`sem_train.runinfo.check_resume_config`); return the resumable
+        ones that changed. Without a checkpoint the run starts again from step 0 and takes
+        ``config`` as it is: nothing to compare."""
+        if not self.has_checkpoint:
+            return {}
+        from .runinfo import check_resume_config
+
+        return check_resume_config(self.run_dir, config)
 
     def check_output(self, resume: bool) -> None:
         """The run folder is usable: not a file, and holding no run unless ``resume``."""

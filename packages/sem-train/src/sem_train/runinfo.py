@@ -1,4 +1,13 @@
-"""Provenance written beside every run: resolved config, package versions, git commit, host."""
+"""Provenance written beside every run, and the rules of ``--resume`` against it.
+
+A run folder holds ``config.json`` (the settings the run was started with, paths made
+absolute) and ``run_info.json`` (who started it: argv, time, host, working folder, package
+versions, git commit; then one entry per resume under ``resumes``). A resumed run continues
+the optimizer and schedule it started with, so it refuses a changed setting unless the
+setting is one of :data:`RESUMABLE_FIELDS` (where it computes, where it stops, how it logs
+and checkpoints); ``config.json`` is never rewritten by a resume. No torch is imported here:
+the ``sem train`` commands make these checks before the training code is loaded.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +25,21 @@ from sem_physics.atomic import atomic_write_text
 
 from .runfolder import RUN_INFO_NAME
 
-__all__ = ["git_commit", "package_versions", "write_run_info"]
+__all__ = [
+    "PATH_FIELDS",
+    "RESUMABLE_FIELDS",
+    "ResumeConfigError",
+    "check_resume_config",
+    "check_resume_world_size",
+    "config_changes",
+    "git_commit",
+    "package_versions",
+    "read_run_config",
+    "record_resume",
+    "recorded_config",
+    "run_kind",
+    "write_run_info",
+]
 
 _PACKAGES = (
     "sem-physics",
@@ -30,6 +53,33 @@ _PACKAGES = (
     "pydantic",
     "safetensors",
 )
+
+#: Settings a resumed run may change: they move the run (device, folder name), say where it
+#: stops (``max_steps``) or how it reports and checkpoints, or how data is loaded (the batches
+#: do not depend on them). Everything else shapes what is trained and is refused.
+RESUMABLE_FIELDS = (
+    "run.device",
+    "run.output_dir",
+    "run.max_steps",
+    "run.checkpoint_every_steps",
+    "run.keep_last",
+    "run.log_every_steps",
+    "run.progress",
+    "run.tensorboard",
+    "run.find_unused_parameters",
+    "data.num_workers",
+    "data.cache_in_memory",
+    "data.cache_dir",
+    "data.refresh_index",
+)
+
+#: Config fields holding paths: recorded absolute, so a record never depends on the folder a
+#: later command runs in.
+PATH_FIELDS = ("data.root", "data.cache_dir", "run.output_dir", "init_from", "teacher_from")
+
+
+class ResumeConfigError(ValueError):
+    """``--resume`` with settings the run was not started with."""
 
 
 def package_versions() -> dict[str, str | None]:
@@ -73,22 +123,233 @@ def git_commit(start: Path | None = None) -> dict[str, Any]:
         return {"commit": None}
 
 
+# ------------------------------------------------------------------------------ the record
+
+
+def _get(config: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    """(present, value) of a dotted key in nested dicts."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _with_paths(config: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A copy of ``config`` whose :data:`PATH_FIELDS` are absolute (relative ones from ``base``)."""
+    out = json.loads(json.dumps(config, default=str))  # a deep copy of plain JSON values
+    for dotted in PATH_FIELDS:
+        present, value = _get(out, dotted)
+        if not present or value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        node[leaf] = os.path.abspath(base / Path(str(value)))
+    return out
+
+
+def recorded_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as a run records it: plain JSON with absolute paths (from the current folder)."""
+    return _with_paths(config, Path.cwd())
+
+
+def run_kind(config: dict[str, Any]) -> str:
+    """``stage1``..``stage3``, ``finetune``, ``baseline`` or ``run``, from a run's config."""
+    if "stage" in config:
+        return f"stage{config['stage']}"
+    if "loss" in config and "init_from" in config:
+        return "finetune"
+    if "method" in config:
+        return "baseline"
+    return "run"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _start_folder(run_dir: Path, config: dict[str, Any]) -> Path:
+    """The folder a run was started in, which its relative paths were typed against: the
+    ``cwd`` its ``run_info.json`` records, else the one its relative ``run.output_dir`` implies
+    (``/proj/runs/s2`` typed as ``runs/s2``: ``/proj``), else the run folder itself."""
+    info = _read_json(run_dir / RUN_INFO_NAME) or {}
+    if isinstance(info.get("cwd"), str):
+        return Path(info["cwd"])
+    here = Path(os.path.abspath(run_dir))
+    _, typed = _get(config, "run.output_dir")
+    if isinstance(typed, str) and not Path(typed).is_absolute():
+        parts = Path(os.path.normpath(typed)).parts
+        if parts and here.parts[-len(parts) :] == parts:
+            return Path(*here.parts[: -len(parts)])
+    return here
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """The ``config.json`` of a run folder with absolute paths (relative ones, written by older
+    versions, taken from the folder that run started in, never the current one); None when
+    the folder holds no readable run config."""
+    run_dir = Path(run_dir)
+    config = _read_json(run_dir / "config.json")
+    if config is None:
+        return None
+    return _with_paths(config, _start_folder(run_dir, config))
+
+
+# ---------------------------------------------------------------------------- the comparison
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": leaf}`` of nested dicts (an empty mapping has no leaf: its keys are compared)."""
+    if not isinstance(config, dict):
+        return {prefix: config}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted field: (old, new)}`` for every leaf that differs.
+
+    A field the old record lacks counts as unchanged when the new value is None (a field added
+    since), and so does ``teacher_from`` recorded as None (older runs resolved it silently).
+    """
+    a, b = _flatten(old), _flatten(new)
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(a) | set(b)):
+        if key not in a and b.get(key) is None:
+            continue
+        if key == "teacher_from" and a.get(key) is None:
+            continue
+        if a.get(key, "<not recorded>") != b.get(key, "<not set>"):
+            out[key] = (a.get(key, "<not recorded>"), b.get(key, "<not set>"))
+    return out
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _longer_hint(kind: str, run_dir: Path, old: dict[str, Any]) -> str:
+    """How to train a run longer than it was planned for: a new run from its model."""
+    new_run = f"--init-from {run_dir} --output-dir NEW_FOLDER"
+    if kind in ("stage1", "stage3", "finetune"):
+        return f"to train longer, start a new run from its model: {new_run}"
+    if kind == "stage2":
+        return (
+            f"a Stage-2 run cannot start Stage 2 again; rerun Stage 2 from its Stage-1 model "
+            f"with more epochs (--init-from {old.get('init_from')} --epochs N --output-dir "
+            f"NEW_FOLDER), or go on to Stage 3 ({new_run.replace(' --output-dir NEW_FOLDER', '')})"
+        )
+    return "to train longer, start a new run with more epochs in another --output-dir"
+
+
+def check_resume_config(run_dir: str | Path, config: dict[str, Any]) -> dict[str, list[Any]]:
+    """Refuse to resume the run in ``run_dir`` with ``config`` (a :func:`recorded_config`) when
+    a setting other than :data:`RESUMABLE_FIELDS` differs from the one it started with (its
+    ``config.json``); return the resumable changes as ``{field: [old, new]}``.
+
+    Nothing is compared when the folder holds no readable ``config.json`` (the checkpoint
+    loader reports such a folder).
+    """
+    run_dir = Path(run_dir)
+    old = read_run_config(run_dir)
+    if old is None:
+        return {}
+    was, now = run_kind(old), run_kind(config)
+    if was != now and "run" not in (was, now):
+        raise ResumeConfigError(
+            f"--resume: {run_dir} holds a {was} run (its config.json), not a {now} run; "
+            f"resume it with the command that started it"
+        )
+    changes = config_changes(old, config)
+    refused = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
+    if refused:
+        listed = ", ".join(f"{k} {_shown(a)} → {_shown(b)}" for k, (a, b) in refused.items())
+        if "run.epochs" in refused:
+            hint = _longer_hint(was, run_dir, old)
+        else:
+            hint = "resume with the settings it started with, or start a new run elsewhere"
+        raise ResumeConfigError(
+            f"--resume: {run_dir} was started with other settings ({run_dir / 'config.json'}): "
+            f"{listed}; a resumed run keeps the optimizer and schedule it started with (only "
+            f"the device, max_steps, logging, checkpointing and data loading may change); {hint}"
+        )
+    return {k: list(v) for k, v in changes.items() if k != "run.output_dir"}
+
+
+def check_resume_world_size(run_dir: str | Path, world_size: int) -> None:
+    """Refuse to resume with another number of processes than the run started with: the
+    global batch, the data shards and the schedule's length depend on it."""
+    info = _read_json(Path(run_dir) / RUN_INFO_NAME) or {}
+    started = info.get("world_size")
+    if isinstance(started, int) and started != world_size:
+        raise ResumeConfigError(
+            f"--resume: {run_dir} was started with {started} process(es) and this run has "
+            f"{world_size}; resume it with {started} (torchrun --nproc_per_node {started}), or "
+            f"start a new run elsewhere"
+        )
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _invocation() -> dict[str, Any]:
+    """This process: when, what command, where, which host and pid."""
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv,
+        "cwd": os.getcwd(),
+        "host": platform.node(),
+        "pid": os.getpid(),
+    }
+
+
+def _dump(path: Path, record: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
+
+
 def write_run_info(
     out_dir: Path, config: dict[str, Any], extra: dict[str, Any] | None = None
 ) -> None:
-    """Write ``run_info.json`` and ``config.json`` (the resolved config) into ``out_dir``, in
-    this order: a ``config.json`` without ``run_info.json`` beside it is no run's (a fresh run
-    refuses to overwrite it, see :meth:`sem_train.runfolder.RunFolder.check_fresh`)."""
+    """Write ``run_info.json`` and ``config.json`` (the resolved config) of a run starting at
+    step 0 into ``out_dir``, in this order: a ``config.json`` without ``run_info.json`` beside
+    it is no run's (a fresh run refuses to overwrite it, see
+    :meth:`sem_train.runfolder.RunFolder.check_fresh`). A run started again from step 0
+    (interrupted before its first checkpoint) keeps the earlier invocations under
+    ``earlier_starts``."""
+    earlier = _read_json(out_dir / RUN_INFO_NAME)
     info = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "argv": sys.argv,
+        **_invocation(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "host": platform.node(),
-        "pid": os.getpid(),
         "packages": package_versions(),
         "git": git_commit(),
         **(extra or {}),
     }
-    atomic_write_text(out_dir / RUN_INFO_NAME, json.dumps(info, indent=2, default=str) + "\n")
-    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2, default=str) + "\n")
+    if earlier:
+        before = earlier.get("earlier_starts", [])
+        keep = ("time", "argv", "cwd", "pid", "resumes")
+        info["earlier_starts"] = [*before, {k: earlier[k] for k in keep if k in earlier}]
+    _dump(out_dir / RUN_INFO_NAME, info)
+    _dump(out_dir / "config.json", config)
+
+
+def record_resume(
+    out_dir: Path, changed: dict[str, list[Any]], extra: dict[str, Any] | None = None
+) -> None:
+    """Append this resume (argv, time, folder, host, ``extra`` and the resumable settings it
+    ``changed``) to ``run_info.json``'s ``resumes``; the run's start record and its
+    ``config.json`` stay as they are."""
+    path = out_dir / RUN_INFO_NAME
+    info = _read_json(path) or {}
+    entry = {**_invocation(), **(extra or {}), "changed": changed}
+    info["resumes"] = [*info.get("resumes", []), entry]
+    _dump(path, info)

@@ -7,14 +7,20 @@ run stops within a second); one that comes from the config is taken right after 
 
 Bad input is refused before the training code (and torch) is imported: the run folder
 (:class:`sem_train.runfolder.RunFolder`: a fresh run over a run, ``--resume`` where there is
-none), then the model the run starts from, the baseline method and the data
-(:func:`sem_train.preflight.check_inputs`): the checks the training code makes again.
+none), then the model the run starts from (of the kind the stage expects), the baseline
+method and the data (:func:`sem_train.preflight.check_inputs`), then a resume's settings
+against those the run started with (:func:`sem_train.preflight.check_run_start`): the checks
+the training code makes again. A resume says where it continues; Ctrl-C says which step is
+saved and the command that continues from it.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+import os
+import shlex
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -44,7 +50,12 @@ def register(subparsers: Any) -> None:
 
     pre = tsub.add_parser("pretrain", help="Stage 1 (MAE), 2 (MoE + KD) or 3 (frequency)")
     pre.add_argument("--stage", type=int, choices=[1, 2, 3], required=True)
-    pre.add_argument("--init-from", type=Path, help="override init_from (stages 2 and 3)")
+    pre.add_argument(
+        "--init-from",
+        type=Path,
+        help="override init_from: the run to start from (stage 2: a Stage-1 run, stage 3: a "
+        "Stage-2 run, stage 1: a Stage-1 run to train further as a new run)",
+    )
     _common(pre)
     pre.set_defaults(handler=_pretrain)
 
@@ -135,12 +146,98 @@ def _holding(output_dir: Path, resume: bool | None = None) -> Iterator[None]:
 @contextmanager
 def _starting(kind: str, cfg: Any, resume: bool, method: str | None = None) -> Iterator[None]:
     """:func:`_holding` the run's folder, then the checks of its inputs that need no torch
-    (the model it starts from, the baseline method, the data): all before the heavy imports."""
+    (the model it starts from, the baseline method, the data) and of a resume's settings: all
+    before the heavy imports. A resume says where it continues."""
     with _holding(cfg.run.output_dir, resume):
-        from ..preflight import check_inputs
+        from ..preflight import check_inputs, check_run_start
 
         check_inputs(kind, cfg, method=method)
+        check_run_start(kind, cfg, resume, method)
+        if resume:
+            _announce_resume(Path(cfg.run.output_dir), cfg.run.epochs)
         yield
+
+
+def _epoch_text(progress: dict[str, Any], epochs: int) -> str:
+    """Where a checkpoint stands in the run: ``epoch 2 of 4, after 3 of its steps``."""
+    epoch, into = int(progress.get("epoch", 0)), int(progress.get("step_in_epoch", 0))
+    if epoch >= epochs:
+        return f"all {epochs} epochs done"
+    if into:
+        return f"epoch {epoch + 1} of {epochs}, after {into} of its steps"
+    return f"the start of epoch {epoch + 1} of {epochs}"
+
+
+def _announce_resume(output_dir: Path, epochs: int) -> None:
+    """One line: the step and epoch a resumed run continues from (rank 0 only)."""
+    from ..ranks import is_rank_zero
+    from ..runfolder import RunFolder
+
+    progress = RunFolder(output_dir).latest_progress
+    if progress is None or not is_rank_zero():
+        return  # no checkpoint: the engine says the run starts again from step 0
+    print(
+        f"resuming {output_dir} from step {progress['global_step']} "
+        f"({_epoch_text(progress, epochs)})",
+        flush=True,
+    )
+
+
+def _resume_command(argv: list[str] | None) -> str:
+    """The command that continues this run: its own arguments with ``--resume``."""
+    if argv is None:
+        return "the same command with --resume"
+    words = [a for a in argv if a != "--resume"] + ["--resume"]
+    procs = os.environ.get("LOCAL_WORLD_SIZE", "1")
+    head = (
+        ["sem"] if procs == "1" else ["torchrun", "--nproc_per_node", procs, "-m", "sem_train.cli"]
+    )
+    return shlex.join(head + words)
+
+
+def interrupt_message(output_dir: Path, epochs: int, argv: list[str] | None) -> str:
+    """What a Ctrl-C left: the newest checkpoint (its step and epoch) and how to continue."""
+    from ..runfolder import RunFolder
+
+    folder, again = RunFolder(output_dir), _resume_command(argv)
+    progress = folder.latest_progress
+    if progress is not None:
+        return (
+            f"interrupted; the newest checkpoint is step {progress['global_step']} "
+            f"({_epoch_text(progress, epochs)}) in {folder.dir}, later steps are not saved; "
+            f"continue with: {again}"
+        )
+    if folder.has_started_run:
+        return f"interrupted before the run's first checkpoint; start it again with: {again}"
+    return f"interrupted before the run started; nothing was written to {output_dir}"
+
+
+def _train(
+    args: argparse.Namespace, kind: str, run: Callable[[Any], Any], method: str | None = None
+) -> int:
+    """Load the config, check, run ``run(cfg)`` and report; Ctrl-C reports what is saved."""
+    with _given_folder(args.output_dir):
+        cfg = _overrides(args, kind)
+        try:
+            with _starting(kind, cfg, args.resume, method):  # before the heavy imports
+                result = run(cfg)
+        except KeyboardInterrupt:
+            if getattr(args, "debug", False):
+                raise  # the traceback
+            return _interrupted(args, cfg)
+    return _report(result)
+
+
+def _interrupted(args: argparse.Namespace, cfg: Any) -> int:
+    """Print :func:`interrupt_message` (rank 0) and return the Ctrl-C exit status."""
+    from sem_physics.pipes import EXIT_INTERRUPTED
+
+    from ..ranks import is_rank_zero
+
+    if is_rank_zero():
+        out, argv = Path(cfg.run.output_dir), getattr(args, "argv", None)
+        print(f"sem: {interrupt_message(out, cfg.run.epochs, argv)}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 @contextmanager
@@ -162,22 +259,21 @@ def _report(result) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    with _given_folder(args.output_dir):
-        kind = f"stage{args.stage}"
-        cfg = _overrides(args, kind)
-        with _starting(kind, cfg, args.resume):  # before the heavy imports
-            from ..stages import run_pretrain_stage
+    def run(cfg: Any) -> Any:
+        from ..stages import run_pretrain_stage
 
-            return _report(run_pretrain_stage(args.stage, cfg, resume=args.resume))
+        return run_pretrain_stage(args.stage, cfg, resume=args.resume)
+
+    return _train(args, f"stage{args.stage}", run)
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    with _given_folder(args.output_dir):
-        cfg = _overrides(args, "finetune")
-        with _starting("finetune", cfg, args.resume):  # before the heavy imports
-            from ..finetune import run_finetune
+    def run(cfg: Any) -> Any:
+        from ..finetune import run_finetune
 
-            return _report(run_finetune(cfg, resume=args.resume))
+        return run_finetune(cfg, resume=args.resume)
+
+    return _train(args, "finetune", run)
 
 
 def _recipe(args: argparse.Namespace) -> int:
@@ -205,9 +301,9 @@ def _recipe(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    with _given_folder(args.output_dir):
-        cfg = _overrides(args, "baseline")
-        with _starting("baseline", cfg, args.resume, args.method):  # before the heavy imports
-            from ..baselines import run_baseline
+    def run(cfg: Any) -> Any:
+        from ..baselines import run_baseline
 
-            return _report(run_baseline(cfg, args.method, resume=args.resume))
+        return run_baseline(cfg, args.method, resume=args.resume)
+
+    return _train(args, "baseline", run, args.method)

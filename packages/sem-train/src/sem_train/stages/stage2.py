@@ -33,11 +33,12 @@ from sem_models.masking import patch_noise
 from torch import nn
 
 from .. import modeling
-from ..checkpoint import Checkpointer
 from ..config import Stage2Config
 from ..distributed import select_device
 from ..engine import FitResult, fit_config, unwrap
+from ..preflight import check_run_start, start_model_dir
 from ..recipe import write_split
+from ..runfolder import RunFolder
 from .common import MAELossWeights, MAETask, image_datasets
 
 __all__ = ["MoETask", "build_stage2_task", "calibrate_student", "run_stage2"]
@@ -55,7 +56,7 @@ class MoETask(MAETask):
 
 def build_stage2_task(cfg: Stage2Config) -> MoETask:
     """Teacher = the Stage-1 model (frozen); student = its upcycled copy with only gates trainable."""
-    teacher = modeling.load_model(modeling.resolve_model_dir(cfg.init_from))
+    teacher = modeling.load_model(start_model_dir("stage2", cfg.init_from))
     student = modeling.upcycle(copy.deepcopy(teacher), cfg.moe, seed=cfg.run.seed)
     modeling.freeze_all_but_gates(student)
     weights = MAELossWeights(kd=cfg.kd_weight, lb=cfg.lb_weight)
@@ -96,12 +97,11 @@ def calibrate_student(
 def run_stage2(cfg: Stage2Config, *, resume: bool = False) -> FitResult:
     """Train Stage 2 from ``cfg.init_from`` (resume restores the student's weights too; a run
     resumed before its first checkpoint calibrates its routers again, as a fresh one does)."""
-    task = build_stage2_task(cfg)  # first: a missing init_from fails before the data is indexed
-    ckpt = Checkpointer(cfg.run.output_dir)
-    ckpt.check_start(resume)  # before any file is written there
+    check_run_start("stage2", cfg, resume)  # the folder and a resume's settings, before any load
+    task = build_stage2_task(cfg)  # a missing init_from fails before the data is indexed
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
     write_split("stage2", cfg, cfg.run.output_dir)
-    if not (resume and ckpt.has_checkpoint):  # else its routers are loaded from it
+    if not (resume and RunFolder(cfg.run.output_dir).has_checkpoint):  # else loaded from it
         device = select_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", "0")))
         calibrate_student(task, train, cfg.router_calibration_images, cfg.run.seed, device)
     return fit_config(task, train, val, cfg, resume=resume)

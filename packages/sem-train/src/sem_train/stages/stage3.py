@@ -4,16 +4,16 @@
 (Eq. 10): the masked L1 to the frozen Stage-1 teacher (Eq. 7) stays in the objective, next to
 the masked error spectrum (Eq. 12) and the ring-averaged power spectra of the masked
 reconstruction and target (Eq. 13-14). The teacher is ``teacher_from``, by default the
-Stage-1 run that the Stage-2 run (``init_from``) started from.
+Stage-1 run that the Stage-2 run (``init_from``) started from; the run records the teacher it
+used (absolute) as its ``teacher_from``.
 """
 
 from __future__ import annotations
 
 from .. import modeling
-from ..checkpoint import Checkpointer
 from ..config import Stage3Config
 from ..engine import FitResult, fit_config
-from ..preflight import stage3_teacher_dir
+from ..preflight import check_run_start, stage3_teacher_dir, start_model_dir, with_teacher
 from ..recipe import write_split
 from .common import MAELossWeights, image_datasets
 from .stage2 import MoETask
@@ -23,7 +23,7 @@ __all__ = ["build_stage3_task", "run_stage3", "stage3_teacher_dir"]
 
 def build_stage3_task(cfg: Stage3Config) -> MoETask:
     """The Stage-2 model with every parameter unfrozen, distilled from the Stage-1 teacher."""
-    model = modeling.load_model(modeling.resolve_model_dir(cfg.init_from))
+    model = modeling.load_model(start_model_dir("stage3", cfg.init_from))
     modeling.unfreeze_all(model)
     teacher = modeling.load_model(stage3_teacher_dir(cfg)) if cfg.kd_weight > 0 else None
     weights = MAELossWeights(
@@ -37,9 +37,10 @@ def build_stage3_task(cfg: Stage3Config) -> MoETask:
 
 
 def run_stage3(cfg: Stage3Config, *, resume: bool = False) -> FitResult:
-    """Train Stage 3 from ``cfg.init_from``."""
-    task = build_stage3_task(cfg)  # first: a missing init_from fails before the data is indexed
-    Checkpointer(cfg.run.output_dir).check_start(resume)  # before any file is written there
+    """Train Stage 3 from ``cfg.init_from``, distilled from the teacher it records."""
+    cfg = with_teacher(cfg)  # the teacher found once: the one trained with is the one recorded
+    check_run_start("stage3", cfg, resume)  # the folder and a resume's settings, before any load
+    task = build_stage3_task(cfg)  # a missing init_from fails before the data is indexed
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
     write_split("stage3", cfg, cfg.run.output_dir)
     return fit_config(task, train, val, cfg, resume=resume)
