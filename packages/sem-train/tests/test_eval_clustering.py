@@ -155,3 +155,19 @@ def test_cluster_into_a_busy_folder_stops_at_once(tmp_path, capsys, hold_folder)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"another run (pid {child.pid}, sem cluster" in err[0]
     assert [p.name for p in out.iterdir()] == [".sem-lock"]
+
+
+def test_too_few_embeddings_per_cluster_are_warned(caplog):
+    """k = 10 on 12 images (a small corpus, the default k) is scored but said to mean little;
+    5 per cluster and more is not warned."""
+    x, _ = _blobs(per=5)
+    with caplog.at_level("WARNING", logger="sem_train.evaluation.clustering"):
+        cluster_embeddings(x, k=10, seed=0)
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="sem_train.evaluation.clustering"):
+        r = cluster_embeddings(x[:12], k=10, seed=0)
+    assert r.n_samples == 12
+    assert [m.getMessage() for m in caplog.records] == [
+        "k-means with k=10 on 12 embeddings (fewer than 5 per cluster): the scores say little "
+        "about the representation; use more images or a smaller k"
+    ]

@@ -11,6 +11,7 @@ scikit-learn) clusters them and three scores describe the clustering:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from sem_physics import image_to_tensor
 from sem_physics.io import DEFAULT_CROP_FRACTION
 
 from .sources import SkippedFile, list_images, load_images
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ClusteringResult",
@@ -48,6 +51,10 @@ class ClusteringResult(BaseModel):
     labels: list[int] = Field(default_factory=list, repr=False)
 
 
+#: Fewer embeddings per cluster than this and k-means scores are mostly sampling noise.
+MIN_PER_CLUSTER = 5
+
+
 def cluster_embeddings(
     embeddings: np.ndarray,
     *,
@@ -70,6 +77,14 @@ def cluster_embeddings(
         raise ValueError("embeddings contain NaN or inf values")
     if not 2 <= k < x.shape[0]:
         raise ValueError(f"k must be in [2, N-1] = [2, {x.shape[0] - 1}], got {k}")
+    if x.shape[0] < MIN_PER_CLUSTER * k:
+        log.warning(
+            "k-means with k=%d on %d embeddings (fewer than %d per cluster): the scores say "
+            "little about the representation; use more images or a smaller k",
+            k,
+            x.shape[0],
+            MIN_PER_CLUSTER,
+        )
     km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(x)
     labels = km.labels_
     if len(np.unique(labels)) < 2:
