@@ -342,3 +342,31 @@ def test_every_trainable_parameter_of_every_stage_gets_a_gradient(stage1, tmp_pa
         )
         train_ft, _ = finetune_datasets(cfg_ft)
         assert _params_without_gradient(build_finetune_task(cfg_ft), train_ft) == []
+
+
+def test_starved_experts_are_named_from_the_last_logged_step(tmp_path):
+    """Stage 2 ends with a warning per MoE layer whose least-used expert got < 5 % of the
+    tokens at the last logged training step (earlier steps and validation lines do not count)."""
+    import json
+
+    from sem_train.stages.stage2 import starved_experts
+
+    lines = [
+        {"split": "train", "step": 5, "blocks.0.mlp/min_token_fraction": 0.0},
+        {
+            "split": "train",
+            "step": 10,
+            "blocks.0.mlp/min_token_fraction": 0.2,
+            "blocks.2.mlp/min_token_fraction": 0.01,
+            "mean/min_token_fraction": 0.01,
+        },
+        {"split": "val", "step": 10, "blocks.0.mlp/min_token_fraction": 0.0},
+    ]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert starved_experts(path) == [
+        "routing: in blocks.2.mlp the least-used expert got 1.0% of the tokens at step 10 "
+        f"(below 5%); see the per-expert fractions in {path}"
+    ]
+    assert starved_experts(path, share=0.005) == []
+    assert starved_experts(tmp_path / "missing.jsonl") == []

@@ -24,7 +24,10 @@ Routing that specialises without collapsing (measured in packages/sem-train/READ
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import sem_models
@@ -40,6 +43,11 @@ from ..preflight import check_run_start, start_model_dir
 from ..recipe import write_split
 from ..runfolder import RunFolder
 from .common import MAELossWeights, MAETask, image_datasets
+
+log = logging.getLogger(__name__)
+
+#: The share of tokens below which an expert counts as starved (issue: every expert >= 5 %).
+MIN_EXPERT_SHARE = 0.05
 
 __all__ = ["MoETask", "build_stage2_task", "calibrate_student", "run_stage2"]
 
@@ -104,4 +112,32 @@ def run_stage2(cfg: Stage2Config, *, resume: bool = False) -> FitResult:
     if not (resume and RunFolder(cfg.run.output_dir).has_checkpoint):  # else loaded from it
         device = select_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", "0")))
         calibrate_student(task, train, cfg.router_calibration_images, cfg.run.seed, device)
-    return fit_config(task, train, val, cfg, resume=resume)
+    result = fit_config(task, train, val, cfg, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        for line in starved_experts(Path(cfg.run.output_dir) / "metrics.jsonl"):
+            log.warning(line)
+    return result
+
+
+def starved_experts(metrics_path: Path, share: float = MIN_EXPERT_SHARE) -> list[str]:
+    """One line per MoE layer whose least-used expert got less than ``share`` of the tokens
+    at the run's last logged training step (routing collapse: Stage 2 did not specialise)."""
+    last: dict[str, Any] | None = None
+    try:
+        with open(metrics_path) as fh:
+            for line in fh:
+                record = json.loads(line)
+                if record.get("split") == "train":
+                    last = record
+    except (OSError, ValueError):
+        return []
+    if last is None:
+        return []
+    suffix = "/min_token_fraction"
+    return [
+        f"routing: in {key.removesuffix(suffix)} the least-used expert got {value:.1%} of the "
+        f"tokens at step {last.get('step')} (below {share:.0%}); see the per-expert fractions "
+        f"in {metrics_path}"
+        for key, value in last.items()
+        if key.endswith(suffix) and not key.startswith("mean/") and value < share
+    ]
