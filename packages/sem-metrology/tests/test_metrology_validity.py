@@ -244,3 +244,21 @@ def test_pixel_size_differing_from_metadata_is_used_and_warned(tmp_path, capsys)
     data = json.loads(capsys.readouterr().out)
     assert data["pixel_size_nm"] == 0.9 and data["pixel_size_source"] == "command line"
     assert any("0.9 nm" in w and "0.8 nm" in w for w in data["warnings"])
+
+
+def test_weakly_oriented_lines_are_measured_along_the_block_orientation() -> None:
+    """Where pixel noise drowns the 2-px look (anisotropy < 1.5), the 8-px blocks that accept
+    the image also give its orientation: strongly blurred horizontal lines whose 2-px look
+    says vertical are measured across the right axis (they were refused: no profile across
+    the wrong one), and no such image is measured along the wrong axis."""
+    p = DegradationParams(
+        rx_px=30, ry_px=30, beta=1.95, theta_rad=0, gain=1, offset=0, sigma=4, dose=5
+    )
+    for seed in (8, 9, 10, 12, 13, 34):
+        y = degrade(make_sample("lines", (256, 256), seed=seed).T.copy(), p, rng=seed)
+        fine, anisotropy = detect_orientation(y)
+        m = measure_lines(y, 1.0, convention="truth")
+        assert not m.valid or m.orientation == "horizontal", (seed, fine, anisotropy)
+        if seed in (12, 34):  # the 2-px look says vertical
+            assert fine == "vertical" and anisotropy < 1.5
+            assert m.valid and m.orientation == "horizontal" and 15 < m.cd_nm < 30, m.reason

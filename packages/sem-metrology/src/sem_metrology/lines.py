@@ -242,16 +242,20 @@ MIN_ANISOTROPY = 1.5
 COARSE_BIN_PX = 8
 
 
-def _orientation_check(data: np.ndarray, anisotropy: float) -> tuple[str | None, str | None]:
-    """(reason to refuse, warning) for an automatically oriented image of weak anisotropy:
-    refused when 8×8 blocks (in images of 32 px and more) show no orientation either."""
+def _orientation_check(
+    data: np.ndarray, orientation: str, anisotropy: float
+) -> tuple[str, str | None, str | None]:
+    """(orientation, reason to refuse, warning) for an automatically oriented image of weak
+    anisotropy: 8×8 blocks (in images of 32 px and more), where pixel noise no longer drowns
+    it, give the orientation; refused when they show none either."""
     coarse, detail = anisotropy, f"gradient anisotropy {anisotropy:.2f}"
     if min(data.shape) >= 4 * COARSE_BIN_PX:
-        coarse = detect_orientation(data, COARSE_BIN_PX)[1]
+        orientation, coarse = detect_orientation(data, COARSE_BIN_PX)
         detail += f", {coarse:.2f} on 8x8-pixel blocks"
     if coarse >= MIN_ANISOTROPY:
-        return None, f"weak line orientation ({detail})"
+        return orientation, None, f"weak line orientation ({detail})"
     return (
+        orientation,
         f"no measurable lines: no line orientation, {detail}, below {MIN_ANISOTROPY:g} (line "
         "images score 4 and more, contact arrays and textures about 1.0). Contact holes: use "
         "the contact measurement (measure_contacts, sem-measure contacts); lines: give their "
@@ -272,7 +276,7 @@ def _line_region(
     if opts.orientation != "auto":
         orientation = opts.orientation
     elif anisotropy < MIN_ANISOTROPY:
-        reason, warning = _orientation_check(data, anisotropy)
+        orientation, reason, warning = _orientation_check(data, orientation, anisotropy)
         warnings.extend([warning] if warning else [])
     frame = prep.frame
     if orientation == "horizontal":
