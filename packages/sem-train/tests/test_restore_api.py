@@ -335,3 +335,17 @@ def test_a_guided_model_records_its_guides_psf_and_takes_a_known_one(tmp_path):
     with pytest.raises(ValueError, match=r"no physics guides.*takes no --psf"):
         prepare("sem-foundation", checkpoint=plain, psf="2,2", **WINDOW)
     assert restore(y, "sem-foundation", checkpoint=plain, **WINDOW).psf is None
+
+
+def test_a_guided_model_says_when_its_guides_fell_back_to_the_paper_psf(tmp_path):
+    """Too small for a blind estimate (32 px), the guides use the paper's fixed PSF: the record
+    says "paper" with a warning, not "blind"; a given PSF stays "given" there."""
+    y = make_sample("lines", (32, 32), seed=1)
+    folder = _guided_export(tmp_path)
+    fallback = restore(y, "sem-foundation", checkpoint=folder, **WINDOW)
+    assert fallback.psf_source == "paper" and fallback.estimate is None
+    assert fallback.psf == PSFParams(rx_px=15.5, ry_px=15.5, beta=1.95, theta_rad=0.0)
+    assert any("paper's fixed PSF" in w for w in fallback.warnings)
+    given = restore(y, "sem-foundation", checkpoint=folder, psf="2,2", **WINDOW)
+    assert given.psf_source == "given" and given.psf == PSFParams(rx_px=2, ry_px=2)
+    assert not given.warnings

@@ -62,7 +62,10 @@ def _usual_mode(path: Path) -> None:
     """Give a written file the permissions of any new file (``0o666 & ~umask``): some writers
     (safetensors, ``tempfile``) create theirs readable by the owner only."""
     if os.name == "posix":
-        os.chmod(path, 0o666 & ~process_umask())
+        try:
+            os.chmod(path, 0o666 & ~process_umask())
+        except OSError:  # a file system without POSIX modes (vfat, some CIFS/NFS): as written
+            pass
 
 
 def _temporary(path: Path, pid: int) -> Path:

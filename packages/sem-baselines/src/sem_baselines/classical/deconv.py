@@ -114,7 +114,9 @@ def choose_psf(
         est = estimate_degradation(image)
     except ValueError as err:  # too small to estimate anything
         var = noise_var if noise_var is not None else MIN_NOISE_VAR
-        return PSFChoice(psf or DEFAULT_PSF, f"paper (no estimate: {err})", var)
+        if psf is not None:  # only the noise level was to be estimated
+            return PSFChoice(psf, "given", var)
+        return PSFChoice(DEFAULT_PSF, f"paper (no estimate: {err})", var)
     var = noise_var if noise_var is not None else max(est.noise_floor, MIN_NOISE_VAR)
     if psf is not None:
         return PSFChoice(psf, "given", var, est)

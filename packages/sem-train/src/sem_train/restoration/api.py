@@ -67,7 +67,8 @@ class RestoredImage:
     ``image`` is float32 (H, W) on the 0..255 scale, the shape of the input. ``parameters``
     are the restorer's validated settings (JSON-ready), with the values it chose for this
     image (e.g. BM3D's noise level) under ``"per_image"``. ``psf`` is the PSF a deconvolution used, ``psf_source`` says
-    whether it was ``"given"`` or estimated ``"blind"`` (then ``estimate`` holds the full
+    whether it was ``"given"`` or estimated ``"blind"`` (``"paper"``: the paper's fixed PSF
+    where a guided model's blind estimate failed) (then ``estimate`` holds the full
     :func:`sem_physics.estimate_degradation` result); all three are None for other methods.
     A model with physics guides (``sem-foundation``) records the PSF its guides were made
     with in the same three fields. ``warnings``: the estimate's quality reasons when it flags
@@ -78,7 +79,7 @@ class RestoredImage:
     method: str
     parameters: dict[str, Any]
     psf: PSFParams | None = None
-    psf_source: Literal["given", "blind"] | None = None
+    psf_source: Literal["given", "blind", "paper"] | None = None
     estimate: Any = None
     checkpoint: str | None = None
     timings: RestoreTimings = field(default_factory=RestoreTimings)
@@ -203,8 +204,8 @@ class PreparedMethod:
         guides = getattr(restorer, "last_choice", None) if not self.needs.takes_psf else None
         if guides is not None:  # a model with physics guides: the PSF they were made with
             psf_used, estimate = guides.psf, guides.estimate
-            source = "blind" if self.psf == PSF_AUTO else "given"
-            if guides.source.startswith("paper"):
+            source = {"given": "given", "estimated": "blind"}.get(guides.source, "paper")
+            if source == "paper":
                 notes = (f"physics guides made with the paper's fixed PSF: {guides.source}",)
         if out.shape != arr.shape or not np.all(np.isfinite(out)):
             raise RuntimeError(
