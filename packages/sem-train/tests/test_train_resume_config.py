@@ -172,6 +172,118 @@ def test_a_checkpoint_with_another_schedule_is_refused(tmp_path):
     assert Checkpointer(tmp_path).resume(*parts(8))["global_step"] == 3
 
 
+@pytest.mark.parametrize(
+    ("saved", "now", "words"),
+    [((0.0, False), (0.1, False), r"cosine, floor 0\).*cosine, floor 0\.1\)"),
+     ((0.0, False), (0.0, True), r"cosine, floor 0\).*constant, floor 0\)")],
+    ids=["floor", "constant"],
+)  # fmt: skip
+def test_a_refused_schedule_shows_the_field_that_differs(tmp_path, saved, now, words):
+    """Every field compared is shown: schedules differing only in floor or shape read apart."""
+    from sem_train.engine import WarmupCosine
+
+    def parts(floor: float, constant: bool):
+        model = torch.nn.Linear(2, 1)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        shape = WarmupCosine(2, 8, floor, constant)
+        return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, shape)
+
+    Checkpointer(tmp_path).save(*parts(*saved), {"global_step": 3})
+    with pytest.raises(CheckpointError, match=words):
+        Checkpointer(tmp_path).resume(*parts(*now))
+
+
+def _loop_run(images: Path, out: Path, **update):
+    from sem_train.data import SEMImageDataset, build_index
+
+    train = SEMImageDataset(build_index(images).paths()[:6], image_size_px=16)
+    run = RunConfig(epochs=2, batch_size_per_process=2, output_dir=out, progress=False,
+                    tensorboard=False, device="cpu", max_steps=2).model_copy(update=update)  # fmt: skip
+    return train, run
+
+
+def test_a_run_that_recorded_no_config_resumes_and_says_it_was_not_compared(images, tmp_path):
+    """Older versions recorded ``{}`` for ``fit(config=None)``: such a run resumes (nothing to
+    compare with) and its resume entry says its settings were not compared."""
+    from sem_train.engine import fit
+
+    train, run = _loop_run(images, tmp_path / "r")
+    fit(SmoothTask(), train, None, run, OptimConfig(lr=1e-3))
+    (tmp_path / "r" / "config.json").write_text("{}")
+    resumed = run.model_copy(update={"max_steps": None})
+    done = fit(SmoothTask(), train, None, resumed, OptimConfig(lr=1e-3), resume=True)
+    assert done.global_step == 6
+    (entry,) = json.loads((tmp_path / "r" / "run_info.json").read_text())["resumes"]
+    assert entry["compared"] is False and entry["changed"] == {}
+    assert (tmp_path / "r" / "config.json").read_text() == "{}"
+
+
+def _without(record: dict, *dotted: str) -> dict:
+    out = json.loads(json.dumps(record))
+    for key in dotted:
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        del node[leaf]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["stage1", "run"])
+def test_a_field_added_since_the_run_started_counts_as_its_default(tmp_path, kind):
+    """A field the run's record lacks is compared as the current default: that value resumes,
+    another is refused naming the default (``fit(config=None)`` records run and optim)."""
+    from sem_train.config import Stage1Config
+    from sem_train.runinfo import check_resume_config, recorded_config
+
+    def record(**optim) -> dict:
+        cfg = Stage1Config(optim=OptimConfig(**optim), run=RunConfig(output_dir=tmp_path))
+        full = recorded_config(cfg.model_dump(mode="json"))
+        return full if kind == "stage1" else {"run": full["run"], "optim": full["optim"]}
+
+    old = _without(record(), "optim.schedule", "optim.min_lr", "run.validate_at_start")
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert check_resume_config(tmp_path, record()) == {}
+    with pytest.raises(ResumeConfigError, match=r"optim\.schedule cosine → constant"):
+        check_resume_config(tmp_path, record(schedule="constant"))
+    with pytest.raises(ResumeConfigError, match=r"optim\.min_lr 0\.0 → 1e-05"):
+        check_resume_config(tmp_path, record(min_lr=1e-5))
+
+
+def test_a_cli_resume_checks_its_folder_once_before_torch(cut_run, images, monkeypatch, capsys):
+    """``sem train`` checks the folder and the resume's settings once, before the training
+    code, which does not check them again; called from Python, the stage checks them."""
+    import sem_train.runinfo
+    from sem_train.config import load_config
+    from sem_train.runfolder import RunFolder
+    from sem_train.stages import run_stage1
+
+    cfg, out = cut_run
+    calls = {"start": 0, "resume": 0}
+    check_start, check_resume = RunFolder.check_start, sem_train.runinfo.check_resume_config
+
+    def counted_start(self, resume):
+        calls["start"] += 1
+        return check_start(self, resume)
+
+    def counted_resume(*args):
+        calls["resume"] += 1
+        return check_resume(*args)
+
+    monkeypatch.setattr(RunFolder, "check_start", counted_start)
+    monkeypatch.setattr(sem_train.runinfo, "check_resume_config", counted_resume)
+    assert main(_argv(cfg, images, out, "--resume", "--max-steps", "2")) == 0
+    assert calls == {"start": 1, "resume": 1}
+    (entry,) = json.loads((out / "run_info.json").read_text())["resumes"]
+    assert entry["changed"] == {"run.max_steps": [1, 2]}  # the CLI's finding, recorded
+    body = yaml.safe_load(cfg.read_text())
+    body["data"]["root"], body["run"]["output_dir"] = str(images), str(out)
+    body["optim"]["lr"] = 5e-4
+    with pytest.raises(ResumeConfigError, match=r"optim\.lr 0\.001 → 0\.0005"):
+        run_stage1(load_config(body, "stage1"), resume=True)
+    assert calls == {"start": 2, "resume": 2}
+
+
 def test_a_resume_with_another_number_of_processes_is_refused(tmp_path):
     (tmp_path / "run_info.json").write_text(json.dumps({"world_size": 2}))
     with pytest.raises(ResumeConfigError, match=r"started with 2 process\(es\).*has 1"):

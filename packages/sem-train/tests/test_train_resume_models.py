@@ -233,3 +233,41 @@ def test_stage1_init_from_trains_the_given_model_further(chain, tmp_path):
     body["data"]["image_size_px"] = 48
     with pytest.raises(ValueError, match=r"img_size 32 \(model\) vs 48 \(config\)"):
         build_stage1_task(load_config(body, "stage1"))
+
+
+def test_stage1_accepts_a_model_saved_before_a_defaulted_field_existed(tmp_path):
+    """An export lacking MAE fields (saved before they existed) has their defaults: it is the
+    config's model; a real difference is still refused."""
+    from sem_models.config import MAEConfig, mae_config
+
+    want = mae_config("tiny", in_chans=1, img_size=32, **TINY).model_dump(mode="json")
+    defaulted = [k for k, v in want.items() if MAEConfig.model_fields[k].default == v]
+    assert defaulted  # fields an older export may lack
+    old = {k: v for k, v in want.items() if k not in defaulted}
+    run = _fake_run(tmp_path / "old", {"stage": 1}, "mae")
+    export = resolve_model_dir(run)
+    meta = {"format": "sem-models/1", "kind": "mae", "mae": old}
+    (export / "config.json").write_text(json.dumps(meta))
+    body = {"model": {"preset": "tiny", "overrides": TINY}, "data": {"image_size_px": 32}}
+    assert start_model_dir("stage1", run, load_config(body, "stage1")) == export
+    body["data"]["image_size_px"] = 48
+    with pytest.raises(ValueError, match=r"img_size 32 \(model\) vs 48 \(config\)"):
+        start_model_dir("stage1", run, load_config(body, "stage1"))
+
+
+def test_stage3_names_a_derived_teacher_as_derived(tmp_path, monkeypatch):
+    """The teacher behind the Stage-2 run (not given as teacher_from) is named as derived in
+    the error of the stage itself, after it recorded the teacher as its teacher_from."""
+    from sem_train.stages import run_stage3
+
+    ft = _fake_run(tmp_path / "ft", *_KINDS["finetune"])
+    s2 = _fake_run(tmp_path / "s2", {"stage": 2, "init_from": str(ft)}, "mae", {"num_experts": 2})
+    monkeypatch.setattr(
+        "sem_train.stages.stage3.modeling.load_model", lambda _: torch.nn.Linear(1, 1)
+    )
+    cfg = load_config({"init_from": str(s2), "run": {"output_dir": str(tmp_path / "o")}}, "stage3")
+    with pytest.raises(ValueError) as info:
+        run_stage3(cfg)
+    message = str(info.value)
+    assert message.startswith(f"teacher_from (the Stage-1 model behind {s2})={ft} holds")
+    assert "teacher expects a Stage-1 run" in message

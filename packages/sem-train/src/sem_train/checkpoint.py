@@ -38,7 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from sem_physics.atomic import OutputWriteError, atomic_write, remove_stale_temporaries
 
-from .runfolder import RunExistsError, RunFolder
+from .runfolder import CheckpointError, RunExistsError, RunFolder, read_pointer
 
 __all__ = [
     "CheckpointError",
@@ -53,10 +53,6 @@ __all__ = [
 
 class CheckpointWriteError(OutputWriteError):
     """A checkpoint could not be written (typically: no space left on the device)."""
-
-
-class CheckpointError(ValueError):
-    """A file given as a checkpoint (weights, state, pointer) is missing parts or unreadable."""
 
 
 #: The temporary that safetensors' ``save_file`` writes through (Rust ``tempfile``: ``.tmp``
@@ -194,28 +190,27 @@ def write_pointer(path: Path, record: dict[str, Any]) -> None:
     _write(path, lambda tmp: tmp.write_text(text))
 
 
-def read_pointer(path: Path) -> dict[str, Any] | None:
-    """Read a pointer file, or None if it does not exist."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (ValueError, OSError) as err:
-        raise CheckpointError(f"checkpoint pointer {path} is unreadable: {err}") from None
-    if not isinstance(record, dict):
-        raise CheckpointError(f"checkpoint pointer {path} does not hold a JSON object")
-    return record
-
-
 def _schedule_text(state: Any) -> str:
-    """``peak lr 0.001, warm-up 10, 40 steps`` from a LambdaLR state of a WarmupCosine."""
+    """``peak lr 0.001, warm-up 10, 40 steps, cosine, floor 0.1`` from a LambdaLR state of a
+    WarmupCosine: every field :func:`_check_schedule` compares."""
     try:
-        shape = state["lr_lambdas"][0]
         peak = ", ".join(f"{lr:g}" for lr in state["base_lrs"])
-        return f"peak lr {peak}, warm-up {shape['warmup']}, {shape['total']} steps"
-    except (KeyError, IndexError, TypeError):
+        return f"peak lr {peak}, " + "; ".join(_shape_text(s) for s in state["lr_lambdas"])
+    except (KeyError, TypeError, AttributeError, ValueError):
         return "unknown"
+
+
+def _shape_text(shape: dict[str, Any]) -> str:
+    """``warm-up 10, 40 steps, cosine, floor 0.1`` and any further field of a WarmupCosine."""
+    rest = {k: v for k, v in shape.items() if k not in ("warmup", "total", "constant", "floor")}
+    words = [
+        f"warm-up {shape['warmup']}",
+        f"{shape['total']} steps",
+        "constant" if shape.get("constant") else "cosine",
+        f"floor {shape['floor']:g}",
+        *(f"{key} {value}" for key, value in sorted(rest.items())),
+    ]
+    return ", ".join(words)
 
 
 def _check_schedule(path: Path, saved: Any, expected: dict[str, Any]) -> None:

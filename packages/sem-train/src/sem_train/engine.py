@@ -407,9 +407,8 @@ def _fit(
     provenance: dict[str, Any] | None,
 ) -> FitResult:
     ckpt = Checkpointer(Path(run.output_dir), run.keep_last)
-    ckpt.check_start(resume)
     from_checkpoint = resume and ckpt.has_checkpoint
-    changed = ckpt.check_resume(config) if from_checkpoint else {}  # before any weights load
+    changed = _check_folder(ckpt, resume, config)  # before any weights load
     loop = _setup(task, train_set, run, optim, ckpt)
     try:
         if from_checkpoint:
@@ -467,6 +466,17 @@ def _fit(
         last_train_loss=state.last_train_loss,
         first_train_loss=state.first_train_loss,
     )
+
+
+def _check_folder(ckpt: Checkpointer, resume: bool, config: dict[str, Any]) -> dict:
+    """The folder may take the run and a resume keeps its settings; the resumable ones it
+    changes. Checked once: not again when a ``sem train`` command checked it
+    (:meth:`~sem_train.runfolder.RunFolder.checked`)."""
+    changed = ckpt.checked_changes(resume)
+    if changed is not None:
+        return changed
+    ckpt.check_start(resume)
+    return ckpt.check_resume(config) if resume else {}
 
 
 def _record_invocation(

@@ -2,13 +2,13 @@
 whether it is the kind the stage expects), Stage 3's teacher, the baseline method, the data,
 and a resume's settings against the run's own record. The ``sem train`` commands make them as
 soon as they hold the run folder, so bad input is refused in about a second instead of after
-the imports of the training code; that code calls the same functions again (one
-implementation of each rule).
+the imports of the training code; that code calls the same functions (one implementation of
+each rule), and checks the folder and a resume's settings only when no command did before
+(:meth:`sem_train.runfolder.RunFolder.checked`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from sem_models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
 from .config import Stage1Config, Stage3Config
 from .data.index import indexed_paths
-from .runfolder import RunFolder, resolve_model_dir
+from .runfolder import RunFolder, read_json, resolve_model_dir
 from .runinfo import read_run_config, recorded_config, run_kind
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "check_run_start",
     "run_record",
     "stage3_teacher_dir",
+    "stage3_teacher_setting",
     "stage3_teacher_source",
     "start_model_dir",
     "with_teacher",
@@ -65,18 +66,10 @@ _RUN_WORDS = {
 }
 
 
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _model_kind(export: Path) -> tuple[str, dict[str, Any]] | None:
     """(``dense``, ``moe`` or ``restoration``, the MAE settings) of an export; None when its
     ``config.json`` does not say (the loader reports what is wrong with it)."""
-    meta = _json(export / CONFIG_NAME)
+    meta = read_json(export / CONFIG_NAME)
     if not meta or meta.get("kind") not in ("mae", "restoration"):
         return None
     mae = meta.get("mae") if isinstance(meta.get("mae"), dict) else {}
@@ -95,6 +88,18 @@ def _holds(path: Path, export: Path, model: str) -> str:
     return f"{_MODEL_WORDS[model]} ({export / CONFIG_NAME})"
 
 
+def _normalised(mae: dict[str, Any]) -> dict[str, Any]:
+    """An export's MAE settings with the defaults of fields added since it was saved (as
+    itself when they do not validate: the loader reports that)."""
+    from pydantic import ValidationError
+    from sem_models.config import MAEConfig
+
+    try:
+        return MAEConfig(**mae).model_dump(mode="json")
+    except (ValidationError, TypeError):
+        return mae
+
+
 def _check_architecture(cfg: Stage1Config, path: Path, mae: dict[str, Any]) -> None:
     """A Stage-1 run started from a model trains that model: it must be the one its
     ``model`` and ``data`` settings describe (which its config.json then records)."""
@@ -104,10 +109,11 @@ def _check_architecture(cfg: Stage1Config, path: Path, mae: dict[str, Any]) -> N
     want = mae_config(
         spec.preset, in_chans=cfg.data.channels, img_size=cfg.data.image_size_px, **spec.overrides
     ).model_dump(mode="json")
+    have = _normalised(mae)
     differ = [
-        f"{k} {mae.get(k)!r} (model) vs {v!r} (config)"
+        f"{k} {have.get(k)!r} (model) vs {v!r} (config)"
         for k, v in want.items()
-        if k != "mask_ratio" and mae.get(k) != v
+        if k != "mask_ratio" and have.get(k) != v
     ]
     if differ:
         raise ValueError(
@@ -169,11 +175,18 @@ def stage3_teacher_source(cfg: Stage3Config) -> Path:
     return teacher
 
 
-def stage3_teacher_dir(cfg: Stage3Config) -> Path:
-    """The export of Stage 3's teacher (:func:`stage3_teacher_source`), checked to be an MAE."""
-    what = "teacher_from"
+def stage3_teacher_setting(cfg: Stage3Config) -> str:
+    """How errors name Stage 3's teacher: ``teacher_from`` when given, else the model it was
+    derived from (call it before :func:`with_teacher` sets ``teacher_from``)."""
     if cfg.teacher_from is None:
-        what = f"teacher_from (the Stage-1 model behind {cfg.init_from})"
+        return f"teacher_from (the Stage-1 model behind {cfg.init_from})"
+    return "teacher_from"
+
+
+def stage3_teacher_dir(cfg: Stage3Config, what: str | None = None) -> Path:
+    """The export of Stage 3's teacher (:func:`stage3_teacher_source`), checked to be an MAE;
+    ``what`` names it in errors (default :func:`stage3_teacher_setting`)."""
+    what = what or stage3_teacher_setting(cfg)
     return start_model_dir("teacher", stage3_teacher_source(cfg), what=what)
 
 
@@ -199,8 +212,12 @@ def run_record(kind: str, cfg: Any, method: str | None = None) -> dict[str, Any]
 def check_run_start(kind: str, cfg: Any, resume: bool, method: str | None = None) -> dict:
     """The run folder may take this run (:meth:`RunFolder.check_start`) and, resuming a
     checkpoint, the settings are those it started with (:meth:`RunFolder.check_resume`);
-    returns the record the run writes (:func:`run_record`)."""
+    returns the record the run writes (:func:`run_record`). Checked once: inside the
+    ``sem train`` commands, which checked before the imports (:meth:`RunFolder.checked`),
+    only the record is made."""
     folder = RunFolder(cfg.run.output_dir)
+    if folder.checked_changes(resume) is not None:
+        return run_record(kind, cfg, method)
     folder.check_start(resume)
     record = run_record(kind, cfg, method)
     if resume:

@@ -11,20 +11,71 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from sem_models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, best_export
 
-__all__ = ["RUN_INFO_NAME", "RunExistsError", "RunFolder", "resolve_model_dir"]
+__all__ = [
+    "RUN_INFO_NAME",
+    "CheckpointError",
+    "RunExistsError",
+    "RunFolder",
+    "read_json",
+    "read_pointer",
+    "resolve_model_dir",
+]
 
 #: Written into the run folder when a run starts (:func:`sem_train.runinfo.write_run_info`),
 #: before anything else of the run: its presence says the folder holds a run of this toolkit.
 RUN_INFO_NAME = "run_info.json"
 
 
+#: The run folders whose start this context has checked: ``(folder, resume)`` -> the
+#: resumable settings a resume changes (see :meth:`RunFolder.checked`).
+_CHECKED: ContextVar[Mapping[tuple[str, bool], dict[str, list[Any]]] | None] = ContextVar(
+    "sem_train_checked_runs", default=None
+)
+
+
 class RunExistsError(ValueError):
     """A fresh run was asked to write into the folder of an existing run."""
+
+
+class CheckpointError(ValueError):
+    """A file given as a checkpoint (weights, state, pointer) is missing parts or unreadable."""
+
+
+def _load_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; OSError or ValueError (saying why) otherwise."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError("it does not hold a JSON object")
+    return data
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
+    try:
+        return _load_object(Path(path))
+    except (OSError, ValueError):
+        return None
+
+
+def read_pointer(path: str | Path) -> dict[str, Any] | None:
+    """A checkpoint pointer (``latest.json``, ``best.json``), or None if it does not exist;
+    :class:`CheckpointError` when it exists and holds no JSON object."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return _load_object(path)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint pointer {path} is unreadable: {err}") from None
 
 
 class RunFolder:
@@ -49,10 +100,29 @@ class RunFolder:
     def latest_progress(self) -> dict[str, Any] | None:
         """``global_step``, ``epoch``, ... of the newest checkpoint (None without a readable one)."""
         try:
-            record = json.loads((self.dir / "latest.json").read_text())
-        except (OSError, ValueError):
+            record = read_pointer(self.dir / "latest.json")
+        except CheckpointError:
             return None
-        return record if isinstance(record, dict) and "global_step" in record else None
+        return record if record is not None and "global_step" in record else None
+
+    def _key(self, resume: bool) -> tuple[str, bool]:
+        return os.path.abspath(self.run_dir), bool(resume)
+
+    def checked_changes(self, resume: bool) -> dict[str, list[Any]] | None:
+        """The resumable settings a run with ``resume`` changes, when this context checked the
+        folder for it already (:meth:`checked`); None when it has not."""
+        return (_CHECKED.get() or {}).get(self._key(resume))
+
+    @contextmanager
+    def checked(self, resume: bool, changes: dict[str, list[Any]]) -> Iterator[None]:
+        """Within, this folder counts as checked for a run with ``resume``
+        (:meth:`check_start`, :meth:`check_resume` found ``changes``): the training code the
+        ``sem train`` commands call then does not check it again."""
+        token = _CHECKED.set({**(_CHECKED.get() or {}), self._key(resume): changes})
+        try:
+            yield
+        finally:
+            _CHECKED.reset(token)
 
     def check_resume(self, config: dict[str, Any]) -> dict[str, list[Any]]:
         """Refuse to continue this folder's checkpoint with settings other than those the run

@@ -17,13 +17,14 @@ import platform
 import subprocess
 import sys
 import time
+import typing
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from sem_physics.atomic import atomic_write_text
 
-from .runfolder import RUN_INFO_NAME
+from .runfolder import RUN_INFO_NAME, read_json
 
 __all__ = [
     "PATH_FIELDS",
@@ -167,19 +168,11 @@ def run_kind(config: dict[str, Any]) -> str:
     return "run"
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _start_folder(run_dir: Path, config: dict[str, Any]) -> Path:
     """The folder a run was started in, which its relative paths were typed against: the
     ``cwd`` its ``run_info.json`` records, else the one its relative ``run.output_dir`` implies
     (``/proj/runs/s2`` typed as ``runs/s2``: ``/proj``), else the run folder itself."""
-    info = _read_json(run_dir / RUN_INFO_NAME) or {}
+    info = read_json(run_dir / RUN_INFO_NAME) or {}
     if isinstance(info.get("cwd"), str):
         return Path(info["cwd"])
     here = Path(os.path.abspath(run_dir))
@@ -196,7 +189,7 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any] | None:
     versions, taken from the folder that run started in, never the current one); None when
     the folder holds no readable run config."""
     run_dir = Path(run_dir)
-    config = _read_json(run_dir / "config.json")
+    config = read_json(run_dir / "config.json")
     if config is None:
         return None
     return _with_paths(config, _start_folder(run_dir, config))
@@ -215,17 +208,73 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def _root(kind: str) -> Any:
+    """The config class of a run of ``kind``; ``{section: class}`` for a bare :func:`fit`."""
+    from .config import OptimConfig, RunConfig, config_class
+
+    if kind == "run":
+        return {"run": RunConfig, "optim": OptimConfig}
+    try:
+        return config_class(kind)
+    except ValueError:
+        return None
+
+
+def _section(node: Any, part: str) -> Any:
+    """The config class of field ``part`` of ``node`` (a class, or ``{name: class}``)."""
+    if isinstance(node, dict):
+        return node.get(part)
+    field = node.model_fields.get(part) if _is_model(node) else None
+    if field is None:
+        return None
+    for cls in (field.annotation, *typing.get_args(field.annotation)):
+        if _is_model(cls):
+            return cls
+    return None
+
+
+def _is_model(node: Any) -> bool:
+    from pydantic import BaseModel
+
+    return isinstance(node, type) and issubclass(node, BaseModel)
+
+
+def _field_default(kind: str, dotted: str) -> tuple[bool, Any]:
+    """(known, JSON value) of the default a run of ``kind`` (:func:`run_kind`) gives the
+    dotted field: what a run started before the field existed trained with."""
+    *parents, leaf = dotted.split(".")
+    node = _root(kind)
+    for part in parents:
+        node = _section(node, part)
+    field = node.model_fields.get(leaf) if _is_model(node) else None
+    if field is None or field.is_required():
+        return False, None
+    value = field.get_default(call_default_factory=True)
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    return True, json.loads(json.dumps(value, default=str))
+
+
+def config_changes(
+    old: dict[str, Any], new: dict[str, Any], kind: str | None = None
+) -> dict[str, tuple[Any, Any]]:
     """``{dotted field: (old, new)}`` for every leaf that differs.
 
-    A field the old record lacks counts as unchanged when the new value is None (a field added
-    since), and so does ``teacher_from`` recorded as None (older runs resolved it silently).
+    A field the old record lacks was added to the config since the run started: it counts as
+    its default then (of a run of ``kind``, :func:`run_kind` of ``old`` unless given), or as
+    unchanged when the new value is None. ``teacher_from`` recorded as None counts as unchanged
+    too (older runs resolved it silently).
     """
+    kind = kind or run_kind(old)
     a, b = _flatten(old), _flatten(new)
     out: dict[str, tuple[Any, Any]] = {}
     for key in sorted(set(a) | set(b)):
-        if key not in a and b.get(key) is None:
-            continue
+        if key not in a:
+            known, default = _field_default(kind, key)
+            if known:
+                a[key] = default
+            elif b.get(key) is None:
+                continue
         if key == "teacher_from" and a.get(key) is None:
             continue
         if a.get(key, "<not recorded>") != b.get(key, "<not set>"):
@@ -257,11 +306,12 @@ def check_resume_config(run_dir: str | Path, config: dict[str, Any]) -> dict[str
     ``config.json``); return the resumable changes as ``{field: [old, new]}``.
 
     Nothing is compared when the folder holds no readable ``config.json`` (the checkpoint
-    loader reports such a folder).
+    loader reports such a folder) or an empty one (older versions recorded ``{}`` for
+    ``fit(config=None)``; the resume says so in ``run_info.json``, :func:`record_resume`).
     """
     run_dir = Path(run_dir)
     old = read_run_config(run_dir)
-    if old is None:
+    if not old:  # none, or ``{}`` of an older fit(config=None): nothing to compare with
         return {}
     was, now = run_kind(old), run_kind(config)
     if was != now and "run" not in (was, now):
@@ -288,7 +338,7 @@ def check_resume_config(run_dir: str | Path, config: dict[str, Any]) -> dict[str
 def check_resume_world_size(run_dir: str | Path, world_size: int) -> None:
     """Refuse to resume with another number of processes than the run started with: the
     global batch, the data shards and the schedule's length depend on it."""
-    info = _read_json(Path(run_dir) / RUN_INFO_NAME) or {}
+    info = read_json(Path(run_dir) / RUN_INFO_NAME) or {}
     started = info.get("world_size")
     if isinstance(started, int) and started != world_size:
         raise ResumeConfigError(
@@ -325,7 +375,7 @@ def write_run_info(
     :meth:`sem_train.runfolder.RunFolder.check_fresh`). A run started again from step 0
     (interrupted before its first checkpoint) keeps the earlier invocations under
     ``earlier_starts``."""
-    earlier = _read_json(out_dir / RUN_INFO_NAME)
+    earlier = read_json(out_dir / RUN_INFO_NAME)
     info = {
         **_invocation(),
         "python": sys.version.split()[0],
@@ -347,9 +397,13 @@ def record_resume(
 ) -> None:
     """Append this resume (argv, time, folder, host, ``extra`` and the resumable settings it
     ``changed``) to ``run_info.json``'s ``resumes``; the run's start record and its
-    ``config.json`` stay as they are."""
+    ``config.json`` stay as they are. A run whose ``config.json`` is ``{}`` gets
+    ``"compared": false``: its settings were not checked."""
     path = out_dir / RUN_INFO_NAME
-    info = _read_json(path) or {}
+    info = read_json(path) or {}
     entry = {**_invocation(), **(extra or {}), "changed": changed}
+    if read_json(out_dir / "config.json") == {}:
+        entry["compared"] = False
+        entry["note"] = "config.json records no settings (an older version): nothing compared"
     info["resumes"] = [*info.get("resumes", []), entry]
     _dump(path, info)

@@ -9,8 +9,8 @@ Bad input is refused before the training code (and torch) is imported: the run f
 (:class:`sem_train.runfolder.RunFolder`: a fresh run over a run, ``--resume`` where there is
 none), then the model the run starts from (of the kind the stage expects), the baseline
 method and the data (:func:`sem_train.preflight.check_inputs`), then a resume's settings
-against those the run started with (:func:`sem_train.preflight.check_run_start`): the checks
-the training code makes again. A resume says where it continues; Ctrl-C says which step is
+against those the run started with (:meth:`sem_train.runfolder.RunFolder.check_resume`): the
+folder checks are not made again by the training code (:meth:`RunFolder.checked`). A resume says where it continues; Ctrl-C says which step is
 saved and the command that continues from it.
 """
 
@@ -95,7 +95,7 @@ def register(subparsers: Any) -> None:
 def _overrides(args: argparse.Namespace, kind: str):
     if args.data is not None and not args.data.is_dir():  # before seconds of imports
         raise FileNotFoundError(f"--data {args.data} is not a directory")
-    from ..config import config_class, load_config
+    from ..config import load_config
     from ..runfolder import RunFolder
 
     over: dict[str, Any] = {}
@@ -113,9 +113,7 @@ def _overrides(args: argparse.Namespace, kind: str):
     }
     if run:
         over["run"] = run
-    if getattr(args, "init_from", None) is not None:
-        if "init_from" not in config_class(kind).model_fields:
-            raise ValueError("--init-from applies to stages 2 and 3 and to finetune, not stage 1")
+    if getattr(args, "init_from", None) is not None:  # every command with the option takes it
         over["init_from"] = args.init_from
     cfg = load_config(args.config, kind, overrides=over)  # the options before validation
     RunFolder(cfg.run.output_dir).check_output(resume=True)  # not a file: before the lock
@@ -147,15 +145,19 @@ def _holding(output_dir: Path, resume: bool | None = None) -> Iterator[None]:
 def _starting(kind: str, cfg: Any, resume: bool, method: str | None = None) -> Iterator[None]:
     """:func:`_holding` the run's folder, then the checks of its inputs that need no torch
     (the model it starts from, the baseline method, the data) and of a resume's settings: all
-    before the heavy imports. A resume says where it continues."""
+    before the heavy imports, and not made again by the training code (the folder counts as
+    :meth:`~sem_train.runfolder.RunFolder.checked`). A resume says where it continues."""
     with _holding(cfg.run.output_dir, resume):
-        from ..preflight import check_inputs, check_run_start
+        from ..preflight import check_inputs, run_record
+        from ..runfolder import RunFolder
 
         check_inputs(kind, cfg, method=method)
-        check_run_start(kind, cfg, resume, method)
+        folder = RunFolder(cfg.run.output_dir)
+        changes = folder.check_resume(run_record(kind, cfg, method)) if resume else {}
         if resume:
-            _announce_resume(Path(cfg.run.output_dir), cfg.run.epochs)
-        yield
+            _announce_resume(folder.run_dir, cfg.run.epochs)
+        with folder.checked(resume, changes):
+            yield
 
 
 def _epoch_text(progress: dict[str, Any], epochs: int) -> str:

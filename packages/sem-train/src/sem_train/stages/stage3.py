@@ -13,7 +13,13 @@ from __future__ import annotations
 from .. import modeling
 from ..config import Stage3Config
 from ..engine import FitResult, fit_config
-from ..preflight import check_run_start, stage3_teacher_dir, start_model_dir, with_teacher
+from ..preflight import (
+    check_run_start,
+    stage3_teacher_dir,
+    stage3_teacher_setting,
+    start_model_dir,
+    with_teacher,
+)
 from ..recipe import write_split
 from .common import MAELossWeights, image_datasets
 from .stage2 import MoETask
@@ -21,11 +27,14 @@ from .stage2 import MoETask
 __all__ = ["build_stage3_task", "run_stage3", "stage3_teacher_dir"]
 
 
-def build_stage3_task(cfg: Stage3Config) -> MoETask:
-    """The Stage-2 model with every parameter unfrozen, distilled from the Stage-1 teacher."""
+def build_stage3_task(cfg: Stage3Config, *, teacher_setting: str | None = None) -> MoETask:
+    """The Stage-2 model with every parameter unfrozen, distilled from the Stage-1 teacher
+    (named ``teacher_setting`` in errors, default :func:`stage3_teacher_setting` of ``cfg``)."""
     model = modeling.load_model(start_model_dir("stage3", cfg.init_from))
     modeling.unfreeze_all(model)
-    teacher = modeling.load_model(stage3_teacher_dir(cfg)) if cfg.kd_weight > 0 else None
+    teacher = None
+    if cfg.kd_weight > 0:
+        teacher = modeling.load_model(stage3_teacher_dir(cfg, teacher_setting))
     weights = MAELossWeights(
         kd=cfg.kd_weight,
         lb=cfg.lb_weight,
@@ -38,9 +47,10 @@ def build_stage3_task(cfg: Stage3Config) -> MoETask:
 
 def run_stage3(cfg: Stage3Config, *, resume: bool = False) -> FitResult:
     """Train Stage 3 from ``cfg.init_from``, distilled from the teacher it records."""
+    setting = stage3_teacher_setting(cfg)  # errors say whether the teacher was given or derived
     cfg = with_teacher(cfg)  # the teacher found once: the one trained with is the one recorded
     check_run_start("stage3", cfg, resume)  # the folder and a resume's settings, before any load
-    task = build_stage3_task(cfg)  # a missing init_from fails before the data is indexed
+    task = build_stage3_task(cfg, teacher_setting=setting)  # init_from fails before the data
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
     write_split("stage3", cfg, cfg.run.output_dir)
     return fit_config(task, train, val, cfg, resume=resume)
