@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 
 import pytest
 import safetensors.torch
@@ -103,3 +104,49 @@ def test_saved_checkpoints_are_readable_as_the_umask_allows(tiny_mae, tmp_path):
         os.umask(previous)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
     assert modes == {"model.safetensors": 0o644, "config.json": 0o644}
+
+
+def test_export_meta_is_read_without_torch_and_agrees_with_the_loaded_model(tmp_path):
+    """``read_export_meta`` (no torch) tells the kind and MoE layers that loading shows."""
+    from sem_models.testing import MICRO_MAE
+    from sem_physics.testing import python_output
+
+    torch.manual_seed(0)
+    moe = sm.build_mae("tiny", in_chans=1, moe=sm.MoEConfig(num_experts=2), **MICRO_MAE)
+    sm.save_model(sm.RestorationModel(moe, residual=True), tmp_path / "ft")
+    sm.save_model(sm.build_mae("tiny", in_chans=1, **MICRO_MAE), tmp_path / "dense")
+    code = (
+        "import sys\nfrom sem_models.checkpoint import export_model_kind, read_export_meta\n"
+        f"for f in ('ft', 'dense'):\n    m = read_export_meta({str(tmp_path)!r} + '/' + f)\n"
+        "    print(export_model_kind(m), m.get('residual'))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    assert python_output(code).splitlines() == ["restoration True", "dense None", "False"]
+    loaded = sm.load_model(tmp_path / "ft")
+    assert loaded.residual and loaded.mae.config.moe is not None
+    meta = sm.checkpoint.read_export_meta(tmp_path / "ft")
+    assert sm.checkpoint.export_has_moe(meta)
+    assert not sm.checkpoint.export_has_moe(sm.checkpoint.read_export_meta(tmp_path / "dense"))
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (None, "not found"),
+        ("{not json", "not a valid sem-models config"),
+        ('{"run": {"epochs": 1}}', "unknown kind None (mae, restoration)"),
+        ('{"kind": "vae", "mae": {}}', "unknown kind 'vae'"),
+        ('{"kind": "mae"}', "not a valid sem-models config"),
+        ('{"kind": "mae", "mae": {"depth": -1}}', "not a valid sem-models config"),
+    ],
+)
+def test_a_bad_export_config_is_refused_naming_the_file(tmp_path, text, words):
+    from sem_models.checkpoint import read_export_meta
+
+    if text is not None:
+        (tmp_path / "config.json").write_text(text)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    for read in (read_export_meta, sm.load_model):  # the same words, with or without torch
+        with pytest.raises(sm.CheckpointError, match=re.escape(words)) as info:
+            read(tmp_path)
+        assert str(info.value).startswith(str(tmp_path / "config.json"))

@@ -45,8 +45,9 @@ from sem_models.checkpoint import CONFIG_NAME
 from sem_models.mae import MaskedAutoencoder
 from sem_models.pretrained import ShippedModelMissingError, shipped_model_dir
 
+from .checkpoint_kinds import shipped_default
 from .mae import _MAEInferenceConfig, _MAERestorer, load_mae_checkpoint
-from .restorer import RestorerConfigError, register
+from .restorer import register
 
 __all__ = [
     "SEMFoundationConfig",
@@ -83,10 +84,12 @@ class SEMFoundationZeroShotConfig(_MAEInferenceConfig):
 
 
 class _FoundationRestorer(_MAERestorer):
-    def _checkpoint(self, given: str | None, shipped: str) -> str | Path:
+    def _checkpoint(self, given: str | None, *, fine_tunes: bool = False) -> str | Path:
         """``given``, else the shipped model's folder (a clear error when not installed)."""
         if given is not None:
             return given
+        shipped = shipped_default(self.name, fine_tunes=fine_tunes)
+        assert shipped is not None  # both foundation restorers have a shipped model
         try:
             folder = shipped_model_dir(shipped)
         except ShippedModelMissingError as err:
@@ -118,19 +121,17 @@ class SEMFoundationRestorer(_FoundationRestorer):
 
     def _build(self) -> RestorationModel:
         cfg = self.config
-        shipped = "sem-foundation-zero-shot" if cfg.finetune_here else "sem-foundation"
-        folder = self._checkpoint(cfg.checkpoint_dir, shipped)
+        folder = self._checkpoint(cfg.checkpoint_dir, fine_tunes=cfg.finetune_here)
+        hint = (
+            f"fine-tune it first (sem train finetune --init-from {folder}), use "
+            "sem-foundation-zero-shot, or in an evaluation set finetune_here=true to "
+            "fine-tune it on its training images"
+        )
+        self._check_kind(folder, hint, fine_tunes=cfg.finetune_here)
         model, mae = load_mae_checkpoint(folder, self.name)
         self._note_dense(mae, folder)
         if isinstance(model, RestorationModel):
             return model
-        if not cfg.finetune_here:
-            raise RestorerConfigError(
-                f"{self.name}: {folder} holds a pretrained MAE, not a fine-tuned restoration "
-                f"model; fine-tune it first (sem train finetune --init-from {folder}), use "
-                "sem-foundation-zero-shot, or in an evaluation set finetune_here=true to "
-                "fine-tune it on its training images"
-            )
         model = RestorationModel(mae, freeze_encoder=cfg.freeze_encoder, **self._head())
         # a new residual head starts as the identity (the physics guide, when it has guides),
         # as the recipe's fine-tune does; the pretrained reconstruction is no correction
@@ -166,15 +167,10 @@ class SEMFoundationZeroShotRestorer(_FoundationRestorer):
     config: SEMFoundationZeroShotConfig
 
     def _build(self) -> RestorationModel:
-        folder = self._checkpoint(self.config.checkpoint_dir, "sem-foundation-zero-shot")
+        folder = self._checkpoint(self.config.checkpoint_dir)
+        self._check_kind(folder, "use sem-foundation for a fine-tuned one")
         model, mae = load_mae_checkpoint(folder, self.name)
         self._note_dense(mae, folder)
         if isinstance(model, RestorationModel):
-            if model.residual:
-                raise RestorerConfigError(
-                    f"{self.name}: {folder} holds a fine-tuned (residual) restoration model; "
-                    "the zero-shot form takes the pretrained MAE (use sem-foundation for a "
-                    "fine-tuned one)"
-                )
             return model
         return RestorationModel(mae, freeze_encoder=True, residual=False, masked_ensemble=4)

@@ -47,6 +47,7 @@ from sem_physics import PSFParams
 from sem_physics.atomic import atomic_write_text
 from torch import nn
 
+from .checkpoint_kinds import export_kind_problem
 from .classical.deconv import PSFChoice, choose_psf
 from .guides import guide_channels
 from .learned.base import resolve_device
@@ -153,6 +154,13 @@ class _MAERestorer:
 
     def _build(self) -> RestorationModel:
         raise NotImplementedError
+
+    def _check_kind(self, folder: str | Path, hint: str, *, fine_tunes: bool = False) -> None:
+        """RestorerConfigError (the problem, then ``hint``) when the export in ``folder`` is of
+        a kind this restorer does not take (:func:`export_kind_problem`; no weights read)."""
+        problem = export_kind_problem(self.name, folder, fine_tunes=fine_tunes)
+        if problem is not None:
+            raise RestorerConfigError(f"{self.name}: {problem}; {hint}")
 
     @property
     def device(self) -> torch.device:
@@ -279,12 +287,8 @@ class MAESEMRestorer(_MAERestorer):
                 "mae-sem needs checkpoint_dir=<folder written by sem_models.save_model> "
                 "(config.json + model.safetensors of the SEM-pretrained MAE)"
             )
+        self._check_kind(cfg.checkpoint_dir, "use the dense Stage-1 checkpoint")
         model, mae = load_mae_checkpoint(cfg.checkpoint_dir, self.name)
-        if mae.config.moe is not None:
-            raise RestorerConfigError(
-                f"{cfg.checkpoint_dir} has Mixture-of-Experts layers; mae-sem is the "
-                "SEM-pretrained MAE without MoE (use the dense Stage-1 checkpoint)"
-            )
         if isinstance(model, RestorationModel):
             return model
         return RestorationModel(mae, freeze_encoder=cfg.freeze_encoder)

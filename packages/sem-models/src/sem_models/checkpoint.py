@@ -11,8 +11,9 @@ names its own (``.model.<pid>.tmp.safetensors``, ``.config.<pid>.tmp.json``), so
 ``checkpoints/best-*`` exports when it starts).
 
 Torch and the model classes are imported by the functions that need them: finding the export
-a folder names (:func:`best_export`) loads neither torch nor timm, so a command can refuse a
-wrong model path before seconds of imports.
+a folder names (:func:`best_export`) and reading its checked ``config.json``
+(:func:`read_export_meta`, :func:`export_has_moe`, :func:`export_model_kind`) load neither torch
+nor timm, so a command can refuse a wrong model path before seconds of imports.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from safetensors import SafetensorError
 
@@ -38,13 +39,17 @@ __all__ = [
     "WEIGHTS_NAME",
     "CheckpointError",
     "CheckpointWriteError",
+    "export_has_moe",
+    "export_model_kind",
     "load_model",
+    "read_export_meta",
     "save_model",
 ]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT = "sem-models/1"
+KINDS = ("mae", "restoration")  # what an export's config.json says it holds
 
 
 class CheckpointError(ValueError):
@@ -78,7 +83,10 @@ def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     try:
         writer(tmp)
         if os.name == "posix":  # safetensors creates its file readable by the owner only
-            os.chmod(tmp, 0o666 & ~_umask())
+            try:
+                os.chmod(tmp, 0o666 & ~_umask())
+            except OSError:  # a file system without POSIX modes: as written
+                pass
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -156,6 +164,43 @@ def best_export(directory: str | Path) -> Path:
     return directory / "checkpoints" / str(best)
 
 
+def _checked_meta(directory: Path) -> tuple[dict[str, Any], MAEConfig]:
+    """``config.json`` of export ``directory`` and its MAE config; CheckpointError naming the
+    file and what is wrong."""
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found; expected a folder written by save_model()")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a valid sem-models config ({exc})") from None
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind not in KINDS:
+        raise CheckpointError(f"{path}: unknown kind {kind!r} ({', '.join(KINDS)})")
+    try:
+        return meta, MAEConfig(**meta["mae"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: not a valid sem-models config ({exc})") from None
+
+
+def read_export_meta(directory: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of the export in ``directory``, checked (a known ``kind``, a valid
+    ``mae`` architecture) without torch; CheckpointError naming the file and what is wrong."""
+    return _checked_meta(Path(directory))[0]
+
+
+def export_has_moe(meta: dict[str, Any]) -> bool:
+    """Whether the export described by ``meta`` (:func:`read_export_meta`) has MoE layers."""
+    return meta["mae"].get("moe") is not None
+
+
+def export_model_kind(meta: dict[str, Any]) -> Literal["dense", "moe", "restoration"]:
+    """What the export described by ``meta`` holds: a dense or MoE MAE, or a restoration model."""
+    if meta["kind"] == "restoration":
+        return "restoration"
+    return "moe" if export_has_moe(meta) else "dense"
+
+
 def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild the model saved by :func:`save_model` (same class, config and weights).
 
@@ -172,14 +217,10 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
     for path in (cfg_path, w_path):
         if not path.is_file():
             raise CheckpointError(f"{path} not found; expected a folder written by save_model()")
-    try:
-        meta = json.loads(cfg_path.read_text())
-        cfg = MAEConfig(**meta["mae"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{cfg_path}: not a valid sem-models config ({exc})") from None
+    meta, cfg = _checked_meta(directory)
     mae = MaskedAutoencoder(cfg)
-    model: nn.Module
-    if meta.get("kind") == "restoration":
+    model: nn.Module = mae
+    if meta["kind"] == "restoration":
         model = RestorationModel(
             mae,
             freeze_encoder=bool(meta.get("freeze_encoder", True)),
@@ -188,10 +229,6 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
             masked_ensemble=int(meta.get("masked_ensemble", 0)),
             guide_balances=[float(v) for v in meta.get("guide_balances", [])],
         )
-    elif meta.get("kind") == "mae":
-        model = mae
-    else:
-        raise CheckpointError(f"{cfg_path}: unknown kind {meta.get('kind')!r} (mae, restoration)")
     try:
         state = load_file(str(w_path))
     except Exception as exc:  # SafetensorError: truncated or not a safetensors file

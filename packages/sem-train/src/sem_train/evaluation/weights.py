@@ -13,14 +13,16 @@ uncached) for ViT-L weights (1.2 GB), once per run, against the minutes to hours
 that model.
 
 The report names these weights per method (:meth:`MethodWeights.describe`), so a row credits
-the model that made it. Nothing here imports torch: the evaluation config checks a given
-checkpoint's kind (:func:`check_checkpoint_kind`) from its ``config.json`` before any work.
+the model that made it. The evaluation config checks a given checkpoint's kind
+(:func:`check_checkpoint_kind`, by sem_baselines' rules) from its ``config.json`` before any
+work. No weights are loaded here, but :func:`method_weights` and, for a method given a
+``checkpoint_dir``, :func:`checkpoint_kind_problem` validate the settings with the method's
+config class: they import the method's module (and, for a learned method, torch).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -123,18 +125,18 @@ def _fingerprint(path: Path, names: tuple[str, ...] = _FOLDER_FILES) -> dict[str
 
 
 def _resolved(setting: str, given: str) -> Path:
-    """What a method reads for a path it is given: a run folder's best export for a
-    ``checkpoint_dir``, else the path itself."""
+    """What a method reads for a path it is given: the export behind a ``checkpoint_dir``
+    (as ``sem restore --checkpoint`` resolves it), else the path itself."""
     from sem_models.checkpoint import CheckpointError
 
-    from ..runfolder import resolve_model_dir
+    from ..restoration.methods import CheckpointMismatchError, model_export_dir
 
     path = Path(given)
-    if setting != "checkpoint_dir" or path.is_file():
+    if setting != "checkpoint_dir":
         return path
     try:
-        return resolve_model_dir(path, what=setting)
-    except (FileNotFoundError, CheckpointError):
+        return model_export_dir(path, what=setting)
+    except (CheckpointMismatchError, CheckpointError):
         return path  # read as it is: the method's own error names what is wrong
 
 
@@ -165,20 +167,11 @@ def _shipped(name: str, role: Literal["weights", "head"] = "weights") -> Weights
     return WeightsSource(role=role, shipped=name, version=ver, path=str(folder), files=files)
 
 
-def _shipped_default(name: str, fine_tunes: bool) -> str | None:
-    """The shipped model a method loads when its checkpoint is unset (sem_baselines'
-    foundation restorers: the pretrained MAE when ``sem-foundation`` is fine-tuned here)."""
-    from sem_models.pretrained import SHIPPED_MODELS
-
-    if name == "sem-foundation" and fine_tunes:
-        return "sem-foundation-zero-shot"
-    return name if name in SHIPPED_MODELS else None
-
-
 def method_weights(name: str, settings: Mapping[str, Any]) -> MethodWeights:
     """The weights registered method ``name`` with ``settings`` will read, fingerprinted (no
     source and not trained here for a method without weights: a deconvolution, the input)."""
     from sem_baselines import registry_entry, restorer_config
+    from sem_baselines.checkpoint_kinds import shipped_default
 
     from .methods import trains_here
 
@@ -190,7 +183,9 @@ def method_weights(name: str, settings: Mapping[str, Any]) -> MethodWeights:
     sources: list[WeightsSource] = []
     if field is not None and given is not None:
         sources.append(_given(field, str(given)))
-    elif field is not None and (shipped := _shipped_default(name, fine_tunes)) is not None:
+    elif (
+        field is not None and (shipped := shipped_default(name, fine_tunes=fine_tunes)) is not None
+    ):
         sources.append(_shipped(shipped))
     if fine_tunes and getattr(config, "head", None) == "shipped":  # sem-foundation's head
         sources.append(_shipped("sem-foundation", role="head"))
@@ -199,23 +194,10 @@ def method_weights(name: str, settings: Mapping[str, Any]) -> MethodWeights:
     return MethodWeights(sources=sources, trained_here=trains_here(name, settings), unset=unset)
 
 
-def _export_meta(folder: Path) -> dict[str, Any] | str:
-    """``config.json`` of a sem-models export, or why it is none."""
-    try:
-        meta = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as err:
-        return f"its config.json cannot be read ({type(err).__name__})"
-    if not isinstance(meta, dict) or meta.get("kind") not in ("mae", "restoration"):
-        kind = meta.get("kind") if isinstance(meta, dict) else None
-        return f"its config.json is not a sem-models export's (kind {kind!r}, not mae/restoration)"
-    if not isinstance(meta.get("mae"), dict):
-        return "its config.json has no 'mae' architecture"
-    return meta
-
-
 def checkpoint_kind_problem(name: str, settings: Mapping[str, Any]) -> str | None:
     """Why the sem-models export ``settings`` give method ``name`` is of the wrong kind for it
-    (read from its ``config.json``: the rules of sem_baselines' MAE restorers), or None.
+    (read from its ``config.json``: :func:`sem_baselines.checkpoint_kinds.export_kind_problem`),
+    or None.
 
     Only what a ``config.json`` shows: weights that do not match it show at run time.
     """
@@ -223,23 +205,18 @@ def checkpoint_kind_problem(name: str, settings: Mapping[str, Any]) -> str | Non
     if given is None:  # nothing given: no method module to import (torch stays unloaded)
         return None
     from sem_baselines import registry_entry, restorer_config
+    from sem_baselines.checkpoint_kinds import export_kind_problem
+    from sem_models.checkpoint import CheckpointError
 
     entry = registry_entry(name)
     if entry.checkpoint_field != "checkpoint_dir":
         return None
-    folder = _resolved("checkpoint_dir", str(given))
-    meta = _export_meta(folder)
-    if isinstance(meta, str):
-        return f"{folder}: {meta}"
-    kind, residual = meta["kind"], bool(meta.get("residual", False))
     fine_tunes = entry.fine_tunes(restorer_config(name, **settings))
-    if name == "sem-foundation" and kind == "mae" and not fine_tunes:
-        return f"{folder} holds a pretrained MAE, not a fine-tuned restoration model"
-    if name == "sem-foundation-zero-shot" and kind == "restoration" and residual:
-        return f"{folder} holds a fine-tuned (residual) restoration model, not a pretrained MAE"
-    if name == "mae-sem" and meta["mae"].get("moe") is not None:
-        return f"{folder} has Mixture-of-Experts layers; mae-sem is the dense MAE"
-    return None
+    folder = _resolved("checkpoint_dir", str(given))
+    try:
+        return export_kind_problem(name, folder, fine_tunes=fine_tunes)
+    except CheckpointError as err:  # names the file and what is wrong with it
+        return str(err)
 
 
 #: What to do instead, per method whose checkpoint kind is refused (an evaluation's options).

@@ -31,6 +31,7 @@ __all__ = [
     "check_options",
     "load_checkpoint",
     "method_needs",
+    "model_export_dir",
 ]
 
 CheckpointKind = Literal["none", "restorer", "checkpoint_dir", "weights_path"]
@@ -125,9 +126,10 @@ def _saved_restorer_dir(path: Path) -> Path:
     )
 
 
-def _model_dir(path: Path, what: str = "--checkpoint") -> Path:
-    """The sem-models export behind ``path`` (run folder, export folder or its weights file)."""
-    from ..modeling import resolve_model_dir
+def model_export_dir(path: Path, what: str = "--checkpoint") -> Path:
+    """The sem-models export behind ``path`` (run folder, export folder or its weights file);
+    :class:`CheckpointMismatchError` when there is none (paths only: no torch)."""
+    from ..runfolder import resolve_model_dir
 
     if path.is_file():
         path = path.parent
@@ -160,9 +162,9 @@ def load_checkpoint(
             raise ValueError(f"method {needs.name!r} takes no --checkpoint (it has no weights)")
         return {}
     if checkpoint is None:
-        from sem_models.pretrained import SHIPPED_MODELS
+        from sem_baselines.checkpoint_kinds import shipped_default
 
-        if needs.name in SHIPPED_MODELS:  # the model shipped with the toolkit
+        if shipped_default(needs.name) is not None:  # the model shipped with the toolkit
             return {}
         raise ValueError(
             f"method {needs.name!r} needs --checkpoint (a 'sem train' run folder or its weights)"
@@ -170,7 +172,7 @@ def load_checkpoint(
     path = check_checkpoint_exists(checkpoint, setting=setting)
     given = f"{setting}={path}" if setting else f"--checkpoint {path}"
     if needs.checkpoint == "checkpoint_dir":
-        return {"checkpoint_dir": str(_model_dir(path, setting or "--checkpoint"))}
+        return {"checkpoint_dir": str(model_export_dir(path, setting or "--checkpoint"))}
     if needs.checkpoint == "weights_path":
         if not path.is_file():
             raise CheckpointMismatchError(f"{given}: {needs.name} needs a weights file")
