@@ -13,11 +13,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sem_models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from sem_models.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    export_model_kind,
+    read_export_meta,
+)
 
 from .config import Stage1Config, Stage3Config
 from .data.index import indexed_paths
-from .runfolder import RunFolder, read_json, resolve_model_dir
+from .runfolder import RunFolder, resolve_model_dir
 from .runinfo import read_run_config, recorded_config, run_kind
 
 __all__ = [
@@ -69,13 +75,11 @@ _RUN_WORDS = {
 def _model_kind(export: Path) -> tuple[str, dict[str, Any]] | None:
     """(``dense``, ``moe`` or ``restoration``, the MAE settings) of an export; None when its
     ``config.json`` does not say (the loader reports what is wrong with it)."""
-    meta = read_json(export / CONFIG_NAME)
-    if not meta or meta.get("kind") not in ("mae", "restoration"):
+    try:
+        meta = read_export_meta(export)
+    except CheckpointError:
         return None
-    mae = meta.get("mae") if isinstance(meta.get("mae"), dict) else {}
-    if meta["kind"] == "restoration":
-        return "restoration", mae
-    return ("moe" if mae.get("moe") else "dense"), mae
+    return export_model_kind(meta), meta["mae"]
 
 
 def _holds(path: Path, export: Path, model: str) -> str:
