@@ -141,6 +141,24 @@ def test_corrupt_files_are_skipped_and_counted(image_folder, tmp_path):
     assert {a["path"].rsplit("/", 1)[-1] for a in lines} == {"broken.tif", "empty.png", "text.jpg"}
 
 
+def test_a_single_image_has_no_validation_and_says_so(tmp_path, folder_writer, caplog):
+    """With one image the split leaves nothing to validate on: the run would keep its last
+    weights as "best"; a warning says so (two images: one validates, no warning)."""
+    folder_writer(tmp_path / "one", 1)
+    folder_writer(tmp_path / "two", 2)
+    logger = "sem_train.data.dataset"
+    with caplog.at_level("WARNING", logger=logger):
+        _, val, _ = SEMImageDataset.from_config(DataConfig(root=tmp_path / "two", val_fraction=0.1))
+    assert val is not None and len(val) == 1 and not caplog.records
+    with caplog.at_level("WARNING", logger=logger):
+        _, val, _ = SEMImageDataset.from_config(DataConfig(root=tmp_path / "one", val_fraction=0.1))
+    assert val is None
+    assert [r.getMessage() for r in caplog.records if r.name == logger] == [
+        "data.val_fraction=0.1 but the data hold 1 image(s): no validation images, so the run "
+        "keeps its last weights instead of the best ones (give 2 or more)"
+    ]
+
+
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_index(tmp_path / "nope")

@@ -165,6 +165,13 @@ class SEMImageDataset(Dataset):
         """Index ``cfg.root`` and return (train, val or None, index) datasets."""
         paths, index = indexed_paths(cfg)
         tr, va = split_index(len(paths), cfg.val_fraction, cfg.split_seed)
+        if cfg.val_fraction > 0 and not va:
+            log.warning(
+                "data.val_fraction=%g but the data hold %d image(s): no validation images, so "
+                "the run keeps its last weights instead of the best ones (give 2 or more)",
+                cfg.val_fraction,
+                len(paths),
+            )
         common = {
             "image_size_px": cfg.image_size_px,
             "channels": cfg.channels,
