@@ -90,3 +90,30 @@ def hold_folder():
             return stack.enter_context(folder_held(folder, what))
 
         yield start
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread while the test runs (tiny tensors; the machine is shared)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def methods_run(monkeypatch) -> list[str]:
+    """The names of the methods a benchmark runs (not reuses), in order: a spy on the runner."""
+    from sem_train.evaluation import runner
+
+    ran: list[str] = []
+    real = runner.run_method
+
+    def spy(name, *a, **k):
+        ran.append(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(runner, "run_method", spy)
+    return ran

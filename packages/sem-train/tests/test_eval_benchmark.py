@@ -44,21 +44,9 @@ def _config(tmp_path, sample_dir, **extra):
     return path
 
 
-def _spy(monkeypatch):
-    ran: list[str] = []
-    real = runner_mod.run_method
-
-    def spy(name, *a, **k):
-        ran.append(name)
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(runner_mod, "run_method", spy)
-    return ran
-
-
-def test_resume_is_keyed_on_the_full_method_config(tmp_path, sample_dir, monkeypatch):
+def test_resume_is_keyed_on_the_full_method_config(tmp_path, sample_dir, methods_run):
     cfg = load_benchmark_config(_config(tmp_path, sample_dir, methods=["input", "wiener"]))
-    ran = _spy(monkeypatch)
+    ran = methods_run
     run_benchmark(cfg, progress=False)
     assert ran == ["input", "wiener"]
     result = cfg.out / "methods" / "wiener" / "result.json"
@@ -80,12 +68,13 @@ def test_resume_is_keyed_on_the_full_method_config(tmp_path, sample_dir, monkeyp
     assert json.loads((cfg.out / "manifest.json").read_text())["seed"] == 1
 
 
-def test_a_truncated_result_file_is_named_and_rerun(tmp_path, sample_dir, monkeypatch, caplog):
+def test_a_truncated_result_file_is_named_and_rerun(tmp_path, sample_dir, methods_run, caplog):
     cfg = load_benchmark_config(_config(tmp_path, sample_dir))
     run_benchmark(cfg, progress=False)
     result = cfg.out / "methods" / "input" / "result.json"
     result.write_text(result.read_text()[:50])
-    ran = _spy(monkeypatch)
+    methods_run.clear()  # only the second run counts
+    ran = methods_run
     run_benchmark(cfg, progress=False)
     assert ran == ["input"] and str(result) in caplog.text
     assert str(result) in (cfg.out / "report.md").read_text()

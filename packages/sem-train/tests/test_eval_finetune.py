@@ -35,12 +35,7 @@ TRAIN = [make_sample(k, (64, 64), seed=s) for k, s in (("lines", 1), ("contacts"
 VAL = [make_sample(k, (64, 64), seed=s) for k, s in (("lines", 3), ("texture", 4))]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; the machine is shared
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cases() -> list[Case]:

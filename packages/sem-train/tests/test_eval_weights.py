@@ -29,12 +29,7 @@ from sem_train.evaluation.weights import checkpoint_kind_problem, method_weights
 WINDOW = {"window_px": 32, "overlap_px": 8, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; the machine is shared
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mae(seed: int = 0, moe: bool = False):
@@ -72,18 +67,6 @@ def _bench(tmp_path: Path, method_config: dict) -> dict:
     }
 
 
-def _spy(monkeypatch) -> list[str]:
-    ran: list[str] = []
-    real = runner_mod.run_method
-
-    def spy(name, *a, **k):
-        ran.append(name)
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(runner_mod, "run_method", spy)
-    return ran
-
-
 def _methods_row(out: Path, name: str) -> str:
     """``name``'s row of the report's Methods section."""
     section = (out / "report.md").read_text().split("## Methods", 1)[1]
@@ -96,12 +79,12 @@ def _sha(*files: Path) -> str:
 
 
 def test_a_retrained_checkpoint_reruns_the_method_and_an_unchanged_one_is_reused(
-    tmp_path, monkeypatch, caplog
+    tmp_path, methods_run, caplog
 ):
     run = _run_folder(tmp_path / "runs" / "ft")
     export = run / "checkpoints" / "best-00000010"
     cfg = make_config(_bench(tmp_path, {"sem-foundation": {"checkpoint_dir": str(run), **WINDOW}}))
-    ran = _spy(monkeypatch)
+    ran = methods_run
     result = cfg.out / "methods" / "sem-foundation" / "result.json"
     run_benchmark(cfg, progress=False)
     first = json.loads(result.read_text())
