@@ -23,13 +23,6 @@ LINES = "lines_euv_resist_0p827nm.tif"
 CONTACTS = "contacts_0p901nm.tif"
 
 
-def _real_dir() -> Path:
-    folder = os.environ.get("SEM_REAL_DATA")
-    if not folder:
-        pytest.skip("SEM_REAL_DATA not set")
-    return Path(folder)
-
-
 def _noisy(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(100, 20, shape).clip(0, 255).astype(np.uint8)
 
@@ -37,8 +30,8 @@ def _noisy(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
 # --- real images --------------------------------------------------------------------------------
 
 
-def test_real_line_image_pixel_size_and_info_bar() -> None:
-    path = _real_dir() / LINES
+def test_real_line_image_pixel_size_and_info_bar(real_dir: Path) -> None:
+    path = real_dir / LINES
     img = read_image(path)
     raw = tifffile.imread(path)
     assert img.data.shape == (960, 1280) and img.data.dtype == np.float32
@@ -50,8 +43,8 @@ def test_real_line_image_pixel_size_and_info_bar() -> None:
     assert crop_info_bar(img.data, img.info_bar_rows).shape == (896, 1280)
 
 
-def test_real_contact_image_palette_zeiss_metadata() -> None:
-    path = _real_dir() / CONTACTS
+def test_real_contact_image_palette_zeiss_metadata(real_dir: Path) -> None:
+    path = real_dir / CONTACTS
     img = read_image(path)
     with tifffile.TiffFile(path) as tif:
         idx = tif.pages[0].asarray()

@@ -174,16 +174,13 @@ def test_outputs_carry_the_source_pixel_size(tmp_path: Path) -> None:
     assert again == sizes
 
 
-def test_the_info_bar_is_kept_unchanged_below_the_defocused_micrograph(tmp_path: Path) -> None:
+def test_the_info_bar_is_kept_unchanged_below_the_defocused_micrograph(
+    tmp_path: Path, real_dir: Path
+) -> None:
     """Default ``keep``: a real frame's detected bar is not blurred (as an instrument draws it),
     is found again in the output, and the micrograph above it equals the bar-less degradation;
     ``none`` blurs the bar into the picture. Replays are bit for bit."""
-    import os
-
-    folder = os.environ.get("SEM_REAL_DATA")
-    if not folder:
-        pytest.skip("SEM_REAL_DATA not set")
-    src = Path(folder) / "lines_euv_resist_0p827nm.tif"
+    src = real_dir / "lines_euv_resist_0p827nm.tif"
     frame = read_image(src)
     bar = frame.info_bar_rows
     assert bar == 64
