@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
+import sem_train.interrupt
 import torch
 from safetensors.torch import load_file
 from sem_models.testing import one_torch_thread, run_torchrun
@@ -16,6 +18,7 @@ from sem_physics.testing import dead_pid
 from sem_train.config import OptimConfig, RunConfig
 from sem_train.data import SEMImageDataset, build_index
 from sem_train.engine import NonFiniteLossError, Task, fit
+from sem_train.interrupt import TrainingInterrupted
 
 
 class DenoiseTask(Task):
@@ -176,6 +179,29 @@ def ddp_worker_main(folder: str, out: str) -> None:
     torch.set_num_threads(1)
     train, val = _data(Path(folder))
     fit(DenoiseTask(), train, val, _run(Path(out), epochs=2), OPT)
+
+
+def ddp_ctrl_c_main(folder: str, out: str) -> None:
+    """Rank 1 alone receives SIGINT in its third step; each rank records where it stopped."""
+    torch.set_num_threads(1)
+    train, val = _data(Path(folder))
+    rank = int(os.environ["RANK"])
+    task = CtrlCTask(at_call=3) if rank == 1 else DenoiseTask()
+    try:
+        fit(task, train, val, _run(Path(out), epochs=3), OPT)
+    except TrainingInterrupted as stop:
+        (Path(out) / f"stopped-{rank}.txt").write_text(str(stop.global_step))
+
+
+def test_ctrl_c_on_one_ddp_rank_stops_every_rank_at_the_same_saved_step(image_folder, tmp_path):
+    """The request travels with the step's gradient-norm check: both ranks stop after step 3
+    (2 steps an epoch), and the checkpoint of step 3 is saved."""
+    build_index(image_folder)
+    out = tmp_path / "ddp"
+    proc = run_torchrun(__file__, "ddp_ctrl_c_main", str(image_folder), str(out), workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [(out / f"stopped-{r}.txt").read_text() for r in (0, 1)] == ["3", "3"]
+    assert json.loads((out / "checkpoints" / "latest.json").read_text())["global_step"] == 3
 
 
 def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp_path):
@@ -416,6 +442,102 @@ def test_a_run_interrupted_before_its_first_checkpoint_is_resumed_from_step_0(
     assert _records(run.output_dir) == _records(tmp_path / "full")
     info = json.loads((run.output_dir / "run_info.json").read_text())
     assert info["resumed_from_step"] is None
+
+
+class CtrlCTask(DenoiseTask):
+    """Sends itself SIGINT (``times`` signals) inside the ``at_call``-th training step, as a
+    Ctrl-C in the terminal would."""
+
+    def __init__(self, at_call: int, times: int = 1) -> None:
+        super().__init__()
+        self.at_call, self.times = at_call, times
+
+    def training_loss(self, model, batch):
+        if self.calls + 1 == self.at_call:
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.01)  # the handler runs
+        return super().training_loss(model, batch)
+
+
+def test_ctrl_c_saves_the_step_it_lands_in_and_the_resume_is_exact(image_folder, tmp_path):
+    """Ctrl-C in step 5 (between the periodic checkpoints at 3 and 6): the step finishes, a
+    checkpoint is saved at step 5 and the resumed run ends bit-identical to an uninterrupted
+    one; Python's Ctrl-C handler is back afterwards."""
+    train, val = _data(image_folder)
+    full = fit(DenoiseTask(), train, val, _run(tmp_path / "full"), OPT)
+    run = _run(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt) as stop:  # a failure here, not pytest stopping
+        fit(CtrlCTask(at_call=5), train, val, run, OPT)
+    assert isinstance(stop.value, TrainingInterrupted)
+    assert (stop.value.global_step, stop.value.epoch) == (5, 1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    latest = json.loads((run.output_dir / "checkpoints" / "latest.json").read_text())
+    assert latest["global_step"] == 5
+    assert [r["step"] for r in _records(run.output_dir) if r["split"] == "train"] == [1, 2, 3, 4, 5]
+    resumed = fit(DenoiseTask(), train, val, run, OPT, resume=True)
+    a, b = _weights(full), _weights(resumed)
+    assert resumed.global_step == 12 and all(torch.equal(a[k], b[k]) for k in a)
+    assert _records(run.output_dir) == _records(tmp_path / "full")
+
+
+def test_ctrl_c_at_an_epoch_end_stops_after_its_validation_and_checkpoint(image_folder, tmp_path):
+    """Ctrl-C in the epoch's last step (4 steps an epoch): validation runs and the epoch's
+    checkpoint is the one saved; the run stops before the next epoch starts."""
+    train, val = _data(image_folder)
+    run = _run(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt) as stop:
+        fit(CtrlCTask(at_call=4), train, val, run, OPT)
+    assert isinstance(stop.value, TrainingInterrupted)
+    assert (stop.value.global_step, stop.value.epoch) == (4, 1)
+    assert [(r["split"], r["step"]) for r in _records(run.output_dir)][-1] == ("val", 4)
+    latest = json.loads((run.output_dir / "checkpoints" / "latest.json").read_text())
+    assert (latest["global_step"], latest["epoch"], latest["step_in_epoch"]) == (4, 1, 0)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_a_forwarded_copy_does_not(
+    image_folder, tmp_path, monkeypatch
+):
+    """Two SIGINTs within REPEAT_WINDOW_S are one request (torchrun forwards the terminal's);
+    a second one later stops inside the step, without saving it."""
+    train, val = _data(image_folder)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        fit(CtrlCTask(at_call=2, times=2), train, val, _run(tmp_path / "forwarded"), OPT)
+    assert isinstance(stop.value, TrainingInterrupted)
+    monkeypatch.setattr(sem_train.interrupt, "REPEAT_WINDOW_S", 0.0)
+    run = _run(tmp_path / "twice")
+    with pytest.raises(KeyboardInterrupt) as stop:
+        fit(CtrlCTask(at_call=2, times=2), train, val, run, OPT)
+    assert not isinstance(stop.value, TrainingInterrupted)
+    assert not (run.output_dir / "checkpoints" / "latest.json").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class _SignalsItsWorker(torch.utils.data.Dataset):
+    """A dataset whose DataLoader worker receives SIGINT (as every process of the terminal's
+    group does on Ctrl-C) while loading item 3."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, key):
+        index = key if isinstance(key, int) else key[0]
+        if torch.utils.data.get_worker_info() is not None and index == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        return self.inner[key]
+
+
+def test_dataloader_workers_ignore_ctrl_c(image_folder, tmp_path):
+    """The workers leave Ctrl-C to the loop: a worker that died of it would fail the run."""
+    train, val = _data(image_folder)
+    result = fit(
+        DenoiseTask(), _SignalsItsWorker(train), val, _run(tmp_path / "w"), OPT, num_workers=2
+    )
+    assert result.global_step == 12
 
 
 @pytest.mark.parametrize("what", ["missing", "empty", "user-files"])

@@ -6,10 +6,14 @@ continue."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
+import time
 from pathlib import Path
 
 import pytest
+import sem_train.engine
 import torch
 import yaml
 from sem_models.testing import MICRO_MAE
@@ -316,4 +320,29 @@ def test_ctrl_c_names_the_saved_step_and_the_command_that_continues(
     words = shlex.split(command)
     assert words[0] == "sem" and words[1:] == [*_argv(cfg, images, out), "--resume"]
     assert main(words[1:]) == 0
+    assert capsys.readouterr().out.startswith(f"resuming {out} from {where}\n")
+
+
+def test_a_ctrl_c_mid_step_saves_that_step_and_says_so(images, tmp_path, capsys, monkeypatch):
+    """A real SIGINT in step 3 of a run checkpointing every 100 steps: the loop finishes the
+    step, saves it, and the one line names it; the printed command continues from it."""
+    cfg = _config(tmp_path / "s1.yaml", run={"epochs": 3, "checkpoint_every_steps": 100})
+    out = tmp_path / "run"
+    clip, calls = sem_train.engine._clip, []
+
+    def ctrl_c_in_step_3(task, max_norm):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+        return clip(task, max_norm)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sem_train.engine, "_clip", ctrl_c_in_step_3)
+        assert main(_argv(cfg, images, out)) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("sem: Ctrl-C: finishing this step and saving a checkpoint")
+    where = "step 3 (epoch 2 of 3, after 1 of its steps)"
+    assert err[-1].startswith(f"sem: interrupted; saved a checkpoint at {where} in {out}")
+    assert main([*shlex.split(err[-1].split("continue with: ", 1)[1])[1:]]) == 0
     assert capsys.readouterr().out.startswith(f"resuming {out} from {where}\n")

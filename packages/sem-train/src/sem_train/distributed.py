@@ -88,11 +88,15 @@ class DistContext:
 
     def any_true(self, flag: bool, device: torch.device) -> bool:
         """True if ``flag`` is true on any rank."""
+        return self.any_of([flag], device)[0]
+
+    def any_of(self, flags: list[bool], device: torch.device) -> list[bool]:
+        """Each flag: true on any rank, in one all-reduce (identity in one process)."""
         if not self.enabled:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
+            return [bool(f) for f in flags]
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
+        return [v > 0 for v in t.tolist()]
 
     def barrier(self) -> None:
         if self.enabled:

@@ -17,8 +17,9 @@ All progress lives in one typed :class:`TrainState`, saved with every checkpoint
 resumed run continues bit-identically; one interrupted before its first checkpoint starts
 again from step 0 (to the result of an uninterrupted run). A non-finite loss, gradient norm
 or validation score stops the run with :class:`NonFiniteLossError` before any checkpoint is
-written for that step, so the last good checkpoint stays the newest. bf16 autocast runs on
-CUDA.
+written for that step, so the last good checkpoint stays the newest. Ctrl-C finishes the step,
+saves a checkpoint there and raises :class:`~sem_train.interrupt.TrainingInterrupted` (a
+second Ctrl-C stops at once). bf16 autocast runs on CUDA.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from .checkpoint import Checkpointer, save_weights
 from .config import OptimConfig, RunConfig
 from .data.sampler import EpochBatchSampler, validation_batches
 from .distributed import DistContext, is_rank_zero, select_device
+from .interrupt import GracefulInterrupt, TrainingInterrupted, ignore_sigint
 from .metrics import MetricsLogger, psnr, ssim
 from .runfolder import resolve_model_dir
 from .runinfo import check_resume_world_size, record_resume, recorded_config, write_run_info
@@ -162,6 +164,7 @@ class Loop:
     metrics: MetricsLogger
     ckpt: Checkpointer
     steps_per_epoch: int
+    interrupt: GracefulInterrupt = field(default_factory=GracefulInterrupt)
 
     def amp(self) -> contextlib.AbstractContextManager:
         if self.use_bf16:
@@ -210,6 +213,7 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
         # its own generator: a loader draws its workers' base seed when iterated, which from the
         # global RNG would make a run resumed mid-epoch diverge from the uninterrupted one
         generator=_loader_generator(run.seed, state.epoch),
+        worker_init_fn=ignore_sigint if num_workers else None,
     )
     bar = _progress_bar(loop, state)
     global_batch = run.batch_size_per_process * ctx.world_size * run.grad_accum_steps
@@ -241,7 +245,11 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
             # the global batch's loss (one all-reduce); its parts only on the steps logged
             loss_value = ctx.mean_over_ranks({"loss": parts_acc["loss"]}, loop.device)["loss"]
             grad_norm = _clip(loop.task, loop.optim.grad_clip_norm)
-            if ctx.any_true(not math.isfinite(grad_norm), loop.device):
+            # one collective: a non-finite norm on any rank, and a Ctrl-C on any rank
+            bad_norm, stop_here = ctx.any_of(
+                [not math.isfinite(grad_norm), loop.interrupt.requested], loop.device
+            )
+            if bad_norm:
                 raise loop.stop("gradient norm", grad_norm, state)
             loop.optimizer.step()
             loop.scheduler.step()
@@ -273,10 +281,12 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
                 t_log, n_log = time.perf_counter(), 0
             parts_acc = {}
             if state.step_in_epoch >= loop.steps_per_epoch:
-                break  # the epoch-end checkpoint follows validation
+                break  # the epoch-end checkpoint follows validation (then a Ctrl-C stops)
             at_limit = run.max_steps is not None and state.global_step >= run.max_steps
-            if at_limit or state.global_step % run.checkpoint_every_steps == 0:
+            if at_limit or stop_here or state.global_step % run.checkpoint_every_steps == 0:
                 loop.save(state)
+            if stop_here:
+                raise TrainingInterrupted(state.global_step, state.epoch)
             if at_limit:
                 return True
     finally:
@@ -434,16 +444,21 @@ def _fit(
             loop.metrics.log({"split": "val", "step": 0, "epoch": -1, **val})
         stopped = False
         loop.model.train()
-        while state.epoch < run.epochs:
-            if train_one_epoch(loop, train_set, state, num_workers):
-                stopped = True
-                break
-            state.epoch += 1
-            state.step_in_epoch = 0
-            _end_of_epoch(loop, val_set, state)
-            if run.max_steps is not None and state.global_step >= run.max_steps:
-                stopped = state.epoch < run.epochs
-                break
+        with loop.interrupt:
+            while state.epoch < run.epochs:
+                if train_one_epoch(loop, train_set, state, num_workers):
+                    stopped = True
+                    break
+                state.epoch += 1
+                state.step_in_epoch = 0
+                _end_of_epoch(loop, val_set, state)  # saves a checkpoint
+                if state.epoch < run.epochs and loop.ctx.any_true(
+                    loop.interrupt.requested, loop.device
+                ):
+                    raise TrainingInterrupted(state.global_step, state.epoch)
+                if run.max_steps is not None and state.global_step >= run.max_steps:
+                    stopped = state.epoch < run.epochs
+                    break
         if stopped and state.best_step is None and loop.ctx.is_main:
             # stopped by max_steps before any validation: the current weights are the model a
             # user can restore with (loss unknown); a resumed run's first validation replaces it
@@ -551,6 +566,7 @@ def _setup(
         ),
         ckpt=ckpt,
         steps_per_epoch=steps_per_epoch,
+        interrupt=GracefulInterrupt(announce=ctx.is_main),
     )
 
 

@@ -25,6 +25,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from ..interrupt import TrainingInterrupted  # no torch
+
 __all__ = ["register"]
 
 
@@ -197,12 +199,22 @@ def _resume_command(argv: list[str] | None) -> str:
     return shlex.join(head + words)
 
 
-def interrupt_message(output_dir: Path, epochs: int, argv: list[str] | None) -> str:
-    """What a Ctrl-C left: the newest checkpoint (its step and epoch) and how to continue."""
+def interrupt_message(
+    output_dir: Path, epochs: int, argv: list[str] | None, saved: bool = False
+) -> str:
+    """What a Ctrl-C left: the newest checkpoint (its step and epoch) and how to continue.
+
+    ``saved``: the loop saved that checkpoint at the interrupt (nothing is lost).
+    """
     from ..runfolder import RunFolder
 
     folder, again = RunFolder(output_dir), _resume_command(argv)
     progress = folder.latest_progress
+    if progress is not None and saved:
+        return (
+            f"interrupted; saved a checkpoint at step {progress['global_step']} "
+            f"({_epoch_text(progress, epochs)}) in {folder.dir}; continue with: {again}"
+        )
     if progress is not None:
         return (
             f"interrupted; the newest checkpoint is step {progress['global_step']} "
@@ -223,14 +235,14 @@ def _train(
         try:
             with _starting(kind, cfg, args.resume, method):  # before the heavy imports
                 result = run(cfg)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             if getattr(args, "debug", False):
                 raise  # the traceback
-            return _interrupted(args, cfg)
+            return _interrupted(args, cfg, saved=isinstance(stop, TrainingInterrupted))
     return _report(result)
 
 
-def _interrupted(args: argparse.Namespace, cfg: Any) -> int:
+def _interrupted(args: argparse.Namespace, cfg: Any, saved: bool) -> int:
     """Print :func:`interrupt_message` (rank 0) and return the Ctrl-C exit status."""
     from sem_physics.pipes import EXIT_INTERRUPTED
 
@@ -238,7 +250,8 @@ def _interrupted(args: argparse.Namespace, cfg: Any) -> int:
 
     if is_rank_zero():
         out, argv = Path(cfg.run.output_dir), getattr(args, "argv", None)
-        print(f"sem: {interrupt_message(out, cfg.run.epochs, argv)}", file=sys.stderr)
+        text = interrupt_message(out, cfg.run.epochs, argv, saved)
+        print(f"sem: {text}", file=sys.stderr)
     return EXIT_INTERRUPTED
 
 
