@@ -193,3 +193,63 @@ def test_the_recorded_split_is_the_one_the_stage_trains_on(tmp_path, folder_writ
     train, val, _ = SEMImageDataset.from_config(cfg.data)
     assert record["train"] == [str(p) for p in train.paths]
     assert record["validation"] == [str(p) for p in val.paths] and len(val.paths) == 3
+
+
+def test_ctrl_c_in_a_recipe_step_saves_it_and_names_the_recipe_command(tmp_path, monkeypatch):
+    """A SIGINT in Stage 2's first step: Stage 2 saves that step; the line names the step, its
+    checkpoint and the recipe command with --resume, which finishes the recipe from there."""
+    import os
+    import signal
+    import time
+
+    import sem_train.engine
+    from sem_train.commands.train import recipe_interrupt_message
+    from sem_train.interrupt import TrainingInterrupted
+
+    kinds, out = ("stage1", "stage2"), tmp_path / "run"
+    clip, calls = sem_train.engine._clip, []
+
+    def ctrl_c_in_stage2(task, max_norm):
+        if (out / "stage1" / DONE_FILE).is_file():
+            calls.append(1)
+        if len(calls) == 1:
+            calls.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+        return clip(task, max_norm)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sem_train.engine, "_clip", ctrl_c_in_stage2)
+        with pytest.raises(KeyboardInterrupt) as stop:
+            run_recipe(
+                "cpu-base", data_root=None, output_dir=out, overrides=_overrides(), kinds=kinds
+            )
+    assert isinstance(stop.value, TrainingInterrupted) and stop.value.global_step == 1
+    argv = ["train", "recipe", "--config", "cpu-base", "--output-dir", str(out)]
+    line = recipe_interrupt_message(out, kinds, argv, saved=True)
+    assert line.startswith("stage2: interrupted; saved a checkpoint at step 1 (") and line.endswith(
+        f"continue with: sem train recipe --config cpu-base --output-dir {out} --resume"
+    )
+    logs: list[str] = []
+    run_recipe(
+        "cpu-base", data_root=None, output_dir=out, overrides=_overrides(), kinds=kinds,
+        resume=True, log=logs.append,
+    )  # fmt: skip
+    assert logs[1] == f"stage2: resuming into {out / 'stage2'}"
+    assert (out / "stage2" / DONE_FILE).is_file()
+
+
+def test_the_recipe_command_reports_a_ctrl_c_in_one_line(tmp_path, monkeypatch, capsys):
+    """`sem train recipe` turns an interrupt into the one line of recipe_interrupt_message."""
+    import sem_train.recipe
+    from sem_train.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sem_train.recipe, "run_recipe", interrupted)
+    out = tmp_path / "r"
+    assert main(["train", "recipe", "--config", "cpu-base", "--output-dir", str(out)]) == 130
+    assert capsys.readouterr().err == (
+        f"sem: stage1: interrupted before the run started; nothing was written to {out / 'stage1'}\n"
+    )

@@ -17,6 +17,7 @@ saved and the command that continues from it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -226,6 +227,23 @@ def interrupt_message(
     return f"interrupted before the run started; nothing was written to {output_dir}"
 
 
+def recipe_interrupt_message(
+    output_dir: Path, kinds: tuple[str, ...], argv: list[str] | None, saved: bool = False
+) -> str:
+    """What a Ctrl-C left of a recipe: the step it stopped in, that step's newest checkpoint
+    (:func:`interrupt_message`) and the recipe command that continues."""
+    from ..recipe import DONE_FILE
+
+    step = next((k for k in kinds if not (output_dir / k / DONE_FILE).is_file()), None)
+    if step is None:
+        return f"interrupted after the recipe's last step; continue with: {_resume_command(argv)}"
+    try:
+        epochs = int(json.loads((output_dir / step / "config.json").read_text())["run"]["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        epochs = 0  # not started: no checkpoint, so the epoch text is not used
+    return f"{step}: {interrupt_message(output_dir / step, epochs, argv, saved)}"
+
+
 def _train(
     args: argparse.Namespace, kind: str, run: Callable[[Any], Any], method: str | None = None
 ) -> int:
@@ -302,14 +320,25 @@ def _recipe(args: argparse.Namespace) -> int:
             raise ValueError(f"--config {args.config!r}: choose a preset, one of {sorted(PRESETS)}")
         from ..recipe import DENSE_KINDS, RECIPE_KINDS, run_recipe
 
-        summary = run_recipe(
-            args.config,
-            data_root=args.data,
-            output_dir=out,
-            resume=args.resume,
-            device=args.device,
-            kinds=DENSE_KINDS if args.dense else RECIPE_KINDS,
-        )
+        kinds = DENSE_KINDS if args.dense else RECIPE_KINDS
+        try:
+            summary = run_recipe(
+                args.config,
+                data_root=args.data,
+                output_dir=out,
+                resume=args.resume,
+                device=args.device,
+                kinds=kinds,
+            )
+        except KeyboardInterrupt as stop:
+            if args.debug:
+                raise
+            from sem_physics.pipes import EXIT_INTERRUPTED
+
+            saved = isinstance(stop, TrainingInterrupted)
+            text = recipe_interrupt_message(out, kinds, getattr(args, "argv", None), saved)
+            print(f"sem: {text}", file=sys.stderr)
+            return EXIT_INTERRUPTED
     total = sum(s["seconds"] for s in summary.values())
     print(f"recipe {args.config!r} finished in {total / 60:.1f} min; model in {out / 'finetune'}")
     return 0
