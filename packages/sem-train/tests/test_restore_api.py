@@ -335,6 +335,10 @@ def test_a_guided_model_records_its_guides_psf_and_takes_a_known_one(tmp_path):
     with pytest.raises(ValueError, match=r"no physics guides.*takes no --psf"):
         prepare("sem-foundation", checkpoint=plain, psf="2,2", **WINDOW)
     assert restore(y, "sem-foundation", checkpoint=plain, **WINDOW).psf is None
+    # refused from the export's config.json, before any weights load
+    (plain / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ValueError, match=r"no physics guides.*takes no --psf"):
+        prepare("sem-foundation", checkpoint=plain, psf="2,2", **WINDOW)
 
 
 def test_a_guided_model_says_when_its_guides_fell_back_to_the_paper_psf(tmp_path):

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from sem_physics import PSFParams
 
-from .methods import MethodNeeds, build_restorer, method_needs
+from .methods import MethodNeeds, build_restorer, method_needs, reads_guides
 from .psf import (
     PSF_AUTO,
     PSFSpec,
@@ -135,6 +135,11 @@ def _per_image_values(restorer: Any) -> dict[str, Any]:
     return out
 
 
+_NO_GUIDES = (
+    "method {method!r} does not deconvolve (its model has no physics guides); it takes no --psf"
+)
+
+
 class PreparedMethod:
     """Method ``name`` ready to restore images: options validated, weights loaded once."""
 
@@ -160,16 +165,15 @@ class PreparedMethod:
                 raise ValueError("give the PSF with --psf (psf=...), not as an option")
         elif psf != PSF_AUTO and not self.needs.learned:
             raise ValueError(f"method {method!r} does not deconvolve; it takes no --psf")
+        elif self.psf != PSF_AUTO and reads_guides(self.needs, self.options, checkpoint) is False:
+            raise ValueError(_NO_GUIDES.format(method=method))  # before the model loads
         t0 = time.perf_counter()
         self._restorer = None
         if not self.needs.takes_psf:
             self._restorer = build_restorer(self.needs, self.options, checkpoint)
             if self.psf != PSF_AUTO:  # a learned model: only one with physics guides takes it
                 if not getattr(self._restorer, "guided", False):
-                    raise ValueError(
-                        f"method {method!r} does not deconvolve (its model has no physics "
-                        "guides); it takes no --psf"
-                    )
+                    raise ValueError(_NO_GUIDES.format(method=method))
                 self._restorer.guide_psf = self.psf
         else:  # validate the options now; the PSF comes with each image
             build_restorer(self.needs, {**self.options, "psf": _placeholder_psf()}, checkpoint)

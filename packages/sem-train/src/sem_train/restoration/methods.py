@@ -32,6 +32,7 @@ __all__ = [
     "load_checkpoint",
     "method_needs",
     "model_export_dir",
+    "reads_guides",
 ]
 
 CheckpointKind = Literal["none", "restorer", "checkpoint_dir", "weights_path"]
@@ -178,6 +179,33 @@ def load_checkpoint(
             raise CheckpointMismatchError(f"{given}: {needs.name} needs a weights file")
         return {"weights_path": str(path)}
     return {}
+
+
+def reads_guides(
+    needs: MethodNeeds, options: dict[str, Any], checkpoint: str | Path | None
+) -> bool | None:
+    """Whether the model ``needs.name`` would load reads physics guides (deconvolutions made
+    with a PSF), from its export's ``config.json`` alone (no torch, no weights): False for
+    methods without a sem-models export, None when the export cannot be read here (loading it
+    then says why)."""
+    if needs.checkpoint != "checkpoint_dir":
+        return False
+    folder = checkpoint if checkpoint is not None else options.get("checkpoint_dir")
+    try:
+        if folder is None:
+            from sem_baselines.checkpoint_kinds import shipped_default
+            from sem_models.pretrained import shipped_model_dir
+
+            name = shipped_default(needs.name)
+            if name is None:
+                return None
+            folder = shipped_model_dir(name)
+        from sem_models.checkpoint import best_export, read_export_meta
+
+        meta = read_export_meta(best_export(model_export_dir(Path(folder))))
+    except Exception:  # missing or malformed: the load reports it with its own message
+        return None
+    return bool(meta.get("guide_balances"))
 
 
 def _apply_options(restorer: Any, options: dict[str, Any], source: Path) -> None:
