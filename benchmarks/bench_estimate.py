@@ -14,6 +14,10 @@ and compares the estimate with the truth:
   figures and counted again as failures in the "all cases" line;
 * the reported uncertainties: the fraction of radii within one, two and three of their
   one-sigma errors of the truth;
+* the quality flags: how many estimates say anything but ``ok`` (any flag), the worst-axis
+  error (``max(|rx / true rx - 1|, |ry / true ry - 1|)``) of the ``ok`` estimates, median / 90th
+  percentile / count above 50 %, and the flagged ones' median, and the estimates each check
+  flags (by the first words of its reason);
 * the leakage cross-check (a second fit on a tapered periodogram): how many estimates it
   flags, and the median worst-axis error of those it flags and of the others; with
   ``--wiener``, what the flagged estimates' reported radii (the two fits' midpoint) do to a
@@ -26,7 +30,13 @@ beyond the smaller of the two cut-offs, so a defocus radius below ``own`` cannot
 any method. The cases whose true minor radius is below ``own`` are counted and shown separately
 ("below the reference's own blur"); the headline figures include them.
 
-Run: ``uv run python benchmarks/bench_estimate.py [--n 36] [--seeds 0 1 2] [--quiet] [--wiener]``. Real
+``--settings``: ``targets`` (default) the paper's ranges with radii 2-30 px; ``paper`` the
+paper's ranges as they are (radii 1-30 px); ``extreme`` the paper's ranges with extreme
+astigmatism at their edge, long radius U(20, 30) px and short radius U(1, 3) px (whose OTF
+reaches past Nyquist along the short axis when below 2 px).
+
+Run: ``uv run python benchmarks/bench_estimate.py [--n 36] [--seeds 0 1 2] [--settings extreme]
+[--quiet] [--wiener]``. Real
 images come from ``SEM_CORPUS_DATA`` and ``SEM_REAL_DATA`` (or ``../shared/data`` beside the
 clone).
 """
@@ -51,6 +61,9 @@ from sem_physics import (
 from sem_physics.estimate import canonical_ellipse, estimate_errors
 
 RANGES = ParameterRanges(rx_px=(2.0, 30.0), ry_px=(2.0, 30.0))
+PAPER = ParameterRanges()
+EXTREME_MAJOR, EXTREME_MINOR = (20.0, 30.0), (1.0, 3.0)
+FAR_OFF = 0.5  # worst-axis relative error counted as far off
 MAX_SHAPE = (960, 1280)
 ELONGATED = 3.0  # axis ratio from which a PSF counts as elongated
 
@@ -118,15 +131,47 @@ def flagged_wiener_db(observed: np.ndarray, focused: np.ndarray, reported, true_
     return scores
 
 
-def run_seed(n: int, seed: int, quiet: bool, wiener: bool = False) -> dict[str, list]:
+def draw_setting(rng: np.random.Generator, settings: str):
+    """One setting of ``settings`` (``targets``, ``paper`` or ``extreme``, see the docstring)."""
+    if settings == "targets":
+        return RANGES.sample(rng)
+    params = PAPER.sample(rng)
+    if settings == "extreme":
+        major = float(rng.uniform(*EXTREME_MAJOR))
+        minor = float(rng.uniform(*EXTREME_MINOR))
+        params = params.model_copy(update={"rx_px": major, "ry_px": minor})
+    return params
+
+
+REASON_KEYS = {  # a phrase of each check's reason sentence -> its name in the summary
+    "does not fix the blur": "leakage",
+    "radius uncertain": "uncertain",
+    "below 2 px": "below 2 px",
+    "at the bound": "at bound",
+    "does not fit the spectrum": "misfit",
+}
+
+
+def reason_key(reason: str) -> str:
+    """The check behind one reason sentence."""
+    for phrase, key in REASON_KEYS.items():
+        if phrase in reason:
+            return key
+    return reason.split(":")[0]
+
+
+def run_seed(
+    n: int, seed: int, quiet: bool, wiener: bool = False, settings: str = "targets"
+) -> dict[str, list]:
     """Estimate every case of one seed; per-case lines unless ``quiet``."""
     rng = np.random.default_rng([seed, 1])
     res: dict[str, list] = {k: [] for k in ("radius", "elong", "theta", "sigma", "dose", "time")}
     res |= {"sample_time": [], "flat": [], "below_own": [], "radius_resolvable": []}
     res |= {"z": [], "leak_flagged": [], "leak_other": [], "wiener_db": []}
+    res |= {"ok_worst": [], "flagged_worst": [], "reasons": [], "ok_resolvable": []}
     own_cache: dict[str, float] = {}
     for i, (name, focused) in enumerate(cases(n, seed)):
-        params = RANGES.sample(rng)
+        params = draw_setting(rng, settings)
         observed = degrade(focused, params, rng=np.random.default_rng([seed, 2, i]))
         t0 = time.perf_counter()
         est = estimate_degradation(observed)
@@ -151,6 +196,10 @@ def run_seed(n: int, seed: int, quiet: bool, wiener: bool = False) -> dict[str, 
                 abs(est.rx_px - trx) / est.rx_px_err,
                 abs(est.ry_px - try_) / est.ry_px_err,
             ]
+            res["ok_worst" if est.quality.ok else "flagged_worst"].append(max(pair))
+            if est.quality.ok and try_ >= own:
+                res["ok_resolvable"].append(max(pair))
+            res["reasons"].append(sorted({reason_key(r) for r in est.quality.reasons}))
             leak = any("does not fix the blur" in r for r in est.quality.reasons)
             res["leak_flagged" if leak else "leak_other"].append(max(pair))
             if leak and wiener:
@@ -167,6 +216,7 @@ def run_seed(n: int, seed: int, quiet: bool, wiener: bool = False) -> dict[str, 
                 f"{est.rx_px:5.1f} {est.ry_px:5.1f} {np.degrees(est.theta_rad):4.0f}"
                 f"  own {own:4.1f}  dose {params.dose:4.1f}/{est.dose:5.1f}"
                 f" sigma {params.sigma:4.1f}/{est.sigma:4.1f}"
+                f"  {'ok' if est.quality.ok else 'FLAGGED'} {max(pair):5.0%}"
             )
         if not quiet:
             t = f"{trx:5.1f} {try_:5.1f} {np.degrees(tth):4.0f}"
@@ -213,6 +263,24 @@ def summary(label: str, n: int, res: dict[str, list]) -> None:
         f"> 25 % in {sum(e > 0.25 for e in flagged)}), the others {len(other)} (median "
         f"{pct(other, 50):.0f} %, > 25 % in {sum(e > 0.25 for e in other)})"
     )
+    ok, bad = res["ok_worst"], res["flagged_worst"]
+    counts: dict[str, int] = {}
+    for keys in res["reasons"]:
+        for k in keys:
+            counts[k] = counts.get(k, 0) + 1
+    print(
+        f"  flagged (any flag): {len(bad)} of {len(ok) + len(bad)} (worst-axis error median "
+        f"{pct(bad, 50):.0f} %, > {FAR_OFF:.0%} in {sum(e > FAR_OFF for e in bad)}); ok: {len(ok)}"
+        f", worst-axis error median {pct(ok, 50):.1f} %, 90th pct {pct(ok, 90):.1f} %, > "
+        f"{FAR_OFF:.0%} in {sum(e > FAR_OFF for e in ok)} (max {pct(ok, 100):.0f} %)"
+    )
+    okr = res["ok_resolvable"]
+    print(
+        f"  ok and true minor radius not below the reference's own blur: {len(okr)}, worst-axis "
+        f"error median {pct(okr, 50):.1f} %, 90th pct {pct(okr, 90):.1f} %, > {FAR_OFF:.0%} in "
+        f"{sum(e > FAR_OFF for e in okr)}"
+    )
+    print("  flags: " + "; ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if res["wiener_db"]:
         db = np.asarray(res["wiener_db"])
         gain, left = db[:, 0] - db[:, 1], db[:, 2] - db[:, 0]
@@ -242,6 +310,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--quiet", action="store_true", help="summaries only")
     parser.add_argument(
+        "--settings",
+        choices=("targets", "paper", "extreme"),
+        default="targets",
+        help="targets: paper's ranges, radii 2-30 px; paper: radii 1-30 px; extreme: long "
+        "radius 20-30 px, short 1-3 px",
+    )
+    parser.add_argument(
         "--wiener", action="store_true", help="Wiener PSNR of the flagged cases (slower)"
     )
     args = parser.parse_args()
@@ -249,7 +324,7 @@ def main() -> None:
     for seed in args.seeds:
         if not args.quiet:
             print(f"{'image':28s} {'shape':>11s}  true (rx, ry, deg)     estimate (rx, ry, deg)")
-        res = run_seed(args.n, seed, args.quiet, args.wiener)
+        res = run_seed(args.n, seed, args.quiet, args.wiener, args.settings)
         summary(f"seed {seed}", args.n, res)
         for key, values in res.items():
             total.setdefault(key, []).extend(values)
