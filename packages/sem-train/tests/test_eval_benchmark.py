@@ -456,3 +456,19 @@ def test_benchmark_config_rules_read_without_pydantic_words(tmp_path, sample_dir
     (tmp_path / "empty.yaml").write_text("# nothing\n")
     with pytest.raises(ValueError, match=r"empty\.yaml: the config file is empty"):
         load_benchmark_config(tmp_path / "empty.yaml")
+
+
+def test_a_small_demo_folder_is_all_evaluated_when_no_method_trains(tmp_path, sample_dir):
+    """`sem demo --images DIR` with fewer images than its split: an image is kept back for
+    training only when a chosen method trains on it; otherwise every image is evaluated."""
+    names = {"n2v": ["input", "n2v"], "classical": ["input", "wiener"]}
+    protocols = {
+        key: runner_mod.build_protocol(
+            demo_config(quick=True, out=tmp_path / key, images=sample_dir, methods=methods)
+        )
+        for key, methods in names.items()
+    }
+    assert len(protocols["n2v"].train) == 1 and len(protocols["n2v"].manifest.references) == 2
+    plain = protocols["classical"]
+    assert not plain.train and len(plain.manifest.references) == 3
+    assert any("all evaluated" in note for note in plain.notes)

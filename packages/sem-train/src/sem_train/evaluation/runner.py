@@ -151,7 +151,14 @@ def _folder(cfg: BenchmarkConfig) -> Protocol:
         )
         return Protocol(manifest, train, val, cases, source)
     n_train, n_val, notes = cfg.n_train, cfg.n_val, []
-    one = len(images) == 1 and cfg.shrink_split and cfg.n_train > 0
+    short = cfg.shrink_split and len(images) < n_train + n_val + 1
+    if short and (n_train or n_val) and not _any_method_trains(cfg):
+        n_train = n_val = 0
+        notes.append(
+            f"{len(images)} usable image(s), all evaluated: none of the chosen methods trains "
+            "on the protocol's images."
+        )
+    one = len(images) == 1 and cfg.shrink_split and n_train > 0
     if cfg.shrink_split and not one and len(images) < n_train + n_val + 1:
         n_val = min(n_val, max(0, (len(images) - 1) // 4))
         n_train = min(n_train, (len(images) - n_val) // 2)
@@ -170,6 +177,14 @@ def _folder(cfg: BenchmarkConfig) -> Protocol:
         )
     manifest.skipped = skipped
     return Protocol(manifest, train, val, cases, f"{len(images)} images from {cfg.images}", notes)
+
+
+def _any_method_trains(cfg: BenchmarkConfig) -> bool:
+    """Whether a method of ``cfg`` trains, pretrains or fine-tunes on the protocol's images."""
+    from .methods import trains_here
+
+    settings = cfg.method_config or {}
+    return any(trains_here(name, settings.get(name, {})) for name in cfg.method_names())
 
 
 def _real(cfg: BenchmarkConfig) -> Protocol:
