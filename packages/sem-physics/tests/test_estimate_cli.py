@@ -103,3 +103,24 @@ def test_ctrl_c_prints_one_line_and_exits_130(
     assert out == "" and err == "sem-psf: interrupted\n"
     with pytest.raises(KeyboardInterrupt):  # --debug shows where
         main([str(degraded), "--debug"])
+
+
+def test_uncertainties_keep_two_significant_digits() -> None:
+    from sem_physics.psf_cli import _fmt
+
+    assert _fmt(0.3012, 0.0241) == "0.301 ± 0.024"  # was "0.3 ± 0.0" for the dose
+    assert _fmt(5.123, 0.334) == "5.12 ± 0.33"
+    assert _fmt(22.08, 17.6) == "22 ± 18"
+    assert _fmt(1.5708, 0.9069) == "1.57 ± 0.91"
+    assert _fmt(4.0, None) == "4.00" and _fmt(4.0, 0.0) == "4.00" and _fmt(None, 1.0) == "n/a"
+
+
+def test_low_dose_text_shows_the_dose_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    low = PARAMS.model_copy(update={"dose": 0.3, "sigma": 0.5})
+    y = np.clip(degrade(make_sample("texture", (256, 320), seed=2), low, rng=0), 0, 255)
+    path = write_image(tmp_path / "low.tif", y, "float32")
+    assert main([str(path), "--crop", "none"]) == 0
+    dose = capsys.readouterr().out.split("dose ", 1)[1].split()
+    assert dose[1] == "±" and float(dose[2]) > 0 and len(dose[2].replace("0.", "").lstrip("0")) == 2

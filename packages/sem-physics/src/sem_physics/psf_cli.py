@@ -92,9 +92,14 @@ def _estimate_file(path: Path, crop: str, fraction: float) -> dict[str, Any]:
 
 
 def _fmt(value: float | None, err: float | None, digits: int = 2) -> str:
+    """``value ± err`` with the error to two significant digits and the value to the same
+    decimal place (``0.300 ± 0.024``, ``22 ± 18``); ``digits`` decimals without an error."""
     if value is None:
         return "n/a"
-    return f"{value:.{digits}f} ± {err:.{digits}f}" if err is not None else f"{value:.{digits}f}"
+    if err is None or not math.isfinite(err) or err <= 0:
+        return f"{value:.{digits}f}"
+    decimals = min(max(1 - math.floor(math.log10(err)), 0), 12)
+    return f"{value:.{decimals}f} ± {err:.{decimals}f}"
 
 
 def _text(rec: dict[str, Any]) -> str:
@@ -108,7 +113,7 @@ def _text(rec: dict[str, Any]) -> str:
     dose = (
         "n/a (no shot noise found)"
         if rec["dose"] >= 0.5 * DOSE_CAP
-        else f"{_fmt(rec['dose'], rec['dose_err'], 1)} e-/grey level"
+        else f"{_fmt(rec['dose'], rec['dose_err'])} e-/grey level"
     )
     return "\n".join(
         [
