@@ -187,7 +187,13 @@ def test_learned_restorer_from_a_run_folder_equals_the_saved_one(tmp_path):
     ref = get_restorer("n2v").load(ckpt / "model").restore(y)
     assert ref.shape == y.shape
     for source in (ckpt, ckpt / "model", ckpt / "model" / "model.safetensors"):
-        np.testing.assert_array_equal(restore(y, "n2v", checkpoint=source).image, ref)
+        out = restore(y, "n2v", checkpoint=source, brightness="method")
+        np.testing.assert_array_equal(out.image, ref)
+    # the default brightness policy shifts the same output to the input's mean grey level
+    shifted = restore(y, "n2v", checkpoint=ckpt)
+    shift = shifted.brightness["shift"]
+    np.testing.assert_allclose(shifted.image, ref + shift, atol=1e-3)
+    assert shift == pytest.approx(float(y.mean()) - float(ref.mean()), abs=1e-3)
 
 
 def test_sem_train_run_folder_resolves_to_its_best_export(tmp_path):
@@ -353,3 +359,15 @@ def test_a_guided_model_says_when_its_guides_fell_back_to_the_paper_psf(tmp_path
     given = restore(y, "sem-foundation", checkpoint=folder, psf="2,2", **WINDOW)
     assert given.psf_source == "given" and given.psf == PSFParams(rx_px=2, ry_px=2)
     assert not given.warnings
+
+
+@pytest.mark.parametrize("method", ["wiener", "richardson-lucy"])
+def test_preset_paper_deconvolves_with_the_papers_fixed_psf(method):
+    """``preset=paper`` without --psf is the paper's fixed setting: no blind estimate, the same
+    output as the restorer itself with that preset, and the record says "paper"."""
+    _, y = blurred(shape=(64, 80), r_px=3.0, seed=5)
+    got = restore(y, method, preset="paper", brightness="method")
+    expected = get_restorer(method, preset="paper").restore(y)
+    np.testing.assert_array_equal(got.image, expected)
+    assert got.psf_source == "paper" and got.estimate is None
+    assert got.psf == PSFParams(rx_px=15.5, ry_px=15.5, theta_rad=0.0, beta=1.95)

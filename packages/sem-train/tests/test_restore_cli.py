@@ -456,7 +456,7 @@ def test_an_interrupted_overwrite_rerun_leaves_no_stale_restore_json(tmp_path, c
     assert run(src, "-o", out, *PSF) == 0
     record = (out / MANIFEST_NAME).read_text()
     # A rerun that restores nothing changes no file: the earlier record stays, still true.
-    monkeypatch.setattr(batch, "read_image", lambda path: 1 / 0)
+    monkeypatch.setattr(batch, "read_input", lambda path: 1 / 0)
     assert run(src, "-o", out, *PSF, "--overwrite") == 2
     assert (out / MANIFEST_NAME).read_text() == record
     monkeypatch.undo()
@@ -597,3 +597,30 @@ def test_an_interrupted_overwrite_rerun_still_removes_the_earlier_outputs(tmp_pa
     # the next complete run still knows the earlier outputs (a hidden note) and removes them
     assert run(src / "im1.tif", "-o", out, *PSF, "--overwrite") == 0
     assert sorted(p.name for p in out.iterdir()) == ["im1.tif", MANIFEST_NAME]
+
+
+def test_the_zero_shot_row_says_it_does_not_deblur(tmp_path, capsys):
+    """The paper's zero-shot row restores (with the shipped pretrained MAE) but says once, in
+    the run's notes and on stderr, that it is no restorer; a deconvolution says nothing."""
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, (with_bar(sample((96, 112))) * 255).astype(np.uint8))
+    assert run(str(src), "-o", str(tmp_path / "z"), "--method", "sem-foundation-zero-shot") == 0
+    (note,) = manifest(tmp_path / "z")["notes"]
+    assert note.startswith("sem-foundation-zero-shot: the paper's zero-shot row")
+    assert capsys.readouterr().err.count("does not deblur") == 1
+    assert run(str(src), "-o", str(tmp_path / "w"), "--method", "wiener", *PSF) == 0
+    assert manifest(tmp_path / "w")["notes"] == []
+
+
+def test_the_bar_names_the_file_and_its_clock_ticks_during_a_long_image(capsys):
+    """A single image restored for seconds: the bar shows its name and a clock that moves."""
+    import time
+
+    from sem_train.restoration.batch import RestoreJob, _progress
+
+    jobs = [RestoreJob(input=Path("big_8k.tif"), output=Path("out.tif"))]
+    for _job in _progress(jobs, True):
+        time.sleep(2.3)
+    frames = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    during = [f for f in frames if "0/1" in f and "big_8k.tif" in f]
+    assert any("[00:01<" in f for f in during) and any("[00:02<" in f for f in during)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 from sem_models import RestorationModel
@@ -165,6 +165,12 @@ class SEMFoundationZeroShotRestorer(_FoundationRestorer):
     """The pretrained MAE + MoE reconstructing the image from all its patches ("ours zero-shot")."""
 
     config: SEMFoundationZeroShotConfig
+    #: What a user restoring their own images with it should know (``sem restore`` says it).
+    caution: ClassVar[str] = (
+        "the paper's zero-shot row: the pretrained MAE reconstructs the image from all its "
+        "patches and does not deblur; it scores below the defocused input in every table here "
+        "(restore with sem-foundation)"
+    )
 
     def _build(self) -> RestorationModel:
         folder = self._checkpoint(self.config.checkpoint_dir)

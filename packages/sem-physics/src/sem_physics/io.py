@@ -12,6 +12,15 @@ Conversions (documented, never silent garbage):
   dropped; images whose colour channels are equal keep that channel exactly.
 * multi-page TIFF: the first page.
 
+``SEMImage.value_scale`` is the factor applied (grey levels of the 0..255 scale per unit of the
+file's values: 1 for 8-bit, ``255 / 65535`` for 16-bit, 255 for float data on 0..1), so a
+writer can put results back on the file's own scale.
+
+JPEG (a ``.jpg``/``.jpeg`` file, or a JPEG-compressed TIFF): lossy compression removes the fine
+detail and the noise that blind PSF estimates and restorations rely on (a JPEG of a 5-px blur
+can estimate as 1.6 px). Reading one adds :data:`JPEG_NOTE` to ``SEMImage.notes`` and logs it
+as a warning naming the file (shown by every command, ``sem-psf`` included).
+
 Pixel size (nm) comes from the file's own metadata, in this order: Hitachi tag 40092
 (``PixelSize=`` in nm; UTF-16 or ASCII text, NUL-terminated or not, ``.`` or ``,`` decimals),
 Zeiss ``CZ_SEM`` tag 34118 (``ap_image_pixel_size``, else ``ap_pixel_size``, with its unit),
@@ -55,6 +64,7 @@ __all__ = [
     "DEFAULT_CROP_FRACTION",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "JPEG_NOTE",
     "MAX_PIXELS_ENV",
     "PIXEL_SIZE_RANGE_NM",
     "ImageReadError",
@@ -86,6 +96,13 @@ _FRAME_FRACTION = 0.9  # pixels of a frame line at black or white
 _PIL_LOCK = threading.Lock()  # guards the PIL-global decompression-bomb limit
 _CHUNK_ELEMENTS = 1 << 20  # float64 temporaries of large images are made in blocks of rows
 _NUMBER = r"[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][-+]?\d+)?"
+#: TIFF compressions that are JPEG (old-style, new-style, lossy JPEG of DNG).
+_JPEG_COMPRESSIONS = frozenset({6, 7, 34892})
+#: What reading a JPEG adds to ``SEMImage.notes`` (and logs, after the file name).
+JPEG_NOTE = (
+    "JPEG input: lossy compression removes the fine detail and noise that the blind PSF "
+    "estimate and restorations rely on (results can mislead); use the microscope's TIFF or PNG"
+)
 _UNIT_TO_NM = {"pm": 1e-3, "nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "mm": 1e6, "m": 1e9}
 
 
@@ -148,6 +165,7 @@ class SEMImage:
     source_dtype: str
     cropped_rows: int = 0  # bottom rows removed by :meth:`without_info_bar`
     notes: tuple[str, ...] = ()  # what reading changed beyond the scale (e.g. colour to grey)
+    value_scale: float = 1.0  # grey levels (0..255 scale) per unit of the file's values
 
     def with_pixel_size(self, pixel_size_nm: float | None, source: str) -> SEMImage:
         """A copy with another pixel size (e.g. a user's flag) and the ``source`` naming it.
@@ -177,8 +195,9 @@ class SEMImage:
 # Pixel conversion
 
 
-def _to_gray_255(arr: np.ndarray, path: Path) -> np.ndarray:
-    """Any supported pixel array -> float32 (H, W) on 0..255 (see the module docstring)."""
+def _to_gray_255(arr: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
+    """Any supported pixel array -> float32 (H, W) on 0..255 (see the module docstring), and
+    the factor applied (grey levels of the 0..255 scale per unit of the file's values)."""
     arr = np.asarray(arr)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ImageReadError(f"{path}: contains NaN or inf pixels")
@@ -189,19 +208,20 @@ def _to_gray_255(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.size == 0 or min(arr.shape) < 1:
         raise ImageReadError(f"{path}: image has no pixels, shape {arr.shape}")
     if arr.dtype == bool:
-        return arr.astype(np.float32) * np.float32(255.0)
+        return arr.astype(np.float32) * np.float32(255.0), 255.0
     if arr.dtype == np.uint8:
-        return arr.astype(np.float32)
+        return arr.astype(np.float32), 1.0
     if arr.dtype == np.uint16:
-        return _uint16_lut()[arr]  # the float64 product, rounded once to float32
+        return _uint16_lut()[arr], 255.0 / 65535.0  # the float64 product, rounded once
     if arr.dtype == np.uint32:
-        return _scaled_float32(arr, 255.0 / 4294967295.0)
+        return _scaled_float32(arr, 255.0 / 4294967295.0), 255.0 / 4294967295.0
     if np.issubdtype(arr.dtype, np.floating):
         unit = float(arr.max()) <= 1.0 and float(arr.min()) >= 0.0
-        data = _scaled_float32(arr, 255.0 if unit else 1.0)
+        scale = 255.0 if unit else 1.0
+        data = _scaled_float32(arr, scale)
         if not np.isfinite(data).all():
             raise ImageReadError(f"{path}: pixel values beyond the float32 range (|x| > 3.4e38)")
-        return data
+        return data, scale
     raise ImageReadError(
         f"{path}: unsupported pixel type {arr.dtype} (accepted: uint8, uint16, uint32, float, bool)"
     )
@@ -526,7 +546,10 @@ def _check_declared_size(path: Path, height: int, width: int, depth: int, limit:
         )
 
 
-def _read_tiff(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, str, int | None]:
+def _read_tiff(
+    path: Path, limit: int
+) -> tuple[np.ndarray, str, float | None, str, int | None, bool]:
+    """(pixels, sample type, pixel size, its source, info-bar rows, JPEG-compressed)."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -541,6 +564,7 @@ def _read_tiff(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, s
             )
         arr = page.asarray()
         source_dtype = str(arr.dtype)
+        jpeg = int(page.compression) in _JPEG_COMPRESSIONS
         photometric = int(page.photometric)
         axes = page.axes
         if axes.startswith("S") and arr.ndim == 3:
@@ -558,7 +582,7 @@ def _read_tiff(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, s
         except Exception as err:  # metadata is best effort: the pixels are still good
             _log.warning("%s: vendor metadata unreadable (%s); no pixel size", path, err)
             size, size_source, bar = None, "none", None
-    return arr, source_dtype, size, size_source, bar
+    return arr, source_dtype, size, size_source, bar, jpeg
 
 
 def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, str]:
@@ -644,11 +668,12 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
     kind = "TIFF" if ext in (".tif", ".tiff") else ext.lstrip(".").upper()
     try:
         if kind == "TIFF":
-            arr, source_dtype, size, source, bar = _read_tiff(path, limit)
+            arr, source_dtype, size, source, bar, jpeg = _read_tiff(path, limit)
         else:
             arr, source_dtype, size, source = _read_pil(path, limit)
+            jpeg = kind in ("JPG", "JPEG")
         notes = _colour_notes(arr)
-        data = _to_gray_255(arr, path)
+        data, value_scale = _to_gray_255(arr, path)
     except ImageReadError:
         raise
     except MemoryError as err:
@@ -659,6 +684,9 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
         ) from err
     if bar is None:
         bar = detect_info_bar(data)
+    if jpeg:
+        notes = (*notes, JPEG_NOTE)
+        _log.warning("%s: %s", path, JPEG_NOTE)
     return SEMImage(
         data=np.ascontiguousarray(data),
         path=path,
@@ -667,6 +695,7 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
         info_bar_rows=bar,
         source_dtype=source_dtype,
         notes=notes,
+        value_scale=value_scale,
     )
 
 

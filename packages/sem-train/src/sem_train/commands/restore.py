@@ -100,7 +100,19 @@ def register(subparsers: Any) -> None:
         metavar="auto|N",
         help="info-bar height to keep aside (default auto: detected; 0 restores the whole frame)",
     )
-    p.add_argument("--float32", action="store_true", help="write float32 TIFFs (0..255 scale)")
+    p.add_argument(
+        "--brightness",
+        choices=("input", "method"),
+        default="input",
+        help="output mean grey level: the input's (default; a deconvolution preserves it, a "
+        "learned model may have learned a simulator's offset) or what the method returned "
+        "(method: the paper's protocol)",
+    )
+    p.add_argument(
+        "--float32",
+        action="store_true",
+        help="write float32 TIFFs (0..255 scale; a float input keeps its own scale)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any image fails")
     p.add_argument("--json", action="store_true", help="print restore.json to stdout")
@@ -129,7 +141,11 @@ def _restore_held(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         check_checkpoint_exists(args.checkpoint)
     method = prepare(
-        args.method or DEFAULT_METHOD, psf=args.psf, checkpoint=args.checkpoint, **options
+        args.method or DEFAULT_METHOD,
+        psf=args.psf,
+        checkpoint=args.checkpoint,
+        brightness=args.brightness,
+        **options,
     )
 
     def report(path: Path, reason: str) -> None:
@@ -145,11 +161,14 @@ def _restore_held(args: argparse.Namespace) -> int:
         bar_rows=args.info_bar_rows,
         on_failure=report,
     )
-    for item in manifest.restored:
-        for warning in [*item.input_notes, *item.warnings]:
-            print(f"sem: warning: {item.input}: {warning}", file=sys.stderr)
+    _say_notes(manifest)
     # an image restored with a blind PSF carries warnings only when its estimate flags itself
-    flagged = sum(1 for item in manifest.restored if item.psf_source == "blind" and item.warnings)
+    flagged = sum(
+        1
+        for item in manifest.restored
+        if item.psf_source == "blind"
+        and any(w.startswith("blind PSF estimate") for w in item.warnings)
+    )
     if flagged:
         print(
             f"sem: hint: the blind PSF estimate of {flagged} image(s) flags itself; if the PSF is "
@@ -170,3 +189,28 @@ def _restore_held(args: argparse.Namespace) -> int:
             file=sys.stderr if args.json else sys.stdout,
         )
     return 1 if (n_bad and args.strict) else 0
+
+
+def _say_notes(manifest: Any) -> None:
+    """The run's notes, each image's warnings and notes, and the brightness shifts, one line
+    each on stderr."""
+    for note in manifest.notes:
+        print(f"sem: note: {note}", file=sys.stderr)
+    for item in manifest.restored:
+        for warning in [*item.input_notes, *item.warnings]:
+            print(f"sem: warning: {item.input}: {warning}", file=sys.stderr)
+        for note in item.output_notes:
+            print(f"sem: note: {item.input}: {note}", file=sys.stderr)
+    shifts = [
+        item.brightness["shift"]
+        for item in manifest.restored
+        if item.brightness and abs(item.brightness["shift"]) > 1.0
+    ]
+    if shifts:
+        span = f"{min(shifts):+.1f}" + (f" to {max(shifts):+.1f}" if len(shifts) > 1 else "")
+        print(
+            f"sem: note: the output's mean grey level of {len(shifts)} image(s) was shifted to "
+            f"the input's by {span} grey levels (--brightness input; --brightness method keeps "
+            "the method's, recorded in restore.json)",
+            file=sys.stderr,
+        )

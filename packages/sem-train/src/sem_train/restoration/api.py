@@ -9,6 +9,10 @@
 
 A method is prepared once (:func:`prepare`: options validated, weights loaded) and then applied
 to any number of images; :func:`restore` does both for one image.
+
+Around the method (:mod:`.levels`): a learned method gets a dim picture scaled up by a power
+of two (and its output scaled back), and the output's mean grey level is brought back to the
+input's (``brightness="input"``, the default; ``"method"`` keeps the method's own).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any, Literal
 import numpy as np
 from sem_physics import PSFParams
 
+from .chosen import chosen_values, unused_settings
+from .levels import BrightnessPolicy, apply_brightness, check_brightness, dim_note, input_scale
 from .methods import MethodNeeds, build_restorer, method_needs, reads_guides
 from .psf import (
     PSF_AUTO,
@@ -65,14 +71,21 @@ class RestoredImage:
     """A restored micrograph and how it was made.
 
     ``image`` is float32 (H, W) on the 0..255 scale, the shape of the input. ``parameters``
-    are the restorer's validated settings (JSON-ready), with the values it chose for this
-    image (e.g. BM3D's noise level) under ``"per_image"``. ``psf`` is the PSF a deconvolution used, ``psf_source`` says
+    are the restorer's validated settings (JSON-ready), with the values it chose or ran for
+    this image under ``"per_image"`` (Wiener's balance, the iterations Richardson-Lucy ran and
+    ``stopped_by``, the noise variance, BM3D's noise level, ...) and, where some settings did
+    not apply (e.g. ``max_iterations`` when ``iterations`` fixes the count), their names under
+    ``"not_used"``. ``psf`` is the PSF a deconvolution used, ``psf_source`` says
     whether it was ``"given"`` or estimated ``"blind"`` (``"paper"``: the paper's fixed PSF
     where a guided model's blind estimate failed) (then ``estimate`` holds the full
-    :func:`sem_physics.estimate_degradation` result); all three are None for other methods.
+    :func:`sem_physics.estimate_degradation` result; with a given PSF the estimate a
+    deconvolution made of the noise level alone is under ``per_image``); all three are None
+    for other methods.
     A model with physics guides (``sem-foundation``) records the PSF its guides were made
-    with in the same three fields. ``warnings``: the estimate's quality reasons when it flags
-    itself as not reliable.
+    with in the same three fields. ``input_scale``: the power of two a dim picture was
+    multiplied by for a learned method (1: none). ``brightness``: the policy, the input's and
+    the method's mean grey level and the ``shift`` added. ``warnings``: the estimate's quality
+    reasons when it flags itself as not reliable, and what was done to a dim picture.
     """
 
     image: np.ndarray
@@ -84,6 +97,8 @@ class RestoredImage:
     checkpoint: str | None = None
     timings: RestoreTimings = field(default_factory=RestoreTimings)
     warnings: tuple[str, ...] = ()
+    input_scale: int = 1
+    brightness: dict[str, Any] | None = None
 
     def record(self) -> dict[str, Any]:
         """Everything but the pixels, JSON-ready (what ``restore.json`` stores per image)."""
@@ -94,6 +109,8 @@ class RestoredImage:
             "psf_source": self.psf_source,
             "estimate": estimate_record(self.estimate),
             "checkpoint": self.checkpoint,
+            "input_scale": self.input_scale,
+            "brightness": self.brightness,
             "warnings": list(self.warnings),
             "timings_s": {
                 "estimate": self.timings.estimate_s,
@@ -126,15 +143,6 @@ def _estimate_warnings(estimate: Any) -> tuple[str, ...]:
     return tuple(f"blind PSF estimate: {r}" for r in reasons) or ("blind PSF estimate flagged",)
 
 
-def _per_image_values(restorer: Any) -> dict[str, Any]:
-    """Values a restorer chose for the last image (its ``last_*`` attributes), JSON-ready."""
-    out = {}
-    for key, value in vars(restorer).items():
-        if key.startswith("last_") and isinstance(value, int | float | str | bool | None):
-            out[key.removeprefix("last_")] = value
-    return out
-
-
 _NO_GUIDES = (
     "method {method!r} does not deconvolve (its model has no physics guides); it takes no --psf"
 )
@@ -149,8 +157,10 @@ class PreparedMethod:
         *,
         psf: PSFSpec | str = PSF_AUTO,
         checkpoint: str | Path | None = None,
+        brightness: BrightnessPolicy = "input",
         **options: Any,
     ) -> None:
+        self.brightness: BrightnessPolicy = check_brightness(brightness)
         self.needs: MethodNeeds = method_needs(method)
         self.psf: PSFSpec = parse_psf(psf)
         self.options = dict(options)
@@ -183,16 +193,30 @@ class PreparedMethod:
     def method(self) -> str:
         return self.needs.name
 
+    @property
+    def caution(self) -> str | None:
+        """What the method's class says a user restoring their images with it should know."""
+        from sem_baselines import registry_entry
+
+        return getattr(registry_entry(self.method).cls, "caution", None)
+
     def __call__(self, image: Any) -> RestoredImage:
         """Restore ``image`` (float (H, W), 0..255, info bar already removed)."""
         arr = validate_micrograph(image)
         estimate, psf_used, source = None, None, None
+        scale = input_scale(arr) if self.needs.learned else 1
+        notes: tuple[str, ...] = (dim_note(arr, scale),) if scale != 1 else ()
+        x = arr * np.float32(scale) if scale != 1 else arr  # exact: a power of two
         t0 = time.perf_counter()
         restorer = self._restorer
         if self.needs.takes_psf:
             settings: dict[str, Any] = {}
-            if self.psf == PSF_AUTO:
-                estimate = estimate_degradation(arr)
+            if self.psf == PSF_AUTO and self.options.get("preset") == "paper":
+                from sem_baselines.classical.deconv import DEFAULT_PSF
+
+                psf_used, source = DEFAULT_PSF, "paper"  # the paper's fixed PSF, no estimate
+            elif self.psf == PSF_AUTO:
+                estimate = estimate_degradation(x)
                 psf_used, source = estimate.psf_params(), "blind"
                 if "noise_var" in self.needs.config_cls.model_fields:
                     # the same estimate sets the regularisation: one estimate per image
@@ -202,24 +226,33 @@ class PreparedMethod:
             settings = {**settings, **self.options, "psf": psf_used}
             restorer = build_restorer(self.needs, settings)
         t1 = time.perf_counter()
-        out = np.asarray(restorer.restore(arr), dtype=np.float32)
+        out = np.asarray(restorer.restore(x), dtype=np.float32)
+        if scale != 1:
+            out = out / np.float32(scale)
         t2 = time.perf_counter()
-        notes: tuple[str, ...] = ()
+        warned = estimate  # the estimate whose flags are warnings: the one the PSF came from
         guides = getattr(restorer, "last_choice", None) if not self.needs.takes_psf else None
         if guides is not None:  # a model with physics guides: the PSF they were made with
             psf_used, estimate = guides.psf, guides.estimate
+            warned = estimate
             source = {"given": "given", "estimated": "blind"}.get(guides.source, "paper")
             if source == "paper":
-                notes = (f"physics guides made with the paper's fixed PSF: {guides.source}",)
+                notes += (f"physics guides made with the paper's fixed PSF: {guides.source}",)
         if out.shape != arr.shape or not np.all(np.isfinite(out)):
             raise RuntimeError(
                 f"method {self.method!r} returned an invalid image (shape {out.shape}, "
                 f"finite: {bool(np.all(np.isfinite(out)))})"
             )
+        out, brightness = apply_brightness(out, arr, self.brightness)
         params = restorer.config.model_dump(mode="json")
-        chosen = _per_image_values(restorer)
+        chosen = chosen_values(restorer)
+        if estimate is not None:  # recorded once, below; else the one the method made itself
+            chosen.pop("estimate", None)
         if chosen:
             params["per_image"] = chosen
+        unused = unused_settings(restorer)
+        if unused:
+            params["not_used"] = unused
         return RestoredImage(
             image=out,
             method=self.method,
@@ -229,7 +262,9 @@ class PreparedMethod:
             estimate=estimate,
             checkpoint=self.checkpoint,
             timings=RestoreTimings(estimate_s=t1 - t0, restore_s=t2 - t1),
-            warnings=_estimate_warnings(estimate) + notes,
+            warnings=_estimate_warnings(warned) + notes,
+            input_scale=scale,
+            brightness=brightness,
         )
 
 
@@ -242,10 +277,11 @@ def prepare(
     *,
     psf: PSFSpec | str = PSF_AUTO,
     checkpoint: str | Path | None = None,
+    brightness: BrightnessPolicy = "input",
     **options: Any,
 ) -> PreparedMethod:
     """Validate ``method`` and its options and load its weights, once for many images."""
-    return PreparedMethod(method, psf=psf, checkpoint=checkpoint, **options)
+    return PreparedMethod(method, psf=psf, checkpoint=checkpoint, brightness=brightness, **options)
 
 
 def restore(
@@ -254,6 +290,7 @@ def restore(
     *,
     psf: PSFSpec | str = PSF_AUTO,
     checkpoint: str | Path | None = None,
+    brightness: BrightnessPolicy = "input",
     **options: Any,
 ) -> RestoredImage:
     """Restore one micrograph (float (H, W), 0..255, without its info bar) with ``method``.
@@ -261,10 +298,13 @@ def restore(
     ``psf``: ``"auto"`` (blind estimate, the default) or a :class:`sem_physics.PSFParams` /
     ``"RX,RY,THETA,BETA"`` for the deconvolution methods. ``checkpoint``: weights of a learned
     method (a ``sem train`` run folder, a saved restorer folder or a weights file).
+    ``brightness``: ``"input"`` (default) shifts the output's mean grey level to the input's
+    (a deconvolution preserves it; a learned model may have learned a simulator's offset);
+    ``"method"`` keeps what the method returned (the paper's protocol).
     ``options``: the method's registry config fields (e.g. ``iterations=50``). The load time
     of the weights is included in ``timings.load_s``.
     """
-    prepared = prepare(method, psf=psf, checkpoint=checkpoint, **options)
+    prepared = prepare(method, psf=psf, checkpoint=checkpoint, brightness=brightness, **options)
     out = prepared(image)
     t = out.timings
     timings = RestoreTimings(estimate_s=t.estimate_s, restore_s=t.restore_s, load_s=prepared.load_s)

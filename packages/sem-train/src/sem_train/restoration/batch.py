@@ -18,14 +18,15 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sem_physics.atomic import atomic_write_text, remove_stale_temporaries
-from sem_physics.io import IMAGE_EXTENSIONS, ImageReadError, check_image_path, read_image
+from sem_physics.io import IMAGE_EXTENSIONS, ImageReadError, check_image_path
 from sem_physics.locking import (
     INCOMPLETE_MARKER,
     clear_incomplete,
@@ -35,7 +36,16 @@ from sem_physics.locking import (
 from sem_physics.protocol import file_sha256, remove_earlier_outputs, set_aside_record
 
 from .api import PreparedMethod
-from .files import assemble, output_dtype, output_suffix, split_info_bar, write_restored
+from .files import (
+    assemble,
+    output_dtype,
+    output_notes,
+    output_suffix,
+    output_value_scale,
+    read_input,
+    split_info_bar,
+    write_restored,
+)
 
 __all__ = [
     "MANIFEST_NAME",
@@ -72,9 +82,24 @@ class RestoredFile(BaseModel):
     psf_source: str | None
     estimate: dict[str, Any] | None
     checkpoint: str | None
+    input_scale: int = Field(
+        default=1, description="power of two a dim picture was multiplied by for a learned method"
+    )
+    brightness: dict[str, Any] | None = Field(
+        default=None, description="policy, input and method mean grey levels, shift added"
+    )
+    input_value_scale: float = Field(
+        default=1.0, description="grey levels (0..255 scale) per unit of the input's values"
+    )
+    output_value_scale: float = Field(
+        default=1.0, description="grey levels (0..255 scale) per unit of the output's values"
+    )
     warnings: list[str] = Field(default_factory=list)
     input_notes: list[str] = Field(
-        default_factory=list, description="what reading the input changed (colour to grey)"
+        default_factory=list, description="what reading the input changed (colour to grey, JPEG)"
+    )
+    output_notes: list[str] = Field(
+        default_factory=list, description="what writing changed (scale, tags not copied)"
     )
     timings_s: dict[str, float]
 
@@ -99,6 +124,8 @@ class RestoreManifest(BaseModel):
     checkpoint: str | None
     options: dict[str, Any]
     float32: bool
+    brightness: str = "input"
+    notes: list[str] = Field(default_factory=list, description="about the inputs as given")
     restored: list[RestoredFile] = Field(default_factory=list)
     failed: list[FailedInput] = Field(default_factory=list)
     load_s: float = 0.0
@@ -122,11 +149,15 @@ def _is_within(path: Path, folder: Path) -> bool:
     return True
 
 
-def list_inputs(inputs: Sequence[str | Path], out_dir: Path) -> list[tuple[Path, Path]]:
+def list_inputs(
+    inputs: Sequence[str | Path], out_dir: Path, notes: list[str] | None = None
+) -> list[tuple[Path, Path]]:
     """(image file, folder its output path is relative to), folders listed recursively.
 
     Files inside an ``out_dir`` below a listed folder are skipped (earlier outputs are never
-    restored again); a missing path or a folder without images is a ValueError.
+    restored again); a missing path or a folder without images is a ValueError. A file given
+    more than once (the same path twice, or a file and its folder) is one input, the first;
+    ``notes`` gets a line saying so.
     """
     found: list[tuple[Path, Path]] = []
     for item in inputs:
@@ -150,7 +181,29 @@ def list_inputs(inputs: Sequence[str | Path], out_dir: Path) -> list[tuple[Path,
             found.append((p, p.parent))
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
-    return found
+    return _once(found, notes)
+
+
+def _once(found: list[tuple[Path, Path]], notes: list[str] | None) -> list[tuple[Path, Path]]:
+    """``found`` without the repeats of a file (the first kept), noted in ``notes``."""
+    seen: set[Path] = set()
+    unique, repeated = [], []
+    for f, root in found:
+        key = f.resolve()
+        if key in seen:
+            repeated.append(f)
+            continue
+        seen.add(key)
+        unique.append((f, root))
+    if repeated and notes is not None:
+        first = repeated[0]
+        notes.append(
+            f"{first} is given more than once: restored once"
+            if len(repeated) == 1
+            else f"{len(repeated)} files are given more than once (first: {first}): "
+            "each restored once"
+        )
+    return unique
 
 
 def plan_outputs(
@@ -259,16 +312,34 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def _progress(jobs: list[RestoreJob], enabled: bool | None) -> Any:
+def _progress(jobs: list[RestoreJob], enabled: bool | None) -> Iterator[RestoreJob]:
+    """``jobs`` under a bar naming the file being restored; its clock ticks every second, so a
+    single large image (minutes) shows that it is being worked on."""
     from tqdm.auto import tqdm
 
-    return tqdm(
-        jobs,
+    bar = tqdm(
+        total=len(jobs),
         desc="restoring",
         unit="image",
         file=sys.stderr,
         disable=None if enabled is None else not enabled,
     )
+    stop = threading.Event()
+    if not bar.disable:
+
+        def tick() -> None:
+            while not stop.wait(1.0):
+                bar.refresh()
+
+        threading.Thread(target=tick, name="restore-progress", daemon=True).start()
+    try:
+        for job in jobs:
+            bar.set_postfix_str(job.input.name)
+            yield job
+            bar.update(1)
+    finally:
+        stop.set()
+        bar.close()
 
 
 def restore_files(
@@ -301,7 +372,8 @@ def restore_files(
     """
     t_start = time.perf_counter()
     out_dir = _out_folder(out_dir)
-    listed = list_inputs(inputs, out_dir)
+    notes: list[str] = [f"{method.method}: {method.caution}"] if method.caution else []
+    listed = list_inputs(inputs, out_dir, notes)
     with output_lock(out_dir):  # one run at a time; existing outputs are checked under it
         jobs = plan_outputs(listed, out_dir, float32=float32, overwrite=overwrite)
         remove_stale_temporaries(out_dir)
@@ -313,6 +385,8 @@ def restore_files(
             checkpoint=method.checkpoint,
             options=method.options,
             float32=float32,
+            brightness=method.brightness,
+            notes=notes,
             load_s=method.load_s,
         )
         record = out_dir / MANIFEST_NAME
@@ -348,12 +422,13 @@ def _restore_one(
     bar_rows: int | None,
     before_write: Callable[[], None],
 ) -> RestoredFile:
-    img = read_image(job.input)
+    img = read_input(job.input)
     part = split_info_bar(img, bar_rows)
     result = method(part.image)
     dtype = output_dtype(img.source_dtype, float32)
+    out_scale = output_value_scale(img, dtype)
     before_write()
-    write_restored(job.output, assemble(result.image, part), dtype, img)
+    write_restored(job.output, assemble(result.image, part), dtype, img, part.bar_rows)
     return RestoredFile(
         input=str(job.input),
         input_sha256=file_sha256(job.input),
@@ -364,6 +439,9 @@ def _restore_one(
         pixel_size_source=img.pixel_size_source,
         input_dtype=img.source_dtype,
         output_dtype=dtype,
+        input_value_scale=img.value_scale,
+        output_value_scale=out_scale,
         input_notes=list(img.notes),
+        output_notes=output_notes(img, dtype, out_scale),
         **result.record(),
     )

@@ -5,15 +5,20 @@
   bar is restored whole.
 * The output keeps the input's sample type (8-bit in, 8-bit out; 16-bit in, 16-bit out; float
   in, float32 out) unless float32 is asked for. TIFF and PNG keep their format; JPEG and BMP
-  become TIFF (no second lossy encoding).
+  become TIFF (no second lossy encoding). A float output of a float input is written on the
+  input's own scale (0..1 in, 0..1 out; :func:`output_value_scale`), its info bar copied from
+  the file; ``float32`` of an integer input is on the 0..255 scale.
 * A TIFF output carries the input's vendor tags byte for byte (Hitachi 40092, Zeiss CZ_SEM
   34118, FEI 34680/34682, the description, resolution, ...), so the pixel size reads back
   from the same tag; otherwise the pixel size is stored the way :func:`sem_physics.write_image`
-  stores it.
+  stores it. Tags that point to a sub-directory of tags (the EXIF IFD 34665, GPS 34853,
+  SubIFDs 330, ...) cannot be copied by the writer: they are left out, and
+  :func:`uncopied_tags` says which and what they held.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +26,18 @@ from typing import Any
 import numpy as np
 from sem_physics import SEMImage, write_image
 from sem_physics.atomic import atomic_write
-from sem_physics.io import quantize
+from sem_physics.io import JPEG_NOTE, quantize, read_image
 
 __all__ = [
     "Micrograph",
     "assemble",
     "output_dtype",
+    "output_notes",
     "output_suffix",
+    "output_value_scale",
+    "read_input",
     "split_info_bar",
+    "uncopied_tags",
     "write_restored",
 ]
 
@@ -36,8 +45,17 @@ _TIFF = (".tif", ".tiff")
 # Tags that describe the pixel layout of the file itself: the writer makes its own.
 _LAYOUT_TAGS = frozenset(
     {254, 255, 256, 257, 258, 259, 262, 266, 273, 274, 277, 278, 279, 280, 281, 284, 317, 320,
-     322, 323, 324, 325, 338, 339, 340, 341, 347, 530, 531, 532}
+     322, 323, 324, 325, 338, 339, 340, 341, 347, 530, 531, 532, 32997, 32998}
 )  # fmt: skip
+# Tags whose value is the offset of a sub-directory of tags (an IFD) in the source file: the
+# writer (tifffile) cannot write them, so they are not copied (and the outputs say so).
+_IFD_TAGS = {
+    330: "SubIFDs",
+    400: "GlobalParametersIFD",
+    34665: "EXIF IFD",
+    34853: "GPS IFD",
+    40965: "Interoperability IFD",
+}
 _RESOLUTION_TAGS = (282, 283, 296)
 _SOFTWARE_TAG = 305
 
@@ -76,6 +94,15 @@ def output_dtype(source_dtype: str, float32: bool = False) -> str:
     return "uint8" if source_dtype in ("uint8", "bool") else "uint16"
 
 
+def output_value_scale(source: SEMImage, dtype: str) -> float:
+    """Grey levels of the 0..255 scale per unit of the output file's values: a float output of
+    a float input keeps the input's scale (255 for 0..1 data), float32 of an integer input is
+    on 0..255 (1), integer outputs scale as :func:`sem_physics.io.quantize` does."""
+    if dtype == "float32":
+        return source.value_scale if source.source_dtype.startswith("float") else 1.0
+    return 1.0 if dtype == "uint8" else 255.0 / 65535.0
+
+
 def output_suffix(source: Path, float32: bool = False) -> str:
     """TIFF stays TIFF, PNG stays PNG (unless float32), everything else becomes ``.tif``."""
     ext = source.suffix.lower()
@@ -98,7 +125,7 @@ def _vendor_tags(source: Path) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
         fh = tif.filehandle
         for tag in page.tags.values():
             code = tag.code
-            if code in _LAYOUT_TAGS or code in _RESOLUTION_TAGS:
+            if code in _LAYOUT_TAGS or code in _RESOLUTION_TAGS or code in _IFD_TAGS:
                 continue
             fh.seek(tag.valueoffset)
             raw = fh.read(tag.valuebytecount)
@@ -116,6 +143,34 @@ def _vendor_tags(source: Path) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
     return extratags, kwargs
 
 
+def uncopied_tags(source: SEMImage) -> list[str]:
+    """One note per tag of a TIFF ``source`` that the output leaves out (sub-directories)."""
+    if source.path.suffix.lower() not in _TIFF:
+        return []
+    import tifffile
+
+    notes = []
+    with tifffile.TiffFile(source.path) as tif:
+        for tag in tif.pages[0].tags.values():
+            if tag.code in _IFD_TAGS:
+                value = tag.value
+                held = ", ".join(map(str, value)) if isinstance(value, dict) else ""
+                notes.append(
+                    f"TIFF tag {tag.code} ({_IFD_TAGS[tag.code]}"
+                    + (f": {held[:120]}" if held else "")
+                    + ") not copied to the output: the writer cannot copy a sub-directory of tags"
+                )
+    return notes
+
+
+def _raw_rows(path: Path, rows: int) -> np.ndarray | None:
+    """The bottom ``rows`` of a grey TIFF's first page as stored (None if not 2-D)."""
+    import tifffile
+
+    raw = tifffile.imread(path, key=0)
+    return raw[raw.shape[0] - rows :] if raw.ndim == 2 else None
+
+
 def _pixel_size_description(pixel_size_nm: float | None) -> str | None:
     """The ImageDescription :func:`sem_physics.read_image` reads a pixel size from."""
     import json
@@ -125,8 +180,14 @@ def _pixel_size_description(pixel_size_nm: float | None) -> str | None:
     return json.dumps({"sem_physics": {"pixel_size_nm": pixel_size_nm}})
 
 
-def write_restored(path: Path, frame: np.ndarray, dtype: str, source: SEMImage) -> Path:
-    """Write ``frame`` (0..255) atomically as ``dtype`` with the metadata of ``source``."""
+def write_restored(
+    path: Path, frame: np.ndarray, dtype: str, source: SEMImage, bar_rows: int = 0
+) -> Path:
+    """Write ``frame`` (0..255) atomically as ``dtype`` with the metadata of ``source``.
+
+    A float output is written on :func:`output_value_scale`; when that is not the 0..255
+    scale, the bottom ``bar_rows`` (the info bar) are copied from the file as stored.
+    """
     path = Path(path)
     if path.suffix.lower() not in _TIFF:
         return atomic_write(
@@ -142,6 +203,12 @@ def write_restored(path: Path, frame: np.ndarray, dtype: str, source: SEMImage) 
     if "description" not in kwargs:
         kwargs["description"] = _pixel_size_description(source.pixel_size_nm)
     data = quantize(frame, dtype)
+    scale = output_value_scale(source, dtype) if dtype == "float32" else 1.0
+    if scale != 1.0:
+        data = (data.astype(np.float64) / scale).astype(np.float32)
+        bar = _raw_rows(source.path, bar_rows) if bar_rows else None
+        if bar is not None and bar.shape[1] == data.shape[1]:
+            data[data.shape[0] - bar_rows :] = bar  # bit-identical, not divided back
 
     def writer(tmp: Path) -> None:
         tifffile.imwrite(
@@ -149,3 +216,30 @@ def write_restored(path: Path, frame: np.ndarray, dtype: str, source: SEMImage) 
         )
 
     return atomic_write(path, writer)
+
+
+def output_notes(img: SEMImage, dtype: str, out_scale: float) -> list[str]:
+    """What writing the output changed: its value scale, the tags it could not copy."""
+    notes = []
+    if dtype == "float32" and img.source_dtype.startswith("float") and out_scale != 1.0:
+        notes.append(
+            f"float input on 0..{255 / out_scale:g}: restored on the 0..255 scale and written "
+            f"back on 0..{255 / out_scale:g}"
+        )
+    return notes + uncopied_tags(img)
+
+
+class _DropNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return JPEG_NOTE not in record.getMessage()
+
+
+def read_input(path: Path) -> SEMImage:
+    """:func:`sem_physics.read_image` without logging the JPEG note: ``sem restore`` records
+    it (``input_notes``) and says it once, with the file's other notes."""
+    log, drop = logging.getLogger("sem_physics.io"), _DropNote()
+    log.addFilter(drop)
+    try:
+        return read_image(path)
+    finally:
+        log.removeFilter(drop)

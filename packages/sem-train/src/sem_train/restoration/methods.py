@@ -15,6 +15,7 @@ from its name:
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -95,12 +96,42 @@ def method_needs(name: str) -> MethodNeeds:
 
 
 def check_options(needs: MethodNeeds, options: dict[str, Any]) -> BaseModel:
-    """Validate ``options`` against the method's config; one-line ValueError naming the field."""
+    """Validate ``options`` against the method's config; one-line ValueError naming the field
+    (an unknown one with the settings the method accepts there)."""
     try:
         return needs.config_cls(**options)
     except ValidationError as err:  # "method 'wiener', setting balance must be in (0, 1e6], got -1"
+        unknown = [e["loc"] for e in err.errors() if e.get("type") == "extra_forbidden"]
+        if unknown:
+            loc = tuple(map(str, unknown[0]))
+            accepted = ", ".join(_accepted_settings(needs, loc[:-1]))
+            raise ValueError(
+                f"method {needs.name!r}, setting {'.'.join(loc)}: not a setting of this "
+                f"method (accepted: {accepted})"
+            ) from None
         message = validation_message(err, needs.config_cls)
         raise ValueError(f"method {needs.name!r}, setting {message}") from None
+
+
+def _accepted_settings(needs: MethodNeeds, group: tuple[str, ...]) -> list[str]:
+    """The field names of the method's config (of its nested settings ``group``), sorted; the
+    PSF is given with ``--psf``, not as a setting."""
+    model: Any = needs.config_cls
+    for name in group:
+        field = model.model_fields.get(name) if isinstance(model, type) else None
+        model = _model_of(field.annotation) if field is not None else None
+        if model is None:
+            return []
+    names = sorted(model.model_fields)
+    return [n for n in names if not (not group and needs.takes_psf and n == "psf")]
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model in a field's annotation (``Model`` or ``Model | None``)."""
+    for cand in (annotation, *typing.get_args(annotation)):
+        if isinstance(cand, type) and issubclass(cand, BaseModel):
+            return cand
+    return None
 
 
 def _first_line(err: BaseException) -> str:

@@ -81,6 +81,8 @@ def estimate_record(estimate: Any) -> dict[str, Any] | None:
     """A JSON-ready dict of a blind estimate (pydantic model, dataclass or plain object)."""
     if estimate is None:
         return None
+    if isinstance(estimate, dict):  # already a record (a restorer's ``last_params``)
+        return _jsonable(estimate)
     if hasattr(estimate, "model_dump"):
         return estimate.model_dump(mode="json")
     if dataclasses.is_dataclass(estimate) and not isinstance(estimate, type):

@@ -1,0 +1,80 @@
+"""What reading says about a file: the JPEG warning, the value scale of the file's pixels."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from sem_physics import make_sample, read_image
+from sem_physics.io import JPEG_NOTE, ImageReadError
+
+
+def lines(shape=(64, 80)) -> np.ndarray:
+    return make_sample("lines", shape, seed=0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".jpeg"])
+def test_a_jpeg_is_noted_and_logged_naming_the_file(tmp_path: Path, caplog, suffix) -> None:
+    path = tmp_path / f"x{suffix}"
+    Image.fromarray(lines()).save(path, format="JPEG", quality=90)
+    with caplog.at_level(logging.WARNING, logger="sem_physics.io"):
+        img = read_image(path)
+    assert JPEG_NOTE in img.notes
+    assert [r.getMessage() for r in caplog.records] == [f"{path}: {JPEG_NOTE}"]
+
+
+def test_a_jpeg_compressed_tiff_is_noted_or_refused_by_name(tmp_path: Path) -> None:
+    """Decoding it needs the optional imagecodecs: with it the image carries the JPEG note,
+    without it the file is refused in one line naming what is missing (never read silently)."""
+    path = tmp_path / "x.tif"
+    Image.fromarray(lines()).save(path, compression="jpeg")  # Pillow's libtiff writes it
+    assert int(tifffile.TiffFile(path).pages[0].compression) == 7
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImageReadError, match=r"x\.tif: .*requires the 'imagecodecs' package"):
+            read_image(path)
+        return
+    assert JPEG_NOTE in read_image(path).notes
+
+
+def test_lossless_files_carry_no_jpeg_note(tmp_path: Path, caplog) -> None:
+    Image.fromarray(lines()).save(tmp_path / "x.png")
+    tifffile.imwrite(tmp_path / "x.tif", lines())
+    with caplog.at_level(logging.WARNING, logger="sem_physics.io"):
+        assert read_image(tmp_path / "x.png").notes == ()
+        assert read_image(tmp_path / "x.tif").notes == ()
+    assert not caplog.records
+
+
+def test_sem_psf_shows_the_jpeg_warning(tmp_path: Path) -> None:
+    path = tmp_path / "lines.jpg"
+    Image.fromarray(lines((96, 128))).save(path, quality=90)
+    code = "import sys; from sem_physics.psf_cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{path}: {JPEG_NOTE}" in done.stderr.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("array", "scale"),
+    [
+        (lines(), 1.0),
+        (lines().astype(np.uint16) * 257, 255 / 65535),
+        (lines().astype(np.float32) / 255, 255.0),
+        (lines().astype(np.float32), 1.0),
+    ],
+)
+def test_value_scale_is_what_reading_multiplied_by(tmp_path: Path, array, scale) -> None:
+    tifffile.imwrite(tmp_path / "x.tif", array)
+    img = read_image(tmp_path / "x.tif")
+    assert img.value_scale == pytest.approx(scale, rel=1e-12)
+    np.testing.assert_allclose(img.data, array.astype(np.float64) * scale, rtol=1e-6)

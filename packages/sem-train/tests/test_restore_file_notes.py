@@ -1,0 +1,149 @@
+"""``sem restore`` on the files users have: float 0..1 TIFFs, EXIF tags, JPEGs, repeated
+inputs, unknown settings; every such case says what happened in one line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+from sem_physics import make_sample, read_image
+from sem_physics.io import JPEG_NOTE
+from sem_train import restore
+from sem_train.cli import main
+from sem_train.restoration import MANIFEST_NAME
+
+PSF = ["--psf", "2,2,0,2"]
+BAR = 12
+
+
+def run(*argv) -> int:
+    return main(["restore", *map(str, argv)])
+
+
+def record(out: Path) -> dict:
+    return json.loads((out / MANIFEST_NAME).read_text())
+
+
+def frame01(shape=(64, 80)) -> np.ndarray:
+    """A 0..1 float picture above a black info bar with a white label."""
+    img = 0.15 + 0.7 * make_sample("lines", shape, seed=0) / 255.0
+    bar = np.zeros((BAR, shape[1]))
+    bar[3:-3, 4:30] = 1.0
+    return np.concatenate([img, bar]).astype(np.float32)
+
+
+def test_a_float_tiff_on_0_1_is_written_back_on_0_1(tmp_path, capsys):
+    frame = frame01()
+    src = tmp_path / "float01.tif"
+    tifffile.imwrite(src, frame)
+    out = tmp_path / "out"
+    assert run(src, "-o", out, *PSF, "--info-bar-rows", BAR) == 0
+    restored = tifffile.imread(out / "float01.tif")
+    assert restored.dtype == np.float32 and restored.shape == frame.shape
+    np.testing.assert_array_equal(restored[-BAR:], frame[-BAR:])  # bar bit-identical
+    assert 0.0 <= restored[:-BAR].min() and restored[:-BAR].max() <= 1.0 + 1e-6
+    ref = restore(read_image(src).data[:-BAR], "richardson-lucy", psf="2,2,0,2").image
+    np.testing.assert_allclose(restored[:-BAR] * 255.0, ref, rtol=1e-6, atol=1e-4)
+    item = record(out)["restored"][0]
+    assert item["input_value_scale"] == item["output_value_scale"] == 255.0
+    assert any("written back on 0..1" in n for n in item["output_notes"])
+    assert f"sem: note: {src}: float input on 0..1" in capsys.readouterr().err
+    # read back, the restoration has the input's brightness again
+    assert abs(float(read_image(out / "float01.tif").data[:-BAR].mean()) - ref.mean()) < 0.01
+
+
+def test_float32_of_an_integer_input_stays_on_0_255(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", np.rint(frame01() * 255).astype(np.uint8))
+    assert run(tmp_path / "a.tif", "-o", tmp_path / "out", *PSF, "--float32") == 0
+    assert tifffile.imread(tmp_path / "out" / "a.tif").max() > 1.5
+    assert record(tmp_path / "out")["restored"][0]["output_value_scale"] == 1.0
+
+
+def tiff_with_exif(path: Path, image: np.ndarray, unique_id: str) -> None:
+    """An 8-bit TIFF whose first page points to an EXIF IFD holding ImageUniqueID (as FEI and
+    Thermo microscopes write them; tifffile cannot write one)."""
+    h, w = image.shape
+    data = image.astype(np.uint8).tobytes()
+    ifd0 = 8 + len(data) + (len(data) % 2)
+    entries = [
+        (256, 3, 1, w), (257, 3, 1, h), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+        (273, 4, 1, 8), (277, 3, 1, 1), (278, 3, 1, h), (279, 4, 1, len(data)),
+    ]  # fmt: skip
+    exif = ifd0 + 2 + 12 * (len(entries) + 1) + 4
+    entries.append((34665, 4, 1, exif))
+    text = unique_id.encode() + b"\0"
+    text_at = exif + 2 + 12 + 4
+
+    def entry(code, kind, count, value):
+        packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+        return struct.pack("<HHI", code, kind, count) + packed
+
+    out = b"II" + struct.pack("<HI", 42, ifd0) + data + b"\0" * (len(data) % 2)
+    out += struct.pack("<H", len(entries)) + b"".join(entry(*e) for e in entries)
+    out += struct.pack("<I", 0)
+    out += struct.pack("<H", 1) + entry(42016, 2, len(text), text_at) + struct.pack("<I", 0)
+    path.write_bytes(out + text)
+
+
+def test_an_exif_ifd_is_named_as_not_copied_and_tifffile_says_nothing(tmp_path, capsys, caplog):
+    src = tmp_path / "fei.tif"
+    tiff_with_exif(src, make_sample("contacts", (48, 64), seed=1), "B9E0139F1B5F2A27")
+    with tifffile.TiffFile(src) as tif:  # the file is what a microscope writes
+        assert tif.pages[0].tags[34665].value == {"ImageUniqueID": "B9E0139F1B5F2A27"}
+    with caplog.at_level(logging.WARNING):
+        assert run(src, "-o", tmp_path / "out", *PSF) == 0
+    assert not [r for r in caplog.records if "extratag" in r.getMessage()]
+    item = record(tmp_path / "out")["restored"][0]
+    assert item["output_notes"] == [
+        "TIFF tag 34665 (EXIF IFD: ImageUniqueID) not copied to the output: the writer cannot "
+        "copy a sub-directory of tags"
+    ]
+    err = capsys.readouterr().err
+    assert f"sem: note: {src}: TIFF tag 34665 (EXIF IFD: ImageUniqueID) not copied" in err
+    assert "extratag" not in err and ".tmp" not in err
+
+
+def test_a_jpeg_input_is_named_once_with_the_reason(tmp_path, capsys, caplog):
+    src = tmp_path / "lines.jpg"
+    Image.fromarray(make_sample("lines", (48, 64), seed=2).astype(np.uint8)).save(src, quality=90)
+    with caplog.at_level(logging.WARNING):
+        assert run(src, "-o", tmp_path / "out", *PSF) == 0
+    err = capsys.readouterr().err
+    assert err.count("JPEG input") == 1
+    assert f"sem: warning: {src}: {JPEG_NOTE}" in err
+    assert not [r for r in caplog.records if "JPEG" in r.getMessage()]  # said once, not logged
+    assert record(tmp_path / "out")["restored"][0]["input_notes"] == [JPEG_NOTE]
+
+
+def test_the_same_file_given_twice_is_restored_once(tmp_path, capsys):
+    src = tmp_path / "in" / "a.tif"
+    src.parent.mkdir()
+    tifffile.imwrite(src, np.rint(frame01() * 255).astype(np.uint8))
+    out = tmp_path / "out"
+    assert run(src, src.parent / "." / "a.tif", "-o", out, *PSF) == 0
+    rec = record(out)
+    assert [r["output"] for r in rec["restored"]] == ["a.tif"] and not rec["failed"]
+    assert rec["notes"] == [f"{src} is given more than once: restored once"]
+    assert f"sem: note: {src} is given more than once: restored once" in capsys.readouterr().err
+    # a file and the folder holding it: one input too
+    assert run(src.parent, src, "-o", tmp_path / "out2", *PSF) == 0
+    assert len(record(tmp_path / "out2")["restored"]) == 1
+
+
+def test_an_unknown_setting_lists_the_accepted_ones(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", np.rint(frame01() * 255).astype(np.uint8))
+    assert run(tmp_path / "a.tif", "-o", tmp_path / "out", "--method", "wiener",
+               "--set", "iterations=10") == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err == (
+        "sem: error: method 'wiener', setting iterations: not a setting of this method "
+        "(accepted: balance, boundary, clip, noise_var, preset, tau)\n"
+    )
+    assert run(tmp_path / "a.tif", "-o", tmp_path / "out", "--method", "bm3d",
+               "--set", "balance=1") == 2  # fmt: skip
+    assert "(accepted: clip, correct_highpass, profile, sigma, threads)" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""Grey levels around a method: dim pictures for learned models, the brightness policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from sem_models import RestorationModel, build_mae, save_model
+from sem_models.testing import MICRO_MAE
+from sem_physics import DegradationParams, degrade, make_sample
+from sem_train import restore
+from sem_train.cli import main
+from sem_train.restoration import MANIFEST_NAME, prepare
+from sem_train.restoration.levels import input_scale
+
+WINDOW = {"window_px": 32, "overlap_px": 8, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random-weight sem-models restoration export (what ``mae-sem`` loads)."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ckpt") / "mae-sem-export"
+    save_model(RestorationModel(build_mae("tiny", in_chans=1, **{**MICRO_MAE, "depth": 1})), folder)
+    return folder
+
+
+def blurred(shape=(64, 96), seed=0) -> np.ndarray:
+    clean = make_sample("lines", shape, seed=seed)
+    p = DegradationParams(
+        rx_px=3, ry_px=3, beta=2.0, theta_rad=0.0, gain=1.0, offset=0.0, sigma=0.5, dose=1e4
+    )
+    return degrade(clean, p, rng=np.random.default_rng(seed)).astype(np.float32)
+
+
+def test_input_scale_is_the_smallest_power_of_two_reaching_128():
+    y = blurred()
+    p = float(np.percentile(y, 99.9))
+    assert 128 <= p < 256  # the sample: not dim
+    assert input_scale(y) == 1
+    assert input_scale(y / 16) == 16  # p/16 in [8, 16): 16 brings it to [128, 256)
+    assert input_scale(np.zeros((16, 16), np.float32)) == 1  # nothing to scale
+    for k, factor in enumerate([1 / 2, 1 / 5, 1 / 40, 1 / 1000]):
+        s = input_scale(y * factor)
+        level = np.percentile(y * factor, 99.9)
+        if level >= 64:
+            assert s == 1, k
+        else:
+            assert level * s >= 128 and level * s / 2 < 128, k
+
+
+def test_a_dim_picture_restores_as_the_undimmed_one_scaled(tiny_model):
+    """12-bit data in a 16-bit file reads as 0..16 grey levels: a learned model then sees it
+    on the 0..255 scale it learned and its output is scaled back, exactly."""
+    y = blurred()
+    method = prepare("mae-sem", checkpoint=tiny_model, brightness="method", **WINDOW)
+    full = method(y)
+    dim = method(y / np.float32(16))
+    assert full.input_scale == 1 and dim.input_scale == 16
+    np.testing.assert_allclose(dim.image, full.image / 16, rtol=1e-5, atol=1e-5)
+    assert np.mean(dim.image <= 0) < 0.05 and np.mean(dim.image <= 0) <= np.mean(full.image <= 0)
+    assert any("dim picture" in w and "16" in w for w in dim.warnings)
+    assert json.loads(json.dumps(dim.record()))["input_scale"] == 16
+
+
+def test_classical_methods_are_not_scaled():
+    y = blurred() / np.float32(16)
+    out = restore(y, "wiener", psf="3,3,0,2")
+    assert out.input_scale == 1 and not any("dim" in w for w in out.warnings)
+
+
+def test_brightness_input_shifts_the_output_mean_to_the_input_mean(tiny_model):
+    y = blurred()
+    kept = restore(y, "mae-sem", checkpoint=tiny_model, brightness="method", **WINDOW)
+    matched = restore(y, "mae-sem", checkpoint=tiny_model, **WINDOW)  # the default: input
+    assert kept.brightness["policy"] == "method" and kept.brightness["shift"] == 0.0
+    shift = matched.brightness["shift"]
+    assert matched.brightness["policy"] == "input"
+    assert shift == pytest.approx(float(y.mean()) - float(kept.image.mean()), abs=1e-3)
+    assert abs(shift) > 1.0  # a random model changes the brightness
+    np.testing.assert_allclose(matched.image, kept.image + shift, atol=1e-3)
+    assert float(matched.image.mean()) == pytest.approx(float(y.mean()), abs=1e-3)
+
+
+@pytest.mark.parametrize("method", ["wiener", "richardson-lucy"])
+def test_a_deconvolution_barely_moves_under_the_brightness_policy(method):
+    y = blurred()
+    kept = restore(y, method, psf="3,3,0,2", brightness="method")
+    matched = restore(y, method, psf="3,3,0,2")
+    assert abs(matched.brightness["shift"]) < 0.5
+    np.testing.assert_allclose(matched.image, kept.image + matched.brightness["shift"], atol=1e-3)
+
+
+def test_a_bad_brightness_policy_is_one_line():
+    with pytest.raises(ValueError, match=r"^brightness must be one of input, method, got 'x'$"):
+        prepare("wiener", brightness="x")
+
+
+def test_cli_records_scale_and_brightness_and_says_them(tmp_path, tiny_model, capsys):
+    y = blurred()
+    src = tmp_path / "twelve_bit.tif"
+    tifffile.imwrite(src, np.rint(y / 255 * 4095).astype(np.uint16))  # 12-bit in 16-bit
+    tifffile.imwrite(tmp_path / "eight_bit.tif", np.rint(y).astype(np.uint8))
+    out = tmp_path / "out"
+    argv = ["restore", str(tmp_path), "-o", str(out), "--method", "mae-sem"]
+    argv += ["--checkpoint", str(tiny_model), "--set", "window_px=32", "--set", "overlap_px=8"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    rec = json.loads((out / MANIFEST_NAME).read_text())
+    eight, item = rec["restored"]  # sorted by name
+    assert rec["brightness"] == "input" and item["brightness"]["policy"] == "input"
+    assert item["input_scale"] == 16 and eight["input_scale"] == 1
+    assert abs(eight["brightness"]["shift"]) > 1.0
+    assert f"sem: warning: {src}: dim picture" in err
+    assert "mean grey level of 1 image(s) was shifted to the input's" in err
+    assert "--brightness method" in err
+    restored = tifffile.imread(out / "twelve_bit.tif")
+    assert restored.dtype == np.uint16 and np.mean(restored == 0) < 0.05
+    assert main([*argv[:3], str(tmp_path / "kept"), *argv[4:], "--brightness", "method"]) == 0
+    kept = json.loads((tmp_path / "kept" / MANIFEST_NAME).read_text())
+    assert kept["brightness"] == "method"
+    assert all(r["brightness"]["shift"] == 0.0 for r in kept["restored"])
+    assert "shifted" not in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""``restore.json`` records what each method chose and ran, checked against the restorers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sem_baselines import get_restorer
+from sem_physics import DegradationParams, PSFParams, degrade, make_sample
+from sem_train import restore
+from sem_train.cli import main
+from sem_train.restoration import MANIFEST_NAME
+
+PSF = PSFParams(rx_px=3.0, ry_px=3.0, theta_rad=0.0, beta=1.95)
+
+
+def blurred(shape=(64, 96), seed=0) -> np.ndarray:
+    clean = make_sample("lines", shape, seed=seed)
+    p = DegradationParams(
+        rx_px=3, ry_px=3, beta=1.95, theta_rad=0.0, gain=1.0, offset=0.0, sigma=1.0, dose=200
+    )
+    return degrade(clean, p, rng=np.random.default_rng(seed)).astype(np.float32)
+
+
+def direct(name: str, y: np.ndarray, **config) -> dict:
+    """What the registered restorer chose, called directly (no sem_train in between)."""
+    restorer = get_restorer(name, psf=PSF, **config)
+    restorer.restore(y)
+    return restorer.last_params
+
+
+def test_wiener_with_a_given_psf_records_the_balance_it_chose():
+    y = blurred()
+    rec = json.loads(json.dumps(restore(y, "wiener", psf=PSF).record()))
+    chosen = direct("wiener", y)
+    params = rec["parameters"]
+    assert params["balance"] is None  # the setting: left to the discrepancy principle
+    assert params["per_image"]["balance"] == pytest.approx(chosen["balance"], rel=1e-12)
+    assert params["per_image"]["noise_var"] == pytest.approx(chosen["noise_var"], rel=1e-12)
+    assert params["per_image"]["estimate"]["sigma"] > 0  # the noise estimate it was made from
+    assert "not_used" not in params
+    assert rec["psf_source"] == "given" and rec["estimate"] is None
+
+
+def test_richardson_lucy_records_the_iterations_it_ran_and_what_stopped_them():
+    y = blurred()
+    rec = json.loads(json.dumps(restore(y, "richardson-lucy", psf=PSF).record()))
+    chosen = direct("richardson-lucy", y)
+    per_image = rec["parameters"]["per_image"]
+    assert rec["parameters"]["iterations"] is None
+    assert per_image["iterations"] == chosen["iterations"] >= 1
+    assert per_image["stopped_by"] == chosen["stopped_by"] in ("discrepancy", "stall")
+    assert per_image["residual_var"] == pytest.approx(chosen["residual_var"], rel=1e-12)
+
+
+def test_a_fixed_iteration_count_says_which_settings_did_not_apply(tmp_path):
+    import tifffile
+
+    y = blurred()
+    tifffile.imwrite(tmp_path / "a.tif", np.rint(y).astype(np.uint8))
+    out = tmp_path / "out"
+    argv = ["restore", tmp_path / "a.tif", "-o", out, "--psf", "3,3,0,1.95"]
+    assert main([*map(str, argv), "--set", "iterations=150"]) == 0
+    params = json.loads((out / MANIFEST_NAME).read_text())["restored"][0]["parameters"]
+    assert params["iterations"] == 150 and params["max_iterations"] == 100  # the settings
+    assert params["per_image"]["iterations"] == 150  # what ran
+    assert params["per_image"]["stopped_by"] == "fixed count"
+    assert set(params["not_used"]) == {"max_iterations", "noise_var", "tau"}
+    assert "noise_var" not in params["per_image"]  # no placeholder noise level
+
+
+def test_blind_psf_per_image_values_do_not_repeat_the_psf():
+    y = blurred()
+    rec = restore(y, "wiener").record()
+    assert rec["psf_source"] == "blind" and rec["estimate"] is not None
+    per_image = rec["parameters"]["per_image"]
+    assert "psf" not in per_image and "psf_source" not in per_image and "estimate" not in per_image
+    assert per_image["balance"] > 0
+
+
+def test_bm3d_keeps_its_noise_level():
+    y = blurred((48, 48))
+    rec = restore(y, "bm3d", profile="lc").record()
+    assert rec["parameters"]["per_image"]["sigma"] > 0
