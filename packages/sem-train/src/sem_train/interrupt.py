@@ -82,8 +82,8 @@ class GracefulInterrupt:
         if not self.requested:
             self.requested, self._first_at = True, now
             if self.announce:
-                print(
-                    "sem: Ctrl-C: finishing this step and saving a checkpoint "
+                print(  # on a line of its own: a progress bar may hold the current one
+                    "\nsem: Ctrl-C: finishing this step and saving a checkpoint "
                     "(Ctrl-C again stops at once, without saving)",
                     file=sys.stderr,
                     flush=True,
