@@ -1,6 +1,6 @@
 """Blind estimate at the edge of the paper's ranges: extreme astigmatism must not read as "ok".
 
-The setting of a user report: true Rx 29.7 px, Ry 1.1 px, theta 105 deg (the OTF's pass band is
+An extreme setting within the paper's ranges: true Rx 29.7 px, Ry 1.1 px, theta 105 deg (the OTF's pass band is
 a strip 2 / 29.7 cycles/px wide reaching past Nyquist along the short axis), the paper's
 midpoint noise, on line images of the sample generator. The estimator used to return a round
 10-16 px ellipse marked ok (at most one estimate in four flagged).

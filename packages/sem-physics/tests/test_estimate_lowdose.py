@@ -3,7 +3,7 @@
 At about 1 electron per grey level or less the spectrum of a line pattern sinks into the noise
 floor well before the OTF's cut-off, and the fit reads the radius along the lines off the edge
 roughness's own fall-off: a round 5 px PSF was estimated as 22 x 5 px, marked ok with a 4.5 px
-error (user audit). ``benchmarks/bench_estimate.py --settings lowdose`` measures the sweep.
+error. ``benchmarks/bench_estimate.py --settings lowdose`` measures the sweep.
 """
 
 from __future__ import annotations
