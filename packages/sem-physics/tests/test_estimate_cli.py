@@ -112,6 +112,7 @@ def test_uncertainties_keep_two_significant_digits() -> None:
     assert _fmt(5.123, 0.334) == "5.12 ± 0.33"
     assert _fmt(22.08, 17.6) == "22 ± 18"
     assert _fmt(1.5708, 0.9069) == "1.57 ± 0.91"
+    assert _fmt(1234.0, 156.0) == "1230 ± 160" and _fmt(98765.0, 4321.0) == "98800 ± 4300"
     assert _fmt(4.0, None) == "4.00" and _fmt(4.0, 0.0) == "4.00" and _fmt(None, 1.0) == "n/a"
 
 

@@ -78,3 +78,12 @@ def test_value_scale_is_what_reading_multiplied_by(tmp_path: Path, array, scale)
     img = read_image(tmp_path / "x.tif")
     assert img.value_scale == pytest.approx(scale, rel=1e-12)
     np.testing.assert_allclose(img.data, array.astype(np.float64) * scale, rtol=1e-6)
+
+
+def test_the_jpeg_warning_is_logged_once_per_file(tmp_path: Path, caplog) -> None:
+    """Training reads each file every epoch: the warning comes once, the note every time."""
+    path = tmp_path / "again.jpg"
+    Image.fromarray(lines()).save(path, quality=90)
+    with caplog.at_level(logging.WARNING, logger="sem_physics.io"):
+        assert all(JPEG_NOTE in read_image(path).notes for _ in range(3))
+    assert len(caplog.records) == 1

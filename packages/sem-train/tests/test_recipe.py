@@ -253,3 +253,17 @@ def test_the_recipe_command_reports_a_ctrl_c_in_one_line(tmp_path, monkeypatch, 
     assert capsys.readouterr().err == (
         f"sem: stage1: interrupted before the run started; nothing was written to {out / 'stage1'}\n"
     )
+
+
+def test_the_recipe_message_leaves_out_an_unknown_run_length(tmp_path):
+    """A step folder whose config.json is gone but whose checkpoint is there: the line names
+    the step and epoch, not "all 0 epochs done"."""
+    from sem_train.commands.train import recipe_interrupt_message
+
+    ck = tmp_path / "stage1" / "checkpoints"
+    ck.mkdir(parents=True)
+    (ck / "latest.json").write_text(
+        json.dumps({"global_step": 7, "epoch": 1, "step_in_epoch": 2, "weights": "w"})
+    )
+    line = recipe_interrupt_message(tmp_path, ("stage1",), None, saved=True)
+    assert line.startswith("stage1: interrupted; saved a checkpoint at step 7 (epoch 2, after 2 ")

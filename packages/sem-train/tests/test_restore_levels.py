@@ -41,16 +41,49 @@ def test_input_scale_is_the_smallest_power_of_two_reaching_128():
     y = blurred()
     p = float(np.percentile(y, 99.9))
     assert 128 <= p < 256  # the sample: not dim
-    assert input_scale(y) == 1
-    assert input_scale(y / 16) == 16  # p/16 in [8, 16): 16 brings it to [128, 256)
-    assert input_scale(np.zeros((16, 16), np.float32)) == 1  # nothing to scale
+    assert input_scale(y)[0] == 1
+    assert input_scale(y / 16)[0] == 16  # p/16 in [8, 16): 16 brings it to [128, 256)
+    assert input_scale(np.zeros((16, 16), np.float32))[0] == 1  # nothing to scale
     for k, factor in enumerate([1 / 2, 1 / 5, 1 / 40, 1 / 1000]):
-        s = input_scale(y * factor)
-        level = np.percentile(y * factor, 99.9)
+        s, level = input_scale(y * factor)
+        assert level == pytest.approx(np.percentile(y * factor, 99.9))
         if level >= 64:
             assert s == 1, k
         else:
-            assert level * s >= 128 and level * s / 2 < 128, k
+            capped = float(np.max(y * factor)) * s * 2 > 255  # the brightest pixel's limit
+            assert (level * s >= 128 or capped) and level * s / 2 < 128, k
+            assert float(np.max(y * factor)) * s <= 255, k
+
+
+def test_highlights_limit_the_scale_and_keep_their_values(tiny_model):
+    """A dim picture with a highlight far above its 99.9th percentile (a particle at the
+    detector's top): the scale stops where the highlight reaches 255, so the picture is
+    accepted and the highlight comes back as the model draws it, not clipped."""
+    y = blurred() / np.float32(16)
+    y[20:24, 30:34] = 60.0  # ~4x the percentile of the dim picture
+    scale, level = input_scale(y)
+    assert level * 16 >= 128 and scale == 4  # 60 x 4 = 240 <= 255 < 60 x 8
+    method = prepare("mae-sem", checkpoint=tiny_model, brightness="method", **WINDOW)
+    out = method(y)
+    assert out.input_scale == 4
+    ref = prepare("mae-sem", checkpoint=tiny_model, brightness="method", clip=False, **WINDOW)
+    np.testing.assert_allclose(
+        out.image, np.clip(ref(y * np.float32(4)).image / 4, 0, 255), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_the_input_brightness_is_kept_under_clipping_without_a_plateau(tiny_model):
+    """The method runs unclipped, the shift is added, then the output is clipped with a shift
+    solved so that the clipped mean is the input's: no flat level at the shift where the
+    method would have cut at 0, and the mean kept."""
+    y = blurred()
+    y = np.clip(y - 60.0, 0.0, 255.0).astype(np.float32)  # dark spaces at 0
+    out = restore(y, "mae-sem", checkpoint=tiny_model, **WINDOW)
+    assert out.brightness["output_mean"] == pytest.approx(float(np.mean(y)), abs=1e-3)
+    assert 0.0 <= float(out.image.min()) and float(out.image.max()) <= 255.0
+    at_shift = np.mean(np.isclose(out.image, out.brightness["shift"], atol=1e-4))
+    assert at_shift < 0.01
+    assert out.parameters["clip"] is False  # the method's own clip was off
 
 
 def test_a_dim_picture_restores_as_the_undimmed_one_scaled(tiny_model):
@@ -76,23 +109,26 @@ def test_classical_methods_are_not_scaled():
 def test_brightness_input_shifts_the_output_mean_to_the_input_mean(tiny_model):
     y = blurred()
     kept = restore(y, "mae-sem", checkpoint=tiny_model, brightness="method", **WINDOW)
+    raw = restore(y, "mae-sem", checkpoint=tiny_model, brightness="method", clip=False, **WINDOW)
     matched = restore(y, "mae-sem", checkpoint=tiny_model, **WINDOW)  # the default: input
     assert kept.brightness["policy"] == "method" and kept.brightness["shift"] == 0.0
+    np.testing.assert_array_equal(kept.image, np.clip(raw.image, 0, 255))
     shift = matched.brightness["shift"]
     assert matched.brightness["policy"] == "input"
-    assert shift == pytest.approx(float(y.mean()) - float(kept.image.mean()), abs=1e-3)
     assert abs(shift) > 1.0  # a random model changes the brightness
-    np.testing.assert_allclose(matched.image, kept.image + shift, atol=1e-3)
+    np.testing.assert_allclose(matched.image, np.clip(raw.image + shift, 0, 255), atol=1e-3)
     assert float(matched.image.mean()) == pytest.approx(float(y.mean()), abs=1e-3)
 
 
 @pytest.mark.parametrize("method", ["wiener", "richardson-lucy"])
 def test_a_deconvolution_barely_moves_under_the_brightness_policy(method):
     y = blurred()
-    kept = restore(y, method, psf="3,3,0,2", brightness="method")
+    raw = restore(y, method, psf="3,3,0,2", brightness="method", clip=False)
     matched = restore(y, method, psf="3,3,0,2")
-    assert abs(matched.brightness["shift"]) < 0.5
-    np.testing.assert_allclose(matched.image, kept.image + matched.brightness["shift"], atol=1e-3)
+    shift = matched.brightness["shift"]
+    assert abs(shift) < 0.5
+    np.testing.assert_allclose(matched.image, np.clip(raw.image + shift, 0, 255), atol=1e-3)
+    assert float(matched.image.mean()) == pytest.approx(float(y.mean()), abs=1e-3)
 
 
 def test_a_bad_brightness_policy_is_one_line():

@@ -597,11 +597,12 @@ def _fit_noise(
 
 
 def _excess_beyond_cutoff(
-    power: np.ndarray, h: int, w: int, params: np.ndarray, beta: float
+    pbar: np.ndarray, bins, params: np.ndarray, beta: float
 ) -> tuple[float, float, float]:
     """Power above the fitted model beyond the fitted ellipse: ``(z, excess, direction)``.
 
-    Binned by the fit's rings and sectors; in each sector the bins whose mean frequency lies beyond ``rho = MISFIT_RHO`` are pooled, and
+    On the fit's bins (``pbar``: their mean periodogram); in each sector the bins whose mean
+    frequency lies beyond ``rho = MISFIT_RHO`` are pooled, and
     ``excess`` is their pixel-weighted mean of ``power / model - 1`` (the model there is the
     noise floor plus the OTF's faint tail), ``z`` that divided by its standard error
     ``1 / sqrt(pixels)`` (a periodogram value is exponential about its mean). Returned for the
@@ -609,24 +610,22 @@ def _excess_beyond_cutoff(
     cut-off a defocused image holds noise alone, so a clear excess there is signal the fitted
     ellipse cuts off: the blur is shorter than fitted along that direction.
     """
-    ns = N_SECTORS
-    fine = polar_bins(h, w, ns)
-    pbar = fine.mean(power)
-    rho = np.sqrt(_ellipse_rho2(params[:3], fine.fx, fine.fy))
-    beyond = (fine.count > 0) & (rho > MISFIT_RHO)
+    ns = bins.n_sectors
+    rho = np.sqrt(_ellipse_rho2(params[:3], bins.fx, bins.fy))
+    beyond = (bins.count > 0) & (rho > MISFIT_RHO)
     if not beyond.any():
         return 0.0, 0.0, 0.0
-    coarse = fine.sector
-    logf = 0.5 * np.log(np.maximum(fine.fx**2 + fine.fy**2, 1e-300))
+    sector = bins.sector
+    logf = 0.5 * np.log(np.maximum(bins.fx**2 + bins.fy**2, 1e-300))
     amp, slope = params[_NG : _NG + N_SECTORS], params[_NG + N_SECTORS :]
     rho_tab, otf_tab = otf_table(beta)
     otf2 = np.interp(rho, rho_tab, otf_tab, right=0.0) ** 2
-    prior = np.exp(np.minimum(amp[coarse] - slope[coarse] * logf, 700.0))
+    prior = np.exp(np.minimum(amp[sector] - slope[sector] * logf, 700.0))
     model = math.exp(params[3]) + (prior + math.exp(params[4])) * otf2
-    n = np.where(beyond, fine.count, 0.0)
+    n = np.where(beyond, bins.count, 0.0)
     dev = np.where(beyond, pbar / model - 1.0, 0.0)
-    pixels = np.bincount(fine.sector, weights=n, minlength=ns)
-    excess = np.bincount(fine.sector, weights=n * dev, minlength=ns) / np.maximum(pixels, 1)
+    pixels = np.bincount(sector, weights=n, minlength=ns)
+    excess = np.bincount(sector, weights=n * dev, minlength=ns) / np.maximum(pixels, 1)
     z = excess * np.sqrt(pixels)
     k = int(np.argmax(z))
     return float(z[k]), float(excess[k]), (k + 0.5) / ns * math.pi - math.pi / 2
@@ -821,13 +820,9 @@ def _estimate(y: np.ndarray, beta: float, t0: float) -> DegradationEstimate:
                 f"radii {rx:.1f} x {ry:.1f} px rest on its roll-off, which the image's own "
                 "fall-off imitates (likely too large)"
             )
-        # How much a tapered periodogram moves the fit is part of its uncertainty; a large move
-        # is a flag of its own (bench_estimate: the flagged estimates' worst-axis error has a
-        # median of 25 %, the others' 7 %), and the estimate is then the midpoint of the two fits
-        # (see LEAKAGE_MIDPOINT).
         # Power clearly above the fitted model past the fitted cut-off: the fit cut off signal
         # (a thin pass band missed, e.g. a short radius near or below 2 px); see MISFIT_Z.
-        z, excess, direction = _excess_beyond_cutoff(power, h, w, params, beta)
+        z, excess, direction = _excess_beyond_cutoff(pbar, bins, params, beta)
         if z > MISFIT_Z and excess > MISFIT_EXCESS:
             flags["unreliable"] = True
             reasons.append(
@@ -836,6 +831,10 @@ def _estimate(y: np.ndarray, beta: float, t0: float) -> DegradationEstimate:
                 f"past its cut-off at {math.degrees(direction) % 180:.0f} deg (the blur is "
                 "shorter along that direction than fitted)"
             )
+        # How much a tapered periodogram moves the fit is part of its uncertainty; a large move
+        # is a flag of its own (bench_estimate: the flagged estimates' worst-axis error has a
+        # median of 25 %, the others' 7 %), and the estimate is then the midpoint of the two fits
+        # (see LEAKAGE_MIDPOINT).
         geo_t = _leakage_check(y, bins, geo, beta, max_radius)
         rx_t, ry_t, theta_t = _geo_to_psf(geo_t)
         rx_err = math.hypot(rx_err, LEAKAGE_ERR_SCALE * (rx_t - rx))

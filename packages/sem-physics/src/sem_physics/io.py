@@ -19,7 +19,8 @@ writer can put results back on the file's own scale.
 JPEG (a ``.jpg``/``.jpeg`` file, or a JPEG-compressed TIFF): lossy compression removes the fine
 detail and the noise that blind PSF estimates and restorations rely on (a JPEG of a 5-px blur
 can estimate as 1.6 px). Reading one adds :data:`JPEG_NOTE` to ``SEMImage.notes`` and logs it
-as a warning naming the file (shown by every command, ``sem-psf`` included).
+as a warning naming the file, once per file and process (shown by every command, ``sem-psf``
+included; training, which reads each file every epoch, says it once).
 
 Pixel size (nm) comes from the file's own metadata, in this order: Hitachi tag 40092
 (``PixelSize=`` in nm; UTF-16 or ASCII text, NUL-terminated or not, ``.`` or ``,`` decimals),
@@ -104,6 +105,20 @@ JPEG_NOTE = (
     "estimate and restorations rely on (results can mislead); use the microscope's TIFF or PNG"
 )
 _UNIT_TO_NM = {"pm": 1e-3, "nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "mm": 1e6, "m": 1e9}
+
+
+_WARNED: set[tuple[str, str]] = set()  # (resolved path, note) already logged by this process
+_WARNED_LOCK = threading.Lock()
+
+
+def _warn_once(path: Path, note: str) -> None:
+    """Log ``note`` about ``path`` once per process: training reads each file every epoch."""
+    key = (str(Path(path).resolve()), note)
+    with _WARNED_LOCK:
+        if key in _WARNED:
+            return
+        _WARNED.add(key)
+    _log.warning("%s: %s", path, note)
 
 
 class ImageReadError(ValueError):
@@ -686,7 +701,7 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
         bar = detect_info_bar(data)
     if jpeg:
         notes = (*notes, JPEG_NOTE)
-        _log.warning("%s: %s", path, JPEG_NOTE)
+        _warn_once(path, JPEG_NOTE)
     return SEMImage(
         data=np.ascontiguousarray(data),
         path=path,

@@ -98,7 +98,11 @@ def _fmt(value: float | None, err: float | None, digits: int = 2) -> str:
         return "n/a"
     if err is None or not math.isfinite(err) or err <= 0:
         return f"{value:.{digits}f}"
-    decimals = min(max(1 - math.floor(math.log10(err)), 0), 12)
+    place = math.floor(math.log10(err)) - 1  # the error's second significant digit
+    if place > 0:  # e.g. 1234 ± 156 -> 1230 ± 160
+        q = 10.0**place
+        return f"{round(value / q) * q:.0f} ± {round(err / q) * q:.0f}"
+    decimals = min(-place, 12)
     return f"{value:.{decimals}f} ± {err:.{decimals}f}"
 
 

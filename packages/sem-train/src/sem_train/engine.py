@@ -285,10 +285,10 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
             at_limit = run.max_steps is not None and state.global_step >= run.max_steps
             if at_limit or stop_here or state.global_step % run.checkpoint_every_steps == 0:
                 loop.save(state)
+            if at_limit:
+                return True  # the run's own end comes first: a Ctrl-C here changes nothing
             if stop_here:
                 raise TrainingInterrupted(state.global_step, state.epoch)
-            if at_limit:
-                return True
     finally:
         if bar is not None:
             bar.close()
@@ -452,13 +452,13 @@ def _fit(
                 state.epoch += 1
                 state.step_in_epoch = 0
                 _end_of_epoch(loop, val_set, state)  # saves a checkpoint
+                if run.max_steps is not None and state.global_step >= run.max_steps:
+                    stopped = state.epoch < run.epochs
+                    break
                 if state.epoch < run.epochs and loop.ctx.any_true(
                     loop.interrupt.requested, loop.device
                 ):
                     raise TrainingInterrupted(state.global_step, state.epoch)
-                if run.max_steps is not None and state.global_step >= run.max_steps:
-                    stopped = state.epoch < run.epochs
-                    break
         if stopped and state.best_step is None and loop.ctx.is_main:
             # stopped by max_steps before any validation: the current weights are the model a
             # user can restore with (loss unknown); a resumed run's first validation replaces it

@@ -4,11 +4,13 @@ A Ctrl-C that lands inside a step would otherwise lose every step since the newe
 checkpoint (up to ``checkpoint_every_steps``). While :class:`GracefulInterrupt` is active, the
 first SIGINT only asks the loop to stop: it completes the optimizer step it is in, saves a
 checkpoint at that step (so ``--resume`` continues exactly from it) and raises
-:class:`TrainingInterrupted`. A second Ctrl-C stops at once, without saving, as a plain
+:class:`TrainingInterrupted`; a Ctrl-C in the run's last step (``max_steps``) lets it end as
+it would have. A second Ctrl-C stops at once, without saving, as a plain
 :class:`KeyboardInterrupt`. Under DDP the ranks agree on the step to stop at (the request
-travels with the step's gradient-norm check, no extra collective); ``torchrun`` forwards the
-terminal's Ctrl-C to its workers a moment after the terminal delivered it, so a repeat within
-:data:`REPEAT_WINDOW_S` counts as the same request.
+travels with the step's gradient-norm check, no extra collective). ``torchrun`` starts its
+workers in sessions of their own: they get the Ctrl-C it forwards once, and it kills them
+after its ``--shutdown-timeout`` (30 s by default), so where a step plus its checkpoint (or an
+epoch's validation) takes longer, raise it or the newest periodic checkpoint is what stays.
 
 DataLoader workers ignore SIGINT (:func:`ignore_sigint`): a Ctrl-C reaches every process of
 the terminal's group, and a worker that died of it would fail the step the loop finishes.
@@ -19,14 +21,10 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import time
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["REPEAT_WINDOW_S", "GracefulInterrupt", "TrainingInterrupted", "ignore_sigint"]
-
-#: A second SIGINT sooner than this after the first is the same request (torchrun's copy).
-REPEAT_WINDOW_S = 1.0
+__all__ = ["GracefulInterrupt", "TrainingInterrupted", "ignore_sigint"]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -54,7 +52,6 @@ class GracefulInterrupt:
     def __init__(self, announce: bool = True) -> None:
         self.announce = announce
         self.requested = False
-        self._first_at = 0.0
         self._previous: Any = None
         self._installed = False
 
@@ -78,9 +75,8 @@ class GracefulInterrupt:
             self._installed = False
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        now = time.monotonic()
         if not self.requested:
-            self.requested, self._first_at = True, now
+            self.requested = True
             if self.announce:
                 print(  # on a line of its own: a progress bar may hold the current one
                     "\nsem: Ctrl-C: finishing this step and saving a checkpoint "
@@ -89,8 +85,6 @@ class GracefulInterrupt:
                     flush=True,
                 )
             return
-        if now - self._first_at < REPEAT_WINDOW_S:
-            return  # the same request, forwarded (torchrun)
         signal.signal(signal.SIGINT, self._previous)
         self._installed = False
         raise KeyboardInterrupt

@@ -17,7 +17,6 @@ saved and the command that continues from it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -163,9 +162,12 @@ def _starting(kind: str, cfg: Any, resume: bool, method: str | None = None) -> I
             yield
 
 
-def _epoch_text(progress: dict[str, Any], epochs: int) -> str:
-    """Where a checkpoint stands in the run: ``epoch 2 of 4, after 3 of its steps``."""
+def _epoch_text(progress: dict[str, Any], epochs: int | None) -> str:
+    """Where a checkpoint stands in the run: ``epoch 2 of 4, after 3 of its steps`` (without
+    ``of 4`` when the run's length is unknown, ``epochs`` None)."""
     epoch, into = int(progress.get("epoch", 0)), int(progress.get("step_in_epoch", 0))
+    if epochs is None:
+        return f"epoch {epoch + 1}" + (f", after {into} of its steps" if into else "")
     if epoch >= epochs:
         return f"all {epochs} epochs done"
     if into:
@@ -201,7 +203,7 @@ def _resume_command(argv: list[str] | None) -> str:
 
 
 def interrupt_message(
-    output_dir: Path, epochs: int, argv: list[str] | None, saved: bool = False
+    output_dir: Path, epochs: int | None, argv: list[str] | None, saved: bool = False
 ) -> str:
     """What a Ctrl-C left: the newest checkpoint (its step and epoch) and how to continue.
 
@@ -233,14 +235,14 @@ def recipe_interrupt_message(
     """What a Ctrl-C left of a recipe: the step it stopped in, that step's newest checkpoint
     (:func:`interrupt_message`) and the recipe command that continues."""
     from ..recipe import DONE_FILE
+    from ..runfolder import read_json
 
     step = next((k for k in kinds if not (output_dir / k / DONE_FILE).is_file()), None)
     if step is None:
         return f"interrupted after the recipe's last step; continue with: {_resume_command(argv)}"
-    try:
-        epochs = int(json.loads((output_dir / step / "config.json").read_text())["run"]["epochs"])
-    except (OSError, ValueError, KeyError, TypeError):
-        epochs = 0  # not started: no checkpoint, so the epoch text is not used
+    run = (read_json(output_dir / step / "config.json") or {}).get("run")
+    epochs = run.get("epochs") if isinstance(run, dict) else None
+    epochs = epochs if isinstance(epochs, int) else None  # unknown: left out of the text
     return f"{step}: {interrupt_message(output_dir / step, epochs, argv, saved)}"
 
 

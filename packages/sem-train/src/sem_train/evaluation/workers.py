@@ -20,13 +20,13 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..interrupt import ignore_sigint
 from ..worker_server import start_worker_server, stop_worker_server, worker_context
 from . import methods
 from .methods import merge_runs
@@ -68,7 +68,7 @@ def _worker_init(threads: int) -> None:
     """Worker process: Ctrl-C ignored (the parent stops the workers), exit with the parent, a
     share of the cores for torch; a failed method is reported once, by the parent process, not
     by each of its jobs."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_sigint()
     _exit_with_parent()
     import torch
     from tqdm import tqdm

@@ -165,6 +165,13 @@ class PreparedMethod:
         self.psf: PSFSpec = parse_psf(psf)
         self.options = dict(options)
         self.checkpoint = None if checkpoint is None else str(checkpoint)
+        # under brightness "input" the method runs unclipped; the shifted output is clipped
+        has_clip = "clip" in self.needs.config_cls.model_fields
+        self._clip_after = has_clip and bool(self.options.get("clip", True))
+        unclipped = has_clip and self.brightness == "input" and "clip" not in self.options
+        self._run_options = {**self.options, "clip": False} if unclipped else dict(self.options)
+        if not unclipped:
+            self._clip_after = False  # the method clips (or not) itself
         if self.needs.true_psf and self.psf == PSF_AUTO:
             raise ValueError(
                 f"method {method!r} restores each image with its true PSF (an evaluation's "
@@ -180,13 +187,13 @@ class PreparedMethod:
         t0 = time.perf_counter()
         self._restorer = None
         if not self.needs.takes_psf:
-            self._restorer = build_restorer(self.needs, self.options, checkpoint)
+            self._restorer = build_restorer(self.needs, self._run_options, checkpoint)
             if self.psf != PSF_AUTO:  # a learned model: only one with physics guides takes it
                 if not getattr(self._restorer, "guided", False):
                     raise ValueError(_NO_GUIDES.format(method=method))
                 self._restorer.guide_psf = self.psf
         else:  # validate the options now; the PSF comes with each image
-            build_restorer(self.needs, {**self.options, "psf": _placeholder_psf()}, checkpoint)
+            build_restorer(self.needs, {**self._run_options, "psf": _placeholder_psf()}, checkpoint)
         self.load_s = time.perf_counter() - t0
 
     @property
@@ -204,8 +211,8 @@ class PreparedMethod:
         """Restore ``image`` (float (H, W), 0..255, info bar already removed)."""
         arr = validate_micrograph(image)
         estimate, psf_used, source = None, None, None
-        scale = input_scale(arr) if self.needs.learned else 1
-        notes: tuple[str, ...] = (dim_note(arr, scale),) if scale != 1 else ()
+        scale, level = input_scale(arr) if self.needs.learned else (1, 0.0)
+        notes: tuple[str, ...] = (dim_note(level, scale),) if scale != 1 else ()
         x = arr * np.float32(scale) if scale != 1 else arr  # exact: a power of two
         t0 = time.perf_counter()
         restorer = self._restorer
@@ -223,7 +230,7 @@ class PreparedMethod:
                     settings["noise_var"] = estimate.noise_floor
             else:
                 psf_used, source = self.psf, "given"
-            settings = {**settings, **self.options, "psf": psf_used}
+            settings = {**settings, **self._run_options, "psf": psf_used}
             restorer = build_restorer(self.needs, settings)
         t1 = time.perf_counter()
         out = np.asarray(restorer.restore(x), dtype=np.float32)
@@ -243,7 +250,7 @@ class PreparedMethod:
                 f"method {self.method!r} returned an invalid image (shape {out.shape}, "
                 f"finite: {bool(np.all(np.isfinite(out)))})"
             )
-        out, brightness = apply_brightness(out, arr, self.brightness)
+        out, brightness = apply_brightness(out, arr, self.brightness, self._clip_after)
         params = restorer.config.model_dump(mode="json")
         chosen = chosen_values(restorer)
         if estimate is not None:  # recorded once, below; else the one the method made itself

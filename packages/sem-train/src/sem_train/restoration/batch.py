@@ -325,13 +325,15 @@ def _progress(jobs: list[RestoreJob], enabled: bool | None) -> Iterator[RestoreJ
         disable=None if enabled is None else not enabled,
     )
     stop = threading.Event()
+    ticker = None
     if not bar.disable:
 
         def tick() -> None:
             while not stop.wait(1.0):
                 bar.refresh()
 
-        threading.Thread(target=tick, name="restore-progress", daemon=True).start()
+        ticker = threading.Thread(target=tick, name="restore-progress", daemon=True)
+        ticker.start()
     try:
         for job in jobs:
             bar.set_postfix_str(job.input.name)
@@ -339,6 +341,8 @@ def _progress(jobs: list[RestoreJob], enabled: bool | None) -> Iterator[RestoreJ
             bar.update(1)
     finally:
         stop.set()
+        if ticker is not None:
+            ticker.join()  # no refresh after the bar is closed
         bar.close()
 
 

@@ -13,25 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from .psf import jsonable
+
 __all__ = ["chosen_values", "unused_settings"]
 
 # the record's own ``psf`` and ``psf_source`` say which PSF was used and where it came from
 _RECORDED_ABOVE = ("psf", "psf_source")
 _PLAIN = (str, int, float, bool, type(None), dict, list, tuple, np.generic)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
 
 
 def chosen_values(restorer: Any) -> dict[str, Any]:
@@ -54,7 +42,7 @@ def chosen_values(restorer: Any) -> dict[str, Any]:
         out.pop(name, None)
     for name in unused_settings(restorer):
         out.pop(name, None)  # a placeholder, e.g. noise_var 0.0 where no noise level was needed
-    return _jsonable(out)
+    return jsonable(out)
 
 
 def unused_settings(restorer: Any) -> list[str]:

@@ -4,14 +4,15 @@
   subtracts the offsets it learned there; a 12-bit image in a 16-bit file reads as 0..16 and
   comes out mostly black. For learned methods a picture whose 99.9th percentile is below
   :data:`DIM_BELOW` grey levels is multiplied by the smallest power of two ``2^k`` that brings
-  that percentile to at least :data:`DIM_TARGET`, and the output is divided by ``2^k``: exact
-  in floating point, and recorded (``input_scale``).
+  that percentile to at least :data:`DIM_TARGET` (but never the brightest pixel past 255), and
+  the output is divided by ``2^k``: exact in floating point, and recorded (``input_scale``).
 * **Brightness** (:func:`apply_brightness`): a deconvolution preserves the mean grey level; a
   learned model may not (the shipped ``sem-foundation`` learned to undo the simulator's gain
   and offset, which a real micrograph does not have). Policy ``"input"`` (the default) shifts
   the output so that its mean over the picture equals the input's; ``"method"`` keeps what the
   method returned (the paper's protocol, e.g. against a simulator's focused reference). The
-  shift is not clipped: an integer file clips at 0 and 255 when it is written.
+  method runs without its own clip where its config has one, and the shifted output is clipped
+  to 0..255 with the shift solved so that the clipped mean is the input's.
 """
 
 from __future__ import annotations
@@ -50,35 +51,69 @@ def check_brightness(policy: str) -> BrightnessPolicy:
     return policy  # type: ignore[return-value]
 
 
-def input_scale(image: np.ndarray) -> int:
-    """The power of two a learned method's input is multiplied by (1: not dim)."""
+def input_scale(image: np.ndarray) -> tuple[int, float]:
+    """``(scale, level)``: the power of two a learned method's input is multiplied by (1: not
+    dim) and the picture's 99.9th percentile. The scale never lifts the brightest pixel past
+    255 grey levels: highlights above the percentile (a particle, an edge) keep their values
+    rather than being clipped by the model."""
     level = float(np.percentile(image, DIM_PERCENTILE))
     if not 0.0 < level < DIM_BELOW:
-        return 1
+        return 1, level
     k = max(0, math.ceil(math.log2(DIM_TARGET / level)))
     while level * 2.0**k < DIM_TARGET:  # log2 rounding
         k += 1
-    return 2 ** min(k, _MAX_EXPONENT)
+    k = min(k, _MAX_EXPONENT)
+    peak = float(np.max(image))
+    while k > 0 and peak * 2.0**k > 255.0:
+        k -= 1
+    return 2**k, level
 
 
-def dim_note(image: np.ndarray, scale: int) -> str:
+def dim_note(level: float, scale: int) -> str:
     """The note a scaled picture carries."""
-    level = float(np.percentile(image, DIM_PERCENTILE))
     return (
         f"dim picture (99.9th percentile {level:.3g} of 255 grey levels): multiplied by "
-        f"{scale} for the learned model and its output divided by {scale}"
+        f"{scale} for the learned model and its output divided by {scale} (an estimate "
+        f"recorded for it is of the scaled picture: noise sigma x{scale}, dose /{scale})"
     )
 
 
 def apply_brightness(
-    out: np.ndarray, image: np.ndarray, policy: BrightnessPolicy
+    out: np.ndarray, image: np.ndarray, policy: BrightnessPolicy, clip: bool = False
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """``out`` under ``policy`` and its record: the policy, both means and the ``shift`` added
-    (grey levels; 0 under ``"method"``)."""
+    """``out`` under ``policy``, clipped to 0..255 afterwards when ``clip``, and its record:
+    the policy, both means, the ``shift`` added (grey levels; 0 under ``"method"``) and the
+    output's mean. Under ``"input"`` with ``clip`` the shift is solved so that the clipped
+    output's mean is the input's (a method that clipped first would leave a flat plateau at
+    the shift where it cut, and the mean would not be kept)."""
     in_mean = float(np.mean(image, dtype=np.float64))
     out_mean = float(np.mean(out, dtype=np.float64))
     shift = in_mean - out_mean if policy == "input" else 0.0
+    if clip and policy == "input":
+        shift = _shift_under_clip(out, in_mean, shift)
     if shift:
         out = (out.astype(np.float64) + shift).astype(np.float32)
-    record = {"policy": policy, "input_mean": in_mean, "method_mean": out_mean, "shift": shift}
+    if clip:
+        out = np.clip(out, 0.0, 255.0)
+    record = {
+        "policy": policy,
+        "input_mean": in_mean,
+        "method_mean": out_mean,
+        "shift": shift,
+        "output_mean": float(np.mean(out, dtype=np.float64)),
+    }
     return out, record
+
+
+def _shift_under_clip(out: np.ndarray, target: float, shift: float) -> float:
+    """The shift ``s`` with ``mean(clip(out + s, 0, 255)) = target`` (Newton steps on the
+    fraction of pixels left unclipped; the mean is monotone in ``s``)."""
+    x = out.astype(np.float64)
+    for _ in range(30):
+        moved = x + shift
+        gap = target - float(np.mean(np.clip(moved, 0.0, 255.0)))
+        if abs(gap) < 1e-4:
+            break
+        free = float(np.mean((moved > 0.0) & (moved < 255.0)))
+        shift += gap / max(free, 0.05)
+    return shift

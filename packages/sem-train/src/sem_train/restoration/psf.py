@@ -25,6 +25,7 @@ __all__ = [
     "PSFSpec",
     "estimate_degradation",
     "estimate_record",
+    "jsonable",
     "parse_psf",
 ]
 
@@ -82,19 +83,20 @@ def estimate_record(estimate: Any) -> dict[str, Any] | None:
     if estimate is None:
         return None
     if isinstance(estimate, dict):  # already a record (a restorer's ``last_params``)
-        return _jsonable(estimate)
+        return jsonable(estimate)
     if hasattr(estimate, "model_dump"):
         return estimate.model_dump(mode="json")
     if dataclasses.is_dataclass(estimate) and not isinstance(estimate, type):
-        return _jsonable(dataclasses.asdict(estimate))
-    return _jsonable({k: v for k, v in vars(estimate).items() if not k.startswith("_")})
+        return jsonable(dataclasses.asdict(estimate))
+    return jsonable({k: v for k, v in vars(estimate).items() if not k.startswith("_")})
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars, pydantic models and other objects made JSON-ready."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     if hasattr(value, "model_dump"):
