@@ -818,7 +818,7 @@ def _estimate(y: np.ndarray, beta: float, t0: float) -> DegradationEstimate:
                 f"unreliable: low signal-to-noise: the spectrum sinks into the noise floor at "
                 f"{100 * visible:.0f} % of the fitted cut-off (median over directions), so the "
                 f"radii {rx:.1f} x {ry:.1f} px rest on its roll-off, which the image's own "
-                "fall-off imitates (likely too large)"
+                "fall-off imitates (at doses below about 1 per grey level: too large)"
             )
         # Power clearly above the fitted model past the fitted cut-off: the fit cut off signal
         # (a thin pass band missed, e.g. a short radius near or below 2 px); see MISFIT_Z.
