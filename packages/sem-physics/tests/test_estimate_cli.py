@@ -125,3 +125,21 @@ def test_low_dose_text_shows_the_dose_error(
     assert main([str(path), "--crop", "none"]) == 0
     dose = capsys.readouterr().out.split("dose ", 1)[1].split()
     assert dose[1] == "±" and float(dose[2]) > 0 and len(dose[2].replace("0.", "").lstrip("0")) == 2
+
+
+def test_scan_line_jitter_is_one_warning_line_and_in_the_json(
+    degraded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blurred = degrade(make_sample("contacts", (256, 320), seed=4), PARAMS, 0, poisson=False)
+    x = np.arange(320, dtype=np.float64)
+    offsets = np.random.default_rng(3).normal(0.0, 1.5, 256)  # rows displaced at random
+    rows = [np.interp(x - p, x, row) for row, p in zip(blurred, offsets, strict=True)]
+    path = write_image(tmp_path / "jitter.tif", np.stack(rows), "float32")
+    assert main([str(path), str(degraded), "--crop", "none"]) == 0
+    warned = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
+    assert len(warned) == 1 and "scan-line jitter of about" in warned[0]
+    assert "px rms between rows: not defocus" in warned[0]
+    assert main([str(path), str(degraded), "--json", "--crop", "none"]) == 0
+    jittered, clean = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert jittered["row_jitter"]["detected"] and not clean["row_jitter"]["detected"]
+    assert jittered["row_jitter"]["rms_px"] == pytest.approx(1.5, rel=0.5)

@@ -358,6 +358,24 @@ def test_colour_input_is_restored_with_a_warning(tmp_path, capsys):
     assert len(item["input_notes"]) == 1 and item["warnings"] == []
 
 
+def test_scan_line_jitter_is_a_warning_for_that_image(tmp_path, capsys):
+    x = np.arange(320, dtype=np.float64)
+    offsets = np.random.default_rng(3).normal(0.0, 1.5, 256)  # rows displaced at random
+    clean = make_sample("contacts", (256, 320), seed=4)
+    rows = [np.interp(x - p, x, row) for row, p in zip(clean, offsets, strict=True)]
+    tifffile.imwrite(tmp_path / "jitter.tif", np.rint(np.stack(rows)).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "clean.tif", np.rint(clean).astype(np.uint8))
+    files = (tmp_path / "jitter.tif", tmp_path / "clean.tif")
+    assert run(*files, "-o", tmp_path / "out", "--method", "wiener", *PSF) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    got = {Path(r["input"]).name: r["warnings"] for r in manifest(tmp_path / "out")["restored"]}
+    assert got["clean.tif"] == [] and len(got["jitter.tif"]) == 1
+    (warning,) = got["jitter.tif"]
+    assert warning.startswith("scan-line jitter of about ") and "not defocus" in warning
+    assert "no restoration here corrects it" in warning
+    assert f"sem: warning: {tmp_path / 'jitter.tif'}: {warning}" in err
+
+
 def test_debug_is_accepted_after_the_command(tmp_path):
     with pytest.raises(ValueError, match="psf is given with --psf"):  # --debug re-raises
         run(tmp_path / "a.tif", "-o", tmp_path / "out", "--set", "psf.rx_px=3", "--debug")

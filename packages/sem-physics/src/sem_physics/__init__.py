@@ -28,6 +28,7 @@ __all__ = [
     "PSFParams",
     "ParameterRanges",
     "ProtocolError",
+    "RowJitter",
     "SEMImage",
     "SourceRecord",
     "airy_profile",
@@ -50,6 +51,7 @@ __all__ = [
     "poisson_gaussian_torch",
     "read_image",
     "replay_manifest",
+    "row_jitter",
     "shortest_period_px",
     "tensor_to_image",
     "validate_image",
@@ -96,4 +98,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         shortest_period_px,
     )
     from .samples import SAMPLE_KINDS, make_sample, write_samples
+    from .scan import RowJitter, row_jitter
     from .validation import validate_image

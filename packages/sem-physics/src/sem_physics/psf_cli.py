@@ -73,6 +73,7 @@ def _expand(inputs: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
 def _estimate_file(path: Path, crop: str, fraction: float) -> dict[str, Any]:
     from .estimate import estimate_degradation
     from .io import crop_info_bar, read_image
+    from .scan import row_jitter
 
     img = read_image(path)
     if crop == "none":
@@ -88,7 +89,13 @@ def _estimate_file(path: Path, crop: str, fraction: float) -> dict[str, Any]:
         est = estimate_degradation(data)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
-    return {"file": str(path), "rows_cropped": rows, **est.model_dump(mode="json")}
+    jitter = row_jitter(data).model_dump(mode="json")
+    return {
+        "file": str(path),
+        "rows_cropped": rows,
+        **est.model_dump(mode="json"),
+        "row_jitter": jitter,
+    }
 
 
 def _fmt(value: float | None, err: float | None, digits: int = 2) -> str:
@@ -129,8 +136,19 @@ def _text(rec: dict[str, Any]) -> str:
             " (prior)",
             f"  noise  sigma {_fmt(rec['sigma'], rec['sigma_err'])} (0..255)   dose {dose}",
             f"  quality: {quality}",
+            *_jitter_lines(rec.get("row_jitter")),
         ]
     )
+
+
+def _jitter_lines(jitter: dict[str, Any] | None) -> list[str]:
+    """One warning line when scan-line jitter was detected, else none."""
+    if not jitter or not jitter.get("detected"):
+        return []
+    return [
+        f"  warning: scan-line jitter of about {jitter['rms_px']:.1f} px rms between rows: not "
+        "defocus; no restoration corrects it and it limits this PSF estimate"
+    ]
 
 
 @console_main(PROG)

@@ -85,7 +85,8 @@ class RestoredImage:
     with in the same three fields. ``input_scale``: the power of two a dim picture was
     multiplied by for a learned method (1: none). ``brightness``: the policy, the input's and
     the method's mean grey level and the ``shift`` added. ``warnings``: the estimate's quality
-    reasons when it flags itself as not reliable, and what was done to a dim picture.
+    reasons when it flags itself as not reliable, scan-line jitter when
+    :func:`sem_physics.row_jitter` detects it, and what was done to a dim picture.
     """
 
     image: np.ndarray
@@ -141,6 +142,19 @@ def _estimate_warnings(estimate: Any) -> tuple[str, ...]:
         return ()
     reasons = [str(r) for r in getattr(quality, "reasons", [])]
     return tuple(f"blind PSF estimate: {r}" for r in reasons) or ("blind PSF estimate flagged",)
+
+
+def _jitter_warning(image: np.ndarray) -> tuple[str, ...]:
+    """A warning when the rows are displaced at random (scan-line jitter), else nothing."""
+    from sem_physics import row_jitter
+
+    jitter = row_jitter(image)
+    if not jitter.detected:
+        return ()
+    return (
+        f"scan-line jitter of about {jitter.rms_px:.1f} px rms between rows: not defocus; no "
+        "restoration here corrects it (it limits the PSF estimate too)",
+    )
 
 
 _NO_GUIDES = (
@@ -269,7 +283,7 @@ class PreparedMethod:
             estimate=estimate,
             checkpoint=self.checkpoint,
             timings=RestoreTimings(estimate_s=t1 - t0, restore_s=t2 - t1),
-            warnings=_estimate_warnings(warned) + notes,
+            warnings=_estimate_warnings(warned) + _jitter_warning(arr) + notes,
             input_scale=scale,
             brightness=brightness,
         )
