@@ -371,3 +371,31 @@ def test_preset_paper_deconvolves_with_the_papers_fixed_psf(method):
     np.testing.assert_array_equal(got.image, expected)
     assert got.psf_source == "paper" and got.estimate is None
     assert got.psf == PSFParams(rx_px=15.5, ry_px=15.5, theta_rad=0.0, beta=1.95)
+
+
+def test_fft_threads_change_nothing_but_the_speed(monkeypatch):
+    """The blind estimate and the deconvolutions run on every allowed core: the output is
+    bit-identical to one thread's, and OMP_NUM_THREADS caps the count."""
+    import scipy.fft
+    from sem_train.restoration import threads
+
+    _, y = blurred(shape=(96, 128), r_px=3.0, seed=2)
+    seen = []
+    fft = scipy.fft.rfft2
+
+    def spy(*args, **kwargs):
+        seen.append(scipy.fft.get_workers())
+        return fft(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.fft, "rfft2", spy)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    one = restore(y, "wiener")
+    assert threads.fft_threads() == 1 and set(seen) == {1}
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    seen.clear()
+    two = restore(y, "wiener")
+    assert set(seen) == {2}
+    np.testing.assert_array_equal(one.image, two.image)
+    assert one.psf == two.psf
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert threads.fft_threads() >= 1

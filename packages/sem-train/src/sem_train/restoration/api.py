@@ -35,6 +35,7 @@ from .psf import (
     estimate_record,
     parse_psf,
 )
+from .threads import using_fft_threads
 
 __all__ = [
     "DEFAULT_METHOD",
@@ -222,7 +223,12 @@ class PreparedMethod:
         return getattr(registry_entry(self.method).cls, "caution", None)
 
     def __call__(self, image: Any) -> RestoredImage:
-        """Restore ``image`` (float (H, W), 0..255, info bar already removed)."""
+        """Restore ``image`` (float (H, W), 0..255, info bar already removed); its FFTs (blind
+        estimate, deconvolution, guides) use every core allowed (:mod:`.threads`)."""
+        with using_fft_threads():
+            return self._restore(image)
+
+    def _restore(self, image: Any) -> RestoredImage:
         arr = validate_micrograph(image)
         estimate, psf_used, source = None, None, None
         scale, level = input_scale(arr) if self.needs.learned else (1, 0.0)
