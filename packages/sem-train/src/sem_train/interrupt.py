@@ -7,7 +7,7 @@ checkpoint at that step (so ``--resume`` continues exactly from it) and raises
 :class:`TrainingInterrupted`; a Ctrl-C in the run's last step (``max_steps``) lets it end as
 it would have. A second Ctrl-C stops at once, without saving, as a plain
 :class:`KeyboardInterrupt`. Under DDP the ranks agree on the step to stop at (the request
-travels with the step's gradient-norm check, no extra collective). ``torchrun`` starts its
+travels with the step's gradient-norm check: no extra collective per step). ``torchrun`` starts its
 workers in sessions of their own: they get the Ctrl-C it forwards once, and it kills them
 after its ``--shutdown-timeout`` (30 s by default), so where a step plus its checkpoint (or an
 epoch's validation) takes longer, raise it or the newest periodic checkpoint is what stays.
