@@ -11,45 +11,18 @@ integer offsets of -2..2 (rms 1.41 px) and sub-pixel Gaussian offsets of rms 1 p
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
-from sem_physics import (
-    ParameterRanges,
-    crop_info_bar,
-    degrade,
-    make_sample,
-    read_image,
-    row_jitter,
-)
+from bench_estimate import MAX_SHAPE, load_real, real_images
+from sem_physics import ParameterRanges, degrade, make_sample, row_jitter
 from sem_physics.scan import JITTER_MIN_RMS_PX, JITTER_MIN_Z
 
-MAX_SHAPE = (960, 1280)
 SAMPLE_SHAPE = (480, 640)
 KINDS = ("lines", "contacts", "texture", "resist")
 PAPER = ParameterRanges()
 LOW_DOSE = ParameterRanges(dose=(0.1, 1.0))
-
-
-def real_images() -> list[Path]:
-    here = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    folders = [
-        os.environ.get("SEM_CORPUS_DATA") or here / "sem_corpus",
-        os.environ.get("SEM_REAL_DATA") or here / "sem",
-    ]
-    paths: list[Path] = []
-    for folder in map(Path, folders):
-        if folder.is_dir():
-            paths += [p for p in folder.rglob("*") if p.suffix.lower() in (".tif", ".png")]
-    return sorted(paths)
-
-
-def load_real(path: Path) -> np.ndarray:
-    img = read_image(path)
-    return crop_info_bar(img.data, img.info_bar_rows)[: MAX_SHAPE[0], : MAX_SHAPE[1]]
 
 
 def jitter(image: np.ndarray, offsets: np.ndarray) -> np.ndarray:
