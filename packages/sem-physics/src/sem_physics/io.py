@@ -661,13 +661,17 @@ def check_image_path(path: str | Path) -> None:
         raise ImageReadError(f"{path}: file is empty (0 bytes)")
 
 
-def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
+def read_image(
+    path: str | Path, *, max_pixels: int | None = None, log_notes: bool = True
+) -> SEMImage:
     """Read an SEM image as float32 grayscale on 0..255 with its pixel size and info bar.
 
     ``max_pixels`` bounds the declared pixel count, checked before decoding (default
     ``$SEM_MAX_PIXELS``, else 100 Mpx: a small file may declare a huge image). Raises
     :class:`ImageReadError` (a ``ValueError``) naming the file for a missing file, an unknown
     extension, an image above the limit, or a corrupt/truncated/unsupported image.
+    ``log_notes``: log the JPEG note as a warning (once per file); False for a caller that
+    reports ``SEMImage.notes`` itself.
 
     Examples
     --------
@@ -701,7 +705,8 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> SEMImage:
         bar = detect_info_bar(data)
     if jpeg:
         notes = (*notes, JPEG_NOTE)
-        _warn_once(path, JPEG_NOTE)
+        if log_notes:
+            _warn_once(path, JPEG_NOTE)
     return SEMImage(
         data=np.ascontiguousarray(data),
         path=path,

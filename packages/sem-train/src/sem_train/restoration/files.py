@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 from sem_physics import SEMImage, write_image
 from sem_physics.atomic import atomic_write
-from sem_physics.io import JPEG_NOTE, quantize, read_image
+from sem_physics.io import quantize, read_image
 
 __all__ = [
     "Micrograph",
@@ -229,17 +228,7 @@ def output_notes(img: SEMImage, dtype: str, out_scale: float) -> list[str]:
     return notes + uncopied_tags(img)
 
 
-class _DropNote(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return JPEG_NOTE not in record.getMessage()
-
-
 def read_input(path: Path) -> SEMImage:
     """:func:`sem_physics.read_image` without logging the JPEG note: ``sem restore`` records
     it (``input_notes``) and says it once, with the file's other notes."""
-    log, drop = logging.getLogger("sem_physics.io"), _DropNote()
-    log.addFilter(drop)
-    try:
-        return read_image(path)
-    finally:
-        log.removeFilter(drop)
+    return read_image(path, log_notes=False)
