@@ -145,10 +145,7 @@ def _jitter_lines(jitter: dict[str, Any] | None) -> list[str]:
     """One warning line when scan-line jitter was detected, else none."""
     if not jitter or not jitter.get("detected"):
         return []
-    return [
-        f"  warning: scan-line jitter of about {jitter['rms_px']:.1f} px rms between rows: not "
-        "defocus; no restoration corrects it and it limits this PSF estimate"
-    ]
+    return [f"  warning: {jitter['reason']}"]
 
 
 @console_main(PROG)

@@ -49,7 +49,7 @@ class RowJitter:
     when none is measurable). ``z``: the evidence, the robust correlation of the two half-rows'
     shifts times the square root of ``rows_used`` (about N(0, 1) without jitter). ``detected``:
     ``rms_px >= JITTER_MIN_RMS_PX`` and ``z >= JITTER_MIN_Z``. ``rows_used``: pairs of adjacent
-    rows whose shift both halves measured. ``reason``: one sentence when detected, else None.
+    rows whose shift both halves measured. ``reason``: the one sentence the commands print when detected, else None.
     """
 
     rms_px: float
@@ -160,8 +160,8 @@ def row_jitter(image: np.ndarray) -> RowJitter:
     z = float((v_sum - v_diff) / (v_sum + v_diff) * np.sqrt(n))
     detected = rms >= JITTER_MIN_RMS_PX and z >= JITTER_MIN_Z
     reason = (
-        f"scan-line jitter of about {rms:.1f} px rms between rows (measured on {n} rows): "
-        "rows are displaced horizontally at random, which is not defocus"
+        f"scan-line jitter of about {rms:.1f} px rms between rows: not defocus; no "
+        "restoration here corrects it, and it limits the blind PSF estimate"
         if detected
         else None
     )

@@ -150,12 +150,7 @@ def _jitter_warning(image: np.ndarray) -> tuple[str, ...]:
     from sem_physics import row_jitter
 
     jitter = row_jitter(image)
-    if not jitter.detected:
-        return ()
-    return (
-        f"scan-line jitter of about {jitter.rms_px:.1f} px rms between rows: not defocus; no "
-        "restoration here corrects it (it limits the PSF estimate too)",
-    )
+    return (jitter.reason,) if jitter.detected and jitter.reason else ()
 
 
 _NO_GUIDES = (
