@@ -165,6 +165,7 @@ REASON_KEYS = {  # a phrase of each check's reason sentence -> its name in the s
     "at the bound": "at bound",
     "does not fit the spectrum": "misfit",
     "low signal-to-noise": "low SNR",
+    "sigma and dose not measured": "noise not measured",
 }
 
 
@@ -186,6 +187,7 @@ def run_seed(
     res |= {"z": [], "leak_flagged": [], "leak_other": [], "wiener_db": []}
     res |= {"ok_worst": [], "flagged_worst": [], "reasons": [], "ok_resolvable": []}
     res |= {"band": []}  # (true dose, ok, worst-axis error, |error| / one-sigma of both axes)
+    res |= {"z_sigma": [], "z_dose": []}  # |error| / one-sigma of sigma and dose
     own_cache: dict[str, float] = {}
     for i, (name, focused) in enumerate(cases(n, seed)):
         params = draw_setting(rng, settings)
@@ -204,6 +206,8 @@ def run_seed(
         err = estimate_errors(est, params)
         res["sigma"].append(abs(err["sigma"]))
         res["dose"].append(abs(err["dose"]))
+        res["z_sigma"].append(abs(est.sigma - params.sigma) / est.sigma_err)
+        res["z_dose"].append(abs(est.dose - params.dose) / est.dose_err)
         trx, try_, tth = canonical_ellipse(params.rx_px, params.ry_px, params.theta_rad)
         if err["rx_px"] is None:
             res["flat"].append(name)
@@ -273,6 +277,12 @@ def summary(label: str, n: int, res: dict[str, list], settings: str = "targets")
         f"{np.median(res['theta']):.1f} deg; sigma |rel err| median "
         f"{pct(res['sigma'], 50):.1f} % (target 20 %); dose |rel err| median "
         f"{pct(res['dose'], 50):.1f} % (target 30 %)"
+    )
+    zs, zd = np.asarray(res["z_sigma"]), np.asarray(res["z_dose"])
+    print(
+        f"  sigma within 1 / 2 / 3 of its one-sigma error: {100 * np.mean(zs < 1):.0f} / "
+        f"{100 * np.mean(zs < 2):.0f} / {100 * np.mean(zs < 3):.0f} %; dose: "
+        f"{100 * np.mean(zd < 1):.0f} / {100 * np.mean(zd < 2):.0f} / {100 * np.mean(zd < 3):.0f} %"
     )
     z = np.asarray(res["z"])
     flagged, other = res["leak_flagged"], res["leak_other"]
