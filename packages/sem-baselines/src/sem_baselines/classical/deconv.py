@@ -41,6 +41,7 @@ __all__ = [
     "PSFChoice",
     "choose_psf",
     "fixed_psf",
+    "irfft2_inplace",
     "pad_reflect",
     "transfer",
 ]
@@ -137,6 +138,19 @@ def transfer(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return sfft.rfft2(buf)
 
 
+def irfft2_inplace(spec: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``scipy.fft.irfft2(spec, s=shape)``, bit for bit, overwriting ``spec``.
+
+    ``irfft2`` makes a complex copy of ``spec`` for its first pass (along axis 0); here that
+    pass runs in place, both passes unnormalised, and the one ``1 / (rows * cols)`` product
+    pocketfft applies (its factor computed in long double) comes last: one spectrum-sized
+    buffer less at the peak.
+    """
+    spec = sfft.ifft(spec, axis=0, norm="forward", overwrite_x=True)
+    out = sfft.irfft(spec, n=shape[1], axis=1, norm="forward")
+    return np.multiply(out, np.float64(1 / np.longdouble(shape[0] * shape[1])), out=out)
+
+
 class DeconvConfig(BaseModel):
     """The settings both deconvolutions share; each adds its regularisation strength."""
 
@@ -199,8 +213,9 @@ class DeconvRestorer:
         kernel = airy_psf(choice.psf)
         pad = kernel.shape[0] // 2 if cfg.boundary == "reflect" else 0
         ext = pad_reflect(y, pad)
+        del y  # only the extended copy is needed from here on
         if self.non_negative:
-            ext = np.clip(ext, 0.0, None)
+            np.clip(ext, 0.0, None, out=ext)  # ext is a fresh copy: clipped in place
         if cfg.preset == "paper":
             strength = self.paper_strength if strength is None else strength
             out = self.paper_deconvolve(ext / 255.0, kernel, strength) * 255.0
@@ -209,6 +224,6 @@ class DeconvRestorer:
             out, used = self.adaptive(ext, kernel, choice, pad)
         self.last_params = {"preset": cfg.preset, **used, **choice.as_dict()}
         out = crop(out, pad)
-        if cfg.clip:
-            out = np.clip(out, 0.0, 255.0)
+        if cfg.clip:  # in place: ``out`` is the deconvolution's own array, a view at most
+            np.clip(out, 0.0, 255.0, out=out)
         return out.astype(np.float32)

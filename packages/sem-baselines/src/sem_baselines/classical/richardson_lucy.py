@@ -28,7 +28,7 @@ from pydantic import Field
 from skimage.restoration import richardson_lucy
 
 from ..restorer import register
-from .deconv import DeconvConfig, DeconvRestorer, PSFChoice, transfer
+from .deconv import DeconvConfig, DeconvRestorer, PSFChoice, irfft2_inplace, transfer
 
 __all__ = [
     "RichardsonLucyConfig",
@@ -63,7 +63,8 @@ def richardson_lucy_discrepancy(
     or an iteration lowers it by less than ``STALL * target_var`` (the fit has stalled above the
     noise level, e.g. where slow high frequencies would need hundreds of iterations).
 
-    ``fixed`` runs exactly that many iterations instead. Returns ``(x, iterations, residual)``.
+    ``fixed`` runs exactly that many iterations instead. Returns ``(x, iterations, residual)``,
+    ``x`` (float64) being a view of a buffer zero-extended to the FFT grid.
     """
     if not np.array_equal(kernel, kernel[::-1, ::-1]):
         raise ValueError("the PSF must be centro-symmetric (h(-u) = h(u))")
@@ -73,21 +74,36 @@ def richardson_lucy_discrepancy(
     fw = sfft.next_fast_len(w + p, real=True)
     tf = transfer(kernel, (fh, fw))
 
-    def conv(img: np.ndarray) -> np.ndarray:
-        return sfft.irfft2(sfft.rfft2(img, s=(fh, fw)) * tf, s=(fh, fw))[:h, :w]
+    def blurred(padded: np.ndarray) -> np.ndarray:
+        """Spectrum of ``h ⊛ img``, ``padded`` being ``img`` zero-extended to the FFT grid."""
+        spec = sfft.rfft2(padded)
+        return np.multiply(spec, tf, out=spec)
 
-    x = np.full_like(y, max(float(y.mean()), _EPS))  # flat start: low frequencies first
+    # x lives zero-extended to the FFT grid, so that its transform needs no padded copy.
+    x_grid = np.zeros((fh, fw))
+    x = x_grid[:h, :w]
+    x[...] = max(float(y.mean()), _EPS)  # flat start: low frequencies first
     limit = fixed if fixed is not None else max_iterations
     done, previous = 0, float("inf")
     while True:
-        hx = conv(x)
+        hx_grid = irfft2_inplace(blurred(x_grid), (fh, fw))
+        hx = hx_grid[:h, :w]
         resid = float(np.mean((y[core] - hx[core]) ** 2))
         if done >= limit:
             break
         if fixed is None and (resid <= target_var or previous - resid < STALL * target_var):
             break
         previous = resid
-        x = x * conv(y / np.maximum(hx, _EPS))
+        # The ratio y / h⊛x overwrites h⊛x in its buffer, zeroed outside the image, and that
+        # buffer is freed once transformed (before the inverse transform allocates its output).
+        np.maximum(hx, _EPS, out=hx)
+        np.divide(y, hx, out=hx)
+        hx_grid[h:, :] = 0.0
+        hx_grid[:h, w:] = 0.0
+        spec = blurred(hx_grid)
+        del hx, hx_grid
+        np.multiply(x, irfft2_inplace(spec, (fh, fw))[:h, :w], out=x)
+        del spec
         done += 1
     return x, done, resid
 

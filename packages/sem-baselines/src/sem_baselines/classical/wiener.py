@@ -26,7 +26,7 @@ from pydantic import Field
 from skimage.restoration import wiener
 
 from ..restorer import register
-from .deconv import DeconvConfig, DeconvRestorer, PSFChoice, transfer
+from .deconv import DeconvConfig, DeconvRestorer, PSFChoice, irfft2_inplace, transfer
 
 __all__ = ["WienerConfig", "WienerRestorer", "WienerTruePSF", "discrepancy_balance"]
 
@@ -60,18 +60,27 @@ def discrepancy_balance(
     ``sum |Y lambda D^2 / (H^2 + lambda D^2)|^2 / (n n_band)``, grows with ``lambda``; the
     root of ``residual = tau * noise_var`` is found by bisection on ``log lambda``.
     """
-    h2 = h.real**2 + h.imag**2
-    sel = h2 > band**2
-    y2 = ((spectrum.real**2 + spectrum.imag**2) * weights)[sel]
-    h2, d2s = h2[sel], d2[sel]
-    n_total = float(np.sum(weights * np.ones_like(h2, shape=spectrum.shape)))
-    n_band = float(np.sum((weights * np.ones(spectrum.shape))[sel]))
+    # One real spectrum-sized scratch array serves |H|^2, then |Y|^2 w, then the weights.
+    buf = _abs2(h, np.empty(spectrum.shape))
+    sel = buf > band**2
+    h2, d2s = buf[sel], d2[sel]
+    y2 = np.multiply(_abs2(spectrum, buf), weights, out=buf)[sel]
+    buf[...] = weights  # the values of ``weights * ones``, so the sums are exactly those
+    n_total = float(np.sum(buf))
+    n_band = float(np.sum(buf[sel]))
+    del buf, sel
     target = tau * noise_var
+    # In-band scratch arrays, reused by every evaluation of the bisection.
+    num, den = np.empty_like(d2s), np.empty_like(d2s)
 
     def residual(log_lam: float) -> float:
         lam = np.exp(log_lam)
-        ratio = lam * d2s / (h2 + lam * d2s)
-        return float(np.sum(y2 * ratio * ratio)) / (n_total * n_band)
+        np.multiply(lam, d2s, out=num)
+        np.add(h2, num, out=den)
+        ratio = np.divide(num, den, out=num)  # lam D^2 / (H^2 + lam D^2)
+        terms = np.multiply(y2, ratio, out=den)
+        np.multiply(terms, ratio, out=terms)  # y2 * ratio * ratio
+        return float(np.sum(terms)) / (n_total * n_band)
 
     lo, hi = np.log(1e-9), np.log(1e6)
     if residual(lo) >= target:
@@ -101,9 +110,11 @@ class WienerRestorer(DeconvRestorer):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         cfg = self.config
         shape = ext.shape
-        spec = sfft.rfft2(ext)
+        # The real |D|^2 first: its complex transform is freed before H and Y exist.
+        d2 = np.abs(transfer(_LAPLACIAN, shape))
+        np.square(d2, out=d2)
         h = transfer(kernel, shape)
-        d2 = np.abs(transfer(_LAPLACIAN, shape)) ** 2
+        spec = sfft.rfft2(ext)
         balance = cfg.balance
         if balance is None:
             wts = np.full(spec.shape[1], 2.0)
@@ -113,8 +124,25 @@ class WienerRestorer(DeconvRestorer):
             balance = discrepancy_balance(
                 spec, h, d2, float(choice.noise_var or 0.0), wts[None, :], cfg.tau
             )
-        out = sfft.irfft2(np.conj(h) * spec / (np.abs(h) ** 2 + balance * d2), s=shape)
-        return out, {"balance": balance}
+        # conj(H) Y / (|H|^2 + lambda |D|^2), each step in place in an array no longer needed
+        den = np.abs(h)
+        np.square(den, out=den)
+        np.add(den, np.multiply(balance, d2, out=d2), out=den)
+        del d2
+        np.multiply(np.conj(h, out=h), spec, out=spec)
+        del h
+        np.divide(spec, den, out=spec)
+        del den
+        return irfft2_inplace(spec, shape), {"balance": balance}
+
+
+def _abs2(z: np.ndarray, out: np.ndarray, rows: int = 256) -> np.ndarray:
+    """``z.real**2 + z.imag**2`` into ``out``, a block of rows at a time: the same values
+    without two full-size temporaries."""
+    for i in range(0, z.shape[0], rows):
+        block = slice(i, i + rows)
+        np.add(z.real[block] ** 2, z.imag[block] ** 2, out=out[block])
+    return out
 
 
 @register("wiener-true-psf", WienerConfig, psf_from_case=True)

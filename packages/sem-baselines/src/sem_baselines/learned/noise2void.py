@@ -114,7 +114,8 @@ class Noise2VoidRestorer(NetworkRestorer):
             return sq.mean()
         # DDP averages gradients over ranks: sum * world / global count makes that average the
         # global mean, not the mean of per-rank means (their counts may differ)
+        # (the boolean indexing above has read the mask's count to the host already)
         count = torch.tensor(float(sq.numel()), device=sq.device)  # exact below 2^24 pixels
         dist.all_reduce(count, group=net.process_group)
         world = dist.get_world_size(net.process_group)
-        return sq.sum() * world / count.clamp(min=1.0)  # stays on the device: no host sync
+        return sq.sum() * world / count.clamp(min=1.0)
