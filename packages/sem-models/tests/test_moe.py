@@ -378,3 +378,32 @@ def test_routing_stats_as_device_tensors_equal_the_floats():
     assert floats["mean/max_token_fraction"] == pytest.approx(
         (float(model[0].stats["token_fraction"].max()) + float(frac.max())) / 2
     )
+
+
+@pytest.mark.parametrize("z_loss_weight", [0.0, 0.1])
+def test_balance_totals_over_batches_equal_the_aux_loss_of_the_whole_set(z_loss_weight):
+    """A batch's balance term is a statistic of the batch: the totals of three uneven batches
+    (and a simulated second rank's, added by ``reduce``) give the aux loss of one forward over
+    every token, whatever the batching; an empty rank contributes zeros."""
+    from sem_models import BalanceTotals
+
+    layer = _moe(d=8, k=4, z_loss_weight=z_loss_weight, capacity_factor=1.0)
+    x = torch.randn(40, 8)
+    with torch.no_grad():
+        layer(x)
+        whole = float(layer.aux_loss)
+        mine, theirs = BalanceTotals(layer), BalanceTotals(layer)
+        per_batch = []
+        for part in (x[:7], x[7:20]):
+            layer(part)
+            mine.add()
+            per_batch.append(float(layer.aux_loss))
+        layer(x[20:])
+        theirs.add()
+        per_batch.append(float(layer.aux_loss))
+        other = theirs.total.clone()
+        got = mine.loss(lambda t: t.add_(other))
+    assert got == pytest.approx(whole, rel=1e-6)
+    assert abs(sum(per_batch) / 3 - whole) > 1e-3 * whole  # what a per-batch mean would give
+    assert BalanceTotals(layer).loss() == 0.0  # nothing seen: no term
+    assert BalanceTotals(torch.nn.Linear(2, 2)).loss() == 0.0  # a dense model has none

@@ -269,3 +269,5 @@ def test_a_device_other_than_the_models_is_refused_before_any_window():
     assert sm.model_device(model, None) == torch.device("cpu")
     assert sm.model_device(lambda x: x, None, default="meta") == torch.device("meta")
     assert sm.model_device(lambda x: x, "meta") == torch.device("meta")
+    on_meta = nn.Conv2d(1, 1, 3, device="meta")  # a device type without an index: the model's
+    assert sm.model_device(on_meta, "meta") == next(on_meta.parameters()).device

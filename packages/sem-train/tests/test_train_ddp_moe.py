@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import sem_models
 import torch
 from safetensors.torch import load_file
@@ -75,3 +76,11 @@ def test_two_rank_stage2_with_moe_equals_one_process_with_doubled_batch(image_fo
     assert len(gates) == 2 and ddp.keys() == one.keys()
     worst = max(float((ddp[k] - one[k]).abs().max()) for k in one)
     assert worst <= 1e-5, f"largest weight difference {worst:.3g}"
+    # validation (model selection) sees the same images, masks and objective on both
+    val = [_val_losses(Path(run) / "metrics.jsonl") for run in (out, single.output_dir)]
+    assert len(val[0]) == 2 and val[0] == pytest.approx(val[1], rel=1e-5), val
+
+
+def _val_losses(metrics: Path) -> list[float]:
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    return [r["loss"] for r in records if r.get("split") == "val"]

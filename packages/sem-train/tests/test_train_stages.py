@@ -370,3 +370,50 @@ def test_starved_experts_are_named_from_the_last_logged_step(tmp_path):
     ]
     assert starved_experts(path, share=0.005) == []
     assert starved_experts(tmp_path / "missing.jsonl") == []
+
+
+def test_stages_with_distillation_train_in_fp32_where_bf16_would_drown_the_term():
+    """Stage 2 starts with the student almost the teacher: their difference lies below bf16's
+    resolution, so under bf16 autocast the KD term is mostly rounding (measured here with CPU
+    bf16); a task with a KD term therefore refuses bf16 autocast on CUDA, others keep it."""
+    import copy
+
+    from sem_models.testing import MICRO_MAE
+    from sem_train.config import RunConfig
+    from sem_train.engine import autocast_bf16
+    from sem_train.stages.common import MAELossWeights, MAETask
+
+    torch.manual_seed(0)
+    student = sem_models.build_mae("tiny", in_chans=1, **MICRO_MAE)
+    teacher = copy.deepcopy(student)
+    sem_models.upcycle(student, num_experts=2, noise_std=0.01)
+    task = MAETask(student, mask_ratio=0.75, weights=MAELossWeights(kd=1.0), teacher=teacher)
+    batch = {"image": torch.rand(8, 1, 32, 32), "seed": torch.arange(8)}
+    student.eval()
+    kd32 = float(task.training_loss(student, batch)[1]["kd"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        kd16 = float(task.training_loss(student, batch)[1]["kd"])
+    # the bf16 term is mostly rounding: 2.5x the true one here, 9x on a trained tiny model
+    assert kd16 > 2 * kd32 > 0
+
+    run, cuda = RunConfig(), torch.device("cuda")  # a device object: no GPU needed
+    assert not autocast_bf16(run, cuda, task) and "distillation" in task.fp32_reason
+    plain = MAETask(sem_models.build_mae("tiny", in_chans=1, **MICRO_MAE), mask_ratio=0.75)
+    assert autocast_bf16(run, cuda, plain)
+    assert not autocast_bf16(run, torch.device("cpu"), plain)
+    assert not autocast_bf16(RunConfig(bf16=False), cuda, plain)
+
+
+def test_seeds_stay_on_the_host_when_a_batch_moves_to_the_device():
+    """Masks and pairs are drawn on the host from each sample's seed: a seed copied to a GPU
+    would be copied straight back (a sync per step)."""
+    from sem_train.engine import _to_device
+
+    batch = {
+        "image": torch.rand(2, 1, 8, 8),
+        "seed": torch.tensor([1, 2]),
+        "index": torch.tensor([0, 1]),
+    }
+    moved = _to_device(batch, torch.device("meta"))
+    assert moved["image"].device.type == "meta"
+    assert moved["seed"].device.type == "cpu" and moved["index"].device.type == "cpu"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "PRESETS",
+    "BalanceTotals",
     "CheckpointError",
     "CheckpointWriteError",
     "ExternalWeightsError",
@@ -122,7 +123,14 @@ if TYPE_CHECKING:  # static analysers see the eager imports
     )
     from .imaging import denormalize, from_255, match_channels, normalize, to_255
     from .mae import MaskedAutoencoder, build_mae
-    from .moe import MoEMlp, balance_loss, global_aux_loss, moe_layers, routing_stats
+    from .moe import (
+        BalanceTotals,
+        MoEMlp,
+        balance_loss,
+        global_aux_loss,
+        moe_layers,
+        routing_stats,
+    )
     from .pos_embed import resize_pos_embed, sincos_2d
     from .restoration import RestorationModel
     from .sliding_window import (

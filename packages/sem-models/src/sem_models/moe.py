@@ -78,6 +78,7 @@ probability, the routing entropy and the number of unused experts.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, cast
 
 import torch
@@ -85,7 +86,14 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
-__all__ = ["MoEMlp", "balance_loss", "global_aux_loss", "moe_layers", "routing_stats"]
+__all__ = [
+    "BalanceTotals",
+    "MoEMlp",
+    "balance_loss",
+    "global_aux_loss",
+    "moe_layers",
+    "routing_stats",
+]
 
 BalanceLoss = Literal["paper", "switch", "entropy"]
 GateWeighting = Literal["runner_up", "straight_through", "renormalise", "raw"]
@@ -570,6 +578,60 @@ def global_aux_loss(model: nn.Module) -> torch.Tensor | None:
             m.stats = {**m.stats, **m.stats_from_sums(merged)}
     losses = [m.aux_loss for m in layers if m.aux_loss is not None]
     return torch.stack([loss.float() for loss in losses]).sum()
+
+
+class BalanceTotals:
+    """The MoE layers' token sums added over forwards (and ranks): the aux loss of a whole
+    evaluation set, whatever its batching and number of processes.
+
+    A batch's balance term is a statistic of that batch, not a mean of per-sample terms, so a
+    validation loss that averages it per batch changes with the batch size and, under DDP, with
+    the split of the set over ranks (model selection would depend on the world size). Call
+    :meth:`add` after each forward and :meth:`loss` once at the end (on every rank).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = [m for _, m in moe_layers(model)]
+        self.total: torch.Tensor | None = None
+
+    @staticmethod
+    def _layout(m: MoEMlp) -> list[tuple[str, int]]:
+        """``(key, size)`` of a layer's ``sums`` (:meth:`MoEMlp._record`); size 0 = a scalar."""
+        keys = [("prob", m.num_experts), ("count", m.num_experts), ("tokens", 0), ("kept", 0)]
+        return keys + ([("z", 0)] if m.z_loss_weight > 0 else [])
+
+    def add(self) -> None:
+        """Add the sums of the last forward."""
+        flat = torch.cat(
+            [
+                m.sums[k].detach().double().reshape(-1)
+                for m in self.layers
+                for k, _ in self._layout(m)
+            ]
+        )
+        self.total = flat if self.total is None else self.total + flat
+
+    def loss(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+        """The summed aux loss of every layer from the totals; ``reduce`` (an in-place sum over
+        ranks) first adds the other ranks' totals (a rank without a batch adds zeros)."""
+        if not self.layers:
+            return 0.0
+        if self.total is None:
+            size = sum(max(n, 1) for m in self.layers for _, n in self._layout(m))
+            device = next(self.layers[0].parameters()).device
+            self.total = torch.zeros(size, dtype=torch.float64, device=device)
+        if reduce is not None:
+            reduce(self.total)
+        out, offset = 0.0, 0
+        for m in self.layers:
+            sums = {}
+            for k, n in self._layout(m):
+                part = self.total[offset : offset + max(n, 1)]
+                sums[k] = part.reshape(n) if n else part[0]
+                offset += max(n, 1)
+            if float(sums["tokens"]) > 0:
+                out += float(m.aux_from_sums(sums))
+        return out
 
 
 def routing_stats(

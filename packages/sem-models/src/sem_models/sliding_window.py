@@ -136,12 +136,18 @@ def model_device(
 ) -> torch.device:
     """The device to run ``model`` on: ``device`` if given, else its weights' (``default`` for
     a model without weights). A ``device`` other than the weights' is refused with a clear
-    message (torch would fail deep inside the first layer): the caller moves the model."""
+    message (torch would fail deep inside the first layer): the caller moves the model. A
+    device without an index (``"cuda"``) means the weights' device of that type."""
     params = list(model.parameters()) if isinstance(model, nn.Module) else []
     if device is None:
         return params[0].device if params else torch.device(default)
     device = torch.device(device)
-    if params and params[0].device.type != device.type:
+    if not params:
+        return device
+    home = params[0].device
+    if home.type == device.type and device.index is None:
+        return home
+    if home != device:
         raise ValueError(
             f"device={str(device)!r} but the model's weights are on {params[0].device}: move "
             f"the model first (model.to({str(device)!r})) or leave device=None (the model's)"

@@ -186,7 +186,11 @@ class RunConfig(_Strict):
     batch_size_per_process: int = Field(8, ge=1, le=65_536)
     grad_accum_steps: int = Field(1, ge=1, le=65_536)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    bf16: bool = Field(True, description="bf16 autocast (CUDA only; ignored on CPU)")
+    bf16: bool = Field(
+        True,
+        description="bf16 autocast (CUDA only; ignored on CPU; a distillation term keeps "
+        "Stages 2-3 in fp32)",
+    )
     seed: int = 0
     output_dir: Path = Path("runs/run")
     checkpoint_every_steps: int = Field(100, ge=1)

@@ -15,7 +15,12 @@ import torch.distributed as dist
 
 from .ranks import is_rank_zero
 
-__all__ = ["DistContext", "is_rank_zero", "select_device"]
+__all__ = ["DistContext", "env_local_rank", "is_rank_zero", "select_device"]
+
+
+def env_local_rank() -> int:
+    """This process's GPU slot under torchrun (``LOCAL_RANK``, else ``RANK``; 0 alone)."""
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
 
 
 def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -44,7 +49,7 @@ class DistContext:
         """Join (or create) the process group described by the torchrun environment."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        local = env_local_rank()
         if world <= 1:
             return cls()
         owns = False

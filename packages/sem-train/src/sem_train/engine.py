@@ -29,6 +29,7 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from .checkpoint import Checkpointer, save_weights
 from .config import OptimConfig, RunConfig
 from .data.sampler import EpochBatchSampler, validation_batches
-from .distributed import DistContext, is_rank_zero, select_device
+from .distributed import DistContext, env_local_rank, is_rank_zero, select_device
 from .interrupt import GracefulInterrupt, TrainingInterrupted, ignore_sigint
 from .metrics import MetricsLogger, psnr, ssim
 from .runfolder import resolve_model_dir
@@ -110,6 +111,31 @@ class Task(ABC):
     def export(self, directory: Path) -> None:
         """Save a deployable copy of the model (default: ``model.safetensors``)."""
         save_weights(self.model, Path(directory) / "model.safetensors")
+
+    def validation_begin(self) -> None:  # noqa: B027 (a hook: overriding it is optional)
+        """Called on every rank before a validation pass (see :meth:`validation_end`)."""
+
+    def validation_end(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        """A term of the validation loss that is not a mean over samples (a set statistic),
+        from what :meth:`validation_step` gathered; ``reduce`` sums a tensor over ranks in
+        place. Called on every rank after the pass (default: none)."""
+        return 0.0
+
+    @property
+    def fp32_reason(self) -> str | None:
+        """Why bf16 autocast would spoil this task's objective (then it trains in fp32)."""
+        return None
+
+
+def autocast_bf16(run: RunConfig, device: torch.device, task: Task) -> bool:
+    """bf16 autocast for this run: asked for (``run.bf16``), on CUDA, and not refused by the
+    task (:attr:`Task.fp32_reason`, said once in the log)."""
+    if not (run.bf16 and device.type == "cuda"):
+        return False
+    if task.fp32_reason:
+        log.info("bf16 autocast off: %s", task.fp32_reason)
+        return False
+    return True
 
 
 @dataclass
@@ -315,6 +341,7 @@ def validate(loop: Loop, val_set: Dataset) -> dict[str, float]:
     )  # fmt: skip
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, psnr, ssim, n
     loop.task.model.eval()
+    loop.task.validation_begin()
     try:
         loader = DataLoader(
             val_set, batch_sampler=batches, num_workers=0, generator=_loader_generator(run.seed)
@@ -337,7 +364,8 @@ def validate(loop: Loop, val_set: Dataset) -> dict[str, float]:
         loop.task.model.train()
     ctx.all_reduce_sum(sums)
     n = max(sums[3].item(), 1.0)
-    return {"loss": sums[0].item() / n, "psnr_db": sums[1].item() / n, "ssim": sums[2].item() / n}
+    loss = sums[0].item() / n + loop.task.validation_end(ctx.all_reduce_sum)
+    return {"loss": loss, "psnr_db": sums[1].item() / n, "ssim": sums[2].item() / n}
 
 
 def _end_of_epoch(loop: Loop, val_set: Dataset | None, state: TrainState) -> None:
@@ -521,10 +549,8 @@ def _setup(
     task: Task, train_set: Dataset, run: RunConfig, optim: OptimConfig, ckpt: Checkpointer
 ) -> Loop:
     """Device, process group, model wrapper, optimizer, schedule, checkpointer and log."""
-    device = select_device(run.device, 0)
+    device = select_device(run.device, env_local_rank())  # before the group: its own GPU
     ctx = DistContext.from_env(device)
-    if ctx.enabled and device.type == "cuda":
-        device = select_device(run.device, ctx.local_rank)
     torch.manual_seed(run.seed)
     task.to(device)
     named = task.trainable_parameters()
@@ -558,7 +584,7 @@ def _setup(
         optim=optim,
         ctx=ctx,
         device=device,
-        use_bf16=run.bf16 and device.type == "cuda",
+        use_bf16=autocast_bf16(run, device, task),
         metrics=MetricsLogger(
             out_dir / "metrics.jsonl",
             tensorboard_dir=out_dir / "tensorboard" if run.tensorboard else None,
@@ -615,9 +641,17 @@ def _param_groups(named: list[tuple[str, nn.Parameter]], weight_decay: float) ->
     return [g for g in groups if g["params"]]
 
 
+#: Batch entries the tasks read on the host (masks and pairs are drawn from them there):
+#: copying them to a GPU would only make each step copy them back and wait.
+HOST_KEYS = frozenset({"seed", "index"})
+
+
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     nb = device.type == "cuda"
-    return {k: v.to(device, non_blocking=nb) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return {
+        k: v.to(device, non_blocking=nb) if torch.is_tensor(v) and k not in HOST_KEYS else v
+        for k, v in batch.items()
+    }
 
 
 def _clip(task: Task, max_norm: float | None) -> float:

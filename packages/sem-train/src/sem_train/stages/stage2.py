@@ -37,7 +37,7 @@ from torch import nn
 
 from .. import modeling
 from ..config import Stage2Config
-from ..distributed import select_device
+from ..distributed import env_local_rank, select_device
 from ..engine import FitResult, fit_config, unwrap
 from ..preflight import check_run_start, start_model_dir
 from ..recipe import write_split
@@ -110,7 +110,7 @@ def run_stage2(cfg: Stage2Config, *, resume: bool = False) -> FitResult:
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
     write_split("stage2", cfg, cfg.run.output_dir)
     if not (resume and RunFolder(cfg.run.output_dir).has_checkpoint):  # else loaded from it
-        device = select_device(cfg.run.device, int(os.environ.get("LOCAL_RANK", "0")))
+        device = select_device(cfg.run.device, env_local_rank())
         calibrate_student(task, train, cfg.router_calibration_images, cfg.run.seed, device)
     result = fit_config(task, train, val, cfg, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
