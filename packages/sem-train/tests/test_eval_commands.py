@@ -295,3 +295,27 @@ def test_demo_errors_name_the_option_not_the_config_key(tmp_path, capsys, argv, 
     err = capsys.readouterr().err
     assert err.startswith(line) and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def test_benchmark_seed_overrides_the_configs_and_is_checked(tmp_path, capsys, monkeypatch):
+    """``--seed 8`` reruns a config's protocol with other degradations and splits (the README's
+    second seed of the real-image table) without a copy of the config; a negative seed is one
+    line, exit 2."""
+    import yaml
+    from sem_train.evaluation import runner
+
+    cfg = tmp_path / "bench.yaml"
+    (tmp_path / "images").mkdir()
+    body = {"images": str(tmp_path / "images"), "out": str(tmp_path / "o"), "seed": 7}
+    cfg.write_text(yaml.safe_dump(body))
+    with pytest.raises(SystemExit) as stop:
+        main(["benchmark", "--config", str(cfg), "--seed", "-1"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seed" in err[0]
+    seen = []
+    monkeypatch.setattr(runner, "run_benchmark", lambda c, **_: seen.append(c.seed) or tmp_path)
+    monkeypatch.setattr("sem_train.commands.benchmark.check_input_folders", lambda c: None)
+    assert main(["benchmark", "--config", str(cfg), "--seed", "8"]) == 0
+    assert main(["benchmark", "--config", str(cfg)]) == 0
+    assert seen == [8, 7]

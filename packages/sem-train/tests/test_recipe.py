@@ -267,3 +267,16 @@ def test_the_recipe_message_leaves_out_an_unknown_run_length(tmp_path):
     )
     line = recipe_interrupt_message(tmp_path, ("stage1",), None, saved=True)
     assert line.startswith("stage1: interrupted; saved a checkpoint at step 7 (epoch 2, after 2 ")
+
+
+def test_the_dense_ablation_runs_beside_the_moe_recipe_not_into_its_folder(tmp_path):
+    """``sem train recipe --dense`` without --output-dir wrote into runs/<preset>, the MoE
+    recipe's folder (refused as an existing run, or mixed into it); the documented
+    ``mae-sem.checkpoint_dir=runs/cpu-base-dense/finetune`` is where it now lands."""
+    from pathlib import Path
+
+    from sem_train.commands.train import recipe_dir
+
+    assert recipe_dir("cpu-base", False, None) == Path("runs/cpu-base")
+    assert recipe_dir("cpu-base", True, None) == Path("runs/cpu-base-dense")
+    assert recipe_dir("cpu-base", True, tmp_path) == tmp_path

@@ -104,6 +104,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         "methods": methods,
         "strict": args.strict or None,
         "workers": args.workers,
+        "seed": args.seed,
     }
     cfg = load_benchmark_config(args.config, settings, **overrides)
     from sem_physics.locking import output_lock
@@ -131,5 +132,10 @@ def register(subparsers: Any) -> None:
     b.add_argument("--out", help="output folder (overrides the config)")
     b.add_argument("--methods", help="comma-separated method names (overrides the config)")
     b.add_argument("--force", action="store_true", help="rerun every method")
+    b.add_argument(
+        "--seed",
+        type=number(int, low=0),
+        help="the protocol's seed (overrides the config): other degradations, other splits",
+    )
     add_run_options(b)
     b.set_defaults(handler=_benchmark)

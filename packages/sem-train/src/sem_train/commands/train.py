@@ -72,7 +72,10 @@ def register(subparsers: Any) -> None:
     rc.add_argument("--config", required=True, help="preset name (e.g. cpu-base)")
     rc.add_argument("--data", type=Path, help="folder of SEM images (data.root of every step)")
     rc.add_argument(
-        "--output-dir", type=Path, help="run folder (default: runs/<preset>); one sub-folder a step"
+        "--output-dir",
+        type=Path,
+        help="run folder (default: runs/<preset>, with --dense runs/<preset>-dense); one "
+        "sub-folder a step",
     )
     rc.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override run.device")
     rc.add_argument(
@@ -311,10 +314,16 @@ def _finetune(args: argparse.Namespace) -> int:
     return _train(args, "finetune", run)
 
 
+def recipe_dir(preset: str, dense: bool, given: Path | None) -> Path:
+    """The recipe's run folder: ``given``, else ``runs/<preset>`` (``runs/<preset>-dense`` for
+    the dense ablation, beside the MoE run and never into its folder)."""
+    return given or Path("runs") / (preset + ("-dense" if dense else ""))
+
+
 def _recipe(args: argparse.Namespace) -> int:
     if args.data is not None and not args.data.is_dir():
         raise FileNotFoundError(f"--data {args.data} is not a directory")
-    out = args.output_dir or Path("runs") / args.config
+    out = recipe_dir(args.config, args.dense, args.output_dir)
     with _holding(out):  # one folder per step below it; run_recipe checks them under the lock
         from ..config import PRESETS
 
