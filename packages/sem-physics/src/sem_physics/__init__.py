@@ -26,6 +26,7 @@ __all__ = [
     "Manifest",
     "ManifestEntry",
     "PSFParams",
+    "PairEstimate",
     "ParameterRanges",
     "ProtocolError",
     "RowJitter",
@@ -42,6 +43,7 @@ __all__ = [
     "degrade_files",
     "degrade_torch",
     "estimate_degradation",
+    "estimate_psf_from_pair",
     "file_sha256",
     "image_to_tensor",
     "kernel_size",
@@ -64,6 +66,7 @@ __all__ = [
 __getattr__, __dir__, _EXPORTS = lazy_exports(__name__, __file__, __all__)
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .calibrate import PairEstimate, estimate_psf_from_pair
     from .convert import image_to_tensor, tensor_to_image
     from .convolution import convolve_reflect, convolve_reflect_torch
     from .estimate import DegradationEstimate, EstimateQuality, estimate_degradation

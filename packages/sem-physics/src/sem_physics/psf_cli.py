@@ -4,6 +4,7 @@ Examples::
 
     sem-psf image.tif                 # plain text
     sem-psf images/ other.png --json  # one JSON object per image (JSON lines)
+    sem-psf --reference focused.tif defocused.tif   # measured from a pair of one field of view
 
 A file that cannot be read or estimated is reported as ``sem-psf: error: FILE: why`` on stderr
 and the others are still estimated; the exit status is then 2. Heavy imports happen after the
@@ -39,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     parser.add_argument(
+        "--reference",
+        type=Path,
+        metavar="FOCUSED",
+        help="a focused image of the same field of view at the same pixel size: each IMAGE's "
+        "PSF, gain, offset and drift are then fitted against it (a measurement, not a blind "
+        "estimate)",
+    )
+    parser.add_argument(
         "--crop",
         choices=("detected", "info-bar", "fraction", "none"),
         default="detected",
@@ -72,19 +81,9 @@ def _expand(inputs: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
 
 def _estimate_file(path: Path, crop: str, fraction: float) -> dict[str, Any]:
     from .estimate import estimate_degradation
-    from .io import crop_info_bar, read_image
     from .scan import row_jitter
 
-    img = read_image(path)
-    if crop == "none":
-        data, rows = img.data, 0
-    elif crop == "detected":  # the micrograph sem restore estimates on
-        rows = img.info_bar_rows or 0
-        data = crop_info_bar(img.data, rows)
-    else:
-        bar = img.info_bar_rows if crop == "info-bar" else None
-        data = crop_info_bar(img.data, bar, fraction)
-        rows = img.data.shape[0] - data.shape[0]
+    data, rows = _read_cropped(path, crop, fraction)
     try:
         est = estimate_degradation(data)
     except ValueError as err:
@@ -96,6 +95,57 @@ def _estimate_file(path: Path, crop: str, fraction: float) -> dict[str, Any]:
         **est.model_dump(mode="json"),
         "row_jitter": jitter,
     }
+
+
+def _read_cropped(path: Path, crop: str, fraction: float) -> tuple[Any, int]:
+    """The image of ``path`` with its info bar removed as ``crop`` says, and the rows removed."""
+    from .io import crop_info_bar, read_image
+
+    img = read_image(path)
+    if crop == "none":
+        return img.data, 0
+    if crop == "detected":  # the micrograph sem restore estimates on
+        rows = img.info_bar_rows or 0
+        return crop_info_bar(img.data, rows), rows
+    bar = img.info_bar_rows if crop == "info-bar" else None
+    data = crop_info_bar(img.data, bar, fraction)
+    return data, img.data.shape[0] - data.shape[0]
+
+
+def _pair_file(path: Path, reference: Path, crop: str, fraction: float) -> dict[str, Any]:
+    from .calibrate import estimate_psf_from_pair
+
+    focused, _ = _read_cropped(reference, crop, fraction)
+    data, rows = _read_cropped(path, crop, fraction)
+    try:
+        est = estimate_psf_from_pair(focused, data)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err} (reference {reference})") from None
+    return {"file": str(path), "reference": str(reference), "rows_cropped": rows,
+            **est.model_dump(mode="json")}  # fmt: skip
+
+
+def _pair_text(rec: dict[str, Any]) -> str:
+    h, w = rec["shape"]
+    psf = f"{rec['rx_px']:.2f},{rec['ry_px']:.2f},{rec['theta_rad']:.3f},{rec['beta']:g}"
+    dy, dx = rec["shift_px"]
+    fit = "ok" if not rec["reasons"] else "; ".join(rec["reasons"])
+    return "\n".join(
+        [
+            f"{rec['file']} against {rec['reference']}  ({h} x {w} px, "
+            f"{rec['pixels_fitted']} pixels fitted, {rec['seconds']:.1f} s)",
+            f"  PSF    rx_px {_fmt(rec['rx_px'], rec['rx_px_err'])}   ry_px "
+            f"{_fmt(rec['ry_px'], rec['ry_px_err'])}   theta_rad "
+            f"{_fmt(rec['theta_rad'], rec['theta_rad_err'])} "
+            f"({math.degrees(rec['theta_rad']):.0f}°)   beta {rec['beta']:g} (given)",
+            f"  gain {_fmt(rec['gain'], rec['gain_err'])}   offset "
+            f"{_fmt(rec['offset'], rec['offset_err'])} (0..255)   drift {dy:.2f}, {dx:.2f} px "
+            "(rows, columns)",
+            f"  fit: residual {rec['residual_rms']:.2f} grey levels rms against the image's noise "
+            f"{rec['noise_rms']:.2f}: {fit}",
+            f"  restore with: sem restore --psf {psf} ...",
+        ]
+    )
 
 
 def _fmt(value: float | None, err: float | None, digits: int = 2) -> str:
@@ -158,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.reference is not None and not args.reference.is_file():
+        print(f"{PROG}: error: --reference {args.reference}: no such file", file=sys.stderr)
+        return 2
     return 2 if _estimate_all(args) else 0
 
 
@@ -168,7 +221,10 @@ def _estimate_all(args: argparse.Namespace) -> int:
         try:
             if problem is not None:
                 raise ValueError(f"{path}: {problem}")
-            rec = _estimate_file(path, args.crop, args.crop_fraction)
+            if args.reference is not None:
+                rec = _pair_file(path, args.reference, args.crop, args.crop_fraction)
+            else:
+                rec = _estimate_file(path, args.crop, args.crop_fraction)
         except (ValueError, OSError) as err:  # ImageReadError is a ValueError naming the file
             if args.debug:
                 raise
@@ -178,7 +234,8 @@ def _estimate_all(args: argparse.Namespace) -> int:
                 text = f"{path}: {text}"
             print(f"{PROG}: error: {text}", file=sys.stderr, flush=True)
             continue
-        print(json.dumps(rec) if args.json else _text(rec), flush=True)
+        text = _pair_text(rec) if args.reference is not None else _text(rec)
+        print(json.dumps(rec) if args.json else text, flush=True)
     return failed
 
 
