@@ -28,6 +28,8 @@ import numpy as np
 import scipy.fft as sfft
 from pydantic import BaseModel, ConfigDict, Field
 
+from .convolution import kernel_transfer
+from .estimate import _geo_to_psf, estimate_degradation, geo_errors
 from .psf import PSFParams, airy_psf, kernel_size
 from .validation import validate_image
 
@@ -84,30 +86,12 @@ class PairEstimate(BaseModel):
         )
 
 
-def _geo_to_psf(geo: np.ndarray) -> tuple[float, float, float]:
-    """``(log r, e1, e2)`` (no singularity at a round PSF) -> ``(Rx, Ry, theta)``, Rx >= Ry."""
-    log_r, e1, e2 = geo
-    e = math.hypot(e1, e2)
-    r = math.exp(log_r)
-    return r * math.exp(e / 2), r * math.exp(-e / 2), 0.5 * math.atan2(e2, e1) % math.pi
-
-
 def _psf_to_geo(rx: float, ry: float, theta: float) -> np.ndarray:
     e = math.log(max(rx, _MIN_RADIUS_PX) / max(ry, _MIN_RADIUS_PX))
     return np.array(
         [0.5 * math.log(max(rx, _MIN_RADIUS_PX) * max(ry, _MIN_RADIUS_PX)),
          e * math.cos(2 * theta), e * math.sin(2 * theta)]
     )  # fmt: skip
-
-
-def _transfer(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Real FFT (``rfft2`` grid of ``shape``) of ``kernel`` centred on pixel (0, 0)."""
-    buf = np.zeros(shape)
-    p = kernel.shape[0] // 2
-    rows = (np.arange(-p, p + 1) % shape[0])[:, None]
-    cols = (np.arange(-p, p + 1) % shape[1])[None, :]
-    np.add.at(buf, (rows, cols), kernel)
-    return sfft.rfft2(buf)
 
 
 class _PairModel:
@@ -126,7 +110,7 @@ class _PairModel:
         rx, ry, theta = _geo_to_psf(p[:3])
         kernel = airy_psf(PSFParams(rx_px=rx, ry_px=ry, beta=self.beta, theta_rad=theta))
         ramp = np.exp(-2j * np.pi * (self.fy * p[5] + self.fx * p[6]))
-        blurred = sfft.irfft2(self.spec * _transfer(kernel, self.shape) * ramp, s=self.shape)
+        blurred = sfft.irfft2(self.spec * kernel_transfer(kernel, self.shape) * ramp, s=self.shape)
         return p[3] * blurred[self.inner].ravel() + p[4]
 
     def residual(self, p: np.ndarray) -> np.ndarray:
@@ -174,8 +158,6 @@ def estimate_psf_from_pair(
     True
     """
     from scipy.optimize import least_squares
-
-    from .estimate import estimate_degradation
 
     t0 = time.perf_counter()
     x = validate_image(focused, "focused image")
@@ -241,7 +223,7 @@ def estimate_psf_from_pair(
         cov = np.linalg.inv(fit.jac.T @ fit.jac) * res_var
     except np.linalg.LinAlgError:
         cov = np.full((k, k), np.inf)
-    errs = _psf_errors(fit.x[:3], cov[:3, :3])
+    errs = geo_errors(fit.x[:3], cov[:3, :3])
     ratio = res_var / noise_var
     if ratio > MISFIT_RATIO:
         reasons.append(
@@ -274,16 +256,3 @@ def estimate_psf_from_pair(
         seconds=time.perf_counter() - t0,
         reasons=reasons,
     )
-
-
-def _psf_errors(geo: np.ndarray, cov: np.ndarray) -> tuple[float, float, float]:
-    """The covariance of ``(log r, e1, e2)`` propagated to ``(Rx, Ry, theta)``."""
-    jac = np.zeros((3, 3))
-    for i in range(3):  # central differences
-        step = np.zeros(3)
-        step[i] = 1e-6
-        d = np.array(_geo_to_psf(geo + step)) - np.array(_geo_to_psf(geo - step))
-        d[2] = (d[2] + math.pi / 2) % math.pi - math.pi / 2
-        jac[:, i] = d / 2e-6
-    var = np.clip(np.einsum("ij,jk,ik->i", jac, cov, jac), 0, None)
-    return float(math.sqrt(var[0])), float(math.sqrt(var[1])), float(math.sqrt(var[2]))

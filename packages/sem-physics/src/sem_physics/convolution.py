@@ -39,6 +39,7 @@ __all__ = [
     "convolve_reflect",
     "convolve_reflect_torch",
     "fft_shape",
+    "kernel_transfer",
     "symmetric_indices",
 ]
 
@@ -54,6 +55,18 @@ def clear_kernel_cache() -> None:
     with _cache_lock:
         _spectrum_cache.clear()
         _seen_once.clear()
+
+
+def kernel_transfer(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Real FFT (``rfft2`` grid of ``shape``) of a square odd ``kernel`` centred on pixel (0, 0):
+    the transfer function of a circular convolution on that grid (a kernel larger than the grid
+    wraps and adds)."""
+    buf = np.zeros(shape)
+    p = kernel.shape[0] // 2
+    rows = (np.arange(-p, p + 1) % shape[0])[:, None]
+    cols = (np.arange(-p, p + 1) % shape[1])[None, :]
+    np.add.at(buf, (rows, cols), kernel)
+    return sfft.rfft2(buf)
 
 
 def symmetric_indices(n: int, pad: int, pad_after: int | None = None) -> np.ndarray:

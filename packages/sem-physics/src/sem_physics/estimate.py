@@ -510,8 +510,19 @@ def _fit_psf(
 
 
 def _psf_errors(geo: np.ndarray, cov: np.ndarray) -> tuple[float, float, float]:
-    """Propagate the covariance of ``(log r, e1, e2)`` to ``(Rx, Ry, theta)`` numerically."""
-    base = np.array(_geo_to_psf(geo))
+    """The fit's errors of ``(Rx, Ry, theta)`` (:func:`geo_errors`) with the model terms."""
+    rx, ry, _ = _geo_to_psf(geo)
+    rx_err, ry_err, th_err = geo_errors(geo, cov)
+    return (
+        math.hypot(rx_err, _RADIUS_SYST * rx),
+        math.hypot(ry_err, _RADIUS_SYST * ry),
+        math.hypot(th_err, _THETA_SYST),
+    )
+
+
+def geo_errors(geo: np.ndarray, cov: np.ndarray) -> tuple[float, float, float]:
+    """One-sigma errors of ``(Rx, Ry, theta)`` from the covariance of ``(log r, e1, e2)``,
+    propagated numerically (central differences)."""
     jac = np.zeros((3, 3))
     for i in range(3):  # central differences
         step = np.zeros(3)
@@ -520,12 +531,7 @@ def _psf_errors(geo: np.ndarray, cov: np.ndarray) -> tuple[float, float, float]:
         d[2] = (d[2] + math.pi / 2) % math.pi - math.pi / 2
         jac[:, i] = d / 2e-5
     var = np.clip(np.einsum("ij,jk,ik->i", jac, cov, jac), 0, None)
-    rx, ry, _ = base
-    return (
-        math.hypot(math.sqrt(var[0]), _RADIUS_SYST * rx),
-        math.hypot(math.sqrt(var[1]), _RADIUS_SYST * ry),
-        math.hypot(math.sqrt(var[2]), _THETA_SYST),
-    )
+    return float(math.sqrt(var[0])), float(math.sqrt(var[1])), float(math.sqrt(var[2]))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import numpy as np
 import scipy.fft as sfft
 from pydantic import BaseModel, ConfigDict, Field
 from sem_physics import PSFParams, airy_psf
+from sem_physics.convolution import kernel_transfer as transfer  # re-exported
 from sem_physics.convolution import symmetric_indices
 
 from ..restorer import check_image
@@ -125,17 +126,6 @@ def choose_psf(
         reason = "; ".join(est.quality.reasons)
         return PSFChoice(DEFAULT_PSF, f"paper (no estimate: {reason})", var, est)
     return PSFChoice(est.psf_params(), "estimated", var, est)
-
-
-def transfer(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Real FFT (``rfft2`` grid of ``shape``) of ``kernel`` centred on pixel (0, 0)."""
-    buf = np.zeros(shape)
-    k = kernel.shape[0]
-    p = k // 2
-    rows = (np.arange(-p, p + 1) % shape[0])[:, None]
-    cols = (np.arange(-p, p + 1) % shape[1])[None, :]
-    np.add.at(buf, (rows, cols), kernel)  # adds where a kernel larger than the grid wraps
-    return sfft.rfft2(buf)
 
 
 def irfft2_inplace(spec: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
