@@ -417,3 +417,30 @@ def test_seeds_stay_on_the_host_when_a_batch_moves_to_the_device():
     moved = _to_device(batch, torch.device("meta"))
     assert moved["image"].device.type == "meta"
     assert moved["seed"].device.type == "cpu" and moved["index"].device.type == "cpu"
+
+
+def test_finetune_balance_term_reaches_the_routers_only_when_asked():
+    """``lb_weight`` (the paper's fine-tune regulariser; 0 in the shipped recipe) adds the
+    Stage-2 balance term while the routers train: it is logged and moves their gradient."""
+    from sem_models.testing import MICRO_MAE
+    from sem_train.config import LossConfig
+    from sem_train.finetune import RestorationTask
+
+    torch.manual_seed(0)
+    mae = sem_models.build_mae("tiny", in_chans=1, **MICRO_MAE)
+    sem_models.upcycle(mae, num_experts=2, noise_std=0.01)
+    model = modeling.restoration_model(mae, freeze_encoder=True, train_routing=True)
+    with torch.no_grad():
+        model.mae.decoder_pred.weight.normal_(0, 0.01)  # the routers then matter to the output
+    batch = {"input": torch.rand(4, 1, 32, 32), "target": torch.rand(4, 1, 32, 32)}
+    grads = []
+    for weight in (0.0, 1.0):
+        model.zero_grad()
+        loss, parts = RestorationTask(model, LossConfig(), lb_weight=weight).training_loss(
+            model, batch
+        )
+        loss.backward()
+        gates = [p.grad.clone() for n, p in model.named_parameters() if n.endswith("gate.weight")]
+        grads.append(torch.cat([g.ravel() for g in gates]))
+        assert ("lb" in parts) == (weight > 0)
+    assert not torch.allclose(grads[0], grads[1])

@@ -378,6 +378,12 @@ class FinetuneConfig(_Strict):
     )
     ranges: ParameterRanges = Field(default_factory=ParameterRanges)
     train_routing: bool = Field(True, description="also train MoE gates (MoE models)")
+    lb_weight: float = Field(
+        0.0,
+        ge=0,
+        description="balance term (Stage 2's) on the trained MoE routers, the paper's fine-tune "
+        "regulariser; 0, the shipped recipe: the routers train on the restoration loss alone",
+    )
     freeze_encoder: bool = True
     residual: bool = Field(
         True,

@@ -19,7 +19,7 @@ from . import modeling
 from .config import FinetuneConfig, LossConfig
 from .data import DefocusPairDataset, indexed_paths, split_index
 from .data.pairs import GuideMaker, PairSynthesizer
-from .engine import FitResult, Task, fit_config
+from .engine import FitResult, Task, fit_config, unwrap
 from .losses import restoration_loss
 from .preflight import check_run_start, start_model_dir
 from .recipe import write_split
@@ -34,7 +34,8 @@ __all__ = [
 
 
 class RestorationTask(Task):
-    """``pred = model(defocused)``; loss of eq. 17 against the focused crop."""
+    """``pred = model(defocused)``; loss of eq. 17 against the focused crop (plus
+    ``lb_weight`` x the MoE balance term while the routers train)."""
 
     def __init__(
         self,
@@ -42,17 +43,25 @@ class RestorationTask(Task):
         loss: LossConfig,
         synthesizer: PairSynthesizer | None = None,
         guides: GuideMaker | None = None,
+        lb_weight: float = 0.0,
     ) -> None:
         self.model = model
         self.loss_cfg = loss
         self.synthesizer = synthesizer or PairSynthesizer()
         self.guides = guides or GuideMaker(getattr(model, "guide_balances", ()))
+        self.lb_weight = lb_weight
 
     def training_loss(self, model, batch):
         if "input" not in batch:  # items of a DefocusPairDataset(synthesis="step")
             batch = self.synthesizer(batch)
         pred = model(self.guides(batch, train=True)["input"])
-        return restoration_loss(pred, batch["target"], self.loss_cfg)
+        loss, parts = restoration_loss(pred, batch["target"], self.loss_cfg)
+        if self.lb_weight > 0:
+            lb = modeling.moe_aux_loss(unwrap(model))
+            if lb is not None:  # a dense model has none
+                loss = loss + self.lb_weight * lb
+                parts = {**parts, "lb": lb.detach()}
+        return loss, parts
 
     def validation_step(self, model, batch):
         pred = model(self.guides(batch, train=False)["input"])
@@ -133,7 +142,8 @@ def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
         guide_balances=cfg.guide_balances,
     )
     guides = GuideMaker(cfg.guide_balances, cfg.guide_psf_jitter)
-    return RestorationTask(model, cfg.loss, PairSynthesizer(cfg.ranges), guides)
+    lb = cfg.lb_weight if cfg.train_routing else 0.0
+    return RestorationTask(model, cfg.loss, PairSynthesizer(cfg.ranges), guides, lb_weight=lb)
 
 
 def run_finetune(cfg: FinetuneConfig, *, resume: bool = False) -> FitResult:

@@ -7,7 +7,10 @@ and do not depend on DataLoader workers or on the number of processes.
 Pipeline on a (C, H, W) tensor with values in [0, 1]:
 
 1. random resized crop: area fraction ``s ~ U(scale)``, aspect ``r ~ logU(ratio)`` of the
-   source, resized (antialiased bilinear) to ``size x size``;
+   source, resized (antialiased bilinear) to ``size x size``. The paper resizes the whole
+   (bottom-cropped) image to 224 px first; here the crop is taken from the full-resolution
+   image, so a crop keeps the detail a 224-px copy of a 1280-px micrograph would lose (at the
+   default scale a crop covers 0.2-1 of the image: the same field, at up to 5.7x the pixels);
 2. full-range rotation by ``phi ~ U(0, 2 pi)`` about the centre (bilinear, reflected borders,
    so no black corners enter the training data);
 3. horizontal and vertical flips, each with probability 1/2;
