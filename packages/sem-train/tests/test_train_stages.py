@@ -421,7 +421,8 @@ def test_seeds_stay_on_the_host_when_a_batch_moves_to_the_device():
 
 def test_finetune_balance_term_reaches_the_routers_only_when_asked():
     """``lb_weight`` (the paper's fine-tune regulariser; 0 in the shipped recipe) adds the
-    Stage-2 balance term while the routers train: it is logged and moves their gradient."""
+    Stage-2 balance term while the routers train: it is logged and moves their gradient. The
+    routers' token fractions are logged either way, as in the pretraining stages."""
     from sem_models.testing import MICRO_MAE
     from sem_train.config import LossConfig
     from sem_train.finetune import RestorationTask
@@ -443,4 +444,5 @@ def test_finetune_balance_term_reaches_the_routers_only_when_asked():
         gates = [p.grad.clone() for n, p in model.named_parameters() if n.endswith("gate.weight")]
         grads.append(torch.cat([g.ravel() for g in gates]))
         assert ("lb" in parts) == (weight > 0)
+        assert 0 < float(parts["min_token_fraction"]) <= 0.5 <= float(parts["max_token_fraction"])
     assert not torch.allclose(grads[0], grads[1])

@@ -56,12 +56,14 @@ class RestorationTask(Task):
             batch = self.synthesizer(batch)
         pred = model(self.guides(batch, train=True)["input"])
         loss, parts = restoration_loss(pred, batch["target"], self.loss_cfg)
+        core = unwrap(model)
         if self.lb_weight > 0:
-            lb = modeling.moe_aux_loss(unwrap(model))
+            lb = modeling.moe_aux_loss(core)
             if lb is not None:  # a dense model has none
                 loss = loss + self.lb_weight * lb
                 parts = {**parts, "lb": lb.detach()}
-        return loss, parts
+        # the routers' balance as in the pretraining stages (read when logged; none if dense)
+        return loss, {**parts, **modeling.routing_summary(core, tensors=True)}
 
     def validation_step(self, model, batch):
         pred = model(self.guides(batch, train=False)["input"])
