@@ -58,7 +58,9 @@ def test_the_simulators_setting_comes_back_from_a_drifted_pair(source, rx, ry, t
     _, defocused = _pair(focused, rx, ry, theta)
     est = estimate_psf_from_pair(focused, defocused)
     assert est.ok, est.reasons
-    assert abs(est.rx_px / rx - 1) < 0.02 and abs(est.ry_px / ry - 1) < 0.04, est
+    # (lines carry little of the blur along them: 4 %, else 2 %)
+    tol = 0.04 if source == "lines" else 0.02
+    assert abs(est.rx_px / rx - 1) < tol and abs(est.ry_px / ry - 1) < 0.04, est
     if rx / ry > 1.5:
         assert _angle_error_deg(est.theta_rad, theta) < 1.5, est
     assert abs(est.rx_px - rx) < 4 * est.rx_px_err + 0.05 and abs(est.gain - 1.05) < 0.03
@@ -82,10 +84,10 @@ def test_the_pair_fixes_the_blur_where_the_blind_estimate_cannot() -> None:
 def test_a_pair_that_is_not_one_field_of_view_is_flagged() -> None:
     """Rotated by 2 degrees between the frames, or another area: no Airy blur maps one onto
     the other, and the residual stands well above the defocused image's own noise."""
-    focused = make_sample("contacts", (480, 640), seed=2)
+    focused = make_sample("contacts", (256, 320), seed=2)
     _, defocused = _pair(focused, 8.0, 6.0, 0.3)
     turned = ndi.rotate(focused, 2.0, reshape=False, mode="reflect")
-    for wrong in (turned, make_sample("contacts", (480, 640), seed=9)):
+    for wrong in (turned, make_sample("contacts", (256, 320), seed=9)[:, ::-1]):
         est = estimate_psf_from_pair(wrong, defocused)
         assert not est.ok and any("misfit" in r for r in est.reasons), est.reasons
         assert est.residual_rms > 1.2 * est.noise_rms
@@ -128,3 +130,44 @@ def test_sem_psf_reference_prints_the_measurement_and_the_restore_option(tmp_pat
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "defocused.tif" in err[0] and "same field of view" in err[0]
+
+
+def test_pairs_that_are_not_a_blur_are_flagged_in_bounded_time() -> None:
+    """One frame given twice (shared noise, no blur), an inverted copy, a scrambled one (no
+    common field: the radius stays within its bound, the kernel within the crop), and a large
+    drift over a shared field, which is fitted, not flagged."""
+    import time
+
+    focused = make_sample("contacts", (256, 256), seed=2)
+    _, defocused = _pair(focused, 9.0, 6.0, 0.3)
+    same = estimate_psf_from_pair(defocused, defocused)
+    assert any("share their noise" in r for r in same.reasons)
+    inverted = estimate_psf_from_pair(255.0 - focused, defocused)
+    assert any("inverted contrast" in r for r in inverted.reasons)
+    scrambled = np.random.default_rng(0).permutation(focused.ravel()).reshape(focused.shape)
+    t0 = time.perf_counter()
+    est = estimate_psf_from_pair(scrambled, defocused)
+    assert time.perf_counter() - t0 < 30 and est.rx_px <= 256 / 6 + 1e-6
+    assert any("misfit" in r for r in est.reasons)
+    big = make_sample("texture", (320, 320), seed=5)
+    moved = ndi.shift(big, (60, 50), order=3, mode="reflect")
+    params = DegradationParams(
+        rx_px=9, ry_px=9, beta=1.95, theta_rad=0, gain=1.05, offset=12, sigma=3, dose=20
+    )
+    est = estimate_psf_from_pair(big, degrade(moved, params, rng=1))
+    assert est.ok, est.reasons
+    assert est.shift_px == pytest.approx((60, 50), abs=0.1)
+    assert abs(est.rx_px - 9) < 0.3, est
+
+
+def test_sem_psf_reference_skips_the_reference_in_a_folder(tmp_path, capsys) -> None:
+    focused = make_sample("texture", (128, 160), seed=4)
+    _, defocused = _pair(focused, 5.0, 5.0, 0.0)
+    write_image(tmp_path / "a_focused.tif", focused)
+    write_image(tmp_path / "b_defocused.tif", np.clip(defocused, 0, 255))
+    assert psf_main(["--reference", str(tmp_path / "a_focused.tif"), str(tmp_path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line)["file"] for line in captured.out.splitlines()] == [
+        str(tmp_path / "b_defocused.tif")
+    ]
+    assert "a_focused.tif skipped: it is the reference" in captured.err

@@ -319,11 +319,25 @@ def test_clipped_bright_low_dose_image_does_not_claim_a_noise_it_cannot_see() ->
     assert any("sigma and dose not measured" in r for r in est.quality.reasons)
     assert abs(est.dose - params.dose) < 2 * est.dose_err and est.dose < 10 * params.dose
     assert abs(est.sigma - params.sigma) < est.sigma_err
+    params, image = _low_dose("texture", 0.15, 150.0, 1, shape=(480, 640))  # 26 % clipped
+    est = estimate_degradation(image)
+    assert abs(est.sigma - params.sigma) < est.sigma_err and est.sigma_err >= est.sigma
     params, image = _low_dose("lines", 0.15, 60.0, 1, shape=(480, 640))
     est = estimate_degradation(image)  # some bins clear of the clip: measured from those
     assert any("left out too" in r for r in est.quality.reasons if r.startswith("saturated"))
     assert not any("not measured" in r for r in est.quality.reasons)
     assert abs(est.dose - params.dose) < 2 * est.dose_err < params.dose
+
+
+def test_a_few_clipped_pixels_that_change_the_noise_fit_are_noted() -> None:
+    """Below the saturation flag's 1 % of the pixels, bins whose noise reaches the clipped
+    level still leave the noise fit; the estimate says so in a note (not a flag)."""
+    params, image = _low_dose("texture", 0.15, -20.0, 1, shape=(480, 640))
+    assert 0.001 < np.mean(image <= 0) < 0.01
+    est = estimate_degradation(image)
+    assert not est.quality.saturated
+    assert any(n.startswith("noise: the noise reaches a clipped level") for n in est.quality.notes)
+    assert abs(est.sigma - params.sigma) < 3 * est.sigma_err
 
 
 @pytest.mark.parametrize(

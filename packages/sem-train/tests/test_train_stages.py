@@ -446,3 +446,34 @@ def test_finetune_balance_term_reaches_the_routers_only_when_asked():
         assert ("lb" in parts) == (weight > 0)
         assert 0 < float(parts["min_token_fraction"]) <= 0.5 <= float(parts["max_token_fraction"])
     assert not torch.allclose(grads[0], grads[1])
+
+
+def test_a_dense_model_with_a_balance_weight_validates_without_a_balance_term():
+    """The dense ablation's Stage 3 keeps lb_weight 0.01 and has no MoE layer: its validation
+    has no balance term (it failed on an empty list of token sums)."""
+    from sem_models.testing import MICRO_MAE
+    from sem_train.stages.common import MAELossWeights, MAETask
+
+    torch.manual_seed(0)
+    dense = sem_models.build_mae("tiny", in_chans=1, **MICRO_MAE).eval()
+    batch = {"image": torch.rand(2, 1, 32, 32), "seed": torch.tensor([1, 2])}
+    task = MAETask(dense, mask_ratio=0.75, weights=MAELossWeights(lb=0.01))
+    plain = MAETask(dense, mask_ratio=0.75)
+    task.validation_begin()
+    loss, _, _ = task.validation_step(dense, batch)
+    assert task.validation_end(lambda t: t) == 0.0
+    torch.testing.assert_close(loss, plain.validation_step(dense, batch)[0])
+
+
+def test_a_single_process_run_takes_the_first_gpu_whatever_rank_the_environment_names(
+    monkeypatch,
+):
+    from sem_train.distributed import env_local_rank
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("RANK", "3")
+    assert env_local_rank() == 0  # no process group: RANK left over from elsewhere
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert env_local_rank() == 3
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert env_local_rank() == 1

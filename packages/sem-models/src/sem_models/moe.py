@@ -601,7 +601,9 @@ class BalanceTotals:
         return keys + ([("z", 0)] if m.z_loss_weight > 0 else [])
 
     def add(self) -> None:
-        """Add the sums of the last forward."""
+        """Add the sums of the last forward (nothing for a model without MoE layers)."""
+        if not self.layers:
+            return
         flat = torch.cat(
             [
                 m.sums[k].detach().double().reshape(-1)

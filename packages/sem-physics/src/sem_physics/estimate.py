@@ -149,6 +149,10 @@ class EstimateQuality(BaseModel):
     saturated: bool = Field(default=False, description="clipped pixels at the grey-level limits")
     unreliable: bool = Field(default=False, description="fit poorly constrained or at a bound")
     reasons: list[str] = Field(default_factory=list, description="one sentence per flag")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="what the estimate did that flags nothing but changes its numbers",
+    )
 
     @property
     def ok(self) -> bool:
@@ -637,7 +641,8 @@ def _fit_noise(
     sigma_err = math.hypot(sigma_err, _NOISE_SYST * sigma)
     dose_err = math.hypot(dose_err, _NOISE_SYST * dose)
     if unmeasured:  # anything from no read noise to all of it, from no shot noise to all of it
-        sigma_err, dose_err = max(sigma_err, math.sqrt(mean_var)), max(dose_err, dose)
+        sigma_err = max(sigma_err, sigma, math.sqrt(mean_var))
+        dose_err = max(dose_err, dose)
     return sigma, sigma_err, dose, dose_err, mean_var, note, unmeasured
 
 
@@ -836,6 +841,7 @@ def _estimate(y: np.ndarray, beta: float, t0: float) -> DegradationEstimate:
     h, w = y.shape
     flags: dict[str, bool] = {}
     reasons: list[str] = []
+    notes: list[str] = []
     if min(h, w) < SMALL_SIDE_PX:
         flags["too_small"] = True
         reasons.append(f"too small: shape {(h, w)}, a side below {SMALL_SIDE_PX} px")
@@ -936,6 +942,8 @@ def _estimate(y: np.ndarray, beta: float, t0: float) -> DegradationEstimate:
         )
     elif clip_note and sat_reason:
         reasons[reasons.index(sat_reason)] = f"{sat_reason[:-1]}; {clip_note}, left out too)"
+    elif clip_note:  # clipped pixels below the saturation flag's share: a note, not a flag
+        notes.append(f"noise: {clip_note} (clipped grey levels), left out of the noise fit")
     beta_err = (BETA_PRIOR[1] - BETA_PRIOR[0]) / math.sqrt(12)
     return DegradationEstimate(
         rx_px=rx,
@@ -953,7 +961,7 @@ def _estimate(y: np.ndarray, beta: float, t0: float) -> DegradationEstimate:
         noise_floor=mean_var,
         shape=(h, w),
         seconds=time.perf_counter() - t0,
-        quality=EstimateQuality(**flags, reasons=reasons),
+        quality=EstimateQuality(**flags, reasons=reasons, notes=notes),
     )
 
 

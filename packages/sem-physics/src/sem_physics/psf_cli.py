@@ -186,6 +186,7 @@ def _text(rec: dict[str, Any]) -> str:
             " (prior)",
             f"  noise  sigma {_fmt(rec['sigma'], rec['sigma_err'])} (0..255)   dose {dose}",
             f"  quality: {quality}",
+            *(f"  note: {n}" for n in q.get("notes", [])),
             *_jitter_lines(rec.get("row_jitter")),
         ]
     )
@@ -217,7 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _estimate_all(args: argparse.Namespace) -> int:
     """Estimate and print every input in turn; returns how many failed."""
     failed = 0
+    reference = args.reference.resolve() if args.reference is not None else None
     for path, problem in _expand(args.inputs):
+        if reference is not None and problem is None and path.resolve() == reference:
+            print(f"{PROG}: note: {path} skipped: it is the reference", file=sys.stderr)
+            continue
         try:
             if problem is not None:
                 raise ValueError(f"{path}: {problem}")

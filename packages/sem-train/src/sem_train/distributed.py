@@ -19,7 +19,10 @@ __all__ = ["DistContext", "env_local_rank", "is_rank_zero", "select_device"]
 
 
 def env_local_rank() -> int:
-    """This process's GPU slot under torchrun (``LOCAL_RANK``, else ``RANK``; 0 alone)."""
+    """This process's GPU slot under torchrun (``LOCAL_RANK``, else ``RANK``); 0 in a
+    single-process run (``WORLD_SIZE`` unset or 1), whatever else the environment holds."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
     return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
 
 
