@@ -609,7 +609,7 @@ def _fit_noise(
         n_cut = int(len(zm) - clear.sum())
         if clear.sum() < _MIN_CLEAR_BINS:
             unmeasured = True
-            clear = reach >= np.sort(reach)[-_MIN_CLEAR_BINS]
+            clear = reach >= np.sort(reach)[-min(_MIN_CLEAR_BINS, reach.size)]
         note = (
             f"the noise reaches a clipped level in {n_cut} of {len(zm)} intensity bins"
             if n_cut
