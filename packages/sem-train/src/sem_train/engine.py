@@ -19,7 +19,8 @@ again from step 0 (to the result of an uninterrupted run). A non-finite loss, gr
 or validation score stops the run with :class:`NonFiniteLossError` before any checkpoint is
 written for that step, so the last good checkpoint stays the newest. Ctrl-C finishes the step,
 saves a checkpoint there and raises :class:`~sem_train.interrupt.TrainingInterrupted` (a
-second Ctrl-C stops at once). bf16 autocast runs on CUDA.
+second Ctrl-C stops at once). bf16 autocast runs on CUDA, except for a task whose objective it
+would spoil (:attr:`Task.fp32_reason`: a distillation term below bf16's resolution).
 """
 
 from __future__ import annotations
