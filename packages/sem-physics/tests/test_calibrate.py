@@ -124,6 +124,11 @@ def test_sem_psf_reference_prints_the_measurement_and_the_restore_option(tmp_pat
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"sem-psf: error: --reference {tmp_path / 'nope.tif'}: no such file"]
+    (tmp_path / "broken.tif").write_bytes(b"not a tiff")  # read once, refused once
+    args = ["--reference", str(tmp_path / "broken.tif"), str(tmp_path / "defocused.tif")]
+    assert psf_main([*args, str(tmp_path / "defocused.tif")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"sem-psf: error: --reference {tmp_path}")
     write_image(tmp_path / "small.tif", focused[:200])
     assert (
         psf_main(["--reference", str(tmp_path / "small.tif"), str(tmp_path / "defocused.tif")]) == 2

@@ -112,10 +112,12 @@ def _read_cropped(path: Path, crop: str, fraction: float) -> tuple[Any, int]:
     return data, img.data.shape[0] - data.shape[0]
 
 
-def _pair_file(path: Path, reference: Path, crop: str, fraction: float) -> dict[str, Any]:
+def _pair_file(
+    path: Path, reference: Path, focused: Any, crop: str, fraction: float
+) -> dict[str, Any]:
+    """The pair fit of ``path`` against ``focused``, the image of ``reference`` (read once)."""
     from .calibrate import estimate_psf_from_pair
 
-    focused, _ = _read_cropped(reference, crop, fraction)
     data, rows = _read_cropped(path, crop, fraction)
     try:
         est = estimate_psf_from_pair(focused, data)
@@ -215,10 +217,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2 if _estimate_all(args) else 0
 
 
+def _error_text(err: Exception, path: Path) -> str:
+    """The first line of ``err``, starting with ``path`` (read errors name the file already)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if text.startswith(str(path)) else f"{path}: {text}"
+
+
 def _estimate_all(args: argparse.Namespace) -> int:
     """Estimate and print every input in turn; returns how many failed."""
     failed = 0
     reference = args.reference.resolve() if args.reference is not None else None
+    focused = None
+    if reference is not None:  # read once for every image
+        try:
+            focused, _ = _read_cropped(args.reference, args.crop, args.crop_fraction)
+        except (ValueError, OSError) as err:
+            if args.debug:
+                raise
+            print(f"{PROG}: error: --reference {_error_text(err, args.reference)}", file=sys.stderr)
+            return 1
     for path, problem in _expand(args.inputs):
         if reference is not None and problem is None and path.resolve() == reference:
             print(f"{PROG}: note: {path} skipped: it is the reference", file=sys.stderr)
@@ -227,17 +244,14 @@ def _estimate_all(args: argparse.Namespace) -> int:
             if problem is not None:
                 raise ValueError(f"{path}: {problem}")
             if args.reference is not None:
-                rec = _pair_file(path, args.reference, args.crop, args.crop_fraction)
+                rec = _pair_file(path, args.reference, focused, args.crop, args.crop_fraction)
             else:
                 rec = _estimate_file(path, args.crop, args.crop_fraction)
         except (ValueError, OSError) as err:  # ImageReadError is a ValueError naming the file
             if args.debug:
                 raise
             failed += 1
-            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            if not text.startswith(str(path)):
-                text = f"{path}: {text}"
-            print(f"{PROG}: error: {text}", file=sys.stderr, flush=True)
+            print(f"{PROG}: error: {_error_text(err, path)}", file=sys.stderr, flush=True)
             continue
         text = _pair_text(rec) if args.reference is not None else _text(rec)
         print(json.dumps(rec) if args.json else text, flush=True)
