@@ -547,10 +547,12 @@ def _fit_noise(
     periodic: np.ndarray,
     geo: np.ndarray | None,
     saturated_levels: tuple[float, float] | None,
+    clip_levels: tuple[float, float],
 ) -> tuple[float, float, float, float, float, str | None, bool]:
     """``(sigma, sigma_err, dose, dose_err, mean variance, clip note, unmeasured)`` from the
     noise-only frequencies: the note (None where clipping does not matter) says how many
-    intensity bins clipping took from the fit, and ``unmeasured`` that too few were left."""
+    intensity bins the ``clip_levels`` (-inf / inf where none) took from the fit, and
+    ``unmeasured`` that too few were left."""
     h, w = image.shape
     fy = sfft.fftfreq(h)[:, None]
     fx = sfft.rfftfreq(w)[None, :]
@@ -599,7 +601,7 @@ def _fit_noise(
     use = cnt > _MIN_BIN_PIXELS
     zm, vm, cnt = zm[use], vm[use], cnt[use]
     note, unmeasured = None, False
-    clip_lo, clip_hi = _clip_levels(image)
+    clip_lo, clip_hi = clip_levels
     if math.isfinite(clip_lo) or math.isfinite(clip_hi):
         # A bin whose noise reaches a clipped level has its variance cut (at low dose its
         # skewed Poisson tail more than a Gaussian's would be), which bends the line: such bins
@@ -738,20 +740,27 @@ def _leakage_check(
     return params[:3]
 
 
-def _clip_levels(image: np.ndarray) -> tuple[float, float]:
-    """The image's minimum and maximum where each holds at least ``NOISE_CLIP_FRACTION`` of the
-    pixels (a detector's clipped range), else -inf / inf."""
+def _extremes(image: np.ndarray) -> tuple[float, float, float, float]:
+    """``(min, fraction of the pixels at it, max, fraction at it)``: one pass for the
+    saturation flag and the noise fit's clipped levels."""
     lo, hi = float(image.min()), float(image.max())
-    clipped_lo = np.count_nonzero(image <= lo) >= NOISE_CLIP_FRACTION * image.size
-    clipped_hi = np.count_nonzero(image >= hi) >= NOISE_CLIP_FRACTION * image.size
-    return (lo if clipped_lo else -math.inf), (hi if clipped_hi else math.inf)
+    return lo, float(np.mean(image <= lo)), hi, float(np.mean(image >= hi))
 
 
-def _saturation(image: np.ndarray) -> tuple[tuple[float, float] | None, str | None]:
+def _clipped_levels(
+    extremes: tuple[float, float, float, float], fraction: float
+) -> tuple[float, float]:
+    """The minimum and the maximum where each holds at least ``fraction`` of the pixels (a
+    detector's clipped range), else -inf / inf."""
+    lo, frac_lo, hi, frac_hi = extremes
+    return (lo if frac_lo >= fraction else -math.inf), (hi if frac_hi >= fraction else math.inf)
+
+
+def _saturation(
+    extremes: tuple[float, float, float, float],
+) -> tuple[tuple[float, float] | None, str | None]:
     """Clipped grey levels: a level holding >= 1 % of the pixels at the image's min or max."""
-    lo, hi = float(image.min()), float(image.max())
-    frac_lo = float(np.mean(image <= lo))
-    frac_hi = float(np.mean(image >= hi))
+    lo, frac_lo, hi, frac_hi = extremes
     parts = []
     if frac_lo >= _SATURATION_FRACTION:
         parts.append(f"{100 * frac_lo:.1f} % of pixels at the minimum {lo:g}")
@@ -759,10 +768,7 @@ def _saturation(image: np.ndarray) -> tuple[tuple[float, float] | None, str | No
         parts.append(f"{100 * frac_hi:.1f} % at the maximum {hi:g}")
     if not parts:
         return None, None
-    levels = (
-        lo if frac_lo >= _SATURATION_FRACTION else -np.inf,
-        hi if frac_hi >= _SATURATION_FRACTION else np.inf,
-    )
+    levels = _clipped_levels(extremes, _SATURATION_FRACTION)
     return levels, "saturated: " + ", ".join(parts) + " (excluded from the noise fit)"
 
 
@@ -845,7 +851,8 @@ def _estimate(y: np.ndarray, beta: float, t0: float) -> DegradationEstimate:
     if min(h, w) < SMALL_SIDE_PX:
         flags["too_small"] = True
         reasons.append(f"too small: shape {(h, w)}, a side below {SMALL_SIDE_PX} px")
-    sat_levels, sat_reason = _saturation(y)
+    extremes = _extremes(y)
+    sat_levels, sat_reason = _saturation(extremes)
     if sat_reason:
         flags["saturated"] = True
         reasons.append(sat_reason)
@@ -932,7 +939,7 @@ def _estimate(y: np.ndarray, beta: float, t0: float) -> DegradationEstimate:
         if rx / ry < 1.05:
             th_err = math.pi / math.sqrt(12)  # no orientation for a round PSF: uniform on [0, pi)
     sigma, sigma_err, dose, dose_err, mean_var, clip_note, unmeasured = _fit_noise(
-        y, periodic, geo, sat_levels
+        y, periodic, geo, sat_levels, _clipped_levels(extremes, NOISE_CLIP_FRACTION)
     )
     if unmeasured:
         flags["unreliable"] = True
