@@ -134,6 +134,10 @@ class _PairModel:
     def residual(self, p: np.ndarray) -> np.ndarray:
         return self.predict(p) - self.y
 
+    def blur_reaches_past(self, radius: float) -> bool:
+        """Whether a blur of ``radius`` (as the model clamps it) reaches past ``border``."""
+        return _blur_px(min(radius, self.limit)) > self.border
+
 
 def _crop(a: np.ndarray, side: int) -> np.ndarray:
     h, w = a.shape
@@ -222,7 +226,7 @@ def estimate_psf_from_pair(
     model = _PairModel(x, y, beta, _blur_border(2 * r_top, side), (dy, dx), limit)
     fit = _fit(model, p0s, noise_var, limit)
     rx = _geo_to_psf(fit.x[:3])[0]
-    if kernel_size(min(rx, limit), 1.0) // 2 > model.border:
+    if model.blur_reaches_past(rx):
         drift = (float(fit.x[5]), float(fit.x[6]))
         model = _PairModel(x, y, beta, _blur_border(rx, side), drift, limit)
         fit = _fit(model, [fit.x], noise_var, limit)
@@ -264,7 +268,12 @@ def estimate_psf_from_pair(
 
 def _blur_border(radius: float, side: int) -> int:
     """Pixels a blur of ``radius`` reaches (its kernel's half side), at most a third of ``side``."""
-    return min(kernel_size(max(radius, _MIN_RADIUS_PX), 1.0) // 2, side // 3)
+    return min(_blur_px(radius), side // 3)
+
+
+def _blur_px(radius: float) -> int:
+    """How far a blur of ``radius`` reaches: its kernel's half side (px)."""
+    return kernel_size(max(radius, _MIN_RADIUS_PX), 1.0) // 2
 
 
 def _inside(n: int, border: int, drift: float) -> slice:
@@ -324,7 +333,7 @@ def _pair_reasons(
         reasons.append(f"no resolvable blur: radius {rx:.2f} px, below {MIN_RESOLVED_PX:g} px")
     if gain <= 0:
         reasons.append(f"inverted contrast between the frames: gain {gain:.3f}")
-    if kernel_size(rx, 1.0) // 2 > model.border:
+    if model.blur_reaches_past(rx):
         reasons.append(f"radius {rx:.1f} px: its blur reaches past the fitted interior")
     if rx > 0.98 * limit:
         reasons.append(f"radius at the bound {limit:.0f} px (min side / 6 of the fitted crop)")
