@@ -72,7 +72,7 @@ def test_corpus_matches_its_manifest() -> None:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 46
     labels = {"FEI/TFS": "FEI metadata Scan.PixelWidth", "Zeiss": "CZ_SEM ap_image_pixel_size"}
-    with_size = 0
+    with_size = fei_bars = 0
     for row in rows:
         img = read_image(Path(folder) / row["source_dir"] / row["file"])
         assert img.data.shape == (int(row["height"]), int(row["width"])), row["file"]
@@ -87,7 +87,17 @@ def test_corpus_matches_its_manifest() -> None:
             assert (img.pixel_size_nm, img.pixel_size_source) == (None, "none"), row["file"]
         if img.info_bar_rows is not None:
             assert 0 < img.info_bar_rows < 0.35 * img.data.shape[0]
+            # The whole bar is found: the row above it is micrograph, not black and white only
+            # (text rows, the frame line over a bar).
+            above = img.data[img.data.shape[0] - img.info_bar_rows - 1]
+            lo, hi = img.data.min(), img.data.max()
+            assert np.mean((above <= lo + 8) | (above >= hi - 8)) < 0.5, row["file"]
+            if img.pixel_size_source.startswith("FEI"):  # the bar's height from the metadata:
+                found = detect_info_bar(img.data)  # the detector agrees where it finds one
+                assert found in (None, img.info_bar_rows), (row["file"], found)
+                fei_bars += found is not None
     assert with_size == 23
+    assert fei_bars == 4  # P33 A/B/C (black bar, text rows half white), a1XG3p
 
 
 # --- vendor metadata on tiny synthetic TIFFs ----------------------------------------------------
@@ -266,6 +276,22 @@ def test_detect_info_bar_includes_frame_lines(background: int, frame_rows: int) 
     img[300 - 40 - 6 : 300 - 40] = 255 - background
     assert detect_info_bar(img, max_frame_rows=4) == 44
     assert frame_line_rows(img[: 300 - 40], max_rows=4) == 4
+
+
+@pytest.mark.parametrize("background", [0, 255])
+def test_detect_info_bar_through_dense_text_and_a_scale_bar(background: int) -> None:
+    """Rows of a bar that are mostly text (more than the background) or a full-width scale
+    bar of the other extreme are black and white only: they continue the bar, not end it."""
+    img = _with_bar(300, 400, 60, background)
+    text = 255 - background
+    for x0 in range(0, 400, 40):
+        img[300 - 60 + 15 : 300 - 60 + 35, x0 : x0 + 22] = text  # 55 % of those rows
+    img[300 - 18 : 300 - 12] = text  # a scale bar across the whole width
+    assert detect_info_bar(img) == 60
+    # Noisy micrograph rows among them (more than max_gap): the bar is the background rows
+    # below them; the text rows between do not make its top.
+    img[300 - 60 + 20 : 300 - 60 + 23] = _noisy((3, 400), seed=9)
+    assert detect_info_bar(img) == 60 - 35
 
 
 def test_detect_info_bar_keeps_noisy_rows_above_the_bar() -> None:

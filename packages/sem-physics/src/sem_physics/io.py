@@ -94,6 +94,8 @@ _log = logging.getLogger(__name__)
 _GREY_RANGE = (32, 65535)  # span of grey levels an image with an info bar has
 _EXTREME_LEVELS = 8  # grey levels from the image minimum/maximum that count as black/white
 _FRAME_FRACTION = 0.9  # pixels of a frame line at black or white
+_TEXT_ROW = -1000  # a black-and-white row inside a bar (dense text, a scale bar)
+_NOISY_ROW = -100  # a micrograph row
 _PIL_LOCK = threading.Lock()  # guards the PIL-global decompression-bomb limit
 _CHUNK_ELEMENTS = 1 << 20  # float64 temporaries of large images are made in blocks of rows
 _NUMBER = r"[-+]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][-+]?\d+)?"
@@ -441,7 +443,8 @@ def detect_info_bar(
     occupying the rest; image rows of an SEM micrograph are noisy and never are. The bar is the
     tallest band of such rows sharing one background value that starts within ``bottom_slack``
     rows of the bottom (frame lines or leftover scan rows may lie below it), with gaps of at
-    most ``max_gap`` rows inside it, at least ``min_rows`` high and at most ``max_fraction`` of
+    most ``max_gap`` rows inside it (rows of black and white only, such as dense text or a
+    scale bar, are no gaps), at least ``min_rows`` high and at most ``max_fraction`` of
     the frame. Up to ``max_frame_rows`` frame lines right above the band (rows of the other
     extreme, e.g. the black line over a white Zeiss bar; see :func:`frame_line_rows`) belong
     to the bar too. The returned height counts from the bar's top row to the last row of the
@@ -464,7 +467,12 @@ def detect_info_bar(
         mode = int(counts.argmax())
         flat = counts[max(mode - 2, 0) : mode + 3].sum() >= flat_fraction * row.size
         extreme = mode <= _EXTREME_LEVELS or mode >= hi - lo - _EXTREME_LEVELS
-        modes.append(mode if flat and extreme else -100)
+        if flat and extreme:
+            modes.append(mode)
+        elif _binary(counts, hi - lo, row.size):
+            modes.append(_TEXT_ROW)
+        else:
+            modes.append(_NOISY_ROW)
     best: int | None = None
     for start in range(min(bottom_slack + 1, len(modes))):
         if modes[start] < 0:
@@ -473,6 +481,8 @@ def detect_info_bar(
         for i in range(start, len(modes)):
             if abs(modes[i] - modes[start]) <= 3:
                 top, gap = i, 0
+            elif modes[i] != _NOISY_ROW:
+                continue  # dense text, a scale bar (the other extreme): no gap, not the top
             else:
                 gap += 1
                 if gap > max_gap:
@@ -482,6 +492,15 @@ def detect_info_bar(
     if best is None:
         return None
     return best + _frame_rows(img[: h - best], lo, hi, min(max_frame_rows, limit - best))
+
+
+def _binary(counts: np.ndarray, span: int, n: int) -> bool:
+    """Whether a row (grey-level ``counts`` above the image minimum) is black and white only:
+    at least ``_FRAME_FRACTION`` of its ``n`` pixels within ``_EXTREME_LEVELS`` of either
+    extreme, as on a bar's dense text or a scale bar; micrograph rows are noisy and never are."""
+    dark = counts[: _EXTREME_LEVELS + 1].sum()
+    light = counts[max(span - _EXTREME_LEVELS, _EXTREME_LEVELS + 1) :].sum()
+    return bool(dark + light >= _FRAME_FRACTION * n)
 
 
 def _as_float(image: np.ndarray) -> np.ndarray:
