@@ -1,10 +1,14 @@
 """The real EUV resist line/space image (0.827 nm/px, info bar rows 896-959) against SMILE3.
 
-Reference: SMILE3 @dbf9e73 (github IacopoMochi/SMILE3) with its GUI defaults, positive tone,
-the pixel size from the file and the region MATLAB ``A(45:865, 53:1215)`` (0-based rows
-44..864, columns 52..1214), run on the whole file as SMILE loads it: 37 lines, CD 15.677 nm,
-CD std 0.497 nm, LWR 3.037 nm and LER 2.580 nm (mean of per-line / per-edge 3σ of its edge
-arrays), unbiased (Parseval-consistent, floor removed) LWR 2.514 nm, LER 2.308 nm.
+Reference: SMILE3 @dbf9e73 (github IacopoMochi/SMILE3) with its default parameters except
+positive tone and the region MATLAB ``A(45:865, 53:1215)`` (0-based rows 44..864, columns
+52..1214), the pixel size from the file, run headless on the whole file as SMILE loads it.
+Its own outputs: 37 lines, CD 15.677 nm, CD std 0.497 nm, pitch 25.567 nm. The roughness
+references are this project's definitions applied to SMILE3's saved edge arrays: LWR 3.037 nm
+and LER 2.580 nm (mean of per-line / per-edge 3σ), unbiased (Parseval-consistent, floor
+removed) LWR 2.511 nm, LER 2.292 nm. SMILE3's own roughness fields differ by definition:
+``standard_LWR`` 3.3016, ``standard_LER`` 2.3271, ``unbiased_LWR`` 3.668, ``unbiased_LER``
+3.575 nm.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ SMILE_REFERENCE = {
     "cd_std_nm": 0.497,
     "lwr_nm": 3.037,
     "ler_nm": 2.580,
-    "lwr_unbiased_nm": 2.514,
-    "ler_unbiased_nm": 2.308,
+    "lwr_unbiased_nm": 2.511,
+    "ler_unbiased_nm": 2.292,
 }
+#: SMILE3's own roughness fields on its region (headless run of SMILE3 @dbf9e73).
+SMILE3_OWN = {"standard_LWR": 3.3016, "standard_LER": 2.3271}
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +147,18 @@ def test_cli_default_crops_only_the_detected_info_bar(sem_real_dir, truth, capsy
     data = json.loads(capsys.readouterr().out)
     assert data["crop"] == "info bar: bottom 64 rows removed" and data["n_rows"] == 896
     assert data["cd_nm"] == pytest.approx(truth.cd_nm, abs=1e-9)
+
+
+def test_smile3_own_roughness_fields_are_spreads_across_lines(smile) -> None:
+    """What the README says SMILE3's ``standard_LWR``/``standard_LER`` are: 3 x the mean over
+    rows of the std across lines (widths) / edges (each about its mean) in each row, computed
+    here on the port's edges (equal to SMILE3's): SMILE3's own figures, not the LWR/LER the
+    port reports."""
+    lead = np.asarray(smile.leading_edges_px) * smile.pixel_size_nm
+    trail = np.asarray(smile.trailing_edges_px) * smile.pixel_size_nm
+    standard_lwr = 3 * float(np.mean(np.std(trail - lead, axis=0)))
+    edges = np.vstack([lead, trail])
+    standard_ler = 3 * float(np.mean(np.std(edges - edges.mean(axis=1, keepdims=True), axis=0)))
+    assert standard_lwr == pytest.approx(SMILE3_OWN["standard_LWR"], abs=2e-4)
+    assert standard_ler == pytest.approx(SMILE3_OWN["standard_LER"], abs=2e-4)
+    assert abs(smile.lwr_nm - standard_lwr) > 0.2 and abs(smile.ler_nm - standard_ler) > 0.2

@@ -106,11 +106,12 @@ def prepare(
     ``.info_bar_rows`` and ``.pixel_size_source``); the dtype range of integer input feeds the
     saturation check. ``roi`` rows/columns are in the frame's coordinates.
     """
-    meta_size, meta_source, bar_rows = None, None, 0
+    meta_size, meta_source, bar_rows, bar_source = None, None, 0, "auto"
     if hasattr(image, "data") and hasattr(image, "pixel_size_nm"):
         meta_size = image.pixel_size_nm
         meta_source = getattr(image, "pixel_size_source", None) or "metadata"
         bar_rows = int(getattr(image, "info_bar_rows", None) or 0)
+        bar_source = str(getattr(image, "info_bar_source", "auto"))
         image = image.data
     try:
         arr = np.asarray(image)
@@ -160,6 +161,7 @@ def prepare(
             raise MetrologyInputError(
                 f"roi {tuple(roi)} must satisfy 0 <= row0 < row1 <= {data.shape[0]}, "
                 f"0 <= col0 < col1 <= {data.shape[1]}"
+                + _bar_limit_note(r1, data.shape[0], frame.shape[0], bar_rows, bar_source)
             )
         data = data[r0:r1, c0:c1]
     if min(data.shape) < 8:
@@ -167,6 +169,21 @@ def prepare(
             f"image must be at least 8x8 pixels after cropping, got shape {data.shape}"
         )
     return Prepared(frame, data, size, source, dtype_range, bar_rows, crop, warnings)
+
+
+def _bar_limit_note(r1: int, limit: int, height: int, bar_rows: int, bar_source: str) -> str:
+    """Where the roi's row limit comes from, when an info bar lowered it and the roi needs it."""
+    if not bar_rows or r1 <= limit:
+        return ""
+    how = (
+        "detected and removed automatically; --info-bar none keeps it, --info-bar ROWS sets it"
+        if bar_source == "auto"
+        else "removed as asked with --info-bar"
+    )
+    return (
+        f" (the row limit {limit} is the image's {height} rows less its {bar_rows}-row info "
+        f"bar, {how})"
+    )
 
 
 def clipping_levels(dtype_range: tuple[float, float]) -> str:

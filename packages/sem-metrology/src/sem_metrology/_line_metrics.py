@@ -173,7 +173,7 @@ def line_metrics(
     out: dict[str, Any] = {
         "n_lines": n_lines,
         "cd_nm": float(line_cd.mean()),
-        "cd_std_nm": float(line_cd.std()),
+        "cd_std_nm": float(line_cd.std()) if n_lines > 1 else None,  # no spread of one line
         "pitch_nm": pitch,
         "pitch_drift_nm_per_um": _pitch_drift(np.sort(centres)),
         "lwr_nm": sigma3(var_w),

@@ -54,6 +54,7 @@ class LoadedImage:
     pixel_size_source: str
     info_bar_rows: int
     notes: tuple[str, ...] = ()  # what reading changed (a colour image combined into grey)
+    info_bar_source: str = "auto"  # 'auto' (detected), 'option' (--info-bar ROWS) or 'none'
 
     @property
     def measured(self) -> np.ndarray:
@@ -104,6 +105,7 @@ def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
         pixel_size_source=str(source),
         info_bar_rows=rows,
         notes=tuple(sem.notes),
+        info_bar_source=info_bar if info_bar in ("auto", "none") else "option",
     )
 
 
@@ -179,10 +181,12 @@ def _human_text(result: Any) -> str:
     is one, levels with their unit, then the warnings."""
     lines = []
     for key, value in result.summary().items():
-        if key == "reason" and value is None:
-            continue
+        if (key == "reason" and value is None) or value == "":
+            continue  # no reason, no fit flags
         if key == "levels" and value:
             value = f"{value} (grey levels)"
+        if value is None:
+            value = "n/a"  # not measured (null in the JSON)
         lines.append(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
     return "".join(f"{line}\n" for line in lines) + "".join(
         f"warning: {w}\n" for w in result.warnings
@@ -308,7 +312,18 @@ def _cmd_folder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unused_option_warnings(args: argparse.Namespace) -> list[str]:
+    """One line per given option that does nothing in this command (printed, not refused)."""
+    out = []
+    flag = "--include-edges" if args.command == "lines" else "--include-contours"
+    if getattr(args, flag[2:].replace("-", "_"), False) and not args.json:
+        out.append(f"{flag} is ignored without --json (text and CSV hold no per-row values)")
+    return out
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    for text in _unused_option_warnings(args):
+        print(f"sem-measure: warning: {text}", file=sys.stderr)
     args.report_is_dir = False
     if args.report is not None:
         args.report_is_dir = args.report.endswith(("/", "\\")) or Path(args.report).is_dir()
@@ -389,7 +404,8 @@ def _parser() -> argparse.ArgumentParser:
         "--method",
         choices=["polynomial", "linear", "threshold"],
         default="polynomial",
-        help="sub-pixel edge per row: polynomial fit (default), linear fit, or the raw crossing",
+        help="truth convention's sub-pixel edge per row: polynomial fit (default), linear fit, "
+        "or the raw crossing (smile always fits SMILE's polynomial)",
     )
     lines.add_argument(
         "--threshold",

@@ -53,7 +53,8 @@ Convention = Literal["smile", "truth"]
 class LineOptions(BaseModel):
     """Options of :func:`measure_lines`. The ``smile`` convention uses ``tone``,
     ``orientation``, ``threshold``, ``correct_tilt``, ``roi`` and the validity limits; the
-    edge-fit and level options shape the ``truth`` convention."""
+    edge-fit and level options shape the ``truth`` convention (changed from their defaults
+    in ``smile``, they are ignored with a warning)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -254,14 +255,48 @@ def _orientation_check(
         detail += f", {coarse:.2f} on 8x8-pixel blocks"
     if coarse >= MIN_ANISOTROPY:
         return orientation, None, f"weak line orientation ({detail})"
+    head = f"no measurable lines: no line orientation, {detail}, below {MIN_ANISOTROPY:g}"
+    top = _top_part_anisotropy(data)
+    if top is not None:
+        rows, score = top
+        return (
+            orientation,
+            f"{head}, but the top {rows} rows alone show lines (anisotropy {score:.2f}): the "
+            "rows below them are likely an info bar that was not detected, or another region "
+            "without lines; leave them out (info_bar_rows or roi; --info-bar ROWS or --roi "
+            "R0 R1 C0 C1)",
+            None,
+        )
     return (
         orientation,
-        f"no measurable lines: no line orientation, {detail}, below {MIN_ANISOTROPY:g} (line "
-        "images score 4 and more, contact arrays and textures about 1.0). Contact holes: use "
-        "the contact measurement (measure_contacts, sem-measure contacts); lines: give their "
-        "orientation (orientation='vertical' or 'horizontal', --orientation)",
+        f"{head} (line images score 4 and more, contact arrays and textures about 1.0). "
+        "Contact holes: use the contact measurement (measure_contacts, sem-measure contacts); "
+        "lines: give their orientation (orientation='vertical' or 'horizontal', "
+        "--orientation); a line image with an undetected info bar or another region without "
+        "lines: leave it out (--info-bar ROWS, --roi)",
         None,
     )
+
+
+#: Shares of an image's height (from the top) looked at when the whole shows no orientation:
+#: the real line image with an undetected 70-row black info bar carrying white text scores
+#: 1.47 / 1.21 whole, 4.0 / 95 on its top 3/4 and top half; the real contact image 1.00 / 1.01
+#: on all three.
+_TOP_PARTS = (0.75, 0.5)
+
+
+def _top_part_anisotropy(data: np.ndarray) -> tuple[int, float] | None:
+    """(rows, anisotropy) of the largest top part of ``data`` that shows a line orientation
+    (2×2 or 8×8 bins), or None: the sign of a region without lines (an info bar) below."""
+    for share in _TOP_PARTS:
+        rows = int(data.shape[0] * share)
+        if min(rows, data.shape[1]) < 4 * COARSE_BIN_PX:
+            return None
+        part = data[:rows]
+        score = max(detect_orientation(part)[1], detect_orientation(part, COARSE_BIN_PX)[1])
+        if score >= MIN_ANISOTROPY:
+            return rows, score
+    return None
 
 
 def _line_region(
@@ -321,6 +356,8 @@ def measure_lines(
     base["convention"] = opts.convention
     base["edge_method"] = "polynomial" if smile else opts.edge_method
     base["intensity_levels"] = "median5-zero-padded" if smile else opts.intensity_levels
+    if smile:
+        warnings.extend(_ignored_by_smile(opts))
     if m.reason is not None:
         return invalid(m.reason)
     region, frame, orientation, more, reason = _line_region(prep, opts)
@@ -347,9 +384,7 @@ def measure_lines(
         edges = _smile_branch(region, frame, prep, opts, orientation, tone, (lo, hi), base)
     else:
         edges = _truth_branch(region, opts, tone, base)
-    extra = base.pop("warnings_extra", None)
-    if extra:
-        warnings.append(extra)
+    warnings.extend(base.pop("warnings_extra", []))
     if isinstance(edges, str):
         return invalid(edges)
     lead, trail, gaps_l, gaps_t, slope = edges
@@ -370,6 +405,9 @@ def measure_lines(
         return invalid(reason)
     if n_gaps:
         warnings.append(_gap_warning(n_gaps, gaps_l.size + gaps_t.size))
+    if smile:
+        drift = _smile_drift_warning(lead, trail, prep.pixel_size_nm, base.get("tilt_deg"))
+        warnings.extend([drift] if drift else [])
     metrics = line_metrics(
         lead,
         trail,
@@ -422,6 +460,71 @@ def _interpolated_reason(n_gaps: int, n_points: int, opts: LineOptions) -> str |
         "its levels set by something else in the image, e.g. rows without lines (an info bar "
         "blurred into the image): leave them out (roi or info_bar_rows; --roi or --info-bar "
         "ROWS)"
+    )
+
+
+def _ignored_by_smile(opts: LineOptions) -> list[str]:
+    """One warning per option the ``smile`` convention does not use but was changed."""
+    defaults = LineOptions()
+    ignored = [
+        (name, shown)
+        for name, shown in (
+            ("edge_method", "edge_method (--method)"),
+            ("polynomial_degree", "polynomial_degree"),
+            ("edge_window_px", "edge_window_px"),
+            ("intensity_levels", "intensity_levels (--levels)"),
+        )
+        if getattr(opts, name) != getattr(defaults, name)
+    ]
+    return [
+        f"{shown} {getattr(opts, name)!r} is ignored by the smile convention (it always "
+        + (
+            "takes the min/max of its zero-padded 5x5 median as levels"
+            if name == "intensity_levels"
+            else "fits SMILE's degree-4 polynomial over 16 px per row"
+        )
+        + f"); it applies to {_TRUTH_ADVICE}"
+        for name, shown in ignored
+    ]
+
+
+#: Residual drift of the edges over the region (px, median over edges of the least-squares
+#: drift) above which ``smile`` warns that LWR/LER include it, when its straight ramp also
+#: makes up at least :data:`SMILE_MAX_DRIFT_SHARE` of the edges' variance. Measured on the
+#: real image (0.827 nm/px): whole image, SMILE's region, its mirror and 90° rotation 0.5-0.6 px
+#: (SMILE's 0.2° tilt grid; ramp 1-2 % of the variance); crops of 2-3 lines (64-93 px wide),
+#: where SMILE's tilt search returns 0° on the 1° lines, 7-11 px (LER 11 nm against 2.6 nm);
+#: 200 px wide (tilt -0.8°) 2.3 px (LWR +31 %); 128 rows 2.8 px (tilt 0°); 64-93 rows 1.3-1.9 px.
+SMILE_MAX_DRIFT_PX = 2.0
+SMILE_MAX_DRIFT_SHARE = 0.1
+
+
+def _smile_drift_warning(
+    lead: np.ndarray, trail: np.ndarray, pixel_size_nm: float, tilt_deg: float | None
+) -> str | None:
+    """A warning when SMILE's tilt correction leaves the edges drifting across the region:
+    its LER (edges about their mean) and, where edges leave SMILE's ±8 px window, its LWR then
+    measure the tilt, not the roughness. SMILE3 gives the same numbers."""
+    edges = np.vstack([lead, trail])
+    n = edges.shape[1]
+    if n < 2:
+        return None
+    y = np.arange(n, dtype=np.float64) - 0.5 * (n - 1)
+    slopes = (edges - edges.mean(axis=1, keepdims=True)) @ y / float(y @ y)
+    slope = float(np.median(slopes))
+    drift = slope * (n - 1)
+    ramp_var = slope**2 * float(np.mean(y**2))
+    total_var = float(np.mean(edges.var(axis=1)))
+    share = ramp_var / total_var if total_var > 0 else 0.0
+    if abs(drift) < SMILE_MAX_DRIFT_PX or share < SMILE_MAX_DRIFT_SHARE:
+        return None
+    ramp_ler = 3.0 * math.sqrt(ramp_var) * pixel_size_nm
+    return (
+        f"smile: the edges still drift by {drift:+.1f} px over the {n} rows after SMILE's tilt "
+        f"correction ({tilt_deg or 0.0:g}°; its Radon search cannot resolve the tilt of a narrow "
+        f"or short region): LWR/LER include this drift (the straight drift alone is LER "
+        f"{ramp_ler:.2f} nm, {100 * share:.0f} % of the edges' variance), as SMILE3's numbers "
+        f"do; for roughness about each edge's own straight line use {_TRUTH_ADVICE}"
     )
 
 
@@ -485,6 +588,44 @@ def _smile_level_reason(
     return f"{where}: its convention cannot measure this image; use {_TRUTH_ADVICE}"
 
 
+#: The image's dark plateau (spaces of bright lines), in units of the space-to-line contrast,
+#: above which ``smile`` names a pedestal: SMILE takes 0 as the dark level (its zero-padded
+#: median). Measured: the real image 0.91 (spaces 40, lines 84), ``sem_physics.make_sample``
+#: lines 0.78-0.86 and resist 0.97-1.07; the real image plus 10 grey levels 1.14 (CD +1.2 nm),
+#: plus 20 1.36 (CD +2.5 nm, LWR +17 %), plus 40 and more refused (threshold level outside
+#: the space..line range), plus 1000 refused for profile contrast 0.05.
+SMILE_MAX_PEDESTAL = 1.25
+#: Dark plateau below this (in units of the contrast): negative values at the dark level.
+SMILE_MIN_DARK = -0.1
+_ZERO_BASED = (
+    "SMILE takes 0 as the dark level (its 5x5 median pads with zeros), so it needs a 0-based "
+    "grey scale with the dark level near 0"
+)
+
+
+def _smile_negative_reason(dark: float, bright: float) -> str | None:
+    """Why ``smile`` refuses an image whose dark level is negative, or None."""
+    if dark >= SMILE_MIN_DARK * (bright - dark):
+        return None
+    return (
+        f"negative grey levels: the image's dark level is {dark:.4g} (line/space plateaus "
+        f"{dark:.4g} and {bright:.4g}); {_ZERO_BASED}, so its levels and CD would depend on the "
+        f"offset of the grey scale; use {_TRUTH_ADVICE}, or shift the image to a 0-based scale"
+    )
+
+
+def _smile_pedestal_cause(dark: float, bright: float) -> str | None:
+    """The pedestal message for an image whose dark level is far above 0, or None."""
+    ratio = dark / (bright - dark)
+    if ratio <= SMILE_MAX_PEDESTAL:
+        return None
+    return (
+        f"a pedestal: the image's dark level is {dark:.4g}, {ratio:.2g} x the space-to-line "
+        f"contrast {bright - dark:.4g} above 0 (more than {SMILE_MAX_PEDESTAL:g} x); "
+        f"{_ZERO_BASED}, so CD and LWR depend on the pedestal; use {_TRUTH_ADVICE}"
+    )
+
+
 def _smile_branch(
     region: np.ndarray,
     frame: np.ndarray,
@@ -513,12 +654,17 @@ def _smile_branch(
         if h - 2 * mr < opts.min_rows or w - 2 * mc < 8:
             return f"image too small to turn by SMILE's {rotation:g} degrees and stay inside"
         region = rotate_region(region, rotation, (mr, h - mr, mc, w - mc))
-        base["warnings_extra"] = (
+        base.setdefault("warnings_extra", []).append(
             f"smile: the image turned by {rotation:+g}° to make the lines vertical; {mr} rows "
             f"and {mc} columns "
             "left out at each side (outside the turned image)"
         )
     base["n_rows"] = region.shape[0]
+    dark, bright = sorted(plateaus)
+    negative = _smile_negative_reason(dark, bright)
+    if negative:
+        return negative
+    pedestal = _smile_pedestal_cause(dark, bright)
     try:
         edges = smile_edges(region, bright_lines=tone == "bright", threshold=opts.threshold)
     except ValueError as err:
@@ -528,11 +674,13 @@ def _smile_branch(
     lo, hi = edges.levels
     reason = _contrast_reason((region - lo) / (hi - lo), opts)
     if reason:
-        return reason
+        return f"{reason}; cause: {pedestal}" if pedestal and "contrast" in reason else reason
     level = lo + opts.threshold * (hi - lo)
-    space, line = sorted(plateaus)
-    if not space < level < line:
-        return _smile_level_reason(region.shape, level, (lo, hi), (space, line))
+    if not dark < level < bright:
+        reason = _smile_level_reason(region.shape, level, (lo, hi), (dark, bright))
+        return f"{reason}; cause: {pedestal}" if pedestal else reason
+    if pedestal:
+        base.setdefault("warnings_extra", []).append(f"smile: {pedestal}")
     if edges.leading_px.shape[0] == 0:
         return "no measurable lines: no leading edge with a trailing edge after it"
     return edges.leading_px, edges.trailing_px, edges.gaps_leading, edges.gaps_trailing, 0.0
