@@ -294,6 +294,19 @@ def test_detect_info_bar_through_dense_text_and_a_scale_bar(background: int) -> 
     assert detect_info_bar(img) == 60 - 35
 
 
+@pytest.mark.parametrize("background", [0, 255])
+def test_detect_info_bar_where_the_picture_runs_past_0_255(background: int) -> None:
+    """An unclipped float simulation (values past 0..255) with the vendor's bar put back: the
+    bar still reads as black or white on the 0..255 scale, and is found as on the 8-bit
+    original, frame line included."""
+    img = _with_bar(300, 400, 40, background)
+    img[259] = 255 - background  # a frame line over the bar
+    assert detect_info_bar(img) == 41
+    picture = img[:259] * 2.0 - 60  # about -40..320
+    assert picture.min() < -8 and picture.max() > 263
+    assert detect_info_bar(np.concatenate([picture, img[259:]])) == 41
+
+
 def test_detect_info_bar_keeps_noisy_rows_above_the_bar() -> None:
     """A dark but noisy micrograph row over a black bar is no frame line."""
     img = _with_bar(300, 400, 40, 0)

@@ -439,8 +439,9 @@ def detect_info_bar(
     ``image`` holds grey levels on the 0..255 scale (as :func:`read_image` returns). A bar row
     is dominated by one flat background value at an extreme of the image's range (black or
     white: at least ``flat_fraction`` of its pixels within 2 grey levels of the row's most
-    common value, which lies within 8 levels of the image minimum or maximum), the text on it
-    occupying the rest; image rows of an SEM micrograph are noisy and never are. The bar is the
+    common value, which lies within 8 levels of the image minimum or maximum, or of 0 or 255
+    where the picture's values run past them, as in an unclipped simulation with the vendor's
+    bar put back), the text on it occupying the rest; image rows of an SEM micrograph are noisy and never are. The bar is the
     tallest band of such rows sharing one background value that starts within ``bottom_slack``
     rows of the bottom (frame lines or leftover scan rows may lie below it), with gaps of at
     most ``max_gap`` rows inside it (rows of black and white only, such as dense text or a
@@ -466,10 +467,10 @@ def detect_info_bar(
         counts = np.bincount(row)
         mode = int(counts.argmax())
         flat = counts[max(mode - 2, 0) : mode + 3].sum() >= flat_fraction * row.size
-        extreme = mode <= _EXTREME_LEVELS or mode >= hi - lo - _EXTREME_LEVELS
+        extreme = bool(_black(mode + lo, lo) or _white(mode + lo, hi))
         if flat and extreme:
             modes.append(mode)
-        elif _binary(counts, hi - lo, row.size):
+        elif _binary(counts, lo, hi, row.size):
             modes.append(_TEXT_ROW)
         else:
             modes.append(_NOISY_ROW)
@@ -494,13 +495,25 @@ def detect_info_bar(
     return best + _frame_rows(img[: h - best], lo, hi, min(max_frame_rows, limit - best))
 
 
-def _binary(counts: np.ndarray, span: int, n: int) -> bool:
-    """Whether a row (grey-level ``counts`` above the image minimum) is black and white only:
-    at least ``_FRAME_FRACTION`` of its ``n`` pixels within ``_EXTREME_LEVELS`` of either
-    extreme, as on a bar's dense text or a scale bar; micrograph rows are noisy and never are."""
-    dark = counts[: _EXTREME_LEVELS + 1].sum()
-    light = counts[max(span - _EXTREME_LEVELS, _EXTREME_LEVELS + 1) :].sum()
-    return bool(dark + light >= _FRAME_FRACTION * n)
+def _black(values: Any, lo: float) -> Any:
+    """Grey levels that count as black: within ``_EXTREME_LEVELS`` of the image minimum or of
+    0 (a bar keeps 0..255 where the picture's values run past it, e.g. an unclipped float
+    simulation with the vendor's bar put back)."""
+    return (values <= lo + _EXTREME_LEVELS) | (np.abs(values) <= _EXTREME_LEVELS)
+
+
+def _white(values: Any, hi: float) -> Any:
+    """Grey levels that count as white: within ``_EXTREME_LEVELS`` of the maximum or of 255."""
+    return (values >= hi - _EXTREME_LEVELS) | (np.abs(values - 255.0) <= _EXTREME_LEVELS)
+
+
+def _binary(counts: np.ndarray, lo: int, hi: int, n: int) -> bool:
+    """Whether a row (grey-level ``counts`` from the image minimum ``lo`` up) is black and
+    white only: at least ``_FRAME_FRACTION`` of its ``n`` pixels black or white, as on a bar's
+    dense text or a scale bar; micrograph rows are noisy and never are."""
+    levels = np.arange(counts.size) + lo
+    extreme = _black(levels, lo) | _white(levels, hi)
+    return bool(counts[extreme].sum() >= _FRAME_FRACTION * n)
 
 
 def _as_float(image: np.ndarray) -> np.ndarray:
@@ -515,7 +528,7 @@ def frame_line_rows(image: np.ndarray, max_rows: int = 4) -> int:
     """Number of frame lines (at most ``max_rows``) at the bottom of ``image``.
 
     A frame line is a row with at least 90 % of its pixels within 8 grey levels (0..255
-    scale) of the image's minimum or maximum: the thin black or white line vendors draw
+    scale) of the image's minimum or maximum (or of 0 or 255): the thin black or white line vendors draw
     between the micrograph and the information bar. Micrograph rows are noisy and never are.
     Returns 0 for an image without such a range (flat, or spanning fewer than 32 levels); at
     least one row is always left.
@@ -534,8 +547,8 @@ def _frame_rows(img: np.ndarray, lo: float, hi: float, max_rows: int) -> int:
     n = 0
     while n < min(max_rows, img.shape[0] - 1):
         row = img[img.shape[0] - 1 - n]
-        low = np.mean(row <= lo + _EXTREME_LEVELS)
-        high = np.mean(row >= hi - _EXTREME_LEVELS)
+        low = np.mean(_black(row, lo))
+        high = np.mean(_white(row, hi))
         if max(low, high) < _FRAME_FRACTION:
             break
         n += 1
