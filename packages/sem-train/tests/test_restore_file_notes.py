@@ -57,6 +57,20 @@ def test_a_float_tiff_on_0_1_is_written_back_on_0_1(tmp_path, capsys):
     assert abs(float(read_image(out / "float01.tif").data[:-BAR].mean()) - ref.mean()) < 0.01
 
 
+def test_a_float_input_past_0_255_says_its_values_come_back_clipped(tmp_path, capsys):
+    sample = make_sample("texture", (64, 80), seed=1).astype(np.float32)
+    frame = sample * np.float32(280.0 / sample.max())
+    tifffile.imwrite(tmp_path / "hot.tif", frame)
+    assert run(tmp_path / "hot.tif", "-o", tmp_path / "out", *PSF, "--info-bar-rows", 0) == 0
+    assert tifffile.imread(tmp_path / "out" / "hot.tif").max() <= 255.0
+    note = f"float input runs past 0..255 ({frame.min():.4g}..{frame.max():.4g})"
+    assert any(n.startswith(note) for n in record(tmp_path / "out")["restored"][0]["output_notes"])
+    assert note in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "cool.tif", sample)  # within 0..255: nothing to say
+    assert run(tmp_path / "cool.tif", "-o", tmp_path / "out2", *PSF, "--info-bar-rows", 0) == 0
+    assert "past 0..255" not in capsys.readouterr().err
+
+
 def test_float32_of_an_integer_input_stays_on_0_255(tmp_path):
     tifffile.imwrite(tmp_path / "a.tif", np.rint(frame01() * 255).astype(np.uint8))
     assert run(tmp_path / "a.tif", "-o", tmp_path / "out", *PSF, "--float32") == 0

@@ -218,13 +218,21 @@ def write_restored(
 
 
 def output_notes(img: SEMImage, dtype: str, out_scale: float) -> list[str]:
-    """What writing the output changed: its value scale, the tags it could not copy."""
+    """What writing the output changed: its value scale, values clipped, the tags it could
+    not copy."""
     notes = []
     if dtype == "float32" and img.source_dtype.startswith("float") and out_scale != 1.0:
         notes.append(
             f"float input on 0..{255 / out_scale:g}: restored on the 0..255 scale and written "
             f"back on 0..{255 / out_scale:g}"
         )
+    if img.source_dtype.startswith("float"):
+        lo, hi = float(np.min(img.data)), float(np.max(img.data))
+        if lo < 0.0 or hi > 255.0:
+            notes.append(
+                f"float input runs past 0..255 ({lo:.4g}..{hi:.4g}): restored on the 0..255 "
+                "scale, values beyond it come back clipped"
+            )
     return notes + uncopied_tags(img)
 
 
