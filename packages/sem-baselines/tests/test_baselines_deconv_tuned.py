@@ -107,6 +107,74 @@ def test_richardson_lucy_stops_where_the_fit_reaches_the_noise_or_stalls(sigma) 
         assert sigma**2 < resid and previous - resid < STALL * sigma**2
 
 
+def _accelerated_reference(y: np.ndarray, kernel: np.ndarray, n: int) -> np.ndarray:
+    """Biggs-Andrews accelerated RL written out from its definition (fixed count, the
+    convolutions zero-extended beyond ``y``), to check ``richardson_lucy_discrepancy`` against."""
+    from scipy.signal import fftconvolve
+    from sem_baselines.classical.richardson_lucy import MAX_ACCELERATION
+
+    def conv(img: np.ndarray) -> np.ndarray:
+        return fftconvolve(img, kernel, mode="same")
+
+    def mse(z: np.ndarray) -> float:
+        return float(np.mean((y - conv(z)) ** 2))
+
+    x = np.full_like(y, y.mean())
+    z, x_prev, steps, previous = x.copy(), None, [], float("inf")
+    for _ in range(n):
+        if len(steps) == 2 and mse(z) > previous:  # overshot: the plain step, history restarts
+            z, steps = x.copy(), []
+        previous = mse(z)
+        new = z * conv(y / np.maximum(conv(z), 1e-6))
+        steps = [new - z, *steps][:2]
+        x_prev, x = x, new
+        z = x.copy()
+        if len(steps) == 2:
+            a = float(np.sum(steps[0] * steps[1]) / np.sum(steps[1] * steps[1]))
+            z = np.maximum(x + min(max(a, 0.0), MAX_ACCELERATION) * (x - x_prev), 1e-6)
+    if len(steps) == 2 and mse(z) > previous:
+        z = x
+    return z
+
+
+def test_accelerated_richardson_lucy_follows_its_definition() -> None:
+    from sem_baselines.classical.richardson_lucy import richardson_lucy_discrepancy
+    from sem_physics import airy_psf
+
+    x = make_sample("contacts", (64, 80), seed=1).astype(np.float64)
+    psf = MID.psf.model_copy(update={"rx_px": 6.0, "ry_px": 3.0})
+    kernel = airy_psf(psf)
+    y = np.maximum(degrade(x, MID.model_copy(update={"dose": 1e6}), rng=0), 0).astype(float)
+    core = (slice(0, 64), slice(0, 80))
+    for n in (1, 2, 3, 6):
+        out, done, _ = richardson_lucy_discrepancy(y, kernel, 0.0, 0, core, fixed=n)
+        assert done == n
+        np.testing.assert_allclose(out, _accelerated_reference(y, kernel, n), rtol=1e-4, atol=1e-3)
+
+
+def test_acceleration_reaches_in_few_steps_what_plain_rl_needs_many_for() -> None:
+    """A large PSF (20 x 9 px) on a noise-free image: 10 accelerated iterations fit the data
+    better than 20 plain ones do, and 20 accelerated ones land nearer the focused image."""
+    x = make_sample("resist", (192, 256), seed=2).astype(np.float64)
+    setting = MID.model_copy(
+        update={"rx_px": 20.0, "ry_px": 9.0, "theta_rad": 0.4, "gain": 1.0, "offset": 0.0}
+    )
+    y = degrade(x, setting, rng=0, poisson=False, gaussian=False)
+
+    def run(n: int, accelerate: bool) -> tuple[float, float]:
+        rl = get_restorer(
+            "richardson-lucy", psf=setting.psf, iterations=n, accelerate=accelerate, clip=False
+        )
+        out = rl.restore(y)
+        return rl.last_params["residual_var"], float(np.sqrt(np.mean((out - x) ** 2)))
+
+    fast10, _ = run(10, True)
+    _, fast20_err = run(20, True)
+    plain20, plain20_err = run(20, False)
+    assert fast10 < plain20 / 3, (fast10, plain20)
+    assert fast20_err < 0.8 * plain20_err, (fast20_err, plain20_err)
+
+
 def test_wiener_balance_solves_the_discrepancy_equation() -> None:
     """``discrepancy_balance`` returns the lambda whose in-band residual mean square,
     ``sum |Y lambda D^2 / (H^2 + lambda D^2)|^2 / (n n_band)`` over ``|H| > band``, equals

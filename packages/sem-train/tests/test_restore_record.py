@@ -70,6 +70,23 @@ def test_a_fixed_iteration_count_says_which_settings_did_not_apply(tmp_path):
     assert "noise_var" not in params["per_image"]  # no placeholder noise level
 
 
+def test_plain_richardson_lucy_is_recorded_and_the_paper_preset_does_not_accelerate(tmp_path):
+    import tifffile
+
+    y = blurred()
+    tifffile.imwrite(tmp_path / "a.tif", np.rint(y).astype(np.uint8))
+    argv = ["restore", tmp_path / "a.tif", "--psf", "3,3,0,1.95", "--set"]
+    assert main([*map(str, argv), "accelerate=false", "-o", str(tmp_path / "plain")]) == 0
+    rec = json.loads((tmp_path / "plain" / MANIFEST_NAME).read_text())["restored"][0]
+    assert rec["parameters"]["accelerate"] is False and "not_used" not in rec["parameters"]
+    plain = direct("richardson-lucy", y, accelerate=False)
+    assert rec["parameters"]["per_image"]["iterations"] == plain["iterations"]
+    assert plain["iterations"] != direct("richardson-lucy", y)["iterations"]  # not the default
+    assert main([*map(str, argv), "preset=paper", "-o", str(tmp_path / "paper")]) == 0
+    rec = json.loads((tmp_path / "paper" / MANIFEST_NAME).read_text())["restored"][0]
+    assert "accelerate" in rec["parameters"]["not_used"]
+
+
 def test_blind_psf_per_image_values_do_not_repeat_the_psf():
     y = blurred()
     rec = restore(y, "wiener").record()

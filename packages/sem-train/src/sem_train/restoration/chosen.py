@@ -48,12 +48,15 @@ def chosen_values(restorer: Any) -> dict[str, Any]:
 def unused_settings(restorer: Any) -> list[str]:
     """Settings of a deconvolution's config that did not apply: with a fixed strength (the
     paper's preset, or ``iterations``/``balance`` given) the discrepancy principle is not used,
-    so neither are ``tau``, ``noise_var`` nor Richardson-Lucy's ``max_iterations``."""
+    so neither are ``tau``, ``noise_var`` nor Richardson-Lucy's ``max_iterations``; the
+    paper's preset (scikit-image's plain Richardson-Lucy) does not use ``accelerate``."""
     strength = getattr(restorer, "strength_field", None)
     config = getattr(restorer, "config", None)
     if strength is None or config is None:
         return []
+    fields = type(config).model_fields
+    # The paper's preset is scikit-image's plain Richardson-Lucy: no acceleration.
+    paper_only = ["accelerate"] if config.preset == "paper" and "accelerate" in fields else []
     if config.preset != "paper" and getattr(config, strength) is None:
         return []  # the discrepancy principle chose the strength: every setting applied
-    fields = type(config).model_fields
-    return [name for name in ("max_iterations", "noise_var", "tau") if name in fields]
+    return [name for name in ("max_iterations", "noise_var", "tau") if name in fields] + paper_only
