@@ -62,6 +62,7 @@ def test_folder_and_generated_images_are_indexed_together(tmp_path):
 
     Image.fromarray((torch.rand(40, 40) * 255).byte().numpy()).save(tmp_path / "a.png")
     data = {"root": tmp_path, "cache_dir": tmp_path / "cache", "generated": {"n_per_kind": 1}}
+    data["image_size_px"] = 32  # the 40-px image is not smaller than the training crop
     cfg = load_config({"data": data}, "stage1")
     paths, _ = indexed_paths(cfg.data)
     assert paths[0].name == "a.png" and len(paths) == 4
@@ -187,7 +188,12 @@ def test_the_recorded_split_is_the_one_the_stage_trains_on(tmp_path, folder_writ
     from sem_train.recipe import write_split
 
     folder_writer(tmp_path / "img", 10, size=40, seed=3)
-    data = {"root": str(tmp_path / "img"), "val_fraction": 0.3, "split_seed": 5}
+    data = {
+        "root": str(tmp_path / "img"),
+        "val_fraction": 0.3,
+        "split_seed": 5,
+        "image_size_px": 32,
+    }
     cfg = load_config({"data": data}, "stage1")
     record = json.loads(write_split("stage1", cfg, tmp_path / "out").read_text())
     train, val, _ = SEMImageDataset.from_config(cfg.data)

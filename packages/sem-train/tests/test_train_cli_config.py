@@ -147,7 +147,7 @@ def test_baseline_params_are_checked_against_the_method(tmp_path, capsys, folder
     f = tmp_path / "b.yaml"
     f.write_text("preset: cpu-small\nparams:\n  unet: {depth: 1}\n  bogus_field: 3\n")
     data = tmp_path / "images"
-    folder_writer(data, 2, size=40)  # readable data: what is wrong is the params
+    folder_writer(data, 2, size=72)  # data for a 64-px patch: what is wrong is the params
     out = str(tmp_path / "run")
     argv = ["train", "baseline", "n2v", "--config", str(f), "--data", str(data)]
     assert main([*argv, "--output-dir", out]) == 2

@@ -100,7 +100,7 @@ def test_a_non_checkpoint_given_as_init_from_is_one_line_exit_2(tmp_path, capsys
     (fake / "config.json").write_text("{}")
     (fake / "model.safetensors").write_bytes(b"this is not a safetensors file")
     data = tmp_path / "images"
-    folder_writer(data, 4, size=40)  # data to train on: what fails is the model's contents
+    folder_writer(data, 4, size=72)  # data to train on: what fails is the model's contents
     argv = ["train", "finetune", "--config", "cpu-small", "--init-from", str(fake)]
     argv += ["--data", str(data)]
     assert main([*argv, "--output-dir", str(tmp_path / "ft")]) == 2
@@ -109,7 +109,7 @@ def test_a_non_checkpoint_given_as_init_from_is_one_line_exit_2(tmp_path, capsys
 
 def test_resume_from_a_corrupt_state_file_is_one_line_exit_2(tmp_path, capsys, folder_writer):
     data = tmp_path / "images"
-    folder_writer(data, 4, size=40)
+    folder_writer(data, 4, size=72)  # at least cpu-small's 64-px input after the info bar
     out = tmp_path / "run"
     ck = out / "checkpoints"
     ck.mkdir(parents=True)

@@ -148,10 +148,14 @@ def test_a_single_image_has_no_validation_and_says_so(tmp_path, folder_writer, c
     folder_writer(tmp_path / "two", 2)
     logger = "sem_train.data.dataset"
     with caplog.at_level("WARNING", logger=logger):
-        _, val, _ = SEMImageDataset.from_config(DataConfig(root=tmp_path / "two", val_fraction=0.1))
+        _, val, _ = SEMImageDataset.from_config(
+            DataConfig(root=tmp_path / "two", val_fraction=0.1, image_size_px=32)
+        )
     assert val is not None and len(val) == 1 and not caplog.records
     with caplog.at_level("WARNING", logger=logger):
-        _, val, _ = SEMImageDataset.from_config(DataConfig(root=tmp_path / "one", val_fraction=0.1))
+        _, val, _ = SEMImageDataset.from_config(
+            DataConfig(root=tmp_path / "one", val_fraction=0.1, image_size_px=32)
+        )
     assert val is None
     assert [r.getMessage() for r in caplog.records if r.name == logger] == [
         "data.val_fraction=0.1 but the data hold 1 image(s): no validation images, so the run "

@@ -129,11 +129,15 @@ def _routing_on(model, dataset, draws: int = 3) -> torch.Tensor:
     return counts / counts.sum(-1, keepdim=True)
 
 
-def test_stage2_at_default_settings_uses_every_expert_and_lowers_its_objective(stage1, tmp_path):
+def test_stage2_at_default_settings_uses_every_expert_and_lowers_its_objective(
+    stage1, tmp_path, folder_writer
+):
     """Default routing settings (calibrated routers, runner-up gradient, Switch balance term,
     copy noise, distillation): every expert of every layer receives >= 5 % of the tokens
     after Stage 2, the validation objective ends below its step-0 value, and only gates train."""
-    s1, root, _ = stage1
+    s1, _, _ = stage1
+    root = tmp_path / "images"  # at least the 64-px input after the info bar (none upscaled)
+    folder_writer(root, 15, size=72, seed=1)
     body = _common(root, tmp_path / "s2", epochs=4)
     body["data"].update(
         image_size_px=64, val_fraction=0.5

@@ -29,8 +29,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .config import BaselineTrainConfig, ConfigError, OptimConfig, problems
-from .data import indexed_paths, split_index
+from .data.index import note_too_small, too_small
 from .data.io import crop_bottom, read_gray
+from .datasplit import prepare_split
 from .distributed import is_rank_zero
 from .engine import FitResult, Task, fit
 from .preflight import check_baseline_method
@@ -109,16 +110,17 @@ class BaselineTask(Task):
 
 
 def _images(paths: list[Path], fraction: float, patch_px: int) -> list[np.ndarray]:
+    """The images of ``paths`` (information bar removed); one smaller than the patch is
+    skipped with a warning, as the index skips those its header shows too small (the rule of
+    every ``sem train`` command)."""
     out = []
     for p in paths:
         data, rows = read_gray(p)
         img = crop_bottom(data, fraction, rows)
-        if min(img.shape) < patch_px:
-            raise ValueError(
-                f"{p}: {img.shape[0]}x{img.shape[1]} px after the info-bar crop is smaller "
-                f"than the training patch ({patch_px} px); lower patch_size_px or "
-                f"data.image_size_px"
-            )
+        reason = too_small(data.shape[0], data.shape[1], fraction, patch_px, rows)
+        if reason is not None:
+            note_too_small(p, reason, patch_px)
+            continue
         out.append(img)
     return out
 
@@ -161,11 +163,15 @@ def run_baseline(
     optim = cfg.optim or OptimConfig(
         lr=restorer.default_lr, betas=(0.9, 0.999), schedule="constant", grad_clip_norm=1.0
     )
-    paths, _index = indexed_paths(cfg.data)
-    tr, va = split_index(len(paths), cfg.data.val_fraction, cfg.data.split_seed)
+    split = prepare_split("baseline", cfg, resume)  # a resume over other data refused
     fraction = cfg.data.info_bar_fraction
-    train_images = _images([paths[i] for i in tr[: cfg.n_train_images]], fraction, patch)
-    val_images = _images([paths[i] for i in va], fraction, patch)
+    train_images = _images([Path(p) for p in split["train"]], fraction, patch)
+    val_images = _images([Path(p) for p in split["validation"]], fraction, patch)
+    if not train_images:
+        raise ValueError(
+            f"no training image under {cfg.data.root} is at least {patch} px after the "
+            f"info-bar crop; lower patch_size_px or data.image_size_px"
+        )
     train = PatchDataset(train_images, patch, len(train_images) * cfg.patches_per_image)
     val = PatchDataset(val_images, patch, cfg.val_patches) if val_images else None
     task = BaselineTask(restorer, cfg.ranges)
@@ -179,6 +185,7 @@ def run_baseline(
         resume=resume,
         config=config,
         num_workers=cfg.data.num_workers,
+        split=split,
     )
     if result.best_dir is not None and is_rank_zero():
         _publish(result.best_dir, Path(cfg.run.output_dir) / "model")

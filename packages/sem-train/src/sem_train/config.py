@@ -207,7 +207,11 @@ class RunConfig(_Strict):
         "a gradient; this toolkit's models give every trainable parameter one (MoE experts "
         "that receive no token included, see sem_models.moe), so only a custom model needs it",
     )
-    progress: bool = True
+    progress: bool | None = Field(
+        None,
+        description="per-epoch progress bars on stderr; unset: on only when stderr is a "
+        "terminal (not in the log file of nohup or a batch system)",
+    )
     tensorboard: bool = True
 
 

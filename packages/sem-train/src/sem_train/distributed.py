@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from .ranks import is_rank_zero
 
-__all__ = ["DistContext", "env_local_rank", "is_rank_zero", "select_device"]
+__all__ = ["DistContext", "check_device", "env_local_rank", "is_rank_zero", "select_device"]
 
 
 def env_local_rank() -> int:
@@ -26,14 +26,19 @@ def env_local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
 
 
-def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when a GPU is visible, else ``cpu``."""
+def check_device(name: str) -> None:
+    """Refuse a device name other than ``auto``, ``cpu``, ``cuda``, and ``cuda`` without a GPU."""
     if name not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but no CUDA device is available")
+
+
+def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` when a GPU is visible, else ``cpu``."""
+    check_device(name)
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but no CUDA device is available")
     torch.cuda.set_device(local_rank)
     return torch.device("cuda", local_rank)
 

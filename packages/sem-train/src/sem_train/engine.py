@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from .checkpoint import Checkpointer, save_weights
 from .config import OptimConfig, RunConfig
 from .data.sampler import EpochBatchSampler, validation_batches
+from .datasplit import write_split_record
 from .distributed import DistContext, env_local_rank, is_rank_zero, select_device
 from .interrupt import GracefulInterrupt, TrainingInterrupted, ignore_sigint
 from .metrics import MetricsLogger, psnr, ssim
@@ -402,6 +404,7 @@ def fit(
     config: dict[str, Any] | None = None,
     num_workers: int = 0,
     provenance: dict[str, Any] | None = None,
+    split: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``task`` on ``train_set``; see the module docstring for what is handled.
 
@@ -425,13 +428,19 @@ def fit(
     num_workers : DataLoader worker processes (augmentations are seeded per sample, so the
         result does not depend on this number).
     provenance : more fields for ``run_info.json`` (e.g. the model exports a run started from).
+    split : the images the run trains and validates on and those it skipped
+        (:func:`sem_train.datasplit.split_record`), written to ``data_split.json`` once the
+        run has started (a run refused before, e.g. for a missing GPU, leaves none); a resume
+        keeps the saved one. Its counts go into the run's first log line.
     """
     if config is None:
         config = {"run": run.model_dump(mode="json"), "optim": optim.model_dump(mode="json")}
     record = recorded_config(config)
     # every rank of one run writes there: rank 0 holds the folder for them
     with output_lock(run.output_dir) if is_rank_zero() else contextlib.nullcontext():
-        return _fit(task, train_set, val_set, run, optim, resume, record, num_workers, provenance)
+        return _fit(
+            task, train_set, val_set, run, optim, resume, record, num_workers, provenance, split
+        )
 
 
 def _fit(
@@ -444,6 +453,7 @@ def _fit(
     config: dict[str, Any],
     num_workers: int,
     provenance: dict[str, Any] | None,
+    split: dict[str, Any] | None = None,
 ) -> FitResult:
     ckpt = Checkpointer(Path(run.output_dir), run.keep_last)
     from_checkpoint = resume and ckpt.has_checkpoint
@@ -467,13 +477,16 @@ def _fit(
             loop.metrics.truncate_after(-1)  # every line: the log restarts with the run
         if loop.ctx.is_main:
             _record_invocation(loop, config, state, from_checkpoint, changed, provenance)
+            if split is not None:
+                write_split_record(loop.ckpt.run_dir, split, resume=from_checkpoint)
+            log.info("%s", data_summary(loop, train_set, val_set, split))
         loop.ctx.barrier()
         if run.validate_at_start and val_set is not None and state.global_step == 0:
             val = validate(loop, val_set)
             loop.metrics.log({"split": "val", "step": 0, "epoch": -1, **val})
         stopped = False
         loop.model.train()
-        with loop.interrupt:
+        with loop.interrupt, _bars_apart(loop):
             while state.epoch < run.epochs:
                 if train_one_epoch(loop, train_set, state, num_workers):
                     stopped = True
@@ -510,6 +523,61 @@ def _fit(
         last_train_loss=state.last_train_loss,
         first_train_loss=state.first_train_loss,
     )
+
+
+def data_summary(
+    loop: Loop, train_set: Dataset, val_set: Dataset | None, split: dict[str, Any] | None
+) -> str:
+    """The run's data in one line: its training and validation images (and the files
+    skipped, from ``split``), the steps per epoch and the training samples each epoch leaves
+    out (the last incomplete global batch is dropped) or repeats (fewer samples than a batch).
+    """
+    n_train = len(train_set)  # type: ignore[arg-type]
+    n_val = 0 if val_set is None else len(val_set)  # type: ignore[arg-type]
+    if split is not None:
+        images = len(split.get("train", [])), len(split.get("validation", []))
+        skipped = len(split.get("skipped", {}))
+        where = f", listed in {loop.ckpt.run_dir / 'data_split.json'}" if skipped else ""
+        text = f"{images[0]} training / {images[1]} validation images ({skipped} skipped{where})"
+        if (n_train, n_val) != images:
+            text += f", {n_train} training / {n_val} validation samples"
+    else:
+        text = f"{n_train} training / {n_val} validation samples"
+    micro = loop.run.batch_size_per_process * loop.ctx.world_size
+    batch = micro * loop.run.grad_accum_steps
+    used = loop.steps_per_epoch * batch
+    text += f"; {loop.steps_per_epoch} step(s) per epoch of {batch} samples"
+    if used < n_train:
+        text += (
+            f"; {n_train - used} of the {n_train} training samples are left out of each epoch "
+            f"(the last incomplete batch is dropped; a different one each epoch)"
+        )
+    elif used > n_train:
+        text += f"; {used - n_train} sample(s) repeated in each epoch (fewer than a batch)"
+    return text
+
+
+@contextlib.contextmanager
+def _bars_apart(loop: Loop):
+    """With progress bars on, log lines are written above the bar, never onto its line."""
+    if not (_progress_on(loop.run) and loop.ctx.is_main):
+        yield
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():
+        yield
+
+
+def _progress_on(run: RunConfig) -> bool:
+    """``run.progress``; unset (None), bars only when stderr is a terminal (not in a log
+    file of nohup or a batch system, which bars fill with carriage returns)."""
+    if run.progress is not None:
+        return bool(run.progress)
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _check_folder(ckpt: Checkpointer, resume: bool, config: dict[str, Any]) -> dict:
@@ -598,7 +666,13 @@ def _setup(
 
 
 def fit_config(
-    task: Task, train_set: Dataset, val_set: Dataset | None, cfg: Any, *, resume: bool = False
+    task: Task,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    cfg: Any,
+    *,
+    resume: bool = False,
+    split: dict[str, Any] | None = None,
 ) -> FitResult:
     """:func:`fit` with the ``run``, ``optim`` and ``data.num_workers`` of a stage config.
 
@@ -625,6 +699,7 @@ def fit_config(
         config=record,
         num_workers=cfg.data.num_workers,
         provenance={"model_exports": exports} if exports else None,
+        split=split,
     )
 
 
@@ -666,7 +741,7 @@ def _clip(task: Task, max_norm: float | None) -> float:
 
 
 def _progress_bar(loop: Loop, state: TrainState):
-    if not (loop.run.progress and loop.ctx.is_main):
+    if not (_progress_on(loop.run) and loop.ctx.is_main):
         return None
     from tqdm.auto import tqdm
 

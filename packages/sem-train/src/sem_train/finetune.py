@@ -11,18 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import modeling
 from .config import FinetuneConfig, LossConfig
-from .data import DefocusPairDataset, indexed_paths, split_index
+from .data import DefocusPairDataset
 from .data.pairs import GuideMaker, PairSynthesizer
+from .datasplit import finetune_paths, prepare_split
 from .engine import FitResult, Task, fit_config, unwrap
 from .losses import restoration_loss
 from .preflight import check_run_start, start_model_dir
-from .recipe import write_split
 
 __all__ = [
     "RestorationTask",
@@ -75,23 +74,10 @@ class RestorationTask(Task):
 
 
 def finetune_split(cfg: FinetuneConfig) -> tuple[list[Path], list[Path]]:
-    """The ``n_train_images`` training and ``n_val_images`` validation images of a fine-tune.
-
-    Validation images come from a seeded split; the training images are a seeded random
-    sample of the rest (not the first files in folder order, which would draw all ten from
-    one or two sources of a corpus sorted by name).
-    """
-    paths, _index = indexed_paths(cfg.data)
-    frac = cfg.n_val_images / max(len(paths), 1) if cfg.n_val_images else 0.0
-    tr, va = split_index(len(paths), min(frac, 0.9), cfg.data.split_seed)
-    if len(tr) < cfg.n_train_images:
-        raise ValueError(
-            f"n_train_images={cfg.n_train_images} but only {len(tr)} training images under "
-            f"{cfg.data.root}"
-        )
-    pick = np.random.default_rng(cfg.data.split_seed).permutation(len(tr))[: cfg.n_train_images]
-    train = [paths[tr[i]] for i in sorted(pick)]
-    return train, [paths[i] for i in va[: cfg.n_val_images]]
+    """The ``n_train_images`` training and ``n_val_images`` validation images of a fine-tune
+    (:func:`sem_train.datasplit.finetune_paths`: a seeded split, then a seeded sample)."""
+    train, val, _paths, _index = finetune_paths(cfg)
+    return train, val
 
 
 def finetune_datasets(cfg: FinetuneConfig) -> tuple[DefocusPairDataset, DefocusPairDataset | None]:
@@ -153,6 +139,6 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False) -> FitResult:
     validates on are recorded in ``data_split.json`` of the run folder."""
     check_run_start("finetune", cfg, resume)  # the folder and a resume's settings, first
     task = build_finetune_task(cfg)  # a missing init_from fails before indexing
+    split = prepare_split("finetune", cfg, resume)  # a resume over other data refused
     train, val = finetune_datasets(cfg)
-    write_split("finetune", cfg, cfg.run.output_dir)
-    return fit_config(task, train, val, cfg, resume=resume)
+    return fit_config(task, train, val, cfg, resume=resume, split=split)

@@ -23,6 +23,7 @@ from sem_models.checkpoint import (
 
 from .config import Stage1Config, Stage3Config
 from .data.index import indexed_paths
+from .datasplit import min_side_px
 from .runfolder import RunFolder, resolve_model_dir
 from .runinfo import read_run_config, recorded_config, run_kind
 
@@ -257,4 +258,4 @@ def check_inputs(kind: str, cfg: Any, *, method: str | None = None) -> None:
         from sem_baselines.restorer import declared_trainable
 
         check_baseline_method(method or cfg.method, declared_trainable())
-    indexed_paths(cfg.data)
+    indexed_paths(cfg.data, min_side_px(kind, cfg))

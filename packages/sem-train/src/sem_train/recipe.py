@@ -18,6 +18,8 @@ from typing import Any
 
 from sem_physics.atomic import atomic_write_text
 
+from .datasplit import SPLIT_FILE
+
 __all__ = ["DENSE_KINDS", "RECIPE_KINDS", "SPLIT_FILE", "run_recipe", "write_split"]
 
 #: The steps of a recipe, in order.
@@ -25,34 +27,16 @@ RECIPE_KINDS = ("stage1", "stage2", "stage3", "finetune")
 #: The dense ablation (no Mixture-of-Experts): Stage 2 left out, Stage 3 from Stage 1.
 DENSE_KINDS = ("stage1", "stage3", "finetune")
 DONE_FILE = "recipe_done.json"
-SPLIT_FILE = "data_split.json"
-
-
-def _names(paths: list[Path]) -> list[str]:
-    return [str(p) for p in paths]
-
-
-def _split_record(kind: str, cfg: Any) -> dict[str, Any]:
-    from .data import indexed_paths, split_index
-    from .finetune import finetune_split
-
-    if kind == "finetune":
-        train, val = finetune_split(cfg)
-    else:
-        paths, _ = indexed_paths(cfg.data)
-        tr, va = split_index(len(paths), cfg.data.val_fraction, cfg.data.split_seed)
-        train, val = [paths[i] for i in tr], [paths[i] for i in va]
-    return {"kind": kind, "train": _names(train), "validation": _names(val)}
 
 
 def write_split(kind: str, cfg: Any, out: Path) -> Path:
     """Record in ``out/data_split.json`` the images a training step (``stage1``..``stage3``,
-    ``finetune``) trains and validates on, so its evaluation images can be checked unseen."""
-    record = _split_record(kind, cfg)  # bad data is refused before any folder is made
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / SPLIT_FILE
-    atomic_write_text(path, json.dumps(record, indent=2))
-    return path
+    ``finetune``, ``baseline``) trains and validates on, and the files it skipped
+    (:func:`sem_train.datasplit.split_record`), so its evaluation images can be checked
+    unseen."""
+    from .datasplit import split_record, write_split_record
+
+    return write_split_record(out, split_record(kind, cfg))  # bad data refused first
 
 
 def _runner(kind: str) -> Callable[..., Any]:

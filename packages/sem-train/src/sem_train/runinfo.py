@@ -395,13 +395,19 @@ def write_run_info(
 def record_resume(
     out_dir: Path, changed: dict[str, list[Any]], extra: dict[str, Any] | None = None
 ) -> None:
-    """Append this resume (argv, time, folder, host, ``extra`` and the resumable settings it
-    ``changed``) to ``run_info.json``'s ``resumes``; the run's start record and its
+    """Append this resume (argv, time, folder, host, package versions, git commit, ``extra``
+    and the resumable settings it ``changed``) to ``run_info.json``'s ``resumes``; the run's start record and its
     ``config.json`` stay as they are. A run whose ``config.json`` is ``{}`` gets
     ``"compared": false``: its settings were not checked."""
     path = out_dir / RUN_INFO_NAME
     info = read_json(path) or {}
-    entry = {**_invocation(), **(extra or {}), "changed": changed}
+    entry = {
+        **_invocation(),
+        "packages": package_versions(),
+        "git": git_commit(),  # the code may have changed since the start: recorded each time
+        **(extra or {}),
+        "changed": changed,
+    }
     if read_json(out_dir / "config.json") == {}:
         entry["compared"] = False
         entry["note"] = "config.json records no settings (an older version): nothing compared"

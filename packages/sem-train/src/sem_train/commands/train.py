@@ -149,20 +149,37 @@ def _holding(output_dir: Path, resume: bool | None = None) -> Iterator[None]:
 @contextmanager
 def _starting(kind: str, cfg: Any, resume: bool, method: str | None = None) -> Iterator[None]:
     """:func:`_holding` the run's folder, then the checks of its inputs that need no torch
-    (the model it starts from, the baseline method, the data) and of a resume's settings: all
-    before the heavy imports, and not made again by the training code (the folder counts as
-    :meth:`~sem_train.runfolder.RunFolder.checked`). A resume says where it continues."""
+    (a resume's settings first, before the data is indexed; a GPU asked for; the model it
+    starts from, the baseline method, the data; a resume's data against its
+    ``data_split.json``): all before the heavy imports, and not made again by the training
+    code (the folder counts as :meth:`~sem_train.runfolder.RunFolder.checked`). A resume
+    says where it continues."""
     with _holding(cfg.run.output_dir, resume):
         from ..preflight import check_inputs, run_record
         from ..runfolder import RunFolder
 
-        check_inputs(kind, cfg, method=method)
         folder = RunFolder(cfg.run.output_dir)
+        # a resume's changed settings before the data is indexed, then the device asked for
         changes = folder.check_resume(run_record(kind, cfg, method)) if resume else {}
+        _check_device(cfg.run.device)
+        check_inputs(kind, cfg, method=method)
+        if resume and folder.has_checkpoint:  # the data it started with (data_split.json)
+            from ..datasplit import check_resume_split, split_record
+
+            check_resume_split(folder.run_dir, split_record(kind, cfg))
         if resume:
             _announce_resume(folder.run_dir, cfg.run.epochs)
         with folder.checked(resume, changes):
             yield
+
+
+def _check_device(device: str) -> None:
+    """Refuse ``--device cuda`` without a GPU before anything is indexed or written (torch is
+    imported only for this request: the training imports it next anyway)."""
+    if device == "cuda":
+        from ..distributed import check_device
+
+        check_device(device)
 
 
 def _epoch_text(progress: dict[str, Any], epochs: int | None) -> str:
@@ -288,11 +305,12 @@ def _given_folder(output_dir: Path | None) -> Iterator[None]:
 
 def _report(result) -> int:
     best = "n/a" if result.best_loss is None else f"{result.best_loss:.5g}"
-    state = "stopped early" if result.stopped_early else "finished"
-    print(
-        f"{state} at step {result.global_step} (epoch {result.epoch}); best val loss {best}; "
-        f"outputs in {result.output_dir}"
-    )
+    # result.epoch counts the epochs completed (the 0-based ``epoch`` of the files next)
+    if result.stopped_early:
+        where = f"stopped early at step {result.global_step} ({result.epoch} epoch(s) complete)"
+    else:
+        where = f"finished at step {result.global_step} (epoch {result.epoch})"
+    print(f"{where}; best val loss {best}; outputs in {result.output_dir}")
     return 0
 
 

@@ -59,7 +59,10 @@ def random_resized_crop(
     scale: tuple[float, float] = (0.2, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> torch.Tensor:
-    """Crop a random box of area fraction ``U(scale)`` and aspect ``logU(ratio)``, resize."""
+    """Crop a random box of area fraction ``U(scale)`` and aspect ``logU(ratio)``, resize.
+
+    After 10 draws that do not fit (an image far more elongated than ``ratio``), the largest
+    square at a random position along the long axis, drawn from ``g`` too."""
     h, w = img.shape[-2:]
     area = h * w
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
@@ -72,7 +75,12 @@ def random_resized_crop(
             top = int(torch.randint(0, h - ch + 1, (), generator=g))
             left = int(torch.randint(0, w - cw + 1, (), generator=g))
             return resize(img[..., top : top + ch, left : left + cw], size)
-    return center_resize(img, size)
+    # No box fits (a very elongated image, e.g. a 60 x 4000 line scan): the largest square at
+    # a random place along the long axis, so every part of the image can be seen.
+    s = min(h, w)
+    top = int(torch.randint(0, h - s + 1, (), generator=g))
+    left = int(torch.randint(0, w - s + 1, (), generator=g))
+    return resize(img[..., top : top + s, left : left + s], size)
 
 
 def rotate(img: torch.Tensor, angle_rad: float) -> torch.Tensor:

@@ -28,6 +28,7 @@ from .index import (
     build_index,
     generated_paths,
     indexed_paths,
+    note_too_small,
     split_index,
 )
 from .io import crop_bottom, read_gray
@@ -35,6 +36,7 @@ from .io import crop_bottom, read_gray
 __all__ = [
     "GENERATED_ROOT",
     "ImageIndex",
+    "ImageTooSmallError",
     "SEMImageDataset",
     "build_index",
     "generated_paths",
@@ -44,6 +46,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class ImageTooSmallError(ValueError):
+    """An image whose side after the information-bar crop is below the training crop."""
 
 
 def _generated(path: Path) -> torch.Tensor:
@@ -109,8 +115,10 @@ class SEMImageDataset(Dataset):
 
     def _note_bad(self, i: int, err: BaseException) -> None:
         self.bad.add(i)
-        msg = f"skipping unreadable image {self.paths[i]} ({type(err).__name__}: {err})"
-        log.warning(msg)
+        if isinstance(err, ImageTooSmallError):
+            note_too_small(self.paths[i], str(err), self.size)
+        else:
+            log.warning(f"skipping unreadable image {self.paths[i]} ({type(err).__name__}: {err})")
         if self.log_path is not None:
             try:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,6 +131,12 @@ class SEMImageDataset(Dataset):
         if self.cache is not None and j in self.cache:
             return self.cache[j]
         img = load_image_tensor(self.paths[j], self.info_bar_fraction)
+        if min(img.shape[-2:]) < self.size:  # the index's check missed it (no header shape)
+            rows, cols = img.shape[-2:]
+            raise ImageTooSmallError(
+                f"{rows}x{cols} px after the info-bar crop is smaller than the {self.size}-px "
+                f"training crop"
+            )
         if self.cache is not None:
             self.cache[j] = img
         return img

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,17 +47,28 @@ log = logging.getLogger(__name__)
 #: The unreadable-file count last reported per indexed folder (reported again when it changes).
 _REPORTED: dict[Path, tuple[int, int]] = {}
 
-INDEX_VERSION = 2
+INDEX_VERSION = 3  # 3: each entry holds the image's rows and columns (from its header)
 
 
 @dataclass
 class ImageIndex:
-    """The readable image files under ``root`` (relative POSIX paths, sorted) and the rejects."""
+    """The readable image files under ``root`` (relative POSIX paths, sorted) and the rejects
+    (``{relative path: reason}``); ``shapes`` holds each readable file's (rows, columns) when
+    its header was read (not with ``verify="none"``)."""
 
     root: Path
     files: list[str]
     rejected: dict[str, str] = field(default_factory=dict)
     cache_path: Path | None = None
+    shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Readable files :func:`indexed_paths` left out as smaller than the training crop.
+    too_small: dict[str, str] = field(default_factory=dict)
+
+    def skipped(self) -> dict[str, str]:
+        """``{absolute path: reason}`` of every file left out: unreadable or too small."""
+        out = {str(self.root / rel): reason for rel, reason in self.rejected.items()}
+        out.update({str(self.root / rel): reason for rel, reason in self.too_small.items()})
+        return dict(sorted(out.items()))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -132,26 +144,32 @@ def build_index(
         found,
         desc=f"indexing {root.name}",
         unit="file",
-        disable=verify == "none" or len(found) < 1000,  # a bar only where it takes a while
+        # a bar only where it takes a while, and not into a log file
+        disable=verify == "none" or len(found) < 1000 or not _on_terminal(),
         leave=False,
     )
     for rel in bar:
         try:
             st = (root / rel).stat()
         except OSError as err:  # vanished or unreadable between listing and stat
-            entries[rel] = [-1, -1, f"{type(err).__name__}: {err}"]
+            entries[rel] = [-1, -1, f"{type(err).__name__}: {err}", None]
             continue
         old = known.get(rel)
         if old is not None and old[:2] == [st.st_size, st.st_mtime_ns]:
             entries[rel] = old
             continue
-        entries[rel] = [st.st_size, st.st_mtime_ns, _check(root / rel, verify)]
+        entries[rel] = [st.st_size, st.st_mtime_ns, *_check(root / rel, verify)]
     files = [rel for rel, e in entries.items() if e[2] is None]
     rejected = {rel: e[2] for rel, e in entries.items() if e[2] is not None}
+    shapes = {
+        rel: (int(e[3][0]), int(e[3][1]))
+        for rel, e in entries.items()
+        if e[2] is None and len(e) > 3 and isinstance(e[3], list) and len(e[3]) == 2
+    }
     for rel, reason in rejected.items():
         if known.get(rel) != entries[rel]:
             log.warning("skipping unreadable image %s (%s)", root / rel, reason)
-    index = ImageIndex(root, files, rejected, cache)
+    index = ImageIndex(root, files, rejected, cache, shapes)
     if entries != known:
         payload = {
             "version": INDEX_VERSION,
@@ -169,21 +187,43 @@ def build_index(
     if rejected and _REPORTED.get(root) != summary:
         # once per folder and count, like each file's reason: a run indexes its folder again
         # in every step (the command's early check, the stage, a recipe's next stage)
-        log.warning("%d of %d files under %s are unreadable and skipped", *summary, root)
+        # naming them: a later run reads the verdicts from the cache and logs only this line
+        log.warning(
+            "%d of %d files under %s are unreadable and skipped: %s",
+            *summary,
+            root,
+            _listed(sorted(rejected)),
+        )
     _REPORTED[root] = summary
     return index
 
 
-def _check(path: Path, verify: str) -> str | None:
-    """None if ``path`` passes the ``verify`` check, else the reason."""
+def _on_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _listed(names: list[str], most: int = 5) -> str:
+    """``a.tif, b.tif`` (the first ``most`` names, then how many more)."""
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _check(path: Path, verify: str) -> tuple[str | None, list[int] | None]:
+    """(None, its rows and columns or None) if ``path`` passes the ``verify`` check, else
+    (the reason, None)."""
+    shape = None
     try:
         if verify == "header":
-            check_header(path)
+            shape = check_header(path)
         elif verify == "full":
-            read_gray(path)
+            shape = read_gray(path)[0].shape
     except Exception as err:  # any decoder error means: skip this file
-        return f"{type(err).__name__}: {err}"
-    return None
+        return f"{type(err).__name__}: {err}", None
+    ok = isinstance(shape, tuple | list) and len(shape) >= 2
+    return None, [int(shape[0]), int(shape[1])] if ok else None
 
 
 def _cached_entries(cache: Path, root: Path) -> dict[str, list[Any]]:
@@ -227,12 +267,47 @@ def generated_paths(cfg: GeneratedData) -> list[Path]:
     ]
 
 
-def indexed_paths(cfg: DataConfig) -> tuple[list[Path], ImageIndex]:
+def too_small(
+    rows: int, cols: int, fraction: float, min_side_px: int, bar_rows: int | None = None
+) -> str | None:
+    """Why an image of ``rows`` x ``cols`` px is left out of training (its side after the
+    information-bar crop, ``bar_rows`` or ``round(fraction rows)``, is below the training crop
+    ``min_side_px``), or None. The one rule of every ``sem train`` command: such an image is
+    skipped with a warning, never upscaled."""
+    cut = bar_rows if bar_rows is not None else round(fraction * rows)
+    left = rows - min(int(cut), rows - 1)
+    if min(left, cols) >= min_side_px:
+        return None
+    return (
+        f"{left}x{cols} px after the info-bar crop is smaller than the {min_side_px}-px "
+        f"training crop"
+    )
+
+
+#: (file, crop) pairs already warned about as too small (once per process, like the index).
+_SMALL_REPORTED: set[tuple[str, int]] = set()
+
+
+def note_too_small(path: Path | str, reason: str, min_side_px: int) -> None:
+    """Log the one-line warning for an image left out as too small (once per file)."""
+    key = (str(path), int(min_side_px))
+    if key not in _SMALL_REPORTED:
+        _SMALL_REPORTED.add(key)
+        log.warning("skipping image %s: %s", path, reason)
+
+
+def indexed_paths(cfg: DataConfig, min_side_px: int | None = None) -> tuple[list[Path], ImageIndex]:
     """The readable images under ``cfg.root`` (at most ``cfg.max_images``), then the generated
     ones (``cfg.generated``), and the index of the folder.
 
+    A readable image whose side after the information-bar crop (``cfg.info_bar_fraction`` of
+    its rows, from its header) is below ``min_side_px`` (default ``cfg.image_size_px``, the
+    training crop) is left out with a one-line warning naming it and its size, and listed in
+    the index's ``too_small``; ``cfg.max_images`` counts the images kept.
+
     Raises ValueError when there is neither a root nor generated images, or nothing to read.
     """
+    min_side = cfg.image_size_px if min_side_px is None else int(min_side_px)
     extra = generated_paths(cfg.generated)
     if cfg.root is None:
         if extra:
@@ -241,11 +316,21 @@ def indexed_paths(cfg: DataConfig) -> tuple[list[Path], ImageIndex]:
     index = build_index(
         cfg.root, cache_dir=cfg.cache_dir, refresh=cfg.refresh_index, verify=cfg.verify
     )
-    paths = index.paths()[: cfg.max_images] if cfg.max_images else index.paths()
-    paths = paths + extra
+    kept = []
+    for rel in index.files:
+        shape = index.shapes.get(rel)
+        reason = None if shape is None else too_small(*shape, cfg.info_bar_fraction, min_side)
+        if reason is None:
+            kept.append(rel)
+        else:
+            index.too_small[rel] = reason
+            note_too_small(index.root / rel, reason, min_side)
+    kept = kept[: cfg.max_images] if cfg.max_images else kept
+    paths = [index.root / rel for rel in kept] + extra
     if not paths:
+        small = f", {len(index.too_small)} smaller than the {min_side}-px training crop"
         raise ValueError(
             f"no readable images under {index.root} (extensions {IMAGE_EXTENSIONS}; "
-            f"{len(index.rejected)} unreadable)"
+            f"{len(index.rejected)} unreadable{small if index.too_small else ''})"
         )
     return paths, index

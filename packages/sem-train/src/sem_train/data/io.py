@@ -7,25 +7,63 @@ cheap header check that does not decode the pixels.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from sem_physics.io import IMAGE_EXTENSIONS, ImageReadError, crop_info_bar, read_image
 
-__all__ = ["IMAGE_EXTENSIONS", "check_header", "crop_bottom", "read_gray"]
+__all__ = ["IMAGE_EXTENSIONS", "check_header", "crop_bottom", "dim_picture_note", "read_gray"]
+
+log = logging.getLogger(__name__)
 
 
 def read_gray(path: str | Path) -> tuple[np.ndarray, int | None]:
     """Grayscale float32 (H, W) on 0..255 and the information-bar height in rows (or None).
 
     Raises :class:`sem_physics.io.ImageReadError` (a ``ValueError``) naming the file when it
-    cannot be read.
+    cannot be read. A dim picture from a file of more than 8 bits (12-bit data in a 16-bit
+    TIFF reads as 0..16 of 255) is warned about once per file (:func:`dim_picture_note`).
     """
     img = read_image(path)
     if min(img.data.shape) < 2:
         raise ImageReadError(f"{path}: image of shape {img.data.shape} is too small")
+    key = str(img.path)
+    if key not in _DIM_CHECKED:
+        _DIM_CHECKED.add(key)
+        note = dim_picture_note(img.data, img.source_dtype)
+        if note is not None:
+            log.warning("%s: %s", img.path, note)
     return img.data, img.info_bar_rows
+
+
+#: Files :func:`read_gray` checked for a dim picture (each is warned about once per process).
+_DIM_CHECKED: set[str] = set()
+
+
+def dim_picture_note(data: np.ndarray, source_dtype: str) -> str | None:
+    """Why a picture read from a file of ``source_dtype`` trains badly when it is dim, or
+    None: the rule of ``sem restore`` (:func:`sem_train.restoration.levels.input_scale`: the
+    99.9th percentile below ``DIM_BELOW`` of 255 grey levels), applied to files of more than
+    8 bits, whose grey levels are scaled from the file's full range (an 8-bit picture that
+    is dark is dark)."""
+    try:
+        if np.dtype(source_dtype).itemsize <= 1:
+            return None
+    except TypeError:
+        return None
+    from ..restoration.levels import DIM_BELOW, input_scale  # the rule sem restore uses
+
+    _scale, level = input_scale(data)
+    if not 0.0 < level < DIM_BELOW:
+        return None
+    return (
+        f"dim {source_dtype} picture: its 99.9th percentile is {level:.3g} of 255 grey levels "
+        f"(e.g. 12-bit data in a 16-bit file); training reads it as it is, at "
+        f"{level / 255:.1%} of the range (rescale the file to its full range to train on it "
+        f"at full contrast)"
+    )
 
 
 def crop_bottom(data: np.ndarray, fraction: float, rows: int | None = None) -> np.ndarray:
@@ -48,8 +86,10 @@ def _check_tiff_extent(path: Path, offsets: Sequence[int], counts: Sequence[int]
         )
 
 
-def check_header(path: str | Path) -> None:
-    """Parse the header of ``path`` without decoding the pixels; raise if it is malformed."""
+def check_header(path: str | Path) -> tuple[int, int]:
+    """Parse the header of ``path`` without decoding the pixels; raise if it is malformed.
+
+    Returns the image's (rows, columns)."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -61,7 +101,7 @@ def check_header(path: str | Path) -> None:
                 if not tif.pages:
                     raise ImageReadError(f"{path}: TIFF without image pages")
                 page = tif.pages[0]
-                shape = page.shape
+                shape = (page.imagelength, page.imagewidth)
                 _check_tiff_extent(path, page.dataoffsets, page.databytecounts)
         else:
             from PIL import Image
@@ -76,3 +116,4 @@ def check_header(path: str | Path) -> None:
         raise ImageReadError(f"{path}: malformed image header: {err}") from err
     if len(shape) < 2 or min(shape[:2]) < 2:
         raise ImageReadError(f"{path}: unexpected image shape {shape}")
+    return int(shape[0]), int(shape[1])

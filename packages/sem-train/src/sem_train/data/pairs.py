@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from .augment import resize
 from .dataset import load_image_tensor
+from .index import note_too_small
 
 __all__ = ["DefocusPairDataset", "GuideMaker", "PairSynthesizer", "synthesize_pairs"]
 
@@ -101,8 +102,25 @@ class DefocusPairDataset(Dataset):
 
     @classmethod
     def from_paths(cls, paths: list[Path], info_bar_fraction: float = 0.0667, **kw: Any):
-        """Read the focused images from files (information bar removed)."""
-        return cls([load_image_tensor(Path(p), info_bar_fraction) for p in paths], **kw)
+        """Read the focused images from files (information bar removed). One smaller than the
+        model input after the crop (which the index could not see: no header read, or an
+        info bar from the file's metadata) is skipped with a warning, never upscaled."""
+        size = int(kw["input_size_px"]) if "input_size_px" in kw else 0
+        images = []
+        for p in paths:
+            img = load_image_tensor(Path(p), info_bar_fraction)
+            rows, cols = img.shape[-2:]
+            if min(rows, cols) < size:
+                why = (
+                    f"{rows}x{cols} px after the info-bar crop is smaller than the {size}-px "
+                    f"training crop"
+                )
+                note_too_small(p, why, size)
+                continue
+            images.append(img)
+        if not images and paths:
+            raise ValueError(f"none of the {len(paths)} images is at least {size} px")
+        return cls(images, **kw)
 
     def __len__(self) -> int:
         return len(self.images) * self.pairs_per_image

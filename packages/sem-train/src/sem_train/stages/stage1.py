@@ -6,9 +6,9 @@ import torch
 
 from .. import modeling
 from ..config import Stage1Config
+from ..datasplit import prepare_split
 from ..engine import FitResult, fit_config
 from ..preflight import check_run_start, start_model_dir
-from ..recipe import write_split
 from .common import MAETask, image_datasets
 
 __all__ = ["build_stage1_task", "run_stage1"]
@@ -31,6 +31,6 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> FitResult:
     """Train Stage 1; writes checkpoints, metrics and the best model under ``cfg.run.output_dir``."""
     check_run_start("stage1", cfg, resume)  # the folder and a resume's settings, before any load
     task = build_stage1_task(cfg)  # a missing init_from fails before the data is indexed
+    split = prepare_split("stage1", cfg, resume)  # a resume over other data refused
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
-    write_split("stage1", cfg, cfg.run.output_dir)
-    return fit_config(task, train, val, cfg, resume=resume)
+    return fit_config(task, train, val, cfg, resume=resume, split=split)

@@ -37,10 +37,10 @@ from torch import nn
 
 from .. import modeling
 from ..config import Stage2Config
+from ..datasplit import prepare_split
 from ..distributed import env_local_rank, select_device
 from ..engine import FitResult, fit_config, unwrap
 from ..preflight import check_run_start, start_model_dir
-from ..recipe import write_split
 from ..runfolder import RunFolder
 from .common import MAELossWeights, MAETask, image_datasets
 
@@ -107,12 +107,12 @@ def run_stage2(cfg: Stage2Config, *, resume: bool = False) -> FitResult:
     resumed before its first checkpoint calibrates its routers again, as a fresh one does)."""
     check_run_start("stage2", cfg, resume)  # the folder and a resume's settings, before any load
     task = build_stage2_task(cfg)  # a missing init_from fails before the data is indexed
+    split = prepare_split("stage2", cfg, resume)  # a resume over other data refused
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
-    write_split("stage2", cfg, cfg.run.output_dir)
     if not (resume and RunFolder(cfg.run.output_dir).has_checkpoint):  # else loaded from it
         device = select_device(cfg.run.device, env_local_rank())
         calibrate_student(task, train, cfg.router_calibration_images, cfg.run.seed, device)
-    result = fit_config(task, train, val, cfg, resume=resume)
+    result = fit_config(task, train, val, cfg, resume=resume, split=split)
     if int(os.environ.get("RANK", "0")) == 0:
         for line in starved_experts(Path(cfg.run.output_dir) / "metrics.jsonl"):
             log.warning(line)

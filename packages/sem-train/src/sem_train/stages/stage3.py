@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .. import modeling
 from ..config import Stage3Config
+from ..datasplit import prepare_split
 from ..engine import FitResult, fit_config
 from ..preflight import (
     check_run_start,
@@ -20,7 +21,6 @@ from ..preflight import (
     start_model_dir,
     with_teacher,
 )
-from ..recipe import write_split
 from .common import MAELossWeights, image_datasets
 from .stage2 import MoETask
 
@@ -51,6 +51,6 @@ def run_stage3(cfg: Stage3Config, *, resume: bool = False) -> FitResult:
     cfg = with_teacher(cfg)  # the teacher found once: the one trained with is the one recorded
     check_run_start("stage3", cfg, resume)  # the folder and a resume's settings, before any load
     task = build_stage3_task(cfg, teacher_setting=setting)  # init_from fails before the data
+    split = prepare_split("stage3", cfg, resume)  # a resume over other data refused
     train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
-    write_split("stage3", cfg, cfg.run.output_dir)
-    return fit_config(task, train, val, cfg, resume=resume)
+    return fit_config(task, train, val, cfg, resume=resume, split=split)

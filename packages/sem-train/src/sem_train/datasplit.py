@@ -1,0 +1,174 @@
+"""``data_split.json``: the images a run trains and validates on, and those it left out.
+
+Every training run (the pretraining stages, the fine-tune, the baselines) records in its run
+folder the files of its training and validation sets and, under ``skipped``, every file of the
+data folder it left out with the reason (unreadable, or smaller than the training crop). A
+``--resume`` compares the data with that record before it continues (:func:`prepare_split`):
+a file added, removed or no longer readable, or another split, is refused with one line
+(a resumed run must keep validating on the images it started with), and the saved record is
+never overwritten by a resume. No torch is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sem_physics.atomic import atomic_write_text
+
+from .runfolder import RunFolder, read_json
+
+__all__ = [
+    "SPLIT_FILE",
+    "ResumeDataError",
+    "check_resume_split",
+    "finetune_paths",
+    "min_side_px",
+    "prepare_split",
+    "split_record",
+    "write_split_record",
+]
+
+SPLIT_FILE = "data_split.json"
+
+
+class ResumeDataError(ValueError):
+    """``--resume`` over data other than the run started with."""
+
+
+def min_side_px(kind: str, cfg: Any) -> int:
+    """The training crop of a run of ``kind``: images smaller than it are skipped
+    (:func:`sem_train.data.index.indexed_paths`). A baseline's patch, else the model input."""
+    if kind == "baseline":
+        return int(getattr(cfg, "patch_size_px", None) or cfg.data.image_size_px)
+    return int(cfg.data.image_size_px)
+
+
+def finetune_paths(cfg: Any) -> tuple[list[Path], list[Path], list[Path], Any]:
+    """(training, validation, every indexed image, the index) of a fine-tune: validation
+    images from a seeded split, training images a seeded random sample of the rest (not the
+    first files in folder order, which would draw all ten from one or two sources of a corpus
+    sorted by name)."""
+    from .data.index import indexed_paths, split_index
+
+    paths, index = indexed_paths(cfg.data, min_side_px("finetune", cfg))
+    frac = cfg.n_val_images / max(len(paths), 1) if cfg.n_val_images else 0.0
+    tr, va = split_index(len(paths), min(frac, 0.9), cfg.data.split_seed)
+    if len(tr) < cfg.n_train_images:
+        raise ValueError(
+            f"n_train_images={cfg.n_train_images} but only {len(tr)} training images under "
+            f"{cfg.data.root}"
+        )
+    pick = np.random.default_rng(cfg.data.split_seed).permutation(len(tr))[: cfg.n_train_images]
+    train = [paths[tr[i]] for i in sorted(pick)]
+    return train, [paths[i] for i in va[: cfg.n_val_images]], paths, index
+
+
+def split_record(kind: str, cfg: Any) -> dict[str, Any]:
+    """What ``data_split.json`` of a run of ``kind`` with ``cfg`` holds: ``train`` and
+    ``validation`` (absolute paths), ``files`` (every image the split was drawn from, for the
+    runs that train on a sample of them: the fine-tune and the baselines) and ``skipped``
+    (``{path: reason}``)."""
+    from .data.index import indexed_paths, split_index
+
+    files: list[Path] | None = None
+    if kind == "finetune":
+        train, val, files, index = finetune_paths(cfg)
+    else:
+        paths, index = indexed_paths(cfg.data, min_side_px(kind, cfg))
+        tr, va = split_index(len(paths), cfg.data.val_fraction, cfg.data.split_seed)
+        if kind == "baseline":
+            tr, files = tr[: cfg.n_train_images], paths
+        train, val = [paths[i] for i in tr], [paths[i] for i in va]
+    record: dict[str, Any] = {
+        "kind": kind,
+        "data_root": None if cfg.data.root is None else os.path.abspath(cfg.data.root),
+        "train": [str(p) for p in train],
+        "validation": [str(p) for p in val],
+    }
+    if files is not None:
+        record["files"] = [str(p) for p in files]
+    record["skipped"] = index.skipped()
+    return record
+
+
+def _files(record: dict[str, Any]) -> set[str]:
+    files = record.get("files")
+    if isinstance(files, list):
+        return {str(f) for f in files}
+    return {str(f) for f in [*record.get("train", []), *record.get("validation", [])]}
+
+
+def _short(path: str, root: str | None) -> str:
+    if root and path.startswith(root.rstrip(os.sep) + os.sep):
+        return path[len(root.rstrip(os.sep)) + 1 :]
+    return path
+
+
+def _listed(names: list[str], most: int = 3) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def check_resume_split(run_dir: str | Path, record: dict[str, Any]) -> None:
+    """Refuse to resume the run in ``run_dir`` over data other than it started with: the files
+    of ``record`` (:func:`split_record`) against its ``data_split.json`` (nothing to compare
+    without one: an older run, or one interrupted before it was written)."""
+    run_dir = Path(run_dir)
+    saved = read_json(run_dir / SPLIT_FILE)
+    if saved is None or not isinstance(saved.get("train"), list):
+        return
+    old, new = _files(saved), _files(record)
+    same = saved.get("train") == record["train"] and saved.get("validation") == record["validation"]
+    if old == new and same:
+        return
+    root = record.get("data_root")
+    added = sorted(_short(p, root) for p in new - old)
+    gone = sorted(old - new)
+    skipped = record.get("skipped", {})
+    parts = []
+    if added:
+        parts.append(f"{len(added)} file(s) added ({_listed(added)})")
+    unreadable = [_short(p, root) for p in gone if p in skipped]
+    removed = [_short(p, root) for p in gone if p not in skipped]
+    if removed:
+        parts.append(f"{len(removed)} file(s) removed ({_listed(removed)})")
+    if unreadable:
+        parts.append(f"{len(unreadable)} file(s) now skipped ({_listed(unreadable)})")
+    if not parts:
+        parts.append("the same files are split differently into training and validation")
+    kind = saved.get("kind") or record.get("kind")
+    if kind in ("stage1", "stage3", "finetune"):
+        new_run = f"--init-from {run_dir} --output-dir NEW_FOLDER to continue from its model"
+    else:
+        new_run = "--output-dir NEW_FOLDER"
+    raise ResumeDataError(
+        f"--resume: the data changed since {run_dir} started ({run_dir / SPLIT_FILE}): "
+        f"{'; '.join(parts)}; a resumed run keeps the training and validation images it "
+        f"started with; restore the data folder to resume it, or start a new run ({new_run})"
+    )
+
+
+def prepare_split(kind: str, cfg: Any, resume: bool) -> dict[str, Any]:
+    """The :func:`split_record` of a run, checked against the run's saved one when it resumes
+    from a checkpoint (:func:`check_resume_split`)."""
+    record = split_record(kind, cfg)
+    folder = RunFolder(cfg.run.output_dir)
+    if resume and folder.has_checkpoint:
+        check_resume_split(folder.run_dir, record)
+    return record
+
+
+def write_split_record(out: str | Path, record: dict[str, Any], resume: bool = False) -> Path:
+    """Write ``record`` to ``out/data_split.json``; a resume writes it only where the run has
+    none yet (the split a run started with is never replaced by a resume)."""
+    out = Path(out)
+    path = out / SPLIT_FILE
+    if resume and path.is_file():
+        return path
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(record, indent=2))
+    return path
