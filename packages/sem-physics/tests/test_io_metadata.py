@@ -165,8 +165,21 @@ def test_declared_size_is_refused_before_decoding(tmp_path: Path, forge: object)
     ext = ".tif" if forge is _forged_tiff else ".png"
     path = forge(tmp_path / f"bomb{ext}", 30000, 30000)  # type: ignore[operator]
     assert path.stat().st_size < 5000
-    with pytest.raises(ImageReadError, match=r"bomb\.(tif|png): declares 30000x30000 px = 900\.0"):
+    with pytest.raises(
+        ImageReadError, match=r"bomb\.(tif|png): declares 30000x30000 px = 900,000,000 px"
+    ):
         read_image(path)
+
+
+def test_pixel_counts_in_messages_keep_their_order() -> None:
+    from sem_physics.io import pixel_count
+
+    counts = [1, 999, 999_999, 1_000_000, 1_000_001, 1_234_567, 100_000_000, 100_000_001]
+    for n in counts:
+        text = pixel_count(n)
+        assert text.startswith(f"{n:,} px")  # the exact count, whatever the size
+    # two different counts never read the same (the rounded Mpx alone could)
+    assert len({pixel_count(n) for n in counts}) == len(counts)
 
 
 def test_limit_from_argument_and_environment(
@@ -175,7 +188,8 @@ def test_limit_from_argument_and_environment(
     path = tmp_path / "x.png"
     Image.fromarray(_noisy((16, 20))).save(path)  # 320 px
     assert max_pixels_limit() == DEFAULT_MAX_PIXELS == 100_000_000
-    with pytest.raises(ImageReadError, match=r"above the limit of 0\.0003 Mpx"):
+    # the counts in px, exactly: the image above the limit must read as above it
+    with pytest.raises(ImageReadError, match=r"= 320 px, above the limit of 300 px "):
         read_image(path, max_pixels=300)
     assert read_image(path, max_pixels=320).data.shape == (16, 20)
     monkeypatch.setenv("SEM_MAX_PIXELS", "100")

@@ -115,7 +115,7 @@ def test_reruns_do_not_degrade_earlier_outputs(
     # ... unless a new image joins them, and an output given by name is still accepted.
     write_samples(out, n_per_kind=1, shape=(48, 64), seed=9)
     assert main([str(out), *SMALL, "-o", str(again)]) == 0
-    assert "left out 3 image(s)" in capsys.readouterr().err
+    assert "left out 3 images: an output listed in" in capsys.readouterr().err
     assert len(Manifest.load(again / "manifest.json").entries) == 3
 
 
@@ -283,7 +283,8 @@ def test_max_pixels_flag_and_unexpected_errors(
 ) -> None:
     one = sorted(src.iterdir())[0]
     assert main([str(one), *SMALL, "--max-pixels", "100", "-o", str(tmp_path / "o")]) == 2
-    assert "above the limit of 0.0001 Mpx" in _errors(capsys)[0]
+    line = _errors(capsys)[0]
+    assert "above the limit of 100 px" in line and "0.0 Mpx" not in line
 
     def broken(*args: object, **kwargs: object) -> None:
         raise TypeError("a bug")
@@ -476,13 +477,17 @@ def test_a_run_marks_its_folder_incomplete_until_its_manifest_is_written(
     # a fresh folder: its outputs and the marker go, and so does the folder the run made
     assert main([str(src), *SMALL, "-o", str(out)]) == 130
     assert seen == [True, True] and not out.exists()
-    # a folder holding other files keeps the marker beside them
+    assert capsys.readouterr().err == "sem-degrade: interrupted\n"  # nothing left to complete
+    # a folder holding other files keeps the marker beside them, and the one line says so
     out.mkdir()
-    (out / "0002_texture_000.tif").write_bytes(b"an earlier output")
+    (out / "notes.tif").write_bytes(b"a file of the user's")
     seen.clear()
     assert main([str(src), *SMALL, "-o", str(out)]) == 130
     assert seen == [True, True] and marker.is_file()
-    assert sorted(p.name for p in out.iterdir()) == ["0002_texture_000.tif", "INCOMPLETE"]
+    assert sorted(p.name for p in out.iterdir()) == ["INCOMPLETE", "notes.tif"]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sem-degrade: interrupted: ")
+    assert f"{out} is marked INCOMPLETE" in lines[0] and "rerun the command" in lines[0]
     # the marker is no input (and no output): a folder holding it degrades as before
     (src / locking.INCOMPLETE_MARKER).write_text("an interrupted run\n")
     monkeypatch.undo()

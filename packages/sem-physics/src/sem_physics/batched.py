@@ -21,8 +21,12 @@ synthesise its (defocused, focused) pairs on the GPU that trains the model:
 :func:`sem_physics.degrade_torch` composes them: ``degrade_torch(images, params, generator)``
 with ``params`` a :class:`BatchParams` (or one or N :class:`~sem_physics.DegradationParams`).
 
-Randomness comes from a ``torch.Generator`` on the images' device: with the same seed the
-result is reproducible on that device (CPU and CUDA generators give different streams). Work
+Randomness comes from a ``torch.Generator`` on the images' device: with the same seed and
+the same batch (same images in the same order and shapes) the result is reproducible on that
+device (CPU and CUDA generators give different streams). The noise one image gets depends on
+the batch it is in (the generator's stream is shared by the batch): an image degraded alone
+and in a batch of four differs. Use :func:`sem_physics.degrade_files` (per-image seeds, a
+manifest) for test sets. Work
 happens in the images' floating dtype (float32 or float64); bf16/half inputs are computed in
 float32 (FFTs need it) and returned in their dtype.
 """

@@ -54,19 +54,37 @@ def build_parser() -> argparse.ArgumentParser:
         f"replayable protocol; writes the images and {MANIFEST}. Unreadable inputs are "
         "skipped and listed in the manifest; outputs never overwrite an input.",
     )
-    parser.add_argument("inputs", nargs="*", type=Path, help="image files or folders")
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        type=Path,
+        help="image files or folders (not searched recursively: subfolders are noted)",
+    )
     parser.add_argument("-o", "--out", type=Path, help="output folder (created)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace files at output paths that no earlier {MANIFEST} in -o lists (an "
+        "earlier run's outputs are always replaced, with a note)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--sample",
         action="store_true",
-        help="draw parameters per image from the paper's ranges (radii up to 30 px: images "
-        "need at least 181 px per side, smaller ones are skipped)",
+        help="draw parameters per image from the paper's ranges (radii up to 30 px: every "
+        "image below 181 px per side, after the crop, is skipped, whatever its own draw)",
     )
     mode.add_argument(
         "--midpoint", action="store_true", help="every parameter at its range midpoint (default)"
     )
-    mode.add_argument("--replay", type=Path, metavar="MANIFEST", help="replay and verify")
+    mode.add_argument(
+        "--replay",
+        type=Path,
+        metavar="MANIFEST",
+        help="recompute every output from its sources and verify it against the manifest's "
+        f"hashes (the recipe; files on disk are not read); with -o DIR also write them and a "
+        f"{MANIFEST} there",
+    )
     parser.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
     group = parser.add_argument_group(
         "explicit parameters (any given: explicit mode; the others take their midpoint value)"
@@ -119,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def _say(kind: str, message: str) -> None:
     print(f"{PROG}: {kind}: {message}", file=sys.stderr)
 
@@ -164,17 +187,39 @@ def _progress_bar() -> Callable[[Iterable[Path]], Iterable[Path]] | None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .protocol import replay_manifest
+    from .protocol import library_versions, replay_manifest
 
-    result = replay_manifest(args.replay, args.out)
+    result = replay_manifest(args.replay, args.out, overwrite=args.overwrite)
     if args.json:
         print(result.model_dump_json(indent=2))
     if not result.ok:
-        raise CLIError(
-            f"{len(result.mismatched)} of {result.checked} outputs differ from "
-            f"{args.replay}: {', '.join(result.mismatched)}"
+        now = library_versions()
+        then = result.versions or {}
+        changed = [
+            f"{k} {then[k]} then, {now[k]} now" for k in now if k in then and then[k] != now[k]
+        ]
+        why = (
+            f" (versions differ: {'; '.join(changed)})"
+            if changed
+            else ("" if then else " (the manifest records no library versions)")
         )
-    _say("note", f"{result.checked} outputs reproduced bit for bit")
+        raise CLIError(
+            f"{_count(len(result.mismatched), 'output')} of {result.checked} "
+            f"{'differs' if len(result.mismatched) == 1 else 'differ'} from "
+            f"{args.replay}{why}: {', '.join(result.mismatched)}"
+        )
+    if args.out is None:
+        _say(
+            "note",
+            f"recipe verified: {_count(result.checked, 'output')} recomputed from the "
+            "sources, bit for bit equal to the manifest's hashes (the output files on disk were "
+            "not read; -o DIR writes them)",
+        )
+    else:
+        _say(
+            "note",
+            f"{_count(result.checked, 'output')} reproduced bit for bit -> {result.manifest}",
+        )
     return 0
 
 
@@ -183,7 +228,12 @@ def run(args: argparse.Namespace) -> int:
     if args.replay is not None:
         return _replay(args)
     from .io import DEFAULT_CROP_FRACTION, max_pixels_limit
-    from .protocol import NothingDegradedError, degrade_files, find_images
+    from .protocol import (
+        SKIP_SUBFOLDER,
+        NothingDegradedError,
+        degrade_files,
+        find_images,
+    )
     from .samples import write_samples
 
     if args.n_samples < 1:
@@ -219,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
 
     files = find_images(inputs, on_skip=note_skip)
     for reason, count in left_out.items():
-        _say("note", f"left out {count} image(s): {reason}")
+        noun = "subfolder" if reason == SKIP_SUBFOLDER else "image"
+        _say("note", f"left out {_count(count, noun)}: {reason}")
     progress = _progress_bar() if len(files) > 1 and sys.stderr.isatty() else None
     try:
         manifest = degrade_files(
@@ -234,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             max_pixels=max_pixels,
             input_folders=[p for p in inputs if p.is_dir()],
+            overwrite=args.overwrite,
         )
     except NothingDegradedError as err:
         if len(files) > 1:
@@ -253,12 +305,38 @@ def run(args: argparse.Namespace) -> int:
             for e in manifest.entries
         ]
         print(json.dumps(rows, indent=2))
+    _earlier_run_note(manifest, args.out)
+    pixels, total, images = manifest.clipped
+    if pixels:
+        _say(
+            "note",
+            f"{args.format} clipped {100 * pixels / total:.2g} % of the pixels to 0..255 "
+            f"({pixels:,} of {total:,}, in {images} of {_count(len(manifest.entries), 'image')}; "
+            "float32-tiff keeps them)",
+        )
     skipped = f", {len(manifest.failed)} skipped" if manifest.failed else ""
-    _say("note", f"{len(manifest.entries)} images ({mode}){skipped} -> {args.out / MANIFEST}")
+    _say(
+        "note",
+        f"{_count(len(manifest.entries), 'image')} ({mode}){skipped} -> {args.out / MANIFEST}",
+    )
     if manifest.failed and args.strict:
         _say("error", f"{len(manifest.failed)} of {len(files)} inputs failed (--strict)")
         return EXIT_FAILED
     return 0
+
+
+def _earlier_run_note(manifest: Any, out: Path) -> None:
+    """One line saying what a run did to an earlier run's outputs in ``out`` (nothing on a
+    fresh folder)."""
+    replaced, removed = manifest.replaced_outputs, manifest.removed_outputs
+    if not (replaced or removed or manifest.completed_interrupted):
+        return
+    whose = "an interrupted run" if manifest.completed_interrupted else "the earlier run"
+    parts = [f"replaced {_count(len(replaced), 'output')} of {whose} in {out}"]
+    if removed:
+        first = removed[0] + (", ..." if len(removed) > 1 else "")
+        parts.append(f"removed {len(removed)} it listed that this run does not write ({first})")
+    _say("note", "; ".join(parts))
 
 
 def _first_line(err: BaseException) -> str:
@@ -274,6 +352,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except BrokenPipeError:
         raise
+    except KeyboardInterrupt:
+        from .locking import INCOMPLETE_MARKER
+        from .pipes import EXIT_INTERRUPTED
+
+        marked = args.out / INCOMPLETE_MARKER if args.out is not None else None
+        if args.debug or marked is None or not marked.is_file():
+            raise  # a fresh folder: its outputs are gone; "sem-degrade: interrupted"
+
+        _say(
+            "interrupted",
+            f"{args.out} is marked INCOMPLETE (it mixes outputs of an earlier run and this "
+            "one); rerun the command to complete it",
+        )
+        return EXIT_INTERRUPTED
     except Exception as err:  # ValidationError, ImageReadError, ProtocolError, OSError, ...
         if args.debug:
             raise

@@ -2,8 +2,12 @@
 
 Boundary convention: the image is extended by half-sample symmetric reflection
 (``d c b a | a b c d | d c b a``), which is ``scipy.ndimage`` mode ``'reflect'`` and numpy's
-``np.pad(mode='symmetric')``. The result equals
-``scipy.ndimage.convolve(image, kernel, mode='reflect')`` to float rounding.
+``np.pad(mode='symmetric')``, repeated with period ``2n`` when the kernel is wider than the
+image. The result equals ``scipy.ndimage.convolve(image, kernel, mode='reflect')`` to float
+rounding for images at least as large as the kernel (every protocol and CLI run: they refuse
+smaller ones). On images thinner than the kernel (e.g. 2-11 rows under the 93-px midpoint
+kernel) ndimage differs, by up to 7 grey levels (at 6 rows it returns garbage, a SciPy
+problem); the result here is the convolution with the periodic half-sample extension itself.
 
 Method: the image is padded by reflection straight to a fast FFT size ``(fh, fw)`` (at least
 ``k - 1`` extra rows and columns), transformed once with a real FFT, multiplied by the kernel's

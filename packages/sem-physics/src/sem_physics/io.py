@@ -588,9 +588,15 @@ def _check_declared_size(path: Path, height: int, width: int, depth: int, limit:
     if n > limit:
         size = f"{width}x{height}" + (f"x{depth}" if depth > 1 else "")
         raise ImageReadError(
-            f"{path}: declares {size} px = {n / 1e6:.1f} Mpx, above the limit of "
-            f"{limit / 1e6:g} Mpx (raise it with --max-pixels, max_pixels= or ${MAX_PIXELS_ENV})"
+            f"{path}: declares {size} px = {pixel_count(n)}, above the limit of "
+            f"{pixel_count(limit)} (raise it with --max-pixels, max_pixels= or ${MAX_PIXELS_ENV})"
         )
+
+
+def pixel_count(n: int) -> str:
+    """``n`` pixels for a message: ``"40,000 px"``, ``"900,000,000 px (900 Mpx)"`` from 1 Mpx."""
+    n = int(n)
+    return f"{n:,} px" + (f" ({n / 1e6:.4g} Mpx)" if n >= 1_000_000 else "")
 
 
 def _read_tiff(

@@ -1,7 +1,8 @@
 """Seeded degradation protocols with JSON manifests, and the toolkit's one hash/record module.
 
 A degradation is fully determined by (image content, parameters, seed). Sample ``i`` of a run
-with master seed ``S`` gets the seed ``derive_seed(S, i)``; from it two independent streams are
+with master seed ``S`` gets the seed ``derive_seed(S, i)`` (a 32-bit integer:
+``int(SeedSequence([S, i]).generate_state(1, dtype=uint32)[0])``); from it two independent streams are
 made: ``default_rng([seed, 0])`` draws the parameters (``--sample`` mode) and
 ``default_rng([seed, 1])`` draws the noise. The manifest records, per sample, the source file and
 its sha256, the bottom rows cropped, every parameter, the seed, the output file and the sha256
@@ -44,7 +45,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .atomic import OutputWriteError, atomic_write_text, remove_stale_temporaries
 from .cli_support import validation_message
@@ -61,6 +62,7 @@ from .io import (
 )
 from .locking import INCOMPLETE_MARKER, clear_incomplete, mark_incomplete, output_lock
 from .params import DegradationParams, ParameterRanges
+from .psf import kernel_size
 
 __all__ = [
     "MANIFEST_NAME",
@@ -77,6 +79,8 @@ __all__ = [
     "earlier_outputs",
     "file_sha256",
     "find_images",
+    "largest_kernel_px",
+    "library_versions",
     "pixels_sha256",
     "remove_earlier_outputs",
     "replay_manifest",
@@ -84,6 +88,8 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
+#: :func:`find_images`' reason for a subfolder of an input folder (reported, not searched).
+SKIP_SUBFOLDER = "not searched (folders are listed without recursion)"
 Mode = Literal["sample", "explicit", "midpoint"]
 #: ``keep``: the detected info bar is not degraded but re-attached unchanged below the defocused
 #: micrograph (as an instrument draws it); ``info-bar``/``fraction``: the bar is removed
@@ -98,6 +104,25 @@ def _generator() -> str:
         return f"sem-physics {metadata.version('sem-physics')}"
     except metadata.PackageNotFoundError:
         return "sem-physics"
+
+
+def library_versions() -> dict[str, str]:
+    """The versions a manifest records: numpy's random streams and scipy's/pocketfft's
+    rounding are not guaranteed across versions, so a replay mismatch can be traced."""
+    import platform
+
+    import scipy
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+    }
+
+
+def largest_kernel_px(ranges: ParameterRanges) -> int:
+    """Side of the largest PSF kernel ``ranges`` can draw (181 px for the paper's 30 px)."""
+    return kernel_size(ranges.rx_px[1], ranges.ry_px[1])
 
 
 class ProtocolError(ValueError):
@@ -220,6 +245,35 @@ class Manifest(BaseModel):
     failed: list[FailedSource] = Field(
         default_factory=list, description="inputs skipped, with the reason"
     )
+    versions: dict[str, str] | None = Field(
+        default=None,
+        description="python, numpy and scipy versions that wrote it (None: an older manifest)",
+    )
+    # what a run did to an earlier run's folder and to the pixels (for the CLI's notes; not saved)
+    _replaced: list[str] = PrivateAttr(default_factory=list)
+    _removed: list[str] = PrivateAttr(default_factory=list)
+    _interrupted: bool = PrivateAttr(default=False)
+    _clipped: tuple[int, int, int] = PrivateAttr(default=(0, 0, 0))  # pixels, of, images
+
+    @property
+    def replaced_outputs(self) -> list[str]:
+        """Outputs of this run that replaced a file already there (an earlier run's)."""
+        return list(self._replaced)
+
+    @property
+    def removed_outputs(self) -> list[str]:
+        """Outputs of an earlier run that this run removed (its manifest no longer lists them)."""
+        return list(self._removed)
+
+    @property
+    def completed_interrupted(self) -> bool:
+        """The folder was marked ``INCOMPLETE`` by an interrupted run when this one started."""
+        return self._interrupted
+
+    @property
+    def clipped(self) -> tuple[int, int, int]:
+        """``uint16-png``: (pixels clipped to 0..255, pixels written, images with any clipped)."""
+        return self._clipped
 
     def save(self, path: str | Path) -> Path:
         """Write as indented JSON, atomically."""
@@ -248,6 +302,12 @@ class ReplayResult(BaseModel):
 
     checked: int
     mismatched: list[str] = Field(description="outputs whose pixels differ from the manifest")
+    manifest: str | None = Field(
+        default=None, description="the manifest written beside the replayed outputs (out_dir)"
+    )
+    versions: dict[str, str] | None = Field(
+        default=None, description="versions recorded by the replayed manifest (None: not recorded)"
+    )
 
     @property
     def ok(self) -> bool:
@@ -255,7 +315,9 @@ class ReplayResult(BaseModel):
 
 
 def derive_seed(master_seed: int, index: int) -> int:
-    """Seed of sample ``index`` under ``master_seed`` (numpy SeedSequence, 32-bit)."""
+    """Seed of sample ``index`` under ``master_seed``: the first 32-bit word of
+    ``SeedSequence([master_seed, index])``. 32 bits, kept so that every manifest replays: among
+    ``n`` samples about ``n**2 / 2**33`` pairs share a seed (1.2 % chance of any at 10,000)."""
     seq = np.random.SeedSequence([int(master_seed), int(index)])
     return int(seq.generate_state(1, dtype=np.uint32)[0])
 
@@ -294,9 +356,12 @@ def find_images(
 ) -> list[Path]:
     """Files given directly plus the image files (sorted) of the folders given.
 
-    Folders are listed without recursion. Hidden files (temporaries of atomic writes) and the
-    outputs that a folder's own ``manifest.json`` lists (an earlier run into that folder) are
-    left out, each reported to ``on_skip(path, reason)``: a rerun never degrades its outputs.
+    Folders are listed without recursion (a given folder's subfolders are not searched, so
+    a run's input list, hence every sample's seed index, does not depend on what lies below).
+    Hidden files (temporaries of atomic writes) and files without an image extension are left
+    out silently; the outputs that a folder's own ``manifest.json`` lists (an earlier run into
+    that folder: a rerun never degrades its outputs) and subfolders (:data:`SKIP_SUBFOLDER`)
+    are left out and reported to ``on_skip(path, reason)``.
     """
     files: list[Path] = []
     for item in inputs:
@@ -305,10 +370,14 @@ def find_images(
             outputs = earlier_outputs(p)
             found = []
             for q in sorted(p.iterdir()):
-                if q.suffix.lower() not in IMAGE_EXTENSIONS or not q.is_file():
-                    continue
                 if q.name.startswith("."):
                     continue
+                if q.is_dir():
+                    if on_skip is not None:
+                        on_skip(q, SKIP_SUBFOLDER)
+                    continue
+                if q.suffix.lower() not in IMAGE_EXTENSIONS or not q.is_file():
+                    continue  # no image (a manifest, a marker, notes): not reported
                 if q.name in outputs:
                     if on_skip is not None:
                         on_skip(q, f"an output listed in {p / MANIFEST_NAME}")
@@ -571,6 +640,7 @@ def degrade_files(
     on_error: Literal["skip", "raise"] = "skip",
     max_pixels: int | None = None,
     input_folders: Sequence[str | Path] = (),
+    overwrite: bool = False,
 ) -> Manifest:
     """Degrade ``files`` into ``out_dir`` and write ``out_dir/manifest.json``.
 
@@ -579,8 +649,21 @@ def degrade_files(
     midpoint. ``crop``: ``"keep"`` (default) degrades the micrograph above the detected info
     bar and re-attaches the bar unchanged (the whole frame when none is found); ``"info-bar"``
     removes the bar (detected rows, else the ``crop_fraction``), ``"fraction"`` the fraction;
-    ``"none"`` degrades the whole frame, bar included. ``float32-tiff`` output keeps values unclipped; ``uint16-png`` clips to
-    0..255. Output ``i`` is named ``<i>_<source stem>`` so equal stems do not collide.
+    ``"none"`` degrades the whole frame, bar included. ``float32-tiff`` output keeps values
+    unclipped; ``uint16-png`` clips to 0..255 (``Manifest.clipped`` counts the pixels). Output
+    ``i`` is named ``<i>_<source stem>`` so equal stems do not collide.
+
+    Small images: in ``"sample"`` mode an image (after the crop) smaller than the largest
+    kernel the ranges can draw (:func:`largest_kernel_px`, 181 px for the paper's ranges) is
+    skipped whatever its own draw, so the kept cases keep the ranges' distribution; in
+    ``"explicit"`` and ``"midpoint"`` mode, where every image gets the same setting, an image
+    is skipped when it is smaller than that setting's kernel.
+
+    Existing files: a file at an output path that no earlier manifest in ``out_dir`` lists
+    (nor the note of an interrupted rerun) is refused (:class:`ProtocolError` naming it,
+    before any work) unless ``overwrite``, or unless ``out_dir`` is marked ``INCOMPLETE`` (an
+    interrupted run's outputs, which this run completes). ``Manifest.replaced_outputs`` and
+    ``Manifest.removed_outputs`` say what the run did to an earlier run's outputs.
 
     A file that cannot be read or degraded (corrupt, too large, smaller than the kernel) is
     skipped and listed in ``Manifest.failed`` (``on_error="raise"``: the run stops with its
@@ -618,18 +701,25 @@ def degrade_files(
     paths = [Path(f) for f in files]
     names = [f"{i:04d}_{path.stem}{ext}" for i, path in enumerate(paths)]
     check_output_folder(paths, out, names, input_folders)
+    k_max = largest_kernel_px(ranges)
     entries: list[ManifestEntry] = []
     failed: list[FailedSource] = []
     written: list[Path] = []
     iterator: Iterable[Path] = progress(paths) if progress else paths
     # one run at a time writes into ``out``; no output survives without its manifest or marker
+    clipped = [0, 0, 0]
     with output_lock(out), _removed_on_error(written):
         remove_stale_temporaries(out)
+        interrupted = (out / INCOMPLETE_MARKER).is_file()
+        there = {n for n in names if os.path.lexists(out / n)}
+        _refuse_unknown_files(out, sorted(there), interrupted=interrupted, overwrite=overwrite)
         for i, path in enumerate(iterator):
             try:
                 source_sha256 = file_sha256(path)
                 img = read_image(path, max_pixels=max_pixels)
                 rows = _crop_rows(img.data.shape[0], img.info_bar_rows, crop, crop_fraction)
+                if mode == "sample":
+                    _check_sample_size(img.data.shape, rows, k_max, ranges, path)
                 seed = derive_seed(master_seed, i)
                 if mode == "sample":
                     p = ranges.sample(np.random.default_rng([seed, 0]))
@@ -653,6 +743,11 @@ def degrade_files(
             written.append(
                 write_image(out / names[i], result, dtype, pixel_size_nm=img.pixel_size_nm)
             )
+            if dtype == "uint16":
+                n_clip = int(np.count_nonzero((result < 0) | (result > 255)))
+                clipped[0] += n_clip
+                clipped[2] += n_clip > 0
+            clipped[1] += result.size
             entries.append(
                 ManifestEntry(
                     source=_relative_to(path, out),
@@ -670,8 +765,9 @@ def degrade_files(
         if not entries:
             first = failed[0].reason if failed else "no input images"
             raise NothingDegradedError(
-                f"none of the {len(paths)} images could be degraded"
-                + (f" (first: {first})" if len(paths) > 1 else f": {first}"),
+                f"none of the {len(paths)} images could be degraded (first: {first})"
+                if len(paths) > 1
+                else f"the image could not be degraded: {first}",
                 failed,
             )
         manifest = Manifest(
@@ -683,12 +779,54 @@ def degrade_files(
             output_format=output_format,
             entries=entries,
             failed=failed,
+            versions=library_versions(),
         )
         manifest.save(out / MANIFEST_NAME)
         written.clear()  # listed by the manifest now: kept, whatever stops the run from here
-        remove_earlier_outputs(out, MANIFEST_NAME, [out / e.output for e in entries], paths)
+        removed = remove_earlier_outputs(
+            out, MANIFEST_NAME, [out / e.output for e in entries], paths
+        )
         clear_incomplete(out)
+    manifest._replaced = [e.output for e in entries if e.output in there]
+    manifest._removed = [_relative_to(p, out) for p in removed]
+    manifest._interrupted = interrupted
+    manifest._clipped = (clipped[0], clipped[1], clipped[2]) if dtype == "uint16" else (0, 0, 0)
     return manifest
+
+
+def _refuse_unknown_files(
+    out: Path, names: Sequence[str], *, interrupted: bool, overwrite: bool
+) -> None:
+    """Refuse (one line) files at output paths ``out/name`` that no earlier run's manifest in
+    ``out`` (nor the note of an interrupted rerun) lists: they are no earlier output, and a run
+    would overwrite them. Allowed with ``overwrite``, and in a folder marked ``INCOMPLETE``
+    (an interrupted run left its outputs there unlisted)."""
+    if overwrite or interrupted or not names:
+        return
+    known = earlier_outputs(out) | _noted_outputs(_earlier_note(out, MANIFEST_NAME))
+    unknown = [out / n for n in names if n not in known]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise ProtocolError(
+            f"{unknown[0]}{more} exists and no earlier manifest in {out} lists it: not "
+            "overwritten; pass --overwrite to replace it or choose another -o/--out"
+        )
+
+
+def _check_sample_size(
+    shape: tuple[int, ...], rows: int, k_max: int, ranges: ParameterRanges, source: Path
+) -> None:
+    """Sample mode: refuse an image (``shape`` less the ``rows`` cropped) smaller than the
+    largest kernel the ranges can draw, whatever this image's own draw would be."""
+    h, w = shape[0] - rows, shape[1]
+    if min(h, w) < k_max:
+        r = max(ranges.rx_px[1], ranges.ry_px[1])
+        raise ProtocolError(
+            f"{source}: image {h}x{w} px is smaller than the largest PSF kernel --sample can "
+            f"draw ({k_max}x{k_max} px, radii up to {r:g} px): skipped whatever its own draw, "
+            "so the kept cases keep the ranges' distribution (use a larger image, or "
+            "--midpoint or explicit radii)"
+        )
 
 
 def _replay_target(out_dir: Path, output: str, ext: str, sources: set[tuple[int, int]]) -> Path:
@@ -712,7 +850,11 @@ def _replay_target(out_dir: Path, output: str, ext: str, sources: set[tuple[int,
 
 
 def replay_manifest(
-    manifest_path: str | Path, out_dir: str | Path | None = None, *, verify_sources: bool = True
+    manifest_path: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    verify_sources: bool = True,
+    overwrite: bool = False,
 ) -> ReplayResult:
     """Re-run every entry of a manifest and compare the pixels with the recorded hashes.
 
@@ -725,6 +867,15 @@ def replay_manifest(
     ``out_dir`` is marked ``INCOMPLETE`` just before the first output is written and the marker
     goes when all are: an interrupted replay never leaves its outputs unmarked (in a folder
     that held nothing visible an error removes the marker with the outputs).
+
+    Without ``out_dir`` the recipe is verified, not the files: the outputs are recomputed from
+    the sources and compared with the recorded hashes; the output files beside the manifest are
+    not read. With ``out_dir`` a ``manifest.json`` describing the replayed folder is written
+    there too (sources relative to it, this environment's ``versions``, the hashes of the
+    pixels written: the recorded ones when all match), so the folder can itself be replayed;
+    an earlier run's manifest there is replaced as a rerun of :func:`degrade_files` replaces
+    it (its outputs this replay does not write are removed), and a file at an output path no
+    earlier manifest there lists is refused unless ``overwrite``.
     """
     manifest_path = Path(manifest_path)
     manifest = Manifest.load(manifest_path)
@@ -738,11 +889,19 @@ def replay_manifest(
         ids = {i for src in sources if (i := _inode(src)) is not None}
         targets = [_replay_target(out, e.output, ext, ids) for e in manifest.entries]
     mismatched = []
+    hashes: list[str] = []
     written: list[Path] = []  # a replay that stops half-way leaves no partial set
     lock = output_lock(out) if out is not None else nullcontext()
     with lock, _removed_on_error(written):
         if out is not None:
             remove_stale_temporaries(out)
+            there = sorted(e.output for e in manifest.entries if os.path.lexists(out / e.output))
+            _refuse_unknown_files(
+                out,
+                there,
+                interrupted=(out / INCOMPLETE_MARKER).is_file(),
+                overwrite=overwrite,
+            )
         for entry, source, target in zip(manifest.entries, sources, targets, strict=True):
             if not source.is_file():
                 raise ProtocolError(f"{manifest_path}: source {source} not found")
@@ -755,11 +914,32 @@ def replay_manifest(
             if target is not None:
                 if out is not None and not written:
                     _mark_before_first_write(out, written)
+                    set_aside_record(out, MANIFEST_NAME, earlier_outputs(out))
                 written.append(
                     write_image(target, result, dtype, pixel_size_nm=entry.pixel_size_nm)
                 )
-            if pixels_sha256(quantize(result, dtype)) != entry.output_sha256:
+            hashes.append(pixels_sha256(quantize(result, dtype)))
+            if hashes[-1] != entry.output_sha256:
                 mismatched.append(entry.output)
+        record = None
         if out is not None:
+            replayed = manifest.model_copy(
+                update={
+                    "generator": _generator(),
+                    "versions": library_versions(),
+                    "entries": [
+                        e.model_copy(update={"source": _relative_to(src, out), "output_sha256": h})
+                        for e, src, h in zip(manifest.entries, sources, hashes, strict=True)
+                    ],
+                }
+            )
+            record = replayed.save(out / MANIFEST_NAME)
+            written.clear()  # listed by the new manifest: kept from here
+            remove_earlier_outputs(out, MANIFEST_NAME, [t for t in targets if t], sources)
             clear_incomplete(out)
-    return ReplayResult(checked=len(manifest.entries), mismatched=mismatched)
+    return ReplayResult(
+        checked=len(manifest.entries),
+        mismatched=mismatched,
+        manifest=str(record) if record is not None else None,
+        versions=manifest.versions,
+    )
