@@ -189,6 +189,37 @@ def test_workers_ignore_ctrl_c_and_stop_at_once_when_told():
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="/proc and the fork server are Linux's")
+def test_a_stopped_pool_lets_the_process_exit_with_a_job_stuck_in_its_queue(tmp_path):
+    """A job queued behind a running one (a case's images: MBs) blocks the pool's feeder thread
+    in a write to the job pipe; with a read end of that pipe still open somewhere (here: a
+    duplicate this process keeps), nothing ever reads it, and a process that stopped its
+    workers must still exit instead of joining that thread at exit."""
+    script = textwrap.dedent(
+        """
+        import os, sys, time
+        import numpy as np
+        from sem_train.evaluation.workers import stop_workers, worker_pool
+        pool = worker_pool(1)
+        busy = pool.submit(time.sleep, 120)
+        while not busy.running():
+            time.sleep(0.05)
+        stuck = pool.submit(np.sum, np.ones(2_000_000))  # 16 MB: far past a pipe's buffer
+        time.sleep(1.0)
+        held = os.dup(pool._call_queue._reader.fileno())  # a read end nobody reads
+        stop_workers(pool)
+        print("stopped", flush=True)
+        """
+    )
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=90
+    )
+    assert proc.stdout.strip() == "stopped", proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert time.monotonic() - t0 < 60.0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc and the fork server are Linux's")
 def test_workers_exit_when_the_process_that_started_them_is_killed(tmp_path):
     """kill -9 of the command leaves no worker running its job to the end (nor, through it,
     the fork server)."""

@@ -16,6 +16,7 @@ group), the parent stops them at once when its run ends with an error or an inte
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -106,6 +107,7 @@ def stop_workers(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
     (:func:`~sem_train.worker_server.stop_worker_server`). For a run that ends with an error
     or an interrupt, whose workers' results nobody will read."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    _release_call_queue(pool)
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in processes:
         proc.terminate()
@@ -114,7 +116,29 @@ def stop_workers(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join()
+    _close_call_queue_reader(pool)
     stop_worker_server()  # a worker it is still to fork would outlive the run
+
+
+def _release_call_queue(pool: ProcessPoolExecutor) -> None:
+    """Let the process exit without flushing the pool's job queue: its feeder thread may be
+    blocked writing a queued job (a case's images, hundreds of kB) into a pipe no stopped
+    worker will read, and the executor's shutdown, run again at interpreter exit, would join
+    that thread forever (a Ctrl-C'd ``sem benchmark`` printed "interrupted" and hung)."""
+    queue = getattr(pool, "_call_queue", None)
+    if queue is not None:
+        queue.cancel_join_thread()
+
+
+def _close_call_queue_reader(pool: ProcessPoolExecutor) -> None:
+    """Close this process's read end of the job queue once the workers are gone, so that a
+    feeder blocked writing into it fails (EPIPE) instead of waiting (CPython closes it too,
+    but only where the pool notices a broken worker)."""
+    queue = getattr(pool, "_call_queue", None)
+    reader = getattr(queue, "_reader", None)
+    if reader is not None:
+        with contextlib.suppress(OSError):
+            reader.close()
 
 
 @contextmanager
