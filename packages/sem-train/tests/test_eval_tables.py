@@ -87,7 +87,7 @@ def test_per_image_columns_follow_the_paper_layout():
     rows += [ref2, _mrow("m", "y@r", 0, failed="blurred")]
     md = metrology_per_image_markdown(rows, [REFERENCE_NAME, "m"], ["x@r", "y@r"])
     header = next(line for line in md.splitlines() if line.startswith("| method"))
-    assert "CD (nm) I1 | CD (nm) I2" in header and "PSD I2" in header
+    assert "CD (nm) I1 | CD (nm) I2" in header and "PSD (nm) I2" in header
     m_line = next(line for line in md.splitlines() if line.startswith("| m |"))
     assert m_line.split("|")[1:4] == [" m ", " 16.90 ", f" {FAILED} "]
     assert "I1 = `x@r`; I2 = `y@r`; ΔCD = absolute CD error" in md

@@ -97,6 +97,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     )
 
     methods = split_names(args.methods)
+    if args.methods is not None and not methods:  # '' would fall back to the config's silently
+        raise ValueError("--methods: no method name given; leave the option out for the config's")
     check_method_names("--methods", methods)  # the options first, each named in its error
     settings = checked_settings(args.set)
     overrides: dict[str, Any] = {
@@ -111,9 +113,13 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     with output_lock(cfg.out):  # held (re-entrantly) by the runner too; taken before its imports
         check_input_folders(cfg)
+        from ..evaluation.protocols import SplitError
         from ..evaluation.runner import run_benchmark
 
-        report = run_benchmark(cfg, force=args.force, progress=not args.no_progress)
+        try:
+            report = run_benchmark(cfg, force=args.force, progress=not args.no_progress)
+        except SplitError as err:  # the split is the config's: name the file to edit
+            raise SplitError(f"{args.config}: {err}") from None
     print(f"report: {report.resolve()}")
     return 0
 

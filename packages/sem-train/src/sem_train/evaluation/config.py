@@ -212,7 +212,8 @@ def parse_method_settings(items: list[str] | None) -> dict[str, dict[str, Any]]:
     """``["mae-imagenet.weights_path=/w.pth", ...]`` -> ``{"mae-imagenet": {"weights_path": ...}}``.
 
     Values are read as YAML scalars (numbers, booleans), otherwise kept as text; an empty value
-    (``mae-sem.checkpoint_dir=``) is None, the setting left unset.
+    (``mae-sem.checkpoint_dir=``) is None, the setting left unset. A setting given twice is
+    refused (the last one would win silently).
     """
     out: dict[str, dict[str, Any]] = {}
     for item in items or []:
@@ -224,8 +225,43 @@ def parse_method_settings(items: list[str] | None) -> dict[str, dict[str, Any]]:
             parsed = yaml.load(value, Loader=_NoAliasLoader) if value else None
         except yaml.YAMLError:
             parsed = value
-        out.setdefault(method, {})[name] = parsed
+        given = out.setdefault(method, {})
+        if name in given:
+            raise ValueError(
+                f"--set {method}.{name} is given twice ({given[name]!r}, then {parsed!r}); "
+                "give it once"
+            )
+        given[name] = parsed
     return out
+
+
+def _duplicate_key(text: str, path: Path) -> str | None:
+    """The first key given twice in one mapping of config ``text`` (YAML, or JSON read as
+    YAML), as ``"<file>, line N: duplicate key 'a.b' (first on line M)"``; None without one.
+    The parsers keep the last value silently, while an unknown key is refused."""
+    try:
+        root = yaml.compose(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError:
+        return None  # the reader's own error has named it
+    todo: list[tuple[Any, tuple[str, ...]]] = [(root, ())]
+    while todo:
+        node, prefix = todo.pop(0)
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for k, v in node.value:
+                key = str(k.value)
+                line = k.start_mark.line + 1
+                if key in seen:
+                    name = ".".join((*prefix, key))
+                    return (
+                        f"{path}, line {line}: duplicate key '{name}' (first on line "
+                        f"{seen[key]}); give each key once"
+                    )
+                seen[key] = line
+                todo.append((v, (*prefix, key)))
+        elif isinstance(node, yaml.SequenceNode):
+            todo += [(v, (*prefix, str(i))) for i, v in enumerate(node.value)]
+    return None
 
 
 def check_method_names(option: str, names: Sequence[str] | None) -> None:
@@ -331,15 +367,25 @@ def load_benchmark_config(
     **overrides: Any,
 ) -> BenchmarkConfig:
     """Read a YAML or JSON benchmark config; ``overrides`` (not None) replace its keys,
-    ``method_settings`` (``--set``) update its ``method_config`` setting by setting."""
+    ``method_settings`` (``--set``) update its ``method_config`` setting by setting. A key given
+    twice in one mapping is refused with its line, as an unknown key is."""
     p = Path(path)
     data, _ = read_config_file(p, "benchmark config")
     if not data:
         raise ValueError(f"{p}: the config file is empty (give at least `protocol:` or `images:`)")
+    duplicate = _duplicate_key(p.read_text(encoding="utf-8"), p)
     data.update({k: v for k, v in overrides.items() if v is not None})
     if method_settings:
         data["method_config"] = _merge_settings(data.get("method_config"), method_settings)
-    return make_config(data, str(p))
+    try:
+        cfg = make_config(data, str(p))
+    except ValueError as err:  # the value the parser kept may be the duplicate's: name both
+        if duplicate:
+            raise ValueError(f"{err}; and {duplicate}") from None
+        raise
+    if duplicate:
+        raise ValueError(duplicate)
+    return cfg
 
 
 #: The demo's budget: full (about 430 CPU-seconds in all, two worker processes) and quick (the

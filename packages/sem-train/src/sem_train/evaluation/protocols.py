@@ -28,7 +28,14 @@ from sem_physics import DegradationParams, ParameterRanges, degrade
 from sem_physics.atomic import atomic_write_text
 from sem_physics.io import DEFAULT_CROP_FRACTION
 
-from .sources import EvalImage, SkippedFile, array_sha256, list_images, load_images
+from .sources import (
+    EvalImage,
+    SkippedFile,
+    array_sha256,
+    crop_note,
+    list_images,
+    load_images,
+)
 
 __all__ = [
     "SETTINGS",
@@ -38,6 +45,7 @@ __all__ = [
     "ProtocolManifest",
     "SourceRecord",
     "Split",
+    "SplitError",
     "build_s2r",
     "build_s2s",
     "load_manifest",
@@ -132,6 +140,10 @@ def source_record(im: EvalImage) -> SourceRecord:
     )
 
 
+class SplitError(ValueError):
+    """Too few images for the training / validation / evaluation split a config asks for."""
+
+
 class Split(NamedTuple):
     """Indices of the training, validation and evaluation images (each sorted)."""
 
@@ -152,7 +164,7 @@ def select_split(n: int, n_train: int, n_eval: int, seed: int, n_val: int = 0) -
             f"need n_train, n_val >= 0 and n_eval >= 1, got {n_train}, {n_val}, {n_eval}"
         )
     if n < n_train + n_val + 1:
-        raise ValueError(
+        raise SplitError(
             f"{n} images cannot give {n_train} training, {n_val} validation and >= 1 "
             "evaluation images"
         )
@@ -285,13 +297,16 @@ def build_s2r(
     *,
     crop_fraction: float = DEFAULT_CROP_FRACTION,
     pixel_size_nm: float | None = None,
+    crop_notes: list[str] | None = None,
 ) -> tuple[ProtocolManifest, list[Case]]:
     """The S→R protocol: real defocused inputs against real focused references.
 
     Pairs follow sorted index order; a folder with a single focused image gives the reference of
     every defocused image. Each pair must have the same cropped shape. ``pixel_size_nm``
     overrides the size read from the files (used for metrology). Unreadable files are skipped
-    and listed in the manifest (with their partner when paired one to one).
+    and listed in the manifest (with their partner when paired one to one). ``crop_notes``
+    receives a line for the files whose bottom ``crop_fraction`` was cropped with no info bar
+    found (:func:`~.sources.crop_note`).
     """
     defocused_paths = list_images(defocused_dir)
     focused_paths = list_images(focused_dir)
@@ -304,6 +319,10 @@ def build_s2r(
     defocused, skipped = load_images(defocused_paths, **common)
     focused, skipped_f = load_images(focused_paths, kind="real", **common)
     skipped += skipped_f
+    if crop_notes is not None:
+        for images, what in ((defocused, "defocused "), (focused, "focused ")):
+            note = crop_note(images, crop_fraction, what)
+            crop_notes += [note] if note else []
     if len(focused_paths) == 1:
         if not focused:
             raise ValueError(f"the focused reference cannot be read: {skipped_f[0].reason}")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sem_metrology import LineOptions
 from sem_physics.atomic import atomic_write_text
 from sem_physics.locking import clear_incomplete, output_lock
@@ -185,7 +185,25 @@ def _figures(out: Path, inp: ReportInputs, results: Sequence[MethodResult]) -> d
     return figs
 
 
+def _convention(inp: ReportInputs) -> str:
+    return str(getattr(inp.config, "metrology_convention", "smile"))
+
+
+def convention_text(convention: str) -> str:
+    """The metrology convention in words, as the report and ``table.md`` name it."""
+    how = _CONVENTIONS.get(convention, "")
+    return f"metrology convention `{convention}`" + (f" ({how})" if how else "")
+
+
+#: What each ``metrology_convention`` means (README: CDs differ by about 2 nm between them).
+_CONVENTIONS = {
+    "smile": "SMILE3 thresholds, as the paper's Table 4",
+    "truth": "edges at each image's own half-level",
+}
+
+
 def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> str:
+    convention = _convention(inp)
     parts = [f"# {inp.title}", ""]
     parts += [*(f"- {line}" for line in inp.intro), ""] if inp.intro else []
     if inp.skipped:
@@ -196,8 +214,11 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
     parts += [
         "## Image quality (Table 2/3 layout)",
         "",
-        f"All {len(inp.cases)} cases; mean ± std over cases. Best of each column (among methods "
-        "with a value on every case) in bold. The control is the input with only its true gain "
+        f"All {len(inp.cases)} cases (image × setting); mean ± std over cases (population std, "
+        "ddof 0). Best of each column in bold, among the methods with a value on every case; "
+        "the control and the focused reference are not ranked (a control above every method "
+        "is not bolded: the sentence under the table names the methods that do not beat it). "
+        "The control is the input with only its true gain "
         "and offset inverted, `(y − b)/a`, no deblurring; the affine-matched PSNR scores each "
         "output after a least-squares gain/offset match to the reference (structure, not "
         "brightness).",
@@ -214,7 +235,8 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
     parts += [
         "## Metrology (Table 4 layout)",
         "",
-        "Line/space images only; mean ± std over images; CD(MAE) and Avg(MAE) against the "
+        "Line/space images only; mean ± std over cases (line image × setting, population "
+        f"std); {convention_text(convention)}. CD(MAE) and Avg(MAE) against the "
         "focused reference (Avg(MAE) over the five columns CD, CD std, LWR, LER and PSD; a "
         f"method is {FAILED} in both as soon as one image could not be measured, as in the paper). "
         "PSD is the LWR integrated from the width PSD with its noise (the paper's column); the "
@@ -236,7 +258,7 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
         leaves = harmonics_markdown(harmonics_rows(inp.cases, inp.reference.measurements))
         if leaves:
             parts += ["### What the blur leaves of the lines", "", leaves]
-        options = LineOptions(convention=getattr(inp.config, "metrology_convention", "smile"))
+        options = LineOptions(convention=convention)
         blur = cd_blur_markdown(cd_blur_rows(inp.cases, inp.reference.measurements, options))
         if blur:
             parts += ["### How the CD reads with blur left on the edges", "", blur]
@@ -257,13 +279,17 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
         "Weights: what each learned method loaded (a run folder resolves to its best export; "
         "sha256: the first digits of the SHA-256 over its files, as in `results.json`).",
         "",
-        "| method | status | weights | fit (s) | restore (s) | note |",
-        "|---|---|---|---|---|---|",
+        "Settings: each method's settings that differ from its defaults (`method_config` of "
+        "the config, `--set`); the row keeps the method's name.",
+        "",
+        "| method | status | settings | weights | fit (s) | restore (s) | note |",
+        "|---|---|---|---|---|---|---|",
     ]
     for m in t.methods:
         weights = (m.weights or "—").replace("|", "\\|")
+        settings = (m.settings or "defaults").replace("|", "\\|")
         parts.append(
-            f"| {m.method} | {m.status} | {weights} | {m.fit_seconds:.1f} | "
+            f"| {m.method} | {m.status} | {settings} | {weights} | {m.fit_seconds:.1f} | "
             f"{m.restore_seconds:.1f} | {'; '.join(x for x in (m.reason, m.notes) if x)} |"
         )
     parts += ["", "## Figures", ""]
@@ -295,6 +321,7 @@ class MethodStatus(BaseModel):
     method: str
     status: str
     reason: str | None = None
+    settings: str | None = Field(None, description="settings that differ from the defaults")
     weights: str | None = None
     fit_seconds: float
     restore_seconds: float
@@ -330,7 +357,59 @@ def _given_weights_note(results: Sequence[MethodResult]) -> str:
         for r in results
         if r.weights is not None and r.weights.user_given
     ]
-    return f"\nWeights given: {' — '.join(given)}.\n" if given else ""
+    return f"Weights given: {' — '.join(given)}." if given else ""
+
+
+#: Settings that name weights: the weights line and column name what they loaded.
+_WEIGHT_SETTINGS = ("checkpoint_dir", "weights_path")
+
+
+def method_settings_text(name: str, given: Mapping[str, Any] | None) -> str | None:
+    """``"balance=0.05"``: the settings in ``given`` of method ``name`` that differ from its
+    config's defaults (weights paths left to the weights column); None when there are none."""
+    if not given:
+        return None
+    from sem_baselines import restorer_config
+
+    try:
+        default = restorer_config(name).model_dump(mode="json")
+        mine = restorer_config(name, **given).model_dump(mode="json")
+    except (KeyError, ValueError, TypeError):  # not a registered method or settings: as given
+        default, mine = {}, json.loads(json.dumps(dict(given), default=str))
+    diff = [
+        f"{k}={v}"
+        for k, v in mine.items()
+        if k not in _WEIGHT_SETTINGS and (k not in default or default[k] != v)
+    ]
+    return ", ".join(diff) or None
+
+
+def _settings_of(inp: ReportInputs) -> dict[str, str]:
+    """Method name -> its non-default settings (only methods that have some)."""
+    config = getattr(inp.config, "method_config", None) or {}
+    out = {}
+    for r in inp.results:
+        text = method_settings_text(r.name, config.get(r.name))
+        if text:
+            out[r.name] = text
+    return out
+
+
+def _summary_table(inp: ReportInputs, quality, metrology, settings: Mapping[str, str]) -> str:
+    """``table.md``: the table (rows and header fixed: a README pastes it up to the first blank
+    line), then after a blank line the notes a pasted table needs: the metrology convention of
+    its CD columns, the settings and the weights the user gave its rows."""
+    notes = []
+    if metrology:
+        notes.append(f"CD(MAE), Avg(MAE): {convention_text(_convention(inp))}.")
+    if settings:
+        given = " — ".join(f"{k}: {v}" for k, v in settings.items())
+        notes.append(f"Settings given: {given}.")
+    weights = _given_weights_note(inp.results)
+    if weights:
+        notes.append(weights)
+    table = readme_table(quality, metrology)
+    return table + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
 def _tables(inp: ReportInputs) -> _Tables:
@@ -343,6 +422,7 @@ def _tables(inp: ReportInputs) -> _Tables:
     m_sum = [metrology_summary(m_rows, n) for n in order] if inp.reference.metrology else []
     quality = [quality_summary(q_rows, n, inp.metrics) for n in order]
     metrology = [s for s in m_sum if s.n_images]
+    settings = _settings_of(inp)
     return _Tables(
         quality_rows=q_rows,
         metrology_rows=m_rows,
@@ -357,6 +437,7 @@ def _tables(inp: ReportInputs) -> _Tables:
                 method=r.name,
                 status="failed" if r.failed else "ok",
                 reason=r.failed,
+                settings=settings.get(r.name),
                 weights=_weights_text(r),
                 fit_seconds=round(r.fit_seconds, 2),
                 restore_seconds=round(r.restore_seconds, 2),
@@ -367,7 +448,7 @@ def _tables(inp: ReportInputs) -> _Tables:
             if r.name == n
         ],
         estimates=estimate_rows(inp.cases),
-        summary=readme_table(quality, metrology) + _given_weights_note(inp.results),
+        summary=_summary_table(inp, quality, metrology, settings),
     )
 
 

@@ -40,11 +40,18 @@ from tqdm.auto import tqdm
 from .config import BenchmarkConfig
 from .foundation import finetune_network, train_foundation
 from .methods import control_run, run_method, trains_here
-from .protocols import Case, ProtocolManifest, build_s2r, build_s2s, source_record
+from .protocols import (
+    Case,
+    ProtocolManifest,
+    SplitError,
+    build_s2r,
+    build_s2s,
+    source_record,
+)
 from .report import ReportInputs, safe_name, write_report
 from .results import MethodResult, ResultFileError
 from .scoring import Scorer
-from .sources import EvalImage, SkippedFile, list_images, load_images, sample_images
+from .sources import EvalImage, SkippedFile, crop_note, list_images, load_images, sample_images
 from .weights import MethodWeights, method_weights
 from .workers import MethodJob, RunningJobs, beside_workers, stop_workers, worker_pool
 
@@ -111,7 +118,7 @@ def _training_folder(
     paths = list_images(cfg.train_images)
     want = cfg.n_train + cfg.n_val
     if len(paths) < want and not cfg.shrink_split:
-        raise ValueError(
+        raise SplitError(
             f"train_images: {len(paths)} image(s) under {cfg.train_images}, but n_train + n_val "
             f"= {want} (set shrink_split: true to use fewer)"
         )
@@ -149,7 +156,11 @@ def _folder(cfg: BenchmarkConfig) -> Protocol:
             f"{len(images)} images from {cfg.images}; learned methods trained on {len(train)} "
             f"(+{len(val)} validation) from {cfg.train_images}"
         )
-        return Protocol(manifest, train, val, cases, source)
+        crops = [
+            crop_note(images, cfg.crop_fraction),
+            crop_note([*train, *val], cfg.crop_fraction, "training "),
+        ]
+        return Protocol(manifest, train, val, cases, source, [n for n in crops if n])
     n_train, n_val, notes = cfg.n_train, cfg.n_val, []
     short = cfg.shrink_split and len(images) < n_train + n_val + 1
     if short and (n_train or n_val) and not _any_method_trains(cfg):
@@ -166,9 +177,21 @@ def _folder(cfg: BenchmarkConfig) -> Protocol:
             f"{len(images)} usable image(s): {n_train} for training, {n_val} for validation, "
             "the rest evaluated."
         )
-    manifest, train, val, cases = build_s2s(
-        images, n_train=0 if one else n_train, n_val=0 if one else n_val, **_s2s_settings(cfg)
-    )
+    try:
+        manifest, train, val, cases = build_s2s(
+            images, n_train=0 if one else n_train, n_val=0 if one else n_val, **_s2s_settings(cfg)
+        )
+    except SplitError as err:
+        hint = "set shrink_split: true to use fewer"
+        if (n_train or n_val) and not _any_method_trains(cfg):
+            hint += (
+                "; none of the chosen methods trains, so n_train: 0 and n_val: 0 evaluate "
+                "every image"
+            )
+        raise SplitError(f"{err} ({hint})") from None
+    crop = crop_note(images, cfg.crop_fraction)
+    if crop:
+        notes.append(crop)
     if one:
         train = [images[0]]
         notes.append(
@@ -190,8 +213,13 @@ def _any_method_trains(cfg: BenchmarkConfig) -> bool:
 def _real(cfg: BenchmarkConfig) -> Protocol:
     if cfg.defocused is None or cfg.focused is None:
         raise ValueError("protocol s2r needs 'defocused' and 'focused' image folders")
+    notes: list[str] = []
     manifest, cases = build_s2r(
-        cfg.defocused, cfg.focused, crop_fraction=cfg.crop_fraction, pixel_size_nm=cfg.pixel_size_nm
+        cfg.defocused,
+        cfg.focused,
+        crop_fraction=cfg.crop_fraction,
+        pixel_size_nm=cfg.pixel_size_nm,
+        crop_notes=notes,
     )
     if not cases:
         raise _nothing(f"no usable pair in {cfg.defocused} / {cfg.focused}", manifest.skipped)
@@ -202,8 +230,10 @@ def _real(cfg: BenchmarkConfig) -> Protocol:
         manifest.skipped += skipped
         manifest.train = [source_record(im) for im in train]
         manifest.val = [source_record(im) for im in val]
+        crop = crop_note([*train, *val], cfg.crop_fraction, "training ")
+        notes += [crop] if crop else []
     source = f"{len(cases)} real defocused images from {cfg.defocused}"
-    return Protocol(manifest, train, val, cases, source)
+    return Protocol(manifest, train, val, cases, source, notes)
 
 
 def build_protocol(cfg: BenchmarkConfig) -> Protocol:

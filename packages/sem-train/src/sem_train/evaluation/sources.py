@@ -25,6 +25,7 @@ __all__ = [
     "SkippedFile",
     "array_sha256",
     "check_output_folder",
+    "crop_note",
     "list_images",
     "load_images",
     "sample_images",
@@ -53,6 +54,9 @@ class EvalImage:
     pixel_size_source: str = "none"
     source: str | None = None
     source_sha256: str | None = None
+    #: bottom rows removed by ``crop_fraction`` because the file showed no information bar
+    #: (0 when a bar was found and removed, or nothing was cropped)
+    guessed_crop_rows: int = 0
 
 
 class SkippedFile(BaseModel):
@@ -102,10 +106,21 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def _load(path: Path, crop_fraction: float, kind: str, pixel_size_nm: float | None) -> EvalImage:
     img = read_image(path)
-    data = crop_info_bar(img.data, rows=img.info_bar_rows, fraction=crop_fraction)
+    bar = img.info_bar_rows
+    data = crop_info_bar(img.data, rows=bar, fraction=crop_fraction)
+    guessed = int(img.data.shape[0] - data.shape[0]) if bar is None else 0
     if min(data.shape) < MIN_SIDE_PX:
+        if bar:
+            how = f" after removing its {bar}-row info bar"
+        elif guessed:
+            how = (
+                f" after cropping its bottom {guessed} row(s) (crop_fraction {crop_fraction:g}; "
+                "no info bar was found)"
+            )
+        else:
+            how = ""
         raise ValueError(
-            f"{path}: image is {data.shape[0]}×{data.shape[1]} px after the info-bar crop; "
+            f"{path}: image is {data.shape[0]}×{data.shape[1]} px{how}; "
             f"an evaluation needs at least {MIN_SIDE_PX}×{MIN_SIDE_PX} px"
         )
     size, size_source = img.pixel_size_nm, img.pixel_size_source
@@ -119,6 +134,25 @@ def _load(path: Path, crop_fraction: float, kind: str, pixel_size_nm: float | No
         pixel_size_source=size_source if size is not None else "none",
         source=str(path),
         source_sha256=file_sha256(path),
+        guessed_crop_rows=guessed,
+    )
+
+
+def crop_note(images: Sequence[EvalImage], crop_fraction: float, what: str = "") -> str | None:
+    """A report line when ``crop_fraction`` cut the bottom of files that showed no information
+    bar (how many, how many rows), with the setting that keeps them; None when it cut none."""
+    cut = [im for im in images if im.guessed_crop_rows]
+    if not cut:
+        return None
+    rows = sorted({im.guessed_crop_rows for im in cut})
+    heights = sorted({im.data.shape[0] + im.guessed_crop_rows for im in cut})
+    n_rows = f"{rows[0]}" if len(rows) == 1 else f"{rows[0]}–{rows[-1]}"
+    of = f"{heights[0]}" if len(heights) == 1 else f"{heights[0]}–{heights[-1]}"
+    return (
+        f"Info bar: none was found in {len(cut)} of {len(images)} {what}image file(s), and "
+        f"`crop_fraction` ({crop_fraction:g}) cropped their bottom {n_rows} row(s) of {of} "
+        "anyway; for images without a bar (already cropped) set `crop_fraction: 0` in the "
+        "config."
     )
 
 

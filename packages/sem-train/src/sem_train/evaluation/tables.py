@@ -323,6 +323,15 @@ def metrology_markdown(summaries: Sequence[MetrologySummary]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _short_label(column: str) -> str:
+    """A per-image column header: ``PSD (nm)`` for the long PSD label, else the label."""
+    label = COLUMN_LABELS[column]
+    if ":" in label:  # "PSD: LWR from PSD, noise incl. (nm)" -> "PSD (nm)"
+        unit = label[label.rfind(" (") :] if label.endswith(")") else ""
+        return label.split(":")[0] + unit
+    return label
+
+
 def _cell(v: float | None, failed: bool) -> str:
     return FAILED if failed else ("n/a" if v is None else f"{v:.2f}")
 
@@ -338,7 +347,7 @@ def metrology_per_image_markdown(
     if len(case_ids) <= _PER_IMAGE_COLUMNS:
         head = ["method"]
         for c in TABLE_COLUMNS:
-            head += [f"{COLUMN_LABELS[c].split(':')[0]} I{i + 1}" for i in range(len(case_ids))]
+            head += [f"{_short_label(c)} I{i + 1}" for i in range(len(case_ids))]
         head += [f"ΔCD (nm) I{i + 1}" for i in range(len(case_ids))]
         body = []
         for m in methods:
@@ -354,7 +363,7 @@ def metrology_per_image_markdown(
                         )
             body.append(cells)
         return legend + ".\n\n" + "\n".join(_table(head, body)) + "\n"
-    head = ["image", "method", *(COLUMN_LABELS[c].split(":")[0] for c in TABLE_COLUMNS), "ΔCD (nm)"]
+    head = ["image", "method", *(_short_label(c) for c in TABLE_COLUMNS), "ΔCD (nm)"]
     body = []
     for i, cid in enumerate(case_ids):
         for m in methods:
