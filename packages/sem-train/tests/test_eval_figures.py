@@ -49,20 +49,22 @@ def test_panel_tiles_show_their_images_in_grid_order_on_the_reference_scale(tmp_
     assert box.mean() > 0.9 and box.min() < 0.5  # white, with dark text
 
 
-def test_psd_plot_draws_every_method_in_its_own_colour(tmp_path, monkeypatch):
+def test_psd_plot_draws_every_method_in_its_own_colour_and_dash(tmp_path, monkeypatch):
     from sem_metrology import measure_lines
     from sem_metrology.synthetic import make_line_image
     from sem_train.evaluation import figures
 
-    m = measure_lines(make_line_image(6, (128, 192), seed=0).image, 0.827)
-    assert m.valid
     names = ["focused", *(f"method-{i}" for i in range(14))]
+    ms = [measure_lines(make_line_image(6, (128, 192), seed=i).image, 0.827) for i in range(15)]
+    assert all(m.valid for m in ms)
     drawn = {}
     monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
-    figures.save_psd_plot(tmp_path / "psd.png", "t", {n: [m] for n in names})
+    figures.save_psd_plot(
+        tmp_path / "psd.png", "t", {n: [m] for n, m in zip(names, ms, strict=True)}
+    )
     for ax in drawn["fig"].axes:
         lines = {ln.get_label(): ln for ln in ax.lines}
         assert set(lines) == set(names)
-        colours = [tuple(ln.get_color()) for n, ln in lines.items() if n != "focused"]
-        assert len(set(colours)) == 14  # no two methods share a colour
+        looks = [(ln.get_color(), ln.get_linestyle()) for n, ln in lines.items() if n != "focused"]
+        assert len(set(looks)) == 14  # no two methods share a colour and a line style
         assert lines["focused"].get_color() == "black"

@@ -164,7 +164,15 @@ class BenchmarkConfig(BaseModel):
     )
     quality_metrics: tuple[str, ...] = QUALITY_METRICS
     figure_cases: int | None = Field(
-        None, ge=0, description="cases with panels and edge overlays; None: one per kind/setting"
+        None,
+        ge=0,
+        description="cases with panels and edge overlays (the first N); None: one per "
+        "kind/setting, for a folder of your own images also one the line metrology measured",
+    )
+    figure_images: tuple[str, ...] | None = Field(
+        None,
+        description="images (file names, with or without extension) whose cases get panels "
+        "and edge overlays, every setting; instead of figure_cases",
     )
     strict: bool = Field(False, description="an unreadable input file is an error")
     workers: int = Field(
@@ -180,6 +188,18 @@ class BenchmarkConfig(BaseModel):
     def _metrics(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return check_metrics(v)
 
+    @field_validator("figure_images")
+    @classmethod
+    def _figure_images(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is None:
+            return None
+        names = tuple(dict.fromkeys(str(x).strip() for x in v))
+        if not names or any(not x for x in names):
+            raise ValueError(
+                "give one or more image names (e.g. [ls_0, ch_2.tif]), or leave it out"
+            )
+        return names
+
     @field_validator("settings")
     @classmethod
     def _settings(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -189,6 +209,8 @@ class BenchmarkConfig(BaseModel):
 
     @model_validator(mode="after")
     def _names_and_folders(self) -> BenchmarkConfig:
+        if self.figure_images is not None and self.figure_cases is not None:
+            raise ValueError("figure_images and figure_cases: give one of them, not both")
         names = select_methods(self.methods, self.exclude)
         check_method_config(self.method_config)
         for name in names:  # the weights a method to run is given: there, and of its kind

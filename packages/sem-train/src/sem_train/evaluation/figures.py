@@ -185,33 +185,93 @@ def save_edge_overlays(
     return _save(fig, path)
 
 
+#: Line colours of :func:`save_psd_plot`: tab10 without its grey (the
+#: defocused input's) and without orange next to red, so that no two methods look alike.
+_DISTINCT_COLOURS = (
+    "tab:blue",
+    "tab:red",
+    "tab:green",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+    "tab:cyan",
+    "tab:orange",
+)
+#: Line styles the colours cycle through (a 10th method repeats a colour, dashed).
+_DISTINCT_DASHES = ("-", "--", "-.", ":")
+
+
+#: Two PSD curves closer than this in every plotted bin (|log10 ratio|, 0.4 %) are one line on
+#: the log-log axes: the later one is drawn dashed over the other and its legend says so.
+_SAME_CURVE_LOG10 = 0.002
+
+
+def _coincide(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two PSDs (bin 0, the mean, not plotted) would be drawn as one line."""
+    a, b = np.asarray(a, np.float64)[1:], np.asarray(b, np.float64)[1:]
+    if a.shape != b.shape or not (np.all(a > 0) and np.all(b > 0)):
+        return bool(a.shape == b.shape and np.allclose(a, b, rtol=1e-6, atol=0))
+    return bool(np.max(np.abs(np.log10(a / b))) < _SAME_CURVE_LOG10)
+
+
+def _distinct_style(name: str, index: int) -> dict[str, Any]:
+    if name == "focused":
+        return {"color": "black", "lw": 2.0}
+    if name == "defocused input":
+        return {"color": "0.55", "lw": 2.2}
+    n = len(_DISTINCT_COLOURS)
+    return {
+        "color": _DISTINCT_COLOURS[index % n],
+        "lw": 1.1,
+        "ls": _DISTINCT_DASHES[(index // n) % len(_DISTINCT_DASHES)],
+    }
+
+
 def save_psd_plot(
-    path: str | Path, title: str, measurements: Mapping[str, Sequence[LineMeasurement]]
+    path: str | Path,
+    title: str,
+    measurements: Mapping[str, Sequence[LineMeasurement]],
 ) -> Path:
     """LER and LWR power spectral densities of every method on one pair of log-log axes.
 
     Each method's curve is the mean PSD over its valid measurements that share the frequency
-    grid of its first one; the focused reference is drawn in black.
+    grid of its first one; the focused reference is drawn in black, the defocused input in
+    thick grey, the methods in colours told apart, and a curve equal to an earlier one dashed
+    on top of it, its legend entry saying so (``control (= defocused input, dashed)``).
     """
-    from matplotlib import colormaps
-
-    palette = colormaps["tab20"]  # 20 distinct colours: a report has up to ~15 methods
     fig = _figure(12, 4.8)
     ax_ler, ax_lwr = fig.subplots(1, 2)
-    for i, (name, ms) in enumerate(measurements.items()):
+    fields = ("psd_ler_nm3", "psd_lwr_nm3")
+    drawn: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
+    n_methods = 0
+    for name, ms in measurements.items():
         valid = [m for m in ms if m.valid and len(m.psd_frequency_per_nm) > 1]
         if not valid:
             continue
         f = np.asarray(valid[0].psd_frequency_per_nm)
         same = [m for m in valid if len(m.psd_frequency_per_nm) == f.size]
-        style = (
-            {"color": "black", "lw": 2.0}
-            if name == "focused"
-            else {"color": palette(i % 20), "lw": 1.0, "ls": "-" if i < 20 else "--"}
+        psds = [np.mean([np.asarray(getattr(m, k)) for m in same], axis=0) for k in fields]
+        label = name
+        style = _distinct_style(name, n_methods)
+        if name not in ("focused", "defocused input"):
+            n_methods += 1
+        twin = next(
+            (
+                other
+                for other, (g, ps) in drawn.items()
+                if g.shape == f.shape
+                and np.allclose(g, f)
+                and all(_coincide(a, b) for a, b in zip(ps, psds, strict=True))
+            ),
+            None,
         )
-        for ax, field in ((ax_ler, "psd_ler_nm3"), (ax_lwr, "psd_lwr_nm3")):
-            psd = np.mean([np.asarray(getattr(m, field)) for m in same], axis=0)
-            ax.loglog(f[1:], psd[1:], label=name, **style)
+        if twin is not None:  # it would hide under the earlier curve: dashed, on top
+            style = {**style, "ls": (0, (4, 3)), "lw": 1.4, "zorder": 3}
+            label = f"{name} (= {twin}, dashed)"
+        drawn[name] = (f, psds)
+        for ax, psd in zip((ax_ler, ax_lwr), psds, strict=True):
+            ax.loglog(f[1:], psd[1:], label=label, **style)
     for ax, what in ((ax_ler, "LER"), (ax_lwr, "LWR")):
         ax.set_xlabel("spatial frequency (nm⁻¹)")
         ax.set_ylabel("PSD (nm³)")

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shutil
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,8 @@ class ReportInputs:
     config: BaseModel
     skipped: list[SkippedFile] = field(default_factory=list)
     wall_seconds: float = 0.0
+    #: how ``figure_cases`` were chosen, in words (the report states it)
+    figure_choice: str = ""
 
 
 def _clean(value: Any) -> Any:
@@ -153,7 +156,9 @@ def _figures(out: Path, inp: ReportInputs, results: Sequence[MethodResult]) -> d
             if r.name in (INPUT_NAME, REFERENCE_NAME):
                 continue
             q = next((x for x in r.quality if x.case_id == cid), None)
-            why = (q.failed if q is not None else None) or r.failed or "no output"
+            # scored but its output not kept: a result reused from a run with other figure cases
+            kept = "output not kept (result reused from a run with other figure cases; --force)"
+            why = (q.failed if q is not None else None) or r.failed or (kept if q else "no output")
             img = r.outputs.get(cid)
             tiles.append((r.name, img, labels.get(r.name, "") if img is not None else why))
         tiles.append(("focused (reference)", c.reference, ""))
@@ -167,6 +172,10 @@ def _figures(out: Path, inp: ReportInputs, results: Sequence[MethodResult]) -> d
                     images[r.name] = r.outputs[cid]
                     if cid in r.measurements:
                         meas[r.name] = r.measurements[cid]
+            # the panels' order: input first, then control, methods, focused
+            first = [n for n in (INPUT_NAME,) if n in images]
+            rest = [n for n in images if n not in first and n != REFERENCE_NAME]
+            images = {n: images[n] for n in [*first, *rest, REFERENCE_NAME]}
             p = save_edge_overlays(out / "edges" / f"{safe_name(cid)}.png", c, images, meas)
             figs["edges"].append(p.relative_to(out).as_posix())
     line_ids = list(inp.reference.measurements)
@@ -176,6 +185,11 @@ def _figures(out: Path, inp: ReportInputs, results: Sequence[MethodResult]) -> d
             r.name: [r.measurements[cid] for cid in ids if cid in r.measurements]
             for r in [inp.reference, *results]
         }
+        if INPUT_NAME in curves:  # input before control, as in the panels
+            curves = {
+                REFERENCE_NAME: curves.pop(REFERENCE_NAME),
+                INPUT_NAME: curves.pop(INPUT_NAME),
+            } | curves
         p = save_psd_plot(
             out / "psd" / f"psd_{safe_name(setting)}.png",
             f"roughness PSD, mean over {len(ids)} line image(s), setting '{setting}'",
@@ -293,6 +307,16 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
             f"{m.restore_seconds:.1f} | {'; '.join(x for x in (m.reason, m.notes) if x)} |"
         )
     parts += ["", "## Figures", ""]
+    if inp.figure_choice:
+        parts += [
+            f"Figure cases ({len(inp.figure_cases)}): {inp.figure_choice}"
+            + (
+                "; `figure_images: [names]` in the config picks others."
+                if "figure_images" not in inp.figure_choice
+                else "."
+            ),
+            "",
+        ]
     for kind, caption in (
         ("panels", "Input / each method / focused (same crop, same grey scale)"),
         ("edges", "Detected edges"),
@@ -464,12 +488,59 @@ def _methods_json(t: _Tables, results: Sequence[MethodResult]) -> list[dict[str,
     return out
 
 
+#: A metric's error message longer than this (LPIPS without its weights: about 600 characters)
+#: that several rows share is written out once, in the report's Messages section; the CSV rows
+#: and the report's notes give its code (``M1: WeightsNotFoundError, ...``) instead.
+LONG_MESSAGE_CHARS = 120
+
+
+def message_codes(rows: Sequence[BaseModel]) -> dict[str, str]:
+    """Long error messages (:data:`LONG_MESSAGE_CHARS`) repeated in ``rows``' ``errors`` ->
+    their codes ``M1``, ``M2``, ... in order of first appearance."""
+    counts = Counter(
+        why
+        for r in rows
+        for why in getattr(r, "errors", {}).values()
+        if len(why) > LONG_MESSAGE_CHARS
+    )
+    repeated = [why for why, n in counts.items() if n > 1]
+    return {why: f"M{i}" for i, why in enumerate(repeated, 1)}
+
+
+def _short(why: str, codes: Mapping[str, str], where: str = "report.md, section Messages") -> str:
+    code = codes.get(why)
+    if code is None:
+        return why
+    kind = why.split(":", 1)[0] if ":" in why[:60] else "error"
+    return f"{code} ({kind}; the full message: {where})"
+
+
+def _with_codes(row: BaseModel, codes: Mapping[str, str]) -> BaseModel:
+    errors = getattr(row, "errors", None)
+    if not errors or not codes:
+        return row
+    return row.model_copy(update={"errors": {k: _short(v, codes) for k, v in errors.items()}})
+
+
+def _messages_section(text: str, codes: Mapping[str, str]) -> str:
+    """``text`` with every long message replaced by its code, and the messages listed once
+    before the Files section."""
+    if not codes:
+        return text
+    for why in codes:
+        text = text.replace(why, _short(why, codes, "Messages below"))
+    listing = ["## Messages", ""]
+    listing += [f"- **{code}**: {why}" for why, code in codes.items()]
+    return text.replace("## Files\n", "\n".join([*listing, "", "## Files", ""]), 1)
+
+
 def _write(stage: Path, inp: ReportInputs) -> None:
     t = _tables(inp)
     for sub in ("panels", "edges", "psd"):
         (stage / sub).mkdir(parents=True, exist_ok=True)
-    _csv(stage / "quality_per_image.csv", [_flat(r) for r in t.quality_rows])
-    _csv(stage / "quality_summary.csv", [_flat(s) for s in t.quality])
+    codes = message_codes([*t.quality_rows, *t.quality])
+    _csv(stage / "quality_per_image.csv", [_flat(_with_codes(r, codes)) for r in t.quality_rows])
+    _csv(stage / "quality_summary.csv", [_flat(_with_codes(s, codes)) for s in t.quality])
     _csv(stage / "metrology_per_image.csv", [r.model_dump() for r in t.metrology_rows])
     _csv(stage / "metrology_summary.csv", [_flat(s) for s in t.metrology])
     _csv(stage / "methods.csv", [m.model_dump() for m in t.methods])
@@ -498,7 +569,7 @@ def _write(stage: Path, inp: ReportInputs) -> None:
         stage / "results.json", json.dumps(_clean(results_json), indent=2, ensure_ascii=False)
     )
     atomic_write_text(stage / "table.md", t.summary)
-    atomic_write_text(stage / "report.md", _markdown(inp, t, figures))
+    atomic_write_text(stage / "report.md", _messages_section(_markdown(inp, t, figures), codes))
 
 
 def _remove(path: Path) -> None:

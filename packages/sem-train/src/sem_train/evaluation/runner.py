@@ -24,6 +24,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -314,6 +315,33 @@ def _stored(folder: Path, digest: str, notes: list[str]) -> MethodResult | None:
     return result if result.config_hash == digest else None
 
 
+def figure_selection(
+    cfg: BenchmarkConfig, cases: Sequence[Case]
+) -> tuple[list[str] | None, str | None]:
+    """The case ids ``figure_cases`` / ``figure_images`` name and how, in words (None, None:
+    the :class:`Scorer`'s default). An image name not among the cases is an error."""
+    if cfg.figure_images is not None:
+        names = {c.image for c in cases}
+        wanted = []
+        for given in cfg.figure_images:
+            name = given if given in names else Path(given).stem
+            if name not in names:
+                shown = ", ".join(sorted(names)[:12]) + (", ..." if len(names) > 12 else "")
+                raise ValueError(
+                    f"figure_images: no evaluation image {given!r} (images: {shown}; training "
+                    "and validation images have no cases)"
+                )
+            wanted.append(name)
+        ids = [c.case_id for c in cases if c.image in wanted]
+        return ids, "the images `figure_images` names: " + ", ".join(f"`{w}`" for w in wanted)
+    if cfg.figure_cases is not None:
+        return (
+            [c.case_id for c in cases[: cfg.figure_cases]],
+            f"the first {cfg.figure_cases} case(s) (`figure_cases: {cfg.figure_cases}`)",
+        )
+    return None, None
+
+
 def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool = True) -> Path:
     """Run (or resume) the evaluation ``cfg`` describes; returns the path of ``report.md``.
 
@@ -328,20 +356,19 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
     names = cfg.method_names()
     out = Path(cfg.out)
     proto = build_protocol(cfg)
+    figure_ids, figure_choice = figure_selection(cfg, proto.cases)  # before the folder changes
     methods_dir = out / "methods"
     _check_inputs(methods_dir / "manifest.json", proto.manifest, force)
     out.mkdir(parents=True, exist_ok=True)
     mark_incomplete(out, f"{cfg.title} (seed {cfg.seed})")  # the report replaces it
     atomic_write_text(methods_dir / "manifest.json", proto.manifest.model_dump_json(indent=2))
-    figure_ids = (
-        None if cfg.figure_cases is None else [c.case_id for c in proto.cases[: cfg.figure_cases]]
-    )
     make_scorer = partial(
         Scorer,
         proto.cases,
         cfg.quality_metrics,
         line_options=LineOptions(convention=cfg.metrology_convention),
         figure_cases=figure_ids,
+        figure_choice=figure_choice,
     )
     options = FitOptions(
         epochs=cfg.epochs,
@@ -435,6 +462,7 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
             reference=scorer.reference,
             results=results,
             figure_cases=scorer.figure_cases,
+            figure_choice=scorer.figure_choice,
             not_measured=scorer.not_measured,
             manifest=proto.manifest,
             config=cfg,

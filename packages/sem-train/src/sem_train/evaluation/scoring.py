@@ -38,7 +38,10 @@ class Scorer:
     :func:`~sem_train.evaluation.quality.check_metrics`: ``psnr`` brings ``psnr_affine``).
 
     ``figure_cases`` (case ids) keep their outputs and edge positions for the figures; by
-    default the first case of each image kind and setting.
+    default the first case of each image kind and setting, plus for the user's own images a
+    case the line metrology measured (:meth:`_default_figure_cases`). ``figure_choice`` says
+    in words how given ``figure_cases`` were chosen; :attr:`figure_choice` is what the report
+    states.
     """
 
     def __init__(
@@ -48,18 +51,13 @@ class Scorer:
         *,
         line_options: LineOptions | None = None,
         figure_cases: Sequence[str] | None = None,
+        figure_choice: str | None = None,
     ):
         if not cases:
             raise ValueError("an evaluation needs at least one case")
         self.cases = list(cases)
         self.metrics = check_metrics(metrics)
         self.line_options = line_options
-        if figure_cases is None:
-            seen: dict[tuple[str, str], str] = {}
-            for c in self.cases:
-                seen.setdefault((c.kind, c.setting), c.case_id)
-            figure_cases = list(seen.values())
-        self.figure_cases = list(figure_cases)
         self.not_measured: dict[str, str] = {}
         self.references: dict[str, LineMeasurement] = {}
         cache: dict[tuple[str, float], LineMeasurement] = {}  # one reference, several settings
@@ -86,7 +84,43 @@ class Scorer:
                 self.not_measured[c.case_id] = (
                     f"focused reference not measurable: {cache[key].reason}"
                 )
+        if figure_cases is None:
+            figure_cases, self.figure_choice = self._default_figure_cases()
+        else:
+            self.figure_choice = figure_choice or "the cases the config names"
+        self.figure_cases = list(figure_cases)
         self.reference = self._reference_result()
+
+    def _default_figure_cases(self) -> tuple[list[str], str]:
+        """The first case of each image kind and setting; for a folder of the user's own images
+        (kind ``image``, where that is simply the first file) also the first case of each
+        setting the line metrology measured, so that the figures show an edge overlay."""
+        seen: dict[tuple[str, str], str] = {}
+        for c in self.cases:
+            seen.setdefault((c.kind, c.setting), c.case_id)
+        chosen = set(seen.values())
+        how = "the first case of each image kind and setting"
+        added = []
+        for (kind, setting), cid in seen.items():
+            if kind != "image" or cid in self.references:
+                continue
+            measured = next(
+                (
+                    c.case_id
+                    for c in self.cases
+                    if c.kind == kind and c.setting == setting and c.case_id in self.references
+                ),
+                None,
+            )
+            if measured is not None:
+                chosen.add(measured)
+                added.append(measured)
+        if added:
+            how += (
+                ", and the first case of each setting whose focused image the line metrology "
+                f"measured ({', '.join(f'`{a}`' for a in added)}), for its edge overlay"
+            )
+        return [c.case_id for c in self.cases if c.case_id in chosen], how
 
     def _row(self, method: str, c: Case) -> QualityRow:
         return QualityRow(

@@ -92,7 +92,16 @@ def list_images(folder: str | Path) -> list[Path]:
     """Image files under ``folder`` (recursive), sorted by their relative path."""
     root = Path(folder)
     if not root.is_dir():
-        raise NotADirectoryError(f"image folder {str(root)!r} does not exist or is not a folder")
+        where = (
+            ""
+            if root.is_absolute()
+            else f"; a relative path is taken from the working directory {str(Path.cwd())!r} "
+            f"(not from the config file's folder), so {str(Path.cwd() / root)!r} was looked for: "
+            "give the folder as an absolute path"
+        )
+        raise NotADirectoryError(
+            f"image folder {str(root)!r} does not exist or is not a folder{where}"
+        )
     files = sorted(
         (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
         key=lambda p: p.relative_to(root).as_posix(),
