@@ -462,15 +462,18 @@ def detect_info_bar(
     lo, hi = int(np.rint(img.min())), int(np.rint(img.max()))
     if not _GREY_RANGE[0] <= hi - lo <= _GREY_RANGE[1]:  # flat, or not on a grey-level scale
         return None
+    levels = np.arange(hi - lo + 1) + lo  # the image's grey levels, from its minimum
+    extreme = _black(levels, lo) | _white(levels, hi)  # which of them are black or white
     modes = []
     for row in rows[::-1] - lo:  # index 0 = bottom row
         counts = np.bincount(row)
         mode = int(counts.argmax())
         flat = counts[max(mode - 2, 0) : mode + 3].sum() >= flat_fraction * row.size
-        extreme = bool(_black(mode + lo, lo) or _white(mode + lo, hi))
-        if flat and extreme:
+        if flat and extreme[mode]:
             modes.append(mode)
-        elif _binary(counts, lo, hi, row.size):
+        elif counts[extreme[: counts.size]].sum() >= _FRAME_FRACTION * row.size:
+            # black and white only, as on a bar's dense text or a scale bar; micrograph
+            # rows are noisy and never are
             modes.append(_TEXT_ROW)
         else:
             modes.append(_NOISY_ROW)
@@ -505,15 +508,6 @@ def _black(values: Any, lo: float) -> Any:
 def _white(values: Any, hi: float) -> Any:
     """Grey levels that count as white: within ``_EXTREME_LEVELS`` of the maximum or of 255."""
     return (values >= hi - _EXTREME_LEVELS) | (np.abs(values - 255.0) <= _EXTREME_LEVELS)
-
-
-def _binary(counts: np.ndarray, lo: int, hi: int, n: int) -> bool:
-    """Whether a row (grey-level ``counts`` from the image minimum ``lo`` up) is black and
-    white only: at least ``_FRAME_FRACTION`` of its ``n`` pixels black or white, as on a bar's
-    dense text or a scale bar; micrograph rows are noisy and never are."""
-    levels = np.arange(counts.size) + lo
-    extreme = _black(levels, lo) | _white(levels, hi)
-    return bool(counts[extreme].sum() >= _FRAME_FRACTION * n)
 
 
 def _as_float(image: np.ndarray) -> np.ndarray:
