@@ -185,7 +185,7 @@ def test_the_recorded_split_is_the_one_the_stage_trains_on(tmp_path, folder_writ
     """data_split.json lists exactly the images the dataset trains and validates on."""
     from sem_train.config import load_config
     from sem_train.data import SEMImageDataset
-    from sem_train.recipe import write_split
+    from sem_train.datasplit import split_record, write_split_record
 
     folder_writer(tmp_path / "img", 10, size=40, seed=3)
     data = {
@@ -195,7 +195,8 @@ def test_the_recorded_split_is_the_one_the_stage_trains_on(tmp_path, folder_writ
         "image_size_px": 32,
     }
     cfg = load_config({"data": data}, "stage1")
-    record = json.loads(write_split("stage1", cfg, tmp_path / "out").read_text())
+    written = write_split_record(tmp_path / "out", split_record("stage1", cfg))
+    record = json.loads(written.read_text())
     train, val, _ = SEMImageDataset.from_config(cfg.data)
     assert record["train"] == [str(p) for p in train.paths]
     assert record["validation"] == [str(p) for p in val.paths] and len(val.paths) == 3

@@ -10,6 +10,7 @@ with fixed degradations.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,9 +81,16 @@ def finetune_split(cfg: FinetuneConfig) -> tuple[list[Path], list[Path]]:
     return train, val
 
 
-def finetune_datasets(cfg: FinetuneConfig) -> tuple[DefocusPairDataset, DefocusPairDataset | None]:
-    """``n_train_images`` training and ``n_val_images`` validation images (:func:`finetune_split`)."""
-    train_paths, val_paths = finetune_split(cfg)
+def finetune_datasets(
+    cfg: FinetuneConfig, split: dict[str, Any] | None = None
+) -> tuple[DefocusPairDataset, DefocusPairDataset | None]:
+    """``n_train_images`` training and ``n_val_images`` validation images: those of ``split``
+    (the run's :func:`sem_train.datasplit.prepare_split`), else :func:`finetune_split`."""
+    if split is None:
+        train_paths, val_paths = finetune_split(cfg)
+    else:
+        train_paths = [Path(p) for p in split["train"]]
+        val_paths = [Path(p) for p in split["validation"]]
     common = {
         "input_size_px": cfg.data.image_size_px,
         "crop_sizes_px": cfg.crop_sizes_px,
@@ -140,5 +148,5 @@ def run_finetune(cfg: FinetuneConfig, *, resume: bool = False) -> FitResult:
     check_run_start("finetune", cfg, resume)  # the folder and a resume's settings, first
     task = build_finetune_task(cfg)  # a missing init_from fails before indexing
     split = prepare_split("finetune", cfg, resume)  # a resume over other data refused
-    train, val = finetune_datasets(cfg)
+    train, val = finetune_datasets(cfg, split)
     return fit_config(task, train, val, cfg, resume=resume, split=split)

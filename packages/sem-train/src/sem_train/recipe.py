@@ -20,23 +20,13 @@ from sem_physics.atomic import atomic_write_text
 
 from .datasplit import SPLIT_FILE
 
-__all__ = ["DENSE_KINDS", "RECIPE_KINDS", "SPLIT_FILE", "run_recipe", "write_split"]
+__all__ = ["DENSE_KINDS", "RECIPE_KINDS", "SPLIT_FILE", "run_recipe"]
 
 #: The steps of a recipe, in order.
 RECIPE_KINDS = ("stage1", "stage2", "stage3", "finetune")
 #: The dense ablation (no Mixture-of-Experts): Stage 2 left out, Stage 3 from Stage 1.
 DENSE_KINDS = ("stage1", "stage3", "finetune")
 DONE_FILE = "recipe_done.json"
-
-
-def write_split(kind: str, cfg: Any, out: Path) -> Path:
-    """Record in ``out/data_split.json`` the images a training step (``stage1``..``stage3``,
-    ``finetune``, ``baseline``) trains and validates on, and the files it skipped
-    (:func:`sem_train.datasplit.split_record`), so its evaluation images can be checked
-    unseen."""
-    from .datasplit import split_record, write_split_record
-
-    return write_split_record(out, split_record(kind, cfg))  # bad data refused first
 
 
 def _runner(kind: str) -> Callable[..., Any]:

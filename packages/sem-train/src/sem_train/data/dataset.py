@@ -174,17 +174,30 @@ class SEMImageDataset(Dataset):
 
     @classmethod
     def from_config(
-        cls, cfg: DataConfig, *, log_path: Path | None = None
-    ) -> tuple[SEMImageDataset, SEMImageDataset | None, ImageIndex]:
-        """Index ``cfg.root`` and return (train, val or None, index) datasets."""
-        paths, index = indexed_paths(cfg)
-        tr, va = split_index(len(paths), cfg.val_fraction, cfg.split_seed)
-        if cfg.val_fraction > 0 and not va:
+        cls,
+        cfg: DataConfig,
+        *,
+        log_path: Path | None = None,
+        split: dict[str, Any] | None = None,
+    ) -> tuple[SEMImageDataset, SEMImageDataset | None, ImageIndex | None]:
+        """Index ``cfg.root`` and return (train, val or None, index) datasets; with ``split``
+        (a run's :func:`sem_train.datasplit.split_record`, which indexed the folder already)
+        its training and validation files and no index, so that the data a run trains on is
+        the one its ``data_split.json`` records."""
+        index: ImageIndex | None = None
+        if split is None:
+            paths, index = indexed_paths(cfg)
+            tr, va = split_index(len(paths), cfg.val_fraction, cfg.split_seed)
+            train_paths, val_paths = [paths[i] for i in tr], [paths[i] for i in va]
+        else:
+            train_paths = [Path(p) for p in split["train"]]
+            val_paths = [Path(p) for p in split["validation"]]
+        if cfg.val_fraction > 0 and not val_paths:
             log.warning(
                 "data.val_fraction=%g but the data hold %d image(s): no validation images, so "
                 "the run keeps its last weights instead of the best ones (give 2 or more)",
                 cfg.val_fraction,
-                len(paths),
+                len(train_paths),
             )
         common = {
             "image_size_px": cfg.image_size_px,
@@ -194,6 +207,6 @@ class SEMImageDataset(Dataset):
             "log_path": log_path,
             "cache_in_memory": cfg.cache_in_memory,
         }
-        train = cls([paths[i] for i in tr], train=True, **common)
-        val = cls([paths[i] for i in va], train=False, **common) if va else None
+        train = cls(train_paths, train=True, **common)
+        val = cls(val_paths, train=False, **common) if val_paths else None
         return train, val, index

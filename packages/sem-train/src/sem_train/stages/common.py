@@ -149,6 +149,9 @@ class MAETask(Task):
         modeling.save_model(self.model, directory)
 
 
-def image_datasets(data: DataConfig, out_dir: Path):
-    """(train, val, index) image datasets of a pretraining stage; unreadable files logged."""
-    return SEMImageDataset.from_config(data, log_path=Path(out_dir) / "skipped_files.jsonl")
+def image_datasets(data: DataConfig, out_dir: Path, split: dict[str, Any] | None = None):
+    """(train, val, index) image datasets of a pretraining stage: the files of its ``split``
+    (:func:`sem_train.datasplit.prepare_split`; no index then), else of the config's;
+    unreadable files logged."""
+    log_path = Path(out_dir) / "skipped_files.jsonl"
+    return SEMImageDataset.from_config(data, log_path=log_path, split=split)

@@ -32,5 +32,5 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> FitResult:
     check_run_start("stage1", cfg, resume)  # the folder and a resume's settings, before any load
     task = build_stage1_task(cfg)  # a missing init_from fails before the data is indexed
     split = prepare_split("stage1", cfg, resume)  # a resume over other data refused
-    train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
+    train, val, _ = image_datasets(cfg.data, cfg.run.output_dir, split)
     return fit_config(task, train, val, cfg, resume=resume, split=split)

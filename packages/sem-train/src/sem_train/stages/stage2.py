@@ -108,7 +108,7 @@ def run_stage2(cfg: Stage2Config, *, resume: bool = False) -> FitResult:
     check_run_start("stage2", cfg, resume)  # the folder and a resume's settings, before any load
     task = build_stage2_task(cfg)  # a missing init_from fails before the data is indexed
     split = prepare_split("stage2", cfg, resume)  # a resume over other data refused
-    train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
+    train, val, _ = image_datasets(cfg.data, cfg.run.output_dir, split)
     if not (resume and RunFolder(cfg.run.output_dir).has_checkpoint):  # else loaded from it
         device = select_device(cfg.run.device, env_local_rank())
         calibrate_student(task, train, cfg.router_calibration_images, cfg.run.seed, device)

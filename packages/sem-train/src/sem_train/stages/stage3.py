@@ -52,5 +52,5 @@ def run_stage3(cfg: Stage3Config, *, resume: bool = False) -> FitResult:
     check_run_start("stage3", cfg, resume)  # the folder and a resume's settings, before any load
     task = build_stage3_task(cfg, teacher_setting=setting)  # init_from fails before the data
     split = prepare_split("stage3", cfg, resume)  # a resume over other data refused
-    train, val, _ = image_datasets(cfg.data, cfg.run.output_dir)
+    train, val, _ = image_datasets(cfg.data, cfg.run.output_dir, split)
     return fit_config(task, train, val, cfg, resume=resume, split=split)
