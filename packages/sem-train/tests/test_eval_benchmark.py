@@ -472,3 +472,46 @@ def test_a_small_demo_folder_is_all_evaluated_when_no_method_trains(tmp_path, sa
     plain = protocols["classical"]
     assert not plain.train and len(plain.manifest.references) == 3
     assert any("all evaluated" in note for note in plain.notes)
+
+
+def test_a_rescoring_run_reloads_the_trained_weights_instead_of_training_again(
+    tmp_path, sample_dir, monkeypatch
+):
+    """Only the scoring changed (metrics, metrology convention): a trained method's saved
+    weights are reloaded, its outputs equal the first run's, and its row says so. A changed
+    training setting trains again, and so does --force."""
+    from sem_baselines import registry_entry
+
+    n2v = {"n2v": {"unet": {"depth": 2, "width": 4}}}
+    extra = {"methods": ["input", "n2v"], "method_config": n2v, "quality_metrics": ["psnr"]}
+    cfg = load_benchmark_config(_config(tmp_path, sample_dir, **extra))
+    cls = registry_entry("n2v").cls
+    fits: list[str] = []
+    real_fit = cls.fit
+
+    def counting_fit(self, *args, **kwargs):
+        fits.append("n2v")
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "fit", counting_fit)
+    run_benchmark(cfg, progress=False)
+    result = cfg.out / "methods" / "n2v" / "result.json"
+    first = json.loads(result.read_text())
+    assert fits == ["n2v"] and (cfg.out / "methods" / "n2v" / "model" / "fit.json").is_file()
+
+    rescored = cfg.model_copy(update={"quality_metrics": ("psnr", "ssim")})
+    run_benchmark(rescored, progress=False)
+    second = json.loads(result.read_text())
+    assert fits == ["n2v"], "the weights were trained again"
+    assert second["config_hash"] != first["config_hash"]
+    assert [r["psnr"] for r in second["quality"]] == [r["psnr"] for r in first["quality"]]
+    assert all(r["ssim"] is not None for r in second["quality"])
+    assert any("trained weights of the earlier run reused" in n for n in second["notes"])
+    assert second["fit_seconds"] == first["fit_seconds"]
+
+    wider = {"n2v": {"unet": {"depth": 2, "width": 6}}}
+    run_benchmark(rescored.model_copy(update={"method_config": wider}), progress=False)
+    assert fits == ["n2v", "n2v"]  # another network: trained again
+    run_benchmark(rescored, progress=False, force=True)
+    assert fits == ["n2v", "n2v", "n2v"]
+    assert not any("reused" in n for n in json.loads(result.read_text())["notes"])

@@ -16,6 +16,7 @@ The control row (the input with only the true gain and offset inverted) is built
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -31,16 +32,19 @@ from sem_baselines import (
     FitOptions,
     get_restorer,
     list_restorers,
+    load_restorer,
     registry_entry,
     restorer_config,
     unknown_restorers,
 )
+from sem_physics.atomic import atomic_write_text
 from sem_physics.cli_support import validation_message
 
 from .protocols import Case
 from .results import CONTROL_NAME, INPUT_NAME, MethodRun
 
 __all__ = [
+    "FIT_RECORD",
     "IDENTITY",
     "FinetuneFn",
     "PretrainFn",
@@ -52,6 +56,7 @@ __all__ = [
     "row_name",
     "run_method",
     "select_methods",
+    "trained_weights_kept",
     "trains_here",
 ]
 
@@ -261,6 +266,37 @@ def _fit(
     return restorer, notes
 
 
+#: File beside a restorer that ``run_method`` trained and saved: the key of what it was trained
+#: on and with (:func:`~sem_train.evaluation.runner.method_hash` without the scoring), its notes
+#: and training time. Written after the weights, removed before they are trained again.
+FIT_RECORD = "fit.json"
+
+
+def trained_weights_kept(save_dir: str | Path, fit_key: str) -> bool:
+    """Whether ``save_dir`` holds a restorer this module trained and saved under ``fit_key``
+    (the same method, settings, budget and training images), so that it can be reloaded
+    instead of trained again, e.g. when only the metrics or the metrology convention changed."""
+    try:
+        record = json.loads((Path(save_dir) / FIT_RECORD).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("key") == fit_key
+
+
+def _reload(name: str, config: Mapping[str, Any], save_dir: Path) -> tuple[Any, list[str], float]:
+    """The restorer saved in ``save_dir`` with its training notes and time (see FIT_RECORD)."""
+    record = json.loads((save_dir / FIT_RECORD).read_text())
+    restorer = load_restorer(save_dir, device=config.get("device"))
+    if getattr(restorer, "name", name) != name:
+        raise ValueError(f"{save_dir} holds {restorer.name!r}, not {name!r}")
+    notes = [str(n) for n in record.get("notes", [])]
+    notes.append(
+        f"trained weights of the earlier run reused from {save_dir} (same settings, budget and "
+        "training images; only the scoring changed)"
+    )
+    return restorer, notes, float(record.get("fit_seconds", 0.0))
+
+
 def run_method(
     name: str,
     cases: Sequence[Case],
@@ -272,6 +308,8 @@ def run_method(
     pretrain: PretrainFn | None = None,
     finetune: FinetuneFn | None = None,
     save_dir: str | Path | None = None,
+    fit_key: str | None = None,
+    reuse_fit: bool = False,
 ) -> MethodRun:
     """Build (and fit, as its registry entry says) method ``name``, then restore every input.
 
@@ -279,12 +317,27 @@ def run_method(
     "finetune" method (sem-train's :mod:`~sem_train.evaluation.foundation` trainers with the
     benchmark's budget). Exceptions while building or fitting mark the whole method failed; an
     exception on one case marks only that case. A fitted restorer is saved under ``save_dir``
-    when given (its training runs go there too).
+    when given (its training runs go there too), with ``fit_key`` in :data:`FIT_RECORD`;
+    ``reuse_fit`` reloads the restorer saved there instead of fitting it again (the caller
+    checked :func:`trained_weights_kept`; a restorer that no longer loads is trained again).
     """
     run = MethodRun(name=row_name(name))
     t0 = time.perf_counter()
+    folder = Path(save_dir) if save_dir is not None else None
+    reloaded = None
+    if reuse_fit and folder is not None:
+        try:
+            reloaded = _reload(name, dict(config or {}), folder)
+        except Exception as err:
+            log.warning("%s: the kept weights did not load (%s); trained again", name, err)
+            run.notes.append(f"kept weights did not load ({_first_line(err)}): trained again")
+    if reloaded is not None:
+        restorer, run.notes, run.fit_seconds = reloaded
+        return _restore(name, run, restorer, config, cases)
+    if folder is not None:
+        (folder / FIT_RECORD).unlink(missing_ok=True)  # the weights there are being replaced
     try:
-        restorer, run.notes = _fit(
+        restorer, fit_notes = _fit(
             name,
             dict(config or {}),
             list(train_images),
@@ -292,8 +345,9 @@ def run_method(
             options or FitOptions(),
             pretrain,
             finetune,
-            Path(save_dir) if save_dir is not None else None,
+            folder,
         )
+        run.notes += fit_notes
     except Exception as err:
         entry = registry_entry(name)
         run.failed = f"could not be built or trained: {_first_line(err)}"
@@ -305,11 +359,27 @@ def run_method(
     run.fit_seconds = time.perf_counter() - t0
     entry = registry_entry(name)
     trained = entry.fitting in ("fit", "pretrained") or entry.fine_tunes(restorer.config)
-    if save_dir is not None and trained:
+    if folder is not None and trained:
         try:
-            restorer.save(Path(save_dir))
+            restorer.save(folder)
+            if fit_key is not None:
+                record = {"key": fit_key, "notes": run.notes, "fit_seconds": run.fit_seconds}
+                atomic_write_text(folder / FIT_RECORD, json.dumps(record, indent=2))
         except Exception as err:  # a save failure loses the weights, not the results
             run.notes.append(f"could not save the trained weights: {_first_line(err)}")
+    return _restore(name, run, restorer, config, cases)
+
+
+def _restore(
+    name: str,
+    run: MethodRun,
+    restorer: Any,
+    config: Mapping[str, Any] | None,
+    cases: Sequence[Case],
+) -> MethodRun:
+    """Restore every case with ``restorer`` (or, for a method given each case's true PSF, a
+    restorer built per case) into ``run``."""
+    entry = registry_entry(name)
     if entry.psf_from_case:
         settings = dict(config or {})
 

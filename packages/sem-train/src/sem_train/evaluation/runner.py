@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from .config import BenchmarkConfig
 from .foundation import finetune_network, train_foundation
-from .methods import control_run, run_method, trains_here
+from .methods import control_run, run_method, trained_weights_kept, trains_here
 from .protocols import (
     Case,
     ProtocolManifest,
@@ -263,10 +263,14 @@ def method_hash(
     cfg: BenchmarkConfig,
     manifest: ProtocolManifest,
     weights: MethodWeights | None = None,
+    *,
+    scoring: bool = True,
 ) -> str:
     """Hash of everything a method's result depends on: its settings, the contents of the
     weights it loads (:func:`~.weights.method_weights`, computed when not given), how it is
-    fitted and with what budget, the protocol's inputs and the metrics."""
+    fitted and with what budget, the protocol's inputs and the metrics. ``scoring=False``
+    leaves out how the outputs are scored (metrics, metrology convention): the key of the
+    weights a method trains, which a rescoring run reloads instead of training again."""
     entry = registry_entry(name)
     settings = cfg.method_config.get(name, {})
     payload: dict[str, object] = {
@@ -274,9 +278,10 @@ def method_hash(
         "fitting": entry.fitting,
         "config": restorer_config(name, **settings).model_dump(mode="json"),
         "protocol": _digest(json.loads(manifest.model_dump_json())),
-        "metrics": list(cfg.quality_metrics),
-        "metrology_convention": cfg.metrology_convention,
     }
+    if scoring:
+        payload["metrics"] = list(cfg.quality_metrics)
+        payload["metrology_convention"] = cfg.metrology_convention
     if entry.fitting != "none":
         payload["fit"] = [cfg.epochs, cfg.batch_size, cfg.steps_per_epoch, cfg.seed]
     if entry.fitting in ("pretrained", "finetune"):
@@ -403,6 +408,10 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
             done[name] = stored
             continue
         trains = trains_here(name, config)
+        fit_key = method_hash(name, cfg, proto.manifest, weights[name], scoring=False)
+        reuse = trains and not force and trained_weights_kept(folder / "model", fit_key)
+        if reuse:
+            log.info("%s: trained weights in %s unchanged, reloaded", name, folder / "model")
         call = partial(
             run_method,
             name,
@@ -413,8 +422,10 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
             pretrain=pretrain,
             finetune=finetune,
             save_dir=folder / "model",
+            fit_key=fit_key,
+            reuse_fit=reuse,
         )
-        jobs.append(MethodJob(name, call, trains))
+        jobs.append(MethodJob(name, call, trains and not reuse))
         digests[name] = digest
     bar = tqdm(total=len(names), desc="methods", unit="method", disable=not progress)
     bar.update(len(done))
