@@ -515,3 +515,9 @@ def test_a_rescoring_run_reloads_the_trained_weights_instead_of_training_again(
     run_benchmark(rescored, progress=False, force=True)
     assert fits == ["n2v", "n2v", "n2v"]
     assert not any("reused" in n for n in json.loads(result.read_text())["notes"])
+    # kept weights that no longer load: trained again (once), and the row says why
+    (cfg.out / "methods" / "n2v" / "model" / "model.safetensors").unlink()
+    run_benchmark(cfg, progress=False)
+    assert fits == ["n2v"] * 4
+    notes = json.loads(result.read_text())["notes"]
+    assert any("kept weights did not load" in n for n in notes), notes

@@ -28,6 +28,7 @@ from sem_physics.locking import clear_incomplete, output_lock
 from sem_physics.records import csv_text
 
 from .cd_blur import cd_blur_markdown, cd_blur_rows
+from .config import BenchmarkConfig
 from .estimates import ESTIMATE_COLUMNS, estimate_markdown, estimate_rows
 from .figures import Tile, save_edge_overlays, save_panels, save_psd_plot
 from .harmonics import harmonics_markdown, harmonics_rows
@@ -200,7 +201,9 @@ def _figures(out: Path, inp: ReportInputs, results: Sequence[MethodResult]) -> d
 
 
 def _convention(inp: ReportInputs) -> str:
-    return str(getattr(inp.config, "metrology_convention", "smile"))
+    """The config's metrology convention (a config without the field: the default's)."""
+    default = BenchmarkConfig.model_fields["metrology_convention"].default
+    return str(getattr(inp.config, "metrology_convention", default))
 
 
 def convention_text(convention: str) -> str:

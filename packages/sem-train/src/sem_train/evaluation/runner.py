@@ -425,7 +425,8 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
             fit_key=fit_key,
             reuse_fit=reuse,
         )
-        jobs.append(MethodJob(name, call, trains and not reuse))
+        # one job even when reloading: should the kept weights not load, it trains them once
+        jobs.append(MethodJob(name, call, trains))
         digests[name] = digest
     bar = tqdm(total=len(names), desc="methods", unit="method", disable=not progress)
     bar.update(len(done))
