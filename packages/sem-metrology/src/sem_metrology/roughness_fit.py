@@ -69,7 +69,8 @@ def palasantzas_variance(
 class PalasantzasFit(BaseModel):
     """Result of fitting the Palasantzas model (with white-noise floor) to a one-sided PSD."""
 
-    model_config = ConfigDict(extra="forbid")
+    # protected_namespaces=(): the field model_variance_nm2 is not pydantic's "model_" API
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     psd0_nm3: float = Field(description="PSD(0) of the roughness term, nm^3")
     correlation_length_nm: float = Field(description="correlation length xi, nm")
