@@ -104,6 +104,33 @@ def test_same_generator_seed_same_pairs_and_another_seed_differs():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_one_generator_per_image_makes_each_image_independent_of_its_batch():
+    """With N generators an image's setting and noise are its own: degraded in a batch of
+    four or alone with the same generator seed, the same image (but for the float rounding of
+    a kernel padded to the batch's largest size, which now and then moves a Poisson count by
+    one); one shared generator draws other noise everywhere."""
+    x = torch.rand(4, 1, 40, 56) * 255
+
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    sampler = ParameterSampler()
+    both = sampler.step(4, gens([10, 11, 12, 13]))
+    params = [sampler.step(1, gens([s])) for s in (10, 11, 12, 13)]
+    for i, p in enumerate(params):
+        assert float(both.rx_px[i]) == float(p.rx_px[0]) and float(both.dose[i]) == float(p.dose[0])
+    batch = degrade_torch(x, both, gens([20, 21, 22, 23]))
+    for i, s in enumerate((20, 21, 22, 23)):
+        alone = degrade_torch(x[i : i + 1], params[i], gens([s]))
+        moved = (batch[i : i + 1] - alone).abs() > 1e-3  # 0..255 scale
+        assert float(moved.float().mean()) < 0.01, (i, float(moved.float().mean()))
+    shared = degrade_torch(x, both, torch.Generator().manual_seed(20))
+    alone = degrade_torch(x[1:2], params[1], gens([20]))
+    assert float(((shared[1:2] - alone).abs() > 1e-3).float().mean()) > 0.5
+    with pytest.raises(ValueError, match=r"one torch\.Generator per image: 4 expected, got 3"):
+        degrade_torch(x, both, gens([1, 2, 3]))
+
+
 def test_batch_params_round_trip_and_range_errors_name_the_field():
     settings = [ParameterRanges().midpoint(), ParameterRanges().sample(np.random.default_rng(0))]
     batch = BatchParams.from_params(settings)

@@ -242,3 +242,19 @@ def test_a_baseline_pair_depends_on_its_sample_alone(method):
     again = task._pair({k: v[[1, 0, 3, 2]] for k, v in batch.items()})  # another order
     torch.testing.assert_close(again["input"][[1, 0, 3, 2]], whole["input"], rtol=0, atol=0)
     assert not torch.equal(whole["input"][0], whole["input"][1])
+
+
+def test_the_final_line_is_printed_once_per_launch(monkeypatch, capsys):
+    """Under torchrun only rank 0 prints where the outputs are (every rank returns 0)."""
+    from types import SimpleNamespace
+
+    from sem_train.commands.train import _report
+
+    done = SimpleNamespace(
+        best_loss=0.5, stopped_early=False, global_step=8, epoch=4, output_dir="runs/x"
+    )
+    monkeypatch.setenv("RANK", "1")
+    assert _report(done) == 0 and capsys.readouterr().out == ""
+    monkeypatch.setenv("RANK", "0")
+    assert _report(done) == 0
+    assert capsys.readouterr().out.startswith("finished at step 8 (epoch 4)")

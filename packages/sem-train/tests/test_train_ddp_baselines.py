@@ -98,3 +98,30 @@ def test_two_rank_baselines_equal_one_process_with_doubled_batch(image_folder, t
         assert worst <= 1e-5, f"{name}: largest weight difference {worst:.3g}"
         logged = _train_losses(tmp_path / "ddp" / name)  # the global batch's loss, every step
         assert logged == pytest.approx(_train_losses(tmp_path / name), rel=1e-5), name
+
+
+def test_the_baseline_is_built_on_the_device_of_its_rank(image_folder, tmp_path, monkeypatch):
+    """Under torchrun each rank builds its network on the device the engine then selects for
+    it (its own GPU), not on the default device (GPU 0 for every rank)."""
+    from sem_train import baselines
+
+    asked, built = [], []
+
+    def fake_select(name, local_rank=0):
+        asked.append((name, local_rank))
+        return torch.device("cpu")
+
+    class Built(Exception):
+        pass
+
+    def fake_restorer(name, params):
+        built.append(params["device"])
+        raise Built
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(baselines, "select_device", fake_select)
+    monkeypatch.setattr(baselines, "_restorer", fake_restorer)
+    with pytest.raises(Built):
+        run_baseline(_config("n2n", UNET, str(image_folder), str(tmp_path / "b"), 2))
+    assert asked == [("cpu", 1)] and built == ["cpu"]

@@ -650,6 +650,21 @@ def test_a_checkpoint_carries_the_cuda_rng_of_its_own_device_only(monkeypatch):
     assert restored == []
 
 
+def test_each_rank_gets_its_gpu_and_a_launcher_showing_one_gpu_gets_that_one(monkeypatch):
+    import torch
+    from sem_train.distributed import select_device
+
+    chosen: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert select_device("auto", 3) == torch.device("cuda", 3)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # CUDA_VISIBLE_DEVICES per rank
+    assert select_device("cuda", 3) == torch.device("cuda", 0)
+    assert chosen == [3, 0]
+    assert select_device("cpu", 3) == torch.device("cpu")
+
+
 def test_fit_holds_its_run_folder(image_folder, tmp_path, hold_folder):
     """Training through the Python API (and each step of a recipe, whose command holds only
     the recipe's folder) stops at once when another run writes into its folder."""

@@ -67,7 +67,9 @@ def test_step_mode_items_carry_the_same_target_and_the_step_fills_the_input():
     assert first["input"].shape == batch["target"].shape
     assert torch.equal(first["input"], again["input"])  # seeded by the items' seeds
     other = synth(default_collate([step[(0, 14)], *items[1:]]))
-    assert not torch.equal(other["input"][1:], first["input"][1:])
+    assert not torch.equal(other["input"][:1], first["input"][:1])  # another item, another pair
+    # the other items keep their pairs (each drawn from its own seed; float rounding aside)
+    torch.testing.assert_close(other["input"][1:], first["input"][1:], atol=1e-3, rtol=0)
     # validation items stay pairs with fixed degradations
     assert "input" in DefocusPairDataset([img], synthesis="step", train=False, **kw)[(0, 3)]
     with pytest.raises(ValueError, match="synthesis"):

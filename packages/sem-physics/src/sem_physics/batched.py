@@ -23,10 +23,12 @@ with ``params`` a :class:`BatchParams` (or one or N :class:`~sem_physics.Degrada
 
 Randomness comes from a ``torch.Generator`` on the images' device: with the same seed and
 the same batch (same images in the same order and shapes) the result is reproducible on that
-device (CPU and CUDA generators give different streams). The noise one image gets depends on
-the batch it is in (the generator's stream is shared by the batch): an image degraded alone
-and in a batch of four differs. Use :func:`sem_physics.degrade_files` (per-image seeds, a
-manifest) for test sets. Work
+device (CPU and CUDA generators give different streams). With one generator the noise an
+image gets depends on the batch it is in (the stream is shared by the batch): an image
+degraded alone and in a batch of four differs. A sequence of N generators, one per image
+(e.g. seeded from each sample's own seed), makes every image's setting and noise its own:
+the same whatever batch, or process of a distributed run, it is in. Use
+:func:`sem_physics.degrade_files` (per-image seeds, a manifest) for test sets. Work
 happens in the images' floating dtype (float32 or float64); bf16/half inputs are computed in
 float32 (FFTs need it) and returned in their dtype.
 """
@@ -186,13 +188,23 @@ class ParameterSampler:
         self._low = bounds[:, 0].to(self.device)
         self._span = (bounds[:, 1] - bounds[:, 0]).to(self.device)
 
-    def step(self, batch_size: int, generator: torch.Generator | None = None) -> BatchParams:
-        """``batch_size`` independent settings on the sampler's device."""
+    def step(
+        self,
+        batch_size: int,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    ) -> BatchParams:
+        """``batch_size`` independent settings on the sampler's device; ``generator`` may be
+        one per setting (each setting then drawn from its own stream)."""
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
-        u = torch.rand(
-            (len(self._low), batch_size), generator=generator, device=self.device, dtype=self.dtype
-        )
+        shape, device, dtype = (len(self._low), batch_size), self.device, self.dtype
+        gens = _per_sample(generator, batch_size)
+        if gens is None:
+            u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+        else:
+            u = torch.stack(
+                [torch.rand(shape[0], generator=g, device=device, dtype=dtype) for g in gens], 1
+            )
         values = self._low[:, None] + self._span[:, None] * u
         return BatchParams(*values.unbind(0))
 
@@ -333,17 +345,45 @@ def _kernel_spectrum(kern: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
     return torch.fft.rfft2(full)
 
 
+def _per_sample(
+    generator: torch.Generator | Sequence[torch.Generator] | None, n: int
+) -> list[torch.Generator] | None:
+    """``generator`` as a list of ``n`` generators, or None when it is one (or none)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return None
+    gens = list(generator)
+    if len(gens) != n or not all(isinstance(g, torch.Generator) for g in gens):
+        raise ValueError(f"give one torch.Generator per image: {n} expected, got {len(gens)}")
+    return gens
+
+
+def _per_row(value: torch.Tensor | float | None, i: int, n: int) -> torch.Tensor | float | None:
+    """Row ``i`` of a per-sample value (N, ...), or the value itself when it is shared."""
+    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == n:
+        return value[i : i + 1]
+    return value
+
+
 def poisson_gaussian_batch(
     z: torch.Tensor,
     dose: torch.Tensor | float | None,
     sigma: torch.Tensor | float | None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> torch.Tensor:
     """``Poisson(max(z, 0) dose) / dose + Normal(0, sigma^2)``; ``None`` switches a term off.
 
     ``dose`` and ``sigma`` are numbers or tensors broadcastable to ``z`` (per-sample values as
     (N, 1, 1, 1)); they are not range-checked here (:meth:`BatchParams.check` does that).
+    ``generator`` may be one per image (``z`` (N, ...)): each image's noise from its own.
     """
+    gens = _per_sample(generator, z.shape[0]) if z.ndim > 0 else None
+    if gens is not None:
+        n = z.shape[0]
+        rows = [
+            poisson_gaussian_batch(z[i : i + 1], _per_row(dose, i, n), _per_row(sigma, i, n), g)
+            for i, g in enumerate(gens)
+        ]
+        return torch.cat(rows)
     out = z
     if dose is not None:
         dose_t = torch.as_tensor(dose, dtype=z.dtype, device=z.device)

@@ -89,7 +89,7 @@ if TYPE_CHECKING:
 def degrade_torch(
     images: torch.Tensor,
     params: DegradationParams | Sequence[DegradationParams] | BatchParams,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     *,
     blur: bool = True,
     gain_offset: bool = True,
@@ -104,7 +104,8 @@ def degrade_torch(
     params : one :class:`DegradationParams` for all images, a sequence of N, or a
         :class:`sem_physics.batched.BatchParams` (per-sample settings as tensors, e.g. from
         :class:`sem_physics.batched.ParameterSampler`).
-    generator : torch generator on the images' device; seeds the noise.
+    generator : torch generator on the images' device; seeds the noise. N generators, one per
+        image, give each image its own noise, whatever batch it is in.
     blur, gain_offset, poisson, gaussian : switch each term off for testing.
 
     Returns

@@ -15,6 +15,8 @@ import numpy as np
 from .optional import require
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch
 
 __all__ = ["poisson_gaussian", "poisson_gaussian_torch"]
@@ -54,9 +56,10 @@ def poisson_gaussian_torch(
     z: torch.Tensor,
     dose: torch.Tensor | float | None,
     sigma: torch.Tensor | float | None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> torch.Tensor:
-    """Torch version; ``dose``/``sigma`` may be per-sample tensors broadcastable to ``z``."""
+    """Torch version; ``dose``/``sigma`` may be per-sample tensors broadcastable to ``z``,
+    ``generator`` one per image (each image's noise drawn from its own)."""
     torch = require("torch", "sem-physics[torch]", "poisson_gaussian_torch")
 
     from .batched import poisson_gaussian_batch

@@ -32,7 +32,7 @@ from .config import BaselineTrainConfig, ConfigError, OptimConfig, problems
 from .data.index import note_too_small, too_small
 from .data.io import crop_bottom, read_gray
 from .datasplit import prepare_split
-from .distributed import is_rank_zero
+from .distributed import env_local_rank, is_rank_zero, select_device
 from .engine import FitResult, Task, fit
 from .preflight import check_baseline_method
 
@@ -158,7 +158,10 @@ def run_baseline(
     """Train baseline ``method`` (default ``cfg.method``), one of
     :func:`sem_baselines.trainable_restorers` (n2v, n2n, mrn); see the module doc."""
     name = check_baseline_method(method or cfg.method, trainable_restorers())
-    restorer = _restorer(name, cfg.params)
+    # built on this process's device, the one the engine trains on: under torchrun each rank
+    # its own GPU (built on the default device, every rank would open a context on GPU 0)
+    device = select_device(cfg.run.device, env_local_rank())
+    restorer = _restorer(name, {**cfg.params, "device": str(device)})
     patch = cfg.patch_size_px or cfg.data.image_size_px
     optim = cfg.optim or OptimConfig(
         lr=restorer.default_lr, betas=(0.9, 0.999), schedule="constant", grad_clip_norm=1.0

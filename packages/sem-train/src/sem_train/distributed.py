@@ -35,12 +35,14 @@ def check_device(name: str) -> None:
 
 
 def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when a GPU is visible, else ``cpu``."""
+    """``auto`` -> ``cuda:<local_rank>`` when a GPU is visible, else ``cpu``. A launcher that
+    shows each process only its own GPU (one visible device) gets ``cuda:0`` on every rank."""
     check_device(name)
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
+    index = local_rank % max(1, torch.cuda.device_count())
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 @dataclass

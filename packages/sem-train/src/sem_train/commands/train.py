@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..interrupt import TrainingInterrupted  # no torch
+from ..ranks import is_rank_zero  # no torch
 
 __all__ = ["register"]
 
@@ -310,7 +311,8 @@ def _report(result) -> int:
         where = f"stopped early at step {result.global_step} ({result.epoch} epoch(s) complete)"
     else:
         where = f"finished at step {result.global_step} (epoch {result.epoch})"
-    print(f"{where}; best val loss {best}; outputs in {result.output_dir}")
+    if is_rank_zero():  # once per launch, not once per process
+        print(f"{where}; best val loss {best}; outputs in {result.output_dir}")
     return 0
 
 

@@ -26,6 +26,7 @@ native scale: PSF radii and noise are in model-input pixels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -177,7 +178,7 @@ def _channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 def synthesize_pairs(
     focused: torch.Tensor,
     ranges: ParameterRanges | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, BatchParams]:
     """Defocused inputs for a batch of focused images, on the batch's device.
 
@@ -186,7 +187,8 @@ def synthesize_pairs(
     focused : (N, C, H, W) in [0, 1]; C = 1, or 3 with the gray image replicated (channel 0
         is degraded and the result replicated).
     ranges : parameter ranges (default: the paper's); one setting is drawn per image.
-    generator : torch generator on ``focused``'s device (settings and noise).
+    generator : torch generator on ``focused``'s device (settings and noise), or one per image
+        (each pair then its own, whatever batch it is in).
 
     Returns
     -------
@@ -210,12 +212,29 @@ def synthesize_pairs(
     return defocused.contiguous(), focused, params
 
 
+def sample_generators(
+    seeds: Any, n: int, device: torch.device | str, salt: int
+) -> list[torch.Generator]:
+    """One torch generator per sample on ``device``, seeded from that sample's own seed (and
+    ``salt``, which keeps the streams of different uses apart), so that what is drawn for a
+    sample does not depend on the other samples of its batch, nor on how a global batch is
+    split across processes. Without seeds, the samples' positions stand in for them."""
+    values = list(range(n)) if seeds is None else torch.as_tensor(seeds).reshape(-1).tolist()
+    if len(values) != n:
+        raise ValueError(f"{len(values)} seeds for a batch of {n}")
+    return [
+        torch.Generator(device=device).manual_seed((int(s) * 1_000_003 + salt) % (2**63 - 1))
+        for s in values
+    ]
+
+
 class PairSynthesizer:
     """Training-step hook: ``batch["input"]`` synthesised from ``batch["target"]`` in place.
 
-    The generator lives on the batch's device and is seeded from the items' ``"seed"`` values,
-    so a step's pairs depend only on its items (a resumed run sees the same pairs). Runs in
-    float32 outside any autocast region.
+    Each pair's setting and noise come from a generator on the batch's device seeded from its
+    item's ``"seed"``, so a pair depends only on its item: not on the rest of the batch, nor on
+    how a global batch is split across processes (and a resumed run sees the same pairs). Runs
+    in float32 outside any autocast region.
     """
 
     def __init__(self, ranges: ParameterRanges | None = None) -> None:
@@ -223,11 +242,7 @@ class PairSynthesizer:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         target: torch.Tensor = batch["target"]
-        seeds = batch.get("seed")
-        key = 0
-        for s in [] if seeds is None else torch.as_tensor(seeds).reshape(-1).tolist():
-            key = (key * 1_000_003 + int(s)) % (2**63 - 1)
-        g = torch.Generator(device=target.device).manual_seed(key)
+        g = sample_generators(batch.get("seed"), target.shape[0], target.device, salt=1)
         with torch.autocast(target.device.type, enabled=False):
             defocused, _, p = synthesize_pairs(target, self.ranges, g)
         psf = torch.stack([p.rx_px, p.ry_px, p.beta, p.theta_rad], dim=1)
@@ -240,8 +255,8 @@ class GuideMaker:
     ``batch["psf"]`` (N, 4) holds each pair's true ``(rx_px, ry_px, beta, theta_rad)`` at the
     model's input scale; the guides are :func:`sem_physics.batched.wiener_batch` of the
     input's first channel at ``balances``. In training the PSF is perturbed first (radii by
-    ``exp(N(0, jitter^2))``, angle by ``N(0, (jitter/2)^2)`` rad, from the pairs' own seeded
-    generator), so that the model learns to use guides as imperfect as a blind estimate's; in
+    ``exp(N(0, jitter^2))``, angle by ``N(0, (jitter/2)^2)`` rad, each pair's from a generator
+    seeded by its own seed, so independent of its batch), so that the model learns to use guides as imperfect as a blind estimate's; in
     validation the true PSF is used. Runs in float32 outside any autocast region.
     """
 
@@ -259,10 +274,14 @@ class GuideMaker:
         n = psf.shape[0]
         radius, angle = torch.ones(n, dtype=psf.dtype), torch.zeros(n, dtype=psf.dtype)
         if train and self.jitter > 0:
-            key = int(torch.as_tensor(batch.get("seed", 0)).sum()) % (2**63 - 1)
-            g = torch.Generator().manual_seed(key + 7)
-            radius = torch.exp(torch.randn(n, generator=g, dtype=psf.dtype) * self.jitter)
-            angle = torch.randn(n, generator=g, dtype=psf.dtype) * self.jitter / 2
+            draws = torch.stack(
+                [
+                    torch.randn(2, generator=g, dtype=psf.dtype)
+                    for g in sample_generators(batch.get("seed"), n, "cpu", salt=7)
+                ]
+            )
+            radius = torch.exp(draws[:, 0] * self.jitter)
+            angle = draws[:, 1] * self.jitter / 2
         radius, angle = radius.to(x.device), angle.to(x.device)
         ones = torch.ones_like(psf[:, 0])
         params = BatchParams(
