@@ -297,6 +297,19 @@ def test_native_bf16_on_the_cpu_agrees_with_the_processor_flags():
     assert native_bf16(torch.device("meta")) is False
 
 
+def test_native_bf16_on_a_gpu_excludes_emulated_bf16(monkeypatch):
+    """A V100 or T4 reports bf16 as supported by emulation (slower than fp32): not native."""
+    asked = []
+
+    def supported(including_emulation=True):
+        asked.append(including_emulation)
+        return including_emulation  # emulated only
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    assert native_bf16(torch.device("cuda", 0)) is False and asked == [False]
+
+
 def test_noise2noise_with_a_focused_target_trains_towards_the_noisy_focused_image():
     """target='focused': the target is the focused image with fresh detector noise (mean the
     image itself, variance level/dose + sigma^2), not another blurred realisation."""

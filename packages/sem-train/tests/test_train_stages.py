@@ -376,7 +376,7 @@ def test_starved_experts_are_named_from_the_last_logged_step(tmp_path):
     assert starved_experts(tmp_path / "missing.jsonl") == []
 
 
-def test_stages_with_distillation_train_in_fp32_where_bf16_would_drown_the_term():
+def test_stages_with_distillation_train_in_fp32_where_bf16_would_drown_the_term(monkeypatch):
     """Stage 2 starts with the student almost the teacher: their difference lies below bf16's
     resolution, so under bf16 autocast the KD term is mostly rounding (measured here with CPU
     bf16); a task with a KD term therefore refuses bf16 autocast on CUDA, others keep it."""
@@ -400,12 +400,17 @@ def test_stages_with_distillation_train_in_fp32_where_bf16_would_drown_the_term(
     # the bf16 term is mostly rounding: 2.5x the true one here, 9x on a trained tiny model
     assert kd16 > 2 * kd32 > 0
 
+    from sem_train import engine
+
     run, cuda = RunConfig(), torch.device("cuda")  # a device object: no GPU needed
+    monkeypatch.setattr(engine, "native_bf16", lambda device: device.type == "cuda")
     assert not autocast_bf16(run, cuda, task) and "distillation" in task.fp32_reason
     plain = MAETask(sem_models.build_mae("tiny", in_chans=1, **MICRO_MAE), mask_ratio=0.75)
     assert autocast_bf16(run, cuda, plain)
     assert not autocast_bf16(run, torch.device("cpu"), plain)
     assert not autocast_bf16(RunConfig(bf16=False), cuda, plain)
+    monkeypatch.setattr(engine, "native_bf16", lambda device: False)  # a V100: emulated bf16
+    assert not autocast_bf16(run, cuda, plain)
 
 
 def test_seeds_stay_on_the_host_when_a_batch_moves_to_the_device():

@@ -49,6 +49,7 @@ __all__ = [
     "match_channels",
     "model_device",
     "moe_layers",
+    "native_bf16",
     "normalize",
     "read_state_dict",
     "resize_pos_embed",
@@ -132,6 +133,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         routing_stats,
     )
     from .pos_embed import resize_pos_embed, sincos_2d
+    from .precision import native_bf16
     from .restoration import RestorationModel
     from .sliding_window import (
         grid_averaging_overlap,

@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .precision import native_bf16
+
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "grid_averaging_overlap",
@@ -86,10 +88,11 @@ def grid_averaging_overlap(window: int, patch: int) -> int:
 
 @contextmanager
 def inference_context(device: torch.device | str, amp: bool = True) -> Iterator[None]:
-    """:func:`torch.inference_mode`, plus bf16 autocast when ``device`` is CUDA and ``amp``."""
+    """:func:`torch.inference_mode`, plus bf16 autocast when ``device`` is a CUDA GPU with
+    native bf16 (:func:`~sem_models.precision.native_bf16`) and ``amp``."""
     dev = torch.device(device)
     with torch.inference_mode():
-        if amp and dev.type == "cuda":
+        if amp and dev.type == "cuda" and native_bf16(dev):
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 yield
         else:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sem_models.precision import native_bf16
 from sem_models.training import FitResult
 from sem_physics.locking import output_lock
 from torch import nn
@@ -134,6 +135,9 @@ def autocast_bf16(run: RunConfig, device: torch.device, task: Task) -> bool:
     """bf16 autocast for this run: asked for (``run.bf16``), on CUDA, and not refused by the
     task (:attr:`Task.fp32_reason`, said once in the log)."""
     if not (run.bf16 and device.type == "cuda"):
+        return False
+    if not native_bf16(device):
+        log.info("bf16 autocast off: %s computes bf16 only by emulation", device)
         return False
     if task.fp32_reason:
         log.info("bf16 autocast off: %s", task.fp32_reason)

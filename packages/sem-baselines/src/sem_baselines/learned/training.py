@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sem_models.precision import native_bf16
 from sem_models.training import FitResult
 from sem_physics import DegradationParams, ParameterRanges, image_to_tensor
 from torch import nn
@@ -156,18 +157,6 @@ def _check_images(images: list[np.ndarray] | None, what: str, size: int) -> list
         if min(im.shape) < size:
             raise ValueError(f"{what}[{i}] has shape {im.shape}, smaller than patch_size={size}")
     return checked
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 in hardware: a CUDA GPU with bf16, or a CPU with
-    AVX512-BF16 or AMX (where bf16 autocast roughly halves a convolution step; elsewhere it
-    is emulated and slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
-    return False
 
 
 def _bf16(precision: str, device: torch.device) -> bool:
