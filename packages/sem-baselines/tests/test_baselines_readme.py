@@ -18,5 +18,5 @@ def test_readme_examples_run(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "wiener (96, 96)" in printed
     assert "(96, 96) 64\nFalse\n" in printed  # sem-foundation: window = model input, as is
-    assert (tmp_path / "runs" / "n2v" / "model.safetensors").is_file()
+    assert (tmp_path / "saved" / "n2v" / "model.safetensors").is_file()
     assert namespace["again"].restore(namespace["defocused"]).shape == (96, 96)

@@ -173,11 +173,27 @@ def test_grad_accumulation_equals_larger_batch(image_folder, tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+class _MarkedSkips(torch.utils.data.Dataset):
+    """A dataset whose even items report one file skipped before them (as an unreadable file
+    does): the count a run logs is then known whichever process met them."""
+
+    def __init__(self, base: SEMImageDataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key):
+        item = dict(self.base[key])
+        item["skipped"] = torch.tensor(int(item["seed"]) % 2 == 0, dtype=torch.int64)
+        return item
+
+
 def ddp_worker_main(folder: str, out: str) -> None:
     """Body of each torchrun rank (RANK, WORLD_SIZE, MASTER_* come from torchrun)."""
     torch.set_num_threads(1)
     train, val = _data(Path(folder))
-    fit(DenoiseTask(), train, val, _run(Path(out), epochs=2), OPT)
+    fit(DenoiseTask(), _MarkedSkips(train), val, _run(Path(out), epochs=2), OPT)
 
 
 def ddp_ctrl_c_main(folder: str, out: str) -> None:
@@ -218,7 +234,7 @@ def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp
     with one_torch_thread():  # as in the ranks: the same kernels, only the reduction differs
         single = fit(
             DenoiseTask(),
-            train,
+            _MarkedSkips(train),
             val,
             _run(tmp_path / "one", epochs=2, batch_size_per_process=4),
             OPT,
@@ -238,6 +254,16 @@ def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp
         for d in (tmp_path / "ddp", tmp_path / "one")
     ]
     assert len(logged[0]) == len(logged[1]) == 4
+    # files skipped are counted over every rank's batches, not rank 0's alone
+    skips = [
+        [
+            r["skipped_files"]
+            for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+            if r.get("split") == "train"
+        ]
+        for d in (tmp_path / "ddp", tmp_path / "one")
+    ]
+    assert skips[0] == skips[1] and skips[1][-1] > 0, skips
     assert logged[0] == pytest.approx(logged[1], rel=1e-5)
 
 

@@ -250,7 +250,7 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
     )
     bar = _progress_bar(loop, state)
     global_batch = run.batch_size_per_process * ctx.world_size * run.grad_accum_steps
-    t_log, n_log, micro = time.perf_counter(), 0, 0
+    t_log, n_log, micro, skipped_acc = time.perf_counter(), 0, 0, 0
     parts_acc: dict[str, float] = {}
     loop.optimizer.zero_grad(set_to_none=True)
     try:
@@ -269,14 +269,19 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
                 if ctx.any_true(not math.isfinite(value), loop.device):
                     raise loop.stop("loss", value, state)
                 (loss / run.grad_accum_steps).backward()
-            state.skipped_files += skipped
+            skipped_acc += skipped
             for k, v in {"loss": value, **parts}.items():  # parts stay on the device until logged
                 v = v.detach() if torch.is_tensor(v) else v
                 parts_acc[k] = parts_acc.get(k, 0.0) + v / run.grad_accum_steps
             if not sync:
                 continue
-            # the global batch's loss (one all-reduce); its parts only on the steps logged
-            loss_value = ctx.mean_over_ranks({"loss": parts_acc["loss"]}, loop.device)["loss"]
+            # the global batch's loss and files skipped (one all-reduce); parts when logged
+            step_means = ctx.mean_over_ranks(
+                {"loss": parts_acc["loss"], "skipped": float(skipped_acc)}, loop.device
+            )
+            loss_value = step_means["loss"]
+            state.skipped_files += round(step_means["skipped"] * ctx.world_size)
+            skipped_acc = 0
             grad_norm = _clip(loop.task, loop.optim.grad_clip_norm)
             # one collective: a non-finite norm on any rank, and a Ctrl-C on any rank
             bad_norm, stop_here = ctx.any_of(
