@@ -78,6 +78,12 @@ def test_a_training_run_folder_loads_its_best_export(tmp_path):
     (tmp_path / "run" / "config.json").write_text(json.dumps({"run": {"epochs": 1}}))
     again = load_model(tmp_path / "run")
     torch.testing.assert_close(again.state_dict(), mae.state_dict())
+    # a pointer names a folder beside it, never one elsewhere (here: another model's export)
+    save_model(mae, tmp_path / "elsewhere")
+    for crafted in ("../../elsewhere", str(tmp_path / "elsewhere")):
+        (tmp_path / "run" / "checkpoints" / "best.json").write_text(json.dumps({"dir": crafted}))
+        with pytest.raises(sm.CheckpointError, match="must name a best-NNNNNNNN folder"):
+            load_model(tmp_path / "run")
 
 
 def test_a_corrupt_weights_file_is_named_when_loading(tiny_mae, tmp_path):

@@ -633,3 +633,24 @@ def test_a_replay_into_a_folder_marks_it_incomplete_while_it_writes(
     assert main(["--replay", str(run / "manifest.json"), "-o", str(fresh)]) == 130
     assert seen == [True, True] and not fresh.exists()
     capsys.readouterr()
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_kept(tmp_path: Path) -> None:
+    """A `.sem-lock` symbolic link planted in a shared output folder: the run refuses it in one
+    line, and the file it points to is not truncated or written (it was, before)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("export IMPORTANT=1\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).symlink_to(victim)
+    with pytest.raises(OutputWriteError, match=r"\.sem-lock is a symbolic link.*remove it"):
+        with output_lock(out):
+            pass
+    assert victim.read_text() == "export IMPORTANT=1\n"
+    os.mkfifo(tmp_path / "fifo_out_lock")
+    fifo_out = tmp_path / "fifo_out"
+    fifo_out.mkdir()
+    os.replace(tmp_path / "fifo_out_lock", fifo_out / LOCK_NAME)
+    with pytest.raises(OutputWriteError, match="not a regular file"):
+        with output_lock(fifo_out):
+            pass

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 from sem_models.testing import one_torch_thread, run_torchrun
 from sem_physics.testing import dead_pid
+from sem_train.checkpoint import CheckpointError
 from sem_train.config import OptimConfig, RunConfig
 from sem_train.data import SEMImageDataset, build_index
 from sem_train.engine import NonFiniteLossError, Task, fit
@@ -392,6 +393,34 @@ def test_resume_keeps_pruning_by_the_recorded_list(image_folder, tmp_path):
         "step-00000009.safetensors",
         "step-00000012.safetensors",
     ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("kept", "../../victim.txt"), ("kept", "ABS"), ("weights", "../victim.txt")],
+)
+def test_a_resume_never_deletes_or_reads_a_file_a_crafted_pointer_names(
+    image_folder, tmp_path, field, value
+):
+    """latest.json names files of its own folder only: a run folder from elsewhere whose
+    pointer lists "../../x" or an absolute path under "kept" made the resume's pruning delete
+    that file; now the resume is refused in one line and the file stays."""
+    train, val = _data(image_folder)
+    fit(DenoiseTask(), train, val, _run(tmp_path / "k", max_steps=2, keep_last=1), OPT)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    value = str(victim) if value == "ABS" else value
+    pointer = tmp_path / "k" / "checkpoints" / "latest.json"
+    data = json.loads(pointer.read_text())
+    if field == "kept":
+        data["kept"] = [[value, value], *data["kept"]]
+    else:
+        data[field] = value
+    pointer.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=r"latest\.json names .*victim\.txt"):
+        fit(DenoiseTask(), train, val, _run(tmp_path / "k", max_steps=4, keep_last=1), OPT,
+            resume=True)  # fmt: skip
+    assert victim.read_text() == "precious"
 
 
 class _Payload:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -161,7 +162,10 @@ def best_export(directory: str | Path) -> Path:
         best = json.loads(pointer.read_text())["dir"]
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{pointer}: not a best-model pointer ({exc})") from None
-    return directory / "checkpoints" / str(best)
+    if not (isinstance(best, str) and re.fullmatch(r"best-\d{8}", best)):
+        # a pointer names a folder beside it, never a path that leaves the run folder
+        raise CheckpointError(f"{pointer}: 'dir' must name a best-NNNNNNNN folder, got {best!r}")
+    return directory / "checkpoints" / best
 
 
 def _checked_meta(directory: Path) -> tuple[dict[str, Any], MAEConfig]:

@@ -29,6 +29,7 @@ import datetime as _dt
 import errno
 import json
 import os
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -144,13 +145,24 @@ def _holder(fd: int) -> tuple[int | None, str | None]:
         return None, None  # not written yet, or not ours
 
 
+#: Never through a symbolic link (one planted in a shared folder would have the note written
+#: into the file it points to), and not inherited by child processes.
+_OPEN_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
 def _open(path: Path) -> int:
+    if path.is_symlink():
+        raise OSError(errno.ELOOP, f"{path} is a symbolic link, not a lock file; remove it")
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o666)
     except PermissionError:
         if not path.is_file():
             raise
-        return os.open(path, os.O_RDONLY)  # left by another user: locking needs no write access
+        fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)  # another user's: locking needs no write
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a fifo or device at the lock's name
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file; remove it")
+    return fd
 
 
 def _write_note(fd: int, command: str) -> None:

@@ -58,6 +58,19 @@ class CheckpointWriteError(OutputWriteError):
 #: The temporary that safetensors' ``save_file`` writes through (Rust ``tempfile``: ``.tmp``
 #: and six alphanumerics, in the destination's folder) before renaming it to its name.
 _SAFETENSORS_TEMPORARY = re.compile(r"\.tmp[A-Za-z0-9]{6}")
+#: What a pointer file may name: a file or folder this module writes beside it, never a path
+#: (a crafted latest.json listing "../x" under "kept" would have a resume delete x).
+_STEP_FILE = re.compile(r"step-\d{8}\.(safetensors|state\.pt)")
+_BEST_DIR = re.compile(r"best-\d{8}")
+
+
+def _check_own_file(pointer: Path, name: object, pattern: re.Pattern[str] = _STEP_FILE) -> None:
+    """Refuse a name in ``pointer`` that is not one this module writes beside it."""
+    if not (isinstance(name, str) and pattern.fullmatch(name)):
+        raise CheckpointError(
+            f"{pointer} names {name!r}, not a file of this run's checkpoints folder "
+            f"({pattern.pattern}); the folder was not written by sem train"
+        )
 
 
 @contextmanager
@@ -291,6 +304,11 @@ class Checkpointer(RunFolder):
             weights, state_name = pointer["weights"], pointer["state"]
         except KeyError as err:
             raise CheckpointError(f"{self.dir / 'latest.json'} lacks the field {err}") from None
+        kept = pointer.get("kept", [[weights, state_name]])
+        if not isinstance(kept, list) or not all(isinstance(k, list) and len(k) == 2 for k in kept):
+            raise CheckpointError(f"{self.dir / 'latest.json'}: 'kept' must list [weights, state]")
+        for name in [weights, state_name, *(f for k in kept for f in k)]:
+            _check_own_file(self.dir / "latest.json", name)
         load_weights(model, self.dir / weights)
         state = load_training_state(self.dir / state_name)
         _check_schedule(self.dir / state_name, state.get("scheduler"), scheduler.state_dict())
@@ -302,7 +320,7 @@ class Checkpointer(RunFolder):
             raise CheckpointError(
                 f"{self.dir / state_name} does not match this run's optimizer: {err}"
             ) from None
-        self._kept = [list(k) for k in pointer.get("kept", [[weights, state_name]])]
+        self._kept = [list(k) for k in kept]
         return dict(state["progress"])
 
     def save(
@@ -344,12 +362,16 @@ class Checkpointer(RunFolder):
         write_pointer(
             self.dir / "best.json", {"dir": new_dir.name, "global_step": step, "val_loss": val_loss}
         )
-        if old and old.get("dir") not in (None, new_dir.name):
-            shutil.rmtree(self.dir / Path(str(old["dir"])).name, ignore_errors=True)
+        gone = old.get("dir") if old else None
+        if isinstance(gone, str) and gone != new_dir.name and _BEST_DIR.fullmatch(gone):
+            shutil.rmtree(self.dir / gone, ignore_errors=True)
         return new_dir
 
     @property
     def best_dir(self) -> Path | None:
         """The folder ``best.json`` points at, or None."""
         best = read_pointer(self.dir / "best.json")
-        return self.dir / best["dir"] if best and "dir" in best else None
+        if not best or "dir" not in best:
+            return None
+        _check_own_file(self.dir / "best.json", best["dir"], _BEST_DIR)
+        return self.dir / best["dir"]
