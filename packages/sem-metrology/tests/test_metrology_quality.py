@@ -264,6 +264,29 @@ def test_shipped_niqe_parameters_are_basicsr_ones(tmp_path) -> None:
         assert (Path(quality.__file__).parent / "data" / name).is_file()
 
 
+def test_a_planted_niqe_parameter_file_is_replaced_and_the_default_cache_is_private(
+    tmp_path, monkeypatch
+) -> None:
+    """The cached .mat has a predictable name: one planted with other values (which changed
+    a NIQE score from 24.9 to 455) is written over with the shipped values; the default
+    cache folder is this user's own, not a shared /tmp/sem_metrology."""
+    import scipy.io
+
+    path = niqe_params_mat(tmp_path)
+    scipy.io.savemat(path, {"mu_prisparam": np.zeros((1, 36)), "cov_prisparam": np.eye(36)})
+    assert niqe_params_mat(tmp_path) == path
+    params = np.load(io.BytesIO(quality._niqe_npz()))
+    assert np.array_equal(scipy.io.loadmat(path)["mu_prisparam"], params["mu_pris_param"])
+    monkeypatch.setattr(quality.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    own = niqe_params_mat().parent
+    assert own.parent == tmp_path / "tmp" and own.name.startswith("sem_metrology-")
+    assert own.stat().st_mode & 0o077 == 0
+    (tmp_path / "tmp" / own.name).chmod(0o777)  # made shared (or another user's): not used
+    other = niqe_params_mat().parent
+    assert other != own and other.stat().st_mode & 0o077 == 0
+
+
 def test_shipped_niqe_parameters_are_byte_identical_to_the_published_file() -> None:
     real = os.environ.get("SEM_REAL_DATA")
     source = Path(real).parent / "niqe" / "niqe_pris_params.npz" if real else None

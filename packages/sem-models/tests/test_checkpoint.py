@@ -156,3 +156,33 @@ def test_a_bad_export_config_is_refused_naming_the_file(tmp_path, text, words):
         with pytest.raises(sm.CheckpointError, match=re.escape(words)) as info:
             read(tmp_path)
         assert str(info.value).startswith(str(tmp_path / "config.json"))
+
+
+def test_an_edited_config_is_refused_before_any_memory_is_taken(tiny_mae, tmp_path):
+    """config.json sets the size of the model built: one asking for embed_dim 16384 × depth 48
+    (about 150 GB) is compared with the weights' header on the meta device and refused at once;
+    integer tensors of the right shapes do not pass for float weights."""
+    import json
+    import resource
+    import time
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "m"
+    sm.save_model(tiny_mae, folder)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["mae"].update(embed_dim=16384, depth=48, num_heads=16)
+    (folder / "config.json").write_text(json.dumps(meta))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with pytest.raises(sm.CheckpointError, match=r"does not match .*config\.json"):
+        sm.load_model(folder)
+    assert time.perf_counter() - t0 < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 500_000  # KiB
+
+    other = tmp_path / "int"
+    sm.save_model(tiny_mae, other)
+    state = load_file(str(other / "model.safetensors"))
+    save_file({k: v.to(torch.int32) for k, v in state.items()}, str(other / "model.safetensors"))
+    with pytest.raises(sm.CheckpointError, match="holds I32 values, not floating point"):
+        sm.load_model(other)

@@ -218,6 +218,8 @@ def _lpips_model(net: str, backbone: str, device: str) -> Any:
         builder.load_state_dict(torch.load(backbone, map_location="cpu", weights_only=True))
     except Exception as err:  # RuntimeError/KeyError (wrong keys), UnpicklingError (not torch)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights_only" in str(err) or "Weights only load failed" in str(err):
+            first = "it holds Python objects beyond tensors, which are never unpickled here"
         raise ValueError(
             f"{backbone} is not a torchvision {LPIPS_BACKBONES[net][0]} state dict: {first}"
         ) from err
@@ -295,12 +297,44 @@ def _niqe_npz() -> bytes:
     return (resources.files("sem_metrology") / "data" / "niqe_pris_params.npz").read_bytes()
 
 
+def _own_cache_folder() -> Path:
+    """A folder of the system temporary directory that only this user can write: its own
+    ``sem_metrology-<uid>`` (created private), or a fresh private one when that name is taken
+    by someone else or writable by others (a shared /tmp)."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = Path(tempfile.gettempdir()) / f"sem_metrology-{uid if uid is not None else 'user'}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+        if uid is not None and (info.st_uid != uid or info.st_mode & 0o022 or folder.is_symlink()):
+            raise PermissionError(f"{folder} belongs to another user or is shared")
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix="sem_metrology-"))
+    return folder
+
+
+def _holds(path: Path, params: Any) -> bool:
+    """Whether the ``.mat`` file ``path`` holds exactly the shipped parameters."""
+    import scipy.io
+
+    try:
+        saved = scipy.io.loadmat(path)
+        return all(
+            np.array_equal(np.ravel(saved[mat]), np.ravel(params[npz]))
+            for mat, npz in (("mu_prisparam", "mu_pris_param"), ("cov_prisparam", "cov_pris_param"))
+        )
+    except Exception:  # unreadable, another format, missing keys: not ours
+        return False
+
+
 def niqe_params_mat(cache_dir: str | Path | None = None) -> Path:
     """The shipped NIQE pristine parameters as the ``.mat`` file pyiqa reads (created once).
 
     Keys ``mu_prisparam`` (1×36) and ``cov_prisparam`` (36×36). Written atomically to
-    ``cache_dir`` (default: a ``sem_metrology`` folder in the system temporary directory),
-    named by the content hash of the source, so a stale file is never used.
+    ``cache_dir`` (default: a private ``sem_metrology-<uid>`` folder of the system temporary
+    directory), named by the content hash of the source. A file found there is used only when
+    it holds exactly the shipped values (one planted in a shared folder would otherwise change
+    every NIQE score); else it is written again.
     """
     import io
 
@@ -308,11 +342,11 @@ def niqe_params_mat(cache_dir: str | Path | None = None) -> Path:
 
     raw = _niqe_npz()
     digest = hashlib.sha256(raw).hexdigest()[:16]
-    folder = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "sem_metrology"
+    folder = Path(cache_dir) if cache_dir else _own_cache_folder()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"niqe_pris_params_{digest}.mat"
-    if not path.is_file():
-        params = np.load(io.BytesIO(raw))
+    params = np.load(io.BytesIO(raw))
+    if not (path.is_file() and _holds(path, params)):
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".mat")
         os.close(fd)
         scipy.io.savemat(

@@ -205,12 +205,43 @@ def export_model_kind(meta: dict[str, Any]) -> Literal["dense", "moe", "restorat
     return "moe" if export_has_moe(meta) else "dense"
 
 
+def _check_against_weights(skeleton: nn.Module, w_path: Path, cfg_path: Path) -> None:
+    """Compare the tensors the model ``config.json`` describes (built on the meta device) with
+    the header of the weights file, before any memory is allocated: an edited config.json
+    cannot ask for a model of 150 GB, and integer tensors do not pass for float weights."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(w_path), framework="pt") as f:
+            found = {
+                k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()
+            }
+    except Exception as exc:  # SafetensorError: truncated or not a safetensors file
+        raise CheckpointError(f"{w_path}: not a readable safetensors file ({exc})") from None
+    wanted = skeleton.state_dict()
+    missing, unexpected = sorted(set(wanted) - set(found)), sorted(set(found) - set(wanted))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{w_path} does not match {cfg_path}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for key, tensor in wanted.items():
+        shape, dtype = found[key]
+        if shape != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{w_path} does not match {cfg_path}: {key} is {list(shape)} in the weights, "
+                f"{list(tensor.shape)} in the model config.json describes"
+            )
+        if tensor.is_floating_point() and not dtype.startswith(("F", "BF")):
+            raise CheckpointError(f"{w_path}: {key} holds {dtype} values, not floating point")
+
+
 def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild the model saved by :func:`save_model` (same class, config and weights).
 
     ``directory`` is the saved folder, or a training run folder whose
     ``checkpoints/best.json`` names its best export (what ``sem train`` writes).
     """
+    import torch
     from safetensors.torch import load_file
 
     from .mae import MaskedAutoencoder
@@ -222,10 +253,12 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
         if not path.is_file():
             raise CheckpointError(f"{path} not found; expected a folder written by save_model()")
     meta, cfg = _checked_meta(directory)
-    mae = MaskedAutoencoder(cfg)
-    model: nn.Module = mae
-    if meta["kind"] == "restoration":
-        model = RestorationModel(
+
+    def build() -> nn.Module:
+        mae = MaskedAutoencoder(cfg)
+        if meta["kind"] != "restoration":
+            return mae
+        return RestorationModel(
             mae,
             freeze_encoder=bool(meta.get("freeze_encoder", True)),
             residual=bool(meta.get("residual", False)),
@@ -233,6 +266,10 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
             masked_ensemble=int(meta.get("masked_ensemble", 0)),
             guide_balances=[float(v) for v in meta.get("guide_balances", [])],
         )
+
+    with torch.device("meta"):  # no memory: config.json's model checked against the weights
+        _check_against_weights(build(), w_path, cfg_path)
+    model = build()
     try:
         state = load_file(str(w_path))
     except Exception as exc:  # SafetensorError: truncated or not a safetensors file

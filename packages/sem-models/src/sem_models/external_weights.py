@@ -43,6 +43,7 @@ __all__ = [
     "MissingWeightsError",
     "load_external_mae",
     "read_state_dict",
+    "refusal_reason",
 ]
 
 SOURCES = (
@@ -72,6 +73,18 @@ class LoadReport:
     converted: list[str] = field(default_factory=list)  # resampled or channel-converted keys
 
 
+def refusal_reason(err: BaseException) -> str:
+    """Why a weights-only ``torch.load`` refused a file, in one line, without torch's advice to
+    load it with ``weights_only=False`` (which would run whatever code the file carries)."""
+    text = str(err).strip()
+    if "Weights only load failed" in text or "weights_only" in text:
+        return (
+            "it holds Python objects beyond tensors, which are never unpickled here (they could "
+            "run code); convert it to safetensors on a machine where its source is trusted"
+        )
+    return (text.splitlines() or [type(err).__name__])[0]
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a local ``.pth``/``.bin`` (weights-only unpickling) or ``.safetensors``."""
     path = Path(path)
@@ -90,7 +103,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ExternalWeightsError(
-                f"{path}: cannot be read as a weights-only checkpoint ({exc})"
+                f"{path}: cannot be read as a weights-only checkpoint ({refusal_reason(exc)})"
             ) from None
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

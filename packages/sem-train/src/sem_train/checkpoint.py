@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from sem_models.external_weights import refusal_reason
 from sem_physics.atomic import OutputWriteError, atomic_write, remove_stale_temporaries
 
 from .runfolder import CheckpointError, RunExistsError, RunFolder, read_pointer
@@ -190,8 +191,8 @@ def load_training_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"{path} is not a training-state checkpoint: {first}") from None
+        reason = refusal_reason(err)
+        raise CheckpointError(f"{path} is not a training-state checkpoint: {reason}") from None
     if not isinstance(state, dict) or "progress" not in state:
         raise CheckpointError(f"{path} is not a training-state checkpoint (no 'progress' entry)")
     return state
