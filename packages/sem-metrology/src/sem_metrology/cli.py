@@ -242,6 +242,22 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path], folder: Path | 
         blocker = None if out is None else _file_in_the_way(out / "_" if inside else out)
         if blocker is not None:  # else found only when writing, after every image is measured
             raise InputError(f"{flag} {out} cannot be created: {blocker} is a file, not a folder")
+    if not args.overwrite:
+        _refuse_existing(args, inputs, folder)
+
+
+def _refuse_existing(args: argparse.Namespace, inputs: list[Path], folder: Path | None) -> None:
+    """Refuse existing files at the output paths (``--output``, the reports): not replaced
+    without ``--overwrite``."""
+    reports = [_report_path(args, p, folder) for p in inputs]
+    for flag, paths in (("--output", [args.output]), ("--report", reports)):
+        existing = [p for p in paths if p is not None and p.exists()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise InputError(
+                f"{flag} {existing[0]}{more} exists: not overwritten; pass --overwrite to "
+                f"replace it or choose another {flag}"
+            )
 
 
 def _file_in_the_way(path: Path) -> Path | None:
@@ -374,6 +390,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--report", default=None, help="PNG report file, or a folder (existing, or ending in /)"
+    )
+    common.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing --output and --report files (default: refused before any work)",
     )
     common.add_argument(
         "--info-bar",

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help=f"replace files at output paths that no earlier {MANIFEST} in -o lists (an "
-        "earlier run's outputs are always replaced, with a note)",
+        "earlier run's outputs are always replaced, with a note), and files at --make-samples "
+        "names that differ from the samples",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
@@ -249,7 +250,9 @@ def run(args: argparse.Namespace) -> int:
     params = _explicit_params(args)
     inputs = list(args.inputs)
     if args.make_samples is not None:
-        written = write_samples(args.make_samples, n_per_kind=args.n_samples, seed=args.seed)
+        written = write_samples(
+            args.make_samples, n_per_kind=args.n_samples, seed=args.seed, overwrite=args.overwrite
+        )
         _say("note", f"wrote {len(written)} samples to {args.make_samples}")
         if not inputs:
             inputs = [args.make_samples]

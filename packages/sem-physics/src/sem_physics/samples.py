@@ -22,6 +22,7 @@ per grey level), then are clipped to 0..255: realistic focused inputs for the fo
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -244,26 +245,66 @@ def sample_seed(seed: int, kind: str, index: int) -> int:
     return int(seq.generate_state(1, dtype=np.uint32)[0])
 
 
+def _differs(path: Path, img: np.ndarray, pixel_size_nm: float | None) -> bool:
+    """Whether the existing ``path`` is not, byte for byte, what :func:`write_samples` writes."""
+    if not path.is_file():
+        return True
+    with tempfile.TemporaryDirectory(prefix=".sem-sample-") as tmp:
+        ours = write_image(Path(tmp) / path.name, img, "uint16", pixel_size_nm=pixel_size_nm)
+        if ours.stat().st_size != path.stat().st_size:  # a large file is not read
+            return True
+        return ours.read_bytes() != path.read_bytes()
+
+
 def write_samples(
     out_dir: str | Path,
     n_per_kind: int = 2,
     shape: tuple[int, int] = (480, 640),
     seed: int = 0,
     pixel_size_nm: float | None = None,
+    *,
+    overwrite: bool = True,
 ) -> list[Path]:
     """Write ``n_per_kind`` samples of every kind to ``out_dir``, deterministic by ``seed``.
 
     Files are 16-bit PNG ``<kind>_<i>.png``, or 16-bit TIFF ``<kind>_<i>.tif`` carrying the
     pixel size when ``pixel_size_nm`` is given. Returns the paths in writing order.
+    ``overwrite=False``: an existing file at a sample's name that is not that very sample (the
+    same bytes: an earlier identical call wrote it) raises :class:`FileExistsError` naming it,
+    before anything is written.
     """
     if isinstance(n_per_kind, bool) or int(n_per_kind) != n_per_kind or n_per_kind < 1:
         raise ValueError(f"n_per_kind must be an integer >= 1, got {n_per_kind}")
     out = Path(out_dir)
     ext = ".png" if pixel_size_nm is None else ".tif"
+    count = range(int(n_per_kind))
+    names = [(kind, i, out / f"{kind}_{i:03d}{ext}") for kind in SAMPLE_KINDS for i in count]
+    if not overwrite:
+        _refuse_other_files(names, shape, seed, pixel_size_nm)
     paths = []
-    for kind in SAMPLE_KINDS:
-        for i in range(int(n_per_kind)):
-            img = make_sample(kind, shape, seed=sample_seed(seed, kind, i))
-            path = out / f"{kind}_{i:03d}{ext}"
-            paths.append(write_image(path, img, "uint16", pixel_size_nm=pixel_size_nm))
+    for kind, i, path in names:
+        img = make_sample(kind, shape, seed=sample_seed(seed, kind, i))
+        paths.append(write_image(path, img, "uint16", pixel_size_nm=pixel_size_nm))
     return paths
+
+
+def _refuse_other_files(
+    names: list[tuple[str, int, Path]],
+    shape: tuple[int, int],
+    seed: int,
+    pixel_size_nm: float | None,
+) -> None:
+    """Raise :class:`FileExistsError` naming the existing files at sample names that differ
+    from the samples (files equal to them are kept: rewriting them changes nothing)."""
+    other = [
+        path
+        for kind, i, path in names
+        if path.exists()
+        and _differs(path, make_sample(kind, shape, seed=sample_seed(seed, kind, i)), pixel_size_nm)
+    ]
+    if other:
+        more = f" (and {len(other) - 1} more)" if len(other) > 1 else ""
+        raise FileExistsError(
+            f"{other[0]}{more} exists and differs from the sample of that name: not overwritten; "
+            "pass --overwrite to replace it or choose another --make-samples DIR"
+        )
