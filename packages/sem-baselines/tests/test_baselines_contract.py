@@ -166,3 +166,17 @@ def test_registry_rejects_unknown_names_and_keys():
     with pytest.raises(RestorerConfigError, match="balanse"):
         get_restorer("wiener", balanse=0.1)
     assert isinstance(RestorerConfigError("x"), ValueError)
+
+
+@pytest.mark.parametrize("name", ["wiener", "richardson-lucy"])
+def test_an_inverted_or_pedestal_shifted_image_is_refused_not_restored_to_zeros(name):
+    """The deconvolutions returned all zeros (Richardson-Lucy a constant) for a negated image:
+    more than half of the pixels below 0 is refused with the reason."""
+    img = np.random.default_rng(1).uniform(20, 200, (64, 64)).astype(np.float32)
+    restorer = get_restorer(name, psf={"rx_px": 2.0, "ry_px": 2.0})
+    for bad in (-img, img - 250):
+        with pytest.raises(ValueError, match=r"more than half of image is below 0"):
+            restorer.restore(bad)
+    slightly = img.copy()
+    slightly[:3] = -4.0  # a few noise excursions of an unclipped simulation stay accepted
+    assert np.isfinite(restorer.restore(slightly)).all()

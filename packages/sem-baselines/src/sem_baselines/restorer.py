@@ -343,5 +343,11 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
             "(sem_physics.read_image scales 8/16-bit files to 0..255; divide 16-bit counts "
             "by 257)"
         )
+    middle = float(np.median(arr))
+    if middle < 0:  # a deconvolution would return zeros, the models clipped garbage
+        raise ValueError(
+            f"more than half of {name} is below 0 (median {middle:g}): an inverted image or one "
+            "with a negative pedestal, not 0..255 grey levels (add the offset back)"
+        )
     warn_if_unit_scale(arr, name)  # every restorer returns 0..255 too
     return arr

@@ -35,6 +35,7 @@ __all__ = [
     "balance_loss",
     "build_mae",
     "calibrate_routers",
+    "checked_device",
     "collect_aux_loss",
     "denormalize",
     "extract_embeddings",
@@ -133,7 +134,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         routing_stats,
     )
     from .pos_embed import resize_pos_embed, sincos_2d
-    from .precision import native_bf16
+    from .precision import checked_device, native_bf16
     from .restoration import RestorationModel
     from .sliding_window import (
         grid_averaging_overlap,

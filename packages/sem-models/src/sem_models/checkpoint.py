@@ -245,6 +245,7 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
     from safetensors.torch import load_file
 
     from .mae import MaskedAutoencoder
+    from .precision import checked_device
     from .restoration import RestorationModel
 
     directory = best_export(directory)
@@ -283,4 +284,4 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
             f"{w_path} does not match {cfg_path}: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
-    return model.to(device)
+    return model.to(checked_device(device))

@@ -88,6 +88,10 @@ def refusal_reason(err: BaseException) -> str:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a local ``.pth``/``.bin`` (weights-only unpickling) or ``.safetensors``."""
     path = Path(path)
+    if path.is_dir():
+        raise ExternalWeightsError(
+            f"{path} is a folder; give the MAE weights file itself (.pth, .bin or .safetensors)"
+        )
     if not path.is_file():
         raise MissingWeightsError(
             f"MAE weights file {path} not found. This machine may be offline and nothing is "

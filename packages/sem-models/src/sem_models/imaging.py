@@ -38,6 +38,11 @@ def norm_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _stats_like(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"expected a torch tensor (N, C, H, W) of [0, 1] images; got {type(x).__name__} "
+            "(torch.from_numpy converts an array)"
+        )
     if x.ndim != 4:
         raise ValueError(f"expected images of shape (N, C, H, W); got {tuple(x.shape)}")
     mean, std = norm_stats(x.shape[1])

@@ -24,6 +24,7 @@ from .config import MAEConfig, MoEConfig, mae_config
 from .imaging import normalize
 from .moe import MoEMlp
 from .pos_embed import resize_pos_embed, sincos_2d
+from .precision import checked_device
 
 __all__ = ["MaskedAutoencoder", "build_mae", "moe_block_indices"]
 
@@ -277,4 +278,6 @@ def build_mae(
     ``moe`` ...); an unknown key raises :class:`~sem_models.config.ModelConfigError`.
     ``device="meta"`` builds the architecture without allocating weights.
     """
+    if device is not None:
+        device = checked_device(device)
     return MaskedAutoencoder(mae_config(preset, **overrides), device=device)

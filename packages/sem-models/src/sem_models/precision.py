@@ -1,11 +1,34 @@
-"""Whether a device computes bf16 in hardware: the one test behind every bf16 autocast of the
-toolkit (training loops and sliding-window inference)."""
+"""Devices: which one a name means (refused in one line when it cannot be used here) and
+whether it computes bf16 in hardware, the one test behind every bf16 autocast of the toolkit
+(training loops and sliding-window inference)."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["native_bf16"]
+__all__ = ["checked_device", "native_bf16"]
+
+
+def checked_device(device: torch.device | str | None, what: str = "device") -> torch.device:
+    """``device`` as a torch device (None: CUDA when a GPU is visible, else the CPU), or a
+    ValueError naming ``what`` when the name is unknown or the device is absent here."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"{what}={device!r} is not a device name (cpu, cuda, cuda:N, mps, meta)"
+        ) from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{what}={device!r}, but no CUDA GPU is visible here (use cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"{what}={device!r}, but only {torch.cuda.device_count()} CUDA GPU(s) are visible"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{what}={device!r}, but MPS is not available here (use cpu)")
+    return dev
 
 
 def native_bf16(device: torch.device | str) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -99,11 +100,35 @@ def inference_context(device: torch.device | str, amp: bool = True) -> Iterator[
             yield
 
 
+#: Largest window for an image smaller than it, unless twice the image's larger side is more:
+#: the image is padded to the window and a ViT's cost grows with the window's area squared.
+MAX_PADDED_WINDOW = 512
+
+
+def _check_real(arr: np.ndarray | torch.Tensor) -> None:
+    """Refuse boolean, complex and non-numeric images (a cast would drop or invent values)."""
+    if isinstance(arr, torch.Tensor):
+        bad = arr.dtype == torch.bool or arr.is_complex()
+    else:
+        bad = arr.dtype == bool or np.iscomplexobj(arr) or not np.issubdtype(arr.dtype, np.number)
+    if bad:
+        raise ValueError(f"the image must be real numeric, got dtype {arr.dtype}")
+
+
 def _as_tensor(image: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, int, bool]:
     is_numpy = not isinstance(image, torch.Tensor)
-    x: torch.Tensor = (
-        torch.as_tensor(np.asarray(image, dtype=np.float32)) if is_numpy else image  # type: ignore[assignment]
-    )
+    if is_numpy:
+        arr = np.asarray(image)
+        _check_real(arr)
+        if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[0] > 4:
+            raise ValueError(
+                f"sliding_window takes (H, W) or (C, H, W); got shape {arr.shape}: channels "
+                "last? (move the channels first)"
+            )
+        x = torch.as_tensor(arr.astype(np.float32, copy=False))
+    else:
+        _check_real(image)  # type: ignore[arg-type]
+        x = image  # type: ignore[assignment]
     ndim = x.ndim
     if ndim == 2:
         x = x[None, None]
@@ -186,6 +211,13 @@ def sliding_window(
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     x, ndim, is_numpy = _as_tensor(image)
+    side = max(x.shape[-2:])
+    if window > max(MAX_PADDED_WINDOW, 2 * side):
+        raise ValueError(
+            f"window={window} px for an image of {tuple(x.shape[-2:])} px: it would be padded "
+            f"to the window, at a cost growing with the window's area; use a window of at most "
+            f"{max(MAX_PADDED_WINDOW, 2 * side)} px"
+        )
     out_device = x.device
     device = model_device(model, device, default=out_device)
     x = x.detach().to(device=device, dtype=torch.float32)
@@ -247,6 +279,29 @@ def sliding_window(
     return out.to(out_device)
 
 
+def _check_grey_scale(arr: np.ndarray) -> None:
+    """Refuse an image off the 0..255 grey scale, warn about a 0..1 one."""
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        return  # sliding_window names these
+    peak, middle = float(arr.max()), float(np.median(arr))
+    if peak > 2 * 255:
+        raise ValueError(
+            f"the image reaches {peak:g}, beyond the 0..255 grey scale (divide 16-bit counts by "
+            "257; sem_physics.read_image scales 8/16-bit files to 0..255)"
+        )
+    if middle < 0:
+        raise ValueError(
+            f"more than half of the image is below 0 (median {middle:g}): an inverted image or "
+            "one with a negative pedestal, not 0..255 grey levels"
+        )
+    if 0 < peak <= 1.0:
+        warnings.warn(
+            f"the image's values lie in 0..{peak:g}: a 0..1 image? restore_image works on the "
+            "0..255 scale (multiply by 255)",
+            stacklevel=3,
+        )
+
+
 def restore_image(
     model: nn.Module,
     image: np.ndarray,
@@ -259,8 +314,13 @@ def restore_image(
 
     Scales to ``[0, 1]`` for the model (e.g. a :class:`~sem_models.RestorationModel`), runs
     :func:`sliding_window` and returns float32 on the 0..255 scale, clipped to ``[0, 255]``.
+    An image that is not on that scale is refused (16-bit counts, an inverted image) or, when
+    it looks like a 0..1 image, warned about: the output would be clipped garbage.
     """
-    arr = np.asarray(image, dtype=np.float32)
+    raw = np.asarray(image)
+    _check_real(raw)
+    arr = raw.astype(np.float32, copy=False)
+    _check_grey_scale(arr)
     if arr.ndim not in (2, 3):
         raise ValueError(f"expected an image (H, W) or (C, H, W); got shape {arr.shape}")
     if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[0] > 4:

@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sem_models.precision import native_bf16
+from sem_models.precision import checked_device, native_bf16
 from sem_models.training import FitResult
 from sem_physics import DegradationParams, ParameterRanges, image_to_tensor
 from torch import nn
@@ -53,13 +53,12 @@ DEFAULT_PATCH_PX = 128
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """``None`` means CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``None`` means CUDA when available, else CPU; an unknown or absent device is a
+    RestorerConfigError naming it."""
     try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise RestorerConfigError(f"invalid device {device!r}: {err}") from None
+        return checked_device(device)
+    except ValueError as err:
+        raise RestorerConfigError(str(err)) from None
 
 
 class TrainablePieces(Protocol):
