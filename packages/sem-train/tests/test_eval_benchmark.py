@@ -521,3 +521,8 @@ def test_a_rescoring_run_reloads_the_trained_weights_instead_of_training_again(
     assert fits == ["n2v"] * 4
     notes = json.loads(result.read_text())["notes"]
     assert any("kept weights did not load" in n for n in notes), notes
+
+
+def test_run_benchmark_names_what_it_takes_when_given_a_mapping():
+    with pytest.raises(TypeError, match=r"takes a BenchmarkConfig .*got dict"):
+        run_benchmark({"protocol": "s2s"}, progress=False)

@@ -352,6 +352,11 @@ def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool =
 
     The output folder is held for the whole run (:func:`sem_physics.locking.output_lock`): a
     second run into it stops at once."""
+    if not isinstance(cfg, BenchmarkConfig):
+        raise TypeError(
+            f"run_benchmark takes a BenchmarkConfig (load_benchmark_config(path), "
+            f"BenchmarkConfig(**fields) or demo_config(...)); got {type(cfg).__name__}"
+        )
     with output_lock(cfg.out):
         return _run_benchmark(cfg, force=force, progress=progress)
 
