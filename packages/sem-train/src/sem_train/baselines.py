@@ -12,6 +12,7 @@ run folder holds what every run holds (``config.json``, ``run_info.json``,
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -22,7 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import ValidationError
+from sem_baselines.learned.base import WEIGHTS_FILE
 from sem_baselines.learned.training import sample_patches, trainable_restorers
+from sem_baselines.restorer import CONFIG_FILE
 from sem_physics import ParameterRanges
 from sem_physics.convert import image_to_tensor
 from torch import nn
@@ -36,7 +39,7 @@ from .distributed import env_local_rank, is_rank_zero, select_device
 from .engine import FitResult, Task, fit
 from .preflight import check_baseline_method
 
-__all__ = ["BaselineTask", "PatchDataset", "run_baseline"]
+__all__ = ["BaselineTask", "PatchDataset", "check_model_folder", "run_baseline"]
 
 
 class PatchDataset(Dataset):
@@ -125,8 +128,45 @@ def _images(paths: list[Path], fraction: float, patch_px: int) -> list[np.ndarra
     return out
 
 
+#: The files a learned restorer's ``save`` writes (``sem_baselines`` NetworkRestorer).
+_RESTORER_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE})
+
+
+def _saved_restorer_name(folder: Path) -> str | None:
+    """The ``restorer`` field of ``folder/config.json``, or None when it has none."""
+    try:
+        meta = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = meta.get("restorer") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def check_model_folder(dest: Path) -> None:
+    """Refuse a ``model/`` folder a run would replace unless it holds a saved restorer only
+    (``config.json`` with a ``restorer`` field, its weights): other files are the user's."""
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if dest.is_symlink() or not dest.is_dir():
+        found = "is a file or a link, not a folder a run wrote"
+    else:
+        names = sorted(p.name for p in dest.iterdir())
+        foreign = [n for n in names if n not in _RESTORER_FILES]
+        if not names or (not foreign and _saved_restorer_name(dest) is not None):
+            return
+        listed = foreign or names  # or a config.json without a "restorer" field
+        more = ", ..." if len(listed) > 3 else ""
+        found = f"holds files that are not a saved restorer's ({', '.join(listed[:3])}{more})"
+    raise ValueError(
+        f"{dest} {found}; a run replaces {dest.name}/ with its best restorer: move it away "
+        "or choose another --output-dir"
+    )
+
+
 def _publish(best: Path, dest: Path) -> None:
-    """Copy the best export to ``dest`` through a temporary folder and a rename."""
+    """Copy the best export to ``dest`` through a temporary folder and a rename; an earlier
+    ``dest`` is replaced only if it holds a saved restorer (:func:`check_model_folder`)."""
+    check_model_folder(dest)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(best, tmp)
@@ -158,6 +198,7 @@ def run_baseline(
     """Train baseline ``method`` (default ``cfg.method``), one of
     :func:`sem_baselines.trainable_restorers` (n2v, n2n, mrn); see the module doc."""
     name = check_baseline_method(method or cfg.method, trainable_restorers())
+    check_model_folder(Path(cfg.run.output_dir) / "model")  # before any training
     # built on this process's device, the one the engine trains on: under torchrun each rank
     # its own GPU (built on the default device, every rank would open a context on GPU 0)
     device = select_device(cfg.run.device, env_local_rank())

@@ -8,11 +8,20 @@ cheap header check that does not decode the pixels.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sem_physics.io import IMAGE_EXTENSIONS, ImageReadError, crop_info_bar, read_image
+from sem_physics.io import (
+    _PIL_LOCK,
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    _check_declared_size,
+    crop_info_bar,
+    max_pixels_limit,
+    read_image,
+)
 
 __all__ = ["IMAGE_EXTENSIONS", "check_header", "crop_bottom", "dim_picture_note", "read_gray"]
 
@@ -86,11 +95,34 @@ def _check_tiff_extent(path: Path, offsets: Sequence[int], counts: Sequence[int]
         )
 
 
+def _pil_header(path: Path, limit: int) -> tuple[int, int]:
+    """(rows, columns) of a PNG, JPEG or BMP, refused above ``limit`` pixels as
+    :func:`sem_physics.io.read_image` refuses it (PIL's own size check lifted meanwhile)."""
+    from PIL import Image
+
+    with _PIL_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    with im:
+        w, h = im.size
+        _check_declared_size(path, h, w, 1, limit)
+        im.verify()
+    return h, w
+
+
 def check_header(path: str | Path) -> tuple[int, int]:
-    """Parse the header of ``path`` without decoding the pixels; raise if it is malformed.
+    """Parse the header of ``path`` without decoding the pixels; raise if it is malformed or
+    declares more pixels than :func:`sem_physics.io.read_image` reads
+    (:func:`sem_physics.io.max_pixels_limit`).
 
     Returns the image's (rows, columns)."""
     path = Path(path)
+    limit = max_pixels_limit()
     try:
         if path.stat().st_size == 0:
             raise ImageReadError(f"{path}: file is empty (0 bytes)")
@@ -102,14 +134,10 @@ def check_header(path: str | Path) -> tuple[int, int]:
                     raise ImageReadError(f"{path}: TIFF without image pages")
                 page = tif.pages[0]
                 shape = (page.imagelength, page.imagewidth)
+                _check_declared_size(path, *shape, page.imagedepth, limit)
                 _check_tiff_extent(path, page.dataoffsets, page.databytecounts)
         else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                w, h = im.size
-                im.verify()
-            shape = (h, w)
+            shape = _pil_header(path, limit)
     except ImageReadError:
         raise
     except Exception as err:  # decoders raise many types for malformed files

@@ -35,7 +35,7 @@ from .harmonics import harmonics_markdown, harmonics_rows
 from .protocols import Case, ProtocolManifest
 from .quality import METRIC_LABELS
 from .results import FAILED, INPUT_NAME, REFERENCE_NAME, MethodResult, MetrologyRow, QualityRow
-from .sources import SkippedFile
+from .sources import REPORT_STAGING_PREFIX, SkippedFile, check_report_folder
 from .tables import (
     NIQE_CAVEAT,
     MetrologySummary,
@@ -74,7 +74,6 @@ REPORT_ITEMS = (
     "edges",
     "psd",
 )
-_STAGING_PREFIX = ".report-staging-"
 
 
 def safe_name(text: str) -> str:
@@ -587,13 +586,15 @@ def write_report(out_dir: str | Path, inp: ReportInputs) -> Path:
 
     ``out_dir`` is held meanwhile (:func:`sem_physics.locking.output_lock`; ``sem benchmark``
     and ``sem demo`` hold it for their whole run), so a staging folder found there is one a
-    crashed run left, never a live run's.
+    crashed run left, never a live run's. A folder holding files but no earlier evaluation is
+    refused (:func:`~.sources.check_report_folder`): its files are not this report's to replace.
     """
     out = Path(out_dir)
     with output_lock(out):
-        for old in out.glob(f"{_STAGING_PREFIX}*"):  # left by a crashed run
+        check_report_folder(out)
+        for old in out.glob(f"{REPORT_STAGING_PREFIX}*"):  # left by a crashed run
             _remove(old)
-        stage = out / f"{_STAGING_PREFIX}{os.getpid()}"
+        stage = out / f"{REPORT_STAGING_PREFIX}{os.getpid()}"
         stage.mkdir()
         try:
             _write(stage, inp)

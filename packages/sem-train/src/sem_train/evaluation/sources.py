@@ -15,16 +15,21 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sem_physics.io import IMAGE_EXTENSIONS, crop_info_bar, read_image
+from sem_physics.locking import INCOMPLETE_MARKER, LOCK_NAME
 from sem_physics.protocol import file_sha256, pixels_sha256
 from sem_physics.samples import ALL_SAMPLE_KINDS, SAMPLE_KINDS, make_sample
 
+from .results import RESULT_FILE
+
 __all__ = [
     "MIN_SIDE_PX",
+    "REPORT_STAGING_PREFIX",
     "SAMPLE_PIXEL_SIZE_NM",
     "EvalImage",
     "SkippedFile",
     "array_sha256",
     "check_output_folder",
+    "check_report_folder",
     "crop_note",
     "list_images",
     "load_images",
@@ -36,6 +41,11 @@ __all__ = [
 MIN_SIDE_PX = 16
 #: Pixel size the generated samples are rendered at (nm/px), that of the real resist-line image.
 SAMPLE_PIXEL_SIZE_NM = 0.827
+#: Name prefix of the hidden folder a report is written into before it is moved in place.
+REPORT_STAGING_PREFIX = ".report-staging-"
+#: The record every evaluation writes into its output folder before anything else but
+#: :data:`~sem_physics.locking.INCOMPLETE_MARKER` (see ``runner._run_benchmark``).
+EVALUATION_RECORD = Path("methods", "manifest.json")
 
 
 @dataclass
@@ -75,7 +85,8 @@ def array_sha256(arr: np.ndarray) -> str:
 
 def check_output_folder(out: Path, inputs: Sequence[Path | None]) -> None:
     """Refuse an output folder equal to or inside an input folder (a rerun would read its own
-    figures as inputs, and outputs could overwrite inputs)."""
+    figures as inputs, and outputs could overwrite inputs), and a non-empty one that holds no
+    earlier evaluation (:func:`check_report_folder`)."""
     o = Path(out).resolve()
     for folder in inputs:
         if folder is None:
@@ -86,6 +97,50 @@ def check_output_folder(out: Path, inputs: Sequence[Path | None]) -> None:
                 f"output folder {str(out)!r} is inside the input folder {str(folder)!r}: "
                 "choose an --out outside the images"
             )
+    check_report_folder(out)
+
+
+def _own_hidden(name: str) -> bool:
+    """Whether ``name`` is a hidden file a run keeps in its output folder (lock, staging)."""
+    return name == LOCK_NAME or name.startswith(REPORT_STAGING_PREFIX)
+
+
+def _interrupted_first_run(entries: Sequence[str]) -> bool:
+    """Whether a folder holding ``entries`` (besides its lock and staging folders) is one a
+    first evaluation stopped in between writing :data:`~sem_physics.locking.INCOMPLETE_MARKER`
+    and its record (the marker is shared with other commands: their folders hold outputs)."""
+    own = {INCOMPLETE_MARKER, EVALUATION_RECORD.parts[0]}
+    return INCOMPLETE_MARKER in entries and set(entries) <= own
+
+
+def _holds_evaluation(folder: Path) -> bool:
+    """Whether ``folder`` holds an evaluation's record, or a method's result (its record was
+    deleted, as an unreadable one's error says to)."""
+    methods = folder / EVALUATION_RECORD.parent
+    return (folder / EVALUATION_RECORD).is_file() or any(methods.glob(f"*/{RESULT_FILE}"))
+
+
+def check_report_folder(out: Path) -> None:
+    """Refuse an existing, non-empty output folder that holds no earlier evaluation.
+
+    A run replaces the report's files and folders (``report.md``, ``panels/``, ...) in its
+    output folder; only a folder an evaluation wrote (its ``methods/manifest.json`` or a
+    ``methods/<name>/result.json``, or the ``INCOMPLETE`` marker of an interrupted first run)
+    is taken to hold them. A missing or empty folder, or one holding only the run lock, is
+    accepted.
+    """
+    folder = Path(out)
+    if not folder.is_dir() or _holds_evaluation(folder):
+        return
+    entries = sorted(p.name for p in folder.iterdir() if not _own_hidden(p.name))
+    if not entries or _interrupted_first_run(entries):
+        return
+    shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+    raise ValueError(
+        f"output folder {str(out)!r} is not empty ({shown}) and holds no earlier evaluation "
+        f"(no {EVALUATION_RECORD.as_posix()}); a run replaces its report files there: "
+        "choose a new or empty --out folder"
+    )
 
 
 def list_images(folder: str | Path) -> list[Path]:
