@@ -230,3 +230,17 @@ def test_the_header_check_follows_the_configured_limit(tmp_path, monkeypatch, fo
         with pytest.raises(ImageReadError) as read:
             read_image(path)
         assert str(refused.value) == str(read.value)
+
+
+def test_a_cached_index_is_not_reused_under_another_pixel_limit(tmp_path, monkeypatch):
+    """The verdict on a file depends on SEM_MAX_PIXELS: an index built under one limit is not
+    reused under another (a file counted under a high limit would stay counted)."""
+    from sem_physics import write_image
+    from sem_train.data import build_index
+
+    folder = tmp_path / "imgs"
+    write_image(folder / "a.tif", np.full((64, 96), 100.0, np.float32))
+    monkeypatch.setenv("SEM_MAX_PIXELS", "100000")
+    assert len(build_index(folder).paths()) == 1
+    monkeypatch.setenv("SEM_MAX_PIXELS", "1000")  # 64 x 96 px is now above the limit
+    assert build_index(folder).paths() == []

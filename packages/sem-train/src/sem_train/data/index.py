@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from sem_physics.atomic import atomic_write_text
+from sem_physics.io import max_pixels_limit
 
 from ..config import DataConfig, GeneratedData
 from .io import IMAGE_EXTENSIONS, check_header, read_gray
@@ -92,8 +93,8 @@ def _walk(root: Path, extensions: tuple[str, ...]) -> list[str]:
 
 
 #: Version of the file checks: a cached verdict of older checks is not reused (2: truncated
-#: TIFFs refused by the header check).
-CHECK_VERSION = 2
+#: TIFFs refused by the header check; 3: the pixel limit applied to the declared size).
+CHECK_VERSION = 3
 
 
 def _cache_location(root: Path, cache_dir: Path | None, key: str) -> Path:
@@ -131,7 +132,8 @@ def build_index(
         )
     if verify not in ("none", "header", "full"):
         raise ValueError(f"verify must be 'none', 'header' or 'full', got {verify!r}")
-    rule = f"{root}|{sorted(extensions)}|{verify}|{CHECK_VERSION}"
+    # the pixel limit (SEM_MAX_PIXELS) decides verdicts too: another limit, another cache
+    rule = f"{root}|{sorted(extensions)}|{verify}|{CHECK_VERSION}|{max_pixels_limit()}"
     key = hashlib.sha1(rule.encode()).hexdigest()[:12]
     cache = _cache_location(root, Path(cache_dir) if cache_dir else None, key)
     known = {} if refresh else _cached_entries(cache, root)
