@@ -18,6 +18,7 @@ from PIL import Image
 from pydantic import ValidationError
 from sem_physics import DegradationParams, ImageReadError, ParameterRanges, degrade, read_image
 from sem_physics.io import PIXEL_SIZE_RANGE_NM
+from sem_physics.validation import MAX_FLOAT_GREY, NEGATIVE_NOISE_REACH, NEGATIVE_SHARE
 
 pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -210,14 +211,23 @@ def test_degrade_returns_valid_output_or_a_clear_error(
         message = str(err)
         assert message.startswith("image")
         arr = np.asarray(image)
-        refused_for_values = arr.dtype.kind == "f" and (
-            not np.isfinite(arr).all() or np.abs(arr).max() > 1e6
-        )
-        assert refused_for_values or arr.dtype == bool or arr.ndim == 3, message
+        assert _refused_for_values(arr) or arr.dtype == bool or arr.ndim == 3, message
         return
     squeezed = image[..., 0] if image.ndim == 3 else image
     assert out.shape == squeezed.shape and out.dtype == np.float32
     assert np.isfinite(out).all()
+
+
+def _refused_for_values(arr: np.ndarray) -> bool:
+    """Values degrade refuses: non-finite, off the 0..255 scale, or substantially negative."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        return True
+    if arr.dtype.kind not in "fiu" or arr.size == 0:
+        return False
+    values = arr.astype(np.float64)
+    top = 255 if arr.dtype.kind in "iu" else MAX_FLOAT_GREY
+    negative = np.mean(values < -NEGATIVE_NOISE_REACH) > NEGATIVE_SHARE
+    return bool(np.abs(values).max() > 1e6 or values.max() > top or negative)
 
 
 def _inside(value: float, metadata: list[object]) -> bool:

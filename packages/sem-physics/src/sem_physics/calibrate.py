@@ -139,6 +139,13 @@ class _PairModel:
         return _blur_px(min(radius, self.limit)) > self.border
 
 
+def _check_max_side(value: object) -> None:
+    """Refuse a ``max_side_px`` that is no integer >= MIN_SIDE_PX, naming it."""
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if not (ok and value >= MIN_SIDE_PX):  # type: ignore[operator]
+        raise ValueError(f"max_side_px must be an integer >= {MIN_SIDE_PX}, got {value!r}")
+
+
 def _crop(a: np.ndarray, side: int) -> np.ndarray:
     h, w = a.shape
     top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
@@ -173,7 +180,8 @@ def estimate_psf_from_pair(
     focused, defocused : (H, W) images of the same field of view at the same pixel size, on the
         0..255 scale (:func:`sem_physics.read_image` gives that), info bars removed.
     beta : Airy exponent assumed (not fitted).
-    max_side_px : the fit uses the centred square of at most this side (speed).
+    max_side_px : the fit uses the centred square of at most this side (speed); an integer
+        >= 64 (the smallest image side the fit takes).
 
     Examples
     --------
@@ -203,6 +211,7 @@ def estimate_psf_from_pair(
     for name, img in (("focused", x), ("defocused", y)):
         if float(img.min()) == float(img.max()):
             raise ValueError(f"the {name} image is uniform ({float(img.min()):g}): nothing to fit")
+    _check_max_side(max_side_px)
     shape = x.shape
     x, y = _crop(x, max_side_px), _crop(y, max_side_px)
     blind = estimate_degradation(y, beta=beta)

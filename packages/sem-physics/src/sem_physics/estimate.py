@@ -93,7 +93,7 @@ from ._spectrum import otf_table, periodic_spectrum, polar_bins, rfft_weights
 from .forward import validate_image
 from .params import DegradationParams
 from .psf import PSFParams
-from .validation import MAX_GREY, warn_if_unit_scale
+from .validation import MAX_GREY, refuse_negative_counts, warn_if_unit_scale
 
 __all__ = [
     "DegradationEstimate",
@@ -777,7 +777,9 @@ def estimate_degradation(image: np.ndarray, *, beta: float = 1.95) -> Degradatio
 
     Parameters
     ----------
-    image : (H, W) grayscale, at least 32 px a side (128 px or more for a trusted estimate).
+    image : (H, W) grayscale, at least 32 px a side (128 px or more for a trusted estimate),
+        within -382.5..382.5 and not substantially negative (the noise model is of counts >= 0:
+        :func:`~sem_physics.validation.refuse_negative_counts`).
     beta : Airy exponent assumed for the OTF (not identifiable from one image).
 
     Returns
@@ -823,6 +825,7 @@ def estimate_degradation(image: np.ndarray, *, beta: float = 1.95) -> Degradatio
         raise ValueError(f"beta must be in (0, 10], got {beta}")
     if float(y.min()) == float(y.max()):
         raise ValueError(f"uniform image (every pixel {float(y.min()):g}): nothing to estimate")
+    refuse_negative_counts(y)  # the noise model is of counts >= 0
     if float(np.abs(y).max()) > MAX_GREY:  # sigma and dose are on the 0..255 scale
         raise ValueError(
             f"image reaches {float(np.abs(y).max()):g}, beyond the 0..255 grey scale the noise "

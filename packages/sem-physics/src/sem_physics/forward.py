@@ -17,7 +17,13 @@ from .noise import poisson_gaussian, poisson_gaussian_torch
 from .optional import require
 from .params import DegradationParams
 from .psf import airy_psf
-from .validation import as_generator, validate_image, warn_if_unit_scale
+from .validation import (
+    as_generator,
+    refuse_negative_counts,
+    refuse_other_scale,
+    validate_image,
+    warn_if_unit_scale,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -43,7 +49,9 @@ def degrade(
 
     Parameters
     ----------
-    image : (H, W) focused image on the 0..255 scale (finite, ``|x| <= 1e6``).
+    image : (H, W) focused image on the 0..255 scale: finite, integers at most 255, floats at
+        most 1000 (:data:`~sem_physics.validation.MAX_FLOAT_GREY`; divide 16-bit counts by 257),
+        not substantially negative (:func:`~sem_physics.validation.refuse_negative_counts`).
     params : the setting (PSF, gain, offset, noise).
     rng : generator or seed; the result is fully determined by (image, params, seed).
     blur, gain_offset, poisson, gaussian : switch each term off for testing.
@@ -60,7 +68,8 @@ def degrade(
     >>> y.shape, y.dtype
     ((64, 64), dtype('float32'))
     """
-    x = validate_image(image)
+    raw = validate_image(image, dtype=None)
+    x = validate_image(raw)
     warn_if_unit_scale(x)
     if isinstance(params, dict):  # e.g. a setting read back from a manifest: validated here
         params = DegradationParams(**params)
@@ -74,6 +83,8 @@ def degrade(
             f"image values must lie within [-{MAX_ABS_INTENSITY:g}, {MAX_ABS_INTENSITY:g}] "
             f"(the 0..255 scale), got |x| up to {peak:g}"
         )
+    refuse_other_scale(raw)
+    refuse_negative_counts(x)
     z = convolve_reflect(x, airy_psf(params.psf), dtype=np.float64) if blur else x
     if gain_offset:
         z = params.gain * z + params.offset

@@ -73,6 +73,7 @@ __all__ = [
     "SEMImage",
     "check_image_path",
     "check_pixel_size_nm",
+    "clipped_counts",
     "crop_info_bar",
     "detect_info_bar",
     "frame_line_rows",
@@ -685,13 +686,23 @@ def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, st
     return arr, source_dtype, size, source
 
 
+def _as_path(path: Any, name: str = "path") -> Path:
+    """``path`` as a Path, or a TypeError naming ``name`` and what it accepts."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            f"{name} must be a file path (str or os.PathLike), got {type(path).__name__}"
+        )
+    return Path(path)
+
+
 def check_image_path(path: str | Path) -> None:
     """What can be said of an image file without opening it: :class:`ImageReadError` naming
-    the file for a folder, a missing file, an unknown extension, a special or an empty file.
+    the file for a folder, a missing file, an unknown extension, a special or an empty file
+    (a TypeError for a ``path`` that is no str or os.PathLike).
 
     :func:`read_image` starts with it; a command calls it first to refuse bad input before
     loading a model."""
-    path = Path(path)
+    path = _as_path(path)
     ext = path.suffix.lower()
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder, not an image file")
@@ -716,7 +727,8 @@ def read_image(
     ``max_pixels`` bounds the declared pixel count, checked before decoding (default
     ``$SEM_MAX_PIXELS``, else 100 Mpx: a small file may declare a huge image). Raises
     :class:`ImageReadError` (a ``ValueError``) naming the file for a missing file, an unknown
-    extension, an image above the limit, or a corrupt/truncated/unsupported image.
+    extension, an image above the limit, or a corrupt/truncated/unsupported image; a TypeError
+    for a ``path`` that is no str or os.PathLike.
     ``log_notes``: log the JPEG and multi-page notes as warnings (once per file); False for a
     caller that reports ``SEMImage.notes`` itself.
 
@@ -726,7 +738,7 @@ def read_image(
     >>> img.pixel_size_nm, img.pixel_size_source, img.info_bar_rows  # doctest: +SKIP
     (0.827009, 'TIFF tag 40092 (Hitachi PixelSize)', 64)
     """
-    path = Path(path)
+    path = _as_path(path)
     limit = max_pixels_limit(max_pixels)
     check_image_path(path)
     ext = path.suffix.lower()
@@ -799,24 +811,48 @@ def quantize(image: np.ndarray, dtype: str = "uint16") -> np.ndarray:
     raise ValueError(f"unsupported dtype {dtype!r}; accepted: {WRITE_DTYPES}")
 
 
+def clipped_counts(image: np.ndarray) -> tuple[int, int]:
+    """Pixels of a 0..255 image below 0 and above 255: those an integer format clips."""
+    arr = np.asarray(image)
+    return int(np.count_nonzero(arr < 0)), int(np.count_nonzero(arr > 255))
+
+
+def _warn_clipped(path: Path, arr: np.ndarray, dtype: str) -> None:
+    """One warning naming ``path`` when writing ``arr`` as ``dtype`` clips pixels."""
+    below, above = clipped_counts(arr)
+    if below or above:
+        parts = [
+            f"{n:,} {side} ({100 * n / arr.size:.3g} %)"
+            for n, side in ((below, "below 0"), (above, "above 255"))
+            if n
+        ]
+        warnings.warn(
+            f"{path}: {' and '.join(parts)} of {arr.size:,} pixels clipped to 0..255 by "
+            f"{dtype}; a float32 TIFF keeps them",
+            stacklevel=3,
+        )
+
+
 def write_image(
     path: str | Path,
     image: np.ndarray,
     dtype: str = "uint16",
     *,
     pixel_size_nm: float | None = None,
+    warn_clipped: bool = True,
 ) -> Path:
     """Write a 0..255-scale image: ``uint16`` PNG/TIFF, ``uint8`` PNG/TIFF/BMP, ``float32`` TIFF.
 
     Integer outputs clip to 0..255 and scale (``uint16``: ``x * 65535 / 255``, rounded), so
     reading them back with :func:`read_image` returns the image to within half a grey level
-    / 257. ``float32`` TIFF stores the values unchanged (no clipping), bit-exact on reading.
+    / 257; pixels outside 0..255 are clipped with one warning naming the file and their counts
+    (``warn_clipped=False``: for a caller that counts them itself, :func:`clipped_counts`). ``float32`` TIFF stores the values unchanged (no clipping), bit-exact on reading.
     ``pixel_size_nm`` is stored as JSON in the TIFF ImageDescription or a PNG text chunk and is
     read back by :func:`read_image`. The file is written atomically (:mod:`sem_physics.atomic`:
     temporary name, fsync, rename): a failure raises :class:`~sem_physics.atomic.OutputWriteError`
-    (an ``OSError``) and leaves no partial file.
+    (an ``OSError``) and leaves no partial file. Missing parent folders are created.
     """
-    path = Path(path)
+    path = _as_path(path)
     ext = path.suffix.lower()
     if dtype not in WRITE_DTYPES:
         raise ImageReadError(f"{path}: unsupported dtype {dtype!r}; accepted: {WRITE_DTYPES}")
@@ -840,6 +876,8 @@ def write_image(
         raise ImageReadError(str(err)) from None
     if dtype != "float32":  # a float32 TIFF keeps any scale exactly
         warn_if_unit_scale(arr, f"{path}: image")
+        if warn_clipped:
+            _warn_clipped(path, arr, dtype)
     out = quantize(arr, dtype)
     meta = json.dumps({_JSON_KEY: {"pixel_size_nm": pixel_size_nm}}) if pixel_size_nm else None
 

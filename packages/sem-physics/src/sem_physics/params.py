@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .psf import MAX_RADIUS_PX, PSFParams
 from .validation import as_generator
@@ -47,6 +47,14 @@ class DegradationParams(BaseModel):
     dose: float = Field(
         ge=MIN_DOSE, le=1e9, allow_inf_nan=False, description="electrons per grey level"
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_bool(cls, value: object) -> object:
+        """A bool is no radius, angle or level (it would pass as 0 or 1)."""
+        if isinstance(value, bool | np.bool_):
+            raise ValueError(f"must be a number, got {value!r}")
+        return value
 
     def outside_paper_ranges(self, ranges: ParameterRanges | None = None) -> list[str]:
         """One ``"name=value outside the paper's range [lo, hi]"`` per such parameter."""

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from importlib import metadata
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -55,6 +55,7 @@ from .io import (
     IMAGE_EXTENSIONS,
     PIXEL_SIZE_RANGE_NM,
     SEMImage,
+    clipped_counts,
     crop_info_bar,
     quantize,
     read_image,
@@ -626,7 +627,7 @@ def _one_line(err: BaseException) -> str:
 
 
 def degrade_files(
-    files: Sequence[str | Path],
+    files: Sequence[str | Path] | str | Path,
     out_dir: str | Path,
     *,
     mode: Mode = "sample",
@@ -642,7 +643,7 @@ def degrade_files(
     input_folders: Sequence[str | Path] = (),
     overwrite: bool = False,
 ) -> Manifest:
-    """Degrade ``files`` into ``out_dir`` and write ``out_dir/manifest.json``.
+    """Degrade ``files`` (or one path) into ``out_dir`` and write ``out_dir/manifest.json``.
 
     ``mode``: ``"sample"`` draws each sample's parameters from ``ranges`` (default: the paper's)
     with its own seed; ``"explicit"`` uses ``params`` for all; ``"midpoint"`` the ranges'
@@ -681,8 +682,10 @@ def degrade_files(
     it (in a folder that held nothing visible its outputs and marker are removed); a killed run
     leaves it with its outputs: they are never unmarked without a manifest.
     """
+    _check_choice("mode", mode, Mode)
+    _check_choice("crop", crop, Crop)
     if mode == "explicit" and params is None:
-        raise ProtocolError("mode 'explicit' needs params")
+        raise ProtocolError("mode 'explicit' needs params (a DegradationParams)")
     if mode != "explicit" and params is not None:
         raise ProtocolError(f"params are only used in mode 'explicit', not {mode!r}")
     if isinstance(master_seed, bool) or int(master_seed) != master_seed or master_seed < 0:
@@ -698,7 +701,7 @@ def degrade_files(
     ranges = ranges or ParameterRanges()
     dtype, ext = _OUTPUT[output_format]
     out = Path(out_dir)
-    paths = [Path(f) for f in files]
+    paths = _as_paths(files)
     names = [f"{i:04d}_{path.stem}{ext}" for i, path in enumerate(paths)]
     check_output_folder(paths, out, names, input_folders)
     k_max = largest_kernel_px(ranges)
@@ -741,10 +744,16 @@ def degrade_files(
                 _mark_before_first_write(out, written)
                 set_aside_record(out, MANIFEST_NAME, earlier_outputs(out))
             written.append(
-                write_image(out / names[i], result, dtype, pixel_size_nm=img.pixel_size_nm)
+                write_image(
+                    out / names[i],
+                    result,
+                    dtype,
+                    pixel_size_nm=img.pixel_size_nm,
+                    warn_clipped=False,  # counted here, reported once by the caller
+                )
             )
             if dtype == "uint16":
-                n_clip = int(np.count_nonzero((result < 0) | (result > 255)))
+                n_clip = sum(clipped_counts(result))
                 clipped[0] += n_clip
                 clipped[2] += n_clip > 0
             clipped[1] += result.size
@@ -792,6 +801,27 @@ def degrade_files(
     manifest._interrupted = interrupted
     manifest._clipped = (clipped[0], clipped[1], clipped[2]) if dtype == "uint16" else (0, 0, 0)
     return manifest
+
+
+def _check_choice(name: str, value: object, choices: object) -> None:
+    """Refuse ``value`` outside the Literal ``choices`` with a ProtocolError naming ``name``."""
+    accepted = get_args(choices)
+    if value not in accepted:
+        raise ProtocolError(
+            f"{name} must be one of {', '.join(map(repr, accepted))}, got {value!r}"
+        )
+
+
+def _as_paths(files: Sequence[str | Path] | str | Path) -> list[Path]:
+    """The input files as Paths: a single str or Path is a list of one."""
+    if isinstance(files, str | os.PathLike):
+        return [Path(files)]
+    paths = []
+    for f in files:
+        if not isinstance(f, str | os.PathLike):
+            raise ProtocolError(f"files must be file paths (str or Path), got {f!r}")
+        paths.append(Path(f))
+    return paths
 
 
 def _refuse_unknown_files(

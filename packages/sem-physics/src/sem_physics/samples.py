@@ -31,7 +31,8 @@ from typing import Literal, get_args
 import numpy as np
 from scipy import ndimage as ndi
 
-from .io import write_image
+from .io import MAX_PIXELS_ENV, max_pixels_limit, pixel_count, write_image
+from .validation import as_generator
 
 __all__ = [
     "ALL_SAMPLE_KINDS",
@@ -216,6 +217,10 @@ _MAKERS = {
 def make_sample(kind: str, shape: tuple[int, int] = (480, 640), seed: int = 0) -> np.ndarray:
     """One SEM-like focused image of ``kind`` (see ``SAMPLE_KINDS``): float32 (H, W) on 0..255.
 
+    ``shape``: two integers >= 32 whose product is at most the pixel limit of
+    :func:`~sem_physics.io.read_image` (:func:`~sem_physics.io.max_pixels_limit`, 100 Mpx by
+    default); ``seed``: an integer >= 0 (or a numpy Generator).
+
     Examples
     --------
     >>> img = make_sample("lines", (96, 128), seed=1)
@@ -224,19 +229,36 @@ def make_sample(kind: str, shape: tuple[int, int] = (480, 640), seed: int = 0) -
     """
     if kind not in _MAKERS:
         raise ValueError(f"unknown sample kind {kind!r}; accepted: {', '.join(ALL_SAMPLE_KINDS)}")
-    if not isinstance(shape, tuple | list) or (
-        len(shape) != 2
-        or any(isinstance(s, bool) or int(s) != s for s in shape)
-        or min(shape) < _MIN_SIDE
-    ):
-        raise ValueError(f"shape must be two integers >= {_MIN_SIDE} (rows, cols), got {shape}")
-    h, w = int(shape[0]), int(shape[1])
-    rng = np.random.default_rng(seed)
+    h, w = _check_shape(shape)
+    rng = as_generator(seed, "seed")
     img = _MAKERS[kind](rng, h, w)
     img = ndi.gaussian_filter(img, 0.7, mode="reflect")
     dose = rng.uniform(3.0, 6.0)
     img = rng.poisson(np.clip(img, 0, None) * dose) / dose
     return np.clip(img, 0, 255).astype(np.float32)
+
+
+def _is_side(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        return bool(int(value) == value and value >= _MIN_SIDE)  # type: ignore[call-overload,operator]
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _check_shape(shape: object) -> tuple[int, int]:
+    """``shape`` as (rows, cols), or a ValueError naming it and the accepted sizes."""
+    if not (isinstance(shape, tuple | list) and len(shape) == 2 and all(map(_is_side, shape))):
+        raise ValueError(f"shape must be two integers >= {_MIN_SIDE} (rows, cols), got {shape}")
+    h, w = int(shape[0]), int(shape[1])
+    limit = max_pixels_limit()
+    if h * w > limit:
+        raise ValueError(
+            f"shape {(h, w)} is {pixel_count(h * w)}, above the limit of {pixel_count(limit)} "
+            f"(${MAX_PIXELS_ENV} raises it)"
+        )
+    return h, w
 
 
 def sample_seed(seed: int, kind: str, index: int) -> int:

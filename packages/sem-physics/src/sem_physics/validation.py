@@ -12,7 +12,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_GREY", "as_generator", "refuse_sem_image", "validate_image", "warn_if_unit_scale"]
+__all__ = [
+    "MAX_FLOAT_GREY",
+    "MAX_GREY",
+    "NEGATIVE_NOISE_REACH",
+    "NEGATIVE_SHARE",
+    "as_generator",
+    "refuse_negative_counts",
+    "refuse_other_scale",
+    "refuse_sem_image",
+    "validate_image",
+    "warn_if_unit_scale",
+]
 
 
 def validate_image(
@@ -59,6 +70,51 @@ def refuse_sem_image(obj: Any, name: str = "image") -> None:
 #: Brightest grey level a 0..255-scale function accepts (the scale plus noise); beyond it the
 #: input is on another scale (e.g. 16-bit counts).
 MAX_GREY = 1.5 * 255.0
+
+
+#: Brightest value of a float image the forward model accepts: its own unclipped simulations
+#: reach about 310; beyond 1000 the image is on another scale (e.g. 16-bit counts).
+MAX_FLOAT_GREY = 1000.0
+
+#: Grey levels below 0 that detector noise reaches: 3.2 x the paper's largest sigma (10).
+NEGATIVE_NOISE_REACH = 32.0
+
+#: Share of pixels below ``-NEGATIVE_NOISE_REACH`` that makes an image substantially negative
+#: (sem-degrade float32 outputs at the paper's settings have none; a black field with offset 1
+#: and sigma 10 has 0.05 %).
+NEGATIVE_SHARE = 0.01
+
+_COUNTS_HINT = "divide 16-bit counts by 257; sem_physics.read_image scales 8/16-bit files to 0..255"
+
+
+def refuse_other_scale(arr: np.ndarray, name: str = "image") -> None:
+    """Refuse an image on another scale than 0..255: integers above 255 (e.g. uint16 counts)
+    or floats above :data:`MAX_FLOAT_GREY`."""
+    peak = float(np.max(arr))
+    integer = np.issubdtype(arr.dtype, np.integer)
+    if peak > (255 if integer else MAX_FLOAT_GREY):
+        limit = f"{arr.dtype} above 255" if integer else f"float above {MAX_FLOAT_GREY:g}"
+        raise ValueError(
+            f"{name} reaches {peak:g} ({limit}), beyond the 0..255 grey scale the noise model "
+            f"is on ({_COUNTS_HINT})"
+        )
+
+
+def refuse_negative_counts(arr: np.ndarray, name: str = "image") -> None:
+    """Refuse an image whose grey levels are substantially negative: more than
+    :data:`NEGATIVE_SHARE` of its pixels below ``-NEGATIVE_NOISE_REACH`` (a negative pedestal
+    or a negated image; noise excursions of an unclipped simulation stay accepted)."""
+    low = float(np.min(arr))
+    if low >= -NEGATIVE_NOISE_REACH:
+        return
+    if float(np.mean(arr < -NEGATIVE_NOISE_REACH)) <= NEGATIVE_SHARE:
+        return
+    share = 100.0 * float(np.mean(arr < 0))
+    raise ValueError(
+        f"{name} reaches {low:g}, with {share:.3g} % of its pixels below 0: the noise model "
+        "assumes counts >= 0 on the 0..255 grey scale (a pedestal-subtracted image needs its "
+        "offset added back; a negated image its sign restored)"
+    )
 
 
 def warn_if_unit_scale(arr: np.ndarray, name: str = "image", stacklevel: int = 3) -> None:
