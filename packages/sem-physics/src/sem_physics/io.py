@@ -79,6 +79,7 @@ __all__ = [
     "frame_line_rows",
     "max_pixels_limit",
     "multipage_note",
+    "open_pil_checked",
     "quantize",
     "read_image",
     "write_image",
@@ -648,13 +649,14 @@ def _read_tiff(
     return arr, source_dtype, size, size_source, bar, jpeg, pages
 
 
-def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, str]:
+def open_pil_checked(path: Path, limit: int) -> Any:
+    """``path`` opened by PIL (its header read, no pixel decoded; the caller closes it), with
+    the declared size checked against ``limit`` pixels. Our limit replaces PIL's
+    decompression-bomb check (a warning above 89 Mpx, an error above 179 Mpx, raised inside
+    ``open``), which is lifted while the header is read."""
     from PIL import Image
 
     with _PIL_LOCK, warnings.catch_warnings():
-        # Our limit replaces PIL's decompression-bomb check (a warning above 89 Mpx, an error
-        # above 179 Mpx, raised inside ``open``): it is lifted while the header is read, and
-        # the declared size is checked before any pixel is decoded.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
@@ -662,9 +664,19 @@ def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, st
             im = Image.open(path)
         finally:
             Image.MAX_IMAGE_PIXELS = saved
-    with im:
+    try:
         width, height = im.size
         _check_declared_size(path, height, width, 1, limit)
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
+def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, str]:
+    from PIL import Image
+
+    with open_pil_checked(path, limit) as im:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im.load()

@@ -8,18 +8,17 @@ cheap header check that does not decode the pixels.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from sem_physics.io import (
-    _PIL_LOCK,
     IMAGE_EXTENSIONS,
     ImageReadError,
     _check_declared_size,
     crop_info_bar,
     max_pixels_limit,
+    open_pil_checked,
     read_image,
 )
 
@@ -97,20 +96,9 @@ def _check_tiff_extent(path: Path, offsets: Sequence[int], counts: Sequence[int]
 
 def _pil_header(path: Path, limit: int) -> tuple[int, int]:
     """(rows, columns) of a PNG, JPEG or BMP, refused above ``limit`` pixels as
-    :func:`sem_physics.io.read_image` refuses it (PIL's own size check lifted meanwhile)."""
-    from PIL import Image
-
-    with _PIL_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            im = Image.open(path)
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
-    with im:
+    :func:`sem_physics.io.read_image` refuses it."""
+    with open_pil_checked(path, limit) as im:
         w, h = im.size
-        _check_declared_size(path, h, w, 1, limit)
         im.verify()
     return h, w
 
