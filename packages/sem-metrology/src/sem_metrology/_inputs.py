@@ -79,6 +79,12 @@ def pixel_size_mismatch(given: float, meta: Any, meta_source: str | None) -> str
     )
 
 
+def check_real_dtype(arr: np.ndarray, what: str = "image") -> None:
+    """Refuse bool, complex and non-numeric (object, string) arrays, naming ``what``."""
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise MetrologyInputError(f"{what} must be real numeric, got dtype {arr.dtype}")
+
+
 @dataclass
 class Prepared:
     """An image ready to measure.
@@ -123,8 +129,7 @@ def prepare(
         raise MetrologyInputError(
             f"image must be a 2-D grayscale array (H, W), got shape {arr.shape}"
         )
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise MetrologyInputError(f"image must be real numeric, got dtype {arr.dtype}")
+    check_real_dtype(arr)
     if arr.size == 0:
         raise MetrologyInputError(f"image is empty, shape {arr.shape}")
     if not 0 <= bar_rows < arr.shape[0]:
@@ -203,6 +208,8 @@ def unmeasurable_reason(prep: Prepared, saturation_limit: float) -> str | None:
     constant = data.max() == data.min()
     if constant and dtype_range is None:
         return f"constant image: every pixel is {data.flat[0]:g}"
+    if sat >= saturation_limit and dtype_range is None and np.unique(data).size == 2:
+        return _two_level_reason(data)
     if sat >= saturation_limit:
         where = (
             clipping_levels(dtype_range)
@@ -215,6 +222,19 @@ def unmeasurable_reason(prep: Prepared, saturation_limit: float) -> str | None:
     if dtype_range is not None and sat > 0.2:
         prep.warnings.append(f"{100 * sat:.1f} % of pixels at {clipping_levels(dtype_range)}")
     return None
+
+
+def _two_level_reason(data: np.ndarray) -> str:
+    """The reason for an image of two grey levels, most pixels at one: a drawn or thresholded
+    mask, whose edges have no grey-level transition to place a contour on."""
+    values, counts = np.unique(data, return_counts=True)
+    shares = ", ".join(
+        f"{v:g} on {100 * c / data.size:.1f} %" for v, c in zip(values, counts, strict=True)
+    )
+    return (
+        f"two grey levels only ({shares} of the pixels): a drawn or thresholded mask, not an "
+        "SEM image; its edges have no grey-level transition to measure"
+    )
 
 
 @dataclass

@@ -399,6 +399,8 @@ def measure_lines(
     lead, trail, gaps_l, gaps_t = lead[good], trail[good], gaps_l[good], gaps_t[good]
     if lead.shape[0] == 0:
         return invalid("no measurable lines: edges not found in enough rows")
+    if lead.shape[0] == 1:
+        warnings.append(_ONE_LINE_WARNING)
     n_gaps = int(gaps_l.sum() + gaps_t.sum())
     reason = _interpolated_reason(n_gaps, gaps_l.size + gaps_t.size, opts)
     if reason:
@@ -430,6 +432,11 @@ def measure_lines(
         trailing_edges_px=trail.tolist(),
     )
 
+
+_ONE_LINE_WARNING = (
+    "one line measured: CD std, pitch and the standard errors (bootstrap over lines) need at "
+    "least 2 lines and are not given; CD, LWR and LER rest on this line's two edges alone"
+)
 
 #: Share of interpolated edge points above which the gap warning says the values rest on them.
 LARGE_GAP_SHARE = 0.1
@@ -525,6 +532,44 @@ def _smile_drift_warning(
         f"or short region): LWR/LER include this drift (the straight drift alone is LER "
         f"{ramp_ler:.2f} nm, {100 * share:.0f} % of the edges' variance), as SMILE3's numbers "
         f"do; for roughness about each edge's own straight line use {_TRUTH_ADVICE}"
+    )
+
+
+#: Tilt (degrees) the lines keep after SMILE's tilt correction above which ``smile`` warns: its
+#: Radon search covers ±5° in 0.2° steps. Measured after it: the real image, its region, mirror
+#: and 90° rotation 0.06-0.15°, crops 80-200 px 0.25-0.47°, 64-px crops 1.1-1.2° (tilt 0°: the
+#: drift warning's case); ``make_sample`` lines/resist 0.00-0.03°, generated lines tilted 0-6°
+#: 0.0-1.7°; tilted 7° 2.1-2.7° (LER 7.5 against 3.6 nm), 10-25° 5.8-21°, their edges filling
+#: SMILE's 16-px window (CD 16.8 against 13.4 nm, LWR 16.7 against 5.2 nm at 20°).
+SMILE_MAX_RESIDUAL_TILT_DEG = 2.0
+
+
+def _line_tilt_deg(region: np.ndarray) -> float:
+    """Tilt of vertical lines (degrees, sign as ``tilt_deg``) from the gradient structure
+    tensor of a copy smoothed by 1 px: the mean direction of the gradients, across the lines."""
+    from scipy.ndimage import gaussian_filter
+
+    gy, gx = np.gradient(gaussian_filter(np.asarray(region, dtype=np.float64), 1.0))
+    jxy, jxx, jyy = float(np.sum(gx * gy)), float(np.sum(gx * gx)), float(np.sum(gy * gy))
+    return -0.5 * math.degrees(math.atan2(2.0 * jxy, jxx - jyy))
+
+
+def _smile_tilt_warning(region: np.ndarray, corrected_deg: float, searched: bool) -> str | None:
+    """A warning when the lines are still tilted after SMILE's tilt correction (outside the
+    ±5° its search covers): their edges then cross SMILE's window in every row."""
+    residual = _line_tilt_deg(region)
+    if abs(residual) < SMILE_MAX_RESIDUAL_TILT_DEG:
+        return None
+    how = (
+        f"SMILE's tilt correction ({corrected_deg:+g}°; its search covers ±5°)"
+        if searched
+        else "no tilt correction (correct_tilt=False)"
+    )
+    return (
+        f"smile: the lines are tilted by about {abs(corrected_deg + residual):.0f}° in the "
+        f"image, {abs(residual):.1f}° of it left after {how}: the edges cross SMILE's 16-px "
+        "window, so CD, LWR and LER are not to be trusted; turn the image to within 5° of "
+        f"vertical or horizontal, or use {_TRUTH_ADVICE}"
     )
 
 
@@ -660,6 +705,9 @@ def _smile_branch(
             "left out at each side (outside the turned image)"
         )
     base["n_rows"] = region.shape[0]
+    tilted = _smile_tilt_warning(region, base["tilt_deg"], opts.correct_tilt)
+    if tilted:
+        base.setdefault("warnings_extra", []).append(tilted)
     dark, bright = sorted(plateaus)
     negative = _smile_negative_reason(dark, bright)
     if negative:

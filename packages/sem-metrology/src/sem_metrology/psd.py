@@ -25,7 +25,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import MetrologyInputError
+
 __all__ = ["detrend_profiles", "profile_psd", "psd_variance"]
+
+
+def _finite_profiles(profiles: np.ndarray) -> np.ndarray:
+    """``profiles`` as a 2-D float64 array; NaN or inf refused, naming the first bad sample."""
+    p = np.atleast_2d(np.asarray(profiles, dtype=np.float64))
+    bad = ~np.isfinite(p)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise MetrologyInputError(
+            f"profiles contain {int(bad.sum())} NaN or infinite value(s), the first in profile "
+            f"{row} at sample {col} (of {p.shape[0]} profiles x {p.shape[1]} samples); fill or "
+            "drop them before computing a PSD"
+        )
+    return p
 
 
 def detrend_profiles(profiles: np.ndarray, mode: str = "mean") -> np.ndarray:
@@ -40,7 +56,7 @@ def detrend_profiles(profiles: np.ndarray, mode: str = "mean") -> np.ndarray:
     -------
     (M, N) float64 residuals.
     """
-    p = np.atleast_2d(np.asarray(profiles, dtype=np.float64))
+    p = _finite_profiles(profiles)
     if mode == "mean":
         return p - p.mean(axis=1, keepdims=True)
     if mode == "linear":
@@ -70,7 +86,7 @@ def profile_psd(
     """
     if not (np.isfinite(spacing_nm) and spacing_nm > 0):
         raise ValueError(f"spacing_nm must be a finite number > 0, got {spacing_nm}")
-    p = np.atleast_2d(np.asarray(profiles, dtype=np.float64))
+    p = _finite_profiles(profiles)
     n = p.shape[1]
     if n < 2:
         raise ValueError(f"profiles need at least 2 samples along the line, got {n}")

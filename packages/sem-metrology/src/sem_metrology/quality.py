@@ -27,6 +27,9 @@ import numpy as np
 from sem_physics.optional import require
 from sem_physics.validation import refuse_sem_image
 
+from ._inputs import check_real_dtype
+from .errors import MetrologyInputError
+
 __all__ = [
     "LPIPS_BACKBONES",
     "WeightsNotFoundError",
@@ -60,11 +63,20 @@ class WeightsNotFoundError(FileNotFoundError):
 _QUALITY_EXTRA = "sem-metrology[quality]"  # torch, torchvision, lpips, pyiqa
 
 
+def _real_image(x: Any, name: str) -> np.ndarray:
+    """``x`` as float64, refused (naming ``name``) when it is an SEM image object or its dtype
+    is bool, complex or not numeric: the validator of every metric here."""
+    refuse_sem_image(x, name)
+    try:
+        arr = np.asarray(x)
+    except Exception as err:  # ragged lists, objects numpy cannot hold
+        raise MetrologyInputError(f"{name} is not an array: {err}") from None
+    check_real_dtype(arr, name)
+    return arr.astype(np.float64)
+
+
 def _pair(ref: Any, img: Any, data_range: float) -> tuple[np.ndarray, np.ndarray]:
-    refuse_sem_image(ref, "ref")
-    refuse_sem_image(img, "img")
-    a = np.asarray(ref, dtype=np.float64)
-    b = np.asarray(img, dtype=np.float64)
+    a, b = _real_image(ref, "ref"), _real_image(img, "img")
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"ref and img must be 2-D grayscale (H, W), got {a.shape} and {b.shape}")
     if a.shape != b.shape:
@@ -105,18 +117,23 @@ def noise_sigma(image: Any) -> float:
 
     scikit-image's ``estimate_sigma``: the median absolute finest-scale diagonal wavelet
     coefficient / 0.6745 (Donoho's robust estimator), which edges barely move. Noise that is
-    correlated between neighbouring pixels is under-estimated.
+    correlated between neighbouring pixels is under-estimated. A noise-free image gives 0.0
+    or a value at rounding level (a constant image; one whose diagonal coefficients are all
+    exactly zero, e.g. all zeros, gives 0.0, not NaN), and :func:`noise_ceiling_psnr` ``inf``.
     """
     from skimage.restoration import estimate_sigma
 
-    a = np.asarray(image, dtype=np.float64)
+    a = _real_image(image, "image")
     if a.ndim != 2:
         raise ValueError(f"image must be 2-D grayscale (H, W), got shape {a.shape}")
     if min(a.shape) < 8:
         raise ValueError(f"noise_sigma needs an image of at least 8x8 pixels, got {a.shape}")
     if not np.all(np.isfinite(a)):
         raise ValueError("image must not contain NaN or inf")
-    return float(estimate_sigma(a))
+    with warnings.catch_warnings():  # the median of no coefficient: numpy's empty-slice warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sigma = float(estimate_sigma(a))
+    return sigma if np.isfinite(sigma) else 0.0  # every diagonal coefficient exactly zero
 
 
 def noise_ceiling_psnr(reference: Any, data_range: float = 255.0) -> float:
@@ -126,7 +143,8 @@ def noise_ceiling_psnr(reference: Any, data_range: float = 255.0) -> float:
     of anything a restoration can see once the blur has removed its high frequencies; the
     expected MSE of any output is then at least σ², so the expected PSNR is at most
     ``10 log10(data_range² / σ²)`` with σ from :func:`noise_sigma`. Returns ``inf`` for a
-    noise-free reference (σ below 1e-9 of the data range: rounding in the wavelet transform).
+    noise-free reference (σ below 1e-9 of the data range: rounding in the wavelet transform;
+    a constant image is noise-free).
     """
     if not (np.isfinite(data_range) and data_range > 0):
         raise ValueError(f"data_range must be a finite number > 0, got {data_range}")
@@ -372,13 +390,15 @@ def niqe(img: Any, data_range: float = 255.0, *, device: str | None = None) -> f
     ``[0, data_range]`` and rescaled to 0..255 (NIQE's scale); an (H, W, 3) RGB image is
     converted to luminance by pyiqa (MATLAB's Y). Reference values: scikit-image's astronaut
     scores 3.06 (RGB) and about 10.1 with Gaussian noise of σ = 0.1 (on 0..1) — tested.
+    A constant image (also one made constant by the clipping) is refused before pyiqa runs, as
+    is one whose local statistics pyiqa cannot compute (:class:`MetrologyInputError`).
 
     Parameters
     ----------
     img : (H, W) or (H, W, 3) array on the ``0..data_range`` scale, H, W >= 96.
     device : torch device; default CUDA when available, else CPU.
     """
-    a = np.asarray(img, dtype=np.float64)
+    a = _real_image(img, "img")
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
         raise ValueError(f"niqe needs an (H, W) or (H, W, 3) image, got shape {a.shape}")
     if min(a.shape[:2]) < _NIQE_MIN_SIZE:
@@ -392,11 +412,34 @@ def niqe(img: Any, data_range: float = 255.0, *, device: str | None = None) -> f
         raise ValueError(f"data_range must be a finite number > 0, got {data_range}")
     for module in ("torch", "pyiqa"):  # one line naming the extra if absent
         require(module, _QUALITY_EXTRA, "niqe")
+    scaled = np.clip(a / data_range, 0.0, 1.0)
+    if scaled.max() == scaled.min():
+        raise MetrologyInputError(_constant_niqe_message(a, scaled, data_range))
     import torch
 
     dev = device or _default_device()
-    x = torch.from_numpy(np.clip(a / data_range, 0.0, 1.0))
+    x = torch.from_numpy(scaled)
     x = x[None, None] if a.ndim == 2 else x.permute(2, 0, 1)[None]
     with torch.inference_mode():
-        score = _niqe_metric(dev)(x.float().to(dev))
-    return float(score.reshape(-1)[0].item())
+        try:
+            score = float(_niqe_metric(dev)(x.float().to(dev)).reshape(-1)[0].item())
+        except torch.linalg.LinAlgError:
+            score = float("nan")
+    if not np.isfinite(score):
+        raise MetrologyInputError(
+            f"niqe cannot score this {a.shape[:2]} image: its local statistics are degenerate "
+            "(e.g. every 96x96 block flat or varying along one axis only)"
+        )
+    return score
+
+
+def _constant_niqe_message(a: np.ndarray, scaled: np.ndarray, data_range: float) -> str:
+    """Why NIQE refuses an image without contrast (its statistics divide by local variance)."""
+    if a.max() == a.min():
+        what = f"img is constant (every pixel is {a.flat[0]:g})"
+    else:
+        what = (
+            f"img is constant after clipping to [0, data_range={data_range:g}] (values "
+            f"{a.min():g}..{a.max():g}, every pixel {scaled.flat[0] * data_range:g})"
+        )
+    return f"{what}: niqe needs an image with contrast (it normalises by local variance)"
