@@ -43,6 +43,19 @@ def _half_copy(src: Path, dest: Path) -> int:
     return sum(v.numel() for v in state.values())
 
 
+#: Around the list of sources in the model card's attribution section.
+ATTRIBUTION_HEAD = """### Attribution
+The real micrographs come from these public repositories (the shared corpus's MANIFEST.csv
+lists every file with its path, commit and sha256); their authors' work is acknowledged here,
+as their licences ask:
+"""
+ATTRIBUTION_TAIL = """The Ti-6Al-4V micrograph is courtesy of the National Institute of Standards and Technology
+(NIST), the source of that image (usnistgov/grain-size-analysis-tools, NIST software
+licensing statement). The weights are released under the toolkit's BSD-3-Clause licence; the
+MIT, BSD-3-Clause and Apache-2.0 notices of the sources above apply to their images, which
+are not redistributed here."""
+
+
 def _licences(names: list[str]) -> dict[str, str]:
     if not CORPUS_MANIFEST.is_file():
         return {}
@@ -71,6 +84,22 @@ def _data_section(run: Path) -> str:
             *lines,
         ]
     )
+
+
+def _attribution(run: Path) -> str:
+    """The sources of every real image any step trained or validated on (repository, commit,
+    licence, images), from the run's data splits and the corpus manifest."""
+    used: set[str] = set()
+    for kind in ("stage1", "stage2", "stage3", "finetune"):
+        split = json.loads((run / kind / "data_split.json").read_text())
+        used |= {Path(f).name for f in split["train"] + split["validation"]}
+    rows = [r for r in csv.DictReader(CORPUS_MANIFEST.open()) if r["file"] in used]
+    counts = Counter((r["repo"], r["commit"][:7], r["license"]) for r in rows)
+    lines = [
+        f"- {repo} @ {commit} ({licence}): {n} image{'s' if n > 1 else ''}"
+        for (repo, commit, licence), n in sorted(counts.items())
+    ]
+    return "\n".join(lines)
 
 
 def _times(run: Path) -> tuple[str, float]:
@@ -374,6 +403,11 @@ are not used for training: they are held out for evaluation.
 
 {_data_section(args.run)}
 
+{ATTRIBUTION_HEAD}
+{_attribution(args.run)}
+
+{ATTRIBUTION_TAIL}
+
 ## Recipe
 ```
 sem train recipe --config cpu-base --data path/to/sem_corpus --output-dir runs/cpu-base
@@ -389,8 +423,8 @@ the native pixel scale only (the blur a window sees at inference), all 8 orienta
 crop, the encoder trained too (a ViT-tiny pretrained for minutes is not a frozen feature
 extractor one can rely on), and physics guidance (the same recipe without it ended at 23.38 dB
 affine-matched / SSIM 0.412 / CD(MAE) 2.18 nm on this table: brightness corrected, edges
-still blurred). The ten fine-tuning images are listed in
-`runs/cpu-base/finetune/data_split.json`.
+still blurred). Each step's images are listed in its `data_split.json` (copied beside the
+weights as `data_split_<step>.json`).
 
 ## S→S evaluation (held-out generated images, fixed seeds)
 `sem benchmark --config benchmarks/configs/foundation_s2s.yaml --set
@@ -428,6 +462,9 @@ deblur, and its row says so.
 """
     for name in ("sem-foundation", "sem-foundation-zero-shot"):
         atomic_write_text(args.dest / name / "MODEL_CARD.md", card)
+        for kind in ("stage1", "stage2", "stage3", "finetune"):
+            split = (args.run / kind / "data_split.json").read_text()
+            atomic_write_text(args.dest / name / f"data_split_{kind}.json", split)
     print(f"shipped to {args.dest}: {sizes}")
 
 

@@ -47,12 +47,15 @@ def test_radon_scores_pick_skimage_radon_argmax() -> None:
     for tilt in (1.3, -2.1):
         s = make_line_image(n_lines=8, shape=(160, 240), tilt_deg=tilt, sigma_nm=0.6, seed=2)
         b = np.rot90(s.image.astype(np.float64), 3)
-        dim1, dim2 = b.shape
-        x, y = np.meshgrid(
-            np.linspace(-dim2 / 2 + 1, dim2 / 2 - 1, dim2),
-            np.linspace(-dim1 / 2 + 1, dim1 / 2 - 1, dim1),
-        )
-        circle = (x * x + y * y) < (min(b.shape) / 2 - 2) ** 2
+
+        # scikit-image's Radon transform of the image inside the disc _radon_scores documents:
+        # radius min(shape)/2 - 2 on pixel centres measured from the middle, each axis scaled
+        # by (n - 2)/(n - 1) (the disc of SMILE's tilt search)
+        def centred(n: int) -> np.ndarray:
+            return (np.arange(n) - (n - 1) / 2) * (n - 2) / (n - 1)
+
+        r2 = centred(b.shape[0])[:, None] ** 2 + centred(b.shape[1])[None, :] ** 2
+        circle = r2 < (min(b.shape) / 2 - 2) ** 2
         ref = (radon(b * circle, theta=_ANGLES_DEG) ** 2).sum(axis=0)
         mine = _radon_scores(b, _ANGLES_DEG)
         assert np.argmax(mine) == np.argmax(ref)
