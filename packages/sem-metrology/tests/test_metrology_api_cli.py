@@ -332,3 +332,23 @@ def test_readme_noise_ceiling_example_runs(capsys) -> None:
     words = capsys.readouterr().out.split()
     ceiling, perfect = float(words[0]), float(words[-2])
     assert abs(ceiling - 20 * np.log10(255 / 8.0)) < 0.5 and abs(ceiling - perfect) < 0.5
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_goes_before_or_after_the_subcommand_and_keeps_exit_2(tmp_path, capsys, where):
+    missing = str(tmp_path / "nope.tif")
+    assert main(["lines", missing]) == 2
+    plain = capsys.readouterr().err
+    argv = ["--debug", "lines", missing] if where == "before" else ["lines", missing, "--debug"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1] == plain.strip()
+
+
+def test_version_names_the_program_and_its_package(capsys) -> None:
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    expected = f"sem-measure {version('sem-metrology')} (sem-metrology)"
+    assert capsys.readouterr().out.strip() == expected

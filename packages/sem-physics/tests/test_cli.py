@@ -133,11 +133,6 @@ def test_image_smaller_than_kernel(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "smaller than the PSF kernel 181x181" in _err_line(capsys)
 
 
-def test_debug_shows_the_exception(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="no such file"):
-        main([str(tmp_path / "nope.png"), "-o", str(tmp_path / "o"), "--debug"])
-
-
 def test_replay_reports_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = write_samples(tmp_path / "s", n_per_kind=1, shape=(64, 64))[0]
     out = tmp_path / "o"
@@ -149,3 +144,24 @@ def test_replay_reports_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["--replay", str(out / "manifest.json")]) == 2
     assert "1 output of 1 differs" in _err_line(capsys)
     np.testing.assert_equal(read_image(out / doc["entries"][0]["output"]).data.ndim, 2)
+
+
+def test_debug_adds_the_traceback_and_keeps_exit_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [str(tmp_path / "nope.tif"), "-o", str(tmp_path / "o")]
+    assert main(argv) == 2
+    plain = capsys.readouterr().err
+    assert main([*argv, "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1] == plain.strip()
+
+
+def test_version_names_the_program_and_its_package(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sem-degrade {version('sem-physics')} (sem-physics)"

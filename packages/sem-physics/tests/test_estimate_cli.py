@@ -143,3 +143,24 @@ def test_scan_line_jitter_is_one_warning_line_and_in_the_json(
     jittered, clean = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert jittered["row_jitter"]["detected"] and not clean["row_jitter"]["detected"]
     assert jittered["row_jitter"]["rms_px"] == pytest.approx(1.5, rel=0.5)
+
+
+def test_debug_adds_tracebacks_and_keeps_going_and_the_exit_status(
+    degraded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = [str(tmp_path / "missing.tif"), str(degraded)]
+    assert main(files) == 2
+    plain_out, plain_err = capsys.readouterr()
+    assert main([*files, "--debug"]) == 2  # not 1, and the second file is still estimated
+    out, err = capsys.readouterr()
+    assert out == plain_out and "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1] == plain_err.strip()
+
+
+def test_version_names_the_program_and_its_package(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sem-psf {version('sem-physics')} (sem-physics)"

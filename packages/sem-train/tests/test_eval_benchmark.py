@@ -474,6 +474,28 @@ def test_a_small_demo_folder_is_all_evaluated_when_no_method_trains(tmp_path, sa
     assert any("all evaluated" in note for note in plain.notes)
 
 
+def test_a_benchmark_without_training_methods_evaluates_every_image(tmp_path):
+    """The default split holds 10 + 2 images back for training: with only classical methods
+    those images were never evaluated. Unless n_train / n_val are given, every image is."""
+    folder = tmp_path / "many"
+    write_samples(folder, n_per_kind=5, shape=(64, 64), seed=4)  # 15 images
+    base = {"protocol": "s2s", "images": str(folder), "out": str(tmp_path / "b")}
+    classical = load_benchmark_config_dict({**base, "methods": ["input", "wiener"]})
+    proto = runner_mod.build_protocol(classical)
+    assert not proto.train and len(proto.manifest.references) == 15
+    assert any("every usable image is evaluated" in n for n in proto.notes)
+    held = load_benchmark_config_dict({**base, "methods": ["input", "wiener"], "n_train": 10})
+    assert len(runner_mod.build_protocol(held).manifest.references) == 3  # as asked
+    trains = load_benchmark_config_dict({**base, "methods": ["input", "n2v"]})
+    assert len(runner_mod.build_protocol(trains).train) == 10
+
+
+def load_benchmark_config_dict(data: dict):
+    from sem_train.evaluation.config import BenchmarkConfig
+
+    return BenchmarkConfig(**data)
+
+
 def test_a_rescoring_run_reloads_the_trained_weights_instead_of_training_again(
     tmp_path, sample_dir, monkeypatch
 ):

@@ -376,9 +376,13 @@ def test_scan_line_jitter_is_a_warning_for_that_image(tmp_path, capsys):
     assert f"sem: warning: {tmp_path / 'jitter.tif'}: {warning}" in err
 
 
-def test_debug_is_accepted_after_the_command(tmp_path):
-    with pytest.raises(ValueError, match="psf is given with --psf"):  # --debug re-raises
-        run(tmp_path / "a.tif", "-o", tmp_path / "out", "--set", "psf.rx_px=3", "--debug")
+def test_debug_is_accepted_after_the_command(tmp_path, capsys):
+    # --debug: the traceback, then the same one line and exit status 2
+    assert run(tmp_path / "a.tif", "-o", tmp_path / "out", "--set", "psf.rx_px=3", "--debug") == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("sem: error: ") and "psf is given with --psf" in last
 
 
 def test_json_prints_the_manifest(tmp_path, capsys):

@@ -140,7 +140,7 @@ def test_every_error_type_maps_to_a_status_and_one_line(err, code, text):
     assert got_code == code and text in msg and "\n" not in msg
 
 
-def test_debug_reraises_and_default_prints_one_line(monkeypatch, capsys):
+def test_debug_adds_the_traceback_and_keeps_the_status(monkeypatch, capsys):
     from sem_train.commands import train
 
     def boom(args):
@@ -149,8 +149,10 @@ def test_debug_reraises_and_default_prints_one_line(monkeypatch, capsys):
     monkeypatch.setattr(train, "_finetune", boom)
     assert main(["train", "finetune", "--config", "cpu-small"]) == 2
     assert _one_line(capsys) == "sem: error: bad input"
-    with pytest.raises(TypeError):
-        main(["--debug", "train", "finetune", "--config", "cpu-small"])
+    assert main(["--debug", "train", "finetune", "--config", "cpu-small"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "TypeError: bad input" in err
+    assert err.strip().splitlines()[-1] == "sem: error: bad input"
 
 
 def test_a_fresh_run_into_an_existing_run_is_refused_without_resume(tmp_path, capsys):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sem_physics.cli_support import (
     OneLineParser,
+    add_version,
     is_validation_error,
     number,
     validation_message,
@@ -373,6 +374,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="sem-measure",
         description="SEM metrology: line/space (CD, LWR, LER, PSD) and contacts.",
     )
+    add_version(parser, "sem-metrology")
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("image", type=Path, help="SEM image file, or a folder (recursive)")
@@ -483,12 +485,22 @@ def _one_line(err: BaseException) -> str:
     return text
 
 
+def _debug_after_command(argv: list[str]) -> list[str]:
+    """``--debug`` given before the subcommand moved after it (an option of every
+    subcommand), so that it goes anywhere, as in ``sem``."""
+    command = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if command is None or "--debug" not in argv[:command]:
+        return argv
+    rest = [a for a in argv[:command] if a != "--debug"]
+    return [*rest, argv[command], "--debug", *argv[command + 1 :]]
+
+
 @console_main("sem-measure")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sem-measure``; returns the exit code."""
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_debug_after_command(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as exc:  # argparse already printed its one-line usage error
         return int(exc.code or 0)
     try:

@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli_support import OneLineParser, is_validation_error, number, validation_message
+from .cli_support import (
+    OneLineParser,
+    add_version,
+    is_validation_error,
+    number,
+    validation_message,
+)
 from .pipes import console_main
 
 if TYPE_CHECKING:
@@ -135,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print the parameters used as JSON")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_version(parser, "sem-physics")
     return parser
 
 
@@ -370,8 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_INTERRUPTED
     except Exception as err:  # ValidationError, ImageReadError, ProtocolError, OSError, ...
-        if args.debug:
-            raise
+        if args.debug:  # the traceback, then the same line and status as without --debug
+            import traceback
+
+            traceback.print_exc()
         if is_validation_error(err):
             _say("error", validation_message(err))
             return EXIT_ERROR

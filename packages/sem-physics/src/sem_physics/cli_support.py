@@ -13,9 +13,47 @@ from collections import abc
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-__all__ = ["EXIT_USAGE", "OneLineParser", "is_validation_error", "number", "validation_message"]
+__all__ = [
+    "EXIT_USAGE",
+    "OneLineParser",
+    "add_version",
+    "is_validation_error",
+    "number",
+    "stderr_is_terminal",
+    "validation_message",
+]
 
 EXIT_USAGE = 2  # argparse's status for a usage error
+
+
+def add_version(parser: argparse.ArgumentParser, package: str) -> None:
+    """``--version``: ``PROG VERSION (PACKAGE)`` on stdout, exit 0 (the installed version of
+    the distribution ``package``, ``unknown`` when it is not installed). The version is looked
+    up only when asked for: building the parser imports nothing more."""
+
+    class _Version(argparse.Action):
+        def __call__(self, parser_: argparse.ArgumentParser, *_: Any) -> NoReturn:
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                found = version(package)
+            except PackageNotFoundError:
+                found = "unknown"
+            print(f"{parser_.prog} {found} ({package})", file=sys.stdout)
+            parser_.exit(0)
+
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="print the program's version and exit"
+    )
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal: progress bars are drawn only there by default (not into a
+    pipe or the log file of nohup or a batch system, which bars fill with carriage returns)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -262,12 +300,18 @@ def number(
     gives argparse's one-line usage error naming the option, the value and the range.
     """
     what = "an integer" if kind is int else "a number"
+
+    def shown(bound: float) -> str:  # an integer bound in full (4294967295, not 4.29497e+09)
+        return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
     if low is not None and high is not None:
-        span = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        span = (
+            f"in {'(' if low_open else '['}{shown(low)}, {shown(high)}{')' if high_open else ']'}"
+        )
     elif low is not None:
-        span = f"{'>' if low_open else '>='} {low:g}"
+        span = f"{'>' if low_open else '>='} {shown(low)}"
     elif high is not None:
-        span = f"{'<' if high_open else '<='} {high:g}"
+        span = f"{'<' if high_open else '<='} {shown(high)}"
     else:
         span = ""  # no range: only ``finite`` refuses a number
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .cli_support import OneLineParser
+from .cli_support import OneLineParser, add_version
 from .pipes import console_main
 
 PROG = "sem-psf"
@@ -58,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--crop-fraction", type=float, default=0.0667, help="bottom fraction (default 0.0667)"
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks (the exit status is the same)"
+    )
+    add_version(parser, "sem-physics")
     return parser
 
 
@@ -233,7 +236,9 @@ def _estimate_all(args: argparse.Namespace) -> int:
             focused, _ = _read_cropped(args.reference, args.crop, args.crop_fraction)
         except (ValueError, OSError) as err:
             if args.debug:
-                raise
+                import traceback
+
+                traceback.print_exc()
             print(f"{PROG}: error: --reference {_error_text(err, args.reference)}", file=sys.stderr)
             return 1
     for path, problem in _expand(args.inputs):
@@ -248,8 +253,10 @@ def _estimate_all(args: argparse.Namespace) -> int:
             else:
                 rec = _estimate_file(path, args.crop, args.crop_fraction)
         except (ValueError, OSError) as err:  # ImageReadError is a ValueError naming the file
-            if args.debug:
-                raise
+            if args.debug:  # the traceback, then the same line; the other files go on
+                import traceback
+
+                traceback.print_exc()
             failed += 1
             print(f"{PROG}: error: {_error_text(err, path)}", file=sys.stderr, flush=True)
             continue

@@ -9,8 +9,9 @@ the commands import (keep heavy imports inside handlers all the same).
 Every error ends as one line ``sem: error: ...`` naming the file or field: status 2 for bad
 input (a missing or malformed file, an invalid value, an existing run without
 ``--resume``, a non-checkpoint given as a checkpoint, a read-only output folder), status 1
-for a failure of the run itself (non-finite loss, disk full, out of memory). ``--debug``
-shows the full traceback instead.
+for a failure of the run itself (non-finite loss, disk full, out of memory) and for a
+partial failure with ``--strict`` (some input files unusable). ``--debug`` also prints the
+full traceback, before that line; the status is the same.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ import re
 import sys
 from collections.abc import Sequence
 
-from sem_physics.cli_support import OneLineParser, is_validation_error, validation_message
+from sem_physics.cli_support import (
+    OneLineParser,
+    add_version,
+    is_validation_error,
+    validation_message,
+)
 from sem_physics.pipes import console_main
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
@@ -45,9 +51,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; ``command``'s module registers its full sub-parser, the other
     commands are listed (by name and help) without importing their modules."""
     parser = OneLineParser(
-        prog="sem", description="SEM foundation toolkit: training, evaluation and demos."
+        prog="sem",
+        description="SEM foundation toolkit: training, evaluation and demos.",
+        epilog="Exit status: 0 done; 1 the run failed, or --strict and some inputs were "
+        "unusable; 2 bad input (one line 'sem: error: ...'; --debug adds the traceback); "
+        "130 interrupted.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
+    add_version(parser, "sem-train")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     sub.required = True
     if command in COMMAND_MODULES:
@@ -111,6 +122,9 @@ def _reason(err: BaseException) -> str:
 def describe_error(err: BaseException) -> tuple[int, str]:
     """(exit status, one-line message) for an exception raised by a command."""
     from_module = type(err).__module__.split(".")[0]
+    status = getattr(err, "exit_status", None)
+    if isinstance(status, int):  # e.g. --strict and some inputs unusable: 1
+        return status, _first_line(err)
     if isinstance(err, OSError):
         reason = err.strerror or _first_line(err)
         where = err.filename if err.filename is not None else None
@@ -154,9 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler(args) or 0)
     except BrokenPipeError:
         raise
-    except Exception as err:  # every error becomes one line; --debug re-raises
+    except Exception as err:  # every error becomes one line; --debug adds the traceback
         if args.debug:
-            raise
+            import traceback
+
+            traceback.print_exc()
         code, msg = describe_error(err)
         print(f"sem: error: {msg}", file=sys.stderr)
         return code

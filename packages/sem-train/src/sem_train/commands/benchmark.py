@@ -81,8 +81,16 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "mae-imagenet.weights_path=mae_pretrain_vit_large.pth; checked, with the file or "
         "folder it names, before any work",
     )
-    p.add_argument("--strict", action="store_true", help="an unreadable input file is an error")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if any input file is unusable (default: skip it and list it in the report)",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide progress bars (default: shown when stderr is a terminal)",
+    )
     p.add_argument(
         "--workers",
         type=number(int, low=1, high=64),
@@ -117,7 +125,9 @@ def _benchmark(args: argparse.Namespace) -> int:
         from ..evaluation.runner import run_benchmark
 
         try:
-            report = run_benchmark(cfg, force=args.force, progress=not args.no_progress)
+            report = run_benchmark(
+                cfg, force=args.force, progress=False if args.no_progress else None
+            )
         except SplitError as err:  # the split is the config's: name the file to edit
             raise SplitError(f"{args.config}: {err}") from None
     print(f"report: {report.resolve()}")
@@ -135,7 +145,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     b.add_argument("--config", required=True, help="YAML/JSON benchmark config")
-    b.add_argument("--out", help="output folder (overrides the config)")
+    b.add_argument("-o", "--out", help="output folder (overrides the config)")
     b.add_argument("--methods", help="comma-separated method names (overrides the config)")
     b.add_argument("--force", action="store_true", help="rerun every method")
     b.add_argument(

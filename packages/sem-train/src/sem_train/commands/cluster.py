@@ -36,7 +36,7 @@ def _cluster_held(args: argparse.Namespace) -> int:
     from sem_physics.atomic import atomic_write_text
 
     from ..evaluation import cluster_embeddings, clustering_markdown, embed_folder
-    from ..evaluation.sources import SkippedFile
+    from ..evaluation.sources import SkippedFile, SkippedInputsError
 
     results = {}
     skipped: list[SkippedFile] = []
@@ -56,7 +56,7 @@ def _cluster_held(args: argparse.Namespace) -> int:
             emb, k=args.k, seed=args.seed, silhouette_sample_size=args.silhouette_sample_size
         )
     if skipped and args.strict:
-        raise ValueError(
+        raise SkippedInputsError(
             f"--strict: {len(skipped)} image(s) unusable (first: {skipped[0].path}: "
             f"{skipped[0].reason})"
         )
@@ -98,9 +98,24 @@ def register(subparsers: Any) -> None:
         help="exported sem-models folder or a training run folder (repeat to compare models)",
     )
     c.add_argument("--images", required=True, help="folder of images")
-    c.add_argument("--k", type=int, default=10, help="number of clusters (default 10)")
-    c.add_argument("--pool", choices=("mean", "cls"), default="mean")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument(
+        "--k",
+        type=number(int, low=2),
+        default=10,
+        help="number of clusters, >= 2 and below the number of images (default 10)",
+    )
+    c.add_argument(
+        "--pool",
+        choices=("mean", "cls"),
+        default="mean",
+        help="image embedding: the mean of the patch tokens, or the class token (default mean)",
+    )
+    c.add_argument(
+        "--seed",
+        type=number(int, low=0, high=2**32 - 1),
+        default=0,
+        help="seed of k-means and of the silhouette sample (default 0)",
+    )
     c.add_argument(
         "--device",
         choices=["auto", "cpu", "cuda"],
@@ -111,7 +126,7 @@ def register(subparsers: Any) -> None:
         "--crop-fraction",
         type=_fraction,
         default=DEFAULT_CROP_FRACTION,
-        help="bottom fraction removed (info bar), in [0, 1)",
+        help=f"bottom fraction removed (info bar), in [0, 1) (default {DEFAULT_CROP_FRACTION:g})",
     )
     c.add_argument(
         "--silhouette-sample-size",
@@ -119,6 +134,14 @@ def register(subparsers: Any) -> None:
         default=10_000,
         help="embeddings sampled for the silhouette score, >= 2 (default 10000)",
     )
-    c.add_argument("--strict", action="store_true", help="an unreadable image is an error")
-    c.add_argument("--out", help="folder for clustering.md / clustering.json")
+    c.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if any image is unusable (default: skip it and list it)",
+    )
+    c.add_argument(
+        "-o",
+        "--out",
+        help="folder for clustering.md / clustering.json (an earlier clustering there is replaced)",
+    )
     c.set_defaults(handler=_cluster)

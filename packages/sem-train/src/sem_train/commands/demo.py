@@ -117,7 +117,7 @@ def _final_config(args: argparse.Namespace, cfg: Any, overrides: dict[str, Any])
 def _run_demo(cfg: Any, args: argparse.Namespace) -> int:
     from ..evaluation.runner import run_benchmark
 
-    report = run_benchmark(cfg, force=True, progress=not args.no_progress)
+    report = run_benchmark(cfg, force=True, progress=False if args.no_progress else None)
     print(f"report: {report.resolve()}")
     return 0
 
@@ -135,7 +135,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--images", help="folder of your focused SEM images (default: generated)")
     p.add_argument(
-        "--out", default="sem-demo-report", help="report folder (default: sem-demo-report)"
+        "-o",
+        "--out",
+        default="sem-demo-report",
+        help="report folder (default: sem-demo-report); a report an earlier demo wrote there "
+        "is replaced, a folder holding other files is refused",
     )
     p.add_argument(
         "--quick", action="store_true", help="reduced mode (small images, short training)"

@@ -52,7 +52,14 @@ def register(subparsers: Any) -> None:
     tsub.required = True
 
     pre = tsub.add_parser("pretrain", help="Stage 1 (MAE), 2 (MoE + KD) or 3 (frequency)")
-    pre.add_argument("--stage", type=int, choices=[1, 2, 3], required=True)
+    pre.add_argument(
+        "--stage",
+        type=int,
+        choices=[1, 2, 3],
+        required=True,
+        help="the stage to run: 1 MAE, 2 MoE + knowledge distillation (from a Stage-1 run), "
+        "3 frequency (from a Stage-2 run)",
+    )
     pre.add_argument(
         "--init-from",
         type=Path,

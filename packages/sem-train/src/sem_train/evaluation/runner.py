@@ -35,6 +35,7 @@ import numpy as np
 from sem_baselines import FitOptions, registry_entry, restorer_config
 from sem_metrology import LineOptions
 from sem_physics.atomic import atomic_write_text
+from sem_physics.cli_support import stderr_is_terminal
 from sem_physics.locking import mark_incomplete, output_lock
 from tqdm.auto import tqdm
 
@@ -52,7 +53,15 @@ from .protocols import (
 from .report import ReportInputs, safe_name, write_report
 from .results import MethodResult, ResultFileError
 from .scoring import Scorer
-from .sources import EvalImage, SkippedFile, crop_note, list_images, load_images, sample_images
+from .sources import (
+    EvalImage,
+    SkippedFile,
+    SkippedInputsError,
+    crop_note,
+    list_images,
+    load_images,
+    sample_images,
+)
 from .weights import MethodWeights, method_weights
 from .workers import MethodJob, RunningJobs, beside_workers, stop_workers, worker_pool
 
@@ -163,6 +172,14 @@ def _folder(cfg: BenchmarkConfig) -> Protocol:
         ]
         return Protocol(manifest, train, val, cases, source, [n for n in crops if n])
     n_train, n_val, notes = cfg.n_train, cfg.n_val, []
+    chosen = {"n_train", "n_val"} & cfg.model_fields_set
+    if (n_train or n_val) and not chosen and not _any_method_trains(cfg):
+        # the defaults hold images back for training: with nothing to train, evaluate them
+        n_train = n_val = 0
+        notes.append(
+            "None of the chosen methods trains on the protocol's images: every usable image "
+            "is evaluated (set n_train / n_val to hold images back)."
+        )
     short = cfg.shrink_split and len(images) < n_train + n_val + 1
     if short and (n_train or n_val) and not _any_method_trains(cfg):
         n_train = n_val = 0
@@ -245,7 +262,7 @@ def build_protocol(cfg: BenchmarkConfig) -> Protocol:
         proto = _folder(cfg) if cfg.images is not None else _generated(cfg)
     if cfg.strict and proto.manifest.skipped:
         s = proto.manifest.skipped[0]
-        raise ValueError(
+        raise SkippedInputsError(
             f"--strict: {len(proto.manifest.skipped)} input file(s) could not be used "
             f"(first: {s.path}: {s.reason})"
         )
@@ -347,8 +364,13 @@ def figure_selection(
     return None, None
 
 
-def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool = True) -> Path:
+def run_benchmark(
+    cfg: BenchmarkConfig, *, force: bool = False, progress: bool | None = None
+) -> Path:
     """Run (or resume) the evaluation ``cfg`` describes; returns the path of ``report.md``.
+
+    ``progress``: draw progress bars (None, the default: only when stderr is a terminal, as
+    every command of the toolkit does).
 
     The output folder is held for the whole run (:func:`sem_physics.locking.output_lock`): a
     second run into it stops at once."""
@@ -357,6 +379,8 @@ def run_benchmark(cfg: BenchmarkConfig, *, force: bool = False, progress: bool =
             f"run_benchmark takes a BenchmarkConfig (load_benchmark_config(path), "
             f"BenchmarkConfig(**fields) or demo_config(...)); got {type(cfg).__name__}"
         )
+    if progress is None:
+        progress = stderr_is_terminal()
     with output_lock(cfg.out):
         return _run_benchmark(cfg, force=force, progress=progress)
 

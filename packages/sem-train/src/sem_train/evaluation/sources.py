@@ -27,6 +27,7 @@ __all__ = [
     "SAMPLE_PIXEL_SIZE_NM",
     "EvalImage",
     "SkippedFile",
+    "SkippedInputsError",
     "array_sha256",
     "check_output_folder",
     "check_report_folder",
@@ -67,6 +68,14 @@ class EvalImage:
     #: bottom rows removed by ``crop_fraction`` because the file showed no information bar
     #: (0 when a bar was found and removed, or nothing was cropped)
     guessed_crop_rows: int = 0
+
+
+class SkippedInputsError(ValueError):
+    """``--strict`` and some input files could not be used: a partial failure, exit status 1
+    (:attr:`exit_status`) as with ``sem restore``, ``sem-degrade`` and ``sem-measure``; bad
+    input stays 2."""
+
+    exit_status = 1
 
 
 class SkippedFile(BaseModel):
