@@ -186,3 +186,16 @@ def test_an_edited_config_is_refused_before_any_memory_is_taken(tiny_mae, tmp_pa
     save_file({k: v.to(torch.int32) for k, v in state.items()}, str(other / "model.safetensors"))
     with pytest.raises(sm.CheckpointError, match="holds I32 values, not floating point"):
         sm.load_model(other)
+
+
+def test_a_link_planted_at_the_temporary_name_is_not_followed(tiny_mae, tmp_path):
+    import os
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / f".model.{os.getpid()}.tmp.safetensors").symlink_to(victim)
+    sm.save_model(tiny_mae, folder)
+    assert victim.read_text() == "precious"
+    torch.testing.assert_close(sm.load_model(folder).state_dict(), tiny_mae.state_dict())

@@ -195,3 +195,20 @@ def test_written_files_get_the_usual_permissions(tmp_path, umask) -> None:
         os.umask(previous)
     for p in (path, text):
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_link_planted_at_the_temporary_name_is_not_followed(tmp_path):
+    """The temporary's name is predictable (``.<stem>.<pid>.tmp<suffix>``): a symbolic link
+    planted there had the writer write through it into the file it named."""
+    import os
+
+    from sem_physics.atomic import atomic_write_text
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    target = tmp_path / "out" / "report.md"
+    target.parent.mkdir()
+    (target.parent / f".report.{os.getpid()}.tmp.md").symlink_to(victim)
+    atomic_write_text(target, "new report")
+    assert victim.read_text() == "precious" and target.read_text() == "new report"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.md"]

@@ -82,6 +82,12 @@ def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     """
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
+        # a fresh regular file of this process at that predictable name: a link planted there
+        # would have the writer write through it
+        if os.path.lexists(tmp):
+            tmp.unlink()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        os.close(os.open(tmp, flags, 0o600))
         writer(tmp)
         if os.name == "posix":  # safetensors creates its file readable by the owner only
             try:

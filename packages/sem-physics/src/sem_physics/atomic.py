@@ -72,6 +72,16 @@ def _temporary(path: Path, pid: int) -> Path:
     return path.with_name(f".{path.stem}.{pid}.tmp{path.suffix}")
 
 
+def _claim(tmp: Path) -> None:
+    """Create ``tmp`` afresh as an empty regular file of this process before a writer opens
+    it by name: whatever stood at that predictable name (a crashed run's leftover, or a
+    symbolic link planted in a shared folder, which the writer would follow) goes first."""
+    if os.path.lexists(tmp):
+        tmp.unlink()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    os.close(os.open(tmp, flags, 0o600))
+
+
 def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
     """Call ``writer(tmp)`` to write a temporary file, fsync it, then rename it to ``path``.
 
@@ -88,6 +98,7 @@ def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
         ) from err
     tmp = _temporary(path, os.getpid())
     try:
+        _claim(tmp)
         writer(tmp)
         _usual_mode(tmp)
         _fsync_file(tmp)
