@@ -137,7 +137,7 @@ def test_demo_skips_unusable_images_and_strict_refuses_them(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
     assert "corrupt.png" in md and "speck.tif" in md and "2×2 px" in md
-    assert main([*argv, "--out", str(tmp_path / "r2"), "--strict"]) == 2
+    assert main([*argv, "--out", str(tmp_path / "r2"), "--strict"]) == 1  # partial failure
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("sem: error: --strict: 2 input file(s)")
 
