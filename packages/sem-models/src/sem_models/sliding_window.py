@@ -283,16 +283,16 @@ def _check_grey_scale(arr: np.ndarray) -> None:
     """Refuse an image off the 0..255 grey scale, warn about a 0..1 one."""
     if arr.size == 0 or not np.all(np.isfinite(arr)):
         return  # sliding_window names these
-    peak, middle = float(arr.max()), float(np.median(arr))
+    peak, below = float(arr.max()), np.count_nonzero(arr < 0) / arr.size
     if peak > 2 * 255:
         raise ValueError(
             f"the image reaches {peak:g}, beyond the 0..255 grey scale (divide 16-bit counts by "
             "257; sem_physics.read_image scales 8/16-bit files to 0..255)"
         )
-    if middle < 0:
+    if below > 0.5:
         raise ValueError(
-            f"more than half of the image is below 0 (median {middle:g}): an inverted image or "
-            "one with a negative pedestal, not 0..255 grey levels"
+            f"more than half of the image is below 0 ({below:.0%} of the pixels): an inverted "
+            "image or one with a negative pedestal, not 0..255 grey levels"
         )
     if 0 < peak <= 1.0:
         warnings.warn(
