@@ -766,6 +766,33 @@ def test_loss_parts_are_read_from_the_device_only_on_the_steps_logged(
         assert r["twice"] == pytest.approx(2 * r["loss"], rel=1e-6) and r["one"] == 1.0
 
 
+def test_a_training_step_reads_from_the_device_once_and_checks_its_loss_before_stepping(
+    image_folder, tmp_path, monkeypatch
+):
+    """Per optimizer step one reduction of [loss, skipped, loss check, norm, norm check,
+    Ctrl-C] and one read (no per-micro-step float(loss) and collective, which stall a GPU);
+    a non-finite loss in a micro-step still stops the run before the optimizer moves."""
+    from sem_train.distributed import DistContext
+
+    calls, flags = [], []
+    real = DistContext.sum_over_ranks
+
+    def counting(self, values, device):
+        calls.append(len(values))
+        return real(self, values, device)
+
+    monkeypatch.setattr(DistContext, "sum_over_ranks", counting)
+    monkeypatch.setattr(DistContext, "any_true", lambda *a: flags.append(a) or False)
+    train, val = _data(image_folder)
+    fit(DenoiseTask(), train, val, _run(tmp_path / "r", epochs=1, grad_accum_steps=2), OPT)
+    assert calls == [6, 6]  # 8 images, batch 2, 2 micro-steps a step: 2 steps
+    assert not flags  # no per-micro-step collective (one epoch: no end-of-epoch check either)
+    monkeypatch.undo()
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) .*step 3"):
+        fit(DenoiseTask(nan_at_step=3), train, val, _run(tmp_path / "n", epochs=1), OPT)
+    assert not list((tmp_path / "n").rglob("step-00000003*"))  # that step was not taken
+
+
 def test_a_resume_leaves_no_step_twice_in_the_tensorboard_curves(tmp_path):
     """The JSONL log is cut back to the checkpoint on resume; TensorBoard's events of the
     later steps are purged too, so its curves read like one uninterrupted run."""

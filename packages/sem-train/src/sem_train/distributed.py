@@ -101,6 +101,18 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return {k: v / self.world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
+    def sum_over_ranks(
+        self, values: list[torch.Tensor | float], device: torch.device
+    ) -> list[float]:
+        """The sum of each value (a float or a 0-dim tensor, on any device) over ranks, in one
+        all-reduce and one read from the device (the values themselves in one process)."""
+        t = torch.stack(
+            [torch.as_tensor(v, device=device).detach().reshape(()).double() for v in values]
+        )
+        if self.enabled:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return [float(v) for v in t.tolist()]
+
     def any_true(self, flag: bool, device: torch.device) -> bool:
         """True if ``flag`` is true on any rank."""
         return self.any_of([flag], device)[0]

@@ -265,30 +265,36 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
             with loop.model.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
                 with loop.amp():
                     loss, parts = loop.task.training_loss(loop.model, batch)
-                value = float(loss.detach())
-                if ctx.any_true(not math.isfinite(value), loop.device):
-                    raise loop.stop("loss", value, state)
                 (loss / run.grad_accum_steps).backward()
             skipped_acc += skipped
-            for k, v in {"loss": value, **parts}.items():  # parts stay on the device until logged
+            for k, v in {"loss": loss, **parts}.items():  # on the device until the step's read
                 v = v.detach() if torch.is_tensor(v) else v
                 parts_acc[k] = parts_acc.get(k, 0.0) + v / run.grad_accum_steps
             if not sync:
                 continue
-            # the global batch's loss and files skipped (one all-reduce); parts when logged
-            step_means = ctx.mean_over_ranks(
-                {"loss": parts_acc["loss"], "skipped": float(skipped_acc)}, loop.device
+            # One all-reduce and one read from the device per optimizer step (no wait on the
+            # GPU per micro-step): the global batch's loss, files skipped, a non-finite loss or
+            # gradient norm on any rank (caught before the optimizer moves), a Ctrl-C anywhere.
+            norm = _clip(loop.task, loop.optim.grad_clip_norm)
+            step = ctx.sum_over_ranks(
+                [
+                    parts_acc["loss"],
+                    float(skipped_acc),
+                    _non_finite(parts_acc["loss"]),
+                    norm,
+                    _non_finite(norm),
+                    float(loop.interrupt.requested),
+                ],
+                loop.device,
             )
-            loss_value = step_means["loss"]
-            state.skipped_files += round(step_means["skipped"] * ctx.world_size)
+            loss_value, grad_norm = step[0] / ctx.world_size, step[3] / ctx.world_size
+            state.skipped_files += round(step[1])
             skipped_acc = 0
-            grad_norm = _clip(loop.task, loop.optim.grad_clip_norm)
-            # one collective: a non-finite norm on any rank, and a Ctrl-C on any rank
-            bad_norm, stop_here = ctx.any_of(
-                [not math.isfinite(grad_norm), loop.interrupt.requested], loop.device
-            )
-            if bad_norm:
+            if step[2] > 0:
+                raise loop.stop("loss", loss_value, state)
+            if step[4] > 0:
                 raise loop.stop("gradient norm", grad_norm, state)
+            stop_here = step[5] > 0
             loop.optimizer.step()
             loop.scheduler.step()
             loop.optimizer.zero_grad(set_to_none=True)
@@ -739,14 +745,22 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
-def _clip(task: Task, max_norm: float | None) -> float:
+def _clip(task: Task, max_norm: float | None) -> torch.Tensor | float:
+    """The gradients' global norm (clipped to ``max_norm`` when given), left on the device."""
     params = [p for _, p in task.trainable_parameters() if p.grad is not None]
     if not params:
         return 0.0
     if max_norm is None:
         norms = torch.stack([p.grad.detach().float().norm() for p in params])
-        return float(norms.norm())
-    return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return norms.norm()
+    return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def _non_finite(value: torch.Tensor | float) -> torch.Tensor | float:
+    """1 where ``value`` is NaN or infinite, else 0 (on the device for a tensor)."""
+    if torch.is_tensor(value):
+        return (~torch.isfinite(value.detach().float())).float()
+    return float(not math.isfinite(value))
 
 
 def _progress_bar(loop: Loop, state: TrainState):
