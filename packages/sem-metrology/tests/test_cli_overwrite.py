@@ -63,3 +63,25 @@ def test_existing_report_in_a_folder_is_refused(
     assert f"--output {table} exists" in _error_line(capsys)
     assert main([*argv, "--report", str(reports), "--overwrite"]) == 0
     assert (reports / "a_lines.png").is_file() and (reports / "b_lines.png").read_bytes() != b"mine"
+
+
+def test_min_holes_reaches_the_contact_measurement(tmp_path, capsys):
+    """One hole is refused by default (min_holes=3) and measured with --min-holes 1."""
+    import numpy as np
+    from sem_metrology.cli import main
+    from sem_physics import write_image
+
+    rng = np.random.default_rng(0)
+    img = np.full((128, 128), 180.0) + rng.normal(0, 4, (128, 128))
+    yy, xx = np.mgrid[:128, :128]
+    img[(yy - 64) ** 2 + (xx - 64) ** 2 < 15**2] = 40.0
+    path = write_image(tmp_path / "one.tif", np.clip(img, 0, 255).astype(np.float32), "float32")
+    argv = ["contacts", str(path), "--pixel-size-nm", "1", "--json"]
+    assert main(argv) == 1  # not measurable: refused with the reason
+    refused = capsys.readouterr().out
+    assert '"valid": false' in refused and "too few contact holes: 1 measured" in refused
+    assert main([*argv, "--min-holes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert '"valid": true' in out
+    assert main([*argv, "--min-holes", "0"]) == 2
+    assert "--min-holes" in capsys.readouterr().err

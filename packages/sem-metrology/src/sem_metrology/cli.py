@@ -143,7 +143,9 @@ def _measure(args: argparse.Namespace, path: Path, report: Path | None) -> Any:
     else:
         from .contacts import ContactOptions, measure_contacts
 
-        options = ContactOptions(tone=args.tone, threshold=args.threshold, roi=args.roi)
+        options = ContactOptions(
+            tone=args.tone, threshold=args.threshold, roi=args.roi, min_holes=args.min_holes
+        )
         result = measure_contacts(img, size, options)
     update = {"pixel_size_source": source, "warnings": [*img.notes, *result.warnings]}
     result = result.model_copy(update=update)
@@ -367,6 +369,7 @@ def _pixel_size_arg(text: str) -> float:
 
 
 _FRACTION = number(float, low=0, high=1, low_open=True, high_open=True)
+_AT_LEAST_ONE = number(int, low=1)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -470,6 +473,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=["auto", "dark", "bright"],
         default="auto",
         help="holes darker or brighter than the surface (default: detected)",
+    )
+    contacts.add_argument(
+        "--min-holes",
+        type=_AT_LEAST_ONE,
+        default=3,
+        help="fewer measured holes are refused (default 3; 1 measures a single hole)",
     )
     return parser
 
