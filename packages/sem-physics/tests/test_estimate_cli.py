@@ -48,14 +48,17 @@ def test_bad_file_is_reported_and_the_others_still_estimated(
     files = [bad, flat, degraded, tmp_path / "missing.tif", tiny]
     code = main([*map(str, files), "--json"])
     out, err = capsys.readouterr()
-    assert code == 2
+    assert code == 0  # a partial failure, as in sem restore and sem-degrade (--strict: 1)
     lines = [json.loads(line) for line in out.splitlines()]
     assert [rec["file"] for rec in lines] == [str(degraded)]
-    errors = err.strip().splitlines()
+    *errors, note = err.strip().splitlines()
+    assert note == "sem-psf: note: 4 of 5 inputs failed"
     assert len(errors) == 4 and all(e.startswith("sem-psf: error: ") for e in errors)
     assert str(bad) in errors[0] and "missing.tif: no such file" in errors[2]
     assert str(flat) in errors[1] and "uniform image" in errors[1]
     assert str(tiny) in errors[3] and ">= 32 px" in errors[3]
+    assert main([*map(str, files), "--json", "--strict"]) == 1
+    assert main([str(bad), str(tiny)]) == 2  # nothing estimated
 
 
 def test_white_noise_has_no_psf_and_no_shot_noise(
@@ -148,13 +151,14 @@ def test_scan_line_jitter_is_one_warning_line_and_in_the_json(
 def test_debug_adds_tracebacks_and_keeps_going_and_the_exit_status(
     degraded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    files = [str(tmp_path / "missing.tif"), str(degraded)]
-    assert main(files) == 2
+    files = [str(tmp_path / "missing.tif"), str(degraded), "--strict"]
+    assert main(files) == 1
     plain_out, plain_err = capsys.readouterr()
-    assert main([*files, "--debug"]) == 2  # not 1, and the second file is still estimated
+    assert main([*files, "--debug"]) == 1  # the same status, and the second file estimated
     out, err = capsys.readouterr()
     assert out == plain_out and "Traceback (most recent call last)" in err
-    assert err.strip().splitlines()[-1] == plain_err.strip()
+    said = [line for line in err.splitlines() if line.startswith("sem-psf: ")]
+    assert said == plain_err.strip().splitlines()  # the same lines, after the traceback
 
 
 def test_version_names_the_program_and_its_package(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,8 +7,10 @@ Examples::
     sem-psf --reference focused.tif defocused.tif   # measured from a pair of one field of view
 
 A file that cannot be read or estimated is reported as ``sem-psf: error: FILE: why`` on stderr
-and the others are still estimated; the exit status is then 2. Heavy imports happen after the
-arguments are parsed, so ``sem-psf --help`` answers at once.
+and the others are still estimated. Exit status, as the toolkit's other commands: 0 when every
+input, or with some failed at least one, was estimated (``--strict``: 1 when any failed), 2
+when none could be. Heavy imports happen after the arguments are parsed, so
+``sem-psf --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--crop-fraction", type=float, default=0.0667, help="bottom fraction (default 0.0667)"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 if any input fails (default: skip it)"
     )
     parser.add_argument(
         "--debug", action="store_true", help="show tracebacks (the exit status is the same)"
@@ -206,7 +211,8 @@ def _jitter_lines(jitter: dict[str, Any] | None) -> list[str]:
 
 @console_main(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 all estimated, 2 some input failed)."""
+    """Entry point; returns the exit status (0 estimated, 1 some failed with --strict, 2 none
+    estimated or bad arguments)."""
     args = build_parser().parse_args(argv)
     if not 0 <= args.crop_fraction < 1:
         print(
@@ -217,7 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.reference is not None and not args.reference.is_file():
         print(f"{PROG}: error: --reference {args.reference}: no such file", file=sys.stderr)
         return 2
-    return 2 if _estimate_all(args) else 0
+    done, failed = _estimate_all(args)
+    if failed and not done:
+        return 2
+    if failed:
+        total = done + failed
+        more = "; exit 1 (--strict)" if args.strict else ""
+        print(f"{PROG}: note: {failed} of {total} inputs failed{more}", file=sys.stderr)
+    return 1 if failed and args.strict else 0
 
 
 def _error_text(err: Exception, path: Path) -> str:
@@ -226,9 +239,9 @@ def _error_text(err: Exception, path: Path) -> str:
     return text if text.startswith(str(path)) else f"{path}: {text}"
 
 
-def _estimate_all(args: argparse.Namespace) -> int:
-    """Estimate and print every input in turn; returns how many failed."""
-    failed = 0
+def _estimate_all(args: argparse.Namespace) -> tuple[int, int]:
+    """Estimate and print every input in turn; returns how many were estimated and failed."""
+    done = failed = 0
     reference = args.reference.resolve() if args.reference is not None else None
     focused = None
     if reference is not None:  # read once for every image
@@ -240,7 +253,7 @@ def _estimate_all(args: argparse.Namespace) -> int:
 
                 traceback.print_exc()
             print(f"{PROG}: error: --reference {_error_text(err, args.reference)}", file=sys.stderr)
-            return 1
+            return 0, 1
     for path, problem in _expand(args.inputs):
         if reference is not None and problem is None and path.resolve() == reference:
             print(f"{PROG}: note: {path} skipped: it is the reference", file=sys.stderr)
@@ -262,7 +275,8 @@ def _estimate_all(args: argparse.Namespace) -> int:
             continue
         text = _pair_text(rec) if args.reference is not None else _text(rec)
         print(json.dumps(rec) if args.json else text, flush=True)
-    return failed
+        done += 1
+    return done, failed
 
 
 if __name__ == "__main__":
