@@ -86,6 +86,9 @@ def test_info_bar_rows_override(tmp_path):
     assert manifest(tmp_path / "o")["restored"][0]["info_bar_rows"] == 0
     out = tifffile.imread(tmp_path / "o" / "a.tif")
     assert not np.array_equal(out[-BAR_ROWS:], frame[-BAR_ROWS:])  # restored through the bar
+    # sem-measure's spelling: --info-bar none is the same as --info-bar-rows 0
+    assert run(tmp_path / "a.tif", "-o", tmp_path / "n", "--info-bar", "none", *PSF) == 0
+    assert np.array_equal(tifffile.imread(tmp_path / "n" / "a.tif"), out)
 
 
 def test_real_image_keeps_bar_pixel_size_dtype_and_vendor_tags(tmp_path, real_image):

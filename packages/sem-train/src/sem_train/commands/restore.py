@@ -47,11 +47,13 @@ _row_count = number(int, low=0)
 def _bar_rows(text: str) -> int | None:
     if text == "auto":
         return None
+    if text == "none":  # sem-measure's spelling of "no bar"
+        return 0
     try:
         return int(_row_count(text))
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected 'auto' or a row count >= 0, got {text!r}"
+            f"expected 'auto', 'none' or a row count >= 0, got {text!r}"
         ) from None
 
 
@@ -94,11 +96,14 @@ def register(subparsers: Any) -> None:
         help="a setting of the method's config (repeatable), e.g. --set iterations=50",
     )
     p.add_argument(
+        "--info-bar",
         "--info-bar-rows",
+        dest="info_bar_rows",
         type=_bar_rows,
         default=None,
-        metavar="auto|N",
-        help="info-bar height to keep aside (default auto: detected; 0 restores the whole frame)",
+        metavar="auto|none|N",
+        help="info-bar height to keep aside (default auto: detected; none or 0 restores the "
+        "whole frame), spelled as sem-measure's --info-bar",
     )
     p.add_argument(
         "--brightness",
