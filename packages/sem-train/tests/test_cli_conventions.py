@@ -181,3 +181,21 @@ def test_strict_help_says_exit_1(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     assert "is replaced" in " ".join(capsys.readouterr().out.split())
+
+
+def test_demo_json_prints_results_json_to_stdout_and_the_path_to_stderr(tmp_path, capsys):
+    """As sem restore --json: stdout is one JSON document (the report's results.json), so a
+    script can read the tables; the 'report:' line goes to stderr."""
+    import json
+
+    from sem_train.cli import main
+
+    out = tmp_path / "r"
+    argv = ["demo", "--quick", "--methods", "input", "--metrics", "psnr", "--settings"]
+    argv += ["midpoint", "--no-progress", "-o", str(out), "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data == json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in data["quality_summary"]][:1] == ["defocused input"]
+    assert captured.err.strip().splitlines()[-1] == f"report: {(out / 'report.md').resolve()}"

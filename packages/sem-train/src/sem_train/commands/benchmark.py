@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 from sem_physics.cli_support import number
 
 __all__ = [
     "add_run_options",
+    "announce_report",
     "check_input_folders",
     "check_setting_paths",
     "checked_settings",
@@ -92,6 +95,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         help="hide progress bars (default: shown when stderr is a terminal)",
     )
     p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report's results.json to stdout (the report's path then goes to stderr)",
+    )
+    p.add_argument(
         "--workers",
         type=number(int, low=1, high=64),
         help="methods run at once, each in its own process (default: the config's)",
@@ -130,7 +138,17 @@ def _benchmark(args: argparse.Namespace) -> int:
             )
         except SplitError as err:  # the split is the config's: name the file to edit
             raise SplitError(f"{args.config}: {err}") from None
-    print(f"report: {report.resolve()}")
+    return announce_report(report, args.json)
+
+
+def announce_report(report: Path, as_json: bool) -> int:
+    """Say where the report is; with ``as_json`` print its ``results.json`` to stdout instead
+    (scripts read the tables from it) and the path to stderr. Returns the exit status 0."""
+    if as_json:
+        print((report.parent / "results.json").read_text(encoding="utf-8"), end="", flush=True)
+        print(f"report: {report.resolve()}", file=sys.stderr)
+    else:
+        print(f"report: {report.resolve()}")
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from sem_physics.cli_support import number
 
-from .benchmark import add_run_options, split_names
+from .benchmark import add_run_options, announce_report, split_names
 
 __all__ = ["register"]
 
@@ -118,8 +118,7 @@ def _run_demo(cfg: Any, args: argparse.Namespace) -> int:
     from ..evaluation.runner import run_benchmark
 
     report = run_benchmark(cfg, force=True, progress=False if args.no_progress else None)
-    print(f"report: {report.resolve()}")
-    return 0
+    return announce_report(report, args.json)
 
 
 def register(subparsers: Any) -> None:
