@@ -56,6 +56,15 @@ MIT, BSD-3-Clause and Apache-2.0 notices of the sources above apply to their ima
 are not redistributed here."""
 
 
+#: The line each shipped folder's card opens with: which of the two models the folder holds.
+THIS_FOLDER = {
+    "sem-foundation": "This folder holds `sem-foundation`, the fine-tuned restoration model "
+    "(`sem restore --method sem-foundation`).",
+    "sem-foundation-zero-shot": "This folder holds `sem-foundation-zero-shot`, the pretrained "
+    "Stage-3 MAE + MoE without restoration fine-tuning (`--method sem-foundation-zero-shot`).",
+}
+
+
 def _licences(names: list[str]) -> dict[str, str]:
     if not CORPUS_MANIFEST.is_file():
         return {}
@@ -461,7 +470,10 @@ the patch's mean at this size (its panels show the 16-px patch grid); it was nev
 deblur, and its row says so.
 """
     for name in ("sem-foundation", "sem-foundation-zero-shot"):
-        atomic_write_text(args.dest / name / "MODEL_CARD.md", card)
+        title, rest = card.split("\n", 1)
+        atomic_write_text(
+            args.dest / name / "MODEL_CARD.md", f"{title}\n\n{THIS_FOLDER[name]}\n{rest}"
+        )
         for kind in ("stage1", "stage2", "stage3", "finetune"):
             split = (args.run / kind / "data_split.json").read_text()
             atomic_write_text(args.dest / name / f"data_split_{kind}.json", split)
