@@ -318,8 +318,9 @@ def test_corrupt_files_met_during_training_are_skipped_counted_and_logged(image_
     assert res.global_step == len(paths) // 2  # the epoch ran to its end
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert recs[-1]["skipped_files"] >= 1
-    logged = [json.loads(x)["path"] for x in log.read_text().splitlines()]
-    assert logged and all(p.endswith("truncated.png") for p in logged)
+    logged = [json.loads(x) for x in log.read_text().splitlines()]
+    assert logged and all(r["path"].endswith("truncated.png") for r in logged)
+    assert all(r["rank"] == 0 and r["worker"] is None for r in logged)  # which process met it
 
 
 class NanValidationTask(DenoiseTask):

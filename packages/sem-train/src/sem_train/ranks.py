@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["is_rank_zero"]
+__all__ = ["is_rank_zero", "rank"]
+
+
+def rank() -> int:
+    """This process's rank in a ``torchrun`` launch (0 when it runs alone)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def is_rank_zero() -> bool:
     """Whether this process is rank 0 of a ``torchrun`` launch, or runs alone: the one that
     holds a run's folder and writes what is written once."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return rank() == 0

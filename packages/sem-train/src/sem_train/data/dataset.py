@@ -21,6 +21,7 @@ from sem_physics.io import DEFAULT_CROP_FRACTION
 from torch.utils.data import Dataset
 
 from ..config import AugmentConfig, DataConfig
+from ..ranks import rank
 from .augment import augment, center_resize
 from .index import (
     GENERATED_ROOT,
@@ -47,6 +48,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
+
+def _skip_record(path: Path, err: BaseException) -> dict[str, Any]:
+    """One ``skipped_files.jsonl`` line: the file, why, and which process met it (each rank
+    and DataLoader worker keeps its own record of bad files, so one file may appear once per
+    process that drew it)."""
+    worker = torch.utils.data.get_worker_info()
+    return {
+        "path": str(path),
+        "error": str(err),
+        "rank": rank(),
+        "worker": worker.id if worker is not None else None,
+    }
 
 class ImageTooSmallError(ValueError):
     """An image whose side after the information-bar crop is below the training crop."""
@@ -123,7 +137,7 @@ class SEMImageDataset(Dataset):
             try:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.log_path, "a") as fh:
-                    fh.write(json.dumps({"path": str(self.paths[i]), "error": str(err)}) + "\n")
+                    fh.write(json.dumps(_skip_record(self.paths[i], err)) + "\n")
             except OSError:
                 pass
 
