@@ -49,7 +49,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-
 def _skip_record(path: Path, err: BaseException) -> dict[str, Any]:
     """One ``skipped_files.jsonl`` line: the file, why, and which process met it (each rank
     and DataLoader worker keeps its own record of bad files, so one file may appear once per
@@ -61,6 +60,7 @@ def _skip_record(path: Path, err: BaseException) -> dict[str, Any]:
         "rank": rank(),
         "worker": worker.id if worker is not None else None,
     }
+
 
 class ImageTooSmallError(ValueError):
     """An image whose side after the information-bar crop is below the training crop."""
