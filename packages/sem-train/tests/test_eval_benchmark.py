@@ -548,3 +548,15 @@ def test_a_rescoring_run_reloads_the_trained_weights_instead_of_training_again(
 def test_run_benchmark_names_what_it_takes_when_given_a_mapping():
     with pytest.raises(TypeError, match=r"takes a BenchmarkConfig .*got dict"):
         run_benchmark({"protocol": "s2s"}, progress=False)
+
+
+def test_an_earlier_split_is_named_when_a_folder_of_it_is_refused(tmp_path):
+    """Results made when the default split held images back even with no training method:
+    the refusal says why the inputs differ and how to keep that split."""
+    folder = tmp_path / "many"
+    write_samples(folder, n_per_kind=5, shape=(64, 64), seed=4)
+    base = {"protocol": "s2s", "images": str(folder), "out": str(tmp_path / "b"),
+            "methods": ["input"], "quality_metrics": ["psnr"], "settings": ["midpoint"]}  # fmt: skip
+    run_benchmark(load_benchmark_config_dict({**base, "n_train": 10, "n_val": 2}), progress=False)
+    with pytest.raises(ValueError, match=r"held images back .* set n_train and n_val"):
+        run_benchmark(load_benchmark_config_dict(base), progress=False)

@@ -316,10 +316,18 @@ def _check_inputs(path: Path, manifest: ProtocolManifest, force: bool) -> None:
         old = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: unreadable ({err}); delete it or rerun with --force") from None
-    if old != json.loads(manifest.model_dump_json()):
+    new = json.loads(manifest.model_dump_json())
+    if old != new:
+        held_back = isinstance(old, dict) and (old.get("train") or old.get("val"))
+        hint = ""
+        if held_back and not (new.get("train") or new.get("val")):
+            hint = (
+                " (they held images back for training; with no training method every image is "
+                "now evaluated: set n_train and n_val, e.g. 10 and 2, to keep that split)"
+            )
         raise ValueError(
-            f"{path.parent.parent} holds results of different protocol inputs; use another --out, "
-            "delete that folder or rerun with --force"
+            f"{path.parent.parent} holds results of different protocol inputs{hint}; use another "
+            "--out, delete that folder or rerun with --force"
         )
 
 
