@@ -122,8 +122,8 @@ def _as_tensor(image: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, int, boo
         _check_real(arr)
         if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[0] > 4:
             raise ValueError(
-                f"sliding_window takes (H, W) or (C, H, W); got shape {arr.shape}: channels "
-                "last? (move the channels first)"
+                f"expected an image (H, W) or (C, H, W); got shape {arr.shape}: channels "
+                "last? (pass a grey (H, W) image, or move the channels first)"
             )
         x = torch.as_tensor(arr.astype(np.float32, copy=False))
     else:
@@ -321,12 +321,7 @@ def restore_image(
     _check_real(raw)
     arr = raw.astype(np.float32, copy=False)
     _check_grey_scale(arr)
-    if arr.ndim not in (2, 3):
+    if arr.ndim not in (2, 3):  # sliding_window also takes (1, C, H, W)
         raise ValueError(f"expected an image (H, W) or (C, H, W); got shape {arr.shape}")
-    if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[0] > 4:
-        raise ValueError(
-            f"expected an image (H, W) or (C, H, W); got shape {arr.shape}: channels last? "
-            "(pass a grey (H, W) image, or move the channels first)"
-        )
     out = sliding_window(model, arr / 255.0, window, overlap, batch_size, device)
     return np.clip(np.asarray(out) * 255.0, 0.0, 255.0).astype(np.float32)

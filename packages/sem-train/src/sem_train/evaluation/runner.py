@@ -445,8 +445,13 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
             done[name] = stored
             continue
         trains = trains_here(name, config)
-        fit_key = method_hash(name, cfg, proto.manifest, weights[name], scoring=False)
-        reuse = trains and not force and trained_weights_kept(folder / "model", fit_key)
+        # the key of the weights a method trains here (none for one that only restores)
+        fit_key = (
+            method_hash(name, cfg, proto.manifest, weights[name], scoring=False) if trains else None
+        )
+        reuse = (
+            fit_key is not None and not force and trained_weights_kept(folder / "model", fit_key)
+        )
         if reuse:
             log.info("%s: trained weights in %s unchanged, reloaded", name, folder / "model")
         call = partial(
