@@ -101,6 +101,7 @@ def test_psd_column_is_the_roughness_integrated_from_the_psd():
     f, p = np.asarray(m.psd_frequency_per_nm), np.asarray(m.psd_lwr_nm3)
     expected = 3.0 * math.sqrt(float(np.sum(p) * (f[1] - f[0])))
     assert lwr_from_psd(m) == pytest.approx(expected, rel=1e-9)
+    assert m.lwr_psd_nm == pytest.approx(expected, rel=1e-9)  # sem-metrology's own field
     row = metrology_row("x", "c", "c", "s", m, None)
     assert row.lwr_psd_nm == pytest.approx(expected, rel=1e-9)
     # With image noise the integrated PSD keeps the noise; the unbiased value removes it.
@@ -383,3 +384,23 @@ def test_true_psf_rows_restore_each_input_with_its_own_psf(method):
         np.testing.assert_allclose(run.outputs[c.case_id], expect, rtol=1e-5, atol=1e-4)
     assert not np.allclose(run.outputs["c0@m"], run.outputs["c1@m"])
     assert "true PSF is unknown" in run.case_errors["r@real"]
+
+
+def test_avg_mae_of_the_tables_equals_sem_metrology_compare_measurements():
+    """One Avg(MAE): the benchmark row and the library's comparison average the same five
+    columns (a noisy, blurred copy against its clean reference, both conventions)."""
+    from scipy.ndimage import gaussian_filter
+    from sem_metrology import LineOptions, compare_measurements
+
+    truth = make_line_image(6, (200, 240), sigma_nm=1.2, seed=4)
+    rng = np.random.default_rng(1)
+    degraded = gaussian_filter(truth.clean, 1.5) + rng.normal(0, 10, truth.clean.shape)
+    for convention in ("smile", "truth"):
+        opts = LineOptions(convention=convention)
+        ref = measure_lines(truth.clean.astype(np.float32), truth.pixel_size_nm, opts)
+        out = measure_lines(degraded.astype(np.float32), truth.pixel_size_nm, opts)
+        row = metrology_row("x", "c", "c", "s", out, ref)
+        lib = compare_measurements(out, ref)
+        assert lib["avg_abs_error"] is not None and lib["avg_abs_error"] > 0
+        assert row.avg_abs_error_nm == pytest.approx(lib["avg_abs_error"], rel=1e-12)
+        assert row.cd_abs_error_nm == pytest.approx(lib["cd_abs_error_nm"], rel=1e-12)

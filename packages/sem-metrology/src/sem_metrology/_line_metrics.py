@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .psd import detrend_profiles, profile_psd
+from .psd import detrend_profiles, profile_psd, psd_variance
 from .roughness_fit import (
     PalasantzasFit,
     fit_palasantzas,
@@ -103,6 +103,14 @@ def _pitch_drift(centres_nm: np.ndarray) -> float | None:
     return float(np.polyfit(mid, d, 1)[0] * 1000.0)
 
 
+def _lwr_from_psd(freq: np.ndarray, psd: np.ndarray) -> float | None:
+    """``3 sqrt(Σ PSD_LWR Δf)`` (nm): the LWR the width PSD holds, its noise included."""
+    if freq.size < 2:
+        return None
+    var = psd_variance(freq, psd)
+    return 3.0 * math.sqrt(var) if var >= 0 and math.isfinite(var) else None
+
+
 def line_metrics(
     lead: np.ndarray,
     trail: np.ndarray,
@@ -181,6 +189,7 @@ def line_metrics(
         "ler_leading_nm": sigma3(var_l),
         "ler_trailing_nm": sigma3(var_t),
         "lwr_unbiased_nm": unbiased(var_w, share_w),
+        "lwr_psd_nm": _lwr_from_psd(freq, psd_lwr),
         "ler_unbiased_nm": unbiased(var_e, share_e),
         "unbiased_method": method if method == method_e else f"LWR: {method}; LER: {method_e}",
         "fit_flags": flags,

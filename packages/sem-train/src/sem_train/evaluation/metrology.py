@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sem_metrology import LineMeasurement, LineOptions, measure_lines
+from sem_metrology import TABLE_METRICS, LineMeasurement, LineOptions, measure_lines
 from sem_metrology.psd import psd_variance
 
 from .results import MetrologyRow
@@ -35,8 +35,9 @@ __all__ = [
     "metrology_row",
 ]
 
-#: The paper's Table 4 columns, averaged into Avg(MAE).
-TABLE_COLUMNS: tuple[str, ...] = ("cd_nm", "cd_std_nm", "lwr_nm", "ler_nm", "lwr_psd_nm")
+#: The paper's Table 4 columns, averaged into Avg(MAE): sem-metrology's, so that
+#: ``compare_measurements`` and these tables give one Avg(MAE).
+TABLE_COLUMNS: tuple[str, ...] = TABLE_METRICS
 COLUMN_LABELS = {
     "cd_nm": "CD (nm)",
     "cd_std_nm": "CD std (nm)",
@@ -91,7 +92,10 @@ def measure_like_reference(
 
 
 def lwr_from_psd(m: LineMeasurement) -> float | None:
-    """``3 sqrt(∫ PSD_LWR df)`` (nm): the LWR the width PSD holds, its noise included."""
+    """``3 sqrt(∫ PSD_LWR df)`` (nm): the LWR the width PSD holds, its noise included
+    (``m.lwr_psd_nm``; computed here for measurements saved before that field existed)."""
+    if m.lwr_psd_nm is not None:
+        return m.lwr_psd_nm
     if not m.valid or len(m.psd_frequency_per_nm) < 2 or not m.psd_lwr_nm3:
         return None
     var = psd_variance(np.asarray(m.psd_frequency_per_nm), np.asarray(m.psd_lwr_nm3))
