@@ -6,7 +6,12 @@ loudly instead of being ignored. Three presets ship with the package:
 * ``paper`` — the paper's hyperparameters (arXiv 2604.05960, Sec. 2.1 and 2.4): ViT-L/16 at
   224 px, 400 epochs, batch 64 (32 per process on 2 GPUs), AdamW lr 1e-4 / no weight decay (Stage 1), 8 experts top-1 with
   load balancing 0.01 (Stage 2), lr 1e-5 / wd 0.05 with frequency weights 0.1 (Stage 3),
-  fine-tuning 400 epochs, lr 1e-4, batch 1 per process.
+  fine-tuning 400 epochs, lr 1e-4, batch 1 per process. Where the paper is silent the preset
+  fills in (ours, not the paper's): 2000 warm-up steps then cosine decay to 0, AdamW betas
+  (0.9, 0.95), gradient clipping at norm 1, Stage 2 for 50 epochs at lr 1e-4, and the balance
+  term in the Switch form ``K Σ f_k P_k`` summed over the MoE layers (measured to see hard
+  collapse, which the paper's eq. 9 on mean gate probabilities does not: sem-models README;
+  ``moe.balance_loss: paper`` selects eq. 9).
 * ``cpu-small`` — a tiny model on 64 px images (patch 8) that finishes each stage within a few
   minutes on two CPU cores for a folder of about 50 micrographs (decoded images kept in memory).
 * ``cpu-base`` — the recipe of the model shipped with sem-models (``sem train recipe``): all

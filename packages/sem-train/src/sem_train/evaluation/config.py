@@ -129,7 +129,12 @@ class BenchmarkConfig(BaseModel):
     train_images: Path | None = None
     n_train: int = Field(10, ge=0, le=100_000)
     n_val: int = Field(2, ge=0, le=100_000, description="validation images (model selection)")
-    n_eval: int = Field(100, ge=1, le=100_000)
+    n_eval: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="most images evaluated (a cap: generated ones number n_per_kind x kinds)",
+    )
     shrink_split: bool = Field(
         False, description="fewer images than n_train + n_val + 1: use fewer (else an error)"
     )
