@@ -271,3 +271,14 @@ def test_a_device_other_than_the_models_is_refused_before_any_window():
     assert sm.model_device(lambda x: x, "meta") == torch.device("meta")
     on_meta = nn.Conv2d(1, 1, 3, device="meta")  # a device type without an index: the model's
     assert sm.model_device(on_meta, "meta") == next(on_meta.parameters()).device
+
+
+def test_a_callers_cpu_autocast_does_not_reach_the_fp32_forward(tiny_mae):
+    """Restoring runs in fp32 on a CPU: an autocast the caller left open is switched off."""
+    model = _random_restorer(tiny_mae)
+    image = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    plain = sm.sliding_window(model, image, window=32, overlap=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = sm.sliding_window(model, image, window=32, overlap=8)
+    assert inside.dtype == torch.float32
+    assert torch.equal(inside, plain)

@@ -205,6 +205,13 @@ def test_quality_rows_match_closed_form_and_count_infinite_psnr():
         [quality_summary(plus10.quality, "plus10", scorer.metrics), s], scorer.metrics
     )
     assert "failed on 1 of 2 cases" in md and "counted as 100 dB" in md
+    # An exact gain/offset copy: affine matching leaves only rounding (about 160 dB unless
+    # capped), which would lift a method's mean by tens of dB per case.
+    copy = scorer.score(
+        MethodRun("copy", outputs={c.case_id: 0.5 * c.reference + 10 for c in cases})
+    )
+    assert all(r.psnr_affine == PSNR_CAP_DB and r.psnr_infinite for r in copy.quality)
+    assert all(r.psnr < 30 for r in copy.quality)
     # "exact" has the higher PSNR but failed on a case: only the complete row is ranked.
     assert f"**{expected:.2f} ± 0.00**" in md
 

@@ -87,14 +87,23 @@ def grid_averaging_overlap(window: int, patch: int) -> int:
     return window - stride
 
 
+def _autocast_available(device_type: str) -> bool:
+    check = getattr(torch.amp, "is_autocast_available", None)  # torch >= 2.4
+    return bool(check(device_type)) if check else device_type in ("cpu", "cuda")
+
+
 @contextmanager
 def inference_context(device: torch.device | str, amp: bool = True) -> Iterator[None]:
     """:func:`torch.inference_mode`, plus bf16 autocast when ``device`` is a CUDA GPU with
-    native bf16 (:func:`~sem_models.precision.native_bf16`) and ``amp``."""
+    native bf16 (:func:`~sem_models.precision.native_bf16`) and ``amp``; everywhere else fp32,
+    also inside a caller's autocast (which would otherwise run the CPU forward in bf16)."""
     dev = torch.device(device)
     with torch.inference_mode():
         if amp and dev.type == "cuda" and native_bf16(dev):
             with torch.autocast("cuda", dtype=torch.bfloat16):
+                yield
+        elif _autocast_available(dev.type):
+            with torch.autocast(dev.type, enabled=False):
                 yield
         else:
             yield

@@ -73,7 +73,8 @@ class QualityRow(BaseModel):
     A score is None when it could not be computed; ``errors`` then holds the reason per metric.
     ``failed`` is set (and every score None) when the method gave no output for the case.
     An output identical to its reference has an infinite PSNR, stored as the cap
-    :data:`~sem_train.evaluation.quality.PSNR_CAP_DB` with ``psnr_infinite=True``.
+    :data:`~sem_train.evaluation.quality.PSNR_CAP_DB` with ``psnr_infinite=True``; so does an
+    output whose PSNR (raw or affine-matched) reaches the cap.
     ``noise_ceiling_db`` is set on the focused reference's rows only: the PSNR a perfect,
     noise-free restoration would score against that (noisy) reference.
     """

@@ -207,8 +207,9 @@ def quality_markdown(summaries: Sequence[QualitySummary], metrics: Sequence[str]
             notes.append(f"{s.method}: failed on {s.n_failed} of {s.n_cases} cases — {s.reason}")
         if s.n_infinite_psnr:
             notes.append(
-                f"{s.method}: {s.n_infinite_psnr} case(s) identical to the reference (infinite "
-                f"PSNR, counted as {PSNR_CAP_DB:.0f} dB)"
+                f"{s.method}: {s.n_infinite_psnr} case(s) identical to the reference, or to "
+                f"it up to gain and offset (PSNR ≥ {PSNR_CAP_DB:.0f} dB, counted as "
+                f"{PSNR_CAP_DB:.0f} dB)"
             )
         rows.append([name, *cells])
     lines = _table(head, rows)
