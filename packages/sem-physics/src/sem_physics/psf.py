@@ -12,6 +12,12 @@ Rx != Ry gives astigmatism, ``theta`` its orientation. The kernel is sampled on 
 grid of odd size ``k = ceil(6 max(Rx, Ry))`` (made odd by adding one) and normalised to unit
 sum. The magnitude is taken before the power so that non-integer ``beta`` stays real on the
 negative side lobes; for ``beta = 2`` this is exactly the Airy intensity pattern.
+
+The kernel is sampled at pixel centres, not integrated over pixels: for radii of a pixel and
+more (the paper's range is 1-30 px) the two agree, below a pixel the samples miss a narrow
+profile and the kernel depends on its angle (Rx = 30, Ry = 0.05 px puts 3 % of the weight in
+the centre pixel at theta = 0 and 52 % at 0.3 rad). Such a PSF is close to a delta along its
+narrow axis, which is what the sampled kernel then represents only roughly.
 """
 
 from __future__ import annotations
