@@ -219,8 +219,44 @@ def unmeasurable_reason(prep: Prepared, saturation_limit: float) -> str | None:
         return f"saturated image: {100 * sat:.1f} % of pixels at {where}"
     if constant:
         return f"constant image: every pixel is {data.flat[0]:g}"
-    if dtype_range is not None and sat > 0.2:
+    if dtype_range is not None and sat > CLIPPED_SHARE:
         prep.warnings.append(f"{100 * sat:.1f} % of pixels at {clipping_levels(dtype_range)}")
+    elif dtype_range is None:
+        warning = float_clipping_warning(data)
+        prep.warnings.extend([warning] if warning else [])
+    return None
+
+
+#: Share of pixels at one clipping level above which a warning names it.
+CLIPPED_SHARE = 0.2
+#: Share at the other extreme below which a pile at one extreme reads as clipped, not as the
+#: flat plateau of a noise-free image (whose spaces and lines both sit at exact values).
+_OTHER_END_SHARE = 0.01
+#: The usual grey scales of float images: a value at one of their ends is a clipping level.
+_FLOAT_SCALES = ((0.0, 1.0), (0.0, 255.0), (0.0, 65535.0))
+
+
+def float_clipping_warning(data: np.ndarray) -> str | None:
+    """The saturation warning of a float image (no dtype range), or None.
+
+    More than :data:`CLIPPED_SHARE` of the pixels at exactly the image's maximum (or minimum)
+    is clipping when that value ends the image's usual scale (255 or 0 of data within
+    0..255, 1 or 0 of 0..1 data, 65535 or 0 of 16-bit data: the integer message), or when the
+    other extreme holds almost no pixels (a clipped noisy image, not a noise-free one).
+    """
+    lo, hi = float(data.min()), float(data.max())
+    share_lo, share_hi = float(np.mean(data == lo)), float(np.mean(data == hi))
+    scale = next((s for s in _FLOAT_SCALES if s[0] <= lo and hi <= s[1]), None)
+    for value, share, other, name in (
+        (hi, share_hi, share_lo, "maximum"),
+        (lo, share_lo, share_hi, "minimum"),
+    ):
+        if share <= CLIPPED_SHARE:
+            continue
+        if scale is not None and value in scale:
+            return f"{100 * share:.1f} % of pixels at {clipping_levels(scale)}"
+        if other < _OTHER_END_SHARE:
+            return f"{100 * share:.1f} % of pixels at the image's {name} {value:g} (clipped?)"
     return None
 
 

@@ -229,3 +229,83 @@ def line_metrics(
             ),
         )
     return out
+
+
+#: Fewest periods across the profile for a period to count: one to three lines give none, and
+#: slow variations of the background (3.3-3.6 periods across lines blurred by 30 px, stronger
+#: there than the lines' own period) are left out.
+MIN_PERIODS = 4.0
+#: Share of the profile's (Hann-windowed) varying power the dominant peak's main lobe must hold
+#: for the profile to count as periodic: the real image 0.98; one or two lines (their side
+#: lobes) and pure noise give no period.
+MIN_PERIODIC_SHARE = 0.3
+#: A sub-harmonic peak holding at least this share of the dominant peak's power is the
+#: fundamental (bloom ridges on both edges can make the second harmonic the largest).
+SUBHARMONIC_SHARE = 0.2
+
+
+def _profile_spectrum(profile: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int] | None:
+    """Power spectrum of a mean profile (Hann window, 8x zero padding), its first bin of a
+    period spanning the profile :data:`MIN_PERIODS` times, and the main lobe's half-width in
+    bins; None for a profile too short or not finite."""
+    p = np.asarray(profile, dtype=np.float64)
+    n = p.size
+    if n < 16 or not np.all(np.isfinite(p)):
+        return None
+    x = (p - p.mean()) * np.hanning(n)
+    n_fft = 8 * (1 << math.ceil(math.log2(n)))
+    power = np.abs(np.fft.rfft(x, n_fft)) ** 2
+    first = math.ceil(MIN_PERIODS * n_fft / n)
+    return power, np.fft.rfftfreq(n_fft), first, round(2.0 * n_fft / n)
+
+
+def dominant_period_px(profile: np.ndarray) -> float | None:
+    """The period (px) of a line pattern's mean profile across the lines, from its spectrum.
+
+    The largest peak of the Hann-windowed, 8x zero-padded power spectrum among periods
+    spanning the profile at least :data:`MIN_PERIODS` times, refined by a parabola; a peak
+    at ``f/2`` or ``f/3`` with :data:`SUBHARMONIC_SHARE` of its power is taken instead. None
+    when the profile is too short or not periodic (the peak's main lobe holds less than
+    :data:`MIN_PERIODIC_SHARE` of the power): one or two lines, noise.
+    """
+    spec = _profile_spectrum(profile)
+    if spec is None:
+        return None
+    power, freq, first, lobe = spec
+    total = float(power[1:].sum())
+    if total <= 0 or power.size - first < 3:
+        return None
+    k = first + int(np.argmax(power[first:]))
+    if k in (first, power.size - 1):
+        return None  # the band's edge, not a peak
+    if float(power[max(1, k - lobe) : k + lobe + 1].sum()) < MIN_PERIODIC_SHARE * total:
+        return None
+    for m in (3, 2):  # the lowest strong sub-harmonic is the fundamental
+        centre = round(k / m)  # a harmonic series: within 4 % of f/m
+        reach = max(2, round(0.04 * k / m))
+        lo, hi = max(first, centre - reach), centre + reach + 1
+        if hi - lo < 3:
+            continue
+        j = lo + int(np.argmax(power[lo:hi]))
+        if lo < j < hi - 1 and power[j] >= SUBHARMONIC_SHARE * power[k]:
+            k = j
+            break
+    a, b, c = np.log(power[k - 1 : k + 2] + 1e-300)
+    shift = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c < 0 else 0.0
+    return float(1.0 / ((k + float(np.clip(shift, -0.5, 0.5))) * (freq[1] - freq[0])))
+
+
+def period_support(profile: np.ndarray, period_px: float) -> float:
+    """Largest power within the main lobe around ``1/period_px`` as a share of the largest
+    power of any period spanning the profile :data:`MIN_PERIODS` times (0 outside them): how
+    far the profile itself shows a pitch measured from the lines."""
+    spec = _profile_spectrum(profile)
+    if spec is None or not period_px > 0:
+        return 0.0
+    power, freq, first, lobe = spec
+    k = round(1.0 / (period_px * (freq[1] - freq[0])))
+    if k < first or k >= power.size or power.size - first < 1:
+        return 0.0
+    peak = float(power[first:].max())
+    near = float(power[max(first, k - lobe) : k + lobe + 1].max())
+    return near / peak if peak > 0 else 0.0

@@ -29,6 +29,7 @@ their mean), as SMILE's edge arrays give them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -399,13 +400,16 @@ def _fill_extrapolate(pos: np.ndarray) -> np.ndarray:
 
 @dataclass
 class SmileEdges:
-    """Edges found by the SMILE pipeline, in region columns per region row."""
+    """Edges found by the SMILE pipeline, in region columns per region row, and the integer
+    coarse edges each line was paired from (step 3)."""
 
     leading_px: np.ndarray
     trailing_px: np.ndarray
     gaps_leading: np.ndarray
     gaps_trailing: np.ndarray
     levels: tuple[float, float]
+    coarse_leading: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.intp))
+    coarse_trailing: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.intp))
 
 
 def smile_edges(region: np.ndarray, *, bright_lines: bool, threshold: float = 0.5) -> SmileEdges:
@@ -427,4 +431,4 @@ def smile_edges(region: np.ndarray, *, bright_lines: bool, threshold: float = 0.
     gaps_l, gaps_t = ~np.isfinite(lead), ~np.isfinite(trail)
     lead = _fill_extrapolate(lead)
     trail = _fill_extrapolate(trail)
-    return SmileEdges(lead, trail, gaps_l, gaps_t, (lo, hi))
+    return SmileEdges(lead, trail, gaps_l, gaps_t, (lo, hi), lead0, trail0)

@@ -26,18 +26,27 @@ lines; the pitch drift across the field from the line centres.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sem_physics.records import csv_text
 
 from ._inputs import Prepared, begin_measurement
-from ._line_metrics import line_metrics
+from ._line_metrics import SUBHARMONIC_SHARE, dominant_period_px, line_metrics, period_support
 from .edges import EdgeMethod
 from .errors import MetrologyInputError
-from .preprocess import detect_orientation, detect_tone, flatten_background, normalize_intensity
+from .preprocess import (
+    detect_orientation,
+    detect_tone,
+    flatten_background,
+    normalize_intensity,
+    sheared_profile,
+)
 from .roughness_fit import PalasantzasFit
+
+if TYPE_CHECKING:
+    from ._smile import SmileEdges
 
 __all__ = [
     "TABLE_METRICS",
@@ -390,6 +399,8 @@ def measure_lines(
     else:
         edges = _truth_branch(region, opts, tone, base)
     warnings.extend(base.pop("warnings_extra", []))
+    profile = base.pop("profile_px", None)
+    pairs = base.pop("smile_pairs", None)
     if isinstance(edges, str):
         return invalid(edges)
     lead, trail, gaps_l, gaps_t, slope = edges
@@ -403,7 +414,13 @@ def measure_lines(
     base["n_lines_dropped"] = base.get("n_lines_dropped", 0) + int(np.sum(~good))
     lead, trail, gaps_l, gaps_t = lead[good], trail[good], gaps_l[good], gaps_t[good]
     if lead.shape[0] == 0:
-        return invalid("no measurable lines: edges not found in enough rows")
+        return invalid(_no_rows_reason(smile))
+    reason, extra = _pitch_guard(profile, lead, trail, opts.convention)
+    if reason:
+        return invalid(reason)
+    warnings.extend([extra] if extra else [])
+    if pairs is not None and profile is not None:
+        warnings.extend(_smile_pairing_warnings(pairs, good, len(profile)))
     if lead.shape[0] == 1:
         warnings.append(_ONE_LINE_WARNING)
     n_gaps = int(gaps_l.sum() + gaps_t.sum())
@@ -436,6 +453,143 @@ def measure_lines(
         leading_edges_px=lead.tolist(),
         trailing_edges_px=trail.tolist(),
     )
+
+
+def _no_rows_reason(smile: bool) -> str:
+    """Why no line kept enough rows with an edge crossing; for ``smile``, the likely cause."""
+    head = "no measurable lines: edges not found in enough rows"
+    if not smile:
+        return head
+    return (
+        f"{head}; likely cause: SMILE's fixed edge window (±{SMILE_EDGE_RANGE_PX} px around "
+        "the coarse edges of its low-pass filtered profile) misses the crossings of wide lines "
+        f"(pitch about 50 px and more), however sharp their edges; use {_TRUTH_ADVICE}"
+    )
+
+
+#: Smallest line pitch (px) each convention resolves, with a margin. Measured on generated
+#: lines (256 px wide, CD 0.35-0.65 of the pitch, blur 0-1 px, noise 0-5 grey levels):
+#: ``truth`` loses or merges lines below 9 px (5-6 px: down to 1 line, CD +80 %; 7 px at CD
+#: 0.35-0.65 of the pitch or blurred: 15-28 of 28 lines), ``smile`` below 14 px (6-12 px: a
+#: quarter to half of the lines, CD +100-1200 %; 13 px: 15 of 18), its 5x5 median and
+#: low-pass filter merging neighbouring edges.
+MIN_PITCH_PX: dict[str, float] = {"truth": 10.0, "smile": 15.0}
+#: Accepted relative difference between the measured pitch and the mean profile's period.
+PITCH_TOLERANCE = 0.25
+#: SMILE's edge window: the polynomial per row spans its coarse edge ± this (px).
+SMILE_EDGE_RANGE_PX = 8
+#: Coarse edges this close (px) to the region's border are warned about (``smile``).
+SMILE_BORDER_PX = 4
+
+
+def _pitch_guard(
+    profile: np.ndarray | None, lead: np.ndarray, trail: np.ndarray, convention: str
+) -> tuple[str | None, str | None]:
+    """(why the lines found contradict the period of the mean profile across them, a warning):
+    each None when there is none.
+
+    The period comes from the profile's spectrum (:func:`dominant_period_px`; none for one to
+    three lines or a profile without a clear period, and then nothing is checked). Refused: a
+    period below the convention's :data:`MIN_PITCH_PX`, a measured pitch (median spacing of the
+    line centres) more than :data:`PITCH_TOLERANCE` from it that the spectrum does not show
+    as well (:func:`period_support` below :data:`SUBHARMONIC_SHARE`), fewer lines than half
+    the periods across the profile less one, or more than 1.5 times them plus two. ``smile``
+    lines closer or more numerous than the period allows (SMILE3's pairing of edges split by
+    noise) are kept with a warning, as SMILE3 keeps them.
+    """
+    if profile is None:
+        return None, None
+    period = dominant_period_px(profile)
+    if period is None:
+        return None, None
+    width = int(np.asarray(profile).size)
+    centres = 0.5 * (np.nanmean(lead, axis=1) + np.nanmean(trail, axis=1))
+    centres = np.sort(centres[np.isfinite(centres)])
+    n = int(centres.size)
+    spacing = float(np.median(np.diff(centres))) if n > 1 else None
+    periods = width / period
+    found = f"{n} line(s) found" + (f", {spacing:.1f} px apart" if spacing is not None else "")
+    where = f"the mean profile across the lines repeats every {period:.1f} px"
+    smallest = MIN_PITCH_PX[convention]
+    if round(period, 1) < smallest:  # to the 0.1 px shown: a 10-px pitch reads 9.99-10.01
+        other = (
+            f"; {_TRUTH_ADVICE} resolves from {MIN_PITCH_PX['truth']:g} px"
+            if convention == "smile" and period >= MIN_PITCH_PX["truth"]
+            else ""
+        )
+        reason = (
+            f"lines too closely spaced: {where} ({found}), below the {smallest:g} px the "
+            f"{convention} convention resolves (pitch >= {smallest:g} px); image the lines at "
+            f"a finer pixel size{other}"
+        )
+        return reason, None
+    smile = convention == "smile"
+    hint = (
+        f"; SMILE's fixed ±{SMILE_EDGE_RANGE_PX} px edge window, its filtered profile and its "
+        f"pairing of edges miss or split lines here; use {_TRUTH_ADVICE}"
+        if smile
+        else ""
+    )
+    off = spacing is not None and abs(spacing / period - 1.0) > PITCH_TOLERANCE
+    if off and spacing is not None and period_support(profile, spacing) >= SUBHARMONIC_SHARE:
+        # The profile shows the measured pitch too (strong blur leaves the lines' period
+        # weaker than a slow variation of the background): it is the lines' period.
+        period, periods = spacing, width / spacing
+        where = f"the lines repeat every {period:.1f} px in the mean profile across them"
+        off = False
+    fewest, most = 0.5 * periods - 1.0, 1.5 * periods + 2.0
+    if smile and ((off and spacing is not None and spacing < period) or n > most):
+        return None, (
+            f"smile: more lines than the image's period allows: {where}, {periods:.1f} periods "
+            f"across {width} px, but {found}: SMILE's pairing splits noisy edges into extra "
+            f"lines (SMILE3 keeps them too); line count, pitch, CD and CD std include them; "
+            f"use {_TRUTH_ADVICE}"
+        )
+    if off and spacing is not None:
+        reason = (
+            f"line pitch inconsistent with the image: {where}, but the {n} lines found are "
+            f"{spacing:.1f} px apart ({100 * (spacing / period - 1):+.0f} %, accepted within "
+            f"±{100 * PITCH_TOLERANCE:.0f} %){hint}"
+        )
+        return reason, None
+    if n < fewest or n > most:
+        reason = (
+            f"line count inconsistent with the image: {where}, {periods:.1f} periods across "
+            f"{width} px, but {found} (accepted {max(1, math.ceil(fewest))} to "
+            f"{math.floor(most)} lines){hint}"
+        )
+        return reason, None
+    return None, None
+
+
+def _smile_pairing_warnings(edges: SmileEdges, kept: np.ndarray, width: int) -> list[str]:
+    """Warnings on SMILE's pairing of coarse edges, which SMILE3 shares: a trailing edge taken
+    by several leading edges (each leading edge takes the first trailing edge after it, so an
+    edge split by noise adds a line, and the lines sharing it come out too wide), and lines
+    whose coarse edges lie within :data:`SMILE_BORDER_PX` of the region's border (where the
+    zero-padded 5x5 median makes a step: often no line at all). Only the lines ``kept``
+    (enough rows with an edge crossing) count; ``width`` is the region's."""
+    out: list[str] = []
+    lead0, trail0 = edges.coarse_leading[kept], edges.coarse_trailing[kept]
+    _, counts = np.unique(trail0, return_counts=True)
+    shared = counts[counts > 1]
+    if shared.size:
+        out.append(
+            f"smile: {shared.size} trailing edge(s) paired with more than one leading edge "
+            f"({int(shared.sum())} lines share them): as in SMILE3, each leading edge takes the "
+            "first trailing edge after it, so noise that splits an edge adds lines and widens "
+            f"them; line count, CD and CD std include them; for one line per edge pair use "
+            f"{_TRUTH_ADVICE}"
+        )
+    near = (lead0 < SMILE_BORDER_PX) | (trail0 > width - 1 - SMILE_BORDER_PX)
+    if np.any(near):
+        out.append(
+            f"smile: {int(np.sum(near))} line(s) with a coarse edge within {SMILE_BORDER_PX} px "
+            "of the region's border, where SMILE's zero-padded 5x5 median makes a step: "
+            f"possibly not a line (SMILE3 keeps them too); {_TRUTH_ADVICE} leaves out lines at "
+            "the border"
+        )
+    return out
 
 
 _ONE_LINE_WARNING = (
@@ -736,6 +890,8 @@ def _smile_branch(
         base.setdefault("warnings_extra", []).append(f"smile: {pedestal}")
     if edges.leading_px.shape[0] == 0:
         return "no measurable lines: no leading edge with a trailing edge after it"
+    base["profile_px"] = region.mean(axis=0)
+    base["smile_pairs"] = edges
     return edges.leading_px, edges.trailing_px, edges.gaps_leading, edges.gaps_trailing, 0.0
 
 
@@ -759,6 +915,7 @@ def _truth_branch(
     base["edge_window_px"] = found.edge_window_px
     if found.reason is not None:
         return found.reason
+    base["profile_px"] = sheared_profile(norm, found.slope_px_per_row)[1]
     cos_t = 1.0 / math.sqrt(1.0 + found.slope_px_per_row**2)
     base["edge_offset_nm"] = found.edge_offset_px * cos_t * base["pixel_size_nm"]
     assert found.leading_px is not None and found.trailing_px is not None

@@ -1,0 +1,158 @@
+"""Consistency of the lines found with the period of the image (both conventions), SMILE's
+pairing warnings and wide-line message, and saturation of float images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sem_metrology import make_line_image, measure_lines
+
+PX = 0.827
+#: The smallest pitch (px) each convention resolves (README, ``lines.MIN_PITCH_PX``).
+MIN_PITCH_PX = {"truth": 10, "smile": 15}
+
+
+def _lines(pitch_px: float, seed: int = 0, width: int = 256, **kw) -> np.ndarray:
+    """Lines of ``pitch_px`` filling a 256-row image, edge roughness scaled to the pitch."""
+    n = int(200 // pitch_px) if width == 256 else int((width - 16) // pitch_px)
+    kw.setdefault("sigma_nm", 0.05 * pitch_px)
+    s = make_line_image(
+        n_lines=n,
+        shape=(256, width),
+        pitch_nm=pitch_px * PX,
+        correlation_length_nm=15,
+        seed=seed,
+        **kw,
+    )
+    return s.image
+
+
+def test_dominant_period_of_lines_and_none_without_a_period() -> None:
+    from sem_metrology._line_metrics import dominant_period_px
+
+    for pitch in (4.0, 12.0, 30.0):
+        period = dominant_period_px(_lines(pitch).mean(axis=0))
+        assert period == pytest.approx(pitch, rel=0.02)
+    one = make_line_image(n_lines=1, shape=(256, 256), seed=0).image.mean(axis=0)
+    two = make_line_image(n_lines=2, shape=(256, 256), seed=0).image.mean(axis=0)
+    noise = np.random.default_rng(0).normal(0.0, 1.0, 256)
+    assert dominant_period_px(one) is None
+    assert dominant_period_px(two) is None
+    assert dominant_period_px(noise) is None
+
+
+@pytest.mark.parametrize("pitch", [4, 6])
+def test_truth_refuses_lines_closer_than_it_resolves(pitch: int) -> None:
+    # Before: valid, 1 line of CD 158 nm (4 px) or 10 lines 3x the pitch apart (6 px).
+    r = measure_lines(_lines(pitch), PX, convention="truth")
+    assert not r.valid
+    assert "lines too closely spaced" in r.reason
+    assert f"repeats every {pitch}.0 px" in r.reason
+    assert f"{MIN_PITCH_PX['truth']:g} px the truth convention resolves" in r.reason
+
+
+@pytest.mark.parametrize("pitch", [8, 10, 12])
+def test_smile_refuses_lines_closer_than_it_resolves(pitch: int) -> None:
+    # Before: valid with a third to half of the lines and CDs 2-3x too large.
+    r = measure_lines(_lines(pitch), PX, convention="smile")
+    assert not r.valid
+    assert "lines too closely spaced" in r.reason
+    assert f"{MIN_PITCH_PX['smile']:g} px the smile convention resolves" in r.reason
+    if pitch >= MIN_PITCH_PX["truth"]:
+        assert "--convention truth" in r.reason
+
+
+@pytest.mark.parametrize(("convention", "pitch"), [("truth", 10), ("truth", 16), ("smile", 16)])
+def test_lines_at_the_limits_are_measured(convention: str, pitch: int) -> None:
+    n = int(200 // pitch)
+    r = measure_lines(_lines(pitch), PX, convention=convention)
+    assert r.valid, r.reason
+    assert r.n_lines == n
+    assert r.pitch_nm == pytest.approx(pitch * PX, rel=0.02)
+
+
+@pytest.mark.parametrize("n_lines", [1, 2])
+def test_one_or_two_lines_are_not_refused(n_lines: int) -> None:
+    s = make_line_image(n_lines=n_lines, shape=(256, 256), seed=0)
+    r = measure_lines(s.image, PX, convention="truth")
+    assert r.valid and r.n_lines == n_lines
+    assert r.cd_nm == pytest.approx(s.truth.cd_nm, abs=0.05)
+
+
+def test_smile_warns_about_more_lines_than_the_period_allows() -> None:
+    # 14 lines 13.2 nm apart on lines of pitch 49.6 nm (noise split the edges): kept, as
+    # SMILE3 keeps them, but now with a warning naming the period.
+    s = make_line_image(n_lines=3, shape=(256, 256), pitch_nm=60 * PX, seed=19)
+    img = s.image + np.random.default_rng(1019).normal(0.0, 10.0, s.image.shape)
+    r = measure_lines(img, PX, convention="smile")
+    assert r.valid and r.n_lines == 14
+    more = [w for w in r.warnings if w.startswith("smile: more lines than the image's period")]
+    assert len(more) == 1 and "repeats every 60.8 px" in more[0]
+    assert "--convention truth" in more[0]
+    assert measure_lines(img, PX, convention="truth").n_lines == 3
+
+
+def test_smile_refuses_one_line_of_five() -> None:
+    # Before: valid, 1 line where the image holds 5 (SMILE's edge window misses the others).
+    r = measure_lines(_lines(48, seed=1), PX, convention="smile")
+    assert not r.valid
+    assert r.reason.startswith("line count inconsistent with the image")
+    assert "1 line(s) found" in r.reason and "--convention truth" in r.reason
+
+
+def _noisy_twenty(seed: int) -> np.ndarray:
+    s = make_line_image(n_lines=20, shape=(512, 640), seed=seed)
+    return s.image + np.random.default_rng(100 + seed).normal(0.0, 5.0, s.image.shape)
+
+
+def test_smile_warns_when_a_trailing_edge_is_shared() -> None:
+    # SMILE3 pairs each leading edge with the first trailing edge after it (reproduced as is).
+    r = measure_lines(_noisy_twenty(0), PX, convention="smile")
+    assert r.valid and r.n_lines > 20
+    shared = [w for w in r.warnings if "paired with more than one leading edge" in w]
+    assert len(shared) == 1 and "as in SMILE3" in shared[0]
+
+
+def test_smile_warns_about_a_line_at_the_border() -> None:
+    r = measure_lines(_noisy_twenty(1), PX, convention="smile")
+    assert any("of the region's border" in w for w in r.warnings)
+
+
+def test_clean_lines_get_no_pairing_warning() -> None:
+    s = make_line_image(n_lines=20, shape=(512, 640), seed=0)
+    r = measure_lines(s.image, PX, convention="smile")
+    assert r.valid and r.n_lines == 20
+    assert not any(w.startswith("smile: ") and "edge" in w for w in r.warnings)
+
+
+def test_smile_names_its_edge_window_for_wide_lines() -> None:
+    s = make_line_image(n_lines=1, shape=(256, 256), pitch_nm=200 * PX, seed=0)
+    r = measure_lines(s.image, PX, convention="smile")
+    assert not r.valid
+    assert r.reason.startswith("no measurable lines: edges not found in enough rows; likely")
+    assert "edge window" in r.reason and "--convention truth" in r.reason
+
+
+def _clipped(dtype: type) -> np.ndarray:
+    s = make_line_image(n_lines=10, shape=(256, 256), seed=0, line_level=400, space_level=50)
+    img = np.clip(s.image, 0, 255)
+    return np.rint(img).astype(dtype) if dtype is np.uint8 else img.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
+def test_saturation_warned_for_float_as_for_integer_images(dtype: type) -> None:
+    r = measure_lines(_clipped(dtype), PX, convention="truth")
+    assert "45.4 % of pixels at one end of the 0..255 range" in r.warnings
+
+
+def test_saturation_warned_at_a_float_image_own_maximum() -> None:
+    s = make_line_image(n_lines=10, shape=(256, 256), seed=0, line_level=400, space_level=50)
+    noisy = s.image + np.random.default_rng(0).normal(0.0, 5.0, s.image.shape)
+    r = measure_lines(np.clip(noisy, 0, 300), PX, convention="truth")
+    assert any("of pixels at the image's maximum 300 (clipped?)" in w for w in r.warnings)
+
+
+def test_noise_free_float_plateaus_are_not_saturation() -> None:
+    s = make_line_image(n_lines=10, shape=(256, 256), seed=0)
+    r = measure_lines(s.image, PX, convention="truth")
+    assert not any("of pixels at" in w for w in r.warnings)
