@@ -156,3 +156,16 @@ def test_noise_free_float_plateaus_are_not_saturation() -> None:
     s = make_line_image(n_lines=10, shape=(256, 256), seed=0)
     r = measure_lines(s.image, PX, convention="truth")
     assert not any("of pixels at" in w for w in r.warnings)
+
+
+def test_smile_refuses_a_strip_narrower_than_its_smallest_region() -> None:
+    """A 32-px strip across the lines (one pitch wide) read one line of CD 3.5 nm in smile;
+    the refusal names the size and the truth convention, which still measures the full frame."""
+    from sem_metrology import LineOptions
+
+    full = _lines(30.0, width=256)
+    strip = full[:, 100:132]
+    m = measure_lines(strip, PX, LineOptions(convention="smile"))
+    assert not m.valid
+    assert "region too small: 256x32 px" in m.reason and "--convention truth" in m.reason
+    assert measure_lines(full, PX, LineOptions(convention="smile")).valid
