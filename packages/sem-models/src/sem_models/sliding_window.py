@@ -295,8 +295,9 @@ def _check_grey_scale(arr: np.ndarray) -> None:
     peak, below = float(arr.max()), np.count_nonzero(arr < 0) / arr.size
     if peak > 2 * 255:
         raise ValueError(
-            f"the image reaches {peak:g}, beyond the 0..255 grey scale (divide 16-bit counts by "
-            "257; sem_physics.read_image scales 8/16-bit files to 0..255)"
+            f"the image reaches {peak:g}, beyond the 0..255 grey scale (scale it to 0..255, e.g. "
+            f"multiply by 255/{peak:g} = {255.0 / peak:.3g}; sem_physics.read_image scales "
+            "8/16-bit files to 0..255)"
         )
     if below > 0.5:
         raise ValueError(

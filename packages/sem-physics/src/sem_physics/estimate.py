@@ -93,7 +93,7 @@ from ._spectrum import otf_table, periodic_spectrum, polar_bins, rfft_weights
 from .forward import validate_image
 from .params import DegradationParams
 from .psf import PSFParams
-from .validation import MAX_GREY, refuse_negative_counts, warn_if_unit_scale
+from .validation import MAX_GREY, refuse_negative_counts, scale_hint, warn_if_unit_scale
 
 __all__ = [
     "DegradationEstimate",
@@ -826,10 +826,11 @@ def estimate_degradation(image: np.ndarray, *, beta: float = 1.95) -> Degradatio
     if float(y.min()) == float(y.max()):
         raise ValueError(f"uniform image (every pixel {float(y.min()):g}): nothing to estimate")
     refuse_negative_counts(y)  # the noise model is of counts >= 0
-    if float(np.abs(y).max()) > MAX_GREY:  # sigma and dose are on the 0..255 scale
+    peak = float(np.abs(y).max())
+    if peak > MAX_GREY:  # sigma and dose are on the 0..255 scale
         raise ValueError(
-            f"image reaches {float(np.abs(y).max()):g}, beyond the 0..255 grey scale the noise "
-            "model is on (read_image scales 8/16-bit files to it; divide 16-bit counts by 257)"
+            f"image reaches {peak:g}, beyond the 0..255 grey scale the noise model is on "
+            f"({scale_hint(peak)})"
         )
     warn_if_unit_scale(y)
     key = (hashlib.blake2b(y.tobytes(), digest_size=16).digest(), y.shape, float(beta))

@@ -50,7 +50,7 @@ def degrade(
     Parameters
     ----------
     image : (H, W) focused image on the 0..255 scale: finite, integers at most 255, floats at
-        most 1000 (:data:`~sem_physics.validation.MAX_FLOAT_GREY`; divide 16-bit counts by 257),
+        most 1000 (:data:`~sem_physics.validation.MAX_FLOAT_GREY`; scale counts to 0..255),
         not substantially negative (:func:`~sem_physics.validation.refuse_negative_counts`).
     params : the setting (PSF, gain, offset, noise).
     rng : generator or seed; the result is fully determined by (image, params, seed).

@@ -5,8 +5,10 @@ Reading (:func:`read_image`) accepts 8/16-bit TIFF (also palette TIFF), PNG, JPE
 Conversions (documented, never silent garbage):
 
 * bit depth: ``uint8`` as is; ``uint16`` (and 16-bit PNG) scaled by ``255 / 65535``; ``uint32``
-  by ``255 / (2**32 - 1)``; float data already on 0..1 (max <= 1) scaled by 255, other float
-  data taken as 0..255 values; boolean 0/255. NaN or inf pixels are an error.
+  by ``255 / (2**32 - 1)``; float data already on 0..1 scaled by 255, other float data taken
+  as 0..255 values; boolean 0/255. NaN or inf pixels are an error. Float data is on 0..1 when
+  its minimum is >= 0 and its maximum <= 1.05 (a resampling overshoot past 1 is noted); float
+  data reaching further with at most 0.1 % of its pixels above 1 is read as 0..255 and noted.
 * colour: palette images through their colour map; RGB/RGBA -> luma
   ``0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601, the rule of PIL's ``'L'`` mode); alpha is
   dropped; images whose colour channels are equal keep that channel exactly.
@@ -14,8 +16,12 @@ Conversions (documented, never silent garbage):
   read"``) is added to ``SEMImage.notes`` and logged like the JPEG note.
 
 ``SEMImage.value_scale`` is the factor applied (grey levels of the 0..255 scale per unit of the
-file's values: 1 for 8-bit, ``255 / 65535`` for 16-bit, 255 for float data on 0..1), so a
-writer can put results back on the file's own scale.
+file's values: 1 for 8-bit and for a palette of 8-bit entries, ``255 / 65535`` for 16-bit,
+255 for float data on 0..1), so a writer can put results back on the file's own scale.
+
+Orientation (EXIF, or TIFF tag 274) other than 1: the frame is turned as a viewer shows it
+(PIL's ``ImageOps.exif_transpose``) and :func:`orientation_note` is added to the notes and
+logged, so outputs and coordinates refer to the displayed frame.
 
 JPEG (a ``.jpg``/``.jpeg`` file, or a JPEG-compressed TIFF): lossy compression removes the fine
 detail and the noise that blind PSF estimates and restorations rely on (a JPEG of a 5-px blur
@@ -216,9 +222,10 @@ class SEMImage:
 # Pixel conversion
 
 
-def _to_gray_255(arr: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
-    """Any supported pixel array -> float32 (H, W) on 0..255 (see the module docstring), and
-    the factor applied (grey levels of the 0..255 scale per unit of the file's values)."""
+def _to_gray_255(arr: np.ndarray, path: Path) -> tuple[np.ndarray, float, tuple[str, ...]]:
+    """Any supported pixel array -> float32 (H, W) on 0..255 (see the module docstring), the
+    factor applied (grey levels of the 0..255 scale per unit of the file's values) and the
+    notes on how float values were scaled (:func:`_float_unit_scale`)."""
     arr = np.asarray(arr)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ImageReadError(f"{path}: contains NaN or inf pixels")
@@ -229,22 +236,57 @@ def _to_gray_255(arr: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
     if arr.size == 0 or min(arr.shape) < 1:
         raise ImageReadError(f"{path}: image has no pixels, shape {arr.shape}")
     if arr.dtype == bool:
-        return arr.astype(np.float32) * np.float32(255.0), 255.0
+        return arr.astype(np.float32) * np.float32(255.0), 255.0, ()
     if arr.dtype == np.uint8:
-        return arr.astype(np.float32), 1.0
+        return arr.astype(np.float32), 1.0, ()
     if arr.dtype == np.uint16:
-        return _uint16_lut()[arr], 255.0 / 65535.0  # the float64 product, rounded once
+        return _uint16_lut()[arr], 255.0 / 65535.0, ()  # the float64 product, rounded once
     if arr.dtype == np.uint32:
-        return _scaled_float32(arr, 255.0 / 4294967295.0), 255.0 / 4294967295.0
+        return _scaled_float32(arr, 255.0 / 4294967295.0), 255.0 / 4294967295.0, ()
     if np.issubdtype(arr.dtype, np.floating):
-        unit = float(arr.max()) <= 1.0 and float(arr.min()) >= 0.0
+        unit, notes = _float_unit_scale(arr)
         scale = 255.0 if unit else 1.0
         data = _scaled_float32(arr, scale)
         if not np.isfinite(data).all():
             raise ImageReadError(f"{path}: pixel values beyond the float32 range (|x| > 3.4e38)")
-        return data, scale
+        return data, scale, notes
     raise ImageReadError(
         f"{path}: unsupported pixel type {arr.dtype} (accepted: uint8, uint16, uint32, float, bool)"
+    )
+
+
+#: A float image whose pixels are all >= 0 and at most this is on the 0..1 scale: resampling or
+#: filtering overshoots a 0..1 image by a few percent, while the same values as 0..255 grey
+#: levels would be a black picture (every pixel below 1.05 of 255 levels).
+UNIT_OVERSHOOT_MAX = 1.05
+#: A float image reaching further but with at most this share of its pixels above 1 (its
+#: 99.9th percentile at 1 or below) is read as 0..255 grey levels with a note: a 0..1 image
+#: with outliers, or a nearly black one.
+UNIT_OVERSHOOT_SHARE = 0.001
+
+
+def _float_unit_scale(arr: np.ndarray) -> tuple[bool, tuple[str, ...]]:
+    """Whether float pixels are on 0..1 (then scaled by 255), and a note when some exceed 1:
+    read as 0..1 up to :data:`UNIT_OVERSHOOT_MAX`, as 0..255 grey levels beyond it (noted
+    when no more than :data:`UNIT_OVERSHOOT_SHARE` of the pixels exceed 1)."""
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0.0:
+        return False, ()
+    if hi <= 1.0:
+        return True, ()
+    above = int(np.count_nonzero(arr > 1.0))
+    share = f"{above:,} of {arr.size:,} pixels"
+    if hi <= UNIT_OVERSHOOT_MAX:
+        return True, (
+            f"float values on 0..1 with {share} above 1 (up to {hi:g}): read as 0..1 and "
+            "scaled by 255; clip the image to 0..1 to silence this",
+        )
+    if above > UNIT_OVERSHOOT_SHARE * arr.size:
+        return False, ()
+    return False, (
+        f"float values mostly on 0..1 but {share} above 1 (up to {hi:g}, beyond "
+        f"{UNIT_OVERSHOOT_MAX:g}): read as 0..255 grey levels, a nearly black picture; clip a "
+        "0..1 image to 0..1, or scale it to 0..255",
     )
 
 
@@ -604,8 +646,13 @@ def multipage_note(pages: int) -> str:
 
 def _read_tiff(
     path: Path, limit: int
-) -> tuple[np.ndarray, str, float | None, str, int | None, bool, int]:
-    """(pixels, sample type, pixel size, its source, info-bar rows, JPEG-compressed, pages).
+) -> tuple[np.ndarray, str, float | None, str, int | None, bool, int, bool, int]:
+    """(pixels, sample type, pixel size, its source, info-bar rows, JPEG-compressed, pages,
+    8-bit palette, Orientation tag). The pixels are turned to the displayed orientation.
+
+    An 8-bit palette (colour-map entries all multiples of 257, as 8-bit values are stored) is
+    looked up as 16-bit values like any palette, and flagged so that the value scale recorded
+    is that of its 8-bit entries.
 
     The page count follows the chain of page offsets without decoding a page (20,000 pages
     take about 20 ms).
@@ -626,14 +673,18 @@ def _read_tiff(
         source_dtype = str(arr.dtype)
         jpeg = int(page.compression) in _JPEG_COMPRESSIONS
         photometric = int(page.photometric)
+        palette8 = False
         axes = page.axes
         if axes.startswith("S") and arr.ndim == 3:
             arr = np.moveaxis(arr, 0, -1)
+        tag = page.tags.get(274)
+        orientation = _orientation_tag(tag.value if tag is not None else 1)
         if photometric == 3 and page.colormap is not None:  # palette
             cmap = np.asarray(page.colormap)
             if arr.size and int(arr.max()) >= cmap.shape[-1]:
                 raise ImageReadError(f"{path}: palette index beyond the colour map")
             lut = cmap.T  # (entries, 3), 16-bit colour values
+            palette8 = not np.any(lut % 257)
             arr = lut[arr].astype(np.uint16)  # (H, W, 3): made grey (and noted) as RGB is
         elif photometric == 0 and np.issubdtype(arr.dtype, np.integer):  # MINISWHITE
             arr = np.iinfo(arr.dtype).max - arr
@@ -642,11 +693,63 @@ def _read_tiff(
         except Exception as err:  # metadata is best effort: the pixels are still good
             _log.warning("%s: vendor metadata unreadable (%s); no pixel size", path, err)
             size, size_source, bar = None, "none", None
+        if orientation != 1:  # the bar rows counted in the stored frame: found again by look
+            arr, bar = np.ascontiguousarray(_orient(arr, orientation)), None
         try:
             pages = len(tif.pages)
         except Exception:  # a broken chain after the first page: that page is still good
             pages = 1
-    return arr, source_dtype, size, size_source, bar, jpeg, pages
+    return arr, source_dtype, size, size_source, bar, jpeg, pages, palette8, orientation
+
+
+#: What each Orientation value (EXIF and TIFF tag 274) asks a viewer to do to the stored frame.
+_ORIENTATIONS = {
+    2: "mirrored left-right",
+    3: "rotated 180°",
+    4: "mirrored top-bottom",
+    5: "transposed",
+    6: "rotated 90° clockwise",
+    7: "transversed",
+    8: "rotated 90° counter-clockwise",
+}
+
+
+def orientation_note(orientation: int) -> str:
+    """What reading a frame with Orientation tag ``orientation`` (2..8) adds to the notes."""
+    what = _ORIENTATIONS[orientation]
+    return (
+        f"Orientation tag {orientation} ({what}): read as displayed, so outputs and pixel "
+        "coordinates (--roi, line orientation) refer to the displayed frame"
+    )
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """The stored (H, W[, C]) pixels as a viewer shows them for ``orientation`` (PIL's
+    ``ImageOps.exif_transpose`` for the same value)."""
+    if orientation == 2:
+        return arr[:, ::-1]
+    if orientation == 3:
+        return arr[::-1, ::-1]
+    if orientation == 4:
+        return arr[::-1]
+    if orientation == 5:
+        return arr.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(arr, -1)
+    if orientation == 7:
+        return arr[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(arr, 1)
+    return arr
+
+
+def _orientation_tag(value: Any) -> int:
+    """The Orientation tag as an int in 1..8 (1, the stored frame, for a missing or odd one)."""
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        return 1
+    return value if value in _ORIENTATIONS else 1
 
 
 def open_pil_checked(path: Path, limit: int) -> Any:
@@ -673,8 +776,10 @@ def open_pil_checked(path: Path, limit: int) -> Any:
     return im
 
 
-def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, str]:
-    from PIL import Image
+def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, str, int]:
+    """(pixels, sample type, pixel size, its source, EXIF Orientation); the pixels are turned
+    to the displayed orientation."""
+    from PIL import Image, ImageOps
 
     with open_pil_checked(path, limit) as im:
         with warnings.catch_warnings():
@@ -682,6 +787,9 @@ def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, st
             im.load()
             mode = im.mode
             info = dict(im.info)
+            orientation = _orientation_tag(im.getexif().get(274, 1))
+            if orientation != 1:
+                im = ImageOps.exif_transpose(im)
             target = {"P": "RGBA", "PA": "RGBA", "1": "L"}.get(mode)
             if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 target = "RGB"
@@ -695,7 +803,7 @@ def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, st
     source_dtype = str(arr.dtype)
     candidate = _json_pixel_size(str(info.get(_JSON_KEY, "")))
     size, source = _pick_pixel_size([(candidate, f"PNG text {_JSON_KEY}.pixel_size_nm")], path)
-    return arr, source_dtype, size, source
+    return arr, source_dtype, size, source, orientation
 
 
 def _as_path(path: Any, name: str = "path") -> Path:
@@ -756,15 +864,20 @@ def read_image(
     ext = path.suffix.lower()
     bar: int | None = None
     pages = 1
+    palette8 = False
     kind = "TIFF" if ext in (".tif", ".tiff") else ext.lstrip(".").upper()
     try:
         if kind == "TIFF":
-            arr, source_dtype, size, source, bar, jpeg, pages = _read_tiff(path, limit)
+            arr, source_dtype, size, source, bar, jpeg, pages, palette8, orientation = _read_tiff(
+                path, limit
+            )
         else:
-            arr, source_dtype, size, source = _read_pil(path, limit)
+            arr, source_dtype, size, source, orientation = _read_pil(path, limit)
             jpeg = kind in ("JPG", "JPEG")
         notes = _colour_notes(arr)
-        data, value_scale = _to_gray_255(arr, path)
+        data, value_scale, read_notes = _to_gray_255(arr, path)
+        if palette8:  # grey levels per unit of the 8-bit colour-map entries
+            value_scale = 1.0
     except ImageReadError:
         raise
     except MemoryError as err:
@@ -775,6 +888,12 @@ def read_image(
         ) from err
     if bar is None:
         bar = detect_info_bar(data)
+    if orientation != 1:
+        read_notes = (orientation_note(orientation), *read_notes)
+    for note in read_notes:
+        notes = (*notes, note)
+        if log_notes:
+            _warn_once(path, note)
     if jpeg:
         notes = (*notes, JPEG_NOTE)
         if log_notes:
@@ -795,6 +914,57 @@ def read_image(
     )
 
 
+#: A picture whose 99.9th percentile (:data:`DIM_PERCENTILE`) is below this many grey levels
+#: of 255 is dim: 12-bit data in a 16-bit file reads as 0..16.
+DIM_BELOW = 64.0
+DIM_PERCENTILE = 99.9
+
+
+def picture_level(image: np.ndarray) -> float:
+    """The grey level a picture's brightness is judged by: its 99.9th percentile."""
+    return float(np.percentile(image, DIM_PERCENTILE))
+
+
+def is_dim(level: float) -> bool:
+    """Whether a picture of :func:`picture_level` ``level`` is dim (0 < level < DIM_BELOW)."""
+    return 0.0 < level < DIM_BELOW
+
+
+def dim_picture_level(data: np.ndarray, source_dtype: str) -> float | None:
+    """The 99.9th percentile of a dim picture read from a file of more than 8 bits, else None.
+
+    Only such files are judged: their grey levels are scaled from the file's full range, so a
+    dim one usually holds fewer bits than its type (an 8-bit picture that is dark is dark)."""
+    try:
+        if np.dtype(source_dtype).itemsize <= 1:
+            return None
+    except TypeError:
+        return None
+    bright = int(np.count_nonzero(data >= DIM_BELOW))  # one pass: most pictures stop here
+    if bright > (1.0 - DIM_PERCENTILE / 100.0) * data.size + 1.0:
+        return None  # the 99.9th percentile is at least DIM_BELOW
+    level = picture_level(data)
+    return level if is_dim(level) else None
+
+
+def warn_dim_picture(img: SEMImage, use: str) -> str | None:
+    """Log once, and return, a note naming ``img``'s file when it is a dim picture of more
+    than 8 bits (:func:`dim_picture_level`); ``use`` says what works on its grey levels
+    (e.g. ``"sem-degrade simulates"``)."""
+    level = dim_picture_level(img.data, img.source_dtype)
+    if level is None:
+        return None
+    lo, hi = float(np.min(img.data)), float(np.max(img.data))
+    note = (
+        f"dim {img.source_dtype} picture: values {lo:.3g}..{hi:.3g} of the 0..255 grey scale "
+        f"(99.9th percentile {level:.3g}; e.g. 12-bit data in a 16-bit file); {use} on these "
+        "grey levels as they are: rescale the file to its full range first (e.g. multiply "
+        "12-bit counts by 16)"
+    )
+    _warn_once(img.path, note)
+    return note
+
+
 def _colour_notes(arr: np.ndarray) -> tuple[str, ...]:
     """A note when a colour image (channels that differ) is turned into grey."""
     arr = np.asarray(arr)
@@ -811,16 +981,16 @@ def quantize(image: np.ndarray, dtype: str = "uint16") -> np.ndarray:
     """The exact array :func:`write_image` stores for a 0..255 image and an output ``dtype``.
 
     ``uint16``: ``rint(clip(x, 0, 255) * 65535 / 255)``; ``uint8``: ``rint(clip(x, 0, 255))``;
-    ``float32``: the values unchanged.
+    ``float32``: the values unchanged (no float64 copy: a float32 image is returned as is).
     """
+    if dtype == "float32":
+        return np.asarray(image, dtype=np.float32)
+    if dtype not in WRITE_DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; accepted: {WRITE_DTYPES}")
     data = np.asarray(image, dtype=np.float64)
     if dtype == "uint16":
         return np.rint(np.clip(data, 0, 255) * (65535.0 / 255.0)).astype(np.uint16)
-    if dtype == "uint8":
-        return np.rint(np.clip(data, 0, 255)).astype(np.uint8)
-    if dtype == "float32":
-        return np.asarray(image, dtype=np.float32)
-    raise ValueError(f"unsupported dtype {dtype!r}; accepted: {WRITE_DTYPES}")
+    return np.rint(np.clip(data, 0, 255)).astype(np.uint8)
 
 
 def clipped_counts(image: np.ndarray) -> tuple[int, int]:

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--crop-fraction", type=float, default=0.0667, help="bottom fraction (default 0.0667)"
     )
     parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="refuse images declaring more pixels (default $SEM_MAX_PIXELS, else 100000000)",
+    )
+    parser.add_argument(
         "--strict", action="store_true", help="exit 1 if any input fails (default: skip it)"
     )
     parser.add_argument(
@@ -87,11 +93,13 @@ def _expand(inputs: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
             yield item, "no such file or folder"
 
 
-def _estimate_file(path: Path, crop: str, fraction: float) -> dict[str, Any]:
+def _estimate_file(
+    path: Path, crop: str, fraction: float, max_pixels: int | None = None
+) -> dict[str, Any]:
     from .estimate import estimate_degradation
     from .scan import row_jitter
 
-    data, rows = _read_cropped(path, crop, fraction)
+    data, rows = _read_cropped(path, crop, fraction, max_pixels)
     try:
         est = estimate_degradation(data)
     except ValueError as err:
@@ -105,11 +113,15 @@ def _estimate_file(path: Path, crop: str, fraction: float) -> dict[str, Any]:
     }
 
 
-def _read_cropped(path: Path, crop: str, fraction: float) -> tuple[Any, int]:
-    """The image of ``path`` with its info bar removed as ``crop`` says, and the rows removed."""
-    from .io import crop_info_bar, read_image
+def _read_cropped(
+    path: Path, crop: str, fraction: float, max_pixels: int | None = None
+) -> tuple[Any, int]:
+    """The image of ``path`` with its info bar removed as ``crop`` says, and the rows removed;
+    a dim picture of more than 8 bits is warned about (its noise is estimated as it reads)."""
+    from .io import crop_info_bar, read_image, warn_dim_picture
 
-    img = read_image(path)
+    img = read_image(path, max_pixels=max_pixels)
+    warn_dim_picture(img, "sem-psf estimates the PSF and noise")
     if crop == "none":
         return img.data, 0
     if crop == "detected":  # the micrograph sem restore estimates on
@@ -121,12 +133,17 @@ def _read_cropped(path: Path, crop: str, fraction: float) -> tuple[Any, int]:
 
 
 def _pair_file(
-    path: Path, reference: Path, focused: Any, crop: str, fraction: float
+    path: Path,
+    reference: Path,
+    focused: Any,
+    crop: str,
+    fraction: float,
+    max_pixels: int | None = None,
 ) -> dict[str, Any]:
     """The pair fit of ``path`` against ``focused``, the image of ``reference`` (read once)."""
     from .calibrate import estimate_psf_from_pair
 
-    data, rows = _read_cropped(path, crop, fraction)
+    data, rows = _read_cropped(path, crop, fraction, max_pixels)
     try:
         est = estimate_psf_from_pair(focused, data)
     except ValueError as err:
@@ -223,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.reference is not None and not args.reference.is_file():
         print(f"{PROG}: error: --reference {args.reference}: no such file", file=sys.stderr)
         return 2
+    if args.max_pixels is not None and args.max_pixels < 1:
+        print(f"{PROG}: error: --max-pixels must be >= 1, got {args.max_pixels}", file=sys.stderr)
+        return 2
     done, failed = _estimate_all(args)
     if failed and not done:
         return 2
@@ -246,7 +266,9 @@ def _estimate_all(args: argparse.Namespace) -> tuple[int, int]:
     focused = None
     if reference is not None:  # read once for every image
         try:
-            focused, _ = _read_cropped(args.reference, args.crop, args.crop_fraction)
+            focused, _ = _read_cropped(
+                args.reference, args.crop, args.crop_fraction, args.max_pixels
+            )
         except (ValueError, OSError) as err:
             if args.debug:
                 import traceback
@@ -262,9 +284,11 @@ def _estimate_all(args: argparse.Namespace) -> tuple[int, int]:
             if problem is not None:
                 raise ValueError(f"{path}: {problem}")
             if args.reference is not None:
-                rec = _pair_file(path, args.reference, focused, args.crop, args.crop_fraction)
+                rec = _pair_file(
+                    path, args.reference, focused, args.crop, args.crop_fraction, args.max_pixels
+                )
             else:
-                rec = _estimate_file(path, args.crop, args.crop_fraction)
+                rec = _estimate_file(path, args.crop, args.crop_fraction, args.max_pixels)
         except (ValueError, OSError) as err:  # ImageReadError is a ValueError naming the file
             if args.debug:  # the traceback, then the same line; the other files go on
                 import traceback

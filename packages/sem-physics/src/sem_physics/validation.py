@@ -21,6 +21,7 @@ __all__ = [
     "refuse_negative_counts",
     "refuse_other_scale",
     "refuse_sem_image",
+    "scale_hint",
     "validate_image",
     "warn_if_unit_scale",
 ]
@@ -84,7 +85,13 @@ NEGATIVE_NOISE_REACH = 32.0
 #: and sigma 10 has 0.05 %).
 NEGATIVE_SHARE = 0.01
 
-_COUNTS_HINT = "divide 16-bit counts by 257; sem_physics.read_image scales 8/16-bit files to 0..255"
+
+def scale_hint(peak: float) -> str:
+    """How to bring an image reaching ``peak`` onto the 0..255 grey scale, for a message."""
+    return (
+        f"scale it to 0..255, e.g. multiply by 255/{peak:g} = {255.0 / peak:.3g}; "
+        "sem_physics.read_image scales 8/16-bit files to 0..255"
+    )
 
 
 def refuse_other_scale(arr: np.ndarray, name: str = "image") -> None:
@@ -96,7 +103,7 @@ def refuse_other_scale(arr: np.ndarray, name: str = "image") -> None:
         limit = f"{arr.dtype} above 255" if integer else f"float above {MAX_FLOAT_GREY:g}"
         raise ValueError(
             f"{name} reaches {peak:g} ({limit}), beyond the 0..255 grey scale the noise model "
-            f"is on ({_COUNTS_HINT})"
+            f"is on ({scale_hint(peak)})"
         )
 
 

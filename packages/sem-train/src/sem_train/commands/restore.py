@@ -118,6 +118,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="write float32 TIFFs (0..255 scale; a float input keeps its own scale)",
     )
+    p.add_argument(
+        "--max-pixels",
+        type=number(int, low=1),
+        default=None,
+        metavar="N",
+        help="refuse images declaring more pixels (default $SEM_MAX_PIXELS, else 100000000)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any image fails")
     p.add_argument("--json", action="store_true", help="print restore.json to stdout")
@@ -165,6 +172,7 @@ def _restore_held(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         bar_rows=args.info_bar_rows,
         on_failure=report,
+        max_pixels=args.max_pixels,
     )
     _say_notes(manifest)
     # an image restored with a blind PSF carries warnings only when its estimate flags itself

@@ -236,7 +236,7 @@ def output_notes(img: SEMImage, dtype: str, out_scale: float) -> list[str]:
     return notes + uncopied_tags(img)
 
 
-def read_input(path: Path) -> SEMImage:
+def read_input(path: Path, max_pixels: int | None = None) -> SEMImage:
     """:func:`sem_physics.read_image` without logging the JPEG note: ``sem restore`` records
     it (``input_notes``) and says it once, with the file's other notes."""
-    return read_image(path, log_notes=False)
+    return read_image(path, max_pixels=max_pixels, log_notes=False)

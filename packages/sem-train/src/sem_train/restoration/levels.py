@@ -21,10 +21,12 @@ import math
 from typing import Any, Literal
 
 import numpy as np
+from sem_physics.io import DIM_BELOW, DIM_PERCENTILE, is_dim, picture_level
 
 __all__ = [
     "BRIGHTNESS_POLICIES",
     "DIM_BELOW",
+    "DIM_PERCENTILE",
     "DIM_TARGET",
     "BrightnessPolicy",
     "apply_brightness",
@@ -34,11 +36,9 @@ __all__ = [
 
 BrightnessPolicy = Literal["input", "method"]
 BRIGHTNESS_POLICIES: tuple[str, ...] = ("input", "method")
-#: A picture whose 99.9th percentile is below this many grey levels is dim for a learned model.
-DIM_BELOW = 64.0
-#: ... and is scaled by a power of two until that percentile reaches at least this.
+#: A dim picture (the rule of :func:`sem_physics.io.is_dim`, which sem-degrade and sem-psf
+#: warn by) is scaled by a power of two until its 99.9th percentile reaches at least this.
 DIM_TARGET = 128.0
-DIM_PERCENTILE = 99.9
 _MAX_EXPONENT = 24  # 2^24: beyond it the picture holds no usable grey levels anyway
 
 
@@ -56,8 +56,8 @@ def input_scale(image: np.ndarray) -> tuple[int, float]:
     dim) and the picture's 99.9th percentile. The scale never lifts the brightest pixel past
     255 grey levels: highlights above the percentile (a particle, an edge) keep their values
     rather than being clipped by the model."""
-    level = float(np.percentile(image, DIM_PERCENTILE))
-    if not 0.0 < level < DIM_BELOW:
+    level = picture_level(image)
+    if not is_dim(level):
         return 1, level
     k = max(0, math.ceil(math.log2(DIM_TARGET / level)))
     while level * 2.0**k < DIM_TARGET:  # log2 rounding

@@ -1,0 +1,221 @@
+"""Reading unusual inputs: float 0..1 with an overshoot, dim 12-bit data, the Orientation tag,
+8-bit palettes, the float32 writer path, the size limit of every command and the scale hint."""
+
+from __future__ import annotations
+
+import logging
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image, ImageOps
+from sem_physics import make_sample, read_image
+from sem_physics import scan as scan_module
+from sem_physics.cli import main as degrade_main
+from sem_physics.forward import degrade
+from sem_physics.io import quantize
+from sem_physics.params import DegradationParams
+from sem_physics.psf_cli import main as psf_main
+from sem_physics.scan import row_jitter
+
+
+def lines(shape: tuple[int, int] = (128, 160)) -> np.ndarray:
+    """A line pattern on 0..255 (float64)."""
+    return make_sample("lines", shape, seed=0)
+
+
+# F1: float images on 0..1 with a few pixels above 1 ---------------------------------------------
+
+
+def test_a_unit_float_image_with_a_slight_overshoot_stays_on_0_to_1(tmp_path: Path, caplog) -> None:
+    unit = (lines() / 255.0).astype(np.float32)
+    unit[0, 0] = 1.0001
+    path = tmp_path / "over.tif"
+    tifffile.imwrite(path, unit)
+    with caplog.at_level(logging.WARNING, logger="sem_physics.io"):
+        img = read_image(path)
+    assert img.value_scale == 255.0
+    np.testing.assert_allclose(img.data, unit.astype(np.float64) * 255.0, rtol=1e-6)
+    assert any("1 of 20,480 pixels above 1 (up to 1.0001)" in n for n in img.notes)
+    assert [r.getMessage() for r in caplog.records] == [f"{path}: {img.notes[0]}"]
+
+
+def test_a_unit_float_image_with_many_small_overshoots_stays_on_0_to_1(tmp_path: Path) -> None:
+    unit = (lines() / 255.0).astype(np.float32)
+    unit[:4] = 1.04  # 2.5 % of the pixels, all within the 1.05 tolerance
+    tifffile.imwrite(tmp_path / "ring.tif", unit)
+    img = read_image(tmp_path / "ring.tif")
+    assert img.value_scale == 255.0
+    assert any("640 of 20,480 pixels above 1 (up to 1.04)" in n for n in img.notes)
+
+
+def test_an_exact_unit_image_is_read_as_before_without_a_note(tmp_path: Path) -> None:
+    unit = (lines() / 255.0).astype(np.float32)
+    tifffile.imwrite(tmp_path / "unit.tif", unit)
+    img = read_image(tmp_path / "unit.tif")
+    assert img.value_scale == 255.0 and img.notes == ()
+
+
+def test_a_mostly_unit_image_with_far_outliers_is_read_as_grey_levels_with_a_note(
+    tmp_path: Path,
+) -> None:
+    unit = (lines() / 255.0).astype(np.float32)
+    unit[0, :3] = 2.0  # beyond the 1.05 tolerance: not an overshoot
+    tifffile.imwrite(tmp_path / "far.tif", unit)
+    img = read_image(tmp_path / "far.tif")
+    assert img.value_scale == 1.0
+    assert any("read as 0..255 grey levels" in n for n in img.notes)
+
+
+def test_a_grey_level_float_image_is_read_as_before_without_a_note(tmp_path: Path) -> None:
+    grey = lines().astype(np.float32)  # many pixels above 1: a 0..255 image
+    tifffile.imwrite(tmp_path / "grey.tif", grey)
+    img = read_image(tmp_path / "grey.tif")
+    assert img.value_scale == 1.0 and img.notes == ()
+
+
+# F2: a dim picture (12-bit data in a 16-bit file) is named by sem-degrade and sem-psf -----------
+
+
+def _twelve_bit(path: Path) -> Path:
+    counts = np.rint(lines() / 255.0 * 2000.0 + 100.0).astype(np.uint16)  # 100..2100 of 65535
+    tifffile.imwrite(path, counts)
+    return path
+
+
+def test_sem_degrade_warns_about_a_dim_picture(tmp_path: Path, caplog) -> None:
+    path = _twelve_bit(tmp_path / "u12.tif")
+    with caplog.at_level(logging.WARNING, logger="sem_physics.io"):
+        assert degrade_main([str(path), "-o", str(tmp_path / "out")]) == 0
+    said = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith(f"{path}: dim uint16 picture: values ")
+        and "sem-degrade" in m
+        and "rescale the file to its full range" in m
+        for m in said
+    ), said
+
+
+def test_sem_psf_warns_about_a_dim_picture(tmp_path: Path, caplog) -> None:
+    path = _twelve_bit(tmp_path / "u12psf.tif")
+    with caplog.at_level(logging.WARNING, logger="sem_physics.io"):
+        assert psf_main([str(path)]) == 0
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f"{path}: dim uint16 picture") and "sem-psf" in m for m in said)
+
+
+def test_a_full_range_16_bit_picture_is_not_called_dim(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "u16.tif"
+    tifffile.imwrite(path, np.rint(lines() * 257.0).astype(np.uint16))
+    with caplog.at_level(logging.WARNING, logger="sem_physics.io"):
+        assert psf_main([str(path)]) == 0
+    assert not [r for r in caplog.records if "dim" in r.getMessage()]
+
+
+# F3: the Orientation tag ------------------------------------------------------------------------
+
+
+def _stored() -> np.ndarray:
+    """An asymmetric 8-bit frame (orientation errors show)."""
+    frame = lines((48, 64)).astype(np.uint8)
+    frame[:8, :4] = 255
+    return frame
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_png_and_tiff_are_read_as_displayed(tmp_path: Path, orientation: int) -> None:
+    stored = _stored()
+    png = tmp_path / "x.png"
+    exif = Image.Exif()
+    exif[274] = orientation
+    Image.fromarray(stored).save(png, exif=exif)
+    tif = tmp_path / "x.tif"
+    tifffile.imwrite(tif, stored, extratags=[(274, "H", 1, orientation, True)])
+    with Image.open(png) as im:
+        shown = np.asarray(ImageOps.exif_transpose(im)).astype(np.float32)
+    for path in (png, tif):
+        img = read_image(path)
+        np.testing.assert_array_equal(img.data, shown)
+        noted = any(n.startswith(f"Orientation tag {orientation} ") for n in img.notes)
+        assert noted == (orientation != 1), (path, img.notes)
+
+
+# F12: an 8-bit palette records the value scale of its 8-bit entries ---------------------------
+
+
+def test_an_8_bit_palette_records_a_value_scale_of_1(tmp_path: Path) -> None:
+    index = _stored()
+    path = tmp_path / "pal.tif"
+    cmap = np.tile((np.arange(256, dtype=np.uint16) * 257)[::-1], (3, 1))  # grey, inverted
+    tifffile.imwrite(path, index, photometric="palette", colormap=cmap)
+    img = read_image(path)
+    assert img.source_dtype == "uint8" and img.value_scale == 1.0
+    np.testing.assert_array_equal(img.data, 255.0 - index.astype(np.float32))
+
+
+def test_a_16_bit_palette_keeps_the_16_bit_scale(tmp_path: Path) -> None:
+    path = tmp_path / "pal16.tif"
+    cmap = np.tile(np.arange(256, dtype=np.uint16) * 250, (3, 1))  # not 8-bit entries
+    tifffile.imwrite(path, _stored(), photometric="palette", colormap=cmap)
+    assert read_image(path).value_scale == pytest.approx(255.0 / 65535.0)
+
+
+# F8: the float32 writer path makes no float64 copy -----------------------------------------------
+
+
+def test_quantize_float32_makes_no_float64_copy() -> None:
+    image = np.zeros((1000, 1000), np.float32)  # 4 MB; a float64 copy is 8 MB
+    tracemalloc.start()
+    try:
+        out = quantize(image, "float32")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.dtype == np.float32 and peak < 1_000_000
+
+
+def test_quantize_integer_outputs_are_unchanged() -> None:
+    x = np.array([[-3.0, 0.4, 127.5, 254.6, 300.0]])
+    np.testing.assert_array_equal(quantize(x, "uint8"), [[0, 0, 128, 255, 255]])
+    np.testing.assert_array_equal(quantize(x, "uint16"), [[0, 103, 32768, 65432, 65535]])
+    with pytest.raises(ValueError, match="unsupported dtype"):
+        quantize(x, "int8")
+
+
+# F7: the jitter check is bounded ----------------------------------------------------------------
+
+
+def test_row_jitter_measures_a_large_frame_on_its_central_window(monkeypatch) -> None:
+    monkeypatch.setattr(scan_module, "MAX_SIDE", 160, raising=False)
+    image = make_sample("contacts", (300, 340), seed=3)
+    window = image[70:230, 90:250]
+    assert row_jitter(image) == row_jitter(window)
+    assert row_jitter(window).rows_used <= 159
+
+
+# F10: --max-pixels on sem-psf (sem-degrade has it; the error names it) ------------------------
+
+
+def test_sem_psf_has_max_pixels_named_by_the_size_error(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "x.tif"
+    tifffile.imwrite(path, lines().astype(np.uint8))
+    assert psf_main([str(path), "--max-pixels", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "above the limit of 1,000 px" in err and "--max-pixels" in err
+    assert psf_main([str(path), "--max-pixels", "20480"]) == 0
+    assert psf_main([str(path), "--max-pixels", "0"]) == 2
+
+
+# F11: a float image of counts gets the factor that brings it to 0..255 ---------------------------
+
+
+def test_float_counts_are_refused_with_the_right_factor() -> None:
+    grey = lines()
+    counts = (240.0 + (grey - grey.min()) / np.ptp(grey) * 1872.0).astype(np.float32)  # 240..2112
+    params = DegradationParams(
+        rx_px=2.0, ry_px=2.0, beta=2.0, theta_rad=0.0, gain=1.0, offset=0.0, sigma=1.0, dose=10.0
+    )
+    with pytest.raises(ValueError, match=r"multiply by 255/2112 = 0\.121"):
+        degrade(counts, params, 0)

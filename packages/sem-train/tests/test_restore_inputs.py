@@ -1,0 +1,62 @@
+"""``sem restore`` with unusual inputs: the size limit option, the jitter check's time in the
+record, an 8-bit palette's value scale and the dim-picture rule shared with sem_physics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from sem_physics import io as sem_io
+from sem_physics import make_sample
+from sem_train import restore
+from sem_train.cli import main
+from sem_train.restoration import MANIFEST_NAME
+from sem_train.restoration.levels import input_scale
+
+PSF = ["--psf", "2,2,0,2"]
+
+
+def run(*argv: object) -> int:
+    return main(["restore", *map(str, argv)])
+
+
+def lines(shape: tuple[int, int] = (64, 80)) -> np.ndarray:
+    return make_sample("lines", shape, seed=0)
+
+
+def test_max_pixels_named_by_the_size_error_is_an_option_of_sem_restore(
+    tmp_path: Path, capsys
+) -> None:
+    path = tmp_path / "x.tif"
+    tifffile.imwrite(path, lines().astype(np.uint8))  # 5,120 px
+    assert run(path, "-o", tmp_path / "small", *PSF, "--max-pixels", 1000) == 2
+    err = capsys.readouterr().err
+    assert "above the limit of 1,000 px" in err and "--max-pixels" in err
+    assert run(path, "-o", tmp_path / "ok", *PSF, "--max-pixels", 5120) == 0
+
+
+def test_the_jitter_check_is_timed_in_the_record(tmp_path: Path) -> None:
+    out = restore(lines(), psf="2,2,0,2")
+    assert out.timings.jitter_s > 0
+    timings = out.record()["timings_s"]
+    parts = timings["estimate"] + timings["restore"] + timings["load"] + timings["jitter"]
+    assert timings["total"] == pytest.approx(parts)
+
+
+def test_an_8_bit_palette_is_recorded_with_the_scale_of_its_entries(tmp_path: Path) -> None:
+    path = tmp_path / "pal.tif"
+    cmap = np.tile(np.arange(256, dtype=np.uint16) * 257, (3, 1))
+    tifffile.imwrite(path, lines().astype(np.uint8), photometric="palette", colormap=cmap)
+    assert run(path, "-o", tmp_path / "out", *PSF) == 0
+    (item,) = json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())["restored"]
+    assert item["input_dtype"] == "uint8" and item["input_value_scale"] == 1.0
+
+
+def test_learned_restore_and_the_commands_share_one_dim_rule(monkeypatch) -> None:
+    picture = np.full((32, 32), 100.0, np.float32)  # bright under the default rule
+    assert input_scale(picture)[0] == 1
+    monkeypatch.setattr(sem_io, "DIM_BELOW", 120.0)  # the rule sem-degrade and sem-psf use
+    assert input_scale(picture)[0] == 2
