@@ -27,7 +27,7 @@ def _canonical(name: str) -> str:
 
 
 def _declared(pyproject: Path) -> set[str]:
-    project = tomllib.loads(pyproject.read_text())["project"]
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     specs = list(project.get("dependencies", []))
     for extra in project.get("optional-dependencies", {}).values():
         specs += extra

@@ -79,7 +79,7 @@ def test_demo_writes_every_report_file(demo_report, capsys):
     assert not (out / "INCOMPLETE").exists()
     # The blind PSF estimate of every case, beside its true setting.
     assert "## Blind PSF estimates" in md
-    with open(out / "psf_estimates.csv") as f:
+    with open(out / "psf_estimates.csv", encoding="utf-8") as f:
         est = list(csv.DictReader(f))
     assert [r["case_id"] for r in est] == [c["case_id"] for c in manifest["cases"]]
     for r, c in zip(est, manifest["cases"], strict=True):
@@ -112,7 +112,7 @@ def test_every_table_number_is_finite_or_marked(demo_report):
     assert n_numbers >= 6
     # The CSVs: every filled numeric field is finite; failed rows carry a reason.
     for name in ("quality_per_image.csv", "metrology_per_image.csv"):
-        with open(demo_report / name) as f:
+        with open(demo_report / name, encoding="utf-8") as f:
             for r in csv.DictReader(f):
                 assert "failed" in r, name
                 for k, v in r.items():

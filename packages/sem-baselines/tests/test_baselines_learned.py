@@ -280,7 +280,7 @@ def test_train_precision_sets_the_arithmetic_of_the_forward_passes(setting, fit_
 
 def _cpuinfo_flags() -> set[str] | None:
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
         return None
     lines = [line for line in text.splitlines() if line.startswith("flags")]

@@ -10,7 +10,7 @@ import sem_baselines.learned.training as training
 
 
 def _relative_imports(module) -> set[str]:
-    tree = ast.parse(Path(module.__file__).read_text())
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     return {
         node.module or ""
         for node in ast.walk(tree)

@@ -6,6 +6,7 @@ import errno
 import os
 import subprocess
 import sys
+import unittest
 
 import pytest
 from sem_physics.atomic import (
@@ -15,7 +16,7 @@ from sem_physics.atomic import (
     atomic_write_text,
     remove_stale_temporaries,
 )
-from sem_physics.testing import dead_pid
+from sem_physics.testing import dead_pid, symlink_or_skip
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="process checks are POSIX-only")
 
@@ -131,7 +132,7 @@ def test_the_sweep_removes_only_dead_writers_temporaries_directly_in_the_folder(
     (sub / f".config.{dead}.tmp.json").write_bytes(b"x")  # not a direct child
     target = tmp_path / "target.json"
     target.write_bytes(b"keep")
-    (tmp_path / f".link.{dead}.tmp.json").symlink_to(target)  # never followed nor removed
+    symlink_or_skip(tmp_path / f".link.{dead}.tmp.json", target)  # never followed nor removed
 
     removed = remove_stale_temporaries(tmp_path)
     assert sorted(p.name for p in removed) == sorted(stale)
@@ -165,7 +166,7 @@ def test_the_sweep_removes_a_librarys_unowned_temporaries_only_when_asked(tmp_pa
     (tmp_path / ".tmpAbC123").write_bytes(b"x")
     (tmp_path / ".tmpAbC1234").write_bytes(b"x")  # not the whole name
     (tmp_path / ".tmpDir123").mkdir()
-    (tmp_path / ".tmpLnK123").symlink_to(tmp_path / ".tmpAbC1234")
+    symlink_or_skip(tmp_path / ".tmpLnK123", tmp_path / ".tmpAbC1234")
     assert remove_stale_temporaries(tmp_path) == []  # not atomic_write's: kept by default
     assert remove_stale_temporaries(tmp_path, unowned=pattern) == [tmp_path / ".tmpAbC123"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmpAbC1234", ".tmpDir123", ".tmpLnK123"]
@@ -208,7 +209,21 @@ def test_a_link_planted_at_the_temporary_name_is_not_followed(tmp_path):
     victim.write_text("precious")
     target = tmp_path / "out" / "report.md"
     target.parent.mkdir()
-    (target.parent / f".report.{os.getpid()}.tmp.md").symlink_to(victim)
+    symlink_or_skip(target.parent / f".report.{os.getpid()}.tmp.md", victim)
     atomic_write_text(target, "new report")
     assert victim.read_text() == "precious" and target.read_text() == "new report"
     assert sorted(p.name for p in target.parent.iterdir()) == ["report.md"]
+
+
+def test_symlink_or_skip_skips_where_links_are_refused(tmp_path, monkeypatch) -> None:
+    """Windows without Developer Mode refuses links (WinError 1314): the test skips, saying so."""
+    assert symlink_or_skip(tmp_path / "a", tmp_path).is_symlink()
+    with pytest.raises(FileExistsError):  # a test's own mistake still fails
+        symlink_or_skip(tmp_path / "a", tmp_path)
+
+    def refuse(self, target, target_is_directory=False):
+        raise OSError(1314, "A required privilege is not held by the client")
+
+    monkeypatch.setattr(type(tmp_path), "symlink_to", refuse)
+    with pytest.raises(unittest.SkipTest, match="cannot create a symbolic link"):
+        symlink_or_skip(tmp_path / "b", tmp_path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import io
+import sys
 from typing import Annotated
 
 import annotated_types as at
@@ -143,3 +145,26 @@ def test_console_main_ends_an_interrupt_or_a_closed_pipe_with_one_status(capsys)
     assert console_main("tool")(reader_gone)([]) == EXIT_BROKEN_PIPE == 141
     assert capsys.readouterr().err == ""
     assert console_main("tool")(lambda argv: 3)([]) == 3
+
+
+class _Terminal(io.BytesIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("tty", "encoding", "errors"), [(False, "utf-8", "strict"),
+                                                         (True, "cp1252", "replace")])  # fmt: skip
+def test_utf8_stdout_redirected_is_utf8_a_terminal_replaces(
+    monkeypatch: pytest.MonkeyPatch, tty: bool, encoding: str, errors: str
+) -> None:
+    """A cp1252 pipe becomes UTF-8; a cp1252 console keeps its code page and shows "?"."""
+    from sem_physics.pipes import utf8_stdout
+
+    raw = _Terminal() if tty else io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="cp1252")
+    monkeypatch.setattr(sys, "stdout", stream)
+    utf8_stdout()
+    print("S→R µ", end="")
+    stream.flush()
+    assert (stream.encoding, stream.errors) == (encoding, errors)
+    assert raw.getvalue() == "S→R µ".encode(encoding, errors)

@@ -68,7 +68,7 @@ def test_corpus_matches_its_manifest() -> None:
     folder = os.environ.get("SEM_CORPUS_DATA")
     if not folder:
         pytest.skip("SEM_CORPUS_DATA not set")
-    with open(Path(folder) / "MANIFEST.csv", newline="") as fh:
+    with open(Path(folder) / "MANIFEST.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 46
     labels = {"FEI/TFS": "FEI metadata Scan.PixelWidth", "Zeiss": "CZ_SEM ap_image_pixel_size"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import io
 import json
 from pathlib import Path
 
@@ -160,6 +162,35 @@ def test_replay_from_another_folder_after_moving_the_tree(
     (tmp_path / "out").rename(moved / "out")
     monkeypatch.chdir(moved / "src")
     assert replay_manifest(moved / "out" / "manifest.json").ok
+
+
+@pytest.fixture()
+def cp1252_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text opens without an encoding use cp1252, as on Windows without UTF-8 mode."""
+    real_open = io.open
+
+    def cp1252_open(file, mode="r", buffering=-1, encoding=None, *args, **kwargs):
+        if "b" not in mode and encoding in (None, "locale"):
+            encoding = "cp1252"
+        return real_open(file, mode, buffering, encoding, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", cp1252_open)
+    monkeypatch.setattr(builtins, "open", cp1252_open)
+
+
+def test_non_ascii_names_round_trip_under_a_cp1252_default(
+    tmp_path: Path, cp1252_default: None
+) -> None:
+    """The UTF-8 manifest reads back whatever the locale: replay and rerun find the sources."""
+    sources = write_samples(tmp_path / "Proben_Jürgen_µm", n_per_kind=1, shape=(48, 64), seed=3)
+    out = tmp_path / "out"
+    manifest = degrade_files(sources, out, ranges=SMALL, master_seed=4)
+    assert "µ" in manifest.entries[0].source
+    assert Manifest.load(out / "manifest.json") == manifest
+    assert replay_manifest(out / "manifest.json", tmp_path / "replay").ok
+    # a rerun into the folder knows the earlier run's outputs from its manifest
+    again = degrade_files(sources, out, ranges=SMALL, master_seed=4)
+    assert sorted(again.replaced_outputs) == sorted(e.output for e in manifest.entries)
 
 
 def test_outputs_carry_the_source_pixel_size(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from sem_physics.atomic import OutputWriteError
 from sem_physics.cli import main
 from sem_physics.locking import LOCK_NAME, OutputFolderBusyError, output_lock
 from sem_physics.protocol import ProtocolError
-from sem_physics.testing import dead_pid, folder_held
+from sem_physics.testing import dead_pid, folder_held, symlink_or_skip
 
 SMALL = ["--rx-px", "2", "--ry-px", "2"]
 
@@ -71,7 +71,7 @@ def test_output_folder_equal_to_the_input_folder_is_refused(
     assert _snapshot(src) == before
     # The same folder reached through a symlink is the same folder.
     link = src.parent / "link"
-    link.symlink_to(src, target_is_directory=True)
+    symlink_or_skip(link, src, target_is_directory=True)
     assert main([str(src), *SMALL, "-o", str(link)]) == 2
     assert "is the input folder" in _errors(capsys)[0]
     assert _snapshot(src) == before
@@ -92,7 +92,7 @@ def test_an_output_name_equal_to_an_input_is_refused(
     assert "would overwrite the input" in _errors(capsys)[0]
     # An existing output name that is a symlink to an input is caught too.
     victim.unlink()
-    victim.symlink_to(first)
+    symlink_or_skip(victim, first)
     assert main([str(first), *SMALL, "-o", str(out)]) == 2
     assert "would overwrite the input" in _errors(capsys)[0]
     assert first.read_bytes() == before[first]
@@ -147,7 +147,7 @@ def test_replay_refuses_a_symlink_out_of_the_folder(
     replay, elsewhere = tmp_path / "replay", tmp_path / "elsewhere"
     replay.mkdir()
     elsewhere.mkdir()
-    (replay / "sub").symlink_to(elsewhere, target_is_directory=True)
+    symlink_or_skip(replay / "sub", elsewhere, target_is_directory=True)
     capsys.readouterr()
     assert main(["--replay", str(run / "manifest.json"), "-o", str(replay)]) == 2
     assert "outside" in _errors(capsys)[0]
@@ -642,7 +642,7 @@ def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_kept(tmp_path: 
     victim.write_text("export IMPORTANT=1\n")
     out = tmp_path / "out"
     out.mkdir()
-    (out / LOCK_NAME).symlink_to(victim)
+    symlink_or_skip(out / LOCK_NAME, victim)
     with pytest.raises(OutputWriteError, match=r"\.sem-lock is a symbolic link.*remove it"):
         with output_lock(out):
             pass

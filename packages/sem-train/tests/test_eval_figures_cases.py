@@ -185,7 +185,7 @@ def test_a_long_metric_message_is_written_once_and_coded_in_the_rows(
     text = report.read_text()
     assert text.count(long) == 1 and "## Messages" in text
     assert "M1 (RuntimeError; the full message: Messages below)" in text
-    with open(report.parent / "quality_per_image.csv", newline="") as fh:
+    with open(report.parent / "quality_per_image.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert "errors" in rows[0] and "lpips" in rows[0]
     coded = [r["errors"] for r in rows if r["method"] != "focused"]
@@ -212,3 +212,18 @@ def test_a_reused_result_without_a_new_figure_cases_output_says_why(tmp_path, fa
     )
     missing, note = tiles["z_lines@midpoint"]["wiener"]
     assert missing and note.startswith("output not kept (result reused")
+
+
+def test_figure_files_stay_distinct_after_sanitising_and_case_folding(tmp_path):
+    """``Probe_µ0``/``Probe_ä0`` both sanitise to ``Probe__0``; ``Line``/``line`` are one file on
+    Windows and macOS: each image keeps its own panel, and an unclashing name stays as it is."""
+    folder = tmp_path / "imgs"
+    for i, rel in enumerate(["a/Line.tif", "b/line.tif", "Probe_µ0.tif", "Probe_ä0.tif"]):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_image(folder / rel, make_sample("contacts", (96, 128), seed=i))
+    report = run_benchmark(_config(tmp_path, folder, figure_cases=4), progress=False)
+    panels = [p.name for p in (report.parent / "panels").iterdir()]
+    assert len({p.casefold() for p in panels}) == 4
+    assert {"Line_midpoint.png", "Probe__0_midpoint.png"} <= set(panels)
+    linked = [ln for ln in report.read_text(encoding="utf-8").splitlines() if "panels/" in ln]
+    assert len(set(linked)) == len(linked) == 4

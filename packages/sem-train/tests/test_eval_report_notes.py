@@ -95,7 +95,7 @@ def test_the_report_and_table_name_the_metrology_convention(run):
 
 def test_non_default_method_settings_are_listed(run):
     out, _ = run
-    with open(out / "methods.csv") as f:
+    with open(out / "methods.csv", encoding="utf-8") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     assert rows["wiener"]["settings"] == "balance=0.05"
     assert rows["defocused input"]["settings"] == ""

@@ -3,6 +3,7 @@ merged run equal to one run on all cases."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -113,6 +114,10 @@ def test_the_coordinating_process_keeps_only_the_cores_the_workers_leave(workers
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(),
+    reason="no fork server on this platform (Windows): workers are spawned",
+)
 def test_workers_come_from_the_fork_server_a_command_starts_early():
     import multiprocessing.forkserver as fs
 
@@ -120,7 +125,7 @@ def test_workers_come_from_the_fork_server_a_command_starts_early():
     from sem_train.worker_server import PRELOAD, start_worker_server
 
     assert workers.__name__ in PRELOAD  # the server imports what the workers run
-    assert start_worker_server() is True  # Linux has a fork server
+    assert start_worker_server() is True
     server = fs._forkserver._forkserver_pid
     assert server is not None
     with worker_pool(1) as pool:
@@ -147,7 +152,8 @@ def test_on_many_cores_the_coordinating_process_takes_only_the_remainder(
 
 def _alive(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped) is not alive
+        # a zombie (exited, not yet reaped) is not alive
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
@@ -236,7 +242,7 @@ def test_workers_exit_when_the_process_that_started_them_is_killed(tmp_path):
         """
     )
     err = tmp_path / "stderr.txt"  # its resource tracker warns about the killed parent's locks
-    with open(err, "w") as err_file:
+    with open(err, "w", encoding="utf-8") as err_file:
         parent = subprocess.Popen(
             [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=err_file, text=True
         )

@@ -205,7 +205,6 @@ def test_the_recorded_split_is_the_one_the_stage_trains_on(tmp_path, folder_writ
 def test_ctrl_c_in_a_recipe_step_saves_it_and_names_the_recipe_command(tmp_path, monkeypatch):
     """A SIGINT in Stage 2's first step: Stage 2 saves that step; the line names the step, its
     checkpoint and the recipe command with --resume, which finishes the recipe from there."""
-    import os
     import signal
     import time
 
@@ -221,7 +220,7 @@ def test_ctrl_c_in_a_recipe_step_saves_it_and_names_the_recipe_command(tmp_path,
             calls.append(1)
         if len(calls) == 1:
             calls.append(1)
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
             time.sleep(0.01)
         return clip(task, max_norm)
 

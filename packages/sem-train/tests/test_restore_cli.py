@@ -201,6 +201,18 @@ def test_two_images_with_one_output_name_are_refused(tmp_path, capsys):
     assert run(tmp_path / "x.tif", tmp_path / "x.tiff", "-o", tmp_path / "ok", *PSF) == 0
 
 
+def test_output_names_differing_only_in_case_are_refused(tmp_path, capsys):
+    """``img.tif`` and ``IMG.tif`` are one file on Windows and macOS: refused on every OS."""
+    frame = np.rint(sample() * 255).astype(np.uint8)
+    for rel in ("d1/img.tif", "d2/IMG.tif"):
+        (tmp_path / rel).parent.mkdir()
+        tifffile.imwrite(tmp_path / rel, frame)
+    assert run(tmp_path / "d1/img.tif", tmp_path / "d2/IMG.tif", "-o", tmp_path / "out", *PSF) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would both be written to" in err[0] and "IMG.tif" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_file_of_unknown_format_fails_alone_even_when_its_name_clashes(tmp_path, capsys):
     frame = np.rint(sample() * 255).astype(np.uint8)
     tifffile.imwrite(tmp_path / "x.tif", frame)

@@ -24,7 +24,7 @@ def _yaml(path: Path, body: dict) -> Path:
     data.setdefault("run", {}).update(
         {"epochs": 2, "batch_size_per_process": 3, "progress": False, "tensorboard": False}
     )
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
 
 

@@ -32,7 +32,7 @@ def _config(path: Path, **run) -> Path:
         "run": {"epochs": 2, "batch_size_per_process": 2, "progress": False,
                 "tensorboard": False, "checkpoint_every_steps": 2, **run},
     }  # fmt: skip
-    path.write_text(yaml.safe_dump(body))
+    path.write_text(yaml.safe_dump(body), encoding="utf-8")
     return path
 
 

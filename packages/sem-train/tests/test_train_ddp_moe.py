@@ -82,5 +82,5 @@ def test_two_rank_stage2_with_moe_equals_one_process_with_doubled_batch(image_fo
 
 
 def _val_losses(metrics: Path) -> list[float]:
-    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
     return [r["loss"] for r in records if r.get("split") == "val"]

@@ -6,7 +6,6 @@ continue."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import signal
 import time
@@ -47,7 +46,7 @@ def _config(path: Path, **changes) -> Path:
     }  # fmt: skip
     for section, values in changes.items():
         body[section] = {**body[section], **values}
-    path.write_text(yaml.safe_dump(body))
+    path.write_text(yaml.safe_dump(body), encoding="utf-8")
     return path
 
 
@@ -333,7 +332,7 @@ def test_a_ctrl_c_mid_step_saves_that_step_and_says_so(images, tmp_path, capsys,
     def ctrl_c_in_step_3(task, max_norm):
         calls.append(1)
         if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
             time.sleep(0.01)
         return clip(task, max_norm)
 

@@ -39,7 +39,7 @@ def _yaml(path: Path, **body) -> Path:
     data = {"preset": "cpu-small", "data": {"image_size_px": 32, "val_fraction": 0.25}}
     data["run"] = dict(RUN)
     data.update(body)
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
 
 

@@ -148,7 +148,7 @@ class SEMFoundationRestorer(_FoundationRestorer):
                 f"{self.name}: head='shipped' copies the shipped model's head and {err}; "
                 "or set head=paper"
             ) from None
-        saved = json.loads((Path(folder) / CONFIG_NAME).read_text())
+        saved = json.loads((Path(folder) / CONFIG_NAME).read_text(encoding="utf-8"))
         keys = ("residual", "refiner_width", "guide_balances")
         head = {k: saved[k] for k in keys if k in saved}
         self.notes.append(

@@ -225,7 +225,7 @@ class _MAERestorer:
         cfg_file = path / CONFIG_FILE
         if not cfg_file.is_file():
             raise FileNotFoundError(f"{cfg_file} not found: not a saved {self.name!r} restorer")
-        meta = json.loads(cfg_file.read_text())
+        meta = json.loads(cfg_file.read_text(encoding="utf-8"))
         if meta.get("restorer") != self.name:
             raise RestorerConfigError(
                 f"{cfg_file} holds restorer {meta.get('restorer')!r}, not {self.name!r}"

@@ -37,7 +37,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sem_physics import ParameterRanges
-from sem_physics.validation import MAX_GREY, refuse_sem_image, warn_if_unit_scale
+from sem_physics.validation import MAX_GREY, refuse_sem_image, scale_hint, warn_if_unit_scale
 
 __all__ = [
     "BUILTIN_MODULES",
@@ -301,7 +301,7 @@ def load_restorer(path: str | Path, device: str | None = None) -> Any:
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file} not found: not a saved restorer folder")
     try:
-        meta = json.loads(cfg_file.read_text())
+        meta = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RestorerConfigError(f"{cfg_file}: not valid JSON ({err})") from None
     if not isinstance(meta, dict) or "restorer" not in meta:
@@ -340,8 +340,7 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     if peak > MAX_GREY:
         raise ValueError(
             f"{name} reaches {peak:g}, beyond the 0..255 grey scale the restorers work on "
-            "(sem_physics.read_image scales 8/16-bit files to 0..255; divide 16-bit counts "
-            "by 257)"
+            f"({scale_hint(peak)})"
         )
     below = np.count_nonzero(arr < 0) / arr.size  # (a median would sort a 16-Mpx frame)
     if below > 0.5:  # a deconvolution would return zeros, the models clipped garbage

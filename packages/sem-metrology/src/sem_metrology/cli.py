@@ -63,13 +63,16 @@ class LoadedImage:
         return self.data[: self.data.shape[0] - self.info_bar_rows]
 
 
-def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
+def load_image(
+    path: str | Path, info_bar: str = "auto", max_pixels: int | None = None
+) -> LoadedImage:
     """Read an SEM image with ``sem_physics.io`` (pixel size from metadata) and its info bar.
 
     ``info_bar``: ``'auto'`` (the rows :func:`sem_physics.io.read_image` found: FEI metadata or
     :func:`sem_physics.io.detect_info_bar`, frame line included; nothing when none is found),
     ``'none'``, or a number of bottom rows to leave out. The frame is kept whole (SMILE's
     rotation turns the whole frame); measurements leave the bar out and record it.
+    ``max_pixels``: the pixel-count limit of ``read_image`` (default ``$SEM_MAX_PIXELS``).
     """
     import numpy as np
     from sem_physics.io import read_image
@@ -78,7 +81,7 @@ def load_image(path: str | Path, info_bar: str = "auto") -> LoadedImage:
     if not p.is_file():
         raise InputError(f"image file not found: {p}")
     try:
-        sem = read_image(p)
+        sem = read_image(p, max_pixels=max_pixels)
     except (OSError, ValueError, MemoryError) as err:
         text = " ".join(str(err).split())
         if not text.startswith(str(p)):
@@ -125,7 +128,7 @@ def _pixel_size(args: argparse.Namespace, img: LoadedImage, path: Path) -> tuple
 
 def _measure(args: argparse.Namespace, path: Path, report: Path | None) -> Any:
     """Measure one image (lines or contacts) and write its report; returns the result."""
-    img = load_image(path, args.info_bar)
+    img = load_image(path, args.info_bar, getattr(args, "max_pixels", None))
     size, source = _pixel_size(args, img, path)
     if args.command == "lines":
         from .lines import LineOptions, measure_lines
@@ -298,7 +301,7 @@ def _cmd_folder(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     n_ok = 0
     for path in _progress(images):
-        row: dict[str, Any] = {"path": str(path.relative_to(folder))}
+        row: dict[str, Any] = {"path": path.relative_to(folder).as_posix()}
         try:
             result = _measure(args, path, _report_path(args, path, folder))
         except Exception as err:  # one bad file must not stop the batch
@@ -413,6 +416,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar=("ROW0", "ROW1", "COL0", "COL1"),
         help="measure rows ROW0..ROW1-1, columns COL0..COL1-1 (0-based, half-open)",
+    )
+    common.add_argument(
+        "--max-pixels",
+        type=_AT_LEAST_ONE,
+        default=None,
+        help="refuse images declaring more pixels (default $SEM_MAX_PIXELS, else 100000000)",
     )
     common.add_argument("--strict", action="store_true", help="folder: any failure exits 1")
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")

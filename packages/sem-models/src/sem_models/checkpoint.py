@@ -64,7 +64,7 @@ class CheckpointWriteError(OSError):
 def _umask() -> int:
     """The process's umask (as ``sem_physics.atomic.process_umask``; no sem-physics here)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):
@@ -154,7 +154,7 @@ def save_model(model: nn.Module, directory: str | Path) -> None:
         directory / WEIGHTS_NAME,
         lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT}),
     )
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: tmp.write_text(text))
+    _atomic_write(directory / CONFIG_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def best_export(directory: str | Path) -> Path:
@@ -165,7 +165,7 @@ def best_export(directory: str | Path) -> Path:
     if (directory / WEIGHTS_NAME).is_file() or not pointer.is_file():  # run folders hold
         return directory  # their own config.json (the run's settings), never weights
     try:
-        best = json.loads(pointer.read_text())["dir"]
+        best = json.loads(pointer.read_text(encoding="utf-8"))["dir"]
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{pointer}: not a best-model pointer ({exc})") from None
     if not (isinstance(best, str) and re.fullmatch(r"best-\d{8}", best)):
@@ -181,7 +181,7 @@ def _checked_meta(directory: Path) -> tuple[dict[str, Any], MAEConfig]:
     if not path.is_file():
         raise CheckpointError(f"{path} not found; expected a folder written by save_model()")
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a valid sem-models config ({exc})") from None
     kind = meta.get("kind") if isinstance(meta, dict) else None

@@ -1,4 +1,5 @@
-"""Test helpers for code built on sem_models: a micro MAE, one torch thread, torchrun ranks.
+"""Test helpers for code built on sem_models: a micro MAE, one torch thread, torchrun ranks,
+a dataset whose DataLoader worker gets Ctrl-C.
 
 Shared by the tests of sem-models, sem-baselines and sem-train (as ``numpy.testing`` and
 ``torch.testing`` serve theirs); nothing here is imported by the library itself.
@@ -12,16 +13,18 @@ Shared by the tests of sem-models, sem-baselines and sem-train (as ``numpy.testi
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-__all__ = ["MICRO_MAE", "free_port", "one_torch_thread", "run_torchrun"]
+__all__ = ["MICRO_MAE", "SignalsItsWorker", "free_port", "one_torch_thread", "run_torchrun"]
 
 #: Overrides of the ``tiny`` preset for a ViT-MAE that builds and steps in milliseconds on a
 #: CPU: 32-px inputs, 8-px patches (16 tokens), width 32, two encoder blocks, one decoder block.
@@ -50,6 +53,27 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class SignalsItsWorker(torch.utils.data.Dataset):
+    """``inner`` whose DataLoader worker receives SIGINT (as every process of the terminal's
+    group does on Ctrl-C) while loading item ``at``.
+
+    Defined here, not in a test module, so that spawned workers (Windows, macOS) can import it.
+    """
+
+    def __init__(self, inner: torch.utils.data.Dataset, at: int = 3) -> None:
+        self.inner, self.at = inner, at
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+    def __getitem__(self, key):
+        index = key if isinstance(key, int) else key[0]
+        if torch.utils.data.get_worker_info() is not None and index == self.at:
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.05)
+        return self.inner[key]
 
 
 def free_port() -> int:
@@ -84,7 +108,9 @@ def run_torchrun(
     Returns the finished process; the caller checks ``returncode`` and reads ``stderr``.
     """
     script = Path(workdir) / f"torchrun_{function}.py"
-    script.write_text(_WORKER.format(module=str(module_file), function=function, args=args))
+    script.write_text(
+        _WORKER.format(module=str(module_file), function=function, args=args), encoding="utf-8"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for _attempt in range(3):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),

@@ -48,7 +48,7 @@ def _fsync_file(path: Path) -> None:
 def process_umask() -> int:
     """This process's umask, read without changing it where the system says it (Linux)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):

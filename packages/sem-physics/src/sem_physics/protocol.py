@@ -59,6 +59,7 @@ from .io import (
     crop_info_bar,
     quantize,
     read_image,
+    warn_dim_picture,
     write_image,
 )
 from .locking import INCOMPLETE_MARKER, clear_incomplete, mark_incomplete, output_lock
@@ -285,7 +286,7 @@ class Manifest(BaseModel):
         """Read and validate a manifest file."""
         path = Path(path)
         try:
-            return cls.model_validate_json(path.read_text())
+            return cls.model_validate_json(path.read_text(encoding="utf-8"))
         except OSError as err:
             raise ProtocolError(f"{path}: cannot read manifest: {err}") from err
         except ValidationError as err:  # "entries.0.params.rx_px must be in (0, 1000], got 0"
@@ -720,6 +721,7 @@ def degrade_files(
             try:
                 source_sha256 = file_sha256(path)
                 img = read_image(path, max_pixels=max_pixels)
+                warn_dim_picture(img, "sem-degrade simulates the blur and noise")
                 rows = _crop_rows(img.data.shape[0], img.info_bar_rows, crop, crop_fraction)
                 if mode == "sample":
                     _check_sample_size(img.data.shape, rows, k_max, ranges, path)

@@ -1,5 +1,6 @@
 """Test helpers: another run holding an output folder, the pid of a process that has ended,
-the output of Python code run in a fresh interpreter (what an import loads, a missing package).
+the output of Python code run in a fresh interpreter (what an import loads, a missing package),
+a symbolic link or a skip where the OS refuses one.
 
 Shared by the tests of sem-physics and sem-train (as ``numpy.testing`` serves numpy's);
 nothing here is imported by the library itself.
@@ -10,12 +11,20 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import unittest
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FreshRun", "dead_pid", "folder_held", "main_in_fresh_interpreter", "python_output"]
+__all__ = [
+    "FreshRun",
+    "dead_pid",
+    "folder_held",
+    "main_in_fresh_interpreter",
+    "python_output",
+    "symlink_or_skip",
+]
 
 _HOLD = """
 import sys, time
@@ -72,6 +81,22 @@ def main_in_fresh_interpreter(
     *out, last = done.stdout.strip().splitlines()
     status, loaded = last.split(" ", 1)
     return FreshRun(int(status), ast.literal_eval(loaded), out, done.stderr.strip().splitlines())
+
+
+def symlink_or_skip(
+    link: str | Path, target: str | Path, *, target_is_directory: bool = False
+) -> Path:
+    """Make ``link`` point at ``target``, or skip the calling test where the OS refuses links
+    (Windows without Developer Mode or administrator rights: WinError 1314); pytest reports
+    ``unittest.SkipTest`` as a skip."""
+    link = Path(link)
+    try:
+        link.symlink_to(target, target_is_directory=target_is_directory)
+    except FileExistsError:
+        raise
+    except (OSError, NotImplementedError) as err:
+        raise unittest.SkipTest(f"cannot create a symbolic link here: {err}") from err
+    return link
 
 
 def dead_pid() -> int:

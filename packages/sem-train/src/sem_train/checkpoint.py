@@ -201,7 +201,7 @@ def load_training_state(path: Path) -> dict[str, Any]:
 def write_pointer(path: Path, record: dict[str, Any]) -> None:
     """Atomically write a small JSON pointer file."""
     text = json.dumps(record, indent=1)
-    _write(path, lambda tmp: tmp.write_text(text))
+    _write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _schedule_text(state: Any) -> str:

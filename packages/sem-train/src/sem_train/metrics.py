@@ -95,7 +95,7 @@ class MetricsLogger:
         if not self.path.is_file():
             return
         kept = []
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
                 if json.loads(line).get("step", 0) <= step:
                     kept.append(line)
@@ -114,7 +114,7 @@ class MetricsLogger:
             if isinstance(v, float):
                 v = float(f"{v:.7g}") if math.isfinite(v) else str(v)
             clean[k] = v
-        with open(self.path, "a") as fh:
+        with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(clean) + "\n")
         if self._tb is not None:
             split = clean.get("split", "train")

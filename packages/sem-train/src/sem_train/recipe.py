@@ -87,7 +87,7 @@ def run_recipe(
         previous = out
         done = out / DONE_FILE
         if done.is_file():
-            summary[kind] = json.loads(done.read_text())
+            summary[kind] = json.loads(done.read_text(encoding="utf-8"))
             log(f"{kind}: already finished ({summary[kind]['seconds']:.0f} s), skipped")
             continue
         folder = RunFolder(out)

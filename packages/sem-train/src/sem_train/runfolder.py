@@ -52,7 +52,7 @@ class CheckpointError(ValueError):
 
 def _load_object(path: Path) -> dict[str, Any]:
     """The JSON object in ``path``; OSError or ValueError (saying why) otherwise."""
-    data = json.loads(Path(path).read_text())
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError("it does not hold a JSON object")
     return data

@@ -181,7 +181,7 @@ class NetworkRestorer:
         for f in (cfg_file, weights):
             if not f.is_file():
                 raise FileNotFoundError(f"{f} not found: not a saved {self.name!r} restorer")
-        meta = json.loads(cfg_file.read_text())
+        meta = json.loads(cfg_file.read_text(encoding="utf-8"))
         if meta.get("restorer") != self.name:
             raise RestorerConfigError(
                 f"{cfg_file} holds restorer {meta.get('restorer')!r}, not {self.name!r}"

@@ -136,7 +136,7 @@ class SEMImageDataset(Dataset):
         if self.log_path is not None:
             try:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.log_path, "a") as fh:
+                with open(self.log_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(_skip_record(self.paths[i], err)) + "\n")
             except OSError:
                 pass

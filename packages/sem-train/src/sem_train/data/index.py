@@ -233,7 +233,7 @@ def _cached_entries(cache: Path, root: Path) -> dict[str, list[Any]]:
     if not cache.is_file():
         return {}
     try:
-        data = json.loads(cache.read_text())
+        data = json.loads(cache.read_text(encoding="utf-8"))
         if data.get("version") == INDEX_VERSION and data.get("root") == str(root):
             return {str(k): list(v) for k, v in dict(data["entries"]).items()}
     except (OSError, ValueError, KeyError, TypeError):

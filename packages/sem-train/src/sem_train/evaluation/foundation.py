@@ -68,7 +68,11 @@ def _run(out: Path, cfg: FoundationConfig, epochs: int, seed: int, progress: boo
 def _validation_change(run_dir: Path) -> str:
     """'validation loss a before -> b best' from the run's metrics log ('' without validation)."""
     path = run_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    records = (
+        [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        if path.is_file()
+        else []
+    )
     val = [r for r in records if r.get("split") == "val" and math.isfinite(r.get("loss", math.nan))]
     start = [r["loss"] for r in val if r.get("step") == 0 and r.get("epoch") == -1]
     after = [r["loss"] for r in val if r.get("epoch", -1) >= 0]

@@ -277,7 +277,7 @@ def trained_weights_kept(save_dir: str | Path, fit_key: str) -> bool:
     (the same method, settings, budget and training images), so that it can be reloaded
     instead of trained again, e.g. when only the metrics or the metrology convention changed."""
     try:
-        record = json.loads((Path(save_dir) / FIT_RECORD).read_text())
+        record = json.loads((Path(save_dir) / FIT_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(record, dict) and record.get("key") == fit_key
@@ -285,7 +285,7 @@ def trained_weights_kept(save_dir: str | Path, fit_key: str) -> bool:
 
 def _reload(name: str, config: Mapping[str, Any], save_dir: Path) -> tuple[Any, list[str], float]:
     """The restorer saved in ``save_dir`` with its training notes and time (see FIT_RECORD)."""
-    record = json.loads((save_dir / FIT_RECORD).read_text())
+    record = json.loads((save_dir / FIT_RECORD).read_text(encoding="utf-8"))
     restorer = load_restorer(save_dir, device=config.get("device"))
     if getattr(restorer, "name", name) != name:
         raise ValueError(f"{save_dir} holds {restorer.name!r}, not {name!r}")

@@ -389,6 +389,6 @@ def load_manifest(path: str | Path) -> ProtocolManifest:
     if not p.is_file():
         raise FileNotFoundError(f"manifest {str(p)!r} does not exist")
     try:
-        return ProtocolManifest.model_validate(json.loads(p.read_text()))
+        return ProtocolManifest.model_validate(json.loads(p.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, ValueError) as err:
         raise ValueError(f"manifest {str(p)!r} is not a valid protocol manifest: {err}") from err

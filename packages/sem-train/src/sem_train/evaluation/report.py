@@ -54,6 +54,7 @@ __all__ = [
     "REPORT_ITEMS",
     "ReportInputs",
     "safe_name",
+    "unique_names",
     "write_report",
 ]
 
@@ -79,6 +80,22 @@ REPORT_ITEMS = (
 def safe_name(text: str) -> str:
     """A file-name-safe version of ``text``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "item"
+
+
+def unique_names(texts: Sequence[str]) -> dict[str, str]:
+    """:func:`safe_name` of each text, distinct also with case ignored (Windows and macOS fold
+    it): a text whose name an earlier one took gets ``_2``, ``_3``..., the others keep theirs."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for text in dict.fromkeys(texts):
+        base = name = safe_name(text)
+        n = 1
+        while name.casefold() in taken:
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name.casefold())
+        names[text] = name
+    return names
 
 
 @dataclass
@@ -148,6 +165,7 @@ def _labels(results: Sequence[MethodResult], cid: str) -> dict[str, str]:
 def _figures(out: Path, inp: ReportInputs, results: Sequence[MethodResult]) -> dict[str, list[str]]:
     by_id = {c.case_id: c for c in inp.cases}
     figs: dict[str, list[str]] = {"panels": [], "edges": [], "psd": []}
+    names = unique_names(inp.figure_cases)
     for cid in inp.figure_cases:
         c = by_id[cid]
         labels = _labels(results, cid)
@@ -162,7 +180,7 @@ def _figures(out: Path, inp: ReportInputs, results: Sequence[MethodResult]) -> d
             img = r.outputs.get(cid)
             tiles.append((r.name, img, labels.get(r.name, "") if img is not None else why))
         tiles.append(("focused (reference)", c.reference, ""))
-        p = save_panels(out / "panels" / f"{safe_name(cid)}.png", c, tiles)
+        p = save_panels(out / "panels" / f"{names[cid]}.png", c, tiles)
         figs["panels"].append(p.relative_to(out).as_posix())
         if cid in inp.reference.measurements:
             images = {REFERENCE_NAME: c.reference}
@@ -176,10 +194,11 @@ def _figures(out: Path, inp: ReportInputs, results: Sequence[MethodResult]) -> d
             first = [n for n in (INPUT_NAME,) if n in images]
             rest = [n for n in images if n not in first and n != REFERENCE_NAME]
             images = {n: images[n] for n in [*first, *rest, REFERENCE_NAME]}
-            p = save_edge_overlays(out / "edges" / f"{safe_name(cid)}.png", c, images, meas)
+            p = save_edge_overlays(out / "edges" / f"{names[cid]}.png", c, images, meas)
             figs["edges"].append(p.relative_to(out).as_posix())
     line_ids = list(inp.reference.measurements)
-    for setting in dict.fromkeys(by_id[cid].setting for cid in line_ids):
+    settings = unique_names([by_id[cid].setting for cid in line_ids])
+    for setting in settings:
         ids = [cid for cid in line_ids if by_id[cid].setting == setting]
         curves = {
             r.name: [r.measurements[cid] for cid in ids if cid in r.measurements]
@@ -191,7 +210,7 @@ def _figures(out: Path, inp: ReportInputs, results: Sequence[MethodResult]) -> d
                 INPUT_NAME: curves.pop(INPUT_NAME),
             } | curves
         p = save_psd_plot(
-            out / "psd" / f"psd_{safe_name(setting)}.png",
+            out / "psd" / f"psd_{settings[setting]}.png",
             f"roughness PSD, mean over {len(ids)} line image(s), setting '{setting}'",
             curves,
         )

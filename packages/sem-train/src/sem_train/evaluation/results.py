@@ -195,7 +195,7 @@ class MethodResult(BaseModel):
         d = Path(folder)
         path = d / RESULT_FILE
         try:
-            result = cls.model_validate_json(path.read_text())
+            result = cls.model_validate_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, ValidationError) as err:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ResultFileError(f"{path}: unreadable method result ({first})") from err

@@ -313,7 +313,7 @@ def _check_inputs(path: Path, manifest: ProtocolManifest, force: bool) -> None:
     if force or not path.is_file():
         return
     try:
-        old = json.loads(path.read_text())
+        old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: unreadable ({err}); delete it or rerun with --force") from None
     new = json.loads(manifest.model_dump_json())

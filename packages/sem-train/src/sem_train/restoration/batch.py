@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -216,12 +217,13 @@ def plan_outputs(
     """Output path of every input under ``out_dir`` (the input's path below its folder).
 
     Refuses (ValueError, before any work) an output equal to an input, two readable inputs
-    with one output, and without ``overwrite`` existing outputs or a folder an interrupted run
+    with one output (also one that differs only in case or Unicode form: a single file on
+    Windows and macOS), and without ``overwrite`` existing outputs or a folder an interrupted run
     marked ``INCOMPLETE`` (its outputs would be replaced, those its record named removed).
     """
     all_inputs = {f.resolve() for f, _ in inputs}
     jobs: list[RestoreJob] = []
-    seen: dict[Path, Path] = {}
+    seen: dict[str, tuple[Path, Path]] = {}  # folded output name: (input, output)
     existing: list[Path] = []
     for f, root in inputs:
         rel = f.relative_to(root) if f.is_relative_to(root) else Path(f.name)
@@ -232,12 +234,15 @@ def plan_outputs(
                 f"output {out} would overwrite the input {f}; choose another -o folder"
             )
         readable = f.suffix.lower() in IMAGE_EXTENSIONS
-        if key in seen and readable:
-            raise ValueError(f"inputs {seen[key]} and {f} would both be written to {out}")
+        folded = unicodedata.normalize("NFC", os.path.normcase(str(key)).casefold())
+        if folded in seen and readable:
+            first, first_out = seen[folded]
+            also = "" if first_out == out else f" and {first_out}, one file on Windows and macOS"
+            raise ValueError(f"inputs {first} and {f} would both be written to {out}{also}")
         if readable:
             # a file of unknown format fails alone when read (its line in restore.json) and
             # never writes: it claims no output name, so it cannot abort the batch as a clash
-            seen[key] = f
+            seen[folded] = (f, out)
         if out.exists():
             existing.append(out)
         jobs.append(RestoreJob(input=f, output=out))
@@ -356,10 +361,12 @@ def restore_files(
     bar_rows: int | None = None,
     progress: bool | None = None,
     on_failure: Callable[[Path, str], None] | None = None,
+    max_pixels: int | None = None,
 ) -> RestoreManifest:
     """Restore every image of ``inputs`` into ``out_dir`` and write ``restore.json`` there.
 
     ``bar_rows`` overrides the detected info-bar height (0: restore the whole frame).
+    ``max_pixels``: the pixel-count limit of reading (default ``$SEM_MAX_PIXELS``, 100 Mpx).
     ``progress``: None shows a bar on a terminal only. ``on_failure(path, reason)`` is called
     for each file that is skipped. Returns the manifest (also written, atomically).
 
@@ -402,7 +409,9 @@ def restore_files(
 
         for job in _progress(jobs, progress):
             try:
-                item = _restore_one(job, out_dir, method, float32, bar_rows, before_first_write)
+                item = _restore_one(
+                    job, out_dir, method, float32, bar_rows, before_first_write, max_pixels
+                )
                 manifest.restored.append(item)
             except Exception as err:  # one bad file never stops the others
                 reason = _first_line(err)
@@ -425,8 +434,9 @@ def _restore_one(
     float32: bool,
     bar_rows: int | None,
     before_write: Callable[[], None],
+    max_pixels: int | None = None,
 ) -> RestoredFile:
-    img = read_input(job.input)
+    img = read_input(job.input, max_pixels)
     part = split_info_bar(img, bar_rows)
     result = method(part.image)
     dtype = output_dtype(img.source_dtype, float32)

@@ -146,7 +146,7 @@ def _saved_restorer_dir(path: Path) -> Path:
         cfg = cand / _CONFIG
         if cfg.is_file():
             try:
-                meta = json.loads(cfg.read_text())
+                meta = json.loads(cfg.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
             if isinstance(meta, dict) and "restorer" in meta:

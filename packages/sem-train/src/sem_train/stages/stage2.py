@@ -124,7 +124,7 @@ def starved_experts(metrics_path: Path, share: float = MIN_EXPERT_SHARE) -> list
     at the run's last logged training step (routing collapse: Stage 2 did not specialise)."""
     last: dict[str, Any] | None = None
     try:
-        with open(metrics_path) as fh:
+        with open(metrics_path, encoding="utf-8") as fh:
             for line in fh:
                 record = json.loads(line)
                 if record.get("split") == "train":
