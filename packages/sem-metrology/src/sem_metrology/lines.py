@@ -531,10 +531,17 @@ def _pitch_guard(
         else ""
     )
     off = spacing is not None and abs(spacing / period - 1.0) > PITCH_TOLERANCE
-    if off and spacing is not None and period_support(profile, spacing) >= SUBHARMONIC_SHARE:
-        # The profile shows the measured pitch too (strong blur leaves the lines' period
-        # weaker than a slow variation of the background): it is the lines' period.
-        period, periods = spacing, width / spacing
+    alt = width / spacing if spacing else 0.0
+    if (
+        off
+        and spacing is not None
+        and 0.5 * alt - 1.0 <= n <= 1.5 * alt + 2.0
+        and period_support(profile, spacing) >= SUBHARMONIC_SHARE
+    ):
+        # The profile shows the measured pitch too, and the lines found fill the image at it
+        # (strong blur leaves the lines' period weaker than a slow variation of the
+        # background): it is the lines' period. Lines too few for it keep the profile's period.
+        period, periods = spacing, alt
         where = f"the lines repeat every {period:.1f} px in the mean profile across them"
         off = False
     fewest, most = 0.5 * periods - 1.0, 1.5 * periods + 2.0
