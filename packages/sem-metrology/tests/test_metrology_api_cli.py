@@ -352,3 +352,21 @@ def test_version_names_the_program_and_its_package(capsys) -> None:
     assert main(["--version"]) == 0
     expected = f"sem-measure {version('sem-metrology')} (sem-metrology)"
     assert capsys.readouterr().out.strip() == expected
+
+
+def test_cli_lines_reads_the_pixel_size_of_an_imagej_tiff(tmp_path, sample, capsys) -> None:
+    path = tmp_path / "fiji.tif"
+    nm = sample.pixel_size_nm
+    tifffile.imwrite(
+        path,
+        np.clip(sample.image, 0, 255).astype(np.uint8),
+        description="ImageJ=1.54f\nunit=micron\n",
+        metadata=None,
+        resolution=(1e3 / nm, 1e3 / nm),
+    )
+    assert main(["lines", str(path), "--json", "--info-bar", "none"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["pixel_size_nm"] == pytest.approx(nm, rel=1e-6)
+    assert data["pixel_size_source"] == "metadata (ImageJ description unit=micron and XResolution)"
+    api = measure_lines(tifffile.imread(path), nm, convention="smile")
+    assert data["cd_nm"] == pytest.approx(api.cd_nm, rel=1e-5)

@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 from PIL import Image
 from sem_physics import make_sample, read_image
@@ -161,3 +162,21 @@ def test_an_unknown_setting_lists_the_accepted_ones(tmp_path, capsys):
     assert run(tmp_path / "a.tif", "-o", tmp_path / "out", "--method", "bm3d",
                "--set", "balance=1") == 2  # fmt: skip
     assert "(accepted: clip, correct_highpass, profile, sigma, threads)" in capsys.readouterr().err
+
+
+def test_the_pixel_size_of_an_imagej_tiff_reads_back_the_same(tmp_path):
+    src = tmp_path / "fiji.tif"
+    tifffile.imwrite(
+        src,
+        make_sample("lines", (64, 80), seed=2).astype(np.uint8),
+        description="ImageJ=1.54f\nunit=\\u00B5m\nmin=0.0\nmax=255.0\n",
+        metadata=None,
+        resolution=(1 / 0.000827, 1 / 0.000827),
+    )
+    a = read_image(src)
+    assert a.pixel_size_nm == pytest.approx(0.827, rel=1e-6)
+    out = tmp_path / "out"
+    assert run(src, "-o", out, "--method", "wiener", *PSF, "--info-bar-rows", 0) == 0
+    b = read_image(out / "fiji.tif")
+    assert b.pixel_size_nm == a.pixel_size_nm and b.pixel_size_source == a.pixel_size_source
+    assert record(out)["restored"][0]["pixel_size_nm"] == a.pixel_size_nm

@@ -32,8 +32,13 @@ included; training, which reads each file every epoch, says it once).
 Pixel size (nm) comes from the file's own metadata, in this order: Hitachi tag 40092
 (``PixelSize=`` in nm; UTF-16 or ASCII text, NUL-terminated or not, ``.`` or ``,`` decimals),
 Zeiss ``CZ_SEM`` tag 34118 (``ap_image_pixel_size``, else ``ap_pixel_size``, with its unit),
-FEI/Thermo metadata (``[Scan] PixelWidth`` in m, else ``[EScan] PixelWidth``), and the JSON
-written by :func:`write_image`. ``SEMImage.pixel_size_source`` names the tag actually used.
+FEI/Thermo metadata (``[Scan] PixelWidth`` in m, else ``[EScan] PixelWidth``), the JSON
+written by :func:`write_image`, an ImageJ/Fiji description's ``unit=`` with XResolution
+(pixels per unit; ``pixel`` is no calibration), and plain XResolution with ResolutionUnit cm
+or inch. Resolutions in cm or inch count only up to :data:`RESOLUTION_MAX_NM` (10 µm) per
+pixel: the 72/96/300 dpi that image editors store in any picture are no calibration. X and Y
+sizes more than 1 % apart are refused with a logged warning.
+``SEMImage.pixel_size_source`` names the tag actually used.
 A value outside :data:`PIXEL_SIZE_RANGE_NM` (1 pm to 1 mm per pixel) is not a pixel size: it
 is ignored with a logged warning, the next source is tried, and when none is left
 ``pixel_size_nm`` is None and ``pixel_size_source`` says ``"none (ignored: ...)"``.
@@ -75,6 +80,7 @@ __all__ = [
     "JPEG_NOTE",
     "MAX_PIXELS_ENV",
     "PIXEL_SIZE_RANGE_NM",
+    "RESOLUTION_MAX_NM",
     "ImageReadError",
     "SEMImage",
     "check_image_path",
@@ -416,13 +422,108 @@ def _fei_pixel_sizes(fei: dict[str, Any]) -> list[tuple[float | None, str]]:
     return out
 
 
+#: nm per unit of an ImageJ ``unit=`` (ImageJ writes ``micron`` for µm, and ``\u00B5m`` for
+#: ``µm``); ``pixel`` and other words mean no calibration.
+_IMAGEJ_UNIT_NM = {
+    **dict.fromkeys(("pm", "picometer", "picometers", "picometre", "picometres"), 1e-3),
+    **dict.fromkeys(("å", "angstrom", "angstroms"), 0.1),
+    **dict.fromkeys(("nm", "nanometer", "nanometers", "nanometre", "nanometres"), 1.0),
+    **dict.fromkeys(("µm", "μm", "um", "micron", "microns", "micrometer", "micrometers"), 1e3),
+    **dict.fromkeys(("micrometre", "micrometres"), 1e3),
+    **dict.fromkeys(("mm", "millimeter", "millimeters", "millimetre", "millimetres"), 1e6),
+    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"), 1e7),
+    **dict.fromkeys(("inch", "inches"), 2.54e7),
+    **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), 1e9),
+}
+#: nm per TIFF ResolutionUnit (tag 296): 2 inch, 3 cm (1, no unit, is no calibration).
+_RESOLUTION_UNIT_NM = {2: ("inch", 2.54e7), 3: ("cm", 1e7)}
+#: Pixels per inch or cm are a calibration only up to this pixel size (10 µm): image editors
+#: store 72, 96 or 300 dpi (350, 265 or 85 µm per pixel) in any picture they save.
+RESOLUTION_MAX_NM = 1e4
+#: nm per unit of the units image editors store resolutions in (cm, inch).
+_EDITOR_UNITS_NM = (1e7, 2.54e7)
+#: X and Y pixel sizes further apart than this share are not one pixel size.
+_XY_TOLERANCE = 0.01
+
+
+def _per_unit(tags: Any, code: int) -> float | None:
+    """Pixels per unit of XResolution (282) or YResolution (283); None when absent or not > 0."""
+    tag = tags.get(code)
+    value = tag.value if tag is not None else None
+    if isinstance(value, tuple | list) and len(value) == 2:
+        try:
+            value = float(value[0]) / float(value[1])
+        except (TypeError, ValueError, ZeroDivisionError):
+            return None
+    number = _number(value)
+    return number if number is not None and math.isfinite(number) and number > 0 else None
+
+
+def _imagej_fields(text: str) -> dict[str, str]:
+    """The ``key=value`` lines of an ImageJ ImageDescription, ``\\uXXXX`` escapes decoded."""
+    text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def _resolution_pixel_sizes(tags: Any) -> list[tuple[float | str | None, str]]:
+    """The pixel size from XResolution/YResolution (pixels per unit), in the unit of an ImageJ
+    description (``unit=``, as Fiji saves a calibrated image), else of ResolutionUnit (inch or
+    cm). Inch and cm sizes above :data:`RESOLUTION_MAX_NM` are image-editor defaults, skipped;
+    X and Y sizes that differ by more than 1 % give a reason to refuse instead of a size.
+    """
+    x = _per_unit(tags, 282)
+    if x is None:
+        return []
+    y = _per_unit(tags, 283)
+    desc = tags.get(270)
+    text = desc.value if desc is not None and isinstance(desc.value, str) else ""
+    fields = _imagej_fields(text) if text.startswith("ImageJ=") else {}
+    if "unit" in fields:  # ImageJ's own calibration: its unit replaces ResolutionUnit
+        unit = fields["unit"]
+        x_nm = _IMAGEJ_UNIT_NM.get(unit.lower())
+        y_nm = _IMAGEJ_UNIT_NM.get(fields.get("yunit", unit).lower())
+        if x_nm is None or y_nm is None:
+            return []  # "pixel" or an unknown unit: uncalibrated
+        source = f"ImageJ description unit={unit} and XResolution"
+    else:
+        unit_tag = tags.get(296)
+        try:
+            name, x_nm = _RESOLUTION_UNIT_NM[int(unit_tag.value)]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return []  # no ResolutionUnit, or neither inch nor cm
+        y_nm, source = x_nm, f"TIFF XResolution (ResolutionUnit {name})"
+    size_x = x_nm / x
+    size_y = y_nm / y if y is not None else size_x
+    editor_unit = x_nm in _EDITOR_UNITS_NM  # ImageJ keeps an editor's dpi as unit=inch
+    if editor_unit and min(size_x, size_y) > RESOLUTION_MAX_NM:
+        return []
+    if abs(size_x - size_y) > _XY_TOLERANCE * max(size_x, size_y):
+        return [
+            (
+                f"X {size_x:.6g} nm and Y {size_y:.6g} nm per pixel differ by more than 1 %",
+                source,
+            )
+        ]
+    return [(size_x, source)]
+
+
 def _pick_pixel_size(
-    candidates: list[tuple[float | None, str]], path: Path
+    candidates: list[tuple[float | str | None, str]], path: Path
 ) -> tuple[float | None, str]:
-    """The first candidate inside :data:`PIXEL_SIZE_RANGE_NM`; out-of-range ones are logged."""
+    """The first candidate inside :data:`PIXEL_SIZE_RANGE_NM`; out-of-range ones, and those
+    given as a reason (text) to refuse them, are logged and named in the source."""
     ignored = []
     for value, source in candidates:
         if value is None:
+            continue
+        if isinstance(value, str):
+            _log.warning("%s: %s: %s; pixel size ignored", path, source, value)
+            ignored.append(f"{source}: {value}")
             continue
         try:
             return check_pixel_size_nm(value, source), source
@@ -435,7 +536,7 @@ def _pick_pixel_size(
 def _tiff_metadata(tif: Any, height: int, path: Path) -> tuple[float | None, str, int | None]:
     """(pixel size nm, its source, info-bar rows from metadata) of an open ``TiffFile``."""
     page = tif.pages[0]
-    candidates: list[tuple[float | None, str]] = []
+    candidates: list[tuple[float | str | None, str]] = []
     bar = None
     tag = page.tags.get(40092)
     if tag is not None:
@@ -455,6 +556,7 @@ def _tiff_metadata(tif: Any, height: int, path: Path) -> tuple[float | None, str
         candidates.append(
             (_json_pixel_size(desc.value), f"ImageDescription {_JSON_KEY}.pixel_size_nm")
         )
+    candidates.extend(_resolution_pixel_sizes(page.tags))
     size, source = _pick_pixel_size(candidates, path)
     return size, source, bar
 
