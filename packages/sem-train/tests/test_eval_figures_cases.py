@@ -88,7 +88,7 @@ def test_a_folder_of_own_images_gets_a_measured_case_and_its_edge_overlay(
     assert psd_calls
     assert psd_calls[0][0][:3] == ["focused", "defocused input", "control (y − b)/a"]
     # ... so the control, measured the same as the input, is named as drawn over it
-    assert "control (y − b)/a (= defocused input, dashed)" in legends[-1]
+    assert "control (y − b)/a (= defocused input, dotted)" in legends[-1]
 
 
 def test_figure_images_names_the_cases_to_draw(tmp_path, fab_dir):
@@ -145,13 +145,38 @@ def test_the_psd_plot_shows_a_coinciding_control_and_tells_input_from_methods(
     for ax in drawn["fig"].axes:
         lines = {ln.get_label().split(" (=")[0]: ln for ln in ax.lines}
         ctrl, inp = lines["control (y − b)/a"], lines["defocused input"]
-        # the control, equal to the input drawn before it, is dashed on top of it
-        assert "(= defocused input, dashed)" in ctrl.get_label()
+        # the control, equal to the input drawn before it, is dotted on top of it
+        assert "(= defocused input, dotted)" in ctrl.get_label()
         assert ctrl.get_linestyle() != "-" and ctrl.get_zorder() > inp.get_zorder()
-        assert "(= focused, dashed)" in lines["richardson-lucy"].get_label()
+        assert "(= focused, dotted)" in lines["richardson-lucy"].get_label()
         colours = {n: ln.get_color() for n, ln in lines.items()}
         assert len({colours[n] for n in ("defocused input", "wiener", "control (y − b)/a")}) == 3
         assert colours["focused"] == "black"
+
+
+def test_a_method_keeps_its_psd_colour_when_another_has_no_curve(tmp_path, monkeypatch):
+    """The random setting's figure lacks a method the midpoint's has (refused there): every
+    later method keeps the colour it has in the other figure."""
+    from sem_metrology import measure_lines
+    from sem_metrology.synthetic import make_line_image
+    from sem_train.evaluation import figures
+
+    ms = [measure_lines(make_line_image(6, (128, 192), seed=s).image, 0.827) for s in range(4)]
+    refused = ms[0].model_copy(update={"valid": False})
+    names = ("mrn", "zero-shot", "sem-foundation", "wiener-true-psf")
+    colours = []
+    for first in (ms[0], refused):
+        curves = {"focused": [ms[3]], names[0]: [ms[1]], names[1]: [first]}
+        curves |= {names[2]: [ms[2]], names[3]: [ms[3]]}
+        drawn = {}
+        monkeypatch.setattr(
+            figures, "_save", lambda fig, path, d=drawn: d.setdefault("f", fig) and path
+        )
+        figures.save_psd_plot(tmp_path / "psd.png", "t", curves)
+        ax = drawn["f"].axes[0]
+        colours.append({ln.get_label().split(" (=")[0]: ln.get_color() for ln in ax.lines})
+    assert names[1] not in colours[1]
+    assert all(colours[0][n] == colours[1][n] for n in (names[0], names[2]))
 
 
 def test_a_missing_relative_image_folder_says_what_it_is_relative_to(tmp_path, monkeypatch):

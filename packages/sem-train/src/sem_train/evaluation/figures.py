@@ -203,7 +203,7 @@ _DISTINCT_DASHES = ("-", "--", "-.", ":")
 
 
 #: Two PSD curves closer than this in every plotted bin (|log10 ratio|, 0.4 %) are one line on
-#: the log-log axes: the later one is drawn dashed over the other and its legend says so.
+#: the log-log axes: the later one is drawn dotted over the other and its legend says so.
 _SAME_CURVE_LOG10 = 0.002
 
 
@@ -228,6 +228,18 @@ def _distinct_style(name: str, index: int) -> dict[str, Any]:
     }
 
 
+def psd_styles(measurements: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Line style of every method of a PSD figure, from its place among all of ``measurements``
+    (those without a valid measurement too), so that a method keeps its colour in every
+    setting's figure."""
+    styles, index = {}, 0
+    for name in measurements:
+        styles[name] = _distinct_style(name, index)
+        if name not in ("focused", "defocused input"):
+            index += 1
+    return styles
+
+
 def save_psd_plot(
     path: str | Path,
     title: str,
@@ -237,14 +249,15 @@ def save_psd_plot(
 
     Each method's curve is the mean PSD over its valid measurements that share the frequency
     grid of its first one; the focused reference is drawn in black, the defocused input in
-    thick grey, the methods in colours told apart, and a curve equal to an earlier one dashed
-    on top of it, its legend entry saying so (``control (= defocused input, dashed)``).
+    thick grey, the methods in colours told apart (:func:`psd_styles`), and a curve equal to an
+    earlier one dotted on top of it, its legend entry saying so
+    (``control (= defocused input, dotted)``).
     """
     fig = _figure(12, 4.8)
     ax_ler, ax_lwr = fig.subplots(1, 2)
     fields = ("psd_ler_nm3", "psd_lwr_nm3")
     drawn: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
-    n_methods = 0
+    styles = psd_styles(measurements)
     for name, ms in measurements.items():
         valid = [m for m in ms if m.valid and len(m.psd_frequency_per_nm) > 1]
         if not valid:
@@ -253,9 +266,7 @@ def save_psd_plot(
         same = [m for m in valid if len(m.psd_frequency_per_nm) == f.size]
         psds = [np.mean([np.asarray(getattr(m, k)) for m in same], axis=0) for k in fields]
         label = name
-        style = _distinct_style(name, n_methods)
-        if name not in ("focused", "defocused input"):
-            n_methods += 1
+        style = styles[name]
         twin = next(
             (
                 other
@@ -266,9 +277,9 @@ def save_psd_plot(
             ),
             None,
         )
-        if twin is not None:  # it would hide under the earlier curve: dashed, on top
-            style = {**style, "ls": (0, (4, 3)), "lw": 1.4, "zorder": 3}
-            label = f"{name} (= {twin}, dashed)"
+        if twin is not None:  # it would hide under the earlier curve: dotted, on top
+            style = {**style, "ls": (0, (1, 2)), "lw": 1.8, "zorder": 3}
+            label = f"{name} (= {twin}, dotted)"
         drawn[name] = (f, psds)
         for ax, psd in zip((ax_ler, ax_lwr), psds, strict=True):
             ax.loglog(f[1:], psd[1:], label=label, **style)
