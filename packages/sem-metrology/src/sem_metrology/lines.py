@@ -467,15 +467,25 @@ def _no_rows_reason(smile: bool) -> str:
     )
 
 
-#: Smallest line pitch (px) each convention resolves, with a margin. Measured on generated
+#: Smallest line pitch (px) each convention resolves. Measured on generated
 #: lines (256 px wide, CD 0.35-0.65 of the pitch, blur 0-1 px, noise 0-5 grey levels):
 #: ``truth`` loses or merges lines below 9 px (5-6 px: down to 1 line, CD +80 %; 7 px at CD
 #: 0.35-0.65 of the pitch or blurred: 15-28 of 28 lines), ``smile`` below 14 px (6-12 px: a
 #: quarter to half of the lines, CD +100-1200 %; 13 px: 15 of 18), its 5x5 median and
-#: low-pass filter merging neighbouring edges.
-MIN_PITCH_PX: dict[str, float] = {"truth": 10.0, "smile": 15.0}
-#: Accepted relative difference between the measured pitch and the mean profile's period.
+#: low-pass filter merging neighbouring edges; from 9 px (``truth``) and 14 px (``smile``) every
+#: line was found with its CD within 1 % (the real resist lines scaled to 13.9 px too).
+MIN_PITCH_PX: dict[str, float] = {"truth": 9.0, "smile": 14.0}
+#: Accepted relative difference between the measured pitch and the mean profile's period
+#: (or half of it: double patterning with pitch walk repeats every two lines).
 PITCH_TOLERANCE = 0.25
+
+
+def _pitch_off(spacing: float, period: float) -> bool:
+    """Whether the lines' spacing is neither the profile's period nor half of it (within
+    :data:`PITCH_TOLERANCE`)."""
+    return all(abs(spacing * m / period - 1.0) > PITCH_TOLERANCE for m in (1, 2))
+
+
 #: SMILE's edge window: the polynomial per row spans its coarse edge ± this (px).
 SMILE_EDGE_RANGE_PX = 8
 #: Coarse edges this close (px) to the region's border are warned about (``smile``).
@@ -530,7 +540,7 @@ def _pitch_guard(
         if smile
         else ""
     )
-    off = spacing is not None and abs(spacing / period - 1.0) > PITCH_TOLERANCE
+    off = spacing is not None and _pitch_off(spacing, period)
     alt = width / spacing if spacing else 0.0
     if (
         off
@@ -544,7 +554,8 @@ def _pitch_guard(
         period, periods = spacing, alt
         where = f"the lines repeat every {period:.1f} px in the mean profile across them"
         off = False
-    fewest, most = 0.5 * periods - 1.0, 1.5 * periods + 2.0
+    pitch = period / 2 if spacing is not None and not off and spacing < 0.75 * period else period
+    fewest, most = 0.5 * periods - 1.0, 1.5 * width / pitch + 2.0
     if smile and ((off and spacing is not None and spacing < period) or n > most):
         return None, (
             f"smile: more lines than the image's period allows: {where}, {periods:.1f} periods "
@@ -556,16 +567,23 @@ def _pitch_guard(
         reason = (
             f"line pitch inconsistent with the image: {where}, but the {n} lines found are "
             f"{spacing:.1f} px apart ({100 * (spacing / period - 1):+.0f} %, accepted within "
-            f"±{100 * PITCH_TOLERANCE:.0f} %){hint}"
+            f"±{100 * PITCH_TOLERANCE:.0f} % of it or of its half){hint}"
         )
         return reason, None
-    if n < fewest or n > most:
+    span = float(centres[-1] - centres[0]) if n > 1 else 0.0
+    if n > most or (n > 1 and n < 0.5 * (span / pitch + 1.0) - 1.0):
+        within = f" within the {span:.0f} px they span" if n <= most else ""
         reason = (
-            f"line count inconsistent with the image: {where}, {periods:.1f} periods across "
-            f"{width} px, but {found} (accepted {max(1, math.ceil(fewest))} to "
-            f"{math.floor(most)} lines){hint}"
+            f"line count inconsistent with the image: {where}, but {found}{within} (lines "
+            f"missed or split){hint}"
         )
         return reason, None
+    if n < fewest:
+        return None, (
+            f"{found} where the mean profile across the region repeats every {period:.1f} px, "
+            f"{periods:.1f} times: the pattern ends inside the region, or lines were missed"
+            f"{hint}"
+        )
     return None, None
 
 
