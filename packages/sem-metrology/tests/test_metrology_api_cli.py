@@ -370,3 +370,13 @@ def test_cli_lines_reads_the_pixel_size_of_an_imagej_tiff(tmp_path, sample, caps
     assert data["pixel_size_source"] == "metadata (ImageJ description unit=micron and XResolution)"
     api = measure_lines(tifffile.imread(path), nm, convention="smile")
     assert data["cd_nm"] == pytest.approx(api.cd_nm, rel=1e-5)
+
+
+def test_a_result_prints_briefly_with_its_lists_by_length(result: LineMeasurement) -> None:
+    """Shown in a notebook cell, a measurement printed every edge position (1.4 million
+    characters for the real image): long lists are shown by length, the values stay."""
+    text = repr(result)
+    assert len(text) < 5000
+    assert f"leading_edges_px=<{len(result.leading_edges_px)} items>" in text
+    assert f"cd_nm={result.cd_nm!r}" in text
+    assert len(result.leading_edges_px) == result.n_lines > 8

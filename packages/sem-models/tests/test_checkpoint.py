@@ -201,3 +201,14 @@ def test_a_link_planted_at_the_temporary_name_is_not_followed(tiny_mae, tmp_path
     sm.save_model(tiny_mae, folder)
     assert victim.read_text() == "precious"
     torch.testing.assert_close(sm.load_model(folder).state_dict(), tiny_mae.state_dict())
+
+
+def test_loading_a_model_leaves_the_global_torch_rng_alone(tiny_mae, tmp_path):
+    """The model is built with random weights before its own are loaded: that draw must not
+    move a caller's seeded torch random stream."""
+    sm.save_model(tiny_mae, tmp_path / "m")
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    sm.load_model(tmp_path / "m")
+    assert torch.equal(torch.rand(3), expected)

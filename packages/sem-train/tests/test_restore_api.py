@@ -20,6 +20,7 @@ from sem_train import restore
 from sem_train.restoration import (
     DEFAULT_METHOD,
     CheckpointMismatchError,
+    RestoreWarning,
     method_needs,
     parse_psf,
     prepare,
@@ -409,8 +410,10 @@ def test_an_image_with_no_blur_found_says_a_deconvolution_only_smooths_it(real_i
 
     sharp = read_image(real_image("lines_euv_resist_0p827nm.tif")).data[:256, 300:556]
     sharp = sharp.astype(np.float32)
-    out = restore(sharp, "richardson-lucy")
+    with pytest.warns(RestoreWarning) as issued:  # also as Python warnings (notebooks)
+        out = restore(sharp, "richardson-lucy")
     assert any("looks in focus (at most 1.6 px" in w for w in out.warnings), out.warnings
+    assert [str(w.message) for w in issued] == list(out.warnings)
 
     def fine(x):
         return float(np.mean(np.diff(x, axis=1) ** 2))

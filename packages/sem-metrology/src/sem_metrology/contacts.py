@@ -41,6 +41,7 @@ from scipy import ndimage
 from sem_physics.records import csv_text
 
 from ._inputs import begin_measurement
+from ._repr import ShortListRepr
 
 __all__ = [
     "ContactHole",
@@ -91,7 +92,7 @@ class ContactOptions(BaseModel):
     )
 
 
-class ContactHole(BaseModel):
+class ContactHole(ShortListRepr, BaseModel):
     """One measured hole. Positions in pixels of the measured image (ROI origin when given)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -111,7 +112,7 @@ class ContactHole(BaseModel):
     )
 
 
-class ContactMeasurement(BaseModel):
+class ContactMeasurement(ShortListRepr, BaseModel):
     """Result of :func:`measure_contacts`. Quantities are ``None`` when not measurable."""
 
     model_config = ConfigDict(extra="forbid")

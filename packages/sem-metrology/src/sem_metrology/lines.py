@@ -34,6 +34,7 @@ from sem_physics.records import csv_text
 
 from ._inputs import Prepared, begin_measurement
 from ._line_metrics import SUBHARMONIC_SHARE, dominant_period_px, line_metrics, period_support
+from ._repr import ShortListRepr
 from .edges import EdgeMethod
 from .errors import MetrologyInputError
 from .preprocess import (
@@ -122,7 +123,7 @@ class LineOptions(BaseModel):
         return v
 
 
-class LineMeasurement(BaseModel):
+class LineMeasurement(ShortListRepr, BaseModel):
     """Result of :func:`measure_lines`. Quantities are ``None`` when not measurable (never NaN).
 
     Edge positions are in the measurement frame: image columns for vertical lines, image rows

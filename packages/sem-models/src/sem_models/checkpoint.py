@@ -276,7 +276,8 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
 
     with torch.device("meta"):  # no memory: config.json's model checked against the weights
         _check_against_weights(build(), w_path, cfg_path)
-    model = build()
+    with torch.random.fork_rng(devices=[]):  # the random init, overwritten next, leaves the
+        model = build()  # caller's global torch RNG where it was
     try:
         state = load_file(str(w_path))
     except Exception as exc:  # SafetensorError: truncated or not a safetensors file

@@ -12,6 +12,7 @@ from .api import (
     PreparedMethod,
     RestoredImage,
     RestoreTimings,
+    RestoreWarning,
     prepare,
     restore,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "PreparedMethod",
     "RestoreManifest",
     "RestoreTimings",
+    "RestoreWarning",
     "RestoredFile",
     "RestoredImage",
     "method_needs",

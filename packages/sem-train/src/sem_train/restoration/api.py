@@ -18,6 +18,7 @@ input's (``brightness="input"``, the default; ``"method"`` keeps the method's ow
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -328,6 +329,10 @@ def prepare(
     return PreparedMethod(method, psf=psf, checkpoint=checkpoint, brightness=brightness, **options)
 
 
+class RestoreWarning(UserWarning):
+    """What :func:`restore` found worth knowing about an image it restored."""
+
+
 def restore(
     image: Any,
     method: str = DEFAULT_METHOD,
@@ -346,10 +351,14 @@ def restore(
     (a deconvolution preserves it; a learned model may have learned a simulator's offset);
     ``"method"`` keeps what the method returned (the paper's protocol).
     ``options``: the method's registry config fields (e.g. ``iterations=50``). The load time
-    of the weights is included in ``timings.load_s``.
+    of the weights is included in ``timings.load_s``. Each of the result's ``warnings`` is also
+    issued as a :class:`RestoreWarning` (a flagged blind PSF estimate, scan-line jitter, an
+    image that looks in focus), so that a notebook shows it and ``warnings`` filters apply.
     """
     prepared = prepare(method, psf=psf, checkpoint=checkpoint, brightness=brightness, **options)
     out = prepared(image)
+    for text in out.warnings:
+        warnings.warn(text, RestoreWarning, stacklevel=2)
     t = out.timings
     timings = RestoreTimings(
         estimate_s=t.estimate_s, restore_s=t.restore_s, load_s=prepared.load_s, jitter_s=t.jitter_s
