@@ -319,6 +319,11 @@ def test_control_inverts_gain_and_offset_and_the_report_names_who_does_not_beat_
     verdict = control_verdict(summaries)
     assert "Not better than the control on PSNR" in verdict[0] and "blurry (20.00" in verdict[0]
     assert verdict[1] == "Every method beats the control on PSNR affine-matched."
+    # Better only by float rounding (the input equals the control after affine matching):
+    # equal as printed, so not better.
+    summaries[1].metrics["psnr_affine"] = MetricSummary(mean=22.0 + 1e-7, n=1)
+    verdict = control_verdict(summaries)
+    assert "blurry (22.00 vs 22.00 dB)" in verdict[1]
 
 
 def test_noise_ceiling_is_the_score_of_the_noise_free_image_and_the_report_states_it():

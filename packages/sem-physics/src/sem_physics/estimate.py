@@ -930,7 +930,10 @@ def _estimate(y: np.ndarray, beta: float, t0: float) -> DegradationEstimate:
                 dtheta = (theta_t - theta + math.pi / 2) % math.pi - math.pi / 2
                 rx, ry, theta = _geo_to_psf(0.5 * (geo + geo_t))
                 th_err = min(math.hypot(th_err, dtheta), math.pi / math.sqrt(12))
-                reason += f"; reported: their midpoint, {rx:.1f} x {ry:.1f} px"
+                reason += (
+                    f"; reported: their midpoint in log radius and ellipticity, "
+                    f"{rx:.1f} x {ry:.1f} px"
+                )
             reasons.append(reason)
         if ry < 2.0:
             flags["unreliable"] = True
