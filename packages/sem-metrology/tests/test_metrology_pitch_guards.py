@@ -8,7 +8,7 @@ import pytest
 from sem_metrology import make_line_image, measure_lines
 
 PX = 0.827
-#: The smallest pitch (px) each convention resolves (README, ``lines.MIN_PITCH_PX``).
+#: The smallest pitch (px) each convention resolves (README, ``sem_metrology._guards.MIN_PITCH_PX``).
 MIN_PITCH_PX = {"truth": 9, "smile": 14}
 
 
@@ -219,14 +219,14 @@ def test_lines_too_few_for_a_secondary_period_are_judged_against_the_profiles_ow
     """A profile repeating every 38 px with a weaker component at 26.7 px, and 9 lines found
     26.7 px apart (a restorer's near-flat output): the refusal names the profile's 38-px
     period, not the spacing of the lines found as if it were the image's."""
-    from sem_metrology.lines import _pitch_guard
+    from sem_metrology._guards import pitch_guard
 
     x = np.arange(640.0)
     profile = np.cos(2 * np.pi * x / 38.0) + 0.6 * np.cos(2 * np.pi * x / 26.7)
     centres = 100.0 + 26.7 * np.arange(9)
     lead = np.repeat((centres - 6.0)[:, None], 50, axis=1)
     trail = np.repeat((centres + 6.0)[:, None], 50, axis=1)
-    reason, warning = _pitch_guard(profile, lead, trail, "truth")
+    reason, warning = pitch_guard(profile, lead, trail, "truth")
     assert warning is None and reason is not None
     assert reason.startswith("line pitch inconsistent with the image"), reason
     assert "repeats every 38.0 px" in reason and "26.7 px apart" in reason
