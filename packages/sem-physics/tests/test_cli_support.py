@@ -168,3 +168,14 @@ def test_utf8_stdout_redirected_is_utf8_a_terminal_replaces(
     stream.flush()
     assert (stream.encoding, stream.errors) == (encoding, errors)
     assert raw.getvalue() == "S→R µ".encode(encoding, errors)
+
+
+def test_progress_bars_are_on_in_a_jupyter_kernel_and_off_in_a_pipe(monkeypatch):
+    """A Jupyter kernel's stderr is no terminal but redraws a bar in place: bars on there."""
+    from sem_physics.cli_support import stderr_is_terminal
+
+    OutStream = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})
+    monkeypatch.setattr(sys, "stderr", OutStream())
+    assert stderr_is_terminal()
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not stderr_is_terminal()

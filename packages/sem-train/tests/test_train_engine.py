@@ -856,3 +856,17 @@ def test_a_run_stopped_before_its_first_validation_leaves_a_usable_model(image_f
     assert best["val_loss"] is not None and best["global_step"] > 2
     assert best == read_pointer(tmp_path / "full" / "checkpoints" / "best.json")
     assert sorted(p.name for p in ckpt_dir.glob("best-*")) == [best["dir"]]
+
+
+def test_training_metrics_refuse_images_and_name_the_image_metrics():
+    """sem_train.psnr/ssim score tensor batches on 0..1; an image array (the notebook user's
+    0..255 numpy image) is refused with the name of the image metric."""
+    import numpy as np
+    import sem_train
+
+    ref = np.full((16, 16), 100.0)
+    for name in ("psnr", "ssim"):
+        with pytest.raises(TypeError, match=rf"sem_metrology\.{name}\(reference, image\)"):
+            getattr(sem_train, name)(ref + 1.0, ref)
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert sem_train.psnr(x, x.clamp(0.1, 0.9)).shape == (2,)

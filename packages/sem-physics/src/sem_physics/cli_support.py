@@ -48,8 +48,11 @@ def add_version(parser: argparse.ArgumentParser, package: str) -> None:
 
 
 def stderr_is_terminal() -> bool:
-    """Whether stderr is a terminal: progress bars are drawn only there by default (not into a
-    pipe or the log file of nohup or a batch system, which bars fill with carriage returns)."""
+    """Whether stderr is a terminal, or a Jupyter kernel's stream (which redraws a bar in
+    place): progress bars are drawn only there by default (not into a pipe or the log file of
+    nohup or a batch system, which bars fill with carriage returns)."""
+    if type(sys.stderr).__module__.startswith("ipykernel"):
+        return True
     try:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):

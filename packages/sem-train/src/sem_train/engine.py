@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from typing import Any
 import torch
 from sem_models.precision import native_bf16
 from sem_models.training import FitResult
+from sem_physics.cli_support import stderr_is_terminal
 from sem_physics.locking import output_lock
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -589,10 +589,7 @@ def _progress_on(run: RunConfig) -> bool:
     file of nohup or a batch system, which bars fill with carriage returns)."""
     if run.progress is not None:
         return bool(run.progress)
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+    return stderr_is_terminal()
 
 
 def _check_folder(ckpt: Checkpointer, resume: bool, config: dict[str, Any]) -> dict:

@@ -18,8 +18,21 @@ from sem_physics.atomic import atomic_write_text
 __all__ = ["MetricsLogger", "psnr", "ssim"]
 
 
+def _tensors(name: str, *xs: object) -> None:
+    """Refuse what is not a tensor, naming the image metric to use instead."""
+    if not all(isinstance(x, torch.Tensor) for x in xs):
+        kinds = ", ".join(sorted({type(x).__name__ for x in xs}))
+        raise TypeError(
+            f"sem_train.{name} scores batches of torch tensors (N, C, H, W) on 0..data_range "
+            f"during training; got {kinds}: for images use sem_metrology.{name}(reference, "
+            "image) (0..255 by default)"
+        )
+
+
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Per-image PSNR in dB of (N, C, H, W): ``10 log10(range^2 / mse)``, shape (N,)."""
+    """Per-image PSNR in dB of (N, C, H, W) tensors: ``10 log10(range^2 / mse)``, shape (N,).
+    The training loop's metric (0..1 by default); images: :func:`sem_metrology.psnr`."""
+    _tensors("psnr", pred, target)
     mse = (pred.float() - target.float()).square().flatten(1).mean(1)
     return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
 
@@ -37,7 +50,9 @@ def ssim(
     win: int = 11,
     sigma: float = 1.5,
 ) -> torch.Tensor:
-    """Per-image SSIM (Wang et al. 2004; Gaussian window 11 / 1.5, valid region), shape (N,)."""
+    """Per-image SSIM (Wang et al. 2004; Gaussian window 11 / 1.5, valid region) of (N, C, H, W)
+    tensors, shape (N,). The training loop's metric; images: :func:`sem_metrology.ssim`."""
+    _tensors("ssim", pred, target)
     x, y = pred.float(), target.float()
     c = x.shape[1]
     win = min(win, x.shape[-1], x.shape[-2])

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from sem_physics.atomic import atomic_write_text
+from sem_physics.cli_support import stderr_is_terminal
 from sem_physics.io import max_pixels_limit
 
 from ..config import DataConfig, GeneratedData
@@ -201,10 +201,7 @@ def build_index(
 
 
 def _on_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+    return stderr_is_terminal()
 
 
 def _listed(names: list[str], most: int = 5) -> str:
