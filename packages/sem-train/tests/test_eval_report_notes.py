@@ -88,6 +88,7 @@ def test_the_report_and_table_name_the_metrology_convention(run):
     assert pasted.startswith("| method | PSNR (dB) | PSNR affine-matched (dB) |")
     assert all(line.startswith("|") for line in pasted.splitlines())
     assert "CD(MAE), Avg(MAE): metrology convention `truth`" in notes
+    assert ("✗: not on every case" in notes) == ("✗" in pasted)  # a pasted ✗ is explained
     md = (out / "report.md").read_text()
     assert table in md
     assert "metrology convention `truth` (edges at each image's own half-level)" in md
@@ -199,3 +200,18 @@ def test_s2r_notes_the_guessed_crop_of_each_folder(tmp_path):
     notes.clear()
     build_s2r(tmp_path / "defocused", tmp_path / "focused", crop_fraction=0.0, crop_notes=notes)
     assert notes == []
+
+
+def test_a_table_with_a_cross_says_what_it_means(monkeypatch):
+    from types import SimpleNamespace
+
+    from sem_train.evaluation import report as report_mod
+
+    crossed = "| method | PSNR (dB) |\n|---|---|\n| zero-shot | ✗ |\n"
+    monkeypatch.setattr(report_mod, "readme_table", lambda q, m: crossed)
+    inp = SimpleNamespace(config=None, results=[])
+    text = report_mod._summary_table(inp, [], [], {})
+    assert text.startswith(crossed)
+    assert "✗: not on every case" in text and "report.md says why" in text
+    monkeypatch.setattr(report_mod, "readme_table", lambda q, m: crossed.replace("✗", "20.00"))
+    assert "✗:" not in report_mod._summary_table(inp, [], [], {})

@@ -454,6 +454,11 @@ def _summary_table(inp: ReportInputs, quality, metrology, settings: Mapping[str,
     if weights:
         notes.append(weights)
     table = readme_table(quality, metrology)
+    if "✗" in table:
+        notes.append(
+            "✗: not on every case (a method that failed, or a line image not measurable in "
+            "its output); report.md says why."
+        )
     return table + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
