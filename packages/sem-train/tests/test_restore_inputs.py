@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from sem_physics import io as sem_io
+from sem_physics import levels as sem_levels
 from sem_physics import make_sample
 from sem_train import restore
 from sem_train.cli import main
@@ -58,5 +58,5 @@ def test_an_8_bit_palette_is_recorded_with_the_scale_of_its_entries(tmp_path: Pa
 def test_learned_restore_and_the_commands_share_one_dim_rule(monkeypatch) -> None:
     picture = np.full((32, 32), 100.0, np.float32)  # bright under the default rule
     assert input_scale(picture)[0] == 1
-    monkeypatch.setattr(sem_io, "DIM_BELOW", 120.0)  # the rule sem-degrade and sem-psf use
+    monkeypatch.setattr(sem_levels, "DIM_BELOW", 120.0)  # the rule sem-degrade and sem-psf use
     assert input_scale(picture)[0] == 2
