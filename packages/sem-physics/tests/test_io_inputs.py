@@ -142,6 +142,28 @@ def test_png_and_tiff_are_read_as_displayed(tmp_path: Path, orientation: int) ->
         assert noted == (orientation != 1), (path, img.notes)
 
 
+@pytest.mark.parametrize("orientation", [2, 3, 6])
+def test_a_frame_with_an_info_bar_is_read_as_stored(tmp_path: Path, orientation: int) -> None:
+    """The bar sits at the bottom of the stored frame, where it is cropped and put back: turned,
+    it would leave the bottom (or be mirrored) and be restored as picture. Read as stored."""
+    from sem_physics.orientation import orient
+
+    picture = lines((200, 256)).astype(np.uint8)
+    bar = np.zeros((40, 256), np.uint8)
+    bar[10:30, 20:200:4] = 255  # white text on black
+    stored = np.vstack([picture, bar])
+    path = tmp_path / "bar.tif"
+    tifffile.imwrite(path, stored, extratags=[(274, "H", 1, orientation, True)])
+    img = read_image(path)
+    assert img.info_bar_rows == 40
+    np.testing.assert_array_equal(img.data, stored.astype(np.float32))
+    kept = [n for n in img.notes if n.startswith(f"Orientation tag {orientation} ")]
+    assert len(kept) == 1 and "not applied" in kept[0] and "40-row info bar" in kept[0]
+    # without the bar the same tag turns the frame
+    tifffile.imwrite(path, picture, extratags=[(274, "H", 1, orientation, True)])
+    np.testing.assert_array_equal(read_image(path).data, orient(picture, orientation))
+
+
 # F12: an 8-bit palette records the value scale of its 8-bit entries ---------------------------
 
 

@@ -21,7 +21,9 @@ file's values: 1 for 8-bit and for a palette of 8-bit entries, ``255 / 65535`` f
 
 Orientation (EXIF, or TIFF tag 274) other than 1: the frame is turned as a viewer shows it
 (PIL's ``ImageOps.exif_transpose``) and :func:`orientation_note` is added to the notes and
-logged, so outputs and coordinates refer to the displayed frame.
+logged, so outputs and coordinates refer to the displayed frame; a frame with an info bar
+(from the metadata or by look, at the bottom of the stored frame) is read as stored, with a
+note, so that the bar stays where it is cropped and put back.
 
 JPEG (a ``.jpg``/``.jpeg`` file, or a JPEG-compressed TIFF): lossy compression removes the fine
 detail and the noise that blind PSF estimates and restorations rely on (a JPEG of a 5-px blur
@@ -86,7 +88,7 @@ from .levels import dim_picture_level as dim_picture_level
 from .levels import is_dim as is_dim
 from .levels import picture_level as picture_level
 from .levels import warn_dim_picture as warn_dim_picture
-from .orientation import orient, orientation_tag
+from .orientation import orient, orientation_kept_note, orientation_tag
 from .orientation import orientation_note as orientation_note
 from .pixel_size import (
     JSON_KEY,
@@ -231,7 +233,7 @@ def _read_tiff(
     path: Path, limit: int
 ) -> tuple[np.ndarray, str, float | None, str, int | None, bool, int, bool, int]:
     """(pixels, sample type, pixel size, its source, info-bar rows, JPEG-compressed, pages,
-    8-bit palette, Orientation tag). The pixels are turned to the displayed orientation.
+    8-bit palette, Orientation tag), the pixels as stored (``read_image`` turns them).
 
     An 8-bit palette (colour-map entries all multiples of 257, as 8-bit values are stored) is
     looked up as 16-bit values like any palette, and flagged so that the value scale recorded
@@ -276,8 +278,6 @@ def _read_tiff(
         except Exception as err:  # metadata is best effort: the pixels are still good
             _log.warning("%s: vendor metadata unreadable (%s); no pixel size", path, err)
             size, size_source, bar = None, "none", None
-        if orientation != 1:  # the bar rows counted in the stored frame: found again by look
-            arr, bar = np.ascontiguousarray(orient(arr, orientation)), None
         try:
             pages = len(tif.pages)
         except Exception:  # a broken chain after the first page: that page is still good
@@ -310,9 +310,9 @@ def open_pil_checked(path: Path, limit: int) -> Any:
 
 
 def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, str, int]:
-    """(pixels, sample type, pixel size, its source, EXIF Orientation); the pixels are turned
-    to the displayed orientation."""
-    from PIL import Image, ImageOps
+    """(pixels, sample type, pixel size, its source, EXIF Orientation), the pixels as stored
+    (``read_image`` turns them)."""
+    from PIL import Image
 
     with open_pil_checked(path, limit) as im:
         with warnings.catch_warnings():
@@ -321,8 +321,6 @@ def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, st
             mode = im.mode
             info = dict(im.info)
             orientation = orientation_tag(im.getexif().get(274, 1))
-            if orientation != 1:
-                im = ImageOps.exif_transpose(im)
             target = {"P": "RGBA", "PA": "RGBA", "1": "L"}.get(mode)
             if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 target = "RGB"
@@ -421,7 +419,10 @@ def read_image(
         ) from err
     if bar is None:
         bar = detect_info_bar(data)
-    if orientation != 1:
+    if orientation != 1 and bar is not None:
+        read_notes = (orientation_kept_note(orientation, bar), *read_notes)
+    elif orientation != 1:
+        data = orient(data, orientation)
         read_notes = (orientation_note(orientation), *read_notes)
     for note in read_notes:
         notes = (*notes, note)

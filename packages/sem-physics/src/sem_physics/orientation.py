@@ -2,7 +2,8 @@
 
 A reader turns the pixels with :func:`orient` (the same result as PIL's
 ``ImageOps.exif_transpose``) and adds :func:`orientation_note`, so that outputs and pixel
-coordinates refer to the frame the user sees.
+coordinates refer to the frame the user sees; a frame with an info bar (at the bottom of the
+stored frame) is read as stored, with :func:`orientation_kept_note`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["orient", "orientation_note", "orientation_tag"]
+__all__ = ["orient", "orientation_kept_note", "orientation_note", "orientation_tag"]
 
 
 #: What each Orientation value (EXIF and TIFF tag 274) asks a viewer to do to the stored frame.
@@ -32,6 +33,18 @@ def orientation_note(orientation: int) -> str:
     return (
         f"Orientation tag {orientation} ({what}): read as displayed, so outputs and pixel "
         "coordinates (--roi, line orientation) refer to the displayed frame"
+    )
+
+
+def orientation_kept_note(orientation: int, bar_rows: int) -> str:
+    """The note of a frame whose Orientation tag is not applied: its info bar (at the bottom of
+    the stored frame, where instruments write it, and where the toolkit crops and restores it
+    unchanged) would leave the bottom or be mirrored."""
+    what = _ORIENTATIONS[orientation]
+    return (
+        f"Orientation tag {orientation} ({what}) not applied: the {bar_rows}-row info bar at the "
+        "bottom of the stored frame is kept there, so the image is read as stored (a viewer "
+        "shows it turned)"
     )
 
 
