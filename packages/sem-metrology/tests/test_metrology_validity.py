@@ -211,13 +211,17 @@ def test_cli_text_prints_reason_only_when_there_is_one(tmp_path, capsys) -> None
     assert "reason: constant image" in capsys.readouterr().out
 
 
-def test_smile_refusal_names_a_region_too_small() -> None:
-    small = _smile_level_reason((34, 34), 46.5, (0.0, 93.0), (47.0, 84.5))
-    assert small.startswith("region too small: 34x34 px, fewer than 64 px")
-    large = _smile_level_reason((821, 1163), 52.0, (0.0, 104.0), (71.0, 88.0))
+def test_smile_level_refusal_names_the_truth_convention() -> None:
+    large = _smile_level_reason(52.0, (0.0, 104.0), (71.0, 88.0))
     assert "cannot measure this image" in large and "too small" not in large
-    for reason in (small, large):
-        assert "the truth convention (convention='truth', --convention truth)" in reason
+    assert "the truth convention (convention='truth', --convention truth)" in large
+
+
+def test_smile_refuses_a_region_trimmed_below_64_px_by_its_turn() -> None:
+    """70 rows tilted by 3°: SMILE's turn trims the region to 48 rows, under its 64."""
+    s = make_line_image(n_lines=8, shape=(70, 300), sigma_nm=0.5, tilt_deg=3.0, seed=2)
+    m = measure_lines(s.image, 0.827, convention="smile")
+    assert not m.valid and m.reason.startswith("region too small: 48x292 px"), m.reason
 
 
 def test_smile_refusal_on_a_small_real_crop(real_line_image) -> None:

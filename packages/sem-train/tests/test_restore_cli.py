@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -201,16 +202,34 @@ def test_two_images_with_one_output_name_are_refused(tmp_path, capsys):
     assert run(tmp_path / "x.tif", tmp_path / "x.tiff", "-o", tmp_path / "ok", *PSF) == 0
 
 
-def test_output_names_differing_only_in_case_are_refused(tmp_path, capsys):
-    """``img.tif`` and ``IMG.tif`` are one file on Windows and macOS: refused on every OS."""
+@pytest.mark.parametrize("folds", [True, False])
+def test_output_names_differing_only_in_case(tmp_path, capsys, monkeypatch, folds):
+    """``img.tif`` and ``IMG.tif`` are one file where the file system ignores case (Windows'
+    and macOS' defaults, a mounted share): refused there, two outputs elsewhere."""
+    from sem_train.restoration import batch
+
+    monkeypatch.setattr(batch, "folds_case", lambda folder: folds)
     frame = np.rint(sample() * 255).astype(np.uint8)
     for rel in ("d1/img.tif", "d2/IMG.tif"):
         (tmp_path / rel).parent.mkdir()
         tifffile.imwrite(tmp_path / rel, frame)
-    assert run(tmp_path / "d1/img.tif", tmp_path / "d2/IMG.tif", "-o", tmp_path / "out", *PSF) == 2
+    code = run(tmp_path / "d1/img.tif", tmp_path / "d2/IMG.tif", "-o", tmp_path / "out", *PSF)
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "would both be written to" in err[0] and "IMG.tif" in err[0]
-    assert not (tmp_path / "out").exists()
+    if folds:
+        assert code == 2 and len(err) == 1 and "whose file system ignores case" in err[0]
+        assert "out/img.tif and " in err[0] and "out/IMG.tif" in err[0]
+        assert not (tmp_path / "out").exists()
+    else:
+        assert code == 0
+        assert (tmp_path / "out/img.tif").is_file() and (tmp_path / "out/IMG.tif").is_file()
+
+
+def test_the_case_probe_tells_this_file_system(tmp_path):
+    """Linux file systems here keep case: the probe says so, and leaves nothing behind."""
+    from sem_train.restoration.batch import folds_case
+
+    assert folds_case(tmp_path / "not" / "yet") is (sys.platform in ("win32", "darwin"))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_file_of_unknown_format_fails_alone_even_when_its_name_clashes(tmp_path, capsys):

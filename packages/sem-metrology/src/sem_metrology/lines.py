@@ -650,25 +650,15 @@ SMILE_MIN_REGION_PX = 64
 
 
 def _smile_level_reason(
-    shape: tuple[int, ...],
-    level: float,
-    levels: tuple[float, float],
-    plateaus: tuple[float, float],
+    level: float, levels: tuple[float, float], plateaus: tuple[float, float]
 ) -> str:
-    """Why SMILE's threshold level is outside the image's space..line range: a region too
-    small for its levels, or an image its convention cannot measure (e.g. inverted)."""
+    """Why SMILE's threshold level is outside the image's space..line range: an image its
+    convention cannot measure (e.g. inverted; regions under 64 px are refused before)."""
     where = (
         f"SMILE's threshold level {level:.4g} (from its zero-padded 5x5 median levels "
         f"{levels[0]:.4g}..{levels[1]:.4g}) is outside the image's space..line range "
         f"{plateaus[0]:.4g}..{plateaus[1]:.4g}"
     )
-    h, w = shape[:2]
-    if min(h, w) < SMILE_MIN_REGION_PX:
-        return (
-            f"region too small: {h}x{w} px, fewer than {SMILE_MIN_REGION_PX} px across or along "
-            f"the lines, gives SMILE's convention no reliable levels ({where}); measure a larger "
-            f"region, or use {TRUTH_ADVICE}"
-        )
     return f"{where}: its convention cannot measure this image; use {TRUTH_ADVICE}"
 
 
@@ -723,14 +713,6 @@ def _smile_branch(
     """SMILE's rotation of the whole frame, then its edges in the region."""
     from ._smile import rotate_region, smile_edges, smile_tilt_deg
 
-    h, w = region.shape[:2]
-    if min(h, w) < SMILE_MIN_REGION_PX:
-        return (
-            f"region too small: {h}x{w} px, fewer than {SMILE_MIN_REGION_PX} px across or along "
-            "the lines, where SMILE's levels and edges are unreliable (real-image crops of "
-            f"32-48 px: CDs scattered by 2.6-6 nm); measure a larger region, or use {TRUTH_ADVICE}"
-        )
-
     rotation = smile_tilt_deg(region) if opts.correct_tilt else 0.0
     base["tilt_deg"] = -rotation + 0.0  # the lines' tilt; SMILE turns the frame back by it
     if rotation and opts.roi is not None:
@@ -750,6 +732,13 @@ def _smile_branch(
             f"smile: the image turned by {rotation:+g}° to make the lines vertical; {mr} rows "
             f"and {mc} columns "
             "left out at each side (outside the turned image)"
+        )
+    h, w = region.shape[:2]  # after SMILE's turn, which trims the region
+    if min(h, w) < SMILE_MIN_REGION_PX:
+        return (
+            f"region too small: {h}x{w} px, fewer than {SMILE_MIN_REGION_PX} px across or along "
+            "the lines, where SMILE's levels and edges are unreliable (real-image crops of "
+            f"32-48 px: CDs scattered by 2.6-6 nm); measure a larger region, or use {TRUTH_ADVICE}"
         )
     base["n_rows"] = region.shape[0]
     tilted = _smile_tilt_warning(region, base["tilt_deg"], opts.correct_tilt)
@@ -772,7 +761,7 @@ def _smile_branch(
         return f"{reason}; cause: {pedestal}" if pedestal and "contrast" in reason else reason
     level = lo + opts.threshold * (hi - lo)
     if not dark < level < bright:
-        reason = _smile_level_reason(region.shape, level, (lo, hi), (dark, bright))
+        reason = _smile_level_reason(level, (lo, hi), (dark, bright))
         return f"{reason}; cause: {pedestal}" if pedestal else reason
     if pedestal:
         base.setdefault("warnings_extra", []).append(f"smile: {pedestal}")

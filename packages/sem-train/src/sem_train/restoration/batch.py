@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import sys
+import tempfile
 import threading
 import time
 import unicodedata
@@ -207,6 +208,21 @@ def _once(found: list[tuple[Path, Path]], notes: list[str] | None) -> list[tuple
     return unique
 
 
+def folds_case(folder: Path) -> bool:
+    """Whether the file system of ``folder`` (or of its nearest existing parent) treats names
+    that differ only in case as one file: a probe file is looked up by its swapped-case name.
+    Unknown (no writable parent): assumed on Windows and macOS, as their defaults do."""
+    probe_dir = Path(folder).absolute()
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    try:
+        with tempfile.NamedTemporaryFile(prefix=".sem-CaseProbe-", dir=probe_dir) as f:
+            name = Path(f.name)
+            return name.with_name(name.name.swapcase()).exists()
+    except OSError:
+        return sys.platform in ("win32", "darwin")
+
+
 def plan_outputs(
     inputs: Sequence[tuple[Path, Path]],
     out_dir: Path,
@@ -217,13 +233,15 @@ def plan_outputs(
     """Output path of every input under ``out_dir`` (the input's path below its folder).
 
     Refuses (ValueError, before any work) an output equal to an input, two readable inputs
-    with one output (also one that differs only in case or Unicode form: a single file on
-    Windows and macOS), and without ``overwrite`` existing outputs or a folder an interrupted run
-    marked ``INCOMPLETE`` (its outputs would be replaced, those its record named removed).
+    with one output (on a file system that ignores case, as Windows' and macOS' do, also two
+    names that differ only in case or Unicode form), and without ``overwrite`` existing outputs
+    or a folder an interrupted run marked ``INCOMPLETE`` (its outputs would be replaced, those
+    its record named removed).
     """
     all_inputs = {f.resolve() for f, _ in inputs}
     jobs: list[RestoreJob] = []
-    seen: dict[str, tuple[Path, Path]] = {}  # folded output name: (input, output)
+    seen: dict[str, tuple[Path, Path]] = {}  # output name as the file system tells it: (in, out)
+    folds = folds_case(out_dir)
     existing: list[Path] = []
     for f, root in inputs:
         rel = f.relative_to(root) if f.is_relative_to(root) else Path(f.name)
@@ -234,11 +252,15 @@ def plan_outputs(
                 f"output {out} would overwrite the input {f}; choose another -o folder"
             )
         readable = f.suffix.lower() in IMAGE_EXTENSIONS
-        folded = unicodedata.normalize("NFC", os.path.normcase(str(key)).casefold())
+        folded = unicodedata.normalize("NFC", str(key).casefold()) if folds else str(key)
         if folded in seen and readable:
             first, first_out = seen[folded]
-            also = "" if first_out == out else f" and {first_out}, one file on Windows and macOS"
-            raise ValueError(f"inputs {first} and {f} would both be written to {out}{also}")
+            if first_out == out:
+                raise ValueError(f"inputs {first} and {f} would both be written to {out}")
+            raise ValueError(
+                f"inputs {first} and {f} would be written to {first_out} and {out}, one file "
+                f"in {out_dir}, whose file system ignores case"
+            )
         if readable:
             # a file of unknown format fails alone when read (its line in restore.json) and
             # never writes: it claims no output name, so it cannot abort the batch as a clash
