@@ -1251,7 +1251,12 @@ def test_console_scripts_keep_the_same_contract(case: Case, tmp_path: Path) -> N
     before = _snapshot(setup.protect)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
-        [_script(case.prog), *setup.argv], capture_output=True, text=True, timeout=300, env=env
+        [_script(case.prog), *setup.argv],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+        env=env,
     )
     assert _snapshot(setup.protect) == before
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-2000:]

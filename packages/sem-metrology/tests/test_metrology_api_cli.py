@@ -380,3 +380,16 @@ def test_a_result_prints_briefly_with_its_lists_by_length(result: LineMeasuremen
     assert f"leading_edges_px=<{len(result.leading_edges_px)} items>" in text
     assert f"cd_nm={result.cd_nm!r}" in text
     assert len(result.leading_edges_px) == result.n_lines > 8
+
+
+def test_a_measurement_saved_before_lwr_psd_compares_like_a_new_one(result) -> None:
+    """JSON written before ``lwr_psd_nm`` existed: it is filled in from the saved width PSD, so
+    Avg(MAE) of ``compare_measurements`` is not lost."""
+    import json
+
+    old = json.loads(result.to_json())
+    del old["lwr_psd_nm"]
+    loaded = LineMeasurement.model_validate(old)
+    assert loaded.lwr_psd_nm == pytest.approx(result.lwr_psd_nm, rel=1e-12)
+    other = result.model_copy(update={"cd_nm": result.cd_nm + 0.5})
+    assert compare_measurements(loaded, other)["avg_abs_error"] == pytest.approx(0.5 / 5)

@@ -252,3 +252,12 @@ def test_figure_files_stay_distinct_after_sanitising_and_case_folding(tmp_path):
     assert {"Line_midpoint.png", "Probe__0_midpoint.png"} <= set(panels)
     linked = [ln for ln in report.read_text(encoding="utf-8").splitlines() if "panels/" in ln]
     assert len(set(linked)) == len(linked) == 4
+
+
+def test_unique_names_keep_every_name_that_does_not_clash():
+    from sem_train.evaluation.report import unique_names
+
+    assert unique_names(["a", "A", "a_2"]) == {"a": "a", "A": "A_3", "a_2": "a_2"}
+    assert unique_names(["a_2", "a", "A"]) == {"a_2": "a_2", "a": "a", "A": "A_3"}
+    names = unique_names(["Probe_µ0", "Probe_ä0", "x"])
+    assert names == {"Probe_µ0": "Probe__0", "Probe_ä0": "Probe__0_2", "x": "x"}

@@ -414,6 +414,9 @@ def test_an_image_with_no_blur_found_says_a_deconvolution_only_smooths_it(real_i
         out = restore(sharp, "richardson-lucy")
     assert any("looks in focus (at most 1.6 px" in w for w in out.warnings), out.warnings
     assert [str(w.message) for w in issued] == list(out.warnings)
+    assert all(w.filename == __file__ for w in issued)  # pointing at the caller's line
+    with pytest.warns(RestoreWarning, match="looks in focus"):
+        prepare("richardson-lucy")(sharp)  # a prepared method warns the same way
 
     def fine(x):
         return float(np.mean(np.diff(x, axis=1) ** 2))

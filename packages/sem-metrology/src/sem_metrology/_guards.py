@@ -66,12 +66,15 @@ def pitch_guard(
 
     The period comes from the profile's spectrum (:func:`dominant_period_px`; none for one to
     three lines or a profile without a clear period, and then nothing is checked). Refused: a
-    period below the convention's :data:`MIN_PITCH_PX`, a measured pitch (median spacing of the
-    line centres) more than :data:`PITCH_TOLERANCE` from it that the spectrum does not show
-    as well (:func:`period_support` below :data:`SUBHARMONIC_SHARE`), fewer lines than half
-    the periods across the profile less one, or more than 1.5 times them plus two. ``smile``
-    lines closer or more numerous than the period allows (SMILE3's pairing of edges split by
-    noise) are kept with a warning, as SMILE3 keeps them.
+    period below the convention's :data:`MIN_PITCH_PX`; a measured pitch (median spacing of the
+    line centres) more than :data:`PITCH_TOLERANCE` from it and from half of it, unless the
+    spectrum shows that pitch as well (:func:`period_support` at least
+    :data:`SUBHARMONIC_SHARE`) and the lines found fill the region at it; fewer lines than half
+    the periods within the span of the lines found less one, or more than 1.5 times the
+    periods across the region plus two. Fewer lines than half the periods across the whole
+    region less one is a warning (the pattern may end inside the region). ``smile`` lines
+    closer or more numerous than the period allows (SMILE3's pairing of edges split by noise)
+    are kept with a warning, as SMILE3 keeps them.
     """
     if profile is None:
         return None, None
@@ -79,8 +82,8 @@ def pitch_guard(
     if period is None:
         return None, None
     width = int(np.asarray(profile).size)
-    centres = 0.5 * (np.nanmean(lead, axis=1) + np.nanmean(trail, axis=1))
-    centres = np.sort(centres[np.isfinite(centres)])
+    seen = np.isfinite(lead).any(axis=1) & np.isfinite(trail).any(axis=1)  # lines with edges
+    centres = np.sort(0.5 * (np.nanmean(lead[seen], axis=1) + np.nanmean(trail[seen], axis=1)))
     n = int(centres.size)
     spacing = float(np.median(np.diff(centres))) if n > 1 else None
     periods = width / period

@@ -103,7 +103,7 @@ def _pitch_drift(centres_nm: np.ndarray) -> float | None:
     return float(np.polyfit(mid, d, 1)[0] * 1000.0)
 
 
-def _lwr_from_psd(freq: np.ndarray, psd: np.ndarray) -> float | None:
+def lwr_from_psd(freq: np.ndarray, psd: np.ndarray) -> float | None:
     """``3 sqrt(Σ PSD_LWR Δf)`` (nm): the LWR the width PSD holds, its noise included."""
     if freq.size < 2:
         return None
@@ -189,7 +189,7 @@ def line_metrics(
         "ler_leading_nm": sigma3(var_l),
         "ler_trailing_nm": sigma3(var_t),
         "lwr_unbiased_nm": unbiased(var_w, share_w),
-        "lwr_psd_nm": _lwr_from_psd(freq, psd_lwr),
+        "lwr_psd_nm": lwr_from_psd(freq, psd_lwr),
         "ler_unbiased_nm": unbiased(var_e, share_e),
         "unbiased_method": method if method == method_e else f"LWR: {method}; LER: {method_e}",
         "fit_flags": flags,

@@ -214,7 +214,8 @@ def _check_declared_size(path: Path, height: int, width: int, depth: int, limit:
         size = f"{width}x{height}" + (f"x{depth}" if depth > 1 else "")
         raise ImageReadError(
             f"{path}: declares {size} px = {pixel_count(n)}, above the limit of "
-            f"{pixel_count(limit)} (raise it with --max-pixels, max_pixels= or ${MAX_PIXELS_ENV})"
+            f"{pixel_count(limit)} (raise it with ${MAX_PIXELS_ENV}, max_pixels=, or the "
+            "--max-pixels of sem restore, sem-measure, sem-psf and sem-degrade)"
         )
 
 

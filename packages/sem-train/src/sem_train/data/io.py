@@ -52,19 +52,12 @@ _DIM_CHECKED: set[str] = set()
 
 def dim_picture_note(data: np.ndarray, source_dtype: str) -> str | None:
     """Why a picture read from a file of ``source_dtype`` trains badly when it is dim, or
-    None: the rule of ``sem restore`` (:func:`sem_train.restoration.levels.input_scale`: the
-    99.9th percentile below ``DIM_BELOW`` of 255 grey levels), applied to files of more than
-    8 bits, whose grey levels are scaled from the file's full range (an 8-bit picture that
-    is dark is dark)."""
-    try:
-        if np.dtype(source_dtype).itemsize <= 1:
-            return None
-    except TypeError:
-        return None
-    from ..restoration.levels import DIM_BELOW, input_scale  # the rule sem restore uses
+    None: the rule of ``sem restore``, sem-degrade and sem-psf
+    (:func:`sem_physics.levels.dim_picture_level`), applied to files of more than 8 bits."""
+    from sem_physics.levels import dim_picture_level
 
-    _scale, level = input_scale(data)
-    if not 0.0 < level < DIM_BELOW:
+    level = dim_picture_level(data, source_dtype)
+    if level is None:
         return None
     return (
         f"dim {source_dtype} picture: its 99.9th percentile is {level:.3g} of 255 grey levels "

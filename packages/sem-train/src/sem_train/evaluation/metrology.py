@@ -18,11 +18,8 @@ image as recorded, not for a restoration whose noise the method removed or resha
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from sem_metrology import TABLE_METRICS, LineMeasurement, LineOptions, measure_lines
-from sem_metrology.psd import psd_variance
 
 from .results import MetrologyRow
 
@@ -93,13 +90,8 @@ def measure_like_reference(
 
 def lwr_from_psd(m: LineMeasurement) -> float | None:
     """``3 sqrt(∫ PSD_LWR df)`` (nm): the LWR the width PSD holds, its noise included
-    (``m.lwr_psd_nm``; computed here for measurements saved before that field existed)."""
-    if m.lwr_psd_nm is not None:
-        return m.lwr_psd_nm
-    if not m.valid or len(m.psd_frequency_per_nm) < 2 or not m.psd_lwr_nm3:
-        return None
-    var = psd_variance(np.asarray(m.psd_frequency_per_nm), np.asarray(m.psd_lwr_nm3))
-    return 3.0 * math.sqrt(var) if var >= 0 and math.isfinite(var) else None
+    (``m.lwr_psd_nm``, which sem-metrology fills in also for measurements saved before it)."""
+    return m.lwr_psd_nm if m.valid else None
 
 
 def _values(m: LineMeasurement) -> dict[str, float | None]:

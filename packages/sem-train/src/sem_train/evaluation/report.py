@@ -84,13 +84,16 @@ def safe_name(text: str) -> str:
 
 def unique_names(texts: Sequence[str]) -> dict[str, str]:
     """:func:`safe_name` of each text, distinct also with case ignored (Windows and macOS fold
-    it): a text whose name an earlier one took gets ``_2``, ``_3``..., the others keep theirs."""
+    it): a text whose name an earlier one took gets ``_2``, ``_3``... (a suffix no other text's
+    own name has), the others keep theirs."""
+    texts = list(dict.fromkeys(texts))
+    own = {safe_name(t).casefold() for t in texts}
     names: dict[str, str] = {}
     taken: set[str] = set()
-    for text in dict.fromkeys(texts):
+    for text in texts:
         base = name = safe_name(text)
         n = 1
-        while name.casefold() in taken:
+        while name.casefold() in taken or (n > 1 and name.casefold() in own):
             n += 1
             name = f"{base}_{n}"
         taken.add(name.casefold())

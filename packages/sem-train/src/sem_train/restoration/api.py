@@ -160,7 +160,7 @@ def _estimate_warnings(estimate: Any) -> tuple[str, ...]:
         out += (
             f"the image looks in focus (at most {radius:.1f} px of blur found): a deconvolution "
             "then smooths its noise rather than sharpening it; keep the input, or give the "
-            "PSF with --psf if you know it",
+            "PSF if you know it (--psf, psf=)",
         )
     return out
 
@@ -176,6 +176,10 @@ def _jitter_warning(image: np.ndarray) -> tuple[str, ...]:
 _NO_GUIDES = (
     "method {method!r} does not deconvolve (its model has no physics guides); it takes no --psf"
 )
+
+
+class RestoreWarning(UserWarning):
+    """What :func:`restore` found worth knowing about an image it restored."""
 
 
 class PreparedMethod:
@@ -241,7 +245,10 @@ class PreparedMethod:
         """Restore ``image`` (float (H, W), 0..255, info bar already removed); its FFTs (blind
         estimate, deconvolution, guides) use every core allowed (:mod:`.threads`)."""
         with using_fft_threads():
-            return self._restore(image)
+            out = self._restore(image)
+        for text in out.warnings:
+            warnings.warn(text, RestoreWarning, stacklevel=2)
+        return out
 
     def _restore(self, image: Any) -> RestoredImage:
         arr = validate_micrograph(image)
@@ -329,10 +336,6 @@ def prepare(
     return PreparedMethod(method, psf=psf, checkpoint=checkpoint, brightness=brightness, **options)
 
 
-class RestoreWarning(UserWarning):
-    """What :func:`restore` found worth knowing about an image it restored."""
-
-
 def restore(
     image: Any,
     method: str = DEFAULT_METHOD,
@@ -353,12 +356,15 @@ def restore(
     ``options``: the method's registry config fields (e.g. ``iterations=50``). The load time
     of the weights is included in ``timings.load_s``. Each of the result's ``warnings`` is also
     issued as a :class:`RestoreWarning` (a flagged blind PSF estimate, scan-line jitter, an
-    image that looks in focus), so that a notebook shows it and ``warnings`` filters apply.
+    image that looks in focus), so that a notebook shows it and ``warnings`` filters apply; so
+    does calling a :func:`prepare`-d method.
     """
     prepared = prepare(method, psf=psf, checkpoint=checkpoint, brightness=brightness, **options)
-    out = prepared(image)
-    for text in out.warnings:
-        warnings.warn(text, RestoreWarning, stacklevel=2)
+    with warnings.catch_warnings(record=True) as issued:
+        warnings.simplefilter("always", RestoreWarning)
+        out = prepared(image)
+    for w in issued:  # issued again from here: a warning points at the caller's line
+        warnings.warn(w.message, w.category, stacklevel=2)
     t = out.timings
     timings = RestoreTimings(
         estimate_s=t.estimate_s, restore_s=t.restore_s, load_s=prepared.load_s, jitter_s=t.jitter_s

@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import unicodedata
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from sem_physics.locking import (
 )
 from sem_physics.protocol import file_sha256, remove_earlier_outputs, set_aside_record
 
-from .api import PreparedMethod
+from .api import PreparedMethod, RestoreWarning
 from .files import (
     assemble,
     output_dtype,
@@ -460,7 +461,9 @@ def _restore_one(
 ) -> RestoredFile:
     img = read_input(job.input, max_pixels)
     part = split_info_bar(img, bar_rows)
-    result = method(part.image)
+    with warnings.catch_warnings():  # its warnings go into restore.json and one line each
+        warnings.simplefilter("ignore", RestoreWarning)
+        result = method(part.image)
     dtype = output_dtype(img.source_dtype, float32)
     out_scale = output_value_scale(img, dtype)
     before_write()
