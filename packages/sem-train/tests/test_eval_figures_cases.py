@@ -261,3 +261,13 @@ def test_unique_names_keep_every_name_that_does_not_clash():
     assert unique_names(["a_2", "a", "A"]) == {"a_2": "a_2", "a": "a", "A": "A_3"}
     names = unique_names(["Probe_µ0", "Probe_ä0", "x"])
     assert names == {"Probe_µ0": "Probe__0", "Probe_ä0": "Probe__0_2", "x": "x"}
+
+
+def test_a_method_without_any_measurement_takes_no_psd_colour():
+    """mae-imagenet without weights measured nothing: the methods after it keep the colours
+    they would have without it (the shipped model's is not pushed into a repeated colour)."""
+    from sem_train.evaluation.figures import psd_styles
+
+    with_empty = psd_styles({"focused": [1], "a": [1], "empty": [], "b": [1]})
+    without = psd_styles({"focused": [1], "a": [1], "b": [1]})
+    assert with_empty["b"] == without["b"] and with_empty["a"] == without["a"]

@@ -229,13 +229,13 @@ def _distinct_style(name: str, index: int) -> dict[str, Any]:
 
 
 def psd_styles(measurements: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Line style of every method of a PSD figure, from its place among all of ``measurements``
-    (those without a valid measurement too), so that a method keeps its colour in every
-    setting's figure."""
+    """Line style of every method of a PSD figure, from its place among the methods of
+    ``measurements`` that measured anything (also when not valid here: it keeps its colour in
+    every setting's figure; a method with no measurement at all takes no colour)."""
     styles, index = {}, 0
-    for name in measurements:
+    for name, ms in measurements.items():
         styles[name] = _distinct_style(name, index)
-        if name not in ("focused", "defocused input"):
+        if name not in ("focused", "defocused input") and len(ms):
             index += 1
     return styles
 
