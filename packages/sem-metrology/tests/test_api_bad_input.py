@@ -45,6 +45,35 @@ def test_generated_contact_arrays_stay_measured(seed: int) -> None:
     assert m.valid and m.n_holes >= 20 and not m.reason
 
 
+def _sparse_ellipses(ellipticity: float, pitch: int = 80, cd: float = 16.0) -> np.ndarray:
+    """A 512-px grid of holes of one size and axis (30°), about 3 % of the image."""
+    import math
+
+    a, b = cd / 2 / math.sqrt(1 - ellipticity), cd / 2 * math.sqrt(1 - ellipticity)
+    t = math.radians(30)
+    ss, n = 4, 512
+    yy, xx = (np.mgrid[0 : n * ss, 0 : n * ss] + 0.5) / ss - 0.5
+    cover = np.zeros_like(xx)
+    for cy in np.arange(pitch / 2, n, pitch):
+        for cx in np.arange(pitch / 2, n, pitch):
+            u = (xx - cx) * math.cos(t) + (yy - cy) * math.sin(t)
+            v = -(xx - cx) * math.sin(t) + (yy - cy) * math.cos(t)
+            cover[(u / a) ** 2 + (v / b) ** 2 <= 1] = 1
+    cover = cover.reshape(n, ss, n, ss).mean(axis=(1, 3))
+    noise = np.random.default_rng(0).normal(0, 5, (n, n))
+    return ndimage.gaussian_filter(140 - 100 * cover, 1) + noise
+
+
+@pytest.mark.parametrize("ellipticity", [0.2, 0.5])
+def test_a_sparse_array_of_elliptical_holes_is_measured(ellipticity: float) -> None:
+    """Sparse (3 % of the image) and elliptical, but of one size and axis: an array (it was
+    refused as a texture's specks)."""
+    m = measure_contacts(_sparse_ellipses(ellipticity), 1.0)
+    assert m.valid, m.reason
+    assert m.n_holes == 36 and m.cd_nm == pytest.approx(16.0, rel=0.05)
+    assert m.ellipticity == pytest.approx(ellipticity, abs=0.05)
+
+
 def test_one_clean_square_hole_names_the_two_grey_levels() -> None:
     z = np.full((256, 256), 180.0)
     z[100:130, 100:130] = 30.0
