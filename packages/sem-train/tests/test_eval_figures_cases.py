@@ -155,8 +155,9 @@ def test_the_psd_plot_shows_a_coinciding_control_and_tells_input_from_methods(
 
 
 def test_a_method_keeps_its_psd_colour_when_another_has_no_curve(tmp_path, monkeypatch):
-    """The random setting's figure lacks a method the midpoint's has (refused there): every
-    later method keeps the colour it has in the other figure."""
+    """The random setting's figure lacks a method the midpoint's has (refused there): with the
+    styles of every setting's measurements, as the report passes them, every method keeps its
+    colour in both figures."""
     from sem_metrology import measure_lines
     from sem_metrology.synthetic import make_line_image
     from sem_train.evaluation import figures
@@ -164,19 +165,24 @@ def test_a_method_keeps_its_psd_colour_when_another_has_no_curve(tmp_path, monke
     ms = [measure_lines(make_line_image(6, (128, 192), seed=s).image, 0.827) for s in range(4)]
     refused = ms[0].model_copy(update={"valid": False})
     names = ("mrn", "zero-shot", "sem-foundation", "wiener-true-psf")
-    colours = []
+    per_figure = []
     for first in (ms[0], refused):
         curves = {"focused": [ms[3]], names[0]: [ms[1]], names[1]: [first]}
-        curves |= {names[2]: [ms[2]], names[3]: [ms[3]]}
+        per_figure.append(curves | {names[2]: [ms[2]], names[3]: [ms[3]]})
+    every = {k: [m for c in per_figure for m in c[k]] for k in per_figure[0]}
+    styles = figures.psd_styles(every)
+    colours = []
+    for curves in per_figure:
         drawn = {}
         monkeypatch.setattr(
             figures, "_save", lambda fig, path, d=drawn: d.setdefault("f", fig) and path
         )
-        figures.save_psd_plot(tmp_path / "psd.png", "t", curves)
+        figures.save_psd_plot(tmp_path / "psd.png", "t", curves, styles=styles)
         ax = drawn["f"].axes[0]
         colours.append({ln.get_label().split(" (=")[0]: ln.get_color() for ln in ax.lines})
     assert names[1] not in colours[1]
-    assert all(colours[0][n] == colours[1][n] for n in (names[0], names[2]))
+    assert all(colours[0][n] == colours[1][n] for n in (names[0], names[2], names[3]))
+    assert len({colours[0][n] for n in names}) == 4
 
 
 def test_a_missing_relative_image_folder_says_what_it_is_relative_to(tmp_path, monkeypatch):
@@ -266,8 +272,11 @@ def test_unique_names_keep_every_name_that_does_not_clash():
 def test_a_method_without_any_measurement_takes_no_psd_colour():
     """mae-imagenet without weights measured nothing: the methods after it keep the colours
     they would have without it (the shipped model's is not pushed into a repeated colour)."""
+    from types import SimpleNamespace
+
     from sem_train.evaluation.figures import psd_styles
 
-    with_empty = psd_styles({"focused": [1], "a": [1], "empty": [], "b": [1]})
+    failed = SimpleNamespace(valid=False)
+    with_empty = psd_styles({"focused": [1], "a": [1], "empty": [], "failed": [failed], "b": [1]})
     without = psd_styles({"focused": [1], "a": [1], "b": [1]})
     assert with_empty["b"] == without["b"] and with_empty["a"] == without["a"]

@@ -229,13 +229,16 @@ def _distinct_style(name: str, index: int) -> dict[str, Any]:
 
 
 def psd_styles(measurements: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Line style of every method of a PSD figure, from its place among the methods of
-    ``measurements`` that measured anything (also when not valid here: it keeps its colour in
-    every setting's figure; a method with no measurement at all takes no colour)."""
+    """Line style of every method, from its place among the methods of ``measurements`` with
+    a valid measurement (a method that measured nothing, e.g. one without its weights, takes no
+    colour). Given every setting's measurements, a method keeps its colour in each setting's
+    figure, also in one where it has no curve."""
     styles, index = {}, 0
     for name, ms in measurements.items():
         styles[name] = _distinct_style(name, index)
-        if name not in ("focused", "defocused input") and len(ms):
+        if name not in ("focused", "defocused input") and any(
+            getattr(m, "valid", True) for m in ms
+        ):
             index += 1
     return styles
 
@@ -244,6 +247,7 @@ def save_psd_plot(
     path: str | Path,
     title: str,
     measurements: Mapping[str, Sequence[LineMeasurement]],
+    styles: Mapping[str, dict[str, Any]] | None = None,
 ) -> Path:
     """LER and LWR power spectral densities of every method on one pair of log-log axes.
 
@@ -257,7 +261,7 @@ def save_psd_plot(
     ax_ler, ax_lwr = fig.subplots(1, 2)
     fields = ("psd_ler_nm3", "psd_lwr_nm3")
     drawn: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
-    styles = psd_styles(measurements)
+    styles = styles or psd_styles(measurements)
     for name, ms in measurements.items():
         valid = [m for m in ms if m.valid and len(m.psd_frequency_per_nm) > 1]
         if not valid:

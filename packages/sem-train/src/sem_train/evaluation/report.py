@@ -30,7 +30,7 @@ from sem_physics.records import csv_text
 from .cd_blur import cd_blur_markdown, cd_blur_rows
 from .config import BenchmarkConfig
 from .estimates import ESTIMATE_COLUMNS, estimate_markdown, estimate_rows
-from .figures import Tile, save_edge_overlays, save_panels, save_psd_plot
+from .figures import Tile, psd_styles, save_edge_overlays, save_panels, save_psd_plot
 from .harmonics import harmonics_markdown, harmonics_rows
 from .protocols import Case, ProtocolManifest
 from .quality import METRIC_LABELS
@@ -201,8 +201,8 @@ def _figures(out: Path, inp: ReportInputs, results: Sequence[MethodResult]) -> d
             figs["edges"].append(p.relative_to(out).as_posix())
     line_ids = list(inp.reference.measurements)
     settings = unique_names([by_id[cid].setting for cid in line_ids])
-    for setting in settings:
-        ids = [cid for cid in line_ids if by_id[cid].setting == setting]
+
+    def curves_of(ids: list[str]) -> dict[str, list[Any]]:
         curves = {
             r.name: [r.measurements[cid] for cid in ids if cid in r.measurements]
             for r in [inp.reference, *results]
@@ -212,10 +212,16 @@ def _figures(out: Path, inp: ReportInputs, results: Sequence[MethodResult]) -> d
                 REFERENCE_NAME: curves.pop(REFERENCE_NAME),
                 INPUT_NAME: curves.pop(INPUT_NAME),
             } | curves
+        return curves
+
+    styles = psd_styles(curves_of(line_ids))  # one colour per method in every figure
+    for setting in settings:
+        ids = [cid for cid in line_ids if by_id[cid].setting == setting]
         p = save_psd_plot(
             out / "psd" / f"psd_{settings[setting]}.png",
             f"roughness PSD, mean over {len(ids)} line image(s), setting '{setting}'",
-            curves,
+            curves_of(ids),
+            styles=styles,
         )
         figs["psd"].append(p.relative_to(out).as_posix())
     return figs
