@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from sem_physics.cli_support import (
     OneLineParser,
+    add_max_pixels,
     add_version,
     is_validation_error,
     number,
+    stderr_is_terminal,
     validation_message,
 )
 from sem_physics.pipes import console_main
@@ -283,7 +285,7 @@ def _cmd_one(args: argparse.Namespace) -> int:
 
 def _progress(paths: list[Path]) -> Any:
     """A progress bar on stderr over a folder's images, when stderr is a terminal."""
-    if len(paths) < 2 or not sys.stderr.isatty():
+    if len(paths) < 2 or not stderr_is_terminal():
         return paths
     try:
         from tqdm import tqdm
@@ -417,12 +419,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar=("ROW0", "ROW1", "COL0", "COL1"),
         help="measure rows ROW0..ROW1-1, columns COL0..COL1-1 (0-based, half-open)",
     )
-    common.add_argument(
-        "--max-pixels",
-        type=_AT_LEAST_ONE,
-        default=None,
-        help="refuse images declaring more pixels (default $SEM_MAX_PIXELS, else 100000000)",
-    )
+    add_max_pixels(common, _AT_LEAST_ONE)
     common.add_argument("--strict", action="store_true", help="folder: any failure exits 1")
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     lines = sub.add_parser("lines", parents=[common], help="line/space metrology")

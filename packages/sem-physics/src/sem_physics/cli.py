@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from .cli_support import (
     OneLineParser,
+    add_max_pixels,
     add_version,
     is_validation_error,
     number,
+    stderr_is_terminal,
     validation_message,
 )
 from .pipes import console_main
@@ -130,12 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the built-in SEM-like sample images to DIR (used as input if none given)",
     )
     parser.add_argument("--n-samples", type=int, default=2, help="samples per kind (default 2)")
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=None,
-        help="refuse images declaring more pixels (default $SEM_MAX_PIXELS, else 100000000)",
-    )
+    add_max_pixels(parser)
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 if any input fails (default: skip it)"
     )
@@ -281,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     for reason, count in left_out.items():
         noun = "subfolder" if reason == SKIP_SUBFOLDER else "image"
         _say("note", f"left out {_count(count, noun)}: {reason}")
-    progress = _progress_bar() if len(files) > 1 and sys.stderr.isatty() else None
+    progress = _progress_bar() if len(files) > 1 and stderr_is_terminal() else None
     try:
         manifest = degrade_files(
             files,

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 __all__ = [
     "EXIT_USAGE",
     "OneLineParser",
+    "add_max_pixels",
     "add_version",
     "is_validation_error",
     "number",
@@ -44,6 +45,20 @@ def add_version(parser: argparse.ArgumentParser, package: str) -> None:
 
     parser.add_argument(
         "--version", action=_Version, nargs=0, help="print the program's version and exit"
+    )
+
+
+def add_max_pixels(
+    parser: argparse.ArgumentParser, kind: Callable[[str], int] = int, **kw: Any
+) -> None:
+    """``--max-pixels``, the pixel-count limit of reading, as every command that reads images
+    spells it (``kind``: the argparse type that checks it, when the command does not later)."""
+    parser.add_argument(
+        "--max-pixels",
+        type=kind,
+        default=None,
+        help="refuse images declaring more pixels (default $SEM_MAX_PIXELS, else 100000000)",
+        **kw,
     )
 
 

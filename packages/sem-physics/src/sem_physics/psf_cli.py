@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .cli_support import OneLineParser, add_version
+from .cli_support import OneLineParser, add_max_pixels, add_version
 from .pipes import console_main
 
 PROG = "sem-psf"
@@ -60,12 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--crop-fraction", type=float, default=0.0667, help="bottom fraction (default 0.0667)"
     )
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=None,
-        help="refuse images declaring more pixels (default $SEM_MAX_PIXELS, else 100000000)",
-    )
+    add_max_pixels(parser)
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 if any input fails (default: skip it)"
     )

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sem_physics.cli_support import number
+from sem_physics.cli_support import add_max_pixels, number
 
 __all__ = ["parse_set", "register"]
 
@@ -118,13 +118,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="write float32 TIFFs (0..255 scale; a float input keeps its own scale)",
     )
-    p.add_argument(
-        "--max-pixels",
-        type=number(int, low=1),
-        default=None,
-        metavar="N",
-        help="refuse images declaring more pixels (default $SEM_MAX_PIXELS, else 100000000)",
-    )
+    add_max_pixels(p, number(int, low=1), metavar="N")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any image fails")
     p.add_argument("--json", action="store_true", help="print restore.json to stdout")
