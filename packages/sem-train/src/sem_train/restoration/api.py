@@ -182,6 +182,13 @@ class RestoreWarning(UserWarning):
     """What :func:`restore` found worth knowing about an image it restored."""
 
 
+def _issue(texts: tuple[str, ...]) -> None:
+    """Each of ``texts`` as a :class:`RestoreWarning` pointing at the line that called the
+    caller (:func:`restore` or a prepared method): the user's."""
+    for text in texts:
+        warnings.warn(text, RestoreWarning, stacklevel=3)
+
+
 class PreparedMethod:
     """Method ``name`` ready to restore images: options validated, weights loaded once."""
 
@@ -244,11 +251,13 @@ class PreparedMethod:
     def __call__(self, image: Any) -> RestoredImage:
         """Restore ``image`` (float (H, W), 0..255, info bar already removed); its FFTs (blind
         estimate, deconvolution, guides) use every core allowed (:mod:`.threads`)."""
-        with using_fft_threads():
-            out = self._restore(image)
-        for text in out.warnings:
-            warnings.warn(text, RestoreWarning, stacklevel=2)
+        out = self._run(image)
+        _issue(out.warnings)
         return out
+
+    def _run(self, image: Any) -> RestoredImage:
+        with using_fft_threads():
+            return self._restore(image)
 
     def _restore(self, image: Any) -> RestoredImage:
         arr = validate_micrograph(image)
@@ -360,11 +369,8 @@ def restore(
     does calling a :func:`prepare`-d method.
     """
     prepared = prepare(method, psf=psf, checkpoint=checkpoint, brightness=brightness, **options)
-    with warnings.catch_warnings(record=True) as issued:
-        warnings.simplefilter("always", RestoreWarning)
-        out = prepared(image)
-    for w in issued:  # issued again from here: a warning points at the caller's line
-        warnings.warn(w.message, w.category, stacklevel=2)
+    out = prepared._run(image)
+    _issue(out.warnings)
     t = out.timings
     timings = RestoreTimings(
         estimate_s=t.estimate_s, restore_s=t.restore_s, load_s=prepared.load_s, jitter_s=t.jitter_s
