@@ -37,7 +37,13 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sem_physics import ParameterRanges
-from sem_physics.validation import MAX_GREY, refuse_sem_image, scale_hint, warn_if_unit_scale
+from sem_physics.validation import (
+    MAX_GREY,
+    is_real_numeric,
+    refuse_sem_image,
+    scale_hint,
+    warn_if_unit_scale,
+)
 
 __all__ = [
     "BUILTIN_MODULES",
@@ -331,7 +337,7 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
         raise ValueError(f"{name} must be a 2-D grayscale array (H, W), got shape {arr.shape}")
     if arr.size == 0 or min(arr.shape) < 1:
         raise ValueError(f"{name} is empty, shape {arr.shape}")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+    if not is_real_numeric(arr):
         raise ValueError(f"{name} must be real numeric, got dtype {arr.dtype}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.all(np.isfinite(arr)):

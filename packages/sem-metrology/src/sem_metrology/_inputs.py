@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from pydantic import BaseModel, ValidationError
 from sem_physics.cli_support import validation_message
+from sem_physics.validation import is_real_numeric
 
 from .errors import MetrologyInputError
 from .preprocess import saturation_fractions
@@ -81,7 +82,7 @@ def pixel_size_mismatch(given: float, meta: Any, meta_source: str | None) -> str
 
 def check_real_dtype(arr: np.ndarray, what: str = "image") -> None:
     """Refuse bool, complex and non-numeric (object, string) arrays, naming ``what``."""
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+    if not is_real_numeric(arr):
         raise MetrologyInputError(f"{what} must be real numeric, got dtype {arr.dtype}")
 
 

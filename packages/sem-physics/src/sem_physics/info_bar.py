@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .validation import is_real_numeric
+
 __all__ = ["DEFAULT_CROP_FRACTION", "crop_info_bar", "detect_info_bar", "frame_line_rows"]
 
 DEFAULT_CROP_FRACTION = 0.0667
@@ -109,7 +111,7 @@ def _white(values: Any, hi: float) -> Any:
 def _as_float(image: np.ndarray) -> np.ndarray:
     """``image`` as a float array, float32 unless it already is float (no float64 copy)."""
     img = np.asarray(image)
-    if img.dtype == bool or not np.issubdtype(img.dtype, np.number) or np.iscomplexobj(img):
+    if not is_real_numeric(img):
         return np.zeros((0,), np.float32)  # not an image: no bar, no frame
     return img if np.issubdtype(img.dtype, np.floating) else img.astype(np.float32)
 

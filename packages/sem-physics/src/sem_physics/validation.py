@@ -18,6 +18,7 @@ __all__ = [
     "NEGATIVE_NOISE_REACH",
     "NEGATIVE_SHARE",
     "as_generator",
+    "is_real_numeric",
     "refuse_negative_counts",
     "refuse_other_scale",
     "refuse_sem_image",
@@ -25,6 +26,12 @@ __all__ = [
     "validate_image",
     "warn_if_unit_scale",
 ]
+
+
+def is_real_numeric(arr: np.ndarray) -> bool:
+    """Whether ``arr`` holds real numbers (not bool, complex, object or strings): what every
+    image check of the toolkit asks before reading values."""
+    return arr.dtype != bool and np.issubdtype(arr.dtype, np.number) and not np.iscomplexobj(arr)
 
 
 def validate_image(
@@ -45,7 +52,7 @@ def validate_image(
         raise ValueError(f"{name} must be a 2-D grayscale array (H, W), got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name} is empty, shape {arr.shape}")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+    if not is_real_numeric(arr):
         raise ValueError(f"{name} must be real numeric, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or inf values")
