@@ -870,3 +870,26 @@ def test_training_metrics_refuse_images_and_name_the_image_metrics():
             getattr(sem_train, name)(ref + 1.0, ref)
     x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     assert sem_train.psnr(x, x.clamp(0.1, 0.9)).shape == (2,)
+
+
+def test_an_apple_gpu_is_a_training_device_for_one_process(monkeypatch):
+    """``run.device: mps`` selects the Apple GPU when present; without one, or under torchrun
+    with more than one process (no collective backend runs on it), one clear refusal."""
+    import typing
+
+    import torch
+    from sem_train.config import RunConfig
+    from sem_train.device_names import DEVICES
+    from sem_train.distributed import select_device
+
+    assert typing.get_args(RunConfig.model_fields["device"].annotation) == DEVICES
+    assert RunConfig(device="mps").device == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no Apple GPU"):
+        select_device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert select_device("mps") == torch.device("mps")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="one process"):
+        select_device("mps")

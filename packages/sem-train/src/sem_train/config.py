@@ -190,7 +190,9 @@ class RunConfig(_Strict):
     epochs: int = Field(1, ge=1, le=1_000_000)
     batch_size_per_process: int = Field(8, ge=1, le=65_536)
     grad_accum_steps: int = Field(1, ge=1, le=65_536)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(  # sem_train.device_names.DEVICES
+        "auto", description="auto: CUDA where present, else CPU; mps: an Apple GPU, one process"
+    )
     bf16: bool = Field(
         True,
         description="bf16 autocast (CUDA only; ignored on CPU; a distillation term keeps "

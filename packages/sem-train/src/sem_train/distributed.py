@@ -2,7 +2,8 @@
 
 ``torchrun --nproc_per_node N`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``
 and ``MASTER_PORT``; with ``WORLD_SIZE > 1`` the process group is initialised with NCCL on
-GPUs and Gloo on CPUs. Without those variables everything runs in one process.
+GPUs and Gloo on CPUs. Without those variables everything runs in one process. An Apple GPU
+(``mps``) serves a single-process run only: no collective backend runs on it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .device_names import DEVICES
 from .ranks import is_rank_zero
 
 __all__ = ["DistContext", "check_device", "env_local_rank", "is_rank_zero", "select_device"]
@@ -27,17 +29,28 @@ def env_local_rank() -> int:
 
 
 def check_device(name: str) -> None:
-    """Refuse a device name other than ``auto``, ``cpu``, ``cuda``, and ``cuda`` without a GPU."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    """Refuse a device name outside :data:`DEVICES`, ``cuda`` without a CUDA GPU, and ``mps``
+    without an Apple GPU or under torchrun (one process only)."""
+    if name not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))}, got {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but no CUDA device is available")
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("device='mps' was requested but no Apple GPU (MPS) is available here")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(
+                "device='mps' runs in one process; torchrun with WORLD_SIZE > 1 needs cuda or cpu"
+            )
 
 
 def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when a GPU is visible, else ``cpu``. A launcher that
-    shows each process only its own GPU (one visible device) gets ``cuda:0`` on every rank."""
+    """``auto`` -> ``cuda:<local_rank>`` when a GPU is visible, else ``cpu`` (an Apple GPU only
+    when asked for: ``mps``). A launcher that shows each process only its own GPU (one visible
+    device) gets ``cuda:0`` on every rank."""
     check_device(name)
+    if name == "mps":
+        return torch.device("mps")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     index = local_rank % max(1, torch.cuda.device_count())

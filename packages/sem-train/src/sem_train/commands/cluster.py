@@ -11,6 +11,8 @@ from typing import Any
 from sem_physics.cli_support import number
 from sem_physics.io import DEFAULT_CROP_FRACTION
 
+from ..device_names import DEVICES
+
 __all__ = ["register", "run_ids"]
 
 
@@ -118,7 +120,7 @@ def register(subparsers: Any) -> None:
     )
     c.add_argument(
         "--device",
-        choices=["auto", "cpu", "cuda"],
+        choices=DEVICES,
         default="auto",
         help="where the encoder runs (default: CUDA where present)",
     )

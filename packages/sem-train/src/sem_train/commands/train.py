@@ -25,6 +25,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from ..device_names import DEVICES  # no torch
 from ..interrupt import TrainingInterrupted  # no torch
 from ..ranks import is_rank_zero  # no torch
 
@@ -40,7 +41,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, help="override data.root (folder of SEM images)")
     p.add_argument("--output-dir", type=Path, help="override run.output_dir")
     p.add_argument("--epochs", type=int, help="override run.epochs")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override run.device")
+    p.add_argument("--device", choices=DEVICES, help="override run.device")
     p.add_argument("--max-steps", type=int, help="stop (with a checkpoint) after N steps")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
 
@@ -85,7 +86,7 @@ def register(subparsers: Any) -> None:
         help="run folder (default: runs/<preset>, with --dense runs/<preset>-dense); one "
         "sub-folder a step",
     )
-    rc.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override run.device")
+    rc.add_argument("--device", choices=DEVICES, help="override run.device")
     rc.add_argument(
         "--resume", action="store_true", help="skip finished steps, continue the interrupted one"
     )
@@ -182,9 +183,9 @@ def _starting(kind: str, cfg: Any, resume: bool, method: str | None = None) -> I
 
 
 def _check_device(device: str) -> None:
-    """Refuse ``--device cuda`` without a GPU before anything is indexed or written (torch is
-    imported only for this request: the training imports it next anyway)."""
-    if device == "cuda":
+    """Refuse ``--device cuda`` or ``mps`` without that GPU before anything is indexed or written
+    (torch is imported only for this request: the training imports it next anyway)."""
+    if device in ("cuda", "mps"):
         from ..distributed import check_device
 
         check_device(device)

@@ -126,7 +126,7 @@ def embed_folder(
     Each image is read as grayscale, its information bar removed, resized (antialiased) to the
     model's square input size and scaled to [0, 1]; ``pool`` is ``'mean'`` or ``'cls'``. Files
     that cannot be read are left out and appended to ``skipped`` (with the reason) when given.
-    ``device``: ``auto`` (CUDA where present), ``cpu`` or ``cuda``.
+    ``device``: ``auto`` (CUDA where present), ``cpu``, ``cuda`` or ``mps``.
     """
     import torch
     import torch.nn.functional as F
