@@ -139,11 +139,15 @@ def test_import_pulls_in_neither_torch_nor_matplotlib() -> None:
         "heavy = [m for m in ('torch', 'matplotlib', 'lpips', 'pyiqa', 'skimage', 'scipy.signal') "
         "if m in sys.modules]; print(heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=True
+    )
     assert out.stdout.strip() == "[]"
     # Names still resolve on first use.
     code = "import sem_metrology as s; print(s.measure_lines.__name__, s.psnr.__name__)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=True
+    )
     assert out.stdout.split() == ["measure_lines", "psnr"]
 
 

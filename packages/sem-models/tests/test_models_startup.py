@@ -11,7 +11,12 @@ import sem_models
 def _output(code: str) -> str:
     """Standard output of ``code`` in a fresh interpreter (its stderr when it fails)."""
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()

@@ -87,6 +87,7 @@ def test_help_and_console_script() -> None:
         [sys.executable, "-m", "sem_physics.psf_cli", "--help"],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         timeout=60,
     )
     assert proc.returncode == 0 and "usage: sem-psf" in proc.stdout

@@ -58,7 +58,11 @@ def test_sem_psf_shows_the_jpeg_warning(tmp_path: Path) -> None:
     Image.fromarray(lines((96, 128))).save(path, quality=90)
     code = "import sys; from sem_physics.psf_cli import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run(
-        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert f"{path}: {JPEG_NOTE}" in done.stderr.splitlines()

@@ -421,7 +421,11 @@ def test_a_lock_file_removed_by_its_last_holder_is_never_shared(
         monkeypatch.undo()
         assert len(opened) == 2  # ... sees the folder's lock file is not that one, starts again
         third = subprocess.run(
-            [sys.executable, "-c", _TRY, str(out)], capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", _TRY, str(out)],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=60,
         )
         assert third.returncode != 0 and "OutputFolderBusyError" in third.stderr
 

@@ -218,7 +218,7 @@ def test_a_stopped_pool_lets_the_process_exit_with_a_job_stuck_in_its_queue(tmp_
     )
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=90
+        [sys.executable, "-c", script], capture_output=True, text=True, encoding="utf-8", timeout=90
     )
     assert proc.stdout.strip() == "stopped", proc.stderr[-2000:]
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -244,7 +244,11 @@ def test_workers_exit_when_the_process_that_started_them_is_killed(tmp_path):
     err = tmp_path / "stderr.txt"  # its resource tracker warns about the killed parent's locks
     with open(err, "w", encoding="utf-8") as err_file:
         parent = subprocess.Popen(
-            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=err_file, text=True
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+            text=True,
+            encoding="utf-8",
         )
     try:
         line = parent.stdout.readline()

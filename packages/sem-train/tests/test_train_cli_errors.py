@@ -25,6 +25,7 @@ def _modules_after(code: str) -> set[str]:
         [sys.executable, "-c", f"{code}\nimport sys; print(' '.join(sys.modules))"],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         check=True,
         timeout=120,
     ).stdout.split()

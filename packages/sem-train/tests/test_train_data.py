@@ -350,6 +350,11 @@ def test_the_data_package_loads_torch_only_for_what_needs_it():
         "print(type(augment).__name__)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+        check=True,
     )
     assert done.stdout.split() == ["False", "function"]

@@ -822,7 +822,7 @@ def test_git_commit_is_that_of_a_repository_tracking_the_source(tmp_path):
     for argv in (["init", "-q"], ["add", "src"], ["commit", "-q", "-m", "one"]):
         subprocess.run(["git", *argv], cwd=tmp_path, check=True, env=env)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True,
-                          text=True, check=True).stdout.strip()  # fmt: skip
+                          text=True, encoding="utf-8", check=True).stdout.strip()  # fmt: skip
     assert git_commit(src) == {"commit": head, "dirty": False}
     (src / "runinfo.py").write_text("x = 2\n")
     assert git_commit(src) == {"commit": head, "dirty": True}

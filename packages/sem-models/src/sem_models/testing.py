@@ -115,7 +115,9 @@ def run_torchrun(
     for _attempt in range(3):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script)]  # fmt: skip
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, encoding="utf-8", timeout=timeout_s
+        )
         if proc.returncode == 0 or "address already in use" not in proc.stderr.lower():
             break
     return proc

@@ -39,7 +39,12 @@ def python_output(code: str, timeout: float = 300) -> str:
     """Standard output of ``code`` run by a fresh interpreter (this one's); AssertionError with
     its stderr when it fails."""
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -73,6 +78,7 @@ def main_in_fresh_interpreter(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         timeout=300,
         check=False,
         cwd=cwd,
@@ -112,7 +118,10 @@ def folder_held(folder: str | Path, what: str) -> Iterator[subprocess.Popen[str]
     lock (:func:`sem_physics.locking.output_lock`), described as ``what``, until the block
     ends (then it is killed) or the caller kills it."""
     child = subprocess.Popen(
-        [sys.executable, "-c", _HOLD, str(folder), what], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _HOLD, str(folder), what],
+        stdout=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
     )
     try:
         assert child.stdout is not None and child.stdout.readline() == "held\n"

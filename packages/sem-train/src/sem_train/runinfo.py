@@ -103,12 +103,22 @@ def git_commit(start: Path | None = None) -> dict[str, Any]:
     here = Path(start or Path(__file__).resolve().parent)
     try:
         tracked = subprocess.run(
-            ["git", "ls-files", "--", "."], cwd=here, capture_output=True, text=True, timeout=10
+            ["git", "ls-files", "--", "."],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=10,
         )
         if tracked.returncode != 0 or not tracked.stdout.strip():
             return {"commit": None}
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=10,
         )
         if sha.returncode != 0:
             return {"commit": None}
@@ -117,6 +127,7 @@ def git_commit(start: Path | None = None) -> dict[str, Any]:
             cwd=here,
             capture_output=True,
             text=True,
+            encoding="utf-8",
             timeout=20,
         )
         return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
