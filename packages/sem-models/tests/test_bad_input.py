@@ -46,6 +46,8 @@ def test_restore_image_refuses_images_off_the_grey_scale_and_warns_on_0_to_1(ima
         sm.restore_image(_identity, -image, window=32)
     with pytest.warns(UserWarning, match="0..1 image"):
         sm.restore_image(_identity, image / 255.0, window=32)
+    with pytest.warns(UserWarning, match="0..1 image"):  # a resampled 0..1 image overshoots 1
+        sm.restore_image(_identity, image / image.max() * 1.03, window=32)
     out = sm.restore_image(_identity, image, window=32)
     np.testing.assert_allclose(out, image, atol=1e-3)  # the identity model gives it back
 

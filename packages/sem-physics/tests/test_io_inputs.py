@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,20 @@ def test_a_unit_float_image_with_a_slight_overshoot_stays_on_0_to_1(tmp_path: Pa
     np.testing.assert_allclose(img.data, unit.astype(np.float64) * 255.0, rtol=1e-6)
     assert any("1 of 20,480 pixels above 1 (up to 1.0001)" in n for n in img.notes)
     assert [r.getMessage() for r in caplog.records] == [f"{path}: {img.notes[0]}"]
+
+
+def test_a_0_to_1_array_with_the_readers_overshoot_warns_where_0_to_255_is_expected() -> None:
+    """The array functions' scale-slip warning uses the reader's 0..1 bound (1.05), not 1.0:
+    a resampled 0..1 image reaching 1.03 would otherwise be degraded as a black picture."""
+    x = lines()
+    params = DegradationParams(
+        rx_px=2.0, ry_px=2.0, beta=2.0, theta_rad=0.0, gain=1.0, offset=0.0, sigma=1.0, dose=10.0
+    )
+    with pytest.warns(UserWarning, match=r"\.\.1\.03: 0\.\.255 grey levels are expected"):
+        degrade(x / x.max() * 1.03, params, 0)
+    with warnings.catch_warnings():  # beyond the bound the reader too takes grey levels
+        warnings.simplefilter("error")
+        degrade(x / x.max() * 1.06, params, 0)
 
 
 def test_a_unit_float_image_with_many_small_overshoots_stays_on_0_to_1(tmp_path: Path) -> None:

@@ -304,7 +304,7 @@ def _check_grey_scale(arr: np.ndarray) -> None:
             f"more than half of the image is below 0 ({below:.0%} of the pixels): an inverted "
             "image or one with a negative pedestal, not 0..255 grey levels"
         )
-    if 0 < peak <= 1.0:
+    if 0 < peak <= 1.05:  # sem_physics.levels.UNIT_OVERSHOOT_MAX: a resampled 0..1 image
         warnings.warn(
             f"the image's values lie in 0..{peak:g}: a 0..1 image? restore_image works on the "
             "0..255 scale (multiply by 255)",

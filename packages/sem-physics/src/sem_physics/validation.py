@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .levels import UNIT_OVERSHOOT_MAX
+
 __all__ = [
     "MAX_FLOAT_GREY",
     "MAX_GREY",
@@ -133,9 +135,11 @@ def refuse_negative_counts(arr: np.ndarray, name: str = "image") -> None:
 
 def warn_if_unit_scale(arr: np.ndarray, name: str = "image", stacklevel: int = 3) -> None:
     """Warn when a 0..255-scale function gets an image on 0..1 (a likely scale slip: it would
-    come out nearly black, or drowned in the model's noise)."""
+    come out nearly black, or drowned in the model's noise): peaking above 0 and at most
+    :data:`~sem_physics.levels.UNIT_OVERSHOOT_MAX`, the bound up to which the reader takes a
+    float file as 0..1 (a resampled 0..1 image overshoots 1 by a few percent)."""
     peak = float(np.max(arr))
-    if 0.0 < peak <= 1.0:
+    if 0.0 < peak <= UNIT_OVERSHOOT_MAX:
         warnings.warn(
             f"{name} spans {float(np.min(arr)):g}..{peak:g}: 0..255 grey levels are expected "
             "(multiply a 0..1 image by 255)",
