@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_CROP_FRACTION",
     "SAMPLE_KINDS",
+    "Acquisition",
     "DegradationEstimate",
     "DegradationParams",
     "EstimateQuality",
@@ -66,6 +67,7 @@ __all__ = [
 __getattr__, __dir__, _EXPORTS = lazy_exports(__name__, __file__, __all__)
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .acquisition import Acquisition
     from .calibrate import PairEstimate, estimate_psf_from_pair
     from .convert import image_to_tensor, tensor_to_image
     from .convolution import convolve_reflect, convolve_reflect_torch

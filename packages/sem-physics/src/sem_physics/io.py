@@ -41,6 +41,10 @@ or inch. Resolutions in cm or inch count only up to :data:`RESOLUTION_MAX_NM` (1
 pixel: the 72/96/300 dpi that image editors store in any picture are no calibration. X and Y
 sizes more than 1 % apart are refused with a logged warning.
 ``SEMImage.pixel_size_source`` names the tag actually used.
+``SEMImage.acquisition`` holds the acquisition conditions those tags state (beam kV,
+magnification, working distance, dwell time, detector, instrument, date:
+:mod:`sem_physics.acquisition`); it is empty for a file without vendor tags and never
+changes how the pixel size is read.
 A value outside :data:`PIXEL_SIZE_RANGE_NM` (1 pm to 1 mm per pixel) is not a pixel size: it
 is ignored with a logged warning, the next source is tried, and when none is left
 ``pixel_size_nm`` is None and ``pixel_size_source`` says ``"none (ignored: ...)"``.
@@ -70,12 +74,13 @@ import logging
 import os
 import threading
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from .acquisition import Acquisition, tiff_acquisition
 from .atomic import atomic_write
 from .image_errors import ImageReadError, warn_once
 from .info_bar import DEFAULT_CROP_FRACTION, crop_info_bar, detect_info_bar, frame_line_rows
@@ -109,6 +114,7 @@ __all__ = [
     "MAX_PIXELS_ENV",
     "PIXEL_SIZE_RANGE_NM",
     "RESOLUTION_MAX_NM",
+    "Acquisition",
     "ImageReadError",
     "SEMImage",
     "check_image_path",
@@ -178,6 +184,8 @@ class SEMImage:
     cropped_rows: int = 0  # bottom rows removed by :meth:`without_info_bar`
     notes: tuple[str, ...] = ()  # what reading changed beyond the scale (e.g. colour to grey)
     value_scale: float = 1.0  # grey levels (0..255 scale) per unit of the file's values
+    #: acquisition conditions from the vendor tags (empty when the file states none)
+    acquisition: Acquisition = field(default_factory=Acquisition)
 
     def with_pixel_size(self, pixel_size_nm: float | None, source: str) -> SEMImage:
         """A copy with another pixel size (e.g. a user's flag) and the ``source`` naming it.
@@ -230,11 +238,23 @@ def multipage_note(pages: int) -> str:
     return f"{pages:,} pages; only the first is read"
 
 
-def _read_tiff(
-    path: Path, limit: int
-) -> tuple[np.ndarray, str, float | None, str, int | None, bool, int, bool, int]:
-    """(pixels, sample type, pixel size, its source, info-bar rows, JPEG-compressed, pages,
-    8-bit palette, Orientation tag), the pixels as stored (``read_image`` turns them).
+class _TiffRead(NamedTuple):
+    """What :func:`_read_tiff` finds in a TIFF file, the pixels as stored."""
+
+    pixels: np.ndarray
+    source_dtype: str
+    pixel_size_nm: float | None
+    pixel_size_source: str
+    info_bar_rows: int | None
+    jpeg: bool
+    pages: int
+    palette8: bool  # an 8-bit palette
+    orientation: int  # the Orientation tag (``read_image`` turns the pixels)
+    acquisition: Acquisition
+
+
+def _read_tiff(path: Path, limit: int) -> _TiffRead:
+    """The pixels as stored and what the file says about them (:class:`_TiffRead`).
 
     An 8-bit palette (colour-map entries all multiples of 257, as 8-bit values are stored) is
     looked up as 16-bit values like any palette, and flagged so that the value scale recorded
@@ -279,11 +299,14 @@ def _read_tiff(
         except Exception as err:  # metadata is best effort: the pixels are still good
             _log.warning("%s: vendor metadata unreadable (%s); no pixel size", path, err)
             size, size_source, bar = None, "none", None
+        acquisition = tiff_acquisition(tif)  # apart from the pixel size; never raises
         try:
             pages = len(tif.pages)
         except Exception:  # a broken chain after the first page: that page is still good
             pages = 1
-    return arr, source_dtype, size, size_source, bar, jpeg, pages, palette8, orientation
+    return _TiffRead(
+        arr, source_dtype, size, size_source, bar, jpeg, pages, palette8, orientation, acquisition
+    )
 
 
 def open_pil_checked(path: Path, limit: int) -> Any:
@@ -397,12 +420,13 @@ def read_image(
     bar: int | None = None
     pages = 1
     palette8 = False
+    acquisition = Acquisition()
     kind = "TIFF" if ext in (".tif", ".tiff") else ext.lstrip(".").upper()
     try:
         if kind == "TIFF":
-            arr, source_dtype, size, source, bar, jpeg, pages, palette8, orientation = _read_tiff(
-                path, limit
-            )
+            got = _read_tiff(path, limit)
+            arr, source_dtype, size, source = got[:4]
+            bar, jpeg, pages, palette8, orientation, acquisition = got[4:]
         else:
             arr, source_dtype, size, source, orientation = _read_pil(path, limit)
             jpeg = kind in ("JPG", "JPEG")
@@ -446,6 +470,7 @@ def read_image(
         source_dtype=source_dtype,
         notes=notes,
         value_scale=value_scale,
+        acquisition=acquisition,
     )
 
 

@@ -77,6 +77,12 @@ class RestoredFile(BaseModel):
     info_bar_rows: int
     pixel_size_nm: float | None
     pixel_size_source: str
+    acquisition: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the input's acquisition conditions from its vendor tags "
+        "(sem_physics.Acquisition.to_dict: beam_kv, magnification, working_distance_mm, "
+        "dwell_time_us, detector, ...; None where unknown); absent from older records",
+    )
     input_dtype: str
     output_dtype: str
     method: str
@@ -476,6 +482,7 @@ def _restore_one(
         info_bar_rows=part.bar_rows,
         pixel_size_nm=img.pixel_size_nm,
         pixel_size_source=img.pixel_size_source,
+        acquisition=img.acquisition.to_dict(),
         input_dtype=img.source_dtype,
         output_dtype=dtype,
         input_value_scale=img.value_scale,

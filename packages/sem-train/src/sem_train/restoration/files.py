@@ -9,8 +9,8 @@
   input's own scale (0..1 in, 0..1 out; :func:`output_value_scale`), its info bar copied from
   the file; ``float32`` of an integer input is on the 0..255 scale.
 * A TIFF output carries the input's vendor tags byte for byte (Hitachi 40092, Zeiss CZ_SEM
-  34118, FEI 34680/34682, the description, resolution, ...), so the pixel size reads back
-  from the same tag; otherwise the pixel size is stored the way :func:`sem_physics.write_image`
+  34118, FEI 34680/34682, the description, resolution, ...), so the pixel size and the
+  acquisition conditions (``SEMImage.acquisition``) read back from the same tags; otherwise the pixel size is stored the way :func:`sem_physics.write_image`
   stores it. Tags that point to a sub-directory of tags (the EXIF IFD 34665, GPS 34853,
   SubIFDs 330, ...) cannot be copied by the writer: they are left out, and
   :func:`uncopied_tags` says which and what they held.
