@@ -10,7 +10,11 @@ checkpointer, read top to bottom like facebookresearch/mae's ``engine_pretrain.p
 * :func:`train_one_epoch` walks the epoch's deterministic, rank-sharded batches
   (resuming mid-epoch), accumulates gradients, clips, steps, logs and checkpoints every
   ``checkpoint_every_steps``; a task's loss parts (the MoE routing statistics among them) stay
-  device tensors and are read from the device, in one transfer, only on the steps logged;
+  device tensors and are read from the device, in one transfer, only on the steps logged. The
+  batches come from one :class:`TrainLoader` per run, whose DataLoader worker processes persist
+  across epochs (a spawned worker, on Windows and macOS, imports torch once per run, not once
+  per epoch) and are seeded at each epoch's start as a loader built for that epoch would seed
+  them;
 * :func:`validate` gives the mean validation loss, PSNR and SSIM over all ranks.
 
 All progress lives in one typed :class:`TrainState`, saved with every checkpoint, so a
@@ -45,7 +49,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import Checkpointer, save_weights
 from .config import OptimConfig, RunConfig
-from .data.sampler import EpochBatchSampler, validation_batches
+from .data.sampler import (
+    EpochBatchSampler,
+    EpochSeededWorkers,
+    loader_generator,
+    validation_batches,
+)
 from .datasplit import write_split_record
 from .distributed import DistContext, env_local_rank, is_rank_zero, select_device
 from .interrupt import GracefulInterrupt, TrainingInterrupted, ignore_sigint
@@ -58,6 +67,7 @@ __all__ = [
     "Loop",
     "NonFiniteLossError",
     "Task",
+    "TrainLoader",
     "TrainState",
     "fit",
     "fit_config",
@@ -74,9 +84,58 @@ class NonFiniteLossError(RuntimeError):
     """The loss, the gradient norm or a validation score became NaN/inf; the run stopped."""
 
 
-def _loader_generator(seed: int, epoch: int = -1) -> torch.Generator:
-    """A DataLoader's generator, seeded by the run's seed and the epoch (resume-exact)."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch + 1)
+class TrainLoader:
+    """A run's training batches: one ``DataLoader`` over one
+    :class:`~sem_train.data.sampler.EpochBatchSampler`, moved to each epoch (and the step a
+    resume starts at) by :meth:`epoch`.
+
+    Its worker processes persist across epochs (``persistent_workers``), are seeded at each
+    epoch's start as the epoch's own loader would seed them
+    (:class:`~sem_train.data.sampler.EpochSeededWorkers`), ignore Ctrl-C
+    (:func:`~sem_train.interrupt.ignore_sigint`) and stop at :meth:`close` (:func:`fit` closes
+    its loader however the run ends). ``num_workers=0`` loads in the main process, as before.
+    """
+
+    def __init__(
+        self,
+        train_set: Dataset,
+        run: RunConfig,
+        ctx: DistContext,
+        device: torch.device,
+        num_workers: int,
+    ) -> None:
+        self.train_set, self.num_workers, self.seed = train_set, num_workers, run.seed
+        self.sampler = EpochBatchSampler(
+            len(train_set),  # type: ignore[arg-type]
+            run.batch_size_per_process,
+            seed=run.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+        )
+        self.loader = DataLoader(
+            EpochSeededWorkers(train_set, run.seed) if num_workers else train_set,
+            batch_sampler=self.sampler,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0,
+            worker_init_fn=ignore_sigint if num_workers else None,
+        )
+
+    def epoch(self, epoch: int, start_step: int = 0) -> DataLoader:
+        """The loader, to iterate ``epoch`` from micro-step ``start_step``."""
+        self.sampler.set_epoch(epoch, start_step)
+        # its own generator: a loader draws its workers' base seed when iterated, which from the
+        # global RNG would make a run resumed mid-epoch diverge from the uninterrupted one (the
+        # persistent workers draw theirs once; EpochSeededWorkers reseeds them each epoch)
+        self.loader.generator = loader_generator(self.seed, epoch)
+        return self.loader
+
+    def close(self) -> None:
+        """Stop the worker processes (if any were started)."""
+        iterator, self.loader._iterator = self.loader._iterator, None
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -198,6 +257,22 @@ class Loop:
     ckpt: Checkpointer
     steps_per_epoch: int
     interrupt: GracefulInterrupt = field(default_factory=GracefulInterrupt)
+    train_loader: TrainLoader | None = field(default=None, repr=False)
+
+    def loader_for(self, train_set: Dataset, num_workers: int) -> TrainLoader:
+        """The run's :class:`TrainLoader` (built at the first epoch, then kept)."""
+        held = self.train_loader
+        if held is not None and held.train_set is train_set and held.num_workers == num_workers:
+            return held
+        self.close_loader()
+        self.train_loader = TrainLoader(train_set, self.run, self.ctx, self.device, num_workers)
+        return self.train_loader
+
+    def close_loader(self) -> None:
+        """Stop the training loader's workers (they persist across epochs until then)."""
+        if self.train_loader is not None:
+            self.train_loader.close()
+            self.train_loader = None
 
     def amp(self) -> contextlib.AbstractContextManager:
         if self.use_bf16:
@@ -227,26 +302,12 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
     """Train from ``state.step_in_epoch`` to the end of ``state.epoch``.
 
     Returns True when ``run.max_steps`` stopped the run inside the epoch (after a checkpoint).
+    The batches come from ``loop``'s :class:`TrainLoader`, whose workers stay for the next
+    epoch (:meth:`Loop.close_loader` stops them; :func:`fit` does).
     """
     run, ctx = loop.run, loop.ctx
-    sampler = EpochBatchSampler(
-        len(train_set),
-        run.batch_size_per_process,
-        seed=run.seed,
-        epoch=state.epoch,
-        rank=ctx.rank,
-        world_size=ctx.world_size,
-        start_step=state.step_in_epoch * run.grad_accum_steps,
-    )
-    loader = DataLoader(
-        train_set,
-        batch_sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=loop.device.type == "cuda",
-        # its own generator: a loader draws its workers' base seed when iterated, which from the
-        # global RNG would make a run resumed mid-epoch diverge from the uninterrupted one
-        generator=_loader_generator(run.seed, state.epoch),
-        worker_init_fn=ignore_sigint if num_workers else None,
+    loader = loop.loader_for(train_set, num_workers).epoch(
+        state.epoch, state.step_in_epoch * run.grad_accum_steps
     )
     bar = _progress_bar(loop, state)
     global_batch = run.batch_size_per_process * ctx.world_size * run.grad_accum_steps
@@ -362,7 +423,7 @@ def validate(loop: Loop, val_set: Dataset) -> dict[str, float]:
     loop.task.validation_begin()
     try:
         loader = DataLoader(
-            val_set, batch_sampler=batches, num_workers=0, generator=_loader_generator(run.seed)
+            val_set, batch_sampler=batches, num_workers=0, generator=loader_generator(run.seed)
         )
         for batch in loader:
             batch = _to_device(batch, device)
@@ -440,8 +501,8 @@ def fit(
         refused when it differs from the recorded one in a setting a resumed run cannot take
         (:func:`sem_train.runinfo.check_resume_config`); ``config.json`` then stays the
         run's, and ``run_info.json`` gains an entry under ``resumes``.
-    num_workers : DataLoader worker processes (augmentations are seeded per sample, so the
-        result does not depend on this number).
+    num_workers : DataLoader worker processes, started once per run (augmentations are
+        seeded per sample, so the result does not depend on this number).
     provenance : more fields for ``run_info.json`` (e.g. the model exports a run started from).
     split : the images the run trains and validates on and those it skipped
         (:func:`sem_train.datasplit.split_record`), written to ``data_split.json`` once the
@@ -522,6 +583,7 @@ def _fit(
             loop.ckpt.save_best(loop.task.export, state.global_step, None)
         loop.ctx.barrier()
     finally:
+        loop.close_loader()
         loop.metrics.close()
         loop.ctx.close()
     latest = loop.ckpt.latest_path

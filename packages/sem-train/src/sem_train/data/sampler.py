@@ -9,16 +9,33 @@ only on ``(seed, epoch, position)``. Consequences:
 * ``N`` processes with batch ``B`` see exactly the samples (and augmentations) of one process
   with batch ``N B``, in the same order once the rank slices are concatenated;
 * resuming at step ``s`` of an epoch is ``start_step=s``: nothing is replayed or skipped.
+
+One sampler serves a whole run: :meth:`EpochBatchSampler.set_epoch` sets the epoch (and the
+step it starts at) before each epoch's iteration, so a ``DataLoader`` built once keeps its
+worker processes (``persistent_workers``). Each batch is an :class:`EpochBatch`: a list that
+also says its epoch, so that a worker can tell where an epoch begins and seed itself as a
+loader built for that epoch would have (:class:`EpochSeededWorkers`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import dataclasses
+import random
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
-__all__ = ["EpochBatchSampler", "sample_seed", "validation_batches"]
+__all__ = [
+    "EpochBatch",
+    "EpochBatchSampler",
+    "EpochSeededWorkers",
+    "loader_generator",
+    "sample_seed",
+    "validation_batches",
+]
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -31,11 +48,22 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
     return (z ^ (z >> 31)) >> 2
 
 
+class EpochBatch(list):
+    """One batch of ``(index, sample_seed)`` items: a plain list that also carries its
+    ``epoch`` (kept when pickled to a DataLoader worker)."""
+
+    def __init__(self, items: Iterable[tuple[int, int]] = (), epoch: int = 0) -> None:
+        super().__init__(items)
+        self.epoch = epoch
+
+
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
     """Batches of ``(index, sample_seed)`` for one epoch on one rank (see module doc).
 
     The last incomplete global batch is dropped (``drop_last``) unless it is the only one, in
     which case the order wraps around so that every epoch has at least one step.
+    :meth:`set_epoch` moves it to another epoch (or step of one); an iteration uses the epoch
+    and start step set when it begins.
     """
 
     def __init__(
@@ -61,6 +89,12 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
         self.start_step, self.shuffle = start_step, shuffle
 
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Iterate ``epoch`` from micro-step ``start_step`` next (before ``iter``)."""
+        if start_step < 0:
+            raise ValueError(f"start_step must be >= 0, got {start_step}")
+        self.epoch, self.start_step = epoch, start_step
+
     @property
     def global_batch(self) -> int:
         return self.batch_size * self.world_size
@@ -85,11 +119,18 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         return max(0, self.steps_per_epoch() - self.start_step)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order = self.order()
+        # the epoch and start step now, not at the first batch: set_epoch may follow
+        return self._batches(self.epoch, self.start_step, self.order())
+
+    def _batches(
+        self, epoch: int, start_step: int, order: list[int]
+    ) -> Iterator[list[tuple[int, int]]]:
         g, b = self.global_batch, self.batch_size
-        for step in range(self.start_step, self.steps_per_epoch()):
+        for step in range(start_step, self.steps_per_epoch()):
             lo = step * g + self.rank * b
-            yield [(order[p], sample_seed(self.seed, self.epoch, p)) for p in range(lo, lo + b)]
+            yield EpochBatch(
+                [(order[p], sample_seed(self.seed, epoch, p)) for p in range(lo, lo + b)], epoch
+            )
 
 
 def validation_batches(
@@ -99,3 +140,81 @@ def validation_batches(
     mine = list(range(rank, n, world_size))
     items = [(i, sample_seed(seed, -1, i)) for i in mine]
     return [items[k : k + batch_size] for k in range(0, len(items), batch_size)]
+
+
+def loader_generator(seed: int, epoch: int = -1) -> torch.Generator:
+    """A DataLoader's generator, seeded by the run's seed and the epoch (resume-exact)."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch + 1)
+
+
+def worker_base_seed(seed: int, epoch: int) -> int:
+    """The workers' base seed of a loader built for ``epoch`` (generator
+    :func:`loader_generator`): its generator's first draw, as a DataLoader draws it when
+    iterated."""
+    g = loader_generator(seed, epoch)
+    return int(torch.empty((), dtype=torch.int64).random_(generator=g).item())
+
+
+def seed_this_worker(base_seed: int) -> None:
+    """Seed this DataLoader worker's global RNGs (``random``, torch, numpy) and the ``seed``
+    its :func:`~torch.utils.data.get_worker_info` reports, as torch seeds a worker it starts
+    with ``base_seed``. In the main process (no worker), nothing."""
+    info = get_worker_info()
+    if info is None:
+        return
+    seed = base_seed + info.id
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:  # private to torch: should it go, numpy is seeded plainly (still once per epoch)
+        from torch.utils.data._utils import worker
+
+        numpy_seed: Any = worker._generate_state(base_seed, info.id)
+    except (ImportError, AttributeError):
+        worker, numpy_seed = None, seed % 2**32
+    try:
+        import numpy as np
+    except ImportError:  # torch seeds numpy only where it is installed
+        pass
+    else:
+        # the legacy global RNG a dataset may draw from, seeded as torch seeds it
+        np.random.seed(numpy_seed)  # noqa: NPY002
+    with contextlib.suppress(Exception):  # the reported seed only: the RNGs are seeded
+        if dataclasses.is_dataclass(info):
+            worker._worker_info = dataclasses.replace(info, seed=seed)
+        else:  # an older torch's WorkerInfo, frozen by its own __setattr__
+            object.__setattr__(info, "seed", seed)
+
+
+class EpochSeededWorkers(Dataset):
+    """``dataset`` as DataLoader workers that persist across epochs serve it, each epoch's
+    randomness that of a loader built for that epoch alone.
+
+    A loader built for epoch ``e`` starts workers seeded from its generator
+    (:func:`loader_generator` ``(seed, e)``). A persistent worker starts once, so at the first
+    batch of each epoch it is given (an :class:`EpochBatch` says its epoch) it seeds its global
+    RNGs exactly so (:func:`seed_this_worker`). The batches of an epoch reach the workers in the
+    same order either way (the first to worker 0), so a dataset drawing from a global RNG draws
+    what it drew with a loader per epoch. (:class:`~sem_train.data.dataset.SEMImageDataset`
+    and the other datasets of the stages draw only from each item's seed.)
+
+    Defined here, in a module that imports only torch, since a spawned worker imports the
+    module of the dataset it is given.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, int(seed)
+        self.seeded_epoch: int | None = None  # in a worker: the epoch its RNGs are seeded for
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.dataset[key]
+
+    def __getitems__(self, batch: list[Any]) -> list[Any]:
+        epoch = getattr(batch, "epoch", None)
+        if epoch is not None and epoch != self.seeded_epoch:
+            self.seeded_epoch = epoch
+            seed_this_worker(worker_base_seed(self.seed, epoch))
+        many = getattr(self.dataset, "__getitems__", None)
+        return many(batch) if many else [self.dataset[key] for key in batch]
