@@ -16,7 +16,7 @@ from sem_physics.cli_support import validation_message
 from sem_physics.validation import is_real_numeric
 
 from .errors import MetrologyInputError
-from .preprocess import saturation_fractions
+from .preprocess import row_blocks, saturation_fractions
 
 PIXEL_SIZE_RANGE_NM = (1e-3, 1e6)
 """Physical bounds of a pixel: 1 pm to 1 mm (``sem_metrology.cli`` repeats them, import-free)."""
@@ -143,8 +143,12 @@ def prepare(
         dtype_range = (float(info.min), float(info.max))
     with np.errstate(over="ignore", invalid="ignore"):
         frame = arr.astype(np.float64)
-    if not np.all(np.isfinite(frame)):
-        bad = int(np.size(frame) - np.count_nonzero(np.isfinite(frame)))
+    # band by band: no image-sized boolean array
+    bad = sum(
+        int(np.size(frame[r0:r1]) - np.count_nonzero(np.isfinite(frame[r0:r1])))
+        for r0, r1 in row_blocks(*frame.shape)
+    )
+    if bad:
         raise MetrologyInputError(f"image contains {bad} NaN or infinite value(s)")
     warnings: list[str] = []
     if pixel_size_nm is not None:

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .preprocess import _accumulate_rows, row_blocks
+
 __all__ = ["SmileEdges", "rotate_region", "smile_edges", "smile_levels", "smile_tilt_deg"]
 
 _ANGLES_DEG = np.linspace(85.0, 95.0, 50, endpoint=False)
@@ -81,22 +83,46 @@ def _median25_network() -> tuple[tuple[int, int, bool, bool], ...]:
     return tuple(reversed(network))
 
 
-def median5_zero_padded(image: np.ndarray) -> np.ndarray:
-    """``scipy.signal.medfilt2d(image, 5)``: 5×5 median with zero padding.
+def _compact_dtype(a: np.ndarray) -> np.dtype:
+    """The smallest dtype holding every value of ``a`` exactly, for the median network (its
+    medians are values of ``a`` or the zero padding, so they come out the same): ``uint8`` for
+    8-bit grey levels (as before), ``uint16`` or ``float32`` when they hold the values (no
+    negative zeros), else ``float64``. Checked band by band."""
+    kinds = {"u8": True, "u16": True, "f32": True}
+    lo, hi = a.min(), a.max()
+    kinds["u8"] = bool(lo >= 0 and hi <= 255)
+    kinds["u16"] = bool(lo >= 0 and hi <= 65535)
+    for r0, r1 in row_blocks(a.shape[0], a.shape[1]):
+        band = np.asarray(a[r0:r1], dtype=np.float64)
+        if kinds["u8"] or kinds["u16"]:
+            whole = bool(np.array_equal(band, np.rint(band)))
+            kinds["u8"] &= whole
+            kinds["u16"] &= whole and not bool(np.signbit(band).any())
+        if kinds["f32"]:
+            kinds["f32"] = bool(
+                np.array_equal(band.astype(np.float32), band)
+                and not bool((np.signbit(band) & (band == 0)).any())
+            )
+        if not any(kinds.values()):
+            break
+    if kinds["u8"]:
+        return np.dtype(np.uint8)
+    if kinds["u16"]:
+        return np.dtype(np.uint16)
+    return np.dtype(np.float32 if kinds["f32"] else np.float64)
 
-    A median-selection network over the 25 shifted copies (minimum/maximum of whole arrays):
-    the same values as ``medfilt2d``, several times faster on 8-bit data.
-    """
-    a = np.asarray(image, dtype=np.float64)
-    if a.min() >= 0 and a.max() <= 255 and np.array_equal(a, np.rint(a)):
-        a = a.astype(np.uint8)  # 8-bit grey levels: the same medians on bytes
+
+def _median5_band(a: np.ndarray, r0: int, r1: int, dtype: np.dtype) -> np.ndarray:
+    """Rows ``r0:r1`` of the zero-padded 5×5 median of ``a``, computed in ``dtype``."""
     h, w = a.shape
-    padded = np.zeros((h + 4, w + 4), dtype=a.dtype)
-    padded[2:-2, 2:-2] = a
+    n = r1 - r0
+    padded = np.zeros((n + 4, w + 4), dtype=dtype)
+    s0, s1 = max(0, r0 - 2), min(h, r1 + 2)
+    padded[s0 - r0 + 2 : s1 - r0 + 2, 2:-2] = a[s0:s1]
     wires: list[np.ndarray | None] = [None] * 32
     for k in range(25):
         dy, dx = divmod(k, 5)
-        wires[3 + k] = padded[dy : dy + h, dx : dx + w]
+        wires[3 + k] = padded[dy : dy + n, dx : dx + w]
     for i, j, keep_min, keep_max in _median25_network():
         x, y = wires[i], wires[j]
         if keep_min:
@@ -105,7 +131,29 @@ def median5_zero_padded(image: np.ndarray) -> np.ndarray:
             wires[j] = np.maximum(x, y)
     out = wires[15]
     assert out is not None
-    return out.astype(np.float64)
+    return out
+
+
+def median5_compact(image: np.ndarray) -> np.ndarray:
+    """:func:`median5_zero_padded` in the smallest exact dtype (``uint8`` for 8-bit grey
+    levels), computed in bands of rows: no full-frame float64 temporaries."""
+    a = np.asarray(image)
+    dtype = _compact_dtype(a)
+    h, w = a.shape
+    out = np.empty((h, w), dtype=dtype)
+    # the network keeps up to ~30 band-sized arrays alive: bands of a quarter block
+    for r0, r1 in row_blocks(h, 4 * w):
+        out[r0:r1] = _median5_band(a, r0, r1, dtype)
+    return out
+
+
+def median5_zero_padded(image: np.ndarray) -> np.ndarray:
+    """``scipy.signal.medfilt2d(image, 5)``: 5×5 median with zero padding.
+
+    A median-selection network over the 25 shifted copies (minimum/maximum of whole arrays):
+    the same values as ``medfilt2d``, several times faster on 8-bit data.
+    """
+    return median5_compact(image).astype(np.float64)
 
 
 def smile_levels(median5: np.ndarray) -> tuple[float, float]:
@@ -126,25 +174,36 @@ def _radon_scores(region: np.ndarray, angles_deg: np.ndarray, every: int = 1) ->
     radius = min(region.shape) / 2 - 2
     xg = np.linspace(-dim2 / 2 + 1, dim2 / 2 - 1, dim2)
     yg = np.linspace(-dim1 / 2 + 1, dim1 / 2 - 1, dim1)
-    inside = (xg[None, :] ** 2 + yg[:, None] ** 2) < radius * radius
     side = min(region.shape)
     r0 = math.ceil((dim1 - side) / 2)
     c0 = math.ceil((dim2 - side) / 2)
-    ys, xs = np.nonzero(inside[r0 : r0 + side, c0 : c0 + side])
-    if every > 1:  # a subsample of the rows along the lines, for the coarse search only
-        keep = xs % every == 0
-        ys, xs = ys[keep], xs[keep]
-    vals = region[r0 : r0 + side, c0 : c0 + side][ys, xs].astype(np.float64)
     centre = side // 2
-    xs = xs.astype(np.float64) - centre
-    ys = ys.astype(np.float64) - centre
     n_bins = 2 * side + 4
+    thetas = np.deg2rad(angles_deg)
+    # Bands of the square's rows, in order: np.add.at adds each pixel's share in the order
+    # np.bincount over all pixels does, so the projections are the same bit for bit.
+    lower = np.zeros((angles_deg.size, n_bins))
+    upper = np.zeros((angles_deg.size, n_bins))
+    x2 = xg[None, c0 : c0 + side] ** 2
+    for q0, q1 in row_blocks(side, side):
+        inside = (x2 + yg[r0 + q0 : r0 + q1, None] ** 2) < radius * radius
+        ys, xs = np.nonzero(inside)
+        ys += q0
+        if every > 1:  # a subsample of the rows along the lines, for the coarse search only
+            keep = xs % every == 0
+            ys, xs = ys[keep], xs[keep]
+        vals = region[r0 + ys, c0 + xs].astype(np.float64)
+        xs = xs.astype(np.float64) - centre
+        ys = ys.astype(np.float64) - centre
+        for i, theta in enumerate(thetas):
+            t = np.cos(theta) * xs - np.sin(theta) * ys + side + 1
+            i0 = np.floor(t).astype(np.intp)
+            w1 = t - i0
+            np.add.at(lower[i], i0, vals * (1.0 - w1))
+            np.add.at(upper[i], i0 + 1, vals * w1)
     scores = np.empty(angles_deg.size)
-    for i, theta in enumerate(np.deg2rad(angles_deg)):
-        t = np.cos(theta) * xs - np.sin(theta) * ys + side + 1
-        i0 = np.floor(t).astype(np.intp)
-        w1 = t - i0
-        proj = np.bincount(i0, vals * (1.0 - w1), n_bins) + np.bincount(i0 + 1, vals * w1, n_bins)
+    for i in range(angles_deg.size):
+        proj = lower[i] + upper[i]
         scores[i] = float(np.dot(proj, proj))
     return scores
 
@@ -183,9 +242,14 @@ def rotate_region(
     yo = np.arange(c0, c1, dtype=np.float64)[:, None] - cy  # region rows in SMILE's frame
     xo = np.arange(h - r1, h - r0, dtype=np.float64)[None, :] - cx
     a = np.deg2rad(angle_deg)
-    x_in = np.cos(a) * xo - np.sin(a) * yo + cx
-    y_in = np.sin(a) * xo + np.cos(a) * yo + cy
-    out = ndimage.map_coordinates(b, [y_in, x_in], order=0, mode="grid-constant", cval=0.0)
+    cos_x, sin_x = np.cos(a) * xo, np.sin(a) * xo
+    out = np.empty((yo.shape[0], xo.shape[1]))
+    for q0, q1 in row_blocks(*out.shape):  # nearest-neighbour: every pixel on its own
+        x_in = cos_x - np.sin(a) * yo[q0:q1] + cx
+        y_in = sin_x + np.cos(a) * yo[q0:q1] + cy
+        ndimage.map_coordinates(
+            b, [y_in, x_in], output=out[q0:q1], order=0, mode="grid-constant", cval=0.0
+        )
     return np.rot90(out, 1)
 
 
@@ -290,7 +354,13 @@ def _find_peaks(x: np.ndarray) -> np.ndarray:
 
 def _coarse_edges(median_norm: np.ndarray, bright_lines: bool) -> tuple[np.ndarray, np.ndarray]:
     """Integer leading/trailing edge columns from the summed median profile (SMILE step 3)."""
-    image_sum = median_norm.sum(axis=0)
+    return _coarse_edges_of_sum(median_norm.sum(axis=0), bright_lines)
+
+
+def _coarse_edges_of_sum(
+    image_sum: np.ndarray, bright_lines: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_coarse_edges` from the median profile summed along the lines."""
     filtered = _filtfilt_gust(image_sum)
     derivative = np.gradient(image_sum)
     peaks = _find_peaks(np.abs(np.gradient(filtered)))
@@ -360,9 +430,14 @@ def _nearest_real_root(coef: np.ndarray, centre: float) -> np.ndarray:
     return out
 
 
-def _subpixel(norm: np.ndarray, edges: np.ndarray, threshold: float) -> np.ndarray:
-    """SMILE step 4 for every edge and row: (E, H) columns, NaN where no real crossing."""
-    h, w = norm.shape
+def _subpixel(
+    region: np.ndarray, edges: np.ndarray, threshold: float, levels: tuple[float, float]
+) -> np.ndarray:
+    """SMILE step 4 for every edge and row: (E, H) columns, NaN where no real crossing.
+
+    ``norm = (region - lo) / (hi - lo)`` is formed only for each edge's 16 columns."""
+    lo_level, hi_level = levels
+    h, w = region.shape
     out = np.full((edges.size, h), np.nan)
     for k, edge in enumerate(edges):
         start = int(max(0, edge - _EDGE_RANGE_PX))
@@ -374,7 +449,9 @@ def _subpixel(norm: np.ndarray, edges: np.ndarray, threshold: float) -> np.ndarr
         vander = np.vander(x - edge, _DEGREE + 1)
         scale = np.sqrt((vander * vander).sum(axis=0))
         proj = np.linalg.pinv(vander / scale) / scale[:, None]
-        coef = np.einsum("hm,km->hk", norm[:, start:end], proj)  # (H, 5), highest first
+        norm = np.asarray(region[:, start:end], dtype=np.float64) - lo_level
+        norm /= hi_level - lo_level
+        coef = np.einsum("hm,km->hk", norm, proj)  # (H, 5), highest first
         coef[:, -1] -= threshold
         r = _nearest_real_root(coef, 0.5 * (start + end) - edge) + edge
         out[k] = np.clip(r, start, end)
@@ -414,20 +491,31 @@ class SmileEdges:
 
 def smile_edges(region: np.ndarray, *, bright_lines: bool, threshold: float = 0.5) -> SmileEdges:
     """SMILE steps 2-4 on a (rotated) region with vertical lines; see the module docstring."""
-    med = median5_zero_padded(region)
+    med = median5_compact(region)  # the medians in the image's own grey levels (uint8)
     lo, hi = smile_levels(med)
     if not hi > lo:
         raise ValueError(f"no contrast after 5x5 median filtering (min = max = {lo:g})")
-    norm = (np.asarray(region, dtype=np.float64) - lo) / (hi - lo)
+    # The normalised image (region - lo) / (hi - lo) and its median are only summed along the
+    # lines (step 3) and read 16 columns at a time (step 4): both are formed band by band.
+    image_sum = None
+    h, w = med.shape
     if lo == 0.0:
-        med_norm = med / hi  # the zero padding maps to itself
+        for r0, r1 in row_blocks(h, w):  # med / hi: the zero padding maps to itself
+            image_sum = _accumulate_rows(image_sum, med[r0:r1].astype(np.float64) / hi)
     else:
         from scipy import ndimage
 
-        med_norm = ndimage.median_filter(norm, 5, mode="constant", cval=0.0)
-    lead0, trail0 = _coarse_edges(med_norm, bright_lines)
-    lead = _subpixel(norm, lead0, threshold)
-    trail = _subpixel(norm, trail0, threshold)
+        del med
+        for r0, r1 in row_blocks(h, w):  # the median of the normalised image, zero padded
+            g0, g1 = max(0, r0 - 2), min(h, r1 + 2)
+            norm = np.asarray(region[g0:g1], dtype=np.float64) - lo
+            norm /= hi - lo
+            band = ndimage.median_filter(norm, 5, mode="constant", cval=0.0)
+            image_sum = _accumulate_rows(image_sum, band[r0 - g0 : r1 - g0])
+    assert image_sum is not None
+    lead0, trail0 = _coarse_edges_of_sum(image_sum, bright_lines)
+    lead = _subpixel(region, lead0, threshold, (lo, hi))
+    trail = _subpixel(region, trail0, threshold, (lo, hi))
     gaps_l, gaps_t = ~np.isfinite(lead), ~np.isfinite(trail)
     lead = _fill_extrapolate(lead)
     trail = _fill_extrapolate(trail)

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .edges import coarse_edges, edge_spread_px, fill_gaps, subpixel_edges
+from .edges import (
+    coarse_edges,
+    edge_spread_px,
+    fill_gaps,
+    mean_sampled_profile,
+    subpixel_edges,
+)
 from .preprocess import estimate_tilt, sheared_profile
 
 if TYPE_CHECKING:
@@ -57,16 +63,10 @@ def _mean_edge_profile(
     rows = np.arange(0, norm.shape[0], 4)[: pos.shape[1]]
     sign = np.where(rising, 1.0, -1.0)
     t = np.arange(-half_range_px, half_range_px + 0.25, 0.25)
-    x = pos[:, :, None] + sign[:, None, None] * t[None, None, :]
-    ok = np.isfinite(x).all(axis=2) & (x.min(axis=2) >= 0) & (x.max(axis=2) <= norm.shape[1] - 1)
-    if not ok.any():
+    prof = mean_sampled_profile(norm, pos, rows, sign, t)  # a few edges at a time
+    if prof is None:
         return t, np.full(t.size, np.nan)
-    x = x[ok]
-    r = np.broadcast_to(rows[None, :], pos.shape)[ok]
-    i0 = np.clip(np.floor(x).astype(np.intp), 0, norm.shape[1] - 2)
-    frac = x - i0
-    vals = norm[r[:, None], i0] * (1 - frac) + norm[r[:, None], i0 + 1] * frac
-    return t, vals.mean(axis=0)
+    return t, prof
 
 
 def bloom_offset_px(

@@ -11,6 +11,8 @@ from typing import Literal
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from .preprocess import BLOCK_ELEMENTS, _accumulate_rows
+
 __all__ = ["EdgeMethod", "coarse_edges", "edge_spread_px", "fill_gaps", "subpixel_edges"]
 
 EdgeMethod = Literal["polynomial", "linear", "threshold"]
@@ -200,6 +202,35 @@ def fill_gaps(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pos, gaps
 
 
+def mean_sampled_profile(
+    img: np.ndarray, pos: np.ndarray, rows: np.ndarray, sign: np.ndarray, t: np.ndarray
+) -> np.ndarray | None:
+    """Mean over edges and rows of ``img`` sampled (linear interpolation) at
+    ``pos[e, k] + sign[e] · t`` in row ``rows[k]``, over the (edge, row) pairs whose samples all
+    lie inside the image; None when none does.
+
+    A few edges at a time (no (edges, rows, samples) arrays of the whole image), the rows of
+    samples summed in the order ``vals.mean(axis=0)`` sums them: the same values bit for bit.
+    """
+    n_edges, n_rows = pos.shape
+    per = max(1, BLOCK_ELEMENTS // max(1, n_rows * t.size))
+    acc, n = None, 0
+    for e0 in range(0, n_edges, per):
+        p = pos[e0 : e0 + per]
+        x = p[:, :, None] + sign[e0 : e0 + per, None, None] * t[None, None, :]
+        ok = np.isfinite(x).all(axis=2) & (x.min(axis=2) >= 0) & (x.max(axis=2) <= img.shape[1] - 1)
+        x = x[ok]
+        if x.shape[0] == 0:
+            continue
+        r = np.broadcast_to(rows[None, :], p.shape)[ok]
+        i0 = np.clip(np.floor(x).astype(np.intp), 0, img.shape[1] - 2)
+        frac = x - i0
+        vals = img[r[:, None], i0] * (1 - frac) + img[r[:, None], i0 + 1] * frac
+        acc = _accumulate_rows(acc, vals)
+        n += vals.shape[0]
+    return None if acc is None else acc / n
+
+
 def edge_spread_px(
     image: np.ndarray,
     positions_px: np.ndarray,
@@ -220,16 +251,9 @@ def edge_spread_px(
     rows = np.arange(0, img.shape[0], row_step)[: pos.shape[1]]
     sign = np.where(np.broadcast_to(np.asarray(rising, dtype=bool), pos.shape[:1]), 1.0, -1.0)
     t = np.arange(-half_range_px, half_range_px + 0.25, 0.25)
-    x = pos[:, :, None] + sign[:, None, None] * t[None, None, :]
-    ok = np.isfinite(x).all(axis=2) & (x.min(axis=2) >= 0) & (x.max(axis=2) <= img.shape[1] - 1)
-    if not ok.any():
+    prof = mean_sampled_profile(img, pos, rows, sign, t)
+    if prof is None:
         return float("nan")
-    x = x[ok]
-    r = np.broadcast_to(rows[None, :], pos.shape)[ok]
-    i0 = np.clip(np.floor(x).astype(np.intp), 0, img.shape[1] - 2)
-    frac = x - i0
-    vals = img[r[:, None], i0] * (1 - frac) + img[r[:, None], i0 + 1] * frac
-    prof = vals.mean(axis=0)
     lo, hi = prof.min(), prof.max()
     if not hi > lo:
         return float("nan")

@@ -8,6 +8,8 @@ equal to an integer is a pixel centre.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -21,11 +23,16 @@ __all__ = [
     "detect_tone",
     "estimate_tilt",
     "flatten_background",
+    "label_counts",
     "median5_extrema",
     "normalize_intensity",
     "plateau_levels",
     "saturation_fractions",
     "sheared_profile",
+    "split_medians",
+    "step_mad",
+    "streamed_median",
+    "structure_tensor_sums",
     "trailing_frame_rows",
 ]
 
@@ -33,6 +40,212 @@ Orientation = Literal["vertical", "horizontal"]
 
 _MEDIAN_SIZE = 5
 _MAX_EXACT_WINDOWS = 200_000
+
+#: Elements per block of the row-blocked computations: large frames (8192² and more) are
+#: processed a band of rows at a time, so that no full-frame temporary is allocated (the
+#: results are bit-identical to the full-frame expressions they replace).
+BLOCK_ELEMENTS = 1 << 20
+
+
+def row_blocks(n_rows: int, n_cols: int, *, multiple: int = 1) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` bands of rows holding about :data:`BLOCK_ELEMENTS` elements each
+    (a multiple of ``multiple`` rows, except the last)."""
+    step = max(multiple, (BLOCK_ELEMENTS // max(n_cols, 1)) // multiple * multiple)
+    for start in range(0, n_rows, step):
+        yield start, min(n_rows, start + step)
+
+
+def _accumulate_rows(acc: np.ndarray | None, block: np.ndarray) -> np.ndarray | None:
+    """``acc`` plus the rows of ``block`` added one after the other: the order in which
+    ``np.add.reduce(a, axis=0)`` sums the rows of a C-contiguous array, so that summing a
+    frame band by band gives its ``sum(axis=0)`` bit for bit."""
+    if block.shape[0] == 0:
+        return acc
+    if acc is None:
+        acc, block = block[0].copy(), block[1:]
+    if block.shape[0]:
+        buf = np.empty((block.shape[0] + 1, *block.shape[1:]), dtype=np.result_type(acc, block))
+        buf[0] = acc
+        buf[1:] = block
+        acc = np.add.reduce(buf, axis=0)
+    return acc
+
+
+#: Values gathered at once by :func:`streamed_median` (more in one histogram bin: narrowed).
+_MEDIAN_GATHER = 1 << 22
+_MEDIAN_BINS = 1 << 16
+
+
+def streamed_median(chunks: Callable[[], Iterable[np.ndarray]]) -> np.float64:
+    """``np.median`` of the concatenated 1-D float64 arrays that ``chunks()`` yields, bit for bit,
+    without holding them all: the middle order statistics are found by histogram passes over
+    the chunks (``chunks`` is called once per pass and must yield the same values each time),
+    then combined as ``np.median`` combines them."""
+    n, lo, hi, nan = 0, np.inf, -np.inf, False
+    for c in chunks():
+        if c.size:
+            n += c.size
+            cmin, cmax = c.min(), c.max()
+            nan |= bool(np.isnan(cmin) or np.isnan(cmax))
+            lo, hi = min(lo, float(cmin)), max(hi, float(cmax))
+    if n == 0 or nan:
+        return np.median(np.concatenate([np.empty(0), *chunks()]))
+    ranks = [(n - 1) // 2] if n % 2 else [n // 2 - 1, n // 2]
+    values = _order_statistics(chunks, ranks, lo, hi, 0)
+    return np.median(np.asarray(values, dtype=np.float64))
+
+
+def _order_statistics(
+    chunks: Callable[[], Iterable[np.ndarray]], ranks: list[int], lo: float, hi: float, below: int
+) -> list[float]:
+    """The values of 0-based ``ranks`` among all chunk values, given that ``below`` of them are
+    smaller than ``lo`` and the ranks' values lie in ``[lo, hi]`` (every value there counted)."""
+    if lo == hi:
+        return [lo] * len(ranks)
+    span = hi - lo
+    scale = _MEDIAN_BINS / span if math.isfinite(span) else 0.0
+    if not (math.isfinite(scale) and scale > 0):  # a range beyond float64: all values at once
+        allv = np.concatenate([c[(c >= lo) & (c <= hi)] for c in chunks()])
+        part = np.partition(allv, [r - below for r in ranks])
+        return [float(part[r - below]) for r in ranks]
+
+    def bins(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sel = c[(c >= lo) & (c <= hi)]
+        idx = ((sel - lo) * scale).astype(np.intp)  # monotone in the value
+        np.minimum(idx, _MEDIAN_BINS - 1, out=idx)
+        return sel, idx
+
+    counts = np.zeros(_MEDIAN_BINS, dtype=np.int64)
+    for c in chunks():
+        counts += np.bincount(bins(c)[1], minlength=_MEDIAN_BINS)
+    cum = np.cumsum(counts)
+    wanted: dict[int, list[int]] = {}
+    for r in ranks:
+        b = int(np.searchsorted(cum, r - below, side="right"))
+        wanted.setdefault(b, []).append(r)
+    out: dict[int, float] = {}
+    small = [b for b in wanted if counts[b] <= _MEDIAN_GATHER]
+    if small:
+        got: dict[int, list[np.ndarray]] = {b: [] for b in small}
+        for c in chunks():
+            sel, idx = bins(c)
+            for b in small:
+                got[b].append(sel[idx == b])
+        for b in small:
+            start = below + (int(cum[b - 1]) if b else 0)
+            vals = np.concatenate(got[b])
+            part = np.partition(vals, [r - start for r in wanted[b]])
+            out.update({r: float(part[r - start]) for r in wanted[b]})
+    for b in wanted:
+        if b in small:
+            continue
+        # Many values in one bin: narrow the range to theirs (values of other bins lie
+        # strictly outside it, the binning being monotone) and look again.
+        blo, bhi = np.inf, -np.inf
+        for c in chunks():
+            sel, idx = bins(c)
+            vals = sel[idx == b]
+            if vals.size:
+                blo, bhi = min(blo, float(vals.min())), max(bhi, float(vals.max()))
+        start = below + (int(cum[b - 1]) if b else 0)
+        found = _order_statistics(chunks, wanted[b], blo, bhi, start)
+        out.update(dict(zip(wanted[b], found, strict=True)))
+    return [out[r] for r in ranks]
+
+
+def _normalised_rows(
+    image: np.ndarray, levels: tuple[float, float] | None, start: int, stop: int
+) -> np.ndarray:
+    """Rows ``start:stop`` of ``(image - lo) / (hi - lo)`` (of ``image`` when ``levels`` is None)."""
+    rows = np.asarray(image[start:stop], dtype=np.float64)
+    if levels is None:
+        return rows
+    lo, hi = levels
+    out = rows - lo
+    out /= hi - lo
+    return out
+
+
+def row_mean(image: np.ndarray, levels: tuple[float, float] | None = None) -> np.ndarray:
+    """``norm.mean(axis=0)`` of ``norm = (image - lo) / (hi - lo)`` (``image`` itself when
+    ``levels`` is None), bit for bit, without a normalised copy of the whole image.
+
+    numpy lays ``norm`` out as ``image`` (order 'K'): row-major, its rows are summed one after
+    the other (done band by band here); column-major (a transposed or turned view), each
+    column is summed pairwise (done a band of columns at a time, laid out the same way).
+    """
+    a = np.asarray(image)
+    if levels is None:
+        return a.mean(axis=0)  # no temporaries
+    h, w = a.shape
+    lo, hi = levels
+    if abs(a.strides[0]) < abs(a.strides[1]):  # column-major
+        out = np.empty(w)
+        for c0, c1 in row_blocks(w, h):
+            band = np.asarray(a[:, c0:c1], dtype=np.float64) - lo
+            band /= hi - lo
+            out[c0:c1] = band.mean(axis=0)
+        return out
+    acc = None
+    for r0, r1 in row_blocks(h, w):
+        acc = _accumulate_rows(acc, _normalised_rows(a, levels, r0, r1))
+    assert acc is not None
+    return acc / h
+
+
+def step_mad(image: np.ndarray, levels: tuple[float, float] | None = None, axis: int = 0) -> float:
+    """``median(|step − median(step)|)`` of ``step = np.diff(norm, axis=axis)``, ``norm`` as in
+    :func:`row_mean` (as float64): the robust spread of the differences between neighbours,
+    bit for bit, from bands of rows (no full-frame difference image)."""
+    h, w = image.shape
+
+    def steps() -> Iterator[np.ndarray]:
+        if axis == 0:
+            for r0, r1 in row_blocks(h - 1, w):
+                yield np.diff(_normalised_rows(image, levels, r0, r1 + 1), axis=0).ravel()
+        else:
+            for r0, r1 in row_blocks(h, w):
+                yield np.diff(_normalised_rows(image, levels, r0, r1), axis=1).ravel()
+
+    return float(_mad(steps))
+
+
+def label_counts(labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """``np.bincount(labels.ravel(), minlength=n_labels + 1)`` of a label image (values
+    ``0..n_labels``), band by band: no int64 copy of the whole label image."""
+    out = np.zeros(n_labels + 1, dtype=np.intp)
+    for r0, r1 in row_blocks(*labels.shape):
+        out += np.bincount(labels[r0:r1].ravel(), minlength=n_labels + 1)
+    return out
+
+
+def split_medians(image: np.ndarray, split: float) -> tuple[float, float, int]:
+    """``np.median(image[image <= split])``, ``np.median(image[image > split])`` and the
+    number of pixels ``<= split``, bit for bit, from bands of rows (no selected copies)."""
+    a = np.asarray(image)
+
+    def part(low: bool) -> Callable[[], Iterator[np.ndarray]]:
+        def chunks() -> Iterator[np.ndarray]:
+            for r0, r1 in row_blocks(*a.shape):
+                band = a[r0:r1]
+                yield band[band <= split] if low else band[band > split]
+
+        return chunks
+
+    n_low = sum(int(np.count_nonzero(a[r0:r1] <= split)) for r0, r1 in row_blocks(*a.shape))
+    return float(streamed_median(part(True))), float(streamed_median(part(False))), n_low
+
+
+def _mad(chunks: Callable[[], Iterable[np.ndarray]]) -> np.float64:
+    """``np.median(np.abs(v - np.median(v)))`` of the values ``chunks()`` yields."""
+    centre = streamed_median(chunks)
+
+    def deviations() -> Iterator[np.ndarray]:
+        for c in chunks():
+            d = c - centre
+            yield np.abs(d, out=d)
+
+    return streamed_median(deviations)
 
 
 def _box_count(mask: np.ndarray, size: int) -> np.ndarray:
@@ -65,8 +278,12 @@ def _block_medians(a: np.ndarray) -> np.ndarray:
     """Medians of the non-overlapping 5×5 blocks: the 5×5 median filter at the block centres."""
     k = _MEDIAN_SIZE
     hb, wb = a.shape[0] // k, a.shape[1] // k
-    blocks = a[: hb * k, : wb * k].reshape(hb, k, wb, k).transpose(0, 2, 1, 3).reshape(hb, wb, -1)
-    return np.median(blocks, axis=2)
+    out = np.empty((hb, wb))
+    for r0, r1 in row_blocks(hb * k, wb * k, multiple=k):  # bands of whole blocks
+        band = a[r0:r1, : wb * k]
+        blocks = band.reshape(-1, k, wb, k).transpose(0, 2, 1, 3).reshape(-1, wb, k * k)
+        out[r0 // k : r1 // k] = np.median(blocks, axis=2)
+    return out
 
 
 def median5_extrema(image: np.ndarray) -> tuple[float, float]:
@@ -160,7 +377,9 @@ def normalize_intensity(
         raise ValueError(f"levels must be 'plateau', 'median5' or 'percentile', got {levels!r}")
     if not hi > lo:
         raise ValueError(f"image has no contrast after 5x5 median filtering (min = max = {lo:g})")
-    return (a - lo) / (hi - lo), lo, hi
+    norm = a - lo
+    norm /= hi - lo  # in place: one image-sized array, the same values as (a - lo) / (hi - lo)
+    return norm, lo, hi
 
 
 def flatten_background(image: np.ndarray) -> np.ndarray:
@@ -217,15 +436,19 @@ def detect_tone(image: np.ndarray, norm: np.ndarray, min_ratio: float = 1.1) -> 
     -------
     (tone, source) : ``'bright'`` or ``'dark'``, and how it was decided.
     """
-    a = np.asarray(image, dtype=np.float64)
+    a = np.asarray(image)
     profile = np.asarray(norm, dtype=np.float64).mean(axis=0)
-    d = np.diff(a, axis=0)
 
     def robust_std(cols: np.ndarray) -> float:
-        if cols.size == 0 or d.shape[0] == 0:
+        if cols.size == 0 or a.shape[0] < 2:
             return float("nan")
-        v = d[:, cols].ravel()
-        return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+        def steps() -> Iterator[np.ndarray]:  # np.diff(a, axis=0)[:, cols], band by band
+            for r0, r1 in row_blocks(a.shape[0] - 1, cols.size):
+                band = np.asarray(a[r0 : r1 + 1, cols], dtype=np.float64)
+                yield np.diff(band, axis=0).ravel()
+
+        return float(1.4826 * _mad(steps))
 
     bright = robust_std(np.nonzero(profile > 0.75)[0])
     dark = robust_std(np.nonzero(profile < 0.25)[0])
@@ -312,17 +535,61 @@ def sheared_profile(image: np.ndarray, slope_px_per_row: float) -> tuple[np.ndar
     -------
     (x_px, profile) : bin positions in image columns at the centre row ``y_c``, mean values.
     """
-    a = np.asarray(image, dtype=np.float64)
+    a = np.asarray(image)
     h, w = a.shape
     ys = np.arange(h, dtype=np.float64)
     shift = (ys - 0.5 * (h - 1)) * slope_px_per_row
     pad = int(np.ceil(np.abs(shift).max())) + 1
-    idx = np.rint(np.arange(w)[None, :] - shift[:, None] + pad).astype(np.intp).ravel()
-    sums = np.bincount(idx, weights=a.ravel(), minlength=w + 2 * pad + 1)
-    counts = np.bincount(idx, minlength=w + 2 * pad + 1)
+    n_bins = w + 2 * pad + 1
+    # Band by band; np.add.at adds in the order np.bincount does (bit-identical sums).
+    sums = np.zeros(n_bins)
+    counts = np.zeros(n_bins, dtype=np.intp)
+    cols = np.arange(w)[None, :]
+    for r0, r1 in row_blocks(h, w):
+        idx = np.rint(cols - shift[r0:r1, None] + pad).astype(np.intp).ravel()
+        np.add.at(sums, idx, np.asarray(a[r0:r1], dtype=np.float64).ravel())
+        counts += np.bincount(idx, minlength=n_bins)
     full = counts >= 0.999 * h
     x = np.arange(sums.size, dtype=np.float64) - pad
     return x[full], sums[full] / counts[full]
+
+
+def structure_tensor_sums(image: np.ndarray, sigma: float = 1.0) -> tuple[float, float, float]:
+    """``(Σ gx·gy, Σ gx², Σ gy²)`` of ``gy, gx = np.gradient(gaussian_filter(image, sigma))``.
+
+    Bit for bit the full-frame expressions ``float(np.sum(gx * gy))`` etc., from bands of rows
+    (each smoothed with a halo of rows, which the filter and the gradient need): the sums are
+    combined in the pairwise order ``np.sum`` uses on the whole flattened products.
+    """
+    a = np.asarray(image)
+    h, w = a.shape
+    halo = int(4.0 * sigma + 0.5) + 1  # the filter's radius (truncate=4) and the gradient's row
+
+    def leaf(lo: int, n: int) -> tuple[np.floating, ...]:
+        r0, r1 = lo // w, (lo + n - 1) // w + 1
+        g0, g1 = max(0, r0 - halo), min(h, r1 + halo)
+        g = ndimage.gaussian_filter(np.asarray(a[g0:g1], dtype=np.float64), sigma)
+        gy, gx = np.gradient(g)  # bands hold >= 2 rows unless the image is one row
+        off = lo - r0 * w
+        gx = gx[r0 - g0 : r1 - g0].ravel()[off : off + n]
+        gy = gy[r0 - g0 : r1 - g0].ravel()[off : off + n]
+        return np.add.reduce(gx * gy), np.add.reduce(gx * gx), np.add.reduce(gy * gy)
+
+    def tree(lo: int, n: int) -> tuple[np.floating, ...]:
+        # numpy's pairwise summation: halves (the first a multiple of 8) down to its blocks;
+        # any node summed whole by np.add.reduce gives the same value as inside the tree.
+        if n <= 2 * BLOCK_ELEMENTS:
+            return leaf(lo, n)
+        n2 = n // 2
+        n2 -= n2 % 8
+        left, right = tree(lo, n2), tree(lo + n2, n - n2)
+        return tuple(x + y for x, y in zip(left, right, strict=True))
+
+    if a.size == 0:
+        gy, gx = np.gradient(np.asarray(a, dtype=np.float64))
+        return float(np.sum(gx * gy)), float(np.sum(gx * gx)), float(np.sum(gy * gy))
+    jxy, jxx, jyy = tree(0, a.size)
+    return float(jxy), float(jxx), float(jyy)
 
 
 def saturation_fractions(image: np.ndarray, dtype_range: tuple[float, float] | None) -> float:
