@@ -6,15 +6,28 @@ whose lines contradict it (closer than the convention resolves, too few, too man
 neither at the period nor at half of it) is refused rather than reported, and SMILE's pairing
 of edges, which SMILE3 shares, gets warnings where noise splits edges or the border makes a
 step. Before these checks, lines 4 px apart were reported as one line of CD 158 nm.
+
+:func:`pattern_guard` then checks that what was found is a line pattern at all: lines without
+any period (column-correlated noise), bright edge rims read as lines (bloom), one "line"
+filling a blurred image (an array of lines blurred together), lines wider than the period, and
+lines missing where the profile still shows the pattern (a brightness gradient).
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d, maximum_filter1d, minimum_filter1d
 
-from ._line_metrics import SUBHARMONIC_SHARE, dominant_period_px, period_support
+from ._line_metrics import (
+    MIN_PERIODIC_SHARE,
+    SUBHARMONIC_SHARE,
+    dominant_period_px,
+    period_support,
+    periodic_share,
+)
 
 if TYPE_CHECKING:
     from ._smile import SmileEdges
@@ -25,6 +38,7 @@ __all__ = [
     "SMILE_BORDER_PX",
     "SMILE_EDGE_RANGE_PX",
     "TRUTH_ADVICE",
+    "pattern_guard",
     "pitch_guard",
     "smile_pairing_warnings",
 ]
@@ -184,3 +198,193 @@ def smile_pairing_warnings(edges: SmileEdges, kept: np.ndarray, width: int) -> l
             "the border"
         )
     return out
+
+
+#: Fewest lines found for a profile without a period to count against them: a regular pattern
+#: of this many lines shows its period (5 lines of pitch 30 px in a 512-px field: periodic share
+#: 0.49, 10 in 1024 px: 0.48); column noise read as lines gave 22-33 "lines".
+NO_PERIOD_MIN_LINES = 8
+#: ... and the relative spread (std / mean) of their spacings above which they are no pattern:
+#: the real image and its crops 0.006-0.023, generated and demo line images 0.003-0.07, pitch
+#: walk 0.20; column-correlated noise 0.37-0.54.
+NO_PERIOD_SPACING_CV = 0.3
+#: Spaces alternating in level by more than this share of the line-to-space contrast, between
+#: lines spaced at half the profile's period, are bright edge rims read as lines: pitch walk
+#: (two lines per period, alike) 0.0002-0.0005; bloom ridges read as lines 0.56-0.58.
+BLOOM_ALTERNATION = 0.3
+#: Gradient anisotropy on 2x2 pixels below which edges are blurred into the pixel noise (as
+#: ``lines.MIN_ANISOTROPY``): focused line images 4-95, blurred by 20-30 px 1.0-2.1 (where the
+#: lines are found: the check needs one or two lines filling half the region too), one or two
+#: sharp lines 14-16; a 28-30 px blur of 16 lines 1.09-1.11.
+BLURRED_ANISOTROPY = 1.5
+#: One or two lines covering at least this share of the region, in a blurred image, are a
+#: pattern of finer lines blurred together: single generated lines 0.17-0.39 (a 40-px crop
+#: around one line 0.78, sharp); 16 lines blurred by 28-30 px read as one line of 0.85-0.92.
+BLURRED_LINE_SHARE = 0.5
+#: Periods of the profile that still show the line pattern outside the lines found, at and
+#: above which lines were missed: generated and real images 0-0.21 (lines ending inside the
+#: field: 0); a brightness gradient of 1.2-3 x the contrast across 16 lines: 2.7-10.5.
+MISSED_PERIODS = 2.0
+
+
+def _mid_level(profile: np.ndarray, a: float, b: float) -> float:
+    """Mean of ``profile`` over the middle third of ``[a, b]`` (px), or at its centre."""
+    x = np.arange(profile.size)
+    lo, hi = a + (b - a) / 3.0, b - (b - a) / 3.0
+    sel = (x >= lo) & (x <= hi)
+    if not sel.any():
+        c = min(max(round(0.5 * (a + b)), 0), profile.size - 1)
+        return float(profile[c])
+    return float(profile[sel].mean())
+
+
+def _no_pattern_reason(profile: np.ndarray, centres: np.ndarray) -> str | None:
+    """Why lines found without a period and irregularly spaced are no line pattern, or None."""
+    n = int(centres.size)
+    if n < NO_PERIOD_MIN_LINES:
+        return None
+    share = periodic_share(profile)
+    spacings = np.diff(centres)
+    cv = float(np.std(spacings) / np.mean(spacings))
+    if share is None or share >= MIN_PERIODIC_SHARE or cv <= NO_PERIOD_SPACING_CV:
+        return None
+    return (
+        f"no line pattern: the {n} lines found are {float(np.mean(spacings)):.1f} px apart on "
+        f"average with spacings varying by {100 * cv:.0f} % (lines: under "
+        f"{100 * NO_PERIOD_SPACING_CV:.0f} %), and the mean profile across them has no period "
+        f"(its largest peak holds {100 * share:.0f} % of its varying power, a line pattern "
+        f"{100 * MIN_PERIODIC_SHARE:.0f} % and more): column-correlated noise (vertical "
+        "streaks) or a texture, not lines"
+    )
+
+
+def _bloom_reason(
+    profile: np.ndarray, lead: np.ndarray, trail: np.ndarray, period: float
+) -> str | None:
+    """Why lines found at half the profile's period, with every other space as bright as a
+    line, are edge rims read as lines (bloom), or None."""
+    n = int(lead.size)
+    if n < 4:
+        return None
+    spacing = float(np.median(np.diff(0.5 * (lead + trail))))
+    if _pitch_off(spacing, period) or abs(spacing / period - 1.0) <= PITCH_TOLERANCE:
+        return None  # spaced at the period itself (or at neither: the pitch guard's case)
+    lines = np.array([_mid_level(profile, a, b) for a, b in zip(lead, trail, strict=True)])
+    gaps = np.array([_mid_level(profile, trail[i], lead[i + 1]) for i in range(n - 1)])
+    contrast = abs(float(np.median(lines) - np.median(gaps)))
+    alternation = abs(float(gaps[0::2].mean() - gaps[1::2].mean())) / max(contrast, 1e-12)
+    if alternation <= BLOOM_ALTERNATION:
+        return None
+    return (
+        f"bright edge rims read as lines: the {n} lines found are {spacing:.1f} px apart, half "
+        f"the {period:.1f} px period of the mean profile across them, and every other space "
+        f"between them is as bright as a line (the spaces alternate by {100 * alternation:.0f} % "
+        f"of the line-to-space contrast; two lines per period, as with pitch walk: under "
+        f"{100 * BLOOM_ALTERNATION:.0f} %): likely {n // 2} lines whose two bright edges (bloom) "
+        "were each read as a line; CD and line count would be wrong"
+    )
+
+
+def _blurred_line_reason(cds: np.ndarray, width: int, anisotropy: float | None) -> str | None:
+    """Why one or two lines filling a blurred region are finer lines blurred together, or None."""
+    n = int(cds.size)
+    if anisotropy is None or n > 2 or anisotropy >= BLURRED_ANISOTROPY:
+        return None
+    covered = float(cds.sum()) / width
+    if covered < BLURRED_LINE_SHARE:
+        return None
+    what = f"one line {cds[0]:.0f} px wide" if n == 1 else f"two lines {cds.sum():.0f} px wide"
+    return (
+        f"no measurable lines: {what} found across the {width} px region "
+        f"({100 * covered:.0f} % of it, {100 * BLURRED_LINE_SHARE:.0f} % and more) in an image "
+        f"whose edges are blurred into the pixel noise (gradient anisotropy {anisotropy:.2f} on "
+        f"2x2 pixels, below {BLURRED_ANISOTROPY:g}): likely a pattern of finer lines blurred "
+        "together (a blur radius near their pitch leaves only the pattern's outline), not one "
+        "wide line"
+    )
+
+
+def _missed_periods(
+    profile: np.ndarray, lead: np.ndarray, trail: np.ndarray, period: float
+) -> tuple[float, float]:
+    """(periods of the profile outside the lines found that still vary by half the lines'
+    own local contrast, the range of the space level across the region in units of that
+    contrast)."""
+    smooth = gaussian_filter1d(np.asarray(profile, dtype=np.float64), 1.0)
+    size = max(3, math.ceil(1.5 * period))
+    low = minimum_filter1d(smooth, size, mode="nearest")
+    amp = maximum_filter1d(smooth, size, mode="nearest") - low
+    near = np.zeros(smooth.size, dtype=bool)
+    for a, b in zip(lead, trail, strict=True):
+        near[max(0, math.floor(a - period)) : math.ceil(b + period) + 1] = True
+    ref = float(np.median(amp[near]))
+    missed = int(np.count_nonzero(~near & (amp > 0.5 * ref)))
+    spread = float(np.percentile(low, 95) - np.percentile(low, 5)) / max(ref, 1e-12)
+    return missed / period, spread
+
+
+def pattern_guard(
+    profile: np.ndarray | None,
+    lead: np.ndarray,
+    trail: np.ndarray,
+    convention: str,
+    anisotropy: float | None,
+) -> tuple[str | None, list[str]]:
+    """(why the lines found are no line pattern, warnings): after :func:`pitch_guard`.
+
+    Refused: :data:`NO_PERIOD_MIN_LINES` or more lines with no period in the profile
+    (:func:`periodic_share` below :data:`MIN_PERIODIC_SHARE`) and spacings spread by more
+    than :data:`NO_PERIOD_SPACING_CV` (column-correlated noise); one or two lines covering
+    :data:`BLURRED_LINE_SHARE` of the region in an image of gradient ``anisotropy`` below
+    :data:`BLURRED_ANISOTROPY` (finer lines blurred together); ``truth``: lines at half the
+    profile's period whose spaces alternate in level by more than :data:`BLOOM_ALTERNATION`
+    of the contrast (edge bloom read as lines), and :data:`MISSED_PERIODS` periods or more of
+    the profile showing the pattern where no line was found (a brightness gradient). Warned:
+    those two in ``smile`` (SMILE3 reads them so too), and ``truth`` lines wider than the
+    profile's period (merged lines).
+    """
+    if profile is None:
+        return None, []
+    profile = np.asarray(profile, dtype=np.float64)
+    width = int(profile.size)
+    seen = np.isfinite(lead).any(axis=1) & np.isfinite(trail).any(axis=1)
+    lm, tm = np.nanmean(lead[seen], axis=1), np.nanmean(trail[seen], axis=1)
+    order = np.argsort(lm + tm)
+    lm, tm = lm[order], tm[order]
+    if lm.size == 0:
+        return None, []
+    reason = _blurred_line_reason(tm - lm, width, anisotropy)
+    if reason:
+        return reason, []
+    period = dominant_period_px(profile)
+    if period is None:
+        return _no_pattern_reason(profile, 0.5 * (lm + tm)), []
+    warnings: list[str] = []
+    reason = _bloom_reason(profile, lm, tm, period)
+    if reason and convention != "smile":
+        return reason, []
+    if reason:  # SMILE3 reads them so too: kept, as its extra lines are (pitch_guard)
+        warnings.append(f"smile: {reason} (SMILE3 reads them so too); use {TRUTH_ADVICE}")
+    missed, spread = _missed_periods(profile, lm, tm, period)
+    if missed >= MISSED_PERIODS:
+        text = (
+            f"lines missed: the mean profile across the region still shows the line pattern "
+            f"(repeating every {period:.1f} px) over {missed:.1f} periods where none of the "
+            f"{lm.size} lines was found; the space level changes by {spread:.1f} x the lines' "
+            "contrast across the region: a brightness gradient moves the lines there past the "
+            "threshold; flatten it (flatten_background=True) or measure a region holding only "
+            "the lines found (roi, --roi)"
+        )
+        if convention != "smile":
+            return text, []
+        warnings.append(f"smile: {text} (SMILE3 misses them too)")
+    widest = float(np.max(tm - lm))
+    if convention != "smile" and widest > period:
+        wide = int(np.count_nonzero(tm - lm > period))
+        warnings.append(
+            f"lines wider than the period: {wide} of the {lm.size} lines found are up to "
+            f"{widest:.1f} px wide where the mean profile across them repeats every "
+            f"{period:.1f} px: neighbouring lines merged (strong blur, or noise); line count, "
+            "CD and CD std are not to be trusted"
+        )
+    return None, warnings

@@ -309,3 +309,18 @@ def period_support(profile: np.ndarray, period_px: float) -> float:
     peak = float(power[first:].max())
     near = float(power[max(first, k - lobe) : k + lobe + 1].max())
     return near / peak if peak > 0 else 0.0
+
+
+def periodic_share(profile: np.ndarray) -> float | None:
+    """Share of the profile's (Hann-windowed) varying power in the main lobe of its largest
+    peak among periods spanning it :data:`MIN_PERIODS` times (what :func:`dominant_period_px`
+    compares with :data:`MIN_PERIODIC_SHARE`); None for a profile too short or not finite."""
+    spec = _profile_spectrum(profile)
+    if spec is None:
+        return None
+    power, _, first, lobe = spec
+    total = float(power[1:].sum())
+    if total <= 0 or power.size - first < 3:
+        return None
+    k = first + int(np.argmax(power[first:]))
+    return float(power[max(1, k - lobe) : k + lobe + 1].sum()) / total

@@ -36,6 +36,7 @@ from sem_physics.records import csv_text
 from ._guards import (
     SMILE_EDGE_RANGE_PX,
     TRUTH_ADVICE,
+    pattern_guard,
     pitch_guard,
     smile_pairing_warnings,
 )
@@ -44,12 +45,15 @@ from ._line_metrics import line_metrics, lwr_from_psd
 from ._repr import ShortListRepr
 from .edges import EdgeMethod
 from .errors import MetrologyInputError
-from .preprocess import (
+from .preprocess import (  # by bands: the same numbers, less memory
     detect_orientation,
     detect_tone,
     flatten_background,
     normalize_intensity,
+    row_mean,
     sheared_profile,
+    step_mad,
+    structure_tensor_sums,
 )
 from .roughness_fit import PalasantzasFit
 
@@ -407,6 +411,7 @@ def measure_lines(
             warnings.append(f"tone {tone_source}")
     else:
         tone, tone_source = opts.tone, "option"
+    del norm  # not used below; frees an image-sized array before the branches
     base.update(tone=tone, tone_source=tone_source)
     if opts.convention == "smile":
         edges = _smile_branch(region, frame, prep, opts, orientation, tone, (lo, hi), base)
@@ -441,6 +446,12 @@ def measure_lines(
     reason = _interpolated_reason(n_gaps, gaps_l.size + gaps_t.size, opts)
     if reason:
         return invalid(reason)
+    # a line pattern at all? (the anisotropy only for one or two lines: a blurred pattern?)
+    anisotropy = detect_orientation(region)[1] if lead.shape[0] <= 2 else None
+    reason, more = pattern_guard(profile, lead, trail, opts.convention, anisotropy)
+    if reason:
+        return invalid(reason)
+    warnings.extend(more)
     if n_gaps:
         warnings.append(_gap_warning(n_gaps, gaps_l.size + gaps_t.size))
     if smile:
@@ -595,10 +606,7 @@ SMILE_MAX_RESIDUAL_TILT_DEG = 2.0
 def _line_tilt_deg(region: np.ndarray) -> float:
     """Tilt of vertical lines (degrees, sign as ``tilt_deg``) from the gradient structure
     tensor of a copy smoothed by 1 px: the mean direction of the gradients, across the lines."""
-    from scipy.ndimage import gaussian_filter
-
-    gy, gx = np.gradient(gaussian_filter(np.asarray(region, dtype=np.float64), 1.0))
-    jxy, jxx, jyy = float(np.sum(gx * gy)), float(np.sum(gx * gx)), float(np.sum(gy * gy))
+    jxy, jxx, jyy = structure_tensor_sums(region, 1.0)  # the sums of gx*gy etc.
     return -0.5 * math.degrees(math.atan2(2.0 * jxy, jxx - jyy))
 
 
@@ -627,12 +635,15 @@ def _smile_tilt_warning(region: np.ndarray, corrected_deg: float, searched: bool
 MIN_PROFILE_SNR = 10.0
 
 
-def _contrast_reason(norm: np.ndarray, opts: LineOptions) -> str | None:
+def _contrast_reason(
+    norm: np.ndarray, opts: LineOptions, levels: tuple[float, float] | None = None
+) -> str | None:
     """Why the mean profile across the lines shows no lines, or None: too little contrast for
-    the normalised range, or no more than the noise of a mean over the rows would give."""
+    the normalised range, or no more than the noise of a mean over the rows would give.
+    ``levels`` (lo, hi): ``norm`` is the image, normalised as (norm - lo) / (hi - lo)."""
     from scipy.ndimage import gaussian_filter1d
 
-    profile = gaussian_filter1d(norm.mean(axis=0), 1.0)
+    profile = gaussian_filter1d(row_mean(norm, levels), 1.0)  # norm.mean(axis=0)
     contrast = float(np.subtract(*np.percentile(profile, [99.0, 1.0])))
     if contrast < opts.min_profile_contrast:
         return (
@@ -640,8 +651,8 @@ def _contrast_reason(norm: np.ndarray, opts: LineOptions) -> str | None:
             f" of the normalised range (< min_profile_contrast={opts.min_profile_contrast})"
         )
     # pixel noise from differences along the lines (robust: MAD), then a column mean's error
-    step = np.diff(norm, axis=0)
-    noise = 1.4826 * float(np.median(np.abs(step - np.median(step)))) / math.sqrt(2.0)
+    # median(|step - median(step)|) of step = np.diff(norm, axis=0), by bands
+    noise = 1.4826 * step_mad(norm, levels) / math.sqrt(2.0)
     snr = contrast / max(noise / math.sqrt(norm.shape[0]), 1e-12)
     if snr < MIN_PROFILE_SNR:
         return (
@@ -765,7 +776,7 @@ def _smile_branch(
     base["levels"] = edges.levels
     base["edge_window_px"] = 8
     lo, hi = edges.levels
-    reason = _contrast_reason((region - lo) / (hi - lo), opts)
+    reason = _contrast_reason(region, opts, (lo, hi))  # normalised lazily, by bands
     if reason:
         return f"{reason}; cause: {pedestal}" if pedestal and "contrast" in reason else reason
     level = lo + opts.threshold * (hi - lo)
