@@ -102,6 +102,17 @@ class Prepared:
     bar_rows: int
     crop: str | None
     warnings: list[str] = field(default_factory=list)
+    acquisition: dict[str, Any] = field(default_factory=dict)  # from the file's vendor tags
+
+
+def acquisition_dict(acquisition: Any) -> dict[str, Any]:
+    """An image's acquisition conditions as plain values (``sem_physics.Acquisition`` or a
+    dict of them), ``{}`` when it states none."""
+    if acquisition is None:
+        return {}
+    if hasattr(acquisition, "to_dict"):
+        acquisition = acquisition.to_dict() if getattr(acquisition, "known", True) else {}
+    return dict(acquisition)
 
 
 def prepare(
@@ -114,7 +125,9 @@ def prepare(
     saturation check. ``roi`` rows/columns are in the frame's coordinates.
     """
     meta_size, meta_source, bar_rows, bar_source = None, None, 0, "auto"
+    acquisition: dict[str, Any] = {}
     if hasattr(image, "data") and hasattr(image, "pixel_size_nm"):
+        acquisition = acquisition_dict(getattr(image, "acquisition", None))
         meta_size = image.pixel_size_nm
         meta_source = getattr(image, "pixel_size_source", None) or "metadata"
         bar_rows = int(getattr(image, "info_bar_rows", None) or 0)
@@ -178,7 +191,7 @@ def prepare(
         raise MetrologyInputError(
             f"image must be at least 8x8 pixels after cropping, got shape {data.shape}"
         )
-    return Prepared(frame, data, size, source, dtype_range, bar_rows, crop, warnings)
+    return Prepared(frame, data, size, source, dtype_range, bar_rows, crop, warnings, acquisition)
 
 
 def _bar_limit_note(r1: int, limit: int, height: int, bar_rows: int, bar_source: str) -> str:
@@ -316,6 +329,7 @@ def begin_measurement(
     base: dict[str, Any] = {
         "pixel_size_nm": prep.pixel_size_nm,
         "pixel_size_source": prep.pixel_size_source,
+        "acquisition": prep.acquisition,
         "threshold": opts.threshold,  # type: ignore[attr-defined]
         "roi": roi,
         "crop": prep.crop,

@@ -21,7 +21,7 @@ import math
 import sys
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,7 @@ class LoadedImage:
     info_bar_rows: int
     notes: tuple[str, ...] = ()  # what reading changed (a colour image combined into grey)
     info_bar_source: str = "auto"  # 'auto' (detected), 'option' (--info-bar ROWS) or 'none'
+    acquisition: dict[str, Any] = field(default_factory=dict)  # from the vendor tags
 
     @property
     def measured(self) -> np.ndarray:
@@ -112,6 +113,7 @@ def load_image(
         info_bar_rows=rows,
         notes=tuple(sem.notes),
         info_bar_source=info_bar if info_bar in ("auto", "none") else "option",
+        acquisition=sem.acquisition.to_dict() if sem.acquisition.known else {},
     )
 
 

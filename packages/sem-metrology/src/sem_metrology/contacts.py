@@ -126,6 +126,10 @@ class ContactMeasurement(ShortListRepr, BaseModel):
     warnings: list[str] = Field(default_factory=list)
     pixel_size_nm: float
     pixel_size_source: str
+    acquisition: dict[str, Any] = Field(
+        default_factory=dict,
+        description="acquisition conditions from the file's vendor tags (sem_physics.Acquisition)",
+    )
     roi: tuple[int, int, int, int] | None = None
     crop: str | None = Field(None, description="rows removed before measuring, and why")
     tone: Literal["dark", "bright"] | None = None
@@ -152,7 +156,7 @@ class ContactMeasurement(ShortListRepr, BaseModel):
         """The scalar fields (what one CSV row holds)."""
         return {
             k: v
-            for k, v in self.model_dump(exclude={"warnings", "holes", "roi"}).items()
+            for k, v in self.model_dump(exclude={"warnings", "acquisition", "holes", "roi"}).items()
             if not isinstance(v, list)
         }
 

@@ -147,6 +147,10 @@ class LineMeasurement(ShortListRepr, BaseModel):
     convention: Convention = "smile"
     pixel_size_nm: float
     pixel_size_source: str
+    acquisition: dict[str, Any] = Field(
+        default_factory=dict,
+        description="acquisition conditions from the file's vendor tags (sem_physics.Acquisition)",
+    )
     roi: tuple[int, int, int, int] | None = Field(None, description="(row0, row1, col0, col1)")
     crop: str | None = Field(None, description="rows removed before measuring, and why")
     orientation: Literal["vertical", "horizontal"] | None = None
@@ -224,7 +228,15 @@ class LineMeasurement(ShortListRepr, BaseModel):
         row = {
             k: v
             for k, v in self.model_dump(
-                exclude={"warnings", "lwr_fit", "ler_fit", "roi", "levels", "fit_flags"}
+                exclude={
+                    "warnings",
+                    "acquisition",
+                    "lwr_fit",
+                    "ler_fit",
+                    "roi",
+                    "levels",
+                    "fit_flags",
+                }
             ).items()
             if not isinstance(v, list)
         }
