@@ -6,6 +6,13 @@ Prints, per MoE layer and expert, the hard token fraction and the mean gate prob
 the first and the last logged training step, the smallest fraction any expert receives, and
 the validation objective at step 0 against its best value: the two checks of a Stage 2 that
 learns (every expert >= 5 % of the tokens in every layer; validation below its step-0 value).
+
+It reads the per-layer, per-expert keys (``<layer>/token_fraction/<k>``, ``<layer>/mean_prob/<k>``).
+The record's top-level ``max_token_fraction`` / ``min_token_fraction`` are the largest /
+smallest over all layers and ``unused_experts`` the number of (layer, expert) pairs without a
+token (``sem_train.modeling.routing_summary``; runs logged before 2026-12-01 hold layer means
+under those names), so "smallest expert share" below equals the last step's
+``min_token_fraction`` for a run logged since.
 """
 
 from __future__ import annotations

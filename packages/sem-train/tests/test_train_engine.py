@@ -18,7 +18,7 @@ from sem_train.checkpoint import CheckpointError
 from sem_train.config import OptimConfig, RunConfig
 from sem_train.data import SEMImageDataset, build_index
 from sem_train.engine import NonFiniteLossError, Task, fit
-from sem_train.interrupt import TrainingInterrupted
+from sem_train.interrupt import SAME_REQUEST_S, TrainingInterrupted
 
 
 class DenoiseTask(Task):
@@ -509,7 +509,9 @@ class CtrlCTask(DenoiseTask):
 
     def training_loss(self, model, batch):
         if self.calls + 1 == self.at_call:
-            for _ in range(self.times):
+            for i in range(self.times):
+                if i:  # a person's second Ctrl-C, not one signal delivered twice
+                    time.sleep(1.2 * SAME_REQUEST_S)
                 signal.raise_signal(signal.SIGINT)
                 time.sleep(0.01)  # the handler runs
         return super().training_loss(model, batch)

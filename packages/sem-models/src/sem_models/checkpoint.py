@@ -40,6 +40,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "CheckpointError",
     "CheckpointWriteError",
+    "annotate_export",
     "export_has_moe",
     "export_model_kind",
     "load_model",
@@ -155,6 +156,27 @@ def save_model(model: nn.Module, directory: str | Path) -> None:
         lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT}),
     )
     _atomic_write(directory / CONFIG_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+#: The keys :func:`save_model` writes into ``config.json`` (what rebuilds the model).
+_MODEL_KEYS = frozenset(
+    {"format", "kind", "mae", "freeze_encoder", "residual", "refiner_width"}
+    | {"masked_ensemble", "guide_balances"}
+)
+
+
+def annotate_export(directory: str | Path, key: str, value: Any) -> None:
+    """Add ``key: value`` (JSON) to the ``config.json`` of the export in ``directory``, e.g.
+    where a training run's model came from (``training``: run, step, data). The weights file is
+    not touched; :func:`load_model` reads the architecture keys only. ``format``, ``kind`` and
+    the other keys :func:`save_model` writes cannot be replaced this way."""
+    if key in _MODEL_KEYS:
+        raise ValueError(f"annotate_export cannot replace {key!r} of an export's config.json")
+    path = Path(directory) / CONFIG_NAME
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta[key] = value
+    text = json.dumps(meta, indent=2) + "\n"
+    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def best_export(directory: str | Path) -> Path:

@@ -22,6 +22,7 @@ the checkpoints its own record lists (never by file-name patterns) and keeps the
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import pickle
 import random
@@ -39,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from sem_models.external_weights import refusal_reason
 from sem_physics.atomic import OutputWriteError, atomic_write, remove_stale_temporaries
 
-from .runfolder import CheckpointError, RunExistsError, RunFolder, read_pointer
+from .runfolder import CheckpointError, RunExistsError, RunFolder, read_json, read_pointer
 
 __all__ = [
     "CheckpointError",
@@ -50,6 +51,25 @@ __all__ = [
     "read_pointer",
     "save_weights",
 ]
+
+
+def split_summary(path: Path) -> dict[str, Any] | None:
+    """``{"train": n, "validation": n, "skipped": n, "train_sha256": ...}`` of a run's
+    ``data_split.json`` (the hash is of its training paths, one per line, in order); None
+    without a readable one."""
+    record = read_json(path)
+    if not isinstance(record, dict) or not isinstance(record.get("train"), list):
+        return None
+    train = [str(p) for p in record["train"]]
+    text = "\n".join(train).encode("utf-8")
+    return {
+        "kind": record.get("kind"),
+        "data_root": record.get("data_root"),
+        "train": len(train),
+        "validation": len(record.get("validation") or []),
+        "skipped": len(record.get("skipped") or {}),
+        "train_sha256": hashlib.sha256(text).hexdigest(),
+    }
 
 
 class CheckpointWriteError(OutputWriteError):
@@ -260,6 +280,7 @@ class Checkpointer(RunFolder):
         super().__init__(run_dir)
         self.keep_last = keep_last
         self._kept: list[list[str]] = []
+        self._split_summary: dict[str, Any] | None = None
 
     @property
     def latest_path(self) -> Path | None:
@@ -360,6 +381,7 @@ class Checkpointer(RunFolder):
             shutil.rmtree(new_dir)
         with _writing(new_dir):
             export(new_dir)
+            self._record_provenance(new_dir, step, val_loss)
         write_pointer(
             self.dir / "best.json", {"dir": new_dir.name, "global_step": step, "val_loss": val_loss}
         )
@@ -367,6 +389,36 @@ class Checkpointer(RunFolder):
         if isinstance(gone, str) and gone != new_dir.name and _BEST_DIR.fullmatch(gone):
             shutil.rmtree(self.dir / gone, ignore_errors=True)
         return new_dir
+
+    def _record_provenance(self, export_dir: Path, step: int, val_loss: float | None) -> None:
+        """Add ``training`` to the export's ``config.json``: the run folder's name, the global
+        step, the validation loss and the summary of the run's ``data_split.json`` (image
+        counts and the SHA-256 of its list of training files), so a copied export still says
+        where it came from. The weights file is not touched."""
+        from sem_models.checkpoint import (
+            CONFIG_NAME,
+            CheckpointError,
+            annotate_export,
+            read_export_meta,
+        )
+
+        if not (export_dir / CONFIG_NAME).is_file():
+            return  # a task's own export format: nothing to annotate
+        try:
+            read_export_meta(export_dir)
+        except CheckpointError:
+            return  # a config.json that is no sem_models export's: left as the task wrote it
+        record: dict[str, Any] = {
+            "run": self.run_dir.name,
+            "global_step": int(step),
+            "val_loss": None if val_loss is None else float(val_loss),
+        }
+        if self._split_summary is None:  # written once before the first step, never changed
+            self._split_summary = split_summary(self.run_dir / "data_split.json")
+        summary = self._split_summary
+        if summary is not None:
+            record["data_split"] = summary
+        annotate_export(export_dir, "training", record)
 
     @property
     def best_dir(self) -> Path | None:

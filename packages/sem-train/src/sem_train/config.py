@@ -21,6 +21,7 @@ loudly instead of being ignored. Three presets ship with the package:
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,6 +31,8 @@ from sem_physics import ParameterRanges
 from sem_physics.cli_support import validation_message
 from sem_physics.io import DEFAULT_CROP_FRACTION
 from sem_physics.samples import SAMPLE_KINDS, SampleKind
+
+from .yaml_strict import duplicate_key, safe_yaml_loader
 
 __all__ = [
     "PRESETS",
@@ -47,12 +50,57 @@ __all__ = [
     "Stage2Config",
     "Stage3Config",
     "check_model_and_data",
+    "check_overrides",
     "config_class",
     "config_kind",
     "load_config",
+    "moe_size_notes",
     "preset",
     "read_config_file",
+    "warn_moe_size",
 ]
+
+
+log = logging.getLogger(__name__)
+#: Warnings already given (a config is validated again on resume, by a recipe's next stage, ...).
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
+
+
+def moe_size_notes(
+    moe: MoEConfig, tokens_per_batch: int | None = None, where: str = "moe"
+) -> list[str]:
+    """What is absurd about ``moe``'s expert count (warnings, not errors: a run can still
+    train): one expert (the router has nothing to choose), or more experts than the
+    ``tokens_per_batch`` tokens x ``top_k`` assignments one step routes through a MoE layer
+    (some experts receive no token in any step, by construction)."""
+    notes = []
+    k = moe.num_experts
+    if k == 1:
+        notes.append(
+            f"{where}.num_experts=1: a one-expert MoE sends every token to that expert, so the "
+            "router has nothing to learn (Stage 2 trains nothing useful); use 2 or more"
+        )
+    if tokens_per_batch is not None and k > tokens_per_batch * moe.top_k:
+        idle = k - tokens_per_batch * moe.top_k
+        notes.append(
+            f"{where}.num_experts={k} with {tokens_per_batch} tokens per batch and top_k="
+            f"{moe.top_k}: at least {idle} of the {k} experts of each MoE layer receive no token "
+            "in any step (every expert parameter is still stored and checkpointed); use fewer "
+            "experts or a larger batch"
+        )
+    return notes
+
+
+def warn_moe_size(moe: MoEConfig, tokens_per_batch: int | None = None) -> None:
+    """Log :func:`moe_size_notes` (each once per process)."""
+    for note in moe_size_notes(moe, tokens_per_batch):
+        _warn_once(note)
 
 
 class ConfigError(ValueError):
@@ -259,6 +307,48 @@ def _model_field(name: str, spec: ModelSpec) -> str:
     )
 
 
+#: ``model.overrides`` keys set elsewhere in a training config: where to set them instead.
+_OWNED_ELSEWHERE = {
+    "img_size": "data.image_size_px",
+    "in_chans": "data.channels",
+    "mask_ratio": "mask_ratio",
+}
+
+
+def check_overrides(
+    spec: ModelSpec, data: DataConfig, kind: str, mask_ratio: float | None = None
+) -> None:
+    """ValueError for a ``model.overrides`` key that contradicts the setting that owns it
+    (``img_size``/``in_chans``/``mask_ratio``: the model would be built with the override
+    while the data and the task use the top-level value) or that the stage ``kind`` does not
+    take (``moe``: Stage 1 trains a dense MAE, Stage 2 upcycles it; ``mask_ratio`` in a
+    fine-tune, which masks nothing). An override equal to its top-level value is accepted
+    (nothing contradicts; older configs and presets give ``img_size`` so)."""
+    top = {"img_size": data.image_size_px, "in_chans": data.channels, "mask_ratio": mask_ratio}
+    for key, value in spec.overrides.items():
+        if key == "moe":
+            if value is None:
+                continue
+            where = (
+                "Stage 2's `moe` section (Stage 1 trains the dense MAE that Stage 2 upcycles)"
+                if kind == "stage1"
+                else "the pretraining stages (Stage 2's `moe` section; init_from a Stage-3 run)"
+            )
+            raise ValueError(f"model.overrides.moe is not taken here: set it in {where}")
+        if key == "mask_ratio" and kind == "finetune":
+            raise ValueError(
+                "model.overrides.mask_ratio is not taken by the fine-tune (the restoration "
+                "model masks nothing): remove it (the pretraining stages set mask_ratio at "
+                "the top level)"
+            )
+        if key in _OWNED_ELSEWHERE and top.get(key) is not None and value != top[key]:
+            raise ValueError(
+                f"model.overrides.{key}={value!r} contradicts {_OWNED_ELSEWHERE[key]}="
+                f"{top[key]!r} (the model would be built with one and trained with the other): "
+                f"remove model.overrides.{key} and set {_OWNED_ELSEWHERE[key]} instead"
+            )
+
+
 def check_model_and_data(spec: ModelSpec, data: DataConfig) -> None:
     """ValueError naming the fields when ``spec`` cannot be built for ``data``'s images (an
     image size that is no multiple of the patch size, a value out of range), so a config is
@@ -312,6 +402,7 @@ class Stage1Config(_StageBase):
 
     @model_validator(mode="after")
     def _check(self) -> Stage1Config:
+        check_overrides(self.model, self.data, "stage1", self.mask_ratio)
         check_model_and_data(self.model, self.data)
         return self
 
@@ -338,6 +429,7 @@ class Stage2Config(_StageBase):
     def _check(self) -> Stage2Config:
         if self.init_from is None:
             raise ValueError("stage 2 needs init_from: the Stage-1 run directory")
+        warn_moe_size(self.moe)  # the tokens per batch need the Stage-1 model: preflight
         return self
 
 
@@ -441,6 +533,7 @@ class FinetuneConfig(_Strict):
         if self.init_from is None and self.model is None:
             raise ValueError("fine-tuning needs init_from (a pretrained run) or model (a preset)")
         if self.init_from is None and self.model is not None:
+            check_overrides(self.model, self.data, "finetune")
             check_model_and_data(self.model, self.data)
         return self
 
@@ -707,26 +800,6 @@ def preset(name: str, kind: str) -> BaseModel:
 MAX_CONFIG_BYTES = 1 << 20
 
 
-def safe_yaml_loader() -> tuple[Any, type]:
-    """(yaml module, safe loader refusing anchors and aliases): the one loader for config files."""
-    import yaml
-
-    class _NoAliasLoader(yaml.SafeLoader):
-        """Safe YAML without anchors or aliases: a few hundred bytes of aliases can expand to
-        gigabytes, and a training config never needs them."""
-
-        def compose_node(self, parent, index):
-            event = self.peek_event()
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise yaml.MarkedYAMLError(
-                    problem="YAML anchors and aliases (& and *) are not accepted in config files",
-                    problem_mark=event.start_mark,
-                )
-            return super().compose_node(parent, index)
-
-    return yaml, _NoAliasLoader
-
-
 def _key_lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
     """1-based line of every key path in a composed YAML node tree."""
     import yaml
@@ -846,7 +919,8 @@ def load_config(
     A file may start from a preset with the key ``preset: cpu-small``; its other keys override
     the preset's. ``overrides`` (e.g. ``{"run": {"epochs": 3}}``, from command-line options)
     are merged over the result before it is validated, so a field the source leaves out may
-    come from them. YAML anchors/aliases and ``!!python`` tags are refused. Every problem is a
+    come from them. YAML anchors/aliases, ``!!python`` tags and a key given twice in one
+    mapping are refused. Every problem is a
     :class:`ConfigError` (a ValueError) naming the file, the line and the field.
     """
     cls = config_class(kind)
@@ -865,6 +939,9 @@ def load_config(
                 f"unknown preset {source!r}; choose from {sorted(PRESETS)} or give a YAML/JSON file"
             )
         found, lines = read_config_file(path)
+        duplicate = duplicate_key(path.read_text(encoding="utf-8"), path) if found else None
+        if duplicate:  # the parser kept the last value silently; an unknown key is refused
+            raise ConfigError(f"invalid {kind} config: {duplicate}")
         data, label = found or {}, str(path)
     base_name = data.pop("preset", None)
     if base_name is not None:

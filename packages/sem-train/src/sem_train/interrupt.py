@@ -6,7 +6,10 @@ first SIGINT only asks the loop to stop: it completes the optimizer step it is i
 checkpoint at that step (so ``--resume`` continues exactly from it) and raises
 :class:`TrainingInterrupted`; a Ctrl-C in the run's last step (``max_steps``) lets it end as
 it would have. A second Ctrl-C stops at once, without saving, as a plain
-:class:`KeyboardInterrupt`. Under DDP the ranks agree on the step to stop at (the request
+:class:`KeyboardInterrupt`; a second SIGINT within :data:`SAME_REQUEST_S` of the first is
+taken as the same request (``uv run`` without a terminal forwards the group's SIGINT to the
+child that already got it: one Ctrl-C, two signals microseconds apart; a person pressing
+Ctrl-C twice takes longer). Under DDP the ranks agree on the step to stop at (the request
 travels with the step's gradient-norm check: no extra collective per step). ``torchrun`` starts its
 workers in sessions of their own: they get the Ctrl-C it forwards once, and it kills them
 after its ``--shutdown-timeout`` (30 s by default), so where a step plus its checkpoint (or an
@@ -21,10 +24,14 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["GracefulInterrupt", "TrainingInterrupted", "ignore_sigint"]
+__all__ = ["SAME_REQUEST_S", "GracefulInterrupt", "TrainingInterrupted", "ignore_sigint"]
+
+#: A second SIGINT this soon (seconds) after the first is the same Ctrl-C delivered twice.
+SAME_REQUEST_S = 0.5
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -52,6 +59,7 @@ class GracefulInterrupt:
     def __init__(self, announce: bool = True) -> None:
         self.announce = announce
         self.requested = False
+        self._first_at: float | None = None
         self._previous: Any = None
         self._installed = False
 
@@ -75,8 +83,12 @@ class GracefulInterrupt:
             self._installed = False
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if self.requested and self._first_at is not None and now - self._first_at < SAME_REQUEST_S:
+            return  # the same Ctrl-C, delivered twice (uv run forwards it without a terminal)
         if not self.requested:
             self.requested = True
+            self._first_at = now
             if self.announce:
                 print(  # on a line of its own: a progress bar may hold the current one
                     "\nsem: Ctrl-C: finishing this step and saving a checkpoint "

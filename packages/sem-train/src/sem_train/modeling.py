@@ -81,12 +81,33 @@ def moe_aux_loss(model: nn.Module) -> torch.Tensor | None:
     return sem_models.collect_aux_loss(model)
 
 
+#: Model-wide summaries over the MoE layers that are no layer mean: (per-layer key, reduction).
+_OVER_LAYERS = {
+    "max_token_fraction": torch.max,
+    "min_token_fraction": torch.min,
+    "unused_experts": torch.sum,
+}
+
+
 def routing_summary(model: nn.Module, tensors: bool = False) -> dict[str, Any]:
-    """Model-wide routing statistics of the last forward: entropy, unused experts, the
-    largest hard token fraction (1/K balanced, 1 collapsed); empty for a dense model. With
-    ``tensors``, 0-dim tensors left on the device (see :func:`sem_models.routing_stats`)."""
-    stats = sem_models.routing_stats(model, tensors=tensors)
-    return {k.split("/", 1)[1]: v for k, v in stats.items() if k.startswith("mean/")}
+    """Model-wide routing statistics of the last forward; empty for a dense model.
+
+    ``max_token_fraction`` is the largest hard token fraction of any expert in any MoE layer
+    (1/K balanced, 1 collapsed), ``min_token_fraction`` the smallest, ``unused_experts`` the
+    number of (layer, expert) pairs that received no token: the true values over the layers
+    (one collapsed layer among balanced ones reads 1.0, not their mean). ``routing_entropy``,
+    ``balance_entropy`` and ``dropped_fraction`` are means over the layers (as every
+    ``mean/*`` key of :func:`sem_models.routing_stats`). With ``tensors``, 0-dim tensors left
+    on the device (see :func:`sem_models.routing_stats`)."""
+    stats = sem_models.routing_stats(model, tensors=True)
+    out: dict[str, Any] = {k.split("/", 1)[1]: v for k, v in stats.items() if k.startswith("mean/")}
+    for key, reduce in _OVER_LAYERS.items():
+        vals = [v for k, v in stats.items() if not k.startswith("mean/") and k.endswith("/" + key)]
+        if vals:
+            out[key] = reduce(torch.stack(vals))
+    if tensors or not out:
+        return out
+    return dict(zip(out, torch.stack(list(out.values())).tolist(), strict=True))
 
 
 def save_model(model: nn.Module, directory: Path) -> None:

@@ -21,7 +21,7 @@ from sem_models.checkpoint import (
     read_export_meta,
 )
 
-from .config import Stage1Config, Stage3Config
+from .config import Stage1Config, Stage2Config, Stage3Config, warn_moe_size
 from .data.index import indexed_paths
 from .datasplit import min_side_px
 from .runfolder import RunFolder, resolve_model_dir
@@ -145,7 +145,22 @@ def start_model_dir(kind: str, path: str | Path, cfg: Any = None, what: str = "i
         )
     if kind == "stage1" and isinstance(cfg, Stage1Config):
         _check_architecture(cfg, path, mae)
+    if kind == "stage2" and isinstance(cfg, Stage2Config):
+        warn_moe_size(cfg.moe, tokens_per_batch(cfg, mae))
     return export
+
+
+def tokens_per_batch(cfg: Stage2Config, mae: dict[str, Any]) -> int | None:
+    """Tokens one process routes through a MoE layer per step in Stage 2 (``mae``: the
+    Stage-1 model's settings): the visible patches plus CLS of each image in the encoder, every
+    patch plus CLS in the decoder (the fewer, where both hold experts); None when unknown."""
+    patch = mae.get("patch_size")
+    if not isinstance(patch, int) or patch <= 0:
+        return None
+    patches = (cfg.data.image_size_px // patch) ** 2
+    visible = int(patches * (1 - cfg.mask_ratio)) + 1
+    per_image = patches + 1 if cfg.moe.placement == "decoder" else visible
+    return cfg.run.batch_size_per_process * per_image
 
 
 def _teacher_behind(folder: Path, depth: int = 0) -> Path | None:

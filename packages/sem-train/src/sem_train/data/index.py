@@ -3,7 +3,11 @@
 * :func:`build_index` lists the tree (sorted, so the order is the same on every machine),
   checks every file's header and caches each file's verdict as JSON, keyed on its name, size
   and modification time: an added, deleted or rewritten (e.g. corrupted) file is seen on the
-  next run, and only such files are checked again. The cache lives in ``cache_dir`` or
+  next run, and only such files are checked again. A float TIFF is decoded as well (NaN or
+  inf pixels make it unreadable: refused here, not at every epoch). Byte-identical files
+  (same size, same SHA-256; hashed only among files of equal size) are kept once: the first
+  in sorted order stays, each copy is left out with a warning naming both (a copy on the other
+  side of the train/validation split would validate on a training image). The cache lives in ``cache_dir`` or
   ``$XDG_CACHE_HOME/sem-train`` (``~/.cache/sem-train``), never inside the data folder, which
   is often read-only or shared; its name is a hash of the root path and options. Files that
   fail the check are listed (with the reason) and counted.
@@ -64,10 +68,14 @@ class ImageIndex:
     shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: Readable files :func:`indexed_paths` left out as smaller than the training crop.
     too_small: dict[str, str] = field(default_factory=dict)
+    #: Byte-identical copies left out (``{copy: "byte-identical copy of <kept file>"}``).
+    duplicates: dict[str, str] = field(default_factory=dict)
 
     def skipped(self) -> dict[str, str]:
-        """``{absolute path: reason}`` of every file left out: unreadable or too small."""
+        """``{absolute path: reason}`` of every file left out: unreadable, a byte-identical
+        copy of another file, or too small."""
         out = {str(self.root / rel): reason for rel, reason in self.rejected.items()}
+        out.update({str(self.root / rel): reason for rel, reason in self.duplicates.items()})
         out.update({str(self.root / rel): reason for rel, reason in self.too_small.items()})
         return dict(sorted(out.items()))
 
@@ -93,8 +101,9 @@ def _walk(root: Path, extensions: tuple[str, ...]) -> list[str]:
 
 
 #: Version of the file checks: a cached verdict of older checks is not reused (2: truncated
-#: TIFFs refused by the header check; 3: the pixel limit applied to the declared size).
-CHECK_VERSION = 3
+#: TIFFs refused by the header check; 3: the pixel limit applied to the declared size; 4: float
+#: TIFFs decoded, NaN or inf pixels refused).
+CHECK_VERSION = 4
 
 
 def _cache_location(root: Path, cache_dir: Path | None, key: str) -> Path:
@@ -171,7 +180,11 @@ def build_index(
     for rel, reason in rejected.items():
         if known.get(rel) != entries[rel]:
             log.warning("skipping unreadable image %s (%s)", root / rel, reason)
-    index = ImageIndex(root, files, rejected, cache, shapes)
+    duplicates = {} if verify == "none" else _duplicates(root, files, entries)
+    if duplicates:
+        files = [rel for rel in files if rel not in duplicates]
+        _note_duplicates(root, duplicates)
+    index = ImageIndex(root, files, rejected, cache, shapes, duplicates=duplicates)
     if entries != known:
         payload = {
             "version": INDEX_VERSION,
@@ -200,6 +213,90 @@ def build_index(
     return index
 
 
+#: Bytes hashed at each end of a file to group candidates before a full hash.
+_EDGE_BYTES = 64 * 1024
+
+
+def _edge_digest(path: Path, size: int) -> str:
+    """SHA-256 of the first and last :data:`_EDGE_BYTES` of a file (all of a small one)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(_EDGE_BYTES))
+        if size > 2 * _EDGE_BYTES:
+            fh.seek(size - _EDGE_BYTES)
+        h.update(fh.read(_EDGE_BYTES))
+    return h.hexdigest()
+
+
+def _full_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _duplicates(root: Path, files: list[str], entries: dict[str, list[Any]]) -> dict[str, str]:
+    """``{copy: reason}`` for every readable file byte-identical to an earlier one (sorted
+    order). Only files of equal size are compared: first by a hash of their first and last
+    64 KiB (kept in the index cache with the file's entry, so a later run reads nothing
+    again), then, where those agree, by the SHA-256 of the whole file."""
+    by_size: dict[int, list[str]] = {}
+    for rel in files:
+        by_size.setdefault(int(entries[rel][0]), []).append(rel)
+    out: dict[str, str] = {}
+    for size, group in by_size.items():
+        if len(group) < 2:
+            continue
+        by_edges: dict[str, list[str]] = {}
+        for rel in group:
+            entry = entries[rel]
+            if len(entry) > 4 and isinstance(entry[4], str):
+                digest = entry[4]
+            else:
+                try:
+                    digest = _edge_digest(root / rel, size)
+                except OSError:
+                    continue
+                entries[rel] = [*entry[:4], *([None] * (4 - len(entry[:4]))), digest]
+            by_edges.setdefault(digest, []).append(rel)
+        for same_edges in by_edges.values():
+            if len(same_edges) < 2:
+                continue
+            first: dict[str, str] = {}
+            for rel in same_edges:  # sorted: the first of identical files is kept
+                try:
+                    digest = _full_digest(root / rel)
+                except OSError:
+                    continue
+                if digest in first:
+                    out[rel] = f"byte-identical copy of {first[digest]}"
+                else:
+                    first[digest] = rel
+    return dict(sorted(out.items()))
+
+
+#: The copies already warned about, per indexed folder (warned about once per process).
+_DUPES_REPORTED: dict[Path, dict[str, str]] = {}
+
+
+def _note_duplicates(root: Path, duplicates: dict[str, str]) -> None:
+    if _DUPES_REPORTED.get(root) == duplicates:
+        return
+    _DUPES_REPORTED[root] = dict(duplicates)
+    pairs = [
+        f"{rel} (= {reason.removeprefix('byte-identical copy of ')})"
+        for rel, reason in duplicates.items()
+    ]
+    log.warning(
+        "%d file(s) under %s are byte-identical copies of another file and are left out "
+        "(each image once, on one side of the train/validation split): %s",
+        len(duplicates),
+        root,
+        _listed(pairs),
+    )
+
+
 def _on_terminal() -> bool:
     return stderr_is_terminal()
 
@@ -217,12 +314,25 @@ def _check(path: Path, verify: str) -> tuple[str | None, list[int] | None]:
     try:
         if verify == "header":
             shape = check_header(path)
+            if _float_tiff(path):  # NaN or inf pixels: unreadable, found here, not per epoch
+                read_gray(path)
         elif verify == "full":
             shape = read_gray(path)[0].shape
     except Exception as err:  # any decoder error means: skip this file
         return f"{type(err).__name__}: {err}", None
     ok = isinstance(shape, tuple | list) and len(shape) >= 2
     return None, [int(shape[0]), int(shape[1])] if ok else None
+
+
+def _float_tiff(path: Path) -> bool:
+    """Whether ``path`` is a TIFF of floating-point samples (the one format here that can
+    hold NaN or inf pixels)."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return False
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return bool(tif.pages) and getattr(tif.pages[0].dtype, "kind", "") == "f"
 
 
 def _cached_entries(cache: Path, root: Path) -> dict[str, list[Any]]:
