@@ -6,6 +6,14 @@ interrupted one continues from its latest checkpoint with ``resume=True``, or st
 from step 0 when it was interrupted before its first checkpoint. The data each step
 trained and validated on is written to ``<output_dir>/<kind>/data_split.json``, so a model's
 evaluation images can be checked to be unseen.
+
+The recipe's config is a preset name or a YAML/JSON file (:func:`recipe_sections`), read as
+``sem train pretrain/finetune --config`` read theirs: it may start from a preset
+(``preset: cpu-small``) and its keys apply to every step, except those under a step's name
+(``stage1:``, ``stage2:``, ``stage3:``, ``finetune:``), which apply to that step only (merged
+over the others). The recipe chains the steps itself: ``run.output_dir``, and ``init_from`` /
+``teacher_from`` outside ``stage1:``, are refused in the file. Every step's config is
+validated before the first step trains.
 """
 
 from __future__ import annotations
@@ -20,7 +28,15 @@ from sem_physics.atomic import atomic_write_text
 
 from .datasplit import SPLIT_FILE
 
-__all__ = ["DENSE_KINDS", "RECIPE_KINDS", "SPLIT_FILE", "run_recipe"]
+__all__ = [
+    "DENSE_KINDS",
+    "RECIPE_KINDS",
+    "SPLIT_FILE",
+    "recipe_configs",
+    "recipe_name",
+    "recipe_sections",
+    "run_recipe",
+]
 
 #: The steps of a recipe, in order.
 RECIPE_KINDS = ("stage1", "stage2", "stage3", "finetune")
@@ -40,8 +56,102 @@ def _runner(kind: str) -> Callable[..., Any]:
     return lambda cfg, resume: run_pretrain_stage(stage, cfg, resume=resume)
 
 
+def recipe_name(config: str | Path) -> str:
+    """What names a recipe (its default folder ``runs/<name>``): the preset, or the file's
+    name without its extension."""
+    from .config import PRESETS
+
+    return config if isinstance(config, str) and config in PRESETS else Path(config).stem
+
+
+def recipe_sections(config: str | Path, kinds: tuple[str, ...] = RECIPE_KINDS) -> dict[str, Any]:
+    """Step -> its config source: the preset name itself, or the mapping a YAML/JSON file gives
+    that step (the keys for every step with the step's own section merged over them).
+
+    One-line :class:`~sem_train.config.ConfigError` (a ValueError) for a name that is neither a
+    preset nor a file, a malformed file, a key given twice, a step section that is no mapping,
+    or a key the recipe sets itself (``run.output_dir``; ``init_from``/``teacher_from`` outside
+    ``stage1:``)."""
+    from .config import PRESETS, ConfigError, _deep_merge, read_config_file
+    from .yaml_strict import duplicate_key
+
+    if isinstance(config, str) and config in PRESETS:
+        return dict.fromkeys(kinds, config)
+    path = Path(config)
+    if not path.exists():
+        raise ConfigError(
+            f"--config {str(config)!r}: choose a preset, one of {sorted(PRESETS)}, or give a "
+            "YAML/JSON file (no such file)"
+        )
+    found, _ = read_config_file(path)
+    duplicate = duplicate_key(path.read_text(encoding="utf-8"), path) if found else None
+    if duplicate:
+        raise ConfigError(f"invalid recipe config: {duplicate}")
+    data = dict(found or {})
+    steps = {k: data.pop(k) for k in RECIPE_KINDS if k in data}
+    for kind, section in steps.items():
+        if not isinstance(section, dict):
+            raise ConfigError(
+                f"{path}: `{kind}:` must hold that step's settings (a mapping), got "
+                f"{type(section).__name__}"
+            )
+
+    def refuse(where: str, what: str, why: str) -> ConfigError:
+        return ConfigError(f"{path}: {where}{what} is set by the recipe ({why}); leave it out")
+
+    for where, section in [("", data), *((f"{k}.", v) for k, v in steps.items())]:
+        if isinstance(section.get("run"), dict) and "output_dir" in section["run"]:
+            raise refuse(where, "run.output_dir", "<--output-dir>/<step>: give --output-dir")
+        for key in ("init_from", "teacher_from"):
+            if key in section and where != "stage1.":
+                raise refuse(where, key, "each step starts from the previous one")
+    return {kind: _deep_merge(data, steps.get(kind, {})) for kind in kinds}
+
+
+def recipe_configs(
+    config: str | Path,
+    *,
+    data_root: Path | None,
+    output_dir: Path,
+    device: str | None = None,
+    kinds: tuple[str, ...] = RECIPE_KINDS,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Step -> its validated config (every step's, before any trains): ``config``'s section
+    for the step (:func:`recipe_sections`), ``overrides`` of that step, then the recipe's own
+    settings (data folder, ``<output_dir>/<kind>``, device, the previous step as ``init_from``,
+    Stage 1 as Stage 3's teacher). Errors name the file (or preset) and the step."""
+    from .config import ConfigError, _deep_merge, load_config
+
+    output_dir = Path(output_dir)
+    sections = recipe_sections(config, kinds)
+    label = f"--config {config}"
+    configs: dict[str, Any] = {}
+    previous: Path | None = None
+    for kind in kinds:
+        try:
+            base = load_config(sections[kind], kind).model_dump()
+            data = _deep_merge(base, (overrides or {}).get(kind, {}))
+            if data_root is not None:
+                data["data"]["root"] = data_root
+            data["run"]["output_dir"] = output_dir / kind
+            if device is not None:
+                data["run"]["device"] = device
+            if "init_from" in data and previous is not None:
+                data["init_from"] = previous
+            if kind == "stage3":
+                data["teacher_from"] = output_dir / "stage1"
+            configs[kind] = load_config(data, kind)
+        except ConfigError as err:
+            if isinstance(sections[kind], str):  # a preset: its own message names it
+                raise
+            raise ConfigError(f"{label} (recipe step {kind}): {err}") from None
+        previous = output_dir / kind
+    return configs
+
+
 def run_recipe(
-    preset_name: str,
+    preset_name: str | Path,
     *,
     data_root: Path | None,
     output_dir: Path,
@@ -51,40 +161,35 @@ def run_recipe(
     overrides: dict[str, dict[str, Any]] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run ``kinds`` of preset ``preset_name`` in order; returns {kind: summary}.
+    """Run ``kinds`` of ``preset_name`` (a preset, or a YAML/JSON file: :func:`recipe_sections`)
+    in order; returns {kind: summary}.
 
     ``data_root`` replaces every step's ``data.root`` (the generated images of the preset are
     added to it); ``overrides`` maps a kind to fields merged into its config (e.g. a smaller
-    budget). Without ``resume`` the output folder must not hold a recipe yet.
+    budget). Every step's config is validated before the first step runs
+    (:func:`recipe_configs`). Without ``resume`` the output folder must not hold a recipe yet.
     """
-    from .config import _deep_merge, load_config
     from .preflight import check_inputs
     from .runfolder import RunFolder
 
     output_dir = Path(output_dir)
+    configs = recipe_configs(
+        preset_name,
+        data_root=data_root,
+        output_dir=output_dir,
+        device=device,
+        kinds=kinds,
+        overrides=overrides,
+    )
     if not resume and any((output_dir / k).exists() for k in kinds):
         raise FileExistsError(
             f"{output_dir} already holds a recipe run; pass --resume to continue it, or choose "
             "another --output-dir"
         )
     summary: dict[str, Any] = {}
-    previous: Path | None = None
     for kind in kinds:
         out = output_dir / kind
-        data = _deep_merge(
-            load_config(preset_name, kind).model_dump(), (overrides or {}).get(kind, {})
-        )
-        if data_root is not None:
-            data["data"]["root"] = data_root
-        data["run"]["output_dir"] = out
-        if device is not None:
-            data["run"]["device"] = device
-        if "init_from" in data and previous is not None:
-            data["init_from"] = previous
-        if kind == "stage3":
-            data["teacher_from"] = output_dir / "stage1"
-        cfg = load_config(data, kind)
-        previous = out
+        cfg = configs[kind]
         done = out / DONE_FILE
         if done.is_file():
             summary[kind] = json.loads(done.read_text(encoding="utf-8"))

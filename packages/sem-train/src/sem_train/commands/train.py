@@ -78,12 +78,18 @@ def register(subparsers: Any) -> None:
     rc = tsub.add_parser(
         "recipe", help="a preset's whole recipe: Stage 1, 2, 3, then the low-shot fine-tune"
     )
-    rc.add_argument("--config", required=True, help="preset name (e.g. cpu-base)")
+    rc.add_argument(
+        "--config",
+        required=True,
+        help="preset name (paper, cpu-base, cpu-small) or a YAML/JSON file: its keys apply to "
+        "every step, those under stage1:/stage2:/stage3:/finetune: to that step only",
+    )
     rc.add_argument("--data", type=Path, help="folder of SEM images (data.root of every step)")
     rc.add_argument(
         "--output-dir",
         type=Path,
-        help="run folder (default: runs/<preset>, with --dense runs/<preset>-dense); one "
+        help="run folder (default: runs/<preset or file name>, with --dense "
+        "runs/<...>-dense); one "
         "sub-folder a step",
     )
     rc.add_argument("--device", choices=DEVICES, help="override run.device")
@@ -344,22 +350,27 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def recipe_dir(preset: str, dense: bool, given: Path | None) -> Path:
     """The recipe's run folder: ``given``, else ``runs/<preset>`` (``runs/<preset>-dense`` for
-    the dense ablation, beside the MoE run and never into its folder)."""
-    return given or Path("runs") / (preset + ("-dense" if dense else ""))
+    the dense ablation, beside the MoE run and never into its folder); a config file is named
+    by its file name without the extension."""
+    from ..recipe import recipe_name
+
+    return given or Path("runs") / (recipe_name(preset) + ("-dense" if dense else ""))
 
 
 def _recipe(args: argparse.Namespace) -> int:
     if args.data is not None and not args.data.is_dir():
         raise FileNotFoundError(f"--data {args.data} is not a directory")
+    from ..recipe import DENSE_KINDS, RECIPE_KINDS, recipe_configs
+
     out = recipe_dir(args.config, args.dense, args.output_dir)
+    kinds = DENSE_KINDS if args.dense else RECIPE_KINDS
+    # every step's config (a preset or a file) checked before anything is written
+    recipe_configs(
+        args.config, data_root=args.data, output_dir=out, device=args.device, kinds=kinds
+    )
     with _holding(out):  # one folder per step below it; run_recipe checks them under the lock
-        from ..config import PRESETS
+        from ..recipe import run_recipe
 
-        if args.config not in PRESETS:
-            raise ValueError(f"--config {args.config!r}: choose a preset, one of {sorted(PRESETS)}")
-        from ..recipe import DENSE_KINDS, RECIPE_KINDS, run_recipe
-
-        kinds = DENSE_KINDS if args.dense else RECIPE_KINDS
         try:
             summary = run_recipe(
                 args.config,

@@ -41,6 +41,7 @@ from sem_physics.io import DEFAULT_CROP_FRACTION
 from sem_physics.samples import SAMPLE_KINDS, SampleKind
 
 from ..config import read_config_file, safe_yaml_loader
+from ..yaml_strict import duplicate_key
 from .methods import check_method_config, select_methods
 from .protocols import SETTINGS
 from .quality import QUALITY_METRICS, check_metrics
@@ -262,35 +263,6 @@ def parse_method_settings(items: list[str] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _duplicate_key(text: str, path: Path) -> str | None:
-    """The first key given twice in one mapping of config ``text`` (YAML, or JSON read as
-    YAML), as ``"<file>, line N: duplicate key 'a.b' (first on line M)"``; None without one.
-    The parsers keep the last value silently, while an unknown key is refused."""
-    try:
-        root = yaml.compose(text, Loader=_NoAliasLoader)
-    except yaml.YAMLError:
-        return None  # the reader's own error has named it
-    todo: list[tuple[Any, tuple[str, ...]]] = [(root, ())]
-    while todo:
-        node, prefix = todo.pop(0)
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
-            for k, v in node.value:
-                key = str(k.value)
-                line = k.start_mark.line + 1
-                if key in seen:
-                    name = ".".join((*prefix, key))
-                    return (
-                        f"{path}, line {line}: duplicate key '{name}' (first on line "
-                        f"{seen[key]}); give each key once"
-                    )
-                seen[key] = line
-                todo.append((v, (*prefix, key)))
-        elif isinstance(node, yaml.SequenceNode):
-            todo += [(v, (*prefix, str(i))) for i, v in enumerate(node.value)]
-    return None
-
-
 def check_method_names(option: str, names: Sequence[str] | None) -> None:
     """A method list given with ``option`` (``--methods``, ``--exclude``): ValueError naming the
     option and the unknown names, listing the registered ones."""
@@ -400,7 +372,7 @@ def load_benchmark_config(
     data, _ = read_config_file(p, "benchmark config")
     if not data:
         raise ValueError(f"{p}: the config file is empty (give at least `protocol:` or `images:`)")
-    duplicate = _duplicate_key(p.read_text(encoding="utf-8"), p)
+    duplicate = duplicate_key(p.read_text(encoding="utf-8"), p)
     data.update({k: v for k, v in overrides.items() if v is not None})
     if method_settings:
         data["method_config"] = _merge_settings(data.get("method_config"), method_settings)

@@ -35,6 +35,7 @@ from .harmonics import harmonics_markdown, harmonics_rows
 from .protocols import Case, ProtocolManifest
 from .quality import METRIC_LABELS
 from .results import FAILED, INPUT_NAME, REFERENCE_NAME, MethodResult, MetrologyRow, QualityRow
+from .seen import SEEN_MARK, SeenImage, method_note, table_note
 from .sources import REPORT_STAGING_PREFIX, SkippedFile, check_report_folder
 from .tables import (
     NIQE_CAVEAT,
@@ -119,6 +120,8 @@ class ReportInputs:
     wall_seconds: float = 0.0
     #: how ``figure_cases`` were chosen, in words (the report states it)
     figure_choice: str = ""
+    #: method -> evaluation images its given checkpoint's runs trained or validated on
+    seen: dict[str, list[SeenImage]] = field(default_factory=dict)
 
 
 def _clean(value: Any) -> Any:
@@ -462,7 +465,11 @@ def _summary_table(inp: ReportInputs, quality, metrology, settings: Mapping[str,
     weights = _given_weights_note(inp.results)
     if weights:
         notes.append(weights)
-    table = readme_table(quality, metrology)
+    seen = {k: v for k, v in _seen(inp).items() if v}
+    if seen:
+        notes.append(table_note(seen, len(inp.manifest.references)))
+    marks = {"marks": {k: SEEN_MARK for k in seen}} if seen else {}
+    table = readme_table(quality, metrology, **marks)
     if "✗" in table:
         notes.append(
             "✗: not on every case (a method that failed, or a line image not measurable in "
@@ -471,7 +478,13 @@ def _summary_table(inp: ReportInputs, quality, metrology, settings: Mapping[str,
     return table + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
+def _seen(inp: ReportInputs) -> dict[str, list[SeenImage]]:
+    """Method -> the evaluation images its given checkpoint's runs trained or validated on."""
+    return getattr(inp, "seen", None) or {}
+
+
 def _tables(inp: ReportInputs) -> _Tables:
+    seen = _seen(inp)
     results = [*inp.results, inp.reference]
     order = method_order(results)
     by_name = {r.name: r for r in results}
@@ -500,7 +513,10 @@ def _tables(inp: ReportInputs) -> _Tables:
                 weights=_weights_text(r),
                 fit_seconds=round(r.fit_seconds, 2),
                 restore_seconds=round(r.restore_seconds, 2),
-                notes="; ".join(r.notes) or None,
+                notes="; ".join(
+                    [*r.notes, *([method_note(seen[r.name])] if seen.get(r.name) else [])]
+                )
+                or None,
             )
             for n in order
             for r in inp.results
@@ -511,15 +527,23 @@ def _tables(inp: ReportInputs) -> _Tables:
     )
 
 
-def _methods_json(t: _Tables, results: Sequence[MethodResult]) -> list[dict[str, Any]]:
+def _methods_json(
+    t: _Tables,
+    results: Sequence[MethodResult],
+    seen: Mapping[str, Sequence[SeenImage]] | None = None,
+) -> list[dict[str, Any]]:
     """``results.json``'s methods: the table's fields and each weights source in full (path
     as given and as read, SHA-256 of every file and over them all)."""
+    seen = seen or {}
     by_name = {r.name: r for r in results}
     out = []
     for m in t.methods:
         w = by_name[m.method].weights
         sources = [s.model_dump() | {"sha256": s.sha256} for s in (w.sources if w else [])]
-        out.append(m.model_dump() | {"weights_sources": sources})
+        row = m.model_dump() | {"weights_sources": sources}
+        if seen.get(m.method):  # only then: results.json of other runs stays as it was
+            row["seen_in_training"] = [vars(x) for x in seen[m.method]]
+        out.append(row)
     return out
 
 
@@ -594,7 +618,7 @@ def _write(stage: Path, inp: ReportInputs) -> None:
         "metrology_summary": [s.model_dump() | {"complete": s.complete} for s in t.metrology],
         "metrology_not_measured": inp.not_measured,
         "skipped_files": [s.model_dump() for s in inp.skipped],
-        "methods": _methods_json(t, inp.results),
+        "methods": _methods_json(t, inp.results, _seen(inp)),
         "psf_estimates": t.estimates,
         "figures": figures,
         "wall_seconds": inp.wall_seconds,

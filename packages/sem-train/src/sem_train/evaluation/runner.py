@@ -53,6 +53,7 @@ from .protocols import (
 from .report import ReportInputs, safe_name, write_report
 from .results import MethodResult, ResultFileError
 from .scoring import Scorer
+from .seen import SEEN_MARK, SeenImage, format_warning, seen_images
 from .sources import (
     EvalImage,
     SkippedFile,
@@ -271,6 +272,41 @@ def build_protocol(cfg: BenchmarkConfig) -> Protocol:
     return proto
 
 
+def evaluated_files(manifest: ProtocolManifest) -> dict[str, list[str]]:
+    """Image name -> the files it was read from (the focused reference; for real input also
+    the defocused file), for the images of ``manifest`` that came from files."""
+    files: dict[str, list[str]] = {}
+    for r in manifest.references:
+        if r.source and not r.source.startswith("generated:"):
+            files.setdefault(r.name, []).append(r.source)
+    for c in manifest.cases:
+        if c.input_source and c.input_source not in files.get(c.image, []):
+            files.setdefault(c.image, []).append(c.input_source)
+    return files
+
+
+def seen_by_checkpoints(
+    names: Sequence[str], weights: dict[str, MethodWeights], manifest: ProtocolManifest
+) -> dict[str, list[SeenImage]]:
+    """Method -> the evaluation images that the checkpoint the user gave it (or a run it
+    descends from) trained or validated on (:mod:`.seen`); each such method is warned about
+    on stderr. Methods without given weights, or whose weights hold no ``data_split.json``
+    (the shipped model, an external export), are not looked into."""
+    files: dict[str, list[str]] | None = None
+    found: dict[str, list[SeenImage]] = {}
+    for name in names:
+        given = weights[name].user_given
+        if not given:
+            continue
+        files = evaluated_files(manifest) if files is None else files
+        paths = [p for s in given for p in (s.given, s.path) if p]
+        seen = seen_images(paths, files)
+        if seen:
+            found[name] = seen
+            print(format_warning(name, seen, len(manifest.references)), file=sys.stderr)
+    return found
+
+
 def _digest(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -470,6 +506,7 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
         # one job even when reloading: should the kept weights not load, it trains them once
         jobs.append(MethodJob(name, call, trains))
         digests[name] = digest
+    seen = seen_by_checkpoints(names, weights, proto.manifest)
     bar = tqdm(total=len(names), desc="methods", unit="method", disable=not progress)
     bar.update(len(done))
     pool = worker_pool(cfg.workers) if parallel and jobs else None
@@ -506,6 +543,13 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
         f"Wall time {elapsed:.0f} s.",
         *proto.notes,
     ]
+    if seen:  # the Inputs line counts the benchmark's own split, not the checkpoints' runs
+        intro.append(
+            "Given checkpoints were trained or validated on some of the evaluation images "
+            f"(rows marked {SEEN_MARK}; the table's note and the Methods section name them): "
+            + "; ".join(f"{k}: {len(v)} image(s)" for k, v in seen.items())
+            + "."
+        )
     return write_report(
         out,
         ReportInputs(
@@ -522,5 +566,6 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
             config=cfg,
             skipped=proto.manifest.skipped,
             wall_seconds=elapsed,
+            seen=seen,
         ),
     )

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -380,8 +380,15 @@ def metrology_per_image_markdown(
     return legend + ".\n\n" + "\n".join(_table(head, body)) + "\n"
 
 
-def readme_table(quality: Sequence[QualitySummary], metrology: Sequence[MetrologySummary]) -> str:
-    """The compact table a README can paste: PSNR, affine-matched PSNR, SSIM, CD(MAE), Avg(MAE)."""
+def readme_table(
+    quality: Sequence[QualitySummary],
+    metrology: Sequence[MetrologySummary],
+    marks: Mapping[str, str] | None = None,
+) -> str:
+    """The compact table a README can paste: PSNR, affine-matched PSNR, SSIM, CD(MAE), Avg(MAE).
+
+    ``marks``: method -> a mark after its name (explained in a note under the table)."""
+    marks = marks or {}
     metro = {s.method: s for s in metrology}
     head = [
         "method",
@@ -395,7 +402,7 @@ def readme_table(quality: Sequence[QualitySummary], metrology: Sequence[Metrolog
     for s in quality:
         if s.method == REFERENCE_NAME:
             continue
-        cells = [s.method]
+        cells = [f"{s.method} {marks[s.method]}" if s.method in marks else s.method]
         for k, d in (("psnr", 2), ("psnr_affine", 2), ("ssim", 3)):
             m = s.metrics.get(k)
             failed = s.n_cases > 0 and s.n_failed == s.n_cases

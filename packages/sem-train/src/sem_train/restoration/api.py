@@ -248,6 +248,17 @@ class PreparedMethod:
 
         return getattr(registry_entry(self.method).cls, "caution", None)
 
+    @property
+    def model_notes(self) -> list[str]:
+        """What the loaded model says of itself: the restorer's ``notes`` (e.g. that a given
+        checkpoint is dense, no Mixture-of-Experts: not the paper's MAE + MoE). The note that
+        merely names the shipped model a method loads when no checkpoint is given is left
+        out (the method's name says it); empty for a method without a model."""
+        notes = [str(n) for n in getattr(self._restorer, "notes", None) or []]
+        if self.checkpoint is None:
+            notes = [n for n in notes if not n.endswith("model shipped with sem-models")]
+        return list(dict.fromkeys(notes))
+
     def __call__(self, image: Any) -> RestoredImage:
         """Restore ``image`` (float (H, W), 0..255, info bar already removed); its FFTs (blind
         estimate, deconvolution, guides) use every core allowed (:mod:`.threads`)."""

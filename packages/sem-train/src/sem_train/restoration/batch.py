@@ -413,6 +413,7 @@ def restore_files(
     t_start = time.perf_counter()
     out_dir = _out_folder(out_dir)
     notes: list[str] = [f"{method.method}: {method.caution}"] if method.caution else []
+    notes += [f"{method.method}: {n}" for n in getattr(method, "model_notes", [])]
     listed = list_inputs(inputs, out_dir, notes)
     with output_lock(out_dir):  # one run at a time; existing outputs are checked under it
         jobs = plan_outputs(listed, out_dir, float32=float32, overwrite=overwrite)
