@@ -137,8 +137,10 @@ def _stage1(root: Path, cache: Path, **data) -> object:
     return load_config(body, "stage1")
 
 
-def test_resume_refuses_a_data_file_rewritten_under_the_same_name(tmp_path):
-    from sem_train.datasplit import ResumeDataError, check_resume_split, split_record
+def _started_run(tmp_path: Path, fingerprints: bool = True) -> tuple[object, Path, dict]:
+    """(config, run folder, record): six images split by a Stage-1 config, the record saved in
+    the run folder as a run's start saves it (without fingerprints, as before they were kept)."""
+    from sem_train.datasplit import split_record
 
     root = tmp_path / "data"
     for i in range(6):
@@ -147,7 +149,16 @@ def test_resume_refuses_a_data_file_rewritten_under_the_same_name(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     record = split_record("stage1", cfg)
+    if not fingerprints:
+        record.pop("fingerprints", None)
     (run / "data_split.json").write_text(json.dumps(record), encoding="utf-8")
+    return cfg, run, record
+
+
+def test_resume_refuses_a_data_file_rewritten_under_the_same_name(tmp_path):
+    from sem_train.datasplit import ResumeDataError, check_resume_split, split_record
+
+    cfg, run, record = _started_run(tmp_path)
     victim = Path(record["validation"][0])
     _png(victim, 123, size=80)  # another readable image (another size) under its name
     with pytest.raises(ResumeDataError) as err:
@@ -160,14 +171,7 @@ def test_resume_warns_of_a_data_file_with_only_another_modification_time(tmp_pat
     resumes, with a warning naming the file."""
     from sem_train.datasplit import check_resume_split, split_record
 
-    root = tmp_path / "data"
-    for i in range(6):
-        _png(root / f"im{i}.png", i)
-    cfg = _stage1(root, tmp_path / "cache")
-    run = tmp_path / "run"
-    run.mkdir()
-    record = split_record("stage1", cfg)
-    (run / "data_split.json").write_text(json.dumps(record), encoding="utf-8")
+    cfg, run, record = _started_run(tmp_path)
     touched = Path(record["train"][0])
     os.utime(touched, ns=(1, 1))
     with caplog.at_level("WARNING", logger="sem_train.datasplit"):
@@ -178,16 +182,8 @@ def test_resume_warns_of_a_data_file_with_only_another_modification_time(tmp_pat
 def test_resume_of_a_split_record_without_fingerprints_still_works(tmp_path):
     from sem_train.datasplit import check_resume_split, split_record
 
-    root = tmp_path / "data"
-    for i in range(6):
-        _png(root / f"im{i}.png", i)
-    cfg = _stage1(root, tmp_path / "cache")
-    run = tmp_path / "run"
-    run.mkdir()
-    old = split_record("stage1", cfg)
-    old.pop("fingerprints", None)  # written before fingerprints were kept
-    (run / "data_split.json").write_text(json.dumps(old), encoding="utf-8")
-    os.utime(old["train"][0], ns=(1, 1))
+    cfg, run, record = _started_run(tmp_path, fingerprints=False)
+    os.utime(record["train"][0], ns=(1, 1))
     check_resume_split(run, split_record("stage1", cfg))
 
 
