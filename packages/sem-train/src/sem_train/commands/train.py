@@ -364,11 +364,12 @@ def _recipe(args: argparse.Namespace) -> int:
 
     out = recipe_dir(args.config, args.dense, args.output_dir)
     kinds = DENSE_KINDS if args.dense else RECIPE_KINDS
-    # every step's config (a preset or a file) checked before anything is written
-    recipe_configs(
-        args.config, data_root=args.data, output_dir=out, device=args.device, kinds=kinds
-    )
     with _holding(out):  # one folder per step below it; run_recipe checks them under the lock
+        # every step's config (a preset or a file) checked before any step writes (a busy
+        # folder is said first, as by the other commands)
+        recipe_configs(
+            args.config, data_root=args.data, output_dir=out, device=args.device, kinds=kinds
+        )
         from ..recipe import run_recipe
 
         try:
