@@ -165,6 +165,12 @@ def test_restore_passes_on_the_models_note_that_a_checkpoint_is_dense(tmp_path, 
     assert "not the paper's MAE + MoE" in dense[0]
     err = capsys.readouterr().err
     assert err.count("sem: note: sem-foundation: ") == 1 and "is a dense model" in err
+    # restore() from Python says it as a RestoreWarning
+    from sem_physics.io import read_image
+    from sem_train.restoration import RestoreWarning, restore
+
+    with pytest.warns(RestoreWarning, match="sem-foundation: .*is a dense model"):
+        restore(read_image(src).data, "sem-foundation", checkpoint=run, window_px=32)
     # a deconvolution has no model: nothing new
     wiener = ["--method", "wiener", "--psf", "2,2,0,2"]
     assert main(["restore", str(src), "-o", str(tmp_path / "w"), *wiener]) == 0

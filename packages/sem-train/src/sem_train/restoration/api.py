@@ -377,11 +377,12 @@ def restore(
     of the weights is included in ``timings.load_s``. Each of the result's ``warnings`` is also
     issued as a :class:`RestoreWarning` (a flagged blind PSF estimate, scan-line jitter, an
     image that looks in focus), so that a notebook shows it and ``warnings`` filters apply; so
-    does calling a :func:`prepare`-d method.
+    does calling a :func:`prepare`-d method. So is what the loaded model says of itself (e.g.
+    that a checkpoint is dense, no Mixture-of-Experts; a prepared method's ``model_notes``).
     """
     prepared = prepare(method, psf=psf, checkpoint=checkpoint, brightness=brightness, **options)
     out = prepared._run(image)
-    _issue(out.warnings)
+    _issue((*(f"{method}: {n}" for n in prepared.model_notes), *out.warnings))
     t = out.timings
     timings = RestoreTimings(
         estimate_s=t.estimate_s, restore_s=t.restore_s, load_s=prepared.load_s, jitter_s=t.jitter_s
