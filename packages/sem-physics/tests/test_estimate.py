@@ -204,20 +204,34 @@ def test_leakage_check_quiet_where_the_spectrum_fixes_the_blur(kind: str) -> Non
     assert abs(est.ry_px / 6.0 - 1) < 0.15  # across the lines (along them: the own-blur limit)
 
 
+def _fft_pair_s(y: np.ndarray) -> float:
+    """Seconds of one forward and inverse real FFT of ``y``, best of 3 x 10: the unit the
+    estimate's time is measured in, so that a loaded machine slows both alike."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(10):
+            np.fft.irfft2(np.fft.rfft2(y), s=y.shape)
+        best = min(best, (time.perf_counter() - t0) / 10)
+    return best
+
+
 def test_1280x960_image_within_the_time_budget() -> None:
+    """The estimate of a 1280x960 frame costs at most 80 FFT pairs of it, measured in the same
+    test (about 20 on an idle machine, 0.25-0.3 s: benchmarks/bench_estimate.py). A ratio, not
+    seconds: a loaded test machine slows both sides alike."""
     params = DegradationParams(
         rx_px=12, ry_px=7, beta=1.95, theta_rad=1.0, gain=1.0, offset=10, sigma=5, dose=20
     )
     x = make_sample("contacts", (960, 1280), seed=0)
-    times = []
+    ratios = []
     for seed in range(2):  # two noise draws: the same pixels again would be a cache hit
         y = degrade(x, params, rng=seed)
+        unit = _fft_pair_s(y)
         t0 = time.perf_counter()
         est = estimate_degradation(y)
-        times.append(time.perf_counter() - t0)
-    # 1 s is the target on an idle machine (benchmarks/bench_estimate.py); 2.5 s guards against
-    # a regression on a loaded test machine.
-    assert min(times) < 2.5, times
+        ratios.append((time.perf_counter() - t0) / unit)
+    assert min(ratios) < 80, ratios
     assert est.seconds > 0
 
 
