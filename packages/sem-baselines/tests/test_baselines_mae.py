@@ -43,8 +43,10 @@ def test_sem_checkpoint_errors(tmp_path):
         get_restorer("mae-sem", checkpoint_dir=str(tmp_path / "absent"))
     moe = build_mae("tiny", in_chans=1, moe=MoEConfig(num_experts=2), **MAE_ARCH)
     save_model(moe, tmp_path / "moe")
-    with pytest.raises(RestorerConfigError, match="without MoE"):
+    with pytest.raises(RestorerConfigError, match="without MoE") as refused:
         get_restorer("mae-sem", checkpoint_dir=str(tmp_path / "moe"))
+    # what to give instead: a dense model, pretrained or fine-tuned, not only a Stage-1 MAE
+    assert "a dense fine-tune (sem train recipe --dense" in str(refused.value)
 
 
 @pytest.mark.parametrize("name", ["mae-imagenet", "mae-sem"])

@@ -287,7 +287,12 @@ class MAESEMRestorer(_MAERestorer):
                 "mae-sem needs checkpoint_dir=<folder written by sem_models.save_model> "
                 "(config.json + model.safetensors of the SEM-pretrained MAE)"
             )
-        self._check_kind(cfg.checkpoint_dir, "use the dense Stage-1 checkpoint")
+        self._check_kind(
+            cfg.checkpoint_dir,
+            "give a dense model: a Stage-1 MAE (a benchmark fine-tunes it) or a dense "
+            "fine-tune (sem train recipe --dense, or a fine-tune of a dense Stage-3 run); "
+            "sem-foundation takes the MoE one",
+        )
         model, mae = load_mae_checkpoint(cfg.checkpoint_dir, self.name)
         if isinstance(model, RestorationModel):
             return model
