@@ -1,4 +1,4 @@
-"""Fixes of the training audit (2026-12-01): double SIGINT, model overrides, duplicate YAML
+"""Guards of a training run: double SIGINT, model overrides, duplicate YAML
 keys, resume fingerprints, routing summary, NaN files and duplicates in the split, degenerate
 expert counts, export provenance."""
 

@@ -1,4 +1,4 @@
-"""Fixes from the ML audit of the evaluation side (2026-12-01):
+"""Evaluating and restoring with your own runs:
 
 * ``sem benchmark`` says when a given checkpoint (or a run it descends from) trained or
   validated on evaluation images: a warning on stderr, the row marked in ``table.md``;
