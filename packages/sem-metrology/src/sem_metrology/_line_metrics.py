@@ -268,17 +268,13 @@ def dominant_period_px(profile: np.ndarray) -> float | None:
     when the profile is too short or not periodic (the peak's main lobe holds less than
     :data:`MIN_PERIODIC_SHARE` of the power): one or two lines, noise.
     """
-    spec = _profile_spectrum(profile)
-    if spec is None:
+    found = _main_peak(profile)
+    if found is None:
         return None
-    power, freq, first, lobe = spec
-    total = float(power[1:].sum())
-    if total <= 0 or power.size - first < 3:
-        return None
-    k = first + int(np.argmax(power[first:]))
+    power, freq, first, k, share = found
     if k in (first, power.size - 1):
         return None  # the band's edge, not a peak
-    if float(power[max(1, k - lobe) : k + lobe + 1].sum()) < MIN_PERIODIC_SHARE * total:
+    if share < MIN_PERIODIC_SHARE:
         return None
     for m in (3, 2):  # the lowest strong sub-harmonic is the fundamental
         centre = round(k / m)  # a harmonic series: within 4 % of f/m
@@ -315,12 +311,21 @@ def periodic_share(profile: np.ndarray) -> float | None:
     """Share of the profile's (Hann-windowed) varying power in the main lobe of its largest
     peak among periods spanning it :data:`MIN_PERIODS` times (what :func:`dominant_period_px`
     compares with :data:`MIN_PERIODIC_SHARE`); None for a profile too short or not finite."""
+    found = _main_peak(profile)
+    return None if found is None else found[-1]
+
+
+def _main_peak(profile: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int, float] | None:
+    """(power, frequencies, first bin counted, bin of the largest peak among them, share of
+    the varying power in that peak's main lobe), or None for a profile too short, not finite
+    or without varying power: what :func:`dominant_period_px` and :func:`periodic_share`
+    read."""
     spec = _profile_spectrum(profile)
     if spec is None:
         return None
-    power, _, first, lobe = spec
+    power, freq, first, lobe = spec
     total = float(power[1:].sum())
     if total <= 0 or power.size - first < 3:
         return None
     k = first + int(np.argmax(power[first:]))
-    return float(power[max(1, k - lobe) : k + lobe + 1].sum()) / total
+    return power, freq, first, k, float(power[max(1, k - lobe) : k + lobe + 1].sum()) / total
