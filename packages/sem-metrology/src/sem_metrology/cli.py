@@ -80,6 +80,8 @@ def load_image(
     import numpy as np
     from sem_physics.io import read_image
 
+    from ._inputs import acquisition_dict
+
     p = Path(path)
     if not p.is_file():
         raise InputError(f"image file not found: {p}")
@@ -113,7 +115,7 @@ def load_image(
         info_bar_rows=rows,
         notes=tuple(sem.notes),
         info_bar_source=info_bar if info_bar in ("auto", "none") else "option",
-        acquisition=sem.acquisition.to_dict() if sem.acquisition.known else {},
+        acquisition=acquisition_dict(sem.acquisition),
     )
 
 
