@@ -101,35 +101,25 @@ def git_commit(start: Path | None = None) -> dict[str, Any]:
     (a virtual environment inside someone's checkout) is not that checkout's commit.
     """
     here = Path(start or Path(__file__).resolve().parent)
-    try:
-        tracked = subprocess.run(
-            ["git", "ls-files", "--", "."],
+
+    def git(*args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", *args],
             cwd=here,
             capture_output=True,
             text=True,
             encoding="utf-8",
-            timeout=10,
+            timeout=timeout,
         )
+
+    try:
+        tracked = git("ls-files", "--", ".")
         if tracked.returncode != 0 or not tracked.stdout.strip():
             return {"commit": None}
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            timeout=10,
-        )
+        sha = git("rev-parse", "HEAD")
         if sha.returncode != 0:
             return {"commit": None}
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            timeout=20,
-        )
+        dirty = git("status", "--porcelain", "--untracked-files=no", timeout=20)
         return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None}
