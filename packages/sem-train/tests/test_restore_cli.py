@@ -623,6 +623,21 @@ def test_an_overwrite_rerun_removes_the_outputs_its_restore_json_no_longer_lists
     assert {"im0.tif", "im1.tif", "notes.tif"} <= set(_visible_files(out))
 
 
+def test_a_rerun_reads_the_outputs_of_a_record_with_fields_it_does_not_know(tmp_path):
+    """A restore.json written by a later version (a field this one does not know, per file and
+    per run) still names its outputs: the overwrite rerun removes the ones it does not rewrite."""
+    src = _two_images(tmp_path / "src")
+    out = tmp_path / "out"
+    assert run(src, "-o", out, *PSF) == 0
+    doc = manifest(out)
+    doc["a_later_field"] = {"schema": 2}
+    for record in doc["restored"]:
+        record["a_later_per_file_field"] = [1, 2]
+    (out / MANIFEST_NAME).write_text(json.dumps(doc), encoding="utf-8")
+    assert run(src / "im0.tif", "-o", out, *PSF, "--overwrite") == 0
+    assert _visible_files(out) == ["im0.tif", MANIFEST_NAME]
+
+
 def test_a_rerun_removes_the_subfolders_it_empties_and_keeps_the_others(tmp_path):
     src = _two_images(tmp_path / "src")
     for sub in ("a/deep", "b"):

@@ -16,6 +16,7 @@ run's outputs are never left unmarked, and the folder of a complete run holds th
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import sys
 import tempfile
@@ -332,13 +333,22 @@ def check_inputs(
 
 
 def _listed_outputs(record: Path) -> set[str]:
-    """Outputs an earlier ``restore.json`` lists; none when it is missing or cannot be parsed
-    (its files are then left alone)."""
+    """Outputs an earlier ``restore.json`` lists; none when it is missing or is no JSON object
+    (its files are then left alone).
+
+    Only ``restored[*].output`` is read, not the whole record: a record written by a later
+    version, with fields this one does not know, still names its outputs.
+    """
     try:
-        earlier = RestoreManifest.model_validate_json(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+        doc = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return set()
-    return {r.output for r in earlier.restored}
+    restored = doc.get("restored") if isinstance(doc, dict) else None
+    if not isinstance(restored, list):
+        return set()
+    return {
+        r["output"] for r in restored if isinstance(r, dict) and isinstance(r.get("output"), str)
+    }
 
 
 def _first_line(err: BaseException) -> str:
