@@ -39,6 +39,7 @@ __all__ = [
     "Noise2NoiseRestorer",
     "Noise2VoidConfig",
     "Noise2VoidRestorer",
+    "PluginWarning",
     "RegistryEntry",
     "Restorer",
     "RestorerConfigError",
@@ -98,6 +99,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         trainable_restorers,
     )
     from .mae import MAEImageNetConfig, MAEImageNetRestorer, MAESEMConfig, MAESEMRestorer
+    from .plugins import PluginWarning
     from .restorer import (
         FitOptions,
         Fitting,

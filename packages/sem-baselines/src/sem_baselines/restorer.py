@@ -23,6 +23,11 @@ The registry is the single source of truth about a method, including how it is f
 ``"pretrained"``, allowed for any method that loads weights). Callers dispatch on
 :func:`registry_entry`, never on a name. A restorer may carry ``notes`` (a list of strings):
 facts about the model it loaded that an evaluation report should show.
+
+Other packages add methods through the ``sem_baselines.restorers`` entry points
+(:mod:`sem_baselines.plugins`), loaded once, when the registry is first asked for a name it
+does not know or for the full list; a name is never registered twice, and a built-in's name
+belongs to its built-in module.
 """
 
 from __future__ import annotations
@@ -151,6 +156,9 @@ class RegistryEntry:
 
 _REGISTRY: dict[str, RegistryEntry] = {}
 
+#: Whether the installed plugins have been loaded (:func:`_load_plugins`).
+_plugins_loaded = False
+
 #: The module that registers each built-in method, in the paper's table order (Table 2;
 #: restorers registered by others follow in their order). Each is imported on the method's
 #: first use: a command that restores with Wiener loads neither torch nor timm nor bm3d.
@@ -179,11 +187,42 @@ TABLE_ORDER = tuple(BUILTIN_MODULES)
 TRAINABLE_BUILTINS: frozenset[str] = frozenset({"n2v", "n2n", "mrn"})
 
 
+def _load_plugins() -> None:
+    """Register the methods of the installed plugins, once per process (reading every
+    installed distribution's metadata waits until a name is not a built-in)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True  # first: a plugin that lists the restorers must not recurse
+    from .plugins import load_plugins
+
+    load_plugins(_REGISTRY)
+
+
+def _known(name: Any) -> bool:
+    """Whether ``name`` is a built-in or registered method (looks for no plugin)."""
+    return isinstance(name, str) and (name in _REGISTRY or name in BUILTIN_MODULES)
+
+
 def _entry(name: str) -> RegistryEntry | None:
-    """The entry of ``name``, importing its built-in module on first use; None if unknown."""
-    if name not in _REGISTRY and name in BUILTIN_MODULES:
-        importlib.import_module(BUILTIN_MODULES[name])
+    """The entry of ``name``, importing its built-in module or the installed plugins on first
+    use; None if unknown."""
+    if name not in _REGISTRY:
+        if name in BUILTIN_MODULES:
+            importlib.import_module(BUILTIN_MODULES[name])
+        else:
+            _load_plugins()
     return _REGISTRY.get(name)
+
+
+def _owner(name: str) -> str | None:
+    """Who holds ``name`` already (a class, or a built-in's module), else None."""
+    if name in _REGISTRY:
+        cls = _REGISTRY[name].cls
+        return f"{cls.__module__}.{cls.__qualname__}"
+    if name in BUILTIN_MODULES:
+        return f"the built-in method of {BUILTIN_MODULES[name]}"
+    return None
 
 
 def register(
@@ -206,8 +245,13 @@ def register(
     """
 
     def deco(cls: type) -> type:
-        if name in _REGISTRY:
-            raise RuntimeError(f"restorer {name!r} registered twice")
+        taken_by = _owner(name)
+        builtin_home = name not in _REGISTRY and BUILTIN_MODULES.get(name) == cls.__module__
+        if taken_by is not None and not builtin_home:
+            raise RuntimeError(
+                f"restorer {name!r} of {cls.__module__}.{cls.__qualname__} refused: the name is "
+                f"taken by {taken_by}; register it under another name"
+            )
         how: Fitting = fitting or ("fit" if callable(getattr(cls, "fit", None)) else "none")
         fields = config_cls.model_fields
         if how == "pretrained" and checkpoint_field is None:
@@ -251,7 +295,10 @@ def unknown_restorers(
     """``"unknown restorers 'x', 'y' in WHERE; available: ..."`` for those of ``names`` that
     are not registered (each once, in order); None when every one is. The one wording of the
     registry's, ``sem restore``'s and the benchmark's unknown-name errors (``noun``: what the
-    caller calls them)."""
+    caller calls them). Names that are all built-in or registered look for no plugin."""
+    names = list(names)
+    if all(_known(n) for n in names):
+        return None
     registered = list_restorers()
     unknown = list(dict.fromkeys(n for n in names if n not in registered))
     if not unknown:
@@ -263,17 +310,20 @@ def unknown_restorers(
 
 
 def list_restorers() -> list[str]:
-    """Names of every restorer (built-in or registered), in the paper's table order (identity
-    first); imports none of them."""
+    """Names of every restorer: the built-ins in the paper's table order (identity first),
+    then the registered ones, the installed plugins' included (which this loads; it imports
+    no built-in method)."""
+    _load_plugins()
     names = dict.fromkeys([*BUILTIN_MODULES, *_REGISTRY])
     return [n for n in TABLE_ORDER if n in names] + [n for n in names if n not in TABLE_ORDER]
 
 
 def declared_trainable() -> list[str]:
     """The methods that may be trainable, known without importing any, in table order: the
-    built-ins of :data:`TRAINABLE_BUILTINS`, then the methods registered by others (whether
-    those train, :func:`sem_baselines.trainable_restorers` tells). A name missing here is
-    not trainable; with only the built-ins registered the list is ``trainable_restorers()``."""
+    built-ins of :data:`TRAINABLE_BUILTINS`, then the methods registered by others, plugins
+    included (whether those train, :func:`sem_baselines.trainable_restorers` tells). A name
+    missing here is not trainable; with only the built-ins registered the list is
+    ``trainable_restorers()``."""
     return [n for n in list_restorers() if n in TRAINABLE_BUILTINS or n not in BUILTIN_MODULES]
 
 

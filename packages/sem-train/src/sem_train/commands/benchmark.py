@@ -164,7 +164,11 @@ def register(subparsers: Any) -> None:
     )
     b.add_argument("--config", required=True, help="YAML/JSON benchmark config")
     b.add_argument("-o", "--out", help="output folder (overrides the config)")
-    b.add_argument("--methods", help="comma-separated method names (overrides the config)")
+    b.add_argument(
+        "--methods",
+        help="comma-separated method names, built-in or from installed plugins (overrides the "
+        "config's; a config without methods runs every registered one)",
+    )
     b.add_argument("--force", action="store_true", help="rerun every method")
     b.add_argument(
         "--seed",

@@ -73,8 +73,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("-o", "--out", required=True, type=Path, metavar="OUTDIR", help="output folder")
     p.add_argument(
         "--method",
-        help="registered restorer (default: richardson-lucy with the blind PSF estimate); "
-        "an unknown name lists them all",
+        help="registered restorer, built-in or from an installed plugin (default: "
+        "richardson-lucy with the blind PSF estimate); an unknown name lists them all",
     )
     p.add_argument(
         "--checkpoint",
