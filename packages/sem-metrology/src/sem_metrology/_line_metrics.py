@@ -168,6 +168,7 @@ def line_metrics(
         return float(3.0 * math.sqrt(max(0.0, float(np.mean(var)) - share)))
 
     centres = 0.5 * (lead.mean(axis=1) + trail.mean(axis=1)) * scale
+    pitch: float | None
     if smile and n_lines > 1:
         pitch = float(
             np.median(

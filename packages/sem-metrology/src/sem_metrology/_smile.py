@@ -119,7 +119,7 @@ def _median5_band(a: np.ndarray, r0: int, r1: int, dtype: np.dtype) -> np.ndarra
     padded = np.zeros((n + 4, w + 4), dtype=dtype)
     s0, s1 = max(0, r0 - 2), min(h, r1 + 2)
     padded[s0 - r0 + 2 : s1 - r0 + 2, 2:-2] = a[s0:s1]
-    wires: list[np.ndarray | None] = [None] * 32
+    wires: dict[int, np.ndarray] = {}
     for k in range(25):
         dy, dx = divmod(k, 5)
         wires[3 + k] = padded[dy : dy + n, dx : dx + w]
@@ -129,9 +129,7 @@ def _median5_band(a: np.ndarray, r0: int, r1: int, dtype: np.dtype) -> np.ndarra
             wires[i] = np.minimum(x, y)
         if keep_max:
             wires[j] = np.maximum(x, y)
-    out = wires[15]
-    assert out is not None
-    return out
+    return wires[15]
 
 
 def median5_compact(image: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -136,7 +136,7 @@ def truth_edges(norm: np.ndarray, bright_lines: bool, opts: LineOptions) -> Trut
     x_prof, profile = sheared_profile(norm, slope)
     if x_prof.size < 8:
         return TruthEdges(reason="tilt leaves too few columns covered by every row")
-    tone = "bright" if bright_lines else "dark"
+    tone: Literal["bright", "dark"] = "bright" if bright_lines else "dark"
     # The region is normalised to its plateaus: cut the mean profile at the same levels.
     lead0, trail0 = coarse_edges(x_prof, profile, tone=tone, threshold=threshold, levels=(0.0, 1.0))
     if lead0.size == 0:
@@ -163,11 +163,18 @@ def truth_edges(norm: np.ndarray, bright_lines: bool, opts: LineOptions) -> Trut
     ys_c = np.arange(n_rows, dtype=np.float64) - 0.5 * (n_rows - 1)
 
     def locate(pred_l: np.ndarray, pred_t: np.ndarray, half: int) -> tuple[np.ndarray, ...]:
-        kw = {"half_window_px": half, "method": edge_method, "degree": degree}
-        return (
-            subpixel_edges(norm, pred_l, rising=rising_lead, threshold=threshold, **kw),
-            subpixel_edges(norm, pred_t, rising=not rising_lead, threshold=threshold, **kw),
-        )
+        def at(pred: np.ndarray, rising: bool) -> np.ndarray:
+            return subpixel_edges(
+                norm,
+                pred,
+                rising=rising,
+                threshold=threshold,
+                half_window_px=half,
+                method=edge_method,
+                degree=degree,
+            )
+
+        return at(pred_l, rising_lead), at(pred_t, not rising_lead)
 
     lead, trail = locate(lead0[:, None] + ys_c * slope, trail0[:, None] + ys_c * slope, hw)
     lead_f, _ = fill_gaps(lead)

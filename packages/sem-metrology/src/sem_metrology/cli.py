@@ -20,10 +20,10 @@ import json
 import math
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sem_physics.cli_support import (
     OneLineParser,
@@ -378,7 +378,7 @@ def _pixel_size_arg(text: str) -> float:
 
 
 _FRACTION = number(float, low=0, high=1, low_open=True, high_open=True)
-_AT_LEAST_ONE = number(int, low=1)
+_AT_LEAST_ONE = cast("Callable[[str], int]", number(int, low=1))  # number(int) parses ints
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -388,7 +388,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_version(parser, "sem-metrology")
     sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("image", type=Path, help="SEM image file, or a folder (recursive)")
     common.add_argument(
         "--pixel-size-nm",
@@ -537,4 +537,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(main(None))

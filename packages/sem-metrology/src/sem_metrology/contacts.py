@@ -36,7 +36,7 @@ smoothing this is below 0.2 px for holes wider than 20 px (tested against render
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,34 +63,41 @@ class ContactOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tone: Literal["auto", "dark", "bright"] = Field(
-        "auto", description="holes darker or brighter than the space; auto = minority class"
+        default="auto", description="holes darker or brighter than the space; auto = minority class"
     )
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="of locally normalised intensity")
+    threshold: float = Field(
+        default=0.5, gt=0.0, lt=1.0, description="of locally normalised intensity"
+    )
     measurement_sigma_px: float = Field(
-        1.0, ge=0.0, le=5.0, description="Gaussian smoothing before contouring (px)"
+        default=1.0, ge=0.0, le=5.0, description="Gaussian smoothing before contouring (px)"
     )
     segmentation_sigma_px: float = Field(
-        2.0, ge=0.0, le=10.0, description="Gaussian smoothing before segmentation (px)"
+        default=2.0, ge=0.0, le=10.0, description="Gaussian smoothing before segmentation (px)"
     )
     ring_px: float = Field(
-        4.0, gt=0.0, le=50.0, description="width of the space ring giving the local bright level"
+        default=4.0,
+        gt=0.0,
+        le=50.0,
+        description="width of the space ring giving the local bright level",
     )
     min_area_fraction: float = Field(
-        0.2, ge=0.0, le=1.0, description="components below this × median area are noise"
+        default=0.2, ge=0.0, le=1.0, description="components below this × median area are noise"
     )
     max_area_fraction: float = Field(
-        2.0, gt=1.0, description="components above this × median area are merged holes"
+        default=2.0, gt=1.0, description="components above this × median area are merged holes"
     )
-    min_diameter_px: float = Field(4.0, ge=1.0, description="smaller holes are not measured")
+    min_diameter_px: float = Field(
+        default=4.0, ge=1.0, description="smaller holes are not measured"
+    )
     min_holes: int = Field(
-        3, ge=1, description="fewer measured holes: no LCDU, pitch or array check, refused"
+        default=3, ge=1, description="fewer measured holes: no LCDU, pitch or array check, refused"
     )
     roi: tuple[int, int, int, int] | None = Field(
-        None, description="(row0, row1, col0, col1) half-open region measured"
+        default=None, description="(row0, row1, col0, col1) half-open region measured"
     )
-    saturation_limit: float = Field(0.95, gt=0.0, le=1.0)
+    saturation_limit: float = Field(default=0.95, gt=0.0, le=1.0)
     min_contrast_to_noise: float = Field(
-        0.8,
+        default=0.8,
         ge=0.0,
         description="hole/space level difference over pixel noise below which nothing is measured",
     )
@@ -131,20 +138,24 @@ class ContactMeasurement(ShortListRepr, BaseModel):
         description="acquisition conditions from the file's vendor tags (sem_physics.Acquisition)",
     )
     roi: tuple[int, int, int, int] | None = None
-    crop: str | None = Field(None, description="rows removed before measuring, and why")
+    crop: str | None = Field(default=None, description="rows removed before measuring, and why")
     tone: Literal["dark", "bright"] | None = None
     threshold: float = 0.5
-    n_holes: int = Field(0, description="holes measured")
-    n_border_excluded: int = Field(0, description="holes cut by the image border")
-    n_merged_excluded: int = Field(0, description="components larger than a hole (merged)")
-    n_failed: int = Field(0, description="holes without a closed contour at the threshold")
-    cd_nm: float | None = Field(None, description="mean equivalent diameter")
-    cd_std_nm: float | None = Field(None, description="std of hole CDs (ddof 0)")
-    lcdu_nm: float | None = Field(None, description="local CD uniformity, 3 sigma of hole CDs")
-    ellipticity: float | None = Field(None, description="mean of 1 - minor/major")
+    n_holes: int = Field(default=0, description="holes measured")
+    n_border_excluded: int = Field(default=0, description="holes cut by the image border")
+    n_merged_excluded: int = Field(default=0, description="components larger than a hole (merged)")
+    n_failed: int = Field(default=0, description="holes without a closed contour at the threshold")
+    cd_nm: float | None = Field(default=None, description="mean equivalent diameter")
+    cd_std_nm: float | None = Field(default=None, description="std of hole CDs (ddof 0)")
+    lcdu_nm: float | None = Field(
+        default=None, description="local CD uniformity, 3 sigma of hole CDs"
+    )
+    ellipticity: float | None = Field(default=None, description="mean of 1 - minor/major")
     major_nm: float | None = None
     minor_nm: float | None = None
-    pitch_nm: float | None = Field(None, description="median nearest-neighbour centre distance")
+    pitch_nm: float | None = Field(
+        default=None, description="median nearest-neighbour centre distance"
+    )
     holes: list[ContactHole] = Field(default_factory=list)
 
     def to_json(self, *, include_contours: bool = False, indent: int | None = 2) -> str:
@@ -305,7 +316,13 @@ MIN_ARRAY_SHARE = 0.08
 MAX_ARRAY_ELLIPTICITY = 0.15
 
 
-def _few_holes_reason(n: int, min_holes: int, counts: dict[str, int]) -> str | None:
+class _HoleCounts(TypedDict):
+    n_border_excluded: int
+    n_merged_excluded: int
+    n_failed: int
+
+
+def _few_holes_reason(n: int, min_holes: int, counts: _HoleCounts) -> str | None:
     """Why too few holes were measured for LCDU, pitch and the array check, or None."""
     if n >= min_holes:
         return None
@@ -557,7 +574,7 @@ def measure_contacts(
                 contour_px=(xy + np.array([c0, r0])).round(3).tolist(),
             )
         )
-    counts = {
+    counts: _HoleCounts = {
         "n_border_excluded": n_border,
         "n_merged_excluded": int(merged.sum()),
         "n_failed": failed,

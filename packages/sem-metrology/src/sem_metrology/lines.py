@@ -46,6 +46,7 @@ from ._repr import ShortListRepr
 from .edges import EdgeMethod
 from .errors import MetrologyInputError
 from .preprocess import (  # by bands: the same numbers, less memory
+    Orientation,
     detect_orientation,
     detect_tone,
     flatten_background,
@@ -66,6 +67,8 @@ __all__ = [
 ]
 
 Convention = Literal["smile", "truth"]
+#: (leading, trailing, leading gaps, trailing gaps, slope in px per row) of a branch's edges
+_Edges = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]
 
 
 class LineOptions(BaseModel):
@@ -77,51 +80,62 @@ class LineOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     convention: Convention = Field(
-        "smile", description="'smile' reproduces SMILE3; 'truth' edges at the true half-level"
+        default="smile",
+        description="'smile' reproduces SMILE3; 'truth' edges at the true half-level",
     )
     tone: Literal["auto", "bright", "dark"] = Field(
-        "auto", description="bright lines on dark spaces, or the reverse; auto = detected"
+        default="auto", description="bright lines on dark spaces, or the reverse; auto = detected"
     )
     orientation: Literal["auto", "vertical", "horizontal"] = "auto"
     edge_method: EdgeMethod = "polynomial"
-    polynomial_degree: int = Field(4, ge=1, le=8)
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="of normalised intensity")
+    polynomial_degree: int = Field(default=4, ge=1, le=8)
+    threshold: float = Field(default=0.5, gt=0.0, lt=1.0, description="of normalised intensity")
     edge_window_px: int | None = Field(
-        None, ge=1, le=64, description="half-width of the edge fit window (truth); None = auto"
+        default=None,
+        ge=1,
+        le=64,
+        description="half-width of the edge fit window (truth); None = auto",
     )
     intensity_levels: Literal["plateau", "median5", "percentile"] = Field(
-        "plateau",
+        default="plateau",
         description="truth 0/1 levels: the line/space plateaus, the 5x5 median's min/max "
         "inside the image, or its percentiles",
     )
     level_percentiles: tuple[float, float] = Field(
-        (1.0, 99.0), description="percentiles used when intensity_levels='percentile'"
+        default=(1.0, 99.0), description="percentiles used when intensity_levels='percentile'"
     )
     correct_tilt: bool = True
-    max_tilt_deg: float = Field(5.0, ge=0.0, le=20.0)
-    correct_bloom: bool = Field(True, description="truth: bloom-aware edge placement")
+    max_tilt_deg: float = Field(default=5.0, ge=0.0, le=20.0)
+    correct_bloom: bool = Field(default=True, description="truth: bloom-aware edge placement")
     flatten_background: bool = False
     roi: tuple[int, int, int, int] | None = Field(
-        None, description="(row0, row1, col0, col1) half-open region measured"
+        default=None, description="(row0, row1, col0, col1) half-open region measured"
     )
-    min_rows: int = Field(32, ge=4, description="fewer rows: result flagged invalid")
-    max_gap_fraction: float = Field(0.5, ge=0.0, le=1.0, description="drop edges above this")
+    min_rows: int = Field(default=32, ge=4, description="fewer rows: result flagged invalid")
+    max_gap_fraction: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="drop edges above this"
+    )
     max_interpolated_fraction: float = Field(
-        0.25,
+        default=0.25,
         ge=0.0,
         le=1.0,
         description="share of all edge points (rows without a crossing, interpolated) above "
         "which the result is invalid",
     )
     fit_noise_floor: bool = True
-    saturation_limit: float = Field(0.95, gt=0.0, le=1.0)
+    saturation_limit: float = Field(default=0.95, gt=0.0, le=1.0)
     min_profile_contrast: float = Field(
-        0.2, ge=0.0, le=1.0, description="mean-profile contrast below which no lines are found"
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="mean-profile contrast below which no lines are found",
     )
     recentre_windows: bool = Field(
-        True, description="truth: second pass with windows centred on each row's edge"
+        default=True, description="truth: second pass with windows centred on each row's edge"
     )
-    bootstrap_samples: int = Field(200, ge=0, le=10_000, description="0 = no standard errors")
+    bootstrap_samples: int = Field(
+        default=200, ge=0, le=10_000, description="0 = no standard errors"
+    )
 
     @field_validator("level_percentiles")
     @classmethod
@@ -151,25 +165,31 @@ class LineMeasurement(ShortListRepr, BaseModel):
         default_factory=dict,
         description="acquisition conditions from the file's vendor tags (sem_physics.Acquisition)",
     )
-    roi: tuple[int, int, int, int] | None = Field(None, description="(row0, row1, col0, col1)")
-    crop: str | None = Field(None, description="rows removed before measuring, and why")
+    roi: tuple[int, int, int, int] | None = Field(
+        default=None, description="(row0, row1, col0, col1)"
+    )
+    crop: str | None = Field(default=None, description="rows removed before measuring, and why")
     orientation: Literal["vertical", "horizontal"] | None = None
     tone: Literal["bright", "dark"] | None = None
-    tone_source: str | None = Field(None, description="'option' or how auto decided")
+    tone_source: str | None = Field(default=None, description="'option' or how auto decided")
     tilt_deg: float | None = None
     edge_method: str = "polynomial"
     intensity_levels: str = "plateau"
-    levels: tuple[float, float] | None = Field(None, description="image values mapped to 0 / 1")
+    levels: tuple[float, float] | None = Field(
+        default=None, description="image values mapped to 0 / 1"
+    )
     threshold: float = 0.5
     edge_window_px: int | None = None
-    edge_offset_nm: float | None = Field(None, description="truth: bloom correction per edge")
+    edge_offset_nm: float | None = Field(
+        default=None, description="truth: bloom correction per edge"
+    )
     n_lines: int = 0
     n_rows: int = 0
     cd_nm: float | None = None
     cd_std_nm: float | None = None
     pitch_nm: float | None = None
     pitch_drift_nm_per_um: float | None = Field(
-        None, description="change of the local pitch across the field (from line centres)"
+        default=None, description="change of the local pitch across the field (from line centres)"
     )
     lwr_nm: float | None = None
     ler_nm: float | None = None
@@ -178,21 +198,25 @@ class LineMeasurement(ShortListRepr, BaseModel):
     lwr_unbiased_nm: float | None = None
     ler_unbiased_nm: float | None = None
     lwr_psd_nm: float | None = Field(
-        None,
+        default=None,
         description="3 sqrt(integral of the width PSD): the LWR the PSD holds, noise included "
         "(the paper's Table 4 'PSD' column)",
     )
-    unbiased_method: str | None = Field(None, description="which noise floor was removed")
+    unbiased_method: str | None = Field(default=None, description="which noise floor was removed")
     fit_flags: list[str] = Field(default_factory=list, description="untrusted PSD fits")
-    cd_se_nm: float | None = Field(None, description="standard error (bootstrap over lines)")
+    cd_se_nm: float | None = Field(
+        default=None, description="standard error (bootstrap over lines)"
+    )
     cd_std_se_nm: float | None = None
     lwr_se_nm: float | None = None
     ler_se_nm: float | None = None
     lwr_unbiased_se_nm: float | None = None
     ler_unbiased_se_nm: float | None = None
-    correlation_length_nm: float | None = Field(None, description="from the LER PSD fit")
-    roughness_exponent: float | None = Field(None, description="from the LER PSD fit")
-    noise_floor_nm3: float | None = Field(None, description="LER floor removed for unbiased LER")
+    correlation_length_nm: float | None = Field(default=None, description="from the LER PSD fit")
+    roughness_exponent: float | None = Field(default=None, description="from the LER PSD fit")
+    noise_floor_nm3: float | None = Field(
+        default=None, description="LER floor removed for unbiased LER"
+    )
     lwr_fit: PalasantzasFit | None = None
     ler_fit: PalasantzasFit | None = None
     psd_frequency_per_nm: list[float] = Field(default_factory=list)
@@ -288,8 +312,8 @@ COARSE_BIN_PX = 8
 
 
 def _orientation_check(
-    data: np.ndarray, orientation: str, anisotropy: float
-) -> tuple[str, str | None, str | None]:
+    data: np.ndarray, orientation: Orientation, anisotropy: float
+) -> tuple[Orientation, str | None, str | None]:
     """(orientation, reason to refuse, warning) for an automatically oriented image of weak
     anisotropy: 8×8 blocks (in images of 32 px and more), where pixel noise no longer drowns
     it, give the orientation; refused when they show none either."""
@@ -741,7 +765,7 @@ def _smile_branch(
     tone: str,
     plateaus: tuple[float, float],
     base: dict[str, Any],
-) -> tuple[np.ndarray, ...] | str:
+) -> _Edges | str:
     """SMILE's rotation of the whole frame, then its edges in the region."""
     from ._smile import rotate_region, smile_edges, smile_tilt_deg
 
@@ -806,7 +830,7 @@ def _smile_branch(
 
 def _truth_branch(
     region: np.ndarray, opts: LineOptions, tone: str, base: dict[str, Any]
-) -> tuple[np.ndarray, ...] | str:
+) -> _Edges | str:
     """Edges at the true half-level (:mod:`sem_metrology._truth`)."""
     from ._truth import truth_edges
 

@@ -251,8 +251,15 @@ def _mad(chunks: Callable[[], Iterable[np.ndarray]]) -> np.float64:
 def _box_count(mask: np.ndarray, size: int) -> np.ndarray:
     """Number of True pixels in every fully-inside ``size × size`` window (top-left indexed)."""
     m = mask.astype(np.uint8)
-    h = sum(m[:, i : m.shape[1] - size + 1 + i] for i in range(size))
-    return sum(h[i : h.shape[0] - size + 1 + i, :] for i in range(size))
+    w = m.shape[1] - size + 1
+    h = m[:, :w].copy()
+    for i in range(1, size):
+        h += m[:, i : w + i]
+    rows = h.shape[0] - size + 1
+    out = h[:rows].copy()
+    for i in range(1, size):
+        out += h[i : rows + i]
+    return out
 
 
 def _extreme_median(a: np.ndarray, bound: float, upper: bool) -> float:

@@ -18,6 +18,7 @@ frequency, so Mack's unbiased variance is the measured PSD integral minus the fl
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -142,7 +143,7 @@ def fit_palasantzas(
         raise ValueError(f"frequency_per_nm {f.shape} and psd_nm3 {p.shape} differ in shape")
     keep = (f > 0) & np.isfinite(p) & (p > 0)
     f, p = f[keep], p[keep]
-    nan_fit = {
+    nan_fit: dict[str, Any] = {
         "psd0_nm3": 0.0,
         "correlation_length_nm": 0.0,
         "roughness_exponent": 0.0,

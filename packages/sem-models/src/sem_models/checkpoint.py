@@ -75,7 +75,7 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+def _atomic_write(path: Path, writer: Callable[[Path], object]) -> None:
     """``writer(tmp)``, fsync, ``os.replace(tmp, path)``; the temporary never survives.
 
     The temporary's name is the one ``sem_physics.atomic.atomic_write`` gives (kept equal, so

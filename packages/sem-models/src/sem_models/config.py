@@ -32,26 +32,32 @@ class _Strict(BaseModel):
 class MoEConfig(_Strict):
     """Where and how the feed-forward networks become Mixture-of-Experts layers."""
 
-    num_experts: int = Field(8, ge=1, description="K, experts per MoE layer")
-    top_k: int = Field(1, ge=1, description="experts each token is sent to")
+    num_experts: int = Field(default=8, ge=1, description="K, experts per MoE layer")
+    top_k: int = Field(default=1, ge=1, description="experts each token is sent to")
     placement: Literal["encoder", "decoder", "both"] = Field(
-        "encoder", description="which transformer stack gets MoE layers (paper: encoder)"
+        default="encoder", description="which transformer stack gets MoE layers (paper: encoder)"
     )
-    every_n: int = Field(1, ge=1, description="upcycle blocks n-1, 2n-1, ... (1 = every block)")
+    every_n: int = Field(
+        default=1, ge=1, description="upcycle blocks n-1, 2n-1, ... (1 = every block)"
+    )
     capacity_factor: float | None = Field(
-        None, gt=0, description="expert capacity = ceil(cf * tokens * top_k / K); None = no drop"
+        default=None,
+        gt=0,
+        description="expert capacity = ceil(cf * tokens * top_k / K); None = no drop",
     )
     balance_loss: Literal["paper", "switch", "entropy"] = Field(
-        "switch",
+        default="switch",
         description=(
             "load-balancing term kept as the layer's aux loss: switch K sum f_k P_k (its "
             "gradient follows the hard token fractions f_k), paper K sum P_k^2 (Eq. 9, soft "
             "only), entropy log K - H(P)"
         ),
     )
-    z_loss_weight: float = Field(0.0, ge=0, description="router z-loss weight inside aux loss")
+    z_loss_weight: float = Field(
+        default=0.0, ge=0, description="router z-loss weight inside aux loss"
+    )
     gate_weighting: Literal["runner_up", "straight_through", "renormalise", "raw"] = Field(
-        "runner_up",
+        default="runner_up",
         description=(
             "combine weights: runner_up (value = renormalised top-k; router gradient of the "
             "softmax mixture of the top-k and the next expert, which compares them), "
@@ -60,7 +66,7 @@ class MoEConfig(_Strict):
         ),
     )
     noise_std: float = Field(
-        0.01,
+        default=0.01,
         ge=0,
         description="relative Gaussian noise on each upcycled expert copy (symmetry breaking)",
     )
@@ -75,26 +81,28 @@ class MoEConfig(_Strict):
 class MAEConfig(_Strict):
     """A ViT masked autoencoder: encoder, lightweight decoder, loss and optional MoE."""
 
-    img_size: int = Field(224, ge=8, description="input side length in px (square)")
-    patch_size: int = Field(16, ge=1, description="patch side length in px")
-    in_chans: Literal[1, 3] = Field(3, description="1 = grayscale, 3 = RGB")
-    embed_dim: int = Field(1024, ge=8)
-    depth: int = Field(24, ge=1)
-    num_heads: int = Field(16, ge=1)
-    decoder_embed_dim: int = Field(512, ge=8)
-    decoder_depth: int = Field(8, ge=1)
-    decoder_num_heads: int = Field(16, ge=1)
-    mlp_ratio: float = Field(4.0, gt=0)
+    img_size: int = Field(default=224, ge=8, description="input side length in px (square)")
+    patch_size: int = Field(default=16, ge=1, description="patch side length in px")
+    in_chans: Literal[1, 3] = Field(default=3, description="1 = grayscale, 3 = RGB")
+    embed_dim: int = Field(default=1024, ge=8)
+    depth: int = Field(default=24, ge=1)
+    num_heads: int = Field(default=16, ge=1)
+    decoder_embed_dim: int = Field(default=512, ge=8)
+    decoder_depth: int = Field(default=8, ge=1)
+    decoder_num_heads: int = Field(default=16, ge=1)
+    mlp_ratio: float = Field(default=4.0, gt=0)
     qkv_bias: bool = True
     loss: Literal["l1_norm", "mse_norm_pix"] = Field(
-        "l1_norm",
+        default="l1_norm",
         description=(
             "l1_norm: paper eq. 4, L1 on masked patches in normalised pixel space; "
             "mse_norm_pix: MAE's MSE against per-patch normalised targets"
         ),
     )
-    mask_ratio: float = Field(0.75, ge=0, lt=1, description="default fraction of patches removed")
-    moe: MoEConfig | None = Field(None, description="None = dense feed-forward networks")
+    mask_ratio: float = Field(
+        default=0.75, ge=0, lt=1, description="default fraction of patches removed"
+    )
+    moe: MoEConfig | None = Field(default=None, description="None = dense feed-forward networks")
 
     @model_validator(mode="after")
     def _check(self) -> MAEConfig:

@@ -71,6 +71,7 @@ class RefinerHead(nn.Module):
         self.dec1 = _conv(2 * w, w)
         self.out = nn.Conv2d(w, channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
+        assert self.out.bias is not None
         nn.init.zeros_(self.out.bias)
 
     def forward(

@@ -27,14 +27,16 @@ class FitResult(BaseModel):
 
     epoch: int = Field(description="epochs completed")
     global_step: int = Field(description="optimizer steps taken")
-    stopped_early: bool = Field(False, description="a non-finite loss or max_steps stopped it")
+    stopped_early: bool = Field(
+        default=False, description="a non-finite loss or max_steps stopped it"
+    )
     best_loss: float | None = None
-    best_epoch: int | None = Field(None, description="epoch (0-based) of the kept weights")
+    best_epoch: int | None = Field(default=None, description="epoch (0-based) of the kept weights")
     history: list[dict[str, float]] = Field(
         default_factory=list, description="per-epoch train_loss (and val_loss)"
     )
-    first_train_loss: float | None = Field(None, description="loss of the first step")
-    last_train_loss: float | None = Field(None, description="loss of the last step")
-    output_dir: Path | None = Field(None, description="run folder")
-    best_dir: Path | None = Field(None, description="export of the best weights")
-    latest_checkpoint: Path | None = Field(None, description="newest checkpoint file")
+    first_train_loss: float | None = Field(default=None, description="loss of the first step")
+    last_train_loss: float | None = Field(default=None, description="loss of the last step")
+    output_dir: Path | None = Field(default=None, description="run folder")
+    best_dir: Path | None = Field(default=None, description="export of the best weights")
+    latest_checkpoint: Path | None = Field(default=None, description="newest checkpoint file")
