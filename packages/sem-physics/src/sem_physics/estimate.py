@@ -498,7 +498,7 @@ def _fit_psf(
             aniso = _ellipse_from_cutoffs(cut, bins.n_sectors, relative)
             if aniso is not None:
                 starts.append(aniso)
-    starts += [tuple(float(v) for v in g) for g in extra_starts]
+    starts += [(float(g[0]), float(g[1]), float(g[2])) for g in extra_starts]
     best = None
     for geo0 in starts:
         x0 = np.concatenate(
@@ -508,6 +508,7 @@ def _fit_psf(
         x, cost, cov4 = _robust_lm(fit, x0, lower, upper)
         if best is None or cost < best[1]:
             best = (x, cost, cov4)
+    assert best is not None  # starts holds the two round starts at least
     x, cost, cov4 = best
     dof = max(fit.y.size - x.size, 1)
     return x, cov4[:3, :3] * (2.0 * cost / dof), math.exp(x[3])

@@ -21,6 +21,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -33,7 +34,11 @@ __all__ = [
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE (13)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT (2): what a shell reports for a command stopped by Ctrl-C
 
-Main = Callable[[Sequence[str] | None], int]
+
+class Main(Protocol):
+    """A console script's ``main(argv=None) -> int`` (``argv`` None: ``sys.argv[1:]``)."""
+
+    def __call__(self, argv: Sequence[str] | None = None) -> int: ...
 
 
 def _silence_stdout() -> None:

@@ -23,6 +23,7 @@ per grey level), then are clipped to 0..255: realistic focused inputs for the fo
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -206,7 +207,7 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return img
 
 
-_MAKERS = {
+_MAKERS: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] = {
     "lines": partial(_line_pattern, style=_LINES),
     "contacts": _contacts,
     "texture": _texture,

@@ -33,7 +33,9 @@ __all__ = [
 def is_real_numeric(arr: np.ndarray) -> bool:
     """Whether ``arr`` holds real numbers (not bool, complex, object or strings): what every
     image check of the toolkit asks before reading values."""
-    return arr.dtype != bool and np.issubdtype(arr.dtype, np.number) and not np.iscomplexobj(arr)
+    return bool(
+        arr.dtype != bool and np.issubdtype(arr.dtype, np.number) and not np.iscomplexobj(arr)
+    )
 
 
 def validate_image(
@@ -148,7 +150,7 @@ def warn_if_unit_scale(arr: np.ndarray, name: str = "image", stacklevel: int = 3
 
 
 def _is_seed(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and bool(value >= 0)
 
 
 def as_generator(

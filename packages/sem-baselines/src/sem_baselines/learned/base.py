@@ -87,7 +87,10 @@ class NetworkRestorer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.init_seed)
             self.network: nn.Module = self.build_network()
-        self.network.to(resolve_device(self.config.device), memory_format=torch.channels_last)
+        # torch's stubs lack the (device, memory_format) form that Module.to accepts
+        self.network.to(  # type: ignore[call-overload]
+            resolve_device(self.config.device), memory_format=torch.channels_last
+        )
         self.network.eval()
         self.history: list[dict[str, float]] = []
         self.trained = False  # fitted or loaded: restoring before either gets a warning

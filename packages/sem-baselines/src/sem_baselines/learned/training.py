@@ -64,10 +64,16 @@ def resolve_device(device: str | None) -> torch.device:
 class TrainablePieces(Protocol):
     """What a training loop needs from a learned restorer (``NetworkRestorer`` has it)."""
 
-    name: str
     network: nn.Module
-    default_lr: float
-    default_batch_size: int
+
+    @property
+    def name(self) -> str: ...  # read-only: a class attribute of the restorer satisfies it
+
+    @property
+    def default_lr(self) -> float: ...
+
+    @property
+    def default_batch_size(self) -> int: ...
 
     @property
     def device(self) -> torch.device: ...
