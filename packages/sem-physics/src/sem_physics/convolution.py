@@ -15,6 +15,16 @@ transform and transformed back; the kernel sits circularly centred on the origin
 result is the top-left ``(H, W)`` block shifted by ``k // 2``. Padding content beyond
 ``k // 2`` never reaches the kept block.
 
+Memory: the 2-D transforms are taken axis by axis, as ``rfft2``/``irfft2`` take them, in one
+complex buffer the size of the padded frame: padded rows are made and transformed a band at a
+time, the column transforms run in place, and the inverse row transforms write the kept block
+back into the buffer's own memory. With the kernel's transform (half that size, during the
+product) this is 1.5 padded frames at most, where whole-array transforms held four to five.
+The results are bit for bit those of ``rfft2``/``irfft2``: the same 1-D transforms of the
+same lines, bands aligned to 8 lines so pocketfft groups them into vector lanes as it does for
+the whole array, and ``irfft2``'s single scaling ``1 / (fh fw)`` applied to the unscaled
+inverse as one multiplication.
+
 Kernel transform: SEM PSFs are centro-symmetric, ``h(-x, -y) = h(x, y)``, so their centred
 transform ``K(u, v)`` is real. After a real FFT along rows of the ``k // 2 + 1`` rows
 ``y >= 0`` only, each column ``R(y, v)`` is Hermitian in ``y`` (``R(-y, v) = conj R(y, v)``),
@@ -128,7 +138,13 @@ def _kernel_spectrum(kernel: np.ndarray, fh: int, fw: int) -> np.ndarray:
         rows = np.zeros((p + 1, fw), dtype=kernel.dtype)
         rows[:, : p + 1] = mirrored[:, p:]
         rows[:, fw - p :] = mirrored[:, :p]
-        return sfft.irfft(sfft.rfft(rows, axis=1), n=fh, axis=0)
+        half = sfft.rfft(rows, axis=1)
+        # the inverse along y a band of columns at a time: no zero-padded copy of the whole
+        spec = np.empty((fh, half.shape[1]), dtype=half.real.dtype)
+        step = _band_lines(fh, spec.itemsize)
+        for c in range(0, half.shape[1], step):
+            spec[:, c : c + step] = sfft.irfft(half[:, c : c + step], n=fh, axis=0)
+        return spec
     full = np.zeros((fh, fw), dtype=kernel.dtype)
     idx_r = np.arange(-p, p + 1) % fh
     idx_c = np.arange(-p, p + 1) % fw
@@ -171,7 +187,8 @@ def convolve_reflect(
 
     Returns
     -------
-    (H, W) array of ``dtype``, same grid as ``image`` (a view into the FFT buffer). Transforms of
+    (H, W) C-contiguous array of ``dtype``, same grid as ``image`` (a view of the transform's
+    buffer, the size of the padded frame: the caller may overwrite it). Transforms of
     kernels used more than once are cached, the last four (:func:`clear_kernel_cache`).
     """
     image = _check_image(image)
@@ -182,13 +199,65 @@ def convolve_reflect(
     p = k // 2
     h, w = image.shape
     fh, fw = fft_shape(h, w, k)
-    padded = np.pad(
-        image.astype(dtype, copy=False), ((p, fh - h - p), (p, fw - w - p)), "symmetric"
-    )
-    spec = sfft.rfft2(padded)
+    spec = _padded_row_spectra(image, p, fh, fw, np.dtype(dtype))
+    spec = sfft.fft(spec, axis=0, overwrite_x=True)  # in place: rfft2's second pass
     spec *= _cached_kernel_spectrum(kernel, fh, fw)
-    out = sfft.irfft2(spec, s=(fh, fw), overwrite_x=True)
-    return out[p : p + h, p : p + w]  # a view: copying it would cost as much as the product
+    spec = sfft.ifft(spec, axis=0, norm="forward", overwrite_x=True)  # irfft2's first pass
+    return _kept_block_in_place(spec, p, h, w, fw)
+
+
+_LANES = 8  # a multiple of pocketfft's vector width (2, 4 or 8 lines of float64)
+_BAND_BYTES = 1 << 22  # lines transformed per call: about 4 MiB
+
+
+def _band_lines(length: int, itemsize: int) -> int:
+    """Lines of ``length`` real values per band: about :data:`_BAND_BYTES`, a multiple of
+    :data:`_LANES` (so each call groups lines into vector lanes as one call for all would)."""
+    return max(_LANES, _BAND_BYTES // (length * itemsize) // _LANES * _LANES)
+
+
+def _padded_row_spectra(image: np.ndarray, p: int, fh: int, fw: int, dtype: np.dtype) -> np.ndarray:
+    """Real FFT along rows of ``image`` padded by reflection to (fh, fw), ``p`` rows and
+    columns before it: ``rfft2``'s first pass, computed band by band into one complex array,
+    so neither the padded frame nor an upcast copy of ``image`` is ever made whole."""
+    h, w = image.shape
+    rows = symmetric_indices(h, p, fh - h - p)
+    cols = symmetric_indices(w, p, fw - w - p)
+    left, right = cols[:p], cols[p + w :]
+    spec = np.empty((fh, fw // 2 + 1), dtype=np.result_type(dtype, np.complex64))
+    step = _band_lines(fw, dtype.itemsize)
+    band = np.empty((step, fw), dtype=dtype)
+    for a in range(0, fh, step):
+        b = min(a + step, fh)
+        src = image[rows[a:b]]
+        padded = band[: b - a]
+        padded[:, p : p + w] = src  # the cast image.astype(dtype) makes, row by row
+        padded[:, :p] = src[:, left]
+        padded[:, p + w :] = src[:, right]
+        spec[a:b] = sfft.rfft(padded, axis=1)
+    return spec
+
+
+def _kept_block_in_place(spec: np.ndarray, p: int, h: int, w: int, fw: int) -> np.ndarray:
+    """The (h, w) block at (p, p) of the inverse real FFT along rows of ``spec`` (its columns
+    already inverse-transformed, unscaled), scaled by ``1 / (fh fw)`` as ``irfft2`` scales it,
+    written C-contiguous at the start of ``spec``'s own memory and returned as a view of it.
+
+    Output row ``i`` goes to real offset ``i w``, before input row ``p + i + 1`` (at
+    ``(p + i + 1) (2 (fw // 2) + 2)``): a band overwrites only rows already transformed.
+    """
+    fh = spec.shape[0]
+    real = spec.real.dtype
+    scale = real.type(np.longdouble(1) / np.longdouble(fh * fw))  # pocketfft's T(1/(long double)N)
+    out = spec.reshape(-1).view(real)[: h * w].reshape(h, w)
+    step = _band_lines(fw, real.itemsize)
+    first, last = p // _LANES * _LANES, min(fh, -(-(p + h) // _LANES) * _LANES)
+    for a in range(first, last, step):
+        b = min(a + step, last)
+        rows = sfft.irfft(spec[a:b], n=fw, axis=1, norm="forward")
+        lo, hi = max(a, p), min(b, p + h)
+        np.multiply(rows[lo - a : hi - a, p : p + w], scale, out=out[lo - p : hi - p])
+    return out
 
 
 def convolve_reflect_torch(

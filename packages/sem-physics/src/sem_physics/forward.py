@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .convolution import convolve_reflect, convolve_reflect_torch
-from .noise import poisson_gaussian, poisson_gaussian_torch
+from .noise import poisson_gaussian_inplace, poisson_gaussian_torch
 from .optional import require
 from .params import DegradationParams
 from .psf import airy_psf
@@ -58,7 +58,9 @@ def degrade(
 
     Returns
     -------
-    float32 (H, W), 0..255 scale, not clipped (noise may leave the range).
+    float32 (H, W), 0..255 scale, not clipped (noise may leave the range). Peak memory beyond
+    the image is about 14 bytes per pixel (the float64 transform buffer the blurred image and
+    its noise are computed in, and the result); the image itself is not copied.
 
     Examples
     --------
@@ -69,7 +71,9 @@ def degrade(
     ((64, 64), dtype('float32'))
     """
     raw = validate_image(image, dtype=None)
-    x = validate_image(raw)
+    # The checks and the blur read the image as it is: its float64 values, bit for bit,
+    # without a float64 copy of the frame (dtypes float64 cannot hold exactly are copied).
+    x = raw if raw.dtype in _EXACT_IN_FLOAT64 else validate_image(raw)
     warn_if_unit_scale(x)
     if isinstance(params, dict):  # e.g. a setting read back from a manifest: validated here
         params = DegradationParams(**params)
@@ -77,7 +81,7 @@ def degrade(
         raise TypeError(
             f"params must be a DegradationParams (or its dict), got {type(params).__name__}"
         )
-    peak = float(np.abs(x).max())
+    peak = max(abs(float(np.max(x))), abs(float(np.min(x))))  # |x|.max() without |x|
     if peak > MAX_ABS_INTENSITY:
         raise ValueError(
             f"image values must lie within [-{MAX_ABS_INTENSITY:g}, {MAX_ABS_INTENSITY:g}] "
@@ -85,12 +89,23 @@ def degrade(
         )
     refuse_other_scale(raw)
     refuse_negative_counts(x)
-    z = convolve_reflect(x, airy_psf(params.psf), dtype=np.float64) if blur else x
+    # z is this function's own float64 buffer: gain, offset and noise are applied in place
+    if blur:
+        z = convolve_reflect(x, airy_psf(params.psf), dtype=np.float64)
+    else:
+        z = np.array(x, dtype=np.float64, order="C")
     if gain_offset:
-        z = params.gain * z + params.offset
-    return poisson_gaussian(
+        z *= params.gain
+        z += params.offset
+    return poisson_gaussian_inplace(
         z, params.dose if poisson else None, params.sigma if gaussian else None, as_generator(rng)
     )
+
+
+#: Image dtypes whose every value float64 holds exactly (the forward model computes in float64).
+_EXACT_IN_FLOAT64 = frozenset(
+    map(np.dtype, "float16 float32 float64 int8 int16 int32 uint8 uint16 uint32".split())
+)
 
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     import torch
 
-__all__ = ["poisson_gaussian", "poisson_gaussian_torch"]
+__all__ = ["poisson_gaussian", "poisson_gaussian_inplace", "poisson_gaussian_torch"]
 
 
 def _check_noise_params(dose: float | None, sigma: float | None) -> None:
@@ -39,17 +39,50 @@ def poisson_gaussian(
 ) -> np.ndarray:
     """Apply Poisson (``dose``) then Gaussian (``sigma``) noise; ``None`` switches a term off.
 
-    Returns float32 (Poisson draws are made in float64 to keep counts exact).
+    Returns float32 (Poisson draws are made in float64 to keep counts exact). ``z`` is not
+    changed: the noise is added to a float64 copy (:func:`poisson_gaussian_inplace`).
     """
     _check_noise_params(dose, sigma)
-    out = np.asarray(z, dtype=np.float64)
-    if not np.all(np.isfinite(out)):
+    return poisson_gaussian_inplace(np.array(z, dtype=np.float64, order="C"), dose, sigma, rng)
+
+
+#: Pixels per draw: bounds the int64 counts and float64 normals held at once (4 MiB each).
+_CHUNK = 1 << 19
+
+
+def poisson_gaussian_inplace(
+    z: np.ndarray,
+    dose: float | None,
+    sigma: float | None,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """:func:`poisson_gaussian` computed in place: ``z`` (float64, C-contiguous) is overwritten.
+
+    The draws are those of one ``rng.poisson`` over the whole image followed by one
+    ``rng.normal`` over it, made chunk by chunk in the same C order (numpy's generator draws
+    element after element, so a chunked draw continues the stream exactly): the result is bit
+    for bit that of the whole-image draws, with temporaries of a few MiB instead of frames.
+    """
+    _check_noise_params(dose, sigma)
+    if z.dtype != np.float64 or not z.flags.c_contiguous or not z.flags.writeable:
+        raise ValueError("z must be a writeable C-contiguous float64 array (it is overwritten)")
+    flat = z.reshape(-1)
+    if not all(np.isfinite(flat[a : a + _CHUNK]).all() for a in range(0, flat.size, _CHUNK)):
         raise ValueError("the noise-free image contains NaN or inf values")
     if dose is not None:
-        out = rng.poisson(np.clip(out, 0.0, None) * dose) / dose
-    if sigma is not None and sigma > 0:
-        out = out + rng.normal(0.0, sigma, size=out.shape)
-    return out.astype(np.float32)
+        np.clip(flat, 0.0, None, out=flat)
+        flat *= dose
+        for a in range(0, flat.size, _CHUNK):
+            part = flat[a : a + _CHUNK]
+            np.divide(rng.poisson(part), dose, out=part)
+    out = np.empty(z.shape, dtype=np.float32)
+    dest = out.reshape(-1)
+    for a in range(0, flat.size, _CHUNK):
+        part = flat[a : a + _CHUNK]
+        if sigma is not None and sigma > 0:
+            part += rng.normal(0.0, sigma, size=part.shape)
+        dest[a : a + _CHUNK] = part
+    return out
 
 
 def poisson_gaussian_torch(

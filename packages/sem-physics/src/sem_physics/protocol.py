@@ -337,7 +337,30 @@ def pixels_sha256(image: np.ndarray) -> str:
     """sha256 of an array's C-order bytes, its dtype and shape included."""
     arr = np.ascontiguousarray(image)
     digest = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
-    digest.update(arr.tobytes())
+    digest.update(_c_bytes(arr))
+    return digest.hexdigest()
+
+
+def _c_bytes(arr: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array as a view (``tobytes`` would copy a large image)."""
+    return arr.reshape(-1).view(np.uint8).data
+
+
+#: Output pixels quantized at a time for their hash (an integer format's quantize works on
+#: float64 copies of what it is given).
+_HASH_BAND_PX = 1 << 20
+
+
+def _output_sha256(result: np.ndarray, dtype: str) -> str:
+    """``pixels_sha256(quantize(result, dtype))`` (a manifest's ``output_sha256``), quantizing
+    a band of rows at a time: the same bytes, in the same order."""
+    if dtype == "float32":
+        return pixels_sha256(quantize(result, dtype))
+    kind = quantize(result[:0], dtype).dtype.str
+    digest = hashlib.sha256(f"{kind}{result.shape}".encode())
+    step = max(1, _HASH_BAND_PX // max(1, result.shape[1]))
+    for a in range(0, result.shape[0], step):
+        digest.update(_c_bytes(np.ascontiguousarray(quantize(result[a : a + step], dtype))))
     return digest.hexdigest()
 
 
@@ -712,6 +735,28 @@ def degrade_files(
     iterator: Iterable[Path] = progress(paths) if progress else paths
     # one run at a time writes into ``out``; no output survives without its manifest or marker
     clipped = [0, 0, 0]
+
+    def degraded(
+        i: int, path: Path
+    ) -> tuple[np.ndarray, int, DegradationParams, int, tuple[float | None, str]]:
+        """Output ``i``, its crop rows, setting, seed and the source's pixel size (and its
+        source); the frame read is freed on return, before the output is written."""
+        img = read_image(path, max_pixels=max_pixels)
+        warn_dim_picture(img, "sem-degrade simulates the blur and noise")
+        rows = _crop_rows(img.data.shape[0], img.info_bar_rows, crop, crop_fraction)
+        if mode == "sample":
+            _check_sample_size(img.data.shape, rows, k_max, ranges, path)
+        seed = derive_seed(master_seed, i)
+        if mode == "sample":
+            p = ranges.sample(np.random.default_rng([seed, 0]))
+        elif mode == "midpoint":
+            p = ranges.midpoint()
+        else:
+            assert params is not None
+            p = params
+        result = _degrade_frame(img.data, rows, crop, p, seed, path)
+        return result, rows, p, seed, (img.pixel_size_nm, img.pixel_size_source)
+
     with output_lock(out), _removed_on_error(written):
         remove_stale_temporaries(out)
         interrupted = (out / INCOMPLETE_MARKER).is_file()
@@ -720,20 +765,7 @@ def degrade_files(
         for i, path in enumerate(iterator):
             try:
                 source_sha256 = file_sha256(path)
-                img = read_image(path, max_pixels=max_pixels)
-                warn_dim_picture(img, "sem-degrade simulates the blur and noise")
-                rows = _crop_rows(img.data.shape[0], img.info_bar_rows, crop, crop_fraction)
-                if mode == "sample":
-                    _check_sample_size(img.data.shape, rows, k_max, ranges, path)
-                seed = derive_seed(master_seed, i)
-                if mode == "sample":
-                    p = ranges.sample(np.random.default_rng([seed, 0]))
-                elif mode == "midpoint":
-                    p = ranges.midpoint()
-                else:
-                    assert params is not None
-                    p = params
-                result = _degrade_frame(img.data, rows, crop, p, seed, path)
+                result, rows, p, seed, pixel_size = degraded(i, path)
             except (ValueError, MemoryError, OSError) as err:
                 if on_error == "raise":
                     raise
@@ -750,7 +782,7 @@ def degrade_files(
                     out / names[i],
                     result,
                     dtype,
-                    pixel_size_nm=img.pixel_size_nm,
+                    pixel_size_nm=pixel_size[0],
                     warn_clipped=False,  # counted here, reported once by the caller
                 )
             )
@@ -767,12 +799,13 @@ def degrade_files(
                     params=p,
                     seed=seed,
                     output=names[i],
-                    output_sha256=pixels_sha256(quantize(result, dtype)),
-                    pixel_size_nm=img.pixel_size_nm,
-                    pixel_size_source=img.pixel_size_source,
+                    output_sha256=_output_sha256(result, dtype),
+                    pixel_size_nm=pixel_size[0],
+                    pixel_size_source=pixel_size[1],
                     index=i,
                 )
             )
+            del result  # not held while the next image is read and degraded
         if not entries:
             first = failed[0].reason if failed else "no input images"
             raise NothingDegradedError(
@@ -939,9 +972,13 @@ def replay_manifest(
                 raise ProtocolError(f"{manifest_path}: source {source} not found")
             if verify_sources and file_sha256(source) != entry.source_sha256:
                 raise ProtocolError(f"{source}: sha256 differs from the manifest (file changed)")
-            frame = read_image(source).data
-            result = _degrade_frame(
-                frame, entry.crop_rows, manifest.crop, entry.params, entry.seed, source
+            result = _degrade_frame(  # the frame read is freed on return
+                read_image(source).data,
+                entry.crop_rows,
+                manifest.crop,
+                entry.params,
+                entry.seed,
+                source,
             )
             if target is not None:
                 if out is not None and not written:
@@ -950,7 +987,8 @@ def replay_manifest(
                 written.append(
                     write_image(target, result, dtype, pixel_size_nm=entry.pixel_size_nm)
                 )
-            hashes.append(pixels_sha256(quantize(result, dtype)))
+            hashes.append(_output_sha256(result, dtype))
+            del result
             if hashes[-1] != entry.output_sha256:
                 mismatched.append(entry.output)
         record = None
