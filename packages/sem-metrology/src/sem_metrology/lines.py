@@ -69,6 +69,8 @@ __all__ = [
 Convention = Literal["smile", "truth"]
 #: (leading, trailing, leading gaps, trailing gaps, slope in px per row) of a branch's edges
 _Edges = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]
+#: Fields placing the measured region in the image (JSON only: the CSV columns stay as they were).
+_GEOMETRY = ("region_px", "rotation_deg", "rotation_centre_px")
 
 
 class LineOptions(BaseModel):
@@ -150,7 +152,8 @@ class LineMeasurement(ShortListRepr, BaseModel):
 
     Edge positions are in the measurement frame: image columns for vertical lines, image rows
     for horizontal ones (the image is transposed), one value per along-line pixel index, within
-    the ``roi`` when one was given (``smile``: of the region after SMILE's rotation).
+    the measured region (``region_px``; ``smile``: of the region after SMILE's rotation).
+    :meth:`edge_points_px` places them on the image.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -232,6 +235,19 @@ class LineMeasurement(ShortListRepr, BaseModel):
     n_lines_dropped: int = 0
     leading_edges_px: list[list[float]] = Field(default_factory=list)
     trailing_edges_px: list[list[float]] = Field(default_factory=list)
+    region_px: tuple[int, int, int, int] | None = Field(
+        default=None,
+        description="(row0, row1, col0, col1) of the measured region in the image's coordinates "
+        "(``smile``: in the image turned by rotation_deg); the edges index it",
+    )
+    rotation_deg: float | None = Field(
+        default=None,
+        description="smile: the image was turned counter-clockwise (as displayed, rows down) by "
+        "this angle about rotation_centre_px before the region was cut",
+    )
+    rotation_centre_px: tuple[float, float] | None = Field(
+        default=None, description="(row, col) the image was turned about (smile)"
+    )
 
     @model_validator(mode="after")
     def _lwr_from_its_psd(self) -> LineMeasurement:
@@ -260,6 +276,7 @@ class LineMeasurement(ShortListRepr, BaseModel):
                     "roi",
                     "levels",
                     "fit_flags",
+                    *_GEOMETRY,
                 }
             ).items()
             if not isinstance(v, list)
@@ -276,6 +293,43 @@ class LineMeasurement(ShortListRepr, BaseModel):
         lead = np.asarray(self.leading_edges_px)
         trail = np.asarray(self.trailing_edges_px)
         return (trail - lead) * self.pixel_size_nm * cos_t
+
+    def edge_points_px(
+        self, which: Literal["leading", "trailing"]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(x, y)`` of every leading or trailing edge, one point per along-line pixel, in the
+        coordinates of the image given to :func:`measure_lines` (columns, rows; px, before any
+        ``roi``): the measurement frame's edges with the orientation, the region's offset and
+        ``smile``'s rotation undone, so that they can be drawn on that image.
+
+        A ``smile`` result of a turned image saved without ``region_px`` (results from before
+        it was recorded) cannot be placed (MetrologyInputError): measure it again.
+        """
+        if which not in ("leading", "trailing"):
+            raise MetrologyInputError(f"which must be 'leading' or 'trailing', got {which!r}")
+        edges = self.leading_edges_px if which == "leading" else self.trailing_edges_px
+        if not edges:
+            return []
+        if self.region_px is None and self.convention == "smile" and self.tilt_deg:
+            raise MetrologyInputError(
+                "the region SMILE turned by its tilt correction is not recorded in this result "
+                "(no region_px): measure again to place the edges on the image"
+            )
+        across = np.asarray(edges, dtype=np.float64)
+        along = np.broadcast_to(np.arange(across.shape[1], dtype=np.float64), across.shape)
+        window = self.region_px or self.roi or (0, 0, 0, 0)
+        horizontal = self.orientation == "horizontal"
+        rows = (across if horizontal else along) + window[0]
+        cols = (along if horizontal else across) + window[2]
+        if self.rotation_deg and self.rotation_centre_px is not None:
+            # the region's pixel (row, col) was sampled from the unturned image at
+            # centre + M (p - centre), M = [[cos, sin], [-sin, cos]] on (row, col)
+            a = math.radians(self.rotation_deg)
+            cr, cc = self.rotation_centre_px
+            u, v = rows - cr, cols - cc
+            rows = cr + math.cos(a) * u + math.sin(a) * v
+            cols = cc - math.sin(a) * u + math.cos(a) * v
+        return [(cols[i], rows[i]) for i in range(across.shape[0])]
 
     def to_csv(self, kind: Literal["summary", "lines"] = "summary") -> str:
         """CSV text: one row of scalar results (``'summary'``) or one row per line (``'lines'``)."""
@@ -299,6 +353,40 @@ class LineMeasurement(ShortListRepr, BaseModel):
             )
         columns = ["line", "leading_mean_px", "trailing_mean_px", "cd_nm", "lwr_nm", "gaps"]
         return csv_text(rows, columns)
+
+
+def _window(
+    shape: tuple[int, ...], roi: tuple[int, int, int, int] | None, orientation: str
+) -> tuple[int, int, int, int]:
+    """The measured window (row0, row1, col0, col1) in the measurement frame (transposed for
+    horizontal lines): the ``roi``, or the whole region of ``shape``."""
+    if roi is None:
+        return (0, shape[0], 0, shape[1])
+    return roi if orientation == "vertical" else (roi[2], roi[3], roi[0], roi[1])
+
+
+def _record_region(
+    base: dict[str, Any],
+    orientation: str,
+    window: tuple[int, int, int, int],
+    turned_shape: tuple[int, int] | None = None,
+    rotation_deg: float = 0.0,
+) -> None:
+    """Record where the measured region lies in the image (for ``edge_points_px``).
+
+    ``window`` (row0, row1, col0, col1) and ``turned_shape`` (the array turned about its centre
+    by ``rotation_deg``, None when nothing turned) are in the measurement frame (transposed for
+    horizontal lines); recorded in the image's coordinates, where a transposition reverses the
+    sense of the turn.
+    """
+    r0, r1, c0, c1 = (int(v) for v in window)
+    horizontal = orientation == "horizontal"
+    base["region_px"] = (c0, c1, r0, r1) if horizontal else (r0, r1, c0, c1)
+    if turned_shape is None:
+        return
+    centre = ((turned_shape[0] - 1) / 2.0, (turned_shape[1] - 1) / 2.0)
+    base["rotation_deg"] = (-rotation_deg if horizontal else rotation_deg) + 0.0
+    base["rotation_centre_px"] = centre[::-1] if horizontal else centre
 
 
 #: Gradient anisotropy (:func:`~sem_metrology.preprocess.detect_orientation`) below which an
@@ -449,6 +537,7 @@ def measure_lines(
         tone, tone_source = opts.tone, "option"
     del norm  # not used below; frees an image-sized array before the branches
     base.update(tone=tone, tone_source=tone_source)
+    _record_region(base, orientation, _window(region.shape, opts.roi, orientation))
     if opts.convention == "smile":
         edges = _smile_branch(region, frame, prep, opts, orientation, tone, (lo, hi), base)
     else:
@@ -771,10 +860,12 @@ def _smile_branch(
 
     rotation = smile_tilt_deg(region) if opts.correct_tilt else 0.0
     base["tilt_deg"] = -rotation + 0.0  # the lines' tilt; SMILE turns the frame back by it
+    base["rotation_deg"] = 0.0
     if rotation and opts.roi is not None:
         # As SMILE: the whole frame (info bar included) turns, then the region is cut.
-        roi = opts.roi if orientation == "vertical" else opts.roi[2:] + opts.roi[:2]
+        roi = _window(region.shape, opts.roi, orientation)
         region = rotate_region(frame, rotation, roi)
+        _record_region(base, orientation, roi, frame.shape, rotation)
     elif rotation:
         # No region given: the measured image turns, and the region is inset so that no
         # pixel comes from outside it (zeros, or the info bar).
@@ -784,6 +875,7 @@ def _smile_branch(
         if h - 2 * mr < opts.min_rows or w - 2 * mc < 8:
             return f"image too small to turn by SMILE's {rotation:g} degrees and stay inside"
         region = rotate_region(region, rotation, (mr, h - mr, mc, w - mc))
+        _record_region(base, orientation, (mr, h - mr, mc, w - mc), (h, w), rotation)
         base.setdefault("warnings_extra", []).append(
             f"smile: the image turned by {rotation:+g}° to make the lines vertical; {mr} rows "
             f"and {mc} columns "
