@@ -9,7 +9,8 @@ one) or ``"finetune"`` (built from its checkpoint or weights, then the caller's 
 callable fine-tunes its network on the protocol's training images: in a benchmark protocol,
 "few-shot" means fine-tuned here on those images). A method that cannot be built, trained or
 run is recorded as failed with the reason and keeps its row in every table; what a restorer
-says about its model (``restorer.notes``) goes into its row's notes.
+says about its model (``restorer.notes``: :func:`model_notes`) goes into its row's
+``model_notes``, which the benchmark warns and the report lists.
 
 The control row (the input with only the true gain and offset inverted) is built here too.
 """
@@ -53,6 +54,7 @@ __all__ = [
     "control_run",
     "list_methods",
     "merge_runs",
+    "model_notes",
     "row_name",
     "run_method",
     "select_methods",
@@ -179,6 +181,7 @@ def merge_runs(parts: Sequence[MethodRun], cases: Sequence[Case]) -> MethodRun:
     run.case_errors = {i: errors[i] for i in ids if i in errors}
     for p in parts:
         run.notes.extend(n for n in p.notes if n not in run.notes)
+        run.model_notes.extend(n for n in p.model_notes if n not in run.model_notes)
     run.fit_seconds = max(p.fit_seconds for p in parts)
     run.restore_seconds = sum(p.restore_seconds for p in parts)
     return _mark_all_failed(run, cases)
@@ -221,6 +224,19 @@ def trains_here(name: str, config: Mapping[str, Any]) -> bool:
     return entry.fine_tunes(restorer_config(name, **config))
 
 
+#: The end of the note that only names the shipped model a method loads when given no weights:
+#: a plain note (the weights column names the model), as ``restore()`` leaves it out.
+_SHIPPED_NOTE_END = "model shipped with sem-models"
+
+
+def model_notes(restorer: Any) -> tuple[list[str], list[str]]:
+    """(plain notes, model notes) of ``restorer.notes``: what the loaded model says of itself
+    (e.g. that a checkpoint is dense), each once; the shipped-model note is a plain note."""
+    said = list(dict.fromkeys(str(n) for n in getattr(restorer, "notes", None) or []))
+    plain = [n for n in said if n.endswith(_SHIPPED_NOTE_END)]
+    return plain, [n for n in said if n not in plain]
+
+
 def _fit(
     name: str,
     config: dict[str, Any],
@@ -231,7 +247,8 @@ def _fit(
     finetune: FinetuneFn | None,
     work_dir: Path | None,
 ) -> tuple[Any, list[str]]:
-    """Build and fit ``name`` the way its registry entry says; returns (restorer, notes)."""
+    """Build and fit ``name`` the way its registry entry says; returns (restorer, notes); the
+    model's own notes stay on the restorer (:func:`model_notes`)."""
     entry = registry_entry(name)
     notes: list[str] = []
 
@@ -248,7 +265,7 @@ def _fit(
             config = {**config, entry.checkpoint_field: str(done.checkpoint), **done.config}
             notes.append(done.note)
     restorer = get_restorer(name, **config)
-    notes.extend(getattr(restorer, "notes", ()))
+    notes.extend(model_notes(restorer)[0])
     if entry.fitting == "fit":
         if not train:
             raise ValueError("learned method, but the protocol has no training images")
@@ -283,8 +300,11 @@ def trained_weights_kept(save_dir: str | Path, fit_key: str) -> bool:
     return isinstance(record, dict) and record.get("key") == fit_key
 
 
-def _reload(name: str, config: Mapping[str, Any], save_dir: Path) -> tuple[Any, list[str], float]:
-    """The restorer saved in ``save_dir`` with its training notes and time (see FIT_RECORD)."""
+def _reload(
+    name: str, config: Mapping[str, Any], save_dir: Path
+) -> tuple[Any, list[str], float, list[str]]:
+    """The restorer saved in ``save_dir`` with its training notes, time and model notes (see
+    FIT_RECORD)."""
     record = json.loads((save_dir / FIT_RECORD).read_text(encoding="utf-8"))
     restorer = load_restorer(save_dir, device=config.get("device"))
     if getattr(restorer, "name", name) != name:
@@ -294,7 +314,8 @@ def _reload(name: str, config: Mapping[str, Any], save_dir: Path) -> tuple[Any, 
         f"trained weights of the earlier run reused from {save_dir} (same settings, budget and "
         "training images; only the scoring changed)"
     )
-    return restorer, notes, float(record.get("fit_seconds", 0.0))
+    said = [str(n) for n in record.get("model_notes", [])]  # as the model said when built
+    return restorer, notes, float(record.get("fit_seconds", 0.0)), said
 
 
 def run_method(
@@ -332,8 +353,10 @@ def run_method(
             log.warning("%s: the kept weights did not load (%s); trained again", name, err)
             run.notes.append(f"kept weights did not load ({_first_line(err)}): trained again")
     if reloaded is not None:
-        restorer, run.notes, run.fit_seconds = reloaded
-        return _restore(name, run, restorer, config, cases)
+        restorer, run.notes, run.fit_seconds, said = reloaded
+        run = _restore(name, run, restorer, config, cases)
+        run.model_notes = said
+        return run
     if folder is not None:
         (folder / FIT_RECORD).unlink(missing_ok=True)  # the weights there are being replaced
     try:
@@ -363,7 +386,9 @@ def run_method(
         try:
             restorer.save(folder)
             if fit_key is not None:
-                record = {"key": fit_key, "notes": run.notes, "fit_seconds": run.fit_seconds}
+                said = model_notes(restorer)[1]
+                record = {"key": fit_key, "notes": run.notes, "model_notes": said}
+                record["fit_seconds"] = run.fit_seconds
                 atomic_write_text(folder / FIT_RECORD, json.dumps(record, indent=2))
         except Exception as err:  # a save failure loses the weights, not the results
             run.notes.append(f"could not save the trained weights: {_first_line(err)}")
@@ -378,7 +403,8 @@ def _restore(
     cases: Sequence[Case],
 ) -> MethodRun:
     """Restore every case with ``restorer`` (or, for a method given each case's true PSF, a
-    restorer built per case) into ``run``."""
+    restorer built per case) into ``run``, with what the model says of itself."""
+    run.model_notes = model_notes(restorer)[1]
     entry = registry_entry(name)
     if entry.psf_from_case:
         settings = dict(config or {})

@@ -35,13 +35,14 @@ from .harmonics import harmonics_markdown, harmonics_rows
 from .protocols import Case, ProtocolManifest
 from .quality import METRIC_LABELS
 from .results import FAILED, INPUT_NAME, REFERENCE_NAME, MethodResult, MetrologyRow, QualityRow
-from .seen import SEEN_MARK, SeenImage, method_note, table_note
+from .seen import SEEN_MARK, SeenImage, method_note, report_footnote, seen_cells, table_note
 from .sources import REPORT_STAGING_PREFIX, SkippedFile, check_report_folder
 from .tables import (
     NIQE_CAVEAT,
     MetrologySummary,
     QualitySummary,
     control_verdict,
+    marked,
     method_order,
     metrology_markdown,
     metrology_per_image_markdown,
@@ -251,6 +252,7 @@ _CONVENTIONS = {
 
 def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> str:
     convention = _convention(inp)
+    marks = _marks(inp)
     parts = [f"# {inp.title}", ""]
     parts += [*(f"- {line}" for line in inp.intro), ""] if inp.intro else []
     if inp.skipped:
@@ -270,7 +272,7 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
         "output after a least-squares gain/offset match to the reference (structure, not "
         "brightness).",
         "",
-        quality_markdown(t.quality, inp.metrics),
+        quality_markdown(t.quality, inp.metrics, marks),
     ]
     verdict = control_verdict(t.quality)
     parts += [*(f"- {v}" for v in verdict), ""] if verdict else []
@@ -278,7 +280,8 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
         parts += [f"Note on NIQE: {NIQE_CAVEAT}", ""]
     if len(t.quality_by_setting) > 1:
         for setting, summaries in t.quality_by_setting.items():
-            parts += [f"### Setting `{setting}`", "", quality_markdown(summaries, inp.metrics)]
+            table = quality_markdown(summaries, inp.metrics, marks)
+            parts += [f"### Setting `{setting}`", "", table]
     parts += [
         "## Metrology (Table 4 layout)",
         "",
@@ -299,9 +302,9 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
         parts += ["Pixel sizes: " + "; ".join(f"`{k}` {v}" for k, v in sizes.items()) + ".", ""]
     if inp.reference.metrology:
         per_image = metrology_per_image_markdown(
-            t.metrology_rows, [s.method for s in t.metrology], t.line_cases
+            t.metrology_rows, [s.method for s in t.metrology], t.line_cases, marks
         )
-        parts += [metrology_markdown(t.metrology), "### Per image", "", per_image]
+        parts += [metrology_markdown(t.metrology, marks), "### Per image", "", per_image]
         leaves = harmonics_markdown(harmonics_rows(inp.cases, inp.reference.measurements))
         if leaves:
             parts += ["### What the blur leaves of the lines", "", leaves]
@@ -336,9 +339,14 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
         weights = (m.weights or "—").replace("|", "\\|")
         settings = (m.settings or "defaults").replace("|", "\\|")
         parts.append(
-            f"| {m.method} | {m.status} | {settings} | {weights} | {m.fit_seconds:.1f} | "
-            f"{m.restore_seconds:.1f} | {'; '.join(x for x in (m.reason, m.notes) if x)} |"
+            f"| {marked(m.method, marks)} | {m.status} | {settings} | {weights} | "
+            f"{m.fit_seconds:.1f} | {m.restore_seconds:.1f} | "
+            f"{'; '.join(x for x in (m.reason, m.notes) if x)} |"
         )
+    said = [(m.method, n) for m in t.methods for n in m.model_notes]
+    if said:
+        parts += ["", "What the loaded models say of themselves (also warned on stderr):", ""]
+        parts += [f"- {marked(k, marks)}: {n}" for k, n in said]
     parts += ["", "## Figures", ""]
     if inp.figure_choice:
         parts += [
@@ -369,6 +377,8 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
         "`config.json` — the run's config (`sem benchmark --config config.json` reruns it)",
         "",
     ]
+    if marks:
+        parts += ["---", "", report_footnote(), ""]
     return "\n".join(parts)
 
 
@@ -383,6 +393,9 @@ class MethodStatus(BaseModel):
     fit_seconds: float
     restore_seconds: float
     notes: str | None = None
+    model_notes: list[str] = Field(
+        default_factory=list, description="what the loaded model says of itself"
+    )
 
 
 @dataclass
@@ -483,6 +496,16 @@ def _seen(inp: ReportInputs) -> dict[str, list[SeenImage]]:
     return getattr(inp, "seen", None) or {}
 
 
+def _marks(inp: ReportInputs) -> dict[str, str]:
+    """Method -> :data:`SEEN_MARK` for the methods evaluated on seen images."""
+    return {k: SEEN_MARK for k, v in _seen(inp).items() if v}
+
+
+def _per_image(rows: Sequence[Mapping[str, Any]], seen: set[tuple[str, str]]) -> list[dict]:
+    """CSV rows with ``seen_in_training``: the row's image is among its method's seen images."""
+    return [{**r, "seen_in_training": (r["method"], r["image"]) in seen} for r in rows]
+
+
 def _tables(inp: ReportInputs) -> _Tables:
     seen = _seen(inp)
     results = [*inp.results, inp.reference]
@@ -490,7 +513,7 @@ def _tables(inp: ReportInputs) -> _Tables:
     by_name = {r.name: r for r in results}
     q_rows = [q for n in order for q in by_name[n].quality]
     m_rows = [m for n in order for m in by_name[n].metrology]
-    settings = list(dict.fromkeys(c.setting for c in inp.cases))
+    degradations = list(dict.fromkeys(c.setting for c in inp.cases))
     m_sum = [metrology_summary(m_rows, n) for n in order] if inp.reference.metrology else []
     quality = [quality_summary(q_rows, n, inp.metrics) for n in order]
     metrology = [s for s in m_sum if s.n_images]
@@ -500,7 +523,7 @@ def _tables(inp: ReportInputs) -> _Tables:
         metrology_rows=m_rows,
         quality=quality,
         quality_by_setting={
-            s: [quality_summary(q_rows, n, inp.metrics, s) for n in order] for s in settings
+            s: [quality_summary(q_rows, n, inp.metrics, s) for n in order] for s in degradations
         },
         metrology=metrology,
         line_cases=list(inp.reference.measurements),
@@ -517,6 +540,7 @@ def _tables(inp: ReportInputs) -> _Tables:
                     [*r.notes, *([method_note(seen[r.name])] if seen.get(r.name) else [])]
                 )
                 or None,
+                model_notes=list(r.model_notes),
             )
             for n in order
             for r in inp.results
@@ -525,6 +549,11 @@ def _tables(inp: ReportInputs) -> _Tables:
         estimates=estimate_rows(inp.cases),
         summary=_summary_table(inp, quality, metrology, settings),
     )
+
+
+def _method_row(m: MethodStatus) -> dict[str, Any]:
+    """A ``methods.csv`` row: the model's notes joined in one cell."""
+    return m.model_dump() | {"model_notes": "; ".join(m.model_notes) or None}
 
 
 def _methods_json(
@@ -598,11 +627,14 @@ def _write(stage: Path, inp: ReportInputs) -> None:
     for sub in ("panels", "edges", "psd"):
         (stage / sub).mkdir(parents=True, exist_ok=True)
     codes = message_codes([*t.quality_rows, *t.quality])
-    _csv(stage / "quality_per_image.csv", [_flat(_with_codes(r, codes)) for r in t.quality_rows])
+    cells = seen_cells(_seen(inp))
+    quality_rows = [_flat(_with_codes(r, codes)) for r in t.quality_rows]
+    _csv(stage / "quality_per_image.csv", _per_image(quality_rows, cells))
     _csv(stage / "quality_summary.csv", [_flat(_with_codes(s, codes)) for s in t.quality])
-    _csv(stage / "metrology_per_image.csv", [r.model_dump() for r in t.metrology_rows])
+    metrology_rows = [r.model_dump() for r in t.metrology_rows]
+    _csv(stage / "metrology_per_image.csv", _per_image(metrology_rows, cells))
     _csv(stage / "metrology_summary.csv", [_flat(s) for s in t.metrology])
-    _csv(stage / "methods.csv", [m.model_dump() for m in t.methods])
+    _csv(stage / "methods.csv", [_method_row(m) for m in t.methods])
     _csv(stage / "psf_estimates.csv", t.estimates, ESTIMATE_COLUMNS)
     atomic_write_text(stage / "manifest.json", inp.manifest.model_dump_json(indent=2))
     atomic_write_text(stage / "config.json", inp.config.model_dump_json(indent=2))

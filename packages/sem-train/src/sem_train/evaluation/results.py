@@ -61,6 +61,8 @@ class MethodRun:
     restore_seconds: float = 0.0
     case_errors: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: what the loaded model says of itself (``restorer.notes``, e.g. a dense checkpoint)
+    model_notes: list[str] = field(default_factory=list)
 
     def why_missing(self, case_id: str) -> str:
         """The reason this run has no output for ``case_id``."""
@@ -166,6 +168,9 @@ class MethodResult(BaseModel):
         default_factory=dict, description="per line case (edges kept for the figure cases)"
     )
     notes: list[str] = Field(default_factory=list)
+    model_notes: list[str] = Field(
+        default_factory=list, description="what the loaded model says of itself (warned)"
+    )
     weights: MethodWeights | None = Field(
         None, description="the weights the method loaded (fingerprinted), or trained here"
     )

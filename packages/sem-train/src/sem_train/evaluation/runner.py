@@ -66,7 +66,7 @@ from .sources import (
 from .weights import MethodWeights, method_weights
 from .workers import MethodJob, RunningJobs, beside_workers, stop_workers, worker_pool
 
-__all__ = ["Protocol", "build_protocol", "method_hash", "run_benchmark"]
+__all__ = ["Protocol", "announce_model_notes", "build_protocol", "method_hash", "run_benchmark"]
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +307,14 @@ def seen_by_checkpoints(
     return found
 
 
+def announce_model_notes(results: Sequence[MethodResult]) -> None:
+    """Say on stderr, once per method, what each loaded model says of itself (e.g. a dense
+    checkpoint: not the paper's MAE + MoE), as ``sem restore`` does; the report lists it too."""
+    for r in results:
+        for note in dict.fromkeys(r.model_notes):
+            print(f"sem: note: {r.name}: {note}", file=sys.stderr)
+
+
 def _digest(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -532,6 +540,7 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     results = [scorer.score(control_run(proto.cases))] + [done[name] for name in names]
+    announce_model_notes(results)
     elapsed = time.perf_counter() - t_start
     intro = [
         f"Inputs: {proto.source}; {len(proto.cases)} cases (settings: "

@@ -193,5 +193,6 @@ class Scorer:
             metrology=metrology,
             measurements=measurements,
             notes=list(run.notes),
+            model_notes=list(run.model_notes),
             outputs={k: run.outputs[k] for k in self.figure_cases if k in run.outputs},
         )

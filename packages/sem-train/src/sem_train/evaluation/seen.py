@@ -8,18 +8,22 @@ run folder holding it is found (the folder itself, or the run whose ``checkpoint
 ``model/`` folder holds the export), then the runs it descends from, as far as they are
 recorded: a fine-tune -> its Stage 3 -> Stage 2 -> Stage 1. An evaluation image is *seen*
 when its file is among those runs' training or validation images: the same resolved path,
-or a file of the same size and SHA-256 (a copy of one, under another name).
+a file of the same size and SHA-256 (a copy of one, under another name), or the same
+picture in another form: re-saved in another format or bit depth, rescaled by an integer
+factor, or cropped (:mod:`.likeness`; compared for up to :data:`CONTENT_MAX_FILES` files).
 
 Evaluating on such images is sometimes intended, so the benchmark only says so (a warning on
 stderr, the row marked in ``table.md`` and the report): its scores on them are optimistic.
 A checkpoint without a ``data_split.json`` (the shipped model, an external one) is not looked
-into. Reads JSON and, for equal-sized files only, file contents; no torch.
+into. Reads JSON, file contents (equal-sized files) and pictures (:mod:`.likeness`); no
+torch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,14 +31,20 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "SEEN_MARK",
     "RunSplit",
     "SeenImage",
     "format_warning",
     "lineage",
+    "method_note",
+    "report_footnote",
     "run_folder_of",
+    "seen_cells",
     "seen_images",
     "table_note",
 ]
+
+log = logging.getLogger(__name__)
 
 SPLIT_FILE = "data_split.json"  # as sem_train.datasplit.SPLIT_FILE (not imported: no numpy)
 RUN_INFO_FILE = "run_info.json"
@@ -44,6 +54,14 @@ _PARENT_KEYS = ("init_from", "teacher_from")
 _MAX_RUNS = 32
 #: The mark of a row whose evaluation images its checkpoint's runs trained or validated on.
 SEEN_MARK = "†"
+#: What :data:`SEEN_MARK` means, in every note that explains it.
+SEEN_MEANING = (
+    "evaluated on images its checkpoint (or a run it descends from) trained or validated on "
+    "(the same files, or their pictures re-saved, rescaled or cropped), so its scores are "
+    "optimistic"
+)
+#: Training and validation files compared by picture at most (each is read once, then cached).
+CONTENT_MAX_FILES = 5000
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -148,11 +166,16 @@ class SeenImage:
     run_dir: str
     run_kind: str
     file: str  # the file as the run recorded it
-    how: str = "path"  # "path", or "content" (the same bytes under another path)
+    #: "path"; "content" (the same bytes under another path); "picture" (the same picture
+    #: re-saved, rescaled or cropped: :mod:`.likeness`, its score in ``likeness``)
+    how: str = "path"
     other_runs: list[str] = field(default_factory=list)  # further runs that used it
+    likeness: float | None = None
 
     def describe(self) -> str:
         copy = f", a copy of {self.file}" if self.how == "content" else ""
+        if self.how == "picture":
+            copy = f", the picture of {self.file} re-saved, rescaled or cropped"
         more = f"; also in {len(self.other_runs)} earlier run(s)"
         more = more if self.other_runs else ""
         return f"{self.image} ({self.role} of {self.run_kind} run {self.run_dir}{copy}{more})"
@@ -179,7 +202,8 @@ def seen_images(
     """The images of ``evaluated`` (image name -> its files: the focused reference and, for
     real input, the defocused file) that the runs of ``checkpoints`` (:func:`lineage`)
     trained or validated on. Matched by resolved path; a file of another path is compared by
-    SHA-256 when its size equals an evaluated file's (so only likely copies are read)."""
+    SHA-256 when its size equals an evaluated file's (so only likely copies are read); the
+    images still unmatched then by picture (:mod:`.likeness`: re-saved, rescaled, cropped)."""
     runs: list[RunSplit] = []
     done: set[str] = set()
     for ck in checkpoints:
@@ -206,24 +230,73 @@ def seen_images(
         return digests[path]
 
     found: dict[str, SeenImage] = {}
-    for run in runs:
-        for role, files in (("training", run.train), ("validation", run.validation)):
-            for f in files:
-                real = _real(f)
-                image, how = by_path.get(real), "path"
-                if image is None:
-                    same_size = sizes.get(_size(real) or -1, [])
-                    d = digest(real) if same_size else None
-                    match = next((p for p in same_size if d is not None and digest(p) == d), None)
-                    image, how = (by_path[match], "content") if match else (None, how)
-                if image is None:
-                    continue
-                if image not in found:
-                    found[image] = SeenImage(image, role, str(run.run_dir), run.kind, f, how)
-                elif str(run.run_dir) not in [found[image].run_dir, *found[image].other_runs]:
-                    found[image].other_runs.append(str(run.run_dir))
+
+    def record(
+        image: str, run: RunSplit, role: str, f: str, how: str, score: float | None = None
+    ) -> None:
+        if image not in found:
+            found[image] = SeenImage(image, role, str(run.run_dir), run.kind, f, how)
+            found[image].likeness = score
+        elif str(run.run_dir) not in [found[image].run_dir, *found[image].other_runs]:
+            found[image].other_runs.append(str(run.run_dir))
+
+    for run, role, f in _files_of(runs):
+        real = _real(f)
+        image, how = by_path.get(real), "path"
+        if image is None:
+            same_size = sizes.get(_size(real) or -1, [])
+            d = digest(real) if same_size else None
+            match = next((p for p in same_size if d is not None and digest(p) == d), None)
+            image, how = (by_path[match], "content") if match else (None, how)
+        if image is not None:
+            record(image, run, role, f, how)
+    rest = {k: v for k, v in evaluated.items() if k not in found}
+    for image, run, role, f, score in _same_pictures(runs, rest):
+        record(image, run, role, f, "picture", round(score, 4))
     order = list(evaluated)
     return sorted(found.values(), key=lambda s: order.index(s.image))
+
+
+def _files_of(runs: Sequence[RunSplit]) -> list[tuple[RunSplit, str, str]]:
+    """(run, role, file) of every training and validation file of ``runs``, nearest run first."""
+    return [
+        (run, role, f)
+        for run in runs
+        for role, files in (("training", run.train), ("validation", run.validation))
+        for f in files
+    ]
+
+
+def _same_pictures(
+    runs: Sequence[RunSplit], evaluated: Mapping[str, Sequence[str]]
+) -> list[tuple[str, RunSplit, str, str, float]]:
+    """(image, run, role, file, likeness) of each file of ``runs`` whose picture an image of
+    ``evaluated`` is in another form (:mod:`.likeness`); files that cannot be read are skipped."""
+    from .likeness import MATCH_THRESHOLD, Likeness, signature
+
+    files = _files_of(runs)
+    if not evaluated or not files:
+        return []
+    if len({_real(f) for _, _, f in files}) > CONTENT_MAX_FILES:
+        log.warning(
+            "%d training/validation files: more than %d, so evaluation images are matched to "
+            "them by path and exact copy only, not by picture",
+            len(files),
+            CONTENT_MAX_FILES,
+        )
+        return []
+    mine = {k: [s for s in map(signature, v) if s is not None] for k, v in evaluated.items()}
+    compare = Likeness()
+    out = []
+    for run, role, f in files:
+        theirs = signature(f)
+        if theirs is None:
+            continue
+        for image, sigs in mine.items():
+            score = max((compare.score(e, theirs) for e in sigs), default=0.0)
+            if score >= MATCH_THRESHOLD:
+                out.append((image, run, role, f, score))
+    return out
 
 
 def _listed(seen: Sequence[SeenImage], most: int = 6) -> str:
@@ -251,10 +324,20 @@ def table_note(seen: Mapping[str, Sequence[SeenImage]], n_images: int) -> str:
     ]
     if not parts:
         return ""
+    return f"{SEEN_MARK}: {SEEN_MEANING} — {' — '.join(parts)}."
+
+
+def report_footnote() -> str:
+    """The line closing ``report.md`` when a row is marked :data:`SEEN_MARK`."""
     return (
-        f"{SEEN_MARK}: evaluated on images its checkpoint (or a run it descends from) trained or "
-        f"validated on, so its scores are optimistic — {' — '.join(parts)}."
+        f"{SEEN_MARK} after a method's name, in every table: {SEEN_MEANING}. The Summary's note "
+        "and the Methods section name the images and the runs."
     )
+
+
+def seen_cells(seen: Mapping[str, Sequence[SeenImage]]) -> set[tuple[str, str]]:
+    """(method, image) of every seen evaluation image: the per-image rows to flag."""
+    return {(method, x.image) for method, images in seen.items() for x in images}
 
 
 def method_note(seen: Sequence[SeenImage]) -> str:

@@ -33,6 +33,7 @@ __all__ = [
     "NIQE_CAVEAT",
     "MetrologySummary",
     "QualitySummary",
+    "marked",
     "metrology_markdown",
     "metrology_per_image_markdown",
     "metrology_summary",
@@ -144,6 +145,11 @@ def _best(values: dict[str, float], higher: bool) -> float | None:
     return max(values.values()) if higher else min(values.values())
 
 
+def marked(method: str, marks: Mapping[str, str] | None) -> str:
+    """``method`` with its mark (``"sem-foundation †"``), as every table names a marked row."""
+    return f"{method} {marks[method]}" if marks and method in marks else method
+
+
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
@@ -158,8 +164,13 @@ def _niqe_reference_last(summaries: Sequence[QualitySummary]) -> bool:
     return bool(others) and ref.metrics["niqe"].mean > max(others)
 
 
-def quality_markdown(summaries: Sequence[QualitySummary], metrics: Sequence[str]) -> str:
-    """Table 2/3 layout: one row per method, mean ± std per metric, notes beneath.
+def quality_markdown(
+    summaries: Sequence[QualitySummary],
+    metrics: Sequence[str],
+    marks: Mapping[str, str] | None = None,
+) -> str:
+    """Table 2/3 layout: one row per method, mean ± std per metric, notes beneath; ``marks``:
+    method -> a mark after its name (explained where the table is shown).
 
     Bold: the best mean of a column among the methods with a value on every case (not the
     focused reference, not the control); no bold in the NIQE column when the focused reference
@@ -181,7 +192,7 @@ def quality_markdown(summaries: Sequence[QualitySummary], metrics: Sequence[str]
     rows, notes = [], []
     missing: dict[tuple[str, str], list[str]] = {}  # (metric, reason) -> rows with gaps
     for s in summaries:
-        name = s.method
+        name = marked(s.method, marks)
         if s.n_cases and s.n_failed == s.n_cases:
             rows.append([name, *([FAILED] * len(metrics))])
             notes.append(f"{name}: {FAILED} failed — {s.reason}")
@@ -290,8 +301,11 @@ def control_verdict(summaries: Sequence[QualitySummary]) -> list[str]:
     return out
 
 
-def metrology_markdown(summaries: Sequence[MetrologySummary]) -> str:
-    """Table 4 summary: mean ± std per column, CD(MAE), Avg(MAE) (✗ unless complete)."""
+def metrology_markdown(
+    summaries: Sequence[MetrologySummary], marks: Mapping[str, str] | None = None
+) -> str:
+    """Table 4 summary: mean ± std per column, CD(MAE), Avg(MAE) (✗ unless complete);
+    ``marks`` as in :func:`quality_markdown`."""
     cols = (*TABLE_COLUMNS, "lwr_unbiased_nm")
     head = ["method", *(COLUMN_LABELS[c] for c in cols), "CD(MAE) (nm) ↓", "Avg(MAE) (nm) ↓"]
     ranked = [s for s in summaries if s.method not in _UNRANKED and s.complete]
@@ -299,7 +313,7 @@ def metrology_markdown(summaries: Sequence[MetrologySummary]) -> str:
     best_avg = _best({s.method: s.avg_mae_nm for s in ranked if s.avg_mae_nm is not None}, False)
     rows, notes = [], []
     for s in summaries:
-        name = s.method
+        name = marked(s.method, marks)
         if s.n_images and not s.n_measured:
             rows.append([name, *([FAILED] * (len(head) - 1))])
             notes.append(f"{name}: {FAILED} not measurable — {s.reason}")
@@ -340,10 +354,13 @@ def _cell(v: float | None, failed: bool) -> str:
 
 
 def metrology_per_image_markdown(
-    rows: Sequence[MetrologyRow], methods: Sequence[str], case_ids: Sequence[str]
+    rows: Sequence[MetrologyRow],
+    methods: Sequence[str],
+    case_ids: Sequence[str],
+    marks: Mapping[str, str] | None = None,
 ) -> str:
     """Per-image values: the paper's I1/I2 column layout for up to 4 images, else one row per
-    (image, method)."""
+    (image, method); ``marks`` as in :func:`quality_markdown`."""
     index = {(r.method, r.case_id): r for r in rows}
     legend = "; ".join(f"I{i + 1} = `{cid}`" for i, cid in enumerate(case_ids))
     legend += "; ΔCD = absolute CD error against the focused image"
@@ -354,7 +371,7 @@ def metrology_per_image_markdown(
         head += [f"ΔCD (nm) I{i + 1}" for i in range(len(case_ids))]
         body = []
         for m in methods:
-            cells = [m]
+            cells = [marked(m, marks)]
             for c in (*TABLE_COLUMNS, "cd_abs_error_nm"):
                 for cid in case_ids:
                     r = index.get((m, cid))
@@ -376,7 +393,7 @@ def metrology_per_image_markdown(
             err = (
                 "—" if m == REFERENCE_NAME else _cell(None if r is None else r.cd_abs_error_nm, bad)
             )
-            body.append([f"I{i + 1}", m, *vals, err])
+            body.append([f"I{i + 1}", marked(m, marks), *vals, err])
     return legend + ".\n\n" + "\n".join(_table(head, body)) + "\n"
 
 
@@ -402,7 +419,7 @@ def readme_table(
     for s in quality:
         if s.method == REFERENCE_NAME:
             continue
-        cells = [f"{s.method} {marks[s.method]}" if s.method in marks else s.method]
+        cells = [marked(s.method, marks)]
         for k, d in (("psnr", 2), ("psnr_affine", 2), ("ssim", 3)):
             m = s.metrics.get(k)
             failed = s.n_cases > 0 and s.n_failed == s.n_cases
