@@ -4,9 +4,10 @@ The focused micrograph ``lines_euv_resist_0p827nm.tif`` (Hitachi, 0.827 nm/px; f
 ``$SEM_REAL_DATA`` or ``../shared/data/sem`` beside the clone) is defocused with the forward
 model (arXiv 2604.05960, Eq. 1: Airy PSF, Poisson-Gaussian noise) below its info bar, written
 as an 8-bit TIFF with the original's Hitachi tags, and restored with ``sem restore`` exactly as
-a user would (Richardson-Lucy with the blind PSF estimate). The figure shows a crop of the defocused input, the restored output and the focused
-original, each with its PSNR against the original, and the full restored frame with its info
-bar.
+a user would (Richardson-Lucy with the blind PSF estimate). The figure shows a crop of the
+defocused input, the restored output and the focused original, each with its PSNR against the
+original, drawn at ``ZOOM`` (2) screen px per image px (nearest neighbour: no pixel lost) with a
+scale bar, and the full input and restored frames with their info bar, the crop outlined.
 
     uv run python scripts/make_restore_figure.py [--out docs/img/restore_before_after.png]
 """
@@ -24,7 +25,10 @@ import numpy as np
 NAME = "lines_euv_resist_0p827nm.tif"
 DEFOCUS = {"rx_px": 5.0, "ry_px": 5.0, "beta": 1.95, "theta_rad": 0.0}
 NOISE = {"gain": 1.0, "offset": 0.0, "sigma": 2.0, "dose": 50.0}
-CROP = (slice(300, 556), slice(400, 784))  # rows, columns of the zoomed panels (px)
+CROP = (slice(356, 500), slice(496, 688))  # rows, columns of the zoomed panels (px)
+ZOOM = 2  # screen px per image px of the zoomed panels
+FRAME_SCALE = 0.375  # screen px per image px of the full frames (an overview)
+DPI = 100
 
 
 def source_image() -> Path:
@@ -66,8 +70,76 @@ def _save_gray_png(fig, path: Path) -> None:
     from PIL import Image
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", dpi=DPI)
     Image.open(buf).convert("L").save(path, format="PNG", optimize=True)
+
+
+def _figure(panels, frames, pixel_nm: float, plt):
+    """The figure on a pixel grid: each zoomed panel exactly ``ZOOM`` screen px per image px,
+    the frames below at ``FRAME_SCALE``, titles and suptitle in fixed bands (no layout pass)."""
+    from matplotlib import patheffects, rc_context
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.patches import Rectangle
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+    from sem_train.evaluation.figures import scale_bar_length
+
+    gap, title, top = 16, 22, 44  # px
+    ch, cw = (s.stop - s.start for s in CROP)
+    zh, zw = ZOOM * ch, ZOOM * cw
+    fh, fw = (round(FRAME_SCALE * n) for n in frames[0].shape)
+    width = max(3 * zw + 4 * gap, 2 * fw + 3 * gap)
+    height = top + title + zh + gap + title + fh + gap
+    fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+
+    def axes(x: float, y: float, w: int, h: int):  # x, y: top-left corner in px
+        ax = fig.add_axes((x / width, 1 - (y + h) / height, w / width, h / height))
+        ax.axis("off")
+        return ax
+
+    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
+    x0 = (width - 3 * zw - 2 * gap) / 2
+    for i, (im, text) in enumerate(panels):
+        ax = axes(x0 + i * (zw + gap), top + title, zw, zh)
+        ax.imshow(im, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(text, fontsize=9, pad=4)
+        if i == 0:
+            length = scale_bar_length(cw * pixel_nm)
+            with rc_context({"path.effects": outline}):
+                bar = AnchoredSizeBar(
+                    ax.transData,
+                    length / pixel_nm,
+                    f"{length:g} nm",
+                    "lower right",
+                    pad=0.3,
+                    borderpad=0.4,
+                    sep=3,
+                    frameon=False,
+                    size_vertical=2,
+                    color="white",
+                    fontproperties=FontProperties(size=9, weight="bold"),
+                )
+            ax.add_artist(bar)
+    x0 = (width - 2 * fw - gap) / 2
+    y0 = top + title + zh + gap + title
+    for i, (im, text) in enumerate(
+        zip(frames, ["input frame (info bar below)", "output frame: info bar kept"], strict=True)
+    ):
+        ax = axes(x0 + i * (fw + gap), y0, fw, fh)
+        ax.imshow(im, cmap="gray", vmin=0, vmax=255, interpolation="antialiased")
+        box = Rectangle((CROP[1].start - 0.5, CROP[0].start - 0.5), cw, ch, fill=False)
+        box.set(ec="white", lw=1, path_effects=outline)
+        ax.add_patch(box)
+        ax.set_title(f"{text}; the zoomed crop outlined", fontsize=9, pad=4)
+    fig.suptitle(
+        f"{NAME} ({pixel_nm:.3f} nm/px) defocused with an Airy PSF r = {DEFOCUS['rx_px']:g} px, "
+        f"sigma = {NOISE['sigma']:g}, dose = {NOISE['dose']:g}; restored with Richardson-Lucy\n"
+        f"top: crop {cw}×{ch} px ({cw * pixel_nm:.0f}×{ch * pixel_nm:.0f} nm) at "
+        f"{ZOOM}× (one image px = {ZOOM}×{ZOOM} screen px); bottom: full frames",
+        fontsize=10,
+        y=1 - 4 / height,
+        va="top",
+    )
+    return fig
 
 
 def main() -> None:
@@ -102,26 +174,8 @@ def main() -> None:
         (restored[CROP], f"sem restore ({how}), {psnr(focused, restored[:h]):.1f} dB"),
         (focused[CROP], "focused original"),
     ]
-    fig = plt.figure(figsize=(12, 7.2), dpi=80)
-    grid = fig.add_gridspec(2, 6, height_ratios=[1, 1.25])
-    for i, (im, title) in enumerate(panels):
-        ax = fig.add_subplot(grid[0, 2 * i : 2 * i + 2])
-        ax.imshow(im, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    for i, (im, title) in enumerate(
-        [(before, "input frame (info bar below)"), (restored, "output frame: info bar kept")]
-    ):
-        ax = fig.add_subplot(grid[1, 3 * i : 3 * i + 3])
-        ax.imshow(im, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    fig.suptitle(
-        f"{NAME} (0.827 nm/px) defocused with an Airy PSF r = {DEFOCUS['rx_px']:g} px, "
-        f"sigma = {NOISE['sigma']:g}, dose = {NOISE['dose']:g}; restored with Richardson-Lucy",
-        fontsize=10,
-    )
-    fig.tight_layout()
+    pixel_nm = read_image(source_image()).pixel_size_nm or 0.827
+    fig = _figure(panels, [before, restored], pixel_nm, plt)
     atomic_write(args.out, lambda tmp: _save_gray_png(fig, tmp))
     print(
         f"wrote {args.out}; PSNR input {psnr(focused, before[:h]):.2f} dB, restored "

@@ -2,11 +2,14 @@
 
 Figures are drawn on matplotlib ``Figure`` objects with the Agg canvas (no display, no pyplot
 state). Image panels share one grey scale, taken from the focused reference, so that contrast
-and offset errors of a method are visible rather than normalised away.
+and offset errors of a method are visible rather than normalised away. Image figures give
+their crop's size in px and nm and carry a scale bar; PSD curves keep one colour and dash per
+method name in every report.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -19,7 +22,18 @@ from sem_physics.atomic import atomic_write
 
 from .protocols import Case
 
-__all__ = ["Tile", "save_edge_overlays", "save_panels", "save_psd_plot"]
+__all__ = [
+    "BUILTIN_PSD_STYLES",
+    "EDGE_CROP_PX",
+    "OKABE_ITO",
+    "PANEL_CROP_PX",
+    "Tile",
+    "psd_styles",
+    "save_edge_overlays",
+    "save_panels",
+    "save_psd_plot",
+    "scale_bar_length",
+]
 
 #: One panel tile: (title, image or None when the method has no output, note under the title).
 Tile = tuple[str, "np.ndarray | None", str]
@@ -29,30 +43,40 @@ def _save(fig, path: str | Path) -> Path:
     return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=90))
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float, layout: str | None = None):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
 
-#: Tile grid geometry (inches): a tile's image box, the title band above it, the suptitle band.
-_TILE_W, _TILE_IMG, _TILE_TITLE, _SUPTITLE = 3.0, 3.0, 0.6, 0.35
+#: Side of the centre crops (px) of the panels and of the edge overlays (closer: edges visible).
+PANEL_CROP_PX, EDGE_CROP_PX = 256, 192
+
+#: Tile grid geometry (inches): a tile's image box, the title band above it, the suptitle band
+#: (one line; each further line of a wrapped suptitle adds _SUPTITLE_LINE).
+_TILE_W, _TILE_IMG, _TILE_TITLE, _SUPTITLE, _SUPTITLE_LINE = 3.0, 3.0, 0.6, 0.35, 0.17
+#: Characters of a 9-pt suptitle per inch of figure width: wrapped above this, never clipped.
+_SUPTITLE_CHARS_PER_IN = 12
 
 
-def _tile_axes(n: int, max_cols: int) -> tuple[Any, list[Any]]:
+def _tile_axes(n: int, max_cols: int, title: str) -> tuple[Any, list[Any]]:
     """A figure with ``n`` image tiles on a fixed grid (no layout engine: tight_layout's text
-    measurements cost more than drawing), axes off, room above each tile for a title."""
+    measurements cost more than drawing), axes off, room above each tile for a title, and
+    ``title`` above all, wrapped to the figure's width."""
     nr, nc = _grid(n, max_cols)
-    width, height = _TILE_W * nc, (_TILE_IMG + _TILE_TITLE) * nr + _SUPTITLE
+    lines = textwrap.wrap(title, int(_TILE_W * nc * _SUPTITLE_CHARS_PER_IN)) or [""]
+    sup = _SUPTITLE + _SUPTITLE_LINE * (len(lines) - 1)
+    width, height = _TILE_W * nc, (_TILE_IMG + _TILE_TITLE) * nr + sup
     fig = _figure(width, height)
+    fig.text(0.5, 1 - 0.5 * sup / height, "\n".join(lines), ha="center", va="center", fontsize=9)
     axes = []
     pad = 0.05
     for i in range(n):
         r, c = divmod(i, nc)
-        bottom = height - _SUPTITLE - (r + 1) * (_TILE_IMG + _TILE_TITLE)
+        bottom = height - sup - (r + 1) * (_TILE_IMG + _TILE_TITLE)
         ax = fig.add_axes(
             (
                 (c * _TILE_W + pad) / width,
@@ -71,10 +95,58 @@ def _tile_title(ax: Any, text: str, **style: Any) -> None:
     ax.text(0.5, 1.01, text, transform=ax.transAxes, ha="center", va="bottom", **style)
 
 
-def _suptitle(fig: Any, text: str) -> None:
-    fig.text(
-        0.5, 1 - 0.5 * _SUPTITLE / fig.get_figheight(), text, ha="center", va="center", fontsize=9
-    )
+def _known_pixel_size(pixel_size_nm: float | None) -> float | None:
+    """``pixel_size_nm`` when it is a usable size (positive, finite), else None."""
+    if pixel_size_nm is None or not math.isfinite(pixel_size_nm) or pixel_size_nm <= 0:
+        return None
+    return float(pixel_size_nm)
+
+
+def _crop_text(what: str, rs: slice, cs: slice, pixel_size_nm: float | None) -> str:
+    """The crop's size, width first, in px and (pixel size known) nm: ``centre 256×256 px
+    (212×212 nm at 0.827 nm/px)``."""
+    w, h = cs.stop - cs.start, rs.stop - rs.start
+    size = _known_pixel_size(pixel_size_nm)
+    nm = "pixel size unknown" if size is None else f"{w * size:.0f}×{h * size:.0f} nm"
+    return f"{what} {w}×{h} px ({nm}" + ("" if size is None else f" at {size:.4g} nm/px") + ")"
+
+
+def scale_bar_length(width: float) -> float:
+    """A round scale-bar length for an image ``width`` wide (any unit): the largest 1, 2 or 5
+    × 10^k not over 35 % of the width, so that the bar spans a seventh to a third of it."""
+    if not (math.isfinite(width) and width > 0):
+        raise ValueError(f"width must be positive and finite, got {width}")
+    target = 0.35 * width
+    decade = 10.0 ** math.floor(math.log10(target))
+    return next(m * decade for m in (5, 2, 1) if m * decade <= target * (1 + 1e-9))
+
+
+def _scale_bar(ax: Any, width_px: int, height_px: int, pixel_size_nm: float | None) -> None:
+    """A white scale bar with a dark outline (it reads on any grey) at the tile's lower right:
+    in nm when the pixel size is known, else in px."""
+    from matplotlib import patheffects, rc_context
+    from matplotlib.font_manager import FontProperties
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    size = _known_pixel_size(pixel_size_nm)
+    length = scale_bar_length(width_px * size if size else width_px)
+    label = f"{length:g} nm" if size else f"{length:g} px"
+    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
+    with rc_context({"path.effects": outline}):  # the bar and its label, each outlined
+        bar = AnchoredSizeBar(
+            ax.transData,
+            length / size if size else length,
+            label,
+            "lower right",
+            pad=0.3,
+            borderpad=0.4,
+            sep=3,
+            frameon=False,
+            size_vertical=max(1.0, 0.015 * height_px),
+            color="white",
+            fontproperties=FontProperties(size=8, weight="bold"),
+        )
+    ax.add_artist(bar)
 
 
 def _crop_box(shape: tuple[int, ...], size: int | None) -> tuple[slice, slice]:
@@ -104,19 +176,24 @@ def save_panels(
     case: Case,
     tiles: Sequence[Tile],
     *,
-    crop_px: int | None = 256,
+    crop_px: int | None = PANEL_CROP_PX,
     max_cols: int = 5,
 ) -> Path:
     """Side-by-side ``tiles`` (input, every method, the focused reference) of one case.
 
     Tiles show the same centre crop (``crop_px`` square, None for the full frame) on the grey
-    scale of the focused reference (0.5-99.5 percentiles); a tile without image says why.
+    scale of the focused reference (0.5-99.5 percentiles); a tile without image says why. The
+    title gives the crop's size in px and nm, the first image tile has a scale bar (in px when
+    the case's pixel size is unknown).
     """
     rs, cs = _crop_box(case.reference.shape, crop_px)
     lo, hi = np.percentile(case.reference[rs, cs], [0.5, 99.5])
     if hi <= lo:
         lo, hi = float(case.reference.min()), float(case.reference.max()) + 1e-3
-    fig, axes = _tile_axes(len(tiles), max_cols)
+    crop = _crop_text("full frame" if crop_px is None else "centre", rs, cs, case.pixel_size_nm)
+    title = f"{case.case_id} — {crop}, grey scale of the focused image"
+    fig, axes = _tile_axes(len(tiles), max_cols, title)
+    barred = False
     for ax, (name, img, note) in zip(axes, tiles, strict=True):
         if img is None:
             ax.text(
@@ -131,10 +208,9 @@ def save_panels(
             continue
         ax.imshow(img[rs, cs], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         _tile_title(ax, name + (f"\n{note}" if note else ""), fontsize=8)
-    crop = (
-        "full frame" if crop_px is None else f"centre {rs.stop - rs.start}×{cs.stop - cs.start} px"
-    )
-    _suptitle(fig, f"{case.case_id} — {crop}, grey scale of the focused image")
+        if not barred:
+            _scale_bar(ax, cs.stop - cs.start, rs.stop - rs.start, case.pixel_size_nm)
+            barred = True
     return _save(fig, path)
 
 
@@ -144,33 +220,39 @@ def save_edge_overlays(
     images: Mapping[str, np.ndarray],
     measurements: Mapping[str, LineMeasurement],
     *,
-    crop_px: int | None = 192,
+    crop_px: int | None = EDGE_CROP_PX,
     max_cols: int = 5,
 ) -> Path:
     """Detected line edges drawn on each image (leading orange, trailing cyan), same crop.
 
     ``images`` and ``measurements`` are keyed by the tile name (e.g. ``'focused'``, methods).
+    The crop is closer than the panels' so that the edges can be followed; the title says its
+    size and that LWR is 3σ, the first tile has a scale bar.
     """
     rs, cs = _crop_box(case.reference.shape, crop_px)
     lo, hi = np.percentile(case.reference[rs, cs], [0.5, 99.5])
     names = list(images)
-    fig, axes = _tile_axes(len(names), max_cols)
-    for ax, name in zip(axes, names, strict=True):
+    crop = _crop_text("full frame" if crop_px is None else "centre", rs, cs, case.pixel_size_nm)
+    title = (
+        f"{case.case_id} — detected edges (leading orange, trailing cyan), {crop}; "
+        "CD and LWR (3σ of the line width) of each image"
+    )
+    fig, axes = _tile_axes(len(names), max_cols, title)
+    for i, (ax, name) in enumerate(zip(axes, names, strict=True)):
         ax.imshow(images[name][rs, cs], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        if i == 0:
+            _scale_bar(ax, cs.stop - cs.start, rs.stop - rs.start, case.pixel_size_nm)
         m = measurements.get(name)
         if m is None or not m.valid:
             why = "not measured" if m is None else f"✗ {m.reason}"
             _tile_title(ax, f"{name}\n{_fit_text(why, 120, 44)}", fontsize=7, color="tab:red")
             continue
-        r0, c0 = (m.roi[0], m.roi[2]) if m.roi else (0, 0)
-        for edges, colour in ((m.leading_edges_px, "tab:orange"), (m.trailing_edges_px, "cyan")):
-            for e in edges:
-                across = np.asarray(e, dtype=np.float64)
-                along = np.arange(across.size, dtype=np.float64)
-                if m.orientation == "horizontal":
-                    x, y = along + c0, across + r0
-                else:
-                    x, y = across + c0, along + r0
+        for which, colour in (("leading", "tab:orange"), ("trailing", "cyan")):
+            try:  # image coordinates: roi, orientation and smile's rotation undone
+                points = m.edge_points_px(which)
+            except ValueError:  # a smile result saved without its region's geometry
+                points = []
+            for x, y in points:
                 keep = (y >= rs.start) & (y < rs.stop) & (x >= cs.start) & (x < cs.stop)
                 ax.plot(
                     np.where(keep, x - cs.start, np.nan),
@@ -181,25 +263,91 @@ def save_edge_overlays(
         ax.set_xlim(-0.5, cs.stop - cs.start - 0.5)
         ax.set_ylim(rs.stop - rs.start - 0.5, -0.5)
         _tile_title(ax, f"{name}\nCD {m.cd_nm:.2f} nm, LWR {m.lwr_nm:.2f} nm", fontsize=8)
-    _suptitle(fig, f"{case.case_id} — detected edges (leading orange, trailing cyan)")
     return _save(fig, path)
 
 
-#: Line colours of :func:`save_psd_plot`: tab10 without its grey (the
-#: defocused input's) and without orange next to red, so that no two methods look alike.
-_DISTINCT_COLOURS = (
-    "tab:blue",
-    "tab:red",
-    "tab:green",
-    "tab:purple",
-    "tab:brown",
-    "tab:pink",
-    "tab:olive",
-    "tab:cyan",
-    "tab:orange",
-)
-#: Line styles the colours cycle through (a 10th method repeats a colour, dashed).
-_DISTINCT_DASHES = ("-", "--", "-.", ":")
+#: Okabe-Ito's colour-blind-safe colours of the methods' PSD curves (its black is the focused
+#: reference's; its yellow, hard to see as a thin line on white, is left out).
+OKABE_ITO: dict[str, str] = {
+    "vermillion": "#D55E00",
+    "blue": "#0072B2",
+    "bluish green": "#009E73",
+    "orange": "#E69F00",
+    "reddish purple": "#CC79A7",
+    "sky blue": "#56B4E9",
+}
+#: Every (colour, dash) a method's PSD curve can take, solid ones first.
+_SLOTS = tuple((c, d) for d in ("-", "--", "-.", ":") for c in OKABE_ITO.values())
+#: The built-in methods' fixed (colour, dash), the same in every report: a variant of a method
+#: (true PSF, zero-shot) has its colour dashed; an unrelated method sharing it, dash-dotted.
+BUILTIN_PSD_STYLES: dict[str, tuple[str, str]] = {
+    "sem-foundation": (OKABE_ITO["vermillion"], "-"),
+    "sem-foundation-zero-shot": (OKABE_ITO["vermillion"], "--"),
+    "richardson-lucy": (OKABE_ITO["bluish green"], "-"),
+    "richardson-lucy-true-psf": (OKABE_ITO["bluish green"], "--"),
+    "wiener": (OKABE_ITO["blue"], "-"),
+    "wiener-true-psf": (OKABE_ITO["blue"], "--"),
+    "bm3d": (OKABE_ITO["reddish purple"], "-"),
+    "n2v": (OKABE_ITO["orange"], "-"),
+    "n2n": (OKABE_ITO["sky blue"], "-"),
+    "mrn": (OKABE_ITO["orange"], "-."),
+    "mae-imagenet": (OKABE_ITO["reddish purple"], "-."),
+    "mae-sem": (OKABE_ITO["sky blue"], "-."),
+}
+#: The references' and the control's styles: black and greys, apart from every method's.
+_REFERENCE_STYLES: dict[str, dict[str, Any]] = {
+    "focused": {"color": "black", "lw": 2.0},
+    "defocused input": {"color": "0.55", "lw": 2.2},
+    "control (y − b)/a": {"color": "0.3", "lw": 1.2, "ls": "--"},
+}
+#: The slots no built-in takes: where another (plugin) method's name hashes to.
+_FREE_SLOTS = tuple(s for s in _SLOTS if s not in BUILTIN_PSD_STYLES.values())
+
+
+def _hash_slot(name: str) -> int:
+    """A stable index into :data:`_FREE_SLOTS` from ``name`` (not Python's salted hash)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % len(_FREE_SLOTS)
+
+
+def psd_styles(measurements: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Line style of every name of ``measurements`` (name -> measurements), whatever their order.
+
+    The focused reference is black, the defocused input thick grey, the control dark grey
+    dashed; a built-in method has its fixed colour and dash (:data:`BUILTIN_PSD_STYLES`), so it
+    looks the same in every report. Any other name (a plugin) takes the first slot, from the one
+    its name hashes to, among the slots no built-in takes, preferring a colour no other method
+    of ``measurements`` shows; when those run out, a slot of a built-in absent here. Names are
+    placed in sorted order, and a method without a valid measurement draws no curve and takes
+    no slot. Given every setting's measurements, a method keeps its style in each figure.
+    """
+
+    def drawn(name: str) -> bool:
+        return any(getattr(m, "valid", True) for m in measurements[name])
+
+    taken = {BUILTIN_PSD_STYLES[n] for n in measurements if n in BUILTIN_PSD_STYLES and drawn(n)}
+    spare = [s for s in BUILTIN_PSD_STYLES.values() if s not in taken]
+    slots: dict[str, tuple[str, str]] = {}
+    for name in sorted(set(measurements) - set(BUILTIN_PSD_STYLES) - set(_REFERENCE_STYLES)):
+        start = _hash_slot(name)
+        order = [*_FREE_SLOTS[start:], *_FREE_SLOTS[:start], *spare]
+        if not drawn(name):
+            slots[name] = order[0]
+            continue
+        shown = {c for c, _ in taken}
+        slot = next(
+            (s for s in order if s not in taken and s[0] not in shown),
+            next((s for s in order if s not in taken), order[0]),
+        )
+        slots[name] = slot
+        taken.add(slot)
+    styles = {}
+    for name in measurements:
+        if name in _REFERENCE_STYLES:
+            styles[name] = dict(_REFERENCE_STYLES[name])
+        else:
+            colour, dash = BUILTIN_PSD_STYLES.get(name) or slots[name]
+            styles[name] = {"color": colour, "ls": dash, "lw": 1.3}
+    return styles
 
 
 #: Two PSD curves closer than this in every plotted bin (|log10 ratio|, 0.4 %) are one line on
@@ -215,32 +363,11 @@ def _coincide(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.max(np.abs(np.log10(a / b))) < _SAME_CURVE_LOG10)
 
 
-def _distinct_style(name: str, index: int) -> dict[str, Any]:
-    if name == "focused":
-        return {"color": "black", "lw": 2.0}
-    if name == "defocused input":
-        return {"color": "0.55", "lw": 2.2}
-    n = len(_DISTINCT_COLOURS)
-    return {
-        "color": _DISTINCT_COLOURS[index % n],
-        "lw": 1.1,
-        "ls": _DISTINCT_DASHES[(index // n) % len(_DISTINCT_DASHES)],
-    }
-
-
-def psd_styles(measurements: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Line style of every method, from its place among the methods of ``measurements`` with
-    a valid measurement (a method that measured nothing, e.g. one without its weights, takes no
-    colour). Given every setting's measurements, a method keeps its colour in each setting's
-    figure, also in one where it has no curve."""
-    styles, index = {}, 0
-    for name, ms in measurements.items():
-        styles[name] = _distinct_style(name, index)
-        if name not in ("focused", "defocused input") and any(
-            getattr(m, "valid", True) for m in ms
-        ):
-            index += 1
-    return styles
+#: What the PSD figure's curves are, said once under its title.
+_PSD_NOTE = (
+    "one-sided PSDs: the area under a curve is the variance σ² of the edge positions (LER) or "
+    "line widths (LWR); LER and LWR are quoted as 3σ"
+)
 
 
 def save_psd_plot(
@@ -252,12 +379,11 @@ def save_psd_plot(
     """LER and LWR power spectral densities of every method on one pair of log-log axes.
 
     Each method's curve is the mean PSD over its valid measurements that share the frequency
-    grid of its first one; the focused reference is drawn in black, the defocused input in
-    thick grey, the methods in colours told apart (:func:`psd_styles`), and a curve equal to an
-    earlier one dotted on top of it, its legend entry saying so
-    (``control (= defocused input, dotted)``).
+    grid of its first one, in its style of :func:`psd_styles`; a curve equal to an earlier one
+    is drawn dotted on top of it, its legend entry saying so (``control (y − b)/a (= defocused
+    input, dotted)``). One legend, right of both axes, hides no curve.
     """
-    fig = _figure(12, 4.8)
+    fig = _figure(14, 4.8, layout="constrained")
     ax_ler, ax_lwr = fig.subplots(1, 2)
     fields = ("psd_ler_nm3", "psd_lwr_nm3")
     drawn: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
@@ -287,14 +413,13 @@ def save_psd_plot(
         drawn[name] = (f, psds)
         for ax, psd in zip((ax_ler, ax_lwr), psds, strict=True):
             ax.loglog(f[1:], psd[1:], label=label, **style)
-    for ax, what in ((ax_ler, "LER"), (ax_lwr, "LWR")):
+    for ax, what in ((ax_ler, "LER PSD (edge positions)"), (ax_lwr, "LWR PSD (line widths)")):
         ax.set_xlabel("spatial frequency (nm⁻¹)")
-        ax.set_ylabel("PSD (nm³)")
-        ax.set_title(f"{what} PSD")
-        if ax.lines:
-            ax.legend(fontsize=7)
-        else:
+        ax.set_ylabel("one-sided PSD (nm³)")
+        ax.set_title(what, fontsize=10)
+        if not ax.lines:
             ax.text(0.5, 0.5, "no measurable line edges", ha="center", transform=ax.transAxes)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    if ax_ler.lines:
+        fig.legend(*ax_ler.get_legend_handles_labels(), loc="outside right center", fontsize=8)
+    fig.suptitle(f"{title}\n{_PSD_NOTE}", fontsize=9)
     return _save(fig, path)

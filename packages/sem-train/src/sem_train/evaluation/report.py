@@ -30,7 +30,15 @@ from sem_physics.records import csv_text
 from .cd_blur import cd_blur_markdown, cd_blur_rows
 from .config import BenchmarkConfig
 from .estimates import ESTIMATE_COLUMNS, estimate_markdown, estimate_rows
-from .figures import Tile, psd_styles, save_edge_overlays, save_panels, save_psd_plot
+from .figures import (
+    EDGE_CROP_PX,
+    PANEL_CROP_PX,
+    Tile,
+    psd_styles,
+    save_edge_overlays,
+    save_panels,
+    save_psd_plot,
+)
 from .harmonics import harmonics_markdown, harmonics_rows
 from .protocols import Case, ProtocolManifest
 from .quality import METRIC_LABELS
@@ -358,13 +366,37 @@ def _markdown(inp: ReportInputs, t: _Tables, figures: dict[str, list[str]]) -> s
             ),
             "",
         ]
-    for kind, caption in (
-        ("panels", "Input / each method / focused (same crop, same grey scale)"),
-        ("edges", "Detected edges"),
-        ("psd", "Roughness PSD of all methods"),
+    panel, edge = PANEL_CROP_PX, EDGE_CROP_PX
+    for kind, caption, text in (
+        (
+            "panels",
+            "Input / each method / focused (same crop, same grey scale)",
+            f"The centre {panel}×{panel} px crop (its size in nm in the title, a scale bar on "
+            "the first tile) of the input, every method and the focused reference, all on the "
+            "focused image's grey scale (its 0.5-99.5 percentiles), so that a method's contrast "
+            "or offset error shows.",
+        ),
+        (
+            "edges",
+            "Detected edges",
+            f"The edges the line metrology found, on a closer centre crop than the panels' "
+            f"({edge}×{edge} px against {panel}×{panel} px): leading edges orange, trailing "
+            "cyan; each tile's CD and LWR (3σ of the line width) are measured on the whole "
+            "image, not only on the crop.",
+        ),
+        (
+            "psd",
+            "Roughness PSD of all methods",
+            "One-sided power spectral densities of the edge positions (LER) and line widths "
+            "(LWR), averaged over the setting's line images: the area under a curve is σ², and "
+            "LER and LWR are quoted as 3σ. Each method keeps its colour and dash in every "
+            "report (colour-blind-safe Okabe-Ito colours; focused black, defocused input thick "
+            "grey, control dark grey dashed).",
+        ),
     ):
-        for f in figures.get(kind, []):
+        for i, f in enumerate(figures.get(kind, [])):
             parts += [f"### {caption}: `{Path(f).stem}`", "", f"![{Path(f).stem}]({f})", ""]
+            parts += [text, ""] if i == 0 else []
     parts += [
         "## Files",
         "",
