@@ -100,16 +100,18 @@ class FitOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(1, ge=1, le=100_000, description="training epochs")
-    batch_size: int | None = Field(None, ge=1, le=65_536, description="None = method default")
-    steps_per_epoch: int | None = Field(
-        None, ge=1, le=10_000_000, description="None = one pass over the training pixels"
+    epochs: int = Field(default=1, ge=1, le=100_000, description="training epochs")
+    batch_size: int | None = Field(
+        default=None, ge=1, le=65_536, description="None = method default"
     )
-    seed: int = Field(0, ge=0, description="seed of patches, degradations and masks")
+    steps_per_epoch: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="None = one pass over the training pixels"
+    )
+    seed: int = Field(default=0, ge=0, description="seed of patches, degradations and masks")
     ranges: ParameterRanges = Field(
         default_factory=ParameterRanges, description="degradation ranges of the synthetic pairs"
     )
-    progress: bool = Field(True, description="show a progress bar")
+    progress: bool = Field(default=True, description="show a progress bar")
 
     def keywords(self) -> dict[str, Any]:
         """The options as ``fit`` keywords, leaving out the ones left to the method (None)."""

@@ -31,7 +31,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -163,7 +163,11 @@ def load_weights(module: torch.nn.Module, path: Path, strict: bool = True) -> No
 
 def capture_rng() -> dict[str, Any]:
     """Python, numpy and torch (CPU and CUDA) RNG states as weights_only-loadable objects."""
-    np_state = np.random.get_state()  # noqa: NPY002 (global state is what we restore)
+    # numpy's stubs type this call (legacy=True, the default) as returning the dict form
+    np_state = cast(
+        "tuple[str, np.ndarray, int, int, float]",
+        np.random.get_state(),  # noqa: NPY002 (global state is what we restore)
+    )
     state: dict[str, Any] = {
         "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
         "numpy": {

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sem_models.config import MoEConfig, check_preset
@@ -117,16 +117,18 @@ class AugmentConfig(_Strict):
     """Pretraining augmentations (arXiv 2604.05960, Sec. 2.1): random resized crop, rotation, flips, mild jitter."""
 
     crop_scale: tuple[float, float] = Field(
-        (0.2, 1.0), description="area fraction range of the random resized crop"
+        default=(0.2, 1.0), description="area fraction range of the random resized crop"
     )
     crop_ratio: tuple[float, float] = Field(
-        (3 / 4, 4 / 3), description="aspect-ratio range of the random resized crop"
+        default=(3 / 4, 4 / 3), description="aspect-ratio range of the random resized crop"
     )
-    rotation: bool = Field(True, description="full-range rotation, angle ~ U(0, 2 pi)")
+    rotation: bool = Field(default=True, description="full-range rotation, angle ~ U(0, 2 pi)")
     hflip: bool = True
     vflip: bool = True
-    brightness: float = Field(0.1, ge=0, le=1, description="gain factor ~ U(1 - b, 1 + b)")
-    contrast: float = Field(0.1, ge=0, le=1, description="contrast factor ~ U(1 - c, 1 + c)")
+    brightness: float = Field(default=0.1, ge=0, le=1, description="gain factor ~ U(1 - b, 1 + b)")
+    contrast: float = Field(
+        default=0.1, ge=0, le=1, description="contrast factor ~ U(1 - c, 1 + c)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AugmentConfig:
@@ -147,12 +149,16 @@ class GeneratedData(_Strict):
     evaluation protocol generates (seeds below 1 000 000), so training never sees them.
     """
 
-    n_per_kind: int = Field(0, ge=0, le=10_000, description="images per kind; 0 = none")
+    n_per_kind: int = Field(default=0, ge=0, le=10_000, description="images per kind; 0 = none")
     kinds: tuple[SampleKind, ...] = Field(
-        SAMPLE_KINDS, min_length=1, description="sample kinds (sem_physics.samples), no repeats"
+        default=cast("tuple[SampleKind, ...]", SAMPLE_KINDS),
+        min_length=1,
+        description="sample kinds (sem_physics.samples), no repeats",
     )
-    shape: tuple[int, int] = Field((480, 640), description="image size (rows, cols), px")
-    seed: int = Field(1_000_000, ge=0, description="seed of the first image of the first kind")
+    shape: tuple[int, int] = Field(default=(480, 640), description="image size (rows, cols), px")
+    seed: int = Field(
+        default=1_000_000, ge=0, description="seed of the first image of the first kind"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> GeneratedData:
@@ -166,31 +172,38 @@ class GeneratedData(_Strict):
 class DataConfig(_Strict):
     """An unlabeled SEM image folder tree and how it is read, split and augmented."""
 
-    root: Path | None = Field(None, description="folder tree of images (TIFF, PNG, JPEG, BMP)")
+    root: Path | None = Field(
+        default=None, description="folder tree of images (TIFF, PNG, JPEG, BMP)"
+    )
     generated: GeneratedData = Field(
         default_factory=GeneratedData, description="generated sample images added to root's"
     )
     cache_dir: Path | None = Field(
-        None, description="where the file index is cached (default ~/.cache/sem-train)"
+        default=None, description="where the file index is cached (default ~/.cache/sem-train)"
     )
     refresh_index: bool = Field(
-        False, description="check every file again (the cache already sees changed files)"
+        default=False, description="check every file again (the cache already sees changed files)"
     )
     verify: Literal["none", "header", "full"] = Field(
-        "header", description="how much of every file is read while indexing"
+        default="header", description="how much of every file is read while indexing"
     )
-    val_fraction: float = Field(0.05, ge=0, lt=1)
+    val_fraction: float = Field(default=0.05, ge=0, lt=1)
     split_seed: int = 0
-    max_images: int | None = Field(None, ge=1, description="use only the first N indexed files")
-    channels: Literal[1, 3] = Field(1, description="1 = grayscale, 3 = gray replicated to RGB")
-    image_size_px: int = Field(224, ge=8, description="model input side length")
+    max_images: int | None = Field(
+        default=None, ge=1, description="use only the first N indexed files"
+    )
+    channels: Literal[1, 3] = Field(
+        default=1, description="1 = grayscale, 3 = gray replicated to RGB"
+    )
+    image_size_px: int = Field(default=224, ge=8, description="model input side length")
     info_bar_fraction: float = Field(
-        DEFAULT_CROP_FRACTION, ge=0, lt=1, description="bottom crop (SEM info bar)"
+        default=DEFAULT_CROP_FRACTION, ge=0, lt=1, description="bottom crop (SEM info bar)"
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes")
     cache_in_memory: bool = Field(
-        False, description="keep decoded images in memory (small data sets; per worker process)"
+        default=False,
+        description="keep decoded images in memory (small data sets; per worker process)",
     )
 
 
@@ -213,16 +226,18 @@ class OptimConfig(_Strict):
     ``.inf``) only produces NaN weights, so it is refused before training starts.
     """
 
-    lr: float = Field(1e-4, gt=0, le=1, description="peak learning rate, in (0, 1]")
-    min_lr: float = Field(0.0, ge=0, le=1, description="cosine floor, in [0, lr]")
-    weight_decay: float = Field(0.0, ge=0, le=1, description="decoupled weight decay, [0, 1]")
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
-        (0.9, 0.95), description="Adam moment decays, each in [0, 1)"
+    lr: float = Field(default=1e-4, gt=0, le=1, description="peak learning rate, in (0, 1]")
+    min_lr: float = Field(default=0.0, ge=0, le=1, description="cosine floor, in [0, lr]")
+    weight_decay: float = Field(
+        default=0.0, ge=0, le=1, description="decoupled weight decay, [0, 1]"
     )
-    warmup_steps: int = Field(0, ge=0, le=10_000_000)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default=(0.9, 0.95), description="Adam moment decays, each in [0, 1)"
+    )
+    warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
     schedule: Literal["cosine", "constant"] = "cosine"
     grad_clip_norm: float | None = Field(
-        1.0, gt=0, le=1e6, description="max gradient norm, in (0, 1e6]; None = no clipping"
+        default=1.0, gt=0, le=1e6, description="max gradient norm, in (0, 1e6]; None = no clipping"
     )
 
     @model_validator(mode="after")
@@ -235,35 +250,38 @@ class OptimConfig(_Strict):
 class RunConfig(_Strict):
     """The generic loop: epochs, batching, devices, checkpoints, logging."""
 
-    epochs: int = Field(1, ge=1, le=1_000_000)
-    batch_size_per_process: int = Field(8, ge=1, le=65_536)
-    grad_accum_steps: int = Field(1, ge=1, le=65_536)
+    epochs: int = Field(default=1, ge=1, le=1_000_000)
+    batch_size_per_process: int = Field(default=8, ge=1, le=65_536)
+    grad_accum_steps: int = Field(default=1, ge=1, le=65_536)
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(  # sem_train.device_names.DEVICES
-        "auto", description="auto: CUDA where present, else CPU; mps: an Apple GPU, one process"
+        default="auto",
+        description="auto: CUDA where present, else CPU; mps: an Apple GPU, one process",
     )
     bf16: bool = Field(
-        True,
+        default=True,
         description="bf16 autocast (CUDA only; ignored on CPU; a distillation term keeps "
         "Stages 2-3 in fp32)",
     )
     seed: int = 0
     output_dir: Path = Path("runs/run")
-    checkpoint_every_steps: int = Field(100, ge=1)
-    keep_last: int = Field(2, ge=1, description="step checkpoints kept besides the best")
-    log_every_steps: int = Field(10, ge=1)
-    validate_every_epochs: int = Field(1, ge=1)
+    checkpoint_every_steps: int = Field(default=100, ge=1)
+    keep_last: int = Field(default=2, ge=1, description="step checkpoints kept besides the best")
+    log_every_steps: int = Field(default=10, ge=1)
+    validate_every_epochs: int = Field(default=1, ge=1)
     validate_at_start: bool = Field(
-        False, description="also validate the initial model (logged at step 0, a reference)"
+        default=False, description="also validate the initial model (logged at step 0, a reference)"
     )
-    max_steps: int | None = Field(None, ge=1, description="stop (and checkpoint) after N steps")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="stop (and checkpoint) after N steps"
+    )
     find_unused_parameters: bool = Field(
-        False,
+        default=False,
         description="DDP flag: a traversal of the graph every step to find parameters without "
         "a gradient; this toolkit's models give every trainable parameter one (MoE experts "
         "that receive no token included, see sem_models.moe), so only a custom model needs it",
     )
     progress: bool | None = Field(
-        None,
+        default=None,
         description="per-epoch progress bars on stderr; unset: on only when stderr is a "
         "terminal (not in the log file of nohup or a batch system)",
     )
@@ -280,17 +298,17 @@ class LossConfig(_Strict):
     """
 
     variant: Literal["L1", "L1+TV"] = "L1"
-    charbonnier_eps: float = Field(1e-3, gt=0)
-    edge_weight: float = Field(3.0, ge=0, description="lambda_e")
-    tv_weight: float = Field(10.0, ge=0, description="lambda_tv")
+    charbonnier_eps: float = Field(default=1e-3, gt=0)
+    edge_weight: float = Field(default=3.0, ge=0, description="lambda_e")
+    tv_weight: float = Field(default=10.0, ge=0, description="lambda_tv")
     structure_weight: float = Field(
-        0.0,
+        default=0.0,
         ge=0,
         description="weight of a second Charbonnier term after least-squares affine matching "
         "of each prediction to its target: structure, not brightness (0: off, the paper's loss)",
     )
     level_set_weight: float = Field(
-        0.0,
+        default=0.0,
         ge=0,
         description="weight of an L1 loss between soft half-level maps of the affine-matched "
         "prediction and the target: where their contours lie, what CD and edge metrology "
@@ -385,7 +403,7 @@ class _StageBase(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: RunConfig = Field(default_factory=RunConfig)
-    mask_ratio: float = Field(0.75, gt=0, lt=1)
+    mask_ratio: float = Field(default=0.75, gt=0, lt=1)
 
 
 class Stage1Config(_StageBase):
@@ -394,7 +412,7 @@ class Stage1Config(_StageBase):
     stage: Literal[1] = 1
     model: ModelSpec = Field(default_factory=ModelSpec)
     init_from: Path | None = Field(
-        None,
+        default=None,
         description="a Stage-1 run or export to start from instead of random weights (a new "
         "run that trains an earlier one longer; its model must be the one `model` and `data` "
         "describe)",
@@ -414,12 +432,12 @@ class Stage2Config(_StageBase):
     """
 
     stage: Literal[2] = 2
-    init_from: Path | None = Field(None, description="Stage-1 run directory or checkpoint")
+    init_from: Path | None = Field(default=None, description="Stage-1 run directory or checkpoint")
     moe: MoEConfig = Field(default_factory=MoEConfig, description="sem_models' MoE options")
-    kd_weight: float = Field(1.0, ge=0, description="lambda (eq. 10)")
-    lb_weight: float = Field(0.01, ge=0, description="mu (eq. 10)")
+    kd_weight: float = Field(default=1.0, ge=0, description="lambda (eq. 10)")
+    lb_weight: float = Field(default=0.01, ge=0, description="mu (eq. 10)")
     router_calibration_images: int = Field(
-        64,
+        default=64,
         ge=0,
         description="training images whose tokens initialise the routers before the first "
         "step (balanced, content-dependent routing); 0 = random router initialisation",
@@ -438,17 +456,17 @@ class Stage3Config(_StageBase):
     ``L_joint = L_MAE + kd_weight * L_KD + lb_weight * L_LB`` as in Stage 2."""
 
     stage: Literal[3] = 3
-    init_from: Path | None = Field(None, description="Stage-2 run directory or checkpoint")
+    init_from: Path | None = Field(default=None, description="Stage-2 run directory or checkpoint")
     teacher_from: Path | None = Field(
-        None,
+        default=None,
         description="frozen Stage-1 model for the distillation term (default: the Stage-1 run "
         "recorded as init_from in the Stage-2 run's config.json)",
     )
-    kd_weight: float = Field(1.0, ge=0, description="lambda (eq. 10), kept in eq. 16")
-    lb_weight: float = Field(0.01, ge=0)
-    fft_weight: float = Field(0.1, ge=0, description="nu: weight of L_FFT")
-    psd_weight: float = Field(0.1, ge=0, description="nu * eta: weight of L_PSD")
-    psd_bins: int | None = Field(None, ge=1, description="rings R; None = min(H, W) // 2")
+    kd_weight: float = Field(default=1.0, ge=0, description="lambda (eq. 10), kept in eq. 16")
+    lb_weight: float = Field(default=0.01, ge=0)
+    fft_weight: float = Field(default=0.1, ge=0, description="nu: weight of L_FFT")
+    psd_weight: float = Field(default=0.1, ge=0, description="nu * eta: weight of L_PSD")
+    psd_bins: int | None = Field(default=None, ge=1, description="rings R; None = min(H, W) // 2")
 
     @model_validator(mode="after")
     def _check(self) -> Stage3Config:
@@ -460,48 +478,52 @@ class Stage3Config(_StageBase):
 class FinetuneConfig(_Strict):
     """Low-shot defocus-to-focus fine-tuning on synthetic pairs (arXiv 2604.05960, Sec. 2.4)."""
 
-    init_from: Path | None = Field(None, description="pretrained run directory or checkpoint")
+    init_from: Path | None = Field(
+        default=None, description="pretrained run directory or checkpoint"
+    )
     model: ModelSpec | None = Field(
-        None, description="build a fresh MAE instead of init_from (tests, ablations)"
+        default=None, description="build a fresh MAE instead of init_from (tests, ablations)"
     )
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
-    n_train_images: int = Field(10, ge=1, description="focused training images (paper: 10 or 2)")
-    n_val_images: int = Field(4, ge=0)
+    n_train_images: int = Field(
+        default=10, ge=1, description="focused training images (paper: 10 or 2)"
+    )
+    n_val_images: int = Field(default=4, ge=0)
     crop_sizes_px: tuple[int, ...] = (128, 256, 512, 1024)
-    pairs_per_image: int = Field(16, ge=1, description="random crops per image per epoch")
+    pairs_per_image: int = Field(default=16, ge=1, description="random crops per image per epoch")
     val_pairs_per_image: int = Field(
-        8,
+        default=8,
         ge=1,
         le=1024,
         description="fixed degradations of each validation image's centred crop (the best "
         "checkpoint is chosen on n_val_images x this many pairs)",
     )
     ranges: ParameterRanges = Field(default_factory=ParameterRanges)
-    train_routing: bool = Field(True, description="also train MoE gates (MoE models)")
+    train_routing: bool = Field(default=True, description="also train MoE gates (MoE models)")
     lb_weight: float = Field(
-        0.0,
+        default=0.0,
         ge=0,
         description="balance term (Stage 2's) on the trained MoE routers, the paper's fine-tune "
         "regulariser; 0, the shipped recipe: the routers train on the restoration loss alone",
     )
     freeze_encoder: bool = True
     residual: bool = Field(
-        True,
+        default=True,
         description="decoder predicts the correction to the input, starting as the identity "
         "(False: it predicts the focused image from the pretrained reconstruction head)",
     )
     refiner_width: int = Field(
-        0,
+        default=0,
         ge=0,
         le=512,
         description="channels of the full-resolution convolutional refiner added to the "
         "restoration model (0 = none; it removes the patch grid and restores sub-patch edges)",
     )
     dihedral_augment: bool = Field(
-        False, description="random 90-degree rotations and flips of the training crops"
+        default=False, description="random 90-degree rotations and flips of the training crops"
     )
     guide_balances: list[float] = Field(
         default_factory=list,
@@ -510,14 +532,14 @@ class FinetuneConfig(_Strict):
         "(with its PSF) the refiner also reads (empty = none; needs refiner_width > 0)",
     )
     guide_psf_jitter: float = Field(
-        0.1,
+        default=0.1,
         ge=0,
         le=1,
         description="training guides use the true PSF with its radii scaled by exp(N(0, s^2)) "
         "and its angle moved by N(0, (s/2)^2) rad: the error of a blind estimate at inference",
     )
     synthesis: Literal["loader", "step"] = Field(
-        "loader",
+        default="loader",
         description="where defocused inputs are synthesised: per item in the data loader, or "
         "for the whole batch on the training device in the step (same forward model)",
     )
@@ -547,23 +569,29 @@ class BaselineTrainConfig(_Strict):
     """
 
     method: str | None = Field(
-        None, description="a trainable sem-baselines method (sem_baselines.trainable_restorers)"
+        default=None,
+        description="a trainable sem-baselines method (sem_baselines.trainable_restorers)",
     )
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig | None = Field(
-        None, description="None = the method's default lr, no weight decay, constant schedule"
+        default=None,
+        description="None = the method's default lr, no weight decay, constant schedule",
     )
     run: RunConfig = Field(default_factory=RunConfig)
-    n_train_images: int = Field(10, ge=1)
+    n_train_images: int = Field(default=10, ge=1)
     ranges: ParameterRanges = Field(default_factory=ParameterRanges)
     params: dict[str, Any] = Field(
         default_factory=dict, description="the restorer's config fields (checked by its registry)"
     )
     patch_size_px: int | None = Field(
-        None, ge=16, le=4096, multiple_of=8, description="training patch side; None = image_size_px"
+        default=None,
+        ge=16,
+        le=4096,
+        multiple_of=8,
+        description="training patch side; None = image_size_px",
     )
-    patches_per_image: int = Field(16, ge=1, le=100_000, description="per image and epoch")
-    val_patches: int = Field(16, ge=1, le=100_000, description="fixed validation patches")
+    patches_per_image: int = Field(default=16, ge=1, le=100_000, description="per image and epoch")
+    val_patches: int = Field(default=16, ge=1, le=100_000, description="fixed validation patches")
 
 
 # ----------------------------------------------------------------------------------- presets

@@ -34,10 +34,10 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from sem_models.precision import native_bf16
@@ -312,7 +312,7 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
     bar = _progress_bar(loop, state)
     global_batch = run.batch_size_per_process * ctx.world_size * run.grad_accum_steps
     t_log, n_log, micro, skipped_acc = time.perf_counter(), 0, 0, 0
-    parts_acc: dict[str, float] = {}
+    parts_acc: dict[str, torch.Tensor | float] = {}
     loop.optimizer.zero_grad(set_to_none=True)
     try:
         for batch in loader:
@@ -415,7 +415,7 @@ def validate(loop: Loop, val_set: Dataset) -> dict[str, float]:
     """Mean validation loss, PSNR (dB) and SSIM of the current weights over every rank."""
     run, ctx, device = loop.run, loop.ctx, loop.device
     batches = validation_batches(
-        len(val_set), run.batch_size_per_process, seed=run.seed, rank=ctx.rank,
+        len(cast(Sized, val_set)), run.batch_size_per_process, seed=run.seed, rank=ctx.rank,
         world_size=ctx.world_size,
     )  # fmt: skip
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, psnr, ssim, n
@@ -442,9 +442,9 @@ def validate(loop: Loop, val_set: Dataset) -> dict[str, float]:
     finally:
         loop.task.model.train()
     ctx.all_reduce_sum(sums)
-    n = max(sums[3].item(), 1.0)
-    loss = sums[0].item() / n + loop.task.validation_end(ctx.all_reduce_sum)
-    return {"loss": loss, "psnr_db": sums[1].item() / n, "ssim": sums[2].item() / n}
+    count = max(sums[3].item(), 1.0)
+    mean_loss = sums[0].item() / count + loop.task.validation_end(ctx.all_reduce_sum)
+    return {"loss": mean_loss, "psnr_db": sums[1].item() / count, "ssim": sums[2].item() / count}
 
 
 def _end_of_epoch(loop: Loop, val_set: Dataset | None, state: TrainState) -> None:
@@ -709,7 +709,9 @@ def _setup(
     optimizer = torch.optim.AdamW(
         _param_groups(named, optim.weight_decay), lr=optim.lr, betas=optim.betas
     )
-    micro = EpochBatchSampler(len(train_set), run.batch_size_per_process, world_size=ctx.world_size)
+    micro = EpochBatchSampler(
+        len(cast(Sized, train_set)), run.batch_size_per_process, world_size=ctx.world_size
+    )
     steps_per_epoch = max(1, micro.steps_per_epoch() // run.grad_accum_steps)
     schedule = WarmupCosine(
         optim.warmup_steps,
@@ -810,7 +812,9 @@ def _clip(task: Task, max_norm: float | None) -> torch.Tensor | float:
     if not params:
         return 0.0
     if max_norm is None:
-        norms = torch.stack([p.grad.detach().float().norm() for p in params])
+        norms = torch.stack(
+            [g.detach().float().norm() for p in params if (g := p.grad) is not None]
+        )
         return norms.norm()
     return torch.nn.utils.clip_grad_norm_(params, max_norm)
 

@@ -91,7 +91,7 @@ def finetune_datasets(
     else:
         train_paths = [Path(p) for p in split["train"]]
         val_paths = [Path(p) for p in split["validation"]]
-    common = {
+    common: dict[str, Any] = {
         "input_size_px": cfg.data.image_size_px,
         "crop_sizes_px": cfg.crop_sizes_px,
         "ranges": cfg.ranges,
@@ -126,6 +126,7 @@ def build_finetune_task(cfg: FinetuneConfig) -> RestorationTask:
     if cfg.init_from is not None:
         mae = modeling.load_model(start_model_dir("finetune", cfg.init_from))
     else:  # a FinetuneConfig has init_from or model (its validator says so)
+        assert cfg.model is not None
         mae = modeling.build_mae(
             cfg.model, channels=cfg.data.channels, image_size_px=cfg.data.image_size_px
         )

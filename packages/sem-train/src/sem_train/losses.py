@@ -68,11 +68,11 @@ def restoration_loss(
         if cfg.structure_weight > 0 or cfg.level_set_weight > 0
         else None
     )
-    if cfg.structure_weight > 0:
+    if cfg.structure_weight > 0 and matched is not None:
         structure = charbonnier_loss(matched, target, cfg.charbonnier_eps)
         parts["structure"] = structure.detach()
         total = total + cfg.structure_weight * structure
-    if cfg.level_set_weight > 0:
+    if cfg.level_set_weight > 0 and matched is not None:
         level = level_set_loss(matched, target)
         parts["level_set"] = level.detach()
         total = total + cfg.level_set_weight * level

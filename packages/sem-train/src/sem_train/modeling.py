@@ -14,6 +14,7 @@ maps ``pred`` back to ``[0, 1]`` images.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def moe_aux_loss(model: nn.Module) -> torch.Tensor | None:
 
 
 #: Model-wide summaries over the MoE layers that are no layer mean: (per-layer key, reduction).
-_OVER_LAYERS = {
+_OVER_LAYERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "max_token_fraction": torch.max,
     "min_token_fraction": torch.min,
     "unused_experts": torch.sum,
@@ -140,6 +141,8 @@ def restoration_model(
     prior = mae if isinstance(mae, RestorationModel) else None
     if prior is not None:
         mae = prior.mae
+    if not isinstance(mae, MaskedAutoencoder):
+        raise TypeError(f"RestorationModel needs a MaskedAutoencoder; got {type(mae).__name__}")
     model = RestorationModel(
         mae,
         freeze_encoder=freeze_encoder,

@@ -185,6 +185,7 @@ def stage3_teacher_source(cfg: Stage3Config) -> Path:
     started when it was recorded relative, never to the current folder)."""
     if cfg.teacher_from is not None:
         return Path(os.path.abspath(cfg.teacher_from))
+    assert cfg.init_from is not None  # Stage3Config requires it
     teacher = _teacher_behind(Path(cfg.init_from))
     if teacher is None:
         raise ValueError(

@@ -213,7 +213,7 @@ class SEMImageDataset(Dataset):
                 cfg.val_fraction,
                 len(train_paths),
             )
-        common = {
+        common: dict[str, Any] = {
             "image_size_px": cfg.image_size_px,
             "channels": cfg.channels,
             "info_bar_fraction": cfg.info_bar_fraction,

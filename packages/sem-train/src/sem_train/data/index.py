@@ -310,7 +310,7 @@ def _listed(names: list[str], most: int = 5) -> str:
 def _check(path: Path, verify: str) -> tuple[str | None, list[int] | None]:
     """(None, its rows and columns or None) if ``path`` passes the ``verify`` check, else
     (the reason, None)."""
-    shape = None
+    shape: tuple[int, ...] | None = None
     try:
         if verify == "header":
             shape = check_header(path)
@@ -320,8 +320,9 @@ def _check(path: Path, verify: str) -> tuple[str | None, list[int] | None]:
             shape = read_gray(path)[0].shape
     except Exception as err:  # any decoder error means: skip this file
         return f"{type(err).__name__}: {err}", None
-    ok = isinstance(shape, tuple | list) and len(shape) >= 2
-    return None, [int(shape[0]), int(shape[1])] if ok else None
+    if isinstance(shape, tuple | list) and len(shape) >= 2:
+        return None, [int(shape[0]), int(shape[1])]
+    return None, None
 
 
 def _float_tiff(path: Path) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from sem_physics.io import (
@@ -113,7 +114,7 @@ def check_header(path: str | Path) -> tuple[int, int]:
             with tifffile.TiffFile(path) as tif:
                 if not tif.pages:
                     raise ImageReadError(f"{path}: TIFF without image pages")
-                page = tif.pages[0]
+                page = cast("tifffile.TiffPage", tif.pages[0])  # page 0 is never a TiffFrame
                 shape = (page.imagelength, page.imagewidth)
                 _check_declared_size(path, *shape, page.imagedepth, limit)
                 _check_tiff_extent(path, page.dataoffsets, page.databytecounts)

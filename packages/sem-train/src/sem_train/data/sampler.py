@@ -165,12 +165,14 @@ def seed_this_worker(base_seed: int) -> None:
     seed = base_seed + info.id
     random.seed(seed)
     torch.manual_seed(seed)
+    worker_module: Any = None
     try:  # private to torch: should it go, numpy is seeded plainly (still once per epoch)
         from torch.utils.data._utils import worker
 
         numpy_seed: Any = worker._generate_state(base_seed, info.id)
+        worker_module = worker
     except (ImportError, AttributeError):
-        worker, numpy_seed = None, seed % 2**32
+        numpy_seed = seed % 2**32
     try:
         import numpy as np
     except ImportError:  # torch seeds numpy only where it is installed
@@ -180,7 +182,7 @@ def seed_this_worker(base_seed: int) -> None:
         np.random.seed(numpy_seed)  # noqa: NPY002
     with contextlib.suppress(Exception):  # the reported seed only: the RNGs are seeded
         if dataclasses.is_dataclass(info):
-            worker._worker_info = dataclasses.replace(info, seed=seed)
+            worker_module._worker_info = dataclasses.replace(info, seed=seed)
         else:  # an older torch's WorkerInfo, frozen by its own __setattr__
             object.__setattr__(info, "seed", seed)
 

@@ -43,7 +43,7 @@ class ClusteringResult(BaseModel):
     k: int
     seed: int
     silhouette_cosine: float
-    silhouette_sample_size: int | None = Field(None, description="None: all points used")
+    silhouette_sample_size: int | None = Field(default=None, description="None: all points used")
     davies_bouldin: float
     calinski_harabasz: float
     inertia: float

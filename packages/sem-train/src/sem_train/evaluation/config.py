@@ -71,18 +71,22 @@ class FoundationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image_size_px: int = Field(64, ge=16, le=1024, description="model input side (px) = window")
-    preset: str = Field("tiny", description="sem-models architecture preset")
-    pretrain_epochs: int = Field(6, ge=1, le=100_000)
-    finetune_epochs: int = Field(6, ge=1, le=100_000)
-    batch_size: int = Field(8, ge=1, le=4096)
-    pairs_per_image: int = Field(16, ge=1, le=10_000, description="fine-tune crops per image")
-    val_pairs_per_image: int = Field(
-        8, ge=1, le=1024, description="fixed degradations per validation image"
+    image_size_px: int = Field(
+        default=64, ge=16, le=1024, description="model input side (px) = window"
     )
-    lr: float = Field(1e-3, gt=0, le=1.0)
+    preset: str = Field(default="tiny", description="sem-models architecture preset")
+    pretrain_epochs: int = Field(default=6, ge=1, le=100_000)
+    finetune_epochs: int = Field(default=6, ge=1, le=100_000)
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    pairs_per_image: int = Field(
+        default=16, ge=1, le=10_000, description="fine-tune crops per image"
+    )
+    val_pairs_per_image: int = Field(
+        default=8, ge=1, le=1024, description="fixed degradations per validation image"
+    )
+    lr: float = Field(default=1e-3, gt=0, le=1.0)
     loss_variant: str = Field(
-        "L1", description="fine-tune loss: 'L1' (Charbonnier) or 'L1+TV' (paper's variants)"
+        default="L1", description="fine-tune loss: 'L1' (Charbonnier) or 'L1+TV' (paper's variants)"
     )
 
 
@@ -91,10 +95,10 @@ class GeneratedImages(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_per_kind: int = Field(1, ge=1, le=50, description="evaluation images per kind")
-    shape: tuple[int, int] = Field((480, 640), description="image size (rows, cols), px")
+    n_per_kind: int = Field(default=1, ge=1, le=50, description="evaluation images per kind")
+    shape: tuple[int, int] = Field(default=(480, 640), description="image size (rows, cols), px")
     kinds: tuple[SampleKind, ...] = Field(
-        SAMPLE_KINDS,
+        default=SAMPLE_KINDS,
         min_length=1,
         description="sample kinds (sem_physics.samples; resist: rounded low-voltage lines)",
     )
@@ -120,7 +124,7 @@ class BenchmarkConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field("Evaluation", description="report title")
+    title: str = Field(default="Evaluation", description="report title")
     protocol: Literal["s2s", "s2r"] = "s2s"
     out: Path = Path("sem-benchmark")
     images: Path | None = None
@@ -128,41 +132,46 @@ class BenchmarkConfig(BaseModel):
     defocused: Path | None = None
     focused: Path | None = None
     train_images: Path | None = None
-    n_train: int = Field(10, ge=0, le=100_000)
-    n_val: int = Field(2, ge=0, le=100_000, description="validation images (model selection)")
+    n_train: int = Field(default=10, ge=0, le=100_000)
+    n_val: int = Field(
+        default=2, ge=0, le=100_000, description="validation images (model selection)"
+    )
     n_eval: int = Field(
-        100,
+        default=100,
         ge=1,
         le=100_000,
         description="most images evaluated (a cap: generated ones number n_per_kind x kinds)",
     )
     shrink_split: bool = Field(
-        False, description="fewer images than n_train + n_val + 1: use fewer (else an error)"
+        default=False,
+        description="fewer images than n_train + n_val + 1: use fewer (else an error)",
     )
-    seed: int = Field(0, ge=0)
+    seed: int = Field(default=0, ge=0)
     settings: tuple[Setting, ...] = SETTINGS  # type: ignore[assignment]
     ranges: ParameterRanges = Field(default_factory=ParameterRanges)
-    crop_fraction: float = Field(DEFAULT_CROP_FRACTION, ge=0, lt=1)
+    crop_fraction: float = Field(default=DEFAULT_CROP_FRACTION, ge=0, lt=1)
     pixel_size_nm: float | None = Field(
-        None, ge=1e-3, le=1e6, description="override for metrology (1 pm .. 1 mm per pixel)"
+        default=None, ge=1e-3, le=1e6, description="override for metrology (1 pm .. 1 mm per pixel)"
     )
     metrology_convention: Literal["smile", "truth"] = Field(
-        "smile",
+        default="smile",
         description="line metrology convention: smile (SMILE3, as the paper's Table 4) or "
         "truth (edges at the image's own half-level)",
     )
-    methods: list[str] | None = Field(None, description="None: every registered method")
+    methods: list[str] | None = Field(default=None, description="None: every registered method")
     exclude: list[str] = Field(default_factory=list)
     method_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
     epochs: int = Field(
-        500,
+        default=500,
         ge=1,
         le=100_000,
         description="training epochs of every learned baseline (the paper's MRN count, as the "
         "paper preset's baseline runs; N2V and N2N have none of their own)",
     )
-    batch_size: int = Field(4, ge=1, le=65_536)
-    steps_per_epoch: int | None = Field(None, ge=1, description="None: one pass over the pixels")
+    batch_size: int = Field(default=4, ge=1, le=65_536)
+    steps_per_epoch: int | None = Field(
+        default=None, ge=1, description="None: one pass over the pixels"
+    )
     foundation: FoundationConfig = Field(
         default_factory=FoundationConfig,
         description="model trained for a 'pretrained' method without a checkpoint; the "
@@ -170,19 +179,19 @@ class BenchmarkConfig(BaseModel):
     )
     quality_metrics: tuple[str, ...] = QUALITY_METRICS
     figure_cases: int | None = Field(
-        None,
+        default=None,
         ge=0,
         description="cases with panels and edge overlays (the first N); None: one per "
         "kind/setting, for a folder of your own images also one the line metrology measured",
     )
     figure_images: tuple[str, ...] | None = Field(
-        None,
+        default=None,
         description="images (file names, with or without extension) whose cases get panels "
         "and edge overlays, every setting; instead of figure_cases",
     )
-    strict: bool = Field(False, description="an unreadable input file is an error")
+    strict: bool = Field(default=False, description="an unreadable input file is an error")
     workers: int = Field(
-        1,
+        default=1,
         ge=1,
         le=64,
         description="methods fitted and run at once, each in its own process with "

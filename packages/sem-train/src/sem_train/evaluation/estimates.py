@@ -52,7 +52,7 @@ def estimate_rows(cases: Sequence[Case]) -> list[dict[str, Any]]:
         except ValueError as err:  # too small to estimate
             rows.append(row | {"flags": str(err)})
             continue
-        if est.rx_px is not None:
+        if est.rx_px is not None and est.theta_rad is not None:
             row |= {
                 "rx_px": est.rx_px,
                 "rx_px_err": est.rx_px_err,

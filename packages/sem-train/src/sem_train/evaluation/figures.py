@@ -14,7 +14,7 @@ import math
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sem_metrology import LineMeasurement
@@ -43,7 +43,9 @@ def _save(fig, path: str | Path) -> Path:
     return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=90))
 
 
-def _figure(width: float, height: float, layout: str | None = None):
+def _figure(
+    width: float, height: float, layout: Literal["constrained", "compressed", "tight"] | None = None
+):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

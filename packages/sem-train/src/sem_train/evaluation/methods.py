@@ -387,7 +387,7 @@ def run_method(
             restorer.save(folder)
             if fit_key is not None:
                 said = model_notes(restorer)[1]
-                record = {"key": fit_key, "notes": run.notes, "model_notes": said}
+                record: dict[str, Any] = {"key": fit_key, "notes": run.notes, "model_notes": said}
                 record["fit_seconds"] = run.fit_seconds
                 atomic_write_text(folder / FIT_RECORD, json.dumps(record, indent=2))
         except Exception as err:  # a save failure loses the weights, not the results

@@ -18,6 +18,8 @@ image as recorded, not for a restoration whose noise the method removed or resha
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sem_metrology import TABLE_METRICS, LineMeasurement, LineOptions, measure_lines
 
@@ -117,10 +119,15 @@ def metrology_row(
 
     A measurement without one of the table columns is a failed row (✗), with the reason.
     """
-    base = {"method": method, "case_id": case_id, "image": image, "setting": setting}
+    base: dict[str, Any] = {
+        "method": method,
+        "case_id": case_id,
+        "image": image,
+        "setting": setting,
+    }
     if not m.valid:
         return MetrologyRow(**base, failed=m.reason or "not measurable")
-    vals = _values(m)
+    vals: dict[str, Any] = _values(m)
     missing = [c for c in TABLE_COLUMNS if vals[c] is None]
     if missing:
         return MetrologyRow(

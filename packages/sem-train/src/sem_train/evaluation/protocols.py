@@ -20,7 +20,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -72,7 +72,9 @@ class SourceRecord(BaseModel):
     kind: str = "image"
     source: str | None = None
     sha256: str = Field(description="SHA-256 of the cropped float32 image")
-    file_sha256: str | None = Field(None, description="SHA-256 of the file, when read from one")
+    file_sha256: str | None = Field(
+        default=None, description="SHA-256 of the file, when read from one"
+    )
     pixel_size_nm: float | None = None
     pixel_size_source: str = "none"
     shape: tuple[int, int]
@@ -86,9 +88,13 @@ class CaseRecord(BaseModel):
     case_id: str
     image: str = Field(description="name of the focused reference (a SourceRecord)")
     setting: str
-    params: DegradationParams | None = Field(None, description="None for real defocused input")
+    params: DegradationParams | None = Field(
+        default=None, description="None for real defocused input"
+    )
     noise_seed: int | None = None
-    input_source: str | None = Field(None, description="file of a real defocused input (S→R)")
+    input_source: str | None = Field(
+        default=None, description="file of a real defocused input (S→R)"
+    )
     input_sha256: str
 
 
@@ -315,7 +321,7 @@ def build_s2r(
             f"S→R pairs by sorted index order or uses one reference for all: {defocused_dir} "
             f"has {len(defocused_paths)} images, {focused_dir} has {len(focused_paths)}"
         )
-    common = {"crop_fraction": crop_fraction, "pixel_size_nm": pixel_size_nm}
+    common: dict[str, Any] = {"crop_fraction": crop_fraction, "pixel_size_nm": pixel_size_nm}
     defocused, skipped = load_images(defocused_paths, **common)
     focused, skipped_f = load_images(focused_paths, kind="real", **common)
     skipped += skipped_f
@@ -343,7 +349,9 @@ def build_s2r(
                         reason=f"its partner {partner} is unreadable",
                     )
                 )
-    cases, refs, records = [], {}, []
+    cases: list[Case] = []
+    refs: dict[str, SourceRecord] = {}
+    records: list[CaseRecord] = []
     for d, f in pairs:
         if d.data.shape != f.data.shape:
             skipped.append(

@@ -420,7 +420,7 @@ class MethodStatus(BaseModel):
     method: str
     status: str
     reason: str | None = None
-    settings: str | None = Field(None, description="settings that differ from the defaults")
+    settings: str | None = Field(default=None, description="settings that differ from the defaults")
     weights: str | None = None
     fit_seconds: float
     restore_seconds: float

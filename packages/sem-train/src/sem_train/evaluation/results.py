@@ -172,7 +172,7 @@ class MethodResult(BaseModel):
         default_factory=list, description="what the loaded model says of itself (warned)"
     )
     weights: MethodWeights | None = Field(
-        None, description="the weights the method loaded (fingerprinted), or trained here"
+        default=None, description="the weights the method loaded (fingerprinted), or trained here"
     )
     outputs: dict[str, np.ndarray] = Field(default_factory=dict, exclude=True)
 

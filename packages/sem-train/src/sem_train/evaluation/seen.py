@@ -242,14 +242,15 @@ def seen_images(
 
     for run, role, f in _files_of(runs):
         real = _real(f)
-        image, how = by_path.get(real), "path"
-        if image is None:
+        found_as: str | None = by_path.get(real)
+        how = "path"
+        if found_as is None:
             same_size = sizes.get(_size(real) or -1, [])
             d = digest(real) if same_size else None
             match = next((p for p in same_size if d is not None and digest(p) == d), None)
-            image, how = (by_path[match], "content") if match else (None, how)
-        if image is not None:
-            record(image, run, role, f, how)
+            found_as, how = (by_path[match], "content") if match else (None, how)
+        if found_as is not None:
+            record(found_as, run, role, f, how)
     rest = {k: v for k, v in evaluated.items() if k not in found}
     for image, run, role, f, score in _same_pictures(runs, rest):
         record(image, run, role, f, "picture", round(score, 4))

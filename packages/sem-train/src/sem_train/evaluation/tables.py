@@ -159,8 +159,8 @@ def _niqe_reference_last(summaries: Sequence[QualitySummary]) -> bool:
     ref = next((s for s in summaries if s.method == REFERENCE_NAME), None)
     if ref is None or "niqe" not in ref.metrics or ref.metrics["niqe"].mean is None:
         return False
-    others = [s.metrics["niqe"].mean for s in summaries if s.method not in _UNRANKED]
-    others = [v for v in others if v is not None]
+    means = [s.metrics["niqe"].mean for s in summaries if s.method not in _UNRANKED]
+    others = [v for v in means if v is not None]
     return bool(others) and ref.metrics["niqe"].mean > max(others)
 
 

@@ -49,15 +49,18 @@ class WeightsSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["weights", "head"] = Field(
-        "weights", description="weights: the model loaded; head: only its restoration head read"
+        default="weights",
+        description="weights: the model loaded; head: only its restoration head read",
     )
-    setting: str | None = Field(None, description="the method's setting that named it")
-    given: str | None = Field(None, description="the path as given (None: shipped model)")
-    shipped: str | None = Field(None, description="name of the model shipped with sem-models")
-    version: str | None = Field(None, description="sem-models version of a shipped model")
+    setting: str | None = Field(default=None, description="the method's setting that named it")
+    given: str | None = Field(default=None, description="the path as given (None: shipped model)")
+    shipped: str | None = Field(
+        default=None, description="name of the model shipped with sem-models"
+    )
+    version: str | None = Field(default=None, description="sem-models version of a shipped model")
     path: str = Field(description="the folder or file read")
     files: dict[str, str] = Field(default_factory=dict, description="file -> SHA-256")
-    missing: str | None = Field(None, description="why nothing could be read there")
+    missing: str | None = Field(default=None, description="why nothing could be read there")
 
     @property
     def sha256(self) -> str:
@@ -91,7 +94,7 @@ class MethodWeights(BaseModel):
 
     sources: list[WeightsSource] = Field(default_factory=list)
     trained_here: bool = False
-    unset: str | None = Field(None, description="the weights setting it needs, left unset")
+    unset: str | None = Field(default=None, description="the weights setting it needs, left unset")
 
     def key(self) -> list[list[str]]:
         """The contents part of a method's resume key."""

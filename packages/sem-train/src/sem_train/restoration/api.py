@@ -69,6 +69,11 @@ class RestoreTimings:
         return self.estimate_s + self.restore_s + self.load_s + self.jitter_s
 
 
+PSFSource = Literal["given", "blind", "paper"]
+#: ``psf_source`` of a guided model's PSF, by the source its guides report (else "paper").
+_GUIDE_SOURCES: dict[str, PSFSource] = {"given": "given", "estimated": "blind"}
+
+
 @dataclass(frozen=True)
 class RestoredImage:
     """A restored micrograph and how it was made.
@@ -96,7 +101,7 @@ class RestoredImage:
     method: str
     parameters: dict[str, Any]
     psf: PSFParams | None = None
-    psf_source: Literal["given", "blind", "paper"] | None = None
+    psf_source: PSFSource | None = None
     estimate: Any = None
     checkpoint: str | None = None
     timings: RestoreTimings = field(default_factory=RestoreTimings)
@@ -272,7 +277,8 @@ class PreparedMethod:
 
     def _restore(self, image: Any) -> RestoredImage:
         arr = validate_micrograph(image)
-        estimate, psf_used, source = None, None, None
+        estimate, psf_used = None, None
+        source: PSFSource | None = None
         scale, level = input_scale(arr) if self.needs.learned else (1, 0.0)
         notes: tuple[str, ...] = (dim_note(level, scale),) if scale != 1 else ()
         x = arr * np.float32(scale) if scale != 1 else arr  # exact: a power of two
@@ -294,6 +300,7 @@ class PreparedMethod:
                 psf_used, source = self.psf, "given"
             settings = {**settings, **self._run_options, "psf": psf_used}
             restorer = build_restorer(self.needs, settings)
+        assert restorer is not None  # built in __init__ unless the PSF comes with each image
         t1 = time.perf_counter()
         out = np.asarray(restorer.restore(x), dtype=np.float32)
         if scale != 1:
@@ -304,7 +311,7 @@ class PreparedMethod:
         if guides is not None:  # a model with physics guides: the PSF they were made with
             psf_used, estimate = guides.psf, guides.estimate
             warned = estimate
-            source = {"given": "given", "estimated": "blind"}.get(guides.source, "paper")
+            source = _GUIDE_SOURCES.get(guides.source, "paper")
             if source == "paper":
                 notes += (f"physics guides made with the paper's fixed PSF: {guides.source}",)
         if out.shape != arr.shape or not np.all(np.isfinite(out)):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sem_physics import SEMImage, write_image
@@ -150,7 +150,8 @@ def uncopied_tags(source: SEMImage) -> list[str]:
 
     notes = []
     with tifffile.TiffFile(source.path) as tif:
-        for tag in tif.pages[0].tags.values():
+        page = cast("tifffile.TiffPage", tif.pages[0])  # page 0 is never a TiffFrame
+        for tag in page.tags.values():
             if tag.code in _IFD_TAGS:
                 value = tag.value
                 held = ", ".join(map(str, value)) if isinstance(value, dict) else ""

@@ -116,12 +116,13 @@ def check_options(needs: MethodNeeds, options: dict[str, Any]) -> BaseModel:
 def _accepted_settings(needs: MethodNeeds, group: tuple[str, ...]) -> list[str]:
     """The field names of the method's config (of its nested settings ``group``), sorted; the
     PSF is given with ``--psf``, not as a setting."""
-    model: Any = needs.config_cls
+    model = needs.config_cls
     for name in group:
-        field = model.model_fields.get(name) if isinstance(model, type) else None
-        model = _model_of(field.annotation) if field is not None else None
-        if model is None:
+        field = model.model_fields.get(name)
+        inner = _model_of(field.annotation) if field is not None else None
+        if inner is None:
             return []
+        model = inner
     names = sorted(model.model_fields)
     return [n for n in names if not (not group and needs.takes_psf and n == "psf")]
 

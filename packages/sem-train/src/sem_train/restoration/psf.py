@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import sem_physics
@@ -29,7 +29,7 @@ __all__ = [
     "parse_psf",
 ]
 
-PSF_AUTO = "auto"
+PSF_AUTO: Final = "auto"
 #: What ``--psf`` / ``psf=`` accepts: "auto" (blind estimate) or explicit parameters.
 PSFSpec = PSFParams | Literal["auto"]
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sem_models
 import torch
+from sem_models import MaskedAutoencoder
 from sem_models.masking import patch_noise, pixel_mask, reconstruction
 from torch import nn
 
@@ -24,6 +25,11 @@ from ..engine import Task, unwrap
 from ..losses import distillation_loss, frequency_loss
 
 __all__ = ["MAELossWeights", "MAETask", "image_datasets"]
+
+
+def unwrap_mae(model: nn.Module) -> MaskedAutoencoder:
+    """The masked autoencoder a pretraining task trains (inside a DDP wrapper or not)."""
+    return cast(MaskedAutoencoder, unwrap(model))
 
 
 @dataclass
@@ -78,7 +84,7 @@ class MAETask(Task):
 
     def _forward(self, model: nn.Module, batch: dict[str, Any]):
         imgs = batch["image"]  # (N, C, H, W) in [0, 1]
-        core = unwrap(model)
+        core = unwrap_mae(model)
         p = int(core.patch_size)
         hw = (imgs.shape[-2] // p, imgs.shape[-1] // p)
         noise = patch_noise(batch["seed"], hw[0] * hw[1], imgs.device)
@@ -87,7 +93,7 @@ class MAETask(Task):
 
     def _objective(self, model: nn.Module, batch: dict[str, Any], balance: bool = True):
         imgs, noise, hw, loss, pred, mask = self._forward(model, batch)
-        core = unwrap(model)
+        core = unwrap_mae(model)
         parts: dict[str, torch.Tensor | float] = {"mae": loss.detach()}
         total = loss
         if self.w.lb > 0 and balance:
@@ -96,6 +102,7 @@ class MAETask(Task):
                 total = total + self.w.lb * lb
                 parts["lb"] = lb.detach()
         if self.w.kd > 0:
+            assert self.teacher is not None  # __init__ refuses kd > 0 without one
             with torch.no_grad():
                 _, t_pred, _ = self.teacher(imgs, mask_ratio=self.mask_ratio, noise=noise)
             kd = distillation_loss(pred, t_pred, mask[..., None])
@@ -131,7 +138,7 @@ class MAETask(Task):
         loss, _, imgs, hw, pred, mask = self._objective(model, batch, balance=False)
         if self._balance is not None:
             self._balance.add()
-        core = unwrap(model)
+        core = unwrap_mae(model)
         recon = reconstruction(core, imgs, pred)
         m = pixel_mask(core, mask, hw)
         # Visible patches from the input, masked ones from the reconstruction (MAE convention).

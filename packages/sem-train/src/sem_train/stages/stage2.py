@@ -42,7 +42,7 @@ from ..distributed import env_local_rank, select_device
 from ..engine import FitResult, fit_config, unwrap
 from ..preflight import check_run_start, start_model_dir
 from ..runfolder import RunFolder
-from .common import MAELossWeights, MAETask, image_datasets
+from .common import MAELossWeights, MAETask, image_datasets, unwrap_mae
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class MoETask(MAETask):
 
 def build_stage2_task(cfg: Stage2Config) -> MoETask:
     """Teacher = the Stage-1 model (frozen); student = its upcycled copy with only gates trainable."""
+    assert cfg.init_from is not None  # Stage2Config requires it
     teacher = modeling.load_model(start_model_dir("stage2", cfg.init_from))
     student = modeling.upcycle(copy.deepcopy(teacher), cfg.moe, seed=cfg.run.seed)
     modeling.freeze_all_but_gates(student)
@@ -88,7 +89,7 @@ def calibrate_student(
     if n == 0:
         return
     items = [train_set[(i, seed * 1_000_003 + i)] for i in range(n)]
-    core = unwrap(task.model)
+    core = unwrap_mae(task.model)
     home = next(core.parameters()).device
     device = device or home
     imgs = torch.stack([it["image"] for it in items]).to(device)

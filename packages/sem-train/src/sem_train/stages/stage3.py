@@ -30,6 +30,7 @@ __all__ = ["build_stage3_task", "run_stage3", "stage3_teacher_dir"]
 def build_stage3_task(cfg: Stage3Config, *, teacher_setting: str | None = None) -> MoETask:
     """The Stage-2 model with every parameter unfrozen, distilled from the Stage-1 teacher
     (named ``teacher_setting`` in errors, default :func:`stage3_teacher_setting` of ``cfg``)."""
+    assert cfg.init_from is not None  # Stage3Config requires it
     model = modeling.load_model(start_model_dir("stage3", cfg.init_from))
     modeling.unfreeze_all(model)
     teacher = None
