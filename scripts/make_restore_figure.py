@@ -77,11 +77,9 @@ def _save_gray_png(fig, path: Path) -> None:
 def _figure(panels, frames, pixel_nm: float, plt):
     """The figure on a pixel grid: each zoomed panel exactly ``ZOOM`` screen px per image px,
     the frames below at ``FRAME_SCALE``, titles and suptitle in fixed bands (no layout pass)."""
-    from matplotlib import patheffects, rc_context
-    from matplotlib.font_manager import FontProperties
+    from matplotlib import patheffects
     from matplotlib.patches import Rectangle
-    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
-    from sem_train.evaluation.figures import scale_bar_length
+    from sem_metrology.report import add_scale_bar
 
     gap, title, top = 16, 22, 44  # px
     ch, cw = (s.stop - s.start for s in CROP)
@@ -103,22 +101,7 @@ def _figure(panels, frames, pixel_nm: float, plt):
         ax.imshow(im, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(text, fontsize=9, pad=4)
         if i == 0:
-            length = scale_bar_length(cw * pixel_nm)
-            with rc_context({"path.effects": outline}):
-                bar = AnchoredSizeBar(
-                    ax.transData,
-                    length / pixel_nm,
-                    f"{length:g} nm",
-                    "lower right",
-                    pad=0.3,
-                    borderpad=0.4,
-                    sep=3,
-                    frameon=False,
-                    size_vertical=2,
-                    color="white",
-                    fontproperties=FontProperties(size=9, weight="bold"),
-                )
-            ax.add_artist(bar)
+            add_scale_bar(ax, cw, ch, pixel_nm, fontsize=9, bar_height_px=2)
     x0 = (width - 2 * fw - gap) / 2
     y0 = top + title + zh + gap + title
     for i, (im, text) in enumerate(

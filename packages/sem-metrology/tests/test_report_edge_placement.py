@@ -232,7 +232,7 @@ def test_the_line_report_has_scale_bars_and_a_zoom(samples, tmp_path, monkeypatc
     bars = [a for ax in fig.axes for a in ax.artists if a.get_gid() == "scale-bar"]
     assert len(bars) == 2
     labels = {t.get_text() for ax in fig.axes for t in ax.findobj() if hasattr(t, "get_text")}
-    assert {"50 nm", "20 nm"} <= labels  # a fifth of 480 and 128 px of 0.827 nm, rounded down
+    assert {"100 nm", "20 nm"} <= labels  # 35 % of 480 and 128 px of 0.827 nm, rounded down
     zoom = [p for ax in fig.axes for p in ax.patches if p.get_gid() == "zoom"]
     assert len(zoom) == 1 and zoom[0].get_width() == 128
     hist = next(ax for ax in fig.axes if ax.get_title().startswith("width"))

@@ -21,7 +21,7 @@ from .contacts import ContactMeasurement
 from .errors import MetrologyInputError
 from .lines import LineMeasurement
 
-__all__ = ["save_contact_report", "save_line_report"]
+__all__ = ["add_scale_bar", "save_contact_report", "save_line_report", "scale_bar_length"]
 
 #: Colours told apart with the common colour-vision deficiencies (Okabe-Ito).
 _ORANGE, _SKY, _YELLOW, _PURPLE = "#E69F00", "#56B4E9", "#F0E442", "#CC79A7"
@@ -56,42 +56,58 @@ def _grey_range(img: np.ndarray) -> tuple[float, float]:
     return (float(lo), float(hi)) if hi > lo else (float(img.min()), float(img.max()) + 1.0)
 
 
-def _round_length(target: float) -> float:
-    """The largest 1, 2 or 5 × 10^k not above ``target`` (a scale bar's length)."""
-    k = math.floor(math.log10(target))
-    for m in (5.0, 2.0, 1.0):
-        if m * 10.0**k <= target:
-            return m * 10.0**k
-    return 10.0**k  # pragma: no cover (target >= 10**k)
+def scale_bar_length(width: float) -> float:
+    """A round scale-bar length for an image ``width`` wide (any unit): the largest 1, 2 or 5
+    × 10^k not over 35 % of the width, so that the bar spans a seventh to a third of it."""
+    if not (math.isfinite(width) and width > 0):
+        raise ValueError(f"width must be positive and finite, got {width}")
+    target = 0.35 * width
+    decade = 10.0 ** math.floor(math.log10(target))
+    return next(m * decade for m in (5, 2, 1) if m * decade <= target * (1 + 1e-9))
 
 
-def _scale_bar(ax: Any, pixel_size_nm: float, view_px: float) -> None:
-    """A scale bar of a round length, about a fifth of the view, white on a dark box (readable
-    on any grey), in the lower right corner."""
+def add_scale_bar(
+    ax: Any,
+    width_px: float,
+    height_px: float,
+    pixel_size_nm: float | None,
+    *,
+    fontsize: float = 8,
+    bar_height_px: float | None = None,
+) -> Any:
+    """A scale bar of :func:`scale_bar_length` at the lower right of image axes ``ax`` showing
+    ``width_px`` × ``height_px`` image pixels: white with a dark outline (it reads on any
+    grey), in nm (µm from 1000 nm) when ``pixel_size_nm`` is a usable size, else in px.
+    Returns the artist (gid ``"scale-bar"``)."""
+    from matplotlib import patheffects, rc_context
     from matplotlib.font_manager import FontProperties
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
-    if not pixel_size_nm > 0 or view_px < 2:
-        return
-    nm = _round_length(0.2 * view_px * pixel_size_nm)
-    label = f"{nm / 1000:g} µm" if nm >= 1000 else f"{nm:g} nm"
-    bar = AnchoredSizeBar(
-        ax.transData,
-        nm / pixel_size_nm,
-        label,
-        "lower right",
-        pad=0.3,
-        sep=3,
-        color="white",
-        frameon=True,
-        size_vertical=max(view_px / 120.0, 1.0),
-        fontproperties=FontProperties(size=8),
-    )
-    bar.patch.set_facecolor("black")
-    bar.patch.set_alpha(0.75)
-    bar.patch.set_edgecolor("none")
+    size = pixel_size_nm if pixel_size_nm and math.isfinite(pixel_size_nm) else None
+    size = size if size is not None and size > 0 else None
+    length = scale_bar_length(width_px * size if size else width_px)
+    if size is None:
+        label = f"{length:g} px"
+    else:
+        label = f"{length / 1000:g} µm" if length >= 1000 else f"{length:g} nm"
+    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
+    with rc_context({"path.effects": outline}):  # the bar and its label, each outlined
+        bar = AnchoredSizeBar(
+            ax.transData,
+            length / size if size else length,
+            label,
+            "lower right",
+            pad=0.3,
+            borderpad=0.4,
+            sep=3,
+            frameon=False,
+            size_vertical=bar_height_px or max(1.0, 0.015 * height_px),
+            color="white",
+            fontproperties=FontProperties(size=fontsize, weight="bold"),
+        )
     bar.set_gid("scale-bar")
     ax.add_artist(bar)
+    return bar
 
 
 def _not_measured(ax: Any, title: str) -> None:
@@ -318,9 +334,9 @@ def save_line_report(
     ax_img.set_ylim(img.shape[0] - 0.5, -0.5)
     ax_img.set_title("image and edges" + (f" ({unplaced})" if unplaced else ""), fontsize=10)
     ax_zoom.set_title(f"zoom {zr1 - zr0}×{zc1 - zc0} px at the centre", fontsize=10)
-    for ax, view in ((ax_img, img.shape[1]), (ax_zoom, zc1 - zc0)):
+    for ax, (h, w) in ((ax_img, img.shape[:2]), (ax_zoom, (zr1 - zr0, zc1 - zc0))):
         ax.set_axis_off()
-        _scale_bar(ax, m.pixel_size_nm, view)
+        add_scale_bar(ax, w, h, m.pixel_size_nm)
 
     widths = m.widths_nm().ravel()
     hist_title = "width distribution (all lines, all rows)"
@@ -490,7 +506,7 @@ def save_contact_report(
         ax_img.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.85)
     ax_img.set_xlim(-0.5, img.shape[1] - 0.5)
     ax_img.set_ylim(img.shape[0] - 0.5, -0.5)
-    _scale_bar(ax_img, m.pixel_size_nm, img.shape[1])
+    add_scale_bar(ax_img, img.shape[1], img.shape[0], m.pixel_size_nm)
 
     cds = m.cds_nm()
     cd_title, ell_title = f"hole CD ({cds.size} holes)", "ellipticity"

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 from sem_metrology import LineMeasurement
+from sem_metrology.report import add_scale_bar
 from sem_physics.atomic import atomic_write
 
 from .protocols import Case
@@ -32,7 +33,6 @@ __all__ = [
     "save_edge_overlays",
     "save_panels",
     "save_psd_plot",
-    "scale_bar_length",
 ]
 
 #: One panel tile: (title, image or None when the method has no output, note under the title).
@@ -113,44 +113,6 @@ def _crop_text(what: str, rs: slice, cs: slice, pixel_size_nm: float | None) -> 
     return f"{what} {w}×{h} px ({nm}" + ("" if size is None else f" at {size:.4g} nm/px") + ")"
 
 
-def scale_bar_length(width: float) -> float:
-    """A round scale-bar length for an image ``width`` wide (any unit): the largest 1, 2 or 5
-    × 10^k not over 35 % of the width, so that the bar spans a seventh to a third of it."""
-    if not (math.isfinite(width) and width > 0):
-        raise ValueError(f"width must be positive and finite, got {width}")
-    target = 0.35 * width
-    decade = 10.0 ** math.floor(math.log10(target))
-    return next(m * decade for m in (5, 2, 1) if m * decade <= target * (1 + 1e-9))
-
-
-def _scale_bar(ax: Any, width_px: int, height_px: int, pixel_size_nm: float | None) -> None:
-    """A white scale bar with a dark outline (it reads on any grey) at the tile's lower right:
-    in nm when the pixel size is known, else in px."""
-    from matplotlib import patheffects, rc_context
-    from matplotlib.font_manager import FontProperties
-    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
-
-    size = _known_pixel_size(pixel_size_nm)
-    length = scale_bar_length(width_px * size if size else width_px)
-    label = f"{length:g} nm" if size else f"{length:g} px"
-    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
-    with rc_context({"path.effects": outline}):  # the bar and its label, each outlined
-        bar = AnchoredSizeBar(
-            ax.transData,
-            length / size if size else length,
-            label,
-            "lower right",
-            pad=0.3,
-            borderpad=0.4,
-            sep=3,
-            frameon=False,
-            size_vertical=max(1.0, 0.015 * height_px),
-            color="white",
-            fontproperties=FontProperties(size=8, weight="bold"),
-        )
-    ax.add_artist(bar)
-
-
 def _crop_box(shape: tuple[int, ...], size: int | None) -> tuple[slice, slice]:
     h, w = shape[:2]
     if size is None or (h <= size and w <= size):
@@ -211,7 +173,7 @@ def save_panels(
         ax.imshow(img[rs, cs], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         _tile_title(ax, name + (f"\n{note}" if note else ""), fontsize=8)
         if not barred:
-            _scale_bar(ax, cs.stop - cs.start, rs.stop - rs.start, case.pixel_size_nm)
+            add_scale_bar(ax, cs.stop - cs.start, rs.stop - rs.start, case.pixel_size_nm)
             barred = True
     return _save(fig, path)
 
@@ -243,7 +205,7 @@ def save_edge_overlays(
     for i, (ax, name) in enumerate(zip(axes, names, strict=True)):
         ax.imshow(images[name][rs, cs], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         if i == 0:
-            _scale_bar(ax, cs.stop - cs.start, rs.stop - rs.start, case.pixel_size_nm)
+            add_scale_bar(ax, cs.stop - cs.start, rs.stop - rs.start, case.pixel_size_nm)
         m = measurements.get(name)
         if m is None or not m.valid:
             why = "not measured" if m is None else f"✗ {m.reason}"
