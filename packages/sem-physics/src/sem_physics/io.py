@@ -136,6 +136,8 @@ DEFAULT_MAX_PIXELS = 100_000_000
 MAX_PIXELS_ENV = "SEM_MAX_PIXELS"
 WRITE_DTYPES = ("uint16", "uint8", "float32")
 _PIL_FORMAT = {".png": "PNG", ".bmp": "BMP"}
+#: Pixels :func:`quantize` converts at a time (8 MiB of float64 temporaries).
+_QUANTIZE_BAND_PX = 1 << 20
 _log = logging.getLogger(__name__)
 _PIL_LOCK = threading.Lock()  # guards the PIL-global decompression-bomb limit
 #: TIFF compressions that are JPEG (old-style, new-style, lossy JPEG of DNG).
@@ -352,7 +354,7 @@ def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, st
     if mode.startswith("I;16") or (mode == "I" and path.suffix.lower() == ".png"):
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise ImageReadError(f"{path}: 16-bit image with values outside 0..65535")
-        arr = arr.astype(np.uint16)
+        arr = arr.astype(np.uint16, copy=False)  # an I;16 image is uint16 already
     elif mode == "I":
         raise ImageReadError(f"{path}: 32-bit integer images are not supported")
     source_dtype = str(arr.dtype)
@@ -427,11 +429,13 @@ def read_image(
             got = _read_tiff(path, limit)
             arr, source_dtype, size, source = got[:4]
             bar, jpeg, pages, palette8, orientation, acquisition = got[4:]
+            del got  # holds the decoded pixels, freed once converted
         else:
             arr, source_dtype, size, source, orientation = _read_pil(path, limit)
             jpeg = kind in ("JPG", "JPEG")
         notes = colour_notes(arr)
         data, value_scale, read_notes = to_gray_255(arr, path)
+        del arr  # the decoded pixels: freed before the info bar search's temporaries
         if palette8:  # grey levels per unit of the 8-bit colour-map entries
             value_scale = 1.0
     except ImageReadError:
@@ -483,15 +487,32 @@ def quantize(image: np.ndarray, dtype: str = "uint16") -> np.ndarray:
 
     ``uint16``: ``rint(clip(x, 0, 255) * 65535 / 255)``; ``uint8``: ``rint(clip(x, 0, 255))``;
     ``float32``: the values unchanged (no float64 copy: a float32 image is returned as is).
+    The float64 arithmetic runs on bands of :data:`_QUANTIZE_BAND_PX` pixels written into the
+    integer result (elementwise, so the same values as on the whole array), which keeps a
+    large frame's temporaries to a few MiB instead of 24 bytes per pixel.
     """
     if dtype == "float32":
         return np.asarray(image, dtype=np.float32)
     if dtype not in WRITE_DTYPES:
         raise ValueError(f"unsupported dtype {dtype!r}; accepted: {WRITE_DTYPES}")
-    data = np.asarray(image, dtype=np.float64)
-    if dtype == "uint16":
-        return np.rint(np.clip(data, 0, 255) * (65535.0 / 255.0)).astype(np.uint16)
-    return np.rint(np.clip(data, 0, 255)).astype(np.uint8)
+    arr = np.asarray(image)
+    if arr.ndim == 0 or arr.dtype.kind not in "biuf":  # no rows to band, or no real numbers
+        data = np.asarray(arr, dtype=np.float64)
+        if dtype == "uint16":
+            return np.rint(np.clip(data, 0, 255) * (65535.0 / 255.0)).astype(np.uint16)
+        return np.rint(np.clip(data, 0, 255)).astype(np.uint8)
+    out = np.empty_like(arr, dtype=np.uint16 if dtype == "uint16" else np.uint8)
+    step = max(1, _QUANTIZE_BAND_PX // max(1, int(np.prod(arr.shape[1:]))))
+    buf = np.empty((min(step, arr.shape[0]), *arr.shape[1:]), dtype=np.float64)
+    for a in range(0, arr.shape[0], step):
+        band = buf[: min(step, arr.shape[0] - a)]
+        np.copyto(band, arr[a : a + step], casting="unsafe")  # as astype(np.float64)
+        np.clip(band, 0, 255, out=band)
+        if dtype == "uint16":
+            np.multiply(band, 65535.0 / 255.0, out=band)
+        np.rint(band, out=band)
+        out[a : a + step] = band
+    return out
 
 
 def clipped_counts(image: np.ndarray) -> tuple[int, int]:
