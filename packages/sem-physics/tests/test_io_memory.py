@@ -83,3 +83,21 @@ def test_banded_quantize_equals_whole_array_formula(
         got = quantize(x, dtype)
         assert got.dtype == want.dtype and got.strides == want.strides
         assert got.tobytes() == want.tobytes()
+
+
+def test_read_of_a_unit_scale_float_file_scales_in_place(tmp_path: Path) -> None:
+    """A float32 file on 0..1 is read to 0..255 by one float32 product per pixel, in place on
+    its converted copy: the peak stays that of a 0..255 file (a second frame for the product
+    reached 12.9 B/px), and the values are those products."""
+    import tifffile
+
+    unit = np.random.default_rng(1).random(SHAPE, dtype=np.float32)
+    path = tmp_path / "unit.tif"
+    tifffile.imwrite(path, unit)
+    tifffile.imwrite(tmp_path / "warm.tif", unit[:64, :64])
+    read_image(tmp_path / "warm.tif")
+    per_px = _peak_bytes_per_px(lambda: read_image(path))
+    assert per_px < READ_MAX_BYTES_PER_PX["float32"], f"peaked at {per_px:.1f} B/px"
+    img = read_image(path)
+    assert img.data.dtype == np.float32
+    assert img.data.tobytes() == (unit * np.float32(255.0)).tobytes()

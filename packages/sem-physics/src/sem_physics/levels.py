@@ -121,8 +121,10 @@ def _scaled_float32(arr: np.ndarray, scale: float) -> np.ndarray:
     numbers rounded once to float32 equals the float64 product rounded to float32.
     """
     if arr.dtype.itemsize <= 4 and np.issubdtype(arr.dtype, np.floating):
-        data = arr.astype(np.float32)
-        return data * np.float32(scale) if scale != 1.0 else data
+        data = arr.astype(np.float32)  # a copy: the caller's array is never the result
+        if scale != 1.0:
+            data *= np.float32(scale)  # in place: the same float32 products, no second frame
+        return data
     out = np.empty(arr.shape, dtype=np.float32)
     step = max(1, _CHUNK_ELEMENTS // max(1, int(np.prod(arr.shape[1:]))))
     with np.errstate(over="ignore"):  # values beyond float32 become inf: the caller checks
