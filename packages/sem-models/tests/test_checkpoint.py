@@ -212,3 +212,51 @@ def test_loading_a_model_leaves_the_global_torch_rng_alone(tiny_mae, tmp_path):
     torch.manual_seed(123)
     sm.load_model(tmp_path / "m")
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_compiled_and_data_parallel_models_are_saved_as_the_model_inside(tiny_mae, tmp_path):
+    from torch.nn.parallel import DataParallel
+
+    for name, wrapped in (("compiled", torch.compile(tiny_mae)), ("dp", DataParallel(tiny_mae))):
+        sm.save_model(wrapped, tmp_path / name)
+        loaded = sm.load_model(tmp_path / name)
+        state = tiny_mae.state_dict()
+        assert loaded.state_dict().keys() == state.keys()
+        assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
+
+
+def test_an_unknown_format_is_refused_naming_the_file(tiny_mae, tmp_path):
+    import json
+
+    sm.save_model(tiny_mae, tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    for fmt in ("other/9", None):
+        meta["format"] = fmt
+        (tmp_path / "config.json").write_text(json.dumps(meta))
+        for read in (sm.checkpoint.read_export_meta, sm.load_model):
+            with pytest.raises(sm.CheckpointError, match=re.escape(f"unknown format {fmt!r}")) as e:
+                read(tmp_path)
+            assert str(e.value).startswith(str(tmp_path / "config.json"))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_reduced_precision_model_reloads_in_its_dtype(tiny_mae, tmp_path, dtype):
+    model = sm.RestorationModel(tiny_mae, refiner_width=4).to(dtype)
+    sm.save_model(model, tmp_path)
+    loaded = sm.load_model(tmp_path)
+    assert {p.dtype for p in loaded.parameters()} == {dtype}
+    state = model.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
+
+
+def test_an_export_without_a_dtype_loads_as_float32(tiny_mae, tmp_path):
+    """float32 exports record no dtype (as every export written before the key existed)."""
+    import json
+
+    sm.save_model(tiny_mae, tmp_path)
+    assert "dtype" not in json.loads((tmp_path / "config.json").read_text())
+    assert {p.dtype for p in sm.load_model(tmp_path).parameters()} == {torch.float32}
+    meta = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**meta, "dtype": "int8"}))
+    with pytest.raises(sm.CheckpointError, match="unknown dtype 'int8'"):
+        sm.load_model(tmp_path)

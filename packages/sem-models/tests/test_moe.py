@@ -407,3 +407,36 @@ def test_balance_totals_over_batches_equal_the_aux_loss_of_the_whole_set(z_loss_
     assert abs(sum(per_batch) / 3 - whole) > 1e-3 * whole  # what a per-batch mean would give
     assert BalanceTotals(layer).loss() == 0.0  # nothing seen: no term
     assert BalanceTotals(torch.nn.Linear(2, 2)).loss() == 0.0  # a dense model has none
+
+
+def test_an_inference_pass_leaves_the_training_balance_loss_in_place():
+    """A preview under inference_mode inside a training loop records nothing: the training
+    forward's aux loss (with its graph), stats and sums stay those of the training step."""
+    import sem_models as sm
+    from sem_models.testing import MICRO_MAE
+
+    torch.manual_seed(0)
+    model = sm.upcycle(sm.build_mae("tiny", in_chans=1, **MICRO_MAE), num_experts=4, every_n=1)
+    model.train()
+    model(torch.rand(2, 1, 32, 32))
+    layers = [m for _, m in sm.moe_layers(model)]
+    before = [(m.aux_loss, m.stats, m.sums) for m in layers]
+    aux = sm.collect_aux_loss(model)
+    with torch.inference_mode():
+        model(torch.rand(3, 1, 32, 32))
+    assert all(
+        m.aux_loss is a and m.stats is st and m.sums is su
+        for m, (a, st, su) in zip(layers, before, strict=True)
+    )
+    after = sm.collect_aux_loss(model)
+    assert after.grad_fn is not None and torch.equal(after, aux)
+    after.backward()  # the training step's balance loss still trains the routers
+    assert all(m.gate.weight.grad is not None for m in layers)
+
+
+def test_a_no_grad_forward_records_its_routing_for_validation():
+    """Validation runs under no_grad and reads the balance sums and routing stats."""
+    layer = _moe().eval()
+    with torch.no_grad():
+        layer(torch.randn(7, 16))
+    assert layer.sums["tokens"].item() == 7 and layer.aux_loss is not None and layer.stats

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -127,12 +128,37 @@ def test_an_image_of_exactly_one_window_is_one_forward_pass(tiny_mae):
     torch.testing.assert_close(out, single, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(25, 30), (27, 32), (32, 27), (32, 32), (1, 3, 32, 29)])
+@pytest.mark.parametrize("refiner_width", [0, 4])
+def test_an_image_of_at_most_one_window_is_the_models_own_single_pass(
+    tiny_mae, shape, refiner_width
+):
+    """The model pads an image to its patch grid as the sliding window pads it to the window
+    (symmetric reflection): for an image whose size rounded up to the 8-px patch is the
+    32-px window, the window's output is the model's own single pass ``model(x)``."""
+    torch.manual_seed(1)
+    inner = sm.RestorationModel(tiny_mae, refiner_width=refiner_width).eval()
+    for p in inner.parameters():  # a random model, so that every pixel matters
+        p.data.normal_(0.0, 0.2)
+    model = _Counting(inner)
+    x = torch.rand(
+        shape if len(shape) == 4 else (1, 1, *shape), generator=torch.Generator().manual_seed(4)
+    )
+    out = sm.sliding_window(model, x, window=32, overlap=8)
+    assert model.calls == [1]
+    with torch.no_grad():
+        single = inner(x)
+    assert single.std() > 0.05
+    torch.testing.assert_close(out, single, rtol=1e-5, atol=1e-5)
+
+
 def test_an_image_smaller_than_a_window_is_the_single_pass_on_its_reflection(tiny_mae):
+    """A window larger than the image's patch grid: the single pass of its reflection."""
     model = _Counting(_random_restorer(tiny_mae))
     img = np.random.default_rng(4).uniform(0, 1, (20, 27)).astype(np.float32)
-    out = sm.sliding_window(model, img, window=32, overlap=8)
+    out = sm.sliding_window(model, img, window=48, overlap=8)
     assert model.calls == [1]
-    padded = np.pad(img, ((0, 12), (0, 5)), mode="symmetric")  # reflect up to one window
+    padded = np.pad(img, ((0, 28), (0, 21)), mode="symmetric")  # reflect up to one window
     with torch.no_grad():
         single = model.inner(torch.from_numpy(padded)[None, None])[0, 0, :20, :27].numpy()
     np.testing.assert_allclose(out, single, rtol=1e-6, atol=1e-6)
@@ -282,3 +308,82 @@ def test_a_callers_cpu_autocast_does_not_reach_the_fp32_forward(tiny_mae):
         inside = sm.sliding_window(model, image, window=32, overlap=8)
     assert inside.dtype == torch.float32
     assert torch.equal(inside, plain)
+
+
+class _ModeSpy(nn.Module):
+    """Identity that counts ``train()`` calls and records its mode at every forward. The first
+    forward waits (up to 1 s) for a second one to start; the second waits (up to 1 s) for
+    ``first_done``."""
+
+    def __init__(self):
+        super().__init__()
+        self.mode_changes = 0
+        self.seen: list[bool] = []
+        self.other_started = threading.Event()
+        self.first_done = threading.Event()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def train(self, mode: bool = True):
+        self.mode_changes += 1
+        return super().train(mode)
+
+    def forward(self, x):
+        self.seen.append(self.training)
+        if len(self.seen) == 1:
+            self.other_started.wait(1.0)
+        else:
+            self.other_started.set()
+            self.first_done.wait(1.0)
+        return x + self.w
+
+
+def test_a_model_in_eval_mode_is_not_touched():
+    spy = _ModeSpy().eval()
+    spy.mode_changes = 0
+    spy.other_started.set()  # one call: no wait
+    sm.sliding_window(spy, np.zeros((40, 40), np.float32), window=32, overlap=8)
+    assert spy.mode_changes == 0 and not spy.training
+
+
+def test_concurrent_calls_on_a_training_model_run_in_eval_and_leave_it_training():
+    """Two threads on a model in training mode: each forward runs in eval mode, and the model
+    is in training mode after both (the second call waits for the first)."""
+    spy = _ModeSpy().train()
+    img = np.zeros((32, 32), np.float32)
+
+    def first():
+        sm.sliding_window(spy, img, 32, 8)
+        spy.first_done.set()
+
+    threads = [
+        threading.Thread(target=first),
+        threading.Thread(target=sm.sliding_window, args=(spy, img, 32, 8)),
+    ]
+    threads[0].start()
+    while not spy.seen:  # the first call is inside its forward
+        threading.Event().wait(0.005)
+    threads[1].start()
+    for t in threads:
+        t.join()
+    assert spy.seen == [False, False]
+    assert spy.training
+
+
+@pytest.mark.parametrize("batch_size", [2.5, 0, -1, "8"])
+def test_batch_size_must_be_a_whole_number(batch_size):
+    with pytest.raises(ValueError, match="batch_size is a whole number of windows"):
+        sm.sliding_window(Identity(), np.zeros((40, 40), np.float32), 32, 8, batch_size)
+
+
+def test_restore_image_blends_with_the_grid_averaging_overlap_by_default(tiny_mae):
+    """``overlap=None``: :func:`grid_averaging_overlap` of the model's patch (8 px here), which
+    averages a ViT's patch-grid pattern out where the paper's 8-px overlap keeps it."""
+    model = _random_restorer(tiny_mae)
+    img = np.random.default_rng(7).uniform(20, 200, (70, 90)).astype(np.float32)
+    overlap = sm.grid_averaging_overlap(32, 8)
+    assert overlap != 8
+    expected = sm.restore_image(model, img, window=32, overlap=overlap)
+    np.testing.assert_array_equal(sm.restore_image(model, img, window=32), expected)
+    # a callable without a patch size: the paper's 8 px
+    same = sm.restore_image(lambda x: x, img, window=32)
+    np.testing.assert_allclose(same, img, rtol=1e-5, atol=1e-3)

@@ -111,7 +111,41 @@ def _atomic_write(path: Path, writer: Callable[[Path], object]) -> None:
         raise
 
 
+#: Parameter dtypes an export may record (``dtype`` in config.json; absent: float32).
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside ``torch.compile`` (``_orig_mod``) and DDP / DataParallel (``module``)
+    wrappers, whose own state-dict keys carry a prefix."""
+    from torch import nn
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if isinstance(inner, nn.Module):
+            model = inner
+        elif isinstance(model, (DistributedDataParallel, DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def _param_dtype(model: nn.Module) -> str | None:
+    """The one dtype of the model's parameters as a name of :data:`DTYPES` (None if mixed)."""
+    names = {str(p.dtype).removeprefix("torch.") for p in model.parameters()}
+    return names.pop() if len(names) == 1 and names <= set(DTYPES) else None
+
+
 def _describe(model: nn.Module) -> dict[str, Any]:
+    meta = _describe_arch(model)
+    dtype = _param_dtype(model)
+    if dtype not in (None, "float32"):  # float32: as files without the key
+        meta["dtype"] = dtype
+    return meta
+
+
+def _describe_arch(model: nn.Module) -> dict[str, Any]:
     from .mae import MaskedAutoencoder
     from .restoration import RestorationModel
 
@@ -136,11 +170,14 @@ def _describe(model: nn.Module) -> dict[str, Any]:
 def save_model(model: nn.Module, directory: str | Path) -> None:
     """Write ``directory/model.safetensors`` and ``directory/config.json`` (creates the folder).
 
-    Each file is replaced atomically; a failed write raises :class:`CheckpointWriteError`
-    naming the file and leaves no temporary file behind.
+    A model wrapped by ``torch.compile`` or DDP is saved as the model inside. A model whose
+    parameters are not float32 (e.g. bf16) records its dtype, and loads in it again. Each file
+    is replaced atomically; a failed write raises :class:`CheckpointWriteError` naming the
+    file and leaves no temporary file behind.
     """
     from safetensors.torch import save_file
 
+    model = _unwrap(model)
     meta = _describe(model)
     directory = Path(directory)
     try:
@@ -161,7 +198,7 @@ def save_model(model: nn.Module, directory: str | Path) -> None:
 #: The keys :func:`save_model` writes into ``config.json`` (what rebuilds the model).
 _MODEL_KEYS = frozenset(
     {"format", "kind", "mae", "freeze_encoder", "residual", "refiner_width"}
-    | {"masked_ensemble", "guide_balances"}
+    | {"masked_ensemble", "guide_balances", "dtype"}
 )
 
 
@@ -210,9 +247,16 @@ def _checked_meta(directory: Path) -> tuple[dict[str, Any], MAEConfig]:
     if kind not in KINDS:
         raise CheckpointError(f"{path}: unknown kind {kind!r} ({', '.join(KINDS)})")
     try:
-        return meta, MAEConfig(**meta["mae"])
+        cfg = MAEConfig(**meta["mae"])
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: not a valid sem-models config ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: unknown format {meta.get('format')!r} (this version reads {FORMAT!r})"
+        )
+    if meta.get("dtype", "float32") not in DTYPES:
+        raise CheckpointError(f"{path}: unknown dtype {meta['dtype']!r} ({', '.join(DTYPES)})")
+    return meta, cfg
 
 
 def read_export_meta(directory: str | Path) -> dict[str, Any]:
@@ -267,7 +311,8 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
     """Rebuild the model saved by :func:`save_model` (same class, config and weights).
 
     ``directory`` is the saved folder, or a training run folder whose
-    ``checkpoints/best.json`` names its best export (what ``sem train`` writes).
+    ``checkpoints/best.json`` names its best export (what ``sem train`` writes). The
+    parameters get the dtype config.json records (float32 when it records none).
     """
     import torch
     from safetensors.torch import load_file
@@ -300,6 +345,7 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
         _check_against_weights(build(), w_path, cfg_path)
     with torch.random.fork_rng(devices=[]):  # the random init, overwritten next, leaves the
         model = build()  # caller's global torch RNG where it was
+    model = model.to(getattr(torch, meta.get("dtype", "float32")))
     try:
         state = load_file(str(w_path))
     except Exception as exc:  # SafetensorError: truncated or not a safetensors file

@@ -21,7 +21,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from .config import MAEConfig, MoEConfig, mae_config
-from .imaging import normalize
+from .imaging import as_model_input, check_finite, normalize
 from .moe import MoEMlp
 from .pos_embed import resize_pos_embed, sincos_2d
 from .precision import checked_device
@@ -164,6 +164,11 @@ class MaskedAutoencoder(nn.Module):
         g = self.config.grid_size
         return resize_pos_embed(getattr(self, name), (g, g), hw)
 
+    def _input(self, x: torch.Tensor, name: str = "imgs") -> torch.Tensor:
+        """``x`` as the model takes it: a float tensor in the parameters' dtype
+        (:func:`~sem_models.imaging.as_model_input`)."""
+        return as_model_input(x, self.cls_token.dtype, name)
+
     # ------------------------------------------------------------------ masking
     @staticmethod
     def random_masking(
@@ -194,6 +199,7 @@ class MaskedAutoencoder(nn.Module):
         self, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
         """Normalised images -> latent ``(N, 1 + L_keep, D)``, mask, ids_restore, grid."""
+        imgs = self._input(imgs)
         if imgs.ndim != 4 or imgs.shape[1] != self.in_chans:
             raise ValueError(f"expected images (N, {self.in_chans}, H, W); got {tuple(imgs.shape)}")
         hw = self._grid(imgs.shape[-2], imgs.shape[-1])
@@ -255,7 +261,14 @@ class MaskedAutoencoder(nn.Module):
     def forward(
         self, imgs: torch.Tensor, mask_ratio: float | None = None, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``[0, 1]`` images ``(N, C, H, W)`` -> (loss, pred ``(N, L, p*p*C)``, mask ``(N, L)``)."""
+        """``[0, 1]`` images ``(N, C, H, W)`` -> (loss, pred ``(N, L, p*p*C)``, mask ``(N, L)``).
+
+        Any float dtype is cast to the parameters' (under autocast float32 and the autocast
+        dtype are left to it); integer images are refused (:func:`~sem_models.imaging.as_model_input`), and so are NaN or inf on the
+        CPU (:func:`~sem_models.imaging.check_finite`).
+        """
+        imgs = self._input(imgs)
+        check_finite(imgs, "imgs")
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         if not 0 <= ratio < 1:
             raise ValueError(f"mask_ratio={ratio} must be in [0, 1)")

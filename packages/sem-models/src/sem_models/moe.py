@@ -7,10 +7,11 @@ whatever the autocast dtype; each token goes to its ``top_k`` experts and the la
 Combine weights ``w`` (``gate_weighting``):
 
 * ``"runner_up"`` (default): value = the renormalised top-k weight (exactly 1 for top-1), so
-  a freshly upcycled layer of identical copies computes exactly the dense FFN. In training
-  the runner-up expert (the most probable one outside the top-k) is also evaluated, without
-  gradient, and added with a weight of value 0 whose gradient is that of the softmax mixture
-  over the top-k and the runner-up. For top-1 the chosen logit moves by
+  a freshly upcycled layer of identical copies computes the dense FFN (to float rounding:
+  the experts multiply their own groups of rows). In training the runner-up expert (the most
+  probable one outside the top-k) is also evaluated, without gradient, and added with a
+  weight of value 0 whose gradient is that of the softmax mixture over the top-k and the
+  runner-up. For top-1 the chosen logit moves by
   ``q1 q2 <dL/dy, E_1(h) - E_2(h)>``: the part the experts share cancels, and the router
   learns which expert serves the token better. Costs one extra expert forward per token in
   training only; evaluation computes ``top_k`` experts per token.
@@ -59,9 +60,9 @@ the tokens of one forward (one rank). In training every expert is part of the au
 whatever the routing (an idle expert contributes an exact 0), so DDP needs no
 ``find_unused_parameters``.
 
-Balance losses (kept on the module as ``aux_loss`` after each forward, since ``Block.forward``
-returns only a tensor; ``P_k`` = mean routing probability, ``f_k`` = hard fraction of
-assignments to expert ``k``):
+Balance losses (kept on the module as ``aux_loss`` after each forward outside
+:func:`torch.inference_mode`, since ``Block.forward`` returns only a tensor; ``P_k`` = mean
+routing probability, ``f_k`` = hard fraction of assignments to expert ``k``):
 
 * ``"switch"`` (default): ``K sum_k f_k P_k`` (``f`` not differentiable), minimum 1 when
   balanced. Its gradient ``K f_k`` pushes down exactly the experts that receive the tokens;
@@ -248,7 +249,21 @@ class MoEMlp(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x (..., D)`` -> ``(..., D_out)``; also sets ``aux_loss``, ``stats`` and ``sums``."""
+        """``x (..., D)`` -> ``(..., D_out)``; also sets ``aux_loss``, ``stats`` and ``sums``.
+
+        Outside autocast a float ``x`` of another dtype is cast to the parameters'. Under
+        :func:`torch.inference_mode` nothing is recorded: an inference pass (a preview, a
+        sliding window) leaves the last training or validation forward's balance loss and
+        statistics in place (a model under ``torch.compile`` records always). Under
+        :func:`torch.no_grad` they are recorded (validation reads them).
+        """
+        w = self.gate.weight
+        if (
+            x.dtype != w.dtype
+            and x.is_floating_point()
+            and not torch.is_autocast_enabled(x.device.type)
+        ):
+            x = x.to(w.dtype)
         lead = x.shape[:-1]
         h = x.reshape(-1, x.shape[-1])  # (T, D)
         num_tokens = h.shape[0]
@@ -279,7 +294,9 @@ class MoEMlp(nn.Module):
                 ones = torch.ones(num_tokens, device=h.device, dtype=weights.dtype)
                 y_alt, _ = self._dispatch(h, self._assignments(alt_e, ones, tokens))
             out = out + alt_w[:, None].to(out.dtype) * y_alt
-        self._record(probs, logits, counts, kept)
+        # (torch.compile cannot trace the inference-mode test: a compiled model records always)
+        if torch.compiler.is_compiling() or not torch.is_inference_mode_enabled():
+            self._record(probs, logits, counts, kept)
         return out.reshape(*lead, self.out_features)
 
     def _assignments(
@@ -500,7 +517,7 @@ class MoEMlp(nn.Module):
 
         ``noise_std`` breaks the symmetry between copies: every expert tensor ``W`` becomes
         ``W + noise_std * std(W) * N(0, 1)`` (drawn from torch's global generator). With
-        ``noise_std=0`` all experts are identical and the layer equals ``mlp`` exactly.
+        ``noise_std=0`` all experts are identical and the layer equals ``mlp`` to float rounding.
         """
         if not isinstance(mlp, Mlp):
             raise TypeError(f"can only upcycle timm Mlp layers; got {type(mlp).__name__}")

@@ -37,10 +37,17 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .imaging import denormalize, match_channels, normalize
+from .config import MAEConfig
+from .imaging import (
+    as_model_input,
+    check_finite,
+    denormalize,
+    match_channels,
+    normalize,
+    reflect_pad,
+)
 from .mae import MaskedAutoencoder
 
 __all__ = ["RefinerHead", "RestorationModel"]
@@ -93,7 +100,9 @@ class RestorationModel(nn.Module):
 
     Inputs ``(N, C, H, W)`` in ``[0, 1]``; the output has the same shape, on the same scale
     (not clamped). Channels are matched to the MAE's (gray replicated to RGB, RGB averaged
-    to gray) and back; sizes not divisible by the patch are reflect-padded, then cropped.
+    to gray) and back; sizes not divisible by the patch are padded at the bottom and right
+    by symmetric reflection (:func:`~sem_models.imaging.reflect_indices`, the padding of
+    :func:`~sem_models.sliding_window.sliding_window`), then cropped.
     """
 
     def __init__(
@@ -177,7 +186,8 @@ class RestorationModel(nn.Module):
         return total / count.clamp_min(1), hw
 
     @property
-    def config(self):  # the wrapped MAE's config (used by checkpoints and upcycling)
+    def config(self) -> MAEConfig:
+        """The wrapped MAE's config (what checkpoints and upcycling read)."""
         return self.mae.config
 
     @property
@@ -186,8 +196,19 @@ class RestorationModel(nn.Module):
         return len(self.guide_balances)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Restore ``x`` ``(N, C [+ G], H, W)`` in ``[0, 1]`` -> ``(N, C, H, W)``, same scale.
+
+        ``G`` guide channels follow the image for a guided model (:attr:`guide_channels`).
+        Any float dtype is cast to the parameters' (under autocast float32 and the autocast
+        dtype are left to it); the output is float32 (also under bf16 autocast). Integer and empty images are refused, and NaN or
+        inf on the CPU (:func:`~sem_models.imaging.check_finite`).
+        """
+        x = as_model_input(x, self.mae.cls_token.dtype, "x")
         if x.ndim != 4:
             raise ValueError(f"expected images (N, C, H, W); got {tuple(x.shape)}")
+        if x.shape[-2] == 0 or x.shape[-1] == 0:
+            raise ValueError(f"x is an empty image ({x.shape[-2]}x{x.shape[-1]} px)")
+        check_finite(x, "x")
         n_guides = self.guide_channels
         if x.shape[1] <= n_guides:
             raise ValueError(
@@ -202,11 +223,10 @@ class RestorationModel(nn.Module):
             p = math.lcm(p, 4)  # the refiner halves the resolution twice
         pad_h, pad_w = (-h) % p, (-w) % p
         z = match_channels(x, self.mae.in_chans)
-        mode = "reflect" if min(h, w) > p else "replicate"
         if pad_h or pad_w:
-            z = F.pad(z, (0, pad_w, 0, pad_h), mode=mode)
+            z = reflect_pad(z, pad_h, pad_w)
             if guides is not None:
-                guides = F.pad(guides, (0, pad_w, 0, pad_h), mode=mode)
+                guides = reflect_pad(guides, pad_h, pad_w)
         zn = normalize(z)
         if guides is not None:  # on the normalised scale of the image's first channel
             gn = normalize(guides.reshape(-1, 1, *guides.shape[-2:])).reshape(guides.shape)
@@ -230,6 +250,10 @@ class RestorationModel(nn.Module):
         else:
             out = zn + pred if self.residual else pred
         if self.refiner is not None:
-            out = out + self.refiner(zn, out, gn if guides is not None else None)
+            r_in = [zn, out, gn if guides is not None else None]
+            if not torch.is_autocast_enabled(out.device.type):  # e.g. a bf16 model
+                dt = self.refiner.out.weight.dtype
+                r_in = [t if t is None else t.to(dt) for t in r_in]
+            out = out + self.refiner(*r_in)
         y = denormalize(out)
         return match_channels(y[..., :h, :w], c_in)

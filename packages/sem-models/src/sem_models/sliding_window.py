@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .imaging import reflect_indices
 from .precision import native_bf16
 
 __all__ = [
@@ -162,10 +164,33 @@ def _axis_padding(size: int, window: int, overlap: int) -> tuple[int, int]:
     return lo, lo
 
 
-def _reflect_indices(size: int, before: int, after: int) -> torch.Tensor:
-    """Indices extending ``0..size`` by half-sample reflection (any padding length)."""
-    idx = torch.arange(-before, size + after) % (2 * size)
-    return torch.where(idx >= size, 2 * size - 1 - idx, idx)
+#: Held while :func:`sliding_window` has switched a model in training mode to eval, so that
+#: concurrent calls on such a model serialise and its mode is restored.
+_MODE_LOCK = threading.RLock()
+
+
+@contextmanager
+def _eval_mode(model: object) -> Iterator[None]:
+    """The model in eval mode for the block: untouched when it already is (then concurrent
+    calls run freely), else switched to eval and back to training mode after, with
+    :data:`_MODE_LOCK` held throughout. The mode is read under the lock, so a model that
+    another call has switched is not mistaken for one in eval mode."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    _MODE_LOCK.acquire()
+    if not model.training:
+        _MODE_LOCK.release()
+        yield
+        return
+    try:
+        model.eval()
+        try:
+            yield
+        finally:
+            model.train(True)
+    finally:
+        _MODE_LOCK.release()
 
 
 def model_device(
@@ -210,15 +235,21 @@ def sliding_window(
     the model's channel count ``C'`` (a model reading extra guide channels returns fewer).
     ``overlap`` (px, paper: 8) must be in ``[0, window)``. ``batch_size`` windows go through
     the model per forward pass; the result does not depend on it. The model runs in eval mode
-    (its previous mode is restored) under :func:`inference_context` (bf16 autocast on CUDA
-    unless ``amp=False``). ``progress`` shows a bar over the window batches.
+    under :func:`inference_context` (bf16 autocast on CUDA unless ``amp=False``).
+    ``progress`` shows a bar over the window batches.
+
+    Threads: a model already in eval mode is not touched, so several threads can share it;
+    call ``model.eval()`` once before serving from several threads. A model in training mode
+    is switched to eval for the call and back after, holding a lock that every call takes to
+    read the mode (calls starting meanwhile wait for it; a training step running meanwhile in
+    another thread would see eval mode).
     """
     if not (isinstance(window, numbers.Integral) and isinstance(overlap, numbers.Integral)):
         raise ValueError(f"window and overlap are whole pixels; got {window=}, {overlap=}")
     if window < 1 or not 0 <= overlap < window:
         raise ValueError(f"need window >= 1 and 0 <= overlap < window; got {window=}, {overlap=}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size is a whole number of windows >= 1; got {batch_size=}")
     x, ndim, is_numpy = _as_tensor(image)
     side = max(x.shape[-2:])
     if window > max(MAX_PADDED_WINDOW, 2 * side):
@@ -233,8 +264,8 @@ def sliding_window(
     h, w = x.shape[-2:]
 
     (top, bottom), (left, right) = (_axis_padding(s, window, overlap) for s in (h, w))
-    rows = _reflect_indices(h, top, bottom).to(device)
-    cols = _reflect_indices(w, left, right).to(device)
+    rows = reflect_indices(h, top, bottom).to(device)
+    cols = reflect_indices(w, left, right).to(device)
     xp = x[0].index_select(1, rows).index_select(2, cols)  # (C, hp, wp)
     hp, wp = xp.shape[-2:]
 
@@ -248,10 +279,7 @@ def sliding_window(
     for i, j in tiles:
         norm[i : i + window, j : j + window] += weight
 
-    was_training = model.training if isinstance(model, nn.Module) else False
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
+    with _eval_mode(model):
         batches = range(0, len(tiles), batch_size)
         for b in tqdm(batches, desc="windows", unit="batch", disable=not progress):
             chunk = tiles[b : b + batch_size]
@@ -273,9 +301,6 @@ def sliding_window(
             y = y.float() * weight
             for t, (i, j) in enumerate(chunk):
                 acc[:, i : i + window, j : j + window] += y[t]
-    finally:
-        if isinstance(model, nn.Module):
-            model.train(was_training)
 
     assert acc is not None  # at least one window always runs
     out = (acc / norm)[:, top : top + h, left : left + w]
@@ -316,7 +341,7 @@ def restore_image(
     model: nn.Module,
     image: np.ndarray,
     window: int = 224,
-    overlap: int = 8,
+    overlap: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: torch.device | str | None = None,
 ) -> np.ndarray:
@@ -326,6 +351,11 @@ def restore_image(
     :func:`sliding_window` and returns float32 on the 0..255 scale, clipped to ``[0, 255]``.
     An image that is not on that scale is refused (16-bit counts, an inverted image) or, when
     it looks like a 0..1 image, warned about: the output would be clipped garbage.
+
+    ``overlap=None`` takes :func:`grid_averaging_overlap` for the model's ``patch_size``
+    (8 px, the paper's, for a model without one): with the shipped model the paper's 8-px
+    overlap leaves a visible seam on smooth gradients (measured on a ramp with 128-px windows:
+    the residual changes by 5.1 grey levels within 8 px at a window edge; 0.8 with the default).
     """
     raw = np.asarray(image)
     _check_real(raw)
@@ -333,5 +363,8 @@ def restore_image(
     _check_grey_scale(arr)
     if arr.ndim not in (2, 3):  # sliding_window also takes (1, C, H, W)
         raise ValueError(f"expected an image (H, W) or (C, H, W); got shape {arr.shape}")
+    if overlap is None:
+        patch = getattr(model, "patch_size", None)
+        overlap = grid_averaging_overlap(window, int(patch)) if patch else 8
     out = sliding_window(model, arr / 255.0, window, overlap, batch_size, device)
     return np.clip(np.asarray(out) * 255.0, 0.0, 255.0).astype(np.float32)

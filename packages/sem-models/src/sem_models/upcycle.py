@@ -2,7 +2,8 @@
 
 Each selected block's FFN is copied into ``K`` experts and a fresh router is added. With
 ``noise_std = 0`` and the default ``runner_up`` (or ``straight_through``) combine weights the
-upcycled model computes exactly what the dense one did (value of the top-1 weight is 1). Identical copies
+upcycled model computes what the dense one did to float rounding (value of the top-1 weight
+is 1; measured <= 2e-6 on a 2-block tiny model's predictions). Identical copies
 trained through the gate alone cannot specialise, so by default every copy gets relative
 Gaussian noise ``W + noise_std * std(W) * N(0, 1)`` (``noise_std = 0.01``): the experts
 differ slightly, the router has a reason to prefer one, and the model stays within about
