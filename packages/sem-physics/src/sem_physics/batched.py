@@ -200,7 +200,8 @@ class ParameterSampler:
         shape, device, dtype = (len(self._low), batch_size), self.device, self.dtype
         gens = _per_sample(generator, batch_size)
         if gens is None:
-            u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+            one = _single(generator)
+            u = torch.rand(shape, generator=one, device=device, dtype=dtype)
         else:
             u = torch.stack(
                 [torch.rand(shape[0], generator=g, device=device, dtype=dtype) for g in gens], 1
@@ -345,6 +346,13 @@ def _kernel_spectrum(kern: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
     return torch.fft.rfft2(full)
 
 
+def _single(
+    generator: torch.Generator | Sequence[torch.Generator] | None,
+) -> torch.Generator | None:
+    """``generator`` where :func:`_per_sample` found it to be one generator (or None)."""
+    return generator if generator is None or isinstance(generator, torch.Generator) else None
+
+
 def _per_sample(
     generator: torch.Generator | Sequence[torch.Generator] | None, n: int
 ) -> list[torch.Generator] | None:
@@ -384,13 +392,13 @@ def poisson_gaussian_batch(
             for i, g in enumerate(gens)
         ]
         return torch.cat(rows)
-    out = z
+    out, one = z, _single(generator)
     if dose is not None:
         dose_t = torch.as_tensor(dose, dtype=z.dtype, device=z.device)
-        out = torch.poisson(out.clamp_min(0) * dose_t, generator=generator) / dose_t
+        out = torch.poisson(out.clamp_min(0) * dose_t, generator=one) / dose_t
     if sigma is not None:
         sigma_t = torch.as_tensor(sigma, dtype=z.dtype, device=z.device)
-        noise = torch.randn(out.shape, generator=generator, device=z.device, dtype=z.dtype)
+        noise = torch.randn(out.shape, generator=one, device=z.device, dtype=z.dtype)
         out = out + sigma_t * noise
     return out
 

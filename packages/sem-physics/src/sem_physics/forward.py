@@ -27,6 +27,7 @@ from .validation import (
 
 if TYPE_CHECKING:
     import torch
+    from torch import Tensor
 
 __all__ = ["MAX_ABS_INTENSITY", "degrade", "degrade_torch", "validate_image"]
 
@@ -166,7 +167,7 @@ def degrade_torch(
     if blur:
         x = convolve_reflect_torch(x, airy_psf_batch(batch, dtype=x.dtype, device=x.device))
 
-    def col(v: torch.Tensor) -> torch.Tensor:
+    def col(v: Tensor) -> Tensor:
         return v.to(device=x.device, dtype=x.dtype).view(n, 1, 1, 1)
 
     if gain_offset:
