@@ -20,10 +20,10 @@ import json
 import math
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from sem_physics.cli_support import (
     OneLineParser,
@@ -378,7 +378,7 @@ def _pixel_size_arg(text: str) -> float:
 
 
 _FRACTION = number(float, low=0, high=1, low_open=True, high_open=True)
-_AT_LEAST_ONE = cast("Callable[[str], int]", number(int, low=1))  # number(int) parses ints
+_AT_LEAST_ONE = number(int, low=1)
 
 
 def _parser() -> argparse.ArgumentParser:

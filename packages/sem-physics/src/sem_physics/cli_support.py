@@ -11,7 +11,7 @@ import types
 import typing
 from collections import abc
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, overload
 
 __all__ = [
     "EXIT_USAGE",
@@ -300,6 +300,30 @@ def _num(value: float, digits: int = 17) -> str:
         text = f"{value:.{max(precision - exp, 0)}f}"
         return text.rstrip("0").rstrip(".") if "." in text else text
     return f"{mantissa}e{exp}"
+
+
+@overload
+def number(
+    kind: type[int],
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    finite: bool = False,
+) -> Callable[[str], int]: ...
+
+
+@overload
+def number(
+    kind: type[float],
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    finite: bool = False,
+) -> Callable[[str], float]: ...
 
 
 def number(

@@ -23,7 +23,7 @@ per grey level), then are clipped to 0..255: realistic focused inputs for the fo
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -48,7 +48,7 @@ __all__ = [
 SampleKind = Literal["lines", "contacts", "texture", "resist"]
 ALL_SAMPLE_KINDS: tuple[str, ...] = get_args(SampleKind)
 #: The default sets (demo, S→S protocol, training data); the others are made on request only.
-SAMPLE_KINDS = ("lines", "contacts", "texture")
+SAMPLE_KINDS: tuple[SampleKind, ...] = ("lines", "contacts", "texture")
 EXTRA_KINDS = ("resist",)
 _MIN_SIDE = 32
 
@@ -312,7 +312,7 @@ def write_samples(
 
 
 def _refuse_other_files(
-    names: list[tuple[str, int, Path]],
+    names: Sequence[tuple[str, int, Path]],
     shape: tuple[int, int],
     seed: int,
     pixel_size_nm: float | None,

@@ -135,7 +135,7 @@ def _overrides(args: argparse.Namespace, kind: str):
         over["run"] = run
     if getattr(args, "init_from", None) is not None:  # every command with the option takes it
         over["init_from"] = args.init_from
-    cfg = load_config(args.config, kind, overrides=over)  # the options before validation
+    cfg: Any = load_config(args.config, kind, overrides=over)  # the options before validation
     RunFolder(cfg.run.output_dir).check_output(resume=True)  # not a file: before the lock
     return cfg
 

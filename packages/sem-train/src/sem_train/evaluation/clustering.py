@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -114,7 +114,7 @@ def embed_folder(
     checkpoint: str | Path,
     folder: str | Path,
     *,
-    pool: str = "mean",
+    pool: Literal["mean", "cls"] = "mean",
     crop_fraction: float = DEFAULT_CROP_FRACTION,
     batch_size: int = 8,
     skipped: list[SkippedFile] | None = None,

@@ -211,7 +211,11 @@ def save_edge_overlays(
             why = "not measured" if m is None else f"✗ {m.reason}"
             _tile_title(ax, f"{name}\n{_fit_text(why, 120, 44)}", fontsize=7, color="tab:red")
             continue
-        for which, colour in (("leading", "tab:orange"), ("trailing", "cyan")):
+        sides: tuple[tuple[Literal["leading", "trailing"], str], ...] = (
+            ("leading", "tab:orange"),
+            ("trailing", "cyan"),
+        )
+        for which, colour in sides:
             try:  # image coordinates: roi, orientation and smile's rotation undone
                 points = m.edge_points_px(which)
             except ValueError:  # a smile result saved without its region's geometry

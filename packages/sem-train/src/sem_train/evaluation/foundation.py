@@ -115,7 +115,7 @@ def finetune_network(
     smallest = min(min(np.shape(im)) for im in [*train_images, *val_images])
     crops = tuple(c for c in (size, 2 * size, 4 * size) if c <= smallest) or (smallest,)
     run = _run(work / "finetune", cfg, cfg.finetune_epochs, seed, progress)
-    ft = load_config(
+    ft: Any = load_config(
         {
             "init_from": str(work / "initial"),
             "data": {"image_size_px": size, "channels": 1, "info_bar_fraction": 0.0},
@@ -187,7 +187,7 @@ def train_foundation(
         raise ValueError("the foundation model needs at least one focused training image")
     work = Path(work_dir)
     size = cfg.image_size_px
-    s1 = load_config(
+    s1: Any = load_config(
         {
             "model": {"preset": cfg.preset, "overrides": {"img_size": size, "in_chans": 1}},
             "data": {"image_size_px": size, "channels": 1, "info_bar_fraction": 0.0},
@@ -200,7 +200,7 @@ def train_foundation(
     train1 = _ArrayImages(train_images, train=True, **common)
     val1 = _ArrayImages(val_images, train=False, **common) if val_images else None
     fit_config(build_stage1_task(s1), train1, val1, s1)
-    mae = load_model(resolve_model_dir(work / "stage1"))
+    mae: Any = load_model(resolve_model_dir(work / "stage1"))  # the Stage-1 MAE just trained
     # Residual, starting as the identity, as the recipe's fine-tune (FinetuneConfig.residual):
     # a small MAE trained briefly that predicts the focused image directly returns blurry,
     # blocky patch averages.

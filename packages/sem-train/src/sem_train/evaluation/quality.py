@@ -113,7 +113,11 @@ def score_image(
         if ref is None and m not in _NO_REFERENCE:
             continue
         try:
-            v = float(q.niqe(out)) if m in _NO_REFERENCE else _FULL_REFERENCE[m](out, ref)
+            if m in _NO_REFERENCE:
+                v = float(q.niqe(out))
+            else:
+                assert ref is not None  # full-reference metrics were skipped above without it
+                v = _FULL_REFERENCE[m](out, ref)
         except Exception as err:  # one cell fails, the evaluation goes on
             values[m], errors[m] = None, _reason(err)
             continue

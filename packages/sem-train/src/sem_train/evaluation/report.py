@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -239,10 +239,10 @@ def _figures(out: Path, inp: ReportInputs, results: Sequence[MethodResult]) -> d
     return figs
 
 
-def _convention(inp: ReportInputs) -> str:
+def _convention(inp: ReportInputs) -> Literal["smile", "truth"]:
     """The config's metrology convention (a config without the field: the default's)."""
     default = BenchmarkConfig.model_fields["metrology_convention"].default
-    return str(getattr(inp.config, "metrology_convention", default))
+    return "truth" if getattr(inp.config, "metrology_convention", default) == "truth" else "smile"
 
 
 def convention_text(convention: str) -> str:

@@ -106,7 +106,12 @@ def _generated(cfg: BenchmarkConfig) -> Protocol:
         max(1, math.ceil(cfg.n_train / 3)), g.shape, cfg.seed + 1, prefix="train_"
     )
     val = sample_images(max(1, math.ceil(cfg.n_val / 3)), g.shape, cfg.seed + 2, prefix="val_")
-    split = {"n_train": cfg.n_train, "n_val": cfg.n_val, "train_images": train, "val_images": val}
+    split: dict[str, Any] = {
+        "n_train": cfg.n_train,
+        "n_val": cfg.n_val,
+        "train_images": train,
+        "val_images": val,
+    }
     manifest, train, val, cases = build_s2s(pool, **split, **_s2s_settings(cfg))
     return Protocol(
         manifest,
