@@ -4,12 +4,12 @@ the same values, bit for bit, as the full-frame expression it replaces."""
 from __future__ import annotations
 
 import importlib
-import tracemalloc
 
 import numpy as np
 import pytest
 from scipy import ndimage
 from sem_metrology import make_contact_image, make_line_image, measure_contacts, measure_lines
+from sem_physics.testing import traced_peak_bytes
 
 # The peak-memory tests at the end use the public API only (they run on the previous code too,
 # which they fail); the banded helpers are imported by the tests of each.
@@ -194,15 +194,6 @@ LINE_BOUND_B_PER_PX = 40
 CONTACT_BOUND_B_PER_PX = 45
 
 
-def _traced_peak(fn) -> int:
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.fixture(scope="module")
 def line_frame() -> np.ndarray:
     s = make_line_image(
@@ -222,7 +213,7 @@ def line_frame() -> np.ndarray:
 def test_line_measurement_peak_memory(line_frame: np.ndarray, convention: str) -> None:
     measure_lines(line_frame[:256, :256], 0.827, convention=convention)  # imports, caches
     result = []
-    peak = _traced_peak(
+    peak = traced_peak_bytes(
         lambda: result.append(measure_lines(line_frame, 0.827, convention=convention))
     )
     assert result[0].valid and result[0].n_lines > 40
@@ -238,7 +229,7 @@ def test_contact_measurement_peak_memory() -> None:
     del img, s
     measure_contacts(frame[:256, :256], 0.9)
     result = []
-    peak = _traced_peak(lambda: result.append(measure_contacts(frame, 0.9)))
+    peak = traced_peak_bytes(lambda: result.append(measure_contacts(frame, 0.9)))
     assert result[0].valid and result[0].n_holes > 1000
     print(f"contacts: traced peak {peak / frame.size:.1f} bytes per pixel")
     assert peak / frame.size < CONTACT_BOUND_B_PER_PX, f"{peak / frame.size:.1f} B/px"

@@ -4,7 +4,6 @@ seeded protocols are replayed bit for bit)."""
 
 from __future__ import annotations
 
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from sem_physics import (
     write_image,
 )
 from sem_physics.convolution import clear_kernel_cache, fft_shape
+from sem_physics.testing import traced_peak_bytes
 
 SHAPE = (2048, 2048)
 # tracemalloc peaks (numpy's allocations) per pixel of a float32 frame: the whole-array code
@@ -36,13 +36,7 @@ DEGRADE_FILES_MAX_BYTES_PER_PX = 28.0
 def _peak_bytes_per_px(run: Callable[[], object]) -> float:
     """tracemalloc peak of ``run()`` per pixel of :data:`SHAPE` (no cached kernel transform)."""
     clear_kernel_cache()
-    tracemalloc.start()
-    try:
-        run()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return peak / (SHAPE[0] * SHAPE[1])
+    return traced_peak_bytes(run) / (SHAPE[0] * SHAPE[1])
 
 
 def _frame() -> np.ndarray:

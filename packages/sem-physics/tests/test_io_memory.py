@@ -3,7 +3,6 @@ quantisation equal bit for bit to the whole-array formula."""
 
 from __future__ import annotations
 
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from sem_physics import io
 from sem_physics.io import quantize, read_image, write_image
+from sem_physics.testing import traced_peak_bytes
 
 SHAPE = (2048, 2048)
 # tracemalloc peaks (numpy's allocations) per pixel. Writing uint16: the whole-frame float64
@@ -24,13 +24,7 @@ READ_MAX_BYTES_PER_PX = {"uint16": 10.0, "float32": 11.0}
 
 def _peak_bytes_per_px(run: Callable[[], object]) -> float:
     """tracemalloc peak of ``run()`` per pixel of :data:`SHAPE`."""
-    tracemalloc.start()
-    try:
-        run()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return peak / (SHAPE[0] * SHAPE[1])
+    return traced_peak_bytes(run) / (SHAPE[0] * SHAPE[1])
 
 
 def _frame() -> np.ndarray:

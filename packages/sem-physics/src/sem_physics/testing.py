@@ -1,6 +1,6 @@
 """Test helpers: another run holding an output folder, the pid of a process that has ended,
 the output of Python code run in a fresh interpreter (what an import loads, a missing package),
-a symbolic link or a skip where the OS refuses one.
+a symbolic link or a skip where the OS refuses one, the peak memory a call allocates.
 
 Shared by the tests of sem-physics and sem-train (as ``numpy.testing`` serves numpy's);
 nothing here is imported by the library itself.
@@ -11,8 +11,9 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tracemalloc
 import unittest
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "main_in_fresh_interpreter",
     "python_output",
     "symlink_or_skip",
+    "traced_peak_bytes",
 ]
 
 _HOLD = """
@@ -131,3 +133,14 @@ def folder_held(folder: str | Path, what: str) -> Iterator[subprocess.Popen[str]
         child.wait()
         if child.stdout is not None:
             child.stdout.close()
+
+
+def traced_peak_bytes(run: Callable[[], object]) -> int:
+    """Peak bytes traced by :mod:`tracemalloc` during ``run()`` (numpy's and Python's
+    allocations; what the memory bounds of the tests are stated in)."""
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
