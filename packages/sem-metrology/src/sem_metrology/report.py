@@ -83,8 +83,8 @@ def add_scale_bar(
     from matplotlib.font_manager import FontProperties
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
-    size = pixel_size_nm if pixel_size_nm and math.isfinite(pixel_size_nm) else None
-    size = size if size is not None and size > 0 else None
+    usable = pixel_size_nm is not None and math.isfinite(pixel_size_nm) and pixel_size_nm > 0
+    size = pixel_size_nm if usable else None
     length = scale_bar_length(width_px * size if size else width_px)
     if size is None:
         label = f"{length:g} px"
