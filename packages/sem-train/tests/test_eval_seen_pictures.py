@@ -130,3 +130,33 @@ def test_threshold_separates_copies_from_other_real_micrographs(tmp_path):
                 (copies if j == i else others).append((compare.score(e, t), kind, path.name))
     low, high = min(copies)[0], max(others)[0]
     assert low >= MATCH_THRESHOLD > high, (min(copies), max(others))
+
+
+def test_signature_cache_keeps_the_recently_used_within_its_size(tmp_path, monkeypatch):
+    """The signature cache stays under its byte limit: a write drops the least recently used
+    signatures (a cache hit counts as a use), never the one just written."""
+    from sem_train.evaluation import likeness
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(likeness, "_MEMORY", {})
+    files = [_u16(tmp_path / f"img{i}.tif", _noisy("texture", i)) for i in range(5)]
+    folder = tmp_path / "cache" / "sem-train" / "likeness"
+    for i, f in enumerate(files[:4]):
+        before = set(folder.glob("*.npz"))
+        assert likeness.signature(f) is not None
+        (entry,) = set(folder.glob("*.npz")) - before
+        os.utime(entry, ns=(10**18 + i * 10**9, 10**18 + i * 10**9))  # written in this order
+    sizes = {p.name: p.stat().st_size for p in folder.glob("*.npz")}
+    assert len(sizes) == 4
+    oldest = min(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime_ns)
+    second = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime_ns)[1]
+    monkeypatch.setattr(likeness, "_MEMORY", {})  # a new process: read from the cache
+    first_sig = likeness.signature(files[0])
+    assert first_sig is not None and oldest.exists()  # a hit, read from the cache
+    assert oldest.stat().st_mtime_ns > 10**18 + 3 * 10**9  # ... and touched
+    # room for three signatures: the fifth write drops the two least recently used
+    monkeypatch.setattr(likeness, "CACHE_MAX_BYTES", 3 * max(sizes.values()) + 10)
+    assert likeness.signature(files[4]) is not None
+    left = sorted(p.name for p in folder.glob("*.npz"))
+    assert len(left) == 3 and oldest.exists() and not second.exists(), left
+    assert sum(p.stat().st_size for p in folder.glob("*.npz")) <= likeness.CACHE_MAX_BYTES

@@ -29,7 +29,9 @@ recognisable place: a cut-out of it is then not found.
 
 Signatures are kept per process and in ``$XDG_CACHE_HOME/sem-train/likeness`` (keyed by a
 file's path, size and modification time, as ``data_split.json``'s fingerprints), so a second
-benchmark reads only the candidates' files again. No torch.
+benchmark reads only the candidates' files again. The folder is kept under
+:data:`CACHE_MAX_BYTES`: each write drops the least recently used signatures beyond it (a
+rewritten file leaves its old signature behind). No torch.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ REDUCED_PENALTY = 0.05
 MATCH_THRESHOLD = 0.8
 #: Signature format: a cached signature of another version is computed again.
 _VERSION = 1
+#: Size (bytes) of the signature cache folder at most (about 2 500 images of 2048 px).
+CACHE_MAX_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,29 @@ def _cache_file(key: str) -> Path:
     return root / "sem-train" / "likeness" / f"{key}.npz"
 
 
+def _prune(folder: Path, limit: int) -> None:
+    """Remove the least recently used signatures (oldest modification time: a hit touches its
+    file) until the folder's ``.npz`` files take at most ``limit`` bytes."""
+    entries = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.name.endswith(".npz") and ".tmp." not in e.name:
+                try:
+                    st = e.stat()
+                except OSError:
+                    continue
+                entries.append((st.st_mtime_ns, st.st_size, e.path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        try:
+            os.remove(path)
+        except OSError:
+            continue  # removed by another process meanwhile, or not ours to remove
+        total -= size
+
+
 _MEMORY: dict[str, Signature] = {}
 
 
@@ -135,6 +162,10 @@ def signature(path: str | Path) -> Signature | None:
                 tuple(z["shape"]),
                 int(z["trim"]),
             )
+        try:
+            os.utime(cache)  # recently used: the last to be pruned
+        except OSError:
+            pass
     except (OSError, ValueError, KeyError):
         try:
             data, trim = _read(real)
@@ -148,6 +179,7 @@ def signature(path: str | Path) -> Signature | None:
             tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
             np.savez(tmp, base=base.astype(np.float16), factor=factor, shape=data.shape, trim=trim)
             os.replace(tmp, cache)
+            _prune(cache.parent, CACHE_MAX_BYTES)
         except OSError:
             pass  # a read-only cache folder: computed again next time
     _MEMORY[key] = sig
