@@ -54,16 +54,18 @@ def detect_info_bar(
     limit = int(max_fraction * h)
     if img.ndim != 2 or h < 2 * min_rows or limit < min_rows:
         return None
-    if not np.all(np.isfinite(img)):
+    span = _finite_range(img)
+    if span is None:
         return None
-    rows = np.rint(img[max(h - limit - bottom_slack - 1, 0) :]).astype(np.int64)
-    lo, hi = int(np.rint(img.min())), int(np.rint(img.max()))
+    lo, hi = int(np.rint(span[0])), int(np.rint(span[1]))
     if not _GREY_RANGE[0] <= hi - lo <= _GREY_RANGE[1]:  # flat, or not on a grey-level scale
         return None
     levels = np.arange(hi - lo + 1) + lo  # the image's grey levels, from its minimum
     extreme = _black(levels, lo) | _white(levels, hi)  # which of them are black or white
     modes = []
-    for row in rows[::-1] - lo:  # index 0 = bottom row
+    # bottom row first, one row at a time (no copy of the bottom band: reads stay lean)
+    for r in range(h - 1, max(h - limit - bottom_slack - 1, 0) - 1, -1):
+        row = np.rint(img[r]).astype(np.int64) - lo
         counts = np.bincount(row)
         mode = int(counts.argmax())
         flat = counts[max(mode - 2, 0) : mode + 3].sum() >= flat_fraction * row.size
@@ -116,6 +118,15 @@ def _as_float(image: np.ndarray) -> np.ndarray:
     return img if np.issubdtype(img.dtype, np.floating) else img.astype(np.float32)
 
 
+def _finite_range(img: np.ndarray) -> tuple[float, float] | None:
+    """The minimum and maximum of ``img``, None when it holds NaN or ±inf (which either would
+    be: NaN propagates through both), without a full-size mask."""
+    if img.size == 0:
+        return None
+    lo, hi = float(img.min()), float(img.max())
+    return (lo, hi) if np.isfinite(lo) and np.isfinite(hi) else None
+
+
 def frame_line_rows(image: np.ndarray, max_rows: int = 4) -> int:
     """Number of frame lines (at most ``max_rows``) at the bottom of ``image``.
 
@@ -126,9 +137,10 @@ def frame_line_rows(image: np.ndarray, max_rows: int = 4) -> int:
     least one row is always left.
     """
     img = _as_float(image)
-    if img.ndim != 2 or img.shape[0] < 2 or not np.all(np.isfinite(img)):
+    span = _finite_range(img) if img.ndim == 2 and img.shape[0] >= 2 else None
+    if span is None:
         return 0
-    lo, hi = float(img.min()), float(img.max())
+    lo, hi = span
     if not _GREY_RANGE[0] <= hi - lo <= _GREY_RANGE[1]:
         return 0
     return _frame_rows(img, lo, hi, max_rows)
