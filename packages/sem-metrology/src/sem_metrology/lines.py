@@ -41,7 +41,7 @@ from ._guards import (
     smile_pairing_warnings,
 )
 from ._inputs import Prepared, begin_measurement
-from ._line_metrics import line_metrics, lwr_from_psd
+from ._line_metrics import dominant_period_px, line_metrics, lwr_from_psd
 from ._repr import ShortListRepr
 from .edges import EdgeMethod
 from .errors import MetrologyInputError
@@ -568,7 +568,8 @@ def measure_lines(
     if lead.shape[0] == 1:
         warnings.append(_ONE_LINE_WARNING)
     n_gaps = int(gaps_l.sum() + gaps_t.sum())
-    reason = _interpolated_reason(n_gaps, gaps_l.size + gaps_t.size, opts)
+    wide = _smile_wide_pitch_px(profile) if smile else None
+    reason = _interpolated_reason(n_gaps, gaps_l.size + gaps_t.size, opts, wide)
     if reason:
         return invalid(reason)
     # a line pattern at all? (the anisotropy only for one or two lines: a blurred pattern?)
@@ -610,11 +611,45 @@ def _no_rows_reason(smile: bool) -> str:
     head = "no measurable lines: edges not found in enough rows"
     if not smile:
         return head
+    return f"{head}; likely cause: {_smile_window_cause()}"
+
+
+def _smile_window_cause(pitch_px: float | None = None) -> str:
+    """Why SMILE misses the edges of wide lines, and what to use instead."""
+    here = f"; about {pitch_px:.0f} px here" if pitch_px is not None else ""
     return (
-        f"{head}; likely cause: SMILE's fixed edge window (±{SMILE_EDGE_RANGE_PX} px around "
-        "the coarse edges of its low-pass filtered profile) misses the crossings of wide lines "
-        f"(pitch about 50 px and more), however sharp their edges; use {TRUTH_ADVICE}"
+        f"SMILE's fixed edge window (±{SMILE_EDGE_RANGE_PX} px around the coarse edges of its "
+        "low-pass filtered profile) misses the crossings of wide lines (pitch about "
+        f"{SMILE_WIDE_PITCH_PX:g} px and more{here}), however sharp their edges; use {TRUTH_ADVICE}"
     )
+
+
+#: Pitch (px) from which SMILE's edge window misses most crossings of noisy lines (generated
+#: lines with 3 grey levels of noise: a pitch of 40 px measured, 50 px and more refused).
+SMILE_WIDE_PITCH_PX = 45.0
+
+
+def _smile_wide_pitch_px(profile: np.ndarray | None) -> float | None:
+    """The lines' pitch (px) when it is wide for SMILE's edge window, else None. Read from the
+    mean profile across the lines (SMILE splits noisy wide lines into many short ones, so the
+    edges it found say nothing): the profile's period (:func:`dominant_period_px`), else, for
+    one to three lines, its crossings of the half level (every other crossing one pitch
+    apart; two crossings: one line, taken as half the pitch)."""
+    if profile is None or np.asarray(profile).size < 8:
+        return None
+    prof = np.asarray(profile, dtype=np.float64)
+    pitch = dominant_period_px(prof)
+    if pitch is None:
+        from scipy.ndimage import gaussian_filter1d
+
+        smooth = gaussian_filter1d(prof, 2.0)
+        side = smooth > 0.5 * (float(smooth.min()) + float(smooth.max()))
+        cross = np.flatnonzero(side[1:] != side[:-1]).astype(np.float64)
+        if cross.size >= 3:
+            pitch = float(np.median(cross[2:] - cross[:-2]))
+        elif cross.size == 2:
+            pitch = 2.0 * float(cross[1] - cross[0])
+    return pitch if pitch is not None and pitch >= SMILE_WIDE_PITCH_PX else None
 
 
 _ONE_LINE_WARNING = (
@@ -635,19 +670,27 @@ def _gap_warning(n_gaps: int, n_points: int) -> str:
     return text + ")"
 
 
-def _interpolated_reason(n_gaps: int, n_points: int, opts: LineOptions) -> str | None:
+def _interpolated_reason(
+    n_gaps: int, n_points: int, opts: LineOptions, smile_wide_pitch_px: float | None = None
+) -> str | None:
     """Why the edges are mostly interpolated, or None. Measured shares: focused and defocused
     images (blur radius <= 20 px) 0-4 %, 30 px 2-11 %, the demo's zero-shot output of a 28-px
     blur 22 % (9 of 16 lines); a contact array read as lines, textures, and a line image with
     its info bar blurred in (SMILE's threshold then lies below the spaces' level in every row)
-    32-44 %."""
+    32-44 %; noisy lines of pitch 50-200 px under ``smile`` 27-45 % (its edge window: then
+    ``smile_wide_pitch_px`` gives their pitch and the reason names that cause)."""
     share = n_gaps / max(n_points, 1)
     if share <= opts.max_interpolated_fraction:
         return None
-    return (
+    head = (
         f"no measurable edges: {n_gaps} of {n_points} edge points ({100 * share:.0f} %) have no "
         f"threshold crossing and would be interpolated (max_interpolated_fraction="
-        f"{opts.max_interpolated_fraction:g}): the threshold misses the edges in most rows, "
+        f"{opts.max_interpolated_fraction:g})"
+    )
+    if smile_wide_pitch_px is not None:
+        return f"{head}; likely cause: {_smile_window_cause(smile_wide_pitch_px)}"
+    return (
+        f"{head}: the threshold misses the edges in most rows, "
         "its levels set by something else in the image, e.g. rows without lines (an info bar "
         "blurred into the image): leave them out (roi or info_bar_rows; --roi or --info-bar "
         "ROWS)"

@@ -21,7 +21,13 @@ from .contacts import ContactMeasurement
 from .errors import MetrologyInputError
 from .lines import LineMeasurement
 
-__all__ = ["add_scale_bar", "save_contact_report", "save_line_report", "scale_bar_length"]
+__all__ = [
+    "add_scale_bar",
+    "save_contact_report",
+    "save_line_report",
+    "scale_bar_length",
+    "usable_pixel_size",
+]
 
 #: Colours told apart with the common colour-vision deficiencies (Okabe-Ito).
 _ORANGE, _SKY, _YELLOW, _PURPLE = "#E69F00", "#56B4E9", "#F0E442", "#CC79A7"
@@ -66,6 +72,13 @@ def scale_bar_length(width: float) -> float:
     return next(m * decade for m in (5, 2, 1) if m * decade <= target * (1 + 1e-9))
 
 
+def usable_pixel_size(pixel_size_nm: float | None) -> float | None:
+    """``pixel_size_nm`` (nm/px) when it can scale a figure (positive and finite), else None."""
+    if pixel_size_nm is None or not math.isfinite(pixel_size_nm) or pixel_size_nm <= 0:
+        return None
+    return float(pixel_size_nm)
+
+
 def add_scale_bar(
     ax: Any,
     width_px: float,
@@ -83,8 +96,7 @@ def add_scale_bar(
     from matplotlib.font_manager import FontProperties
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
-    usable = pixel_size_nm is not None and math.isfinite(pixel_size_nm) and pixel_size_nm > 0
-    size = pixel_size_nm if usable else None
+    size = usable_pixel_size(pixel_size_nm)
     length = scale_bar_length(width_px * size if size else width_px)
     if size is None:
         label = f"{length:g} px"

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 from sem_metrology import LineMeasurement
-from sem_metrology.report import add_scale_bar
+from sem_metrology.report import add_scale_bar, usable_pixel_size
 from sem_physics.atomic import atomic_write
 
 from .protocols import Case
@@ -97,18 +97,11 @@ def _tile_title(ax: Any, text: str, **style: Any) -> None:
     ax.text(0.5, 1.01, text, transform=ax.transAxes, ha="center", va="bottom", **style)
 
 
-def _known_pixel_size(pixel_size_nm: float | None) -> float | None:
-    """``pixel_size_nm`` when it is a usable size (positive, finite), else None."""
-    if pixel_size_nm is None or not math.isfinite(pixel_size_nm) or pixel_size_nm <= 0:
-        return None
-    return float(pixel_size_nm)
-
-
 def _crop_text(what: str, rs: slice, cs: slice, pixel_size_nm: float | None) -> str:
     """The crop's size, width first, in px and (pixel size known) nm: ``centre 256×256 px
     (212×212 nm at 0.827 nm/px)``."""
     w, h = cs.stop - cs.start, rs.stop - rs.start
-    size = _known_pixel_size(pixel_size_nm)
+    size = usable_pixel_size(pixel_size_nm)
     nm = "pixel size unknown" if size is None else f"{w * size:.0f}×{h * size:.0f} nm"
     return f"{what} {w}×{h} px ({nm}" + ("" if size is None else f" at {size:.4g} nm/px") + ")"
 
