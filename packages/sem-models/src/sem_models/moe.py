@@ -45,7 +45,15 @@ order within an expert) and each expert multiplies its own rows, by one of two p
   expert weights per forward, kept for the backward pass in training.
 * per-expert loop (``"loop"``): ``torch.split`` by the group sizes, read on the host with
   ``counts.tolist()`` (one device synchronisation per layer and forward on a GPU), one
-  ``Mlp`` call per non-empty expert; an idle expert joins the graph through an exact-zero term.
+  ``Mlp`` call per non-empty expert; an idle expert joins the graph through an exact-zero term
+  (only when autograd records: without a graph, e.g. in a sliding-window restore, it is
+  skipped).
+
+Both dropless paths sum each token's weighted expert outputs into zeros; with one assignment
+per token (top-1 routing, and the runner-up pass) that sum has one term and the rows are
+gathered by the inverse permutation and ``+ 0.0`` applied instead of a scatter-add (the same
+bits, ``-0.0`` included; ``sem-foundation``'s restore of a 1280x960 image: see
+``benchmarks/bench_foundation_restore.py``).
 
 ``"auto"`` (default) takes the grouped path where it removes the synchronisation: CUDA with
 bf16 matrices (bf16 autocast or a bf16 model) on compute capability 9.x/10.x (not ROCm);
@@ -142,6 +150,9 @@ class _Assignments(NamedTuple):
     weight: torch.Tensor  # (A,) gate weight
     token: torch.Tensor  # (A,) token index
     onehot: torch.Tensor  # (A, K) one-hot of ``expert``
+    #: every token exactly once (``token`` a permutation of ``0..T-1``, e.g. top-1 routing):
+    #: the weighted outputs are then placed rather than summed (see ``_place``)
+    one_each: bool = False
 
 
 class MoEMlp(nn.Module):
@@ -284,7 +295,7 @@ class MoEMlp(nn.Module):
         # second one when an expert is full.
         flat_e = top_i.t().reshape(-1)  # (k*T,) expert of each assignment
         tokens = torch.arange(num_tokens, device=h.device)
-        chosen = self._assignments(flat_e, weights.t().reshape(-1), tokens.repeat(k))
+        chosen = self._assignments(flat_e, weights.t().reshape(-1), tokens.repeat(k), k == 1)
         counts = chosen.onehot.sum(0)  # (K,) assignments per expert, before capacity
         out, kept = self._dispatch(h, chosen)
         if alt_w is not None and alt_e is not None:
@@ -292,7 +303,7 @@ class MoEMlp(nn.Module):
             # gradient compares it with the chosen experts (see the module doc).
             with torch.no_grad():
                 ones = torch.ones(num_tokens, device=h.device, dtype=weights.dtype)
-                y_alt, _ = self._dispatch(h, self._assignments(alt_e, ones, tokens))
+                y_alt, _ = self._dispatch(h, self._assignments(alt_e, ones, tokens, True))
             out = out + alt_w[:, None].to(out.dtype) * y_alt
         # (torch.compile cannot trace the inference-mode test: a compiled model records always)
         if torch.compiler.is_compiling() or not torch.is_inference_mode_enabled():
@@ -300,9 +311,15 @@ class MoEMlp(nn.Module):
         return out.reshape(*lead, self.out_features)
 
     def _assignments(
-        self, expert: torch.Tensor, weight: torch.Tensor, token: torch.Tensor
+        self,
+        expert: torch.Tensor,
+        weight: torch.Tensor,
+        token: torch.Tensor,
+        one_each: bool = False,
     ) -> _Assignments:
-        return _Assignments(expert, weight, token, F.one_hot(expert, self.num_experts))
+        """The assignments; ``one_each`` says that ``token`` holds every token exactly once."""
+        onehot = F.one_hot(expert, self.num_experts)
+        return _Assignments(expert, weight, token, onehot, one_each)
 
     def _dispatch(self, h: torch.Tensor, a: _Assignments) -> tuple[torch.Tensor, torch.Tensor]:
         """Weighted expert outputs summed per token ``(T, D_out)``, and the assignments kept."""
@@ -393,8 +410,7 @@ class MoEMlp(nn.Module):
         y = first.drop1(first.act(y))
         y = first.drop2(self._grouped_linear(y, "fc2", offs, row_expert))  # (R, D_out)
         y = y.index_select(0, row) * a.weight[order, None].to(y.dtype)  # (A, D_out)
-        out = h.new_zeros(h.shape[0], self.out_features).index_add(0, token_of, y.to(h.dtype))
-        return out, counts.sum()
+        return self._place(h, token_of, y.to(h.dtype), a.one_each), counts.sum()
 
     def _grouped_linear(
         self, x: torch.Tensor, name: str, offs: torch.Tensor, row_expert: torch.Tensor
@@ -421,15 +437,32 @@ class MoEMlp(nn.Module):
         sizes = counts.tolist()
         x_sorted = h.index_select(0, token_of)
         outs = []
+        graph = torch.is_grad_enabled()
         for e, chunk in enumerate(torch.split(x_sorted, sizes)):
             if chunk.shape[0] > 0:
                 outs.append(self.experts[e](chunk))
-            else:  # an idle expert still joins the graph (value 0): DDP sees every parameter
+            elif graph:  # an idle expert still joins the graph (value 0): DDP sees every parameter
                 outs.append(self._touch(e, chunk.shape[0]))
-        y = torch.cat(outs)
+        # without a graph an idle expert adds nothing (its 0 rows): no parameter sums computed
+        y = torch.cat(outs) if outs else self._touch(0, 0)
         y = y * a.weight[order, None].to(y.dtype)
-        out = h.new_zeros(h.shape[0], self.out_features).index_add(0, token_of, y.to(h.dtype))
-        return out, counts.sum()
+        return self._place(h, token_of, y.to(h.dtype), a.one_each), counts.sum()
+
+    def _place(
+        self, h: torch.Tensor, token_of: torch.Tensor, y: torch.Tensor, one_each: bool
+    ) -> torch.Tensor:
+        """``(T, D_out)``: the rows ``y`` summed per token ``token_of`` into zeros.
+
+        With ``one_each`` (``token_of`` a permutation) every sum has one term, ``0 + y``: the
+        rows are gathered by the inverse permutation and ``+ 0.0`` applied, which is the same
+        value bit for bit (``-0.0`` becomes ``+0.0`` in both) without ``index_add``'s scatter
+        (on a busy CPU with two threads 6x the time of a gather).
+        """
+        if not one_each:
+            return h.new_zeros(h.shape[0], self.out_features).index_add(0, token_of, y)
+        inverse = torch.empty_like(token_of)
+        inverse[token_of] = torch.arange(token_of.shape[0], device=token_of.device)
+        return y.index_select(0, inverse).add_(0.0)
 
     def _dispatch_capacity(
         self, h: torch.Tensor, a: _Assignments, cap: int

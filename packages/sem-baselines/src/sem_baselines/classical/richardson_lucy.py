@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 from pydantic import Field
-from skimage.restoration import richardson_lucy
 
 from ..restorer import register
 from .deconv import DeconvConfig, DeconvRestorer, PSFChoice, irfft2_inplace, transfer
@@ -171,6 +170,11 @@ class RichardsonLucyRestorer(DeconvRestorer):
 
     @staticmethod
     def paper_deconvolve(ext01: np.ndarray, kernel: np.ndarray, strength: float) -> np.ndarray:
+        # imported here: skimage.restoration loads scipy.signal, scipy.stats and more, which
+        # the default (adaptive) preset never needs: 0.9 of 4 s CPU of a ``sem restore``
+        # (benchmarks/bench_classical_startup.py)
+        from skimage.restoration import richardson_lucy
+
         return richardson_lucy(ext01, kernel, num_iter=int(strength), clip=False)
 
     def adaptive(

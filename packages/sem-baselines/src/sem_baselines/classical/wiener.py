@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 from pydantic import Field
-from skimage.restoration import wiener
 
 from ..restorer import register
 from .deconv import DeconvConfig, DeconvRestorer, PSFChoice, irfft2_inplace, transfer
@@ -103,6 +102,11 @@ class WienerRestorer(DeconvRestorer):
 
     @staticmethod
     def paper_deconvolve(ext01: np.ndarray, kernel: np.ndarray, strength: float) -> np.ndarray:
+        # imported here: skimage.restoration loads scipy.signal, scipy.stats and more, which
+        # the default (adaptive) preset never needs: 0.9 of 4 s CPU of a ``sem restore``
+        # (benchmarks/bench_classical_startup.py)
+        from skimage.restoration import wiener
+
         return wiener(ext01, kernel, strength, clip=False)
 
     def adaptive(
