@@ -31,6 +31,8 @@ from sem_physics.cli_support import (
     add_version,
     is_validation_error,
     number,
+    path_text,
+    plain_text,
     stderr_is_terminal,
     validation_message,
 )
@@ -206,6 +208,7 @@ def _human_text(result: Any) -> str:
 
 
 def _write_output(text: str, args: argparse.Namespace) -> None:
+    text = plain_text(text)  # a file name that is not valid UTF-8: its bytes as \xNN
     if args.output is None:
         sys.stdout.write(text)
         return
@@ -226,10 +229,36 @@ def _report_path(args: argparse.Namespace, image: Path, root: Path | None) -> Pa
     return rep / name
 
 
-def _images_below(folder: Path) -> list[Path]:
+def _images_below(folder: Path, outputs: Sequence[Path | None] = ()) -> list[Path]:
+    """The images below ``folder`` (recursive, sorted) but those below or at ``outputs``
+    (folders or files; one that is ``folder`` or holds it leaves nothing out)."""
+    root = folder.resolve()
+    left_out = [
+        out
+        for out in (p.resolve() for p in outputs if p is not None)
+        if out != root and out not in root.parents
+    ]
+
+    def ours(p: Path) -> bool:
+        resolved = p.resolve()
+        return any(resolved == out or out in resolved.parents for out in left_out)
+
     return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not ours(p)
     )
+
+
+def _folder_inputs(args: argparse.Namespace, folder: Path) -> list[Path]:
+    """The images of ``folder`` to measure: not this command's outputs, which a run into the
+    folder left there (``--output``, the ``--report`` folder, and in a ``--report`` that is the
+    folder itself or holds it, the report this run writes for another image)."""
+    images = _images_below(folder, [args.report, args.output])
+    if args.report is None:
+        return images
+    reports = {r.resolve() for p in images if (r := _report_path(args, p, folder)) is not None}
+    return [p for p in images if p.resolve() not in reports]
 
 
 def _check_outputs(args: argparse.Namespace, inputs: list[Path], folder: Path | None) -> None:
@@ -300,24 +329,24 @@ def _progress(paths: list[Path]) -> Any:
 
 def _cmd_folder(args: argparse.Namespace) -> int:
     folder = args.image
-    images = _images_below(folder)
+    images = _folder_inputs(args, folder)
     if not images:
         raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) below {folder}")
     _check_outputs(args, images, folder)
     rows: list[dict[str, Any]] = []
     n_ok = 0
     for path in _progress(images):
-        row: dict[str, Any] = {"path": path.relative_to(folder).as_posix()}
+        row: dict[str, Any] = {"path": path_text(path.relative_to(folder).as_posix())}
         try:
             result = _measure(args, path, _report_path(args, path, folder))
         except Exception as err:  # one bad file must not stop the batch
             if args.debug:
                 traceback.print_exc()
-            row.update(valid=False, error=_one_line(err))
+            row.update(valid=False, error=plain_text(_one_line(err)))
         else:
             row.update(result.summary())
-            row["error"] = None if result.valid else f"not measurable: {result.reason}"
-            row["warnings"] = "; ".join(result.warnings)
+            row["error"] = None if result.valid else plain_text(f"not measurable: {result.reason}")
+            row["warnings"] = plain_text("; ".join(result.warnings))
             n_ok += bool(result.valid)
         rows.append(row)
     if args.json:

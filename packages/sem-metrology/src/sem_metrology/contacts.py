@@ -41,6 +41,7 @@ from typing import Any, Literal, TypedDict
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
+from sem_physics.cli_support import model_json
 from sem_physics.records import csv_text
 
 from ._inputs import begin_measurement
@@ -161,7 +162,7 @@ class ContactMeasurement(ShortListRepr, BaseModel):
     def to_json(self, *, include_contours: bool = False, indent: int | None = 2) -> str:
         """JSON text; the per-hole contours only with ``include_contours`` (they are large)."""
         exclude = None if include_contours else {"holes": {"__all__": {"contour_px"}}}
-        return self.model_dump_json(exclude=exclude, indent=indent)
+        return model_json(self, exclude=exclude, indent=indent)  # a name not valid UTF-8: \xNN
 
     def summary(self) -> dict[str, Any]:
         """The scalar fields (what one CSV row holds)."""

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sem_physics.cli_support import model_json
 from sem_physics.records import csv_text
 
 from ._guards import (
@@ -261,7 +262,7 @@ class LineMeasurement(ShortListRepr, BaseModel):
     def to_json(self, *, include_edges: bool = False, indent: int | None = 2) -> str:
         """JSON text; per-row edge positions only with ``include_edges`` (they are large)."""
         exclude = None if include_edges else {"leading_edges_px", "trailing_edges_px"}
-        return self.model_dump_json(exclude=exclude, indent=indent)
+        return model_json(self, exclude=exclude, indent=indent)  # a name not valid UTF-8: \xNN
 
     def summary(self) -> dict[str, Any]:
         """The scalar fields (what one CSV row holds); levels and fit flags as text."""

@@ -16,8 +16,11 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+from .cli_support import plain_text
 
 __all__ = [
     "OutputWriteError",
@@ -27,6 +30,10 @@ __all__ = [
     "process_umask",
     "remove_stale_temporaries",
 ]
+
+#: Free bytes below which a write error without errno (numpy's and tifffile's "65536 requested
+#: and 24336 written") is taken for a full disk.
+NEARLY_FULL_BYTES = 1 << 20
 
 #: The name :func:`atomic_write` gives the temporary of ``<stem><suffix>``:
 #: ``.<stem>.<pid>.tmp<suffix>`` (the suffix is empty or one dot and no further dot).
@@ -82,12 +89,34 @@ def _claim(tmp: Path) -> None:
     os.close(os.open(tmp, flags, 0o600))
 
 
+def _space_exhausted(tmp: Path) -> bool:
+    """Whether a write into ``tmp`` (still there) failed for want of space: the file system
+    holds (nearly) no free bytes (:data:`NEARLY_FULL_BYTES`), or ``tmp`` reached the file size
+    limit (``RLIMIT_FSIZE``, ``ulimit -f``)."""
+    try:
+        if shutil.disk_usage(tmp.parent).free < NEARLY_FULL_BYTES:
+            return True
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return False
+    try:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        return limit != resource.RLIM_INFINITY and tmp.stat().st_size >= limit
+    except (OSError, ValueError):
+        return False
+
+
 def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
     """Call ``writer(tmp)`` to write a temporary file, fsync it, then rename it to ``path``.
 
     ``writer`` receives the temporary path (same folder, same suffix, so format detection by
     extension keeps working). Returns ``path``. Raises :class:`OutputWriteError` naming
-    ``path`` on any OS error (a full disk says so); the temporary file never survives.
+    ``path`` on any OS error; a full disk says so (``ENOSPC``, ``EDQUOT``, and an error without
+    errno or ``EFBIG`` when the file system has no space left or the file size limit was hit);
+    the temporary file never survives.
     """
     path = Path(path)
     try:
@@ -104,15 +133,20 @@ def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
         _fsync_file(tmp)
         os.replace(tmp, path)
     except OSError as err:
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT) or (
+            err.errno in (None, 0, errno.EFBIG)
+            and not isinstance(err, OutputWriteError)
+            and _space_exhausted(tmp)
+        )
         tmp.unlink(missing_ok=True)
         if isinstance(err, OutputWriteError):  # a nested atomic write: name this path
             if str(tmp) not in str(err.strerror):
                 raise
             text = str(err.strerror).replace(str(tmp), str(path))
             raise OutputWriteError(err.errno or 0, text) from err
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if full:
             raise OutputWriteError(
-                err.errno, f"no space left on the device while writing {path}"
+                err.errno or errno.ENOSPC, f"no space left on the device while writing {path}"
             ) from err
         raise OutputWriteError(
             err.errno or 0, f"cannot write {path}: {err.strerror or err}"
@@ -129,7 +163,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`); a file name in it that
+    is not valid UTF-8 (surrogate-escaped) is written with ``\\xNN`` for its bytes."""
+    text = plain_text(text)
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding=encoding))
 
 

@@ -26,6 +26,7 @@ from .cli_support import (
     add_version,
     is_validation_error,
     number,
+    path_text,
     stderr_is_terminal,
     validation_message,
 )
@@ -304,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         rows = [
             {
-                "source": str(files[e.index]) if e.index is not None else e.source,
+                "source": path_text(files[e.index]) if e.index is not None else e.source,
                 "output": e.output,
                 "seed": e.seed,
                 **e.params.model_dump(),
@@ -359,20 +360,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except BrokenPipeError:
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (pipes.Terminated)
         from .locking import INCOMPLETE_MARKER
-        from .pipes import EXIT_INTERRUPTED
+        from .pipes import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 
         marked = args.out / INCOMPLETE_MARKER if args.out is not None else None
         if args.debug or marked is None or not marked.is_file():
             raise  # a fresh folder: its outputs are gone; "sem-degrade: interrupted"
 
+        terminated = isinstance(stop, Terminated)
         _say(
-            "interrupted",
+            "terminated" if terminated else "interrupted",
             f"{args.out} is marked INCOMPLETE (it mixes outputs of an earlier run and this "
             "one); rerun the command to complete it",
         )
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as err:  # ValidationError, ImageReadError, ProtocolError, OSError, ...
         if args.debug:  # the traceback, then the same line and status as without --debug
             import traceback

@@ -1,11 +1,14 @@
 """What every console script of the toolkit shares: one-line usage errors, argument types checked
 against their range, and one-line validation messages (a user sees one line naming the option
-or field, never a usage block or a pydantic dump)."""
+or field, never a usage block or a pydantic dump); file names that are not valid UTF-8 as text
+every JSON, CSV or record accepts (:func:`path_text`, :func:`model_json`)."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import sys
 import types
 import typing
@@ -19,12 +22,74 @@ __all__ = [
     "add_max_pixels",
     "add_version",
     "is_validation_error",
+    "model_json",
     "number",
+    "path_text",
+    "plain_text",
     "stderr_is_terminal",
+    "text_path",
     "validation_message",
 ]
 
 EXIT_USAGE = 2  # argparse's status for a usage error
+
+
+def path_text(path: str | os.PathLike[str]) -> str:
+    r"""``path`` as text every encoder accepts: a name that is not valid UTF-8 (its bytes
+    surrogate-escaped by Python, ``bad\udcffname.tif``) has each such byte as ``\xNN``
+    (``bad\xffname.tif``, :func:`text_path` reverses it); any other path is unchanged."""
+    return plain_text(os.fspath(path))
+
+
+def plain_text(text: str) -> str:
+    r"""``text`` with a surrogate-escaped byte (a file name's, not valid UTF-8) as ``\xNN``, so
+    that UTF-8 can encode it; valid text is returned unchanged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return os.fsencode(text).decode("utf-8", "backslashreplace")
+        except UnicodeError:  # a surrogate no file system byte gives
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+_ESCAPED_BYTE = re.compile(rb"\\x([89a-fA-F][0-9a-fA-F])")
+
+
+def text_path(text: str) -> str:
+    r"""The file name :func:`path_text` wrote as ``text`` (``bad\xffname.tif`` ->
+    ``bad\udcffname.tif``); text without such an escape is unchanged."""
+    if "\\x" not in text:
+        return text
+    raw = _ESCAPED_BYTE.sub(lambda m: bytes([int(m[1], 16)]), text.encode("utf-8"))
+    return os.fsdecode(raw)
+
+
+def _plain_values(value: Any) -> Any:
+    """``value`` (JSON-like: dicts, lists, strings) with :func:`plain_text` on every string."""
+    if isinstance(value, str):
+        return plain_text(value)
+    if isinstance(value, dict):
+        return {_plain_values(k): _plain_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_values(v) for v in value]
+    return value
+
+
+def model_json(model: Any, *, indent: int | None = None, **dump: Any) -> str:
+    """``model.model_dump_json(indent=indent, **dump)`` of a pydantic model; a string that UTF-8
+    cannot encode (a file name that is not valid UTF-8) is written through :func:`plain_text`
+    instead of failing ("surrogates not allowed"). Other output is byte for byte pydantic's."""
+    try:
+        return str(model.model_dump_json(indent=indent, **dump))
+    except ValueError as err:  # pydantic_core.PydanticSerializationError
+        if "surrogates not allowed" not in str(err):
+            raise
+    from pydantic_core import to_json
+
+    data = _plain_values(model.model_dump(mode="json", **dump))
+    return to_json(data, indent=indent).decode("utf-8")
 
 
 def add_version(parser: argparse.ArgumentParser, package: str) -> None:

@@ -335,11 +335,38 @@ def open_pil_checked(path: Path, limit: int) -> Any:
     return im
 
 
+#: PNG colour types with more than one sample per pixel (grey + alpha, RGB, RGBA): at 16 bits
+#: Pillow decodes them to 8 bits.
+_PNG_MULTI_SAMPLE = {4: "grey + alpha", 2: "RGB", 6: "RGBA"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _refuse_16bit_colour_png(path: Path) -> None:
+    """:class:`ImageReadError` for a PNG whose header (IHDR: bit depth at byte 24, colour type
+    at 25) declares 16-bit colour or grey + alpha: Pillow, the only PNG decoder among the
+    dependencies, would read it as 8 bits and lose the depth silently."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+    except OSError:
+        return  # the decoder reports it
+    if len(head) < 26 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        return
+    depth, colour = head[24], head[25]
+    if depth == 16 and colour in _PNG_MULTI_SAMPLE:
+        raise ImageReadError(
+            f"{path}: 16-bit {_PNG_MULTI_SAMPLE[colour]} PNG: it cannot be read at its full "
+            "depth (Pillow decodes it to 8 bits); save it as a 16-bit grayscale PNG or a "
+            f"16-bit TIFF (e.g. magick {path.name} -depth 16 {path.stem}.tif)"
+        )
+
+
 def _read_pil(path: Path, limit: int) -> tuple[np.ndarray, str, float | None, str, int]:
     """(pixels, sample type, pixel size, its source, EXIF Orientation), the pixels as stored
-    (``read_image`` turns them)."""
+    (``read_image`` turns them). A 16-bit colour PNG is refused (it would read as 8 bits)."""
     from PIL import Image
 
+    _refuse_16bit_colour_png(path)
     with open_pil_checked(path, limit) as im:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -48,7 +48,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .atomic import OutputWriteError, atomic_write_text, remove_stale_temporaries
-from .cli_support import validation_message
+from .cli_support import model_json, path_text, plain_text, text_path, validation_message
 from .forward import degrade
 from .io import (
     DEFAULT_CROP_FRACTION,
@@ -185,7 +185,7 @@ class SourceRecord(BaseModel):
         """The record of a read (and possibly cropped) :class:`~sem_physics.io.SEMImage`."""
         file = Path(image.path)
         return cls(
-            path=path if path is not None else str(file),
+            path=path if path is not None else path_text(file),
             sha256=file_sha256(file) if hash_file and file.is_file() else None,
             shape=(int(image.data.shape[0]), int(image.data.shape[1])),
             pixel_size_nm=image.pixel_size_nm,
@@ -279,7 +279,7 @@ class Manifest(BaseModel):
 
     def save(self, path: str | Path) -> Path:
         """Write as indented JSON, atomically."""
-        return atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
+        return atomic_write_text(path, model_json(self, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
@@ -574,6 +574,31 @@ def _remove_empty_parents(path: Path, folder: Path) -> None:
         parent = parent.parent
 
 
+def _name_text(stem: str) -> str:
+    """An output name's part from a source stem: a byte that is not valid UTF-8 as U+FFFD, so
+    the name a manifest records is the file's own (and no backslash enters a name)."""
+    try:
+        stem.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return os.fsencode(stem).decode("utf-8", "replace")
+        except UnicodeError:
+            return stem.encode("utf-8", "replace").decode("utf-8")
+    return stem
+
+
+def _recorded_source(folder: Path, source: str) -> Path:
+    """The file a manifest's ``source`` names (relative to ``folder``; absolute stays so): a
+    name recorded with ``\\xNN`` for bytes that are not valid UTF-8 (:func:`path_text`) is
+    the file of those bytes, unless a file is named so literally."""
+    path = folder / source
+    if "\\x" in source and not os.path.lexists(path):
+        raw = folder / text_path(source)
+        if os.path.lexists(raw):
+            return raw
+    return path
+
+
 def _relative_to(path: Path, folder: Path) -> str:
     """``path`` relative to ``folder`` (POSIX separators), absolute when that is impossible."""
     try:
@@ -726,7 +751,7 @@ def degrade_files(
     dtype, ext = _OUTPUT[output_format]
     out = Path(out_dir)
     paths = _as_paths(files)
-    names = [f"{i:04d}_{path.stem}{ext}" for i, path in enumerate(paths)]
+    names = [f"{i:04d}_{_name_text(path.stem)}{ext}" for i, path in enumerate(paths)]
     check_output_folder(paths, out, names, input_folders)
     k_max = largest_kernel_px(ranges)
     entries: list[ManifestEntry] = []
@@ -772,7 +797,7 @@ def degrade_files(
                 reason = _one_line(err)
                 if not reason.startswith(str(path)):
                     reason = f"{path}: {reason}"
-                failed.append(FailedSource(source=str(path), reason=reason))
+                failed.append(FailedSource(source=path_text(path), reason=plain_text(reason)))
                 continue
             if not written:  # an earlier run's manifest lists outputs this run replaces
                 _mark_before_first_write(out, written)
@@ -793,7 +818,7 @@ def degrade_files(
             clipped[1] += result.size
             entries.append(
                 ManifestEntry(
-                    source=_relative_to(path, out),
+                    source=path_text(_relative_to(path, out)),
                     source_sha256=source_sha256,
                     crop_rows=rows,
                     params=p,
@@ -945,7 +970,7 @@ def replay_manifest(
     manifest_path = Path(manifest_path)
     manifest = Manifest.load(manifest_path)
     dtype, ext = _OUTPUT[manifest.output_format]
-    sources = [manifest_path.parent / e.source for e in manifest.entries]  # absolute stays so
+    sources = [_recorded_source(manifest_path.parent, e.source) for e in manifest.entries]
     targets: list[Path | None] = [None] * len(sources)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:  # check every destination before anything is written
@@ -998,7 +1023,9 @@ def replay_manifest(
                     "generator": _generator(),
                     "versions": library_versions(),
                     "entries": [
-                        e.model_copy(update={"source": _relative_to(src, out), "output_sha256": h})
+                        e.model_copy(
+                            update={"source": path_text(_relative_to(src, out)), "output_sha256": h}
+                        )
                         for e, src, h in zip(manifest.entries, sources, hashes, strict=True)
                     ],
                 }

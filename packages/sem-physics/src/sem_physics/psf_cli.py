@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .cli_support import OneLineParser, add_max_pixels, add_version
+from .cli_support import OneLineParser, add_max_pixels, add_version, path_text
 from .pipes import console_main
 
 PROG = "sem-psf"
@@ -101,7 +101,7 @@ def _estimate_file(
         raise ValueError(f"{path}: {err}") from None
     jitter = row_jitter(data).model_dump(mode="json")
     return {
-        "file": str(path),
+        "file": path_text(path),  # a name not valid UTF-8 with \xNN, as every record has it
         "rows_cropped": rows,
         **est.model_dump(mode="json"),
         "row_jitter": jitter,
@@ -143,7 +143,7 @@ def _pair_file(
         est = estimate_psf_from_pair(focused, data)
     except ValueError as err:
         raise ValueError(f"{path}: {err} (reference {reference})") from None
-    return {"file": str(path), "reference": str(reference), "rows_cropped": rows,
+    return {"file": path_text(path), "reference": path_text(reference), "rows_cropped": rows,
             **est.model_dump(mode="json")}  # fmt: skip
 
 
