@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import pickle
 import random
 import re
@@ -202,9 +203,46 @@ def restore_rng(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state(state["cuda"][index])
 
 
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in ``obj`` (nested dicts, lists, tuples): what saving it needs."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def save_state(state: dict[str, Any], path: Path) -> None:
-    """Atomically ``torch.save`` a dict of plain objects (loadable with ``weights_only=True``)."""
-    _write(path, lambda tmp: torch.save(state, tmp))
+    """Atomically ``torch.save`` a dict of plain objects (loadable with ``weights_only=True``).
+
+    torch reports a failed write as a RuntimeError (``[enforce fail at inline_container.cc]
+    ... unexpected pos``): a :class:`CheckpointWriteError` naming ``path``, "no space left"
+    when the folder has less free space than the state's tensors take.
+    """
+    path = Path(path)
+    try:
+        _write(path, lambda tmp: torch.save(state, tmp))
+    except RuntimeError as err:
+        free, need = _free_bytes(path.parent), _tensor_bytes(state)
+        intact = f"the previous checkpoint in {path.parent} is intact"
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if free is not None and free < need + (1 << 20):
+            raise CheckpointWriteError(
+                errno.ENOSPC,
+                f"no space left on the device while writing {path} ({free} bytes free, "
+                f"{need} needed); {intact}",
+            ) from err
+        raise CheckpointWriteError(errno.EIO, f"cannot write {path} ({first}); {intact}") from err
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
@@ -363,7 +401,13 @@ class Checkpointer(RunFolder):
             "rng": capture_rng(),
             "progress": dict(progress),
         }
-        save_state(state, state_path)
+        try:
+            save_state(state, state_path)
+        except BaseException:  # no half checkpoint: the weights go unless a pointer names them
+            pointed = read_pointer(self.dir / "latest.json") or {}
+            if pointed.get("weights") != weights.name:
+                weights.unlink(missing_ok=True)
+            raise
         entry = [weights.name, state_path.name]
         kept = [k for k in self._kept if k != entry] + [entry]
         dropped, kept = kept[: -self.keep_last], kept[-self.keep_last :]

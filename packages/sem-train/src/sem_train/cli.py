@@ -32,6 +32,8 @@ from sem_physics.cli_support import (
 )
 from sem_physics.pipes import console_main
 
+from .interrupt import terminate_on_sigterm  # no torch
+
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 #: command -> (module with ``register(subparsers)``, help shown by ``sem --help``)
@@ -55,7 +57,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="SEM foundation toolkit: training, evaluation and demos.",
         epilog="Exit status: 0 done; 1 the run failed, or --strict and some inputs were "
         "unusable; 2 bad input (one line 'sem: error: ...'; --debug adds the traceback); "
-        "130 interrupted.",
+        "130 interrupted; 143 stopped by SIGTERM (sem train: after saving a checkpoint).",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     add_version(parser, "sem-train")
@@ -159,13 +161,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # torch's own INFO lines (FakeTensor cache stats at exit, compile notes) are not the run's
+    logging.getLogger("torch").setLevel(logging.WARNING)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_usage(sys.stderr)
         return 2
     args.argv = argv  # the command as given (e.g. for the command that resumes a run)
     try:
-        return int(handler(args) or 0)
+        with terminate_on_sigterm():  # SIGTERM unwinds: locks released, one line, 143
+            return int(handler(args) or 0)
     except BrokenPipeError:
         raise
     except Exception as err:  # every error becomes one line; --debug adds the traceback

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sized
@@ -39,6 +40,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from sem_models.precision import native_bf16
 from sem_models.training import FitResult
@@ -393,7 +395,7 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
             if at_limit:
                 return True  # the run's own end comes first: a Ctrl-C here changes nothing
             if stop_here:
-                raise TrainingInterrupted(state.global_step, state.epoch)
+                raise TrainingInterrupted(state.global_step, state.epoch, loop.interrupt.signum)
     finally:
         if bar is not None:
             bar.close()
@@ -576,7 +578,7 @@ def _fit(
                 if state.epoch < run.epochs and loop.ctx.any_true(
                     loop.interrupt.requested, loop.device
                 ):
-                    raise TrainingInterrupted(state.global_step, state.epoch)
+                    raise TrainingInterrupted(state.global_step, state.epoch, loop.interrupt.signum)
         if stopped and state.best_step is None and loop.ctx.is_main:
             # stopped by max_steps before any validation: the current weights are the model a
             # user can restore with (loss unknown); a resumed run's first validation replaces it
@@ -688,6 +690,14 @@ def _record_invocation(
         write_run_info(loop.ckpt.run_dir, config, {**extra, "resumed_from_step": None})
 
 
+def _seed_host_rngs(seed: int) -> None:
+    """Seed Python's and numpy's global RNGs from the run's seed. Nothing in a run draws from
+    them (data workers seed their own), but the checkpoint saves them: seeded, two runs of one
+    seed, and a resumed run, save identical state files."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (the legacy global state is what is saved)
+
+
 def _setup(
     task: Task, train_set: Dataset, run: RunConfig, optim: OptimConfig, ckpt: Checkpointer
 ) -> Loop:
@@ -695,6 +705,7 @@ def _setup(
     device = select_device(run.device, env_local_rank())  # before the group: its own GPU
     ctx = DistContext.from_env(device)
     torch.manual_seed(run.seed)
+    _seed_host_rngs(run.seed)
     task.to(device)
     named = task.trainable_parameters()
     if not named:

@@ -15,6 +15,12 @@ workers in sessions of their own: they get the Ctrl-C it forwards once, and it k
 after its ``--shutdown-timeout`` (30 s by default), so where a step plus its checkpoint (or an
 epoch's validation) takes longer, raise it or the newest periodic checkpoint is what stays.
 
+SIGTERM (a batch scheduler's or a container's stop) is taken as the first Ctrl-C: the step
+is finished, a checkpoint saved, and the command exits with :data:`EXIT_TERMINATED` (143);
+the handler is installed for the loop and the previous one restored after it. Outside the
+loop (and in ``sem restore``, ``demo``, ``benchmark``) :func:`terminate_on_sigterm` makes
+SIGTERM unwind the command (locks released, temporaries removed) with one line and 143.
+
 DataLoader workers ignore SIGINT (:func:`ignore_sigint`): a Ctrl-C reaches every process of
 the terminal's group, and a worker that died of it would fail the step the loop finishes.
 """
@@ -25,10 +31,22 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["SAME_REQUEST_S", "GracefulInterrupt", "TrainingInterrupted", "ignore_sigint"]
+__all__ = [
+    "EXIT_TERMINATED",
+    "SAME_REQUEST_S",
+    "GracefulInterrupt",
+    "TrainingInterrupted",
+    "ignore_sigint",
+    "terminate_on_sigterm",
+]
+
+#: Exit status of a command stopped by SIGTERM (128 + 15, as a shell reports it).
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 #: A second SIGINT this soon (seconds) after the first is the same Ctrl-C delivered twice.
 SAME_REQUEST_S = 0.5
@@ -37,39 +55,79 @@ SAME_REQUEST_S = 0.5
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped a run after saving a checkpoint at ``global_step``."""
 
-    def __init__(self, global_step: int, epoch: int) -> None:
+    def __init__(self, global_step: int, epoch: int, signum: int = signal.SIGINT) -> None:
         super().__init__(f"interrupted; checkpoint saved at step {global_step}")
         self.global_step = global_step
         self.epoch = epoch
+        self.signum = signum  # SIGINT (Ctrl-C) or SIGTERM
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def terminate_on_sigterm(prog: str = "sem") -> Iterator[None]:
+    """SIGTERM raises ``SystemExit(143)`` after one line ``<prog>: terminated``, so that
+    ``finally`` blocks run (output locks released, temporaries removed).
+
+    A fallback: installed only in the main thread over the default action (the console
+    script's own handler, :func:`sem_physics.pipes.console_main`, is left alone and does the
+    same); the previous handler is restored on exit.
+    """
+    if not _main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it outright
+        print(f"{prog}: terminated", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_TERMINATED)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def ignore_sigint(_worker_id: int = 0) -> None:
-    """DataLoader ``worker_init_fn``: the worker ignores Ctrl-C; its parent decides."""
+    """DataLoader ``worker_init_fn``: the worker ignores Ctrl-C and SIGTERM (a scheduler may
+    signal every process of the job); its parent decides, and the worker exits with it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class GracefulInterrupt:
-    """Context in which the first Ctrl-C sets :attr:`requested` instead of raising.
+    """Context in which the first Ctrl-C or SIGTERM sets :attr:`requested` (and
+    :attr:`signum`) instead of raising.
 
-    Active only in the main thread and only over Python's default SIGINT handler (a caller's
-    own handler, or a process that ignores SIGINT, is left alone). ``announce``: print one
-    line when the request arrives (the main rank).
+    Active only in the main thread. SIGINT only over Python's default handler (a caller's
+    own handler, or a process that ignores SIGINT, is left alone); SIGTERM over the default
+    action or a Python handler (:func:`terminate_on_sigterm`, a console script's), not where
+    it is ignored. The previous handlers are restored on exit. ``announce``: print one line
+    when the request arrives (the main rank).
     """
 
     def __init__(self, announce: bool = True) -> None:
         self.announce = announce
         self.requested = False
+        self.signum: int = signal.SIGINT
         self._first_at: float | None = None
-        self._previous: Any = None
-        self._installed = False
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def _installed(self) -> bool:
+        return bool(self._previous)
 
     def __enter__(self) -> GracefulInterrupt:
-        if (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        ):
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
+        if not _main_thread():
+            return self
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
+        term = signal.getsignal(signal.SIGTERM)
+        if term is signal.SIG_DFL or callable(term):
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
         return self
 
     def __exit__(
@@ -78,9 +136,12 @@ class GracefulInterrupt:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         now = time.monotonic()
@@ -88,15 +149,16 @@ class GracefulInterrupt:
             return  # the same Ctrl-C, delivered twice (uv run forwards it without a terminal)
         if not self.requested:
             self.requested = True
+            self.signum = signum
             self._first_at = now
             if self.announce:
+                what = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
                 print(  # on a line of its own: a progress bar may hold the current one
-                    "\nsem: Ctrl-C: finishing this step and saving a checkpoint "
-                    "(Ctrl-C again stops at once, without saving)",
+                    f"\nsem: {what}: finishing this step and saving a checkpoint "
+                    f"({what} again stops at once, without saving)",
                     file=sys.stderr,
                     flush=True,
                 )
             return
-        signal.signal(signal.SIGINT, self._previous)
-        self._installed = False
+        self._restore()
         raise KeyboardInterrupt

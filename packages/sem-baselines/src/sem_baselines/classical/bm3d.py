@@ -17,7 +17,9 @@ profile (:class:`BM3DProfileLC`).
 
 Threads: by default as many as torch's intra-op threads, this process's share of the cores (an
 evaluation's worker processes have one each); with one thread the output is deterministic
-(the package warns that several threads may change the last digits from run to run).
+(the package warns that several threads may change the last digits: up to a few hundredths of
+a grey level between 1 and 2 threads on a real micrograph). The count used is kept in
+``last_threads`` (``sem restore`` records it).
 
 Licence note: the ``bm3d`` package ships compiled binaries under a non-commercial licence.
 """
@@ -108,12 +110,14 @@ class BM3DRestorer:
     def __init__(self, config: BM3DConfig | None = None) -> None:
         self.config = config or BM3DConfig()
         self.last_sigma: float | None = None
+        self.last_threads: int | None = None
 
     def _profile(self) -> _bm3d.BM3DProfile:
         import torch
 
         profile = _PROFILES[self.config.profile]()
         profile.num_threads = self.config.threads or torch.get_num_threads()
+        self.last_threads = int(profile.num_threads)  # recorded: the digits depend on it
         return profile
 
     def restore(self, image: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -293,21 +294,32 @@ def _train(
         except KeyboardInterrupt as stop:
             if getattr(args, "debug", False):
                 raise  # the traceback
-            return _interrupted(args, cfg, saved=isinstance(stop, TrainingInterrupted))
+            return _interrupted(args, cfg, stop)
     return _report(result)
 
 
-def _interrupted(args: argparse.Namespace, cfg: Any, saved: bool) -> int:
-    """Print :func:`interrupt_message` (rank 0) and return the Ctrl-C exit status."""
+def _stop_status(stop: BaseException) -> int:
+    """Exit status of a run stopped by ``stop``: 143 after SIGTERM, else Ctrl-C's 130."""
     from sem_physics.pipes import EXIT_INTERRUPTED
 
+    from ..interrupt import EXIT_TERMINATED
+
+    by_term = getattr(stop, "signum", None) == signal.SIGTERM or (
+        type(stop).__name__ == "Terminated"  # sem_physics.pipes: SIGTERM outside the loop
+    )
+    return EXIT_TERMINATED if by_term else EXIT_INTERRUPTED
+
+
+def _interrupted(args: argparse.Namespace, cfg: Any, stop: KeyboardInterrupt) -> int:
+    """Print :func:`interrupt_message` (rank 0) and return the exit status (130 after
+    Ctrl-C, 143 after SIGTERM)."""
     from ..ranks import is_rank_zero
 
     if is_rank_zero():
         out, argv = Path(cfg.run.output_dir), getattr(args, "argv", None)
-        text = interrupt_message(out, cfg.run.epochs, argv, saved)
+        text = interrupt_message(out, cfg.run.epochs, argv, isinstance(stop, TrainingInterrupted))
         print(f"sem: {text}", file=sys.stderr)
-    return EXIT_INTERRUPTED
+    return _stop_status(stop)
 
 
 @contextmanager
@@ -384,12 +396,10 @@ def _recipe(args: argparse.Namespace) -> int:
         except KeyboardInterrupt as stop:
             if args.debug:
                 raise
-            from sem_physics.pipes import EXIT_INTERRUPTED
-
             saved = isinstance(stop, TrainingInterrupted)
             text = recipe_interrupt_message(out, kinds, getattr(args, "argv", None), saved)
             print(f"sem: {text}", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return _stop_status(stop)
     total = sum(s["seconds"] for s in summary.values())
     print(f"recipe {args.config!r} finished in {total / 60:.1f} min; model in {out / 'finetune'}")
     return 0

@@ -131,6 +131,8 @@ class ReportInputs:
     figure_choice: str = ""
     #: method -> evaluation images its given checkpoint's runs trained or validated on
     seen: dict[str, list[SeenImage]] = field(default_factory=dict)
+    #: threads, cores and package versions the numbers were computed with (results.json)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def _clean(value: Any) -> Any:
@@ -687,6 +689,7 @@ def _write(stage: Path, inp: ReportInputs) -> None:
         "figures": figures,
         "wall_seconds": inp.wall_seconds,
         "config": json.loads(inp.config.model_dump_json()),
+        **({"provenance": inp.provenance} if inp.provenance else {}),
     }
     atomic_write_text(
         stage / "results.json", json.dumps(_clean(results_json), indent=2, ensure_ascii=False)

@@ -13,7 +13,9 @@ With ``workers > 1`` the methods to run are fitted and run in that many worker p
 (:mod:`.workers`: forked from a fork server, ``cores // workers`` torch threads each, the
 training methods first and every other method split into one job per case); scoring and
 saving stay in this process (on the cores' remainder, at least one torch thread, while the
-workers run), so the results and the report are those of a sequential run.
+workers run), so the report's rounded tables are those of a sequential run; CSV/JSON cells may
+differ in their last digits with the threads per process (BM3D, torch kernels), which
+``results.json`` records (``provenance``).
 """
 
 from __future__ import annotations
@@ -64,7 +66,14 @@ from .sources import (
     sample_images,
 )
 from .weights import MethodWeights, method_weights
-from .workers import MethodJob, RunningJobs, beside_workers, stop_workers, worker_pool
+from .workers import (
+    MethodJob,
+    RunningJobs,
+    beside_workers,
+    stop_workers,
+    thread_provenance,
+    worker_pool,
+)
 
 __all__ = ["Protocol", "announce_model_notes", "build_protocol", "method_hash", "run_benchmark"]
 
@@ -470,6 +479,7 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
         progress=progress,
     )
     parallel = cfg.workers > 1
+    provenance = thread_provenance(cfg.workers)  # torch threads before beside_workers' share
     bars = progress and not parallel  # worker processes draw no bars of their own
     pretrain = partial(train_foundation, cfg=cfg.foundation, seed=cfg.seed, progress=bars)
     finetune = partial(finetune_network, cfg=cfg.foundation, seed=cfg.seed, progress=bars)
@@ -581,5 +591,6 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
             skipped=proto.manifest.skipped,
             wall_seconds=elapsed,
             seen=seen,
+            provenance=provenance,
         ),
     )

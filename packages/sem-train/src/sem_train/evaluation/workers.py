@@ -7,7 +7,9 @@ Jobs go to the workers longest first: first every method that trains on the prot
 case (a restorer built in each job), so that short jobs fill the cores while the last long
 ones finish. The caller builds its scorer while the workers start and scores each method as
 soon as all its jobs are back; the merged run of a split method equals its run on all cases
-(:func:`~sem_train.evaluation.methods.merge_runs`), so the tables are those of a sequential run.
+(:func:`~sem_train.evaluation.methods.merge_runs`), so the rounded tables are those of a
+sequential run; the last digits of CSV/JSON cells may differ with the threads per worker
+(:func:`thread_provenance`, recorded in ``results.json``).
 
 Stopping is the parent's decision: workers ignore Ctrl-C (SIGINT reaches the whole process
 group), the parent stops them at once when its run ends with an error or an interrupt
@@ -21,11 +23,13 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from ..interrupt import ignore_sigint
 from ..worker_server import start_worker_server, stop_worker_server, worker_context
@@ -34,7 +38,14 @@ from .methods import merge_runs
 from .protocols import Case
 from .results import MethodRun
 
-__all__ = ["MethodJob", "RunningJobs", "beside_workers", "stop_workers", "worker_pool"]
+__all__ = [
+    "MethodJob",
+    "RunningJobs",
+    "beside_workers",
+    "stop_workers",
+    "thread_provenance",
+    "worker_pool",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +81,7 @@ def _worker_init(threads: int) -> None:
     share of the cores for torch; a failed method is reported once, by the parent process, not
     by each of its jobs."""
     ignore_sigint()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stop_workers' terminate() ends it at once
     _exit_with_parent()
     import torch
     from tqdm import tqdm
@@ -85,6 +97,36 @@ def _worker_init(threads: int) -> None:
 
 def _threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
+
+
+def thread_provenance(workers: int) -> dict[str, Any]:
+    """The threads the methods of a run with ``workers`` processes use, the cores and the
+    package versions: a run's last digits (CSV, JSON) depend on them, the rounded table not."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    versions: dict[str, str | None] = {}
+    for dist in (
+        "sem-train",
+        "sem-baselines",
+        "sem-models",
+        "sem-physics",
+        "torch",
+        "numpy",
+        "scipy",
+    ):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "workers": workers,
+        "threads_per_worker": _threads_per_worker(workers) if workers > 1 else None,
+        "torch_threads": int(torch.get_num_threads()),
+        "cpu_count": os.cpu_count(),
+        "versions": versions,
+    }
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:

@@ -17,6 +17,7 @@ input's (``brightness="input"``, the default; ``"method"`` keeps the method's ow
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -252,6 +253,18 @@ class PreparedMethod:
         from sem_baselines import registry_entry
 
         return getattr(registry_entry(self.method).cls, "caution", None)
+
+    def weights_record(self) -> dict[str, str] | None:
+        """The weights file the method loaded and its sha256 (None: a method without one)."""
+        from sem_physics.protocol import file_sha256
+
+        from .methods import weights_file
+
+        path = weights_file(self.needs, self.options, self.checkpoint)
+        if path is None or not path.is_file():
+            return None
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        return {"path": shown, "sha256": file_sha256(path)}
 
     @property
     def model_notes(self) -> list[str]:

@@ -3,7 +3,8 @@
 Folders are listed recursively; the output folder is never listed as input (so ``-o`` may
 lie inside an input folder), an output path equal to an input path is refused, and existing
 outputs are refused unless ``overwrite``. A file that cannot be read or restored is reported
-with its reason and the others are still restored. One run at a time writes into a folder
+with its reason and the others are still restored; an output that cannot be written (disk
+full) stops the run, what was written recorded. One run at a time writes into a folder
 (a second one stops at once). Before it writes its first output a run marks the folder
 ``INCOMPLETE`` (:func:`sem_physics.locking.mark_incomplete`) and sets an earlier
 ``restore.json`` aside (:func:`sem_physics.protocol.set_aside_record`: its output names are
@@ -16,6 +17,7 @@ run's outputs are never left unmarked, and the folder of a complete run holds th
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import sys
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sem_physics.atomic import atomic_write_text, remove_stale_temporaries
+from sem_physics.atomic import OutputWriteError, atomic_write_text, remove_stale_temporaries
 from sem_physics.io import IMAGE_EXTENSIONS, ImageReadError, check_image_path
 from sem_physics.locking import (
     INCOMPLETE_MARKER,
@@ -56,11 +58,14 @@ __all__ = [
     "FailedInput",
     "RestoreJob",
     "RestoreManifest",
+    "RestoreStoppedError",
     "RestoredFile",
     "check_inputs",
     "list_inputs",
     "plan_outputs",
     "restore_files",
+    "run_provenance",
+    "shown_path",
 ]
 
 MANIFEST_NAME = "restore.json"
@@ -136,6 +141,11 @@ class RestoreManifest(BaseModel):
     float32: bool
     brightness: str = "input"
     notes: list[str] = Field(default_factory=list, description="about the inputs as given")
+    provenance: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the numbers depend on: torch and FFT threads, package versions, "
+        "the sha256 of the weights file a learned method loaded; absent from older records",
+    )
     restored: list[RestoredFile] = Field(default_factory=list)
     failed: list[FailedInput] = Field(default_factory=list)
     load_s: float = 0.0
@@ -159,31 +169,60 @@ def _is_within(path: Path, folder: Path) -> bool:
     return True
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` as text that can be written as UTF-8 (JSON, a log): a name that is not UTF-8
+    (bytes Python keeps as surrogates) has those bytes as ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _other_runs_outputs(folder: Path) -> list[Path]:
+    """Subfolders of ``folder`` (at any depth) holding a ``restore.json``: another run's
+    outputs."""
+    return sorted(
+        r.parent
+        for r in folder.rglob(MANIFEST_NAME)
+        if r.parent != folder and r.is_file() and not r.parent.name.startswith(".")
+    )
+
+
+def _listed(f: Path) -> bool:
+    """Whether ``f`` found in a folder is an input: a regular file, and also a dangling
+    symbolic link or a special file (FIFO, socket, device) with an image's name, which then
+    fails alone with its reason (a FIFO is never opened)."""
+    return f.is_file() or f.is_symlink() or (f.exists() and not f.is_dir())
+
+
 def list_inputs(
     inputs: Sequence[str | Path], out_dir: Path, notes: list[str] | None = None
 ) -> list[tuple[Path, Path]]:
     """(image file, folder its output path is relative to), folders listed recursively.
 
     Files inside an ``out_dir`` below a listed folder are skipped (earlier outputs are never
-    restored again); a missing path or a folder without images is a ValueError. A file given
-    more than once (the same path twice, or a file and its folder) is one input, the first;
-    ``notes`` gets a line saying so.
+    restored again), and so are those of a subfolder holding a ``restore.json`` (another
+    run's outputs; ``notes`` gets a line). Dangling symbolic links and special files with an
+    image's name are listed: they fail alone, with their reason. A missing path or a folder
+    without images is a ValueError. A file given more than once (the same path twice, or a
+    file and its folder) is one input, the first; ``notes`` gets a line saying so.
     """
     found: list[tuple[Path, Path]] = []
+    skipped: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             # an -o below the folder holds earlier outputs: never read back; an -o equal to
             # (or above) the folder is refused later, output by output
             skip_out = not _is_within(p, out_dir)
+            others = [d for d in _other_runs_outputs(p) if d.resolve() != out_dir.resolve()]
             files = sorted(
                 f
                 for f in p.rglob("*")
                 if f.suffix.lower() in IMAGE_EXTENSIONS
-                and f.is_file()
+                and _listed(f)
                 and not f.name.startswith(".")
                 and not (skip_out and _is_within(f, out_dir))
+                and not any(f.is_relative_to(d) for d in others)
             )
+            skipped += [d for d in others if d not in skipped]
             if not files:
                 raise ValueError(f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
             found.extend((f, p) for f in files)
@@ -191,6 +230,14 @@ def list_inputs(
             found.append((p, p.parent))
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
+    if skipped and notes is not None:
+        first = shown_path(skipped[0])
+        notes.append(
+            f"{first} holds {MANIFEST_NAME} (another run's outputs): its images are not restored"
+            if len(skipped) == 1
+            else f"{len(skipped)} subfolders hold {MANIFEST_NAME} (other runs' outputs; first: "
+            f"{first}): their images are not restored"
+        )
     return _once(found, notes)
 
 
@@ -206,7 +253,7 @@ def _once(found: list[tuple[Path, Path]], notes: list[str] | None) -> list[tuple
         seen.add(key)
         unique.append((f, root))
     if repeated and notes is not None:
-        first = repeated[0]
+        first = shown_path(repeated[0])
         notes.append(
             f"{first} is given more than once: restored once"
             if len(repeated) == 1
@@ -356,6 +403,65 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+#: errno values that only writing can raise: the output side, wherever they come from
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+class RestoreStoppedError(RuntimeError):
+    """An output could not be written (disk full, read-only, I/O error): the run stopped.
+
+    The message names the output and what was recorded; ``exit_status`` is 1 (a failure of
+    the run, not of one input)."""
+
+    exit_status = 1
+
+
+class _OutputFailed(Exception):
+    """An error raised while writing ``path`` (wraps it; never leaves this module)."""
+
+    def __init__(self, path: Path, err: BaseException) -> None:
+        super().__init__(str(err))
+        self.path = path
+        self.err = err
+
+
+def _output_side(err: BaseException) -> bool:
+    """Whether ``err`` comes from writing, whatever was being done when it was raised."""
+    return isinstance(err, _OutputFailed | OutputWriteError) or (
+        isinstance(err, OSError) and err.errno in _OUTPUT_ERRNOS
+    )
+
+
+def run_provenance(method: PreparedMethod) -> dict[str, Any]:
+    """Threads, package versions and weights of a run: what its last digits depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .threads import fft_threads
+
+    versions: dict[str, str | None] = {}
+    for dist in (
+        "sem-train",
+        "sem-baselines",
+        "sem-models",
+        "sem-physics",
+        "torch",
+        "numpy",
+        "scipy",
+    ):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            versions[dist] = None
+    torch = sys.modules.get("torch")  # a method without a model never imports it
+    return {
+        "torch_threads": None if torch is None else int(torch.get_num_threads()),
+        "fft_threads": fft_threads(),
+        "cpu_count": os.cpu_count(),
+        "versions": versions,
+        "weights": method.weights_record(),
+    }
+
+
 def _progress(jobs: list[RestoreJob], enabled: bool | None) -> Iterator[RestoreJob]:
     """``jobs`` under a bar naming the file being restored; its clock ticks every second, so a
     single large image (minutes) shows that it is being worked on."""
@@ -419,6 +525,12 @@ def restore_files(
     rewrite (fewer or renamed inputs, failed ones) are removed
     (:func:`sem_physics.protocol.remove_earlier_outputs`; never an input, never a file no
     record named), then the marker.
+
+    A file that cannot be read or restored fails alone; an output that cannot be written
+    (:class:`~sem_physics.atomic.OutputWriteError`: disk full, quota, read-only, I/O error)
+    stops the run: what was restored is recorded, the folder stays marked ``INCOMPLETE`` and
+    :class:`RestoreStoppedError` names the output. Paths that are not UTF-8 are recorded
+    escaped (:func:`shown_path`); the record is checked to serialise before any output.
     """
     t_start = time.perf_counter()
     out_dir = _out_folder(out_dir)
@@ -433,13 +545,15 @@ def restore_files(
             created_utc=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             method=method.method,
             psf=psf,
-            checkpoint=method.checkpoint,
+            checkpoint=None if method.checkpoint is None else shown_path(method.checkpoint),
             options=method.options,
             float32=float32,
             brightness=method.brightness,
             notes=notes,
+            provenance=run_provenance(method),
             load_s=method.load_s,
         )
+        manifest.model_dump_json()  # a record that cannot be written fails before any output
         record = out_dir / MANIFEST_NAME
 
         def before_first_write() -> None:  # an earlier run's record would name changed files
@@ -447,24 +561,66 @@ def restore_files(
                 mark_incomplete(out_dir)
                 set_aside_record(out_dir, MANIFEST_NAME, _listed_outputs(record))
 
+        stopped: _OutputFailed | None = None
+        outputs: list[Path] = []  # as on disk (a record's names are escaped when not UTF-8)
         for job in _progress(jobs, progress):
             try:
                 item = _restore_one(
                     job, out_dir, method, float32, bar_rows, before_first_write, max_pixels
                 )
                 manifest.restored.append(item)
-            except Exception as err:  # one bad file never stops the others
+                outputs.append(job.output)
+            except Exception as err:  # one bad input never stops the others; a write does
+                if _output_side(err):
+                    stopped = (
+                        err if isinstance(err, _OutputFailed) else _OutputFailed(job.output, err)
+                    )
+                    break
                 reason = _first_line(err)
-                manifest.failed.append(FailedInput(input=str(job.input), reason=reason))
+                manifest.failed.append(FailedInput(input=shown_path(job.input), reason=reason))
                 if on_failure is not None:
                     on_failure(job.input, reason)
         manifest.total_s = time.perf_counter() - t_start
+        if stopped is not None:
+            _stop(stopped, manifest, record, len(jobs))
         if manifest.restored:  # nothing restored: nothing written, a rerun is not blocked
             atomic_write_text(record, manifest.model_dump_json(indent=2) + "\n")
-            outputs = [out_dir / item.output for item in manifest.restored]
             remove_earlier_outputs(out_dir, MANIFEST_NAME, outputs, [j.input for j in jobs])
             clear_incomplete(out_dir)
     return manifest
+
+
+def _stop(stopped: _OutputFailed, manifest: RestoreManifest, record: Path, n_jobs: int) -> None:
+    """Record what was written before an output failed (the folder stays marked
+    ``INCOMPLETE``) and raise :class:`RestoreStoppedError` naming the output."""
+    reason = _first_line(stopped.err)
+    where = shown_path(stopped.path)
+    if where not in reason:
+        reason = f"{where}: {reason}"
+    manifest.notes.append(f"stopped: {reason}")
+    done = len(manifest.restored)
+    if not done:
+        kept = "nothing was restored"
+    else:
+        try:
+            atomic_write_text(record, manifest.model_dump_json(indent=2) + "\n")
+            kept = f"the {done} image(s) restored before it are listed in {shown_path(record)}"
+        except OSError as err:
+            kept = f"{done} image(s) were restored but {MANIFEST_NAME} could not be written ({err})"
+    raise RestoreStoppedError(
+        f"{reason}; the run stopped after {done + len(manifest.failed)} of {n_jobs} input(s): "
+        f"{kept}"
+    ) from stopped.err
+
+
+def _not_regular(path: Path) -> str | None:
+    """Why ``path`` is no file to read (a dangling link, a FIFO, ...); None for a file."""
+    if path.is_symlink() and not path.exists():
+        target = shown_path(os.readlink(path))
+        return f"{shown_path(path)}: dangling symbolic link (its target {target} does not exist)"
+    if path.exists() and not path.is_file() and not path.is_dir():
+        return f"{shown_path(path)}: not a regular file (a FIFO, socket or device)"
+    return None
 
 
 def _restore_one(
@@ -476,6 +632,9 @@ def _restore_one(
     before_write: Callable[[], None],
     max_pixels: int | None = None,
 ) -> RestoredFile:
+    problem = _not_regular(job.input)
+    if problem is not None:
+        raise ImageReadError(problem)
     img = read_input(job.input, max_pixels)
     part = split_info_bar(img, bar_rows)
     with warnings.catch_warnings():  # its warnings go into restore.json and one line each
@@ -483,12 +642,16 @@ def _restore_one(
         result = method(part.image)
     dtype = output_dtype(img.source_dtype, float32)
     out_scale = output_value_scale(img, dtype)
-    before_write()
-    write_restored(job.output, assemble(result.image, part), dtype, img, part.bar_rows)
+    frame = assemble(result.image, part)
+    try:
+        before_write()
+        write_restored(job.output, frame, dtype, img, part.bar_rows)
+    except OSError as err:  # the output side: the run stops (see restore_files)
+        raise _OutputFailed(job.output, err) from err
     return RestoredFile(
-        input=str(job.input),
+        input=shown_path(job.input),
         input_sha256=file_sha256(job.input),
-        output=Path(os.path.relpath(job.output, out_dir)).as_posix(),
+        output=shown_path(Path(os.path.relpath(job.output, out_dir)).as_posix()),
         shape_px=(int(img.data.shape[0]), int(img.data.shape[1])),
         info_bar_rows=part.bar_rows,
         pixel_size_nm=img.pixel_size_nm,

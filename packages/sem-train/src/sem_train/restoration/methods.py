@@ -34,6 +34,7 @@ __all__ = [
     "method_needs",
     "model_export_dir",
     "reads_guides",
+    "weights_file",
 ]
 
 CheckpointKind = Literal["none", "restorer", "checkpoint_dir", "weights_path"]
@@ -254,6 +255,40 @@ def _apply_options(restorer: Any, options: dict[str, Any], source: Path) -> None
         from sem_baselines.learned.base import resolve_device
 
         restorer.network.to(resolve_device(merged.device))
+
+
+def weights_file(
+    needs: MethodNeeds, options: dict[str, Any], checkpoint: str | Path | None
+) -> Path | None:
+    """The weights file the method loads (``--checkpoint`` resolved, else the shipped model);
+    None for a method without weights or when it cannot be told from the paths."""
+    from sem_models.checkpoint import WEIGHTS_NAME, best_export
+
+    if needs.checkpoint == "none":
+        return None
+    try:
+        if needs.checkpoint == "weights_path":
+            given = checkpoint if checkpoint is not None else options.get("weights_path")
+            return None if given is None else Path(given)
+        if needs.checkpoint == "restorer":
+            if checkpoint is None:
+                return None
+            folder = _saved_restorer_dir(Path(checkpoint))
+        else:
+            given = checkpoint if checkpoint is not None else options.get("checkpoint_dir")
+            if given is None:
+                from sem_baselines.checkpoint_kinds import shipped_default
+                from sem_models.pretrained import shipped_model_dir
+
+                name = shipped_default(needs.name)
+                if name is None:
+                    return None
+                given = shipped_model_dir(name)
+            folder = best_export(model_export_dir(Path(given)))
+    except Exception:  # the load itself says what is wrong with a path
+        return None
+    found = folder / WEIGHTS_NAME if (folder / WEIGHTS_NAME).is_file() else None
+    return found or next(iter(sorted(folder.glob("*.safetensors"))), None)
 
 
 def build_restorer(
