@@ -51,6 +51,7 @@ _PACKAGES = (
     "torch",
     "timm",
     "numpy",
+    "scipy",
     "pydantic",
     "safetensors",
 )

@@ -102,24 +102,11 @@ def _threads_per_worker(workers: int) -> int:
 def thread_provenance(workers: int) -> dict[str, Any]:
     """The threads the methods of a run with ``workers`` processes use, the cores and the
     package versions: a run's last digits (CSV, JSON) depend on them, the rounded table not."""
-    from importlib.metadata import PackageNotFoundError, version
-
     import torch
 
-    versions: dict[str, str | None] = {}
-    for dist in (
-        "sem-train",
-        "sem-baselines",
-        "sem-models",
-        "sem-physics",
-        "torch",
-        "numpy",
-        "scipy",
-    ):
-        try:
-            versions[dist] = version(dist)
-        except PackageNotFoundError:
-            versions[dist] = None
+    from ..runinfo import package_versions
+
+    versions = package_versions()
     return {
         "workers": workers,
         "threads_per_worker": _threads_per_worker(workers) if workers > 1 else None,

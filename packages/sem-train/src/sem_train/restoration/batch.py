@@ -434,24 +434,10 @@ def _output_side(err: BaseException) -> bool:
 
 def run_provenance(method: PreparedMethod) -> dict[str, Any]:
     """Threads, package versions and weights of a run: what its last digits depend on."""
-    from importlib.metadata import PackageNotFoundError, version
-
+    from ..runinfo import package_versions
     from .threads import fft_threads
 
-    versions: dict[str, str | None] = {}
-    for dist in (
-        "sem-train",
-        "sem-baselines",
-        "sem-models",
-        "sem-physics",
-        "torch",
-        "numpy",
-        "scipy",
-    ):
-        try:
-            versions[dist] = version(dist)
-        except PackageNotFoundError:
-            versions[dist] = None
+    versions = package_versions()
     torch = sys.modules.get("torch")  # a method without a model never imports it
     return {
         "torch_threads": None if torch is None else int(torch.get_num_threads()),
