@@ -75,7 +75,10 @@ def test_two_rank_stage2_with_moe_equals_one_process_with_doubled_batch(image_fo
     gates = [k for k in one if k.endswith(".gate.weight")]
     assert len(gates) == 2 and ddp.keys() == one.keys()
     worst = max(float((ddp[k] - one[k]).abs().max()) for k in one)
-    assert worst <= 1e-5, f"largest weight difference {worst:.3g}"
+    # float rounding of the two reductions, through AdamW's normalised steps: at most 1e-5 on
+    # one CPU, 3.0e-5 on another (AMD EPYC); per-rank balance statistics moved the weights by
+    # about 3e-3. The bound: 2 % of one step of the learning rate (5e-3).
+    assert worst <= 0.02 * 5e-3, f"largest weight difference {worst:.3g}"
     # validation (model selection) sees the same images, masks and objective on both
     val = [_val_losses(Path(run) / "metrics.jsonl") for run in (out, single.output_dir)]
     assert len(val[0]) == 2 and val[0] == pytest.approx(val[1], rel=1e-5), val

@@ -83,13 +83,13 @@ def model_json(model: Any, *, indent: int | None = None, **dump: Any) -> str:
     instead of failing ("surrogates not allowed"). Other output is byte for byte pydantic's."""
     try:
         return str(model.model_dump_json(indent=indent, **dump))
-    except ValueError as err:  # pydantic_core.PydanticSerializationError
+    except ValueError as err:  # pydantic's PydanticSerializationError
         if "surrogates not allowed" not in str(err):
             raise
-    from pydantic_core import to_json
+    from pydantic import TypeAdapter  # pydantic's own serialiser: the same formatting
 
     data = _plain_values(model.model_dump(mode="json", **dump))
-    return to_json(data, indent=indent).decode("utf-8")
+    return TypeAdapter(Any).dump_json(data, indent=indent).decode("utf-8")
 
 
 def add_version(parser: argparse.ArgumentParser, package: str) -> None:
