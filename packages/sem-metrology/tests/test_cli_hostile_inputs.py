@@ -1,4 +1,4 @@
-"""``sem-measure`` robustness found by an audit: file names that are not UTF-8, its own reports
+"""``sem-measure`` where things go wrong: file names that are not UTF-8, its own reports
 read back as inputs, stdout that cannot be written."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Robustness found by an audit: file names that are not UTF-8, a full disk without errno,
+"""Where things go wrong: file names that are not UTF-8, a full disk without errno,
 SIGTERM, stdout that cannot be written, 16-bit colour PNGs, an invalid OMP_NUM_THREADS."""
 
 from __future__ import annotations
