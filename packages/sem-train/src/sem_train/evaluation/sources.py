@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+from sem_physics.cli_support import path_text, plain_text
 from sem_physics.io import IMAGE_EXTENSIONS, crop_info_bar, read_image
 from sem_physics.locking import INCOMPLETE_MARKER, LOCK_NAME
 from sem_physics.protocol import file_sha256, pixels_sha256
 from sem_physics.samples import ALL_SAMPLE_KINDS, SAMPLE_KINDS, make_sample
 
-from ..restoration.batch import shown_path
 from .results import RESULT_FILE
 
 __all__ = [
@@ -201,12 +201,12 @@ def _load(path: Path, crop_fraction: float, kind: str, pixel_size_nm: float | No
     if pixel_size_nm is not None:
         size, size_source = pixel_size_nm, "given (--pixel-size-nm / config)"
     return EvalImage(
-        name=shown_path(path.stem),
+        name=path_text(path.stem),
         data=np.ascontiguousarray(data, dtype=np.float32),
         kind=kind,
         pixel_size_nm=size,
         pixel_size_source=size_source if size is not None else "none",
-        source=shown_path(path),
+        source=path_text(path),
         source_sha256=file_sha256(path),
         guessed_crop_rows=guessed,
     )
@@ -248,7 +248,7 @@ def load_images(
             images.append(_load(Path(p), crop_fraction, kind, pixel_size_nm))
         except (ValueError, OSError) as err:
             text = str(err).splitlines()[0] if str(err) else type(err).__name__
-            skipped.append(SkippedFile(path=shown_path(p), reason=shown_path(text)))
+            skipped.append(SkippedFile(path=path_text(p), reason=plain_text(text)))
     names = [im.name for im in images]
     for i, im in enumerate(images):
         if names.count(im.name) > 1:

@@ -17,7 +17,6 @@ input's (``brightness="input"``, the default; ``"method"`` keeps the method's ow
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -256,6 +255,7 @@ class PreparedMethod:
 
     def weights_record(self) -> dict[str, str] | None:
         """The weights file the method loaded and its sha256 (None: a method without one)."""
+        from sem_physics.cli_support import path_text
         from sem_physics.protocol import file_sha256
 
         from .methods import weights_file
@@ -263,8 +263,7 @@ class PreparedMethod:
         path = weights_file(self.needs, self.options, self.checkpoint)
         if path is None or not path.is_file():
             return None
-        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-        return {"path": shown, "sha256": file_sha256(path)}
+        return {"path": path_text(path), "sha256": file_sha256(path)}
 
     @property
     def model_notes(self) -> list[str]:

@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sem_physics.atomic import OutputWriteError, atomic_write_text, remove_stale_temporaries
+from sem_physics.cli_support import path_text
 from sem_physics.io import IMAGE_EXTENSIONS, ImageReadError, check_image_path
 from sem_physics.locking import (
     INCOMPLETE_MARKER,
@@ -65,7 +66,6 @@ __all__ = [
     "plan_outputs",
     "restore_files",
     "run_provenance",
-    "shown_path",
 ]
 
 MANIFEST_NAME = "restore.json"
@@ -169,12 +169,6 @@ def _is_within(path: Path, folder: Path) -> bool:
     return True
 
 
-def shown_path(path: str | Path) -> str:
-    """``path`` as text that can be written as UTF-8 (JSON, a log): a name that is not UTF-8
-    (bytes Python keeps as surrogates) has those bytes as ``\\xNN`` escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 def _other_runs_outputs(folder: Path) -> list[Path]:
     """Subfolders of ``folder`` (at any depth) holding a ``restore.json``: another run's
     outputs."""
@@ -231,7 +225,7 @@ def list_inputs(
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
     if skipped and notes is not None:
-        first = shown_path(skipped[0])
+        first = path_text(skipped[0])
         notes.append(
             f"{first} holds {MANIFEST_NAME} (another run's outputs): its images are not restored"
             if len(skipped) == 1
@@ -253,7 +247,7 @@ def _once(found: list[tuple[Path, Path]], notes: list[str] | None) -> list[tuple
         seen.add(key)
         unique.append((f, root))
     if repeated and notes is not None:
-        first = shown_path(repeated[0])
+        first = path_text(repeated[0])
         notes.append(
             f"{first} is given more than once: restored once"
             if len(repeated) == 1
@@ -516,7 +510,7 @@ def restore_files(
     (:class:`~sem_physics.atomic.OutputWriteError`: disk full, quota, read-only, I/O error)
     stops the run: what was restored is recorded, the folder stays marked ``INCOMPLETE`` and
     :class:`RestoreStoppedError` names the output. Paths that are not UTF-8 are recorded
-    escaped (:func:`shown_path`); the record is checked to serialise before any output.
+    escaped (:func:`sem_physics.cli_support.path_text`); the record is checked to serialise before any output.
     """
     t_start = time.perf_counter()
     out_dir = _out_folder(out_dir)
@@ -531,7 +525,7 @@ def restore_files(
             created_utc=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             method=method.method,
             psf=psf,
-            checkpoint=None if method.checkpoint is None else shown_path(method.checkpoint),
+            checkpoint=None if method.checkpoint is None else path_text(method.checkpoint),
             options=method.options,
             float32=float32,
             brightness=method.brightness,
@@ -563,7 +557,7 @@ def restore_files(
                     )
                     break
                 reason = _first_line(err)
-                manifest.failed.append(FailedInput(input=shown_path(job.input), reason=reason))
+                manifest.failed.append(FailedInput(input=path_text(job.input), reason=reason))
                 if on_failure is not None:
                     on_failure(job.input, reason)
         manifest.total_s = time.perf_counter() - t_start
@@ -580,7 +574,7 @@ def _stop(stopped: _OutputFailed, manifest: RestoreManifest, record: Path, n_job
     """Record what was written before an output failed (the folder stays marked
     ``INCOMPLETE``) and raise :class:`RestoreStoppedError` naming the output."""
     reason = _first_line(stopped.err)
-    where = shown_path(stopped.path)
+    where = path_text(stopped.path)
     if where not in reason:
         reason = f"{where}: {reason}"
     manifest.notes.append(f"stopped: {reason}")
@@ -590,7 +584,7 @@ def _stop(stopped: _OutputFailed, manifest: RestoreManifest, record: Path, n_job
     else:
         try:
             atomic_write_text(record, manifest.model_dump_json(indent=2) + "\n")
-            kept = f"the {done} image(s) restored before it are listed in {shown_path(record)}"
+            kept = f"the {done} image(s) restored before it are listed in {path_text(record)}"
         except OSError as err:
             kept = f"{done} image(s) were restored but {MANIFEST_NAME} could not be written ({err})"
     raise RestoreStoppedError(
@@ -602,10 +596,10 @@ def _stop(stopped: _OutputFailed, manifest: RestoreManifest, record: Path, n_job
 def _not_regular(path: Path) -> str | None:
     """Why ``path`` is no file to read (a dangling link, a FIFO, ...); None for a file."""
     if path.is_symlink() and not path.exists():
-        target = shown_path(os.readlink(path))
-        return f"{shown_path(path)}: dangling symbolic link (its target {target} does not exist)"
+        target = path_text(os.readlink(path))
+        return f"{path_text(path)}: dangling symbolic link (its target {target} does not exist)"
     if path.exists() and not path.is_file() and not path.is_dir():
-        return f"{shown_path(path)}: not a regular file (a FIFO, socket or device)"
+        return f"{path_text(path)}: not a regular file (a FIFO, socket or device)"
     return None
 
 
@@ -635,9 +629,9 @@ def _restore_one(
     except OSError as err:  # the output side: the run stops (see restore_files)
         raise _OutputFailed(job.output, err) from err
     return RestoredFile(
-        input=shown_path(job.input),
+        input=path_text(job.input),
         input_sha256=file_sha256(job.input),
-        output=shown_path(Path(os.path.relpath(job.output, out_dir)).as_posix()),
+        output=path_text(Path(os.path.relpath(job.output, out_dir)).as_posix()),
         shape_px=(int(img.data.shape[0]), int(img.data.shape[1])),
         info_bar_rows=part.bar_rows,
         pixel_size_nm=img.pixel_size_nm,
