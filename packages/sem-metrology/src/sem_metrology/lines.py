@@ -569,8 +569,9 @@ def measure_lines(
     if lead.shape[0] == 1:
         warnings.append(_ONE_LINE_WARNING)
     n_gaps = int(gaps_l.sum() + gaps_t.sum())
-    wide = _smile_wide_pitch_px(profile) if smile else None
-    reason = _interpolated_reason(n_gaps, gaps_l.size + gaps_t.size, opts, wide)
+    reason = _interpolated_reason(
+        n_gaps, gaps_l.size + gaps_t.size, opts, profile if smile else None
+    )
     if reason:
         return invalid(reason)
     # a line pattern at all? (the anisotropy only for one or two lines: a blurred pattern?)
@@ -672,14 +673,15 @@ def _gap_warning(n_gaps: int, n_points: int) -> str:
 
 
 def _interpolated_reason(
-    n_gaps: int, n_points: int, opts: LineOptions, smile_wide_pitch_px: float | None = None
+    n_gaps: int, n_points: int, opts: LineOptions, smile_profile: np.ndarray | None = None
 ) -> str | None:
     """Why the edges are mostly interpolated, or None. Measured shares: focused and defocused
     images (blur radius <= 20 px) 0-4 %, 30 px 2-11 %, the demo's zero-shot output of a 28-px
     blur 22 % (9 of 16 lines); a contact array read as lines, textures, and a line image with
     its info bar blurred in (SMILE's threshold then lies below the spaces' level in every row)
-    32-44 %; noisy lines of pitch 50-200 px under ``smile`` 27-45 % (its edge window: then
-    ``smile_wide_pitch_px`` gives their pitch and the reason names that cause)."""
+    32-44 %; noisy lines of pitch 50-200 px under ``smile`` 27-45 % (its edge window: the
+    reason names that cause when ``smile_profile``, the mean profile of a ``smile``
+    measurement, shows lines that wide)."""
     share = n_gaps / max(n_points, 1)
     if share <= opts.max_interpolated_fraction:
         return None
@@ -688,8 +690,9 @@ def _interpolated_reason(
         f"threshold crossing and would be interpolated (max_interpolated_fraction="
         f"{opts.max_interpolated_fraction:g})"
     )
-    if smile_wide_pitch_px is not None:
-        return f"{head}; likely cause: {_smile_window_cause(smile_wide_pitch_px)}"
+    wide = _smile_wide_pitch_px(smile_profile)
+    if wide is not None:
+        return f"{head}; likely cause: {_smile_window_cause(wide)}"
     return (
         f"{head}: the threshold misses the edges in most rows, "
         "its levels set by something else in the image, e.g. rows without lines (an info bar "
