@@ -32,8 +32,6 @@ from sem_physics.cli_support import (
 )
 from sem_physics.pipes import console_main
 
-from .interrupt import terminate_on_sigterm  # no torch
-
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 #: command -> (module with ``register(subparsers)``, help shown by ``sem --help``)
@@ -169,8 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.argv = argv  # the command as given (e.g. for the command that resumes a run)
     try:
-        with terminate_on_sigterm():  # SIGTERM unwinds: locks released, one line, 143
-            return int(handler(args) or 0)
+        return int(handler(args) or 0)  # SIGTERM: console_main unwinds it (143)
     except BrokenPipeError:
         raise
     except Exception as err:  # every error becomes one line; --debug adds the traceback

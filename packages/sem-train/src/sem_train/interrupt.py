@@ -18,8 +18,9 @@ epoch's validation) takes longer, raise it or the newest periodic checkpoint is 
 SIGTERM (a batch scheduler's or a container's stop) is taken as the first Ctrl-C: the step
 is finished, a checkpoint saved, and the command exits with :data:`EXIT_TERMINATED` (143);
 the handler is installed for the loop and the previous one restored after it. Outside the
-loop (and in ``sem restore``, ``demo``, ``benchmark``) :func:`terminate_on_sigterm` makes
-SIGTERM unwind the command (locks released, temporaries removed) with one line and 143.
+loop (and in ``sem restore``, ``demo``, ``benchmark``) the console script's handler
+(:func:`sem_physics.pipes.console_main`) makes SIGTERM unwind the command (locks released,
+temporaries removed) with one line and 143.
 
 DataLoader workers ignore SIGINT (:func:`ignore_sigint`): a Ctrl-C reaches every process of
 the terminal's group, and a worker that died of it would fail the step the loop finishes.
@@ -31,10 +32,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
+
+from sem_physics.pipes import EXIT_TERMINATED as _EXIT_TERMINATED
 
 __all__ = [
     "EXIT_TERMINATED",
@@ -42,11 +43,10 @@ __all__ = [
     "GracefulInterrupt",
     "TrainingInterrupted",
     "ignore_sigint",
-    "terminate_on_sigterm",
 ]
 
 #: Exit status of a command stopped by SIGTERM (128 + 15, as a shell reports it).
-EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_TERMINATED = _EXIT_TERMINATED
 
 #: A second SIGINT this soon (seconds) after the first is the same Ctrl-C delivered twice.
 SAME_REQUEST_S = 0.5
@@ -66,31 +66,6 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-@contextmanager
-def terminate_on_sigterm(prog: str = "sem") -> Iterator[None]:
-    """SIGTERM raises ``SystemExit(143)`` after one line ``<prog>: terminated``, so that
-    ``finally`` blocks run (output locks released, temporaries removed).
-
-    A fallback: installed only in the main thread over the default action (the console
-    script's own handler, :func:`sem_physics.pipes.console_main`, is left alone and does the
-    same); the previous handler is restored on exit.
-    """
-    if not _main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it outright
-        print(f"{prog}: terminated", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_TERMINATED)
-
-    previous = signal.signal(signal.SIGTERM, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def ignore_sigint(_worker_id: int = 0) -> None:
     """DataLoader ``worker_init_fn``: the worker ignores Ctrl-C and SIGTERM (a scheduler may
     signal every process of the job); its parent decides, and the worker exits with it."""
@@ -104,7 +79,7 @@ class GracefulInterrupt:
 
     Active only in the main thread. SIGINT only over Python's default handler (a caller's
     own handler, or a process that ignores SIGINT, is left alone); SIGTERM over the default
-    action or a Python handler (:func:`terminate_on_sigterm`, a console script's), not where
+    action or a Python handler (a console script's, :func:`sem_physics.pipes.console_main`), not where
     it is ignored. The previous handlers are restored on exit. ``announce``: print one line
     when the request arrives (the main rank).
     """
