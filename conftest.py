@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,13 @@ _TORCH_HOME = tempfile.mkdtemp(prefix="sem-test-torch-home-")
 atexit.register(shutil.rmtree, _TORCH_HOME, ignore_errors=True)
 os.environ["TORCH_HOME"] = _TORCH_HOME
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# A test run started in the background of a shell without job control (`cmd &`, `nohup`)
+# inherits SIGINT ignored, and so would every command the tests start: the Ctrl-C tests need
+# Ctrl-C as a terminal delivers it. (A run that ignores SIGINT on purpose is tested by setting
+# SIG_IGN itself.)
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Real SEM images are never committed; CI points at the shared folder beside the clone.
 _shared = Path(__file__).resolve().parent.parent / "shared" / "data"
