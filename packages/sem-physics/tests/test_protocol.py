@@ -19,7 +19,7 @@ from sem_physics import (
     replay_manifest,
     write_samples,
 )
-from sem_physics.io import crop_info_bar, quantize
+from sem_physics.io import crop_info_bar, quantize, write_image
 from sem_physics.protocol import ProtocolError, derive_seed, file_sha256, pixels_sha256
 
 SMALL = ParameterRanges(rx_px=(1.0, 4.0), ry_px=(1.0, 4.0))  # kernels up to 25 px
@@ -83,7 +83,9 @@ def test_replay_detects_changed_parameters_and_sources(sources: list[Path], tmp_
     (out / "edited.json").write_text(json.dumps(doc))
     result = replay_manifest(out / "edited.json")
     assert result.mismatched == [doc["entries"][1]["output"]]
-    sources[0].write_bytes(sources[0].read_bytes() + b"\x00")
+    sources[0].write_bytes(sources[0].read_bytes() + b"\x00")  # other bytes, same pixels
+    assert replay_manifest(out / "manifest.json").ok
+    write_image(sources[0], read_image(sources[0]).data + 1, "uint16")  # other pixels
     with pytest.raises(ProtocolError, match="sha256 differs"):
         replay_manifest(out / "manifest.json")
 

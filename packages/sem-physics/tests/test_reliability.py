@@ -317,7 +317,8 @@ def test_replay_checks_every_destination_first_and_cleans_up(
     assert "does not end in .tif" in _errors(capsys)[0]
     assert not replay.exists()
     doc["entries"][1]["output"] = "0001_x.tif"
-    doc["entries"][1]["source_sha256"] = "0" * 64  # the second source "changed"
+    doc["entries"][1]["source_sha256"] = "0" * 64  # the second source "changed": its file
+    doc["entries"][1]["source_pixels_sha256"] = "0" * 64  # and its pixels
     path.write_text(json.dumps(doc))
     assert main(["--replay", str(path), "-o", str(replay)]) == 2
     assert "sha256 differs from the manifest" in _errors(capsys)[0]

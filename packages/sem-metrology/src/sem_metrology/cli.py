@@ -40,6 +40,7 @@ from sem_physics.pipes import console_main
 
 if TYPE_CHECKING:  # numpy and the measurement modules load after argument parsing
     import numpy as np
+    from sem_physics.protocol import SourceRecord
 
 __all__ = ["LoadedImage", "load_image", "main"]
 
@@ -66,6 +67,29 @@ class LoadedImage:
     def measured(self) -> np.ndarray:
         """The frame without its info bar (what is measured and drawn)."""
         return self.data[: self.data.shape[0] - self.info_bar_rows]
+
+    def source_record(self, path: str | Path) -> SourceRecord:
+        """The record of the file ``path`` this image was read from, as a result keeps it
+        (:class:`sem_physics.protocol.SourceRecord`): ``path`` as given (a byte that is not
+        valid UTF-8 as ``\\xNN``), the sha256 of the file's bytes, ``pixels_sha256`` of
+        :attr:`measured` (the float32 grey frame read, less the ``cropped_rows`` of the info
+        bar, before any roi) and ``frame_pixels_sha256`` of the whole frame (the info bar
+        included: ``smile`` turns the whole frame before it cuts its region), with the pixel
+        size of the file's metadata."""
+        from sem_physics.protocol import SourceRecord, file_sha256, pixels_sha256
+
+        measured = self.measured
+        hashed = pixels_sha256(measured)
+        return SourceRecord(
+            path=path_text(path),
+            sha256=file_sha256(path),
+            shape=(int(measured.shape[0]), int(measured.shape[1])),
+            pixel_size_nm=self.pixel_size_nm,
+            pixel_size_source=self.pixel_size_source,
+            cropped_rows=self.info_bar_rows,
+            pixels_sha256=hashed,
+            frame_pixels_sha256=pixels_sha256(self.data) if self.info_bar_rows else hashed,
+        )
 
 
 def load_image(
@@ -158,7 +182,14 @@ def _measure(args: argparse.Namespace, path: Path, report: Path | None) -> Any:
             tone=args.tone, threshold=args.threshold, roi=args.roi, min_holes=args.min_holes
         )
         result = measure_contacts(img, size, options)
-    update = {"pixel_size_source": source, "warnings": [*img.notes, *result.warnings]}
+    from ._provenance import measurement_versions
+
+    update = {
+        "pixel_size_source": source,
+        "warnings": [*img.notes, *result.warnings],
+        "source": img.source_record(path),  # which input, byte for byte and pixel for pixel
+        "versions": measurement_versions(),
+    }
     result = result.model_copy(update=update)
     if report is not None:
         from .report import save_contact_report, save_line_report
@@ -347,6 +378,8 @@ def _cmd_folder(args: argparse.Namespace) -> int:
             row.update(result.summary())
             row["error"] = None if result.valid else plain_text(f"not measurable: {result.reason}")
             row["warnings"] = plain_text("; ".join(result.warnings))
+            if args.json:  # nested records: JSON only, the CSV row stays flat
+                row.update(result.model_dump(mode="json", include={"source", "versions"}))
             n_ok += bool(result.valid)
         rows.append(row)
     if args.json:

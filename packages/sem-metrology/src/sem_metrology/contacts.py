@@ -42,9 +42,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from sem_physics.cli_support import model_json
+from sem_physics.protocol import SourceRecord
 from sem_physics.records import csv_text
 
 from ._inputs import begin_measurement
+from ._provenance import FIELDS as _PROVENANCE
+from ._provenance import source_field, versions_field
 from ._repr import ShortListRepr
 from .preprocess import label_counts, split_medians, step_mad  # by bands: less memory
 
@@ -158,6 +161,8 @@ class ContactMeasurement(ShortListRepr, BaseModel):
         default=None, description="median nearest-neighbour centre distance"
     )
     holes: list[ContactHole] = Field(default_factory=list)
+    source: SourceRecord | None = source_field()
+    versions: dict[str, str | None] | None = versions_field()
 
     def to_json(self, *, include_contours: bool = False, indent: int | None = 2) -> str:
         """JSON text; the per-hole contours only with ``include_contours`` (they are large)."""
@@ -168,7 +173,9 @@ class ContactMeasurement(ShortListRepr, BaseModel):
         """The scalar fields (what one CSV row holds)."""
         return {
             k: v
-            for k, v in self.model_dump(exclude={"warnings", "acquisition", "holes", "roi"}).items()
+            for k, v in self.model_dump(
+                exclude={"warnings", "acquisition", "holes", "roi", *_PROVENANCE}
+            ).items()
             if not isinstance(v, list)
         }
 

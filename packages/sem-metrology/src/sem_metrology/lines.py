@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sem_physics.cli_support import model_json
+from sem_physics.protocol import SourceRecord
 from sem_physics.records import csv_text
 
 from ._guards import (
@@ -43,6 +44,8 @@ from ._guards import (
 )
 from ._inputs import Prepared, begin_measurement
 from ._line_metrics import dominant_period_px, line_metrics, lwr_from_psd
+from ._provenance import FIELDS as _PROVENANCE
+from ._provenance import source_field, versions_field
 from ._repr import ShortListRepr
 from .edges import EdgeMethod
 from .errors import MetrologyInputError
@@ -249,6 +252,8 @@ class LineMeasurement(ShortListRepr, BaseModel):
     rotation_centre_px: tuple[float, float] | None = Field(
         default=None, description="(row, col) the image was turned about (smile)"
     )
+    source: SourceRecord | None = source_field()
+    versions: dict[str, str | None] | None = versions_field()
 
     @model_validator(mode="after")
     def _lwr_from_its_psd(self) -> LineMeasurement:
@@ -278,6 +283,7 @@ class LineMeasurement(ShortListRepr, BaseModel):
                     "levels",
                     "fit_flags",
                     *_GEOMETRY,
+                    *_PROVENANCE,
                 }
             ).items()
             if not isinstance(v, list)

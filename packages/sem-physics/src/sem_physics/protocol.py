@@ -4,10 +4,12 @@ A degradation is fully determined by (image content, parameters, seed). Sample `
 with master seed ``S`` gets the seed ``derive_seed(S, i)`` (a 32-bit integer:
 ``int(SeedSequence([S, i]).generate_state(1, dtype=uint32)[0])``); from it two independent streams are
 made: ``default_rng([seed, 0])`` draws the parameters (``--sample`` mode) and
-``default_rng([seed, 1])`` draws the noise. The manifest records, per sample, the source file and
-its sha256, the bottom rows cropped, every parameter, the seed, the output file and the sha256
-of the output pixels, so :func:`replay_manifest` reproduces the outputs bit for bit and says
-which ones differ.
+``default_rng([seed, 1])`` draws the noise. The manifest records, per sample, the source file,
+the sha256 of its bytes and of its pixels (the whole frame as read), the bottom rows cropped,
+every parameter, the seed, the output file and the sha256 of the output pixels, so
+:func:`replay_manifest` reproduces the outputs bit for bit and says which ones differ. A
+source is accepted on replay when its file or its pixels match (a PNG and a TIFF of the same
+pixels give the same outputs).
 
 Safety: a run never writes over an input (an output folder that is an input folder is refused,
 an output name that is an input file is refused, and the outputs a folder's own manifest lists
@@ -30,7 +32,7 @@ writes.
 
 :func:`file_sha256`, :func:`pixels_sha256` and :class:`SourceRecord` (a source image: path,
 hash, shape, pixel size and its source) are the hashes and the source record every manifest of
-the toolkit uses.
+the toolkit uses; :func:`package_versions` the installed versions a record names.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ __all__ = [
     "find_images",
     "largest_kernel_px",
     "library_versions",
+    "package_versions",
     "pixels_sha256",
     "remove_earlier_outputs",
     "replay_manifest",
@@ -106,6 +109,18 @@ def _generator() -> str:
         return f"sem-physics {metadata.version('sem-physics')}"
     except metadata.PackageNotFoundError:
         return "sem-physics"
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str | None]:
+    """Installed versions of the distributions ``names`` (``importlib.metadata``; None for
+    one that is not installed), in the order given: what a record says produced it."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def library_versions() -> dict[str, str]:
@@ -160,7 +175,10 @@ class SourceRecord(BaseModel):
     """A source image as manifests and reports record it: which file, what was used of it.
 
     ``sha256`` is the hash of the file's bytes; ``pixels_sha256`` of the pixels actually used
-    (after the crop, see :func:`pixels_sha256`); ``shape`` is theirs.
+    (after the crop, see :func:`pixels_sha256`); ``shape`` is theirs. ``frame_pixels_sha256``,
+    when recorded, is the hash of the whole frame as read (the ``cropped_rows`` included; equal
+    to ``pixels_sha256`` when nothing was cropped): the same value as a ``sem-degrade``
+    manifest's ``source_pixels_sha256`` of that file.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -177,6 +195,10 @@ class SourceRecord(BaseModel):
     pixel_size_source: str = Field(default="none", description="where the pixel size came from")
     cropped_rows: int = Field(default=0, ge=0, description="bottom rows removed (info bar)")
     pixels_sha256: str | None = Field(default=None, description="sha256 of the pixels used")
+    frame_pixels_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the whole frame as read, cropped rows included (None: not recorded)",
+    )
 
     @classmethod
     def from_image(
@@ -211,6 +233,12 @@ class ManifestEntry(BaseModel):
 
     source: str = Field(description="source image path, relative to the manifest's folder")
     source_sha256: str = Field(description="sha256 of the source file bytes")
+    source_pixels_sha256: str | None = Field(
+        default=None,
+        description="sha256 (pixels_sha256) of the source's whole frame as read: float32 grey "
+        "0..255, before crop_rows are removed; a replay accepts a source whose file or pixels "
+        "match (None: an older manifest, the file hash only)",
+    )
     crop_rows: int = Field(
         ge=0, description="bottom rows not degraded: removed, or kept unchanged (crop 'keep')"
     )
@@ -763,10 +791,12 @@ def degrade_files(
 
     def degraded(
         i: int, path: Path
-    ) -> tuple[np.ndarray, int, DegradationParams, int, tuple[float | None, str]]:
-        """Output ``i``, its crop rows, setting, seed and the source's pixel size (and its
-        source); the frame read is freed on return, before the output is written."""
+    ) -> tuple[np.ndarray, int, DegradationParams, int, tuple[float | None, str], str]:
+        """Output ``i``, its crop rows, setting, seed, the source's pixel size (and its
+        source) and the sha256 of the source's pixels; the frame read is freed on return,
+        before the output is written."""
         img = read_image(path, max_pixels=max_pixels)
+        frame_sha256 = pixels_sha256(img.data)
         warn_dim_picture(img, "sem-degrade simulates the blur and noise")
         rows = _crop_rows(img.data.shape[0], img.info_bar_rows, crop, crop_fraction)
         if mode == "sample":
@@ -780,7 +810,7 @@ def degrade_files(
             assert params is not None
             p = params
         result = _degrade_frame(img.data, rows, crop, p, seed, path)
-        return result, rows, p, seed, (img.pixel_size_nm, img.pixel_size_source)
+        return result, rows, p, seed, (img.pixel_size_nm, img.pixel_size_source), frame_sha256
 
     with output_lock(out), _removed_on_error(written):
         remove_stale_temporaries(out)
@@ -790,7 +820,7 @@ def degrade_files(
         for i, path in enumerate(iterator):
             try:
                 source_sha256 = file_sha256(path)
-                result, rows, p, seed, pixel_size = degraded(i, path)
+                result, rows, p, seed, pixel_size, source_pixels = degraded(i, path)
             except (ValueError, MemoryError, OSError) as err:
                 if on_error == "raise":
                     raise
@@ -820,6 +850,7 @@ def degrade_files(
                 ManifestEntry(
                     source=path_text(_relative_to(path, out)),
                     source_sha256=source_sha256,
+                    source_pixels_sha256=source_pixels,
                     crop_rows=rows,
                     params=p,
                     seed=seed,
@@ -939,6 +970,41 @@ def _replay_target(out_dir: Path, output: str, ext: str, sources: set[tuple[int,
     return out_dir / output
 
 
+def _replay_source(source: Path, entry: ManifestEntry, verify: bool) -> tuple[np.ndarray, str, str]:
+    """The frame of ``source`` as read, the sha256 of its file and of its pixels; with
+    ``verify`` a source is accepted when its file hash or its pixel hash is the manifest's
+    (``source_sha256`` / ``source_pixels_sha256``; a manifest without the latter: the file hash
+    only, checked before the image is read), else a ProtocolError names the file and both
+    hashes, recorded and found."""
+    file_hash = file_sha256(source)
+    file_ok = file_hash == entry.source_sha256
+    recorded = entry.source_pixels_sha256
+    if verify and not file_ok and recorded is None:
+        raise ProtocolError(
+            f"{source}: sha256 differs from the manifest (file changed): file sha256 "
+            f"{file_hash}, manifest source_sha256 {entry.source_sha256} (the manifest records "
+            "no source_pixels_sha256 to compare the pixels with)"
+        )
+    try:
+        frame = read_image(source).data
+    except ValueError as err:
+        if not verify or file_ok:
+            raise
+        raise ProtocolError(
+            f"{source}: sha256 differs from the manifest (file changed): file sha256 "
+            f"{file_hash}, manifest source_sha256 {entry.source_sha256}; its pixels cannot be "
+            f"read to compare with source_pixels_sha256 {recorded}: {_one_line(err)}"
+        ) from err
+    frame_hash = pixels_sha256(frame)
+    if verify and not file_ok and frame_hash != recorded:
+        raise ProtocolError(
+            f"{source}: sha256 differs from the manifest (file changed), and so do its pixels: "
+            f"file sha256 {file_hash}, manifest source_sha256 {entry.source_sha256}; pixels "
+            f"sha256 {frame_hash}, manifest source_pixels_sha256 {recorded}"
+        )
+    return frame, file_hash, frame_hash
+
+
 def replay_manifest(
     manifest_path: str | Path,
     out_dir: str | Path | None = None,
@@ -949,7 +1015,10 @@ def replay_manifest(
     """Re-run every entry of a manifest and compare the pixels with the recorded hashes.
 
     Sources are read from their recorded paths (relative to the manifest's folder) and, with
-    ``verify_sources``, must still have their recorded sha256. With ``out_dir`` the
+    ``verify_sources``, must still have their recorded file sha256 (``source_sha256``) or
+    pixel sha256 (``source_pixels_sha256``: the same pixels in another file or format give
+    the same outputs); a manifest without pixel hashes (written before them) is checked by
+    the file hash alone. With ``out_dir`` the
     replayed outputs are written there too (same names, same formats): every destination is
     checked first (inside ``out_dir`` after resolving symlinks, not a source image), ``out_dir``
     is locked while they are written (the temporaries a killed run left there are removed),
@@ -961,8 +1030,9 @@ def replay_manifest(
     Without ``out_dir`` the recipe is verified, not the files: the outputs are recomputed from
     the sources and compared with the recorded hashes; the output files beside the manifest are
     not read. With ``out_dir`` a ``manifest.json`` describing the replayed folder is written
-    there too (sources relative to it, this environment's ``versions``, the hashes of the
-    pixels written: the recorded ones when all match), so the folder can itself be replayed;
+    there too (sources relative to it with the file and pixel hashes of the sources replayed,
+    this environment's ``versions``, the hashes of the pixels written: the recorded ones when
+    all match), so the folder can itself be replayed;
     an earlier run's manifest there is replaced as a rerun of :func:`degrade_files` replaces
     it (its outputs this replay does not write are removed), and a file at an output path no
     earlier manifest there lists is refused unless ``overwrite``.
@@ -980,6 +1050,7 @@ def replay_manifest(
         targets = [_replay_target(out, e.output, ext, ids) for e in manifest.entries]
     mismatched = []
     hashes: list[str] = []
+    used: list[tuple[str, str]] = []  # (file, pixels) sha256 of each source as replayed
     written: list[Path] = []  # a replay that stops half-way leaves no partial set
     lock = output_lock(out) if out is not None else nullcontext()
     with lock, _removed_on_error(written):
@@ -995,16 +1066,12 @@ def replay_manifest(
         for entry, source, target in zip(manifest.entries, sources, targets, strict=True):
             if not source.is_file():
                 raise ProtocolError(f"{manifest_path}: source {source} not found")
-            if verify_sources and file_sha256(source) != entry.source_sha256:
-                raise ProtocolError(f"{source}: sha256 differs from the manifest (file changed)")
-            result = _degrade_frame(  # the frame read is freed on return
-                read_image(source).data,
-                entry.crop_rows,
-                manifest.crop,
-                entry.params,
-                entry.seed,
-                source,
+            frame, file_hash, frame_hash = _replay_source(source, entry, verify_sources)
+            used.append((file_hash, frame_hash))
+            result = _degrade_frame(
+                frame, entry.crop_rows, manifest.crop, entry.params, entry.seed, source
             )
+            del frame  # the frame read is freed before the output is written
             if target is not None:
                 if out is not None and not written:
                     _mark_before_first_write(out, written)
@@ -1024,9 +1091,16 @@ def replay_manifest(
                     "versions": library_versions(),
                     "entries": [
                         e.model_copy(
-                            update={"source": path_text(_relative_to(src, out)), "output_sha256": h}
+                            update={
+                                "source": path_text(_relative_to(src, out)),
+                                "source_sha256": u[0],  # the source as replayed (its pixels
+                                "source_pixels_sha256": u[1],  # may have matched, not its file)
+                                "output_sha256": h,
+                            }
                         )
-                        for e, src, h in zip(manifest.entries, sources, hashes, strict=True)
+                        for e, src, u, h in zip(
+                            manifest.entries, sources, used, hashes, strict=True
+                        )
                     ],
                 }
             )

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 import typing
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +84,11 @@ class ResumeConfigError(ValueError):
 
 
 def package_versions() -> dict[str, str | None]:
-    """Installed versions of the toolkit's packages and main dependencies (None if absent)."""
-    out: dict[str, str | None] = {}
-    for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    """Installed versions of the toolkit's packages and main dependencies (None if absent;
+    :func:`sem_physics.protocol.package_versions`, which ``sem-measure`` records too)."""
+    from sem_physics.protocol import package_versions as versions_of
+
+    return versions_of(_PACKAGES)
 
 
 def git_commit(start: Path | None = None) -> dict[str, Any]:

@@ -1,0 +1,149 @@
+"""``sem-measure --json`` says which input it measured (path, file and pixel hashes) and which
+versions measured it, so that a result read months later can be traced to its file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from sem_metrology import (
+    ContactMeasurement,
+    LineMeasurement,
+    make_contact_image,
+    make_line_image,
+)
+from sem_metrology.cli import main
+from sem_physics import DegradationParams, degrade_files, read_image
+from sem_physics.protocol import file_sha256, pixels_sha256
+
+PIXEL = ("--pixel-size-nm", "0.827")
+BAR = 12  # bottom rows left out with --info-bar
+
+
+@pytest.fixture(scope="module")
+def line_tif(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sample = make_line_image(n_lines=8, shape=(160, 256), sigma_nm=1.0, seed=4)
+    path = tmp_path_factory.mktemp("prov") / "lines.tif"
+    tifffile.imwrite(path, np.clip(sample.image, 0, 255).astype(np.uint8))
+    return path
+
+
+def _json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
+    assert main(argv) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def _versions() -> dict[str, str]:
+    return {name: metadata.version(name) for name in ("sem-metrology", "sem-physics")}
+
+
+@pytest.mark.parametrize("convention", ["smile", "truth"])
+def test_lines_json_records_the_input_and_the_versions(
+    line_tif: Path, capsys: pytest.CaptureFixture[str], convention: str
+) -> None:
+    argv = ["lines", str(line_tif), *PIXEL, "--info-bar", str(BAR), "--json"]
+    doc = _json([*argv, "--convention", convention], capsys)
+    frame = read_image(line_tif).data  # float32 grey 0..255, the whole frame
+    source = doc["source"]
+    assert source["path"] == str(line_tif)  # as given
+    assert source["sha256"] == file_sha256(line_tif)
+    # the pixels measured: the frame read less the info bar's rows (before any roi)
+    assert source["pixels_sha256"] == pixels_sha256(frame[: frame.shape[0] - BAR])
+    assert source["shape"] == [frame.shape[0] - BAR, frame.shape[1]]
+    assert source["cropped_rows"] == BAR
+    assert source["frame_pixels_sha256"] == pixels_sha256(frame)  # the bar included
+    assert source["frame_pixels_sha256"] != source["pixels_sha256"]
+    versions = doc["versions"]
+    assert {k: versions[k] for k in _versions()} == _versions()
+    assert {"python", "numpy", "scipy"} <= set(versions)
+    # every earlier field is still there, and the JSON loads back as the result model
+    assert doc["valid"] is True and doc["crop"] == f"info bar: bottom {BAR} rows removed"
+    loaded = LineMeasurement.model_validate_json(json.dumps(doc))
+    assert loaded.source is not None and loaded.source.sha256 == source["sha256"]
+
+
+def test_no_crop_the_two_pixel_hashes_agree_and_output_file_has_them(
+    line_tif: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.json"
+    argv = ["lines", str(line_tif), *PIXEL, "--info-bar", "none", "--json", "--output", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    source = json.loads(out.read_text(encoding="utf-8"))["source"]
+    assert source["cropped_rows"] == 0
+    assert source["pixels_sha256"] == source["frame_pixels_sha256"]
+    assert source["pixels_sha256"] == pixels_sha256(read_image(line_tif).data)
+
+
+def test_contacts_json_records_the_input_and_the_versions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "contacts.tif"
+    tifffile.imwrite(path, np.clip(make_contact_image(seed=1).image, 0, 255).astype(np.uint8))
+    doc = _json(["contacts", str(path), "--pixel-size-nm", "0.9", "--json"], capsys)
+    assert doc["source"]["path"] == str(path)
+    assert doc["source"]["sha256"] == file_sha256(path)
+    assert doc["source"]["pixels_sha256"] == pixels_sha256(read_image(path).data)
+    assert {k: doc["versions"][k] for k in _versions()} == _versions()
+    assert ContactMeasurement.model_validate_json(json.dumps(doc)).source is not None
+
+
+def test_folder_json_rows_record_their_input_csv_stays_flat(
+    line_tif: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "batch"
+    (folder / "sub").mkdir(parents=True)
+    good = np.asarray(tifffile.imread(line_tif))
+    tifffile.imwrite(folder / "a.tif", good)
+    tifffile.imwrite(folder / "sub" / "b.tif", good[:, ::-1].copy())
+    rows = _json(["lines", str(folder), *PIXEL, "--json"], capsys)
+    by_path = {r["path"]: r for r in rows}
+    for rel in ("a.tif", "sub/b.tif"):
+        source = by_path[rel]["source"]
+        assert source["path"] == str(folder / rel)
+        assert source["sha256"] == file_sha256(folder / rel)
+        assert {k: by_path[rel]["versions"][k] for k in _versions()} == _versions()
+    assert main(["lines", str(folder), *PIXEL, "--csv"]) == 0
+    header = next(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert not {"source", "versions"} & set(header)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file names")
+def test_a_name_not_utf8_is_recorded_escaped(
+    line_tif: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / (os.fsdecode(b"bad\xffname") + ".tif")
+    path.write_bytes(line_tif.read_bytes())
+    doc = _json(["lines", str(path), *PIXEL, "--json"], capsys)
+    assert doc["source"]["path"] == f"{tmp_path}/bad\\xffname.tif"
+    assert doc["source"]["sha256"] == file_sha256(line_tif)
+
+
+def test_frame_hash_matches_a_degrade_manifest_of_the_same_file(
+    line_tif: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The measured frame's hash is the one a ``sem-degrade`` manifest records for it."""
+    doc = _json(["lines", str(line_tif), *PIXEL, "--json"], capsys)
+    params = DegradationParams(
+        rx_px=2, ry_px=2, beta=2, theta_rad=0, gain=1, offset=0, sigma=1, dose=10
+    )
+    m = degrade_files([line_tif], tmp_path / "d", mode="explicit", params=params)
+    assert m.entries[0].source_pixels_sha256 == doc["source"]["frame_pixels_sha256"]
+    assert m.entries[0].source_sha256 == doc["source"]["sha256"]
+
+
+def test_results_without_the_new_fields_still_load_and_summaries_leave_them_out(
+    line_tif: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = _json(["lines", str(line_tif), *PIXEL, "--json"], capsys)
+    old = {k: v for k, v in doc.items() if k not in ("source", "versions")}
+    loaded = LineMeasurement.model_validate(old)  # a result saved before them
+    assert loaded.source is None and loaded.versions is None
+    new = LineMeasurement.model_validate(doc)
+    assert new.summary() == loaded.summary()  # the CSV row is unchanged
