@@ -156,6 +156,23 @@ def test_single_wide_or_tightly_cropped_lines_are_measured() -> None:
     assert r.valid and r.n_lines == 16
 
 
+def test_a_refusal_after_a_guessed_tone_names_the_tone_and_the_way_out() -> None:
+    # The same crop with noise draw 6: the automatic tone takes the spaces for lines (noise
+    # ratio 0.89) and no complete line is left. Before, the reason said only that; now it names
+    # the tone it assumed and the option that measures the crop.
+    s = make_line_image(n_lines=1, shape=(256, 40), pitch_nm=36 * PX, cd_nm=30 * PX, seed=0)
+    image = s.image + _noise(s.image.shape, seed=6)
+    r = measure_lines(image, PX, convention="truth")
+    assert not r.valid and r.tone == "dark"
+    assert "lines taken as the dark phase (auto: dark phase noisier" in r.reason
+    assert r.reason.endswith("set tone='bright' (--tone bright)]")
+    r = measure_lines(image, PX, convention="truth", tone="bright")
+    assert r.valid and r.cd_nm == pytest.approx(s.truth.cd_nm, rel=0.03)
+    # The tone given, the same refusal says nothing of tones.
+    r = measure_lines(image, PX, convention="truth", tone="dark")
+    assert r.reason == "no measurable lines: no complete line found in the mean profile"
+
+
 _BLUR30 = DegradationParams(
     rx_px=30, ry_px=30, beta=1.95, theta_rad=0, gain=1, offset=0, sigma=4, dose=5
 )

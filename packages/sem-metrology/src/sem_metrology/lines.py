@@ -27,6 +27,7 @@ against the period of the image they were found in (:mod:`sem_metrology._guards`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -540,6 +541,7 @@ def measure_lines(
         tone, tone_source = detect_tone(region, norm)
         if tone_source.startswith("auto: ambiguous"):
             warnings.append(f"tone {tone_source}")
+        invalid = _naming_the_tone(invalid, tone, tone_source)
     else:
         tone, tone_source = opts.tone, "option"
     del norm  # not used below; frees an image-sized array before the branches
@@ -612,6 +614,22 @@ def measure_lines(
         leading_edges_px=lead.tolist(),
         trailing_edges_px=trail.tolist(),
     )
+
+
+def _naming_the_tone(
+    invalid: Callable[..., LineMeasurement], tone: str, source: str
+) -> Callable[..., LineMeasurement]:
+    """``invalid`` whose reason ends with the tone decided automatically and the way to give
+    the other: a guessed tone (a small crop, or noise that does not grow with the signal) puts
+    the edges on the wrong phase, and the refusal alone would not say why."""
+    other = "dark" if tone == "bright" else "bright"
+
+    def refuse(reason: str, **extra: Any) -> LineMeasurement:
+        hint = f"lines taken as the {tone} phase ({source}); if they are {other}, set"
+        hint += f" tone='{other}' (--tone {other})"
+        return invalid(f"{reason} [{hint}]", **extra)
+
+    return refuse
 
 
 def _no_rows_reason(smile: bool) -> str:
