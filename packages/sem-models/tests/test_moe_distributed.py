@@ -51,34 +51,51 @@ def _data():
     return x, t
 
 
-def worker_main(kind: str, cf: float | None, out: str, dispatch: str = "auto") -> None:
-    """Body of each torchrun rank: half the batch, DDP without find_unused_parameters."""
+CONFIGS = [("switch", None, "loop"), ("paper", 2.0, "auto"), ("switch", None, "grouped")]
+
+
+def _name(kind: str, cf: float | None, dispatch: str) -> str:
+    return f"{kind}-{cf}-{dispatch}"
+
+
+def worker_main(configs: list[tuple[str, float | None, str]], out: str) -> None:
+    """Body of each torchrun rank: half the batch, DDP without find_unused_parameters, for
+    every configuration in turn (one launch: each rank's start, importing torch, dominates)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     try:
-        model = nn.parallel.DistributedDataParallel(
-            _Wrap(kind, cf, dispatch), find_unused_parameters=False
-        )
-        x, t = _data()
-        half = slice(4 * rank, 4 * rank + 4)
-        aux = _step(model, x[half], t[half])
-        result = {
-            "aux": torch.tensor(aux),
-            "fraction": model.module.moe.stats["token_fraction"].clone(),
-            **{n: p.grad.clone() for n, p in model.module.named_parameters()},
-        }
-        torch.save(result, Path(out) / f"rank{rank}.pt")
+        for kind, cf, dispatch in configs:
+            model = nn.parallel.DistributedDataParallel(
+                _Wrap(kind, cf, dispatch), find_unused_parameters=False
+            )
+            x, t = _data()
+            half = slice(4 * rank, 4 * rank + 4)
+            aux = _step(model, x[half], t[half])
+            result = {
+                "aux": torch.tensor(aux),
+                "fraction": model.module.moe.stats["token_fraction"].clone(),
+                **{n: p.grad.clone() for n, p in model.module.named_parameters()},
+            }
+            folder = Path(out) / _name(kind, cf, dispatch)
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save(result, folder / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize(
-    "kind,cf,dispatch",
-    [("switch", None, "loop"), ("paper", 2.0, "auto"), ("switch", None, "grouped")],
-)
+@pytest.fixture(scope="module")
+def ranks_out(tmp_path_factory) -> Path:
+    """The two ranks' results for every configuration, from one torchrun launch."""
+    out = tmp_path_factory.mktemp("moe_ddp")
+    proc = run_torchrun(__file__, "worker_main", CONFIGS, str(out), workdir=out, timeout_s=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("kind,cf,dispatch", CONFIGS)
 def test_two_ranks_with_half_batches_equal_one_process_with_the_whole_batch(
-    kind, cf, dispatch, tmp_path
+    kind, cf, dispatch, ranks_out
 ):
     single = _Wrap(kind, cf, dispatch)
     x, t = _data()
@@ -86,13 +103,12 @@ def test_two_ranks_with_half_batches_equal_one_process_with_the_whole_batch(
     frac = single.moe.stats["token_fraction"]
     assert frac[3] == 0  # an expert without tokens: DDP must still see its parameters
     assert single.moe.uses_grouped_mm(x) == (dispatch == "grouped")
-    proc = run_torchrun(
-        __file__, "worker_main", kind, cf, str(tmp_path), dispatch, workdir=tmp_path, timeout_s=240
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    name = _name(kind, cf, dispatch)
     for rank in (0, 1):
-        r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
-        assert float(r["aux"]) == pytest.approx(aux, rel=1e-6)
-        torch.testing.assert_close(r["fraction"], frac)
-        for name, p in single.named_parameters():
-            torch.testing.assert_close(r[name], p.grad, rtol=1e-5, atol=1e-7)
+        r = torch.load(ranks_out / name / f"rank{rank}.pt", weights_only=True)
+        assert float(r["aux"]) == pytest.approx(aux, rel=1e-6), f"{name}, rank {rank}"
+        torch.testing.assert_close(r["fraction"], frac, msg=lambda m: f"{name}: {m}")
+        for n, p in single.named_parameters():
+            torch.testing.assert_close(
+                r[n], p.grad, rtol=1e-5, atol=1e-7, msg=lambda m, n=n: f"{name}, {n}: {m}"
+            )

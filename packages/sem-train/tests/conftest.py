@@ -117,3 +117,52 @@ def methods_run(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(runner, "run_method", spy)
     return ran
+
+
+def ddp_jobs_main(jobs: list[tuple[str, str, str]]) -> None:
+    """Body of each torchrun rank of :func:`ddp_runs`: ``ddp_worker_main(folder, out)`` of each
+    test module in turn, in one Gloo process group (each module's runs join it)."""
+    import importlib.util
+
+    import torch
+    from sem_train.distributed import DistContext
+
+    torch.set_num_threads(1)
+    ctx = DistContext.from_env(torch.device("cpu"))
+    try:
+        for module_file, folder, out in jobs:
+            name = f"ddp_job_{Path(module_file).stem}"
+            spec = importlib.util.spec_from_file_location(name, module_file)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            module.ddp_worker_main(folder, out)
+            ctx.barrier()
+    finally:
+        ctx.close()
+
+
+@pytest.fixture(scope="session")
+def ddp_runs(request, tmp_path_factory, folder_writer) -> Path:
+    """The DDP runs of every selected test module that uses this fixture, from one torchrun
+    launch of 2 CPU ranks: each rank's start (importing torch and the model code) costs far
+    more than these tiny runs. Module ``m``'s ``ddp_worker_main(folder, out)`` writes under
+    ``<root>/<m's file stem>``; the images (12, as :func:`image_folder`) are ``<root>/images``.
+    """
+    from sem_models.testing import run_torchrun
+    from sem_train.data import build_index
+
+    modules = sorted(
+        {
+            str(item.path)
+            for item in request.session.items
+            if "ddp_runs" in getattr(item, "fixturenames", ())
+        }
+    )
+    root = tmp_path_factory.mktemp("ddp_runs")
+    folder = root / "images"
+    folder_writer(folder, 12)
+    build_index(folder)  # cache the index before the workers start
+    jobs = [(m, str(folder), str(root / Path(m).stem)) for m in modules]
+    proc = run_torchrun(__file__, "ddp_jobs_main", jobs, workdir=root, timeout_s=600)
+    assert proc.returncode == 0, f"{[Path(m).name for m in modules]}: {proc.stderr[-3000:]}"
+    return root

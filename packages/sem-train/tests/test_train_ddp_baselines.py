@@ -12,10 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from sem_baselines.learned import noise2void
-from sem_models.testing import one_torch_thread, run_torchrun
+from sem_models.testing import one_torch_thread
 from sem_train.baselines import run_baseline
 from sem_train.config import load_config
-from sem_train.data import build_index
 from sem_train.distributed import DistContext
 
 UNET = {"unet": {"depth": 1, "width": 4}}
@@ -67,7 +66,7 @@ def _config(method: str, params: dict, folder: str, out: str, batch: int):
 
 
 def ddp_worker_main(folder: str, out: str) -> None:
-    """Body of each torchrun rank: every case in one launch (one process group)."""
+    """Body of each torchrun rank (run by the ``ddp_runs`` fixture): every case in turn."""
     torch.set_num_threads(1)
     ctx = DistContext.from_env(torch.device("cpu"))
     try:
@@ -78,25 +77,21 @@ def ddp_worker_main(folder: str, out: str) -> None:
         ctx.close()
 
 
-def test_two_rank_baselines_equal_one_process_with_doubled_batch(image_folder, tmp_path):
+def test_two_rank_baselines_equal_one_process_with_doubled_batch(ddp_runs, tmp_path):
     """The Noise2Void loss is the mean over the masked pixels of the global batch (not of each
     rank's), the others plain means over equal rank batches: weights agree to float32
     rounding after 4 AdamW steps (as the dense DDP test)."""
-    build_index(image_folder)  # cache the index before the workers start
-    proc = run_torchrun(
-        __file__, "ddp_worker_main", str(image_folder), str(tmp_path / "ddp"), workdir=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    image_folder, ddp_out = ddp_runs / "images", ddp_runs / Path(__file__).stem
     for name, method, params in CASES:
         with one_torch_thread(), _case(name):
             one = run_baseline(_config(method, params, str(image_folder), str(tmp_path / name), 4))
         assert one.global_step == 4
-        ddp_ckpt = sorted((tmp_path / "ddp" / name / "checkpoints").glob("step-*.safetensors"))
+        ddp_ckpt = sorted((ddp_out / name / "checkpoints").glob("step-*.safetensors"))
         ddp, single = load_file(str(ddp_ckpt[-1])), load_file(str(one.latest_checkpoint))
         assert ddp.keys() == single.keys()
         worst = max(float((ddp[k] - single[k]).abs().max()) for k in single)
         assert worst <= 1e-5, f"{name}: largest weight difference {worst:.3g}"
-        logged = _train_losses(tmp_path / "ddp" / name)  # the global batch's loss, every step
+        logged = _train_losses(ddp_out / name)  # the global batch's loss, every step
         assert logged == pytest.approx(_train_losses(tmp_path / name), rel=1e-5), name
 
 

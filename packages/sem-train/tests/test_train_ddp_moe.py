@@ -10,9 +10,8 @@ import pytest
 import sem_models
 import torch
 from safetensors.torch import load_file
-from sem_models.testing import MICRO_MAE, one_torch_thread, run_torchrun
+from sem_models.testing import MICRO_MAE, one_torch_thread
 from sem_train.config import load_config
-from sem_train.data import build_index
 from sem_train.distributed import DistContext
 from sem_train.stages import run_stage2
 
@@ -41,36 +40,36 @@ def _config(folder: str, teacher: str, out: str, batch: int):
     return load_config(body, "stage2")
 
 
-def ddp_worker_main(folder: str, teacher: str, out: str) -> None:
-    """Body of each torchrun rank."""
+def ddp_worker_main(folder: str, out: str) -> None:
+    """Body of each torchrun rank (run by the ``ddp_runs`` fixture): rank 0 exports the
+    teacher to ``out/teacher`` (the one-process run then upcycles the same file)."""
     torch.set_num_threads(1)
     ctx = DistContext.from_env(torch.device("cpu"))
     try:
         mean = ctx.mean_over_ranks({"rank": float(ctx.rank), "one": 1.0}, torch.device("cpu"))
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        (Path(out).parent / f"mean{ctx.rank}.json").write_text(json.dumps(mean))
-        run_stage2(_config(folder, teacher, out, batch=2))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / f"mean{ctx.rank}.json").write_text(json.dumps(mean))
+        teacher = Path(out) / "teacher"
+        if ctx.is_main:
+            _teacher(teacher)
+        ctx.barrier()
+        run_stage2(_config(folder, str(teacher), str(Path(out) / "run"), batch=2))
     finally:
         ctx.close()
 
 
-def test_two_rank_stage2_with_moe_equals_one_process_with_doubled_batch(image_folder, tmp_path):
+def test_two_rank_stage2_with_moe_equals_one_process_with_doubled_batch(ddp_runs, tmp_path):
     """The balance statistics are all-reduced, so the split of the batch does not matter:
     gate weights agree to float32 rounding after 4 AdamW steps (as the dense DDP test)."""
-    build_index(image_folder)  # cache the index before the workers start
-    teacher = str(_teacher(tmp_path / "teacher"))
-    out = str(tmp_path / "ddp" / "run")
-    proc = run_torchrun(
-        __file__, "ddp_worker_main", str(image_folder), teacher, out, workdir=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    image_folder, ddp_out = ddp_runs / "images", ddp_runs / Path(__file__).stem
+    teacher, out = str(ddp_out / "teacher"), str(ddp_out / "run")
     for rank in (0, 1):
-        mean = json.loads((tmp_path / "ddp" / f"mean{rank}.json").read_text())
+        mean = json.loads((ddp_out / f"mean{rank}.json").read_text())
         assert mean == {"one": 1.0, "rank": 0.5}  # the global mean on every rank
     with one_torch_thread():  # as in the ranks: the same kernels, only the reduction differs
         single = run_stage2(_config(str(image_folder), teacher, str(tmp_path / "one"), batch=4))
     assert single.global_step == 4
-    ddp_ckpt = sorted((tmp_path / "ddp" / "run" / "checkpoints").glob("step-*.safetensors"))[-1]
+    ddp_ckpt = sorted((ddp_out / "run" / "checkpoints").glob("step-*.safetensors"))[-1]
     ddp, one = load_file(str(ddp_ckpt)), load_file(str(single.latest_checkpoint))
     gates = [k for k in one if k.endswith(".gate.weight")]
     assert len(gates) == 2 and ddp.keys() == one.keys()

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from sem_models.testing import SignalsItsWorker, one_torch_thread, run_torchrun
+from sem_models.testing import SignalsItsWorker, one_torch_thread
 from sem_physics.testing import dead_pid, symlink_or_skip
 from sem_train.checkpoint import CheckpointError
 from sem_train.config import OptimConfig, RunConfig
 from sem_train.data import SEMImageDataset, build_index
+from sem_train.distributed import DistContext
 from sem_train.engine import NonFiniteLossError, Task, fit
 from sem_train.interrupt import SAME_REQUEST_S, TrainingInterrupted
 
@@ -191,47 +192,43 @@ class _MarkedSkips(torch.utils.data.Dataset):
 
 
 def ddp_worker_main(folder: str, out: str) -> None:
-    """Body of each torchrun rank (RANK, WORLD_SIZE, MASTER_* come from torchrun)."""
+    """Body of each torchrun rank (RANK, WORLD_SIZE, MASTER_* come from torchrun; run by the
+    ``ddp_runs`` fixture, one launch for every module's DDP runs): the equivalence run, then
+    the Ctrl-C run."""
     torch.set_num_threads(1)
     train, val = _data(Path(folder))
-    fit(DenoiseTask(), _MarkedSkips(train), val, _run(Path(out), epochs=2), OPT)
+    ctx = DistContext.from_env(torch.device("cpu"))
+    try:
+        fit(DenoiseTask(), _MarkedSkips(train), val, _run(Path(out) / "ddp", epochs=2), OPT)
+        _ddp_ctrl_c(train, val, Path(out) / "ctrl_c", ctx.rank)
+    finally:
+        ctx.close()
 
 
-def ddp_ctrl_c_main(folder: str, out: str) -> None:
+def _ddp_ctrl_c(train, val, out: Path, rank: int) -> None:
     """Rank 1 alone receives SIGINT in its third step; each rank records where it stopped."""
-    torch.set_num_threads(1)
-    train, val = _data(Path(folder))
-    rank = int(os.environ["RANK"])
     task = CtrlCTask(at_call=3) if rank == 1 else DenoiseTask()
     try:
-        fit(task, train, val, _run(Path(out), epochs=3), OPT)
+        fit(task, train, val, _run(out, epochs=3), OPT)
     except TrainingInterrupted as stop:
-        (Path(out) / f"stopped-{rank}.txt").write_text(str(stop.global_step))
+        (out / f"stopped-{rank}.txt").write_text(str(stop.global_step))
 
 
-def test_ctrl_c_on_one_ddp_rank_stops_every_rank_at_the_same_saved_step(image_folder, tmp_path):
+def test_ctrl_c_on_one_ddp_rank_stops_every_rank_at_the_same_saved_step(ddp_runs):
     """The request travels with the step's gradient-norm check: both ranks stop after step 3
     (2 steps an epoch), and the checkpoint of step 3 is saved."""
-    build_index(image_folder)
-    out = tmp_path / "ddp"
-    proc = run_torchrun(__file__, "ddp_ctrl_c_main", str(image_folder), str(out), workdir=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = ddp_runs / Path(__file__).stem / "ctrl_c"
     assert [(out / f"stopped-{r}.txt").read_text() for r in (0, 1)] == ["3", "3"]
     assert json.loads((out / "checkpoints" / "latest.json").read_text())["global_step"] == 3
 
 
-def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp_path):
+def test_two_process_ddp_equals_one_process_with_doubled_batch(ddp_runs, tmp_path):
     """torchrun + Gloo DDP, 2 ranks x batch 2 == 1 process x batch 4 (same samples, same seeds).
 
     Tolerance: the gradient all-reduce sums in a different order than one process does, so
     weights agree to float32 rounding (atol 1e-5 after 4 AdamW steps at lr 3e-3).
     """
-    build_index(image_folder)  # cache the index before the workers start
-    proc = run_torchrun(
-        __file__, "ddp_worker_main", str(image_folder), str(tmp_path / "ddp"), workdir=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    train, val = _data(image_folder)
+    train, val = _data(ddp_runs / "images")  # the images the ranks trained on
     with one_torch_thread():  # as in the ranks: the same kernels, only the reduction differs
         single = fit(
             DenoiseTask(),
@@ -240,7 +237,8 @@ def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp
             _run(tmp_path / "one", epochs=2, batch_size_per_process=4),
             OPT,
         )
-    ddp = load_file(str(sorted((tmp_path / "ddp" / "checkpoints").glob("step-*.safetensors"))[-1]))
+    ddp_dir = ddp_runs / Path(__file__).stem / "ddp"
+    ddp = load_file(str(sorted((ddp_dir / "checkpoints").glob("step-*.safetensors"))[-1]))
     one = _weights(single)
     assert single.global_step == 4
     worst = max(float((ddp[k] - one[k]).abs().max()) for k in one)
@@ -252,7 +250,7 @@ def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp
             for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
             if r.get("split") == "train"
         ]
-        for d in (tmp_path / "ddp", tmp_path / "one")
+        for d in (ddp_dir, tmp_path / "one")
     ]
     assert len(logged[0]) == len(logged[1]) == 4
     # files skipped are counted over every rank's batches, not rank 0's alone
@@ -262,7 +260,7 @@ def test_two_process_ddp_equals_one_process_with_doubled_batch(image_folder, tmp
             for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
             if r.get("split") == "train"
         ]
-        for d in (tmp_path / "ddp", tmp_path / "one")
+        for d in (ddp_dir, tmp_path / "one")
     ]
     assert skips[0] == skips[1] and skips[1][-1] > 0, skips
     assert logged[0] == pytest.approx(logged[1], rel=1e-5)
