@@ -52,20 +52,22 @@ def test_silhouette_sampling_for_large_n_and_bad_input():
         cluster_embeddings(np.full((20, 3), np.nan))
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_embed_folder_uses_the_checkpoint_encoder(tmp_path):
     import torch
     import torch.nn.functional as F
     from sem_models import build_mae, extract_embeddings, save_model
+    from sem_models.testing import MICRO_MAE
     from sem_physics import write_samples
     from sem_train.evaluation import embed_folder
 
     torch.manual_seed(0)
-    model = build_mae("tiny", img_size=32, patch_size=8, in_chans=1)
+    model = build_mae("tiny", in_chans=1, **MICRO_MAE)  # 32-px inputs, 8-px patches, width 32
     save_model(model, tmp_path / "ckpt")
     paths = write_samples(tmp_path / "imgs", n_per_kind=2, shape=(64, 72), seed=0)
     emb, names = embed_folder(tmp_path / "ckpt", tmp_path / "imgs", crop_fraction=0.0)
     assert names == sorted(p.name for p in paths)
-    assert emb.shape == (6, 192) and np.all(np.isfinite(emb))
+    assert emb.shape == (6, MICRO_MAE["embed_dim"]) and np.all(np.isfinite(emb))
     # Independent path: resize each file's pixels ourselves and call the model directly.
     from sem_physics import read_image
 

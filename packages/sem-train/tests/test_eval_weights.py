@@ -52,10 +52,10 @@ def _run_folder(root: Path, seed: int = 0, **kind) -> Path:
     return root
 
 
-def _bench(tmp_path: Path, method_config: dict) -> dict:
+def _bench(tmp_path: Path, method_config: dict, kind: str = "lines") -> dict:
     return {
         "out": str(tmp_path / "bench"),
-        "generated": {"n_per_kind": 1, "shape": (64, 64), "kinds": ["lines"]},
+        "generated": {"n_per_kind": 1, "shape": (64, 64), "kinds": [kind]},
         "n_train": 1,
         "n_val": 0,
         "n_eval": 1,
@@ -83,7 +83,9 @@ def test_a_retrained_checkpoint_reruns_the_method_and_an_unchanged_one_is_reused
 ):
     run = _run_folder(tmp_path / "runs" / "ft")
     export = run / "checkpoints" / "best-00000010"
-    cfg = make_config(_bench(tmp_path, {"sem-foundation": {"checkpoint_dir": str(run), **WINDOW}}))
+    # a contacts image: no line metrology nor its PSD plot in each of the four reports
+    given = {"sem-foundation": {"checkpoint_dir": str(run), **WINDOW}}
+    cfg = make_config(_bench(tmp_path, given, kind="contacts"))
     ran = methods_run
     result = cfg.out / "methods" / "sem-foundation" / "result.json"
     run_benchmark(cfg, progress=False)

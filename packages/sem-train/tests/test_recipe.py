@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from sem_models import RestorationModel, load_model
+from sem_models.testing import MICRO_MAE
 from sem_train.config import GeneratedData, load_config
 from sem_train.data import indexed_paths
 from sem_train.data.dataset import GENERATED_ROOT, generated_paths, load_image_tensor
@@ -23,7 +24,8 @@ _SMALL_DATA = {
 
 
 def _overrides() -> dict[str, dict]:
-    model = {"preset": "tiny", "overrides": {"patch_size": 16, "img_size": 32}}
+    # the micro MAE (width 32, two blocks) at 16-px patches: the chain, not the model, is tested
+    model = {"preset": "tiny", "overrides": {**MICRO_MAE, "patch_size": 16, "img_size": 32}}
     common = {"data": _SMALL_DATA, "run": _SMALL_RUN}
     return {
         "stage1": {**common, "model": model},
@@ -68,6 +70,7 @@ def test_folder_and_generated_images_are_indexed_together(tmp_path):
     assert paths[0].name == "a.png" and len(paths) == 4
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_recipe_chains_the_steps_records_the_split_and_resumes(tmp_path):
     out = tmp_path / "run"
     logs: list[str] = []
@@ -114,6 +117,7 @@ def _stage_records(run_dir) -> list[dict]:
     return [{k: v for k, v in json.loads(x).items() if k != "images_per_s"} for x in lines]
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_recipe_resumes_a_step_interrupted_before_its_first_checkpoint(tmp_path, monkeypatch):
     """Stage 2 interrupted after its start-of-run validation, its training and its best-model
     export, just before its first checkpoint: --resume skips Stage 1 and runs Stage 2 again

@@ -127,8 +127,9 @@ def test_sem_benchmark_gives_a_plugin_method_its_row(tmp_path, site):
     """With gain 1 the plugin returns its input: its row scores what the input's row does."""
     config = tmp_path / "bench.yaml"
     config.write_text(
-        "generated: {n_per_kind: 1, shape: [96, 96], kinds: [lines]}\n"
-        "settings: [midpoint]\nn_train: 0\nn_val: 0\nquality_metrics: [psnr]\n"
+        # no line image and no figure: no metrology plot, matplotlib never imported
+        "generated: {n_per_kind: 1, shape: [96, 96], kinds: [contacts]}\n"
+        "settings: [midpoint]\nn_train: 0\nn_val: 0\nquality_metrics: [psnr]\nfigure_cases: 0\n"
         f"methods: [input, double]\nout: {tmp_path / 'bench'}\n",
         encoding="utf-8",
     )

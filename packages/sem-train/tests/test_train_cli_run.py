@@ -35,6 +35,7 @@ def folder(tmp_path_factory, folder_writer) -> Path:
     return root
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_pretrain_stages_and_finetune_from_the_command_line(folder, tmp_path, capsys):
     c1 = _yaml(tmp_path / "s1.yaml", {"model": {"preset": "tiny", "overrides": TINY}})
     c2 = _yaml(tmp_path / "s2.yaml", {"moe": {"num_experts": 2}})
@@ -49,7 +50,7 @@ def test_pretrain_stages_and_finetune_from_the_command_line(folder, tmp_path, ca
             "ranges": {"rx_px": [1.0, 3.0], "ry_px": [1.0, 3.0]},
         },
     )
-    common = ["--data", str(folder)]
+    common = ["--data", str(folder), "--epochs", "1"]  # one epoch: a validation and best.json
     runs = tmp_path / "runs"
     argv = [
         ["train", "pretrain", "--stage", "1", "--config", str(c1), "--output-dir", str(runs / "1")],
