@@ -130,8 +130,9 @@ def test_workers_come_from_the_fork_server_a_command_starts_early():
     assert server is not None
     with worker_pool(1) as pool:
         assert pool.submit(os.getppid).result() == server  # forked from that server
-        preloaded = "'sem_train.evaluation.workers' in __import__('sys').modules"
-        assert pool.submit(partial(eval, preloaded)).result() is True
+        for module in ("sem_train.evaluation.workers", "torch"):  # imported before the fork
+            preloaded = f"{module!r} in __import__('sys').modules"
+            assert pool.submit(partial(eval, preloaded)).result() is True, module
     assert fs._forkserver._forkserver_pid == server  # the same server, not a second one
 
 
