@@ -294,7 +294,8 @@ def lpips_distance(
             f"lpips_distance needs images of at least {_LPIPS_MIN_SIZE}x{_LPIPS_MIN_SIZE} pixels "
             f"(the backbone's pooling stages), got {a.shape}"
         )
-    for module in ("torch", "torchvision", "lpips"):  # one line naming the extra if absent
+    # one line naming the extra if absent; lpips first: torch alone takes seconds to import
+    for module in ("lpips", "torch", "torchvision"):
         require(module, _QUALITY_EXTRA, "lpips_distance")
     backbone = lpips_backbone_path(net, weights_path)
     import torch
@@ -410,7 +411,7 @@ def niqe(img: Any, data_range: float = 255.0, *, device: str | None = None) -> f
         raise ValueError("img must not contain NaN or inf")
     if not (np.isfinite(data_range) and data_range > 0):
         raise ValueError(f"data_range must be a finite number > 0, got {data_range}")
-    for module in ("torch", "pyiqa"):  # one line naming the extra if absent
+    for module in ("pyiqa", "torch"):  # one line naming the extra if absent (pyiqa first)
         require(module, _QUALITY_EXTRA, "niqe")
     scaled = np.clip(a / data_range, 0.0, 1.0)
     if scaled.max() == scaled.min():
