@@ -42,7 +42,6 @@ from sem_physics.locking import mark_incomplete, output_lock
 from tqdm.auto import tqdm
 
 from .config import BenchmarkConfig
-from .foundation import finetune_network, train_foundation
 from .methods import control_run, run_method, trained_weights_kept, trains_here
 from .protocols import (
     Case,
@@ -481,6 +480,8 @@ def _run_benchmark(cfg: BenchmarkConfig, *, force: bool, progress: bool) -> Path
     parallel = cfg.workers > 1
     provenance = thread_provenance(cfg.workers)  # torch threads before beside_workers' share
     bars = progress and not parallel  # worker processes draw no bars of their own
+    from .foundation import finetune_network, train_foundation  # torch and timm: here
+
     pretrain = partial(train_foundation, cfg=cfg.foundation, seed=cfg.seed, progress=bars)
     finetune = partial(finetune_network, cfg=cfg.foundation, seed=cfg.seed, progress=bars)
     train = [im.data for im in proto.train]
