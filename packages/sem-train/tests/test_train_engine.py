@@ -940,7 +940,7 @@ def test_a_full_disk_in_torch_save_names_the_state_file_and_leaves_no_half_check
     """torch.save on a full disk raises RuntimeError (inline_container.cc, unexpected pos):
     a CheckpointWriteError naming the state file and saying the disk is full; the step's
     weights file, written just before, is removed; the previous checkpoint stays."""
-    from collections import namedtuple
+    import shutil
 
     from sem_train import checkpoint
     from sem_train.checkpoint import CheckpointWriteError
@@ -957,9 +957,9 @@ def test_a_full_disk_in_torch_save_names_the_state_file_and_leaves_no_half_check
             )
         return real_save(obj, f, *args, **kwargs)
 
-    fs = namedtuple("fs", "f_bavail f_frsize")
+    full = shutil._ntuple_diskusage(10**9, 10**9, 0)  # type: ignore[attr-defined]
     monkeypatch.setattr(checkpoint.torch, "save", full_save)
-    monkeypatch.setattr(checkpoint.os, "statvfs", lambda _p: fs(0, 4096))
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: full)
     with pytest.raises(CheckpointWriteError, match="no space left on the device") as err:
         fit(DenoiseTask(), train, val, _run(tmp_path / "full"), OPT)
     ck = tmp_path / "full" / "checkpoints"

@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "free_bytes",
     "process_umask",
     "remove_stale_temporaries",
 ]
@@ -89,15 +90,21 @@ def _claim(tmp: Path) -> None:
     os.close(os.open(tmp, flags, 0o600))
 
 
+def free_bytes(folder: str | Path) -> int | None:
+    """Bytes this user may still write in the file system of ``folder`` (None: not known)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
 def _space_exhausted(tmp: Path) -> bool:
     """Whether a write into ``tmp`` (still there) failed for want of space: the file system
     holds (nearly) no free bytes (:data:`NEARLY_FULL_BYTES`), or ``tmp`` reached the file size
     limit (``RLIMIT_FSIZE``, ``ulimit -f``)."""
-    try:
-        if shutil.disk_usage(tmp.parent).free < NEARLY_FULL_BYTES:
-            return True
-    except OSError:
-        pass
+    free = free_bytes(tmp.parent)
+    if free is not None and free < NEARLY_FULL_BYTES:
+        return True
     try:
         import resource
     except ImportError:  # Windows

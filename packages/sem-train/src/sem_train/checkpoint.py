@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
 import pickle
 import random
 import re
@@ -39,7 +38,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from sem_models.external_weights import refusal_reason
-from sem_physics.atomic import OutputWriteError, atomic_write, remove_stale_temporaries
+from sem_physics.atomic import (
+    OutputWriteError,
+    atomic_write,
+    free_bytes,
+    remove_stale_temporaries,
+)
 
 from .runfolder import CheckpointError, RunExistsError, RunFolder, read_json, read_pointer
 
@@ -214,14 +218,6 @@ def _tensor_bytes(obj: Any) -> int:
     return 0
 
 
-def _free_bytes(folder: Path) -> int | None:
-    try:
-        st = os.statvfs(folder)
-    except (OSError, AttributeError):  # no statvfs (Windows)
-        return None
-    return st.f_bavail * st.f_frsize
-
-
 def save_state(state: dict[str, Any], path: Path) -> None:
     """Atomically ``torch.save`` a dict of plain objects (loadable with ``weights_only=True``).
 
@@ -233,7 +229,7 @@ def save_state(state: dict[str, Any], path: Path) -> None:
     try:
         _write(path, lambda tmp: torch.save(state, tmp))
     except RuntimeError as err:
-        free, need = _free_bytes(path.parent), _tensor_bytes(state)
+        free, need = free_bytes(path.parent), _tensor_bytes(state)
         intact = f"the previous checkpoint in {path.parent} is intact"
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         if free is not None and free < need + (1 << 20):
