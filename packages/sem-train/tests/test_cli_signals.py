@@ -53,16 +53,13 @@ def test_sigterm_in_sem_restore_leaves_no_lock_and_says_one_line(tmp_path: Path)
 
 
 def test_a_sigterm_stop_of_sem_train_exits_143() -> None:
+    from sem_physics.pipes import Terminated  # SIGTERM before the loop
     from sem_train.commands.train import _stop_status
     from sem_train.interrupt import TrainingInterrupted
 
     assert _stop_status(TrainingInterrupted(5, 1, signal.SIGTERM)) == 143
     assert _stop_status(TrainingInterrupted(5, 1)) == 130
     assert _stop_status(KeyboardInterrupt()) == 130
-
-    class Terminated(KeyboardInterrupt):  # sem_physics.pipes': SIGTERM before the loop
-        pass
-
     assert _stop_status(Terminated()) == 143
 
 

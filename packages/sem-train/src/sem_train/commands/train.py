@@ -300,13 +300,10 @@ def _train(
 
 def _stop_status(stop: BaseException) -> int:
     """Exit status of a run stopped by ``stop``: 143 after SIGTERM, else Ctrl-C's 130."""
-    from sem_physics.pipes import EXIT_INTERRUPTED
+    from sem_physics.pipes import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 
-    from ..interrupt import EXIT_TERMINATED
-
-    by_term = getattr(stop, "signum", None) == signal.SIGTERM or (
-        type(stop).__name__ == "Terminated"  # sem_physics.pipes: SIGTERM outside the loop
-    )
+    # TrainingInterrupted records its signal; Terminated is SIGTERM outside the loop
+    by_term = getattr(stop, "signum", None) == signal.SIGTERM or isinstance(stop, Terminated)
     return EXIT_TERMINATED if by_term else EXIT_INTERRUPTED
 
 
