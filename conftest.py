@@ -40,6 +40,13 @@ for _var, _sub in (("SEM_REAL_DATA", "sem"), ("SEM_CORPUS_DATA", "sem_corpus")):
 _REAL_DATA_VARS = ("SEM_REAL_DATA", "SEM_CORPUS_DATA")
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one test process per core this run may use, at most 8 (each holds its own
+    torch; more add memory, not speed, to a run that is mostly process starts)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, usable or 1))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_temp(tmp_path_factory):
     """Temporary files of the code under test (e.g. the NIQE parameter cache), in-process and

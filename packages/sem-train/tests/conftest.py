@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 from sem_physics.samples import SAMPLE_KINDS, make_sample
 from sem_physics.testing import folder_held
 
@@ -158,11 +160,26 @@ def ddp_runs(request, tmp_path_factory, folder_writer) -> Path:
             if "ddp_runs" in getattr(item, "fixturenames", ())
         }
     )
-    root = tmp_path_factory.mktemp("ddp_runs")
-    folder = root / "images"
-    folder_writer(folder, 12)
-    build_index(folder)  # cache the index before the workers start
-    jobs = [(m, str(folder), str(root / Path(m).stem)) for m in modules]
-    proc = run_torchrun(__file__, "ddp_jobs_main", jobs, workdir=root, timeout_s=600)
-    assert proc.returncode == 0, f"{[Path(m).name for m in modules]}: {proc.stderr[-3000:]}"
+
+    def launch(root: Path) -> None:
+        folder = root / "images"
+        folder_writer(folder, 12)
+        build_index(folder)  # cache the index before the workers start
+        jobs = [(m, str(folder), str(root / Path(m).stem)) for m in modules]
+        proc = run_torchrun(__file__, "ddp_jobs_main", jobs, workdir=root, timeout_s=600)
+        assert proc.returncode == 0, f"{[Path(m).name for m in modules]}: {proc.stderr[-3000:]}"
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.mktemp("ddp_runs")
+        launch(root)
+        return root
+    # Under pytest-xdist each worker process would launch the same runs: the first that needs
+    # them does, under a lock in the folder the workers share; the others read its results.
+    root = tmp_path_factory.getbasetemp().parent / "ddp_runs"
+    with FileLock(f"{root}.lock"):
+        if not (root / "complete").is_file():
+            shutil.rmtree(root, ignore_errors=True)  # a failed launch's leftovers
+            root.mkdir()
+            launch(root)
+            (root / "complete").touch()
     return root
