@@ -147,3 +147,46 @@ def test_results_without_the_new_fields_still_load_and_summaries_leave_them_out(
     assert loaded.source is None and loaded.versions is None
     new = LineMeasurement.model_validate(doc)
     assert new.summary() == loaded.summary()  # the CSV row is unchanged
+
+
+def test_a_png_report_names_the_file_it_measured(
+    line_tif: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The report image carries what the JSON says of the input and the versions (PNG text
+    chunk ``Provenance``): a report found on its own still leads back to its file. The
+    README's example reads it."""
+    import hashlib
+
+    from PIL import Image
+
+    report = tmp_path / "report.png"
+    argv = ["lines", str(line_tif), *PIXEL, "--info-bar", str(BAR), "--json"]
+    doc = _json([*argv, "--report", str(report)], capsys)
+    with Image.open(report) as png:
+        record = json.loads(png.text["Provenance"])
+    assert record == {"source": doc["source"], "versions": doc["versions"]}
+    sha256 = hashlib.sha256(line_tif.read_bytes()).hexdigest()
+    assert record["source"]["sha256"] == sha256
+    assert record["versions"]["sem-metrology"] == metadata.version("sem-metrology")
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(next(b for b in blocks if '"Provenance"' in b), "README.md", "exec"), {})
+    assert capsys.readouterr().out.split() == [sha256, metadata.version("sem-metrology")]
+
+
+def test_a_report_of_an_api_result_records_no_provenance(tmp_path: Path) -> None:
+    """A result of the Python API has no source: its report says nothing rather than guess."""
+    from PIL import Image
+    from sem_metrology import measure_lines
+    from sem_metrology.report import save_line_report
+
+    sample = make_line_image(n_lines=8, shape=(160, 256), sigma_nm=1.0, seed=4)
+    result = measure_lines(sample.image, 0.827)
+    path = save_line_report(result, sample.image, tmp_path / "api.png")
+    with Image.open(path) as png:
+        assert "Provenance" not in png.text and "Software" in png.text

@@ -5,7 +5,9 @@
 its sha256, the sha256 of the pixels measured and of the whole frame); ``versions`` the
 packages' versions (:func:`sem_physics.protocol.package_versions`) with python, numpy and
 scipy (:func:`sem_physics.protocol.library_versions`, as a ``sem-degrade`` manifest records
-them). ``sem-measure`` fills both; a result of the Python API has neither (``None``).
+them). ``sem-measure`` fills both; a result of the Python API has neither (``None``). A PNG
+report of a result that has them carries them too (:func:`png_metadata`), so a report image
+met on its own still names the file it measured, byte for byte.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pydantic import Field
 PACKAGES = ("sem-metrology", "sem-physics")
 #: The result fields this module describes: JSON only, not in a CSV summary row.
 FIELDS = ("source", "versions")
+#: The PNG text keyword under which a report keeps them.
+PNG_KEY = "Provenance"
 
 
 def source_field() -> Any:
@@ -45,3 +49,17 @@ def measurement_versions() -> dict[str, str | None]:
     from sem_physics.protocol import library_versions, package_versions
 
     return {**package_versions(PACKAGES), **library_versions()}
+
+
+def png_metadata(measurement: Any) -> dict[str, str]:
+    """PNG text chunks of a report of ``measurement``: under :data:`PNG_KEY` the JSON of its
+    ``source`` and ``versions`` (what ``--json`` writes of them); nothing when it has neither
+    (a result of the Python API)."""
+    import json
+
+    record: dict[str, Any] = {}
+    if measurement.source is not None:
+        record["source"] = measurement.source.model_dump(mode="json")
+    if measurement.versions is not None:
+        record["versions"] = measurement.versions
+    return {PNG_KEY: json.dumps(record, sort_keys=True)} if record else {}

@@ -166,8 +166,11 @@ def _finish(
 ) -> Path:
     """Head the figure with the title and the summary (the reason instead when nothing was
     measured), wrapped to the figure's width with room left for it, and write it:
-    ``fig.savefig`` through a temporary file renamed into place."""
+    ``fig.savefig`` through a temporary file renamed into place, with the measurement's
+    source and versions, when it has them, in the PNG text chunk ``Provenance`` (JSON)."""
     from sem_physics.atomic import atomic_write
+
+    from ._provenance import png_metadata
 
     if not measurement.valid:
         summary = f"INVALID: {measurement.reason}"
@@ -192,7 +195,8 @@ def _finish(
         gid="summary",
     )
     fig.tight_layout(rect=(0.0, 0.0, 1.0, top))
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    meta = png_metadata(measurement)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", metadata=meta))
 
 
 def _edge_points(m: LineMeasurement) -> tuple[list[tuple[str, str, list]], str | None]:
