@@ -42,9 +42,13 @@ _REAL_DATA_VARS = ("SEM_REAL_DATA", "SEM_CORPUS_DATA")
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: one test process per core this run may use, at most 8 (each holds its own
-    torch; more add memory, not speed, to a run that is mostly process starts)."""
+    torch; more add memory, not speed, to a run that is mostly process starts). A run of named
+    test files (or tests) runs in this process (0: no worker processes): starting the workers
+    (about 10 s here) would cost more than it saves; `-n 2` asks for them all the same."""
+    if config.args and all(str(arg).split("::", 1)[0].endswith(".py") for arg in config.args):
+        return 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(8, usable or 1))
+    return min(8, usable or 1)
 
 
 @pytest.fixture(scope="session", autouse=True)
