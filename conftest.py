@@ -40,6 +40,7 @@ for _var, _sub in (("SEM_REAL_DATA", "sem"), ("SEM_CORPUS_DATA", "sem_corpus")):
 _REAL_DATA_VARS = ("SEM_REAL_DATA", "SEM_CORPUS_DATA")
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; without the plugin, never called
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: one test process per core this run may use, at most 8 (each holds its own
     torch; more add memory, not speed, to a run that is mostly process starts). A run of named
