@@ -44,6 +44,6 @@ def test_the_tests_run_without_pytest_xdist() -> None:
 
     argv = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider"]
     argv += ["-o", "addopts=", "--collect-only", "-q", "tests/test_test_run.py"]
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, encoding="utf-8", timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "2 tests collected" in proc.stdout
