@@ -339,20 +339,23 @@ def _solve_blocks(
     """Damped Gauss-Newton step by the Schur complement on the global parameters.
 
     Returns ``(step_global, step_sectors (ns, 2), inverse Schur complement)``; the latter is the
-    covariance of the global parameters up to the residual variance.
+    covariance of the global parameters up to the residual variance. A nearly singular system
+    (a saturated or featureless spectrum) may give steps that overflow: they come back
+    non-finite, without numpy's warning, for the caller to damp harder.
     """
     a_gg, a_gs, a_ss, g_g, g_s = blocks
     a_gg = a_gg + lam * np.diag(np.maximum(np.diag(a_gg), 1e-12))
     a_ss = a_ss.copy()
     for k in range(2):
         a_ss[:, k, k] += lam * np.maximum(a_ss[:, k, k], 1e-12)
-    dinv = _inv2(a_ss)
-    pd = np.einsum("sjk,skl->sjl", a_gs, dinv)  # (ns, g, 2)
-    schur = a_gg - np.einsum("sjl,sml->jm", pd, a_gs)
-    rhs = g_g - np.einsum("sjl,sl->j", pd, g_s)
-    schur_inv = np.linalg.inv(schur)
-    step_g = -schur_inv @ rhs
-    step_s = -np.einsum("skl,sl->sk", dinv, g_s + np.einsum("sjl,j->sl", a_gs, step_g))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        dinv = _inv2(a_ss)
+        pd = np.einsum("sjk,skl->sjl", a_gs, dinv)  # (ns, g, 2)
+        schur = a_gg - np.einsum("sjl,sml->jm", pd, a_gs)
+        rhs = g_g - np.einsum("sjl,sl->j", pd, g_s)
+        schur_inv = np.linalg.inv(schur)
+        step_g = -schur_inv @ rhs
+        step_s = -np.einsum("skl,sl->sk", dinv, g_s + np.einsum("sjl,j->sl", a_gs, step_g))
     return step_g, step_s, schur_inv
 
 
@@ -389,6 +392,9 @@ def _robust_lm(
                 step_g, step_s, _ = _solve_blocks(blocks, lam)
             except np.linalg.LinAlgError:
                 lam *= 10
+                continue
+            if not (np.isfinite(step_g).all() and np.isfinite(step_s).all()):
+                lam *= 10  # an overflowing step would be clipped to the bounds and taken
                 continue
             x_new = np.clip(x + unpack(step_g, step_s), lower, upper)
             r_new, jac_new = fit.residuals_jac(x_new)
