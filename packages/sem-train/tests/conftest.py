@@ -14,6 +14,17 @@ from filelock import FileLock
 from sem_physics.samples import SAMPLE_KINDS, make_sample
 from sem_physics.testing import folder_held
 
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A RestoreWarning that a sem-train test does not expect (``pytest.warns``) fails it: the
+    warnings a user would see are part of what these tests check."""
+    mark = pytest.mark.filterwarnings("error::sem_train.restoration.api.RestoreWarning")
+    for item in items:
+        if _HERE in item.path.resolve().parents:
+            item.add_marker(mark)
+
 
 def write_folder(root: Path, n: int, size: int = 48, seed: int = 0) -> list[Path]:
     """``n`` sem_physics sample images (lines, contacts, texture) under nested folders,

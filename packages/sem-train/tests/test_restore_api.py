@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -35,6 +36,20 @@ TINY = {
     "n2v": {"unet": {"depth": 2, "width": 4}},
     "mrn": {"net": {"width": 4}},
 }
+
+
+def restore_warned(*args, notes: int = 0, **kwargs):
+    """``restore(*args, **kwargs)`` and the RestoreWarnings it issued, which must be ``notes``
+    notes on the model (a dense export standing in for the MAE + MoE) and then exactly the
+    warnings its result records (the conftest turns any other RestoreWarning into an error)."""
+    with pytest.warns(RestoreWarning) as issued:
+        out = restore(*args, **kwargs)
+    messages = [str(w.message) for w in issued]
+    assert messages[notes:] == list(out.warnings), messages
+    return out, messages[:notes]
+
+
+DENSE_NOTE = "is a dense model (no Mixture-of-Experts)"
 
 
 def psnr(ref: np.ndarray, x: np.ndarray) -> float:
@@ -174,7 +189,14 @@ def test_every_registered_method_restores_any_image_size(method, tmp_path):
     if needs.learned:
         ckpt, options = make_checkpoint(method, tmp_path)
         kwargs.update(checkpoint=ckpt, **options)
-    out = restore(y, method, **kwargs)
+    # the tiny stand-ins of the paper's model are dense: restore says so
+    dense = method.startswith("sem-foundation")
+    with (
+        pytest.warns(RestoreWarning, match=re.escape(DENSE_NOTE))
+        if dense
+        else contextlib.nullcontext()
+    ):
+        out = restore(y, method, **kwargs)
     assert out.image.shape == y.shape and np.all(np.isfinite(out.image))
     assert out.method == method
     assert (out.psf is not None) == needs.takes_psf
@@ -298,7 +320,8 @@ def test_shipped_foundation_model_needs_no_checkpoint(tmp_path, monkeypatch):
     model = RestorationModel(build_mae("tiny", in_chans=1, **MAE_ARCH), residual=True)
     model.start_as_identity()
     save_model(model, tmp_path / "sem-foundation")
-    out = restore(y, "sem-foundation", **WINDOW)
+    with pytest.warns(RestoreWarning, match=re.escape(DENSE_NOTE)):
+        out = restore(y, "sem-foundation", **WINDOW)
     # The stand-in starts as the identity: the shipped model was used, not something else.
     np.testing.assert_allclose(out.image, y, atol=0.05)
 
@@ -329,11 +352,14 @@ def test_a_guided_model_records_its_guides_psf_and_takes_a_known_one(tmp_path):
     they used (the blind estimate, computed independently here), and --psf replaces it."""
     _, y = blurred(shape=(64, 80), r_px=3.0, seed=5)
     folder = _guided_export(tmp_path)
-    blind = restore(y, "sem-foundation", checkpoint=folder, **WINDOW)
+    blind, notes = restore_warned(y, "sem-foundation", checkpoint=folder, notes=1, **WINDOW)
+    assert DENSE_NOTE in notes[0] and any("too small" in w for w in blind.warnings)
     expected = sem_physics.estimate_degradation(y).psf_params()
     assert blind.psf_source == "blind" and blind.psf == expected
     assert blind.estimate is not None and blind.record()["estimate"]["rx_px"] == expected.rx_px
-    given = restore(y, "sem-foundation", checkpoint=folder, psf="1.5,4,0.3,2", **WINDOW)
+    given, _ = restore_warned(
+        y, "sem-foundation", checkpoint=folder, psf="1.5,4,0.3,2", notes=1, **WINDOW
+    )
     assert given.psf_source == "given"
     assert given.psf == PSFParams(rx_px=1.5, ry_px=4, theta_rad=0.3, beta=2)
     assert np.abs(given.image - blind.image).max() > 1e-3  # other guides, another output
@@ -341,7 +367,7 @@ def test_a_guided_model_records_its_guides_psf_and_takes_a_known_one(tmp_path):
     save_model(RestorationModel(build_mae("tiny", in_chans=1, **MAE_ARCH)), plain)
     with pytest.raises(ValueError, match=r"no physics guides.*takes no --psf"):
         prepare("sem-foundation", checkpoint=plain, psf="2,2", **WINDOW)
-    assert restore(y, "sem-foundation", checkpoint=plain, **WINDOW).psf is None
+    assert restore_warned(y, "sem-foundation", checkpoint=plain, notes=1, **WINDOW)[0].psf is None
     # refused from the export's config.json, before any weights load
     (plain / "model.safetensors").write_bytes(b"not weights")
     with pytest.raises(ValueError, match=r"no physics guides.*takes no --psf"):
@@ -353,11 +379,14 @@ def test_a_guided_model_says_when_its_guides_fell_back_to_the_paper_psf(tmp_path
     says "paper" with a warning, not "blind"; a given PSF stays "given" there."""
     y = make_sample("lines", (32, 32), seed=1)
     folder = _guided_export(tmp_path)
-    fallback = restore(y, "sem-foundation", checkpoint=folder, **WINDOW)
+    fallback, _ = restore_warned(y, "sem-foundation", checkpoint=folder, notes=1, **WINDOW)
     assert fallback.psf_source == "paper" and fallback.estimate is None
     assert fallback.psf == PSFParams(rx_px=15.5, ry_px=15.5, beta=1.95, theta_rad=0.0)
     assert any("paper's fixed PSF" in w for w in fallback.warnings)
-    given = restore(y, "sem-foundation", checkpoint=folder, psf="2,2", **WINDOW)
+    given, notes = restore_warned(
+        y, "sem-foundation", checkpoint=folder, psf="2,2", notes=1, **WINDOW
+    )
+    assert DENSE_NOTE in notes[0]
     assert given.psf_source == "given" and given.psf == PSFParams(rx_px=2, ry_px=2)
     assert not given.warnings
 
@@ -390,11 +419,11 @@ def test_fft_threads_change_nothing_but_the_speed(monkeypatch):
 
     monkeypatch.setattr(scipy.fft, "rfft2", spy)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    one = restore(y, "wiener")
+    one, _ = restore_warned(y, "wiener")  # 96 x 128 px: "too small" for a blind estimate
     assert threads.fft_threads() == 1 and set(seen) == {1}
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     seen.clear()
-    two = restore(y, "wiener")
+    two, _ = restore_warned(y, "wiener")
     assert set(seen) == {2}
     np.testing.assert_array_equal(one.image, two.image)
     assert one.psf == two.psf
@@ -415,8 +444,9 @@ def test_an_image_with_no_blur_found_says_a_deconvolution_only_smooths_it(real_i
     assert any("looks in focus (at most 1.6 px" in w for w in out.warnings), out.warnings
     assert [str(w.message) for w in issued] == list(out.warnings)
     assert all(w.filename == __file__ for w in issued)  # pointing at the caller's line
-    with pytest.warns(RestoreWarning, match="looks in focus"):
+    with pytest.warns(RestoreWarning) as again:
         prepare("richardson-lucy")(sharp)  # a prepared method warns the same way
+    assert [str(w.message) for w in again] == list(out.warnings)
 
     def fine(x):
         return float(np.mean(np.diff(x, axis=1) ** 2))
@@ -426,4 +456,5 @@ def test_an_image_with_no_blur_found_says_a_deconvolution_only_smooths_it(real_i
         rx_px=4.0, ry_px=4.0, beta=2.0, theta_rad=0.0, gain=1.0, offset=0.0, sigma=3.0, dose=20.0
     )
     y = degrade(sharp, p, rng=np.random.default_rng(0)).astype(np.float32)
-    assert not any("looks in focus" in w for w in restore(y, "richardson-lucy").warnings)
+    blurred_out, _ = restore_warned(y, "richardson-lucy")  # warns of its low signal-to-noise
+    assert not any("looks in focus" in w for w in blurred_out.warnings)

@@ -14,7 +14,7 @@ from sem_models.testing import MICRO_MAE
 from sem_physics import DegradationParams, degrade, make_sample
 from sem_train import restore
 from sem_train.cli import main
-from sem_train.restoration import MANIFEST_NAME, prepare
+from sem_train.restoration import MANIFEST_NAME, RestoreWarning, prepare
 from sem_train.restoration.levels import input_scale
 
 WINDOW = {"window_px": 32, "overlap_px": 8, "device": "cpu"}
@@ -64,7 +64,9 @@ def test_highlights_limit_the_scale_and_keep_their_values(tiny_model):
     scale, level = input_scale(y)
     assert level * 16 >= 128 and scale == 4  # 60 x 4 = 240 <= 255 < 60 x 8
     method = prepare("mae-sem", checkpoint=tiny_model, brightness="method", **WINDOW)
-    out = method(y)
+    with pytest.warns(RestoreWarning, match="dim picture") as issued:
+        out = method(y)
+    assert [str(w.message) for w in issued] == list(out.warnings)
     assert out.input_scale == 4
     ref = prepare("mae-sem", checkpoint=tiny_model, brightness="method", clip=False, **WINDOW)
     np.testing.assert_allclose(
@@ -92,7 +94,8 @@ def test_a_dim_picture_restores_as_the_undimmed_one_scaled(tiny_model):
     y = blurred()
     method = prepare("mae-sem", checkpoint=tiny_model, brightness="method", **WINDOW)
     full = method(y)
-    dim = method(y / np.float32(16))
+    with pytest.warns(RestoreWarning, match="dim picture"):
+        dim = method(y / np.float32(16))
     assert full.input_scale == 1 and dim.input_scale == 16
     np.testing.assert_allclose(dim.image, full.image / 16, rtol=1e-5, atol=1e-5)
     assert np.mean(dim.image <= 0) < 0.05 and np.mean(dim.image <= 0) <= np.mean(full.image <= 0)

@@ -10,7 +10,7 @@ from sem_baselines import get_restorer
 from sem_physics import DegradationParams, PSFParams, degrade, make_sample
 from sem_train import restore
 from sem_train.cli import main
-from sem_train.restoration import MANIFEST_NAME
+from sem_train.restoration import MANIFEST_NAME, RestoreWarning
 
 PSF = PSFParams(rx_px=3.0, ry_px=3.0, theta_rad=0.0, beta=1.95)
 
@@ -89,7 +89,10 @@ def test_plain_richardson_lucy_is_recorded_and_the_paper_preset_does_not_acceler
 
 def test_blind_psf_per_image_values_do_not_repeat_the_psf():
     y = blurred()
-    rec = restore(y, "wiener").record()
+    with pytest.warns(RestoreWarning, match="too small") as issued:
+        out = restore(y, "wiener")
+    rec = out.record()
+    assert [str(w.message) for w in issued] == rec["warnings"]
     assert rec["psf_source"] == "blind" and rec["estimate"] is not None
     per_image = rec["parameters"]["per_image"]
     assert "psf" not in per_image and "psf_source" not in per_image and "estimate" not in per_image
