@@ -41,18 +41,18 @@ __all__ = [
     "SETTINGS",
     "Case",
     "CaseRecord",
+    "ImageRecord",
     "ManifestMismatchError",
     "ProtocolManifest",
-    "SourceRecord",
     "Split",
     "SplitError",
     "build_s2r",
     "build_s2s",
+    "image_record",
     "load_manifest",
     "replay",
     "save_manifest",
     "select_split",
-    "source_record",
 ]
 
 SETTINGS: tuple[str, ...] = ("random", "midpoint")
@@ -63,8 +63,10 @@ class ManifestMismatchError(ValueError):
     """The images or inputs do not match what a manifest recorded."""
 
 
-class SourceRecord(BaseModel):
-    """One source image of a protocol."""
+class ImageRecord(BaseModel):
+    """One image of a protocol as its manifest records it: name, kind, where it came from and
+    the hash of its cropped pixels (not :class:`sem_physics.protocol.SourceRecord`, the
+    record of a file that the measuring and degrading tools keep)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -86,7 +88,7 @@ class CaseRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     case_id: str
-    image: str = Field(description="name of the focused reference (a SourceRecord)")
+    image: str = Field(description="name of the focused reference (an ImageRecord)")
     setting: str
     params: DegradationParams | None = Field(
         default=None, description="None for real defocused input"
@@ -108,9 +110,9 @@ class ProtocolManifest(BaseModel):
     crop_fraction: float = DEFAULT_CROP_FRACTION
     ranges: ParameterRanges = Field(default_factory=ParameterRanges)
     settings: tuple[str, ...] = SETTINGS
-    train: list[SourceRecord] = Field(default_factory=list)
-    val: list[SourceRecord] = Field(default_factory=list)
-    references: list[SourceRecord] = Field(default_factory=list)
+    train: list[ImageRecord] = Field(default_factory=list)
+    val: list[ImageRecord] = Field(default_factory=list)
+    references: list[ImageRecord] = Field(default_factory=list)
     cases: list[CaseRecord] = Field(default_factory=list)
     skipped: list[SkippedFile] = Field(
         default_factory=list, description="input files left out, with the reason"
@@ -131,10 +133,10 @@ class Case:
     params: DegradationParams | None = None  # the true degradation (S→S), None for real input
 
 
-def source_record(im: EvalImage) -> SourceRecord:
+def image_record(im: EvalImage) -> ImageRecord:
     """The manifest's record of one image: name, kind, source, content hashes, pixel size."""
     file_hash = im.source_sha256 if im.source and not im.source.startswith("generated:") else None
-    return SourceRecord(
+    return ImageRecord(
         name=im.name,
         kind=im.kind,
         source=im.source,
@@ -260,9 +262,9 @@ def build_s2s(
         crop_fraction=crop_fraction,
         ranges=ranges,
         settings=tuple(settings),
-        train=[source_record(im) for im in train],
-        val=[source_record(im) for im in val],
-        references=[source_record(im) for im in evaluation],
+        train=[image_record(im) for im in train],
+        val=[image_record(im) for im in val],
+        references=[image_record(im) for im in evaluation],
         cases=records,
     )
     return manifest, train, val, cases
@@ -350,7 +352,7 @@ def build_s2r(
                     )
                 )
     cases: list[Case] = []
-    refs: dict[str, SourceRecord] = {}
+    refs: dict[str, ImageRecord] = {}
     records: list[CaseRecord] = []
     for d, f in pairs:
         if d.data.shape != f.data.shape:
@@ -365,7 +367,7 @@ def build_s2r(
         pixel = f.pixel_size_nm or d.pixel_size_nm
         cid = f"{d.name}@real"
         cases.append(Case(cid, f.name, "real", "real", d.data, f.data, pixel))
-        refs.setdefault(f.name, source_record(f))
+        refs.setdefault(f.name, image_record(f))
         records.append(
             CaseRecord(
                 case_id=cid,

@@ -49,7 +49,7 @@ from .protocols import (
     SplitError,
     build_s2r,
     build_s2s,
-    source_record,
+    image_record,
 )
 from .report import ReportInputs, safe_name, write_report
 from .results import MethodResult, ResultFileError
@@ -260,8 +260,8 @@ def _real(cfg: BenchmarkConfig) -> Protocol:
     if cfg.train_images is not None:  # the same seeded draw as the S→S protocol's
         train, val, skipped = _training_folder(cfg)
         manifest.skipped += skipped
-        manifest.train = [source_record(im) for im in train]
-        manifest.val = [source_record(im) for im in val]
+        manifest.train = [image_record(im) for im in train]
+        manifest.val = [image_record(im) for im in val]
         crop = crop_note([*train, *val], cfg.crop_fraction, "training ")
         notes += [crop] if crop else []
     source = f"{len(cases)} real defocused images from {cfg.defocused}"
