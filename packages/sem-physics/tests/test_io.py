@@ -163,6 +163,21 @@ def test_uint16_round_trip_and_pixel_size(tmp_path: Path, ext: str) -> None:
     assert img.pixel_size_nm == pytest.approx(0.75)
 
 
+def test_uint32_tiff_round_trip(tmp_path: Path) -> None:
+    """A uint32 TIFF holds rint(x * (2**32 - 1) / 255) and reads back on the 0..255 scale."""
+    x = np.random.default_rng(3).uniform(-5, 260, (30, 40)).astype(np.float32)
+    with pytest.warns(UserWarning, match="clipped"):
+        path = write_image(tmp_path / "x.tif", x, "uint32")
+    stored = tifffile.imread(path)
+    want = [round(min(max(float(v), 0.0), 255.0) * 4294967295 / 255) for v in x.ravel()]
+    assert stored.dtype == np.uint32 and stored.ravel().tolist() == want
+    img = read_image(path)
+    assert img.source_dtype == "uint32" and img.value_scale == 255 / 4294967295
+    np.testing.assert_allclose(img.data, np.clip(x, 0, 255), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"cannot write dtype uint32 as '\.png'"):
+        write_image(tmp_path / "x.png", x, "uint32")
+
+
 def test_float32_tiff_is_exact_and_unclipped(tmp_path: Path) -> None:
     x = np.random.default_rng(2).normal(100, 80, (30, 40)).astype(np.float32)
     img = read_image(write_image(tmp_path / "x.tif", x, "float32"))

@@ -17,6 +17,7 @@ from sem_physics import scan as scan_module
 from sem_physics.cli import main as degrade_main
 from sem_physics.forward import degrade
 from sem_physics.io import quantize
+from sem_physics.levels import fill_hint
 from sem_physics.params import DegradationParams
 from sem_physics.psf_cli import main as psf_main
 from sem_physics.scan import row_jitter
@@ -105,12 +106,24 @@ def test_sem_degrade_warns_about_a_dim_picture(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="sem_physics.io"):
         assert degrade_main([str(path), "-o", str(tmp_path / "out")]) == 0
     said = [r.getMessage() for r in caplog.records]
+    largest = int(tifffile.imread(path).max())  # 1769 counts: 11 bits (1024 <= 1769 < 2048)
+    assert 1024 <= largest < 2048
     assert any(
         m.startswith(f"{path}: dim uint16 picture: values ")
         and "sem-degrade" in m
-        and "rescale the file to its full range" in m
+        and f"its largest value, {largest}, needs 11 of the file's 16 bits" in m
+        and "rescale the file to its full range (multiply the counts by 32)" in m
         for m in said
     ), said
+
+
+def test_the_dim_note_names_the_bits_a_32_bit_file_uses() -> None:
+    """190000 counts need 18 bits (2**17 < 190000 < 2**18): 14 of the 32 are left unused."""
+    data = np.array([[0.0, 190000 * 255 / 4294967295]], np.float32)
+    hint = fill_hint(data, "uint32")
+    assert "its largest value, 190000, needs 18 of the file's 32 bits" in hint
+    assert hint.endswith(f"(multiply the counts by {2**14})")
+    assert fill_hint(data, "float32") == "rescale the file to its full range"
 
 
 def test_sem_psf_warns_about_a_dim_picture(tmp_path: Path, caplog) -> None:

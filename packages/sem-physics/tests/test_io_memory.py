@@ -71,7 +71,7 @@ def test_info_bar_search_copies_no_band_of_the_frame() -> None:
         )
 
 
-@pytest.mark.parametrize("dtype", ["uint16", "uint8"])
+@pytest.mark.parametrize("dtype", ["uint16", "uint8", "uint32"])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 5), (61, 33), (5, 40, 3)])
 def test_banded_quantize_equals_whole_array_formula(
     monkeypatch: pytest.MonkeyPatch, dtype: str, shape: tuple[int, ...]
@@ -87,11 +87,8 @@ def test_banded_quantize_equals_whole_array_formula(
         np.asfortranarray(edges),
     ):
         data = np.clip(np.asarray(x, dtype=np.float64), 0, 255)
-        want = (
-            np.rint(data * (65535.0 / 255.0)).astype(np.uint16)
-            if dtype == "uint16"
-            else np.rint(data).astype(np.uint8)
-        )
+        top = {"uint8": 255.0, "uint16": 65535.0, "uint32": 4294967295.0}[dtype]
+        want = np.rint(data * (top / 255.0)).astype(dtype)
         got = quantize(x, dtype)
         assert got.dtype == want.dtype and got.strides == want.strides
         assert got.tobytes() == want.tobytes()

@@ -65,6 +65,29 @@ def test_info_bar_and_sample_type_survive(tmp_path, dtype, scale):
     assert rec["input_dtype"] == rec["output_dtype"] == np.dtype(dtype).name
 
 
+@pytest.mark.parametrize("top", [2**32 - 1, 200_000])  # full range, and 18-bit counts (dim)
+def test_a_32_bit_file_gives_a_32_bit_file_on_its_own_scale(tmp_path, capsys, top):
+    """uint32 counts come back as uint32 counts: the micrograph's mean kept (the brightness
+    policy), the bar to float32 precision (24 bits: 2**-23 of the full range)."""
+    frame = np.rint(with_bar(sample()) * top).astype(np.uint32)
+    tifffile.imwrite(tmp_path / "a.tif", frame)
+    bar_option = ("--info-bar", BAR_ROWS)  # the bar detector judges grey levels, dim here
+    argv = (tmp_path / "a.tif", "-o", tmp_path / "out", "--method", "wiener", *PSF, *bar_option)
+    assert run(*argv) == 0
+    err = capsys.readouterr().err
+    assert "Warning" not in err and "grey levels are expected" not in err  # no raw warning
+    assert (f"sem: warning: {tmp_path / 'a.tif'}: dim picture" in err) == (top < 2**31), err
+    out = tifffile.imread(tmp_path / "out" / "a.tif")
+    assert out.dtype == np.uint32 and out.shape == frame.shape
+    bar, micrograph = out[-BAR_ROWS:].astype(np.float64), out[:-BAR_ROWS].astype(np.float64)
+    np.testing.assert_allclose(bar, frame[-BAR_ROWS:], rtol=0, atol=2.0**-23 * 2**32)
+    assert micrograph.mean() == pytest.approx(frame[:-BAR_ROWS].mean(), rel=0.01)
+    assert micrograph.std() > 0.5 * frame[:-BAR_ROWS].std()  # an image, not a flat level
+    rec = manifest(tmp_path / "out")["restored"][0]
+    assert rec["input_dtype"] == rec["output_dtype"] == "uint32"
+    assert rec["output_value_scale"] == pytest.approx(255 / (2**32 - 1), rel=1e-12)
+
+
 def test_restored_part_is_the_restoration_of_the_cropped_image(tmp_path):
     """The file holds exactly sem_train.restore() of the micrograph above the bar."""
     from sem_train import restore

@@ -260,7 +260,9 @@ def test_a_dim_16_bit_picture_is_named_once(tmp_path, caplog, dtype, scale, dim)
     lines = [r.getMessage() for r in caplog.records if "dim" in r.getMessage()]
     assert len(lines) == (1 if dim else 0)
     if dim:
-        assert str(path) in lines[0] and "16-bit" in lines[0]
+        bits = int(tifffile.imread(path).max()).bit_length()  # 12: counts up to 255 x 16
+        assert str(path) in lines[0] and f"needs {bits} of the file's 16 bits" in lines[0]
+        assert f"multiply the counts by {2 ** (16 - bits)}" in lines[0]
 
 
 def test_the_start_line_counts_what_the_run_uses(started, capsys, caplog, tmp_path):

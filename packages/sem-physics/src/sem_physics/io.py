@@ -134,7 +134,9 @@ __all__ = [
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_PIXELS_ENV = "SEM_MAX_PIXELS"
-WRITE_DTYPES = ("uint16", "uint8", "float32")
+WRITE_DTYPES = ("uint16", "uint8", "float32", "uint32")
+#: Integer output types: the file's values per grey level of the 0..255 scale.
+_INTEGER_SCALE = {"uint8": 1.0, "uint16": 65535.0 / 255.0, "uint32": 4294967295.0 / 255.0}
 _PIL_FORMAT = {".png": "PNG", ".bmp": "BMP"}
 #: Pixels :func:`quantize` converts at a time (8 MiB of float64 temporaries).
 _QUANTIZE_BAND_PX = 1 << 20
@@ -513,6 +515,7 @@ def quantize(image: np.ndarray, dtype: str = "uint16") -> np.ndarray:
     """The exact array :func:`write_image` stores for a 0..255 image and an output ``dtype``.
 
     ``uint16``: ``rint(clip(x, 0, 255) * 65535 / 255)``; ``uint8``: ``rint(clip(x, 0, 255))``;
+    ``uint32``: ``rint(clip(x, 0, 255) * (2**32 - 1) / 255)`` (exact in float64);
     ``float32``: the values unchanged (no float64 copy: a float32 image is returned as is).
     The float64 arithmetic runs on bands of :data:`_QUANTIZE_BAND_PX` pixels written into the
     integer result (elementwise, so the same values as on the whole array), which keeps a
@@ -523,20 +526,19 @@ def quantize(image: np.ndarray, dtype: str = "uint16") -> np.ndarray:
     if dtype not in WRITE_DTYPES:
         raise ValueError(f"unsupported dtype {dtype!r}; accepted: {WRITE_DTYPES}")
     arr = np.asarray(image)
+    factor = _INTEGER_SCALE[dtype]
     if arr.ndim == 0 or arr.dtype.kind not in "biuf":  # no rows to band, or no real numbers
         data = np.asarray(arr, dtype=np.float64)
-        if dtype == "uint16":
-            return np.rint(np.clip(data, 0, 255) * (65535.0 / 255.0)).astype(np.uint16)
-        return np.rint(np.clip(data, 0, 255)).astype(np.uint8)
-    out = np.empty_like(arr, dtype=np.uint16 if dtype == "uint16" else np.uint8)
+        return np.rint(np.clip(data, 0, 255) * factor).astype(dtype)
+    out = np.empty_like(arr, dtype=dtype)
     step = max(1, _QUANTIZE_BAND_PX // max(1, int(np.prod(arr.shape[1:]))))
     buf = np.empty((min(step, arr.shape[0]), *arr.shape[1:]), dtype=np.float64)
     for a in range(0, arr.shape[0], step):
         band = buf[: min(step, arr.shape[0] - a)]
         np.copyto(band, arr[a : a + step], casting="unsafe")  # as astype(np.float64)
         np.clip(band, 0, 255, out=band)
-        if dtype == "uint16":
-            np.multiply(band, 65535.0 / 255.0, out=band)
+        if dtype != "uint8":
+            np.multiply(band, factor, out=band)
         np.rint(band, out=band)
         out[a : a + step] = band
     return out
@@ -572,7 +574,8 @@ def write_image(
     pixel_size_nm: float | None = None,
     warn_clipped: bool = True,
 ) -> Path:
-    """Write a 0..255-scale image: ``uint16`` PNG/TIFF, ``uint8`` PNG/TIFF/BMP, ``float32`` TIFF.
+    """Write a 0..255-scale image: ``uint16`` PNG/TIFF, ``uint8`` PNG/TIFF/BMP, ``float32`` or
+    ``uint32`` TIFF.
 
     Integer outputs clip to 0..255 and scale (``uint16``: ``x * 65535 / 255``, rounded), so
     reading them back with :func:`read_image` returns the image to within half a grey level
@@ -591,6 +594,7 @@ def write_image(
         "uint16": (".png", ".tif", ".tiff"),
         "uint8": (".png", ".tif", ".tiff", ".bmp"),
         "float32": (".tif", ".tiff"),
+        "uint32": (".tif", ".tiff"),
     }[dtype]
     if ext not in allowed:
         raise ImageReadError(

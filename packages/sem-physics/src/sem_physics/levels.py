@@ -26,6 +26,7 @@ __all__ = [
     "UNIT_OVERSHOOT_SHARE",
     "colour_notes",
     "dim_picture_level",
+    "fill_hint",
     "is_dim",
     "picture_level",
     "to_gray_255",
@@ -203,6 +204,25 @@ def dim_picture_level(data: np.ndarray, source_dtype: str) -> float | None:
     return level if is_dim(level) else None
 
 
+def fill_hint(data: np.ndarray, source_dtype: str) -> str:
+    """How much of an integer file's range a picture read from it on the 0..255 scale uses,
+    and the power of two that fills it: ``"its largest value, 2100, needs 12 of the file's 16
+    bits: multiply the counts by 16"``; for other types, only to rescale to the full range."""
+    try:
+        kind = np.dtype(source_dtype)
+    except TypeError:
+        kind = None
+    if kind is None or kind.kind != "u" or kind.itemsize < 2:
+        return "rescale the file to its full range"
+    info = np.iinfo(kind)
+    largest = round(float(np.max(data)) * info.max / 255.0)  # back to the file's counts
+    used = max(1, largest.bit_length())
+    return (
+        f"its largest value, {largest}, needs {used} of the file's {info.bits} bits: rescale "
+        f"the file to its full range (multiply the counts by {2 ** (info.bits - used)})"
+    )
+
+
 def warn_dim_picture(img: SEMImage, use: str) -> str | None:
     """Log once, and return, a note naming ``img``'s file when it is a dim picture of more
     than 8 bits (:func:`dim_picture_level`); ``use`` says what works on its grey levels
@@ -213,9 +233,8 @@ def warn_dim_picture(img: SEMImage, use: str) -> str | None:
     lo, hi = float(np.min(img.data)), float(np.max(img.data))
     note = (
         f"dim {img.source_dtype} picture: values {lo:.3g}..{hi:.3g} of the 0..255 grey scale "
-        f"(99.9th percentile {level:.3g}; e.g. 12-bit data in a 16-bit file); {use} on these "
-        "grey levels as they are: rescale the file to its full range first (e.g. multiply "
-        "12-bit counts by 16)"
+        f"(99.9th percentile {level:.3g}); {use} on these grey levels as they are; "
+        f"{fill_hint(img.data, img.source_dtype)} first"
     )
     warn_once(img.path, note)
     return note

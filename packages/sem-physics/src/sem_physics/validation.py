@@ -19,6 +19,7 @@ __all__ = [
     "MAX_GREY",
     "NEGATIVE_NOISE_REACH",
     "NEGATIVE_SHARE",
+    "UnitScaleWarning",
     "as_generator",
     "is_real_numeric",
     "refuse_negative_counts",
@@ -135,6 +136,10 @@ def refuse_negative_counts(arr: np.ndarray, name: str = "image") -> None:
     )
 
 
+class UnitScaleWarning(UserWarning):
+    """A 0..255-scale function was given an image on 0..1 (:func:`warn_if_unit_scale`)."""
+
+
 def warn_if_unit_scale(arr: np.ndarray, name: str = "image", stacklevel: int = 3) -> None:
     """Warn when a 0..255-scale function gets an image on 0..1 (a likely scale slip: it would
     come out nearly black, or drowned in the model's noise): peaking above 0 and at most
@@ -145,6 +150,7 @@ def warn_if_unit_scale(arr: np.ndarray, name: str = "image", stacklevel: int = 3
         warnings.warn(
             f"{name} spans {float(np.min(arr)):g}..{peak:g}: 0..255 grey levels are expected "
             "(multiply a 0..1 image by 255)",
+            UnitScaleWarning,
             stacklevel=stacklevel,
         )
 

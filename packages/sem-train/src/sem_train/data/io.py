@@ -55,16 +55,15 @@ def dim_picture_note(data: np.ndarray, source_dtype: str) -> str | None:
     """Why a picture read from a file of ``source_dtype`` trains badly when it is dim, or
     None: the rule of ``sem restore``, sem-degrade and sem-psf
     (:func:`sem_physics.levels.dim_picture_level`), applied to files of more than 8 bits."""
-    from sem_physics.levels import dim_picture_level
+    from sem_physics.levels import dim_picture_level, fill_hint
 
     level = dim_picture_level(data, source_dtype)
     if level is None:
         return None
     return (
-        f"dim {source_dtype} picture: its 99.9th percentile is {level:.3g} of 255 grey levels "
-        f"(e.g. 12-bit data in a 16-bit file); training reads it as it is, at "
-        f"{level / 255:.1%} of the range (rescale the file to its full range to train on it "
-        f"at full contrast)"
+        f"dim {source_dtype} picture: its 99.9th percentile is {level:.3g} of 255 grey levels; "
+        f"training reads it as it is, at {level / 255:.1%} of the range "
+        f"({fill_hint(data, source_dtype)} to train on it at full contrast)"
     )
 
 

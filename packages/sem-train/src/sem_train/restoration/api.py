@@ -10,8 +10,8 @@
 A method is prepared once (:func:`prepare`: options validated, weights loaded) and then applied
 to any number of images; :func:`restore` does both for one image.
 
-Around the method (:mod:`.levels`): a learned method gets a dim picture scaled up by a power
-of two (and its output scaled back), and the output's mean grey level is brought back to the
+Around the method (:mod:`.levels`): a dim picture is scaled up by a power of two for the method
+(and its output scaled back), and the output's mean grey level is brought back to the
 input's (``brightness="input"``, the default; ``"method"`` keeps the method's own).
 """
 
@@ -91,7 +91,7 @@ class RestoredImage:
     for other methods.
     A model with physics guides (``sem-foundation``) records the PSF its guides were made
     with in the same three fields. ``input_scale``: the power of two a dim picture was
-    multiplied by for a learned method (1: none). ``brightness``: the policy, the input's and
+    multiplied by for the method (1: none). ``brightness``: the policy, the input's and
     the method's mean grey level and the ``shift`` added. ``warnings``: the estimate's quality
     reasons when it flags itself as not reliable, scan-line jitter when
     :func:`sem_physics.row_jitter` detects it, and what was done to a dim picture.
@@ -132,10 +132,15 @@ class RestoredImage:
 
 
 def validate_micrograph(image: Any, name: str = "image") -> np.ndarray:
-    """``image`` as float32 (H, W), finite, at least ``MIN_SIDE_PX`` per side, or a ValueError."""
+    """``image`` as float32 (H, W), finite, at least ``MIN_SIDE_PX`` per side, or a ValueError.
+    A picture on 0..1 is not warned about here: it is dim, and scaled for the method like any
+    dim picture (:func:`.levels.input_scale`, with its own note)."""
     from sem_baselines import check_image
+    from sem_physics.validation import UnitScaleWarning
 
-    arr = check_image(image, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnitScaleWarning)
+        arr = check_image(image, name)
     if min(arr.shape) < MIN_SIDE_PX:
         raise ValueError(
             f"{name} is {arr.shape[0]}x{arr.shape[1]} px; restoration needs at least "
@@ -291,7 +296,7 @@ class PreparedMethod:
         arr = validate_micrograph(image)
         estimate, psf_used = None, None
         source: PSFSource | None = None
-        scale, level = input_scale(arr) if self.needs.learned else (1, 0.0)
+        scale, level = input_scale(arr)
         notes: tuple[str, ...] = (dim_note(level, scale),) if scale != 1 else ()
         x = arr * np.float32(scale) if scale != 1 else arr  # exact: a power of two
         t0 = time.perf_counter()

@@ -87,10 +87,13 @@ def assemble(restored: np.ndarray, part: Micrograph) -> np.ndarray:
 
 
 def output_dtype(source_dtype: str, float32: bool = False) -> str:
-    """The output sample type for an input read as ``source_dtype``."""
+    """The output sample type for an input read as ``source_dtype``: its own bit depth (a
+    palette or colour file of 16-bit samples, or any other integer type, gives ``uint16``)."""
     if float32 or source_dtype.startswith("float"):
         return "float32"
-    return "uint8" if source_dtype in ("uint8", "bool") else "uint16"
+    if source_dtype in ("uint8", "bool"):
+        return "uint8"
+    return "uint32" if source_dtype == "uint32" else "uint16"
 
 
 def output_value_scale(source: SEMImage, dtype: str) -> float:
@@ -99,7 +102,7 @@ def output_value_scale(source: SEMImage, dtype: str) -> float:
     on 0..255 (1), integer outputs scale as :func:`sem_physics.io.quantize` does."""
     if dtype == "float32":
         return source.value_scale if source.source_dtype.startswith("float") else 1.0
-    return 1.0 if dtype == "uint8" else 255.0 / 65535.0
+    return {"uint8": 1.0, "uint16": 255.0 / 65535.0, "uint32": 255.0 / 4294967295.0}[dtype]
 
 
 def output_suffix(source: Path, float32: bool = False) -> str:
