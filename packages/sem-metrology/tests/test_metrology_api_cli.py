@@ -309,6 +309,28 @@ def test_cli_bad_input_one_line_on_stderr(tmp_path, sample, capsys, argv, code, 
     assert "validation error" not in err[0] and "pydantic" not in err[0]
 
 
+@pytest.mark.parametrize("command", ["lines", "contacts"])
+def test_unknown_option_of_a_subcommand_is_reported_by_it(tmp_path, sample, capsys, command):
+    """As the README says: ``sem-measure lines: error: ... (see sem-measure lines --help)``;
+    one given before the subcommand is the top command's."""
+    from pathlib import Path
+
+    tif = _tif(tmp_path, sample.image)
+    assert main([command, tif, "--pixel-size-nm", "1", "--bogus"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    prog = f"sem-measure {command}"
+    assert err == [f"{prog}: error: unrecognized arguments: --bogus (see {prog} --help)"]
+    assert main([command, tif, "extra.tif"]) == 2
+    assert capsys.readouterr().err.startswith(f"{prog}: error: unrecognized arguments: extra.tif")
+    assert main(["--bogus", command, tif]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "sem-measure: error: unrecognized arguments: --bogus (see sem-measure --help)"
+    ]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    said = "`sem-measure lines: error: ... (see sem-measure lines --help)` for a bad option"
+    assert said in " ".join(readme.split())
+
+
 def test_readme_example_runs(capsys) -> None:
     from pathlib import Path
 

@@ -165,3 +165,88 @@ def test_version_names_the_program_and_its_package(capsys: pytest.CaptureFixture
         main(["--version"])
     assert stop.value.code == 0
     assert capsys.readouterr().out.strip() == f"sem-degrade {version('sem-physics')} (sem-physics)"
+
+
+def test_replay_refuses_every_option_and_input_it_does_not_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = write_samples(tmp_path / "s", n_per_kind=1, shape=(64, 64))[0]
+    out, manifest = tmp_path / "o", str(tmp_path / "o" / "manifest.json")
+    assert main([str(src), "--rx-px", "2", "--ry-px", "2", "-o", str(out)]) == 0
+    capsys.readouterr()
+    extra, samples = tmp_path / "extra.tif", tmp_path / "smp_x"
+    argv = ["--replay", manifest, "--rx-px", "9", "--seed", "5", "--max-pixels", "10"]
+    argv += ["--format", "uint16-png", "--make-samples", str(samples), str(extra)]
+    assert main(argv) == 2
+    assert _err_line(capsys) == (
+        "sem-degrade: error: --replay takes the recipe from the manifest, not from --seed, "
+        f"--rx-px, --format, --make-samples, --max-pixels, the input {extra} (it takes only "
+        "-o/--out, --overwrite, --json, --debug)"
+    )
+    assert not samples.exists()
+    assert main(["--replay", manifest, "--n-samples", "3", "--strict"]) == 2
+    assert "not from --n-samples, --strict (it takes only" in _err_line(capsys)
+    # what a replay uses still runs
+    assert main(["--replay", manifest, "-o", str(tmp_path / "r"), "--overwrite", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["checked"] == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        (
+            ["--crop-fraction", "0.2"],
+            "--crop-fraction needs --crop fraction (or --crop info-bar, whose fallback it is), "
+            "got --crop keep",
+        ),
+        (
+            ["--crop", "none", "--crop-fraction", "0.2"],
+            "--crop-fraction needs --crop fraction (or --crop info-bar, whose fallback it is), "
+            "got --crop none",
+        ),
+        (["--n-samples", "3"], "--n-samples needs --make-samples DIR (the samples it counts)"),
+    ],
+)
+def test_an_option_without_the_one_it_needs_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], line: str
+) -> None:
+    src = write_samples(tmp_path / "s", n_per_kind=1, shape=(64, 64))[0]
+    assert main([str(src), "-o", str(tmp_path / "o"), *extra]) == 2
+    assert _err_line(capsys) == f"sem-degrade: error: {line}"
+    assert not (tmp_path / "o").exists()
+
+
+def test_python_warnings_of_a_replay_are_one_line_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """write_image's clipping warning, issued inside the replay, reads as sem-degrade's own."""
+    src = write_samples(tmp_path / "s", n_per_kind=1, shape=(64, 64))[0]
+    out = tmp_path / "o"
+    argv = [str(src), "--rx-px", "2", "--ry-px", "2", "--sigma", "80", "--format", "uint16-png"]
+    assert main([*argv, "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["--replay", str(out / "manifest.json"), "-o", str(tmp_path / "rep")]) == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if line.startswith("sem-degrade: warning: ")]
+    assert len(warned) == 1, err
+    assert warned[0].startswith(f"sem-degrade: warning: {tmp_path / 'rep'}")
+    assert "clipped to 0..255 by uint16" in warned[0]
+    assert all(line.startswith("sem-degrade: ") for line in err.splitlines()), err
+    assert "UserWarning" not in err and "protocol.py" not in err and "write_image(" not in err
+
+
+def test_clipped_share_reads_as_a_plain_percentage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sem_physics.cli import _percent
+
+    assert [_percent(v) for v in (100.0, 57.3, 5.73, 0.012345, 1e-6)] == [
+        "100", "57", "5.7", "0.012", "0.0000010"
+    ]  # fmt: skip
+    src = write_samples(tmp_path / "s", n_per_kind=1, shape=(64, 64))[0]
+    argv = [str(src), "--rx-px", "2", "--ry-px", "2", "--offset", "255", "--gain", "100"]
+    assert main([*argv, "--format", "uint16-png", "-o", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "sem-degrade: note: uint16-png clipped 100 % of the pixels to 0..255 (4,096 of 4,096" in err
+    )

@@ -27,6 +27,31 @@ def test_usage_errors_are_one_line_from_parser_and_subparsers(capsys) -> None:
         assert err[0].startswith("tool run: error: " if argv[0] == "run" else "tool: error: ")
 
 
+def test_an_unknown_option_is_reported_by_the_command_it_follows(capsys) -> None:
+    """``tool run --bogus`` is refused by ``tool run`` (whose --help lists its options), also
+    one level further down; without a command the top-level parser reports it."""
+    parser = OneLineParser(prog="tool")
+    sub = parser.add_subparsers(dest="cmd")
+    run = sub.add_parser("run")
+    run.add_argument("--n", type=int, default=1)
+    deeper = run.add_subparsers(dest="what").add_parser("fast")
+    deeper.add_argument("--m", type=int, default=2)
+    assert parser.parse_args(["run", "--n", "3"]).n == 3  # known options parse as before
+    for argv, prog in (
+        (["run", "--bogus"], "tool run"),
+        (["run", "fast", "--bogus"], "tool run fast"),
+        (["--bogus"], "tool"),
+        (["--bogus", "run", "--n", "2"], "tool"),  # given before the command
+    ):
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        unknown = "--bogus"
+        assert err[0] == f"{prog}: error: unrecognized arguments: {unknown} (see {prog} --help)"
+
+
 class _Opts(BaseModel):
     threshold: float = Field(0.5, gt=0, lt=1)
     name: str = "a"

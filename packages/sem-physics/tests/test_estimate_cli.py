@@ -169,3 +169,49 @@ def test_version_names_the_program_and_its_package(capsys: pytest.CaptureFixture
         main(["--version"])
     assert stop.value.code == 0
     assert capsys.readouterr().out.strip() == f"sem-psf {version('sem-physics')} (sem-physics)"
+
+
+def test_python_warnings_are_one_line_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dim 32-bit picture: estimate's scale warning reads as sem-psf's own line."""
+    import tifffile
+
+    grey = np.random.default_rng(0).uniform(20, 190, (64, 64))
+    tifffile.imwrite(tmp_path / "u32.tif", (grey * 1000).astype(np.uint32))
+    assert main([str(tmp_path / "u32.tif")]) == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if line.startswith("sem-psf: warning: ")]
+    assert len(warned) == 1 and warned[0].startswith("sem-psf: warning: image spans 0.00"), err
+    assert warned[0].endswith(": 0..255 grey levels are expected (multiply a 0..1 image by 255)")
+    assert "UserWarning" not in err and "psf_cli.py" not in err and "est = " not in err
+
+
+def test_reference_as_the_only_input_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    focused = write_image(tmp_path / "only" / "a.tif", make_sample("texture", (128, 160), seed=4))
+    line = (
+        "sem-psf: error: nothing to estimate: the only image given is the --reference FOCUSED "
+        "itself (give the defocused IMAGEs to fit against it)"
+    )
+    assert main(["--reference", str(focused), str(focused)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [line]
+    assert main(["--reference", str(focused), str(tmp_path / "only")]) == 2  # in a folder
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines()[-1] == line
+
+
+@pytest.mark.parametrize("crop", [[], ["--crop", "detected"], ["--crop", "none"]])
+def test_crop_fraction_without_a_fraction_crop_is_refused(
+    degraded: Path, capsys: pytest.CaptureFixture[str], crop: list[str]
+) -> None:
+    assert main([str(degraded), *crop, "--crop-fraction", "0.2"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [
+        "sem-psf: error: --crop-fraction needs --crop fraction (or --crop info-bar, whose "
+        f"fallback it is), got --crop {crop[-1] if crop else 'detected'}"
+    ]
+    assert main([str(degraded), "--crop", "fraction", "--crop-fraction", "0.2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows_cropped"] == 64

@@ -263,7 +263,9 @@ def test_every_console_script_ends_a_ctrl_c_with_one_line(prog, target, monkeypa
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupted)
+    monkeypatch.setattr(
+        argparse.ArgumentParser, "parse_known_args", interrupted
+    )  # under parse_args
     module, _, func = target.partition(":")
     assert getattr(import_module(module), func)(["x"]) == 130
     assert capsys.readouterr().err == f"{prog}: interrupted\n"

@@ -20,6 +20,7 @@ import json
 import math
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,8 +196,8 @@ def _measure(args: argparse.Namespace, path: Path, report: Path | None) -> Any:
         from .report import save_contact_report, save_line_report
 
         save = save_line_report if args.command == "lines" else save_contact_report
-        save(result, img.measured, report, title=str(path))
-        print(f"sem-measure: report: {report}", file=sys.stderr)
+        save(result, img.measured, report, title=path_text(path))  # a name not valid UTF-8: \xNN
+        print(f"sem-measure: report: {path_text(report)}", file=sys.stderr)
     return result
 
 
@@ -248,16 +249,34 @@ def _write_output(text: str, args: argparse.Namespace) -> None:
     atomic_write_text(args.output, text)
 
 
-def _report_path(args: argparse.Namespace, image: Path, root: Path | None) -> Path | None:
-    """Where the PNG report of ``image`` goes: ``--report`` itself, or a file inside it."""
+def _report_paths(
+    args: argparse.Namespace, images: Sequence[Path], root: Path | None
+) -> dict[Path, Path]:
+    """Where the PNG report of each image goes (none without ``--report``): ``--report``
+    itself, or a file inside it named after the image's path below ``root`` (``/`` as ``__``)
+    plus ``_<command>.png``. Names are unique within the run (compared ignoring case): images
+    that would share one keep their extension (``x.tif_lines.png``, ``x.png_lines.png``), and
+    a name still shared gets ``_2``, ``_3``, ... in the order of ``images``."""
     rep = args.report
     if rep is None:
-        return None
+        return {}
     if root is None and not args.report_is_dir:
-        return rep
-    rel = image.relative_to(root) if root is not None else Path(image.name)
-    name = "__".join(rel.with_suffix("").parts) + f"_{args.command}.png"
-    return rep / name
+        return {image: rep for image in images}
+    rels = [image.relative_to(root) if root is not None else Path(image.name) for image in images]
+    stems = ["__".join(rel.with_suffix("").parts) for rel in rels]
+    shared = Counter(stem.casefold() for stem in stems)
+    tail = f"_{args.command}.png"
+    used: set[str] = set()
+    paths = {}
+    for image, rel, stem in zip(images, rels, stems, strict=True):
+        base = "__".join(rel.parts) if shared[stem.casefold()] > 1 else stem
+        name, n = base + tail, 1
+        while name.casefold() in used:
+            n += 1
+            name = f"{base}_{n}{tail}"
+        used.add(name.casefold())
+        paths[image] = rep / name
+    return paths
 
 
 def _images_below(folder: Path, outputs: Sequence[Path | None] = ()) -> list[Path]:
@@ -286,14 +305,21 @@ def _folder_inputs(args: argparse.Namespace, folder: Path) -> list[Path]:
     folder left there (``--output``, the ``--report`` folder, and in a ``--report`` that is the
     folder itself or holds it, the report this run writes for another image)."""
     images = _images_below(folder, [args.report, args.output])
-    if args.report is None:
-        return images
-    reports = {r.resolve() for p in images if (r := _report_path(args, p, folder)) is not None}
-    return [p for p in images if p.resolve() not in reports]
+    inputs = images
+    for _ in range(4):  # the names depend on the inputs (shared ones): until they settle
+        reports = {r.resolve() for r in _report_paths(args, inputs, folder).values()}
+        kept = [p for p in images if p.resolve() not in reports]
+        if kept == inputs:
+            break
+        inputs = kept
+    return inputs
 
 
-def _check_outputs(args: argparse.Namespace, inputs: list[Path], folder: Path | None) -> None:
-    """Refuse, before any work, outputs that would overwrite an input or land in a file."""
+def _check_outputs(
+    args: argparse.Namespace, inputs: list[Path], folder: Path | None, reports: dict[Path, Path]
+) -> None:
+    """Refuse, before any work, outputs that would overwrite an input or land in a file;
+    ``reports``: the report of each input (:func:`_report_paths`)."""
     resolved = {p.resolve() for p in inputs}
     for flag, out in (("--report", args.report), ("--output", args.output)):
         if out is None:
@@ -302,6 +328,12 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path], folder: Path | 
             raise InputError(f"{flag} {out} is an input image; it would be overwritten")
         if folder is not None and out.resolve() == folder.resolve() and flag == "--output":
             raise InputError(f"--output {out} is the input folder; give a file name")
+    for image, report in reports.items():
+        if report.resolve() in resolved:
+            raise InputError(
+                f"--report: the report of {path_text(image)}, {path_text(report)}, is an input "
+                "image; it would be overwritten"
+            )
     if args.report is not None and folder is not None and args.report.is_file():
         raise InputError(f"--report {args.report} must be a folder when measuring a folder")
     if args.output is not None and args.output.is_dir():
@@ -315,13 +347,12 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path], folder: Path | 
         if blocker is not None:  # else found only when writing, after every image is measured
             raise InputError(f"{flag} {out} cannot be created: {blocker} is a file, not a folder")
     if not args.overwrite:
-        _refuse_existing(args, inputs, folder)
+        _refuse_existing(args, list(reports.values()))
 
 
-def _refuse_existing(args: argparse.Namespace, inputs: list[Path], folder: Path | None) -> None:
+def _refuse_existing(args: argparse.Namespace, reports: list[Path]) -> None:
     """Refuse existing files at the output paths (``--output``, the reports): not replaced
     without ``--overwrite``."""
-    reports = [_report_path(args, p, folder) for p in inputs]
     for flag, paths in (("--output", [args.output]), ("--report", reports)):
         existing = [p for p in paths if p is not None and p.exists()]
         if existing:
@@ -342,9 +373,9 @@ def _file_in_the_way(path: Path) -> Path | None:
 
 def _cmd_one(args: argparse.Namespace) -> int:
     path = args.image
-    _check_outputs(args, [path], None)
-    report = _report_path(args, path, None)
-    return _emit(_measure(args, path, report), args)
+    reports = _report_paths(args, [path], None)
+    _check_outputs(args, [path], None, reports)
+    return _emit(_measure(args, path, reports.get(path)), args)
 
 
 def _progress(paths: list[Path]) -> Any:
@@ -363,13 +394,14 @@ def _cmd_folder(args: argparse.Namespace) -> int:
     images = _folder_inputs(args, folder)
     if not images:
         raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) below {folder}")
-    _check_outputs(args, images, folder)
+    reports = _report_paths(args, images, folder)  # decided before any work
+    _check_outputs(args, images, folder, reports)
     rows: list[dict[str, Any]] = []
     n_ok = 0
     for path in _progress(images):
         row: dict[str, Any] = {"path": path_text(path.relative_to(folder).as_posix())}
         try:
-            result = _measure(args, path, _report_path(args, path, folder))
+            result = _measure(args, path, reports.get(path))
         except Exception as err:  # one bad file must not stop the batch
             if args.debug:
                 traceback.print_exc()
@@ -580,7 +612,7 @@ def _debug_after_command(argv: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sem-measure``; returns the exit code."""
     parser = _parser()
-    try:
+    try:  # an unknown option is reported by the subcommand it follows (OneLineParser)
         args = parser.parse_args(_debug_after_command(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as exc:  # argparse already printed its one-line usage error
         return int(exc.code or 0)

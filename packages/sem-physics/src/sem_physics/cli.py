@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from .cli_support import (
     add_version,
     is_validation_error,
     number,
+    one_line_warnings,
     path_text,
     stderr_is_terminal,
     validation_message,
@@ -50,6 +52,14 @@ _PARAM_FLAGS = {
 }
 EXIT_ERROR = 2  # a user error, or nothing could be processed
 EXIT_FAILED = 1  # --strict and some inputs failed; another run writes into -o; a bug
+# what --replay uses besides the manifest, which holds the whole recipe
+_REPLAY_OPTIONS = {
+    "out": "-o/--out",
+    "overwrite": "--overwrite",
+    "json": "--json",
+    "debug": "--debug",
+}
+_FRACTION_CROPS = ("fraction", "info-bar")  # the --crop values that use --crop-fraction
 
 
 class CLIError(ValueError):
@@ -143,6 +153,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given(args: argparse.Namespace) -> list[str]:
+    """The destinations in ``args`` whose value differs from the parser's default (the
+    options given; ``inputs`` when any input is)."""
+    parser = build_parser()
+    return [
+        dest
+        for dest, value in vars(args).items()
+        if (bool(value) if dest == "inputs" else value != parser.get_default(dest))
+    ]
+
+
+def _refuse_unused_options(args: argparse.Namespace, given: list[str]) -> None:
+    """A :class:`CLIError` naming the options given that this run would not use."""
+    if args.replay is not None:
+        options = [d for d in given if d not in (*_REPLAY_OPTIONS, "replay", "inputs")]
+        unused = [f"--{d.replace('_', '-')}" for d in options]
+        if args.inputs:
+            noun = "inputs" if len(args.inputs) > 1 else "input"
+            unused.append(f"the {noun} {' '.join(map(str, args.inputs))}")
+        if unused:
+            raise CLIError(
+                f"--replay takes the recipe from the manifest, not from {', '.join(unused)} "
+                f"(it takes only {', '.join(_REPLAY_OPTIONS.values())})"
+            )
+        return
+    if "crop_fraction" in given and args.crop not in _FRACTION_CROPS:
+        raise CLIError(
+            "--crop-fraction needs --crop fraction (or --crop info-bar, whose fallback it is), "
+            f"got --crop {args.crop}"
+        )
+    if "n_samples" in given and args.make_samples is None:
+        raise CLIError("--n-samples needs --make-samples DIR (the samples it counts)")
+
+
+def _percent(share: float) -> str:
+    """A percentage to two significant digits, without an exponent: ``100``, ``13``,
+    ``0.012``."""
+    if not share > 0:
+        return "0"
+    rounded = float(f"{share:.2g}")
+    return f"{rounded:.{max(0, 1 - math.floor(math.log10(rounded)))}f}"
+
+
 def _count(n: int, noun: str, plural: str | None = None) -> str:
     """``1 image``, ``2 images``."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
@@ -231,7 +284,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run a parsed command line; returns the exit status."""
+    given = _given(args)
     if args.replay is not None:
+        _refuse_unused_options(args, given)
         return _replay(args)
     from .io import DEFAULT_CROP_FRACTION, max_pixels_limit
     from .protocol import (
@@ -251,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--crop-fraction must be in [0, 1), got {crop_fraction}")
     if args.max_pixels is not None and args.max_pixels < 1:
         raise CLIError(f"--max-pixels must be >= 1, got {args.max_pixels}")
+    _refuse_unused_options(args, given)
     max_pixels = max_pixels_limit(args.max_pixels)  # also checks $SEM_MAX_PIXELS
     params = _explicit_params(args)
     inputs = list(args.inputs)
@@ -318,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
     if pixels:
         _say(
             "note",
-            f"{args.format} clipped {100 * pixels / total:.2g} % of the pixels to 0..255 "
+            f"{args.format} clipped {_percent(100 * pixels / total)} % of the pixels to 0..255 "
             f"({pixels:,} of {total:,}, in {images} of {_count(len(manifest.entries), 'image')}; "
             "float32-tiff keeps them)",
         )
@@ -357,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 failures with --strict, 2 error)."""
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        with one_line_warnings(PROG):
+            return run(args)
     except BrokenPipeError:
         raise
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (pipes.Terminated)

@@ -12,8 +12,10 @@ import re
 import sys
 import types
 import typing
+import warnings
 from collections import abc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, overload
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "is_validation_error",
     "model_json",
     "number",
+    "one_line_warnings",
     "path_text",
     "plain_text",
     "stderr_is_terminal",
@@ -127,6 +130,20 @@ def add_max_pixels(
     )
 
 
+@contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Python warnings issued in the block as one line each on stderr,
+    ``prog: warning: message`` (no file, line number or source line)."""
+
+    def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        text = " ".join(str(message).split()) or category.__name__
+        print(f"{prog}: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def stderr_is_terminal() -> bool:
     """Whether stderr is a terminal, or a Jupyter kernel's stream (which redraws a bar in
     place): progress bars are drawn only there by default (not into a pipe or the log file of
@@ -147,6 +164,37 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """As argparse's, but an unknown option after a command is reported by that command's
+        parser (``sem restore: error: ... (see sem restore --help)``), whose help lists what
+        it takes, rather than by the top-level one (which still reports one given before)."""
+        words = [str(w) for w in (sys.argv[1:] if args is None else args)]
+        parsed, extras = self.parse_known_args(words, namespace)
+        if extras:
+            self._given_to(parsed, words, extras).error(
+                f"unrecognized arguments: {' '.join(extras)}"
+            )
+        return parsed
+
+    def _given_to(
+        self, parsed: argparse.Namespace, words: list[str], extras: list[str]
+    ) -> argparse.ArgumentParser:
+        """The (sub-)parser whose part of ``words`` holds the first of ``extras``."""
+        for action in self._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            name = getattr(parsed, action.dest, None)
+            chosen = action.choices.get(name) if isinstance(name, str) else None
+            if chosen is None or name not in words:
+                break
+            at = words.index(name)
+            if extras[0] in words[:at]:
+                break
+            if isinstance(chosen, OneLineParser):
+                return chosen._given_to(parsed, words[at + 1 :], extras)
+            return chosen
+        return self
 
 
 def is_validation_error(err: BaseException) -> bool:

@@ -23,7 +23,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .cli_support import OneLineParser, add_max_pixels, add_version, path_text
+from .cli_support import (
+    OneLineParser,
+    add_max_pixels,
+    add_version,
+    one_line_warnings,
+    path_text,
+)
 from .pipes import console_main
 
 PROG = "sem-psf"
@@ -58,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fraction, or nothing",
     )
     parser.add_argument(
-        "--crop-fraction", type=float, default=0.0667, help="bottom fraction (default 0.0667)"
+        "--crop-fraction",
+        type=float,
+        default=None,
+        help="bottom fraction removed by --crop fraction, or by --crop info-bar when no bar is "
+        "detected (default 0.0667)",
     )
     add_max_pixels(parser)
     parser.add_argument(
@@ -226,19 +236,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 estimated, 1 some failed with --strict, 2 none
     estimated or bad arguments)."""
     args = build_parser().parse_args(argv)
-    if not 0 <= args.crop_fraction < 1:
-        print(
-            f"{PROG}: error: --crop-fraction must be in [0, 1), got {args.crop_fraction}",
-            file=sys.stderr,
-        )
+    problem = _usage_problem(args)
+    if problem is not None:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
-    if args.reference is not None and not args.reference.is_file():
-        print(f"{PROG}: error: --reference {args.reference}: no such file", file=sys.stderr)
+    if args.crop_fraction is None:
+        from .info_bar import DEFAULT_CROP_FRACTION
+
+        args.crop_fraction = DEFAULT_CROP_FRACTION
+    with one_line_warnings(PROG):
+        done, failed = _estimate_all(args)
+    if not done and not failed:  # every input was the reference (in a folder)
+        print(f"{PROG}: error: {_ONLY_REFERENCE}", file=sys.stderr)
         return 2
-    if args.max_pixels is not None and args.max_pixels < 1:
-        print(f"{PROG}: error: --max-pixels must be >= 1, got {args.max_pixels}", file=sys.stderr)
-        return 2
-    done, failed = _estimate_all(args)
     if failed and not done:
         return 2
     if failed:
@@ -246,6 +256,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         more = "; exit 1 (--strict)" if args.strict else ""
         print(f"{PROG}: note: {failed} of {total} inputs failed{more}", file=sys.stderr)
     return 1 if failed and args.strict else 0
+
+
+_ONLY_REFERENCE = (
+    "nothing to estimate: the only image given is the --reference FOCUSED itself "
+    "(give the defocused IMAGEs to fit against it)"
+)
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """The one-line error of options that cannot run together or are out of range."""
+    if args.crop_fraction is not None:
+        if not 0 <= args.crop_fraction < 1:
+            return f"--crop-fraction must be in [0, 1), got {args.crop_fraction}"
+        if args.crop not in ("fraction", "info-bar"):
+            return (
+                "--crop-fraction needs --crop fraction (or --crop info-bar, whose fallback it "
+                f"is), got --crop {args.crop}"
+            )
+    if args.reference is not None:
+        if not args.reference.is_file():
+            return f"--reference {args.reference}: no such file"
+        reference = args.reference.resolve()
+        if all(p.is_file() and p.resolve() == reference for p in args.inputs):
+            return _ONLY_REFERENCE
+    if args.max_pixels is not None and args.max_pixels < 1:
+        return f"--max-pixels must be >= 1, got {args.max_pixels}"
+    return None
 
 
 def _error_text(err: Exception, path: Path) -> str:

@@ -28,6 +28,7 @@ from sem_physics.cli_support import (
     OneLineParser,
     add_version,
     is_validation_error,
+    one_line_warnings,
     validation_message,
 )
 from sem_physics.pipes import console_main
@@ -167,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.argv = argv  # the command as given (e.g. for the command that resumes a run)
     try:
-        return int(handler(args) or 0)  # SIGTERM: console_main unwinds it (143)
+        with one_line_warnings("sem"):  # a library's warning too: one line, no source line
+            return int(handler(args) or 0)  # SIGTERM: console_main unwinds it (143)
     except BrokenPipeError:
         raise
     except Exception as err:  # every error becomes one line; --debug adds the traceback
