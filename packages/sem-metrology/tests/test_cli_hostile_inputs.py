@@ -98,3 +98,53 @@ def test_json_to_a_full_stdout_is_one_line_and_exit_1(
     assert done.stderr.splitlines() == [
         "sem-measure: error: cannot write to stdout: No space left on device"
     ]
+
+
+@posix_only
+@pytest.mark.parametrize("command", ["lines", "contacts"])
+def test_report_of_a_file_named_not_utf8(
+    tmp_path: Path,
+    line_image: np.ndarray,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    """The report is titled with the name, ``\\xNN`` for each byte that is not UTF-8 (the
+    surrogate-escaped name made matplotlib fail: exit 2, no report)."""
+    import json
+
+    from sem_metrology import report as report_module
+
+    save_name = "save_line_report" if command == "lines" else "save_contact_report"
+    save, titles = getattr(report_module, save_name), []
+
+    def spy(*args: object, title: str | None = None, **kwargs: object) -> Path:
+        titles.append(title)
+        return save(*args, title=title, **kwargs)
+
+    monkeypatch.setattr(report_module, save_name, spy)
+    image = tmp_path / f"{BAD}.tif"
+    data = line_image if command == "lines" else make_contact_image(seed=1).image
+    tifffile.imwrite(image, np.clip(data, 0, 255).astype(np.uint8))
+    report = tmp_path / "r.png"
+    extra = ["--min-holes", "1"] if command == "contacts" else []
+    assert main([command, str(image), *PIXEL, "--json", "--report", str(report), *extra]) == 0
+    capsys.readouterr()
+    shown = f"{tmp_path}/bad\\xffname.tif"
+    assert titles == [shown]
+    with Image.open(report) as png:
+        assert json.loads(png.text["Provenance"])["source"]["path"] == shown
+
+
+@posix_only
+def test_folder_report_of_a_file_named_not_utf8_is_measured(
+    tmp_path: Path, line_image: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / f"{BAD}.tif", line_image)
+    table, reports = tmp_path / "t.csv", tmp_path / "rep"
+    argv = ["lines", str(folder), *PIXEL, "--csv", "--output", str(table)]
+    assert main([*argv, "--report", f"{reports}/"]) == 0, capsys.readouterr().err
+    assert table.read_text(encoding="utf-8").splitlines()[1].startswith("bad\\xffname.tif,True,")
+    assert [p.name for p in reports.iterdir()] == [f"{BAD}_lines.png"]

@@ -190,3 +190,48 @@ def test_a_report_of_an_api_result_records_no_provenance(tmp_path: Path) -> None
     path = save_line_report(result, sample.image, tmp_path / "api.png")
     with Image.open(path) as png:
         assert "Provenance" not in png.text and "Software" in png.text
+
+
+def test_folder_reports_of_inputs_sharing_a_name_are_distinct(
+    line_tif: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``x.tif`` and ``x.png``, ``sub/y.tif`` and ``sub__y.tif`` would share a report name (one
+    report overwritten by the other): each gets its own, which names its own input, and an
+    existing file at one of those names is refused before any work."""
+    from PIL import Image
+
+    folder = tmp_path / "batch"
+    (folder / "sub").mkdir(parents=True)
+    good = np.asarray(tifffile.imread(line_tif))
+    tifffile.imwrite(folder / "x.tif", good)
+    Image.fromarray(good[:, ::-1]).save(folder / "x.png")
+    tifffile.imwrite(folder / "sub" / "y.tif", good[::-1].copy())
+    tifffile.imwrite(folder / "sub__y.tif", good[::-1, ::-1].copy())
+    inputs = ["sub/y.tif", "sub__y.tif", "x.png", "x.tif"]
+    reports = tmp_path / "rep"
+    reports.mkdir()
+    (reports / "x.png_lines.png").write_text("mine")
+    argv = ["lines", str(folder), *PIXEL, "--csv", "--output", str(tmp_path / "t.csv")]
+    assert main([*argv, "--report", str(reports)]) == 2
+    err = capsys.readouterr().err
+    assert f"--report {reports / 'x.png_lines.png'} exists" in err
+    assert [p.name for p in reports.iterdir()] == ["x.png_lines.png"]
+    assert main([*argv, "--report", str(reports), "--overwrite"]) == 0
+    capsys.readouterr()
+    written = sorted(reports.iterdir())
+    assert [p.name for p in written] == [
+        "sub__y.tif_2_lines.png",
+        "sub__y.tif_lines.png",
+        "x.png_lines.png",
+        "x.tif_lines.png",
+    ]
+    named = []
+    for report in written:
+        with Image.open(report) as png:
+            source = json.loads(png.text["Provenance"])["source"]
+        named.append(source["path"])
+        assert source["sha256"] == file_sha256(source["path"])
+    assert sorted(named) == [str(folder / rel) for rel in inputs]
+    by_name = dict(zip([p.name for p in written], named, strict=True))
+    assert by_name["x.tif_lines.png"] == str(folder / "x.tif")
+    assert by_name["sub__y.tif_lines.png"] == str(folder / "sub" / "y.tif")  # sorted first

@@ -211,3 +211,64 @@ def test_white_noise_has_no_lines(convention: str, seed: int) -> None:
     s = make_line_image(n_lines=8, shape=(256, 256), line_level=115.0, space_level=85.0, seed=seed)
     weak = measure_lines(s.image + noise - 100.0, 1.0, convention=convention)
     assert weak.valid and weak.n_lines == 8
+
+
+#: Tilt at which the lines of pitch 32 px drift by one pitch over 512 rows: a straight column
+#: mean across them is flat.
+ONE_PITCH_DEG = float(np.degrees(np.arctan(32.0 / 512.0)))
+
+
+def _lines_filling_the_width(tilt_deg: float, seed: int = 3):
+    """Lines of pitch 32 px (1 nm/px), 512 rows, tilted by ``tilt_deg``, filling every column
+    (the rendered margins cut off), with shot noise (the bright phase noisier)."""
+    s = make_line_image(
+        n_lines=16,
+        shape=(512, 580),
+        pixel_size_nm=1.0,
+        pitch_nm=32.0,
+        cd_nm=14.0,
+        tilt_deg=tilt_deg,
+        sigma_nm=0.8,
+        degradation=_deg(1.0, 1.0, 2.0),
+        seed=seed,
+    )
+    return s.image[:, 50:530], s.truth
+
+
+@pytest.mark.parametrize("tilt", [ONE_PITCH_DEG, -ONE_PITCH_DEG, 3.3])
+def test_lines_drifting_about_a_pitch_over_the_rows_are_measured(tilt: float) -> None:
+    """The contrast is judged on the profile along the tilted lines, not on the column mean
+    (which washes out when the lines drift by about a pitch over the rows)."""
+    image, truth = _lines_filling_the_width(tilt)
+    m = measure_lines(image, 1.0, TRUTH)
+    assert m.valid, m.reason
+    assert m.n_lines >= 13 and m.tilt_deg == pytest.approx(tilt, abs=0.05)
+    assert abs(m.cd_nm - truth.cd_nm) < 0.3
+
+
+@pytest.mark.parametrize("tilt", [3.0, -3.0, ONE_PITCH_DEG])
+def test_tilted_dark_lines_measure_as_the_bright_ones(tilt: float) -> None:
+    """Inverted, the tilted lines are told dark from the noise of the phases along them (at
+    ±3° the column mean reaches neither phase; taken as bright, the CD was the spaces' width,
+    18 nm)."""
+    image, truth = _lines_filling_the_width(tilt)
+    bright = measure_lines(image, 1.0, TRUTH)
+    dark = measure_lines(255.0 - image, 1.0, TRUTH)
+    assert bright.tone == "bright" and "as recorded" in bright.tone_source
+    assert dark.valid and dark.tone == "dark" and "inverted" in dark.tone_source
+    assert abs(dark.cd_nm - bright.cd_nm) < 0.05 and abs(dark.cd_nm - truth.cd_nm) < 0.3
+
+
+def test_tone_undecided_when_the_profile_reaches_no_phase_says_so() -> None:
+    """Across lines drifting by a pitch, the straight column mean reaches neither phase: the
+    tone is undecided and the source says that (not 'no noise'); along the lines it is found."""
+    from sem_metrology.preprocess import detect_tone, normalize_intensity
+
+    image, _ = _lines_filling_the_width(ONE_PITCH_DEG)
+    norm = normalize_intensity(255.0 - image)[0]
+    tone, source = detect_tone(255.0 - image, norm)
+    assert tone == "bright" and source.startswith("auto: undecided")
+    assert "reaches no bright and no dark phase" in source and "noise in" not in source
+    slope = float(np.tan(np.radians(ONE_PITCH_DEG)))
+    tone, source = detect_tone(255.0 - image, norm, slope_px_per_row=slope)
+    assert tone == "dark" and "inverted" in source

@@ -124,15 +124,19 @@ def bloom_offset_px(
     return float(c - cross)
 
 
-def truth_edges(norm: np.ndarray, bright_lines: bool, opts: LineOptions) -> TruthEdges:
+def truth_edges(
+    norm: np.ndarray, bright_lines: bool, opts: LineOptions, slope: float | None = None
+) -> TruthEdges:
     """Edges of a normalised region with vertical lines (steps 2-5 of the module docstring),
-    with the edge settings of ``opts``."""
+    with the edge settings of ``opts``; ``slope`` (px per row): the tilt already estimated
+    (None: estimated here)."""
     n_rows, width = norm.shape
     edge_method, degree, threshold = opts.edge_method, opts.polynomial_degree, opts.threshold
     edge_window_px, max_tilt_deg = opts.edge_window_px, opts.max_tilt_deg
-    slope, _ = (
-        estimate_tilt(norm, max_tilt_deg) if opts.correct_tilt and max_tilt_deg > 0 else (0.0, 0.0)
-    )
+    if slope is None:
+        slope = (
+            estimate_tilt(norm, max_tilt_deg)[0] if opts.correct_tilt and max_tilt_deg > 0 else 0.0
+        )
     x_prof, profile = sheared_profile(norm, slope)
     if x_prof.size < 8:
         return TruthEdges(reason="tilt leaves too few columns covered by every row")

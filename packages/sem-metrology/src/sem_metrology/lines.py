@@ -54,6 +54,7 @@ from .preprocess import (  # by bands: the same numbers, less memory
     Orientation,
     detect_orientation,
     detect_tone,
+    estimate_tilt,
     flatten_background,
     normalize_intensity,
     row_mean,
@@ -537,10 +538,14 @@ def measure_lines(
         norm, lo, hi = normalize_intensity(region, "plateau")
     except ValueError as err:
         return invalid(f"constant image: {err}")
+    # the lines' tilt, so that the profiles the tone and the contrast are judged on follow it
+    slope = _follow_slope(norm, opts) if opts.tone == "auto" or not smile else 0.0
     if opts.tone == "auto":
-        tone, tone_source = detect_tone(region, norm)
-        if tone_source.startswith("auto: ambiguous"):
-            warnings.append(f"tone {tone_source}")
+        tone, tone_source = detect_tone(region, norm, slope_px_per_row=slope)
+        if tone_source.endswith("bright lines assumed"):
+            warnings.append(
+                f"tone {tone_source}; if the lines are dark, set tone='dark' (--tone dark)"
+            )
         invalid = _naming_the_tone(invalid, tone, tone_source)
     else:
         tone, tone_source = opts.tone, "option"
@@ -550,7 +555,7 @@ def measure_lines(
     if opts.convention == "smile":
         edges = _smile_branch(region, frame, prep, opts, orientation, tone, (lo, hi), base)
     else:
-        edges = _truth_branch(region, opts, tone, base)
+        edges = _truth_branch(region, opts, tone, base, slope)
     warnings.extend(base.pop("warnings_extra", []))
     profile = base.pop("profile_px", None)
     pairs = base.pop("smile_pairs", None)
@@ -614,6 +619,14 @@ def measure_lines(
         leading_edges_px=lead.tolist(),
         trailing_edges_px=trail.tolist(),
     )
+
+
+def _follow_slope(norm: np.ndarray, opts: LineOptions) -> float:
+    """Slope (px per row) of the lines the measurement follows: their tilt by projection
+    sharpness within ±``max_tilt_deg``; 0 without tilt correction."""
+    if not opts.correct_tilt or opts.max_tilt_deg <= 0:
+        return 0.0
+    return estimate_tilt(norm, opts.max_tilt_deg)[0]
 
 
 def _naming_the_tone(
@@ -832,14 +845,27 @@ MIN_PROFILE_SNR = 10.0
 
 
 def _contrast_reason(
-    norm: np.ndarray, opts: LineOptions, levels: tuple[float, float] | None = None
+    norm: np.ndarray,
+    opts: LineOptions,
+    levels: tuple[float, float] | None = None,
+    slope_px_per_row: float = 0.0,
 ) -> str | None:
     """Why the mean profile across the lines shows no lines, or None: too little contrast for
     the normalised range, or no more than the noise of a mean over the rows would give.
-    ``levels`` (lo, hi): ``norm`` is the image, normalised as (norm - lo) / (hi - lo)."""
+    ``levels`` (lo, hi): ``norm`` is the image, normalised as (norm - lo) / (hi - lo). The
+    mean follows lines tilted by ``slope_px_per_row`` (a straight column mean washes out
+    lines drifting by about a pitch over the rows)."""
     from scipy.ndimage import gaussian_filter1d
 
-    profile = gaussian_filter1d(row_mean(norm, levels), 1.0)  # norm.mean(axis=0)
+    if slope_px_per_row:
+        profile = sheared_profile(norm, slope_px_per_row)[1]
+        if levels is not None:
+            profile = (profile - levels[0]) / (levels[1] - levels[0])
+        if profile.size < 8:
+            return None  # too few columns seen by every row: the edge search says so
+    else:
+        profile = row_mean(norm, levels)  # norm.mean(axis=0)
+    profile = gaussian_filter1d(profile, 1.0)
     contrast = float(np.subtract(*np.percentile(profile, [99.0, 1.0])))
     if contrast < opts.min_profile_contrast:
         return (
@@ -992,9 +1018,10 @@ def _smile_branch(
 
 
 def _truth_branch(
-    region: np.ndarray, opts: LineOptions, tone: str, base: dict[str, Any]
+    region: np.ndarray, opts: LineOptions, tone: str, base: dict[str, Any], slope: float
 ) -> _Edges | str:
-    """Edges at the true half-level (:mod:`sem_metrology._truth`)."""
+    """Edges at the true half-level (:mod:`sem_metrology._truth`), the lines followed from
+    ``slope`` (px per row, :func:`_follow_slope`)."""
     from ._truth import truth_edges
 
     try:
@@ -1002,10 +1029,10 @@ def _truth_branch(
     except ValueError as err:
         return f"constant image: {err}"
     base["levels"] = (lo, hi)
-    reason = _contrast_reason(norm, opts)
+    reason = _contrast_reason(norm, opts, slope_px_per_row=slope)
     if reason:
         return reason
-    found = truth_edges(norm, tone == "bright", opts)
+    found = truth_edges(norm, tone == "bright", opts, slope)
     base["n_lines_dropped"] = found.n_dropped
     base["tilt_deg"] = math.degrees(math.atan(found.slope_px_per_row))
     base["edge_window_px"] = found.edge_window_px

@@ -429,44 +429,71 @@ def detect_orientation(image: np.ndarray, bin_px: int = 2) -> tuple[Orientation,
     return ("vertical" if ex >= ey else "horizontal"), ratio
 
 
-def detect_tone(image: np.ndarray, norm: np.ndarray, min_ratio: float = 1.1) -> tuple[str, str]:
+def detect_tone(
+    image: np.ndarray,
+    norm: np.ndarray,
+    min_ratio: float = 1.1,
+    *,
+    slope_px_per_row: float = 0.0,
+) -> tuple[str, str]:
     """Which phase holds the lines, from the noise of each phase (lines vertical).
 
     SEM shot noise grows with the signal, so in an image as recorded the bright phase is the
-    noisier one; an inverted image shows the reverse. The row-to-row differences inside the
-    bright and the dark phase (robust std, MAD) are compared: a ratio above ``min_ratio`` says
-    the image is as recorded and the lines are the bright phase (resist lines on a substrate);
-    below ``1/min_ratio`` it is inverted (dark lines). In between, bright is assumed and the
-    source says so.
+    noisier one; an inverted image shows the reverse. The phases are read from the mean
+    profile of ``norm`` (0 = spaces' level, 1 = lines') along the lines, tilted by
+    ``slope_px_per_row`` (as :func:`sheared_profile`): above 0.75 bright, below 0.25 dark.
+    The row-to-row differences of ``image`` inside each phase (both pixels of a pair in it;
+    robust std, MAD) are compared: a ratio above ``min_ratio`` says the image is as recorded
+    and the lines are the bright phase (resist lines on a substrate); below ``1/min_ratio`` it
+    is inverted (dark lines). Otherwise (a ratio in between, a phase without noise, or a
+    profile that does not reach a phase) bright is assumed and the source says why.
 
     Returns
     -------
     (tone, source) : ``'bright'`` or ``'dark'``, and how it was decided.
     """
     a = np.asarray(image)
-    profile = np.asarray(norm, dtype=np.float64).mean(axis=0)
+    h, w = a.shape
+    if slope_px_per_row:
+        x_prof, profile = sheared_profile(norm, slope_px_per_row)
+    else:
+        x_prof, profile = np.arange(w), np.asarray(norm, dtype=np.float64).mean(axis=0)
+    shift = (np.arange(h, dtype=np.float64) - 0.5 * (h - 1)) * slope_px_per_row
+    pad = int(np.ceil(np.abs(shift).max())) + 1 if h else 1
+    cols = np.arange(w)[None, :]
 
-    def robust_std(cols: np.ndarray) -> float:
-        if cols.size == 0 or a.shape[0] < 2:
-            return float("nan")
+    def robust_std(in_phase: np.ndarray) -> float:
+        lut = np.zeros(w + 2 * pad + 1, dtype=bool)  # the phase's bins of the profile
+        lut[np.rint(x_prof[in_phase]).astype(np.intp) + pad] = True
 
-        def steps() -> Iterator[np.ndarray]:  # np.diff(a, axis=0)[:, cols], band by band
-            for r0, r1 in row_blocks(a.shape[0] - 1, cols.size):
-                band = np.asarray(a[r0 : r1 + 1, cols], dtype=np.float64)
-                yield np.diff(band, axis=0).ravel()
+        def steps() -> Iterator[np.ndarray]:  # np.diff(a, axis=0) where both rows are in it
+            for r0, r1 in row_blocks(h - 1, w):
+                band = np.asarray(a[r0 : r1 + 1], dtype=np.float64)
+                bins = np.rint(cols - shift[r0 : r1 + 1, None] + pad).astype(np.intp)
+                both = lut[bins[:-1]] & lut[bins[1:]]
+                yield np.diff(band, axis=0)[both]
 
         return float(1.4826 * _mad(steps))
 
-    bright = robust_std(np.nonzero(profile > 0.75)[0])
-    dark = robust_std(np.nonzero(profile < 0.25)[0])
-    if np.isfinite(bright) and np.isfinite(dark) and min(bright, dark) > 0:
+    if h < 2:
+        return "bright", "auto: undecided (one row: no row-to-row noise), bright lines assumed"
+    bright_bins, dark_bins = profile > 0.75, profile < 0.25
+    missing = [name for name, b in (("bright", bright_bins), ("dark", dark_bins)) if not b.any()]
+    if missing:
+        return "bright", (
+            f"auto: undecided (the mean profile along the lines reaches no {' and no '.join(missing)}"
+            " phase to compare the noise of), bright lines assumed"
+        )
+    bright, dark = robust_std(bright_bins), robust_std(dark_bins)
+    if min(bright, dark) > 0:
         ratio = bright / dark
         if ratio >= min_ratio:
             return "bright", f"auto: bright phase noisier (noise ratio {ratio:.2f}), as recorded"
         if ratio <= 1.0 / min_ratio:
             return "dark", f"auto: dark phase noisier (noise ratio {ratio:.2f}), inverted image"
         return "bright", f"auto: ambiguous (noise ratio {ratio:.2f}), bright lines assumed"
-    return "bright", "auto: ambiguous (no noise in one phase), bright lines assumed"
+    quiet = "either" if bright == dark else ("bright" if bright == 0 else "dark")
+    return "bright", f"auto: ambiguous (no noise in the {quiet} phase), bright lines assumed"
 
 
 def _projection_score(a: np.ndarray, ys: np.ndarray, slope: float) -> float:
