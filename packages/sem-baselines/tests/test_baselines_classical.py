@@ -8,8 +8,8 @@ from baselines_testkit import lines_image, psnr
 from scipy.ndimage import median_filter
 from sem_baselines import estimate_sigma, fixed_psf, get_restorer
 from sem_baselines.classical.bm3d import HIGHPASS_MAD_FACTOR, MAD_TO_SIGMA
-from sem_baselines.classical.deconv import DEFAULT_PSF, pad_reflect
-from sem_physics import convolve_reflect
+from sem_baselines.classical.deconv import DEFAULT_PSF, MIN_NOISE_VAR, choose_psf, pad_reflect
+from sem_physics import PSFParams, convolve_reflect
 
 
 def test_fixed_psf_is_the_spec_kernel():
@@ -44,6 +44,23 @@ def _wiener_closed_form(y: np.ndarray, kernel: np.ndarray, balance: float) -> np
     d = _centred_transfer(lap, y.shape)
     x = np.conj(h) * np.fft.fft2(y) / (np.abs(h) ** 2 + balance * np.abs(d) ** 2)
     return np.real(np.fft.ifft2(x))
+
+
+def test_a_noise_level_that_cannot_be_estimated_is_noted_with_the_floor_used():
+    """Under 32 px a side the estimate fails: with a given PSF the noise level is the floor,
+    which the choice says (it flattened nothing but regularised a noisy strip hardly at all),
+    and says nothing when the caller gave the noise variance."""
+    strip = np.random.default_rng(0).normal(120, 20, (31, 300))
+    psf = PSFParams(rx_px=3, ry_px=3)
+    floor = choose_psf(strip, "adaptive", psf, None)
+    assert floor.noise_var == MIN_NOISE_VAR and floor.source == "given"
+    assert floor.noise_note is not None and "too small" in floor.noise_note
+    assert floor.as_dict()["noise_note"] == floor.noise_note
+    given = choose_psf(strip, "adaptive", psf, 400.0)
+    assert given.noise_var == 400.0 and given.noise_note is None
+    assert "noise_note" not in given.as_dict()
+    wide = choose_psf(np.random.default_rng(0).normal(120, 20, (64, 300)), "adaptive", psf, None)
+    assert wide.noise_note is None and wide.noise_var > 100  # estimated: about 20² = 400
 
 
 @pytest.mark.parametrize("balance", [0.01, 0.3])

@@ -357,9 +357,10 @@ def test_a_guided_model_records_its_guides_psf_and_takes_a_known_one(tmp_path):
     expected = sem_physics.estimate_degradation(y).psf_params()
     assert blind.psf_source == "blind" and blind.psf == expected
     assert blind.estimate is not None and blind.record()["estimate"]["rx_px"] == expected.rx_px
-    given, _ = restore_warned(
-        y, "sem-foundation", checkpoint=folder, psf="1.5,4,0.3,2", notes=1, **WINDOW
-    )
+    with pytest.warns(RestoreWarning, match=re.escape(DENSE_NOTE)) as issued:
+        given = restore(y, "sem-foundation", checkpoint=folder, psf="1.5,4,0.3,2", **WINDOW)
+    # the blind estimate (made for the noise level) does not speak of a PSF it did not give
+    assert len(issued) == 1 and not given.warnings
     assert given.psf_source == "given"
     assert given.psf == PSFParams(rx_px=1.5, ry_px=4, theta_rad=0.3, beta=2)
     assert np.abs(given.image - blind.image).max() > 1e-3  # other guides, another output
@@ -388,7 +389,22 @@ def test_a_guided_model_says_when_its_guides_fell_back_to_the_paper_psf(tmp_path
     )
     assert DENSE_NOTE in notes[0]
     assert given.psf_source == "given" and given.psf == PSFParams(rx_px=2, ry_px=2)
-    assert not given.warnings
+    # the guides' noise level could not be estimated either: the floor, said once
+    assert len(given.warnings) == 1 and given.warnings[0].startswith("noise level not estimated")
+
+
+@pytest.mark.parametrize("method", ["wiener", "richardson-lucy"])
+def test_a_strip_too_small_for_a_noise_estimate_is_said_to_use_the_floor(method):
+    """31 rows: no noise estimate; with a given PSF the deconvolution regularises with the
+    floor 1/12 grey level² (little regularisation for a noisy picture) and says so."""
+    _, y = blurred(shape=(64, 300), r_px=3.0, seed=4)
+    strip = y[:31]
+    with pytest.warns(RestoreWarning, match="noise level not estimated") as issued:
+        out = restore(strip, method, psf="3,3")
+    assert [str(w.message) for w in issued] == list(out.warnings)
+    assert out.record()["parameters"]["per_image"]["noise_var"] == pytest.approx(1 / 12)
+    given = restore(strip, method, psf="3,3", noise_var=9.0)  # given: no note, no warning
+    assert not given.warnings and given.record()["parameters"]["per_image"]["noise_var"] == 9.0
 
 
 @pytest.mark.parametrize("method", ["wiener", "richardson-lucy"])

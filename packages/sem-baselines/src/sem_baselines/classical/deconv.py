@@ -82,6 +82,9 @@ class PSFChoice:
     source: str  # "given", "paper" or "estimated" (with the reason when the estimate failed)
     noise_var: float | None  # mean noise variance, grey levels^2 (None: not needed)
     estimate: Any = None  # the DegradationEstimate when one was made
+    noise_note: str | None = (
+        None  # why the noise level is the floor, when it could not be estimated
+    )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready record for the restorer's ``last_params``."""
@@ -90,6 +93,8 @@ class PSFChoice:
             "psf_source": self.source,
             "noise_var": self.noise_var,
         }
+        if self.noise_note is not None:
+            out["noise_note"] = self.noise_note
         if self.estimate is not None:
             out["estimate"] = self.estimate.model_dump(mode="json")
         return out
@@ -116,9 +121,16 @@ def choose_psf(
         est = estimate_degradation(image)
     except ValueError as err:  # too small to estimate anything
         var = noise_var if noise_var is not None else MIN_NOISE_VAR
+        note = None
+        if noise_var is None:  # the floor regularises as little as an 8-bit image's rounding
+            note = (
+                f"noise level not estimated ({err}): the deconvolution used the floor "
+                f"noise_var={MIN_NOISE_VAR:.3g} grey levels², little regularisation for a noisy "
+                "image; give the noise variance if known (noise_var=...)"
+            )
         if psf is not None:  # only the noise level was to be estimated
-            return PSFChoice(psf, "given", var)
-        return PSFChoice(DEFAULT_PSF, f"paper (no estimate: {err})", var)
+            return PSFChoice(psf, "given", var, noise_note=note)
+        return PSFChoice(DEFAULT_PSF, f"paper (no estimate: {err})", var, noise_note=note)
     var = noise_var if noise_var is not None else max(est.noise_floor, MIN_NOISE_VAR)
     if psf is not None:
         return PSFChoice(psf, "given", var, est)

@@ -327,10 +327,11 @@ class PreparedMethod:
         guides = getattr(restorer, "last_choice", None) if not self.needs.takes_psf else None
         if guides is not None:  # a model with physics guides: the PSF they were made with
             psf_used, estimate = guides.psf, guides.estimate
-            warned = estimate
             source = _GUIDE_SOURCES.get(guides.source, "paper")
+            warned = estimate if source == "blind" else None  # a given PSF: only noise from it
             if source == "paper":
                 notes += (f"physics guides made with the paper's fixed PSF: {guides.source}",)
+        notes += _noise_note(restorer, guides)
         if out.shape != arr.shape or not np.all(np.isfinite(out)):
             raise RuntimeError(
                 f"method {self.method!r} returned an invalid image (shape {out.shape}, "
@@ -362,6 +363,17 @@ class PreparedMethod:
             input_scale=scale,
             brightness=brightness,
         )
+
+
+def _noise_note(restorer: Any, guides: Any) -> tuple[str, ...]:
+    """The deconvolution's (or the guides') note when the noise level it needed could not be
+    estimated and the floor was used (a picture under 32 px a side with a given PSF)."""
+    if guides is not None:
+        note = getattr(guides, "noise_note", None)
+    else:
+        params = getattr(restorer, "last_params", None)
+        note = params.get("noise_note") if isinstance(params, dict) else None
+    return (note,) if note else ()
 
 
 def _placeholder_psf() -> PSFParams:
