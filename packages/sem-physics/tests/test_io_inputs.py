@@ -117,6 +117,24 @@ def test_sem_degrade_warns_about_a_dim_picture(tmp_path: Path, caplog) -> None:
     ), said
 
 
+@pytest.mark.parametrize(("top", "dtype"), [(4095, np.uint16), (200_000, np.uint32)])
+def test_the_info_bar_of_a_dim_picture_is_found(tmp_path: Path, top: int, dtype: type) -> None:
+    """12-bit counts in a 16-bit file (and 18 of 32 bits) span 0..16 grey levels: the bar
+    search, whose levels are of the 0..255 scale, is run on the picture brightened by a power
+    of two, so the bar is found as at full range; the same picture without a bar has none."""
+    picture = 0.15 + 0.7 * make_sample("lines", (256, 320), seed=0) / 255.0
+    bar = np.zeros((20, 320))
+    bar[4:-4, 4:80] = 1.0  # a white label on the black bar
+    for frame, rows in ((np.concatenate([picture, bar]), 20), (picture, None)):
+        path = tmp_path / f"dim{rows}.tif"
+        tifffile.imwrite(path, np.rint(frame * top).astype(dtype))
+        img = read_image(path)
+        assert img.data.max() < 17 and img.info_bar_rows == rows, (dtype, rows)
+        full = tmp_path / f"full{rows}.tif"
+        tifffile.imwrite(full, np.rint(frame * 65535).astype(np.uint16))
+        assert read_image(full).info_bar_rows == rows
+
+
 def test_the_dim_note_names_the_bits_a_32_bit_file_uses() -> None:
     """190000 counts need 18 bits (2**17 < 190000 < 2**18): 14 of the 32 are left unused."""
     data = np.array([[0.0, 190000 * 255 / 4294967295]], np.float32)

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import warnings
@@ -476,7 +477,7 @@ def read_image(
             f"{path}: cannot decode as {kind} (corrupt, truncated or unsupported): {err}"
         ) from err
     if bar is None:
-        bar = detect_info_bar(data)
+        bar = detect_info_bar(_brightened_for_bar_search(data, source_dtype))
     if orientation != 1 and bar is not None:
         read_notes = (orientation_kept_note(orientation, bar), *read_notes)
     elif orientation != 1:
@@ -509,6 +510,21 @@ def read_image(
 
 # ----------------------------------------------------------------------------------------------
 # Writing
+
+
+def _brightened_for_bar_search(data: np.ndarray, source_dtype: str) -> np.ndarray:
+    """``data``, or for a dim picture of a file of more than 8 bits (12-bit counts in a 16-bit
+    file read as 0..16) a copy multiplied by the power of two that brings its maximum into
+    128..255: the info bar search's black, white and flat levels are grey levels of the 0..255
+    scale, which such a picture spans too little of (an 8-bit picture that is dark is dark)."""
+    try:
+        wide = np.dtype(source_dtype).kind == "u" and np.dtype(source_dtype).itemsize > 1
+    except TypeError:
+        return data
+    hi = float(np.max(data)) if wide and data.size else 0.0
+    if not 0.0 < hi < 127.5:
+        return data
+    return data * np.float32(2.0 ** math.floor(math.log2(255.0 / hi)))
 
 
 def quantize(image: np.ndarray, dtype: str = "uint16") -> np.ndarray:
