@@ -272,6 +272,46 @@ def test_wrong_checkpoints_give_one_line(tmp_path):
         prepare("n2v", checkpoint=tmp_path / "nowhere")
 
 
+def test_a_checkpoint_file_is_the_file_loaded_or_refused(tmp_path):
+    """A file given as the checkpoint is the ``model.safetensors`` the method loads (its
+    provenance names it) or is refused naming that file: another file of the same folder
+    was once replaced by the folder, and the folder's weights loaded in its place."""
+    export, options = make_checkpoint("mae-sem", tmp_path)
+    y = make_sample("texture", (40, 48), seed=3)
+    weights = export / "model.safetensors"
+    by_file = prepare("mae-sem", checkpoint=weights, **options)
+    assert by_file.weights_record()["path"] == str(weights)
+    np.testing.assert_array_equal(
+        by_file(y).image, restore(y, "mae-sem", checkpoint=export, **options).image
+    )
+    (export / "model_v2.safetensors").write_bytes(np.random.default_rng(0).bytes(1000))
+    (tmp_path / "inp").mkdir()
+    (tmp_path / "inp" / "garbage.tif").write_bytes(b"II*\0 not an image")
+    lone = tmp_path / "lone" / "model.safetensors"
+    lone.parent.mkdir()
+    lone.write_bytes(weights.read_bytes())
+    for given, why in [
+        (export / "model_v2.safetensors", "not model.safetensors"),
+        (export / "config.json", "not model.safetensors"),
+        (tmp_path / "inp" / "garbage.tif", "not model.safetensors"),
+        (lone, "no config.json beside it"),
+    ]:
+        with pytest.raises(CheckpointMismatchError) as err:
+            prepare("mae-sem", checkpoint=given, **options)
+        assert _one_line(err).startswith(f"--checkpoint={given}: {why}"), err.value
+        assert "takes a 'sem train' run folder, an export folder" in str(err.value)
+    # a saved restorer (n2v): its model.safetensors loads, any other file is refused
+    run, _ = make_checkpoint("n2v", tmp_path)
+    saved = run / "model" / "model.safetensors"
+    assert prepare("n2v", checkpoint=saved).weights_record()["path"] == str(saved)
+    other = run / "model" / "best.safetensors"
+    other.write_bytes(saved.read_bytes())
+    with pytest.raises(CheckpointMismatchError) as err:
+        prepare("n2v", checkpoint=other)
+    assert _one_line(err).startswith(f"--checkpoint {other}: not model.safetensors")
+    assert "a saved restorer folder (config.json + model.safetensors)" in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [

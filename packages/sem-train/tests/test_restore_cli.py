@@ -360,6 +360,24 @@ def test_bad_options_are_one_line(tmp_path, capsys, argv, words):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_checkpoint_file_other_than_the_weights_is_refused_naming_it(tmp_path, capsys):
+    """``--checkpoint FOLDER/model_v2.safetensors`` once restored with FOLDER/model.safetensors
+    (the file never read, restore.json naming it); a file elsewhere was named by its folder."""
+    from sem_models import RestorationModel, build_mae, save_model
+    from sem_models.testing import MICRO_MAE
+
+    save_model(RestorationModel(build_mae("tiny", in_chans=1, **MICRO_MAE)), tmp_path / "ckf")
+    (tmp_path / "ckf" / "model_v2.safetensors").write_bytes(os.urandom(1000))
+    tifffile.imwrite(tmp_path / "a.tif", np.rint(sample() * 255).astype(np.uint8))
+    for given in (tmp_path / "ckf" / "model_v2.safetensors", tmp_path / "a.tif"):
+        argv = ["--method", "sem-foundation", "--checkpoint", given]
+        assert run(tmp_path / "a.tif", "-o", tmp_path / "out", *argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"sem: error: --checkpoint={given}: "), err
+        assert "--checkpoint takes a 'sem train' run folder, an export folder" in err[0]
+        assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("psf", "line"),
     [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,74 @@ def test_the_pixel_size_of_an_imagej_tiff_reads_back_the_same(tmp_path):
     b = read_image(out / "fiji.tif")
     assert b.pixel_size_nm == a.pixel_size_nm and b.pixel_size_source == a.pixel_size_source
     assert record(out)["restored"][0]["pixel_size_nm"] == a.pixel_size_nm
+
+
+VENDOR_TEXT = "Zeiss SEM\r\nAP_PIXEL_SIZE\r\nPixel Size = 2.0 nm"
+
+
+def layout_tiff(path: Path, kind: str) -> None:
+    """A TIFF whose ImageDescription states a layout other than one grey page, calibrated
+    2 nm per pixel (XResolution per cm, or ImageJ's unit=nm)."""
+    page = make_sample("lines", (64, 80), seed=2).astype(np.uint8)
+    per_cm = {"resolution": (1e7 / 2.0, 1e7 / 2.0), "resolutionunit": "CENTIMETER"}
+    if kind == "2-page stack":  # tifffile's {"shape": [2, 64, 80]}
+        tifffile.imwrite(path, np.stack([page, page]), **per_cm)
+    elif kind == "stack with vendor text":  # the vendor's text first, tifffile's shape second
+        tifffile.imwrite(path, np.stack([page, page]), description=VENDOR_TEXT, **per_cm)
+    elif kind == "rgb":  # {"shape": [64, 80, 3]}
+        tifffile.imwrite(path, np.stack([page] * 3, axis=-1), **per_cm)
+    else:  # an ImageJ stack: images=2, slices=2, hyperstack=true, unit=nm
+        tifffile.imwrite(
+            path, np.stack([page, page]), imagej=True, resolution=(1 / 2.0, 1 / 2.0),
+            metadata={"axes": "ZYX", "unit": "nm", "spacing": 1.0},
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["2-page stack", "stack with vendor text", "rgb", "imagej"])
+def test_a_description_of_another_layout_is_rewritten_for_the_one_grey_page(tmp_path, caplog, kind):
+    """The output is one grey page: the input's description of a stack or colour layout
+    (tifffile's shape, ImageJ's images=/slices=/hyperstack=) made tifffile fail or warn on it;
+    a vendor's text and ImageJ's calibration stay, and so does the pixel size."""
+    src = tmp_path / "in.tif"
+    layout_tiff(src, kind)
+    a = read_image(src)
+    assert a.pixel_size_nm == pytest.approx(2.0)
+    out = tmp_path / "out"
+    assert run(src, "-o", out, "--method", "wiener", *PSF, "--info-bar-rows", 0) == 0
+    caplog.clear()
+    with (
+        caplog.at_level(logging.DEBUG, logger="tifffile"),
+        warnings.catch_warnings(record=True) as issued,
+    ):
+        warnings.simplefilter("always")
+        with tifffile.TiffFile(out / "in.tif") as tif:
+            data = tif.asarray()
+            description = tif.pages[0].description
+            assert len(tif.pages) == 1 and len(tif.series) == 1
+    assert not issued and not [r for r in caplog.records if r.name.startswith("tifffile")]
+    assert data.shape == (64, 80) and data.dtype == np.uint8
+    assert '"shape"' not in description and "images=" not in description
+    if kind == "stack with vendor text":
+        assert description == VENDOR_TEXT
+    if kind == "imagej":
+        assert description.splitlines() == ["ImageJ=1.11a", "unit=nm", "spacing=1.0"]
+    b = read_image(out / "in.tif")
+    assert b.pixel_size_nm == a.pixel_size_nm
+    if kind in ("stack with vendor text", "imagej"):  # read from the same tags
+        assert b.pixel_size_source == a.pixel_size_source
+
+
+def test_an_ome_description_is_left_out_and_named(tmp_path):
+    """OME-XML describes every plane of the input: copied to the one-page output, tifffile
+    read that page as a stack of two."""
+    src = tmp_path / "ome.tif"
+    page = make_sample("lines", (64, 80), seed=2).astype(np.uint8)
+    tifffile.imwrite(src, np.stack([page, page]), ome=True, metadata={"axes": "ZYX"})
+    out = tmp_path / "out"
+    assert run(src, "-o", out, "--method", "wiener", *PSF, "--info-bar-rows", 0) == 0
+    with tifffile.TiffFile(out / "ome.tif") as tif:
+        assert not tif.is_ome and tif.asarray().shape == (64, 80)
+    assert record(out)["restored"][0]["output_notes"] == [
+        "TIFF tag 270 (ImageDescription: OME-XML) not copied to the output: it describes the "
+        "input's planes, not the one grey page written"
+    ]

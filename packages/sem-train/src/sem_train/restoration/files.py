@@ -14,6 +14,12 @@
   stores it. Tags that point to a sub-directory of tags (the EXIF IFD 34665, GPS 34853,
   SubIFDs 330, ...) cannot be copied by the writer: they are left out, and
   :func:`uncopied_tags` says which and what they held.
+* The output is one grey page, so an ImageDescription that states the input's array layout is
+  rewritten (:func:`output_description`): tifffile's JSON loses its ``shape`` and ``axes``,
+  an ImageJ description its stack entries (``images=``, ``channels=``, ``slices=``,
+  ``frames=``, ``hyperstack=``, ...), keeping its calibration (``unit=``, ``spacing=``, ...);
+  OME-XML is left out (and named as :func:`uncopied_tags`); any other description (a
+  vendor's text) is copied byte for byte.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from sem_physics.io import quantize, read_image
 __all__ = [
     "Micrograph",
     "assemble",
+    "output_description",
     "output_dtype",
     "output_notes",
     "output_suffix",
@@ -57,6 +64,13 @@ _IFD_TAGS = {
 }
 _RESOLUTION_TAGS = (282, 283, 296)
 _SOFTWARE_TAG = 305
+_DESCRIPTION_TAG = 270
+# tifffile's JSON entries and ImageJ's lines that state the array layout (pages, channels,
+# stack order, their display): the output, one grey page, has none of them.
+_SHAPED_KEYS = ("shape", "axes")
+_IMAGEJ_STACK_KEYS = frozenset(
+    {b"images", b"channels", b"slices", b"frames", b"hyperstack", b"mode", b"loop"}
+)
 
 
 @dataclass(frozen=True)
@@ -133,8 +147,11 @@ def _vendor_tags(source: Path) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
             raw = fh.read(tag.valuebytecount)
             if code == _SOFTWARE_TAG:
                 kwargs["software"] = raw.rstrip(b"\0").decode("ascii", "replace")
-            elif code == 270:
-                kwargs["description"] = raw
+            elif code == _DESCRIPTION_TAG:
+                description = output_description(raw)
+                # the first kept (tifffile stores its shape in a second one, after the user's)
+                if description is not None and "description" not in kwargs:
+                    kwargs["description"] = description
             else:
                 extratags.append((code, tag.dtype, tag.count, raw, True))
         tags = page.tags
@@ -145,8 +162,44 @@ def _vendor_tags(source: Path) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
     return extratags, kwargs
 
 
+def _is_ome(text: bytes) -> bool:
+    """Whether an ImageDescription is OME-XML (as tifffile tells it)."""
+    return text[-10:].strip().endswith(b"OME>")
+
+
+def output_description(raw: bytes) -> bytes | None:
+    """The input's ImageDescription ``raw`` for the output, one grey page (None: nothing
+    left to keep). tifffile's shaped JSON (``{"shape": ...}``) keeps its entries but ``shape``
+    and ``axes``; an ImageJ description drops its stack lines (``images=``, ``slices=``,
+    ``hyperstack=``, ...) and keeps the rest, the calibration ``unit=`` the pixel size is read
+    with included; OME-XML, which describes every plane, is left out. Any other description
+    is returned unchanged."""
+    import json
+
+    text = raw.rstrip(b"\0")
+    if _is_ome(text):  # the OME-XML of the input's planes: left out (see uncopied_tags)
+        return None
+    if text.startswith(b"ImageJ="):
+        lines = text.split(b"\n")
+        kept = [ln for ln in lines if ln.partition(b"=")[0].strip() not in _IMAGEJ_STACK_KEYS]
+        return raw if len(kept) == len(lines) else b"\n".join(kept)
+    if text.startswith(b"shape="):  # tifffile's old form: nothing but the shape
+        return None
+    if text.startswith(b"{") and b'"shape":' in text and b'"mibi.' not in text:
+        try:
+            meta = json.loads(text.decode("utf-8"))
+        except ValueError:
+            return None  # a broken shaped description: its shape cannot be left out alone
+        if not isinstance(meta, dict):
+            return None
+        rest = {k: v for k, v in meta.items() if k not in _SHAPED_KEYS}
+        return json.dumps(rest).encode("utf-8") if rest else None
+    return raw
+
+
 def uncopied_tags(source: SEMImage) -> list[str]:
-    """One note per tag of a TIFF ``source`` that the output leaves out (sub-directories)."""
+    """One note per tag of a TIFF ``source`` that the output leaves out (sub-directories, an
+    OME-XML description)."""
     if source.path.suffix.lower() not in _TIFF:
         return []
     import tifffile
@@ -155,8 +208,15 @@ def uncopied_tags(source: SEMImage) -> list[str]:
     with tifffile.TiffFile(source.path) as tif:
         page = cast("tifffile.TiffPage", tif.pages[0])  # page 0 is never a TiffFrame
         for tag in page.tags.values():
+            value = tag.value
+            if tag.code == _DESCRIPTION_TAG:
+                text = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
+                if _is_ome(text):
+                    notes.append(
+                        "TIFF tag 270 (ImageDescription: OME-XML) not copied to the output: it "
+                        "describes the input's planes, not the one grey page written"
+                    )
             if tag.code in _IFD_TAGS:
-                value = tag.value
                 held = ", ".join(map(str, value)) if isinstance(value, dict) else ""
                 notes.append(
                     f"TIFF tag {tag.code} ({_IFD_TAGS[tag.code]}"

@@ -10,6 +10,9 @@ from its name:
 * a learned config (saved as ``config.json`` + ``model.safetensors``): a saved restorer
   folder, a ``sem train baseline`` run folder (its ``model/``), or the weights file in it;
 * anything else (the defocused input, BM3D): no PSF, no checkpoint.
+
+Both folder loaders read ``model.safetensors`` beside ``config.json`` and no other file: any
+other file given as the checkpoint is refused, never replaced by the folder holding it.
 """
 
 from __future__ import annotations
@@ -141,9 +144,30 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
+def _weights_folder(path: Path, given: str, accepted: str) -> Path:
+    """The folder the loaders read for ``path``: ``path`` itself, or for a file the folder it
+    is the ``model.safetensors`` of (beside a ``config.json``); any other file is refused with
+    :class:`CheckpointMismatchError` (``given``: how the path was given; ``accepted``: what
+    the option takes), as the loaders would read another file than the one named."""
+    if not path.is_file():
+        return path
+    if path.name == _WEIGHTS and (path.parent / _CONFIG).is_file():
+        return path.parent
+    if path.name == _WEIGHTS:
+        why = f"no {_CONFIG} beside it"
+    else:
+        why = f"not {_WEIGHTS}: a model is read from the {_CONFIG} and {_WEIGHTS} of its folder"
+    raise CheckpointMismatchError(f"{given}: {why}; {accepted}")
+
+
 def _saved_restorer_dir(path: Path) -> Path:
     """The saved-restorer folder behind ``path`` (folder, run folder or weights file)."""
-    folder = path.parent if path.is_file() else path
+    folder = _weights_folder(
+        path,
+        f"--checkpoint {path}",
+        f"--checkpoint takes a 'sem train baseline' run folder, a saved restorer folder "
+        f"({_CONFIG} + {_WEIGHTS}) or its {_WEIGHTS}",
+    )
     for cand in (folder, folder / _RUN_MODEL_DIR):
         cfg = cand / _CONFIG
         if cfg.is_file():
@@ -165,8 +189,12 @@ def model_export_dir(path: Path, what: str = "--checkpoint") -> Path:
     :class:`CheckpointMismatchError` when there is none (paths only: no torch)."""
     from ..runfolder import resolve_model_dir
 
-    if path.is_file():
-        path = path.parent
+    folders = f"a 'sem train' run folder or an export folder ({_CONFIG} + {_WEIGHTS})"
+    if what == "--checkpoint":  # a config's checkpoint_dir setting takes only the folder
+        folders = (
+            f"a 'sem train' run folder, an export folder ({_CONFIG} + {_WEIGHTS}) or its {_WEIGHTS}"
+        )
+    path = _weights_folder(path, f"{what}={path}", f"{what} takes {folders}")
     try:
         return resolve_model_dir(path, what=what)
     except FileNotFoundError as err:
@@ -287,8 +315,7 @@ def weights_file(
             folder = best_export(model_export_dir(Path(given)))
     except Exception:  # the load itself says what is wrong with a path
         return None
-    found = folder / WEIGHTS_NAME if (folder / WEIGHTS_NAME).is_file() else None
-    return found or next(iter(sorted(folder.glob("*.safetensors"))), None)
+    return folder / WEIGHTS_NAME if (folder / WEIGHTS_NAME).is_file() else None
 
 
 def build_restorer(
