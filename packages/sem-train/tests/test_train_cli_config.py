@@ -221,3 +221,49 @@ def test_training_and_benchmark_configs_share_one_reader(tmp_path, capsys):
         f"sem: error: config file {bad}, line 1, column 3: expected a comment or a line break, "
         "but found 'a'"
     ]
+
+
+@pytest.mark.parametrize("section", ["run", "data"])
+def test_a_section_that_is_no_mapping_is_refused_whatever_the_options(
+    tmp_path, capsys, image_folder, section
+):
+    f = tmp_path / "r.yaml"
+    f.write_text(f"preset: cpu-small\n{section}: 5\n")
+    argv = ["train", "pretrain", "--stage", "1", "--config", str(f), "--data", str(image_folder)]
+    assert main([*argv, "--output-dir", str(tmp_path / "out"), "--max-steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{section} (line 2): Input should be a valid dictionary" in err[0]
+    assert "(got 5)" in err[0]
+
+
+def test_errors_about_command_line_values_name_the_option(tmp_path, capsys, image_folder):
+    f = tmp_path / "mb.yaml"
+    f.write_text("preset: cpu-small\ndata:\n  image_size_px: 64\nrun:\n  epochs: 3\n")
+    argv = ["train", "pretrain", "--stage", "1", "--config", str(f), "--data", str(image_folder)]
+    argv += ["--output-dir", str(tmp_path / "out")]
+    for option, said in (
+        ("--max-steps", "run.max_steps (--max-steps) must be >= 1, got 0"),
+        ("--epochs", "run.epochs (--epochs) must be in [1, 1000000], got 0"),
+    ):
+        assert main([*argv, option, "0"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert said in err and "(line" not in err
+    # without the option names: the command line, never the line of the parent key
+    with pytest.raises(ConfigError, match=re.escape("run.max_steps (from the command line) must")):
+        load_config(f, "stage1", overrides={"run": {"max_steps": 0}})
+
+
+def test_a_field_absent_from_the_file_gets_no_line_of_its_parent():
+    from pydantic import BaseModel, ValidationError
+    from sem_train.config import problems
+
+    class Inner(BaseModel):
+        x: int
+
+    class Outer(BaseModel):
+        run: Inner
+
+    with pytest.raises(ValidationError) as exc:
+        Outer.model_validate({"run": {}})
+    said = problems(exc.value, {("run",): 4}, Outer, given={"run": {}})
+    assert said.startswith("run.x: Field required") and "(line" not in said

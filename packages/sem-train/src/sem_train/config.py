@@ -937,18 +937,53 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _merge_overrides(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``; a section ``base`` gives as a non-mapping is kept as
+    given, so validation refuses it whatever ``over`` sets in it."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and k in out:
+            out[k] = _merge_overrides(out[k], v) if isinstance(out[k], dict) else out[k]
+        else:
+            out[k] = v
+    return out
+
+
+def _leaf_paths(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The key path of every non-mapping value in ``tree``."""
+    out: list[tuple[str, ...]] = []
+    for k, v in tree.items():
+        out += _leaf_paths(v, (*prefix, k)) if isinstance(v, dict) else [(*prefix, k)]
+    return out
+
+
+def _value_at(data: Any, key: tuple[str, ...]) -> Any:
+    """The value at ``key`` in nested mappings/lists (None when absent)."""
+    for part in key:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
+
+
 def load_config(
     source: str | Path | dict[str, Any] | None,
     kind: str,
     overrides: dict[str, Any] | None = None,
+    options: dict[tuple[str, ...], str] | None = None,
 ) -> BaseModel:
     """Load a config of ``kind`` from a preset name, a YAML/JSON file or a mapping.
 
     A file may start from a preset with the key ``preset: cpu-small``; its other keys override
     the preset's. ``overrides`` (e.g. ``{"run": {"epochs": 3}}``, from command-line options)
     are merged over the result before it is validated, so a field the source leaves out may
-    come from them. YAML anchors/aliases, ``!!python`` tags and a key given twice in one
-    mapping are refused. Every problem is a
+    come from them; an error in one of them names its option from ``options`` (key path to
+    option, e.g. ``{("run", "epochs"): "--epochs"}``), else "from the command line". A section
+    the source gives as a non-mapping stays so and is refused. YAML anchors/aliases,
+    ``!!python`` tags and a key given twice in one mapping are refused. Every problem is a
     :class:`ConfigError` (a ValueError) naming the file, the line and the field.
     """
     cls = config_class(kind)
@@ -971,6 +1006,7 @@ def load_config(
         if duplicate:  # the parser kept the last value silently; an unknown key is refused
             raise ConfigError(f"invalid {kind} config: {duplicate}")
         data, label = found or {}, str(path)
+    given = data  # the source's own keys: a field absent from it has no line
     base_name = data.pop("preset", None)
     if base_name is not None:
         if not isinstance(base_name, str) or base_name not in PRESETS:
@@ -979,26 +1015,43 @@ def load_config(
             )
         data = _deep_merge(PRESETS[base_name]()[kind], data)
     if overrides:
-        data = _deep_merge(data, overrides)
+        data = _merge_overrides(data, overrides)
+    named = {
+        p: (options or {}).get(p, "from the command line") for p in _leaf_paths(overrides or {})
+    }
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(f"invalid {kind} config ({label}): {problems(err, lines, cls)}") from None
+        why = problems(err, lines, cls, given=given, overridden=named)
+        raise ConfigError(f"invalid {kind} config ({label}): {why}") from None
 
 
 def problems(
     err: ValidationError,
     lines: dict[tuple[str, ...], int] | None = None,
     model: type[BaseModel] | None = None,
+    *,
+    given: Any = None,
+    overridden: dict[tuple[str, ...], str] | None = None,
 ) -> str:
     """One line listing every field error of ``err``: the field (with its line when ``lines``
-    knows it), the accepted range of a number (``model``'s bounds) and the value given."""
-    known = lines or {}
+    knows it, or the option that set it from ``overridden``), the accepted range of a number
+    (``model``'s bounds) and the value given. With ``given`` (the parsed file), a field absent
+    from a mapping of the file gets no line (not the line of its parent key)."""
+    known, over = lines or {}, overridden or {}
 
     def where(loc: tuple[Any, ...]) -> str:
         key = tuple(str(p) for p in loc)
-        line = next((known[key[:i]] for i in range(len(key), 0, -1) if key[:i] in known), None)
         name = ".".join(key) or "<root>"
-        return name if line is None else f"{name} (line {line})"
+        for i in range(len(key), 0, -1):
+            if key[:i] in over:  # set on the command line: its line in the file is not the value
+                return f"{name} ({over[key[:i]]})"
+        for i in range(len(key), 0, -1):
+            if key[:i] in known:
+                # a deeper loc under a scalar is pydantic's (e.g. a union member), not a key
+                if i == len(key) or not isinstance(_value_at(given, key[:i]), dict):
+                    return f"{name} (line {known[key[:i]]})"
+                break
+        return name
 
     return validation_message(err, model, label=where)

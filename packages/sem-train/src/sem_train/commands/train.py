@@ -113,6 +113,10 @@ def register(subparsers: Any) -> None:
     bl.set_defaults(handler=_baseline)
 
 
+# the options that set the run section's field of the same name
+_RUN_OPTIONS = ("output_dir", "epochs", "device", "max_steps")
+
+
 def _overrides(args: argparse.Namespace, kind: str):
     if args.data is not None and not args.data.is_dir():  # before seconds of imports
         raise FileNotFoundError(f"--data {args.data} is not a directory")
@@ -120,23 +124,21 @@ def _overrides(args: argparse.Namespace, kind: str):
     from ..runfolder import RunFolder
 
     over: dict[str, Any] = {}
+    # the option of each field, to name it in an error about its value
+    options: dict[tuple[str, ...], str] = {
+        ("data", "root"): "--data",
+        ("init_from",): "--init-from",
+        **{("run", k): "--" + k.replace("_", "-") for k in _RUN_OPTIONS},
+    }
     if args.data is not None:
         over["data"] = {"root": args.data}
-    run = {
-        key: val
-        for key, val in (
-            ("output_dir", args.output_dir),
-            ("epochs", args.epochs),
-            ("device", args.device),
-            ("max_steps", args.max_steps),
-        )
-        if val is not None
-    }
+    run = {key: getattr(args, key) for key in _RUN_OPTIONS if getattr(args, key) is not None}
     if run:
         over["run"] = run
     if getattr(args, "init_from", None) is not None:  # every command with the option takes it
         over["init_from"] = args.init_from
-    cfg: Any = load_config(args.config, kind, overrides=over)  # the options before validation
+    # the options before validation
+    cfg: Any = load_config(args.config, kind, overrides=over, options=options)
     RunFolder(cfg.run.output_dir).check_output(resume=True)  # not a file: before the lock
     return cfg
 
