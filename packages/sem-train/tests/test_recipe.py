@@ -111,6 +111,67 @@ def test_recipe_chains_the_steps_records_the_split_and_resumes(tmp_path):
     assert any(m.startswith("finetune: resuming") for m in logs)
 
 
+def test_recipe_resume_refuses_a_folder_without_a_recipe_run(tmp_path, capsys):
+    """--resume into a mistyped folder trained every step from step 0; it is refused now."""
+    from sem_train.cli import main
+
+    with pytest.raises(FileNotFoundError, match=r"--resume: no checkpoint in .*start without"):
+        run_recipe(
+            "cpu-base", data_root=None, output_dir=tmp_path / "typo", overrides=_overrides(),
+            kinds=("stage1",), resume=True,
+        )  # fmt: skip
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "other" / "stage1").mkdir(parents=True)  # a step folder, but no run in it
+    argv = ["train", "recipe", "--config", "cpu-base", "--resume", "--output-dir"]
+    assert main([*argv, str(tmp_path / "other")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume: no checkpoint in" in err[0]
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["stage1"]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_recipe_resume_refuses_changed_settings_of_a_step(tmp_path):
+    """A step with a checkpoint, finished or not, was skipped or continued whatever the recipe's
+    settings now; it is refused naming the step and the changed fields, as a single-stage
+    --resume refuses them, before any step trains."""
+    import shutil
+
+    from sem_train.runinfo import ResumeConfigError
+
+    out = tmp_path / "run"
+    run_recipe(
+        "cpu-base", data_root=None, output_dir=out, overrides=_overrides(), kinds=("stage1",)
+    )
+    changed = _overrides()
+    for section in changed.values():
+        section["run"] = {**_SMALL_RUN, "epochs": 2}
+        section["optim"] = {"lr": 5e-4}
+    needle = r"recipe step stage1\): .*optim\.lr 0\.001 → 0\.0005, run\.epochs 1 → 2"
+    with pytest.raises(ResumeConfigError, match=needle):
+        run_recipe("cpu-base", data_root=None, output_dir=out, overrides=changed, resume=True)
+    # The finished step copied into a new folder: refused before Stage 2 starts.
+    shutil.copytree(out / "stage1", tmp_path / "new" / "stage1")
+    with pytest.raises(ResumeConfigError, match=needle):
+        run_recipe(
+            "cpu-base", data_root=None, output_dir=tmp_path / "new", overrides=changed,
+            kinds=("stage1", "stage2"), resume=True,
+        )  # fmt: skip
+    assert not (tmp_path / "new" / "stage2").exists()
+    # Unfinished (its done marker gone): refused by the recipe too, before the imports.
+    (out / "stage1" / DONE_FILE).unlink()
+    with pytest.raises(ResumeConfigError, match=needle):
+        run_recipe("cpu-base", data_root=None, output_dir=out, overrides=changed, resume=True)
+    # Resumable settings (the device, logging) may still change.
+    same = _overrides()
+    same["stage1"]["run"] = {**_SMALL_RUN, "log_every_steps": 3}
+    logs: list[str] = []
+    run_recipe(
+        "cpu-base", data_root=None, output_dir=out, overrides=same, kinds=("stage1",),
+        resume=True, log=logs.append,
+    )  # fmt: skip
+    assert logs[0] == f"stage1: resuming into {out / 'stage1'}"
+
+
 def _stage_records(run_dir) -> list[dict]:
     """A step's metrics.jsonl without the wall-clock field."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()

@@ -3,7 +3,9 @@
 Each step writes into ``<output_dir>/<kind>`` and starts from the previous step's best model.
 A finished step leaves ``recipe_done.json`` and is skipped when the recipe runs again; an
 interrupted one continues from its latest checkpoint with ``resume=True``, or starts again
-from step 0 when it was interrupted before its first checkpoint. The data each step
+from step 0 when it was interrupted before its first checkpoint. ``resume`` refuses a folder
+holding no step's run, and a step (finished or not) started with other settings than its
+config now gives, as a single-stage ``--resume`` does. The data each step
 trained and validated on is written to ``<output_dir>/<kind>/data_split.json``, so a model's
 evaluation images can be checked to be unseen.
 
@@ -32,6 +34,7 @@ __all__ = [
     "DENSE_KINDS",
     "RECIPE_KINDS",
     "SPLIT_FILE",
+    "check_recipe_resume",
     "recipe_configs",
     "recipe_name",
     "recipe_sections",
@@ -150,6 +153,36 @@ def recipe_configs(
     return configs
 
 
+def check_recipe_resume(output_dir: Path, kinds: tuple[str, ...], configs: dict[str, Any]) -> None:
+    """Refuse ``--resume`` when no step of the recipe in ``output_dir`` has started (a mistyped
+    folder), or when a step with a checkpoint, finished or not, started with settings other than
+    its config now gives (the comparison of a single-stage resume,
+    :meth:`~sem_train.runfolder.RunFolder.check_resume`)."""
+    from .preflight import run_record
+    from .runfolder import RUN_INFO_NAME, RunFolder
+    from .runinfo import ResumeConfigError
+
+    folders = {kind: RunFolder(output_dir / kind) for kind in kinds}
+    if not any(
+        f.has_checkpoint or f.has_started_run or (f.run_dir / DONE_FILE).is_file()
+        for f in folders.values()
+    ):
+        raise FileNotFoundError(
+            f"--resume: no checkpoint in {output_dir} (no step folder {', '.join(kinds)} holds "
+            f"checkpoints/latest.json or {RUN_INFO_NAME}); start without --resume in an empty "
+            "output folder"
+        )
+    for kind, folder in folders.items():
+        if not folder.has_checkpoint:  # none yet: the step starts again from step 0
+            continue
+        try:
+            folder.check_resume(run_record(kind, configs[kind]))
+        except ResumeConfigError as err:
+            raise ResumeConfigError(
+                f"--resume (recipe step {kind}): {str(err).removeprefix('--resume: ')}"
+            ) from None
+
+
 def run_recipe(
     preset_name: str | Path,
     *,
@@ -167,7 +200,8 @@ def run_recipe(
     ``data_root`` replaces every step's ``data.root`` (the generated images of the preset are
     added to it); ``overrides`` maps a kind to fields merged into its config (e.g. a smaller
     budget). Every step's config is validated before the first step runs
-    (:func:`recipe_configs`). Without ``resume`` the output folder must not hold a recipe yet.
+    (:func:`recipe_configs`). Without ``resume`` the output folder must not hold a recipe yet;
+    with it, it must, started with the settings it has now (:func:`check_recipe_resume`).
     """
     from .preflight import check_inputs
     from .runfolder import RunFolder
@@ -186,6 +220,8 @@ def run_recipe(
             f"{output_dir} already holds a recipe run; pass --resume to continue it, or choose "
             "another --output-dir"
         )
+    if resume:
+        check_recipe_resume(output_dir, kinds, configs)
     summary: dict[str, Any] = {}
     for kind in kinds:
         out = output_dir / kind
