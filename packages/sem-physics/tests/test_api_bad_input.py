@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from pydantic import ValidationError
 from sem_physics import (
     DegradationParams,
     ParameterRanges,
+    PSFParams,
+    airy_psf,
     degrade,
     degrade_files,
     estimate_degradation,
@@ -230,3 +233,33 @@ def test_params_refuse_bools(field: str) -> None:
 def test_degrade_refuses_a_bool_radius(base: np.ndarray) -> None:
     with pytest.raises(ValidationError, match="rx_px"):
         degrade(base, {**MID.model_dump(), "rx_px": True}, 0)
+
+
+def _midpoint() -> DegradationParams:
+    return ParameterRanges().midpoint()
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        (lambda: airy_psf(_midpoint()), TypeError, "DegradationParams: pass its .psf"),
+        (lambda: PSFParams(rx_px=True, ry_px=2), ValidationError, "must be a number, got True"),
+        (lambda: degrade(np.full((32, 32), 100.0), _midpoint(), blur="no"), TypeError, "blur"),
+        (lambda: degrade(np.full((32, 32), 100.0), _midpoint(), poisson=1), TypeError, "poisson"),
+        (lambda: estimate_degradation(np.full((64, 64), 9.0), beta="2"), TypeError, "beta"),
+        (lambda: estimate_degradation(np.full((64, 64), 9.0), beta=True), TypeError, "beta"),
+    ],
+)
+def test_a_wrong_kind_of_argument_is_named(call, error, words) -> None:
+    """Not a deep AttributeError, not a bool read as 1, not a truthy string read as True."""
+    with pytest.raises(error, match=re.escape(words)):
+        call()
+
+
+def test_poisson_gaussian_takes_a_seed_as_degrade_does() -> None:
+    from sem_physics.noise import poisson_gaussian
+
+    z = np.full((8, 8), 100.0)
+    seeded = poisson_gaussian(z, 10.0, 1.0, 0)
+    np.testing.assert_array_equal(seeded, poisson_gaussian(z, 10.0, 1.0, np.random.default_rng(0)))
+    assert poisson_gaussian(z, 10.0, 1.0, None).shape == (8, 8)  # fresh entropy

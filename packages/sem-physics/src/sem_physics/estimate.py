@@ -828,6 +828,8 @@ def estimate_degradation(image: np.ndarray, *, beta: float = 1.95) -> Degradatio
         raise ValueError(
             f"image of shape {(h, w)} is too small: both sides must be >= {MIN_SIDE_PX} px"
         )
+    if isinstance(beta, bool | np.bool_) or not isinstance(beta, int | float | np.number):
+        raise TypeError(f"beta must be a number in (0, 10], got {beta!r}")
     if not 0 < beta <= 10:
         raise ValueError(f"beta must be in (0, 10], got {beta}")
     if float(y.min()) == float(y.max()):

@@ -71,6 +71,11 @@ def degrade(
     >>> y.shape, y.dtype
     ((64, 64), dtype('float32'))
     """
+    for name, switch in (
+        ("blur", blur), ("gain_offset", gain_offset), ("poisson", poisson), ("gaussian", gaussian)
+    ):  # fmt: skip
+        if not isinstance(switch, bool | np.bool_):
+            raise TypeError(f"{name} must be True or False, got {switch!r}")
     raw = validate_image(image, dtype=None)
     # The checks and the blur read the image as it is: its float64 values, bit for bit,
     # without a float64 copy of the frame (dtypes float64 cannot hold exactly are copied).

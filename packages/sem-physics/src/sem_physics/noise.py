@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .optional import require
+from .validation import as_generator
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,15 +36,17 @@ def poisson_gaussian(
     z: np.ndarray,
     dose: float | None,
     sigma: float | None,
-    rng: np.random.Generator,
+    rng: np.random.Generator | int | None = None,
 ) -> np.ndarray:
     """Apply Poisson (``dose``) then Gaussian (``sigma``) noise; ``None`` switches a term off.
 
     Returns float32 (Poisson draws are made in float64 to keep counts exact). ``z`` is not
-    changed: the noise is added to a float64 copy (:func:`poisson_gaussian_inplace`).
+    changed: the noise is added to a float64 copy (:func:`poisson_gaussian_inplace`). ``rng``:
+    a generator or a seed for one (as :func:`~sem_physics.forward.degrade` takes).
     """
     _check_noise_params(dose, sigma)
-    return poisson_gaussian_inplace(np.array(z, dtype=np.float64, order="C"), dose, sigma, rng)
+    z64 = np.array(z, dtype=np.float64, order="C")
+    return poisson_gaussian_inplace(z64, dose, sigma, as_generator(rng))
 
 
 #: Pixels per draw: bounds the int64 counts and float64 normals held at once (4 MiB each).
@@ -54,7 +57,7 @@ def poisson_gaussian_inplace(
     z: np.ndarray,
     dose: float | None,
     sigma: float | None,
-    rng: np.random.Generator,
+    rng: np.random.Generator | int | None = None,
 ) -> np.ndarray:
     """:func:`poisson_gaussian` computed in place: ``z`` (float64, C-contiguous) is overwritten.
 
@@ -64,6 +67,7 @@ def poisson_gaussian_inplace(
     for bit that of the whole-image draws, with temporaries of a few MiB instead of frames.
     """
     _check_noise_params(dose, sigma)
+    rng = as_generator(rng)
     if z.dtype != np.float64 or not z.flags.c_contiguous or not z.flags.writeable:
         raise ValueError("z must be a writeable C-contiguous float64 array (it is overwritten)")
     flat = z.reshape(-1)

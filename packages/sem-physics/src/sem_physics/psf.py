@@ -26,7 +26,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.special import j1
 
 from .optional import require
@@ -55,6 +55,14 @@ class PSFParams(BaseModel):
     ry_px: float = Field(gt=0, le=MAX_RADIUS_PX, description="Airy scale along y' in pixels")
     beta: float = Field(default=2.0, gt=0, le=10, description="exponent (tail sharpness)")
     theta_rad: float = Field(default=0.0, ge=-2 * math.pi, le=2 * math.pi, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_bool(cls, value: object) -> object:
+        """A bool is no radius, exponent or angle (it would pass as 0 or 1)."""
+        if isinstance(value, bool | np.bool_):
+            raise ValueError(f"must be a number, got {value!r}")
+        return value
 
     @property
     def size_px(self) -> int:
@@ -121,8 +129,11 @@ def airy_psf(params: PSFParams) -> np.ndarray:
     """
     if isinstance(params, dict):
         params = PSFParams(**params)
-    elif not hasattr(params, "rx_px"):
-        raise TypeError(f"params must be a PSFParams (or its dict), got {type(params).__name__}")
+    elif not isinstance(params, PSFParams):  # a DegradationParams has radii too: its .psf
+        hint = ": pass its .psf" if hasattr(params, "psf") else ""
+        raise TypeError(
+            f"params must be a PSFParams (or its dict), got {type(params).__name__}{hint}"
+        )
     h = airy_profile(_radius_grid(params), params.beta)
     return h / h.sum()
 
