@@ -387,3 +387,53 @@ def test_restore_image_blends_with_the_grid_averaging_overlap_by_default(tiny_ma
     # a callable without a patch size: the paper's 8 px
     same = sm.restore_image(lambda x: x, img, window=32)
     np.testing.assert_allclose(same, img, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("eps", [float("nan"), float("inf"), 0, -1, 0.0, True, "1e-3", None])
+def test_eps_must_be_a_finite_number_above_zero(eps):
+    with pytest.raises(ValueError, match=r"eps is the weight floor, a finite number > 0; got eps="):
+        sm.sliding_window(Identity(), np.zeros((40, 40), np.float32), 32, 8, eps=eps)
+    with pytest.raises(ValueError, match=r"eps is the weight floor"):
+        sm.hann_weights(32, eps=eps)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"window": "64"}, r"window and overlap are whole pixels; got window='64'"),
+        ({"window": 64.0}, r"window and overlap are whole pixels; got window=64\.0"),
+        ({"window": True}, r"window and overlap are whole pixels; got window=True"),
+        ({"window": 32, "overlap": "8"}, r"whole pixels; got window=32, overlap='8'"),
+        ({"window": 32, "overlap": 8.0}, r"whole pixels; got window=32, overlap=8\.0"),
+        ({"window": 32, "batch_size": "8"}, r"batch_size is a whole number of windows"),
+        ({"window": 32, "batch_size": True}, r"batch_size is a whole number of windows"),
+        ({"window": 32, "batch_size": 8.0}, r"batch_size is a whole number of windows"),
+    ],
+)
+def test_size_arguments_of_the_wrong_type_are_named(kwargs, message, tiny_mae):
+    img = np.zeros((40, 40), np.float32)
+    for model in (Identity(), tiny_mae):  # tiny_mae has a patch_size: the default overlap path
+        with pytest.raises(ValueError, match=message):
+            sm.restore_image(model, img, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        sm.sliding_window(Identity(), img, **{"overlap": 8, **kwargs})
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:x", 1.5, object()])
+def test_an_unknown_device_is_named(device):
+    img = np.zeros((40, 40), np.float32)
+    message = r"device=.* is not a device name \(cpu, cuda, cuda:N, mps, meta"
+    with pytest.raises(ValueError, match=message):
+        sm.restore_image(Identity(), img, 32, 8, device=device)
+    with pytest.raises(ValueError, match=message):
+        sm.sliding_window(lambda x: x, img, 32, 8, device=device)
+
+
+@pytest.mark.parametrize("model", [None, "model", np.zeros(3)])
+def test_a_model_that_is_not_callable_is_named(model):
+    img = np.zeros((40, 40), np.float32)
+    message = r"model must be a torch\.nn\.Module or a callable"
+    with pytest.raises(TypeError, match=message):
+        sm.restore_image(model, img, 32)
+    with pytest.raises(TypeError, match=message):
+        sm.sliding_window(model, img, 32, 8)

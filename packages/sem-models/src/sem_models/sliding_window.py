@@ -54,8 +54,21 @@ __all__ = [
 DEFAULT_BATCH_SIZE = 8
 
 
+def _check_eps(eps: object) -> None:
+    """Refuse a weight floor that is not a finite real number > 0 (NaN would blank the output;
+    0 or less leaves the window border without weight)."""
+    if (
+        isinstance(eps, bool)
+        or not isinstance(eps, numbers.Real)
+        or not math.isfinite(eps)
+        or not float(eps) > 0
+    ):
+        raise ValueError(f"eps is the weight floor, a finite number > 0; got {eps=}")
+
+
 def hann_weights(window: int, eps: float = 1e-3) -> torch.Tensor:
     """``(window, window)`` separable symmetric Hann map, clamped to ``>= eps``."""
+    _check_eps(eps)
     n = torch.arange(window, dtype=torch.float64)
     w1 = 0.5 - 0.5 * torch.cos(2 * math.pi * (n + 0.5) / window)
     return (w1[:, None] * w1[None, :]).clamp_min(eps).float()
@@ -203,7 +216,13 @@ def model_device(
     params = list(model.parameters()) if isinstance(model, nn.Module) else []
     if device is None:
         return params[0].device if params else torch.device(default)
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device={device!r} is not a device name (cpu, cuda, cuda:N, mps, meta, a "
+            "torch.device, or None for the model's)"
+        ) from err
     if not params:
         return device
     home = params[0].device
@@ -215,6 +234,28 @@ def model_device(
             f"the model first (model.to({str(device)!r})) or leave device=None (the model's)"
         )
     return device
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_sizes(window: object, overlap: object, batch_size: object) -> None:
+    """Refuse sizes that are not whole numbers (a bool, float or str) or out of range."""
+    if not (_is_whole(window) and _is_whole(overlap)):
+        raise ValueError(f"window and overlap are whole pixels; got {window=}, {overlap=}")
+    if window < 1 or not 0 <= overlap < window:  # type: ignore[operator]
+        raise ValueError(f"need window >= 1 and 0 <= overlap < window; got {window=}, {overlap=}")
+    if not _is_whole(batch_size) or batch_size < 1:  # type: ignore[operator]
+        raise ValueError(f"batch_size is a whole number of windows >= 1; got {batch_size=}")
+
+
+def _check_model(model: object) -> None:
+    if not callable(model):
+        raise TypeError(
+            f"model must be a torch.nn.Module or a callable (tensor -> tensor); got "
+            f"{type(model).__name__}"
+        )
 
 
 def sliding_window(
@@ -244,12 +285,9 @@ def sliding_window(
     read the mode (calls starting meanwhile wait for it; a training step running meanwhile in
     another thread would see eval mode).
     """
-    if not (isinstance(window, numbers.Integral) and isinstance(overlap, numbers.Integral)):
-        raise ValueError(f"window and overlap are whole pixels; got {window=}, {overlap=}")
-    if window < 1 or not 0 <= overlap < window:
-        raise ValueError(f"need window >= 1 and 0 <= overlap < window; got {window=}, {overlap=}")
-    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size is a whole number of windows >= 1; got {batch_size=}")
+    _check_model(model)
+    _check_sizes(window, overlap, batch_size)
+    _check_eps(eps)
     x, ndim, is_numpy = _as_tensor(image)
     side = max(x.shape[-2:])
     if window > max(MAX_PADDED_WINDOW, 2 * side):
@@ -363,6 +401,8 @@ def restore_image(
     _check_grey_scale(arr)
     if arr.ndim not in (2, 3):  # sliding_window also takes (1, C, H, W)
         raise ValueError(f"expected an image (H, W) or (C, H, W); got shape {arr.shape}")
+    _check_model(model)
+    _check_sizes(window, 0 if overlap is None else overlap, batch_size)
     if overlap is None:
         patch = getattr(model, "patch_size", None)
         overlap = grid_averaging_overlap(window, int(patch)) if patch else 8
