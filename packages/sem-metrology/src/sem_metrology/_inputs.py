@@ -42,7 +42,10 @@ def merge_options(cls: type[_Options], options: _Options | None, overrides: dict
 
 
 def check_pixel_size(value: Any, what: str = "pixel_size_nm") -> float:
-    """``value`` as nm per pixel, refused outside 1e-3 .. 1e6 nm (1 pm .. 1 mm)."""
+    """``value`` as nm per pixel, refused outside 1e-3 .. 1e6 nm (1 pm .. 1 mm) and when a
+    bool (``True`` is no pixel size, though ``float(True)`` is 1.0)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise MetrologyInputError(f"{what} must be a number (nm per pixel), got {value!r}")
     try:
         size = float(value)
     except (TypeError, ValueError):

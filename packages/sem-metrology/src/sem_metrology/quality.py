@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
+import numbers
 import os
 import tempfile
 import warnings
@@ -75,6 +77,17 @@ def _real_image(x: Any, name: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
+def _data_range(data_range: Any) -> float:
+    """``data_range`` as a float, refused unless a real finite number > 0 (not a bool)."""
+    what = f"data_range must be a finite number > 0, got {data_range!r}"
+    if isinstance(data_range, (bool, np.bool_)) or not isinstance(data_range, numbers.Real):
+        raise TypeError(what)
+    value = float(data_range)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(what)
+    return value
+
+
 def _pair(ref: Any, img: Any, data_range: float) -> tuple[np.ndarray, np.ndarray]:
     a, b = _real_image(ref, "ref"), _real_image(img, "img")
     if a.ndim != 2 or b.ndim != 2:
@@ -85,8 +98,7 @@ def _pair(ref: Any, img: Any, data_range: float) -> tuple[np.ndarray, np.ndarray
         raise ValueError(f"ref and img are empty, shape {a.shape}")
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         raise ValueError("ref and img must not contain NaN or inf")
-    if not (np.isfinite(data_range) and data_range > 0):
-        raise ValueError(f"data_range must be a finite number > 0, got {data_range}")
+    data_range = _data_range(data_range)
     peak = max(float(np.abs(a).max()), float(np.abs(b).max()))
     if peak > 1.5 * data_range or 0.0 < peak <= data_range / 200.0:
         warnings.warn(
@@ -146,8 +158,7 @@ def noise_ceiling_psnr(reference: Any, data_range: float = 255.0) -> float:
     noise-free reference (σ below 1e-9 of the data range: rounding in the wavelet transform;
     a constant image is noise-free).
     """
-    if not (np.isfinite(data_range) and data_range > 0):
-        raise ValueError(f"data_range must be a finite number > 0, got {data_range}")
+    data_range = _data_range(data_range)
     sigma = noise_sigma(reference)
     if sigma <= 1e-9 * data_range:
         return float("inf")
@@ -409,8 +420,7 @@ def niqe(img: Any, data_range: float = 255.0, *, device: str | None = None) -> f
         )
     if not np.all(np.isfinite(a)):
         raise ValueError("img must not contain NaN or inf")
-    if not (np.isfinite(data_range) and data_range > 0):
-        raise ValueError(f"data_range must be a finite number > 0, got {data_range}")
+    data_range = _data_range(data_range)
     for module in ("pyiqa", "torch"):  # one line naming the extra if absent (pyiqa first)
         require(module, _QUALITY_EXTRA, "niqe")
     scaled = np.clip(a / data_range, 0.0, 1.0)
