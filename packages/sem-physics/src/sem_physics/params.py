@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .psf import MAX_RADIUS_PX, PSFParams
+from .psf import MAX_RADIUS_PX, NumberFields, PSFParams
 from .validation import as_generator
 
 __all__ = ["MIN_DOSE", "MIN_GAIN", "DegradationParams", "ParameterRanges"]
@@ -29,13 +29,11 @@ MIN_GAIN = 0.01
 MIN_DOSE = 0.01  # electrons per grey level (0..255 scale)
 
 
-class DegradationParams(BaseModel):
+class DegradationParams(NumberFields):
     """One defocus + noise setting: ``y = N(gain * (x ⊛ h) + offset)``.
 
     Intensities are on the 0..255 scale; radii in pixels; angle in radians.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     rx_px: float = Field(gt=0, le=MAX_RADIUS_PX, description="PSF scale along x' (px)")
     ry_px: float = Field(gt=0, le=MAX_RADIUS_PX, description="PSF scale along y' (px)")
@@ -47,14 +45,6 @@ class DegradationParams(BaseModel):
     dose: float = Field(
         ge=MIN_DOSE, le=1e9, allow_inf_nan=False, description="electrons per grey level"
     )
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _refuse_bool(cls, value: object) -> object:
-        """A bool is no radius, angle or level (it would pass as 0 or 1)."""
-        if isinstance(value, bool | np.bool_):
-            raise ValueError(f"must be a number, got {value!r}")
-        return value
 
     def outside_paper_ranges(self, ranges: ParameterRanges | None = None) -> list[str]:
         """One ``"name=value outside the paper's range [lo, hi]"`` per such parameter."""

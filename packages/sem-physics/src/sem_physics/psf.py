@@ -46,23 +46,26 @@ __all__ = [
 MAX_RADIUS_PX = 1000.0
 
 
-class PSFParams(BaseModel):
-    """Parameters of the elliptical Airy PSF (radii in pixels, angle in radians)."""
+class NumberFields(BaseModel):
+    """A frozen model whose fields are numbers: a bool is none (it would pass as 0 or 1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_bool(cls, value: object) -> object:
+        if isinstance(value, bool | np.bool_):
+            raise ValueError(f"must be a number, got {value!r}")
+        return value
+
+
+class PSFParams(NumberFields):
+    """Parameters of the elliptical Airy PSF (radii in pixels, angle in radians)."""
 
     rx_px: float = Field(gt=0, le=MAX_RADIUS_PX, description="Airy scale along x' in pixels")
     ry_px: float = Field(gt=0, le=MAX_RADIUS_PX, description="Airy scale along y' in pixels")
     beta: float = Field(default=2.0, gt=0, le=10, description="exponent (tail sharpness)")
     theta_rad: float = Field(default=0.0, ge=-2 * math.pi, le=2 * math.pi, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _refuse_bool(cls, value: object) -> object:
-        """A bool is no radius, exponent or angle (it would pass as 0 or 1)."""
-        if isinstance(value, bool | np.bool_):
-            raise ValueError(f"must be a number, got {value!r}")
-        return value
 
     @property
     def size_px(self) -> int:
