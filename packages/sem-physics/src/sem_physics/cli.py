@@ -25,6 +25,7 @@ from .cli_support import (
     OneLineParser,
     add_max_pixels,
     add_version,
+    crop_fraction_unused,
     is_validation_error,
     number,
     one_line_warnings,
@@ -59,7 +60,6 @@ _REPLAY_OPTIONS = {
     "json": "--json",
     "debug": "--debug",
 }
-_FRACTION_CROPS = ("fraction", "info-bar")  # the --crop values that use --crop-fraction
 
 
 class CLIError(ValueError):
@@ -178,11 +178,9 @@ def _refuse_unused_options(args: argparse.Namespace, given: list[str]) -> None:
                 f"(it takes only {', '.join(_REPLAY_OPTIONS.values())})"
             )
         return
-    if "crop_fraction" in given and args.crop not in _FRACTION_CROPS:
-        raise CLIError(
-            "--crop-fraction needs --crop fraction (or --crop info-bar, whose fallback it is), "
-            f"got --crop {args.crop}"
-        )
+    problem = crop_fraction_unused(args.crop) if "crop_fraction" in given else None
+    if problem:
+        raise CLIError(problem)
     if "n_samples" in given and args.make_samples is None:
         raise CLIError("--n-samples needs --make-samples DIR (the samples it counts)")
 

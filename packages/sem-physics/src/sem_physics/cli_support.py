@@ -23,6 +23,7 @@ __all__ = [
     "OneLineParser",
     "add_max_pixels",
     "add_version",
+    "crop_fraction_unused",
     "is_validation_error",
     "model_json",
     "number",
@@ -142,6 +143,17 @@ def one_line_warnings(prog: str) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.showwarning = show
         yield
+
+
+def crop_fraction_unused(crop: str) -> str | None:
+    """The one-line error of ``--crop-fraction`` given with a ``--crop`` that does not use it
+    (sem-degrade and sem-psf: ``fraction``, and ``info-bar``, whose fallback it is), or None."""
+    if crop in ("fraction", "info-bar"):
+        return None
+    return (
+        "--crop-fraction needs --crop fraction (or --crop info-bar, whose fallback it is), "
+        f"got --crop {crop}"
+    )
 
 
 def stderr_is_terminal() -> bool:

@@ -27,6 +27,7 @@ from .cli_support import (
     OneLineParser,
     add_max_pixels,
     add_version,
+    crop_fraction_unused,
     one_line_warnings,
     path_text,
 )
@@ -269,11 +270,9 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     if args.crop_fraction is not None:
         if not 0 <= args.crop_fraction < 1:
             return f"--crop-fraction must be in [0, 1), got {args.crop_fraction}"
-        if args.crop not in ("fraction", "info-bar"):
-            return (
-                "--crop-fraction needs --crop fraction (or --crop info-bar, whose fallback it "
-                f"is), got --crop {args.crop}"
-            )
+        unused = crop_fraction_unused(args.crop)
+        if unused:
+            return unused
     if args.reference is not None:
         if not args.reference.is_file():
             return f"--reference {args.reference}: no such file"
