@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
-import numbers
 import os
 import tempfile
 import warnings
@@ -29,6 +27,7 @@ import numpy as np
 from sem_physics.optional import require
 from sem_physics.validation import refuse_sem_image
 
+from ._args import real_arg
 from ._inputs import check_real_dtype
 from .errors import MetrologyInputError
 
@@ -79,13 +78,7 @@ def _real_image(x: Any, name: str) -> np.ndarray:
 
 def _data_range(data_range: Any) -> float:
     """``data_range`` as a float, refused unless a real finite number > 0 (not a bool)."""
-    what = f"data_range must be a finite number > 0, got {data_range!r}"
-    if isinstance(data_range, (bool, np.bool_)) or not isinstance(data_range, numbers.Real):
-        raise TypeError(what)
-    value = float(data_range)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(what)
-    return value
+    return real_arg("data_range", data_range, " > 0", lambda v: v > 0)
 
 
 def _pair(ref: Any, img: Any, data_range: float) -> tuple[np.ndarray, np.ndarray]:

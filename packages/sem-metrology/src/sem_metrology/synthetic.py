@@ -17,13 +17,13 @@ roughness present in the image (including the cropping of low frequencies), not 
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from ._args import int_arg, real_arg, shape_arg
 
 __all__ = [
     "SyntheticContacts",
@@ -35,42 +35,6 @@ __all__ = [
     "render_ellipses",
     "render_lines",
 ]
-
-
-def _int_arg(name: str, value: object, lo: int) -> int:
-    """``value`` as an int, refused (naming ``name``) unless an integer >= ``lo``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {lo}, got {value!r}")
-    if value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
-
-
-def _real_arg(
-    name: str, value: object, accepted: str = "", ok: Callable[[float], bool] = lambda v: True
-) -> float:
-    """``value`` as a float, refused (naming ``name`` and the ``accepted`` range, e.g.
-    ``" > 0"``) unless a finite real number for which ``ok`` holds."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite number{accepted}, got {value!r}")
-    v = float(value)
-    if not (math.isfinite(v) and ok(v)):
-        raise ValueError(f"{name} must be a finite number{accepted}, got {value!r}")
-    return v
-
-
-def _shape_arg(shape: Any, lo: int) -> tuple[int, int]:
-    """``shape`` as ``(H, W)``, refused unless two integers >= ``lo``."""
-    what = f"shape must be two integers (H, W), each >= {lo}, got {shape!r}"
-    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 2:
-        raise TypeError(what)
-    h, w = shape
-    for v in (h, w):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(what)
-        if v < lo:
-            raise ValueError(what)
-    return int(h), int(w)
 
 
 def correlated_edges(
@@ -253,27 +217,25 @@ def make_line_image(
     -------
     SyntheticLines.
     """
-    n_lines = _int_arg("n_lines", n_lines, 1)
-    h, w = shape = _shape_arg(shape, 4)
-    supersample = _int_arg("supersample", supersample, 1)
-    pixel_size_nm = _real_arg("pixel_size_nm", pixel_size_nm, " > 0", lambda v: v > 0)
+    n_lines = int_arg("n_lines", n_lines, 1)
+    h, w = shape = shape_arg(shape, 4)
+    supersample = int_arg("supersample", supersample, 1)
+    pixel_size_nm = real_arg("pixel_size_nm", pixel_size_nm, " > 0", lambda v: v > 0)
     if pitch_nm is not None:
-        pitch_nm = _real_arg("pitch_nm", pitch_nm, " > 0 (or None)", lambda v: v > 0)
+        pitch_nm = real_arg("pitch_nm", pitch_nm, " > 0 (or None)", lambda v: v > 0)
     if cd_nm is not None:
-        cd_nm = _real_arg("cd_nm", cd_nm, " > 0 (or None)", lambda v: v > 0)
-    sigma_nm = _real_arg("sigma_nm", sigma_nm, " >= 0", lambda v: v >= 0)
-    correlation_length_nm = _real_arg(
+        cd_nm = real_arg("cd_nm", cd_nm, " > 0 (or None)", lambda v: v > 0)
+    sigma_nm = real_arg("sigma_nm", sigma_nm, " >= 0", lambda v: v >= 0)
+    correlation_length_nm = real_arg(
         "correlation_length_nm", correlation_length_nm, " > 0", lambda v: v > 0
     )
-    roughness_exponent = _real_arg(
-        "roughness_exponent", roughness_exponent, " > 0", lambda v: v > 0
-    )
-    line_level = _real_arg("line_level", line_level)
-    space_level = _real_arg("space_level", space_level)
-    bloom_amplitude = _real_arg("bloom_amplitude", bloom_amplitude)
-    bloom_width_px = _real_arg("bloom_width_px", bloom_width_px, " > 0", lambda v: v > 0)
-    bloom_inset_px = _real_arg("bloom_inset_px", bloom_inset_px)
-    tilt_deg = _real_arg("tilt_deg", tilt_deg, " in (-90, 90)", lambda v: -90 < v < 90)
+    roughness_exponent = real_arg("roughness_exponent", roughness_exponent, " > 0", lambda v: v > 0)
+    line_level = real_arg("line_level", line_level)
+    space_level = real_arg("space_level", space_level)
+    bloom_amplitude = real_arg("bloom_amplitude", bloom_amplitude)
+    bloom_width_px = real_arg("bloom_width_px", bloom_width_px, " > 0", lambda v: v > 0)
+    bloom_inset_px = real_arg("bloom_inset_px", bloom_inset_px)
+    tilt_deg = real_arg("tilt_deg", tilt_deg, " in (-90, 90)", lambda v: -90 < v < 90)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     pitch_px = (pitch_nm / pixel_size_nm) if pitch_nm else w / (n_lines + 1)
     cd_px = (cd_nm / pixel_size_nm) if cd_nm else 0.5 * pitch_px
@@ -432,18 +394,18 @@ def make_contact_image(
     blur and noise from :func:`sem_physics.degrade` (``degradation``). Truth CDs come from the
     rendered coverage of each hole.
     """
-    h, w = shape = _shape_arg(shape, 1)
-    supersample = _int_arg("supersample", supersample, 1)
-    pixel_size_nm = _real_arg("pixel_size_nm", pixel_size_nm, " > 0", lambda v: v > 0)
-    pitch_nm = _real_arg("pitch_nm", pitch_nm, " > 0", lambda v: v > 0)
-    cd_nm = _real_arg(
+    h, w = shape = shape_arg(shape, 1)
+    supersample = int_arg("supersample", supersample, 1)
+    pixel_size_nm = real_arg("pixel_size_nm", pixel_size_nm, " > 0", lambda v: v > 0)
+    pitch_nm = real_arg("pitch_nm", pitch_nm, " > 0", lambda v: v > 0)
+    cd_nm = real_arg(
         "cd_nm", cd_nm, f" in (0, pitch_nm = {pitch_nm:g})", lambda v: 0 < v < pitch_nm
     )
-    cd_sigma_nm = _real_arg("cd_sigma_nm", cd_sigma_nm, " >= 0", lambda v: v >= 0)
-    ellipticity = _real_arg("ellipticity", ellipticity, " in [0, 1)", lambda v: 0 <= v < 1)
-    ellipse_angle_deg = _real_arg("ellipse_angle_deg", ellipse_angle_deg)
-    hole_level = _real_arg("hole_level", hole_level)
-    space_level = _real_arg("space_level", space_level)
+    cd_sigma_nm = real_arg("cd_sigma_nm", cd_sigma_nm, " >= 0", lambda v: v >= 0)
+    ellipticity = real_arg("ellipticity", ellipticity, " in [0, 1)", lambda v: 0 <= v < 1)
+    ellipse_angle_deg = real_arg("ellipse_angle_deg", ellipse_angle_deg)
+    hole_level = real_arg("hole_level", hole_level)
+    space_level = real_arg("space_level", space_level)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     pitch = pitch_nm / pixel_size_nm
     row_step = pitch * math.sqrt(3.0) / 2.0
