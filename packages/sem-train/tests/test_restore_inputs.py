@@ -60,3 +60,24 @@ def test_learned_restore_and_the_commands_share_one_dim_rule(monkeypatch) -> Non
     assert input_scale(picture)[0] == 1
     monkeypatch.setattr(sem_levels, "DIM_BELOW", 120.0)  # the rule sem-degrade and sem-psf use
     assert input_scale(picture)[0] == 2
+
+
+@pytest.mark.parametrize("method", ["wiener", "sem-foundation"])
+def test_an_estimate_made_inside_the_method_is_timed_as_estimate(monkeypatch, method) -> None:
+    """With a given PSF the deconvolution (or a guided model's guides) still estimates the
+    noise level itself: that time is the record's estimate, not its restore."""
+    import time
+
+    import sem_physics
+
+    real = sem_physics.estimate_degradation
+    pause_s = 0.5
+
+    def slow(image, **kw):
+        time.sleep(pause_s)
+        return real(image, **kw)
+
+    monkeypatch.setattr(sem_physics, "estimate_degradation", slow)
+    out = restore(make_sample("lines", (96, 96), seed=1), method, psf="2,2,0,2")
+    assert out.timings.estimate_s >= pause_s
+    assert out.timings.restore_s < out.timings.total_s - pause_s

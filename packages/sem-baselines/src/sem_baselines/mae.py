@@ -149,6 +149,7 @@ class _MAERestorer:
         self.notes: list[str] = []
         self.last_params: dict[str, Any] = {}  # the PSF a guided model's guides used
         self.last_choice: PSFChoice | None = None  # the same, as chosen (with the estimate)
+        self.last_estimate_s = 0.0  # seconds the last restore spent on the guides' estimate
         self.guide_psf: PSFParams | None = None  # a known PSF for the guides; None = blind
         net = network if network is not None else self._build()
         self.network: RestorationModel = _placed(net, self.config.device)
@@ -194,6 +195,7 @@ class _MAERestorer:
         if balances:  # a guided model: append the image's deconvolutions (given or blind PSF)
             choice = choose_psf(image, "adaptive", self.guide_psf, None)
             self.last_params, self.last_choice = choice.as_dict(), choice
+            self.last_estimate_s = choice.estimate_s
             x = guide_channels(unit, choice.psf, balances, self.device)
         cfg, win = self.config, self.window_px
         y = sliding_window(self.network, x, win, self.overlap_px, cfg.batch_size)

@@ -21,7 +21,8 @@ side by half-sample symmetric reflection -- the convention of the forward model 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -85,6 +86,7 @@ class PSFChoice:
     noise_note: str | None = (
         None  # why the noise level is the floor, when it could not be estimated
     )
+    estimate_s: float = field(default=0.0, compare=False)  # seconds the blind estimate took
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready record for the restorer's ``last_params``."""
@@ -117,6 +119,7 @@ def choose_psf(
         return PSFChoice(psf, "given", noise_var)
     from sem_physics import estimate_degradation
 
+    t0 = time.perf_counter()
     try:
         est = estimate_degradation(image)
     except ValueError as err:  # too small to estimate anything
@@ -128,16 +131,19 @@ def choose_psf(
                 f"noise_var={MIN_NOISE_VAR:.3g} grey levels², little regularisation for a noisy "
                 "image; give the noise variance if known (noise_var=...)"
             )
+        spent = time.perf_counter() - t0
         if psf is not None:  # only the noise level was to be estimated
-            return PSFChoice(psf, "given", var, noise_note=note)
-        return PSFChoice(DEFAULT_PSF, f"paper (no estimate: {err})", var, noise_note=note)
+            return PSFChoice(psf, "given", var, noise_note=note, estimate_s=spent)
+        source = f"paper (no estimate: {err})"
+        return PSFChoice(DEFAULT_PSF, source, var, noise_note=note, estimate_s=spent)
+    spent = time.perf_counter() - t0
     var = noise_var if noise_var is not None else max(est.noise_floor, MIN_NOISE_VAR)
     if psf is not None:
-        return PSFChoice(psf, "given", var, est)
+        return PSFChoice(psf, "given", var, est, estimate_s=spent)
     if est.rx_px is None:
         reason = "; ".join(est.quality.reasons)
-        return PSFChoice(DEFAULT_PSF, f"paper (no estimate: {reason})", var, est)
-    return PSFChoice(est.psf_params(), "estimated", var, est)
+        return PSFChoice(DEFAULT_PSF, f"paper (no estimate: {reason})", var, est, estimate_s=spent)
+    return PSFChoice(est.psf_params(), "estimated", var, est, estimate_s=spent)
 
 
 def irfft2_inplace(spec: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -188,6 +194,7 @@ class DeconvRestorer:
     def __init__(self, config: DeconvConfig | None = None) -> None:
         self.config = config or self.config_cls()
         self.last_params: dict[str, Any] = {}
+        self.last_estimate_s = 0.0  # seconds the last restore spent on a blind estimate
 
     @staticmethod
     def paper_deconvolve(ext01: np.ndarray, kernel: np.ndarray, strength: float) -> np.ndarray:
@@ -206,6 +213,7 @@ class DeconvRestorer:
         strength = getattr(cfg, self.strength_field)
         need_noise = cfg.preset == "adaptive" and strength is None
         choice = choose_psf(y, cfg.preset, cfg.psf, cfg.noise_var if need_noise else 0.0)
+        self.last_estimate_s = choice.estimate_s
         radius = max(choice.psf.rx_px, choice.psf.ry_px)
         if radius > min(y.shape):
             raise ValueError(
