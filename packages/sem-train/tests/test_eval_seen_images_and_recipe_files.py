@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -218,8 +219,19 @@ def test_recipe_takes_a_yaml_config_with_settings_for_every_step_and_per_step(tm
     [
         ("preset: cpu-small\nrun: {output_dir: x}\n", "run.output_dir is set by the recipe"),
         ("preset: cpu-small\nstage3: {init_from: x}\n", "stage3.init_from is set by the recipe"),
-        ("preset: cpu-small\nstage3: {kd_wieght: 1}\n", "(recipe step stage3)"),
+        ("preset: cpu-small\nstage3: {kd_wieght: 1}\n", "recipe step stage3): kd_wieght (line 2)"),
         ("preset: cpu-small\nfinetune: 3\n", "`finetune:` must hold that step's settings"),
+        (  # a field error names its line, in a step's section as in a single-stage file
+            "preset: cpu-small\nstage2:\n  moe:\n    num_experts: true\n",
+            "recipe step stage2): moe.num_experts (line 4) must be an integer >= 1, got True",
+        ),
+        ("preset:\nrun: {epochs: 2}\n", "line 1: preset is empty; choose from ['cpu-base'"),
+        (  # every step's own run: mapping would replace the invalid run: 5 of all steps
+            "preset: cpu-small\nrun: 5\n"
+            + "".join(f"{k}: {{run: {{epochs: 1}}}}\n" for k in ("stage1", "stage2", "stage3"))
+            + "finetune: {run: {epochs: 1}}\n",
+            "line 2: run must be a mapping of settings (stage1.run is merged into it), got int",
+        ),
     ],
 )
 def test_recipe_refuses_a_bad_config_file_in_one_line_before_any_step(
@@ -252,3 +264,53 @@ def test_recipe_configs_chain_the_steps_and_merge_the_step_sections(tmp_path):
     # the same file for the dense ablation: its stage2 section is not used
     dense = recipe_configs(cfg, data_root=None, output_dir=out, kinds=("stage1", "stage3"))
     assert list(dense) == ["stage1", "stage3"] and dense["stage3"].init_from == out / "stage1"
+
+
+def test_a_recipe_file_needs_no_preset(tmp_path):
+    """Without ``preset:`` no step's section gives init_from (the file may not): Stage 2 was
+    refused as needing one, though the recipe sets it; every step starts from the last now."""
+    from itertools import pairwise
+
+    from sem_train.recipe import RECIPE_KINDS as RECIPE_STEPS
+    from sem_train.recipe import recipe_configs
+
+    cfg = tmp_path / "own.yaml"
+    cfg.write_text(
+        "data: {image_size_px: 32}\nrun: {epochs: 2}\n"
+        "stage1:\n  model: {preset: tiny, overrides: {patch_size: 16}}\n"
+    )
+    out = tmp_path / "runs"
+    configs = recipe_configs(cfg, data_root=None, output_dir=out)
+    assert [c.run.epochs for c in configs.values()] == [2, 2, 2, 2]
+    assert configs["stage1"].init_from is None and configs["stage1"].model.overrides
+    for before, kind in pairwise(RECIPE_STEPS):
+        assert configs[kind].init_from == out / before
+    assert configs["stage3"].teacher_from == out / "stage1"
+    assert configs["finetune"].model is None  # it starts from Stage 3, not a fresh MAE
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("run: 5\nstage1: {run: {epochs: 2}}\n", "line 1: run must be a mapping"),
+        (
+            "data:\n  augment: 5\nstage3:\n  data: {augment: {hflip: false}}\n",
+            "line 2: data.augment must be a mapping of settings (stage3.data.augment is merged "
+            "into it), got int",
+        ),
+        ("model: [tiny]\nstage1: {model: {preset: tiny}}\n", "model must be a mapping"),
+    ],
+)
+def test_a_section_for_every_step_that_is_no_mapping_is_not_hidden_by_a_steps_own(
+    tmp_path, text, needle
+):
+    """A single-stage config refuses ``run: 5`` whatever the options set in ``run``; the
+    recipe refused it only in a step without its own ``run:`` mapping, which replaced it."""
+    from sem_train.config import ConfigError
+    from sem_train.recipe import recipe_configs
+
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(needle)) as exc:
+        recipe_configs(cfg, data_root=None, output_dir=tmp_path / "out")
+    assert str(exc.value).startswith(f"{cfg}, line ") and "\n" not in str(exc.value)

@@ -147,8 +147,15 @@ def test_recipe_resume_refuses_changed_settings_of_a_step(tmp_path):
         section["run"] = {**_SMALL_RUN, "epochs": 2}
         section["optim"] = {"lr": 5e-4}
     needle = r"recipe step stage1\): .*optim\.lr 0\.001 → 0\.0005, run\.epochs 1 → 2"
-    with pytest.raises(ResumeConfigError, match=needle):
+    with pytest.raises(ResumeConfigError, match=needle) as exc:
         run_recipe("cpu-base", data_root=None, output_dir=out, overrides=changed, resume=True)
+    # the way on is the recipe's (it has no --init-from for a step), not a single stage's
+    said = str(exc.value)
+    assert "--init-from" not in said and "\n" not in said
+    assert said.endswith(
+        "to resume, give the recipe the settings its steps started with; to train with the new "
+        "ones (more epochs included), run the recipe into another --output-dir"
+    )
     # The finished step copied into a new folder: refused before Stage 2 starts.
     shutil.copytree(out / "stage1", tmp_path / "new" / "stage1")
     with pytest.raises(ResumeConfigError, match=needle):
@@ -170,6 +177,31 @@ def test_recipe_resume_refuses_changed_settings_of_a_step(tmp_path):
         resume=True, log=logs.append,
     )  # fmt: skip
     assert logs[0] == f"stage1: resuming into {out / 'stage1'}"
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_recipe_resume_over_changed_data_names_the_recipes_way_on(tmp_path, folder_writer):
+    """An interrupted step resumed over a data folder with a file added is refused before it
+    trains, naming the recipe's new run, not a single stage's ``--init-from``."""
+    from sem_train.datasplit import ResumeDataError
+
+    images = tmp_path / "images"
+    folder_writer(images, 4, size=48)
+    out = tmp_path / "run"
+    kinds = ("stage1",)
+    run_recipe("cpu-base", data_root=images, output_dir=out, overrides=_overrides(), kinds=kinds)
+    (out / "stage1" / DONE_FILE).unlink()  # interrupted after its checkpoint
+    folder_writer(images / "later", 1, size=48, seed=7)
+    logs: list[str] = []
+    with pytest.raises(ResumeDataError, match=r"1 file\(s\) added") as exc:
+        run_recipe(
+            "cpu-base", data_root=images, output_dir=out, overrides=_overrides(), kinds=kinds,
+            resume=True, log=logs.append,
+        )  # fmt: skip
+    said = str(exc.value)
+    assert "--init-from" not in said and "\n" not in said
+    assert said.endswith("or start a new run (sem train recipe ... --output-dir NEW_FOLDER)")
+    assert logs == []  # refused before the step said it resumes
 
 
 def _stage_records(run_dir) -> list[dict]:

@@ -59,6 +59,31 @@ def test_a_mistyped_preset_names_the_presets():
         load_config("cpu-smal", "stage1")
 
 
+def test_an_empty_preset_key_is_refused_not_read_as_no_preset(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("run:\n  epochs: 3\npreset:\n")  # the name forgotten: not the defaults
+    with pytest.raises(ConfigError) as exc:
+        load_config(f, "stage1")
+    assert str(exc.value) == (
+        f"{f}, line 3: preset is empty; choose from ['cpu-base', 'cpu-small', 'paper']"
+    )
+
+
+def test_a_finetune_refuses_a_fresh_model_beside_init_from(tmp_path, capsys):
+    """A pretraining config (with ``model:``) given to ``sem train finetune --init-from``:
+    the fine-tune started from init_from and ignored ``model`` without a word."""
+    f = tmp_path / "s1.yaml"
+    f.write_text("model: {preset: tiny, overrides: {patch_size: 8}}\ndata: {image_size_px: 64}\n")
+    assert load_config(f, "finetune").model is not None  # a fresh MAE alone is taken
+    out = tmp_path / "ft"
+    argv = ["train", "finetune", "--config", str(f), "--init-from", str(tmp_path)]
+    assert main([*argv, "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"invalid finetune config ({f})" in err[0]
+    assert "init_from (a pretrained run) or model (a fresh MAE), not both" in err[0]
+    assert not out.exists()
+
+
 def test_cli_commands_are_registered_from_modules():
     parser = build_parser("train")
     args = parser.parse_args(["train", "baseline", "n2v", "--config", "cpu-small"])
@@ -267,3 +292,150 @@ def test_a_field_absent_from_the_file_gets_no_line_of_its_parent():
         Outer.model_validate({"run": {}})
     said = problems(exc.value, {("run",): 4}, Outer, given={"run": {}})
     assert said.startswith("run.x: Field required") and "(line" not in said
+
+
+def _numeric_fields(model: type, prefix: tuple[str, ...] = ()):
+    """(key path, annotation) of every int, float or integer-Literal field of ``model`` and
+    of the models nested in it."""
+    import typing
+
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        members = [field.annotation, *typing.get_args(field.annotation)]
+        nested = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        if nested:
+            yield from _numeric_fields(nested[0], (*prefix, name))
+        elif (
+            int in members
+            or float in members
+            or (
+                typing.get_origin(field.annotation) is typing.Literal
+                and all(type(a) is int for a in typing.get_args(field.annotation))
+            )
+        ):
+            yield (*prefix, name), field.annotation
+
+
+_REQUIRED = {
+    "stage2": {"init_from": "s1"},
+    "stage3": {"init_from": "s2"},
+    "finetune": {"init_from": "s3"},
+}
+
+
+@pytest.mark.parametrize("kind", ["stage1", "stage2", "stage3", "finetune", "baseline"])
+def test_no_numeric_field_takes_a_bool_for_a_number(kind):
+    """pydantic takes ``true`` as 1 and ``false`` as 0: ``run.epochs: true`` trained one
+    epoch. Every number of every training config (sem_models' ``moe`` and sem_physics'
+    ``ranges`` included) refuses a bool, naming the field."""
+    from sem_train.config import config_class
+
+    fields = list(_numeric_fields(config_class(kind)))
+    assert len(fields) > 20  # the walk finds the numbers (run, optim, data, ...)
+    for path, _ in fields:
+        for value in (True, False):
+            body: dict = {**_REQUIRED.get(kind, {})}
+            node = body
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
+            with pytest.raises(ConfigError, match=re.escape(".".join(path))):
+                load_config(body, kind)
+    # bool fields keep their bools; a bool or None keeps both
+    cfg = load_config({**_REQUIRED.get(kind, {}), "run": {"bf16": False, "progress": True}}, kind)
+    assert cfg.run.bf16 is False and cfg.run.progress is True
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "said"),
+    [
+        ("stage1", "run:\n  epochs: true\n", "run.epochs (line 3) must be an integer in [1, 1000000], got True"),
+        ("stage1", "optim:\n  lr: true\n", "optim.lr (line 3) must be a number in (0, 1], got True"),
+        ("stage1", "data:\n  channels: true\n", "data.channels (line 3): Input should be 1 or 3 (got True)"),
+        ("stage1", "run:\n  seed: false\n", "run.seed (line 3) must be an integer in [0, 4294967295], got False"),
+        ("stage1", "data:\n  augment:\n    crop_scale: [true, 1]\n", "data.augment.crop_scale.0 (line 4): Input should be a valid number"),
+        ("stage1", "model:\n  overrides: {depth: true}\n", "model.overrides.depth (line 3): Input should be a valid integer (got True)"),
+        ("stage2", "init_from: s1\nmoe:\n  num_experts: true\n", "moe.num_experts (line 4) must be an integer >= 1, got True"),
+        ("finetune", "init_from: s3\nranges:\n  rx_px: [true, 5]\n", "ranges.rx_px.0 (line 4): Input should be a valid number (got True)"),
+        ("finetune", "init_from: s3\nguide_balances: [false]\nrefiner_width: 4\n", "guide_balances.0 (line 3): Input should be a valid number (got False)"),
+    ],
+)  # fmt: skip
+def test_a_bool_for_a_number_is_refused_naming_the_field_and_its_line(tmp_path, kind, text, said):
+    f = tmp_path / "c.yaml"
+    f.write_text("preset: cpu-small\n" + text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(f, kind)
+    assert said in str(exc.value) and str(f) in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("run: {seed: -1}", "run.seed (line 2) must be in [0, 4294967295], got -1"),
+        ("data: {split_seed: -1}", "data.split_seed (line 2) must be in [0, 4294967295], got -1"),
+        ("run: {seed: 100000000000000000}", "run.seed (line 2) must be in [0, 4294967295], got 1e17"),
+    ],
+)  # fmt: skip
+def test_seeds_are_bounded_to_what_the_random_generators_take(tmp_path, text, said):
+    """A negative split seed stopped the run with numpy's "expected non-negative integer",
+    a seed of 1e17 with torch's "Overflow when unpacking long long" after the run folder was
+    written; neither named the field."""
+    f = tmp_path / "c.yaml"
+    f.write_text(f"preset: cpu-small\n{text}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(f, "stage1")
+    assert said in str(exc.value)
+    from sem_train.config import SEED_MAX
+    from sem_train.data.sampler import loader_generator, worker_base_seed
+
+    # the largest seed is taken, and its loader seeds stay in torch's range for any epoch
+    cfg = load_config({"run": {"seed": SEED_MAX}, "data": {"split_seed": SEED_MAX}}, "stage1")
+    assert loader_generator(cfg.run.seed, 1_000_000).initial_seed() > 0
+    assert isinstance(worker_base_seed(cfg.run.seed, 1_000_000), int)
+
+
+def test_a_benchmark_seed_is_one_its_trainings_take():
+    """The benchmark passes its seed to the runs it trains (run.seed): a larger one would be
+    refused only when the first training starts."""
+    from sem_train.config import SEED_MAX
+    from sem_train.evaluation.config import make_config
+
+    assert make_config({"seed": SEED_MAX}).seed == SEED_MAX
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 4294967295\], got 4294967296"):
+        make_config({"seed": SEED_MAX + 1})
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "field"),
+    [
+        ("stage1", "data:\n  root: ''\n", "data.root (line 3)"),
+        ("stage1", "run: {output_dir: ''}\n", "run.output_dir (line 2)"),
+        ("stage1", "data: {cache_dir: ''}\n", "data.cache_dir (line 2)"),
+        ("stage3", "init_from: s2\nteacher_from: ''\n", "teacher_from (line 3)"),
+        ("finetune", "init_from: ''\n", "init_from (line 2)"),
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, kind, text, field):
+    """pydantic takes '' as the path '.': ``root: ''`` trained on the current folder and
+    ``output_dir: ''`` wrote the run into it."""
+    f = tmp_path / "c.yaml"
+    f.write_text("preset: cpu-small\n" + text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(f, kind)
+    said = str(exc.value)
+    assert f"{field}: must be a path, got '' (which would be the current folder)" in said
+
+
+def test_the_command_refuses_epochs_true_in_one_line(tmp_path, capsys, image_folder):
+    f = tmp_path / "c.yaml"
+    f.write_text("preset: cpu-small\nrun:\n  epochs: true\n")
+    out = tmp_path / "out"
+    argv = ["train", "pretrain", "--stage", "1", "--config", str(f), "--data", str(image_folder)]
+    assert main([*argv, "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"sem: error: invalid stage1 config ({f}): run.epochs (line 3) must be an integer in "
+        "[1, 1000000], got True"
+    ]
+    assert not out.exists()

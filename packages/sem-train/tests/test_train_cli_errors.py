@@ -285,7 +285,7 @@ def test_the_toolkit_has_its_four_console_scripts():
         (["train", "finetune", "--config", "{tmp}/none.yaml"], "does not exist"),
         (["train", "finetune", "--config", "cpu-small", "--data", "{tmp}/x"], "not a directory"),
         # sem demo: every option before the default method list is settled (mae-sem's code)
-        (["demo", "--quick", "--seed", "-1", "--out", "{tmp}/out"], "--seed must be >= 0"),
+        (["demo", "--quick", "--seed", "-1", "--out", "{tmp}/out"], "--seed must be in [0, 42"),
         (["demo", "--metrics", "psnrr", "--out", "{tmp}/out"], "unknown quality metric"),
         (["demo", "--images", "{tmp}/empty", "--out", "{tmp}/out"], "no images"),
         (

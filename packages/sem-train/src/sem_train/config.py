@@ -22,10 +22,21 @@ from __future__ import annotations
 
 import json
 import logging
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 from sem_models.config import MoEConfig, check_preset
 from sem_physics import ParameterRanges
 from sem_physics.cli_support import validation_message
@@ -103,14 +114,93 @@ def warn_moe_size(moe: MoEConfig, tokens_per_batch: int | None = None) -> None:
         _warn_once(note)
 
 
+#: The largest run and split seed: the seeds derived from it (``seed * 1_000_003 + epoch``
+#: for the data loaders) stay within torch's 64-bit seeds, and numpy takes no negative one.
+SEED_MAX = 2**32 - 1
+
+
 class ConfigError(ValueError):
     """A config file or mapping that cannot be used; the message names the file, line and field."""
 
 
+def _taken_as_another(
+    value: Any, annotation: Any, loc: tuple[str | int, ...] = ()
+) -> list[InitErrorDetails]:
+    """An error at every place where pydantic would silently take ``value`` as something else
+    than what the field of ``annotation`` holds, also inside tuples, lists, mappings and
+    models other than :class:`_Strict` ones (which check themselves): a bool for a number (an
+    int, a float or an integer Literal: ``epochs: true`` would train one epoch) and an empty
+    string for a path (``root: ""`` would be the current folder). A bool's errors are
+    pydantic's own (``int_type``, ``float_type``, ``literal_error``), so a message states the
+    field's range as for any other value that is no number."""
+    tp = annotation
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        if isinstance(value, bool) and bool in members:
+            return []
+        for member in members:
+            errors = _taken_as_another(value, member, loc)
+            if errors:
+                return errors
+        return []
+    if isinstance(value, bool):
+        if tp is int or tp is float:
+            return [InitErrorDetails(type=f"{tp.__name__}_type", loc=loc, input=value)]
+        if origin is Literal and args and all(type(a) is int for a in args):
+            expected = " or ".join(map(repr, args))
+            return [
+                InitErrorDetails(
+                    type="literal_error", loc=loc, input=value, ctx={"expected": expected}
+                )
+            ]
+        return []
+    if tp is Path and value == "":
+        why = ValueError("must be a path, got '' (which would be the current folder)")
+        return [InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": why})]
+    out: list[InitErrorDetails] = []
+    if origin in (tuple, list) and isinstance(value, list | tuple):
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            items = list(zip(value, args, strict=False))
+        else:
+            items = [(v, args[0] if args else Any) for v in value]
+        for i, (v, item_type) in enumerate(items):
+            out += _taken_as_another(v, item_type, (*loc, i))
+    elif origin is dict and len(args) == 2 and isinstance(value, dict):
+        for k, v in value.items():
+            out += _taken_as_another(v, args[1], (*loc, str(k)))
+    elif isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(value, dict):
+        if not issubclass(tp, _Strict):  # another package's model (sem_models' MoEConfig, ...)
+            for name, field in tp.model_fields.items():
+                if name in value:
+                    out += _taken_as_another(value[name], field.annotation, (*loc, name))
+    return out
+
+
+def _refuse_taken_as_another(value: Any, annotation: Any, title: str) -> None:
+    """Raise :func:`_taken_as_another`'s errors as a ValidationError (each at its place
+    below the field validated, which pydantic prepends)."""
+    errors = _taken_as_another(value, annotation)
+    if errors:
+        raise ValidationError.from_exception_data(title, errors)
+
+
 class _Strict(BaseModel):
-    """Unknown keys and non-finite numbers (``.inf``, ``.nan``) are refused everywhere."""
+    """Unknown keys, non-finite numbers (``.inf``, ``.nan``), a bool given for a number
+    (``epochs: true``, which pydantic would take as 1) and an empty path (the current folder)
+    are refused everywhere."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _nothing_taken_as_another(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            _refuse_taken_as_another(value, annotation, cls.__name__)
+        return value
 
 
 class AugmentConfig(_Strict):
@@ -188,7 +278,7 @@ class DataConfig(_Strict):
         default="header", description="how much of every file is read while indexing"
     )
     val_fraction: float = Field(default=0.05, ge=0, lt=1)
-    split_seed: int = 0
+    split_seed: int = Field(default=0, ge=0, le=SEED_MAX, description="seed of the split")
     max_images: int | None = Field(
         default=None, ge=1, description="use only the first N indexed files"
     )
@@ -212,6 +302,14 @@ class ModelSpec(_Strict):
 
     preset: str = "tiny"
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _nothing_taken_as_another_by_the_mae(cls, value: Any) -> Any:
+        from sem_models.config import MAEConfig
+
+        _refuse_taken_as_another(value, MAEConfig, cls.__name__)  # the fields they override
+        return value
 
     @model_validator(mode="after")
     def _known_preset(self) -> ModelSpec:
@@ -262,7 +360,9 @@ class RunConfig(_Strict):
         description="bf16 autocast (CUDA only; ignored on CPU; a distillation term keeps "
         "Stages 2-3 in fp32)",
     )
-    seed: int = 0
+    seed: int = Field(
+        default=0, ge=0, le=SEED_MAX, description="weights, data order, masks, augmentations"
+    )
     output_dir: Path = Path("runs/run")
     checkpoint_every_steps: int = Field(default=100, ge=1)
     keep_last: int = Field(default=2, ge=1, description="step checkpoints kept besides the best")
@@ -482,7 +582,8 @@ class FinetuneConfig(_Strict):
         default=None, description="pretrained run directory or checkpoint"
     )
     model: ModelSpec | None = Field(
-        default=None, description="build a fresh MAE instead of init_from (tests, ablations)"
+        default=None,
+        description="build a fresh MAE instead of init_from (tests, ablations; not with it)",
     )
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -554,6 +655,12 @@ class FinetuneConfig(_Strict):
             raise ValueError("guide_balances need refiner_width > 0 (the refiner reads them)")
         if self.init_from is None and self.model is None:
             raise ValueError("fine-tuning needs init_from (a pretrained run) or model (a preset)")
+        if self.init_from is not None and self.model is not None:
+            raise ValueError(
+                "fine-tuning takes init_from (a pretrained run) or model (a fresh MAE), not "
+                "both: the fine-tune would start from init_from's model and ignore model; "
+                "remove model (a pretraining config's) or init_from"
+            )
         if self.init_from is None and self.model is not None:
             check_overrides(self.model, self.data, "finetune")
             check_model_and_data(self.model, self.data)
@@ -974,6 +1081,9 @@ def load_config(
     kind: str,
     overrides: dict[str, Any] | None = None,
     options: dict[tuple[str, ...], str] | None = None,
+    *,
+    lines: dict[tuple[str, ...], int] | None = None,
+    label: str = "mapping",
 ) -> BaseModel:
     """Load a config of ``kind`` from a preset name, a YAML/JSON file or a mapping.
 
@@ -984,17 +1094,18 @@ def load_config(
     option, e.g. ``{("run", "epochs"): "--epochs"}``), else "from the command line". A section
     the source gives as a non-mapping stays so and is refused. YAML anchors/aliases,
     ``!!python`` tags and a key given twice in one mapping are refused. Every problem is a
-    :class:`ConfigError` (a ValueError) naming the file, the line and the field.
+    :class:`ConfigError` (a ValueError) naming the file, the line and the field. A mapping
+    read from a file (e.g. a recipe's step) is named ``label`` in errors, with its keys'
+    ``lines`` (key path -> 1-based line).
     """
     cls = config_class(kind)
-    label = "defaults"
-    lines: dict[tuple[str, ...], int] = {}
     if source is None:
         data: dict[str, Any] = {}
+        label, lines = "defaults", {}
     elif isinstance(source, dict):
-        data, label = dict(source), "mapping"
+        data, lines = dict(source), dict(lines or {})
     elif isinstance(source, str) and source in PRESETS:
-        data, label = PRESETS[source]()[kind], f"preset {source!r}"
+        data, label, lines = PRESETS[source]()[kind], f"preset {source!r}", {}
     else:
         path = Path(source)
         if isinstance(source, str) and not path.suffix and not path.exists():
@@ -1007,12 +1118,13 @@ def load_config(
             raise ConfigError(f"invalid {kind} config: {duplicate}")
         data, label = found or {}, str(path)
     given = data  # the source's own keys: a field absent from it has no line
-    base_name = data.pop("preset", None)
-    if base_name is not None:
+    if "preset" in data:  # `preset:` left empty is no preset name either
+        base_name = data.pop("preset")
         if not isinstance(base_name, str) or base_name not in PRESETS:
-            raise ConfigError(
-                f"{label}: unknown preset {base_name!r}; choose from {sorted(PRESETS)}"
-            )
+            line = lines.get(("preset",))
+            where = "" if line is None else f", line {line}"
+            what = "preset is empty" if base_name is None else f"unknown preset {base_name!r}"
+            raise ConfigError(f"{label}{where}: {what}; choose from {sorted(PRESETS)}")
         data = _deep_merge(PRESETS[base_name]()[kind], data)
     if overrides:
         data = _merge_overrides(data, overrides)

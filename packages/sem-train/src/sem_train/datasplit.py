@@ -147,10 +147,14 @@ def _listed(names: list[str], most: int = 3) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def check_resume_split(run_dir: str | Path, record: dict[str, Any]) -> None:
+def check_resume_split(
+    run_dir: str | Path, record: dict[str, Any], new_run: str | None = None
+) -> None:
     """Refuse to resume the run in ``run_dir`` over data other than it started with: the files
     of ``record`` (:func:`split_record`) against its ``data_split.json`` (nothing to compare
-    without one: an older run, or one interrupted before it was written)."""
+    without one: an older run, or one interrupted before it was written). The refusal says
+    how to start a new run instead: ``new_run`` when given (a recipe's way), else a single
+    stage's (``--init-from`` the run's model)."""
     run_dir = Path(run_dir)
     saved = read_json(run_dir / SPLIT_FILE)
     if saved is None or not isinstance(saved.get("train"), list):
@@ -190,9 +194,9 @@ def check_resume_split(run_dir: str | Path, record: dict[str, Any]) -> None:
     if not parts and not same:
         parts.append("the same files are split differently into training and validation")
     kind = saved.get("kind") or record.get("kind")
-    if kind in ("stage1", "stage3", "finetune"):
+    if new_run is None and kind in ("stage1", "stage3", "finetune"):
         new_run = f"--init-from {run_dir} --output-dir NEW_FOLDER to continue from its model"
-    else:
+    elif new_run is None:
         new_run = "--output-dir NEW_FOLDER"
     raise ResumeDataError(
         f"--resume: the data changed since {run_dir} started ({run_dir / SPLIT_FILE}): "

@@ -46,6 +46,14 @@ RECIPE_KINDS = ("stage1", "stage2", "stage3", "finetune")
 #: The dense ablation (no Mixture-of-Experts): Stage 2 left out, Stage 3 from Stage 1.
 DENSE_KINDS = ("stage1", "stage3", "finetune")
 DONE_FILE = "recipe_done.json"
+#: How a recipe goes on when ``--resume`` refuses a step's changed settings, and the new run
+#: a refusal of its changed data names (a recipe starts each step from the previous one: it
+#: has no ``--init-from`` of its own, which a single stage's refusals name).
+RECIPE_RESUME_HINT = (
+    "to resume, give the recipe the settings its steps started with; to train with the new "
+    "ones (more epochs included), run the recipe into another --output-dir"
+)
+_NEW_RECIPE_RUN = "sem train recipe ... --output-dir NEW_FOLDER"
 
 
 def _runner(kind: str) -> Callable[..., Any]:
@@ -73,20 +81,29 @@ def recipe_sections(config: str | Path, kinds: tuple[str, ...] = RECIPE_KINDS) -
 
     One-line :class:`~sem_train.config.ConfigError` (a ValueError) for a name that is neither a
     preset nor a file, a malformed file, a key given twice, a step section that is no mapping,
-    or a key the recipe sets itself (``run.output_dir``; ``init_from``/``teacher_from`` outside
-    ``stage1:``)."""
-    from .config import PRESETS, ConfigError, _deep_merge, read_config_file
+    a section for every step that is no mapping where a step's section gives one to merge over
+    it (``run: 5`` and ``stage1: {run: {...}}``), or a key the recipe sets itself
+    (``run.output_dir``; ``init_from``/``teacher_from`` outside ``stage1:``)."""
+    return _read_recipe(config, kinds)[0]
+
+
+def _read_recipe(
+    config: str | Path, kinds: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, dict[tuple[str, ...], int]]]:
+    """:func:`recipe_sections`, and for each step the file's line of every key path of its
+    section (the step's own keys over those for every step; none for a preset)."""
+    from .config import PRESETS, ConfigError, read_config_file
     from .yaml_strict import duplicate_key
 
     if isinstance(config, str) and config in PRESETS:
-        return dict.fromkeys(kinds, config)
+        return dict.fromkeys(kinds, config), {kind: {} for kind in kinds}
     path = Path(config)
     if not path.exists():
         raise ConfigError(
             f"--config {str(config)!r}: choose a preset, one of {sorted(PRESETS)}, or give a "
             "YAML/JSON file (no such file)"
         )
-    found, _ = read_config_file(path)
+    found, lines = read_config_file(path)
     duplicate = duplicate_key(path.read_text(encoding="utf-8"), path) if found else None
     if duplicate:
         raise ConfigError(f"invalid recipe config: {duplicate}")
@@ -108,7 +125,34 @@ def recipe_sections(config: str | Path, kinds: tuple[str, ...] = RECIPE_KINDS) -
         for key in ("init_from", "teacher_from"):
             if key in section and where != "stage1.":
                 raise refuse(where, key, "each step starts from the previous one")
-    return {kind: _deep_merge(data, steps.get(kind, {})) for kind in kinds}
+
+    def merged(
+        common: dict[str, Any], step: dict[str, Any], kind: str, *keys: str
+    ) -> dict[str, Any]:
+        """Step ``kind``'s ``step`` merged over ``common``; a mapping of ``step`` over a value
+        of ``common`` that is none is refused (replacing it would hide the file's invalid
+        value, which a single-stage config has refused)."""
+        out = dict(common)
+        for key, value in step.items():
+            if isinstance(value, dict) and key in out:
+                if not isinstance(out[key], dict):
+                    name = ".".join((*keys, key))
+                    line = lines.get((*keys, key))
+                    raise ConfigError(
+                        f"{path}{'' if line is None else f', line {line}'}: {name} must be a "
+                        f"mapping of settings ({kind}.{name} is merged into it), got "
+                        f"{type(out[key]).__name__}"
+                    )
+                value = merged(out[key], value, kind, *keys, key)
+            out[key] = value
+        return out
+
+    common = {key: line for key, line in lines.items() if key[0] not in RECIPE_KINDS}
+    step_lines = {
+        kind: common | {key[1:]: line for key, line in lines.items() if key[0] == kind}
+        for kind in kinds
+    }
+    return {kind: merged(data, steps.get(kind, {}), kind) for kind in kinds}, step_lines
 
 
 def recipe_configs(
@@ -123,32 +167,32 @@ def recipe_configs(
     """Step -> its validated config (every step's, before any trains): ``config``'s section
     for the step (:func:`recipe_sections`), ``overrides`` of that step, then the recipe's own
     settings (data folder, ``<output_dir>/<kind>``, device, the previous step as ``init_from``,
-    Stage 1 as Stage 3's teacher). Errors name the file (or preset) and the step."""
-    from .config import ConfigError, _deep_merge, load_config
+    Stage 1 as Stage 3's teacher). Errors name the file (with the line) or the preset, and
+    the step."""
+    from .config import _deep_merge, load_config
 
     output_dir = Path(output_dir)
-    sections = recipe_sections(config, kinds)
-    label = f"--config {config}"
+    sections, lines = _read_recipe(config, kinds)
     configs: dict[str, Any] = {}
     previous: Path | None = None
     for kind in kinds:
-        try:
-            base = load_config(sections[kind], kind).model_dump()
-            data = _deep_merge(base, (overrides or {}).get(kind, {}))
-            if data_root is not None:
-                data["data"]["root"] = data_root
-            data["run"]["output_dir"] = output_dir / kind
-            if device is not None:
-                data["run"]["device"] = device
-            if "init_from" in data and previous is not None:
-                data["init_from"] = previous
-            if kind == "stage3":
-                data["teacher_from"] = output_dir / "stage1"
-            configs[kind] = load_config(data, kind)
-        except ConfigError as err:
-            if isinstance(sections[kind], str):  # a preset: its own message names it
-                raise
-            raise ConfigError(f"{label} (recipe step {kind}): {err}") from None
+        source = "preset" if isinstance(sections[kind], str) else "--config"
+        label = f"{source} {config}, recipe step {kind}"
+        # the previous step from the start: a file without `preset:` gives no init_from (and
+        # may not), which Stages 2-3 and the fine-tune need to be valid at all
+        chained = {} if previous is None else {"init_from": previous}
+        first = load_config(sections[kind], kind, chained, lines=lines[kind], label=label)
+        data = _deep_merge(first.model_dump(), (overrides or {}).get(kind, {}))
+        if data_root is not None:
+            data["data"]["root"] = data_root
+        data["run"]["output_dir"] = output_dir / kind
+        if device is not None:
+            data["run"]["device"] = device
+        if "init_from" in data and previous is not None:
+            data["init_from"] = previous
+        if kind == "stage3":
+            data["teacher_from"] = output_dir / "stage1"
+        configs[kind] = load_config(data, kind, label=label)
         previous = output_dir / kind
     return configs
 
@@ -157,7 +201,8 @@ def check_recipe_resume(output_dir: Path, kinds: tuple[str, ...], configs: dict[
     """Refuse ``--resume`` when no step of the recipe in ``output_dir`` has started (a mistyped
     folder), or when a step with a checkpoint, finished or not, started with settings other than
     its config now gives (the comparison of a single-stage resume,
-    :meth:`~sem_train.runfolder.RunFolder.check_resume`)."""
+    :meth:`~sem_train.runfolder.RunFolder.check_resume`, with the recipe's way on,
+    :data:`RECIPE_RESUME_HINT`, in place of the single-stage ``--init-from``)."""
     from .preflight import run_record
     from .runfolder import RUN_INFO_NAME, RunFolder
     from .runinfo import ResumeConfigError
@@ -176,7 +221,7 @@ def check_recipe_resume(output_dir: Path, kinds: tuple[str, ...], configs: dict[
         if not folder.has_checkpoint:  # none yet: the step starts again from step 0
             continue
         try:
-            folder.check_resume(run_record(kind, configs[kind]))
+            folder.check_resume(run_record(kind, configs[kind]), RECIPE_RESUME_HINT)
         except ResumeConfigError as err:
             raise ResumeConfigError(
                 f"--resume (recipe step {kind}): {str(err).removeprefix('--resume: ')}"
@@ -203,6 +248,7 @@ def run_recipe(
     (:func:`recipe_configs`). Without ``resume`` the output folder must not hold a recipe yet;
     with it, it must, started with the settings it has now (:func:`check_recipe_resume`).
     """
+    from .datasplit import check_resume_split, split_record
     from .preflight import check_inputs
     from .runfolder import RunFolder
 
@@ -234,6 +280,8 @@ def run_recipe(
         folder = RunFolder(out)
         again = resume and (folder.has_checkpoint or folder.has_started_run)
         check_inputs(kind, cfg)  # bad data is refused before the training code is imported
+        if again and folder.has_checkpoint:  # its data against its data_split.json, before too
+            check_resume_split(out, split_record(kind, cfg), _NEW_RECIPE_RUN)
         if again and not folder.has_checkpoint:
             log(f"{kind}: no checkpoint yet, starting again from step 0 into {out}")
         else:

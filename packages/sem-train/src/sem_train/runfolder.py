@@ -124,16 +124,16 @@ class RunFolder:
         finally:
             _CHECKED.reset(token)
 
-    def check_resume(self, config: dict[str, Any]) -> dict[str, list[Any]]:
+    def check_resume(self, config: dict[str, Any], hint: str | None = None) -> dict[str, list[Any]]:
         """Refuse to continue this folder's checkpoint with settings other than those the run
-        started with (:func:`sem_train.runinfo.check_resume_config`); return the resumable
-        ones that changed. Without a checkpoint the run starts again from step 0 and takes
-        ``config`` as it is: nothing to compare."""
+        started with (:func:`sem_train.runinfo.check_resume_config`, its refusal ending with
+        ``hint`` when given); return the resumable ones that changed. Without a checkpoint
+        the run starts again from step 0 and takes ``config`` as it is: nothing to compare."""
         if not self.has_checkpoint:
             return {}
         from .runinfo import check_resume_config
 
-        return check_resume_config(self.run_dir, config)
+        return check_resume_config(self.run_dir, config, hint)
 
     def check_output(self, resume: bool) -> None:
         """The run folder is usable: not a file, and holding no run unless ``resume``."""

@@ -298,10 +298,14 @@ def _longer_hint(kind: str, run_dir: Path, old: dict[str, Any]) -> str:
     return "to train longer, start a new run with more epochs in another --output-dir"
 
 
-def check_resume_config(run_dir: str | Path, config: dict[str, Any]) -> dict[str, list[Any]]:
+def check_resume_config(
+    run_dir: str | Path, config: dict[str, Any], hint: str | None = None
+) -> dict[str, list[Any]]:
     """Refuse to resume the run in ``run_dir`` with ``config`` (a :func:`recorded_config`) when
     a setting other than :data:`RESUMABLE_FIELDS` differs from the one it started with (its
-    ``config.json``); return the resumable changes as ``{field: [old, new]}``.
+    ``config.json``); return the resumable changes as ``{field: [old, new]}``. The refusal
+    ends with ``hint`` when given (what a command other than a single-stage run can do, e.g.
+    a recipe, which has no ``--init-from``), else with how a single-stage run goes on.
 
     Nothing is compared when the folder holds no readable ``config.json`` (the checkpoint
     loader reports such a folder) or an empty one (older versions recorded ``{}`` for
@@ -321,9 +325,9 @@ def check_resume_config(run_dir: str | Path, config: dict[str, Any]) -> dict[str
     refused = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
     if refused:
         listed = ", ".join(f"{k} {_shown(a)} → {_shown(b)}" for k, (a, b) in refused.items())
-        if "run.epochs" in refused:
+        if hint is None and "run.epochs" in refused:
             hint = _longer_hint(was, run_dir, old)
-        else:
+        elif hint is None:
             hint = "resume with the settings it started with, or start a new run elsewhere"
         raise ResumeConfigError(
             f"--resume: {run_dir} was started with other settings ({run_dir / 'config.json'}): "

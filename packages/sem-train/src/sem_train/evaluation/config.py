@@ -40,7 +40,7 @@ from sem_physics.cli_support import validation_message
 from sem_physics.io import DEFAULT_CROP_FRACTION
 from sem_physics.samples import SAMPLE_KINDS, SampleKind
 
-from ..config import read_config_file, safe_yaml_loader
+from ..config import SEED_MAX, read_config_file, safe_yaml_loader
 from ..yaml_strict import duplicate_key
 from .methods import check_method_config, select_methods
 from .protocols import SETTINGS
@@ -146,7 +146,7 @@ class BenchmarkConfig(BaseModel):
         default=False,
         description="fewer images than n_train + n_val + 1: use fewer (else an error)",
     )
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=SEED_MAX, description="also the trainings' run.seed")
     settings: tuple[Setting, ...] = SETTINGS  # type: ignore[assignment]
     ranges: ParameterRanges = Field(default_factory=ParameterRanges)
     crop_fraction: float = Field(default=DEFAULT_CROP_FRACTION, ge=0, lt=1)
