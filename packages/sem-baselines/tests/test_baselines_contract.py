@@ -180,3 +180,17 @@ def test_an_inverted_or_pedestal_shifted_image_is_refused_not_restored_to_zeros(
     slightly = img.copy()
     slightly[:3] = -4.0  # a few noise excursions of an unclipped simulation stay accepted
     assert np.isfinite(restorer.restore(slightly)).all()
+
+
+@pytest.mark.parametrize("name", ["wiener", "richardson-lucy"])
+def test_a_0_to_1_image_is_warned_about_once_per_restore(name):
+    """check_image warns, and the blind estimate of the same image warned a second time."""
+    from sem_physics.validation import UnitScaleWarning
+
+    restorer = get_restorer(name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restorer.restore(IMAGE / 255.0)
+    scale = [w for w in caught if issubclass(w.category, UnitScaleWarning)]
+    assert len(scale) == 1, [str(w.message) for w in scale]
+    assert "0..255 grey levels are expected" in str(scale[0].message)

@@ -67,3 +67,29 @@ def test_window_settings_are_validated():
         get_restorer(
             "mae-sem", window_px=4, **{k: v for k, v in MAE_WINDOW.items() if k != "window_px"}
         )
+
+
+@pytest.mark.parametrize("window", [None, 32])
+def test_an_overlap_of_the_window_or_more_is_refused_not_run_one_pixel_apart(
+    window, tmp_path, tmp_path_factory
+):
+    # clamped to window - 1 it ran a window per pixel: 1.2k forward passes for 48 x 40 px
+    cfg = {**mae_registry_config("mae-sem", tmp_path_factory), "window_px": window}
+    for overlap in (32, 200):
+        with pytest.raises(RestorerConfigError, match=rf"overlap_px={overlap} .* 0\.\.31"):
+            get_restorer("mae-sem", **{**cfg, "overlap_px": overlap})
+    r = get_restorer("mae-sem", **{**cfg, "overlap_px": 31})  # the largest that is accepted
+    assert r.overlap_px == 31
+    save_model(r.network, tmp_path / "tuned")  # a fine-tuned network handed back
+    with pytest.raises(RestorerConfigError, match="overlap_px=40"):
+        r.load_network(tmp_path / "tuned", overlap_px=40)
+    with pytest.raises(RestorerConfigError, match="window_px"):  # not pydantic's bare error
+        r.load_network(tmp_path / "tuned", window_px=4)
+
+
+def test_the_meta_device_is_refused_when_the_restorer_is_made(tmp_path_factory):
+    cfg = {**mae_registry_config("mae-sem", tmp_path_factory), "device": "meta"}
+    with pytest.raises(RestorerConfigError, match="device='meta' holds no weights"):
+        get_restorer("mae-sem", **cfg)
+    with pytest.raises(RestorerConfigError, match="device='meta' holds no weights"):
+        get_restorer("n2v", unet={"depth": 2, "width": 4}, device="meta")

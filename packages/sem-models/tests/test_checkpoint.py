@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import re
 
 import pytest
@@ -260,3 +261,47 @@ def test_an_export_without_a_dtype_loads_as_float32(tiny_mae, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**meta, "dtype": "int8"}))
     with pytest.raises(sm.CheckpointError, match="unknown dtype 'int8'"):
         sm.load_model(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "accepted"),
+    [
+        ("residual", "false", "true or false"),  # bool("false") read it as True
+        ("freeze_encoder", 1, "true or false"),
+        ("refiner_width", 4.7, "a whole number >= 0"),  # int() truncated it to 4
+        ("refiner_width", "abc", "a whole number >= 0"),
+        ("refiner_width", None, "a whole number >= 0"),
+        ("masked_ensemble", 3, "0 or 4"),
+        ("guide_balances", 0.1, "a list of finite numbers > 0"),
+        ("guide_balances", ["0.1"], "a list of finite numbers > 0"),
+    ],
+)
+def test_a_restoration_field_of_the_wrong_type_is_named_with_its_file(
+    tiny_mae, tmp_path, field, value, accepted
+):
+    sm.save_model(sm.RestorationModel(tiny_mae, residual=False), tmp_path)
+    path = tmp_path / "config.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta[field] = value
+    path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(sm.CheckpointError, match=rf"config\.json: {field} must be {accepted}"):
+        sm.load_model(tmp_path)
+
+
+def test_settings_that_do_not_go_together_are_named_with_the_file(tiny_mae, tmp_path):
+    sm.save_model(sm.RestorationModel(tiny_mae, residual=True), tmp_path)
+    path = tmp_path / "config.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta["masked_ensemble"] = 4  # the zero-shot reconstruction of a residual model
+    path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(sm.CheckpointError, match=r"config\.json: masked_ensemble .* residual"):
+        sm.load_model(tmp_path)
+
+
+def test_flags_given_as_numbers_are_saved_as_booleans_and_reload(tiny_mae, tmp_path):
+    model = sm.RestorationModel(tiny_mae, freeze_encoder=0, residual=1)  # type: ignore[arg-type]
+    sm.save_model(model, tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    assert meta["freeze_encoder"] is False and meta["residual"] is True
+    again = sm.load_model(tmp_path)
+    assert again.residual is True and again.freeze_encoder is False

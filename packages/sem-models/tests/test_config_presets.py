@@ -90,3 +90,35 @@ def test_invalid_configs_name_the_field():
         sm.MoEConfig(num_experts=2, top_k=3)
     with pytest.raises(ValueError, match="extra"):
         sm.MoEConfig(num_expert=2)
+
+
+@pytest.mark.parametrize(
+    "moe",
+    [
+        {"capacity_factor": float("inf")},  # an OverflowError deep in the first forward
+        {"noise_std": float("inf")},  # upcycling gave experts of NaN weights
+        {"z_loss_weight": float("inf")},
+    ],
+)
+def test_infinite_moe_settings_are_refused_by_name(moe):
+    (field,) = moe
+    with pytest.raises(ValueError, match=rf"{field}\n.*finite number"):
+        sm.MoEConfig(num_experts=2, **moe)
+    with pytest.raises(sm.ModelConfigError, match=rf"{field}\n.*finite number"):
+        sm.upcycle(sm.build_mae("tiny", device="meta"), num_experts=2, **moe)
+    with pytest.raises(ValueError, match=r"capacity_factor=nan must be finite and > 0"):
+        sm.MoEMlp(8, num_experts=2, capacity_factor=float("nan"))
+    with pytest.raises(sm.ModelConfigError, match=r"mlp_ratio\n.*finite number"):
+        sm.build_mae("tiny", device="meta", mlp_ratio=float("inf"))
+
+
+def test_an_moe_stride_that_selects_no_block_is_refused_not_built_dense():
+    # config.moe set and not one MoE layer: the checkpoint would claim MoE and hold none
+    with pytest.raises(sm.ModelConfigError, match=r"every_n=7 .* 6-block encoder.* 1\.\.6"):
+        sm.build_mae("tiny", device="meta", moe={"num_experts": 2, "every_n": 7})
+    with pytest.raises(sm.ModelConfigError, match=r"every_n=3 .* 2-block decoder"):
+        sm.build_mae("tiny", device="meta", moe={"every_n": 3, "placement": "both"})
+    with pytest.raises(sm.ModelConfigError, match=r"every_n=7 .* 6-block encoder"):
+        sm.upcycle(sm.build_mae("tiny", device="meta"), num_experts=2, every_n=7)
+    up = sm.upcycle(sm.build_mae("tiny", device="meta"), num_experts=2, every_n=6)
+    assert [n for n, _ in sm.moe_layers(up)] == ["blocks.5.mlp"]  # the deepest stride works

@@ -33,3 +33,22 @@ def test_restoration_model_and_rgb_inputs_are_accepted(tiny_mae):
 def test_a_device_other_than_the_models_is_refused(tiny_mae):
     with pytest.raises(ValueError, match=r"weights are on cpu: move the model first"):
         sm.extract_embeddings(tiny_mae, torch.rand(1, 1, 32, 32), device="cuda")
+
+
+def test_counts_nan_pixels_and_empty_batches_are_refused_by_name(tiny_mae):
+    counts = (np.random.default_rng(0).random((2, 1, 32, 32)) * 255).astype(np.uint8)
+    with pytest.raises(ValueError, match=r"float images scaled 0\.\.1; got dtype uint8"):
+        sm.extract_embeddings(tiny_mae, counts)  # read as 0..1 it gave features of garbage
+    with pytest.raises(ValueError, match="images must be a float tensor"):
+        sm.extract_embeddings(tiny_mae, torch.from_numpy(counts))
+    x = torch.rand(2, 1, 32, 32)
+    x[1, 0, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match="images holds NaN"):
+        sm.extract_embeddings(tiny_mae, x)  # the second row of features was NaN
+    with pytest.raises(ValueError, match="batch_size is a whole number"):
+        sm.extract_embeddings(tiny_mae, torch.rand(2, 1, 32, 32), batch_size=0)
+    with pytest.raises(ValueError, match="one or more images"):
+        sm.extract_embeddings(tiny_mae, torch.rand(0, 1, 32, 32))
+    flipped = np.flip(np.random.default_rng(1).random((2, 1, 32, 32)), axis=2)  # a view
+    ref = sm.extract_embeddings(tiny_mae, torch.from_numpy(flipped.copy()))
+    np.testing.assert_allclose(sm.extract_embeddings(tiny_mae, flipped), ref, rtol=1e-6)

@@ -213,3 +213,45 @@ def test_transformers_vitmae_layout_reproduces_the_whole_model(tmp_path):
     x, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
     with torch.no_grad():
         torch.testing.assert_close(dst(x, noise=noise)[1], src(x, noise=noise)[1])
+
+
+def test_a_truncated_safetensors_download_is_named(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_file(_encoder_state(_mae(seed=1)), str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # an interrupted download
+    with pytest.raises(sm.ExternalWeightsError, match=r"model\.safetensors: not a readable"):
+        sm.load_external_mae(path, _mae(seed=2))
+    path.write_bytes(b"<html>404 Not Found</html>")  # a saved error page
+    with pytest.raises(sm.ExternalWeightsError, match=r"model\.safetensors: not a readable"):
+        sm.load_external_mae(path, _mae(seed=2))
+
+
+def test_integer_or_complex_tensors_are_refused_not_cast_into_the_weights(tmp_path):
+    for dtype in (torch.int8, torch.complex64):  # e.g. a quantised file
+        state = {k: v.to(dtype) for k, v in _encoder_state(_mae(seed=1)).items()}
+        path = tmp_path / f"{dtype}.pth"
+        torch.save({"model": state}, path)
+        name = str(dtype).removeprefix("torch.")
+        for in_chans in (3, 1):  # as it is, and through the gray conversion
+            dst = _mae(in_chans=in_chans, seed=2)
+            before = {k: v.clone() for k, v in dst.state_dict().items()}
+            with pytest.raises(sm.ExternalWeightsError, match=rf"holds {name} values, not float"):
+                sm.load_external_mae(path, dst)
+            assert all(torch.equal(v, before[k]) for k, v in dst.state_dict().items())
+
+
+def test_nested_wrapper_prefixes_and_a_head_without_bias_load(tmp_path):
+    src = _mae(seed=1)
+    state = {"model.module." + k: v for k, v in src.state_dict().items()}
+    del state["model.module.decoder_pred.bias"]  # a pixel head stored without its bias
+    path = tmp_path / "wrapped.pth"
+    torch.save(state, path)
+    rgb, gray = _mae(seed=2), _mae(in_chans=1, seed=2)
+    assert sm.load_external_mae(path, rgb).missing == ["decoder_pred.bias"]
+    report = sm.load_external_mae(path, gray)
+    assert "decoder_pred" in report.converted and report.missing == []
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(_latent(rgb, x), _latent(src, x))
+    zero = torch.zeros_like(gray.decoder_pred.bias)  # a missing bias is zero: converted, still 0
+    torch.testing.assert_close(gray.decoder_pred.bias, zero, atol=1e-6, rtol=0)

@@ -175,3 +175,10 @@ def test_tiny_mae_overfits_one_image_quickly():
     final = model(img, noise=noise)[0].item()
     print(f"\noverfit: loss {first:.3f} -> {final:.4f} in {time.perf_counter() - start:.1f} s")
     assert final < first / 10
+
+
+def test_random_masking_refuses_a_ratio_outside_0_to_1(tiny_mae):
+    tokens = torch.rand(1, 16, 4)
+    for ratio in (1.0, 1.5, -0.1, float("nan")):  # 1.5 kept 8 of 16 tokens, silently
+        with pytest.raises(ValueError, match=rf"mask_ratio={ratio} must be in \[0, 1\)"):
+            tiny_mae.random_masking(tokens, ratio)

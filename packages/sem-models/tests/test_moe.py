@@ -440,3 +440,15 @@ def test_a_no_grad_forward_records_its_routing_for_validation():
     with torch.no_grad():
         layer(torch.randn(7, 16))
     assert layer.sums["tokens"].item() == 7 and layer.aux_loss is not None and layer.stats
+
+
+def test_a_logit_spread_that_is_not_a_finite_number_is_refused():
+    from sem_models import calibrate_routers
+
+    torch.manual_seed(0)
+    layer = MoEMlp(8, 16, num_experts=2)
+    before = layer.gate.weight.clone()
+    for bad in (float("nan"), float("inf"), 0.0):  # NaN and inf gave every router NaN rows
+        with pytest.raises(ValueError, match=rf"logit_std={bad} must be finite and > 0"):
+            calibrate_routers(layer, torch.randn(20, 8), logit_std=bad)
+    assert torch.equal(layer.gate.weight, before)

@@ -3,6 +3,7 @@ trainable, and its correction reaches across patch borders (no patch-wise output
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from sem_models import RestorationModel, build_mae, load_model, save_model
@@ -146,3 +147,29 @@ def test_the_restored_image_stays_float32_under_bf16_autocast(tiny_mae, residual
     # the decoder's own bf16 rounding stays (0.9 grey levels here); rounding the image once
     # more to bf16 doubled it (2.1)
     assert float((mixed - full).abs().max()) * 255 < 1.5
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"residual": "no"}, "residual must be True or False; got 'no'"),  # truthy: residual
+        ({"freeze_encoder": "false"}, "freeze_encoder must be True or False"),
+        ({"refiner_width": 4.5}, "refiner_width must be a whole number >= 0"),  # was 4
+        ({"refiner_width": 4, "guide_balances": 0.3}, "guide_balances is a sequence"),
+        ({"refiner_width": 4, "guide_balances": "0.3"}, "guide_balances is a sequence"),
+        ({"refiner_width": 4, "guide_balances": [True]}, "guide_balances must be numbers"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_refused_by_name(setting, message):
+    mae = build_mae("tiny", patch_size=16, img_size=32, in_chans=1, depth=1, decoder_depth=1)
+    with pytest.raises(ValueError, match=message):
+        RestorationModel(mae, **setting)
+    # numpy scalars and arrays, what a notebook computes them as, are taken
+    model = RestorationModel(
+        mae,
+        residual=np.True_,
+        refiner_width=np.int64(4),
+        guide_balances=np.array([0.1, 1.0]),
+    )
+    assert model.residual is True and model.refiner_width == 4
+    assert model.guide_balances == (0.1, 1.0)

@@ -437,3 +437,35 @@ def test_a_model_that_is_not_callable_is_named(model):
         sm.restore_image(model, img, 32)
     with pytest.raises(TypeError, match=message):
         sm.sliding_window(model, img, 32, 8)
+
+
+def test_any_cpu_device_name_runs_a_model_on_the_cpu(tiny_mae):
+    model = _random_restorer(tiny_mae)
+    img = np.random.default_rng(4).uniform(20, 200, (40, 52)).astype(np.float32)
+    ref = sm.restore_image(model, img, window=32)
+    ref01 = sm.sliding_window(model, img / 255.0, window=32)
+    for device in ("cpu:0", torch.device("cpu", 0), torch.device("cpu")):
+        np.testing.assert_array_equal(sm.restore_image(model, img, window=32, device=device), ref)
+        out = sm.sliding_window(model, img / 255.0, window=32, device=device)
+        np.testing.assert_array_equal(out, ref01)
+
+
+def test_the_blend_is_float32_whatever_torch_default_dtype(tiny_mae):
+    model = _random_restorer(tiny_mae)
+    img = torch.rand(45, 50, generator=torch.Generator().manual_seed(5))
+    ref = sm.sliding_window(model, img, window=32)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        out = sm.sliding_window(model, img, window=32)
+        out_np = sm.sliding_window(model, img.numpy(), window=32)
+    finally:
+        torch.set_default_dtype(before)
+    assert out.dtype == torch.float32 and out_np.dtype == np.float32  # as documented
+    torch.testing.assert_close(out, ref)
+
+
+def test_a_pretrained_mae_given_as_the_restorer_is_named(tiny_mae):
+    img = np.random.default_rng(6).uniform(20, 200, (40, 40)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"\(loss, prediction, mask\).*RestorationModel\(mae\)"):
+        sm.restore_image(tiny_mae, img, window=32)

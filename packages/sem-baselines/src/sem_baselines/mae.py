@@ -51,7 +51,7 @@ from .checkpoint_kinds import export_kind_problem
 from .classical.deconv import PSFChoice, choose_psf
 from .guides import guide_channels
 from .learned.base import resolve_device
-from .restorer import CONFIG_FILE, RestorerConfigError, check_image, register
+from .restorer import CONFIG_FILE, RestorerConfigError, check_image, register, restorer_config
 
 __all__ = ["MAEImageNetConfig", "MAEImageNetRestorer", "MAESEMConfig", "MAESEMRestorer"]
 
@@ -153,6 +153,7 @@ class _MAERestorer:
         self.guide_psf: PSFParams | None = None  # a known PSF for the guides; None = blind
         net = network if network is not None else self._build()
         self.network: RestorationModel = _placed(net, self.config.device)
+        self._check_overlap()
 
     def _build(self) -> RestorationModel:
         raise NotImplementedError
@@ -178,12 +179,27 @@ class _MAERestorer:
         """Sliding-window side (px): the configured one, else the model's input size."""
         return self.config.window_px or int(self.network.config.img_size)
 
+    def _check_overlap(self) -> None:
+        """Refuse a configured overlap of a window or more when the restorer is made or
+        loaded, not at its first restore (:attr:`overlap_px`)."""
+        _ = self.overlap_px
+
     @property
     def overlap_px(self) -> int:
-        """Window overlap (px): the configured one, else :func:`grid_averaging_overlap`."""
+        """Window overlap (px): the configured one, else :func:`grid_averaging_overlap`.
+
+        A configured overlap of the window or more is refused (RestorerConfigError): the
+        windows would advance by one pixel, tens of thousands of forward passes per frame."""
         win = self.window_px
         if self.config.overlap_px is not None:
-            return min(self.config.overlap_px, win - 1)
+            if self.config.overlap_px >= win:
+                source = "window_px" if self.config.window_px else "the model's input size"
+                raise RestorerConfigError(
+                    f"{self.name}: overlap_px={self.config.overlap_px} must be smaller than the "
+                    f"{win}-px window ({source}): accepted 0..{win - 1}, or None (about half "
+                    "a window)"
+                )
+            return int(self.config.overlap_px)
         return grid_averaging_overlap(win, int(self.network.config.patch_size))
 
     @torch.no_grad()
@@ -208,9 +224,10 @@ class _MAERestorer:
     def load_network(self, folder: str | Path, **config: Any) -> _MAERestorer:
         """Use the restoration model saved in ``folder`` (e.g. fine-tuned by sem-train), with
         ``config`` updating this restorer's settings (e.g. ``window_px``); returns ``self``."""
-        self.config = self.config_cls(**{**self.config.model_dump(), **config})
+        self.config = restorer_config(self.name, **{**self.config.model_dump(), **config})
         net = _restoration_checkpoint(Path(folder))
         self.network = _placed(net, self.config.device)
+        self._check_overlap()
         return self
 
     def save(self, path: str | Path) -> Path:
@@ -238,6 +255,7 @@ class _MAERestorer:
         self.config = self.config_cls(**{**meta.get("config", {}), "device": self.config.device})
         net = _restoration_checkpoint(path / NETWORK_DIR)
         self.network = _placed(net, self.config.device)
+        self._check_overlap()
         return self
 
     @classmethod

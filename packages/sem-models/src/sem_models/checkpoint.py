@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -153,8 +154,8 @@ def _describe_arch(model: nn.Module) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "kind": "restoration",
-            "freeze_encoder": model.freeze_encoder,
-            "residual": model.residual,
+            "freeze_encoder": bool(model.freeze_encoder),
+            "residual": bool(model.residual),
             "refiner_width": model.refiner_width,
             "masked_ensemble": model.masked_ensemble,
             "guide_balances": list(model.guide_balances),
@@ -256,7 +257,30 @@ def _checked_meta(directory: Path) -> tuple[dict[str, Any], MAEConfig]:
         )
     if meta.get("dtype", "float32") not in DTYPES:
         raise CheckpointError(f"{path}: unknown dtype {meta['dtype']!r} ({', '.join(DTYPES)})")
+    if kind == "restoration":
+        _check_restoration_fields(meta, path)
     return meta, cfg
+
+
+def _check_restoration_fields(meta: dict[str, Any], path: Path) -> None:
+    """CheckpointError naming the field of a restoration export's ``config.json`` that is not
+    of its type (a ``"false"`` string would read as true, a float width be truncated)."""
+    for key in ("freeze_encoder", "residual"):
+        if key in meta and not isinstance(meta[key], bool):
+            raise CheckpointError(f"{path}: {key} must be true or false; got {meta[key]!r}")
+    for key, accepted in (("refiner_width", "a whole number >= 0"), ("masked_ensemble", "0 or 4")):
+        value = meta.get(key, 0)
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not whole or value < 0 or (key == "masked_ensemble" and value not in (0, 4)):
+            raise CheckpointError(f"{path}: {key} must be {accepted}; got {value!r}")
+    balances = meta.get("guide_balances", [])
+    if not isinstance(balances, list) or not all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and b > 0
+        for b in balances
+    ):
+        raise CheckpointError(
+            f"{path}: guide_balances must be a list of finite numbers > 0; got {balances!r}"
+        )
 
 
 def read_export_meta(directory: str | Path) -> dict[str, Any]:
@@ -334,15 +358,19 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
             return mae
         return RestorationModel(
             mae,
-            freeze_encoder=bool(meta.get("freeze_encoder", True)),
-            residual=bool(meta.get("residual", False)),
-            refiner_width=int(meta.get("refiner_width", 0)),
-            masked_ensemble=int(meta.get("masked_ensemble", 0)),
+            freeze_encoder=meta.get("freeze_encoder", True),
+            residual=meta.get("residual", False),
+            refiner_width=meta.get("refiner_width", 0),
+            masked_ensemble=meta.get("masked_ensemble", 0),
             guide_balances=[float(v) for v in meta.get("guide_balances", [])],
         )
 
     with torch.device("meta"):  # no memory: config.json's model checked against the weights
-        _check_against_weights(build(), w_path, cfg_path)
+        try:
+            skeleton = build()
+        except ValueError as exc:  # settings that do not go together (a guided model, no refiner)
+            raise CheckpointError(f"{cfg_path}: {exc}") from None
+        _check_against_weights(skeleton, w_path, cfg_path)
     with torch.random.fork_rng(devices=[]):  # the random init, overwritten next, leaves the
         model = build()  # caller's global torch RNG where it was
     model = model.to(getattr(torch, meta.get("dtype", "float32")))

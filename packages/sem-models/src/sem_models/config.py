@@ -18,6 +18,7 @@ __all__ = [
     "ModelConfigError",
     "check_preset",
     "mae_config",
+    "moe_placement_problem",
 ]
 
 
@@ -43,6 +44,7 @@ class MoEConfig(_Strict):
     capacity_factor: float | None = Field(
         default=None,
         gt=0,
+        allow_inf_nan=False,
         description="expert capacity = ceil(cf * tokens * top_k / K); None = no drop",
     )
     balance_loss: Literal["paper", "switch", "entropy"] = Field(
@@ -54,7 +56,7 @@ class MoEConfig(_Strict):
         ),
     )
     z_loss_weight: float = Field(
-        default=0.0, ge=0, description="router z-loss weight inside aux loss"
+        default=0.0, ge=0, allow_inf_nan=False, description="router z-loss weight inside aux loss"
     )
     gate_weighting: Literal["runner_up", "straight_through", "renormalise", "raw"] = Field(
         default="runner_up",
@@ -68,6 +70,7 @@ class MoEConfig(_Strict):
     noise_std: float = Field(
         default=0.01,
         ge=0,
+        allow_inf_nan=False,
         description="relative Gaussian noise on each upcycled expert copy (symmetry breaking)",
     )
 
@@ -90,7 +93,7 @@ class MAEConfig(_Strict):
     decoder_embed_dim: int = Field(default=512, ge=8)
     decoder_depth: int = Field(default=8, ge=1)
     decoder_num_heads: int = Field(default=16, ge=1)
-    mlp_ratio: float = Field(default=4.0, gt=0)
+    mlp_ratio: float = Field(default=4.0, gt=0, allow_inf_nan=False)
     qkv_bias: bool = True
     loss: Literal["l1_norm", "mse_norm_pix"] = Field(
         default="l1_norm",
@@ -120,6 +123,10 @@ class MAEConfig(_Strict):
                 )
             if dim % 4:
                 raise ValueError(f"{name}embed_dim={dim} must be a multiple of 4 (2-D sin-cos)")
+        if self.moe is not None:
+            problem = moe_placement_problem(self.moe, self.depth, self.decoder_depth)
+            if problem:
+                raise ValueError(problem)
         return self
 
     @property
@@ -131,6 +138,19 @@ class MAEConfig(_Strict):
     def grid_size(self) -> int:
         """Patches per side at ``img_size``."""
         return self.img_size // self.patch_size
+
+
+def moe_placement_problem(moe: MoEConfig, depth: int, decoder_depth: int) -> str | None:
+    """Why ``moe`` would leave a stack it names without an MoE layer (``every_n`` beyond the
+    stack's depth: the model would claim MoE and be dense there), or None."""
+    depths = {"encoder": depth, "decoder": decoder_depth}
+    for stack in ("encoder", "decoder"):
+        if moe.placement in (stack, "both") and moe.every_n > depths[stack]:
+            return (
+                f"moe every_n={moe.every_n} selects no block of the {depths[stack]}-block "
+                f"{stack} (placement={moe.placement!r}): accepted every_n 1..{depths[stack]}"
+            )
+    return None
 
 
 _ARCH = (

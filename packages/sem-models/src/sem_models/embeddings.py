@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .imaging import match_channels, normalize
+from .imaging import as_model_input, check_finite, match_channels, normalize
 from .mae import MaskedAutoencoder
 from .sliding_window import model_device
 
@@ -29,20 +29,27 @@ def extract_embeddings(
 
     All patches are visible (no masking); ``pool="mean"`` averages the patch tokens after the
     final norm (class token excluded), ``pool="cls"`` takes the class token. ``model`` is a
-    :class:`MaskedAutoencoder` or a model wrapping one as ``.mae``.
+    :class:`MaskedAutoencoder` or a model wrapping one as ``.mae``. Integer images (0..255)
+    are refused, and NaN or inf on the CPU (:func:`~sem_models.imaging.check_finite`).
     """
     mae = getattr(model, "mae", model)
     if not isinstance(mae, MaskedAutoencoder):
         raise TypeError(f"expected a MaskedAutoencoder (or .mae); got {type(model).__name__}")
     if pool not in ("mean", "cls"):
         raise ValueError(f"pool={pool!r} unknown; accepted: 'mean', 'cls'")
-    x = (
-        torch.as_tensor(np.asarray(images, dtype=np.float32))
-        if isinstance(images, np.ndarray)
-        else images
-    )
-    if x.ndim != 4:
-        raise ValueError(f"expected images (N, C, H, W); got {tuple(x.shape)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size is a whole number of images >= 1; got {batch_size=}")
+    if isinstance(images, np.ndarray):
+        if not np.issubdtype(images.dtype, np.floating):  # 0..255 counts would pass for 0..1
+            raise ValueError(
+                f"images must be float images scaled 0..1; got dtype {images.dtype} "
+                "(e.g. divide 8-bit images by 255)"
+            )
+        images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    x = as_model_input(images, torch.float32, "images")  # integer tensors refused too
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise ValueError(f"expected one or more images (N, C, H, W); got {tuple(x.shape)}")
+    check_finite(x, "images")  # a NaN pixel would make its image's features NaN
     device = model_device(mae, device)
     was_training = mae.training
     mae.eval()

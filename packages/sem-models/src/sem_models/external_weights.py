@@ -101,7 +101,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # SafetensorError: truncated (an interrupted download) or not
+            raise ExternalWeightsError(  # a safetensors file
+                f"{path}: not a readable safetensors file ({refusal_reason(exc)})"
+            ) from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -118,12 +123,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         )
     out = {}
     for k, v in state.items():
-        for prefix in ("module.", "model."):
-            if k.startswith(prefix):
-                k = k[len(prefix) :]
+        while k.startswith(("module.", "model.")):  # DDP and wrappers, in any nesting
+            k = k.split(".", 1)[1]
         out[k] = v
     if any(k.startswith(("vit.embeddings.", "embeddings.patch_embeddings.")) for k in out):
-        out = _from_transformers(out)
+        try:
+            out = _from_transformers(out)
+        except ExternalWeightsError as exc:
+            raise ExternalWeightsError(f"{path}: {exc}") from None
     return out
 
 
@@ -218,7 +225,8 @@ def load_external_mae(
 
     # Channel conversion (3 -> 1) of the patch embedding and the pixel head.
     pe_w = src.get("patch_embed.proj.weight")
-    if pe_w is not None and pe_w.shape[1] != core.in_chans:
+    convertible = pe_w is not None and pe_w.ndim == 4 and pe_w.is_floating_point()
+    if pe_w is not None and convertible and pe_w.shape[1] != core.in_chans:
         if not (pe_w.shape[1] == 3 and core.in_chans == 1):
             raise ExternalWeightsError(
                 f"{path}: patch embedding has {pe_w.shape[1]} input channels; the model has "
@@ -229,9 +237,14 @@ def load_external_mae(
         )
         report.converted.append("patch_embed.proj")
     head_w = src.get("decoder_pred.weight")
-    if head_w is not None and core.in_chans == 1 and head_w.shape[0] == 3 * core.patch_size**2:
+    if (
+        head_w is not None
+        and head_w.is_floating_point()
+        and core.in_chans == 1
+        and head_w.shape[0] == 3 * core.patch_size**2
+    ):
         src["decoder_pred.weight"], src["decoder_pred.bias"] = _gray_pixel_head(
-            head_w, src["decoder_pred.bias"]
+            head_w, src.get("decoder_pred.bias", head_w.new_zeros(head_w.shape[0]))
         )
         report.converted.append("decoder_pred")
 
@@ -248,6 +261,11 @@ def load_external_mae(
         if key in ("pos_embed", "decoder_pos_embed") and value.shape != target[key].shape:
             value = _resample(key, value, target[key], path)
             report.converted.append(key)
+        if target[names[0]].is_floating_point() and not value.is_floating_point():
+            raise ExternalWeightsError(  # e.g. a quantised file: a cast would load garbage
+                f"{path}: {key} holds {str(value.dtype).removeprefix('torch.')} values, not "
+                "floating-point weights"
+            )
         for name in names:
             if value.shape != target[name].shape:
                 raise ExternalWeightsError(

@@ -179,6 +179,8 @@ class MaskedAutoencoder(nn.Module):
         x: ``(N, L, D)``; noise: ``(N, L)`` uniform (drawn if None). Returns the kept tokens
         ``(N, L_keep, D)``, the mask ``(N, L)`` (1 = removed) and ``ids_restore`` ``(N, L)``.
         """
+        if not 0 <= mask_ratio < 1:  # (NaN too) else the slices below keep a wrong count
+            raise ValueError(f"mask_ratio={mask_ratio} must be in [0, 1)")
         n, length, d = x.shape
         len_keep = int(length * (1 - mask_ratio))
         if noise is None:

@@ -185,8 +185,8 @@ class MoEMlp(nn.Module):
         super().__init__()
         if not 1 <= top_k <= num_experts:
             raise ValueError(f"top_k={top_k} must be in [1, num_experts={num_experts}]")
-        if capacity_factor is not None and capacity_factor <= 0:
-            raise ValueError(f"capacity_factor={capacity_factor} must be > 0 (or None)")
+        if capacity_factor is not None and not 0 < capacity_factor < math.inf:  # NaN too
+            raise ValueError(f"capacity_factor={capacity_factor} must be finite and > 0 (or None)")
         if gate_weighting not in ("runner_up", "straight_through", "renormalise", "raw"):
             raise ValueError(f"gate_weighting={gate_weighting!r} unknown")
         if expert_dispatch not in ("auto", "grouped", "loop"):

@@ -35,7 +35,10 @@ identity it returns that deconvolution, and fine-tuning starts from the physics 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from numbers import Integral
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,6 +54,25 @@ from .imaging import (
 from .mae import MaskedAutoencoder
 
 __all__ = ["RefinerHead", "RestorationModel"]
+
+
+def _flag(value: object, name: str) -> bool:
+    """``value`` as a bool: True, False (or 1, 0); anything else (a ``"no"`` string, which is
+    truthy) is refused naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, Integral) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False; got {value!r}")
+
+
+def _numbers(values: Iterable[object], name: str) -> tuple[float, ...]:
+    """``values`` as floats; a bool or a string among them is refused naming ``name``."""
+    items = list(values)  # a generator is read once
+    try:
+        if any(isinstance(v, (bool, np.bool_, str, bytes)) for v in items):
+            raise TypeError
+        return tuple(float(v) for v in items)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numbers; got {values!r}") from None
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -118,18 +140,26 @@ class RestorationModel(nn.Module):
         if not isinstance(mae, MaskedAutoencoder):
             raise TypeError(f"RestorationModel needs a MaskedAutoencoder; got {type(mae).__name__}")
         self.mae = mae
-        self.freeze_encoder = freeze_encoder
-        self.residual = residual
+        self.freeze_encoder = _flag(freeze_encoder, "freeze_encoder")
+        self.residual = _flag(residual, "residual")
         self.patch_size = mae.patch_size
-        if refiner_width < 0:
-            raise ValueError(f"refiner_width must be >= 0 (0 = no refiner), got {refiner_width}")
+        whole = isinstance(refiner_width, Integral) and not isinstance(refiner_width, bool)
+        if not whole or refiner_width < 0:  # a fractional width was truncated
+            raise ValueError(
+                f"refiner_width must be a whole number >= 0 (0 = no refiner), got {refiner_width!r}"
+            )
         self.refiner_width = int(refiner_width)
-        if masked_ensemble not in (0, 4):
-            raise ValueError(f"masked_ensemble must be 0 (off) or 4, got {masked_ensemble}")
+        if isinstance(masked_ensemble, bool) or masked_ensemble not in (0, 4):
+            raise ValueError(f"masked_ensemble must be 0 (off) or 4, got {masked_ensemble!r}")
         if masked_ensemble and residual:
             raise ValueError("masked_ensemble is the zero-shot reconstruction: residual=False")
         self.masked_ensemble = int(masked_ensemble)
-        self.guide_balances = tuple(float(v) for v in guide_balances)
+        if isinstance(guide_balances, (str, bytes)) or not isinstance(guide_balances, Iterable):
+            raise ValueError(
+                "guide_balances is a sequence of Wiener-Hunt balances, e.g. (0.03, 0.3, 3.0); "
+                f"got {guide_balances!r}"
+            )
+        self.guide_balances = _numbers(guide_balances, "guide_balances")
         if any(not (v > 0 and math.isfinite(v)) for v in self.guide_balances):
             raise ValueError(f"guide_balances must be finite and > 0, got {guide_balances}")
         if self.guide_balances and not refiner_width:

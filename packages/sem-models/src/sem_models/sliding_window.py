@@ -212,7 +212,8 @@ def model_device(
     """The device to run ``model`` on: ``device`` if given, else its weights' (``default`` for
     a model without weights). A ``device`` other than the weights' is refused with a clear
     message (torch would fail deep inside the first layer): the caller moves the model. A
-    device without an index (``"cuda"``) means the weights' device of that type."""
+    device without an index (``"cuda"``) means the weights' device of that type, and any CPU
+    device (``"cpu:0"``) the CPU."""
     params = list(model.parameters()) if isinstance(model, nn.Module) else []
     if device is None:
         return params[0].device if params else torch.device(default)
@@ -226,7 +227,8 @@ def model_device(
     if not params:
         return device
     home = params[0].device
-    if home.type == device.type and device.index is None:
+    # "cuda" means the weights' GPU; "cpu:0" is the one CPU (torch keeps CPU tensors on "cpu")
+    if home.type == device.type and (device.index is None or home.type == "cpu"):
         return home
     if home != device:
         raise ValueError(
@@ -313,7 +315,7 @@ def sliding_window(
     ]
     weight = hann_weights(window, eps).to(device)
     acc: torch.Tensor | None = None  # (C', hp, wp), sized by the model's first output
-    norm = torch.zeros(hp, wp, device=device)
+    norm = torch.zeros(hp, wp, device=device, dtype=torch.float32)  # whatever the default dtype
     for i, j in tiles:
         norm[i : i + window, j : j + window] += weight
 
@@ -324,6 +326,12 @@ def sliding_window(
             batch = torch.stack([xp[:, i : i + window, j : j + window] for i, j in chunk])
             with inference_context(device, amp):
                 y = model(batch)
+            if isinstance(y, tuple):  # what a MaskedAutoencoder returns
+                raise ValueError(
+                    f"model returned a tuple of {len(y)}, not an image batch: a pretrained "
+                    "MaskedAutoencoder returns (loss, prediction, mask); restore with a "
+                    "restoration model, e.g. sem_models.RestorationModel(mae)"
+                )
             if (
                 not isinstance(y, torch.Tensor)
                 or y.ndim != 4
@@ -335,7 +343,7 @@ def sliding_window(
                     f"got {getattr(y, 'shape', type(y))} for input {tuple(batch.shape)}"
                 )
             if acc is None:
-                acc = torch.zeros(y.shape[1], hp, wp, device=device)
+                acc = torch.zeros(y.shape[1], hp, wp, device=device, dtype=torch.float32)
             y = y.float() * weight
             for t, (i, j) in enumerate(chunk):
                 acc[:, i : i + window, j : j + window] += y[t]

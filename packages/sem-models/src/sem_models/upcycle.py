@@ -12,6 +12,7 @@ differ slightly, the router has a reason to prefer one, and the model stays with
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, cast
 
@@ -19,7 +20,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from .config import ModelConfigError, MoEConfig
+from .config import ModelConfigError, MoEConfig, moe_placement_problem
 from .mae import MaskedAutoencoder, moe_block_indices
 from .moe import MoEMlp, global_aux_loss, moe_layers
 
@@ -58,6 +59,9 @@ def upcycle(model: nn.Module, config: MoEConfig | None = None, **fields: Any) ->
         moe_cfg = MoEConfig(**{**base, **fields})
     except ValidationError as exc:
         raise ModelConfigError(f"invalid MoE config: {exc}") from None
+    problem = moe_placement_problem(moe_cfg, len(core.blocks), len(core.decoder_blocks))
+    if problem:
+        raise ModelConfigError(f"invalid MoE config: {problem}")
     num_experts, placement = moe_cfg.num_experts, moe_cfg.placement
     stacks = {"encoder": [core.blocks], "decoder": [core.decoder_blocks]}
     stacks["both"] = stacks["encoder"] + stacks["decoder"]
@@ -95,8 +99,8 @@ def calibrate_routers(
     layers = moe_layers(model)
     if not layers:
         raise ValueError("calibrate_routers: the model has no MoE layers")
-    if logit_std <= 0:
-        raise ValueError(f"logit_std={logit_std} must be > 0")
+    if not 0 < logit_std < math.inf:  # NaN or inf would give every router NaN rows
+        raise ValueError(f"logit_std={logit_std} must be finite and > 0")
     seen: dict[str, torch.Tensor] = {}
 
     def keep(name: str):

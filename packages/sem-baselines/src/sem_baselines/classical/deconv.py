@@ -22,6 +22,7 @@ side by half-sample symmetric reflection -- the convention of the forward model 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -111,17 +112,22 @@ def choose_psf(
     """The PSF (and, for the adaptive preset, the noise variance) to deconvolve ``image`` with.
 
     The blind estimate is made only for what the config leaves open; an image on which it fails
-    (too small, flat) falls back to the paper's PSF and records why.
+    (too small, flat) falls back to the paper's PSF and records why. ``image`` is one
+    :func:`~sem_baselines.check_image` has passed (and warned about, when on 0..1): the
+    estimate does not repeat that warning.
     """
     if preset == "paper":
         return PSFChoice(psf or DEFAULT_PSF, "given" if psf else "paper", noise_var)
     if psf is not None and noise_var is not None:
         return PSFChoice(psf, "given", noise_var)
     from sem_physics import estimate_degradation
+    from sem_physics.validation import UnitScaleWarning
 
     t0 = time.perf_counter()
     try:
-        est = estimate_degradation(image)
+        with warnings.catch_warnings():  # check_image has warned once already
+            warnings.simplefilter("ignore", UnitScaleWarning)
+            est = estimate_degradation(image)
     except ValueError as err:  # too small to estimate anything
         var = noise_var if noise_var is not None else MIN_NOISE_VAR
         note = None

@@ -53,12 +53,18 @@ DEFAULT_PATCH_PX = 128
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """``None`` means CUDA when available, else CPU; an unknown or absent device is a
-    RestorerConfigError naming it."""
+    """``None`` means CUDA when available, else CPU; an unknown or absent device, or ``meta``
+    (no data: nothing to restore or train with), is a RestorerConfigError naming it."""
     try:
-        return checked_device(device)
+        dev = checked_device(device)
     except ValueError as err:
         raise RestorerConfigError(str(err)) from None
+    if dev.type == "meta":
+        raise RestorerConfigError(
+            f"device={device!r} holds no weights and computes nothing; a restorer runs on "
+            "cpu, cuda, cuda:N or mps (None: cuda if present, else cpu)"
+        )
+    return dev
 
 
 class TrainablePieces(Protocol):
