@@ -3,7 +3,10 @@ and (for learned ones) save/load round trip."""
 
 from __future__ import annotations
 
+import inspect
 import json
+import types
+import typing
 import warnings
 from pathlib import Path
 
@@ -11,11 +14,16 @@ import numpy as np
 import pytest
 from baselines_testkit import MAE_METHODS, TINY, TINY_FIT, lines_image, mae_registry_config
 from sem_baselines import (
+    FitOptions,
     RestorerConfigError,
+    check_image,
     get_restorer,
     list_restorers,
     load_restorer,
+    registry_entry,
+    restorer_config,
 )
+from sem_baselines.restorer import BUILTIN_MODULES
 from sem_physics import ParameterRanges, SEMImage, degrade
 
 # The same small degraded image for every method (odd sizes on purpose).
@@ -194,3 +202,100 @@ def test_a_0_to_1_image_is_warned_about_once_per_restore(name):
     scale = [w for w in caught if issubclass(w.category, UnitScaleWarning)]
     assert len(scale) == 1, [str(w.message) for w in scale]
     assert "0..255 grey levels are expected" in str(scale[0].message)
+
+
+def _number_fields(model: type) -> list[str]:
+    """The fields of ``model`` that hold a number: int, float or an integer Literal, also
+    Optional (read from the annotations, so that a field added later is covered too)."""
+
+    def numeric(tp: object) -> bool:
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            return bool not in members and any(numeric(a) for a in members)
+        if typing.get_origin(tp) is typing.Literal:
+            return all(type(a) is int for a in typing.get_args(tp))
+        return tp in (int, float)
+
+    return [n for n, f in model.model_fields.items() if numeric(f.annotation)]
+
+
+#: pydantic's error for a value that is no number, under the field it names
+_NO_NUMBER = (
+    r"\n{field}\n  Input should be [^\n]+ \[type=(int_type|float_type|literal_error), "
+    r"input_value=True, input_type=bool\]"
+)
+
+
+@pytest.mark.parametrize("name", list(BUILTIN_MODULES))
+def test_no_config_takes_a_bool_for_a_number(name):
+    """pydantic's lax mode took ``iterations=True`` as one Richardson-Lucy iteration: every
+    number setting of every built-in method refuses a bool (RestorerConfigError naming the
+    setting and what it accepts), nested ones included; bool settings keep their bools."""
+    config_cls = registry_entry(name).config_cls
+    fields = _number_fields(config_cls)
+    for field in fields:
+        with pytest.raises(RestorerConfigError, match=_NO_NUMBER.format(field=field)):
+            restorer_config(name, **{field: True})
+    flags = [n for n, f in config_cls.model_fields.items() if f.annotation is bool]
+    for field in flags:
+        assert getattr(restorer_config(name, **{field: False}), field) is False
+    assert fields or name == "input"
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "field"),
+    [
+        ("richardson-lucy", {"iterations": True}, "iterations"),
+        ("wiener", {"psf": {"rx_px": True, "ry_px": 2.0}}, r"psf\.rx_px"),
+        ("n2v", {"unet": {"depth": True}}, r"unet\.depth"),
+        ("mrn", {"net": {"width": True}}, r"net\.width"),
+        ("mae-imagenet", {"in_chans": True}, "in_chans"),
+    ],
+)
+def test_a_bool_inside_a_setting_is_refused_where_it_is(name, config, field):
+    with pytest.raises(RestorerConfigError, match=_NO_NUMBER.format(field=field)):
+        get_restorer(name, **config)
+
+
+def test_the_fit_budget_takes_no_bool_for_a_number():
+    from pydantic import ValidationError
+    from sem_baselines.learned.training import FitConfig
+
+    for model in (FitOptions, FitConfig):
+        fields = _number_fields(model)
+        assert {"epochs", "batch_size", "seed", "steps_per_epoch"} <= set(fields)
+        for field in fields:
+            with pytest.raises(ValidationError, match=_NO_NUMBER.format(field=field)):
+                model(**{field: True})
+        with pytest.raises(ValidationError, match=_NO_NUMBER.format(field=r"ranges\.rx_px\.0")):
+            model(ranges={"rx_px": (True, 5.0)})
+        assert model(progress=False).progress is False
+    r = get_restorer("n2v", **TINY["n2v"])
+    with pytest.raises(RestorerConfigError, match=_NO_NUMBER.format(field="epochs")):
+        r.fit([CLEAN], epochs=True)
+
+
+def _unit_scale_places(call) -> list[tuple[str, int]]:
+    """(file, line) of each UnitScaleWarning that ``call()`` issues."""
+    from sem_physics.validation import UnitScaleWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    return [(w.filename, w.lineno) for w in caught if issubclass(w.category, UnitScaleWarning)]
+
+
+@pytest.mark.parametrize("name", list_restorers())
+def test_a_0_to_1_image_warning_points_at_the_users_call(name, tmp_path_factory):
+    """The UnitScaleWarning of a 0..1 image names the user's line (here: this file's lambda
+    calling ``restore``, ``fit`` or check_image), not a line of the library, however deep the
+    method calls check_image."""
+    r = get_restorer(name, **TINY.get(name, {}), **_extra(name, tmp_path_factory))
+    line = inspect.currentframe().f_lineno + 1
+    assert _unit_scale_places(lambda: r.restore(IMAGE / 255.0)) == [(__file__, line)]
+    if hasattr(r, "fit"):  # one warning per training image
+        line = inspect.currentframe().f_lineno + 1
+        got = _unit_scale_places(lambda: r.fit([CLEAN / 255.0] * 2, progress=False, **TINY_FIT))
+        assert got == [(__file__, line)] * 2
+    line = inspect.currentframe().f_lineno + 1
+    assert _unit_scale_places(lambda: check_image(IMAGE / 255.0)) == [(__file__, line)]

@@ -6,6 +6,8 @@ pointed at a temporary one, so the tests hold with or without the real weights i
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -56,6 +58,28 @@ def test_default_is_the_shipped_fine_tuned_model(shipped):
     np.testing.assert_allclose(r.restore(IMAGE), _expected(model), rtol=1e-5, atol=1e-3)
     assert any("shipped" in n for n in r.notes)
     assert not any("dense" in n for n in r.notes)
+
+
+def test_a_saved_restorer_keeps_its_notes(shipped, tmp_path):
+    """load_restorer gives back what the model said of itself when built: the shipped-model
+    line, the dense-model caution (the saved folder has no source left to say it again)."""
+    save_model(RestorationModel(_mae(), residual=True), shipped / "sem-foundation")
+    r = get_restorer("sem-foundation", **MAE_WINDOW)
+    assert r.notes == ["the 'sem-foundation' model shipped with sem-models"]
+    assert load_restorer(r.save(tmp_path / "shipped")).notes == r.notes
+    save_model(RestorationModel(_mae(moe=False), residual=True), tmp_path / "dense")
+    d = get_restorer("sem-foundation", checkpoint_dir=str(tmp_path / "dense"), **MAE_WINDOW)
+    assert len(d.notes) == 1 and "dense model" in d.notes[0]
+    again = load_restorer(d.save(tmp_path / "saved-dense"))
+    assert again.notes == d.notes
+    # load() replaces the notes with the saved model's: the fresh restorer's were of another
+    fresh = get_restorer("sem-foundation", **MAE_WINDOW)
+    assert fresh.load(tmp_path / "saved-dense").notes == d.notes
+    meta_file = tmp_path / "saved-dense" / "config.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "notes": "dense"}))
+    with pytest.raises(RestorerConfigError, match="'notes' must be a list of strings"):
+        load_restorer(tmp_path / "saved-dense")
 
 
 def test_absent_shipped_model_says_where_and_how(shipped):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import sem_models as sm
 import torch
@@ -122,3 +123,70 @@ def test_an_moe_stride_that_selects_no_block_is_refused_not_built_dense():
         sm.upcycle(sm.build_mae("tiny", device="meta"), num_experts=2, every_n=7)
     up = sm.upcycle(sm.build_mae("tiny", device="meta"), num_experts=2, every_n=6)
     assert [n for n, _ in sm.moe_layers(up)] == ["blocks.5.mlp"]  # the deepest stride works
+
+
+def _number_fields(model: type) -> list[str]:
+    """The fields of ``model`` that hold a number: int, float or an integer Literal, also
+    Optional (read from the annotations, so that a field added later is covered too)."""
+    import types
+    import typing
+
+    def numeric(tp: object) -> bool:
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            return bool not in members and any(numeric(a) for a in members)
+        if typing.get_origin(tp) is typing.Literal:
+            return all(type(a) is int for a in typing.get_args(tp))
+        return tp in (int, float)
+
+    return [n for n, f in model.model_fields.items() if numeric(f.annotation)]
+
+
+@pytest.mark.parametrize(
+    ("model", "some"),
+    [
+        (sm.MoEConfig, {"num_experts", "top_k", "every_n", "capacity_factor", "noise_std"}),
+        (sm.MAEConfig, {"img_size", "in_chans", "depth", "mlp_ratio", "mask_ratio"}),
+    ],
+)
+@pytest.mark.parametrize("flag", [True, False, np.True_])
+def test_no_number_field_takes_a_bool(model, some, flag):
+    """pydantic's lax mode took ``num_experts=True`` as one expert and ``in_chans=True`` as one
+    channel: every number field refuses a bool with pydantic's own error for a value that is
+    no number, naming the field; a bool field keeps its bools."""
+    from pydantic import ValidationError
+
+    fields = _number_fields(model)
+    assert some <= set(fields)
+    for name in fields:
+        with pytest.raises(ValidationError) as err:
+            model(**{name: flag})
+        (error,) = err.value.errors()
+        assert error["loc"] == (name,) and error["input"] is flag
+        assert error["type"] in ("int_type", "float_type", "literal_error")
+    assert sm.MAEConfig(qkv_bias=flag).qkv_bias is bool(flag)
+
+
+def test_a_bool_for_a_number_is_refused_through_every_entry_point():
+    with pytest.raises(ValueError, match=r"in_chans\n.*Input should be 1 or 3 .*input_value=True"):
+        sm.MAEConfig(in_chans=True)
+    with pytest.raises(ValueError, match=r"moe\.top_k\n.*valid integer"):
+        sm.MAEConfig(moe={"top_k": True})
+    with pytest.raises(sm.ModelConfigError, match=r"mask_ratio\n.*valid number"):
+        sm.mae_config("tiny", mask_ratio=True)
+    with pytest.raises(sm.ModelConfigError, match=r"num_experts\n.*valid integer"):
+        sm.upcycle(sm.build_mae("tiny", device="meta"), num_experts=True)
+    assert sm.MoEConfig(num_experts=2, top_k=1).num_experts == 2  # numbers still pass
+
+
+def test_bools_given_for_numbers_looks_inside_tuples_lists_and_mappings():
+    from typing import Literal
+
+    from sem_models.config import bools_given_for_numbers as found
+
+    assert [e["loc"] for e in found((1.0, True), tuple[float, float])] == [(1,)]
+    assert [e["loc"] for e in found([True, 2, False], list[int])] == [(0,), (2,)]
+    assert [e["loc"] for e in found({"a": 1, "b": True}, dict[str, float])] == [("b",)]
+    assert [e["type"] for e in found(True, Literal[1, 3] | None)] == ["literal_error"]
+    assert found(True, int | bool) == [] and found(True, bool) == [] and found(True, str) == []
+    assert found((1, 2.5), tuple[int, ...]) == [] and found(None, float | None) == []

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from ._numbers import NoBoolNumbers
 from .restorer import check_image, register
 
 __all__ = ["IdentityConfig", "IdentityRestorer"]
 
 
-class IdentityConfig(BaseModel):
+class IdentityConfig(NoBoolNumbers):
     """No settings."""
 
     model_config = ConfigDict(extra="forbid")

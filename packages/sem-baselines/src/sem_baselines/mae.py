@@ -19,8 +19,9 @@ consecutive windows a quarter patch apart on the patch grid so that it averages 
 uses 8 px, ``overlap_px=8``); the paper's
 own model (``sem_baselines.foundation``) shares that inference. Fine-tuning is sem-train's job:
 ``network`` is the ``RestorationModel`` it trains, ``load_network`` takes the result back.
-Saved form: ``config.json`` (restorer name and config) and ``network/`` (a sem-models
-checkpoint), so a saved restorer reloads without the original weights file.
+Saved form: ``config.json`` (restorer name, config and ``notes``) and ``network/`` (a
+sem-models checkpoint), so a saved restorer reloads without the original weights file and
+still says what it said of its model.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from sem_physics import PSFParams
 from sem_physics.atomic import atomic_write_text
 from torch import nn
 
+from ._numbers import NoBoolNumbers
 from .checkpoint_kinds import export_kind_problem
 from .classical.deconv import PSFChoice, choose_psf
 from .guides import guide_channels
@@ -58,7 +60,7 @@ __all__ = ["MAEImageNetConfig", "MAEImageNetRestorer", "MAESEMConfig", "MAESEMRe
 NETWORK_DIR = "network"
 
 
-class _MAEInferenceConfig(BaseModel):
+class _MAEInferenceConfig(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid")
 
     window_px: int | None = Field(
@@ -231,17 +233,23 @@ class _MAERestorer:
         return self
 
     def save(self, path: str | Path) -> Path:
-        """Write ``config.json`` and the sem-models checkpoint ``network/`` into ``path``."""
+        """Write ``config.json`` (name, config and ``notes``) and the sem-models checkpoint
+        ``network/`` into ``path``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"restorer": self.name, "config": self.config.model_dump(mode="json")}
+        meta = {
+            "restorer": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "notes": list(self.notes),  # what was said of the model when it was built
+        }
         atomic_write_text(path / CONFIG_FILE, json.dumps(meta, indent=2))
         save_model(self.network, path / NETWORK_DIR)
         return path
 
     def load(self, path: str | Path) -> _MAERestorer:
-        """Replace config and network by those saved in ``path``; returns this restorer. The
-        device stays this restorer's (``config.device``), whatever the saving run used."""
+        """Replace config, network and ``notes`` by those saved in ``path``; returns this
+        restorer. The device stays this restorer's (``config.device``), whatever the saving
+        run used."""
         path = Path(path)
         cfg_file = path / CONFIG_FILE
         if not cfg_file.is_file():
@@ -251,11 +259,15 @@ class _MAERestorer:
             raise RestorerConfigError(
                 f"{cfg_file} holds restorer {meta.get('restorer')!r}, not {self.name!r}"
             )
+        notes = meta.get("notes", [])  # absent from a folder saved without them
+        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise RestorerConfigError(f"{cfg_file}: 'notes' must be a list of strings")
         # the device is this restorer's, not the saving machine's (a GPU's weights load here)
         self.config = self.config_cls(**{**meta.get("config", {}), "device": self.config.device})
         net = _restoration_checkpoint(path / NETWORK_DIR)
         self.network = _placed(net, self.config.device)
         self._check_overlap()
+        self.notes = list(notes)
         return self
 
     @classmethod

@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -49,6 +51,8 @@ from sem_physics.validation import (
     scale_hint,
     warn_if_unit_scale,
 )
+
+from ._numbers import NoBoolNumbers
 
 __all__ = [
     "BUILTIN_MODULES",
@@ -91,7 +95,7 @@ class Restorer(Protocol):
 Fitting = Literal["none", "fit", "pretrained", "finetune"]
 
 
-class FitOptions(BaseModel):
+class FitOptions(NoBoolNumbers):
     """The training budget a caller gives every learned method's ``fit`` (typed, validated).
 
     A method's own fit keywords (patch size, learning rate, ...) stay in its ``fit`` signature;
@@ -378,9 +382,30 @@ def load_restorer(path: str | Path, device: str | None = None) -> Any:
     return get_restorer(name, **config).load(path)
 
 
+#: Modules whose frames a warning of :func:`check_image` passes over to reach its user: this
+#: package's and torch's (``torch.no_grad`` wraps a ``restore`` in a frame of its own).
+_LIBRARY_MODULES = ("sem_baselines", "torch")
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by a function :func:`check_image` calls
+    name the first line outside :data:`_LIBRARY_MODULES` (``restorer.restore(img)`` or
+    ``restorer.fit(images)`` in the user's code, however deep the method's own calls go);
+    the caller of ``check_image`` when every frame is the library's."""
+    frame: FrameType | None = sys._getframe(2)  # the caller of check_image
+    level = 3  # that frame, seen from the function check_image calls
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if module.partition(".")[0] not in _LIBRARY_MODULES:
+            return level
+        frame, level = frame.f_back, level + 1
+    return 3
+
+
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     """Return ``image`` as C-contiguous float32 (H, W) on the 0..255 grey scale, or raise a
-    ValueError saying why not. A 0..1 image (a likely scale slip) gets a warning."""
+    ValueError saying why not. A 0..1 image (a likely scale slip) gets a warning that names
+    the user's line calling the library (``restorer.restore(img)``), not the library's."""
     refuse_sem_image(image, name)
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -407,5 +432,5 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
             f"{float(arr.min()):g}): an inverted image or one with a negative pedestal, not "
             "0..255 grey levels (add the offset back)"
         )
-    warn_if_unit_scale(arr, name)  # every restorer returns 0..255 too
+    warn_if_unit_scale(arr, name, stacklevel=_user_stacklevel())  # restorers return 0..255
     return arr

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import bm3d as _bm3d
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from scipy.ndimage import median_filter
 
+from .._numbers import NoBoolNumbers
 from ..restorer import check_image, register
 
 __all__ = [
@@ -82,7 +83,7 @@ def estimate_sigma(image01: np.ndarray, correct_highpass: bool = True) -> float:
     return sigma / HIGHPASS_MAD_FACTOR if correct_highpass else sigma
 
 
-class BM3DConfig(BaseModel):
+class BM3DConfig(NoBoolNumbers):
     """BM3D with a per-image noise estimate (or a fixed ``sigma`` on the [0, 1] scale)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -28,11 +28,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.fft as sfft
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from sem_physics import PSFParams, airy_psf
 from sem_physics.convolution import kernel_transfer as transfer  # re-exported
 from sem_physics.convolution import symmetric_indices
 
+from .._numbers import NoBoolNumbers
 from ..restorer import check_image
 
 __all__ = [
@@ -165,7 +166,7 @@ def irfft2_inplace(spec: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.multiply(out, np.float64(1 / np.longdouble(shape[0] * shape[1])), out=out)
 
 
-class DeconvConfig(BaseModel):
+class DeconvConfig(NoBoolNumbers):
     """The settings both deconvolutions share; each adds its regularisation strength."""
 
     model_config = ConfigDict(extra="forbid")

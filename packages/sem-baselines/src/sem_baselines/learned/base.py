@@ -25,12 +25,13 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 from sem_physics import DegradationParams, image_to_tensor, tensor_to_image
 from sem_physics.atomic import atomic_write, atomic_write_text
 from torch import nn
 
+from .._numbers import NoBoolNumbers
 from ..restorer import CONFIG_FILE, FitOptions, RestorerConfigError, check_image
 from ..tiling import tiled_apply
 from .training import fit_restorer, resolve_device
@@ -41,7 +42,7 @@ WEIGHTS_FILE = "model.safetensors"
 SCALE = 255.0
 
 
-class LearnedConfig(BaseModel):
+class LearnedConfig(NoBoolNumbers):
     """Fields common to the learned restorers (inference tiling, device, init seed)."""
 
     model_config = ConfigDict(extra="forbid")

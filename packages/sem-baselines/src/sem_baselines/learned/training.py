@@ -28,13 +28,14 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from sem_models.precision import checked_device, native_bf16
 from sem_models.training import FitResult
 from sem_physics import DegradationParams, ParameterRanges, image_to_tensor
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._numbers import NoBoolNumbers
 from ..restorer import RestorerConfigError, check_image, list_restorers, registry_entry
 
 __all__ = [
@@ -106,7 +107,7 @@ def trainable_restorers() -> list[str]:
     ]
 
 
-class FitConfig(BaseModel):
+class FitConfig(NoBoolNumbers):
     """Keyword arguments of ``fit`` (unknown keys are rejected)."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import nn
 
+from .._numbers import NoBoolNumbers
 from .unet import conv_block, pad_to_multiple
 
 __all__ = ["MRNConfig", "MultiScaleRefocusNet"]
@@ -23,7 +24,7 @@ __all__ = ["MRNConfig", "MultiScaleRefocusNet"]
 SCALES = (4, 2, 1)
 
 
-class MRNConfig(BaseModel):
+class MRNConfig(NoBoolNumbers):
     """MRN size: ``width`` channels at full resolution, doubled per level (4 levels)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import nn
+
+from .._numbers import NoBoolNumbers
 
 __all__ = ["UNet", "UNetConfig", "conv_block", "pad_to_multiple"]
 
 
-class UNetConfig(BaseModel):
+class UNetConfig(NoBoolNumbers):
     """U-Net size: ``depth`` poolings, ``width`` channels at full resolution."""
 
     model_config = ConfigDict(extra="forbid")
