@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from pydantic import ConfigDict
+from sem_physics.fields import NoBoolNumbers
 
-from ._numbers import NoBoolNumbers
 from .restorer import check_image, register
 
 __all__ = ["IdentityConfig", "IdentityRestorer"]

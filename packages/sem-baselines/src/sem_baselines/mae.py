@@ -46,9 +46,9 @@ from sem_models import (
 from sem_models.mae import MaskedAutoencoder
 from sem_physics import PSFParams
 from sem_physics.atomic import atomic_write_text
+from sem_physics.fields import NoBoolNumbers
 from torch import nn
 
-from ._numbers import NoBoolNumbers
 from .checkpoint_kinds import export_kind_problem
 from .classical.deconv import PSFChoice, choose_psf
 from .guides import guide_channels

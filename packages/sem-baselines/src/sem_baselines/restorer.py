@@ -44,6 +44,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sem_physics import ParameterRanges
+from sem_physics.fields import NoBoolNumbers
 from sem_physics.validation import (
     MAX_GREY,
     is_real_numeric,
@@ -51,8 +52,6 @@ from sem_physics.validation import (
     scale_hint,
     warn_if_unit_scale,
 )
-
-from ._numbers import NoBoolNumbers
 
 __all__ = [
     "BUILTIN_MODULES",

@@ -55,7 +55,11 @@ def bools_given_for_numbers(
     bool), tuples, lists, mappings and nested models given as mappings (other than
     :class:`NoBoolNumbers` ones, which check themselves). The errors are pydantic's own
     (``int_type``, ``float_type``, ``literal_error``): a bool reads as any other value that
-    is no number."""
+    is no number.
+
+    It mirrors :mod:`sem_physics.fields` (``taken_as_another`` with its default rule), the
+    copy the other packages share: sem-models depends on no other package of the workspace.
+    """
     tp = annotation
     while typing.get_origin(tp) is Annotated:
         tp = typing.get_args(tp)[0]

@@ -22,24 +22,14 @@ from __future__ import annotations
 
 import json
 import logging
-import types
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import InitErrorDetails
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sem_models.config import MoEConfig, check_preset
 from sem_physics import ParameterRanges
 from sem_physics.cli_support import validation_message
+from sem_physics.fields import NoBoolNumbers, bool_for_number, empty_path, refuse_taken_as_another
 from sem_physics.io import DEFAULT_CROP_FRACTION
 from sem_physics.samples import SAMPLE_KINDS, SampleKind
 
@@ -123,84 +113,13 @@ class ConfigError(ValueError):
     """A config file or mapping that cannot be used; the message names the file, line and field."""
 
 
-def _taken_as_another(
-    value: Any, annotation: Any, loc: tuple[str | int, ...] = ()
-) -> list[InitErrorDetails]:
-    """An error at every place where pydantic would silently take ``value`` as something else
-    than what the field of ``annotation`` holds, also inside tuples, lists, mappings and
-    models other than :class:`_Strict` ones (which check themselves): a bool for a number (an
-    int, a float or an integer Literal: ``epochs: true`` would train one epoch) and an empty
-    string for a path (``root: ""`` would be the current folder). A bool's errors are
-    pydantic's own (``int_type``, ``float_type``, ``literal_error``), so a message states the
-    field's range as for any other value that is no number."""
-    tp = annotation
-    while typing.get_origin(tp) is Annotated:
-        tp = typing.get_args(tp)[0]
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        members = [a for a in args if a is not type(None)]
-        if isinstance(value, bool) and bool in members:
-            return []
-        for member in members:
-            errors = _taken_as_another(value, member, loc)
-            if errors:
-                return errors
-        return []
-    if isinstance(value, bool):
-        if tp is int or tp is float:
-            return [InitErrorDetails(type=f"{tp.__name__}_type", loc=loc, input=value)]
-        if origin is Literal and args and all(type(a) is int for a in args):
-            expected = " or ".join(map(repr, args))
-            return [
-                InitErrorDetails(
-                    type="literal_error", loc=loc, input=value, ctx={"expected": expected}
-                )
-            ]
-        return []
-    if tp is Path and value == "":
-        why = ValueError("must be a path, got '' (which would be the current folder)")
-        return [InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": why})]
-    out: list[InitErrorDetails] = []
-    if origin in (tuple, list) and isinstance(value, list | tuple):
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            items = list(zip(value, args, strict=False))
-        else:
-            items = [(v, args[0] if args else Any) for v in value]
-        for i, (v, item_type) in enumerate(items):
-            out += _taken_as_another(v, item_type, (*loc, i))
-    elif origin is dict and len(args) == 2 and isinstance(value, dict):
-        for k, v in value.items():
-            out += _taken_as_another(v, args[1], (*loc, str(k)))
-    elif isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(value, dict):
-        if not issubclass(tp, _Strict):  # another package's model (sem_models' MoEConfig, ...)
-            for name, field in tp.model_fields.items():
-                if name in value:
-                    out += _taken_as_another(value[name], field.annotation, (*loc, name))
-    return out
-
-
-def _refuse_taken_as_another(value: Any, annotation: Any, title: str) -> None:
-    """Raise :func:`_taken_as_another`'s errors as a ValidationError (each at its place
-    below the field validated, which pydantic prepends)."""
-    errors = _taken_as_another(value, annotation)
-    if errors:
-        raise ValidationError.from_exception_data(title, errors)
-
-
-class _Strict(BaseModel):
+class _Strict(NoBoolNumbers):
     """Unknown keys, non-finite numbers (``.inf``, ``.nan``), a bool given for a number
     (``epochs: true``, which pydantic would take as 1) and an empty path (the current folder)
     are refused everywhere."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _nothing_taken_as_another(cls, value: Any, info: ValidationInfo) -> Any:
-        if info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            _refuse_taken_as_another(value, annotation, cls.__name__)
-        return value
+    value_rules = (bool_for_number, empty_path)
 
 
 class AugmentConfig(_Strict):
@@ -308,7 +227,8 @@ class ModelSpec(_Strict):
     def _nothing_taken_as_another_by_the_mae(cls, value: Any) -> Any:
         from sem_models.config import MAEConfig
 
-        _refuse_taken_as_another(value, MAEConfig, cls.__name__)  # the fields they override
+        # the fields they override
+        refuse_taken_as_another(value, MAEConfig, cls.__name__, cls.value_rules)
         return value
 
     @model_validator(mode="after")

@@ -30,8 +30,8 @@ import bm3d as _bm3d
 import numpy as np
 from pydantic import ConfigDict, Field
 from scipy.ndimage import median_filter
+from sem_physics.fields import NoBoolNumbers
 
-from .._numbers import NoBoolNumbers
 from ..restorer import check_image, register
 
 __all__ = [

@@ -32,8 +32,8 @@ from pydantic import ConfigDict, Field
 from sem_physics import PSFParams, airy_psf
 from sem_physics.convolution import kernel_transfer as transfer  # re-exported
 from sem_physics.convolution import symmetric_indices
+from sem_physics.fields import NoBoolNumbers
 
-from .._numbers import NoBoolNumbers
 from ..restorer import check_image
 
 __all__ = [

@@ -29,9 +29,9 @@ from pydantic import ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 from sem_physics import DegradationParams, image_to_tensor, tensor_to_image
 from sem_physics.atomic import atomic_write, atomic_write_text
+from sem_physics.fields import NoBoolNumbers
 from torch import nn
 
-from .._numbers import NoBoolNumbers
 from ..restorer import CONFIG_FILE, FitOptions, RestorerConfigError, check_image
 from ..tiling import tiled_apply
 from .training import fit_restorer, resolve_device

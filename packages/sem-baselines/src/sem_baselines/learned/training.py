@@ -32,10 +32,10 @@ from pydantic import ConfigDict, Field, ValidationError
 from sem_models.precision import checked_device, native_bf16
 from sem_models.training import FitResult
 from sem_physics import DegradationParams, ParameterRanges, image_to_tensor
+from sem_physics.fields import NoBoolNumbers
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._numbers import NoBoolNumbers
 from ..restorer import RestorerConfigError, check_image, list_restorers, registry_entry
 
 __all__ = [

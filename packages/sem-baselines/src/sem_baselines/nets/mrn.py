@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, Field
+from sem_physics.fields import NoBoolNumbers
 from torch import nn
 
-from .._numbers import NoBoolNumbers
 from .unet import conv_block, pad_to_multiple
 
 __all__ = ["MRNConfig", "MultiScaleRefocusNet"]
