@@ -272,3 +272,24 @@ def test_tone_undecided_when_the_profile_reaches_no_phase_says_so() -> None:
     slope = float(np.tan(np.radians(ONE_PITCH_DEG)))
     tone, source = detect_tone(255.0 - image, norm, slope_px_per_row=slope)
     assert tone == "dark" and "inverted" in source
+
+
+def test_tone_of_noise_free_lines_says_which_phase_has_no_noise() -> None:
+    """A phase without row-to-row noise leaves the tone undecided; the source names it (both
+    phases of a noise-free rendering: 'either phase', as ``sem-measure`` prints it)."""
+    from sem_metrology.preprocess import detect_tone, normalize_intensity
+
+    sample = make_line_image(n_lines=12, shape=(256, 320), seed=0)
+    clean = sample.image.astype(np.float64)
+    norm = normalize_intensity(clean)[0]
+    assert detect_tone(clean, norm) == (
+        "bright",
+        "auto: ambiguous (no noise in either phase), bright lines assumed",
+    )
+    noise = np.random.default_rng(0).normal(0, 3.0, clean.shape)
+    bright_only = clean + noise * (norm > 0.5)
+    tone, source = detect_tone(bright_only, norm)
+    assert (tone, source) == (
+        "bright",
+        "auto: ambiguous (no noise in the dark phase), bright lines assumed",
+    )

@@ -492,8 +492,8 @@ def detect_tone(
         if ratio <= 1.0 / min_ratio:
             return "dark", f"auto: dark phase noisier (noise ratio {ratio:.2f}), inverted image"
         return "bright", f"auto: ambiguous (noise ratio {ratio:.2f}), bright lines assumed"
-    quiet = "either" if bright == dark else ("bright" if bright == 0 else "dark")
-    return "bright", f"auto: ambiguous (no noise in the {quiet} phase), bright lines assumed"
+    quiet = "either phase" if bright == dark else f"the {'bright' if bright == 0 else 'dark'} phase"
+    return "bright", f"auto: ambiguous (no noise in {quiet}), bright lines assumed"
 
 
 def _projection_score(a: np.ndarray, ys: np.ndarray, slope: float) -> float:
