@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import types
-import typing
 import warnings
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from sem_baselines import (
     restorer_config,
 )
 from sem_baselines.restorer import BUILTIN_MODULES
+from sem_models.testing import number_fields
 from sem_physics import ParameterRanges, SEMImage, degrade
 
 # The same small degraded image for every method (odd sizes on purpose).
@@ -204,21 +203,6 @@ def test_a_0_to_1_image_is_warned_about_once_per_restore(name):
     assert "0..255 grey levels are expected" in str(scale[0].message)
 
 
-def _number_fields(model: type) -> list[str]:
-    """The fields of ``model`` that hold a number: int, float or an integer Literal, also
-    Optional (read from the annotations, so that a field added later is covered too)."""
-
-    def numeric(tp: object) -> bool:
-        if typing.get_origin(tp) in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(tp) if a is not type(None)]
-            return bool not in members and any(numeric(a) for a in members)
-        if typing.get_origin(tp) is typing.Literal:
-            return all(type(a) is int for a in typing.get_args(tp))
-        return tp in (int, float)
-
-    return [n for n, f in model.model_fields.items() if numeric(f.annotation)]
-
-
 #: pydantic's error for a value that is no number, under the field it names
 _NO_NUMBER = (
     r"\n{field}\n  Input should be [^\n]+ \[type=(int_type|float_type|literal_error), "
@@ -232,7 +216,7 @@ def test_no_config_takes_a_bool_for_a_number(name):
     number setting of every built-in method refuses a bool (RestorerConfigError naming the
     setting and what it accepts), nested ones included; bool settings keep their bools."""
     config_cls = registry_entry(name).config_cls
-    fields = _number_fields(config_cls)
+    fields = number_fields(config_cls)
     for field in fields:
         with pytest.raises(RestorerConfigError, match=_NO_NUMBER.format(field=field)):
             restorer_config(name, **{field: True})
@@ -262,7 +246,7 @@ def test_the_fit_budget_takes_no_bool_for_a_number():
     from sem_baselines.learned.training import FitConfig
 
     for model in (FitOptions, FitConfig):
-        fields = _number_fields(model)
+        fields = number_fields(model)
         assert {"epochs", "batch_size", "seed", "steps_per_epoch"} <= set(fields)
         for field in fields:
             with pytest.raises(ValidationError, match=_NO_NUMBER.format(field=field)):

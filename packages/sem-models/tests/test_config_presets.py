@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import sem_models as sm
 import torch
+from sem_models.testing import number_fields
 
 # (embed_dim, depth, num_heads, patch) of the standard ViT sizes; decoder per MAE.
 EXPECTED = {
@@ -125,23 +126,6 @@ def test_an_moe_stride_that_selects_no_block_is_refused_not_built_dense():
     assert [n for n, _ in sm.moe_layers(up)] == ["blocks.5.mlp"]  # the deepest stride works
 
 
-def _number_fields(model: type) -> list[str]:
-    """The fields of ``model`` that hold a number: int, float or an integer Literal, also
-    Optional (read from the annotations, so that a field added later is covered too)."""
-    import types
-    import typing
-
-    def numeric(tp: object) -> bool:
-        if typing.get_origin(tp) in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(tp) if a is not type(None)]
-            return bool not in members and any(numeric(a) for a in members)
-        if typing.get_origin(tp) is typing.Literal:
-            return all(type(a) is int for a in typing.get_args(tp))
-        return tp in (int, float)
-
-    return [n for n, f in model.model_fields.items() if numeric(f.annotation)]
-
-
 @pytest.mark.parametrize(
     ("model", "some"),
     [
@@ -156,7 +140,7 @@ def test_no_number_field_takes_a_bool(model, some, flag):
     no number, naming the field; a bool field keeps its bools."""
     from pydantic import ValidationError
 
-    fields = _number_fields(model)
+    fields = number_fields(model)
     assert some <= set(fields)
     for name in fields:
         with pytest.raises(ValidationError) as err:

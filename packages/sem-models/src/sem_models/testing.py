@@ -18,13 +18,22 @@ import socket
 import subprocess
 import sys
 import time
+import types
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-__all__ = ["MICRO_MAE", "SignalsItsWorker", "free_port", "one_torch_thread", "run_torchrun"]
+__all__ = [
+    "MICRO_MAE",
+    "SignalsItsWorker",
+    "free_port",
+    "number_fields",
+    "one_torch_thread",
+    "run_torchrun",
+]
 
 #: Overrides of the ``tiny`` preset for a ViT-MAE that builds and steps in milliseconds on a
 #: CPU: 32-px inputs, 8-px patches (16 tokens), width 32, two encoder blocks, one decoder block.
@@ -38,6 +47,21 @@ MICRO_MAE: dict[str, int] = {
     "decoder_depth": 1,
     "decoder_num_heads": 2,
 }
+
+
+def number_fields(model: type) -> list[str]:
+    """The fields of pydantic ``model`` that hold a number: int, float or an integer Literal,
+    also Optional (read from the annotations, so that a field added later is covered too)."""
+
+    def numeric(tp: object) -> bool:
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            return bool not in members and any(numeric(a) for a in members)
+        if typing.get_origin(tp) is typing.Literal:
+            return all(type(a) is int for a in typing.get_args(tp))
+        return tp in (int, float)
+
+    return [n for n, f in model.model_fields.items() if numeric(f.annotation)]
 
 
 @contextmanager
