@@ -252,6 +252,7 @@ def _problems_without(
         [sys.executable, "-c", _WITHOUT_EXTRAS, json.dumps(spec)],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         env=env,
         timeout=300,
     )
