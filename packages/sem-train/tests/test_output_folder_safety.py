@@ -182,6 +182,22 @@ def test_a_saved_restorer_or_an_empty_model_folder_is_replaced(tmp_path):
     assert json.loads((dest / "config.json").read_text())["restorer"] == "n2v"
 
 
+def test_publishing_removes_the_temporary_folder_a_killed_publish_left(tmp_path):
+    """A baseline run killed while copying its best model to model/ left
+    ``.model.<pid>.tmp`` in the run folder for good; the next publish (its resume) removes
+    it, and leaves other hidden folders alone."""
+    from sem_train.baselines import _publish
+
+    best = _saved_restorer(tmp_path / "best")
+    run = tmp_path / "run"
+    stale = run / ".model.4242.tmp"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half")
+    (run / ".model.notes.tmp").mkdir()
+    _publish(best, run / "model")
+    assert sorted(p.name for p in run.iterdir()) == [".model.notes.tmp", "model"]
+
+
 # ---- the training index: the reader's pixel limit --------------------------------------------
 
 

@@ -253,6 +253,26 @@ def test_recipe_resumes_a_step_interrupted_before_its_first_checkpoint(tmp_path,
     assert (cut / DONE_FILE).is_file()
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_recipe_killed_while_its_first_step_started_can_run_again(tmp_path):
+    """A recipe killed before its first step wrote run_info.json leaves that step's folder
+    holding the lock file and a write temporary of the dead process: no step started, so
+    --resume refuses the folder, and a fresh recipe (which had refused it too, naming
+    --resume) takes it."""
+    from sem_physics.testing import dead_pid
+
+    out, kinds = tmp_path / "run", ("stage1",)
+    step, pid = out / "stage1", dead_pid()
+    step.mkdir(parents=True)
+    (step / ".sem-lock").write_text(json.dumps({"pid": pid, "command": "sem train recipe"}))
+    (step / f".run_info.{pid}.tmp.json").write_text('{"argv": ')
+    with pytest.raises(FileNotFoundError, match="--resume: no checkpoint in"):
+        run_recipe("cpu-base", data_root=None, output_dir=out, kinds=kinds, resume=True)
+    run_recipe("cpu-base", data_root=None, output_dir=out, overrides=_overrides(), kinds=kinds)
+    assert (step / DONE_FILE).is_file()
+    assert not [p.name for p in step.iterdir() if ".tmp" in p.name]
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [
@@ -273,6 +293,7 @@ def test_recipe_command_refuses_an_existing_run(capsys, tmp_path):
     from sem_train.cli import main
 
     (tmp_path / "r" / "stage1").mkdir(parents=True)
+    (tmp_path / "r" / "stage1" / "run_info.json").write_text("{}")  # a started step
     status = main(["train", "recipe", "--config", "cpu-base", "--output-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
     assert status != 0 and len(err) == 1 and "--resume" in err[0]

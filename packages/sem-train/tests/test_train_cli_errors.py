@@ -432,6 +432,7 @@ def test_bad_training_input_is_refused_before_torch_is_loaded(tmp_path, case):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "checkpoints" / "latest.json").write_text('{"weights": "w.safetensors"}')
     (tmp_path / "recipe" / "stage1").mkdir(parents=True)
+    (tmp_path / "recipe" / "stage1" / "run_info.json").write_text("{}")  # a started step
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     argv, words = _BAD_INPUTS[case]
     argv = [a.format(tmp=tmp_path) for a in argv]

@@ -307,6 +307,76 @@ def test_disk_full_is_a_clear_error_and_keeps_the_previous_checkpoint(
     assert not list(ck.glob(".*.tmp"))
 
 
+def test_a_full_disk_at_the_first_checkpoint_says_there_is_none_to_keep(
+    image_folder, tmp_path, monkeypatch
+):
+    """The first checkpoint's write fails: the line says the run has no earlier checkpoint
+    (it had claimed "the previous checkpoint ... is intact"), and --resume starts it again."""
+    from sem_train import checkpoint
+    from sem_train.checkpoint import CheckpointWriteError
+
+    train, val = _data(image_folder)
+
+    def full(*args, **kwargs):
+        raise _disk_full_os()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "save_file", full)
+        with pytest.raises(CheckpointWriteError) as err:
+            fit(DenoiseTask(), train, val, _run(tmp_path / "r", max_steps=4), OPT)
+    ck = tmp_path / "r" / "checkpoints"
+    assert "no earlier checkpoint in" in str(err.value) and "is intact" not in str(err.value)
+    assert not (ck / "latest.json").exists() and not list(ck.glob("step-*"))
+    resumed = fit(DenoiseTask(), train, val, _run(tmp_path / "r", max_steps=4), OPT, resume=True)
+    assert resumed.global_step == 4
+
+
+class _Killed(BaseException):
+    """The process dying at this point (nothing after it runs)."""
+
+
+@pytest.mark.parametrize("where", ["pruning a step checkpoint", "removing the old best"])
+def test_a_run_killed_while_deleting_leaves_nothing_behind_once_resumed(
+    image_folder, tmp_path, monkeypatch, where
+):
+    """A run killed after moving latest.json (best.json) and before deleting the checkpoint
+    (the old best export) it no longer names left that file (folder) in checkpoints/ for good;
+    the pointer lists it under ``dropped`` and the resume deletes it, and still ends as the
+    uninterrupted run."""
+    from sem_train import checkpoint
+
+    train, val = _data(image_folder)
+    out = tmp_path / "r"
+    with monkeypatch.context() as patch:
+        if where == "pruning a step checkpoint":
+            unlink = Path.unlink
+
+            def dies(self, missing_ok=False):
+                if self.name.startswith("step-"):
+                    raise _Killed
+                return unlink(self, missing_ok=missing_ok)
+
+            patch.setattr(Path, "unlink", dies)
+        else:
+
+            def dies(path, ignore_errors=False):
+                raise _Killed
+
+            patch.setattr(checkpoint.shutil, "rmtree", dies)
+        with pytest.raises(_Killed):
+            fit(DenoiseTask(), train, val, _run(out), OPT)
+    ck = out / "checkpoints"
+    before = sorted(p.name for p in ck.iterdir())
+    assert "step-00000003.safetensors" in before or len([n for n in before if "best-" in n]) == 2
+    resumed = fit(DenoiseTask(), train, val, _run(out), OPT, resume=True)
+    full = fit(DenoiseTask(), train, val, _run(tmp_path / "full"), OPT)
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in ck.iterdir()) == sorted(
+        p.name for p in (tmp_path / "full" / "checkpoints").iterdir()
+    )
+
+
 def test_corrupt_files_met_during_training_are_skipped_counted_and_logged(image_folder, tmp_path):
     (image_folder / "group0" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     paths = build_index(image_folder, verify="none", refresh=True).paths()
@@ -396,7 +466,12 @@ def test_resume_keeps_pruning_by_the_recorded_list(image_folder, tmp_path):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("kept", "../../victim.txt"), ("kept", "ABS"), ("weights", "../victim.txt")],
+    [
+        ("kept", "../../victim.txt"),
+        ("kept", "ABS"),
+        ("weights", "../victim.txt"),
+        ("dropped", "../../victim.txt"),
+    ],
 )
 def test_a_resume_never_deletes_or_reads_a_file_a_crafted_pointer_names(
     image_folder, tmp_path, field, value
@@ -411,8 +486,8 @@ def test_a_resume_never_deletes_or_reads_a_file_a_crafted_pointer_names(
     value = str(victim) if value == "ABS" else value
     pointer = tmp_path / "k" / "checkpoints" / "latest.json"
     data = json.loads(pointer.read_text())
-    if field == "kept":
-        data["kept"] = [[value, value], *data["kept"]]
+    if field in ("kept", "dropped"):
+        data[field] = [[value, value], *data.get(field, [])]
     else:
         data[field] = value
     pointer.write_text(json.dumps(data))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -165,8 +166,14 @@ def check_model_folder(dest: Path) -> None:
 
 def _publish(best: Path, dest: Path) -> None:
     """Copy the best export to ``dest`` through a temporary folder and a rename; an earlier
-    ``dest`` is replaced only if it holds a saved restorer (:func:`check_model_folder`)."""
+    ``dest`` is replaced only if it holds a saved restorer (:func:`check_model_folder`).
+    The temporary folders of an earlier run killed while publishing are removed first (the
+    run holds its folder, so no other process publishes there)."""
     check_model_folder(dest)
+    stale = re.compile(rf"\.{re.escape(dest.name)}\.\d+\.tmp")
+    for old in dest.parent.glob(f".{dest.name}.*.tmp"):
+        if stale.fullmatch(old.name) and old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(best, tmp)

@@ -99,10 +99,17 @@ def _check_own_file(pointer: Path, name: object, pattern: re.Pattern[str] = _STE
         )
 
 
+def _intact(folder: Path) -> str:
+    """What a failed write leaves of the run's checkpoints in ``folder``."""
+    if (folder / "latest.json").is_file():
+        return f"the previous checkpoint in {folder} is intact"
+    return f"no earlier checkpoint in {folder}: the run starts again from step 0 on --resume"
+
+
 @contextmanager
 def _writing(path: Path) -> Iterator[None]:
     """Turn a failed write of ``path`` (OS or safetensors error) into CheckpointWriteError."""
-    intact = f"the previous checkpoint in {Path(path).parent} is intact"
+    intact = _intact(Path(path).parent)
     try:
         yield
     except CheckpointWriteError:
@@ -230,7 +237,7 @@ def save_state(state: dict[str, Any], path: Path) -> None:
         _write(path, lambda tmp: torch.save(state, tmp))
     except RuntimeError as err:
         free, need = free_bytes(path.parent), _tensor_bytes(state)
-        intact = f"the previous checkpoint in {path.parent} is intact"
+        intact = _intact(path.parent)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         if free is not None and free < need + (1 << 20):
             raise CheckpointWriteError(
@@ -309,7 +316,8 @@ class Checkpointer(RunFolder):
     ``latest.json`` records the step checkpoints this run wrote and keeps (``kept``, oldest
     first); pruning deletes only entries that fall out of that list, after the new pointer
     is in place, so ``latest.json`` never names a deleted file and files this record does
-    not list are never touched.
+    not list are never touched. The pointer lists those entries under ``dropped`` (``best.json``
+    the export it replaced), and :meth:`resume` deletes what a killed run left of them.
     """
 
     def __init__(self, run_dir: Path, keep_last: int = 2) -> None:
@@ -367,7 +375,12 @@ class Checkpointer(RunFolder):
         kept = pointer.get("kept", [[weights, state_name]])
         if not isinstance(kept, list) or not all(isinstance(k, list) and len(k) == 2 for k in kept):
             raise CheckpointError(f"{self.dir / 'latest.json'}: 'kept' must list [weights, state]")
-        for name in [weights, state_name, *(f for k in kept for f in k)]:
+        dropped = pointer.get("dropped", [])
+        if not isinstance(dropped, list) or not all(isinstance(k, list) for k in dropped):
+            raise CheckpointError(
+                f"{self.dir / 'latest.json'}: 'dropped' must list [weights, state]"
+            )
+        for name in [weights, state_name, *(f for k in kept + dropped for f in k)]:
             _check_own_file(self.dir / "latest.json", name)
         load_weights(model, self.dir / weights)
         state = load_training_state(self.dir / state_name)
@@ -381,7 +394,22 @@ class Checkpointer(RunFolder):
                 f"{self.dir / state_name} does not match this run's optimizer: {err}"
             ) from None
         self._kept = [list(k) for k in kept]
+        named = {weights, state_name, *(f for k in kept for f in k)}
+        self._finish_removals([f for k in dropped for f in k if f not in named])
         return dict(state["progress"])
+
+    def _finish_removals(self, step_files: list[str]) -> None:
+        """Remove what a run killed between moving a pointer and deleting what it no longer
+        names left behind: ``step_files`` (``latest.json``'s ``dropped``) and the export
+        ``best.json`` lists as ``dropped``; never a file or folder a pointer names."""
+        for name in step_files:
+            (self.dir / name).unlink(missing_ok=True)
+        best = read_pointer(self.dir / "best.json") or {}
+        gone = best.get("dropped")
+        if gone is not None:
+            _check_own_file(self.dir / "best.json", gone, _BEST_DIR)
+            if gone != best.get("dir"):
+                shutil.rmtree(self.dir / gone, ignore_errors=True)
 
     def save(
         self, model: torch.nn.Module, optimizer: Any, scheduler: Any, progress: dict[str, Any]
@@ -407,10 +435,9 @@ class Checkpointer(RunFolder):
         entry = [weights.name, state_path.name]
         kept = [k for k in self._kept if k != entry] + [entry]
         dropped, kept = kept[: -self.keep_last], kept[-self.keep_last :]
-        write_pointer(
-            self.dir / "latest.json",
-            {"weights": weights.name, "state": state_path.name, **progress, "kept": kept},
-        )
+        record = {"weights": weights.name, "state": state_path.name, **progress, "kept": kept}
+        # what is deleted next, so a resume finishes it when the run is killed before
+        write_pointer(self.dir / "latest.json", {**record, "dropped": dropped})
         self._kept = kept
         for files in dropped:
             for f in files:
@@ -426,11 +453,13 @@ class Checkpointer(RunFolder):
         with _writing(new_dir):
             export(new_dir)
             self._record_provenance(new_dir, step, val_loss)
-        write_pointer(
-            self.dir / "best.json", {"dir": new_dir.name, "global_step": step, "val_loss": val_loss}
-        )
         gone = old.get("dir") if old else None
-        if isinstance(gone, str) and gone != new_dir.name and _BEST_DIR.fullmatch(gone):
+        if not (isinstance(gone, str) and gone != new_dir.name and _BEST_DIR.fullmatch(gone)):
+            gone = None
+        record = {"dir": new_dir.name, "global_step": step, "val_loss": val_loss}
+        # the export deleted next, so a resume finishes it when the run is killed before
+        write_pointer(self.dir / "best.json", {**record, "dropped": gone} if gone else record)
+        if gone is not None:
             shutil.rmtree(self.dir / gone, ignore_errors=True)
         return new_dir
 

@@ -197,6 +197,13 @@ def recipe_configs(
     return configs
 
 
+def _step_started(folder: Any) -> bool:
+    """Whether a step's :class:`~sem_train.runfolder.RunFolder` holds its run: a checkpoint,
+    a started run (``run_info.json``) or the done marker. A step folder holding only what a
+    run killed while starting leaves (its lock file, write temporaries) holds none."""
+    return folder.has_checkpoint or folder.has_started_run or (folder.run_dir / DONE_FILE).is_file()
+
+
 def check_recipe_resume(output_dir: Path, kinds: tuple[str, ...], configs: dict[str, Any]) -> None:
     """Refuse ``--resume`` when no step of the recipe in ``output_dir`` has started (a mistyped
     folder), or when a step with a checkpoint, finished or not, started with settings other than
@@ -208,10 +215,7 @@ def check_recipe_resume(output_dir: Path, kinds: tuple[str, ...], configs: dict[
     from .runinfo import ResumeConfigError
 
     folders = {kind: RunFolder(output_dir / kind) for kind in kinds}
-    if not any(
-        f.has_checkpoint or f.has_started_run or (f.run_dir / DONE_FILE).is_file()
-        for f in folders.values()
-    ):
+    if not any(_step_started(f) for f in folders.values()):
         raise FileNotFoundError(
             f"--resume: no checkpoint in {output_dir} (no step folder {', '.join(kinds)} holds "
             f"checkpoints/latest.json or {RUN_INFO_NAME}); start without --resume in an empty "
@@ -261,7 +265,9 @@ def run_recipe(
         kinds=kinds,
         overrides=overrides,
     )
-    if not resume and any((output_dir / k).exists() for k in kinds):
+    # a step folder without a run in it (a recipe killed while its first step started) is no
+    # recipe run: a fresh start takes it, as --resume, which needs a started step, refuses it
+    if not resume and any(_step_started(RunFolder(output_dir / k)) for k in kinds):
         raise FileExistsError(
             f"{output_dir} already holds a recipe run; pass --resume to continue it, or choose "
             "another --output-dir"
