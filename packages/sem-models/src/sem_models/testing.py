@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel
 
 __all__ = [
     "MICRO_MAE",
@@ -49,7 +50,7 @@ MICRO_MAE: dict[str, int] = {
 }
 
 
-def number_fields(model: type) -> list[str]:
+def number_fields(model: type[BaseModel]) -> list[str]:
     """The fields of pydantic ``model`` that hold a number: int, float or an integer Literal,
     also Optional (read from the annotations, so that a field added later is covered too)."""
 
