@@ -95,6 +95,19 @@ def _weights(result):
     return load_file(str(result.latest_checkpoint))
 
 
+def test_a_resume_at_or_past_max_steps_trains_no_further(image_folder, tmp_path):
+    """Resumed with a max_steps the run has reached already, it ends where it is: the same
+    weights, the same step, nothing added to its log."""
+    train, val = _data(image_folder)
+    part = fit(DenoiseTask(), train, val, _run(tmp_path / "r", max_steps=5), OPT)
+    log_before = (tmp_path / "r" / "metrics.jsonl").read_text()
+    again = fit(DenoiseTask(), train, val, _run(tmp_path / "r", max_steps=3), OPT, resume=True)
+    assert again.global_step == 5 and again.stopped_early
+    a, b = _weights(part), _weights(again)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == log_before
+
+
 @pytest.mark.parametrize("global_noise", [False, True], ids=["seeded-noise", "global-rng-noise"])
 def test_kill_and_resume_equals_uninterrupted_run(image_folder, tmp_path, global_noise):
     train, val = _data(image_folder)

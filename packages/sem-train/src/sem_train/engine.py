@@ -562,10 +562,15 @@ def _fit(
         if run.validate_at_start and val_set is not None and state.global_step == 0:
             val = validate(loop, val_set)
             loop.metrics.log({"split": "val", "step": 0, "epoch": -1, **val})
-        stopped = False
+        # resumed at or past max_steps: the run ends where it is, not one step further
+        done = run.max_steps is not None and state.global_step >= run.max_steps
+        if done and loop.ctx.is_main:
+            log.info("step %d reaches max_steps=%d: nothing to train", state.global_step,
+                     run.max_steps)  # fmt: skip
+        stopped = done and state.epoch < run.epochs
         loop.model.train()
         with loop.interrupt, _bars_apart(loop):
-            while state.epoch < run.epochs:
+            while state.epoch < run.epochs and not done:
                 if train_one_epoch(loop, train_set, state, num_workers):
                     stopped = True
                     break
@@ -579,7 +584,7 @@ def _fit(
                     loop.interrupt.requested, loop.device
                 ):
                     raise TrainingInterrupted(state.global_step, state.epoch, loop.interrupt.signum)
-        if stopped and state.best_step is None and loop.ctx.is_main:
+        if stopped and not done and state.best_step is None and loop.ctx.is_main:
             # stopped by max_steps before any validation: the current weights are the model a
             # user can restore with (loss unknown); a resumed run's first validation replaces it
             loop.ckpt.save_best(loop.task.export, state.global_step, None)
