@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -208,18 +210,36 @@ _NO_NUMBER = (
     r"\n{field}\n  Input should be [^\n]+ \[type=(int_type|float_type|literal_error), "
     r"input_value=True, input_type=bool\]"
 )
+#: the registry's one line for it: the setting, then its accepted range (or values)
+_NO_NUMBER_LINE = (
+    r": {field} must be (a number|an integer) (in [\[(]\S+, \S+[\])]|[<>]=? \S+), got True$"
+    r"|: {field}: Input should be \d+(, \d+)*( or \d+)? \(got True\)$"
+)
+
+
+def _declared_bounds(field: Any) -> set[float]:
+    """The gt/ge/lt/le numbers pydantic's FieldInfo ``field`` declares."""
+    kinds = ("gt", "ge", "lt", "le")
+    return {float(getattr(m, k)) for m in field.metadata for k in kinds if hasattr(m, k)}
 
 
 @pytest.mark.parametrize("name", list(BUILTIN_MODULES))
 def test_no_config_takes_a_bool_for_a_number(name):
     """pydantic's lax mode took ``iterations=True`` as one Richardson-Lucy iteration: every
-    number setting of every built-in method refuses a bool (RestorerConfigError naming the
-    setting and what it accepts), nested ones included; bool settings keep their bools."""
+    number setting of every built-in method refuses a bool with one line naming the setting
+    and the range it accepts (its declared bounds, read here from the field), nested ones
+    included; bool settings keep their bools."""
     config_cls = registry_entry(name).config_cls
     fields = number_fields(config_cls)
     for field in fields:
-        with pytest.raises(RestorerConfigError, match=_NO_NUMBER.format(field=field)):
+        with pytest.raises(RestorerConfigError, match=_NO_NUMBER_LINE.format(field=field)) as e:
             restorer_config(name, **{field: True})
+        message = str(e.value)
+        assert "\n" not in message and "validation error" not in message
+        stated = message.rpartition(f"{field} must be ")[2].rpartition(", got")[0]
+        numbers = {float(x) for x in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", stated)}
+        bounds = sorted(_declared_bounds(config_cls.model_fields[field]))
+        assert sorted(numbers) == pytest.approx(bounds, rel=1e-9), message
     flags = [n for n, f in config_cls.model_fields.items() if f.annotation is bool]
     for field in flags:
         assert getattr(restorer_config(name, **{field: False}), field) is False
@@ -237,8 +257,14 @@ def test_no_config_takes_a_bool_for_a_number(name):
     ],
 )
 def test_a_bool_inside_a_setting_is_refused_where_it_is(name, config, field):
-    with pytest.raises(RestorerConfigError, match=_NO_NUMBER.format(field=field)):
+    with pytest.raises(RestorerConfigError, match=_NO_NUMBER_LINE.format(field=field)):
         get_restorer(name, **config)
+
+
+#: ParameterRanges' error for a bool at an end of rx_px's range: its bounds (0, 1000]
+_BOOL_IN_RANGE = (
+    r"\n{field}\n  Value error, low and high must be numbers in \(0, 1000\], got \(True, 5\.0\)"
+)
 
 
 def test_the_fit_budget_takes_no_bool_for_a_number():
@@ -251,11 +277,11 @@ def test_the_fit_budget_takes_no_bool_for_a_number():
         for field in fields:
             with pytest.raises(ValidationError, match=_NO_NUMBER.format(field=field)):
                 model(**{field: True})
-        with pytest.raises(ValidationError, match=_NO_NUMBER.format(field=r"ranges\.rx_px\.0")):
+        with pytest.raises(ValidationError, match=_BOOL_IN_RANGE.format(field=r"ranges\.rx_px")):
             model(ranges={"rx_px": (True, 5.0)})
         assert model(progress=False).progress is False
     r = get_restorer("n2v", **TINY["n2v"])
-    with pytest.raises(RestorerConfigError, match=_NO_NUMBER.format(field="epochs")):
+    with pytest.raises(RestorerConfigError, match=_NO_NUMBER_LINE.format(field="epochs")):
         r.fit([CLEAN], epochs=True)
 
 

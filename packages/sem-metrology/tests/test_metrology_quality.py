@@ -314,6 +314,41 @@ def test_niqe_published_values_offline(no_network) -> None:
     assert niqe(gray) == pytest.approx(niqe(gray / 255, data_range=1.0), abs=1e-6)
 
 
+def test_niqe_prints_nothing_when_the_application_logs_info(
+    no_network, monkeypatch, capfd, caplog
+) -> None:
+    """pyiqa printed "Network [NIQE] is created." and "Metric [NIQE] is created." on stderr
+    whenever the application logs at INFO (``sem`` does); its warnings must still show."""
+    import logging
+
+    import pyiqa
+    import pyiqa.utils.logger
+    import torch
+
+    caplog.set_level(logging.INFO)  # the root level ``sem`` sets
+    # pyiqa as in a fresh process: its stderr handler is created under this capture
+    monkeypatch.setattr(pyiqa.utils.logger, "initialized_logger", {})
+    monkeypatch.setattr(logging.getLogger("pyiqa"), "handlers", [])
+    original = pyiqa.create_metric
+
+    def create_and_warn(*args, **kwargs):
+        pyiqa.utils.logger.get_root_logger().warning("a pyiqa warning")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pyiqa, "create_metric", create_and_warn)
+    img = np.random.default_rng(3).uniform(0, 255, (128, 160))
+    capfd.readouterr()
+    score = niqe(img, device="cpu")
+    err = capfd.readouterr().err
+    assert "is created" not in err and "INFO" not in err
+    assert err.count("a pyiqa warning") == 1 and err.strip().endswith("a pyiqa warning")
+    assert logging.getLogger("pyiqa").level == logging.NOTSET  # restored
+    metric = original("niqe", pretrained_model_path=str(niqe_params_mat()), device="cpu")
+    with torch.inference_mode():
+        expected = float(metric(torch.from_numpy(img / 255)[None, None].float()).item())
+    assert score == expected
+
+
 def test_niqe_bad_inputs() -> None:
     with pytest.raises(ValueError, match="at least 96x96"):
         niqe(np.zeros((64, 200)))

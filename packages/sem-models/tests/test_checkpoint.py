@@ -305,3 +305,55 @@ def test_flags_given_as_numbers_are_saved_as_booleans_and_reload(tiny_mae, tmp_p
     assert meta["freeze_encoder"] is False and meta["residual"] is True
     again = sm.load_model(tmp_path)
     assert again.residual is True and again.freeze_encoder is False
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_weights_holding_nan_or_inf_are_refused_naming_the_file_and_tensors(
+    tiny_mae, tmp_path, dtype
+):
+    """A diverged run's export loaded without complaint and restored NaN images."""
+    model = sm.RestorationModel(tiny_mae, refiner_width=4).to(dtype)
+    with torch.no_grad():
+        model.mae.decoder_pred.bias[[0, 3]] = torch.tensor(
+            [float("nan"), -float("inf")], dtype=dtype
+        )
+        model.mae.patch_embed.proj.weight.view(-1)[5] = float("inf")
+    sm.save_model(model, tmp_path)
+    with pytest.raises(sm.CheckpointError) as info:
+        sm.load_model(tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'model.safetensors'}: NaN or infinite weights in ")
+    n_bias = model.mae.decoder_pred.bias.numel()
+    n_proj = model.mae.patch_embed.proj.weight.numel()
+    assert f"mae.decoder_pred.bias (2 of {n_bias})" in message
+    assert f"mae.patch_embed.proj.weight (1 of {n_proj})" in message
+    assert message.count(" of ") == 2  # no other tensor named
+
+
+def test_finite_weights_beyond_the_recorded_dtype_are_refused(tiny_mae, tmp_path):
+    """float32 weights read as float16 (an edited config.json): 1e6 would become inf."""
+    with torch.no_grad():
+        tiny_mae.decoder_pred.bias[1] = 1e6
+    sm.save_model(tiny_mae, tmp_path)
+    assert torch.equal(sm.load_model(tmp_path).decoder_pred.bias, tiny_mae.decoder_pred.bias)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**meta, "dtype": "float16"}))
+    with pytest.raises(sm.CheckpointError, match=r"decoder_pred\.bias \(1 of \d+\)"):
+        sm.load_model(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.float8_e4m3fn]
+)
+def test_the_nonfinite_count_agrees_with_torch(dtype):
+    """The bit test counts what torch.isfinite counts, at the edges of each format too."""
+    from sem_models.checkpoint import _nonfinite
+
+    info = torch.finfo(dtype)
+    edges = [info.max, -info.max, info.tiny, info.tiny / 4, 0.0, -0.0, 1.0]
+    special = [float("nan"), float("inf"), -float("inf")]
+    values = torch.tensor(edges + special * 3, dtype=torch.float64)
+    randoms = torch.randn(1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    tensor = torch.cat([values, randoms]).to(dtype).reshape(-1, 2)
+    assert _nonfinite(tensor) == int((~torch.isfinite(tensor.double())).sum())
+    assert _nonfinite(tensor[:, 0]) == int((~torch.isfinite(tensor[:, 0].double())).sum())

@@ -170,6 +170,37 @@ def test_bad_arrays_and_parameters(
     assert words in str(info.value)
 
 
+@pytest.mark.parametrize("name", list(ParameterRanges.model_fields))
+@pytest.mark.parametrize("end", [0, 1])
+def test_a_bool_at_either_end_of_a_range_is_refused_with_the_parameter_bounds(name, end) -> None:
+    """``ParameterRanges(rx_px=(True, 5))`` took True as 1.0 (refused only inside a config):
+    the error names the parameter and DegradationParams' bounds of it (read here from the
+    field), and the same ends as numbers are accepted."""
+    lo, hi = ParameterRanges.model_fields[name].default
+    bad = [lo, hi]
+    bad[end] = np.True_ if end else True
+    with pytest.raises(ValidationError) as err:
+        ParameterRanges(**{name: tuple(bad)})
+    (error,) = err.value.errors()
+    assert error["loc"] == (name,) and error["type"] == "value_error"
+    text = str(error["ctx"]["error"])
+    assert text.startswith("low and high must be numbers in ") and "True" in text
+    span = text.removeprefix("low and high must be numbers in ").partition(", got")[0]
+    low, high = (float(v) for v in span.strip("[]()").split(", "))
+    kinds = {
+        k: float(getattr(m, k))
+        for m in DegradationParams.model_fields[name].metadata
+        for k in ("gt", "ge", "lt", "le")
+        if getattr(m, k, None) is not None
+    }
+    assert low == pytest.approx(kinds.get("gt", kinds.get("ge")), rel=1e-9)
+    assert high == pytest.approx(kinds.get("lt", kinds.get("le")), rel=1e-9)
+    assert span[0] == ("(" if "gt" in kinds else "[") and span[-1] == (
+        ")" if "lt" in kinds else "]"
+    )
+    assert getattr(ParameterRanges(**{name: (lo, hi)}), name) == (lo, hi)
+
+
 def test_corrupt_tiff(tmp_path: Path) -> None:
     path = tmp_path / "bad.tif"
     path.write_bytes(b"II*\x00" + bytes(range(256)) * 4)

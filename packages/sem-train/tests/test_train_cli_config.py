@@ -357,7 +357,7 @@ def test_no_numeric_field_takes_a_bool_for_a_number(kind):
         ("stage1", "data:\n  augment:\n    crop_scale: [true, 1]\n", "data.augment.crop_scale.0 (line 4): Input should be a valid number"),
         ("stage1", "model:\n  overrides: {depth: true}\n", "model.overrides.depth (line 3): Input should be a valid integer (got True)"),
         ("stage2", "init_from: s1\nmoe:\n  num_experts: true\n", "moe.num_experts (line 4) must be an integer >= 1, got True"),
-        ("finetune", "init_from: s3\nranges:\n  rx_px: [true, 5]\n", "ranges.rx_px.0 (line 4): Input should be a valid number (got True)"),
+        ("finetune", "init_from: s3\nranges:\n  rx_px: [true, 5]\n", "ranges.rx_px (line 4): low and high must be numbers in (0, 1000], got (True, 5)"),
         ("finetune", "init_from: s3\nguide_balances: [false]\nrefiner_width: 4\n", "guide_balances.0 (line 3): Input should be a valid number (got False)"),
     ],
 )  # fmt: skip

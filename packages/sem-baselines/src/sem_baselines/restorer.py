@@ -44,6 +44,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sem_physics import ParameterRanges
+from sem_physics.cli_support import validation_message
 from sem_physics.fields import NoBoolNumbers
 from sem_physics.validation import (
     MAX_GREY,
@@ -333,12 +334,15 @@ def declared_trainable() -> list[str]:
 
 
 def restorer_config(name: str, **config: Any) -> BaseModel:
-    """Validate ``config`` against the typed config of restorer ``name``."""
+    """Validate ``config`` against the typed config of restorer ``name``; RestorerConfigError
+    naming each bad setting and, for a number, its accepted range (``balance must be a number
+    in (0, 1e6], got True``)."""
     config_cls = registry_entry(name).config_cls
     try:
         return config_cls(**config)
     except ValidationError as err:
-        raise RestorerConfigError(f"invalid config for restorer {name!r}: {err}") from None
+        reason = validation_message(err, config_cls)
+        raise RestorerConfigError(f"invalid config for restorer {name!r}: {reason}") from None
 
 
 def get_restorer(name: str, **config: Any) -> Any:

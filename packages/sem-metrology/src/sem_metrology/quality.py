@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import tempfile
+import threading
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -380,11 +382,29 @@ def niqe_params_mat(cache_dir: str | Path | None = None) -> Path:
     return path
 
 
+_PYIQA_LOG_LOCK = threading.Lock()  # one save/raise/restore of pyiqa's log level at a time
+
+
 @functools.lru_cache(maxsize=2)
 def _niqe_metric(device: str) -> Any:
+    """pyiqa's NIQE metric on ``device``, created without pyiqa's INFO lines.
+
+    pyiqa logs "Network [NIQE] is created." and "Metric [NIQE] is created." at INFO through
+    its own stderr handler, which prints them whenever the application logs at INFO (as ``sem``
+    does). Its level is raised to WARNING for the creation only: warnings and errors still show.
+    """
     import pyiqa
 
-    return pyiqa.create_metric("niqe", pretrained_model_path=str(niqe_params_mat()), device=device)
+    log = logging.getLogger("pyiqa")  # the logger every pyiqa module writes to
+    with _PYIQA_LOG_LOCK:
+        level = log.level
+        log.setLevel(max(log.getEffectiveLevel(), logging.WARNING))
+        try:
+            return pyiqa.create_metric(
+                "niqe", pretrained_model_path=str(niqe_params_mat()), device=device
+            )
+        finally:
+            log.setLevel(level)
 
 
 def niqe(img: Any, data_range: float = 255.0, *, device: str | None = None) -> float:

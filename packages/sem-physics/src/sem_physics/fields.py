@@ -80,8 +80,8 @@ def taken_as_another(
 ) -> list[InitErrorDetails]:
     """An error at every place where ``value``, validated as ``annotation``, breaks one of
     ``rules``: also inside Optional and other unions (the first member that finds errors
-    gives them), tuples, lists, mappings and nested models given as mappings, other than
-    :class:`NoBoolNumbers` ones whose rules include ``rules`` (they check themselves)."""
+    gives them), tuples, lists, mappings and nested models given as mappings (inside a
+    :class:`NoBoolNumbers` model, only the rules it does not check itself)."""
     tp = annotation
     while typing.get_origin(tp) is Annotated:
         tp = typing.get_args(tp)[0]
@@ -109,11 +109,15 @@ def taken_as_another(
         for k, v in value.items():
             out += taken_as_another(v, args[1], rules, (*loc, str(k)))
     elif isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(value, dict):
-        checks_itself = issubclass(tp, NoBoolNumbers) and set(rules) <= set(tp.value_rules)
-        if not checks_itself:  # another package's model (a PSF, sem_models' MoEConfig, ...)
+        # a NoBoolNumbers model checks its own rules (in its own words: ParameterRanges names
+        # the parameter's bounds); the walk applies only the others (all, for another
+        # package's model: a PSF, sem_models' MoEConfig, ...)
+        own = tp.value_rules if issubclass(tp, NoBoolNumbers) else ()
+        left = tuple(rule for rule in rules if rule not in own)
+        if left:
             for name, field in tp.model_fields.items():
                 if name in value:
-                    out += taken_as_another(value[name], field.annotation, rules, (*loc, name))
+                    out += taken_as_another(value[name], field.annotation, left, (*loc, name))
     return out
 
 

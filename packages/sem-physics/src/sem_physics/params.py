@@ -15,10 +15,12 @@ that are valid but outside the paper's ranges, for a warning.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from .fields import NoBoolNumbers
 from .psf import MAX_RADIUS_PX, NumberFields, PSFParams
 from .validation import as_generator
 
@@ -65,8 +67,13 @@ class DegradationParams(NumberFields):
         )
 
 
-class ParameterRanges(BaseModel):
-    """Uniform ranges ``(low, high)`` of every parameter; defaults are the paper's."""
+class ParameterRanges(NoBoolNumbers):
+    """Uniform ranges ``(low, high)`` of every parameter; defaults are the paper's.
+
+    Both ends must be valid values of the parameter (:class:`DegradationParams`' bounds); a
+    bool is refused with those bounds, built directly or nested in a config (pydantic would
+    take ``True`` as 1.0).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -78,6 +85,20 @@ class ParameterRanges(BaseModel):
     offset: Range = (1.0, 25.0)
     sigma: Range = (1.0, 10.0)
     dose: Range = (1.0, 50.0)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _nothing_taken_as_another(cls, value: Any, info: ValidationInfo) -> Any:
+        """A bool at either end, refused with the parameter's accepted values (this replaces
+        :class:`NoBoolNumbers`' check of the same name, whose error names no range)."""
+        if isinstance(value, list | tuple) and any(isinstance(v, bool | np.bool_) for v in value):
+            from .cli_support import _declared_bounds, _span
+
+            span = _span(_declared_bounds(DegradationParams, (info.field_name,)))
+            shown = "(" + ", ".join(map(repr, value)) + ")"
+            what = f"numbers {span}" if span else "numbers"
+            raise ValueError(f"low and high must be {what}, got {shown}")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> ParameterRanges:

@@ -32,6 +32,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from sem_models.precision import checked_device, native_bf16
 from sem_models.training import FitResult
 from sem_physics import DegradationParams, ParameterRanges, image_to_tensor
+from sem_physics.cli_support import validation_message
 from sem_physics.fields import NoBoolNumbers
 from torch import nn
 from tqdm.auto import tqdm
@@ -188,7 +189,10 @@ def fit_restorer(
     try:
         cfg = FitConfig(**kwargs)
     except ValidationError as err:
-        raise RestorerConfigError(f"invalid fit arguments for {restorer.name!r}: {err}") from None
+        reason = validation_message(err, FitConfig)
+        raise RestorerConfigError(
+            f"invalid fit arguments for {restorer.name!r}: {reason}"
+        ) from None
     if not train_images:
         raise ValueError("train_images is empty: give at least one focused image")
     patch = cfg.patch_size or _auto_patch(list(train_images) + list(val_images or []))
