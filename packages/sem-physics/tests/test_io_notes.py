@@ -91,3 +91,53 @@ def test_the_jpeg_warning_is_logged_once_per_file(tmp_path: Path, caplog) -> Non
     with caplog.at_level(logging.WARNING, logger="sem_physics.io"):
         assert all(JPEG_NOTE in read_image(path).notes for _ in range(3))
     assert len(caplog.records) == 1
+
+
+def _tiff_with_a_tag_past_the_end(path: Path) -> np.ndarray:
+    """A readable TIFF one of whose tags points beyond the end of the file (tifffile logs it
+    and reads the image); returns the pixels written."""
+    pixels = lines()
+    tifffile.imwrite(path, pixels, extratags=[(40001, "s", 0, "x" * 200, False)], metadata=None)
+    with tifffile.TiffFile(path) as tif:
+        entry = tif.pages[0].tags[40001].offset  # the tag's 12-byte entry in the IFD
+    with open(path, "r+b") as fh:
+        fh.seek(entry + 8)  # its value offset
+        fh.write((10_000_000).to_bytes(4, "little"))
+    return pixels
+
+
+def test_what_tifffile_logs_about_a_readable_file_is_a_note_of_it(tmp_path: Path, caplog) -> None:
+    """tifffile's own log line (no file name, no command name) is held back: the file's note
+    names the file, once."""
+    path = tmp_path / "odd_tag.tif"
+    pixels = _tiff_with_a_tag_past_the_end(path)
+    with caplog.at_level(logging.WARNING):
+        img = read_image(path)
+        again = read_image(path)
+    np.testing.assert_array_equal(img.data, pixels)
+    assert len(img.notes) == 1 and img.notes == again.notes
+    assert img.notes[0].startswith("TIFF reader: ") and "invalid value offset" in img.notes[0]
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("sem_physics.io", f"{path}: {img.notes[0]}")
+    ]
+
+
+def test_a_truncated_tiff_is_one_error_and_no_tifffile_log_line(tmp_path: Path) -> None:
+    """sem-psf on a TIFF cut short after its tags (a copy interrupted): one stderr line, the
+    error naming the file; tifffile's complaint about the missing tag value printed before it
+    as a bare line of its own."""
+    whole = tmp_path / "whole.tif"
+    tifffile.imwrite(whole, lines((256, 256)), extratags=[(40001, "s", 0, "x" * 200, False)])
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[:300])  # the tags' entries, not their values or pixels
+    code = "import sys; from sem_physics.psf_cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(cut)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"sem-psf: error: {cut}: cannot decode as TIFF (corrupt, truncated")

@@ -252,3 +252,29 @@ def test_an_ome_description_is_left_out_and_named(tmp_path):
         "TIFF tag 270 (ImageDescription: OME-XML) not copied to the output: it describes the "
         "input's planes, not the one grey page written"
     ]
+
+
+def test_a_tiff_tag_the_reader_cannot_read_is_said_once_naming_the_file(tmp_path, capsys, caplog):
+    """tifffile logs a tag whose value lies past the end of the file each time the file is
+    opened (read, then its tags copied to the output): one warning line naming the file, not
+    tifffile's own lines without it."""
+    src = tmp_path / "odd_tag.tif"
+    tifffile.imwrite(
+        src,
+        make_sample("lines", (48, 64), seed=3).astype(np.uint8),
+        extratags=[(40001, "s", 0, "x" * 200, False)],
+        metadata=None,
+    )
+    with tifffile.TiffFile(src) as tif:
+        entry = tif.pages[0].tags[40001].offset
+    with open(src, "r+b") as fh:
+        fh.seek(entry + 8)  # the tag's value offset: past the end of the file
+        fh.write(struct.pack("<I", 10_000_000))
+    with caplog.at_level(logging.WARNING):
+        assert run(src, "-o", tmp_path / "out", *PSF) == 0
+    err = capsys.readouterr().err
+    assert err.count("invalid value offset") == 1
+    assert f"sem: warning: {src}: TIFF reader: <TiffTag.fromfile> raised" in err
+    assert not [r for r in caplog.records if r.name == "tifffile"]
+    note = record(tmp_path / "out")["restored"][0]["input_notes"]
+    assert len(note) == 1 and note[0].startswith("TIFF reader: ")

@@ -578,7 +578,7 @@ def geo_errors(geo: np.ndarray, cov: np.ndarray) -> tuple[float, float, float]:
 
 def _fit_noise(
     image: np.ndarray,
-    periodic: np.ndarray,
+    spectrum: list[np.ndarray],
     geo: np.ndarray | None,
     saturated_levels: tuple[float, float] | None,
     clip_levels: tuple[float, float],
@@ -586,7 +586,11 @@ def _fit_noise(
     """``(sigma, sigma_err, dose, dose_err, mean variance, clip note, unmeasured)`` from the
     noise-only frequencies: the note (None where clipping does not matter) says how many
     intensity bins the ``clip_levels`` (-inf / inf where none) took from the fit, and
-    ``unmeasured`` that too few were left."""
+    ``unmeasured`` that too few were left.
+
+    ``spectrum``: a list holding the only reference to the periodic component's transform,
+    which is taken from it, overwritten and freed here (a full-frame complex array).
+    """
     h, w = image.shape
     fy = sfft.fftfreq(h)[:, None]
     fx = sfft.rfftfreq(w)[None, :]
@@ -595,14 +599,18 @@ def _fit_noise(
     else:
         rho = np.sqrt(_ellipse_rho2(geo, fx, fy))
         mask = np.clip((rho - 1.1) / 0.2, 0.0, 1.0)  # smooth edge, no signal left beyond 1.1
+        del rho
     keep_fraction = float((mask**2 * rfft_weights(w)[None, :]).sum() / (h * w))
     if keep_fraction < 0.02:
         # a radius below ~1.4 px leaves hardly any noise-only band: use the outer corners
         mask = (np.hypot(fx, fy) > 0.45).astype(np.float64)
         keep_fraction = float((mask**2 * rfft_weights(w)[None, :]).sum() / (h * w))
     # Full-frame arrays are released as soon as they are used (a 64-Mpx frame: 0.5 GB each).
-    noise = sfft.irfft2(periodic * mask, s=(h, w), workers=-1)
+    band = spectrum.pop()
+    band *= mask  # in place: the same values as band * mask
     del mask
+    noise = sfft.irfft2(band, s=(h, w), workers=-1)
+    del band
     local = image - noise
     border = 4
     n2 = np.square(noise[border:-border, border:-border]).ravel()
@@ -618,20 +626,25 @@ def _fit_noise(
         img = image[border:-border, border:-border].ravel()
         good = (img > lo) & (img < hi)
         z, n2 = z[good], n2[good]
-    if z.size < _NOISE_BINS * (_MIN_BIN_PIXELS + 1):
+    # A frame of 32-39 px a side has fewer than _NOISE_BINS bins' worth of pixels inside the
+    # border: fewer bins then, as long as the line through them has _MIN_CLEAR_BINS points
+    # (a 32 px side leaves 576 pixels: only saturated levels can leave too few).
+    n_bins = min(_NOISE_BINS, z.size // (_MIN_BIN_PIXELS + 1))
+    if n_bins < _MIN_CLEAR_BINS:
         raise ValueError(
             f"only {z.size} pixels away from the saturated levels and the border: "
-            f"{_NOISE_BINS * (_MIN_BIN_PIXELS + 1)} are needed to estimate the noise"
+            f"{_MIN_CLEAR_BINS * (_MIN_BIN_PIXELS + 1)} are needed to estimate the noise"
         )
     mean_var = float(n2.mean())
-    edges = np.quantile(z[::7], np.linspace(0.0, 1.0, _NOISE_BINS + 1))
+    edges = np.quantile(z[::7], np.linspace(0.0, 1.0, n_bins + 1))
     edges[0], edges[-1] = -np.inf, np.inf
     idx = np.searchsorted(edges, z, side="right")
     idx -= 1
-    np.clip(idx, 0, _NOISE_BINS - 1, out=idx)
-    cnt = np.bincount(idx, minlength=_NOISE_BINS).astype(np.float64)
-    zm = np.bincount(idx, weights=z, minlength=_NOISE_BINS) / np.maximum(cnt, 1)
-    vm = np.bincount(idx, weights=n2, minlength=_NOISE_BINS) / np.maximum(cnt, 1)
+    np.clip(idx, 0, n_bins - 1, out=idx)
+    cnt = np.bincount(idx, minlength=n_bins).astype(np.float64)
+    zm = np.bincount(idx, weights=z, minlength=n_bins) / np.maximum(cnt, 1)
+    vm = np.bincount(idx, weights=n2, minlength=n_bins) / np.maximum(cnt, 1)
+    del idx
     use = cnt > _MIN_BIN_PIXELS
     zm, vm, cnt = zm[use], vm[use], cnt[use]
     note, unmeasured = None, False
@@ -752,8 +765,17 @@ def _tapered_power(y: np.ndarray) -> np.ndarray:
     window's energy (white noise reads as its variance, as in the untapered periodogram)."""
     h, w = y.shape
     win = np.outer(_tukey(h, TAPER), _tukey(w, TAPER))
-    spec = sfft.rfft2((y - y.mean()) * win, workers=-1)
-    return (spec.real**2 + spec.imag**2) / float(np.sum(win * win))
+    energy = float(np.sum(win * win))
+    tapered = y - y.mean()
+    tapered *= win  # in place, as every step below: two full-frame arrays alive at most
+    del win
+    spec = sfft.rfft2(tapered, workers=-1)
+    del tapered
+    power = spec.real**2
+    power += spec.imag**2
+    del spec
+    power /= energy
+    return power
 
 
 def _leakage_check(
@@ -899,7 +921,9 @@ def _estimate(y: np.ndarray, beta: float, t0: float) -> DegradationEstimate:
 
     periodic = periodic_spectrum(y - y.mean())[0]  # the smooth part is not needed
     bins = polar_bins(h, w, N_SECTORS)
-    power = (periodic.real**2 + periodic.imag**2) / (h * w)
+    power = periodic.real**2  # in place from here: the same values, fewer full-frame arrays
+    power += periodic.imag**2
+    power /= h * w
     pbar = bins.mean(power)
     del power
     keep = (bins.count >= 1) & (pbar > 0)
@@ -917,6 +941,15 @@ def _estimate(y: np.ndarray, beta: float, t0: float) -> DegradationEstimate:
     else:
         params, cov, floor = _fit_psf(pbar, bins, keep, beta, max_radius)
         geo = params[:3]
+    # The noise is measured beyond the first fit's ellipse, before the leakage cross-check,
+    # which needs another full-frame transform: the spectrum, only referenced by the list
+    # handed over, is freed by then (peak memory 36 instead of 48 bytes per pixel).
+    spectrum = [periodic]
+    del periodic
+    noise_fit = _fit_noise(
+        y, spectrum, geo, sat_levels, _clipped_levels(extremes, NOISE_CLIP_FRACTION)
+    )
+    if geo is not None:
         rx, ry, theta = _geo_to_psf(geo)
         rx_err, ry_err, th_err, sampling = _psf_errors(geo, cov, min(h, w))
         if not np.all(np.isfinite([rx_err, ry_err, th_err])) or rx_err > 0.3 * rx:
@@ -988,9 +1021,7 @@ def _estimate(y: np.ndarray, beta: float, t0: float) -> DegradationEstimate:
             reasons.append(f"unreliable: radius at the bound {max_radius:.0f} px (min side / 4)")
         if rx / ry < 1.05:
             th_err = math.pi / math.sqrt(12)  # no orientation for a round PSF: uniform on [0, pi)
-    sigma, sigma_err, dose, dose_err, mean_var, clip_note, unmeasured = _fit_noise(
-        y, periodic, geo, sat_levels, _clipped_levels(extremes, NOISE_CLIP_FRACTION)
-    )
+    sigma, sigma_err, dose, dose_err, mean_var, clip_note, unmeasured = noise_fit
     if unmeasured:
         flags["unreliable"] = True
         reasons.append(

@@ -75,6 +75,8 @@ import math
 import os
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -124,6 +126,7 @@ __all__ = [
     "crop_info_bar",
     "detect_info_bar",
     "frame_line_rows",
+    "held_tiff_log",
     "max_pixels_limit",
     "multipage_note",
     "open_pil_checked",
@@ -256,6 +259,42 @@ class _TiffRead(NamedTuple):
     palette8: bool  # an 8-bit palette
     orientation: int  # the Orientation tag (``read_image`` turns the pixels)
     acquisition: Acquisition
+
+
+_TIFF_HELD = threading.local()  # .held: the list of this thread's held tifffile records
+
+
+def _hold_tiff_record(record: logging.LogRecord) -> bool:
+    """The filter on tifffile's logger: False (not emitted) for a record logged while this
+    thread is in :func:`held_tiff_log`, which keeps its message."""
+    held = getattr(_TIFF_HELD, "held", None)
+    if held is None:
+        return True
+    held.append(" ".join(record.getMessage().split()))
+    return False
+
+
+logging.getLogger("tifffile").addFilter(_hold_tiff_record)
+
+
+@contextmanager
+def held_tiff_log() -> Iterator[list[str]]:
+    """What tifffile logs in this thread within the block, held back in the list yielded.
+
+    tifffile logs what it finds wrong in a file (``invalid offset to first page``,
+    ``<TiffTag.fromfile> raised TiffFileError(...)``) before it raises or reads on: printed as
+    they came, they were lines without the command's name beside its one-line error.
+    :func:`read_image` drops them when the file cannot be read (its error says why) and keeps
+    them as notes about the file (``TIFF reader: ...``) when it can; a caller opening the file
+    again after it (to copy its tags) holds them back too, already noted.
+    """
+    outer = getattr(_TIFF_HELD, "held", None)
+    held: list[str] = []
+    _TIFF_HELD.held = held
+    try:
+        yield held
+    finally:
+        _TIFF_HELD.held = outer
 
 
 def _read_tiff(path: Path, limit: int) -> _TiffRead:
@@ -454,9 +493,11 @@ def read_image(
     palette8 = False
     acquisition = Acquisition()
     kind = "TIFF" if ext in (".tif", ".tiff") else ext.lstrip(".").upper()
+    tiff_log: list[str] = []
     try:
         if kind == "TIFF":
-            got = _read_tiff(path, limit)
+            with held_tiff_log() as tiff_log:
+                got = _read_tiff(path, limit)
             arr, source_dtype, size, source = got[:4]
             bar, jpeg, pages, palette8, orientation, acquisition = got[4:]
             del got  # holds the decoded pixels, freed once converted
@@ -483,6 +524,7 @@ def read_image(
     elif orientation != 1:
         data = orient(data, orientation)
         read_notes = (orientation_note(orientation), *read_notes)
+    read_notes = (*(f"TIFF reader: {text}" for text in dict.fromkeys(tiff_log)), *read_notes)
     for note in read_notes:
         notes = (*notes, note)
         if log_notes:

@@ -31,7 +31,7 @@ from typing import Any, cast
 import numpy as np
 from sem_physics import SEMImage, write_image
 from sem_physics.atomic import atomic_write
-from sem_physics.io import quantize, read_image
+from sem_physics.io import held_tiff_log, quantize, read_image
 
 __all__ = [
     "Micrograph",
@@ -135,7 +135,8 @@ def _vendor_tags(source: Path) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
 
     extratags: list[tuple[Any, ...]] = []
     kwargs: dict[str, Any] = {"software": False, "resolution": None}
-    with tifffile.TiffFile(source) as tif:
+    # tifffile's complaints about the file were noted when it was read: not said again here
+    with held_tiff_log(), tifffile.TiffFile(source) as tif:
         page: Any = tif.pages[0]
         kwargs["byteorder"] = tif.byteorder
         fh = tif.filehandle
@@ -205,7 +206,7 @@ def uncopied_tags(source: SEMImage) -> list[str]:
     import tifffile
 
     notes = []
-    with tifffile.TiffFile(source.path) as tif:
+    with held_tiff_log(), tifffile.TiffFile(source.path) as tif:  # noted when read
         page = cast("tifffile.TiffPage", tif.pages[0])  # page 0 is never a TiffFrame
         for tag in page.tags.values():
             value = tag.value
@@ -230,7 +231,8 @@ def _raw_rows(path: Path, rows: int) -> np.ndarray | None:
     """The bottom ``rows`` of a grey TIFF's first page as stored (None if not 2-D)."""
     import tifffile
 
-    raw = tifffile.imread(path, key=0)
+    with held_tiff_log():  # tifffile's complaints were noted when the file was read
+        raw = tifffile.imread(path, key=0)
     return raw[raw.shape[0] - rows :] if raw.ndim == 2 else None
 
 
