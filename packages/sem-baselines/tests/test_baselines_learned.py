@@ -9,10 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from baselines_testkit import TINY, TINY_FIT, lines_image, psnr
+from safetensors.torch import load_file, save_file
 from sem_baselines import RestorerConfigError, get_restorer, tiled_apply
 from sem_baselines.learned.noise2void import blind_spot_mask
 from sem_baselines.learned.training import native_bf16
 from sem_baselines.nets import MRNConfig, MultiScaleRefocusNet, UNet, UNetConfig
+from sem_models.checkpoint import CheckpointError
 from sem_physics import ParameterRanges, degrade
 
 TRAIN = [lines_image((96, 96), seed=s) for s in range(3)]
@@ -175,6 +177,30 @@ def test_load_rejects_a_folder_of_another_method(tmp_path):
         get_restorer("n2v").load(tmp_path / "m")
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         get_restorer("n2v").load(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("name", ["n2v", "n2n", "mrn"])
+def test_load_refuses_nan_or_inf_weights_naming_the_file_and_tensors(tmp_path, name):
+    """A saved restorer whose weights hold NaN (a diverged training) loaded without complaint
+    and restored every pixel as NaN; now the file and the tensors are named, and the restorer
+    it was loaded into keeps its network and settings."""
+    get_restorer(name, **TINY[name]).save(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    state = load_file(str(weights))
+    first, last = next(iter(state)), list(state)[-1]
+    state[first].view(-1)[0] = float("nan")
+    state[last].view(-1)[-2:] = torch.tensor([float("inf"), -float("inf")])
+    save_file(state, str(weights))
+    target = get_restorer(name, **TINY[name], init_seed=7)
+    before = {k: v.clone() for k, v in target.network.state_dict().items()}
+    with pytest.raises(CheckpointError) as info:
+        target.load(tmp_path / "m")
+    message = str(info.value)
+    assert message.startswith(f"{weights}: NaN or infinite weights in {first} (1 of ")
+    assert f"{last} (2 of {state[last].numel()})" in message and message.count(" of ") == 2
+    after = target.network.state_dict()
+    assert target.config.init_seed == 7 and not target.trained
+    assert all(torch.equal(after[k], v) for k, v in before.items())
 
 
 def test_tiling_is_exact_for_a_local_operator():

@@ -357,3 +357,21 @@ def test_the_nonfinite_count_agrees_with_torch(dtype):
     tensor = torch.cat([values, randoms]).to(dtype).reshape(-1, 2)
     assert _nonfinite(tensor) == int((~torch.isfinite(tensor.double())).sum())
     assert _nonfinite(tensor[:, 0]) == int((~torch.isfinite(tensor[:, 0].double())).sum())
+
+
+def test_nonfinite_tensors_names_the_floating_tensors_holding_nan_or_inf_in_order():
+    """The one check the other loaders share: counts per tensor, integer tensors skipped (an
+    RNG state or a step counter is no weight), the rest summed up beyond three."""
+    from sem_models.checkpoint import describe_nonfinite, nonfinite_tensors
+
+    state = {f"t{i}": torch.zeros(4, 5) for i in range(6)}
+    state["steps"] = torch.full((3,), torch.iinfo(torch.int64).max)
+    for i, name in enumerate(["t1", "t3", "t4", "t5"]):  # i + 1 values each, NaN or -inf
+        state[name].view(-1)[: i + 1] = float("nan") if i % 2 else -float("inf")
+    found = nonfinite_tensors(state)
+    assert found == [("t1", 1, 20), ("t3", 2, 20), ("t4", 3, 20), ("t5", 4, 20)]
+    text = describe_nonfinite(found)
+    assert text == "t1 (1 of 20), t3 (2 of 20), t4 (3 of 20) and 1 more tensor"
+    assert describe_nonfinite(found, limit=1).endswith("and 3 more tensors")
+    assert describe_nonfinite(found[:2]) == "t1 (1 of 20), t3 (2 of 20)"
+    assert nonfinite_tensors({k: v for k, v in state.items() if k in ("t0", "t2", "steps")}) == []

@@ -255,3 +255,50 @@ def test_nested_wrapper_prefixes_and_a_head_without_bias_load(tmp_path):
     torch.testing.assert_close(_latent(rgb, x), _latent(src, x))
     zero = torch.zeros_like(gray.decoder_pred.bias)  # a missing bias is zero: converted, still 0
     torch.testing.assert_close(gray.decoder_pred.bias, zero, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors", "transformers"])
+def test_nan_or_inf_weights_are_refused_naming_the_file_and_tensors(tmp_path, fmt):
+    """A damaged file's NaN loaded without complaint and the model returned NaN images; now
+    the tensors it would load are named, an ignored head's are not, and the model is left
+    as it was."""
+    state = _mae(seed=1).state_dict()
+    with torch.no_grad():
+        state["blocks.0.attn.qkv.weight"][0, 0] = float("nan")  # a query row in HF's layout
+        state["norm.weight"][3] = float("inf")
+    if fmt == "transformers":
+        state = _to_transformers_layout(state)
+    else:
+        state["head.weight"] = torch.full((10, 32), float("nan"))  # not loaded: not named
+    path = tmp_path / f"weights.{'pth' if fmt == 'pth' else 'safetensors'}"
+    if fmt == "pth":
+        torch.save({"model": state}, path)
+    else:
+        save_file(state, str(path))
+    dst = _mae(seed=2)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(sm.ExternalWeightsError) as info:
+        sm.load_external_mae(path, dst)
+    message = str(info.value)
+    assert message.startswith(f"{path}: NaN or infinite weights in ")
+    qkv = dst.blocks[0].attn.qkv.weight.numel()
+    assert f"blocks.0.attn.qkv.weight (1 of {qkv})" in message
+    assert "norm.weight (1 of 32)" in message and message.count(" of ") == 2
+    assert all(torch.equal(v, before[k]) for k, v in dst.state_dict().items())
+
+
+def test_a_nan_in_an_rgb_patch_embedding_is_named_after_the_gray_conversion(tmp_path):
+    """One NaN of the RGB kernel reaches one gray kernel value and that filter's bias (the
+    conversion folds every kernel value into the bias shift)."""
+    state = _encoder_state(_mae(seed=1))
+    state["patch_embed.proj.weight"][2, 1, 0, 0] = float("nan")
+    path = tmp_path / "mae.pth"
+    torch.save({"model": state}, path)
+    gray = _mae(in_chans=1, seed=2)
+    with pytest.raises(sm.ExternalWeightsError) as info:
+        sm.load_external_mae(path, gray)
+    n_weight, n_bias = gray.patch_embed.proj.weight.numel(), gray.patch_embed.proj.bias.numel()
+    assert str(info.value).startswith(
+        f"{path}: NaN or infinite weights in patch_embed.proj.weight (1 of {n_weight}), "
+        f"patch_embed.proj.bias (1 of {n_bias}); "
+    )

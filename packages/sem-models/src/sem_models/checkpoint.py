@@ -23,7 +23,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,9 +42,11 @@ __all__ = [
     "CheckpointError",
     "CheckpointWriteError",
     "annotate_export",
+    "describe_nonfinite",
     "export_has_moe",
     "export_model_kind",
     "load_model",
+    "nonfinite_tensors",
     "read_export_meta",
     "save_model",
 ]
@@ -332,15 +334,19 @@ def _check_against_weights(skeleton: nn.Module, w_path: Path, cfg_path: Path) ->
 
 
 def _nonfinite(tensor: torch.Tensor) -> int:
-    """How many values of floating-point ``tensor`` (on the CPU) are NaN or infinite.
+    """How many values of floating-point ``tensor`` are NaN or infinite.
 
-    IEEE formats are read through their bits (exponent all ones), with numpy: about 10 ms
-    for the shipped 6-million-value models, where ``torch.isfinite`` takes 10-100 times
-    longer on a CPU; other formats (float8) are converted to float32 first.
+    On the CPU, IEEE formats are read through their bits (exponent all ones), with numpy:
+    about 10 ms for the shipped 6-million-value models, where ``torch.isfinite`` takes 10-100
+    times longer on a CPU; other formats (float8) are converted to float32 first. A tensor on
+    another device is counted there by ``torch.isfinite``.
     """
     import numpy as np
     import torch
 
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        return int((~torch.isfinite(tensor)).sum())
     masks = {
         torch.float16: (torch.int16, 0x7C00),
         torch.bfloat16: (torch.int16, 0x7F80),
@@ -349,25 +355,44 @@ def _nonfinite(tensor: torch.Tensor) -> int:
     }
     if tensor.dtype in masks:
         as_int, mask = masks[tensor.dtype]
-        bits = tensor.detach().view(as_int).numpy()
+        bits = tensor.view(as_int).numpy()
         return int(np.count_nonzero((bits & mask) == mask))
-    return int(np.count_nonzero(~np.isfinite(tensor.detach().float().numpy())))
+    return int(np.count_nonzero(~np.isfinite(tensor.float().numpy())))
+
+
+def nonfinite_tensors(state: Mapping[str, torch.Tensor]) -> list[tuple[str, int, int]]:
+    """``(name, count, size)`` of each floating-point tensor of ``state`` that holds NaN or
+    inf (``count`` of its ``size`` values), in ``state``'s order; empty when all are finite.
+
+    The one check of every weights loader (exports, saved restorers, external MAE weights,
+    training checkpoints and their optimizer state): such weights give NaN images or NaN
+    losses without complaint. Non-floating tensors (integer buffers, RNG states) are skipped.
+    """
+    found = []
+    for name, tensor in state.items():
+        if tensor.is_floating_point():
+            count = _nonfinite(tensor)
+            if count:
+                found.append((name, count, tensor.numel()))
+    return found
+
+
+def describe_nonfinite(found: list[tuple[str, int, int]], limit: int = 3) -> str:
+    """``a (2 of 64), b (1 of 3), c (1 of 8) and 4 more tensors``: the first ``limit`` entries of
+    :func:`nonfinite_tensors` and how many more there are, for a one-line error."""
+    text = ", ".join(f"{name} ({count} of {size})" for name, count, size in found[:limit])
+    more = len(found) - limit
+    return text + (f" and {more} more tensor{'s' if more > 1 else ''}" if more > 0 else "")
 
 
 def _refuse_nonfinite(model: nn.Module, w_path: Path) -> None:
     """CheckpointError naming ``w_path`` and the tensors holding NaN or inf once loaded (a
     diverged run's weights, or values beyond the dtype config.json asks for): such a model
     returns NaN images without complaint."""
-    bad = []
-    for key, tensor in model.state_dict().items():
-        if tensor.is_floating_point():
-            count = _nonfinite(tensor)
-            if count:
-                bad.append(f"{key} ({count} of {tensor.numel()})")
-    if bad:
-        more = f" and {len(bad) - 3} more tensors" if len(bad) > 3 else ""
+    found = nonfinite_tensors(model.state_dict())
+    if found:
         raise CheckpointError(
-            f"{w_path}: NaN or infinite weights in {', '.join(bad[:3])}{more}; "
+            f"{w_path}: NaN or infinite weights in {describe_nonfinite(found)}; "
             "the model would return NaN images (export a checkpoint from before training "
             "diverged)"
         )

@@ -12,7 +12,8 @@ Supported layouts (both CC-BY-NC 4.0: we never ship or download them, users supp
 
 Keys are mapped onto ours (prefixes ``module.`` / ``model.`` stripped; a dense FFN is copied
 into every expert of an MoE layer), position embeddings are resampled when the patch grid
-differs, and every tensor's shape is checked. Pickles are read with
+differs, and every tensor's shape is checked, as is that the tensors loaded hold no NaN or
+inf (:func:`sem_models.checkpoint.nonfinite_tensors`). Pickles are read with
 ``torch.load(..., weights_only=True)``.
 
 A 3-channel patch embedding is converted for a grayscale model exactly, by summing over RGB
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 
+from .checkpoint import describe_nonfinite, nonfinite_tensors
 from .imaging import norm_stats
 from .mae import MaskedAutoencoder
 from .pos_embed import resize_pos_embed
@@ -213,7 +215,8 @@ def load_external_mae(
     """Fill ``model`` (in place) from a facebookresearch or timm MAE checkpoint file.
 
     Raises :class:`MissingWeightsError` when ``path`` does not exist and
-    :class:`ExternalWeightsError` on shape mismatches or, with ``require_encoder``, when an
+    :class:`ExternalWeightsError` on shape mismatches, on tensors it would load that hold NaN
+    or inf (naming them; ``model`` is left untouched) or, with ``require_encoder``, when an
     encoder tensor is absent from the file.
     """
     core = getattr(model, "mae", model)
@@ -250,6 +253,7 @@ def load_external_mae(
 
     target = core.state_dict()
     mapped: dict[str, torch.Tensor] = {}
+    taken: dict[str, torch.Tensor] = {}  # file key -> the tensor loaded from it (after casting)
     for key, value in src.items():
         if _IGNORED.match(key):
             report.ignored.append(key)
@@ -272,7 +276,13 @@ def load_external_mae(
                     f"{path}: {key} has shape {tuple(value.shape)}, the model's {name} has "
                     f"{tuple(target[name].shape)} (wrong preset or patch size?)"
                 )
-            mapped[name] = value.to(target[name].dtype)
+            mapped[name] = taken[key] = value.to(target[name].dtype)
+    found = nonfinite_tensors(taken)
+    if found:  # checked before the model is touched
+        raise ExternalWeightsError(
+            f"{path}: NaN or infinite weights in {describe_nonfinite(found)}; the model would "
+            "return NaN images (a damaged file: fetch it again)"
+        )
     report.missing = sorted(set(target) - set(mapped))
     report.loaded = sorted(mapped)
     encoder_missing = [

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from pydantic import ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
+from sem_models.checkpoint import CheckpointError, describe_nonfinite, nonfinite_tensors
 from sem_physics import DegradationParams, image_to_tensor, tensor_to_image
 from sem_physics.atomic import atomic_write, atomic_write_text
 from sem_physics.fields import NoBoolNumbers
@@ -179,7 +180,10 @@ class NetworkRestorer:
 
     def load(self, path: str | Path) -> NetworkRestorer:
         """Load config and weights saved by :meth:`save` into this restorer; returns it. The
-        device stays this restorer's (``config.device``), whatever the saving run used."""
+        device stays this restorer's (``config.device``), whatever the saving run used.
+        Weights holding NaN or inf (a diverged training) are refused with a
+        :class:`sem_models.CheckpointError` naming the file and the tensors, before this
+        restorer is changed: its network would return NaN images."""
         path = Path(path)
         cfg_file, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
         for f in (cfg_file, weights):
@@ -190,10 +194,17 @@ class NetworkRestorer:
             raise RestorerConfigError(
                 f"{cfg_file} holds restorer {meta.get('restorer')!r}, not {self.name!r}"
             )
+        state = load_file(str(weights))  # on the CPU: load_state_dict copies to the device
+        found = nonfinite_tensors(state)
+        if found:
+            raise CheckpointError(
+                f"{weights}: NaN or infinite weights in {describe_nonfinite(found)}; the "
+                f"{self.name} network would return NaN images (a training that diverged, or a "
+                "damaged file: train it again, with a lower learning rate)"
+            )
         # the device is this restorer's, not the saving machine's (a GPU's weights load here)
         saved = {**meta.get("config", {}), "device": self.config.device}
         self.__init__(self.config_cls(**saved))  # type: ignore[misc]
-        state = load_file(str(weights), device=str(self.device))
         self.network.load_state_dict(state)
         self.history = list(meta.get("history", []))
         self.trained = True
