@@ -16,6 +16,7 @@ lines missing where the profile still shows the pattern (a brightness gradient).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
     "pattern_guard",
     "pitch_guard",
     "smile_pairing_warnings",
+    "smile_phantom_lines",
 ]
 
 #: How the refusals and warnings name the other convention.
@@ -198,6 +200,68 @@ def smile_pairing_warnings(edges: SmileEdges, kept: np.ndarray, width: int) -> l
             "the border"
         )
     return out
+
+
+#: SMILE's edge window of a coarse edge shows no edge of the mean profile across the region when
+#: the profile varies in it by less than this share of the largest variation over the windows
+#: of all coarse edges ...
+PHANTOM_SHARE = 0.1
+#: ... or by less than this many times the profile's noise and less than this share of it.
+PHANTOM_NOISE_RISE = 6.0
+PHANTOM_NOISY_SHARE = 0.25
+# Noise in a flat stretch (a margin of space 10-70 px wide, wide spaces, the spaces of 8 lines in
+# a field 3-5 times wider, the step of SMILE's zero-padded median at the region's border) gives
+# SMILE's filtered profile peaks of either sign there, which it pairs into lines of CD 3-12 nm
+# and LWR up to 25 nm, or, a peak in the margin before a line, into a second line ending at that
+# line's trailing edge: their windows varied by 0.6-4 % of the largest (1.7-6.0 x the noise).
+# Lines: 20-100 % (the real image and its crops, generated lines blurred by up to 20 px,
+# `make_sample` lines and resist; 25-440 x the noise); 16 lines blurred by 30 px, barely seen,
+# 45-100 % (3.4-7.4 x the noise).
+
+
+def smile_phantom_lines(
+    profile: np.ndarray,
+    lead0: np.ndarray,
+    trail0: np.ndarray,
+    profile_noise: Callable[[], float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which of SMILE's lines (coarse edges ``lead0``, ``trail0``, region columns) the mean
+    ``profile`` across the region does not show, and by how much the profile varies in the
+    windows that say so (the columns ``edge - 8 .. edge + 7`` SMILE fits in every row). A
+    window shows no edge when the profile's range in it is below :data:`PHANTOM_SHARE` of the
+    largest over all windows, or below both :data:`PHANTOM_NOISE_RISE` × ``profile_noise()``
+    (asked for only when a window's range lies between the two shares) and
+    :data:`PHANTOM_NOISY_SHARE` of it. A line is not shown when neither of its windows
+    shows an edge, or when its leading window shows none and its trailing edge is that of a
+    line whose windows both do (SMILE pairs every leading edge with the first trailing edge
+    after it)."""
+    p = np.asarray(profile, dtype=np.float64)
+    r = SMILE_EDGE_RANGE_PX
+
+    def variation(edges: np.ndarray) -> np.ndarray:
+        return np.array(
+            [np.ptp(p[max(0, e - r) : min(p.size, e + r)]) for e in edges.tolist()],
+            dtype=np.float64,
+        )
+
+    v_lead, v_trail = variation(lead0), variation(trail0)
+    if v_lead.size == 0:
+        return np.zeros(0, dtype=bool), v_lead
+    top = max(v_lead.max(), v_trail.max())
+    both = np.concatenate([v_lead, v_trail])
+    between = (both >= PHANTOM_SHARE * top) & (both < PHANTOM_NOISY_SHARE * top)
+    noise_rise = PHANTOM_NOISE_RISE * profile_noise() if between.any() else 0.0
+
+    def flat(v: np.ndarray) -> np.ndarray:
+        noisy = (v < noise_rise) & (v < PHANTOM_NOISY_SHARE * top)
+        return (v < PHANTOM_SHARE * top) | noisy
+
+    flat_lead, flat_trail = flat(v_lead), flat(v_trail)
+    whole = ~flat_lead & ~flat_trail
+    ends_a_whole_line = np.isin(trail0, trail0[whole])
+    missing = flat_lead & (flat_trail | ends_a_whole_line)
+    shown = np.where(flat_trail, np.maximum(v_lead, v_trail), v_lead)
+    return missing, shown
 
 
 #: Fewest lines found for a profile without a period to count against them: a regular pattern

@@ -43,8 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from sem_physics.cli_support import model_json
 from sem_physics.protocol import SourceRecord
-from sem_physics.records import csv_text
 
+from ._csv import spreadsheet_csv
 from ._inputs import begin_measurement
 from ._provenance import FIELDS as _PROVENANCE
 from ._provenance import source_field, versions_field
@@ -186,14 +186,14 @@ class ContactMeasurement(ShortListRepr, BaseModel):
     def to_csv(self, kind: Literal["summary", "holes"] = "summary") -> str:
         """CSV text: one row of scalar results (``'summary'``) or one row per hole (``'holes'``)."""
         if kind == "summary":
-            return csv_text([{**self.summary(), "warnings": "; ".join(self.warnings)}])
+            return spreadsheet_csv([{**self.summary(), "warnings": "; ".join(self.warnings)}])
         if kind == "holes":
             fields = [f for f in ContactHole.model_fields if f != "contour_px"]
             rows = [
                 {"hole": i, **h.model_dump(exclude={"contour_px"})}
                 for i, h in enumerate(self.holes)
             ]
-            return csv_text(rows, ["hole", *fields])
+            return spreadsheet_csv(rows, ["hole", *fields])
         raise ValueError(f"kind must be 'summary' or 'holes', got {kind!r}")
 
 

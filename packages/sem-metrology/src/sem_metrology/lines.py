@@ -26,22 +26,24 @@ against the period of the image they were found in (:mod:`sem_metrology._guards`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sem_physics.cli_support import model_json
 from sem_physics.protocol import SourceRecord
-from sem_physics.records import csv_text
 
+from ._csv import spreadsheet_csv
 from ._guards import (
     SMILE_EDGE_RANGE_PX,
     TRUTH_ADVICE,
     pattern_guard,
     pitch_guard,
     smile_pairing_warnings,
+    smile_phantom_lines,
 )
 from ._inputs import Prepared, begin_measurement
 from ._line_metrics import dominant_period_px, line_metrics, lwr_from_psd
@@ -60,9 +62,13 @@ from .preprocess import (  # by bands: the same numbers, less memory
     row_mean,
     sheared_profile,
     step_mad,
+    step_noise,
     structure_tensor_sums,
 )
 from .roughness_fit import PalasantzasFit
+
+if TYPE_CHECKING:
+    from ._smile import SmileEdges
 
 __all__ = [
     "TABLE_METRICS",
@@ -343,7 +349,7 @@ class LineMeasurement(ShortListRepr, BaseModel):
     def to_csv(self, kind: Literal["summary", "lines"] = "summary") -> str:
         """CSV text: one row of scalar results (``'summary'``) or one row per line (``'lines'``)."""
         if kind == "summary":
-            return csv_text([{**self.summary(), "warnings": "; ".join(self.warnings)}])
+            return spreadsheet_csv([{**self.summary(), "warnings": "; ".join(self.warnings)}])
         if kind != "lines":
             raise MetrologyInputError(f"kind must be 'summary' or 'lines', got {kind!r}")
         rows = []
@@ -361,7 +367,7 @@ class LineMeasurement(ShortListRepr, BaseModel):
                 }
             )
         columns = ["line", "leading_mean_px", "trailing_mean_px", "cd_nm", "lwr_nm", "gaps"]
-        return csv_text(rows, columns)
+        return spreadsheet_csv(rows, columns)
 
 
 def _window(
@@ -559,6 +565,7 @@ def measure_lines(
     warnings.extend(base.pop("warnings_extra", []))
     profile = base.pop("profile_px", None)
     pairs = base.pop("smile_pairs", None)
+    phantom_gaps = base.pop("smile_phantom_gaps", None)
     if isinstance(edges, str):
         return invalid(edges)
     lead, trail, gaps_l, gaps_t, slope = edges
@@ -582,9 +589,17 @@ def measure_lines(
     if lead.shape[0] == 1:
         warnings.append(_ONE_LINE_WARNING)
     n_gaps = int(gaps_l.sum() + gaps_t.sum())
-    reason = _interpolated_reason(
-        n_gaps, gaps_l.size + gaps_t.size, opts, profile if smile else None
-    )
+    # The lines the profile does not show (smile) count here too unless the lines kept have
+    # their edges in all but LARGE_GAP_SHARE of the points: dropping them must not make a
+    # region whose edges SMILE misses pass (wide lines: 19-47 % of the kept lines' points
+    # interpolated), and lines beside a wide flat stretch are measured (0-8 %).
+    seen_gaps, seen_points = n_gaps, gaps_l.size + gaps_t.size
+    if phantom_gaps is not None and n_gaps > LARGE_GAP_SHARE * seen_points:
+        pl, pt = phantom_gaps
+        enough = np.maximum(pl.mean(axis=1), pt.mean(axis=1)) <= opts.max_gap_fraction
+        seen_gaps += int(pl[enough].sum() + pt[enough].sum())
+        seen_points += pl[enough].size + pt[enough].size
+    reason = _interpolated_reason(seen_gaps, seen_points, opts, profile if smile else None)
     if reason:
         return invalid(reason)
     # a line pattern at all? (the anisotropy only for one or two lines: a blurred pattern?)
@@ -1012,9 +1027,61 @@ def _smile_branch(
         base.setdefault("warnings_extra", []).append(f"smile: {pedestal}")
     if edges.leading_px.shape[0] == 0:
         return "no measurable lines: no leading edge with a trailing edge after it"
-    base["profile_px"] = region.mean(axis=0)
+    profile = region.mean(axis=0)
+    edges = _without_phantom_lines(edges, profile, region, plateaus, base)
+    base["profile_px"] = profile
     base["smile_pairs"] = edges
     return edges.leading_px, edges.trailing_px, edges.gaps_leading, edges.gaps_trailing, 0.0
+
+
+def _without_phantom_lines(
+    edges: SmileEdges,
+    profile: np.ndarray,
+    region: np.ndarray,
+    plateaus: tuple[float, float],
+    base: dict[str, Any],
+) -> SmileEdges:
+    """``edges`` without SMILE's lines that the mean ``profile`` across the region does not
+    show (:func:`~sem_metrology._guards.smile_phantom_lines`), counted in ``n_lines_dropped``
+    with a warning. Noise in a flat stretch (a margin of space, wide spaces, the region's
+    border) gives SMILE's filtered profile peaks of either sign, which it pairs into lines that
+    are not there, or into a second line ending where a line ends; SMILE3 counts them."""
+
+    def noise() -> float:  # of the profile, a mean of the rows
+        return step_noise(region) / math.sqrt(region.shape[0])
+
+    missing, variation = smile_phantom_lines(
+        profile, edges.coarse_leading, edges.coarse_trailing, noise
+    )
+    if not missing.any():
+        return edges
+    n = int(missing.sum())
+    pairs = zip(edges.coarse_leading[missing], edges.coarse_trailing[missing], strict=True)
+    spans = [f"{a}-{b}" for a, b in pairs]
+    where = ", ".join(spans[:6]) + (f" and {n - 6} more" if n > 6 else "")
+    most = float(variation[missing].max())
+    contrast = abs(plateaus[1] - plateaus[0])
+    base["n_lines_dropped"] = base.get("n_lines_dropped", 0) + n
+    base.setdefault("warnings_extra", []).append(
+        f"smile: {n} line(s) dropped that the mean profile across the lines does not show "
+        f"(columns {where}): no edge within SMILE's +-{SMILE_EDGE_RANGE_PX} px window of their "
+        "leading edge, nor of their trailing edge unless a whole line ends there (the profile "
+        f"varies in those windows by {most:.3g} grey levels at most, {100 * most / contrast:.2g} "
+        "% of the line-to-space contrast); SMILE's filtered profile has peaks in flat stretches "
+        "(noise or its filter's ringing in a margin of space, wide spaces, at the region's "
+        "border) that SMILE pairs into lines; SMILE3 counts such lines"
+    )
+    base["smile_phantom_gaps"] = (edges.gaps_leading[missing], edges.gaps_trailing[missing])
+    keep = ~missing
+    return dataclasses.replace(
+        edges,
+        leading_px=edges.leading_px[keep],
+        trailing_px=edges.trailing_px[keep],
+        gaps_leading=edges.gaps_leading[keep],
+        gaps_trailing=edges.gaps_trailing[keep],
+        coarse_leading=edges.coarse_leading[keep],
+        coarse_trailing=edges.coarse_trailing[keep],
+    )
 
 
 def _truth_branch(
