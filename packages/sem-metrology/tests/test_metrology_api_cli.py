@@ -231,7 +231,7 @@ def test_cli_lines_json_report_and_exit_codes(tmp_path, sample, capsys) -> None:
     )
     out, err = capsys.readouterr()
     assert code == 0 and report.is_file()
-    assert err.strip() == f"sem-measure: report: {report}"  # stdout stays pure JSON
+    assert err.strip() == f"sem-measure: note: report: {report}"  # stdout stays pure JSON
     data = json.loads(out)
     assert data["n_lines"] == 10 and data["pixel_size_source"] == "command line"
     assert data["convention"] == "smile" and data["crop"] is None
@@ -275,7 +275,7 @@ def test_cli_warns_when_a_colour_image_was_combined_into_grey(tmp_path, sample, 
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["lines", "/nonexistent/x.tif", "--pixel-size-nm", "1"], 2, "not found"),
+        (["lines", "/nonexistent/x.tif", "--pixel-size-nm", "1"], 2, "no such file or folder"),
         (["lines", "{tif}", "--pixel-size-nm", "-3"], 2, "outside the physical range"),
         (["lines", "{tif}", "--pixel-size-nm", "1e-30"], 2, "1 pm .. 1 mm"),
         (["lines", "{tif}", "--pixel-size-nm", "nan"], 2, "outside the physical range"),

@@ -231,7 +231,7 @@ def test_cli_contacts_flat_image_exit_1(tmp_path, capsys) -> None:
     flat = tmp_path / "flat.tif"
     tifffile.imwrite(flat, np.full((64, 64), 90, dtype=np.uint8))
     assert main(["contacts", str(flat), "--pixel-size-nm", "1", "--info-bar", "none"]) == 1
-    assert capsys.readouterr().err.strip().startswith("sem-measure: not measurable")
+    assert capsys.readouterr().err.strip().startswith(f"sem-measure: error: {flat}: not measurable")
 
 
 def test_detect_info_bar_rows_synthetic() -> None:

@@ -172,6 +172,37 @@ def test_console_main_ends_an_interrupt_or_a_closed_pipe_with_one_status(capsys)
     assert console_main("tool")(lambda argv: 3)([]) == 3
 
 
+def test_console_main_prints_warnings_and_log_records_as_prog_kind_lines(capsys) -> None:
+    """A library's log record (the image reader's note on a JPEG) or Python warning is one line
+    ``tool: warning: ...`` (the reader's log printed bare before); INFO records, shown when the
+    command asks for them, are notes; the root logger is left as it was."""
+    import logging
+    import warnings
+
+    from sem_physics.pipes import console_main
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+
+    def command(argv):
+        logging.getLogger("sem_physics.io").warning("%s: JPEG input:\n lossy", "a.jpg")
+        logging.getLogger("sem_train.engine").info("hidden: INFO is not shown by default")
+        warnings.warn("a library's\nwarning", UserWarning, stacklevel=1)
+        root.setLevel(logging.INFO)  # as sem does
+        logging.getLogger("sem_train.engine").info("epoch 1/2")
+        logging.getLogger("x").error("failed")
+        return 0
+
+    assert console_main("tool")(command)([]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "tool: warning: a.jpg: JPEG input: lossy",
+        "tool: warning: a library's warning",
+        "tool: note: epoch 1/2",
+        "tool: error: failed",
+    ]
+    assert (root.level, root.handlers) == (level, handlers)
+
+
 class _Terminal(io.BytesIO):
     def isatty(self) -> bool:
         return True

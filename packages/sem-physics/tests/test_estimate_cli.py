@@ -174,7 +174,8 @@ def test_version_names_the_program_and_its_package(capsys: pytest.CaptureFixture
 def test_python_warnings_are_one_line_each(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A dim 32-bit picture: estimate's scale warning reads as sem-psf's own line."""
+    """A dim 32-bit picture: estimate's scale warning reads as sem-psf's own line, and so does
+    the reader's note on the dim picture (a log record)."""
     import tifffile
 
     grey = np.random.default_rng(0).uniform(20, 190, (64, 64))
@@ -182,8 +183,10 @@ def test_python_warnings_are_one_line_each(
     assert main([str(tmp_path / "u32.tif")]) == 0
     err = capsys.readouterr().err
     warned = [line for line in err.splitlines() if line.startswith("sem-psf: warning: ")]
-    assert len(warned) == 1 and warned[0].startswith("sem-psf: warning: image spans 0.00"), err
-    assert warned[0].endswith(": 0..255 grey levels are expected (multiply a 0..1 image by 255)")
+    assert len(warned) == 2 and warned[0].startswith(f"sem-psf: warning: {tmp_path}"), err
+    assert ": dim uint32 picture: " in warned[0]
+    assert warned[1].startswith("sem-psf: warning: image spans 0.00"), err
+    assert warned[1].endswith(": 0..255 grey levels are expected (multiply a 0..1 image by 255)")
     assert "UserWarning" not in err and "psf_cli.py" not in err and "est = " not in err
 
 

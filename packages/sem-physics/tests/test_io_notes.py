@@ -65,7 +65,7 @@ def test_sem_psf_shows_the_jpeg_warning(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert f"{path}: {JPEG_NOTE}" in done.stderr.splitlines()
+    assert done.stderr.splitlines() == [f"sem-psf: warning: {path}: {JPEG_NOTE}"]
 
 
 @pytest.mark.parametrize(

@@ -140,6 +140,48 @@ def test_debug_prints_the_traceback_and_keeps_the_exit_status(tmp_path, capsys, 
     assert err.strip().splitlines()[-1] == plain.strip()
 
 
+_LOGGING_COMMAND = """
+import logging, sys
+from sem_train.commands import restore
+
+def command(args):
+    logging.getLogger("sem_train.engine").info("epoch 1/2, step 4/8: train loss 0.5")
+    logging.getLogger("sem_physics.io").warning("a.jpg: JPEG input: lossy")
+    logging.getLogger("sem_train.engine").debug("shown with --debug")
+    return 0
+
+restore._restore = command
+from sem_train.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_log_records_are_sem_kind_lines_as_every_script_prints_them(tmp_path, debug):
+    """A run's progress and a library's warning, as a real ``sem`` process prints them:
+    ``sem: note: ...`` and ``sem: warning: ...`` (they were ``INFO sem_train.engine: ...``,
+    ``WARNING sem_physics.io: ...``); ``--debug`` adds ``sem: debug: LOGGER: ...`` lines."""
+    import subprocess
+    import sys
+
+    argv = ["restore", str(tmp_path / "x.tif"), "-o", str(tmp_path / "o")]
+    done = subprocess.run(
+        [sys.executable, "-c", _LOGGING_COMMAND, *argv, *(["--debug"] if debug else [])],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    words = ("epoch 1/2", "a.jpg", "shown with")
+    ours = [line for line in done.stderr.splitlines() if any(w in line for w in words)]
+    assert ours == [
+        "sem: note: epoch 1/2, step 4/8: train loss 0.5",
+        "sem: warning: a.jpg: JPEG input: lossy",
+        *(["sem: debug: sem_train.engine: shown with --debug"] if debug else []),
+    ]
+
+
 def test_version_names_the_program_and_its_package(capsys):
     from importlib.metadata import version
 
@@ -185,7 +227,7 @@ def test_strict_help_says_exit_1(capsys):
 
 def test_demo_json_prints_results_json_to_stdout_and_the_path_to_stderr(tmp_path, capsys):
     """As sem restore --json: stdout is one JSON document (the report's results.json), so a
-    script can read the tables; the 'report:' line goes to stderr."""
+    script can read the tables; the 'report:' line goes to stderr, as a note."""
     import json
 
     from sem_train.cli import main
@@ -198,4 +240,5 @@ def test_demo_json_prints_results_json_to_stdout_and_the_path_to_stderr(tmp_path
     data = json.loads(captured.out)
     assert data == json.loads((out / "results.json").read_text())
     assert [r["method"] for r in data["quality_summary"]][:1] == ["defocused input"]
-    assert captured.err.strip().splitlines()[-1] == f"report: {(out / 'report.md').resolve()}"
+    report = (out / "report.md").resolve()
+    assert captured.err.strip().splitlines()[-1] == f"sem: note: report: {report}"

@@ -154,8 +154,22 @@ def test_blind_psf_failure_is_one_clear_error(monkeypatch):
         ValueError,
         match=r"^blind PSF estimate failed \(no PSF estimate: flat image\); give the PSF as --psf",
     ) as err:
-        restore(np.full((16, 16), 9.0, np.float32), "wiener")
+        restore(np.arange(256, dtype=np.float32).reshape(16, 16), "wiener")
     assert "\n" not in str(err.value)
+
+
+def test_a_uniform_image_is_refused_with_advice_that_can_help():
+    """No PSF changes a uniform image (the blur of a constant is that constant): the error says
+    there is nothing to restore and to check the file, not to give --psf."""
+    with pytest.raises(
+        ValueError, match=r"^uniform image \(every pixel the same\): nothing to restore"
+    ) as e:
+        restore(np.full((64, 64), 120.0, np.float32), "richardson-lucy")
+    assert "--psf" not in str(e.value) and "check that the file" in str(e.value)
+    given, _ = restore_warned(np.full((64, 64), 120.0, np.float32), "richardson-lucy", psf="2,2")
+    np.testing.assert_allclose(given.image, 120.0, atol=1e-3)  # --psf: the same image back
+    assert given.warnings and "nothing to restore" in given.warnings[0]
+    assert not any("noise_var" in w for w in given.warnings)  # nor advice that cannot help
 
 
 @pytest.mark.parametrize(
@@ -416,9 +430,9 @@ def test_a_guided_model_records_its_guides_psf_and_takes_a_known_one(tmp_path):
 
 
 def test_a_guided_model_says_when_its_guides_fell_back_to_the_paper_psf(tmp_path):
-    """Too small for a blind estimate (32 px), the guides use the paper's fixed PSF: the record
-    says "paper" with a warning, not "blind"; a given PSF stays "given" there."""
-    y = make_sample("lines", (32, 32), seed=1)
+    """Too small for a blind estimate (31 rows, below its 32), the guides use the paper's fixed
+    PSF: the record says "paper" with a warning, not "blind"; a given PSF stays "given" there."""
+    y = make_sample("lines", (32, 32), seed=1)[:31]
     folder = _guided_export(tmp_path)
     fallback, _ = restore_warned(y, "sem-foundation", checkpoint=folder, notes=1, **WINDOW)
     assert fallback.psf_source == "paper" and fallback.estimate is None

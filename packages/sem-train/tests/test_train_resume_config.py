@@ -27,6 +27,13 @@ from sem_train.runinfo import ResumeConfigError, check_resume_world_size
 TINY = {k: v for k, v in MICRO_MAE.items() if k != "img_size"} | {"depth": 1}
 
 
+def _without_notes(err: str) -> list[str]:
+    """The stderr lines but the run's progress notes (``sem: note: epoch 1/3, ...``) and the
+    empty line that puts the Ctrl-C message on a line of its own."""
+    lines = err.strip().splitlines()
+    return [line for line in lines if line and not line.startswith("sem: note: ")]
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("resume") / "images"
@@ -312,7 +319,7 @@ def test_ctrl_c_names_the_saved_step_and_the_command_that_continues(
     with monkeypatch.context() as patch:
         patch.setattr(Checkpointer, "save", ctrl_c_after_step_3)
         assert main(_argv(cfg, images, out)) == 130
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    (line,) = _without_notes(capsys.readouterr().err)
     where = "step 3 (epoch 2 of 3, after 1 of its steps)"
     assert line.startswith(f"sem: interrupted; the newest checkpoint is {where} in {out}")
     command = line.split("continue with: ", 1)[1]
@@ -339,7 +346,7 @@ def test_a_ctrl_c_mid_step_saves_that_step_and_says_so(images, tmp_path, capsys,
     with monkeypatch.context() as patch:
         patch.setattr(sem_train.engine, "_clip", ctrl_c_in_step_3)
         assert main(_argv(cfg, images, out)) == 130
-    err = capsys.readouterr().err.strip().splitlines()
+    err = _without_notes(capsys.readouterr().err)
     assert err[0].startswith("sem: Ctrl-C: finishing this step and saving a checkpoint")
     where = "step 3 (epoch 2 of 3, after 1 of its steps)"
     assert err[-1].startswith(f"sem: interrupted; saved a checkpoint at {where} in {out}")

@@ -9,8 +9,11 @@ Examples
 ``sem-measure contacts contacts.tif --json --report contacts.png``
 
 Exit codes: 0 measured; 1 not measurable (one image: result flagged invalid; a folder: no
-image measured, or any failure with ``--strict``); 2 bad input (unreadable file, bad option,
-missing or unphysical pixel size) — one line on stderr (``--debug`` for the traceback).
+image measured, or any failure with ``--strict``) or the run failed (disk full, out of memory);
+2 bad input (unreadable file, bad option, missing or unphysical pixel size; a folder: no image
+could be read) — one line ``sem-measure: error: ...`` on stderr (``--debug`` for the
+traceback), as every console script of the toolkit decides it
+(:func:`sem_physics.cli_support.describe_error`).
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sem_physics.cli_support import (
+    EXIT_BAD_INPUT,
     OneLineParser,
     add_max_pixels,
     add_version,
+    describe_error,
     is_validation_error,
     number,
     path_text,
@@ -50,6 +55,8 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 class InputError(Exception):
     """Bad command-line input; reported as one line with exit code 2."""
+
+    exit_status = EXIT_BAD_INPUT  # read by describe_error
 
 
 @dataclass
@@ -110,8 +117,9 @@ def load_image(
     from ._inputs import acquisition_dict
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"image file not found: {p}")
+    if not p.is_file():  # as sem-psf, sem-degrade and sem restore say it
+        what = "a folder, not an image file" if p.is_dir() else "no such file or folder"
+        raise InputError(f"{p}: {what}")
     try:
         sem = read_image(p, max_pixels=max_pixels)
     except (OSError, ValueError, MemoryError) as err:
@@ -197,7 +205,7 @@ def _measure(args: argparse.Namespace, path: Path, report: Path | None) -> Any:
 
         save = save_line_report if args.command == "lines" else save_contact_report
         save(result, img.measured, report, title=path_text(path))  # a name not valid UTF-8: \xNN
-        print(f"sem-measure: report: {path_text(report)}", file=sys.stderr)
+        print(f"sem-measure: note: report: {path_text(report)}", file=sys.stderr)
     return result
 
 
@@ -215,9 +223,10 @@ def _emit(result: Any, args: argparse.Namespace) -> int:
         text = result.to_csv("summary")
     else:
         text = _human_text(result)
-    _write_output(text, args)
+    _write_output(text, args, csv=bool(args.csv))
     if not result.valid:
-        print(f"sem-measure: not measurable: {result.reason}", file=sys.stderr)
+        where = path_text(args.image)
+        print(f"sem-measure: error: {where}: not measurable: {result.reason}", file=sys.stderr)
         return 1
     return 0
 
@@ -239,14 +248,19 @@ def _human_text(result: Any) -> str:
     )
 
 
-def _write_output(text: str, args: argparse.Namespace) -> None:
+def _write_output(text: str, args: argparse.Namespace, *, csv: bool = False) -> None:
+    """``text`` to stdout or ``--output``; a CSV file that is not all ASCII (a file name's
+    letters: the values' own symbols are spelled in ASCII) gets a UTF-8 byte-order mark, without
+    which Excel reads it in the ANSI code page."""
     text = plain_text(text)  # a file name that is not valid UTF-8: its bytes as \xNN
     if args.output is None:
         sys.stdout.write(text)
         return
     from sem_physics.atomic import atomic_write_text
 
-    atomic_write_text(args.output, text)
+    from ._csv import file_text
+
+    atomic_write_text(args.output, file_text(text) if csv else text)
 
 
 def _report_paths(
@@ -397,7 +411,7 @@ def _cmd_folder(args: argparse.Namespace) -> int:
     reports = _report_paths(args, images, folder)  # decided before any work
     _check_outputs(args, images, folder, reports)
     rows: list[dict[str, Any]] = []
-    n_ok = 0
+    n_ok = n_read = 0  # measured; read (measured or not measurable)
     for path in _progress(images):
         row: dict[str, Any] = {"path": path_text(path.relative_to(folder).as_posix())}
         try:
@@ -413,24 +427,28 @@ def _cmd_folder(args: argparse.Namespace) -> int:
             if args.json:  # nested records: JSON only, the CSV row stays flat
                 row.update(result.model_dump(mode="json", include={"source", "versions"}))
             n_ok += bool(result.valid)
+            n_read += 1
         rows.append(row)
     if args.json:
         text = json.dumps(rows, indent=2) + "\n"
     else:
-        from sem_physics.records import csv_text
+        from ._csv import spreadsheet_csv
 
-        text = csv_text(rows)
-    _write_output(text, args)
+        text = spreadsheet_csv(rows, verbatim=("path",))
+    _write_output(text, args, csv=not args.json)
     n_failed = len(rows) - n_ok
-    for row in rows:
+    for path, row in zip(images, rows, strict=True):  # as the run of that one image says it
         if row["error"]:
-            print(f"sem-measure: {row['path']}: {row['error']}", file=sys.stderr)
+            where = path_text(path)
+            text = row["error"] if where in row["error"] else f"{where}: {row['error']}"
+            print(f"sem-measure: error: {text}", file=sys.stderr)
     if n_ok == 0 or (args.strict and n_failed):
         print(
             f"sem-measure: error: {args.image}: {n_ok} of {len(rows)} image(s) measured",
             file=sys.stderr,
         )
-        return 1
+        # none read: bad input, as one unreadable image (and sem-psf, sem-degrade, sem restore)
+        return EXIT_BAD_INPUT if n_read == 0 else 1
     return 0
 
 
@@ -623,11 +641,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # every error type becomes one line; --debug shows the rest
         if args.debug:
             traceback.print_exc()
-        msg = _one_line(err)
-        if str(args.image) not in msg:  # name the file the error is about
+        code, msg = describe_error(err)  # as every console script of the toolkit
+        if _about_the_image(err, msg, args.image):  # name the file the error is about
             msg = f"{args.image}: {msg}"
         print(f"sem-measure: error: {msg}", file=sys.stderr)
-        return 2
+        return code
+
+
+def _about_the_image(err: BaseException, msg: str, image: Path) -> bool:
+    """Whether the error line should start with ``image``: not when it names it already, nor
+    for an output that cannot be written or an option (``--output x exists``), which the line
+    names instead."""
+    from sem_physics.atomic import OutputWriteError
+
+    return not (str(image) in msg or msg.startswith("--") or isinstance(err, OutputWriteError))
 
 
 if __name__ == "__main__":  # pragma: no cover

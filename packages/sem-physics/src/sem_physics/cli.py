@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cli_support import (
+    EXIT_RUN_FAILED,
     OneLineParser,
     add_max_pixels,
     add_version,
     crop_fraction_unused,
-    is_validation_error,
+    describe_error,
     number,
-    one_line_warnings,
     path_text,
     stderr_is_terminal,
     validation_message,
@@ -51,8 +51,6 @@ _PARAM_FLAGS = {
     "sigma": "Gaussian noise std on the 0..255 scale [0, 255]",
     "dose": "electrons per grey level [0.01, 1e9]",
 }
-EXIT_ERROR = 2  # a user error, or nothing could be processed
-EXIT_FAILED = 1  # --strict and some inputs failed; another run writes into -o; a bug
 # what --replay uses besides the manifest, which holds the whole recipe
 _REPLAY_OPTIONS = {
     "out": "-o/--out",
@@ -352,10 +350,10 @@ def run(args: argparse.Namespace) -> int:
     except NothingDegradedError as err:
         if len(files) > 1:
             for failure in err.failed:
-                _say("skipped", failure.reason)
+                _say("error", failure.reason)
         raise
-    for failure in manifest.failed:
-        _say("skipped", failure.reason)
+    for failure in manifest.failed:  # skipped: the others are degraded
+        _say("error", failure.reason)
     if args.json:
         rows = [
             {
@@ -383,7 +381,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if manifest.failed and args.strict:
         _say("error", f"{len(manifest.failed)} of {len(files)} inputs failed (--strict)")
-        return EXIT_FAILED
+        return EXIT_RUN_FAILED
     return 0
 
 
@@ -401,18 +399,12 @@ def _earlier_run_note(manifest: Any, out: Path) -> None:
     _say("note", "; ".join(parts))
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 @console_main("sem-degrade")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 failures with --strict, 2 error)."""
     args = build_parser().parse_args(argv)
-    try:
-        with one_line_warnings(PROG):
-            return run(args)
+    try:  # a warning or log record: one line "sem-degrade: warning: ..." (console_main)
+        return run(args)
     except BrokenPipeError:
         raise
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (pipes.Terminated)
@@ -435,20 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        if is_validation_error(err):
-            _say("error", validation_message(err))
-            return EXIT_ERROR
-        if type(err).__name__ == "OutputFolderBusyError":  # another run writes into -o
-            _say("error", _first_line(err))
-            return EXIT_FAILED
-        if isinstance(err, ValueError | OSError):
-            _say("error", _first_line(err))
-            return EXIT_ERROR
-        if isinstance(err, MemoryError):
-            _say("error", "not enough memory (try --max-pixels or smaller images)")
-            return EXIT_ERROR
-        _say("error", f"unexpected {type(err).__name__}: {_first_line(err)} (--debug shows more)")
-        return EXIT_FAILED
+        code, message = describe_error(err)  # as every console script of the toolkit
+        _say("error", message)
+        return code
 
 
 if __name__ == "__main__":

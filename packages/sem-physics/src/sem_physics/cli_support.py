@@ -1,11 +1,15 @@
 """What every console script of the toolkit shares: one-line usage errors, argument types checked
 against their range, and one-line validation messages (a user sees one line naming the option
-or field, never a usage block or a pydantic dump); file names that are not valid UTF-8 as text
-every JSON, CSV or record accepts (:func:`path_text`, :func:`model_json`)."""
+or field, never a usage block or a pydantic dump); every other line on stderr as
+``prog: KIND: message`` (:func:`one_line_warnings`, :func:`one_line_logs`), an error's exit
+status and line (:func:`describe_error`); file names that are not valid UTF-8 as text every
+JSON, CSV or record accepts (:func:`path_text`, :func:`model_json`)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
 import math
 import os
 import re
@@ -19,14 +23,19 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, overload
 
 __all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_RUN_FAILED",
     "EXIT_USAGE",
     "OneLineParser",
     "add_max_pixels",
     "add_version",
     "crop_fraction_unused",
+    "describe_error",
+    "first_line",
     "is_validation_error",
     "model_json",
     "number",
+    "one_line_logs",
     "one_line_warnings",
     "path_text",
     "plain_text",
@@ -36,6 +45,8 @@ __all__ = [
 ]
 
 EXIT_USAGE = 2  # argparse's status for a usage error
+EXIT_BAD_INPUT = 2  # a missing or malformed file, an invalid value, an unwritable output path
+EXIT_RUN_FAILED = 1  # the run itself failed (disk full, out of memory, a bug)
 
 
 def path_text(path: str | os.PathLike[str]) -> str:
@@ -143,6 +154,107 @@ def one_line_warnings(prog: str) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.showwarning = show
         yield
+
+
+#: the kind a log record's level is printed as (below INFO: ``debug``)
+_LOG_KINDS = ((logging.ERROR, "error"), (logging.WARNING, "warning"), (logging.INFO, "note"))
+
+
+class _OneLineFormatter(logging.Formatter):
+    """A log record as ``prog: KIND: message`` on one line (a debug record also names its
+    logger); the traceback of a record logged with one follows only at the debug level."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__()
+        self.prog = prog
+
+    def format(self, record: logging.LogRecord) -> str:
+        kind = next((k for level, k in _LOG_KINDS if record.levelno >= level), "debug")
+        text = " ".join(record.getMessage().split()) or record.name
+        if kind == "debug":
+            text = f"{record.name}: {text}"
+        line = f"{self.prog}: {kind}: {text}"
+        if record.exc_info and logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+            line = f"{self.formatException(record.exc_info)}\n{line}"
+        return line
+
+
+@contextmanager
+def one_line_logs(prog: str) -> Iterator[logging.Handler]:
+    """Log records of every logger (the image reader's notes on a JPEG or a multi-page TIFF, a
+    run's progress) as one line each on stderr, ``prog: warning: message`` (``error``, ``note``
+    for INFO, ``debug``), while the block runs; the root logger's level (WARNING unless the
+    command sets another inside the block) is restored afterwards.
+
+    A stream handler on the root logger (yielded), so that a progress bar's
+    ``logging_redirect_tqdm`` writes the same lines above the bar."""
+    root = logging.getLogger()
+    level = root.level
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter(prog))
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its type's name when it has none)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+#: errno values that mean the run failed, not that the user asked for something impossible
+_RUN_FAILURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
+#: pydantic's head line ("1 validation error for MAEConfig"), whose reasons follow on lines
+#: of their own: a message embedding it would lose them to :func:`first_line`
+_PYDANTIC_HEAD = re.compile(r"\d+ validation errors? for \w+$")
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of ``err``, with an embedded pydantic error (its cause or context)
+    replaced by its reasons on one line (``img_size=30 px is not a multiple of ...``)."""
+    text = first_line(err)
+    inner = err.__cause__ or err.__context__
+    if inner is not None and is_validation_error(inner) and _PYDANTIC_HEAD.search(text):
+        return _PYDANTIC_HEAD.sub(lambda _: validation_message(inner), text)
+    return text
+
+
+def describe_error(err: BaseException) -> tuple[int, str]:
+    """(exit status, one-line message) of an error that ends a console script, the same in
+    every one: :data:`EXIT_BAD_INPUT` (2) for bad input (a missing or malformed file, an
+    invalid value: ValueError, TypeError, LookupError, a pydantic or YAML error, a file that is
+    not a checkpoint; an OSError such as a read-only or missing output folder);
+    :data:`EXIT_RUN_FAILED` (1) for a failure of the run itself (disk full, out of memory, the
+    project's own RuntimeError subclasses, an unexpected error, which is named by its type).
+    An ``exit_status`` attribute of ``err`` is its status."""
+    from_module = type(err).__module__.split(".")[0]
+    status = getattr(err, "exit_status", None)
+    if isinstance(status, int):  # e.g. --strict and some inputs unusable: 1
+        return status, first_line(err)
+    if isinstance(err, OSError):
+        reason = err.strerror or first_line(err)
+        where = err.filename if err.filename is not None else None
+        msg = f"{reason}: {where}" if where and str(where) not in reason else reason
+        return (EXIT_RUN_FAILED if err.errno in _RUN_FAILURE_ERRNOS else EXIT_BAD_INPUT), msg
+    if isinstance(err, MemoryError):
+        return EXIT_RUN_FAILED, f"out of memory ({first_line(err)}); use smaller images or batches"
+    if isinstance(err, KeyError):
+        return EXIT_BAD_INPUT, (
+            f"missing or unknown key {err.args[0]!r}" if err.args else "missing key"
+        )
+    if is_validation_error(err):
+        return EXIT_BAD_INPUT, validation_message(err)
+    if isinstance(err, ValueError | TypeError | LookupError) or from_module in ("yaml", "pickle"):
+        return EXIT_BAD_INPUT, _reason(err)
+    if type(err).__name__ in ("SafetensorError", "UnpicklingError"):
+        return EXIT_BAD_INPUT, f"not a checkpoint: {first_line(err)}"
+    if isinstance(err, RuntimeError) and type(err).__name__ != "RuntimeError":
+        return EXIT_RUN_FAILED, first_line(err)  # the project's own run failures
+    return EXIT_RUN_FAILED, f"{type(err).__name__}: {first_line(err)}"
 
 
 def crop_fraction_unused(crop: str) -> str | None:

@@ -27,6 +27,11 @@ of the toolkit is decorated with:
 * ``OMP_NUM_THREADS`` that OpenMP rejects (``0``, ``abc``, empty): dropped from the environment
   before numpy or torch loads, with one note, instead of libgomp's warning.
 
+While the command runs, a Python warning or a log record of any library (the image reader's
+note on a JPEG or a multi-page TIFF) is one line ``<prog>: warning: ...`` on stderr
+(:func:`sem_physics.cli_support.one_line_warnings`, :func:`~sem_physics.cli_support.one_line_logs`),
+as every line a command prints there carries its name and a kind.
+
 It also makes stdout UTF-8 when it is not a terminal (:func:`utf8_stdout`): on Windows a pipe or
 file gets the ANSI code page, which cannot write "→" and would make ``--json > results.json``
 cp1252.
@@ -43,6 +48,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Protocol, TextIO
+
+from .cli_support import one_line_logs, one_line_warnings
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -273,8 +280,9 @@ def console_main(prog: str) -> Callable[[Main], Main]:
     quietly (:func:`quiet_broken_pipe`), Ctrl-C with ``<prog>: interrupted`` and
     :data:`EXIT_INTERRUPTED` (with ``--debug`` among the arguments: the traceback), SIGTERM
     with ``<prog>: terminated`` and :data:`EXIT_TERMINATED`, stdout that cannot be written with
-    one line and :data:`EXIT_STDOUT_ERROR`; a redirected stdout is UTF-8 (:func:`utf8_stdout`)
-    and an invalid ``OMP_NUM_THREADS`` is dropped with a note."""
+    one line and :data:`EXIT_STDOUT_ERROR`; Python warnings and log records are one line
+    ``<prog>: warning: ...``; a redirected stdout is UTF-8 (:func:`utf8_stdout`) and an invalid
+    ``OMP_NUM_THREADS`` is dropped with a note."""
 
     def decorate(main: Main) -> Main:
         @functools.wraps(main)
@@ -301,7 +309,12 @@ def console_main(prog: str) -> Callable[[Main], Main]:
             _omp_threads_note(prog)
             utf8_stdout()
             try:
-                with _sigterm_as_interrupt(), _guarded_stdout():
+                with (
+                    _sigterm_as_interrupt(),
+                    _guarded_stdout(),
+                    one_line_warnings(prog),
+                    one_line_logs(prog),
+                ):
                     return quiet(argv)
             except StdoutWriteError as err:
                 _silence_stdout()

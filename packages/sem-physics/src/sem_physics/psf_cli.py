@@ -28,7 +28,6 @@ from .cli_support import (
     add_max_pixels,
     add_version,
     crop_fraction_unused,
-    one_line_warnings,
     path_text,
 )
 from .pipes import console_main
@@ -245,12 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .info_bar import DEFAULT_CROP_FRACTION
 
         args.crop_fraction = DEFAULT_CROP_FRACTION
-    with one_line_warnings(PROG):
-        done, failed = _estimate_all(args)
+    done, failed = _estimate_all(args)  # a warning: one line "sem-psf: warning: ..."
     if not done and not failed:  # every input was the reference (in a folder)
         print(f"{PROG}: error: {_ONLY_REFERENCE}", file=sys.stderr)
         return 2
     if failed and not done:
+        if failed > 1:  # as sem-degrade and sem restore say it
+            print(f"{PROG}: error: none of the {failed} inputs could be estimated", file=sys.stderr)
         return 2
     if failed:
         total = done + failed

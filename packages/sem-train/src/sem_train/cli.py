@@ -10,27 +10,21 @@ Every error ends as one line ``sem: error: ...`` naming the file or field: statu
 input (a missing or malformed file, an invalid value, an existing run without
 ``--resume``, a non-checkpoint given as a checkpoint, a read-only output folder), status 1
 for a failure of the run itself (non-finite loss, disk full, out of memory) and for a
-partial failure with ``--strict`` (some input files unusable). ``--debug`` also prints the
-full traceback, before that line; the status is the same.
+partial failure with ``--strict`` (some input files unusable), as every console script of the
+toolkit decides it (:func:`sem_physics.cli_support.describe_error`). ``--debug`` also prints
+the full traceback, before that line; the status is the same. Warnings and log records are one
+line each, ``sem: warning: ...`` (``sem: note: ...`` for a run's progress).
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import logging
-import re
 import sys
 from collections.abc import Sequence
 
-from sem_physics.cli_support import (
-    OneLineParser,
-    add_version,
-    is_validation_error,
-    one_line_warnings,
-    validation_message,
-)
+from sem_physics.cli_support import OneLineParser, add_version, describe_error
 from sem_physics.pipes import console_main
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
@@ -43,9 +37,6 @@ COMMAND_MODULES: dict[str, tuple[str, str]] = {
     "cluster": ("sem_train.commands.cluster", "cluster images by their embeddings"),
     "restore": ("sem_train.commands.restore", "refocus your own micrographs (files and folders)"),
 }
-
-#: errno values that mean the run failed, not that the user asked for something impossible
-_RUN_FAILURE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -100,52 +91,6 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
-#: pydantic's head line ("1 validation error for MAEConfig"), whose reasons follow on lines
-#: of their own: a message embedding it would lose them to :func:`_first_line`
-_PYDANTIC_HEAD = re.compile(r"\d+ validation errors? for \w+$")
-
-
-def _reason(err: BaseException) -> str:
-    """The first line of ``err``, with an embedded pydantic error (its cause or context)
-    replaced by its reasons on one line (``img_size=30 px is not a multiple of ...``)."""
-    text = _first_line(err)
-    inner = err.__cause__ or err.__context__
-    if inner is not None and is_validation_error(inner) and _PYDANTIC_HEAD.search(text):
-        return _PYDANTIC_HEAD.sub(lambda _: validation_message(inner), text)
-    return text
-
-
-def describe_error(err: BaseException) -> tuple[int, str]:
-    """(exit status, one-line message) for an exception raised by a command."""
-    from_module = type(err).__module__.split(".")[0]
-    status = getattr(err, "exit_status", None)
-    if isinstance(status, int):  # e.g. --strict and some inputs unusable: 1
-        return status, _first_line(err)
-    if isinstance(err, OSError):
-        reason = err.strerror or _first_line(err)
-        where = err.filename if err.filename is not None else None
-        msg = f"{reason}: {where}" if where and str(where) not in reason else reason
-        return (1 if err.errno in _RUN_FAILURE_ERRNOS else 2), msg
-    if isinstance(err, MemoryError):
-        return 1, f"out of memory ({_first_line(err)}); use smaller images or batches"
-    if isinstance(err, KeyError):
-        return 2, f"missing or unknown key {err.args[0]!r}" if err.args else "missing key"
-    if is_validation_error(err):
-        return 2, validation_message(err)
-    if isinstance(err, ValueError | TypeError | LookupError) or from_module in ("yaml", "pickle"):
-        return 2, _reason(err)
-    if type(err).__name__ in ("SafetensorError", "UnpicklingError"):
-        return 2, f"not a checkpoint: {_first_line(err)}"
-    if isinstance(err, RuntimeError) and type(err).__name__ != "RuntimeError":
-        return 1, _first_line(err)  # the project's own run failures (non-finite loss, ...)
-    return 1, f"{type(err).__name__}: {_first_line(err)}"
-
-
 @console_main("sem")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sem``; returns the process exit status."""
@@ -156,10 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = _join_negative_values(argv)
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # log records are lines "sem: note: ..." (console_main's handler), from INFO on
+    logging.getLogger().setLevel(logging.DEBUG if args.debug else logging.INFO)
     # torch's own INFO lines (FakeTensor cache stats at exit, compile notes) are not the run's
     logging.getLogger("torch").setLevel(logging.WARNING)
     handler = getattr(args, "handler", None)
@@ -167,9 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         return 2
     args.argv = argv  # the command as given (e.g. for the command that resumes a run)
-    try:
-        with one_line_warnings("sem"):  # a library's warning too: one line, no source line
-            return int(handler(args) or 0)  # SIGTERM: console_main unwinds it (143)
+    try:  # a library's warning or log record: one line "sem: warning: ..." (console_main)
+        return int(handler(args) or 0)  # SIGTERM: console_main unwinds it (143)
     except BrokenPipeError:
         raise
     except Exception as err:  # every error becomes one line; --debug adds the traceback

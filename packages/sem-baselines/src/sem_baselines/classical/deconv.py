@@ -132,7 +132,12 @@ def choose_psf(
     except ValueError as err:  # too small to estimate anything
         var = noise_var if noise_var is not None else MIN_NOISE_VAR
         note = None
-        if noise_var is None:  # the floor regularises as little as an 8-bit image's rounding
+        if image.size and np.ptp(image) == 0:  # every PSF and noise level leave it as it is
+            note = (
+                "uniform image (every pixel the same): any deconvolution leaves it as it is "
+                "(nothing to restore); check that the file holds the micrograph meant"
+            )
+        elif noise_var is None:  # the floor regularises as little as an 8-bit image's rounding
             note = (
                 f"noise level not estimated ({err}): the deconvolution used the floor "
                 f"noise_var={MIN_NOISE_VAR:.3g} grey levels², little regularisation for a noisy "

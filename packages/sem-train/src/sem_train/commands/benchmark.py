@@ -146,7 +146,7 @@ def announce_report(report: Path, as_json: bool) -> int:
     (scripts read the tables from it) and the path to stderr. Returns the exit status 0."""
     if as_json:
         print((report.parent / "results.json").read_text(encoding="utf-8"), end="", flush=True)
-        print(f"report: {report.resolve()}", file=sys.stderr)
+        print(f"sem: note: report: {report.resolve()}", file=sys.stderr)
     else:
         print(f"report: {report.resolve()}")
     return 0

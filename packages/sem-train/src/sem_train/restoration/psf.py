@@ -64,12 +64,20 @@ def parse_psf(text: str | PSFParams) -> PSFSpec:
 def estimate_degradation(image: np.ndarray) -> Any:
     """The blind estimate of the defocus PSF and noise of ``image`` (0..255, info bar removed).
 
-    Raises a ValueError saying what to do when the estimate fails (e.g. a flat image has no PSF).
+    Raises a ValueError saying what to do when the estimate fails: give the PSF (``--psf``), or,
+    for a uniform image, which no PSF changes, check the file (there is nothing to restore).
     """
     try:
         estimate = sem_physics.estimate_degradation(image)
         estimate.psf_params()
     except Exception as err:  # the estimator's own failures, said in one line
+        flat = np.asarray(image)
+        if flat.size and np.ptp(flat) == 0:  # a blank frame: --psf would not help
+            raise ValueError(  # no value: a dim picture is estimated scaled up
+                "uniform image (every pixel the same): nothing to restore, whatever the PSF (a "
+                "blur leaves a uniform image as it is); check that the file holds the micrograph "
+                "meant (not a blank frame)"
+            ) from err
         lines = str(err).strip().splitlines()
         why = lines[0] if lines else type(err).__name__
         raise ValueError(
