@@ -80,6 +80,11 @@ def test_recipe_chains_the_steps_records_the_split_and_resumes(tmp_path):
     assert list(summary) == list(RECIPE_KINDS)
     for kind in RECIPE_KINDS:
         assert (out / kind / DONE_FILE).is_file()
+        # each step's last line as a single stage's: its step and its loss to 5 digits
+        best = summary[kind]["best_val_loss"]
+        said = f"{kind}: finished at step {summary[kind]['global_step']} in "
+        assert sum(m.startswith(said) for m in logs) == 1, logs
+        assert any(m.startswith(said) and m.endswith(f"; best val loss {best:.5g}") for m in logs)
     # Each step starts from the previous one's model.
     assert load_config(json.loads((out / "stage2" / "config.json").read_text()), "stage2")
     s3 = json.loads((out / "stage3" / "config.json").read_text())
@@ -109,6 +114,23 @@ def test_recipe_chains_the_steps_records_the_split_and_resumes(tmp_path):
     )
     assert sum("skipped" in m for m in logs) == 3
     assert any(m.startswith("finetune: resuming") for m in logs)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_step_stopped_by_max_steps_says_so(tmp_path):
+    """A step that run.max_steps stopped before its first validation is not called finished
+    (nor given a best validation loss of None), and a resume says why it skips it."""
+    overrides = _overrides()
+    overrides["stage1"]["run"] = {**_SMALL_RUN, "epochs": 3, "max_steps": 1}
+    out, logs = tmp_path / "run", []
+    kw = {"data_root": None, "output_dir": out, "overrides": overrides, "kinds": ("stage1",)}
+    run_recipe("cpu-base", **kw, log=logs.append)
+    assert logs[-1].startswith("stage1: stopped early by run.max_steps at step 1 in ")
+    assert logs[-1].endswith("; best val loss n/a")
+    logs.clear()
+    run_recipe("cpu-base", **kw, resume=True, log=logs.append)
+    assert len(logs) == 1 and logs[0].startswith("stage1: already stopped by run.max_steps (")
+    assert logs[0].endswith("), skipped")
 
 
 def test_recipe_resume_refuses_a_folder_without_a_recipe_run(tmp_path, capsys):

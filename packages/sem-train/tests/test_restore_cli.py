@@ -320,6 +320,14 @@ def test_one_bad_file_is_one_line_and_nonzero(tmp_path, capsys, name):
         (["notes.txt", "empty.png"], "none of the 2 inputs is a readable image file"),
         (["notes.txt"], "notes.txt: unknown image format '.txt'"),
         (["a.tif", "--checkpoint", "nowhere"], "--checkpoint nowhere does not exist"),
+        (
+            ["a.tif", "--set", "checkpoint_dir=nowhere"],
+            "--set checkpoint_dir=nowhere does not exist",
+        ),
+        (
+            ["a.tif", "--set", "sem-foundation.checkpoint_dir=nowhere"],
+            "--set checkpoint_dir=nowhere does not exist",
+        ),
         (["a.tif", "-o", "done"], "1 output file(s) already exist"),
     ],
 )
@@ -349,6 +357,18 @@ def test_bad_input_is_refused_before_the_model_code_is_imported(tmp_path, argv, 
         (["--set", "iterations=0", *PSF], "setting iterations"),
         (["--set", "=3", *PSF], "KEY=VALUE"),
         (["--set", "psf.rx_px=3"], "psf is given with --psf"),
+        (
+            ["--method", "sem-foundation", "--set", "checkpoint_dir=x", "--checkpoint", "y"],
+            "--set checkpoint_dir=x and --checkpoint y: give the weights once",
+        ),
+        (
+            ["--method", "sem-foundation", "--set", "sem-foundation.clip=true", "--set", "clip=1"],
+            "--set clip is given twice (also as sem-foundation.clip)",
+        ),
+        (
+            ["--method", "wiener", "--set", "checkpoint_dir=.", *PSF],
+            "checkpoint_dir: not a setting",
+        ),
         (["--psf", "-3,2,0,2"], "--psf '-3,2,0,2': rx_px must be in (0, 1000], got -3"),
     ],
 )
@@ -376,6 +396,30 @@ def test_a_checkpoint_file_other_than_the_weights_is_refused_naming_it(tmp_path,
         assert len(err) == 1 and err[0].startswith(f"sem: error: --checkpoint={given}: "), err
         assert "--checkpoint takes a 'sem train' run folder, an export folder" in err[0]
         assert not (tmp_path / "out").exists()
+
+
+def test_weights_given_with_set_are_the_checkpoint(tmp_path):
+    """``--set sem-foundation.checkpoint_dir=DIR`` (sem benchmark's spelling) and ``--set
+    checkpoint_dir=DIR`` restore as ``--checkpoint DIR`` does, and restore.json names DIR as
+    the checkpoint (it recorded none: the weights came through the settings)."""
+    from sem_models import RestorationModel, build_mae, save_model
+    from sem_models.testing import MICRO_MAE
+
+    save_model(RestorationModel(build_mae("tiny", in_chans=1, **MICRO_MAE)), tmp_path / "ck")
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, np.rint(sample() * 255).astype(np.uint8))
+    ways = {
+        "flag": ["--checkpoint", str(tmp_path / "ck")],
+        "set": ["--set", f"checkpoint_dir={tmp_path / 'ck'}"],
+        "prefixed": ["--set", f"sem-foundation.checkpoint_dir={tmp_path / 'ck'}"],
+    }
+    outputs = {}
+    for way, argv in ways.items():
+        assert run(src, "-o", tmp_path / way, "--method", "sem-foundation", *argv) == 0
+        record = manifest(tmp_path / way)
+        assert record["checkpoint"] == str(tmp_path / "ck") and record["options"] == {}
+        outputs[way] = tifffile.imread(tmp_path / way / "a.tif")
+    assert all(np.array_equal(outputs["flag"], out) for out in outputs.values())
 
 
 @pytest.mark.parametrize(
@@ -415,7 +459,8 @@ def test_uniform_image_is_one_line_and_restores_with_a_given_psf(tmp_path, capsy
     tifffile.imwrite(tmp_path / "flat.tif", np.full((96, 128), 100, np.uint8))
     assert run(tmp_path / "flat.tif", "-o", tmp_path / "blind", "--method", "wiener") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "uniform image" in err[0] and "--psf" in err[0], err
+    assert len(err) == 1 and "uniform image" in err[0] and "nothing to restore" in err[0], err
+    assert "--psf" not in err[0]  # no PSF changes it: the advice is to check the file
     assert run(tmp_path / "flat.tif", "-o", tmp_path / "given", "--method", "wiener", *PSF) == 0
     out = read_image(tmp_path / "given" / "flat.tif").data
     np.testing.assert_allclose(out, 100, atol=1)  # deconvolving a constant leaves it constant
@@ -508,7 +553,7 @@ def test_default_run_uses_the_blind_estimate_per_image(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         f"sem: warning: {tmp_path / 'w80.tif'}: {got['w80.tif']['warnings'][0]}",
-        "sem: hint: the blind PSF estimate of 1 image(s) flags itself; if the PSF is known, give "
+        "sem: note: the blind PSF estimate of 1 image(s) flags itself; if the PSF is known, give "
         "it: --psf RX,RY,THETA,BETA (radii in px, angle in rad)",
     ]
 

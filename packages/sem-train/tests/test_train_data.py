@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +35,40 @@ def test_index_is_cached_sorted_and_ignores_other_files(image_folder, monkeypatc
     checked = []
     monkeypatch.setattr(index, "check_header", checked.append)
     assert build_index(image_folder).files == idx.files and checked == []
+
+
+def test_linked_folders_are_read_once_and_loops_are_not_followed(tmp_path, folder_writer, caplog):
+    """A linked folder outside the data folder is read as its own (a corpus gathered from
+    other disks; they were left out without a word); a link back to a folder that holds it,
+    into the data folder, or a second link to one folder is not followed, and one warning
+    names each with the reason."""
+    from sem_physics.testing import symlink_or_skip
+
+    root, outside = tmp_path / "corpus", tmp_path / "other_disk"
+    own = folder_writer(root / "own", 2, seed=1)
+    linked = folder_writer(outside / "lab B", 3, seed=2)
+    symlink_or_skip(root / "lab B", outside / "lab B", target_is_directory=True)
+    symlink_or_skip(root / "same again", outside / "lab B", target_is_directory=True)
+    symlink_or_skip(root / "loop", tmp_path, target_is_directory=True)
+    symlink_or_skip(root / "everything", Path(tmp_path.anchor), target_is_directory=True)
+    symlink_or_skip(root / "own link", root / "own", target_is_directory=True)
+    symlink_or_skip(outside / "lab B" / "up", outside, target_is_directory=True)
+    with caplog.at_level("WARNING", logger="sem_train.data.index"):
+        idx = build_index(root, cache_dir=tmp_path / "cache")
+    expected = [p.relative_to(root).as_posix() for p in own] + [
+        (Path("lab B") / p.relative_to(outside / "lab B")).as_posix() for p in linked
+    ]
+    assert idx.files == sorted(expected) and not idx.duplicates
+    said = [m for m in caplog.messages if "linked folder" in m]
+    assert len(said) == 1 and said[0].startswith(f"5 linked folder(s) under {root} not followed")
+    for where, why in [
+        ("lab B/up", f"a link loop: it leads to {outside}, which holds it"),
+        ("everything", f"a link loop: it leads to {tmp_path.anchor}, which holds it"),
+        ("loop", f"a link loop: it leads to {tmp_path}, which holds it"),
+        ("own link", "leads to own, read there"),
+        ("same again", f"leads to {outside / 'lab B'}, read through lab B"),
+    ]:
+        assert f"{where} ({why})" in said[0]
 
 
 def test_index_cache_sees_added_deleted_and_rewritten_files(image_folder, folder_writer):
@@ -358,3 +393,25 @@ def test_the_data_package_loads_torch_only_for_what_needs_it():
         check=True,
     )
     assert done.stdout.split() == ["False", "function"]
+
+
+def test_a_tiff_whose_first_page_is_missing_is_one_skip_line(tmp_path, caplog):
+    """tifffile logs ``invalid offset to first page`` before the file is skipped: a line
+    without the file's name beside its skip line; it is held back now."""
+    import struct
+
+    root = tmp_path / "images"
+    root.mkdir()
+    pixels = np.zeros((40, 40), np.uint8)
+    from PIL import Image
+
+    Image.fromarray(pixels).save(root / "fine.png")
+    cut = root / "cut.tif"
+    cut.write_bytes(b"II*\x00" + struct.pack("<I", 1_000_000) + bytes(64))  # page 0 beyond the end
+    with caplog.at_level("DEBUG"):
+        idx = build_index(root, cache_dir=tmp_path / "cache")
+    assert idx.files == ["fine.png"] and list(idx.rejected) == ["cut.tif"]
+    assert [r.name for r in caplog.records if r.name.startswith("tifffile")] == []
+    said = [r.getMessage() for r in caplog.records if "cut.tif" in r.getMessage()]
+    assert len(said) == 2 and said[0].startswith(f"skipping unreadable image {cut} (")
+    assert said[1] == f"1 of 2 files under {root} are unreadable and skipped: cut.tif"

@@ -1077,3 +1077,44 @@ def test_the_saved_python_and_numpy_rng_states_come_from_the_runs_seed(image_fol
     random.random(), np.random.rand()  # noqa: NPY002 (another process's history)
     fit(DenoiseTask(), train, val, _run(tmp_path / "b"), OPT)
     assert host_rng(tmp_path / "a") == host_rng(tmp_path / "b")
+
+
+def test_each_validation_logs_one_progress_line(image_folder, tmp_path, caplog):
+    """Without a terminal no bar is drawn: each epoch that validates says on stderr where the
+    run is, its last training loss and its validation scores against the best so far (the
+    numbers of metrics.jsonl), and the time to go until the last one."""
+    import re
+
+    train, val = _data(image_folder)
+    with caplog.at_level("INFO", logger="sem_train.engine"):
+        fit(DenoiseTask(), train, val, _run(tmp_path / "r"), OPT)
+    lines = [m for m in caplog.messages if m.startswith("epoch ")]
+    records = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    train_loss = {r["step"]: r["loss"] for r in records if r["split"] == "train"}
+    vals = [r for r in records if r["split"] == "val"]
+    assert len(lines) == len(vals) == 3
+    best = math.inf
+    for epoch, (line, rec) in enumerate(zip(lines, vals, strict=True), start=1):
+        step = rec["step"]
+        assert line.startswith(f"epoch {epoch}/3, step {step}/12: train loss ")
+        said = re.search(r"train loss (\S+); val loss (\S+) \(([^)]*)\), PSNR (\S+) dB", line)
+        assert said is not None, line
+        assert float(said[1]) == pytest.approx(train_loss[step], rel=1e-4)
+        assert float(said[2]) == pytest.approx(rec["loss"], rel=1e-4)
+        assert float(said[4]) == pytest.approx(rec["psnr_db"], abs=0.006)
+        assert (said[3] == "best so far") is (rec["loss"] < best)
+        best = min(best, rec["loss"])
+        assert ("to go" in line) is (epoch < 3)
+
+
+def test_a_run_without_validation_logs_at_the_validation_cadence(image_folder, tmp_path, caplog):
+    train, _ = _data(image_folder)
+    run = _run(tmp_path / "r", validate_every_epochs=2)
+    with caplog.at_level("INFO", logger="sem_train.engine"):
+        fit(DenoiseTask(), train, None, run, OPT)
+    lines = [m for m in caplog.messages if m.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == [
+        "epoch 2/3, step 8/12",
+        "epoch 3/3, step 12/12",
+    ]
+    assert all("(no validation images: the newest weights are the model)" in x for x in lines)

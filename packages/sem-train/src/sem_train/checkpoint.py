@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from sem_models.checkpoint import describe_nonfinite, nonfinite_tensors
 from sem_models.external_weights import refusal_reason
 from sem_physics.atomic import (
     OutputWriteError,
@@ -153,15 +154,42 @@ def save_weights(
     _write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
-def load_weights(module: torch.nn.Module, path: Path, strict: bool = True) -> None:
-    """Load safetensors weights into ``module`` (shapes and names checked when ``strict``)."""
-    path = Path(path)
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of safetensors file ``path``; a missing or foreign file is a clear error."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint weights {path} do not exist")
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a safetensors checkpoint: {err}") from None
+
+
+def _nonfinite_error(
+    path: Path, what: str, found: list[tuple[str, int, int]], why: str
+) -> CheckpointError:
+    """The CheckpointError naming ``path`` and the tensors ``found`` holding NaN or inf
+    (:func:`sem_models.checkpoint.nonfinite_tensors`), with what to do about it."""
+    return CheckpointError(f"{path}: NaN or infinite {what} in {describe_nonfinite(found)}; {why}")
+
+
+def load_weights(module: torch.nn.Module, path: Path, strict: bool = True) -> None:
+    """Load safetensors weights into ``module`` (shapes and names checked when ``strict``).
+
+    Weights holding NaN or inf are refused (:class:`CheckpointError` naming the file and the
+    tensors) before ``module`` is touched.
+    """
+    path = Path(path)
+    state = _read_weights(path)
+    found = nonfinite_tensors(state)
+    if found:
+        raise _nonfinite_error(path, "weights", found, "the model would compute NaN")
+    _load_into(module, path, state, strict)
+
+
+def _load_into(
+    module: torch.nn.Module, path: Path, state: dict[str, torch.Tensor], strict: bool = True
+) -> None:
+    """``module.load_state_dict(state)``; a mismatch is a CheckpointError naming ``path``."""
     try:
         missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as err:  # a shape mismatch
@@ -261,6 +289,34 @@ def load_training_state(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "progress" not in state:
         raise CheckpointError(f"{path} is not a training-state checkpoint (no 'progress' entry)")
     return state
+
+
+def _optimizer_tensors(
+    saved: Any, optimizer: torch.optim.Optimizer, model: torch.nn.Module
+) -> dict[str, torch.Tensor]:
+    """The tensors of a saved optimizer state (``optimizer.state_dict()`` of a run), each
+    named by its entry and the parameter it belongs to (``exp_avg of blocks.0.norm1.weight``):
+    saved indices are matched with ``optimizer``'s parameters group by group, in order, as
+    ``optimizer.load_state_dict`` matches them, and those with ``model``'s names."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
+        return {}
+    names = {id(p): n for n, p in model.named_parameters()}
+    owner: dict[Any, str] = {}
+    groups = saved.get("param_groups")
+    saved_groups = groups if isinstance(groups, list) else []
+    for saved_group, group in zip(saved_groups, optimizer.param_groups, strict=False):
+        indices = saved_group.get("params", []) if isinstance(saved_group, dict) else []
+        for index, param in zip(indices, group["params"], strict=False):
+            if id(param) in names:
+                owner[index] = names[id(param)]
+    out: dict[str, torch.Tensor] = {}
+    for index, entry in saved["state"].items():
+        if isinstance(entry, dict):
+            param = owner.get(index, f"parameter {index}")
+            for key, value in entry.items():
+                if isinstance(value, torch.Tensor):
+                    out[f"{key} of {param}"] = value
+    return out
 
 
 def write_pointer(path: Path, record: dict[str, Any]) -> None:
@@ -382,8 +438,18 @@ class Checkpointer(RunFolder):
             )
         for name in [weights, state_name, *(f for k in kept + dropped for f in k)]:
             _check_own_file(self.dir / "latest.json", name)
-        load_weights(model, self.dir / weights)
+        # NaN weights or AdamW moments resume into NaN losses (or frozen weights: an infinite
+        # second moment makes that weight's update 0), blamed on the steps after the resume
+        tensors = _read_weights(self.dir / weights)
+        found = nonfinite_tensors(tensors)
+        if found:
+            raise _nonfinite_error(self.dir / weights, "weights", found, self._diverged_advice())
         state = load_training_state(self.dir / state_name)
+        found = nonfinite_tensors(_optimizer_tensors(state.get("optimizer"), optimizer, model))
+        if found:
+            why = self._diverged_advice()
+            raise _nonfinite_error(self.dir / state_name, "optimizer state", found, why)
+        _load_into(model, self.dir / weights, tensors)
         _check_schedule(self.dir / state_name, state.get("scheduler"), scheduler.state_dict())
         try:
             optimizer.load_state_dict(state["optimizer"])
@@ -397,6 +463,24 @@ class Checkpointer(RunFolder):
         named = {weights, state_name, *(f for k in kept for f in k)}
         self._finish_removals([f for k in dropped for f in k if f not in named])
         return dict(state["progress"])
+
+    def _diverged_advice(self) -> str:
+        """What a user can do with a run whose newest checkpoint holds NaN or inf: it cannot
+        be resumed; a new run starts from its best model where the run's kind can start from
+        its own model (Stage 1, Stage 3, fine-tuning), else from the beginning."""
+        kind = (read_json(self.run_dir / "data_split.json") or {}).get("kind")
+        best = read_pointer(self.dir / "best.json") or {}
+        if kind in ("stage1", "stage3", "finetune") and best.get("dir"):
+            start = (
+                f"from its best model (step {best.get('global_step')}: --init-from "
+                f"{self.run_dir} --output-dir NEW_FOLDER)"
+            )
+        else:
+            start = "from the beginning (--output-dir NEW_FOLDER)"
+        return (
+            "the run had diverged when this checkpoint was written (or the file is damaged) and "
+            f"--resume would go on from it; start a new run {start} with a lower optim.lr"
+        )
 
     def _finish_removals(self, step_files: list[str]) -> None:
         """Remove what a run killed between moving a pointer and deleting what it no longer

@@ -260,6 +260,9 @@ class Loop:
     steps_per_epoch: int
     interrupt: GracefulInterrupt = field(default_factory=GracefulInterrupt)
     train_loader: TrainLoader | None = field(default=None, repr=False)
+    #: When this process began training, and the step it began at (a resume's), for the
+    #: time to go in the epoch lines.
+    started: tuple[float, int] = field(default_factory=lambda: (time.perf_counter(), 0))
 
     def loader_for(self, train_set: Dataset, num_workers: int) -> TrainLoader:
         """The run's :class:`TrainLoader` (built at the first epoch, then kept)."""
@@ -464,11 +467,52 @@ def _end_of_epoch(loop: Loop, val_set: Dataset | None, state: TrainState) -> Non
             state.best_val_loss, state.best_step = val["loss"], state.global_step
             if loop.ctx.is_main:
                 loop.ckpt.save_best(loop.task.export, state.global_step, val["loss"])
+        if loop.ctx.is_main:
+            log.info("%s", epoch_line(loop, state, val))
     elif val_set is None:
         state.best_step = state.global_step  # no validation: the newest weights count as best
         if loop.ctx.is_main:
             loop.ckpt.save_best(loop.task.export, state.global_step, None)
+            if state.epoch % loop.run.validate_every_epochs == 0 or is_last:
+                log.info("%s", epoch_line(loop, state, None))
     loop.save(state)
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min``, ``2.1 h``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+def epoch_line(loop: Loop, state: TrainState, val: dict[str, float] | None) -> str:
+    """The log line of an epoch that ended with a validation (or, without validation images,
+    at the validation cadence): where the run is, the last training loss, the validation
+    scores against the best so far, the time spent and an estimate of the time to go. It is
+    the progress a log file shows (progress bars are off there) and stays above the bars on a
+    terminal."""
+    run = loop.run
+    total = loop.steps_per_epoch * run.epochs
+    if run.max_steps is not None:
+        total = min(total, run.max_steps)
+    text = f"epoch {state.epoch}/{run.epochs}, step {state.global_step}/{total}: "
+    last = state.last_train_loss
+    text += "train loss n/a" if last is None else f"train loss {last:.5g}"
+    if val is None:
+        text += " (no validation images: the newest weights are the model)"
+    else:
+        best = state.best_step == state.global_step
+        was = f"best {state.best_val_loss:.5g} at step {state.best_step}"
+        text += (
+            f"; val loss {val['loss']:.5g} ({'best so far' if best else was}), "
+            f"PSNR {val['psnr_db']:.2f} dB, SSIM {val['ssim']:.3f}"
+        )
+    t0, step0 = loop.started
+    elapsed, done = time.perf_counter() - t0, state.global_step - step0
+    text += f"; {_duration(elapsed)}"
+    if 0 < done and state.global_step < total:
+        text += f", about {_duration(elapsed / done * (total - state.global_step))} to go"
+    return text
 
 
 def fit(
@@ -568,6 +612,7 @@ def _fit(
             log.info("step %d reaches max_steps=%d: nothing to train", state.global_step,
                      run.max_steps)  # fmt: skip
         stopped = done and state.epoch < run.epochs
+        loop.started = (time.perf_counter(), state.global_step)
         loop.model.train()
         with loop.interrupt, _bars_apart(loop):
             while state.epoch < run.epochs and not done:

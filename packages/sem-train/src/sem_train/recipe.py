@@ -39,6 +39,7 @@ __all__ = [
     "recipe_name",
     "recipe_sections",
     "run_recipe",
+    "step_line",
 ]
 
 #: The steps of a recipe, in order.
@@ -197,6 +198,18 @@ def recipe_configs(
     return configs
 
 
+def step_line(kind: str, record: dict[str, Any]) -> str:
+    """What a recipe says when a step ends (as ``sem train pretrain`` says it): how long it
+    took, whether ``run.max_steps`` stopped it and at which step, and its best validation
+    loss (``n/a`` when it never validated)."""
+    best = record["best_val_loss"]
+    how = "finished" if not record["stopped_at_max_steps"] else "stopped early by run.max_steps"
+    return (
+        f"{kind}: {how} at step {record['global_step']} in {record['seconds']:.0f} s; best val "
+        f"loss {'n/a' if best is None else f'{best:.5g}'}"
+    )
+
+
 def _step_started(folder: Any) -> bool:
     """Whether a step's :class:`~sem_train.runfolder.RunFolder` holds its run: a checkpoint,
     a started run (``run_info.json``) or the done marker. A step folder holding only what a
@@ -281,7 +294,12 @@ def run_recipe(
         done = out / DONE_FILE
         if done.is_file():
             summary[kind] = json.loads(done.read_text(encoding="utf-8"))
-            log(f"{kind}: already finished ({summary[kind]['seconds']:.0f} s), skipped")
+            done_how = (
+                "stopped by run.max_steps"
+                if summary[kind].get("stopped_at_max_steps")
+                else "finished"
+            )
+            log(f"{kind}: already {done_how} ({summary[kind]['seconds']:.0f} s), skipped")
             continue
         folder = RunFolder(out)
         again = resume and (folder.has_checkpoint or folder.has_started_run)
@@ -306,5 +324,5 @@ def run_recipe(
         }
         atomic_write_text(done, json.dumps(record, indent=2))
         summary[kind] = record
-        log(f"{kind}: finished in {record['seconds']:.0f} s, best val loss {result.best_loss}")
+        log(step_line(kind, record))
     return summary

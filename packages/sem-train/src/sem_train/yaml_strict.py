@@ -7,14 +7,24 @@ benchmark config reader (:mod:`sem_train.evaluation.config`). No torch is import
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 __all__ = ["duplicate_key", "safe_yaml_loader"]
 
 
+#: A number with an exponent that YAML 1.1 (PyYAML) reads as text because it has no dot or
+#: no sign in the exponent (``1e-4``, ``1e3``, ``2.5e3``); YAML 1.2 and JSON read a number.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
 def safe_yaml_loader() -> tuple[Any, type]:
-    """(yaml module, safe loader refusing anchors and aliases): the one loader for config files."""
+    """(yaml module, safe loader refusing anchors and aliases): the one loader for config files.
+
+    Numbers with an exponent are numbers, as in YAML 1.2 and JSON: PyYAML's YAML 1.1 reads
+    ``warmup_steps: 1e3`` as the text ``'1e3'``, which an integer field refused (``got
+    '1e3'``) while ``lr: 1e-4`` passed only because pydantic converts text to a float."""
     import yaml
 
     class _NoAliasLoader(yaml.SafeLoader):
@@ -30,6 +40,9 @@ def safe_yaml_loader() -> tuple[Any, type]:
                 )
             return super().compose_node(parent, index)
 
+    _NoAliasLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789.")
+    )
     return yaml, _NoAliasLoader
 
 

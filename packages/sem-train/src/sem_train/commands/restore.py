@@ -142,14 +142,17 @@ def _restore_held(args: argparse.Namespace) -> int:
         if key in options:
             raise ValueError(f"--set {key}...: {key} is given with {flag}, not --set")
     # refused before the method's model code is imported (seconds for the learned ones)
-    check_method_name(args.method or DEFAULT_METHOD)
+    name = args.method or DEFAULT_METHOD
+    check_method_name(name)
+    options, checkpoint, setting = _own_settings(name, options, args.checkpoint)
     check_inputs(args.inputs, args.out, float32=args.float32, overwrite=args.overwrite)
-    if args.checkpoint is not None:
-        check_checkpoint_exists(args.checkpoint)
+    if checkpoint is not None:
+        check_checkpoint_exists(checkpoint, setting=setting)
+    options, checkpoint = _weights_field_of(name, options, checkpoint, setting)
     method = prepare(
-        args.method or DEFAULT_METHOD,
+        name,
         psf=args.psf,
-        checkpoint=args.checkpoint,
+        checkpoint=checkpoint,
         brightness=args.brightness,
         **options,
     )
@@ -178,7 +181,7 @@ def _restore_held(args: argparse.Namespace) -> int:
     )
     if flagged:
         print(
-            f"sem: hint: the blind PSF estimate of {flagged} image(s) flags itself; if the PSF is "
+            f"sem: note: the blind PSF estimate of {flagged} image(s) flags itself; if the PSF is "
             "known, give it: --psf RX,RY,THETA,BETA (radii in px, angle in rad)",
             file=sys.stderr,
         )
@@ -196,6 +199,56 @@ def _restore_held(args: argparse.Namespace) -> int:
             file=sys.stderr if args.json else sys.stdout,
         )
     return 1 if (n_bad and args.strict) else 0
+
+
+#: The config fields of the learned methods that hold their weights (``checkpoint_field``).
+_WEIGHTS_FIELDS = ("checkpoint_dir", "weights_path")
+
+
+def _own_settings(
+    method: str, options: dict[str, Any], checkpoint: Path | None
+) -> tuple[dict[str, Any], Path | None, str | None]:
+    """``--set`` settings as the method's own, the weights to load and the ``--set`` that
+    named them (None: ``--checkpoint`` or none), without importing the method's code.
+
+    ``METHOD.KEY=VALUE`` (sem benchmark's spelling) is taken as ``KEY=VALUE`` when METHOD is
+    the method restoring; a weights field (``checkpoint_dir``, ``weights_path``) is taken as
+    ``--checkpoint``, so the path is checked before any model code loads and ``restore.json``
+    records it as the checkpoint (:func:`_weights_field_of` then checks the method has that
+    field); both given is refused."""
+    group = options.get(method)
+    if isinstance(group, dict):
+        rest = {k: v for k, v in options.items() if k != method}
+        clash = sorted(set(group) & set(rest))
+        if clash:
+            raise ValueError(f"--set {clash[0]} is given twice (also as {method}.{clash[0]})")
+        options = {**rest, **group}
+    named = [key for key in _WEIGHTS_FIELDS if key in options]
+    if not named:
+        return options, checkpoint, None
+    key = named[0]
+    if checkpoint is not None or len(named) > 1:
+        other = f"--checkpoint {checkpoint}" if checkpoint is not None else f"--set {named[1]}"
+        raise ValueError(f"--set {key}={options[key]} and {other}: give the weights once")
+    given = options.pop(key)
+    if given is None or given == "":
+        raise ValueError(f"--set {key}: expected a path, got {given!r}")
+    return options, Path(str(given)), f"--set {key}"
+
+
+def _weights_field_of(
+    method: str, options: dict[str, Any], checkpoint: Path | None, setting: str | None
+) -> tuple[dict[str, Any], Path | None]:
+    """A weights path given as ``--set KEY`` goes back among the settings when ``KEY`` is not
+    the method's weights field, so the settings' check refuses it with the accepted keys."""
+    if setting is None:
+        return options, checkpoint
+    from ..restoration.methods import method_needs
+
+    key = setting.removeprefix("--set ")
+    if method_needs(method).checkpoint == key:
+        return options, checkpoint
+    return {**options, key: str(checkpoint)}, None
 
 
 def _say_notes(manifest: Any) -> None:

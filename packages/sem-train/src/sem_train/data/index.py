@@ -51,6 +51,8 @@ GENERATED_ROOT = Path("<generated>")
 log = logging.getLogger(__name__)
 #: The unreadable-file count last reported per indexed folder (reported again when it changes).
 _REPORTED: dict[Path, tuple[int, int]] = {}
+#: The linked folders last reported as not followed, per indexed folder.
+_LINKS_REPORTED: dict[Path, dict[str, str]] = {}
 
 INDEX_VERSION = 3  # 3: each entry holds the image's rows and columns (from its header)
 
@@ -87,17 +89,50 @@ class ImageIndex:
         return [self.root / f for f in self.files]
 
 
-def _walk(root: Path, extensions: tuple[str, ...]) -> list[str]:
+def _within(path: str, folder: str) -> bool:
+    """Whether real path ``path`` is ``folder`` or lies below it (``/`` holds every path)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _walk(root: Path, extensions: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """The image files under ``root`` (relative POSIX paths, sorted), and the linked folders
+    not followed with the reason (``{relative path: reason}``).
+
+    A linked folder is read like any other (a corpus gathered from folders on other disks),
+    except a link that leads to ``root`` or a folder holding the link (a loop), into ``root``
+    (those files are read where they are) or to a folder another link already led to."""
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    not_followed: dict[str, str] = {}
+    top = os.path.realpath(root)
+    followed: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = os.path.realpath(dirpath)
         rel = Path(dirpath).relative_to(root)
+        keep = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            link = os.path.join(dirpath, name)
+            if not os.path.islink(link):
+                keep.append(name)
+                continue
+            real, where = os.path.realpath(link), (rel / name).as_posix()
+            if _within(here, real) or _within(top, real):
+                not_followed[where] = f"a link loop: it leads to {real}, which holds it"
+            elif _within(real, top):
+                not_followed[where] = (
+                    f"leads to {Path(real).relative_to(top).as_posix()}, read there"
+                )
+            elif real in followed:
+                not_followed[where] = f"leads to {real}, read through {followed[real]}"
+            else:
+                followed[real] = where
+                keep.append(name)
+        dirnames[:] = keep
         for name in filenames:
             if name.startswith("."):
                 continue
             if os.path.splitext(name)[1].lower() in extensions:
                 found.append((rel / name).as_posix())
-    return sorted(found)
+    return sorted(found), not_followed
 
 
 #: Version of the file checks: a cached verdict of older checks is not reused (2: truncated
@@ -125,7 +160,8 @@ def build_index(
 
     Parameters
     ----------
-    root : folder tree of TIFF (8/16-bit), PNG, JPEG or BMP files; other files are ignored.
+    root : folder tree of TIFF (8/16-bit), PNG, JPEG or BMP files; other files are ignored,
+        linked folders are read unless they loop (:func:`_walk`; one warning names those).
     cache_dir : where to keep the JSON index (default: see module doc).
     refresh : check every file again, ignoring the cached verdicts.
     verify : ``"none"`` (list only), ``"header"`` (parse each header) or ``"full"`` (decode).
@@ -147,7 +183,15 @@ def build_index(
     cache = _cache_location(root, Path(cache_dir) if cache_dir else None, key)
     known = {} if refresh else _cached_entries(cache, root)
     t0 = time.perf_counter()
-    found = _walk(root, tuple(e.lower() for e in extensions))
+    found, not_followed = _walk(root, tuple(e.lower() for e in extensions))
+    if not_followed and _LINKS_REPORTED.get(root) != not_followed:
+        _LINKS_REPORTED[root] = not_followed  # once per folder: a run indexes it again
+        log.warning(
+            "%d linked folder(s) under %s not followed: %s",
+            len(not_followed),
+            root,
+            "; ".join(f"{rel} ({why})" for rel, why in not_followed.items()),
+        )
     entries: dict[str, list[Any]] = {}
     from tqdm.auto import tqdm
 

@@ -18,6 +18,7 @@ from sem_physics.io import (
     ImageReadError,
     _check_declared_size,
     crop_info_bar,
+    held_tiff_log,
     max_pixels_limit,
     open_pil_checked,
     read_image,
@@ -110,7 +111,9 @@ def check_header(path: str | Path) -> tuple[int, int]:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
-            with tifffile.TiffFile(path) as tif:
+            # what tifffile logs of a bad file (``invalid offset to first page``) is held
+            # back: the file's one skip line says why, and read_image notes it for a read one
+            with held_tiff_log(), tifffile.TiffFile(path) as tif:
                 if not tif.pages:
                     raise ImageReadError(f"{path}: TIFF without image pages")
                 page = cast("tifffile.TiffPage", tif.pages[0])  # page 0 is never a TiffFrame
