@@ -167,3 +167,6 @@ def test_sem_restore_refuses_a_saved_restorer_with_nan_weights_before_any_image(
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and not out.exists()
     assert f"{weights}: NaN or infinite weights in {name} (1 of {state[name].numel()})" in err[0]
+    # the right kind of checkpoint: not blamed on the method it was given as
+    assert err[0].startswith(f"sem: error: --checkpoint {saved}: {weights}: NaN")
+    assert "cannot load it as method" not in err[0]

@@ -41,6 +41,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "CheckpointError",
     "CheckpointWriteError",
+    "NonFiniteWeightsError",
     "annotate_export",
     "describe_nonfinite",
     "export_has_moe",
@@ -59,6 +60,11 @@ KINDS = ("mae", "restoration")  # what an export's config.json says it holds
 
 class CheckpointError(ValueError):
     """A checkpoint directory that is missing files, or whose contents do not match."""
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """Weights of the right kind holding NaN or inf (a diverged training, a damaged file): the
+    message names the file and the tensors."""
 
 
 class CheckpointWriteError(OSError):
@@ -391,7 +397,7 @@ def _refuse_nonfinite(model: nn.Module, w_path: Path) -> None:
     returns NaN images without complaint."""
     found = nonfinite_tensors(model.state_dict())
     if found:
-        raise CheckpointError(
+        raise NonFiniteWeightsError(
             f"{w_path}: NaN or infinite weights in {describe_nonfinite(found)}; "
             "the model would return NaN images (export a checkpoint from before training "
             "diverged)"

@@ -27,7 +27,11 @@ import numpy as np
 import torch
 from pydantic import ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
-from sem_models.checkpoint import CheckpointError, describe_nonfinite, nonfinite_tensors
+from sem_models.checkpoint import (
+    NonFiniteWeightsError,
+    describe_nonfinite,
+    nonfinite_tensors,
+)
 from sem_physics import DegradationParams, image_to_tensor, tensor_to_image
 from sem_physics.atomic import atomic_write, atomic_write_text
 from sem_physics.fields import NoBoolNumbers
@@ -197,7 +201,7 @@ class NetworkRestorer:
         state = load_file(str(weights))  # on the CPU: load_state_dict copies to the device
         found = nonfinite_tensors(state)
         if found:
-            raise CheckpointError(
+            raise NonFiniteWeightsError(
                 f"{weights}: NaN or infinite weights in {describe_nonfinite(found)}; the "
                 f"{self.name} network would return NaN images (a training that diverged, or a "
                 "damaged file: train it again, with a lower learning rate)"

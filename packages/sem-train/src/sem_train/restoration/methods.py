@@ -327,6 +327,7 @@ def build_restorer(
     method raises :class:`CheckpointMismatchError` with one line saying why.
     """
     from sem_baselines import get_restorer
+    from sem_models.checkpoint import NonFiniteWeightsError
 
     paths = load_checkpoint(needs, checkpoint)
     clash = sorted(set(paths) & set(options))
@@ -345,6 +346,8 @@ def build_restorer(
             restorer = get_restorer(needs.name, **options, **paths)
     except CheckpointMismatchError:
         raise
+    except NonFiniteWeightsError as err:  # the right kind of file, its weights unusable
+        raise CheckpointMismatchError(f"--checkpoint {source}: {err}") from err
     except Exception as err:  # torch, safetensors and json raise many types for a wrong file
         raise CheckpointMismatchError(
             f"--checkpoint {source}: cannot load it as method {needs.name!r}: {_first_line(err)}"
