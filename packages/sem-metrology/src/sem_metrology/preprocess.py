@@ -198,6 +198,21 @@ def step_mad(image: np.ndarray, levels: tuple[float, float] | None = None, axis:
     """``median(|step − median(step)|)`` of ``step = np.diff(norm, axis=axis)``, ``norm`` as in
     :func:`row_mean` (as float64): the robust spread of the differences between neighbours,
     bit for bit, from bands of rows (no full-frame difference image)."""
+    return float(_mad(_steps(image, levels, axis)))
+
+
+def step_noise(image: np.ndarray) -> float:
+    """Pixel noise std from the differences between neighbouring rows (along vertical lines):
+    :func:`_trimmed_spread` of ``np.diff(image, axis=0)`` over ``√2``, band by band; not
+    quantised on integer images as the MAD is."""
+    return _trimmed_spread(_steps(image, None, 0)) / math.sqrt(2.0)
+
+
+def _steps(
+    image: np.ndarray, levels: tuple[float, float] | None, axis: int
+) -> Callable[[], Iterator[np.ndarray]]:
+    """The chunks of ``np.diff(norm, axis=axis)`` (``norm`` as in :func:`row_mean`, float64),
+    band by band, each time the returned function is called."""
     h, w = image.shape
 
     def steps() -> Iterator[np.ndarray]:
@@ -208,20 +223,7 @@ def step_mad(image: np.ndarray, levels: tuple[float, float] | None = None, axis:
             for r0, r1 in row_blocks(h, w):
                 yield np.diff(_normalised_rows(image, levels, r0, r1), axis=1).ravel()
 
-    return float(_mad(steps))
-
-
-def step_noise(image: np.ndarray) -> float:
-    """Pixel noise std from the differences between neighbouring rows (along vertical lines):
-    :func:`_trimmed_spread` of ``np.diff(image, axis=0)`` over ``√2``, band by band; not
-    quantised on integer images as the MAD is."""
-    h, w = image.shape
-
-    def steps() -> Iterator[np.ndarray]:
-        for r0, r1 in row_blocks(h - 1, w):
-            yield np.diff(np.asarray(image[r0 : r1 + 1], dtype=np.float64), axis=0).ravel()
-
-    return _trimmed_spread(steps) / math.sqrt(2.0)
+    return steps
 
 
 def label_counts(labels: np.ndarray, n_labels: int) -> np.ndarray:
@@ -252,14 +254,20 @@ def split_medians(image: np.ndarray, split: float) -> tuple[float, float, int]:
 
 def _mad(chunks: Callable[[], Iterable[np.ndarray]]) -> np.float64:
     """``np.median(np.abs(v - np.median(v)))`` of the values ``chunks()`` yields."""
-    centre = streamed_median(chunks)
+    return streamed_median(_deviations(chunks, streamed_median(chunks)))
+
+
+def _deviations(
+    chunks: Callable[[], Iterable[np.ndarray]], centre: float
+) -> Callable[[], Iterator[np.ndarray]]:
+    """The chunks of ``|v - centre|`` of the values ``chunks()`` yields, each time called."""
 
     def deviations() -> Iterator[np.ndarray]:
         for c in chunks():
             d = c - centre
             yield np.abs(d, out=d)
 
-    return streamed_median(deviations)
+    return deviations
 
 
 #: Share of the smallest absolute deviations :func:`_trimmed_spread` averages, and the mean of
@@ -301,12 +309,7 @@ def _trimmed_spread(chunks: Callable[[], Iterable[np.ndarray]]) -> float:
     centre = streamed_median(chunks)
     if not math.isfinite(centre):
         return math.nan
-
-    def deviations() -> Iterator[np.ndarray]:
-        for c in chunks():
-            d = c - centre
-            yield np.abs(d, out=d)
-
+    deviations = _deviations(chunks, centre)
     hi = max(float(d.max()) for d in deviations() if d.size)
     cut = _order_statistics(deviations, [k - 1], 0.0, hi, 0)[0]  # the k-th smallest
     total, below = 0.0, 0

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from sem_physics.cli_support import first_line
 from sem_physics.optional import require
 from sem_physics.validation import refuse_sem_image
 
@@ -241,7 +242,7 @@ def _lpips_model(net: str, backbone: str, device: str) -> Any:
     try:
         builder.load_state_dict(torch.load(backbone, map_location="cpu", weights_only=True))
     except Exception as err:  # RuntimeError/KeyError (wrong keys), UnpicklingError (not torch)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         if "weights_only" in str(err) or "Weights only load failed" in str(err):
             first = "it holds Python objects beyond tensors, which are never unpickled here"
         raise ValueError(

@@ -47,6 +47,7 @@ __all__ = [
     "export_has_moe",
     "export_model_kind",
     "load_model",
+    "nonfinite_message",
     "nonfinite_tensors",
     "read_export_meta",
     "save_model",
@@ -391,17 +392,17 @@ def describe_nonfinite(found: list[tuple[str, int, int]], limit: int = 3) -> str
     return text + (f" and {more} more tensor{'s' if more > 1 else ''}" if more > 0 else "")
 
 
-def _refuse_nonfinite(model: nn.Module, w_path: Path) -> None:
-    """CheckpointError naming ``w_path`` and the tensors holding NaN or inf once loaded (a
-    diverged run's weights, or values beyond the dtype config.json asks for): such a model
-    returns NaN images without complaint."""
-    found = nonfinite_tensors(model.state_dict())
-    if found:
-        raise NonFiniteWeightsError(
-            f"{w_path}: NaN or infinite weights in {describe_nonfinite(found)}; "
-            "the model would return NaN images (export a checkpoint from before training "
-            "diverged)"
-        )
+def nonfinite_message(
+    path: str | os.PathLike[str],
+    found: list[tuple[str, int, int]],
+    consequence: str,
+    *,
+    what: str = "weights",
+) -> str:
+    """The one-line error of every weights loader for the tensors ``found`` by
+    :func:`nonfinite_tensors` in file ``path``: ``PATH: NaN or infinite WHAT in a (2 of 64),
+    ...; CONSEQUENCE`` (what such weights would do, and what to do about it)."""
+    return f"{path}: NaN or infinite {what} in {describe_nonfinite(found)}; {consequence}"
 
 
 def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.Module:
@@ -462,5 +463,15 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> nn.
             f"{w_path} does not match {cfg_path}: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
-    _refuse_nonfinite(model, w_path)
+    # a diverged run's weights, or values beyond the dtype config.json asks for
+    found = nonfinite_tensors(model.state_dict())
+    if found:
+        raise NonFiniteWeightsError(
+            nonfinite_message(
+                w_path,
+                found,
+                "the model would return NaN images (export a checkpoint from before training "
+                "diverged)",
+            )
+        )
     return model.to(checked_device(device))

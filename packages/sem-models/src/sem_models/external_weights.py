@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import describe_nonfinite, nonfinite_tensors
+from .checkpoint import nonfinite_message, nonfinite_tensors
 from .imaging import norm_stats
 from .mae import MaskedAutoencoder
 from .pos_embed import resize_pos_embed
@@ -279,10 +279,8 @@ def load_external_mae(
             mapped[name] = taken[key] = value.to(target[name].dtype)
     found = nonfinite_tensors(taken)
     if found:  # checked before the model is touched
-        raise ExternalWeightsError(
-            f"{path}: NaN or infinite weights in {describe_nonfinite(found)}; the model would "
-            "return NaN images (a damaged file: fetch it again)"
-        )
+        why = "the model would return NaN images (a damaged file: fetch it again)"
+        raise ExternalWeightsError(nonfinite_message(path, found, why))
     report.missing = sorted(set(target) - set(mapped))
     report.loaded = sorted(mapped)
     encoder_missing = [

@@ -50,7 +50,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .atomic import OutputWriteError, atomic_write_text, remove_stale_temporaries
-from .cli_support import model_json, path_text, plain_text, text_path, validation_message
+from .cli_support import (
+    first_line,
+    model_json,
+    path_text,
+    plain_text,
+    text_path,
+    validation_message,
+)
 from .forward import degrade
 from .io import (
     DEFAULT_CROP_FRACTION,
@@ -697,10 +704,10 @@ def _mark_before_first_write(out: Path, written: list[Path]) -> None:
 
 
 def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
     if isinstance(err, MemoryError):
+        text = str(err).strip()
         return "not enough memory" + (f": {text}" if text else "")
-    return text.splitlines()[0] if text else type(err).__name__
+    return first_line(err)
 
 
 def degrade_files(

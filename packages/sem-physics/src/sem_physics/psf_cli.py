@@ -28,6 +28,7 @@ from .cli_support import (
     add_max_pixels,
     add_version,
     crop_fraction_unused,
+    first_line,
     path_text,
 )
 from .pipes import console_main
@@ -286,7 +287,7 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
 
 def _error_text(err: Exception, path: Path) -> str:
     """The first line of ``err``, starting with ``path`` (read errors name the file already)."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = first_line(err)
     return text if text.startswith(str(path)) else f"{path}: {text}"
 
 

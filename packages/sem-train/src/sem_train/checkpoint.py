@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from sem_models.checkpoint import describe_nonfinite, nonfinite_tensors
+from sem_models.checkpoint import nonfinite_message, nonfinite_tensors
 from sem_models.external_weights import refusal_reason
 from sem_physics.atomic import (
     OutputWriteError,
@@ -45,6 +45,7 @@ from sem_physics.atomic import (
     free_bytes,
     remove_stale_temporaries,
 )
+from sem_physics.cli_support import first_line
 
 from .runfolder import CheckpointError, RunExistsError, RunFolder, read_json, read_pointer
 
@@ -164,14 +165,6 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a safetensors checkpoint: {err}") from None
 
 
-def _nonfinite_error(
-    path: Path, what: str, found: list[tuple[str, int, int]], why: str
-) -> CheckpointError:
-    """The CheckpointError naming ``path`` and the tensors ``found`` holding NaN or inf
-    (:func:`sem_models.checkpoint.nonfinite_tensors`), with what to do about it."""
-    return CheckpointError(f"{path}: NaN or infinite {what} in {describe_nonfinite(found)}; {why}")
-
-
 def load_weights(module: torch.nn.Module, path: Path, strict: bool = True) -> None:
     """Load safetensors weights into ``module`` (shapes and names checked when ``strict``).
 
@@ -182,7 +175,7 @@ def load_weights(module: torch.nn.Module, path: Path, strict: bool = True) -> No
     state = _read_weights(path)
     found = nonfinite_tensors(state)
     if found:
-        raise _nonfinite_error(path, "weights", found, "the model would compute NaN")
+        raise CheckpointError(nonfinite_message(path, found, "the model would compute NaN"))
     _load_into(module, path, state, strict)
 
 
@@ -266,7 +259,7 @@ def save_state(state: dict[str, Any], path: Path) -> None:
     except RuntimeError as err:
         free, need = free_bytes(path.parent), _tensor_bytes(state)
         intact = _intact(path.parent)
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         if free is not None and free < need + (1 << 20):
             raise CheckpointWriteError(
                 errno.ENOSPC,
@@ -443,12 +436,14 @@ class Checkpointer(RunFolder):
         tensors = _read_weights(self.dir / weights)
         found = nonfinite_tensors(tensors)
         if found:
-            raise _nonfinite_error(self.dir / weights, "weights", found, self._diverged_advice())
+            why = self._diverged_advice()
+            raise CheckpointError(nonfinite_message(self.dir / weights, found, why))
         state = load_training_state(self.dir / state_name)
         found = nonfinite_tensors(_optimizer_tensors(state.get("optimizer"), optimizer, model))
         if found:
             why = self._diverged_advice()
-            raise _nonfinite_error(self.dir / state_name, "optimizer state", found, why)
+            path = self.dir / state_name
+            raise CheckpointError(nonfinite_message(path, found, why, what="optimizer state"))
         _load_into(model, self.dir / weights, tensors)
         _check_schedule(self.dir / state_name, state.get("scheduler"), scheduler.state_dict())
         try:

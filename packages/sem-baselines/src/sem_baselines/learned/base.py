@@ -27,11 +27,7 @@ import numpy as np
 import torch
 from pydantic import ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
-from sem_models.checkpoint import (
-    NonFiniteWeightsError,
-    describe_nonfinite,
-    nonfinite_tensors,
-)
+from sem_models.checkpoint import NonFiniteWeightsError, nonfinite_message, nonfinite_tensors
 from sem_physics import DegradationParams, image_to_tensor, tensor_to_image
 from sem_physics.atomic import atomic_write, atomic_write_text
 from sem_physics.fields import NoBoolNumbers
@@ -201,11 +197,11 @@ class NetworkRestorer:
         state = load_file(str(weights))  # on the CPU: load_state_dict copies to the device
         found = nonfinite_tensors(state)
         if found:
-            raise NonFiniteWeightsError(
-                f"{weights}: NaN or infinite weights in {describe_nonfinite(found)}; the "
-                f"{self.name} network would return NaN images (a training that diverged, or a "
-                "damaged file: train it again, with a lower learning rate)"
+            why = (
+                f"the {self.name} network would return NaN images (a training that diverged, "
+                "or a damaged file: train it again, with a lower learning rate)"
             )
+            raise NonFiniteWeightsError(nonfinite_message(weights, found, why))
         # the device is this restorer's, not the saving machine's (a GPU's weights load here)
         saved = {**meta.get("config", {}), "device": self.config.device}
         self.__init__(self.config_cls(**saved))  # type: ignore[misc]

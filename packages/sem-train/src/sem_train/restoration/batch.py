@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sem_physics.atomic import OutputWriteError, atomic_write_text, remove_stale_temporaries
-from sem_physics.cli_support import path_text
+from sem_physics.cli_support import first_line, path_text
 from sem_physics.io import IMAGE_EXTENSIONS, ImageReadError, check_image_path
 from sem_physics.locking import (
     INCOMPLETE_MARKER,
@@ -392,11 +392,6 @@ def _listed_outputs(record: Path) -> set[str]:
     }
 
 
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
 #: errno values that only writing can raise: the output side, wherever they come from
 _OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
@@ -556,7 +551,7 @@ def restore_files(
                         err if isinstance(err, _OutputFailed) else _OutputFailed(job.output, err)
                     )
                     break
-                reason = _first_line(err)
+                reason = first_line(err)
                 manifest.failed.append(FailedInput(input=path_text(job.input), reason=reason))
                 if on_failure is not None:
                     on_failure(job.input, reason)
@@ -573,7 +568,7 @@ def restore_files(
 def _stop(stopped: _OutputFailed, manifest: RestoreManifest, record: Path, n_jobs: int) -> None:
     """Record what was written before an output failed (the folder stays marked
     ``INCOMPLETE``) and raise :class:`RestoreStoppedError` naming the output."""
-    reason = _first_line(stopped.err)
+    reason = first_line(stopped.err)
     where = path_text(stopped.path)
     if where not in reason:
         reason = f"{where}: {reason}"

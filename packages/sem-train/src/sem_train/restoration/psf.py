@@ -18,7 +18,7 @@ import numpy as np
 import sem_physics
 from pydantic import ValidationError
 from sem_physics import PSFParams
-from sem_physics.cli_support import validation_message
+from sem_physics.cli_support import first_line, validation_message
 
 __all__ = [
     "PSF_AUTO",
@@ -78,10 +78,8 @@ def estimate_degradation(image: np.ndarray) -> Any:
                 "blur leaves a uniform image as it is); check that the file holds the micrograph "
                 "meant (not a blank frame)"
             ) from err
-        lines = str(err).strip().splitlines()
-        why = lines[0] if lines else type(err).__name__
         raise ValueError(
-            f"blind PSF estimate failed ({why}); give the PSF as --psf RX,RY,THETA,BETA"
+            f"blind PSF estimate failed ({first_line(err)}); give the PSF as --psf RX,RY,THETA,BETA"
         ) from err
     return estimate
 
