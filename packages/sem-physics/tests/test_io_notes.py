@@ -53,17 +53,22 @@ def test_lossless_files_carry_no_jpeg_note(tmp_path: Path, caplog) -> None:
     assert not caplog.records
 
 
-def test_sem_psf_shows_the_jpeg_warning(tmp_path: Path) -> None:
-    path = tmp_path / "lines.jpg"
-    Image.fromarray(lines((96, 128))).save(path, quality=90)
+def _sem_psf(path: Path) -> subprocess.CompletedProcess[str]:
+    """``sem-psf PATH`` run as a process of its own (its stderr as a user sees it)."""
     code = "import sys; from sem_physics.psf_cli import main; sys.exit(main(sys.argv[1:]))"
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", code, str(path)],
         capture_output=True,
         text=True,
         encoding="utf-8",
         timeout=120,
     )
+
+
+def test_sem_psf_shows_the_jpeg_warning(tmp_path: Path) -> None:
+    path = tmp_path / "lines.jpg"
+    Image.fromarray(lines((96, 128))).save(path, quality=90)
+    done = _sem_psf(path)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [f"sem-psf: warning: {path}: {JPEG_NOTE}"]
 
@@ -130,14 +135,7 @@ def test_a_truncated_tiff_is_one_error_and_no_tifffile_log_line(tmp_path: Path) 
     tifffile.imwrite(whole, lines((256, 256)), extratags=[(40001, "s", 0, "x" * 200, False)])
     cut = tmp_path / "cut.tif"
     cut.write_bytes(whole.read_bytes()[:300])  # the tags' entries, not their values or pixels
-    code = "import sys; from sem_physics.psf_cli import main; sys.exit(main(sys.argv[1:]))"
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(cut)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-    )
+    done = _sem_psf(cut)
     assert done.returncode == 2
     [line] = done.stderr.splitlines()
     assert line.startswith(f"sem-psf: error: {cut}: cannot decode as TIFF (corrupt, truncated")
