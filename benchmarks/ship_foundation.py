@@ -373,8 +373,13 @@ def main() -> None:
     except FileNotFoundError as err:
         ap.error(f"{args.run} is not a finished recipe run: {err}")
     n_ft = _half_copy(ft, args.dest / "sem-foundation")
-    n_s3 = _half_copy(s3, args.dest / "sem-foundation-zero-shot")
+    _half_copy(s3, args.dest / "sem-foundation-zero-shot")
     model = load_model(args.dest / "sem-foundation")
+    # the card counts parameters; the files also hold the fixed sin-cos position embeddings
+    params_ft = sum(p.numel() for p in model.parameters())
+    zero_shot = load_model(args.dest / "sem-foundation-zero-shot")
+    params_s3 = sum(p.numel() for p in zero_shot.parameters())
+    fixed = n_ft - params_ft
     mae = model.mae.config
     moe = mae.moe
     sizes = {
@@ -400,8 +405,8 @@ restoration model; `sem-foundation-zero-shot` is the Stage-3 model it started fr
 - Restoration: residual decoder plus a {model.refiner_width}-channel two-level convolutional
   refiner at full resolution (removes the patch grid).{_guides(model)} Encoder fine-tuned too
   (see the recipe).
-- Parameters: {n_ft / 1e6:.2f} M (fine-tuned model), {n_s3 / 1e6:.2f} M (zero-shot model);
-  stored in float16: {sizes["sem-foundation"]:.1f} MB and {sizes["sem-foundation-zero-shot"]:.1f} MB.
+- Parameters: {params_ft / 1e6:.2f} M (fine-tuned model), {params_s3 / 1e6:.2f} M (zero-shot model); the weights files also
+  hold the fixed sin-cos position embeddings ({fixed / 1e6:.2f} M values); stored in float16: {sizes["sem-foundation"]:.1f} MB and {sizes["sem-foundation-zero-shot"]:.1f} MB.
 - Inference: Hann-blended sliding {mae.img_size}-px windows (`sem_models.sliding_window`), any
   image size.
 

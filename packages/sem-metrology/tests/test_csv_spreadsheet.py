@@ -77,3 +77,29 @@ def test_csv_files_read_the_same_in_a_spreadsheet(
     capsys.readouterr()
     assert main(["lines", str(image.parent), "--pixel-size-nm", str(PX), "--csv"]) == 0
     assert not capsys.readouterr().out.startswith("\ufeff")  # stdout: no byte-order mark
+
+
+def test_the_public_csv_file_text_spells_values_and_marks_only_kept_names() -> None:
+    """``sem_metrology.spreadsheet_csv_file``, the rule other packages' CSV files follow:
+    symbols spelled in every column but the verbatim ones, a byte-order mark exactly when a
+    kept name holds other letters, the rows read back as given."""
+    from sem_metrology import spreadsheet_csv_file
+
+    rows = [
+        {
+            "image": "\u00c4tzprobe_0\u00b0",
+            "note": "3\u03c3 \u00b1 1\u00b0, \u22122 nm\u207b\u00b9",
+        },
+        {"image": "plain", "note": None},
+    ]
+    text = spreadsheet_csv_file(rows, verbatim=("image",))
+    assert text.startswith("\ufeff")
+    back = list(csv.DictReader(io.StringIO(text.removeprefix("\ufeff"))))
+    assert [r["image"] for r in back] == ["\u00c4tzprobe_0\u00b0", "plain"]
+    assert [r["note"] for r in back] == ["3sigma +/- 1 deg, -2 nm^-1", ""]
+    plain = spreadsheet_csv_file(
+        [{"image": "a.tif", "note": "\u00b1 1\u00b0"}], verbatim=("image",)
+    )
+    assert plain.isascii() and "+/- 1 deg" in plain  # nothing left to mark: no byte-order mark
+    spelled = spreadsheet_csv_file(rows[:1])  # no verbatim column: the name's symbol spelled
+    assert spelled.startswith("\ufeff") and "\u00c4tzprobe_0 deg" in spelled

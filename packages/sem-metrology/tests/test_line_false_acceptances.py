@@ -43,12 +43,15 @@ def _bloom(amplitude: float) -> np.ndarray:
     return _sixteen(1, bloom_amplitude=amplitude, bloom_width_px=1.5)
 
 
-def test_bloom_rims_read_as_twice_the_lines_are_refused() -> None:
-    # Before: valid, 32 "lines" of CD 0.94 nm, 15 px apart (each bright rim read as a line).
+def test_bloom_rims_read_as_twice_the_lines_are_measured_between_the_rims() -> None:
+    # First: valid, 32 "lines" of CD 0.94 nm, 15 px apart (each bright rim read as a line);
+    # then refused (pattern_guard); now the 16 lines between the rims are measured
+    # (test_bloom_rims.py), the rims named in a warning.
     r = measure_lines(_bloom(300.0), PX, convention="truth")
-    assert not r.valid
-    assert r.reason.startswith("bright edge rims read as lines: the 32 lines found are 15.")
-    assert "half the 30.1 px period" in r.reason and "likely 16 lines" in r.reason
+    assert r.valid and r.n_lines == 16
+    assert r.cd_nm == pytest.approx(15 * PX, rel=0.05)
+    assert r.pitch_nm == pytest.approx(30 * PX, rel=0.01)
+    assert any(w.startswith("the 32 bright lines found") for w in r.warnings)
 
 
 def test_bloom_read_correctly_and_pitch_walk_are_measured() -> None:

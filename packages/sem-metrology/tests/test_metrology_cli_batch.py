@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +15,7 @@ import pytest
 import tifffile
 from sem_metrology import make_line_image
 from sem_metrology.cli import main
-from sem_physics.testing import main_in_fresh_interpreter
+from sem_physics.testing import main_in_fresh_interpreter, symlink_or_skip
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +191,25 @@ def test_an_output_below_a_file_is_refused_before_any_image_is_measured(
     assert len(err) == 1 and err[0].startswith("sem-measure: error: "), err
     assert f"{blocker} is a file, not a folder" in err[0]
     assert blocker.read_text() == "keep me"
+
+
+def test_folder_mode_reads_linked_folders_and_names_a_loop(tmp_path, line_tif, capsys) -> None:
+    """A folder is read as ``sem train --data`` reads one: a linked folder's images are
+    measured (they were passed over, and a folder of links held "no images"); a link loop is
+    not followed and named in one warning."""
+    root, lab = tmp_path / "corpus", tmp_path / "other_disk" / "lab A"
+    lab.mkdir(parents=True)
+    shutil.copy(line_tif, lab / "lines.tif")
+    root.mkdir()
+    symlink_or_skip(root / "lab A", lab, target_is_directory=True)
+    symlink_or_skip(root / "loop", root, target_is_directory=True)
+    out = tmp_path / "table.csv"
+    argv = ["lines", str(root), "--pixel-size-nm", "0.8", "--csv", "--output", str(out)]
+    assert main(argv) == 0
+    (row,) = csv.DictReader(io.StringIO(out.read_text()))
+    assert row["path"] == "lab A/lines.tif" and int(row["n_lines"]) == 8
+    warned = [line for line in capsys.readouterr().err.splitlines() if "not followed" in line]
+    assert warned == [
+        f"sem-measure: warning: 1 linked folder(s) under {root} not followed: loop (a link "
+        f"loop: it leads to {os.path.realpath(root)}, which holds it)"
+    ]

@@ -229,6 +229,58 @@ def test_lpips_rejects_a_file_that_is_not_alexnet(monkeypatch, tmp_path) -> None
         lpips_distance(np.full((32, 32), 90.0), np.full((32, 32), 99.0), weights_path=png)
 
 
+def test_lpips_refuses_backbone_weights_holding_nan_or_inf(alexnet_in_hub_cache: Path) -> None:
+    """NaN or inf backbone weights are refused naming the file and the tensors, in the words
+    of every weights loader of the toolkit (they scored every pair NaN)."""
+    import torch
+
+    state = torch.load(alexnet_in_hub_cache, map_location="cpu", weights_only=True)
+    w, b = state["features.3.weight"], state["classifier.1.bias"]
+    w.view(-1)[[5, 17, 900]] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    b[0] = float("nan")
+    bad = alexnet_in_hub_cache.with_name("damaged.pth")
+    torch.save(state, bad)
+    img = np.full((32, 32), 90.0)
+    with pytest.raises(ValueError) as info:
+        lpips_distance(img, img + 9, weights_path=bad)
+    assert str(info.value) == (
+        f"{bad.resolve()}: NaN or infinite weights in features.3.weight (3 of {w.numel()}), "
+        f"classifier.1.bias (1 of {b.numel()}); lpips_distance would return NaN (a damaged "
+        "file: fetch it again from https://download.pytorch.org/models/alexnet-owt-7be5be79.pth)"
+    )
+    assert np.isfinite(lpips_distance(img, img + 9))  # the intact file beside it still scores
+
+
+def test_lpips_refuses_linear_weights_holding_nan(
+    alexnet_in_hub_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import lpips
+    import torch
+
+    shipped = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
+    lin = torch.load(shipped, map_location="cpu", weights_only=True)
+    names = list(lin)
+    for name in names:  # every linear layer damaged: the first three named, then a count
+        lin[name].view(-1)[0] = float("nan")
+    damaged = tmp_path / "alex.pth"
+    torch.save(lin, damaged)
+    monkeypatch.setattr(quality, "_lpips_linear_path", lambda net: damaged)
+    quality._lpips_model.cache_clear()
+    img = np.full((32, 32), 90.0)
+    try:
+        with pytest.raises(ValueError) as info:
+            lpips_distance(img, img + 9)
+    finally:
+        quality._lpips_model.cache_clear()
+    shown = ", ".join(f"{n} (1 of {lin[n].numel()})" for n in names[:3])
+    more = len(names) - 3
+    assert str(info.value).startswith(
+        f"{damaged}: NaN or infinite weights in {shown} and {more} more tensor"
+        f"{'s' if more > 1 else ''}; lpips_distance would return NaN (a damaged lpips "
+        "installation"
+    )
+
+
 # --- NIQE --------------------------------------------------------------------------------
 
 

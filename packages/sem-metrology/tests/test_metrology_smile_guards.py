@@ -277,12 +277,18 @@ def test_no_orientation_with_lines_above_suggests_an_info_bar() -> None:
 
 def test_no_orientation_real_image_over_a_text_bar(real_line_image) -> None:
     """The audit's case: the real image over a 70-row black bar with twelve white 25x60 px
-    blocks and a white bar (12 rows of it detected): refused, naming the info bar."""
+    blocks and a white bar, cut 12 rows into it. Kept (``info_bar='none'``, as when the bar is
+    not detected): refused, naming the info bar. By default the bar is detected, as
+    sem-measure finds it (58 rows), and the real image measured."""
     bar = np.zeros((70, real_line_image.shape[1]))
     for k in range(12):
         bar[15:40, 40 + 95 * k : 100 + 95 * k] = 255.0
     bar[50:58, 100:900] = 255.0
     image = np.vstack([real_line_image.astype(np.float64), bar])[:-12]
-    m = measure_lines(image, LINE_PIXEL_NM)
+    m = measure_lines(image, LINE_PIXEL_NM, info_bar="none")
     assert not m.valid and "no line orientation" in m.reason, m.reason
     assert "info bar that was not detected" in m.reason and "Contact holes" not in m.reason
+    assert "info_bar=ROWS" in m.reason
+    found = measure_lines(image, LINE_PIXEL_NM)
+    assert found.valid and found.crop == "info bar: bottom 58 rows removed"
+    assert found.cd_nm == measure_lines(real_line_image, LINE_PIXEL_NM).cd_nm

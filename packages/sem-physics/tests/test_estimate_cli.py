@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 from sem_physics import DegradationParams, degrade, make_sample, write_image
 from sem_physics.psf_cli import main
+from sem_physics.testing import symlink_or_skip
 
 PARAMS = DegradationParams(
     rx_px=9, ry_px=5, beta=1.95, theta_rad=0.6, gain=1.0, offset=10, sigma=4, dose=20
@@ -218,3 +221,26 @@ def test_crop_fraction_without_a_fraction_crop_is_refused(
     ]
     assert main([str(degraded), "--crop", "fraction", "--crop-fraction", "0.2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows_cropped"] == 64
+
+
+def test_a_folder_of_linked_folders_is_estimated_and_a_loop_named_once(
+    degraded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder is read as ``sem train --data`` reads one: the images of a linked folder (a
+    corpus gathered from other disks) are estimated, where they were passed over and the
+    folder said to hold no images; a link loop is not followed and named in one warning."""
+    root, lab = tmp_path / "corpus", tmp_path / "other_disk" / "lab A"
+    lab.mkdir(parents=True)
+    shutil.copy(degraded, lab / "texture.tif")
+    root.mkdir()
+    symlink_or_skip(root / "lab A", lab, target_is_directory=True)
+    symlink_or_skip(root / "loop", root, target_is_directory=True)
+    assert main([str(root), "--json", "--crop", "none"]) == 0
+    out, err = capsys.readouterr()
+    (rec,) = [json.loads(line) for line in out.splitlines()]
+    assert rec["file"] == str(root / "lab A" / "texture.tif")
+    assert rec["rx_px"] == pytest.approx(9, rel=0.25)  # the degraded image, estimated
+    assert err.strip().splitlines() == [
+        f"sem-psf: warning: 1 linked folder(s) under {root} not followed: loop (a link loop: "
+        f"it leads to {os.path.realpath(root)}, which holds it)"
+    ]

@@ -4,6 +4,7 @@ work, skipped inputs, staged reports, one runner for both."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 
@@ -285,11 +286,41 @@ def test_demo_and_benchmark_share_one_runner(tmp_path):
     assert (demo_dir / "table.md").read_text() in demo_report.read_text()
     with open(demo_dir / "quality_summary.csv", encoding="utf-8") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
-    assert {"defocused input", "control (y − b)/a", "wiener", "focused"} <= set(rows)
+    assert {"defocused input", "control (y - b)/a", "wiener", "focused"} <= set(rows)  # ASCII
     # the references' noise ceilings, one per case, on the focused row only
     ceilings = [float(v) for v in rows["focused"]["noise_ceiling_db"].split("; ")]
     assert len(ceilings) == int(rows["focused"]["n_cases"]) and all(20 < c < 60 for c in ceilings)
     assert not rows["wiener"]["noise_ceiling_db"]
+
+
+def test_report_csvs_are_ascii_but_file_names_with_a_bom_when_those_need_it(tmp_path, sample_dir):
+    """Every CSV of a report follows sem-measure's rule: values in ASCII (the control's
+    ``y − b`` with a hyphen, so Excel without a byte-order mark shows it as written), the
+    images' names exactly as the files have them, and a UTF-8 byte-order mark exactly in the
+    files where such a name keeps other letters."""
+    names = []
+    for i, path in enumerate(sorted(sample_dir.iterdir())):
+        names.append(f"Ätzprobe_{i}_5µm_0°")
+        path.rename(sample_dir / f"{names[-1]}{path.suffix}")
+    cfg = _config(tmp_path, sample_dir, figure_cases=0)
+    out = run_benchmark(load_benchmark_config(cfg), progress=False).parent
+    named = set()
+    for item in report_mod.REPORT_ITEMS:
+        if not item.endswith(".csv"):
+            continue
+        raw = (out / item).read_bytes()
+        text = raw.decode("utf-8")
+        has_bom = text.startswith("\ufeff")
+        assert has_bom == (not text.removeprefix("\ufeff").isascii()), item
+        for row in csv.DictReader(io.StringIO(text.removeprefix("\ufeff"))):
+            for key, value in row.items():
+                if key in ("image", "case_id"):
+                    named.add(value.split("@")[0])
+                else:
+                    assert value.isascii(), (item, key, value)
+    assert named and named <= set(names)  # verbatim: "°" and "µ" kept in the names
+    with open(out / "quality_summary.csv", encoding="utf-8-sig", newline="") as fh:
+        assert "control (y - b)/a" in {r["method"] for r in csv.DictReader(fh)}
 
 
 def test_every_row_carries_its_cases_setting(tmp_path, sample_dir):

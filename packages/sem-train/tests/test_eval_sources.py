@@ -1,12 +1,16 @@
-"""Generated evaluation images: the kinds a benchmark config asks for, each with stable seeds."""
+"""Evaluation images: the generated kinds a benchmark config asks for, each with stable seeds,
+and the files of an image folder."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
-from sem_physics import make_sample
+from sem_physics import make_sample, write_image
+from sem_physics.testing import symlink_or_skip
 from sem_train.evaluation.config import load_benchmark_config, make_config
-from sem_train.evaluation.sources import sample_images
+from sem_train.evaluation.sources import list_images, sample_images
 
 
 def test_each_kind_keeps_its_images_whatever_the_other_kinds() -> None:
@@ -25,3 +29,27 @@ def test_benchmark_config_takes_generated_kinds(tmp_path) -> None:
     assert load_benchmark_config(path).generated.kinds == ("resist",)
     with pytest.raises(ValueError, match="kinds"):
         make_config({"protocol": "s2s", "generated": {"kinds": ["wires"]}})
+
+
+def test_image_folders_follow_links_once_and_name_a_loop(tmp_path, caplog) -> None:
+    """A benchmark's ``images:`` folder is read as ``sem train --data`` is: the images of a
+    linked folder count (they were passed over, so a folder of links held "no images"); a
+    link loop is not followed and named in one warning, and in the error when nothing is left."""
+    root, lab = tmp_path / "corpus", tmp_path / "other_disk" / "lab A"
+    lab.mkdir(parents=True)
+    write_image(lab / "b.png", make_sample("lines", (64, 80), seed=1), "uint8")
+    write_image(root / "a.tif", make_sample("lines", (64, 80), seed=2), "uint8")
+    symlink_or_skip(root / "lab A", lab, target_is_directory=True)
+    symlink_or_skip(root / "loop", root, target_is_directory=True)
+    with caplog.at_level("WARNING"):
+        assert list_images(root) == [root / "a.tif", root / "lab A" / "b.png"]
+        assert list_images(root) == [root / "a.tif", root / "lab A" / "b.png"]
+    said = f"1 linked folder(s) under {root} not followed: loop (a link loop: it leads to "
+    assert [m for m in caplog.messages if "not followed" in m] == [
+        f"{said}{os.path.realpath(root)}, which holds it)"
+    ]
+    (root / "a.tif").unlink()
+    (lab / "b.png").unlink()
+    with pytest.raises(FileNotFoundError, match="no images") as err:
+        list_images(root)
+    assert said in str(err.value)

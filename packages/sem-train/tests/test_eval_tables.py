@@ -416,3 +416,20 @@ def test_avg_mae_of_the_tables_equals_sem_metrology_compare_measurements():
         assert lib["avg_abs_error"] is not None and lib["avg_abs_error"] > 0
         assert row.avg_abs_error_nm == pytest.approx(lib["avg_abs_error"], rel=1e-12)
         assert row.cd_abs_error_nm == pytest.approx(lib["cd_abs_error_nm"], rel=1e-12)
+
+
+def test_a_case_image_is_measured_whole_even_where_its_bottom_looks_like_a_bar():
+    """A case's images had their bar cut when read: an output whose bottom rows are a flat
+    black band (as a restoration's may be) keeps them, like its reference, with no bar note."""
+    from sem_train.evaluation.metrology import measure_line_image
+
+    s = make_line_image(n_lines=20, shape=(512, 640), seed=0)
+    rng = np.random.default_rng(0)
+    picture = np.clip(s.image + rng.normal(0.0, 5.0, s.image.shape), 0, 255)
+    band = np.zeros((64, 640))
+    band[0] = 255.0
+    framed = np.vstack([picture, band])
+    assert measure_lines(framed, s.pixel_size_nm).crop is not None  # the library's default
+    m = measure_line_image(framed, s.pixel_size_nm)
+    assert m.crop is None and m.n_rows == 576
+    assert not any(w.startswith("info bar") for w in m.warnings)

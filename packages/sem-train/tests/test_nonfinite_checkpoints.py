@@ -170,3 +170,25 @@ def test_sem_restore_refuses_a_saved_restorer_with_nan_weights_before_any_image(
     # the right kind of checkpoint: not blamed on the method it was given as
     assert err[0].startswith(f"sem: error: --checkpoint {saved}: {weights}: NaN")
     assert "cannot load it as method" not in err[0]
+
+
+def test_lpips_weights_are_checked_and_worded_as_every_other_loaders() -> None:
+    """sem-metrology (no sem-models dependency) writes the check and the message again for
+    LPIPS' weight files: they find and say the same as sem_models' for every dtype, a sum that
+    overflows though every value is finite, and more tensors than the message names."""
+    from sem_metrology import quality
+    from sem_models.checkpoint import nonfinite_message, nonfinite_tensors
+
+    big = torch.full((8,), 3e38)  # finite values whose float32 sum is inf
+    state = {"big": big, "steps": torch.arange(4)}
+    for i, dtype in enumerate((torch.float16, torch.bfloat16, torch.float32, torch.float64)):
+        t = torch.linspace(-1, 1, 10 + i, dtype=dtype)
+        t[: i + 1] = float("nan") if i % 2 else float("inf")
+        state[f"t{i}"] = t
+    state["clean"] = torch.ones(3)
+    found = quality._nonfinite_tensors(state)
+    assert found == nonfinite_tensors(state) and [f[0] for f in found] == ["t0", "t1", "t2", "t3"]
+    for n in range(1, 5):
+        assert quality._nonfinite_message(Path("w.pth"), found[:n], "why") == nonfinite_message(
+            Path("w.pth"), found[:n], "why"
+        )

@@ -226,6 +226,29 @@ def test_recipe_resume_over_changed_data_names_the_recipes_way_on(tmp_path, fold
     assert logs == []  # refused before the step said it resumes
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_recipe_resume_with_another_number_of_processes_is_refused_before_it_says_so(tmp_path):
+    """A step started by two processes and resumed by one is refused before the recipe says
+    the step resumes (the engine refused it only after that line)."""
+    from sem_train.runinfo import ResumeConfigError
+
+    out = tmp_path / "run"
+    kinds = ("stage1",)
+    run_recipe("cpu-base", data_root=None, output_dir=out, overrides=_overrides(), kinds=kinds)
+    (out / "stage1" / DONE_FILE).unlink()  # interrupted after its checkpoint
+    info_path = out / "stage1" / "run_info.json"
+    info = json.loads(info_path.read_text())
+    assert info["world_size"] == 1
+    info_path.write_text(json.dumps({**info, "world_size": 2}))
+    logs: list[str] = []
+    with pytest.raises(ResumeConfigError, match=r"started with 2 process\(es\) and this run has 1"):
+        run_recipe(
+            "cpu-base", data_root=None, output_dir=out, overrides=_overrides(), kinds=kinds,
+            resume=True, log=logs.append,
+        )  # fmt: skip
+    assert logs == []
+
+
 def _stage_records(run_dir) -> list[dict]:
     """A step's metrics.jsonl without the wall-clock field."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
@@ -260,7 +283,12 @@ def test_recipe_resumes_a_step_interrupted_before_its_first_checkpoint(tmp_path,
     # The interrupted Stage 2 did all an uninterrupted one does but its checkpoint (1 epoch).
     best = ck / json.loads((ck / "best.json").read_text())["dir"] / "model.safetensors"
     expected_weights, expected_records = load_file(str(best)), _stage_records(cut)
-    assert [(r["split"], r["step"]) for r in expected_records] == [("val", 0), ("val", 2)]
+    # 2 steps, fewer than log_every_steps: the last one is logged all the same
+    assert [(r["split"], r["step"]) for r in expected_records] == [
+        ("val", 0),
+        ("train", 2),
+        ("val", 2),
+    ]
     logs: list[str] = []
     run_recipe(
         "cpu-base", data_root=None, output_dir=out, overrides=overrides, kinds=kinds, resume=True,

@@ -4,6 +4,7 @@ record, an 8-bit palette's value scale and the dim-picture rule shared with sem_
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import tifffile
 from sem_physics import levels as sem_levels
 from sem_physics import make_sample
+from sem_physics.testing import symlink_or_skip
 from sem_train import restore
 from sem_train.cli import main
 from sem_train.restoration import MANIFEST_NAME
@@ -81,3 +83,30 @@ def test_an_estimate_made_inside_the_method_is_timed_as_estimate(monkeypatch, me
     out = restore(make_sample("lines", (96, 96), seed=1), method, psf="2,2,0,2")
     assert out.timings.estimate_s >= pause_s
     assert out.timings.restore_s < out.timings.total_s - pause_s
+
+
+def test_a_folder_of_linked_folders_is_restored_and_a_loop_named(tmp_path: Path, capsys) -> None:
+    """``sem restore FOLDER`` reads a folder as ``sem train --data`` does: a linked folder's
+    images are restored (they were passed over, and a folder of links held "no images"); a
+    link loop is not followed, named in one note and in the record."""
+    root, lab = tmp_path / "corpus", tmp_path / "other_disk" / "lab A"
+    lab.mkdir(parents=True)
+    tifffile.imwrite(lab / "x.tif", lines().astype(np.uint8))
+    root.mkdir()
+    symlink_or_skip(root / "lab A", lab, target_is_directory=True)
+    symlink_or_skip(root / "loop", root, target_is_directory=True)
+    assert run(root, "-o", tmp_path / "out", *PSF) == 0
+    assert (tmp_path / "out" / "lab A" / "x.tif").is_file()
+    record = json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())
+    assert [Path(r["input"]) for r in record["restored"]] == [root / "lab A" / "x.tif"]
+    said = (
+        f"1 linked folder(s) under {root} not followed: loop (a link loop: it leads to "
+        f"{os.path.realpath(root)}, which holds it)"
+    )
+    assert said in record["notes"]
+    assert capsys.readouterr().err.count("not followed") == 1
+    # a folder holding only the loop: the one error line says why nothing was found
+    (lab / "x.tif").unlink()
+    assert run(root, "-o", tmp_path / "out2", *PSF) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "folder holds no images" in err[0] and said in err[0]

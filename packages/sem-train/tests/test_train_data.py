@@ -139,6 +139,10 @@ def test_truncated_tiffs_are_rejected_by_the_header_check(tmp_path):
     index = build_index(tmp_path, verify="header")
     assert sorted(index.rejected) == ["cut-late.tif", "cut-plain.tif", "cut-tiled.tif"]
     assert sorted(index.files) == ["late.tif", "plain.tif", "tiled.tif"]
+    # one picture in three TIFF layouts: the full check, which decodes anyway, keeps it once
+    full = build_index(tmp_path, verify="full", refresh=True)
+    assert full.files == ["late.tif"]
+    assert set(full.duplicates.values()) == {"same pixels as late.tif"}
 
 
 def test_unreadable_files_are_reported_once_until_their_count_changes(image_folder, caplog):

@@ -837,6 +837,25 @@ def test_loss_parts_are_read_from_the_device_only_on_the_steps_logged(
         assert r["twice"] == pytest.approx(2 * r["loss"], rel=1e-6) and r["one"] == 1.0
 
 
+@pytest.mark.parametrize(
+    ("epochs", "max_steps", "every", "logged"),
+    [(1, None, 100, [4]), (2, None, 3, [3, 6, 8]), (3, 5, 2, [2, 4, 5])],
+    ids=["shorter-than-log_every", "last-epoch-end", "max_steps"],
+)
+def test_the_last_training_step_is_always_logged(
+    image_folder, tmp_path, epochs, max_steps, every, logged
+):
+    """A run whose length is not a multiple of ``log_every_steps`` (or shorter than it) logs
+    its last step too, with the loss the run reports; without validation a short run would
+    otherwise leave no metrics at all. 8 images, batch 2: 4 steps per epoch."""
+    train, _ = _data(image_folder)
+    run = _run(tmp_path / "r", epochs=epochs, max_steps=max_steps, log_every_steps=every)
+    res = fit(DenoiseTask(), train, None, run, OPT)
+    lines = [r for r in _records(tmp_path / "r") if r["split"] == "train"]
+    assert [r["step"] for r in lines] == logged and res.global_step == logged[-1]
+    assert lines[-1]["loss"] == pytest.approx(res.last_train_loss, rel=1e-6)
+
+
 def test_a_training_step_reads_from_the_device_once_and_checks_its_loss_before_stepping(
     image_folder, tmp_path, monkeypatch
 ):

@@ -301,6 +301,25 @@ def test_a_resume_with_another_number_of_processes_is_refused(tmp_path):
     check_resume_world_size(tmp_path, 2)
 
 
+def test_a_cli_resume_with_another_number_of_processes_is_refused_before_saying_it_resumes(
+    cut_run, images
+):
+    """A run started by ``torchrun --nproc_per_node 2`` and resumed by one process is refused
+    in one line before torch loads, and never said "resuming ... from step N" first; the run
+    folder stays as it was."""
+    cfg, out = cut_run
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["world_size"] == 1
+    (out / "run_info.json").write_text(json.dumps({**info, "world_size": 2}))
+    before = _files(out)
+    run = main_in_fresh_interpreter("sem_train.cli", _argv(cfg, images, out, "--resume"))
+    assert (run.status, run.loaded, run.stdout) == (2, [], []), run
+    (line,) = run.stderr
+    assert line.startswith(f"sem: error: --resume: {out} was started with 2 process(es)")
+    assert "this run has 1" in line and "--nproc_per_node 2" in line
+    assert _files(out) == before
+
+
 def test_ctrl_c_names_the_saved_step_and_the_command_that_continues(
     images, tmp_path, capsys, monkeypatch
 ):

@@ -268,6 +268,54 @@ def test_byte_identical_copies_are_kept_once_and_named(tmp_path, caplog):
     assert copy in record["skipped"] and copy not in record["train"] + record["validation"]
 
 
+def test_the_same_picture_in_other_bytes_is_kept_once_and_named(tmp_path, caplog, monkeypatch):
+    """A picture saved as PNG and as TIFF (same pixels, other bytes) is one image: the copy is
+    left out and named like a byte-identical one, so it cannot validate on a training image.
+    A picture of the same size but other pixels stays; a later index decodes nothing again."""
+    import tifffile
+    from PIL import Image
+    from sem_train.data import index as index_module
+    from sem_train.datasplit import split_record
+
+    root = tmp_path / "data"
+    for i in range(6):
+        _png(root / f"im{i}.png", i)
+    pixels = np.asarray(Image.open(root / "im3.png"))
+    (root / "tiff copies").mkdir()
+    tifffile.imwrite(root / "tiff copies" / "im3.tif", pixels)
+    other = pixels.copy()
+    other[0, 0] ^= 1  # one grey level apart: another picture
+    tifffile.imwrite(root / "near copy.tif", other)
+    assert (root / "im3.png").read_bytes() != (root / "tiff copies" / "im3.tif").read_bytes()
+    with caplog.at_level(logging.WARNING):
+        index = index_module.build_index(root, cache_dir=tmp_path / "cache")
+        monkeypatch.setattr(index_module, "_pixel_digest", lambda p: pytest.fail(f"decoded {p}"))
+        again = index_module.build_index(root, cache_dir=tmp_path / "cache")  # from the cache
+    assert index.duplicates == again.duplicates == {"tiff copies/im3.tif": "same pixels as im3.png"}
+    assert "tiff copies/im3.tif" not in index.files
+    assert {"im3.png", "near copy.tif"} <= set(index.files)
+    warned = [r.getMessage() for r in caplog.records if "same pixels" in r.getMessage()]
+    assert len(warned) == 1 and "tiff copies/im3.tif (= im3.png)" in warned[0]
+    monkeypatch.undo()
+    record = split_record("stage1", _stage1(root, tmp_path / "cache"))
+    copy = str(root.resolve() / "tiff copies" / "im3.tif")
+    assert record["skipped"][copy] == "same pixels as im3.png"
+    assert copy not in record["train"] + record["validation"]
+
+
+def test_a_corpus_in_one_format_is_not_decoded_to_find_copies(tmp_path, monkeypatch):
+    """Equal-sized images all in one format (the usual large corpus) are never decoded for
+    the same-pixels check: only a picture saved in another format can be such a copy."""
+    from sem_train.data import index as index_module
+
+    root = tmp_path / "data"
+    for i in range(5):
+        _png(root / f"im{i}.png", i)
+    monkeypatch.setattr(index_module, "_pixel_digest", lambda p: pytest.fail(f"decoded {p}"))
+    index = index_module.build_index(root, cache_dir=tmp_path / "cache")
+    assert len(index.files) == 5 and index.duplicates == {}
+
+
 # --- 8: absurd expert counts --------------------------------------------------------------------
 
 

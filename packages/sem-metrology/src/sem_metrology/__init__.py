@@ -5,7 +5,8 @@ Entry points: :func:`measure_lines` (CD, CD std, LWR, LER, roughness PSD, unbias
 half-level), :func:`measure_contacts` (contact holes); synthetic images of known truth:
 :func:`make_line_image`, :func:`make_contact_image`; image quality: :func:`psnr`,
 :func:`ssim`, :func:`lpips_distance`, :func:`niqe`; the PSNR a noisy reference allows:
-:func:`noise_ceiling_psnr`.
+:func:`noise_ceiling_psnr`; CSV text a spreadsheet opens as written:
+:func:`spreadsheet_csv_file`.
 
 Depends on sem-physics (image I/O and metadata, atomic output, CSV rows), numpy, scipy,
 scikit-image and pydantic; matplotlib draws the PNG reports (``sem_metrology.report``); torch, lpips and pyiqa (the
@@ -58,6 +59,7 @@ __all__ = [
     "psnr",
     "render_ellipses",
     "render_lines",
+    "spreadsheet_csv_file",
     "ssim",
     "unbiased_variance",
 ]
@@ -67,6 +69,7 @@ __all__ = [
 __getattr__, __dir__, _EXPORTS = lazy_exports(__name__, __file__, __all__)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._csv import spreadsheet_csv_file
     from .contacts import (
         ContactHole,
         ContactMeasurement,

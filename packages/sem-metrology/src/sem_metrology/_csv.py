@@ -15,7 +15,7 @@ from typing import Any
 
 from sem_physics.records import csv_text
 
-__all__ = ["BOM", "ascii_text", "file_text", "spreadsheet_csv"]
+__all__ = ["BOM", "ascii_text", "file_text", "spreadsheet_csv", "spreadsheet_csv_file"]
 
 #: The UTF-8 byte-order mark, as text.
 BOM = "\ufeff"
@@ -89,3 +89,17 @@ def file_text(text: str) -> str:
     """CSV ``text`` as a file holds it: with :data:`BOM` in front when it is not all ASCII, so
     that a spreadsheet reads it as UTF-8 (ASCII text is the same in every code page)."""
     return text if text.isascii() else BOM + text
+
+
+def spreadsheet_csv_file(
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    *,
+    verbatim: Collection[str] = (),
+) -> str:
+    """The text of a CSV file of ``rows`` that a spreadsheet opens as written: the rule of
+    every CSV file the toolkit writes (sem-measure's, ``sem benchmark``'s tables). Values
+    are ASCII (:func:`spreadsheet_csv`; the ``verbatim`` columns, a file's name, as they
+    are), with :data:`BOM` in front when a name's other letters remain (:func:`file_text`).
+    """
+    return file_text(spreadsheet_csv(rows, columns, verbatim=verbatim))

@@ -41,6 +41,17 @@ def merge_options(cls: type[_Options], options: _Options | None, overrides: dict
         raise MetrologyInputError(f"option {validation_message(err, cls)}") from None
 
 
+def info_bar_choice(value: Any) -> str | int:
+    """The ``info_bar`` option: ``'auto'``, ``'none'`` or a row count (an integer >= 0, not a
+    bool), else ValueError naming what is accepted."""
+    if isinstance(value, str) and value in ("auto", "none"):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        if value >= 0:
+            return int(value)
+    raise ValueError(f"must be 'auto', 'none' or a row count >= 0, got {value!r}")
+
+
 def check_pixel_size(value: Any, what: str = "pixel_size_nm") -> float:
     """``value`` as nm per pixel, refused outside 1e-3 .. 1e6 nm (1 pm .. 1 mm) and when a
     bool (``True`` is no pixel size, though ``float(True)`` is 1.0)."""
@@ -119,20 +130,28 @@ def acquisition_dict(acquisition: Any) -> dict[str, Any]:
 
 
 def prepare(
-    image: Any, pixel_size_nm: float | None, roi: tuple[int, int, int, int] | None = None
+    image: Any,
+    pixel_size_nm: float | None,
+    roi: tuple[int, int, int, int] | None = None,
+    info_bar: str | int = "auto",
 ) -> Prepared:
     """Validate ``image`` and the pixel size, remove an SEM image's info bar and cut ``roi``.
 
     ``image`` is an array or an SEM image object (``.data``, ``.pixel_size_nm``, optional
     ``.info_bar_rows`` and ``.pixel_size_source``); the dtype range of integer input feeds the
-    saturation check. ``roi`` rows/columns are in the frame's coordinates.
+    saturation check. ``roi`` rows/columns are in the frame's coordinates. ``info_bar``:
+    ``'auto'`` leaves out the object's ``info_bar_rows``, or for an array (an object without
+    them) the bar :func:`detected_info_bar_rows` finds, with a warning; ``'none'`` keeps every
+    row; a number of bottom rows leaves out those.
     """
     meta_size, meta_source, bar_rows, bar_source = None, None, 0, "auto"
     acquisition: dict[str, Any] = {}
+    known_bar = False  # the image object says where its bar is (or that it has none)
     if hasattr(image, "data") and hasattr(image, "pixel_size_nm"):
         acquisition = acquisition_dict(getattr(image, "acquisition", None))
         meta_size = image.pixel_size_nm
         meta_source = getattr(image, "pixel_size_source", None) or "metadata"
+        known_bar = hasattr(image, "info_bar_rows")
         bar_rows = int(getattr(image, "info_bar_rows", None) or 0)
         bar_source = str(getattr(image, "info_bar_source", "auto"))
         image = image.data
@@ -153,6 +172,26 @@ def prepare(
         raise MetrologyInputError(
             f"info_bar_rows must be in [0, {arr.shape[0] - 1}], got {bar_rows}"
         )
+    warnings: list[str] = []
+    if info_bar == "none":
+        bar_rows, bar_source = 0, "api-none"
+    elif not isinstance(info_bar, str):
+        if not 0 <= int(info_bar) < arr.shape[0]:
+            raise MetrologyInputError(
+                f"option info_bar: must be 'auto', 'none' or a row count in "
+                f"[0, {arr.shape[0] - 1}] (the image's rows less one), got {info_bar}"
+            )
+        bar_rows, bar_source = int(info_bar), "api-option"
+    elif not known_bar:
+        found = detected_info_bar_rows(arr)
+        if found:
+            bar_rows, bar_source = found, "api-auto"
+            warnings.append(
+                f"info bar detected: the bottom {found} of {arr.shape[0]} rows are a flat "
+                "black or white band (with its frame line) under the micrograph, as "
+                "sem_physics.io.read_image and sem-measure find it, and are left out; "
+                "info_bar='none' measures them, info_bar=ROWS sets the count"
+            )
     dtype_range = None
     if np.issubdtype(arr.dtype, np.integer):
         info = np.iinfo(arr.dtype)
@@ -166,7 +205,6 @@ def prepare(
     )
     if bad:
         raise MetrologyInputError(f"image contains {bad} NaN or infinite value(s)")
-    warnings: list[str] = []
     if pixel_size_nm is not None:
         size, source = check_pixel_size(pixel_size_nm), "argument"
         mismatch = pixel_size_mismatch(size, meta_size, meta_source)
@@ -201,15 +239,71 @@ def _bar_limit_note(r1: int, limit: int, height: int, bar_rows: int, bar_source:
     """Where the roi's row limit comes from, when an info bar lowered it and the roi needs it."""
     if not bar_rows or r1 <= limit:
         return ""
-    how = (
-        "detected and removed automatically; --info-bar none keeps it, --info-bar ROWS sets it"
-        if bar_source == "auto"
-        else "removed as asked with --info-bar"
-    )
+    how = {
+        "auto": "detected and removed automatically; --info-bar none keeps it, --info-bar "
+        "ROWS sets it",
+        "api-auto": "detected and removed automatically; info_bar='none' keeps it, "
+        "info_bar=ROWS sets it",
+        "api-option": "removed as asked with info_bar",
+    }.get(bar_source, "removed as asked with --info-bar")
     return (
         f" (the row limit {limit} is the image's {height} rows less its {bar_rows}-row info "
         f"bar, {how})"
     )
+
+
+#: Rows of the picture above a detected bar that look like bar rows (flat at black or white)
+#: from which on the "bar" is taken for more of the picture: a rendered image without noise
+#: (horizontal lines generated without noise: 16-24 bottom rows of space read as a bar).
+_FLAT_PICTURE_ROWS = 12
+
+
+def detected_info_bar_rows(data: np.ndarray) -> int | None:
+    """Rows of an SEM info bar at the bottom of an array, as the command line finds it
+    (:func:`sem_physics.io.detect_info_bar` on grey levels: integer images as they are, float
+    images on 0..1 scaled to 0..255 as :func:`sem_physics.io.read_image` reads them), or None.
+
+    The detector takes rows dominated by one flat black or white value for a bar, since the
+    rows of an SEM micrograph are noisy and never are; a picture above the band with
+    :data:`_FLAT_PICTURE_ROWS` or more such rows itself (a rendered image without noise) has
+    no bar by that rule, and None is returned."""
+    from .preprocess import detect_info_bar_rows
+
+    a = np.asarray(data)
+    if a.ndim != 2 or a.shape[0] < 2 or not is_real_numeric(a) or a.dtype == np.bool_:
+        return None
+    grey = a
+    if np.issubdtype(a.dtype, np.floating) and a.size:
+        lo, hi = float(np.min(a)), float(np.max(a))
+        if math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo and hi <= 1.0:
+            grey = a * 255.0
+    rows = detect_info_bar_rows(grey)
+    if not rows:
+        return None
+    picture = np.asarray(grey[: a.shape[0] - rows])
+    span = (float(np.min(grey)), float(np.max(grey)))
+    if _flat_extreme_rows(picture, span, _FLAT_PICTURE_ROWS) >= _FLAT_PICTURE_ROWS:
+        return None
+    return int(rows)
+
+
+def _flat_extreme_rows(picture: np.ndarray, span: tuple[float, float], enough: int) -> int:
+    """Rows of ``picture`` (counted up to ``enough``) that the info bar detector would take for
+    bar rows: 60 % of the pixels within 2 grey levels of the row's most common value, that value
+    within 8 levels of the image's minimum or maximum ``span`` (or of 0 or 255)."""
+    lo, hi = span
+    count = 0
+    for row in picture:
+        r = np.rint(np.asarray(row, dtype=np.float64))
+        values, counts = np.unique(r, return_counts=True)
+        mode = float(values[int(np.argmax(counts))])
+        near = int(np.count_nonzero(np.abs(r - mode) <= 2.0))
+        extreme = min(abs(mode - lo), abs(mode - hi), abs(mode), abs(mode - 255.0)) <= 8.0
+        if extreme and near >= 0.6 * r.size:
+            count += 1
+            if count >= enough:
+                break
+    return count
 
 
 def clipping_levels(dtype_range: tuple[float, float]) -> str:
@@ -328,7 +422,7 @@ def begin_measurement(
     size checked (:func:`prepare`), the common result fields, the constant/saturated check."""
     opts = merge_options(options_cls, options, overrides)
     roi = opts.roi  # type: ignore[attr-defined]
-    prep = prepare(image, pixel_size_nm, roi)
+    prep = prepare(image, pixel_size_nm, roi, opts.info_bar)  # type: ignore[attr-defined]
     base: dict[str, Any] = {
         "pixel_size_nm": prep.pixel_size_nm,
         "pixel_size_source": prep.pixel_size_source,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 import traceback
@@ -42,6 +43,7 @@ from sem_physics.cli_support import (
     stderr_is_terminal,
     validation_message,
 )
+from sem_physics.folders import IMAGE_EXTENSIONS, image_files, report_not_followed
 from sem_physics.pipes import console_main
 
 if TYPE_CHECKING:  # numpy and the measurement modules load after argument parsing
@@ -50,7 +52,8 @@ if TYPE_CHECKING:  # numpy and the measurement modules load after argument parsi
 
 __all__ = ["LoadedImage", "load_image", "main"]
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
+_log = logging.getLogger(__name__)
 
 
 class InputError(Exception):
@@ -295,7 +298,10 @@ def _report_paths(
 
 def _images_below(folder: Path, outputs: Sequence[Path | None] = ()) -> list[Path]:
     """The images below ``folder`` (recursive, sorted) but those below or at ``outputs``
-    (folders or files; one that is ``folder`` or holds it leaves nothing out)."""
+    (folders or files; one that is ``folder`` or holds it leaves nothing out). The folder is
+    walked as every command walks one (:func:`sem_physics.folders.image_files`: hidden files
+    and folders left out, linked folders followed once, one warning naming those that loop or
+    lead back in)."""
     root = folder.resolve()
     left_out = [
         out
@@ -307,11 +313,9 @@ def _images_below(folder: Path, outputs: Sequence[Path | None] = ()) -> list[Pat
         resolved = p.resolve()
         return any(resolved == out or out in resolved.parents for out in left_out)
 
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not ours(p)
-    )
+    listing = image_files(folder, IMAGE_SUFFIXES)
+    report_not_followed(listing, _log)
+    return sorted(p for p in listing.paths() if p.is_file() and not ours(p))
 
 
 def _folder_inputs(args: argparse.Namespace, folder: Path) -> list[Path]:

@@ -45,7 +45,7 @@ from ._guards import (
     smile_pairing_warnings,
     smile_phantom_lines,
 )
-from ._inputs import Prepared, begin_measurement
+from ._inputs import Prepared, begin_measurement, info_bar_choice
 from ._line_metrics import dominant_period_px, line_metrics, lwr_from_psd
 from ._provenance import FIELDS as _PROVENANCE
 from ._provenance import source_field, versions_field
@@ -61,7 +61,6 @@ from .preprocess import (  # by bands: the same numbers, less memory
     normalize_intensity,
     row_mean,
     sheared_profile,
-    step_mad,
     step_noise,
     structure_tensor_sums,
 )
@@ -69,6 +68,7 @@ from .roughness_fit import PalasantzasFit
 
 if TYPE_CHECKING:
     from ._smile import SmileEdges
+    from ._truth import TruthEdges
 
 __all__ = [
     "TABLE_METRICS",
@@ -125,6 +125,14 @@ class LineOptions(BaseModel):
     roi: tuple[int, int, int, int] | None = Field(
         default=None, description="(row0, row1, col0, col1) half-open region measured"
     )
+    info_bar: Literal["auto", "none"] | int = Field(
+        default="auto",
+        description="bottom rows of an SEM info bar left out: 'auto' = the image object's "
+        "info_bar_rows, or for an array the bar sem-measure detects (with a warning); "
+        "'none' = every row measured; or a row count",
+    )
+
+    _info_bar_choice = field_validator("info_bar", mode="before")(info_bar_choice)
     min_rows: int = Field(default=32, ge=4, description="fewer rows: result flagged invalid")
     max_gap_fraction: float = Field(
         default=0.5, ge=0.0, le=1.0, description="drop edges above this"
@@ -434,7 +442,7 @@ def _orientation_check(
             orientation,
             f"{head}, but the top {rows} rows alone show lines (anisotropy {score:.2f}): the "
             "rows below them are likely an info bar that was not detected, or another region "
-            "without lines; leave them out (info_bar_rows or roi; --info-bar ROWS or --roi "
+            "without lines; leave them out (info_bar=ROWS or roi; --info-bar ROWS or --roi "
             "R0 R1 C0 C1)",
             None,
         )
@@ -502,7 +510,9 @@ def measure_lines(
     ----------
     image : (H, W) array on any intensity scale, or an object with ``.data`` and
         ``.pixel_size_nm`` (e.g. ``sem_physics.io.SEMImage``; its pixel size is used when
-        ``pixel_size_nm`` is not given, and its ``info_bar_rows`` are not measured).
+        ``pixel_size_nm`` is not given, and its ``info_bar_rows`` are not measured); an
+        array's info bar is found as ``sem-measure`` finds it and left out, with a warning
+        (option ``info_bar``).
     pixel_size_nm : nm per pixel, 1e-3 .. 1e6 (1 pm .. 1 mm).
     options : :class:`LineOptions`; keyword ``overrides`` replace single fields, e.g.
         ``convention="truth"``.
@@ -748,7 +758,7 @@ def _interpolated_reason(
     return (
         f"{head}: the threshold misses the edges in most rows, "
         "its levels set by something else in the image, e.g. rows without lines (an info bar "
-        "blurred into the image): leave them out (roi or info_bar_rows; --roi or --info-bar "
+        "blurred into the image): leave them out (roi or info_bar=ROWS; --roi or --info-bar "
         "ROWS)"
     )
 
@@ -887,9 +897,12 @@ def _contrast_reason(
             f"no measurable lines: contrast of the mean profile across the lines is {contrast:.3f}"
             f" of the normalised range (< min_profile_contrast={opts.min_profile_contrast})"
         )
-    # pixel noise from differences along the lines (robust: MAD), then a column mean's error
-    # median(|step - median(step)|) of step = np.diff(norm, axis=0), by bands
-    noise = 1.4826 * step_mad(norm, levels) / math.sqrt(2.0)
+    # pixel noise from differences along the lines (robust: the trimmed spread, not the MAD,
+    # which moves in steps of half a grey level on 8-bit images: lines one grey level deep
+    # under noise of 0.55-0.6 read a noise of 1.05 and were refused), then a column mean's error
+    noise = step_noise(norm)
+    if levels is not None:
+        noise /= abs(levels[1] - levels[0])
     snr = contrast / max(noise / math.sqrt(norm.shape[0]), 1e-12)
     if snr < MIN_PROFILE_SNR:
         return (
@@ -1100,12 +1113,20 @@ def _truth_branch(
     if reason:
         return reason
     found = truth_edges(norm, tone == "bright", opts, slope)
+    rims = False
+    if found.reason is None:
+        found, rims, reason = _between_bloom_rims(norm, found, tone, opts, (lo, hi), base)
+        if reason:
+            return reason
     base["n_lines_dropped"] = found.n_dropped
     base["tilt_deg"] = math.degrees(math.atan(found.slope_px_per_row))
     base["edge_window_px"] = found.edge_window_px
     if found.reason is not None:
         return found.reason
-    base["profile_px"] = sheared_profile(norm, found.slope_px_per_row)[1]
+    profile = sheared_profile(norm, found.slope_px_per_row)[1]
+    # Between edge rims the guards check the line pattern cut to the lines' and spaces'
+    # levels: the rims, twice per period, would make the profile's period half the pitch.
+    base["profile_px"] = np.clip(profile, 0.0, 1.0) if rims else profile
     cos_t = 1.0 / math.sqrt(1.0 + found.slope_px_per_row**2)
     base["edge_offset_nm"] = found.edge_offset_px * cos_t * base["pixel_size_nm"]
     assert found.leading_px is not None and found.trailing_px is not None
@@ -1117,6 +1138,84 @@ def _truth_branch(
         found.gaps_trailing,
         found.slope_px_per_row,
     )
+
+
+def _between_bloom_rims(
+    norm: np.ndarray,
+    found: TruthEdges,
+    tone: str,
+    opts: LineOptions,
+    levels: tuple[float, float],
+    base: dict[str, Any],
+) -> tuple[TruthEdges, bool, str | None]:
+    """``found`` again with the levels of the lines and spaces between edge rims when the
+    lines it holds, or their gaps, are rims (:func:`~sem_metrology._truth.bloom_rims`), with a
+    warning; ``norm`` is then renormalised in place to them and ``base["levels"]`` set to
+    them. Returns the edges, whether there were rims, and the reason for a refusal when the
+    rims pair into no lines."""
+    from ._truth import bloom_rims, truth_edges
+
+    assert found.leading_px is not None and found.trailing_px is not None
+    lo, hi = levels
+    x_prof, profile = sheared_profile(norm, found.slope_px_per_row)
+    seen = np.isfinite(found.leading_px).any(axis=1) & np.isfinite(found.trailing_px).any(axis=1)
+    lead = np.nanmean(found.leading_px[seen], axis=1)
+    trail = np.nanmean(found.trailing_px[seen], axis=1)
+    rims = bloom_rims(x_prof, profile, lead, trail)
+    if rims is None:
+        return found, False, None
+    norm -= rims.low_level
+    norm /= rims.high_level - rims.low_level
+    scale = hi - lo
+    lo, hi = lo + rims.low_level * scale, lo + rims.high_level * scale
+    kind: Literal["bright", "dark"] = "bright" if rims.bright else "dark"
+    n_found = int(seen.sum())
+    read = (
+        f"the {n_found} {tone} lines found at the half-level of the image's plateaus "
+        f"({levels[0]:.4g}/{levels[1]:.4g}) are "
+        + (f"{kind} edge rims" if rims.found else f"the stretches between {kind} edge rims")
+        + f" ({'bloom' if rims.bright else 'bloom, inverted'}): the stretches between the rims"
+        f" alternate by {100 * rims.alternation:.0f} % of the rims' contrast (a line, then a "
+        f"space), so the rims set the image's {kind} level"
+    )
+    again = truth_edges(norm, tone == "bright", opts, found.slope_px_per_row, rims=kind)
+    n_again = 0 if again.leading_px is None else again.leading_px.shape[0]
+    pairs = rims.n_rims // 2
+    if again.reason is not None or abs(n_again - pairs) > 1:
+        why = again.reason or f"{n_again} lines, where the rims pair into about {pairs}"
+        reason = (
+            f"edge rims read as lines: {read}; with the levels of the lines and spaces between "
+            f"them ({lo:.4g}/{hi:.4g}) no such lines were found ({why}): CD and line count "
+            "would be wrong"
+        )
+        return found, True, reason
+    base["levels"] = (lo, hi)
+    size, width_px = _rim_size(sheared_profile(norm, again.slope_px_per_row)[1], rims.bright)
+    width_nm = width_px * base["pixel_size_nm"] / math.hypot(1.0, again.slope_px_per_row)
+    base.setdefault("warnings_extra", []).append(
+        f"{read}; measured with the levels of the lines and spaces between them "
+        f"({lo:.4g}/{hi:.4g}): {n_again} lines. The edges lie under rims {size:.2g} x the "
+        "line-to-space contrast, whose shape hides the step: CD may be off by up to "
+        f"{4 * width_nm:.2g} nm (twice the rims' width of {width_nm:.2g} nm at each edge); "
+        "line count, pitch, LWR and LER are not affected"
+    )
+    return again, True, None
+
+
+def _rim_size(profile: np.ndarray, bright: bool) -> tuple[float, float]:
+    """(height of the strongest rim beyond the lines' and spaces' range, in units of their
+    contrast; its full width at half that height, px) of a ``profile`` normalised to the
+    lines and spaces (0 and 1); ``bright``: rims above 1, else below 0."""
+    p = np.asarray(profile, dtype=np.float64) if bright else 1.0 - np.asarray(profile)
+    k = int(np.argmax(p))
+    height = float(p[k]) - 1.0
+    above = p > 1.0 + 0.5 * height
+    left, right = k, k
+    while left > 0 and above[left - 1]:
+        left -= 1
+    while right < p.size - 1 and above[right + 1]:
+        right += 1
+    return height, float(right - left + 1)
 
 
 TABLE_METRICS: tuple[str, ...] = ("cd_nm", "cd_std_nm", "lwr_nm", "ler_nm", "lwr_psd_nm")

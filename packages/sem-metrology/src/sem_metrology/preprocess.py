@@ -201,11 +201,12 @@ def step_mad(image: np.ndarray, levels: tuple[float, float] | None = None, axis:
     return float(_mad(_steps(image, levels, axis)))
 
 
-def step_noise(image: np.ndarray) -> float:
-    """Pixel noise std from the differences between neighbouring rows (along vertical lines):
-    :func:`_trimmed_spread` of ``np.diff(image, axis=0)`` over ``√2``, band by band; not
-    quantised on integer images as the MAD is."""
-    return _trimmed_spread(_steps(image, None, 0)) / math.sqrt(2.0)
+def step_noise(image: np.ndarray, axis: int = 0) -> float:
+    """Pixel noise std from the differences between neighbouring rows (``axis=0``: along
+    vertical lines) or columns (``axis=1``): :func:`_trimmed_spread` of
+    ``np.diff(image, axis=axis)`` over ``√2``, band by band; not quantised on integer images as
+    the MAD is."""
+    return _trimmed_spread(_steps(image, None, axis)) / math.sqrt(2.0)
 
 
 def _steps(

@@ -222,6 +222,38 @@ def _lpips_linear_path(net: str) -> Path:
     return path
 
 
+def _nonfinite_tensors(state: Any) -> list[tuple[str, int, int]]:
+    """``(name, count, size)`` of each floating-point tensor of the loaded weights ``state``
+    (a mapping) that holds NaN or inf, in the file's order: such weights score every pair NaN
+    without complaint. Each tensor is screened by its sum (non-finite when a value is), and
+    counted only then: a full count of VGG16's 138 million values would take seconds."""
+    import torch
+
+    found = []
+    for name, tensor in dict(state).items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            values = tensor.detach()
+            if not bool(torch.isfinite(values.sum())):  # an overflowing sum counts 0 below
+                count = int((~torch.isfinite(values)).sum())
+                if count:
+                    found.append((str(name), count, values.numel()))
+    return found
+
+
+def _nonfinite_message(
+    path: str | Path, found: list[tuple[str, int, int]], consequence: str
+) -> str:
+    """``PATH: NaN or infinite weights in a (2 of 64), b (1 of 3), c (1 of 8) and 4 more
+    tensors; CONSEQUENCE``: the words of every weights loader of the toolkit
+    (``sem_models.checkpoint.nonfinite_message``, written again here: sem-metrology does not
+    depend on sem-models)."""
+    shown = ", ".join(f"{name} ({count} of {size})" for name, count, size in found[:3])
+    more = len(found) - 3
+    if more > 0:
+        shown += f" and {more} more tensor{'s' if more > 1 else ''}"
+    return f"{path}: NaN or infinite weights in {shown}; {consequence}"
+
+
 def _default_device() -> str:
     import torch
 
@@ -230,7 +262,8 @@ def _default_device() -> str:
 
 @functools.lru_cache(maxsize=4)
 def _lpips_model(net: str, backbone: str, device: str) -> Any:
-    """LPIPS network with both weight files loaded explicitly (``weights_only=True``)."""
+    """LPIPS network with both weight files loaded explicitly (``weights_only=True``); a file
+    whose weights hold NaN or inf is refused naming it and the tensors (ValueError)."""
     import lpips
     import torch
     import torchvision
@@ -238,23 +271,40 @@ def _lpips_model(net: str, backbone: str, device: str) -> Any:
     with warnings.catch_warnings():  # lpips passes torchvision's deprecated ``pretrained=``
         warnings.simplefilter("ignore", UserWarning)
         model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
-    builder = getattr(torchvision.models, LPIPS_BACKBONES[net][0])(weights=None)
+    builder_name, filename = LPIPS_BACKBONES[net]
+    builder = getattr(torchvision.models, builder_name)(weights=None)
     try:
-        builder.load_state_dict(torch.load(backbone, map_location="cpu", weights_only=True))
+        state = torch.load(backbone, map_location="cpu", weights_only=True)
+        builder.load_state_dict(state)
     except Exception as err:  # RuntimeError/KeyError (wrong keys), UnpicklingError (not torch)
         first = first_line(err)
         if "weights_only" in str(err) or "Weights only load failed" in str(err):
             first = "it holds Python objects beyond tensors, which are never unpickled here"
         raise ValueError(
-            f"{backbone} is not a torchvision {LPIPS_BACKBONES[net][0]} state dict: {first}"
+            f"{backbone} is not a torchvision {builder_name} state dict: {first}"
         ) from err
+    found = _nonfinite_tensors(state)
+    if found:
+        why = (
+            "lpips_distance would return NaN (a damaged file: fetch it again from "
+            f"{_DOWNLOAD_ROOT}{filename})"
+        )
+        raise ValueError(_nonfinite_message(backbone, found, why))
     # lpips' backbone holds the torchvision ``features`` modules in slices, named by index.
     features = builder.features
     for name, module in model.net.named_children():
         if name.startswith("slice"):
             for idx, layer in module.named_children():
                 layer.load_state_dict(features[int(idx)].state_dict())
-    lin_state = torch.load(_lpips_linear_path(net), map_location="cpu", weights_only=True)
+    lin_path = _lpips_linear_path(net)
+    lin_state = torch.load(lin_path, map_location="cpu", weights_only=True)
+    found = _nonfinite_tensors(lin_state)
+    if found:
+        why = (
+            "lpips_distance would return NaN (a damaged lpips installation: reinstall it, "
+            "`pip install --force-reinstall lpips`)"
+        )
+        raise ValueError(_nonfinite_message(lin_path, found, why))
     missing, unexpected = model.load_state_dict(lin_state, strict=False)
     # ``lins.<k>`` aliases ``lin<k>`` (same modules): the file names the latter.
     lin_missing = [k for k in missing if k.startswith("lin") and not k.startswith("lins.")]
@@ -286,7 +336,8 @@ def lpips_distance(
     Grayscale images are clipped to ``[0, data_range]``, mapped to ``[-1, 1]`` and repeated to
     three channels, as LPIPS expects. The backbone's ImageNet weights come from ``weights_path``
     or torch's hub cache (see :func:`lpips_backbone_path`); the linear layers from the lpips
-    wheel. Both are loaded with ``weights_only=True``; nothing is downloaded.
+    wheel. Both are loaded with ``weights_only=True`` and refused (ValueError naming the file
+    and the tensors) when they hold NaN or inf; nothing is downloaded.
 
     Parameters
     ----------

@@ -129,10 +129,10 @@ class MaskedAutoencoder(nn.Module):
     # ------------------------------------------------------------------ patches
     def _grid(self, h: int, w: int) -> tuple[int, int]:
         p = self.patch_size
-        if h % p or w % p:
+        if h % p or w % p or h == 0 or w == 0:
             raise ValueError(
-                f"image size {h}x{w} px is not a multiple of the patch size {p} px; "
-                "crop or pad the input"
+                f"imgs of {h}x{w} px: height and width must be whole multiples (>= 1) of the "
+                f"patch size {p} px; crop or pad the input (RestorationModel pads any size)"
             )
         return h // p, w // p
 
@@ -165,9 +165,16 @@ class MaskedAutoencoder(nn.Module):
         return resize_pos_embed(getattr(self, name), (g, g), hw)
 
     def _input(self, x: torch.Tensor, name: str = "imgs") -> torch.Tensor:
-        """``x`` as the model takes it: a float tensor in the parameters' dtype
-        (:func:`~sem_models.imaging.as_model_input`)."""
-        return as_model_input(x, self.cls_token.dtype, name)
+        """``x`` as the model takes it: a float tensor ``(N, in_chans, H, W)`` in the
+        parameters' dtype (:func:`~sem_models.imaging.as_model_input`); another channel count
+        is refused naming ``name`` (normalising would otherwise fail on its statistics)."""
+        x = as_model_input(x, self.cls_token.dtype, name)
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{name} must be images (N, {self.in_chans}, H, W) for this "
+                f"{self.in_chans}-channel model; got shape {tuple(x.shape)}"
+            )
+        return x
 
     # ------------------------------------------------------------------ masking
     @staticmethod
@@ -202,8 +209,6 @@ class MaskedAutoencoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
         """Normalised images -> latent ``(N, 1 + L_keep, D)``, mask, ids_restore, grid."""
         imgs = self._input(imgs)
-        if imgs.ndim != 4 or imgs.shape[1] != self.in_chans:
-            raise ValueError(f"expected images (N, {self.in_chans}, H, W); got {tuple(imgs.shape)}")
         hw = self._grid(imgs.shape[-2], imgs.shape[-1])
         x = self.patch_embed(imgs)  # (N, L, D)
         x = x + self._pos("pos_embed", hw)[:, 1:]

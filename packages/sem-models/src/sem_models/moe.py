@@ -56,15 +56,20 @@ bits, ``-0.0`` included; ``sem-foundation``'s restore of a 1280x960 image: see
 ``benchmarks/bench_foundation_restore.py``).
 
 ``"auto"`` (default) takes the grouped path where it removes the synchronisation: CUDA with
-bf16 matrices (bf16 autocast or a bf16 model) on compute capability 9.x/10.x (not ROCm);
-everywhere else the loop. On the CPU a host read costs nothing and the grouped path measured 1.10-1.25x
+bf16 matrices (bf16 autocast or a bf16 model) on compute capability 9.x/10.x (not ROCm),
+and wherever a graph is captured (``torch.compile``, ``torch.export``, ``torch.jit.trace``):
+there the loop's host read of the group sizes would break the graph, fail the export, or be
+frozen into the trace, which would then route every later input with the example's group
+sizes. Everywhere else the loop. On the CPU a host read costs nothing and the grouped path measured 1.10-1.25x
 slower (the per-forward weight copy; ``benchmarks/bench_moe_dispatch.py``). Both paths give the same outputs and gradients to float rounding
 (tested). With a ``capacity_factor`` an expert accepts at most
 ``C = ceil(cf * T * top_k / K)`` assignments of the ``T`` tokens, in priority order, so a first
 choice is never displaced by a second one; the dispatch then has static shapes ``(K, C)`` and
 reads nothing back from the device. A dropped assignment contributes 0, so a token dropped by
 all its experts passes through the block's residual connection unchanged. Capacity counts
-the tokens of one forward (one rank). In training every expert is part of the autograd graph
+the tokens of one forward (one rank), so which tokens drop depends on the rest of the batch:
+it applies in training mode only. In eval mode the layer is dropless, and each image's
+output is independent of the batch it came in (a sliding window's ``batch_size`` included). In training every expert is part of the autograd graph
 whatever the routing (an idle expert contributes an exact 0), so DDP needs no
 ``find_unused_parameters``.
 
@@ -230,7 +235,8 @@ class MoEMlp(nn.Module):
         return logits.softmax(dim=-1), logits
 
     def capacity(self, num_tokens: int) -> int | None:
-        """Max assignments per expert for ``num_tokens`` tokens (None = unlimited)."""
+        """Max assignments per expert for ``num_tokens`` tokens in training (None = unlimited;
+        eval mode is always dropless)."""
         if self.capacity_factor is None:
             return None
         return math.ceil(self.capacity_factor * num_tokens * self.top_k / self.num_experts)
@@ -322,8 +328,12 @@ class MoEMlp(nn.Module):
         return _Assignments(expert, weight, token, onehot, one_each)
 
     def _dispatch(self, h: torch.Tensor, a: _Assignments) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weighted expert outputs summed per token ``(T, D_out)``, and the assignments kept."""
-        cap = self.capacity(h.shape[0])
+        """Weighted expert outputs summed per token ``(T, D_out)``, and the assignments kept.
+
+        The capacity applies in training only: in eval mode a token's output must not depend
+        on the other tokens of the batch.
+        """
+        cap = self.capacity(h.shape[0]) if self.training else None
         if cap is not None:
             return self._dispatch_capacity(h, a, cap)
         if self.uses_grouped_mm(h):
@@ -366,6 +376,8 @@ class MoEMlp(nn.Module):
             return False
         if self.expert_dispatch == "grouped":
             return True
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return True  # auto in a captured graph: the loop's host read breaks or freezes it
         # auto: only where torch's kernel keeps the offsets on the device (bf16, SM 9.x/10.x;
         # not ROCm, whose capability numbers differ); on the CPU the loop is faster and a
         # host read costs nothing.

@@ -235,16 +235,21 @@ class RestorationModel(nn.Module):
         """
         x = as_model_input(x, self.mae.cls_token.dtype, "x")
         if x.ndim != 4:
-            raise ValueError(f"expected images (N, C, H, W); got {tuple(x.shape)}")
+            raise ValueError(f"x must be images (N, C, H, W); got shape {tuple(x.shape)}")
         if x.shape[-2] == 0 or x.shape[-1] == 0:
             raise ValueError(f"x is an empty image ({x.shape[-2]}x{x.shape[-1]} px)")
         check_finite(x, "x")
         n_guides = self.guide_channels
-        if x.shape[1] <= n_guides:
-            raise ValueError(
-                f"this model takes the image plus {n_guides} guide channel(s) (Wiener-Hunt at "
-                f"balances {list(self.guide_balances)}); got {x.shape[1]} channel(s)"
-            )
+        if x.shape[1] - n_guides not in (1, 3):  # gray or RGB, matched to the MAE's channels
+            accepted = f"{1 + n_guides} or {3 + n_guides}"
+            if n_guides:
+                accepted += (
+                    f" (a gray or RGB image plus {n_guides} guide channel(s), Wiener-Hunt at "
+                    f"balances {list(self.guide_balances)})"
+                )
+            else:
+                accepted += " (gray or RGB)"
+            raise ValueError(f"x has {x.shape[1]} channel(s); this model takes {accepted}")
         guides = x[:, x.shape[1] - n_guides :] if n_guides else None
         x = x[:, : x.shape[1] - n_guides]
         c_in, h, w = x.shape[1:]

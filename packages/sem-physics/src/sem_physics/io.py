@@ -85,6 +85,7 @@ import numpy as np
 
 from .acquisition import Acquisition, tiff_acquisition
 from .atomic import atomic_write
+from .folders import IMAGE_EXTENSIONS
 from .image_errors import ImageReadError, warn_once
 from .info_bar import DEFAULT_CROP_FRACTION, crop_info_bar, detect_info_bar, frame_line_rows
 from .levels import DIM_BELOW as DIM_BELOW
@@ -135,7 +136,6 @@ __all__ = [
     "write_image",
 ]
 
-IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_PIXELS_ENV = "SEM_MAX_PIXELS"
 WRITE_DTYPES = ("uint16", "uint8", "float32", "uint32")

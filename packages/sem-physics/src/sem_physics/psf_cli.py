@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 from collections.abc import Iterator, Sequence
@@ -31,10 +32,11 @@ from .cli_support import (
     first_line,
     path_text,
 )
+from .folders import IMAGE_EXTENSIONS, image_files, report_not_followed
 from .pipes import console_main
 
 PROG = "sem-psf"
-_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+_log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         "quality flags.",
     )
     parser.add_argument(
-        "inputs", nargs="+", type=Path, metavar="IMAGE", help="files or folders (recursive)"
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="files or folders (recursive; linked folders followed once)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     parser.add_argument(
@@ -83,14 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _expand(inputs: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
-    """``(path, None)`` for every image to estimate, ``(path, reason)`` for a bad input."""
+    """``(path, None)`` for every image to estimate, ``(path, reason)`` for a bad input.
+
+    A folder's images are those every command reads (:func:`sem_physics.folders.image_files`:
+    linked folders followed once; one warning names those that loop or lead back in)."""
     for item in inputs:
         if item.is_dir():
-            found = sorted(
-                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in _EXTENSIONS
-            )
+            listing = image_files(item, IMAGE_EXTENSIONS)
+            report_not_followed(listing, _log)
+            found = sorted(p for p in listing.paths() if p.is_file())
             if not found:
-                yield item, f"folder holds no images ({', '.join(_EXTENSIONS)})"
+                yield item, f"folder holds no images ({', '.join(IMAGE_EXTENSIONS)})"
             for p in found:
                 yield p, None
         elif item.is_file():

@@ -373,7 +373,12 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{state.last_train_loss:.4g}")
-            if state.global_step % run.log_every_steps == 0:
+            at_limit = run.max_steps is not None and state.global_step >= run.max_steps
+            epoch_end = state.step_in_epoch >= loop.steps_per_epoch
+            run_end = at_limit or (epoch_end and state.epoch + 1 >= run.epochs)
+            # the run's last step is always logged: a run shorter than log_every_steps has its
+            # metrics too (every rank reaches the same decision: the log is a collective)
+            if state.global_step % run.log_every_steps == 0 or run_end:
                 rate = n_log * global_batch / max(time.perf_counter() - t_log, 1e-9)
                 loop.metrics.log(
                     {
@@ -390,9 +395,8 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
                 )
                 t_log, n_log = time.perf_counter(), 0
             parts_acc = {}
-            if state.step_in_epoch >= loop.steps_per_epoch:
+            if epoch_end:
                 break  # the epoch-end checkpoint follows validation (then a Ctrl-C stops)
-            at_limit = run.max_steps is not None and state.global_step >= run.max_steps
             if at_limit or stop_here or state.global_step % run.checkpoint_every_steps == 0:
                 loop.save(state)
             if at_limit:

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["is_rank_zero", "rank"]
+__all__ = ["is_rank_zero", "rank", "world_size"]
 
 
 def rank() -> int:
     """This process's rank in a ``torchrun`` launch (0 when it runs alone)."""
     return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    """The number of processes of this ``torchrun`` launch (1 when it runs alone), as the
+    process group will count them: a resume is checked against it before torch loads."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def is_rank_zero() -> bool:

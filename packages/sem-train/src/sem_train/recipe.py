@@ -267,7 +267,9 @@ def run_recipe(
     """
     from .datasplit import check_resume_split, split_record
     from .preflight import check_inputs
+    from .ranks import world_size
     from .runfolder import RunFolder
+    from .runinfo import check_resume_world_size
 
     output_dir = Path(output_dir)
     configs = recipe_configs(
@@ -304,7 +306,8 @@ def run_recipe(
         folder = RunFolder(out)
         again = resume and (folder.has_checkpoint or folder.has_started_run)
         check_inputs(kind, cfg)  # bad data is refused before the training code is imported
-        if again and folder.has_checkpoint:  # its data against its data_split.json, before too
+        if again and folder.has_checkpoint:  # its processes and data, before it says it resumes
+            check_resume_world_size(out, world_size())
             check_resume_split(out, split_record(kind, cfg), _NEW_RECIPE_RUN)
         if again and not folder.has_checkpoint:
             log(f"{kind}: no checkpoint yet, starting again from step 0 into {out}")

@@ -167,11 +167,11 @@ def _holding(output_dir: Path, resume: bool | None = None) -> Iterator[None]:
 @contextmanager
 def _starting(kind: str, cfg: Any, resume: bool, method: str | None = None) -> Iterator[None]:
     """:func:`_holding` the run's folder, then the checks of its inputs that need no torch
-    (a resume's settings first, before the data is indexed; a GPU asked for; the model it
-    starts from, the baseline method, the data; a resume's data against its
-    ``data_split.json``): all before the heavy imports, and not made again by the training
-    code (the folder counts as :meth:`~sem_train.runfolder.RunFolder.checked`). A resume
-    says where it continues."""
+    (a resume's settings and number of processes first, before the data is indexed; a GPU
+    asked for; the model it starts from, the baseline method, the data; a resume's data
+    against its ``data_split.json``): all before the heavy imports, and not made again by the
+    training code (the folder counts as :meth:`~sem_train.runfolder.RunFolder.checked`). A
+    resume that passes them says where it continues."""
     with _holding(cfg.run.output_dir, resume):
         from ..preflight import check_inputs, run_record
         from ..runfolder import RunFolder
@@ -179,6 +179,11 @@ def _starting(kind: str, cfg: Any, resume: bool, method: str | None = None) -> I
         folder = RunFolder(cfg.run.output_dir)
         # a resume's changed settings before the data is indexed, then the device asked for
         changes = folder.check_resume(run_record(kind, cfg, method)) if resume else {}
+        if resume and folder.has_checkpoint:  # the processes it started with (run_info.json)
+            from ..ranks import world_size
+            from ..runinfo import check_resume_world_size
+
+            check_resume_world_size(folder.run_dir, world_size())
         _check_device(cfg.run.device)
         check_inputs(kind, cfg, method=method)
         if resume and folder.has_checkpoint:  # the data it started with (data_split.json)

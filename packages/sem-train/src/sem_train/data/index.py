@@ -4,10 +4,13 @@
   checks every file's header and caches each file's verdict as JSON, keyed on its name, size
   and modification time: an added, deleted or rewritten (e.g. corrupted) file is seen on the
   next run, and only such files are checked again. A float TIFF is decoded as well (NaN or
-  inf pixels make it unreadable: refused here, not at every epoch). Byte-identical files
-  (same size, same SHA-256; hashed only among files of equal size) are kept once: the first
-  in sorted order stays, each copy is left out with a warning naming both (a copy on the other
-  side of the train/validation split would validate on a training image). The cache lives in ``cache_dir`` or
+  inf pixels make it unreadable: refused here, not at every epoch). Copies of one picture
+  are kept once: byte-identical files (same size, same SHA-256; hashed only among files of
+  equal size) and files whose decoded pixels are identical (the same picture saved as PNG and
+  as TIFF; decoded only among files of equal rows and columns in two or more formats, or
+  in any format with ``verify="full"``; the digest cached). The first in sorted order stays, each copy is left out with a warning
+  naming both (a copy on the other side of the train/validation split would validate on a
+  training image). The cache lives in ``cache_dir`` or
   ``$XDG_CACHE_HOME/sem-train`` (``~/.cache/sem-train``), never inside the data folder, which
   is often read-only or shared; its name is a hash of the root path and options. Files that
   fail the check are listed (with the reason) and counted.
@@ -31,7 +34,8 @@ from typing import Any
 import numpy as np
 from sem_physics.atomic import atomic_write_text
 from sem_physics.cli_support import stderr_is_terminal
-from sem_physics.io import max_pixels_limit
+from sem_physics.folders import image_files, report_not_followed
+from sem_physics.io import max_pixels_limit, read_image
 
 from ..config import DataConfig, GeneratedData
 from .io import IMAGE_EXTENSIONS, check_header, read_gray
@@ -51,8 +55,6 @@ GENERATED_ROOT = Path("<generated>")
 log = logging.getLogger(__name__)
 #: The unreadable-file count last reported per indexed folder (reported again when it changes).
 _REPORTED: dict[Path, tuple[int, int]] = {}
-#: The linked folders last reported as not followed, per indexed folder.
-_LINKS_REPORTED: dict[Path, dict[str, str]] = {}
 
 INDEX_VERSION = 3  # 3: each entry holds the image's rows and columns (from its header)
 
@@ -70,12 +72,13 @@ class ImageIndex:
     shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: Readable files :func:`indexed_paths` left out as smaller than the training crop.
     too_small: dict[str, str] = field(default_factory=dict)
-    #: Byte-identical copies left out (``{copy: "byte-identical copy of <kept file>"}``).
+    #: Copies left out: ``{copy: "byte-identical copy of <kept file>"}`` or, for the same
+    #: picture in other bytes, ``{copy: "same pixels as <kept file>"}``.
     duplicates: dict[str, str] = field(default_factory=dict)
 
     def skipped(self) -> dict[str, str]:
-        """``{absolute path: reason}`` of every file left out: unreadable, a byte-identical
-        copy of another file, or too small."""
+        """``{absolute path: reason}`` of every file left out: unreadable, a copy of another
+        file (byte-identical or the same pixels), or too small."""
         out = {str(self.root / rel): reason for rel, reason in self.rejected.items()}
         out.update({str(self.root / rel): reason for rel, reason in self.duplicates.items()})
         out.update({str(self.root / rel): reason for rel, reason in self.too_small.items()})
@@ -87,52 +90,6 @@ class ImageIndex:
     def paths(self) -> list[Path]:
         """Absolute paths of the readable files."""
         return [self.root / f for f in self.files]
-
-
-def _within(path: str, folder: str) -> bool:
-    """Whether real path ``path`` is ``folder`` or lies below it (``/`` holds every path)."""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def _walk(root: Path, extensions: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
-    """The image files under ``root`` (relative POSIX paths, sorted), and the linked folders
-    not followed with the reason (``{relative path: reason}``).
-
-    A linked folder is read like any other (a corpus gathered from folders on other disks),
-    except a link that leads to ``root`` or a folder holding the link (a loop), into ``root``
-    (those files are read where they are) or to a folder another link already led to."""
-    found: list[str] = []
-    not_followed: dict[str, str] = {}
-    top = os.path.realpath(root)
-    followed: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        here = os.path.realpath(dirpath)
-        rel = Path(dirpath).relative_to(root)
-        keep = []
-        for name in sorted(d for d in dirnames if not d.startswith(".")):
-            link = os.path.join(dirpath, name)
-            if not os.path.islink(link):
-                keep.append(name)
-                continue
-            real, where = os.path.realpath(link), (rel / name).as_posix()
-            if _within(here, real) or _within(top, real):
-                not_followed[where] = f"a link loop: it leads to {real}, which holds it"
-            elif _within(real, top):
-                not_followed[where] = (
-                    f"leads to {Path(real).relative_to(top).as_posix()}, read there"
-                )
-            elif real in followed:
-                not_followed[where] = f"leads to {real}, read through {followed[real]}"
-            else:
-                followed[real] = where
-                keep.append(name)
-        dirnames[:] = keep
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            if os.path.splitext(name)[1].lower() in extensions:
-                found.append((rel / name).as_posix())
-    return sorted(found), not_followed
 
 
 #: Version of the file checks: a cached verdict of older checks is not reused (2: truncated
@@ -161,7 +118,8 @@ def build_index(
     Parameters
     ----------
     root : folder tree of TIFF (8/16-bit), PNG, JPEG or BMP files; other files are ignored,
-        linked folders are read unless they loop (:func:`_walk`; one warning names those).
+        linked folders are read unless they loop (:func:`sem_physics.folders.image_files`,
+        the walk of every command; one warning names those not followed).
     cache_dir : where to keep the JSON index (default: see module doc).
     refresh : check every file again, ignoring the cached verdicts.
     verify : ``"none"`` (list only), ``"header"`` (parse each header) or ``"full"`` (decode).
@@ -183,15 +141,9 @@ def build_index(
     cache = _cache_location(root, Path(cache_dir) if cache_dir else None, key)
     known = {} if refresh else _cached_entries(cache, root)
     t0 = time.perf_counter()
-    found, not_followed = _walk(root, tuple(e.lower() for e in extensions))
-    if not_followed and _LINKS_REPORTED.get(root) != not_followed:
-        _LINKS_REPORTED[root] = not_followed  # once per folder: a run indexes it again
-        log.warning(
-            "%d linked folder(s) under %s not followed: %s",
-            len(not_followed),
-            root,
-            "; ".join(f"{rel} ({why})" for rel, why in not_followed.items()),
-        )
+    listing = image_files(root, extensions)
+    found = listing.files
+    report_not_followed(listing, log)  # once per folder: a run indexes it again
     entries: dict[str, list[Any]] = {}
     from tqdm.auto import tqdm
 
@@ -225,6 +177,10 @@ def build_index(
         if known.get(rel) != entries[rel]:
             log.warning("skipping unreadable image %s (%s)", root / rel, reason)
     duplicates = {} if verify == "none" else _duplicates(root, files, entries)
+    if verify != "none":
+        rest = [rel for rel in files if rel not in duplicates]
+        same = _same_pixels(root, rest, entries, any_format=verify == "full")
+        duplicates = dict(sorted({**duplicates, **same}.items()))
     if duplicates:
         files = [rel for rel in files if rel not in duplicates]
         _note_duplicates(root, duplicates)
@@ -302,7 +258,7 @@ def _duplicates(root: Path, files: list[str], entries: dict[str, list[Any]]) -> 
                     digest = _edge_digest(root / rel, size)
                 except OSError:
                     continue
-                entries[rel] = [*entry[:4], *([None] * (4 - len(entry[:4]))), digest]
+                entries[rel] = _with_field(entry, _EDGE_FIELD, digest)
             by_edges.setdefault(digest, []).append(rel)
         for same_edges in by_edges.values():
             if len(same_edges) < 2:
@@ -314,10 +270,92 @@ def _duplicates(root: Path, files: list[str], entries: dict[str, list[Any]]) -> 
                 except OSError:
                     continue
                 if digest in first:
-                    out[rel] = f"byte-identical copy of {first[digest]}"
+                    out[rel] = f"{_BYTE_COPY}{first[digest]}"
                 else:
                     first[digest] = rel
     return dict(sorted(out.items()))
+
+
+#: Where an index entry (``[size, mtime_ns, reason, shape, ...]``) keeps the hash of the
+#: file's first and last 64 KiB, and the digest of its decoded pixels.
+_EDGE_FIELD, _PIXEL_FIELD = 4, 5
+
+_BYTE_COPY, _SAME_PIXELS = "byte-identical copy of ", "same pixels as "
+
+
+def _with_field(entry: list[Any], i: int, value: str) -> list[Any]:
+    """``entry`` with field ``i`` set to ``value`` (padded with None; later fields kept)."""
+    out = [*entry, *([None] * (i + 1 - len(entry)))]
+    out[i] = value
+    return out
+
+
+def _pixel_digest(path: Path) -> str:
+    """SHA-256 of the picture as training reads it (the pixels :func:`read_gray` returns:
+    float32 grey levels on 0..255) and its shape: equal for the same picture in any format or
+    bit depth. The file's notes (e.g. on JPEG input) are left to training, which reads it."""
+    data = np.ascontiguousarray(read_image(path, log_notes=False).data, dtype=np.float32)
+    h = hashlib.sha256(f"{data.shape[0]}x{data.shape[1]}|".encode())
+    h.update(data.tobytes())
+    return h.hexdigest()
+
+
+#: File suffixes of one format (other suffixes are their own format).
+_SAME_FORMAT = {".tiff": ".tif", ".jpeg": ".jpg"}
+
+
+def _format(rel: str) -> str:
+    """The image format of a file, from its suffix (``.tif`` and ``.tiff`` are one)."""
+    suffix = Path(rel).suffix.lower()
+    return _SAME_FORMAT.get(suffix, suffix)
+
+
+def _same_pixels(
+    root: Path, files: list[str], entries: dict[str, list[Any]], *, any_format: bool = False
+) -> dict[str, str]:
+    """``{copy: reason}`` for every readable file whose decoded pixels equal an earlier
+    one's (sorted order) though its bytes differ: the same picture saved as PNG and as TIFF.
+    Only files of equal rows and columns (from the header) among which two formats occur
+    are decoded, each once (a corpus in one format is not decoded at all; ``any_format``,
+    the ``verify="full"`` check that decodes every file anyway: every group of equal rows
+    and columns): the digest is kept in the index cache with the file's entry."""
+    by_shape: dict[Any, list[str]] = {}
+    for rel in files:
+        entry = entries[rel]
+        shape = entry[3] if len(entry) > 3 and isinstance(entry[3], list) else None
+        by_shape.setdefault(None if shape is None else tuple(shape), []).append(rel)
+    # a corpus in one format decodes nothing here unless verify="full" decodes it anyway
+    todo = [
+        rel
+        for group in by_shape.values()
+        if len(group) > 1 and (any_format or len({_format(rel) for rel in group}) > 1)
+        for rel in group
+    ]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        todo,
+        desc=f"comparing pictures in {root.name}",
+        unit="file",
+        disable=len(todo) < 200 or not _on_terminal(),
+        leave=False,
+    )
+    first: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for rel in bar:  # sorted: the first of identical pictures is kept
+        entry = entries[rel]
+        digest = entry[_PIXEL_FIELD] if len(entry) > _PIXEL_FIELD else None
+        if not isinstance(digest, str):
+            try:
+                digest = _pixel_digest(root / rel)
+            except Exception:  # unreadable after all: the dataset reports it when it reads it
+                continue
+            entries[rel] = _with_field(entry, _PIXEL_FIELD, digest)
+        if digest in first:
+            out[rel] = f"{_SAME_PIXELS}{first[digest]}"
+        else:
+            first[digest] = rel
+    return out
 
 
 #: The copies already warned about, per indexed folder (warned about once per process).
@@ -325,20 +363,29 @@ _DUPES_REPORTED: dict[Path, dict[str, str]] = {}
 
 
 def _note_duplicates(root: Path, duplicates: dict[str, str]) -> None:
+    """One warning for the byte-identical copies and one for the other copies of a picture,
+    naming each with the file kept; again only when the copies change."""
     if _DUPES_REPORTED.get(root) == duplicates:
         return
     _DUPES_REPORTED[root] = dict(duplicates)
-    pairs = [
-        f"{rel} (= {reason.removeprefix('byte-identical copy of ')})"
-        for rel, reason in duplicates.items()
-    ]
-    log.warning(
-        "%d file(s) under %s are byte-identical copies of another file and are left out "
-        "(each image once, on one side of the train/validation split): %s",
-        len(duplicates),
-        root,
-        _listed(pairs),
-    )
+    for prefix, what in (
+        (_BYTE_COPY, "are byte-identical copies of another file"),
+        (_SAME_PIXELS, "hold the same pixels as another file (the same picture in other bytes)"),
+    ):
+        pairs = [
+            f"{rel} (= {reason.removeprefix(prefix)})"
+            for rel, reason in duplicates.items()
+            if reason.startswith(prefix)
+        ]
+        if pairs:
+            log.warning(
+                "%d file(s) under %s %s and are left out (each image once, on one side of "
+                "the train/validation split): %s",
+                len(pairs),
+                root,
+                what,
+                _listed(pairs),
+            )
 
 
 def _on_terminal() -> bool:

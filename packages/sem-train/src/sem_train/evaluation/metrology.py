@@ -54,9 +54,13 @@ def measure_line_image(
 
     This is the evaluation's only call of :func:`sem_metrology.measure_lines`: the tables follow
     the paper's Table 4, measured with SMILE, so the measurement convention is chosen here
-    (the ``smile`` convention, which reproduces SMILE3 step by step).
+    (the ``smile`` convention, which reproduces SMILE3 step by step). A case's images are
+    measured whole (``info_bar="none"`` unless the options say otherwise): a bar was cut when
+    the image was read, and an output must not lose rows its reference keeps.
     """
     opts = options or LineOptions(convention="smile")
+    if opts.info_bar == "auto":  # a case's images have no bar (cut when the image was read)
+        opts = opts.model_copy(update={"info_bar": "none"})
     try:
         return measure_lines(image, pixel_size_nm, opts)
     except ValueError as err:

@@ -22,10 +22,9 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
-from sem_metrology import LineOptions
+from sem_metrology import LineOptions, spreadsheet_csv_file
 from sem_physics.atomic import atomic_write_text
 from sem_physics.locking import clear_incomplete, output_lock
-from sem_physics.records import csv_text
 
 from .cd_blur import cd_blur_markdown, cd_blur_rows
 from .config import BenchmarkConfig
@@ -147,10 +146,19 @@ def _clean(value: Any) -> Any:
     return value
 
 
+#: CSV columns that name a file or a model folder: kept exactly as the names are.
+_CSV_VERBATIM = ("image", "case_id", "weights")
+
+
 def _csv(
     path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None
 ) -> None:
-    atomic_write_text(path, csv_text([{k: _clean(v) for k, v in r.items()} for r in rows], columns))
+    """A CSV file a spreadsheet opens as written, by sem-metrology's rule
+    (:func:`sem_metrology.spreadsheet_csv_file`): ASCII values (``°`` -> `` deg``, ``±`` ->
+    ``+/-``, ``σ`` -> ``sigma``...; the :data:`_CSV_VERBATIM` names as they are), and a UTF-8
+    byte-order mark only when a name's other letters remain."""
+    clean = [{k: _clean(v) for k, v in r.items()} for r in rows]
+    atomic_write_text(path, spreadsheet_csv_file(clean, columns, verbatim=_CSV_VERBATIM))
 
 
 def _flat(summary: BaseModel) -> dict[str, Any]:

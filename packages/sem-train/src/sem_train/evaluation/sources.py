@@ -8,6 +8,7 @@ skipped with its reason, which goes to the report and the manifest; the rest are
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sem_physics.cli_support import path_text, plain_text
+from sem_physics.folders import image_files, report_not_followed
 from sem_physics.io import IMAGE_EXTENSIONS, crop_info_bar, read_image
 from sem_physics.locking import INCOMPLETE_MARKER, LOCK_NAME
 from sem_physics.protocol import file_sha256, pixels_sha256
@@ -37,6 +39,8 @@ __all__ = [
     "load_images",
     "sample_images",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Smallest image side (px, after the info-bar crop) an evaluation accepts: the SSIM window is
 #: 7 px, the metrology needs rows to fit edges; below this an image is skipped with the reason.
@@ -154,7 +158,9 @@ def check_report_folder(out: Path) -> None:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursive), sorted by their relative path."""
+    """Image files under ``folder`` (recursive), sorted by their relative path: the walk of
+    every command (:func:`sem_physics.folders.image_files`; hidden files and folders left out,
+    linked folders followed once, one warning naming those that loop or lead back in)."""
     root = Path(folder)
     if not root.is_dir():
         where = (
@@ -167,13 +173,14 @@ def list_images(folder: str | Path) -> list[Path]:
         raise NotADirectoryError(
             f"image folder {str(root)!r} does not exist or is not a folder{where}"
         )
-    files = sorted(
-        (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-        key=lambda p: p.relative_to(root).as_posix(),
-    )
+    listing = image_files(root, IMAGE_EXTENSIONS)
+    report_not_followed(listing, log)
+    files = [p for p in listing.paths() if p.is_file()]
     if not files:
+        unfollowed = listing.not_followed_text()
         raise FileNotFoundError(
             f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {str(root)!r}"
+            + (f"; {unfollowed}" if unfollowed else "")
         )
     return files
 

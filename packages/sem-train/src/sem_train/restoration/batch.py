@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sem_physics.atomic import OutputWriteError, atomic_write_text, remove_stale_temporaries
 from sem_physics.cli_support import first_line, path_text
+from sem_physics.folders import FolderFiles, image_files
 from sem_physics.io import IMAGE_EXTENSIONS, ImageReadError, check_image_path
 from sem_physics.locking import (
     INCOMPLETE_MARKER,
@@ -169,13 +170,13 @@ def _is_within(path: Path, folder: Path) -> bool:
     return True
 
 
-def _other_runs_outputs(folder: Path) -> list[Path]:
-    """Subfolders of ``folder`` (at any depth) holding a ``restore.json``: another run's
-    outputs."""
+def _other_runs_outputs(folder: Path, listing: FolderFiles) -> list[Path]:
+    """Subfolders of ``folder`` (at any depth, as ``listing`` walked it) holding a
+    ``restore.json``: another run's outputs."""
     return sorted(
         r.parent
-        for r in folder.rglob(MANIFEST_NAME)
-        if r.parent != folder and r.is_file() and not r.parent.name.startswith(".")
+        for r in (folder / rel for rel in listing.files)
+        if r.name == MANIFEST_NAME and r.parent != folder and r.is_file()
     )
 
 
@@ -193,8 +194,11 @@ def list_inputs(
 
     Files inside an ``out_dir`` below a listed folder are skipped (earlier outputs are never
     restored again), and so are those of a subfolder holding a ``restore.json`` (another
-    run's outputs; ``notes`` gets a line). Dangling symbolic links and special files with an
-    image's name are listed: they fail alone, with their reason. A missing path or a folder
+    run's outputs; ``notes`` gets a line). A folder is walked as every command walks one
+    (:func:`sem_physics.folders.image_files`: hidden files and folders left out, linked
+    folders followed once; ``notes`` gets a line naming those that loop or lead back in).
+    Dangling symbolic links and special files with an image's name are listed: they fail
+    alone, with their reason. A missing path or a folder
     without images is a ValueError. A file given more than once (the same path twice, or a
     file and its folder) is one input, the first; ``notes`` gets a line saying so.
     """
@@ -206,19 +210,28 @@ def list_inputs(
             # an -o below the folder holds earlier outputs: never read back; an -o equal to
             # (or above) the folder is refused later, output by output
             skip_out = not _is_within(p, out_dir)
-            others = [d for d in _other_runs_outputs(p) if d.resolve() != out_dir.resolve()]
+            # the walk of every command (linked folders followed once), manifests included
+            listing = image_files(p, (*IMAGE_EXTENSIONS, Path(MANIFEST_NAME).suffix))
+            others = [
+                d for d in _other_runs_outputs(p, listing) if d.resolve() != out_dir.resolve()
+            ]
             files = sorted(
                 f
-                for f in p.rglob("*")
+                for f in listing.paths()
                 if f.suffix.lower() in IMAGE_EXTENSIONS
                 and _listed(f)
-                and not f.name.startswith(".")
                 and not (skip_out and _is_within(f, out_dir))
                 and not any(f.is_relative_to(d) for d in others)
             )
             skipped += [d for d in others if d not in skipped]
+            unfollowed = listing.not_followed_text()
             if not files:
-                raise ValueError(f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+                raise ValueError(
+                    f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+                    + (f"; {unfollowed}" if unfollowed else "")
+                )
+            if unfollowed and notes is not None and unfollowed not in notes:
+                notes.append(unfollowed)
             found.extend((f, p) for f in files)
         elif p.is_file():
             found.append((p, p.parent))
