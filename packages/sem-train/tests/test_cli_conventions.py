@@ -87,6 +87,7 @@ def test_demo_strict_with_an_unusable_image_exits_1_not_2(tmp_path, capsys):
 
 def _fake_embeddings(monkeypatch):
     import sem_train.evaluation as evaluation
+    from sem_train.commands import cluster
     from sem_train.evaluation.sources import SkippedFile
 
     def fake_embed(ckpt, images, *, skipped, **_):
@@ -96,6 +97,7 @@ def _fake_embeddings(monkeypatch):
         return x.astype(np.float32), [f"{i}.png" for i in range(10)]
 
     monkeypatch.setattr(evaluation, "embed_folder", fake_embed)
+    monkeypatch.setattr(cluster, "encoder_dir", Path)  # "ck" stands for a checkpoint
 
 
 def test_cluster_strict_partial_failure_exits_1_and_o_is_out(tmp_path, capsys, monkeypatch):

@@ -173,3 +173,138 @@ def test_too_few_embeddings_per_cluster_are_warned(caplog):
         "k-means with k=10 on 12 embeddings (fewer than 5 per cluster): the scores say little "
         "about the representation; use more images or a smaller k"
     ]
+
+
+def _micro_checkpoint(folder):
+    """A micro MAE (32-px inputs, 8-px patches) saved to ``folder``; the model."""
+    import torch
+    from sem_models import build_mae, save_model
+    from sem_models.testing import MICRO_MAE
+
+    torch.manual_seed(0)
+    model = build_mae("tiny", in_chans=1, **MICRO_MAE)
+    save_model(model, folder)
+    return model
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_cluster_json_gives_each_images_cluster_and_the_settings(tmp_path):
+    """clustering.json says which image went into which cluster (paths under --images, so two
+    subfolders' files are told apart) and how the embeddings were made; the clusters are
+    scikit-learn's k-means of embeddings computed here from the encoder's output, and a rerun
+    with the same --seed writes the same file."""
+    import json
+
+    import torch
+    import torch.nn.functional as F
+    from sem_models.imaging import normalize
+    from sem_physics import read_image, write_samples
+    from sem_train.cli import main
+    from sklearn.cluster import KMeans
+
+    model = _micro_checkpoint(tmp_path / "ckpt")
+    for sub, seed in (("a", 0), ("b", 1)):
+        write_samples(tmp_path / "imgs" / sub, n_per_kind=2, shape=(64, 72), seed=seed)
+    files = sorted(
+        p.relative_to(tmp_path / "imgs").as_posix() for p in (tmp_path / "imgs").rglob("*.png")
+    )
+    with torch.no_grad():
+        x = torch.cat(
+            [
+                F.interpolate(
+                    torch.from_numpy(read_image(tmp_path / "imgs" / f).data / 255.0)[None, None],
+                    size=(32, 32),
+                    mode="bilinear",
+                    antialias=True,
+                )
+                for f in files
+            ]
+        ).float()
+        latent = model.eval().forward_encoder(normalize(x), 0.0)[0]
+    emb = latent[:, 1:].mean(1).double().numpy()
+    labels = KMeans(n_clusters=3, n_init=10, random_state=5).fit(emb).labels_
+    argv = ["cluster", "--checkpoint", str(tmp_path / "ckpt"), "--images", str(tmp_path / "imgs")]
+    argv += ["--k", "3", "--seed", "5", "--crop-fraction", "0", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "t1")]) == 0
+    saved = json.loads((tmp_path / "t1" / "clustering.json").read_text())
+    run = saved["runs"][str(tmp_path / "ckpt")]
+    assert [i["file"] for i in run["images"]] == files  # a/… and b/… share file names
+    assert [i["cluster"] for i in run["images"]] == labels.tolist()
+    assert run["checkpoint"] == str((tmp_path / "ckpt").resolve())
+    assert (saved["pool"], saved["k"], saved["seed"], saved["crop_fraction"]) == ("mean", 3, 5, 0)
+    assert set(saved["fields"]) >= {"silhouette_cosine", "davies_bouldin", "calinski_harabasz"}
+    assert "mean of its patch tokens" in (tmp_path / "t1" / "clustering.md").read_text()
+    assert main([*argv, "--out", str(tmp_path / "t2")]) == 0
+    assert (tmp_path / "t2" / "clustering.json").read_text() == json.dumps(saved, indent=2)
+
+
+def test_k_not_below_the_number_of_images_names_the_option(tmp_path, capsys):
+    """--k 6 on 6 usable images: one line naming --k and the range it takes here, exit 2."""
+    from sem_physics import write_samples
+    from sem_train.cli import main
+
+    _micro_checkpoint(tmp_path / "ckpt")
+    write_samples(tmp_path / "imgs", n_per_kind=2, shape=(64, 72), seed=0)  # 6 images
+    argv = ["cluster", "--checkpoint", str(tmp_path / "ckpt"), "--images", str(tmp_path / "imgs")]
+    assert main([*argv, "--k", "6", "--crop-fraction", "0", "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sem: error: --k 6: must be in [2, 5]"), err
+    assert not (tmp_path / "t" / "clustering.json").exists()
+
+
+def test_a_checkpoint_that_is_no_encoder_is_refused_before_any_image_is_read(
+    tmp_path, capsys, monkeypatch
+):
+    """A second --checkpoint that is a saved n2v restorer, an empty folder or a missing path
+    stops the run at once (not after the first model's embeddings) with one line naming
+    --checkpoint and what it accepts; a shipped model is found by its name."""
+    import sem_train.evaluation as evaluation
+    from sem_baselines import get_restorer
+    from sem_models.pretrained import shipped_model_dir
+    from sem_train.cli import main
+    from sem_train.commands.cluster import encoder_dir
+
+    _micro_checkpoint(tmp_path / "ckpt")
+    get_restorer("n2v").save(tmp_path / "n2v")
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(evaluation, "embed_folder", lambda *a, **k: pytest.fail("embedded"))
+    for bad in ("n2v", "empty", "missing"):
+        argv = ["cluster", "--checkpoint", str(tmp_path / "ckpt"), "--checkpoint"]
+        assert main([*argv, str(tmp_path / bad), "--images", str(tmp_path), "--k", "2"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"sem: error: --checkpoint {tmp_path / bad}:")
+        assert "accepted: a folder written by sem_models.save_model" in err[0], err
+    name = "sem-foundation-zero-shot"
+    monkeypatch.chdir(tmp_path)  # no folder of that name here
+    assert encoder_dir(name) == shipped_model_dir(name)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_embed_folder_holds_one_full_resolution_image_at_a_time(tmp_path, monkeypatch, capsys):
+    """Each image is resized as it is read: a folder of thousands of micrographs must not sit in
+    memory at full resolution (the 46 of a real corpus: 145 MB) before the first is encoded. With
+    ``progress`` a bar counts the files."""
+    import weakref
+
+    from sem_physics import write_samples
+    from sem_train.evaluation import embed_folder, sources
+
+    _micro_checkpoint(tmp_path / "ckpt")
+    write_samples(tmp_path / "imgs", n_per_kind=2, shape=(64, 72), seed=0)
+    alive: list[weakref.ref] = []
+    most = []
+    real = sources._load
+
+    def counting_load(*args, **kwargs):
+        most.append(sum(r() is not None for r in alive))  # full-resolution images still held
+        im = real(*args, **kwargs)
+        alive.append(weakref.ref(im.data))
+        return im
+
+    monkeypatch.setattr(sources, "_load", counting_load)
+    emb, names = embed_folder(
+        tmp_path / "ckpt", tmp_path / "imgs", crop_fraction=0.0, progress=True
+    )
+    assert len(names) == len(most) == 6 and emb.shape[0] == 6
+    assert max(most) <= 1, most
+    assert "reading images" in capsys.readouterr().err

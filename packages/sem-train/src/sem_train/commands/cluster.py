@@ -8,12 +8,12 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from sem_physics.cli_support import number
+from sem_physics.cli_support import first_line, number
 from sem_physics.io import DEFAULT_CROP_FRACTION
 
 from ..device_names import DEVICES
 
-__all__ = ["register", "run_ids"]
+__all__ = ["encoder_dir", "register", "run_ids"]
 
 
 def run_ids(checkpoints: list[str]) -> list[str]:
@@ -27,6 +27,48 @@ def run_ids(checkpoints: list[str]) -> list[str]:
     return ids
 
 
+#: What --checkpoint accepts, quoted by its errors.
+_ACCEPTED = (
+    "a folder written by sem_models.save_model (config.json + model.safetensors), a `sem train` "
+    "run folder of a pretraining stage or fine-tune, or a shipped model"
+)
+
+
+def encoder_dir(given: str) -> Path:
+    """The sem-models export ``--checkpoint given`` names: a path (an export or a run folder)
+    or, when no such path exists, the name of a model shipped with sem-models. Only
+    ``config.json`` is read (no torch): a checkpoint of another kind, or no checkpoint, is one
+    ValueError or FileNotFoundError naming ``--checkpoint`` and what it accepts."""
+    from sem_models.checkpoint import CheckpointError, read_export_meta
+    from sem_models.pretrained import SHIPPED_MODELS, shipped_model_dir
+
+    from ..runfolder import resolve_model_dir
+
+    shipped = f"({', '.join(SHIPPED_MODELS)})"
+    path = Path(given)
+    if not path.exists():
+        if given in SHIPPED_MODELS:
+            return shipped_model_dir(given)
+        raise FileNotFoundError(
+            f"--checkpoint {given}: no such file or folder; accepted: {_ACCEPTED} {shipped}"
+        )
+    try:
+        folder = resolve_model_dir(path, what="--checkpoint")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"--checkpoint {given}: no exported model there (neither config.json + "
+            f"model.safetensors nor a run's checkpoints/best.json); accepted: {_ACCEPTED} {shipped}"
+        ) from None
+    try:
+        read_export_meta(folder)
+    except CheckpointError as err:
+        raise ValueError(
+            f"--checkpoint {given}: not a sem-models encoder ({first_line(err)}); "
+            f"accepted: {_ACCEPTED} {shipped}"
+        ) from None
+    return folder
+
+
 def _cluster(args: argparse.Namespace) -> int:
     from sem_physics.locking import output_lock
 
@@ -34,47 +76,105 @@ def _cluster(args: argparse.Namespace) -> int:
         return _cluster_held(args)
 
 
+def _check_k(k: int, n: int, images: str) -> None:
+    """``--k`` against the ``n`` usable images of the folder: k-means needs ``2 <= k < n``."""
+    if n < 3:
+        raise ValueError(
+            f"--images {images}: {n} usable image(s); clustering needs at least 3 (--k >= 2 "
+            "clusters, fewer than the images)"
+        )
+    if k >= n:
+        raise ValueError(
+            f"--k {k}: must be in [2, {n - 1}], below the number of usable images ({n} under "
+            f"{images})"
+        )
+
+
+#: What the fields of each run in clustering.json mean (units, range, direction).
+FIELDS = {
+    "silhouette_cosine": "mean silhouette with cosine distance, in [-1, 1]; higher is better",
+    "davies_bouldin": "Davies-Bouldin index (Euclidean), >= 0; lower is better",
+    "calinski_harabasz": "Calinski-Harabasz index (Euclidean), >= 0; higher is better",
+    "inertia": "k-means objective: sum of squared Euclidean distances of the embeddings to "
+    "their cluster centre, in embedding units squared",
+    "cluster_sizes": "images per cluster, clusters numbered 0..k-1",
+    "images": "each image (path under --images) and the cluster it was put in",
+}
+
+
 def _cluster_held(args: argparse.Namespace) -> int:
     from sem_physics.atomic import atomic_write_text
+    from sem_physics.cli_support import path_text, stderr_is_terminal
 
     from ..evaluation import cluster_embeddings, clustering_markdown, embed_folder
     from ..evaluation.sources import SkippedFile, SkippedInputsError
 
+    folders = [encoder_dir(c) for c in args.checkpoint]  # every one, before any image is read
+    progress = not args.no_progress and stderr_is_terminal()
     results = {}
+    runs: dict[str, dict[str, Any]] = {}
     skipped: list[SkippedFile] = []
-    for run_id, ckpt in zip(run_ids(args.checkpoint), args.checkpoint, strict=True):
+    for i, (run_id, folder) in enumerate(zip(run_ids(args.checkpoint), folders, strict=True)):
         mine: list[SkippedFile] = []
-        emb, _names = embed_folder(
-            ckpt,
+        emb, names = embed_folder(
+            folder,
             args.images,
             pool=args.pool,
             crop_fraction=args.crop_fraction,
             skipped=mine,
             device=args.device,
+            progress=progress,
         )
-        if not skipped:
+        if i == 0:  # the same folder for every checkpoint: checked once, before any k-means
             skipped = mine
-        results[run_id] = cluster_embeddings(
+            if skipped and args.strict:
+                raise SkippedInputsError(
+                    f"--strict: {len(skipped)} image(s) unusable (first: {skipped[0].path}: "
+                    f"{skipped[0].reason})"
+                )
+            _check_k(args.k, len(names), args.images)
+        r = cluster_embeddings(
             emb, k=args.k, seed=args.seed, silhouette_sample_size=args.silhouette_sample_size
         )
-    if skipped and args.strict:
-        raise SkippedInputsError(
-            f"--strict: {len(skipped)} image(s) unusable (first: {skipped[0].path}: "
-            f"{skipped[0].reason})"
-        )
+        results[run_id] = r
+        runs[run_id] = {
+            "checkpoint": path_text(Path(folder).resolve()),
+            **r.model_dump(exclude={"labels"}),
+            "images": [
+                {"file": name, "cluster": label}
+                for name, label in zip(names, r.labels, strict=True)
+            ],
+        }
     table = clustering_markdown(results)
     notes = "".join(f"- skipped `{s.path}`: {s.reason}\n" for s in skipped)
     print(table + notes, end="")
     if args.out:
         out = Path(args.out)
+        first = next(iter(results.values()))
+        pooled = "the mean of its patch tokens" if args.pool == "mean" else "its class token"
+        setting = (
+            f"k-means (k = {args.k}, seed {args.seed}) on the embeddings of the "
+            f"{first.n_samples} usable images under `{path_text(args.images)}`: each image "
+            f"read as grayscale, its info bar removed (else the bottom {args.crop_fraction:g} "
+            "of its height), resized to the model's input side, and encoded by each "
+            f"checkpoint's encoder as {pooled}. Each image's cluster is in `clustering.json` "
+            "(`runs` → model → `images`).\n\n"
+        )
         atomic_write_text(
             out / "clustering.md",
             "# Clustering of encoder embeddings (Table 1)\n\n"
+            + setting
             + table
             + (f"\n{notes}" if notes else ""),
         )
         data = {
-            "runs": {k: r.model_dump(exclude={"labels"}) for k, r in results.items()},
+            "image_folder": path_text(args.images),
+            "pool": args.pool,
+            "k": args.k,
+            "seed": args.seed,
+            "crop_fraction": args.crop_fraction,
+            "fields": FIELDS,
+            "runs": runs,
             "skipped_files": [s.model_dump() for s in skipped],
         }
         atomic_write_text(out / "clustering.json", json.dumps(data, indent=2))
@@ -97,7 +197,8 @@ def register(subparsers: Any) -> None:
         "--checkpoint",
         action="append",
         required=True,
-        help="exported sem-models folder or a training run folder (repeat to compare models)",
+        help="exported sem-models folder, a training run folder, or a shipped model "
+        "(sem-foundation-zero-shot, sem-foundation); repeat to compare models",
     )
     c.add_argument("--images", required=True, help="folder of images")
     c.add_argument(
@@ -140,6 +241,11 @@ def register(subparsers: Any) -> None:
         "--strict",
         action="store_true",
         help="exit 1 if any image is unusable (default: skip it and list it)",
+    )
+    c.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide progress bars (default: shown when stderr is a terminal)",
     )
     c.add_argument(
         "-o",

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sem_physics import image_to_tensor
+from sem_physics.cli_support import path_text
 from sem_physics.io import DEFAULT_CROP_FRACTION
 
 from .sources import SkippedFile, list_images, load_images
@@ -119,18 +120,23 @@ def embed_folder(
     batch_size: int = 8,
     skipped: list[SkippedFile] | None = None,
     device: str = "auto",
+    progress: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
     """Embeddings (N, D) of every usable image under ``folder`` from a sem-models checkpoint,
-    and the names of those images.
+    and the paths of those images relative to ``folder`` (``/``-separated).
 
     Each image is read as grayscale, its information bar removed, resized (antialiased) to the
     model's square input size and scaled to [0, 1]; ``pool`` is ``'mean'`` or ``'cls'``. Files
     that cannot be read are left out and appended to ``skipped`` (with the reason) when given.
-    ``device``: ``auto`` (CUDA where present), ``cpu``, ``cuda`` or ``mps``.
+    Images are resized as they are read, so memory holds one full-resolution image at a time
+    (a folder of thousands of micrographs would not fit at full resolution).
+    ``device``: ``auto`` (CUDA where present), ``cpu``, ``cuda`` or ``mps``. ``progress``:
+    a progress bar over the files.
     """
     import torch
     import torch.nn.functional as F
     from sem_models import extract_embeddings, load_model
+    from tqdm.auto import tqdm
 
     from ..distributed import select_device
     from ..modeling import resolve_model_dir
@@ -140,19 +146,34 @@ def embed_folder(
     model = load_model(resolve_model_dir(checkpoint, what="checkpoint"), device=run_on)
     mae = getattr(model, "mae", model)
     size = int(getattr(getattr(mae, "config", None), "img_size", 224))
-    loaded, bad = load_images(paths, crop_fraction=crop_fraction)
+    batch: list[torch.Tensor] = []
+    names: list[str] = []
+    bad: list[SkippedFile] = []
+    for path in tqdm(paths, desc="reading images", unit="image", disable=not progress):
+        loaded, failed = load_images([path], crop_fraction=crop_fraction)
+        bad.extend(failed)
+        for im in loaded:  # one image, or none when the file was skipped
+            x = image_to_tensor(im.data) / 255.0
+            batch.append(F.interpolate(x, size=(size, size), mode="bilinear", antialias=True))
+            names.append(_relative_name(path, folder))
+        del loaded  # the full-resolution pixels go before the next file is read
     if skipped is not None:
         skipped.extend(bad)
-    if not loaded:
+    if not batch:
         first = f": {bad[0].path}: {bad[0].reason}" if bad else ""
         raise ValueError(f"no usable image under {folder}{first}")
-    batch = []
-    for im in loaded:
-        x = image_to_tensor(im.data) / 255.0
-        batch.append(F.interpolate(x, size=(size, size), mode="bilinear", antialias=True))
     images = torch.cat(batch).clamp(0.0, 1.0)
-    emb = extract_embeddings(model, images, pool=pool, batch_size=batch_size)
-    return np.asarray(emb, dtype=np.float64), [Path(str(im.source)).name for im in loaded]
+    emb = extract_embeddings(model, images, pool=pool, batch_size=batch_size, progress=progress)
+    return np.asarray(emb, dtype=np.float64), names
+
+
+def _relative_name(path: Path, folder: str | Path) -> str:
+    """``path`` relative to ``folder`` as ``/``-separated text (its name when not below it)."""
+    try:
+        rel = Path(path).relative_to(Path(folder))
+    except ValueError:
+        rel = Path(Path(path).name)
+    return path_text(rel.as_posix())
 
 
 def clustering_markdown(results: Mapping[str, ClusteringResult] | Sequence[Any]) -> str:
