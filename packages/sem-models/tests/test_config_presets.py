@@ -174,3 +174,21 @@ def test_bools_given_for_numbers_looks_inside_tuples_lists_and_mappings():
     assert [e["type"] for e in found(True, Literal[1, 3] | None)] == ["literal_error"]
     assert found(True, int | bool) == [] and found(True, bool) == [] and found(True, str) == []
     assert found((1, 2.5), tuple[int, ...]) == [] and found(None, float | None) == []
+
+
+def test_the_readme_preset_table_states_each_presets_parameters_gray_and_rgb():
+    """The table mixed gray counts (tiny 3.2 M, small 24.7 M) with RGB ones (large 329 M, huge
+    656 M); each row now states both, to the digits it gives."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(
+        r"^\| `(\w+)`[^|]*\|[^|]*\|[^|]*\|[^|]*\| ([\d.]+) / ([\d.]+) M", readme, re.M
+    )
+    assert sorted(name for name, *_ in rows) == sorted(sm.PRESETS)
+    for name, gray, rgb in rows:
+        for in_chans, stated in ((1, gray), (3, rgb)):
+            count = _count(sm.build_mae(name, device="meta", in_chans=in_chans)) / 1e6
+            digits = len(stated.split(".")[1]) if "." in stated else 0
+            assert round(count, digits) == float(stated), (name, in_chans, count)

@@ -215,6 +215,43 @@ def test_transformers_vitmae_layout_reproduces_the_whole_model(tmp_path):
         torch.testing.assert_close(dst(x, noise=noise)[1], src(x, noise=noise)[1])
 
 
+def _to_transformers5_names(hf: dict[str, torch.Tensor], saved: bool) -> dict[str, torch.Tensor]:
+    """The Hub names above as transformers 5 writes them: its modules' ``state_dict()``
+    (``vit.layers.i.attention.q_proj``, ``o_proj``, ``mlp.fc1``), or its ``save_pretrained``
+    files (the Hub names, but ``decoder.decoder_encoder.layer.i`` for the decoder layers)."""
+    if saved:
+        return {k.replace("decoder.decoder_layers.", "decoder.decoder_encoder.layer."): v
+                for k, v in hf.items()}  # fmt: skip
+    rename = [("vit.encoder.layer.", "vit.layers."), ("attention.attention.query", "attention.q_proj"),
+              ("attention.attention.key", "attention.k_proj"), ("attention.attention.value", "attention.v_proj"),
+              ("attention.output.dense", "attention.o_proj"), ("intermediate.dense", "mlp.fc1"),
+              ("output.dense", "mlp.fc2")]  # fmt: skip
+    out = {}
+    for k, v in hf.items():
+        for old, new in rename:
+            k = k.replace(old, new)
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("saved", [False, True])
+def test_transformers5_names_reproduce_the_whole_model(tmp_path, saved):
+    """Before, the modules' names were refused ("encoder tensors missing") and the saved files'
+    decoder layers ignored: a full model loaded with a randomly initialised decoder."""
+    src = _mae(seed=1)
+    hf = _to_transformers5_names(_to_transformers_layout(src.state_dict()), saved)
+    assert ("decoder.decoder_encoder.layer.0.output.dense.bias" in hf) == saved
+    assert ("vit.layers.1.attention.k_proj.bias" in hf) != saved
+    path = tmp_path / "model.safetensors"
+    save_file(hf, str(path))
+    dst = _mae(seed=2)
+    report = sm.load_external_mae(path, dst)
+    assert report.missing == [] and report.ignored == []
+    x, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(dst(x, noise=noise)[1], src(x, noise=noise)[1])
+
+
 def test_a_truncated_safetensors_download_is_named(tmp_path):
     path = tmp_path / "model.safetensors"
     save_file(_encoder_state(_mae(seed=1)), str(path))

@@ -106,3 +106,46 @@ def test_non_finite_images_are_refused_naming_the_argument(bad):
 def test_an_empty_image_is_refused_by_the_restoration_model(shape):
     with pytest.raises(ValueError, match="x is an empty image"):
         sm.RestorationModel(_mae())(torch.rand(shape))
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_a_wrong_channel_count_is_refused_naming_the_argument_and_the_count(channels):
+    """A 1-channel MAE takes ``imgs`` of 1 channel (the RGB statistics of another count would
+    be a message about ``channels=``); a restoration model takes gray or RGB ``x``."""
+    mae = _mae()
+    x = _x((1, channels, 32, 32))
+    with pytest.raises(ValueError, match=r"^imgs must be images \(N, 1, H, W\) for this 1-channel"):
+        mae(x)
+    with pytest.raises(ValueError, match=r"^imgs must be images \(N, 1, H, W\)"):
+        mae.forward_encoder(x, 0.5)
+    if channels != 3:
+        with pytest.raises(
+            ValueError, match=rf"^x has {channels} channel\(s\); this model takes 1 or 3"
+        ):
+            sm.RestorationModel(mae)(x)
+        with pytest.raises(
+            ValueError,
+            match=r"^images must be one or more images \(N, C, H, W\) of C = 1 \(gray\) or 3",
+        ):
+            sm.extract_embeddings(mae, x)
+
+
+def test_a_guided_model_names_the_image_and_guide_channels_it_takes():
+    model = sm.RestorationModel(_mae(), refiner_width=4, guide_balances=(0.1, 1.0))
+    for channels in (1, 2, 4):
+        with pytest.raises(
+            ValueError, match=rf"x has {channels} channel\(s\); this model takes 3 or 5 "
+        ):
+            model(_x((1, channels, 32, 32)))
+    assert model(_x((1, 3, 32, 32))).shape == (1, 1, 32, 32)
+    assert model(_x((1, 5, 32, 32))).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("size", [(0, 0), (0, 32), (4, 4), (36, 32)])
+def test_an_mae_image_off_the_patch_grid_is_refused_naming_imgs_and_the_patch(size):
+    """Empty images reached the patch convolution (a torch message about kernel sizes)."""
+    with pytest.raises(
+        ValueError,
+        match=r"^imgs of \d+x\d+ px: .* multiple of the patch size 8 px, at least one patch",
+    ):
+        _mae()(torch.rand(1, 1, *size))

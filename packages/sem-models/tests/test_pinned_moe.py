@@ -28,15 +28,17 @@ def test_capacity_rounds_up_when_the_share_is_fractional(cf, tokens, top_k):
 
 def test_all_tokens_on_one_expert_keep_exactly_ceil_capacity():
     """10 tokens all routed to expert 0, K = 4, cf = 1: capacity ceil(2.5) = 3, so exactly
-    tokens 0-2 are computed and 7 of 10 assignments dropped (dropped_fraction 0.7)."""
+    tokens 0-2 are computed and 7 of 10 assignments dropped (dropped_fraction 0.7). Capacity
+    applies in training (without gradient here: no runner-up expert evaluated)."""
     layer = _moe(capacity_factor=1.0)
     with torch.no_grad():
         layer.gate.weight.zero_()
         layer.gate.weight[:, :4] = 10 * torch.eye(4)
     x = torch.zeros(10, 8)
     x[:, 0] = 1.0
-    layer.eval()
-    y = layer(x)
+    assert layer.training
+    with torch.no_grad():
+        y = layer(x)
     kept = (y.abs().sum(-1) > 0).tolist()
     assert kept == [True] * 3 + [False] * 7
     assert layer.stats["dropped_fraction"].item() == pytest.approx(0.7)

@@ -60,3 +60,31 @@ def test_the_wheel_packs_every_shipped_file_even_if_weights_are_git_ignored():
         folder = (pretrained_mod._ROOT / name).relative_to(project)
         for file in ("config.json", "model.safetensors", "MODEL_CARD.md"):
             assert any(fnmatch(str(folder / file), glob) for glob in build["artifacts"]), file
+
+
+@pytest.mark.parametrize("card_of", sorted(SHIPPED_MODELS))
+def test_the_model_card_states_the_models_parameter_counts_and_file_sizes(card_of):
+    """What a user counts (``sum(p.numel() for p in model.parameters())``) and what ``ls``
+    shows, to the card's rounding; the files' fixed sin-cos position embeddings are no
+    parameters (the card read 6.10 / 5.86 M, the tensor values of the files)."""
+    import re
+
+    text = (shipped_model_dir(card_of) / "MODEL_CARD.md").read_text(encoding="utf-8")
+    stated = re.search(r"Parameters: ([\d.]+) M \(fine-tuned model\), ([\d.]+) M \(zero-shot", text)
+    stored = re.search(
+        r"position embeddings \(([\d.]+) M values\); stored in float16: ([\d.]+) MB and ([\d.]+) MB",
+        text,
+    )
+    assert stated is not None
+    params_ft, params_s3 = (float(v) for v in stated.groups())
+    for name, params in (("sem-foundation", params_ft), ("sem-foundation-zero-shot", params_s3)):
+        model = load_model(shipped_model_dir(name))
+        count = sum(p.numel() for p in model.parameters())
+        buffers = sum(b.numel() for b in model.buffers())
+        assert round(count / 1e6, 2) == params, name
+        assert stored is not None
+        fixed, mb_ft, mb_s3 = (float(v) for v in stored.groups())
+        mb = mb_ft if name == "sem-foundation" else mb_s3
+        assert round(buffers / 1e6, 2) == fixed, name
+        size = (shipped_model_dir(name) / "model.safetensors").stat().st_size
+        assert round(size / 1e6, 1) == mb, name

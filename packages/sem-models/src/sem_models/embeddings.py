@@ -49,8 +49,8 @@ def extract_embeddings(
     x = as_model_input(images, torch.float32, "images")  # integer tensors refused too
     if x.ndim != 4 or x.shape[0] == 0 or x.shape[1] not in (1, 3):
         raise ValueError(
-            f"images must be one or more gray or RGB images (N, 1 or 3, H, W); got shape "
-            f"{tuple(x.shape)}"
+            f"images must be one or more images (N, C, H, W) of C = 1 (gray) or 3 (RGB) "
+            f"channels; got shape {tuple(x.shape)}"
         )
     check_finite(x, "images")  # a NaN pixel would make its image's features NaN
     device = model_device(mae, device)

@@ -8,7 +8,10 @@ Supported layouts (both CC-BY-NC 4.0: we never ship or download them, users supp
   encoder state dict, with ``fc_norm`` / ``head`` entries that an MAE does not use;
 * Hugging Face transformers ``ViTMAEForPreTraining`` / ``ViTMAEModel`` (``facebook/vit-mae-*``:
   ``vit.embeddings...``, ``vit.encoder.layer.i.attention.attention.query...``, ``decoder...``),
-  whose separate query/key/value projections are stacked into our fused ``qkv``.
+  whose separate query/key/value projections are stacked into our fused ``qkv``; also the
+  names of transformers 5: its modules' ``state_dict()`` (``vit.layers.i.attention.q_proj``,
+  ``o_proj``, ``mlp.fc1``) and its ``save_pretrained`` files, whose decoder layers read
+  ``decoder.decoder_encoder.layer.i``.
 
 Keys are mapped onto ours (prefixes ``module.`` / ``model.`` stripped; a dense FFN is copied
 into every expert of an MoE layer), position embeddings are resampled when the patch grid
@@ -152,6 +155,17 @@ _HF_LAYER = {
     "attention.output.dense": "attn.proj",
     "intermediate.dense": "mlp.fc1",
     "output.dense": "mlp.fc2",
+    "attention.o_proj": "attn.proj",  # transformers 5 module names
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+}
+#: Layer stacks: transformers 4 and the Hub files (``encoder.layer``, ``decoder.decoder_layers``),
+#: transformers 5 modules (``layers``) and its ``save_pretrained`` decoder (``decoder_encoder``).
+_HF_STACKS = {
+    "encoder.layer": "blocks",
+    "layers": "blocks",
+    "decoder.decoder_layers": "decoder_blocks",
+    "decoder.decoder_encoder.layer": "decoder_blocks",
 }
 
 
@@ -159,7 +173,9 @@ def _from_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     """Hugging Face ViTMAE names -> ours; query/key/value stacked into ``qkv`` (q, k, v order)."""
     out: dict[str, torch.Tensor] = {}
     qkv: dict[str, dict[str, torch.Tensor]] = {}
-    layer = re.compile(r"^(encoder\.layer|decoder\.decoder_layers)\.(\d+)\.(.+)\.(weight|bias)$")
+    stacks = "|".join(re.escape(name) for name in _HF_STACKS)
+    layer = re.compile(rf"^({stacks})\.(\d+)\.(.+)\.(weight|bias)$")
+    parts_of = {"q": "query", "k": "key", "v": "value"}
     for key, value in state.items():
         k = key[len("vit.") :] if key.startswith("vit.") else key
         if k in _HF_TOP:
@@ -172,11 +188,11 @@ def _from_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
         if m is None:
             out[key] = value  # left for the caller to report as ignored
             continue
-        stack = "blocks" if m.group(1) == "encoder.layer" else "decoder_blocks"
-        prefix, inner, kind = f"{stack}.{m.group(2)}", m.group(3), m.group(4)
-        qkv_part = re.match(r"^attention\.attention\.(query|key|value)$", inner)
+        prefix, inner, kind = f"{_HF_STACKS[m.group(1)]}.{m.group(2)}", m.group(3), m.group(4)
+        qkv_part = re.match(r"^attention\.(?:attention\.(query|key|value)|([qkv])_proj)$", inner)
         if qkv_part:
-            qkv.setdefault(f"{prefix}.attn.qkv.{kind}", {})[qkv_part.group(1)] = value
+            part = qkv_part.group(1) or parts_of[qkv_part.group(2)]
+            qkv.setdefault(f"{prefix}.attn.qkv.{kind}", {})[part] = value
         elif inner in _HF_LAYER:
             out[f"{prefix}.{_HF_LAYER[inner]}.{kind}"] = value
         else:

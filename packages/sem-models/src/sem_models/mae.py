@@ -131,8 +131,9 @@ class MaskedAutoencoder(nn.Module):
         p = self.patch_size
         if h % p or w % p or h == 0 or w == 0:
             raise ValueError(
-                f"imgs of {h}x{w} px: height and width must be whole multiples (>= 1) of the "
-                f"patch size {p} px; crop or pad the input (RestorationModel pads any size)"
+                f"imgs of {h}x{w} px: height and width must each be a multiple of the patch "
+                f"size {p} px, at least one patch; crop or pad the input (RestorationModel pads "
+                "any size)"
             )
         return h // p, w // p
 

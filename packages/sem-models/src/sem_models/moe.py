@@ -60,8 +60,8 @@ bf16 matrices (bf16 autocast or a bf16 model) on compute capability 9.x/10.x (no
 and wherever a graph is captured (``torch.compile``, ``torch.export``, ``torch.jit.trace``):
 there the loop's host read of the group sizes would break the graph, fail the export, or be
 frozen into the trace, which would then route every later input with the example's group
-sizes. Everywhere else the loop. On the CPU a host read costs nothing and the grouped path measured 1.10-1.25x
-slower (the per-forward weight copy; ``benchmarks/bench_moe_dispatch.py``). Both paths give the same outputs and gradients to float rounding
+sizes. Everywhere else the loop. On the CPU a host read costs nothing and the grouped path
+measured 1.10-1.25x slower (the per-forward weight copy; ``benchmarks/bench_moe_dispatch.py``). Both paths give the same outputs and gradients to float rounding
 (tested). With a ``capacity_factor`` an expert accepts at most
 ``C = ceil(cf * T * top_k / K)`` assignments of the ``T`` tokens, in priority order, so a first
 choice is never displaced by a second one; the dispatch then has static shapes ``(K, C)`` and
@@ -69,9 +69,9 @@ reads nothing back from the device. A dropped assignment contributes 0, so a tok
 all its experts passes through the block's residual connection unchanged. Capacity counts
 the tokens of one forward (one rank), so which tokens drop depends on the rest of the batch:
 it applies in training mode only. In eval mode the layer is dropless, and each image's
-output is independent of the batch it came in (a sliding window's ``batch_size`` included). In training every expert is part of the autograd graph
-whatever the routing (an idle expert contributes an exact 0), so DDP needs no
-``find_unused_parameters``.
+output is independent of the batch it came in (a sliding window's ``batch_size`` included).
+In training every expert is part of the autograd graph whatever the routing (an idle expert
+contributes an exact 0), so DDP needs no ``find_unused_parameters``.
 
 Balance losses (kept on the module as ``aux_loss`` after each forward outside
 :func:`torch.inference_mode`, since ``Block.forward`` returns only a tensor; ``P_k`` = mean
