@@ -263,3 +263,37 @@ def test_workers_exit_when_the_process_that_started_them_is_killed(tmp_path):
     while _alive(worker) and time.monotonic() < end:
         time.sleep(0.1)
     assert not _alive(worker)
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_a_workers_notes_print_as_the_commands_own(inside):
+    """A worker is a fresh interpreter (fork server or spawn): inside a command's one-line
+    block its log records and Python warnings print as ``sem: warning: ...`` like the
+    command's own (they printed bare, or with file and line); a library call keeps Python's
+    own form."""
+    script = textwrap.dedent(
+        f"""
+        import contextlib, logging, warnings
+        from sem_physics.cli_support import one_line_logs
+        from sem_train.evaluation.workers import stop_workers, worker_pool
+        with one_line_logs("sem") if {inside} else contextlib.nullcontext():
+            pool = worker_pool(1)
+            pool.submit(logging.getLogger("sem_physics.io").warning, "a worker's note").result()
+            pool.submit(warnings.warn, "a worker's warning").result()
+            stop_workers(pool)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if "worker's" in line]
+    if inside:
+        assert lines == ["sem: warning: a worker's note", "sem: warning: a worker's warning"]
+    else:
+        assert "a worker's note" in lines and not any(s.startswith("sem:") for s in lines)
+        assert any("UserWarning: a worker's warning" in s for s in lines)

@@ -36,6 +36,8 @@ __all__ = [
     "model_json",
     "number",
     "one_line_logs",
+    "one_line_process",
+    "one_line_prog",
     "one_line_warnings",
     "path_text",
     "plain_text",
@@ -142,18 +144,44 @@ def add_max_pixels(
     )
 
 
-@contextmanager
-def one_line_warnings(prog: str) -> Iterator[None]:
-    """Python warnings issued in the block as one line each on stderr,
-    ``prog: warning: message`` (no file, line number or source line)."""
+def _warning_shower(prog: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` printing ``prog: warning: message`` on one line."""
 
     def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
         text = " ".join(str(message).split()) or category.__name__
         print(f"{prog}: warning: {text}", file=sys.stderr)
 
+    return show
+
+
+@contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Python warnings issued in the block as one line each on stderr,
+    ``prog: warning: message`` (no file, line number or source line)."""
     with warnings.catch_warnings():
-        warnings.showwarning = show
+        warnings.showwarning = _warning_shower(prog)
         yield
+
+
+def one_line_prog() -> str | None:
+    """The ``prog`` of the :func:`one_line_logs` block this process runs in, or None (a
+    library call): what a worker of this process prints its notes as."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, _OneLineFormatter):
+            return handler.formatter.prog
+    return None
+
+
+def one_line_process(prog: str) -> None:
+    """For the rest of this process (a worker that runs part of a command's work), its log
+    records and Python warnings as the command prints its own: one line each on stderr,
+    ``prog: warning: message`` (:func:`one_line_logs`, :func:`one_line_warnings`). A worker
+    started by spawn or a fork server is a fresh interpreter: without this, its notes would
+    print bare or with file and line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter(prog))
+    logging.getLogger().addHandler(handler)
+    warnings.showwarning = _warning_shower(prog)
 
 
 #: the kind a log record's level is printed as (below INFO: ``debug``)

@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from sem_physics.cli_support import one_line_process, one_line_prog
+
 from ..interrupt import ignore_sigint
 from ..worker_server import start_worker_server, stop_worker_server, worker_context
 from . import methods
@@ -76,10 +78,13 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, prog: str | None = None) -> None:
     """Worker process: Ctrl-C ignored (the parent stops the workers), exit with the parent, a
     share of the cores for torch; a failed method is reported once, by the parent process, not
-    by each of its jobs."""
+    by each of its jobs. ``prog``: the command whose one-line notes (``sem: warning: ...``)
+    the worker's log records and warnings are printed as (None: left as they are)."""
+    if prog is not None:
+        one_line_process(prog)
     ignore_sigint()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stop_workers' terminate() ends it at once
     _exit_with_parent()
@@ -119,13 +124,14 @@ def thread_provenance(workers: int) -> dict[str, Any]:
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """``workers`` processes, ``cores // workers`` torch threads each, forked from the fork
     server where the platform has one (:func:`sem_train.worker_server.worker_context`; a
-    command may have started it already), else spawned."""
+    command may have started it already), else spawned; their notes printed as this
+    process prints its own (:func:`sem_physics.cli_support.one_line_prog`)."""
     start_worker_server()  # with Ctrl-C ignored from its start (see worker_server)
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=worker_context(),
         initializer=_worker_init,
-        initargs=(_threads_per_worker(workers),),
+        initargs=(_threads_per_worker(workers), one_line_prog()),
     )
 
 
