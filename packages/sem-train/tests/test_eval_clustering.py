@@ -308,3 +308,46 @@ def test_embed_folder_holds_one_full_resolution_image_at_a_time(tmp_path, monkey
     assert len(names) == len(most) == 6 and emb.shape[0] == 6
     assert max(most) <= 1, most
     assert "reading images" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_two_checkpoints_warn_once_and_each_skipped_file_is_named_once(tmp_path, capsys):
+    """The few-images-per-cluster warning depends on --k and the usable images only, the same
+    for every --checkpoint: said once, not once per model. A skipped file is named once in its
+    line, in the --strict error and in clustering.json, where its reason does not repeat it."""
+    import json
+
+    from sem_physics import write_image, write_samples
+    from sem_train.cli import main
+    from sem_train.evaluation.clustering import MIN_PER_CLUSTER
+
+    for parent in ("a", "b"):
+        _micro_checkpoint(tmp_path / parent / "run")
+    imgs = tmp_path / "imgs"
+    n = len(write_samples(imgs, n_per_kind=2, shape=(64, 72), seed=0))
+    k = 2
+    assert n < MIN_PER_CLUSTER * k  # so the warning is due
+    tiny = imgs / "aa_tiny.png"  # sorted first: the one the --strict error names
+    write_image(tiny, np.full((10, 12), 90, np.uint8), "uint8")
+    empty = imgs / "zz_empty.png"
+    empty.write_bytes(b"")
+    argv = ["cluster", "--images", str(imgs), "--k", str(k), "--crop-fraction", "0"]
+    argv += ["--no-progress", "--checkpoint", str(tmp_path / "a" / "run")]
+    argv += ["--checkpoint", str(tmp_path / "b" / "run")]
+    assert main([*argv, "--out", str(tmp_path / "t")]) == 0
+    out, err = capsys.readouterr()
+    warned = [line for line in err.splitlines() if "per cluster" in line]
+    assert len(warned) == 1 and f"k={k} on {n} embeddings" in warned[0], err
+    for path in (tiny, empty):
+        assert out.count(str(path)) == 1, out  # in its "- skipped `path`: reason" line only
+    saved = json.loads((tmp_path / "t" / "clustering.json").read_text())["skipped_files"]
+    assert [s["path"] for s in saved] == [str(tiny), str(empty)]
+    for s in saved:
+        assert s["reason"] and s["path"] not in s["reason"], s
+        assert f"- skipped `{s['path']}`: {s['reason']}" in out
+    assert "10×12 px" in saved[0]["reason"] and "empty" in saved[1]["reason"]
+    assert main([*argv, "--strict"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("sem: error: --strict: 2 image(s) unusable (first: ") and (
+        err.count(str(tiny)) == 1
+    ), err

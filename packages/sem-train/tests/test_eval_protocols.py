@@ -137,4 +137,10 @@ def test_s2r_accepts_one_reference_for_all_and_skips_a_corrupt_file(tmp_path):
         np.testing.assert_array_equal(c.input, (f // (i + 2)).astype(np.float32))
     assert len(manifest.references) == 1 and len(manifest.cases) == 3
     assert [s.path for s in manifest.skipped] == [str(tmp_path / "def" / "d9.tif")]
-    assert "d9.tif" in manifest.skipped[0].reason
+    reason = manifest.skipped[0].reason  # the file is named once, in its path
+    assert "TIFF" in reason and "d9.tif" not in reason, reason
+    # A single focused reference that cannot be read: one error naming it and why.
+    (tmp_path / "foc" / "slow_scan.tif").write_bytes(b"II*\x00 truncated")
+    with pytest.raises(ValueError, match="focused reference cannot be read") as err:
+        build_s2r(tmp_path / "def", tmp_path / "foc", crop_fraction=0.0)
+    assert f"{tmp_path / 'foc' / 'slow_scan.tif'}: TIFF" in str(err.value)

@@ -53,3 +53,24 @@ def test_image_folders_follow_links_once_and_name_a_loop(tmp_path, caplog) -> No
     with pytest.raises(FileNotFoundError, match="no images") as err:
         list_images(root)
     assert said in str(err.value)
+
+
+def test_a_skipped_files_reason_does_not_repeat_its_path(tmp_path) -> None:
+    """Each unusable file (too small, empty, not decodable) is skipped with its path once, in
+    ``path``; the reason, read after it as ``path: reason``, says what is wrong without the
+    path the read error started with (nor the one Pillow's own message quotes)."""
+    from sem_train.evaluation.sources import load_images
+
+    good = tmp_path / "good.png"
+    write_image(good, make_sample("lines", (64, 80), seed=1), "uint8")
+    tiny, empty, broken = tmp_path / "tiny.png", tmp_path / "empty.tif", tmp_path / "cut.png"
+    write_image(tiny, np.full((10, 12), 90, np.uint8), "uint8")
+    empty.write_bytes(b"")
+    broken.write_bytes(b"\x89PNG truncated")
+    images, skipped = load_images([good, tiny, empty, broken], crop_fraction=0.0)
+    assert [im.source for im in images] == [str(good)]
+    assert [s.path for s in skipped] == [str(tiny), str(empty), str(broken)]
+    for s in skipped:
+        assert s.reason and s.path not in s.reason and not s.reason.startswith(":"), s
+    assert "10×12 px" in skipped[0].reason and "empty" in skipped[1].reason
+    assert skipped[2].reason.startswith("cannot decode as PNG"), skipped[2]

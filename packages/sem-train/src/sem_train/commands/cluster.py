@@ -107,6 +107,7 @@ def _cluster_held(args: argparse.Namespace) -> int:
     from sem_physics.cli_support import path_text, stderr_is_terminal
 
     from ..evaluation import cluster_embeddings, clustering_markdown, embed_folder
+    from ..evaluation.clustering import warn_few_per_cluster
     from ..evaluation.sources import SkippedFile, SkippedInputsError
 
     folders = [encoder_dir(c) for c in args.checkpoint]  # every one, before any image is read
@@ -133,8 +134,13 @@ def _cluster_held(args: argparse.Namespace) -> int:
                     f"{skipped[0].reason})"
                 )
             _check_k(args.k, len(names), args.images)
+            warn_few_per_cluster(args.k, len(names))  # k and N: the same for every checkpoint
         r = cluster_embeddings(
-            emb, k=args.k, seed=args.seed, silhouette_sample_size=args.silhouette_sample_size
+            emb,
+            k=args.k,
+            seed=args.seed,
+            silhouette_sample_size=args.silhouette_sample_size,
+            warn_few=False,
         )
         results[run_id] = r
         runs[run_id] = {
@@ -156,8 +162,9 @@ def _cluster_held(args: argparse.Namespace) -> int:
             f"k-means (k = {args.k}, seed {args.seed}) on the embeddings of the "
             f"{first.n_samples} usable images under `{path_text(args.images)}`: each image "
             f"read as grayscale, its info bar removed (else the bottom {args.crop_fraction:g} "
-            "of its height), resized to the model's input side, and encoded by each "
-            f"checkpoint's encoder as {pooled}. Each image's cluster is in `clustering.json` "
+            "of its height), resized to the model's square input (stretched when not "
+            f"square), and encoded by each checkpoint's encoder as {pooled}. Each image's "
+            "cluster is in `clustering.json` "
             "(`runs` → model → `images`).\n\n"
         )
         atomic_write_text(

@@ -27,10 +27,12 @@ from .sources import SkippedFile, list_images, load_images
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "MIN_PER_CLUSTER",
     "ClusteringResult",
     "cluster_embeddings",
     "clustering_markdown",
     "embed_folder",
+    "warn_few_per_cluster",
 ]
 
 
@@ -56,6 +58,22 @@ class ClusteringResult(BaseModel):
 MIN_PER_CLUSTER = 5
 
 
+def warn_few_per_cluster(k: int, n: int) -> bool:
+    """Warn (and return True) when ``n`` embeddings give fewer than :data:`MIN_PER_CLUSTER` per
+    cluster on average for ``k`` clusters: the scores are then mostly sampling noise. It
+    depends on ``k`` and ``n`` only, not on the clustering found."""
+    if n >= MIN_PER_CLUSTER * k:
+        return False
+    log.warning(
+        "k-means with k=%d on %d embeddings (fewer than %d per cluster): the scores say "
+        "little about the representation; use more images or a smaller k",
+        k,
+        n,
+        MIN_PER_CLUSTER,
+    )
+    return True
+
+
 def cluster_embeddings(
     embeddings: np.ndarray,
     *,
@@ -63,10 +81,13 @@ def cluster_embeddings(
     seed: int = 0,
     silhouette_sample_size: int | None = 10_000,
     n_init: int = 10,
+    warn_few: bool = True,
 ) -> ClusteringResult:
     """k-means with ``k`` clusters, then silhouette (cosine), Davies-Bouldin, Calinski-Harabasz.
 
     ``silhouette_sample_size`` bounds the O(N²) silhouette cost (ignored when N is smaller).
+    ``warn_few``: call :func:`warn_few_per_cluster`; False for a caller that clusters several
+    embeddings of the same images and warns once itself.
     """
     from sklearn.cluster import KMeans
     from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
@@ -78,14 +99,8 @@ def cluster_embeddings(
         raise ValueError("embeddings contain NaN or inf values")
     if not 2 <= k < x.shape[0]:
         raise ValueError(f"k must be in [2, N-1] = [2, {x.shape[0] - 1}], got {k}")
-    if x.shape[0] < MIN_PER_CLUSTER * k:
-        log.warning(
-            "k-means with k=%d on %d embeddings (fewer than %d per cluster): the scores say "
-            "little about the representation; use more images or a smaller k",
-            k,
-            x.shape[0],
-            MIN_PER_CLUSTER,
-        )
+    if warn_few:
+        warn_few_per_cluster(k, int(x.shape[0]))
     km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(x)
     labels = km.labels_
     if len(np.unique(labels)) < 2:

@@ -333,7 +333,8 @@ def build_s2r(
             crop_notes += [note] if note else []
     if len(focused_paths) == 1:
         if not focused:
-            raise ValueError(f"the focused reference cannot be read: {skipped_f[0].reason}")
+            bad = skipped_f[0]
+            raise ValueError(f"the focused reference cannot be read: {bad.path}: {bad.reason}")
         pairs = [(d, focused[0]) for d in defocused]
     else:
         by_d = {im.source: im for im in defocused}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from sem_physics.cli_support import path_text, plain_text
+from sem_physics.cli_support import first_line, path_text, plain_text
 from sem_physics.folders import image_files, report_not_followed
 from sem_physics.io import IMAGE_EXTENSIONS, crop_info_bar, read_image
 from sem_physics.locking import INCOMPLETE_MARKER, LOCK_NAME
@@ -84,7 +84,8 @@ class SkippedInputsError(ValueError):
 
 
 class SkippedFile(BaseModel):
-    """An input file left out of a run, and why."""
+    """An input file left out of a run, and why: ``reason`` does not repeat ``path``, so a
+    message shows them as ``f"{path}: {reason}"``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -237,6 +238,18 @@ def crop_note(images: Sequence[EvalImage], crop_fraction: float, what: str = "")
     )
 
 
+def _skip_reason(err: BaseException, path: Path) -> str:
+    """The first line of ``err`` without the leading ``"{path}: "`` a read error starts with
+    (:class:`~sem_physics.io.ImageReadError`) and without the quoted path a decoder's own text
+    may end it with (Pillow's ``cannot identify image file '...'``): a skipped entry names its
+    file once, in :attr:`SkippedFile.path`."""
+    text = first_line(err)
+    prefix = f"{path}: "
+    if text.startswith(prefix) and len(text) > len(prefix):
+        text = text[len(prefix) :]
+    return plain_text(text.replace(f" {str(path)!r}", ""))
+
+
 def load_images(
     paths: Sequence[Path],
     *,
@@ -254,8 +267,7 @@ def load_images(
         try:
             images.append(_load(Path(p), crop_fraction, kind, pixel_size_nm))
         except (ValueError, OSError) as err:
-            text = str(err).splitlines()[0] if str(err) else type(err).__name__
-            skipped.append(SkippedFile(path=path_text(p), reason=plain_text(text)))
+            skipped.append(SkippedFile(path=path_text(p), reason=_skip_reason(err, Path(p))))
     names = [im.name for im in images]
     for i, im in enumerate(images):
         if names.count(im.name) > 1:
