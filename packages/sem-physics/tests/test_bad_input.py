@@ -201,6 +201,17 @@ def test_a_bool_at_either_end_of_a_range_is_refused_with_the_parameter_bounds(na
     assert getattr(ParameterRanges(**{name: (lo, hi)}), name) == (lo, hi)
 
 
+def test_an_undecodable_file_is_named_once(tmp_path: Path) -> None:
+    """Pillow's own text quotes the file again ("cannot identify image file '...'"): the
+    message names it once, first."""
+    path = tmp_path / "bad.png"
+    path.write_bytes(b"not a png at all")
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: cannot decode as PNG") and text.count(str(path)) == 1
+
+
 def test_corrupt_tiff(tmp_path: Path) -> None:
     path = tmp_path / "bad.tif"
     path.write_bytes(b"II*\x00" + bytes(range(256)) * 4)

@@ -514,8 +514,11 @@ def read_image(
     except MemoryError as err:
         raise ImageReadError(f"{path}: not enough memory to decode the image") from err
     except Exception as err:  # decoders raise many types for corrupt files
+        # the decoder's text without the file name it may quote again (Pillow's "cannot
+        # identify image file '...'"): the message names the file once, first
+        why = " ".join(str(err).replace(f" {str(path)!r}", "").split()) or type(err).__name__
         raise ImageReadError(
-            f"{path}: cannot decode as {kind} (corrupt, truncated or unsupported): {err}"
+            f"{path}: cannot decode as {kind} (corrupt, truncated or unsupported): {why}"
         ) from err
     if bar is None:
         bar = detect_info_bar(_brightened_for_bar_search(data, source_dtype))
