@@ -201,18 +201,24 @@ def _to_transformers_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
-def test_transformers_vitmae_layout_reproduces_the_whole_model(tmp_path):
-    src = _mae(seed=1)
-    hf = _to_transformers_layout(src.state_dict())
-    assert "vit.encoder.layer.1.attention.attention.key.bias" in hf
+def _assert_loads_as(src, tensors, tmp_path) -> None:
+    """``tensors`` saved as a file load into a fresh MAE with nothing missing or ignored, and
+    it predicts as ``src`` does."""
     path = tmp_path / "model.safetensors"
-    save_file(hf, str(path))
+    save_file(tensors, str(path))
     dst = _mae(seed=2)
     report = sm.load_external_mae(path, dst)
     assert report.missing == [] and report.ignored == []
     x, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
     with torch.no_grad():
         torch.testing.assert_close(dst(x, noise=noise)[1], src(x, noise=noise)[1])
+
+
+def test_transformers_vitmae_layout_reproduces_the_whole_model(tmp_path):
+    src = _mae(seed=1)
+    hf = _to_transformers_layout(src.state_dict())
+    assert "vit.encoder.layer.1.attention.attention.key.bias" in hf
+    _assert_loads_as(src, hf, tmp_path)
 
 
 def _to_transformers5_names(hf: dict[str, torch.Tensor], saved: bool) -> dict[str, torch.Tensor]:
@@ -242,14 +248,7 @@ def test_transformers5_names_reproduce_the_whole_model(tmp_path, saved):
     hf = _to_transformers5_names(_to_transformers_layout(src.state_dict()), saved)
     assert ("decoder.decoder_encoder.layer.0.output.dense.bias" in hf) == saved
     assert ("vit.layers.1.attention.k_proj.bias" in hf) != saved
-    path = tmp_path / "model.safetensors"
-    save_file(hf, str(path))
-    dst = _mae(seed=2)
-    report = sm.load_external_mae(path, dst)
-    assert report.missing == [] and report.ignored == []
-    x, noise = torch.rand(2, 3, 32, 32), torch.rand(2, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(dst(x, noise=noise)[1], src(x, noise=noise)[1])
+    _assert_loads_as(src, hf, tmp_path)
 
 
 def test_a_truncated_safetensors_download_is_named(tmp_path):
