@@ -32,6 +32,7 @@ __all__ = [
     "MoEMlp",
     "ModelConfigError",
     "RestorationModel",
+    "accumulation_dtype",
     "balance_loss",
     "build_mae",
     "calibrate_routers",
@@ -134,7 +135,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         routing_stats,
     )
     from .pos_embed import resize_pos_embed, sincos_2d
-    from .precision import checked_device, native_bf16
+    from .precision import accumulation_dtype, checked_device, native_bf16
     from .restoration import RestorationModel
     from .sliding_window import (
         grid_averaging_overlap,

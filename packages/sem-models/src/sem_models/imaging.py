@@ -18,6 +18,7 @@ __all__ = [
     "as_model_input",
     "check_finite",
     "denormalize",
+    "float32_or_wider",
     "from_255",
     "match_channels",
     "norm_stats",
@@ -84,6 +85,13 @@ def as_model_input(x: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tens
     ):
         return x
     return x.to(dtype)
+
+
+def float32_or_wider(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or in float64 when it is float64: model outputs and losses leave
+    bf16/fp16 (autocast's, or a half model's) for float32, and a float64 model keeps its
+    precision rather than being rounded to float32."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:

@@ -21,7 +21,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from .config import MAEConfig, MoEConfig, mae_config
-from .imaging import as_model_input, check_finite, normalize
+from .imaging import as_model_input, check_finite, float32_or_wider, normalize
 from .moe import MoEMlp
 from .pos_embed import resize_pos_embed, sincos_2d
 from .precision import checked_device
@@ -259,9 +259,10 @@ class MaskedAutoencoder(nn.Module):
         """Mean per-pixel error over the masked patches only.
 
         ``l1_norm`` (paper eq. 4): ``sum(M |x_hat - x|) / sum(M)`` in normalised pixels;
-        ``mse_norm_pix`` (MAE): the same with squared error and per-patch targets.
+        ``mse_norm_pix`` (MAE): the same with squared error and per-patch targets. Computed in
+        float32 (under bf16 autocast too), in float64 for a float64 model.
         """
-        err = pred.float() - self.target(imgs).float()
+        err = float32_or_wider(pred) - float32_or_wider(self.target(imgs))
         err = err.abs() if self.config.loss == "l1_norm" else err**2
         per_patch = err.mean(dim=-1)  # (N, L)
         return (per_patch * mask).sum() / mask.sum().clamp_min(1)

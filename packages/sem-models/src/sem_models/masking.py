@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .imaging import denormalize, normalize
+from .imaging import denormalize, float32_or_wider, normalize
 from .mae import MaskedAutoencoder
 
 __all__ = ["patch_noise", "pixel_mask", "reconstruction"]
@@ -49,4 +49,4 @@ def reconstruction(
         ref = model.patchify(normalize(imgs))
         mean, var = ref.mean(-1, keepdim=True), ref.var(-1, keepdim=True)
         pred = pred * (var + 1e-6).sqrt() + mean
-    return denormalize(model.unpatchify(pred.float(), hw))
+    return denormalize(model.unpatchify(float32_or_wider(pred), hw))

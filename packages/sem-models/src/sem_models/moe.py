@@ -100,6 +100,8 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
+from .precision import accumulation_dtype
+
 __all__ = [
     "BalanceTotals",
     "MoEMlp",
@@ -649,7 +651,8 @@ class BalanceTotals:
     A batch's balance term is a statistic of that batch, not a mean of per-sample terms, so a
     validation loss that averages it per batch changes with the batch size and, under DDP, with
     the split of the set over ranks (model selection would depend on the world size). Call
-    :meth:`add` after each forward and :meth:`loss` once at the end (on every rank).
+    :meth:`add` after each forward and :meth:`loss` once at the end (on every rank). Totals are
+    float64 (float32 on a device without float64: :func:`~sem_models.precision.accumulation_dtype`).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -666,9 +669,10 @@ class BalanceTotals:
         """Add the sums of the last forward (nothing for a model without MoE layers)."""
         if not self.layers:
             return
+        wide = accumulation_dtype(self.layers[0].gate.weight.device)
         flat = torch.cat(
             [
-                m.sums[k].detach().double().reshape(-1)
+                m.sums[k].detach().to(wide).reshape(-1)
                 for m in self.layers
                 for k, _ in self._layout(m)
             ]
@@ -683,7 +687,7 @@ class BalanceTotals:
         if self.total is None:
             size = sum(max(n, 1) for m in self.layers for _, n in self._layout(m))
             device = next(self.layers[0].parameters()).device
-            self.total = torch.zeros(size, dtype=torch.float64, device=device)
+            self.total = torch.zeros(size, dtype=accumulation_dtype(device), device=device)
         if reduce is not None:
             reduce(self.total)
         out, offset = 0.0, 0
@@ -709,21 +713,23 @@ def routing_stats(
     (hard fraction of assignments and mean gate probability of expert ``k``).
 
     Values are floats read from the device in one transfer, or with ``tensors`` 0-dim tensors
-    on the model's device (no host read: a training loop reads them only when it logs).
+    on the model's device (no host read: a training loop reads them only when it logs), float64
+    (float32 on a device without float64: :func:`~sem_models.precision.accumulation_dtype`).
     """
     out: dict[str, torch.Tensor] = {}
     for name, m in moe_layers(model):
         if not m.stats:
             continue
         s = m.stats
+        wide = accumulation_dtype(s["token_fraction"].device)
         for key in ("routing_entropy", "balance_entropy", "unused_experts", "dropped_fraction"):
             if key in s:
-                out[f"{name}/{key}"] = s[key].detach().double()
-        frac = s["token_fraction"].detach().double()
+                out[f"{name}/{key}"] = s[key].detach().to(wide)
+        frac = s["token_fraction"].detach().to(wide)
         out[f"{name}/max_token_fraction"] = frac.max()
         out[f"{name}/min_token_fraction"] = frac.min()
         if per_expert:
-            prob = s["mean_prob"].detach().double()
+            prob = s["mean_prob"].detach().to(wide)
             for k in range(frac.numel()):
                 out[f"{name}/token_fraction/{k}"] = frac[k]
                 out[f"{name}/mean_prob/{k}"] = prob[k]

@@ -1,12 +1,24 @@
-"""Devices: which one a name means (refused in one line when it cannot be used here) and
+"""Devices: which one a name means (refused in one line when it cannot be used here),
 whether it computes bf16 in hardware, the one test behind every bf16 autocast of the toolkit
-(training loops and sliding-window inference)."""
+(training loops and sliding-window inference), and in which dtype statistics accumulate on it
+(float64, except on a device without float64)."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["checked_device", "native_bf16"]
+__all__ = ["NO_FLOAT64_DEVICES", "accumulation_dtype", "checked_device", "native_bf16"]
+
+#: Device types without float64 kernels: a float64 tensor can be neither made nor moved there
+#: (Apple's Metal backend, ``mps``: "Cannot convert a MPS Tensor to float64 dtype").
+NO_FLOAT64_DEVICES: frozenset[str] = frozenset({"mps"})
+
+
+def accumulation_dtype(device: torch.device | str) -> torch.dtype:
+    """The dtype in which sums and statistics (losses over a validation set, routing
+    statistics, values read back for the log) are kept on ``device``: float64, or float32 on a
+    device type of :data:`NO_FLOAT64_DEVICES`, where float64 does not exist."""
+    return torch.float32 if torch.device(device).type in NO_FLOAT64_DEVICES else torch.float64
 
 
 def checked_device(device: torch.device | str | None, what: str = "device") -> torch.device:

@@ -47,6 +47,7 @@ from .imaging import (
     as_model_input,
     check_finite,
     denormalize,
+    float32_or_wider,
     match_channels,
     normalize,
     reflect_pad,
@@ -230,7 +231,8 @@ class RestorationModel(nn.Module):
 
         ``G`` guide channels follow the image for a guided model (:attr:`guide_channels`).
         Any float dtype is cast to the parameters' (under autocast float32 and the autocast
-        dtype are left to it); the output is float32 (also under bf16 autocast). Integer and empty images are refused, and NaN or
+        dtype are left to it); the output is float32 (also under bf16 autocast; float64 for a
+        float64 model). Integer and empty images are refused, and NaN or
         inf on the CPU (:func:`~sem_models.imaging.check_finite`).
         """
         x = as_model_input(x, self.mae.cls_token.dtype, "x")
@@ -276,7 +278,8 @@ class RestorationModel(nn.Module):
             ref = self.mae.patchify(zn)
             mean, var = ref.mean(-1, keepdim=True), ref.var(-1, keepdim=True)
             patches = patches * (var + 1e-6).sqrt() + mean
-        pred = self.mae.unpatchify(patches.float(), hw)  # fp32 under bf16 autocast too
+        # fp32 under bf16 autocast too; a float64 model's prediction is not rounded to fp32
+        pred = self.mae.unpatchify(float32_or_wider(patches), hw)
         if self.residual and guides is not None:
             # Guided: the correction is added to the middle guide (the deconvolved input), so
             # that a model starting as the identity starts at the physics estimate.

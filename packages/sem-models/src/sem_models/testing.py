@@ -1,5 +1,5 @@
 """Test helpers for code built on sem_models: a micro MAE, one torch thread, torchrun ranks,
-a dataset whose DataLoader worker gets Ctrl-C.
+a dataset whose DataLoader worker gets Ctrl-C, the CPU standing in for a device without float64.
 
 Shared by the tests of sem-models, sem-baselines and sem-train (as ``numpy.testing`` and
 ``torch.testing`` serve theirs); nothing here is imported by the library itself.
@@ -21,15 +21,19 @@ import time
 import types
 import typing
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 __all__ = [
     "MICRO_MAE",
     "SignalsItsWorker",
+    "cpu_without_float64",
     "free_port",
     "number_fields",
     "one_torch_thread",
@@ -78,6 +82,43 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class _NoFloat64(TorchDispatchMode):
+    """Every torch operation that returns a float64 tensor raises, as on Apple's ``mps``."""
+
+    def __torch_dispatch__(self, func: Any, kinds: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                raise TypeError(f"{func} returned float64, which a device without float64 refuses")
+        return out
+
+
+@contextmanager
+def cpu_without_float64(*also: types.ModuleType, forbid: bool = True) -> Iterator[None]:
+    """The CPU stands in for a device without float64 (Apple's ``mps``, where a float64 tensor
+    can be neither made nor moved) for the block: ``"cpu"`` joins
+    :data:`sem_models.precision.NO_FLOAT64_DEVICES` and the ``NO_FLOAT64_DEVICES`` of each
+    module in ``also`` (e.g. ``sem_physics.batched``), and, with ``forbid``, every torch
+    operation returning a float64 tensor raises TypeError (restored after).
+
+    Host-side float64 (numpy, a draw on the CPU moved to the device afterwards) cannot be told
+    apart from device data here: run only device-side code in the block.
+    """
+    from . import precision
+
+    name = "NO_FLOAT64_DEVICES"
+    modules: list[types.ModuleType] = [precision, *also]
+    before: list[frozenset[str]] = [getattr(m, name) for m in modules]
+    for m, kinds in zip(modules, before, strict=True):
+        setattr(m, name, frozenset(kinds | {"cpu"}))
+    try:
+        with _NoFloat64() if forbid else nullcontext():
+            yield
+    finally:
+        for m, kinds in zip(modules, before, strict=True):
+            setattr(m, name, kinds)
 
 
 class SignalsItsWorker(torch.utils.data.Dataset):

@@ -23,6 +23,7 @@ from torch import nn
 from .config import ModelConfigError, MoEConfig, moe_placement_problem
 from .mae import MaskedAutoencoder, moe_block_indices
 from .moe import MoEMlp, global_aux_loss, moe_layers
+from .precision import accumulation_dtype
 
 __all__ = [
     "calibrate_routers",
@@ -122,12 +123,14 @@ def calibrate_routers(
 
 
 def router_weights(h: torch.Tensor, num_experts: int, logit_std: float = 1.0) -> torch.Tensor:
-    """Router rows for tokens ``h`` (T, D), float64 on ``h``'s device (see
+    """Router rows for tokens ``h`` (T, D), float64 on ``h``'s device (float32 on a device
+    without float64: :func:`~sem_models.precision.accumulation_dtype`; see
     :func:`calibrate_routers`). The random directions are drawn on the CPU, so every device
     gets the same routers from the same seed."""
-    h = h.double()
+    wide = accumulation_dtype(h.device)
+    h = h.to(wide)
     mu = h.mean(0)
-    w = torch.randn(num_experts, h.shape[1], dtype=torch.float64).to(h.device)
+    w = torch.randn(num_experts, h.shape[1], dtype=torch.float64).to(wide).to(h.device)
     u = mu / mu.norm().clamp_min(1e-12)
     w = w - (w @ u)[:, None] * u[None, :]  # no response to the common component
     spread = (h @ w.T).std(0).clamp_min(1e-12)  # (K,) logit std over the tokens

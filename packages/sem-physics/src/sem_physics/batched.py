@@ -30,7 +30,8 @@ degraded alone and in a batch of four differs. A sequence of N generators, one p
 the same whatever batch, or process of a distributed run, it is in. Use
 :func:`sem_physics.degrade_files` (per-image seeds, a manifest) for test sets. Work
 happens in the images' floating dtype (float32 or float64); bf16/half inputs are computed in
-float32 (FFTs need it) and returned in their dtype.
+float32 (FFTs need it) and returned in their dtype. Settings are float64 tensors, except on
+a device without float64 (Apple's ``mps``), where they are float32 (:func:`settings_dtype`).
 """
 
 from __future__ import annotations
@@ -57,8 +58,20 @@ __all__ = [
     "airy_psf_batch",
     "convolve_reflect_batch",
     "poisson_gaussian_batch",
+    "settings_dtype",
     "wiener_batch",
 ]
+
+#: Device types without float64 kernels: a float64 tensor cannot even be moved there (Apple's
+#: Metal backend, ``mps``), so settings and kernel sizes are float32 on them.
+NO_FLOAT64_DEVICES: frozenset[str] = frozenset({"mps"})
+
+
+def settings_dtype(device: Any = None) -> torch.dtype:
+    """The dtype of per-image settings on ``device`` (None: the CPU): float64, or float32 on a
+    device type of :data:`NO_FLOAT64_DEVICES`, which has no float64."""
+    kind = torch.device(device).type if device is not None else "cpu"
+    return torch.float32 if kind in NO_FLOAT64_DEVICES else torch.float64
 
 
 @dataclass(frozen=True)
@@ -103,9 +116,10 @@ class BatchParams:
         params: DegradationParams | Sequence[DegradationParams],
         n: int | None = None,
         device: Any = None,
-        dtype: torch.dtype = torch.float64,
+        dtype: torch.dtype | None = None,
     ) -> BatchParams:
-        """Stack validated settings (one setting is repeated ``n`` times)."""
+        """Stack validated settings (one setting is repeated ``n`` times), in ``dtype``
+        (None: :func:`settings_dtype` of ``device``)."""
         if isinstance(params, DegradationParams):
             plist = [params] * (1 if n is None else n)
         else:
@@ -115,12 +129,13 @@ class BatchParams:
         if not plist:
             raise ValueError("no parameter settings given")
         table = [[getattr(p, f.name) for p in plist] for f in fields(cls)]
-        stacked = torch.tensor(table, dtype=dtype, device=device)
+        stacked = torch.tensor(table, dtype=dtype or settings_dtype(device), device=device)
         return cls(*stacked.unbind(0))
 
     def to_params(self) -> list[DegradationParams]:
         """The settings as validated :class:`~sem_physics.DegradationParams` (one per image)."""
-        cols = [getattr(self, f.name).detach().double().cpu().tolist() for f in fields(self)]
+        # .tolist() gives Python floats of any float dtype exactly (no float64 on the device)
+        cols = [getattr(self, f.name).detach().cpu().tolist() for f in fields(self)]
         names = [f.name for f in fields(self)]
         return [
             DegradationParams(**dict(zip(names, row, strict=True)))
@@ -178,13 +193,13 @@ class ParameterSampler:
         self,
         ranges: ParameterRanges | None = None,
         device: Any = None,
-        dtype: torch.dtype = torch.float64,
+        dtype: torch.dtype | None = None,
     ) -> None:
         self.ranges = ranges or ParameterRanges()
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.dtype = dtype
+        self.dtype = dtype or settings_dtype(self.device)  # float64 unless the device has none
         names = [f.name for f in fields(BatchParams)]
-        bounds = torch.tensor([getattr(self.ranges, n) for n in names], dtype=dtype)
+        bounds = torch.tensor([getattr(self.ranges, n) for n in names], dtype=self.dtype)
         self._low = bounds[:, 0].to(self.device)
         self._span = (bounds[:, 1] - bounds[:, 0]).to(self.device)
 
@@ -221,7 +236,8 @@ def airy_profile_torch(r: torch.Tensor, beta: torch.Tensor | float) -> torch.Ten
 
 def _kernel_sizes(params: BatchParams) -> torch.Tensor:
     """Odd side ``ceil(6 max(Rx, Ry))`` (+1 when even) of each kernel, as an (N,) tensor."""
-    k = torch.ceil(6.0 * torch.maximum(params.rx_px, params.ry_px).double())
+    wide = settings_dtype(params.device)  # float64 unless the device has none
+    k = torch.ceil(6.0 * torch.maximum(params.rx_px, params.ry_px).to(wide))
     return k + (k.remainder(2) == 0).to(k.dtype)
 
 
@@ -234,7 +250,8 @@ def airy_psf_batch(
     it. Kernel ``i`` is :func:`sem_physics.airy_psf` of setting ``i`` zero-padded to ``k``.
     """
     device = params.device if device is None else torch.device(device)
-    sizes = _kernel_sizes(params).to(device)
+    wide = settings_dtype(device)  # the dtype first, on the settings' device: no float64 moves
+    sizes = _kernel_sizes(params).to(dtype=wide).to(device)
     k = int(sizes.max().item())  # the one host sync: the grid size
     half = k // 2
     # Rows y >= 0 only: the kernel is centro-symmetric, h(-y, -x) = h(y, x) (exactly, also in
@@ -243,9 +260,9 @@ def airy_psf_batch(
     x = torch.arange(-half, half + 1, device=device, dtype=dtype).view(1, 1, k)
 
     def col(v: torch.Tensor) -> torch.Tensor:
-        return v.to(device=device, dtype=dtype).view(-1, 1, 1)
+        return v.to(dtype=dtype).to(device).view(-1, 1, 1)
 
-    theta = params.theta_rad.to(device=device, dtype=torch.float64)
+    theta = params.theta_rad.to(dtype=wide).to(device)
     c, s = col(torch.cos(theta)), col(torch.sin(theta))
     xr = c * x + s * y
     yr = -s * x + c * y

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from sem_models.precision import accumulation_dtype
 
 from .device_names import DEVICES
 from .ranks import is_rank_zero
@@ -110,7 +111,8 @@ class DistContext:
         if not self.enabled or not values:
             return dict(values)
         keys = sorted(values)
-        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+        wide = accumulation_dtype(device)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=wide, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return {k: v / self.world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
@@ -118,9 +120,11 @@ class DistContext:
         self, values: list[torch.Tensor | float], device: torch.device
     ) -> list[float]:
         """The sum of each value (a float or a 0-dim tensor, on any device) over ranks, in one
-        all-reduce and one read from the device (the values themselves in one process)."""
+        all-reduce and one read from the device (the values themselves in one process), added
+        in float64 (float32 on a device without float64)."""
+        wide = accumulation_dtype(device)
         t = torch.stack(
-            [torch.as_tensor(v, device=device).detach().reshape(()).double() for v in values]
+            [torch.as_tensor(v, device=device).detach().reshape(()).to(wide) for v in values]
         )
         if self.enabled:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)

@@ -42,7 +42,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from sem_models.precision import native_bf16
+from sem_models.precision import accumulation_dtype, native_bf16
 from sem_models.training import FitResult
 from sem_physics.cli_support import stderr_is_terminal
 from sem_physics.locking import output_lock
@@ -410,24 +410,28 @@ def train_one_epoch(loop: Loop, train_set: Dataset, state: TrainState, num_worke
 
 
 def _host_values(values: dict[str, Any]) -> dict[str, float]:
-    """Floats of a dict of floats and 0-dim device tensors, read in one transfer."""
+    """Floats of a dict of floats and 0-dim device tensors, read in one transfer (stacked in
+    float64, float32 on a device without float64)."""
     keys = [k for k, v in values.items() if torch.is_tensor(v)]
     out = {k: float(v) for k, v in values.items() if not torch.is_tensor(v)}
     if keys:
-        stacked = torch.stack([values[k].reshape(()).double() for k in keys])
+        wide = accumulation_dtype(values[keys[0]].device)
+        stacked = torch.stack([values[k].reshape(()).to(wide) for k in keys])
         out.update(zip(keys, stacked.tolist(), strict=True))
     return {k: out[k] for k in values}  # the caller's order
 
 
 @torch.no_grad()
 def validate(loop: Loop, val_set: Dataset) -> dict[str, float]:
-    """Mean validation loss, PSNR (dB) and SSIM of the current weights over every rank."""
+    """Mean validation loss, PSNR (dB) and SSIM of the current weights over every rank (summed
+    in float64 on the device; float32 on a device without float64, Apple's ``mps``)."""
     run, ctx, device = loop.run, loop.ctx, loop.device
     batches = validation_batches(
         len(cast(Sized, val_set)), run.batch_size_per_process, seed=run.seed, rank=ctx.rank,
         world_size=ctx.world_size,
     )  # fmt: skip
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, psnr, ssim, n
+    wide = accumulation_dtype(device)
+    sums = torch.zeros(4, dtype=wide, device=device)  # loss*n, psnr, ssim, n
     loop.task.model.eval()
     loop.task.validation_begin()
     try:
@@ -442,10 +446,10 @@ def validate(loop: Loop, val_set: Dataset) -> dict[str, float]:
             pred, target = pred.float().clamp(0, 1), target.float()
             sums += torch.stack(
                 [
-                    loss.double() * n,
-                    psnr(pred, target).double().sum(),
-                    ssim(pred, target).double().sum(),
-                    torch.tensor(n, dtype=torch.float64, device=device),
+                    loss.to(wide) * n,
+                    psnr(pred, target).to(wide).sum(),
+                    ssim(pred, target).to(wide).sum(),
+                    torch.tensor(n, dtype=wide, device=device),
                 ]
             )
     finally:
@@ -864,10 +868,18 @@ HOST_KEYS = frozenset({"seed", "index"})
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch's tensors on ``device`` (but :data:`HOST_KEYS`); float64 ones (a pair's PSF)
+    become float32 first, on the host, for a device without float64 (Apple's ``mps``)."""
     nb = device.type == "cuda"
+    wide = accumulation_dtype(device)
+
+    def move(v: torch.Tensor) -> torch.Tensor:
+        if v.dtype == torch.float64 and wide != torch.float64:
+            v = v.to(wide)
+        return v.to(device, non_blocking=nb)
+
     return {
-        k: v.to(device, non_blocking=nb) if torch.is_tensor(v) and k not in HOST_KEYS else v
-        for k, v in batch.items()
+        k: move(v) if torch.is_tensor(v) and k not in HOST_KEYS else v for k, v in batch.items()
     }
 
 

@@ -33,7 +33,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from sem_physics import ParameterRanges, degrade_torch
-from sem_physics.batched import BatchParams, ParameterSampler, airy_psf_batch, wiener_batch
+from sem_physics.batched import (
+    BatchParams,
+    ParameterSampler,
+    airy_psf_batch,
+    settings_dtype,
+    wiener_batch,
+)
 from sem_physics.psf import MAX_RADIUS_PX
 from torch.utils.data import Dataset
 
@@ -270,7 +276,8 @@ class GuideMaker:
         if "psf" not in batch:
             raise ValueError("a guided model needs each pair's PSF (batch['psf'])")
         x: torch.Tensor = batch["input"]
-        psf = torch.as_tensor(batch["psf"], device=x.device).double()
+        # float64 settings (float32 on a device without float64), cast before any move
+        psf = torch.as_tensor(batch["psf"]).to(settings_dtype(x.device)).to(x.device)
         n = psf.shape[0]
         radius, angle = torch.ones(n, dtype=psf.dtype), torch.zeros(n, dtype=psf.dtype)
         if train and self.jitter > 0:
