@@ -46,7 +46,8 @@ def test_demo_on_a_real_line_image(tmp_path):
     assert manifest["references"][0]["pixel_size_source"] == img.pixel_size_source
     with open(out / "metrology_per_image.csv", encoding="utf-8") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"focused", "defocused input", "control (y − b)/a", "richardson-lucy"}
+    # CSV values are ASCII (a spreadsheet opens them as written): the control row spelled so
+    assert set(rows) == {"focused", "defocused input", "control (y - b)/a", "richardson-lucy"}
     for method, r in rows.items():  # every row measured: ~37 resist lines
         assert not r["failed"], f"{method}: {r['failed']}"
         assert np.isfinite(float(r["cd_nm"])) and int(r["n_lines"]) >= 30
