@@ -8,10 +8,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 from sem_physics.cli_support import validation_message
 from sem_physics.validation import is_real_numeric
 
@@ -50,6 +50,18 @@ def info_bar_choice(value: Any) -> str | int:
         if value >= 0:
             return int(value)
     raise ValueError(f"must be 'auto', 'none' or a row count >= 0, got {value!r}")
+
+
+#: The ``info_bar`` option of the line and contact measurements (default ``"auto"``).
+InfoBar = Annotated[
+    Literal["auto", "none"] | int,
+    BeforeValidator(info_bar_choice),
+    Field(
+        description="bottom rows of an SEM info bar left out: 'auto' = the image object's "
+        "info_bar_rows, or for an array the bar sem-measure detects (with a warning); "
+        "'none' = every row measured; or a row count"
+    ),
+]
 
 
 def check_pixel_size(value: Any, what: str = "pixel_size_nm") -> float:

@@ -39,13 +39,13 @@ import math
 from typing import Any, Literal, TypedDict
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from sem_physics.cli_support import model_json
 from sem_physics.protocol import SourceRecord
 
 from ._csv import spreadsheet_csv
-from ._inputs import begin_measurement, info_bar_choice
+from ._inputs import InfoBar, begin_measurement
 from ._provenance import FIELDS as _PROVENANCE
 from ._provenance import source_field, versions_field
 from ._repr import ShortListRepr
@@ -99,14 +99,7 @@ class ContactOptions(BaseModel):
     roi: tuple[int, int, int, int] | None = Field(
         default=None, description="(row0, row1, col0, col1) half-open region measured"
     )
-    info_bar: Literal["auto", "none"] | int = Field(
-        default="auto",
-        description="bottom rows of an SEM info bar left out: 'auto' = the image object's "
-        "info_bar_rows, or for an array the bar sem-measure detects (with a warning); "
-        "'none' = every row measured; or a row count",
-    )
-
-    _info_bar_choice = field_validator("info_bar", mode="before")(info_bar_choice)
+    info_bar: InfoBar = "auto"
     saturation_limit: float = Field(default=0.95, gt=0.0, le=1.0)
     min_contrast_to_noise: float = Field(
         default=0.8,

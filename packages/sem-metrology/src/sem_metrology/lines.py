@@ -45,7 +45,7 @@ from ._guards import (
     smile_pairing_warnings,
     smile_phantom_lines,
 )
-from ._inputs import Prepared, begin_measurement, info_bar_choice
+from ._inputs import InfoBar, Prepared, begin_measurement
 from ._line_metrics import dominant_period_px, line_metrics, lwr_from_psd
 from ._provenance import FIELDS as _PROVENANCE
 from ._provenance import source_field, versions_field
@@ -125,14 +125,7 @@ class LineOptions(BaseModel):
     roi: tuple[int, int, int, int] | None = Field(
         default=None, description="(row0, row1, col0, col1) half-open region measured"
     )
-    info_bar: Literal["auto", "none"] | int = Field(
-        default="auto",
-        description="bottom rows of an SEM info bar left out: 'auto' = the image object's "
-        "info_bar_rows, or for an array the bar sem-measure detects (with a warning); "
-        "'none' = every row measured; or a row count",
-    )
-
-    _info_bar_choice = field_validator("info_bar", mode="before")(info_bar_choice)
+    info_bar: InfoBar = "auto"
     min_rows: int = Field(default=32, ge=4, description="fewer rows: result flagged invalid")
     max_gap_fraction: float = Field(
         default=0.5, ge=0.0, le=1.0, description="drop edges above this"
