@@ -240,9 +240,10 @@ def crop_note(images: Sequence[EvalImage], crop_fraction: float, what: str = "")
 
 def _skip_reason(err: BaseException, path: Path) -> str:
     """The first line of ``err`` without the leading ``"{path}: "`` a read error starts with
-    (:class:`~sem_physics.io.ImageReadError`) and without the quoted path a decoder's own text
-    may end it with (Pillow's ``cannot identify image file '...'``): a skipped entry names its
-    file once, in :attr:`SkippedFile.path`."""
+    (:class:`~sem_physics.io.ImageReadError`) and without the quoted path an ``OSError``'s text
+    ends with (``[Errno 13] Permission denied: '...'``; ``read_image`` already drops the one
+    Pillow's decoder text quotes): a skipped entry names its file once, in
+    :attr:`SkippedFile.path`."""
     text = first_line(err)
     prefix = f"{path}: "
     if text.startswith(prefix) and len(text) > len(prefix):
