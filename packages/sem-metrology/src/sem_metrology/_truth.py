@@ -204,13 +204,18 @@ def bloom_offset_px(
     # Crossing of the measured threshold on the fitted profile, nearest 0 (where the edges are).
     fine = np.linspace(t[0], t[-1], 4 * t.size)
     vals = model(sol.x)
-    vals = np.interp(fine, t, vals) - threshold
+    cross = _crossing_nearest_zero(fine, np.interp(fine, t, vals) - threshold)
+    return 0.0 if cross is None else float(c - cross)
+
+
+def _crossing_nearest_zero(x: np.ndarray, vals: np.ndarray) -> float | None:
+    """Where ``vals`` (sampled at ``x``) changes sign nearest ``x = 0`` (the edge), linearly
+    interpolated, or None without a sign change: the fitted profile's threshold crossing."""
     idx = np.nonzero(np.signbit(vals[:-1]) != np.signbit(vals[1:]))[0]
     if idx.size == 0:
-        return 0.0
-    i = idx[np.argmin(np.abs(fine[idx]))]
-    cross = fine[i] + (fine[i + 1] - fine[i]) * vals[i] / (vals[i] - vals[i + 1])
-    return float(c - cross)
+        return None
+    i = idx[np.argmin(np.abs(x[idx]))]
+    return float(x[i] + (x[i + 1] - x[i]) * vals[i] / (vals[i] - vals[i + 1]))
 
 
 def rim_offset_px(t: np.ndarray, profile: np.ndarray, threshold: float = 0.5) -> float:
@@ -263,13 +268,8 @@ def rim_offset_px(t: np.ndarray, profile: np.ndarray, threshold: float = 0.5) ->
         return 0.0
     fine = np.linspace(t[0], t[-1], 8 * t.size)
     a, b = best.x[0], best.x[1]
-    vals = model(best.x, fine) - (a + threshold * b)
-    idx = np.nonzero(np.signbit(vals[:-1]) != np.signbit(vals[1:]))[0]
-    if idx.size == 0:
-        return 0.0
-    i = idx[np.argmin(np.abs(fine[idx]))]
-    cross = fine[i] + (fine[i + 1] - fine[i]) * vals[i] / (vals[i] - vals[i + 1])
-    return float(best.x[2] - cross)
+    cross = _crossing_nearest_zero(fine, model(best.x, fine) - (a + threshold * b))
+    return 0.0 if cross is None else float(best.x[2] - cross)
 
 
 def _rim_offset(
