@@ -178,9 +178,7 @@ def one_line_process(prog: str) -> None:
     ``prog: warning: message`` (:func:`one_line_logs`, :func:`one_line_warnings`). A worker
     started by spawn or a fork server is a fresh interpreter: without this, its notes would
     print bare or with file and line."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_OneLineFormatter(prog))
-    logging.getLogger().addHandler(handler)
+    logging.getLogger().addHandler(_one_line_handler(prog))
     warnings.showwarning = _warning_shower(prog)
 
 
@@ -207,6 +205,13 @@ class _OneLineFormatter(logging.Formatter):
         return line
 
 
+def _one_line_handler(prog: str) -> logging.Handler:
+    """A stderr handler writing each record as ``prog: KIND: message``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter(prog))
+    return handler
+
+
 @contextmanager
 def one_line_logs(prog: str) -> Iterator[logging.Handler]:
     """Log records of every logger (the image reader's notes on a JPEG or a multi-page TIFF, a
@@ -218,8 +223,7 @@ def one_line_logs(prog: str) -> Iterator[logging.Handler]:
     ``logging_redirect_tqdm`` writes the same lines above the bar."""
     root = logging.getLogger()
     level = root.level
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_OneLineFormatter(prog))
+    handler = _one_line_handler(prog)
     root.addHandler(handler)
     try:
         yield handler
