@@ -551,9 +551,10 @@ def measure_lines(
     slope = _follow_slope(norm, opts) if opts.tone == "auto" or not smile else 0.0
     if opts.tone == "auto":
         tone, tone_source = detect_tone(region, norm, slope_px_per_row=slope)
-        if tone_source.endswith("bright lines assumed"):
+        if tone_source.endswith("lines assumed"):
+            other = "dark" if tone == "bright" else "bright"
             warnings.append(
-                f"tone {tone_source}; if the lines are dark, set tone='dark' (--tone dark)"
+                f"tone {tone_source}; if the lines are {other}, set tone='{other}' (--tone {other})"
             )
         invalid = _naming_the_tone(invalid, tone, tone_source)
     else:
@@ -1111,6 +1112,8 @@ def _truth_branch(
         found, rims, reason = _between_bloom_rims(norm, found, tone, opts, (lo, hi), base)
         if reason:
             return reason
+    if rims and found.reason is None:
+        _tone_between_rims(region, norm, tone, base, found.slope_px_per_row)
     base["n_lines_dropped"] = found.n_dropped
     base["tilt_deg"] = math.degrees(math.atan(found.slope_px_per_row))
     base["edge_window_px"] = found.edge_window_px
@@ -1130,6 +1133,29 @@ def _truth_branch(
         found.gaps_leading,
         found.gaps_trailing,
         found.slope_px_per_row,
+    )
+
+
+def _tone_between_rims(
+    region: np.ndarray, norm: np.ndarray, tone: str, base: dict[str, Any], slope: float
+) -> None:
+    """A warning when the automatic tone, read again with the levels of the lines and spaces
+    between edge rims (``norm``, renormalised to them), is ambiguous or the other one.
+
+    The tone was read with the rims as the image's bright (or dark) phase: rims are their
+    phase's noisiest pixels (rough edges under them), and dark lines between bright rims were
+    taken for bright ones."""
+    source = base.get("tone_source") or "option"
+    if source == "option" or source.endswith("lines assumed"):
+        return  # given, or already named as a guess
+    again, again_source = detect_tone(region, norm, slope_px_per_row=slope)
+    if again == tone and not again_source.endswith("lines assumed"):
+        return
+    other = "dark" if tone == "bright" else "bright"
+    base.setdefault("warnings_extra", []).append(
+        f"tone read again with the levels of the lines and spaces between the rims: "
+        f"{again_source}; the lines were measured as the {tone} phase; if they are {other}, "
+        f"set tone='{other}' (--tone {other})"
     )
 
 
