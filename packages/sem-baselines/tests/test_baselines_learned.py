@@ -363,3 +363,61 @@ def test_mrn_loss_is_the_sum_of_l1_over_its_three_scales():
             for o, s in zip(outs, (4, 2, 1), strict=True)
         )
         assert float(r.training_loss(batch)) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_a_step_reads_its_loss_from_the_device_once_and_logs_the_same_numbers(monkeypatch):
+    """Each training step reads its loss from the device once (every read waits for the
+    device: two per step kept a GPU from overlapping the update with the next batch), a
+    validation pass once for all its batches; the history holds the epoch means of the very
+    losses the loop computed, summed in step order as before."""
+    import sys
+
+    from sem_baselines.learned import training
+
+    r = get_restorer("n2n", device="cpu", train_precision="fp32", **TINY["n2n"])
+    original = r.training_loss
+    computed: list[tuple[bool, float]] = []  # (training?, value) of every loss, in order
+
+    def recorded(batch):
+        loss = original(batch)
+        computed.append((r.network.training, loss.detach().clone().double().numpy().item()))
+        return loss
+
+    r.training_loss = recorded
+    reads: list[str] = []
+
+    def counting(name):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, **kwargs):
+            if sys._getframe(1).f_code.co_filename == training.__file__:
+                reads.append(name)  # a read from the device in fit's own code
+            return real(self, *args, **kwargs)
+
+        return counted
+
+    for name in ("__float__", "__bool__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    epochs, steps, n_val = 2, 3, 3  # validation: batches of 2 and 1 patches
+    result = r.fit(
+        TRAIN,
+        val_images=TRAIN[:1],
+        epochs=epochs,
+        steps_per_epoch=steps,
+        batch_size=2,
+        patch_size=32,
+        val_patches=n_val,
+        progress=False,
+    )
+    monkeypatch.undo()
+    assert len(reads) == epochs * (steps + 1), reads
+    train = [v for training_mode, v in computed if training_mode]
+    val = [v for training_mode, v in computed if not training_mode]
+    assert len(train) == epochs * steps and len(val) == epochs * 2
+    for epoch, row in enumerate(result.history):
+        total = 0.0
+        for v in train[epoch * steps : (epoch + 1) * steps]:
+            total += v
+        assert row["train_loss"] == total / steps
+        assert row["val_loss"] == float(np.mean(val[epoch * 2 : (epoch + 1) * 2]))
+    assert (result.first_train_loss, result.last_train_loss) == (train[0], train[-1])

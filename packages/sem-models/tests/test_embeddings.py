@@ -52,3 +52,53 @@ def test_counts_nan_pixels_and_empty_batches_are_refused_by_name(tiny_mae):
     flipped = np.flip(np.random.default_rng(1).random((2, 1, 32, 32)), axis=2)  # a view
     ref = sm.extract_embeddings(tiny_mae, torch.from_numpy(flipped.copy()))
     np.testing.assert_allclose(sm.extract_embeddings(tiny_mae, flipped), ref, rtol=1e-6)
+
+
+def _fp32_features(mae: sm.MaskedAutoencoder, x: torch.Tensor) -> np.ndarray:
+    """Mean-pooled features of the encoder in plain fp32, no autocast."""
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        latent = mae.eval().forward_encoder(normalize(x), 0.0)[0]
+    return latent[:, 1:].mean(1).numpy()
+
+
+def test_features_come_from_an_inference_pass_in_fp32_on_the_cpu(tiny_mae):
+    """The encoder runs under inference_mode (no autograd record, even when the caller enables
+    grad) and, on the CPU, in fp32 also inside a caller's bf16 autocast: the features equal
+    the plain fp32 pass's."""
+    x = torch.rand(3, 1, 32, 32)
+    ref = _fp32_features(tiny_mae, x)
+    seen: list[tuple[bool, bool, torch.dtype]] = []
+    tiny_mae.blocks[0].register_forward_hook(
+        lambda m, i, out: seen.append(
+            (torch.is_inference_mode_enabled(), out.requires_grad, out.dtype)
+        )
+    )
+    with torch.enable_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = sm.extract_embeddings(tiny_mae, x, batch_size=2)
+    assert seen == [(True, False, torch.float32)] * 2
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    assert tiny_mae.training is False  # the fixture's mode (eval, set by _fp32_features)
+
+
+def test_the_encoder_runs_in_the_toolkit_s_inference_context_for_its_device(tiny_mae, monkeypatch):
+    """bf16 autocast follows the policy of every inference pass
+    (:func:`~sem_models.sliding_window.inference_context`: bf16 on a CUDA GPU with native
+    bf16 unless ``amp=False``), entered for each batch with the model's device."""
+    import importlib
+
+    from sem_models.sliding_window import inference_context
+
+    embeddings = importlib.import_module("sem_models.embeddings")
+    calls: list[tuple[torch.device, bool]] = []
+
+    def recording(device, amp=True):
+        calls.append((torch.device(device), amp))
+        return inference_context(device, amp)
+
+    monkeypatch.setattr(embeddings, "inference_context", recording)
+    x = torch.rand(3, 1, 32, 32)
+    ref = _fp32_features(tiny_mae, x)
+    np.testing.assert_allclose(sm.extract_embeddings(tiny_mae, x, batch_size=2), ref, rtol=1e-5)
+    sm.extract_embeddings(tiny_mae, x, batch_size=3, amp=False)
+    assert calls == [(torch.device("cpu"), True)] * 2 + [(torch.device("cpu"), False)]

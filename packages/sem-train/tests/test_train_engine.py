@@ -761,19 +761,93 @@ def test_a_checkpoint_carries_the_cuda_rng_of_its_own_device_only(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s: restored.append(int(s[0])))
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", every_device)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", every_device)
-    state = ck.capture_rng()
-    ck.restore_rng(state)
+    state = ck.capture_rng("cuda")
+    ck.restore_rng(state, "cuda")
     assert restored == [7]
     # an older checkpoint: one state per GPU the saving run saw (8); this process is on GPU 1
     older = {k: v for k, v in state.items() if k != "cuda_current"}
     older["cuda"] = [torch.tensor([i], dtype=torch.uint8) for i in range(8)]
     restored.clear()
-    ck.restore_rng(older)
+    ck.restore_rng(older, "cuda")
     assert restored == [1]
     older["cuda"] = older["cuda"][:1]  # saved on one GPU: nothing for GPU 1
     restored.clear()
-    ck.restore_rng(older)
+    ck.restore_rng(older, "cuda")
     assert restored == []
+
+
+def _no_cuda_generator(monkeypatch):
+    """Pretend a GPU is present and fail on any use of a CUDA generator (each opens a CUDA
+    context: memory on GPU 0 and seconds of start-up)."""
+
+    def touched(*args, **kwargs):
+        raise AssertionError("a CUDA generator was touched")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for name in ("get_rng_state", "set_rng_state", "get_rng_state_all", "set_rng_state_all"):
+        monkeypatch.setattr(torch.cuda, name, touched)
+
+
+def _tiny_parts():
+    """A model, its AdamW and a constant schedule: what a Checkpointer saves and resumes."""
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def test_a_cpu_run_on_a_machine_with_a_gpu_never_touches_a_cuda_generator(tmp_path, monkeypatch):
+    """device=cpu: checkpoints carry the CPU generator only, saved and restored without CUDA;
+    a checkpoint a GPU run wrote resumes on the CPU without touching CUDA either."""
+    from sem_train import checkpoint as ck
+
+    _no_cuda_generator(monkeypatch)
+    parts = _tiny_parts()
+    ck.Checkpointer(tmp_path, device="cpu").save(*parts, {"global_step": 1})
+    state = torch.load(tmp_path / "checkpoints" / "step-00000001.state.pt")
+    assert not {"cuda", "cuda_current", "mps"} & state["rng"].keys()
+    saved_cpu = torch.get_rng_state()
+    torch.randn(5)
+    assert ck.Checkpointer(tmp_path, device="cpu").resume(*parts)["global_step"] == 1
+    assert torch.equal(torch.get_rng_state(), saved_cpu)
+    from_gpu = {**state["rng"], "cuda_current": torch.tensor([7], dtype=torch.uint8)}
+    ck.restore_rng(from_gpu, "cpu")
+    ck.restore_rng({**state["rng"], "cuda": [from_gpu["cuda_current"]]}, "cpu")
+
+
+def test_a_run_s_checkpointer_knows_the_run_s_device(image_folder, tmp_path, monkeypatch):
+    """fit hands the device it selected to the checkpointer, whose generator it saves."""
+    from sem_train import checkpoint as ck
+
+    devices: list[torch.device] = []
+    capture = ck.capture_rng
+    monkeypatch.setattr(ck, "capture_rng", lambda device: devices.append(device) or capture(device))
+    monkeypatch.setattr("sem_train.engine.select_device", lambda *a: torch.device("cpu", 0))
+    train, val = _data(image_folder)
+    fit(DenoiseTask(), train, val, _run(tmp_path / "r", max_steps=3), OPT)
+    assert devices == [torch.device("cpu", 0)]
+
+
+def test_an_mps_run_saves_and_restores_the_mps_generator(tmp_path, monkeypatch):
+    """On Apple's mps the checkpoint carries the mps generator (a resume was not exact
+    without it); a checkpoint saved before it did still resumes, the generator left as is."""
+    from sem_train import checkpoint as ck
+
+    generator = {"state": torch.tensor([1, 2, 3], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda *a: generator["state"].clone())
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda s, *a: generator.update(state=s))
+    _no_cuda_generator(monkeypatch)
+    model, optimizer, scheduler = _tiny_parts()
+    ck.Checkpointer(tmp_path, device="mps").save(model, optimizer, scheduler, {"global_step": 1})
+    saved_cpu = torch.get_rng_state()
+    generator["state"] = torch.tensor([9, 9, 9], dtype=torch.uint8)  # drawn after the save
+    torch.randn(5)
+    ck.Checkpointer(tmp_path, device="mps").resume(model, optimizer, scheduler)
+    assert generator["state"].tolist() == [1, 2, 3]
+    assert torch.equal(torch.get_rng_state(), saved_cpu)
+    older = {k: v for k, v in ck.capture_rng("mps").items() if k != "mps"}
+    generator["state"] = torch.tensor([4, 5, 6], dtype=torch.uint8)
+    ck.restore_rng(older, "mps")
+    assert generator["state"].tolist() == [4, 5, 6]
 
 
 def test_each_rank_gets_its_gpu_and_a_launcher_showing_one_gpu_gets_that_one(monkeypatch):

@@ -11,12 +11,11 @@ from tqdm.auto import tqdm
 
 from .imaging import as_model_input, check_finite, match_channels, normalize
 from .mae import MaskedAutoencoder
-from .sliding_window import model_device
+from .sliding_window import inference_context, model_device
 
 __all__ = ["extract_embeddings"]
 
 
-@torch.no_grad()
 def extract_embeddings(
     model: nn.Module,
     images: torch.Tensor | np.ndarray,
@@ -24,6 +23,7 @@ def extract_embeddings(
     batch_size: int = 32,
     device: torch.device | str | None = None,
     progress: bool = False,
+    amp: bool = True,
 ) -> np.ndarray:
     """``(N, D)`` float32 encoder features of ``[0, 1]`` images ``(N, C, H, W)``.
 
@@ -31,6 +31,11 @@ def extract_embeddings(
     final norm (class token excluded), ``pool="cls"`` takes the class token. ``model`` is a
     :class:`MaskedAutoencoder` or a model wrapping one as ``.mae``. Integer images (0..255)
     are refused, and NaN or inf on the CPU (:func:`~sem_models.imaging.check_finite`).
+    The encoder runs as every inference pass of the toolkit does
+    (:func:`~sem_models.sliding_window.inference_context`): under :func:`torch.inference_mode`
+    (no autograd record; an MoE layer's routing statistics are left as they are), in bf16
+    autocast on a CUDA GPU with native bf16 unless ``amp=False``, fp32 everywhere else; the
+    features are float32 either way.
     """
     mae = getattr(model, "mae", model)
     if not isinstance(mae, MaskedAutoencoder):
@@ -61,8 +66,9 @@ def extract_embeddings(
         starts = range(0, x.shape[0], batch_size)
         for s in tqdm(starts, desc="embeddings", disable=not progress):
             batch = match_channels(x[s : s + batch_size].to(device).float(), mae.in_chans)
-            latent, *_ = mae.forward_encoder(normalize(batch), 0.0)  # (B, 1 + L, D)
-            f = latent[:, 1:].mean(dim=1) if pool == "mean" else latent[:, 0]
+            with inference_context(device, amp):
+                latent, *_ = mae.forward_encoder(normalize(batch), 0.0)  # (B, 1 + L, D)
+                f = latent[:, 1:].float().mean(dim=1) if pool == "mean" else latent[:, 0]
             feats.append(f.float().cpu())
     finally:
         mae.train(was_training)

@@ -194,8 +194,13 @@ def _load_into(
         )
 
 
-def capture_rng() -> dict[str, Any]:
-    """Python, numpy and torch (CPU and CUDA) RNG states as weights_only-loadable objects."""
+def capture_rng(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Python, numpy and torch RNG states as weights_only-loadable objects: the CPU generator
+    and the generator of ``device``, the run's own (``cuda``: this process's GPU; ``mps``).
+
+    Only the run's device is touched: querying CUDA in a CPU run would open a CUDA context
+    (memory on GPU 0, seconds of start-up) for a generator the run never draws from.
+    """
     # numpy's stubs type this call (legacy=True, the default) as returning the dict form
     np_state = cast(
         "tuple[str, np.ndarray, int, int, float]",
@@ -211,13 +216,18 @@ def capture_rng() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():  # this process's device only: a resume may see fewer GPUs
+    kind = torch.device(device).type
+    if kind == "cuda":  # this process's device only: a resume may see fewer GPUs
         state["cuda_current"] = torch.cuda.get_rng_state()
+    elif kind == "mps":
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
-def restore_rng(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng`."""
+def restore_rng(state: dict[str, Any], device: torch.device | str = "cpu") -> None:
+    """Inverse of :func:`capture_rng` for a run on ``device``: a generator the checkpoint has
+    no state for (saved by a run on another device, or before ``mps`` was saved) keeps the
+    one the run seeded."""
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
@@ -225,7 +235,12 @@ def restore_rng(state: dict[str, Any]) -> None:
         ("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
     )
     torch.set_rng_state(state["torch"])
-    if not torch.cuda.is_available():
+    kind = torch.device(device).type
+    if kind == "mps":
+        if "mps" in state:
+            torch.mps.set_rng_state(state["mps"])
+        return
+    if kind != "cuda":
         return
     if "cuda_current" in state:
         torch.cuda.set_rng_state(state["cuda_current"])
@@ -369,11 +384,15 @@ class Checkpointer(RunFolder):
     the export it replaced), and :meth:`resume` deletes what a killed run left of them.
     """
 
-    def __init__(self, run_dir: Path, keep_last: int = 2) -> None:
+    def __init__(
+        self, run_dir: Path, keep_last: int = 2, device: torch.device | str = "cpu"
+    ) -> None:
         if keep_last < 1:
             raise ValueError(f"keep_last={keep_last} must be >= 1")
         super().__init__(run_dir)
         self.keep_last = keep_last
+        #: the run's device: its generator (besides the CPU's) is saved and restored
+        self.device = torch.device(device)
         self._kept: list[list[str]] = []
         self._split_summary: dict[str, Any] | None = None
 
@@ -449,7 +468,7 @@ class Checkpointer(RunFolder):
         try:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            restore_rng(state["rng"])
+            restore_rng(state["rng"], self.device)
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             raise CheckpointError(
                 f"{self.dir / state_name} does not match this run's optimizer: {err}"
@@ -501,7 +520,7 @@ class Checkpointer(RunFolder):
         state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": capture_rng(),
+            "rng": capture_rng(self.device),
             "progress": dict(progress),
         }
         try:

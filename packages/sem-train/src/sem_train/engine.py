@@ -764,6 +764,7 @@ def _setup(
     ctx = DistContext.from_env(device)
     torch.manual_seed(run.seed)
     _seed_host_rngs(run.seed)
+    ckpt.device = device  # the generators its checkpoints carry: the CPU's and this device's
     task.to(device)
     named = task.trainable_parameters()
     if not named:

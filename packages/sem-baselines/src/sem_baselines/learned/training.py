@@ -17,6 +17,9 @@ bf16 autocast where the device computes bf16 in hardware (:func:`native_bf16`: C
 a CPU with AVX512-BF16 or AMX) and full fp32 elsewhere, ``bf16`` bf16 autocast on any device,
 ``fp32`` full fp32. Weights, optimiser state and losses stay fp32 either way; restoring
 (inference) is fp32 on the CPU. A non-finite loss stops training and keeps the best weights so far.
+A step reads its loss from the device once, after the forward pass (the non-finite check needs
+it before the update; the epoch's mean and the progress bar reuse it), and a validation pass
+once for all its batches.
 """
 
 from __future__ import annotations
@@ -238,7 +241,10 @@ def fit_restorer(
                 batch = batch_from(train, bs, rng, gen)
                 with autocast():
                     loss = restorer.training_loss(batch)
-                if not torch.isfinite(loss):
+                # the step's one read from the device: the guard needs it before the update,
+                # and the log, the progress bar and the epoch's sum reuse it
+                value = float(loss.detach())
+                if not math.isfinite(value):
                     warnings.warn(
                         f"non-finite training loss at epoch {epoch}; stopping with the best weights",
                         RuntimeWarning,
@@ -251,7 +257,6 @@ def fit_restorer(
                 if cfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
                 opt.step()
-                value = float(loss.detach())
                 step, last, first = step + 1, value, value if first is None else first
                 total += value
                 bar.update(1)
@@ -263,8 +268,9 @@ def fit_restorer(
             score = train_loss
             if val_batches:
                 net.eval()
-                with torch.no_grad(), autocast():
-                    score = float(np.mean([float(restorer.training_loss(b)) for b in val_batches]))
+                with torch.no_grad(), autocast():  # one read from the device per validation
+                    losses = [restorer.training_loss(b).detach().float() for b in val_batches]
+                score = float(np.mean(torch.stack(losses).tolist()))
                 row["val_loss"] = score
             history.append(row)
             if score < best_loss:
