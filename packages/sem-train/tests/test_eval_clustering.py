@@ -351,3 +351,119 @@ def test_two_checkpoints_warn_once_and_each_skipped_file_is_named_once(tmp_path,
     assert err.startswith("sem: error: --strict: 2 image(s) unusable (first: ") and (
         err.count(str(tiny)) == 1
     ), err
+
+
+def _two_sizes_of_checkpoints(tmp_path):
+    """Two micro MAEs of other weights and input sides (32 and 16 px) under ``tmp_path``."""
+    import torch
+    from sem_models import build_mae, save_model
+    from sem_models.testing import MICRO_MAE
+
+    folders = []
+    for seed, side in ((0, 32), (1, 16)):
+        torch.manual_seed(seed)
+        folder = tmp_path / f"ckpt{side}"
+        save_model(build_mae("tiny", in_chans=1, **{**MICRO_MAE, "img_size": side}), folder)
+        folders.append(folder)
+    return folders
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_several_checkpoints_read_each_image_once_and_score_as_alone(tmp_path, monkeypatch):
+    """sem cluster with two --checkpoint (other input sizes) decodes each file once, the
+    unusable one too, and writes for each model what a run with that model alone writes;
+    the embeddings from the shared images are those of a folder read for the model alone."""
+    import json
+    from collections import Counter
+
+    from sem_physics import write_image, write_samples
+    from sem_train.cli import main
+    from sem_train.evaluation import embed_folder, sources
+    from sem_train.evaluation.clustering import FolderImages
+
+    ckpts = _two_sizes_of_checkpoints(tmp_path)
+    imgs = tmp_path / "imgs"
+    files = write_samples(imgs, n_per_kind=2, shape=(64, 72), seed=0)
+    tiny = imgs / "aa_tiny.png"
+    write_image(tiny, np.full((10, 12), 90, np.uint8), "uint8")
+    base = ["cluster", "--images", str(imgs), "--k", "2", "--crop-fraction", "0", "--no-progress"]
+    alone = {}
+    for c in ckpts:
+        assert main([*base, "--checkpoint", str(c), "--out", str(tmp_path / c.name)]) == 0
+        alone[str(c)] = json.loads((tmp_path / c.name / "clustering.json").read_text())
+    reads: list[str] = []
+    real = sources._load
+
+    def counting_load(path, *args, **kwargs):
+        reads.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(sources, "_load", counting_load)
+    both = [*base, "--checkpoint", str(ckpts[0]), "--checkpoint", str(ckpts[1])]
+    assert main([*both, "--out", str(tmp_path / "both")]) == 0
+    assert Counter(reads) == Counter(str(p) for p in [*files, tiny])  # each file once
+    saved = json.loads((tmp_path / "both" / "clustering.json").read_text())
+    assert list(saved["runs"]) == [str(c) for c in ckpts]
+    for run_id, run in saved["runs"].items():
+        assert run == alone[run_id]["runs"][run_id]
+    assert saved["skipped_files"] == alone[str(ckpts[0])]["skipped_files"] != []
+    shared = FolderImages(imgs, sizes=[32, 16], crop_fraction=0.0)
+    for c in ckpts:
+        own, names = embed_folder(c, imgs, crop_fraction=0.0)
+        emb, shared_names = embed_folder(c, imgs, crop_fraction=0.0, read_once=shared)
+        np.testing.assert_array_equal(emb, own)
+        assert shared_names == names
+    with pytest.raises(ValueError, match=r"resized to \[32\] px, not 16 px"):
+        embed_folder(ckpts[1], imgs, read_once=FolderImages(imgs, sizes=[32]))
+    with pytest.raises(
+        ValueError, match=r"read_once holds the images of .*imgs \(crop_fraction 0\)"
+    ):
+        embed_folder(ckpts[0], tmp_path, crop_fraction=0.0, read_once=shared)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_report_lists_the_warnings_of_the_run(tmp_path, capsys, monkeypatch):
+    """clustering.md has a Warnings section with each warning the run printed (few images per
+    cluster, a library's Python warning; once, though two checkpoints) and each skipped file;
+    a run without warnings has no such section."""
+    import warnings
+
+    import sem_train.evaluation as evaluation
+    from sem_physics import write_image, write_samples
+    from sem_train.cli import main
+
+    ckpts = _two_sizes_of_checkpoints(tmp_path)
+    imgs = tmp_path / "imgs"
+    n = len(write_samples(imgs, n_per_kind=2, shape=(64, 72), seed=0))
+    tiny = imgs / "aa_tiny.png"
+    write_image(tiny, np.full((10, 12), 90, np.uint8), "uint8")
+    real = evaluation.embed_folder
+
+    def warning_embed(*args, **kwargs):
+        warnings.warn("the encoder says: something odd", UserWarning, stacklevel=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "embed_folder", warning_embed)
+    argv = ["cluster", "--images", str(imgs), "--k", "2", "--crop-fraction", "0"]
+    argv += ["--no-progress", "--checkpoint", str(ckpts[0]), "--checkpoint", str(ckpts[1])]
+    assert main([*argv, "--out", str(tmp_path / "t")]) == 0
+    out, err = capsys.readouterr()
+    report = (tmp_path / "t" / "clustering.md").read_text()
+    assert report.count("## Warnings") == 1
+    table, section = report.split("## Warnings")
+    assert "| model |" in table and "| model |" not in section
+    items = [line for line in section.splitlines() if line.startswith("- ")]
+    few = [i for i in items if "per cluster" in i]
+    assert len(few) == 1 and f"k=2 on {n} embeddings" in few[0], items
+    assert [i for i in items if "something odd" in i] == ["- the encoder says: something odd"]
+    skipped = [line for line in out.splitlines() if line.startswith("- skipped")]
+    assert len(skipped) == 1 and str(tiny) in skipped[0] and skipped[0] in items
+    assert len(items) == 3, items
+    for line in err.splitlines():  # every warning the terminal showed is in the report
+        if "warning: " in line:
+            assert f"- {line.split('warning: ', 1)[1]}" in items, (line, items)
+    tiny.unlink()
+    write_samples(imgs / "more", n_per_kind=2, shape=(64, 72), seed=1)  # 12 images: 6 a cluster
+    monkeypatch.setattr(evaluation, "embed_folder", real)
+    assert main([*argv, "--out", str(tmp_path / "quiet")]) == 0
+    assert "Warnings" not in (tmp_path / "quiet" / "clustering.md").read_text()

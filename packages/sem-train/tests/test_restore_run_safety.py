@@ -159,3 +159,35 @@ def test_an_evaluation_input_not_named_in_utf8_is_recorded_escaped(tmp_path: Pat
     assert image.name == "bad\\xffname" and image.source.endswith("bad\\xffname.tif")
     assert skipped == []
     json.dumps([image.name, image.source]).encode("utf-8")
+
+
+def test_a_failed_input_is_named_once_in_its_line_and_its_record(tmp_path: Path, capsys) -> None:
+    """A failed input's path is its record's ``input`` and is not repeated in its ``reason``;
+    its printed line is ``sem: error: PATH: REASON`` with that reason (a read error, a
+    dangling link, a FIFO where there are FIFOs; on Linux a name that is not UTF-8,
+    recorded escaped)."""
+    from sem_physics.cli_support import path_text
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    picture(folder / "a.tif")
+    bad = [folder / "corrupt.tif", folder / "gone.tif"]
+    bad[0].write_bytes(b"II*\x00" + b"\xff" * 64)
+    bad[1].symlink_to(tmp_path / "nowhere.tif")
+    if hasattr(os, "mkfifo"):  # POSIX
+        bad.append(folder / "pipe.tif")
+        os.mkfifo(bad[-1])
+    if sys.platform == "linux":
+        bad.append(Path(os.fsdecode(bytes(folder) + b"/bad\xffname.tif")))
+        bad[-1].write_bytes(b"not a tiff")
+    assert run(folder, "-o", tmp_path / "out") == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "sem: error" in line]
+    failed = {f["input"]: f["reason"] for f in record(tmp_path / "out")["failed"]}
+    assert sorted(failed) == sorted(path_text(p) for p in bad)
+    for path in bad:
+        shown, reason = path_text(path), failed[path_text(path)]
+        assert reason and path_text(path.name) not in reason, reason
+        said = [line for line in lines if shown in line]
+        assert said == [f"sem: error: {shown}: {reason}"], lines
+        assert said[0].count(path_text(path.stem)) == 1
+    assert len(lines) == len(bad)

@@ -41,6 +41,7 @@ __all__ = [
     "one_line_warnings",
     "path_text",
     "plain_text",
+    "reason_without_path",
     "stderr_is_terminal",
     "text_path",
     "validation_message",
@@ -236,6 +237,20 @@ def first_line(err: BaseException) -> str:
     """The first line of ``err``'s message (its type's name when it has none)."""
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
+
+
+def reason_without_path(err: BaseException, path: str | os.PathLike[str]) -> str:
+    """The first line of ``err`` without the ``"{path}: "`` a read error starts with
+    (``sem_physics.io.ImageReadError``) and without the quoted path an ``OSError``'s text ends
+    with (``[Errno 13] Permission denied: '...'``), as text UTF-8 can encode: for a record
+    that names its file once, in a field of its own (a skipped or failed input)."""
+    text = first_line(err)
+    for shown in dict.fromkeys((str(path), path_text(path))):  # as raw or escaped text
+        prefix = f"{shown}: "
+        if text.startswith(prefix) and len(text) > len(prefix):
+            text = text[len(prefix) :]
+        text = text.replace(f": {shown!r}", "")
+    return plain_text(text)
 
 
 #: errno values that mean the run failed, not that the user asked for something impossible

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from contextlib import nullcontext
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ from sem_physics.io import DEFAULT_CROP_FRACTION
 
 from ..device_names import DEVICES
 
-__all__ = ["encoder_dir", "register", "run_ids"]
+__all__ = ["encoder_dir", "input_size", "register", "run_ids", "warnings_said"]
 
 
 def run_ids(checkpoints: list[str]) -> list[str]:
@@ -69,11 +72,57 @@ def encoder_dir(given: str) -> Path:
     return folder
 
 
+def input_size(folder: Path) -> int:
+    """The square input side (px) of the sem-models export in ``folder``, from its
+    ``config.json`` (no torch): the size the images are resized to for it."""
+    from sem_models.checkpoint import read_export_meta
+    from sem_models.config import MAEConfig
+
+    return MAEConfig(**read_export_meta(folder)["mae"]).img_size
+
+
+@contextmanager
+def warnings_said() -> Iterator[list[str]]:
+    """The warnings printed while the block runs (log records of level WARNING and above,
+    Python warnings), each as the one line the console shows, in order and once: the report
+    lists them, since a reader of ``clustering.md`` never saw the terminal."""
+    said: list[str] = []
+
+    def keep(text: str) -> None:
+        line = " ".join(text.split())
+        if line and line not in said:
+            said.append(line)
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                keep(record.getMessage() or record.name)
+            except Exception:  # a record that cannot be formatted is logging's to report
+                self.handleError(record)
+
+    handler = _Keep(logging.WARNING)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with warnings.catch_warnings():  # showwarning restored on the way out
+            shown = warnings.showwarning
+
+            def show(message: Warning | str, category: type[Warning], *a: Any, **k: Any) -> None:
+                keep(str(message) or category.__name__)
+                shown(message, category, *a, **k)
+
+            warnings.showwarning = show
+            yield said
+    finally:
+        root.removeHandler(handler)
+
+
 def _cluster(args: argparse.Namespace) -> int:
     from sem_physics.locking import output_lock
 
     with output_lock(args.out) if args.out else nullcontext():  # --out held for the run
-        return _cluster_held(args)
+        with warnings_said() as said:
+            return _cluster_held(args, said)
 
 
 def _check_k(k: int, n: int, images: str) -> None:
@@ -102,16 +151,22 @@ FIELDS = {
 }
 
 
-def _cluster_held(args: argparse.Namespace) -> int:
+def _cluster_held(args: argparse.Namespace, said: list[str]) -> int:
+    """The run; ``said``: the warnings printed so far (filled as the run goes, see
+    :func:`warnings_said`), listed under Warnings in ``clustering.md``."""
     from sem_physics.atomic import atomic_write_text
     from sem_physics.cli_support import path_text, stderr_is_terminal
 
     from ..evaluation import cluster_embeddings, clustering_markdown, embed_folder
-    from ..evaluation.clustering import warn_few_per_cluster
+    from ..evaluation.clustering import FolderImages, warn_few_per_cluster
     from ..evaluation.sources import SkippedFile, SkippedInputsError
 
     folders = [encoder_dir(c) for c in args.checkpoint]  # every one, before any image is read
     progress = not args.no_progress and stderr_is_terminal()
+    # each image read once, resized to every model's input, for all the checkpoints
+    images = FolderImages(
+        args.images, sizes=[input_size(f) for f in folders], crop_fraction=args.crop_fraction
+    )
     results = {}
     runs: dict[str, dict[str, Any]] = {}
     skipped: list[SkippedFile] = []
@@ -125,6 +180,7 @@ def _cluster_held(args: argparse.Namespace) -> int:
             skipped=mine,
             device=args.device,
             progress=progress,
+            read_once=images,
         )
         if i == 0:  # the same folder for every checkpoint: checked once, before any k-means
             skipped = mine
@@ -172,7 +228,7 @@ def _cluster_held(args: argparse.Namespace) -> int:
             "# Clustering of encoder embeddings (Table 1)\n\n"
             + setting
             + table
-            + (f"\n{notes}" if notes else ""),
+            + _warnings_section(said, notes),
         )
         data = {
             "image_folder": path_text(args.images),
@@ -187,6 +243,14 @@ def _cluster_held(args: argparse.Namespace) -> int:
         atomic_write_text(out / "clustering.json", json.dumps(data, indent=2))
         print(f"report: {(out / 'clustering.md').resolve()}")
     return 0
+
+
+def _warnings_section(said: list[str], notes: str) -> str:
+    """``clustering.md``'s Warnings: what the run warned of (few images per cluster, ...) and
+    the skipped files (``notes``, one ``- skipped ...`` line each); empty when there are none."""
+    if not said and not notes:
+        return ""
+    return "\n## Warnings\n\n" + "".join(f"- {w}\n" for w in said) + notes
 
 
 _fraction = number(float, low=0, high=1, high_open=True)

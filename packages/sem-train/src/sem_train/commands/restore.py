@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sem_physics.cli_support import add_max_pixels, number
+from sem_physics.cli_support import add_max_pixels, number, path_text
 
 __all__ = ["parse_set", "register"]
 
@@ -157,9 +157,8 @@ def _restore_held(args: argparse.Namespace) -> int:
         **options,
     )
 
-    def report(path: Path, reason: str) -> None:
-        msg = reason if reason.startswith(str(path)) else f"{path}: {reason}"
-        print(f"sem: error: {msg}", file=sys.stderr)
+    def report(path: Path, reason: str) -> None:  # the reason never names the file
+        print(f"sem: error: {path_text(path)}: {reason}", file=sys.stderr)
 
     manifest = restore_files(
         args.inputs,

@@ -12,9 +12,9 @@ scikit-learn) clusters them and three scores describe the clustering:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,11 +24,15 @@ from sem_physics.io import DEFAULT_CROP_FRACTION
 
 from .sources import SkippedFile, list_images, load_images
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "MIN_PER_CLUSTER",
     "ClusteringResult",
+    "FolderImages",
     "cluster_embeddings",
     "clustering_markdown",
     "embed_folder",
@@ -126,6 +130,74 @@ def cluster_embeddings(
     )
 
 
+class FolderImages:
+    """The usable images under ``folder``, each read and preprocessed once and kept for every
+    checkpoint that embeds them (``sem cluster`` comparing models: decoding the micrographs
+    again per model would cost as much as the encoding).
+
+    Each image is read as grayscale, its information bar removed and resized (antialiased) to
+    every size of ``sizes`` (the models' square input sides) as it is read, scaled to [0, 1]:
+    only the resized copies are kept (224² float32: 200 kB an image), never the full-resolution
+    pixels, so holding a folder of thousands of micrographs for several models is fine. The
+    folder is read on the first :meth:`read` (or :meth:`pixels`), not when the object is made.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        sizes: Iterable[int],
+        crop_fraction: float = DEFAULT_CROP_FRACTION,
+        paths: Sequence[Path] | None = None,
+    ) -> None:
+        self.folder = folder
+        self.sizes = tuple(sorted({int(s) for s in sizes}))
+        self.crop_fraction = crop_fraction
+        self._paths = None if paths is None else list(paths)
+        self._pixels: dict[int, torch.Tensor] | None = None
+        #: paths of the usable images relative to ``folder`` (``/``-separated), once read
+        self.names: list[str] = []
+        #: the files that could not be used, with the reason, once read
+        self.skipped: list[SkippedFile] = []
+
+    def read(self, *, progress: bool = False) -> None:
+        """Read the folder (once: later calls do nothing); ``progress``: a bar over the files."""
+        if self._pixels is not None:
+            return
+        import torch
+        import torch.nn.functional as F
+        from tqdm.auto import tqdm
+
+        paths = list_images(self.folder) if self._paths is None else self._paths
+        resized: dict[int, list[torch.Tensor]] = {s: [] for s in self.sizes}
+        for path in tqdm(paths, desc="reading images", unit="image", disable=not progress):
+            loaded, failed = load_images([path], crop_fraction=self.crop_fraction)
+            self.skipped.extend(failed)
+            for im in loaded:  # one image, or none when the file was skipped
+                x = image_to_tensor(im.data) / 255.0
+                for s, kept in resized.items():
+                    kept.append(F.interpolate(x, size=(s, s), mode="bilinear", antialias=True))
+                self.names.append(_relative_name(path, self.folder))
+            del loaded  # the full-resolution pixels go before the next file is read
+        self._pixels = {s: torch.cat(kept).clamp(0.0, 1.0) for s, kept in resized.items() if kept}
+
+    def pixels(self, size: int, *, progress: bool = False) -> torch.Tensor:
+        """The images resized to ``size``: a float tensor (N, 1, size, size) in [0, 1], N =
+        ``len(names)``; ValueError when no file was usable or ``size`` was not asked for."""
+        if size not in self.sizes:
+            raise ValueError(
+                f"images under {self.folder} were resized to {list(self.sizes)} px, "
+                f"not {size} px (the input size of the model)"
+            )
+        self.read(progress=progress)
+        assert self._pixels is not None  # set by read()
+        if not self.names:
+            bad = self.skipped
+            first = f": {bad[0].path}: {bad[0].reason}" if bad else ""
+            raise ValueError(f"no usable image under {self.folder}{first}")
+        return self._pixels[size]
+
+
 def embed_folder(
     checkpoint: str | Path,
     folder: str | Path,
@@ -136,6 +208,7 @@ def embed_folder(
     skipped: list[SkippedFile] | None = None,
     device: str = "auto",
     progress: bool = False,
+    read_once: FolderImages | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Embeddings (N, D) of every usable image under ``folder`` from a sem-models checkpoint,
     and the paths of those images relative to ``folder`` (``/``-separated).
@@ -145,41 +218,38 @@ def embed_folder(
     that cannot be read are left out and appended to ``skipped`` (with the reason) when given.
     Images are resized as they are read, so memory holds one full-resolution image at a time
     (a folder of thousands of micrographs would not fit at full resolution).
+    ``read_once``: the folder's :class:`FolderImages` (of this ``folder`` and ``crop_fraction``,
+    its sizes including this model's input side), shared by the calls for several checkpoints
+    so that each file is read once; None reads the folder for this call.
     ``device``: ``auto`` (CUDA where present), ``cpu``, ``cuda`` or ``mps``. ``progress``:
-    a progress bar over the files.
+    a progress bar over the files (when they are read) and the batches.
     """
-    import torch
-    import torch.nn.functional as F
     from sem_models import extract_embeddings, load_model
-    from tqdm.auto import tqdm
 
     from ..distributed import select_device
     from ..modeling import resolve_model_dir
 
     run_on = select_device(device)  # before any work: a missing GPU is one clear line
-    paths = list_images(folder)
+    if read_once is not None:
+        held = (Path(read_once.folder), read_once.crop_fraction)
+        if held != (Path(folder), crop_fraction):
+            raise ValueError(
+                f"read_once holds the images of {held[0]} (crop_fraction {held[1]:g}), not of "
+                f"{folder} (crop_fraction {crop_fraction:g})"
+            )
+    paths = list_images(folder) if read_once is None else None  # a missing folder: first
     model = load_model(resolve_model_dir(checkpoint, what="checkpoint"), device=run_on)
     mae = getattr(model, "mae", model)
     size = int(getattr(getattr(mae, "config", None), "img_size", 224))
-    batch: list[torch.Tensor] = []
-    names: list[str] = []
-    bad: list[SkippedFile] = []
-    for path in tqdm(paths, desc="reading images", unit="image", disable=not progress):
-        loaded, failed = load_images([path], crop_fraction=crop_fraction)
-        bad.extend(failed)
-        for im in loaded:  # one image, or none when the file was skipped
-            x = image_to_tensor(im.data) / 255.0
-            batch.append(F.interpolate(x, size=(size, size), mode="bilinear", antialias=True))
-            names.append(_relative_name(path, folder))
-        del loaded  # the full-resolution pixels go before the next file is read
+    images = read_once
+    if images is None:
+        images = FolderImages(folder, sizes=[size], crop_fraction=crop_fraction, paths=paths)
+    images.read(progress=progress)
     if skipped is not None:
-        skipped.extend(bad)
-    if not batch:
-        first = f": {bad[0].path}: {bad[0].reason}" if bad else ""
-        raise ValueError(f"no usable image under {folder}{first}")
-    images = torch.cat(batch).clamp(0.0, 1.0)
-    emb = extract_embeddings(model, images, pool=pool, batch_size=batch_size, progress=progress)
-    return np.asarray(emb, dtype=np.float64), names
+        skipped.extend(images.skipped)
+    pixels = images.pixels(size)
+    emb = extract_embeddings(model, pixels, pool=pool, batch_size=batch_size, progress=progress)
+    return np.asarray(emb, dtype=np.float64), list(images.names)
 
 
 def _relative_name(path: Path, folder: str | Path) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from sem_physics.cli_support import first_line, path_text, plain_text
+from sem_physics.cli_support import path_text, reason_without_path
 from sem_physics.folders import image_files, report_not_followed
 from sem_physics.io import IMAGE_EXTENSIONS, crop_info_bar, read_image
 from sem_physics.locking import INCOMPLETE_MARKER, LOCK_NAME
@@ -238,19 +238,6 @@ def crop_note(images: Sequence[EvalImage], crop_fraction: float, what: str = "")
     )
 
 
-def _skip_reason(err: BaseException, path: Path) -> str:
-    """The first line of ``err`` without the leading ``"{path}: "`` a read error starts with
-    (:class:`~sem_physics.io.ImageReadError`) and without the quoted path an ``OSError``'s text
-    ends with (``[Errno 13] Permission denied: '...'``; ``read_image`` already drops the one
-    Pillow's decoder text quotes): a skipped entry names its file once, in
-    :attr:`SkippedFile.path`."""
-    text = first_line(err)
-    prefix = f"{path}: "
-    if text.startswith(prefix) and len(text) > len(prefix):
-        text = text[len(prefix) :]
-    return plain_text(text.replace(f" {str(path)!r}", ""))
-
-
 def load_images(
     paths: Sequence[Path],
     *,
@@ -268,7 +255,7 @@ def load_images(
         try:
             images.append(_load(Path(p), crop_fraction, kind, pixel_size_nm))
         except (ValueError, OSError) as err:
-            skipped.append(SkippedFile(path=path_text(p), reason=_skip_reason(err, Path(p))))
+            skipped.append(SkippedFile(path=path_text(p), reason=reason_without_path(err, p)))
     names = [im.name for im in images]
     for i, im in enumerate(images):
         if names.count(im.name) > 1:

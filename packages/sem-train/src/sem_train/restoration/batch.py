@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sem_physics.atomic import OutputWriteError, atomic_write_text, remove_stale_temporaries
-from sem_physics.cli_support import first_line, path_text
+from sem_physics.cli_support import first_line, path_text, reason_without_path
 from sem_physics.folders import FolderFiles, image_files
 from sem_physics.io import IMAGE_EXTENSIONS, ImageReadError, check_image_path
 from sem_physics.locking import (
@@ -126,7 +126,7 @@ class FailedInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input: str
-    reason: str
+    reason: str = Field(description="why, without the path (that is ``input``)")
 
 
 class RestoreManifest(BaseModel):
@@ -501,7 +501,9 @@ def restore_files(
     ``bar_rows`` overrides the detected info-bar height (0: restore the whole frame).
     ``max_pixels``: the pixel-count limit of reading (default ``$SEM_MAX_PIXELS``, 100 Mpx).
     ``progress``: None shows a bar on a terminal only. ``on_failure(path, reason)`` is called
-    for each file that is skipped. Returns the manifest (also written, atomically).
+    for each file that is skipped (``reason`` without the path:
+    :func:`~sem_physics.cli_support.reason_without_path`). Returns
+    the manifest (also written, atomically).
 
     ``out_dir`` is locked for the run (:func:`sem_physics.locking.output_lock`: another run
     into it raises ``OutputFolderBusyError``) and the temporaries a killed run left there are
@@ -564,7 +566,7 @@ def restore_files(
                         err if isinstance(err, _OutputFailed) else _OutputFailed(job.output, err)
                     )
                     break
-                reason = first_line(err)
+                reason = reason_without_path(err, job.input)
                 manifest.failed.append(FailedInput(input=path_text(job.input), reason=reason))
                 if on_failure is not None:
                     on_failure(job.input, reason)
