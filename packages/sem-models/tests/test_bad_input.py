@@ -21,10 +21,11 @@ def image() -> np.ndarray:
 
 
 def test_a_window_far_larger_than_the_image_is_refused_at_once(image):
-    t0 = time.perf_counter()
+    # CPU time of this process (all its threads): other work on the machine does not count
+    t0 = time.process_time()
     with pytest.raises(ValueError, match=r"window=10000 px .* at most 512 px"):
         sm.sliding_window(_identity, image, window=10000)
-    assert time.perf_counter() - t0 < 1
+    assert time.process_time() - t0 < 1
     assert sm.sliding_window(_identity, image, window=224).shape == image.shape  # the default
 
 

@@ -150,9 +150,10 @@ def test_pairs_that_are_not_a_blur_are_flagged_in_bounded_time() -> None:
     inverted = estimate_psf_from_pair(255.0 - focused, defocused)
     assert any("inverted contrast" in r for r in inverted.reasons)
     scrambled = np.random.default_rng(0).permutation(focused.ravel()).reshape(focused.shape)
-    t0 = time.perf_counter()
+    # CPU time of this process (all its threads): other work on the machine does not count
+    t0 = time.process_time()
     est = estimate_psf_from_pair(scrambled, defocused)
-    assert time.perf_counter() - t0 < 30 and est.rx_px <= 256 / 6 + 1e-6
+    assert time.process_time() - t0 < 30 and est.rx_px <= 256 / 6 + 1e-6
     assert any("misfit" in r for r in est.reasons)
     big = make_sample("texture", (320, 320), seed=5)
     moved = ndi.shift(big, (60, 50), order=3, mode="reflect")

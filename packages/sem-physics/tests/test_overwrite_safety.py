@@ -88,7 +88,8 @@ def test_many_pages_are_counted_quickly(tmp_path: Path) -> None:
     path = tmp_path / "many.tif"
     pages = np.zeros((5000, 8, 8), dtype=np.uint8)
     tifffile.imwrite(path, pages, photometric="minisblack", metadata=None)
-    start = time.perf_counter()
+    # CPU time of this process (all its threads): other work on the machine does not count
+    start = time.process_time()
     img = read_image(path, log_notes=False)
-    assert time.perf_counter() - start < 2.0  # measured about 5 ms
+    assert time.process_time() - start < 2.0  # measured about 5 ms
     assert img.notes == ("5,000 pages; only the first is read",)

@@ -66,9 +66,10 @@ def test_resaved_rescaled_and_cropped_training_images_are_seen_others_not(tmp_pa
         "again": _u16(ev / "again.tif", _noisy("lines", 0, take=1)),
         "other": _u16(ev / "other.tif", _noisy("contacts", 7)),
     }
-    t0 = time.perf_counter()
+    # CPU time of this process (all its threads): other work on the machine does not count
+    t0 = time.process_time()
     seen = seen_images([run], {k: [str(v)] for k, v in files.items()})
-    assert time.perf_counter() - t0 < 5
+    assert time.process_time() - t0 < 5
     got = {s.image: s for s in seen}
     assert sorted(got) == ["crop", "double", "half", "png8"]
     assert all(s.how == "picture" and getattr(s, "likeness", 0) > 0.9 for s in seen)
