@@ -8,7 +8,13 @@ from baselines_testkit import lines_image, psnr
 from scipy.ndimage import median_filter
 from sem_baselines import estimate_sigma, fixed_psf, get_restorer
 from sem_baselines.classical.bm3d import HIGHPASS_MAD_FACTOR, MAD_TO_SIGMA
-from sem_baselines.classical.deconv import DEFAULT_PSF, MIN_NOISE_VAR, choose_psf, pad_reflect
+from sem_baselines.classical.deconv import (
+    DEFAULT_PSF,
+    MIN_NOISE_VAR,
+    UNIFORM_IMAGE_NOTE,
+    choose_psf,
+    pad_reflect,
+)
 from sem_physics import PSFParams, convolve_reflect
 
 
@@ -61,6 +67,17 @@ def test_a_noise_level_that_cannot_be_estimated_is_noted_with_the_floor_used():
     assert "noise_note" not in given.as_dict()
     wide = choose_psf(np.random.default_rng(0).normal(120, 20, (64, 300)), "adaptive", psf, None)
     assert wide.noise_note is None and wide.noise_var > 100  # estimated: about 20² = 400
+
+
+def test_a_uniform_image_gets_the_note_that_nothing_is_to_restore():
+    """No PSF or noise level changes a uniform image: with or without a given PSF the choice
+    notes the one uniform-image sentence (``sem restore``'s error says the same), not the
+    noise floor's advice."""
+    flat = np.full((64, 64), 120.0)
+    for psf in (PSFParams(rx_px=3, ry_px=3), None):
+        choice = choose_psf(flat, "adaptive", psf, None)
+        assert choice.noise_note == UNIFORM_IMAGE_NOTE and "noise_var" not in choice.noise_note
+    assert UNIFORM_IMAGE_NOTE.startswith("uniform image (every pixel the same): nothing to restore")
 
 
 @pytest.mark.parametrize("balance", [0.01, 0.3])

@@ -250,3 +250,30 @@ def test_sem_image_helpers_keep_the_pixel_size_source(tmp_path: Path) -> None:
     assert SourceRecord.model_validate_json(record.model_dump_json()) == record
     with pytest.raises(ValueError, match="pixel_size_nm"):
         SourceRecord(path="x", shape=(1, 1), pixel_size_nm=1e-30)
+
+
+def test_source_record_from_pixels_hashes_what_was_used_and_the_whole_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``from_pixels`` is ``from_image``'s record when given no frame; given the whole frame,
+    its hash is that of the frame as read (the cropped rows included), that of the pixels used
+    when none was cropped; the path is recorded as given, not normalised."""
+    x = _noisy((40, 30)).astype(np.float32)
+    write_image(tmp_path / "s.tif", x, "float32", pixel_size_nm=0.5)
+    monkeypatch.chdir(tmp_path)
+    img = read_image("./s.tif")
+    used = img.data[:32]
+    args = {"pixel_size_nm": img.pixel_size_nm, "pixel_size_source": img.pixel_size_source}
+    record = SourceRecord.from_pixels("./s.tif", used, cropped_rows=8, frame=img.data, **args)
+    frame_digest = hashlib.sha256(f"{img.data.dtype.str}{img.data.shape}".encode())
+    frame_digest.update(np.ascontiguousarray(img.data).tobytes())
+    assert record.frame_pixels_sha256 == frame_digest.hexdigest() != record.pixels_sha256
+    assert record.path == "./s.tif" and record.shape == (32, 30) and record.cropped_rows == 8
+    assert record.sha256 == hashlib.sha256((tmp_path / "s.tif").read_bytes()).hexdigest()
+    whole = SourceRecord.from_pixels("s.tif", img.data, frame=img.data, **args)
+    assert whole.frame_pixels_sha256 == whole.pixels_sha256 == record.frame_pixels_sha256
+    cropped = img.without_info_bar(rows=8)
+    assert SourceRecord.from_image(cropped) == SourceRecord.from_pixels(
+        "s.tif", used, cropped_rows=8, **args
+    )
+    assert SourceRecord.from_pixels("gone.tif", used, hash_file=False, **args).sha256 is None

@@ -14,6 +14,7 @@ import pytest
 import sem_physics
 import torch
 from sem_baselines import get_restorer, list_restorers
+from sem_baselines.classical.deconv import UNIFORM_IMAGE_NOTE
 from sem_models import RestorationModel, build_mae, save_model
 from sem_models.testing import MICRO_MAE
 from sem_physics import DegradationParams, PSFParams, degrade, make_sample
@@ -166,9 +167,10 @@ def test_a_uniform_image_is_refused_with_advice_that_can_help():
     ) as e:
         restore(np.full((64, 64), 120.0, np.float32), "richardson-lucy")
     assert "--psf" not in str(e.value) and "check that the file" in str(e.value)
+    assert str(e.value) == UNIFORM_IMAGE_NOTE  # the words of the deconvolution's note
     given, _ = restore_warned(np.full((64, 64), 120.0, np.float32), "richardson-lucy", psf="2,2")
     np.testing.assert_allclose(given.image, 120.0, atol=1e-3)  # --psf: the same image back
-    assert given.warnings and "nothing to restore" in given.warnings[0]
+    assert given.warnings and UNIFORM_IMAGE_NOTE in given.warnings[0]
     assert not any("noise_var" in w for w in given.warnings)  # nor advice that cannot help
 
 

@@ -127,6 +127,7 @@ def test_the_record_says_threads_versions_and_weights(tmp_path: Path, capsys) ->
     assert "torch_threads" in prov and prov["weights"] is None  # wiener: no weights
     assert {"sem-train", "torch", "numpy", "scipy"} <= set(prov["versions"])
     assert prov["versions"]["numpy"] == np.__version__
+    assert list(prov) == ["torch_threads", "fft_threads", "cpu_count", "versions", "weights"]
 
 
 def test_the_shipped_weights_file_of_a_learned_method_is_found() -> None:
@@ -145,6 +146,28 @@ def test_thread_provenance_names_the_threads_per_worker(monkeypatch) -> None:
     assert two["threads_per_worker"] == 4 and two["cpu_count"] == 8 and two["workers"] == 2
     assert workers.thread_provenance(1)["threads_per_worker"] is None
     assert two["torch_threads"] >= 1 and "torch" in two["versions"]
+    assert list(two) == ["workers", "threads_per_worker", "torch_threads", "cpu_count", "versions"]
+
+
+def test_the_threads_cores_and_versions_of_a_record_come_from_one_place(monkeypatch) -> None:
+    """What ``sem restore``'s and an evaluation's provenance share is
+    :func:`~sem_train.runinfo.runtime_provenance`'s: torch's threads (None while torch is not
+    loaded; it is not imported for the record), the cores and the package versions."""
+    import torch
+    from sem_train.evaluation import workers
+    from sem_train.runinfo import package_versions, runtime_provenance
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    shared = runtime_provenance()
+    assert shared == {
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": 6,
+        "versions": package_versions(),
+    }
+    evaluation = workers.thread_provenance(3)
+    assert {k: evaluation[k] for k in shared} == shared
+    monkeypatch.delitem(sys.modules, "torch")
+    assert runtime_provenance()["torch_threads"] is None and "torch" not in sys.modules
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="byte names: Linux file systems")

@@ -87,19 +87,15 @@ class LoadedImage:
         bar, before any roi) and ``frame_pixels_sha256`` of the whole frame (the info bar
         included: ``smile`` turns the whole frame before it cuts its region), with the pixel
         size of the file's metadata."""
-        from sem_physics.protocol import SourceRecord, file_sha256, pixels_sha256
+        from sem_physics.protocol import SourceRecord
 
-        measured = self.measured
-        hashed = pixels_sha256(measured)
-        return SourceRecord(
-            path=path_text(path),
-            sha256=file_sha256(path),
-            shape=(int(measured.shape[0]), int(measured.shape[1])),
+        return SourceRecord.from_pixels(
+            path,
+            self.measured,
             pixel_size_nm=self.pixel_size_nm,
             pixel_size_source=self.pixel_size_source,
             cropped_rows=self.info_bar_rows,
-            pixels_sha256=hashed,
-            frame_pixels_sha256=pixels_sha256(self.data) if self.info_bar_rows else hashed,
+            frame=self.data,
         )
 
 

@@ -213,14 +213,48 @@ class SourceRecord(BaseModel):
     ) -> SourceRecord:
         """The record of a read (and possibly cropped) :class:`~sem_physics.io.SEMImage`."""
         file = Path(image.path)
-        return cls(
-            path=path if path is not None else path_text(file),
-            sha256=file_sha256(file) if hash_file and file.is_file() else None,
-            shape=(int(image.data.shape[0]), int(image.data.shape[1])),
+        return cls.from_pixels(
+            file,
+            image.data,
             pixel_size_nm=image.pixel_size_nm,
             pixel_size_source=image.pixel_size_source,
             cropped_rows=image.cropped_rows,
-            pixels_sha256=pixels_sha256(image.data),
+            name=path,
+            hash_file=hash_file and file.is_file(),
+        )
+
+    @classmethod
+    def from_pixels(
+        cls,
+        path: str | Path,
+        pixels: np.ndarray,
+        *,
+        pixel_size_nm: float | None,
+        pixel_size_source: str,
+        cropped_rows: int = 0,
+        frame: np.ndarray | None = None,
+        name: str | None = None,
+        hash_file: bool = True,
+    ) -> SourceRecord:
+        """The record of the ``pixels`` used of the image read from the file ``path``, the
+        bottom ``cropped_rows`` of its frame left out: ``name`` (default ``path`` as given,
+        :func:`path_text`), the sha256 of the file (``hash_file``), shape and hash of
+        ``pixels``, and, given the whole ``frame`` read, ``frame_pixels_sha256`` (the hash of
+        ``pixels`` when no row was cropped; None without ``frame``). The one builder of a
+        source record from a read image, whoever read it."""
+        hashed = pixels_sha256(pixels)
+        frame_hashed = None
+        if frame is not None:
+            frame_hashed = pixels_sha256(frame) if cropped_rows else hashed
+        return cls(
+            path=name if name is not None else path_text(path),
+            sha256=file_sha256(path) if hash_file else None,
+            shape=(int(pixels.shape[0]), int(pixels.shape[1])),
+            pixel_size_nm=pixel_size_nm,
+            pixel_size_source=pixel_size_source,
+            cropped_rows=cropped_rows,
+            pixels_sha256=hashed,
+            frame_pixels_sha256=frame_hashed,
         )
 
 

@@ -24,11 +24,14 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sem_physics.atomic import atomic_write_text
 
 from .datasplit import SPLIT_FILE
+
+if TYPE_CHECKING:  # at run time imported inside the functions that use it
+    from .runfolder import RunFolder
 
 __all__ = [
     "DENSE_KINDS",
@@ -210,7 +213,7 @@ def step_line(kind: str, record: dict[str, Any]) -> str:
     )
 
 
-def _step_started(folder: Any) -> bool:
+def _step_started(folder: RunFolder) -> bool:
     """Whether a step's :class:`~sem_train.runfolder.RunFolder` holds its run: a checkpoint,
     a started run (``run_info.json``) or the done marker. A step folder holding only what a
     run killed while starting leaves (its lock file, write temporaries) holds none."""

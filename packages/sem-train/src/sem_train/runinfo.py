@@ -38,6 +38,7 @@ __all__ = [
     "record_resume",
     "recorded_config",
     "run_kind",
+    "runtime_provenance",
     "write_run_info",
 ]
 
@@ -89,6 +90,20 @@ def package_versions() -> dict[str, str | None]:
     from sem_physics.protocol import package_versions as versions_of
 
     return versions_of(_PACKAGES)
+
+
+def runtime_provenance() -> dict[str, Any]:
+    """The torch threads of this process (None when torch is not loaded: it is not imported
+    for this), the cores and the package versions: what a result's last digits depend on
+    besides its inputs. The provenance of ``sem restore`` and of an evaluation builds on it
+    (:func:`sem_train.restoration.batch.run_provenance`,
+    :func:`sem_train.evaluation.workers.thread_provenance`)."""
+    torch = sys.modules.get("torch")
+    return {
+        "torch_threads": None if torch is None else int(torch.get_num_threads()),
+        "cpu_count": os.cpu_count(),
+        "versions": package_versions(),
+    }
 
 
 def git_commit(start: Path | None = None) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from ..restorer import check_image
 
 __all__ = [
     "DEFAULT_PSF",
+    "UNIFORM_IMAGE_NOTE",
     "DeconvBoundary",
     "DeconvConfig",
     "DeconvPreset",
@@ -57,6 +58,14 @@ DEFAULT_PSF = PSFParams(rx_px=15.5, ry_px=15.5, beta=1.95, theta_rad=0.0)
 #: Smallest noise variance used (grey levels^2): the quantisation noise of 8-bit data, 1/12.
 #: A noise-free float image would otherwise ask for no regularisation at all.
 MIN_NOISE_VAR = 1.0 / 12.0
+#: What is said of a uniform image (every pixel the same), which no PSF or noise level changes:
+#: the note of a deconvolution given one, and ``sem restore``'s error when the PSF is to be
+#: estimated (``--psf`` cannot help there).
+UNIFORM_IMAGE_NOTE = (
+    "uniform image (every pixel the same): nothing to restore, whatever the PSF (a blur leaves "
+    "a uniform image as it is); check that the file holds the micrograph meant (not a blank "
+    "frame)"
+)
 
 
 def fixed_psf(params: PSFParams = DEFAULT_PSF) -> np.ndarray:
@@ -133,10 +142,7 @@ def choose_psf(
         var = noise_var if noise_var is not None else MIN_NOISE_VAR
         note = None
         if image.size and np.ptp(image) == 0:  # every PSF and noise level leave it as it is
-            note = (
-                "uniform image (every pixel the same): any deconvolution leaves it as it is "
-                "(nothing to restore); check that the file holds the micrograph meant"
-            )
+            note = UNIFORM_IMAGE_NOTE
         elif noise_var is None:  # the floor regularises as little as an 8-bit image's rounding
             note = (
                 f"noise level not estimated ({err}): the deconvolution used the floor "

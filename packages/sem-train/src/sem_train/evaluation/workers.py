@@ -107,17 +107,14 @@ def _threads_per_worker(workers: int) -> int:
 def thread_provenance(workers: int) -> dict[str, Any]:
     """The threads the methods of a run with ``workers`` processes use, the cores and the
     package versions: a run's last digits (CSV, JSON) depend on them, the rounded table not."""
-    import torch
+    import torch  # noqa: F401  (loaded: the methods run on it, so its threads are recorded)
 
-    from ..runinfo import package_versions
+    from ..runinfo import runtime_provenance
 
-    versions = package_versions()
     return {
         "workers": workers,
         "threads_per_worker": _threads_per_worker(workers) if workers > 1 else None,
-        "torch_threads": int(torch.get_num_threads()),
-        "cpu_count": os.cpu_count(),
-        "versions": versions,
+        **runtime_provenance(),
     }
 
 

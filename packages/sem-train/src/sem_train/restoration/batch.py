@@ -436,16 +436,14 @@ def _output_side(err: BaseException) -> bool:
 
 def run_provenance(method: PreparedMethod) -> dict[str, Any]:
     """Threads, package versions and weights of a run: what its last digits depend on."""
-    from ..runinfo import package_versions
+    from ..runinfo import runtime_provenance
     from .threads import fft_threads
 
-    versions = package_versions()
-    torch = sys.modules.get("torch")  # a method without a model never imports it
-    return {
-        "torch_threads": None if torch is None else int(torch.get_num_threads()),
+    shared = runtime_provenance()  # torch_threads None: a method without a model never loads it
+    return {  # the keys in the record's order: torch_threads, fft_threads, cpu_count, versions
+        "torch_threads": shared.pop("torch_threads"),
         "fft_threads": fft_threads(),
-        "cpu_count": os.cpu_count(),
-        "versions": versions,
+        **shared,
         "weights": method.weights_record(),
     }
 

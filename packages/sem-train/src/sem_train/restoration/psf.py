@@ -73,11 +73,10 @@ def estimate_degradation(image: np.ndarray) -> Any:
     except Exception as err:  # the estimator's own failures, said in one line
         flat = np.asarray(image)
         if flat.size and np.ptp(flat) == 0:  # a blank frame: --psf would not help
-            raise ValueError(  # no value: a dim picture is estimated scaled up
-                "uniform image (every pixel the same): nothing to restore, whatever the PSF (a "
-                "blur leaves a uniform image as it is); check that the file holds the micrograph "
-                "meant (not a blank frame)"
-            ) from err
+            from sem_baselines.classical.deconv import UNIFORM_IMAGE_NOTE
+
+            # no value: a dim picture is estimated scaled up
+            raise ValueError(UNIFORM_IMAGE_NOTE) from err
         raise ValueError(
             f"blind PSF estimate failed ({first_line(err)}); give the PSF as --psf RX,RY,THETA,BETA"
         ) from err
