@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sem_train.evaluation import cluster_embeddings, clustering_markdown
@@ -462,8 +464,11 @@ def test_the_report_lists_the_warnings_of_the_run(tmp_path, capsys, monkeypatch)
     for line in err.splitlines():  # every warning the terminal showed is in the report
         if "warning: " in line:
             assert f"- {line.split('warning: ', 1)[1]}" in items, (line, items)
+    data = json.loads((tmp_path / "t" / "clustering.json").read_text())
+    assert [f"- {w}" for w in data["warnings"]] == [i for i in items if i not in skipped]
     tiny.unlink()
     write_samples(imgs / "more", n_per_kind=2, shape=(64, 72), seed=1)  # 12 images: 6 a cluster
     monkeypatch.setattr(evaluation, "embed_folder", real)
     assert main([*argv, "--out", str(tmp_path / "quiet")]) == 0
     assert "Warnings" not in (tmp_path / "quiet" / "clustering.md").read_text()
+    assert json.loads((tmp_path / "quiet" / "clustering.json").read_text())["warnings"] == []

@@ -239,6 +239,7 @@ def _cluster_held(args: argparse.Namespace, said: list[str]) -> int:
             "fields": FIELDS,
             "runs": runs,
             "skipped_files": [s.model_dump() for s in skipped],
+            "warnings": list(said),  # as clustering.md's Warnings, the skipped files apart
         }
         atomic_write_text(out / "clustering.json", json.dumps(data, indent=2))
         print(f"report: {(out / 'clustering.md').resolve()}")
