@@ -1125,6 +1125,10 @@ def _truth_branch(
     base["profile_px"] = np.clip(profile, 0.0, 1.0) if rims else profile
     cos_t = 1.0 / math.sqrt(1.0 + found.slope_px_per_row**2)
     base["edge_offset_nm"] = found.edge_offset_px * cos_t * base["pixel_size_nm"]
+    if found.bloom_uncertainty_px > 0:
+        base.setdefault("warnings_extra", []).append(
+            _bloom_bound_warning(found.bloom_uncertainty_px * cos_t * base["pixel_size_nm"])
+        )
     assert found.leading_px is not None and found.trailing_px is not None
     assert found.gaps_leading is not None and found.gaps_trailing is not None
     return (
@@ -1156,6 +1160,17 @@ def _tone_between_rims(
         f"tone read again with the levels of the lines and spaces between the rims: "
         f"{again_source}; the lines were measured as the {tone} phase; if they are {other}, "
         f"set tone='{other}' (--tone {other})"
+    )
+
+
+def _bloom_bound_warning(spread_nm: float) -> str:
+    """The warning for edges under a bloom ridge that the fit cannot place: step centres
+    ``spread_nm`` apart fit the mean edge profile about equally well."""
+    return (
+        "edge bloom: a bright ridge on the edges hides the step, and step centres "
+        f"{spread_nm:.2g} nm apart fit the mean edge profile about equally well: each edge may "
+        f"be off by up to {spread_nm:.2g} nm, CD by up to {2 * spread_nm:.2g} nm (line count, "
+        "pitch, LWR and LER are not affected)"
     )
 
 
