@@ -313,7 +313,6 @@ def window_doubt(t: np.ndarray, profile: np.ndarray, min_overshoot: float = 0.1)
 
 def _window_fit_doubt(fit: _WindowFit) -> str | None:
     """:func:`window_doubt` of a fit."""
-    from scipy.optimize import least_squares
 
     if fit.why_none is not None:
         return fit.why_none
@@ -336,21 +335,13 @@ def _window_fit_doubt(fit: _WindowFit) -> str | None:
             for d0 in (0.0, peak - c0)
         ]
         x0s += [np.r_[sol.x[:2], c0, sol.x[3:6], sol.x[6] + c - c0] for c0 in starts]
-        best = None
-        for x0 in x0s:
-            x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
-            try:
-                found = least_squares(
-                    lambda x: _window_model(x, t) - p,
-                    x0,
-                    jac=lambda x: _step_ridge_jac(x, t, ((0.0, 1.0),), 1.0),
-                    bounds=(lo, hi),
-                )
-            except ValueError:
-                continue
-            if best is None or found.cost < best.cost:
-                best = found
-        return best
+        return _best_fit(
+            lambda x: _window_model(x, t) - p,
+            lambda x: _step_ridge_jac(x, t, ((0.0, 1.0),), 1.0),
+            x0s,
+            lo,
+            hi,
+        )
 
     fits = [run(-c_max, c_max), run(c + BLOOM_PROBE_PX, c_max), run(-c_max, c - BLOOM_PROBE_PX)]
     fits = [f for f in fits if f is not None]
@@ -459,6 +450,26 @@ class BloomFit:
     ridge_height: float = 0.0  # over the step's height
 
 
+def _best_fit(
+    residual: Any, jac: Any, x0s: list[np.ndarray], lo: np.ndarray, hi: np.ndarray
+) -> Any:
+    """The least-squares solution of lowest cost from the starts ``x0s`` (clipped into the
+    bounds), None when every start fails: the bloom fits' multi-start search."""
+    from scipy.optimize import least_squares
+
+    best = None
+    for x0 in x0s:
+        try:
+            sol = least_squares(
+                residual, np.clip(x0, lo + 1e-9, hi - 1e-9), jac=jac, bounds=(lo, hi)
+            )
+        except ValueError:
+            continue
+        if best is None or sol.cost < best.cost:
+            best = sol
+    return best
+
+
 def _step_ridge_jac(
     x: np.ndarray, t: np.ndarray, centres: tuple[tuple[float, float], ...], side: float
 ) -> np.ndarray:
@@ -529,7 +540,6 @@ def bloom_fit(
     narrow ridge can fit two ways: the step under the ridge, or at its outer foot with the
     ridge inside the line.
     """
-    from scipy.optimize import least_squares
 
     ok = np.isfinite(profile)
     if ok.sum() < 12 or t.size < 2:
@@ -561,21 +571,13 @@ def bloom_fit(
             x0s += [
                 np.r_[warm[:2], c0, warm[3:6], warm[6] + side * (warm[2] - c0)] for c0 in starts
             ]
-        best = None
-        for x0 in x0s:
-            x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
-            try:
-                sol = least_squares(
-                    lambda x: _ridge_model(x, t, widths, side) - p,
-                    x0,
-                    jac=lambda x: _step_ridge_jac(x, t, centres, side),
-                    bounds=(lo, hi),
-                )
-            except ValueError:
-                continue
-            if best is None or sol.cost < best.cost:
-                best = sol
-        return best
+        return _best_fit(
+            lambda x: _ridge_model(x, t, widths, side) - p,
+            lambda x: _step_ridge_jac(x, t, centres, side),
+            x0s,
+            lo,
+            hi,
+        )
 
     starts = tuple(float(np.clip(c0, t[0] + 0.5, t[-1] - 0.5)) for c0 in (0.0, 1.0, 2.0, 3.0, 4.0))
     best = run(float(t[0]), float(t[-1]), starts, None)
