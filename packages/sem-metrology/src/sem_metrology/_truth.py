@@ -409,6 +409,33 @@ def rim_offset_px(t: np.ndarray, profile: np.ndarray, threshold: float = 0.5) ->
     return 0.0 if cross is None else float(best.x[2] - cross)
 
 
+def _whole_edge_profile(
+    norm: np.ndarray,
+    lead: np.ndarray,
+    trail: np.ndarray,
+    rising: np.ndarray,
+    bright_lines: bool,
+    edges: np.ndarray,
+    *,
+    space_fallback: bool = False,
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]] | None:
+    """The mean edge profile about ``edges`` from the middle of the dark phase to the middle of
+    the bright one (t in px towards the bright side) and the (bright, dark) phase widths (px),
+    both read from the median line and space of ``lead``/``trail``; None when the edges give
+    no width. ``space_fallback``: without a space between two lines, take the line's width."""
+    cd_px = float(np.nanmedian(trail - lead)) if np.isfinite(trail - lead).any() else math.nan
+    spaces = lead[1:] - trail[:-1]
+    no_space = cd_px if space_fallback else math.nan
+    space_px = float(np.nanmedian(spaces)) if np.isfinite(spaces).any() else no_space
+    if not (math.isfinite(cd_px) and cd_px > 0 and math.isfinite(space_px) and space_px > 0):
+        return None
+    bright_px, dark_px = (cd_px, space_px) if bright_lines else (space_px, cd_px)
+    reach = max(6, math.ceil(0.5 * max(cd_px, space_px)))
+    t, mean_profile = _mean_edge_profile(norm, edges, rising, reach)
+    inside = (t >= -0.5 * dark_px) & (t <= 0.5 * bright_px)
+    return t[inside], mean_profile[inside], (bright_px, dark_px)
+
+
 def _rim_offset(
     norm: np.ndarray,
     lead: np.ndarray,
@@ -420,16 +447,12 @@ def _rim_offset(
 ) -> float:
     """:func:`rim_offset_px` of the mean edge profile from the middle of the space to the
     middle of the line (0 when the edges give no width), for bright or dark rims."""
-    cd_px = float(np.nanmedian(trail - lead)) if np.isfinite(trail - lead).any() else math.nan
-    spaces = lead[1:] - trail[:-1]
-    space_px = float(np.nanmedian(spaces)) if np.isfinite(spaces).any() else cd_px
-    if not (math.isfinite(cd_px) and cd_px > 0 and math.isfinite(space_px) and space_px > 0):
+    whole = _whole_edge_profile(
+        norm, lead, trail, rising, bright_lines, np.vstack([lead, trail]), space_fallback=True
+    )
+    if whole is None:
         return 0.0
-    bright_px, dark_px = (cd_px, space_px) if bright_lines else (space_px, cd_px)
-    reach = max(6, math.ceil(0.5 * max(cd_px, space_px)))
-    t, mean_profile = _mean_edge_profile(norm, np.vstack([lead, trail]), rising, reach)
-    inside = (t >= -0.5 * dark_px) & (t <= 0.5 * bright_px)
-    t, mean_profile = t[inside], mean_profile[inside]
+    t, mean_profile, _ = whole
     if bright_rims:
         return rim_offset_px(t, mean_profile, threshold)
     # A dark rim: the profile turned over (1 - p(-t)) has a bright one, its step the other way.
@@ -653,19 +676,14 @@ def _checked_bloom_offset(
     offset = _window_offset(fit, threshold)
     if fit is None or _window_fit_doubt(fit) is None:
         return offset, 0.0
-    cd_px = float(np.nanmedian(trail - lead)) if np.isfinite(trail - lead).any() else math.nan
-    spaces = lead[1:] - trail[:-1]
-    space_px = float(np.nanmedian(spaces)) if np.isfinite(spaces).any() else math.nan
-    if not (math.isfinite(cd_px) and cd_px > 0 and math.isfinite(space_px) and space_px > 0):
-        return offset, 0.0
-    widths = (cd_px, space_px) if bright_lines else (space_px, cd_px)
-    reach = max(6, math.ceil(0.5 * max(cd_px, space_px)))
     edges = _neighbour_edges(np.vstack([lead, trail]))
-    t, mean_profile = _mean_edge_profile(norm, edges, rising, reach)
-    inside = (t >= -0.5 * widths[1]) & (t <= 0.5 * widths[0])
-    if inside.sum() < 12 or t[inside][0] > -3.0 or t[inside][-1] < 3.0:
+    profile = _whole_edge_profile(norm, lead, trail, rising, bright_lines, edges)
+    if profile is None:
         return offset, 0.0
-    whole = bloom_fit(t[inside], mean_profile[inside], widths, threshold, bright_lines=bright_lines)
+    t, mean_profile, widths = profile
+    if t.size < 12 or t[0] > -3.0 or t[-1] < 3.0:
+        return offset, 0.0
+    whole = bloom_fit(t, mean_profile, widths, threshold, bright_lines=bright_lines)
     if whole is None or not _step_apart_from_ridge(whole):
         return offset, 0.0
     alike = [abs(o - whole.offset_px) for o, dchi2 in whole.others if dchi2 <= BLOOM_DCHI2]
