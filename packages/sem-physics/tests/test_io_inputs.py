@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image, ImageOps
-from sem_physics import make_sample, read_image
+from sem_physics import make_sample, read_image, write_image
 from sem_physics import scan as scan_module
 from sem_physics.cli import main as degrade_main
 from sem_physics.forward import degrade
@@ -223,6 +223,19 @@ def test_an_8_bit_palette_records_a_value_scale_of_1(tmp_path: Path) -> None:
     np.testing.assert_array_equal(img.data, 255.0 - index.astype(np.float32))
 
 
+def test_an_8_bit_palette_stored_as_v_shifted_by_8_reads_its_8_bit_values(tmp_path: Path) -> None:
+    """ImageJ, Pillow and JEOL store an 8-bit entry v as v << 8 (white: 65280): it reads as
+    v, not v * 256 / 257 (white 254.0), so an 8-bit output keeps the file's grey levels."""
+    index = _stored()
+    path = tmp_path / "pal256.tif"
+    cmap = np.tile((np.arange(256, dtype=np.uint16) << 8)[::-1], (3, 1))  # grey, inverted
+    tifffile.imwrite(path, index, photometric="palette", colormap=cmap)
+    assert int(tifffile.TiffFile(path).pages[0].colormap.max()) == 65280
+    img = read_image(path)
+    assert img.source_dtype == "uint8" and img.value_scale == 1.0
+    np.testing.assert_array_equal(img.data, 255.0 - index.astype(np.float32))
+
+
 def test_a_16_bit_palette_keeps_the_16_bit_scale(tmp_path: Path) -> None:
     path = tmp_path / "pal16.tif"
     cmap = np.tile(np.arange(256, dtype=np.uint16) * 250, (3, 1))  # not 8-bit entries
@@ -287,3 +300,37 @@ def test_float_counts_are_refused_with_the_right_factor() -> None:
     )
     with pytest.raises(ValueError, match=r"multiply by 255/2112 = 0\.121"):
         degrade(counts, params, 0)
+
+
+# LZW, PackBits and Deflate TIFFs read as their uncompressed twins ----------------------------
+
+
+@pytest.mark.parametrize("compression", ["tiff_lzw", "packbits", "tiff_adobe_deflate"])
+@pytest.mark.parametrize("kind", ["uint8", "uint16", "palette"])
+def test_a_compressed_tiff_reads_as_the_uncompressed_one(tmp_path: Path, compression, kind) -> None:
+    """Image editors save TIFFs with LZW, which tifffile decodes only with the optional
+    imagecodecs package: Pillow decodes it then, to the same samples and metadata."""
+    frame = _stored()
+    picture = Image.fromarray(frame.astype(np.uint16) * 257 if kind == "uint16" else frame)
+    if kind == "palette":
+        picture = picture.convert("P")
+    plain, packed = tmp_path / "plain.tif", tmp_path / "packed.tif"
+    res = {"resolution": 1e5, "resolution_unit": 3}  # 100,000 px per cm: 100 nm per pixel
+    picture.save(plain, **res)
+    picture.save(packed, compression=compression, **res)
+    assert int(tifffile.TiffFile(packed).pages[0].compression) != 1
+    want, got = read_image(plain), read_image(packed)
+    np.testing.assert_array_equal(got.data, want.data)
+    assert got.source_dtype == want.source_dtype == ("uint16" if kind == "uint16" else "uint8")
+    assert got.value_scale == want.value_scale and got.notes == want.notes == ()
+    assert got.pixel_size_nm == want.pixel_size_nm == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_write_image_stores_the_orientation_read_image_applies(tmp_path: Path, suffix) -> None:
+    frame = _stored()
+    path = tmp_path / f"x{suffix}"
+    write_image(path, frame, "uint8", orientation=3)  # rotated 180 degrees
+    np.testing.assert_array_equal(read_image(path).data, frame[::-1, ::-1].astype(np.float32))
+    write_image(path, frame, "uint8")  # 1: none stored
+    np.testing.assert_array_equal(read_image(path).data, frame.astype(np.float32))

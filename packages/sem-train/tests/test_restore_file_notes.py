@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
+from PIL import Image, ImageOps
 from sem_physics import make_sample, read_image
 from sem_physics.io import JPEG_NOTE
 from sem_train import restore
@@ -278,3 +278,54 @@ def test_a_tiff_tag_the_reader_cannot_read_is_said_once_naming_the_file(tmp_path
     assert not [r for r in caplog.records if r.name == "tifffile"]
     note = record(tmp_path / "out")["restored"][0]["input_notes"]
     assert len(note) == 1 and note[0].startswith("TIFF reader: ")
+
+
+@pytest.mark.parametrize("bar", [True, False])
+def test_an_oriented_tiff_output_is_shown_turned_as_its_input(tmp_path, bar):
+    """A frame with an info bar is read as stored (its Orientation tag not applied), one
+    without is turned when read: either way a viewer shows the output in the input's frame."""
+    frame = np.rint(frame01() * 255.0).astype(np.uint8)
+    if not bar:
+        frame = frame[:-BAR]
+    src = tmp_path / "in" / "x.tif"
+    src.parent.mkdir()
+    tifffile.imwrite(src, frame, photometric="minisblack", extratags=[(274, "H", 1, 3, True)])
+    assert (read_image(src).info_bar_rows is not None) == bar
+    assert run(src, "-o", tmp_path / "out", "--method", "input") == 0
+    with Image.open(src) as a, Image.open(tmp_path / "out" / "x.tif") as b:
+        shown_in, shown_out = ImageOps.exif_transpose(a), ImageOps.exif_transpose(b)
+        np.testing.assert_array_equal(np.asarray(shown_out), np.asarray(shown_in))
+
+
+def test_an_lzw_float_tiff_on_0_1_keeps_its_info_bar_bit_identical(tmp_path):
+    """An LZW TIFF (as image editors save them; tifffile needs the optional imagecodecs for
+    it) is restored like its uncompressed twin, its bar copied from the file as stored."""
+    frame = frame01()
+    plain, packed = tmp_path / "plain" / "x.tif", tmp_path / "packed" / "x.tif"
+    for path, options in ((plain, {}), (packed, {"compression": "tiff_lzw"})):
+        path.parent.mkdir()
+        Image.fromarray(frame).save(path, **options)
+        assert run(path, "-o", path.parent / "out", *PSF, "--info-bar-rows", BAR) == 0
+    assert int(tifffile.TiffFile(packed).pages[0].compression) == 5
+    restored = tifffile.imread(packed.parent / "out" / "x.tif")
+    np.testing.assert_array_equal(restored[-BAR:], frame[-BAR:])
+    np.testing.assert_array_equal(restored, tifffile.imread(plain.parent / "out" / "x.tif"))
+
+
+def test_an_oriented_png_or_jpeg_with_an_info_bar_keeps_its_tag(tmp_path):
+    """A PNG or JPEG with an info bar is read as stored under its EXIF Orientation tag: the
+    PNG output carries the tag in its EXIF, the TIFF made of a JPEG as its TIFF tag."""
+    frame = np.rint(frame01() * 255.0).astype(np.uint8)
+    exif = Image.Exif()
+    exif[274] = 3
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(frame).save(src / "x.png", exif=exif)
+    Image.fromarray(frame).save(src / "y.jpg", exif=exif, quality=95)
+    assert read_image(src / "x.png").info_bar_rows is not None
+    assert run(src, "-o", tmp_path / "out", "--method", "input") == 0
+    with Image.open(src / "x.png") as a, Image.open(tmp_path / "out" / "x.png") as b:
+        shown_in, shown_out = ImageOps.exif_transpose(a), ImageOps.exif_transpose(b)
+        np.testing.assert_array_equal(np.asarray(shown_out), np.asarray(shown_in))
+    page = tifffile.TiffFile(tmp_path / "out" / "y.tif").pages[0]
+    assert page.tags[274].value == 3

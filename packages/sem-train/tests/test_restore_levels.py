@@ -94,6 +94,27 @@ def test_highlights_limit_the_scale_and_keep_their_values(tiny_model):
     )
 
 
+def test_a_bright_mark_that_holds_a_dim_picture_unscaled_is_said(tiny_model):
+    """12-bit data with a mark burnt in at the 16-bit top (255 grey levels): the mark keeps the
+    scale at 1, so the method sees the picture at 0..16; that is said, naming the mark's level
+    and the fix, rather than left to a silently poor restoration."""
+    y = blurred() / np.float32(16)
+    y[2, 2:6] = 255.0  # 4 px of 6144: fewer than the 0.1 % above the 99.9th percentile
+    level = float(np.percentile(y, 99.9))
+    assert level < 16 and input_scale(y) == (1, pytest.approx(level))
+    method = prepare("mae-sem", checkpoint=tiny_model, **WINDOW)
+    with pytest.warns(RestoreWarning, match="scaled by only 1") as issued:
+        out = method(y)
+    (note,) = [str(w.message) for w in issued]
+    assert note in out.warnings and out.input_scale == 1
+    assert f"at {level:.3g} of 255" in note and "(255 grey levels" in note and "rescale" in note
+    y[2, 2:6] = level  # without the mark: scaled to the target, only the scaling said
+    with pytest.warns(RestoreWarning, match="dim picture") as issued:
+        unmarked = method(y)
+    assert unmarked.input_scale == 16 and len(issued) == 1
+    assert not any("scaled by only" in w for w in unmarked.warnings)
+
+
 def test_the_input_brightness_is_kept_under_clipping_without_a_plateau(tiny_model):
     """The method runs unclipped, the shift is added, then the output is clipped with a shift
     solved so that the clipped mean is the input's: no flat level at the shift where the

@@ -133,6 +133,7 @@ __all__ = [
     "open_pil_checked",
     "quantize",
     "read_image",
+    "tiff_samples",
     "write_image",
 ]
 
@@ -300,7 +301,8 @@ def held_tiff_log() -> Iterator[list[str]]:
 def _read_tiff(path: Path, limit: int) -> _TiffRead:
     """The pixels as stored and what the file says about them (:class:`_TiffRead`).
 
-    An 8-bit palette (colour-map entries all multiples of 257, as 8-bit values are stored) is
+    An 8-bit palette (colour-map entries all multiples of 257, as 8-bit values are stored, or
+    all multiples of 256, as ImageJ, Pillow and JEOL store them: ``v << 8``, read as ``v``) is
     looked up as 16-bit values like any palette, and flagged so that the value scale recorded
     is that of its 8-bit entries.
 
@@ -319,7 +321,12 @@ def _read_tiff(path: Path, limit: int) -> _TiffRead:
                 f"{path}: declares {page.samplesperpixel} samples per pixel "
                 f"({page.size / 1e6:.1f} M values), above 4 x {limit / 1e6:g} M"
             )
-        arr = page.asarray()
+        try:
+            arr = page.asarray()
+        except Exception as err:  # a compression tifffile decodes only with imagecodecs
+            if "imagecodecs" not in str(err):
+                raise
+            arr = _pillow_tiff_samples(path, page, limit, err)
         source_dtype = str(arr.dtype)
         jpeg = int(page.compression) in _JPEG_COMPRESSIONS
         photometric = int(page.photometric)
@@ -335,6 +342,9 @@ def _read_tiff(path: Path, limit: int) -> _TiffRead:
                 raise ImageReadError(f"{path}: palette index beyond the colour map")
             lut = cmap.T  # (entries, 3), 16-bit colour values
             palette8 = not np.any(lut % 257)
+            if not palette8 and not np.any(lut % 256):  # 8-bit entries stored as v << 8
+                lut = (lut >> 8) * 257  # (ImageJ, Pillow, JEOL): v, not v * 256 / 257
+                palette8 = True
             arr = lut[arr].astype(np.uint16)  # (H, W, 3): made grey (and noted) as RGB is
         elif photometric == 0 and np.issubdtype(arr.dtype, np.integer):  # MINISWHITE
             arr = np.iinfo(arr.dtype).max - arr
@@ -351,6 +361,43 @@ def _read_tiff(path: Path, limit: int) -> _TiffRead:
     return _TiffRead(
         arr, source_dtype, size, size_source, bar, jpeg, pages, palette8, orientation, acquisition
     )
+
+
+def _pillow_tiff_samples(path: Path, page: Any, limit: int, err: Exception) -> np.ndarray:
+    """The first page's samples as stored, decoded by Pillow, whose libtiff reads LZW,
+    PackBits, Deflate and JPEG without the optional imagecodecs package tifffile needs for
+    them (LZW is what image editors write); tifffile's ``err`` is raised again when Pillow
+    fails or gives another shape or sample type."""
+    from PIL import Image
+
+    try:
+        with open_pil_checked(path, limit) as im, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            arr = np.asarray(im)
+    except Exception:
+        raise err from None
+    want = np.dtype(page.dtype)
+    same_type = arr.dtype.kind == want.kind and arr.dtype.itemsize == want.itemsize
+    if arr.shape != tuple(page.shape) or not same_type:
+        raise err
+    return arr.astype(want.newbyteorder("="), copy=False)
+
+
+def tiff_samples(path: str | os.PathLike[str]) -> np.ndarray:
+    """The first page of a TIFF as stored (no colour map, scale or Orientation applied),
+    decoded as :func:`read_image` decodes it (Pillow where tifffile needs imagecodecs)."""
+    import tifffile
+
+    path = Path(path)
+    with held_tiff_log(), tifffile.TiffFile(path) as tif:  # its complaints: said when read
+        page: Any = tif.pages[0]
+        try:
+            return page.asarray()
+        except Exception as err:
+            if "imagecodecs" not in str(err):
+                raise
+            declared = int(page.imagelength) * int(page.imagewidth)  # accepted when read
+            return _pillow_tiff_samples(path, page, max(declared, 1), err)
 
 
 def open_pil_checked(path: Path, limit: int) -> Any:
@@ -634,9 +681,13 @@ def write_image(
     *,
     pixel_size_nm: float | None = None,
     warn_clipped: bool = True,
+    orientation: int = 1,
 ) -> Path:
     """Write a 0..255-scale image: ``uint16`` PNG/TIFF, ``uint8`` PNG/TIFF/BMP, ``float32`` or
     ``uint32`` TIFF.
+
+    ``orientation`` other than 1 is stored as the Orientation tag (TIFF tag 274, PNG EXIF; BMP
+    has none), for a frame kept as stored under the tag its source carried.
 
     Integer outputs clip to 0..255 and scale (``uint16``: ``x * 65535 / 255``, rounded), so
     reading them back with :func:`read_image` returns the image to within half a grey level
@@ -681,7 +732,10 @@ def write_image(
         if ext in (".tif", ".tiff"):
             import tifffile
 
-            tifffile.imwrite(tmp, out, description=meta, metadata=None, photometric="minisblack")
+            tags = [(274, "H", 1, orientation, True)] if orientation != 1 else []
+            tifffile.imwrite(
+                tmp, out, description=meta, metadata=None, photometric="minisblack", extratags=tags
+            )
         else:
             from PIL import Image
             from PIL.PngImagePlugin import PngInfo
@@ -691,6 +745,10 @@ def write_image(
                 pnginfo = PngInfo()
                 pnginfo.add_text(JSON_KEY, meta)
             kwargs: dict[str, Any] = {"pnginfo": pnginfo} if pnginfo else {}
+            if orientation != 1 and ext == ".png":
+                exif = Image.Exif()
+                exif[274] = orientation
+                kwargs["exif"] = exif
             Image.fromarray(out).save(tmp, format=_PIL_FORMAT[ext], **kwargs)
 
     return atomic_write(path, write)

@@ -27,7 +27,14 @@ import numpy as np
 from sem_physics import PSFParams
 
 from .chosen import chosen_values, unused_settings
-from .levels import BrightnessPolicy, apply_brightness, check_brightness, dim_note, input_scale
+from .levels import (
+    BrightnessPolicy,
+    apply_brightness,
+    check_brightness,
+    dim_note,
+    held_note,
+    input_scale,
+)
 from .methods import MethodNeeds, build_restorer, method_needs, reads_guides
 from .psf import (
     PSF_AUTO,
@@ -298,6 +305,8 @@ class PreparedMethod:
         source: PSFSource | None = None
         scale, level = input_scale(arr)
         notes: tuple[str, ...] = (dim_note(level, scale),) if scale != 1 else ()
+        held = held_note(level, scale, float(np.max(arr)))
+        notes += (held,) if held is not None else ()
         x = arr * np.float32(scale) if scale != 1 else arr  # exact: a power of two
         t0 = time.perf_counter()
         restorer = self._restorer

@@ -13,7 +13,8 @@
   acquisition conditions (``SEMImage.acquisition``) read back from the same tags; otherwise the pixel size is stored the way :func:`sem_physics.write_image`
   stores it. Tags that point to a sub-directory of tags (the EXIF IFD 34665, GPS 34853,
   SubIFDs 330, ...) cannot be copied by the writer: they are left out, and
-  :func:`uncopied_tags` says which and what they held.
+  :func:`uncopied_tags` says which and what they held. A frame read as stored (an info bar
+  under an Orientation tag other than 1) keeps that tag, so a viewer turns both alike.
 * The output is one grey page, so an ImageDescription that states the input's array layout is
   rewritten (:func:`output_description`): tifffile's JSON loses its ``shape`` and ``axes``,
   an ImageJ description its stack entries (``images=``, ``channels=``, ``slices=``,
@@ -31,7 +32,7 @@ from typing import Any, cast
 import numpy as np
 from sem_physics import SEMImage, write_image
 from sem_physics.atomic import atomic_write
-from sem_physics.io import held_tiff_log, quantize, read_image
+from sem_physics.io import held_tiff_log, quantize, read_image, tiff_samples
 
 __all__ = [
     "Micrograph",
@@ -64,6 +65,7 @@ _IFD_TAGS = {
 }
 _RESOLUTION_TAGS = (282, 283, 296)
 _SOFTWARE_TAG = 305
+_ORIENTATION_TAG = 274
 _DESCRIPTION_TAG = 270
 # tifffile's JSON entries and ImageJ's lines that state the array layout (pages, channels,
 # stack order, their display): the output, one grey page, has none of them.
@@ -129,8 +131,12 @@ def output_suffix(source: Path, float32: bool = False) -> str:
     return ".tif"
 
 
-def _vendor_tags(source: Path) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
-    """(extratags for tifffile, writer keywords) copying the metadata tags of ``source``."""
+def _vendor_tags(
+    source: Path, as_stored: bool = False
+) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+    """(extratags for tifffile, writer keywords) copying the metadata tags of ``source``;
+    ``as_stored``: the pixels are in the stored frame, so its Orientation tag is copied too
+    (else the output, turned when read, is written without it)."""
     import tifffile
 
     extratags: list[tuple[Any, ...]] = []
@@ -142,6 +148,9 @@ def _vendor_tags(source: Path) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
         fh = tif.filehandle
         for tag in page.tags.values():
             code = tag.code
+            if code == _ORIENTATION_TAG and as_stored:
+                extratags.append((code, tag.dtype, tag.count, tag.value, True))
+                continue
             if code in _LAYOUT_TAGS or code in _RESOLUTION_TAGS or code in _IFD_TAGS:
                 continue
             fh.seek(tag.valueoffset)
@@ -229,10 +238,7 @@ def uncopied_tags(source: SEMImage) -> list[str]:
 
 def _raw_rows(path: Path, rows: int) -> np.ndarray | None:
     """The bottom ``rows`` of a grey TIFF's first page as stored (None if not 2-D)."""
-    import tifffile
-
-    with held_tiff_log():  # tifffile's complaints were noted when the file was read
-        raw = tifffile.imread(path, key=0)
+    raw = tiff_samples(path)  # decoded as when read (an LZW file too)
     return raw[raw.shape[0] - rows :] if raw.ndim == 2 else None
 
 
@@ -245,6 +251,20 @@ def _pixel_size_description(pixel_size_nm: float | None) -> str | None:
     return json.dumps({"sem_physics": {"pixel_size_nm": pixel_size_nm}})
 
 
+def _stored_orientation(source: SEMImage) -> int:
+    """The Orientation tag of a PNG, JPEG or BMP source read as stored (an info bar under a
+    tag other than 1: :func:`sem_physics.read_image` then keeps the stored frame), else 1 (a
+    TIFF source's tag is copied with its other tags)."""
+    if source.info_bar_rows is None or source.path.suffix.lower() in _TIFF:
+        return 1
+    from sem_physics.io import open_pil_checked
+    from sem_physics.orientation import orientation_tag
+
+    # its header only, the size it was read with accepted (no decompression-bomb warning)
+    with open_pil_checked(source.path, max(int(source.data.size), 1)) as im:
+        return orientation_tag(im.getexif().get(_ORIENTATION_TAG, 1))
+
+
 def write_restored(
     path: Path, frame: np.ndarray, dtype: str, source: SEMImage, bar_rows: int = 0
 ) -> Path:
@@ -254,17 +274,24 @@ def write_restored(
     scale, the bottom ``bar_rows`` (the info bar) are copied from the file as stored.
     """
     path = Path(path)
+    turned = _stored_orientation(source)
     if path.suffix.lower() not in _TIFF:
         return atomic_write(
             path,
-            lambda tmp: write_image(tmp, frame, dtype, pixel_size_nm=source.pixel_size_nm),
+            lambda tmp: write_image(
+                tmp, frame, dtype, pixel_size_nm=source.pixel_size_nm, orientation=turned
+            ),
         )
     import tifffile
 
     extratags: list[tuple[Any, ...]] = []
     kwargs: dict[str, Any] = {"software": False, "resolution": None}
     if source.path.suffix.lower() in _TIFF:
-        extratags, kwargs = _vendor_tags(source.path)
+        # a frame with an info bar is read as stored, Orientation tag not applied: the output
+        # keeps the tag, so that a viewer shows it turned as it shows the input
+        extratags, kwargs = _vendor_tags(source.path, as_stored=source.info_bar_rows is not None)
+    elif turned != 1:  # a JPEG or BMP source read as stored: the TIFF output keeps its tag
+        extratags = [(_ORIENTATION_TAG, "H", 1, turned, True)]
     if "description" not in kwargs:
         kwargs["description"] = _pixel_size_description(source.pixel_size_nm)
     data = quantize(frame, dtype)

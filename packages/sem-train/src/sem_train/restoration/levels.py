@@ -7,8 +7,9 @@
   picture and flattens a very dim one (Wiener, lines blurred by R = 3 px: 33.6 dB at full
   range, 33.0 at 1/16 of it, 15.8 at 1/256). A picture whose 99.9th percentile is below
   :data:`DIM_BELOW` grey levels is multiplied by the smallest power of two ``2^k`` that brings
-  that percentile to at least :data:`DIM_TARGET` (but never the brightest pixel past 255), and
-  the output is divided by ``2^k``: exact in floating point, and recorded (``input_scale``).
+  that percentile to at least :data:`DIM_TARGET` (but never the brightest pixel past 255;
+  :func:`held_note` says when that leaves the picture short of it), and the output is divided
+  by ``2^k``: exact in floating point, and recorded (``input_scale``).
 * **Brightness** (:func:`apply_brightness`): a deconvolution preserves the mean grey level; a
   learned model may not (the shipped ``sem-foundation`` learned to undo the simulator's gain
   and offset, which a real micrograph does not have). Policy ``"input"`` (the default) shifts
@@ -79,6 +80,22 @@ def dim_note(level: float, scale: int) -> str:
         f"{scale} for the method and its output divided by {scale}, so a 0..1 picture comes "
         f"back on 0..1 (an estimate recorded for it is of the scaled picture: noise sigma "
         f"x{scale}, dose /{scale})"
+    )
+
+
+def held_note(level: float, scale: int, peak: float) -> str | None:
+    """The note of a dim picture whose brightest pixel (``peak`` grey levels) held its scale
+    below the one that brings it to :data:`DIM_TARGET` (None otherwise): a burnt-in mark or a
+    saturated spot at the top of a 12-bit picture leaves it unscaled, and a learned model then
+    restores it poorly (``sem-foundation``: an error of 3.5x the picture's spread)."""
+    if not is_dim(level) or level * scale >= DIM_TARGET or peak * scale * 2.0 <= 255.0:
+        return None
+    return (
+        f"dim picture (99.9th percentile {level:.3g} of 255 grey levels) scaled by only "
+        f"{scale}: its brightest pixels ({peak:.3g} grey levels; a burnt-in mark or a saturated "
+        f"spot?) would pass 255 beyond that, so the method sees the picture at "
+        f"{level * scale:.3g} of 255 grey levels and restores it poorly; rescale the file to its "
+        "full range (or remove those pixels) first"
     )
 
 
