@@ -4,6 +4,7 @@ of the wrong kind refused in one line, and config errors that keep their reason.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -271,3 +272,97 @@ def test_stage3_names_a_derived_teacher_as_derived(tmp_path, monkeypatch):
     message = str(info.value)
     assert message.startswith(f"teacher_from (the Stage-1 model behind {s2})={ft} holds")
     assert "teacher expects a Stage-1 run" in message
+
+
+def test_stage3_refuses_a_derived_teacher_that_stage2_did_not_start_from(chain):
+    """The Stage-1 folder a Stage-2 run recorded was renamed and another Stage-1 model put at
+    its path: Stage 3 derives the teacher from that path, and distilling from it would train
+    towards another model without a word. The Stage-2 model's frozen tensors tell them apart;
+    the teacher given by its new name, or the folder put back, is taken."""
+    import shutil
+
+    from safetensors.torch import save_file
+    from sem_train.stages import build_stage3_task
+
+    s1, renamed = chain / "runs/s1", chain / "runs/s1-renamed"
+    cfg = _stage3(chain)
+    os.rename(s1, renamed)
+    try:
+        shutil.copytree(renamed, s1)
+        weights = resolve_model_dir(s1) / "model.safetensors"
+        other = {k: v + 0.01 for k, v in load_file(weights).items()}  # another Stage-1 model
+        save_file(other, str(weights))
+        with pytest.raises(ValueError) as info:
+            build_stage3_task(cfg)
+        message = str(info.value)
+        assert f"={s1} is not the model {chain / 'runs/s2'} was trained from" in message
+        assert "set teacher_from to the Stage-1 run it started from" in message
+        given = cfg.model_copy(update={"teacher_from": renamed})
+        assert build_stage3_task(given).teacher is not None
+    finally:
+        shutil.rmtree(s1, ignore_errors=True)
+        os.rename(renamed, s1)
+    assert build_stage3_task(cfg).teacher is not None  # the folder put back: derived again
+
+
+def test_a_run_resumes_from_its_start_model_moved_to_a_new_path(chain, tmp_path, capsys):
+    """The folders were moved: ``--init-from`` names Stage 2's start model (its teacher,
+    loaded again on resume) at its new path. The same weights there (``run_info.json``'s
+    ``model_sha256``) resume the run and the resume records the new path; other weights at a
+    new path, or replacing the teacher at its own path, are refused as a changed setting."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    old, new = tmp_path / "old" / "s1", tmp_path / "new" / "s1"
+    shutil.copytree(chain / "runs/s1", old)
+    run = tmp_path / "run"
+    argv = ["train", "pretrain", "--stage", "2", "--config", str(chain / "s2.yaml"),
+            "--data", str(chain / "images"), "--output-dir", str(run), "--epochs", "3"]  # fmt: skip
+    assert main([*argv, "--init-from", str(old), "--max-steps", "1"]) == 0, capsys.readouterr().err
+    digest = json.loads((run / "run_info.json").read_text())["model_sha256"]["init_from"]
+    weights = resolve_model_dir(old) / "model.safetensors"
+    assert digest == hashlib.sha256(weights.read_bytes()).hexdigest()
+    kept = tmp_path / "kept.safetensors"
+    shutil.copyfile(weights, kept)
+    save_file({k: v + 0.01 for k, v in load_file(kept).items()}, str(weights))  # another model
+    capsys.readouterr()
+    assert main([*argv, "--init-from", str(old), "--resume", "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"init_from weights SHA-256 {digest[:12]} → " in err and f"at {old}" in err
+    other = tmp_path / "other" / "s1"
+    shutil.copytree(old, other)  # the other model at a new path
+    shutil.copyfile(kept, weights)  # the start model put back, then moved
+    new.parent.mkdir()
+    os.rename(old, new)
+    assert main([*argv, "--init-from", str(other), "--resume", "--max-steps", "2"]) == 2
+    assert f"init_from {old} → {other}" in capsys.readouterr().err
+    assert main([*argv, "--init-from", str(new), "--resume", "--max-steps", "2"]) == 0, (
+        capsys.readouterr().err
+    )
+    resumes = json.loads((run / "run_info.json").read_text())["resumes"]
+    assert resumes[-1]["resumed_from_step"] == 1
+    assert resumes[-1]["changed"]["init_from"] == [str(old), str(new)]
+
+
+def test_stage3_finds_the_teacher_moved_along_with_the_stage2_run(chain, tmp_path):
+    """``runs/`` moved elsewhere as a whole: the Stage-2 run's recorded ``init_from`` no longer
+    exists, and the Stage-1 run beside the moved Stage-2 run is the teacher (checked to be the
+    model Stage 2 started from), not an error."""
+    import shutil
+
+    from sem_train.stages import build_stage3_task
+
+    moved = tmp_path / "moved"
+    shutil.copytree(chain / "runs", moved)
+    s1, away = chain / "runs/s1", chain / "runs/s1-away"
+    cfg = load_config(
+        {"init_from": str(moved / "s2"), "data": {"root": str(chain / "images"),
+         "image_size_px": 32}}, "stage3",
+    )  # fmt: skip
+    os.rename(s1, away)
+    try:
+        assert stage3_teacher_dir(cfg) == resolve_model_dir(moved / "s1")
+        assert build_stage3_task(cfg).teacher is not None
+    finally:
+        os.rename(away, s1)

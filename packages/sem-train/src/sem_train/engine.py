@@ -62,7 +62,13 @@ from .distributed import DistContext, env_local_rank, is_rank_zero, select_devic
 from .interrupt import GracefulInterrupt, TrainingInterrupted, ignore_sigint
 from .metrics import MetricsLogger, psnr, ssim
 from .runfolder import resolve_model_dir
-from .runinfo import check_resume_world_size, record_resume, recorded_config, write_run_info
+from .runinfo import (
+    check_resume_world_size,
+    model_digest,
+    record_resume,
+    recorded_config,
+    write_run_info,
+)
 
 __all__ = [
     "FitResult",
@@ -835,6 +841,8 @@ def fit_config(
         for key in ("init_from", "teacher_from")
         if record.get(key)
     }
+    # a resume may name these models at a new path (run folders moved) when the weights match
+    digests = {key: model_digest(path) for key, path in exports.items()}
     return fit(
         task,
         train_set,
@@ -844,7 +852,7 @@ def fit_config(
         resume=resume,
         config=record,
         num_workers=cfg.data.num_workers,
-        provenance={"model_exports": exports} if exports else None,
+        provenance={"model_exports": exports, "model_sha256": digests} if exports else None,
         split=split,
     )
 

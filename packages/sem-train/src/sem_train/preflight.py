@@ -163,9 +163,26 @@ def tokens_per_batch(cfg: Stage2Config, mae: dict[str, Any]) -> int | None:
     return cfg.run.batch_size_per_process * per_image
 
 
+def _moved_along(folder: Path, record: dict[str, Any], path: Path) -> Path:
+    """``path`` as the run in ``folder`` recorded it; when it no longer exists and the run
+    folder was moved since (its recorded ``run.output_dir`` lies elsewhere), the same place
+    relative to the moved folder, where that exists (the two were moved together)."""
+    started = (record.get("run") or {}).get("output_dir")
+    if path.exists() or not isinstance(started, str):
+        return path
+    try:
+        beside = os.path.relpath(path, started)
+    except ValueError:  # another drive (Windows): no relative place
+        return path
+    moved = Path(os.path.normpath(Path(os.path.abspath(folder)) / beside))
+    return moved if moved.exists() else path
+
+
 def _teacher_behind(folder: Path, depth: int = 0) -> Path | None:
     """The Stage-1 model behind the run in ``folder``: a Stage-1 run itself, a Stage-3 run's
-    recorded teacher, a Stage-2 run's ``init_from`` (paths as that run recorded them)."""
+    recorded teacher, a Stage-2 run's ``init_from`` (paths as that run recorded them; a
+    Stage-2 run's moved along with it is found beside it, and Stage 3 checks it is the model
+    that run started from: :func:`sem_train.stages.stage3.check_derived_teacher`)."""
     record = read_run_config(folder)
     if record is None or depth > 4:
         return None
@@ -176,6 +193,8 @@ def _teacher_behind(folder: Path, depth: int = 0) -> Path | None:
         return Path(os.path.abspath(folder))
     if stage == 3 and record.get("init_from"):
         return _teacher_behind(Path(record["init_from"]), depth + 1)
+    if stage == 2 and record.get("init_from"):
+        return _moved_along(folder, record, Path(record["init_from"]))
     return Path(record["init_from"]) if record.get("init_from") else None
 
 

@@ -79,6 +79,18 @@ RESUMABLE_FIELDS = (
 #: later command runs in.
 PATH_FIELDS = ("data.root", "data.cache_dir", "run.output_dir", "init_from", "teacher_from")
 
+#: Config fields naming a model the run starts from. ``run_info.json`` records the SHA-256 of
+#: each one's weights (``model_sha256``), so a resume may name the same model at a new path
+#: (its run folder moved or renamed): the weights, not the path, are what the run depends on.
+MODEL_FIELDS = ("init_from", "teacher_from")
+
+#: The start models a resumed run of each kind loads again: the frozen distillation teachers
+#: (Stage 2's ``init_from``, Stage 3's ``teacher_from``); the checkpoint holds the rest.
+RELOADED_MODELS: dict[str, tuple[str, ...]] = {
+    "stage2": ("init_from",),
+    "stage3": ("teacher_from",),
+}
+
 
 class ResumeConfigError(ValueError):
     """``--resume`` with settings the run was not started with."""
@@ -318,8 +330,10 @@ def check_resume_config(
 ) -> dict[str, list[Any]]:
     """Refuse to resume the run in ``run_dir`` with ``config`` (a :func:`recorded_config`) when
     a setting other than :data:`RESUMABLE_FIELDS` differs from the one it started with (its
-    ``config.json``); return the resumable changes as ``{field: [old, new]}``. The refusal
-    ends with ``hint`` when given (what a command other than a single-stage run can do, e.g.
+    ``config.json``); return the resumable changes as ``{field: [old, new]}``. A start model
+    (:data:`MODEL_FIELDS`) at a new path holding the weights the run started from (a run
+    folder moved or renamed) is such a change; a distillation teacher the run loads again
+    whose weights changed at the same path is refused. The refusal ends with ``hint`` when given (what a command other than a single-stage run can do, e.g.
     a recipe, which has no ``--init-from``), else with how a single-stage run goes on.
 
     Nothing is compared when the folder holds no readable ``config.json`` (the checkpoint
@@ -337,7 +351,9 @@ def check_resume_config(
             f"resume it with the command that started it"
         )
     changes = config_changes(old, config)
-    refused = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
+    moved = _moved_models(run_dir, changes)
+    refused = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS and k not in moved}
+    refused.update(_replaced_models(run_dir, config, changes))
     if refused:
         listed = ", ".join(f"{k} {_shown(a)} → {_shown(b)}" for k, (a, b) in refused.items())
         if hint is None and "run.epochs" in refused:
@@ -350,6 +366,57 @@ def check_resume_config(
             f"the device, max_steps, logging, checkpointing and data loading may change); {hint}"
         )
     return {k: list(v) for k, v in changes.items() if k != "run.output_dir"}
+
+
+def model_digest(path: str | Path) -> str | None:
+    """SHA-256 of the weights of the model ``path`` names (a run folder: its best export, or
+    an export folder); None when it names none."""
+    from sem_models.checkpoint import WEIGHTS_NAME
+    from sem_physics.protocol import file_sha256
+
+    from .runfolder import resolve_model_dir
+
+    try:
+        return file_sha256(resolve_model_dir(path) / WEIGHTS_NAME)
+    except (OSError, ValueError):  # FileNotFoundError, a CheckpointError: no model there
+        return None
+
+
+def _moved_models(run_dir: Path, changes: dict[str, tuple[Any, Any]]) -> set[str]:
+    """The :data:`MODEL_FIELDS` among ``changes`` whose new path holds the very weights the run
+    started from (``model_sha256`` of its ``run_info.json``): the same model, moved."""
+    started = (read_json(run_dir / RUN_INFO_NAME) or {}).get("model_sha256")
+    if not isinstance(started, dict):
+        return set()
+    return {
+        key
+        for key in MODEL_FIELDS
+        if key in changes
+        and isinstance(changes[key][1], str)
+        and isinstance(started.get(key), str)
+        and model_digest(changes[key][1]) == started[key]
+    }
+
+
+def _replaced_models(
+    run_dir: Path, config: dict[str, Any], changes: dict[str, tuple[Any, Any]]
+) -> dict[str, tuple[str, str]]:
+    """The teachers a resumed run loads again (:data:`RELOADED_MODELS`; its checkpoint holds
+    everything else) whose path is the one the run started from but whose weights are no
+    longer those (``model_sha256``; e.g. the Stage-1 run continued since and exported another
+    best model): ``{field: (old, new)}`` for the refusal."""
+    started = (read_json(run_dir / RUN_INFO_NAME) or {}).get("model_sha256")
+    if not isinstance(started, dict):
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    for key in RELOADED_MODELS.get(run_kind(config), ()):
+        path, digest = config.get(key), started.get(key)
+        if key in changes or not isinstance(path, str) or not isinstance(digest, str):
+            continue
+        now = model_digest(path)
+        if now is not None and now != digest:
+            out[key] = (f"weights SHA-256 {digest[:12]}", f"{now[:12]} at {path}")
+    return out
 
 
 def check_resume_world_size(run_dir: str | Path, world_size: int) -> None:
