@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -780,3 +781,73 @@ def test_the_bar_names_the_file_and_its_clock_ticks_during_a_long_image(capsys):
     frames = capsys.readouterr().err.replace("\r", "\n").splitlines()
     during = [f for f in frames if "0/1" in f and "big_8k.tif" in f]
     assert any("[00:01<" in f for f in during) and any("[00:02<" in f for f in during)
+
+
+def test_the_noise_floor_warning_names_the_setting_as_given_on_this_command_line(tmp_path, capsys):
+    """Under 32 px a side the noise level cannot be estimated: the warning asks for it with the
+    spelling ``sem restore`` takes (``--set noise_var=...``), and following it is accepted and
+    silences it; the Python API keeps the keyword spelling, which ``restore`` takes."""
+    from sem_train import restore
+    from sem_train.restoration import RestoreWarning
+
+    strip = np.clip(np.random.default_rng(0).normal(120, 20, (31, 300)), 0, 255)
+    tifffile.imwrite(tmp_path / "strip.tif", np.rint(strip).astype(np.uint8))
+    argv = ["strip.tif", "--method", "wiener", *PSF, "--info-bar", "none"]
+    assert run(tmp_path / argv[0], *argv[1:], "-o", tmp_path / "floor") == 0
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "noise" in line]
+    assert "noise level not estimated" in warning and "(noise_var=" not in warning
+    hint = warning.rsplit("(", 1)[1].removesuffix(")")
+    assert hint == "--set noise_var=..."
+    given = [*hint.removesuffix("...").split(" ", 1)]
+    given[1] += "400"  # the variance of the strip's noise: 20²
+    assert run(tmp_path / argv[0], *argv[1:], *given, "-o", tmp_path / "given") == 0
+    assert "noise" not in capsys.readouterr().err
+    per_image = manifest(tmp_path / "given")["restored"][0]["parameters"]["per_image"]
+    assert per_image["noise_var"] == 400
+    with pytest.warns(RestoreWarning, match=r"noise level not estimated") as issued:
+        restore(strip, "wiener", psf="2,2,0,2")
+    python_hint = str(issued[0].message).rsplit("(", 1)[1].removesuffix(")")
+    assert python_hint == "noise_var=..."
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the keyword is accepted and the note not issued
+        restore(strip, "wiener", psf="2,2,0,2", **{python_hint.removesuffix("=..."): 400.0})
+
+
+@pytest.mark.parametrize(
+    ("method", "words", "not_said"),
+    [
+        (
+            "mae-imagenet",
+            [
+                "needs its weights, given as --checkpoint FILE or --set weights_path=FILE",
+                "ImageNet MAE weights file (.pth or .safetensors)",
+                "mae_pretrain_vit_large.pth",
+                "vit_large_patch16_224.mae",
+            ],
+            "'sem train'",
+        ),
+        ("n2v", ["needs --checkpoint: a 'sem train baseline' run folder"], "'sem train' run"),
+    ],
+)
+def test_a_method_without_weights_names_what_it_loads_and_how_to_give_it(
+    tmp_path, capsys, method, words, not_said
+):
+    """One line naming the weights the method reads (the ImageNet MAE file for mae-imagenet,
+    not a 'sem train' run folder) and the options that give them; each option named is taken:
+    a file given either way reaches the loader, which refuses it as no weights."""
+    tifffile.imwrite(tmp_path / "a.tif", np.rint(sample() * 255).astype(np.uint8))
+    base = [tmp_path / "a.tif", "-o", tmp_path / "out", "--method", method]
+    assert run(*base) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"sem: error: method {method!r} needs"), err
+    assert all(w in err[0] for w in words) and not_said not in err[0], err
+    if method != "mae-imagenet":
+        return
+    garbage = tmp_path / "mae_pretrain_vit_large.pth"
+    garbage.write_bytes(os.urandom(256))
+    tiny = ["--set", "preset=tiny"]  # the architecture of the file: no ViT-large is built
+    for given in (["--checkpoint", garbage], ["--set", f"weights_path={garbage}"]):
+        assert run(*base, *given, *tiny) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(garbage) in err[0] and "needs its weights" not in err[0]
+    assert not (tmp_path / "out").exists()

@@ -199,3 +199,34 @@ def test_cli_records_scale_and_brightness_and_says_them(tmp_path, tiny_model, ca
     assert kept["brightness"] == "method"
     assert all(r["brightness"]["shift"] == 0.0 for r in kept["restored"])
     assert "shifted" not in capsys.readouterr().err
+
+
+def _said_shift(err: str) -> str:
+    """What the brightness note says the shift was: the text between "by" and "grey levels"."""
+    (note,) = [line for line in err.splitlines() if "was shifted to the input's by" in line]
+    return note.split("input's by ", 1)[1].split(" grey levels", 1)[0]
+
+
+def test_the_brightness_note_gives_one_value_when_every_shift_rounds_the_same(
+    tmp_path, tiny_model, capsys
+):
+    """Equal shifts (the same picture twice) are said as one value, not "by X to X"; shifts
+    that differ are said as the range of the values in restore.json."""
+    model = ["--method", "mae-sem", "--checkpoint", str(tiny_model)]
+    model += ["--set", "window_px=32", "--set", "overlap_px=8"]
+    said = {}
+    for kind, seeds in (("same", (0, 0)), ("other", (0, 1))):
+        folder, out = tmp_path / kind, tmp_path / f"out-{kind}"
+        folder.mkdir()
+        for name, seed in zip(("a.tif", "b.tif"), seeds, strict=True):
+            tifffile.imwrite(folder / name, np.rint(blurred(seed=seed)).astype(np.uint8))
+        assert main(["restore", str(folder), "-o", str(out), *model]) == 0
+        restored = json.loads((out / MANIFEST_NAME).read_text())["restored"]
+        shifts = [r["brightness"]["shift"] for r in restored]
+        assert len(shifts) == 2 and all(abs(s) > 1.0 for s in shifts)  # both said
+        said[kind] = (_said_shift(capsys.readouterr().err), shifts)
+    text, shifts = said["same"]
+    assert shifts[0] == shifts[1] and text == f"{shifts[0]:+.1f}"
+    text, shifts = said["other"]
+    low, high = f"{min(shifts):+.1f}", f"{max(shifts):+.1f}"
+    assert low != high and text == f"{low} to {high}"

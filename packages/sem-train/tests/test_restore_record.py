@@ -103,3 +103,24 @@ def test_bm3d_keeps_its_noise_level():
     y = blurred((48, 48))
     rec = restore(y, "bm3d", profile="lc").record()
     assert rec["parameters"]["per_image"]["sigma"] > 0
+
+
+def test_a_given_psf_is_recorded_as_an_object_and_an_older_record_still_reads(tmp_path):
+    """The run's ``psf`` is the given PSF itself (a JSON object with the fields of each image's
+    ``psf``), not JSON text inside a string; ``auto`` stays the string; a record of an earlier
+    version, which held the PSF as JSON text, reads as the object."""
+    import tifffile
+    from sem_train.restoration import RestoreManifest
+
+    tifffile.imwrite(tmp_path / "a.tif", np.rint(blurred()).astype(np.uint8))
+    argv = ["restore", str(tmp_path / "a.tif"), "--method", "wiener"]
+    assert main([*argv, "--psf", "3,2.5,0.3,1.5", "-o", str(tmp_path / "given")]) == 0
+    record = json.loads((tmp_path / "given" / MANIFEST_NAME).read_text())
+    given = PSFParams(rx_px=3.0, ry_px=2.5, theta_rad=0.3, beta=1.5)
+    assert isinstance(record["psf"], dict)
+    assert PSFParams(**record["psf"]) == given
+    assert record["psf"] == record["restored"][0]["psf"]  # the one the image was restored with
+    assert main([*argv, "--psf", "auto", "-o", str(tmp_path / "auto")]) == 0
+    assert json.loads((tmp_path / "auto" / MANIFEST_NAME).read_text())["psf"] == "auto"
+    older = {**record, "psf": json.dumps(record["psf"])}
+    assert RestoreManifest.model_validate(older).psf == record["psf"]

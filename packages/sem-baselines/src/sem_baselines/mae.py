@@ -84,7 +84,9 @@ class MAEImageNetConfig(_MAEInferenceConfig):
 
     weights_path: str | None = Field(
         default=None,
-        description="local MAE weights (.pth / .safetensors), e.g. mae_pretrain_vit_large.pth",
+        description="the ImageNet MAE weights file (.pth or .safetensors), e.g. "
+        "facebookresearch/mae's mae_pretrain_vit_large.pth or timm's vit_large_patch16_224.mae "
+        "model.safetensors; read locally, nothing is downloaded",
     )
     preset: Literal["tiny", "small", "base", "large", "huge"] = Field(
         default="large", description="sem-models architecture preset matching the file"

@@ -38,6 +38,7 @@ from ..restorer import check_image
 
 __all__ = [
     "DEFAULT_PSF",
+    "NOISE_VAR_HINT",
     "UNIFORM_IMAGE_NOTE",
     "DeconvBoundary",
     "DeconvConfig",
@@ -58,6 +59,9 @@ DEFAULT_PSF = PSFParams(rx_px=15.5, ry_px=15.5, beta=1.95, theta_rad=0.0)
 #: Smallest noise variance used (grey levels^2): the quantisation noise of 8-bit data, 1/12.
 #: A noise-free float image would otherwise ask for no regularisation at all.
 MIN_NOISE_VAR = 1.0 / 12.0
+#: How the noise-floor note asks for the noise variance: the config setting as Python gives it
+#: (``get_restorer(..., noise_var=...)``); a command line names its own spelling in its place.
+NOISE_VAR_HINT = "(noise_var=...)"
 #: What is said of a uniform image (every pixel the same), which no PSF or noise level changes:
 #: the note of a deconvolution given one, and ``sem restore``'s error when the PSF is to be
 #: estimated (``--psf`` cannot help there).
@@ -147,7 +151,7 @@ def choose_psf(
             note = (
                 f"noise level not estimated ({err}): the deconvolution used the floor "
                 f"noise_var={MIN_NOISE_VAR:.3g} grey levels², little regularisation for a noisy "
-                "image; give the noise variance if known (noise_var=...)"
+                f"image; give the noise variance if known {NOISE_VAR_HINT}"
             )
         spent = time.perf_counter() - t0
         if psf is not None:  # only the noise level was to be estimated

@@ -252,12 +252,16 @@ def _weights_field_of(
 
 def _say_notes(manifest: Any) -> None:
     """The run's notes, each image's warnings and notes, and the brightness shifts, one line
-    each on stderr."""
+    each on stderr; a setting the library names as ``noise_var=...`` is said as the ``--set``
+    it is here (``restore.json`` keeps the library's words)."""
+    from sem_baselines.classical.deconv import NOISE_VAR_HINT
+
     for note in manifest.notes:
         print(f"sem: note: {note}", file=sys.stderr)
     for item in manifest.restored:
         for warning in [*item.input_notes, *item.warnings]:
-            print(f"sem: warning: {item.input}: {warning}", file=sys.stderr)
+            said = warning.replace(NOISE_VAR_HINT, "(--set noise_var=...)")
+            print(f"sem: warning: {item.input}: {said}", file=sys.stderr)
         for note in item.output_notes:
             print(f"sem: note: {item.input}: {note}", file=sys.stderr)
     shifts = [
@@ -266,7 +270,8 @@ def _say_notes(manifest: Any) -> None:
         if item.brightness and abs(item.brightness["shift"]) > 1.0
     ]
     if shifts:
-        span = f"{min(shifts):+.1f}" + (f" to {max(shifts):+.1f}" if len(shifts) > 1 else "")
+        low, high = f"{min(shifts):+.1f}", f"{max(shifts):+.1f}"
+        span = low if low == high else f"{low} to {high}"  # one value when they print the same
         print(
             f"sem: note: the output's mean grey level of {len(shifts)} image(s) was shifted to "
             f"the input's by {span} grey levels (--brightness input; --brightness method keeps "

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sem_physics.atomic import OutputWriteError, atomic_write_text, remove_stale_temporaries
 from sem_physics.cli_support import first_line, path_text, reason_without_path
 from sem_physics.folders import FolderFiles, image_files
@@ -136,7 +136,10 @@ class RestoreManifest(BaseModel):
 
     created_utc: str
     method: str
-    psf: str
+    psf: dict[str, Any] | str = Field(
+        description="the PSF given with --psf (rx_px, ry_px, theta_rad, beta, as each image's "
+        "psf), or 'auto': each image's own (blind estimate, or the paper's PSF)"
+    )
     checkpoint: str | None
     options: dict[str, Any]
     float32: bool
@@ -151,6 +154,18 @@ class RestoreManifest(BaseModel):
     failed: list[FailedInput] = Field(default_factory=list)
     load_s: float = 0.0
     total_s: float = 0.0
+
+    @field_validator("psf", mode="before")
+    @classmethod
+    def _psf_object(cls, value: Any) -> Any:
+        """A given PSF that an earlier version stored as JSON text is read as the object."""
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                return value
+            return parsed if isinstance(parsed, dict) else value
+        return value
 
 
 class RestoreJob(BaseModel):
@@ -528,7 +543,7 @@ def restore_files(
     with output_lock(out_dir):  # one run at a time; existing outputs are checked under it
         jobs = plan_outputs(listed, out_dir, float32=float32, overwrite=overwrite)
         remove_stale_temporaries(out_dir)
-        psf = method.psf if isinstance(method.psf, str) else method.psf.model_dump_json()
+        psf = method.psf if isinstance(method.psf, str) else method.psf.model_dump(mode="json")
         manifest = RestoreManifest(
             created_utc=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             method=method.method,

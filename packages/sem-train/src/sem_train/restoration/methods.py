@@ -35,6 +35,7 @@ __all__ = [
     "check_options",
     "load_checkpoint",
     "method_needs",
+    "missing_weights_message",
     "model_export_dir",
     "reads_guides",
     "weights_file",
@@ -211,6 +212,31 @@ def check_checkpoint_exists(checkpoint: str | Path, *, setting: str | None = Non
     return path
 
 
+def missing_weights_message(needs: MethodNeeds) -> str:
+    """What a learned method without weights says: what it loads and how to give it.
+
+    A ``weights_path`` method names its file as its config field describes it (e.g. the
+    ImageNet MAE weights of ``mae-imagenet``) and both ways to give it; the folder kinds name
+    the run and export folders they read."""
+    name = needs.name
+    if needs.checkpoint == "weights_path":
+        field = needs.config_cls.model_fields["weights_path"]
+        what = field.description or "a local weights file"
+        return (
+            f"method {name!r} needs its weights, given as --checkpoint FILE or "
+            f"--set weights_path=FILE: {what}"
+        )
+    if needs.checkpoint == "restorer":
+        return (
+            f"method {name!r} needs --checkpoint: a 'sem train baseline' run folder, a saved "
+            f"restorer folder ({_CONFIG} + {_WEIGHTS}) or its {_WEIGHTS}"
+        )
+    return (
+        f"method {name!r} needs --checkpoint: a 'sem train' run folder, an export folder "
+        f"({_CONFIG} + {_WEIGHTS}) or its {_WEIGHTS}"
+    )
+
+
 def load_checkpoint(
     needs: MethodNeeds, checkpoint: str | Path | None, *, setting: str | None = None
 ) -> dict[str, Any]:
@@ -228,9 +254,7 @@ def load_checkpoint(
 
         if shipped_default(needs.name) is not None:  # the model shipped with the toolkit
             return {}
-        raise ValueError(
-            f"method {needs.name!r} needs --checkpoint (a 'sem train' run folder or its weights)"
-        )
+        raise ValueError(missing_weights_message(needs))
     path = check_checkpoint_exists(checkpoint, setting=setting)
     given = f"{setting}={path}" if setting else f"--checkpoint {path}"
     if needs.checkpoint == "checkpoint_dir":
