@@ -82,3 +82,76 @@ def test_rims_need_a_clean_alternation_of_the_stretches_between_them() -> None:
     assert bloom_rims(x, profile(0.5, clean=False), lead, trail) is None
     # the gaps as rims: dark lines found between bright rims
     assert bloom_rims(x, profile(0.5), trail[:-1], lead[1:]) is not None
+
+
+@pytest.mark.parametrize("image_kind", ["inset rims", "make_sample"])
+def test_the_step_under_a_rim_stays_on_the_rims_outer_side(image_kind: str) -> None:
+    # The rim hides the step; fitted with the ridge free, the step slid to the rim's inner foot,
+    # the ridge then outside the line: rims 20 x the contrast, 1 px wide and 1 px inside the
+    # lines read CD 3.9 nm narrow; sem_physics.make_sample lines, seed 16 (rims 2.3 x the
+    # contrast, 2.8 px wide), with 5 grey levels of noise: 7.4 nm narrow.
+    if image_kind == "inset rims":
+        s = make_line_image(
+            n_lines=14,
+            shape=(256, 512),
+            line_level=80.0,
+            space_level=60.0,
+            bloom_amplitude=400.0,
+            bloom_width_px=1.0,
+            bloom_inset_px=1.0,
+            seed=3,
+        )
+        image = s.image + np.random.default_rng(3).normal(0.0, 1.0, s.image.shape)
+        pixel_nm, cd_nm = s.pixel_size_nm, s.truth.cd_nm
+    else:
+        from sem_physics import make_sample
+        from sem_physics.samples import _LINES
+
+        rng = np.random.default_rng(16)  # the generator's first draws: pitch, then duty
+        pitch_px = rng.uniform(*_LINES.pitch_px)
+        pixel_nm, cd_nm = 1.0, rng.uniform(*_LINES.duty) * pitch_px
+        image = make_sample("lines", seed=16).astype(np.float64)
+        image += np.random.default_rng(16).normal(0.0, 5.0, image.shape)
+    m = measure_lines(image, pixel_nm, convention="truth", info_bar="none")
+    assert m.valid, m.reason
+    assert any("edge rims" in w for w in m.warnings)
+    assert abs(m.cd_nm - cd_nm) < 1.0  # measured −0.60 (make_sample), +0.11 nm (inset rims)
+
+
+@pytest.mark.parametrize(("space", "rims"), [(20.0, 40.0), (40.0, 80.0)])
+def test_lines_split_at_some_rims_only_are_refused(space: float, rims: float) -> None:
+    # Rims twice the contrast, 2.5 px wide, 1 px inside the lines: the half-level of the
+    # plateaus runs through the line tops, splitting some lines at their rims and not others.
+    # Before: valid, 16 or 20 "lines" of 0.31-3.3 x the median width, CD 2.6-6.0 nm narrow,
+    # no warning.
+    s = make_line_image(
+        n_lines=14,
+        shape=(256, 512),
+        line_level=60.0 + space,
+        space_level=60.0,
+        bloom_amplitude=rims,
+        bloom_width_px=2.5,
+        bloom_inset_px=1.0,
+        seed=44,
+    )
+    image = s.image + np.random.default_rng(44).normal(0.0, 0.05 * space, s.image.shape)
+    m = measure_lines(image, s.pixel_size_nm, convention="truth")
+    assert not m.valid
+    assert m.reason.startswith("lines of different widths: ")
+    assert "roi" in m.reason
+    smile = measure_lines(image, s.pixel_size_nm, convention="smile")
+    assert not smile.valid or any("lines of different widths" in w for w in smile.warnings)
+
+
+def test_uneven_width_reason_counts_the_odd_lines_only() -> None:
+    from sem_metrology._guards import UNEVEN_WIDTH, _uneven_width_reason
+
+    period = 36.0
+    even = np.array([17.0, 16.5, 17.4, 16.9, 17.2])
+    assert _uneven_width_reason(even, period) is None
+    split = np.r_[even, 17.0 / UNEVEN_WIDTH - 0.1]  # one just past the factor
+    reason = _uneven_width_reason(split, period)
+    assert reason is not None and reason.startswith("lines of different widths: 1 of the 6")
+    assert _uneven_width_reason(np.r_[even, 17.0 / UNEVEN_WIDTH + 0.1], period) is None
+    # a merged line wider than the period is left to the merged-lines warning
+    assert _uneven_width_reason(np.r_[even, 40.0], period) is None

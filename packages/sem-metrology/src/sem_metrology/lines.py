@@ -197,7 +197,8 @@ class LineMeasurement(ShortListRepr, BaseModel):
     threshold: float = 0.5
     edge_window_px: int | None = None
     edge_offset_nm: float | None = Field(
-        default=None, description="truth: bloom correction per edge"
+        default=None,
+        description="truth: bloom correction per edge (nm, > 0 towards the bright phase)",
     )
     n_lines: int = 0
     n_rows: int = 0
@@ -1167,7 +1168,7 @@ def _bloom_bound_warning(spread_nm: float) -> str:
     """The warning for edges under a bloom ridge that the fit cannot place: step centres
     ``spread_nm`` apart fit the mean edge profile about equally well."""
     return (
-        "edge bloom: a bright ridge on the edges hides the step, and step centres "
+        "edge bloom: a ridge on the edges hides the step, and step centres "
         f"{spread_nm:.2g} nm apart fit the mean edge profile about equally well: each edge may "
         f"be off by up to {spread_nm:.2g} nm, CD by up to {2 * spread_nm:.2g} nm (line count, "
         "pitch, LWR and LER are not affected)"
