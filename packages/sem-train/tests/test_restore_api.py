@@ -249,6 +249,25 @@ def test_sem_train_run_folder_resolves_to_its_best_export(tmp_path):
     assert out.parameters["checkpoint_dir"].endswith("best-00000010")
 
 
+def test_weights_given_as_the_methods_own_setting_are_loaded(tmp_path):
+    """``checkpoint_dir=`` / ``weights_path=`` (the registry fields, as ``--set`` gives them)
+    load like ``checkpoint=``; they were dropped ("needs its weights") before."""
+    export, options = make_checkpoint("mae-sem", tmp_path)
+    y = make_sample("texture", (50, 70), seed=2)
+    direct = restore(y, "mae-sem", checkpoint=export, **options)
+    prepared = prepare("mae-sem", checkpoint_dir=str(export), **options)
+    np.testing.assert_array_equal(prepared(y).image, direct.image)
+    assert prepared.checkpoint == str(export)
+    assert prepared.weights_record()["path"].startswith(str(export))
+    with pytest.raises(ValueError, match="give one"):
+        prepare("mae-sem", checkpoint=export, checkpoint_dir=str(export), **options)
+    garbage = tmp_path / "mae_pretrain_vit_large.pth"
+    garbage.write_bytes(b"\x00" * 256)
+    with pytest.raises(Exception) as err:  # reaches the loader, which refuses the file
+        prepare("mae-imagenet", weights_path=str(garbage), preset="tiny")
+    assert "needs its weights" not in str(err.value) and str(garbage) in str(err.value)
+
+
 def test_inference_options_apply_to_a_loaded_restorer(tmp_path):
     ckpt, _ = make_checkpoint("n2n", tmp_path)
     prepared = prepare("n2n", checkpoint=ckpt, tile_px=64, margin_px=8)

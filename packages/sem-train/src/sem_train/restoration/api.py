@@ -222,6 +222,13 @@ class PreparedMethod:
         self.needs: MethodNeeds = method_needs(method)
         self.psf: PSFSpec = parse_psf(psf)
         self.options = dict(options)
+        field = self.needs.checkpoint  # the config field holding the weights, if any
+        if field in ("weights_path", "checkpoint_dir") and field in self.options:
+            # the weights named as the method's own setting are loaded as ``checkpoint``
+            given = self.options.pop(field)
+            if checkpoint is not None:
+                raise ValueError(f"{field}={given} and checkpoint={checkpoint}: give one")
+            checkpoint = given
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         # under brightness "input" the method runs unclipped; the shifted output is clipped
         has_clip = "clip" in self.needs.config_cls.model_fields
@@ -418,7 +425,8 @@ def restore(
 
     ``psf``: ``"auto"`` (blind estimate, the default) or a :class:`sem_physics.PSFParams` /
     ``"RX,RY,THETA,BETA"`` for the deconvolution methods. ``checkpoint``: weights of a learned
-    method (a ``sem train`` run folder, a saved restorer folder or a weights file).
+    method (a ``sem train`` run folder, a saved restorer folder or a weights file; or given as
+    the method's own ``checkpoint_dir=`` / ``weights_path=`` option).
     ``brightness``: ``"input"`` (default) shifts the output's mean grey level to the input's
     (a deconvolution preserves it; a learned model may have learned a simulator's offset);
     ``"method"`` keeps what the method returned (the paper's protocol).
