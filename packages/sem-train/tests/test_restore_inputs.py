@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from sem_physics import make_sample
 from sem_physics.testing import symlink_or_skip
 from sem_train import restore
 from sem_train.cli import main
-from sem_train.restoration import MANIFEST_NAME
+from sem_train.restoration import MANIFEST_NAME, RestoreWarning
 from sem_train.restoration.levels import input_scale
 
 PSF = ["--psf", "2,2,0,2"]
@@ -64,25 +65,35 @@ def test_learned_restore_and_the_commands_share_one_dim_rule(monkeypatch) -> Non
     assert input_scale(picture)[0] == 2
 
 
-@pytest.mark.parametrize("method", ["wiener", "sem-foundation"])
-def test_an_estimate_made_inside_the_method_is_timed_as_estimate(monkeypatch, method) -> None:
-    """With a given PSF the deconvolution (or a guided model's guides) still estimates the
-    noise level itself: that time is the record's estimate, not its restore."""
+@pytest.mark.parametrize(("method", "psf"), [("wiener", "2,2,0,2"), ("sem-foundation", "auto")])
+def test_an_estimate_made_inside_the_method_is_timed_as_estimate(monkeypatch, method, psf) -> None:
+    """With a given PSF the deconvolution still estimates the noise level itself, and a guided
+    model without one makes its guides' blind estimate itself: that time is the record's
+    estimate, not its restore. A guided model given the PSF estimates nothing (its guides take
+    fixed balances, no noise level)."""
     import time
 
     import sem_physics
 
     real = sem_physics.estimate_degradation
     pause_s = 0.5
+    calls = []
 
     def slow(image, **kw):
+        calls.append(image.shape)
         time.sleep(pause_s)
         return real(image, **kw)
 
     monkeypatch.setattr(sem_physics, "estimate_degradation", slow)
-    out = restore(make_sample("lines", (96, 96), seed=1), method, psf="2,2,0,2")
+    with warnings.catch_warnings():  # a blind estimate of 96 px says it is small
+        warnings.simplefilter("ignore", RestoreWarning)
+        out = restore(make_sample("lines", (96, 96), seed=1), method, psf=psf)
     assert out.timings.estimate_s >= pause_s
     assert out.timings.restore_s < out.timings.total_s - pause_s
+    if method == "sem-foundation":
+        calls.clear()
+        given = restore(make_sample("lines", (96, 96), seed=1), method, psf="2,2,0,2")
+        assert not calls and given.estimate is None and given.timings.estimate_s < pause_s
 
 
 def test_a_folder_of_linked_folders_is_restored_and_a_loop_named(tmp_path: Path, capsys) -> None:

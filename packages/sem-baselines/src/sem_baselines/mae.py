@@ -213,7 +213,10 @@ class _MAERestorer:
         x: np.ndarray | torch.Tensor = unit
         balances = getattr(self.network, "guide_balances", ())
         if balances:  # a guided model: append the image's deconvolutions (given or blind PSF)
-            choice = choose_psf(image, "adaptive", self.guide_psf, None)
+            if self.guide_psf is not None:  # the guides take balances, no noise level
+                choice = PSFChoice(self.guide_psf, "given", None)
+            else:
+                choice = choose_psf(image, "adaptive", None, None)
             self.last_params, self.last_choice = choice.as_dict(), choice
             self.last_estimate_s = choice.estimate_s
             x = guide_channels(unit, choice.psf, balances, self.device)
