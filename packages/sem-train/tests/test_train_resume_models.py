@@ -366,3 +366,40 @@ def test_stage3_finds_the_teacher_moved_along_with_the_stage2_run(chain, tmp_pat
         assert build_stage3_task(cfg).teacher is not None
     finally:
         os.rename(away, s1)
+
+
+def test_a_run_resumes_over_its_data_folder_moved(chain, tmp_path, capsys):
+    """The data folder moved or renamed: the same files at the same places in it resume the
+    run, exactly as an uninterrupted run, and the resume records the new folder; a file of
+    another size there is refused as other data. Before, any new ``--data`` path was refused
+    as a changed setting (``data.root``)."""
+    import shutil
+
+    data, moved = tmp_path / "data", tmp_path / "elsewhere" / "data renamed"
+    shutil.copytree(chain / "images", data)
+    straight, run, other = tmp_path / "straight", tmp_path / "run", tmp_path / "other"
+    argv = ["train", "pretrain", "--stage", "1", "--config", str(chain / "s1.yaml"),
+            "--epochs", "2"]  # fmt: skip
+    assert main([*argv, "--data", str(data), "--output-dir", str(straight)]) == 0
+    for folder in (run, other):
+        assert (
+            main([*argv, "--data", str(data), "--output-dir", str(folder), "--max-steps", "1"]) == 0
+        )
+    moved.parent.mkdir()
+    os.rename(data, moved)
+    capsys.readouterr()
+    assert main([*argv, "--data", str(moved), "--output-dir", str(run), "--resume"]) == 0, (
+        capsys.readouterr().err
+    )
+    done = load_file(resolve_model_dir(run) / "model.safetensors")
+    expected = load_file(resolve_model_dir(straight) / "model.safetensors")
+    assert done.keys() == expected.keys()
+    assert all(torch.equal(done[k], expected[k]) for k in expected)
+    resumes = json.loads((run / "run_info.json").read_text())["resumes"]
+    assert resumes[-1]["changed"]["data.root"] == [str(data), str(moved)]
+    image = sorted(p for p in moved.rglob("*") if p.is_file())[0]
+    with open(image, "ab") as fh:  # another size: another file under the same name
+        fh.write(b"\0")
+    assert main([*argv, "--data", str(moved), "--output-dir", str(other), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "the data changed since" in err and image.name in err

@@ -147,6 +147,29 @@ def _listed(names: list[str], most: int = 3) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
+def _rebased(saved: dict[str, Any], root: str | None) -> dict[str, Any]:
+    """``saved`` (a ``data_split.json``) with the paths under its ``data_root`` moved under
+    ``root``: a data folder moved or renamed since the run started holds the same files at the
+    same places in it, which the comparison then sees as the same."""
+    old = saved.get("data_root")
+    if not (isinstance(old, str) and isinstance(root, str)) or old == root:
+        return saved
+    head = old.rstrip(os.sep) + os.sep
+
+    def moved(path: Any) -> Any:
+        text = str(path)
+        return os.path.join(root, text[len(head) :]) if text.startswith(head) else path
+
+    out = dict(saved, data_root=root)
+    for key in ("train", "validation", "files"):
+        if isinstance(saved.get(key), list):
+            out[key] = [moved(p) for p in saved[key]]
+    for key in ("fingerprints", "skipped"):
+        if isinstance(saved.get(key), dict):
+            out[key] = {moved(p): v for p, v in saved[key].items()}
+    return out
+
+
 def check_resume_split(
     run_dir: str | Path, record: dict[str, Any], new_run: str | None = None
 ) -> None:
@@ -159,6 +182,7 @@ def check_resume_split(
     saved = read_json(run_dir / SPLIT_FILE)
     if saved is None or not isinstance(saved.get("train"), list):
         return
+    saved = _rebased(saved, record.get("data_root"))
     old, new = _files(saved), _files(record)
     same = saved.get("train") == record["train"] and saved.get("validation") == record["validation"]
     changed, retimed = _changed(saved, record)

@@ -332,8 +332,9 @@ def check_resume_config(
     a setting other than :data:`RESUMABLE_FIELDS` differs from the one it started with (its
     ``config.json``); return the resumable changes as ``{field: [old, new]}``. A start model
     (:data:`MODEL_FIELDS`) at a new path holding the weights the run started from (a run
-    folder moved or renamed) is such a change; a distillation teacher the run loads again
-    whose weights changed at the same path is refused. The refusal ends with ``hint`` when given (what a command other than a single-stage run can do, e.g.
+    folder moved or renamed) is such a change, and so is a data folder at a new path when the
+    run's ``data_split.json`` lets the resume compare its files (:func:`_moved_data`); a
+    distillation teacher the run loads again whose weights changed at the same path is refused. The refusal ends with ``hint`` when given (what a command other than a single-stage run can do, e.g.
     a recipe, which has no ``--init-from``), else with how a single-stage run goes on.
 
     Nothing is compared when the folder holds no readable ``config.json`` (the checkpoint
@@ -351,7 +352,7 @@ def check_resume_config(
             f"resume it with the command that started it"
         )
     changes = config_changes(old, config)
-    moved = _moved_models(run_dir, changes)
+    moved = _moved_models(run_dir, changes) | _moved_data(run_dir, changes)
     refused = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS and k not in moved}
     refused.update(_replaced_models(run_dir, config, changes))
     if refused:
@@ -396,6 +397,22 @@ def _moved_models(run_dir: Path, changes: dict[str, tuple[Any, Any]]) -> set[str
         and isinstance(started.get(key), str)
         and model_digest(changes[key][1]) == started[key]
     }
+
+
+def _moved_data(run_dir: Path, changes: dict[str, tuple[Any, Any]]) -> set[str]:
+    """``{"data.root"}`` when the data folder is named at a new path and the run's
+    ``data_split.json`` records its files with their sizes under the old one: the data check
+    of the resume (:func:`sem_train.datasplit.check_resume_split`) then compares the files by
+    their place in the folder (a data folder moved or renamed), and refuses other data."""
+    old, new = changes.get("data.root", (None, None))
+    if not (isinstance(old, str) and isinstance(new, str)):
+        return set()
+    from .datasplit import SPLIT_FILE
+
+    saved = read_json(run_dir / SPLIT_FILE) or {}
+    if saved.get("data_root") != old or not isinstance(saved.get("fingerprints"), dict):
+        return set()
+    return {"data.root"}
 
 
 def _replaced_models(
