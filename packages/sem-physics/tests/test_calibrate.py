@@ -177,3 +177,29 @@ def test_sem_psf_reference_skips_the_reference_in_a_folder(tmp_path, capsys) -> 
         str(tmp_path / "b_defocused.tif")
     ]
     assert "a_focused.tif skipped: it is the reference" in captured.err
+
+
+def test_sem_psf_reference_crops_both_frames_when_only_one_shows_its_info_bar(
+    real_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A defocused frame whose info bar was blurred with the picture (no bar detected) is the
+    same frame as its reference: both lose the reference's bar, not refused for their sizes."""
+    source = real_dir / "lines_euv_resist_0p827nm.tif"
+    frame = read_image(source)
+    bar = frame.info_bar_rows
+    assert bar and bar > 0  # the precondition: the reference's bar is found
+    params = DegradationParams(
+        rx_px=9.0, ry_px=5.0, beta=1.95, theta_rad=0.5, gain=1.05, offset=12, sigma=3, dose=20
+    )
+    defocused = write_image(
+        tmp_path / "defocused.tif", degrade(frame.data, params, rng=3), "float32"
+    )
+    assert not read_image(defocused).info_bar_rows  # the blurred bar is not detected
+    assert psf_main(["--reference", str(source), str(defocused), "--json"]) == 0
+    captured = capsys.readouterr()
+    rec = json.loads(captured.out)
+    h, w = frame.data.shape
+    assert rec["rows_cropped"] == bar and rec["shape"] == [h - bar, w]
+    assert rec["rx_px"] == pytest.approx(9.0, rel=0.05) and rec["reasons"] == []
+    assert rec["ry_px"] == pytest.approx(5.0, rel=0.05)
+    assert f"both cropped by {bar} rows" in captured.err

@@ -121,6 +121,9 @@ def test_uncertainties_keep_two_significant_digits() -> None:
     assert _fmt(1.5708, 0.9069) == "1.57 ± 0.91"
     assert _fmt(1234.0, 156.0) == "1230 ± 160" and _fmt(98765.0, 4321.0) == "98800 ± 4300"
     assert _fmt(4.0, None) == "4.00" and _fmt(4.0, 0.0) == "4.00" and _fmt(None, 1.0) == "n/a"
+    # a value below its error keeps two significant digits: a 1.85 px radius is not "0 px"
+    assert _fmt(1.85, 320.0) == "1.9 ± 320" and _fmt(2.04, 79.0) == "2.0 ± 79"
+    assert _fmt(0.0123, 0.5) == "0.012 ± 0.50" and _fmt(200.0, 2200.0) == "200 ± 2200"
 
 
 def test_low_dose_text_shows_the_dose_error(

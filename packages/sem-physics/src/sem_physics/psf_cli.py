@@ -154,11 +154,29 @@ def _pair_file(
     crop: str,
     fraction: float,
     max_pixels: int | None = None,
+    reference_rows: int = 0,
 ) -> dict[str, Any]:
-    """The pair fit of ``path`` against ``focused``, the image of ``reference`` (read once)."""
+    """The pair fit of ``path`` against ``focused``, the image of ``reference`` (read once,
+    ``reference_rows`` cropped from its bottom).
+
+    Both frames of a pair lose the same rows: when the info bar is detected in one frame only
+    (a defocused frame's bar blurred with the picture, or too dim to find), the larger crop is
+    applied to both, as the frames are of one size and one layout."""
     from .calibrate import estimate_psf_from_pair
 
     data, rows = _read_cropped(path, crop, fraction, max_pixels)
+    same_frame = (data.shape[0] + rows, data.shape[1]) == (
+        focused.shape[0] + reference_rows,
+        focused.shape[1],
+    )
+    if same_frame and rows != reference_rows:
+        keep = data.shape[0] + rows - max(rows, reference_rows)
+        print(
+            f"{PROG}: note: {path}: info bar of {reference_rows} rows found in the reference and "
+            f"of {rows} in this image: both cropped by {max(rows, reference_rows)} rows",
+            file=sys.stderr,
+        )
+        data, focused, rows = data[:keep], focused[:keep], max(rows, reference_rows)
     try:
         est = estimate_psf_from_pair(focused, data)
     except ValueError as err:
@@ -192,17 +210,26 @@ def _pair_text(rec: dict[str, Any]) -> str:
 
 def _fmt(value: float | None, err: float | None, digits: int = 2) -> str:
     """``value ± err`` with the error to two significant digits and the value to the same
-    decimal place (``0.300 ± 0.024``, ``22 ± 18``); ``digits`` decimals without an error."""
+    decimal place (``0.300 ± 0.024``, ``22 ± 18``); ``digits`` decimals without an error. A
+    value smaller than its error keeps two significant digits (``1.9 ± 320``, not ``0 ± 320``:
+    a radius printed as 0 px would contradict the estimate)."""
     if value is None:
         return "n/a"
     if err is None or not math.isfinite(err) or err <= 0:
         return f"{value:.{digits}f}"
     place = math.floor(math.log10(err)) - 1  # the error's second significant digit
+    value_place = place
+    if value != 0 and math.isfinite(value):
+        value_place = min(place, math.floor(math.log10(abs(value))) - 1)
+    return f"{_at_place(value, value_place)} ± {_at_place(err, place)}"
+
+
+def _at_place(x: float, place: int) -> str:
+    """``x`` rounded to the decimal ``place`` (``10**place``): 1234 at 1 -> ``1230``."""
     if place > 0:  # e.g. 1234 ± 156 -> 1230 ± 160
         q = 10.0**place
-        return f"{round(value / q) * q:.0f} ± {round(err / q) * q:.0f}"
-    decimals = min(-place, 12)
-    return f"{value:.{decimals}f} ± {err:.{decimals}f}"
+        return f"{round(x / q) * q:.0f}"
+    return f"{x:.{min(-place, 12)}f}"
 
 
 def _text(rec: dict[str, Any]) -> str:
@@ -305,9 +332,10 @@ def _estimate_all(args: argparse.Namespace) -> tuple[int, int]:
     done = failed = 0
     reference = args.reference.resolve() if args.reference is not None else None
     focused = None
+    reference_rows = 0
     if reference is not None:  # read once for every image
         try:
-            focused, _ = _read_cropped(
+            focused, reference_rows = _read_cropped(
                 args.reference, args.crop, args.crop_fraction, args.max_pixels
             )
         except (ValueError, OSError) as err:
@@ -326,7 +354,13 @@ def _estimate_all(args: argparse.Namespace) -> tuple[int, int]:
                 raise ValueError(f"{path}: {problem}")
             if args.reference is not None:
                 rec = _pair_file(
-                    path, args.reference, focused, args.crop, args.crop_fraction, args.max_pixels
+                    path,
+                    args.reference,
+                    focused,
+                    args.crop,
+                    args.crop_fraction,
+                    args.max_pixels,
+                    reference_rows,
                 )
             else:
                 rec = _estimate_file(path, args.crop, args.crop_fraction, args.max_pixels)
