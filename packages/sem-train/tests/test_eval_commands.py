@@ -319,3 +319,32 @@ def test_benchmark_seed_overrides_the_configs_and_is_checked(tmp_path, capsys, m
     assert main(["benchmark", "--config", str(cfg), "--seed", "8"]) == 0
     assert main(["benchmark", "--config", str(cfg)]) == 0
     assert seen == [8, 7]
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("seed: true", "seed must be an integer in [0, 4294967295], got True"),
+        ("workers: true", "workers must be an integer in [1, 64], got True"),
+        ("crop_fraction: false", "crop_fraction must be a number in [0, 1), got False"),
+        ("pixel_size_nm: true", "pixel_size_nm must be a number in [0.001, 1e6], got True"),
+        ("foundation: {batch_size: true}", "foundation.batch_size must be an integer in [1, 4096]"),
+    ],
+)
+def test_a_benchmark_number_given_as_true_or_false_is_refused(tmp_path, capsys, line, needle):
+    """YAML ``true``/``false`` for a number was taken as 1/0: ``seed: true`` ran seed 1 and
+    ``crop_fraction: false`` cropped nothing, without a word. Now one line names the field and
+    its range, exit 2, before any work; a switch (``strict: true``) is still a switch."""
+    from sem_train.evaluation.config import load_benchmark_config
+
+    (tmp_path / "images").mkdir()
+    cfg = tmp_path / "bench.yaml"
+    head = f"images: {tmp_path / 'images'}\nout: {tmp_path / 'o'}\nmethods: [input]\n"
+    cfg.write_text(head + line + "\n")
+    assert main(["benchmark", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "o").exists()
+    cfg.write_text(head + "strict: true\nseed: 1\n")
+    loaded = load_benchmark_config(cfg)
+    assert loaded.strict is True and loaded.seed == 1

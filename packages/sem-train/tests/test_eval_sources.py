@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import tifffile
 from sem_physics import make_sample, write_image
 from sem_physics.testing import symlink_or_skip
 from sem_train.evaluation.config import load_benchmark_config, make_config
@@ -74,3 +75,39 @@ def test_a_skipped_files_reason_does_not_repeat_its_path(tmp_path) -> None:
         assert s.reason and s.path not in s.reason and not s.reason.startswith(":"), s
     assert "10×12 px" in skipped[0].reason and "empty" in skipped[1].reason
     assert skipped[2].reason.startswith("cannot decode as PNG"), skipped[2]
+
+
+def test_a_dim_16_bit_file_is_named_in_the_report_notes_and_on_stderr(tmp_path, caplog) -> None:
+    """12-bit counts in a 16-bit TIFF read as 0..16 of 255; the S→S noise (sigma 1-10 grey
+    levels, offset 1-25) and the PSNR's peak of 255 are not scaled with it, so the picture is
+    scored far noisier than at full range. The benchmark said nothing (training, `sem restore`,
+    sem-degrade and sem-psf warn); now the report's notes and stderr name the file."""
+    from sem_train.evaluation import runner as runner_mod
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    lines = make_sample("lines", (96, 128), seed=3)
+    counts = np.round(lines / 255.0 * 4095.0).astype(np.uint16)  # 12-bit data, 16-bit file
+    tifffile.imwrite(folder / "twelve_bit.tif", counts)
+    write_image(folder / "full.tif", lines, "uint8")
+    write_image(folder / "dark8.tif", lines / 8.0, "uint8")  # dark 8-bit: dark, not 12-bit
+    cfg = make_config(
+        {
+            "images": str(folder),
+            "out": str(tmp_path / "out"),
+            "methods": ["input"],
+            "settings": ["midpoint"],
+            "crop_fraction": 0,
+        }
+    )
+    with caplog.at_level("WARNING"):
+        notes = runner_mod.build_protocol(cfg).notes
+    dim = [n for n in notes if n.startswith("Dim pictures")]
+    assert len(dim) == 1, notes
+    level = np.percentile(counts.astype(np.float64) * 255.0 / 65535.0, 99.9)  # as read
+    assert level < 64
+    assert f"`twelve_bit` ({level:.3g})" in dim[0] and "1 of 3" in dim[0]
+    assert "dark8" not in dim[0] and "`full`" not in dim[0]
+    assert any(
+        "twelve_bit.tif" in r.getMessage() and "dim" in r.getMessage() for r in caplog.records
+    )

@@ -31,10 +31,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from sem_physics import ParameterRanges
 from sem_physics.cli_support import validation_message
 from sem_physics.io import DEFAULT_CROP_FRACTION
@@ -64,6 +73,19 @@ __all__ = [
 Setting = Literal["random", "midpoint"]
 
 
+def _number_not_bool(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """Refuse ``true``/``false`` for a number field: pydantic takes them as 1 and 0, so
+    ``seed: true`` ran seed 1 and ``crop_fraction: false`` cropped nothing, silently."""
+    if not isinstance(value, bool) or info.field_name is None:
+        return value
+    annotation = model.model_fields[info.field_name].annotation
+    kinds = get_args(annotation) or (annotation,)
+    if bool in kinds or not ({int, float} & set(kinds)):
+        return value
+    kind = "int_type" if int in kinds else "float_type"
+    raise PydanticCustomError(kind, "Input should be a number, not true/false")
+
+
 class FoundationConfig(BaseModel):
     """Size and budget of a model pretrained during an evaluation (``pretrain_epochs``,
     ``preset``) and the fine-tuning budget of every method fine-tuned there (the rest; input
@@ -89,6 +111,11 @@ class FoundationConfig(BaseModel):
         default="L1", description="fine-tune loss: 'L1' (Charbonnier) or 'L1+TV' (paper's variants)"
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool(cls, v: Any, info: ValidationInfo) -> Any:
+        return _number_not_bool(cls, v, info)
+
 
 class GeneratedImages(BaseModel):
     """The generated sample set used when an S→S run has no ``images`` folder."""
@@ -102,6 +129,11 @@ class GeneratedImages(BaseModel):
         min_length=1,
         description="sample kinds (sem_physics.samples; resist: rounded low-voltage lines)",
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool(cls, v: Any, info: ValidationInfo) -> Any:
+        return _number_not_bool(cls, v, info)
 
     @field_validator("shape")
     @classmethod
@@ -197,6 +229,11 @@ class BenchmarkConfig(BaseModel):
         description="methods fitted and run at once, each in its own process with "
         "cores / workers torch threads (1: one after the other in this process)",
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool(cls, v: Any, info: ValidationInfo) -> Any:
+        return _number_not_bool(cls, v, info)
 
     @field_validator("quality_metrics")
     @classmethod

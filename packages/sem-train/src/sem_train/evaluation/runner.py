@@ -60,6 +60,7 @@ from .sources import (
     SkippedFile,
     SkippedInputsError,
     crop_note,
+    dim_note,
     list_images,
     load_images,
     sample_images,
@@ -183,6 +184,7 @@ def _folder(cfg: BenchmarkConfig) -> Protocol:
         crops = [
             crop_note(images, cfg.crop_fraction),
             crop_note([*train, *val], cfg.crop_fraction, "training "),
+            dim_note(images),
         ]
         return Protocol(manifest, train, val, cases, source, [n for n in crops if n])
     n_train, n_val, notes = cfg.n_train, cfg.n_val, []
@@ -221,9 +223,7 @@ def _folder(cfg: BenchmarkConfig) -> Protocol:
                 "every image"
             )
         raise SplitError(f"{err} ({hint})") from None
-    crop = crop_note(images, cfg.crop_fraction)
-    if crop:
-        notes.append(crop)
+    notes += [n for n in (crop_note(images, cfg.crop_fraction), dim_note(images)) if n]
     if one:
         train = [images[0]]
         notes.append(

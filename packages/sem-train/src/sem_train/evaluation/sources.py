@@ -17,7 +17,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sem_physics.cli_support import path_text, reason_without_path
 from sem_physics.folders import image_files, report_not_followed
-from sem_physics.io import IMAGE_EXTENSIONS, crop_info_bar, read_image
+from sem_physics.io import (
+    IMAGE_EXTENSIONS,
+    crop_info_bar,
+    picture_level,
+    read_image,
+    warn_dim_picture,
+)
 from sem_physics.locking import INCOMPLETE_MARKER, LOCK_NAME
 from sem_physics.protocol import file_sha256, pixels_sha256
 from sem_physics.samples import ALL_SAMPLE_KINDS, SAMPLE_KINDS, make_sample
@@ -35,6 +41,7 @@ __all__ = [
     "check_output_folder",
     "check_report_folder",
     "crop_note",
+    "dim_note",
     "list_images",
     "load_images",
     "sample_images",
@@ -73,6 +80,9 @@ class EvalImage:
     #: bottom rows removed by ``crop_fraction`` because the file showed no information bar
     #: (0 when a bar was found and removed, or nothing was cropped)
     guessed_crop_rows: int = 0
+    #: 99.9th percentile (of 255) of a dim picture read from a file of more than 8 bits (12-bit
+    #: data in a 16-bit file reads as 0..16), None otherwise: degraded and scored as it is
+    dim_level: float | None = None
 
 
 class SkippedInputsError(ValueError):
@@ -188,6 +198,7 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def _load(path: Path, crop_fraction: float, kind: str, pixel_size_nm: float | None) -> EvalImage:
     img = read_image(path)
+    dim = warn_dim_picture(img, "the benchmark degrades (S→S), restores and scores it")
     bar = img.info_bar_rows
     data = crop_info_bar(img.data, rows=bar, fraction=crop_fraction)
     guessed = int(img.data.shape[0] - data.shape[0]) if bar is None else 0
@@ -217,6 +228,25 @@ def _load(path: Path, crop_fraction: float, kind: str, pixel_size_nm: float | No
         source=path_text(path),
         source_sha256=file_sha256(path),
         guessed_crop_rows=guessed,
+        dim_level=picture_level(img.data) if dim else None,
+    )
+
+
+def dim_note(images: Sequence[EvalImage], what: str = "") -> str | None:
+    """A report line naming the dim files of more than 8 bits (12-bit data in a 16-bit file):
+    their grey levels fill a small part of 0..255, the simulated noise and the PSNR's peak do
+    not, so their scores are not those of the picture at full range; None when none is dim."""
+    dim = [im for im in images if im.dim_level is not None]
+    if not dim:
+        return None
+    names = ", ".join(f"`{im.name}` ({im.dim_level:.3g})" for im in dim)
+    return (
+        f"Dim pictures: {len(dim)} of {len(images)} {what}image file(s) of more than 8 bits "
+        f"reach only a small part of the 0..255 grey scale (99.9th percentile: {names}), as "
+        "12-bit data in a 16-bit file does; they are degraded with the noise of the 0..255 "
+        "scale and scored against a peak of 255 as they are, so their inputs are far noisier "
+        "than those of the same picture at full range: rescale such files to their full range "
+        "first."
     )
 
 
