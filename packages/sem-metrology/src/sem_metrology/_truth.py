@@ -355,6 +355,13 @@ def _window_fit_doubt(fit: _WindowFit) -> str | None:
     return None
 
 
+def _end_levels(p: np.ndarray) -> tuple[float, float]:
+    """(dark, bright): the medians of the first and last tenth (at least 3 samples) of a mean
+    edge profile reaching the middle of either phase, their levels."""
+    n_end = max(3, p.size // 10)
+    return float(np.median(p[:n_end])), float(np.median(p[-n_end:]))
+
+
 def rim_offset_px(t: np.ndarray, profile: np.ndarray, threshold: float = 0.5) -> float:
     """Offset (px, towards the bright side) from the threshold crossing to the step's centre
     under a bloom rim brighter than the line-to-space contrast.
@@ -375,8 +382,7 @@ def rim_offset_px(t: np.ndarray, profile: np.ndarray, threshold: float = 0.5) ->
     if ok.sum() < 12:
         return 0.0
     t, p = t[ok], profile[ok]
-    n_end = max(3, t.size // 10)
-    dark, bright = float(np.median(p[:n_end])), float(np.median(p[-n_end:]))
+    dark, bright = _end_levels(p)
     k = int(np.argmax(p))
     peak, amp0 = float(t[k]), float(p[k] - bright)
     if not (bright > dark and amp0 > 0):
@@ -564,8 +570,7 @@ def bloom_fit(
     if ok.sum() < 12 or t.size < 2:
         return None
     t, p = t[ok], profile[ok]
-    n_end = max(3, t.size // 10)
-    dark, bright = float(np.median(p[:n_end])), float(np.median(p[-n_end:]))
+    dark, bright = _end_levels(p)
     near = np.abs(t) <= 6.0
     if not near.any() or not bright > dark:
         return None
@@ -665,8 +670,7 @@ def _dark_ridge_only(t: np.ndarray, profile: np.ndarray, min_overshoot: float = 
     if ok.sum() < 12:
         return False
     p = profile[ok]
-    n_end = max(3, p.size // 10)
-    dark, bright = float(np.median(p[:n_end])), float(np.median(p[-n_end:]))
+    dark, bright = _end_levels(p)
     contrast = bright - dark
     if not contrast > 0:
         return False

@@ -321,12 +321,7 @@ def _read_tiff(path: Path, limit: int) -> _TiffRead:
                 f"{path}: declares {page.samplesperpixel} samples per pixel "
                 f"({page.size / 1e6:.1f} M values), above 4 x {limit / 1e6:g} M"
             )
-        try:
-            arr = page.asarray()
-        except Exception as err:  # a compression tifffile decodes only with imagecodecs
-            if "imagecodecs" not in str(err):
-                raise
-            arr = _pillow_tiff_samples(path, page, limit, err)
+        arr = _page_samples(path, page, limit)
         source_dtype = str(arr.dtype)
         jpeg = int(page.compression) in _JPEG_COMPRESSIONS
         photometric = int(page.photometric)
@@ -363,6 +358,17 @@ def _read_tiff(path: Path, limit: int) -> _TiffRead:
     )
 
 
+def _page_samples(path: Path, page: Any, limit: int) -> np.ndarray:
+    """A TIFF page's samples as stored: tifffile's, or Pillow's where tifffile needs the
+    optional imagecodecs package for the page's compression (:func:`_pillow_tiff_samples`)."""
+    try:
+        return page.asarray()
+    except Exception as err:  # a compression tifffile decodes only with imagecodecs
+        if "imagecodecs" not in str(err):
+            raise
+        return _pillow_tiff_samples(path, page, limit, err)
+
+
 def _pillow_tiff_samples(path: Path, page: Any, limit: int, err: Exception) -> np.ndarray:
     """The first page's samples as stored, decoded by Pillow, whose libtiff reads LZW,
     PackBits, Deflate and JPEG without the optional imagecodecs package tifffile needs for
@@ -391,13 +397,8 @@ def tiff_samples(path: str | os.PathLike[str]) -> np.ndarray:
     path = Path(path)
     with held_tiff_log(), tifffile.TiffFile(path) as tif:  # its complaints: said when read
         page: Any = tif.pages[0]
-        try:
-            return page.asarray()
-        except Exception as err:
-            if "imagecodecs" not in str(err):
-                raise
-            declared = int(page.imagelength) * int(page.imagewidth)  # accepted when read
-            return _pillow_tiff_samples(path, page, max(declared, 1), err)
+        declared = int(page.imagelength) * int(page.imagewidth)  # accepted when read
+        return _page_samples(path, page, max(declared, 1))
 
 
 def open_pil_checked(path: Path, limit: int) -> Any:

@@ -73,20 +73,24 @@ __all__ = [
 Setting = Literal["random", "midpoint"]
 
 
-def _number_not_bool(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
-    """Refuse ``true``/``false`` for a number field: pydantic takes them as 1 and 0, so
-    ``seed: true`` ran seed 1 and ``crop_fraction: false`` cropped nothing, silently."""
-    if not isinstance(value, bool) or info.field_name is None:
-        return value
-    annotation = model.model_fields[info.field_name].annotation
-    kinds = get_args(annotation) or (annotation,)
-    if bool in kinds or not ({int, float} & set(kinds)):
-        return value
-    kind = "int_type" if int in kinds else "float_type"
-    raise PydanticCustomError(kind, "Input should be a number, not true/false")
+class _NumbersNotBool(BaseModel):
+    """A config whose number fields refuse ``true``/``false``: pydantic takes them as 1 and 0,
+    so ``seed: true`` ran seed 1 and ``crop_fraction: false`` cropped nothing, silently."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, bool) or info.field_name is None:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        kinds = get_args(annotation) or (annotation,)
+        if bool in kinds or not ({int, float} & set(kinds)):
+            return value
+        kind = "int_type" if int in kinds else "float_type"
+        raise PydanticCustomError(kind, "Input should be a number, not true/false")
 
 
-class FoundationConfig(BaseModel):
+class FoundationConfig(_NumbersNotBool):
     """Size and budget of a model pretrained during an evaluation (``pretrain_epochs``,
     ``preset``) and the fine-tuning budget of every method fine-tuned there (the rest; input
     side ``image_size_px`` is also the restoring window afterwards)."""
@@ -111,13 +115,8 @@ class FoundationConfig(BaseModel):
         default="L1", description="fine-tune loss: 'L1' (Charbonnier) or 'L1+TV' (paper's variants)"
     )
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool(cls, v: Any, info: ValidationInfo) -> Any:
-        return _number_not_bool(cls, v, info)
 
-
-class GeneratedImages(BaseModel):
+class GeneratedImages(_NumbersNotBool):
     """The generated sample set used when an S→S run has no ``images`` folder."""
 
     model_config = ConfigDict(extra="forbid")
@@ -130,11 +129,6 @@ class GeneratedImages(BaseModel):
         description="sample kinds (sem_physics.samples; resist: rounded low-voltage lines)",
     )
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool(cls, v: Any, info: ValidationInfo) -> Any:
-        return _number_not_bool(cls, v, info)
-
     @field_validator("shape")
     @classmethod
     def _big_enough(cls, v: tuple[int, int]) -> tuple[int, int]:
@@ -143,7 +137,7 @@ class GeneratedImages(BaseModel):
         return v
 
 
-class BenchmarkConfig(BaseModel):
+class BenchmarkConfig(_NumbersNotBool):
     """An evaluation run: protocol, data, methods, their training budget, the report.
 
     S→S uses ``images`` (focused images: ``n_train`` + ``n_val`` for training and validation,
@@ -229,11 +223,6 @@ class BenchmarkConfig(BaseModel):
         description="methods fitted and run at once, each in its own process with "
         "cores / workers torch threads (1: one after the other in this process)",
     )
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool(cls, v: Any, info: ValidationInfo) -> Any:
-        return _number_not_bool(cls, v, info)
 
     @field_validator("quality_metrics")
     @classmethod
