@@ -145,6 +145,26 @@ def test_validation_message_without_the_model_class() -> None:
     gc.collect()  # the stand-in leaves pydantic's subclass list
 
 
+def test_validation_message_lists_the_known_keys_of_a_misspelt_one() -> None:
+    class _Strict(BaseModel, extra="forbid"):
+        seed: int = 0
+        pixel_size_nm: float = 1.0
+
+    class _Holder(BaseModel, extra="forbid"):
+        run: _Strict = _Strict()
+
+    msg = _message(_Holder, run={"sead": 3, "zzz": 1})
+    assert msg == (
+        "run.sead: not a known key (did you mean seed?); known keys: seed, pixel_size_nm; "
+        "run.zzz: not a known key; known keys: seed, pixel_size_nm"
+    )
+    with pytest.raises(ValidationError) as info:  # no model to look in: still one clear part
+        _Holder(run={"sead": 3})
+    assert validation_message(info.value, _Opts) == (
+        "run.sead: not a known key (extra inputs are not permitted)"
+    )
+
+
 def test_validation_message_names_fields_with_a_label() -> None:
     with pytest.raises(ValidationError) as info:
         _Bounds(half_open=0, free=None)

@@ -298,8 +298,12 @@ def test_float_counts_are_refused_with_the_right_factor() -> None:
     params = DegradationParams(
         rx_px=2.0, ry_px=2.0, beta=2.0, theta_rad=0.0, gain=1.0, offset=0.0, sigma=1.0, dose=10.0
     )
-    with pytest.raises(ValueError, match=r"multiply by 255/2112 = 0\.121"):
+    with pytest.raises(ValueError, match=r"multiply by 255/2112 = 0\.121") as info:
         degrade(counts, params, 0)
+    # counts below 4095: the 12-bit full scale keeps the picture's own brightness
+    assert "or by 255/4095 = 0.0623 if these are 12-bit counts (0..4095)" in str(info.value)
+    with pytest.raises(ValueError, match=r"255/65535 = 0\.00389 if these are 16-bit") as info:
+        degrade(counts * 20, params, 0)  # peak 42240: 16-bit
 
 
 # LZW, PackBits and Deflate TIFFs read as their uncompressed twins ----------------------------

@@ -80,6 +80,23 @@ def test_one_unmeasurable_image_makes_both_summary_columns_failed():
     assert "**0.10**" not in md  # half's partial 0.1 is not ranked
 
 
+def test_a_summary_of_several_failures_names_each_distinct_reason_with_its_count():
+    ref = [_mrow(REFERENCE_NAME, c, 20.0) for c in "abcd"]
+    reasons = ["no edges found", "output not finite", "no edges found", "too dark"]
+    rows = [*ref, *(_mrow("m", c, 0, failed=w) for c, w in zip("abcd", reasons, strict=True))]
+    s = metrology_summary(rows, "m")
+    assert s.reason == "no edges found (2) / output not finite (1) / too dark (1)"
+    assert s.reason in metrology_markdown([metrology_summary(rows, REFERENCE_NAME), s])
+    same = [*ref[:2], *(_mrow("m", c, 0, failed="no edges found") for c in "ab")]
+    assert metrology_summary(same, "m").reason == "no edges found"  # one reason: no count
+    q = [
+        QualityRow(method="m", case_id=c, image=c, kind="k", setting="s", failed=w)
+        for c, w in zip("abcde", ["a", "b", "c", "d", "a"], strict=True)
+    ]
+    assert quality_summary(q, "m", ["psnr"]).reason == "a (2) / b (1) / c (1) / 1 other reason"
+    assert metrology_summary(ref, REFERENCE_NAME).reason is None
+
+
 def test_per_image_columns_follow_the_paper_layout():
     ref = _mrow(REFERENCE_NAME, "x@r", 16.3)
     rows = [ref, _mrow("m", "x@r", 16.9, ref=ref)]

@@ -384,3 +384,42 @@ def test_the_best_export_records_run_step_and_data_split(tmp_path):
     with safe_open(str(export / "model.safetensors"), "pt") as fh:  # weights format unchanged
         assert fh.metadata() == {"format": sem_models.checkpoint.FORMAT}
     assert type(sem_models.load_model(export)).__name__ == "MaskedAutoencoder"
+
+
+def test_a_best_export_killed_midway_leaves_no_best_folder_and_the_next_start_removes_it(
+    tmp_path,
+):
+    """The export is written under a hidden name and renamed when complete: a kill during it
+    never leaves a ``best-N`` folder that looks like a model, and the next start clears it."""
+    from sem_train.checkpoint import Checkpointer
+
+    run = tmp_path / "run"
+    run.mkdir()
+    ckpt = Checkpointer(run)
+
+    def good(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.safetensors").write_bytes(b"w1")
+
+    first = ckpt.save_best(good, 5, 0.5)
+    seen: list[str] = []
+
+    class Killed(BaseException):  # like SIGKILL: nothing after it runs in this process
+        pass
+
+    def killed(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.safetensors").write_bytes(b"half")
+        seen.append(sorted(p.name for p in ckpt.dir.iterdir() if p.is_dir()))
+        raise Killed
+
+    with pytest.raises(Killed):
+        ckpt.save_best(killed, 9, 0.4)
+    assert seen == [[".partial-best-00000009", "best-00000005"]]
+    assert not (ckpt.dir / "best-00000009").exists()  # no half-written model under its name
+    assert ckpt.best_dir == first and (first / "model.safetensors").read_bytes() == b"w1"
+    removed = Checkpointer(run).remove_stale_temporaries()
+    assert removed == [ckpt.dir / ".partial-best-00000009"]
+    assert not removed[0].exists() and first.is_dir()
+    again = ckpt.save_best(good, 9, 0.4)  # the replayed step exports it whole
+    assert again.name == "best-00000009" and not first.exists()

@@ -8,6 +8,7 @@ JSON, CSV or record accepts (:func:`path_text`, :func:`model_json`)."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import logging
 import math
@@ -405,6 +406,9 @@ def validation_message(
             text = str(e.get("ctx", {}).get("error", e["msg"]))
             parts.append(f"{name}: {text}" if loc else text)
             continue
+        if e.get("type") == "extra_forbidden" and loc:
+            parts.append(f"{name}: {_unknown_key(model, loc)}")
+            continue
         given = e.get("input")
         rule = _range_rule(e, model)
         if rule is not None:
@@ -470,8 +474,22 @@ def _span(bounds: dict[str, Any]) -> str | None:
     return None
 
 
-def _declared_bounds(model: type, loc: tuple[Any, ...]) -> dict[str, Any]:
-    """The ``gt``/``ge``/``lt``/``le`` declared for the value at ``loc`` in ``model``."""
+def _unknown_key(model: type | None, loc: tuple[Any, ...]) -> str:
+    """``"not a known key (did you mean seed?); known keys: a, b, c"`` for a key the model at
+    ``loc[:-1]`` forbids; without that model, pydantic's words."""
+    found = _type_at(model, loc[:-1]) if model is not None else None
+    fields = getattr(found[0], "model_fields", None) if found is not None else None
+    if not isinstance(fields, dict) or not fields:
+        return "not a known key (extra inputs are not permitted)"
+    known = [str(k) for k in fields]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"not a known key{hint}; known keys: {', '.join(known)}"
+
+
+def _type_at(model: type, loc: tuple[Any, ...]) -> tuple[Any, list[Any]] | None:
+    """The annotation at ``loc`` in ``model`` and the field metadata met on the last step
+    (nested models, dicts, tuples and lists are followed); None when ``loc`` is not there."""
     tp: Any = model
     metadata: list[Any] = []
     for part in loc:
@@ -482,7 +500,7 @@ def _declared_bounds(model: type, loc: tuple[Any, ...]) -> dict[str, Any]:
                 (f for f in fields.values() if part in (f.alias, f.validation_alias)), None
             )
             if info is None:
-                return {}
+                return None
             tp, metadata = info.annotation, list(info.metadata)
             continue
         origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -494,13 +512,22 @@ def _declared_bounds(model: type, loc: tuple[Any, ...]) -> dict[str, Any]:
             elif part < len(args):
                 tp = args[part]
             else:
-                return {}
+                return None
         elif origin in (list, set, frozenset, abc.Sequence) and isinstance(part, int) and args:
             tp = args[0]
         else:
-            return {}
+            return None
         metadata = []
-    metadata += _strip_annotated(_strip_optional(tp))[1]
+    inner, more = _strip_annotated(_strip_optional(tp))
+    return inner, metadata + more
+
+
+def _declared_bounds(model: type, loc: tuple[Any, ...]) -> dict[str, Any]:
+    """The ``gt``/``ge``/``lt``/``le`` declared for the value at ``loc`` in ``model``."""
+    found = _type_at(model, loc)
+    if found is None:
+        return {}
+    metadata = list(found[1])
     bounds: dict[str, Any] = {}
     for item in list(metadata):
         if isinstance(getattr(item, "metadata", None), list):  # Annotated[X, Field(...)]

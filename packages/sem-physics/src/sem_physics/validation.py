@@ -99,10 +99,21 @@ NEGATIVE_SHARE = 0.01
 
 
 def scale_hint(peak: float) -> str:
-    """How to bring an image reaching ``peak`` onto the 0..255 grey scale, for a message."""
+    """How to bring an image reaching ``peak`` onto the 0..255 grey scale, for a message: the
+    factor that puts its brightest value at white and, for counts of a detector's usual bit
+    depth (10, 12, 14 or 16 bits), the factor of that depth's full scale, which keeps the
+    image's own brightness."""
+    full = next((2**b - 1 for b in (10, 12, 14, 16) if 255 < peak <= 2**b - 1), None)
+    depth = (
+        f", or by 255/{full} = {255.0 / full:.3g} if these are {full.bit_length()}-bit counts "
+        f"(0..{full})"
+        if full is not None and full != peak
+        else ""
+    )
     return (
-        f"scale it to 0..255, e.g. multiply by 255/{peak:g} = {255.0 / peak:.3g}; "
-        "sem_physics.read_image scales 8/16-bit files to 0..255"
+        f"scale it to 0..255, e.g. multiply by 255/{peak:g} = {255.0 / peak:.3g} (its "
+        f"brightest value to white){depth}; sem_physics.read_image scales 8/16-bit files to "
+        "0..255"
     )
 
 

@@ -7,7 +7,8 @@ Layout inside ``<run>/checkpoints/``::
                                 tensors, numbers, strings, lists, dicts only)
     latest.json                 the newest complete pair, and the pairs this run keeps
     best.json                   the best (minimum validation loss) exported model
-    best-00000120/              that export (``model.safetensors`` + ``config.json``)
+    best-00000120/              that export (``model.safetensors`` + ``config.json``),
+                                written as ``.partial-best-00000120/`` and renamed when complete
 
 Every file goes through :func:`sem_physics.atomic.atomic_write` (temporary name, fsync,
 rename) and a pointer is replaced only after the files it names are complete, so a crash at
@@ -24,6 +25,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import pickle
 import random
 import re
@@ -90,6 +92,8 @@ _SAFETENSORS_TEMPORARY = re.compile(r"\.tmp[A-Za-z0-9]{6}")
 #: (a crafted latest.json listing "../x" under "kept" would have a resume delete x).
 _STEP_FILE = re.compile(r"step-\d{8}\.(safetensors|state\.pt)")
 _BEST_DIR = re.compile(r"best-\d{8}")
+#: Prefix of a best-model export being written (``.partial-best-00000120``), renamed when done.
+_PARTIAL_PREFIX = ".partial-"
 
 
 def _check_own_file(pointer: Path, name: object, pattern: re.Pattern[str] = _STEP_FILE) -> None:
@@ -411,15 +415,29 @@ class Checkpointer(RunFolder):
         there and the run holds the folder's lock, so none of them is being written).
         """
         weights = [self.dir]  # the folders safetensors writes into
+        partial: list[Path] = []
         if self.dir.is_dir():
             weights += sorted(
                 p for p in self.dir.glob("best-*") if p.is_dir() and not p.is_symlink()
             )
-        return remove_stale_temporaries(self.run_dir) + [
-            path
-            for folder in weights
-            for path in remove_stale_temporaries(folder, unowned=_SAFETENSORS_TEMPORARY)
-        ]
+            partial = sorted(
+                p
+                for p in self.dir.glob(f"{_PARTIAL_PREFIX}best-*")
+                if _BEST_DIR.fullmatch(p.name[len(_PARTIAL_PREFIX) :])
+                and p.is_dir()
+                and not p.is_symlink()
+            )
+        for folder in partial:  # an export killed before its rename: never pointed at
+            shutil.rmtree(folder, ignore_errors=True)
+        return (
+            remove_stale_temporaries(self.run_dir)
+            + [
+                path
+                for folder in weights
+                for path in remove_stale_temporaries(folder, unowned=_SAFETENSORS_TEMPORARY)
+            ]
+            + partial
+        )
 
     def resume(self, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
         """Load weights, optimizer, scheduler and RNG of ``latest.json``; return its progress.
@@ -545,12 +563,15 @@ class Checkpointer(RunFolder):
     def save_best(self, export: Any, step: int, val_loss: float | None) -> Path:
         """``export(folder)`` the best model, point ``best.json`` at it, remove the previous one."""
         new_dir = self.dir / f"best-{step:08d}"
+        partial = self.dir / f"{_PARTIAL_PREFIX}{new_dir.name}"  # renamed once complete
         old = read_pointer(self.dir / "best.json")
-        if new_dir.exists():  # left by a crash of this run after the export, before the pointer
-            shutil.rmtree(new_dir)
+        for left in (new_dir, partial):  # a crash of this run before the pointer was written
+            if left.exists():
+                shutil.rmtree(left)
         with _writing(new_dir):
-            export(new_dir)
-            self._record_provenance(new_dir, step, val_loss)
+            export(partial)
+            self._record_provenance(partial, step, val_loss)
+            os.replace(partial, new_dir)
         gone = old.get("dir") if old else None
         if not (isinstance(gone, str) and gone != new_dir.name and _BEST_DIR.fullmatch(gone)):
             gone = None

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -93,6 +94,22 @@ class MetrologySummary(BaseModel):
         return self.n_images > 0 and self.n_measured == self.n_images
 
 
+def failure_reasons(reasons: Sequence[str | None], most: int = 3) -> str | None:
+    """The distinct reasons of several failures, in order of first appearance, each with its
+    count when the failures differ (``"no lines found (2) / output not finite (1)"``), at most
+    ``most`` of them and how many others; None when nothing failed."""
+    counts = Counter(r or "no reason recorded" for r in reasons)
+    if not counts:
+        return None
+    if len(counts) == 1:
+        return next(iter(counts))
+    parts = [f"{why} ({n})" for why, n in list(counts.items())[:most]]
+    if len(counts) > most:
+        others = len(counts) - most
+        parts.append(f"{others} other reason{'s' if others > 1 else ''}")
+    return " / ".join(parts)
+
+
 def quality_summary(
     rows: Sequence[QualityRow], method: str, metrics: Sequence[str], setting: str | None = None
 ) -> QualitySummary:
@@ -108,7 +125,7 @@ def quality_summary(
         method=method,
         n_cases=len(mine),
         n_failed=len(failed),
-        reason=failed[0].failed if failed else None,
+        reason=failure_reasons([r.failed for r in failed]),
         metrics={k: summarise(r.value(k) for r in ok) for k in metrics},
         errors=errors,
         n_infinite_psnr=sum(r.psnr_infinite for r in ok),
@@ -126,7 +143,7 @@ def metrology_summary(rows: Sequence[MetrologyRow], method: str) -> MetrologySum
         method=method,
         n_images=len(mine),
         n_measured=len(ok),
-        reason=bad[0].failed if bad else None,
+        reason=failure_reasons([r.failed for r in bad]),
         columns={c: summarise(r.value(c) for r in ok) for c in (*TABLE_COLUMNS, "lwr_unbiased_nm")},
         cd_mae_nm=summarise(r.cd_abs_error_nm for r in ok).mean if complete else None,
         avg_mae_nm=summarise(r.avg_abs_error_nm for r in ok).mean if complete else None,
