@@ -168,6 +168,20 @@ def test_field_errors_name_the_line_of_the_key(tmp_path):
         load_config(f, "stage1")
 
 
+def test_finetune_list_rules_and_misspelt_keys_name_their_line(tmp_path):
+    f = tmp_path / "f.yaml"
+    f.write_text(
+        "preset: cpu-small\ninit_from: x\ncrop_sizes_px: [4, 64]\nguide_balances: [0.3, -1]\n"
+        "run:\n  sead: 3\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(f, "finetune")
+    msg = str(info.value)
+    assert "crop_sizes_px (line 3): must be non-empty, each >= 8 px, got [4, 64]" in msg
+    assert "guide_balances (line 4): each must be in (0, 1e6], got [0.3, -1.0]" in msg
+    assert "run.sead (line 6): not a known key (did you mean seed?); known keys: epochs" in msg
+
+
 def test_baseline_params_are_checked_against_the_method(tmp_path, capsys, folder_writer):
     f = tmp_path / "b.yaml"
     f.write_text("preset: cpu-small\nparams:\n  unet: {depth: 1}\n  bogus_field: 3\n")

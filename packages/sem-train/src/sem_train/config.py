@@ -565,12 +565,22 @@ class FinetuneConfig(_Strict):
         "for the whole batch on the training device in the step (same forward model)",
     )
 
+    @field_validator("crop_sizes_px")
+    @classmethod
+    def _crops(cls, v: tuple[int, ...]) -> tuple[int, ...]:  # a field rule: its line is named
+        if not v or min(v) < 8:
+            raise ValueError(f"must be non-empty, each >= 8 px, got {list(v)}")
+        return v
+
+    @field_validator("guide_balances")
+    @classmethod
+    def _balances(cls, v: list[float]) -> list[float]:
+        if any(not 0 < b <= 1e6 for b in v):
+            raise ValueError(f"each must be in (0, 1e6], got {v}")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
-        if not self.crop_sizes_px or min(self.crop_sizes_px) < 8:
-            raise ValueError(f"crop_sizes_px={self.crop_sizes_px} must be non-empty, each >= 8")
-        if any(not 0 < b <= 1e6 for b in self.guide_balances):
-            raise ValueError(f"guide_balances={self.guide_balances}: each must be in (0, 1e6]")
         if self.guide_balances and not self.refiner_width:
             raise ValueError("guide_balances need refiner_width > 0 (the refiner reads them)")
         if self.init_from is None and self.model is None:
