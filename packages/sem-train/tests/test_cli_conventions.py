@@ -99,6 +99,7 @@ def _fake_embeddings(monkeypatch):
     monkeypatch.setattr(evaluation, "embed_folder", fake_embed)
     monkeypatch.setattr(cluster, "encoder_dir", Path)  # "ck" stands for a checkpoint
     monkeypatch.setattr(cluster, "input_size", lambda folder: 32)  # its input side, px
+    monkeypatch.setattr(cluster, "_controls", lambda *a: ({}, {}))  # they need a real encoder
 
 
 def test_cluster_strict_partial_failure_exits_1_and_o_is_out(tmp_path, capsys, monkeypatch):

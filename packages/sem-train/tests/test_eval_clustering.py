@@ -146,7 +146,7 @@ def test_the_encoder_runs_on_the_device_asked_for(tmp_path, monkeypatch, capsys)
     )
     assert main([*argv, "--device", "cuda"]) == 0
     assert main(argv) == 0
-    assert asked == ["cuda", "auto"]
+    assert asked == ["cuda", "cuda", "auto", "auto"]  # the model, then its untrained control
 
 
 def test_cluster_into_a_busy_folder_stops_at_once(tmp_path, capsys, hold_folder):
@@ -187,6 +187,89 @@ def _micro_checkpoint(folder):
     model = build_mae("tiny", in_chans=1, **MICRO_MAE)
     save_model(model, folder)
     return model
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_untrained_checkpoint_scores_as_its_control_and_is_told_so(tmp_path, capsys):
+    """The control rows: an encoder of the checkpoint's architecture with its random initial
+    weights (seeded by --seed) and the pixels' patch means. A checkpoint that is exactly
+    that untrained encoder (seed 0) scores as its control and the verdict says it beats
+    nothing; the pixel row is k-means of patch means computed here."""
+    import torch
+    import torch.nn.functional as F
+    from sem_physics import read_image, write_samples
+    from sem_train.cli import main
+    from sklearn.cluster import KMeans
+
+    _micro_checkpoint(tmp_path / "ckpt")  # seed 0, never trained
+    write_samples(tmp_path / "imgs", n_per_kind=3, shape=(64, 72), seed=0)
+    argv = ["cluster", "--checkpoint", str(tmp_path / "ckpt"), "--images", str(tmp_path / "imgs")]
+    argv += ["--k", "3", "--crop-fraction", "0", "--no-progress", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((tmp_path / "o" / "clustering.json").read_text())
+    run = saved["runs"][str(tmp_path / "ckpt")]
+    control = saved["controls"]["control: untrained encoder"]
+    for key in ("silhouette_cosine", "davies_bouldin", "calinski_harabasz", "images"):
+        assert control[key] == run[key]
+    untrained = [
+        f"{label} ({run[f]:.4g} against {control[f]:.4g}, control: untrained encoder)"
+        for label, f in (
+            ("silhouette", "silhouette_cosine"),
+            ("Davies-Bouldin", "davies_bouldin"),
+            ("Calinski-Harabasz", "calinski_harabasz"),
+        )
+    ]
+    (verdict,) = saved["verdicts"]
+    assert verdict.startswith(f"{tmp_path / 'ckpt'} does not beat the controls on ")
+    assert all(part in verdict for part in untrained)  # a tie is no win
+    assert saved["verdicts"][0] in out and "| control: pixels (4×4 patch means) | 9 | 3 |" in out
+    files = [f["file"] for f in run["images"]]
+    with torch.no_grad():
+        x = torch.cat(
+            [
+                F.interpolate(
+                    torch.from_numpy(read_image(tmp_path / "imgs" / f).data / 255.0)[None, None],
+                    size=(32, 32),
+                    mode="bilinear",
+                    antialias=True,
+                ).float()
+                for f in files
+            ]
+        )
+    means = x.clamp(0, 1).reshape(len(files), 4, 8, 4, 8).mean((2, 4)).reshape(len(files), -1)
+    labels = KMeans(n_clusters=3, n_init=10, random_state=0).fit(means.double().numpy()).labels_
+    pixel_row = saved["controls"]["control: pixels (4×4 patch means)"]
+    assert [i["cluster"] for i in pixel_row["images"]] == labels.tolist()
+    md = (tmp_path / "o" / "clustering.md").read_text()
+    assert "## Against the controls" in md and saved["verdicts"][0] in md
+
+
+def test_control_verdicts_name_each_score_a_model_does_not_win():
+    from sem_train.evaluation import control_verdicts
+    from sem_train.evaluation.clustering import ClusteringResult
+
+    def r(sil, db, ch):
+        return ClusteringResult(
+            n_samples=9,
+            dim=4,
+            k=3,
+            seed=0,
+            silhouette_cosine=sil,
+            davies_bouldin=db,
+            calinski_harabasz=ch,
+            inertia=1.0,
+            cluster_sizes=[3, 3, 3],
+        )
+
+    controls = {"c1": r(0.5, 0.9, 60), "c2": r(-0.3, 0.7, 40)}
+    verdicts = control_verdicts({"good": r(0.6, 0.6, 90), "mixed": r(0.6, 0.8, 50)}, controls)
+    assert verdicts[0] == "good beats every control on all three scores"
+    assert verdicts[1].startswith(
+        "mixed does not beat the controls on Davies-Bouldin (0.8 against 0.7, c2); "
+        "Calinski-Harabasz (50 against 60, c1): "
+    )
+    assert control_verdicts({"good": r(0.6, 0.6, 90)}, {}) == []
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -158,7 +158,7 @@ def _cluster_held(args: argparse.Namespace, said: list[str]) -> int:
     from sem_physics.cli_support import path_text, stderr_is_terminal
 
     from ..evaluation import cluster_embeddings, clustering_markdown, embed_folder
-    from ..evaluation.clustering import FolderImages, warn_few_per_cluster
+    from ..evaluation.clustering import FolderImages, control_verdicts, warn_few_per_cluster
     from ..evaluation.sources import SkippedFile, SkippedInputsError
 
     folders = [encoder_dir(c) for c in args.checkpoint]  # every one, before any image is read
@@ -207,9 +207,12 @@ def _cluster_held(args: argparse.Namespace, said: list[str]) -> int:
                 for name, label in zip(names, r.labels, strict=True)
             ],
         }
-    table = clustering_markdown(results)
+    controls, control_runs = _controls(folders, args, images, names)
+    verdicts = control_verdicts(results, controls)
+    table = clustering_markdown({**results, **controls})
     notes = "".join(f"- skipped `{s.path}`: {s.reason}\n" for s in skipped)
-    print(table + notes, end="")
+    said_controls = "".join(f"- {v}\n" for v in verdicts)
+    print(table + notes + said_controls, end="")
     if args.out:
         out = Path(args.out)
         first = next(iter(results.values()))
@@ -221,13 +224,18 @@ def _cluster_held(args: argparse.Namespace, said: list[str]) -> int:
             "of its height), resized to the model's square input (stretched when not "
             f"square), and encoded by each checkpoint's encoder as {pooled}. Each image's "
             "cluster is in `clustering.json` "
-            "(`runs` → model → `images`).\n\n"
+            "(`runs` → model → `images`). The control rows are what a score is worth without "
+            "learning: the same images embedded by the same architecture with its random "
+            f"initial weights (seed {args.seed}), and their pixels averaged over each patch "
+            "(the thumbnail the encoder's patch grid sees).\n\n"
         )
+        against = "\n## Against the controls\n\n" + said_controls if verdicts else ""
         atomic_write_text(
             out / "clustering.md",
             "# Clustering of encoder embeddings (Table 1)\n\n"
             + setting
             + table
+            + against
             + _warnings_section(said, notes),
         )
         data = {
@@ -238,12 +246,67 @@ def _cluster_held(args: argparse.Namespace, said: list[str]) -> int:
             "crop_fraction": args.crop_fraction,
             "fields": FIELDS,
             "runs": runs,
+            "controls": control_runs,
+            "verdicts": verdicts,
             "skipped_files": [s.model_dump() for s in skipped],
             "warnings": list(said),  # as clustering.md's Warnings, the skipped files apart
         }
         atomic_write_text(out / "clustering.json", json.dumps(data, indent=2))
         print(f"report: {(out / 'clustering.md').resolve()}")
     return 0
+
+
+def _controls(
+    folders: list[Path], args: argparse.Namespace, images: Any, names: list[str]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The control rows: for each architecture among the checkpoints, its untrained encoder,
+    and for each input size and patch size, the patch means of the pixels; clustered as the
+    models are. Returns their results and their ``clustering.json`` entries."""
+    from sem_models.checkpoint import read_export_meta
+    from sem_models.config import MAEConfig
+
+    from ..evaluation import cluster_embeddings
+    from ..evaluation.clustering import pixel_control_embeddings, untrained_control_embeddings
+
+    archs: dict[str, tuple[str, dict[str, Any]]] = {}
+    for run_id, folder in zip(run_ids(args.checkpoint), folders, strict=True):
+        mae = read_export_meta(folder)["mae"]
+        archs.setdefault(json.dumps(mae, sort_keys=True), (run_id, mae))
+    made: dict[str, tuple[str, Any]] = {}
+    for run_id, mae in archs.values():
+        of = f" ({run_id}'s architecture)" if len(archs) > 1 else ""
+        what = f"the encoder's architecture with its random initial weights (seed {args.seed})"
+        emb = untrained_control_embeddings(
+            mae, images, pool=args.pool, seed=args.seed, device=args.device
+        )
+        made[f"control: untrained encoder{of}"] = (what, emb)
+    for size, patch in dict.fromkeys(
+        (c.img_size, c.patch_size) for c in (MAEConfig(**m) for _, m in archs.values())
+    ):
+        grid = size // patch
+        what = f"the {size}-px image's pixels averaged over each {patch}-px patch ({grid}×{grid})"
+        made[f"control: pixels ({grid}×{grid} patch means)"] = (
+            what,
+            pixel_control_embeddings(images, size, patch),
+        )
+    results, runs = {}, {}
+    for name, (what, emb) in made.items():
+        r = cluster_embeddings(
+            emb,
+            k=args.k,
+            seed=args.seed,
+            silhouette_sample_size=args.silhouette_sample_size,
+            warn_few=False,
+        )
+        results[name] = r
+        runs[name] = {
+            "control": what,
+            **r.model_dump(exclude={"labels"}),
+            "images": [
+                {"file": n, "cluster": label} for n, label in zip(names, r.labels, strict=True)
+            ],
+        }
+    return results, runs
 
 
 def _warnings_section(said: list[str], notes: str) -> str:

@@ -46,6 +46,7 @@ __all__ = [
     "cluster_embeddings",
     "clustering_markdown",
     "control_run",
+    "control_verdicts",
     "demo_config",
     "embed_folder",
     "finetune_network",
@@ -72,7 +73,13 @@ __all__ = [
 __getattr__, __dir__, _EXPORTS = lazy_exports(__name__, __file__, __all__)
 
 if TYPE_CHECKING:  # static analysers see the eager imports
-    from .clustering import ClusteringResult, cluster_embeddings, clustering_markdown, embed_folder
+    from .clustering import (
+        ClusteringResult,
+        cluster_embeddings,
+        clustering_markdown,
+        control_verdicts,
+        embed_folder,
+    )
     from .config import (
         BenchmarkConfig,
         FoundationConfig,

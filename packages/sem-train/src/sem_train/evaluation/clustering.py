@@ -7,6 +7,12 @@ scikit-learn) clusters them and three scores describe the clustering:
   is O(N²)): higher is better, in [-1, 1];
 * Davies-Bouldin index: lower is better;
 * Calinski-Harabasz index: higher is better.
+
+Two controls show what a score is worth: the same images embedded by the same architecture
+with its random initial weights (what the encoder gives before learning anything), and their
+pixels averaged over each patch (a thumbnail on the encoder's token grid: what the patch
+embedding sees). An encoder that does not beat them on a score has learned nothing that score
+rewards; :func:`control_verdicts` says which scores it beats.
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ __all__ = [
     "FolderImages",
     "cluster_embeddings",
     "clustering_markdown",
+    "control_verdicts",
     "embed_folder",
+    "pixel_control_embeddings",
+    "untrained_control_embeddings",
     "warn_few_per_cluster",
 ]
 
@@ -274,3 +283,77 @@ def clustering_markdown(results: Mapping[str, ClusteringResult] | Sequence[Any])
             f"{r.davies_bouldin:.3f} | {r.calinski_harabasz:.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def untrained_control_embeddings(
+    mae_config: Mapping[str, Any],
+    images: FolderImages,
+    *,
+    pool: Literal["mean", "cls"] = "mean",
+    seed: int = 0,
+    batch_size: int = 8,
+    device: str = "auto",
+) -> np.ndarray:
+    """Embeddings (N, D) of ``images`` from an encoder of the architecture ``mae_config`` (an
+    export's ``config.json`` ``mae`` entry) with its random initial weights (seeded by
+    ``seed``; the caller's torch RNG is left where it was): the control a trained encoder
+    must beat."""
+    import torch
+    from sem_models import extract_embeddings
+    from sem_models.config import MAEConfig
+    from sem_models.mae import MaskedAutoencoder
+
+    from ..distributed import select_device
+
+    cfg = MAEConfig(**dict(mae_config))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MaskedAutoencoder(cfg).eval()
+    model = model.to(select_device(device))
+    pixels = images.pixels(cfg.img_size)
+    emb = extract_embeddings(model, pixels, pool=pool, batch_size=batch_size)
+    return np.asarray(emb, dtype=np.float64)
+
+
+def pixel_control_embeddings(images: FolderImages, size: int, patch: int) -> np.ndarray:
+    """The ``size``-px images averaged over each ``patch``-px patch, flattened: (N,
+    (size // patch)²) grey levels in [0, 1], the thumbnail an encoder's patch grid sees."""
+    import torch.nn.functional as F
+
+    pixels = images.pixels(size)
+    return np.asarray(F.avg_pool2d(pixels, patch).flatten(1).numpy(), dtype=np.float64)
+
+
+#: Score name, field of :class:`ClusteringResult`, True when higher is better.
+_SCORES = (
+    ("silhouette", "silhouette_cosine", True),
+    ("Davies-Bouldin", "davies_bouldin", False),
+    ("Calinski-Harabasz", "calinski_harabasz", True),
+)
+
+
+def control_verdicts(
+    results: Mapping[str, ClusteringResult], controls: Mapping[str, ClusteringResult]
+) -> list[str]:
+    """One sentence per model of ``results``: it beats every control of ``controls`` on every
+    score, or the scores on which it does not (its value against the control's)."""
+    lines = []
+    for name, r in results.items():
+        short = []
+        for label, field, higher in _SCORES:
+            mine = float(getattr(r, field))
+            for cname, c in controls.items():
+                theirs = float(getattr(c, field))
+                if not (mine > theirs if higher else mine < theirs):
+                    short.append(f"{label} ({mine:.4g} against {theirs:.4g}, {cname})")
+        if not controls:
+            continue
+        if short:
+            which = "that score" if len(short) == 1 else "those scores"
+            lines.append(
+                f"{name} does not beat the controls on " + "; ".join(short) + f": on {which} "
+                "its embedding groups these images no better than one without learning"
+            )
+        else:
+            lines.append(f"{name} beats every control on all three scores")
+    return lines
