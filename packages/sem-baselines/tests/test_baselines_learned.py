@@ -87,6 +87,32 @@ def test_noise2void_loss_sees_only_masked_pixels():
     torch.testing.assert_close(r.training_loss(changed), base)
     changed = dict(batch, target=torch.where(batch["mask"], batch["target"] + 0.5, 0))
     assert r.training_loss(changed) > base
+    with torch.no_grad():  # the mean squared error over the masked pixels, by hand
+        sq = (r.network(batch["input"]).double() - batch["target"].double()) ** 2
+        want = sq[batch["mask"]].mean()
+    assert float(base.detach()) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_noise2void_loss_makes_no_host_sync():
+    """No op that reads a device value to the host (a boolean mask's count, ``.item()``): on a
+    GPU each would stall every training step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: list[str] = []
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    r = get_restorer("n2v", **TINY["n2v"])
+    clean = torch.from_numpy(lines_image((32, 32), seed=1))[None, None].repeat(2, 1, 1, 1)
+    params = ParameterRanges().sample_many(np.random.default_rng(0), 2)
+    batch = r.make_batch(clean, params, torch.Generator().manual_seed(0))
+    with Ops():
+        r.training_loss(batch)
+    syncing = ("nonzero", "_local_scalar_dense", "masked_select", "index.Tensor")
+    assert seen and not [f for f in seen if any(k in f for k in syncing)], seen
 
 
 def test_noise2noise_targets_are_independent_realisations():

@@ -109,13 +109,15 @@ class Noise2VoidRestorer(NetworkRestorer):
         """Mean squared error over the masked pixels (of the global batch under DDP)."""
         net = self.network
         out = net(batch["input"]).float()
-        sq = ((out - batch["target"]) ** 2)[batch["mask"]]
+        # weighted by the mask rather than indexed by it: boolean indexing reads the mask's
+        # count to the host, a device sync at every step on a GPU
+        weight = batch["mask"].to(out.dtype)
+        sq = ((out - batch["target"]) ** 2 * weight).sum()
+        count = weight.sum()  # exact below 2^24 pixels
         if not isinstance(net, DistributedDataParallel):
-            return sq.mean()
+            return sq / count.clamp(min=1.0)
         # DDP averages gradients over ranks: sum * world / global count makes that average the
         # global mean, not the mean of per-rank means (their counts may differ)
-        # (the boolean indexing above has read the mask's count to the host already)
-        count = torch.tensor(float(sq.numel()), device=sq.device)  # exact below 2^24 pixels
         dist.all_reduce(count, group=net.process_group)
         world = dist.get_world_size(net.process_group)
-        return sq.sum() * world / count.clamp(min=1.0)
+        return sq * world / count.clamp(min=1.0)
