@@ -78,3 +78,18 @@ def test_well_conditioned_case_still_ok(rx: float, ry: float, fresh) -> None:
     est = estimate_degradation(y)
     assert est.quality.ok, est.quality.reasons
     assert abs(est.rx_px / rx - 1) < 0.25 and abs(est.ry_px / ry - 1) < 0.25  # targets: p90
+
+
+def test_a_binary_pattern_is_refused_in_words_without_numpy_warnings() -> None:
+    """Bars of 0 and 255 only: a spectrum of a few harmonics leaves some angular sectors
+    without a bin to start from, and every pixel sits on a saturated level. The estimate
+    says why it cannot measure the noise; no numpy warning (median of an empty slice) leaks."""
+    import warnings
+
+    image = np.zeros((128, 128), np.float32)
+    image[:, 32:64] = 255.0
+    image[:, 96:112] = 255.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"only 0 pixels away from the saturated levels"):
+            estimate_degradation(image)

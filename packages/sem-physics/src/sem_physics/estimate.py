@@ -503,8 +503,11 @@ def _fit_psf(
     ns = bins.n_sectors
     amp0 = np.empty(ns)
     for s in range(ns):
-        low = keep & (bins.sector == s) & (f < 0.3 / r0)
-        vals = pbar[low] if low.any() else pbar[keep & (bins.sector == s)]
+        sector = keep & (bins.sector == s)
+        low = sector & (f < 0.3 / r0)
+        # a sector with no bin kept (a spectrum of a few harmonics, e.g. a binary pattern):
+        # the kept bins of every sector give its start
+        vals = pbar[low] if low.any() else pbar[sector] if sector.any() else pbar[keep]
         f_ref = float(np.median(f[low])) if low.any() else 0.3 / r0
         amp0[s] = math.log(max(float(np.median(vals)) - floor0, floor0 * 1e-3)) + 2 * math.log(
             f_ref
