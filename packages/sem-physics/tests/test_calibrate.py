@@ -203,3 +203,26 @@ def test_sem_psf_reference_crops_both_frames_when_only_one_shows_its_info_bar(
     assert rec["rx_px"] == pytest.approx(9.0, rel=0.05) and rec["reasons"] == []
     assert rec["ry_px"] == pytest.approx(5.0, rel=0.05)
     assert f"both cropped by {bar} rows" in captured.err
+
+
+def test_sem_psf_reference_flags_a_pair_recorded_at_two_pixel_sizes(tmp_path, capsys) -> None:
+    """Two frames that record different pixel sizes are two magnifications: the fit is not
+    trusted (a reason naming both sizes, a warning line); equal sizes within 1 % or a file
+    recording none leave the fit as it is."""
+    focused = make_sample("texture", (128, 160), seed=4)
+    _, defocused = _pair(focused, 5.0, 5.0, 0.0)
+    write_image(tmp_path / "focused.tif", focused, pixel_size_nm=0.83)
+    for name, size in (("same.tif", 0.832), ("other.tif", 1.66), ("none.tif", None)):
+        write_image(tmp_path / name, np.clip(defocused, 0, 255), pixel_size_nm=size)
+    ref = ["--reference", str(tmp_path / "focused.tif"), "--json"]
+    recs = {}
+    for name in ("same.tif", "other.tif", "none.tif"):
+        assert psf_main([*ref, str(tmp_path / name)]) == 0
+        captured = capsys.readouterr()
+        recs[name] = (json.loads(captured.out), captured.err)
+    assert recs["same.tif"][0]["reasons"] == recs["none.tif"][0]["reasons"] == []
+    assert "pixel size" not in recs["same.tif"][1] + recs["none.tif"][1]
+    other, err = recs["other.tif"]
+    want = "pixel size 1.66 nm against the reference's 0.83 nm (another magnification"
+    assert other["reasons"][-1].startswith(want) and want in err
+    assert other["rx_px"] == recs["none.tif"][0]["rx_px"]  # the fit itself is unchanged

@@ -133,18 +133,44 @@ def _read_cropped(
 ) -> tuple[Any, int]:
     """The image of ``path`` with its info bar removed as ``crop`` says, and the rows removed;
     a dim picture of more than 8 bits is warned about (its noise is estimated as it reads)."""
+    data, rows, _ = _read_cropped_sized(path, crop, fraction, max_pixels)
+    return data, rows
+
+
+def _read_cropped_sized(
+    path: Path, crop: str, fraction: float, max_pixels: int | None = None
+) -> tuple[Any, int, float | None]:
+    """:func:`_read_cropped` and the file's pixel size in nm (None when it records none)."""
     from .io import crop_info_bar, read_image, warn_dim_picture
 
     img = read_image(path, max_pixels=max_pixels)
     warn_dim_picture(img, "sem-psf estimates the PSF and noise")
+    size = img.pixel_size_nm
     if crop == "none":
-        return img.data, 0
+        return img.data, 0, size
     if crop == "detected":  # the micrograph sem restore estimates on
         rows = img.info_bar_rows or 0
-        return crop_info_bar(img.data, rows), rows
+        return crop_info_bar(img.data, rows), rows, size
     bar = img.info_bar_rows if crop == "info-bar" else None
     data = crop_info_bar(img.data, bar, fraction)
-    return data, img.data.shape[0] - data.shape[0]
+    return data, img.data.shape[0] - data.shape[0], size
+
+
+#: Relative difference of two recorded pixel sizes beyond which a pair is of two magnifications.
+PIXEL_SIZE_TOLERANCE = 0.01
+
+
+def _pixel_size_reason(size: float | None, reference_size: float | None) -> str | None:
+    """Why a pair is not one field of view at one scale, from the pixel sizes the two files
+    record; None when they agree or either records none."""
+    if size is None or reference_size is None:
+        return None
+    if abs(size - reference_size) <= PIXEL_SIZE_TOLERANCE * max(size, reference_size):
+        return None
+    return (
+        f"pixel size {size:.4g} nm against the reference's {reference_size:.4g} nm (another "
+        "magnification: the fit compares two scales)"
+    )
 
 
 def _pair_file(
@@ -155,16 +181,22 @@ def _pair_file(
     fraction: float,
     max_pixels: int | None = None,
     reference_rows: int = 0,
+    reference_size: float | None = None,
 ) -> dict[str, Any]:
     """The pair fit of ``path`` against ``focused``, the image of ``reference`` (read once,
-    ``reference_rows`` cropped from its bottom).
+    ``reference_rows`` cropped from its bottom, ``reference_size`` nm per pixel recorded).
 
     Both frames of a pair lose the same rows: when the info bar is detected in one frame only
     (a defocused frame's bar blurred with the picture, or too dim to find), the larger crop is
-    applied to both, as the frames are of one size and one layout."""
+    applied to both, as the frames are of one size and one layout. Pixel sizes recorded in
+    both files that differ by more than 1 % are a reason not to trust the fit (and a warning
+    line): the frames are of two magnifications."""
     from .calibrate import estimate_psf_from_pair
 
-    data, rows = _read_cropped(path, crop, fraction, max_pixels)
+    data, rows, size = _read_cropped_sized(path, crop, fraction, max_pixels)
+    scale_problem = _pixel_size_reason(size, reference_size)
+    if scale_problem is not None:
+        print(f"{PROG}: warning: {path}: {scale_problem}", file=sys.stderr)
     same_frame = (data.shape[0] + rows, data.shape[1]) == (
         focused.shape[0] + reference_rows,
         focused.shape[1],
@@ -181,6 +213,8 @@ def _pair_file(
         est = estimate_psf_from_pair(focused, data)
     except ValueError as err:
         raise ValueError(f"{path}: {err} (reference {reference})") from None
+    if scale_problem is not None:
+        est = est.model_copy(update={"reasons": [*est.reasons, scale_problem]})
     return {"file": path_text(path), "reference": path_text(reference), "rows_cropped": rows,
             **est.model_dump(mode="json")}  # fmt: skip
 
@@ -332,10 +366,10 @@ def _estimate_all(args: argparse.Namespace) -> tuple[int, int]:
     done = failed = 0
     reference = args.reference.resolve() if args.reference is not None else None
     focused = None
-    reference_rows = 0
+    reference_rows, reference_size = 0, None
     if reference is not None:  # read once for every image
         try:
-            focused, reference_rows = _read_cropped(
+            focused, reference_rows, reference_size = _read_cropped_sized(
                 args.reference, args.crop, args.crop_fraction, args.max_pixels
             )
         except (ValueError, OSError) as err:
@@ -361,6 +395,7 @@ def _estimate_all(args: argparse.Namespace) -> tuple[int, int]:
                     args.crop_fraction,
                     args.max_pixels,
                     reference_rows,
+                    reference_size,
                 )
             else:
                 rec = _estimate_file(path, args.crop, args.crop_fraction, args.max_pixels)
