@@ -177,6 +177,27 @@ def test_too_few_embeddings_per_cluster_are_warned(caplog):
     ]
 
 
+def _resized_here(folder, files, size):
+    """The files under ``folder`` on [0, 1], resized to ``size`` px as computed in the test
+    (bilinear, antialiased): (N, 1, size, size) float32."""
+    import torch
+    import torch.nn.functional as F
+    from sem_physics import read_image
+
+    with torch.no_grad():
+        return torch.cat(
+            [
+                F.interpolate(
+                    torch.from_numpy(read_image(folder / f).data / 255.0)[None, None],
+                    size=(size, size),
+                    mode="bilinear",
+                    antialias=True,
+                )
+                for f in files
+            ]
+        ).float()
+
+
 def _micro_checkpoint(folder):
     """A micro MAE (32-px inputs, 8-px patches) saved to ``folder``; the model."""
     import torch
@@ -195,9 +216,7 @@ def test_an_untrained_checkpoint_scores_as_its_control_and_is_told_so(tmp_path, 
     weights (seeded by --seed) and the pixels' patch means. A checkpoint that is exactly
     that untrained encoder (seed 0) scores as its control and the verdict says it beats
     nothing; the pixel row is k-means of patch means computed here."""
-    import torch
-    import torch.nn.functional as F
-    from sem_physics import read_image, write_samples
+    from sem_physics import write_samples
     from sem_train.cli import main
     from sklearn.cluster import KMeans
 
@@ -225,18 +244,7 @@ def test_an_untrained_checkpoint_scores_as_its_control_and_is_told_so(tmp_path, 
     assert all(part in verdict for part in untrained)  # a tie is no win
     assert saved["verdicts"][0] in out and "| control: pixels (4×4 patch means) | 9 | 3 |" in out
     files = [f["file"] for f in run["images"]]
-    with torch.no_grad():
-        x = torch.cat(
-            [
-                F.interpolate(
-                    torch.from_numpy(read_image(tmp_path / "imgs" / f).data / 255.0)[None, None],
-                    size=(32, 32),
-                    mode="bilinear",
-                    antialias=True,
-                ).float()
-                for f in files
-            ]
-        )
+    x = _resized_here(tmp_path / "imgs", files, 32)
     means = x.clamp(0, 1).reshape(len(files), 4, 8, 4, 8).mean((2, 4)).reshape(len(files), -1)
     labels = KMeans(n_clusters=3, n_init=10, random_state=0).fit(means.double().numpy()).labels_
     pixel_row = saved["controls"]["control: pixels (4×4 patch means)"]
@@ -281,9 +289,8 @@ def test_cluster_json_gives_each_images_cluster_and_the_settings(tmp_path):
     import json
 
     import torch
-    import torch.nn.functional as F
     from sem_models.imaging import normalize
-    from sem_physics import read_image, write_samples
+    from sem_physics import write_samples
     from sem_train.cli import main
     from sklearn.cluster import KMeans
 
@@ -293,18 +300,8 @@ def test_cluster_json_gives_each_images_cluster_and_the_settings(tmp_path):
     files = sorted(
         p.relative_to(tmp_path / "imgs").as_posix() for p in (tmp_path / "imgs").rglob("*.png")
     )
+    x = _resized_here(tmp_path / "imgs", files, 32)
     with torch.no_grad():
-        x = torch.cat(
-            [
-                F.interpolate(
-                    torch.from_numpy(read_image(tmp_path / "imgs" / f).data / 255.0)[None, None],
-                    size=(32, 32),
-                    mode="bilinear",
-                    antialias=True,
-                )
-                for f in files
-            ]
-        ).float()
         latent = model.eval().forward_encoder(normalize(x), 0.0)[0]
     emb = latent[:, 1:].mean(1).double().numpy()
     labels = KMeans(n_clusters=3, n_init=10, random_state=5).fit(emb).labels_

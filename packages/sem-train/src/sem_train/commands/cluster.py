@@ -157,7 +157,7 @@ def _cluster_held(args: argparse.Namespace, said: list[str]) -> int:
     from sem_physics.atomic import atomic_write_text
     from sem_physics.cli_support import path_text, stderr_is_terminal
 
-    from ..evaluation import cluster_embeddings, clustering_markdown, embed_folder
+    from ..evaluation import clustering_markdown, embed_folder
     from ..evaluation.clustering import FolderImages, control_verdicts, warn_few_per_cluster
     from ..evaluation.sources import SkippedFile, SkippedInputsError
 
@@ -191,22 +191,9 @@ def _cluster_held(args: argparse.Namespace, said: list[str]) -> int:
                 )
             _check_k(args.k, len(names), args.images)
             warn_few_per_cluster(args.k, len(names))  # k and N: the same for every checkpoint
-        r = cluster_embeddings(
-            emb,
-            k=args.k,
-            seed=args.seed,
-            silhouette_sample_size=args.silhouette_sample_size,
-            warn_few=False,
+        results[run_id], runs[run_id] = _clustered(
+            emb, names, args, checkpoint=path_text(Path(folder).resolve())
         )
-        results[run_id] = r
-        runs[run_id] = {
-            "checkpoint": path_text(Path(folder).resolve()),
-            **r.model_dump(exclude={"labels"}),
-            "images": [
-                {"file": name, "cluster": label}
-                for name, label in zip(names, r.labels, strict=True)
-            ],
-        }
     controls, control_runs = _controls(folders, args, images, names)
     verdicts = control_verdicts(results, controls)
     table = clustering_markdown({**results, **controls})
@@ -265,7 +252,6 @@ def _controls(
     from sem_models.checkpoint import read_export_meta
     from sem_models.config import MAEConfig
 
-    from ..evaluation import cluster_embeddings
     from ..evaluation.clustering import pixel_control_embeddings, untrained_control_embeddings
 
     archs: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -291,22 +277,30 @@ def _controls(
         )
     results, runs = {}, {}
     for name, (what, emb) in made.items():
-        r = cluster_embeddings(
-            emb,
-            k=args.k,
-            seed=args.seed,
-            silhouette_sample_size=args.silhouette_sample_size,
-            warn_few=False,
-        )
-        results[name] = r
-        runs[name] = {
-            "control": what,
-            **r.model_dump(exclude={"labels"}),
-            "images": [
-                {"file": n, "cluster": label} for n, label in zip(names, r.labels, strict=True)
-            ],
-        }
+        results[name], runs[name] = _clustered(emb, names, args, control=what)
     return results, runs
+
+
+def _clustered(
+    emb: Any, names: list[str], args: argparse.Namespace, **head: str
+) -> tuple[Any, dict[str, Any]]:
+    """k-means of ``emb`` with the command's settings, and its ``clustering.json`` entry:
+    ``head`` (what was embedded), the scores and each image's cluster."""
+    from ..evaluation import cluster_embeddings
+
+    r = cluster_embeddings(
+        emb,
+        k=args.k,
+        seed=args.seed,
+        silhouette_sample_size=args.silhouette_sample_size,
+        warn_few=False,
+    )
+    entry = {
+        **head,
+        **r.model_dump(exclude={"labels"}),
+        "images": [{"file": n, "cluster": label} for n, label in zip(names, r.labels, strict=True)],
+    }
+    return r, entry
 
 
 def _warnings_section(said: list[str], notes: str) -> str:
