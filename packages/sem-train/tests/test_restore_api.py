@@ -459,6 +459,9 @@ def test_a_guided_model_says_when_its_guides_fell_back_to_the_paper_psf(tmp_path
     assert fallback.psf_source == "paper" and fallback.estimate is None
     assert fallback.psf == PSFParams(rx_px=15.5, ry_px=15.5, beta=1.95, theta_rad=0.0)
     assert any("paper's fixed PSF" in w for w in fallback.warnings)
+    # the guides take no noise level: no note that its floor was used, nor a noise_var to give
+    # (a setting the model refuses)
+    assert [w for w in fallback.warnings if "noise" in w] == []
     given, notes = restore_warned(
         y, "sem-foundation", checkpoint=folder, psf="2,2", notes=1, **WINDOW
     )

@@ -386,13 +386,13 @@ class PreparedMethod:
 
 
 def _noise_note(restorer: Any, guides: Any) -> tuple[str, ...]:
-    """The deconvolution's (or the guides') note when the noise level it needed could not be
-    estimated and the floor was used (a picture under 32 px a side with a given PSF)."""
+    """The deconvolution's note when the noise level it needed could not be estimated and the
+    floor was used (a picture under 32 px a side with a given PSF). A guided model's guides
+    take fixed balances, no noise level: nothing to say (nor a ``noise_var`` it would refuse)."""
     if guides is not None:
-        note = getattr(guides, "noise_note", None)
-    else:
-        params = getattr(restorer, "last_params", None)
-        note = params.get("noise_note") if isinstance(params, dict) else None
+        return ()
+    params = getattr(restorer, "last_params", None)
+    note = params.get("noise_note") if isinstance(params, dict) else None
     return (note,) if note else ()
 
 
