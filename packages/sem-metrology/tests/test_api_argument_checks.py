@@ -13,6 +13,17 @@ from sem_metrology.synthetic import make_contact_image, make_line_image
 NAN, INF = float("nan"), float("inf")
 
 
+def test_crossing_edges_name_the_geometry_that_makes_them_cross() -> None:
+    """37 lines (the default) in 256 px: 2.79 nm lines and spaces against 1.2 nm roughness."""
+    with pytest.raises(ValueError, match=r"edges cross") as info:
+        make_line_image(shape=(256, 256), seed=0)
+    text = str(info.value)
+    pitch_nm = 256 / 38 * 0.827  # the default pitch: width / (n_lines + 1)
+    assert f"lines {pitch_nm / 2:.3g} nm wide with spaces {pitch_nm / 2:.3g} nm" in text
+    assert "(37 lines in 256 px at 0.827 nm/px)" in text and "sigma_nm=1.2" in text
+    make_line_image(n_lines=8, shape=(256, 256), seed=0)  # fewer lines: the edges stay apart
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "name"),
     [

@@ -259,7 +259,13 @@ def make_line_image(
     lead_sub = centre - half_cd + rough[:n_lines]
     trail_sub = centre + half_cd + rough[n_lines:]
     if np.any(trail_sub <= lead_sub) or np.any(lead_sub[1:] <= trail_sub[:-1]):
-        raise ValueError("edges cross: reduce sigma_nm or widen cd_nm / the spaces")
+        space_px = pitch_px - cd_px
+        raise ValueError(
+            f"edges cross: lines {cd_px * pixel_size_nm:.3g} nm wide with spaces "
+            f"{space_px * pixel_size_nm:.3g} nm ({n_lines} lines in {w} px at {pixel_size_nm:g} "
+            f"nm/px) against edge roughness sigma_nm={sigma_nm:g}; reduce sigma_nm or n_lines, "
+            "or widen cd_nm / the spaces (pitch_nm, a wider image)"
+        )
     coverage = render_lines(lead_sub, trail_sub, w, supersample)
     clean = space_level + (line_level - space_level) * coverage
     lead = lead_sub.reshape(n_lines, h, supersample).mean(axis=2)
